@@ -1,0 +1,87 @@
+/**
+ * What every subcommand shares: exit codes, flag parsing with clear usage errors, durations,
+ * and finding the servers from --server, --config or the environment.
+ */
+import process from "node:process";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { ConfigError, loadClusterFile, nodeUrl, type ClusterConfig } from "../config.ts";
+
+export const EXIT = {
+  ok: 0,
+  usage: 2, // bad flags or a bad cluster file
+  notAcquired: 3, // the lock was taken (try-lock) or --wait ran out
+  lost: 4, // the lock was lost while the command ran; the command was stopped
+  unavailable: 5, // no server answered, or it answered an error
+  keepRunning: -1, // not an exit code: a daemon that keeps running until a signal
+} as const;
+
+export interface CommandModule {
+  run(argv: string[]): Promise<number>;
+}
+
+/** Thrown for a usage error; the command prints it with its help and exits 2. */
+export class UsageError extends Error {}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** parseArgs with strict checking; unknown flags and missing values become UsageError. */
+export function parseFlags<O extends Options>(argv: string[], options: O, allowPositionals = true) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+/** Runs a command body, turning UsageError and ConfigError into exit code 2 with a message. */
+export async function runCommand(help: string, argv: string[], body: () => Promise<number>): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(help);
+    return EXIT.ok;
+  }
+  try {
+    return await body();
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`mutexd: ${error.message}\n\n${help}`);
+      return EXIT.usage;
+    }
+    if (error instanceof ConfigError) {
+      process.stderr.write(`mutexd: bad cluster file: ${error.message}\n`);
+      return EXIT.usage;
+    }
+    throw error;
+  }
+}
+
+/** Parses "500ms", "2s", "1.5s", "3m", "1h"; "0" is zero. Returns milliseconds. */
+export function parseDuration(text: string, flag: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!match || (match[2] === undefined && Number(match[1]) !== 0)) {
+    throw new UsageError(`${flag}: bad duration ${JSON.stringify(text)} (examples: 500ms, 2s, 1m, 0)`);
+  }
+  const unitMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? "ms"]!;
+  return Math.round(Number(match[1]) * unitMs);
+}
+
+/** The cluster file named by --config or MUTEXD_CONFIG, if any. */
+export function clusterFrom(configFlag: string | undefined): ClusterConfig | undefined {
+  const file = configFlag ?? process.env.MUTEXD_CONFIG;
+  return file ? loadClusterFile(file) : undefined;
+}
+
+/**
+ * The lock servers to talk to, in the order to try them: --server (comma-separated), else the
+ * primary then the backup of the cluster file, else MUTEXD_SERVER.
+ */
+export function lockServers(flags: { server?: string; config?: string }): { urls: string[]; cluster?: ClusterConfig } {
+  if (flags.server) return { urls: flags.server.split(",").map((s) => s.trim()).filter(Boolean) };
+  const cluster = clusterFrom(flags.config);
+  if (cluster) {
+    const urls = ["primary", "backup"].flatMap((role) => cluster.nodes.filter((n) => n.role === role).map(nodeUrl));
+    if (urls.length === 0) throw new UsageError(`${cluster.file} has no primary or backup node`);
+    return { urls, cluster };
+  }
+  if (process.env.MUTEXD_SERVER) return { urls: process.env.MUTEXD_SERVER.split(",") };
+  throw new UsageError("say which server: --server URL or --config FILE (or MUTEXD_SERVER / MUTEXD_CONFIG)");
+}

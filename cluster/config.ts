@@ -1,0 +1,219 @@
+/**
+ * Loads and validates a cluster file (TOML). A bad file stops the program with exit code 2 and a
+ * message naming the file, the line where one is known, and the key.
+ *
+ * Shape:
+ *   [cluster]  name = "demo"
+ *   [settings] any key of DEFAULT_SETTINGS (lib/settings.ts), e.g. sessionTtlMs = 10000
+ *   [[nodes]]  id = "p1", role = "primary" | "backup" | "arbiter" | "ring", http = "127.0.0.1:7101"
+ *              optional: udp = 7301 (ring repair port), dataDir = ".data/r1"
+ */
+import { readFileSync } from "node:fs";
+import { parse, TomlError } from "smol-toml";
+import { mergeSettings, type Settings } from "../lib/settings.ts";
+
+export const ROLES = ["primary", "backup", "arbiter", "ring"] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface NodeConfig {
+  id: string;
+  role: Role;
+  /** host:port this node's HTTP server listens on. */
+  http: string;
+  host: string;
+  port: number;
+  /** UDP port for ring repair broadcasts (ring nodes only; defaults to the HTTP port). */
+  udp: number;
+  /** Where the node keeps durable state; relative paths are relative to the cluster file. */
+  dataDir: string;
+}
+
+export interface ClusterConfig {
+  /** Path of the file this was loaded from (for messages). */
+  file: string;
+  name: string;
+  settings: Settings;
+  nodes: NodeConfig[];
+}
+
+/** A problem with a cluster file; `message` already names the file, line and key. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  constructor(readonly file: string, readonly key: string, readonly detail: string, readonly line?: number) {
+    super(`${file}${line !== undefined ? `:${line}` : ""}: ${key ? `${key}: ` : ""}${detail}`);
+  }
+}
+
+const NODE_KEYS = ["id", "role", "http", "udp", "dataDir"];
+const TOP_KEYS = ["cluster", "settings", "nodes"];
+const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Reads and validates `file`. Throws ConfigError. */
+export function loadClusterFile(file: string): ClusterConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw new ConfigError(file, "", `cannot read: ${(error as Error).message}`);
+  }
+  return parseClusterText(text, file);
+}
+
+/** Validates the text of a cluster file; `file` is used in messages and to resolve dataDir. */
+export function parseClusterText(text: string, file: string): ClusterConfig {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(text) as Record<string, unknown>;
+  } catch (error) {
+    if (error instanceof TomlError) {
+      const firstLine = error.message.split("\n")[0];
+      throw new ConfigError(file, "", `TOML syntax: ${firstLine}`, error.line);
+    }
+    throw error;
+  }
+  const lines = new LineFinder(text);
+  const problem = (key: string, detail: string, line = lines.find(key)) => new ConfigError(file, key, detail, line);
+
+  for (const key of Object.keys(doc)) {
+    if (!TOP_KEYS.includes(key)) throw problem(key, `unknown table (known: ${TOP_KEYS.join(", ")})`);
+  }
+  const cluster = asTable(doc.cluster ?? {}, "cluster", problem);
+  for (const key of Object.keys(cluster)) {
+    if (key !== "name") throw problem(`cluster.${key}`, "unknown key (known: name)");
+  }
+  const name = cluster.name ?? "mutexd";
+  if (typeof name !== "string" || !ID_PATTERN.test(name)) {
+    throw problem("cluster.name", "must be 1-64 characters of A-Z a-z 0-9 _ -");
+  }
+
+  const { settings, problems } = mergeSettings(asTable(doc.settings ?? {}, "settings", problem));
+  if (problems.length > 0) throw problem(`settings.${problems[0].key}`, problems[0].message);
+
+  if (!Array.isArray(doc.nodes) || doc.nodes.length === 0) {
+    throw problem("nodes", "the file must list at least one [[nodes]] entry");
+  }
+  const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
+  const nodes = doc.nodes.map((raw, index) => parseNode(raw, index, baseDir, problem));
+  checkUnique(nodes, problem);
+  return { file, name, settings, nodes };
+}
+
+type Problem = (key: string, detail: string, line?: number) => ConfigError;
+
+function parseNode(raw: unknown, index: number, baseDir: string, problem: Problem): NodeConfig {
+  const where = `nodes[${index}]`;
+  const node = asTable(raw, where, problem);
+  for (const key of Object.keys(node)) {
+    if (!NODE_KEYS.includes(key)) throw problem(`${where}.${key}`, `unknown key (known: ${NODE_KEYS.join(", ")})`);
+  }
+  for (const key of ["id", "role", "http"]) {
+    if (node[key] === undefined) throw problem(`${where}.${key}`, "missing (required: id, role, http)");
+  }
+  const { id, role, http } = node;
+  if (typeof id !== "string" || !ID_PATTERN.test(id)) {
+    throw problem(`${where}.id`, "must be 1-64 characters of A-Z a-z 0-9 _ -");
+  }
+  if (typeof role !== "string" || !(ROLES as readonly string[]).includes(role)) {
+    throw problem(`${where}.role`, `must be one of ${ROLES.join(", ")}; got ${JSON.stringify(role)}`);
+  }
+  const address = typeof http === "string" ? parseHostPort(http) : undefined;
+  if (!address) throw problem(`${where}.http`, `must be "host:port" with a port in 1..65535; got ${JSON.stringify(http)}`);
+  const udp = node.udp ?? address.port;
+  if (typeof udp !== "number" || !Number.isInteger(udp) || udp < 1 || udp > 65535) {
+    throw problem(`${where}.udp`, "must be a port number in 1..65535");
+  }
+  const dataDir = node.dataDir ?? `.data/${id}`;
+  if (typeof dataDir !== "string" || dataDir.length === 0) throw problem(`${where}.dataDir`, "must be a path");
+  return {
+    id,
+    role: role as Role,
+    http,
+    host: address.host,
+    port: address.port,
+    udp,
+    dataDir: dataDir.startsWith("/") ? dataDir : `${baseDir}/${dataDir}`,
+  } as NodeConfig;
+}
+
+function checkUnique(nodes: NodeConfig[], problem: Problem): void {
+  const ids = new Map<string, number>();
+  const addresses = new Map<string, number>();
+  nodes.forEach((node, index) => {
+    const sameId = ids.get(node.id);
+    if (sameId !== undefined) throw problem(`nodes[${index}].id`, `duplicate id ${node.id} (also nodes[${sameId}])`);
+    ids.set(node.id, index);
+    const address = `${node.host}:${node.port}`;
+    const sameAddress = addresses.get(address);
+    if (sameAddress !== undefined) {
+      throw problem(`nodes[${index}].http`, `duplicate address ${address} (also nodes[${sameAddress}])`);
+    }
+    addresses.set(address, index);
+  });
+  const count = (role: Role) => nodes.filter((n) => n.role === role).length;
+  if (count("primary") > 1) throw problem("nodes", "at most one node may have role primary");
+  if (count("backup") > 1) throw problem("nodes", "at most one node may have role backup");
+  if (count("arbiter") > 1) throw problem("nodes", "at most one node may have role arbiter");
+}
+
+/** Parses "host:port" (IPv6 as "[::1]:port"). */
+export function parseHostPort(text: string): { host: string; port: number } | undefined {
+  const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);
+  if (!match) return undefined;
+  const port = Number(match[2]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: match[1].replace(/^\[|\]$/g, ""), port };
+}
+
+function asTable(value: unknown, key: string, problem: Problem): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw problem(key, "must be a table");
+  return value as Record<string, unknown>;
+}
+
+/** The line of a key in the text, so messages can point at it (the TOML parser gives none there). */
+class LineFinder {
+  private readonly lines: string[];
+  constructor(text: string) {
+    this.lines = text.split(/\r?\n/);
+  }
+
+  find(key: string): number | undefined {
+    // key is like "nodes[2].http", "settings.tickMs", "cluster.name" or "nodes".
+    const match = /^(\w+)(?:\[(\d+)\])?(?:\.(\w+))?$/.exec(key);
+    if (!match) return undefined;
+    const [, table, index, leaf] = match;
+    const header = index !== undefined ? new RegExp(`^\\s*\\[\\[\\s*${table}\\s*\\]\\]`) : new RegExp(`^\\s*\\[\\s*${table}\\s*\\]`);
+    let start = -1;
+    let seen = -1;
+    for (let i = 0; i < this.lines.length; i++) {
+      if (header.test(this.lines[i])) {
+        seen += 1;
+        if (index === undefined || seen === Number(index)) {
+          start = i;
+          break;
+        }
+      }
+    }
+    if (start < 0) return undefined;
+    if (leaf === undefined) return start + 1;
+    const keyLine = new RegExp(`^\\s*["']?${leaf}["']?\\s*=`);
+    for (let i = start + 1; i < this.lines.length && !/^\s*\[/.test(this.lines[i]); i++) {
+      if (keyLine.test(this.lines[i])) return i + 1;
+    }
+    return start + 1;
+  }
+}
+
+/** The node with `id`, or a ConfigError naming the known ids. */
+export function findNode(config: ClusterConfig, id: string): NodeConfig {
+  const node = config.nodes.find((n) => n.id === id);
+  if (!node) {
+    throw new ConfigError(config.file, "--id", `no node ${JSON.stringify(id)} (known: ${config.nodes.map((n) => n.id).join(", ")})`);
+  }
+  return node;
+}
+
+/** Base URL of a node's HTTP API. */
+export function nodeUrl(node: NodeConfig): string {
+  const host = node.host.includes(":") ? `[${node.host}]` : node.host;
+  return `http://${host}:${node.port}`;
+}

@@ -1,0 +1,63 @@
+/**
+ * The one module that knows which runtime runs us. Everything else is web-standard TypeScript
+ * plus `node:` built-ins that Deno and Bun share.
+ */
+import process from "node:process";
+
+// deno-lint-ignore no-explicit-any
+const g = globalThis as any;
+
+export const runtimeName: "deno" | "bun" | "other" = g.Deno ? "deno" : g.Bun ? "bun" : "other";
+
+export interface HttpServer {
+  /** The port actually bound (useful with port 0). */
+  port: number;
+  close(): Promise<void>;
+}
+
+type FetchHandler = (request: Request) => Response | Promise<Response>;
+
+/** Serves `fetch` on host:port with the runtime's native server. */
+export function serveHttp(fetch: FetchHandler, options: { hostname: string; port: number }): Promise<HttpServer> {
+  if (runtimeName === "deno") {
+    return new Promise((resolve, reject) => {
+      try {
+        const server = g.Deno.serve(
+          {
+            hostname: options.hostname,
+            port: options.port,
+            onListen: (addr: { port: number }) => resolve({ port: addr.port, close: () => server.shutdown() }),
+          },
+          fetch,
+        );
+      } catch (error) {
+        reject(error);
+      }
+    });
+  }
+  if (runtimeName === "bun") {
+    // idleTimeout (s) must exceed the longest long-poll; 255 is Bun's maximum.
+    const server = g.Bun.serve({ hostname: options.hostname, port: options.port, fetch, idleTimeout: 255 });
+    return Promise.resolve({ port: server.port, close: () => Promise.resolve(server.stop(true)) });
+  }
+  return Promise.reject(new Error("mutexd runs on Deno or Bun"));
+}
+
+/** The argv prefix that starts this same program again (for `mutexd up` and tests). */
+export function selfCommand(): string[] {
+  if (runtimeName === "deno") {
+    const main: string = g.Deno.mainModule ?? "";
+    // A `deno compile` binary is its own program; a script runs under the deno executable.
+    if (main.startsWith("file://") && !main.includes("/deno-compile-")) {
+      return [g.Deno.execPath(), "run", "-A", new URL(main).pathname];
+    }
+    return [g.Deno.execPath()];
+  }
+  if (runtimeName === "bun") {
+    const main: string = g.Bun.main ?? "";
+    // `bun build --compile` embeds the script under /$bunfs; then the executable is mutexd itself.
+    if (main.startsWith("/$bunfs") || main.startsWith("B:/~BUN")) return [process.execPath];
+    return [process.execPath, main];
+  }
+  return [process.execPath, process.argv[1]];
+}

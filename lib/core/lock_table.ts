@@ -1,0 +1,471 @@
+/**
+ * The lock table and its sessions as a pure, deterministic state machine.
+ *
+ * Commands and the current time come in as arguments; a result and effects come out. Nothing
+ * here reads a clock, sets a timer, draws a random number or does I/O, so the backup can replay
+ * the primary's commands and the simulator can drive it under virtual time.
+ *
+ * Semantics (see README "Lock semantics"):
+ * - FIFO per lock. Shared holders coexist; a queued exclusive request blocks later shared ones.
+ * - Fencing tokens come from one counter over all grants, so they strictly increase per lock.
+ * - A session whose keepalives stop for its TTL is dead: its locks pass to the next live waiter,
+ *   its queued requests are dropped. A waiter's session is checked alive at its grant.
+ * - A lock freed by expiry (not by leave) is not granted again before its holder's lock-delay.
+ */
+import { assert, assertNever } from "./assert.ts";
+import type { ApiError, ErrorCode } from "../wire/errors.ts";
+import type { Settings } from "../settings.ts";
+
+export type Mode = "exclusive" | "shared";
+
+export interface Session {
+  id: string;
+  ttlMs: number;
+  createdAtMs: number;
+  expiresAtMs: number;
+  /** Names of the locks this session holds or waits for (an index, kept in step with locks). */
+  locks: Set<string>;
+}
+
+export interface Holder {
+  session: string;
+  token: number;
+  mode: Mode;
+  sinceMs: number;
+  lockDelayMs: number;
+}
+
+export interface Waiter {
+  session: string;
+  mode: Mode;
+  queuedAtMs: number;
+  /** The waiter leaves the queue at this time unless it asks again (the client's long-poll). */
+  deadlineMs: number;
+  lockDelayMs: number;
+}
+
+export interface LockState {
+  name: string;
+  holders: Holder[];
+  queue: Waiter[];
+  /** No grant before this time: set when a holder died with a lock-delay (Chubby). */
+  delayUntilMs: number;
+}
+
+export type Command =
+  | { type: "openSession"; ttlMs: number }
+  | { type: "keepAlive"; session: string }
+  | { type: "closeSession"; session: string }
+  | { type: "enter"; name: string; session: string; mode: Mode; waitMs: number; lockDelayMs: number }
+  | { type: "leave"; name: string; session: string; token?: number }
+  | { type: "tick" };
+
+export interface Grant {
+  name: string;
+  session: string;
+  token: number;
+  mode: Mode;
+}
+
+export type Result =
+  | { ok: true; type: "session"; session: string; ttlMs: number; expiresAtMs: number }
+  | { ok: true; type: "closed"; session: string; released: string[] }
+  | { ok: true; type: "granted"; grant: Grant }
+  | { ok: true; type: "waiting"; name: string; position: number }
+  | { ok: true; type: "notGranted"; name: string; position: number }
+  | { ok: true; type: "left"; name: string; wasHolder: boolean }
+  | { ok: true; type: "ticked" }
+  | { ok: false; error: ApiError };
+
+/** What happened besides the answer: the driver resolves long-polls and logs from these. */
+export type Effect =
+  | { type: "granted"; grant: Grant }
+  | { type: "waitEnded"; name: string; session: string; reason: "deadline" | "sessionDead" | "withdrawn" }
+  | { type: "sessionExpired"; session: string; released: string[] }
+  | { type: "released"; name: string; session: string; token: number; reason: "leave" | "expired" | "closed" };
+
+export interface Output {
+  result: Result;
+  effects: Effect[];
+}
+
+/** The limits the table enforces; a subset of Settings so tests can pass small values. */
+export type LockTableLimits = Pick<
+  Settings,
+  | "sessionTtlMinMs"
+  | "sessionTtlMaxMs"
+  | "sessionsMax"
+  | "locksMax"
+  | "waitersPerLockMax"
+  | "lockNameLengthMax"
+  | "lockDelayMaxMs"
+  | "waitMaxMs"
+>;
+
+export interface LockTableOptions {
+  limits: LockTableLimits;
+  /** Prefix of session ids, chosen by the driver per server incarnation so ids never repeat. */
+  sessionIdPrefix: string;
+  /** Tokens start above this; a driver without persisted state passes a clock-derived floor. */
+  tokenFloor: number;
+}
+
+/** Plain-data copy of the whole table: what the backup loads and `status` shows. */
+export interface LockTableSnapshot {
+  nowMs: number;
+  lastToken: number;
+  sessionSeq: number;
+  sessionIdPrefix: string;
+  sessions: Array<Omit<Session, "locks">>;
+  locks: LockState[];
+}
+
+const LOCK_NAME_PATTERN = /^[A-Za-z0-9._:/-]+$/;
+
+function fail(code: ErrorCode, message: string): Output {
+  return { result: { ok: false, error: { code, message } }, effects: [] };
+}
+
+export class LockTable {
+  readonly sessions = new Map<string, Session>();
+  readonly locks = new Map<string, LockState>();
+  private lastToken: number;
+  private sessionSeq = 0;
+  private nowMs = 0;
+  /** A lower bound of every session expiry, waiter deadline and lock-delay end: ticks are O(1) until it. */
+  private dueAtMs = Number.POSITIVE_INFINITY;
+
+  constructor(private readonly options: LockTableOptions) {
+    assert(Number.isSafeInteger(options.tokenFloor) && options.tokenFloor >= 0, "tokenFloor must be a safe integer");
+    this.lastToken = options.tokenFloor;
+  }
+
+  /** The highest fencing token granted so far. */
+  get highestToken(): number {
+    return this.lastToken;
+  }
+
+  /** Applies one command at time `nowMs` (monotonic, never smaller than the previous call's). */
+  apply(command: Command, nowMs: number): Output {
+    assert(Number.isFinite(nowMs), "nowMs must be finite");
+    assert(nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
+    this.nowMs = nowMs;
+    const effects: Effect[] = [];
+    // Expiry runs first so every command sees only live sessions and waiters.
+    this.expireDue(effects);
+    const output = this.dispatch(command, effects);
+    output.effects = effects.concat(output.effects);
+    return output;
+  }
+
+  private dispatch(command: Command, effects: Effect[]): Output {
+    switch (command.type) {
+      case "openSession":
+        return this.openSession(command.ttlMs);
+      case "keepAlive":
+        return this.keepAlive(command.session);
+      case "closeSession":
+        return this.closeSession(command.session, effects);
+      case "enter":
+        return this.enter(command, effects);
+      case "leave":
+        return this.leave(command, effects);
+      case "tick":
+        return { result: { ok: true, type: "ticked" }, effects: [] };
+      default:
+        return assertNever(command, "command");
+    }
+  }
+
+  private openSession(ttlMs: number): Output {
+    const { sessionTtlMinMs, sessionTtlMaxMs, sessionsMax } = this.options.limits;
+    if (!Number.isSafeInteger(ttlMs) || ttlMs < sessionTtlMinMs || ttlMs > sessionTtlMaxMs) {
+      return fail("bad_request", `ttlMs must be an integer within ${sessionTtlMinMs}..${sessionTtlMaxMs}`);
+    }
+    if (this.sessions.size >= sessionsMax) {
+      return fail("limit_reached", `at most ${sessionsMax} sessions`);
+    }
+    this.sessionSeq += 1;
+    const id = `${this.options.sessionIdPrefix}${this.sessionSeq}`;
+    assert(!this.sessions.has(id), `session id ${id} reused`);
+    const session: Session = {
+      id,
+      ttlMs,
+      createdAtMs: this.nowMs,
+      expiresAtMs: this.nowMs + ttlMs,
+      locks: new Set(),
+    };
+    this.sessions.set(id, session);
+    this.noteDue(session.expiresAtMs);
+    return { result: { ok: true, type: "session", session: id, ttlMs, expiresAtMs: session.expiresAtMs }, effects: [] };
+  }
+
+  private keepAlive(sessionId: string): Output {
+    const session = this.sessions.get(sessionId);
+    if (!session) return fail("session_not_found", `session ${sessionId} is unknown or expired`);
+    session.expiresAtMs = this.nowMs + session.ttlMs;
+    return {
+      result: { ok: true, type: "session", session: sessionId, ttlMs: session.ttlMs, expiresAtMs: session.expiresAtMs },
+      effects: [],
+    };
+  }
+
+  private closeSession(sessionId: string, effects: Effect[]): Output {
+    const session = this.sessions.get(sessionId);
+    if (!session) return fail("session_not_found", `session ${sessionId} is unknown or expired`);
+    const released = this.dropSession(session, "closed", effects);
+    return { result: { ok: true, type: "closed", session: sessionId, released }, effects: [] };
+  }
+
+  private enter(command: Extract<Command, { type: "enter" }>, effects: Effect[]): Output {
+    const { name, mode, waitMs, lockDelayMs } = command;
+    const limits = this.options.limits;
+    const nameProblem = this.checkName(name);
+    if (nameProblem) return fail("bad_request", nameProblem);
+    if (mode !== "exclusive" && mode !== "shared") return fail("bad_request", "mode must be exclusive or shared");
+    if (!Number.isSafeInteger(waitMs) || waitMs < 0 || waitMs > limits.waitMaxMs) {
+      return fail("bad_request", `waitMs must be an integer within 0..${limits.waitMaxMs}`);
+    }
+    if (!Number.isSafeInteger(lockDelayMs) || lockDelayMs < 0 || lockDelayMs > limits.lockDelayMaxMs) {
+      return fail("bad_request", `lockDelayMs must be an integer within 0..${limits.lockDelayMaxMs}`);
+    }
+    const session = this.sessions.get(command.session);
+    if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
+
+    const existing = this.locks.get(name);
+    const held = existing?.holders.find((h) => h.session === session.id);
+    if (held) {
+      if (held.mode !== mode) return fail("mode_conflict", `session holds ${name} in ${held.mode} mode`);
+      // Entering a lock the session already holds returns the same grant.
+      return { result: { ok: true, type: "granted", grant: { name, session: session.id, token: held.token, mode } }, effects: [] };
+    }
+    const queuedIndex = existing ? existing.queue.findIndex((w) => w.session === session.id) : -1;
+    if (existing && queuedIndex >= 0) {
+      // Asking again keeps the place in the queue; it only moves the deadline (the long-poll).
+      const waiter = existing.queue[queuedIndex];
+      if (waiter.mode !== mode) return fail("mode_conflict", `session waits for ${name} in ${waiter.mode} mode`);
+      waiter.deadlineMs = this.nowMs + waitMs;
+      this.noteDue(waiter.deadlineMs);
+      return { result: { ok: true, type: "waiting", name, position: queuedIndex + 1 }, effects: [] };
+    }
+    if (!existing && this.locks.size >= limits.locksMax) {
+      return fail("limit_reached", `at most ${limits.locksMax} locks`);
+    }
+    const lock = existing ?? { name, holders: [], queue: [], delayUntilMs: 0 };
+    if (lock.queue.length === 0 && this.compatible(lock, mode)) {
+      if (!existing) this.locks.set(name, lock);
+      const grant = this.grant(lock, session, mode, lockDelayMs);
+      return { result: { ok: true, type: "granted", grant }, effects: [] };
+    }
+    if (waitMs === 0) {
+      // A try-lock that fails changes nothing.
+      return { result: { ok: true, type: "notGranted", name, position: lock.queue.length + 1 }, effects: [] };
+    }
+    if (lock.queue.length >= limits.waitersPerLockMax) {
+      return fail("limit_reached", `at most ${limits.waitersPerLockMax} waiters on ${name}`);
+    }
+    if (!existing) this.locks.set(name, lock);
+    lock.queue.push({ session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs });
+    session.locks.add(name);
+    this.noteDue(this.nowMs + waitMs);
+    // Expiry ran first, so everything ahead is live and the request cannot be granted yet; a lock
+    // in its lock-delay is granted by the tick that ends the delay.
+    return { result: { ok: true, type: "waiting", name, position: lock.queue.length }, effects: [] };
+  }
+
+  private leave(command: Extract<Command, { type: "leave" }>, effects: Effect[]): Output {
+    const { name } = command;
+    const nameProblem = this.checkName(name);
+    if (nameProblem) return fail("bad_request", nameProblem);
+    if (command.token !== undefined && (!Number.isSafeInteger(command.token) || command.token < 0)) {
+      return fail("bad_request", "token must be a non-negative integer");
+    }
+    const session = this.sessions.get(command.session);
+    if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
+    const lock = this.locks.get(name);
+    if (!lock) return fail("lock_not_found", `lock ${name} is not held or waited for`);
+    const holderIndex = lock.holders.findIndex((h) => h.session === session.id);
+    if (holderIndex >= 0) {
+      const holder = lock.holders[holderIndex];
+      if (command.token !== holder.token) {
+        return fail("not_holder", `session ${session.id} holds ${name} with another token`);
+      }
+      lock.holders.splice(holderIndex, 1);
+      session.locks.delete(name);
+      effects.push({ type: "released", name, session: session.id, token: holder.token, reason: "leave" });
+      this.promote(lock, effects);
+      this.forgetIfIdle(lock);
+      return { result: { ok: true, type: "left", name, wasHolder: true }, effects: [] };
+    }
+    const waiterIndex = lock.queue.findIndex((w) => w.session === session.id);
+    if (waiterIndex >= 0 && command.token === undefined) {
+      // A waiter that gives up withdraws its request; those behind it may now be grantable.
+      lock.queue.splice(waiterIndex, 1);
+      session.locks.delete(name);
+      effects.push({ type: "waitEnded", name, session: session.id, reason: "withdrawn" });
+      this.promote(lock, effects);
+      this.forgetIfIdle(lock);
+      return { result: { ok: true, type: "left", name, wasHolder: false }, effects: [] };
+    }
+    return fail("not_holder", `session ${session.id} does not hold ${name}`);
+  }
+
+  /** Grants from the head of the queue while the head is compatible with the holders. */
+  private promote(lock: LockState, effects: Effect[]): void {
+    if (this.nowMs < lock.delayUntilMs) return;
+    // Each pass removes the head or stops, so the loop is bounded by the queue length.
+    while (lock.queue.length > 0) {
+      const head = lock.queue[0];
+      const session = this.sessions.get(head.session);
+      if (!session || session.expiresAtMs <= this.nowMs || head.deadlineMs <= this.nowMs) {
+        // Never grant to a dead waiter (etcd #11456), even between two expiry passes.
+        lock.queue.shift();
+        session?.locks.delete(lock.name);
+        const reason = !session || session.expiresAtMs <= this.nowMs ? "sessionDead" : "deadline";
+        effects.push({ type: "waitEnded", name: lock.name, session: head.session, reason });
+        continue;
+      }
+      if (!this.compatible(lock, head.mode)) return;
+      lock.queue.shift();
+      session.locks.delete(lock.name); // re-added by grant
+      effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs) });
+      if (head.mode === "exclusive") return;
+    }
+  }
+
+  private grant(lock: LockState, session: Session, mode: Mode, lockDelayMs: number): Grant {
+    assert(this.compatible(lock, mode), `grant of ${lock.name} would break mutual exclusion`);
+    assert(this.nowMs >= lock.delayUntilMs, `grant of ${lock.name} inside its lock-delay`);
+    this.lastToken += 1;
+    assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
+    lock.holders.push({ session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs });
+    session.locks.add(lock.name);
+    return { name: lock.name, session: session.id, token: this.lastToken, mode };
+  }
+
+  private compatible(lock: LockState, mode: Mode): boolean {
+    if (this.nowMs < lock.delayUntilMs) return false;
+    if (lock.holders.length === 0) return true;
+    return mode === "shared" && lock.holders.every((h) => h.mode === "shared");
+  }
+
+  /** Expires sessions and waiters whose time has come; O(1) while nothing is due. */
+  private expireDue(effects: Effect[]): void {
+    if (this.nowMs < this.dueAtMs) return;
+    let nextDueMs = Number.POSITIVE_INFINITY;
+    for (const session of [...this.sessions.values()]) {
+      if (session.expiresAtMs <= this.nowMs) {
+        const released = this.dropSession(session, "expired", effects);
+        effects.push({ type: "sessionExpired", session: session.id, released });
+      } else {
+        nextDueMs = Math.min(nextDueMs, session.expiresAtMs);
+      }
+    }
+    for (const lock of [...this.locks.values()]) {
+      const before = lock.queue.length;
+      lock.queue = lock.queue.filter((waiter) => {
+        if (waiter.deadlineMs > this.nowMs) return true;
+        this.sessions.get(waiter.session)?.locks.delete(lock.name);
+        effects.push({ type: "waitEnded", name: lock.name, session: waiter.session, reason: "deadline" });
+        return false;
+      });
+      if (lock.queue.length !== before || lock.delayUntilMs <= this.nowMs) this.promote(lock, effects);
+      for (const waiter of lock.queue) nextDueMs = Math.min(nextDueMs, waiter.deadlineMs);
+      if (lock.delayUntilMs > this.nowMs) nextDueMs = Math.min(nextDueMs, lock.delayUntilMs);
+      this.forgetIfIdle(lock);
+    }
+    this.dueAtMs = nextDueMs;
+  }
+
+  /** Removes a session: releases what it holds (with lock-delay on expiry), drops its waits. */
+  private dropSession(session: Session, reason: "expired" | "closed", effects: Effect[]): string[] {
+    const released: string[] = [];
+    const touched: LockState[] = [];
+    for (const name of session.locks) {
+      const lock = this.locks.get(name);
+      assert(lock !== undefined, `session ${session.id} indexes missing lock ${name}`);
+      const holder = lock.holders.find((h) => h.session === session.id);
+      if (holder) {
+        lock.holders = lock.holders.filter((h) => h !== holder);
+        released.push(name);
+        effects.push({ type: "released", name, session: session.id, token: holder.token, reason });
+        if (reason === "expired" && holder.lockDelayMs > 0) {
+          lock.delayUntilMs = Math.max(lock.delayUntilMs, this.nowMs + holder.lockDelayMs);
+          this.noteDue(lock.delayUntilMs);
+        }
+      }
+      const waiting = lock.queue.length;
+      lock.queue = lock.queue.filter((w) => w.session !== session.id);
+      if (lock.queue.length !== waiting) {
+        effects.push({ type: "waitEnded", name, session: session.id, reason: "sessionDead" });
+      }
+      touched.push(lock);
+    }
+    this.sessions.delete(session.id);
+    session.locks.clear();
+    for (const lock of touched) {
+      this.promote(lock, effects);
+      this.forgetIfIdle(lock);
+    }
+    return released;
+  }
+
+  private forgetIfIdle(lock: LockState): void {
+    if (lock.holders.length === 0 && lock.queue.length === 0 && lock.delayUntilMs <= this.nowMs) {
+      this.locks.delete(lock.name);
+    }
+  }
+
+  private noteDue(atMs: number): void {
+    this.dueAtMs = Math.min(this.dueAtMs, atMs);
+  }
+
+  private checkName(name: unknown): string | undefined {
+    const max = this.options.limits.lockNameLengthMax;
+    if (typeof name !== "string" || name.length === 0) return "lock name must be a non-empty string";
+    if (name.length > max) return `lock name is longer than ${max} characters`;
+    if (!LOCK_NAME_PATTERN.test(name)) return "lock name may contain only A-Z a-z 0-9 . _ : / -";
+    return undefined;
+  }
+
+  /** A plain-data copy of the whole state (for status, and for the backup to load). */
+  snapshot(): LockTableSnapshot {
+    return {
+      nowMs: this.nowMs,
+      lastToken: this.lastToken,
+      sessionSeq: this.sessionSeq,
+      sessionIdPrefix: this.options.sessionIdPrefix,
+      sessions: [...this.sessions.values()].map(({ locks: _locks, ...rest }) => ({ ...rest })),
+      locks: [...this.locks.values()].map((lock) => ({
+        name: lock.name,
+        holders: lock.holders.map((h) => ({ ...h })),
+        queue: lock.queue.map((w) => ({ ...w })),
+        delayUntilMs: lock.delayUntilMs,
+      })),
+    };
+  }
+
+  /** Rebuilds a table from a snapshot; the result answers every command as the original would. */
+  static fromSnapshot(snapshot: LockTableSnapshot, limits: LockTableLimits): LockTable {
+    const table = new LockTable({ limits, sessionIdPrefix: snapshot.sessionIdPrefix, tokenFloor: snapshot.lastToken });
+    table.sessionSeq = snapshot.sessionSeq;
+    table.nowMs = snapshot.nowMs;
+    table.dueAtMs = Number.NEGATIVE_INFINITY; // recompute on the next command
+    for (const s of snapshot.sessions) table.sessions.set(s.id, { ...s, locks: new Set() });
+    for (const l of snapshot.locks) {
+      const lock: LockState = {
+        name: l.name,
+        holders: l.holders.map((h) => ({ ...h })),
+        queue: l.queue.map((w) => ({ ...w })),
+        delayUntilMs: l.delayUntilMs,
+      };
+      table.locks.set(lock.name, lock);
+      for (const entry of [...lock.holders, ...lock.queue]) {
+        const session = table.sessions.get(entry.session);
+        assert(session !== undefined, `snapshot lock ${lock.name} names unknown session ${entry.session}`);
+        session.locks.add(lock.name);
+      }
+    }
+    return table;
+  }
+}

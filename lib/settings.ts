@@ -1,0 +1,89 @@
+/**
+ * Every timeout and limit of mutexd, with its default, in one place. Names carry their unit last
+ * (`sessionTtlMs`). A cluster file may override any of them in its `[settings]` table; the loader
+ * rejects unknown keys and checks the relations in `validateSettings`.
+ */
+export const DEFAULT_SETTINGS = {
+  // Sessions (the failure detector for clients).
+  sessionTtlMs: 10_000, // TTL a client gets when it asks for none; it keeps alive every TTL/3
+  sessionTtlMinMs: 500, // shorter TTLs make keepalives a load and expiry a coin toss
+  sessionTtlMaxMs: 3_600_000, // a dead client holds its locks at most this long
+  sessionsMax: 10_000, // open sessions per server
+
+  // Locks.
+  locksMax: 100_000, // lock entries (held, waited for or delayed) per server
+  waitersPerLockMax: 1_000, // queued requests per lock
+  lockNameLengthMax: 256, // bytes of a lock name ([A-Za-z0-9._:/-])
+  lockDelayMaxMs: 60_000, // upper bound of a lock's delay after its holder died (Chubby: 1 min)
+  waitMaxMs: 3_600_000, // longest `waitMs` an enter may ask for
+
+  // HTTP.
+  longPollMaxMs: 5_000, // a waiting enter is answered after at most this; the client asks again
+  bodyBytesMax: 65_536, // request bodies above this get 413
+  tickMs: 20, // how often a server's driver feeds the clock to its core
+
+  // Client.
+  requestTimeoutMs: 3_000, // a client gives up one HTTP request after this (plus long-poll time)
+  killGraceMs: 3_000, // `mutexd lock`: SIGTERM, then SIGKILL after this when the lock is lost
+};
+
+export type Settings = typeof DEFAULT_SETTINGS;
+export type SettingName = keyof Settings;
+
+/** One problem found in a settings object: the key and what is wrong with it. */
+export interface SettingsProblem {
+  key: string;
+  message: string;
+}
+
+/**
+ * Checks every value is a positive safe integer and the relations between values hold.
+ * Returns the problems (empty when valid) rather than throwing, so the loader can name the file.
+ */
+export function validateSettings(settings: Settings): SettingsProblem[] {
+  const problems: SettingsProblem[] = [];
+  for (const [key, value] of Object.entries(settings)) {
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
+      problems.push({ key, message: `must be a positive integer, got ${JSON.stringify(value)}` });
+    }
+  }
+  if (problems.length > 0) return problems;
+  const s = settings;
+  const relation = (ok: boolean, key: string, message: string) => {
+    if (!ok) problems.push({ key, message });
+  };
+  relation(
+    s.sessionTtlMinMs <= s.sessionTtlMs && s.sessionTtlMs <= s.sessionTtlMaxMs,
+    "sessionTtlMs",
+    `must lie within sessionTtlMinMs (${s.sessionTtlMinMs}) and sessionTtlMaxMs (${s.sessionTtlMaxMs})`,
+  );
+  relation(
+    s.tickMs * 5 <= s.sessionTtlMinMs,
+    "tickMs",
+    `must be at most sessionTtlMinMs / 5 (${s.sessionTtlMinMs / 5}) so expiry is timely`,
+  );
+  relation(
+    s.longPollMaxMs < s.sessionTtlMinMs * 20 && s.longPollMaxMs <= 60_000,
+    "longPollMaxMs",
+    "must be at most 60000 (HTTP idle timeouts of proxies and runtimes)",
+  );
+  return problems;
+}
+
+/** Applies overrides on top of the defaults; unknown keys are reported, not ignored. */
+export function mergeSettings(
+  overrides: Record<string, unknown>,
+): { settings: Settings; problems: SettingsProblem[] } {
+  const settings: Record<string, unknown> = { ...DEFAULT_SETTINGS };
+  const problems: SettingsProblem[] = [];
+  for (const [key, value] of Object.entries(overrides)) {
+    if (!(key in DEFAULT_SETTINGS)) {
+      problems.push({ key, message: `unknown setting (known: ${Object.keys(DEFAULT_SETTINGS).join(", ")})` });
+      continue;
+    }
+    settings[key] = value;
+  }
+  const merged = settings as Settings;
+  if (problems.length === 0) problems.push(...validateSettings(merged));
+  return { settings: merged, problems };
+}

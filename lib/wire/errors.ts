@@ -1,0 +1,36 @@
+/**
+ * The stable error codes of the HTTP API and the status each maps to. Every error body is
+ * `{ "error": { "code": ErrorCode, "message": string } }`; clients switch on `code`, never on text.
+ */
+export const ERROR_STATUS = {
+  bad_request: 400, // malformed JSON, a missing or ill-typed field, a value out of bounds
+  session_not_found: 404, // unknown or expired session
+  lock_not_found: 404, // no such lock (nobody holds, waits for, or delays it)
+  not_found: 404, // no such route
+  not_holder: 409, // leave by a session that does not hold the lock with that token
+  mode_conflict: 409, // enter asks a mode other than the one the session already holds
+  not_primary: 421, // this server does not serve locks now (carries a hint to the primary)
+  body_too_large: 413, // request body above bodyBytesMax
+  limit_reached: 429, // sessions, locks or waiters at their configured maximum
+  internal: 500, // a bug; the message names it, no stack trace is sent
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** The error half of every core and API result. */
+export interface ApiError {
+  code: ErrorCode;
+  message: string;
+}
+
+export function apiError(code: ErrorCode, message: string): { error: ApiError } {
+  return { error: { code, message } };
+}
+
+/** Thrown by the client for an error answer; carries the server's code and HTTP status. */
+export class MutexdError extends Error {
+  override name = "MutexdError";
+  constructor(readonly code: ErrorCode | "unreachable" | "lock_lost", message: string, readonly status = 0) {
+    super(message);
+  }
+}

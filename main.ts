@@ -1,0 +1,46 @@
+/**
+ * mutexd: the command line. Parses the subcommand and hands its arguments to the module that
+ * runs it; no protocol logic lives here. Exit codes are listed in `mutexd --help`.
+ */
+import process from "node:process";
+import { EXIT, type CommandModule } from "./cluster/commands/common.ts";
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
+  node: { summary: "run one node of a cluster file in its role", load: () => import("./cluster/commands/node.ts") },
+  up: { summary: "run every node of a cluster file on this machine", load: () => import("./cluster/commands/up.ts") },
+  lock: { summary: "run a command while holding a lock", load: () => import("./cluster/commands/lock.ts") },
+  status: { summary: "show the lock table and sessions", load: () => import("./cluster/commands/status.ts") },
+  ring: { summary: "token-ring operations: lock, put, get, status", load: () => import("./cluster/commands/ring.ts") },
+};
+
+const USAGE = `mutexd: fault-tolerant distributed mutual exclusion
+
+Usage: mutexd <command> [options]   (mutexd <command> --help for details)
+
+Commands:
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`).join("\n")}
+
+Exit codes (mutexd's own; \`lock\` passes its command's status through):
+  0  success            2  usage or cluster-file error    3  lock not acquired (taken, --wait ran out)
+  4  lock lost while the command ran (the command was stopped)
+  5  server unreachable or answered an error
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(USAGE);
+    return name === undefined ? EXIT.usage : EXIT.ok;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`mutexd: unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
+    return EXIT.usage;
+  }
+  const module = await command.load();
+  return await module.run(rest);
+}
+
+const code = await main(process.argv.slice(2));
+// `node` and `up` keep running until a signal; they exit themselves.
+if (code !== EXIT.keepRunning) process.exit(code);
