@@ -1,0 +1,64 @@
+/**
+ * `mutexd node --config FILE --id ID [--role ROLE]`: runs one node of the cluster file in its
+ * role until SIGTERM or SIGINT, then shuts it down cleanly.
+ */
+import process from "node:process";
+import { findNode, loadClusterFile, ROLES, type ClusterConfig, type NodeConfig, type Role } from "../config.ts";
+import { jsonLogger, type Logger } from "../log.ts";
+import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
+
+/** A started node: where it listens and how to stop it. */
+export interface RunningNode {
+  url: string;
+  stop(): Promise<void>;
+}
+
+export type NodeStarter = (cluster: ClusterConfig, node: NodeConfig, log: Logger) => Promise<RunningNode>;
+
+/** Role → the module that starts it. Each role lives in its own cluster/ module. */
+const STARTERS: Record<Role, () => Promise<NodeStarter>> = {
+  primary: async () => (await import("../lock_server.ts")).startLockServer,
+  backup: async () => (await import("../lock_server.ts")).startLockServer,
+  arbiter: () => Promise.reject(new UsageError("role arbiter is not implemented yet")),
+  ring: async () => (await import("../ring/daemon.ts")).startRingNode,
+};
+
+const HELP = `Usage: mutexd node --config FILE --id ID [--role ${ROLES.join("|")}]
+
+Runs the node ID of the cluster file in the role the file gives it (--role overrides).
+Logs one JSON line per event on stderr. SIGTERM or SIGINT stops it cleanly.
+Exit codes: 0 stopped by a signal, 2 bad flags or cluster file, 1 crashed.
+`;
+
+export function run(argv: string[]): Promise<number> {
+  return runCommand(HELP, argv, async () => {
+    const { values } = parseFlags(argv, {
+      config: { type: "string" },
+      id: { type: "string" },
+      role: { type: "string" },
+    }, false);
+    if (!values.config || !values.id) throw new UsageError("--config and --id are required");
+    const cluster = loadClusterFile(values.config);
+    const found = findNode(cluster, values.id);
+    if (values.role !== undefined && !(ROLES as readonly string[]).includes(values.role)) {
+      throw new UsageError(`--role must be one of ${ROLES.join(", ")}`);
+    }
+    const node: NodeConfig = { ...found, role: (values.role as Role | undefined) ?? found.role };
+    const log = jsonLogger(node.id);
+    const start = await STARTERS[node.role]();
+    const running = await start(cluster, node, log);
+    log.event("listening", { role: node.role, url: running.url, pid: process.pid });
+    let stopping = false;
+    const shutdown = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.event("stopping", { signal });
+      await running.stop();
+      log.event("stopped", {});
+      process.exit(EXIT.ok);
+    };
+    process.on("SIGTERM", () => void shutdown("SIGTERM"));
+    process.on("SIGINT", () => void shutdown("SIGINT"));
+    return EXIT.keepRunning;
+  });
+}

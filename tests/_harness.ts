@@ -1,0 +1,119 @@
+/**
+ * Helpers shared by the tests: start mutexd as a real process under the runtime running the
+ * tests, find free ports, write temporary cluster files, wait for health. Not a test file.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+
+export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** argv that runs main.ts under the runtime executing this test (Deno or Bun). */
+export function mutexdArgv(): string[] {
+  // deno-lint-ignore no-explicit-any
+  const g = globalThis as any;
+  if (g.Deno) return [g.Deno.execPath(), "run", "-A", `${ROOT}/main.ts`];
+  return [process.execPath, `${ROOT}/main.ts`];
+}
+
+/** A port that was free a moment ago (bind to 0, read, close). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export function tempDir(prefix = "mutexd-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Writes a cluster file into `dir` and returns its path. */
+export function writeCluster(dir: string, toml: string, name = "cluster.toml"): string {
+  const file = join(dir, name);
+  writeFileSync(file, toml);
+  return file;
+}
+
+export interface Proc {
+  child: ChildProcess;
+  pid: number;
+  stdout: () => string;
+  stderr: () => string;
+  /** Resolves with the exit code (or 128+signal) when the process ends. */
+  exited: Promise<number>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** Spawns `mutexd ...args` and collects its output. */
+export function startMutexd(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Proc {
+  const [cmd, ...pre] = mutexdArgv();
+  return startProcess(cmd, [...pre, ...args], options);
+}
+
+const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+
+export function startProcess(cmd: string, args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Proc {
+  const child = spawn(cmd, args, {
+    cwd: options.cwd ?? ROOT,
+    env: { ...process.env, NO_COLOR: "1", ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (err += d));
+  const exited = new Promise<number>((resolve) => {
+    child.on("exit", (code, signal) => resolve(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0)));
+  });
+  return {
+    child,
+    pid: child.pid!,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    kill: (signal = "SIGTERM") => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `url` until it answers 200 or `timeoutMs` passes (then throws). */
+export async function waitForHttp(url: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(url);
+      await response.body?.cancel();
+      if (response.ok) return;
+      last = `status ${response.status}`;
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    await sleep(50);
+  }
+  throw new Error(`${url} did not come up within ${timeoutMs} ms (${last})`);
+}
+
+/** Polls `check` until it returns true or the time runs out (then throws with `what`). */
+export async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(25);
+  }
+  throw new Error(`timed out waiting for: ${what}`);
+}
