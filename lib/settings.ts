@@ -63,10 +63,11 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     `must be at most sessionTtlMinMs / 5 (${s.sessionTtlMinMs / 5}) so expiry is timely`,
   );
   relation(
-    s.longPollMaxMs < s.sessionTtlMinMs * 20 && s.longPollMaxMs <= 60_000,
+    s.longPollMaxMs <= 60_000,
     "longPollMaxMs",
     "must be at most 60000 (HTTP idle timeouts of proxies and runtimes)",
   );
+  relation(s.waitMaxMs >= 60_000, "waitMaxMs", "must be at least 60000 (clients ask for waits in 60 s chunks)");
   return problems;
 }
 

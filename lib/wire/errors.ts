@@ -30,7 +30,7 @@ export function apiError(code: ErrorCode, message: string): { error: ApiError } 
 /** Thrown by the client for an error answer; carries the server's code and HTTP status. */
 export class MutexdError extends Error {
   override name = "MutexdError";
-  constructor(readonly code: ErrorCode | "unreachable" | "lock_lost", message: string, readonly status = 0) {
+  constructor(readonly code: ErrorCode | "unreachable" | "lock_lost" | "not_acquired", message: string, readonly status = 0) {
     super(message);
   }
 }

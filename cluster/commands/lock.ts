@@ -1,0 +1,126 @@
+/**
+ * `mutexd lock NAME [...] -- CMD…`: runs CMD while holding NAME. CMD sees MUTEXD_TOKEN (the
+ * fencing token) and MUTEXD_LOCK. If the lock is lost while CMD runs, CMD is stopped (SIGTERM,
+ * then SIGKILL after the grace) at once: `consul lock` let a child run ~90 s after losing its
+ * lock (hashicorp/consul#9788); mutexd does not.
+ */
+import { spawn } from "node:child_process";
+import process from "node:process";
+import { connect, NotAcquiredError } from "../../lib/client/lock_client.ts";
+import { MutexdError } from "../../lib/wire/errors.ts";
+import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
+import { EXIT, lockServers, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+
+const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ttl DUR] [--wait DUR]
+                  [--shared] [--lock-delay DUR] [--grace DUR] -- CMD [ARG…]
+
+Acquires the lock NAME, runs CMD with MUTEXD_TOKEN (fencing token, a decimal integer that only
+grows) and MUTEXD_LOCK in its environment, keeps the session alive while CMD runs, releases the
+lock when CMD exits, and exits with CMD's status.
+
+  --config FILE     cluster file (its primary, then backup); or MUTEXD_CONFIG
+  --server URL      lock server URL(s), comma-separated; or MUTEXD_SERVER
+  --ttl DUR         session TTL (default ${DEFAULT_SETTINGS.sessionTtlMs / 1000}s): if keepalives stop this long, the lock is freed
+  --wait DUR        how long to wait for the lock (default: forever); --wait 0 is a try-lock
+  --shared          take a shared (reader) lock instead of an exclusive one
+  --lock-delay DUR  if this holder dies, nobody gets the lock for DUR (default 0)
+  --grace DUR       when the lock is lost: SIGTERM, then SIGKILL after DUR (default ${DEFAULT_SETTINGS.killGraceMs / 1000}s)
+
+Exit codes: CMD's status when it ran (128+N when killed by signal N);
+  2 usage or cluster-file error; 3 lock not acquired (taken, --wait ran out);
+  4 lock lost while CMD ran (CMD was stopped); 5 server unreachable or error.
+Durations: 500ms, 2s, 1.5m, 1h, 0.
+`;
+
+const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+
+export function run(argv: string[]): Promise<number> {
+  return runCommand(HELP, argv, async () => {
+    const split = argv.indexOf("--");
+    if (split < 0) throw new UsageError("missing -- before the command to run");
+    const command = argv.slice(split + 1);
+    if (command.length === 0) throw new UsageError("missing the command to run after --");
+    const { values, positionals } = parseFlags(argv.slice(0, split), {
+      config: { type: "string" },
+      server: { type: "string" },
+      ttl: { type: "string" },
+      wait: { type: "string" },
+      shared: { type: "boolean" },
+      "lock-delay": { type: "string" },
+      grace: { type: "string" },
+    });
+    if (positionals.length !== 1) throw new UsageError("give exactly one lock NAME before --");
+    const name = positionals[0];
+    const { urls, cluster } = lockServers(values);
+    const settings = cluster?.settings ?? DEFAULT_SETTINGS;
+    const ttlMs = values.ttl ? parseDuration(values.ttl, "--ttl") : settings.sessionTtlMs;
+    const waitMs = values.wait ? parseDuration(values.wait, "--wait") : Number.MAX_SAFE_INTEGER;
+    const lockDelayMs = values["lock-delay"] ? parseDuration(values["lock-delay"], "--lock-delay") : 0;
+    const graceMs = values.grace ? parseDuration(values.grace, "--grace") : settings.killGraceMs;
+
+    const client = connect({ servers: urls, requestTimeoutMs: settings.requestTimeoutMs });
+    let handle;
+    try {
+      handle = await client.lock(name, { ttlMs, waitMs, shared: values.shared ?? false, lockDelayMs });
+    } catch (error) {
+      if (error instanceof NotAcquiredError) {
+        process.stderr.write(`mutexd: lock ${name} not acquired: ${error.message}\n`);
+        return EXIT.notAcquired;
+      }
+      if (error instanceof MutexdError) {
+        process.stderr.write(`mutexd: ${error.code}: ${error.message}\n`);
+        return error.code === "bad_request" ? EXIT.usage : EXIT.unavailable;
+      }
+      throw error;
+    }
+    return await runHolding(command, handle, graceMs);
+  });
+}
+
+/** Runs the command while `handle` holds the lock; stops it if the lock is lost. */
+async function runHolding(
+  command: string[],
+  handle: { name: string; token: number; signal: AbortSignal; release(): Promise<void> },
+  graceMs: number,
+): Promise<number> {
+  const child = spawn(command[0], command.slice(1), {
+    stdio: "inherit",
+    env: { ...process.env, MUTEXD_TOKEN: String(handle.token), MUTEXD_LOCK: handle.name },
+  });
+  const exited = new Promise<number>((resolve) => {
+    child.on("exit", (code, signal) => resolve(code ?? 128 + (SIGNAL_NUMBERS[signal ?? ""] ?? 0)));
+    child.on("error", (error) => {
+      process.stderr.write(`mutexd: cannot run ${command[0]}: ${error.message}\n`);
+      resolve(127);
+    });
+  });
+  let lost = false;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
+  const onLost = () => {
+    lost = true;
+    const reason = (handle.signal.reason as Error | undefined)?.message ?? "lost";
+    process.stderr.write(`mutexd: lock ${handle.name} lost (${reason}); stopping the command\n`);
+    child.kill("SIGTERM");
+    killTimer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  };
+  if (handle.signal.aborted) onLost();
+  else handle.signal.addEventListener("abort", onLost, { once: true });
+  // Signals to mutexd go to the command; mutexd releases after the command exits.
+  const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
+  const onTerm = forward("SIGTERM");
+  const onInt = forward("SIGINT");
+  process.on("SIGTERM", onTerm);
+  process.on("SIGINT", onInt);
+
+  const status = await exited;
+  clearTimeout(killTimer);
+  process.off("SIGTERM", onTerm);
+  process.off("SIGINT", onInt);
+  if (lost) return EXIT.lost;
+  try {
+    await handle.release();
+  } catch (error) {
+    process.stderr.write(`mutexd: release of ${handle.name} failed: ${(error as Error).message}\n`);
+  }
+  return status;
+}

@@ -1,0 +1,419 @@
+/**
+ * The lock-table core, table-driven. Each case is a script of commands at virtual times and
+ * the answers they must get; the core is pure, so no case needs a clock or a timer.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { type Command, type Effect, LockTable, type Output } from "../lib/core/lock_table.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+
+const LIMITS = {
+  ...DEFAULT_SETTINGS,
+  sessionTtlMinMs: 100,
+  sessionTtlMaxMs: 10_000,
+  sessionsMax: 4,
+  locksMax: 3,
+  waitersPerLockMax: 2,
+  lockNameLengthMax: 16,
+  lockDelayMaxMs: 5_000,
+  waitMaxMs: 60_000,
+};
+
+/** A table plus shorthands; sessions are named a, b, c… in the order they are opened. */
+class Script {
+  readonly table = new LockTable({ limits: LIMITS, sessionIdPrefix: "s", tokenFloor: 100 });
+  readonly effects: Effect[] = [];
+  nowMs = 0;
+
+  run(command: Command, atMs = this.nowMs): Output {
+    this.nowMs = atMs;
+    const output = this.table.apply(command, atMs);
+    this.effects.push(...output.effects);
+    return output;
+  }
+  open(ttlMs = 1_000): string {
+    const out = this.run({ type: "openSession", ttlMs });
+    assert.ok(out.result.ok && out.result.type === "session", JSON.stringify(out.result));
+    return out.result.session;
+  }
+  enter(session: string, name = "L", options: { mode?: "exclusive" | "shared"; waitMs?: number; lockDelayMs?: number } = {}) {
+    return this.run({
+      type: "enter",
+      name,
+      session,
+      mode: options.mode ?? "exclusive",
+      waitMs: options.waitMs ?? 10_000,
+      lockDelayMs: options.lockDelayMs ?? 0,
+    }).result;
+  }
+  leave(session: string, token?: number, name = "L") {
+    return this.run({ type: "leave", name, session, token }).result;
+  }
+  tick(atMs: number) {
+    return this.run({ type: "tick" }, atMs);
+  }
+  holders(name = "L"): string[] {
+    return this.table.locks.get(name)?.holders.map((h) => h.session) ?? [];
+  }
+  queue(name = "L"): string[] {
+    return this.table.locks.get(name)?.queue.map((w) => w.session) ?? [];
+  }
+  tokenOf(session: string, name = "L"): number {
+    const holder = this.table.locks.get(name)?.holders.find((h) => h.session === session);
+    assert.ok(holder, `${session} holds ${name}`);
+    return holder.token;
+  }
+  grantedTo(): string[] {
+    return this.effects.flatMap((e) => (e.type === "granted" ? [e.grant.session] : []));
+  }
+}
+
+function granted(result: Output["result"]): number {
+  assert.ok(result.ok && result.type === "granted", `expected a grant, got ${JSON.stringify(result)}`);
+  return result.grant.token;
+}
+
+function errorCode(result: Output["result"]): string {
+  assert.ok(!result.ok, `expected an error, got ${JSON.stringify(result)}`);
+  return result.error.code;
+}
+
+interface Case {
+  name: string;
+  run(s: Script): void;
+}
+
+const CASES: Case[] = [
+  {
+    name: "FIFO: waiters are granted in arrival order as each holder leaves",
+    run(s) {
+      const [a, b, c] = [s.open(), s.open(), s.open()];
+      const tokenA = granted(s.enter(a));
+      assert.deepEqual(s.enter(b), { ok: true, type: "waiting", name: "L", position: 1 });
+      assert.deepEqual(s.enter(c), { ok: true, type: "waiting", name: "L", position: 2 });
+      s.leave(a, tokenA);
+      assert.deepEqual(s.holders(), [b]);
+      s.leave(b, s.tokenOf(b));
+      assert.deepEqual(s.holders(), [c]);
+      assert.deepEqual(s.grantedTo(), [b, c]);
+    },
+  },
+  {
+    name: "fencing tokens strictly increase over all grants, also across locks",
+    run(s) {
+      const [a, b] = [s.open(), s.open()];
+      const t1 = granted(s.enter(a, "L"));
+      const t2 = granted(s.enter(b, "M"));
+      s.leave(a, t1, "L");
+      const t3 = granted(s.enter(b, "L"));
+      assert.ok(t1 > 100 && t2 > t1 && t3 > t2, `${t1} < ${t2} < ${t3}`);
+    },
+  },
+  {
+    name: "shared holders coexist; an exclusive waits for all of them",
+    run(s) {
+      const [a, b, c] = [s.open(), s.open(), s.open()];
+      granted(s.enter(a, "L", { mode: "shared" }));
+      granted(s.enter(b, "L", { mode: "shared" }));
+      assert.equal(s.enter(c).ok && s.queue().length, 1);
+      s.leave(a, s.tokenOf(a));
+      assert.deepEqual(s.holders(), [b], "one shared holder left: the exclusive still waits");
+      s.leave(b, s.tokenOf(b));
+      assert.deepEqual(s.holders(), [c]);
+    },
+  },
+  {
+    name: "writers do not starve: a queued exclusive blocks later shared requests",
+    run(s) {
+      const [a, b, c] = [s.open(), s.open(), s.open()];
+      granted(s.enter(a, "L", { mode: "shared" }));
+      s.enter(b); // exclusive, queued behind a
+      const late = s.enter(c, "L", { mode: "shared" });
+      assert.deepEqual(late, { ok: true, type: "waiting", name: "L", position: 2 });
+      s.leave(a, s.tokenOf(a));
+      assert.deepEqual(s.holders(), [b]);
+      s.leave(b, s.tokenOf(b));
+      assert.deepEqual(s.holders(), [c]);
+    },
+  },
+  {
+    name: "consecutive shared waiters are granted together when the exclusive leaves",
+    run(s) {
+      const [a, b, c, d] = [s.open(), s.open(), s.open(), s.open()];
+      granted(s.enter(a));
+      s.enter(b, "L", { mode: "shared" });
+      s.enter(c, "L", { mode: "shared" });
+      s.leave(a, s.tokenOf(a));
+      assert.deepEqual(s.holders(), [b, c]);
+      assert.ok(s.tokenOf(c) > s.tokenOf(b));
+      granted(s.enter(d, "M"));
+    },
+  },
+  {
+    name: "idempotent enter: the holder asking again gets the same grant and no new token",
+    run(s) {
+      const a = s.open();
+      const first = granted(s.enter(a));
+      const again = granted(s.enter(a));
+      assert.equal(again, first);
+      assert.equal(s.table.highestToken, first);
+    },
+  },
+  {
+    name: "a waiter asking again keeps its queue place",
+    run(s) {
+      const [a, b, c] = [s.open(), s.open(), s.open()];
+      granted(s.enter(a));
+      s.enter(b);
+      s.enter(c);
+      assert.deepEqual(s.enter(b), { ok: true, type: "waiting", name: "L", position: 1 });
+      assert.deepEqual(s.queue(), [b, c]);
+    },
+  },
+  {
+    name: "enter in another mode than the one held is refused and changes nothing",
+    run(s) {
+      const a = s.open();
+      const token = granted(s.enter(a));
+      assert.equal(errorCode(s.enter(a, "L", { mode: "shared" })), "mode_conflict");
+      assert.equal(s.tokenOf(a), token);
+    },
+  },
+  {
+    name: "wrong leave: a non-holder or a wrong token is refused and changes nothing",
+    run(s) {
+      const [a, b] = [s.open(), s.open()];
+      const token = granted(s.enter(a));
+      const before = JSON.stringify(s.table.snapshot());
+      assert.equal(errorCode(s.leave(b, token)), "not_holder");
+      assert.equal(errorCode(s.leave(a, token + 1)), "not_holder");
+      assert.equal(errorCode(s.leave(a)), "not_holder");
+      assert.equal(errorCode(s.leave(a, token, "Other")), "lock_not_found");
+      assert.equal(errorCode(s.leave("nobody", token)), "session_not_found");
+      assert.equal(JSON.stringify(s.table.snapshot()), before);
+    },
+  },
+  {
+    name: "try-lock (waitMs 0) on a held lock answers not granted with the position and queues nothing",
+    run(s) {
+      const [a, b] = [s.open(), s.open()];
+      granted(s.enter(a));
+      assert.deepEqual(s.enter(b, "L", { waitMs: 0 }), { ok: true, type: "notGranted", name: "L", position: 1 });
+      assert.deepEqual(s.queue(), []);
+    },
+  },
+  {
+    name: "a waiter withdraws by leave without a token; the next one moves up",
+    run(s) {
+      const [a, b, c] = [s.open(), s.open(), s.open()];
+      granted(s.enter(a));
+      s.enter(b);
+      s.enter(c);
+      assert.deepEqual(s.leave(b), { ok: true, type: "left", name: "L", wasHolder: false });
+      assert.deepEqual(s.queue(), [c]);
+    },
+  },
+  {
+    name: "wait deadline: a waiter that stops asking leaves the queue at its deadline",
+    run(s) {
+      const [a, b, c] = [s.open(5_000), s.open(5_000), s.open(5_000)];
+      granted(s.enter(a));
+      s.enter(b, "L", { waitMs: 300 });
+      s.enter(c, "L", { waitMs: 3_000 });
+      s.tick(299);
+      assert.deepEqual(s.queue(), [b, c]);
+      s.tick(300);
+      assert.deepEqual(s.queue(), [c]);
+      assert.ok(s.effects.some((e) => e.type === "waitEnded" && e.session === b && e.reason === "deadline"));
+    },
+  },
+  {
+    name: "expiry with waiters: a dead holder's lock passes to the next waiter in order",
+    run(s) {
+      const a = s.open(1_000);
+      const [b, c] = [s.open(5_000), s.open(5_000)];
+      const tokenA = granted(s.enter(a));
+      s.enter(b);
+      s.enter(c);
+      s.tick(999);
+      assert.deepEqual(s.holders(), [a], "alive until its TTL");
+      s.tick(1_000);
+      assert.deepEqual(s.holders(), [b]);
+      assert.ok(s.tokenOf(b) > tokenA);
+      assert.ok(s.effects.some((e) => e.type === "sessionExpired" && e.session === a && e.released[0] === "L"));
+    },
+  },
+  {
+    name: "keepalive pushes expiry one TTL past the keepalive",
+    run(s) {
+      const a = s.open(1_000);
+      granted(s.enter(a));
+      s.run({ type: "keepAlive", session: a }, 900);
+      s.tick(1_899);
+      assert.deepEqual(s.holders(), [a]);
+      s.tick(1_900);
+      assert.deepEqual(s.holders(), []);
+      assert.equal(errorCode(s.run({ type: "keepAlive", session: a }).result), "session_not_found");
+    },
+  },
+  {
+    name: "dead waiter skipped: a waiter whose session died is never granted (etcd #11456)",
+    run(s) {
+      const a = s.open(5_000);
+      const b = s.open(1_000);
+      const c = s.open(5_000);
+      granted(s.enter(a));
+      s.enter(b);
+      s.enter(c);
+      // No tick between b's death and a's leave: the grant itself must check b is alive.
+      s.run({ type: "keepAlive", session: a }, 900);
+      s.run({ type: "keepAlive", session: c }, 900);
+      const out = s.run({ type: "leave", name: "L", session: a, token: s.tokenOf(a) }, 1_500);
+      assert.ok(out.result.ok);
+      assert.deepEqual(s.holders(), [c]);
+      assert.ok(!s.grantedTo().includes(b));
+    },
+  },
+  {
+    name: "close releases every lock of the session and drops its waits",
+    run(s) {
+      const [a, b] = [s.open(), s.open()];
+      granted(s.enter(a, "L"));
+      granted(s.enter(a, "M"));
+      granted(s.enter(b, "N"));
+      s.enter(b, "L");
+      s.enter(a, "N");
+      const out = s.run({ type: "closeSession", session: a });
+      assert.deepEqual(out.result, { ok: true, type: "closed", session: a, released: ["L", "M"] });
+      assert.deepEqual(s.holders("L"), [b]);
+      assert.deepEqual(s.queue("N"), []);
+      assert.equal(s.table.locks.has("M"), false, "an idle lock is forgotten");
+    },
+  },
+  {
+    name: "lock-delay: a lock freed by expiry is not granted before the delay; a leave frees at once",
+    run(s) {
+      const a = s.open(1_000);
+      const b = s.open(10_000);
+      granted(s.enter(a, "L", { lockDelayMs: 2_000 }));
+      s.enter(b, "L", { waitMs: 9_000 });
+      s.tick(1_000); // a expires at 1000 → no grant until 3000
+      assert.deepEqual(s.holders(), []);
+      s.tick(2_999);
+      assert.deepEqual(s.holders(), []);
+      s.tick(3_000);
+      assert.deepEqual(s.holders(), [b]);
+      // A leave (not an expiry) never delays, even with a lock-delay set.
+      const c = s.open(10_000);
+      s.run({ type: "keepAlive", session: b }, 3_000);
+      s.enter(c, "M", { lockDelayMs: 2_000 });
+      s.leave(c, s.tokenOf(c, "M"), "M");
+      granted(s.enter(b, "M"));
+    },
+  },
+  {
+    name: "lock-delay also holds a try-lock off",
+    run(s) {
+      const a = s.open(1_000);
+      const b = s.open(10_000);
+      granted(s.enter(a, "L", { lockDelayMs: 2_000 }));
+      s.tick(1_000);
+      assert.deepEqual(s.enter(b, "L", { waitMs: 0 }), { ok: true, type: "notGranted", name: "L", position: 1 });
+      s.tick(3_000);
+      granted(s.enter(b, "L", { waitMs: 0 }));
+    },
+  },
+  {
+    name: "limit: TTL bounds",
+    run(s) {
+      assert.equal(errorCode(s.run({ type: "openSession", ttlMs: 99 }).result), "bad_request");
+      assert.equal(errorCode(s.run({ type: "openSession", ttlMs: 10_001 }).result), "bad_request");
+      assert.equal(errorCode(s.run({ type: "openSession", ttlMs: 1.5 }).result), "bad_request");
+      assert.equal(s.table.sessions.size, 0);
+    },
+  },
+  {
+    name: "limit: sessions",
+    run(s) {
+      for (let i = 0; i < LIMITS.sessionsMax; i++) s.open();
+      assert.equal(errorCode(s.run({ type: "openSession", ttlMs: 1_000 }).result), "limit_reached");
+      assert.equal(s.table.sessions.size, LIMITS.sessionsMax);
+    },
+  },
+  {
+    name: "limit: lock-name length and characters",
+    run(s) {
+      const a = s.open();
+      assert.equal(errorCode(s.enter(a, "x".repeat(17))), "bad_request");
+      assert.equal(errorCode(s.enter(a, "")), "bad_request");
+      assert.equal(errorCode(s.enter(a, "bad name")), "bad_request");
+      assert.equal(errorCode(s.enter(a, "ümlaut")), "bad_request");
+      granted(s.enter(a, "x".repeat(16)));
+      granted(s.enter(a, "a/b:c.d_e-f"));
+      assert.equal(s.table.locks.size, 2);
+    },
+  },
+  {
+    name: "limit: waiters per lock",
+    run(s) {
+      const [a, b, c, d] = [s.open(), s.open(), s.open(), s.open()];
+      granted(s.enter(a));
+      s.enter(b);
+      s.enter(c);
+      assert.equal(errorCode(s.enter(d)), "limit_reached");
+      assert.deepEqual(s.queue(), [b, c]);
+    },
+  },
+  {
+    name: "limit: number of locks",
+    run(s) {
+      const a = s.open();
+      for (const name of ["A", "B", "C"]) granted(s.enter(a, name));
+      assert.equal(errorCode(s.enter(a, "D")), "limit_reached");
+      assert.equal(s.table.locks.size, 3);
+    },
+  },
+  {
+    name: "limit: waitMs and lockDelayMs bounds, and mode values",
+    run(s) {
+      const a = s.open();
+      assert.equal(errorCode(s.enter(a, "L", { waitMs: -1 })), "bad_request");
+      assert.equal(errorCode(s.enter(a, "L", { waitMs: 60_001 })), "bad_request");
+      assert.equal(errorCode(s.enter(a, "L", { lockDelayMs: 5_001 })), "bad_request");
+      assert.equal(errorCode(s.enter(a, "L", { mode: "upgrade" as "shared" })), "bad_request");
+      assert.equal(s.table.locks.size, 0);
+    },
+  },
+  {
+    name: "unknown session: enter is refused and creates no lock",
+    run(s) {
+      assert.equal(errorCode(s.enter("ghost")), "session_not_found");
+      assert.equal(s.table.locks.size, 0);
+    },
+  },
+  {
+    name: "snapshot round trip: a table rebuilt from a snapshot answers as the original",
+    run(s) {
+      const [a, b] = [s.open(1_000), s.open(5_000)];
+      granted(s.enter(a, "L", { lockDelayMs: 500 }));
+      s.enter(b, "L");
+      const copy = LockTable.fromSnapshot(s.table.snapshot(), LIMITS);
+      const original = s.tick(1_000);
+      const replayed = copy.apply({ type: "tick" }, 1_000);
+      assert.deepEqual(replayed, original);
+      assert.deepEqual(copy.apply({ type: "tick" }, 1_500), s.tick(1_500));
+      assert.deepEqual(copy.snapshot(), s.table.snapshot());
+    },
+  },
+  {
+    name: "time never goes backwards (an assertion, not an answer: it is a driver bug)",
+    run(s) {
+      s.tick(10);
+      assert.throws(() => s.tick(9), /time went backwards/);
+    },
+  },
+];
+
+for (const c of CASES) {
+  test(`lock table: ${c.name}`, () => c.run(new Script()));
+}
