@@ -81,7 +81,13 @@ export function startProcess(cmd: string, args: string[], options: { env?: Recor
     stderr: () => err,
     exited,
     kill: (signal = "SIGTERM") => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      // process.kill, not child.kill: Deno's child.kill ignores SIGCONT after a SIGSTOP.
+      try {
+        process.kill(child.pid!, signal);
+      } catch {
+        // it exited meanwhile
+      }
     },
   };
 }

@@ -1,0 +1,150 @@
+/**
+ * The lock server's HTTP API through Hono's `app.request` (no sockets): every error path
+ * answers its stable code and status and leaves the lock table exactly as it was.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { manualClock } from "../cluster/clock.ts";
+import { createLockApp } from "../cluster/lock_api.ts";
+import { LockService } from "../cluster/lock_service.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+
+const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
+
+function setup() {
+  const clock = manualClock(1_000);
+  const service = new LockService({ settings: SETTINGS, clock, log: memoryLogger(), sessionIdPrefix: "t-", tokenFloor: 0 });
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
+  const call = async (method: string, path: string, body?: unknown, raw?: string) => {
+    const response = await app.request(path, {
+      method,
+      headers: { "content-type": "application/json" },
+      body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+    });
+    return { status: response.status, body: await response.json() };
+  };
+  const state = () => JSON.stringify(service.table.snapshot());
+  return { clock, service, app, call, state };
+}
+
+async function openSession(call: ReturnType<typeof setup>["call"]): Promise<string> {
+  const opened = await call("POST", "/v1/sessions", { ttlMs: 5_000 });
+  assert.equal(opened.status, 201);
+  return opened.body.session;
+}
+
+test("lock API: session, enter, lock info, leave and close work end to end", async () => {
+  const { call } = setup();
+  const session = await openSession(call);
+  const entered = await call("POST", "/v1/enter", { name: "db/main", session });
+  assert.equal(entered.status, 200);
+  assert.equal(entered.body.granted, true);
+  assert.equal(entered.body.token, 1);
+  const info = await call("GET", "/v1/locks/db/main");
+  assert.equal(info.status, 200);
+  assert.deepEqual(info.body.holders.map((h: { session: string; token: number }) => [h.session, h.token]), [[session, 1]]);
+  assert.equal((await call("POST", `/v1/sessions/${session}/keepalive`)).status, 200);
+  const left = await call("POST", "/v1/leave", { name: "db/main", session, token: 1 });
+  assert.deepEqual(left, { status: 200, body: { left: true, name: "db/main", wasHolder: true } });
+  assert.equal((await call("DELETE", `/v1/sessions/${session}`)).status, 200);
+  assert.equal((await call("GET", "/v1/health")).body.ok, true);
+});
+
+test("lock API: a waiting enter is answered by the grant when the holder leaves (long-poll)", async () => {
+  const { call } = setup();
+  const [a, b] = [await openSession(call), await openSession(call)];
+  await call("POST", "/v1/enter", { name: "L", session: a });
+  const waiting = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 10_000 });
+  await new Promise((r) => setTimeout(r, 20));
+  await call("POST", "/v1/leave", { name: "L", session: a, token: 1 });
+  const answer = await waiting;
+  assert.equal(answer.status, 200);
+  assert.deepEqual([answer.body.granted, answer.body.token], [true, 2]);
+});
+
+test("lock API: a long-poll that runs out answers waiting with the queue place kept", async () => {
+  const { call, service } = setup();
+  const [a, b] = [await openSession(call), await openSession(call)];
+  await call("POST", "/v1/enter", { name: "L", session: a });
+  const answer = await call("POST", "/v1/enter", { name: "L", session: b, waitMs: 10_000 });
+  assert.deepEqual(answer.body, { granted: false, waiting: true, name: "L", position: 1 });
+  assert.equal(service.queuePosition("L", b), 1);
+});
+
+test("lock API: try-lock on a held lock answers not granted with the position", async () => {
+  const { call, state } = setup();
+  const [a, b] = [await openSession(call), await openSession(call)];
+  await call("POST", "/v1/enter", { name: "L", session: a });
+  const before = state();
+  const answer = await call("POST", "/v1/enter", { name: "L", session: b, waitMs: 0 });
+  assert.deepEqual(answer.body, { granted: false, waiting: false, name: "L", position: 1 });
+  assert.equal(state(), before);
+});
+
+interface ErrorCase {
+  name: string;
+  method: string;
+  path: (s: string) => string;
+  body?: (s: string) => unknown;
+  raw?: string;
+  status: number;
+  code: string;
+}
+
+const ERROR_CASES: ErrorCase[] = [
+  { name: "malformed JSON", method: "POST", path: () => "/v1/enter", raw: "{name:", status: 400, code: "bad_request" },
+  { name: "body not an object", method: "POST", path: () => "/v1/enter", raw: "[1,2]", status: 400, code: "bad_request" },
+  { name: "missing name", method: "POST", path: () => "/v1/enter", body: (s) => ({ session: s }), status: 400, code: "bad_request" },
+  { name: "ill-typed waitMs", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "L", session: s, waitMs: "5" }), status: 400, code: "bad_request" },
+  { name: "unknown field", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "L", session: s, wait: 5 }), status: 400, code: "bad_request" },
+  { name: "bad mode", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "L", session: s, mode: "x" }), status: 400, code: "bad_request" },
+  { name: "bad lock name", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "a b", session: s }), status: 400, code: "bad_request" },
+  { name: "TTL out of bounds", method: "POST", path: () => "/v1/sessions", body: () => ({ ttlMs: 1 }), status: 400, code: "bad_request" },
+  { name: "oversized body", method: "POST", path: () => "/v1/enter", raw: JSON.stringify({ name: "L", pad: "x".repeat(2_000) }), status: 413, code: "body_too_large" },
+  { name: "unknown session on enter", method: "POST", path: () => "/v1/enter", body: () => ({ name: "L", session: "nope" }), status: 404, code: "session_not_found" },
+  { name: "unknown session on keepalive", method: "POST", path: () => "/v1/sessions/nope/keepalive", status: 404, code: "session_not_found" },
+  { name: "unknown session on close", method: "DELETE", path: () => "/v1/sessions/nope", status: 404, code: "session_not_found" },
+  { name: "unknown lock info", method: "GET", path: () => "/v1/locks/nothing", status: 404, code: "lock_not_found" },
+  { name: "leave of an unknown lock", method: "POST", path: () => "/v1/leave", body: (s) => ({ name: "M", session: s, token: 1 }), status: 404, code: "lock_not_found" },
+  { name: "leave by a non-holder", method: "POST", path: () => "/v1/leave", body: (s) => ({ name: "L", session: s, token: 1 }), status: 409, code: "not_holder" },
+  { name: "unknown route", method: "GET", path: () => "/v1/nothing", status: 404, code: "not_found" },
+];
+
+for (const c of ERROR_CASES) {
+  test(`lock API error: ${c.name} answers ${c.status} ${c.code} and changes nothing`, async () => {
+    const { call, state } = setup();
+    const holder = await openSession(call);
+    await call("POST", "/v1/enter", { name: "L", session: holder });
+    const other = await openSession(call);
+    const before = state();
+    const answer = await call(c.method, c.path(other), c.body?.(other), c.raw);
+    assert.equal(answer.status, c.status, JSON.stringify(answer.body));
+    assert.equal(answer.body.error.code, c.code);
+    assert.equal(typeof answer.body.error.message, "string");
+    assert.ok(!/\bat .*\.ts:\d+/.test(answer.body.error.message), "no stack trace in the answer");
+    assert.equal(state(), before);
+  });
+}
+
+test("lock API error: the sessions limit answers 429 limit_reached and opens nothing", async () => {
+  const { call, service } = setup();
+  for (let i = 0; i < SETTINGS.sessionsMax; i++) await openSession(call);
+  const answer = await call("POST", "/v1/sessions", { ttlMs: 5_000 });
+  assert.equal(answer.status, 429);
+  assert.equal(answer.body.error.code, "limit_reached");
+  assert.equal(service.table.sessions.size, SETTINGS.sessionsMax);
+});
+
+test("lock API: status lists holders with tokens, waiters in order, and sessions with ages", async () => {
+  const { call, clock } = setup();
+  const [a, b] = [await openSession(call), await openSession(call)];
+  await call("POST", "/v1/enter", { name: "L", session: a });
+  await call("POST", "/v1/enter", { name: "L", session: b, waitMs: 0 });
+  clock.advance(250);
+  const status = (await call("GET", "/v1/status")).body;
+  assert.equal(status.node.id, "p1");
+  assert.equal(status.locks[0].holders[0].heldForMs, 250);
+  assert.equal(status.sessions.length, 2);
+  assert.equal(status.sessions[0].expiresInMs, 4_750);
+});
