@@ -12,6 +12,10 @@ export const ERROR_STATUS = {
   not_primary: 421, // this server does not serve locks now (carries a hint to the primary)
   body_too_large: 413, // request body above bodyBytesMax
   limit_reached: 429, // sessions, locks or waiters at their configured maximum
+  not_in_section: 409, // ring: the fence names no current critical section (left, lease ended, token lost)
+  waiter_not_found: 404, // ring: the enter ticket is unknown (the wait ended or the client polled too late)
+  key_not_found: 404, // ring: no such key (in the committed view, or the dirty one when asked)
+  ring_unavailable: 503, // ring: the node cannot serve now (token of an older epoch, catching up)
   internal: 500, // a bug; the message names it, no stack trace is sent
 } as const;
 

@@ -1,0 +1,279 @@
+/**
+ * `mutexd ring …`: the token ring from the command line: a critical section around a command,
+ * and the replicated key/value map (put, get, delete, keys), and a node's status.
+ */
+import { spawn } from "node:child_process";
+import process from "node:process";
+import { connectRing, type RingClient, RingNotAcquiredError } from "../../lib/client/ring_client.ts";
+import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
+import { MutexdError } from "../../lib/wire/errors.ts";
+import { findNode, nodeUrl } from "../config.ts";
+import { clusterFrom, EXIT, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+
+const WHERE = `  --config FILE     cluster file; with --id ID that ring node, else the first ring node (or MUTEXD_CONFIG)
+  --id ID           the ring node of the cluster file to talk to
+  --server URL      the ring node's URL (or MUTEXD_RING_SERVER, which \`ring lock\` sets for CMD)`;
+
+const HELP = `Usage: mutexd ring <lock|put|get|delete|keys|status> [options]   (mutexd ring <sub> --help)
+
+  lock  [--wait DUR] [--lease DUR] [--grace DUR] -- CMD [ARG…]   run CMD in a critical section
+  put KEY VALUE        write a key (inside \`ring lock\`: in that section; else in a short one of its own)
+  get KEY [--dirty]    read a key (committed by default; --dirty includes writes still travelling)
+  delete KEY           delete a key (like put)
+  keys [--dirty]       list the keys
+  status [--json]      the node's view: epoch, token, neighbours, rotation time, commit watermark
+
+Where:
+${WHERE}
+`;
+
+const LOCK_HELP = `Usage: mutexd ring lock [--config FILE --id ID | --server URL] [--wait DUR] [--lease DUR]
+                       [--grace DUR] -- CMD [ARG…]
+
+Waits for the ring node's critical section, runs CMD with MUTEXD_TOKEN (the fencing token: a
+decimal integer that only grows, also across token regenerations), MUTEXD_LOCK=ring and
+MUTEXD_RING_SERVER in its environment, leaves the section when CMD exits, and exits with CMD's
+status. \`mutexd ring put/get/delete\` run by CMD use the section. When the section's lease ends
+first, CMD gets SIGTERM, then SIGKILL after the grace, and mutexd exits 4.
+
+${WHERE}
+  --wait DUR        how long to wait for the section (default: ${DEFAULT_SETTINGS.waitMaxMs / 3_600_000}h); 0 tries
+  --lease DUR       the section's lease (default: the node's ringLeaseMs, ${DEFAULT_SETTINGS.ringLeaseMs / 1000}s)
+  --grace DUR       SIGTERM, then SIGKILL after DUR when the lease ends (default ${DEFAULT_SETTINGS.killGraceMs / 1000}s)
+
+Exit codes: CMD's status when it ran (128+N when killed by signal N); 2 usage error;
+  3 not acquired (--wait ran out, or a try found it taken); 4 the lease ended while CMD ran
+  (CMD was stopped); 5 node unreachable or error.
+`;
+
+const KV_HELP = `Usage: mutexd ring put KEY VALUE [where] [--fence N] [--wait DUR]
+       mutexd ring delete KEY [where] [--fence N] [--wait DUR]
+       mutexd ring get KEY [where] [--dirty]
+       mutexd ring keys [where] [--dirty]
+
+put and delete return once the write went around the whole ring (every node applied it). Inside
+\`mutexd ring lock\` they write in that section (MUTEXD_TOKEN); elsewhere they take a short section
+of their own, waiting up to --wait (default 30s). get and keys read the node's committed data;
+--dirty includes writes still travelling the ring.
+
+${WHERE}
+  --fence N         write in section N (default: MUTEXD_TOKEN when run by \`mutexd ring lock\`)
+
+Exit codes: 0 ok; 1 get: no such key; 2 usage error; 3 put/delete: no section within --wait;
+  4 the section ended before the write; 5 node unreachable or error.
+`;
+
+const STATUS_HELP = `Usage: mutexd ring status [where] [--json]
+
+Shows the node's epoch, where the token is (held, sending, away), its neighbours, the last
+rotation time, the fencing counter, the log and commit watermark, and the current section.
+
+${WHERE}
+  --json            print the raw JSON answer
+
+Exit codes: 0 ok; 2 usage error; 5 node unreachable or error.
+`;
+
+const WHERE_FLAGS = {
+  config: { type: "string" },
+  id: { type: "string" },
+  server: { type: "string" },
+} as const;
+
+const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+
+export function run(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  switch (sub) {
+    case "lock":
+      return runCommand(LOCK_HELP, rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest, () => lock(rest));
+    case "put":
+    case "delete":
+      return runCommand(KV_HELP, rest, () => write(sub, rest));
+    case "get":
+    case "keys":
+      return runCommand(KV_HELP, rest, () => read(sub, rest));
+    case "status":
+      return runCommand(STATUS_HELP, rest, () => status(rest));
+    default:
+      return runCommand(HELP, argv, () => {
+        throw new UsageError(sub === undefined ? "missing the ring subcommand" : `unknown ring subcommand ${JSON.stringify(sub)}`);
+      });
+  }
+}
+
+/** The ring node to talk to, and the settings of its cluster file (defaults without one). */
+function target(values: { config?: string; id?: string; server?: string }): { client: RingClient; settings: Settings } {
+  if (values.server) return { client: connectRing({ server: values.server }), settings: DEFAULT_SETTINGS };
+  if (values.config || values.id || !process.env.MUTEXD_RING_SERVER) {
+    const cluster = clusterFrom(values.config);
+    if (!cluster) {
+      throw new UsageError("say which ring node: --server URL or --config FILE [--id ID] (or MUTEXD_RING_SERVER / MUTEXD_CONFIG)");
+    }
+    const node = values.id ? findNode(cluster, values.id) : cluster.nodes.find((n) => n.role === "ring");
+    if (!node) throw new UsageError(`${cluster.file} has no ring node`);
+    if (node.role !== "ring") throw new UsageError(`node ${node.id} has role ${node.role}, not ring`);
+    const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs });
+    return { client, settings: cluster.settings };
+  }
+  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER }), settings: DEFAULT_SETTINGS };
+}
+
+/** Maps client errors to exit codes with one line on stderr. */
+function failure(error: unknown): number {
+  if (error instanceof RingNotAcquiredError) {
+    process.stderr.write(`mutexd: ${error.message}\n`);
+    return EXIT.notAcquired;
+  }
+  if (error instanceof MutexdError) {
+    process.stderr.write(`mutexd: ${error.code}: ${error.message}\n`);
+    if (error.code === "bad_request") return EXIT.usage;
+    if (error.code === "not_in_section" || error.code === "lock_lost") return EXIT.lost;
+    return EXIT.unavailable;
+  }
+  throw error;
+}
+
+async function lock(argv: string[]): Promise<number> {
+  const split = argv.indexOf("--");
+  if (split < 0) throw new UsageError("missing -- before the command to run");
+  const command = argv.slice(split + 1);
+  if (command.length === 0) throw new UsageError("missing the command to run after --");
+  const { values } = parseFlags(argv.slice(0, split), {
+    ...WHERE_FLAGS,
+    wait: { type: "string" },
+    lease: { type: "string" },
+    grace: { type: "string" },
+  }, false);
+  const { client, settings } = target(values);
+  const waitMs = values.wait ? parseDuration(values.wait, "--wait") : settings.waitMaxMs;
+  const leaseMs = values.lease ? parseDuration(values.lease, "--lease") : undefined;
+  const graceMs = values.grace ? parseDuration(values.grace, "--grace") : settings.killGraceMs;
+  let section;
+  try {
+    section = await client.lock({ waitMs, leaseMs });
+  } catch (error) {
+    return failure(error);
+  }
+  const child = spawn(command[0], command.slice(1), {
+    stdio: "inherit",
+    env: {
+      ...process.env,
+      MUTEXD_TOKEN: String(section.token),
+      MUTEXD_LOCK: "ring",
+      MUTEXD_RING_SERVER: client.server,
+    },
+  });
+  const exited = new Promise<number>((resolve) => {
+    child.on("exit", (code, signal) => resolve(code ?? 128 + (SIGNAL_NUMBERS[signal ?? ""] ?? 0)));
+    child.on("error", (error) => {
+      process.stderr.write(`mutexd: cannot run ${command[0]}: ${error.message}\n`);
+      resolve(127);
+    });
+  });
+  let lost = false;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
+  const onLost = () => {
+    lost = true;
+    const reason = (section.signal.reason as Error | undefined)?.message ?? "lost";
+    process.stderr.write(`mutexd: ${reason}; stopping the command\n`);
+    child.kill("SIGTERM");
+    killTimer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  };
+  if (section.signal.aborted) onLost();
+  else section.signal.addEventListener("abort", onLost, { once: true });
+  const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
+  const onTerm = forward("SIGTERM");
+  const onInt = forward("SIGINT");
+  process.on("SIGTERM", onTerm);
+  process.on("SIGINT", onInt);
+  const status = await exited;
+  clearTimeout(killTimer);
+  process.off("SIGTERM", onTerm);
+  process.off("SIGINT", onInt);
+  if (lost) return EXIT.lost;
+  try {
+    await section.release();
+  } catch (error) {
+    process.stderr.write(`mutexd: leaving section ${section.token} failed: ${(error as Error).message}\n`);
+  }
+  return status;
+}
+
+async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { ...WHERE_FLAGS, fence: { type: "string" }, wait: { type: "string" } });
+  const arity = sub === "put" ? 2 : 1;
+  if (positionals.length !== arity) throw new UsageError(sub === "put" ? "give KEY and VALUE" : "give KEY");
+  const [key, value] = positionals;
+  const { client, settings } = target(values);
+  const inherited = process.env.MUTEXD_LOCK === "ring" ? process.env.MUTEXD_TOKEN : undefined;
+  const fenceText = values.fence ?? inherited;
+  if (fenceText !== undefined && !/^\d+$/.test(fenceText)) throw new UsageError(`--fence must be a decimal integer`);
+  const apply = (fence: number) => sub === "put" ? client.put(fence, key, value) : client.delete(fence, key);
+  try {
+    let wseq: number;
+    if (fenceText !== undefined) {
+      wseq = await apply(Number(fenceText));
+    } else {
+      const waitMs = values.wait ? parseDuration(values.wait, "--wait") : 30_000;
+      const section = await client.lock({ waitMs, leaseMs: settings.ringLeaseMs });
+      try {
+        wseq = await apply(section.token);
+      } finally {
+        await section.release().catch(() => {});
+      }
+    }
+    process.stdout.write(`${wseq}\n`);
+    return EXIT.ok;
+  } catch (error) {
+    return failure(error);
+  }
+}
+
+async function read(sub: "get" | "keys", argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { ...WHERE_FLAGS, dirty: { type: "boolean" } });
+  if (positionals.length !== (sub === "get" ? 1 : 0)) throw new UsageError(sub === "get" ? "give exactly one KEY" : "keys takes no KEY");
+  const { client } = target(values);
+  const dirty = values.dirty ?? false;
+  try {
+    if (sub === "keys") {
+      const keys = await client.keys({ dirty });
+      process.stdout.write(keys.map((k) => `${k}\n`).join(""));
+      return EXIT.ok;
+    }
+    const found = await client.get(positionals[0], { dirty });
+    if (!found) {
+      process.stderr.write(`mutexd: no key ${JSON.stringify(positionals[0])}\n`);
+      return 1;
+    }
+    process.stdout.write(`${found.value}\n`);
+    return EXIT.ok;
+  } catch (error) {
+    return failure(error);
+  }
+}
+
+async function status(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, { ...WHERE_FLAGS, json: { type: "boolean" } }, false);
+  const { client } = target(values);
+  try {
+    const s = await client.status();
+    if (values.json) {
+      process.stdout.write(JSON.stringify(s, null, 2) + "\n");
+      return EXIT.ok;
+    }
+    const ms = (v: number | null) => (v === null ? "-" : `${v} ms`);
+    const lines = [
+      `node        ${s.id}   ring ${s.ring.join(" → ")} → ${s.ring[0]}`,
+      `neighbours  predecessor ${s.predecessor}, successor ${s.successor}`,
+      `epoch       ${s.epoch}   fencing counter ${s.fenceMax}`,
+      `token       ${s.token}   last seen ${ms(s.lastTokenAgeMs)} ago, hop ${s.lastHop}, last rotation ${ms(s.lastRotationMs)}`,
+      `section     ${s.section ? `fence ${s.section.fence}, held ${s.section.heldForMs} ms, lease left ${s.section.leaseRemainingMs} ms` : "none"}   waiters ${s.waiters}`,
+      `log         applied ${s.lastApplied}, committed ${s.commit}, kept from ${s.logStart}${s.catchingUp ? "   (catching up)" : ""}`,
+    ];
+    process.stdout.write(lines.join("\n") + "\n");
+    return EXIT.ok;
+  } catch (error) {
+    return failure(error);
+  }
+}

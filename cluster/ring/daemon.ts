@@ -1,0 +1,77 @@
+/**
+ * Starts a ring node: loads its stored replica, builds the pure node, the driver, the HTTP API
+ * and the link to its successor. The ring order is the order of the ring nodes in the file.
+ */
+import { randomBytes } from "node:crypto";
+import process from "node:process";
+import { RingNode } from "../../lib/core/ring_node.ts";
+import { monotonicClock } from "../clock.ts";
+import { type ClusterConfig, type NodeConfig, nodeUrl } from "../config.ts";
+import type { RunningNode } from "../commands/node.ts";
+import type { Logger } from "../log.ts";
+import { serveHttp } from "../runtime.ts";
+import { createRingApp } from "./api.ts";
+import { httpPeers } from "./http_peers.ts";
+import { RingService } from "./service.ts";
+import { RingStorage } from "./storage.ts";
+
+export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
+  const settings = cluster.settings;
+  const ringNodes = cluster.nodes.filter((n) => n.role === "ring" || n.id === node.id);
+  const ring = ringNodes.map((n) => n.id);
+  const storage = new RingStorage(node.dataDir);
+  const stored = storage.load();
+  if (stored.tornLines > 0) log.event("tornLogLine", { dataDir: node.dataDir, lines: stored.tornLines });
+  const core = new RingNode({
+    id: node.id,
+    ring,
+    limits: settings,
+    // A random part per incarnation: a ticket of an earlier run is never mistaken for a new one.
+    ticketPrefix: `${node.id}-${randomBytes(3).toString("hex")}-`,
+    stored,
+  });
+  let service: RingService | undefined;
+  const peers = httpPeers({
+    self: node.id,
+    urls: new Map(ringNodes.map((n) => [n.id, nodeUrl(n)])),
+    hopTimeoutMs: settings.tokenHopTimeoutMs,
+    local: () => service!,
+  });
+  service = new RingService({
+    node: core,
+    settings,
+    clock: monotonicClock,
+    log,
+    storage,
+    peers,
+    onFatal: (error) => {
+      log.event("fatal", { message: error.message });
+      process.exit(1);
+    },
+  });
+  const byId = new Map(ringNodes.map((n) => [n.id, nodeUrl(n)]));
+  const app = createRingApp(service, {
+    nodeId: node.id,
+    settings,
+    describe: () => ({ successorUrl: byId.get(core.successor), predecessorUrl: byId.get(core.predecessor) }),
+    onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
+  });
+  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
+  log.event("ringStarted", {
+    ring,
+    successor: core.successor,
+    predecessor: core.predecessor,
+    epoch: core.status(0).epoch,
+    lastApplied: core.replica.lastApplied,
+    commit: core.replica.commit,
+  });
+  service.start();
+  return {
+    url: `http://${node.host}:${server.port}`,
+    async stop() {
+      service!.stop();
+      await server.close();
+      storage.close();
+    },
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * RingPeers over HTTP: each call is one fetch to the peer's `/v1/ring/peer/...` endpoint with a
+ * timeout of tokenHopTimeoutMs. Runtimes keep connections alive between calls (fetch reuses them).
+ * A node that is its own successor (a ring of one) is called directly.
+ */
+import type { RingNode, RingResult } from "../../lib/core/ring_node.ts";
+import type { CatchUpReply } from "../../lib/core/ring_types.ts";
+import type { LinkItem } from "./peer_link.ts";
+import type { RingPeers, RingService } from "./service.ts";
+
+export function httpPeers(options: {
+  self: string;
+  urls: Map<string, string>;
+  hopTimeoutMs: number;
+  /** Set once the service exists: used to deliver to itself. */
+  local: () => RingService;
+}): RingPeers {
+  const { self, urls, hopTimeoutMs, local } = options;
+  const url = (id: string, path: string) => {
+    const base = urls.get(id);
+    if (!base) throw new Error(`unknown ring node ${id}`);
+    return `${base}/v1/ring/peer/${path}`;
+  };
+  const call = async <T>(id: string, path: string, body?: unknown): Promise<T> => {
+    const response = await fetch(url(id, path), {
+      method: body === undefined ? "GET" : "POST",
+      headers: body === undefined ? undefined : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(hopTimeoutMs),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${id} ${path}: status ${response.status}: ${text.slice(0, 200)}`);
+    return JSON.parse(text) as T;
+  };
+  return {
+    deliver(to: string, item: LinkItem): Promise<RingResult> {
+      if (to === self) {
+        // A ring of one: hand the item to ourselves on a later turn, like a network would.
+        return new Promise((resolve) => setTimeout(() => resolve(deliverLocal(local(), self, item)), 0));
+      }
+      return item.kind === "token"
+        ? call<RingResult>(to, "token", { from: self, token: item.token })
+        : call<RingResult>(to, "writes", { from: self, epoch: item.epoch, entries: item.entries });
+    },
+    fetchLog(from: string, fromWseq: number): Promise<CatchUpReply> {
+      if (from === self) return Promise.resolve(local().node.catchUp(fromWseq));
+      return call<CatchUpReply>(from, `log?from=${fromWseq}`);
+    },
+    probe(to: string): Promise<ReturnType<RingNode["probe"]>> {
+      return call(to, "probe");
+    },
+    prepare(to: string, epoch: number): Promise<RingResult> {
+      return call<RingResult>(to, "prepare", { from: self, epoch });
+    },
+    async wake(to: string): Promise<void> {
+      await call(to, "wake", { from: self });
+    },
+  };
+}
+
+function deliverLocal(service: RingService, self: string, item: LinkItem): RingResult {
+  return item.kind === "token"
+    ? service.stepPeer({ type: "token", from: self, token: item.token })
+    : service.stepPeer({ type: "writes", from: self, epoch: item.epoch, entries: item.entries });
+}

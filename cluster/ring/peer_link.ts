@@ -1,0 +1,114 @@
+/**
+ * The link from a ring node to its successor: a FIFO of token hand-offs and write batches, one
+ * request in flight, each resent until the successor acknowledges it. The order matters: writes
+ * sent before the token reach the successor before it. Ring repair comes later: until then an
+ * unreachable successor is retried forever (with backoff), and the receiver drops copies.
+ */
+import type { RingResult } from "../../lib/core/ring_node.ts";
+import type { RingEntry, RingToken } from "../../lib/core/ring_types.ts";
+
+export type LinkItem =
+  | { kind: "token"; token: RingToken }
+  | { kind: "writes"; epoch: number; entries: RingEntry[] };
+
+/** Delivers one item and returns the successor's answer; throws on network failure. */
+export type Deliver = (item: LinkItem) => Promise<RingResult>;
+
+export interface PeerLinkOptions {
+  deliver: Deliver;
+  retryMs: number;
+  retryMaxMs: number;
+  batchWritesMax: number;
+  onTokenDelivered(token: RingToken): void;
+  onStale(epoch: number, what: "token" | "writes"): void;
+  onTrouble(what: string, detail: string, attempt: number): void;
+}
+
+export class PeerLink {
+  private readonly queue: LinkItem[] = [];
+  private busy = false;
+  private closed = false;
+  private attempt = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly options: PeerLinkOptions) {}
+
+  /** Queues an item behind everything queued before; consecutive write batches merge. */
+  push(item: LinkItem): void {
+    const last = this.queue[this.queue.length - 1];
+    const mergeable = last?.kind === "writes" && item.kind === "writes" && last.epoch === item.epoch &&
+      (this.queue.length > 1 || !this.busy) &&
+      last.entries.length + item.entries.length <= this.options.batchWritesMax;
+    if (mergeable) last.entries.push(...item.entries);
+    else this.queue.push(item.kind === "writes" ? { ...item, entries: [...item.entries] } : item);
+    this.pump();
+  }
+
+  /** Items waiting or in flight (for status). */
+  get length(): number {
+    return this.queue.length;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+  }
+
+  private pump(): void {
+    if (this.busy || this.closed || this.queue.length === 0) return;
+    this.busy = true;
+    const item = this.queue[0];
+    this.options.deliver(item).then(
+      (result) => this.onAnswer(item, result),
+      (error) => this.retry(item, (error as Error).message),
+    );
+  }
+
+  private onAnswer(item: LinkItem, result: RingResult): void {
+    if (this.closed) return;
+    if (result.ok) {
+      this.queue.shift();
+      this.attempt = 0;
+      if (item.kind === "token") this.options.onTokenDelivered(item.token);
+      this.busy = false;
+      this.pump();
+      return;
+    }
+    if (result.type === "stale") {
+      // The successor moved to a newer epoch: everything older queued here is void.
+      const epoch = result.epoch;
+      for (let i = this.queue.length - 1; i >= 0; i--) {
+        const queued = this.queue[i];
+        const queuedEpoch = queued.kind === "token" ? queued.token.epoch : queued.epoch;
+        if (queuedEpoch < epoch) this.queue.splice(i, 1);
+      }
+      this.attempt = 0;
+      this.busy = false;
+      this.options.onStale(epoch, item.kind === "token" ? "token" : "writes");
+      this.pump();
+      return;
+    }
+    if (result.type === "gap" && item.kind === "writes") {
+      // The successor took the writes up to ackedTo and is fetching the rest; resend the others.
+      item.entries = item.entries.filter((entry) => entry.wseq > result.ackedTo);
+      if (item.entries.length === 0) {
+        this.queue.shift();
+        this.busy = false;
+        this.pump();
+        return;
+      }
+    }
+    this.retry(item, JSON.stringify(result));
+  }
+
+  private retry(item: LinkItem, detail: string): void {
+    if (this.closed) return;
+    this.attempt += 1;
+    this.options.onTrouble(item.kind, detail, this.attempt);
+    const delay = Math.min(this.options.retryMaxMs, this.options.retryMs * 2 ** Math.min(this.attempt - 1, 16));
+    this.retryTimer = setTimeout(() => {
+      this.busy = false;
+      this.pump();
+    }, delay);
+  }
+}

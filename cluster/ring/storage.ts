@@ -1,0 +1,123 @@
+/**
+ * A ring node's durable state in its data directory, written and fsynced before the node
+ * acknowledges anything that depends on it:
+ *
+ *   ring-state.json     { epoch, fenceMax }              replaced atomically (tmp, fsync, rename)
+ *   ring-snapshot.json  { wseq, kv }                     replaced atomically
+ *   ring-log.jsonl      one RingLogRecord per line       appended, fsynced; rewritten at snapshots
+ *
+ * At start the snapshot is installed and the log replayed in order. A torn last line (a crash
+ * in the middle of an append) is ignored: its write was never acknowledged.
+ */
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import type { PersistOp, RingStored } from "../../lib/core/ring_node.ts";
+import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring_types.ts";
+
+const STATE_FILE = "ring-state.json";
+const SNAPSHOT_FILE = "ring-snapshot.json";
+const LOG_FILE = "ring-log.jsonl";
+
+export class RingStorage {
+  private logFd: number | null = null;
+
+  constructor(readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+  }
+
+  /** Reads what a previous incarnation stored (nothing on a fresh directory). */
+  load(): RingStored & { tornLines: number } {
+    const statePath = join(this.dir, STATE_FILE);
+    const hardState: RingHardState = existsSync(statePath)
+      ? JSON.parse(readFileSync(statePath, "utf8"))
+      : { epoch: 0, fenceMax: 0 };
+    const snapshotPath = join(this.dir, SNAPSHOT_FILE);
+    const snapshot: RingSnapshot | undefined = existsSync(snapshotPath)
+      ? JSON.parse(readFileSync(snapshotPath, "utf8"))
+      : undefined;
+    const logPath = join(this.dir, LOG_FILE);
+    const records: RingLogRecord[] = [];
+    let tornLines = 0;
+    if (existsSync(logPath)) {
+      const lines = readFileSync(logPath, "utf8").split("\n");
+      for (const [index, line] of lines.entries()) {
+        if (line.trim() === "") continue;
+        try {
+          records.push(JSON.parse(line));
+        } catch (error) {
+          // Only the last line can be torn; anything else is corruption and must stop the node.
+          if (index < lines.length - 2) throw new Error(`${logPath}:${index + 1}: ${(error as Error).message}`);
+          tornLines += 1;
+        }
+      }
+    }
+    return { hardState, snapshot, records, tornLines };
+  }
+
+  /** Stores `ops` in order and fsyncs; returns only when everything is on disk. */
+  apply(ops: PersistOp[]): void {
+    let lines: string[] = [];
+    let hardState: RingHardState | undefined;
+    for (const op of ops) {
+      if (op.type === "log") {
+        lines.push(JSON.stringify(op.record));
+      } else if (op.type === "hardState") {
+        hardState = op.state;
+      } else {
+        this.appendLog(lines);
+        lines = [];
+        this.writeSnapshot(op.snapshot, op.tail);
+      }
+    }
+    this.appendLog(lines);
+    if (hardState) this.replaceFile(STATE_FILE, JSON.stringify(hardState));
+  }
+
+  close(): void {
+    if (this.logFd !== null) closeSync(this.logFd);
+    this.logFd = null;
+  }
+
+  private appendLog(lines: string[]): void {
+    if (lines.length === 0) return;
+    this.logFd ??= openSync(join(this.dir, LOG_FILE), "a");
+    writeSync(this.logFd, lines.join("\n") + "\n");
+    fsyncSync(this.logFd);
+  }
+
+  private writeSnapshot(snapshot: RingSnapshot, tail: RingEntry[]): void {
+    this.replaceFile(SNAPSHOT_FILE, JSON.stringify(snapshot));
+    // The log keeps only what follows the snapshot; a crash between the two renames leaves the
+    // old log, whose entries up to the snapshot are skipped at replay.
+    const text = tail.map((entry) => JSON.stringify({ type: "entry", entry } satisfies RingLogRecord) + "\n").join("");
+    this.close();
+    this.replaceFile(LOG_FILE, text);
+  }
+
+  private replaceFile(name: string, text: string): void {
+    const path = join(this.dir, name);
+    const tmp = `${path}.tmp`;
+    const fd = openSync(tmp, "w");
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+    syncDirectory(this.dir);
+  }
+}
+
+/** Makes a rename durable. Some runtimes cannot fsync a directory; the rename is then best effort. */
+function syncDirectory(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, "r");
+    fsyncSync(fd);
+  } catch {
+    // Not supported here (e.g. a runtime without directory fsync): the file itself is synced.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}

@@ -1,0 +1,922 @@
+/**
+ * One node of the token ring as a pure, deterministic state machine (etcd raft's "Ready" shape).
+ *
+ * Inputs come in through `step(input, nowMs)`: the token or writes from the predecessor, client
+ * requests, acknowledgements of what the driver sent, and ticks. Out comes a `RingOutput`: the
+ * answer to the input, what to persist, and effects (messages to the successor, client replies).
+ * The driver MUST persist `persist` (in order, durably) BEFORE it answers with `result`, sends a
+ * message or replies to a client of that same output: a write is acknowledged only once stored,
+ * and a fencing token is handed out only once the counter is stored.
+ *
+ * Protocol (docs/ring.md):
+ * - One token per epoch. The sender gives it up when it sends; `hop` grows at each hand-off, so
+ *   a resent copy is dropped, and a token (or write) of an older epoch is refused.
+ * - The holder grants the waiters that were queued when the token arrived, FIFO, one at a time,
+ *   each with a fencing token above every earlier one; a lease bounds each section.
+ * - A write made in a section goes from the holder around the ring back to it; each node applies
+ *   writes in `wseq` order (buffering gaps, fetching what it misses from its predecessor). Its
+ *   return is the commit point: the client is answered, and the token's commit watermark moves.
+ *   The holder passes the token only when all its writes came back, so a token in transit always
+ *   has commit = wseq.
+ * - The first ring node regenerates a lost token in a new epoch once every ring node promised it
+ *   (no node holds or sends a token, none saw one for tokenLossMs); writes it holds above its
+ *   commit watermark are re-sent in the new epoch before anything else.
+ *
+ * No clock, timer, randomness or I/O in here: time comes in as `nowMs`.
+ */
+import { assert, assertNever } from "./assert.ts";
+import { RingReplica } from "./ring_replica.ts";
+import type {
+  CatchUpReply,
+  RingEntry,
+  RingHardState,
+  RingLogRecord,
+  RingOp,
+  RingPromise,
+  RingSnapshot,
+  RingToken,
+} from "./ring_types.ts";
+import type { ApiError, ErrorCode } from "../wire/errors.ts";
+import type { Settings } from "../settings.ts";
+
+export type RingLimits = Pick<
+  Settings,
+  | "ringLeaseMs"
+  | "ringLeaseMaxMs"
+  | "tokenIdlePaceMs"
+  | "tokenHopTimeoutMs"
+  | "tokenLossMs"
+  | "ringPollGraceMs"
+  | "ringWaitersMax"
+  | "ringSectionWritesMax"
+  | "ringKeysMax"
+  | "ringKeyLengthMax"
+  | "ringValueBytesMax"
+  | "ringBatchWritesMax"
+  | "ringGapBufferMax"
+  | "ringSnapshotEveryWrites"
+  | "ringLogRetainMax"
+  | "waitMaxMs"
+>;
+
+export type RingInput =
+  | { type: "tick" }
+  /** The token, handed over by the predecessor. */
+  | { type: "token"; from: string; token: RingToken }
+  /** Writes travelling the ring, from the predecessor; `epoch` is the sender's. */
+  | { type: "writes"; from: string; epoch: number; entries: RingEntry[] }
+  /** The successor acknowledged the token hand-off. */
+  | { type: "tokenDelivered"; epoch: number; hop: number }
+  /** The successor refused what we sent because it knows a newer epoch. */
+  | { type: "peerStale"; epoch: number; what: "token" | "writes" }
+  /** The predecessor answered a fetch. */
+  | { type: "caughtUp"; reply: CatchUpReply }
+  /** Some node has a waiter: an idle token should hurry. */
+  | { type: "wake" }
+  /** The first ring node asks for a promise not to take tokens of epochs below `epoch`. */
+  | { type: "prepare"; from: string; epoch: number }
+  /** Every ring node promised `epoch`: create its token (first ring node only). */
+  | { type: "regenerate"; epoch: number; promises: RingPromise[] }
+  | { type: "enter"; reqId: number; ticket?: string; waitMs: number; leaseMs: number }
+  /** The driver's long-poll for `reqId` ran out: answer "waiting" and keep the place. */
+  | { type: "detach"; reqId: number }
+  | { type: "leave"; reqId: number; fence?: number; ticket?: string }
+  | { type: "write"; reqId: number; fence: number; op: RingOp };
+
+export type ClientReply =
+  | { ok: true; type: "granted"; fence: number; leaseMs: number; epoch: number; ticket: string }
+  | { ok: true; type: "waiting"; ticket: string; position: number }
+  | { ok: true; type: "notGranted"; reason: "taken" | "deadline" | "withdrawn" }
+  | { ok: true; type: "left"; wasHolder: boolean }
+  | { ok: true; type: "written"; wseq: number }
+  | { ok: false; error: ApiError };
+
+/** The direct answer to an input (peer inputs are answered with it; client inputs by `reply`). */
+export type RingResult =
+  | { ok: true; type: "done" }
+  | { ok: true; type: "token"; duplicate: boolean }
+  | { ok: true; type: "writes"; ackedTo: number }
+  | { ok: false; type: "gap"; ackedTo: number; lastApplied: number }
+  | { ok: false; type: "stale"; epoch: number }
+  | { ok: true; type: "promised"; promise: RingPromise }
+  | { ok: false; type: "refused"; epoch: number; reason: string }
+  | { ok: false; type: "error"; error: ApiError };
+
+/** Stored before anything else of the same output happens. */
+export type PersistOp =
+  | { type: "hardState"; state: RingHardState }
+  | { type: "log"; record: RingLogRecord }
+  /** Store the snapshot, then keep only `tail` (the entries after it) in the log. */
+  | { type: "snapshot"; snapshot: RingSnapshot; tail: RingEntry[] };
+
+export type SectionEndReason = "left" | "lease" | "abandoned" | "epoch";
+
+export type RingEffect =
+  /** Hand the token to the successor; resend until acknowledged (feed back tokenDelivered). */
+  | { type: "sendToken"; to: string; token: RingToken }
+  /** Send writes to the successor, in order after everything sent before; resend until acked. */
+  | { type: "sendWrites"; to: string; epoch: number; entries: RingEntry[] }
+  /** Ask `from` for its writes from `fromWseq` on; feed the answer back as caughtUp. */
+  | { type: "fetch"; from: string; fromWseq: number }
+  /** Tell every other ring node that this one has a waiter (best effort). */
+  | { type: "wakeAll" }
+  | { type: "reply"; reqId: number; reply: ClientReply }
+  | { type: "sectionEnded"; fence: number; reason: SectionEndReason }
+  /** Something worth a log line. */
+  | { type: "event"; event: string; fields: Record<string, unknown> };
+
+export interface RingOutput {
+  result: RingResult;
+  persist: PersistOp[];
+  effects: RingEffect[];
+}
+
+/** What a node stored, handed to the constructor at start. */
+export interface RingStored {
+  hardState: RingHardState;
+  snapshot?: RingSnapshot;
+  records: RingLogRecord[];
+}
+
+export interface RingNodeOptions {
+  id: string;
+  /** The ring order (ids of the ring nodes, as listed in the cluster file). */
+  ring: string[];
+  limits: RingLimits;
+  /** Prefix of enter tickets, unique per incarnation of the node. */
+  ticketPrefix: string;
+  stored?: RingStored;
+}
+
+interface Holding {
+  /** The token as this node will pass it on (updated by grants and writes). */
+  token: RingToken;
+  arrivedAtMs: number;
+  /** Waiters still to be served in this visit (those queued when the token came). */
+  grantsLeft: number;
+  passAtMs: number | null;
+  /** Writes of this node travelling the ring: wseq → client request waiting (null: none). */
+  outstanding: Map<number, number | null>;
+}
+
+interface Waiter {
+  ticket: string;
+  reqId: number | null;
+  deadlineMs: number;
+  /** When no long-poll is attached: the client must ask again before this. */
+  pollDeadlineMs: number;
+  leaseMs: number;
+  queuedAtMs: number;
+}
+
+interface Section {
+  fence: number;
+  ticket: string;
+  leaseMs: number;
+  grantedAtMs: number;
+  leaseEndMs: number;
+  /** Granted while no long-poll was attached: the client must pick it up before this. */
+  pickupDeadlineMs: number;
+}
+
+/** A plain-data view for `status`. */
+export interface RingStatus {
+  id: string;
+  ring: string[];
+  successor: string;
+  predecessor: string;
+  epoch: number;
+  fenceMax: number;
+  token: "held" | "sending" | "away";
+  lastHop: number;
+  lastTokenAgeMs: number | null;
+  lastRotationMs: number | null;
+  heldToken: RingToken | null;
+  section: { fence: number; heldForMs: number; leaseRemainingMs: number } | null;
+  waiters: number;
+  outstandingWrites: number;
+  lastApplied: number;
+  commit: number;
+  logStart: number;
+  catchingUp: boolean;
+}
+
+const encoder = new TextEncoder();
+
+function clientError(code: ErrorCode, message: string): ClientReply {
+  return { ok: false, error: { code, message } };
+}
+
+function inputError(code: ErrorCode, message: string): RingResult {
+  return { ok: false, type: "error", error: { code, message } };
+}
+
+export class RingNode {
+  readonly id: string;
+  readonly ring: readonly string[];
+  readonly successor: string;
+  readonly predecessor: string;
+  readonly replica = new RingReplica();
+  private epoch = 0;
+  private fenceMax = 0;
+  /** Highest hop accepted in this epoch (volatile: a restarted node lost any token it held). */
+  private lastHop = 0;
+  private holding: Holding | null = null;
+  private sending: { epoch: number; hop: number } | null = null;
+  private lastTokenAtMs: number | null = null;
+  private lastArrivalMs: number | null = null;
+  private lastRotationMs: number | null = null;
+  private section: Section | null = null;
+  private waiters: Waiter[] = [];
+  private ticketSeq = 0;
+  /** Writes that arrived ahead of a gap, by wseq. */
+  private readonly gap = new Map<number, RingEntry>();
+  /**
+   * Highest wseq forwarded to the successor in this epoch and incarnation; a copy above it is
+   * forwarded again (a re-sent write may be committed here but not yet elsewhere).
+   */
+  private forwardedTo: number;
+  private fetching: { fromWseq: number; retryAtMs: number } | null = null;
+  private wakeUntilMs = Number.NEGATIVE_INFINITY;
+  private snapshotWseq = 0;
+  private nowMs = Number.NEGATIVE_INFINITY;
+  // The output being built by the current step.
+  private persistOps: PersistOp[] = [];
+  private effects: RingEffect[] = [];
+  private forwardBuffer: RingEntry[] = [];
+
+  constructor(private readonly options: RingNodeOptions) {
+    const { id, ring } = options;
+    const index = ring.indexOf(id);
+    assert(index >= 0, `node ${id} is not in the ring ${ring.join(",")}`);
+    assert(new Set(ring).size === ring.length, "ring ids must be unique");
+    this.id = id;
+    this.ring = [...ring];
+    this.successor = ring[(index + 1) % ring.length];
+    this.predecessor = ring[(index - 1 + ring.length) % ring.length];
+    const stored = options.stored;
+    if (stored) {
+      this.epoch = stored.hardState.epoch;
+      this.fenceMax = stored.hardState.fenceMax;
+      if (stored.snapshot) {
+        this.replica.install(stored.snapshot);
+        this.snapshotWseq = stored.snapshot.wseq;
+      }
+      this.replica.replay(stored.records);
+    }
+    this.forwardedTo = 0;
+  }
+
+  /**
+   * First output after construction: re-sends the pending writes of the current epoch, in case
+   * this node stopped after storing them but before its successor had them (it drops copies).
+   */
+  start(nowMs: number): RingOutput {
+    return this.run(nowMs, () => {
+      for (const entry of this.replica.pending()) {
+        if (entry.epoch === this.epoch && entry.origin !== this.id) this.forward(entry);
+      }
+      return { ok: true, type: "done" };
+    });
+  }
+
+  /** Applies one input at `nowMs` (monotonic, never below the previous call's). */
+  step(input: RingInput, nowMs: number): RingOutput {
+    return this.run(nowMs, () => this.dispatch(input));
+  }
+
+  private run(nowMs: number, body: () => RingResult): RingOutput {
+    assert(Number.isFinite(nowMs), "nowMs must be finite");
+    assert(nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
+    this.nowMs = nowMs;
+    this.persistOps = [];
+    this.effects = [];
+    this.forwardBuffer = [];
+    this.expire();
+    const result = body();
+    this.proceed();
+    this.flushForwards();
+    this.checkInvariants();
+    return { result, persist: this.persistOps, effects: this.effects };
+  }
+
+  private dispatch(input: RingInput): RingResult {
+    switch (input.type) {
+      case "tick":
+        return { ok: true, type: "done" };
+      case "token":
+        return this.receiveToken(input.from, input.token);
+      case "writes":
+        return this.receiveWrites(input.from, input.epoch, input.entries);
+      case "tokenDelivered":
+        if (this.sending && this.sending.epoch === input.epoch && this.sending.hop === input.hop) {
+          this.sending = null;
+          this.lastTokenAtMs = this.nowMs;
+        }
+        return { ok: true, type: "done" };
+      case "peerStale":
+        if (input.what === "token" && this.sending) {
+          this.event("tokenRefused", { epoch: this.sending.epoch, newerEpoch: input.epoch });
+          this.sending = null;
+        }
+        if (input.epoch > this.epoch) this.adoptEpoch(input.epoch);
+        return { ok: true, type: "done" };
+      case "caughtUp":
+        return this.caughtUp(input.reply);
+      case "wake":
+        this.wakeUntilMs = this.nowMs + 2 * this.options.limits.tokenIdlePaceMs;
+        if (this.holding) this.holding.token.idleHops = 0;
+        return { ok: true, type: "done" };
+      case "prepare":
+        return this.prepare(input.from, input.epoch);
+      case "regenerate":
+        return this.regenerate(input.epoch, input.promises);
+      case "enter":
+        this.enter(input);
+        return { ok: true, type: "done" };
+      case "detach":
+        this.detach(input.reqId);
+        return { ok: true, type: "done" };
+      case "leave":
+        this.leave(input);
+        return { ok: true, type: "done" };
+      case "write":
+        this.write(input.reqId, input.fence, input.op);
+        return { ok: true, type: "done" };
+      default:
+        return assertNever(input, "ring input");
+    }
+  }
+
+  // ---- Token ------------------------------------------------------------------------------
+
+  private receiveToken(from: string, token: RingToken): RingResult {
+    if (from !== this.predecessor) return inputError("bad_request", `${from} is not the predecessor of ${this.id}`);
+    if (token.epoch < this.epoch) {
+      this.event("staleToken", { epoch: token.epoch, hop: token.hop, ourEpoch: this.epoch });
+      return { ok: false, type: "stale", epoch: this.epoch };
+    }
+    if (token.epoch > this.epoch) this.adoptEpoch(token.epoch);
+    if (token.hop <= this.lastHop) return { ok: true, type: "token", duplicate: true };
+    assert(this.holding === null, `second token in epoch ${token.epoch}: hop ${token.hop} while holding`);
+    assert(token.commit <= token.wseq, `token commit ${token.commit} above wseq ${token.wseq}`);
+    this.lastHop = token.hop;
+    // Our own hand-off got through if the token came back around.
+    if (this.sending?.epoch === token.epoch) this.sending = null;
+    if (this.lastArrivalMs !== null) this.lastRotationMs = this.nowMs - this.lastArrivalMs;
+    this.lastArrivalMs = this.nowMs;
+    this.lastTokenAtMs = this.nowMs;
+    this.fenceMax = Math.max(this.fenceMax, token.fence);
+    const copy = { ...token };
+    if (this.nowMs < this.wakeUntilMs) copy.idleHops = 0;
+    this.holding = {
+      token: copy,
+      arrivedAtMs: this.nowMs,
+      grantsLeft: this.waiters.length,
+      passAtMs: null,
+      outstanding: new Map(),
+    };
+    return { ok: true, type: "token", duplicate: false };
+  }
+
+  /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
+  private proceed(): void {
+    const holding = this.holding;
+    if (!holding) return;
+    if (holding.token.commit > this.replica.lastApplied) {
+      // Behind on committed writes: no grant before this node has them.
+      this.requestFetch();
+      return;
+    }
+    this.learnCommit(holding.token.commit);
+    if (this.section || holding.outstanding.size > 0) return;
+    if (holding.grantsLeft > 0 && this.waiters.length > 0) {
+      holding.grantsLeft -= 1;
+      this.grant(this.waiters.shift()!, holding);
+      return;
+    }
+    if (this.waiters.length > 0) {
+      // Those arrived during this visit; they are served at the next, which must come soon.
+      holding.token.idleHops = 0;
+      this.pass();
+      return;
+    }
+    if (holding.token.idleHops < this.ring.length || this.nowMs < this.wakeUntilMs) {
+      this.pass();
+      return;
+    }
+    holding.passAtMs ??= holding.arrivedAtMs + this.options.limits.tokenIdlePaceMs;
+    if (this.nowMs >= holding.passAtMs) this.pass();
+  }
+
+  private pass(): void {
+    const holding = this.holding;
+    assert(holding !== null, "pass without the token");
+    assert(this.section === null && holding.outstanding.size === 0, "pass during a section or with writes out");
+    assert(holding.token.commit === holding.token.wseq, "a token is passed only with every write committed");
+    const token: RingToken = { ...holding.token, hop: holding.token.hop + 1, idleHops: holding.token.idleHops + 1 };
+    this.holding = null;
+    this.sending = { epoch: token.epoch, hop: token.hop };
+    this.lastTokenAtMs = this.nowMs;
+    this.effects.push({ type: "sendToken", to: this.successor, token });
+  }
+
+  /** A newer epoch began: everything of the old one is void here. */
+  private adoptEpoch(epoch: number): void {
+    assert(epoch > this.epoch, `epoch ${epoch} is not newer than ${this.epoch}`);
+    const old = this.epoch;
+    this.epoch = epoch;
+    this.lastHop = 0;
+    this.sending = null;
+    this.gap.clear();
+    this.fetching = null;
+    // Whatever arrives in the new epoch is passed on at least once, committed here or not.
+    this.forwardedTo = 0;
+    if (this.holding) {
+      if (this.section) this.endSection("epoch");
+      for (const [wseq, reqId] of this.holding.outstanding) {
+        if (reqId === null) continue;
+        this.reply(reqId, clientError("ring_unavailable", `the token of epoch ${old} was replaced; write ${wseq} may or may not commit`));
+      }
+      this.holding = null;
+    }
+    this.persistHardState();
+    this.event("epoch", { epoch, previous: old });
+  }
+
+  // ---- Critical sections ------------------------------------------------------------------
+
+  private grant(waiter: Waiter, holding: Holding): void {
+    const fence = Math.max(this.fenceMax, holding.token.fence) + 1;
+    assert(Number.isSafeInteger(fence), "fencing counter overflow");
+    this.fenceMax = fence;
+    holding.token.fence = fence;
+    holding.token.idleHops = 0;
+    this.persistHardState();
+    this.section = {
+      fence,
+      ticket: waiter.ticket,
+      leaseMs: waiter.leaseMs,
+      grantedAtMs: this.nowMs,
+      leaseEndMs: this.nowMs + waiter.leaseMs,
+      pickupDeadlineMs: waiter.reqId === null ? waiter.pollDeadlineMs : Number.POSITIVE_INFINITY,
+    };
+    this.event("granted", { fence, epoch: this.epoch, leaseMs: waiter.leaseMs, waitedMs: this.nowMs - waiter.queuedAtMs });
+    if (waiter.reqId !== null) this.reply(waiter.reqId, this.grantReply(this.section));
+  }
+
+  private grantReply(section: Section): ClientReply {
+    const leaseMs = Math.max(0, section.leaseEndMs - this.nowMs);
+    return { ok: true, type: "granted", fence: section.fence, leaseMs, epoch: this.epoch, ticket: section.ticket };
+  }
+
+  private endSection(reason: SectionEndReason): void {
+    const section = this.section;
+    assert(section !== null, "no section to end");
+    this.section = null;
+    this.effects.push({ type: "sectionEnded", fence: section.fence, reason });
+    this.event("sectionEnded", { fence: section.fence, reason, heldMs: this.nowMs - section.grantedAtMs });
+  }
+
+  private enter(input: Extract<RingInput, { type: "enter" }>): void {
+    const { reqId, ticket, waitMs, leaseMs } = input;
+    const limits = this.options.limits;
+    if (!Number.isSafeInteger(waitMs) || waitMs < 0 || waitMs > limits.waitMaxMs) {
+      return this.reply(reqId, clientError("bad_request", `waitMs must be an integer within 0..${limits.waitMaxMs}`));
+    }
+    if (!Number.isSafeInteger(leaseMs) || leaseMs < 1 || leaseMs > limits.ringLeaseMaxMs) {
+      return this.reply(reqId, clientError("bad_request", `leaseMs must be an integer within 1..${limits.ringLeaseMaxMs}`));
+    }
+    if (ticket !== undefined) return this.repoll(reqId, ticket);
+    if (this.waiters.length >= limits.ringWaitersMax) {
+      return this.reply(reqId, clientError("limit_reached", `at most ${limits.ringWaitersMax} waiters per ring node`));
+    }
+    const busyHere = this.holding !== null && (this.section !== null || this.holding.outstanding.size > 0);
+    if (waitMs === 0 && (this.waiters.length > 0 || busyHere)) {
+      // A try waits for the token's next visit only when nobody is ahead of it.
+      return this.reply(reqId, { ok: true, type: "notGranted", reason: "taken" });
+    }
+    this.ticketSeq += 1;
+    const waiter: Waiter = {
+      ticket: `${this.options.ticketPrefix}${this.ticketSeq}`,
+      reqId,
+      // A try is bounded by one visit of the token; tokenLossMs bounds the wait for that visit.
+      deadlineMs: this.nowMs + (waitMs === 0 ? limits.tokenLossMs : waitMs),
+      pollDeadlineMs: Number.POSITIVE_INFINITY,
+      leaseMs,
+      queuedAtMs: this.nowMs,
+    };
+    this.waiters.push(waiter);
+    if (this.holding && !busyHere && this.waiters.length === 1) {
+      // The token rests here idle: serve the newcomer in this visit.
+      this.holding.grantsLeft = Math.max(this.holding.grantsLeft, 1);
+    }
+    if (!this.holding && this.waiters.length === 1) this.effects.push({ type: "wakeAll" });
+  }
+
+  /** The client asks again with its ticket: pick up a grant, or keep waiting. */
+  private repoll(reqId: number, ticket: string): void {
+    if (this.section?.ticket === ticket) {
+      this.section.pickupDeadlineMs = Number.POSITIVE_INFINITY;
+      return this.reply(reqId, this.grantReply(this.section));
+    }
+    const waiter = this.waiters.find((w) => w.ticket === ticket);
+    if (!waiter) {
+      return this.reply(reqId, clientError("waiter_not_found", `ticket ${ticket} is unknown: the wait ended or was dropped`));
+    }
+    if (waiter.reqId !== null) this.reply(waiter.reqId, this.waitingReply(waiter));
+    waiter.reqId = reqId;
+    waiter.pollDeadlineMs = Number.POSITIVE_INFINITY;
+  }
+
+  private detach(reqId: number): void {
+    const waiter = this.waiters.find((w) => w.reqId === reqId);
+    if (!waiter) return; // answered already
+    waiter.reqId = null;
+    waiter.pollDeadlineMs = this.nowMs + this.options.limits.ringPollGraceMs;
+    this.reply(reqId, this.waitingReply(waiter));
+  }
+
+  private waitingReply(waiter: Waiter): ClientReply {
+    return { ok: true, type: "waiting", ticket: waiter.ticket, position: this.waiters.indexOf(waiter) + 1 };
+  }
+
+  private leave(input: Extract<RingInput, { type: "leave" }>): void {
+    const { reqId, fence, ticket } = input;
+    if (fence !== undefined) {
+      if (this.section?.fence !== fence) {
+        return this.reply(reqId, clientError("not_in_section", `fence ${fence} is not the current section of ${this.id}`));
+      }
+      this.endSection("left");
+      return this.reply(reqId, { ok: true, type: "left", wasHolder: true });
+    }
+    if (ticket === undefined) return this.reply(reqId, clientError("bad_request", "leave needs a fence or a ticket"));
+    if (this.section?.ticket === ticket) {
+      this.endSection("left");
+      return this.reply(reqId, { ok: true, type: "left", wasHolder: true });
+    }
+    const index = this.waiters.findIndex((w) => w.ticket === ticket);
+    if (index < 0) return this.reply(reqId, clientError("waiter_not_found", `ticket ${ticket} is unknown`));
+    const [waiter] = this.waiters.splice(index, 1);
+    if (waiter.reqId !== null) this.reply(waiter.reqId, { ok: true, type: "notGranted", reason: "withdrawn" });
+    this.reply(reqId, { ok: true, type: "left", wasHolder: false });
+  }
+
+  // ---- Writes -----------------------------------------------------------------------------
+
+  /** A client write inside its section: stamped, stored, and sent around the ring. */
+  private write(reqId: number, fence: number, op: RingOp): void {
+    const limits = this.options.limits;
+    const problem = checkOp(op, limits);
+    if (problem) return this.reply(reqId, clientError("bad_request", problem));
+    if (this.section?.fence !== fence) {
+      return this.reply(reqId, clientError("not_in_section", `fence ${fence} is not the current section of ${this.id}`));
+    }
+    const holding = this.holding;
+    assert(holding !== null, "a section without the token");
+    if (holding.outstanding.size >= limits.ringSectionWritesMax) {
+      return this.reply(reqId, clientError("limit_reached", `at most ${limits.ringSectionWritesMax} writes in flight`));
+    }
+    if (op.type === "put" && this.replica.keyCountWith(op.key) > limits.ringKeysMax) {
+      return this.reply(reqId, clientError("limit_reached", `at most ${limits.ringKeysMax} keys`));
+    }
+    const wseq = holding.token.wseq + 1;
+    holding.token.wseq = wseq;
+    const entry: RingEntry = { epoch: this.epoch, wseq, author: this.id, origin: this.id, op };
+    this.appendEntry(entry);
+    holding.outstanding.set(wseq, reqId);
+    this.forward(entry);
+  }
+
+  private receiveWrites(from: string, epoch: number, entries: RingEntry[]): RingResult {
+    if (from !== this.predecessor) return inputError("bad_request", `${from} is not the predecessor of ${this.id}`);
+    if (epoch < this.epoch) return { ok: false, type: "stale", epoch: this.epoch };
+    if (epoch > this.epoch) this.adoptEpoch(epoch);
+    let ackedTo = 0;
+    for (const [index, entry] of entries.entries()) {
+      assert(entry.epoch <= epoch, `write ${entry.wseq} stamped ${entry.epoch} in a message of epoch ${epoch}`);
+      if (!this.receiveEntry(entry)) {
+        for (const later of entries.slice(index)) this.bufferGap(later);
+        this.requestFetch();
+        return { ok: false, type: "gap", ackedTo, lastApplied: this.replica.lastApplied };
+      }
+      ackedTo = entry.wseq;
+    }
+    this.drainGap();
+    return { ok: true, type: "writes", ackedTo };
+  }
+
+  /** Applies, skips or recognises the return of one write; false when it lies beyond a gap. */
+  private receiveEntry(entry: RingEntry): boolean {
+    const replica = this.replica;
+    if (entry.origin === this.id) {
+      const holding = this.holding;
+      if (holding?.outstanding.has(entry.wseq) && entry.epoch === this.epoch) this.returned(entry.wseq);
+      return true;
+    }
+    if (entry.wseq <= replica.lastApplied) {
+      const existing = replica.entryAt(entry.wseq);
+      if (entry.wseq <= replica.commit || existing === undefined || existing.epoch === entry.epoch) {
+        // A copy: committed writes are the same everywhere. Pass it on if it never left here.
+        if (entry.wseq > this.forwardedTo) this.forward(entry);
+        return true;
+      }
+      if (existing.epoch > entry.epoch) return true; // an outdated version: ignore
+      this.truncate(entry.wseq);
+      this.appendEntry(entry);
+      this.forward(entry);
+      return true;
+    }
+    if (entry.wseq > replica.lastApplied + 1) return false;
+    this.appendEntry(entry);
+    this.forward(entry);
+    return true;
+  }
+
+  /** One of this holder's writes came back: it is committed. */
+  private returned(wseq: number): void {
+    const holding = this.holding!;
+    const reqId = holding.outstanding.get(wseq);
+    holding.outstanding.delete(wseq);
+    let lowest = holding.token.wseq + 1;
+    for (const out of holding.outstanding.keys()) lowest = Math.min(lowest, out);
+    holding.token.commit = Math.max(holding.token.commit, lowest - 1);
+    this.learnCommit(holding.token.commit);
+    if (reqId !== null && reqId !== undefined) this.reply(reqId, { ok: true, type: "written", wseq });
+  }
+
+  private bufferGap(entry: RingEntry): void {
+    if (entry.wseq <= this.replica.lastApplied) return;
+    if (this.gap.size >= this.options.limits.ringGapBufferMax && !this.gap.has(entry.wseq)) return;
+    this.gap.set(entry.wseq, entry);
+  }
+
+  private drainGap(): void {
+    // Each pass applies one buffered write or stops: bounded by the buffer size.
+    for (;;) {
+      for (const wseq of this.gap.keys()) if (wseq <= this.replica.lastApplied) this.gap.delete(wseq);
+      const next = this.gap.get(this.replica.lastApplied + 1);
+      if (!next) return;
+      this.gap.delete(next.wseq);
+      const applied = this.receiveEntry(next);
+      assert(applied, "the write after the last applied one must apply");
+    }
+  }
+
+  private requestFetch(): void {
+    if (this.fetching) return;
+    const fromWseq = this.replica.lastApplied + 1;
+    this.fetching = { fromWseq, retryAtMs: this.nowMs + this.options.limits.tokenHopTimeoutMs };
+    this.effects.push({ type: "fetch", from: this.predecessor, fromWseq });
+  }
+
+  private caughtUp(reply: CatchUpReply): RingResult {
+    this.fetching = null;
+    const replica = this.replica;
+    if (reply.snapshot && reply.snapshot.wseq > replica.lastApplied) {
+      replica.install(reply.snapshot);
+      this.snapshotWseq = reply.snapshot.wseq;
+      this.forwardedTo = Math.max(this.forwardedTo, reply.snapshot.wseq);
+      this.persistOps.push({ type: "snapshot", snapshot: reply.snapshot, tail: [] });
+      this.event("snapshotInstalled", { wseq: reply.snapshot.wseq });
+    }
+    let applied = 0;
+    for (const entry of reply.entries) {
+      if (entry.wseq > replica.lastApplied + 1) break;
+      if (entry.wseq <= replica.commit) continue;
+      const existing = replica.entryAt(entry.wseq);
+      if (existing && existing.epoch >= entry.epoch) continue;
+      if (existing) this.truncate(entry.wseq);
+      this.appendEntry(entry);
+      if (entry.origin !== this.id) this.forward(entry);
+      applied += 1;
+    }
+    this.learnCommit(reply.commit);
+    this.drainGap();
+    if (applied > 0) this.event("caughtUp", { applied, lastApplied: replica.lastApplied });
+    return { ok: true, type: "done" };
+  }
+
+  /** What this node can send a neighbour that asks for writes from `from` on. */
+  catchUp(from: number): CatchUpReply {
+    const max = this.options.limits.ringBatchWritesMax;
+    const replica = this.replica;
+    const start = Math.max(1, from);
+    const entries = replica.entriesFrom(start, max);
+    if (entries !== undefined) return { commit: replica.commit, entries };
+    return { commit: replica.commit, snapshot: replica.snapshot(), entries: replica.pending().slice(0, max) };
+  }
+
+  private appendEntry(entry: RingEntry): void {
+    this.replica.append(entry);
+    this.persistOps.push({ type: "log", record: { type: "entry", entry } });
+  }
+
+  private truncate(from: number): void {
+    this.replica.truncateFrom(from);
+    this.persistOps.push({ type: "log", record: { type: "truncate", from } });
+    for (const wseq of this.gap.keys()) if (wseq >= from) this.gap.delete(wseq);
+  }
+
+  private forward(entry: RingEntry): void {
+    this.forwardBuffer.push(entry);
+    this.forwardedTo = Math.max(this.forwardedTo, entry.wseq);
+  }
+
+  private flushForwards(): void {
+    const max = this.options.limits.ringBatchWritesMax;
+    for (let i = 0; i < this.forwardBuffer.length; i += max) {
+      const entries = this.forwardBuffer.slice(i, i + max);
+      this.effects.push({ type: "sendWrites", to: this.successor, epoch: this.epoch, entries });
+    }
+    this.forwardBuffer = [];
+  }
+
+  /** Moves the local commit watermark (never beyond what is applied) and snapshots now and then. */
+  private learnCommit(commit: number): void {
+    const replica = this.replica;
+    const target = Math.min(commit, replica.lastApplied);
+    if (target <= replica.commit) return;
+    replica.commitTo(target);
+    this.persistOps.push({ type: "log", record: { type: "commit", wseq: target } });
+    const limits = this.options.limits;
+    if (replica.commit - this.snapshotWseq >= limits.ringSnapshotEveryWrites) {
+      this.snapshotWseq = replica.commit;
+      this.persistOps.push({ type: "snapshot", snapshot: replica.snapshot(), tail: replica.pending() });
+      replica.compact(limits.ringLogRetainMax);
+    }
+  }
+
+  // ---- Regeneration -----------------------------------------------------------------------
+
+  /** True when this node should try to regenerate the token (first ring node, none seen). */
+  wantsRegeneration(nowMs: number): boolean {
+    if (this.id !== this.ring[0] || this.holding || this.sending) return false;
+    return this.lastTokenAtMs === null || nowMs - this.lastTokenAtMs >= this.options.limits.tokenLossMs;
+  }
+
+  /** Read-only check before a regeneration: is a token live here, or seen lately? */
+  probe(nowMs: number): { node: string; epoch: number; live: boolean; lastTokenAgeMs: number | null } {
+    return {
+      node: this.id,
+      epoch: this.epoch,
+      live: this.holding !== null || this.sending !== null,
+      lastTokenAgeMs: this.lastTokenAtMs === null ? null : Math.max(0, nowMs - this.lastTokenAtMs),
+    };
+  }
+
+  private prepare(from: string, epoch: number): RingResult {
+    if (from !== this.ring[0]) return inputError("bad_request", `only ${this.ring[0]} regenerates the token`);
+    if (!Number.isSafeInteger(epoch) || epoch <= this.epoch) {
+      return { ok: false, type: "refused", epoch: this.epoch, reason: `epoch ${epoch} is not above ${this.epoch}` };
+    }
+    if (this.holding || this.sending) {
+      return { ok: false, type: "refused", epoch: this.epoch, reason: "a token is live here" };
+    }
+    if (this.lastTokenAtMs !== null && this.nowMs - this.lastTokenAtMs < this.options.limits.tokenLossMs) {
+      return { ok: false, type: "refused", epoch: this.epoch, reason: "a token was here lately" };
+    }
+    this.adoptEpoch(epoch);
+    const promise = { node: this.id, lastApplied: this.replica.lastApplied, commit: this.replica.commit, fenceMax: this.fenceMax };
+    return { ok: true, type: "promised", promise };
+  }
+
+  private regenerate(epoch: number, promises: RingPromise[]): RingResult {
+    const promised = new Set(promises.map((p) => p.node));
+    if (this.id !== this.ring[0] || epoch !== this.epoch || this.holding || this.sending) {
+      return { ok: false, type: "refused", epoch: this.epoch, reason: "not promised here, or a token is live" };
+    }
+    assert(this.ring.every((id) => promised.has(id)), "regeneration needs a promise from every ring node");
+    const fence = Math.max(this.fenceMax, ...promises.map((p) => p.fenceMax));
+    const replica = this.replica;
+    const token: RingToken = { epoch, hop: 1, wseq: replica.lastApplied, commit: replica.commit, fence, idleHops: 0 };
+    this.lastHop = 1;
+    this.fenceMax = fence;
+    this.persistHardState();
+    this.lastTokenAtMs = this.nowMs;
+    this.lastArrivalMs = this.nowMs;
+    const holding: Holding = { token, arrivedAtMs: this.nowMs, grantsLeft: this.waiters.length, passAtMs: null, outstanding: new Map() };
+    this.holding = holding;
+    // Writes above our commit watermark may or may not have committed: re-send them in this
+    // epoch from here, so every node ends up with our version before anything new is written.
+    const uncertain = replica.pending().map((entry) => ({ ...entry, epoch, origin: this.id }));
+    if (uncertain.length > 0) this.truncate(uncertain[0].wseq);
+    for (const entry of uncertain) {
+      this.appendEntry(entry);
+      holding.outstanding.set(entry.wseq, null);
+      this.forward(entry);
+    }
+    this.event("tokenRegenerated", { epoch, fence, wseq: token.wseq, commit: token.commit, resent: uncertain.length });
+    return { ok: true, type: "done" };
+  }
+
+  // ---- Time -------------------------------------------------------------------------------
+
+  /** Lease ends, wait deadlines, abandoned grants, fetch retries. */
+  private expire(): void {
+    const now = this.nowMs;
+    const section = this.section;
+    if (section && now >= section.leaseEndMs) this.endSection("lease");
+    else if (section && now >= section.pickupDeadlineMs) this.endSection("abandoned");
+    if (this.waiters.length > 0) {
+      this.waiters = this.waiters.filter((waiter) => {
+        if (now >= waiter.deadlineMs) {
+          if (waiter.reqId !== null) this.reply(waiter.reqId, { ok: true, type: "notGranted", reason: "deadline" });
+          return false;
+        }
+        return now < waiter.pollDeadlineMs;
+      });
+    }
+    if (this.fetching && now >= this.fetching.retryAtMs) {
+      this.fetching = null;
+      if (this.holding && this.holding.token.commit > this.replica.lastApplied) this.requestFetch();
+      else if (this.gap.size > 0) this.requestFetch();
+    }
+  }
+
+  // ---- Reads and status -------------------------------------------------------------------
+
+  read(key: string, dirty: boolean): string | undefined {
+    return this.replica.read(key, dirty);
+  }
+
+  keys(dirty: boolean): string[] {
+    return this.replica.keys(dirty);
+  }
+
+  /** Whether `fence` is the section running now (for the driver's section watchers). */
+  sectionActive(fence: number): boolean {
+    return this.section?.fence === fence;
+  }
+
+  status(nowMs: number): RingStatus {
+    const section = this.section;
+    return {
+      id: this.id,
+      ring: [...this.ring],
+      successor: this.successor,
+      predecessor: this.predecessor,
+      epoch: this.epoch,
+      fenceMax: this.fenceMax,
+      token: this.holding ? "held" : this.sending ? "sending" : "away",
+      lastHop: this.lastHop,
+      lastTokenAgeMs: this.lastTokenAtMs === null ? null : Math.max(0, nowMs - this.lastTokenAtMs),
+      lastRotationMs: this.lastRotationMs,
+      heldToken: this.holding ? { ...this.holding.token } : null,
+      section: section
+        ? { fence: section.fence, heldForMs: nowMs - section.grantedAtMs, leaseRemainingMs: Math.max(0, section.leaseEndMs - nowMs) }
+        : null,
+      waiters: this.waiters.length,
+      outstandingWrites: this.holding?.outstanding.size ?? 0,
+      lastApplied: this.replica.lastApplied,
+      commit: this.replica.commit,
+      logStart: this.replica.logStart,
+      catchingUp: this.fetching !== null,
+    };
+  }
+
+  // ---- Helpers ----------------------------------------------------------------------------
+
+  private persistHardState(): void {
+    this.persistOps.push({ type: "hardState", state: { epoch: this.epoch, fenceMax: this.fenceMax } });
+  }
+
+  private reply(reqId: number, reply: ClientReply): void {
+    this.effects.push({ type: "reply", reqId, reply });
+  }
+
+  private event(event: string, fields: Record<string, unknown>): void {
+    this.effects.push({ type: "event", event, fields });
+  }
+
+  private checkInvariants(): void {
+    const holding = this.holding;
+    assert(this.section === null || holding !== null, "a section runs only while the token is here");
+    assert(!(holding && this.sending), "holding and sending a token at once");
+    assert(this.replica.commit <= this.replica.lastApplied, "commit beyond last applied");
+    if (holding) {
+      assert(holding.token.epoch === this.epoch, "holding a token of another epoch");
+      assert(holding.token.fence <= this.fenceMax, "token fence above the stored fence");
+      assert(holding.token.commit <= holding.token.wseq, "token commit above its wseq");
+    }
+    const replies = new Set<number>();
+    for (const effect of this.effects) {
+      if (effect.type !== "reply") continue;
+      assert(!replies.has(effect.reqId), `two replies to request ${effect.reqId}`);
+      replies.add(effect.reqId);
+    }
+  }
+}
+
+/** Why `op` is malformed, or undefined. */
+export function checkOp(op: RingOp, limits: Pick<Settings, "ringKeyLengthMax" | "ringValueBytesMax">): string | undefined {
+  if (typeof op.key !== "string" || op.key.length === 0) return "key must be a non-empty string";
+  if (op.key.length > limits.ringKeyLengthMax) return `key is longer than ${limits.ringKeyLengthMax} characters`;
+  if (op.type === "put") {
+    if (typeof op.value !== "string") return "value must be a string";
+    if (encoder.encode(op.value).byteLength > limits.ringValueBytesMax) {
+      return `value is larger than ${limits.ringValueBytesMax} bytes`;
+    }
+  }
+  return undefined;
+}

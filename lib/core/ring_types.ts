@@ -1,0 +1,82 @@
+/**
+ * The ring's wire types: the token, a replicated write, and what neighbours exchange. Plain data
+ * (JSON), so the driver can send them as they are.
+ */
+
+/** A change to the ring's replicated key/value map. */
+export type RingOp =
+  | { type: "put"; key: string; value: string }
+  | { type: "delete"; key: string };
+
+/**
+ * One write in the ring's single global order. `wseq` is its place (1, 2, 3, …); `epoch` is the
+ * epoch that last stamped it: when two versions of one `wseq` meet, the higher epoch wins (an
+ * uncommitted write of an older epoch is replaced, never a committed one).
+ */
+export interface RingEntry {
+  epoch: number;
+  wseq: number;
+  /** The node whose critical section wrote it (kept when the write is re-sent in a new epoch). */
+  author: string;
+  /**
+   * The node the write travels around the ring back to: its author, or the node that re-sent it
+   * when it regenerated the token. Its return there is the commit point.
+   */
+  origin: string;
+  op: RingOp;
+}
+
+/**
+ * The token. Exactly one per epoch: the sender gives it up when it sends. `hop` grows at every
+ * hand-off, so a receiver drops a resent copy; a token of an older epoch is refused.
+ */
+export interface RingToken {
+  epoch: number;
+  /** Grows by one at every hand-off within the epoch. */
+  hop: number;
+  /** The highest write sequence assigned so far (the next write gets wseq + 1). */
+  wseq: number;
+  /** The commit watermark: every write up to here went around the whole ring. */
+  commit: number;
+  /** The fencing counter: the highest fencing token granted so far (across epochs). */
+  fence: number;
+  /** Hand-offs since the last grant: after a whole idle rotation the token is paced. */
+  idleHops: number;
+}
+
+/** A copy of the committed map at `wseq`, for restarts and for neighbours far behind. */
+export interface RingSnapshot {
+  wseq: number;
+  kv: Array<[string, string]>;
+}
+
+/** A neighbour's answer to "send me your writes from `from` on". */
+export interface CatchUpReply {
+  /** The answering node's commit watermark. */
+  commit: number;
+  /** Set when `from` lies before the answering node's log: install it, then apply `entries`. */
+  snapshot?: RingSnapshot;
+  entries: RingEntry[];
+}
+
+/** What the first ring node learns from each node before it creates the token of a new epoch. */
+export interface RingPromise {
+  node: string;
+  lastApplied: number;
+  commit: number;
+  fenceMax: number;
+}
+
+/** Durable per-node state besides the log: only grows. */
+export interface RingHardState {
+  /** The highest epoch this node promised or saw; tokens and writes of older epochs are refused. */
+  epoch: number;
+  /** The highest fencing token this node granted or saw. */
+  fenceMax: number;
+}
+
+/** The log as stored, replayed in order at start: entries, truncations, commit marks. */
+export type RingLogRecord =
+  | { type: "entry"; entry: RingEntry }
+  | { type: "truncate"; from: number }
+  | { type: "commit"; wseq: number };
