@@ -1,0 +1,50 @@
+/**
+ * Replay files: a failing run saved as the options that reproduce it (seed, kinds, phases, fault
+ * overrides) plus what it found and the trace hash, so `vopr.ts --replay FILE` runs it again and
+ * says whether it still fails the same way. The run is a function of these options and the code;
+ * the trace tail is kept for the reader, not for the replay.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Violation } from "./checkers.ts";
+import type { SimResult } from "./simulator.ts";
+
+export interface RunSpec {
+  seed: number;
+  kinds?: string[];
+  safetyMs?: number;
+  healMs?: number;
+  faultOverrides?: string[];
+}
+
+export interface ReplayFile {
+  spec: RunSpec;
+  header: string;
+  violation?: Violation;
+  traceHash: string;
+  traceTail: string[];
+}
+
+export const REPLAY_DIR = new URL("./replay/", import.meta.url).pathname;
+
+export function replayPath(seed: number): string {
+  return `${REPLAY_DIR}${seed}.json`;
+}
+
+export function saveReplay(path: string, spec: RunSpec, result: SimResult): void {
+  const file: ReplayFile = {
+    spec,
+    header: result.header,
+    violation: result.violation,
+    traceHash: result.traceHash,
+    traceTail: result.lines.slice(-40),
+  };
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, JSON.stringify(file, null, 2) + "\n");
+}
+
+export function loadReplay(path: string): ReplayFile {
+  const file = JSON.parse(readFileSync(path, "utf8")) as ReplayFile;
+  if (!file.spec || !Number.isSafeInteger(file.spec.seed)) throw new Error(`${path}: not a replay file (no spec.seed)`);
+  return file;
+}

@@ -1,0 +1,108 @@
+/**
+ * The simulator's command line (VOPR: Viewstamped Operation Replicator, TigerBeetle's name).
+ *
+ *   vopr.ts --seed 42                   one run, the full trace on stdout
+ *   vopr.ts --many 500 [--start 1000]   a batch; failing seeds get tests/sim/replay/<seed>.json
+ *   vopr.ts --replay FILE               run a saved failure again
+ *
+ * Options: --kinds lock,…  --safety-ms N  --heal-ms N  --seconds S (safety = heal = S/2)
+ *          --faults +server-crash,-partition,none  --verbose (every message)  --quiet
+ * Exit status 1 when a run fails. Line 1 of every run is its seed and fault profile.
+ */
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { loadReplay, replayPath, type RunSpec, saveReplay } from "./replay.ts";
+import { runBatch, runSpec } from "./run.ts";
+import { NODE_KINDS } from "./kinds.ts";
+import { allFaults } from "./profile.ts";
+
+function usage(): string {
+  const faults = allFaults(NODE_KINDS).map((f) => `  ${f.optInReason ? "+" : " "}${f.name.padEnd(16)} ${f.doc}`).join("\n");
+  return `Usage: vopr.ts [--seed N | --many N [--start N] | --replay FILE] [options]\n` +
+    `Node kinds: ${NODE_KINDS.map((k) => k.name).join(", ")}\nFaults (+ = opt-in):\n${faults}\n`;
+}
+
+function main(argv: string[]): number {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      seed: { type: "string" },
+      many: { type: "string" },
+      start: { type: "string" },
+      replay: { type: "string" },
+      kinds: { type: "string" },
+      faults: { type: "string" },
+      "safety-ms": { type: "string" },
+      "heal-ms": { type: "string" },
+      seconds: { type: "string" },
+      verbose: { type: "boolean" },
+      quiet: { type: "boolean" },
+      "no-save": { type: "boolean" },
+      help: { type: "boolean" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(usage());
+    return 0;
+  }
+  const integer = (text: string | undefined, what: string): number | undefined => {
+    if (text === undefined || text === "") return undefined;
+    const value = Number(text);
+    if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${what} must be a non-negative integer, got ${text}`);
+    return value;
+  };
+  const seconds = integer(values.seconds, "--seconds");
+  const base: Omit<RunSpec, "seed"> = {
+    kinds: values.kinds ? values.kinds.split(",") : undefined,
+    safetyMs: integer(values["safety-ms"], "--safety-ms") ?? (seconds !== undefined ? seconds * 500 : undefined),
+    healMs: integer(values["heal-ms"], "--heal-ms") ?? (seconds !== undefined ? seconds * 500 : undefined),
+    faultOverrides: values.faults ? values.faults.split(",") : undefined,
+  };
+  if (values.replay) {
+    const file = loadReplay(values.replay);
+    const result = runSpec(file.spec, { echo: (line) => process.stdout.write(line + "\n"), verbose: values.verbose });
+    const same = result.violation?.checker === file.violation?.checker && result.traceHash === file.traceHash;
+    process.stdout.write(`replay of ${values.replay}: ${same ? "same run (same checker, same trace hash)" : `DIFFERS (was ${file.violation?.checker ?? "pass"} ${file.traceHash}, now ${result.violation?.checker ?? "pass"} ${result.traceHash})`}\n`);
+    return result.ok ? 0 : 1;
+  }
+  const many = integer(values.many, "--many");
+  if (many !== undefined) {
+    const startSeed = integer(values.start, "--start") ?? 1;
+    const startedMs = performance.now();
+    const batch = runBatch({
+      spec: base,
+      startSeed,
+      runsMax: many,
+      onResult(result) {
+        if (!result.ok) {
+          const path = replayPath(result.seed);
+          if (!values["no-save"]) saveReplay(path, { ...base, seed: result.seed }, result);
+          process.stdout.write(`FAIL seed=${result.seed} ${result.violation!.checker}: ${result.violation!.message}` +
+            `${values["no-save"] ? "" : ` (replay: ${path})`}\n`);
+        }
+      },
+    });
+    const wallS = (performance.now() - startedMs) / 1000;
+    process.stdout.write(`${batch.runs} runs from seed ${startSeed}: ${batch.failures.length} failed` +
+      ` [${batch.failures.map((f) => f.seed).join(" ")}]; simulated ${(batch.simulatedMs / 1000).toFixed(0)}s in ${wallS.toFixed(1)}s wall\n`);
+    return batch.failures.length > 0 ? 1 : 0;
+  }
+  // No seed given: take one from the wall clock (the only use of it) and print it on line 1.
+  const seed = integer(values.seed, "--seed") ?? Date.now() % 0x1_0000_0000;
+  const spec: RunSpec = { ...base, seed };
+  const echo = values.quiet ? undefined : (line: string) => process.stdout.write(line + "\n");
+  const result = runSpec(spec, { echo, verbose: values.verbose });
+  if (values.quiet) process.stdout.write(`${result.header}\n${result.lines.at(-1)}\n`);
+  if (!result.ok && !values["no-save"]) {
+    saveReplay(replayPath(seed), spec, result);
+    process.stdout.write(`replay saved: ${replayPath(seed)}\n`);
+  }
+  return result.ok ? 0 : 1;
+}
+
+try {
+  process.exitCode = main(process.argv.slice(2));
+} catch (error) {
+  process.stderr.write(`vopr: ${(error as Error).message}\n`);
+  process.exitCode = 2;
+}
