@@ -352,6 +352,10 @@ export class RingNode {
 
   private receiveToken(from: string, token: RingToken): RingResult {
     if (from !== this.predecessor) return inputError("bad_request", `${from} is not the predecessor of ${this.id}`);
+    if (token.commit !== token.wseq) {
+      // Every holder waits for its writes to come back before it passes the token.
+      return inputError("bad_request", `a token in transit has commit = wseq (got ${token.commit} and ${token.wseq})`);
+    }
     if (token.epoch < this.epoch) {
       this.event("staleToken", { epoch: token.epoch, hop: token.hop, ourEpoch: this.epoch });
       return { ok: false, type: "stale", epoch: this.epoch };
@@ -359,7 +363,6 @@ export class RingNode {
     if (token.epoch > this.epoch) this.adoptEpoch(token.epoch);
     if (token.hop <= this.lastHop) return { ok: true, type: "token", duplicate: true };
     assert(this.holding === null, `second token in epoch ${token.epoch}: hop ${token.hop} while holding`);
-    assert(token.commit <= token.wseq, `token commit ${token.commit} above wseq ${token.wseq}`);
     this.lastHop = token.hop;
     // Our own hand-off got through if the token came back around.
     if (this.sending?.epoch === token.epoch) this.sending = null;

@@ -1,0 +1,157 @@
+/**
+ * The ring node's HTTP API through app.request (no sockets, no timers): every error path answers
+ * its error code and changes nothing in the node (status, replica, stored files).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { RingNode } from "../lib/core/ring_node.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { manualClock } from "../cluster/clock.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { createRingApp } from "../cluster/ring/api.ts";
+import { type RingPeers, RingService } from "../cluster/ring/service.ts";
+import { RingStorage } from "../cluster/ring/storage.ts";
+import { tempDir } from "./_harness.ts";
+
+const settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 65_536 };
+
+/** Node "b" of a → b → c with peers that never answer (nothing here needs them). */
+function setup() {
+  const dir = tempDir("mutexd-ring-http-");
+  const storage = new RingStorage(dir);
+  const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: settings, ticketPrefix: "t-" });
+  const sent: unknown[] = [];
+  const never = () => new Promise<never>(() => {});
+  const peers: RingPeers = {
+    deliver: (to, item) => (sent.push({ to, item }), never()),
+    fetchLog: never,
+    probe: never,
+    prepare: never,
+    wake: () => Promise.resolve(),
+  };
+  const clock = manualClock(1_000);
+  const service = new RingService({ node, settings, clock, log: memoryLogger(), storage, peers, onFatal: () => {} });
+  const app = createRingApp(service, { nodeId: "b", settings });
+  const state = () => {
+    const { lastTokenAgeMs: _age, ...status } = node.status(clock.nowMs());
+    const files = readdirSync(dir).sort().map((f) => [f, readFileSync(join(dir, f), "utf8")]);
+    return JSON.stringify({ status, log: node.catchUp(1), keys: node.keys(true), files, sent: sent.length });
+  };
+  const call = (method: string, path: string, body?: unknown) =>
+    app.request(path, {
+      method,
+      headers: body === undefined ? undefined : { "content-type": "application/json" },
+      body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+    });
+  return { node, service, app, state, call, clock, storage };
+}
+
+/** Gives node b the token and a section (fence 1), so write paths have something to refuse. */
+async function withSection(h: ReturnType<typeof setup>): Promise<number> {
+  // idleHops = ring size: the idle token rests here (the manual clock never ends the pause).
+  const token = { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 3 };
+  const handed = await h.call("POST", "/v1/ring/peer/token", { from: "a", token });
+  assert.equal(handed.status, 200);
+  const entered = await h.call("POST", "/v1/ring/enter", { waitMs: 1_000 });
+  assert.equal(entered.status, 200);
+  const body = await entered.json();
+  assert.equal(body.granted, true);
+  return body.fence;
+}
+
+const CASES: Array<{ name: string; method: string; path: string; body?: unknown; status: number; code: string }> = [
+  { name: "malformed JSON", method: "POST", path: "/v1/ring/enter", body: "{nope", status: 400, code: "bad_request" },
+  { name: "a body that is not an object", method: "POST", path: "/v1/ring/enter", body: "[1]", status: 400, code: "bad_request" },
+  { name: "an unknown field", method: "POST", path: "/v1/ring/enter", body: { waitMs: 1, wait: 2 }, status: 400, code: "bad_request" },
+  { name: "a negative waitMs", method: "POST", path: "/v1/ring/enter", body: { waitMs: -1 }, status: 400, code: "bad_request" },
+  { name: "a lease above ringLeaseMaxMs", method: "POST", path: "/v1/ring/enter", body: { waitMs: 1, leaseMs: settings.ringLeaseMaxMs + 1 }, status: 400, code: "bad_request" },
+  { name: "an unknown ticket", method: "POST", path: "/v1/ring/enter", body: { waitMs: 1, ticket: "t-99" }, status: 404, code: "waiter_not_found" },
+  { name: "a leave with neither fence nor ticket", method: "POST", path: "/v1/ring/leave", body: {}, status: 400, code: "bad_request" },
+  { name: "a leave with both fence and ticket", method: "POST", path: "/v1/ring/leave", body: { fence: 1, ticket: "t-1" }, status: 400, code: "bad_request" },
+  { name: "a leave of a section that is not running", method: "POST", path: "/v1/ring/leave", body: { fence: 7 }, status: 409, code: "not_in_section" },
+  { name: "a put outside any section", method: "POST", path: "/v1/ring/put", body: { fence: 7, key: "k", value: "v" }, status: 409, code: "not_in_section" },
+  { name: "a put with a stale fence", method: "POST", path: "/v1/ring/put", body: { fence: 0, key: "k", value: "v" }, status: 409, code: "not_in_section" },
+  { name: "a put without a value", method: "POST", path: "/v1/ring/put", body: { fence: 1, key: "k" }, status: 400, code: "bad_request" },
+  { name: "a put with a number value", method: "POST", path: "/v1/ring/put", body: { fence: 1, key: "k", value: 3 }, status: 400, code: "bad_request" },
+  { name: "a put with a key above ringKeyLengthMax", method: "POST", path: "/v1/ring/put", body: { fence: 1, key: "k".repeat(settings.ringKeyLengthMax + 1), value: "v" }, status: 400, code: "bad_request" },
+  { name: "a put with a value above ringValueBytesMax", method: "POST", path: "/v1/ring/put", body: { fence: 1, key: "k", value: "é".repeat(settings.ringValueBytesMax / 2 + 1) }, status: 400, code: "bad_request" },
+  { name: "a body above bodyBytesMax", method: "POST", path: "/v1/ring/put", body: { fence: 1, key: "k", value: "v".repeat(settings.bodyBytesMax) }, status: 413, code: "body_too_large" },
+  { name: "a delete outside any section", method: "POST", path: "/v1/ring/delete", body: { fence: 9, key: "k" }, status: 409, code: "not_in_section" },
+  { name: "a get without key", method: "GET", path: "/v1/ring/get", status: 400, code: "bad_request" },
+  { name: "a get of a missing key", method: "GET", path: "/v1/ring/get?key=nope", status: 404, code: "key_not_found" },
+  { name: "a get with a bad dirty flag", method: "GET", path: "/v1/ring/get?key=k&dirty=maybe", status: 400, code: "bad_request" },
+  { name: "a log query with a bad from", method: "GET", path: "/v1/ring/log?from=-3", status: 400, code: "bad_request" },
+  { name: "an unknown route", method: "GET", path: "/v1/ring/nothing", status: 404, code: "not_found" },
+  { name: "a token from a node that is not the predecessor", method: "POST", path: "/v1/ring/peer/token", body: { from: "c", token: { epoch: 1, hop: 9, wseq: 0, commit: 0, fence: 0, idleHops: 0 } }, status: 400, code: "bad_request" },
+  { name: "a token with a missing field", method: "POST", path: "/v1/ring/peer/token", body: { from: "a", token: { epoch: 1, hop: 9, wseq: 0, commit: 0, fence: 0 } }, status: 400, code: "bad_request" },
+  { name: "a token whose commit is above its wseq", method: "POST", path: "/v1/ring/peer/token", body: { from: "a", token: { epoch: 1, hop: 9, wseq: 0, commit: 1, fence: 0, idleHops: 0 } }, status: 400, code: "bad_request" },
+  { name: "writes that are not consecutive", method: "POST", path: "/v1/ring/peer/writes", body: { from: "a", epoch: 1, entries: [
+    { epoch: 1, wseq: 1, author: "a", origin: "a", op: { type: "put", key: "k", value: "1" } },
+    { epoch: 1, wseq: 3, author: "a", origin: "a", op: { type: "put", key: "k", value: "3" } },
+  ] }, status: 400, code: "bad_request" },
+  { name: "a write stamped above its message's epoch", method: "POST", path: "/v1/ring/peer/writes", body: { from: "a", epoch: 1, entries: [
+    { epoch: 2, wseq: 1, author: "a", origin: "a", op: { type: "put", key: "k", value: "1" } },
+  ] }, status: 400, code: "bad_request" },
+  { name: "a write with an unknown op", method: "POST", path: "/v1/ring/peer/writes", body: { from: "a", epoch: 1, entries: [
+    { epoch: 1, wseq: 1, author: "a", origin: "a", op: { type: "append", key: "k", value: "1" } },
+  ] }, status: 400, code: "bad_request" },
+  { name: "writes from a node that is not the predecessor", method: "POST", path: "/v1/ring/peer/writes", body: { from: "c", epoch: 1, entries: [] }, status: 400, code: "bad_request" },
+  { name: "a prepare from a node that is not the first ring node", method: "POST", path: "/v1/ring/peer/prepare", body: { from: "c", epoch: 5 }, status: 400, code: "bad_request" },
+];
+
+for (const c of CASES) {
+  test(`ring API: ${c.name} answers ${c.status} ${c.code} and changes nothing`, async () => {
+    const h = setup();
+    await withSection(h);
+    const before = h.state();
+    const response = await h.call(c.method, c.path, c.body);
+    assert.equal(response.status, c.status);
+    const body = await response.json();
+    assert.equal(body.error?.code, c.code);
+    assert.equal(typeof body.error?.message, "string");
+    assert.equal(h.state(), before);
+    h.storage.close();
+  });
+}
+
+test("ring API: the same routes succeed with valid input (the error cases are not vacuous)", async () => {
+  const h = setup();
+  const fence = await withSection(h);
+  assert.equal(fence, 1);
+  const before = h.state();
+  // A put is answered only once it came back around; here it is stored and sent to the successor.
+  const pending = h.call("POST", "/v1/ring/put", { fence, key: "k", value: "v" });
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.notEqual(h.state(), before, "a valid put stores and sends");
+  assert.equal((await (await h.call("GET", "/v1/ring/get?key=k&dirty=1")).json()).value, "v");
+  const back = await h.call("POST", "/v1/ring/peer/writes", {
+    from: "a",
+    epoch: 1,
+    entries: [{ epoch: 1, wseq: 1, author: "b", origin: "b", op: { type: "put", key: "k", value: "v" } }],
+  });
+  assert.equal(back.status, 200);
+  const written = await pending;
+  assert.equal(written.status, 200);
+  assert.deepEqual(await written.json(), { written: true, key: "k", wseq: 1 });
+  const left = await h.call("POST", "/v1/ring/leave", { fence });
+  assert.deepEqual(await left.json(), { left: true, wasHolder: true });
+  const got = await (await h.call("GET", "/v1/ring/get?key=k")).json();
+  assert.equal(got.value, "v");
+  h.storage.close();
+});
+
+test("ring API: status names the epoch, neighbours, token state and rotation time", async () => {
+  const h = setup();
+  await withSection(h);
+  const status = await (await h.call("GET", "/v1/ring/status")).json();
+  assert.equal(status.epoch, 1);
+  assert.equal(status.successor, "c");
+  assert.equal(status.predecessor, "a");
+  assert.equal(status.token, "held");
+  assert.equal(status.section.fence, 1);
+  assert.ok("lastRotationMs" in status && "lastTokenAgeMs" in status);
+  h.service.stop();
+  h.storage.close();
+});

@@ -1,0 +1,414 @@
+/**
+ * The pure ring node (lib/core/ring_node.ts), driven by hand: explicit inputs and times, no
+ * timers, no I/O. Each test states the rule it pins down.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  type ClientReply,
+  type RingEffect,
+  type RingInput,
+  RingNode,
+  type RingOutput,
+  type PersistOp,
+} from "../lib/core/ring_node.ts";
+import type { RingEntry, RingLogRecord, RingToken } from "../lib/core/ring_types.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+
+const LIMITS = { ...DEFAULT_SETTINGS, ringLeaseMs: 1_000, tokenIdlePaceMs: 100, tokenLossMs: 5_000, ringSnapshotEveryWrites: 1_000 };
+
+/** A node "b" of the ring a → b → c, plus helpers to feed it and read its output. */
+function harness(options: { id?: string; ring?: string[]; stored?: RingNode extends never ? never : ConstructorParameters<typeof RingNode>[0]["stored"] } = {}) {
+  const node = new RingNode({
+    id: options.id ?? "b",
+    ring: options.ring ?? ["a", "b", "c"],
+    limits: LIMITS,
+    ticketPrefix: "t",
+    stored: options.stored,
+  });
+  let now = 0;
+  let reqSeq = 0;
+  const persisted: PersistOp[] = [];
+  const step = (input: RingInput, atMs = now): RingOutput => {
+    now = atMs;
+    const out = node.step(input, now);
+    persisted.push(...out.persist);
+    return out;
+  };
+  return {
+    node,
+    persisted,
+    step,
+    at: (ms: number) => void (now = ms),
+    now: () => now,
+    nextReq: () => ++reqSeq,
+    enter(waitMs = 10_000, leaseMs = LIMITS.ringLeaseMs): { reqId: number; out: RingOutput } {
+      const reqId = ++reqSeq;
+      return { reqId, out: step({ type: "enter", reqId, waitMs, leaseMs }) };
+    },
+  };
+}
+
+function token(fields: Partial<RingToken> = {}): RingToken {
+  return { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 0, ...fields };
+}
+
+function put(wseq: number, author: string, key: string, value: string, epoch = 1): RingEntry {
+  return { epoch, wseq, author, origin: author, op: { type: "put", key, value } };
+}
+
+function replies(out: RingOutput): Map<number, ClientReply> {
+  return new Map(out.effects.flatMap((e) => (e.type === "reply" ? [[e.reqId, e.reply] as const] : [])));
+}
+
+function only<T extends RingEffect["type"]>(out: RingOutput, type: T): Extract<RingEffect, { type: T }>[] {
+  return out.effects.filter((e): e is Extract<RingEffect, { type: T }> => e.type === type);
+}
+
+function sentToken(out: RingOutput): RingToken | undefined {
+  return only(out, "sendToken")[0]?.token;
+}
+
+function fenceOf(reply: ClientReply | undefined): number {
+  assert.ok(reply?.ok && reply.type === "granted", `expected a grant, got ${JSON.stringify(reply)}`);
+  return reply.fence;
+}
+
+// ---- Token receipt ----------------------------------------------------------------------------
+
+const TOKEN_CASES: Array<{
+  name: string;
+  before: RingInput[];
+  input: RingInput;
+  expect: (out: RingOutput, node: RingNode) => void;
+}> = [
+  {
+    name: "a token from the predecessor is accepted and, idle, passed on at once",
+    before: [],
+    input: { type: "token", from: "a", token: token({ hop: 5 }) },
+    expect: (out) => {
+      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: false });
+      assert.deepEqual(sentToken(out), token({ hop: 6, idleHops: 1 }));
+      assert.equal(only(out, "sendToken")[0].to, "c");
+    },
+  },
+  {
+    name: "a resent copy (hop not above the last seen) is acknowledged as a duplicate and dropped",
+    before: [{ type: "token", from: "a", token: token({ hop: 5 }) }],
+    input: { type: "token", from: "a", token: token({ hop: 5 }) },
+    expect: (out, node) => {
+      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: true });
+      assert.equal(sentToken(out), undefined);
+      assert.equal(node.status(0).lastHop, 5);
+    },
+  },
+  {
+    name: "a token of an older epoch is refused as stale and not passed on",
+    before: [{ type: "token", from: "a", token: token({ epoch: 3, hop: 1 }) }],
+    input: { type: "token", from: "a", token: token({ epoch: 2, hop: 99 }) },
+    expect: (out, node) => {
+      assert.deepEqual(out.result, { ok: false, type: "stale", epoch: 3 });
+      assert.equal(sentToken(out), undefined);
+      assert.equal(node.status(0).epoch, 3);
+    },
+  },
+  {
+    name: "a token of a newer epoch moves the node to that epoch, stored before the answer",
+    before: [{ type: "token", from: "a", token: token({ epoch: 1, hop: 40 }) }],
+    input: { type: "token", from: "a", token: token({ epoch: 2, hop: 1 }) },
+    expect: (out, node) => {
+      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: false });
+      assert.deepEqual(out.persist[0], { type: "hardState", state: { epoch: 2, fenceMax: 0 } });
+      assert.equal(node.status(0).epoch, 2);
+    },
+  },
+  {
+    name: "a token whose commit differs from its wseq is a bad request and changes nothing",
+    before: [],
+    input: { type: "token", from: "a", token: token({ hop: 5, wseq: 2, commit: 1 }) },
+    expect: (out, node) => {
+      assert.equal(out.result.type, "error");
+      assert.equal(node.status(0).token, "away");
+      assert.equal(out.effects.length, 0);
+    },
+  },
+  {
+    name: "a token from a node that is not the predecessor is a bad request and changes nothing",
+    before: [],
+    input: { type: "token", from: "c", token: token({ hop: 5 }) },
+    expect: (out, node) => {
+      assert.equal(out.result.ok, false);
+      assert.equal(out.result.type, "error");
+      assert.equal(node.status(0).lastHop, 0);
+      assert.equal(out.effects.length, 0);
+    },
+  },
+];
+
+for (const c of TOKEN_CASES) {
+  test(`token receipt: ${c.name}`, () => {
+    const h = harness();
+    for (const input of c.before) h.step(input);
+    c.expect(h.step(c.input), h.node);
+  });
+}
+
+test("tokenDelivered clears the sending state, so the node reports no live token", () => {
+  const h = harness();
+  const out = h.step({ type: "token", from: "a", token: token({ hop: 5 }) });
+  assert.equal(h.node.status(0).token, "sending");
+  const sent = sentToken(out)!;
+  h.step({ type: "tokenDelivered", epoch: sent.epoch, hop: sent.hop });
+  assert.equal(h.node.status(0).token, "away");
+});
+
+// ---- Critical sections ------------------------------------------------------------------------
+
+test("grant order: waiters queued before the token are granted FIFO, one at a time, fences growing", () => {
+  const h = harness();
+  const w1 = h.enter();
+  const w2 = h.enter();
+  const w3 = h.enter();
+  assert.equal(replies(w1.out).size, 0, "no grant without the token");
+  assert.equal(only(w1.out, "wakeAll").length, 1, "the first waiter wakes the ring");
+  let out = h.step({ type: "token", from: "a", token: token({ hop: 7, fence: 41 }) });
+  assert.equal(fenceOf(replies(out).get(w1.reqId)), 42);
+  assert.equal(replies(out).size, 1, "one section at a time");
+  assert.deepEqual(out.persist.at(-1), { type: "hardState", state: { epoch: 1, fenceMax: 42 } }, "fence stored before the grant");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: 42 });
+  assert.equal(fenceOf(replies(out).get(w2.reqId)), 43);
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: 43 });
+  assert.equal(fenceOf(replies(out).get(w3.reqId)), 44);
+  assert.equal(sentToken(out), undefined, "the token stays during a section");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: 44 });
+  assert.deepEqual(sentToken(out), token({ hop: 8, fence: 44, idleHops: 1 }));
+});
+
+test("a waiter that arrives during a section waits for the next visit; the token leaves hot", () => {
+  const h = harness();
+  const w1 = h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
+  const late = h.enter();
+  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: 1 });
+  assert.equal(replies(out).get(late.reqId), undefined);
+  assert.equal(sentToken(out)?.idleHops, 1, "passed at once, counted as busy: not paced next hop");
+  const back = h.step({ type: "token", from: "a", token: token({ hop: 4, fence: 1 }) });
+  assert.equal(fenceOf(replies(back).get(late.reqId)), 2);
+  void w1;
+});
+
+test("lease expiry: the holder revokes the section at its lease end and passes the token", () => {
+  const h = harness();
+  const w = h.enter(10_000, 500);
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
+  assert.ok(h.node.sectionActive(1));
+  let out = h.step({ type: "tick" }, 599);
+  assert.equal(sentToken(out), undefined, "not before the lease ends");
+  out = h.step({ type: "tick" }, 600);
+  assert.deepEqual(only(out, "sectionEnded"), [{ type: "sectionEnded", fence: 1, reason: "lease" }]);
+  assert.equal(sentToken(out)?.fence, 1);
+  const late = h.step({ type: "write", reqId: h.nextReq(), fence: 1, op: { type: "put", key: "k", value: "v" } });
+  const reply = [...replies(late).values()][0];
+  assert.ok(!reply.ok && reply.error.code === "not_in_section");
+  assert.equal(late.persist.length, 0, "a refused write stores nothing");
+  void w;
+});
+
+test("a try (waitMs 0) behind another waiter is refused at once; alone it waits for the next visit", () => {
+  const h = harness();
+  h.enter();
+  const behind = h.enter(0);
+  const reply = replies(behind.out).get(behind.reqId);
+  assert.deepEqual(reply, { ok: true, type: "notGranted", reason: "taken" });
+  const alone = harness();
+  const t = alone.enter(0);
+  const out = alone.step({ type: "token", from: "a", token: token({ hop: 1 }) });
+  assert.equal(fenceOf(replies(out).get(t.reqId)), 1);
+});
+
+test("a waiter whose deadline passes gets notGranted and is never granted", () => {
+  const h = harness();
+  const w = h.enter(300);
+  const out = h.step({ type: "tick" }, 300);
+  assert.deepEqual(replies(out).get(w.reqId), { ok: true, type: "notGranted", reason: "deadline" });
+  const arrival = h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 400);
+  assert.equal(only(arrival, "reply").length, 0);
+});
+
+test("a long-poll that ends answers 'waiting' with a ticket; asking again keeps the place", () => {
+  const h = harness();
+  const w = h.enter();
+  const detached = h.step({ type: "detach", reqId: w.reqId });
+  const waiting = replies(detached).get(w.reqId);
+  assert.ok(waiting?.ok && waiting.type === "waiting");
+  const again = h.nextReq();
+  h.step({ type: "enter", reqId: again, ticket: waiting.ticket, waitMs: 1_000, leaseMs: 1_000 });
+  const out = h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
+  assert.equal(fenceOf(replies(out).get(again)), 1);
+});
+
+// ---- Writes -----------------------------------------------------------------------------------
+
+test("a write in a section is acknowledged only when it came back around; then the watermark moves", () => {
+  const h = harness();
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 3, commit: 3 }) });
+  // The node needs writes 1..3 first: the token's watermark is above what it applied.
+  assert.equal(h.node.status(0).catchingUp, true);
+  h.step({ type: "caughtUp", reply: { commit: 3, entries: [put(1, "a", "x", "1"), put(2, "a", "x", "2"), put(3, "c", "y", "1")] } });
+  assert.equal(h.node.read("x", false), "2");
+  const reqId = h.nextReq();
+  let out = h.step({ type: "write", reqId, fence: 1, op: { type: "put", key: "x", value: "3" } });
+  assert.equal(replies(out).size, 0, "not before it went around");
+  assert.deepEqual(out.persist, [{ type: "log", record: { type: "entry", entry: put(4, "b", "x", "3") } }]);
+  assert.deepEqual(only(out, "sendWrites")[0].entries, [put(4, "b", "x", "3")]);
+  assert.equal(h.node.read("x", false), "2", "clean reads do not see it yet");
+  assert.equal(h.node.read("x", true), "3", "dirty reads do");
+  h.step({ type: "leave", reqId: h.nextReq(), fence: 1 });
+  out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(4, "b", "x", "3")] });
+  assert.deepEqual(replies(out).get(reqId), { ok: true, type: "written", wseq: 4 });
+  assert.equal(h.node.read("x", false), "3");
+  assert.deepEqual(sentToken(out), token({ hop: 2, wseq: 4, commit: 4, fence: 1, idleHops: 1 }), "passed only after the return");
+});
+
+test("writes apply in wseq order: a gap is buffered, fetched from the predecessor, then filled", () => {
+  const h = harness();
+  let out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] });
+  assert.deepEqual(out.result, { ok: true, type: "writes", ackedTo: 1 });
+  out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(3, "a", "k", "3"), put(4, "a", "k", "4")] });
+  assert.deepEqual(out.result, { ok: false, type: "gap", ackedTo: 0, lastApplied: 1 });
+  assert.deepEqual(only(out, "fetch"), [{ type: "fetch", from: "a", fromWseq: 2 }]);
+  assert.equal(h.node.replica.lastApplied, 1, "nothing beyond the gap applied");
+  assert.equal(out.persist.length, 0);
+  out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(2, "a", "k", "2")] });
+  assert.equal(h.node.replica.lastApplied, 4, "the buffered writes follow the gap's fill");
+  assert.deepEqual(only(out, "sendWrites").flatMap((e) => e.entries.map((x) => x.wseq)), [2, 3, 4], "forwarded in order");
+  assert.equal(h.node.read("k", true), "4");
+});
+
+const WRITE_CASES: Array<{ name: string; input: RingInput; result: unknown; lastApplied: number }> = [
+  { name: "an exact copy is acknowledged and not applied twice", input: { type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] }, result: { ok: true, type: "writes", ackedTo: 1 }, lastApplied: 1 },
+  { name: "a write of an older epoch is refused as stale", input: { type: "writes", from: "a", epoch: 0, entries: [put(2, "a", "k", "2", 0)] }, result: { ok: false, type: "stale", epoch: 1 }, lastApplied: 1 },
+  { name: "writes from a node that is not the predecessor are refused", input: { type: "writes", from: "c", epoch: 1, entries: [put(2, "c", "k", "2")] }, result: "error", lastApplied: 1 },
+];
+
+for (const c of WRITE_CASES) {
+  test(`write receipt: ${c.name}`, () => {
+    const h = harness();
+    h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] });
+    const out = h.step(c.input);
+    if (c.result === "error") assert.equal(out.result.type, "error");
+    else assert.deepEqual(out.result, c.result);
+    assert.equal(h.node.replica.lastApplied, c.lastApplied);
+  });
+}
+
+test("a newer-epoch version of an uncommitted write replaces the old one and what follows it", () => {
+  const h = harness();
+  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "old"), put(3, "a", "k", "older")] });
+  h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 1, commit: 1 }) });
+  const out = h.step({ type: "writes", from: "a", epoch: 2, entries: [put(2, "c", "k", "new", 2)] });
+  assert.equal(h.node.replica.lastApplied, 2);
+  assert.equal(h.node.read("k", true), "new");
+  assert.deepEqual(out.persist.filter((p) => p.type === "log").map((p) => (p as { record: RingLogRecord }).record.type), ["truncate", "entry"]);
+});
+
+test("commit watermark: the token's commit makes pending writes visible to clean reads", () => {
+  const h = harness();
+  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "2")] });
+  assert.equal(h.node.read("k", false), undefined);
+  assert.deepEqual(h.node.keys(true), ["k"]);
+  h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 1, commit: 1 }) });
+  assert.equal(h.node.read("k", false), "1", "committed up to the watermark only");
+  assert.equal(h.node.read("k", true), "2");
+});
+
+// ---- Pacing -----------------------------------------------------------------------------------
+
+test("idle pacing: after a whole idle rotation the token rests tokenIdlePaceMs; a wake cuts it short", () => {
+  const h = harness();
+  let out = h.step({ type: "token", from: "a", token: token({ hop: 10, idleHops: 3 }) }, 1_000);
+  assert.equal(sentToken(out), undefined, "rests");
+  out = h.step({ type: "tick" }, 1_099);
+  assert.equal(sentToken(out), undefined);
+  out = h.step({ type: "tick" }, 1_100);
+  assert.equal(sentToken(out)?.idleHops, 4);
+  h.step({ type: "tokenDelivered", epoch: 1, hop: 11 });
+  h.step({ type: "token", from: "a", token: token({ hop: 13, idleHops: 3 }) }, 2_000);
+  out = h.step({ type: "wake" }, 2_001);
+  assert.equal(sentToken(out)?.idleHops, 1, "a wake makes it hurry");
+});
+
+test("a waiter arriving while the idle token rests here is granted at once", () => {
+  const h = harness();
+  h.step({ type: "token", from: "a", token: token({ hop: 10, idleHops: 3 }) });
+  const w = h.enter();
+  assert.equal(fenceOf(replies(w.out).get(w.reqId)), 1);
+});
+
+// ---- Regeneration -----------------------------------------------------------------------------
+
+test("prepare is refused while a token is live or was seen lately, promised otherwise", () => {
+  const h = harness();
+  h.step({ type: "token", from: "a", token: token({ hop: 10, idleHops: 3 }) }, 100);
+  assert.equal(h.step({ type: "prepare", from: "a", epoch: 2 }).result.type, "refused", "holding");
+  h.step({ type: "tick" }, 200);
+  h.step({ type: "tokenDelivered", epoch: 1, hop: 11 });
+  assert.equal(h.step({ type: "prepare", from: "a", epoch: 2 }, 300).result.type, "refused", "seen lately");
+  assert.equal(h.step({ type: "prepare", from: "a", epoch: 1 }, 10_000).result.type, "refused", "not a newer epoch");
+  const out = h.step({ type: "prepare", from: "a", epoch: 2 }, 10_000);
+  assert.equal(out.result.type, "promised");
+  assert.deepEqual(out.persist, [{ type: "hardState", state: { epoch: 2, fenceMax: 0 } }]);
+  const stale = h.step({ type: "token", from: "a", token: token({ hop: 50 }) });
+  assert.equal(stale.result.type, "stale", "after the promise, old tokens are dead here");
+});
+
+test("regeneration: the new token's fence is above every promised one; uncertain writes are re-sent first", () => {
+  const h = harness({ id: "a" });
+  h.step({ type: "writes", from: "c", epoch: 1, entries: [put(1, "c", "k", "1"), put(2, "c", "k", "2")] });
+  const promised = h.step({ type: "prepare", from: "a", epoch: 2 });
+  assert.equal(promised.result.type, "promised");
+  const w = h.enter();
+  const promises = [
+    { node: "a", lastApplied: 2, commit: 0, fenceMax: 0 },
+    { node: "b", lastApplied: 2, commit: 0, fenceMax: 17 },
+    { node: "c", lastApplied: 2, commit: 0, fenceMax: 9 },
+  ];
+  const out = h.step({ type: "regenerate", epoch: 2, promises });
+  const resent = only(out, "sendWrites").flatMap((s) => s.entries);
+  assert.deepEqual(resent.map((e) => [e.wseq, e.epoch, e.origin, e.author]), [[1, 2, "a", "c"], [2, 2, "a", "c"]]);
+  assert.equal(replies(out).size, 0, "no grant before the re-sent writes came back");
+  const back = h.step({ type: "writes", from: "c", epoch: 2, entries: resent });
+  assert.equal(fenceOf(replies(back).get(w.reqId)), 18);
+  assert.equal(h.node.read("k", false), "2", "re-sent writes are committed once back");
+});
+
+// ---- Restart ----------------------------------------------------------------------------------
+
+test("a node rebuilt from its stored records has the same replica, epoch and fencing counter", () => {
+  const h = harness();
+  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "j", "2")] });
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 2, commit: 2, fence: 5 }) });
+  const records = h.persisted.flatMap((p) => (p.type === "log" ? [p.record] : []));
+  const hardState = h.persisted.filter((p) => p.type === "hardState").at(-1)!;
+  assert.ok(hardState.type === "hardState");
+  const copy = harness({ stored: { hardState: hardState.state, records } });
+  assert.deepEqual(copy.node.keys(false), ["j", "k"]);
+  assert.equal(copy.node.replica.commit, 2);
+  assert.equal(copy.node.status(0).fenceMax, 6);
+  assert.equal(copy.node.status(0).token, "away", "a token is never restored from disk");
+});
+
+test("snapshots: after ringSnapshotEveryWrites commits the node stores a snapshot and trims its log", () => {
+  const node = new RingNode({ id: "b", ring: ["a", "b"], limits: { ...LIMITS, ringSnapshotEveryWrites: 3, ringLogRetainMax: 3 }, ticketPrefix: "t" });
+  const entries = [1, 2, 3, 4, 5].map((w) => put(w, "a", `k${w}`, String(w)));
+  node.step({ type: "writes", from: "a", epoch: 1, entries }, 0);
+  const out = node.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 5, commit: 5 }) }, 1);
+  const snapshot = out.persist.find((p) => p.type === "snapshot");
+  assert.ok(snapshot && snapshot.type === "snapshot");
+  assert.equal(snapshot.snapshot.wseq, 5);
+  assert.equal(node.replica.logStart, 3, "only ringLogRetainMax committed entries stay");
+  const reply = node.catchUp(1);
+  assert.equal(reply.snapshot?.wseq, 5, "a neighbour asking from before the log gets the snapshot");
+});
