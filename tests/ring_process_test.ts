@@ -1,0 +1,190 @@
+/**
+ * The ring as real processes on loopback: `mutexd node` per ring node, clients on different
+ * nodes running read-add-write critical sections, and a full restart of every node.
+ *
+ * Five clients run 20 sections each. Four drive the ring through the TypeScript client in this
+ * process (each mutexd start costs 100-300 ms, and the suite runs on two cores); the fifth uses
+ * the real CLI: `mutexd ring lock -- sh -c 'v=$(mutexd ring get counter); mutexd ring put …'`.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { chmodSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { connectRing, type RingClient } from "../lib/client/ring_client.ts";
+import { eventually, freePort, mutexdArgv, type Proc, startMutexd, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+
+const SECTIONS_PER_CLIENT = 20;
+const CLIENTS = 5;
+
+interface Ring {
+  dir: string;
+  file: string;
+  ids: string[];
+  urls: string[];
+  procs: Map<string, Proc>;
+  clients: RingClient[];
+}
+
+async function startRing(size: number): Promise<Ring> {
+  const dir = tempDir("mutexd-ring-proc-");
+  const ids = Array.from({ length: size }, (_, i) => `r${i + 1}`);
+  const ports: number[] = [];
+  for (let i = 0; i < size; i++) ports.push(await freePort());
+  const toml = [
+    "[cluster]",
+    'name = "ringtest"',
+    "[settings]",
+    "tokenIdlePaceMs = 50",
+    "tokenHopTimeoutMs = 500",
+    "tokenRetryMs = 50",
+    "tokenLossMs = 2200",
+    "ringRegenRetryMs = 300",
+    ...ids.flatMap((id, i) => ["[[nodes]]", `id = "${id}"`, 'role = "ring"', `http = "127.0.0.1:${ports[i]}"`, `dataDir = "data/${id}"`]),
+  ].join("\n") + "\n";
+  const file = writeCluster(dir, toml);
+  const ring: Ring = {
+    dir,
+    file,
+    ids,
+    urls: ports.map((p) => `http://127.0.0.1:${p}`),
+    procs: new Map(),
+    clients: ports.map((p) => connectRing({ server: `http://127.0.0.1:${p}`, requestTimeoutMs: 10_000 })),
+  };
+  await startNodes(ring);
+  return ring;
+}
+
+async function startNodes(ring: Ring): Promise<void> {
+  for (const id of ring.ids) ring.procs.set(id, startMutexd(["node", "--config", ring.file, "--id", id]));
+  await Promise.all(ring.urls.map((url) => waitForHttp(`${url}/v1/health`, 20_000)));
+  // The token circulates once every node has seen it in the current epoch.
+  await eventually("the token reaches every node", async () => {
+    const statuses = await Promise.all(ring.clients.map((c) => c.status()));
+    return statuses.every((s) => s.epoch > 0 && s.epoch === statuses[0].epoch && s.lastTokenAgeMs !== null);
+  }, 20_000);
+}
+
+async function stopNodes(ring: Ring, signal: NodeJS.Signals): Promise<void> {
+  for (const proc of ring.procs.values()) proc.kill(signal);
+  await Promise.all([...ring.procs.values()].map((p) => p.exited));
+  ring.procs.clear();
+}
+
+/** A `mutexd` on PATH for the shell commands that `ring lock` runs (same runtime as the tests). */
+async function writeWrapper(dir: string): Promise<string> {
+  const bin = join(dir, "bin");
+  await startProcess("mkdir", ["-p", bin]).exited;
+  const argv = mutexdArgv().map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+  writeFileSync(join(bin, "mutexd"), `#!/bin/sh\nexec ${argv} "$@"\n`);
+  chmodSync(join(bin, "mutexd"), 0o755);
+  return bin;
+}
+
+/** One client: `count` sections on `client`'s node, each reading the counter and adding one. */
+async function tsClient(client: RingClient, count: number): Promise<number[]> {
+  const fences: number[] = [];
+  for (let i = 0; i < count; i++) {
+    await using section = await client.lock({ waitMs: 60_000 });
+    const value = Number((await section.get("counter")) ?? "0");
+    await section.put("counter", String(value + 1));
+    fences.push(section.token);
+  }
+  return fences;
+}
+
+/** The same through the CLI: `mutexd ring lock -- sh -c '… mutexd ring get/put …'`. */
+async function cliClient(ring: Ring, bin: string, nodeIndex: number, count: number): Promise<void> {
+  const env = { PATH: `${bin}:${process.env.PATH}` };
+  const body = 'v=$(mutexd ring get counter 2>/dev/null || echo 0); mutexd ring put counter $((v + 1)) >/dev/null';
+  for (let i = 0; i < count; i++) {
+    const proc = startMutexd(["ring", "lock", "--config", ring.file, "--id", ring.ids[nodeIndex], "--wait", "60s", "--", "sh", "-c", body], { env });
+    const code = await proc.exited;
+    assert.equal(code, 0, `ring lock exited ${code}: ${proc.stderr()}`);
+  }
+}
+
+type LogEntry = { wseq: number; author: string; op: unknown };
+
+async function committedLog(client: RingClient): Promise<LogEntry[]> {
+  const entries: LogEntry[] = [];
+  const commit = (await client.status()).commit;
+  // Bounded: each round returns at least one entry or stops.
+  for (let from = 1; from <= commit;) {
+    const page = await client.log(from);
+    const useful = page.entries.filter((e) => e.wseq <= commit);
+    if (useful.length === 0) break;
+    entries.push(...useful.map((e) => ({ wseq: e.wseq, author: e.author, op: e.op })));
+    from = useful[useful.length - 1].wseq + 1;
+  }
+  return entries;
+}
+
+async function everyNodeReads(ring: Ring, expected: string): Promise<void> {
+  await eventually(`every node reads counter = ${expected}`, async () => {
+    const values = await Promise.all(ring.clients.map((c) => c.get("counter").catch(() => undefined)));
+    return values.every((v) => v?.value === expected);
+  }, 15_000);
+}
+
+async function runCounterScenario(size: number): Promise<void> {
+  const ring = await startRing(size);
+  try {
+    const bin = await writeWrapper(ring.dir);
+    // Clients on different nodes (wrapping around when there are fewer nodes than clients).
+    const runs: Promise<unknown>[] = [];
+    for (let c = 0; c < CLIENTS - 1; c++) runs.push(tsClient(ring.clients[c % size], SECTIONS_PER_CLIENT));
+    runs.push(cliClient(ring, bin, (CLIENTS - 1) % size, SECTIONS_PER_CLIENT));
+    const results = await Promise.all(runs);
+
+    const fences = results.slice(0, CLIENTS - 1).flat() as number[];
+    assert.equal(new Set(fences).size, fences.length, "every section has its own fencing token");
+    await everyNodeReads(ring, String(CLIENTS * SECTIONS_PER_CLIENT));
+
+    // Writes from every node, in the same order on every node.
+    const logs = await Promise.all(ring.clients.map(committedLog));
+    assert.equal(logs[0].length, CLIENTS * SECTIONS_PER_CLIENT);
+    for (const log of logs) assert.deepEqual(log, logs[0]);
+    const authors = new Set(logs[0].map((e) => e.author));
+    assert.deepEqual([...authors].sort(), [...ring.ids].sort(), "every node wrote");
+    const values = logs[0].map((e) => Number((e.op as { value: string }).value));
+    assert.deepEqual(values, values.map((_, i) => i + 1), "each section saw the one before it");
+
+    // A full restart (kill -9 of every node) keeps every committed write, and the ring runs on.
+    const fenceBefore = Math.max(...(await Promise.all(ring.clients.map((c) => c.status()))).map((s) => s.fenceMax));
+    await stopNodes(ring, "SIGKILL");
+    await startNodes(ring);
+    await everyNodeReads(ring, String(CLIENTS * SECTIONS_PER_CLIENT));
+    const after = await Promise.all(ring.clients.map(committedLog));
+    for (const log of after) assert.deepEqual(log, logs[0]);
+    const section = await ring.clients[size - 1].lock({ waitMs: 30_000 });
+    assert.ok(section.token > fenceBefore, `fencing tokens grow across the restart (${section.token} > ${fenceBefore})`);
+    await section.put("counter", String(CLIENTS * SECTIONS_PER_CLIENT + 1));
+    await section.release();
+    await everyNodeReads(ring, String(CLIENTS * SECTIONS_PER_CLIENT + 1));
+  } finally {
+    await stopNodes(ring, "SIGTERM");
+  }
+}
+
+test("3 ring nodes: 5 clients × 20 read-add-write sections end at 100 on every node, same order everywhere, kept over a full restart", async () => {
+  await runCounterScenario(3);
+});
+
+test("5 ring nodes: 5 clients × 20 read-add-write sections end at 100 on every node, same order everywhere, kept over a full restart", async () => {
+  await runCounterScenario(5);
+});
+
+test("ring lock: a command outliving its lease is stopped and mutexd exits 4", async () => {
+  const ring = await startRing(3);
+  try {
+    const proc = startMutexd(["ring", "lock", "--server", ring.urls[1], "--lease", "400ms", "--grace", "200ms", "--", "sleep", "30"]);
+    assert.equal(await proc.exited, 4);
+    assert.match(proc.stderr(), /lease ended/);
+    const ok = startMutexd(["ring", "lock", "--server", ring.urls[1], "--", "sh", "-c", "test -n \"$MUTEXD_TOKEN\" && exit 7"]);
+    assert.equal(await ok.exited, 7, "the command's status passes through");
+  } finally {
+    await stopNodes(ring, "SIGTERM");
+  }
+});
+
