@@ -153,6 +153,10 @@ function checkUnique(nodes: NodeConfig[], problem: Problem): void {
   if (count("primary") > 1) throw problem("nodes", "at most one node may have role primary");
   if (count("backup") > 1) throw problem("nodes", "at most one node may have role backup");
   if (count("arbiter") > 1) throw problem("nodes", "at most one node may have role arbiter");
+  if (count("backup") > 0 && count("arbiter") === 0) {
+    throw problem("nodes", "a backup needs an arbiter (the witness that decides takeover)");
+  }
+  if (count("backup") > 0 && count("primary") === 0) throw problem("nodes", "a backup needs a primary");
 }
 
 /** Parses "host:port" (IPv6 as "[::1]:port"). */

@@ -17,10 +17,19 @@ export function errorResponse(c: Context, error: ApiError): Response {
   return c.json(apiError(error.code, error.message), ERROR_STATUS[error.code] as 400);
 }
 
-/** Installs the JSON 404 and error handlers every app shares. */
-export function installErrorHandlers(app: Hono, onInternal: (error: Error) => void): void {
+/**
+ * Installs the JSON 404 and error handlers every app shares. `special` may answer an error of
+ * its own kind first (e.g. "not primary" with a hint).
+ */
+export function installErrorHandlers(
+  app: Hono,
+  onInternal: (error: Error) => void,
+  special?: (error: Error, c: Context) => Response | undefined,
+): void {
   app.notFound((c) => errorResponse(c, { code: "not_found", message: `no route ${c.req.method} ${c.req.path}` }));
   app.onError((error, c) => {
+    const answered = special?.(error, c);
+    if (answered) return answered;
     if (error instanceof RequestError) return errorResponse(c, { code: error.code, message: error.message });
     onInternal(error);
     return errorResponse(c, { code: "internal", message: `internal error: ${error.message}` });

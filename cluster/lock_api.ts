@@ -3,30 +3,48 @@
  * the lock semantics live in lib/core/lock_table.ts. See docs/http-api.md.
  */
 import { Hono, type Context } from "hono";
-import type { Output } from "../lib/core/lock_table.ts";
+import type { ClientAnswer, PeerMessage } from "../lib/core/lock_replica.ts";
+import type { Command } from "../lib/core/lock_table.ts";
 import type { Settings } from "../lib/settings.ts";
 import { errorResponse, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "./http_util.ts";
 import type { LockService } from "./lock_service.ts";
+import { decodePeerBody, encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
+import { apiError } from "../lib/wire/errors.ts";
 
 export interface LockApiOptions {
   nodeId: string;
   role: string;
   settings: Settings;
+  /** Base URL of a cluster member, for "not primary" hints. */
+  urlOf?: (id: string) => string | undefined;
   onInternalError?: (error: Error) => void;
 }
 
-/** Unwraps a core result: errors become their HTTP answer via RequestError. */
-function okResult(output: Output): Extract<Output["result"], { ok: true }> {
-  const result = output.result;
-  if (!result.ok) throw new RequestError(result.error.code, result.error.message);
-  return result;
+/** A "not primary" refusal: the client moves to the hinted server and retries. */
+class NotPrimaryError extends RequestError {
+  constructor(readonly answer: Extract<ClientAnswer, { code: "not_primary" }>) {
+    super("not_primary", answer.message);
+  }
 }
 
 export function createLockApp(service: LockService, options: LockApiOptions): Hono {
   const { settings } = options;
   const app = new Hono();
-  installErrorHandlers(app, options.onInternalError ?? (() => {}));
+  installErrorHandlers(app, options.onInternalError ?? (() => {}), (error, c) => {
+    if (!(error instanceof NotPrimaryError)) return undefined;
+    const { epoch, primary } = error.answer;
+    const hint = { epoch, primary, primaryUrl: primary ? options.urlOf?.(primary) : undefined };
+    return c.json({ error: { ...apiError("not_primary", error.message).error, ...hint } }, 421);
+  });
   const body = (c: Context) => readJsonObject(c, settings.bodyBytesMax);
+
+  /** Submits a command and unwraps the committed answer; refusals become their HTTP answer. */
+  async function submit(command: Command, requestId?: string) {
+    const answer = await service.submit(command, requestId);
+    if (answer.ok) return answer.result;
+    if (answer.code === "not_primary") throw new NotPrimaryError(answer);
+    throw new RequestError(answer.code, answer.message);
+  }
 
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
@@ -34,8 +52,9 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 
   app.post("/v1/sessions", async (c) => {
     const input = await body(c);
-    onlyFields(input, ["ttlMs"]);
-    const result = okResult(service.submit({ type: "openSession", ttlMs: field.integer(input, "ttlMs", settings.sessionTtlMs) }));
+    onlyFields(input, ["ttlMs", "requestId"]);
+    const ttlMs = field.integer(input, "ttlMs", settings.sessionTtlMs);
+    const result = await submit({ type: "openSession", ttlMs }, field.optionalString(input, "requestId"));
     if (result.type !== "session") throw new Error(`unexpected result ${result.type}`);
     return c.json({ session: result.session, ttlMs: result.ttlMs }, 201);
   });
@@ -44,13 +63,15 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 
   app.post("/v1/sessions/:id/keepalive", async (c) => {
     onlyFields(await body(c), []);
-    const result = okResult(service.submit({ type: "keepAlive", session: c.req.param("id") }));
+    const result = await submit({ type: "keepAlive", session: c.req.param("id") });
     if (result.type !== "session") throw new Error(`unexpected result ${result.type}`);
     return c.json({ session: result.session, ttlMs: result.ttlMs });
   });
 
-  app.delete("/v1/sessions/:id", (c) => {
-    const result = okResult(service.submit({ type: "closeSession", session: c.req.param("id") }));
+  app.delete("/v1/sessions/:id", async (c) => {
+    const input = await body(c);
+    onlyFields(input, ["requestId"]);
+    const result = await submit({ type: "closeSession", session: c.req.param("id") }, field.optionalString(input, "requestId"));
     if (result.type !== "closed") throw new Error(`unexpected result ${result.type}`);
     return c.json({ session: result.session, released: result.released });
   });
@@ -65,29 +86,28 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     const mode = field.oneOf(input, "mode", ["exclusive", "shared"] as const, "exclusive");
     const waitMs = field.integer(input, "waitMs", 0);
     const lockDelayMs = field.integer(input, "lockDelayMs", 0);
-    const result = okResult(service.submit({ type: "enter", name, session, mode, waitMs, lockDelayMs }));
-    if (result.type === "granted") return c.json({ granted: true, ...result.grant });
-    if (result.type === "notGranted") return c.json({ granted: false, waiting: false, name, position: result.position });
-    if (result.type !== "waiting") throw new Error(`unexpected result ${result.type}`);
-    await service.waitForTurn(name, session, Math.min(waitMs, settings.longPollMaxMs));
-    const token = service.holderToken(name, session);
-    if (token !== undefined) return c.json({ granted: true, name, session, token, mode });
-    const position = service.queuePosition(name, session);
-    if (position !== undefined) return c.json({ granted: false, waiting: true, name, position });
-    if (!service.table.sessions.has(session)) {
-      return errorResponse(c, { code: "session_not_found", message: `session ${session} expired while waiting` });
+    const command: Command = { type: "enter", name, session, mode, waitMs, lockDelayMs };
+    // Every answer comes from a committed command: after the long-poll, ask the core again
+    // (enter is idempotent: a holder gets its grant, a waiter keeps its place).
+    for (let round = 0; round < 2; round++) {
+      const result = await submit(command);
+      if (result.type === "granted") return c.json({ granted: true, ...result.grant });
+      if (result.type === "notGranted") return c.json({ granted: false, waiting: false, name, position: result.position });
+      if (result.type !== "waiting") throw new Error(`unexpected result ${result.type}`);
+      if (round === 1) return c.json({ granted: false, waiting: true, name, position: result.position });
+      await service.waitForTurn(name, session, Math.min(waitMs, settings.longPollMaxMs));
     }
-    return c.json({ granted: false, waiting: false, name, position: 0 });
+    throw new Error("unreachable");
   });
 
   // mutex_leave: by the holder with its token; a waiter without a token withdraws its request.
   app.post("/v1/leave", async (c) => {
     const input = await body(c);
-    onlyFields(input, ["name", "session", "token"]);
+    onlyFields(input, ["name", "session", "token", "requestId"]);
     const name = field.string(input, "name");
     const session = field.string(input, "session");
     const token = field.optionalInteger(input, "token");
-    const result = okResult(service.submit({ type: "leave", name, session, token }));
+    const result = await submit({ type: "leave", name, session, token }, field.optionalString(input, "requestId"));
     if (result.type !== "left") throw new Error(`unexpected result ${result.type}`);
     return c.json({ left: true, name, wasHolder: result.wasHolder });
   });
@@ -101,5 +121,27 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     return c.json(lock);
   });
 
+  // Replication and sync between the two lock servers (superjson). The core checks the sender
+  // and the epoch; here only the shape is checked, so a malformed message changes nothing.
+  app.post("/v1/peer", async (c) => {
+    const text = await c.req.text();
+    if (text.length > settings.peerBodyBytesMax) throw new RequestError("body_too_large", "peer message too large");
+    let message: Record<string, unknown>;
+    try {
+      message = decodePeerBody(text);
+    } catch (error) {
+      throw new RequestError("bad_request", (error as Error).message);
+    }
+    if (!isPeerRequest(message)) throw new RequestError("bad_request", "not a peer request (append or syncRequest)");
+    const answer = service.peerMessage(message);
+    return c.body(encodePeerBody(answer), 200, { "content-type": PEER_CONTENT_TYPE });
+  });
+
   return app;
+}
+
+function isPeerRequest(message: Record<string, unknown>): message is PeerMessage {
+  if (typeof message.from !== "string" || !Number.isSafeInteger(message.epoch)) return false;
+  if (message.type === "syncRequest") return true;
+  return message.type === "append" && Number.isSafeInteger(message.syncGen) && Array.isArray(message.entries);
 }

@@ -1,33 +1,48 @@
 /**
- * Starts a lock server (role primary): the lock service, its tick timer and its HTTP server.
- * Replication to a backup comes with the failover issue; until then a backup node runs the same
- * server and is simply not used by clients unless the primary is unreachable.
+ * Starts a lock server (role primary or backup): the service around the replication core, its
+ * tick timer and its HTTP server. Which of the two serves is the arbiter's decision; the role in
+ * the cluster file only says which one serves first.
  */
 import { randomBytes } from "node:crypto";
-import type { ClusterConfig, NodeConfig } from "./config.ts";
+import { type ClusterConfig, nodeUrl, type NodeConfig } from "./config.ts";
 import { monotonicClock } from "./clock.ts";
 import { createLockApp } from "./lock_api.ts";
 import { LockService } from "./lock_service.ts";
 import type { Logger } from "./log.ts";
+import { httpPeerTransport } from "./peer_transport.ts";
 import { serveHttp } from "./runtime.ts";
 import type { RunningNode } from "./commands/node.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
+  const member = (role: string) => {
+    const found = cluster.nodes.find((n) => n.role === role && n.id !== node.id);
+    return found ? { id: found.id, url: nodeUrl(found) } : null;
+  };
+  const peer = member(node.role === "primary" ? "backup" : "primary");
+  const arbiter = member("arbiter");
   const service = new LockService({
     settings,
     clock: monotonicClock,
     log,
+    nodeId: node.id,
+    peer,
+    arbiter,
+    transport: httpPeerTransport,
     // A random prefix per incarnation: a restarted server never accepts an old session id.
     sessionIdPrefix: `${node.id}-${randomBytes(4).toString("hex")}-`,
-    // No persisted counter yet: start tokens above the wall clock (µs resolution) so tokens only
-    // grow across restarts of the server as long as the clock does not step back.
+    // A fresh table (a new cluster, or both copies lost) starts its tokens above the wall clock
+    // in µs, so tokens keep growing across such restarts as long as the clock does not step back.
     tokenFloor: Date.now() * 1000,
   });
   const app = createLockApp(service, {
     nodeId: node.id,
     role: node.role,
     settings,
+    urlOf: (id) => {
+      const found = cluster.nodes.find((n) => n.id === id);
+      return found ? nodeUrl(found) : undefined;
+    },
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
@@ -36,7 +51,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     url: `http://${node.host}:${server.port}`,
     async stop() {
       clearInterval(ticker);
-      service.endAllPolls();
+      service.stop();
       await server.close();
     },
   };

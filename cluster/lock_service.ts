@@ -1,64 +1,125 @@
 /**
- * The driver around the pure lock table: it feeds the table the monotonic clock, turns the
- * table's effects into wake-ups of long-polling requests and log lines, and presents the state
- * for status. It holds no lock logic of its own.
+ * The driver around a lock server's pure core (lib/core/lock_replica.ts): it feeds the core the
+ * monotonic clock, client requests and peer messages, executes what `ready()` asks (sends to the
+ * peer and the arbiter, answers to clients), turns committed effects into wake-ups of
+ * long-polling requests and log lines, and presents the state for status. No lock or
+ * replication logic lives here.
  */
-import { assert, assertNever } from "../lib/core/assert.ts";
-import { type Command, type Effect, LockTable, type Output } from "../lib/core/lock_table.ts";
+import { assertNever } from "../lib/core/assert.ts";
+import { LockTable, type Command, type Effect } from "../lib/core/lock_table.ts";
+import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type ReplicaStatus } from "../lib/core/lock_replica.ts";
 import type { Settings } from "../lib/settings.ts";
 import type { Clock } from "./clock.ts";
 import type { Logger } from "./log.ts";
+import type { PeerTransport } from "./peer_transport.ts";
 
-/** How a long-poll ended: the request was granted, left the queue, or the poll ran out first. */
-export type WaitOutcome = "granted" | "ended" | "timeout";
+/** How a long-poll ended: something changed for the request, or the poll ran out first. */
+export type WaitOutcome = "changed" | "timeout";
 
 export interface LockServiceOptions {
   settings: Settings;
   clock: Clock;
   log: Logger;
+  nodeId: string;
+  /** The other lock server and the arbiter, with their base URLs; null when absent. */
+  peer: { id: string; url: string } | null;
+  arbiter: { id: string; url: string } | null;
+  transport: PeerTransport;
   /** Prefix of session ids (unique per server incarnation). */
   sessionIdPrefix: string;
-  /** Tokens start above this (see LockTableOptions.tokenFloor). */
+  /** Tokens of a fresh table start above this (see LockTableOptions.tokenFloor). */
   tokenFloor: number;
 }
 
 export class LockService {
-  readonly table: LockTable;
-  /** Long-polls waiting for a grant, keyed by lock name and session. */
+  readonly replica: LockReplica;
+  private readonly answers = new Map<number, (answer: ClientAnswer) => void>();
+  private nextClientRef = 1;
+  /** Long-polls waiting for a change to their request, keyed by lock name and session. */
   private readonly polls = new Map<string, Set<(outcome: WaitOutcome) => void>>();
+  private stopped = false;
 
   constructor(private readonly options: LockServiceOptions) {
-    this.table = new LockTable({
-      limits: options.settings,
-      sessionIdPrefix: options.sessionIdPrefix,
-      tokenFloor: options.tokenFloor,
-    });
+    const { settings } = options;
+    this.replica = new LockReplica({
+      nodeId: options.nodeId,
+      peerId: options.peer?.id ?? null,
+      arbiterId: options.arbiter?.id ?? null,
+      settings,
+      newTable: () => new LockTable({ limits: settings, sessionIdPrefix: options.sessionIdPrefix, tokenFloor: options.tokenFloor }),
+    }, options.clock.nowMs());
+    this.flush();
   }
 
-  /** Applies one command now and acts on its effects. */
-  submit(command: Command): Output {
-    const tokenBefore = this.table.highestToken;
-    const output = this.table.apply(command, this.options.clock.nowMs());
-    for (const effect of output.effects) this.onEffect(effect);
-    const result = output.result;
-    if (result.ok && result.type === "granted" && result.grant.token > tokenBefore) {
-      this.options.log.event("granted", { ...result.grant, queued: false });
-    }
-    return output;
+  /** Submits one client command; resolves once it is committed (or refused). */
+  submit(command: Command, requestId?: string): Promise<ClientAnswer> {
+    const clientRef = this.nextClientRef++;
+    const answered = new Promise<ClientAnswer>((resolve) => this.answers.set(clientRef, resolve));
+    this.replica.clientRequest(clientRef, command, requestId, this.options.clock.nowMs());
+    this.flush();
+    return answered;
   }
 
-  /** Feeds the clock to the table: expiries, wait deadlines and lock-delays happen here. */
+  /** Feeds the clock to the core: expiries, renewals, heartbeats, takeover checks. */
   tick(): void {
-    this.submit({ type: "tick" });
+    this.replica.tick(this.options.clock.nowMs());
+    this.flush();
+  }
+
+  /** A message from the other lock server; returns the answer to send back. */
+  peerMessage(message: PeerMessage): PeerMessage {
+    const answer = this.replica.peerMessage(message, this.options.clock.nowMs());
+    this.flush();
+    return answer;
+  }
+
+  /** Executes what the core asks for. */
+  private flush(): void {
+    const ready = this.replica.ready();
+    for (const { clientRef, answer } of ready.answers) {
+      const resolve = this.answers.get(clientRef);
+      this.answers.delete(clientRef);
+      resolve?.(answer);
+    }
+    for (const effect of ready.effects) this.onEffect(effect);
+    for (const { event, fields } of ready.events) {
+      this.options.log.event(event, fields);
+      // A role change may end waits: their clients must ask again (perhaps elsewhere).
+      if (event === "steppedDown" || event === "backup") this.endAllPolls();
+    }
+    for (const outbound of ready.send) this.send(outbound);
+  }
+
+  private send(outbound: Outbound): void {
+    if (this.stopped) return;
+    const target = outbound.kind === "peer" ? this.options.peer : this.options.arbiter;
+    if (!target || target.id !== outbound.to) {
+      this.replica.failed(outbound.ref, this.options.clock.nowMs());
+      return;
+    }
+    const path = outbound.kind === "peer" ? "/v1/peer" : "/v1/arbiter";
+    const body = outbound.kind === "peer" ? outbound.message : outbound.request;
+    this.options.transport.send(target.url + path, body, this.options.settings.peerTimeoutMs).then(
+      (answer) => {
+        if (this.stopped) return;
+        this.replica.reply(outbound.ref, answer as never, this.options.clock.nowMs());
+        this.flush();
+      },
+      () => {
+        if (this.stopped) return;
+        this.replica.failed(outbound.ref, this.options.clock.nowMs());
+        this.flush();
+      },
+    );
   }
 
   /**
-   * Waits until (name, session) is granted or leaves the queue, for at most `timeoutMs`.
-   * Checks the table first, so a grant that happened before the call is not missed.
+   * Waits until something changes for (name, session) — a committed grant, or the wait ended —
+   * for at most `timeoutMs`. Returns at once when the request is no longer queued, so the
+   * caller asks again and gets a committed answer.
    */
   waitForTurn(name: string, session: string, timeoutMs: number): Promise<WaitOutcome> {
-    if (this.holderToken(name, session) !== undefined) return Promise.resolve("granted");
-    if (this.queuePosition(name, session) === undefined) return Promise.resolve("ended");
+    if (this.queuePosition(name, session) === undefined) return Promise.resolve("changed");
     const key = pollKey(name, session);
     return new Promise((resolve) => {
       const waiters = this.polls.get(key) ?? new Set();
@@ -74,29 +135,34 @@ export class LockService {
     });
   }
 
-  /** Wakes every long-poll with "ended" (shutdown). */
+  /** Wakes every long-poll (shutdown, role change). */
   endAllPolls(): void {
-    for (const waiters of [...this.polls.values()]) for (const finish of [...waiters]) finish("ended");
+    for (const waiters of [...this.polls.values()]) for (const finish of [...waiters]) finish("changed");
   }
 
-  holderToken(name: string, session: string): number | undefined {
-    return this.table.locks.get(name)?.holders.find((h) => h.session === session)?.token;
+  stop(): void {
+    this.stopped = true;
+    this.endAllPolls();
+  }
+
+  get table(): LockTable | undefined {
+    return this.replica.machine?.table;
   }
 
   /** 1-based place in the queue, or undefined when not queued. */
   queuePosition(name: string, session: string): number | undefined {
-    const index = this.table.locks.get(name)?.queue.findIndex((w) => w.session === session) ?? -1;
+    const index = this.table?.locks.get(name)?.queue.findIndex((w) => w.session === session) ?? -1;
     return index >= 0 ? index + 1 : undefined;
   }
 
   private onEffect(effect: Effect): void {
     switch (effect.type) {
       case "granted":
-        this.options.log.event("granted", { ...effect.grant, queued: true });
-        this.wake(effect.grant.name, effect.grant.session, "granted");
+        this.options.log.event("granted", { ...effect.grant });
+        this.wake(effect.grant.name, effect.grant.session);
         return;
       case "waitEnded":
-        this.wake(effect.name, effect.session, "ended");
+        this.wake(effect.name, effect.session);
         return;
       case "sessionExpired":
         this.options.log.event("sessionExpired", { session: effect.session, released: effect.released });
@@ -111,17 +177,23 @@ export class LockService {
     }
   }
 
-  private wake(name: string, session: string, outcome: WaitOutcome): void {
+  private wake(name: string, session: string): void {
     const waiters = this.polls.get(pollKey(name, session));
     if (!waiters) return;
-    for (const finish of [...waiters]) finish(outcome);
-    assert(!this.polls.has(pollKey(name, session)), "woken polls must be removed");
+    for (const finish of [...waiters]) finish("changed");
   }
 
   /** The state for `status` and `GET /v1/locks`, with ages instead of clock readings. */
   view(): StatusView {
-    const nowMs = this.options.clock.nowMs();
-    const snapshot = this.table.snapshot();
+    const server = this.replica.status();
+    const table = this.table;
+    if (!table) return { server, lastToken: 0, sessions: [], locks: [] };
+    // The table runs on the primary's time base; ages are differences on that base. A backup
+    // cannot read the primary's clock: it shows ages as of the last change it applied.
+    const nowMs = server.role === "primary"
+      ? Math.max(table.clockMs, this.options.clock.nowMs() + this.replica.timeOffset)
+      : table.clockMs;
+    const snapshot = table.snapshot();
     const heldBy = new Map<string, string[]>();
     for (const lock of snapshot.locks) {
       for (const entry of [...lock.holders, ...lock.queue]) {
@@ -129,6 +201,7 @@ export class LockService {
       }
     }
     return {
+      server,
       lastToken: snapshot.lastToken,
       sessions: snapshot.sessions.map((s) => ({
         session: s.id,
@@ -170,6 +243,7 @@ export interface LockView {
 }
 
 export interface StatusView {
+  server: ReplicaStatus;
   lastToken: number;
   sessions: Array<{ session: string; ttlMs: number; ageMs: number; expiresInMs: number; locks: string[] }>;
   locks: LockView[];

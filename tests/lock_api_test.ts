@@ -14,7 +14,17 @@ const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200,
 
 function setup() {
   const clock = manualClock(1_000);
-  const service = new LockService({ settings: SETTINGS, clock, log: memoryLogger(), sessionIdPrefix: "t-", tokenFloor: 0 });
+  const service = new LockService({
+    settings: SETTINGS,
+    clock,
+    log: memoryLogger(),
+    nodeId: "p1",
+    peer: null,
+    arbiter: null,
+    transport: { send: () => Promise.reject(new Error("no peers in this test")) },
+    sessionIdPrefix: "t-",
+    tokenFloor: 0,
+  });
   const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
   const call = async (method: string, path: string, body?: unknown, raw?: string) => {
     const response = await app.request(path, {
@@ -24,7 +34,7 @@ function setup() {
     });
     return { status: response.status, body: await response.json() };
   };
-  const state = () => JSON.stringify(service.table.snapshot());
+  const state = () => JSON.stringify(service.table!.snapshot());
   return { clock, service, app, call, state };
 }
 
@@ -133,7 +143,7 @@ test("lock API error: the sessions limit answers 429 limit_reached and opens not
   const answer = await call("POST", "/v1/sessions", { ttlMs: 5_000 });
   assert.equal(answer.status, 429);
   assert.equal(answer.body.error.code, "limit_reached");
-  assert.equal(service.table.sessions.size, SETTINGS.sessionsMax);
+  assert.equal(service.table!.sessions.size, SETTINGS.sessionsMax);
 });
 
 test("lock API: status lists holders with tokens, waiters in order, and sessions with ages", async () => {

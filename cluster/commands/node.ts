@@ -19,7 +19,7 @@ export type NodeStarter = (cluster: ClusterConfig, node: NodeConfig, log: Logger
 const STARTERS: Record<Role, () => Promise<NodeStarter>> = {
   primary: async () => (await import("../lock_server.ts")).startLockServer,
   backup: async () => (await import("../lock_server.ts")).startLockServer,
-  arbiter: () => Promise.reject(new UsageError("role arbiter is not implemented yet")),
+  arbiter: async () => (await import("../arbiter_server.ts")).startArbiter,
   ring: async () => (await import("../ring/daemon.ts")).startRingNode,
 };
 

@@ -19,6 +19,11 @@ export interface ConnectOptions {
   servers: string | string[];
   /** One HTTP request gives up after this (long-polls get their wait on top). */
   requestTimeoutMs?: number;
+  /**
+   * How long a call keeps trying while no server serves (a takeover in progress): it moves to
+   * the other server on a connection failure or a "not primary" answer, with a short backoff.
+   */
+  failoverTimeoutMs?: number;
 }
 
 export interface EnterOptions {
@@ -58,17 +63,35 @@ export class LockClient {
   private readonly servers: string[];
   private current = 0;
   private readonly requestTimeoutMs: number;
+  private readonly failoverTimeoutMs: number;
 
   constructor(options: ConnectOptions) {
     this.servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((s) => s.replace(/\/$/, ""));
     if (this.servers.length === 0) throw new MutexdError("bad_request", "connect: no servers given");
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
+    this.failoverTimeoutMs = options.failoverTimeoutMs ?? 5_000;
   }
 
-  /** Sends one request; on a connection failure or "not primary" it tries the next server. */
+  /** The server the next request goes to first. */
+  get server(): string {
+    return this.servers[this.current];
+  }
+
+  /**
+   * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
+   * or the next server and tries again, until failoverTimeoutMs has passed. Requests that must
+   * not apply twice carry an idempotency key (`requestId`), so a retry is safe.
+   */
   async request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0): Promise<T> {
     let lastError: MutexdError | undefined;
-    for (let attempt = 0; attempt < this.servers.length * 2; attempt++) {
+    const deadlineMs = nowMs() + this.failoverTimeoutMs;
+    let backoffMs = 25;
+    // Bounded by the deadline; every failed round sleeps, so this never spins.
+    for (let attempt = 0; attempt === 0 || nowMs() < deadlineMs; attempt++) {
+      if (attempt > 0 && attempt % this.servers.length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, backoffMs));
+        backoffMs = Math.min(backoffMs * 2, 250);
+      }
       const base = this.servers[this.current];
       let response: Response;
       try {
@@ -91,7 +114,7 @@ export class LockClient {
         throw new MutexdError("internal", `${base}${path}: answer is not JSON (status ${response.status})`, response.status);
       }
       if (response.ok) return data as T;
-      const error = (data as { error?: { code?: string; message?: string } }).error;
+      const error = (data as { error?: { code?: string; message?: string; primaryUrl?: string } }).error;
       const failure = new MutexdError(
         (error?.code ?? "internal") as MutexdError["code"],
         error?.message ?? `status ${response.status}`,
@@ -99,7 +122,8 @@ export class LockClient {
       );
       if (failure.code !== "not_primary") throw failure;
       lastError = failure;
-      this.current = (this.current + 1) % this.servers.length;
+      const hinted = error?.primaryUrl ? this.servers.indexOf(error.primaryUrl.replace(/\/$/, "")) : -1;
+      this.current = hinted >= 0 && hinted !== this.current ? hinted : (this.current + 1) % this.servers.length;
     }
     throw lastError ?? new MutexdError("unreachable", "no server answered");
   }
@@ -109,6 +133,7 @@ export class LockClient {
     const sentAtMs = nowMs();
     const opened = await this.request<{ session: string; ttlMs: number }>("POST", "/v1/sessions", {
       ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }),
+      requestId: crypto.randomUUID(),
     });
     return new Session(this, opened.session, opened.ttlMs, sentAtMs);
   }
@@ -146,7 +171,12 @@ export class LockClient {
 
   /** mutex_leave: releases a held lock (with its token) or withdraws a queued request (without). */
   async leave(name: string, options: { session: string; token?: number }): Promise<void> {
-    await this.request("POST", "/v1/leave", { name, session: options.session, token: options.token });
+    await this.request("POST", "/v1/leave", {
+      name,
+      session: options.session,
+      token: options.token,
+      requestId: crypto.randomUUID(),
+    });
   }
 
   /**
@@ -260,7 +290,9 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     this.stopTimers();
-    await this.client.request("DELETE", `/v1/sessions/${encodeURIComponent(this.id)}`).catch((error) => {
+    await this.client.request("DELETE", `/v1/sessions/${encodeURIComponent(this.id)}`, {
+      requestId: crypto.randomUUID(),
+    }).catch((error) => {
       if (!(error instanceof MutexdError && error.code === "session_not_found")) throw error;
     });
   }

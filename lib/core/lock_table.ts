@@ -58,7 +58,9 @@ export type Command =
   | { type: "closeSession"; session: string }
   | { type: "enter"; name: string; session: string; mode: Mode; waitMs: number; lockDelayMs: number }
   | { type: "leave"; name: string; session: string; token?: number }
-  | { type: "tick" };
+  | { type: "tick" }
+  /** A new primary took over: every session and wait restarts its full TTL (Chubby, etcd, Consul). */
+  | { type: "restartLeases" };
 
 export interface Grant {
   name: string;
@@ -75,6 +77,7 @@ export type Result =
   | { ok: true; type: "notGranted"; name: string; position: number }
   | { ok: true; type: "left"; name: string; wasHolder: boolean }
   | { ok: true; type: "ticked" }
+  | { ok: true; type: "leasesRestarted"; sessions: number }
   | { ok: false; error: ApiError };
 
 /** What happened besides the answer: the driver resolves long-polls and logs from these. */
@@ -140,6 +143,16 @@ export class LockTable {
     this.lastToken = options.tokenFloor;
   }
 
+  /** The time of the last command applied (the table's own clock reading, from its driver). */
+  get clockMs(): number {
+    return this.nowMs;
+  }
+
+  /** Whether a tick at `nowMs` could change anything (an expiry, deadline or lock-delay is due). */
+  isDue(nowMs: number): boolean {
+    return nowMs >= this.dueAtMs;
+  }
+
   /** The highest fencing token granted so far. */
   get highestToken(): number {
     return this.lastToken;
@@ -172,6 +185,8 @@ export class LockTable {
         return this.leave(command, effects);
       case "tick":
         return { result: { ok: true, type: "ticked" }, effects: [] };
+      case "restartLeases":
+        return this.restartLeases();
       default:
         return assertNever(command, "command");
     }
@@ -215,6 +230,26 @@ export class LockTable {
     if (!session) return fail("session_not_found", `session ${sessionId} is unknown or expired`);
     const released = this.dropSession(session, "closed", effects);
     return { result: { ok: true, type: "closed", session: sessionId, released }, effects: [] };
+  }
+
+  /**
+   * No lease may end earlier than the old primary could have let it, and the new primary cannot
+   * know when the last keepalive reached the old one: every session gets its whole TTL again.
+   * Waits get a TTL too, since their clients must find the new primary and ask again.
+   */
+  private restartLeases(): Output {
+    for (const session of this.sessions.values()) {
+      session.expiresAtMs = this.nowMs + session.ttlMs;
+      this.noteDue(session.expiresAtMs);
+    }
+    for (const lock of this.locks.values()) {
+      for (const waiter of lock.queue) {
+        const ttlMs = this.sessions.get(waiter.session)?.ttlMs ?? 0;
+        waiter.deadlineMs = Math.max(waiter.deadlineMs, this.nowMs + ttlMs);
+        this.noteDue(waiter.deadlineMs);
+      }
+    }
+    return { result: { ok: true, type: "leasesRestarted", sessions: this.sessions.size }, effects: [] };
   }
 
   private enter(command: Extract<Command, { type: "enter" }>, effects: Effect[]): Output {

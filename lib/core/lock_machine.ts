@@ -1,0 +1,85 @@
+/**
+ * The replicated state machine of the lock service: the lock table plus a bounded memory of
+ * answered requests, so that a client retrying a request with the same idempotency key (after
+ * a timeout or a failover) gets the first answer instead of applying it twice.
+ *
+ * The primary appends every command as a log entry `{ index, epoch, atMs, requestId, command }`;
+ * the primary and the backup apply the same entries in the same order with the same `atMs`
+ * (the primary's clock), so both hold the same table and the same fencing counter.
+ */
+import { assert } from "./assert.ts";
+import { type Command, LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "./lock_table.ts";
+
+export interface LogEntry {
+  /** Position in the log, from 1, without gaps. */
+  index: number;
+  /** Epoch of the primary that appended it. */
+  epoch: number;
+  /** The appending primary's time base (see LockServerCore on how a new primary continues it). */
+  atMs: number;
+  /** The client's idempotency key, when it sent one. */
+  requestId?: string;
+  command: Command;
+}
+
+export interface LockMachineSnapshot {
+  appliedIndex: number;
+  table: LockTableSnapshot;
+  answered: Array<[string, Output["result"]]>;
+}
+
+/** Commands whose retry must not apply twice; enter and keepalive are idempotent by themselves. */
+const REMEMBERED = new Set<Command["type"]>(["openSession", "closeSession", "leave"]);
+
+export class LockMachine {
+  private answered = new Map<string, Output["result"]>();
+  private applied = 0;
+
+  constructor(readonly table: LockTable, private readonly answeredMax: number) {
+    assert(answeredMax > 0, "answeredMax must be positive");
+  }
+
+  get appliedIndex(): number {
+    return this.applied;
+  }
+
+  /** The time base of the last applied entry. */
+  get lastAtMs(): number {
+    return this.table.clockMs;
+  }
+
+  /** Applies the next entry; entries must come in index order. */
+  apply(entry: LogEntry): Output {
+    assert(entry.index === this.applied + 1, `entry ${entry.index} applied after ${this.applied}`);
+    this.applied = entry.index;
+    const remembered = entry.requestId === undefined ? undefined : this.answered.get(entry.requestId);
+    if (remembered !== undefined) {
+      // A retry: answer as the first time, and let time pass for the rest of the table.
+      const output = this.table.apply({ type: "tick" }, entry.atMs);
+      return { result: remembered, effects: output.effects };
+    }
+    const output = this.table.apply(entry.command, entry.atMs);
+    if (entry.requestId !== undefined && REMEMBERED.has(entry.command.type)) {
+      this.answered.set(entry.requestId, output.result);
+      // Oldest first: a Map iterates in insertion order, so eviction is deterministic.
+      while (this.answered.size > this.answeredMax) this.answered.delete(this.answered.keys().next().value!);
+    }
+    return output;
+  }
+
+  /** The remembered answer for a request id, if the machine has applied it. */
+  answerFor(requestId: string): Output["result"] | undefined {
+    return this.answered.get(requestId);
+  }
+
+  snapshot(): LockMachineSnapshot {
+    return { appliedIndex: this.applied, table: this.table.snapshot(), answered: [...this.answered.entries()] };
+  }
+
+  static fromSnapshot(snapshot: LockMachineSnapshot, limits: LockTableLimits, answeredMax: number): LockMachine {
+    const machine = new LockMachine(LockTable.fromSnapshot(snapshot.table, limits), answeredMax);
+    machine.applied = snapshot.appliedIndex;
+    machine.answered = new Map(snapshot.answered);
+    return machine;
+  }
+}

@@ -1,0 +1,689 @@
+/**
+ * One lock server (primary or backup) as a pure state machine, in the style of etcd's RawNode:
+ * client requests, peer messages, replies to our own requests, and ticks come in; messages to
+ * send, answers to clients and committed lock-table effects come out of `ready()`.
+ *
+ * Safety rules (README "Failover"):
+ * - A change is answered only once it is committed: the backup acked it, or the arbiter has
+ *   recorded the backup as out of sync (then the backup can never be promoted).
+ * - The primary accepts new commands only inside the arbiter's lease, counted from the send time
+ *   of the renewal, minus a safety margin; the arbiter counts the same lease from its receipt.
+ * - The backup takes over only with the arbiter's consent (lease lapsed, backup in sync); the
+ *   new epoch fences the old primary: anyone who sees a higher epoch steps down.
+ * - A server that steps down throws its state away (it may hold uncommitted changes) and syncs
+ *   again from the primary: a snapshot plus what follows.
+ * - Times in the log are the primary's; a new primary continues that time base, and restarts
+ *   every session lease at takeover.
+ */
+import { type ArbiterReply, type ArbiterRequest } from "./arbiter.ts";
+import { assert, assertNever } from "./assert.ts";
+import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
+import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
+import type { Settings } from "../settings.ts";
+
+export type Role = "joining" | "primary" | "backup";
+export type BackupMode = "absent" | "syncing" | "inSync" | "outOfSync";
+
+export type PeerMessage =
+  /**
+   * Entries (or none: a heartbeat). `syncGen` names the primary's current copy for this backup:
+   * a backup whose snapshot is of an older generation throws its copy away and syncs again.
+   */
+  | { type: "append"; from: string; epoch: number; syncGen: number; entries: LogEntry[] }
+  | { type: "appendAck"; from: string; epoch: number; ok: boolean; appliedIndex: number }
+  | { type: "syncRequest"; from: string; epoch: number }
+  | { type: "snapshot"; from: string; epoch: number; syncGen: number; snapshot: LockMachineSnapshot }
+  /** Refusal from a server in another epoch or role; carries what it knows. */
+  | { type: "nack"; from: string; epoch: number; primary: string | null; reason: string };
+
+export type Outbound =
+  | { kind: "peer"; ref: number; to: string; message: PeerMessage }
+  | { kind: "arbiter"; ref: number; to: string; request: ArbiterRequest };
+
+export type ClientAnswer =
+  | { ok: true; result: Extract<Output["result"], { ok: true }> }
+  | { ok: false; code: "not_primary"; message: string; epoch: number; primary: string | null }
+  | { ok: false; code: Exclude<import("../wire/errors.ts").ErrorCode, "not_primary">; message: string };
+
+export interface Ready {
+  send: Outbound[];
+  answers: Array<{ clientRef: number; answer: ClientAnswer }>;
+  /** Effects of committed entries, in log order (grants to wake long-polls, expiries to log). */
+  effects: Effect[];
+  /** Role changes and other facts worth a log line. */
+  events: Array<{ event: string; fields: Record<string, unknown> }>;
+}
+
+export type ReplicaSettings = Pick<
+  Settings,
+  | "primaryLeaseMs"
+  | "leaseRenewMs"
+  | "leaseSafetyMs"
+  | "primarySilenceMs"
+  | "claimRetryMs"
+  | "heartbeatMs"
+  | "replicationTimeoutMs"
+  | "peerTimeoutMs"
+  | "replicationBatchMax"
+  | "replicationPipelineMax"
+  | "replicationLogMax"
+  | "answeredMax"
+> & LockTableLimits;
+
+export interface ReplicaOptions {
+  nodeId: string;
+  /** The other lock server, if the cluster has one. */
+  peerId: string | null;
+  /** The arbiter; without one the server is a standalone primary (no failover). */
+  arbiterId: string | null;
+  settings: ReplicaSettings;
+  /** A fresh, empty table (the driver picks the session-id prefix and the token floor). */
+  newTable: () => LockTable;
+}
+
+interface Pending {
+  index: number;
+  clientRef?: number;
+  output: Output;
+  /** When it was appended, on this server's clock (to notice a backup that does not ack). */
+  appendedAtMs: number;
+}
+
+interface InFlight {
+  kind: "append" | "sync" | "renew" | "claim";
+  sentAtMs: number;
+  /** For renewals: the in-sync value reported. */
+  backupInSync?: boolean;
+  /** For appends: the last index carried, and the copy generation it was sent for. */
+  lastIndex?: number;
+  syncGen?: number;
+}
+
+/** What the primary knows of its backup. */
+interface BackupTracker {
+  mode: BackupMode;
+  /** Highest index the backup applied (acked). */
+  ackedIndex: number;
+  /** Index of the snapshot it synced from: the replication log starts after it. */
+  baseIndex: number;
+  /** Highest index sent (acked or not). */
+  sentIndex: number;
+  lastSendMs: number;
+  lastContactMs: number;
+}
+
+export class LockReplica {
+  role: Role = "joining";
+  epoch = 0;
+  /** Who serves, as far as this server knows. */
+  primary: string | null = null;
+  machine: LockMachine | null = null;
+
+  // Primary state.
+  private log: LogEntry[] = []; // entries after backup.ackedIndex (kept to resend)
+  private pending: Pending[] = []; // applied, not yet committed (answers held back)
+  private lastIndex = 0;
+  private commitIndex = 0;
+  private timeOffsetMs = 0;
+  private leaseUntilMs = Number.NEGATIVE_INFINITY;
+  private requireBackup = false; // we told (or are telling) the arbiter the backup is in sync
+  private arbiterInSync = false; // what the arbiter last confirmed
+  private lastRenewMs = Number.NEGATIVE_INFINITY;
+  private backup: BackupTracker = freshTracker();
+  /** Generation of the copy the backup should have; bumped whenever it must sync again. */
+  private syncGen = 0;
+
+  // Backup and joining state.
+  private lastHeardMs = 0;
+  private copySyncGen = 0;
+  private lastClaimMs = Number.NEGATIVE_INFINITY;
+  private syncInFlight = false;
+
+  private readonly inFlight = new Map<number, InFlight>();
+  private nextRef = 1;
+  private nowMs = 0;
+  private out: Ready = emptyReady();
+
+  constructor(private readonly options: ReplicaOptions, nowMs: number) {
+    this.nowMs = nowMs;
+    if (options.arbiterId === null) {
+      assert(options.peerId === null, "a backup needs an arbiter");
+      // Standalone: serve at once; nothing to replicate to, no lease to hold.
+      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings.answeredMax), "standalone");
+      this.leaseUntilMs = Number.POSITIVE_INFINITY;
+    }
+  }
+
+  /** Added to the driver's clock to get the log's time base (non-zero after a takeover). */
+  get timeOffset(): number {
+    return this.timeOffsetMs;
+  }
+
+  /** Takes what the driver must do now. */
+  ready(): Ready {
+    const ready = this.out;
+    this.out = emptyReady();
+    return ready;
+  }
+
+  // ---- inputs ---------------------------------------------------------------------------
+
+  tick(nowMs: number): void {
+    this.advance(nowMs);
+    if (this.role === "joining") return this.maybeClaim(false);
+    if (this.role === "backup") return this.tickBackup();
+    this.tickPrimary();
+  }
+
+  /** A client command; the answer comes out of ready() once committed (or refused at once). */
+  clientRequest(clientRef: number, command: Command, requestId: string | undefined, nowMs: number): void {
+    this.advance(nowMs);
+    if (!this.serving()) {
+      this.answer(clientRef, this.notPrimary());
+      return;
+    }
+    this.append(command, requestId, clientRef);
+  }
+
+  /** A message from the other server; the return value is the answer to send back. */
+  peerMessage(message: PeerMessage, nowMs: number): PeerMessage {
+    this.advance(nowMs);
+    if (message.from !== this.options.peerId) return this.nack(`unknown peer ${message.from}`);
+    switch (message.type) {
+      case "append":
+        return this.onAppend(message);
+      case "syncRequest":
+        return this.onSyncRequest(message);
+      case "appendAck":
+      case "snapshot":
+      case "nack":
+        return this.nack(`${message.type} is an answer, not a request`);
+      default:
+        return assertNever(message, "peer message");
+    }
+  }
+
+  /** The answer to one of our own requests. */
+  reply(ref: number, answer: PeerMessage | ArbiterReply, nowMs: number): void {
+    this.advance(nowMs);
+    const request = this.inFlight.get(ref);
+    if (!request) return; // late: already counted as failed
+    this.inFlight.delete(ref);
+    switch (request.kind) {
+      case "append":
+        return this.onAppendAnswer(request, answer as PeerMessage);
+      case "sync":
+        return this.onSyncAnswer(answer as PeerMessage);
+      case "renew":
+        return this.onRenewAnswer(request, answer as ArbiterReply);
+      case "claim":
+        return this.onClaimAnswer(request, answer as ArbiterReply);
+      default:
+        return assertNever(request.kind, "request kind");
+    }
+  }
+
+  /** One of our requests failed or timed out (it may still have been delivered). */
+  failed(ref: number, nowMs: number): void {
+    this.advance(nowMs);
+    this.forget(ref);
+  }
+
+  private forget(ref: number): void {
+    const request = this.inFlight.get(ref);
+    if (!request) return;
+    this.inFlight.delete(ref);
+    if (request.kind === "append" && this.role === "primary" && request.syncGen === this.syncGen) {
+      // Resend everything not acked; the backup skips what it already has.
+      this.backup.sentIndex = this.resendFrom();
+    }
+    if (request.kind === "sync") this.syncInFlight = false;
+  }
+
+  private resendFrom(): number {
+    return Math.max(this.backup.ackedIndex, this.backup.baseIndex);
+  }
+
+  // ---- primary ----------------------------------------------------------------------------
+
+  /** Whether this server accepts new commands now. */
+  serving(): boolean {
+    return this.role === "primary" && this.nowMs < this.leaseUntilMs;
+  }
+
+  private timeBaseMs(): number {
+    return Math.max(this.nowMs + this.timeOffsetMs, this.machine?.lastAtMs ?? 0);
+  }
+
+  private append(command: Command, requestId: string | undefined, clientRef?: number): void {
+    const machine = this.machine;
+    assert(machine !== null && this.role === "primary", "only a primary appends");
+    const entry: LogEntry = { index: this.lastIndex + 1, epoch: this.epoch, atMs: this.timeBaseMs(), command };
+    if (requestId !== undefined) entry.requestId = requestId;
+    const output = machine.apply(entry);
+    this.lastIndex = entry.index;
+    this.pending.push({ index: entry.index, clientRef, output, appendedAtMs: this.nowMs });
+    if (this.backup.mode === "syncing" || this.backup.mode === "inSync") {
+      this.log.push(entry);
+      if (this.log.length > this.options.settings.replicationLogMax) this.declareBackupOutOfSync("too far behind");
+    }
+    this.pump();
+    this.advanceCommit();
+  }
+
+  private tickPrimary(): void {
+    const machine = this.machine!;
+    if (this.serving() && machine.table.isDue(this.timeBaseMs())) this.append({ type: "tick" }, undefined);
+    if (this.options.arbiterId === null) return;
+    this.checkBackupHealth();
+    this.pump();
+    this.maybeRenew();
+  }
+
+  /** Sends replication messages while the pipeline has room, and heartbeats when idle. */
+  private pump(): void {
+    const peer = this.options.peerId;
+    if (peer === null || this.role !== "primary") return;
+    const s = this.options.settings;
+    const b = this.backup;
+    const replicating = b.mode === "syncing" || b.mode === "inSync";
+    // Bounded: each round sends at least one entry or stops.
+    while (replicating && this.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.lastIndex) {
+      const from = b.sentIndex + 1;
+      const offset = from - (this.log[0]?.index ?? from);
+      assert(offset >= 0 && offset < this.log.length, `entry ${from} missing from the replication log`);
+      const entries = this.log.slice(offset, offset + s.replicationBatchMax);
+      this.sendAppend(entries);
+    }
+    if (this.appendsInFlight() === 0 && this.nowMs - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
+  }
+
+  private appendsInFlight(): number {
+    let count = 0;
+    for (const request of this.inFlight.values()) if (request.kind === "append") count += 1;
+    return count;
+  }
+
+  private sendAppend(entries: LogEntry[]): void {
+    const last = entries.length > 0 ? entries[entries.length - 1].index : this.backup.sentIndex;
+    const ref = this.request({ kind: "append", sentAtMs: this.nowMs, lastIndex: last, syncGen: this.syncGen });
+    this.out.send.push({
+      kind: "peer",
+      ref,
+      to: this.options.peerId!,
+      message: { type: "append", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, entries },
+    });
+    this.backup.sentIndex = last;
+    this.backup.lastSendMs = this.nowMs;
+  }
+
+  private onAppendAnswer(request: InFlight, answer: PeerMessage): void {
+    if (this.role !== "primary") return;
+    if (answer.epoch > this.epoch) return this.stepDown(answer.epoch, answer.type === "nack" ? answer.primary : null, "peer has a newer epoch");
+    if (answer.type !== "appendAck") return;
+    const b = this.backup;
+    b.lastContactMs = this.nowMs;
+    // An answer about an older copy says nothing about the current one (it syncs again).
+    if ((b.mode !== "syncing" && b.mode !== "inSync") || request.syncGen !== this.syncGen) return;
+    if (answer.appliedIndex < b.ackedIndex) return this.declareBackupOutOfSync("backup lost its state");
+    assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
+    assert(request.lastIndex === undefined || request.lastIndex <= this.lastIndex, "acked past the log");
+    if (answer.appliedIndex > b.ackedIndex && answer.appliedIndex >= b.baseIndex) {
+      b.ackedIndex = answer.appliedIndex;
+      const drop = this.log.findIndex((e) => e.index > b.ackedIndex);
+      this.log = drop < 0 ? [] : this.log.slice(drop);
+    }
+    // A gap (an earlier message was lost): resend from what it has.
+    if (!answer.ok) b.sentIndex = this.resendFrom();
+    if (b.mode === "syncing" && b.ackedIndex >= this.lastIndex) {
+      // Caught up: from now on nothing commits without the backup, then the arbiter is told.
+      b.mode = "inSync";
+      this.requireBackup = true;
+      this.event("backupInSync", { index: b.ackedIndex });
+      this.maybeRenew();
+    }
+    this.advanceCommit();
+  }
+
+  private checkBackupHealth(): void {
+    const b = this.backup;
+    if (b.mode !== "inSync" && b.mode !== "syncing") return;
+    const timeoutMs = this.options.settings.replicationTimeoutMs;
+    const oldestUnacked = this.pending.find((p) => p.index > b.ackedIndex);
+    if (oldestUnacked && this.nowMs - oldestUnacked.appendedAtMs > timeoutMs) {
+      this.declareBackupOutOfSync("no ack in time");
+    } else if (this.nowMs - b.lastContactMs > timeoutMs) {
+      this.declareBackupOutOfSync("backup silent");
+    }
+  }
+
+  private declareBackupOutOfSync(reason: string): void {
+    if (this.backup.mode === "outOfSync") return;
+    this.event("backupOutOfSync", { reason, acked: this.backup.ackedIndex, last: this.lastIndex });
+    this.backup = { ...freshTracker(), mode: "outOfSync", lastContactMs: this.backup.lastContactMs };
+    this.syncGen += 1;
+    this.log = [];
+    // requireBackup stays until the arbiter confirms it recorded "out of sync".
+    this.maybeRenew();
+  }
+
+  private maybeRenew(): void {
+    if (this.role !== "primary" || this.options.arbiterId === null) return;
+    const wantInSync = this.backup.mode === "inSync";
+    const renewing = [...this.inFlight.values()].some((r) => r.kind === "renew");
+    if (renewing) return; // one at a time, so the arbiter sees the reports in order
+    const due = this.nowMs - this.lastRenewMs >= this.options.settings.leaseRenewMs;
+    const changed = wantInSync !== this.arbiterInSync;
+    if (!due && !(changed && this.nowMs - this.lastRenewMs >= this.options.settings.claimRetryMs)) return;
+    if (wantInSync) this.requireBackup = true;
+    this.lastRenewMs = this.nowMs;
+    const ref = this.request({ kind: "renew", sentAtMs: this.nowMs, backupInSync: wantInSync });
+    this.out.send.push({
+      kind: "arbiter",
+      ref,
+      to: this.options.arbiterId,
+      request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync },
+    });
+  }
+
+  private onRenewAnswer(request: InFlight, reply: ArbiterReply): void {
+    if (this.role !== "primary") return;
+    if (reply.type !== "lease" || reply.epoch !== this.epoch || reply.primary !== this.options.nodeId) {
+      return this.stepDown(reply.epoch, reply.primary, reply.type === "refused" ? reply.reason : "arbiter names another primary");
+    }
+    this.extendLease(request.sentAtMs, reply.leaseMs);
+    this.arbiterInSync = request.backupInSync!;
+    if (!this.arbiterInSync && this.backup.mode !== "inSync") {
+      // The arbiter will not promote the backup now: changes may commit without it.
+      this.requireBackup = false;
+      this.advanceCommit();
+    }
+  }
+
+  private extendLease(sentAtMs: number, leaseMs: number): void {
+    const until = sentAtMs + leaseMs - this.options.settings.leaseSafetyMs;
+    this.leaseUntilMs = Math.max(this.leaseUntilMs, until);
+  }
+
+  private advanceCommit(): void {
+    const commitTo = this.requireBackup ? Math.min(this.backup.ackedIndex, this.lastIndex) : this.lastIndex;
+    if (commitTo <= this.commitIndex) return;
+    this.commitIndex = commitTo;
+    let done = 0;
+    while (done < this.pending.length && this.pending[done].index <= commitTo) {
+      const p = this.pending[done];
+      this.out.effects.push(...p.output.effects);
+      if (p.clientRef !== undefined) this.answer(p.clientRef, toAnswer(p.output));
+      done += 1;
+    }
+    this.pending = this.pending.slice(done);
+  }
+
+  private onSyncRequest(message: Extract<PeerMessage, { type: "syncRequest" }>): PeerMessage {
+    if (this.role !== "primary" || !this.machine) return this.nack("not primary");
+    if (message.epoch > this.epoch) {
+      this.stepDown(message.epoch, null, "sync request from a newer epoch");
+      return this.nack("stepped down");
+    }
+    const snapshot = this.machine.snapshot();
+    // From here the backup gets every entry after the snapshot; it counts as having the snapshot
+    // only once it acks it (installed), not when it is sent.
+    this.syncGen += 1;
+    this.backup = {
+      ...freshTracker(),
+      mode: "syncing",
+      baseIndex: snapshot.appliedIndex,
+      sentIndex: snapshot.appliedIndex,
+      lastContactMs: this.nowMs,
+    };
+    this.log = [];
+    this.event("backupSyncing", { index: snapshot.appliedIndex, syncGen: this.syncGen });
+    return { type: "snapshot", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, snapshot };
+  }
+
+  // ---- backup -----------------------------------------------------------------------------
+
+  private onAppend(message: Extract<PeerMessage, { type: "append" }>): PeerMessage {
+    if (message.epoch < this.epoch) return this.nack(`epoch ${message.epoch} is over`);
+    if (message.epoch > this.epoch || this.role !== "backup" || this.primary !== message.from) {
+      // A primary of a newer epoch (or one we did not know): follow it, with a fresh copy.
+      this.followPrimary(message.epoch, message.from, "append from a primary");
+    }
+    this.lastHeardMs = this.nowMs;
+    if (this.machine && message.syncGen > this.copySyncGen) {
+      // The primary no longer counts our copy (we fell behind): get a new one.
+      this.machine = null;
+      this.event("copyDropped", { syncGen: message.syncGen });
+    }
+    const machine = this.machine;
+    if (!machine) {
+      this.requestSync();
+      return this.ack(false, 0);
+    }
+    for (const entry of message.entries) {
+      if (entry.index <= machine.appliedIndex) continue; // a resend
+      if (entry.index !== machine.appliedIndex + 1) return this.ack(false, machine.appliedIndex);
+      machine.apply(entry);
+    }
+    return this.ack(true, machine.appliedIndex);
+  }
+
+  private tickBackup(): void {
+    const s = this.options.settings;
+    if (!this.machine) return this.requestSync();
+    if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim(true);
+  }
+
+  private requestSync(): void {
+    if (this.syncInFlight || this.primary === null) return;
+    this.syncInFlight = true;
+    const ref = this.request({ kind: "sync", sentAtMs: this.nowMs });
+    this.out.send.push({
+      kind: "peer",
+      ref,
+      to: this.primary,
+      message: { type: "syncRequest", from: this.options.nodeId, epoch: this.epoch },
+    });
+  }
+
+  private onSyncAnswer(answer: PeerMessage): void {
+    this.syncInFlight = false;
+    if (this.role !== "backup") return;
+    if (answer.type !== "snapshot" || answer.epoch !== this.epoch || answer.from !== this.primary) {
+      if (answer.epoch > this.epoch) this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : null, "newer epoch");
+      return;
+    }
+    const s = this.options.settings;
+    this.machine = LockMachine.fromSnapshot(answer.snapshot, s, s.answeredMax);
+    this.copySyncGen = answer.syncGen;
+    this.lastHeardMs = this.nowMs;
+    this.event("synced", { index: this.machine.appliedIndex, primary: this.primary });
+  }
+
+  private maybeClaim(hasState: boolean): void {
+    const arbiter = this.options.arbiterId;
+    if (arbiter === null) return;
+    if ([...this.inFlight.values()].some((r) => r.kind === "claim")) return;
+    if (this.nowMs - this.lastClaimMs < this.options.settings.claimRetryMs) return;
+    this.lastClaimMs = this.nowMs;
+    const ref = this.request({ kind: "claim", sentAtMs: this.nowMs });
+    this.out.send.push({
+      kind: "arbiter",
+      ref,
+      to: arbiter,
+      request: { type: "claim", from: this.options.nodeId, epoch: this.epoch, hasState },
+    });
+  }
+
+  private onClaimAnswer(request: InFlight, reply: ArbiterReply): void {
+    if (this.role === "primary") return;
+    if (reply.type === "lease" && reply.primary === this.options.nodeId && reply.epoch > this.epoch) {
+      const machine = this.role === "backup" && this.machine
+        ? this.machine
+        : new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
+      const how = this.role === "backup" ? "takeover" : "fresh";
+      this.becomePrimary(reply.epoch, machine, how);
+      this.extendLease(request.sentAtMs, reply.leaseMs);
+      if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
+      return;
+    }
+    if (reply.type === "refused" && reply.becomeBackup && reply.primary !== null && reply.primary !== this.options.nodeId) {
+      if (this.role === "joining" || reply.epoch > this.epoch || reply.primary !== this.primary) {
+        this.followPrimary(reply.epoch, reply.primary, reply.reason);
+      }
+    }
+  }
+
+  // ---- role changes -----------------------------------------------------------------------
+
+  private becomePrimary(epoch: number, machine: LockMachine, how: string): void {
+    assert(epoch >= this.epoch, "epochs only grow");
+    this.role = "primary";
+    this.epoch = epoch;
+    this.primary = this.options.nodeId;
+    this.machine = machine;
+    this.lastIndex = machine.appliedIndex;
+    this.commitIndex = machine.appliedIndex;
+    this.pending = [];
+    this.log = [];
+    this.syncGen += 1;
+    // Continue the log's time base from where the last entry left it.
+    this.timeOffsetMs = machine.lastAtMs - this.nowMs;
+    this.requireBackup = false;
+    this.arbiterInSync = false;
+    this.backup = freshTracker();
+    this.lastRenewMs = this.nowMs;
+    this.event("primary", { epoch, how, index: machine.appliedIndex });
+  }
+
+  /** Leaves the primary role (or an old primary): answers held requests "not primary". */
+  private stepDown(epoch: number, primary: string | null, reason: string): void {
+    this.event("steppedDown", { from: this.role, epoch, primary, reason });
+    for (const p of this.pending) {
+      if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
+    }
+    this.pending = [];
+    if (primary !== null && primary !== this.options.nodeId) {
+      this.followPrimary(Math.max(epoch, this.epoch), primary, reason);
+    } else {
+      this.role = "joining";
+      this.epoch = Math.max(epoch, this.epoch);
+      this.primary = primary;
+      this.machine = null;
+    }
+  }
+
+  private followPrimary(epoch: number, primary: string | null, reason: string): void {
+    const wasServing = this.role === "primary";
+    if (wasServing) {
+      for (const p of this.pending) if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
+      this.pending = [];
+    }
+    const sameCopy = this.role === "backup" && this.epoch === epoch && this.primary === primary;
+    this.role = primary === null ? "joining" : "backup";
+    this.epoch = Math.max(this.epoch, epoch);
+    this.primary = primary;
+    this.leaseUntilMs = Number.NEGATIVE_INFINITY;
+    this.requireBackup = false;
+    this.log = [];
+    this.backup = freshTracker();
+    this.lastHeardMs = this.nowMs;
+    // Our copy may hold changes the new primary never committed: start over from its snapshot.
+    if (!sameCopy) {
+      this.machine = null;
+      this.syncInFlight = false;
+    }
+    this.event("backup", { epoch: this.epoch, primary, reason });
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------
+
+  private advance(nowMs: number): void {
+    assert(nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
+    this.nowMs = nowMs;
+    // Requests the driver never reported back: count them failed after two timeouts.
+    const limitMs = 2 * this.options.settings.peerTimeoutMs;
+    for (const [ref, request] of [...this.inFlight]) {
+      if (nowMs - request.sentAtMs > limitMs) this.forget(ref);
+    }
+  }
+
+  private request(request: InFlight): number {
+    const ref = this.nextRef++;
+    this.inFlight.set(ref, request);
+    return ref;
+  }
+
+  private answer(clientRef: number, answer: ClientAnswer): void {
+    this.out.answers.push({ clientRef, answer });
+  }
+
+  private notPrimary(epoch = this.epoch, primary = this.primary): ClientAnswer {
+    const why = this.role === "primary" ? "its lease has lapsed" : `it is ${this.role}`;
+    return { ok: false, code: "not_primary", message: `${this.options.nodeId} does not serve: ${why}`, epoch, primary };
+  }
+
+  private nack(reason: string): PeerMessage {
+    return { type: "nack", from: this.options.nodeId, epoch: this.epoch, primary: this.primary, reason };
+  }
+
+  private ack(ok: boolean, appliedIndex: number): PeerMessage {
+    return { type: "appendAck", from: this.options.nodeId, epoch: this.epoch, ok, appliedIndex };
+  }
+
+  private event(event: string, fields: Record<string, unknown>): void {
+    this.out.events.push({ event, fields });
+  }
+
+  /** What `status` shows of replication. */
+  status(): ReplicaStatus {
+    return {
+      role: this.role,
+      epoch: this.epoch,
+      primary: this.primary,
+      serving: this.serving(),
+      leaseRemainingMs: this.role === "primary" ? Math.max(0, Math.min(this.leaseUntilMs - this.nowMs, 1e9)) : 0,
+      backup: this.role === "primary" && this.options.peerId !== null
+        ? {
+          id: this.options.peerId,
+          mode: this.backup.mode,
+          ackedIndex: this.backup.ackedIndex,
+          lagEntries: this.lastIndex - this.backup.ackedIndex,
+          arbiterRecordedInSync: this.arbiterInSync,
+        }
+        : null,
+      lastIndex: this.role === "primary" ? this.lastIndex : this.machine?.appliedIndex ?? 0,
+      commitIndex: this.role === "primary" ? this.commitIndex : this.machine?.appliedIndex ?? 0,
+      hasState: this.machine !== null,
+      lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
+    };
+  }
+}
+
+export interface ReplicaStatus {
+  role: Role;
+  epoch: number;
+  primary: string | null;
+  serving: boolean;
+  leaseRemainingMs: number;
+  backup: { id: string; mode: BackupMode; ackedIndex: number; lagEntries: number; arbiterRecordedInSync: boolean } | null;
+  lastIndex: number;
+  commitIndex: number;
+  hasState: boolean;
+  lastHeardFromPrimaryMs: number | null;
+}
+
+function toAnswer(output: Output): ClientAnswer {
+  const result = output.result;
+  if (result.ok) return { ok: true, result };
+  assert(result.error.code !== "not_primary", "the table never answers not_primary");
+  return { ok: false, code: result.error.code as Exclude<typeof result.error.code, "not_primary">, message: result.error.message };
+}
+
+function freshTracker(): BackupTracker {
+  return { mode: "absent", ackedIndex: 0, baseIndex: 0, sentIndex: 0, lastSendMs: Number.NEGATIVE_INFINITY, lastContactMs: 0 };
+}
+
+function emptyReady(): Ready {
+  return { send: [], answers: [], effects: [], events: [] };
+}
