@@ -44,6 +44,22 @@ export const DEFAULT_SETTINGS = {
   ringGapBufferMax: 1_024, // out-of-order writes a node keeps while it fetches the gap
   ringSnapshotEveryWrites: 1_000, // committed writes between two snapshots of the replica
   ringLogRetainMax: 10_000, // committed log entries kept in memory for neighbours' catch-up
+
+  // Primary/backup replication and the arbiter's lease (takeover after kill -9 ≈ primaryLeaseMs).
+  primaryLeaseMs: 500, // the arbiter's lease on serving; a backup takes over only after it lapsed
+  leaseRenewMs: 100, // the primary renews this often, so a few lost renewals do not lapse it
+  leaseSafetyMs: 100, // the primary stops serving this long before its lease ends (clock drift, delays)
+  primarySilenceMs: 200, // a backup that hears nothing from the primary this long asks to take over
+  claimRetryMs: 50, // pause between two claims to the arbiter (start-up and takeover)
+  heartbeatMs: 50, // an idle primary tells its backup it is alive this often
+  replicationTimeoutMs: 300, // a change the backup has not acked this long: the backup is out of sync
+  peerTimeoutMs: 1_000, // one HTTP request between servers or to the arbiter gives up after this
+  replicationBatchMax: 512, // log entries per replication message
+  replicationPipelineMax: 4, // replication messages in flight at once
+  replicationLogMax: 100_000, // unacked entries kept for the backup; beyond, it must resync by snapshot
+  answeredMax: 10_000, // answers remembered for idempotent retries (oldest forgotten first)
+  peerBodyBytesMax: 16_777_216, // one replication message between servers
+  bootstrapWaitMs: 3_000, // at a cluster's first start the backup may serve if the primary never came
 };
 
 export type Settings = typeof DEFAULT_SETTINGS;
@@ -109,6 +125,18 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     "ringSnapshotEveryWrites",
     `must be at most ringLogRetainMax (${s.ringLogRetainMax})`,
   );
+  relation(
+    s.leaseRenewMs * 3 <= s.primaryLeaseMs,
+    "leaseRenewMs",
+    `must be at most primaryLeaseMs / 3 (${Math.floor(s.primaryLeaseMs / 3)}) so one lost renewal does not lapse the lease`,
+  );
+  relation(s.leaseSafetyMs < s.primaryLeaseMs - s.leaseRenewMs, "leaseSafetyMs", "must leave room for renewals");
+  relation(
+    s.heartbeatMs * 2 <= s.primarySilenceMs,
+    "heartbeatMs",
+    `must be at most primarySilenceMs / 2 (${s.primarySilenceMs / 2})`,
+  );
+  relation(s.tickMs <= s.heartbeatMs, "tickMs", `must be at most heartbeatMs (${s.heartbeatMs})`);
   return problems;
 }
 
