@@ -3,17 +3,36 @@
  * waiters, ages) and the sessions, as tables for people or JSON for scripts.
  */
 import process from "node:process";
-import { connect, type StatusAnswer } from "../../lib/client/lock_client.ts";
-import { MutexdError } from "../../lib/wire/errors.ts";
+import type { StatusAnswer } from "../../lib/client/lock_client.ts";
+import { nodeUrl } from "../config.ts";
 import { EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
 
 const HELP = `Usage: mutexd status [--config FILE | --server URL] [--json]
 
-Shows the lock table of the serving lock server: each lock's holders (session, fencing token,
-mode, how long held), its FIFO queue, any lock-delay left, and the open sessions.
-  --json   print the server's answer as JSON (for scripts)
+Shows each lock server (role, epoch, whether it serves, lease left, backup sync state and lag),
+the arbiter's record, and the lock table of the serving server: each lock's holders (session,
+fencing token, mode, how long held), its FIFO queue, any lock-delay left, and the sessions.
+  --json   print it all as JSON (for scripts)
 Exit codes: 0 shown, 2 usage or cluster-file error, 5 no server answered.
 `;
+
+interface ServerReport {
+  url: string;
+  status?: StatusAnswer;
+  error?: string;
+}
+
+interface ArbiterReport {
+  url: string;
+  arbiter?: { epoch: number; primary: string | null; backup: string | null; backupInSync: boolean; leaseRemainingMs: number };
+  error?: string;
+}
+
+async function getJson<T>(url: string): Promise<T> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+  if (!response.ok) throw new Error(`status ${response.status}`);
+  return await response.json() as T;
+}
 
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
@@ -22,20 +41,57 @@ export function run(argv: string[]): Promise<number> {
       server: { type: "string" },
       json: { type: "boolean" },
     }, false);
-    const { urls } = lockServers(values);
-    let status: StatusAnswer;
-    try {
-      status = await connect({ servers: urls }).status();
-    } catch (error) {
-      if (error instanceof MutexdError) {
-        process.stderr.write(`mutexd: ${error.code}: ${error.message}\n`);
-        return EXIT.unavailable;
+    const { urls, cluster } = lockServers(values);
+    const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
+      try {
+        return { url, status: await getJson<StatusAnswer>(`${url}/v1/status`) };
+      } catch (error) {
+        return { url, error: (error as Error).message };
       }
-      throw error;
+    }));
+    const arbiterNode = cluster?.nodes.find((n) => n.role === "arbiter");
+    let arbiter: ArbiterReport | undefined;
+    if (arbiterNode) {
+      const url = nodeUrl(arbiterNode);
+      try {
+        arbiter = { url, ...(await getJson<{ arbiter: ArbiterReport["arbiter"] }>(`${url}/v1/status`)) };
+      } catch (error) {
+        arbiter = { url, error: (error as Error).message };
+      }
     }
-    process.stdout.write(values.json ? JSON.stringify(status, null, 2) + "\n" : formatStatus(status));
+    const answering = servers.filter((s) => s.status);
+    if (answering.length === 0) {
+      process.stderr.write(`mutexd: no lock server answered: ${servers.map((s) => `${s.url} (${s.error})`).join(", ")}\n`);
+      return EXIT.unavailable;
+    }
+    // The lock table of the server that serves; else of the first that answered.
+    const shown = answering.find((s) => s.status!.server?.serving) ?? answering[0];
+    if (values.json) {
+      process.stdout.write(JSON.stringify({ ...shown.status, shownFrom: shown.url, servers, arbiter }, null, 2) + "\n");
+    } else {
+      process.stdout.write(formatServers(servers, arbiter) + "\n" + formatStatus(shown.status!));
+    }
     return EXIT.ok;
   });
+}
+
+function formatServers(servers: ServerReport[], arbiter: ArbiterReport | undefined): string {
+  let out = "SERVERS\n" + table(
+    ["ID", "URL", "ROLE", "EPOCH", "SERVING", "LEASE", "BACKUP (mode acked lag)", "INDEX"],
+    servers.map(({ url, status, error }) => {
+      const s = status?.server;
+      if (!status || !s) return [status?.node.id ?? "?", url, error ? `unreachable (${error})` : "?", "", "", "", "", ""];
+      const backup = s.backup ? `${s.backup.id} ${s.backup.mode} ${s.backup.ackedIndex} ${s.backup.lagEntries}` : "-";
+      return [status.node.id, url, s.role, String(s.epoch), s.serving ? "yes" : "no", s.role === "primary" ? age(s.leaseRemainingMs) : "-", backup, String(s.lastIndex)];
+    }),
+  );
+  if (arbiter) {
+    const a = arbiter.arbiter;
+    out += a
+      ? `ARBITER ${arbiter.url}: epoch ${a.epoch}, primary ${a.primary}, backup ${a.backup} ${a.backupInSync ? "in sync" : "out of sync"}, lease ${age(a.leaseRemainingMs)} left\n`
+      : `ARBITER ${arbiter.url}: unreachable (${arbiter.error})\n`;
+  }
+  return out;
 }
 
 function age(ms: number): string {

@@ -336,6 +336,19 @@ export function connect(options: ConnectOptions): LockClient {
 
 export interface StatusAnswer {
   node: { id: string; role: string };
+  /** Replication state of this server (see lib/core/lock_replica.ts ReplicaStatus). */
+  server?: {
+    role: "joining" | "primary" | "backup";
+    epoch: number;
+    primary: string | null;
+    serving: boolean;
+    leaseRemainingMs: number;
+    backup: { id: string; mode: string; ackedIndex: number; lagEntries: number; arbiterRecordedInSync: boolean } | null;
+    lastIndex: number;
+    commitIndex: number;
+    hasState: boolean;
+    lastHeardFromPrimaryMs: number | null;
+  };
   lastToken: number;
   sessions: Array<{ session: string; ttlMs: number; ageMs: number; expiresInMs: number; locks: string[] }>;
   locks: Array<{

@@ -1,0 +1,155 @@
+/**
+ * The arbiter's decisions, table-driven on the pure core: leases, renewals, takeover allowed
+ * and refused, stale epochs, restarts. Each row is a request at a virtual time and the reply
+ * it must get; `persist` says whether the state must be written before the reply.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ArbiterCore, type ArbiterRequest, type ArbiterState } from "../lib/core/arbiter.ts";
+
+const OPTIONS = { primaryId: "p", backupId: "b", leaseMs: 500, bootstrapWaitMs: 3_000 };
+
+interface Row {
+  atMs: number;
+  request: ArbiterRequest;
+  expect: { type: "lease" | "refused" | "view"; epoch: number; primary?: string | null; becomeBackup?: boolean; fresh?: boolean };
+  persist?: Partial<ArbiterState>;
+}
+
+interface Case {
+  name: string;
+  restored?: ArbiterState;
+  startMs?: number;
+  rows: Row[];
+}
+
+const claim = (from: string, epoch: number, hasState: boolean): ArbiterRequest => ({ type: "claim", from, epoch, hasState });
+const renew = (from: string, epoch: number, backupInSync: boolean): ArbiterRequest => ({ type: "renew", from, epoch, backupInSync });
+const IN_SYNC: ArbiterState = { epoch: 3, primary: "p", backup: "b", backupInSync: true };
+const ALONE: ArbiterState = { epoch: 3, primary: "p", backup: "b", backupInSync: false };
+
+const CASES: Case[] = [
+  {
+    name: "first start: the configured primary gets epoch 1 and a lease, written before the reply",
+    rows: [{ atMs: 0, request: claim("p", 0, false), expect: { type: "lease", epoch: 1, primary: "p", fresh: true }, persist: { epoch: 1, primary: "p", backup: "b" } }],
+  },
+  {
+    name: "first start: the backup waits for the primary, then may serve after bootstrapWaitMs",
+    rows: [
+      { atMs: 100, request: claim("b", 0, false), expect: { type: "refused", epoch: 0, becomeBackup: false } },
+      { atMs: 3_000, request: claim("b", 0, false), expect: { type: "lease", epoch: 1, primary: "b", fresh: true }, persist: { epoch: 1, primary: "b", backup: "p" } },
+    ],
+  },
+  {
+    name: "renewal: the primary of the epoch gets its lease again; a change of sync state is persisted",
+    restored: ALONE,
+    rows: [
+      { atMs: 0, request: renew("p", 3, false), expect: { type: "lease", epoch: 3, primary: "p", fresh: false } },
+      { atMs: 100, request: renew("p", 3, true), expect: { type: "lease", epoch: 3 }, persist: { backupInSync: true } },
+    ],
+  },
+  {
+    name: "stale epoch: a renewal from an old epoch is refused and told to become backup",
+    restored: IN_SYNC,
+    rows: [{ atMs: 0, request: renew("p", 2, true), expect: { type: "refused", epoch: 3, primary: "p", becomeBackup: true } }],
+  },
+  {
+    name: "takeover refused while the primary's lease runs, allowed once it lapsed (new epoch)",
+    restored: IN_SYNC,
+    rows: [
+      { atMs: 0, request: renew("p", 3, true), expect: { type: "lease", epoch: 3 } },
+      { atMs: 499, request: claim("b", 3, true), expect: { type: "refused", epoch: 3, becomeBackup: true } },
+      { atMs: 500, request: claim("b", 3, true), expect: { type: "lease", epoch: 4, primary: "b", fresh: true }, persist: { epoch: 4, primary: "b", backup: "p", backupInSync: false } },
+      { atMs: 600, request: renew("p", 3, true), expect: { type: "refused", epoch: 4, primary: "b", becomeBackup: true } },
+    ],
+  },
+  {
+    name: "takeover refused when the backup is recorded out of sync, even with the lease lapsed",
+    restored: ALONE,
+    rows: [{ atMs: 10_000, request: claim("b", 3, true), expect: { type: "refused", epoch: 3, becomeBackup: true } }],
+  },
+  {
+    name: "takeover refused to a backup without state",
+    restored: IN_SYNC,
+    rows: [{ atMs: 10_000, request: claim("b", 3, false), expect: { type: "refused", epoch: 3, primary: "p", becomeBackup: true } }],
+  },
+  {
+    name: "restarted arbiter: it assumes it just renewed, so no takeover for one lease",
+    restored: IN_SYNC,
+    startMs: 1_000,
+    rows: [
+      { atMs: 1_200, request: claim("b", 3, true), expect: { type: "refused", epoch: 3 } },
+      { atMs: 1_500, request: claim("b", 3, true), expect: { type: "lease", epoch: 4, primary: "b" }, persist: { epoch: 4 } },
+    ],
+  },
+  {
+    name: "restarted primary without state: waits for its old lease, then yields to the in-sync backup",
+    restored: IN_SYNC,
+    rows: [
+      { atMs: 100, request: claim("p", 0, false), expect: { type: "refused", epoch: 3, becomeBackup: false } },
+      { atMs: 600, request: claim("p", 0, false), expect: { type: "refused", epoch: 3, primary: "p", becomeBackup: true } },
+      { atMs: 650, request: claim("b", 3, true), expect: { type: "lease", epoch: 4, primary: "b" }, persist: { epoch: 4 } },
+      { atMs: 700, request: claim("p", 0, false), expect: { type: "refused", epoch: 4, primary: "b", becomeBackup: true } },
+    ],
+  },
+  {
+    name: "restarted primary without state and no in-sync backup: a fresh epoch (the state is gone)",
+    restored: ALONE,
+    rows: [{ atMs: 600, request: claim("p", 0, false), expect: { type: "lease", epoch: 4, primary: "p", fresh: true }, persist: { epoch: 4 } }],
+  },
+  {
+    name: "unknown servers are refused and change nothing",
+    restored: IN_SYNC,
+    rows: [
+      { atMs: 10_000, request: claim("x", 3, true), expect: { type: "refused", epoch: 3, primary: "p" } },
+      { atMs: 10_000, request: renew("x", 3, true), expect: { type: "refused", epoch: 3, primary: "p" } },
+      { atMs: 10_000, request: { type: "whois", from: "x" }, expect: { type: "view", epoch: 3, primary: "p" } },
+    ],
+  },
+];
+
+for (const c of CASES) {
+  test(`arbiter: ${c.name}`, () => {
+    const core = new ArbiterCore(OPTIONS, c.restored ?? null, c.startMs ?? 0);
+    let lastEpoch = core.current.epoch;
+    for (const [i, row] of c.rows.entries()) {
+      const before = { ...core.current };
+      const { reply, persist } = core.step(row.request, row.atMs);
+      const got: Record<string, unknown> = { type: reply.type, epoch: reply.epoch };
+      for (const key of Object.keys(row.expect)) got[key] = (reply as unknown as Record<string, unknown>)[key];
+      assert.deepEqual(got, { ...row.expect }, `row ${i}: ${JSON.stringify(reply)}`);
+      if (row.persist) {
+        assert.ok(persist, `row ${i} must persist`);
+        assert.deepEqual({ ...persist, ...row.persist }, persist, `row ${i} persists ${JSON.stringify(persist)}`);
+        assert.deepEqual(persist, core.current, "what is persisted is the new state");
+      } else {
+        assert.equal(persist, undefined, `row ${i} must not write`);
+        assert.deepEqual(core.current, before, `row ${i} changes nothing`);
+      }
+      assert.ok(core.current.epoch >= lastEpoch, "epochs only grow");
+      lastEpoch = core.current.epoch;
+    }
+  });
+}
+
+test("arbiter: never grants one epoch twice over a long random sequence of requests", () => {
+  // A fixed pseudo-random walk (LCG, no Math.random) over claims and renewals of both servers.
+  let seed = 12345;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const core = new ArbiterCore(OPTIONS, null, 0);
+  const granted = new Map<number, string>();
+  let nowMs = 0;
+  for (let i = 0; i < 5_000; i++) {
+    nowMs += Math.floor(next() * 300);
+    const from = next() < 0.5 ? "p" : "b";
+    const epoch = Math.max(0, core.current.epoch - (next() < 0.2 ? 1 : 0));
+    const request = next() < 0.5 ? claim(from, epoch, next() < 0.7) : renew(from, epoch, next() < 0.5);
+    const { reply } = core.step(request, nowMs);
+    if (reply.type === "lease") {
+      const holder = granted.get(reply.epoch);
+      assert.ok(holder === undefined || holder === reply.primary, `epoch ${reply.epoch} granted to ${holder} and ${reply.primary}`);
+      granted.set(reply.epoch, reply.primary);
+    }
+  }
+  assert.ok(granted.size > 3, `the walk must exercise takeovers (saw ${granted.size} epochs)`);
+});
