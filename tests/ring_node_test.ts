@@ -412,3 +412,14 @@ test("snapshots: after ringSnapshotEveryWrites commits the node stores a snapsho
   const reply = node.catchUp(1);
   assert.equal(reply.snapshot?.wseq, 5, "a neighbour asking from before the log gets the snapshot");
 });
+
+test("a restarted node counts its start as a token sighting: no promise before tokenLossMs", () => {
+  const stored = { hardState: { epoch: 3, fenceMax: 9 }, records: [] };
+  const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: LIMITS, ticketPrefix: "t", stored });
+  node.start(1_000);
+  assert.equal(node.step({ type: "prepare", from: "a", epoch: 4 }, 1_000 + LIMITS.tokenLossMs - 1).result.type, "refused");
+  assert.equal(node.step({ type: "prepare", from: "a", epoch: 4 }, 1_000 + LIMITS.tokenLossMs).result.type, "promised");
+  const fresh = harness();
+  fresh.node.start(0);
+  assert.equal(fresh.step({ type: "prepare", from: "a", epoch: 1 }, 1).result.type, "promised", "a fresh node has held nothing");
+});

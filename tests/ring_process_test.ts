@@ -15,6 +15,7 @@ import { connectRing, type RingClient } from "../lib/client/ring_client.ts";
 import { eventually, freePort, mutexdArgv, type Proc, startMutexd, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 const SECTIONS_PER_CLIENT = 20;
+// Bun's node:test ignores bunfig's timeout (5 s default): each test names its own bound.
 const CLIENTS = 5;
 
 interface Ring {
@@ -38,7 +39,9 @@ async function startRing(size: number): Promise<Ring> {
     "tokenIdlePaceMs = 50",
     "tokenHopTimeoutMs = 500",
     "tokenRetryMs = 50",
-    "tokenLossMs = 2200",
+    "tokenLossMs = 3000",
+    "ringLeaseMaxMs = 3000",
+    "ringLeaseMs = 3000",
     "ringRegenRetryMs = 300",
     ...ids.flatMap((id, i) => ["[[nodes]]", `id = "${id}"`, 'role = "ring"', `http = "127.0.0.1:${ports[i]}"`, `dataDir = "data/${id}"`]),
   ].join("\n") + "\n";
@@ -167,15 +170,15 @@ async function runCounterScenario(size: number): Promise<void> {
   }
 }
 
-test("3 ring nodes: 5 clients × 20 read-add-write sections end at 100 on every node, same order everywhere, kept over a full restart", async () => {
+test("3 ring nodes: 5 clients × 20 read-add-write sections end at 100 on every node, same order everywhere, kept over a full restart", { timeout: 120_000 }, async () => {
   await runCounterScenario(3);
 });
 
-test("5 ring nodes: 5 clients × 20 read-add-write sections end at 100 on every node, same order everywhere, kept over a full restart", async () => {
+test("5 ring nodes: 5 clients × 20 read-add-write sections end at 100 on every node, same order everywhere, kept over a full restart", { timeout: 120_000 }, async () => {
   await runCounterScenario(5);
 });
 
-test("ring lock: a command outliving its lease is stopped and mutexd exits 4", async () => {
+test("ring lock: a command outliving its lease is stopped and mutexd exits 4", { timeout: 60_000 }, async () => {
   const ring = await startRing(3);
   try {
     const proc = startMutexd(["ring", "lock", "--server", ring.urls[1], "--lease", "400ms", "--grace", "200ms", "--", "sleep", "30"]);

@@ -273,6 +273,10 @@ export class RingNode {
    */
   start(nowMs: number): RingOutput {
     return this.run(nowMs, () => {
+      // A node with a past may have held the token, and granted a section, just before it
+      // stopped. Counting its start as a sighting of the token makes regeneration wait
+      // tokenLossMs ≥ ringLeaseMaxMs, so any such section has ended by then.
+      if (this.epoch > 0) this.lastTokenAtMs = nowMs;
       for (const entry of this.replica.pending()) {
         if (entry.epoch === this.epoch && entry.origin !== this.id) this.forward(entry);
       }
