@@ -45,25 +45,6 @@ export const DEFAULT_SETTINGS = {
   ringSnapshotEveryWrites: 1_000, // committed writes between two snapshots of the replica
   ringLogRetainMax: 10_000, // committed log entries kept in memory for neighbours' catch-up
 
-  // Ring.
-  ringLeaseMs: 5_000, // a ring critical section ends after this unless the client asks for less
-  ringLeaseMaxMs: 60_000, // longest lease an enter may ask for; bounds how long one node stalls the ring
-  tokenIdlePaceMs: 200, // an idle token rests this long at each node (CPU near zero); a wake cuts it short
-  tokenHopTimeoutMs: 1_000, // one HTTP attempt to hand the token or writes to the successor
-  tokenRetryMs: 100, // first retry after a failed hop; doubles up to tokenHopTimeoutMs, forever
-  tokenLossMs: 10_000, // no token seen anywhere this long: the first ring node regenerates (all must agree)
-  ringRegenRetryMs: 1_000, // pause between two regeneration attempts of the first ring node
-  ringPollGraceMs: 2_000, // a waiter whose client stopped polling this long is dropped
-  ringWaitersMax: 1_000, // queued enters per ring node
-  ringSectionWritesMax: 1_000, // writes of one section in flight around the ring at once
-  ringKeysMax: 100_000, // keys in the ring's replicated map
-  ringKeyLengthMax: 256, // characters of a key
-  ringValueBytesMax: 16_384, // UTF-8 bytes of a value
-  ringBatchWritesMax: 256, // writes per peer request (hand-off and catch-up)
-  ringGapBufferMax: 1_024, // out-of-order writes a node keeps while it fetches the gap
-  ringSnapshotEveryWrites: 1_000, // committed writes between two snapshots of the replica
-  ringLogRetainMax: 10_000, // committed log entries kept in memory for neighbours' catch-up
-
   // Primary/backup replication and the arbiter's lease (takeover after kill -9 ≈ primaryLeaseMs).
   primaryLeaseMs: 500, // the arbiter's lease on serving; a backup takes over only after it lapsed
   leaseRenewMs: 100, // the primary renews this often, so a few lost renewals do not lapse it
@@ -135,6 +116,11 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
   );
   relation(s.tickMs <= s.tokenIdlePaceMs, "tickMs", `must be at most tokenIdlePaceMs (${s.tokenIdlePaceMs})`);
   relation(
+    s.ringLeaseMaxMs <= s.tokenLossMs,
+    "ringLeaseMaxMs",
+    `must be at most tokenLossMs (${s.tokenLossMs}): a crashed holder's section must end before a new token exists`,
+  );
+  relation(
     s.ringKeyLengthMax + s.ringValueBytesMax + 1_024 <= s.bodyBytesMax,
     "ringValueBytesMax",
     "ringKeyLengthMax + ringValueBytesMax + 1024 must fit in bodyBytesMax (one put is one request)",
@@ -156,33 +142,6 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     `must be at most primarySilenceMs / 2 (${s.primarySilenceMs / 2})`,
   );
   relation(s.tickMs <= s.heartbeatMs, "tickMs", `must be at most heartbeatMs (${s.heartbeatMs})`);
-  relation(s.ringLeaseMs <= s.ringLeaseMaxMs, "ringLeaseMs", `must be at most ringLeaseMaxMs (${s.ringLeaseMaxMs})`);
-  relation(
-    s.tokenRetryMs <= s.tokenHopTimeoutMs,
-    "tokenRetryMs",
-    `must be at most tokenHopTimeoutMs (${s.tokenHopTimeoutMs}), the retry backoff's cap`,
-  );
-  relation(
-    s.tokenLossMs >= 4 * (s.tokenHopTimeoutMs + s.tokenIdlePaceMs),
-    "tokenLossMs",
-    "must be at least 4 × (tokenHopTimeoutMs + tokenIdlePaceMs) so a slow hop is not taken for a lost token",
-  );
-  relation(s.tickMs <= s.tokenIdlePaceMs, "tickMs", `must be at most tokenIdlePaceMs (${s.tokenIdlePaceMs})`);
-  relation(
-    s.ringLeaseMaxMs <= s.tokenLossMs,
-    "ringLeaseMaxMs",
-    `must be at most tokenLossMs (${s.tokenLossMs}): a crashed holder's section must end before a new token exists`,
-  );
-  relation(
-    s.ringKeyLengthMax + s.ringValueBytesMax + 1_024 <= s.bodyBytesMax,
-    "ringValueBytesMax",
-    "ringKeyLengthMax + ringValueBytesMax + 1024 must fit in bodyBytesMax (one put is one request)",
-  );
-  relation(
-    s.ringSnapshotEveryWrites <= s.ringLogRetainMax,
-    "ringSnapshotEveryWrites",
-    `must be at most ringLogRetainMax (${s.ringLogRetainMax})`,
-  );
   return problems;
 }
 
