@@ -30,14 +30,15 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     ticketPrefix: `${node.id}-${randomBytes(3).toString("hex")}-`,
     stored,
   });
-  let service: RingService | undefined;
+  // The peers deliver to this node itself in a ring of one; the service exists by then.
+  const self: { service?: RingService } = {};
   const peers = httpPeers({
     self: node.id,
     urls: new Map(ringNodes.map((n) => [n.id, nodeUrl(n)])),
     hopTimeoutMs: settings.tokenHopTimeoutMs,
-    local: () => service!,
+    local: () => self.service!,
   });
-  service = new RingService({
+  const service = new RingService({
     node: core,
     settings,
     clock: monotonicClock,
@@ -49,6 +50,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       process.exit(1);
     },
   });
+  self.service = service;
   const byId = new Map(ringNodes.map((n) => [n.id, nodeUrl(n)]));
   const app = createRingApp(service, {
     nodeId: node.id,
@@ -69,7 +71,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   return {
     url: `http://${node.host}:${server.port}`,
     async stop() {
-      service!.stop();
+      service.stop();
       await server.close();
       storage.close();
     },
