@@ -158,7 +158,7 @@ export class LockService {
   private onEffect(effect: Effect): void {
     switch (effect.type) {
       case "granted":
-        this.options.log.event("granted", { ...effect.grant });
+        this.options.log.event("granted", { ...effect.grant, epoch: this.replica.epoch });
         this.wake(effect.grant.name, effect.grant.session);
         return;
       case "waitEnded":

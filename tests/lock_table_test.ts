@@ -95,7 +95,7 @@ const CASES: Case[] = [
       assert.deepEqual(s.holders(), [b]);
       s.leave(b, s.tokenOf(b));
       assert.deepEqual(s.holders(), [c]);
-      assert.deepEqual(s.grantedTo(), [b, c]);
+      assert.deepEqual(s.grantedTo(), [a, b, c]);
     },
   },
   {

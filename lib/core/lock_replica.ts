@@ -287,6 +287,8 @@ export class LockReplica {
     const s = this.options.settings;
     const b = this.backup;
     const replicating = b.mode === "syncing" || b.mode === "inSync";
+    // Acks of later messages may overtake a resend point: never resend what is acked.
+    b.sentIndex = Math.max(b.sentIndex, this.resendFrom());
     // Bounded: each round sends at least one entry or stops.
     while (replicating && this.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.lastIndex) {
       const from = b.sentIndex + 1;

@@ -80,7 +80,11 @@ export type Result =
   | { ok: true; type: "leasesRestarted"; sessions: number }
   | { ok: false; error: ApiError };
 
-/** What happened besides the answer: the driver resolves long-polls and logs from these. */
+/**
+ * What happened besides the answer: the driver resolves long-polls and logs from these. Every
+ * new grant (at once or from the queue) appears as a "granted" effect; a repeated enter of a
+ * holder does not.
+ */
 export type Effect =
   | { type: "granted"; grant: Grant }
   | { type: "waitEnded"; name: string; session: string; reason: "deadline" | "sessionDead" | "withdrawn" }
@@ -290,7 +294,8 @@ export class LockTable {
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
       const grant = this.grant(lock, session, mode, lockDelayMs);
-      return { result: { ok: true, type: "granted", grant }, effects: [] };
+      // Every new grant is also an effect, so drivers log and replicas observe all of them alike.
+      return { result: { ok: true, type: "granted", grant }, effects: [{ type: "granted", grant }] };
     }
     if (waitMs === 0) {
       // A try-lock that fails changes nothing.

@@ -1,0 +1,235 @@
+/**
+ * Real processes: a primary, a backup and an arbiter started with `mutexd node`, killed with
+ * SIGKILL or paused with SIGSTOP as real failures would. Clients are the TypeScript client,
+ * in this process, recording a history that is checked afterwards (Jepsen-style): counters
+ * exact, fencing tokens strictly increasing per lock, no two servers serving at one moment.
+ * Time bounds here are generous correctness bounds, not speed targets (see docs/bench.md).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { connect, type StatusAnswer } from "../lib/client/lock_client.ts";
+import { eventually, freePort, type Proc, sleep, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+
+interface Cluster {
+  dir: string;
+  file: string;
+  urls: Record<"p1" | "b1" | "a1", string>;
+  procs: Map<string, Proc>;
+  start(id: "p1" | "b1" | "a1"): Promise<void>;
+  stopAll(): Promise<void>;
+}
+
+async function startCluster(): Promise<Cluster> {
+  const dir = tempDir();
+  const [p, b, a] = [await freePort(), await freePort(), await freePort()];
+  const file = writeCluster(
+    dir,
+    `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
+      `[[nodes]]\nid = "b1"\nrole = "backup"\nhttp = "127.0.0.1:${b}"\n\n` +
+      `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n`,
+  );
+  const urls = { p1: `http://127.0.0.1:${p}`, b1: `http://127.0.0.1:${b}`, a1: `http://127.0.0.1:${a}` };
+  const procs = new Map<string, Proc>();
+  const cluster: Cluster = {
+    dir,
+    file,
+    urls,
+    procs,
+    async start(id) {
+      procs.get(id)?.kill("SIGKILL");
+      const proc = startMutexd(["node", "--config", file, "--id", id]);
+      procs.set(id, proc);
+      await waitForHttp(`${urls[id]}/v1/health`);
+    },
+    async stopAll() {
+      for (const proc of procs.values()) {
+        proc.kill("SIGCONT");
+        proc.kill("SIGKILL");
+      }
+      await Promise.all([...procs.values()].map((p) => p.exited));
+    },
+  };
+  await cluster.start("a1");
+  await cluster.start("p1");
+  await cluster.start("b1");
+  await eventually("p1 serves with b1 in sync", async () => {
+    const s = await status(urls.p1);
+    return s?.server?.serving === true && s.server.backup?.arbiterRecordedInSync === true;
+  }, 15_000);
+  return cluster;
+}
+
+async function status(url: string, timeoutMs = 1_000): Promise<StatusAnswer | undefined> {
+  try {
+    const response = await fetch(`${url}/v1/status`, { signal: AbortSignal.timeout(timeoutMs) });
+    return response.ok ? await response.json() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function grantEvents(proc: Proc): Array<{ epoch: number; token: number }> {
+  return proc.stderr().split("\n").filter((l) => l.includes('"event":"granted"')).map((l) => JSON.parse(l));
+}
+
+test("failover: 10 clients on 5 locks, primary killed -9 mid-run: counters exact, tokens rise per lock, a lock held across the takeover is released normally", async () => {
+  const c = await startCluster();
+  try {
+    const servers = [c.urls.p1, c.urls.b1];
+    const locks = ["l0", "l1", "l2", "l3", "l4"];
+    for (const name of locks) {
+      writeFileSync(join(c.dir, `${name}.counter`), "0");
+      writeFileSync(join(c.dir, `${name}.fence`), "0");
+    }
+    const violations: string[] = [];
+    let increments = 0;
+    let failures = 0;
+    const errors: string[] = [];
+    // The resource: it rejects a write whose fencing token is not above the last one it saw.
+    const guardedIncrement = (name: string, token: number) => {
+      const fence = Number(readFileSync(join(c.dir, `${name}.fence`), "utf8"));
+      if (token <= fence) violations.push(`${name}: token ${token} after ${fence}`);
+      const counter = Number(readFileSync(join(c.dir, `${name}.counter`), "utf8"));
+      writeFileSync(join(c.dir, `${name}.counter`), String(counter + 1));
+      writeFileSync(join(c.dir, `${name}.fence`), String(token));
+      increments += 1;
+    };
+    // One client holds a lock across the takeover, then releases it at the new primary.
+    const holder = connect({ servers });
+    const held = await holder.lock("held", { ttlMs: 3_000, waitMs: 5_000 });
+    const opsPerClient = 12;
+    const worker = async (id: number) => {
+      const client = connect({ servers, failoverTimeoutMs: 8_000 });
+      for (let op = 0; op < opsPerClient; op++) {
+        const name = locks[(id + op) % locks.length];
+        try {
+          const lock = await client.lock(name, { ttlMs: 3_000, waitMs: 15_000 });
+          try {
+            guardedIncrement(name, lock.token);
+            await sleep(5);
+          } finally {
+            await lock.release();
+          }
+        } catch (error) {
+          failures += 1; // an operation that failed before its write did not count
+          errors.push(String(error));
+        }
+      }
+    };
+    const running = Promise.all(Array.from({ length: 10 }, (_, i) => worker(i)));
+    await eventually("a third of the operations are done", () => increments >= 40, 30_000);
+    c.procs.get("p1")!.kill("SIGKILL");
+    await running;
+    const counted = locks.reduce((sum, name) => sum + Number(readFileSync(join(c.dir, `${name}.counter`), "utf8")), 0);
+    assert.equal(counted, increments, "every increment done under a lock is in the counters: none lost or doubled");
+    assert.deepEqual(violations, [], "fencing tokens strictly increase per lock");
+    assert.ok(increments >= 100, `grants resumed after the takeover (${increments} of 120 done, ${failures} failed: ${errors.slice(0, 5)})`);
+    const after = await status(c.urls.b1);
+    assert.equal(after?.server?.role, "primary");
+    assert.equal(after?.server?.epoch, 2);
+    assert.ok(!held.signal.aborted, "the lock held across the takeover was not lost");
+    await held.release(); // leave at the new primary with the old token: accepted
+    assert.equal(after?.locks.find((l) => l.name === "held")?.holders[0].token, held.token);
+    assert.equal((await status(c.urls.b1))?.locks.find((l) => l.name === "held"), undefined, "released");
+  } finally {
+    await c.stopAll();
+  }
+});
+
+test("failover: the backup killed -9 and restarted catches up, counts as in sync again, and can take over", async () => {
+  const c = await startCluster();
+  try {
+    const client = connect({ servers: [c.urls.p1, c.urls.b1] });
+    const before = await client.lock("before", { ttlMs: 10_000 });
+    c.procs.get("b1")!.kill("SIGKILL");
+    await eventually("p1 records b1 out of sync", async () => (await status(c.urls.p1))?.server?.backup?.mode === "outOfSync");
+    const during = await client.lock("during", { ttlMs: 10_000 }); // committed with p1 alone
+    await c.start("b1");
+    // Only a backup the arbiter has recorded in sync may take over.
+    await eventually("b1 is in sync again", async () => (await status(c.urls.p1))?.server?.backup?.arbiterRecordedInSync === true, 10_000);
+    const copy = await status(c.urls.b1);
+    assert.deepEqual(copy?.locks.map((l) => [l.name, l.holders[0].token]).sort(), [["before", before.token], ["during", during.token]].sort());
+    c.procs.get("p1")!.kill("SIGKILL");
+    await eventually("b1 took over", async () => (await status(c.urls.b1))?.server?.serving === true, 10_000);
+    const after = await client.lock("after", { ttlMs: 10_000 });
+    assert.ok(after.token > during.token);
+    await during.release();
+    await before.release();
+  } finally {
+    await c.stopAll();
+  }
+});
+
+test("failover: backup paused (cut off from the primary): the primary goes on alone, at no moment do both serve, the backup resyncs", async () => {
+  const c = await startCluster();
+  try {
+    const client = connect({ servers: [c.urls.p1, c.urls.b1] });
+    const samples: Array<[boolean, boolean]> = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        // A paused server does not answer: it cannot serve either; short timeouts keep sampling.
+        const [p, b] = await Promise.all([status(c.urls.p1, 150), status(c.urls.b1, 150)]);
+        samples.push([p?.server?.serving === true, b?.server?.serving === true]);
+        await sleep(20);
+      }
+    })();
+    const tokens: number[] = [];
+    c.procs.get("b1")!.kill("SIGSTOP");
+    for (let i = 0; i < 15; i++) {
+      const lock = await client.lock("x", { ttlMs: 5_000, waitMs: 5_000 });
+      tokens.push(lock.token);
+      await lock.release();
+      await sleep(100);
+    }
+    c.procs.get("b1")!.kill("SIGCONT");
+    await eventually("b1 is in sync again", async () => (await status(c.urls.p1))?.server?.backup?.mode === "inSync", 10_000);
+    for (let i = 0; i < 3; i++) {
+      const lock = await client.lock("x", { ttlMs: 5_000, waitMs: 5_000 });
+      tokens.push(lock.token);
+      await lock.release();
+    }
+    sampling = false;
+    await sampler;
+    assert.ok(samples.length > 5, `sampled ${samples.length} times`);
+    assert.equal(samples.filter(([p, b]) => p && b).length, 0, "never both serving");
+    assert.equal(samples.filter(([, b]) => b).length, 0, "the cut-off backup never served");
+    for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1]);
+    assert.equal(grantEvents(c.procs.get("b1")!).length, 0, "the backup granted nothing");
+  } finally {
+    await c.stopAll();
+  }
+});
+
+test("failover: the primary paused past its lease grants nothing in the old epoch once resumed and becomes a backup", async () => {
+  const c = await startCluster();
+  try {
+    const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: 8_000 });
+    const first = await client.lock("x", { ttlMs: 5_000 });
+    await first.release();
+    const p1 = c.procs.get("p1")!;
+    const grantsBefore = grantEvents(p1).length;
+    p1.kill("SIGSTOP");
+    await eventually("b1 took over", async () => (await status(c.urls.b1))?.server?.serving === true, 10_000);
+    const second = await client.lock("x", { ttlMs: 5_000 });
+    // Resume the old primary while a client asks it first for the lock.
+    const third = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: 8_000 }).lock("x", { ttlMs: 5_000, waitMs: 10_000 });
+    await sleep(100);
+    p1.kill("SIGCONT");
+    await eventually("p1 became a backup in epoch 2", async () => {
+      const s = await status(c.urls.p1);
+      return s?.server?.role === "backup" && s.server.epoch === 2;
+    }, 10_000);
+    await second.release();
+    const thirdLock = await third;
+    assert.ok(thirdLock.token > second.token && second.token > first.token);
+    await thirdLock.release();
+    assert.equal(grantEvents(p1).length, grantsBefore, "no grant by the old primary after its pause");
+    assert.ok(grantEvents(c.procs.get("b1")!).every((g) => g.epoch === 2), "every grant of b1 is in epoch 2");
+    assert.ok(existsSync(c.file));
+  } finally {
+    await c.stopAll();
+  }
+});
