@@ -4,8 +4,9 @@
  */
 import type { NodeKind } from "./node_kind.ts";
 import { LOCK_KIND } from "./lock/kind.ts";
+import { RING_KIND } from "./ring/kind.ts";
 
-export const NODE_KINDS: readonly NodeKind[] = [LOCK_KIND];
+export const NODE_KINDS: readonly NodeKind[] = [LOCK_KIND, RING_KIND];
 
 export function kindsByName(names: readonly string[] | undefined): NodeKind[] {
   if (!names || names.length === 0) return [...NODE_KINDS];

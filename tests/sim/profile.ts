@@ -31,6 +31,8 @@ export interface ProfileOptions {
    * "-name" off, "none" switches every fault off. Applied in order.
    */
   faultOverrides: readonly string[];
+  /** Workload parameters forced after the draw, "kind.param" → value, e.g. "ring.nodes" → 5. */
+  paramOverrides?: Readonly<Record<string, number | string | boolean>>;
 }
 
 export function allFaults(kinds: readonly NodeKind[]): FaultType[] {
@@ -50,20 +52,25 @@ export function drawProfile(seed: number, kinds: readonly NodeKind[], options: P
   };
   const skewed = prng.chance(0.5);
   const faults: Record<string, number> = {};
-  const rateOf = (fault: FaultType) => {
-    const [low, high] = fault.ratePerSecond;
-    return round3(low + prng.float() * (high - low));
-  };
+  const drawnRates: Record<string, number> = {};
   const available = allFaults(kinds);
   for (const fault of available) {
-    // Draw for every fault, also opt-in ones, so switching one on does not shift the others.
+    // Draw for every fault, also opt-in ones, so switching one on ("+name") runs it at the rate
+    // this seed drew for it and shifts nothing else: the run is the one the seed would give if
+    // the fault were on by default.
     const on = prng.chance(0.5);
-    const rate = rateOf(fault);
-    if (on && !fault.optInReason) faults[fault.name] = rate;
+    const [low, high] = fault.ratePerSecond;
+    drawnRates[fault.name] = round3(low + prng.float() * (high - low));
+    if (on && !fault.optInReason) faults[fault.name] = drawnRates[fault.name];
   }
-  for (const override of options.faultOverrides) applyOverride(faults, available, override, prng);
+  for (const override of options.faultOverrides) applyOverride(faults, drawnRates, override);
   const params: Record<string, KindParams> = {};
   for (const kind of kinds) params[kind.name] = kind.drawParams(new Prng(seed).fork(`params:${kind.name}`), network);
+  for (const [key, value] of Object.entries(options.paramOverrides ?? {})) {
+    const [kind, param] = key.split(".");
+    if (!params[kind] || !(param in params[kind])) throw new Error(`unknown parameter ${key}`);
+    params[kind][param] = value;
+  }
   return {
     seed,
     kinds: kinds.map((k) => k.name),
@@ -77,18 +84,17 @@ export function drawProfile(seed: number, kinds: readonly NodeKind[], options: P
   };
 }
 
-function applyOverride(faults: Record<string, number>, available: FaultType[], override: string, prng: Prng): void {
+function applyOverride(faults: Record<string, number>, drawnRates: Record<string, number>, override: string): void {
   if (override === "none") {
     for (const name of Object.keys(faults)) delete faults[name];
     return;
   }
   const name = override.slice(1);
-  const fault = available.find((f) => f.name === name);
-  if (!fault || (override[0] !== "+" && override[0] !== "-")) {
-    throw new Error(`bad fault override ${override} (known faults: ${available.map((f) => f.name).join(", ")})`);
+  if (drawnRates[name] === undefined || (override[0] !== "+" && override[0] !== "-")) {
+    throw new Error(`bad fault override ${override} (known faults: ${Object.keys(drawnRates).join(", ")})`);
   }
   if (override[0] === "-") delete faults[name];
-  else faults[name] ??= round3(fault.ratePerSecond[0] + prng.float() * (fault.ratePerSecond[1] - fault.ratePerSecond[0]));
+  else faults[name] = drawnRates[name];
 }
 
 function round3(value: number): number {

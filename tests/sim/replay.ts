@@ -15,6 +15,8 @@ export interface RunSpec {
   safetyMs?: number;
   healMs?: number;
   faultOverrides?: string[];
+  /** "kind.param" → value, forced after the seed's draw. */
+  params?: Record<string, number | string | boolean>;
 }
 
 export interface ReplayFile {

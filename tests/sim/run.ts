@@ -14,6 +14,7 @@ export function runSpec(spec: RunSpec, trace: Partial<TraceOptions> = {}): SimRe
     safetyMs: spec.safetyMs,
     healMs: spec.healMs,
     faultOverrides: spec.faultOverrides,
+    paramOverrides: spec.params,
     trace,
   });
   return sim.run();

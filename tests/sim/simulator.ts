@@ -24,6 +24,7 @@ export interface SimOptions {
   safetyMs?: number;
   healMs?: number;
   faultOverrides?: readonly string[];
+  paramOverrides?: Readonly<Record<string, number | string | boolean>>;
   trace?: Partial<TraceOptions>;
   /** Events processed per run at most: a run that needs more is reported, not left spinning. */
   eventsMax?: number;
@@ -70,6 +71,7 @@ export class Sim {
       safetyMs: options.safetyMs ?? SAFETY_MS_DEFAULT,
       healMs: options.healMs ?? HEAL_MS_DEFAULT,
       faultOverrides: options.faultOverrides ?? [],
+      paramOverrides: options.paramOverrides,
     });
     this.prng = new Prng(options.seed);
     this.network = new Network(this, this.prng.fork("network"), this.profile.network);
@@ -143,7 +145,13 @@ export class Sim {
       }
       const event = this.queue.pop()!;
       this.nowMs = event.atMs;
-      event.run();
+      try {
+        event.run();
+      } catch (error) {
+        // A core's own assertion (or a crash of the driver) is a finding like any checker's.
+        const name = error instanceof Error && error.name === "AssertionError" ? "core.assertion" : "sim.exception";
+        this.violate(name, error instanceof Error ? `${error.message}` : String(error));
+      }
       this.events += 1;
       if (!this.violation) {
         const found = this.checkers.runAll();

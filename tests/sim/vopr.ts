@@ -6,7 +6,8 @@
  *   vopr.ts --replay FILE               run a saved failure again
  *
  * Options: --kinds lock,…  --safety-ms N  --heal-ms N  --seconds S (safety = heal = S/2)
- *          --faults +server-crash,-partition,none  --verbose (every message)  --quiet
+ *          --faults +server-crash,-partition,none  --set ring.nodes=5 (force a workload parameter)
+ *          --verbose (every message)  --quiet  --no-save (no replay file)
  * Exit status 1 when a run fails. Line 1 of every run is its seed and fault profile.
  */
 import process from "node:process";
@@ -19,7 +20,19 @@ import { allFaults } from "./profile.ts";
 function usage(): string {
   const faults = allFaults(NODE_KINDS).map((f) => `  ${f.optInReason ? "+" : " "}${f.name.padEnd(16)} ${f.doc}`).join("\n");
   return `Usage: vopr.ts [--seed N | --many N [--start N] | --replay FILE] [options]\n` +
+    `Options: --kinds a,b --safety-ms N --heal-ms N --seconds S --faults +x,-y,none --set kind.param=v --verbose --quiet --no-save\n` +
     `Node kinds: ${NODE_KINDS.map((k) => k.name).join(", ")}\nFaults (+ = opt-in):\n${faults}\n`;
+}
+
+/** `ring.nodes=5` → { "ring.nodes": 5 } (numbers when they look like numbers). */
+function parseSets(sets: string[]): Record<string, number | string> {
+  const params: Record<string, number | string> = {};
+  for (const set of sets) {
+    const [key, value] = set.split("=");
+    if (!key || value === undefined) throw new Error(`--set wants kind.param=value, got ${set}`);
+    params[key] = Number.isFinite(Number(value)) ? Number(value) : value;
+  }
+  return params;
 }
 
 function main(argv: string[]): number {
@@ -32,6 +45,7 @@ function main(argv: string[]): number {
       replay: { type: "string" },
       kinds: { type: "string" },
       faults: { type: "string" },
+      set: { type: "string", multiple: true },
       "safety-ms": { type: "string" },
       "heal-ms": { type: "string" },
       seconds: { type: "string" },
@@ -57,6 +71,7 @@ function main(argv: string[]): number {
     safetyMs: integer(values["safety-ms"], "--safety-ms") ?? (seconds !== undefined ? seconds * 500 : undefined),
     healMs: integer(values["heal-ms"], "--heal-ms") ?? (seconds !== undefined ? seconds * 500 : undefined),
     faultOverrides: values.faults ? values.faults.split(",") : undefined,
+    params: values.set ? parseSets(values.set) : undefined,
   };
   if (values.replay) {
     const file = loadReplay(values.replay);

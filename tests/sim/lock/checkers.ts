@@ -50,7 +50,7 @@ export function grantSurvivesChecker(clients: () => readonly LockClientActor[], 
       for (const client of clients()) {
         const belief = client.belief();
         if (!belief) continue;
-        const table = server.service?.table;
+        const table = server.table;
         if (!table) return `${belief.client} holds ${belief.name} token ${belief.token} but the server lost its table (crashed)`;
         const holder = table.locks.get(belief.name)?.holders.find((h) => h.session === belief.session);
         if (!holder || holder.token !== belief.token) {
@@ -83,7 +83,7 @@ export class TableObserver implements LockServerObserver {
   before(server: LockServerActor): TableBefore {
     const queues = new Map<string, string[]>();
     const held = new Set<string>();
-    for (const [name, lock] of server.service!.table.locks) {
+    for (const [name, lock] of server.table!.locks) {
       if (lock.queue.length > 0) queues.set(name, lock.queue.map((w) => w.session));
       for (const holder of lock.holders) held.add(`${name}\u0000${holder.session}`);
     }
@@ -92,7 +92,7 @@ export class TableObserver implements LockServerObserver {
 
   after(server: LockServerActor, beforeState: unknown, command: Command, output: Output): void {
     const before = beforeState as TableBefore;
-    const table = server.service!.table;
+    const table = server.table!;
     const nowMs = server.clock.nowMs();
     const grants = output.effects.flatMap((e) => (e.type === "granted" ? [e.grant] : []));
     const result = output.result;

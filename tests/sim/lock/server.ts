@@ -1,17 +1,17 @@
 /**
- * A simulated lock server: the real LockService (cluster/lock_service.ts, which wraps the real
- * LockTable) behind a simulated HTTP layer that mirrors cluster/lock_api.ts, a simulated ticker
- * (settings.tickMs) and the node's virtual clock. Long-polls are parked here and answered on
- * the table's effects or after min(waitMs, longPollMaxMs), as LockService.waitForTurn does
- * with setTimeout in the binary.
+ * A simulated single lock server: the real LockTable core (lib/core/lock_table.ts) behind a
+ * driver that mirrors the single-server cluster/lock_service.ts and cluster/lock_api.ts of
+ * commit da73b91: a ticker every settings.tickMs, the node's virtual clock, and long-polls
+ * parked here and answered on the table's effects or after min(waitMs, longPollMaxMs), as
+ * LockService.waitForTurn does with setTimeout in the binary. (The service itself is not
+ * imported: its long-poll needs real timers, and issue 5 turns it into the primary's driver,
+ * which comes to the simulator as its own node kind.)
  *
- * What persists across a crash: nothing, as in cluster/lock_server.ts today (a new session-id
- * prefix per incarnation, tokens above the wall clock × 1000).
+ * What persists across a crash: nothing, as in cluster/lock_server.ts of da73b91 (a new
+ * session-id prefix per incarnation, tokens above the wall clock × 1000).
  */
-import type { Command, Output } from "../../../lib/core/lock_table.ts";
+import { type Command, type Effect, LockTable, type Output } from "../../../lib/core/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
-import { LockService } from "../../../cluster/lock_service.ts";
-import type { Logger } from "../../../cluster/log.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
@@ -38,7 +38,7 @@ interface Poll {
 const POLLS_MAX = 10_000;
 
 export class LockServerActor extends Actor {
-  service: LockService | undefined;
+  table: LockTable | undefined;
   private readonly polls = new Map<string, Poll[]>();
   private pollCount = 0;
 
@@ -59,13 +59,8 @@ export class LockServerActor extends Actor {
   }
 
   private start(): void {
-    const log: Logger = {
-      event: (event, fields = {}) => this.sim.log(this.id, event === "granted" ? "+" : "-", `${event} ${brief(fields)}`),
-    };
-    this.service = new LockService({
-      settings: this.settings,
-      clock: this.clock,
-      log,
+    this.table = new LockTable({
+      limits: this.settings,
       sessionIdPrefix: `${this.id}-${this.incarnation}-`,
       tokenFloor: this.clock.wallMs() * 1000,
     });
@@ -80,7 +75,7 @@ export class LockServerActor extends Actor {
   }
 
   protected onCrash(): void {
-    this.service = undefined;
+    this.table = undefined;
     this.polls.clear();
     this.pollCount = 0;
   }
@@ -89,17 +84,37 @@ export class LockServerActor extends Actor {
     this.start();
   }
 
-  /** Applies one command through the service, lets the checkers look, answers woken polls. */
+  /** Applies one command at the node's time, lets the checkers look, answers woken polls. */
   private submit(command: Command): Output {
-    const service = this.service!;
     const before = this.observer.before(this);
-    const output = service.submit(command);
+    const output = this.table!.apply(command, this.clock.nowMs());
     this.observer.after(this, before, command, output);
-    for (const effect of output.effects) {
-      if (effect.type === "granted") this.wake(effect.grant.name, effect.grant.session);
-      else if (effect.type === "waitEnded") this.wake(effect.name, effect.session);
+    const result = output.result;
+    if (result.ok && result.type === "granted" && !output.effects.some((e) => e.type === "granted" && e.grant.token === result.grant.token)) {
+      this.sim.log(this.id, "+", `granted ${brief({ ...result.grant })}`);
     }
+    for (const effect of output.effects) this.onEffect(effect);
     return output;
+  }
+
+  private onEffect(effect: Effect): void {
+    const { type, ...fields } = effect;
+    if (type !== "granted" && type !== "waitEnded") this.sim.log(this.id, "-", `${type} ${brief(fields)}`);
+    if (effect.type === "granted") {
+      this.sim.log(this.id, "+", `granted ${brief({ ...effect.grant })} (queued)`);
+      this.wake(effect.grant.name, effect.grant.session);
+    } else if (effect.type === "waitEnded") {
+      this.wake(effect.name, effect.session);
+    }
+  }
+
+  private holderToken(name: string, session: string): number | undefined {
+    return this.table!.locks.get(name)?.holders.find((h) => h.session === session)?.token;
+  }
+
+  private queuePosition(name: string, session: string): number | undefined {
+    const index = this.table!.locks.get(name)?.queue.findIndex((w) => w.session === session) ?? -1;
+    return index >= 0 ? index + 1 : undefined;
   }
 
   protected receive(envelope: Envelope): void {
@@ -124,8 +139,8 @@ export class LockServerActor extends Actor {
       case "waiting":
         if (request.type === "enter") return this.park(envelope.from, request);
         throw new Error(`waiting answer to ${request.type}`);
-      case "ticked":
-        throw new Error("tick answer to a request");
+      default:
+        throw new Error(`unexpected answer ${result.type} to ${request.type}`);
     }
   }
 
@@ -165,21 +180,20 @@ export class LockServerActor extends Actor {
 
   /** What lock_api answers after waitForTurn: the grant, the place, or why the wait ended. */
   private answer(poll: Poll): void {
-    if (poll.answered || !this.service) return;
+    if (poll.answered || !this.table) return;
     poll.answered = true;
     const key = pollKey(poll.name, poll.session);
     const left = (this.polls.get(key) ?? []).filter((p) => p !== poll);
     if (left.length > 0) this.polls.set(key, left);
     else this.polls.delete(key);
     this.pollCount = Math.max(0, this.pollCount - 1);
-    const service = this.service;
-    const token = service.holderToken(poll.name, poll.session);
+    const token = this.holderToken(poll.name, poll.session);
     let body: EnterAnswer;
     if (token !== undefined) {
       body = { granted: true, name: poll.name, session: poll.session, token, mode: poll.mode };
     } else {
-      const position = service.queuePosition(poll.name, poll.session);
-      if (position === undefined && !service.table.sessions.has(poll.session)) {
+      const position = this.queuePosition(poll.name, poll.session);
+      if (position === undefined && !this.table.sessions.has(poll.session)) {
         const message = `session ${poll.session} expired while waiting`;
         return this.reply(poll.from, { type: "reply", reqId: poll.reqId, ok: false, code: "session_not_found", message });
       }

@@ -1,0 +1,150 @@
+/**
+ * The ring kind's invariants (research/ring-anchors.md §4.9). Per event: at most one client in
+ * the critical section by its own lease, at most one node running a section, at most one node
+ * holding the token of an epoch. Per core step (hooks): fencing tokens strictly increase over
+ * the whole run (across regenerations), a node's epoch never goes back (across restarts too),
+ * nodes agree on every committed write (same write at the same wseq), and every write acked to
+ * a client is the committed write at its wseq.
+ */
+import type { RingInput, RingOutput } from "../../../lib/core/ring_node.ts";
+import type { RingEntry, RingOp } from "../../../lib/core/ring_types.ts";
+import type { Checker } from "../checkers.ts";
+import type { Sim } from "../simulator.ts";
+import type { AckedWrite, RingClientActor, RingSection } from "./client.ts";
+import type { RingNodeActor, RingObserver } from "./node.ts";
+
+export const RING_CHECKERS = {
+  sectionMutex: "ring.section-mutex",
+  nodeSectionMutex: "ring.node-section-mutex",
+  tokenUnique: "ring.token-unique",
+  fencing: "ring.fencing",
+  epochMonotone: "ring.epoch-monotone",
+  prefixAgreement: "ring.prefix-agreement",
+  ackedWriteSurvives: "ring.acked-write-survives",
+} as const;
+
+export function writeSignature(author: string, op: RingOp): string {
+  return `${author}|${op.type}|${op.key}|${op.type === "put" ? op.value : ""}`;
+}
+
+export function sectionMutexChecker(clients: () => readonly RingClientActor[]): Checker {
+  return {
+    name: RING_CHECKERS.sectionMutex,
+    doc: "never two clients that believe (by their lease) they are in the ring's critical section",
+    check() {
+      let inside: RingSection | undefined;
+      for (const client of clients()) {
+        const section = client.belief();
+        if (!section) continue;
+        if (inside) return `${inside.client} (fence ${inside.fence} at ${inside.node}) and ${section.client} (fence ${section.fence} at ${section.node}) both in the section`;
+        inside = section;
+      }
+      return undefined;
+    },
+  };
+}
+
+export function nodeStateChecker(nodes: () => readonly RingNodeActor[]): Checker[] {
+  return [{
+    name: RING_CHECKERS.nodeSectionMutex,
+    doc: "at most one ring node runs a critical section whose lease has not ended",
+    check() {
+      const running = nodes().filter((n) => {
+        const section = n.core?.status(n.clock.nowMs()).section;
+        return n.up && section && section.leaseRemainingMs > 0;
+      });
+      return running.length > 1 ? `sections at ${running.map((n) => n.id).join(" and ")}` : undefined;
+    },
+  }, {
+    name: RING_CHECKERS.tokenUnique,
+    doc: "at most one ring node holds the token of any one epoch",
+    check() {
+      const holders = new Map<number, string>();
+      for (const node of nodes()) {
+        const token = node.core?.status(node.clock.nowMs()).heldToken;
+        if (!token || !node.up) continue;
+        const other = holders.get(token.epoch);
+        if (other) return `${other} and ${node.id} both hold the token of epoch ${token.epoch}`;
+        holders.set(token.epoch, node.id);
+      }
+      return undefined;
+    },
+  }];
+}
+
+export class RingStepObserver implements RingObserver {
+  private fenceMax = 0;
+  private readonly epochs = new Map<string, number>();
+  /** The committed write at each wseq, as first seen committed on any node. */
+  private readonly committed = new Map<number, string>();
+  private readonly checkedTo = new Map<string, number>();
+  private readonly acked = new Map<number, string>();
+  /** When each acknowledged write was acknowledged (global ms), for convergence at the end. */
+  readonly ackedAtMs = new Map<number, number>();
+
+  constructor(private readonly sim: Sim) {
+    for (const name of [RING_CHECKERS.fencing, RING_CHECKERS.epochMonotone, RING_CHECKERS.prefixAgreement, RING_CHECKERS.ackedWriteSurvives]) {
+      sim.checkers.declareHook(name);
+    }
+  }
+
+  restarted(node: RingNodeActor): void {
+    this.checkedTo.set(node.id, 0); // re-check what it replayed from its disk
+  }
+
+  afterStep(node: RingNodeActor, _input: RingInput | { type: "start" }, output: RingOutput): void {
+    for (const effect of output.effects) {
+      if (effect.type !== "event" || effect.event !== "granted") continue;
+      const fence = Number(effect.fields.fence);
+      if (fence <= this.fenceMax) {
+        return this.sim.violate(RING_CHECKERS.fencing, `${node.id} granted fence ${fence} ≤ earlier ${this.fenceMax} (epoch ${effect.fields.epoch})`);
+      }
+      this.fenceMax = fence;
+    }
+    const core = node.core!;
+    const epoch = core.status(0).epoch;
+    const before = this.epochs.get(node.id) ?? 0;
+    if (epoch < before) return this.sim.violate(RING_CHECKERS.epochMonotone, `${node.id} went from epoch ${before} back to ${epoch}`);
+    this.epochs.set(node.id, epoch);
+    this.checkCommitted(node);
+  }
+
+  /** Compares the writes this node committed since the last look with everyone's. */
+  private checkCommitted(node: RingNodeActor): void {
+    const replica = node.core!.replica;
+    const from = Math.max(this.checkedTo.get(node.id) ?? 0, replica.logStart - 1);
+    for (let wseq = from + 1; wseq <= replica.commit; wseq++) {
+      const entry: RingEntry | undefined = replica.entryAt(wseq);
+      if (!entry) continue;
+      const signature = writeSignature(entry.author, entry.op);
+      const known = this.committed.get(wseq);
+      if (known === undefined) this.committed.set(wseq, signature);
+      else if (known !== signature) {
+        return this.sim.violate(RING_CHECKERS.prefixAgreement, `${node.id} committed ${signature} at wseq ${wseq}, others ${known}`);
+      }
+      const acked = this.acked.get(wseq);
+      if (acked !== undefined && acked !== signature) {
+        return this.sim.violate(RING_CHECKERS.ackedWriteSurvives, `write ${acked} acked at wseq ${wseq}, but ${node.id} committed ${signature} there`);
+      }
+    }
+    this.checkedTo.set(node.id, Math.max(from, replica.commit));
+  }
+
+  /** A client got "written": it must be (or become) the committed write at that wseq. */
+  ackedWrite(write: AckedWrite): void {
+    const signature = writeSignature(write.author, write.op);
+    const known = this.committed.get(write.wseq);
+    if (known !== undefined && known !== signature) {
+      return this.sim.violate(RING_CHECKERS.ackedWriteSurvives, `write ${signature} acked at wseq ${write.wseq}, but ${known} is committed there`);
+    }
+    this.acked.set(write.wseq, signature);
+    this.ackedAtMs.set(write.wseq, this.sim.nowMs);
+  }
+
+  /** The highest wseq acknowledged no later than `atMs` (every node must commit up to it). */
+  ackedMaxBy(atMs: number): number {
+    let max = 0;
+    for (const [wseq, ackedAtMs] of this.ackedAtMs) if (ackedAtMs <= atMs) max = Math.max(max, wseq);
+    return max;
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * A ring node's simulated disk, with the semantics of cluster/ring/storage.ts: the hard state
+ * is replaced, log records are appended, a snapshot replaces the snapshot and rewrites the log
+ * to the entries after it. Everything stored survives a crash (the driver stores before it
+ * acts, so a crash between two events loses nothing stored); it is copied in and out so the
+ * core never shares objects with its disk.
+ */
+import type { PersistOp, RingStored } from "../../../lib/core/ring_node.ts";
+import type { RingHardState, RingLogRecord, RingSnapshot } from "../../../lib/core/ring_types.ts";
+
+export class SimRingDisk {
+  private hardState: RingHardState = { epoch: 0, fenceMax: 0 };
+  private snapshot: RingSnapshot | undefined;
+  private records: RingLogRecord[] = [];
+
+  apply(ops: readonly PersistOp[]): void {
+    for (const op of ops) {
+      if (op.type === "hardState") this.hardState = { ...op.state };
+      else if (op.type === "log") this.records.push(structuredClone(op.record));
+      else {
+        this.snapshot = structuredClone(op.snapshot);
+        this.records = op.tail.map((entry) => ({ type: "entry", entry: structuredClone(entry) }));
+      }
+    }
+  }
+
+  load(): RingStored {
+    return {
+      hardState: { ...this.hardState },
+      snapshot: this.snapshot ? structuredClone(this.snapshot) : undefined,
+      records: structuredClone(this.records),
+    };
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * The checkers bite: each test injects one deliberate bug into a real core FROM HERE (a
+ * prototype method wrapped or replaced for the test's duration, never a switch in production
+ * code), runs fresh seeds from seed 1 until the simulator fails, and expects the failure to come
+ * from the checker that owns the broken invariant, within a bounded number of runs. The seed and
+ * the number of runs it took are printed (the table in docs/simulator.md).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { LockTable } from "../lib/core/lock_table.ts";
+import { RingNode } from "../lib/core/ring_node.ts";
+import type { RunSpec } from "./sim/replay.ts";
+import { runSpec } from "./sim/run.ts";
+
+// deno-lint-ignore no-explicit-any
+type Proto = Record<string, any>;
+
+/** Replaces `proto[method]` with `make(original)` while `body` runs. */
+function patched<T>(proto: Proto, method: string, make: (original: Function) => Function, body: () => T): T {
+  const original = proto[method];
+  assert.equal(typeof original, "function", `no method ${method} to patch`);
+  proto[method] = make(original);
+  try {
+    return body();
+  } finally {
+    proto[method] = original;
+  }
+}
+
+/** Runs seeds 1, 2, … until one fails; returns that seed, the runs it took, and the verdict. */
+function hunt(spec: Omit<RunSpec, "seed">, runsMax: number) {
+  for (let run = 1; run <= runsMax; run++) {
+    const result = runSpec({ ...spec, seed: run }, { keepAll: false, tailLinesMax: 20 });
+    if (!result.ok) return { seed: result.seed, runs: run, checker: result.violation!.checker, message: result.violation!.message };
+  }
+  return undefined;
+}
+
+function expectCaught(bug: string, found: ReturnType<typeof hunt>, checkers: string[]): void {
+  assert.ok(found, `${bug}: no seed found it`);
+  console.log(`bug "${bug}": seed ${found.seed} after ${found.runs} run(s), ${found.checker}: ${found.message}`);
+  assert.ok(checkers.includes(found.checker), `${bug}: caught by ${found.checker} (${found.message}), expected ${checkers.join(" or ")}`);
+}
+
+const LOCK_ONLY = { kinds: ["lock"], safetyMs: 10_000, healMs: 20_000 };
+const RING_ONLY = { kinds: ["ring"], safetyMs: 10_000, healMs: 20_000 };
+const table = LockTable.prototype as unknown as Proto;
+const ringNode = RingNode.prototype as unknown as Proto;
+
+test("bug: the lock table grants to a waiter whose session is dead → lock.grant-to-live fails", { timeout: 60_000 }, () => {
+  // promote() without the liveness check of the queue head (etcd #11456).
+  const found = patched(table, "promote", () =>
+    function (this: Proto, lock: Proto, effects: Proto[]) {
+      if (this.nowMs < lock.delayUntilMs) return;
+      for (let i = 0; i < 1_000 && lock.queue.length > 0; i++) {
+        const head = lock.queue[0];
+        const session = this.sessions.get(head.session);
+        if (!session) {
+          lock.queue.shift();
+          effects.push({ type: "waitEnded", name: lock.name, session: head.session, reason: "sessionDead" });
+          continue;
+        }
+        if (!this.compatible(lock, head.mode)) return;
+        lock.queue.shift();
+        session.locks.delete(lock.name);
+        effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs) });
+        if (head.mode === "exclusive") return;
+      }
+    }, () => hunt(LOCK_ONLY, 300));
+  expectCaught("grant to a dead waiter", found, ["lock.grant-to-live"]);
+});
+
+test("bug: the lock table grants from the back of the queue → lock.fifo fails", { timeout: 60_000 }, () => {
+  const found = patched(table, "promote", (original) =>
+    function (this: Proto, lock: Proto, effects: Proto[]) {
+      lock.queue.reverse();
+      try {
+        return original.call(this, lock, effects);
+      } finally {
+        lock.queue.reverse();
+      }
+    }, () => hunt(LOCK_ONLY, 100));
+  expectCaught("break FIFO", found, ["lock.fifo"]);
+});
+
+test("bug: the lock table reuses a fencing token → lock.fencing fails", { timeout: 60_000 }, () => {
+  const found = patched(table, "grant", (original) =>
+    function (this: Proto, ...args: unknown[]) {
+      const grant = original.apply(this, args);
+      this.lastToken -= 1; // the next grant gets the same token again
+      return grant;
+    }, () => hunt(LOCK_ONLY, 100));
+  expectCaught("reuse a fencing token", found, ["lock.fencing"]);
+});
+
+test("bug: a keepalive extends the session by half its TTL → a client still inside its lease loses its grant", { timeout: 60_000 }, () => {
+  const found = patched(table, "keepAlive", (original) =>
+    function (this: Proto, sessionId: string) {
+      const output = original.call(this, sessionId);
+      const session = this.sessions.get(sessionId);
+      if (session) session.expiresAtMs = this.nowMs + Math.floor(session.ttlMs / 2);
+      return output;
+    }, () => hunt(LOCK_ONLY, 100));
+  expectCaught("expire sessions early", found, ["lock.grant-survives", "lock.client-mutex"]);
+});
+
+test("bug: a leave does not hand the lock to the next waiter (lost wake-up) → lock.liveness fails", { timeout: 60_000 }, () => {
+  const found = patched(table, "leave", (original) =>
+    function (this: Proto, ...args: unknown[]) {
+      this.promote = () => {}; // shadows the prototype's promote for this one call
+      try {
+        return original.apply(this, args);
+      } finally {
+        delete this.promote;
+      }
+    }, () => hunt(LOCK_ONLY, 100));
+  expectCaught("lost wake-up on leave", found, ["lock.liveness"]);
+});
+
+test("bug: ring nodes count fencing tokens each on their own, not with the token → ring.fencing fails", { timeout: 60_000 }, () => {
+  const found = patched(ringNode, "grant", (original) =>
+    function (this: Proto, waiter: unknown, holding: Proto) {
+      // Forget what the token and the other nodes granted: only this node's own count is left.
+      const seen = this.fenceMax;
+      this.fenceMax = this.ownFences ?? 0;
+      holding.token.fence = 0;
+      original.call(this, waiter, holding);
+      this.ownFences = this.fenceMax;
+      this.fenceMax = Math.max(seen, this.fenceMax);
+    }, () => hunt(RING_ONLY, 100));
+  expectCaught("ring fence not carried", found, ["ring.fencing"]);
+});
+
+test("bug: a ring node lets the token go on while its section runs → ring.section-mutex fails", { timeout: 60_000 }, () => {
+  const found = patched(ringNode, "grant", (original) =>
+    function (this: Proto, waiter: unknown, holding: Proto) {
+      original.call(this, waiter, holding);
+      this.section = null; // the node forgets the section it just granted, so the token moves on
+    }, () => hunt(RING_ONLY, 100));
+  expectCaught("token passed during a section", found, ["ring.section-mutex"]);
+});
