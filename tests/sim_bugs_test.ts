@@ -14,9 +14,11 @@ import { runSpec } from "./sim/run.ts";
 
 // deno-lint-ignore no-explicit-any
 type Proto = Record<string, any>;
+// deno-lint-ignore no-explicit-any
+type Method = (this: any, ...args: any[]) => any;
 
 /** Replaces `proto[method]` with `make(original)` while `body` runs. */
-function patched<T>(proto: Proto, method: string, make: (original: Function) => Function, body: () => T): T {
+function patched<T>(proto: Proto, method: string, make: (original: Method) => Method, body: () => T): T {
   const original = proto[method];
   assert.equal(typeof original, "function", `no method ${method} to patch`);
   proto[method] = make(original);

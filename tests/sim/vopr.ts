@@ -35,6 +35,25 @@ function parseSets(sets: string[]): Record<string, number | string> {
   return params;
 }
 
+/** Trace lines go out in blocks (a line per write is slow on long runs). */
+const pendingLines: string[] = [];
+
+function out(line: string): void {
+  pendingLines.push(line);
+  if (pendingLines.length >= 500) flush();
+}
+
+function flush(): void {
+  if (pendingLines.length > 0) process.stdout.write(pendingLines.join("\n") + "\n");
+  pendingLines.length = 0;
+}
+
+// A closed pipe (`vopr.ts --seed 1 | head`) ends the program quietly.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
+
 function main(argv: string[]): number {
   const { values } = parseArgs({
     args: argv,
@@ -75,8 +94,9 @@ function main(argv: string[]): number {
   };
   if (values.replay) {
     const file = loadReplay(values.replay);
-    const result = runSpec(file.spec, { echo: (line) => process.stdout.write(line + "\n"), verbose: values.verbose });
+    const result = runSpec(file.spec, { echo: out, verbose: values.verbose });
     const same = result.violation?.checker === file.violation?.checker && result.traceHash === file.traceHash;
+    flush();
     process.stdout.write(`replay of ${values.replay}: ${same ? "same run (same checker, same trace hash)" : `DIFFERS (was ${file.violation?.checker ?? "pass"} ${file.traceHash}, now ${result.violation?.checker ?? "pass"} ${result.traceHash})`}\n`);
     return result.ok ? 0 : 1;
   }
@@ -105,8 +125,9 @@ function main(argv: string[]): number {
   // No seed given: take one from the wall clock (the only use of it) and print it on line 1.
   const seed = integer(values.seed, "--seed") ?? Date.now() % 0x1_0000_0000;
   const spec: RunSpec = { ...base, seed };
-  const echo = values.quiet ? undefined : (line: string) => process.stdout.write(line + "\n");
+  const echo = values.quiet ? undefined : out;
   const result = runSpec(spec, { echo, verbose: values.verbose });
+  flush();
   if (values.quiet) process.stdout.write(`${result.header}\n${result.lines.at(-1)}\n`);
   if (!result.ok && !values["no-save"]) {
     saveReplay(replayPath(seed), spec, result);
@@ -117,7 +138,9 @@ function main(argv: string[]): number {
 
 try {
   process.exitCode = main(process.argv.slice(2));
+  flush();
 } catch (error) {
+  flush();
   process.stderr.write(`vopr: ${(error as Error).message}\n`);
   process.exitCode = 2;
 }

@@ -44,11 +44,16 @@ export function sectionMutexChecker(clients: () => readonly RingClientActor[]): 
   };
 }
 
-export function nodeStateChecker(nodes: () => readonly RingNodeActor[]): Checker[] {
+/**
+ * Node-state checks. Sections and tokens change only in core steps (time alone only ends
+ * leases), so these run after events that stepped a ring core, which `changed` reports.
+ */
+export function nodeStateChecker(nodes: () => readonly RingNodeActor[], changed: () => boolean): Checker[] {
   return [{
     name: RING_CHECKERS.nodeSectionMutex,
     doc: "at most one ring node runs a critical section whose lease has not ended",
     check() {
+      if (!changed()) return undefined;
       const running = nodes().filter((n) => {
         const section = n.core?.status(n.clock.nowMs()).section;
         return n.up && section && section.leaseRemainingMs > 0;
@@ -59,6 +64,7 @@ export function nodeStateChecker(nodes: () => readonly RingNodeActor[]): Checker
     name: RING_CHECKERS.tokenUnique,
     doc: "at most one ring node holds the token of any one epoch",
     check() {
+      if (!changed()) return undefined;
       const holders = new Map<number, string>();
       for (const node of nodes()) {
         const token = node.core?.status(node.clock.nowMs()).heldToken;
@@ -79,6 +85,8 @@ export class RingStepObserver implements RingObserver {
   private readonly committed = new Map<number, string>();
   private readonly checkedTo = new Map<string, number>();
   private readonly acked = new Map<number, string>();
+  /** Set by every core step, cleared by `takeChanged` (the node-state checkers' trigger). */
+  private stepped = true;
   /** When each acknowledged write was acknowledged (global ms), for convergence at the end. */
   readonly ackedAtMs = new Map<number, number>();
 
@@ -92,7 +100,17 @@ export class RingStepObserver implements RingObserver {
     this.checkedTo.set(node.id, 0); // re-check what it replayed from its disk
   }
 
+  /** Whether a ring core stepped since the last call (read by the last node-state checker). */
+  peekChanged(): boolean {
+    return this.stepped;
+  }
+
+  clearChanged(): void {
+    this.stepped = false;
+  }
+
   afterStep(node: RingNodeActor, _input: RingInput | { type: "start" }, output: RingOutput): void {
+    this.stepped = true;
     for (const effect of output.effects) {
       if (effect.type !== "event" || effect.event !== "granted") continue;
       const fence = Number(effect.fields.fence);

@@ -98,7 +98,9 @@ export const RING_KIND: NodeKind = {
       sim.addActor(client);
     }
     sim.checkers.register(sectionMutexChecker(() => clients));
-    for (const checker of nodeStateChecker(() => nodes)) sim.checkers.register(checker);
+    for (const checker of nodeStateChecker(() => nodes, () => observer.peekChanged())) sim.checkers.register(checker);
+    // Not an invariant: re-arms the trigger of the two checks above once both have looked.
+    sim.checkers.register({ name: "ring.node-state-trigger", doc: "bookkeeping for the node-state checks", check: () => void observer.clearChanged() });
 
     const { settleMs, boundMs, rotationMs } = ringLivenessBounds(params, sim.profile.network.delayMaxMs, settings);
     let settledAtMs = Number.POSITIVE_INFINITY;

@@ -172,8 +172,9 @@ export class RingNodeActor extends Actor {
     if (this.linkBusy || this.link.length === 0) return;
     this.linkBusy = true;
     const item = this.link[0];
-    const copy = structuredClone(item); // what goes on the wire is a copy, as JSON would be
-    this.call(this.core!.successor, { type: "deliver", reqId: 0, item: copy }, (answer) => {
+    // The receiver copies what it takes off the wire (as JSON would), so the item is shared
+    // here only until then.
+    this.call(this.core!.successor, { type: "deliver", reqId: 0, item }, (answer) => {
       if (answer.type === "result") this.linkAnswer(item, answer.result);
     }, () => this.linkRetry());
   }
