@@ -4,6 +4,10 @@ DENO := $(BIN)/deno
 BUN := $(BIN)/bun
 CONFIG ?= cluster/cluster.toml
 
+SEED ?= 1
+N ?= 200
+SECONDS ?= 60
+
 .PHONY: install test test-deno test-bun build build-deno up bench chaos sim sim-many check clean
 
 node_modules/.installed: package.json package-lock.json
@@ -33,6 +37,22 @@ build-deno: install
 ## up: the quick-start local cluster (Ctrl-C stops it).
 up: dist/mutexd
 	dist/mutexd up --config $(CONFIG)
+
+## sim: one simulator run with its readable event trace (make sim SEED=42).
+sim: install
+	$(BUN) tests/sim/vopr.ts --seed $(SEED)
+
+## sim-many: a batch of seeds; failing seeds are listed and saved under tests/sim/replay/.
+sim-many: install
+	$(BUN) tests/sim/vopr.ts --many $(N)
+
+## bench: the lock service under the peer benchmark's workloads, and takeover time (docs/bench.md).
+bench: install
+	$(BUN) tests/bench/run.ts
+
+## chaos: the real binary under real faults, checked from the recorded history (docs/chaos.md).
+chaos: build
+	$(BUN) tests/chaos/run.ts --seconds $(SECONDS)
 
 check: install
 	$(DENO) check main.ts tests/

@@ -74,7 +74,7 @@ function grantEvents(proc: Proc): Array<{ epoch: number; token: number }> {
   return proc.stderr().split("\n").filter((l) => l.includes('"event":"granted"')).map((l) => JSON.parse(l));
 }
 
-test("failover: 10 clients on 5 locks, primary killed -9 mid-run: counters exact, tokens rise per lock, a lock held across the takeover is released normally", async () => {
+test("failover: 10 clients on 5 locks, primary killed -9 mid-run: counters exact, tokens rise per lock, a lock held across the takeover is released normally", { timeout: 60_000 }, async () => {
   const c = await startCluster();
   try {
     const servers = [c.urls.p1, c.urls.b1];
@@ -138,7 +138,7 @@ test("failover: 10 clients on 5 locks, primary killed -9 mid-run: counters exact
   }
 });
 
-test("failover: the backup killed -9 and restarted catches up, counts as in sync again, and can take over", async () => {
+test("failover: the backup killed -9 and restarted catches up, counts as in sync again, and can take over", { timeout: 60_000 }, async () => {
   const c = await startCluster();
   try {
     const client = connect({ servers: [c.urls.p1, c.urls.b1] });
@@ -162,7 +162,7 @@ test("failover: the backup killed -9 and restarted catches up, counts as in sync
   }
 });
 
-test("failover: backup paused (cut off from the primary): the primary goes on alone, at no moment do both serve, the backup resyncs", async () => {
+test("failover: backup paused (cut off from the primary): the primary goes on alone, at no moment do both serve, the backup resyncs", { timeout: 60_000 }, async () => {
   const c = await startCluster();
   try {
     const client = connect({ servers: [c.urls.p1, c.urls.b1] });
@@ -203,7 +203,7 @@ test("failover: backup paused (cut off from the primary): the primary goes on al
   }
 });
 
-test("failover: the primary paused past its lease grants nothing in the old epoch once resumed and becomes a backup", async () => {
+test("failover: the primary paused past its lease grants nothing in the old epoch once resumed and becomes a backup", { timeout: 60_000 }, async () => {
   const c = await startCluster();
   try {
     const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: 8_000 });

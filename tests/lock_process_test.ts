@@ -47,7 +47,7 @@ function killPid(pid: number, signal: NodeJS.Signals = "SIGKILL"): void {
   }
 }
 
-test("real processes: 20 parallel `mutexd lock` read-sleep-write a counter to exactly 20, with tokens rising in run order", async () => {
+test("real processes: 20 parallel `mutexd lock` read-sleep-write a counter to exactly 20, with tokens rising in run order", { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const { url, proc } = await startPrimary(dir);
   try {
@@ -69,7 +69,7 @@ test("real processes: 20 parallel `mutexd lock` read-sleep-write a counter to ex
   }
 });
 
-test("real processes: kill -9 of a `mutexd lock` holding the lock hands it to the waiter within TTL + 1 s", async () => {
+test("real processes: kill -9 of a `mutexd lock` holding the lock hands it to the waiter within TTL + 1 s", { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const { url, proc } = await startPrimary(dir);
   const ttlMs = 2_000;
@@ -96,7 +96,7 @@ test("real processes: kill -9 of a `mutexd lock` holding the lock hands it to th
   }
 });
 
-test("real processes: a `mutexd lock` paused with SIGSTOP past its TTL stops its command when resumed and exits 4", async () => {
+test("real processes: a `mutexd lock` paused with SIGSTOP past its TTL stops its command when resumed and exits 4", { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const { url, proc } = await startPrimary(dir);
   const childPidFile = join(dir, "child.pid");
@@ -131,7 +131,7 @@ test("real processes: a `mutexd lock` paused with SIGSTOP past its TTL stops its
   }
 });
 
-test("real processes: --wait 0 on a held lock exits 3 without running the command", async () => {
+test("real processes: --wait 0 on a held lock exits 3 without running the command", { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const { url, proc } = await startPrimary(dir);
   const marker = join(dir, "ran");
@@ -149,7 +149,7 @@ test("real processes: --wait 0 on a held lock exits 3 without running the comman
   }
 });
 
-test("real processes: `mutexd lock` passes the command's exit status through and releases the lock", async () => {
+test("real processes: `mutexd lock` passes the command's exit status through and releases the lock", { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const { url, proc } = await startPrimary(dir);
   try {
@@ -163,7 +163,7 @@ test("real processes: `mutexd lock` passes the command's exit status through and
   }
 });
 
-test("real processes: `mutexd status` shows the holder with its token, and --json parses", async () => {
+test("real processes: `mutexd status` shows the holder with its token, and --json parses", { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const { url, file, proc } = await startPrimary(dir);
   const holder = startMutexd(["lock", "jobs/nightly", "--config", file, "--", "sleep", "30"]);
