@@ -6,9 +6,10 @@ CONFIG ?= cluster/cluster.toml
 
 SEED ?= 1
 N ?= 200
+START ?= 1
 SECONDS ?= 60
 
-.PHONY: install test test-deno test-bun build build-deno up bench chaos sim sim-many check clean
+.PHONY: install test test-deno test-bun build build-deno up bench chaos sim sim-many sim-replay sim-speed check clean
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -16,7 +17,9 @@ node_modules/.installed: package.json package-lock.json
 
 install: node_modules/.installed
 
-## test: the whole suite under Deno, then under Bun (what CI runs).
+## test: the whole suite under Deno, then under Bun (what CI runs). deno.json's tasks call deno
+## through node_modules/deno/bin.cjs: `deno task` runs a node_modules/.bin entry as a script, and
+## after npm's postinstall that entry is the ELF binary itself.
 test: test-deno test-bun
 
 test-deno: install
@@ -44,7 +47,15 @@ sim: install
 
 ## sim-many: a batch of seeds; failing seeds are listed and saved under tests/sim/replay/.
 sim-many: install
-	$(BUN) tests/sim/vopr.ts --many $(N)
+	$(BUN) tests/sim/vopr.ts --many $(N) --start $(START)
+
+## sim-replay: run a saved failure again (make sim-replay FILE=tests/sim/replay/36.json).
+sim-replay: install
+	$(BUN) tests/sim/vopr.ts --replay $(FILE)
+
+## sim-speed: simulated seconds per wall second, 5-node ring + lock servers (median of 5).
+sim-speed: install
+	$(BUN) tests/sim/speed.ts
 
 ## bench: the lock service under the peer benchmark's workloads, and takeover time (docs/bench.md).
 bench: install
