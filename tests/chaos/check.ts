@@ -1,0 +1,307 @@
+/**
+ * The offline checker of a chaos history (Jepsen/Maelstrom model: record, then check). It reads
+ * only the client-side history, never server state, and knows nothing of the fault schedule
+ * except to print faults next to an offending window.
+ *
+ *   bun tests/chaos/check.ts HISTORY.jsonl      exit 0: no violation; 1: violations printed
+ *
+ * Rules (each names the records that break it):
+ * - token-order: per lock (and for the ring), every granted fencing token is unique, and a grant
+ *   that completed before another was invoked has the smaller token.
+ * - mutex: per exclusive lock (and the ring), no two holds overlap. A hold runs from the grant's
+ *   ok to the holder's release invoke, or to the moment the holder was told the lock was lost
+ *   (its signal aborted), whichever is first; a hold never ended runs to the end of the history.
+ * - resource: the guarded counter of each lock ends equal to the number of acknowledged writes.
+ * - ring-counter: acknowledged ring increments wrote distinct values, increasing with the fence;
+ *   every ring node ends with the same committed counter, equal to the acknowledged increments
+ *   (plus at most the increments whose outcome is unknown).
+ * - liveness: after the final heal, every lock and every ring node granted once.
+ */
+import process from "node:process";
+import { type HistoryRecord, type OpName, readHistory } from "./history.ts";
+
+export type Rule = "token-order" | "mutex" | "resource" | "ring-counter" | "liveness" | "history";
+
+/** An operation: an invoke paired with its completion (`info` with end Infinity if none). */
+export interface Op {
+  id: number;
+  op: OpName;
+  type: "ok" | "fail" | "info";
+  client: string;
+  lock?: string;
+  token?: number;
+  value?: number;
+  node?: string;
+  fault?: string;
+  error?: string;
+  start: number;
+  end: number;
+}
+
+export interface Violation {
+  rule: Rule;
+  lock?: string;
+  message: string;
+  /** The operations that break the rule, earliest first. */
+  ops: Op[];
+}
+
+export interface CheckResult {
+  violations: Violation[];
+  stats: Record<string, number>;
+}
+
+/** Pairs invoke and completion records by id. Completion fields win over invoke fields. */
+export function pairOps(records: HistoryRecord[]): Op[] {
+  const byId = new Map<number, Op>();
+  for (const r of records) {
+    const known = byId.get(r.id);
+    if (r.type === "invoke") {
+      byId.set(r.id, { ...r, type: "info", start: r.start, end: Number.POSITIVE_INFINITY });
+    } else {
+      byId.set(r.id, { ...(known ?? {}), ...r, type: r.type, start: known?.start ?? r.start, end: r.end ?? r.start });
+    }
+  }
+  return [...byId.values()].sort((a, b) => a.start - b.start || a.id - b.id);
+}
+
+const ACQUIRE: Partial<Record<OpName, { release: OpName; lost: OpName }>> = {
+  acquire: { release: "release", lost: "lost" },
+  "ring-enter": { release: "ring-release", lost: "ring-lost" },
+};
+
+interface Hold {
+  grant: Op;
+  end: number;
+  /** The release or loss that ended the hold, when one did. */
+  ender?: Op;
+}
+
+function holdsOf(ops: Op[], historyEndMs: number): Map<string, Hold[]> {
+  const enders = new Map<string, Op>();
+  for (const op of ops) {
+    const isEnder = op.op === "release" || op.op === "lost" || op.op === "ring-release" || op.op === "ring-lost";
+    if (!isEnder || op.token === undefined) continue;
+    const key = `${op.client}|${op.lock}|${op.token}`;
+    const known = enders.get(key);
+    if (!known || op.start < known.start) enders.set(key, op);
+  }
+  const holds = new Map<string, Hold[]>();
+  for (const op of ops) {
+    if (!ACQUIRE[op.op] || op.type !== "ok" || op.token === undefined || op.lock === undefined) continue;
+    const ender = enders.get(`${op.client}|${op.lock}|${op.token}`);
+    const hold: Hold = { grant: op, end: ender ? ender.start : historyEndMs, ender };
+    if (!holds.has(op.lock)) holds.set(op.lock, []);
+    holds.get(op.lock)!.push(hold);
+  }
+  return holds;
+}
+
+function checkTokens(lock: string, grants: Op[], out: Violation[]): void {
+  const seen = new Map<number, Op>();
+  for (const g of grants) {
+    const twin = seen.get(g.token!);
+    if (twin) {
+      out.push({ rule: "token-order", lock, message: `token ${g.token} granted twice`, ops: [twin, g] });
+    } else {
+      seen.set(g.token!, g);
+    }
+  }
+  // Real-time order: A completed before B was invoked ⇒ token(A) < token(B).
+  const byEnd = [...grants].sort((a, b) => a.end - b.end);
+  const byStart = [...grants].sort((a, b) => a.start - b.start);
+  let next = 0;
+  let highest: Op | undefined;
+  for (const b of byStart) {
+    while (next < byEnd.length && byEnd[next].end < b.start) {
+      if (!highest || byEnd[next].token! > highest.token!) highest = byEnd[next];
+      next += 1;
+    }
+    if (highest && highest.token! >= b.token!) {
+      out.push({
+        rule: "token-order",
+        lock,
+        message: `token ${b.token} (invoked at ${b.start}) is not above token ${highest.token} granted before it (ok at ${highest.end})`,
+        ops: [highest, b],
+      });
+    }
+  }
+}
+
+function checkMutex(lock: string, holds: Hold[], out: Violation[]): void {
+  const sorted = [...holds].sort((a, b) => a.grant.end - b.grant.end);
+  let open: Hold | undefined;
+  for (const hold of sorted) {
+    if (open && hold.grant.end < open.end) {
+      const how = open.ender
+        ? `${open.ender.op === "lost" || open.ender.op === "ring-lost" ? "was told it lost the lock" : "invoked release"} at ${open.ender.start}`
+        : "never released it";
+      out.push({
+        rule: "mutex",
+        lock,
+        message: `${hold.grant.client} was granted token ${hold.grant.token} at ${hold.grant.end} while ` +
+          `${open.grant.client} held token ${open.grant.token} (granted at ${open.grant.end}; it ${how})`,
+        ops: [open.grant, ...(open.ender ? [open.ender] : []), hold.grant],
+      });
+    }
+    if (!open || hold.end > open.end) open = hold;
+  }
+}
+
+function checkResource(lock: string, ops: Op[], out: Violation[]): void {
+  const writes = ops.filter((o) => o.op === "write" && o.lock === lock);
+  const acked = writes.filter((o) => o.type === "ok");
+  const unknown = writes.filter((o) => o.type === "info");
+  const final = ops.find((o) => o.op === "final" && o.lock === lock && o.node === undefined && o.type === "ok");
+  if (!final || final.value === undefined) {
+    out.push({ rule: "history", lock, message: `no final read of the resource of ${lock}`, ops: [] });
+    return;
+  }
+  if (final.value < acked.length || final.value > acked.length + unknown.length) {
+    out.push({
+      rule: "resource",
+      lock,
+      message: `resource ${lock} ends at ${final.value} after ${acked.length} acknowledged writes` +
+        (unknown.length ? ` (+${unknown.length} unknown)` : ""),
+      ops: [...duplicateValues(acked), final],
+    });
+  }
+}
+
+/** Acknowledged writes that wrote a value another acknowledged write also wrote (lost updates). */
+function duplicateValues(acked: Op[]): Op[] {
+  const byValue = new Map<number, Op[]>();
+  for (const w of acked) {
+    if (w.value === undefined) continue;
+    if (!byValue.has(w.value)) byValue.set(w.value, []);
+    byValue.get(w.value)!.push(w);
+  }
+  return [...byValue.values()].filter((list) => list.length > 1).flat().slice(0, 10);
+}
+
+function checkRing(ops: Op[], out: Violation[]): void {
+  const puts = ops.filter((o) => o.op === "ring-put");
+  const finals = ops.filter((o) => o.op === "final" && o.node !== undefined);
+  if (puts.length === 0 && finals.length === 0) return;
+  const acked = puts.filter((o) => o.type === "ok");
+  const unknown = puts.filter((o) => o.type === "info");
+  const dups = duplicateValues(acked);
+  if (dups.length > 0) {
+    out.push({ rule: "ring-counter", lock: "ring", message: `acknowledged ring increments wrote the same value ${dups[0].value}`, ops: dups });
+  }
+  const byFence = [...acked].sort((a, b) => a.token! - b.token!);
+  for (let i = 1; i < byFence.length; i++) {
+    if (byFence[i].value! <= byFence[i - 1].value!) {
+      out.push({
+        rule: "ring-counter",
+        lock: "ring",
+        message: `fence ${byFence[i].token} wrote ${byFence[i].value}, not above fence ${byFence[i - 1].token}'s ${byFence[i - 1].value}`,
+        ops: [byFence[i - 1], byFence[i]],
+      });
+      break;
+    }
+  }
+  if (finals.length === 0) {
+    out.push({ rule: "history", lock: "ring", message: "no final read of the ring counter", ops: [] });
+    return;
+  }
+  const values = new Set(finals.map((f) => (f.type === "ok" ? f.value : undefined)));
+  if (values.size > 1) {
+    const shown = finals.map((f) => `${f.node}=${f.type === "ok" ? f.value : f.error ?? f.type}`).join(" ");
+    out.push({ rule: "ring-counter", lock: "ring", message: `ring nodes end with different counters: ${shown}`, ops: finals });
+  }
+  for (const f of finals) {
+    if (f.type !== "ok" || f.value === undefined) continue;
+    if (f.value < acked.length || f.value > acked.length + unknown.length) {
+      out.push({
+        rule: "ring-counter",
+        lock: "ring",
+        message: `ring node ${f.node} ends with counter ${f.value} after ${acked.length} acknowledged increments` +
+          (unknown.length ? ` (+${unknown.length} unknown)` : ""),
+        ops: [f],
+      });
+    }
+  }
+}
+
+export function checkOps(ops: Op[]): CheckResult {
+  const violations: Violation[] = [];
+  const finite = ops.flatMap((o) => [o.start, o.end]).filter(Number.isFinite);
+  const historyEndMs = finite.length ? Math.max(...finite) : 0;
+  const holds = holdsOf(ops, historyEndMs);
+  for (const [lock, list] of holds) {
+    checkTokens(lock, list.map((h) => h.grant), violations);
+    checkMutex(lock, list, violations);
+  }
+  const resourceLocks = new Set(ops.filter((o) => o.op === "write" && o.lock).map((o) => o.lock!));
+  for (const lock of resourceLocks) checkResource(lock, ops, violations);
+  checkRing(ops, violations);
+  for (const op of ops) {
+    if (op.op === "liveness" && op.type !== "ok") {
+      violations.push({ rule: "liveness", lock: op.lock ?? op.node, message: `no grant after the final heal: ${op.error ?? op.type}`, ops: [op] });
+    }
+  }
+  const stats: Record<string, number> = {};
+  for (const op of ops) stats[`${op.op}:${op.type}`] = (stats[`${op.op}:${op.type}`] ?? 0) + 1;
+  return { violations, stats };
+}
+
+export function checkHistory(records: HistoryRecord[]): CheckResult {
+  return checkOps(pairOps(records));
+}
+
+/** One history record as a short line, times relative to `originMs`. */
+export function formatRecord(r: HistoryRecord, originMs: number): string {
+  const at = (ms: number) => `${((ms - originMs) / 1000).toFixed(3)}s`;
+  const time = r.type === "invoke" ? at(r.start) : at(r.end ?? r.start);
+  const fields = [
+    r.lock && `lock=${r.lock}`,
+    r.node && `node=${r.node}`,
+    r.fault && `fault=${r.fault}`,
+    r.token !== undefined && `token=${r.token}`,
+    r.value !== undefined && `value=${r.value}`,
+    r.error && `error=${JSON.stringify(r.error.slice(0, 120))}`,
+  ].filter(Boolean).join(" ");
+  return `${time.padStart(9)} #${String(r.id).padEnd(6)} ${r.type.padEnd(6)} ${r.op.padEnd(12)} ${r.client.padEnd(8)} ${fields}`;
+}
+
+/** The violation and the history around it: records of its lock and every fault, in its window. */
+export function formatViolation(v: Violation, records: HistoryRecord[], linesMax = 60): string {
+  const originMs = records.length ? records[0].start : 0;
+  const times = v.ops.flatMap((o) => [o.start, o.end]).filter(Number.isFinite);
+  const fromMs = times.length ? Math.min(...times) - 300 : -Infinity;
+  const toMs = times.length ? Math.max(...times) + 300 : Infinity;
+  const ids = new Set(v.ops.map((o) => o.id));
+  const near = records.filter((r) => {
+    const t = r.type === "invoke" ? r.start : r.end ?? r.start;
+    if (t < fromMs || t > toMs) return false;
+    return ids.has(r.id) || r.op === "fault" || (v.lock !== undefined && r.lock === v.lock);
+  });
+  const shown = near.length > linesMax ? [...near.filter((r) => ids.has(r.id) || r.op === "fault"), ...near.slice(-10)] : near;
+  const unique = [...new Map(shown.map((r) => [`${r.id}:${r.type}`, r])).values()].sort(
+    (a, b) => (a.type === "invoke" ? a.start : a.end ?? a.start) - (b.type === "invoke" ? b.start : b.end ?? b.start),
+  );
+  const lines = unique.map((r) => `${ids.has(r.id) ? ">" : " "} ${formatRecord(r, originMs)}`);
+  return [`VIOLATION ${v.rule}${v.lock ? ` (${v.lock})` : ""}: ${v.message}`, ...lines].join("\n");
+}
+
+/** Reads, checks and prints; returns the exit status (0 clean, 1 violations). */
+export function checkFile(file: string, print: (line: string) => void = (l) => process.stdout.write(l + "\n")): number {
+  const records = readHistory(file);
+  const result = checkHistory(records);
+  const stats = Object.entries(result.stats).sort().map(([k, n]) => `${k}=${n}`).join(" ");
+  print(`check: ${records.length} records; ${stats}`);
+  for (const v of result.violations.slice(0, 20)) print(formatViolation(v, records));
+  if (result.violations.length > 20) print(`… and ${result.violations.length - 20} more violations`);
+  print(result.violations.length === 0 ? "check: OK, no violation" : `check: ${result.violations.length} violation(s)`);
+  return result.violations.length === 0 ? 0 : 1;
+}
+
+if (import.meta.main) {
+  const file = process.argv[2];
+  if (!file) {
+    process.stderr.write("Usage: check.ts HISTORY.jsonl\n");
+    process.exit(2);
+  }
+  process.exit(checkFile(file));
+}

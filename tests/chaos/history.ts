@@ -1,0 +1,118 @@
+/**
+ * The chaos history: one JSON object per line, Jepsen-style. Every client operation is written
+ * twice, an `invoke` record before it starts and a completion record (`ok`, `fail` or `info`)
+ * after it, sharing one `id`. `fail` means the operation certainly did not take effect; `info`
+ * means it is unknown (a timeout, a connection cut mid-request). Faults are written by the
+ * nemesis the same way, so the checker can print them next to an offending window.
+ *
+ * Times are wall-clock milliseconds (`performance.timeOrigin + performance.now()`, so with
+ * sub-millisecond precision). All clients live in the runner's process, so all times are read
+ * from one clock and comparable with each other; nothing compares them with server clocks.
+ */
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+
+export type RecordType = "invoke" | "ok" | "fail" | "info";
+
+/**
+ * Operation names.
+ * - acquire / release: `lock(name)` and `release()` of the lock client; ok of acquire has `token`.
+ * - lost: the handle's signal aborted (one `info` record, no invoke); `token` names the grant.
+ * - read / write: the guarded resource of a lock, with the grant's `token`; `value` is the
+ *   counter read or written. A write the resource refused (stale token) is a `fail`.
+ * - ring-enter / ring-release / ring-lost / ring-read / ring-put: the same for ring sections;
+ *   `token` is the section's fence and `lock` is "ring".
+ * - fault: the nemesis (`client` "nemesis"); `fault` names the kind, `node` the target.
+ * - final: after the run, the resource's counter (`lock`) or a ring node's counter (`node`).
+ * - liveness: after the final heal, one grant per lock and per ring node must succeed.
+ */
+export type OpName =
+  | "acquire"
+  | "release"
+  | "lost"
+  | "read"
+  | "write"
+  | "ring-enter"
+  | "ring-release"
+  | "ring-lost"
+  | "ring-read"
+  | "ring-put"
+  | "fault"
+  | "final"
+  | "liveness";
+
+export interface HistoryRecord {
+  id: number;
+  type: RecordType;
+  op: OpName;
+  client: string;
+  lock?: string;
+  token?: number;
+  value?: number;
+  node?: string;
+  fault?: string;
+  /** Wall-clock ms when the operation was invoked. */
+  start: number;
+  /** Wall-clock ms when it completed (completion records only). */
+  end?: number;
+  error?: string;
+}
+
+export function wallMs(): number {
+  return Math.round((performance.timeOrigin + performance.now()) * 100) / 100;
+}
+
+/**
+ * Appends records to a file, one line each, synchronously: a record is on disk before the next
+ * step of its client, so a run that dies midway still leaves a checkable prefix.
+ */
+export class HistoryWriter {
+  private nextId = 1;
+  count = 0;
+
+  constructor(readonly file: string) {
+    writeFileSync(file, "");
+  }
+
+  write(record: HistoryRecord): void {
+    appendFileSync(this.file, JSON.stringify(record) + "\n");
+    this.count += 1;
+  }
+
+  /** Writes the invoke record and returns a completion function for the same operation. */
+  invoke(
+    fields: Omit<HistoryRecord, "id" | "type" | "start" | "end">,
+  ): (type: Exclude<RecordType, "invoke">, more?: Partial<HistoryRecord>) => HistoryRecord {
+    const id = this.nextId++;
+    const start = wallMs();
+    this.write({ id, type: "invoke", ...fields, start });
+    let done = false;
+    return (type, more = {}) => {
+      if (done) throw new Error(`history: operation ${id} completed twice`);
+      done = true;
+      const record: HistoryRecord = { id, type, ...fields, ...more, start, end: wallMs() };
+      this.write(record);
+      return record;
+    };
+  }
+
+  /** A single `info` record for an event that has no invocation (a lock reported lost). */
+  event(fields: Omit<HistoryRecord, "id" | "type" | "start" | "end">): void {
+    const now = wallMs();
+    this.write({ id: this.nextId++, type: "info", ...fields, start: now, end: now });
+  }
+}
+
+/** Parses a history file; a torn last line (the runner killed mid-write) is skipped. */
+export function readHistory(file: string): HistoryRecord[] {
+  const lines = readFileSync(file, "utf8").split("\n");
+  const records: HistoryRecord[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (lines[i].trim() === "") continue;
+    try {
+      records.push(JSON.parse(lines[i]) as HistoryRecord);
+    } catch (error) {
+      if (i < lines.length - 2) throw new Error(`${file}:${i + 1}: not JSON: ${(error as Error).message}`);
+    }
+  }
+  return records;
+}

@@ -1,0 +1,215 @@
+/**
+ * `make chaos`: the real mutexd binary under real faults, checked from a recorded history
+ * (TigerBeetle's Vortex for the supervisor and nemesis, Jepsen's Maelstrom for record-then-check).
+ *
+ *   bun tests/chaos/run.ts [--seed N] [--seconds 60] [--lock-clients 6] [--ring-clients 3]
+ *   deno run -A tests/chaos/run.ts ...      (same flags)
+ *
+ * Line 1 is the seed, the binary and the fault profile. The seed picks the fault schedule; the
+ * timing is real and not replayable. Phases: start the cluster (p1, b1, a1; ring r1..r3) on
+ * loopback in a temp dir → faults and workload for --seconds (safety) → heal everything →
+ * liveness (one grant per lock and per ring node) → final reads → stop every node → run the
+ * offline checker (check.ts) on the history. Exit 0 clean, 1 violations, 2 usage, 3 the harness
+ * itself failed (the cluster did not start, the run overran its time bound).
+ */
+import { join } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { connect } from "../../lib/client/lock_client.ts";
+import { connectRing } from "../../lib/client/ring_client.ts";
+import { Prng, SEED_MAX } from "../../lib/core/prng.ts";
+import { eventually, sleep, tempDir } from "../_harness.ts";
+import { checkFile } from "./check.ts";
+import { describeStep, makeSchedule, runTrack } from "./faults.ts";
+import { HistoryWriter } from "./history.ts";
+import { chooseBinary, getJson, type NodeId, RING_NODES, Supervisor } from "./supervisor.ts";
+import { GuardedCounters, lockWorker, ringWorker, type WorkloadContext } from "./workload.ts";
+
+const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--lock-clients N] [--ring-clients N] [--locks N]
+  --seed N          picks the fault schedule (default: random; printed on line 1)
+  --seconds N       length of the fault phase, 5..3600 (default 60)
+  --lock-clients N  lock-service clients, 1..32 (default 6)
+  --ring-clients N  ring clients, spread over r1..r3, 0..12 (default 3)
+  --locks N         distinct lock names, 1..16 (default 3)
+Exit: 0 no violation, 1 violations (printed with their window), 2 usage, 3 harness failure.
+`;
+
+function parseFlags(): { seed: number; seconds: number; lockClients: number; ringClients: number; locks: number } {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: {
+      seed: { type: "string" },
+      seconds: { type: "string" },
+      "lock-clients": { type: "string" },
+      "ring-clients": { type: "string" },
+      locks: { type: "string" },
+      help: { type: "boolean" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const int = (text: string | undefined, fallback: number, min: number, max: number, name: string) => {
+    const n = text === undefined ? fallback : Number(text);
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      process.stderr.write(`--${name} must be an integer in ${min}..${max}\n${USAGE}`);
+      process.exit(2);
+    }
+    return n;
+  };
+  const randomSeed = crypto.getRandomValues(new Uint32Array(1))[0];
+  return {
+    seed: int(values.seed, randomSeed, 0, SEED_MAX, "seed"),
+    seconds: int(values.seconds, 60, 5, 3_600, "seconds"),
+    lockClients: int(values["lock-clients"], 6, 1, 32, "lock-clients"),
+    ringClients: int(values["ring-clients"], 3, 0, 12, "ring-clients"),
+    locks: int(values.locks, 3, 1, 16, "locks"),
+  };
+}
+
+const flags = parseFlags();
+const binary = chooseBinary();
+const schedule = makeSchedule(flags.seed, flags.seconds);
+const runtime = (globalThis as { Deno?: unknown }).Deno ? "deno" : "bun";
+const profile = Object.entries(schedule.profile).map(([k, w]) => `${k}=${w}`).join(" ");
+// Line 1: everything needed to run this schedule again.
+console.log(`chaos seed=${flags.seed} seconds=${flags.seconds} runtime=${runtime} binary=${binary.label} profile: ${profile}`);
+
+const t0 = Date.now();
+const stamp = () => `+${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s`;
+const print = (line: string) => console.log(`${stamp()} ${line}`);
+const dir = tempDir("mutexd-chaos-");
+const supervisor = await Supervisor.create(dir, binary.argv);
+const history = new HistoryWriter(join(dir, "history.jsonl"));
+let stopping = false;
+let interrupts = 0;
+
+async function abort(code: number, why: string): Promise<never> {
+  stopping = true;
+  print(why);
+  await supervisor.stopAll(1_000);
+  print(`history: ${history.file}`);
+  process.exit(code);
+}
+
+process.on("SIGINT", () => {
+  interrupts += 1;
+  if (interrupts > 1) {
+    supervisor.killAllSync();
+    process.exit(130);
+  }
+  void abort(130, "interrupted: stopping every node");
+});
+// The whole run has a bound: faults + stopping workers + heal + liveness + final reads.
+const watchdog = setTimeout(() => void abort(3, "harness: run overran its time bound"), (flags.seconds + 180) * 1_000);
+
+print(`dir ${dir}`);
+for (const track of ["lock", "ring"] as const) {
+  const steps = schedule.steps[track];
+  print(`${track} schedule: ${steps.length} steps; first: ${steps.slice(0, 3).map(describeStep).join("; ")}`);
+}
+
+// Start-up: every node, then wait for a serving primary with its backup in sync, and a token.
+for (const id of ["a1", "p1", "b1", "r1", "r2", "r3"] as NodeId[]) {
+  if (!(await supervisor.start(id))) await abort(3, `harness: ${id} did not start; see ${dir}/logs/${id}.log`);
+}
+try {
+  await eventually("p1 serves with b1 in sync", async () => {
+    const s = await getJson<{ server?: { serving?: boolean; backup?: { arbiterRecordedInSync?: boolean } } }>(`${supervisor.url("p1")}/v1/status`);
+    return s?.server?.serving === true && s.server.backup?.arbiterRecordedInSync === true;
+  }, 20_000);
+  await eventually("the token reaches every ring node", async () => {
+    const all = await Promise.all(RING_NODES.map((id) => getJson<{ epoch: number; lastTokenAgeMs: number | null }>(`${supervisor.url(id)}/v1/ring/status`)));
+    return all.every((s) => s && s.epoch > 0 && s.epoch === all[0]!.epoch && s.lastTokenAgeMs !== null);
+  }, 20_000);
+} catch (error) {
+  await abort(3, `harness: ${(error as Error).message}`);
+}
+print(`cluster up: ${supervisor.starts} processes`);
+
+// Safety phase: workload and nemesis side by side until the deadline.
+const prng = new Prng(flags.seed).fork("workload");
+const deadlineMs = Date.now() + flags.seconds * 1_000;
+const ctx: WorkloadContext = { history, prng, stopped: () => stopping || Date.now() >= deadlineMs };
+const counters = new GuardedCounters(join(dir, "resource"));
+const locks = Array.from({ length: flags.locks }, (_, i) => `l${i}`);
+const servers = [supervisor.url("p1"), supervisor.url("b1")];
+const workers: Promise<number>[] = [];
+for (let i = 0; i < flags.lockClients; i++) {
+  workers.push(lockWorker({ ...ctx, prng: prng.fork(`c${i}`) }, { client: `c${i}`, servers, locks, counters }));
+}
+for (let i = 0; i < flags.ringClients; i++) {
+  const node = RING_NODES[i % RING_NODES.length];
+  workers.push(ringWorker({ ...ctx, prng: prng.fork(`q${i}`) }, { client: `q${i}`, node, server: supervisor.url(node) }));
+}
+const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping };
+const progress = setInterval(() => print(`progress: ${history.count} records`), 10_000);
+const tracks = await Promise.all([runTrack(schedule.steps.lock, nemesis), runTrack(schedule.steps.ring, nemesis)]);
+print(`faults done: ${tracks[0]} lock steps, ${tracks[1]} ring steps; waiting for the clients to finish`);
+const results = await Promise.race([Promise.all(workers), sleep(60_000).then(() => undefined)]);
+clearInterval(progress);
+if (!results) await abort(3, "harness: clients did not finish within 60 s of the deadline");
+
+// Liveness phase: everything healed; every lock and every ring node must grant once.
+await supervisor.healAll();
+print("healed: liveness phase");
+await Promise.all([
+  ...locks.map(async (lock) => {
+    const done = history.invoke({ op: "liveness", client: "final", lock });
+    try {
+      const handle = await connect({ servers, failoverTimeoutMs: 20_000 }).lock(lock, { ttlMs: 5_000, waitMs: 20_000 });
+      done("ok", { token: handle.token });
+      await handle.release().catch(() => {});
+    } catch (error) {
+      done("fail", { error: String((error as Error).message) });
+    }
+  }),
+  ...(flags.ringClients > 0 ? RING_NODES : []).map(async (node) => {
+    const done = history.invoke({ op: "liveness", client: "final", node });
+    try {
+      const section = await connectRing({ server: supervisor.url(node), requestTimeoutMs: 5_000 }).lock({ waitMs: 25_000 });
+      done("ok", { token: section.token });
+      await section.release().catch(() => {});
+    } catch (error) {
+      done("fail", { error: String((error as Error).message) });
+    }
+  }),
+]);
+
+// Final reads: each resource counter; the ring counter at every node once they agree (≤ 15 s).
+for (const lock of locks) {
+  history.invoke({ op: "final", client: "final", lock })("ok", { value: counters.value(lock) });
+}
+if (flags.ringClients > 0) {
+  const read = async () =>
+    await Promise.all(RING_NODES.map(async (id) => {
+      try {
+        const got = await connectRing({ server: supervisor.url(id), requestTimeoutMs: 2_000 }).get("counter");
+        return { id, value: Number(got?.value ?? "0") };
+      } catch (error) {
+        return { id, error: String((error as Error).message) };
+      }
+    }));
+  let values = await read();
+  const settleDeadline = Date.now() + 15_000;
+  // Bounded by the deadline: nodes learn the commit watermark as the token passes.
+  while (Date.now() < settleDeadline && new Set(values.map((v) => v.value ?? v.error)).size > 1) {
+    await sleep(200);
+    values = await read();
+  }
+  for (const v of values) {
+    const done = history.invoke({ op: "final", client: "final", lock: "ring", node: v.id });
+    if (v.value !== undefined) done("ok", { value: v.value });
+    else done("info", { error: v.error });
+  }
+}
+
+await supervisor.stopAll();
+clearTimeout(watchdog);
+const elapsedS = ((Date.now() - t0) / 1000).toFixed(1);
+print(`stopped every node (${supervisor.starts} processes started in all); ${history.count} records in ${elapsedS} s`);
+print(`history: ${history.file}`);
+const status = checkFile(history.file);
+console.log(`chaos seed=${flags.seed}: ${status === 0 ? "PASS" : "FAIL"}`);
+process.exit(status);

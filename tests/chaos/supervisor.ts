@@ -1,0 +1,212 @@
+/**
+ * The chaos supervisor (TigerBeetle Vortex's supervisor.zig, in small): it writes a loopback
+ * cluster file, starts every node as a real process of the mutexd binary, and kills, pauses,
+ * resumes and restarts them by PID. It stops only processes it started, also on Ctrl-C and on
+ * failure: an exit hook sends SIGCONT then SIGKILL to every PID still running.
+ *
+ * Binary: dist/mutexd when it exists and is newer than every source file (`make build` made it
+ * from this tree), otherwise main.ts under the runtime running the supervisor.
+ */
+import { appendFileSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { freePort, mutexdArgv, type Proc, ROOT, sleep, startProcess, writeCluster } from "../_harness.ts";
+
+export type NodeId = "p1" | "b1" | "a1" | "r1" | "r2" | "r3";
+export const LOCK_SERVERS: NodeId[] = ["p1", "b1"];
+export const RING_NODES: NodeId[] = ["r1", "r2", "r3"];
+const ROLES: Record<NodeId, string> = { p1: "primary", b1: "backup", a1: "arbiter", r1: "ring", r2: "ring", r3: "ring" };
+const START_ORDER: NodeId[] = ["a1", "p1", "b1", "r1", "r2", "r3"];
+
+export type NodeState = "up" | "paused" | "down";
+
+/** Settings of the chaos cluster: lock service defaults; the ring made quick, as its process test does. */
+const SETTINGS = [
+  "tokenIdlePaceMs = 50",
+  "tokenHopTimeoutMs = 500",
+  "tokenRetryMs = 50",
+  "tokenLossMs = 3000",
+  "ringLeaseMaxMs = 3000",
+  "ringLeaseMs = 3000",
+  "ringRegenRetryMs = 300",
+];
+
+/** Newest modification time (ms) of the sources the binary is built from. */
+function newestSourceMs(): number {
+  let newest = statSync(join(ROOT, "main.ts")).mtimeMs;
+  // Bounded by the size of the tree; only lib/ and cluster/ are walked.
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
+    }
+  };
+  walk(join(ROOT, "lib"));
+  walk(join(ROOT, "cluster"));
+  return newest;
+}
+
+/** The argv prefix that runs mutexd, and a word for line 1 saying which one. */
+export function chooseBinary(): { argv: string[]; label: string } {
+  const binary = join(ROOT, "dist/mutexd");
+  if (existsSync(binary) && statSync(binary).mtimeMs > newestSourceMs()) return { argv: [binary], label: "dist/mutexd" };
+  const argv = mutexdArgv();
+  const why = existsSync(binary) ? "dist/mutexd older than the sources" : "no dist/mutexd";
+  return { argv, label: `${argv[0].split("/").pop()} main.ts (${why})` };
+}
+
+interface Node {
+  id: NodeId;
+  url: string;
+  proc?: Proc;
+  state: NodeState;
+  starts: number;
+}
+
+export class Supervisor {
+  readonly nodes = new Map<NodeId, Node>();
+  readonly clusterFile: string;
+  private readonly binary: string[];
+  private readonly started = new Set<Proc>();
+  private closed = false;
+
+  private constructor(readonly dir: string, clusterFile: string, urls: Map<NodeId, string>, binary: string[]) {
+    this.clusterFile = clusterFile;
+    this.binary = binary;
+    for (const [id, url] of urls) this.nodes.set(id, { id, url, state: "down", starts: 0 });
+    mkdirSync(join(dir, "logs"), { recursive: true });
+    // Whatever ends this process, no node it started outlives it.
+    process.on("exit", () => this.killAllSync());
+  }
+
+  static async create(dir: string, binary: string[]): Promise<Supervisor> {
+    const urls = new Map<NodeId, string>();
+    const lines = ["[cluster]", 'name = "chaos"', "[settings]", ...SETTINGS, ""];
+    for (const id of START_ORDER) {
+      const port = await freePort();
+      urls.set(id, `http://127.0.0.1:${port}`);
+      lines.push("[[nodes]]", `id = "${id}"`, `role = "${ROLES[id]}"`, `http = "127.0.0.1:${port}"`, `dataDir = "data/${id}"`, "");
+    }
+    // The ring order is the file order of ring nodes: r1, r2, r3 (START_ORDER lists them so).
+    return new Supervisor(dir, writeCluster(dir, lines.join("\n")), urls, binary);
+  }
+
+  url(id: NodeId): string {
+    return this.nodes.get(id)!.url;
+  }
+
+  state(id: NodeId): NodeState {
+    return this.nodes.get(id)!.state;
+  }
+
+  /** Starts `id` (which must be down) and waits until it answers /v1/health; false if it never did. */
+  async start(id: NodeId, timeoutMs = 15_000): Promise<boolean> {
+    const node = this.nodes.get(id)!;
+    if (this.closed) return false;
+    if (node.state !== "down") throw new Error(`supervisor: start ${id} while ${node.state}`);
+    node.starts += 1;
+    const log = join(this.dir, "logs", `${id}.log`);
+    appendFileSync(log, `--- start ${node.starts} at ${new Date().toISOString()}\n`);
+    const [cmd, ...pre] = this.binary;
+    const proc = startProcess(cmd, [...pre, "node", "--config", this.clusterFile, "--id", id]);
+    proc.child.stdout!.on("data", (d) => appendFileSync(log, d));
+    proc.child.stderr!.on("data", (d) => appendFileSync(log, d));
+    this.started.add(proc);
+    void proc.exited.then(() => this.started.delete(proc));
+    node.proc = proc;
+    node.state = "up";
+    const deadline = Date.now() + timeoutMs;
+    // Bounded by the deadline; each round sleeps.
+    while (Date.now() < deadline && !this.closed) {
+      if (proc.child.exitCode !== null || proc.child.signalCode !== null) break;
+      if (await healthy(node.url)) return true;
+      await sleep(50);
+    }
+    return false;
+  }
+
+  /** SIGKILL, and waits for the process to be gone so its port is free. */
+  async kill(id: NodeId): Promise<void> {
+    const node = this.nodes.get(id)!;
+    if (!node.proc || node.state === "down") return;
+    node.proc.kill("SIGKILL");
+    await Promise.race([node.proc.exited, sleep(5_000)]);
+    node.state = "down";
+    node.proc = undefined;
+  }
+
+  pause(id: NodeId): void {
+    const node = this.nodes.get(id)!;
+    if (node.state !== "up" || !node.proc) return;
+    node.proc.kill("SIGSTOP");
+    node.state = "paused";
+  }
+
+  resume(id: NodeId): void {
+    const node = this.nodes.get(id)!;
+    if (node.state !== "paused" || !node.proc) return;
+    // process.kill by PID (inside Proc.kill): Deno's child.kill ignores SIGCONT.
+    node.proc.kill("SIGCONT");
+    node.state = "up";
+  }
+
+  /** Brings every node back: resumes the paused ones, restarts the dead. */
+  async healAll(): Promise<void> {
+    for (const id of START_ORDER) this.resume(id);
+    for (const id of START_ORDER) {
+      if (this.state(id) === "down") await this.start(id);
+    }
+  }
+
+  /** SIGTERM to every node (SIGCONT first), SIGKILL to those still running after `graceMs`. */
+  async stopAll(graceMs = 3_000): Promise<void> {
+    this.closed = true;
+    const procs = [...this.started];
+    for (const proc of procs) {
+      proc.kill("SIGCONT");
+      proc.kill("SIGTERM");
+    }
+    await Promise.race([Promise.all(procs.map((p) => p.exited)), sleep(graceMs)]);
+    this.killAllSync();
+    await Promise.race([Promise.all(procs.map((p) => p.exited)), sleep(graceMs)]);
+    for (const node of this.nodes.values()) node.state = "down";
+  }
+
+  /** Synchronous last resort (exit hook, signal handler): SIGCONT + SIGKILL by PID. */
+  killAllSync(): void {
+    for (const proc of this.started) {
+      proc.kill("SIGCONT");
+      proc.kill("SIGKILL");
+    }
+  }
+
+  /** How many processes were started in all. */
+  get starts(): number {
+    return [...this.nodes.values()].reduce((sum, n) => sum + n.starts, 0);
+  }
+}
+
+export async function healthy(url: string, timeoutMs = 500): Promise<boolean> {
+  try {
+    const response = await fetch(`${url}/v1/health`, { signal: AbortSignal.timeout(timeoutMs) });
+    await response.body?.cancel();
+    return response.ok;
+  } catch {
+    return false;
+  }
+}
+
+/** GET a JSON status, or undefined (down, paused, or an error answer). */
+export async function getJson<T>(url: string, timeoutMs = 500): Promise<T | undefined> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!response.ok) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    return (await response.json()) as T;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * The chaos checker (tests/chaos/check.ts) on small hand-written histories: one good history
+ * that must pass, and for every rule a history that breaks it and must be caught, so the checker
+ * is shown to bite. Method: each history is a list of operations with explicit times, turned into
+ * invoke + completion records as the runner writes them.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { checkFile, checkHistory, formatViolation, type Rule } from "./chaos/check.ts";
+import type { HistoryRecord, OpName } from "./chaos/history.ts";
+import { HistoryWriter } from "./chaos/history.ts";
+import { tempDir } from "./_harness.ts";
+
+type Line = [type: "ok" | "fail" | "info" | "event" | "open", op: OpName, client: string, start: number, end: number, extra?: Partial<HistoryRecord>];
+
+/** Invoke + completion records per line; "event" is a lone info record, "open" a lone invoke. */
+function history(lines: Line[]): HistoryRecord[] {
+  const records: HistoryRecord[] = [];
+  lines.forEach(([type, op, client, start, end, extra = {}], i) => {
+    const id = i + 1;
+    if (type === "event") {
+      records.push({ id, type: "info", op, client, ...extra, start, end: start });
+      return;
+    }
+    records.push({ id, type: "invoke", op, client, lock: extra.lock, node: extra.node, start });
+    if (type !== "open") records.push({ id, type, op, client, ...extra, start, end });
+  });
+  return records.sort((a, b) => (a.end ?? a.start) - (b.end ?? b.start));
+}
+
+const L0 = { lock: "l0" };
+const L1 = { lock: "l1" };
+const RING = { lock: "ring" };
+
+/** A clean run: two locks (one with a lost lock and a refused zombie write), the ring, finals. */
+function good(): Line[] {
+  return [
+    ["ok", "fault", "nemesis", 1, 30, { fault: "kill", node: "p1" }],
+    ["ok", "acquire", "c1", 0, 10, { ...L0, token: 5 }],
+    ["ok", "read", "c1", 11, 12, { ...L0, token: 5, value: 0 }],
+    ["ok", "write", "c1", 13, 14, { ...L0, token: 5, value: 1 }],
+    ["ok", "release", "c1", 15, 20, { ...L0, token: 5 }],
+    ["ok", "acquire", "c2", 5, 25, { ...L0, token: 7 }], // waited; granted after c1's release
+    ["ok", "read", "c2", 26, 27, { ...L0, token: 7, value: 1 }],
+    ["ok", "write", "c2", 28, 29, { ...L0, token: 7, value: 2 }],
+    ["ok", "release", "c2", 30, 31, { ...L0, token: 7 }],
+    ["fail", "acquire", "c3", 26, 28, { ...L0, error: "not_acquired" }],
+    ["info", "acquire", "c3", 32, 40, { ...L0, error: "unreachable" }],
+    // l1: c1 is told it lost the lock (45) before c2's grant (50); its late write is refused.
+    ["ok", "acquire", "c1", 40, 41, { ...L1, token: 9 }],
+    ["ok", "read", "c1", 42, 43, { ...L1, token: 9, value: 0 }],
+    ["event", "lost", "c1", 45, 45, { ...L1, token: 9 }],
+    ["ok", "acquire", "c2", 42, 50, { ...L1, token: 10 }],
+    ["ok", "read", "c2", 51, 52, { ...L1, token: 10, value: 0 }],
+    ["ok", "write", "c2", 53, 54, { ...L1, token: 10, value: 1 }],
+    ["fail", "write", "c1", 55, 56, { ...L1, token: 9, value: 1, fault: "zombie", error: "stale" }],
+    ["ok", "release", "c2", 57, 58, { ...L1, token: 10 }],
+    ["ok", "release", "c1", 60, 61, { ...L1, token: 9 }],
+    // ring: two sections in turn; a third whose put is unknown.
+    ["ok", "ring-enter", "q0", 0, 5, { ...RING, node: "r1", token: 1 }],
+    ["ok", "ring-read", "q0", 6, 6, { ...RING, token: 1, value: 0 }],
+    ["ok", "ring-put", "q0", 7, 9, { ...RING, token: 1, value: 1 }],
+    ["ok", "ring-release", "q0", 10, 11, { ...RING, token: 1 }],
+    ["ok", "ring-enter", "q1", 3, 12, { ...RING, node: "r2", token: 2 }],
+    ["ok", "ring-read", "q1", 13, 13, { ...RING, token: 2, value: 1 }],
+    ["ok", "ring-put", "q1", 14, 15, { ...RING, token: 2, value: 2 }],
+    ["ok", "ring-release", "q1", 16, 17, { ...RING, token: 2 }],
+    ["ok", "ring-enter", "q2", 18, 19, { ...RING, node: "r3", token: 4 }],
+    ["info", "ring-put", "q2", 20, 25, { ...RING, token: 4, value: 3, error: "unreachable" }],
+    ["ok", "ring-release", "q2", 26, 27, { ...RING, token: 4 }],
+    ["ok", "liveness", "final", 70, 71, { ...L0, token: 20 }],
+    ["ok", "liveness", "final", 70, 72, { node: "r1", token: 21 }],
+    ["ok", "final", "final", 80, 80, { ...L0, value: 2 }],
+    ["ok", "final", "final", 80, 80, { ...L1, value: 1 }],
+    ["ok", "final", "final", 81, 81, { ...RING, node: "r1", value: 3 }],
+    ["ok", "final", "final", 81, 81, { ...RING, node: "r2", value: 3 }],
+    ["ok", "final", "final", 81, 81, { ...RING, node: "r3", value: 3 }],
+  ];
+}
+
+/** The good history with the lines of `from` (by index) replaced or removed. */
+function mutate(changes: Record<number, Line | null>, extra: Line[] = []): HistoryRecord[] {
+  const lines = good().map((line, i) => (i in changes ? changes[i] : line)).filter((l): l is Line => l !== null);
+  return history([...lines, ...extra]);
+}
+
+function rules(records: HistoryRecord[]): Rule[] {
+  return checkHistory(records).violations.map((v) => v.rule);
+}
+
+test("chaos checker: a clean history passes (a lost lock, a refused zombie write, an unknown ring put)", () => {
+  const result = checkHistory(history(good()));
+  assert.deepEqual(result.violations, []);
+  assert.equal(result.stats["acquire:ok"], 4);
+});
+
+test("chaos checker: a token granted twice on one lock is caught", () => {
+  assert.deepEqual(rules(mutate({ 5: ["ok", "acquire", "c2", 5, 25, { ...L0, token: 5 }] })), ["token-order"]);
+});
+
+test("chaos checker: a token below one granted before it was invoked is caught", () => {
+  // c2's grant (token 4) was invoked at 16, after c1's grant (token 5) completed at 10.
+  const found = rules(mutate({ 5: ["ok", "acquire", "c2", 16, 25, { ...L0, token: 4 }] }));
+  assert.deepEqual(found, ["token-order"]);
+  // Concurrent acquires may complete in either order: no violation then.
+  assert.deepEqual(rules(mutate({ 5: ["ok", "acquire", "c2", 5, 25, { ...L0, token: 4 }] })), []);
+});
+
+test("chaos checker: two holders at once are caught, with the offending window", () => {
+  // c2 granted at 14, before c1 invoked its release at 15.
+  const records = mutate({ 5: ["ok", "acquire", "c2", 5, 14.5, { ...L0, token: 7 }] });
+  const { violations } = checkHistory(records);
+  assert.deepEqual(violations.map((v) => v.rule), ["mutex"]);
+  const text = formatViolation(violations[0], records);
+  assert.match(text, /VIOLATION mutex \(l0\): c2 was granted token 7 .* while c1 held token 5/);
+  assert.match(text, /> .*ok\s+acquire\s+c2/, "the offending grant is marked");
+  assert.match(text, /fault=kill/, "faults in the window are shown");
+});
+
+test("chaos checker: a lock reported lost only after the next grant is an overlap", () => {
+  assert.deepEqual(rules(mutate({ 13: ["event", "lost", "c1", 50.5, 50.5, { ...L1, token: 9 }] })), ["mutex"]);
+});
+
+test("chaos checker: a hold never released overlaps every later grant", () => {
+  assert.deepEqual(rules(mutate({ 4: null })), ["mutex"]);
+});
+
+test("chaos checker: a guarded counter that is not exact is caught", () => {
+  assert.deepEqual(rules(mutate({ 33: ["ok", "final", "final", 80, 80, { ...L0, value: 1 }] })), ["resource"]);
+  assert.deepEqual(rules(mutate({ 33: ["ok", "final", "final", 80, 80, { ...L0, value: 3 }] })), ["resource"]);
+  assert.deepEqual(rules(mutate({ 33: null })), ["history"], "no final read: cannot be checked");
+});
+
+test("chaos checker: ring nodes that end with different counters are caught", () => {
+  const found = rules(mutate({ 37: ["ok", "final", "final", 81, 81, { ...RING, node: "r3", value: 2 }] }));
+  assert.deepEqual(found, ["ring-counter"]);
+});
+
+test("chaos checker: a lost ring update (two acknowledged increments wrote one value) is caught", () => {
+  const found = rules(mutate({
+    25: ["ok", "ring-read", "q1", 13, 13, { ...RING, token: 2, value: 0 }],
+    26: ["ok", "ring-put", "q1", 14, 15, { ...RING, token: 2, value: 1 }],
+    29: ["fail", "ring-put", "q2", 20, 25, { ...RING, token: 4, value: 2, error: "not_in_section" }],
+    35: ["ok", "final", "final", 81, 81, { ...RING, node: "r1", value: 1 }],
+    36: ["ok", "final", "final", 81, 81, { ...RING, node: "r2", value: 1 }],
+    37: ["ok", "final", "final", 81, 81, { ...RING, node: "r3", value: 1 }],
+  }));
+  // The duplicate value, the value not rising with the fence, and each of three nodes below 2.
+  assert.deepEqual(found, Array(5).fill("ring-counter"));
+});
+
+test("chaos checker: ring counters below the acknowledged increments, or fences out of order, are caught", () => {
+  const low = (node: string): Line => ["ok", "final", "final", 81, 81, { ...RING, node, value: 1 }];
+  assert.deepEqual(rules(mutate({ 35: low("r1"), 36: low("r2"), 37: low("r3") })), ["ring-counter", "ring-counter", "ring-counter"]);
+  // q1's section (invoked at 3) completes at 12 with fence 2; a later section with fence 2 again.
+  const found = rules(mutate({ 28: ["ok", "ring-enter", "q2", 18, 19, { ...RING, node: "r3", token: 2 }] }));
+  assert.ok(found.includes("token-order"), `got ${found}`);
+});
+
+test("chaos checker: two ring sections at once are caught", () => {
+  // q1 granted at 9.5 while q0 still held its section (release invoked at 10).
+  const found = rules(mutate({ 24: ["ok", "ring-enter", "q1", 3, 9.5, { ...RING, node: "r2", token: 2 }] }));
+  assert.deepEqual(found, ["mutex"]);
+});
+
+test("chaos checker: no grant after the final heal is a liveness violation", () => {
+  assert.deepEqual(rules(mutate({ 31: ["fail", "liveness", "final", 70, 90, { ...L0, error: "not_acquired" }] })), ["liveness"]);
+});
+
+test("chaos checker: checkFile reads a history file and exits 1 on a violation, 0 on a clean one", () => {
+  const dir = tempDir("mutexd-chaos-check-");
+  const write = (name: string, records: HistoryRecord[]) => {
+    const writer = new HistoryWriter(join(dir, name));
+    for (const r of records) writer.write(r);
+    return writer.file;
+  };
+  const out: string[] = [];
+  assert.equal(checkFile(write("good.jsonl", history(good())), (l) => out.push(l)), 0);
+  assert.match(out.at(-1)!, /OK, no violation/);
+  const bad = write("bad.jsonl", mutate({ 4: null }));
+  out.length = 0;
+  assert.equal(checkFile(bad, (l) => out.push(l)), 1);
+  assert.ok(out.some((l) => l.startsWith("VIOLATION mutex (l0)")), out.join("\n"));
+});
