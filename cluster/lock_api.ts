@@ -56,7 +56,9 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     const ttlMs = field.integer(input, "ttlMs", settings.sessionTtlMs);
     const result = await submit({ type: "openSession", ttlMs }, field.optionalString(input, "requestId"));
     if (result.type !== "session") throw new Error(`unexpected result ${result.type}`);
-    return c.json({ session: result.session, ttlMs: result.ttlMs }, 201);
+    // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out a
+    // lost answer soon after that instead of after its whole wait.
+    return c.json({ session: result.session, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201);
   });
 
   app.get("/v1/sessions", (c) => c.json({ sessions: service.view().sessions }));

@@ -52,8 +52,8 @@ export interface LockOptions {
  * queue within this time even before its session expires. Settings keep waitMaxMs above it.
  */
 export const WAIT_CHUNK_MS = 60_000;
-/** Extra time a long-poll may take beyond its wait before the client gives up on the request. */
-const LONG_POLL_SLACK_MS = 60_000;
+/** How long a server may hold a waiting enter when it has not said (its default). */
+const DEFAULT_LONG_POLL_MS = 5_000;
 
 function nowMs(): number {
   return performance.now();
@@ -64,6 +64,8 @@ export class LockClient {
   private current = 0;
   private readonly requestTimeoutMs: number;
   private readonly failoverTimeoutMs: number;
+  /** The longest a server holds a waiting enter (learnt when a session opens). */
+  private longPollMs = DEFAULT_LONG_POLL_MS;
 
   constructor(options: ConnectOptions) {
     this.servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((s) => s.replace(/\/$/, ""));
@@ -131,10 +133,11 @@ export class LockClient {
   /** Opens a session and keeps it alive until closed or lost. */
   async openSession(options: { ttlMs?: number } = {}): Promise<Session> {
     const sentAtMs = nowMs();
-    const opened = await this.request<{ session: string; ttlMs: number }>("POST", "/v1/sessions", {
+    const opened = await this.request<{ session: string; ttlMs: number; longPollMaxMs?: number }>("POST", "/v1/sessions", {
       ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }),
       requestId: crypto.randomUUID(),
     });
+    if (opened.longPollMaxMs !== undefined) this.longPollMs = opened.longPollMaxMs;
     return new Session(this, opened.session, opened.ttlMs, sentAtMs);
   }
 
@@ -159,7 +162,7 @@ export class LockClient {
         mode: options.mode ?? "exclusive",
         waitMs: chunkMs,
         lockDelayMs: options.lockDelayMs ?? 0,
-      }, Math.min(chunkMs, LONG_POLL_SLACK_MS));
+      }, Math.min(chunkMs, this.longPollMs));
       if (answer.granted) return answer;
       if (!answer.waiting || remainingMs === 0) {
         if (answer.waiting) await this.leave(name, { session: options.session }).catch(() => {});
