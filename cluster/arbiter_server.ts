@@ -57,7 +57,7 @@ function isArbiterRequest(value: Record<string, unknown>): value is ArbiterReque
   if (typeof value.from !== "string") return false;
   if (value.type === "whois") return true;
   if (!Number.isSafeInteger(value.epoch)) return false;
-  if (value.type === "renew") return typeof value.backupInSync === "boolean";
+  if (value.type === "renew") return typeof value.backupInSync === "boolean" && Number.isSafeInteger(value.seq);
   return value.type === "claim" && typeof value.hasState === "boolean";
 }
 

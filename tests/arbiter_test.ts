@@ -24,9 +24,16 @@ interface Case {
 }
 
 const claim = (from: string, epoch: number, hasState: boolean): ArbiterRequest => ({ type: "claim", from, epoch, hasState });
-const renew = (from: string, epoch: number, backupInSync: boolean): ArbiterRequest => ({ type: "renew", from, epoch, backupInSync });
-const IN_SYNC: ArbiterState = { epoch: 3, primary: "p", backup: "b", backupInSync: true };
-const ALONE: ArbiterState = { epoch: 3, primary: "p", backup: "b", backupInSync: false };
+let renewSeq = 0;
+const renew = (from: string, epoch: number, backupInSync: boolean, seq = ++renewSeq): ArbiterRequest => ({
+  type: "renew",
+  from,
+  epoch,
+  backupInSync,
+  seq,
+});
+const IN_SYNC: ArbiterState = { epoch: 3, primary: "p", backup: "b", backupInSync: true, reportSeq: 0 };
+const ALONE: ArbiterState = { epoch: 3, primary: "p", backup: "b", backupInSync: false, reportSeq: 0 };
 
 const CASES: Case[] = [
   {
@@ -46,6 +53,14 @@ const CASES: Case[] = [
     rows: [
       { atMs: 0, request: renew("p", 3, false), expect: { type: "lease", epoch: 3, primary: "p", fresh: false } },
       { atMs: 100, request: renew("p", 3, true), expect: { type: "lease", epoch: 3 }, persist: { backupInSync: true } },
+    ],
+  },
+  {
+    name: "a late renewal (timed out at the primary, delivered after a newer one) does not undo the newer sync report",
+    restored: IN_SYNC,
+    rows: [
+      { atMs: 0, request: renew("p", 3, false, 7), expect: { type: "lease", epoch: 3 }, persist: { backupInSync: false, reportSeq: 7 } },
+      { atMs: 10, request: renew("p", 3, true, 6), expect: { type: "lease", epoch: 3 } },
     ],
   },
   {

@@ -21,11 +21,16 @@ export interface ArbiterState {
   backup: string | null;
   /** The primary's last word on the backup: every acknowledged change is on the backup. */
   backupInSync: boolean;
+  /**
+   * Sequence number of that word within the epoch. A renewal that timed out at the primary may
+   * still arrive after a later one; its older word must not overwrite the newer.
+   */
+  reportSeq: number;
 }
 
 export type ArbiterRequest =
-  /** From the serving primary: extend my lease; `backupInSync` is my view of the backup. */
-  | { type: "renew"; from: string; epoch: number; backupInSync: boolean }
+  /** From the serving primary: extend my lease; `backupInSync` is my view of the backup, `seq` its order. */
+  | { type: "renew"; from: string; epoch: number; backupInSync: boolean; seq: number }
   /** From a server that wants to serve: at start (`hasState` false) or as a backup taking over. */
   | { type: "claim"; from: string; epoch: number; hasState: boolean }
   /** Anyone: who is primary in which epoch. */
@@ -59,7 +64,8 @@ export class ArbiterCore {
   private lastNowMs: number;
 
   constructor(private readonly options: ArbiterOptions, restored: ArbiterState | null, nowMs: number) {
-    this.state = restored ?? { epoch: 0, primary: null, backup: null, backupInSync: false };
+    this.state = restored ?? { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 };
+    this.state.reportSeq ??= 0;
     assert(Number.isSafeInteger(this.state.epoch) && this.state.epoch >= 0, "epoch must be a non-negative integer");
     // After a restart the arbiter cannot know when it last renewed: assume it just did.
     this.leaseUntilMs = this.state.primary === null ? nowMs : nowMs + options.leaseMs;
@@ -93,8 +99,8 @@ export class ArbiterCore {
       return this.refuse(`epoch ${this.state.epoch} is served by ${this.state.primary}`, true);
     }
     let persist: ArbiterState | undefined;
-    if (request.backupInSync !== this.state.backupInSync) {
-      this.state = { ...this.state, backupInSync: request.backupInSync };
+    if (request.seq > this.state.reportSeq && request.backupInSync !== this.state.backupInSync) {
+      this.state = { ...this.state, backupInSync: request.backupInSync, reportSeq: request.seq };
       persist = this.state;
     }
     return { reply: this.grantLease(nowMs, false), persist };
@@ -130,7 +136,7 @@ export class ArbiterCore {
   private newEpoch(primary: string, backup: string | null, nowMs: number): ArbiterStep {
     const epoch = this.state.epoch + 1;
     assert(epoch > this.state.epoch, "epochs only grow");
-    this.state = { epoch, primary, backup, backupInSync: false };
+    this.state = { epoch, primary, backup, backupInSync: false, reportSeq: 0 };
     return { reply: this.grantLease(nowMs, true), persist: this.state };
   }
 

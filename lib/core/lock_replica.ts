@@ -129,6 +129,7 @@ export class LockReplica {
   private requireBackup = false; // we told (or are telling) the arbiter the backup is in sync
   private arbiterInSync = false; // what the arbiter last confirmed
   private lastRenewMs = Number.NEGATIVE_INFINITY;
+  private renewSeq = 0; // orders our sync reports at the arbiter within the epoch
   private backup: BackupTracker = freshTracker();
   /** Generation of the copy the backup should have; bumped whenever it must sync again. */
   private syncGen = 0;
@@ -384,7 +385,7 @@ export class LockReplica {
       kind: "arbiter",
       ref,
       to: this.options.arbiterId,
-      request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync },
+      request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync, seq: ++this.renewSeq },
     });
   }
 
@@ -555,6 +556,7 @@ export class LockReplica {
     this.arbiterInSync = false;
     this.backup = freshTracker();
     this.lastRenewMs = this.nowMs;
+    this.renewSeq = 0;
     this.event("primary", { epoch, how, index: machine.appliedIndex });
   }
 
