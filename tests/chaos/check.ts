@@ -260,6 +260,7 @@ export function formatRecord(r: HistoryRecord, originMs: number): string {
     r.fault && `fault=${r.fault}`,
     r.token !== undefined && `token=${r.token}`,
     r.value !== undefined && `value=${r.value}`,
+    r.leaseMs !== undefined && `lease=${r.leaseMs}ms`,
     r.error && `error=${JSON.stringify(r.error.slice(0, 120))}`,
   ].filter(Boolean).join(" ");
   return `${time.padStart(9)} #${String(r.id).padEnd(6)} ${r.type.padEnd(6)} ${r.op.padEnd(12)} ${r.client.padEnd(8)} ${fields}`;

@@ -50,6 +50,8 @@ export interface HistoryRecord {
   value?: number;
   node?: string;
   fault?: string;
+  /** The session TTL (acquire) or section lease (ring-enter) the client asked for. */
+  leaseMs?: number;
   /** Wall-clock ms when the operation was invoked. */
   start: number;
   /** Wall-clock ms when it completed (completion records only). */

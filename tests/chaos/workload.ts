@@ -105,7 +105,7 @@ export async function lockWorker(ctx: WorkloadContext, options: LockWorkerOption
   for (let op = 0; op < OPS_PER_CLIENT_MAX && !ctx.stopped(); op++) {
     const lock = prng.pick(options.locks);
     const ttlMs = prng.pick([600, 1_000, 2_000, 3_000]);
-    const done = history.invoke({ op: "acquire", client: name, lock });
+    const done = history.invoke({ op: "acquire", client: name, lock, leaseMs: ttlMs });
     let handle: LockHandle;
     try {
       handle = await client.lock(lock, { ttlMs, waitMs: prng.between(200, 4_000), lockDelayMs: prng.chance(0.2) ? 200 : 0 });
@@ -189,7 +189,7 @@ export async function ringWorker(ctx: WorkloadContext, options: RingWorkerOption
   let acked = 0;
   for (let op = 0; op < OPS_PER_CLIENT_MAX && !ctx.stopped(); op++) {
     const leaseMs = prng.pick([1_000, 2_000, 3_000]);
-    const done = history.invoke({ op: "ring-enter", client: name, lock: "ring", node });
+    const done = history.invoke({ op: "ring-enter", client: name, lock: "ring", node, leaseMs });
     let section: RingLock;
     try {
       section = await ring.lock({ waitMs: prng.between(500, 5_000), leaseMs });
