@@ -7,7 +7,7 @@ CONFIG ?= cluster/cluster.toml
 SEED ?= 1
 N ?= 200
 START ?= 1
-SECONDS ?= 60
+CHAOS_SECONDS ?= 60
 
 .PHONY: install test test-deno test-bun build build-deno up bench chaos sim sim-many sim-replay sim-speed check clean
 
@@ -61,9 +61,9 @@ sim-speed: install
 bench: install
 	$(BUN) tests/bench/run.ts
 
-## chaos: the real binary under real faults, checked from the recorded history (docs/chaos.md).
+## chaos: the real binaries under kill -9 / SIGSTOP faults, then the offline history check (docs/chaos.md).
 chaos: build
-	$(BUN) tests/chaos/run.ts --seconds $(SECONDS)
+	$(BUN) tests/chaos/run.ts --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 check: install
 	$(DENO) check main.ts tests/

@@ -4,12 +4,12 @@
  * then SIGKILL after the grace) at once: `consul lock` let a child run ~90 s after losing its
  * lock (hashicorp/consul#9788); mutexd does not.
  */
-import { spawn } from "node:child_process";
 import process from "node:process";
 import { connect, NotAcquiredError } from "../../lib/client/lock_client.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import { EXIT, lockServers, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { runWhileHeld } from "./hold.ts";
 
 const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ttl DUR] [--wait DUR]
                   [--shared] [--lock-delay DUR] [--grace DUR] -- CMD [ARG…]
@@ -31,8 +31,6 @@ Exit codes: CMD's status when it ran (128+N when killed by signal N);
   4 lock lost while CMD ran (CMD was stopped); 5 server unreachable or error.
 Durations: 500ms, 2s, 1.5m, 1h, 0.
 `;
-
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
@@ -73,54 +71,7 @@ export function run(argv: string[]): Promise<number> {
       }
       throw error;
     }
-    return await runHolding(command, handle, graceMs);
+    const hold = { signal: handle.signal, release: () => handle.release(), describe: `lock ${name}` };
+    return await runWhileHeld(command, { MUTEXD_TOKEN: String(handle.token), MUTEXD_LOCK: name }, hold, graceMs);
   });
-}
-
-/** Runs the command while `handle` holds the lock; stops it if the lock is lost. */
-async function runHolding(
-  command: string[],
-  handle: { name: string; token: number; signal: AbortSignal; release(): Promise<void> },
-  graceMs: number,
-): Promise<number> {
-  const child = spawn(command[0], command.slice(1), {
-    stdio: "inherit",
-    env: { ...process.env, MUTEXD_TOKEN: String(handle.token), MUTEXD_LOCK: handle.name },
-  });
-  const exited = new Promise<number>((resolve) => {
-    child.on("exit", (code, signal) => resolve(code ?? 128 + (SIGNAL_NUMBERS[signal ?? ""] ?? 0)));
-    child.on("error", (error) => {
-      process.stderr.write(`mutexd: cannot run ${command[0]}: ${error.message}\n`);
-      resolve(127);
-    });
-  });
-  let lost = false;
-  let killTimer: ReturnType<typeof setTimeout> | undefined;
-  const onLost = () => {
-    lost = true;
-    const reason = (handle.signal.reason as Error | undefined)?.message ?? "lost";
-    process.stderr.write(`mutexd: lock ${handle.name} lost (${reason}); stopping the command\n`);
-    child.kill("SIGTERM");
-    killTimer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-  };
-  if (handle.signal.aborted) onLost();
-  else handle.signal.addEventListener("abort", onLost, { once: true });
-  // Signals to mutexd go to the command; mutexd releases after the command exits.
-  const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
-  const onTerm = forward("SIGTERM");
-  const onInt = forward("SIGINT");
-  process.on("SIGTERM", onTerm);
-  process.on("SIGINT", onInt);
-
-  const status = await exited;
-  clearTimeout(killTimer);
-  process.off("SIGTERM", onTerm);
-  process.off("SIGINT", onInt);
-  if (lost) return EXIT.lost;
-  try {
-    await handle.release();
-  } catch (error) {
-    process.stderr.write(`mutexd: release of ${handle.name} failed: ${(error as Error).message}\n`);
-  }
-  return status;
 }

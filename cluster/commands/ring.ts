@@ -2,13 +2,13 @@
  * `mutexd ring …`: the token ring from the command line: a critical section around a command,
  * and the replicated key/value map (put, get, delete, keys), and a node's status.
  */
-import { spawn } from "node:child_process";
 import process from "node:process";
 import { connectRing, type RingClient, RingNotAcquiredError } from "../../lib/client/ring_client.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { findNode, nodeUrl } from "../config.ts";
 import { clusterFrom, EXIT, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { runWhileHeld } from "./hold.ts";
 
 const WHERE = `  --config FILE     cluster file; with --id ID that ring node, else the first ring node (or MUTEXD_CONFIG)
   --id ID           the ring node of the cluster file to talk to
@@ -80,7 +80,6 @@ const WHERE_FLAGS = {
   server: { type: "string" },
 } as const;
 
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
 export function run(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -155,49 +154,9 @@ async function lock(argv: string[]): Promise<number> {
   } catch (error) {
     return failure(error);
   }
-  const child = spawn(command[0], command.slice(1), {
-    stdio: "inherit",
-    env: {
-      ...process.env,
-      MUTEXD_TOKEN: String(section.token),
-      MUTEXD_LOCK: "ring",
-      MUTEXD_RING_SERVER: client.server,
-    },
-  });
-  const exited = new Promise<number>((resolve) => {
-    child.on("exit", (code, signal) => resolve(code ?? 128 + (SIGNAL_NUMBERS[signal ?? ""] ?? 0)));
-    child.on("error", (error) => {
-      process.stderr.write(`mutexd: cannot run ${command[0]}: ${error.message}\n`);
-      resolve(127);
-    });
-  });
-  let lost = false;
-  let killTimer: ReturnType<typeof setTimeout> | undefined;
-  const onLost = () => {
-    lost = true;
-    const reason = (section.signal.reason as Error | undefined)?.message ?? "lost";
-    process.stderr.write(`mutexd: ${reason}; stopping the command\n`);
-    child.kill("SIGTERM");
-    killTimer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-  };
-  if (section.signal.aborted) onLost();
-  else section.signal.addEventListener("abort", onLost, { once: true });
-  const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
-  const onTerm = forward("SIGTERM");
-  const onInt = forward("SIGINT");
-  process.on("SIGTERM", onTerm);
-  process.on("SIGINT", onInt);
-  const status = await exited;
-  clearTimeout(killTimer);
-  process.off("SIGTERM", onTerm);
-  process.off("SIGINT", onInt);
-  if (lost) return EXIT.lost;
-  try {
-    await section.release();
-  } catch (error) {
-    process.stderr.write(`mutexd: leaving section ${section.token} failed: ${(error as Error).message}\n`);
-  }
-  return status;
+  const env = { MUTEXD_TOKEN: String(section.token), MUTEXD_LOCK: "ring", MUTEXD_RING_SERVER: client.server };
+  const hold = { signal: section.signal, release: () => section.release(), describe: `ring section ${section.token}` };
+  return await runWhileHeld(command, env, hold, graceMs);
 }
 
 async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
