@@ -9,6 +9,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LockTable } from "../lib/core/lock_table.ts";
 import { RingNode } from "../lib/core/ring_node.ts";
+import { LockReplica } from "../lib/core/lock_replica.ts";
+import { ArbiterCore } from "../lib/core/arbiter.ts";
 import type { RunSpec } from "./sim/replay.ts";
 import { runSpec } from "./sim/run.ts";
 
@@ -140,4 +142,118 @@ test("bug: a ring node lets the token go on while its section runs → ring.sect
       this.section = null; // the node forgets the section it just granted, so the token moves on
     }, () => hunt(RING_ONLY, 100));
   expectCaught("token passed during a section", found, ["ring.section-mutex"]);
+});
+
+// ---- primary, backup and arbiter (kind "failover", issue 5) ----------------------------------
+
+const FAILOVER_ONLY = { kinds: ["failover"], safetyMs: 10_000, healMs: 10_000 };
+
+/**
+ * The failover kind still finds real bugs of its own (docs/simulator.md, "Findings"): a seed
+ * counts as catching the injected bug only if it fails with one of the expected checkers and
+ * the same seed without the injection does not.
+ */
+function huntInjected(
+  proto: Proto,
+  method: string,
+  make: (original: Method) => Method,
+  spec: Omit<RunSpec, "seed">,
+  runsMax: number,
+  checkers: string[],
+) {
+  for (let run = 1; run <= runsMax; run++) {
+    const result = patched(proto, method, make, () => runSpec({ ...spec, seed: run }, { keepAll: false, tailLinesMax: 20 }));
+    if (result.ok || !checkers.includes(result.violation!.checker)) continue;
+    const baseline = runSpec({ ...spec, seed: run }, { keepAll: false, tailLinesMax: 5 });
+    if (!baseline.ok && baseline.violation!.checker === result.violation!.checker) continue;
+    return { seed: result.seed, runs: run, checker: result.violation!.checker, message: result.violation!.message };
+  }
+  return undefined;
+}
+const replica = LockReplica.prototype as unknown as Proto;
+const arbiterCore = ArbiterCore.prototype as unknown as Proto;
+
+test("bug: the primary answers before the backup has the change (commit without its ack) → a takeover loses it", { timeout: 120_000 }, () => {
+  const CHECKERS = [
+    "failover.committed-on-backup",
+    "failover.takeover-has-commits",
+    "failover.grant-survives",
+    "failover.client-mutex",
+  ];
+  const found = huntInjected(replica, "advanceCommit", (original) =>
+    function (this: Proto) {
+      const required = this.requireBackup;
+      this.requireBackup = false; // commit up to the last entry, acked or not
+      try {
+        return original.call(this);
+      } finally {
+        this.requireBackup = required;
+      }
+    }, FAILOVER_ONLY, 100, CHECKERS);
+  expectCaught("commit without the backup's ack", found, CHECKERS);
+});
+
+test("bug: the arbiter grants a takeover before the primary's lease has lapsed → two servers serve", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.one-serving", "failover.epoch-primary", "failover.client-mutex"];
+  const found = huntInjected(arbiterCore, "claim", (original) =>
+    function (this: Proto, request: unknown, nowMs: number) {
+      this.leaseUntilMs = Math.min(this.leaseUntilMs, nowMs); // "the lease has lapsed"
+      return original.call(this, request, nowMs);
+    }, FAILOVER_ONLY, 100, CHECKERS);
+  expectCaught("takeover inside the lease", found, CHECKERS);
+});
+
+test("bug: the arbiter promotes a backup it recorded out of sync → a takeover loses committed changes", { timeout: 120_000 }, () => {
+  const CHECKERS = [
+    "failover.takeover-has-commits",
+    "failover.grant-survives",
+    "failover.fencing",
+    "failover.client-mutex",
+  ];
+  const found = huntInjected(arbiterCore, "claim", (original) =>
+    function (this: Proto, request: Proto, nowMs: number) {
+      const state = this.state;
+      if (!request.hasState || request.from !== state.backup || state.backupInSync) return original.call(this, request, nowMs);
+      this.state = { ...state, backupInSync: true }; // pretend it is in sync, for this decision only
+      const step = original.call(this, request, nowMs);
+      if (this.state.epoch === state.epoch) this.state = state;
+      return step;
+    }, FAILOVER_ONLY, 100, CHECKERS);
+  expectCaught("promote an out-of-sync backup", found, CHECKERS);
+});
+
+test("bug: a primary does not step down when it sees a higher epoch → failover.steps-down", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.steps-down", "failover.one-serving", "failover.epoch-primary"];
+  const found = huntInjected(replica, "stepDown", (original) =>
+    function (this: Proto, epoch: number, ...rest: unknown[]) {
+      if (this.role === "primary" && epoch > this.epoch) return; // ignores the newer epoch
+      return original.call(this, epoch, ...rest);
+    }, FAILOVER_ONLY, 100, CHECKERS);
+  expectCaught("no step-down on a higher epoch", found, CHECKERS);
+});
+
+test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake the resend point → 'entry N missing'", { timeout: 120_000 }, () => {
+  const CHECKERS = ["core.assertion"];
+  // pump() before the fix: without `b.sentIndex = Math.max(b.sentIndex, this.resendFrom())`.
+  const found = huntInjected(replica, "pump", () =>
+    function (this: Proto) {
+      const peer = this.options.peerId;
+      if (peer === null || this.role !== "primary") return;
+      const s = this.options.settings;
+      const b = this.backup;
+      const replicating = b.mode === "syncing" || b.mode === "inSync";
+      while (replicating && this.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.lastIndex) {
+        const from = b.sentIndex + 1;
+        const offset = from - (this.log[0]?.index ?? from);
+        if (!(offset >= 0 && offset < this.log.length)) {
+          const error = new Error(`entry ${from} missing from the replication log`);
+          error.name = "AssertionError";
+          throw error;
+        }
+        this.sendAppend(this.log.slice(offset, offset + s.replicationBatchMax));
+      }
+      if (this.appendsInFlight() === 0 && this.nowMs - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
+    }, FAILOVER_ONLY, 100, CHECKERS);
+  expectCaught("resend point overtaken (pre-2a1f52e pump)", found, CHECKERS);
+  assert.match(found!.message, /missing from the replication log/);
 });

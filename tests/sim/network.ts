@@ -31,6 +31,8 @@ const BLOCKED_LINKS_MAX = 10_000;
 export class Network {
   /** Blocked directed links, `from>to`, with how many partitions block each (they overlap). */
   private readonly blocked = new Map<string, number>();
+  /** Slowed directed links, `from>to`: extra delay of every message sent on them (a stuck connection). */
+  private readonly slowed = new Map<string, number>();
   private idNext = 1;
   faultsOn = true;
   sent = 0;
@@ -59,6 +61,7 @@ export class Network {
       if (this.faultsOn && p.reorderRate > 0 && this.prng.chance(p.reorderRate)) {
         delayMs += this.prng.between(0, p.reorderDelayMaxMs);
       }
+      delayMs += this.slowed.get(`${from.id}>${to}`) ?? 0;
       if (verbose) this.sim.log(from.id, ">", `${label} -> ${to} #${envelope.id} in ${delayMs}ms${copy ? " (dup)" : ""}`);
       this.sim.at(this.sim.nowMs + delayMs, () => this.sim.actor(to).deliver(envelope));
     }
@@ -83,8 +86,18 @@ export class Network {
     }
   }
 
+  /** Adds `extraMs` to every message sent on each link until `unslow` (or `heal`). */
+  slow(links: ReadonlyArray<readonly [string, string]>, extraMs: number): void {
+    for (const [from, to] of links) this.slowed.set(`${from}>${to}`, extraMs);
+  }
+
+  unslow(links: ReadonlyArray<readonly [string, string]>): void {
+    for (const [from, to] of links) this.slowed.delete(`${from}>${to}`);
+  }
+
   heal(): void {
     this.blocked.clear();
+    this.slowed.clear();
   }
 
   get partitioned(): boolean {

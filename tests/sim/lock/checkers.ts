@@ -5,7 +5,7 @@
  * compatible, fencing tokens strictly increase per lock (also across server restarts), grants
  * follow the FIFO queue, and no grant goes to a dead session.
  */
-import type { Command, Output } from "../../../lib/core/lock_table.ts";
+import type { Command, LockTable, Output } from "../../../lib/core/lock_table.ts";
 import type { Checker } from "../checkers.ts";
 import type { Sim } from "../simulator.ts";
 import type { Belief, LockClientActor } from "./client.ts";
@@ -21,9 +21,9 @@ export const LOCK_CHECKERS = {
 } as const;
 
 /** Two believers of one lock are fine only if both hold it shared. */
-export function clientMutexChecker(clients: () => readonly LockClientActor[]): Checker {
+export function clientMutexChecker(clients: () => readonly LockClientActor[], name: string = LOCK_CHECKERS.clientMutex): Checker {
   return {
-    name: LOCK_CHECKERS.clientMutex,
+    name,
     doc: "never two clients that believe (lease rule) they hold one lock, unless all shared",
     check() {
       const byLock = new Map<string, Belief>();
@@ -41,20 +41,33 @@ export function clientMutexChecker(clients: () => readonly LockClientActor[]): C
   };
 }
 
-/** Each believed grant is still in the server's table, under the same session and token. */
-export function grantSurvivesChecker(clients: () => readonly LockClientActor[], server: LockServerActor): Checker {
+/**
+ * Where a believed grant must be: the table of the server that decides now. `null`: no server
+ * decides at this moment (nothing to check); `table` undefined: the deciding server has none.
+ */
+export type AuthoritativeTable = { server: string; table: LockTable | undefined } | null;
+
+/** Each believed grant is still in the deciding server's table, under the same session and token. */
+export function grantSurvivesChecker(
+  clients: () => readonly LockClientActor[],
+  authority: () => AuthoritativeTable,
+  name: string = LOCK_CHECKERS.grantSurvives,
+  doc = "every grant a client believes in (acknowledged, lease live) is a holder in the server's table",
+): Checker {
   return {
-    name: LOCK_CHECKERS.grantSurvives,
-    doc: "every grant a client believes in (acknowledged, lease live) is a holder in the server's table",
+    name,
+    doc,
     check() {
       for (const client of clients()) {
         const belief = client.belief();
         if (!belief) continue;
-        const table = server.table;
+        const source = authority();
+        if (!source) return undefined;
+        const table = source.table;
         if (!table) return `${belief.client} holds ${belief.name} token ${belief.token} but the server lost its table (crashed)`;
         const holder = table.locks.get(belief.name)?.holders.find((h) => h.session === belief.session);
         if (!holder || holder.token !== belief.token) {
-          return `${belief.client} holds ${belief.name} token ${belief.token} (${belief.session}) but the server's holders are ` +
+          return `${belief.client} holds ${belief.name} token ${belief.token} (${belief.session}) but ${source.server === "server" ? "the server" : source.server}'s holders are ` +
             JSON.stringify(table.locks.get(belief.name)?.holders.map((h) => `${h.session}:${h.token}`) ?? []);
         }
       }

@@ -8,8 +8,14 @@
  * Session rules, exactly as the real client: a keepalive every TTL/3; the lease ends one TTL
  * after the SEND time of the last acknowledged keepalive (the first lease counts from the send
  * of the open); once it ends, or the server says session_not_found, the session is lost and
- * the client stops acting on the lock. A request is retried once after a timeout (the real
- * client tries servers.length × 2 times), then fails as "unreachable".
+ * the client stops acting on the lock.
+ *
+ * Requests: with one server (kind "lock", the single server of da73b91) a request is retried
+ * once after a timeout, then fails as "unreachable". With several servers (kind "failover")
+ * the client follows LockClient.request exactly: on a timeout (connection failure) or a
+ * "not primary" answer it moves to the hinted or the other server and tries again, backing off
+ * 25 ms doubling to 250 ms after every round over all servers, until failoverTimeoutMs has
+ * passed; open, close and leave carry one idempotency key (`requestId`) across all retries.
  *
  * The client is where "believes it holds" lives: `belief()` is what the checkers read.
  */
@@ -25,8 +31,11 @@ import type { EnterAnswer, LockReply, LockRequest } from "./messages.ts";
 
 /** Mirrors LONG_POLL_SLACK_MS in lib/client/lock_client.ts (not exported there). */
 const LONG_POLL_SLACK_MS = 60_000;
-/** Attempts per request: servers.length × 2 with the one server simulated. */
+/** Attempts per request of the single-server client (kind "lock"). */
 const ATTEMPTS_MAX = 2;
+/** LockClient.request's backoff between rounds over the servers. */
+const BACKOFF_FIRST_MS = 25;
+const BACKOFF_MAX_MS = 250;
 
 export interface LockWorkload {
   lockNames: string[];
@@ -59,12 +68,26 @@ interface SessionState {
   lost: boolean;
 }
 
-interface Pending {
+/** One LockClient.request call: its retries share the body (and so the idempotency key). */
+interface Call {
   request: LockRequest;
-  attempt: number;
   extraTimeoutMs: number;
   onReply(body: Record<string, unknown>): void;
   onError(code: string): void;
+  attempt: number;
+  /** Failover client: give up once the local clock passes this; backoff of the next round. */
+  deadlineMs: number;
+  backoffMs: number;
+  lastCode: string;
+}
+
+export interface LockClientOptions {
+  /** Fault group (crash faults pick by group); "lock-client" by default. */
+  group?: string;
+  /** Follow LockClient.request's failover loop over `servers` (see the header). */
+  failover?: boolean;
+  /** ConnectOptions.failoverTimeoutMs (5000 by default, as the real client). */
+  failoverTimeoutMs?: number;
 }
 
 export interface Belief {
@@ -80,25 +103,34 @@ export class LockClientActor extends Actor {
   private session: SessionState | undefined;
   private grant: Belief | undefined;
   private attempt: Attempt | undefined;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new Map<number, Call>();
   private reqIdNext = 1;
+  /** Index into `servers` of the server the next request goes to first. */
+  private current = 0;
+  private requestIdNext = 1;
 
   constructor(
     sim: Sim,
     id: string,
     clock: NodeClock,
-    private readonly server: string,
+    private readonly servers: readonly string[],
     private readonly settings: Settings,
     private readonly workload: LockWorkload,
     private readonly prng: Prng,
     private readonly onAttempt: (attempt: Attempt) => void,
+    private readonly options: LockClientOptions = {},
   ) {
-    super(sim, id, "lock-client", clock);
+    super(sim, id, options.group ?? "lock-client", clock);
     this.think();
   }
 
   peers(): string[] {
-    return [this.server];
+    return [...this.servers];
+  }
+
+  /** A fresh idempotency key (crypto.randomUUID in the real client), unique per incarnation. */
+  private requestId(): string {
+    return `${this.id}.${this.incarnation}.${this.requestIdNext++}`;
   }
 
   /** The lock this client believes it holds now under the lease rule, if any. */
@@ -140,7 +172,7 @@ export class LockClientActor extends Actor {
     this.phase = "opening";
     this.sim.log(this.id, "?", `lock ${name} ${mode} wait ${waitMs}ms`);
     const sentAtMs = this.clock.nowMs();
-    this.request({ type: "open", reqId: 0, ttlMs: w.ttlMs }, 0, (body) => {
+    this.request({ type: "open", reqId: 0, ttlMs: w.ttlMs, requestId: this.requestId() }, 0, (body) => {
       const session: SessionState = {
         id: String(body.session),
         ttlMs: Number(body.ttlMs),
@@ -177,7 +209,7 @@ export class LockClientActor extends Actor {
   }
 
   private withdraw(session: SessionState, name: string): void {
-    this.request({ type: "leave", reqId: 0, name, session: session.id }, 0, () => this.close(session, "notGranted", "wait over"),
+    this.request({ type: "leave", reqId: 0, name, session: session.id, requestId: this.requestId() }, 0, () => this.close(session, "notGranted", "wait over"),
       () => this.close(session, "notGranted", "wait over"));
   }
 
@@ -198,7 +230,8 @@ export class LockClientActor extends Actor {
     this.phase = "releasing";
     this.sim.log(this.id, "-", `leave ${grant.name} token ${grant.token}`);
     const done = () => this.close(session, "granted", "released");
-    this.request({ type: "leave", reqId: 0, name: grant.name, session: session.id, token: grant.token }, 0, done, done);
+    const leave: LockRequest = { type: "leave", reqId: 0, name: grant.name, session: session.id, token: grant.token, requestId: this.requestId() };
+    this.request(leave, 0, done, done);
   }
 
   /** Session.close: stop keepalives first, then DELETE (a failure does not matter: it expires). */
@@ -207,7 +240,7 @@ export class LockClientActor extends Actor {
     session.closed = true;
     this.phase = "closing";
     const done = () => this.finishCycle(outcome, detail);
-    this.request({ type: "close", reqId: 0, session: session.id }, 0, done, done);
+    this.request({ type: "close", reqId: 0, session: session.id, requestId: this.requestId() }, 0, done, done);
   }
 
   private finishCycle(outcome: Attempt["outcome"] & string, detail: string): void {
@@ -269,35 +302,62 @@ export class LockClientActor extends Actor {
     }
   }
 
-  // ---- Requests with a timeout and one retry (LockClient.request).
+  // ---- Requests (LockClient.request): a timeout per attempt; retries as the header says.
 
   private request(
     request: LockRequest,
     extraTimeoutMs: number,
     onReply: (body: Record<string, unknown>) => void,
     onError: (code: string) => void,
-    attempt = 1,
   ): void {
+    const deadlineMs = this.clock.nowMs() + (this.options.failoverTimeoutMs ?? 5_000);
+    this.send({ request, extraTimeoutMs, onReply, onError, attempt: 1, deadlineMs, backoffMs: BACKOFF_FIRST_MS, lastCode: "unreachable" });
+  }
+
+  private send(call: Call): void {
     const reqId = this.reqIdNext++;
-    const sent = { ...request, reqId } as LockRequest;
-    this.pending.set(reqId, { request, attempt, extraTimeoutMs, onReply, onError });
-    this.sim.network.send(this, this.server, sent, `${request.type} ${reqId}`);
-    this.after(this.settings.requestTimeoutMs + extraTimeoutMs, () => {
-      const pending = this.pending.get(reqId);
-      if (!pending) return;
-      this.pending.delete(reqId);
+    const sent = { ...call.request, reqId } as LockRequest;
+    const server = this.servers[this.current];
+    this.pending.set(reqId, call);
+    this.sim.network.send(this, server, sent, `${call.request.type} ${reqId}${this.servers.length > 1 ? ` to ${server}` : ""}`);
+    this.after(this.settings.requestTimeoutMs + call.extraTimeoutMs, () => {
+      if (this.pending.get(reqId) !== call) return;
       // The fetch was aborted: a late answer to it is never seen.
-      if (attempt < ATTEMPTS_MAX) this.request(request, extraTimeoutMs, onReply, onError, attempt + 1);
-      else onError("unreachable");
+      this.pending.delete(reqId);
+      this.retry(call, "unreachable", undefined);
     });
+  }
+
+  /** The attempt failed (timeout, or "not primary" with a hint): try again or give up. */
+  private retry(call: Call, code: string, hint: string | null | undefined): void {
+    call.lastCode = code;
+    if (!this.options.failover) {
+      if (call.attempt < ATTEMPTS_MAX) {
+        call.attempt += 1;
+        this.send(call);
+      } else {
+        call.onError("unreachable");
+      }
+      return;
+    }
+    const hinted = hint ? this.servers.indexOf(hint) : -1;
+    this.current = hinted >= 0 && hinted !== this.current ? hinted : (this.current + 1) % this.servers.length;
+    if (this.clock.nowMs() >= call.deadlineMs) return call.onError(call.lastCode);
+    const attempt = call.attempt; // attempts made so far
+    call.attempt += 1;
+    if (attempt % this.servers.length !== 0) return this.send(call);
+    const sleepMs = call.backoffMs;
+    call.backoffMs = Math.min(call.backoffMs * 2, BACKOFF_MAX_MS);
+    this.after(sleepMs, () => this.send(call));
   }
 
   protected receive(envelope: Envelope): void {
     const reply = envelope.payload as LockReply;
-    const pending = this.pending.get(reply.reqId);
-    if (!pending) return; // a duplicate, or the answer to an aborted attempt
+    const call = this.pending.get(reply.reqId);
+    if (!call) return; // a duplicate, or the answer to an aborted attempt
     this.pending.delete(reply.reqId);
-    if (reply.ok) pending.onReply(reply.body);
-    else pending.onError(reply.code);
+    if (reply.ok) call.onReply(reply.body);
+    else if (reply.code === "not_primary" && this.options.failover) this.retry(call, reply.code, reply.primary);
+    else call.onError(reply.code);
   }
 }

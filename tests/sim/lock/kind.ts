@@ -65,7 +65,7 @@ export const LOCK_KIND: NodeKind = {
 
   drawParams(prng: Prng, network: NetworkProfile): KindParams {
     // A TTL of a few round trips only: keepalives every TTL/3 must usually get through.
-    const ttlChoicesMs = [600, 1_000, 2_000, 4_000].filter((ttlMs) => ttlMs >= 8 * network.delayMaxMs);
+    const ttlChoicesMs = [1_500, 2_000, 3_000, 4_000].filter((ttlMs) => ttlMs >= 8 * network.delayMaxMs);
     return {
       clients: prng.between(2, 6),
       locks: prng.between(1, 3),
@@ -98,12 +98,12 @@ export const LOCK_KIND: NodeKind = {
     const workloadPrng = sim.prng.fork("lock-workload");
     for (let i = 1; i <= Number(params.clients); i++) {
       const id = `c${i}`;
-      const client = new LockClientActor(sim, id, sim.newClock(), SERVER_ID, settings, workload, workloadPrng.fork(id), (a) => attempts.push(a));
+      const client = new LockClientActor(sim, id, sim.newClock(), [SERVER_ID], settings, workload, workloadPrng.fork(id), (a) => attempts.push(a));
       clients.push(client);
       sim.addActor(client);
     }
     sim.checkers.register(clientMutexChecker(() => clients));
-    sim.checkers.register(grantSurvivesChecker(() => clients, server));
+    sim.checkers.register(grantSurvivesChecker(() => clients, () => ({ server: "server", table: server.table })));
 
     const { settleMs, boundMs } = livenessBounds(params, sim.profile.network.delayMaxMs, settings);
     let settledAtMs = Number.POSITIVE_INFINITY;

@@ -16,7 +16,7 @@ import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
-import type { EnterAnswer, LockReply, LockRequest } from "./messages.ts";
+import { answerBody, type EnterAnswer, type LockReply, type LockRequest } from "./messages.ts";
 
 /** What the lock kind's checkers see of every command the table applies. */
 export interface LockServerObserver {
@@ -119,29 +119,13 @@ export class LockServerActor extends Actor {
 
   protected receive(envelope: Envelope): void {
     const request = envelope.payload as LockRequest;
-    const reply = (body: Record<string, unknown>) => this.reply(envelope.from, { type: "reply", reqId: request.reqId, ok: true, body });
     const result = this.submitRequest(request);
     if (!result.ok) {
       this.reply(envelope.from, { type: "reply", reqId: request.reqId, ok: false, code: result.error.code, message: result.error.message });
       return;
     }
-    switch (result.type) {
-      case "session":
-        return reply({ session: result.session, ttlMs: result.ttlMs });
-      case "closed":
-        return reply({ session: result.session, released: result.released });
-      case "left":
-        return reply({ left: true, name: result.name, wasHolder: result.wasHolder });
-      case "granted":
-        return reply({ granted: true, ...result.grant });
-      case "notGranted":
-        return reply({ granted: false, waiting: false, name: result.name, position: result.position });
-      case "waiting":
-        if (request.type === "enter") return this.park(envelope.from, request);
-        throw new Error(`waiting answer to ${request.type}`);
-      default:
-        throw new Error(`unexpected answer ${result.type} to ${request.type}`);
-    }
+    if (result.type === "waiting" && request.type === "enter") return this.park(envelope.from, request);
+    this.reply(envelope.from, { type: "reply", reqId: request.reqId, ok: true, body: answerBody(request, result) });
   }
 
   private submitRequest(request: LockRequest): Output["result"] {
