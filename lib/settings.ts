@@ -6,7 +6,7 @@
 export const DEFAULT_SETTINGS = {
   // Sessions (the failure detector for clients).
   sessionTtlMs: 10_000, // TTL a client gets when it asks for none; it keeps alive every TTL/3
-  sessionTtlMinMs: 500, // shorter TTLs make keepalives a load and expiry a coin toss
+  sessionTtlMinMs: 1_500, // a session must outlive a takeover (≈ one primary lease + retries)
   sessionTtlMaxMs: 3_600_000, // a dead client holds its locks at most this long
   sessionsMax: 10_000, // open sessions per server
 
@@ -129,6 +129,11 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     s.ringSnapshotEveryWrites <= s.ringLogRetainMax,
     "ringSnapshotEveryWrites",
     `must be at most ringLogRetainMax (${s.ringLogRetainMax})`,
+  );
+  relation(
+    s.sessionTtlMinMs >= 3 * s.primaryLeaseMs,
+    "sessionTtlMinMs",
+    `must be at least 3 × primaryLeaseMs (${3 * s.primaryLeaseMs}): a shorter session is lost by its client during a takeover`,
   );
   relation(
     s.leaseRenewMs * 3 <= s.primaryLeaseMs,

@@ -50,7 +50,7 @@ test("client: `await using` releases the lock at the end of the block; tokens ri
 test("client: the handle's signal aborts when the server no longer has the session", { timeout: 30_000 }, async () => {
   await withPrimary(async (url) => {
     const client = connect({ servers: url });
-    const lock = await client.lock("lost", { ttlMs: 600 });
+    const lock = await client.lock("lost", { ttlMs: 1_500 });
     assert.equal(lock.signal.aborted, false);
     // Another party ends the session (as an expiry would): the next keepalive learns it.
     const closed = await fetch(`${url}/v1/sessions/${lock.session.id}`, { method: "DELETE" });

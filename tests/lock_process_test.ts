@@ -102,7 +102,7 @@ test("real processes: a `mutexd lock` paused with SIGSTOP past its TTL stops its
   const childPidFile = join(dir, "child.pid");
   const termFile = join(dir, "child-got-term");
   const script = `echo $$ > ${childPidFile}; trap 'echo term > ${termFile}; exit 0' TERM; while true; do sleep 0.05; done`;
-  const locker = startMutexd(["lock", "L", "--server", url, "--ttl", "1s", "--grace", "2s", "--", "sh", "-c", script]);
+  const locker = startMutexd(["lock", "L", "--server", url, "--ttl", "1500ms", "--grace", "2s", "--", "sh", "-c", script]);
   try {
     await eventually("the command runs under the lock", async () => existsSync(childPidFile) && (await lockInfo(url, "L"))?.holders.length === 1);
     locker.kill("SIGSTOP");

@@ -104,7 +104,7 @@ export async function lockWorker(ctx: WorkloadContext, options: LockWorkerOption
   let writes = 0;
   for (let op = 0; op < OPS_PER_CLIENT_MAX && !ctx.stopped(); op++) {
     const lock = prng.pick(options.locks);
-    const ttlMs = prng.pick([600, 1_000, 2_000, 3_000]);
+    const ttlMs = prng.pick([1_500, 2_000, 3_000, 5_000]);
     const done = history.invoke({ op: "acquire", client: name, lock, leaseMs: ttlMs });
     let handle: LockHandle;
     try {
