@@ -49,7 +49,7 @@ sim: install
 sim-many: install
 	$(BUN) tests/sim/vopr.ts --many $(N) --start $(START)
 
-## sim-replay: run a saved failure again (make sim-replay FILE=tests/sim/replay/36.json).
+## sim-replay: run a saved failure again (make sim-replay FILE=tests/sim/replay/SEED.json).
 sim-replay: install
 	$(BUN) tests/sim/vopr.ts --replay $(FILE)
 

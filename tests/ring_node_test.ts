@@ -118,7 +118,7 @@ const TOKEN_CASES: Array<{
     input: { type: "token", from: "a", token: token({ epoch: 2, hop: 1 }) },
     expect: (out, node) => {
       assert.deepEqual(out.result, { ok: true, type: "token", duplicate: false });
-      assert.deepEqual(out.persist[0], { type: "hardState", state: { epoch: 2, fenceMax: 0 } });
+      assert.deepEqual(out.persist[0], { type: "hardState", state: { epoch: 2, fenceMax: 0, lastHop: 1 } });
       assert.equal(node.status(0).epoch, 2);
     },
   },
@@ -174,7 +174,7 @@ test("grant order: waiters queued before the token are granted FIFO, one at a ti
   let out = h.step({ type: "token", from: "a", token: token({ hop: 7, fence: 41 }) });
   assert.equal(fenceOf(replies(out).get(w1.reqId)), 42);
   assert.equal(replies(out).size, 1, "one section at a time");
-  assert.deepEqual(out.persist.at(-1), { type: "hardState", state: { epoch: 1, fenceMax: 42 } }, "fence stored before the grant");
+  assert.deepEqual(out.persist.at(-1), { type: "hardState", state: { epoch: 1, fenceMax: 42, lastHop: 7 } }, "fence stored before the grant");
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: 42 });
   assert.equal(fenceOf(replies(out).get(w2.reqId)), 43);
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: 43 });
@@ -305,8 +305,9 @@ for (const c of WRITE_CASES) {
 
 test("a newer-epoch version of an uncommitted write replaces the old one and what follows it", () => {
   const h = harness();
-  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "old"), put(3, "a", "k", "older")] });
+  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] });
   h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 1, commit: 1 }) });
+  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(2, "a", "k", "old"), put(3, "a", "k", "older")] });
   const out = h.step({ type: "writes", from: "a", epoch: 2, entries: [put(2, "c", "k", "new", 2)] });
   assert.equal(h.node.replica.lastApplied, 2);
   assert.equal(h.node.read("k", true), "new");
@@ -315,10 +316,12 @@ test("a newer-epoch version of an uncommitted write replaces the old one and wha
 
 test("commit watermark: the token's commit makes pending writes visible to clean reads", () => {
   const h = harness();
-  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "2")] });
+  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] });
   assert.equal(h.node.read("k", false), undefined);
   assert.deepEqual(h.node.keys(true), ["k"]);
   h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 1, commit: 1 }) });
+  // The next holder's write arrives after the token passed on.
+  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(2, "c", "k", "2")] });
   assert.equal(h.node.read("k", false), "1", "committed up to the watermark only");
   assert.equal(h.node.read("k", true), "2");
 });
@@ -358,7 +361,7 @@ test("prepare is refused while a token is live or was seen lately, promised othe
   assert.equal(h.step({ type: "prepare", from: "a", epoch: 1 }, 10_000).result.type, "refused", "not a newer epoch");
   const out = h.step({ type: "prepare", from: "a", epoch: 2 }, 10_000);
   assert.equal(out.result.type, "promised");
-  assert.deepEqual(out.persist, [{ type: "hardState", state: { epoch: 2, fenceMax: 0 } }]);
+  assert.deepEqual(out.persist, [{ type: "hardState", state: { epoch: 2, fenceMax: 0, lastHop: 0 } }]);
   const stale = h.step({ type: "token", from: "a", token: token({ hop: 50 }) });
   assert.equal(stale.result.type, "stale", "after the promise, old tokens are dead here");
 });
@@ -414,7 +417,7 @@ test("snapshots: after ringSnapshotEveryWrites commits the node stores a snapsho
 });
 
 test("a restarted node counts its start as a token sighting: no promise before tokenLossMs", () => {
-  const stored = { hardState: { epoch: 3, fenceMax: 9 }, records: [] };
+  const stored = { hardState: { epoch: 3, fenceMax: 9, lastHop: 12 }, records: [] };
   const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: LIMITS, ticketPrefix: "t", stored });
   node.start(1_000);
   assert.equal(node.step({ type: "prepare", from: "a", epoch: 4 }, 1_000 + LIMITS.tokenLossMs - 1).result.type, "refused");
@@ -422,4 +425,185 @@ test("a restarted node counts its start as a token sighting: no promise before t
   const fresh = harness();
   fresh.node.start(0);
   assert.equal(fresh.step({ type: "prepare", from: "a", epoch: 1 }, 1).result.type, "promised", "a fresh node has held nothing");
+});
+
+// ---- Restart and resent hand-offs (simulator seeds 36 and 343) --------------------------------
+
+/** What `h`'s node stored, as a restarted node reads it (the disk keeps every persisted op). */
+function storedOf(h: ReturnType<typeof harness>) {
+  const hardState = h.persisted.filter((p) => p.type === "hardState").at(-1);
+  assert.ok(hardState?.type === "hardState", "something was stored");
+  return { hardState: hardState.state, records: h.persisted.flatMap((p) => (p.type === "log" ? [p.record] : [])) };
+}
+
+/** `h`'s node crashes and restarts at `atMs` from what it stored. */
+function restart(h: ReturnType<typeof harness>, atMs: number) {
+  const copy = harness({ stored: storedOf(h) });
+  copy.persisted.push(...h.persisted);
+  copy.at(atMs);
+  copy.node.start(atMs);
+  return copy;
+}
+
+const RESTART_CASES: Array<{
+  name: string;
+  /** Before the crash (node b of a → b → c, from t = 0). */
+  before: (h: ReturnType<typeof harness>) => void;
+  /** After the restart at t = 1000. */
+  after: (h: ReturnType<typeof harness>) => void;
+}> = [
+  {
+    name: "it took hop 5 and passed it on; a resend of hop 5 (its acknowledgement was lost) is a duplicate, not a second token",
+    before: (h) => void h.step({ type: "token", from: "a", token: token({ hop: 5 }) }),
+    after: (h) => {
+      const out = h.step({ type: "token", from: "a", token: token({ hop: 5 }) });
+      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: true });
+      assert.equal(sentToken(out), undefined);
+      assert.equal(h.node.status(h.now()).token, "away");
+    },
+  },
+  {
+    name: "it held hop 5 in a section when it stopped; the resend is a duplicate, so the token stays lost (regeneration replaces it)",
+    before: (h) => {
+      h.enter();
+      h.step({ type: "token", from: "a", token: token({ hop: 5, idleHops: 3 }) });
+      assert.ok(h.node.sectionActive(1));
+    },
+    after: (h) => {
+      const w = h.enter();
+      const out = h.step({ type: "token", from: "a", token: token({ hop: 5, idleHops: 3 }) });
+      assert.equal(out.result.type, "token");
+      assert.ok(out.result.ok && out.result.type === "token" && out.result.duplicate);
+      assert.equal(replies(out).get(w.reqId), undefined, "no grant from a dead token");
+      assert.equal(h.node.status(h.now()).token, "away");
+    },
+  },
+  {
+    name: "a later hop of the same epoch (the token came around) is taken after the restart",
+    before: (h) => void h.step({ type: "token", from: "a", token: token({ hop: 5 }) }),
+    after: (h) => {
+      const out = h.step({ type: "token", from: "a", token: token({ hop: 8 }) });
+      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: false });
+      assert.equal(sentToken(out)?.hop, 9);
+    },
+  },
+  {
+    name: "the stored lastHop belongs to its epoch: hop 1 of a newer epoch is taken",
+    before: (h) => void h.step({ type: "token", from: "a", token: token({ hop: 40 }) }),
+    after: (h) => {
+      const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1 }) });
+      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: false });
+      assert.deepEqual(out.persist.filter((p) => p.type === "hardState"), [{ type: "hardState", state: { epoch: 2, fenceMax: 0, lastHop: 1 } }]);
+    },
+  },
+];
+
+for (const c of RESTART_CASES) {
+  test(`restart: ${c.name}`, () => {
+    const h = harness();
+    c.before(h);
+    c.after(restart(h, 1_000));
+  });
+}
+
+test("the hop of an accepted hand-off is stored in the same output, before the driver acknowledges it", () => {
+  const h = harness();
+  const out = h.step({ type: "token", from: "a", token: token({ hop: 5, fence: 3 }) });
+  assert.deepEqual(out.persist, [{ type: "hardState", state: { epoch: 1, fenceMax: 3, lastHop: 5 } }]);
+  const dup = h.step({ type: "token", from: "a", token: token({ hop: 5, fence: 3 }) });
+  assert.deepEqual(dup.persist, [], "a duplicate stores nothing");
+});
+
+test("the token returns while its earlier hand-off is unacknowledged: tokenReturned tells the driver to stop resending it", () => {
+  const h = harness();
+  const first = h.step({ type: "token", from: "a", token: token({ hop: 5 }) });
+  assert.equal(sentToken(first)?.hop, 6);
+  // No tokenDelivered for hop 6 (the acknowledgement was lost); the token comes around again.
+  const back = h.step({ type: "token", from: "a", token: token({ hop: 8 }) });
+  assert.deepEqual(only(back, "tokenReturned"), [{ type: "tokenReturned", epoch: 1, hop: 8 }]);
+  assert.ok(back.effects.findIndex((e) => e.type === "tokenReturned") < back.effects.findIndex((e) => e.type === "sendToken"), "dropped before the next hand-off is queued");
+  h.step({ type: "tokenDelivered", epoch: 1, hop: 9 });
+  const again = h.step({ type: "token", from: "a", token: token({ hop: 11 }) });
+  assert.deepEqual(only(again, "tokenReturned"), [], "nothing to drop when the hand-off was acknowledged");
+});
+
+// ---- Uncommitted writes of an older epoch above a new token's wseq (simulator seed 343) -------
+
+const STALE_SUFFIX_CASES: Array<{
+  name: string;
+  run: (h: ReturnType<typeof harness>) => ReturnType<typeof harness>;
+  lastApplied: number;
+  dirty: string | undefined;
+}> = [
+  {
+    name: "its own write of epoch 1 (it crashed holding the token) is dropped when the regenerated token (wseq 0) arrives; a new write takes wseq 1",
+    run: (h) => {
+      h.enter();
+      h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
+      h.step({ type: "write", reqId: h.nextReq(), fence: 1, op: { type: "put", key: "k", value: "lost" } });
+      assert.equal(h.node.replica.lastApplied, 1);
+      const r = restart(h, 1_000);
+      assert.equal(r.step({ type: "prepare", from: "a", epoch: 2 }, 1_000 + LIMITS.tokenLossMs).result.type, "promised");
+      r.enter();
+      const out = r.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 2, fence: 1 }) });
+      assert.deepEqual(out.persist.filter((p) => p.type === "log").map((p) => (p as { record: RingLogRecord }).record), [{ type: "truncate", from: 1 }]);
+      const write = r.step({ type: "write", reqId: r.nextReq(), fence: 2, op: { type: "put", key: "k", value: "new" } });
+      const sent = only(write, "sendWrites").flatMap((s) => s.entries);
+      assert.deepEqual(sent.map((e) => [e.wseq, e.epoch]), [[1, 2]]);
+      return r;
+    },
+    lastApplied: 1,
+    dirty: "new",
+  },
+  {
+    name: "writes of another node above the token's wseq are dropped; those at or below it stay and commit",
+    run: (h) => {
+      // a committed 1 and 2 (they came back to it); 3 never reached a before the token was lost.
+      h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "2"), put(3, "a", "k", "3")] });
+      h.step({ type: "prepare", from: "a", epoch: 2 }, LIMITS.tokenLossMs);
+      const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 2, wseq: 2, commit: 2 }) });
+      assert.equal(h.node.replica.commit, 2);
+      assert.equal(out.result.type, "token");
+      return h;
+    },
+    lastApplied: 2,
+    dirty: "2",
+  },
+  {
+    name: "a write of the new epoch at a leftover's place replaces it and every leftover after it",
+    run: (h) => {
+      h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "2"), put(3, "a", "k", "3")] });
+      h.step({ type: "writes", from: "a", epoch: 2, entries: [put(2, "c", "k", "two", 2)] });
+      return h;
+    },
+    lastApplied: 2,
+    dirty: "two",
+  },
+  {
+    name: "nothing above the token's wseq: nothing is cut",
+    run: (h) => {
+      h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] });
+      const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, wseq: 1, commit: 1 }) });
+      assert.equal(out.persist.filter((p) => p.type === "log" && p.record.type === "truncate").length, 0);
+      return h;
+    },
+    lastApplied: 1,
+    dirty: "1",
+  },
+];
+
+for (const c of STALE_SUFFIX_CASES) {
+  test(`new epoch: ${c.name}`, () => {
+    const h = c.run(harness());
+    assert.equal(h.node.replica.lastApplied, c.lastApplied);
+    assert.equal(h.node.read("k", true), c.dirty);
+    const rebuilt = harness({ stored: storedOf(h) });
+    assert.equal(rebuilt.node.replica.lastApplied, c.lastApplied, "the cut is stored too");
+  });
+}
+
+test("a write of the token's own epoch above its wseq is impossible (it would take a second token): the core asserts", () => {
+  const h = harness();
+  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "2")] });
+  assert.throws(() => h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 1, commit: 1 }) }), /write 2 of epoch 1 above the wseq 1 of its epoch's token/);
 });

@@ -44,6 +44,18 @@ export class PeerLink {
     this.pump();
   }
 
+  /**
+   * The token came back at `hop` of `epoch`: hand-offs queued before it were delivered (their
+   * acknowledgement was lost), so stop resending them. One in flight is forgotten too: its
+   * answer, when it comes, moves nothing.
+   */
+  dropTokensBefore(epoch: number, hop: number): void {
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const queued = this.queue[i];
+      if (queued.kind === "token" && isBefore(queued.token, epoch, hop)) this.queue.splice(i, 1);
+    }
+  }
+
   /** Items waiting or in flight (for status). */
   get length(): number {
     return this.queue.length;
@@ -66,6 +78,13 @@ export class PeerLink {
 
   private onAnswer(item: LinkItem, result: RingResult): void {
     if (this.closed) return;
+    if (this.queue[0] !== item) {
+      // Dropped while in flight (dropTokensBefore): nothing to shift or resend.
+      this.attempt = 0;
+      this.busy = false;
+      this.pump();
+      return;
+    }
     if (result.ok) {
       this.queue.shift();
       this.attempt = 0;
@@ -103,6 +122,12 @@ export class PeerLink {
 
   private retry(item: LinkItem, detail: string): void {
     if (this.closed) return;
+    if (this.queue[0] !== item) {
+      this.attempt = 0;
+      this.busy = false;
+      this.pump();
+      return;
+    }
     this.attempt += 1;
     this.options.onTrouble(item.kind, detail, this.attempt);
     const delay = Math.min(this.options.retryMaxMs, this.options.retryMs * 2 ** Math.min(this.attempt - 1, 16));
@@ -111,4 +136,9 @@ export class PeerLink {
       this.pump();
     }, delay);
   }
+}
+
+/** Whether a hand-off of `token` was sent before the token came back at `hop` of `epoch`. */
+export function isBefore(token: RingToken, epoch: number, hop: number): boolean {
+  return token.epoch < epoch || (token.epoch === epoch && token.hop < hop);
 }

@@ -198,6 +198,9 @@ export class RingService {
       case "sendToken":
         this.link.push({ kind: "token", token: effect.token });
         return;
+      case "tokenReturned":
+        this.link.dropTokensBefore(effect.epoch, effect.hop);
+        return;
       case "sendWrites":
         this.link.push({ kind: "writes", epoch: effect.epoch, entries: effect.entries });
         return;

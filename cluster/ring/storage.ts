@@ -2,7 +2,7 @@
  * A ring node's durable state in its data directory, written and fsynced before the node
  * acknowledges anything that depends on it:
  *
- *   ring-state.json     { epoch, fenceMax }              replaced atomically (tmp, fsync, rename)
+ *   ring-state.json     { epoch, fenceMax, lastHop }     replaced atomically (tmp, fsync, rename)
  *   ring-snapshot.json  { wseq, kv }                     replaced atomically
  *   ring-log.jsonl      one RingLogRecord per line       appended, fsynced; rewritten at snapshots
  *
@@ -28,9 +28,13 @@ export class RingStorage {
   /** Reads what a previous incarnation stored (nothing on a fresh directory). */
   load(): RingStored & { tornLines: number } {
     const statePath = join(this.dir, STATE_FILE);
-    const hardState: RingHardState = existsSync(statePath)
-      ? JSON.parse(readFileSync(statePath, "utf8"))
-      : { epoch: 0, fenceMax: 0 };
+    // lastHop came later: a file without it reads as 0 (no hop of its epoch accepted yet).
+    const hardState: RingHardState = {
+      epoch: 0,
+      fenceMax: 0,
+      lastHop: 0,
+      ...(existsSync(statePath) ? JSON.parse(readFileSync(statePath, "utf8")) : {}),
+    };
     const snapshotPath = join(this.dir, SNAPSHOT_FILE);
     const snapshot: RingSnapshot | undefined = existsSync(snapshotPath)
       ? JSON.parse(readFileSync(snapshotPath, "utf8"))

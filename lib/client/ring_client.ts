@@ -7,9 +7,9 @@
  *   await section.put("counter", String(n + 1));      // returns once every node applied it
  *
  * A section lives on the node the client talks to, while the token rests there. Its lease is
- * fixed at the grant; `signal` aborts when the lease runs out (measured from before the enter
- * was sent, so it fires no later than the server revokes), or when the node reports the section
- * ended (a watch long-poll), whichever comes first.
+ * fixed at the grant; `signal` aborts when the lease runs out (measured from when the enter
+ * request whose answer carried the grant was sent, so it fires no later than the server revokes),
+ * or when the node reports the section ended (a watch long-poll), whichever comes first.
  */
 import { MutexdError } from "../wire/errors.ts";
 
@@ -108,6 +108,17 @@ export class RingClient {
 
   /** mutex_enter on this node: waits up to `waitMs` for the token and a grant. */
   async enter(options: RingEnterOptions = {}): Promise<RingEnterResult> {
+    return (await this.enterTimed(options)).result;
+  }
+
+  /**
+   * `enter`, plus when the request that got the answer was sent (performance.now scale). A
+   * grant's `leaseMs` is what is left of the lease when the node answers, and the node answers
+   * after that request reached it, so that send time plus `leaseMs` is never later than the
+   * node's lease end. Earlier requests of a long wait (long-polls that ended "waiting") do not
+   * count: the lease starts at the grant, not at the first request.
+   */
+  async enterTimed(options: RingEnterOptions = {}): Promise<{ result: RingEnterResult; sentAtMs: number }> {
     const waitMs = options.waitMs ?? 0;
     const deadlineMs = nowMs() + waitMs;
     let ticket: string | undefined;
@@ -116,10 +127,12 @@ export class RingClient {
     for (let round = 0; round < 1_000_000; round++) {
       const remainingMs = Math.max(0, Math.round(deadlineMs - nowMs()));
       if (ticket !== undefined && remainingMs === 0 && waitMs > 0) {
+        const sentAtMs = nowMs();
         await this.request("POST", "/v1/ring/leave", { ticket }).catch(() => {});
-        return { granted: false, reason: "deadline" };
+        return { result: { granted: false, reason: "deadline" }, sentAtMs };
       }
       const chunkMs = Math.min(remainingMs, WAIT_CHUNK_MS);
+      const sentAtMs = nowMs();
       const answer = await this.request<
         | { granted: true; fence: number; leaseMs: number; epoch: number; ticket: string }
         | { granted: false; waiting: true; ticket: string; position: number }
@@ -130,8 +143,8 @@ export class RingClient {
         { waitMs: chunkMs, ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }), ...(ticket ? { ticket } : {}) },
         Math.min(Math.max(chunkMs, 1), WAIT_CHUNK_MS) + LONG_POLL_SLACK_MS,
       );
-      if (answer.granted) return answer;
-      if (!answer.waiting) return { granted: false, reason: answer.reason };
+      if (answer.granted) return { result: answer, sentAtMs };
+      if (!answer.waiting) return { result: { granted: false, reason: answer.reason }, sentAtMs };
       ticket = answer.ticket;
     }
     throw new MutexdError("internal", "enter: too many rounds");
@@ -188,8 +201,7 @@ export class RingClient {
    * ran out or the try found the section taken.
    */
   async lock(options: RingEnterOptions = {}): Promise<RingLock> {
-    const sentAtMs = nowMs();
-    const result = await this.enter(options);
+    const { result, sentAtMs } = await this.enterTimed(options);
     if (!result.granted) throw new RingNotAcquiredError(result.reason);
     return new RingLock(this, result.fence, result.epoch, sentAtMs + result.leaseMs);
   }

@@ -114,6 +114,13 @@ export type SectionEndReason = "left" | "lease" | "abandoned" | "epoch";
 export type RingEffect =
   /** Hand the token to the successor; resend until acknowledged (feed back tokenDelivered). */
   | { type: "sendToken"; to: string; token: RingToken }
+  /**
+   * The token came back at `hop` of `epoch`: every hand-off this node sent before it was
+   * delivered, so drop any still queued or being resent (a token of an older epoch, or of this
+   * epoch with a lower hop). Only an optimisation and a second line of defence: the successor
+   * drops such copies anyway (its lastHop is stored).
+   */
+  | { type: "tokenReturned"; epoch: number; hop: number }
   /** Send writes to the successor, in order after everything sent before; resend until acked. */
   | { type: "sendWrites"; to: string; epoch: number; entries: RingEntry[] }
   /** Ask `from` for its writes from `fromWseq` on; feed the answer back as caughtUp. */
@@ -219,7 +226,10 @@ export class RingNode {
   readonly replica = new RingReplica();
   private epoch = 0;
   private fenceMax = 0;
-  /** Highest hop accepted in this epoch (volatile: a restarted node lost any token it held). */
+  /**
+   * Highest hop accepted in this epoch, stored with the epoch: a restarted node must not take a
+   * resent copy of a hand-off it accepted before it stopped (the token it held died with it).
+   */
   private lastHop = 0;
   private holding: Holding | null = null;
   private sending: { epoch: number; hop: number } | null = null;
@@ -258,6 +268,7 @@ export class RingNode {
     if (stored) {
       this.epoch = stored.hardState.epoch;
       this.fenceMax = stored.hardState.fenceMax;
+      this.lastHop = stored.hardState.lastHop;
       if (stored.snapshot) {
         this.replica.install(stored.snapshot);
         this.snapshotWseq = stored.snapshot.wseq;
@@ -367,13 +378,24 @@ export class RingNode {
     if (token.epoch > this.epoch) this.adoptEpoch(token.epoch);
     if (token.hop <= this.lastHop) return { ok: true, type: "token", duplicate: true };
     assert(this.holding === null, `second token in epoch ${token.epoch}: hop ${token.hop} while holding`);
+    // A write of this epoch above the token's wseq could only come from a second token.
+    for (let w = token.wseq + 1; w <= this.replica.lastApplied; w++) {
+      const above = this.replica.entryAt(w);
+      assert(above === undefined || above.epoch < token.epoch, `write ${w} of epoch ${above?.epoch} above the wseq ${token.wseq} of its epoch's token`);
+    }
     this.lastHop = token.hop;
-    // Our own hand-off got through if the token came back around.
-    if (this.sending?.epoch === token.epoch) this.sending = null;
+    // Our own hand-off got through if the token came back around: stop resending it.
+    if (this.sending) {
+      this.sending = null;
+      this.effects.push({ type: "tokenReturned", epoch: token.epoch, hop: token.hop });
+    }
     if (this.lastArrivalMs !== null) this.lastRotationMs = this.nowMs - this.lastArrivalMs;
     this.lastArrivalMs = this.nowMs;
     this.lastTokenAtMs = this.nowMs;
     this.fenceMax = Math.max(this.fenceMax, token.fence);
+    // Stored before the hand-off is acknowledged (see lastHop).
+    this.persistHardState();
+    this.dropStaleSuffix(token);
     const copy = { ...token };
     if (this.nowMs < this.wakeUntilMs) copy.idleHops = 0;
     this.holding = {
@@ -384,6 +406,22 @@ export class RingNode {
       outstanding: new Map(),
     };
     return { ok: true, type: "token", duplicate: false };
+  }
+
+  /**
+   * Writes above the token's wseq are uncommitted leftovers of an older epoch: the token's wseq
+   * is the highest one assigned in its epoch, and it starts at the regenerating node's last
+   * applied write, which covers every committed one. They must go before this node writes at
+   * those places (the new epoch reassigns them), so the log is cut back to the token's wseq;
+   * writes at or below it were replaced by the new epoch's versions, which travel ahead of the
+   * token, and committed ones missing here are fetched before any grant (`proceed`).
+   */
+  private dropStaleSuffix(token: RingToken): void {
+    const replica = this.replica;
+    if (replica.lastApplied <= token.wseq) return;
+    const dropped = replica.lastApplied - token.wseq;
+    this.truncate(token.wseq + 1);
+    this.event("staleWritesDropped", { epoch: token.epoch, from: token.wseq + 1, count: dropped });
   }
 
   /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
@@ -884,8 +922,12 @@ export class RingNode {
 
   // ---- Helpers ----------------------------------------------------------------------------
 
+  /** Stores the hard state; one record per output (a later change in the same step updates it). */
   private persistHardState(): void {
-    this.persistOps.push({ type: "hardState", state: { epoch: this.epoch, fenceMax: this.fenceMax } });
+    const state: RingHardState = { epoch: this.epoch, fenceMax: this.fenceMax, lastHop: this.lastHop };
+    const earlier = this.persistOps.find((op) => op.type === "hardState");
+    if (earlier) earlier.state = state;
+    else this.persistOps.push({ type: "hardState", state });
   }
 
   private reply(reqId: number, reply: ClientReply): void {

@@ -73,6 +73,13 @@ export interface RingHardState {
   epoch: number;
   /** The highest fencing token this node granted or saw. */
   fenceMax: number;
+  /**
+   * The highest hop of `epoch` this node accepted (0: none yet). Stored before the hand-off is
+   * acknowledged, so a restarted node still drops a resent copy of a hand-off it took before it
+   * stopped (else that copy would be a second token of the epoch). Files written before this
+   * field existed read as 0.
+   */
+  lastHop: number;
 }
 
 /** The log as stored, replayed in order at start: entries, truncations, commit marks. */

@@ -9,7 +9,7 @@ import type { PersistOp, RingStored } from "../../../lib/core/ring_node.ts";
 import type { RingHardState, RingLogRecord, RingSnapshot } from "../../../lib/core/ring_types.ts";
 
 export class SimRingDisk {
-  private hardState: RingHardState = { epoch: 0, fenceMax: 0 };
+  private hardState: RingHardState = { epoch: 0, fenceMax: 0, lastHop: 0 };
   private snapshot: RingSnapshot | undefined;
   private records: RingLogRecord[] = [];
 

@@ -24,10 +24,9 @@ const ringCrash = crashFault({
   downMs: [0, 5_000],
   ratePerSecond: [0.02, 0.2],
   downMax: 2,
-  // Found by this simulator (seeds 36 and 153 with +ring-crash); see docs/simulator.md.
-  optInReason: "ring_node.ts of ca1f1c9 fails under restarts: a restarted node forgets lastHop and takes an " +
-    "old resent copy of its epoch's token (core.assertion 'second token'), and keeps an uncommitted write " +
-    "of an older epoch above a regenerated token's wseq (core.assertion 'append of N after N')",
+  // On by default since the two restart bugs it found (seeds 36, 343 and 1813; docs/simulator.md,
+  // findings 1 and 2) were fixed: lastHop is stored with the epoch, and a node drops writes of an
+  // older epoch above a new token's wseq.
 });
 
 export function ringLivenessBounds(params: KindParams, delayMaxMs: number, settings: Settings) {

@@ -12,7 +12,7 @@ import { assertNever } from "../../../lib/core/assert.ts";
 import { type ClientReply, type RingEffect, type RingInput, RingNode, type RingOutput, type RingResult } from "../../../lib/core/ring_node.ts";
 import type { RingPromise } from "../../../lib/core/ring_types.ts";
 import type { Settings } from "../../../lib/settings.ts";
-import type { LinkItem } from "../../../cluster/ring/peer_link.ts";
+import { isBefore, type LinkItem } from "../../../cluster/ring/peer_link.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
@@ -114,6 +114,10 @@ export class RingNodeActor extends Actor {
     switch (effect.type) {
       case "sendToken":
         return this.linkPush({ kind: "token", token: effect.token });
+      case "tokenReturned":
+        // PeerLink.dropTokensBefore; one in flight is forgotten (linkAnswer, linkRetry).
+        this.link = this.link.filter((queued) => !(queued.kind === "token" && isBefore(queued.token, effect.epoch, effect.hop)));
+        return;
       case "sendWrites":
         return this.linkPush({ kind: "writes", epoch: effect.epoch, entries: [...effect.entries] });
       case "fetch":
@@ -176,10 +180,11 @@ export class RingNodeActor extends Actor {
     // here only until then.
     this.call(this.core!.successor, { type: "deliver", reqId: 0, item }, (answer) => {
       if (answer.type === "result") this.linkAnswer(item, answer.result);
-    }, () => this.linkRetry());
+    }, () => this.linkRetry(item));
   }
 
   private linkAnswer(item: LinkItem, result: RingResult): void {
+    if (this.link[0] !== item) return this.linkDropped();
     if (result.ok) {
       this.link.shift();
       this.linkAttempt = 0;
@@ -203,10 +208,18 @@ export class RingNodeActor extends Actor {
         return this.linkPump();
       }
     }
-    this.linkRetry();
+    this.linkRetry(item);
   }
 
-  private linkRetry(): void {
+  /** The item in flight was dropped (tokenReturned): go on with the next one. */
+  private linkDropped(): void {
+    this.linkAttempt = 0;
+    this.linkBusy = false;
+    this.linkPump();
+  }
+
+  private linkRetry(item: LinkItem): void {
+    if (this.link[0] !== item) return this.linkDropped();
     this.linkAttempt += 1;
     const { tokenRetryMs, tokenHopTimeoutMs } = this.settings;
     const delayMs = Math.min(tokenHopTimeoutMs, tokenRetryMs * 2 ** Math.min(this.linkAttempt - 1, 16));
