@@ -1,0 +1,65 @@
+/** Small statistics helpers for the benchmark (no dependencies). */
+
+/** The q-quantile (0..1) of `values` by nearest rank; NaN when empty. Does not modify `values`. */
+export function quantile(values: readonly number[], q: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = Float64Array.from(values).sort();
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[rank];
+}
+
+export function median(values: readonly number[]): number {
+  const finite = values.filter((v) => Number.isFinite(v));
+  if (finite.length === 0) return Number.NaN;
+  const sorted = [...finite].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** p50 / p99 / max of a latency sample (ms). */
+export interface Latency {
+  p50: number;
+  p99: number;
+  max: number;
+  n: number;
+}
+
+export function latency(samples: readonly number[]): Latency {
+  if (samples.length === 0) return { p50: Number.NaN, p99: Number.NaN, max: Number.NaN, n: 0 };
+  const sorted = Float64Array.from(samples).sort();
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+  return { p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1], n: sorted.length };
+}
+
+/** Jain's fairness index: (Σx)² / (n·Σx²); 1 when all equal. */
+export function jain(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  let sum = 0;
+  let squares = 0;
+  for (const v of values) {
+    sum += v;
+    squares += v * v;
+  }
+  return squares === 0 ? Number.NaN : (sum * sum) / (values.length * squares);
+}
+
+/** (max − min) / median: the run-to-run spread the peer report quotes. */
+export function spread(values: readonly number[]): number {
+  const finite = values.filter((v) => Number.isFinite(v));
+  if (finite.length < 2) return 0;
+  return (Math.max(...finite) - Math.min(...finite)) / median(finite);
+}
+
+/** Formats a number the way the peer report does: 3 significant digits below 100, thousands separators above. */
+export function fmt(value: number | undefined): string {
+  if (value === undefined || !Number.isFinite(value)) return "–";
+  const abs = Math.abs(value);
+  if (abs >= 100) return Math.round(value).toLocaleString("en-US");
+  if (abs >= 10) return value.toFixed(1).replace(/\.0$/, "");
+  if (abs >= 1) return value.toFixed(2).replace(/0$/, "").replace(/\.$/, "");
+  return value.toFixed(2);
+}
+
+export function fmtLatency(l: { p50: number; p99: number; max: number }): string {
+  return `${fmt(l.p50)}/${fmt(l.p99)}/${fmt(l.max)}`;
+}

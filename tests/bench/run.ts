@@ -1,0 +1,245 @@
+/**
+ * `make bench`: mutexd's lock server under the peer benchmark's workloads (W1–W4, F2; see
+ * docs/bench.md and /work/shared/research/peer-bench.md), each run on a freshly started server,
+ * printed as a table of medians next to etcd, Redis and ZooKeeper, and written as JSON.
+ *
+ *   deno run -A tests/bench/run.ts [--only W1,W3] [--runs 3] [--duration 10] [--clients project,http]
+ *                                  [--server-runtime bun|deno] [--topology single|replicated] [--json FILE]
+ *   bun tests/bench/run.ts ...      (same flags)
+ *
+ * --quick is --runs 1 --duration 2. Every load loop is bounded in time and count; servers are
+ * stopped by PID; everything is on 127.0.0.1.
+ */
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { ROOT } from "../_harness.ts";
+import { CLIENT_KINDS, type ClientKind } from "./lib/clients.ts";
+import { currentRuntime, type RuntimeName, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
+import { fmt, median, spread } from "./lib/stats.ts";
+import { type Metrics, PEER_TITLES, type PeerName, type Workload, type WorkloadContext } from "./lib/workload.ts";
+
+const { values: flags } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    only: { type: "string" },
+    runs: { type: "string" },
+    duration: { type: "string" },
+    clients: { type: "string" },
+    "server-runtime": { type: "string" },
+    topology: { type: "string" },
+    json: { type: "string" },
+    label: { type: "string" },
+    quick: { type: "boolean" },
+    help: { type: "boolean" },
+  },
+});
+
+if (flags.help) {
+  process.stdout.write(`Usage: tests/bench/run.ts [--only W1,W3] [--runs N] [--duration SECONDS] [--clients project,http]
+                         [--server-runtime bun|deno] [--topology single|replicated]
+                         [--json FILE] [--label TEXT] [--quick]
+Defaults: all workloads, 3 runs, 10 s per measured phase, both clients, server under the runtime running
+this script, one node (--topology replicated: arbiter + primary + backup), JSON to
+tests/bench/results/latest.json. --quick = --runs 1 --duration 2.
+`);
+  process.exit(0);
+}
+
+const runs = Number(flags.runs ?? (flags.quick ? 1 : 3));
+const durationMs = Number(flags.duration ?? (flags.quick ? 2 : 10)) * 1000;
+const clientKinds = (flags.clients ?? CLIENT_KINDS.join(",")).split(",").map((s) => s.trim()) as ClientKind[];
+const serverRuntime = (flags["server-runtime"] ?? currentRuntime) as RuntimeName;
+const topology = (flags.topology ?? "single") as Topology;
+if (topology !== "single" && topology !== "replicated") throw new Error("--topology must be single or replicated");
+const jsonFile = flags.json ?? join(ROOT, "tests/bench/results/latest.json");
+if (!(runs >= 1 && runs <= 20) || !(durationMs >= 500 && durationMs <= 60_000)) {
+  throw new Error("--runs must be 1..20 and --duration 0.5..60 s");
+}
+for (const kind of clientKinds) if (!CLIENT_KINDS.includes(kind)) throw new Error(`unknown client ${kind}`);
+if (serverRuntime !== "bun" && serverRuntime !== "deno") throw new Error("--server-runtime must be bun or deno");
+
+// Every file in workloads/ is a workload (default export); order: W* by number, then F*.
+const workloadDir = join(dirname(new URL(import.meta.url).pathname), "workloads");
+const loaded: Workload[] = [];
+for (const file of readdirSync(workloadDir).filter((f) => f.endsWith(".ts")).sort()) {
+  loaded.push((await import(join(workloadDir, file))).default as Workload);
+}
+const order = (w: Workload) => (w.id.startsWith("W") ? 0 : 1) * 1000 + Number(w.id.slice(1));
+loaded.sort((a, b) => order(a) - order(b));
+const only = flags.only?.split(",").map((s) => s.trim().toUpperCase());
+const workloads = only ? loaded.filter((w) => only.includes(w.id)) : loaded;
+if (only && workloads.length !== only.length) {
+  throw new Error(`unknown workload in --only (known: ${loaded.map((w) => w.id).join(", ")})`);
+}
+
+const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
+
+interface Cell {
+  runs: Metrics[];
+  notes: string[];
+}
+/** results[workload][client] */
+const results: Record<string, Partial<Record<ClientKind, Cell>>> = {};
+const kindsOf = (w: Workload): ClientKind[] => (w.clients === "each" ? clientKinds : [clientKinds[0]]);
+
+const started = new Date();
+log(
+  `${currentRuntime} driver, ${serverRuntime} server (${topology}), ${runs} run(s) × ${
+    workloads.map((w) => w.id).join(",")
+  }, ${durationMs / 1000} s phases, clients ${clientKinds.join(",")}; load average ${
+    loadavg().map((l) => l.toFixed(2)).join(" ")
+  }`,
+);
+
+for (let run = 1; run <= runs; run++) {
+  for (const workload of workloads) {
+    for (const client of kindsOf(workload)) {
+      const servers: ServerHandle[] = [];
+      const ctx: WorkloadContext = {
+        client,
+        durationMs,
+        run,
+        serverRuntime,
+        topology,
+        startServer: async (options) => {
+          const server = await startServer({ runtime: serverRuntime, topology, ...options });
+          servers.push(server);
+          return server;
+        },
+        adopt: (server) => void servers.push(server),
+        log,
+      };
+      const cell = ((results[workload.id] ??= {})[client] ??= { runs: [], notes: [] });
+      const hardLimitMs = 2 * durationMs + 60_000;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const t0 = performance.now();
+      try {
+        const result = await Promise.race([
+          workload.run(ctx),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`gave up after ${hardLimitMs} ms`)), hardLimitMs);
+          }),
+        ]);
+        // The machine is shared: keep the 1-minute load average next to each run's numbers.
+        cell.runs.push({ ...result.metrics, loadavg1: loadavg()[0] });
+        for (const note of result.notes ?? []) cell.notes.push(`run ${run}: ${note}`);
+        const summary = workload.rows.slice(0, 2).map((r) => r.show(result.metrics, [result.metrics])).join("; ");
+        log(`run ${run} ${workload.id} ${client}: ${summary} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+        for (const note of result.notes ?? []) log(`  note: ${note}`);
+      } catch (error) {
+        cell.notes.push(`run ${run}: FAILED: ${(error as Error).message}`);
+        log(`run ${run} ${workload.id} ${client}: FAILED: ${(error as Error).message}`);
+      } finally {
+        clearTimeout(timer);
+        for (const s of servers) {
+          if (s.exitCode !== undefined) {
+            cell.notes.push(`run ${run}: server pid ${s.pid} ended by itself with ${s.exitCode} (log ${s.logFile})`);
+            log(`  server pid ${s.pid} ended by itself with ${s.exitCode}; log ${s.logFile}`);
+          }
+        }
+        await Promise.all(servers.map((s) => s.stop()));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Medians, table, JSON.
+
+function medianMetrics(list: Metrics[]): Metrics {
+  const keys = new Set(list.flatMap((m) => Object.keys(m)));
+  const out: Metrics = {};
+  for (const key of keys) out[key] = median(list.map((m) => m[key]));
+  return out;
+}
+
+const PEERS: PeerName[] = ["etcd", "redis", "zk"];
+const clientTitle = (k: ClientKind) => (k === "project" ? "mutexd (project client)" : "mutexd (node:http client)");
+const ratio = (a: number, b: number | undefined) =>
+  b === undefined || !Number.isFinite(a) || !b ? "" : `${a / b >= 10 ? (a / b).toFixed(0) : (a / b).toFixed(2)}×`;
+
+const mainTable: string[][] = [["metric", ...clientKinds.map(clientTitle), ...PEERS.map((p) => PEER_TITLES[p])]];
+const ratioTable: string[][] = [[
+  "mutexd ÷ peer",
+  ...clientKinds.flatMap((k) => PEERS.map((p) => `${k} ÷ ${PEER_TITLES[p].split(" ")[0]}`)),
+  "run spread",
+]];
+const jsonRows: unknown[] = [];
+for (const workload of workloads) {
+  for (const row of workload.rows) {
+    const cells: Record<string, { text: string; value?: number; ratios: Record<string, number> }> = {};
+    const texts = clientKinds.map((k) => {
+      if (!kindsOf(workload).includes(k)) return "(same)";
+      const cell = results[workload.id]?.[k];
+      if (!cell || cell.runs.length === 0) return "failed";
+      const m = medianMetrics(cell.runs);
+      const value = row.value?.(m, cell.runs);
+      const ratios: Record<string, number> = {};
+      for (const p of PEERS) {
+        const pv = row.peers?.[p]?.value;
+        if (value !== undefined && pv) ratios[p] = value / pv;
+      }
+      cells[k] = { text: row.show(m, cell.runs), value, ratios };
+      return cells[k].text;
+    });
+    mainTable.push([row.label, ...texts, ...PEERS.map((p) => row.peers?.[p]?.text ?? "")]);
+    if (row.value && row.peers) {
+      const firstCell = results[workload.id]?.[kindsOf(workload)[0]];
+      const spreads = firstCell ? spread(firstCell.runs.map((m) => row.value!(m, [m]))) : Number.NaN;
+      ratioTable.push([
+        row.label,
+        ...clientKinds.flatMap((k) =>
+          PEERS.map((p) => (cells[k] ? ratio(cells[k].value ?? Number.NaN, row.peers?.[p]?.value) : ""))
+        ),
+        runs > 1 && Number.isFinite(spreads) ? `${(spreads * 100).toFixed(0)}%` : "",
+      ]);
+    }
+    jsonRows.push({ workload: workload.id, label: row.label, mutexd: cells, peers: row.peers ?? {} });
+  }
+}
+
+function markdown(table: string[][]): string {
+  const widths = table[0].map((_, c) => Math.max(...table.map((r) => [...(r[c] ?? "")].length)));
+  const line = (r: string[]) => `| ${r.map((cell, c) => cell.padEnd(widths[c])).join(" | ")} |`;
+  return [line(table[0]), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...table.slice(1).map(line)].join("\n");
+}
+
+const header = `mutexd lock server (${topology}), medians of ${runs} run(s); driver ${currentRuntime}, server ${serverRuntime}; ` +
+  `${cpus().length} CPUs; peers from peer-bench.md (Node.js driver, median of 3).`;
+process.stdout.write(`\n${header}\n\n${markdown(mainTable)}\n\n${markdown(ratioTable)}\n`);
+process.stdout.write(`(ratios: mutexd ÷ peer; >1 is better for rates, worse for latencies and RSS. ` +
+  `"run spread": (max − min) / median over runs, first client.)\n`);
+const allNotes = Object.entries(results).flatMap(([id, byClient]) =>
+  Object.entries(byClient).flatMap(([k, cell]) => cell!.notes.map((n) => `${id} ${k} ${n}`))
+);
+if (allNotes.length > 0) process.stdout.write(`\nNotes:\n${allNotes.map((n) => `- ${n}`).join("\n")}\n`);
+
+mkdirSync(dirname(jsonFile), { recursive: true });
+writeFileSync(
+  jsonFile,
+  JSON.stringify(
+    {
+      label: flags.label ?? "",
+      started: started.toISOString(),
+      finished: new Date().toISOString(),
+      driverRuntime: currentRuntime,
+      driverVersion: (globalThis as { Deno?: { version: { deno: string } } }).Deno?.version.deno ?? process.versions.bun,
+      serverRuntime,
+      topology,
+      runs,
+      durationMs,
+      clients: clientKinds,
+      cpus: cpus().length,
+      loadavgAtEnd: loadavg(),
+      rows: jsonRows,
+      results,
+    },
+    null,
+    2,
+  ) + "\n",
+);
+log(`wrote ${jsonFile}`);
+process.exit(allNotes.some((n) => n.includes("FAILED") || n.includes("SAFETY")) ? 1 : 0);
