@@ -48,10 +48,10 @@ const CASES: Case[] = [
     ],
   },
   {
-    name: "renewal: the primary of the epoch gets its lease again; a change of sync state is persisted",
+    name: "renewal: the primary of the epoch gets its lease again; its sync report is persisted with its sequence",
     restored: ALONE,
     rows: [
-      { atMs: 0, request: renew("p", 3, false), expect: { type: "lease", epoch: 3, primary: "p", fresh: false } },
+      { atMs: 0, request: renew("p", 3, false), expect: { type: "lease", epoch: 3, primary: "p", fresh: false }, persist: { backupInSync: false } },
       { atMs: 100, request: renew("p", 3, true), expect: { type: "lease", epoch: 3 }, persist: { backupInSync: true } },
     ],
   },
@@ -64,6 +64,20 @@ const CASES: Case[] = [
     ],
   },
   {
+    name: "a late report loses against every newer one, also one that repeated the old word",
+    restored: ALONE,
+    rows: [
+      { atMs: 0, request: renew("p", 3, false, 5), expect: { type: "lease", epoch: 3 }, persist: { backupInSync: false, reportSeq: 5 } },
+      { atMs: 10, request: renew("p", 3, false, 7), expect: { type: "lease", epoch: 3 }, persist: { backupInSync: false, reportSeq: 7 } },
+      { atMs: 20, request: renew("p", 3, true, 6), expect: { type: "lease", epoch: 3 } },
+    ],
+  },
+  {
+    name: "the primary of record claiming with its copy gets its lease, also when it never heard of the epoch",
+    restored: { epoch: 3, primary: "p", backup: "b", backupInSync: false, reportSeq: 0 },
+    rows: [{ atMs: 600, request: claim("p", 2, true), expect: { type: "lease", epoch: 3, primary: "p", fresh: false } }],
+  },
+  {
     name: "stale epoch: a renewal from an old epoch is refused and told to become backup",
     restored: IN_SYNC,
     rows: [{ atMs: 0, request: renew("p", 2, true), expect: { type: "refused", epoch: 3, primary: "p", becomeBackup: true } }],
@@ -72,7 +86,7 @@ const CASES: Case[] = [
     name: "takeover refused while the primary's lease runs, allowed once it lapsed (new epoch)",
     restored: IN_SYNC,
     rows: [
-      { atMs: 0, request: renew("p", 3, true), expect: { type: "lease", epoch: 3 } },
+      { atMs: 0, request: renew("p", 3, true), expect: { type: "lease", epoch: 3 }, persist: { backupInSync: true } },
       { atMs: 499, request: claim("b", 3, true), expect: { type: "refused", epoch: 3, becomeBackup: true } },
       { atMs: 500, request: claim("b", 3, true), expect: { type: "lease", epoch: 4, primary: "b", fresh: true }, persist: { epoch: 4, primary: "b", backup: "p", backupInSync: false } },
       { atMs: 600, request: renew("p", 3, true), expect: { type: "refused", epoch: 4, primary: "b", becomeBackup: true } },

@@ -106,17 +106,6 @@ function* walk(dir: string): Generator<string> {
 
 /** Wall-clock budget of the fresh failover batch, per runtime. */
 const FAILOVER_BATCH_WALL_MS = 2_000;
-/**
- * Known bugs of lib/core/lock_replica.ts the failover kind finds on fresh seeds (docs/simulator.md,
- * "Findings" 6, 7 and 8; replays failover-113.json, failover-102.json, failover-689261502.json). A fresh seed failing with
- * one of these is printed, not failed; any other failure fails the test. Remove an entry when
- * its bug is fixed.
- */
-const FAILOVER_KNOWN: ReadonlyArray<{ checker: string; message: RegExp }> = [
-  { checker: "failover.takeover-has-commits", message: /with entries up to 0,/ },
-  { checker: "failover.liveness", message: /no server serves at the end \(.*joining e0/ },
-  { checker: "failover.liveness", message: /no server serves at the end \(fp: backup e(\d+), fb: backup e\1\)/ },
-];
 
 test("failover: the same seed replays exactly, and the header names its profile", { timeout: 60_000 }, () => {
   const spec: RunSpec = { seed: 3, kinds: ["failover"], safetyMs: 5_000, healMs: 5_000 };
@@ -127,7 +116,7 @@ test("failover: the same seed replays exactly, and the header names its profile"
   assert.ok(first.lines.some((l) => / fp +\* primary epoch=1 how=fresh/.test(l)), "fp becomes the first primary");
 });
 
-test(`failover: a batch of fresh seeds passes (${FAILOVER_BATCH_WALL_MS / 1000} s of wall time; known findings are printed)`, { timeout: 60_000 }, () => {
+test(`failover: a batch of fresh seeds passes (${FAILOVER_BATCH_WALL_MS / 1000} s of wall time)`, { timeout: 60_000 }, () => {
   const startSeed = Date.now() % 1_000_000_000;
   const spec = { kinds: ["failover"], safetyMs: 10_000, healMs: 20_000 };
   const unknown: string[] = [];
@@ -139,10 +128,6 @@ test(`failover: a batch of fresh seeds passes (${FAILOVER_BATCH_WALL_MS / 1000} 
     onResult(result) {
       if (result.ok) return;
       const v = result.violation!;
-      if (FAILOVER_KNOWN.some((k) => k.checker === v.checker && k.message.test(v.message))) {
-        console.log(`seed ${result.seed}: known finding ${v.checker}: ${v.message}`);
-        return;
-      }
       saveReplay(replayPath(result.seed), { ...spec, seed: result.seed }, result);
       unknown.push(`seed ${result.seed} (replay ${replayPath(result.seed)}): ${v.checker}: ${v.message}\n${result.lines.slice(-15).join("\n")}`);
     },

@@ -99,7 +99,9 @@ export class ArbiterCore {
       return this.refuse(`epoch ${this.state.epoch} is served by ${this.state.primary}`, true);
     }
     let persist: ArbiterState | undefined;
-    if (request.seq > this.state.reportSeq && request.backupInSync !== this.state.backupInSync) {
+    // Every newer report advances the sequence, also when its word is unchanged: an older report
+    // arriving late must lose against all newer ones, not only against the last change.
+    if (request.seq > this.state.reportSeq) {
       this.state = { ...this.state, backupInSync: request.backupInSync, reportSeq: request.seq };
       persist = this.state;
     }
@@ -117,7 +119,8 @@ export class ArbiterCore {
       return this.newEpoch(from, other, nowMs);
     }
     if (from === this.state.primary) {
-      if (request.hasState && request.epoch === this.state.epoch) return { reply: this.grantLease(nowMs, false) };
+      // With its copy: the primary of record, perhaps without having heard our answer (lost).
+      if (request.hasState && request.epoch <= this.state.epoch) return { reply: this.grantLease(nowMs, false) };
       // The primary came back without its state (a restart): the in-sync backup has it.
       if (nowMs < this.leaseUntilMs) return this.refuse("the previous lease has not lapsed yet", false);
       if (this.state.backupInSync) return this.refuse(`the in-sync backup ${this.state.backup} must take over`, true);

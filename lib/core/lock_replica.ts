@@ -106,6 +106,10 @@ interface BackupTracker {
   ackedIndex: number;
   /** Index of the snapshot it synced from: the replication log starts after it. */
   baseIndex: number;
+  /** While syncing: it is in sync once it acked this (everything committed without it). */
+  syncTargetIndex: number;
+  /** When this tracker started (a new copy of the backup). */
+  sinceMs: number;
   /** Highest index sent (acked or not). */
   sentIndex: number;
   lastSendMs: number;
@@ -171,7 +175,7 @@ export class LockReplica {
 
   tick(nowMs: number): void {
     this.advance(nowMs);
-    if (this.role === "joining") return this.maybeClaim(false);
+    if (this.role === "joining") return this.maybeClaim();
     if (this.role === "backup") return this.tickBackup();
     this.tickPrimary();
   }
@@ -208,7 +212,13 @@ export class LockReplica {
   reply(ref: number, answer: PeerMessage | ArbiterReply, nowMs: number): void {
     this.advance(nowMs);
     const request = this.inFlight.get(ref);
-    if (!request) return; // late: already counted as failed
+    if (!request) {
+      // Late (already counted as failed), but a newer epoch in it still counts.
+      if (this.role === "primary" && answer.epoch > this.epoch) {
+        this.stepDown(answer.epoch, answer.type === "nack" || answer.type === "refused" ? answer.primary : null, "late answer of a newer epoch");
+      }
+      return;
+    }
     this.inFlight.delete(ref);
     switch (request.kind) {
       case "append":
@@ -328,32 +338,47 @@ export class LockReplica {
     b.lastContactMs = this.nowMs;
     // An answer about an older copy says nothing about the current one (it syncs again).
     if ((b.mode !== "syncing" && b.mode !== "inSync") || request.syncGen !== this.syncGen) return;
-    if (answer.appliedIndex < b.ackedIndex) return this.declareBackupOutOfSync("backup lost its state");
     assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
     assert(request.lastIndex === undefined || request.lastIndex <= this.lastIndex, "acked past the log");
+    // A lower index is a late answer to an older message (pipelining reorders), not a lost copy:
+    // a backup that really lost its state asks for a snapshot, which resets this tracker.
     if (answer.appliedIndex > b.ackedIndex && answer.appliedIndex >= b.baseIndex) {
       b.ackedIndex = answer.appliedIndex;
       const drop = this.log.findIndex((e) => e.index > b.ackedIndex);
       this.log = drop < 0 ? [] : this.log.slice(drop);
     }
-    // A gap (an earlier message was lost): resend from what it has.
+    // A gap (an earlier message was lost or overtaken): resend what is not acked, even when
+    // this answer is late, since the message it answers will not be resent otherwise.
     if (!answer.ok) b.sentIndex = this.resendFrom();
-    if (b.mode === "syncing" && b.ackedIndex >= this.lastIndex) {
-      // Caught up: from now on nothing commits without the backup, then the arbiter is told.
-      b.mode = "inSync";
-      this.requireBackup = true;
-      this.event("backupInSync", { index: b.ackedIndex });
-      this.maybeRenew();
-    }
+    if (b.mode === "syncing") this.advanceSync(b);
     this.advanceCommit();
+  }
+
+  /**
+   * Catching up under load: from the backup's first ack of its new copy on, nothing more commits
+   * without it; it counts as in sync (and the arbiter is told) once it has acked everything
+   * committed before that switch, which is little: the snapshot was just taken. Waiting instead
+   * for it to ack the very last entry may never happen while clients keep writing.
+   */
+  private advanceSync(b: BackupTracker): void {
+    if (!this.requireBackup) {
+      this.requireBackup = true;
+      b.syncTargetIndex = this.lastIndex;
+    }
+    if (b.ackedIndex < b.syncTargetIndex) return;
+    b.mode = "inSync";
+    this.event("backupInSync", { index: b.ackedIndex });
+    this.maybeRenew();
   }
 
   private checkBackupHealth(): void {
     const b = this.backup;
     if (b.mode !== "inSync" && b.mode !== "syncing") return;
     const timeoutMs = this.options.settings.replicationTimeoutMs;
+    // A copy being synced is given its time from the start of the sync, not from when the
+    // oldest waiting change was appended (that may be long before, for the previous copy).
     const oldestUnacked = this.pending.find((p) => p.index > b.ackedIndex);
-    if (oldestUnacked && this.nowMs - oldestUnacked.appendedAtMs > timeoutMs) {
+    if (oldestUnacked && this.nowMs - Math.max(oldestUnacked.appendedAtMs, b.sinceMs) > timeoutMs) {
       this.declareBackupOutOfSync("no ack in time");
     } else if (this.nowMs - b.lastContactMs > timeoutMs) {
       this.declareBackupOutOfSync("backup silent");
@@ -396,7 +421,8 @@ export class LockReplica {
     }
     this.extendLease(request.sentAtMs, reply.leaseMs);
     this.arbiterInSync = request.backupInSync!;
-    if (!this.arbiterInSync && this.backup.mode !== "inSync") {
+    const mode = this.backup.mode;
+    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent")) {
       // The arbiter will not promote the backup now: changes may commit without it.
       this.requireBackup = false;
       this.advanceCommit();
@@ -435,6 +461,9 @@ export class LockReplica {
     this.backup = {
       ...freshTracker(),
       mode: "syncing",
+      // Committed entries are all in the snapshot if nothing commits without the backup now.
+      syncTargetIndex: this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY,
+      sinceMs: this.nowMs,
       baseIndex: snapshot.appliedIndex,
       sentIndex: snapshot.appliedIndex,
       lastContactMs: this.nowMs,
@@ -453,15 +482,18 @@ export class LockReplica {
       this.followPrimary(message.epoch, message.from, "append from a primary");
     }
     this.lastHeardMs = this.nowMs;
-    if (this.machine && message.syncGen > this.copySyncGen) {
-      // The primary no longer counts our copy (we fell behind): get a new one.
-      this.machine = null;
-      this.event("copyDropped", { syncGen: message.syncGen });
-    }
     const machine = this.machine;
     if (!machine) {
       this.requestSync();
       return this.ack(false, 0);
+    }
+    if (message.syncGen > this.copySyncGen) {
+      // The primary no longer counts our copy (we fell behind): ask for a new one, but keep the
+      // old one until it arrives. While the arbiter still counts us in sync, this copy holds
+      // every committed change, and it is what a takeover must start from.
+      if (!this.syncInFlight) this.event("copyStale", { syncGen: message.syncGen, had: this.copySyncGen });
+      this.requestSync();
+      return this.ack(false, machine.appliedIndex);
     }
     for (const entry of message.entries) {
       if (entry.index <= machine.appliedIndex) continue; // a resend
@@ -474,7 +506,7 @@ export class LockReplica {
   private tickBackup(): void {
     const s = this.options.settings;
     if (!this.machine) return this.requestSync();
-    if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim(true);
+    if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
   }
 
   private requestSync(): void {
@@ -503,7 +535,9 @@ export class LockReplica {
     this.event("synced", { index: this.machine.appliedIndex, primary: this.primary });
   }
 
-  private maybeClaim(hasState: boolean): void {
+  /** Asks the arbiter to serve: with our copy if we have one (takeover), else as a fresh start. */
+  private maybeClaim(): void {
+    const hasState = this.machine !== null;
     const arbiter = this.options.arbiterId;
     if (arbiter === null) return;
     if ([...this.inFlight.values()].some((r) => r.kind === "claim")) return;
@@ -520,11 +554,11 @@ export class LockReplica {
 
   private onClaimAnswer(request: InFlight, reply: ArbiterReply): void {
     if (this.role === "primary") return;
-    if (reply.type === "lease" && reply.primary === this.options.nodeId && reply.epoch > this.epoch) {
-      const machine = this.role === "backup" && this.machine
-        ? this.machine
-        : new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
-      const how = this.role === "backup" ? "takeover" : "fresh";
+    // Any lease naming us serves an epoch at least ours (we may have learnt the epoch from the
+    // peer before the arbiter's answer reached us).
+    if (reply.type === "lease" && reply.primary === this.options.nodeId && reply.epoch >= this.epoch) {
+      const how = this.machine ? "takeover" : "fresh";
+      const machine = this.machine ?? new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
       this.becomePrimary(reply.epoch, machine, how);
       this.extendLease(request.sentAtMs, reply.leaseMs);
       if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
@@ -578,6 +612,15 @@ export class LockReplica {
   }
 
   private followPrimary(epoch: number, primary: string | null, reason: string): void {
+    if (primary === this.options.nodeId) {
+      // Someone names us primary of an epoch we never heard of (the arbiter recorded our claim
+      // but its answer was lost): claim again, with the copy we have.
+      this.role = "joining";
+      this.epoch = Math.max(this.epoch, epoch);
+      this.primary = null;
+      this.event("namedPrimary", { epoch, reason, hasState: this.machine !== null });
+      return;
+    }
     const wasServing = this.role === "primary";
     if (wasServing) {
       for (const p of this.pending) if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
@@ -605,9 +648,13 @@ export class LockReplica {
   private advance(nowMs: number): void {
     assert(nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
     this.nowMs = nowMs;
-    // Requests the driver never reported back: count them failed after two timeouts.
-    const limitMs = 2 * this.options.settings.peerTimeoutMs;
+    // Requests the driver never reported back: count them failed after two timeouts. Appends
+    // are resent much sooner: a lost one must not outlast replicationTimeoutMs, or one dropped
+    // message would cost the backup its in-sync state. A late answer to a forgotten append is
+    // ignored; the backup skips entries it already has.
+    const s = this.options.settings;
     for (const [ref, request] of [...this.inFlight]) {
+      const limitMs = request.kind === "append" ? s.replicationTimeoutMs / 3 : 2 * s.peerTimeoutMs;
       if (nowMs - request.sentAtMs > limitMs) this.forget(ref);
     }
   }
@@ -685,7 +732,7 @@ function toAnswer(output: Output): ClientAnswer {
 }
 
 function freshTracker(): BackupTracker {
-  return { mode: "absent", ackedIndex: 0, baseIndex: 0, sentIndex: 0, lastSendMs: Number.NEGATIVE_INFINITY, lastContactMs: 0 };
+  return { mode: "absent", ackedIndex: 0, baseIndex: 0, syncTargetIndex: Number.POSITIVE_INFINITY, sinceMs: 0, sentIndex: 0, lastSendMs: Number.NEGATIVE_INFINITY, lastContactMs: 0 };
 }
 
 function emptyReady(): Ready {

@@ -173,6 +173,28 @@ export class FailoverChecks implements FailoverServerObserver, ArbiterObserver {
     lock.sessions.set(grant.token, grant.session);
   }
 
+  /**
+   * A new primary's copy may hold grants the old primary made but never committed (the backup
+   * had the entry, the old primary died before the ack). They become committed with the takeover
+   * and were made before anything the new primary grants: record them now, in token order, so a
+   * later answer of such a grant counts as the same grant, not as a token going backwards.
+   */
+  private inheritGrants(server: FailoverServerActor): void {
+    const table = server.replica?.machine?.table;
+    if (!table) return;
+    const held = [...table.locks.values()].flatMap((lock) => lock.holders.map((h) => ({ name: lock.name, ...h })));
+    for (const holder of held.sort((a, b) => a.token - b.token)) {
+      let lock = this.tokens.get(holder.name);
+      if (!lock) {
+        lock = { max: Number.NEGATIVE_INFINITY, sessions: new Map() };
+        this.tokens.set(holder.name, lock);
+      }
+      if (lock.sessions.has(holder.token)) continue;
+      lock.sessions.set(holder.token, holder.session);
+      lock.max = Math.max(lock.max, holder.token);
+    }
+  }
+
   sawEpoch(server: FailoverServerActor, epoch: number): void {
     const replica = server.replica!;
     if (replica.role === "primary" && replica.epoch < epoch) {
@@ -189,6 +211,7 @@ export class FailoverChecks implements FailoverServerObserver, ArbiterObserver {
       this.committedMax = 0;
       return;
     }
+    this.inheritGrants(server);
     const applied = Number(fields.index); // before the takeover's own restartLeases entry
     if (applied < this.committedMax) {
       this.sim.violate(FAILOVER_CHECKERS.takeoverHasCommits,
