@@ -12,9 +12,13 @@ const LEASE_MS = 300;
 const POLL_MS = 400;
 
 /** Replaces fetch while `body` runs: enter answers "waiting" `waitingRounds` times, then grants. */
-async function withScriptedNode<T>(waitingRounds: number, body: (enterSentAt: number[]) => Promise<T>): Promise<T> {
+async function withScriptedNode<T>(
+  waitingRounds: number,
+  body: (enterSentAt: number[], leaves: number[]) => Promise<T>,
+): Promise<T> {
   const original = globalThis.fetch;
   const enterSentAt: number[] = [];
+  const leaves: number[] = [];
   const json = (value: unknown) => new Response(JSON.stringify(value), { status: 200, headers: { "content-type": "application/json" } });
   globalThis.fetch = ((input: string | URL | Request, init?: RequestInit) => {
     const url = String(input);
@@ -29,11 +33,14 @@ async function withScriptedNode<T>(waitingRounds: number, body: (enterSentAt: nu
       // A watch long-poll: held until the client cancels it.
       return new Promise((_, reject) => init?.signal?.addEventListener("abort", () => reject(new Error("aborted")), { once: true }));
     }
-    if (url.endsWith("/v1/ring/leave")) return Promise.resolve(json({ left: true, wasHolder: true }));
+    if (url.endsWith("/v1/ring/leave")) {
+      leaves.push(performance.now());
+      return Promise.resolve(json({ left: true, wasHolder: true }));
+    }
     return Promise.resolve(new Response("{}", { status: 404 }));
   }) as typeof fetch;
   try {
-    return await body(enterSentAt);
+    return await body(enterSentAt, leaves);
   } finally {
     globalThis.fetch = original;
   }
@@ -62,3 +69,14 @@ for (const c of LEASE_CASES) {
     });
   });
 }
+
+test("ring client: a section lost by the client's own lease clock is still left at the node on release", async () => {
+  await withScriptedNode(0, async (_enterSentAt, leaves) => {
+    const ring = connectRing({ server: "http://ring.invalid" });
+    const section = await ring.lock({ waitMs: 10_000, leaseMs: LEASE_MS });
+    await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 50));
+    assert.equal(section.lost, true, "the lease ended by the client's clock");
+    await section.release();
+    assert.equal(leaves.length, 1, "the node is told, so the ring need not wait out the node's own lease");
+  });
+});

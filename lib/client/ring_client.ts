@@ -267,11 +267,13 @@ export class RingLock {
     this.done = true;
     clearTimeout(this.leaseTimer);
     this.watchCancel.abort();
-    if (this.lost) return;
+    // Leave also after a loss: the client's lease ends (by its own clock) before the node's, and
+    // until the node ends the section the ring waits. A leave of an ended section is harmless.
     try {
       await this.client.leave({ fence: this.token });
     } catch (error) {
-      if (!(error instanceof MutexdError && error.code === "not_in_section")) throw error;
+      const ended = error instanceof MutexdError && error.code === "not_in_section";
+      if (!ended && !this.lost) throw error;
     }
   }
 
