@@ -135,7 +135,7 @@ for (let run = 1; run <= runs; run++) {
       } finally {
         clearTimeout(timer);
         for (const s of servers) {
-          if (s.exitCode !== undefined) {
+          if (s.exitCode !== undefined && !workload.killsServers) {
             cell.notes.push(`run ${run}: server pid ${s.pid} ended by itself with ${s.exitCode} (log ${s.logFile})`);
             log(`  server pid ${s.pid} ended by itself with ${s.exitCode}; log ${s.logFile}`);
           }

@@ -60,6 +60,8 @@ export interface Workload {
   title: string;
   /** "each": run once per selected client kind; "one": once, with the first selected kind. */
   clients: "each" | "one";
+  /** The workload kills servers on purpose (F1): their ends are not reported as odd. */
+  killsServers?: boolean;
   rows: Row[];
   run(ctx: WorkloadContext): Promise<RunResult>;
 }
