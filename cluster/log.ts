@@ -1,6 +1,10 @@
 /**
  * One JSON object per line on stderr, one line per event: easy to grep, easy to parse.
  * `{"ts":"…","node":"p1","event":"granted","name":"x","token":7}`
+ *
+ * Lines are gathered and written once per turn of the event loop: under load a server logs two
+ * lines per lock operation, and one write per line cost a measurable share of its CPU
+ * (docs/bench.md). `flush()` writes what is pending at once (before exit).
  */
 import process from "node:process";
 
@@ -8,18 +12,39 @@ export type LogFields = Record<string, unknown>;
 
 export interface Logger {
   event(event: string, fields?: LogFields): void;
+  /** Writes pending lines now. */
+  flush(): void;
 }
 
-export function jsonLogger(node: string, write: (line: string) => void = (line) => process.stderr.write(line)): Logger {
+/** Lines kept before a write even within one turn, so a burst cannot grow the buffer unbounded. */
+const PENDING_LINES_MAX = 1_000;
+
+export function jsonLogger(node: string, write: (text: string) => void = (text) => process.stderr.write(text)): Logger {
+  let pending: string[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const text = pending.join("");
+    pending = [];
+    write(text);
+  };
+  process.on("exit", flush);
   return {
     event(event, fields = {}) {
-      write(JSON.stringify({ ts: new Date().toISOString(), node, event, ...fields }) + "\n");
+      pending.push(JSON.stringify({ ts: new Date().toISOString(), node, event, ...fields }) + "\n");
+      if (pending.length >= PENDING_LINES_MAX) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setTimeout(flush, 0);
+      }
     },
+    flush,
   };
 }
 
 /** A logger that keeps lines in memory (tests). */
 export function memoryLogger(): Logger & { lines: LogFields[] } {
   const lines: LogFields[] = [];
-  return { lines, event: (event, fields = {}) => void lines.push({ event, ...fields }) };
+  return { lines, event: (event, fields = {}) => void lines.push({ event, ...fields }), flush: () => {} };
 }

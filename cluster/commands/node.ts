@@ -55,6 +55,7 @@ export function run(argv: string[]): Promise<number> {
       log.event("stopping", { signal });
       await running.stop();
       log.event("stopped", {});
+      log.flush();
       process.exit(EXIT.ok);
     };
     process.on("SIGTERM", () => void shutdown("SIGTERM"));
