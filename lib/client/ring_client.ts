@@ -11,6 +11,7 @@
  * request whose answer carried the grant was sent, so it fires no later than the server revokes),
  * or when the node reports the section ended (a watch long-poll), whichever comes first.
  */
+import type { RingStatus as CoreRingStatus } from "../core/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
 
 export interface RingConnectOptions {
@@ -37,25 +38,8 @@ export interface RingGetResult {
   commit: number;
 }
 
-export interface RingStatus {
-  id: string;
-  ring: string[];
-  successor: string;
-  predecessor: string;
-  epoch: number;
-  fenceMax: number;
-  token: "held" | "sending" | "away";
-  lastHop: number;
-  lastTokenAgeMs: number | null;
-  lastRotationMs: number | null;
-  heldToken: Record<string, number> | null;
-  section: { fence: number; heldForMs: number; leaseRemainingMs: number } | null;
-  waiters: number;
-  outstandingWrites: number;
-  lastApplied: number;
-  commit: number;
-  logStart: number;
-  catchingUp: boolean;
+/** What `GET /v1/ring/status` answers: the core's view plus what the driver adds. */
+export interface RingStatus extends CoreRingStatus {
   linkQueue: number;
   successorUrl?: string;
   predecessorUrl?: string;
