@@ -9,6 +9,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 
+/**
+ * Ring settings for tests and chaos runs: a quicker token and shorter leases than the defaults,
+ * so a run sees many rotations and regenerations in seconds. Lines of a `[settings]` table.
+ */
+export const QUICK_RING_SETTINGS = [
+  "tokenIdlePaceMs = 50",
+  "tokenHopTimeoutMs = 500",
+  "tokenRetryMs = 50",
+  "tokenLossMs = 3000",
+  "ringLeaseMaxMs = 3000",
+  "ringLeaseMs = 3000",
+  "ringRegenRetryMs = 300",
+];
+
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 /** argv that runs main.ts under the runtime executing this test (Deno or Bun). */

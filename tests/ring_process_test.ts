@@ -12,7 +12,7 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { connectRing, type RingClient } from "../lib/client/ring_client.ts";
-import { eventually, freePort, mutexdArgv, type Proc, startMutexd, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, startMutexd, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 const SECTIONS_PER_CLIENT = 20;
 // Bun's node:test ignores bunfig's timeout (5 s default): each test names its own bound.
@@ -36,13 +36,7 @@ async function startRing(size: number): Promise<Ring> {
     "[cluster]",
     'name = "ringtest"',
     "[settings]",
-    "tokenIdlePaceMs = 50",
-    "tokenHopTimeoutMs = 500",
-    "tokenRetryMs = 50",
-    "tokenLossMs = 3000",
-    "ringLeaseMaxMs = 3000",
-    "ringLeaseMs = 3000",
-    "ringRegenRetryMs = 300",
+    ...QUICK_RING_SETTINGS,
     ...ids.flatMap((id, i) => ["[[nodes]]", `id = "${id}"`, 'role = "ring"', `http = "127.0.0.1:${ports[i]}"`, `dataDir = "data/${id}"`]),
   ].join("\n") + "\n";
   const file = writeCluster(dir, toml);

@@ -76,15 +76,17 @@ export class PeerLink {
     );
   }
 
+  /** Whether `item` was dropped while in flight (dropTokensBefore): then nothing to shift or resend. */
+  private droppedInFlight(item: LinkItem): boolean {
+    if (this.queue[0] === item) return false;
+    this.attempt = 0;
+    this.busy = false;
+    this.pump();
+    return true;
+  }
+
   private onAnswer(item: LinkItem, result: RingResult): void {
-    if (this.closed) return;
-    if (this.queue[0] !== item) {
-      // Dropped while in flight (dropTokensBefore): nothing to shift or resend.
-      this.attempt = 0;
-      this.busy = false;
-      this.pump();
-      return;
-    }
+    if (this.closed || this.droppedInFlight(item)) return;
     if (result.ok) {
       this.queue.shift();
       this.attempt = 0;
@@ -121,13 +123,7 @@ export class PeerLink {
   }
 
   private retry(item: LinkItem, detail: string): void {
-    if (this.closed) return;
-    if (this.queue[0] !== item) {
-      this.attempt = 0;
-      this.busy = false;
-      this.pump();
-      return;
-    }
+    if (this.closed || this.droppedInFlight(item)) return;
     this.attempt += 1;
     this.options.onTrouble(item.kind, detail, this.attempt);
     const delay = Math.min(this.options.retryMaxMs, this.options.retryMs * 2 ** Math.min(this.attempt - 1, 16));

@@ -10,7 +10,7 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { freePort, mutexdArgv, type Proc, ROOT, sleep, startProcess, writeCluster } from "../_harness.ts";
+import { freePort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, ROOT, sleep, startProcess, writeCluster } from "../_harness.ts";
 
 export type NodeId = "p1" | "b1" | "a1" | "r1" | "r2" | "r3";
 export const LOCK_SERVERS: NodeId[] = ["p1", "b1"];
@@ -21,15 +21,7 @@ const START_ORDER: NodeId[] = ["a1", "p1", "b1", "r1", "r2", "r3"];
 export type NodeState = "up" | "paused" | "down";
 
 /** Settings of the chaos cluster: lock service defaults; the ring made quick, as its process test does. */
-const SETTINGS = [
-  "tokenIdlePaceMs = 50",
-  "tokenHopTimeoutMs = 500",
-  "tokenRetryMs = 50",
-  "tokenLossMs = 3000",
-  "ringLeaseMaxMs = 3000",
-  "ringLeaseMs = 3000",
-  "ringRegenRetryMs = 300",
-];
+const SETTINGS = QUICK_RING_SETTINGS;
 
 /** Newest modification time (ms) of the sources the binary is built from. */
 function newestSourceMs(): number {
