@@ -9,6 +9,10 @@ import { createLockApp } from "../cluster/lock_api.ts";
 import { LockService } from "../cluster/lock_service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { ArbiterCore } from "../lib/core/arbiter.ts";
+import { createArbiterApp } from "../cluster/arbiter_server.ts";
+import superjson from "superjson";
+import { tempDir } from "./_harness.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
 
@@ -157,4 +161,32 @@ test("lock API: status lists holders with tokens, waiters in order, and sessions
   assert.equal(status.locks[0].holders[0].heldForMs, 250);
   assert.equal(status.sessions.length, 2);
   assert.equal(status.sessions[0].expiresInMs, 4_750);
+});
+
+test("peer API: malformed or forged replication messages are refused and change nothing", async () => {
+  const { app, state } = setup();
+  const before = state();
+  const send = async (body: string) => {
+    const response = await app.request("/v1/peer", { method: "POST", headers: { "content-type": "application/x-superjson" }, body });
+    return { status: response.status, text: await response.text() };
+  };
+  assert.equal((await send("{not json")).status, 400, "malformed body");
+  assert.equal((await send(superjson.stringify([1, 2]))).status, 400, "not an object");
+  assert.equal((await send(superjson.stringify({ type: "append", from: "b1", epoch: 1 }))).status, 400, "append without entries");
+  // Well-formed but from a server the cluster file does not name: a nack, nothing applied.
+  const forged = await send(superjson.stringify({ type: "append", from: "intruder", epoch: 9, syncGen: 1, entries: [] }));
+  assert.equal(forged.status, 200);
+  assert.equal((superjson.parse(forged.text) as { type: string }).type, "nack");
+  assert.equal(state(), before);
+});
+
+test("arbiter API: malformed requests are refused with 400 and change no epoch", async () => {
+  const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 }, null, 0);
+  const app = createArbiterApp(core, { nodeId: "a1", statePath: `${tempDir()}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
+  for (const body of ["{oops", superjson.stringify({ type: "claim", from: "p1" }), superjson.stringify({ type: "renew", from: "p1", epoch: 1, backupInSync: true })]) {
+    const response = await app.request("/v1/arbiter", { method: "POST", body });
+    assert.equal(response.status, 400, body);
+    assert.equal((await response.json()).error.code, "bad_request");
+  }
+  assert.deepEqual(core.current, { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 });
 });
