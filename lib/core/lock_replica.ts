@@ -525,7 +525,10 @@ export class LockReplica {
     this.syncInFlight = false;
     if (this.role !== "backup") return;
     if (answer.type !== "snapshot" || answer.epoch !== this.epoch || answer.from !== this.primary) {
-      if (answer.epoch > this.epoch) this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : null, "newer epoch");
+      if (answer.epoch > this.epoch) {
+        // A snapshot of a newer epoch comes from its primary; a nack names the primary it knows.
+        this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : answer.from, "newer epoch");
+      }
       return;
     }
     const s = this.options.settings;
