@@ -10,6 +10,7 @@ import { RingNode } from "../lib/core/ring_node.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";
+import { realTimers } from "../cluster/timers.ts";
 import { createRingApp } from "../cluster/ring/api.ts";
 import { type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
@@ -32,7 +33,7 @@ function setup() {
     wake: () => Promise.resolve(),
   };
   const clock = manualClock(1_000);
-  const service = new RingService({ node, settings, clock, log: memoryLogger(), storage, peers, onFatal: () => {} });
+  const service = new RingService({ node, settings, clock, timers: realTimers, log: memoryLogger(), storage, peers, onFatal: () => {} });
   const app = createRingApp(service, { nodeId: "b", settings });
   const state = () => {
     const { lastTokenAgeMs: _age, ...status } = node.status(clock.nowMs());

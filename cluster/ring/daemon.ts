@@ -9,6 +9,7 @@ import { monotonicClock } from "../clock.ts";
 import { type ClusterConfig, type NodeConfig, nodeUrl } from "../config.ts";
 import type { RunningNode } from "../commands/node.ts";
 import type { Logger } from "../log.ts";
+import { realTimers } from "../timers.ts";
 import { serveHttp } from "../runtime.ts";
 import { createRingApp } from "./api.ts";
 import { httpPeers } from "./http_peers.ts";
@@ -42,6 +43,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     node: core,
     settings,
     clock: monotonicClock,
+    timers: realTimers,
     log,
     storage,
     peers,

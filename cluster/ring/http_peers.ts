@@ -36,7 +36,7 @@ export function httpPeers(options: {
     deliver(to: string, item: LinkItem): Promise<RingResult> {
       if (to === self) {
         // A ring of one: hand the item to ourselves on a later turn, like a network would.
-        return new Promise((resolve) => setTimeout(() => resolve(deliverLocal(local(), self, item)), 0));
+        return new Promise((resolve) => setTimeout(() => resolve(local().stepItem(self, item)), 0));
       }
       return item.kind === "token"
         ? call<RingResult>(to, "token", { from: self, token: item.token })
@@ -56,10 +56,4 @@ export function httpPeers(options: {
       await call(to, "wake", { from: self });
     },
   };
-}
-
-function deliverLocal(service: RingService, self: string, item: LinkItem): RingResult {
-  return item.kind === "token"
-    ? service.stepPeer({ type: "token", from: self, token: item.token })
-    : service.stepPeer({ type: "writes", from: self, epoch: item.epoch, entries: item.entries });
 }

@@ -3,19 +3,24 @@
  * request in flight, each resent until the successor acknowledges it. The order matters: writes
  * sent before the token reach the successor before it. Ring repair comes later: until then an
  * unreachable successor is retried forever (with backoff), and the receiver drops copies.
+ *
+ * Its timers and its transport are ports (the simulator runs this class as it is): `deliver`'s
+ * answers are continued with `.then` only (the port rule of service.ts).
  */
 import type { RingResult } from "../../lib/core/ring_node.ts";
 import type { RingEntry, RingToken } from "../../lib/core/ring_types.ts";
+import type { TimerHandle, Timers } from "../timers.ts";
 
 export type LinkItem =
   | { kind: "token"; token: RingToken }
   | { kind: "writes"; epoch: number; entries: RingEntry[] };
 
-/** Delivers one item and returns the successor's answer; throws on network failure. */
-export type Deliver = (item: LinkItem) => Promise<RingResult>;
+/** Delivers one item and returns the successor's answer; rejects on network failure. */
+export type Deliver = (item: LinkItem) => PromiseLike<RingResult>;
 
 export interface PeerLinkOptions {
   deliver: Deliver;
+  timers: Timers;
   retryMs: number;
   retryMaxMs: number;
   batchWritesMax: number;
@@ -29,7 +34,7 @@ export class PeerLink {
   private busy = false;
   private closed = false;
   private attempt = 0;
-  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private retryTimer: TimerHandle | undefined;
 
   constructor(private readonly options: PeerLinkOptions) {}
 
@@ -63,7 +68,7 @@ export class PeerLink {
 
   close(): void {
     this.closed = true;
-    clearTimeout(this.retryTimer);
+    this.options.timers.clearTimeout(this.retryTimer);
   }
 
   private pump(): void {
@@ -127,7 +132,7 @@ export class PeerLink {
     this.attempt += 1;
     this.options.onTrouble(item.kind, detail, this.attempt);
     const delay = Math.min(this.options.retryMaxMs, this.options.retryMs * 2 ** Math.min(this.attempt - 1, 16));
-    this.retryTimer = setTimeout(() => {
+    this.retryTimer = this.options.timers.setTimeout(() => {
       this.busy = false;
       this.pump();
     }, delay);

@@ -3,6 +3,13 @@
  * peer messages and client requests, stores what the node asks to store BEFORE anything else of
  * the same output happens, sends the node's messages through the link to the successor, answers
  * clients, and runs the first ring node's token regeneration. It holds no protocol logic itself.
+ *
+ * Everything it needs from the runtime comes in as a port: the clock, the timers
+ * (cluster/timers.ts), the peers (HTTP in the daemon) and the storage (files in the daemon). The
+ * simulator (tests/sim/ring/node.ts) runs this class and its PeerLink as they are, on virtual
+ * time, with a simulated network and disk. Port rule: what a port returns is continued with
+ * `.then(onFulfilled, onRejected)` only, never awaited or passed to `Promise.all*`, so the
+ * simulator's promises (tests/sim/ring/ports.ts) settle at defined points of its event loop.
  */
 import { assertNever } from "../../lib/core/assert.ts";
 import {
@@ -17,34 +24,46 @@ import type { CatchUpReply, RingPromise } from "../../lib/core/ring_types.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
+import type { TimerHandle, Timers } from "../timers.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
-import type { RingStorage } from "./storage.ts";
+import type { RingStore } from "./storage.ts";
 
-/** How the service reaches the other ring nodes (HTTP in the daemon, direct calls in tests). */
+/**
+ * How the service reaches the other ring nodes (HTTP in the daemon, simulated messages in the
+ * simulator). Each call rejects on network failure or after the transport's timeout.
+ */
 export interface RingPeers {
   /** Hands the token or writes to the successor. */
-  deliver(to: string, item: LinkItem): Promise<RingResult>;
-  fetchLog(from: string, fromWseq: number): Promise<CatchUpReply>;
-  probe(to: string): Promise<ReturnType<RingNode["probe"]>>;
-  prepare(to: string, epoch: number): Promise<RingResult>;
-  wake(to: string): Promise<void>;
+  deliver(to: string, item: LinkItem): PromiseLike<RingResult>;
+  fetchLog(from: string, fromWseq: number): PromiseLike<CatchUpReply>;
+  probe(to: string): PromiseLike<ReturnType<RingNode["probe"]>>;
+  prepare(to: string, epoch: number): PromiseLike<RingResult>;
+  wake(to: string): PromiseLike<void>;
 }
 
 export interface RingServiceOptions {
   node: RingNode;
   settings: Settings;
   clock: Clock;
+  timers: Timers;
   log: Logger;
-  storage: RingStorage;
+  storage: RingStore;
   peers: RingPeers;
   /** Called when storing failed: the node's memory is ahead of its disk, so it must stop. */
   onFatal(error: Error): void;
+  /** Sees every core step, after its persist and before its effects (the simulator's checkers). */
+  onStep?(input: RingInput | { type: "start" }, output: RingOutput): void;
 }
 
-type ClientInput =
-  | Omit<Extract<RingInput, { type: "enter" }>, "reqId">
+type EnterInput = Omit<Extract<RingInput, { type: "enter" }>, "reqId">;
+
+/** A client request: enter (long-polls, see `enter`), leave or write. */
+export type ClientInput =
+  | EnterInput
   | Omit<Extract<RingInput, { type: "leave" }>, "reqId">
   | Omit<Extract<RingInput, { type: "write" }>, "reqId">;
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 export class RingService {
   readonly node: RingNode;
@@ -52,16 +71,17 @@ export class RingService {
   private readonly replies = new Map<number, (reply: ClientReply) => void>();
   private readonly watchers = new Map<number, Set<() => void>>();
   private reqSeq = 0;
-  private timers: Array<ReturnType<typeof setInterval>> = [];
+  private loops: Array<() => void> = [];
   private regenerating = false;
   private stopped = false;
   private lastTrouble = "";
 
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
-    const { settings, peers, log } = options;
+    const { settings, peers, log, timers } = options;
     this.link = new PeerLink({
       deliver: (item) => peers.deliver(this.node.successor, item),
+      timers,
       retryMs: settings.tokenRetryMs,
       retryMaxMs: settings.tokenHopTimeoutMs,
       batchWritesMax: settings.ringBatchWritesMax,
@@ -80,19 +100,20 @@ export class RingService {
 
   /** Starts the clock and, on the first ring node, the regeneration loop. */
   start(): void {
-    const { settings } = this.options;
-    this.execute(this.node.start(this.now()));
-    this.timers.push(setInterval(() => this.stepPeer({ type: "tick" }), settings.tickMs));
+    const { settings, timers } = this.options;
+    this.execute(this.node.start(this.now()), { type: "start" });
+    this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepPeer({ type: "tick" })));
     if (this.node.id === this.node.ring[0]) {
-      this.timers.push(setInterval(() => void this.maybeRegenerate(), settings.ringRegenRetryMs));
-      queueMicrotask(() => void this.maybeRegenerate());
+      this.loops.push(repeatEvery(timers, settings.ringRegenRetryMs, () => this.maybeRegenerate()));
+      const first = timers.setTimeout(() => this.maybeRegenerate(), 0);
+      this.loops.push(() => timers.clearTimeout(first));
     }
   }
 
   /** Stops timers and answers every pending client request (so the HTTP server can close). */
   stop(): void {
     this.stopped = true;
-    for (const timer of this.timers) clearInterval(timer);
+    for (const stop of this.loops) stop();
     this.link.close();
     for (const [reqId, resolve] of [...this.replies]) {
       this.replies.delete(reqId);
@@ -105,20 +126,20 @@ export class RingService {
   stepPeer(input: RingInput): RingResult {
     if (this.stopped) return { ok: false, type: "error", error: { code: "ring_unavailable", message: "stopping" } };
     const output = this.node.step(input, this.now());
-    this.execute(output);
+    this.execute(output, input);
     return output.result;
   }
 
-  /** A client request; resolves with the node's reply (a waiting enter: see `enter`). */
+  /** A token hand-off or a write batch from the predecessor `from`: the result answers it. */
+  stepItem(from: string, item: LinkItem): RingResult {
+    return item.kind === "token"
+      ? this.stepPeer({ type: "token", from, token: item.token })
+      : this.stepPeer({ type: "writes", from, epoch: item.epoch, entries: item.entries });
+  }
+
+  /** A leave or write; resolves with the node's reply (an enter long-polls as in `enter`). */
   submit(input: ClientInput): Promise<ClientReply> {
-    if (this.stopped) {
-      return Promise.resolve({ ok: false, error: { code: "ring_unavailable", message: "the ring node is stopping" } });
-    }
-    this.reqSeq += 1;
-    const reqId = this.reqSeq;
-    const reply = new Promise<ClientReply>((resolve) => this.replies.set(reqId, resolve));
-    this.execute(this.node.step({ ...input, reqId } as RingInput, this.now()));
-    return reply;
+    return new Promise((resolve) => this.request(input, resolve));
   }
 
   /**
@@ -126,45 +147,54 @@ export class RingService {
    * ("waiting", with a ticket the client asks again with to keep its place).
    */
   enter(input: { waitMs: number; leaseMs: number; ticket?: string }, abort?: AbortSignal): Promise<ClientReply> {
+    return new Promise((resolve) => this.request({ type: "enter", ...input }, resolve, abort));
+  }
+
+  /**
+   * A client request answered through `onReply`, once: what `submit` and `enter` wrap in a
+   * promise (the simulator calls it directly). An enter that is not answered at once
+   * long-polls: after min(waitMs, longPollMaxMs) (longPollMaxMs for a try or a re-ask with a
+   * ticket), or when `abort` fires, the node detaches it and answers "waiting".
+   */
+  request(input: ClientInput, onReply: (reply: ClientReply) => void, abort?: AbortSignal): void {
     if (this.stopped) {
-      return Promise.resolve({ ok: false, error: { code: "ring_unavailable", message: "the ring node is stopping" } });
+      return onReply({ ok: false, error: { code: "ring_unavailable", message: "the ring node is stopping" } });
     }
+    const { timers, settings: { longPollMaxMs } } = this.options;
     this.reqSeq += 1;
     const reqId = this.reqSeq;
-    const { longPollMaxMs } = this.options.settings;
-    const pollMs = input.waitMs === 0 || input.ticket !== undefined ? longPollMaxMs : Math.min(input.waitMs, longPollMaxMs);
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: TimerHandle | undefined;
     const detach = () => {
       if (this.replies.has(reqId)) this.stepPeer({ type: "detach", reqId });
     };
-    const reply = new Promise<ClientReply>((resolve) => {
-      this.replies.set(reqId, (answer) => {
-        clearTimeout(timer);
-        abort?.removeEventListener("abort", detach);
-        resolve(answer);
-      });
+    this.replies.set(reqId, (answer) => {
+      timers.clearTimeout(timer);
+      abort?.removeEventListener("abort", detach);
+      onReply(answer);
     });
-    this.execute(this.node.step({ type: "enter", reqId, ...input }, this.now()));
-    if (this.replies.has(reqId)) {
-      timer = setTimeout(detach, pollMs);
+    const stepInput = { ...input, reqId } as RingInput;
+    this.execute(this.node.step(stepInput, this.now()), stepInput);
+    if (input.type === "enter" && this.replies.has(reqId)) {
+      const pollMs = input.waitMs === 0 || input.ticket !== undefined ? longPollMaxMs : Math.min(input.waitMs, longPollMaxMs);
+      timer = timers.setTimeout(detach, pollMs);
       abort?.addEventListener("abort", detach, { once: true });
     }
-    return reply;
   }
 
   /** Waits until section `fence` ends or `waitMs` passes; true while it is still running. */
   async watchSection(fence: number, waitMs: number): Promise<boolean> {
     if (!this.node.sectionActive(fence) || this.stopped) return false;
+    const { timers } = this.options;
     await new Promise<void>((resolve) => {
       const set = this.watchers.get(fence) ?? new Set();
       this.watchers.set(fence, set);
       const done = () => {
-        clearTimeout(timer);
+        timers.clearTimeout(timer);
         set.delete(done);
         if (set.size === 0) this.watchers.delete(fence);
         resolve();
       };
-      const timer = setTimeout(done, waitMs);
+      const timer = timers.setTimeout(done, waitMs);
       set.add(done);
     });
     return this.node.sectionActive(fence);
@@ -179,7 +209,7 @@ export class RingService {
   }
 
   /** Stores first, then acts: the order every RingOutput demands. */
-  private execute(output: RingOutput): void {
+  private execute(output: RingOutput, input: RingInput | { type: "start" }): void {
     if (output.persist.length > 0) {
       try {
         this.options.storage.apply(output.persist);
@@ -189,6 +219,7 @@ export class RingService {
         throw error;
       }
     }
+    this.options.onStep?.(input, output);
     for (const effect of output.effects) this.onEffect(effect);
   }
 
@@ -211,7 +242,7 @@ export class RingService {
         );
         return;
       case "wakeAll":
-        for (const id of this.node.ring) if (id !== this.node.id) peers.wake(id).catch(() => {});
+        for (const id of this.node.ring) if (id !== this.node.id) peers.wake(id).then(undefined, () => {});
         return;
       case "reply": {
         const resolve = this.replies.get(effect.reqId);
@@ -236,40 +267,94 @@ export class RingService {
    * premature attempt); then every node must promise the new epoch. Safe without an arbiter
    * because it needs all ring nodes; so it waits while any of them is down (docs/ring.md).
    */
-  private async maybeRegenerate(): Promise<void> {
+  private maybeRegenerate(): void {
     if (this.regenerating || this.stopped || !this.node.wantsRegeneration(this.now())) return;
     this.regenerating = true;
-    const { peers, log, settings } = this.options;
+    const { peers } = this.options;
+    const others = this.node.ring.filter((id) => id !== this.node.id);
+    this.regenerationStep(() => {
+      settleAll(others.map((id) => peers.probe(id)), (probes) => this.regenerationStep(() => this.prepareAll(others, probes)));
+      return true;
+    });
+  }
+
+  /** Runs a step of a regeneration attempt; the attempt ends unless the step waits for answers (true). */
+  private regenerationStep(step: () => boolean): void {
+    let waiting = false;
     try {
-      const others = this.node.ring.filter((id) => id !== this.node.id);
-      const probes = await Promise.allSettled(others.map((id) => peers.probe(id)));
-      const missing = others.filter((_, i) => probes[i].status === "rejected");
-      if (missing.length > 0) {
-        log.event("regenerationWaiting", { missing });
-        return;
-      }
-      const answers = probes.map((p) => (p as PromiseFulfilledResult<ReturnType<RingNode["probe"]>>).value);
-      const busy = answers.filter((a) => a.live || (a.lastTokenAgeMs !== null && a.lastTokenAgeMs < settings.tokenLossMs));
-      if (busy.length > 0 || !this.node.wantsRegeneration(this.now())) return;
-      const epoch = Math.max(this.node.probe(this.now()).epoch, ...answers.map((a) => a.epoch)) + 1;
-      const own = this.stepPeer({ type: "prepare", from: this.node.id, epoch });
-      if (!own.ok || own.type !== "promised") return;
-      const replies = await Promise.allSettled(others.map((id) => peers.prepare(id, epoch)));
-      const promises: RingPromise[] = [own.promise];
-      for (const [i, reply] of replies.entries()) {
-        if (reply.status === "fulfilled" && reply.value.ok && reply.value.type === "promised") {
-          promises.push(reply.value.promise);
-        } else {
-          const why = reply.status === "rejected" ? (reply.reason as Error).message : JSON.stringify(reply.value);
-          log.event("regenerationRefused", { node: others[i], epoch, why });
-          return;
-        }
-      }
-      this.stepPeer({ type: "regenerate", epoch, promises });
+      waiting = step();
     } catch (error) {
-      log.event("regenerationFailed", { message: (error as Error).message });
+      this.options.log.event("regenerationFailed", { message: (error as Error).message, error: (error as Error).name });
     } finally {
-      this.regenerating = false;
+      if (!waiting) this.regenerating = false;
     }
   }
+
+  /** Every node answered the probe: if none is busy, every node must promise the new epoch. */
+  private prepareAll(others: string[], probes: Array<Settled<ReturnType<RingNode["probe"]>>>): boolean {
+    const { peers, log, settings } = this.options;
+    const missing = others.filter((_, i) => !probes[i].ok);
+    if (missing.length > 0) {
+      log.event("regenerationWaiting", { missing });
+      return false;
+    }
+    const answers = probes.map((p) => (p as { value: ReturnType<RingNode["probe"]> }).value);
+    const busy = answers.filter((a) => a.live || (a.lastTokenAgeMs !== null && a.lastTokenAgeMs < settings.tokenLossMs));
+    if (busy.length > 0 || !this.node.wantsRegeneration(this.now())) return false;
+    const epoch = Math.max(this.node.probe(this.now()).epoch, ...answers.map((a) => a.epoch)) + 1;
+    const own = this.stepPeer({ type: "prepare", from: this.node.id, epoch });
+    if (!own.ok || own.type !== "promised") return false;
+    settleAll(
+      others.map((id) => peers.prepare(id, epoch)),
+      (replies) => this.regenerationStep(() => this.regenerate(others, epoch, own.promise, replies)),
+    );
+    return true;
+  }
+
+  /** With every node's promise, the new token of `epoch`; one refusal ends the attempt. */
+  private regenerate(others: string[], epoch: number, own: RingPromise, replies: Array<Settled<RingResult>>): boolean {
+    const promises: RingPromise[] = [own];
+    for (const [i, reply] of replies.entries()) {
+      if (reply.ok && reply.value.ok && reply.value.type === "promised") {
+        promises.push(reply.value.promise);
+      } else {
+        const why = reply.ok ? JSON.stringify(reply.value) : (reply.error as Error).message;
+        this.options.log.event("regenerationRefused", { node: others[i], epoch, why });
+        return false;
+      }
+    }
+    this.stepPeer({ type: "regenerate", epoch, promises });
+    return false;
+  }
+}
+
+/** Promise.allSettled by `.then` only (the port rule): `done` runs once all have settled. */
+function settleAll<T>(pending: PromiseLike<T>[], done: (results: Array<Settled<T>>) => void): void {
+  const results: Array<Settled<T>> = new Array(pending.length);
+  let left = pending.length;
+  if (left === 0) return done(results);
+  const settle = (i: number, result: Settled<T>) => {
+    results[i] = result;
+    left -= 1;
+    if (left === 0) done(results);
+  };
+  pending.forEach((p, i) => p.then((value) => settle(i, { ok: true, value }), (error) => settle(i, { ok: false, error })));
+}
+
+/** Runs `fn` every `ms` (re-armed before each run) until the returned function is called. */
+function repeatEvery(timers: Timers, ms: number, fn: () => void): () => void {
+  let handle: TimerHandle | undefined;
+  let stopped = false;
+  const arm = () => {
+    handle = timers.setTimeout(() => {
+      if (stopped) return;
+      arm();
+      fn();
+    }, ms);
+  };
+  arm();
+  return () => {
+    stopped = true;
+    timers.clearTimeout(handle);
+  };
 }

@@ -18,7 +18,13 @@ const STATE_FILE = "ring-state.json";
 const SNAPSHOT_FILE = "ring-snapshot.json";
 const LOG_FILE = "ring-log.jsonl";
 
-export class RingStorage {
+/** What the driver needs of its storage: the port the simulator's disk also implements. */
+export interface RingStore {
+  /** Stores `ops` in order; returns only when everything is durable, throws if it cannot be. */
+  apply(ops: readonly PersistOp[]): void;
+}
+
+export class RingStorage implements RingStore {
   private logFd: number | null = null;
 
   constructor(readonly dir: string) {
@@ -59,7 +65,7 @@ export class RingStorage {
   }
 
   /** Stores `ops` in order and fsyncs; returns only when everything is on disk. */
-  apply(ops: PersistOp[]): void {
+  apply(ops: readonly PersistOp[]): void {
     let lines: string[] = [];
     let hardState: RingHardState | undefined;
     for (const op of ops) {

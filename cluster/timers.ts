@@ -1,0 +1,23 @@
+/**
+ * Timers for drivers (the lock service's long-poll timeout, the ring service's loops). A port
+ * like the clock: the daemons pass the runtime's timers, the simulator (tests/sim) passes timers
+ * on its virtual time.
+ *
+ * Port rule, for every driver the simulator runs as it is: what a port returns is continued
+ * with `.then(onFulfilled, onRejected)` only, never awaited or passed to `Promise.all*`, so the
+ * simulator's own promises settle at defined points of its event loop (a native promise would
+ * continue in the runtime's microtask queue, which a synchronous simulation never reaches).
+ */
+export interface Timers {
+  /** Runs `fn` once, `ms` from now; the handle is for `clearTimeout`. */
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle): void;
+}
+
+/** Opaque: whatever the implementation returns from `setTimeout`. */
+export type TimerHandle = unknown;
+
+export const realTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
