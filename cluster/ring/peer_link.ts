@@ -5,7 +5,7 @@
  * unreachable successor is retried forever (with backoff), and the receiver drops copies.
  *
  * Its timers and its transport are ports (the simulator runs this class as it is): `deliver`'s
- * answers are continued with `.then` only (the port rule of service.ts).
+ * answers are continued with `.then` only (the port rule of cluster/timers.ts).
  */
 import type { RingResult } from "../../lib/core/ring_node.ts";
 import type { RingEntry, RingToken } from "../../lib/core/ring_types.ts";

@@ -7,9 +7,8 @@
  * Everything it needs from the runtime comes in as a port: the clock, the timers
  * (cluster/timers.ts), the peers (HTTP in the daemon) and the storage (files in the daemon). The
  * simulator (tests/sim/ring/node.ts) runs this class and its PeerLink as they are, on virtual
- * time, with a simulated network and disk. Port rule: what a port returns is continued with
- * `.then(onFulfilled, onRejected)` only, never awaited or passed to `Promise.all*`, so the
- * simulator's promises (tests/sim/ring/ports.ts) settle at defined points of its event loop.
+ * time, with a simulated network and disk; so it keeps the port rule of cluster/timers.ts (the
+ * peers' promises are continued with `.then` only, see tests/sim/ring/ports.ts).
  */
 import { assertNever } from "../../lib/core/assert.ts";
 import {

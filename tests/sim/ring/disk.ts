@@ -7,8 +7,9 @@
  */
 import type { PersistOp, RingStored } from "../../../lib/core/ring_node.ts";
 import type { RingHardState, RingLogRecord, RingSnapshot } from "../../../lib/core/ring_types.ts";
+import type { RingStore } from "../../../cluster/ring/storage.ts";
 
-export class SimRingDisk {
+export class SimRingDisk implements RingStore {
   private hardState: RingHardState = { epoch: 0, fenceMax: 0, lastHop: 0 };
   private snapshot: RingSnapshot | undefined;
   private records: RingLogRecord[] = [];
