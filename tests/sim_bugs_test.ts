@@ -11,6 +11,8 @@ import { LockTable } from "../lib/core/lock_table.ts";
 import { RingNode } from "../lib/core/ring_node.ts";
 import { LockReplica } from "../lib/core/lock_replica.ts";
 import { ArbiterCore } from "../lib/core/arbiter.ts";
+import { PeerLink } from "../cluster/ring/peer_link.ts";
+import { SimRingDisk } from "./sim/ring/disk.ts";
 import type { RunSpec } from "./sim/replay.ts";
 import { runSpec } from "./sim/run.ts";
 
@@ -142,6 +144,51 @@ test("bug: a ring node lets the token go on while its section runs → ring.sect
       this.section = null; // the node forgets the section it just granted, so the token moves on
     }, () => hunt(RING_ONLY, 100));
   expectCaught("token passed during a section", found, ["ring.section-mutex"]);
+});
+
+// The ring bugs the simulator found (docs/simulator.md, findings 1 and 2) put back as they were
+// before their fix. The simulator runs the real ring driver, so the link's half of finding 1 is
+// the real PeerLink with its drop switched off. A seed counts only if it passes without the bug.
+
+/** Seeds 1, 2, … with `inject` around each run until one fails with a checker of `checkers`. */
+function huntRing(inject: <T>(body: () => T) => T, spec: Omit<RunSpec, "seed">, runsMax: number, checkers: string[]) {
+  for (let run = 1; run <= runsMax; run++) {
+    const result = inject(() => runSpec({ ...spec, seed: run }, { keepAll: false, tailLinesMax: 20 }));
+    if (result.ok || !checkers.includes(result.violation!.checker)) continue;
+    assert.ok(runSpec({ ...spec, seed: run }, { keepAll: false, tailLinesMax: 5 }).ok, `seed ${run} fails without the bug too`);
+    return { seed: result.seed, runs: run, checker: result.violation!.checker, message: result.violation!.message };
+  }
+  return undefined;
+}
+
+const RING_CRASHES = { kinds: ["ring"] }; // 20 s + 30 s: ring-crash needs time to hit a hand-off
+
+test("regression (finding 1, seeds 36 and 343): a restarted node forgets lastHop and the link resends hand-offs the token came back past → two tokens", { timeout: 120_000 }, () => {
+  const CHECKERS = ["core.assertion", "ring.token-unique", "ring.fencing", "ring.section-mutex"];
+  const found = huntRing(
+    (body) =>
+      patched(SimRingDisk.prototype as unknown as Proto, "load", (original) =>
+        function (this: Proto) {
+          const stored = original.call(this);
+          stored.hardState.lastHop = 0; // volatile, as before the fix
+          return stored;
+        }, () => patched(PeerLink.prototype as unknown as Proto, "dropTokensBefore", () => function () {}, body)),
+    RING_CRASHES,
+    300,
+    CHECKERS,
+  );
+  expectCaught("lastHop volatile, resent hand-offs kept (before 362de11)", found, CHECKERS);
+});
+
+test("regression (finding 2, seed 1813): a node keeps older-epoch writes above a new token's wseq → 'append of N after N'", { timeout: 120_000 }, () => {
+  const CHECKERS = ["core.assertion", "ring.prefix-agreement", "ring.acked-write-survives"];
+  const found = huntRing(
+    (body) => patched(ringNode, "dropStaleSuffix", () => function () {}, body),
+    { ...RING_CRASHES, params: { "ring.writesMax": 3 } },
+    300,
+    CHECKERS,
+  );
+  expectCaught("stale suffix kept (before 362de11)", found, CHECKERS);
 });
 
 // ---- primary, backup and arbiter (kind "failover", issue 5) ----------------------------------
