@@ -1,6 +1,7 @@
 /**
  * The lock server's HTTP API (`/v1`, JSON). Handlers only decode, call the service, and encode;
- * the lock semantics live in lib/core/lock_table.ts. See docs/http-api.md.
+ * the lock semantics live in lib/core/lock_table.ts, the enter long-poll in lock_service.ts. See
+ * docs/http-api.md.
  */
 import { Hono, type Context } from "hono";
 import type { ClientAnswer, PeerMessage } from "../lib/core/lock_replica.ts";
@@ -38,12 +39,9 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   });
   const body = (c: Context) => readJsonObject(c, settings.bodyBytesMax);
 
-  /** Submits a command and unwraps the committed answer; refusals become their HTTP answer. */
+  /** Submits a command and unwraps the committed answer. */
   async function submit(command: Command, requestId?: string) {
-    const answer = await service.submit(command, requestId);
-    if (answer.ok) return answer.result;
-    if (answer.code === "not_primary") throw new NotPrimaryError(answer);
-    throw new RequestError(answer.code, answer.message);
+    return unwrap(await service.submit(command, requestId));
   }
 
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
@@ -78,8 +76,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     return c.json({ session: result.session, released: result.released });
   });
 
-  // mutex_enter: grant now, wait (long-poll of at most longPollMaxMs; the client asks again to
-  // keep its place), or answer "not granted" with the queue position. waitMs = 0 is a try-lock.
+  // mutex_enter (LockService.enter: grant now, long-poll, or not granted); waitMs = 0 is a try-lock.
   app.post("/v1/enter", async (c) => {
     const input = await body(c);
     onlyFields(input, ["name", "session", "mode", "waitMs", "lockDelayMs"]);
@@ -88,18 +85,11 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     const mode = field.oneOf(input, "mode", ["exclusive", "shared"] as const, "exclusive");
     const waitMs = field.integer(input, "waitMs", 0);
     const lockDelayMs = field.integer(input, "lockDelayMs", 0);
-    const command: Command = { type: "enter", name, session, mode, waitMs, lockDelayMs };
-    // Every answer comes from a committed command: after the long-poll, ask the core again
-    // (enter is idempotent: a holder gets its grant, a waiter keeps its place).
-    for (let round = 0; round < 2; round++) {
-      const result = await submit(command);
-      if (result.type === "granted") return c.json({ granted: true, ...result.grant });
-      if (result.type === "notGranted") return c.json({ granted: false, waiting: false, name, position: result.position });
-      if (result.type !== "waiting") throw new Error(`unexpected result ${result.type}`);
-      if (round === 1) return c.json({ granted: false, waiting: true, name, position: result.position });
-      await service.waitForTurn(name, session, Math.min(waitMs, settings.longPollMaxMs));
-    }
-    throw new Error("unreachable");
+    const result = unwrap(await service.enter({ type: "enter", name, session, mode, waitMs, lockDelayMs }));
+    if (result.type === "granted") return c.json({ granted: true, ...result.grant });
+    if (result.type === "notGranted") return c.json({ granted: false, waiting: false, name, position: result.position });
+    if (result.type === "waiting") return c.json({ granted: false, waiting: true, name, position: result.position });
+    throw new Error(`unexpected result ${result.type}`);
   });
 
   // mutex_leave: by the holder with its token; a waiter without a token withdraws its request.
@@ -140,6 +130,13 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   });
 
   return app;
+}
+
+/** The result of a committed answer; refusals become their HTTP answer. */
+function unwrap(answer: ClientAnswer) {
+  if (answer.ok) return answer.result;
+  if (answer.code === "not_primary") throw new NotPrimaryError(answer);
+  throw new RequestError(answer.code, answer.message);
 }
 
 function isPeerRequest(message: Record<string, unknown>): message is PeerMessage {

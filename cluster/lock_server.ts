@@ -11,6 +11,7 @@ import { LockService } from "./lock_service.ts";
 import type { Logger } from "./log.ts";
 import { httpPeerTransport } from "./peer_transport.ts";
 import { serveHttp } from "./runtime.ts";
+import { realTimers } from "./timers.ts";
 import type { RunningNode } from "./commands/node.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -29,6 +30,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     peer,
     arbiter,
     transport: httpPeerTransport,
+    timers: realTimers,
     // A random prefix per incarnation: a restarted server never accepts an old session id.
     sessionIdPrefix: `${node.id}-${randomBytes(4).toString("hex")}-`,
     // A fresh table (a new cluster, or both copies lost) starts its tokens above the wall clock

@@ -1,9 +1,18 @@
 /**
  * The driver around a lock server's pure core (lib/core/lock_replica.ts): it feeds the core the
  * monotonic clock, client requests and peer messages, executes what `ready()` asks (sends to the
- * peer and the arbiter, answers to clients), turns committed effects into wake-ups of
- * long-polling requests and log lines, and presents the state for status. No lock or
- * replication logic lives here.
+ * peer and the arbiter, answers to clients), runs the enter long-poll (submit; when "waiting",
+ * wait for a committed change, then submit once more), turns committed effects into wake-ups of
+ * long-polls and log lines, and presents the state for status. No lock or replication logic
+ * lives here; the HTTP API (lock_api.ts) only decodes and encodes around it.
+ *
+ * Everything it needs from the runtime comes in as a port (clock, timers, transport, log), and
+ * the tick is driven from outside, so the simulator (tests/sim/lock/server.ts) runs this class
+ * as it is, on virtual time. For the same reason its own continuations (a client's answer, the
+ * end of a long-poll) are callbacks it runs itself at one defined point, right after the step
+ * that decided them, not promise callbacks in the runtime's microtask queue; and what the
+ * transport returns is continued with `.then(onAnswer, onFailure)` only (cluster/timers.ts, port
+ * rule). `submit` and `enter` wrap the callback forms in a promise for the HTTP handlers.
  */
 import { assertNever } from "../lib/core/assert.ts";
 import { LockTable, type Command, type Effect } from "../lib/core/lock_table.ts";
@@ -11,10 +20,20 @@ import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type R
 import type { Settings } from "../lib/settings.ts";
 import type { Clock } from "./clock.ts";
 import type { Logger } from "./log.ts";
-import type { PeerTransport } from "./peer_transport.ts";
+import type { Timers } from "./timers.ts";
 
 /** How a long-poll ended: something changed for the request, or the poll ran out first. */
 export type WaitOutcome = "changed" | "timeout";
+
+export type EnterCommand = Extract<Command, { type: "enter" }>;
+
+/**
+ * What the driver needs of a transport: `PeerTransport` (peer_transport.ts) in the daemon; any
+ * sender whose answers are thenable elsewhere (the simulator settles its own).
+ */
+export interface PeerSender {
+  send(url: string, body: unknown, timeoutMs: number): PromiseLike<unknown>;
+}
 
 export interface LockServiceOptions {
   settings: Settings;
@@ -24,7 +43,10 @@ export interface LockServiceOptions {
   /** The other lock server and the arbiter, with their base URLs; null when absent. */
   peer: { id: string; url: string } | null;
   arbiter: { id: string; url: string } | null;
-  transport: PeerTransport;
+  /** Requests to the peer and the arbiter (only `.then(onAnswer, onFailure)` is called on the answer). */
+  transport: PeerSender;
+  /** For the long-poll timeout. */
+  timers: Timers;
   /** Prefix of session ids (unique per server incarnation). */
   sessionIdPrefix: string;
   /** Tokens of a fresh table start above this (see LockTableOptions.tokenFloor). */
@@ -37,6 +59,9 @@ export class LockService {
   private nextClientRef = 1;
   /** Long-polls waiting for a change to their request, keyed by lock name and session. */
   private readonly polls = new Map<string, Set<(outcome: WaitOutcome) => void>>();
+  /** Continuations decided by the current step, run in order once it is done. */
+  private readonly continuations: Array<() => void> = [];
+  private continuing = false;
   private stopped = false;
 
   constructor(private readonly options: LockServiceOptions) {
@@ -53,11 +78,35 @@ export class LockService {
 
   /** Submits one client command; resolves once it is committed (or refused). */
   submit(command: Command, requestId?: string): Promise<ClientAnswer> {
+    return new Promise((done) => this.submitThen(command, requestId, done));
+  }
+
+  /** `submit` with a callback: `done` runs right after the step that commits (or refuses) it. */
+  submitThen(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void): void {
     const clientRef = this.nextClientRef++;
-    const answered = new Promise<ClientAnswer>((resolve) => this.answers.set(clientRef, resolve));
+    this.answers.set(clientRef, done);
     this.replica.clientRequest(clientRef, command, requestId, this.options.clock.nowMs());
     this.flush();
-    return answered;
+  }
+
+  /**
+   * mutex_enter: grant now, wait (a long-poll of at most min(waitMs, longPollMaxMs); the client
+   * asks again to keep its place), or "not granted" with the queue position. Every answer comes
+   * from a committed command: after the long-poll, `enter` is submitted once more and that
+   * answer is the one given (enter is idempotent: a holder gets its grant, a waiter keeps its
+   * place). waitMs = 0 is a try-lock.
+   */
+  enter(command: EnterCommand): Promise<ClientAnswer> {
+    return new Promise((done) => this.enterThen(command, done));
+  }
+
+  /** `enter` with a callback (see `submitThen`). */
+  enterThen(command: EnterCommand, done: (answer: ClientAnswer) => void): void {
+    this.submitThen(command, undefined, (answer) => {
+      if (!answer.ok || answer.result.type !== "waiting") return done(answer);
+      const pollMs = Math.min(command.waitMs, this.options.settings.longPollMaxMs);
+      this.waitForTurn(command.name, command.session, pollMs, () => this.submitThen(command, undefined, done));
+    });
   }
 
   /** Feeds the clock to the core: expiries, renewals, heartbeats, takeover checks. */
@@ -77,9 +126,9 @@ export class LockService {
   private flush(): void {
     const ready = this.replica.ready();
     for (const { clientRef, answer } of ready.answers) {
-      const resolve = this.answers.get(clientRef);
+      const done = this.answers.get(clientRef);
       this.answers.delete(clientRef);
-      resolve?.(answer);
+      if (done) this.continuations.push(() => done(answer));
     }
     for (const effect of ready.effects) this.onEffect(effect);
     for (const { event, fields } of ready.events) {
@@ -88,6 +137,22 @@ export class LockService {
       if (event === "steppedDown" || event === "backup") this.endAllPolls();
     }
     for (const outbound of ready.send) this.send(outbound);
+    this.runContinuations();
+  }
+
+  /**
+   * Runs the continuations the step decided, and those they add, in order. Called at the end of
+   * every step; a step inside a continuation (a new submit) leaves its own to this loop.
+   */
+  private runContinuations(): void {
+    if (this.continuing) return;
+    this.continuing = true;
+    try {
+      // One by one off the front: if one throws, the rest run at the end of the next step.
+      while (this.continuations.length > 0) this.continuations.shift()!();
+    } finally {
+      this.continuing = false;
+    }
   }
 
   private send(outbound: Outbound): void {
@@ -115,34 +180,40 @@ export class LockService {
 
   /**
    * Waits until something changes for (name, session) — a committed grant, or the wait ended —
-   * for at most `timeoutMs`. Returns at once when the request is no longer queued, so the
-   * caller asks again and gets a committed answer.
+   * for at most `timeoutMs`. Ends at once when the request is no longer queued, so the caller
+   * asks again and gets a committed answer.
    */
-  waitForTurn(name: string, session: string, timeoutMs: number): Promise<WaitOutcome> {
-    if (this.queuePosition(name, session) === undefined) return Promise.resolve("changed");
+  private waitForTurn(name: string, session: string, timeoutMs: number, done: (outcome: WaitOutcome) => void): void {
+    if (this.queuePosition(name, session) === undefined) {
+      this.continuations.push(() => done("changed"));
+      return this.runContinuations();
+    }
     const key = pollKey(name, session);
-    return new Promise((resolve) => {
-      const waiters = this.polls.get(key) ?? new Set();
-      this.polls.set(key, waiters);
-      const finish = (outcome: WaitOutcome) => {
-        clearTimeout(timer);
-        waiters.delete(finish);
-        if (waiters.size === 0) this.polls.delete(key);
-        resolve(outcome);
-      };
-      const timer = setTimeout(() => finish("timeout"), timeoutMs);
-      waiters.add(finish);
-    });
+    const { timers } = this.options;
+    const waiters = this.polls.get(key) ?? new Set();
+    this.polls.set(key, waiters);
+    const finish = (outcome: WaitOutcome) => {
+      timers.clearTimeout(timer);
+      waiters.delete(finish);
+      if (waiters.size === 0) this.polls.delete(key);
+      this.continuations.push(() => done(outcome));
+    };
+    const timer = timers.setTimeout(() => {
+      finish("timeout");
+      this.runContinuations();
+    }, timeoutMs);
+    waiters.add(finish);
   }
 
-  /** Wakes every long-poll (shutdown, role change). */
-  endAllPolls(): void {
+  /** Ends every long-poll (shutdown, role change); their continuations run with the step's. */
+  private endAllPolls(): void {
     for (const waiters of [...this.polls.values()]) for (const finish of [...waiters]) finish("changed");
   }
 
   stop(): void {
     this.stopped = true;
     this.endAllPolls();
+    this.runContinuations();
   }
 
   get table(): LockTable | undefined {

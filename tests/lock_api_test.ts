@@ -8,6 +8,7 @@ import { manualClock } from "../cluster/clock.ts";
 import { createLockApp } from "../cluster/lock_api.ts";
 import { LockService } from "../cluster/lock_service.ts";
 import { memoryLogger } from "../cluster/log.ts";
+import { realTimers, type Timers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { ArbiterCore } from "../lib/core/arbiter.ts";
 import { createArbiterApp } from "../cluster/arbiter_server.ts";
@@ -16,7 +17,7 @@ import { tempDir } from "./_harness.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
 
-function setup() {
+function setup(timers: Timers = realTimers) {
   const clock = manualClock(1_000);
   const service = new LockService({
     settings: SETTINGS,
@@ -26,6 +27,7 @@ function setup() {
     peer: null,
     arbiter: null,
     transport: { send: () => Promise.reject(new Error("no peers in this test")) },
+    timers,
     sessionIdPrefix: "t-",
     tokenFloor: 0,
   });
