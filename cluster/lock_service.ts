@@ -92,9 +92,10 @@ export class LockService {
   /**
    * mutex_enter: grant now, wait (a long-poll of at most min(waitMs, longPollMaxMs); the client
    * asks again to keep its place), or "not granted" with the queue position. Every answer comes
-   * from a committed command: after the long-poll, `enter` is submitted once more and that
-   * answer is the one given (enter is idempotent: a holder gets its grant, a waiter keeps its
-   * place). waitMs = 0 is a try-lock.
+   * from a committed command: after the long-poll, `enter` is submitted once more, with what is
+   * left of waitMs, and that answer is the one given (enter is idempotent: a holder gets its
+   * grant, a waiter keeps its place; one whose wait is over gets a try-lock's answer). waitMs = 0
+   * is a try-lock.
    */
   enter(command: EnterCommand): Promise<ClientAnswer> {
     return new Promise((done) => this.enterThen(command, done));
@@ -102,10 +103,17 @@ export class LockService {
 
   /** `enter` with a callback (see `submitThen`). */
   enterThen(command: EnterCommand, done: (answer: ClientAnswer) => void): void {
+    const { clock, settings } = this.options;
+    const askedAtMs = clock.nowMs();
     this.submitThen(command, undefined, (answer) => {
       if (!answer.ok || answer.result.type !== "waiting") return done(answer);
-      const pollMs = Math.min(command.waitMs, this.options.settings.longPollMaxMs);
-      this.waitForTurn(command.name, command.session, pollMs, () => this.submitThen(command, undefined, done));
+      const pollMs = Math.min(command.waitMs, settings.longPollMaxMs);
+      this.waitForTurn(command.name, command.session, pollMs, () => {
+        // Asked again for what is left of the wait: a poll that ran to the waiter's deadline
+        // must not queue it again, at the back, for a whole new wait.
+        const waitMs = Math.max(0, command.waitMs - (clock.nowMs() - askedAtMs));
+        this.submitThen({ ...command, waitMs }, undefined, done);
+      });
     });
   }
 

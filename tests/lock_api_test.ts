@@ -17,6 +17,20 @@ import { tempDir } from "./_harness.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
 
+/** Timers a test fires by hand (the service's long-poll timeouts). */
+function manualTimers() {
+  const pending = new Map<number, { fn: () => void; ms: number }>();
+  let next = 1;
+  const timers: Timers = {
+    setTimeout: (fn, ms) => {
+      pending.set(next, { fn, ms });
+      return next++;
+    },
+    clearTimeout: (handle) => void pending.delete(handle as number),
+  };
+  return { timers, pending };
+}
+
 function setup(timers: Timers = realTimers) {
   const clock = manualClock(1_000);
   const service = new LockService({
@@ -86,6 +100,29 @@ test("lock API: a long-poll that runs out answers waiting with the queue place k
   const answer = await call("POST", "/v1/enter", { name: "L", session: b, waitMs: 10_000 });
   assert.deepEqual(answer.body, { granted: false, waiting: true, name: "L", position: 1 });
   assert.equal(service.queuePosition("L", b), 1);
+});
+
+test("lock API: a long-poll that runs to the end of the wait answers not granted and does not queue the waiter again", async () => {
+  // Found by the simulator (lock.fifo, seed 342 of --kinds lock): the enter asked again after
+  // the poll with the whole waitMs, so the waiter's own deadline pass dropped it and the same
+  // enter queued it again at the back, for a new wait, answering "waiting".
+  const { timers, pending } = manualTimers();
+  const { call, service, clock } = setup(timers);
+  const [a, b, c] = [await openSession(call), await openSession(call), await openSession(call)];
+  await call("POST", "/v1/enter", { name: "L", session: a });
+  const waitingB = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 100 });
+  const waitingC = call("POST", "/v1/enter", { name: "L", session: c, waitMs: 10_000 });
+  for (let i = 0; i < 100 && pending.size < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual([...pending.values()].map((t) => t.ms), [100, 200], "b polls its whole wait, c one longPollMaxMs");
+  assert.deepEqual([service.queuePosition("L", b), service.queuePosition("L", c)], [1, 2]);
+  clock.advance(100);
+  const [first] = pending.values();
+  first.fn(); // b's poll runs out, at b's deadline
+  assert.deepEqual((await waitingB).body, { granted: false, waiting: false, name: "L", position: 2 });
+  assert.deepEqual([service.queuePosition("L", b), service.queuePosition("L", c)], [undefined, 1]);
+  const [second] = pending.values();
+  second.fn();
+  assert.deepEqual((await waitingC).body, { granted: false, waiting: true, name: "L", position: 1 });
 });
 
 test("lock API: try-lock on a held lock answers not granted with the position", async () => {
