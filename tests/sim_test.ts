@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import process from "node:process";
 import { loadReplay, REPLAY_DIR, type RunSpec, replayPath, saveReplay } from "./sim/replay.ts";
 import { runBatch, runSpec } from "./sim/run.ts";
+import { Microtasks, SimFuture } from "./sim/ring/ports.ts";
 
 const SIM_DIR = new URL("./sim/", import.meta.url).pathname;
 /** Wall-clock budget of the fresh-seed batch, per runtime (CI has 2 cores, shared). */
@@ -93,6 +94,23 @@ test("the simulation reads no real clock and no Math.random (only the CLI, batch
     const code = readFileSync(file, "utf8").replace(/^\s*(\/\/|\/?\*).*$/gm, "");
     assert.doesNotMatch(code, forbidden, file);
   }
+});
+
+test("ring ports: a SimFuture continues only when its node drains, in the order native promises would", () => {
+  // The real ring driver runs in the simulator on these (tests/sim/ring/ports.ts).
+  const microtasks = new Microtasks();
+  const seen: string[] = [];
+  const a = new SimFuture<number>(microtasks);
+  a.then((v) => seen.push(`a${v}`));
+  a.resolve(1);
+  a.resolve(9); // settled once
+  SimFuture.resolved(microtasks, 2).then((v) => (seen.push(`b${v}`), v + 1)).then((v) => seen.push(`b${v}`));
+  const c = new SimFuture<number>(microtasks);
+  c.then(undefined, (error) => seen.push(`c ${error}`));
+  c.reject("down");
+  assert.deepEqual(seen, [], "nothing runs before the drain");
+  microtasks.drain();
+  assert.deepEqual(seen, ["a1", "b2", "c down", "b3"]);
 });
 
 function* walk(dir: string): Generator<string> {
