@@ -103,10 +103,10 @@ export class TableObserver implements LockServerObserver {
     return { queues, held };
   }
 
-  after(server: LockServerActor, beforeState: unknown, command: Command, output: Output): void {
+  /** `nowMs`: the time the table applied the command at (the log's time base, not the node's clock). */
+  after(server: LockServerActor, beforeState: unknown, command: Command, output: Output, nowMs: number): void {
     const before = beforeState as TableBefore;
     const table = server.table!;
-    const nowMs = server.clock.nowMs();
     const grants = output.effects.flatMap((e) => (e.type === "granted" ? [e.grant] : []));
     const result = output.result;
     if (result.ok && result.type === "granted" && command.type === "enter") {

@@ -3,7 +3,7 @@
  * and replies shaped like its JSON answers. Each request carries an id the reply repeats, as an
  * HTTP response belongs to its request. Open, close and leave carry the client's idempotency
  * key (`requestId`, the same on every retry of one call), as lib/client/lock_client.ts sends it;
- * the single server of the lock kind ignores it, the failover kind's servers pass it to the core.
+ * the servers pass it to the core, as lock_api.ts does.
  */
 import type { Mode, Output } from "../../../lib/core/lock_table.ts";
 

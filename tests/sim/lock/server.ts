@@ -1,189 +1,209 @@
 /**
- * A simulated single lock server: the real LockTable core (lib/core/lock_table.ts) behind a
- * driver that mirrors the single-server cluster/lock_service.ts and cluster/lock_api.ts of
- * commit da73b91: a ticker every settings.tickMs, the node's virtual clock, and long-polls
- * parked here and answered on the table's effects or after min(waitMs, longPollMaxMs), as
- * LockService.waitForTurn does with setTimeout in the binary. (The service itself is not
- * imported: its long-poll needs real timers, and issue 5 turns it into the primary's driver,
- * which comes to the simulator as its own node kind.)
+ * A simulated lock server: the real driver, cluster/lock_service.ts (LockService around the
+ * LockReplica core, with the enter long-poll), on simulated ports (the ring kind's, ring/
+ * ports.ts): the node's clock, timers on its virtual time, requests to the peer and the arbiter
+ * over the simulated network (answers are SimFutures this actor settles when the reply arrives
+ * or the request times out), and a logger that writes the trace. Simulated here are only the HTTP framing (messages.ts: decode, call the
+ * service, encode, as cluster/lock_api.ts does) and the ticker every settings.tickMs (the
+ * daemon's setInterval in cluster/lock_server.ts).
  *
- * What persists across a crash: nothing, as in cluster/lock_server.ts of da73b91 (a new
- * session-id prefix per incarnation, tokens above the wall clock × 1000).
+ * The driver runs its own continuations (answers, ends of long-polls) right after the step that
+ * decided them; those of the transport's answers run at the end of the turn that settled them
+ * (cluster/timers.ts, port rule). All within the event that delivered the message or the timer.
+ *
+ * The lock kind runs one standalone primary (`LockServerActor`: no peer, no arbiter); the
+ * failover kind runs two with an arbiter (failover/server.ts). A crash loses everything (the
+ * binary persists nothing): the restarted server is a new LockService with a new session-id
+ * prefix and a token floor from its wall clock.
  */
-import { type Command, type Effect, LockTable, type Output } from "../../../lib/core/lock_table.ts";
+import type { ClientAnswer, LockReplica, PeerMessage } from "../../../lib/core/lock_replica.ts";
+import type { Command, LockTable, Output } from "../../../lib/core/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
+import { LockService } from "../../../cluster/lock_service.ts";
+import type { Logger } from "../../../cluster/log.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
-import { answerBody, type EnterAnswer, type LockReply, type LockRequest } from "./messages.ts";
+import { Microtasks, SimFuture, simTimers } from "../ring/ports.ts";
+import { isRpc, type RpcReply, type RpcRequest, wire } from "../failover/rpc.ts";
+import { answerBody, type LockReply, type LockRequest } from "./messages.ts";
 
-/** What the lock kind's checkers see of every command the table applies. */
-export interface LockServerObserver {
-  /** Before `command` is applied: returns what the check after needs of the old state. */
-  before(server: LockServerActor): unknown;
-  after(server: LockServerActor, before: unknown, command: Command, output: Output): void;
+export interface ServerSetup {
+  settings: Settings;
+  /** The other lock server and the arbiter; null for a standalone primary. */
+  peerId: string | null;
+  arbiterId: string | null;
+  clientIds: () => string[];
 }
 
-interface Poll {
-  from: string;
-  reqId: number;
-  name: string;
-  session: string;
-  mode: "exclusive" | "shared";
-  answered: boolean;
-}
+const URL_PREFIX = "sim://";
 
-/** Parked long-polls beyond this are answered at once (a server has a connection limit too). */
-const POLLS_MAX = 10_000;
+/** The real LockService in a simulated process; subclasses add what their checkers watch. */
+export abstract class LockServiceActor extends Actor {
+  service: LockService | undefined;
+  /** Our requests to the peer or the arbiter awaiting an answer, by reference. */
+  private requests = new Map<number, SimFuture<unknown>>();
+  private requestRefNext = 1;
 
-export class LockServerActor extends Actor {
-  table: LockTable | undefined;
-  private readonly polls = new Map<string, Poll[]>();
-  private pollCount = 0;
+  /** Continuations of the transport's answers (SimFutures), run at the end of each turn. */
+  private microtasks = new Microtasks();
+  private readonly timers = simTimers(this, (fn) => this.turn(fn));
 
-  constructor(
-    sim: Sim,
-    id: string,
-    clock: NodeClock,
-    private readonly settings: Settings,
-    private readonly observer: LockServerObserver,
-    private readonly clientIds: () => string[],
-  ) {
-    super(sim, id, "lock-server", clock);
-    this.start();
+  private readonly log: Logger = { event: (event, fields = {}) => this.logged(event, fields), flush: () => {} };
+
+  constructor(sim: Sim, id: string, group: string, clock: NodeClock, protected readonly setup: ServerSetup) {
+    super(sim, id, group, clock);
+  }
+
+  /** The core (undefined while crashed). */
+  get replica(): LockReplica | undefined {
+    return this.service?.replica;
+  }
+
+  /** The table this server's core holds now (a primary's includes uncommitted entries). */
+  get table(): LockTable | undefined {
+    return this.service?.table;
   }
 
   peers(): string[] {
-    return this.clientIds();
+    const { peerId, arbiterId, clientIds } = this.setup;
+    return [...(peerId === null ? [] : [peerId]), ...(arbiterId === null ? [] : [arbiterId]), ...clientIds()];
   }
 
-  private start(): void {
-    this.table = new LockTable({
-      limits: this.settings,
+  /** Starts an incarnation, as cluster/lock_server.ts does (leaf constructors call it last). */
+  protected start(): void {
+    const { settings, peerId, arbiterId } = this.setup;
+    const member = (id: string | null) => (id === null ? null : { id, url: `${URL_PREFIX}${id}` });
+    this.service = new LockService({
+      settings,
+      clock: this.clock,
+      log: this.log,
+      nodeId: this.id,
+      peer: member(peerId),
+      arbiter: member(arbiterId),
+      transport: { send: (url, body, timeoutMs) => this.request(url, body, timeoutMs) },
+      timers: this.timers,
       sessionIdPrefix: `${this.id}-${this.incarnation}-`,
       tokenFloor: this.clock.wallMs() * 1000,
     });
+    this.started(this.service);
     this.scheduleTick();
   }
 
   private scheduleTick(): void {
-    this.after(this.settings.tickMs, () => {
-      this.submit({ type: "tick" });
+    this.after(this.setup.settings.tickMs, () => {
+      this.turn(() => this.service!.tick());
       this.scheduleTick();
     });
   }
 
   protected onCrash(): void {
-    this.table = undefined;
-    this.polls.clear();
-    this.pollCount = 0;
+    this.service = undefined;
+    this.requests = new Map();
+    this.microtasks = new Microtasks();
+  }
+
+  /** One macrotask of this process: `fn`, then the microtasks it queued. */
+  private turn(fn: () => void): void {
+    fn();
+    this.microtasks.drain();
   }
 
   protected onRestart(): void {
     this.start();
   }
 
-  /** Applies one command at the node's time, lets the checkers look, answers woken polls. */
-  private submit(command: Command): Output {
-    const before = this.observer.before(this);
-    const output = this.table!.apply(command, this.clock.nowMs());
-    this.observer.after(this, before, command, output);
-    const result = output.result;
-    if (result.ok && result.type === "granted" && !output.effects.some((e) => e.type === "granted" && e.grant.token === result.grant.token)) {
-      this.sim.log(this.id, "+", `granted ${brief({ ...result.grant })}`);
-    }
-    for (const effect of output.effects) this.onEffect(effect);
-    return output;
+  // ---- hooks for the kinds' checkers ------------------------------------------------------
+
+  /** A new incarnation's service, before it takes any request. */
+  protected started(_service: LockService): void {}
+
+  /** A log line of the driver: grants, expiries, releases, the core's events. */
+  protected logged(event: string, fields: Record<string, unknown>): void {
+    const glyph = event === "granted" ? "+" : event === "sessionExpired" || event === "released" ? "-" : "*";
+    this.sim.log(this.id, glyph, `${event} ${brief(fields)}`);
   }
 
-  private onEffect(effect: Effect): void {
-    const { type, ...fields } = effect;
-    if (type !== "granted" && type !== "waitEnded") this.sim.log(this.id, "-", `${type} ${brief(fields)}`);
-    if (effect.type === "granted") {
-      this.sim.log(this.id, "+", `granted ${brief({ ...effect.grant })} (queued)`);
-      this.wake(effect.grant.name, effect.grant.session);
-    } else if (effect.type === "waitEnded") {
-      this.wake(effect.name, effect.session);
-    }
-  }
+  /** The answer of an enter, as it leaves the server. */
+  protected entered(_answer: ClientAnswer): void {}
 
-  private holderToken(name: string, session: string): number | undefined {
-    return this.table!.locks.get(name)?.holders.find((h) => h.session === session)?.token;
-  }
+  /** The service took a message of `epoch`: a peer's request, or the answer to its own. */
+  protected tookEpoch(_epoch: number): void {}
 
-  private queuePosition(name: string, session: string): number | undefined {
-    const index = this.table!.locks.get(name)?.queue.findIndex((w) => w.session === session) ?? -1;
-    return index >= 0 ? index + 1 : undefined;
+  // ---- the transport (cluster/peer_transport.ts) --------------------------------------------
+
+  /** One POST: the answer settles when the reply arrives, or fails after `timeoutMs`. */
+  private request(url: string, body: unknown, timeoutMs: number): PromiseLike<unknown> {
+    const to = url.slice(URL_PREFIX.length, url.indexOf("/", URL_PREFIX.length));
+    const ref = this.requestRefNext++;
+    const answer = new SimFuture<unknown>(this.microtasks);
+    this.requests.set(ref, answer);
+    const request: RpcRequest = { rpc: "request", ref, incarnation: this.incarnation, body: wire(body) };
+    this.sim.network.send(this, to, request, label(body as PeerMessage));
+    this.after(timeoutMs, () => {
+      if (this.requests.delete(ref)) this.turn(() => answer.reject(new Error(`${url}: no answer in ${timeoutMs}ms`)));
+    });
+    return answer;
   }
 
   protected receive(envelope: Envelope): void {
-    const request = envelope.payload as LockRequest;
-    const result = this.submitRequest(request);
-    if (!result.ok) {
-      this.reply(envelope.from, { type: "reply", reqId: request.reqId, ok: false, code: result.error.code, message: result.error.message });
-      return;
+    const payload = envelope.payload;
+    if (isRpc(payload)) {
+      if (payload.rpc === "reply") return this.onRpcReply(payload);
+      return this.turn(() => this.onPeerRequest(envelope.from, payload));
     }
-    if (result.type === "waiting" && request.type === "enter") return this.park(envelope.from, request);
-    this.reply(envelope.from, { type: "reply", reqId: request.reqId, ok: true, body: answerBody(request, result) });
+    this.turn(() => this.onClientRequest(envelope.from, payload as LockRequest));
   }
 
-  private submitRequest(request: LockRequest): Output["result"] {
+  private onRpcReply(reply: RpcReply): void {
+    const answer = this.requests.get(reply.ref);
+    if (reply.incarnation !== this.incarnation || !answer) return;
+    this.requests.delete(reply.ref);
+    this.turn(() => answer.resolve(reply.body));
+    this.tookEpoch((reply.body as { epoch: number }).epoch);
+  }
+
+  // ---- the HTTP API (cluster/lock_api.ts) ---------------------------------------------------
+
+  /** POST /v1/peer. */
+  private onPeerRequest(from: string, request: RpcRequest): void {
+    const message = request.body as PeerMessage;
+    const answer = this.service!.peerMessage(message);
+    this.tookEpoch(message.epoch);
+    const reply: RpcReply = { rpc: "reply", ref: request.ref, incarnation: request.incarnation, body: wire(answer) };
+    this.sim.network.send(this, from, reply, `${answer.type} to ${label(message)}`);
+  }
+
+  private onClientRequest(from: string, request: LockRequest): void {
+    const service = this.service!;
+    const answer = (result: ClientAnswer, extra: Record<string, unknown> = {}) => {
+      if (!result.ok) {
+        const primary = result.code === "not_primary" ? result.primary : undefined;
+        return this.reply(from, { type: "reply", reqId: request.reqId, ok: false, code: result.code, message: result.message, primary });
+      }
+      this.reply(from, { type: "reply", reqId: request.reqId, ok: true, body: { ...answerBody(request, result.result), ...extra } });
+    };
+    const submit = (command: Command, requestId?: string) => service.submitThen(command, requestId, (result) => answer(result));
     switch (request.type) {
-      case "open":
-        return this.submit({ type: "openSession", ttlMs: request.ttlMs }).result;
+      case "open": {
+        const extra = { longPollMaxMs: this.setup.settings.longPollMaxMs };
+        return service.submitThen({ type: "openSession", ttlMs: request.ttlMs }, request.requestId, (result) => answer(result, extra));
+      }
       case "keepalive":
-        return this.submit({ type: "keepAlive", session: request.session }).result;
+        return submit({ type: "keepAlive", session: request.session });
       case "close":
-        return this.submit({ type: "closeSession", session: request.session }).result;
+        return submit({ type: "closeSession", session: request.session }, request.requestId);
+      case "leave":
+        return submit({ type: "leave", name: request.name, session: request.session, token: request.token }, request.requestId);
       case "enter": {
         const { name, session, mode, waitMs, lockDelayMs } = request;
-        return this.submit({ type: "enter", name, session, mode, waitMs, lockDelayMs }).result;
+        return service.enterThen({ type: "enter", name, session, mode, waitMs, lockDelayMs }, (result) => {
+          this.entered(result);
+          answer(result);
+        });
       }
-      case "leave":
-        return this.submit({ type: "leave", name: request.name, session: request.session, token: request.token }).result;
     }
-  }
-
-  /** The long-poll of lock_api's enter: answer on a wake-up or after min(waitMs, longPollMaxMs). */
-  private park(from: string, request: Extract<LockRequest, { type: "enter" }>): void {
-    const poll: Poll = { from, reqId: request.reqId, name: request.name, session: request.session, mode: request.mode, answered: false };
-    if (this.pollCount >= POLLS_MAX) return this.answer(poll);
-    const key = pollKey(poll.name, poll.session);
-    this.polls.set(key, [...(this.polls.get(key) ?? []), poll]);
-    this.pollCount += 1;
-    this.after(Math.min(request.waitMs, this.settings.longPollMaxMs), () => this.answer(poll));
-  }
-
-  private wake(name: string, session: string): void {
-    const key = pollKey(name, session);
-    const polls = this.polls.get(key);
-    if (!polls) return;
-    for (const poll of polls) this.answer(poll);
-  }
-
-  /** What lock_api answers after waitForTurn: the grant, the place, or why the wait ended. */
-  private answer(poll: Poll): void {
-    if (poll.answered || !this.table) return;
-    poll.answered = true;
-    const key = pollKey(poll.name, poll.session);
-    const left = (this.polls.get(key) ?? []).filter((p) => p !== poll);
-    if (left.length > 0) this.polls.set(key, left);
-    else this.polls.delete(key);
-    this.pollCount = Math.max(0, this.pollCount - 1);
-    const token = this.holderToken(poll.name, poll.session);
-    let body: EnterAnswer;
-    if (token !== undefined) {
-      body = { granted: true, name: poll.name, session: poll.session, token, mode: poll.mode };
-    } else {
-      const position = this.queuePosition(poll.name, poll.session);
-      if (position === undefined && !this.table.sessions.has(poll.session)) {
-        const message = `session ${poll.session} expired while waiting`;
-        return this.reply(poll.from, { type: "reply", reqId: poll.reqId, ok: false, code: "session_not_found", message });
-      }
-      body = { granted: false, waiting: position !== undefined, name: poll.name, position: position ?? 0 };
-    }
-    this.reply(poll.from, { type: "reply", reqId: poll.reqId, ok: true, body });
   }
 
   private reply(to: string, reply: LockReply): void {
@@ -191,8 +211,51 @@ export class LockServerActor extends Actor {
   }
 }
 
-function pollKey(name: string, session: string): string {
-  return `${name}\u0000${session}`;
+/** What the lock kind's checkers see of every command the table applies. */
+export interface LockServerObserver {
+  /** Before `command` is applied: returns what the check after needs of the old state. */
+  before(server: LockServerActor): unknown;
+  after(server: LockServerActor, before: unknown, command: Command, output: Output, nowMs: number): void;
+}
+
+/** The lock kind's single server: a standalone primary (no peer, no arbiter). */
+export class LockServerActor extends LockServiceActor {
+  constructor(
+    sim: Sim,
+    id: string,
+    clock: NodeClock,
+    settings: Settings,
+    private readonly observer: LockServerObserver,
+    clientIds: () => string[],
+  ) {
+    super(sim, id, "lock-server", clock, { settings, peerId: null, arbiterId: null, clientIds });
+    this.start();
+  }
+
+  /** Every command the table applies passes the checkers' hooks (the table is the instance's). */
+  protected override started(service: LockService): void {
+    const table = service.table!;
+    const apply = table.apply.bind(table);
+    table.apply = (command, nowMs) => {
+      const before = this.observer.before(this);
+      const output = apply(command, nowMs);
+      this.observer.after(this, before, command, output, nowMs);
+      return output;
+    };
+  }
+}
+
+/** `append e2 g3 [4..6]`, `renew e2 inSync`, `claim e1`: one short label per request. */
+function label(body: PeerMessage | { type: string; epoch?: number; backupInSync?: boolean; hasState?: boolean }): string {
+  const b = body as Record<string, unknown>;
+  if (b.type === "append") {
+    const entries = b.entries as Array<{ index: number }>;
+    const range = entries.length === 0 ? "hb" : `[${entries[0].index}..${entries[entries.length - 1].index}]`;
+    return `append e${b.epoch} g${b.syncGen} ${range}`;
+  }
+  if (b.type === "renew") return `renew e${b.epoch} ${b.backupInSync ? "inSync" : "alone"}`;
+  if (b.type === "claim") return `claim e${b.epoch}${b.hasState ? " withState" : ""}`;
+  return `${b.type} e${b.epoch ?? "?"}`;
 }
 
 /** `name L token 17 session p1-0-4`: the log fields on one short line. */
