@@ -41,6 +41,20 @@ const serverCrash = crashFault({
 /** waitMs of lock() calls in the safety phase (0 is a try-lock); the heal phase waits 60 s. */
 const SAFETY_WAIT_CHOICES_MS = [0, 300, 3_000];
 
+/** The clients' workload from a run's drawn parameters; lock names are `${prefix}0`, `${prefix}1`, … */
+export function lockWorkload(params: KindParams, prefix: string): LockWorkload {
+  return {
+    lockNames: Array.from({ length: Number(params.locks) }, (_, i) => `${prefix}${i}`),
+    ttlMs: Number(params.ttlMs),
+    sharedRate: Number(params.sharedRate),
+    lockDelayMs: Number(params.lockDelayMs),
+    holdMaxMs: Number(params.holdMaxMs),
+    thinkMaxMs: Number(params.thinkMaxMs),
+    waitChoicesMs: SAFETY_WAIT_CHOICES_MS,
+    healWaitMs: 60_000,
+  };
+}
+
 export function livenessBounds(params: KindParams, delayMaxMs: number, settings: Settings) {
   const ttlMs = Number(params.ttlMs);
   const clients = Number(params.clients);
@@ -80,16 +94,7 @@ export const LOCK_KIND: NodeKind = {
 
   setup(sim: Sim, params: KindParams): KindRun {
     const settings: Settings = { ...DEFAULT_SETTINGS, longPollMaxMs: Number(params.longPollMaxMs) };
-    const workload: LockWorkload = {
-      lockNames: Array.from({ length: Number(params.locks) }, (_, i) => `L${i}`),
-      ttlMs: Number(params.ttlMs),
-      sharedRate: Number(params.sharedRate),
-      lockDelayMs: Number(params.lockDelayMs),
-      holdMaxMs: Number(params.holdMaxMs),
-      thinkMaxMs: Number(params.thinkMaxMs),
-      waitChoicesMs: SAFETY_WAIT_CHOICES_MS,
-      healWaitMs: 60_000,
-    };
+    const workload = lockWorkload(params, "L");
     const clients: LockClientActor[] = [];
     const attempts: Attempt[] = [];
     const observer = new TableObserver(sim);
