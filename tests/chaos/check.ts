@@ -23,20 +23,7 @@ import { type HistoryRecord, type OpName, readHistory } from "./history.ts";
 export type Rule = "token-order" | "mutex" | "resource" | "ring-counter" | "liveness" | "history";
 
 /** An operation: an invoke paired with its completion (`info` with end Infinity if none). */
-export interface Op {
-  id: number;
-  op: OpName;
-  type: "ok" | "fail" | "info";
-  client: string;
-  lock?: string;
-  token?: number;
-  value?: number;
-  node?: string;
-  fault?: string;
-  error?: string;
-  start: number;
-  end: number;
-}
+export type Op = Omit<HistoryRecord, "type" | "end" | "leaseMs"> & { type: "ok" | "fail" | "info"; end: number };
 
 export interface Violation {
   rule: Rule;

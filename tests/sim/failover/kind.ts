@@ -25,7 +25,7 @@ import type { KindParams, KindRun, NodeKind } from "../node_kind.ts";
 import type { Sim } from "../simulator.ts";
 import { type Attempt, LockClientActor } from "../lock/client.ts";
 import { clientMutexChecker, grantSurvivesChecker } from "../lock/checkers.ts";
-import { LOCK_KIND, livenessBounds, lockWorkload } from "../lock/kind.ts";
+import { lateAttempts, LOCK_KIND, livenessBounds, lockWorkload } from "../lock/kind.ts";
 import { ArbiterActor } from "./arbiter.ts";
 import { FAILOVER_CHECKERS, FailoverChecks } from "./checkers.ts";
 import { FailoverServerActor } from "./server.ts";
@@ -273,16 +273,7 @@ export const FAILOVER_KIND: NodeKind = {
               `copy ${backup.replica?.machine ? backup.replica.machine.appliedIndex : "none"}; primary ${serving[0].id} backup mode ${serving[0].replica?.status().backup?.mode})`);
           }
         }
-        const open = clients.flatMap((c) => (c.currentAttempt() ? [c.currentAttempt()!] : []));
-        for (const attempt of [...attempts, ...open]) {
-          if (attempt.startedAtMs < settledAtMs) continue;
-          const waitedMs = (attempt.grantedAtMs ?? attempt.endedAtMs ?? sim.nowMs) - attempt.startedAtMs;
-          if (attempt.grantedAtMs === undefined && attempt.endedAtMs !== undefined) {
-            problems.push(`${attempt.client}: lock ${attempt.name} from ${attempt.startedAtMs}ms ended ${attempt.outcome} (${attempt.detail})`);
-          } else if (waitedMs > boundMs) {
-            problems.push(`${attempt.client}: lock ${attempt.name} from ${attempt.startedAtMs}ms waited ${waitedMs}ms > bound ${boundMs}ms`);
-          }
-        }
+        problems.push(...lateAttempts({ attempts, clients, settledAtMs, boundMs, nowMs: sim.nowMs }));
         return problems;
       },
     };

@@ -55,6 +55,27 @@ export function lockWorkload(params: KindParams, prefix: string): LockWorkload {
   };
 }
 
+/**
+ * Liveness of the clients after the heal: every lock() started once things settled was granted
+ * within `boundMs` (or is still waiting, but not longer than that). Returns the problems.
+ */
+export function lateAttempts(
+  run: { attempts: Attempt[]; clients: LockClientActor[]; settledAtMs: number; boundMs: number; nowMs: number },
+): string[] {
+  const problems: string[] = [];
+  const open = run.clients.flatMap((c) => (c.currentAttempt() ? [c.currentAttempt()!] : []));
+  for (const attempt of [...run.attempts, ...open]) {
+    if (attempt.startedAtMs < run.settledAtMs) continue;
+    const waitedMs = (attempt.grantedAtMs ?? attempt.endedAtMs ?? run.nowMs) - attempt.startedAtMs;
+    if (attempt.grantedAtMs === undefined && attempt.endedAtMs !== undefined) {
+      problems.push(`${attempt.client}: lock ${attempt.name} from ${attempt.startedAtMs}ms ended ${attempt.outcome} (${attempt.detail})`);
+    } else if (waitedMs > run.boundMs) {
+      problems.push(`${attempt.client}: lock ${attempt.name} from ${attempt.startedAtMs}ms waited ${waitedMs}ms > bound ${run.boundMs}ms`);
+    }
+  }
+  return problems;
+}
+
 export function livenessBounds(params: KindParams, delayMaxMs: number, settings: Settings) {
   const ttlMs = Number(params.ttlMs);
   const clients = Number(params.clients);
@@ -118,18 +139,7 @@ export const LOCK_KIND: NodeKind = {
         sim.log("lock", "*", `liveness: every lock() from ${settledAtMs}ms on is granted within ${boundMs}ms`);
       },
       finish() {
-        const problems: string[] = [];
-        const open = clients.flatMap((c) => (c.currentAttempt() ? [c.currentAttempt()!] : []));
-        for (const attempt of [...attempts, ...open]) {
-          if (attempt.startedAtMs < settledAtMs) continue;
-          const waitedMs = (attempt.grantedAtMs ?? attempt.endedAtMs ?? sim.nowMs) - attempt.startedAtMs;
-          if (attempt.grantedAtMs === undefined && attempt.endedAtMs !== undefined) {
-            problems.push(`${attempt.client}: lock ${attempt.name} from ${attempt.startedAtMs}ms ended ${attempt.outcome} (${attempt.detail})`);
-          } else if (waitedMs > boundMs) {
-            problems.push(`${attempt.client}: lock ${attempt.name} from ${attempt.startedAtMs}ms waited ${waitedMs}ms > bound ${boundMs}ms`);
-          }
-        }
-        return problems;
+        return lateAttempts({ attempts, clients, settledAtMs, boundMs, nowMs: sim.nowMs });
       },
     };
   },
