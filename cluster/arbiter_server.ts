@@ -11,7 +11,7 @@ import { installErrorHandlers, RequestError } from "./http_util.ts";
 import type { Logger } from "./log.ts";
 import { decodePeerBody, encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
 import { serveHttp } from "./runtime.ts";
-import type { RunningNode } from "./commands/node.ts";
+import type { RunningNode } from "./running_node.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
 export function loadArbiterState(file: string): ArbiterState | null {

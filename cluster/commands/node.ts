@@ -3,17 +3,10 @@
  * role until SIGTERM or SIGINT, then shuts it down cleanly.
  */
 import process from "node:process";
-import { findNode, loadClusterFile, ROLES, type ClusterConfig, type NodeConfig, type Role } from "../config.ts";
-import { jsonLogger, type Logger } from "../log.ts";
+import { findNode, loadClusterFile, ROLES, type NodeConfig, type Role } from "../config.ts";
+import { jsonLogger } from "../log.ts";
+import type { NodeStarter } from "../running_node.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
-
-/** A started node: where it listens and how to stop it. */
-export interface RunningNode {
-  url: string;
-  stop(): Promise<void>;
-}
-
-export type NodeStarter = (cluster: ClusterConfig, node: NodeConfig, log: Logger) => Promise<RunningNode>;
 
 /** Role → the module that starts it. Each role lives in its own cluster/ module. */
 const STARTERS: Record<Role, () => Promise<NodeStarter>> = {
