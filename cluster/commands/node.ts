@@ -37,7 +37,7 @@ export function run(argv: string[]): Promise<number> {
       throw new UsageError(`--role must be one of ${ROLES.join(", ")}`);
     }
     const node: NodeConfig = { ...found, role: (values.role as Role | undefined) ?? found.role };
-    const log = jsonLogger(node.id);
+    const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax);
     const start = await STARTERS[node.role]();
     const running = await start(cluster, node, log);
     log.event("listening", { role: node.role, url: running.url, pid: process.pid });

@@ -54,7 +54,7 @@ const KV_HELP = `Usage: mutexd ring put KEY VALUE [where] [--fence N] [--wait DU
 
 put and delete return once the write went around the whole ring (every node applied it). Inside
 \`mutexd ring lock\` they write in that section (MUTEXD_TOKEN); elsewhere they take a short section
-of their own, waiting up to --wait (default 30s). get and keys read the node's committed data;
+of their own, waiting up to --wait (default ${DEFAULT_SETTINGS.ringWriteWaitMs / 1000}s). get and keys read the node's committed data;
 --dirty includes writes still travelling the ring.
 
 ${WHERE}
@@ -172,7 +172,7 @@ async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
     if (fenceText !== undefined) {
       wseq = await apply(Number(fenceText));
     } else {
-      const waitMs = values.wait ? parseDuration(values.wait, "--wait") : 30_000;
+      const waitMs = values.wait ? parseDuration(values.wait, "--wait") : settings.ringWriteWaitMs;
       const section = await client.lock({ waitMs, leaseMs: settings.ringLeaseMs });
       try {
         wseq = await apply(section.token);

@@ -5,6 +5,7 @@
 import process from "node:process";
 import type { ArbiterStatus } from "../arbiter_server.ts";
 import { nodeUrl } from "../config.ts";
+import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { LockStatus } from "../lock_api.ts";
 import { EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
 
@@ -30,8 +31,8 @@ interface ArbiterReport {
   error?: string;
 }
 
-async function getJson<T>(url: string): Promise<T> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+async function getJson<T>(url: string, timeoutMs: number): Promise<T> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
   if (!response.ok) throw new Error(`status ${response.status}`);
   return await response.json() as T;
 }
@@ -44,9 +45,10 @@ export function run(argv: string[]): Promise<number> {
       json: { type: "boolean" },
     }, false);
     const { urls, cluster } = lockServers(values);
+    const { requestTimeoutMs } = cluster?.settings ?? DEFAULT_SETTINGS;
     const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
       try {
-        return { url, status: await getJson<LockStatus>(`${url}/v1/status`) };
+        return { url, status: await getJson<LockStatus>(`${url}/v1/status`, requestTimeoutMs) };
       } catch (error) {
         return { url, error: (error as Error).message };
       }
@@ -56,7 +58,7 @@ export function run(argv: string[]): Promise<number> {
     if (arbiterNode) {
       const url = nodeUrl(arbiterNode);
       try {
-        arbiter = { url, ...(await getJson<ArbiterStatus>(`${url}/v1/status`)) };
+        arbiter = { url, ...(await getJson<ArbiterStatus>(`${url}/v1/status`, requestTimeoutMs)) };
       } catch (error) {
         arbiter = { url, error: (error as Error).message };
       }
