@@ -13,7 +13,7 @@ import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { ArbiterCore } from "../lib/core/arbiter.ts";
 import { createArbiterApp } from "../cluster/arbiter_server.ts";
 import superjson from "superjson";
-import { tempDir } from "./_harness.ts";
+import { eventually, removeDir, tempDir } from "./_harness.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
 
@@ -82,11 +82,11 @@ test("lock API: session, enter, lock info, leave and close work end to end", asy
 });
 
 test("lock API: a waiting enter is answered by the grant when the holder leaves (long-poll)", async () => {
-  const { call } = setup();
+  const { call, service } = setup();
   const [a, b] = [await openSession(call), await openSession(call)];
   await call("POST", "/v1/enter", { name: "L", session: a });
   const waiting = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 10_000 });
-  await new Promise((r) => setTimeout(r, 20));
+  await eventually("b is queued behind a", () => service.queuePosition("L", b) === 1);
   await call("POST", "/v1/leave", { name: "L", session: a, token: 1 });
   const answer = await waiting;
   assert.equal(answer.status, 200);
@@ -112,7 +112,7 @@ test("lock API: a long-poll that runs to the end of the wait answers not granted
   await call("POST", "/v1/enter", { name: "L", session: a });
   const waitingB = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 100 });
   const waitingC = call("POST", "/v1/enter", { name: "L", session: c, waitMs: 10_000 });
-  for (let i = 0; i < 100 && pending.size < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  await eventually("both long-polls are armed", () => pending.size >= 2);
   assert.deepEqual([...pending.values()].map((t) => t.ms), [100, 200], "b polls its whole wait, c one longPollMaxMs");
   assert.deepEqual([service.queuePosition("L", b), service.queuePosition("L", c)], [1, 2]);
   clock.advance(100);
@@ -221,11 +221,16 @@ test("peer API: malformed or forged replication messages are refused and change 
 
 test("arbiter API: malformed requests are refused with 400 and change no epoch", async () => {
   const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 }, null, 0);
-  const app = createArbiterApp(core, { nodeId: "a1", statePath: `${tempDir()}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
-  for (const body of ["{oops", superjson.stringify({ type: "claim", from: "p1" }), superjson.stringify({ type: "renew", from: "p1", epoch: 1, backupInSync: true })]) {
-    const response = await app.request("/v1/arbiter", { method: "POST", body });
-    assert.equal(response.status, 400, body);
-    assert.equal((await response.json()).error.code, "bad_request");
+  const dir = tempDir();
+  const app = createArbiterApp(core, { nodeId: "a1", statePath: `${dir}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
+  try {
+    for (const body of ["{oops", superjson.stringify({ type: "claim", from: "p1" }), superjson.stringify({ type: "renew", from: "p1", epoch: 1, backupInSync: true })]) {
+      const response = await app.request("/v1/arbiter", { method: "POST", body });
+      assert.equal(response.status, 400, body);
+      assert.equal((await response.json()).error.code, "bad_request");
+    }
+    assert.deepEqual(core.current, { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 });
+  } finally {
+    removeDir(dir);
   }
-  assert.deepEqual(core.current, { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 });
 });
