@@ -234,3 +234,85 @@ test("arbiter API: malformed requests are refused with 400 and change no epoch",
     removeDir(dir);
   }
 });
+
+// ---- Promises of the README and docs/http-api.md that had no test --------------------------
+
+test("lock API: open with the same requestId twice opens one session and answers the same both times (idempotent retry)", async () => {
+  const { call, service } = setup();
+  const first = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-1" });
+  const again = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-1" });
+  assert.equal(first.status, 201);
+  assert.deepEqual(again, first, "the retry gets the first answer");
+  assert.equal(service.table!.sessions.size, 1, "one effect: one session");
+  // Not vacuous: another requestId is another open.
+  const other = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-2" });
+  assert.notEqual(other.body.session, first.body.session);
+  assert.equal(service.table!.sessions.size, 2);
+});
+
+test("lock API: close with the same requestId twice closes once and answers the same both times (idempotent retry)", async () => {
+  const { call, service, state } = setup();
+  const session = await openSession(call);
+  await call("POST", "/v1/enter", { name: "L", session });
+  const keep = await openSession(call); // a second session, so the table is not simply empty
+  const first = await call("DELETE", `/v1/sessions/${session}`, { requestId: "close-1" });
+  assert.deepEqual(first, { status: 200, body: { session, released: ["L"] } });
+  const after = state();
+  const again = await call("DELETE", `/v1/sessions/${session}`, { requestId: "close-1" });
+  assert.deepEqual(again, first, "the retry gets the first answer, not 404");
+  assert.equal(state(), after, "and changes nothing");
+  assert.deepEqual([...service.table!.sessions.keys()], [keep]);
+  // Not vacuous: without the same requestId the closed session is unknown.
+  const fresh = await call("DELETE", `/v1/sessions/${session}`, { requestId: "close-2" });
+  assert.equal(fresh.status, 404);
+  assert.equal(fresh.body.error.code, "session_not_found");
+});
+
+test("lock API: a leave with the same requestId twice releases once and answers the same both times", async () => {
+  const { call, state } = setup();
+  const [a, b] = [await openSession(call), await openSession(call)];
+  await call("POST", "/v1/enter", { name: "L", session: a });
+  const first = await call("POST", "/v1/leave", { name: "L", session: a, token: 1, requestId: "leave-1" });
+  assert.deepEqual(first.body, { left: true, name: "L", wasHolder: true });
+  const granted = await call("POST", "/v1/enter", { name: "L", session: b });
+  assert.equal(granted.body.token, 2);
+  const after = state();
+  const again = await call("POST", "/v1/leave", { name: "L", session: a, token: 1, requestId: "leave-1" });
+  assert.deepEqual(again, first);
+  assert.equal(state(), after, "b keeps the lock the retried leave would otherwise have touched");
+});
+
+test("lock API: a leave with a stale token (of an earlier grant) is refused 409 not_holder and changes nothing", async () => {
+  const { call, state } = setup();
+  const session = await openSession(call);
+  const old = (await call("POST", "/v1/enter", { name: "L", session })).body.token;
+  await call("POST", "/v1/leave", { name: "L", session, token: old });
+  const current = (await call("POST", "/v1/enter", { name: "L", session })).body.token;
+  assert.ok(current > old, `a new grant, token ${current} after ${old}`);
+  const before = state();
+  const stale = await call("POST", "/v1/leave", { name: "L", session, token: old });
+  assert.equal(stale.status, 409, JSON.stringify(stale.body));
+  assert.equal(stale.body.error.code, "not_holder");
+  assert.equal(state(), before, "the holder with the current token still holds");
+  const info = await call("GET", "/v1/locks/L");
+  assert.deepEqual(info.body.holders.map((h: { session: string; token: number }) => [h.session, h.token]), [[session, current]]);
+  assert.equal((await call("POST", "/v1/leave", { name: "L", session, token: current })).status, 200, "the current token leaves");
+});
+
+test("lock API: a shared request while an exclusive lock is held waits, and is granted (shared) after the leave", async () => {
+  const { call, service } = setup();
+  const [writer, reader] = [await openSession(call), await openSession(call)];
+  const held = await call("POST", "/v1/enter", { name: "L", session: writer });
+  assert.equal(held.body.granted, true);
+  const tryShared = await call("POST", "/v1/enter", { name: "L", session: reader, mode: "shared", waitMs: 0 });
+  assert.deepEqual(tryShared.body, { granted: false, waiting: false, name: "L", position: 1 }, "not granted beside the exclusive holder");
+  let answered = false;
+  const waiting = call("POST", "/v1/enter", { name: "L", session: reader, mode: "shared", waitMs: 10_000 }).finally(() => (answered = true));
+  await eventually("the shared request is queued", () => service.queuePosition("L", reader) === 1);
+  assert.equal(answered, false, "it waits while the exclusive lock is held");
+  await call("POST", "/v1/leave", { name: "L", session: writer, token: held.body.token });
+  const granted = await waiting;
+  assert.equal(granted.status, 200);
+  assert.deepEqual([granted.body.granted, granted.body.mode, granted.body.session], [true, "shared", reader]);
+  assert.ok(granted.body.token > held.body.token);
+});
