@@ -7,9 +7,10 @@
  *   ring-log.jsonl      one RingLogRecord per line       appended, fsynced; rewritten at snapshots
  *
  * At start the snapshot is installed and the log replayed in order. A torn last line (a crash
- * in the middle of an append) is ignored: its write was never acknowledged.
+ * in the middle of an append) is ignored, and cut from the file: its write was never
+ * acknowledged.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { PersistOp, RingStored } from "../../lib/core/ring_node.ts";
 import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring_types.ts";
@@ -58,6 +59,9 @@ export class RingStorage implements RingStore {
           // Only the last line can be torn; anything else is corruption and must stop the node.
           if (index < lines.length - 2) throw new Error(`${logPath}:${index + 1}: ${(error as Error).message}`);
           tornLines += 1;
+          // Cut it off, or the next append would continue it into a corrupt line in the middle
+          // of the log, which stops the node at its next start.
+          cutFile(logPath, new TextEncoder().encode(lines.slice(0, index).map((l) => `${l}\n`).join("")).length);
         }
       }
     }
@@ -116,6 +120,17 @@ export class RingStorage implements RingStore {
     }
     renameSync(tmp, path);
     syncDirectory(this.dir);
+  }
+}
+
+/** Truncates `path` to `bytes` and fsyncs it. */
+function cutFile(path: string, bytes: number): void {
+  const fd = openSync(path, "r+");
+  try {
+    ftruncateSync(fd, bytes);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
