@@ -152,9 +152,13 @@ test("a failing run saved as a replay file runs again to the same trace", { time
   const first = runSpec(spec);
   assert.ok(!first.ok);
   const path = `${tmpdir()}/mutexd-replay-${process.pid}.json`;
-  saveReplay(path, spec, first);
-  const again = runSpec(loadReplay(path).spec);
-  rmSync(path);
+  let again: SimResult;
+  try {
+    saveReplay(path, spec, first);
+    again = runSpec(loadReplay(path).spec);
+  } finally {
+    rmSync(path, { force: true });
+  }
   assert.equal(again.traceHash, first.traceHash);
   assert.deepEqual(again.violation, first.violation);
   assert.ok(replayPath(4).endsWith("tests/sim/replay/4.json"));
