@@ -111,13 +111,7 @@ export class RingStorage implements RingStore {
   private replaceFile(name: string, text: string): void {
     const path = join(this.dir, name);
     const tmp = `${path}.tmp`;
-    const fd = openSync(tmp, "w");
-    try {
-      writeSync(fd, text);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    withSyncedFile(tmp, "w", (fd) => writeSync(fd, text));
     renameSync(tmp, path);
     syncDirectory(this.dir);
   }
@@ -125,9 +119,14 @@ export class RingStorage implements RingStore {
 
 /** Truncates `path` to `bytes` and fsyncs it. */
 function cutFile(path: string, bytes: number): void {
-  const fd = openSync(path, "r+");
+  withSyncedFile(path, "r+", (fd) => ftruncateSync(fd, bytes));
+}
+
+/** Opens `path`, lets `change` write to it, fsyncs and closes it (also when `change` throws). */
+function withSyncedFile(path: string, flags: string, change: (fd: number) => void): void {
+  const fd = openSync(path, flags);
   try {
-    ftruncateSync(fd, bytes);
+    change(fd);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
