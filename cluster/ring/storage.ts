@@ -10,8 +10,9 @@
  * in the middle of an append) is ignored, and cut from the file: its write was never
  * acknowledged.
  */
-import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { writeDurably } from "../durable_file.ts";
 import type { PersistOp, RingStored } from "../../lib/core/ring_node.ts";
 import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring_types.ts";
 
@@ -59,9 +60,10 @@ export class RingStorage implements RingStore {
           // Only the last line can be torn; anything else is corruption and must stop the node.
           if (index < lines.length - 2) throw new Error(`${logPath}:${index + 1}: ${(error as Error).message}`);
           tornLines += 1;
-          // Cut it off, or the next append would continue it into a corrupt line in the middle
-          // of the log, which stops the node at its next start.
-          cutFile(logPath, new TextEncoder().encode(lines.slice(0, index).map((l) => `${l}\n`).join("")).length);
+          // Cut it off (the log rewritten with the whole lines only), or the next append would
+          // continue it into a corrupt line in the middle of the log, which stops the node at
+          // its next start.
+          writeDurably(logPath, lines.slice(0, index).map((l) => `${l}\n`).join(""));
         }
       }
     }
@@ -111,25 +113,15 @@ export class RingStorage implements RingStore {
   private replaceFile(name: string, text: string): void {
     const path = join(this.dir, name);
     const tmp = `${path}.tmp`;
-    withSyncedFile(tmp, "w", (fd) => writeSync(fd, text));
+    const fd = openSync(tmp, "w");
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, path);
     syncDirectory(this.dir);
-  }
-}
-
-/** Truncates `path` to `bytes` and fsyncs it. */
-function cutFile(path: string, bytes: number): void {
-  withSyncedFile(path, "r+", (fd) => ftruncateSync(fd, bytes));
-}
-
-/** Opens `path`, lets `change` write to it, fsyncs and closes it (also when `change` throws). */
-function withSyncedFile(path: string, flags: string, change: (fd: number) => void): void {
-  const fd = openSync(path, flags);
-  try {
-    change(fd);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 
