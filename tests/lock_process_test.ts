@@ -229,11 +229,9 @@ test("real processes: a command killed by SIGTERM, SIGKILL, SIGINT or SIGHUP mak
 });
 
 test(
-  "real processes: a command killed by any other signal N (SIGUSR1) makes `mutexd lock` exit 128+N",
-  // BROKEN (found by this test, not fixed here: cluster/commands/ is another engineer's area):
-  // cluster/commands/hold.ts maps only HUP, INT, QUIT, KILL and TERM to numbers, so SIGUSR1
-  // gives 128, not 138. Remove the todo once it uses os.constants.signals.
-  { timeout: 60_000, todo: "broken: cluster/commands/hold.ts knows only 5 signal numbers (SIGUSR1 exits 128)" },
+  "real processes: a command killed by any other signal N (SIGUSR1, SIGUSR2, SIGALRM) makes `mutexd lock` exit 128+N",
+  // Found by this test: hold.ts once knew only five signal numbers, and SIGUSR1 gave 128.
+  { timeout: 60_000 },
   async () => {
     await killedBySignals(["SIGUSR1", "SIGUSR2", "SIGALRM"]);
   },
