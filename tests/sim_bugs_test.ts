@@ -304,3 +304,55 @@ test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake th
   expectCaught("resend point overtaken (pre-2a1f52e pump)", found, CHECKERS);
   assert.match(found!.message, /missing from the replication log/);
 });
+
+// ---- the lock tables' own checkers (issue 8: tests/sim/lock/table_checkers.ts) ----------------
+// Each is caught by a table checker, not by the core's assertions: the checkers read the effects
+// and the table after every command, on the lock kind's server and on the failover kind's two.
+
+/** dropSession() that forgets the expired holder's lock-delay (Chubby's delay after a death). */
+const noLockDelay = (original: Method) =>
+  function (this: Proto, session: Proto, reason: string, effects: unknown[]) {
+    if (reason === "expired") {
+      for (const name of session.locks) {
+        for (const holder of this.locks.get(name)?.holders ?? []) if (holder.session === session.id) holder.lockDelayMs = 0;
+      }
+    }
+    return original.call(this, session, reason, effects);
+  };
+
+test("bug: no lock-delay after a holder's session expires → lock.lock-delay fails", { timeout: 120_000 }, () => {
+  const found = huntInjected(table, "dropSession", noLockDelay, LOCK_ONLY, 300, ["lock.lock-delay"]);
+  expectCaught("no lock-delay after an expiry (lock kind)", found, ["lock.lock-delay"]);
+});
+
+test("bug: no lock-delay after an expiry, on the primary/backup tables → failover.lock-delay fails", { timeout: 120_000 }, () => {
+  const found = huntInjected(table, "dropSession", noLockDelay, FAILOVER_ONLY, 100, ["failover.lock-delay"]);
+  expectCaught("no lock-delay after an expiry (failover kind)", found, ["failover.lock-delay"]);
+});
+
+test("bug: a session's expiry leaves its queued request in the queue → lock.table-structure fails", { timeout: 120_000 }, () => {
+  const found = huntInjected(table, "dropSession", (original) =>
+    function (this: Proto, session: Proto, reason: string, effects: unknown[]) {
+      const kept: Array<{ lock: Proto; index: number; waiter: unknown }> = [];
+      if (reason === "expired") {
+        for (const name of session.locks) {
+          const lock = this.locks.get(name);
+          lock?.queue.forEach((waiter: Proto, index: number) => waiter.session === session.id && kept.push({ lock, index, waiter }));
+        }
+      }
+      const released = original.call(this, session, reason, effects);
+      for (const { lock, index, waiter } of kept) lock.queue.splice(index, 0, waiter); // put back
+      return released;
+    }, LOCK_ONLY, 300, ["lock.table-structure"]);
+  expectCaught("expired waiter left queued", found, ["lock.table-structure"]);
+});
+
+test("bug: a holder's leave does not update its session's index → lock.table-structure fails", { timeout: 120_000 }, () => {
+  const found = huntInjected(table, "leave", (original) =>
+    function (this: Proto, command: Proto, effects: unknown[]) {
+      const output = original.call(this, command, effects);
+      if (output.result.ok && output.result.wasHolder) this.sessions.get(command.session)?.locks.add(command.name);
+      return output;
+    }, LOCK_ONLY, 100, ["lock.table-structure"]);
+  expectCaught("index not updated on leave", found, ["lock.table-structure"]);
+});
