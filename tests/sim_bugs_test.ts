@@ -356,3 +356,27 @@ test("bug: a holder's leave does not update its session's index → lock.table-s
     }, LOCK_ONLY, 100, ["lock.table-structure"]);
   expectCaught("index not updated on leave", found, ["lock.table-structure"]);
 });
+
+// ---- late delivery (issue 8: the generic `late-delivery` fault) ------------------------------
+
+test("bug: the arbiter takes every renewal's sync report as the newest → a late 'in sync' overwrites 'alone'; only late delivery shows it", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives", "failover.client-mutex"];
+  // renew() without the report sequence: a renewal that timed out at the primary and arrives
+  // after a newer one ("the backup is out of sync") sets the arbiter's word back to "in sync".
+  const ignoreSeq = (original: Method) =>
+    function (this: Proto, request: Proto, nowMs: number) {
+      return original.call(this, { ...request, seq: this.state.reportSeq + 1 }, nowMs);
+    };
+  const late = { ...FAILOVER_ONLY, faultOverrides: ["+late-delivery"] };
+  const found = huntInjected(arbiterCore, "renew", ignoreSeq, late, 200, CHECKERS);
+  expectCaught("sync report order ignored (late renewal)", found, CHECKERS);
+  // The same seeds without late delivery do not show it: normal delays (≤ 5 × delayMax) stay
+  // under the renewal's timeout (peerTimeoutMs, scaled to ≥ 16 × delayMax), so an old report
+  // arrives after a newer one only when held back (late-delivery; on these seeds fo-slow never
+  // lined up with a change of the report).
+  const early = { ...FAILOVER_ONLY, faultOverrides: ["-late-delivery"] };
+  for (let seed = 1; seed <= found!.seed; seed++) {
+    const result = patched(arbiterCore, "renew", ignoreSeq, () => runSpec({ ...early, seed }, { keepAll: false, tailLinesMax: 5 }));
+    assert.ok(result.ok || !CHECKERS.includes(result.violation!.checker), `seed ${seed} shows it without late delivery: ${result.violation?.message}`);
+  }
+});
