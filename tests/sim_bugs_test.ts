@@ -384,3 +384,12 @@ test("bug: the arbiter takes every renewal's sync report as the newest → a lat
     assert.ok(result.ok || !CHECKERS.includes(result.violation!.checker), `seed ${seed} shows it without late delivery: ${result.violation?.message}`);
   }
 });
+
+test("bug: fromSnapshot forgets the session counter (a restored table would reuse session ids) → lock.table-structure's round trip fails", { timeout: 60_000 }, () => {
+  const found = huntInjected(LockTable as unknown as Proto, "fromSnapshot", (original) =>
+    function (this: Proto, snapshot: Proto, limits: unknown) {
+      return original.call(this, { ...snapshot, sessionSeq: 0 }, limits);
+    }, LOCK_ONLY, 10, ["lock.table-structure"]);
+  expectCaught("session counter not restored", found, ["lock.table-structure"]);
+  assert.match(found!.message, /snapshot does not round-trip/);
+});

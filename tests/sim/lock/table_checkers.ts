@@ -22,7 +22,7 @@
  * on that instance, so every table the core installs (a fresh one, a snapshot's) is wrapped as
  * it arrives; each table's `apply` is wrapped on the instance.
  */
-import { LockTable, type LockTableLimits, type Output } from "../../../lib/core/lock_table.ts";
+import { LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "../../../lib/core/lock_table.ts";
 import type { LockMachine } from "../../../lib/core/lock_machine.ts";
 import type { LockService } from "../../../cluster/lock_service.ts";
 import type { Sim } from "../simulator.ts";
@@ -205,11 +205,16 @@ export function checkStructure(table: LockTable): string | undefined {
 function roundTrip(table: LockTable, limits: LockTableLimits): string | undefined {
   const snapshot = table.snapshot();
   const text = JSON.stringify(snapshot);
-  let again: string;
+  let restored: LockTableSnapshot;
   try {
-    again = JSON.stringify(LockTable.fromSnapshot(snapshot, limits).snapshot());
+    restored = LockTable.fromSnapshot(snapshot, limits).snapshot();
   } catch (error) {
     return `its snapshot does not restore: ${(error as Error).message}`;
   }
-  return again === text ? undefined : `snapshot does not round-trip:\n  ${text}\n  ${again}`;
+  if (JSON.stringify(restored) === text) return undefined;
+  const original = JSON.parse(text) as LockTableSnapshot;
+  const keys = Object.keys(original) as Array<keyof LockTableSnapshot>;
+  const key = keys.find((k) => JSON.stringify(original[k]) !== JSON.stringify(restored[k]))!;
+  const brief = (value: unknown) => String(JSON.stringify(value)).slice(0, 120);
+  return `snapshot does not round-trip: ${key} ${brief(original[key])} comes back as ${brief(restored[key])}`;
 }
