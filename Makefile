@@ -45,7 +45,8 @@ up: dist/mutexd
 sim: install
 	$(BUN) tests/sim/vopr.ts --seed $(SEED)
 
-## sim-many: a batch of seeds; failing seeds are listed and saved under tests/sim/replay/.
+## sim-many: a batch of seeds, every node kind; failing seeds are listed and saved under
+## tests/sim/replay/, then one line per kind: runs, failures, failures by checker.
 sim-many: install
 	$(BUN) tests/sim/vopr.ts --many $(N) --start $(START)
 

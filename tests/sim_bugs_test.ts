@@ -90,11 +90,14 @@ test("bug: the lock table grants from the back of the queue → lock.fifo fails"
 });
 
 test("bug: the lock table reuses a fencing token → lock.fencing fails", { timeout: 60_000 }, () => {
-  const found = patched(table, "grant", (original) =>
-    function (this: Proto, ...args: unknown[]) {
-      const grant = original.apply(this, args);
-      this.lastToken -= 1; // the next grant gets the same token again
-      return grant;
+  // When the holder of the newest token leaves, the counter steps back over it: the next grant
+  // gets the same token again. (Stepping back under a token still held would be caught first by
+  // lock.table-structure: a holder's token above the table's highest.)
+  const found = patched(table, "leave", (original) =>
+    function (this: Proto, command: Proto, effects: unknown[]) {
+      const output = original.call(this, command, effects);
+      if (output.result.ok && output.result.wasHolder && command.token === this.lastToken) this.lastToken -= 1;
+      return output;
     }, () => hunt(LOCK_ONLY, 100));
   expectCaught("reuse a fencing token", found, ["lock.fencing"]);
 });
@@ -105,6 +108,7 @@ test("bug: a keepalive extends the session by half its TTL → a client still in
       const output = original.call(this, sessionId);
       const session = this.sessions.get(sessionId);
       if (session) session.expiresAtMs = this.nowMs + Math.floor(session.ttlMs / 2);
+      if (session) this.noteDue(session.expiresAtMs); // consistently early (else lock.table-structure names the due index)
       return output;
     }, () => hunt(LOCK_ONLY, 100));
   expectCaught("expire sessions early", found, ["lock.grant-survives", "lock.client-mutex"]);
@@ -303,4 +307,89 @@ test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake th
     }, FAILOVER_ONLY, 100, CHECKERS);
   expectCaught("resend point overtaken (pre-2a1f52e pump)", found, CHECKERS);
   assert.match(found!.message, /missing from the replication log/);
+});
+
+// ---- the lock tables' own checkers (issue 8: tests/sim/lock/table_checkers.ts) ----------------
+// Each is caught by a table checker, not by the core's assertions: the checkers read the effects
+// and the table after every command, on the lock kind's server and on the failover kind's two.
+
+/** dropSession() that forgets the expired holder's lock-delay (Chubby's delay after a death). */
+const noLockDelay = (original: Method) =>
+  function (this: Proto, session: Proto, reason: string, effects: unknown[]) {
+    if (reason === "expired") {
+      for (const name of session.locks) {
+        for (const holder of this.locks.get(name)?.holders ?? []) if (holder.session === session.id) holder.lockDelayMs = 0;
+      }
+    }
+    return original.call(this, session, reason, effects);
+  };
+
+test("bug: no lock-delay after a holder's session expires → lock.lock-delay fails", { timeout: 120_000 }, () => {
+  const found = huntInjected(table, "dropSession", noLockDelay, LOCK_ONLY, 300, ["lock.lock-delay"]);
+  expectCaught("no lock-delay after an expiry (lock kind)", found, ["lock.lock-delay"]);
+});
+
+test("bug: no lock-delay after an expiry, on the primary/backup tables → failover.lock-delay fails", { timeout: 120_000 }, () => {
+  const found = huntInjected(table, "dropSession", noLockDelay, FAILOVER_ONLY, 100, ["failover.lock-delay"]);
+  expectCaught("no lock-delay after an expiry (failover kind)", found, ["failover.lock-delay"]);
+});
+
+test("bug: a session's expiry leaves its queued request in the queue → lock.table-structure fails", { timeout: 120_000 }, () => {
+  const found = huntInjected(table, "dropSession", (original) =>
+    function (this: Proto, session: Proto, reason: string, effects: unknown[]) {
+      const kept: Array<{ lock: Proto; index: number; waiter: unknown }> = [];
+      if (reason === "expired") {
+        for (const name of session.locks) {
+          const lock = this.locks.get(name);
+          lock?.queue.forEach((waiter: Proto, index: number) => waiter.session === session.id && kept.push({ lock, index, waiter }));
+        }
+      }
+      const released = original.call(this, session, reason, effects);
+      for (const { lock, index, waiter } of kept) lock.queue.splice(index, 0, waiter); // put back
+      return released;
+    }, LOCK_ONLY, 300, ["lock.table-structure"]);
+  expectCaught("expired waiter left queued", found, ["lock.table-structure"]);
+});
+
+test("bug: a holder's leave does not update its session's index → lock.table-structure fails", { timeout: 120_000 }, () => {
+  const found = huntInjected(table, "leave", (original) =>
+    function (this: Proto, command: Proto, effects: unknown[]) {
+      const output = original.call(this, command, effects);
+      if (output.result.ok && output.result.wasHolder) this.sessions.get(command.session)?.locks.add(command.name);
+      return output;
+    }, LOCK_ONLY, 100, ["lock.table-structure"]);
+  expectCaught("index not updated on leave", found, ["lock.table-structure"]);
+});
+
+// ---- late delivery (issue 8: the generic `late-delivery` fault) ------------------------------
+
+test("bug: the arbiter takes every renewal's sync report as the newest → a late 'in sync' overwrites 'alone'; only late delivery shows it", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives", "failover.client-mutex"];
+  // renew() without the report sequence: a renewal that timed out at the primary and arrives
+  // after a newer one ("the backup is out of sync") sets the arbiter's word back to "in sync".
+  const ignoreSeq = (original: Method) =>
+    function (this: Proto, request: Proto, nowMs: number) {
+      return original.call(this, { ...request, seq: this.state.reportSeq + 1 }, nowMs);
+    };
+  const late = { ...FAILOVER_ONLY, faultOverrides: ["+late-delivery"] };
+  const found = huntInjected(arbiterCore, "renew", ignoreSeq, late, 200, CHECKERS);
+  expectCaught("sync report order ignored (late renewal)", found, CHECKERS);
+  // The same seeds without late delivery do not show it: normal delays (≤ 5 × delayMax) stay
+  // under the renewal's timeout (peerTimeoutMs, scaled to ≥ 16 × delayMax), so an old report
+  // arrives after a newer one only when held back (late-delivery; on these seeds fo-slow never
+  // lined up with a change of the report).
+  const early = { ...FAILOVER_ONLY, faultOverrides: ["-late-delivery"] };
+  for (let seed = 1; seed <= found!.seed; seed++) {
+    const result = patched(arbiterCore, "renew", ignoreSeq, () => runSpec({ ...early, seed }, { keepAll: false, tailLinesMax: 5 }));
+    assert.ok(result.ok || !CHECKERS.includes(result.violation!.checker), `seed ${seed} shows it without late delivery: ${result.violation?.message}`);
+  }
+});
+
+test("bug: fromSnapshot forgets the session counter (a restored table would reuse session ids) → lock.table-structure's round trip fails", { timeout: 60_000 }, () => {
+  const found = huntInjected(LockTable as unknown as Proto, "fromSnapshot", (original) =>
+    function (this: Proto, snapshot: Proto, limits: unknown) {
+      return original.call(this, { ...snapshot, sessionSeq: 0 }, limits);
+    }, LOCK_ONLY, 10, ["lock.table-structure"]);
+  expectCaught("session counter not restored", found, ["lock.table-structure"]);
+  assert.match(found!.message, /snapshot does not round-trip/);
 });

@@ -24,7 +24,7 @@ import {
   replayPath,
   saveReplay,
 } from "./sim/replay.ts";
-import { runBatch, runSpec } from "./sim/run.ts";
+import { describeKindReport, reportByKind, runBatch, runSpec } from "./sim/run.ts";
 import type { SimResult } from "./sim/simulator.ts";
 import { Microtasks, SimFuture } from "./sim/ring/ports.ts";
 
@@ -98,7 +98,7 @@ test("one seed replays exactly: two runs give byte-identical traces; another see
 test("line 1 of the trace is the seed and its fault profile (swarm: seeds differ in their weather)", { timeout: 60_000 }, () => {
   const headers = [11, 12, 13, 14].map((seed) => runSpec({ seed, safetyMs: 1_000, healMs: 1_000 }).lines[0]);
   for (const [i, header] of headers.entries()) {
-    assert.match(header, new RegExp(`^seed=${11 + i} kinds=lock,ring .* net=drop:.* faults=.* lock=clients:\\d+.* ring=nodes:\\d`));
+    assert.match(header, new RegExp(`^seed=${11 + i} kinds=lock,ring,failover .* net=drop:.* faults=.* lock=clients:\\d+.* ring=nodes:\\d.* failover=clients:\\d`));
   }
   assert.equal(new Set(headers.map((h) => h.replace(/^seed=\d+/, ""))).size, 4, "four seeds, four profiles");
 });
@@ -243,4 +243,16 @@ test(`failover: a batch of ${FRESH_FAILOVER_RUNS} fresh seeds passes (seeds prin
   assert.deepEqual(failures, [], rerunHint(startSeed));
   assert.equal(batch.runs, FRESH_FAILOVER_RUNS);
   console.log(`${batch.runs} fresh failover seeds from ${startSeed} passed, ${(batch.simulatedMs / 1000).toFixed(0)} simulated seconds`);
+});
+
+test("sim-many's report per kind: runs, failures and checkers, core assertions under 'any'", () => {
+  const failed = (checker: string) => ({ violation: { checker, message: "", atMs: 0 } }) as unknown as Parameters<typeof reportByKind>[2][number];
+  const failures = ["failover.one-serving", "lock.fifo", "failover.one-serving", "core.assertion"].map(failed);
+  const lines = reportByKind(["lock", "ring", "failover"], 50, failures).map(describeKindReport);
+  assert.deepEqual(lines.map((l) => l.trim().replace(/ +/g, " ")), [
+    "lock 50 runs, 1 failed: lock.fifo ×1",
+    "ring 50 runs, 0 failed",
+    "failover 50 runs, 2 failed: failover.one-serving ×2",
+    "any 1 failed: core.assertion ×1",
+  ]);
 });

@@ -135,6 +135,24 @@ const wallStep: FaultType = {
   },
 };
 
+/**
+ * How late a held-back message arrives: after any normal delay (at most delayMax + 4 × delayMax
+ * of reordering = 1.5 s) and after a primary lease (0.5..2.5 s) or a ring hop timeout (1 s), so a
+ * message of an old epoch or an old lease reaches a node that has moved on.
+ */
+const LATE_MS: readonly [number, number] = [2_000, 10_000];
+
+const lateDelivery: FaultType = {
+  name: "late-delivery",
+  doc: `hold back the next message sent (any actor, any link) and deliver it ${LATE_MS.join("..")} ms late; the heal delivers what is still held`,
+  ratePerSecond: [0.05, 0.5],
+  inject(sim, prng) {
+    const lateMs = prng.between(...LATE_MS);
+    sim.network.holdNext(lateMs);
+    sim.log("net", "~", `the next message sent will arrive ${lateMs}ms late`);
+  },
+};
+
 /** The faults every simulation has, whatever node kinds run. */
 export const GENERIC_FAULTS: readonly FaultType[] = [
   isolate,
@@ -143,3 +161,9 @@ export const GENERIC_FAULTS: readonly FaultType[] = [
   pauseFault({ name: "pause", pauseMs: [10, 3_000] }),
   wallStep,
 ];
+
+/**
+ * Generic faults added since issue 8. The profile draws them after every kind's faults, so a
+ * new one shifts no earlier draw: a seed that leaves it off runs exactly as it did before.
+ */
+export const LATER_GENERIC_FAULTS: readonly FaultType[] = [lateDelivery];

@@ -1,8 +1,10 @@
 /**
  * The simulated network: every message between actors goes through here. The transport contract
  * is deliberately weak (TigerBeetle's): a message may be dropped, duplicated, delayed and so
- * reordered, or blocked by a partition, symmetric or one-way. In the heal phase only delay
- * remains. Delays are at least `delayMinMs` (≥ 2 ms; see docs/simulator.md, "Assumptions").
+ * reordered, or blocked by a partition, symmetric or one-way, or held back and delivered late
+ * (seconds after the normal delays: the `late-delivery` fault). In the heal phase only delay
+ * remains: what is still held back is delivered at the heal. Delays are at least `delayMinMs`
+ * (≥ 2 ms; see docs/simulator.md, "Assumptions").
  */
 import type { Prng } from "../../lib/core/prng.ts";
 import type { Actor } from "./actor.ts";
@@ -27,12 +29,18 @@ export interface Envelope {
 
 /** One-way links blocked at once beyond this are not added (bounded state). */
 const BLOCKED_LINKS_MAX = 10_000;
+/** Messages held back at once, and holds waiting for a message, at most (bounded state). */
+const HELD_MAX = 1_000;
 
 export class Network {
   /** Blocked directed links, `from>to`, with how many partitions block each (they overlap). */
   private readonly blocked = new Map<string, number>();
   /** Slowed directed links, `from>to`: extra delay of every message sent on them (a stuck connection). */
   private readonly slowed = new Map<string, number>();
+  /** How late each of the next messages sent is to arrive (`holdNext`), oldest hold first. */
+  private readonly holdsMs: number[] = [];
+  /** Messages held back, by envelope id, until their late delivery (or the heal). */
+  private readonly held = new Map<number, Envelope>();
   private idNext = 1;
   faultsOn = true;
   sent = 0;
@@ -48,6 +56,10 @@ export class Network {
       this.dropped += 1;
       if (verbose) this.sim.log(from.id, ">", `${label} -> ${to} #${envelope.id} cut by partition`);
       return;
+    }
+    if (this.faultsOn && this.holdsMs.length > 0 && this.held.size < HELD_MAX) {
+      // Held back whole: no drop, copy or delay draw, so runs without holds draw as before.
+      return this.holdBack(envelope, label, this.holdsMs.shift()!);
     }
     const p = this.profile;
     if (this.faultsOn && p.dropRate > 0 && this.prng.chance(p.dropRate)) {
@@ -65,6 +77,26 @@ export class Network {
       if (verbose) this.sim.log(from.id, ">", `${label} -> ${to} #${envelope.id} in ${delayMs}ms${copy ? " (dup)" : ""}`);
       this.sim.at(this.sim.nowMs + delayMs, () => this.sim.actor(to).deliver(envelope));
     }
+  }
+
+  /** The next message sent (by anyone, on any link that is not cut) arrives `lateMs` late. */
+  holdNext(lateMs: number): void {
+    if (this.holdsMs.length < HELD_MAX) this.holdsMs.push(lateMs);
+  }
+
+  private holdBack(envelope: Envelope, label: string, lateMs: number): void {
+    this.held.set(envelope.id, envelope);
+    this.sim.log(envelope.from, ">", `${label} -> ${envelope.to} #${envelope.id} held back: arrives in ${lateMs}ms`);
+    this.sim.at(this.sim.nowMs + lateMs, () => this.release(envelope.id));
+  }
+
+  /** Delivers a held-back message (once: the heal may have released it already). */
+  private release(id: number): void {
+    const envelope = this.held.get(id);
+    if (!envelope) return;
+    this.held.delete(id);
+    this.sim.log(envelope.to, ">", `late delivery of #${id} from ${envelope.from}`);
+    this.sim.actor(envelope.to).deliver(envelope);
   }
 
   /** Blocks each directed link `[from, to]` until `uncut` of the same list (or `heal`). */
@@ -98,6 +130,10 @@ export class Network {
   heal(): void {
     this.blocked.clear();
     this.slowed.clear();
+    // The heal's promise is "only delay remains": held messages arrive now (after the heal's
+    // restarts, as events of their own), late as they are, and no new hold starts.
+    this.holdsMs.length = 0;
+    for (const id of this.held.keys()) this.sim.at(this.sim.nowMs, () => this.release(id));
   }
 
   get partitioned(): boolean {

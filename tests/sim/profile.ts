@@ -4,7 +4,7 @@
  * different corners instead of one average mix; the header line of every trace prints it all.
  */
 import { Prng } from "../../lib/core/prng.ts";
-import { GENERIC_FAULTS, type FaultType } from "./faults.ts";
+import { type FaultType, GENERIC_FAULTS, LATER_GENERIC_FAULTS } from "./faults.ts";
 import type { NetworkProfile } from "./network.ts";
 import type { KindParams, NodeKind } from "./node_kind.ts";
 
@@ -35,8 +35,9 @@ export interface ProfileOptions {
   paramOverrides?: Readonly<Record<string, number | string | boolean>>;
 }
 
+/** Every fault a run with `kinds` may have, in the order the profile draws them. */
 export function allFaults(kinds: readonly NodeKind[]): FaultType[] {
-  return [...GENERIC_FAULTS, ...kinds.flatMap((k) => k.faults)];
+  return [...GENERIC_FAULTS, ...kinds.flatMap((k) => k.faults), ...LATER_GENERIC_FAULTS];
 }
 
 export function drawProfile(seed: number, kinds: readonly NodeKind[], options: ProfileOptions): Profile {

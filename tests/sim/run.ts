@@ -63,3 +63,34 @@ export function runBatch(options: BatchOptions): BatchResult {
   }
   return { runs, failures, simulatedMs };
 }
+
+/** One node kind's share of a batch: runs that included it, and its failures by checker. */
+export interface KindReport {
+  kind: string;
+  runs: number;
+  failures: number;
+  byChecker: Record<string, number>;
+}
+
+/**
+ * A batch per node kind. A checker `kind.name` belongs to its kind; the rest (`core.assertion`,
+ * `sim.exception`, `sim.events-max`) may come from any kind of the run and are listed under
+ * "any" (the trace's last lines tell which actor threw).
+ */
+export function reportByKind(kinds: readonly string[], runs: number, failures: readonly SimResult[]): KindReport[] {
+  const reports = [...kinds, "any"].map((kind): KindReport => ({ kind, runs: kind === "any" ? 0 : runs, failures: 0, byChecker: {} }));
+  for (const failure of failures) {
+    const checker = failure.violation?.checker ?? "?";
+    const report = reports.find((r) => r.kind === checker.split(".")[0]) ?? reports[reports.length - 1];
+    report.failures += 1;
+    report.byChecker[checker] = (report.byChecker[checker] ?? 0) + 1;
+  }
+  return reports.filter((r) => r.kind !== "any" || r.failures > 0);
+}
+
+/** `failover   200 runs, 2 failed: failover.liveness ×1, failover.one-serving ×1` */
+export function describeKindReport(report: KindReport): string {
+  const checkers = Object.entries(report.byChecker).sort(([a], [b]) => a.localeCompare(b)).map(([name, count]) => `${name} ×${count}`);
+  const runs = report.kind === "any" ? "" : `${report.runs} runs, `;
+  return `  ${report.kind.padEnd(9)} ${runs}${report.failures} failed${checkers.length > 0 ? `: ${checkers.join(", ")}` : ""}`;
+}

@@ -2,7 +2,8 @@
  * The simulator's command line (VOPR: Viewstamped Operation Replicator, TigerBeetle's name).
  *
  *   vopr.ts --seed 42                   one run, the full trace on stdout
- *   vopr.ts --many 500 [--start 1000]   a batch; failing seeds get tests/sim/replay/<seed>.json
+ *   vopr.ts --many 500 [--start 1000]   a batch of every kind (or --kinds); failing seeds get
+ *                                       tests/sim/replay/<seed>.json; a summary per kind
  *   vopr.ts --replay FILE               run a saved failure again
  *
  * Options: --kinds lock,…  --safety-ms N  --heal-ms N  --seconds S (safety = heal = S/2)
@@ -13,8 +14,8 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { loadReplay, replayPath, type RunSpec, saveReplay } from "./replay.ts";
-import { runBatch, runSpec } from "./run.ts";
-import { NODE_KINDS } from "./kinds.ts";
+import { describeKindReport, reportByKind, runBatch, runSpec } from "./run.ts";
+import { kindsByName, NODE_KINDS } from "./kinds.ts";
 import { allFaults } from "./profile.ts";
 
 function usage(): string {
@@ -120,6 +121,8 @@ function main(argv: string[]): number {
     const wallS = (performance.now() - startedMs) / 1000;
     process.stdout.write(`${batch.runs} runs from seed ${startSeed}: ${batch.failures.length} failed` +
       ` [${batch.failures.map((f) => f.seed).join(" ")}]; simulated ${(batch.simulatedMs / 1000).toFixed(0)}s in ${wallS.toFixed(1)}s wall\n`);
+    const kinds = kindsByName(base.kinds).map((k) => k.name);
+    for (const report of reportByKind(kinds, batch.runs, batch.failures)) process.stdout.write(`${describeKindReport(report)}\n`);
     return batch.failures.length > 0 ? 1 : 0;
   }
   // No seed given: take one from the wall clock (the only use of it) and print it on line 1.

@@ -26,6 +26,7 @@ import type { Sim } from "../simulator.ts";
 import { type Attempt, LockClientActor } from "../lock/client.ts";
 import { clientMutexChecker, grantSurvivesChecker } from "../lock/checkers.ts";
 import { lateAttempts, LOCK_KIND, livenessBounds, lockWorkload } from "../lock/kind.ts";
+import { watchLockTables } from "../lock/table_checkers.ts";
 import { ArbiterActor } from "./arbiter.ts";
 import { FAILOVER_CHECKERS, FailoverChecks } from "./checkers.ts";
 import { FailoverServerActor } from "./server.ts";
@@ -237,6 +238,7 @@ export const FAILOVER_KIND: NodeKind = {
     for (const actor of [fp, fb, fa]) sim.addActor(actor);
     current = { servers: [fp, fb], arbiter: fa, settings };
     checks.attach([fp, fb], fa);
+    watchLockTables(sim, "failover", [fp, fb]);
     const workloadPrng = prng.fork("workload");
     for (let i = 1; i <= Number(params.clients); i++) {
       const id = `fc${i}`;

@@ -15,6 +15,7 @@ import type { Sim } from "../simulator.ts";
 import { type Attempt, LockClientActor, type LockWorkload } from "./client.ts";
 import { clientMutexChecker, grantSurvivesChecker, TableObserver } from "./checkers.ts";
 import { LockServerActor } from "./server.ts";
+import { watchLockTables } from "./table_checkers.ts";
 
 export const SERVER_ID = "p1";
 
@@ -121,6 +122,7 @@ export const LOCK_KIND: NodeKind = {
     const observer = new TableObserver(sim);
     const server = new LockServerActor(sim, SERVER_ID, sim.newClock(), settings, observer, () => clients.map((c) => c.id));
     sim.addActor(server);
+    watchLockTables(sim, "lock", [server]);
     const workloadPrng = sim.prng.fork("lock-workload");
     for (let i = 1; i <= Number(params.clients); i++) {
       const id = `c${i}`;

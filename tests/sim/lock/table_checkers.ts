@@ -1,0 +1,220 @@
+/**
+ * Checkers on the lock tables themselves, after EACH command any table applies: the lock kind's
+ * standalone server's, and the failover kind's primary's and backup's (a backup applies the
+ * primary's entries; a takeover keeps its table; a snapshot replaces it). Both are hooks (the
+ * evidence is the command's effects and the table right after them):
+ *
+ * - `<kind>.lock-delay`: no grant of a lock before (the expiry that released a holder of it) +
+ *   (that holder's lock-delay). Counted on the table's own clock (the log's time base, which a
+ *   new primary continues), from the `released … expired` effect and the holder's lockDelayMs
+ *   as this checker last saw it, not from the table's `delayUntilMs` (the field a bug would get
+ *   wrong). A leave or a close frees a lock with no delay.
+ * - `<kind>.table-structure`: every session in the table is live (expiry after the table's
+ *   clock: expired ones were dropped by the command's expiry pass); every holder and waiter
+ *   belongs to a session of the table, once per lock; the per-session index (`Session.locks`)
+ *   names exactly the locks the session holds or waits for; no idle lock is kept; tokens are
+ *   unique and at most the table's highest; the limits hold; the due index (`dueAtMs`, which lets
+ *   ticks skip the expiry pass) is at most every pending expiry, deadline and lock-delay end; and
+ *   a snapshot round-trips (`fromSnapshot(snapshot(t)).snapshot()` equals `snapshot(t)`).
+ *
+ * How the tables are reached without touching lib/core: the server actor's `started` hook (one
+ * per incarnation) is wrapped on the instance; the replica's `machine` field becomes an accessor
+ * on that instance, so every table the core installs (a fresh one, a snapshot's) is wrapped as
+ * it arrives; each table's `apply` is wrapped on the instance.
+ */
+import { LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "../../../lib/core/lock_table.ts";
+import type { LockMachine } from "../../../lib/core/lock_machine.ts";
+import type { LockService } from "../../../cluster/lock_service.ts";
+import type { Sim } from "../simulator.ts";
+import type { LockServiceActor } from "./server.ts";
+
+export function tableCheckerNames(kind: string) {
+  return { lockDelay: `${kind}.lock-delay`, structure: `${kind}.table-structure` } as const;
+}
+
+/** The table's private fields the checks read (not part of its API). */
+interface TableInternals {
+  options: { limits: LockTableLimits };
+  dueAtMs: number;
+}
+
+/** A lock-delay in force: no grant of its lock before `untilMs` (table clock). */
+interface DelayWindow {
+  untilMs: number;
+  why: string;
+}
+
+/** What the checks remember of one table instance between its commands. */
+interface TableMemory {
+  /** lockDelayMs of each holder (`lock\0session`), as of the end of the last command. */
+  holderDelaysMs: Map<string, number>;
+  /** Per lock, the latest-ending lock-delay window. */
+  windows: Map<string, DelayWindow>;
+}
+
+/**
+ * Hooks the table checkers of `kind` ("lock", "failover") onto every table of `servers`, from
+ * now on and across their restarts. Violations name the server whose table broke the rule.
+ */
+export function watchLockTables(sim: Sim, kind: string, servers: readonly LockServiceActor[]): void {
+  const names = tableCheckerNames(kind);
+  sim.checkers.declareHook(names.lockDelay);
+  sim.checkers.declareHook(names.structure);
+  const watched = new WeakSet<LockTable>();
+
+  const watchTable = (server: LockServiceActor, table: LockTable) => {
+    if (watched.has(table)) return;
+    watched.add(table);
+    const memory = rememberTable(table);
+    const apply = table.apply.bind(table);
+    table.apply = (command, nowMs) => {
+      const output = apply(command, nowMs);
+      const late = checkLockDelay(table, memory, output);
+      if (late) sim.violate(names.lockDelay, `${server.id}: ${late}`);
+      const broken = checkStructure(table);
+      if (broken) sim.violate(names.structure, `${server.id} after ${command.type}: ${broken}`);
+      return output;
+    };
+  };
+
+  const watchService = (server: LockServiceActor, service: LockService) => {
+    const replica = service.replica;
+    let machine: LockMachine | null = replica.machine;
+    Object.defineProperty(replica, "machine", {
+      configurable: true,
+      enumerable: true,
+      get: () => machine,
+      set: (next: LockMachine | null) => {
+        machine = next;
+        if (next) watchTable(server, next.table);
+      },
+    });
+    if (machine) watchTable(server, machine.table);
+  };
+
+  for (const server of servers) {
+    if (server.service) watchService(server, server.service);
+    // Later incarnations: wrap this instance's hook (the class's stays as it is).
+    const actor = server as unknown as { started(service: LockService): void };
+    const started = actor.started;
+    actor.started = (service: LockService) => {
+      started.call(server, service);
+      watchService(server, service);
+    };
+  }
+}
+
+function holderKey(lock: string, session: string): string {
+  return `${lock}\u0000${session}`;
+}
+
+/** The memory of a table first seen now: its holders, and the lock-delays its state carries. */
+function rememberTable(table: LockTable): TableMemory {
+  const memory: TableMemory = { holderDelaysMs: new Map(), windows: new Map() };
+  for (const lock of table.locks.values()) {
+    // A table that arrives with state (a backup's snapshot) carries the primary's windows, which
+    // were checked on the primary's table as they opened.
+    if (lock.delayUntilMs > table.clockMs) memory.windows.set(lock.name, { untilMs: lock.delayUntilMs, why: "lock-delay from a snapshot" });
+  }
+  refreshHolders(table, memory);
+  return memory;
+}
+
+function refreshHolders(table: LockTable, memory: TableMemory): void {
+  memory.holderDelaysMs.clear();
+  for (const lock of table.locks.values()) {
+    for (const holder of lock.holders) memory.holderDelaysMs.set(holderKey(lock.name, holder.session), holder.lockDelayMs);
+  }
+}
+
+/** Walks the command's effects in order: expiries open windows, grants must fall outside them. */
+function checkLockDelay(table: LockTable, memory: TableMemory, output: Output): string | undefined {
+  const nowMs = table.clockMs;
+  let problem: string | undefined;
+  for (const effect of output.effects) {
+    if (effect.type === "released" && effect.reason === "expired") {
+      const delayMs = memory.holderDelaysMs.get(holderKey(effect.name, effect.session)) ?? 0;
+      const open = memory.windows.get(effect.name);
+      if (delayMs > 0 && (!open || open.untilMs < nowMs + delayMs)) {
+        memory.windows.set(effect.name, {
+          untilMs: nowMs + delayMs,
+          why: `${effect.session} (token ${effect.token}) expired at ${nowMs}ms with lock-delay ${delayMs}ms`,
+        });
+      }
+    } else if (effect.type === "granted" && problem === undefined) {
+      const window = memory.windows.get(effect.grant.name);
+      if (window && nowMs < window.untilMs) {
+        problem = `${effect.grant.name} granted to ${effect.grant.session} (token ${effect.grant.token}) at ${nowMs}ms, ` +
+          `before ${window.untilMs}ms: ${window.why}`;
+      }
+    }
+  }
+  for (const [name, window] of memory.windows) if (window.untilMs <= nowMs) memory.windows.delete(name);
+  refreshHolders(table, memory);
+  return problem;
+}
+
+/** The first broken structural rule of `table` right after a command, or undefined. */
+export function checkStructure(table: LockTable): string | undefined {
+  const internals = table as unknown as TableInternals;
+  const limits = internals.options.limits;
+  const nowMs = table.clockMs;
+  let dueMs = Number.POSITIVE_INFINITY;
+  if (table.sessions.size > limits.sessionsMax) return `${table.sessions.size} sessions > sessionsMax ${limits.sessionsMax}`;
+  if (table.locks.size > limits.locksMax) return `${table.locks.size} locks > locksMax ${limits.locksMax}`;
+  for (const [id, session] of table.sessions) {
+    if (id !== session.id) return `session ${session.id} filed under ${id}`;
+    if (session.expiresAtMs <= nowMs) return `session ${id} expired at ${session.expiresAtMs}ms is still in the table at ${nowMs}ms`;
+    dueMs = Math.min(dueMs, session.expiresAtMs);
+  }
+  const tokens = new Set<number>();
+  // The index as the locks say it should be: session → names it holds or waits for.
+  const expected = new Map<string, Set<string>>();
+  for (const [name, lock] of table.locks) {
+    if (name !== lock.name) return `lock ${lock.name} filed under ${name}`;
+    if (lock.holders.length === 0 && lock.queue.length === 0 && lock.delayUntilMs <= nowMs) return `idle lock ${name} kept`;
+    if (lock.queue.length > limits.waitersPerLockMax) return `${lock.queue.length} waiters on ${name} > ${limits.waitersPerLockMax}`;
+    if (lock.delayUntilMs > nowMs) dueMs = Math.min(dueMs, lock.delayUntilMs);
+    for (const entry of [...lock.holders, ...lock.queue]) {
+      const role = "token" in entry ? "holder" : "waiter";
+      if (!table.sessions.has(entry.session)) return `${role} ${entry.session} of ${name} has no session in the table`;
+      const names = expected.get(entry.session) ?? new Set<string>();
+      if (names.has(name)) return `${entry.session} appears twice among the holders and waiters of ${name}`;
+      names.add(name);
+      expected.set(entry.session, names);
+      if (!table.sessions.get(entry.session)!.locks.has(name)) return `${role} ${entry.session} of ${name}: its session's index lacks ${name}`;
+      if ("token" in entry) {
+        if (tokens.has(entry.token)) return `token ${entry.token} held twice`;
+        if (entry.token > table.highestToken) return `${name} holder token ${entry.token} > highest ${table.highestToken}`;
+        tokens.add(entry.token);
+      } else {
+        dueMs = Math.min(dueMs, entry.deadlineMs);
+      }
+    }
+  }
+  for (const [id, session] of table.sessions) {
+    for (const name of session.locks) {
+      if (!expected.get(id)?.has(name)) return `session ${id}'s index names ${name}, which it neither holds nor waits for`;
+    }
+  }
+  if (internals.dueAtMs > dueMs) return `due index ${internals.dueAtMs}ms is after the next expiry, deadline or lock-delay end ${dueMs}ms`;
+  return roundTrip(table, limits);
+}
+
+/** The snapshot is plain data (fresh copies), so restoring from it directly is a fair round trip. */
+function roundTrip(table: LockTable, limits: LockTableLimits): string | undefined {
+  const snapshot = table.snapshot();
+  const text = JSON.stringify(snapshot);
+  let restored: LockTableSnapshot;
+  try {
+    restored = LockTable.fromSnapshot(snapshot, limits).snapshot();
+  } catch (error) {
+    return `its snapshot does not restore: ${(error as Error).message}`;
+  }
+  if (JSON.stringify(restored) === text) return undefined;
+  const original = JSON.parse(text) as LockTableSnapshot;
+  const keys = Object.keys(original) as Array<keyof LockTableSnapshot>;
+  const key = keys.find((k) => JSON.stringify(original[k]) !== JSON.stringify(restored[k]))!;
+  const brief = (value: unknown) => String(JSON.stringify(value)).slice(0, 120);
+  return `snapshot does not round-trip: ${key} ${brief(original[key])} comes back as ${brief(restored[key])}`;
+}
