@@ -46,11 +46,12 @@ sim: install
 	$(BUN) tests/sim/vopr.ts --seed $(SEED)
 
 ## sim-many: a batch of seeds, every node kind; failing seeds are listed and saved under
-## tests/sim/replay/, then one line per kind: runs, failures, failures by checker.
+## tests/sim/failed/ (git-ignored; a known bug is moved to tests/sim/replay/ and listed in its
+## index.json), then one line per kind: runs, failures, failures by checker.
 sim-many: install
 	$(BUN) tests/sim/vopr.ts --many $(N) --start $(START)
 
-## sim-replay: run a saved failure again (make sim-replay FILE=tests/sim/replay/SEED.json).
+## sim-replay: run a saved failure again (make sim-replay FILE=tests/sim/failed/SEED.json).
 sim-replay: install
 	$(BUN) tests/sim/vopr.ts --replay $(FILE)
 

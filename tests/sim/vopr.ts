@@ -3,7 +3,7 @@
  *
  *   vopr.ts --seed 42                   one run, the full trace on stdout
  *   vopr.ts --many 500 [--start 1000]   a batch of every kind (or --kinds); failing seeds get
- *                                       tests/sim/replay/<seed>.json; a summary per kind
+ *                                       tests/sim/failed/ (git-ignored); a summary per kind
  *   vopr.ts --replay FILE               run a saved failure again
  *
  * Options: --kinds lock,…  --safety-ms N  --heal-ms N  --seconds S (safety = heal = S/2)
@@ -13,7 +13,7 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { loadReplay, replayPath, type RunSpec, saveReplay } from "./replay.ts";
+import { failedRunPath, loadReplay, type RunSpec, saveReplay } from "./replay.ts";
 import { describeKindReport, reportByKind, runBatch, runSpec } from "./run.ts";
 import { kindsByName, NODE_KINDS } from "./kinds.ts";
 import { allFaults } from "./profile.ts";
@@ -111,7 +111,7 @@ function main(argv: string[]): number {
       runsMax: many,
       onResult(result) {
         if (!result.ok) {
-          const path = replayPath(result.seed);
+          const path = failedRunPath(result.seed, base.kinds);
           if (!values["no-save"]) saveReplay(path, { ...base, seed: result.seed }, result);
           process.stdout.write(`FAIL seed=${result.seed} ${result.violation!.checker}: ${result.violation!.message}` +
             `${values["no-save"] ? "" : ` (replay: ${path})`}\n`);
