@@ -133,8 +133,9 @@ function main(argv: string[]): number {
   flush();
   if (values.quiet) process.stdout.write(`${result.header}\n${result.lines.at(-1)}\n`);
   if (!result.ok && !values["no-save"]) {
-    saveReplay(replayPath(seed), spec, result);
-    process.stdout.write(`replay saved: ${replayPath(seed)}\n`);
+    const path = failedRunPath(seed, base.kinds);
+    saveReplay(path, spec, result);
+    process.stdout.write(`replay saved: ${path}\n`);
   }
   return result.ok ? 0 : 1;
 }
