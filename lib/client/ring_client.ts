@@ -19,6 +19,23 @@ export interface RingConnectOptions {
   server: string;
   /** One HTTP request gives up after this (long-polls get their wait on top). */
   requestTimeoutMs?: number;
+  /** The transport; the runtime's `fetch` when omitted (the simulator passes its network). */
+  fetch?: typeof fetch;
+  /** Monotonic milliseconds for leases and deadlines; `performance.now` when omitted. */
+  clock?: RingClientClock;
+  /** Request timeouts, the lease timer and retry pauses; the runtime's timers when omitted. */
+  timers?: RingClientTimers;
+}
+
+/** What the client reads the time from (cluster/clock.ts `Clock` has this shape). */
+export interface RingClientClock {
+  nowMs(): number;
+}
+
+/** The timers the client uses (cluster/timers.ts `Timers` has this shape). */
+export interface RingClientTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
 }
 
 export interface RingEnterOptions {
@@ -52,28 +69,50 @@ const LONG_POLL_SLACK_MS = 10_000;
 /** A section watch asks to be held this long per request. */
 const WATCH_POLL_MS = 5_000;
 
-function nowMs(): number {
-  return performance.now();
-}
+const performanceClock: RingClientClock = { nowMs: () => performance.now() };
+
+const runtimeTimers: RingClientTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
 
 export class RingClient {
   readonly server: string;
+  readonly clock: RingClientClock;
+  readonly timers: RingClientTimers;
   private readonly requestTimeoutMs: number;
+  private readonly fetch: typeof fetch;
 
   constructor(options: RingConnectOptions) {
     this.server = options.server.replace(/\/$/, "");
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
+    this.fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.clock = options.clock ?? performanceClock;
+    this.timers = options.timers ?? runtimeTimers;
   }
 
   async request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0, cancel?: AbortSignal): Promise<T> {
-    const timeout = AbortSignal.timeout(this.requestTimeoutMs + extraTimeoutMs);
+    // AbortSignal.timeout on the injected timers, so a simulated client times out in virtual time.
+    const timeout = new AbortController();
+    const timer = this.timers.setTimeout(
+      () => timeout.abort(new DOMException(`no answer within ${this.requestTimeoutMs + extraTimeoutMs} ms`, "TimeoutError")),
+      this.requestTimeoutMs + extraTimeoutMs,
+    );
+    try {
+      return await this.exchange<T>(method, path, body, cancel ? AbortSignal.any([timeout.signal, cancel]) : timeout.signal);
+    } finally {
+      this.timers.clearTimeout(timer);
+    }
+  }
+
+  private async exchange<T>(method: string, path: string, body: unknown, signal: AbortSignal): Promise<T> {
     let response: Response;
     try {
-      response = await fetch(this.server + path, {
+      response = await this.fetch(this.server + path, {
         method,
         headers: body === undefined ? undefined : { "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: cancel ? AbortSignal.any([timeout, cancel]) : timeout,
+        signal,
       });
     } catch (error) {
       throw new MutexdError("unreachable", `${this.server}: ${(error as Error).message}`);
@@ -96,7 +135,7 @@ export class RingClient {
   }
 
   /**
-   * `enter`, plus when the request that got the answer was sent (performance.now scale). A
+   * `enter`, plus when the request that got the answer was sent (the client's clock). A
    * grant's `leaseMs` is what is left of the lease when the node answers, and the node answers
    * after that request reached it, so that send time plus `leaseMs` is never later than the
    * node's lease end. Earlier requests of a long wait (long-polls that ended "waiting") do not
@@ -104,19 +143,19 @@ export class RingClient {
    */
   async enterTimed(options: RingEnterOptions = {}): Promise<{ result: RingEnterResult; sentAtMs: number }> {
     const waitMs = options.waitMs ?? 0;
-    const deadlineMs = nowMs() + waitMs;
+    const deadlineMs = this.clock.nowMs() + waitMs;
     let ticket: string | undefined;
     // Each round is one long-poll; the node answers within longPollMaxMs, so rounds are bounded
     // by the wait (plus the token's next visit for a try).
     for (let round = 0; round < 1_000_000; round++) {
-      const remainingMs = Math.max(0, Math.round(deadlineMs - nowMs()));
+      const remainingMs = Math.max(0, Math.round(deadlineMs - this.clock.nowMs()));
       if (ticket !== undefined && remainingMs === 0 && waitMs > 0) {
-        const sentAtMs = nowMs();
+        const sentAtMs = this.clock.nowMs();
         await this.request("POST", "/v1/ring/leave", { ticket }).catch(() => {});
         return { result: { granted: false, reason: "deadline" }, sentAtMs };
       }
       const chunkMs = Math.min(remainingMs, WAIT_CHUNK_MS);
-      const sentAtMs = nowMs();
+      const sentAtMs = this.clock.nowMs();
       const answer = await this.request<
         | { granted: true; fence: number; leaseMs: number; epoch: number; ticket: string }
         | { granted: false; waiting: true; ticket: string; position: number }
@@ -203,7 +242,7 @@ export class RingLock {
   private readonly controller = new AbortController();
   /** Ends the watch long-poll at release or loss, so nothing outlives the section. */
   private readonly watchCancel = new AbortController();
-  private readonly leaseTimer: ReturnType<typeof setTimeout>;
+  private readonly leaseTimer: unknown;
   private done = false;
 
   constructor(
@@ -211,10 +250,10 @@ export class RingLock {
     /** The fencing token: a decimal integer above every earlier one, also across token regenerations. */
     readonly token: number,
     readonly epoch: number,
-    /** Local end of the lease (performance.now scale), never later than the node's. */
+    /** Local end of the lease (the client's clock), never later than the node's. */
     readonly leaseEndsAtMs: number,
   ) {
-    this.leaseTimer = setTimeout(() => this.lose("the lease ended"), Math.max(0, leaseEndsAtMs - nowMs()));
+    this.leaseTimer = client.timers.setTimeout(() => this.lose("the lease ended"), Math.max(0, leaseEndsAtMs - client.clock.nowMs()));
     void this.watch();
   }
 
@@ -228,7 +267,7 @@ export class RingLock {
 
   /** Milliseconds left of the lease by the local clock. */
   get remainingMs(): number {
-    return Math.max(0, this.leaseEndsAtMs - nowMs());
+    return Math.max(0, this.leaseEndsAtMs - this.client.clock.nowMs());
   }
 
   put(key: string, value: string): Promise<number> {
@@ -249,7 +288,7 @@ export class RingLock {
   async release(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    clearTimeout(this.leaseTimer);
+    this.client.timers.clearTimeout(this.leaseTimer);
     this.watchCancel.abort();
     // Leave also after a loss: the client's lease ends (by its own clock) before the node's, and
     // until the node ends the section the ring waits. A leave of an ended section is harmless.
@@ -286,14 +325,14 @@ export class RingLock {
       } catch {
         if (this.done || this.lost) return;
         // Unreachable node: the lease timer still bounds the section; pause before asking again.
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await new Promise<void>((resolve) => this.client.timers.setTimeout(resolve, 200));
       }
     }
   }
 
   private lose(reason: string): void {
     if (this.lost) return;
-    clearTimeout(this.leaseTimer);
+    this.client.timers.clearTimeout(this.leaseTimer);
     this.watchCancel.abort();
     this.controller.abort(new MutexdError("lock_lost", `ring section ${this.token} lost: ${reason}`));
   }

@@ -1,26 +1,27 @@
 /**
- * A simulated ring client bound to one ring node, following lib/client/ring_client.ts: it
- * enters (long-polls with a ticket until granted or the wait ends) and takes the section's lease
- * as `sentAt + leaseMs`, the remaining lease the node reported counted from the send time of
- * the request that got it, so never later than the node's end. (The real client counts from
- * the start of lock(), i.e. the FIRST request: after a wait longer than the lease it believes
- * the section over at once. Conservative, so safe; the simulator uses the last request, which
- * keeps sections usable in the workload.) Inside the section it writes (each write acknowledged only
- * after it went around the ring), checking the lease before each one, then leaves.
+ * A ring client actor: a thin workload driver around the REAL client, lib/client/ring_client.ts.
+ * Its fetch is `simFetch` (requests as HTTP messages over the simulated network, answered by the
+ * node's real Hono app; a response exists only once the reply message is delivered), its clock is
+ * the actor's and its timers are the actor's virtual timers, so the client's own rules run as
+ * they are: the long-poll rounds with a ticket, the request timeouts, the lease counted from the
+ * send time of the enter request that got the grant, the section watch, the leave on release.
+ *
+ * The workload: think, lock() (a try, a short or a long wait; a long wait in the heal phase),
+ * then 0..writesMax puts/deletes inside the section (each answered once it went around the ring),
+ * a hold, and release(). What the checkers read is recorded here: the section the client believes
+ * it holds (`belief()`: the RingLock's lease by the client's clock, not lost), each lock()
+ * attempt, and each acknowledged write.
  */
-import type { ClientReply } from "../../../lib/core/ring_node.ts";
+import { type RingClient, type RingLock, connectRing } from "../../../lib/client/ring_client.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
 import type { RingOp } from "../../../lib/core/ring_types.ts";
 import type { Settings } from "../../../lib/settings.ts";
-import { WAIT_CHUNK_MS } from "../../../lib/client/lock_client.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
-import type { RingClientRequest, RingMessage } from "./messages.ts";
-
-/** Mirrors LONG_POLL_SLACK_MS of the clients. */
-const LONG_POLL_SLACK_MS = 60_000;
+import type { HttpReplyMessage, RingMessage } from "./messages.ts";
+import { Microtasks, runTurn, simTimers } from "./ports.ts";
 
 export interface RingWorkload {
   leaseMs: number;
@@ -54,10 +55,17 @@ export interface AckedWrite {
   op: RingOp;
 }
 
+/** Requests of the client waiting for a reply, at most this many (bounded). */
+const PENDING_MAX = 1_000;
+
 export class RingClientActor extends Actor {
-  private section: RingSection | undefined;
+  private section: { lock: RingLock; view: RingSection } | undefined;
   private attempt: RingAttempt | undefined;
-  private readonly pending = new Map<number, (reply: ClientReply | undefined) => void>();
+  private client: RingClient;
+  private microtasks = new Microtasks();
+  /** Our requests awaiting a reply: reqId → what settles the fetch. */
+  private readonly pending = new Map<number, (reply: HttpReplyMessage) => void>();
+  /** Not reset by a crash: a late reply to an earlier incarnation's request matches nothing. */
   private reqIdNext = 1;
   private writeSeq = 0;
 
@@ -72,6 +80,7 @@ export class RingClientActor extends Actor {
     private readonly hooks: { attempt(a: RingAttempt): void; acked(w: AckedWrite): void },
   ) {
     super(sim, id, "ring-client", clock);
+    this.client = this.connect();
     this.think();
   }
 
@@ -79,10 +88,10 @@ export class RingClientActor extends Actor {
     return [this.node];
   }
 
-  /** The section this client believes it is in now (lease by its own clock), if any. */
+  /** The section this client believes it is in now (the real client's lease and loss), if any. */
   belief(): RingSection | undefined {
     const section = this.section;
-    return section && this.clock.nowMs() < section.leaseEndsAtMs ? section : undefined;
+    return section && !section.lock.lost && section.lock.remainingMs > 0 ? section.view : undefined;
   }
 
   currentAttempt(): RingAttempt | undefined {
@@ -90,76 +99,91 @@ export class RingClientActor extends Actor {
   }
 
   protected onCrash(): void {
+    // The old incarnation's client waits for replies and timers that never come.
     this.section = undefined;
     this.pending.clear();
     this.endAttempt("crashed");
   }
 
   protected onRestart(): void {
+    this.microtasks = new Microtasks();
+    this.client = this.connect();
     this.think();
   }
 
-  private think(): void {
-    this.after(this.prng.between(0, this.workload.thinkMaxMs), () => this.lock());
+  private connect(): RingClient {
+    return connectRing({
+      server: `http://${this.node}`,
+      requestTimeoutMs: this.settings.requestTimeoutMs,
+      fetch: (input, init) => this.simFetch(String(input), init ?? {}),
+      clock: this.clock,
+      timers: simTimers(this, (fn) => this.turn(fn)),
+    });
   }
 
-  private lock(): void {
-    if (this.attempt || this.section) return;
+  /** One macrotask: `fn`, then every continuation of the client it caused. */
+  private turn(fn: () => void): void {
+    runTurn(fn, this.microtasks);
+  }
+
+  private think(): void {
+    this.after(this.prng.between(0, this.workload.thinkMaxMs), () => this.turn(() => this.cycle()));
+  }
+
+  /** One lock() attempt with its section; ends by thinking again (unless the client crashed). */
+  private cycle(): void {
+    const incarnation = this.incarnation;
+    this.lockAndWrite().then(
+      (outcome) => {
+        if (incarnation !== this.incarnation) return;
+        this.endAttempt(outcome);
+        this.think();
+      },
+      (error) => this.sim.violate("sim.exception", `${this.id}: ${(error as Error).stack ?? error}`),
+    );
+  }
+
+  private async lockAndWrite(): Promise<string> {
     const w = this.workload;
     const waitMs = this.sim.phase === "safety" ? this.prng.pick(w.waitChoicesMs) : w.healWaitMs;
     this.attempt = { client: this.id, startedAtMs: this.sim.nowMs };
     this.sim.log(this.id, "?", `ring lock at ${this.node} wait ${waitMs}ms`);
-    this.enter(this.clock.nowMs() + waitMs, waitMs, undefined);
-  }
-
-  private enter(deadlineMs: number, waitMs: number, ticket: string | undefined): void {
-    const remainingMs = Math.max(0, deadlineMs - this.clock.nowMs());
-    if (ticket !== undefined && remainingMs === 0 && waitMs > 0) {
-      this.request({ type: "leave", reqId: 0, ticket }, 0, () => {});
-      return this.finish("deadline");
+    let lock: RingLock;
+    try {
+      lock = await this.client.lock({ waitMs, leaseMs: w.leaseMs });
+    } catch (error) {
+      return (error as Error & { reason?: string }).reason ?? `error ${(error as { code?: string }).code ?? (error as Error).message}`;
     }
-    const chunkMs = Math.min(remainingMs, WAIT_CHUNK_MS);
-    const request: RingClientRequest = { type: "enter", reqId: 0, waitMs: chunkMs, leaseMs: this.workload.leaseMs, ...(ticket ? { ticket } : {}) };
-    const sentAtMs = this.clock.nowMs();
-    this.request(request, Math.min(Math.max(chunkMs, 1), WAIT_CHUNK_MS) + LONG_POLL_SLACK_MS, (reply) => {
-      if (!reply || !reply.ok) return this.finish(reply ? `error ${reply.error.code}` : "unreachable");
-      if (reply.type === "granted") return this.inSection(reply.fence, reply.epoch, sentAtMs + reply.leaseMs);
-      if (reply.type === "waiting") return this.enter(deadlineMs, waitMs, reply.ticket);
-      this.finish(reply.type === "notGranted" ? reply.reason : reply.type);
-    });
+    const view: RingSection = { client: this.id, node: this.node, fence: lock.token, epoch: lock.epoch, leaseEndsAtMs: lock.leaseEndsAtMs };
+    this.section = { lock, view };
+    this.attempt.grantedAtMs = this.sim.nowMs;
+    this.sim.log(this.id, "+", `in section fence ${lock.token} epoch ${lock.epoch} (lease to ${lock.leaseEndsAtMs})`);
+    const why = await this.writeAll(lock, this.prng.between(0, w.writesMax));
+    // Stop acting before the leave is even sent: from here on the client claims nothing.
+    this.section = undefined;
+    this.sim.log(this.id, "-", `leave fence ${lock.token} (${why})`);
+    await lock.release().catch(() => {});
+    return "granted";
   }
 
-  private inSection(fence: number, epoch: number, leaseEndsAtMs: number): void {
-    this.section = { client: this.id, node: this.node, fence, epoch, leaseEndsAtMs };
-    if (this.attempt) this.attempt.grantedAtMs = this.sim.nowMs;
-    this.sim.log(this.id, "+", `in section fence ${fence} epoch ${epoch} (lease to ${leaseEndsAtMs})`);
-    this.writeLoop(this.section, this.prng.between(0, this.workload.writesMax));
-  }
-
-  private writeLoop(section: RingSection, left: number): void {
-    if (this.section !== section) return;
-    if (this.clock.nowMs() >= section.leaseEndsAtMs) return this.leave(section, "lease ended");
-    if (left === 0) return this.after(this.prng.between(0, this.workload.holdMaxMs), () => this.leave(section, "done"));
-    this.writeSeq += 1;
-    const op: RingOp = { type: "put", key: `k${this.prng.below(this.workload.keys)}`, value: `${this.id}.${this.writeSeq}` };
-    this.request({ type: "write", reqId: 0, fence: section.fence, op }, 0, (reply) => {
-      if (reply?.ok && reply.type === "written") this.hooks.acked({ wseq: reply.wseq, author: this.node, op });
-      if (!reply?.ok) return this.leave(section, reply ? `write: ${reply.error.code}` : "write: unreachable");
-      this.writeLoop(section, left - 1);
-    });
-  }
-
-  private leave(section: RingSection, why: string): void {
-    if (this.section !== section) return;
-    this.section = undefined; // stop acting before the leave is even sent
-    this.sim.log(this.id, "-", `leave fence ${section.fence} (${why})`);
-    this.request({ type: "leave", reqId: 0, fence: section.fence }, 0, () => {});
-    this.finish("granted");
-  }
-
-  private finish(outcome: string): void {
-    this.endAttempt(outcome);
-    this.think();
+  /** Writes `count` times inside the section (the client checks its lease before each), then holds. */
+  private async writeAll(lock: RingLock, count: number): Promise<string> {
+    for (let i = 0; i < count; i++) {
+      if (lock.lost) return "lost";
+      this.writeSeq += 1;
+      const key = `k${this.prng.below(this.workload.keys)}`;
+      // Mostly puts, now and then a delete: both are ring writes.
+      const op: RingOp = this.prng.chance(0.2) ? { type: "delete", key } : { type: "put", key, value: `${this.id}.${this.writeSeq}` };
+      try {
+        const wseq = op.type === "put" ? await lock.put(op.key, op.value) : await lock.delete(op.key);
+        this.hooks.acked({ wseq, author: this.node, op });
+      } catch (error) {
+        return `write: ${(error as { code?: string }).code ?? (error as Error).message}`;
+      }
+    }
+    const holdMs = this.prng.between(0, this.workload.holdMaxMs);
+    await new Promise<void>((resolve) => this.client.timers.setTimeout(resolve, holdMs));
+    return lock.lost ? "lost" : "done";
   }
 
   private endAttempt(outcome: string): void {
@@ -171,25 +195,39 @@ export class RingClientActor extends Actor {
     this.hooks.attempt(attempt);
   }
 
-  private request(request: RingClientRequest, extraTimeoutMs: number, onReply: (reply: ClientReply | undefined) => void): void {
-    const reqId = this.reqIdNext++;
-    this.pending.set(reqId, onReply);
-    const message: RingMessage = { type: "client", request: { ...request, reqId } };
-    this.sim.network.send(this, this.node, message, `ring ${request.type} ${reqId}`);
-    this.after(this.settings.requestTimeoutMs + extraTimeoutMs, () => {
-      const waiting = this.pending.get(reqId);
-      if (!waiting) return;
-      this.pending.delete(reqId);
-      waiting(undefined);
+  /**
+   * The client's fetch: the request as an HTTP message to the node; the Response exists only
+   * when the reply is delivered. An abort (the client's timeout on the actor's timers, or its
+   * cancel) rejects it as fetch would; a reply after that matches nothing.
+   */
+  private simFetch(url: string, init: RequestInit): Promise<Response> {
+    return new Promise((resolve, reject) => {
+      const signal = init.signal;
+      if (signal?.aborted) return reject(signal.reason);
+      if (this.pending.size >= PENDING_MAX) return reject(new Error(`${PENDING_MAX} requests in flight`));
+      const reqId = this.reqIdNext++;
+      const { pathname, search } = new URL(url);
+      const path = pathname + search;
+      const onAbort = () => {
+        if (this.pending.delete(reqId)) reject(signal!.reason);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.pending.set(reqId, (reply) => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve(new Response(reply.body, { status: reply.status, headers: { "content-type": "application/json" } }));
+      });
+      const body = typeof init.body === "string" ? init.body : undefined;
+      const message: RingMessage = { type: "http", reqId, method: init.method ?? "GET", path, ...(body === undefined ? {} : { body }) };
+      this.sim.network.send(this, this.node, message, `${message.method} ${path}`);
     });
   }
 
   protected receive(envelope: Envelope): void {
     const message = envelope.payload as RingMessage;
-    if (message.type !== "clientReply") return;
-    const waiting = this.pending.get(message.reqId);
-    if (!waiting) return;
+    if (message.type !== "httpReply") return;
+    const settle = this.pending.get(message.reqId);
+    if (!settle) return;
     this.pending.delete(message.reqId);
-    waiting(message.reply);
+    this.turn(() => settle(message));
   }
 }
