@@ -79,7 +79,7 @@ export const RING_KIND: NodeKind = {
     const nodes: RingNodeActor[] = [];
     const clients: RingClientActor[] = [];
     const attempts: RingAttempt[] = [];
-    const observer = new RingStepObserver(sim);
+    const observer = new RingStepObserver(sim, ring);
     const clientsOf = (node: string) => clients.filter((c) => c.node === node).map((c) => c.id);
     for (const id of ring) {
       const node = new RingNodeActor(sim, id, sim.newClock(), ring, settings, observer, () => clientsOf(id));
