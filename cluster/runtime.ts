@@ -61,23 +61,3 @@ export function selfCommand(): string[] {
   }
   return [process.execPath, process.argv[1]];
 }
-
-/**
- * Runs the runtime's pending promise continuations (microtasks) now, synchronously. Only the
- * simulator uses it (tests/sim/ring/ports.ts): it runs the ring client and the Hono app, which
- * are async, inside its synchronous event loop, and must finish their continuations within the
- * event that started them. Neither runtime has a public API for this: Deno's core op and Bun's
- * `bun:jsc` are what their own test tools use.
- */
-export function drainMicrotasks(): void {
-  drain ??= runtimeName === "deno"
-    ? g.Deno[g.Deno.internal].core.runMicrotasks
-    : runtimeName === "bun"
-    ? (import.meta as unknown as { require(id: string): { drainMicrotasks(): void } }).require("bun:jsc").drainMicrotasks
-    : () => {
-      throw new Error("drainMicrotasks: mutexd runs on Deno or Bun");
-    };
-  drain!();
-}
-
-let drain: (() => void) | undefined;

@@ -150,9 +150,10 @@ export class RingStepObserver implements RingObserver {
   }
 
   /**
-   * Notes which node holds which version of each uncommitted write (its pending entries after
-   * the step), and a version's return: its origin took it from its predecessor in a write batch
-   * (up to the batch's ackedTo). It counts as back only if every other ring node held it first.
+   * Notes which node had which version of each uncommitted write (its pending entries after the
+   * step, and what it took in a write batch, up to the batch's ackedTo), and a version's return:
+   * its origin took it from its predecessor in a write batch. It counts as back only if every
+   * other ring node had it first.
    */
   private trackTravels(node: RingNodeActor, input: RingInput | { type: "start" }, result: RingResult | undefined): void {
     const replica = node.core!.replica;
@@ -162,9 +163,12 @@ export class RingStepObserver implements RingObserver {
     }
     if (input.type !== "writes" || !result || (result.type !== "writes" && result.type !== "gap")) return;
     for (const entry of input.entries) {
-      if (entry.origin !== node.id || entry.wseq > result.ackedTo) continue;
+      if (entry.wseq > result.ackedTo) continue;
       const travel = this.travelOf(entry);
-      travel.returned ||= this.ring.every((id) => travel.visited.has(id));
+      // A node that took the write in a batch passed it on, also one that keeps an older version
+      // it committed already (a regeneration re-sends writes that may have committed).
+      if (entry.origin !== node.id) travel.visited.add(node.id);
+      else travel.returned ||= this.ring.every((id) => travel.visited.has(id));
     }
   }
 

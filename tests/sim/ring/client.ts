@@ -1,9 +1,9 @@
 /**
  * A ring client actor: a thin workload driver around the REAL client, lib/client/ring_client.ts.
  * Its fetch is `simFetch` (requests as HTTP messages over the simulated network, answered by the
- * node's real Hono app; a response exists only once the reply message is delivered), its clock is
- * the actor's and its timers are the actor's virtual timers, so the client's own rules run as
- * they are: the long-poll rounds with a ticket, the request timeouts, the lease counted from the
+ * node's real route handlers, http.ts; an answer exists only once the reply message is
+ * delivered, as a SimFuture, which the client continues with `.then` only), its clock is the
+ * actor's and its timers are the actor's virtual timers, so the client's own rules run as they are: the long-poll rounds with a ticket, the request timeouts, the lease counted from the
  * send time of the enter request that got the grant, the section watch, the leave on release.
  *
  * The workload: think, lock() (a try, a short or a long wait; a long wait in the heal phase),
@@ -12,7 +12,7 @@
  * it holds (`belief()`: the RingLock's lease by the client's clock, not lost), each lock()
  * attempt, and each acknowledged write.
  */
-import { type RingClient, type RingLock, connectRing } from "../../../lib/client/ring_client.ts";
+import { connectRing, type HttpAnswer, type RingClient, type RingLock } from "../../../lib/client/ring_client.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
 import type { RingOp } from "../../../lib/core/ring_types.ts";
 import type { Settings } from "../../../lib/settings.ts";
@@ -21,7 +21,7 @@ import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
 import type { HttpReplyMessage, RingMessage } from "./messages.ts";
-import { Microtasks, runTurn, simTimers } from "./ports.ts";
+import { Microtasks, SimFuture, simTimers } from "./ports.ts";
 
 export interface RingWorkload {
   leaseMs: number;
@@ -53,6 +53,11 @@ export interface AckedWrite {
   wseq: number;
   author: string;
   op: RingOp;
+}
+
+function rejected<T>(future: SimFuture<T>, error: unknown): SimFuture<T> {
+  future.reject(error);
+  return future;
 }
 
 /** Requests of the client waiting for a reply, at most this many (bounded). */
@@ -115,7 +120,7 @@ export class RingClientActor extends Actor {
     return connectRing({
       server: `http://${this.node}`,
       requestTimeoutMs: this.settings.requestTimeoutMs,
-      fetch: (input, init) => this.simFetch(String(input), init ?? {}),
+      fetch: (url, init) => this.simFetch(url, init),
       clock: this.clock,
       timers: simTimers(this, (fn) => this.turn(fn)),
     });
@@ -123,67 +128,69 @@ export class RingClientActor extends Actor {
 
   /** One macrotask: `fn`, then every continuation of the client it caused. */
   private turn(fn: () => void): void {
-    runTurn(fn, this.microtasks);
+    fn();
+    this.microtasks.drain();
   }
 
   private think(): void {
     this.after(this.prng.between(0, this.workload.thinkMaxMs), () => this.turn(() => this.cycle()));
   }
 
-  /** One lock() attempt with its section; ends by thinking again (unless the client crashed). */
+  /**
+   * One lock() attempt with its section, then think again. Continued with `.then` only: the
+   * client's answers are SimFutures, which an incarnation that crashed never sees settle.
+   */
   private cycle(): void {
-    const incarnation = this.incarnation;
-    this.lockAndWrite().then(
-      (outcome) => {
-        if (incarnation !== this.incarnation) return;
-        this.endAttempt(outcome);
-        this.think();
-      },
-      (error) => this.sim.violate("sim.exception", `${this.id}: ${(error as Error).stack ?? error}`),
+    const w = this.workload;
+    const waitMs = this.sim.phase === "safety" ? this.prng.pick(w.waitChoicesMs) : w.healWaitMs;
+    const attempt: RingAttempt = { client: this.id, startedAtMs: this.sim.nowMs };
+    this.attempt = attempt;
+    this.sim.log(this.id, "?", `ring lock at ${this.node} wait ${waitMs}ms`);
+    this.client.lock({ waitMs, leaseMs: w.leaseMs }).then(
+      (lock) => this.inSection(lock),
+      (error) => this.finish((error as { reason?: string }).reason ?? `error ${(error as { code?: string }).code ?? (error as Error).message}`),
     );
   }
 
-  private async lockAndWrite(): Promise<string> {
-    const w = this.workload;
-    const waitMs = this.sim.phase === "safety" ? this.prng.pick(w.waitChoicesMs) : w.healWaitMs;
-    this.attempt = { client: this.id, startedAtMs: this.sim.nowMs };
-    this.sim.log(this.id, "?", `ring lock at ${this.node} wait ${waitMs}ms`);
-    let lock: RingLock;
-    try {
-      lock = await this.client.lock({ waitMs, leaseMs: w.leaseMs });
-    } catch (error) {
-      return (error as Error & { reason?: string }).reason ?? `error ${(error as { code?: string }).code ?? (error as Error).message}`;
-    }
+  private inSection(lock: RingLock): void {
     const view: RingSection = { client: this.id, node: this.node, fence: lock.token, epoch: lock.epoch, leaseEndsAtMs: lock.leaseEndsAtMs };
     this.section = { lock, view };
-    this.attempt.grantedAtMs = this.sim.nowMs;
+    if (this.attempt) this.attempt.grantedAtMs = this.sim.nowMs;
     this.sim.log(this.id, "+", `in section fence ${lock.token} epoch ${lock.epoch} (lease to ${lock.leaseEndsAtMs})`);
-    const why = await this.writeAll(lock, this.prng.between(0, w.writesMax));
+    this.write(lock, this.prng.between(0, this.workload.writesMax));
+  }
+
+  /** `left` more writes inside the section (each after the last one's answer), then the hold. */
+  private write(lock: RingLock, left: number): void {
+    if (lock.lost) return this.leave(lock, "lost");
+    if (left === 0) {
+      const holdMs = this.prng.between(0, this.workload.holdMaxMs);
+      return this.after(holdMs, () => this.turn(() => this.leave(lock, lock.lost ? "lost" : "done")));
+    }
+    this.writeSeq += 1;
+    const key = `k${this.prng.below(this.workload.keys)}`;
+    // Mostly puts, now and then a delete: both are ring writes.
+    const op: RingOp = this.prng.chance(0.2) ? { type: "delete", key } : { type: "put", key, value: `${this.id}.${this.writeSeq}` };
+    (op.type === "put" ? lock.put(op.key, op.value) : lock.delete(op.key)).then(
+      (wseq) => {
+        this.hooks.acked({ wseq, author: this.node, op });
+        this.write(lock, left - 1);
+      },
+      (error) => this.leave(lock, `write: ${(error as { code?: string }).code ?? (error as Error).message}`),
+    );
+  }
+
+  private leave(lock: RingLock, why: string): void {
     // Stop acting before the leave is even sent: from here on the client claims nothing.
     this.section = undefined;
     this.sim.log(this.id, "-", `leave fence ${lock.token} (${why})`);
-    await lock.release().catch(() => {});
-    return "granted";
+    lock.release().then(undefined, () => {});
+    this.finish("granted");
   }
 
-  /** Writes `count` times inside the section (the client checks its lease before each), then holds. */
-  private async writeAll(lock: RingLock, count: number): Promise<string> {
-    for (let i = 0; i < count; i++) {
-      if (lock.lost) return "lost";
-      this.writeSeq += 1;
-      const key = `k${this.prng.below(this.workload.keys)}`;
-      // Mostly puts, now and then a delete: both are ring writes.
-      const op: RingOp = this.prng.chance(0.2) ? { type: "delete", key } : { type: "put", key, value: `${this.id}.${this.writeSeq}` };
-      try {
-        const wseq = op.type === "put" ? await lock.put(op.key, op.value) : await lock.delete(op.key);
-        this.hooks.acked({ wseq, author: this.node, op });
-      } catch (error) {
-        return `write: ${(error as { code?: string }).code ?? (error as Error).message}`;
-      }
-    }
-    const holdMs = this.prng.between(0, this.workload.holdMaxMs);
-    await new Promise<void>((resolve) => this.client.timers.setTimeout(resolve, holdMs));
-    return lock.lost ? "lost" : "done";
+  private finish(outcome: string): void {
+    this.endAttempt(outcome);
+    this.think();
   }
 
   private endAttempt(outcome: string): void {
@@ -196,30 +203,32 @@ export class RingClientActor extends Actor {
   }
 
   /**
-   * The client's fetch: the request as an HTTP message to the node; the Response exists only
-   * when the reply is delivered. An abort (the client's timeout on the actor's timers, or its
-   * cancel) rejects it as fetch would; a reply after that matches nothing.
+   * The client's fetch: the request as an HTTP message to the node; the answer settles only when
+   * the reply is delivered. An abort (the client's timeout on the actor's timers, or its cancel)
+   * rejects it as fetch would; a reply after that matches nothing.
    */
-  private simFetch(url: string, init: RequestInit): Promise<Response> {
-    return new Promise((resolve, reject) => {
-      const signal = init.signal;
-      if (signal?.aborted) return reject(signal.reason);
-      if (this.pending.size >= PENDING_MAX) return reject(new Error(`${PENDING_MAX} requests in flight`));
-      const reqId = this.reqIdNext++;
-      const { pathname, search } = new URL(url);
-      const path = pathname + search;
-      const onAbort = () => {
-        if (this.pending.delete(reqId)) reject(signal!.reason);
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.pending.set(reqId, (reply) => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve(new Response(reply.body, { status: reply.status, headers: { "content-type": "application/json" } }));
-      });
-      const body = typeof init.body === "string" ? init.body : undefined;
-      const message: RingMessage = { type: "http", reqId, method: init.method ?? "GET", path, ...(body === undefined ? {} : { body }) };
-      this.sim.network.send(this, this.node, message, `${message.method} ${path}`);
+  private simFetch(url: string, init: RequestInit): SimFuture<HttpAnswer> {
+    const answer = new SimFuture<HttpAnswer>(this.microtasks);
+    const signal = init.signal;
+    if (signal?.aborted) return rejected(answer, signal.reason);
+    if (this.pending.size >= PENDING_MAX) return rejected(answer, new Error(`${PENDING_MAX} requests in flight`));
+    const reqId = this.reqIdNext++;
+    const { pathname, search } = new URL(url);
+    const path = pathname + search;
+    const onAbort = () => {
+      if (this.pending.delete(reqId)) answer.reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const microtasks = this.microtasks;
+    this.pending.set(reqId, (reply) => {
+      signal?.removeEventListener("abort", onAbort);
+      const ok = reply.status >= 200 && reply.status <= 299;
+      answer.resolve({ status: reply.status, ok, text: () => SimFuture.resolved(microtasks, reply.body) });
     });
+    const body = typeof init.body === "string" ? init.body : undefined;
+    const message: RingMessage = { type: "http", reqId, method: init.method ?? "GET", path, ...(body === undefined ? {} : { body }) };
+    this.sim.network.send(this, this.node, message, `${message.method} ${path}`);
+    return answer;
   }
 
   protected receive(envelope: Envelope): void {

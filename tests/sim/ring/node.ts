@@ -1,26 +1,24 @@
 /**
- * A simulated ring node: the binary's driver and HTTP API as they are, with simulated ports.
+ * A simulated ring node: the binary's driver and HTTP handlers as they are, with simulated ports.
  * cluster/ring/service.ts with its PeerLink (cluster/ring/peer_link.ts) around the real RingNode
- * core, and in front of it the real Hono app of cluster/ring/api.ts:
+ * core, and in front of it the routes of cluster/ring/api.ts (http.ts):
  *
  * - clock: the node's NodeClock; timers: the actor's virtual timers (ports.ts), which a crash
  *   cancels with the rest of the incarnation;
  * - storage: the simulated disk (disk.ts), which keeps what was stored across crashes;
- * - inbound: every request (clients' and peers') arrives as an HTTP message and is answered by
- *   `app.request`, so bodies are JSON text and go through the API's decoding and validation;
+ * - inbound: every request (clients' and peers') arrives as an HTTP message (method, path, JSON
+ *   text) and is answered by the API's route handlers, with their decoding and validation;
  * - peers: the calls of cluster/ring/http_peers.ts (same paths and bodies) as HTTP messages, each
  *   answered or failed after tokenHopTimeoutMs (its AbortSignal.timeout);
- * - promises: the driver's ports return SimFutures, and the app's own awaits are native; both
- *   run to the end of the node's turn (ports.ts `runTurn`).
+ * - promises: the driver's ports return SimFutures, whose continuations run at the end of the
+ *   node's turn (a delivered message or a timer), as microtasks run after a macrotask.
  *
- * A crash drops the service and the app (no `stop()`: a killed process answers nobody); the
- * restart builds a new core, service and app from the disk, as cluster/ring/daemon.ts does.
+ * A crash drops the service and its routes (no `stop()`: a killed process answers nobody); the
+ * restart builds a new core, service and routes from the disk, as cluster/ring/daemon.ts does.
  */
-import type { Hono } from "hono";
 import { RingNode, type RingInput, type RingOutput } from "../../../lib/core/ring_node.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import type { Logger } from "../../../cluster/log.ts";
-import { createRingApp } from "../../../cluster/ring/api.ts";
 import type { LinkItem } from "../../../cluster/ring/peer_link.ts";
 import { type RingPeers, RingService } from "../../../cluster/ring/service.ts";
 import { Actor } from "../actor.ts";
@@ -29,7 +27,8 @@ import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
 import { SimRingDisk } from "./disk.ts";
 import type { HttpReplyMessage, HttpRequestMessage, RingMessage } from "./messages.ts";
-import { Microtasks, runTurn, SimFuture, simTimers } from "./ports.ts";
+import { SimRingHttp } from "./http.ts";
+import { Microtasks, SimFuture, simTimers } from "./ports.ts";
 
 export interface RingObserver {
   afterStep(node: RingNodeActor, input: RingInput | { type: "start" }, output: RingOutput): void;
@@ -44,7 +43,7 @@ const TRACED_EVENTS = new Set(["granted", "sectionEnded", "tokenRegenerated", "e
 
 export class RingNodeActor extends Actor {
   service: RingService | undefined;
-  private app: Hono | undefined;
+  private http: SimRingHttp | undefined;
   readonly disk = new SimRingDisk();
   private microtasks = new Microtasks();
   /** Our requests to peers awaiting an answer: reqId → what settles the call. */
@@ -95,9 +94,9 @@ export class RingNodeActor extends Actor {
       onStep: (input, output) => this.observer.afterStep(this, input, output),
     });
     this.service = service;
-    // What the app's handlers throw is answered 500 and reported here: in the simulator a finding
-    // (a core's assertion inside a request handler, or a bug of the driver).
-    this.app = createRingApp(service, {
+    // What the handlers throw is answered 500 and reported here: in the simulator a finding (a
+    // core's assertion inside a request handler, or a bug of the driver).
+    this.http = new SimRingHttp(service, {
       nodeId: this.id,
       settings: this.settings,
       onInternalError: (error) => this.sim.violate(error.name === "AssertionError" ? "core.assertion" : "sim.exception", error.message),
@@ -108,7 +107,7 @@ export class RingNodeActor extends Actor {
 
   protected onCrash(): void {
     this.service = undefined;
-    this.app = undefined;
+    this.http = undefined;
     this.outgoing.clear();
   }
 
@@ -118,7 +117,8 @@ export class RingNodeActor extends Actor {
 
   /** One macrotask of the node: `fn`, then the promise continuations it settled. */
   private turn(fn: () => void): void {
-    runTurn(fn, this.microtasks);
+    fn();
+    this.microtasks.drain();
   }
 
   private send(to: string, message: RingMessage, label: string): void {
@@ -180,7 +180,7 @@ export class RingNodeActor extends Actor {
     };
   }
 
-  // ---- Inbound: the real HTTP API ---------------------------------------------------------
+  // ---- Inbound: the real HTTP handlers ---------------------------------------------------------
 
   protected receive(envelope: Envelope): void {
     this.turn(() => this.onMessage(envelope.from, envelope.payload as RingMessage));
@@ -196,19 +196,13 @@ export class RingNodeActor extends Actor {
     this.serve(from, message);
   }
 
-  /** Answers one request with the app; the answer leaves in the turn that completes it. */
+  /** Answers one request; the answer leaves in the turn that completes it (now, or a long-poll's end). */
   private serve(from: string, request: HttpRequestMessage): void {
     const incarnation = this.incarnation;
-    const init: RequestInit = { method: request.method };
-    if (request.body !== undefined) {
-      init.body = request.body;
-      init.headers = { "content-type": "application/json" };
-    }
-    Promise.resolve(this.app!.request(request.path, init)).then(async (response) => {
-      const body = await response.text();
-      // A reply computed by an incarnation that crashed since is never sent.
+    this.http!.serve(request.method, request.path, request.body, (answer) => {
+      // A reply of an incarnation that crashed since is never sent.
       if (incarnation !== this.incarnation) return;
-      this.send(from, { type: "httpReply", reqId: request.reqId, status: response.status, body }, `${response.status} ${request.path}`);
+      this.send(from, { type: "httpReply", reqId: request.reqId, ...answer }, `${answer.status} ${request.path}`);
     });
   }
 }

@@ -10,8 +10,6 @@
  * callback added to a settled future is queued too, never run at once, as with a native promise.
  */
 import type { TimerHandle, Timers } from "../../../cluster/timers.ts";
-import { drainMicrotasks } from "../../../cluster/runtime.ts";
-import { assert } from "../../../lib/core/assert.ts";
 import type { Actor } from "../actor.ts";
 
 /** One incarnation's microtask queue; a crash abandons it with whatever it held. */
@@ -22,34 +20,13 @@ export class Microtasks {
     this.queue.push(task);
   }
 
-  /** Runs queued tasks, and those they queue, until none is left; whether it ran any. */
-  drain(): boolean {
-    const ran = this.queue.length > 0;
+  /** Runs queued tasks, and those they queue, until none is left. */
+  drain(): void {
     try {
       for (let i = 0; i < this.queue.length; i++) this.queue[i]();
     } finally {
       this.queue = []; // after a throw too: the run ends with it
     }
-    return ran;
-  }
-}
-
-/** Rounds of native and simulated continuations in one turn, at most (each round is one hand-over). */
-const TURN_ROUNDS_MAX = 10_000;
-
-/**
- * One macrotask of an actor that runs async code (the real ring client, the Hono app): `fn`, then
- * every continuation it caused, the runtime's own (cluster/runtime.ts `drainMicrotasks`: the
- * client's and Hono's awaits) and the SimFutures of `microtasks` (the driver's ports), until
- * both queues are empty, since each may settle promises of the other. Nothing of the turn is
- * left for the runtime to run after the event, so the run stays a function of the seed.
- */
-export function runTurn(fn: () => void, microtasks: Microtasks): void {
-  fn();
-  for (let round = 0; ; round++) {
-    assert(round < TURN_ROUNDS_MAX, `a turn still had continuations after ${TURN_ROUNDS_MAX} rounds`);
-    drainMicrotasks();
-    if (!microtasks.drain()) return;
   }
 }
 
