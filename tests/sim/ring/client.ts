@@ -12,7 +12,8 @@
  * it holds (`belief()`: the RingLock's lease by the client's clock, not lost), each lock()
  * attempt, and each acknowledged write.
  */
-import { connectRing, type HttpAnswer, type RingClient, type RingLock } from "../../../lib/client/ring_client.ts";
+import { connectRing, type HttpAnswer, type RingClient, type RingLock, RingNotAcquiredError } from "../../../lib/client/ring_client.ts";
+import { MutexdError } from "../../../lib/wire/errors.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
 import type { RingOp } from "../../../lib/core/ring_types.ts";
 import type { Settings } from "../../../lib/settings.ts";
@@ -148,7 +149,10 @@ export class RingClientActor extends Actor {
     this.sim.log(this.id, "?", `ring lock at ${this.node} wait ${waitMs}ms`);
     this.client.lock({ waitMs, leaseMs: w.leaseMs }).then(
       (lock) => this.inSection(lock),
-      (error) => this.finish((error as { reason?: string }).reason ?? `error ${(error as { code?: string }).code ?? (error as Error).message}`),
+      (error) => {
+        const failure = this.failure(error);
+        if (failure !== undefined) this.finish(error instanceof RingNotAcquiredError ? error.reason : `error ${failure}`);
+      },
     );
   }
 
@@ -176,8 +180,21 @@ export class RingClientActor extends Actor {
         this.hooks.acked({ wseq, author: this.node, op });
         this.write(lock, left - 1);
       },
-      (error) => this.leave(lock, `write: ${(error as { code?: string }).code ?? (error as Error).message}`),
+      (error) => {
+        const failure = this.failure(error);
+        if (failure !== undefined) this.leave(lock, `write: ${failure}`);
+      },
     );
+  }
+
+  /**
+   * The code of an error the client may answer with (MutexdError: the node's code, "unreachable",
+   * "not_acquired", "lock_lost"); anything else is a bug of the client and ends the run.
+   */
+  private failure(error: unknown): string | undefined {
+    if (error instanceof MutexdError) return error.code;
+    this.sim.violate("sim.exception", `${this.id}: the ring client failed with ${(error as Error)?.stack ?? error}`);
+    return undefined;
   }
 
   private leave(lock: RingLock, why: string): void {
