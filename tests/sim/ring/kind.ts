@@ -92,9 +92,11 @@ const ringLate: FaultType = {
     const to = from.ring[(from.ring.indexOf(from.id) + 1) % from.ring.length];
     const windowMs = prng.between(50, 1_000);
     const tokenLossMs = tokenLossMsOf(sim);
-    // Late, but delivered within the safety phase: a late prepare could still end a live token
-    // (costs liveness only), which the heal phase's bounds do not allow for.
-    const lateMs = Math.min(prng.between(tokenLossMs, 3 * tokenLossMs), sim.profile.safetyMs - sim.nowMs - windowMs);
+    // Late, but delivered within the safety phase (also with the network's own delay and
+    // reordering on top): a late prepare could still end a live token (costs liveness only),
+    // which the heal phase's bounds do not allow for.
+    const { delayMaxMs, reorderDelayMaxMs } = sim.profile.network;
+    const lateMs = Math.min(prng.between(tokenLossMs, 3 * tokenLossMs), sim.profile.safetyMs - sim.nowMs - windowMs - delayMaxMs - reorderDelayMaxMs);
     if (lateMs < tokenLossMs) return;
     // Half the time the sender also dies at the window's end, before a resend got through: then
     // the held-back copy is all that is left of its hand-off, and the token is regenerated
