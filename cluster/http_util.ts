@@ -31,10 +31,15 @@ export function installErrorHandlers(
   app.onError((error, c) => {
     const answered = special?.(error, c);
     if (answered) return answered;
-    if (error instanceof RequestError) return errorResponse(c, { code: error.code, message: error.message });
-    onInternal(error);
-    return errorResponse(c, { code: "internal", message: `internal error: ${error.message}` });
+    return errorResponse(c, errorOf(error, onInternal));
   });
+}
+
+/** What a handler's error is answered with: its own code, or `internal` (reported) for a bug. */
+export function errorOf(error: Error, onInternal: (error: Error) => void): ApiError {
+  if (error instanceof RequestError) return { code: error.code, message: error.message };
+  onInternal(error);
+  return { code: "internal", message: `internal error: ${error.message}` };
 }
 
 /**
@@ -44,7 +49,11 @@ export function installErrorHandlers(
 async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
-  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  return parseJsonObject(new Uint8Array(await c.req.arrayBuffer()), bytesMax);
+}
+
+/** The checks of `readJsonObject` on a body already read (the simulator hands bodies over as bytes). */
+export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<string, unknown> {
   if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   return bytes;
 }

@@ -1,7 +1,8 @@
 /**
  * The ring client's lease (lib/client/ring_client.ts) against a scripted node (fetch stubbed, no
  * sockets): the lease is counted from the send time of the enter request whose answer carried
- * the grant, not from the first request of a long wait.
+ * the grant, not from the first request of a long wait; and the injected ports (fetch, clock,
+ * timers: what the simulator passes) carry every request, deadline and timeout.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -86,4 +87,74 @@ test("ring client: a section lost by the client's own lease clock is still left 
     await section.release();
     assert.equal(leaves.length, 1, "the node is told, so the ring need not wait out the node's own lease");
   });
+});
+
+/** Timers the test fires by hand: nothing runs until `fire` (no real time passes). */
+function manualTimers() {
+  const pending = new Map<number, { fn: () => void; ms: number }>();
+  let next = 1;
+  return {
+    pending,
+    setTimeout: (fn: () => void, ms: number) => (pending.set(next, { fn, ms }), next++),
+    clearTimeout: (handle: unknown) => void pending.delete(handle as number),
+    /** Runs the latest pending timer set for `ms`. */
+    fire(ms: number) {
+      const entry = [...pending].findLast(([, t]) => t.ms === ms);
+      assert.ok(entry, `no timer of ${ms} ms pending (${[...pending.values()].map((t) => t.ms).join(", ")})`);
+      pending.delete(entry[0]);
+      entry[1].fn();
+    },
+  };
+}
+
+test("ring client: injected fetch, clock and timers carry it all (the simulator's ports); the runtime's are not touched", async () => {
+  const original = globalThis.fetch;
+  globalThis.fetch = (() => {
+    throw new Error("the runtime's fetch was used");
+  }) as typeof fetch;
+  try {
+    const timers = manualTimers();
+    let nowMs = 1_000;
+    const requests: Array<{ url: string; body: unknown; signal: AbortSignal }> = [];
+    const answers: Array<(answer: { status: number; ok: boolean; text(): Promise<string> }) => void> = [];
+    const ring = connectRing({
+      server: "http://r1",
+      requestTimeoutMs: 3_000,
+      clock: { nowMs: () => nowMs },
+      timers,
+      fetch: (url, init) =>
+        new Promise((resolve, reject) => {
+          requests.push({ url, body: JSON.parse(String(init.body ?? "null")), signal: init.signal! });
+          init.signal!.addEventListener("abort", () => reject(init.signal!.reason), { once: true });
+          answers.push(resolve);
+        }),
+    });
+    const json = (value: unknown) => ({ status: 200, ok: true, text: () => Promise.resolve(JSON.stringify(value)) });
+
+    // A grant answered 400 ms after the request: the lease counts from the request's send time.
+    const locking = ring.lock({ waitMs: 0, leaseMs: LEASE_MS });
+    assert.equal(requests.length, 1);
+    assert.equal(requests[0].url, "http://r1/v1/ring/enter");
+    assert.deepEqual(requests[0].body, { waitMs: 0, leaseMs: LEASE_MS });
+    nowMs += 400;
+    answers[0](json({ granted: true, fence: 3, leaseMs: LEASE_MS, epoch: 1, ticket: "t" }));
+    const section = await locking;
+    assert.equal(section.leaseEndsAtMs, 1_000 + LEASE_MS, "sent at 1000 on the injected clock");
+    assert.equal(section.remainingMs, 0, "400 ms after the send, a 300 ms lease is over by the injected clock");
+    assert.equal(section.lost, false, "until the injected lease timer fires");
+    timers.fire(0);
+    assert.equal(section.lost, true);
+    void section.release().catch(() => {});
+
+    // A put nobody answers fails "unreachable" when the injected timer fires, not before.
+    const put = ring.put(3, "k", "v");
+    const putRequest = requests.at(-1)!;
+    assert.equal(putRequest.url, "http://r1/v1/ring/put");
+    assert.equal(putRequest.signal.aborted, false);
+    timers.fire(3_000);
+    assert.equal(putRequest.signal.aborted, true);
+    await assert.rejects(put, (error: Error & { code?: string }) => error.code === "unreachable");
+  } finally {
+    globalThis.fetch = original;
+  }
 });

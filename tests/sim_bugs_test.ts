@@ -12,6 +12,7 @@ import { RingNode } from "../lib/core/ring_node.ts";
 import { LockReplica } from "../lib/core/lock_replica.ts";
 import { ArbiterCore } from "../lib/core/arbiter.ts";
 import { PeerLink } from "../cluster/ring/peer_link.ts";
+import { RingClient } from "../lib/client/ring_client.ts";
 import { SimRingDisk } from "./sim/ring/disk.ts";
 import type { RunSpec } from "./sim/replay.ts";
 import { runSpec } from "./sim/run.ts";
@@ -188,7 +189,10 @@ test("regression (finding 2, seed 1813): a node keeps older-epoch writes above a
   const CHECKERS = ["core.assertion", "ring.prefix-agreement", "ring.acked-write-survives"];
   const found = huntRing(
     (body) => patched(ringNode, "dropStaleSuffix", () => function () {}, body),
-    { ...RING_CRASHES, params: { "ring.writesMax": 3 } },
+    // A stale suffix needs the holder to crash with writes out that its restart's resend does not
+    // bring to the first node before it regenerates: the holder crash and the long partition
+    // (issue 8) are forced on; with the real ring client the old setting no longer found a seed.
+    { ...RING_CRASHES, params: { "ring.writesMax": 5 }, faultOverrides: ["+ring-holder-crash", "+ring-long-partition"] },
     300,
     CHECKERS,
   );
@@ -392,4 +396,69 @@ test("bug: fromSnapshot forgets the session counter (a restored table would reus
     }, LOCK_ONLY, 10, ["lock.table-structure"]);
   expectCaught("session counter not restored", found, ["lock.table-structure"]);
   assert.match(found!.message, /snapshot does not round-trip/);
+// ---- ring: commit point, old-epoch tokens, the real ring client (issue 8) ---------------------
+
+/** The ring checkers; a seed that a core's assertion stops first does not count (a checker must see it). */
+const RING_SAFETY_CHECKERS = [
+  "ring.section-mutex",
+  "ring.node-section-mutex",
+  "ring.token-unique",
+  "ring.fencing",
+  "ring.epoch-monotone",
+  "ring.prefix-agreement",
+  "ring.acked-write-survives",
+  "ring.commit-after-return",
+];
+
+test("bug: a ring node commits its write at once, before it came back around the ring → ring.commit-after-return", { timeout: 60_000 }, () => {
+  const CHECKERS = ["ring.commit-after-return"];
+  const found = huntRing(
+    (body) =>
+      patched(ringNode, "write", (original) =>
+        function (this: Proto, reqId: number, fence: number, op: unknown) {
+          original.call(this, reqId, fence, op);
+          // The write left for the successor; treat it as back already (answer and commit now).
+          const holding = this.holding;
+          if (holding?.outstanding.has(holding.token.wseq)) this.returned(holding.token.wseq);
+        }, body),
+    RING_ONLY,
+    100,
+    CHECKERS,
+  );
+  expectCaught("commit before the write came back", found, CHECKERS);
+});
+
+test("bug: a ring node takes a token of an older epoch as one of its own → a ring safety checker fails", { timeout: 120_000 }, () => {
+  // Old-epoch tokens arrive after a regeneration only when a hand-off was held back past it:
+  // ring-late (forced on) holds the token's link back and crashes its sender, and the shorter
+  // tokenLossMs makes the regeneration come sooner.
+  const spec = { kinds: ["ring"], faultOverrides: ["+ring-late"], params: { "ring.tokenLossMs": 5_000 } };
+  const found = huntRing(
+    (body) =>
+      patched(ringNode, "receiveToken", (original) =>
+        function (this: Proto, from: string, token: Proto) {
+          // No stale check: an older epoch's token is relabelled with ours.
+          return original.call(this, from, token.epoch < this.epoch ? { ...token, epoch: this.epoch } : token);
+        }, body),
+    spec,
+    200,
+    RING_SAFETY_CHECKERS,
+  );
+  expectCaught("older-epoch token accepted", found, RING_SAFETY_CHECKERS);
+});
+
+test("bug: the ring client counts its lease from the answer, not from the request → ring.section-mutex", { timeout: 60_000 }, () => {
+  const CHECKERS = ["ring.section-mutex"];
+  const found = huntRing(
+    (body) =>
+      patched(RingClient.prototype as unknown as Proto, "enterTimed", (original) =>
+        function (this: Proto, options: unknown) {
+          // The grant's lease counted from when its answer arrived: late by the answer's delay.
+          return original.call(this, options).then((timed: Proto) => ({ ...timed, sentAtMs: this.clock.nowMs() }));
+        }, body),
+    RING_ONLY,
+    100,
+    CHECKERS,
+  );
+  expectCaught("client lease counted from the answer", found, CHECKERS);
 });

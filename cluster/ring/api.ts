@@ -2,13 +2,20 @@
  * The ring node's HTTP API. Clients: `/v1/ring/{enter,leave,put,delete,get,keys,status,section}`.
  * Neighbours: `/v1/ring/peer/{token,writes,log,probe,prepare,wake}`. Handlers decode, call the
  * service and encode; the protocol lives in lib/core/ring_node.ts. See docs/ring.md.
+ *
+ * The routes are a table (`ringRoutes`) that Hono serves (`createRingApp`: routing, reading the
+ * body, JSON answers). A handler gets the decoded body and answers through a callback, never
+ * through a promise, so the simulator (tests/sim/ring/http.ts) runs the same handlers inside its
+ * synchronous event loop, on the same route patterns and body checks.
  */
-import { Hono, type Context } from "hono";
+import { type Context, Hono } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ClientReply, RingResult } from "../../lib/core/ring_node.ts";
 import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring_types.ts";
 import type { Settings } from "../../lib/settings.ts";
-import { errorResponse, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
-import type { RingService } from "./service.ts";
+import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
+import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
+import type { ClientInput, RingService } from "./service.ts";
 
 export interface RingApiOptions {
   nodeId: string;
@@ -18,6 +25,43 @@ export interface RingApiOptions {
   onInternalError?: (error: Error) => void;
 }
 
+/** One decoded request: the JSON body (`{}` for a GET), query and path parameters. */
+export interface RingRequest {
+  body: Record<string, unknown>;
+  query(name: string): string | undefined;
+  param(name: string): string | undefined;
+  /** Fires when the caller goes away (a long-poll then ends early). */
+  signal?: AbortSignal;
+}
+
+/** An answer: the status and the JSON body. */
+export interface RingAnswer {
+  status: number;
+  body: unknown;
+}
+
+export interface RingRoute {
+  method: "GET" | "POST";
+  /** A Hono route pattern. */
+  path: string;
+  /** Bodies above this many bytes get 413 (peer batches may be larger than client bodies). */
+  bodyBytesMax: number;
+  /** Answers through `reply`, once, now or later. What it throws is answered as an error. */
+  handle(request: RingRequest, reply: (answer: RingAnswer) => void): void;
+}
+
+const ok = (body: unknown): RingAnswer => ({ status: 200, body });
+
+/** An error answer: the code's status and `{ error: { code, message } }`. */
+function errorBody({ code, message }: ApiError): RingAnswer {
+  return { status: ERROR_STATUS[code], body: apiError(code, message) };
+}
+
+/** A thrown error as the app answers it (RequestError: its code; anything else: internal). */
+export function errorAnswer(error: Error, onInternal: (error: Error) => void): RingAnswer {
+  return errorBody(errorOf(error, onInternal));
+}
+
 /** Unwraps a client reply: errors become their HTTP answer. */
 function okReply(reply: ClientReply): Extract<ClientReply, { ok: true }> {
   if (!reply.ok) throw new RequestError(reply.error.code, reply.error.message);
@@ -25,162 +69,207 @@ function okReply(reply: ClientReply): Extract<ClientReply, { ok: true }> {
 }
 
 /** A peer's protocol answer: bad requests become 400, everything else is a 200 with the result. */
-function peerAnswer(c: Context, result: RingResult): Response {
-  if (!result.ok && result.type === "error") return errorResponse(c, result.error);
-  return c.json(result);
+function peerAnswer(result: RingResult): RingAnswer {
+  if (!result.ok && result.type === "error") return errorBody(result.error);
+  return ok(result);
 }
 
-export function createRingApp(service: RingService, options: RingApiOptions): Hono {
+export function ringRoutes(service: RingService, options: RingApiOptions): RingRoute[] {
   const { settings } = options;
-  const app = new Hono();
-  installErrorHandlers(app, options.onInternalError ?? (() => {}));
-  const body = (c: Context) => readJsonObject(c, settings.bodyBytesMax);
+  const onInternal = options.onInternalError ?? (() => {});
+  const node = service.node;
   // A peer request carries up to ringBatchWritesMax writes of the largest size.
   const peerBytesMax = settings.ringBatchWritesMax * (settings.ringValueBytesMax + 4 * settings.ringKeyLengthMax + 512) +
     settings.bodyBytesMax;
-  const peerBody = (c: Context) => readJsonObject(c, peerBytesMax);
-  const node = service.node;
+  const routes: RingRoute[] = [];
+  /** A route answered at once. */
+  const now = (method: RingRoute["method"], path: string, handle: (request: RingRequest) => RingAnswer, bodyBytesMax = settings.bodyBytesMax) =>
+    routes.push({ method, path, bodyBytesMax, handle: (request, reply) => reply(handle(request)) });
+  /** A client request to the service; `encode` turns its reply into the answer (what it throws too). */
+  const viaService = (input: ClientInput, reply: (answer: RingAnswer) => void, encode: (reply: ClientReply) => RingAnswer, abort?: AbortSignal) =>
+    service.request(input, (answer) => reply(guarded(() => encode(answer), onInternal)), abort);
 
-  app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "ring" }));
+  now("GET", "/v1/health", () => ok({ ok: true, id: options.nodeId, role: "ring" }));
 
-  app.get("/v1/ring/status", (c) =>
-    c.json({ ...node.status(service.now()), linkQueue: service.linkLength, ...(options.describe?.() ?? {}) }));
+  now("GET", "/v1/ring/status", () => ok({ ...node.status(service.now()), linkQueue: service.linkLength, ...(options.describe?.() ?? {}) }));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the
   // ticket to keep the place). waitMs = 0 tries: it waits for the next visit only if nobody is
   // ahead. The lease bounds the section; the server revokes it at the end.
-  app.post("/v1/ring/enter", async (c) => {
-    const input = await body(c);
-    onlyFields(input, ["waitMs", "leaseMs", "ticket"]);
-    const waitMs = field.integer(input, "waitMs", 0);
-    const leaseMs = field.integer(input, "leaseMs", settings.ringLeaseMs);
-    const ticket = field.optionalString(input, "ticket");
-    const reply = okReply(await service.enter({ waitMs, leaseMs, ticket }, c.req.raw.signal));
-    if (reply.type === "granted") {
-      return c.json({ granted: true, fence: reply.fence, leaseMs: reply.leaseMs, epoch: reply.epoch, ticket: reply.ticket });
-    }
-    if (reply.type === "waiting") return c.json({ granted: false, waiting: true, ticket: reply.ticket, position: reply.position });
-    if (reply.type === "notGranted") return c.json({ granted: false, waiting: false, reason: reply.reason });
-    throw new Error(`unexpected reply ${reply.type}`);
+  routes.push({
+    method: "POST",
+    path: "/v1/ring/enter",
+    bodyBytesMax: settings.bodyBytesMax,
+    handle({ body, signal }, reply) {
+      onlyFields(body, ["waitMs", "leaseMs", "ticket"]);
+      const waitMs = field.integer(body, "waitMs", 0);
+      const leaseMs = field.integer(body, "leaseMs", settings.ringLeaseMs);
+      const ticket = field.optionalString(body, "ticket");
+      viaService({ type: "enter", waitMs, leaseMs, ticket }, reply, (answer) => {
+        const reply = okReply(answer);
+        if (reply.type === "granted") {
+          return ok({ granted: true, fence: reply.fence, leaseMs: reply.leaseMs, epoch: reply.epoch, ticket: reply.ticket });
+        }
+        if (reply.type === "waiting") return ok({ granted: false, waiting: true, ticket: reply.ticket, position: reply.position });
+        if (reply.type === "notGranted") return ok({ granted: false, waiting: false, reason: reply.reason });
+        throw new Error(`unexpected reply ${reply.type}`);
+      }, signal);
+    },
   });
 
   // Leave: the holder with its fence; a waiter with its ticket withdraws.
-  app.post("/v1/ring/leave", async (c) => {
-    const input = await body(c);
-    onlyFields(input, ["fence", "ticket"]);
-    const fence = field.optionalInteger(input, "fence");
-    const ticket = field.optionalString(input, "ticket");
-    if ((fence === undefined) === (ticket === undefined)) throw new RequestError("bad_request", "give exactly one of fence, ticket");
-    const reply = okReply(await service.submit({ type: "leave", fence, ticket }));
-    if (reply.type !== "left") throw new Error(`unexpected reply ${reply.type}`);
-    return c.json({ left: true, wasHolder: reply.wasHolder });
+  routes.push({
+    method: "POST",
+    path: "/v1/ring/leave",
+    bodyBytesMax: settings.bodyBytesMax,
+    handle({ body }, reply) {
+      onlyFields(body, ["fence", "ticket"]);
+      const fence = field.optionalInteger(body, "fence");
+      const ticket = field.optionalString(body, "ticket");
+      if ((fence === undefined) === (ticket === undefined)) throw new RequestError("bad_request", "give exactly one of fence, ticket");
+      viaService({ type: "leave", fence, ticket }, reply, (answer) => {
+        const reply = okReply(answer);
+        if (reply.type !== "left") throw new Error(`unexpected reply ${reply.type}`);
+        return ok({ left: true, wasHolder: reply.wasHolder });
+      });
+    },
   });
 
   // Is section `fence` still running? Long-polls up to waitMs (≤ longPollMaxMs) for its end.
-  app.get("/v1/ring/section/:fence{[0-9]+}", async (c) => {
-    const fence = Number(c.req.param("fence"));
-    const waitMs = Math.min(queryInteger(c, "waitMs", 0), settings.longPollMaxMs);
-    const active = await service.watchSection(fence, waitMs);
-    return c.json({ fence, active });
+  routes.push({
+    method: "GET",
+    path: "/v1/ring/section/:fence{[0-9]+}",
+    bodyBytesMax: settings.bodyBytesMax,
+    handle(request, reply) {
+      const fence = Number(request.param("fence"));
+      const waitMs = Math.min(queryInteger(request, "waitMs", 0), settings.longPollMaxMs);
+      service.watch(fence, waitMs, (active) => reply(ok({ fence, active })));
+    },
   });
 
-  const writeRoute = (type: RingOp["type"]) => async (c: Context) => {
-    const input = await body(c);
-    onlyFields(input, type === "put" ? ["fence", "key", "value"] : ["fence", "key"]);
-    const fence = field.integer(input, "fence");
-    const key = field.string(input, "key");
-    let op: RingOp;
-    if (type === "put") {
-      if (typeof input.value !== "string") throw new RequestError("bad_request", "value must be a string");
-      op = { type, key, value: input.value };
-    } else {
-      op = { type, key };
-    }
-    const reply = okReply(await service.submit({ type: "write", fence, op }));
-    if (reply.type !== "written") throw new Error(`unexpected reply ${reply.type}`);
-    return c.json({ written: true, key, wseq: reply.wseq });
-  };
-  app.post("/v1/ring/put", writeRoute("put"));
-  app.post("/v1/ring/delete", writeRoute("delete"));
+  const writeRoute = (type: RingOp["type"]): RingRoute => ({
+    method: "POST",
+    path: `/v1/ring/${type}`,
+    bodyBytesMax: settings.bodyBytesMax,
+    handle({ body }, reply) {
+      onlyFields(body, type === "put" ? ["fence", "key", "value"] : ["fence", "key"]);
+      const fence = field.integer(body, "fence");
+      const key = field.string(body, "key");
+      let op: RingOp;
+      if (type === "put") {
+        if (typeof body.value !== "string") throw new RequestError("bad_request", "value must be a string");
+        op = { type, key, value: body.value };
+      } else {
+        op = { type, key };
+      }
+      viaService({ type: "write", fence, op }, reply, (answer) => {
+        const reply = okReply(answer);
+        if (reply.type !== "written") throw new Error(`unexpected reply ${reply.type}`);
+        return ok({ written: true, key, wseq: reply.wseq });
+      });
+    },
+  });
+  routes.push(writeRoute("put"), writeRoute("delete"));
 
   // Reads: committed data (every node has it, it went around the ring); ?dirty=1 adds writes
   // still travelling. At the holder inside a section, committed reads are linearizable.
-  app.get("/v1/ring/get", (c) => {
-    const key = c.req.query("key");
+  now("GET", "/v1/ring/get", (request) => {
+    const key = request.query("key");
     if (!key) throw new RequestError("bad_request", "query parameter key is required");
-    const dirty = queryFlag(c, "dirty");
+    const dirty = queryFlag(request, "dirty");
     const value = node.read(key, dirty);
     if (value === undefined) {
       throw new RequestError("key_not_found", `no key ${JSON.stringify(key)} in the ${dirty ? "dirty" : "committed"} view`);
     }
-    return c.json({ key, value, dirty, commit: node.replica.commit });
+    return ok({ key, value, dirty, commit: node.replica.commit });
   });
 
-  app.get("/v1/ring/keys", (c) => {
-    const dirty = queryFlag(c, "dirty");
-    return c.json({ keys: node.keys(dirty), dirty, commit: node.replica.commit });
+  now("GET", "/v1/ring/keys", (request) => {
+    const dirty = queryFlag(request, "dirty");
+    return ok({ keys: node.keys(dirty), dirty, commit: node.replica.commit });
   });
 
   // The write log from `from` on (committed and pending, with epochs): neighbours catch up from
   // it, operators and tests compare it between nodes.
-  app.get("/v1/ring/log", (c) => c.json(node.catchUp(queryInteger(c, "from", 1))));
+  now("GET", "/v1/ring/log", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
 
   // ---- Peer endpoints ----
 
-  app.post("/v1/ring/peer/token", async (c) => {
-    const input = await peerBody(c);
-    onlyFields(input, ["from", "token"]);
-    const from = field.string(input, "from");
-    const token = parseToken(input.token);
-    return peerAnswer(c, service.stepPeer({ type: "token", from, token }));
-  });
+  now("POST", "/v1/ring/peer/token", ({ body }) => {
+    onlyFields(body, ["from", "token"]);
+    const from = field.string(body, "from");
+    const token = parseToken(body.token);
+    return peerAnswer(service.stepPeer({ type: "token", from, token }));
+  }, peerBytesMax);
 
-  app.post("/v1/ring/peer/writes", async (c) => {
-    const input = await peerBody(c);
-    onlyFields(input, ["from", "epoch", "entries"]);
-    const from = field.string(input, "from");
-    const epoch = nonNegative(input, "epoch");
-    if (!Array.isArray(input.entries) || input.entries.length > settings.ringBatchWritesMax) {
+  now("POST", "/v1/ring/peer/writes", ({ body }) => {
+    onlyFields(body, ["from", "epoch", "entries"]);
+    const from = field.string(body, "from");
+    const epoch = nonNegative(body, "epoch");
+    if (!Array.isArray(body.entries) || body.entries.length > settings.ringBatchWritesMax) {
       throw new RequestError("bad_request", `entries must be an array of at most ${settings.ringBatchWritesMax} writes`);
     }
-    const entries = input.entries.map((raw, i) => parseEntry(raw, i, epoch, settings));
+    const entries = body.entries.map((raw, i) => parseEntry(raw, i, epoch, settings));
     for (let i = 1; i < entries.length; i++) {
       if (entries[i].wseq !== entries[i - 1].wseq + 1) throw new RequestError("bad_request", "entries must be consecutive");
     }
-    return peerAnswer(c, service.stepPeer({ type: "writes", from, epoch, entries }));
+    return peerAnswer(service.stepPeer({ type: "writes", from, epoch, entries }));
+  }, peerBytesMax);
+
+  now("GET", "/v1/ring/peer/log", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
+
+  now("GET", "/v1/ring/peer/probe", () => ok(node.probe(service.now())));
+
+  now("POST", "/v1/ring/peer/prepare", ({ body }) => {
+    onlyFields(body, ["from", "epoch"]);
+    const from = field.string(body, "from");
+    const epoch = nonNegative(body, "epoch");
+    return peerAnswer(service.stepPeer({ type: "prepare", from, epoch }));
   });
 
-  app.get("/v1/ring/peer/log", (c) => c.json(node.catchUp(queryInteger(c, "from", 1))));
-
-  app.get("/v1/ring/peer/probe", (c) => c.json(node.probe(service.now())));
-
-  app.post("/v1/ring/peer/prepare", async (c) => {
-    const input = await body(c);
-    onlyFields(input, ["from", "epoch"]);
-    const from = field.string(input, "from");
-    const epoch = nonNegative(input, "epoch");
-    return peerAnswer(c, service.stepPeer({ type: "prepare", from, epoch }));
+  now("POST", "/v1/ring/peer/wake", ({ body }) => {
+    onlyFields(body, ["from"]);
+    field.string(body, "from");
+    return peerAnswer(service.stepPeer({ type: "wake" }));
   });
 
-  app.post("/v1/ring/peer/wake", async (c) => {
-    const input = await body(c);
-    onlyFields(input, ["from"]);
-    field.string(input, "from");
-    return peerAnswer(c, service.stepPeer({ type: "wake" }));
-  });
+  return routes;
+}
 
+/** `fn`'s answer, or the error answer for what it throws. */
+export function guarded(fn: () => RingAnswer, onInternal: (error: Error) => void): RingAnswer {
+  try {
+    return fn();
+  } catch (error) {
+    return errorAnswer(error as Error, onInternal);
+  }
+}
+
+/** The routes served by Hono: it routes, reads and checks the body, and sends the JSON answer. */
+export function createRingApp(service: RingService, options: RingApiOptions): Hono {
+  const app = new Hono();
+  installErrorHandlers(app, options.onInternalError ?? (() => {}));
+  for (const route of ringRoutes(service, options)) {
+    app.on(route.method, route.path, async (c: Context) => {
+      const body = route.method === "POST" ? await readJsonObject(c, route.bodyBytesMax) : {};
+      const request: RingRequest = { body, query: (name) => c.req.query(name), param: (name) => c.req.param(name), signal: c.req.raw.signal };
+      // What the handler throws rejects this promise: the app's error handler answers it.
+      const answer = await new Promise<RingAnswer>((resolve) => route.handle(request, resolve));
+      return c.json(answer.body, answer.status as ContentfulStatusCode);
+    });
+  }
   return app;
 }
 
-function queryInteger(c: Context, name: string, fallback: number): number {
-  const text = c.req.query(name);
+function queryInteger(request: RingRequest, name: string, fallback: number): number {
+  const text = request.query(name);
   if (text === undefined) return fallback;
   if (!/^\d{1,15}$/.test(text)) throw new RequestError("bad_request", `query parameter ${name} must be a non-negative integer`);
   return Number(text);
 }
 
-function queryFlag(c: Context, name: string): boolean {
-  const text = c.req.query(name);
+function queryFlag(request: RingRequest, name: string): boolean {
+  const text = request.query(name);
   if (text === undefined || text === "0" || text === "false") return false;
   if (text === "" || text === "1" || text === "true") return true;
   throw new RequestError("bad_request", `query parameter ${name} must be 1 or 0`);

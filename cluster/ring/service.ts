@@ -136,24 +136,12 @@ export class RingService {
       : this.stepPeer({ type: "writes", from, epoch: item.epoch, entries: item.entries });
   }
 
-  /** A leave or write; resolves with the node's reply (an enter long-polls as in `enter`). */
-  submit(input: ClientInput): Promise<ClientReply> {
-    return new Promise((resolve) => this.request(input, resolve));
-  }
-
   /**
-   * mutex_enter: answers at once, at the grant, or after a long-poll of at most longPollMaxMs
-   * ("waiting", with a ticket the client asks again with to keep its place).
-   */
-  enter(input: { waitMs: number; leaseMs: number; ticket?: string }, abort?: AbortSignal): Promise<ClientReply> {
-    return new Promise((resolve) => this.request({ type: "enter", ...input }, resolve, abort));
-  }
-
-  /**
-   * A client request answered through `onReply`, once: what `submit` and `enter` wrap in a
-   * promise (the simulator calls it directly). An enter that is not answered at once
-   * long-polls: after min(waitMs, longPollMaxMs) (longPollMaxMs for a try or a re-ask with a
-   * ticket), or when `abort` fires, the node detaches it and answers "waiting".
+   * A client request (enter, leave or write) answered through `onReply`, once. A callback, not
+   * a promise, so the simulator runs the HTTP API without one. mutex_enter answers at once, at
+   * the grant, or after a long-poll: after min(waitMs, longPollMaxMs) (longPollMaxMs for a try
+   * or a re-ask with a ticket), or when `abort` fires, the node detaches it and answers
+   * "waiting", with a ticket the client asks again with to keep its place.
    */
   request(input: ClientInput, onReply: (reply: ClientReply) => void, abort?: AbortSignal): void {
     if (this.stopped) {
@@ -180,23 +168,23 @@ export class RingService {
     }
   }
 
-  /** Waits until section `fence` ends or `waitMs` passes; true while it is still running. */
-  async watchSection(fence: number, waitMs: number): Promise<boolean> {
-    if (!this.node.sectionActive(fence) || this.stopped) return false;
+  /**
+   * Waits until section `fence` ends or `waitMs` passes, then `onEnd(active)`: true while it is
+   * still running. A callback, not a promise, so the simulator runs the HTTP API without one.
+   */
+  watch(fence: number, waitMs: number, onEnd: (active: boolean) => void): void {
+    if (!this.node.sectionActive(fence) || this.stopped) return onEnd(false);
     const { timers } = this.options;
-    await new Promise<void>((resolve) => {
-      const set = this.watchers.get(fence) ?? new Set();
-      this.watchers.set(fence, set);
-      const done = () => {
-        timers.clearTimeout(timer);
-        set.delete(done);
-        if (set.size === 0) this.watchers.delete(fence);
-        resolve();
-      };
-      const timer = timers.setTimeout(done, waitMs);
-      set.add(done);
-    });
-    return this.node.sectionActive(fence);
+    const set = this.watchers.get(fence) ?? new Set();
+    this.watchers.set(fence, set);
+    const done = () => {
+      timers.clearTimeout(timer);
+      set.delete(done);
+      if (set.size === 0) this.watchers.delete(fence);
+      onEnd(this.node.sectionActive(fence));
+    };
+    const timer = timers.setTimeout(done, waitMs);
+    set.add(done);
   }
 
   now(): number {

@@ -10,6 +10,12 @@
  * fixed at the grant; `signal` aborts when the lease runs out (measured from when the enter
  * request whose answer carried the grant was sent, so it fires no later than the server revokes),
  * or when the node reports the section ended (a watch long-poll), whichever comes first.
+ *
+ * Transport, clock and timers are options (the runtime's by default), and the client keeps the
+ * port rule of cluster/timers.ts: what `fetch` returns is continued with `.then` only, never
+ * awaited. So the simulator (tests/sim/ring/client.ts) runs this client as it is, with a fetch
+ * whose answers are its own promises (SimFuture), inside its synchronous event loop; with an
+ * injected fetch, every method returns what that fetch's `.then` returns.
  */
 import type { RingStatus as CoreRingStatus } from "../core/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
@@ -19,6 +25,33 @@ export interface RingConnectOptions {
   server: string;
   /** One HTTP request gives up after this (long-polls get their wait on top). */
   requestTimeoutMs?: number;
+  /** The transport; the runtime's `fetch` when omitted. */
+  fetch?: RingFetch;
+  /** Monotonic milliseconds for leases and deadlines; `performance.now` when omitted. */
+  clock?: RingClientClock;
+  /** Request timeouts, the lease timer and retry pauses; the runtime's timers when omitted. */
+  timers?: RingClientTimers;
+}
+
+/** What the client reads of an answer (a `Response` has it). */
+export interface HttpAnswer {
+  status: number;
+  ok: boolean;
+  text(): PromiseLike<string>;
+}
+
+/** The transport: `fetch`, or anything that answers like it (its `signal` aborts the request). */
+export type RingFetch = (url: string, init: RequestInit) => PromiseLike<HttpAnswer>;
+
+/** What the client reads the time from (cluster/clock.ts `Clock` has this shape). */
+export interface RingClientClock {
+  nowMs(): number;
+}
+
+/** The timers the client uses (cluster/timers.ts `Timers` has this shape). */
+export interface RingClientTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
 }
 
 export interface RingEnterOptions {
@@ -51,117 +84,152 @@ const WAIT_CHUNK_MS = 60_000;
 const LONG_POLL_SLACK_MS = 10_000;
 /** A section watch asks to be held this long per request. */
 const WATCH_POLL_MS = 5_000;
+/** A section watch whose node did not answer asks again after this. */
+const WATCH_RETRY_MS = 200;
+/** Enter rounds (long-polls) of one lock() at most: each takes up to longPollMaxMs, so far more than a wait needs. */
+const ENTER_ROUNDS_MAX = 1_000_000;
 
-function nowMs(): number {
-  return performance.now();
-}
+const performanceClock: RingClientClock = { nowMs: () => performance.now() };
+
+const runtimeTimers: RingClientTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
+
+type EnterAnswer =
+  | { granted: true; fence: number; leaseMs: number; epoch: number; ticket: string }
+  | { granted: false; waiting: true; ticket: string; position: number }
+  | { granted: false; waiting: false; reason: "taken" | "deadline" | "withdrawn" };
+
+type EnterTimed = { result: RingEnterResult; sentAtMs: number };
 
 export class RingClient {
   readonly server: string;
+  readonly clock: RingClientClock;
+  readonly timers: RingClientTimers;
   private readonly requestTimeoutMs: number;
+  private readonly fetch: RingFetch;
 
   constructor(options: RingConnectOptions) {
     this.server = options.server.replace(/\/$/, "");
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
+    this.fetch = options.fetch ?? ((url, init) => fetch(url, init));
+    this.clock = options.clock ?? performanceClock;
+    this.timers = options.timers ?? runtimeTimers;
   }
 
-  async request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0, cancel?: AbortSignal): Promise<T> {
-    const timeout = AbortSignal.timeout(this.requestTimeoutMs + extraTimeoutMs);
-    let response: Response;
+  /**
+   * One HTTP request: the answer's JSON, or a MutexdError with the node's code ("unreachable"
+   * when no answer came, e.g. after `requestTimeoutMs + extraTimeoutMs` on the client's timers).
+   */
+  request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0, cancel?: AbortSignal): Promise<T> {
+    const timeoutMs = this.requestTimeoutMs + extraTimeoutMs;
+    const timeout = new AbortController();
+    const timer = this.timers.setTimeout(() => timeout.abort(new DOMException(`no answer within ${timeoutMs} ms`, "TimeoutError")), timeoutMs);
+    const done = () => this.timers.clearTimeout(timer);
+    let sent: PromiseLike<HttpAnswer>;
     try {
-      response = await fetch(this.server + path, {
+      sent = this.fetch(this.server + path, {
         method,
         headers: body === undefined ? undefined : { "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: cancel ? AbortSignal.any([timeout, cancel]) : timeout,
+        signal: cancel ? AbortSignal.any([timeout.signal, cancel]) : timeout.signal,
       });
     } catch (error) {
-      throw new MutexdError("unreachable", `${this.server}: ${(error as Error).message}`);
+      // A transport that throws instead of rejecting (a malformed URL): answered as fetch would.
+      done();
+      return Promise.reject(new MutexdError("unreachable", `${this.server}: ${(error as Error).message}`));
     }
-    const text = await response.text();
+    return promised(sent.then(
+      (response) =>
+        response.text().then((text) => {
+          done();
+          return this.decode<T>(path, response.status, text);
+        }, (error) => {
+          done();
+          throw error;
+        }),
+      (error) => {
+        done();
+        throw new MutexdError("unreachable", `${this.server}: ${(error as Error).message}`);
+      },
+    ));
+  }
+
+  private decode<T>(path: string, status: number, text: string): T {
     let data: unknown;
     try {
       data = text ? JSON.parse(text) : {};
     } catch {
-      throw new MutexdError("internal", `${this.server}${path}: answer is not JSON (status ${response.status})`, response.status);
+      throw new MutexdError("internal", `${this.server}${path}: answer is not JSON (status ${status})`, status);
     }
-    if (response.ok) return data as T;
+    if (status >= 200 && status <= 299) return data as T;
     const error = (data as { error?: { code?: string; message?: string } }).error;
-    throw new MutexdError((error?.code ?? "internal") as MutexdError["code"], error?.message ?? `status ${response.status}`, response.status);
+    throw new MutexdError((error?.code ?? "internal") as MutexdError["code"], error?.message ?? `status ${status}`, status);
   }
 
   /** mutex_enter on this node: waits up to `waitMs` for the token and a grant. */
-  async enter(options: RingEnterOptions = {}): Promise<RingEnterResult> {
-    return (await this.enterTimed(options)).result;
+  enter(options: RingEnterOptions = {}): Promise<RingEnterResult> {
+    return promised(this.enterTimed(options).then((timed) => timed.result));
   }
 
   /**
-   * `enter`, plus when the request that got the answer was sent (performance.now scale). A
+   * `enter`, plus when the request that got the answer was sent (the client's clock). A
    * grant's `leaseMs` is what is left of the lease when the node answers, and the node answers
    * after that request reached it, so that send time plus `leaseMs` is never later than the
    * node's lease end. Earlier requests of a long wait (long-polls that ended "waiting") do not
    * count: the lease starts at the grant, not at the first request.
    */
-  async enterTimed(options: RingEnterOptions = {}): Promise<{ result: RingEnterResult; sentAtMs: number }> {
+  enterTimed(options: RingEnterOptions = {}): Promise<EnterTimed> {
     const waitMs = options.waitMs ?? 0;
-    const deadlineMs = nowMs() + waitMs;
-    let ticket: string | undefined;
+    const deadlineMs = this.clock.nowMs() + waitMs;
     // Each round is one long-poll; the node answers within longPollMaxMs, so rounds are bounded
     // by the wait (plus the token's next visit for a try).
-    for (let round = 0; round < 1_000_000; round++) {
-      const remainingMs = Math.max(0, Math.round(deadlineMs - nowMs()));
+    const round = (ticket: string | undefined, rounds: number): PromiseLike<EnterTimed> => {
+      if (rounds >= ENTER_ROUNDS_MAX) throw new MutexdError("internal", "enter: too many rounds");
+      const remainingMs = Math.max(0, Math.round(deadlineMs - this.clock.nowMs()));
+      const sentAtMs = this.clock.nowMs();
       if (ticket !== undefined && remainingMs === 0 && waitMs > 0) {
-        const sentAtMs = nowMs();
-        await this.request("POST", "/v1/ring/leave", { ticket }).catch(() => {});
-        return { result: { granted: false, reason: "deadline" }, sentAtMs };
+        const deadline: EnterTimed = { result: { granted: false, reason: "deadline" }, sentAtMs };
+        return this.request("POST", "/v1/ring/leave", { ticket }).then(() => deadline, () => deadline);
       }
       const chunkMs = Math.min(remainingMs, WAIT_CHUNK_MS);
-      const sentAtMs = nowMs();
-      const answer = await this.request<
-        | { granted: true; fence: number; leaseMs: number; epoch: number; ticket: string }
-        | { granted: false; waiting: true; ticket: string; position: number }
-        | { granted: false; waiting: false; reason: "taken" | "deadline" | "withdrawn" }
-      >(
-        "POST",
-        "/v1/ring/enter",
-        { waitMs: chunkMs, ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }), ...(ticket ? { ticket } : {}) },
-        Math.min(Math.max(chunkMs, 1), WAIT_CHUNK_MS) + LONG_POLL_SLACK_MS,
-      );
-      if (answer.granted) return { result: answer, sentAtMs };
-      if (!answer.waiting) return { result: { granted: false, reason: answer.reason }, sentAtMs };
-      ticket = answer.ticket;
-    }
-    throw new MutexdError("internal", "enter: too many rounds");
+      const body = { waitMs: chunkMs, ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }), ...(ticket ? { ticket } : {}) };
+      const longPollMs = Math.min(Math.max(chunkMs, 1), WAIT_CHUNK_MS) + LONG_POLL_SLACK_MS;
+      return this.request<EnterAnswer>("POST", "/v1/ring/enter", body, longPollMs).then((answer): EnterTimed | PromiseLike<EnterTimed> => {
+        if (answer.granted) return { result: answer, sentAtMs };
+        if (!answer.waiting) return { result: { granted: false, reason: answer.reason }, sentAtMs };
+        return round(answer.ticket, rounds + 1);
+      });
+    };
+    return promised(round(undefined, 0));
   }
 
   /** mutex_leave: ends the section `fence` (or withdraws the wait of `ticket`). */
-  async leave(target: { fence: number } | { ticket: string }): Promise<void> {
-    await this.request("POST", "/v1/ring/leave", target);
+  leave(target: { fence: number } | { ticket: string }): Promise<void> {
+    return promised(this.request("POST", "/v1/ring/leave", target).then(() => undefined));
   }
 
   /** Writes inside section `fence`; resolves once the write came back around the ring. */
-  async put(fence: number, key: string, value: string): Promise<number> {
-    const answer = await this.request<{ wseq: number }>("POST", "/v1/ring/put", { fence, key, value });
-    return answer.wseq;
+  put(fence: number, key: string, value: string): Promise<number> {
+    return promised(this.request<{ wseq: number }>("POST", "/v1/ring/put", { fence, key, value }).then((answer) => answer.wseq));
   }
 
-  async delete(fence: number, key: string): Promise<number> {
-    const answer = await this.request<{ wseq: number }>("POST", "/v1/ring/delete", { fence, key });
-    return answer.wseq;
+  delete(fence: number, key: string): Promise<number> {
+    return promised(this.request<{ wseq: number }>("POST", "/v1/ring/delete", { fence, key }).then((answer) => answer.wseq));
   }
 
   /** The committed value of `key` (or with writes still travelling, `dirty`); undefined if none. */
-  async get(key: string, options: { dirty?: boolean } = {}): Promise<RingGetResult | undefined> {
-    try {
-      return await this.request<RingGetResult>("GET", `/v1/ring/get?key=${encodeURIComponent(key)}${options.dirty ? "&dirty=1" : ""}`);
-    } catch (error) {
+  get(key: string, options: { dirty?: boolean } = {}): Promise<RingGetResult | undefined> {
+    const path = `/v1/ring/get?key=${encodeURIComponent(key)}${options.dirty ? "&dirty=1" : ""}`;
+    return promised(this.request<RingGetResult>("GET", path).then(undefined, (error) => {
       if (error instanceof MutexdError && error.code === "key_not_found") return undefined;
       throw error;
-    }
+    }));
   }
 
-  async keys(options: { dirty?: boolean } = {}): Promise<string[]> {
-    return (await this.request<{ keys: string[] }>("GET", `/v1/ring/keys${options.dirty ? "?dirty=1" : ""}`)).keys;
+  keys(options: { dirty?: boolean } = {}): Promise<string[]> {
+    return promised(this.request<{ keys: string[] }>("GET", `/v1/ring/keys${options.dirty ? "?dirty=1" : ""}`).then((answer) => answer.keys));
   }
 
   status(): Promise<RingStatus> {
@@ -174,21 +242,30 @@ export class RingClient {
   }
 
   /** Whether section `fence` still runs; waits up to `waitMs` for it to end. */
-  async sectionActive(fence: number, waitMs = 0, cancel?: AbortSignal): Promise<boolean> {
+  sectionActive(fence: number, waitMs = 0, cancel?: AbortSignal): Promise<boolean> {
     const path = `/v1/ring/section/${fence}?waitMs=${waitMs}`;
-    const answer = await this.request<{ active: boolean }>("GET", path, undefined, waitMs, cancel);
-    return answer.active;
+    return promised(this.request<{ active: boolean }>("GET", path, undefined, waitMs, cancel).then((answer) => answer.active));
   }
 
   /**
    * Enters and returns a handle; throws RingNotAcquiredError (code "not_acquired") when the wait
    * ran out or the try found the section taken.
    */
-  async lock(options: RingEnterOptions = {}): Promise<RingLock> {
-    const { result, sentAtMs } = await this.enterTimed(options);
-    if (!result.granted) throw new RingNotAcquiredError(result.reason);
-    return new RingLock(this, result.fence, result.epoch, sentAtMs + result.leaseMs);
+  lock(options: RingEnterOptions = {}): Promise<RingLock> {
+    return promised(this.enterTimed(options).then(({ result, sentAtMs }) => {
+      if (!result.granted) throw new RingNotAcquiredError(result.reason);
+      return new RingLock(this, result.fence, result.epoch, sentAtMs + result.leaseMs);
+    }));
   }
+}
+
+/**
+ * What the transport's `.then` returned. With the runtime's fetch that is a Promise; with an
+ * injected fetch it is that fetch's own kind (the simulator's SimFuture), continued with `.then`
+ * only, as the module comment says.
+ */
+function promised<T>(chain: PromiseLike<T>): Promise<T> {
+  return chain as Promise<T>;
 }
 
 export class RingNotAcquiredError extends MutexdError {
@@ -203,19 +280,19 @@ export class RingLock {
   private readonly controller = new AbortController();
   /** Ends the watch long-poll at release or loss, so nothing outlives the section. */
   private readonly watchCancel = new AbortController();
-  private readonly leaseTimer: ReturnType<typeof setTimeout>;
-  private done = false;
+  private readonly leaseTimer: unknown;
+  private released: Promise<void> | undefined;
 
   constructor(
     readonly client: RingClient,
     /** The fencing token: a decimal integer above every earlier one, also across token regenerations. */
     readonly token: number,
     readonly epoch: number,
-    /** Local end of the lease (performance.now scale), never later than the node's. */
+    /** Local end of the lease (the client's clock), never later than the node's. */
     readonly leaseEndsAtMs: number,
   ) {
-    this.leaseTimer = setTimeout(() => this.lose("the lease ended"), Math.max(0, leaseEndsAtMs - nowMs()));
-    void this.watch();
+    this.leaseTimer = client.timers.setTimeout(() => this.lose("the lease ended"), Math.max(0, leaseEndsAtMs - client.clock.nowMs()));
+    this.watch();
   }
 
   get signal(): AbortSignal {
@@ -228,7 +305,7 @@ export class RingLock {
 
   /** Milliseconds left of the lease by the local clock. */
   get remainingMs(): number {
-    return Math.max(0, this.leaseEndsAtMs - nowMs());
+    return Math.max(0, this.leaseEndsAtMs - this.client.clock.nowMs());
   }
 
   put(key: string, value: string): Promise<number> {
@@ -240,60 +317,65 @@ export class RingLock {
   }
 
   /** Reads the committed value at the holder: inside the section this is linearizable. */
-  async get(key: string): Promise<string | undefined> {
-    this.signal.throwIfAborted();
-    return (await this.client.get(key))?.value;
+  get(key: string): Promise<string | undefined> {
+    if (this.lost) return Promise.reject(this.signal.reason);
+    return promised(this.client.get(key).then((result) => result?.value));
   }
 
-  /** Leaves the section. Safe to call twice; a lost section needs no leave. */
-  async release(): Promise<void> {
-    if (this.done) return;
-    this.done = true;
-    clearTimeout(this.leaseTimer);
+  /** Leaves the section. Safe to call twice (the second call returns the first's promise); a lost section needs no leave. */
+  release(): Promise<void> {
+    if (this.released) return this.released;
+    this.client.timers.clearTimeout(this.leaseTimer);
     this.watchCancel.abort();
     // Leave also after a loss: the client's lease ends (by its own clock) before the node's, and
     // until the node ends the section the ring waits. A leave of an ended section is harmless.
-    try {
-      await this.client.leave({ fence: this.token });
-    } catch (error) {
+    this.released = promised(this.client.leave({ fence: this.token }).then(undefined, (error) => {
       const ended = error instanceof MutexdError && error.code === "not_in_section";
       if (!ended && !this.lost) throw error;
-    }
+    }));
+    return this.released;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
-    return this.release().catch(() => {});
+    return promised(this.release().then(undefined, () => {}));
   }
 
-  private async guard<T>(body: () => Promise<T>): Promise<T> {
-    this.signal.throwIfAborted();
-    try {
-      return await body();
-    } catch (error) {
+  private get done(): boolean {
+    return this.released !== undefined;
+  }
+
+  /** A write in the section: refused without a request once the section is lost (a native rejection). */
+  private guard<T>(body: () => Promise<T>): Promise<T> {
+    if (this.lost) return Promise.reject(this.signal.reason);
+    return promised(body().then(undefined, (error) => {
       if (error instanceof MutexdError && error.code === "not_in_section") this.lose("the node ended the section");
       throw error;
-    }
+    }));
   }
 
-  /** Long-polls the node for the end of the section (lease, token lost, or a leave elsewhere). */
-  private async watch(): Promise<void> {
-    // Bounded by the lease: each round waits up to WATCH_POLL_MS and the lease timer ends it.
-    while (!this.done && !this.lost) {
-      try {
-        const waitMs = Math.min(WATCH_POLL_MS, Math.max(1, Math.round(this.remainingMs)));
-        const active = await this.client.sectionActive(this.token, waitMs, this.watchCancel.signal);
+  /**
+   * Long-polls the node for the end of the section (lease, token lost, or a leave elsewhere), one
+   * round after the other. Bounded by the lease: each round waits up to WATCH_POLL_MS, and the
+   * lease timer ends the section, which stops the rounds.
+   */
+  private watch(): void {
+    if (this.done || this.lost) return;
+    const waitMs = Math.min(WATCH_POLL_MS, Math.max(1, Math.round(this.remainingMs)));
+    this.client.sectionActive(this.token, waitMs, this.watchCancel.signal).then(
+      (active) => {
         if (!active && !this.done) this.lose("the node ended the section");
-      } catch {
-        if (this.done || this.lost) return;
+        this.watch();
+      },
+      () => {
         // Unreachable node: the lease timer still bounds the section; pause before asking again.
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-    }
+        if (!this.done && !this.lost) this.client.timers.setTimeout(() => this.watch(), WATCH_RETRY_MS);
+      },
+    );
   }
 
   private lose(reason: string): void {
     if (this.lost) return;
-    clearTimeout(this.leaseTimer);
+    this.client.timers.clearTimeout(this.leaseTimer);
     this.watchCancel.abort();
     this.controller.abort(new MutexdError("lock_lost", `ring section ${this.token} lost: ${reason}`));
   }

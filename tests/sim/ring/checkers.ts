@@ -3,10 +3,11 @@
  * the critical section by its own lease, at most one node running a section, at most one node
  * holding the token of an epoch. Per core step (hooks): fencing tokens strictly increase over
  * the whole run (across regenerations), a node's epoch never goes back (across restarts too),
- * nodes agree on every committed write (same write at the same wseq), and every write acked to
- * a client is the committed write at its wseq.
+ * nodes agree on every committed write (same write at the same wseq), every write acked to
+ * a client is the committed write at its wseq, and no node commits a write before it came back
+ * around the ring to its origin.
  */
-import type { RingInput, RingOutput } from "../../../lib/core/ring_node.ts";
+import type { RingInput, RingOutput, RingResult } from "../../../lib/core/ring_node.ts";
 import type { RingEntry, RingOp } from "../../../lib/core/ring_types.ts";
 import type { Checker } from "../checkers.ts";
 import type { Sim } from "../simulator.ts";
@@ -21,10 +22,16 @@ export const RING_CHECKERS = {
   epochMonotone: "ring.epoch-monotone",
   prefixAgreement: "ring.prefix-agreement",
   ackedWriteSurvives: "ring.acked-write-survives",
+  commitAfterReturn: "ring.commit-after-return",
 } as const;
 
 export function writeSignature(author: string, op: RingOp): string {
   return `${author}|${op.type}|${op.key}|${op.type === "put" ? op.value : ""}`;
+}
+
+/** One version of a write: a regeneration re-sends a write with a new epoch stamp and origin. */
+function versionKey(entry: RingEntry): string {
+  return `${entry.epoch}/${entry.wseq}/${entry.origin}`;
 }
 
 export function sectionMutexChecker(clients: () => readonly RingClientActor[]): Checker {
@@ -89,15 +96,28 @@ export class RingStepObserver implements RingObserver {
   private stepped = true;
   /** When each acknowledged write was acknowledged (global ms), for convergence at the end. */
   readonly ackedAtMs = new Map<number, number>();
+  /**
+   * Each version of a write (`versionKey`: its epoch stamp, wseq and origin) as it travels: the
+   * nodes seen holding it, and whether it came back to its origin having passed all of them.
+   * One entry per write of the run (runs are bounded).
+   */
+  private readonly travels = new Map<string, { visited: Set<string>; returned: boolean }>();
+  private readonly commitCheckedTo = new Map<string, number>();
 
-  constructor(private readonly sim: Sim) {
-    for (const name of [RING_CHECKERS.fencing, RING_CHECKERS.epochMonotone, RING_CHECKERS.prefixAgreement, RING_CHECKERS.ackedWriteSurvives]) {
-      sim.checkers.declareHook(name);
-    }
+  constructor(private readonly sim: Sim, private readonly ring: readonly string[]) {
+    const hooks = [
+      RING_CHECKERS.fencing,
+      RING_CHECKERS.epochMonotone,
+      RING_CHECKERS.prefixAgreement,
+      RING_CHECKERS.ackedWriteSurvives,
+      RING_CHECKERS.commitAfterReturn,
+    ];
+    for (const name of hooks) sim.checkers.declareHook(name);
   }
 
   restarted(node: RingNodeActor): void {
     this.checkedTo.set(node.id, 0); // re-check what it replayed from its disk
+    this.commitCheckedTo.set(node.id, 0);
   }
 
   /** Whether a ring core stepped since the last call (read by the last node-state checker). */
@@ -109,7 +129,7 @@ export class RingStepObserver implements RingObserver {
     this.stepped = false;
   }
 
-  afterStep(node: RingNodeActor, _input: RingInput | { type: "start" }, output: RingOutput): void {
+  afterStep(node: RingNodeActor, input: RingInput | { type: "start" }, output: RingOutput): void {
     this.stepped = true;
     for (const effect of output.effects) {
       if (effect.type !== "event" || effect.event !== "granted") continue;
@@ -124,7 +144,58 @@ export class RingStepObserver implements RingObserver {
     const before = this.epochs.get(node.id) ?? 0;
     if (epoch < before) return this.sim.violate(RING_CHECKERS.epochMonotone, `${node.id} went from epoch ${before} back to ${epoch}`);
     this.epochs.set(node.id, epoch);
+    this.trackTravels(node, input, output.result);
+    this.checkCommitAfterReturn(node);
     this.checkCommitted(node);
+  }
+
+  /**
+   * Notes which node had which version of each uncommitted write (its pending entries after the
+   * step, and what it took in a write batch, up to the batch's ackedTo), and a version's return:
+   * its origin took it from its predecessor in a write batch. It counts as back only if every
+   * other ring node had it first.
+   */
+  private trackTravels(node: RingNodeActor, input: RingInput | { type: "start" }, result: RingResult | undefined): void {
+    const replica = node.core!.replica;
+    for (let wseq = replica.commit + 1; wseq <= replica.lastApplied; wseq++) {
+      const entry = replica.entryAt(wseq);
+      if (entry) this.travelOf(entry).visited.add(node.id);
+    }
+    if (input.type !== "writes" || !result || (result.type !== "writes" && result.type !== "gap")) return;
+    for (const entry of input.entries) {
+      if (entry.wseq > result.ackedTo) continue;
+      const travel = this.travelOf(entry);
+      // A node that took the write in a batch passed it on, also one that keeps an older version
+      // it committed already (a regeneration re-sends writes that may have committed).
+      if (entry.origin !== node.id) travel.visited.add(node.id);
+      else travel.returned ||= this.ring.every((id) => travel.visited.has(id));
+    }
+  }
+
+  private travelOf(entry: RingEntry): { visited: Set<string>; returned: boolean } {
+    const key = versionKey(entry);
+    let travel = this.travels.get(key);
+    if (!travel) this.travels.set(key, travel = { visited: new Set(), returned: false });
+    return travel;
+  }
+
+  /** Every write this node newly committed must be a version that came back to its origin. */
+  private checkCommitAfterReturn(node: RingNodeActor): void {
+    const replica = node.core!.replica;
+    const from = Math.max(this.commitCheckedTo.get(node.id) ?? 0, replica.logStart - 1);
+    for (let wseq = from + 1; wseq <= replica.commit; wseq++) {
+      const entry = replica.entryAt(wseq);
+      if (!entry) continue;
+      const travel = this.travels.get(versionKey(entry));
+      if (!travel?.returned) {
+        const where = travel ? `held by ${[...travel.visited].sort().join(",")}` : "never seen uncommitted";
+        return this.sim.violate(
+          RING_CHECKERS.commitAfterReturn,
+          `${node.id} committed wseq ${wseq} (epoch ${entry.epoch}, origin ${entry.origin}) before it came back around the ring to ${entry.origin} (${where})`,
+        );
+      }
+    }
+    this.commitCheckedTo.set(node.id, Math.max(from, replica.commit));
   }
 
   /** Compares the writes this node committed since the last look with everyone's. */

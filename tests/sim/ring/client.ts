@@ -1,26 +1,28 @@
 /**
- * A simulated ring client bound to one ring node, following lib/client/ring_client.ts: it
- * enters (long-polls with a ticket until granted or the wait ends) and takes the section's lease
- * as `sentAt + leaseMs`, the remaining lease the node reported counted from the send time of
- * the request that got it, so never later than the node's end. (The real client counts from
- * the start of lock(), i.e. the FIRST request: after a wait longer than the lease it believes
- * the section over at once. Conservative, so safe; the simulator uses the last request, which
- * keeps sections usable in the workload.) Inside the section it writes (each write acknowledged only
- * after it went around the ring), checking the lease before each one, then leaves.
+ * A ring client actor: a thin workload driver around the REAL client, lib/client/ring_client.ts.
+ * Its fetch is `simFetch` (requests as HTTP messages over the simulated network, answered by the
+ * node's real route handlers, http.ts; an answer exists only once the reply message is
+ * delivered, as a SimFuture, which the client continues with `.then` only), its clock is the
+ * actor's and its timers are the actor's virtual timers, so the client's own rules run as they are: the long-poll rounds with a ticket, the request timeouts, the lease counted from the
+ * send time of the enter request that got the grant, the section watch, the leave on release.
+ *
+ * The workload: think, lock() (a try, a short or a long wait; a long wait in the heal phase),
+ * then 0..writesMax puts/deletes inside the section (each answered once it went around the ring),
+ * a hold, and release(). What the checkers read is recorded here: the section the client believes
+ * it holds (`belief()`: the RingLock's lease by the client's clock, not lost), each lock()
+ * attempt, and each acknowledged write.
  */
-import type { ClientReply } from "../../../lib/core/ring_node.ts";
+import { connectRing, type HttpAnswer, type RingClient, type RingLock, RingNotAcquiredError } from "../../../lib/client/ring_client.ts";
+import { MutexdError } from "../../../lib/wire/errors.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
 import type { RingOp } from "../../../lib/core/ring_types.ts";
 import type { Settings } from "../../../lib/settings.ts";
-import { WAIT_CHUNK_MS } from "../../../lib/client/lock_client.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
-import type { RingClientRequest, RingMessage } from "./messages.ts";
-
-/** Mirrors LONG_POLL_SLACK_MS of the clients. */
-const LONG_POLL_SLACK_MS = 60_000;
+import type { HttpReplyMessage, RingMessage } from "./messages.ts";
+import { Microtasks, SimFuture, simTimers } from "./ports.ts";
 
 export interface RingWorkload {
   leaseMs: number;
@@ -54,10 +56,22 @@ export interface AckedWrite {
   op: RingOp;
 }
 
+function rejected<T>(future: SimFuture<T>, error: unknown): SimFuture<T> {
+  future.reject(error);
+  return future;
+}
+
+/** Requests of the client waiting for a reply, at most this many (bounded). */
+const PENDING_MAX = 1_000;
+
 export class RingClientActor extends Actor {
-  private section: RingSection | undefined;
+  private section: { lock: RingLock; view: RingSection } | undefined;
   private attempt: RingAttempt | undefined;
-  private readonly pending = new Map<number, (reply: ClientReply | undefined) => void>();
+  private client: RingClient;
+  private microtasks = new Microtasks();
+  /** Our requests awaiting a reply: reqId → what settles the fetch. */
+  private readonly pending = new Map<number, (reply: HttpReplyMessage) => void>();
+  /** Not reset by a crash: a late reply to an earlier incarnation's request matches nothing. */
   private reqIdNext = 1;
   private writeSeq = 0;
 
@@ -72,6 +86,7 @@ export class RingClientActor extends Actor {
     private readonly hooks: { attempt(a: RingAttempt): void; acked(w: AckedWrite): void },
   ) {
     super(sim, id, "ring-client", clock);
+    this.client = this.connect();
     this.think();
   }
 
@@ -79,10 +94,10 @@ export class RingClientActor extends Actor {
     return [this.node];
   }
 
-  /** The section this client believes it is in now (lease by its own clock), if any. */
+  /** The section this client believes it is in now (the real client's lease and loss), if any. */
   belief(): RingSection | undefined {
     const section = this.section;
-    return section && this.clock.nowMs() < section.leaseEndsAtMs ? section : undefined;
+    return section && !section.lock.lost && section.lock.remainingMs > 0 ? section.view : undefined;
   }
 
   currentAttempt(): RingAttempt | undefined {
@@ -90,70 +105,103 @@ export class RingClientActor extends Actor {
   }
 
   protected onCrash(): void {
+    // The old incarnation's client waits for replies and timers that never come.
     this.section = undefined;
     this.pending.clear();
     this.endAttempt("crashed");
   }
 
   protected onRestart(): void {
+    this.microtasks = new Microtasks();
+    this.client = this.connect();
     this.think();
   }
 
-  private think(): void {
-    this.after(this.prng.between(0, this.workload.thinkMaxMs), () => this.lock());
+  private connect(): RingClient {
+    return connectRing({
+      server: `http://${this.node}`,
+      requestTimeoutMs: this.settings.requestTimeoutMs,
+      fetch: (url, init) => this.simFetch(url, init),
+      clock: this.clock,
+      timers: simTimers(this, (fn) => this.turn(fn)),
+    });
   }
 
-  private lock(): void {
-    if (this.attempt || this.section) return;
+  /** One macrotask: `fn`, then every continuation of the client it caused. */
+  private turn(fn: () => void): void {
+    fn();
+    this.microtasks.drain();
+  }
+
+  private think(): void {
+    this.after(this.prng.between(0, this.workload.thinkMaxMs), () => this.turn(() => this.cycle()));
+  }
+
+  /**
+   * One lock() attempt with its section, then think again. Continued with `.then` only: the
+   * client's answers are SimFutures, which an incarnation that crashed never sees settle.
+   */
+  private cycle(): void {
     const w = this.workload;
     const waitMs = this.sim.phase === "safety" ? this.prng.pick(w.waitChoicesMs) : w.healWaitMs;
-    this.attempt = { client: this.id, startedAtMs: this.sim.nowMs };
+    const attempt: RingAttempt = { client: this.id, startedAtMs: this.sim.nowMs };
+    this.attempt = attempt;
     this.sim.log(this.id, "?", `ring lock at ${this.node} wait ${waitMs}ms`);
-    this.enter(this.clock.nowMs() + waitMs, waitMs, undefined);
+    this.client.lock({ waitMs, leaseMs: w.leaseMs }).then(
+      (lock) => this.inSection(lock),
+      (error) => {
+        const failure = this.failure(error);
+        if (failure !== undefined) this.finish(error instanceof RingNotAcquiredError ? error.reason : `error ${failure}`);
+      },
+    );
   }
 
-  private enter(deadlineMs: number, waitMs: number, ticket: string | undefined): void {
-    const remainingMs = Math.max(0, deadlineMs - this.clock.nowMs());
-    if (ticket !== undefined && remainingMs === 0 && waitMs > 0) {
-      this.request({ type: "leave", reqId: 0, ticket }, 0, () => {});
-      return this.finish("deadline");
-    }
-    const chunkMs = Math.min(remainingMs, WAIT_CHUNK_MS);
-    const request: RingClientRequest = { type: "enter", reqId: 0, waitMs: chunkMs, leaseMs: this.workload.leaseMs, ...(ticket ? { ticket } : {}) };
-    const sentAtMs = this.clock.nowMs();
-    this.request(request, Math.min(Math.max(chunkMs, 1), WAIT_CHUNK_MS) + LONG_POLL_SLACK_MS, (reply) => {
-      if (!reply || !reply.ok) return this.finish(reply ? `error ${reply.error.code}` : "unreachable");
-      if (reply.type === "granted") return this.inSection(reply.fence, reply.epoch, sentAtMs + reply.leaseMs);
-      if (reply.type === "waiting") return this.enter(deadlineMs, waitMs, reply.ticket);
-      this.finish(reply.type === "notGranted" ? reply.reason : reply.type);
-    });
-  }
-
-  private inSection(fence: number, epoch: number, leaseEndsAtMs: number): void {
-    this.section = { client: this.id, node: this.node, fence, epoch, leaseEndsAtMs };
+  private inSection(lock: RingLock): void {
+    const view: RingSection = { client: this.id, node: this.node, fence: lock.token, epoch: lock.epoch, leaseEndsAtMs: lock.leaseEndsAtMs };
+    this.section = { lock, view };
     if (this.attempt) this.attempt.grantedAtMs = this.sim.nowMs;
-    this.sim.log(this.id, "+", `in section fence ${fence} epoch ${epoch} (lease to ${leaseEndsAtMs})`);
-    this.writeLoop(this.section, this.prng.between(0, this.workload.writesMax));
+    this.sim.log(this.id, "+", `in section fence ${lock.token} epoch ${lock.epoch} (lease to ${lock.leaseEndsAtMs})`);
+    this.write(lock, this.prng.between(0, this.workload.writesMax));
   }
 
-  private writeLoop(section: RingSection, left: number): void {
-    if (this.section !== section) return;
-    if (this.clock.nowMs() >= section.leaseEndsAtMs) return this.leave(section, "lease ended");
-    if (left === 0) return this.after(this.prng.between(0, this.workload.holdMaxMs), () => this.leave(section, "done"));
+  /** `left` more writes inside the section (each after the last one's answer), then the hold. */
+  private write(lock: RingLock, left: number): void {
+    if (lock.lost) return this.leave(lock, "lost");
+    if (left === 0) {
+      const holdMs = this.prng.between(0, this.workload.holdMaxMs);
+      return this.after(holdMs, () => this.turn(() => this.leave(lock, lock.lost ? "lost" : "done")));
+    }
     this.writeSeq += 1;
-    const op: RingOp = { type: "put", key: `k${this.prng.below(this.workload.keys)}`, value: `${this.id}.${this.writeSeq}` };
-    this.request({ type: "write", reqId: 0, fence: section.fence, op }, 0, (reply) => {
-      if (reply?.ok && reply.type === "written") this.hooks.acked({ wseq: reply.wseq, author: this.node, op });
-      if (!reply?.ok) return this.leave(section, reply ? `write: ${reply.error.code}` : "write: unreachable");
-      this.writeLoop(section, left - 1);
-    });
+    const key = `k${this.prng.below(this.workload.keys)}`;
+    // Mostly puts, now and then a delete: both are ring writes.
+    const op: RingOp = this.prng.chance(0.2) ? { type: "delete", key } : { type: "put", key, value: `${this.id}.${this.writeSeq}` };
+    (op.type === "put" ? lock.put(op.key, op.value) : lock.delete(op.key)).then(
+      (wseq) => {
+        this.hooks.acked({ wseq, author: this.node, op });
+        this.write(lock, left - 1);
+      },
+      (error) => {
+        const failure = this.failure(error);
+        if (failure !== undefined) this.leave(lock, `write: ${failure}`);
+      },
+    );
   }
 
-  private leave(section: RingSection, why: string): void {
-    if (this.section !== section) return;
-    this.section = undefined; // stop acting before the leave is even sent
-    this.sim.log(this.id, "-", `leave fence ${section.fence} (${why})`);
-    this.request({ type: "leave", reqId: 0, fence: section.fence }, 0, () => {});
+  /**
+   * The code of an error the client may answer with (MutexdError: the node's code, "unreachable",
+   * "not_acquired", "lock_lost"); anything else is a bug of the client and ends the run.
+   */
+  private failure(error: unknown): string | undefined {
+    if (error instanceof MutexdError) return error.code;
+    this.sim.violate("sim.exception", `${this.id}: the ring client failed with ${(error as Error)?.stack ?? error}`);
+    return undefined;
+  }
+
+  private leave(lock: RingLock, why: string): void {
+    // Stop acting before the leave is even sent: from here on the client claims nothing.
+    this.section = undefined;
+    this.sim.log(this.id, "-", `leave fence ${lock.token} (${why})`);
+    lock.release().then(undefined, () => {});
     this.finish("granted");
   }
 
@@ -171,25 +219,41 @@ export class RingClientActor extends Actor {
     this.hooks.attempt(attempt);
   }
 
-  private request(request: RingClientRequest, extraTimeoutMs: number, onReply: (reply: ClientReply | undefined) => void): void {
+  /**
+   * The client's fetch: the request as an HTTP message to the node; the answer settles only when
+   * the reply is delivered. An abort (the client's timeout on the actor's timers, or its cancel)
+   * rejects it as fetch would; a reply after that matches nothing.
+   */
+  private simFetch(url: string, init: RequestInit): SimFuture<HttpAnswer> {
+    const answer = new SimFuture<HttpAnswer>(this.microtasks);
+    const signal = init.signal;
+    if (signal?.aborted) return rejected(answer, signal.reason);
+    if (this.pending.size >= PENDING_MAX) return rejected(answer, new Error(`${PENDING_MAX} requests in flight`));
     const reqId = this.reqIdNext++;
-    this.pending.set(reqId, onReply);
-    const message: RingMessage = { type: "client", request: { ...request, reqId } };
-    this.sim.network.send(this, this.node, message, `ring ${request.type} ${reqId}`);
-    this.after(this.settings.requestTimeoutMs + extraTimeoutMs, () => {
-      const waiting = this.pending.get(reqId);
-      if (!waiting) return;
-      this.pending.delete(reqId);
-      waiting(undefined);
+    const { pathname, search } = new URL(url);
+    const path = pathname + search;
+    const onAbort = () => {
+      if (this.pending.delete(reqId)) answer.reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const microtasks = this.microtasks;
+    this.pending.set(reqId, (reply) => {
+      signal?.removeEventListener("abort", onAbort);
+      const ok = reply.status >= 200 && reply.status <= 299;
+      answer.resolve({ status: reply.status, ok, text: () => SimFuture.resolved(microtasks, reply.body) });
     });
+    const body = typeof init.body === "string" ? init.body : undefined;
+    const message: RingMessage = { type: "http", reqId, method: init.method ?? "GET", path, ...(body === undefined ? {} : { body }) };
+    this.sim.network.send(this, this.node, message, `${message.method} ${path}`);
+    return answer;
   }
 
   protected receive(envelope: Envelope): void {
     const message = envelope.payload as RingMessage;
-    if (message.type !== "clientReply") return;
-    const waiting = this.pending.get(message.reqId);
-    if (!waiting) return;
+    if (message.type !== "httpReply") return;
+    const settle = this.pending.get(message.reqId);
+    if (!settle) return;
     this.pending.delete(message.reqId);
-    waiting(message.reply);
+    this.turn(() => settle(message));
   }
 }

@@ -1,15 +1,18 @@
 /**
  * Node kind "ring": 3..5 ring nodes (the real RingNode core) in cluster-file order, and 1..N
- * clients, each bound to one node. Its own fault: a ring node crashes and restarts with what
- * its disk kept. The first ring node regenerates a lost token once every node answers (there
- * is no ring repair yet, so a node that stays down stalls the ring: the heal phase restarts it).
+ * clients, each bound to one node. Its own faults: a ring node crashes and restarts with what
+ * its disk kept (any node, or the one with the token, so that the token is lost and
+ * regenerated); a ring node is cut off for longer than tokenLossMs; a ring link delivers late
+ * (past a regeneration, so old-epoch tokens and writes arrive after it). The first ring node
+ * regenerates a lost token once every node answers (there is no ring repair yet, so a node that
+ * stays down stalls the ring: the heal phase restarts it).
  *
  * Liveness, after the heal phase starts and `settleMs` passed: every ring lock() is granted
  * within `boundMs`, and at the end every node has committed every acknowledged write.
  */
 import type { Prng } from "../../../lib/core/prng.ts";
-import { DEFAULT_SETTINGS, type Settings } from "../../../lib/settings.ts";
-import { crashFault } from "../faults.ts";
+import { DEFAULT_SETTINGS, type Settings, validateSettings } from "../../../lib/settings.ts";
+import { crashFault, type FaultType } from "../faults.ts";
 import type { NetworkProfile } from "../network.ts";
 import type { KindParams, KindRun, NodeKind } from "../node_kind.ts";
 import type { Sim } from "../simulator.ts";
@@ -28,6 +31,88 @@ const ringCrash = crashFault({
   // findings 1 and 2) were fixed: lastHop is stored with the epoch, and a node drops writes of an
   // older epoch above a new token's wseq.
 });
+
+/** At most this many ring nodes down at once (ring-crash and ring-holder-crash together). */
+const RING_DOWN_MAX = 2;
+
+/** The ring node actors of the run, in ring order. */
+function ringNodes(sim: Sim): RingNodeActor[] {
+  return sim.actors().filter((a): a is RingNodeActor => a instanceof RingNodeActor);
+}
+
+/** The run's tokenLossMs (a drawn parameter). */
+function tokenLossMsOf(sim: Sim): number {
+  return Number(sim.profile.params.ring.tokenLossMs);
+}
+
+/** The up node that holds the token or is handing it on, if any. */
+function tokenNode(sim: Sim): RingNodeActor | undefined {
+  return ringNodes(sim).find((n) => n.state !== "crashed" && n.core && n.core.status(n.clock.nowMs()).token !== "away");
+}
+
+const ringHolderCrash: FaultType = {
+  name: "ring-holder-crash",
+  doc: "the ring node holding or sending the token crashes (the token is lost: a regeneration follows) and restarts 0..5000 ms later",
+  ratePerSecond: [0.02, 0.2],
+  inject(sim, prng) {
+    if (ringNodes(sim).filter((n) => n.state === "crashed").length >= RING_DOWN_MAX) return;
+    const holder = tokenNode(sim);
+    if (!holder) return;
+    holder.crash();
+    sim.afterFault(prng.between(0, 5_000), () => holder.restart());
+  },
+};
+
+const ringLongPartition: FaultType = {
+  name: "ring-long-partition",
+  doc: "cut one ring node off from its peers and clients, both ways, for tokenLossMs..2 × tokenLossMs",
+  ratePerSecond: [0.01, 0.05],
+  inject(sim, prng) {
+    const victim = prng.pick(ringNodes(sim));
+    const links: Array<[string, string]> = victim.peers().flatMap((peer) => [[victim.id, peer], [peer, victim.id]] as Array<[string, string]>);
+    const tokenLossMs = tokenLossMsOf(sim);
+    const durationMs = prng.between(tokenLossMs, 2 * tokenLossMs);
+    sim.network.cut(links);
+    sim.log("net", "x", `long partition ${victim.id} | ${victim.peers().join(",")} for ${durationMs}ms`);
+    sim.afterFault(durationMs, () => {
+      sim.network.uncut(links);
+      sim.log("net", "=", `heal long partition ${victim.id}`);
+    });
+  },
+};
+
+const ringLate: FaultType = {
+  name: "ring-late",
+  doc: "what the token's node (else any ring node) sends its successor in a 50..1000 ms window arrives tokenLossMs..3 × tokenLossMs late (before the heal); half the time the sender crashes at the window's end and restarts 0..2000 ms later",
+  ratePerSecond: [0.05, 0.3],
+  inject(sim, prng) {
+    // The token's link most likely carries a hand-off in the window: held back past a
+    // regeneration, it is a token of an older epoch arriving after the new one exists.
+    const from = tokenNode(sim) ?? prng.pick(ringNodes(sim));
+    const to = from.ring[(from.ring.indexOf(from.id) + 1) % from.ring.length];
+    const windowMs = prng.between(50, 1_000);
+    const tokenLossMs = tokenLossMsOf(sim);
+    // Late, but delivered within the safety phase (also with the network's own delay and
+    // reordering on top): a late prepare could still end a live token (costs liveness only),
+    // which the heal phase's bounds do not allow for.
+    const { delayMaxMs, reorderDelayMaxMs } = sim.profile.network;
+    const lateMs = Math.min(prng.between(tokenLossMs, 3 * tokenLossMs), sim.profile.safetyMs - sim.nowMs - windowMs - delayMaxMs - reorderDelayMaxMs);
+    if (lateMs < tokenLossMs) return;
+    // Half the time the sender also dies at the window's end, before a resend got through: then
+    // the held-back copy is all that is left of its hand-off, and the token is regenerated
+    // before that copy arrives.
+    const senderDies = prng.chance(0.5);
+    const links: Array<[string, string]> = [[from.id, to]];
+    sim.network.slow(links, lateMs);
+    sim.log("net", "~", `late link ${from.id} -> ${to}: sent in the next ${windowMs}ms arrives ${lateMs}ms late${senderDies ? `, then ${from.id} crashes` : ""}`);
+    sim.afterFault(windowMs, () => {
+      sim.network.unslow(links);
+      if (!senderDies || ringNodes(sim).filter((n) => n.state === "crashed").length >= RING_DOWN_MAX) return;
+      from.crash();
+      sim.afterFault(prng.between(0, 2_000), () => from.restart());
+    });
+  },
+};
 
 export function ringLivenessBounds(params: KindParams, delayMaxMs: number, settings: Settings) {
   const nodes = Number(params.nodes);
@@ -50,7 +135,7 @@ export function ringLivenessBounds(params: KindParams, delayMaxMs: number, setti
 export const RING_KIND: NodeKind = {
   name: "ring",
   doc: "a token ring of RingNode cores with clients entering the critical section and writing",
-  faults: [ringCrash],
+  faults: [ringCrash, ringHolderCrash, ringLongPartition, ringLate],
 
   drawParams(prng: Prng, _network: NetworkProfile): KindParams {
     const nodes = prng.between(3, 5);
@@ -58,14 +143,21 @@ export const RING_KIND: NodeKind = {
       nodes,
       clients: prng.between(1, nodes),
       leaseMs: prng.pick([300, 1_000, 5_000]),
-      writesMax: prng.pick([0, 3]),
+      // Most seeds write (5 in 6): the write path is most of the ring's code.
+      writesMax: prng.pick([0, 1, 3, 3, 5, 5]),
       holdMaxMs: prng.pick([0, 100, 500]),
       thinkMaxMs: prng.pick([100, 1_000]),
+      // The shortest the settings allow (≥ 4 × (hop timeout + pace), ≥ the longest lease drawn)
+      // or the default: shorter means more regenerations in a run.
+      tokenLossMs: prng.pick([5_000, DEFAULT_SETTINGS.tokenLossMs]),
     };
   },
 
   setup(sim: Sim, params: KindParams): KindRun {
-    const settings: Settings = { ...DEFAULT_SETTINGS };
+    const tokenLossMs = Number(params.tokenLossMs);
+    const settings: Settings = { ...DEFAULT_SETTINGS, tokenLossMs, ringLeaseMaxMs: Math.min(DEFAULT_SETTINGS.ringLeaseMaxMs, tokenLossMs) };
+    const problems = validateSettings(settings);
+    if (problems.length > 0) throw new Error(`ring settings: ${problems.map((p) => `${p.key} ${p.message}`).join("; ")}`);
     const workload: RingWorkload = {
       leaseMs: Number(params.leaseMs),
       writesMax: Number(params.writesMax),
@@ -79,7 +171,7 @@ export const RING_KIND: NodeKind = {
     const nodes: RingNodeActor[] = [];
     const clients: RingClientActor[] = [];
     const attempts: RingAttempt[] = [];
-    const observer = new RingStepObserver(sim);
+    const observer = new RingStepObserver(sim, ring);
     const clientsOf = (node: string) => clients.filter((c) => c.node === node).map((c) => c.id);
     for (const id of ring) {
       const node = new RingNodeActor(sim, id, sim.newClock(), ring, settings, observer, () => clientsOf(id));

@@ -1,27 +1,24 @@
 /**
- * The ring's HTTP calls as simulated messages: neighbour calls (`/v1/ring/peer/...`) and client
- * calls (`/v1/ring/{enter,leave,put,delete}`). A reply repeats its request's id.
+ * The ring's HTTP calls as simulated messages: a request carries method, path and the body as
+ * JSON text, exactly what the binary's fetch sends, and the node answers it with its real Hono
+ * app (cluster/ring/api.ts); the reply carries the status and the body text. Both the ring client
+ * (lib/client/ring_client.ts, through `simFetch` in client.ts) and the nodes' peer calls travel
+ * this way. A reply repeats its request's id.
  */
-import type { ClientReply, RingNode, RingResult } from "../../../lib/core/ring_node.ts";
-import type { CatchUpReply, RingOp } from "../../../lib/core/ring_types.ts";
-import type { LinkItem } from "../../../cluster/ring/peer_link.ts";
+export interface HttpRequestMessage {
+  type: "http";
+  reqId: number;
+  method: string;
+  /** Path and query, e.g. `/v1/ring/peer/log?from=3`. */
+  path: string;
+  body?: string;
+}
 
-export type RingPeerRequest =
-  | { type: "deliver"; reqId: number; item: LinkItem }
-  | { type: "fetch"; reqId: number; fromWseq: number }
-  | { type: "probe"; reqId: number }
-  | { type: "prepare"; reqId: number; epoch: number }
-  | { type: "wake"; reqId: number };
+export interface HttpReplyMessage {
+  type: "httpReply";
+  reqId: number;
+  status: number;
+  body: string;
+}
 
-export type RingClientRequest =
-  | { type: "enter"; reqId: number; waitMs: number; leaseMs: number; ticket?: string }
-  | { type: "leave"; reqId: number; fence?: number; ticket?: string }
-  | { type: "write"; reqId: number; fence: number; op: RingOp };
-
-export type RingMessage =
-  | { type: "peer"; request: RingPeerRequest }
-  | { type: "client"; request: RingClientRequest }
-  | { type: "result"; reqId: number; result: RingResult }
-  | { type: "caughtUp"; reqId: number; reply: CatchUpReply }
-  | { type: "probed"; reqId: number; probe: ReturnType<RingNode["probe"]> }
-  | { type: "clientReply"; reqId: number; reply: ClientReply };
+export type RingMessage = HttpRequestMessage | HttpReplyMessage;

@@ -1,30 +1,33 @@
 /**
- * A simulated ring node: the real driver, cluster/ring/service.ts with its PeerLink
- * (cluster/ring/peer_link.ts) around the real RingNode core, run as it is with simulated ports:
+ * A simulated ring node: the binary's driver and HTTP handlers as they are, with simulated ports.
+ * cluster/ring/service.ts with its PeerLink (cluster/ring/peer_link.ts) around the real RingNode
+ * core, and in front of it the routes of cluster/ring/api.ts (http.ts):
  *
  * - clock: the node's NodeClock; timers: the actor's virtual timers (ports.ts), which a crash
  *   cancels with the rest of the incarnation;
  * - storage: the simulated disk (disk.ts), which keeps what was stored across crashes;
- * - peers: requests as simulated messages, each answered or failed after tokenHopTimeoutMs (the
- *   HTTP peers' AbortSignal.timeout); the body is copied when sent, as JSON would be;
- * - promises: SimFutures, whose continuations run at the end of the node's turn (ports.ts).
+ * - inbound: every request (clients' and peers') arrives as an HTTP message (method, path, JSON
+ *   text) and is answered by the API's route handlers, with their decoding and validation;
+ * - peers: the calls of cluster/ring/http_peers.ts (same paths and bodies) as HTTP messages, each
+ *   answered or failed after tokenHopTimeoutMs (its AbortSignal.timeout);
+ * - promises: the driver's ports return SimFutures, whose continuations run at the end of the
+ *   node's turn (a delivered message or a timer), as microtasks run after a macrotask.
  *
- * What stays here is the glue the HTTP API does in the binary (cluster/ring/api.ts): inbound
- * peer requests to the service, client requests to `service.request`, answers back as messages.
- * A crash drops the service (no `stop()`: a killed process answers nobody); the restart builds
- * a new core and service from the disk, as cluster/ring/daemon.ts does.
+ * A crash drops the service and its routes (no `stop()`: a killed process answers nobody); the
+ * restart builds a new core, service and routes from the disk, as cluster/ring/daemon.ts does.
  */
-import { assertNever } from "../../../lib/core/assert.ts";
-import { type ClientReply, type RingInput, RingNode, type RingOutput } from "../../../lib/core/ring_node.ts";
+import { RingNode, type RingInput, type RingOutput } from "../../../lib/core/ring_node.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import type { Logger } from "../../../cluster/log.ts";
-import { type ClientInput, type RingPeers, RingService } from "../../../cluster/ring/service.ts";
+import type { LinkItem } from "../../../cluster/ring/peer_link.ts";
+import { type RingPeers, RingService } from "../../../cluster/ring/service.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
 import { SimRingDisk } from "./disk.ts";
-import type { RingClientRequest, RingMessage, RingPeerRequest } from "./messages.ts";
+import type { HttpReplyMessage, HttpRequestMessage, RingMessage } from "./messages.ts";
+import { SimRingHttp } from "./http.ts";
 import { Microtasks, SimFuture, simTimers } from "./ports.ts";
 
 export interface RingObserver {
@@ -36,14 +39,15 @@ export interface RingObserver {
 const OUTGOING_MAX = 10_000;
 
 /** Driver events written to the trace (all of them with --verbose). */
-const TRACED_EVENTS = new Set(["granted", "sectionEnded", "tokenRegenerated", "epoch"]);
+const TRACED_EVENTS = new Set(["granted", "sectionEnded", "tokenRegenerated", "epoch", "staleToken"]);
 
 export class RingNodeActor extends Actor {
   service: RingService | undefined;
+  private http: SimRingHttp | undefined;
   readonly disk = new SimRingDisk();
   private microtasks = new Microtasks();
   /** Our requests to peers awaiting an answer: reqId → what settles the call. */
-  private readonly outgoing = new Map<number, (answer: RingMessage) => void>();
+  private readonly outgoing = new Map<number, (answer: HttpReplyMessage) => void>();
   /** Not reset by a crash: a late answer to an earlier incarnation's request matches nothing. */
   private outReqIdNext = 1;
 
@@ -90,12 +94,20 @@ export class RingNodeActor extends Actor {
       onStep: (input, output) => this.observer.afterStep(this, input, output),
     });
     this.service = service;
+    // What the handlers throw is answered 500 and reported here: in the simulator a finding (a
+    // core's assertion inside a request handler, or a bug of the driver).
+    this.http = new SimRingHttp(service, {
+      nodeId: this.id,
+      settings: this.settings,
+      onInternalError: (error) => this.sim.violate(error.name === "AssertionError" ? "core.assertion" : "sim.exception", error.message),
+    });
     this.observer.restarted(this);
     this.turn(() => service.start());
   }
 
   protected onCrash(): void {
     this.service = undefined;
+    this.http = undefined;
     this.outgoing.clear();
   }
 
@@ -109,8 +121,8 @@ export class RingNodeActor extends Actor {
     this.microtasks.drain();
   }
 
-  private send(to: string, message: RingMessage): void {
-    this.sim.network.send(this, to, message, describeMessage(message));
+  private send(to: string, message: RingMessage, label: string): void {
+    this.sim.network.send(this, to, message, label);
   }
 
   // ---- Ports -------------------------------------------------------------------------------
@@ -130,9 +142,9 @@ export class RingNodeActor extends Actor {
     };
   }
 
-  /** RingPeers over simulated messages (cluster/ring/http_peers.ts in the binary). */
+  /** RingPeers over simulated HTTP: the calls of cluster/ring/http_peers.ts, path for path. */
   private peerPort(microtasks: Microtasks): RingPeers {
-    const call = <T>(to: string, request: RingPeerRequest, answerOf: (answer: RingMessage) => T | undefined): SimFuture<T> => {
+    const call = <T>(to: string, path: string, body?: unknown, label = path): SimFuture<T> => {
       const future = new SimFuture<T>(microtasks);
       if (this.outgoing.size >= OUTGOING_MAX) {
         future.reject(new Error(`${OUTGOING_MAX} requests in flight`));
@@ -140,92 +152,70 @@ export class RingNodeActor extends Actor {
       }
       const reqId = this.outReqIdNext++;
       this.outgoing.set(reqId, (answer) => {
-        const value = answerOf(answer);
-        if (value === undefined) future.reject(new Error(`${to}: unexpected answer ${answer.type}`));
-        else future.resolve(value);
+        if (answer.status < 200 || answer.status > 299) {
+          return future.reject(new Error(`${to} ${path}: status ${answer.status}: ${answer.body.slice(0, 200)}`));
+        }
+        future.resolve(JSON.parse(answer.body) as T);
       });
-      this.send(to, { type: "peer", request: { ...request, reqId } });
+      this.send(to, httpRequest(reqId, path, body), label);
       this.after(this.settings.tokenHopTimeoutMs, () => {
         if (this.outgoing.delete(reqId)) this.turn(() => future.reject(new Error(`${to}: timed out`)));
       });
       return future;
     };
+    const from = this.id;
     return {
-      // The item is copied now, as the HTTP peers serialize it: the link may change it later.
-      deliver: (to, item) => call(to, { type: "deliver", reqId: 0, item: structuredClone(item) }, (a) => (a.type === "result" ? a.result : undefined)),
-      fetchLog: (from, fromWseq) => call(from, { type: "fetch", reqId: 0, fromWseq }, (a) => (a.type === "caughtUp" ? a.reply : undefined)),
-      probe: (to) => call(to, { type: "probe", reqId: 0 }, (a) => (a.type === "probed" ? a.probe : undefined)),
-      prepare: (to, epoch) => call(to, { type: "prepare", reqId: 0, epoch }, (a) => (a.type === "result" ? a.result : undefined)),
-      // One-way here: nobody waits for a wake's answer.
+      deliver: (to, item) =>
+        item.kind === "token"
+          ? call(to, "/v1/ring/peer/token", { from, token: item.token }, describeItem(item))
+          : call(to, "/v1/ring/peer/writes", { from, epoch: item.epoch, entries: item.entries }, describeItem(item)),
+      fetchLog: (peer, fromWseq) => call(peer, `/v1/ring/peer/log?from=${fromWseq}`),
+      probe: (to) => call(to, "/v1/ring/peer/probe"),
+      prepare: (to, epoch) => call(to, "/v1/ring/peer/prepare", { from, epoch }),
+      // One-way here: nobody waits for a wake's answer (its reply matches no request).
       wake: (to) => {
-        this.send(to, { type: "peer", request: { type: "wake", reqId: 0 } });
+        this.send(to, httpRequest(0, "/v1/ring/peer/wake", { from }), "/v1/ring/peer/wake");
         return SimFuture.resolved(microtasks, undefined);
       },
     };
   }
 
-  // ---- Inbound (cluster/ring/api.ts in the binary) -----------------------------------------
+  // ---- Inbound: the real HTTP handlers ---------------------------------------------------------
 
   protected receive(envelope: Envelope): void {
     this.turn(() => this.onMessage(envelope.from, envelope.payload as RingMessage));
   }
 
   private onMessage(from: string, message: RingMessage): void {
-    switch (message.type) {
-      case "peer":
-        return this.onPeer(from, message.request);
-      case "client":
-        return this.onClient(from, message.request);
-      case "result":
-      case "caughtUp":
-      case "probed": {
-        const settle = this.outgoing.get(message.reqId);
-        if (!settle) return; // late: the call timed out (the fetch was aborted)
-        this.outgoing.delete(message.reqId);
-        return settle(message);
-      }
-      case "clientReply":
-        return;
-      default:
-        assertNever(message, "ring message");
+    if (message.type === "httpReply") {
+      const settle = this.outgoing.get(message.reqId);
+      if (!settle) return; // late: the call timed out (the fetch was aborted)
+      this.outgoing.delete(message.reqId);
+      return settle(message);
     }
+    this.serve(from, message);
   }
 
-  private onPeer(from: string, request: RingPeerRequest): void {
-    const service = this.service!;
-    const answer = (message: RingMessage) => this.send(from, message);
-    switch (request.type) {
-      case "deliver":
-        return answer({ type: "result", reqId: request.reqId, result: service.stepItem(from, request.item) });
-      case "fetch":
-        return answer({ type: "caughtUp", reqId: request.reqId, reply: structuredClone(service.node.catchUp(request.fromWseq)) });
-      case "probe":
-        return answer({ type: "probed", reqId: request.reqId, probe: service.node.probe(service.now()) });
-      case "prepare":
-        return answer({ type: "result", reqId: request.reqId, result: service.stepPeer({ type: "prepare", from, epoch: request.epoch }) });
-      case "wake":
-        service.stepPeer({ type: "wake" });
-        return;
-      default:
-        assertNever(request, "ring peer request");
-    }
-  }
-
-  private onClient(from: string, request: RingClientRequest): void {
-    const { reqId, ...input } = request;
-    this.service!.request(input as ClientInput, (reply) => this.send(from, { type: "clientReply", reqId, reply }));
+  /** Answers one request; the answer leaves in the turn that completes it (now, or a long-poll's end). */
+  private serve(from: string, request: HttpRequestMessage): void {
+    const incarnation = this.incarnation;
+    this.http!.serve(request.method, request.path, request.body, (answer) => {
+      // A reply of an incarnation that crashed since is never sent.
+      if (incarnation !== this.incarnation) return;
+      this.send(from, { type: "httpReply", reqId: request.reqId, ...answer }, `${answer.status} ${request.path}`);
+    });
   }
 }
 
-export type { ClientReply };
+/** A POST with a JSON body, or a GET without one. */
+function httpRequest(reqId: number, path: string, body?: unknown): HttpRequestMessage {
+  return body === undefined
+    ? { type: "http", reqId, method: "GET", path }
+    : { type: "http", reqId, method: "POST", path, body: JSON.stringify(body) };
+}
 
 /** A short label for verbose traces: the token's epoch and hop, the writes' range. */
-function describeMessage(message: RingMessage): string {
-  if (message.type === "peer" && message.request.type === "deliver") {
-    const item = message.request.item;
-    if (item.kind === "token") return `token e${item.token.epoch} h${item.token.hop} wseq ${item.token.wseq}`;
-    return `writes e${item.epoch} ${item.entries[0]?.wseq}..${item.entries.at(-1)?.wseq}`;
-  }
-  if (message.type === "result") return `result ${message.result.ok ? "ok" : "not ok"} ${message.result.type}`;
-  return message.type === "peer" || message.type === "client" ? `${message.type}:${message.request.type}` : message.type;
+function describeItem(item: LinkItem): string {
+  if (item.kind === "token") return `token e${item.token.epoch} h${item.token.hop} wseq ${item.token.wseq}`;
+  return `writes e${item.epoch} ${item.entries[0]?.wseq}..${item.entries.at(-1)?.wseq}`;
 }
