@@ -43,19 +43,37 @@ export function errorOf(error: Error, onInternal: (error: Error) => void): ApiEr
 }
 
 /**
- * The body's bytes, at most `bytesMax` of them, else body_too_large. The size is checked on
- * the bytes read, not only on Content-Length, which a client may omit.
+ * The body's bytes, at most `bytesMax` of them, else body_too_large. A declared Content-Length
+ * over the limit is refused before reading; the size is checked again on the bytes read, since a
+ * client may omit the header.
  */
 async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
-  return parseJsonObject(new Uint8Array(await c.req.arrayBuffer()), bytesMax);
+  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
+  return bytes;
+}
+
+/** Reads the body as a JSON object of at most `bytesMax` bytes. An empty body is `{}`. */
+export async function readJsonObject(c: Context, bytesMax: number): Promise<Record<string, unknown>> {
+  return parseJsonObject(await readBodyBytes(c, bytesMax), bytesMax);
 }
 
 /** The checks of `readJsonObject` on a body already read (the simulator hands bodies over as bytes). */
 export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<string, unknown> {
   if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
-  return bytes;
+  if (bytes.byteLength === 0) return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    throw new RequestError("bad_request", `malformed JSON: ${(error as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new RequestError("bad_request", "body must be a JSON object");
+  }
+  return value as Record<string, unknown>;
 }
 
 /**
@@ -69,22 +87,6 @@ export async function readPeerBody(c: Context, bytesMax: number): Promise<Record
   } catch (error) {
     throw new RequestError("bad_request", (error as Error).message);
   }
-}
-
-/** Reads the body as a JSON object of at most `bytesMax` bytes. An empty body is `{}`. */
-export async function readJsonObject(c: Context, bytesMax: number): Promise<Record<string, unknown>> {
-  const bytes = await readBodyBytes(c, bytesMax);
-  if (bytes.byteLength === 0) return {};
-  let value: unknown;
-  try {
-    value = JSON.parse(new TextDecoder().decode(bytes));
-  } catch (error) {
-    throw new RequestError("bad_request", `malformed JSON: ${(error as Error).message}`);
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new RequestError("bad_request", "body must be a JSON object");
-  }
-  return value as Record<string, unknown>;
 }
 
 /** Field readers: each names the field in its error. */

@@ -396,6 +396,8 @@ test("bug: fromSnapshot forgets the session counter (a restored table would reus
     }, LOCK_ONLY, 10, ["lock.table-structure"]);
   expectCaught("session counter not restored", found, ["lock.table-structure"]);
   assert.match(found!.message, /snapshot does not round-trip/);
+});
+
 // ---- ring: commit point, old-epoch tokens, the real ring client (issue 8) ---------------------
 
 /** The ring checkers; a seed that a core's assertion stops first does not count (a checker must see it). */
