@@ -434,7 +434,7 @@ test("bug: a ring node takes a token of an older epoch as one of its own → a r
   // Old-epoch tokens arrive after a regeneration only when a hand-off was held back past it:
   // ring-late (forced on) holds the token's link back and crashes its sender, and the shorter
   // tokenLossMs makes the regeneration come sooner.
-  const spec = { kinds: ["ring"], faultOverrides: ["+ring-late"], params: { "ring.tokenLossMs": 5_000 } };
+  const spec = { kinds: ["ring"], faultOverrides: ["+ring-late", "-late-delivery"], params: { "ring.tokenLossMs": 5_000 } };
   const found = huntRing(
     (body) =>
       patched(ringNode, "receiveToken", (original) =>

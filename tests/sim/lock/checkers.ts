@@ -127,7 +127,10 @@ export class TableObserver implements LockServerObserver {
         return this.sim.violate(LOCK_CHECKERS.liveGrant, `${grant.name} granted to dead session ${grant.session}`);
       }
     }
-    this.checkFifo(before.queues, grants, table.locks);
+    // A waiter that left the queue in this command (its wait deadline or its session ended) was
+    // not skipped, even if the same command queued it again at the back (a late re-ask).
+    const left = new Set(output.effects.flatMap((e) => (e.type === "waitEnded" ? [`${e.name}\u0000${e.session}`] : [])));
+    this.checkFifo(before.queues, grants, table.locks, left);
     for (const lock of table.locks.values()) {
       const exclusive = lock.holders.filter((h) => h.mode === "exclusive").length;
       if (exclusive > 1 || (exclusive === 1 && lock.holders.length > 1)) {
@@ -138,19 +141,21 @@ export class TableObserver implements LockServerObserver {
 
   /**
    * A grant from the queue is FIFO when every waiter that was ahead of it is gone from the
-   * queue now (granted in the same step, expired, withdrawn) — none was skipped.
+   * queue now (granted in the same step, expired, withdrawn) or left it in this step (`left`:
+   * "lock\0session" of the waitEnded effects) — none was skipped.
    */
   private checkFifo(
     before: Map<string, string[]>,
     grants: Array<{ name: string; session: string }>,
     locks: Map<string, { queue: Array<{ session: string }> }>,
+    left: Set<string>,
   ): void {
     for (const grant of grants) {
       const queue = before.get(grant.name);
       const index = queue?.indexOf(grant.session) ?? -1;
       if (!queue || index <= 0) continue;
       const still = new Set(locks.get(grant.name)?.queue.map((w) => w.session) ?? []);
-      const skipped = queue.slice(0, index).find((s) => still.has(s));
+      const skipped = queue.slice(0, index).find((s) => still.has(s) && !left.has(`${grant.name}\u0000${s}`));
       if (skipped) {
         return this.sim.violate(LOCK_CHECKERS.fifo, `${grant.name} granted to ${grant.session} ahead of ${skipped}, queued earlier`);
       }
