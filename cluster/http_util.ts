@@ -43,7 +43,11 @@ export function installErrorHandlers(
 export async function readJsonObject(c: Context, bytesMax: number): Promise<Record<string, unknown>> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
-  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  return parseJsonObject(new Uint8Array(await c.req.arrayBuffer()), bytesMax);
+}
+
+/** The body's bytes as a JSON object (readJsonObject once read; the simulator calls it directly). */
+export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<string, unknown> {
   if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   if (bytes.byteLength === 0) return {};
   let value: unknown;
