@@ -241,7 +241,7 @@ export const FAILOVER_KIND: NodeKind = {
     for (let i = 1; i <= Number(params.clients); i++) {
       const id = `fc${i}`;
       const client = new LockClientActor(sim, id, sim.newClock(), [PRIMARY_ID, BACKUP_ID], settings, workload, workloadPrng.fork(id),
-        (a) => attempts.push(a), { group: "failover-client", failover: true, failoverTimeoutMs: CLIENT_FAILOVER_MS });
+        (a) => attempts.push(a), { group: "failover-client", failoverTimeoutMs: CLIENT_FAILOVER_MS });
       clients.push(client);
       sim.addActor(client);
     }

@@ -1,6 +1,6 @@
 /**
- * Node kind "lock": one lock server (the real LockService and LockTable) and 2..6 clients that
- * follow lib/client/lock_client.ts. Faults of its own: client crashes (a client dying), and the
+ * Node kind "lock": one lock server (the real LockService and LockTable behind the real routes
+ * of cluster/lock_api.ts) and 2..6 clients running the real lib/client/lock_client.ts. Faults of its own: client crashes (a client dying), and the
  * opt-in server crash (see `optInReason`).
  *
  * Liveness, after the heal phase starts: once `settleMs` has passed, every lock() attempt is
@@ -52,6 +52,8 @@ export function lockWorkload(params: KindParams, prefix: string): LockWorkload {
     thinkMaxMs: Number(params.thinkMaxMs),
     waitChoicesMs: SAFETY_WAIT_CHOICES_MS,
     healWaitMs: 60_000,
+    sessionCyclesMax: Number(params.sessionCyclesMax),
+    staleLeaveRate: Number(params.staleLeaveRate),
   };
 }
 
@@ -110,6 +112,9 @@ export const LOCK_KIND: NodeKind = {
       holdMaxMs: prng.pick([20, 200, 1_000]),
       thinkMaxMs: prng.pick([0, 100, 1_000]),
       longPollMaxMs: prng.pick([300, 5_000]),
+      // Sessions: one per lock (1) or reused over up to this many cycles, with stale leaves.
+      sessionCyclesMax: prng.pick([1, 5, 30]),
+      staleLeaveRate: prng.pick([0, 0.3, 1]),
     };
   },
 

@@ -3,8 +3,9 @@
  * LockReplica core, with the enter long-poll), on simulated ports (the ring kind's, ring/
  * ports.ts): the node's clock, timers on its virtual time, requests to the peer and the arbiter
  * over the simulated network (answers are SimFutures this actor settles when the reply arrives
- * or the request times out), and a logger that writes the trace. Simulated here are only the HTTP framing (messages.ts: decode, call the
- * service, encode, as cluster/lock_api.ts does) and the ticker every settings.tickMs (the
+ * or the request times out), and a logger that writes the trace. Simulated here are the network under the HTTP requests (messages.ts: the
+ * client API's requests arrive as JSON text and the real routes of cluster/lock_api.ts answer
+ * them, `answerRequest`) and the ticker every settings.tickMs (the
  * daemon's setInterval in cluster/lock_server.ts).
  *
  * The driver runs its own continuations (answers, ends of long-polls) right after the step that
@@ -16,10 +17,11 @@
  * binary persists nothing): the restarted server is a new LockService with a new session-id
  * prefix and a token floor from its wall clock.
  */
-import type { ClientAnswer, LockReplica, PeerMessage } from "../../../lib/core/lock_replica.ts";
-import type { Command, LockTable, Output } from "../../../lib/core/lock_table.ts";
+import type { LockReplica, PeerMessage } from "../../../lib/core/lock_replica.ts";
+import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import { LockService } from "../../../cluster/lock_service.ts";
+import { answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock_api.ts";
 import type { Logger } from "../../../cluster/log.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
@@ -27,7 +29,7 @@ import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
 import { Microtasks, SimFuture, simTimers } from "../ring/ports.ts";
 import { isRpc, type RpcReply, type RpcRequest, wire } from "../failover/rpc.ts";
-import { answerBody, type LockReply, type LockRequest } from "./messages.ts";
+import { type HttpReplyMessage, type HttpRequestMessage, isHttp, SIM_URL_PREFIX, simUrl } from "./messages.ts";
 
 export interface ServerSetup {
   settings: Settings;
@@ -37,11 +39,12 @@ export interface ServerSetup {
   clientIds: () => string[];
 }
 
-const URL_PREFIX = "sim://";
-
 /** The real LockService in a simulated process; subclasses add what their checkers watch. */
 export abstract class LockServiceActor extends Actor {
   service: LockService | undefined;
+  /** The client API's routes on this incarnation's service (cluster/lock_api.ts). */
+  private routes: LockRoute[] = [];
+  private apiOptions: LockApiOptions | undefined;
   /** Our requests to the peer or the arbiter awaiting an answer, by reference. */
   private requests = new Map<number, SimFuture<unknown>>();
   private requestRefNext = 1;
@@ -74,7 +77,7 @@ export abstract class LockServiceActor extends Actor {
   /** Starts an incarnation, as cluster/lock_server.ts does (leaf constructors call it last). */
   protected start(): void {
     const { settings, peerId, arbiterId } = this.setup;
-    const member = (id: string | null) => (id === null ? null : { id, url: `${URL_PREFIX}${id}` });
+    const member = (id: string | null) => (id === null ? null : { id, url: simUrl(id) });
     this.service = new LockService({
       settings,
       clock: this.clock,
@@ -87,6 +90,10 @@ export abstract class LockServiceActor extends Actor {
       sessionIdPrefix: `${this.id}-${this.incarnation}-`,
       tokenFloor: this.clock.wallMs() * 1000,
     });
+    this.apiOptions = { nodeId: this.id, role: peerId === null ? "primary" : "server", settings, urlOf: simUrl, onInternalError: (error) => {
+      throw error; // a bug in the driver: the run ends with it (sim.exception)
+    } };
+    this.routes = lockRoutes(this.service, this.apiOptions);
     this.started(this.service);
     this.scheduleTick();
   }
@@ -100,6 +107,7 @@ export abstract class LockServiceActor extends Actor {
 
   protected onCrash(): void {
     this.service = undefined;
+    this.routes = [];
     this.requests = new Map();
     this.microtasks = new Microtasks();
   }
@@ -125,8 +133,8 @@ export abstract class LockServiceActor extends Actor {
     this.sim.log(this.id, glyph, `${event} ${brief(fields)}`);
   }
 
-  /** The answer of an enter, as it leaves the server. */
-  protected entered(_answer: ClientAnswer): void {}
+  /** A grant an enter answered, as it leaves the server. */
+  protected entered(_grant: Grant): void {}
 
   /** The service took a message of `epoch`: a peer's request, or the answer to its own. */
   protected tookEpoch(_epoch: number): void {}
@@ -135,7 +143,7 @@ export abstract class LockServiceActor extends Actor {
 
   /** One POST: the answer settles when the reply arrives, or fails after `timeoutMs`. */
   private request(url: string, body: unknown, timeoutMs: number): PromiseLike<unknown> {
-    const to = url.slice(URL_PREFIX.length, url.indexOf("/", URL_PREFIX.length));
+    const to = url.slice(SIM_URL_PREFIX.length, url.indexOf("/", SIM_URL_PREFIX.length));
     const ref = this.requestRefNext++;
     const answer = new SimFuture<unknown>(this.microtasks);
     this.requests.set(ref, answer);
@@ -153,7 +161,7 @@ export abstract class LockServiceActor extends Actor {
       if (payload.rpc === "reply") return this.onRpcReply(payload);
       return this.turn(() => this.onPeerRequest(envelope.from, payload));
     }
-    this.turn(() => this.onClientRequest(envelope.from, payload as LockRequest));
+    if (isHttp(payload) && payload.http === "request") this.turn(() => this.onClientRequest(envelope.from, payload));
   }
 
   private onRpcReply(reply: RpcReply): void {
@@ -175,39 +183,17 @@ export abstract class LockServiceActor extends Actor {
     this.sim.network.send(this, from, reply, `${answer.type} to ${label(message)}`);
   }
 
-  private onClientRequest(from: string, request: LockRequest): void {
-    const service = this.service!;
-    const answer = (result: ClientAnswer, extra: Record<string, unknown> = {}) => {
-      if (!result.ok) {
-        const primary = result.code === "not_primary" ? result.primary : undefined;
-        return this.reply(from, { type: "reply", reqId: request.reqId, ok: false, code: result.code, message: result.message, primary });
+  /** A request of the client API: the real routes answer it from its JSON text. */
+  private onClientRequest(from: string, request: HttpRequestMessage): void {
+    answerRequest(this.routes, this.apiOptions!, request, (answer) => {
+      const body = JSON.stringify(answer.body);
+      if (request.path === "/v1/enter" && answer.status === 200) {
+        const granted = answer.body as Grant & { granted: boolean };
+        if (granted.granted) this.entered({ name: granted.name, session: granted.session, token: granted.token, mode: granted.mode });
       }
-      this.reply(from, { type: "reply", reqId: request.reqId, ok: true, body: { ...answerBody(request, result.result), ...extra } });
-    };
-    const submit = (command: Command, requestId?: string) => service.submitThen(command, requestId, (result) => answer(result));
-    switch (request.type) {
-      case "open": {
-        const extra = { longPollMaxMs: this.setup.settings.longPollMaxMs };
-        return service.submitThen({ type: "openSession", ttlMs: request.ttlMs }, request.requestId, (result) => answer(result, extra));
-      }
-      case "keepalive":
-        return submit({ type: "keepAlive", session: request.session });
-      case "close":
-        return submit({ type: "closeSession", session: request.session }, request.requestId);
-      case "leave":
-        return submit({ type: "leave", name: request.name, session: request.session, token: request.token }, request.requestId);
-      case "enter": {
-        const { name, session, mode, waitMs, lockDelayMs } = request;
-        return service.enterThen({ type: "enter", name, session, mode, waitMs, lockDelayMs }, (result) => {
-          this.entered(result);
-          answer(result);
-        });
-      }
-    }
-  }
-
-  private reply(to: string, reply: LockReply): void {
-    this.sim.network.send(this, to, reply, `reply ${reply.reqId}`);
+      const reply: HttpReplyMessage = { http: "reply", ref: request.ref, incarnation: request.incarnation, status: answer.status, body };
+      this.sim.network.send(this, from, reply, `${answer.status} #${request.ref}`);
+    });
   }
 }
 
