@@ -233,23 +233,30 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     return c.json(lock);
   });
 
-  // Replication and sync between the two lock servers (superjson). The core checks the sender
-  // and the epoch; here only the shape is checked, so a malformed message changes nothing.
+  // Replication and sync between the two lock servers (superjson).
   app.post("/v1/peer", async (c) => {
-    const text = await c.req.text();
-    if (text.length > settings.peerBodyBytesMax) throw new RequestError("body_too_large", "peer message too large");
-    let message: Record<string, unknown>;
-    try {
-      message = decodePeerBody(text);
-    } catch (error) {
-      throw new RequestError("bad_request", (error as Error).message);
-    }
-    if (!isPeerRequest(message)) throw new RequestError("bad_request", "not a peer request (append or syncRequest)");
-    const answer = service.peerMessage(message);
-    return c.body(encodePeerBody(answer), 200, { "content-type": PEER_CONTENT_TYPE });
+    const { body } = answerPeer(service, settings, await c.req.text());
+    return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
 
   return app;
+}
+
+/**
+ * `POST /v1/peer` on the body's text: the answer's superjson text, and the message (the
+ * simulator's observers read its epoch). The core checks the sender and the epoch; here only
+ * the shape is checked, so a malformed message throws a RequestError and changes nothing.
+ */
+export function answerPeer(service: LockService, settings: Settings, text: string): { message: PeerMessage; body: string } {
+  if (text.length > settings.peerBodyBytesMax) throw new RequestError("body_too_large", "peer message too large");
+  let message: Record<string, unknown>;
+  try {
+    message = decodePeerBody(text);
+  } catch (error) {
+    throw new RequestError("bad_request", (error as Error).message);
+  }
+  if (!isPeerRequest(message)) throw new RequestError("bad_request", "not a peer request (append or syncRequest)");
+  return { message, body: encodePeerBody(service.peerMessage(message)) };
 }
 
 /** The result of a committed answer; refusals become their HTTP answer. */

@@ -21,15 +21,15 @@ import type { LockReplica, PeerMessage } from "../../../lib/core/lock_replica.ts
 import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import { LockService } from "../../../cluster/lock_service.ts";
-import { answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock_api.ts";
+import { answerPeer, answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock_api.ts";
+import { decodePeerBody, encodePeerBody } from "../../../cluster/peer_transport.ts";
 import type { Logger } from "../../../cluster/log.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
-import { Microtasks, SimFuture, simTimers } from "../ring/ports.ts";
-import { isRpc, type RpcReply, type RpcRequest, wire } from "../failover/rpc.ts";
-import { type HttpReplyMessage, type HttpRequestMessage, isHttp, SIM_URL_PREFIX, simUrl } from "./messages.ts";
+import { Microtasks, simTimers } from "../ring/ports.ts";
+import { type HttpRequestMessage, isHttp, replyTo, SimFetch, simUrl } from "./messages.ts";
 
 export interface ServerSetup {
   settings: Settings;
@@ -45,12 +45,10 @@ export abstract class LockServiceActor extends Actor {
   /** The client API's routes on this incarnation's service (cluster/lock_api.ts). */
   private routes: LockRoute[] = [];
   private apiOptions: LockApiOptions | undefined;
-  /** Our requests to the peer or the arbiter awaiting an answer, by reference. */
-  private requests = new Map<number, SimFuture<unknown>>();
-  private requestRefNext = 1;
-
   /** Continuations of the transport's answers (SimFutures), run at the end of each turn. */
   private microtasks = new Microtasks();
+  /** Requests to the peer and the arbiter (their answers settle in `microtasks`). */
+  private http = new SimFetch(this, this.microtasks);
   private readonly timers = simTimers(this, (fn) => this.turn(fn));
 
   private readonly log: Logger = { event: (event, fields = {}) => this.logged(event, fields), flush: () => {} };
@@ -108,8 +106,8 @@ export abstract class LockServiceActor extends Actor {
   protected onCrash(): void {
     this.service = undefined;
     this.routes = [];
-    this.requests = new Map();
     this.microtasks = new Microtasks();
+    this.http = new SimFetch(this, this.microtasks);
   }
 
   /** One macrotask of this process: `fn`, then the microtasks it queued. */
@@ -139,60 +137,55 @@ export abstract class LockServiceActor extends Actor {
   /** The service took a message of `epoch`: a peer's request, or the answer to its own. */
   protected tookEpoch(_epoch: number): void {}
 
-  // ---- the transport (cluster/peer_transport.ts) --------------------------------------------
+  // ---- the transport (cluster/peer_transport.ts httpPeerTransport, on the simulated fetch) ----
 
-  /** One POST: the answer settles when the reply arrives, or fails after `timeoutMs`. */
+  /** One POST of superjson text; the answer settles when the reply arrives, or fails after `timeoutMs`. */
   private request(url: string, body: unknown, timeoutMs: number): PromiseLike<unknown> {
-    const to = url.slice(SIM_URL_PREFIX.length, url.indexOf("/", SIM_URL_PREFIX.length));
-    const ref = this.requestRefNext++;
-    const answer = new SimFuture<unknown>(this.microtasks);
-    this.requests.set(ref, answer);
-    const request: RpcRequest = { rpc: "request", ref, incarnation: this.incarnation, body: wire(body) };
-    this.sim.network.send(this, to, request, label(body as PeerMessage));
-    this.after(timeoutMs, () => {
-      if (this.requests.delete(ref)) this.turn(() => answer.reject(new Error(`${url}: no answer in ${timeoutMs}ms`)));
-    });
-    return answer;
+    const controller = new AbortController();
+    // The timeout (AbortSignal.timeout in the real transport); after an answer it aborts nothing.
+    this.after(timeoutMs, () => this.turn(() => controller.abort(new Error(`${url}: no answer in ${timeoutMs}ms`))));
+    const init = { method: "POST", body: encodePeerBody(body), signal: controller.signal };
+    return this.http.request(url, init, label(body as PeerMessage)).then((response) =>
+      response.text().then((text) => {
+        if (!response.ok) throw new Error(`${url}: status ${response.status}: ${text.slice(0, 200)}`);
+        return decodePeerBody(text);
+      })
+    );
   }
 
   protected receive(envelope: Envelope): void {
     const payload = envelope.payload;
-    if (isRpc(payload)) {
-      if (payload.rpc === "reply") return this.onRpcReply(payload);
-      return this.turn(() => this.onPeerRequest(envelope.from, payload));
+    if (!isHttp(payload)) return;
+    if (payload.http === "reply") {
+      let taken = false;
+      this.turn(() => taken = this.http.receive(payload));
+      // After the turn: the service has taken the answer (steps-down looks at what it did).
+      if (taken && payload.status === 200) this.tookEpoch(Number(decodePeerBody(payload.body).epoch));
+      return;
     }
-    if (isHttp(payload) && payload.http === "request") this.turn(() => this.onClientRequest(envelope.from, payload));
-  }
-
-  private onRpcReply(reply: RpcReply): void {
-    const answer = this.requests.get(reply.ref);
-    if (reply.incarnation !== this.incarnation || !answer) return;
-    this.requests.delete(reply.ref);
-    this.turn(() => answer.resolve(reply.body));
-    this.tookEpoch((reply.body as { epoch: number }).epoch);
+    if (payload.path === "/v1/peer") return this.turn(() => this.onPeerRequest(envelope.from, payload));
+    this.turn(() => this.onClientRequest(envelope.from, payload));
   }
 
   // ---- the HTTP API (cluster/lock_api.ts) ---------------------------------------------------
 
-  /** POST /v1/peer. */
-  private onPeerRequest(from: string, request: RpcRequest): void {
-    const message = request.body as PeerMessage;
-    const answer = this.service!.peerMessage(message);
-    this.tookEpoch(message.epoch);
-    const reply: RpcReply = { rpc: "reply", ref: request.ref, incarnation: request.incarnation, body: wire(answer) };
-    this.sim.network.send(this, from, reply, `${answer.type} to ${label(message)}`);
+  /** POST /v1/peer (answerPeer of lock_api.ts). */
+  private onPeerRequest(from: string, request: HttpRequestMessage): void {
+    replyTo(this, from, request, () => {
+      const { message, body } = answerPeer(this.service!, this.setup.settings, request.body ?? "");
+      this.tookEpoch(message.epoch);
+      return { status: 200, body };
+    }, "peer");
   }
 
   /** A request of the client API: the real routes answer it from its JSON text. */
   private onClientRequest(from: string, request: HttpRequestMessage): void {
     answerRequest(this.routes, this.apiOptions!, request, (answer) => {
-      const body = JSON.stringify(answer.body);
       if (request.path === "/v1/enter" && answer.status === 200) {
         const granted = answer.body as Grant & { granted: boolean };
         if (granted.granted) this.entered({ name: granted.name, session: granted.session, token: granted.token, mode: granted.mode });
       }
-      const reply: HttpReplyMessage = { http: "reply", ref: request.ref, incarnation: request.incarnation, status: answer.status, body };
-      this.sim.network.send(this, from, reply, `${answer.status} #${request.ref}`);
+      replyTo(this, from, request, () => ({ status: answer.status, body: JSON.stringify(answer.body) }), request.path);
     });
   }
 }
