@@ -9,9 +9,9 @@ import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep }
 import type { ClusterConfig, NodeConfig } from "./config.ts";
 import { type Clock, monotonicClock } from "./clock.ts";
 import { readIfExists, writeDurably } from "./durable_file.ts";
-import { installErrorHandlers, RequestError } from "./http_util.ts";
+import { installErrorHandlers, readPeerRequest } from "./http_util.ts";
 import type { Logger } from "./log.ts";
-import { decodePeerBody, encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
+import { encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
 import { serveHttp } from "./runtime.ts";
 import type { RunningNode } from "./commands/node.ts";
 
@@ -66,14 +66,7 @@ export function restoreArbiter(settings: ArbiterSettings, ports: ArbiterPorts, a
  * twice), the answer encoded. A malformed request throws a RequestError and changes nothing.
  */
 export function answerArbiter(core: ArbiterCore, text: string, ports: ArbiterPorts): { request: ArbiterRequest; step: ArbiterStep; body: string } {
-  if (text.length > ARBITER_BODY_BYTES_MAX) throw new RequestError("body_too_large", "arbiter request too large");
-  let request: Record<string, unknown>;
-  try {
-    request = decodePeerBody(text);
-  } catch (error) {
-    throw new RequestError("bad_request", (error as Error).message);
-  }
-  if (!isArbiterRequest(request)) throw new RequestError("bad_request", "not an arbiter request");
+  const request = readPeerRequest(text, ARBITER_BODY_BYTES_MAX, isArbiterRequest, "an arbiter request");
   const before = core.current.epoch;
   const step = core.step(request, ports.clock.nowMs());
   if (step.persist) ports.store.save(step.persist);
@@ -101,7 +94,7 @@ export function createArbiterApp(core: ArbiterCore, options: { nodeId: string; s
   return app;
 }
 
-function isArbiterRequest(value: Record<string, unknown>): value is ArbiterRequest {
+function isArbiterRequest(value: Record<string, unknown>): value is ArbiterRequest & Record<string, unknown> {
   if (typeof value.from !== "string") return false;
   if (value.type === "whois") return true;
   if (!Number.isSafeInteger(value.epoch)) return false;

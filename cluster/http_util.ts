@@ -5,6 +5,7 @@
  */
 import type { Context, Hono } from "hono";
 import { apiError, type ApiError, ERROR_STATUS, type ErrorCode } from "../lib/wire/errors.ts";
+import { decodePeerBody } from "./peer_transport.ts";
 
 /** Thrown by the readers below; the app's onError turns it into the error answer. */
 export class RequestError extends Error {
@@ -60,6 +61,22 @@ export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<str
     throw new RequestError("bad_request", "body must be a JSON object");
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * A request between cluster members (superjson text, at most `bytesMax`) whose shape `is`
+ * accepts; anything else is a RequestError ("not " + `what`), so it changes nothing.
+ */
+export function readPeerRequest<T>(text: string, bytesMax: number, is: (value: Record<string, unknown>) => value is T & Record<string, unknown>, what: string): T {
+  if (text.length > bytesMax) throw new RequestError("body_too_large", `request larger than ${bytesMax} bytes`);
+  let value: Record<string, unknown>;
+  try {
+    value = decodePeerBody(text);
+  } catch (error) {
+    throw new RequestError("bad_request", (error as Error).message);
+  }
+  if (!is(value)) throw new RequestError("bad_request", `not ${what}`);
+  return value;
 }
 
 /** Field readers: each names the field in its error. */

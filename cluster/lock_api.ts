@@ -7,9 +7,9 @@ import { Hono } from "hono";
 import type { ClientAnswer, PeerMessage } from "../lib/core/lock_replica.ts";
 import type { Command } from "../lib/core/lock_table.ts";
 import type { Settings } from "../lib/settings.ts";
-import { errorResponse, field, installErrorHandlers, onlyFields, parseJsonObject, readJsonObject, RequestError } from "./http_util.ts";
+import { errorResponse, field, installErrorHandlers, onlyFields, parseJsonObject, readJsonObject, readPeerRequest, RequestError } from "./http_util.ts";
 import type { LockService } from "./lock_service.ts";
-import { decodePeerBody, encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
+import { encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
 
 export interface LockApiOptions {
@@ -248,14 +248,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
  * the shape is checked, so a malformed message throws a RequestError and changes nothing.
  */
 export function answerPeer(service: LockService, settings: Settings, text: string): { message: PeerMessage; body: string } {
-  if (text.length > settings.peerBodyBytesMax) throw new RequestError("body_too_large", "peer message too large");
-  let message: Record<string, unknown>;
-  try {
-    message = decodePeerBody(text);
-  } catch (error) {
-    throw new RequestError("bad_request", (error as Error).message);
-  }
-  if (!isPeerRequest(message)) throw new RequestError("bad_request", "not a peer request (append or syncRequest)");
+  const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append or syncRequest)");
   return { message, body: encodePeerBody(service.peerMessage(message)) };
 }
 
@@ -266,7 +259,7 @@ function unwrap(answer: ClientAnswer) {
   throw new RequestError(answer.code, answer.message);
 }
 
-function isPeerRequest(message: Record<string, unknown>): message is PeerMessage {
+function isPeerRequest(message: Record<string, unknown>): message is PeerMessage & Record<string, unknown> {
   if (typeof message.from !== "string" || !Number.isSafeInteger(message.epoch)) return false;
   if (message.type === "syncRequest") return true;
   return message.type === "append" && Number.isSafeInteger(message.syncGen) && Array.isArray(message.entries);
