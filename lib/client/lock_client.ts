@@ -104,7 +104,8 @@ export class LockClient {
   readonly clock: ClockPort;
   readonly timers: TimersPort;
   private readonly ports: HttpPorts;
-  private readonly newRequestId: () => string;
+  /** A fresh idempotency key; one per call, the same on every retry of it. */
+  readonly newRequestId: () => string;
 
   constructor(options: ConnectOptions) {
     this.servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((s) => s.replace(/\/$/, ""));
@@ -252,11 +253,6 @@ export class LockClient {
   status(): Promise<StatusAnswer> {
     return this.request<StatusAnswer>("GET", "/v1/status");
   }
-
-  /** A fresh idempotency key (Session.close uses it). */
-  requestId(): string {
-    return this.newRequestId();
-  }
 }
 
 /** The lock was held by someone else for the whole wait. */
@@ -357,7 +353,7 @@ export class Session {
     this.closed = true;
     this.stopTimers();
     const path = `/v1/sessions/${encodeURIComponent(this.id)}`;
-    this.client.requestThen<unknown>("DELETE", path, { requestId: this.client.requestId() }, 0, (outcome) => {
+    this.client.requestThen<unknown>("DELETE", path, { requestId: this.client.newRequestId() }, 0, (outcome) => {
       if (outcome.ok || outcome.error.code === "session_not_found") return done({ ok: true, value: undefined });
       done(outcome);
     });
