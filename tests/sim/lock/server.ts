@@ -2,11 +2,12 @@
  * A simulated lock server: the real driver, cluster/lock_service.ts (LockService around the
  * LockReplica core, with the enter long-poll), on simulated ports (the ring kind's, ring/
  * ports.ts): the node's clock, timers on its virtual time, requests to the peer and the arbiter
- * over the simulated network (answers are SimFutures this actor settles when the reply arrives
- * or the request times out), and a logger that writes the trace. Simulated here are the network under the HTTP requests (messages.ts: the
- * client API's requests arrive as JSON text and the real routes of cluster/lock_api.ts answer
- * them, `answerRequest`) and the ticker every settings.tickMs (the
- * daemon's setInterval in cluster/lock_server.ts).
+ * as superjson text over the simulated network (answers are SimFutures settled when the reply
+ * arrives or rejected when the request times out), and a logger that writes the trace. Requests
+ * arrive as text too (messages.ts) and the real code answers them: the client API's routes
+ * (cluster/lock_api.ts `answerRequest`) and the peer route (`answerPeer`). Simulated here are
+ * only the ticker every settings.tickMs (the daemon's setInterval in cluster/lock_server.ts)
+ * and the few lines of the peer transport (`request`).
  *
  * The driver runs its own continuations (answers, ends of long-polls) right after the step that
  * decided them; those of the transport's answers run at the end of the turn that settled them
