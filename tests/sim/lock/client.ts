@@ -8,7 +8,8 @@
  * The workload is not polite. A cycle takes one lock and releases it, either
  * - as `client.lock(name)` then `handle.release()` (a session of its own), or
  * - on a session reused over several cycles (`enter`, hold, `leave` with the token), opened
- *   once and closed after a drawn number of cycles or when lost.
+ *   once and closed after a drawn number of cycles or when lost (in the safety phase only,
+ *   unless `reuseInHeal`: see LOCK_KIND's reuseInHeal on why).
  * Waits are drawn (0 is a try-lock); modes are shared or exclusive; lock-delay as drawn. While it
  * holds a lock on a reused session, the client may send leaves with an OLD token of that lock
  * (stale, sometimes twice: duplicated): the server must refuse them and keep the grant, which
@@ -42,6 +43,8 @@ export interface LockWorkload {
   sessionCyclesMax: number;
   /** Chance that a hold on a reused session sends a leave with an old token (stale). */
   staleLeaveRate: number;
+  /** Reuse sessions in the heal phase too (else only in the safety phase; see LOCK_KIND). */
+  reuseInHeal: boolean;
 }
 
 /** One lock attempt, for the liveness judgement. */
@@ -173,7 +176,7 @@ export class LockClientActor extends Actor {
     const mode: Mode = this.prng.chance(w.sharedRate) ? "shared" : "exclusive";
     const waitMs = this.sim.phase === "safety" ? this.prng.pick(w.waitChoicesMs) : w.healWaitMs;
     const holdMs = this.prng.between(1, w.holdMaxMs);
-    const reuse = w.sessionCyclesMax > 1 && this.prng.chance(0.7);
+    const reuse = w.sessionCyclesMax > 1 && this.prng.chance(0.7) && this.reusing();
     this.busy = true;
     this.attempt = { client: this.id, name, startedAtMs: this.sim.nowMs };
     this.sim.log(this.id, "?", `${reuse ? "enter" : "lock"} ${name} ${mode} wait ${waitMs}ms`);
@@ -270,11 +273,16 @@ export class LockClientActor extends Actor {
   private finishCycle(outcome: Attempt["outcome"] & string, detail: string, retire = false): void {
     this.endAttempt(outcome, detail);
     const reused = this.session;
-    if (reused && (retire || reused.session.lost || reused.cyclesLeft === 0)) {
+    if (reused && (retire || reused.session.lost || reused.cyclesLeft === 0 || !this.reusing())) {
       this.session = undefined;
       return reused.session.closeThen(() => this.idle());
     }
     this.idle();
+  }
+
+  /** Whether cycles may use a reused session now (the heal phase stops, unless reuseInHeal). */
+  private reusing(): boolean {
+    return this.sim.phase === "safety" || this.workload.reuseInHeal;
   }
 
   private idle(): void {
