@@ -177,6 +177,12 @@ export class LockClientActor extends Actor {
     const waitMs = this.sim.phase === "safety" ? this.prng.pick(w.waitChoicesMs) : w.healWaitMs;
     const holdMs = this.prng.between(1, w.holdMaxMs);
     const reuse = w.sessionCyclesMax > 1 && this.prng.chance(0.7) && this.reusing();
+    if (!this.reusing() && this.session) {
+      // The heal phase began between two cycles: the reused session goes first (whatever it may hold).
+      const idle = this.session;
+      this.session = undefined;
+      idle.session.closeThen(() => {});
+    }
     this.busy = true;
     this.attempt = { client: this.id, name, startedAtMs: this.sim.nowMs };
     this.sim.log(this.id, "?", `${reuse ? "enter" : "lock"} ${name} ${mode} wait ${waitMs}ms`);
