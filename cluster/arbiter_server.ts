@@ -1,14 +1,16 @@
 /**
  * Starts the arbiter: the pure decision core (lib/core/arbiter.ts) behind `POST /v1/arbiter`,
- * with its epoch record written durably before any answer that depends on it.
+ * with its epoch record written durably before any answer that depends on it. The request
+ * handling (`answerArbiter`) takes its runtime as ports (store, clock, log), so the simulator
+ * runs it as it is.
  */
 import { Hono } from "hono";
-import { ArbiterCore, type ArbiterRequest, type ArbiterState } from "../lib/core/arbiter.ts";
+import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep } from "../lib/core/arbiter.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import type { ClusterConfig, NodeConfig } from "./config.ts";
-import { monotonicClock } from "./clock.ts";
+import { type Clock, monotonicClock } from "./clock.ts";
 import { readIfExists, writeDurably } from "./durable_file.ts";
-import { installErrorHandlers, readPeerBody, RequestError } from "./http_util.ts";
+import { installErrorHandlers, readBodyText, readPeerRequest } from "./http_util.ts";
 import type { Logger } from "./log.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
 import { serveHttp } from "./runtime.ts";
@@ -18,11 +20,64 @@ import type { RunningNode } from "./running_node.ts";
 export function loadArbiterState(file: string): ArbiterState | null {
   const text = readIfExists(file);
   if (text === undefined) return null;
+  return parseArbiterState(text, file);
+}
+
+function parseArbiterState(text: string, where: string): ArbiterState {
   const state = JSON.parse(text) as ArbiterState;
   if (!Number.isSafeInteger(state.epoch) || state.epoch < 0 || typeof state.backupInSync !== "boolean") {
-    throw new Error(`${file}: not an arbiter state`);
+    throw new Error(`${where}: not an arbiter state`);
   }
   return state;
+}
+
+/** Where the arbiter's epoch record lives. `save` returns once the record is durable. */
+export interface ArbiterStore {
+  load(): ArbiterState | null;
+  save(state: ArbiterState): void;
+}
+
+/** The record in `file` (arbiter.json), replaced whole and fsynced (durable_file.ts). */
+export function fileArbiterStore(file: string): ArbiterStore {
+  return {
+    load: () => loadArbiterState(file),
+    save: (state) => writeDurably(file, JSON.stringify(state)),
+  };
+}
+
+/** The arbiter's runtime: its durable record, its clock, its log (the simulator passes its own). */
+export interface ArbiterPorts {
+  store: ArbiterStore;
+  clock: Clock;
+  log: Logger;
+}
+
+export type ArbiterSettings = ConstructorParameters<typeof ArbiterCore>[0];
+
+/** The core from the stored record (none: a first start), as a restart does it; `about` goes in the log line. */
+export function restoreArbiter(settings: ArbiterSettings, ports: ArbiterPorts, about: Record<string, unknown> = {}): ArbiterCore {
+  const restored = ports.store.load();
+  ports.log.event("restored", { ...about, state: restored });
+  return new ArbiterCore(settings, restored, ports.clock.nowMs());
+}
+
+/**
+ * `POST /v1/arbiter` on the body's text: decode and check the request, one step of the core,
+ * the new record durable BEFORE the answer exists (a restarted arbiter never hands out an epoch
+ * twice), the answer encoded. A malformed request throws a RequestError and changes nothing.
+ */
+export function answerArbiter(
+  core: ArbiterCore,
+  text: string,
+  ports: ArbiterPorts,
+  bodyBytesMax = DEFAULT_SETTINGS.bodyBytesMax,
+): { request: ArbiterRequest; step: ArbiterStep; body: string } {
+  const request = readPeerRequest(text, bodyBytesMax, isArbiterRequest, "an arbiter request");
+  const before = core.current.epoch;
+  const step = core.step(request, ports.clock.nowMs());
+  if (step.persist) ports.store.save(step.persist);
+  if (core.current.epoch !== before) ports.log.event("epoch", { ...core.current });
+  return { request, step, body: encodePeerBody(step.reply) };
 }
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
@@ -35,7 +90,8 @@ export function createArbiterApp(
   core: ArbiterCore,
   options: { nodeId: string; statePath: string; log: Logger; nowMs: () => number; bodyBytesMax?: number },
 ): Hono {
-  // An arbiter request is a few fields: the general request limit is ample.
+  const ports: ArbiterPorts = { store: fileArbiterStore(options.statePath), clock: { nowMs: options.nowMs }, log: options.log };
+  // An arbiter request is a few fields (no state travels): the general request limit is ample.
   const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
   const app = new Hono();
   installErrorHandlers(app, (error) => options.log.event("internalError", { message: error.message }));
@@ -46,19 +102,13 @@ export function createArbiterApp(
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
     } satisfies ArbiterStatus));
   app.post("/v1/arbiter", async (c) => {
-    const request = await readPeerBody(c, bodyBytesMax);
-    if (!isArbiterRequest(request)) throw new RequestError("bad_request", "not an arbiter request");
-    const before = core.current.epoch;
-    const { reply, persist } = core.step(request, options.nowMs());
-    // Durable before the answer: a restarted arbiter never hands out an epoch twice.
-    if (persist) writeDurably(options.statePath, JSON.stringify(persist));
-    if (core.current.epoch !== before) options.log.event("epoch", { ...core.current });
-    return c.body(encodePeerBody(reply), 200, { "content-type": PEER_CONTENT_TYPE });
+    const { body } = answerArbiter(core, await readBodyText(c, bodyBytesMax), ports, bodyBytesMax);
+    return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
   return app;
 }
 
-function isArbiterRequest(value: Record<string, unknown>): value is ArbiterRequest {
+function isArbiterRequest(value: Record<string, unknown>): value is ArbiterRequest & Record<string, unknown> {
   if (typeof value.from !== "string") return false;
   if (value.type === "whois") return true;
   if (!Number.isSafeInteger(value.epoch)) return false;
@@ -70,21 +120,13 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
   const primary = cluster.nodes.find((n) => n.role === "primary");
   const backup = cluster.nodes.find((n) => n.role === "backup");
   const statePath = `${node.dataDir}/arbiter.json`;
-  const restored = loadArbiterState(statePath);
-  const core = new ArbiterCore({
+  const core = restoreArbiter({
     primaryId: primary?.id ?? "", // a ring-only cluster has no lock servers to arbitrate
     backupId: backup?.id ?? null,
     leaseMs: cluster.settings.primaryLeaseMs,
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
-  }, restored, monotonicClock.nowMs());
-  log.event("restored", { statePath, state: restored });
-  const app = createArbiterApp(core, {
-    nodeId: node.id,
-    statePath,
-    log,
-    nowMs: monotonicClock.nowMs,
-    bodyBytesMax: cluster.settings.bodyBytesMax,
-  });
+  }, { store: fileArbiterStore(statePath), clock: monotonicClock, log }, { statePath });
+  const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   return { url: `http://${node.host}:${server.port}`, stop: () => server.close() };
 }

@@ -60,7 +60,12 @@ export async function readJsonObject(c: Context, bytesMax: number): Promise<Reco
   return parseJsonObject(await readBodyBytes(c, bytesMax), bytesMax);
 }
 
-/** The checks of `readJsonObject` on a body already read (the simulator hands bodies over as bytes). */
+/** The body as text, at most `bytesMax` bytes of it (for requests between cluster members). */
+export async function readBodyText(c: Context, bytesMax: number): Promise<string> {
+  return new TextDecoder().decode(await readBodyBytes(c, bytesMax));
+}
+
+/** The body's bytes as a JSON object (readJsonObject once read; the simulator calls it directly). */
 export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<string, unknown> {
   if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   if (bytes.byteLength === 0) return {};
@@ -77,16 +82,20 @@ export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<str
 }
 
 /**
- * Reads a message between cluster members (superjson of an object, see peer_transport.ts) of
- * at most `bytesMax` bytes; anything else is bad_request. The caller checks its shape.
+ * A request between cluster members (superjson text, at most `bytesMax`) whose shape `is`
+ * accepts; anything else is a RequestError ("not " + `what`), so it changes nothing.
  */
-export async function readPeerBody(c: Context, bytesMax: number): Promise<Record<string, unknown>> {
-  const bytes = await readBodyBytes(c, bytesMax);
+export function readPeerRequest<T>(text: string, bytesMax: number, is: (value: Record<string, unknown>) => value is T & Record<string, unknown>, what: string): T {
+  // Bytes, not characters: a body of multi-byte characters must not pass a character count.
+  if (new TextEncoder().encode(text).byteLength > bytesMax) throw new RequestError("body_too_large", `request larger than ${bytesMax} bytes`);
+  let value: Record<string, unknown>;
   try {
-    return decodePeerBody(new TextDecoder().decode(bytes));
+    value = decodePeerBody(text);
   } catch (error) {
     throw new RequestError("bad_request", (error as Error).message);
   }
+  if (!is(value)) throw new RequestError("bad_request", `not ${what}`);
+  return value;
 }
 
 /** Field readers: each names the field in its error. */

@@ -3,14 +3,17 @@
  * the lock semantics live in lib/core/lock_table.ts, the enter long-poll in lock_service.ts. See
  * docs/http-api.md.
  */
-import { Hono, type Context } from "hono";
+import { Hono } from "hono";
 import type { ClientAnswer, PeerMessage } from "../lib/core/lock_replica.ts";
 import type { Command } from "../lib/core/lock_table.ts";
 import type { Settings } from "../lib/settings.ts";
-import { errorResponse, field, installErrorHandlers, onlyFields, readJsonObject, readPeerBody, RequestError } from "./http_util.ts";
+import { errorOf, errorResponse, field, installErrorHandlers, onlyFields, parseJsonObject, readBodyText, readJsonObject, readPeerRequest, RequestError } from "./http_util.ts";
 import type { LockService, StatusView } from "./lock_service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
-import { apiError } from "../lib/wire/errors.ts";
+import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
+
+/** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
+export type LockStatus = { node: { id: string; role: string } } & StatusView;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -21,9 +24,6 @@ export interface LockApiOptions {
   onInternalError?: (error: Error) => void;
 }
 
-/** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
-export type LockStatus = { node: { id: string; role: string } } & StatusView;
-
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
 class NotPrimaryError extends RequestError {
   constructor(readonly answer: Extract<ClientAnswer, { code: "not_primary" }>) {
@@ -31,81 +31,200 @@ class NotPrimaryError extends RequestError {
   }
 }
 
+/** One answer of the client API: HTTP status and JSON body. */
+export interface ApiAnswer {
+  status: number;
+  body: unknown;
+}
+
+/**
+ * One route of the client API that changes state: decode the body (`fields` are all it may
+ * have), call the service, encode its answer through `done`. The Hono app below serves these;
+ * the simulator (tests/sim/lock/server.ts) calls `answerRequest` with the request's JSON text,
+ * because a Hono handler continues in native promises, which a synchronous simulation never
+ * drains.
+ */
+export interface LockRoute {
+  method: "POST" | "DELETE";
+  path: string;
+  fields: readonly string[];
+  handle(params: Record<string, string>, input: Record<string, unknown>, done: (answer: ApiAnswer) => void): void;
+}
+
+export function lockRoutes(service: LockService, options: LockApiOptions): LockRoute[] {
+  const { settings } = options;
+  const ok = (body: unknown, status = 200): ApiAnswer => ({ status, body });
+  /** Submits a command and answers `encode` of the committed result (refusals become errors). */
+  const submit = (command: Command, requestId: string | undefined, done: (answer: ApiAnswer) => void, encode: (result: Result) => ApiAnswer) =>
+    service.submitThen(command, requestId, (answer) => done(answerOf(() => encode(unwrap(answer)), options)));
+  const unexpected = (result: Result): never => {
+    throw new Error(`unexpected result ${result.type}`);
+  };
+  return [
+    {
+      method: "POST",
+      path: "/v1/sessions",
+      fields: ["ttlMs", "requestId"],
+      handle(_params, input, done) {
+        const ttlMs = field.integer(input, "ttlMs", settings.sessionTtlMs);
+        // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out
+        // a lost answer soon after that instead of after its whole wait.
+        submit({ type: "openSession", ttlMs }, field.optionalString(input, "requestId"), done, (result) =>
+          result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201) : unexpected(result));
+      },
+    },
+    {
+      method: "POST",
+      path: "/v1/sessions/:id/keepalive",
+      fields: [],
+      handle(params, _input, done) {
+        submit({ type: "keepAlive", session: params.id }, undefined, done, (result) =>
+          result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs }) : unexpected(result));
+      },
+    },
+    {
+      method: "DELETE",
+      path: "/v1/sessions/:id",
+      fields: ["requestId"],
+      handle(params, input, done) {
+        submit({ type: "closeSession", session: params.id }, field.optionalString(input, "requestId"), done, (result) =>
+          result.type === "closed" ? ok({ session: result.session, released: result.released }) : unexpected(result));
+      },
+    },
+    {
+      // mutex_enter (LockService.enter: grant now, long-poll, or not granted); waitMs = 0 is a try-lock.
+      method: "POST",
+      path: "/v1/enter",
+      fields: ["name", "session", "mode", "waitMs", "lockDelayMs"],
+      handle(_params, input, done) {
+        const name = field.string(input, "name");
+        const session = field.string(input, "session");
+        const mode = field.oneOf(input, "mode", ["exclusive", "shared"] as const, "exclusive");
+        const waitMs = field.integer(input, "waitMs", 0);
+        const lockDelayMs = field.integer(input, "lockDelayMs", 0);
+        service.enterThen({ type: "enter", name, session, mode, waitMs, lockDelayMs }, (answer) =>
+          done(answerOf(() => {
+            const result = unwrap(answer);
+            if (result.type === "granted") return ok({ granted: true, ...result.grant });
+            if (result.type === "notGranted") return ok({ granted: false, waiting: false, name, position: result.position });
+            if (result.type === "waiting") return ok({ granted: false, waiting: true, name, position: result.position });
+            return unexpected(result);
+          }, options)));
+      },
+    },
+    {
+      // mutex_leave: by the holder with its token; a waiter without a token withdraws its request.
+      method: "POST",
+      path: "/v1/leave",
+      fields: ["name", "session", "token", "requestId"],
+      handle(_params, input, done) {
+        const name = field.string(input, "name");
+        const session = field.string(input, "session");
+        const token = field.optionalInteger(input, "token");
+        submit({ type: "leave", name, session, token }, field.optionalString(input, "requestId"), done, (result) =>
+          result.type === "left" ? ok({ left: true, name, wasHolder: result.wasHolder }) : unexpected(result));
+      },
+    },
+  ];
+}
+
+type Result = Extract<ClientAnswer, { ok: true }>["result"];
+
+/** `encode()`, or the error answer of what it threw (as the app's onError answers). */
+function answerOf(encode: () => ApiAnswer, options: LockApiOptions): ApiAnswer {
+  try {
+    return encode();
+  } catch (error) {
+    return errorAnswer(error as Error, options);
+  }
+}
+
+function errorAnswer(error: Error, options: LockApiOptions): ApiAnswer {
+  if (error instanceof NotPrimaryError) {
+    const { epoch, primary } = error.answer;
+    const hint = { epoch, primary, primaryUrl: primary ? options.urlOf?.(primary) : undefined };
+    return { status: ERROR_STATUS.not_primary, body: { error: { ...apiError("not_primary", error.message).error, ...hint } } };
+  }
+  const { code, message } = errorOf(error, options.onInternalError ?? (() => {}));
+  return { status: ERROR_STATUS[code], body: apiError(code, message) };
+}
+
+/** Runs `route` on a decoded body: checks the fields, then handles; every failure is an answer. */
+function runRoute(route: LockRoute, params: Record<string, string>, input: Record<string, unknown>, options: LockApiOptions, done: (answer: ApiAnswer) => void): void {
+  try {
+    onlyFields(input, route.fields);
+    route.handle(params, input, done);
+  } catch (error) {
+    done(errorAnswer(error as Error, options));
+  }
+}
+
+/**
+ * Answers one request of `routes` from its body's JSON text, as the Hono app does (the
+ * simulator's port): the route by method and path (`:param` segments), the body size-limited
+ * and parsed, the fields checked. An unknown route is a 404 answer.
+ */
+export function answerRequest(
+  routes: readonly LockRoute[],
+  options: LockApiOptions,
+  request: { method: string; path: string; body: string | undefined },
+  done: (answer: ApiAnswer) => void,
+): void {
+  for (const route of routes) {
+    const params = route.method === request.method ? matchPath(route.path, request.path) : undefined;
+    if (!params) continue;
+    let input: Record<string, unknown>;
+    try {
+      input = parseJsonObject(new TextEncoder().encode(request.body ?? ""), options.settings.bodyBytesMax);
+    } catch (error) {
+      return done(errorAnswer(error as Error, options));
+    }
+    return runRoute(route, params, input, options, done);
+  }
+  done({ status: ERROR_STATUS.not_found, body: apiError("not_found", `no route ${request.method} ${request.path}`) });
+}
+
+/** The params of `path` if it matches `pattern` (literal segments and `:name` segments only). */
+function matchPath(pattern: string, path: string): Record<string, string> | undefined {
+  const want = pattern.split("/");
+  const have = path.split("/");
+  if (want.length !== have.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < want.length; i++) {
+    if (want[i].startsWith(":")) {
+      try {
+        params[want[i].slice(1)] = decodeURIComponent(have[i]);
+      } catch {
+        return undefined;
+      }
+    } else if (want[i] !== have[i]) {
+      return undefined;
+    }
+  }
+  return params;
+}
+
 export function createLockApp(service: LockService, options: LockApiOptions): Hono {
   const { settings } = options;
   const app = new Hono();
-  installErrorHandlers(app, options.onInternalError ?? (() => {}), (error, c) => {
-    if (!(error instanceof NotPrimaryError)) return undefined;
-    const { epoch, primary } = error.answer;
-    const hint = { epoch, primary, primaryUrl: primary ? options.urlOf?.(primary) : undefined };
-    return c.json({ error: { ...apiError("not_primary", error.message).error, ...hint } }, 421);
+  installErrorHandlers(app, options.onInternalError ?? (() => {}), (error) => {
+    const answer = error instanceof NotPrimaryError ? errorAnswer(error, options) : undefined;
+    return answer ? Response.json(answer.body, { status: answer.status }) : undefined;
   });
-  const body = (c: Context) => readJsonObject(c, settings.bodyBytesMax);
-
-  /** Submits a command and unwraps the committed answer. */
-  async function submit(command: Command, requestId?: string) {
-    return unwrap(await service.submit(command, requestId));
-  }
 
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
   app.get("/v1/status", (c) => c.json({ node: { id: options.nodeId, role: options.role }, ...service.view() } satisfies LockStatus));
 
-  app.post("/v1/sessions", async (c) => {
-    const input = await body(c);
-    onlyFields(input, ["ttlMs", "requestId"]);
-    const ttlMs = field.integer(input, "ttlMs", settings.sessionTtlMs);
-    const result = await submit({ type: "openSession", ttlMs }, field.optionalString(input, "requestId"));
-    if (result.type !== "session") throw new Error(`unexpected result ${result.type}`);
-    // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out a
-    // lost answer soon after that instead of after its whole wait.
-    return c.json({ session: result.session, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201);
-  });
-
   app.get("/v1/sessions", (c) => c.json({ sessions: service.view().sessions }));
 
-  app.post("/v1/sessions/:id/keepalive", async (c) => {
-    onlyFields(await body(c), []);
-    const result = await submit({ type: "keepAlive", session: c.req.param("id") });
-    if (result.type !== "session") throw new Error(`unexpected result ${result.type}`);
-    return c.json({ session: result.session, ttlMs: result.ttlMs });
-  });
-
-  app.delete("/v1/sessions/:id", async (c) => {
-    const input = await body(c);
-    onlyFields(input, ["requestId"]);
-    const result = await submit({ type: "closeSession", session: c.req.param("id") }, field.optionalString(input, "requestId"));
-    if (result.type !== "closed") throw new Error(`unexpected result ${result.type}`);
-    return c.json({ session: result.session, released: result.released });
-  });
-
-  // mutex_enter (LockService.enter: grant now, long-poll, or not granted); waitMs = 0 is a try-lock.
-  app.post("/v1/enter", async (c) => {
-    const input = await body(c);
-    onlyFields(input, ["name", "session", "mode", "waitMs", "lockDelayMs"]);
-    const name = field.string(input, "name");
-    const session = field.string(input, "session");
-    const mode = field.oneOf(input, "mode", ["exclusive", "shared"] as const, "exclusive");
-    const waitMs = field.integer(input, "waitMs", 0);
-    const lockDelayMs = field.integer(input, "lockDelayMs", 0);
-    const result = unwrap(await service.enter({ type: "enter", name, session, mode, waitMs, lockDelayMs }));
-    if (result.type === "granted") return c.json({ granted: true, ...result.grant });
-    if (result.type === "notGranted") return c.json({ granted: false, waiting: false, name, position: result.position });
-    if (result.type === "waiting") return c.json({ granted: false, waiting: true, name, position: result.position });
-    throw new Error(`unexpected result ${result.type}`);
-  });
-
-  // mutex_leave: by the holder with its token; a waiter without a token withdraws its request.
-  app.post("/v1/leave", async (c) => {
-    const input = await body(c);
-    onlyFields(input, ["name", "session", "token", "requestId"]);
-    const name = field.string(input, "name");
-    const session = field.string(input, "session");
-    const token = field.optionalInteger(input, "token");
-    const result = await submit({ type: "leave", name, session, token }, field.optionalString(input, "requestId"));
-    if (result.type !== "left") throw new Error(`unexpected result ${result.type}`);
-    return c.json({ left: true, name, wasHolder: result.wasHolder });
-  });
+  for (const route of lockRoutes(service, options)) {
+    app.on(route.method, route.path, async (c) => {
+      const input = await readJsonObject(c, settings.bodyBytesMax);
+      const answer = await new Promise<ApiAnswer>((done) => runRoute(route, c.req.param() as Record<string, string>, input, options, done));
+      return c.json(answer.body, answer.status as 200);
+    });
+  }
 
   app.get("/v1/locks", (c) => c.json({ locks: service.view().locks }));
 
@@ -116,16 +235,23 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     return c.json(lock);
   });
 
-  // Replication and sync between the two lock servers (superjson). The core checks the sender
-  // and the epoch; here only the shape is checked, so a malformed message changes nothing.
+  // Replication and sync between the two lock servers (superjson).
   app.post("/v1/peer", async (c) => {
-    const message = await readPeerBody(c, settings.peerBodyBytesMax);
-    if (!isPeerRequest(message)) throw new RequestError("bad_request", "not a peer request (append or syncRequest)");
-    const answer = service.peerMessage(message);
-    return c.body(encodePeerBody(answer), 200, { "content-type": PEER_CONTENT_TYPE });
+    const { body } = answerPeer(service, settings, await readBodyText(c, settings.peerBodyBytesMax));
+    return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
 
   return app;
+}
+
+/**
+ * `POST /v1/peer` on the body's text: the answer's superjson text, and the message (the
+ * simulator's observers read its epoch). The core checks the sender and the epoch; here only
+ * the shape is checked, so a malformed message throws a RequestError and changes nothing.
+ */
+export function answerPeer(service: LockService, settings: Settings, text: string): { message: PeerMessage; body: string } {
+  const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append or syncRequest)");
+  return { message, body: encodePeerBody(service.peerMessage(message)) };
 }
 
 /** The result of a committed answer; refusals become their HTTP answer. */
@@ -135,7 +261,7 @@ function unwrap(answer: ClientAnswer) {
   throw new RequestError(answer.code, answer.message);
 }
 
-function isPeerRequest(message: Record<string, unknown>): message is PeerMessage {
+function isPeerRequest(message: Record<string, unknown>): message is PeerMessage & Record<string, unknown> {
   if (typeof message.from !== "string" || !Number.isSafeInteger(message.epoch)) return false;
   if (message.type === "syncRequest") return true;
   return message.type === "append" && Number.isSafeInteger(message.syncGen) && Array.isArray(message.entries);

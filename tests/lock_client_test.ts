@@ -95,3 +95,111 @@ test("client: enter and leave (the seed's mutex_enter and mutex_leave) on one se
     await b.close();
   });
 });
+
+// ---- the client on hand-driven ports (ConnectOptions fetch, clock, timers): no server, no wall time
+
+interface Call {
+  url: string;
+  method: string;
+  body: Record<string, unknown> | undefined;
+}
+
+type Respond = (call: Call) => { status: number; body: unknown } | "hang";
+
+/**
+ * A client whose fetch answers with `respond` (or hangs until the client's timeout aborts it),
+ * whose clock stands still until `advance`, and whose timers run when `advance` passes them.
+ */
+function handDriven(servers: string[], respond: Respond, options: { requestTimeoutMs?: number; failoverTimeoutMs?: number } = {}) {
+  let nowMs = 0;
+  let idNext = 1;
+  const timers: Array<{ atMs: number; fn: () => void; cancelled: boolean }> = [];
+  const calls: Call[] = [];
+  const client = connect({
+    servers,
+    requestTimeoutMs: options.requestTimeoutMs ?? 100,
+    failoverTimeoutMs: options.failoverTimeoutMs ?? 1_000,
+    clock: { nowMs: () => nowMs },
+    timers: {
+      setTimeout: (fn, ms) => {
+        const timer = { atMs: nowMs + ms, fn, cancelled: false };
+        timers.push(timer);
+        return timer;
+      },
+      clearTimeout: (handle) => {
+        if (handle) (handle as { cancelled: boolean }).cancelled = true;
+      },
+    },
+    fetch: (url, init) => {
+      const call = { url, method: init.method, body: init.body === undefined ? undefined : JSON.parse(init.body) };
+      calls.push(call);
+      const answer = respond(call);
+      if (answer === "hang") return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(init.signal.reason)));
+      return Promise.resolve(new Response(JSON.stringify(answer.body), { status: answer.status }));
+    },
+    newRequestId: () => `id-${idNext++}`,
+  });
+  /** Lets native promise continuations run (a bounded number of microtask turns, no wall time). */
+  async function settle(): Promise<void> {
+    for (let i = 0; i < 100; i++) await Promise.resolve();
+  }
+  /** Moves the clock by `ms`, running every timer due on the way, in order. */
+  async function advance(ms: number): Promise<void> {
+    const endMs = nowMs + ms;
+    await settle();
+    for (let i = 0; i < 10_000; i++) {
+      const due = timers.filter((t) => !t.cancelled && t.atMs <= endMs).sort((a, b) => a.atMs - b.atMs)[0];
+      if (!due) break;
+      due.cancelled = true;
+      nowMs = Math.max(nowMs, due.atMs);
+      due.fn();
+      await settle();
+    }
+    nowMs = endMs;
+  }
+  return { client, calls, advance, settle };
+}
+
+test("client ports: a leave retried after a timeout and a 'not primary' answer keeps its idempotency key and follows the hint", async () => {
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://b")) {
+      return { status: 421, body: { error: { code: "not_primary", message: "backup", primaryUrl: "http://a" } } };
+    }
+    // a: the first attempt's answer is lost (the client times out), the second is answered.
+    return calls.filter((c) => c.url.startsWith("http://a")).length === 1 ? "hang" : { status: 200, body: { left: true } };
+  });
+  let left = false;
+  const leaving = client.leave("L", { session: "s1", token: 7 }).then(() => (left = true));
+  await advance(99);
+  assert.equal(calls.length, 1, "no retry before the request timeout");
+  await advance(1); // timeout of a → b at once, which points back to a: a full round, so back off 25 ms
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/leave", "http://b/v1/leave"]);
+  await advance(25);
+  await leaving;
+  assert.ok(left);
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/leave", "http://b/v1/leave", "http://a/v1/leave"]);
+  assert.deepEqual(new Set(calls.map((c) => c.body?.requestId)), new Set(["id-1"]), "one key for every try");
+  assert.ok(calls.every((c) => c.body?.token === 7 && c.body?.session === "s1"));
+});
+
+test("client ports: the lease counts from the send time of the open; keepalives every TTL/3; lost one TTL after the last acknowledged one", async () => {
+  let keepalivesAnswered = 1;
+  const { client, calls, advance } = handDriven(["http://a"], (call) => {
+    if (call.url.endsWith("/v1/sessions")) return { status: 201, body: { session: "s1", ttlMs: 300 } };
+    // The first keepalive is answered, the rest are lost.
+    if (call.url.endsWith("/keepalive")) return keepalivesAnswered-- > 0 ? { status: 200, body: { session: "s1", ttlMs: 300 } } : "hang";
+    return { status: 200, body: {} };
+  }, { requestTimeoutMs: 50, failoverTimeoutMs: 0 });
+  const opening = client.openSession({ ttlMs: 300 });
+  await advance(0);
+  const session = await opening;
+  assert.equal(session.leaseEndsAtMs, 300, "open sent at 0, TTL 300");
+  await advance(100); // keepalive sent at 100, answered at once: lease to 400
+  assert.equal(session.leaseEndsAtMs, 400);
+  await advance(299); // keepalives at 200 and 300 are lost
+  assert.equal(calls.filter((c) => c.url.endsWith("/keepalive")).length, 3);
+  assert.equal(session.signal.aborted, false, "still inside the lease at 399");
+  await advance(2);
+  assert.equal(session.signal.aborted, true, "lost once the lease ran out");
+  assert.match((session.signal.reason as Error).message, /no keepalive reached the server for a whole TTL/);
+});

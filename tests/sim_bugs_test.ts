@@ -13,6 +13,8 @@ import { LockReplica } from "../lib/core/lock_replica.ts";
 import { ArbiterCore } from "../lib/core/arbiter.ts";
 import { PeerLink } from "../cluster/ring/peer_link.ts";
 import { RingClient } from "../lib/client/ring_client.ts";
+import { LockService } from "../cluster/lock_service.ts";
+import { Session } from "../lib/client/lock_client.ts";
 import { SimRingDisk } from "./sim/ring/disk.ts";
 import type { RunSpec } from "./sim/replay.ts";
 import { runSpec } from "./sim/run.ts";
@@ -463,4 +465,44 @@ test("bug: the ring client counts its lease from the answer, not from the reques
     CHECKERS,
   );
   expectCaught("client lease counted from the answer", found, CHECKERS);
+});
+
+// ---- the client and HTTP layer (the real lib/client/lock_client.ts and cluster/lock_api.ts) ---
+
+const lockSession = Session.prototype as unknown as Proto;
+const lockService = LockService.prototype as unknown as Proto;
+
+test("bug: the client counts a keepalive's lease from the answer time, not the send time → it believes past the server's expiry", { timeout: 120_000 }, () => {
+  const CHECKERS = ["lock.grant-survives", "lock.client-mutex"];
+  // Session.keepAlive with the lease from the answer's arrival (the server counts from the
+  // request's arrival, earlier by the answer's delay).
+  const found = huntInjected(lockSession, "keepAlive", () =>
+    function (this: Proto) {
+      this.checkLease();
+      if (this.closed) return;
+      this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, undefined, 0, (outcome: Proto) => {
+        if (this.closed) return;
+        if (outcome.ok) {
+          this.leaseEndMs = Math.max(this.leaseEndMs, this.client.clock.nowMs() + this.ttlMs);
+          this.armLeaseTimer();
+        } else if (outcome.error.code === "session_not_found") {
+          this.lose("the server expired the session");
+        }
+      });
+    }, LOCK_ONLY, 1_000, CHECKERS); // rare: the window is one answer's delay (~1 seed in 100)
+  expectCaught("lease from the keepalive's answer time", found, CHECKERS);
+});
+
+test("bug: the API takes a leave by the holder's session whatever its token → a stale leave with an old token releases the new grant", { timeout: 120_000 }, () => {
+  const CHECKERS = ["lock.grant-survives", "lock.client-mutex"];
+  // The leave route as if it looked the token up instead of checking the one sent.
+  const found = huntInjected(lockService, "submitThen", (original) =>
+    function (this: Proto, command: Proto, ...rest: unknown[]) {
+      if (command.type === "leave" && command.token !== undefined) {
+        const holder = this.table?.locks.get(command.name)?.holders.find((h: Proto) => h.session === command.session);
+        if (holder) command = { ...command, token: holder.token };
+      }
+      return original.call(this, command, ...rest);
+    }, LOCK_ONLY, 300, CHECKERS);
+  expectCaught("leave without the token check", found, CHECKERS);
 });

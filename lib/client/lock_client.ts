@@ -9,8 +9,25 @@
  * aborts when the lock is lost: the server expired the session, or no keepalive got through for
  * a whole TTL (then the server may already have given the lock away, so the client must stop).
  * `enter` and `leave` are the seed's mutex_enter and mutex_leave.
+ *
+ * The runtime (fetch, clock, timers, request ids) comes in through `ConnectOptions`, defaulting
+ * to the real ones: the simulator runs this client as it is. Every call has a callback form
+ * (`…Then`, answers through `done`, continues what the ports return with `.then` only; see
+ * http.ts) that the Promise form wraps.
  */
 import { MutexdError } from "../wire/errors.ts";
+import {
+  type ClockPort,
+  exchange,
+  type FetchPort,
+  type HttpPorts,
+  type Outcome,
+  promised,
+  realClock,
+  realFetch,
+  realTimers,
+  type TimersPort,
+} from "./http.ts";
 
 export type Mode = "exclusive" | "shared";
 
@@ -24,6 +41,12 @@ export interface ConnectOptions {
    * the other server on a connection failure or a "not primary" answer, with a short backoff.
    */
   failoverTimeoutMs?: number;
+  /** Ports, for tests and the simulator: the web `fetch`, `performance.now`, `setTimeout` by default. */
+  fetch?: FetchPort;
+  clock?: ClockPort;
+  timers?: TimersPort;
+  /** A fresh idempotency key per call (crypto.randomUUID by default). */
+  newRequestId?: () => string;
 }
 
 export interface EnterOptions {
@@ -46,6 +69,9 @@ export interface LockOptions {
   lockDelayMs?: number;
 }
 
+/** What `…Then` calls answer with: the value, or the MutexdError the Promise form rejects with. */
+export type Done<T> = (outcome: Outcome<T>) => void;
+
 /**
  * The wait one enter asks for; longer waits are split into several. The server keeps the queue
  * place while the client keeps asking (every long-poll), so a client that vanishes leaves the
@@ -54,9 +80,18 @@ export interface LockOptions {
 export const WAIT_CHUNK_MS = 60_000;
 /** How long a server may hold a waiting enter when it has not said (its default). */
 const DEFAULT_LONG_POLL_MS = 5_000;
+/** LockClient.request's backoff after each round over all servers. */
+const BACKOFF_FIRST_MS = 25;
+const BACKOFF_MAX_MS = 250;
+/** Rounds of one enter; each returns or long-polls toward the deadline, so this is never reached. */
+const ENTER_ROUNDS_MAX = 1_000_000;
 
-function nowMs(): number {
-  return performance.now();
+type EnterAnswer =
+  | { granted: true; name: string; session: string; token: number; mode: Mode }
+  | { granted: false; waiting: boolean; name: string; position: number };
+
+function failed<T>(error: MutexdError): Outcome<T> {
+  return { ok: false, error };
 }
 
 export class LockClient {
@@ -66,12 +101,21 @@ export class LockClient {
   private readonly failoverTimeoutMs: number;
   /** The longest a server holds a waiting enter (learnt when a session opens). */
   private longPollMs = DEFAULT_LONG_POLL_MS;
+  readonly clock: ClockPort;
+  readonly timers: TimersPort;
+  private readonly ports: HttpPorts;
+  /** A fresh idempotency key; one per call, the same on every retry of it. */
+  readonly newRequestId: () => string;
 
   constructor(options: ConnectOptions) {
     this.servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((s) => s.replace(/\/$/, ""));
     if (this.servers.length === 0) throw new MutexdError("bad_request", "connect: no servers given");
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
     this.failoverTimeoutMs = options.failoverTimeoutMs ?? 5_000;
+    this.clock = options.clock ?? realClock;
+    this.timers = options.timers ?? realTimers;
+    this.ports = { fetch: options.fetch ?? realFetch, timers: this.timers };
+    this.newRequestId = options.newRequestId ?? (() => crypto.randomUUID());
   }
 
   /** The server the next request goes to first. */
@@ -84,126 +128,126 @@ export class LockClient {
    * or the next server and tries again, until failoverTimeoutMs has passed. Requests that must
    * not apply twice carry an idempotency key (`requestId`), so a retry is safe.
    */
-  async request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0): Promise<T> {
+  request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0): Promise<T> {
+    return promised((done) => this.requestThen(method, path, body, extraTimeoutMs, done));
+  }
+
+  /** `request` with a callback. Every try sends the same `body` (so the same idempotency key). */
+  requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>): void {
+    const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
     let lastError: MutexdError | undefined;
-    const deadlineMs = nowMs() + this.failoverTimeoutMs;
-    let backoffMs = 25;
-    // Bounded by the deadline; every failed round sleeps, so this never spins.
-    for (let attempt = 0; attempt === 0 || nowMs() < deadlineMs; attempt++) {
+    let backoffMs = BACKOFF_FIRST_MS;
+    let attempt = 0;
+    // Bounded by the deadline; every failed round over the servers sleeps, so this never spins.
+    const next = (): void => {
+      if (attempt > 0 && this.clock.nowMs() >= deadlineMs) {
+        return done(failed(lastError ?? new MutexdError("unreachable", "no server answered")));
+      }
       if (attempt > 0 && attempt % this.servers.length === 0) {
-        await new Promise((resolve) => setTimeout(resolve, backoffMs));
-        backoffMs = Math.min(backoffMs * 2, 250);
+        this.timers.setTimeout(send, backoffMs);
+        backoffMs = Math.min(backoffMs * 2, BACKOFF_MAX_MS);
+      } else {
+        send();
       }
+    };
+    const send = (): void => {
+      attempt += 1;
       const base = this.servers[this.current];
-      let response: Response;
-      try {
-        response = await fetch(base + path, {
-          method,
-          headers: body === undefined ? undefined : { "content-type": "application/json" },
-          body: body === undefined ? undefined : JSON.stringify(body),
-          signal: AbortSignal.timeout(this.requestTimeoutMs + extraTimeoutMs),
-        });
-      } catch (error) {
-        lastError = new MutexdError("unreachable", `${base}: ${(error as Error).message}`);
-        this.current = (this.current + 1) % this.servers.length;
-        continue;
-      }
-      const text = await response.text();
-      let data: unknown;
-      try {
-        data = text ? JSON.parse(text) : {};
-      } catch {
-        throw new MutexdError("internal", `${base}${path}: answer is not JSON (status ${response.status})`, response.status);
-      }
-      if (response.ok) return data as T;
-      const error = (data as { error?: { code?: string; message?: string; primaryUrl?: string } }).error;
-      const failure = new MutexdError(
-        (error?.code ?? "internal") as MutexdError["code"],
-        error?.message ?? `status ${response.status}`,
-        response.status,
-      );
-      if (failure.code !== "not_primary") throw failure;
-      lastError = failure;
-      const hinted = error?.primaryUrl ? this.servers.indexOf(error.primaryUrl.replace(/\/$/, "")) : -1;
-      this.current = hinted >= 0 && hinted !== this.current ? hinted : (this.current + 1) % this.servers.length;
-    }
-    throw lastError ?? new MutexdError("unreachable", "no server answered");
+      const timeoutMs = this.requestTimeoutMs + extraTimeoutMs;
+      exchange<T>(this.ports, { base, method, path, body, timeoutMs }, (outcome) => {
+        if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
+        lastError = outcome.error;
+        const primaryUrl = outcome.detail?.primaryUrl;
+        const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
+        this.current = hinted >= 0 && hinted !== this.current ? hinted : (this.current + 1) % this.servers.length;
+        next();
+      });
+    };
+    next();
   }
 
   /** Opens a session and keeps it alive until closed or lost. */
-  async openSession(options: { ttlMs?: number } = {}): Promise<Session> {
-    const sentAtMs = nowMs();
-    const opened = await this.request<{ session: string; ttlMs: number; longPollMaxMs?: number }>("POST", "/v1/sessions", {
-      ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }),
-      requestId: crypto.randomUUID(),
+  openSession(options: { ttlMs?: number } = {}): Promise<Session> {
+    return promised((done) => this.openSessionThen(options, done));
+  }
+
+  openSessionThen(options: { ttlMs?: number }, done: Done<Session>): void {
+    const sentAtMs = this.clock.nowMs();
+    const body = { ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }), requestId: this.newRequestId() };
+    this.requestThen<{ session: string; ttlMs: number; longPollMaxMs?: number }>("POST", "/v1/sessions", body, 0, (outcome) => {
+      if (!outcome.ok) return done(outcome);
+      const opened = outcome.value;
+      if (opened.longPollMaxMs !== undefined) this.longPollMs = opened.longPollMaxMs;
+      done({ ok: true, value: new Session(this, opened.session, opened.ttlMs, sentAtMs) });
     });
-    if (opened.longPollMaxMs !== undefined) this.longPollMs = opened.longPollMaxMs;
-    return new Session(this, opened.session, opened.ttlMs, sentAtMs);
   }
 
   /** mutex_enter: waits up to `waitMs` (long-polling, keeping the queue place) for a grant. */
-  async enter(name: string, options: EnterOptions): Promise<EnterResult> {
-    const waitMs = options.waitMs ?? 0;
-    const deadlineMs = nowMs() + waitMs;
-    // Each round either returns or moves toward the deadline by a long-poll; the count bounds it.
-    for (let round = 0; round < 1_000_000; round++) {
-      const remainingMs = Math.max(0, Math.round(deadlineMs - nowMs()));
+  enter(name: string, options: EnterOptions): Promise<EnterResult> {
+    return promised((done) => this.enterThen(name, options, done));
+  }
+
+  enterThen(name: string, options: EnterOptions, done: Done<EnterResult>): void {
+    const deadlineMs = this.clock.nowMs() + (options.waitMs ?? 0);
+    let round = 0;
+    const ask = (): void => {
+      if (round++ >= ENTER_ROUNDS_MAX) return done(failed(new MutexdError("internal", "enter: too many rounds")));
+      const remainingMs = Math.max(0, Math.round(deadlineMs - this.clock.nowMs()));
       const chunkMs = Math.min(remainingMs, WAIT_CHUNK_MS);
-      const answer = await this.request<
-        { granted: true; name: string; session: string; token: number; mode: Mode } | {
-          granted: false;
-          waiting: boolean;
-          name: string;
-          position: number;
-        }
-      >("POST", "/v1/enter", {
+      const body = {
         name,
         session: options.session,
         mode: options.mode ?? "exclusive",
         waitMs: chunkMs,
         lockDelayMs: options.lockDelayMs ?? 0,
-      }, Math.min(chunkMs, this.longPollMs));
-      if (answer.granted) return answer;
-      if (!answer.waiting || remainingMs === 0) {
-        if (answer.waiting) await this.leave(name, { session: options.session }).catch(() => {});
-        return { granted: false, name, position: answer.position };
-      }
-    }
-    throw new MutexdError("internal", "enter: too many rounds");
+      };
+      this.requestThen<EnterAnswer>("POST", "/v1/enter", body, Math.min(chunkMs, this.longPollMs), (outcome) => {
+        if (!outcome.ok) return done(outcome);
+        const answer = outcome.value;
+        if (answer.granted) return done(outcome as Outcome<EnterResult>);
+        if (answer.waiting && remainingMs > 0) return ask();
+        const notGranted: Outcome<EnterResult> = { ok: true, value: { granted: false, name, position: answer.position } };
+        // Still queued when the wait ran out: withdraw, whatever the withdrawal's fate.
+        if (answer.waiting) return this.leaveThen(name, { session: options.session }, () => done(notGranted));
+        done(notGranted);
+      });
+    };
+    ask();
   }
 
   /** mutex_leave: releases a held lock (with its token) or withdraws a queued request (without). */
-  async leave(name: string, options: { session: string; token?: number }): Promise<void> {
-    await this.request("POST", "/v1/leave", {
-      name,
-      session: options.session,
-      token: options.token,
-      requestId: crypto.randomUUID(),
-    });
+  leave(name: string, options: { session: string; token?: number }): Promise<void> {
+    return promised((done) => this.leaveThen(name, options, done));
+  }
+
+  leaveThen(name: string, options: { session: string; token?: number }, done: Done<void>): void {
+    const body = { name, session: options.session, token: options.token, requestId: this.newRequestId() };
+    this.requestThen<unknown>("POST", "/v1/leave", body, 0, (outcome) => done(outcome.ok ? { ok: true, value: undefined } : outcome));
   }
 
   /**
    * Takes `name` in a session of its own and returns a handle; throws NotAcquiredError (code
    * "not_acquired") when someone else held it for the whole wait.
    */
-  async lock(name: string, options: LockOptions = {}): Promise<LockHandle> {
-    const session = await this.openSession({ ttlMs: options.ttlMs });
-    try {
-      const result = await this.enter(name, {
-        session: session.id,
-        mode: options.shared ? "shared" : "exclusive",
-        waitMs: options.waitMs ?? 0,
-        lockDelayMs: options.lockDelayMs,
+  lock(name: string, options: LockOptions = {}): Promise<LockHandle> {
+    return promised((done) => this.lockThen(name, options, done));
+  }
+
+  lockThen(name: string, options: LockOptions, done: Done<LockHandle>): void {
+    this.openSessionThen({ ttlMs: options.ttlMs }, (opened) => {
+      if (!opened.ok) return done(opened);
+      const session = opened.value;
+      const enter = { session: session.id, mode: (options.shared ? "shared" : "exclusive") as Mode, waitMs: options.waitMs ?? 0, lockDelayMs: options.lockDelayMs };
+      this.enterThen(name, enter, (entered) => {
+        let outcome: Outcome<LockHandle>;
+        if (!entered.ok) outcome = entered;
+        else if (!entered.value.granted) outcome = failed(new NotAcquiredError(name, entered.value.position));
+        else if (session.lost) outcome = failed(session.signal.reason as MutexdError);
+        else return done({ ok: true, value: new LockHandle(this, session, name, entered.value.token) });
+        // Not acquired: the session goes, whatever its closing's fate.
+        session.closeThen(() => done(outcome));
       });
-      if (!result.granted) {
-        throw new NotAcquiredError(name, result.position);
-      }
-      session.signal.throwIfAborted();
-      return new LockHandle(this, session, name, result.token);
-    } catch (error) {
-      await session.close().catch(() => {});
-      throw error;
-    }
+    });
   }
 
   status(): Promise<StatusAnswer> {
@@ -222,15 +266,15 @@ export class NotAcquiredError extends MutexdError {
 /** A server session kept alive every TTL/3; `signal` aborts when it is lost. */
 export class Session {
   private readonly controller = new AbortController();
-  private keepaliveTimer: ReturnType<typeof setInterval> | undefined;
-  private leaseTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Local end of the lease: send time of the last acknowledged keepalive plus the TTL. */
-  private leaseEndsAtMs: number;
+  private keepaliveTimer: unknown;
+  private leaseTimer: unknown;
+  /** Local end of the lease (client clock): send time of the last acknowledged keepalive plus the TTL. */
+  private leaseEndMs: number;
   private closed = false;
 
   constructor(private readonly client: LockClient, readonly id: string, readonly ttlMs: number, sentAtMs: number) {
-    this.leaseEndsAtMs = sentAtMs + ttlMs;
-    this.keepaliveTimer = setInterval(() => void this.keepAlive(), Math.max(1, Math.floor(ttlMs / 3)));
+    this.leaseEndMs = sentAtMs + ttlMs;
+    this.scheduleKeepAlive();
     this.armLeaseTimer();
   }
 
@@ -238,37 +282,48 @@ export class Session {
     return this.controller.signal;
   }
 
+  /** Until when (the client's clock) the session is surely alive on the server. */
+  get leaseEndsAtMs(): number {
+    return this.leaseEndMs;
+  }
+
+  private scheduleKeepAlive(): void {
+    this.keepaliveTimer = this.client.timers.setTimeout(() => {
+      if (this.closed) return;
+      this.scheduleKeepAlive();
+      this.keepAlive();
+    }, Math.max(1, Math.floor(this.ttlMs / 3)));
+  }
+
   private armLeaseTimer(): void {
-    clearTimeout(this.leaseTimer);
-    this.leaseTimer = setTimeout(() => this.checkLease(), Math.max(0, this.leaseEndsAtMs - nowMs()) + 1);
+    this.client.timers.clearTimeout(this.leaseTimer);
+    this.leaseTimer = this.client.timers.setTimeout(() => this.checkLease(), Math.max(0, this.leaseEndMs - this.client.clock.nowMs()) + 1);
   }
 
   private checkLease(): void {
     if (this.closed) return;
     // Timers fire late after a pause (SIGSTOP, GC): the clock decides, not the timer.
-    if (nowMs() >= this.leaseEndsAtMs) {
+    if (this.client.clock.nowMs() >= this.leaseEndMs) {
       this.lose("no keepalive reached the server for a whole TTL");
     } else {
       this.armLeaseTimer();
     }
   }
 
-  private async keepAlive(): Promise<void> {
-    if (this.closed) return;
+  private keepAlive(): void {
     this.checkLease();
     if (this.closed) return;
-    const sentAtMs = nowMs();
-    try {
-      await this.client.request("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`);
+    const sentAtMs = this.client.clock.nowMs();
+    this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, undefined, 0, (outcome) => {
       if (this.closed) return;
-      this.leaseEndsAtMs = Math.max(this.leaseEndsAtMs, sentAtMs + this.ttlMs);
-      this.armLeaseTimer();
-    } catch (error) {
-      if (error instanceof MutexdError && error.code === "session_not_found") {
+      if (outcome.ok) {
+        this.leaseEndMs = Math.max(this.leaseEndMs, sentAtMs + this.ttlMs);
+        this.armLeaseTimer();
+      } else if (outcome.error.code === "session_not_found") {
         this.lose("the server expired the session");
       }
       // Other failures: try again on the next round; the lease timer bounds how long.
-    }
+    });
   }
 
   private lose(reason: string): void {
@@ -279,8 +334,8 @@ export class Session {
   }
 
   private stopTimers(): void {
-    clearInterval(this.keepaliveTimer);
-    clearTimeout(this.leaseTimer);
+    this.client.timers.clearTimeout(this.keepaliveTimer);
+    this.client.timers.clearTimeout(this.leaseTimer);
   }
 
   /** Whether the session was lost (the signal fired) rather than closed. */
@@ -289,14 +344,18 @@ export class Session {
   }
 
   /** Closes the session on the server, releasing whatever it holds. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    return promised((done) => this.closeThen(done));
+  }
+
+  closeThen(done: Done<void>): void {
+    if (this.closed) return done({ ok: true, value: undefined });
     this.closed = true;
     this.stopTimers();
-    await this.client.request("DELETE", `/v1/sessions/${encodeURIComponent(this.id)}`, {
-      requestId: crypto.randomUUID(),
-    }).catch((error) => {
-      if (!(error instanceof MutexdError && error.code === "session_not_found")) throw error;
+    const path = `/v1/sessions/${encodeURIComponent(this.id)}`;
+    this.client.requestThen<unknown>("DELETE", path, { requestId: this.client.newRequestId() }, 0, (outcome) => {
+      if (outcome.ok || outcome.error.code === "session_not_found") return done({ ok: true, value: undefined });
+      done(outcome);
     });
   }
 }
@@ -316,16 +375,16 @@ export class LockHandle {
   }
 
   /** Leaves the lock and closes its session. Safe to call twice. */
-  async release(): Promise<void> {
-    if (this.session.lost) {
-      await this.session.close();
-      return;
-    }
-    try {
-      await this.client.leave(this.name, { session: this.session.id, token: this.token });
-    } finally {
-      await this.session.close();
-    }
+  release(): Promise<void> {
+    return promised((done) => this.releaseThen(done));
+  }
+
+  /** `release` with a callback: the leave's failure if it failed, else the close's. */
+  releaseThen(done: Done<void>): void {
+    if (this.session.lost) return this.session.closeThen(done);
+    this.client.leaveThen(this.name, { session: this.session.id, token: this.token }, (left) => {
+      this.session.closeThen((closed) => done(left.ok ? closed : left));
+    });
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -29,7 +29,6 @@
  */
 import type { ArbiterRequest, ArbiterStep } from "../../../lib/core/arbiter.ts";
 import type { Grant } from "../../../lib/core/lock_table.ts";
-import type { Checker } from "../checkers.ts";
 import type { Sim } from "../simulator.ts";
 import type { ArbiterActor, ArbiterObserver } from "./arbiter.ts";
 import type { FailoverServerActor, FailoverServerObserver } from "./server.ts";

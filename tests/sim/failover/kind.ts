@@ -1,10 +1,11 @@
 /**
- * Node kind "failover" (issue 5): two lock servers running the real LockReplica core (fp, the
- * configured primary, and fb, the configured backup), the arbiter running the real ArbiterCore
- * with a simulated durable disk (fa), and 2..6 lock clients that know both servers and follow
- * lib/client/lock_client.ts (the lock kind's client in its failover mode: keepalive every
+ * Node kind "failover" (issue 5): two lock servers running the real driver and LockReplica core
+ * (fp, the configured primary, and fb, the configured backup), the arbiter running the real
+ * driver of cluster/arbiter_server.ts and ArbiterCore with a simulated durable disk (fa), and
+ * 2..6 clients running the real lib/client/lock_client.ts with both servers (keepalive every
  * TTL/3, lease from the send time of the last acknowledged keepalive, move to the other server
- * on a timeout or "not primary" and retry with the same idempotency key).
+ * on a timeout or "not primary" and retry with the same idempotency key), driven by the lock
+ * kind's workload.
  *
  * Settings are the shipped defaults, with every replication timeout scaled up for slow networks
  * (`scale`: primaryLeaseMs ≥ 8 × delayMax, as the client TTL), and the batch and pipeline sizes
@@ -243,7 +244,7 @@ export const FAILOVER_KIND: NodeKind = {
     for (let i = 1; i <= Number(params.clients); i++) {
       const id = `fc${i}`;
       const client = new LockClientActor(sim, id, sim.newClock(), [PRIMARY_ID, BACKUP_ID], settings, workload, workloadPrng.fork(id),
-        (a) => attempts.push(a), { group: "failover-client", failover: true, failoverTimeoutMs: CLIENT_FAILOVER_MS });
+        (a) => attempts.push(a), { group: "failover-client", failoverTimeoutMs: CLIENT_FAILOVER_MS });
       clients.push(client);
       sim.addActor(client);
     }

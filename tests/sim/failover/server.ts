@@ -5,7 +5,7 @@
  * driver's "granted" log lines and enter answers), the core's events, and the epochs of the
  * messages the core took.
  */
-import type { ClientAnswer, ReplicaSettings } from "../../../lib/core/lock_replica.ts";
+import type { ReplicaSettings } from "../../../lib/core/lock_replica.ts";
 import type { Grant } from "../../../lib/core/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import type { Sim } from "../simulator.ts";
@@ -62,8 +62,8 @@ export class FailoverServerActor extends LockServiceActor {
     }
   }
 
-  protected override entered(answer: ClientAnswer): void {
-    if (answer.ok && answer.result.type === "granted") this.observer.committedGrant(this, answer.result.grant);
+  protected override entered(grant: Grant): void {
+    this.observer.committedGrant(this, grant);
   }
 
   protected override tookEpoch(epoch: number): void {

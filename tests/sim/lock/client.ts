@@ -1,41 +1,33 @@
 /**
- * A simulated lock client: the rules of lib/client/lock_client.ts (LockClient.lock, Session)
- * replayed on the node's virtual clock, driven by a seeded workload. One cycle is what
- * `client.lock(name)` then `handle.release()` does:
+ * A simulated lock client: the REAL client (lib/client/lock_client.ts) on the node's ports (its
+ * clock, timers on its virtual time, a fetch over the simulated network: messages.ts), driven by
+ * a seeded workload. This file only decides what to ask and records what the client believes;
+ * failover, retries, idempotency keys, long-polls, keepalives and the lease rule are the real
+ * client's.
  *
- *   open a session → enter (long-polls in chunks) → hold for a while → leave → close.
+ * The workload is not polite. A cycle takes one lock and releases it, either
+ * - as `client.lock(name)` then `handle.release()` (a session of its own), or
+ * - on a session reused over several cycles (`enter`, hold, `leave` with the token), opened
+ *   once and closed after a drawn number of cycles or when lost (in the safety phase only,
+ *   unless `reuseInHeal`: see LOCK_KIND's reuseInHeal on why).
+ * Waits are drawn (0 is a try-lock); modes are shared or exclusive; lock-delay as drawn. While it
+ * holds a lock on a reused session, the client may send leaves with an OLD token of that lock
+ * (stale, sometimes twice: duplicated): the server must refuse them and keep the grant, which
+ * lock.grant-survives checks.
  *
- * Session rules, exactly as the real client: a keepalive every TTL/3; the lease ends one TTL
- * after the SEND time of the last acknowledged keepalive (the first lease counts from the send
- * of the open); once it ends, or the server says session_not_found, the session is lost and
- * the client stops acting on the lock.
- *
- * Requests: with one server (kind "lock", the single server of da73b91) a request is retried
- * once after a timeout, then fails as "unreachable". With several servers (kind "failover")
- * the client follows LockClient.request exactly: on a timeout (connection failure) or a
- * "not primary" answer it moves to the hinted or the other server and tries again, backing off
- * 25 ms doubling to 250 ms after every round over all servers, until failoverTimeoutMs has
- * passed; open, close and leave carry one idempotency key (`requestId`) across all retries.
- *
- * The client is where "believes it holds" lives: `belief()` is what the checkers read.
+ * `belief()` is what the checkers read: the lock held now, while the session's lease (the real
+ * Session's `leaseEndsAtMs`: one TTL after the send time of the last acknowledged keepalive) runs.
  */
 import type { Mode } from "../../../lib/core/lock_table.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
 import type { Settings } from "../../../lib/settings.ts";
-import { WAIT_CHUNK_MS } from "../../../lib/client/lock_client.ts";
+import { type Done, type LockHandle, LockClient, type Session } from "../../../lib/client/lock_client.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
-import type { EnterAnswer, LockReply, LockRequest } from "./messages.ts";
-
-/** Mirrors LONG_POLL_SLACK_MS in lib/client/lock_client.ts (not exported there). */
-const LONG_POLL_SLACK_MS = 60_000;
-/** Attempts per request of the single-server client (kind "lock"). */
-const ATTEMPTS_MAX = 2;
-/** LockClient.request's backoff between rounds over the servers. */
-const BACKOFF_FIRST_MS = 25;
-const BACKOFF_MAX_MS = 250;
+import { Microtasks, simTimers } from "../ring/ports.ts";
+import { isHttp, SimFetch, simUrl } from "./messages.ts";
 
 export interface LockWorkload {
   lockNames: string[];
@@ -47,9 +39,15 @@ export interface LockWorkload {
   /** waitMs choices of the safety phase; the heal phase waits long (see LockKind). */
   waitChoicesMs: number[];
   healWaitMs: number;
+  /** Cycles on one reused session, at most (1: every lock in a session of its own, lock()). */
+  sessionCyclesMax: number;
+  /** Chance that a hold on a reused session sends a leave with an old token (stale). */
+  staleLeaveRate: number;
+  /** Reuse sessions in the heal phase too (else only in the safety phase; see LOCK_KIND). */
+  reuseInHeal: boolean;
 }
 
-/** One lock() attempt, for the liveness judgement. */
+/** One lock attempt, for the liveness judgement. */
 export interface Attempt {
   client: string;
   name: string;
@@ -60,32 +58,9 @@ export interface Attempt {
   detail?: string;
 }
 
-interface SessionState {
-  id: string;
-  ttlMs: number;
-  leaseEndsAtMs: number;
-  closed: boolean;
-  lost: boolean;
-}
-
-/** One LockClient.request call: its retries share the body (and so the idempotency key). */
-interface Call {
-  request: LockRequest;
-  extraTimeoutMs: number;
-  onReply(body: Record<string, unknown>): void;
-  onError(code: string): void;
-  attempt: number;
-  /** Failover client: give up once the local clock passes this; backoff of the next round. */
-  deadlineMs: number;
-  backoffMs: number;
-  lastCode: string;
-}
-
 export interface LockClientOptions {
   /** Fault group (crash faults pick by group); "lock-client" by default. */
   group?: string;
-  /** Follow LockClient.request's failover loop over `servers` (see the header). */
-  failover?: boolean;
   /** ConnectOptions.failoverTimeoutMs (5000 by default, as the real client). */
   failoverTimeoutMs?: number;
 }
@@ -98,16 +73,26 @@ export interface Belief {
   session: string;
 }
 
+/** What one cycle holds: the grant, its session, and the handle when it came from lock(). */
+interface Holding {
+  belief: Belief;
+  session: Session;
+  handle?: LockHandle;
+}
+
+/** Old tokens kept per reused session for stale leaves (bounded). */
+const OLD_TOKENS_MAX = 16;
+
 export class LockClientActor extends Actor {
-  private phase: "idle" | "opening" | "entering" | "holding" | "releasing" | "closing" = "idle";
-  private session: SessionState | undefined;
-  private grant: Belief | undefined;
+  private client!: LockClient;
+  private microtasks = new Microtasks();
+  private readonly timers = simTimers(this, (fn) => this.turn(fn));
+  private http!: SimFetch;
+  private busy = false;
   private attempt: Attempt | undefined;
-  private readonly pending = new Map<number, Call>();
-  private reqIdNext = 1;
-  /** Index into `servers` of the server the next request goes to first. */
-  private current = 0;
-  private requestIdNext = 1;
+  private holding: Holding | undefined;
+  /** The reused session (session-style cycles), its cycles left, and its old grants. */
+  private session: { session: Session; cyclesLeft: number; oldTokens: Array<{ name: string; token: number }> } | undefined;
 
   constructor(
     sim: Sim,
@@ -121,133 +106,193 @@ export class LockClientActor extends Actor {
     private readonly options: LockClientOptions = {},
   ) {
     super(sim, id, options.group ?? "lock-client", clock);
-    this.think();
+    this.start();
   }
 
   peers(): string[] {
     return [...this.servers];
   }
 
-  /** A fresh idempotency key (crypto.randomUUID in the real client), unique per incarnation. */
-  private requestId(): string {
-    return `${this.id}.${this.incarnation}.${this.requestIdNext++}`;
+  /** A new incarnation: a new LockClient on fresh ports (the old one's timers died with it). */
+  private start(): void {
+    this.microtasks = new Microtasks();
+    this.http = new SimFetch(this, this.microtasks);
+    let requestIdNext = 1;
+    const incarnation = this.incarnation;
+    this.client = new LockClient({
+      servers: this.servers.map(simUrl),
+      requestTimeoutMs: this.settings.requestTimeoutMs,
+      failoverTimeoutMs: this.options.failoverTimeoutMs ?? 5_000,
+      fetch: this.http.fetch,
+      clock: this.clock,
+      timers: this.timers,
+      newRequestId: () => `${this.id}.${incarnation}.${requestIdNext++}`,
+    });
+    this.think();
+  }
+
+  /** One macrotask of this process: `fn`, then the microtasks it queued. */
+  private turn(fn: () => void): void {
+    fn();
+    this.microtasks.drain();
   }
 
   /** The lock this client believes it holds now under the lease rule, if any. */
   belief(): Belief | undefined {
-    if (this.phase !== "holding" || !this.grant || !this.session) return undefined;
-    if (this.session.closed || this.clock.nowMs() >= this.session.leaseEndsAtMs) return undefined;
-    return this.grant;
+    const holding = this.holding;
+    if (!holding || holding.session.lost || this.clock.nowMs() >= holding.session.leaseEndsAtMs) return undefined;
+    return holding.belief;
   }
 
-  /** The lock() attempt in progress, if any (liveness). */
+  /** The lock attempt in progress, if any (liveness). */
   currentAttempt(): Attempt | undefined {
     return this.attempt;
   }
 
   protected onCrash(): void {
     this.endAttempt("failed", "client crashed");
-    this.phase = "idle";
+    this.busy = false;
+    this.holding = undefined;
     this.session = undefined;
-    this.grant = undefined;
-    this.pending.clear();
   }
 
   protected onRestart(): void {
-    this.think();
+    this.start();
+  }
+
+  protected receive(envelope: Envelope): void {
+    const payload = envelope.payload;
+    if (isHttp(payload) && payload.http === "reply") this.turn(() => this.http.receive(payload));
   }
 
   private think(): void {
-    this.after(this.prng.between(0, this.workload.thinkMaxMs), () => this.startCycle());
+    this.after(this.prng.between(0, this.workload.thinkMaxMs), () => this.turn(() => this.startCycle()));
   }
 
   private startCycle(): void {
-    if (this.phase !== "idle") return;
+    if (this.busy) return;
     const w = this.workload;
     const name = this.prng.pick(w.lockNames);
     const mode: Mode = this.prng.chance(w.sharedRate) ? "shared" : "exclusive";
     const waitMs = this.sim.phase === "safety" ? this.prng.pick(w.waitChoicesMs) : w.healWaitMs;
     const holdMs = this.prng.between(1, w.holdMaxMs);
+    const reuse = w.sessionCyclesMax > 1 && this.prng.chance(0.7) && this.reusing();
+    if (!this.reusing() && this.session) {
+      // The heal phase began between two cycles: the reused session goes first (whatever it may hold).
+      const idle = this.session;
+      this.session = undefined;
+      idle.session.closeThen(() => {});
+    }
+    this.busy = true;
     this.attempt = { client: this.id, name, startedAtMs: this.sim.nowMs };
-    this.phase = "opening";
-    this.sim.log(this.id, "?", `lock ${name} ${mode} wait ${waitMs}ms`);
-    const sentAtMs = this.clock.nowMs();
-    this.request({ type: "open", reqId: 0, ttlMs: w.ttlMs, requestId: this.requestId() }, 0, (body) => {
-      const session: SessionState = {
-        id: String(body.session),
-        ttlMs: Number(body.ttlMs),
-        leaseEndsAtMs: sentAtMs + Number(body.ttlMs),
-        closed: false,
-        lost: false,
-      };
-      this.session = session;
-      this.keepAliveLoop(session);
-      this.armLeaseTimer(session);
-      this.enter(session, name, mode, this.clock.nowMs() + waitMs, holdMs);
-    }, (code) => this.finishCycle("failed", `open: ${code}`));
+    this.sim.log(this.id, "?", `${reuse ? "enter" : "lock"} ${name} ${mode} wait ${waitMs}ms`);
+    if (!reuse) {
+      return this.client.lockThen(name, { waitMs, ttlMs: w.ttlMs, shared: mode === "shared", lockDelayMs: w.lockDelayMs }, (outcome) => {
+        if (outcome.ok) return this.hold({ belief: this.beliefOf(outcome.value.session, name, mode, outcome.value.token), session: outcome.value.session, handle: outcome.value }, holdMs);
+        const notGranted = outcome.error.code === "not_acquired";
+        this.finishCycle(notGranted ? "notGranted" : outcome.error.code === "lock_lost" ? "lost" : "failed", `lock: ${outcome.error.code}`);
+      });
+    }
+    this.withSession((session) => {
+      this.client.enterThen(name, { session: session.session.id, mode, waitMs, lockDelayMs: w.lockDelayMs }, (outcome) => {
+        // A failed enter may have been granted (its answer lost): the session goes, with it.
+        if (!outcome.ok) return this.finishCycle("failed", `enter: ${outcome.error.code}`, true);
+        const result = outcome.value;
+        if (!result.granted) return this.finishCycle("notGranted", `queue position ${result.position}`);
+        // As lock() does: a grant that arrives after the session was lost is not believed.
+        if (session.session.lost) return this.finishCycle("lost", "session lost before the grant arrived");
+        this.hold({ belief: this.beliefOf(session.session, name, mode, result.token), session: session.session }, holdMs);
+      });
+    });
   }
 
-  /** LockClient.enter: long-polls in chunks until granted, refused, or the deadline. */
-  private enter(session: SessionState, name: string, mode: Mode, deadlineMs: number, holdMs: number): void {
-    this.phase = "entering";
-    const remainingMs = Math.max(0, deadlineMs - this.clock.nowMs());
-    const chunkMs = Math.min(remainingMs, WAIT_CHUNK_MS);
-    const request: LockRequest = {
-      type: "enter", reqId: 0, name, session: session.id, mode, waitMs: chunkMs, lockDelayMs: this.workload.lockDelayMs,
-    };
-    this.request(request, Math.min(chunkMs, LONG_POLL_SLACK_MS), (body) => {
-      const answer = body as unknown as EnterAnswer;
-      if (answer.granted) {
-        // lock(): session.signal.throwIfAborted() after the grant.
-        if (session.lost) return this.close(session, "lost", "session lost before the grant arrived");
-        return this.hold(session, { client: this.id, name, mode, token: answer.token, session: session.id }, holdMs);
-      }
-      if (answer.waiting && remainingMs > 0) return this.enter(session, name, mode, deadlineMs, holdMs);
-      if (answer.waiting) return this.withdraw(session, name);
-      this.close(session, "notGranted", `queue position ${answer.position}`);
-    }, (code) => this.close(session, "failed", `enter: ${code}`));
+  private beliefOf(session: Session, name: string, mode: Mode, token: number): Belief {
+    return { client: this.id, name, mode, token, session: session.id };
   }
 
-  private withdraw(session: SessionState, name: string): void {
-    this.request({ type: "leave", reqId: 0, name, session: session.id, requestId: this.requestId() }, 0, () => this.close(session, "notGranted", "wait over"),
-      () => this.close(session, "notGranted", "wait over"));
-  }
-
-  private hold(session: SessionState, grant: Belief, holdMs: number): void {
-    this.phase = "holding";
-    this.grant = grant;
-    if (this.attempt) this.attempt.grantedAtMs = this.sim.nowMs;
-    this.sim.log(this.id, "+", `holds ${grant.name} ${grant.mode} token ${grant.token} (${grant.session})`);
-    this.after(holdMs, () => this.release(session));
-  }
-
-  /** LockHandle.release: leave with the token unless the session was lost, then close. */
-  private release(session: SessionState): void {
-    if (this.session !== session || this.phase !== "holding") return;
-    const grant = this.grant!;
-    this.grant = undefined;
-    if (session.lost) return this.finishCycle("lost", "lease lost while holding");
-    this.phase = "releasing";
-    this.sim.log(this.id, "-", `leave ${grant.name} token ${grant.token}`);
-    const done = () => this.close(session, "granted", "released");
-    const leave: LockRequest = { type: "leave", reqId: 0, name: grant.name, session: session.id, token: grant.token, requestId: this.requestId() };
-    this.request(leave, 0, done, done);
-  }
-
-  /** Session.close: stop keepalives first, then DELETE (a failure does not matter: it expires). */
-  private close(session: SessionState, outcome: Attempt["outcome"] & string, detail: string): void {
-    if (session.closed) return this.finishCycle(outcome, detail);
-    session.closed = true;
-    this.phase = "closing";
-    const done = () => this.finishCycle(outcome, detail);
-    this.request({ type: "close", reqId: 0, session: session.id, requestId: this.requestId() }, 0, done, done);
-  }
-
-  private finishCycle(outcome: Attempt["outcome"] & string, detail: string): void {
-    this.endAttempt(outcome, detail);
-    this.phase = "idle";
+  /** The reused session, opened if there is none alive (the cycle fails if opening fails). */
+  private withSession(use: (session: NonNullable<LockClientActor["session"]>) => void): void {
+    const current = this.session;
+    if (current && !current.session.lost && current.cyclesLeft > 0) {
+      current.cyclesLeft -= 1;
+      return use(current);
+    }
     this.session = undefined;
-    this.grant = undefined;
+    this.client.openSessionThen({ ttlMs: this.workload.ttlMs }, (outcome) => {
+      if (!outcome.ok) return this.finishCycle("failed", `open: ${outcome.error.code}`);
+      const cyclesLeft = this.prng.between(1, this.workload.sessionCyclesMax) - 1;
+      this.session = { session: outcome.value, cyclesLeft, oldTokens: [] };
+      use(this.session);
+    });
+  }
+
+  private hold(holding: Holding, holdMs: number): void {
+    this.holding = holding;
+    const { belief, session } = holding;
+    if (this.attempt) this.attempt.grantedAtMs = this.sim.nowMs;
+    this.sim.log(this.id, "+", `holds ${belief.name} ${belief.mode} token ${belief.token} (${belief.session})`);
+    // A holder stops acting at once when its session is lost (mutexd lock kills its command).
+    session.signal.addEventListener("abort", () => {
+      if (this.holding !== holding) return;
+      this.sim.log(this.id, "!", `${(session.signal.reason as Error).message}`);
+      this.holding = undefined;
+      this.finishCycle("lost", "session lost while holding");
+    }, { once: true });
+    if (!holding.handle) this.staleLeaves(holding);
+    this.after(holdMs, () => this.turn(() => this.release(holding)));
+  }
+
+  /** Leaves with an old token of the held lock, on the holder's session: must change nothing. */
+  private staleLeaves(holding: Holding): void {
+    const reused = this.session;
+    if (!reused || reused.session !== holding.session || !this.prng.chance(this.workload.staleLeaveRate)) return;
+    const old = reused.oldTokens.filter((t) => t.name === holding.belief.name && t.token < holding.belief.token);
+    if (old.length === 0) return;
+    const { name, token } = this.prng.pick(old);
+    const copies = this.prng.chance(0.5) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      this.sim.log(this.id, "*", `stale leave ${name} token ${token} while holding token ${holding.belief.token}`);
+      this.client.leaveThen(name, { session: holding.session.id, token }, (outcome) => {
+        if (outcome.ok) this.sim.log(this.id, "*", `stale leave ${name} token ${token} accepted`);
+      });
+    }
+  }
+
+  /** Release: handle.release() for lock(), else a leave with the token on the reused session. */
+  private release(holding: Holding): void {
+    if (this.holding !== holding) return;
+    this.holding = undefined;
+    const { belief } = holding;
+    this.sim.log(this.id, "-", `leave ${belief.name} token ${belief.token}`);
+    // A leave that failed may not have applied: the reused session goes, with what it holds.
+    const done: Done<void> = (outcome) => this.finishCycle("granted", "released", !outcome.ok);
+    if (holding.handle) return holding.handle.releaseThen(done);
+    const reused = this.session;
+    if (reused?.session === holding.session) {
+      reused.oldTokens.push({ name: belief.name, token: belief.token });
+      if (reused.oldTokens.length > OLD_TOKENS_MAX) reused.oldTokens.shift();
+    }
+    this.client.leaveThen(belief.name, { session: holding.session.id, token: belief.token }, done);
+  }
+
+  /** Ends the cycle; the reused session is closed when lost, used up, or `retire`. */
+  private finishCycle(outcome: Attempt["outcome"] & string, detail: string, retire = false): void {
+    this.endAttempt(outcome, detail);
+    const reused = this.session;
+    if (reused && (retire || reused.session.lost || reused.cyclesLeft === 0 || !this.reusing())) {
+      this.session = undefined;
+      return reused.session.closeThen(() => this.idle());
+    }
+    this.idle();
+  }
+
+  /** Whether cycles may use a reused session now (the heal phase stops, unless reuseInHeal). */
+  private reusing(): boolean {
+    return this.sim.phase === "safety" || this.workload.reuseInHeal;
+  }
+
+  private idle(): void {
+    this.busy = false;
     this.think();
   }
 
@@ -259,105 +304,5 @@ export class LockClientActor extends Actor {
     attempt.outcome = attempt.grantedAtMs !== undefined && outcome !== "lost" ? "granted" : outcome;
     attempt.detail = detail;
     this.onAttempt(attempt);
-  }
-
-  // ---- Session: keepalive every TTL/3 and the lease timer (lib/client/lock_client.ts Session).
-
-  private keepAliveLoop(session: SessionState): void {
-    this.after(Math.max(1, Math.floor(session.ttlMs / 3)), () => {
-      if (session.closed) return;
-      this.keepAliveLoop(session);
-      this.checkLease(session);
-      if (session.closed) return;
-      const sentAtMs = this.clock.nowMs();
-      this.request({ type: "keepalive", reqId: 0, session: session.id }, 0, () => {
-        if (session.closed) return;
-        session.leaseEndsAtMs = Math.max(session.leaseEndsAtMs, sentAtMs + session.ttlMs);
-        this.armLeaseTimer(session);
-      }, (code) => {
-        if (code === "session_not_found") this.lose(session, "the server expired the session");
-      });
-    });
-  }
-
-  private armLeaseTimer(session: SessionState): void {
-    this.after(Math.max(0, session.leaseEndsAtMs - this.clock.nowMs()) + 1, () => this.checkLease(session));
-  }
-
-  private checkLease(session: SessionState): void {
-    if (session.closed) return;
-    if (this.clock.nowMs() >= session.leaseEndsAtMs) this.lose(session, "no keepalive reached the server for a whole TTL");
-  }
-
-  private lose(session: SessionState, reason: string): void {
-    if (session.closed) return;
-    session.closed = true;
-    session.lost = true;
-    this.sim.log(this.id, "!", `session ${session.id} lost: ${reason}`);
-    // A holder stops acting at once (mutexd lock kills its command); the handle's release then
-    // only closes, which a lost session skips.
-    if (this.session === session && this.phase === "holding") {
-      this.grant = undefined;
-      this.finishCycle("lost", reason);
-    }
-  }
-
-  // ---- Requests (LockClient.request): a timeout per attempt; retries as the header says.
-
-  private request(
-    request: LockRequest,
-    extraTimeoutMs: number,
-    onReply: (body: Record<string, unknown>) => void,
-    onError: (code: string) => void,
-  ): void {
-    const deadlineMs = this.clock.nowMs() + (this.options.failoverTimeoutMs ?? 5_000);
-    this.send({ request, extraTimeoutMs, onReply, onError, attempt: 1, deadlineMs, backoffMs: BACKOFF_FIRST_MS, lastCode: "unreachable" });
-  }
-
-  private send(call: Call): void {
-    const reqId = this.reqIdNext++;
-    const sent = { ...call.request, reqId } as LockRequest;
-    const server = this.servers[this.current];
-    this.pending.set(reqId, call);
-    this.sim.network.send(this, server, sent, `${call.request.type} ${reqId}${this.servers.length > 1 ? ` to ${server}` : ""}`);
-    this.after(this.settings.requestTimeoutMs + call.extraTimeoutMs, () => {
-      if (this.pending.get(reqId) !== call) return;
-      // The fetch was aborted: a late answer to it is never seen.
-      this.pending.delete(reqId);
-      this.retry(call, "unreachable", undefined);
-    });
-  }
-
-  /** The attempt failed (timeout, or "not primary" with a hint): try again or give up. */
-  private retry(call: Call, code: string, hint: string | null | undefined): void {
-    call.lastCode = code;
-    if (!this.options.failover) {
-      if (call.attempt < ATTEMPTS_MAX) {
-        call.attempt += 1;
-        this.send(call);
-      } else {
-        call.onError("unreachable");
-      }
-      return;
-    }
-    const hinted = hint ? this.servers.indexOf(hint) : -1;
-    this.current = hinted >= 0 && hinted !== this.current ? hinted : (this.current + 1) % this.servers.length;
-    if (this.clock.nowMs() >= call.deadlineMs) return call.onError(call.lastCode);
-    const attempt = call.attempt; // attempts made so far
-    call.attempt += 1;
-    if (attempt % this.servers.length !== 0) return this.send(call);
-    const sleepMs = call.backoffMs;
-    call.backoffMs = Math.min(call.backoffMs * 2, BACKOFF_MAX_MS);
-    this.after(sleepMs, () => this.send(call));
-  }
-
-  protected receive(envelope: Envelope): void {
-    const reply = envelope.payload as LockReply;
-    const call = this.pending.get(reply.reqId);
-    if (!call) return; // a duplicate, or the answer to an aborted attempt
-    this.pending.delete(reply.reqId);
-    if (reply.ok) call.onReply(reply.body);
-    else if (reply.code === "not_primary" && this.options.failover) this.retry(call, reply.code, reply.primary);
-    else call.onError(reply.code);
   }
 }

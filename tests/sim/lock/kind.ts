@@ -1,6 +1,6 @@
 /**
- * Node kind "lock": one lock server (the real LockService and LockTable) and 2..6 clients that
- * follow lib/client/lock_client.ts. Faults of its own: client crashes (a client dying), and the
+ * Node kind "lock": one lock server (the real LockService and LockTable behind the real routes
+ * of cluster/lock_api.ts) and 2..6 clients running the real lib/client/lock_client.ts. Faults of its own: client crashes (a client dying), and the
  * opt-in server crash (see `optInReason`).
  *
  * Liveness, after the heal phase starts: once `settleMs` has passed, every lock() attempt is
@@ -53,6 +53,9 @@ export function lockWorkload(params: KindParams, prefix: string): LockWorkload {
     thinkMaxMs: Number(params.thinkMaxMs),
     waitChoicesMs: SAFETY_WAIT_CHOICES_MS,
     healWaitMs: 60_000,
+    sessionCyclesMax: Number(params.sessionCyclesMax),
+    reuseInHeal: Number(params.reuseInHeal) === 1,
+    staleLeaveRate: Number(params.staleLeaveRate),
   };
 }
 
@@ -111,6 +114,16 @@ export const LOCK_KIND: NodeKind = {
       holdMaxMs: prng.pick([20, 200, 1_000]),
       thinkMaxMs: prng.pick([0, 100, 1_000]),
       longPollMaxMs: prng.pick([300, 5_000]),
+      // Sessions: one per lock (1) or reused over up to this many cycles, with stale leaves.
+      sessionCyclesMax: prng.pick([1, 5, 30]),
+      staleLeaveRate: prng.pick([0, 0.3, 1]),
+      // 1: keep reusing sessions in the heal phase too. Opt-in (--set lock.reuseInHeal=1): a
+      // duplicated or late enter that reaches the server after its leave grants the lock to
+      // the session again, and nobody believes in that grant; a reused session then holds the
+      // lock until it closes, and other clients wait past the liveness bound (docs/simulator.md,
+      // finding 12, tests/sim/replay/1049.json). By default the heal phase closes reused
+      // sessions and takes one session per lock, which closes such a grant with its session.
+      reuseInHeal: 0,
     };
   },
 

@@ -1,48 +1,108 @@
 /**
- * The lock API as simulated messages: one request type per HTTP route of cluster/lock_api.ts,
- * and replies shaped like its JSON answers. Each request carries an id the reply repeats, as an
- * HTTP response belongs to its request. Open, close and leave carry the client's idempotency
- * key (`requestId`, the same on every retry of one call), as lib/client/lock_client.ts sends it;
- * the servers pass it to the core, as lock_api.ts does.
+ * HTTP on the simulated network: a request carries its method, path and JSON body as TEXT (what
+ * fetch would send), the answer its status and body text, so the real client serializes, the
+ * real API (cluster/lock_api.ts answerRequest) parses and validates, and the real client decodes.
+ * Each request carries the sender's reference and incarnation, which the answer repeats (an HTTP
+ * response belongs to its request and to the process that sent it).
  */
-import type { Mode, Output } from "../../../lib/core/lock_table.ts";
+import type { HttpInit, HttpResponse } from "../../../lib/client/http.ts";
+import { RequestError } from "../../../cluster/http_util.ts";
+import { apiError, ERROR_STATUS } from "../../../lib/wire/errors.ts";
+import type { Actor } from "../actor.ts";
+import { type Microtasks, SimFuture } from "../ring/ports.ts";
 
-export type LockRequest =
-  | { type: "open"; reqId: number; ttlMs: number; requestId?: string }
-  | { type: "keepalive"; reqId: number; session: string }
-  | { type: "close"; reqId: number; session: string; requestId?: string }
-  | { type: "enter"; reqId: number; name: string; session: string; mode: Mode; waitMs: number; lockDelayMs: number }
-  | { type: "leave"; reqId: number; name: string; session: string; token?: number; requestId?: string };
+export interface HttpRequestMessage {
+  http: "request";
+  ref: number;
+  incarnation: number;
+  method: string;
+  path: string;
+  body: string | undefined;
+}
 
-export type EnterAnswer =
-  | { granted: true; name: string; session: string; token: number; mode: Mode }
-  | { granted: false; waiting: boolean; name: string; position: number };
+export interface HttpReplyMessage {
+  http: "reply";
+  ref: number;
+  incarnation: number;
+  status: number;
+  body: string;
+}
 
-export type LockReply =
-  | { type: "reply"; reqId: number; ok: true; body: Record<string, unknown> }
-  /** `primary`: the "not primary" hint of lock_api (the server the client should try). */
-  | { type: "reply"; reqId: number; ok: false; code: string; message: string; primary?: string | null };
+export function isHttp(payload: unknown): payload is HttpRequestMessage | HttpReplyMessage {
+  return typeof payload === "object" && payload !== null && "http" in payload;
+}
+
+/** URLs of simulated servers: `sim://<actor id>`. */
+export const SIM_URL_PREFIX = "sim://";
+
+export function simUrl(actorId: string): string {
+  return `${SIM_URL_PREFIX}${actorId}`;
+}
 
 /**
- * The JSON body lock_api answers for a successful result (the "waiting" answer of an enter is
- * the caller's: it long-polls first). One function for both simulated servers.
+ * The fetch port of one incarnation of `actor`: a request goes out over the simulated network;
+ * the answer (a SimFuture, continued in `microtasks`) resolves when its reply arrives (`receive`),
+ * or rejects when the request's signal aborts (the caller's timeout). A late or duplicated reply
+ * finds nothing waiting and is dropped, as an aborted fetch never sees its answer.
  */
-export function answerBody(request: LockRequest, result: Extract<Output["result"], { ok: true }>): Record<string, unknown> {
-  switch (result.type) {
-    case "session":
-      return { session: result.session, ttlMs: result.ttlMs };
-    case "closed":
-      return { session: result.session, released: result.released };
-    case "left":
-      return { left: true, name: result.name, wasHolder: result.wasHolder };
-    case "granted":
-      return { granted: true, ...result.grant };
-    case "notGranted":
-      return { granted: false, waiting: false, name: result.name, position: result.position };
-    case "waiting":
-      if (request.type === "enter") return { granted: false, waiting: true, name: result.name, position: result.position };
-      throw new Error(`waiting answer to ${request.type}`);
-    default:
-      throw new Error(`unexpected answer ${result.type} to ${request.type}`);
+export class SimFetch {
+  private readonly pending = new Map<number, SimFuture<HttpResponse>>();
+  private refNext = 1;
+
+  constructor(private readonly actor: Actor, private readonly microtasks: Microtasks) {}
+
+  readonly fetch = (url: string, init: HttpInit): PromiseLike<HttpResponse> => this.request(url, init);
+
+  /** `fetch`, with the trace's label for the message (verbose traces). */
+  request(url: string, init: HttpInit, label?: string): PromiseLike<HttpResponse> {
+    const rest = url.slice(SIM_URL_PREFIX.length);
+    const slash = rest.indexOf("/");
+    const to = rest.slice(0, slash);
+    const path = rest.slice(slash);
+    const ref = this.refNext++;
+    const answer = new SimFuture<HttpResponse>(this.microtasks);
+    this.pending.set(ref, answer);
+    const request: HttpRequestMessage = { http: "request", ref, incarnation: this.actor.incarnation, method: init.method, path, body: init.body };
+    this.actor.sim.network.send(this.actor, to, request, `${label ?? `${init.method} ${path}`} #${ref}`);
+    init.signal.addEventListener("abort", () => {
+      if (this.pending.delete(ref)) answer.reject(init.signal.reason);
+    }, { once: true });
+    return answer;
   }
+
+  /** A reply arrived: settles its request's answer (call inside the actor's turn); false if nobody waits. */
+  receive(reply: HttpReplyMessage): boolean {
+    const answer = this.pending.get(reply.ref);
+    if (reply.incarnation !== this.actor.incarnation || !answer) return false;
+    this.pending.delete(reply.ref);
+    const text = SimFuture.resolved(this.microtasks, reply.body);
+    answer.resolve({ ok: reply.status >= 200 && reply.status < 300, status: reply.status, text: () => text });
+    return true;
+  }
+}
+
+/**
+ * Answers `request` with what `answer` returns, or the error answer of the RequestError it
+ * throws; `send` may hold the reply back (the arbiter's fsync).
+ */
+export function replyTo(
+  actor: Actor,
+  from: string,
+  request: HttpRequestMessage,
+  answer: () => { status: number; body: string },
+  label: string,
+  send: (now: () => void) => void = (now) => now(),
+): void {
+  let status: number;
+  let body: string;
+  try {
+    ({ status, body } = answer());
+  } catch (error) {
+    // Anything but a refusal of the request is a bug of the driver: the run ends with it.
+    if (!(error instanceof RequestError)) throw error;
+    status = ERROR_STATUS[error.code];
+    body = JSON.stringify(apiError(error.code, error.message));
+  }
+  const reply: HttpReplyMessage = { http: "reply", ref: request.ref, incarnation: request.incarnation, status, body };
+  send(() => actor.sim.network.send(actor, from, reply, `${status} ${label} #${request.ref}`));
 }

@@ -2,10 +2,12 @@
  * A simulated lock server: the real driver, cluster/lock_service.ts (LockService around the
  * LockReplica core, with the enter long-poll), on simulated ports (the ring kind's, ring/
  * ports.ts): the node's clock, timers on its virtual time, requests to the peer and the arbiter
- * over the simulated network (answers are SimFutures this actor settles when the reply arrives
- * or the request times out), and a logger that writes the trace. Simulated here are only the HTTP framing (messages.ts: decode, call the
- * service, encode, as cluster/lock_api.ts does) and the ticker every settings.tickMs (the
- * daemon's setInterval in cluster/lock_server.ts).
+ * as superjson text over the simulated network (answers are SimFutures settled when the reply
+ * arrives or rejected when the request times out), and a logger that writes the trace. Requests
+ * arrive as text too (messages.ts) and the real code answers them: the client API's routes
+ * (cluster/lock_api.ts `answerRequest`) and the peer route (`answerPeer`). Simulated here are
+ * only the ticker every settings.tickMs (the daemon's setInterval in cluster/lock_server.ts)
+ * and the few lines of the peer transport (`request`).
  *
  * The driver runs its own continuations (answers, ends of long-polls) right after the step that
  * decided them; those of the transport's answers run at the end of the turn that settled them
@@ -16,18 +18,19 @@
  * binary persists nothing): the restarted server is a new LockService with a new session-id
  * prefix and a token floor from its wall clock.
  */
-import type { ClientAnswer, LockReplica, PeerMessage } from "../../../lib/core/lock_replica.ts";
-import type { Command, LockTable, Output } from "../../../lib/core/lock_table.ts";
+import type { LockReplica, PeerMessage } from "../../../lib/core/lock_replica.ts";
+import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import { LockService } from "../../../cluster/lock_service.ts";
+import { answerPeer, answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock_api.ts";
+import { decodePeerBody, encodePeerBody } from "../../../cluster/peer_transport.ts";
 import type { Logger } from "../../../cluster/log.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
-import { Microtasks, SimFuture, simTimers } from "../ring/ports.ts";
-import { isRpc, type RpcReply, type RpcRequest, wire } from "../failover/rpc.ts";
-import { answerBody, type LockReply, type LockRequest } from "./messages.ts";
+import { Microtasks, simTimers } from "../ring/ports.ts";
+import { type HttpRequestMessage, isHttp, replyTo, SimFetch, simUrl } from "./messages.ts";
 
 export interface ServerSetup {
   settings: Settings;
@@ -37,17 +40,16 @@ export interface ServerSetup {
   clientIds: () => string[];
 }
 
-const URL_PREFIX = "sim://";
-
 /** The real LockService in a simulated process; subclasses add what their checkers watch. */
 export abstract class LockServiceActor extends Actor {
   service: LockService | undefined;
-  /** Our requests to the peer or the arbiter awaiting an answer, by reference. */
-  private requests = new Map<number, SimFuture<unknown>>();
-  private requestRefNext = 1;
-
+  /** The client API's routes on this incarnation's service (cluster/lock_api.ts). */
+  private routes: LockRoute[] = [];
+  private apiOptions: LockApiOptions | undefined;
   /** Continuations of the transport's answers (SimFutures), run at the end of each turn. */
   private microtasks = new Microtasks();
+  /** Requests to the peer and the arbiter (their answers settle in `microtasks`). */
+  private http = new SimFetch(this, this.microtasks);
   private readonly timers = simTimers(this, (fn) => this.turn(fn));
 
   private readonly log: Logger = { event: (event, fields = {}) => this.logged(event, fields), flush: () => {} };
@@ -74,7 +76,7 @@ export abstract class LockServiceActor extends Actor {
   /** Starts an incarnation, as cluster/lock_server.ts does (leaf constructors call it last). */
   protected start(): void {
     const { settings, peerId, arbiterId } = this.setup;
-    const member = (id: string | null) => (id === null ? null : { id, url: `${URL_PREFIX}${id}` });
+    const member = (id: string | null) => (id === null ? null : { id, url: simUrl(id) });
     this.service = new LockService({
       settings,
       clock: this.clock,
@@ -87,6 +89,10 @@ export abstract class LockServiceActor extends Actor {
       sessionIdPrefix: `${this.id}-${this.incarnation}-`,
       tokenFloor: this.clock.wallMs() * 1000,
     });
+    this.apiOptions = { nodeId: this.id, role: peerId === null ? "primary" : "server", settings, urlOf: simUrl, onInternalError: (error) => {
+      throw error; // a bug in the driver: the run ends with it (sim.exception)
+    } };
+    this.routes = lockRoutes(this.service, this.apiOptions);
     this.started(this.service);
     this.scheduleTick();
   }
@@ -100,8 +106,9 @@ export abstract class LockServiceActor extends Actor {
 
   protected onCrash(): void {
     this.service = undefined;
-    this.requests = new Map();
+    this.routes = [];
     this.microtasks = new Microtasks();
+    this.http = new SimFetch(this, this.microtasks);
   }
 
   /** One macrotask of this process: `fn`, then the microtasks it queued. */
@@ -125,89 +132,62 @@ export abstract class LockServiceActor extends Actor {
     this.sim.log(this.id, glyph, `${event} ${brief(fields)}`);
   }
 
-  /** The answer of an enter, as it leaves the server. */
-  protected entered(_answer: ClientAnswer): void {}
+  /** A grant an enter answered, as it leaves the server. */
+  protected entered(_grant: Grant): void {}
 
   /** The service took a message of `epoch`: a peer's request, or the answer to its own. */
   protected tookEpoch(_epoch: number): void {}
 
-  // ---- the transport (cluster/peer_transport.ts) --------------------------------------------
+  // ---- the transport (cluster/peer_transport.ts httpPeerTransport, on the simulated fetch) ----
 
-  /** One POST: the answer settles when the reply arrives, or fails after `timeoutMs`. */
+  /** One POST of superjson text; the answer settles when the reply arrives, or fails after `timeoutMs`. */
   private request(url: string, body: unknown, timeoutMs: number): PromiseLike<unknown> {
-    const to = url.slice(URL_PREFIX.length, url.indexOf("/", URL_PREFIX.length));
-    const ref = this.requestRefNext++;
-    const answer = new SimFuture<unknown>(this.microtasks);
-    this.requests.set(ref, answer);
-    const request: RpcRequest = { rpc: "request", ref, incarnation: this.incarnation, body: wire(body) };
-    this.sim.network.send(this, to, request, label(body as PeerMessage));
-    this.after(timeoutMs, () => {
-      if (this.requests.delete(ref)) this.turn(() => answer.reject(new Error(`${url}: no answer in ${timeoutMs}ms`)));
-    });
-    return answer;
+    const controller = new AbortController();
+    // The timeout (AbortSignal.timeout in the real transport); after an answer it aborts nothing.
+    this.after(timeoutMs, () => this.turn(() => controller.abort(new Error(`${url}: no answer in ${timeoutMs}ms`))));
+    const init = { method: "POST", body: encodePeerBody(body), signal: controller.signal };
+    return this.http.request(url, init, label(body as PeerMessage)).then((response) =>
+      response.text().then((text) => {
+        if (!response.ok) throw new Error(`${url}: status ${response.status}: ${text.slice(0, 200)}`);
+        return decodePeerBody(text);
+      })
+    );
   }
 
   protected receive(envelope: Envelope): void {
     const payload = envelope.payload;
-    if (isRpc(payload)) {
-      if (payload.rpc === "reply") return this.onRpcReply(payload);
-      return this.turn(() => this.onPeerRequest(envelope.from, payload));
+    if (!isHttp(payload)) return;
+    if (payload.http === "reply") {
+      let taken = false;
+      this.turn(() => taken = this.http.receive(payload));
+      // After the turn: the service has taken the answer (steps-down looks at what it did).
+      if (taken && payload.status === 200) this.tookEpoch(Number(decodePeerBody(payload.body).epoch));
+      return;
     }
-    this.turn(() => this.onClientRequest(envelope.from, payload as LockRequest));
-  }
-
-  private onRpcReply(reply: RpcReply): void {
-    const answer = this.requests.get(reply.ref);
-    if (reply.incarnation !== this.incarnation || !answer) return;
-    this.requests.delete(reply.ref);
-    this.turn(() => answer.resolve(reply.body));
-    this.tookEpoch((reply.body as { epoch: number }).epoch);
+    if (payload.path === "/v1/peer") return this.turn(() => this.onPeerRequest(envelope.from, payload));
+    this.turn(() => this.onClientRequest(envelope.from, payload));
   }
 
   // ---- the HTTP API (cluster/lock_api.ts) ---------------------------------------------------
 
-  /** POST /v1/peer. */
-  private onPeerRequest(from: string, request: RpcRequest): void {
-    const message = request.body as PeerMessage;
-    const answer = this.service!.peerMessage(message);
-    this.tookEpoch(message.epoch);
-    const reply: RpcReply = { rpc: "reply", ref: request.ref, incarnation: request.incarnation, body: wire(answer) };
-    this.sim.network.send(this, from, reply, `${answer.type} to ${label(message)}`);
+  /** POST /v1/peer (answerPeer of lock_api.ts). */
+  private onPeerRequest(from: string, request: HttpRequestMessage): void {
+    replyTo(this, from, request, () => {
+      const { message, body } = answerPeer(this.service!, this.setup.settings, request.body ?? "");
+      this.tookEpoch(message.epoch);
+      return { status: 200, body };
+    }, "peer");
   }
 
-  private onClientRequest(from: string, request: LockRequest): void {
-    const service = this.service!;
-    const answer = (result: ClientAnswer, extra: Record<string, unknown> = {}) => {
-      if (!result.ok) {
-        const primary = result.code === "not_primary" ? result.primary : undefined;
-        return this.reply(from, { type: "reply", reqId: request.reqId, ok: false, code: result.code, message: result.message, primary });
+  /** A request of the client API: the real routes answer it from its JSON text. */
+  private onClientRequest(from: string, request: HttpRequestMessage): void {
+    answerRequest(this.routes, this.apiOptions!, request, (answer) => {
+      if (request.path === "/v1/enter" && answer.status === 200) {
+        const granted = answer.body as Grant & { granted: boolean };
+        if (granted.granted) this.entered({ name: granted.name, session: granted.session, token: granted.token, mode: granted.mode });
       }
-      this.reply(from, { type: "reply", reqId: request.reqId, ok: true, body: { ...answerBody(request, result.result), ...extra } });
-    };
-    const submit = (command: Command, requestId?: string) => service.submitThen(command, requestId, (result) => answer(result));
-    switch (request.type) {
-      case "open": {
-        const extra = { longPollMaxMs: this.setup.settings.longPollMaxMs };
-        return service.submitThen({ type: "openSession", ttlMs: request.ttlMs }, request.requestId, (result) => answer(result, extra));
-      }
-      case "keepalive":
-        return submit({ type: "keepAlive", session: request.session });
-      case "close":
-        return submit({ type: "closeSession", session: request.session }, request.requestId);
-      case "leave":
-        return submit({ type: "leave", name: request.name, session: request.session, token: request.token }, request.requestId);
-      case "enter": {
-        const { name, session, mode, waitMs, lockDelayMs } = request;
-        return service.enterThen({ type: "enter", name, session, mode, waitMs, lockDelayMs }, (result) => {
-          this.entered(result);
-          answer(result);
-        });
-      }
-    }
-  }
-
-  private reply(to: string, reply: LockReply): void {
-    this.sim.network.send(this, to, reply, `reply ${reply.reqId}`);
+      replyTo(this, from, request, () => ({ status: answer.status, body: JSON.stringify(answer.body) }), request.path);
+    });
   }
 }
 

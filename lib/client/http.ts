@@ -1,0 +1,127 @@
+/**
+ * One JSON request to a mutexd server, shared by the clients (lock_client.ts; ring_client.ts can
+ * switch to it): a JSON body, a timeout, the answer decoded, an error answer turned into a
+ * MutexdError with the server's code.
+ *
+ * The runtime comes in through ports (`HttpPorts`: fetch and timers), defaulting to the real
+ * ones, so the simulator (tests/sim) can run the client as it is. Port rule (as for the drivers,
+ * cluster/timers.ts): what a port returns is continued with `.then(onFulfilled, onRejected)`
+ * only, never awaited, and the answer comes back through a callback; `httpRequest` is the
+ * Promise form for everybody else.
+ */
+import { MutexdError } from "../wire/errors.ts";
+
+/** What the client reads of a fetch answer (a web `Response` has it). */
+export interface HttpResponse {
+  readonly ok: boolean;
+  readonly status: number;
+  text(): PromiseLike<string>;
+}
+
+export interface HttpInit {
+  method: string;
+  headers?: Record<string, string>;
+  body?: string;
+  signal: AbortSignal;
+}
+
+export type FetchPort = (url: string, init: HttpInit) => PromiseLike<HttpResponse>;
+
+/** The subset of the runtime's timers the clients use (cluster/timers.ts has the same shape). */
+export interface TimersPort {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export interface ClockPort {
+  /** Milliseconds on a monotonic scale. */
+  nowMs(): number;
+}
+
+export interface HttpPorts {
+  fetch: FetchPort;
+  timers: TimersPort;
+}
+
+export const realFetch: FetchPort = (url, init) => fetch(url, init);
+
+export const realTimers: TimersPort = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
+
+export const realClock: ClockPort = { nowMs: () => performance.now() };
+
+/** A request's outcome. A failure keeps the answer's error object (a "not primary" hint). */
+export type Outcome<T> =
+  | { ok: true; value: T }
+  | { ok: false; error: MutexdError; detail?: Record<string, unknown> };
+
+export interface HttpRequest {
+  /** Base URL of the server, without a trailing slash. */
+  base: string;
+  method: string;
+  path: string;
+  /** Sent as JSON text; none when undefined. */
+  body?: unknown;
+  /** The whole exchange (connect, answer, body) gives up after this. */
+  timeoutMs: number;
+  /** Aborts the request early (a caller that no longer needs the answer). */
+  cancel?: AbortSignal;
+}
+
+/**
+ * Sends one request and calls `done` exactly once: the decoded answer, "unreachable" when the
+ * connection failed or the timeout ran out, "internal" when the answer is not JSON, or the
+ * error the server answered.
+ */
+export function exchange<T>(ports: HttpPorts, request: HttpRequest, done: (outcome: Outcome<T>) => void): void {
+  const { base, method, path, body } = request;
+  const controller = new AbortController();
+  const timer = ports.timers.setTimeout(() => controller.abort(new Error(`no answer in ${request.timeoutMs}ms`)), request.timeoutMs);
+  const finish = (outcome: Outcome<T>) => {
+    ports.timers.clearTimeout(timer);
+    done(outcome);
+  };
+  const unreachable = (error: unknown) =>
+    finish({ ok: false, error: new MutexdError("unreachable", `${base}: ${(error as Error)?.message ?? String(error)}`) });
+  let signal = controller.signal;
+  if (request.cancel) signal = AbortSignal.any([signal, request.cancel]);
+  let sent: PromiseLike<HttpResponse>;
+  try {
+    sent = ports.fetch(base + path, {
+      method,
+      headers: body === undefined ? undefined : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+    });
+  } catch (error) {
+    return unreachable(error);
+  }
+  sent.then((response) =>
+    response.text().then((text) => finish(decode<T>(base + path, response, text)), unreachable), unreachable);
+}
+
+function decode<T>(where: string, response: HttpResponse, text: string): Outcome<T> {
+  let data: unknown;
+  try {
+    data = text ? JSON.parse(text) : {};
+  } catch {
+    return { ok: false, error: new MutexdError("internal", `${where}: answer is not JSON (status ${response.status})`, response.status) };
+  }
+  if (response.ok) return { ok: true, value: data as T };
+  const detail = (data as { error?: Record<string, unknown> } | null)?.error;
+  const code = typeof detail?.code === "string" ? detail.code : "internal";
+  const message = typeof detail?.message === "string" ? detail.message : `status ${response.status}`;
+  return { ok: false, error: new MutexdError(code as MutexdError["code"], message, response.status), detail };
+}
+
+/** A function that answers through a callback, as a Promise. */
+export function promised<T>(start: (done: (outcome: Outcome<T>) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => start((outcome) => (outcome.ok ? resolve(outcome.value) : reject(outcome.error))));
+}
+
+/** `exchange` with the real runtime, as a Promise: rejects with the MutexdError. */
+export function httpRequest<T>(request: HttpRequest, ports: HttpPorts = { fetch: realFetch, timers: realTimers }): Promise<T> {
+  return promised((done) => exchange<T>(ports, request, done));
+}
