@@ -7,5 +7,5 @@ export { connect, LockClient, LockHandle, NotAcquiredError, Session } from "./cl
 export type { ConnectOptions, EnterOptions, EnterResult, LockOptions, Mode, StatusAnswer } from "./client/lock_client.ts";
 export { MutexdError } from "./wire/errors.ts";
 export type { ApiError, ErrorCode } from "./wire/errors.ts";
-export { LockTable } from "./core/lock_table.ts";
+export { LockTable } from "./core/lock/lock_table.ts";
 export { DEFAULT_SETTINGS, type Settings } from "./settings.ts";

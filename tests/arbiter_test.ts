@@ -5,7 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ArbiterCore, type ArbiterRequest, type ArbiterState } from "../lib/core/arbiter.ts";
+import { ArbiterCore, type ArbiterRequest, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 
 const OPTIONS = { primaryId: "p", backupId: "b", leaseMs: 500, bootstrapWaitMs: 3_000 };
 

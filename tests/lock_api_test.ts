@@ -5,13 +5,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { manualClock } from "../cluster/clock.ts";
-import { createLockApp } from "../cluster/lock_api.ts";
-import { LockService } from "../cluster/lock_service.ts";
+import { createLockApp } from "../cluster/lock/api.ts";
+import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers, type Timers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { ArbiterCore } from "../lib/core/arbiter.ts";
-import { createArbiterApp } from "../cluster/arbiter_server.ts";
+import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
+import { createArbiterApp } from "../cluster/arbiter/server.ts";
 import superjson from "superjson";
 import { rmSync } from "node:fs";
 import { eventually, removeDir, tempDir } from "./_harness.ts";

@@ -5,9 +5,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ArbiterCore } from "../lib/core/arbiter.ts";
-import { type ClientAnswer, LockReplica, type Outbound } from "../lib/core/lock_replica.ts";
-import { type Command, LockTable } from "../lib/core/lock_table.ts";
+import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
+import { type ClientAnswer, LockReplica, type Outbound } from "../lib/core/lock/lock_replica.ts";
+import { type Command, LockTable } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 const S = DEFAULT_SETTINGS;

@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type Command, type Effect, LockTable, type Output } from "../lib/core/lock_table.ts";
+import { type Command, type Effect, LockTable, type Output } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 const LIMITS = {

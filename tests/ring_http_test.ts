@@ -6,7 +6,7 @@ import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { RingNode } from "../lib/core/ring_node.ts";
+import { RingNode } from "../lib/core/ring/ring_node.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";

@@ -1,5 +1,5 @@
 /**
- * The pure ring node (lib/core/ring_node.ts), driven by hand: explicit inputs and times, no
+ * The pure ring node (lib/core/ring/ring_node.ts), driven by hand: explicit inputs and times, no
  * timers, no I/O. Each test states the rule it pins down.
  */
 import { test } from "node:test";
@@ -11,8 +11,8 @@ import {
   RingNode,
   type RingOutput,
   type PersistOp,
-} from "../lib/core/ring_node.ts";
-import type { RingEntry, RingLogRecord, RingToken } from "../lib/core/ring_types.ts";
+} from "../lib/core/ring/ring_node.ts";
+import type { RingEntry, RingLogRecord, RingToken } from "../lib/core/ring/ring_types.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 const LIMITS = { ...DEFAULT_SETTINGS, ringLeaseMs: 1_000, tokenIdlePaceMs: 100, tokenLossMs: 5_000, ringSnapshotEveryWrites: 1_000 };

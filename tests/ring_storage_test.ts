@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connectRing } from "../lib/client/ring_client.ts";
-import type { RingEntry, RingLogRecord } from "../lib/core/ring_types.ts";
+import type { RingEntry, RingLogRecord } from "../lib/core/ring/ring_types.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
 import { eventually, freePort, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 

@@ -7,13 +7,13 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { LockTable } from "../lib/core/lock_table.ts";
-import { RingNode } from "../lib/core/ring_node.ts";
-import { LockReplica } from "../lib/core/lock_replica.ts";
-import { ArbiterCore } from "../lib/core/arbiter.ts";
+import { LockTable } from "../lib/core/lock/lock_table.ts";
+import { RingNode } from "../lib/core/ring/ring_node.ts";
+import { LockReplica } from "../lib/core/lock/lock_replica.ts";
+import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { PeerLink } from "../cluster/ring/peer_link.ts";
 import { RingClient } from "../lib/client/ring_client.ts";
-import { LockService } from "../cluster/lock_service.ts";
+import { LockService } from "../cluster/lock/service.ts";
 import { Session } from "../lib/client/lock_client.ts";
 import { SimRingDisk } from "./sim/ring/disk.ts";
 import type { RunSpec } from "./sim/replay.ts";
@@ -467,7 +467,7 @@ test("bug: the ring client counts its lease from the answer, not from the reques
   expectCaught("client lease counted from the answer", found, CHECKERS);
 });
 
-// ---- the client and HTTP layer (the real lib/client/lock_client.ts and cluster/lock_api.ts) ---
+// ---- the client and HTTP layer (the real lib/client/lock_client.ts and cluster/lock/api.ts) ---
 
 const lockSession = Session.prototype as unknown as Proto;
 const lockService = LockService.prototype as unknown as Proto;

@@ -7,7 +7,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { RingNode } from "../lib/core/ring_node.ts";
+import { RingNode } from "../lib/core/ring/ring_node.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";

@@ -10,9 +10,9 @@ import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
 /** Role → the module that starts it. Each role lives in its own cluster/ module. */
 const STARTERS: Record<Role, () => Promise<NodeStarter>> = {
-  primary: async () => (await import("../lock_server.ts")).startLockServer,
-  backup: async () => (await import("../lock_server.ts")).startLockServer,
-  arbiter: async () => (await import("../arbiter_server.ts")).startArbiter,
+  primary: async () => (await import("../lock/server.ts")).startLockServer,
+  backup: async () => (await import("../lock/server.ts")).startLockServer,
+  arbiter: async () => (await import("../arbiter/server.ts")).startArbiter,
   ring: async () => (await import("../ring/daemon.ts")).startRingNode,
 };
 

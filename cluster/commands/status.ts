@@ -3,10 +3,10 @@
  * waiters, ages) and the sessions, as tables for people or JSON for scripts.
  */
 import process from "node:process";
-import type { ArbiterStatus } from "../arbiter_server.ts";
+import type { ArbiterStatus } from "../arbiter/server.ts";
 import { nodeUrl } from "../config.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
-import type { LockStatus } from "../lock_api.ts";
+import type { LockStatus } from "../lock/api.ts";
 import { EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
 
 const HELP = `Usage: mutexd status [--config FILE | --server URL] [--json]

@@ -1,7 +1,7 @@
 /**
  * The ring node's HTTP API. Clients: `/v1/ring/{enter,leave,put,delete,get,keys,status,section}`.
  * Neighbours: `/v1/ring/peer/{token,writes,log,probe,prepare,wake}`. Handlers decode, call the
- * service and encode; the protocol lives in lib/core/ring_node.ts. See docs/ring.md.
+ * service and encode; the protocol lives in lib/core/ring/ring_node.ts. See docs/ring.md.
  *
  * The routes are a table (`ringRoutes`) that Hono serves (`createRingApp`: routing, reading the
  * body, JSON answers). A handler gets the decoded body and answers through a callback, never
@@ -10,8 +10,8 @@
  */
 import { type Context, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { ClientReply, RingResult } from "../../lib/core/ring_node.ts";
-import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring_types.ts";
+import type { ClientReply, RingResult } from "../../lib/core/ring/ring_node.ts";
+import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring/ring_types.ts";
 import type { Settings } from "../../lib/settings.ts";
 import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";

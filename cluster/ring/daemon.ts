@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import process from "node:process";
-import { RingNode } from "../../lib/core/ring_node.ts";
+import { RingNode } from "../../lib/core/ring/ring_node.ts";
 import { monotonicClock } from "../clock.ts";
 import { type ClusterConfig, type NodeConfig, nodeUrl } from "../config.ts";
 import type { RunningNode } from "../running_node.ts";

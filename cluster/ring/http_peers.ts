@@ -3,8 +3,8 @@
  * timeout of tokenHopTimeoutMs. Runtimes keep connections alive between calls (fetch reuses them).
  * A node that is its own successor (a ring of one) is called directly.
  */
-import type { RingNode, RingResult } from "../../lib/core/ring_node.ts";
-import type { CatchUpReply } from "../../lib/core/ring_types.ts";
+import type { RingNode, RingResult } from "../../lib/core/ring/ring_node.ts";
+import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import type { LinkItem } from "./peer_link.ts";
 import type { RingPeers, RingService } from "./service.ts";
 

@@ -7,8 +7,8 @@
  * Its timers and its transport are ports (the simulator runs this class as it is): `deliver`'s
  * answers are continued with `.then` only (the port rule of cluster/timers.ts).
  */
-import type { RingResult } from "../../lib/core/ring_node.ts";
-import type { RingEntry, RingToken } from "../../lib/core/ring_types.ts";
+import type { RingResult } from "../../lib/core/ring/ring_node.ts";
+import type { RingEntry, RingToken } from "../../lib/core/ring/ring_types.ts";
 import type { TimerHandle, Timers } from "../timers.ts";
 
 export type LinkItem =

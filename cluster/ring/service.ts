@@ -1,5 +1,5 @@
 /**
- * The driver around the pure ring node (lib/core/ring_node.ts): it feeds the node the clock,
+ * The driver around the pure ring node (lib/core/ring/ring_node.ts): it feeds the node the clock,
  * peer messages and client requests, stores what the node asks to store BEFORE anything else of
  * the same output happens, sends the node's messages through the link to the successor, answers
  * clients, and runs the first ring node's token regeneration. It holds no protocol logic itself.
@@ -18,8 +18,8 @@ import {
   RingNode,
   type RingOutput,
   type RingResult,
-} from "../../lib/core/ring_node.ts";
-import type { CatchUpReply, RingPromise } from "../../lib/core/ring_types.ts";
+} from "../../lib/core/ring/ring_node.ts";
+import type { CatchUpReply, RingPromise } from "../../lib/core/ring/ring_types.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";

@@ -13,8 +13,8 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { readIfExists, writeDurably } from "../durable_file.ts";
-import type { PersistOp, RingStored } from "../../lib/core/ring_node.ts";
-import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring_types.ts";
+import type { PersistOp, RingStored } from "../../lib/core/ring/ring_node.ts";
+import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring/ring_types.ts";
 
 const STATE_FILE = "ring-state.json";
 const SNAPSHOT_FILE = "ring-snapshot.json";

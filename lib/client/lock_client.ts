@@ -398,7 +398,7 @@ export function connect(options: ConnectOptions): LockClient {
 
 export interface StatusAnswer {
   node: { id: string; role: string };
-  /** Replication state of this server (see lib/core/lock_replica.ts ReplicaStatus). */
+  /** Replication state of this server (see lib/core/lock/lock_replica.ts ReplicaStatus). */
   server?: {
     role: "joining" | "primary" | "backup";
     epoch: number;

@@ -17,7 +17,7 @@
  * whose answers are its own promises (SimFuture), inside its synchronous event loop; with an
  * injected fetch, every method returns what that fetch's `.then` returns.
  */
-import type { RingStatus as CoreRingStatus } from "../core/ring_node.ts";
+import type { RingStatus as CoreRingStatus } from "../core/ring/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
 
 export interface RingConnectOptions {

@@ -1,5 +1,5 @@
 /**
- * The simulated arbiter: the real driver code of cluster/arbiter_server.ts (`restoreArbiter`,
+ * The simulated arbiter: the real driver code of cluster/arbiter/server.ts (`restoreArbiter`,
  * `answerArbiter`: decode, one step of the real ArbiterCore, the record durable before the
  * answer, encode) on simulated ports: the node's clock, a simulated disk, a trace logger.
  * Requests arrive as superjson text over the simulated network (lock/messages.ts). The answer
@@ -7,9 +7,9 @@
  * between the write and the answer is a point the simulation reaches: the requester then times
  * out, and the restarted arbiter has the new state. A restart restores the core from the disk.
  */
-import type { ArbiterCore, ArbiterRequest, ArbiterState, ArbiterStep } from "../../../lib/core/arbiter.ts";
+import type { ArbiterCore, ArbiterRequest, ArbiterState, ArbiterStep } from "../../../lib/core/arbiter/arbiter.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
-import { answerArbiter, type ArbiterPorts, type ArbiterSettings, type ArbiterStore, restoreArbiter } from "../../../cluster/arbiter_server.ts";
+import { answerArbiter, type ArbiterPorts, type ArbiterSettings, type ArbiterStore, restoreArbiter } from "../../../cluster/arbiter/server.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";

@@ -27,8 +27,8 @@
  * - failover.steps-down: a primary that took a message of a higher epoch (a request, or the
  *   answer to a request it still waited for) is no longer primary of its older epoch.
  */
-import type { ArbiterRequest, ArbiterStep } from "../../../lib/core/arbiter.ts";
-import type { Grant } from "../../../lib/core/lock_table.ts";
+import type { ArbiterRequest, ArbiterStep } from "../../../lib/core/arbiter/arbiter.ts";
+import type { Grant } from "../../../lib/core/lock/lock_table.ts";
 import type { Sim } from "../simulator.ts";
 import type { ArbiterActor, ArbiterObserver } from "./arbiter.ts";
 import type { FailoverServerActor, FailoverServerObserver } from "./server.ts";

@@ -1,7 +1,7 @@
 /**
  * Node kind "failover" (issue 5): two lock servers running the real driver and LockReplica core
  * (fp, the configured primary, and fb, the configured backup), the arbiter running the real
- * driver of cluster/arbiter_server.ts and ArbiterCore with a simulated durable disk (fa), and
+ * driver of cluster/arbiter/server.ts and ArbiterCore with a simulated durable disk (fa), and
  * 2..6 clients running the real lib/client/lock_client.ts with both servers (keepalive every
  * TTL/3, lease from the send time of the last acknowledged keepalive, move to the other server
  * on a timeout or "not primary" and retry with the same idempotency key), driven by the lock

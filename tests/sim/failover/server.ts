@@ -1,12 +1,12 @@
 /**
- * A simulated lock server of the failover kind: the real driver (cluster/lock_service.ts, with
+ * A simulated lock server of the failover kind: the real driver (cluster/lock/service.ts, with
  * the LockReplica core) as lock/server.ts runs it, configured with the other server as its peer
  * and the arbiter; this class adds only what the failover checkers watch: committed grants (the
  * driver's "granted" log lines and enter answers), the core's events, and the epochs of the
  * messages the core took.
  */
-import type { ReplicaSettings } from "../../../lib/core/lock_replica.ts";
-import type { Grant } from "../../../lib/core/lock_table.ts";
+import type { ReplicaSettings } from "../../../lib/core/lock/lock_replica.ts";
+import type { Grant } from "../../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";

@@ -5,7 +5,7 @@
  * compatible, fencing tokens strictly increase per lock (also across server restarts), grants
  * follow the FIFO queue, and no grant goes to a dead session.
  */
-import type { Command, LockTable, Output } from "../../../lib/core/lock_table.ts";
+import type { Command, LockTable, Output } from "../../../lib/core/lock/lock_table.ts";
 import type { Checker } from "../checkers.ts";
 import type { Sim } from "../simulator.ts";
 import type { Belief, LockClientActor } from "./client.ts";

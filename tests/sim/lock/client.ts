@@ -18,7 +18,7 @@
  * `belief()` is what the checkers read: the lock held now, while the session's lease (the real
  * Session's `leaseEndsAtMs`: one TTL after the send time of the last acknowledged keepalive) runs.
  */
-import type { Mode } from "../../../lib/core/lock_table.ts";
+import type { Mode } from "../../../lib/core/lock/lock_table.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import { type Done, type LockHandle, LockClient, type Session } from "../../../lib/client/lock_client.ts";

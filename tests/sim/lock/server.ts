@@ -1,12 +1,12 @@
 /**
- * A simulated lock server: the real driver, cluster/lock_service.ts (LockService around the
+ * A simulated lock server: the real driver, cluster/lock/service.ts (LockService around the
  * LockReplica core, with the enter long-poll), on simulated ports (the ring kind's, ring/
  * ports.ts): the node's clock, timers on its virtual time, requests to the peer and the arbiter
  * as superjson text over the simulated network (answers are SimFutures settled when the reply
  * arrives or rejected when the request times out), and a logger that writes the trace. Requests
  * arrive as text too (messages.ts) and the real code answers them: the client API's routes
- * (cluster/lock_api.ts `answerRequest`) and the peer route (`answerPeer`). Simulated here are
- * only the ticker every settings.tickMs (the daemon's setInterval in cluster/lock_server.ts)
+ * (cluster/lock/api.ts `answerRequest`) and the peer route (`answerPeer`). Simulated here are
+ * only the ticker every settings.tickMs (the daemon's setInterval in cluster/lock/server.ts)
  * and the few lines of the peer transport (`request`).
  *
  * The driver runs its own continuations (answers, ends of long-polls) right after the step that
@@ -18,11 +18,11 @@
  * binary persists nothing): the restarted server is a new LockService with a new session-id
  * prefix and a token floor from its wall clock.
  */
-import type { LockReplica, PeerMessage } from "../../../lib/core/lock_replica.ts";
-import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock_table.ts";
+import type { LockReplica, PeerMessage } from "../../../lib/core/lock/lock_replica.ts";
+import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
-import { LockService } from "../../../cluster/lock_service.ts";
-import { answerPeer, answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock_api.ts";
+import { LockService } from "../../../cluster/lock/service.ts";
+import { answerPeer, answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock/api.ts";
 import { decodePeerBody, encodePeerBody } from "../../../cluster/peer_transport.ts";
 import type { Logger } from "../../../cluster/log.ts";
 import { Actor } from "../actor.ts";
@@ -43,7 +43,7 @@ export interface ServerSetup {
 /** The real LockService in a simulated process; subclasses add what their checkers watch. */
 export abstract class LockServiceActor extends Actor {
   service: LockService | undefined;
-  /** The client API's routes on this incarnation's service (cluster/lock_api.ts). */
+  /** The client API's routes on this incarnation's service (cluster/lock/api.ts). */
   private routes: LockRoute[] = [];
   private apiOptions: LockApiOptions | undefined;
   /** Continuations of the transport's answers (SimFutures), run at the end of each turn. */
@@ -73,7 +73,7 @@ export abstract class LockServiceActor extends Actor {
     return [...(peerId === null ? [] : [peerId]), ...(arbiterId === null ? [] : [arbiterId]), ...clientIds()];
   }
 
-  /** Starts an incarnation, as cluster/lock_server.ts does (leaf constructors call it last). */
+  /** Starts an incarnation, as cluster/lock/server.ts does (leaf constructors call it last). */
   protected start(): void {
     const { settings, peerId, arbiterId } = this.setup;
     const member = (id: string | null) => (id === null ? null : { id, url: simUrl(id) });
@@ -168,7 +168,7 @@ export abstract class LockServiceActor extends Actor {
     this.turn(() => this.onClientRequest(envelope.from, payload));
   }
 
-  // ---- the HTTP API (cluster/lock_api.ts) ---------------------------------------------------
+  // ---- the HTTP API (cluster/lock/api.ts) ---------------------------------------------------
 
   /** POST /v1/peer (answerPeer of lock_api.ts). */
   private onPeerRequest(from: string, request: HttpRequestMessage): void {

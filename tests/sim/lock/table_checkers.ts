@@ -22,9 +22,9 @@
  * on that instance, so every table the core installs (a fresh one, a snapshot's) is wrapped as
  * it arrives; each table's `apply` is wrapped on the instance.
  */
-import { LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "../../../lib/core/lock_table.ts";
-import type { LockMachine } from "../../../lib/core/lock_machine.ts";
-import type { LockService } from "../../../cluster/lock_service.ts";
+import { LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "../../../lib/core/lock/lock_table.ts";
+import type { LockMachine } from "../../../lib/core/lock/lock_machine.ts";
+import type { LockService } from "../../../cluster/lock/service.ts";
 import type { Sim } from "../simulator.ts";
 import type { LockServiceActor } from "./server.ts";
 

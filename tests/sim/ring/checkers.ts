@@ -7,8 +7,8 @@
  * a client is the committed write at its wseq, and no node commits a write before it came back
  * around the ring to its origin.
  */
-import type { RingInput, RingOutput, RingResult } from "../../../lib/core/ring_node.ts";
-import type { RingEntry, RingOp } from "../../../lib/core/ring_types.ts";
+import type { RingInput, RingOutput, RingResult } from "../../../lib/core/ring/ring_node.ts";
+import type { RingEntry, RingOp } from "../../../lib/core/ring/ring_types.ts";
 import type { Checker } from "../checkers.ts";
 import type { Sim } from "../simulator.ts";
 import type { AckedWrite, RingClientActor, RingSection } from "./client.ts";

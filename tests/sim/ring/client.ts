@@ -15,7 +15,7 @@
 import { connectRing, type HttpAnswer, type RingClient, type RingLock, RingNotAcquiredError } from "../../../lib/client/ring_client.ts";
 import { MutexdError } from "../../../lib/wire/errors.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
-import type { RingOp } from "../../../lib/core/ring_types.ts";
+import type { RingOp } from "../../../lib/core/ring/ring_types.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";

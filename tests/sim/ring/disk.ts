@@ -5,8 +5,8 @@
  * acts, so a crash between two events loses nothing stored); it is copied in and out so the
  * core never shares objects with its disk.
  */
-import type { PersistOp, RingStored } from "../../../lib/core/ring_node.ts";
-import type { RingHardState, RingLogRecord, RingSnapshot } from "../../../lib/core/ring_types.ts";
+import type { PersistOp, RingStored } from "../../../lib/core/ring/ring_node.ts";
+import type { RingHardState, RingLogRecord, RingSnapshot } from "../../../lib/core/ring/ring_types.ts";
 import type { RingStore } from "../../../cluster/ring/storage.ts";
 
 export class SimRingDisk implements RingStore {

@@ -16,7 +16,7 @@
  * A crash drops the service and its routes (no `stop()`: a killed process answers nobody); the
  * restart builds a new core, service and routes from the disk, as cluster/ring/daemon.ts does.
  */
-import { RingNode, type RingInput, type RingOutput } from "../../../lib/core/ring_node.ts";
+import { RingNode, type RingInput, type RingOutput } from "../../../lib/core/ring/ring_node.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import type { Logger } from "../../../cluster/log.ts";
 import type { LinkItem } from "../../../cluster/ring/peer_link.ts";

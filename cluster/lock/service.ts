@@ -1,5 +1,5 @@
 /**
- * The driver around a lock server's pure core (lib/core/lock_replica.ts): it feeds the core the
+ * The driver around a lock server's pure core (lib/core/lock/lock_replica.ts): it feeds the core the
  * monotonic clock, client requests and peer messages, executes what `ready()` asks (sends to the
  * peer and the arbiter, answers to clients), runs the enter long-poll (submit; when "waiting",
  * wait for a committed change, then submit once more), turns committed effects into wake-ups of
@@ -14,13 +14,13 @@
  * transport returns is continued with `.then(onAnswer, onFailure)` only (cluster/timers.ts, port
  * rule). `submit` and `enter` wrap the callback forms in a promise for the HTTP handlers.
  */
-import { assertNever } from "../lib/core/assert.ts";
-import { LockTable, type Command, type Effect } from "../lib/core/lock_table.ts";
-import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type ReplicaStatus } from "../lib/core/lock_replica.ts";
-import type { Settings } from "../lib/settings.ts";
-import type { Clock } from "./clock.ts";
-import type { Logger } from "./log.ts";
-import type { Timers } from "./timers.ts";
+import { assertNever } from "../../lib/core/assert.ts";
+import { LockTable, type Command, type Effect } from "../../lib/core/lock/lock_table.ts";
+import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type ReplicaStatus } from "../../lib/core/lock/lock_replica.ts";
+import type { Settings } from "../../lib/settings.ts";
+import type { Clock } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import type { Timers } from "../timers.ts";
 
 /** How a long-poll ended: something changed for the request, or the poll ran out first. */
 export type WaitOutcome = "changed" | "timeout";

@@ -12,9 +12,9 @@
  *   its queued requests are dropped. A waiter's session is checked alive at its grant.
  * - A lock freed by expiry (not by leave) is not granted again before its holder's lock-delay.
  */
-import { assert, assertNever } from "./assert.ts";
-import type { ApiError, ErrorCode } from "../wire/errors.ts";
-import type { Settings } from "../settings.ts";
+import { assert, assertNever } from "../assert.ts";
+import type { ApiError, ErrorCode } from "../../wire/errors.ts";
+import type { Settings } from "../../settings.ts";
 
 export type Mode = "exclusive" | "shared";
 

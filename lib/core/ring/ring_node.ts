@@ -24,7 +24,7 @@
  *
  * No clock, timer, randomness or I/O in here: time comes in as `nowMs`.
  */
-import { assert, assertNever } from "./assert.ts";
+import { assert, assertNever } from "../assert.ts";
 import { RingReplica } from "./ring_replica.ts";
 import type {
   CatchUpReply,
@@ -36,8 +36,8 @@ import type {
   RingSnapshot,
   RingToken,
 } from "./ring_types.ts";
-import type { ApiError, ErrorCode } from "../wire/errors.ts";
-import type { Settings } from "../settings.ts";
+import type { ApiError, ErrorCode } from "../../wire/errors.ts";
+import type { Settings } from "../../settings.ts";
 
 export type RingLimits = Pick<
   Settings,

@@ -1,20 +1,20 @@
 /**
- * Starts the arbiter: the pure decision core (lib/core/arbiter.ts) behind `POST /v1/arbiter`,
+ * Starts the arbiter: the pure decision core (lib/core/arbiter/arbiter.ts) behind `POST /v1/arbiter`,
  * with its epoch record written durably before any answer that depends on it. The request
  * handling (`answerArbiter`) takes its runtime as ports (store, clock, log), so the simulator
  * runs it as it is.
  */
 import { Hono } from "hono";
-import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep } from "../lib/core/arbiter.ts";
-import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import type { ClusterConfig, NodeConfig } from "./config.ts";
-import { type Clock, monotonicClock } from "./clock.ts";
-import { readIfExists, writeDurably } from "./durable_file.ts";
-import { installErrorHandlers, readBodyText, readPeerRequest } from "./http_util.ts";
-import type { Logger } from "./log.ts";
-import { encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
-import { serveHttp } from "./runtime.ts";
-import type { RunningNode } from "./running_node.ts";
+import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep } from "../../lib/core/arbiter/arbiter.ts";
+import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
+import type { ClusterConfig, NodeConfig } from "../config.ts";
+import { type Clock, monotonicClock } from "../clock.ts";
+import { readIfExists, writeDurably } from "../durable_file.ts";
+import { installErrorHandlers, readBodyText, readPeerRequest } from "../http_util.ts";
+import type { Logger } from "../log.ts";
+import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
+import { serveHttp } from "../runtime.ts";
+import type { RunningNode } from "../running_node.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
 export function loadArbiterState(file: string): ArbiterState | null {

@@ -12,7 +12,7 @@
  * answer that depends on it is sent, so a restarted arbiter never hands out an epoch twice.
  * It never stores user data.
  */
-import { assert } from "./assert.ts";
+import { assert } from "../assert.ts";
 
 /** What the arbiter persists. */
 export interface ArbiterState {

@@ -1,16 +1,16 @@
 /**
  * The lock server's HTTP API (`/v1`, JSON). Handlers only decode, call the service, and encode;
- * the lock semantics live in lib/core/lock_table.ts, the enter long-poll in lock_service.ts. See
+ * the lock semantics live in lib/core/lock/lock_table.ts, the enter long-poll in lock_service.ts. See
  * docs/http-api.md.
  */
 import { Hono } from "hono";
-import type { ClientAnswer, PeerMessage } from "../lib/core/lock_replica.ts";
-import type { Command } from "../lib/core/lock_table.ts";
-import type { Settings } from "../lib/settings.ts";
-import { errorOf, errorResponse, field, installErrorHandlers, onlyFields, parseJsonObject, readBodyText, readJsonObject, readPeerRequest, RequestError } from "./http_util.ts";
-import type { LockService, StatusView } from "./lock_service.ts";
-import { encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
-import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
+import type { ClientAnswer, PeerMessage } from "../../lib/core/lock/lock_replica.ts";
+import type { Command } from "../../lib/core/lock/lock_table.ts";
+import type { Settings } from "../../lib/settings.ts";
+import { errorOf, errorResponse, field, installErrorHandlers, onlyFields, parseJsonObject, readBodyText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
+import type { LockService, StatusView } from "./service.ts";
+import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
+import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 export type LockStatus = { node: { id: string; role: string } } & StatusView;

@@ -5,7 +5,7 @@
  * committed (they went around the whole ring) and folded into the committed map; writes above it
  * are pending, visible only to dirty reads. Pure data structure: no clock, no I/O.
  */
-import { assert } from "./assert.ts";
+import { assert } from "../assert.ts";
 import type { RingEntry, RingLogRecord, RingSnapshot } from "./ring_types.ts";
 
 export class RingReplica {

@@ -4,15 +4,15 @@
  * the cluster file only says which one serves first.
  */
 import { randomBytes } from "node:crypto";
-import { type ClusterConfig, nodeUrl, type NodeConfig } from "./config.ts";
-import { monotonicClock } from "./clock.ts";
-import { createLockApp } from "./lock_api.ts";
-import { LockService } from "./lock_service.ts";
-import type { Logger } from "./log.ts";
-import { httpPeerTransport } from "./peer_transport.ts";
-import { serveHttp } from "./runtime.ts";
-import { realTimers } from "./timers.ts";
-import type { RunningNode } from "./running_node.ts";
+import { type ClusterConfig, nodeUrl, type NodeConfig } from "../config.ts";
+import { monotonicClock } from "../clock.ts";
+import { createLockApp } from "./api.ts";
+import { LockService } from "./service.ts";
+import type { Logger } from "../log.ts";
+import { httpPeerTransport } from "../peer_transport.ts";
+import { serveHttp } from "../runtime.ts";
+import { realTimers } from "../timers.ts";
+import type { RunningNode } from "../running_node.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;

@@ -15,11 +15,11 @@
  * - Times in the log are the primary's; a new primary continues that time base, and restarts
  *   every session lease at takeover.
  */
-import { type ArbiterReply, type ArbiterRequest } from "./arbiter.ts";
-import { assert, assertNever } from "./assert.ts";
+import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
+import { assert, assertNever } from "../assert.ts";
 import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
-import type { Settings } from "../settings.ts";
+import type { Settings } from "../../settings.ts";
 
 export type Role = "joining" | "primary" | "backup";
 export type BackupMode = "absent" | "syncing" | "inSync" | "outOfSync";
@@ -43,7 +43,7 @@ export type Outbound =
 export type ClientAnswer =
   | { ok: true; result: Extract<Output["result"], { ok: true }> }
   | { ok: false; code: "not_primary"; message: string; epoch: number; primary: string | null }
-  | { ok: false; code: Exclude<import("../wire/errors.ts").ErrorCode, "not_primary">; message: string };
+  | { ok: false; code: Exclude<import("../../wire/errors.ts").ErrorCode, "not_primary">; message: string };
 
 export interface Ready {
   send: Outbound[];
