@@ -4,14 +4,15 @@
  */
 import { Hono } from "hono";
 import { ArbiterCore, type ArbiterRequest, type ArbiterState } from "../lib/core/arbiter.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import type { ClusterConfig, NodeConfig } from "./config.ts";
 import { monotonicClock } from "./clock.ts";
 import { readIfExists, writeDurably } from "./durable_file.ts";
-import { installErrorHandlers, RequestError } from "./http_util.ts";
+import { installErrorHandlers, readPeerBody, RequestError } from "./http_util.ts";
 import type { Logger } from "./log.ts";
-import { decodePeerBody, encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
+import { encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
 import { serveHttp } from "./runtime.ts";
-import type { RunningNode } from "./commands/node.ts";
+import type { RunningNode } from "./running_node.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
 export function loadArbiterState(file: string): ArbiterState | null {
@@ -24,7 +25,18 @@ export function loadArbiterState(file: string): ArbiterState | null {
   return state;
 }
 
-export function createArbiterApp(core: ArbiterCore, options: { nodeId: string; statePath: string; log: Logger; nowMs: () => number }): Hono {
+/** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
+export interface ArbiterStatus {
+  node: { id: string; role: "arbiter" };
+  arbiter: ArbiterState & { leaseRemainingMs: number };
+}
+
+export function createArbiterApp(
+  core: ArbiterCore,
+  options: { nodeId: string; statePath: string; log: Logger; nowMs: () => number; bodyBytesMax?: number },
+): Hono {
+  // An arbiter request is a few fields: the general request limit is ample.
+  const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
   const app = new Hono();
   installErrorHandlers(app, (error) => options.log.event("internalError", { message: error.message }));
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter" }));
@@ -32,16 +44,9 @@ export function createArbiterApp(core: ArbiterCore, options: { nodeId: string; s
     c.json({
       node: { id: options.nodeId, role: "arbiter" },
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
-    }));
+    } satisfies ArbiterStatus));
   app.post("/v1/arbiter", async (c) => {
-    const text = await c.req.text();
-    if (text.length > 65_536) throw new RequestError("body_too_large", "arbiter request too large");
-    let request: Record<string, unknown>;
-    try {
-      request = decodePeerBody(text);
-    } catch (error) {
-      throw new RequestError("bad_request", (error as Error).message);
-    }
+    const request = await readPeerBody(c, bodyBytesMax);
     if (!isArbiterRequest(request)) throw new RequestError("bad_request", "not an arbiter request");
     const before = core.current.epoch;
     const { reply, persist } = core.step(request, options.nowMs());
@@ -73,7 +78,13 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
   }, restored, monotonicClock.nowMs());
   log.event("restored", { statePath, state: restored });
-  const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs });
+  const app = createArbiterApp(core, {
+    nodeId: node.id,
+    statePath,
+    log,
+    nowMs: monotonicClock.nowMs,
+    bodyBytesMax: cluster.settings.bodyBytesMax,
+  });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   return { url: `http://${node.host}:${server.port}`, stop: () => server.close() };
 }

@@ -6,7 +6,10 @@
  *   [cluster]  name = "demo"
  *   [settings] any key of DEFAULT_SETTINGS (lib/settings.ts), e.g. sessionTtlMs = 10000
  *   [[nodes]]  id = "p1", role = "primary" | "backup" | "arbiter" | "ring", http = "127.0.0.1:7101"
- *              optional: udp = 7301 (ring repair port), dataDir = ".data/r1"
+ *              optional: dataDir = ".data/r1"
+ *
+ * `udp` (a ring repair port in early designs) is refused, not ignored: nothing uses it yet, and a
+ * key that is read but does nothing would let an operator believe repair is configured.
  */
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
@@ -22,8 +25,6 @@ export interface NodeConfig {
   http: string;
   host: string;
   port: number;
-  /** UDP port for ring repair broadcasts (ring nodes only; defaults to the HTTP port). */
-  udp: number;
   /** Where the node keeps durable state; relative paths are relative to the cluster file. */
   dataDir: string;
 }
@@ -44,7 +45,7 @@ export class ConfigError extends Error {
   }
 }
 
-const NODE_KEYS = ["id", "role", "http", "udp", "dataDir"];
+const NODE_KEYS = ["id", "role", "http", "dataDir"];
 const TOP_KEYS = ["cluster", "settings", "nodes"];
 const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -103,6 +104,9 @@ type Problem = (key: string, detail: string, line?: number) => ConfigError;
 function parseNode(raw: unknown, index: number, baseDir: string, problem: Problem): NodeConfig {
   const where = `nodes[${index}]`;
   const node = asTable(raw, where, problem);
+  if (node.udp !== undefined) {
+    throw problem(`${where}.udp`, "udp is not used yet (ring repair over UDP is a later issue; the ring talks HTTP only): remove the key");
+  }
   for (const key of Object.keys(node)) {
     if (!NODE_KEYS.includes(key)) throw problem(`${where}.${key}`, `unknown key (known: ${NODE_KEYS.join(", ")})`);
   }
@@ -118,10 +122,6 @@ function parseNode(raw: unknown, index: number, baseDir: string, problem: Proble
   }
   const address = typeof http === "string" ? parseHostPort(http) : undefined;
   if (!address) throw problem(`${where}.http`, `must be "host:port" with a port in 1..65535; got ${JSON.stringify(http)}`);
-  const udp = node.udp ?? address.port;
-  if (typeof udp !== "number" || !Number.isInteger(udp) || udp < 1 || udp > 65535) {
-    throw problem(`${where}.udp`, "must be a port number in 1..65535");
-  }
   const dataDir = node.dataDir ?? `.data/${id}`;
   if (typeof dataDir !== "string" || dataDir.length === 0) throw problem(`${where}.dataDir`, "must be a path");
   return {
@@ -130,7 +130,6 @@ function parseNode(raw: unknown, index: number, baseDir: string, problem: Proble
     http,
     host: address.host,
     port: address.port,
-    udp,
     dataDir: dataDir.startsWith("/") ? dataDir : `${baseDir}/${dataDir}`,
   } as NodeConfig;
 }

@@ -1,6 +1,9 @@
 /**
  * Small durable files: written to a temporary name, fsynced, renamed over the old one, and the
  * directory fsynced, so a crash leaves either the old or the new content, never a torn one.
+ * The one writer of the arbiter's epoch record and the ring's state, snapshot and rewritten log.
+ * A directory that cannot be fsynced throws (Deno and Bun both can): a rename that may not
+ * survive a crash must not be acknowledged as durable.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { dirname } from "node:path";

@@ -5,6 +5,7 @@
  */
 import type { Context, Hono } from "hono";
 import { apiError, type ApiError, ERROR_STATUS, type ErrorCode } from "../lib/wire/errors.ts";
+import { decodePeerBody } from "./peer_transport.ts";
 
 /** Thrown by the readers below; the app's onError turns it into the error answer. */
 export class RequestError extends Error {
@@ -37,14 +38,33 @@ export function installErrorHandlers(
 }
 
 /**
- * Reads the body as a JSON object of at most `bytesMax` bytes. An empty body is `{}`.
- * The size is checked on the bytes read, not only on Content-Length, which a client may omit.
+ * The body's bytes, at most `bytesMax` of them, else body_too_large. The size is checked on
+ * the bytes read, not only on Content-Length, which a client may omit.
  */
-export async function readJsonObject(c: Context, bytesMax: number): Promise<Record<string, unknown>> {
+async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   const bytes = new Uint8Array(await c.req.arrayBuffer());
   if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
+  return bytes;
+}
+
+/**
+ * Reads a message between cluster members (superjson of an object, see peer_transport.ts) of
+ * at most `bytesMax` bytes; anything else is bad_request. The caller checks its shape.
+ */
+export async function readPeerBody(c: Context, bytesMax: number): Promise<Record<string, unknown>> {
+  const bytes = await readBodyBytes(c, bytesMax);
+  try {
+    return decodePeerBody(new TextDecoder().decode(bytes));
+  } catch (error) {
+    throw new RequestError("bad_request", (error as Error).message);
+  }
+}
+
+/** Reads the body as a JSON object of at most `bytesMax` bytes. An empty body is `{}`. */
+export async function readJsonObject(c: Context, bytesMax: number): Promise<Record<string, unknown>> {
+  const bytes = await readBodyBytes(c, bytesMax);
   if (bytes.byteLength === 0) return {};
   let value: unknown;
   try {

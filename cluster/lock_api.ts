@@ -7,9 +7,9 @@ import { Hono, type Context } from "hono";
 import type { ClientAnswer, PeerMessage } from "../lib/core/lock_replica.ts";
 import type { Command } from "../lib/core/lock_table.ts";
 import type { Settings } from "../lib/settings.ts";
-import { errorResponse, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "./http_util.ts";
-import type { LockService } from "./lock_service.ts";
-import { decodePeerBody, encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
+import { errorResponse, field, installErrorHandlers, onlyFields, readJsonObject, readPeerBody, RequestError } from "./http_util.ts";
+import type { LockService, StatusView } from "./lock_service.ts";
+import { encodePeerBody, PEER_CONTENT_TYPE } from "./peer_transport.ts";
 import { apiError } from "../lib/wire/errors.ts";
 
 export interface LockApiOptions {
@@ -20,6 +20,9 @@ export interface LockApiOptions {
   urlOf?: (id: string) => string | undefined;
   onInternalError?: (error: Error) => void;
 }
+
+/** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
+export type LockStatus = { node: { id: string; role: string } } & StatusView;
 
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
 class NotPrimaryError extends RequestError {
@@ -46,7 +49,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
-  app.get("/v1/status", (c) => c.json({ node: { id: options.nodeId, role: options.role }, ...service.view() }));
+  app.get("/v1/status", (c) => c.json({ node: { id: options.nodeId, role: options.role }, ...service.view() } satisfies LockStatus));
 
   app.post("/v1/sessions", async (c) => {
     const input = await body(c);
@@ -116,14 +119,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   // Replication and sync between the two lock servers (superjson). The core checks the sender
   // and the epoch; here only the shape is checked, so a malformed message changes nothing.
   app.post("/v1/peer", async (c) => {
-    const text = await c.req.text();
-    if (text.length > settings.peerBodyBytesMax) throw new RequestError("body_too_large", "peer message too large");
-    let message: Record<string, unknown>;
-    try {
-      message = decodePeerBody(text);
-    } catch (error) {
-      throw new RequestError("bad_request", (error as Error).message);
-    }
+    const message = await readPeerBody(c, settings.peerBodyBytesMax);
     if (!isPeerRequest(message)) throw new RequestError("bad_request", "not a peer request (append or syncRequest)");
     const answer = service.peerMessage(message);
     return c.body(encodePeerBody(answer), 200, { "content-type": PEER_CONTENT_TYPE });

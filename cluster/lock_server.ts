@@ -12,7 +12,7 @@ import type { Logger } from "./log.ts";
 import { httpPeerTransport } from "./peer_transport.ts";
 import { serveHttp } from "./runtime.ts";
 import { realTimers } from "./timers.ts";
-import type { RunningNode } from "./commands/node.ts";
+import type { RunningNode } from "./running_node.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;

@@ -7,6 +7,7 @@
  * (docs/bench.md). `flush()` writes what is pending at once (before exit).
  */
 import process from "node:process";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 export type LogFields = Record<string, unknown>;
 
@@ -16,10 +17,15 @@ export interface Logger {
   flush(): void;
 }
 
-/** Lines kept before a write even within one turn, so a burst cannot grow the buffer unbounded. */
-const PENDING_LINES_MAX = 1_000;
-
-export function jsonLogger(node: string, write: (text: string) => void = (text) => process.stderr.write(text)): Logger {
+/**
+ * `pendingLinesMax` lines are kept before a write even within one turn, so a burst cannot grow
+ * the buffer unbounded (settings.logPendingLinesMax).
+ */
+export function jsonLogger(
+  node: string,
+  pendingLinesMax: number = DEFAULT_SETTINGS.logPendingLinesMax,
+  write: (text: string) => void = (text) => process.stderr.write(text),
+): Logger {
   let pending: string[] = [];
   let scheduled = false;
   const flush = () => {
@@ -33,7 +39,7 @@ export function jsonLogger(node: string, write: (text: string) => void = (text) 
   return {
     event(event, fields = {}) {
       pending.push(JSON.stringify({ ts: new Date().toISOString(), node, event, ...fields }) + "\n");
-      if (pending.length >= PENDING_LINES_MAX) flush();
+      if (pending.length >= pendingLinesMax) flush();
       else if (!scheduled) {
         scheduled = true;
         setTimeout(flush, 0);

@@ -25,6 +25,13 @@ export const DEFAULT_SETTINGS = {
   // Client.
   requestTimeoutMs: 3_000, // a client gives up one HTTP request after this (plus long-poll time)
   killGraceMs: 3_000, // `mutexd lock`: SIGTERM, then SIGKILL after this when the lock is lost
+  ringWriteWaitMs: 30_000, // `mutexd ring put/delete` outside a section wait this long for one of their own
+
+  // `mutexd up` (a local cluster) and the node's log.
+  upStartTimeoutMs: 20_000, // a node that answers no HTTP this long after its start failed (a cold start under load takes seconds)
+  upStopTimeoutMs: 5_000, // nodes still running this long after SIGTERM get SIGKILL (a clean stop takes well under 1 s)
+  upPollMs: 50, // how often `mutexd up` looks whether a node answers or has exited (cheap; keeps start-up quick)
+  logPendingLinesMax: 1_000, // log lines gathered before a write even within one event-loop turn (bounds the buffer)
 
   // Ring.
   ringLeaseMs: 5_000, // a ring critical section ends after this unless the client asks for less

@@ -13,6 +13,7 @@ import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { ArbiterCore } from "../lib/core/arbiter.ts";
 import { createArbiterApp } from "../cluster/arbiter_server.ts";
 import superjson from "superjson";
+import { rmSync } from "node:fs";
 import { tempDir } from "./_harness.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
@@ -228,4 +229,33 @@ test("arbiter API: malformed requests are refused with 400 and change no epoch",
     assert.equal((await response.json()).error.code, "bad_request");
   }
   assert.deepEqual(core.current, { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 });
+});
+
+test("peer and arbiter API: the body limit counts bytes, not characters; a larger message is 413 and changes nothing", async () => {
+  // "é" is one UTF-16 unit but two UTF-8 bytes: each body below is under its limit in characters
+  // and over it in bytes. Both endpoints once compared text.length and let such a body through.
+  const { service, state } = setup();
+  const peerBytesMax = 1_000;
+  const lockApp = createLockApp(service, { nodeId: "p1", role: "primary", settings: { ...SETTINGS, peerBodyBytesMax: peerBytesMax } });
+  const before = state();
+  const peerBody = superjson.stringify({ type: "syncRequest", from: "b1", epoch: 1, pad: "é".repeat(peerBytesMax * 0.6) });
+  assert.ok(peerBody.length < peerBytesMax && new TextEncoder().encode(peerBody).byteLength > peerBytesMax);
+  const peer = await lockApp.request("/v1/peer", { method: "POST", headers: { "content-type": "application/x-superjson" }, body: peerBody });
+  assert.equal(peer.status, 413);
+  assert.equal((await peer.json()).error.code, "body_too_large");
+  assert.equal(state(), before);
+
+  const dir = tempDir();
+  try {
+    const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 }, null, 0);
+    const arbiterApp = createArbiterApp(core, { nodeId: "a1", statePath: `${dir}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
+    const arbiterBody = superjson.stringify({ type: "claim", from: "p1", epoch: 0, hasState: false, pad: "é".repeat(DEFAULT_SETTINGS.bodyBytesMax * 0.6) });
+    assert.ok(arbiterBody.length < DEFAULT_SETTINGS.bodyBytesMax && new TextEncoder().encode(arbiterBody).byteLength > DEFAULT_SETTINGS.bodyBytesMax);
+    const arbiter = await arbiterApp.request("/v1/arbiter", { method: "POST", body: arbiterBody });
+    assert.equal(arbiter.status, 413);
+    assert.equal((await arbiter.json()).error.code, "body_too_large");
+    assert.equal(core.current.epoch, 0, "no epoch handed out");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -33,9 +33,32 @@ export function parseFlags<O extends Options>(argv: string[], options: O, allowP
   }
 }
 
-/** Runs a command body, turning UsageError and ConfigError into exit code 2 with a message. */
+/**
+ * Splits argv at the first `--`. What comes before is mutexd's (flags and names); everything
+ * after belongs to the command mutexd runs, even `--help`, `-h` or `--config`, so that
+ * `mutexd lock L -- ls --help` runs `ls --help` instead of printing mutexd's help and
+ * skipping the job. `command` is undefined when there is no `--`.
+ */
+export function splitAtDoubleDash(argv: string[]): { own: string[]; command?: string[] } {
+  const split = argv.indexOf("--");
+  return split < 0 ? { own: argv } : { own: argv.slice(0, split), command: argv.slice(split + 1) };
+}
+
+/** The `-- CMD [ARG…]` part that `lock` and `ring lock` run; a UsageError when it is missing. */
+export function commandToRun(argv: string[]): { own: string[]; command: string[] } {
+  const { own, command } = splitAtDoubleDash(argv);
+  if (command === undefined) throw new UsageError("missing -- before the command to run");
+  if (command.length === 0) throw new UsageError("missing the command to run after --");
+  return { own, command };
+}
+
+/**
+ * Runs a command body, turning UsageError and ConfigError into exit code 2 with a message.
+ * `--help` and `-h` ask for the help only before a `--` (see splitAtDoubleDash).
+ */
 export async function runCommand(help: string, argv: string[], body: () => Promise<number>): Promise<number> {
-  if (argv.includes("--help") || argv.includes("-h")) {
+  const { own } = splitAtDoubleDash(argv);
+  if (own.includes("--help") || own.includes("-h")) {
     process.stdout.write(help);
     return EXIT.ok;
   }

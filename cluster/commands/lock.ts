@@ -8,7 +8,7 @@ import process from "node:process";
 import { connect, NotAcquiredError } from "../../lib/client/lock_client.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
-import { EXIT, lockServers, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { commandToRun, EXIT, lockServers, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
 const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ttl DUR] [--wait DUR]
@@ -16,7 +16,8 @@ const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ttl DUR]
 
 Acquires the lock NAME, runs CMD with MUTEXD_TOKEN (fencing token, a decimal integer that only
 grows) and MUTEXD_LOCK in its environment, keeps the session alive while CMD runs, releases the
-lock when CMD exits, and exits with CMD's status.
+lock when CMD exits, and exits with CMD's status. Everything after the first -- is CMD and its
+arguments, even --help or --config.
 
   --config FILE     cluster file (its primary, then backup); or MUTEXD_CONFIG
   --server URL      lock server URL(s), comma-separated; or MUTEXD_SERVER
@@ -34,11 +35,8 @@ Durations: 500ms, 2s, 1.5m, 1h, 0.
 
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
-    const split = argv.indexOf("--");
-    if (split < 0) throw new UsageError("missing -- before the command to run");
-    const command = argv.slice(split + 1);
-    if (command.length === 0) throw new UsageError("missing the command to run after --");
-    const { values, positionals } = parseFlags(argv.slice(0, split), {
+    const { own, command } = commandToRun(argv);
+    const { values, positionals } = parseFlags(own, {
       config: { type: "string" },
       server: { type: "string" },
       ttl: { type: "string" },

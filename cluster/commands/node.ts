@@ -3,17 +3,10 @@
  * role until SIGTERM or SIGINT, then shuts it down cleanly.
  */
 import process from "node:process";
-import { findNode, loadClusterFile, ROLES, type ClusterConfig, type NodeConfig, type Role } from "../config.ts";
-import { jsonLogger, type Logger } from "../log.ts";
+import { findNode, loadClusterFile, ROLES, type NodeConfig, type Role } from "../config.ts";
+import { jsonLogger } from "../log.ts";
+import type { NodeStarter } from "../running_node.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
-
-/** A started node: where it listens and how to stop it. */
-export interface RunningNode {
-  url: string;
-  stop(): Promise<void>;
-}
-
-export type NodeStarter = (cluster: ClusterConfig, node: NodeConfig, log: Logger) => Promise<RunningNode>;
 
 /** Role → the module that starts it. Each role lives in its own cluster/ module. */
 const STARTERS: Record<Role, () => Promise<NodeStarter>> = {
@@ -44,7 +37,7 @@ export function run(argv: string[]): Promise<number> {
       throw new UsageError(`--role must be one of ${ROLES.join(", ")}`);
     }
     const node: NodeConfig = { ...found, role: (values.role as Role | undefined) ?? found.role };
-    const log = jsonLogger(node.id);
+    const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax);
     const start = await STARTERS[node.role]();
     const running = await start(cluster, node, log);
     log.event("listening", { role: node.role, url: running.url, pid: process.pid });

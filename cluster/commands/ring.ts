@@ -7,7 +7,7 @@ import { connectRing, type RingClient, RingNotAcquiredError } from "../../lib/cl
 import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { findNode, nodeUrl } from "../config.ts";
-import { clusterFrom, EXIT, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
 const WHERE = `  --config FILE     cluster file; with --id ID that ring node, else the first ring node (or MUTEXD_CONFIG)
@@ -34,7 +34,8 @@ Waits for the ring node's critical section, runs CMD with MUTEXD_TOKEN (the fenc
 decimal integer that only grows, also across token regenerations), MUTEXD_LOCK=ring and
 MUTEXD_RING_SERVER in its environment, leaves the section when CMD exits, and exits with CMD's
 status. \`mutexd ring put/get/delete\` run by CMD use the section. When the section's lease ends
-first, CMD gets SIGTERM, then SIGKILL after the grace, and mutexd exits 4.
+first, CMD gets SIGTERM, then SIGKILL after the grace, and mutexd exits 4. Everything after the
+first -- is CMD and its arguments, even --help or --config.
 
 ${WHERE}
   --wait DUR        how long to wait for the section (default: ${DEFAULT_SETTINGS.waitMaxMs / 3_600_000}h); 0 tries
@@ -53,7 +54,7 @@ const KV_HELP = `Usage: mutexd ring put KEY VALUE [where] [--fence N] [--wait DU
 
 put and delete return once the write went around the whole ring (every node applied it). Inside
 \`mutexd ring lock\` they write in that section (MUTEXD_TOKEN); elsewhere they take a short section
-of their own, waiting up to --wait (default 30s). get and keys read the node's committed data;
+of their own, waiting up to --wait (default ${DEFAULT_SETTINGS.ringWriteWaitMs / 1000}s). get and keys read the node's committed data;
 --dirty includes writes still travelling the ring.
 
 ${WHERE}
@@ -85,7 +86,7 @@ export function run(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   switch (sub) {
     case "lock":
-      return runCommand(LOCK_HELP, rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest, () => lock(rest));
+      return runCommand(LOCK_HELP, rest, () => lock(rest));
     case "put":
     case "delete":
       return runCommand(KV_HELP, rest, () => write(sub, rest));
@@ -134,11 +135,8 @@ function failure(error: unknown): number {
 }
 
 async function lock(argv: string[]): Promise<number> {
-  const split = argv.indexOf("--");
-  if (split < 0) throw new UsageError("missing -- before the command to run");
-  const command = argv.slice(split + 1);
-  if (command.length === 0) throw new UsageError("missing the command to run after --");
-  const { values } = parseFlags(argv.slice(0, split), {
+  const { own, command } = commandToRun(argv);
+  const { values } = parseFlags(own, {
     ...WHERE_FLAGS,
     wait: { type: "string" },
     lease: { type: "string" },
@@ -174,7 +172,7 @@ async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
     if (fenceText !== undefined) {
       wseq = await apply(Number(fenceText));
     } else {
-      const waitMs = values.wait ? parseDuration(values.wait, "--wait") : 30_000;
+      const waitMs = values.wait ? parseDuration(values.wait, "--wait") : settings.ringWriteWaitMs;
       const section = await client.lock({ waitMs, leaseMs: settings.ringLeaseMs });
       try {
         wseq = await apply(section.token);

@@ -3,8 +3,10 @@
  * waiters, ages) and the sessions, as tables for people or JSON for scripts.
  */
 import process from "node:process";
-import type { StatusAnswer } from "../../lib/client/lock_client.ts";
+import type { ArbiterStatus } from "../arbiter_server.ts";
 import { nodeUrl } from "../config.ts";
+import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
+import type { LockStatus } from "../lock_api.ts";
 import { EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
 
 const HELP = `Usage: mutexd status [--config FILE | --server URL] [--json]
@@ -16,20 +18,21 @@ fencing token, mode, how long held), its FIFO queue, any lock-delay left, and th
 Exit codes: 0 shown, 2 usage or cluster-file error, 5 no server answered.
 `;
 
+// The servers' own answer types, so a field they add or rename breaks this at type-check.
 interface ServerReport {
   url: string;
-  status?: StatusAnswer;
+  status?: LockStatus;
   error?: string;
 }
 
 interface ArbiterReport {
   url: string;
-  arbiter?: { epoch: number; primary: string | null; backup: string | null; backupInSync: boolean; leaseRemainingMs: number };
+  arbiter?: ArbiterStatus["arbiter"];
   error?: string;
 }
 
-async function getJson<T>(url: string): Promise<T> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+async function getJson<T>(url: string, timeoutMs: number): Promise<T> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
   if (!response.ok) throw new Error(`status ${response.status}`);
   return await response.json() as T;
 }
@@ -42,9 +45,10 @@ export function run(argv: string[]): Promise<number> {
       json: { type: "boolean" },
     }, false);
     const { urls, cluster } = lockServers(values);
+    const { requestTimeoutMs } = cluster?.settings ?? DEFAULT_SETTINGS;
     const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
       try {
-        return { url, status: await getJson<StatusAnswer>(`${url}/v1/status`) };
+        return { url, status: await getJson<LockStatus>(`${url}/v1/status`, requestTimeoutMs) };
       } catch (error) {
         return { url, error: (error as Error).message };
       }
@@ -54,7 +58,7 @@ export function run(argv: string[]): Promise<number> {
     if (arbiterNode) {
       const url = nodeUrl(arbiterNode);
       try {
-        arbiter = { url, ...(await getJson<{ arbiter: ArbiterReport["arbiter"] }>(`${url}/v1/status`)) };
+        arbiter = { url, ...(await getJson<ArbiterStatus>(`${url}/v1/status`, requestTimeoutMs)) };
       } catch (error) {
         arbiter = { url, error: (error as Error).message };
       }
@@ -105,7 +109,7 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join("\n") + "\n";
 }
 
-export function formatStatus(status: StatusAnswer): string {
+export function formatStatus(status: LockStatus): string {
   let out = `node ${status.node.id} (${status.node.role}), last fencing token ${status.lastToken}\n\n`;
   out += `LOCKS (${status.locks.length})\n`;
   out += table(

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import process from "node:process";
+import type { Settings } from "../../lib/settings.ts";
 import { loadClusterFile, nodeUrl } from "../config.ts";
 import { selfCommand } from "../runtime.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
@@ -16,14 +17,12 @@ all on Ctrl-C or SIGTERM. Node logs (JSON lines) go to stderr.
 Exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 usage or cluster-file error, 1 a node did not start.
 `;
 
-const STARTUP_TIMEOUT_MS = 20_000;
-const STOP_TIMEOUT_MS = 5_000;
-
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
     const { values } = parseFlags(argv, { config: { type: "string" }, only: { type: "string" } }, false);
     if (!values.config) throw new UsageError("--config is required");
     const cluster = loadClusterFile(values.config);
+    const { settings } = cluster;
     const only = values.only?.split(",");
     const nodes = cluster.nodes.filter((n) => !only || only.includes(n.id));
     if (nodes.length === 0) throw new UsageError(`--only names no node of ${cluster.file}`);
@@ -35,9 +34,9 @@ export function run(argv: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       for (const child of children.values()) if (child.exitCode === null) child.kill("SIGTERM");
-      const deadline = Date.now() + STOP_TIMEOUT_MS;
+      const deadline = Date.now() + settings.upStopTimeoutMs;
       while ([...children.values()].some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 50));
+        await new Promise((r) => setTimeout(r, settings.upPollMs));
       }
       for (const child of children.values()) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       process.stdout.write("mutexd up: all nodes stopped\n");
@@ -56,7 +55,7 @@ export function run(argv: string[]): Promise<number> {
       });
     }
     for (const node of nodes) {
-      if (!(await answers(nodeUrl(node), children.get(node.id)!))) {
+      if (!(await answers(nodeUrl(node), children.get(node.id)!, settings))) {
         process.stderr.write(`mutexd up: node ${node.id} did not start at ${nodeUrl(node)}\n`);
         await stopAll(1);
       }
@@ -84,15 +83,15 @@ export function run(argv: string[]): Promise<number> {
 }
 
 /** Waits until the node answers any HTTP request (it listens) or its process ends. */
-async function answers(url: string, child: ChildProcess): Promise<boolean> {
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+async function answers(url: string, child: ChildProcess, settings: Settings): Promise<boolean> {
+  const deadline = Date.now() + settings.upStartTimeoutMs;
   while (Date.now() < deadline && child.exitCode === null) {
     try {
-      const response = await fetch(`${url}/v1/health`, { signal: AbortSignal.timeout(1000) });
+      const response = await fetch(`${url}/v1/health`, { signal: AbortSignal.timeout(settings.requestTimeoutMs) });
       await response.body?.cancel();
       return true;
     } catch {
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, settings.upPollMs));
     }
   }
   return false;

@@ -7,7 +7,7 @@ import process from "node:process";
 import { RingNode } from "../../lib/core/ring_node.ts";
 import { monotonicClock } from "../clock.ts";
 import { type ClusterConfig, type NodeConfig, nodeUrl } from "../config.ts";
-import type { RunningNode } from "../commands/node.ts";
+import type { RunningNode } from "../running_node.ts";
 import type { Logger } from "../log.ts";
 import { realTimers } from "../timers.ts";
 import { serveHttp } from "../runtime.ts";

@@ -9,8 +9,9 @@
  * At start the snapshot is installed and the log replayed in order. A torn last line (a crash
  * in the middle of an append) is ignored: its write was never acknowledged.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { readIfExists, writeDurably } from "../durable_file.ts";
 import type { PersistOp, RingStored } from "../../lib/core/ring_node.ts";
 import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring_types.ts";
 
@@ -33,23 +34,22 @@ export class RingStorage implements RingStore {
 
   /** Reads what a previous incarnation stored (nothing on a fresh directory). */
   load(): RingStored & { tornLines: number } {
-    const statePath = join(this.dir, STATE_FILE);
+    const stateText = readIfExists(join(this.dir, STATE_FILE));
     // lastHop came later: a file without it reads as 0 (no hop of its epoch accepted yet).
     const hardState: RingHardState = {
       epoch: 0,
       fenceMax: 0,
       lastHop: 0,
-      ...(existsSync(statePath) ? JSON.parse(readFileSync(statePath, "utf8")) : {}),
+      ...(stateText !== undefined ? JSON.parse(stateText) : {}),
     };
-    const snapshotPath = join(this.dir, SNAPSHOT_FILE);
-    const snapshot: RingSnapshot | undefined = existsSync(snapshotPath)
-      ? JSON.parse(readFileSync(snapshotPath, "utf8"))
-      : undefined;
+    const snapshotText = readIfExists(join(this.dir, SNAPSHOT_FILE));
+    const snapshot: RingSnapshot | undefined = snapshotText !== undefined ? JSON.parse(snapshotText) : undefined;
     const logPath = join(this.dir, LOG_FILE);
+    const logText = readIfExists(logPath);
     const records: RingLogRecord[] = [];
     let tornLines = 0;
-    if (existsSync(logPath)) {
-      const lines = readFileSync(logPath, "utf8").split("\n");
+    if (logText !== undefined) {
+      const lines = logText.split("\n");
       for (const [index, line] of lines.entries()) {
         if (line.trim() === "") continue;
         try {
@@ -80,7 +80,7 @@ export class RingStorage implements RingStore {
       }
     }
     this.appendLog(lines);
-    if (hardState) this.replaceFile(STATE_FILE, JSON.stringify(hardState));
+    if (hardState) writeDurably(join(this.dir, STATE_FILE), JSON.stringify(hardState));
   }
 
   close(): void {
@@ -96,38 +96,11 @@ export class RingStorage implements RingStore {
   }
 
   private writeSnapshot(snapshot: RingSnapshot, tail: RingEntry[]): void {
-    this.replaceFile(SNAPSHOT_FILE, JSON.stringify(snapshot));
+    writeDurably(join(this.dir, SNAPSHOT_FILE), JSON.stringify(snapshot));
     // The log keeps only what follows the snapshot; a crash between the two renames leaves the
     // old log, whose entries up to the snapshot are skipped at replay.
     const text = tail.map((entry) => JSON.stringify({ type: "entry", entry } satisfies RingLogRecord) + "\n").join("");
     this.close();
-    this.replaceFile(LOG_FILE, text);
-  }
-
-  private replaceFile(name: string, text: string): void {
-    const path = join(this.dir, name);
-    const tmp = `${path}.tmp`;
-    const fd = openSync(tmp, "w");
-    try {
-      writeSync(fd, text);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-    syncDirectory(this.dir);
-  }
-}
-
-/** Makes a rename durable. Some runtimes cannot fsync a directory; the rename is then best effort. */
-function syncDirectory(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(dir, "r");
-    fsyncSync(fd);
-  } catch {
-    // Not supported here (e.g. a runtime without directory fsync): the file itself is synced.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
+    writeDurably(join(this.dir, LOG_FILE), text);
   }
 }
