@@ -9,7 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "../lib/client/lock_client.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { eventually } from "./_harness.ts";
+import { eventually, startMutexd } from "./_harness.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
 
 const S = DEFAULT_SETTINGS;
@@ -77,6 +77,12 @@ test("no single point of failure: the arbiter killed -9 under load costs no acqu
     }, 20_000);
     assert.deepEqual(work.failures, [], "no acquire failed while the arbiter was down");
     assert.equal((await status(c.urls.b1))?.server?.role, "backup", "no takeover");
+    // `mutexd status` says who backs the lease: the backup alone, the arbiter unreachable.
+    const shown = startMutexd(["status", "--config", c.file]);
+    assert.equal(await shown.exited, 0, shown.stderr());
+    assert.match(shown.stdout(), /^p1 .* primary .* yes .*\(backup \d+ms\)/m, shown.stdout());
+    assert.match(shown.stdout(), /^b1 .* backup .* promised \d+ms/m, shown.stdout());
+    assert.match(shown.stdout(), /ARBITER .*unreachable/, shown.stdout());
 
     await c.start("a1");
     await eventually("the arbiter's lease is back", async () => ((await leaseSupport(c.urls.p1))?.arbiterRemainingMs ?? 0) > 0, 10_000);
