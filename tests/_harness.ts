@@ -3,9 +3,9 @@
  * tests, find free ports, write temporary cluster files, wait for health. Not a test file.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 
@@ -50,6 +50,11 @@ export function tempDir(prefix = "mutexd-test-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+/** Removes a directory a test made (tempDir), with everything in it; a missing one is fine. */
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
 /** Writes a cluster file into `dir` and returns its path. */
 export function writeCluster(dir: string, toml: string, name = "cluster.toml"): string {
   const file = join(dir, name);
@@ -73,7 +78,10 @@ export function startMutexd(args: string[], options: { env?: Record<string, stri
   return startProcess(cmd, [...pre, ...args], options);
 }
 
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+/** Signal name → number, from the platform (os.constants), for the 128+N exit status. */
+export function signalNumber(signal: string): number {
+  return (osConstants.signals as Record<string, number>)[signal] ?? 0;
+}
 
 export function startProcess(cmd: string, args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Proc {
   const child = spawn(cmd, args, {
@@ -86,7 +94,7 @@ export function startProcess(cmd: string, args: string[], options: { env?: Recor
   child.stdout!.on("data", (d) => (out += d));
   child.stderr!.on("data", (d) => (err += d));
   const exited = new Promise<number>((resolve) => {
-    child.on("exit", (code, signal) => resolve(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0)));
+    child.on("exit", (code, signal) => resolve(code ?? 128 + signalNumber(signal ?? "")));
   });
   return {
     child,
@@ -126,6 +134,29 @@ export async function waitForHttp(url: string, timeoutMs = 15_000): Promise<void
     await sleep(50);
   }
   throw new Error(`${url} did not come up within ${timeoutMs} ms (${last})`);
+}
+
+/**
+ * Resolves when `proc`'s stdout matches `pattern` (on the output event, not by polling), with
+ * the time of that event (Date.now()); rejects after `timeoutMs`.
+ */
+export function stdoutMatch(proc: Proc, pattern: RegExp, timeoutMs = 10_000): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const stream = proc.child.stdout!;
+    const timer = setTimeout(() => done(new Error(`stdout did not match ${pattern} within ${timeoutMs} ms: ${JSON.stringify(proc.stdout())}`)), timeoutMs);
+    const check = () => {
+      if (pattern.test(proc.stdout())) done();
+    };
+    function done(error?: Error) {
+      clearTimeout(timer);
+      stream.off("data", check);
+      if (error) reject(error);
+      else resolve(Date.now());
+    }
+    // After the harness's own collector (registered first), so proc.stdout() has the new data.
+    stream.on("data", check);
+    check();
+  });
 }
 
 /** Polls `check` until it returns true or the time runs out (then throws with `what`). */

@@ -3,7 +3,7 @@
  * `mutexd node` from a temporary cluster file, and its status read over HTTP. Not a test file.
  */
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
-import { eventually, freePort, type Proc, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 export interface Cluster {
   dir: string;
@@ -42,6 +42,7 @@ export async function startCluster(): Promise<Cluster> {
         proc.kill("SIGKILL");
       }
       await Promise.all([...procs.values()].map((p) => p.exited));
+      removeDir(dir);
     },
   };
   await cluster.start("a1");

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ConfigError, loadClusterFile, parseClusterText } from "../cluster/config.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { ROOT, startMutexd, tempDir, writeCluster } from "./_harness.ts";
+import { removeDir, ROOT, startMutexd, tempDir, writeCluster } from "./_harness.ts";
 
 const GOOD = `[cluster]
 name = "demo"
@@ -86,15 +86,25 @@ for (const c of BAD) {
 }
 
 test("config: `mutexd node` with a bad file exits 2 and names file, line and key on stderr", async () => {
-  const file = writeCluster(tempDir(), GOOD.replace('role = "ring"', 'role = "leader"'));
-  const proc = startMutexd(["node", "--config", file, "--id", "p1"]);
-  assert.equal(await proc.exited, 2);
-  assert.match(proc.stderr(), new RegExp(`${file.replace(/[.]/g, "\\.")}:14: nodes\\[1\\]\\.role: must be one of`));
+  const dir = tempDir();
+  try {
+    const file = writeCluster(dir, GOOD.replace('role = "ring"', 'role = "leader"'));
+    const proc = startMutexd(["node", "--config", file, "--id", "p1"]);
+    assert.equal(await proc.exited, 2);
+    assert.match(proc.stderr(), new RegExp(`${file.replace(/[.]/g, "\\.")}:14: nodes\\[1\\]\\.role: must be one of`));
+  } finally {
+    removeDir(dir);
+  }
 });
 
 test("config: `mutexd node` with an unknown id exits 2 and lists the known ids", async () => {
-  const file = writeCluster(tempDir(), GOOD);
-  const proc = startMutexd(["node", "--config", file, "--id", "zz"]);
-  assert.equal(await proc.exited, 2);
-  assert.match(proc.stderr(), /no node "zz" \(known: p1, r1\)/);
+  const dir = tempDir();
+  try {
+    const file = writeCluster(dir, GOOD);
+    const proc = startMutexd(["node", "--config", file, "--id", "zz"]);
+    assert.equal(await proc.exited, 2);
+    assert.match(proc.stderr(), /no node "zz" \(known: p1, r1\)/);
+  } finally {
+    removeDir(dir);
+  }
 });

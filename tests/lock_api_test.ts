@@ -14,7 +14,7 @@ import { ArbiterCore } from "../lib/core/arbiter.ts";
 import { createArbiterApp } from "../cluster/arbiter_server.ts";
 import superjson from "superjson";
 import { rmSync } from "node:fs";
-import { tempDir } from "./_harness.ts";
+import { eventually, removeDir, tempDir } from "./_harness.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
 
@@ -83,11 +83,11 @@ test("lock API: session, enter, lock info, leave and close work end to end", asy
 });
 
 test("lock API: a waiting enter is answered by the grant when the holder leaves (long-poll)", async () => {
-  const { call } = setup();
+  const { call, service } = setup();
   const [a, b] = [await openSession(call), await openSession(call)];
   await call("POST", "/v1/enter", { name: "L", session: a });
   const waiting = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 10_000 });
-  await new Promise((r) => setTimeout(r, 20));
+  await eventually("b is queued behind a", () => service.queuePosition("L", b) === 1);
   await call("POST", "/v1/leave", { name: "L", session: a, token: 1 });
   const answer = await waiting;
   assert.equal(answer.status, 200);
@@ -113,7 +113,7 @@ test("lock API: a long-poll that runs to the end of the wait answers not granted
   await call("POST", "/v1/enter", { name: "L", session: a });
   const waitingB = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 100 });
   const waitingC = call("POST", "/v1/enter", { name: "L", session: c, waitMs: 10_000 });
-  for (let i = 0; i < 100 && pending.size < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  await eventually("both long-polls are armed", () => pending.size >= 2);
   assert.deepEqual([...pending.values()].map((t) => t.ms), [100, 200], "b polls its whole wait, c one longPollMaxMs");
   assert.deepEqual([service.queuePosition("L", b), service.queuePosition("L", c)], [1, 2]);
   clock.advance(100);
@@ -222,13 +222,100 @@ test("peer API: malformed or forged replication messages are refused and change 
 
 test("arbiter API: malformed requests are refused with 400 and change no epoch", async () => {
   const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 }, null, 0);
-  const app = createArbiterApp(core, { nodeId: "a1", statePath: `${tempDir()}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
-  for (const body of ["{oops", superjson.stringify({ type: "claim", from: "p1" }), superjson.stringify({ type: "renew", from: "p1", epoch: 1, backupInSync: true })]) {
-    const response = await app.request("/v1/arbiter", { method: "POST", body });
-    assert.equal(response.status, 400, body);
-    assert.equal((await response.json()).error.code, "bad_request");
+  const dir = tempDir();
+  const app = createArbiterApp(core, { nodeId: "a1", statePath: `${dir}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
+  try {
+    for (const body of ["{oops", superjson.stringify({ type: "claim", from: "p1" }), superjson.stringify({ type: "renew", from: "p1", epoch: 1, backupInSync: true })]) {
+      const response = await app.request("/v1/arbiter", { method: "POST", body });
+      assert.equal(response.status, 400, body);
+      assert.equal((await response.json()).error.code, "bad_request");
+    }
+    assert.deepEqual(core.current, { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 });
+  } finally {
+    removeDir(dir);
   }
-  assert.deepEqual(core.current, { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 });
+});
+
+// ---- Promises of the README and docs/http-api.md that had no test --------------------------
+
+test("lock API: open with the same requestId twice opens one session and answers the same both times (idempotent retry)", async () => {
+  const { call, service } = setup();
+  const first = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-1" });
+  const again = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-1" });
+  assert.equal(first.status, 201);
+  assert.deepEqual(again, first, "the retry gets the first answer");
+  assert.equal(service.table!.sessions.size, 1, "one effect: one session");
+  // Not vacuous: another requestId is another open.
+  const other = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-2" });
+  assert.notEqual(other.body.session, first.body.session);
+  assert.equal(service.table!.sessions.size, 2);
+});
+
+test("lock API: close with the same requestId twice closes once and answers the same both times (idempotent retry)", async () => {
+  const { call, service, state } = setup();
+  const session = await openSession(call);
+  await call("POST", "/v1/enter", { name: "L", session });
+  const keep = await openSession(call); // a second session, so the table is not simply empty
+  const first = await call("DELETE", `/v1/sessions/${session}`, { requestId: "close-1" });
+  assert.deepEqual(first, { status: 200, body: { session, released: ["L"] } });
+  const after = state();
+  const again = await call("DELETE", `/v1/sessions/${session}`, { requestId: "close-1" });
+  assert.deepEqual(again, first, "the retry gets the first answer, not 404");
+  assert.equal(state(), after, "and changes nothing");
+  assert.deepEqual([...service.table!.sessions.keys()], [keep]);
+  // Not vacuous: without the same requestId the closed session is unknown.
+  const fresh = await call("DELETE", `/v1/sessions/${session}`, { requestId: "close-2" });
+  assert.equal(fresh.status, 404);
+  assert.equal(fresh.body.error.code, "session_not_found");
+});
+
+test("lock API: a leave with the same requestId twice releases once and answers the same both times", async () => {
+  const { call, state } = setup();
+  const [a, b] = [await openSession(call), await openSession(call)];
+  await call("POST", "/v1/enter", { name: "L", session: a });
+  const first = await call("POST", "/v1/leave", { name: "L", session: a, token: 1, requestId: "leave-1" });
+  assert.deepEqual(first.body, { left: true, name: "L", wasHolder: true });
+  const granted = await call("POST", "/v1/enter", { name: "L", session: b });
+  assert.equal(granted.body.token, 2);
+  const after = state();
+  const again = await call("POST", "/v1/leave", { name: "L", session: a, token: 1, requestId: "leave-1" });
+  assert.deepEqual(again, first);
+  assert.equal(state(), after, "b keeps the lock the retried leave would otherwise have touched");
+});
+
+test("lock API: a leave with a stale token (of an earlier grant) is refused 409 not_holder and changes nothing", async () => {
+  const { call, state } = setup();
+  const session = await openSession(call);
+  const old = (await call("POST", "/v1/enter", { name: "L", session })).body.token;
+  await call("POST", "/v1/leave", { name: "L", session, token: old });
+  const current = (await call("POST", "/v1/enter", { name: "L", session })).body.token;
+  assert.ok(current > old, `a new grant, token ${current} after ${old}`);
+  const before = state();
+  const stale = await call("POST", "/v1/leave", { name: "L", session, token: old });
+  assert.equal(stale.status, 409, JSON.stringify(stale.body));
+  assert.equal(stale.body.error.code, "not_holder");
+  assert.equal(state(), before, "the holder with the current token still holds");
+  const info = await call("GET", "/v1/locks/L");
+  assert.deepEqual(info.body.holders.map((h: { session: string; token: number }) => [h.session, h.token]), [[session, current]]);
+  assert.equal((await call("POST", "/v1/leave", { name: "L", session, token: current })).status, 200, "the current token leaves");
+});
+
+test("lock API: a shared request while an exclusive lock is held waits, and is granted (shared) after the leave", async () => {
+  const { call, service } = setup();
+  const [writer, reader] = [await openSession(call), await openSession(call)];
+  const held = await call("POST", "/v1/enter", { name: "L", session: writer });
+  assert.equal(held.body.granted, true);
+  const tryShared = await call("POST", "/v1/enter", { name: "L", session: reader, mode: "shared", waitMs: 0 });
+  assert.deepEqual(tryShared.body, { granted: false, waiting: false, name: "L", position: 1 }, "not granted beside the exclusive holder");
+  let answered = false;
+  const waiting = call("POST", "/v1/enter", { name: "L", session: reader, mode: "shared", waitMs: 10_000 }).finally(() => (answered = true));
+  await eventually("the shared request is queued", () => service.queuePosition("L", reader) === 1);
+  assert.equal(answered, false, "it waits while the exclusive lock is held");
+  await call("POST", "/v1/leave", { name: "L", session: writer, token: held.body.token });
+  const granted = await waiting;
+  assert.equal(granted.status, 200);
+  assert.deepEqual([granted.body.granted, granted.body.mode, granted.body.session], [true, "shared", reader]);
+  assert.ok(granted.body.token > held.body.token);
 });
 
 test("peer and arbiter API: the body limit counts bytes, not characters; a larger message is 413 and changes nothing", async () => {

@@ -74,8 +74,15 @@ test("ring client: a section lost by the client's own lease clock is still left 
   await withScriptedNode(0, async (_enterSentAt, leaves) => {
     const ring = connectRing({ server: "http://ring.invalid" });
     const section = await ring.lock({ waitMs: 10_000, leaseMs: LEASE_MS });
-    await new Promise((resolve) => setTimeout(resolve, LEASE_MS + 50));
+    // Waits for the loss itself (the signal's abort), not for "long enough"; gives up at 10 leases.
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`not lost within ${10 * LEASE_MS} ms`)), 10 * LEASE_MS);
+      const done = () => (clearTimeout(timer), resolve());
+      if (section.lost) done();
+      else section.signal.addEventListener("abort", done, { once: true });
+    });
     assert.equal(section.lost, true, "the lease ended by the client's clock");
+    assert.match((section.signal.reason as Error).message, /lost/);
     await section.release();
     assert.equal(leaves.length, 1, "the node is told, so the ring need not wait out the node's own lease");
   });

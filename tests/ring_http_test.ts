@@ -2,7 +2,7 @@
  * The ring node's HTTP API through app.request (no sockets, no timers): every error path answers
  * its error code and changes nothing in the node (status, replica, stored files).
  */
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,13 +14,20 @@ import { realTimers } from "../cluster/timers.ts";
 import { createRingApp } from "../cluster/ring/api.ts";
 import { type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
-import { tempDir } from "./_harness.ts";
+import { eventually, removeDir, tempDir } from "./_harness.ts";
 
 const settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 65_536 };
+
+/** Each test's data directory, removed after it (also when it failed). */
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) removeDir(dir);
+});
 
 /** Node "b" of a → b → c with peers that never answer (nothing here needs them). */
 function setup() {
   const dir = tempDir("mutexd-ring-http-");
+  dirs.push(dir);
   const storage = new RingStorage(dir);
   const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: settings, ticketPrefix: "t-" });
   const sent: unknown[] = [];
@@ -124,8 +131,7 @@ test("ring API: the same routes succeed with valid input (the error cases are no
   const before = h.state();
   // A put is answered only once it came back around; here it is stored and sent to the successor.
   const pending = h.call("POST", "/v1/ring/put", { fence, key: "k", value: "v" });
-  await new Promise((resolve) => setTimeout(resolve, 10));
-  assert.notEqual(h.state(), before, "a valid put stores and sends");
+  await eventually("a valid put stores and sends", () => h.state() !== before);
   assert.equal((await (await h.call("GET", "/v1/ring/get?key=k&dirty=1")).json()).value, "v");
   const back = await h.call("POST", "/v1/ring/peer/writes", {
     from: "a",

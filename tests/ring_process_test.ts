@@ -5,6 +5,8 @@
  * Five clients run 20 sections each. Four drive the ring through the TypeScript client in this
  * process (each mutexd start costs 100-300 ms, and the suite runs on two cores); the fifth uses
  * the real CLI: `mutexd ring lock -- sh -c 'v=$(mutexd ring get counter); mutexd ring put …'`.
+ * Waits are bounded by the ring's own settings (QUICK_RING_SETTINGS) plus a named slack; each
+ * test stops its nodes and removes its temp dir.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,7 +14,19 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { connectRing, type RingClient } from "../lib/client/ring_client.ts";
-import { eventually, freePort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, startMutexd, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+
+/** The ring settings these tests run with, read from the lines they write into the file. */
+const RING = Object.fromEntries(QUICK_RING_SETTINGS.map((line) => line.split(" = ")).map(([key, value]) => [key, Number(value)]));
+/** Room for scheduling (every node is a process on two shared cores), and for a node's start. */
+const SLACK_MS = 5_000;
+/** One trip of the token around `size` nodes, every hop at its timeout and idle pause. */
+const roundMs = (size: number) => size * (RING.tokenHopTimeoutMs + RING.tokenIdlePaceMs);
+/**
+ * From a (re)start until the token has visited every node: the first node regenerates once no
+ * token was seen for tokenLossMs (retrying every ringRegenRetryMs), then the token goes round.
+ */
+const tokenEverywhereMs = (size: number) => RING.tokenLossMs + RING.ringRegenRetryMs + roundMs(size) + SLACK_MS;
 
 const SECTIONS_PER_CLIENT = 20;
 // Bun's node:test ignores bunfig's timeout (5 s default): each test names its own bound.
@@ -54,18 +68,24 @@ async function startRing(size: number): Promise<Ring> {
 
 async function startNodes(ring: Ring): Promise<void> {
   for (const id of ring.ids) ring.procs.set(id, startMutexd(["node", "--config", ring.file, "--id", id]));
-  await Promise.all(ring.urls.map((url) => waitForHttp(`${url}/v1/health`, 20_000)));
+  await Promise.all(ring.urls.map((url) => waitForHttp(`${url}/v1/health`, SLACK_MS * ring.ids.length)));
   // The token circulates once every node has seen it in the current epoch.
   await eventually("the token reaches every node", async () => {
     const statuses = await Promise.all(ring.clients.map((c) => c.status()));
     return statuses.every((s) => s.epoch > 0 && s.epoch === statuses[0].epoch && s.lastTokenAgeMs !== null);
-  }, 20_000);
+  }, tokenEverywhereMs(ring.ids.length));
 }
 
 async function stopNodes(ring: Ring, signal: NodeJS.Signals): Promise<void> {
   for (const proc of ring.procs.values()) proc.kill(signal);
   await Promise.all([...ring.procs.values()].map((p) => p.exited));
   ring.procs.clear();
+}
+
+/** Stops every node and removes the ring's temp dir (data, cluster file, wrapper). */
+async function removeRing(ring: Ring): Promise<void> {
+  await stopNodes(ring, "SIGTERM");
+  removeDir(ring.dir);
 }
 
 /** A `mutexd` on PATH for the shell commands that `ring lock` runs (same runtime as the tests). */
@@ -118,10 +138,12 @@ async function committedLog(client: RingClient): Promise<LogEntry[]> {
 }
 
 async function everyNodeReads(ring: Ring, expected: string): Promise<void> {
+  // A committed write reaches every node within about two rounds (the write, then the commit
+  // watermark on the token); after a restart, the token must first be regenerated.
   await eventually(`every node reads counter = ${expected}`, async () => {
     const values = await Promise.all(ring.clients.map((c) => c.get("counter").catch(() => undefined)));
     return values.every((v) => v?.value === expected);
-  }, 15_000);
+  }, tokenEverywhereMs(ring.ids.length) + roundMs(ring.ids.length));
 }
 
 async function runCounterScenario(size: number): Promise<void> {
@@ -160,7 +182,7 @@ async function runCounterScenario(size: number): Promise<void> {
     await section.release();
     await everyNodeReads(ring, String(CLIENTS * SECTIONS_PER_CLIENT + 1));
   } finally {
-    await stopNodes(ring, "SIGTERM");
+    await removeRing(ring);
   }
 }
 
@@ -181,7 +203,7 @@ test("ring lock: a command outliving its lease is stopped and mutexd exits 4", {
     const ok = startMutexd(["ring", "lock", "--server", ring.urls[1], "--", "sh", "-c", "test -n \"$MUTEXD_TOKEN\" && exit 7"]);
     assert.equal(await ok.exited, 7, "the command's status passes through");
   } finally {
-    await stopNodes(ring, "SIGTERM");
+    await removeRing(ring);
   }
 });
 

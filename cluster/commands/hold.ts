@@ -5,10 +5,10 @@
  * (hashicorp/consul#9788); mutexd does not.
  */
 import { spawn } from "node:child_process";
+import { constants as osConstants } from "node:os";
 import process from "node:process";
 import { EXIT } from "./common.ts";
 
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
 export interface Hold {
   /** Fires when the hold is lost; its reason (an Error) says why. */
@@ -30,7 +30,7 @@ export async function runWhileHeld(
 ): Promise<number> {
   const child = spawn(command[0], command.slice(1), { stdio: "inherit", env: { ...process.env, ...env } });
   const exited = new Promise<number>((resolve) => {
-    child.on("exit", (code, signal) => resolve(code ?? 128 + (SIGNAL_NUMBERS[signal ?? ""] ?? 0)));
+    child.on("exit", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
     child.on("error", (error) => {
       process.stderr.write(`mutexd: cannot run ${command[0]}: ${error.message}\n`);
       resolve(127);
@@ -64,4 +64,9 @@ export async function runWhileHeld(
     process.stderr.write(`mutexd: release of ${hold.describe} failed: ${(error as Error).message}\n`);
   }
   return status;
+}
+
+/** The number of a signal by name, as the shell reports it in 128+N (every signal the OS knows). */
+function signalNumber(signal: string | null): number {
+  return (osConstants.signals as Record<string, number>)[signal ?? ""] ?? 0;
 }

@@ -7,7 +7,8 @@
  *   ring-log.jsonl      one RingLogRecord per line       appended, fsynced; rewritten at snapshots
  *
  * At start the snapshot is installed and the log replayed in order. A torn last line (a crash
- * in the middle of an append) is ignored: its write was never acknowledged.
+ * in the middle of an append) is ignored, and cut from the file: its write was never
+ * acknowledged.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
@@ -58,6 +59,10 @@ export class RingStorage implements RingStore {
           // Only the last line can be torn; anything else is corruption and must stop the node.
           if (index < lines.length - 2) throw new Error(`${logPath}:${index + 1}: ${(error as Error).message}`);
           tornLines += 1;
+          // Cut it off (the log rewritten with the whole lines only), or the next append would
+          // continue it into a corrupt line in the middle of the log, which stops the node at
+          // its next start.
+          writeDurably(logPath, lines.slice(0, index).map((l) => `${l}\n`).join(""));
         }
       }
     }
