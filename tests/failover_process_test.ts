@@ -21,8 +21,11 @@ import { startCluster, status } from "./_lock_cluster.ts";
  * each bound below; a bound missed by more than this is a finding, not load.
  */
 const SLACK_MS = 2_000;
-/** The backup hears nothing for primarySilenceMs, waits out the lease, one claim may time out. */
-const TAKEOVER_MS = S.primarySilenceMs + S.primaryLeaseMs + S.peerTimeoutMs + SLACK_MS;
+/**
+ * The backup hears nothing for primarySilenceMs, waits out the arbiter's lease and its own last
+ * promise (they run side by side), one claim may time out.
+ */
+const TAKEOVER_MS = S.primarySilenceMs + Math.max(S.primaryLeaseMs, S.backupLeaseMs) + S.peerTimeoutMs + SLACK_MS;
 /** The primary stops waiting for acks after replicationTimeoutMs and tells the arbiter at a renewal. */
 const OUT_OF_SYNC_MS = S.replicationTimeoutMs + S.leaseRenewMs + S.peerTimeoutMs + SLACK_MS;
 /** A returning backup syncs (one request) and is reported in sync at the next renewal. */
