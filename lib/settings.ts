@@ -54,6 +54,7 @@ export const DEFAULT_SETTINGS = {
 
   // Primary/backup replication and the arbiter's lease (takeover after kill -9 ≈ primaryLeaseMs).
   primaryLeaseMs: 500, // the arbiter's lease on serving; a backup takes over only after it lapsed
+  backupLeaseMs: 500, // the backup's promise with each ack not to take over for this long; the primary serves on it too
   leaseRenewMs: 100, // the primary renews this often, so a few lost renewals do not lapse it
   leaseSafetyMs: 100, // the primary stops serving this long before its lease ends (clock drift, delays)
   primarySilenceMs: 200, // a backup that hears nothing from the primary this long asks to take over
@@ -148,6 +149,11 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     `must be at most primaryLeaseMs / 3 (${Math.floor(s.primaryLeaseMs / 3)}) so one lost renewal does not lapse the lease`,
   );
   relation(s.leaseSafetyMs < s.primaryLeaseMs - s.leaseRenewMs, "leaseSafetyMs", "must leave room for renewals");
+  relation(
+    s.heartbeatMs * 3 <= s.backupLeaseMs && s.leaseSafetyMs < s.backupLeaseMs - s.heartbeatMs,
+    "backupLeaseMs",
+    `must be at least 3 × heartbeatMs (${3 * s.heartbeatMs}) and leave leaseSafetyMs of room, so one lost ack does not lapse it`,
+  );
   relation(
     s.heartbeatMs * 2 <= s.primarySilenceMs,
     "heartbeatMs",

@@ -168,6 +168,23 @@ test("chaos checker: no grant after the final heal is a liveness violation", () 
   assert.deepEqual(rules(mutate({ 31: ["fail", "liveness", "final", 70, 90, { ...L0, error: "not_acquired" }] })), ["liveness"]);
 });
 
+test("chaos checker: a single fault during which no lock was granted for longer than its bound is a grant-gap violation", () => {
+  // An arbiter down from 100 to 2,000 ms; grants every 50 ms except a 1.5 s hole after the kill.
+  const grantsEvery = (fromMs: number, toMs: number): Line[] =>
+    Array.from({ length: Math.floor((toMs - fromMs) / 50) }, (_, i): Line => ["ok", "acquire", "c9", fromMs + i * 50, fromMs + i * 50 + 1, { lock: "g", token: 1_000 + fromMs + i }]);
+  const killArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill", node: "a1", step: "kill-arbiter" }];
+  const gapless = checkHistory(history([killArbiter, ...grantsEvery(0, 4_000)]));
+  assert.deepEqual(gapless.violations.map((v) => v.rule).filter((r) => r === "grant-gap"), []);
+  const holed = checkHistory(history([killArbiter, ...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)]));
+  const gap = holed.violations.find((v) => v.rule === "grant-gap");
+  assert.ok(gap, "a 1.5 s stop during an arbiter fault is caught");
+  assert.match(gap.message, /no grant for 15\d\d ms during kill-arbiter of a1 \(bound 1000 ms\)/);
+  // Two faults at once owe safety only.
+  const doubleStep: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill", node: "a1", step: "double" }];
+  const double = checkHistory(history([doubleStep, ...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)]));
+  assert.equal(double.violations.filter((v) => v.rule === "grant-gap").length, 0);
+});
+
 test("chaos checker: checkFile reads a history file and exits 1 on a violation, 0 on a clean one", () => {
   const dir = tempDir("mutexd-chaos-check-");
   const write = (name: string, records: HistoryRecord[]) => {

@@ -11,80 +11,25 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect, type StatusAnswer } from "../lib/client/lock_client.ts";
+import { connect } from "../lib/client/lock_client.ts";
 import { DEFAULT_SETTINGS as S } from "../lib/settings.ts";
-import { eventually, freePort, type Proc, removeDir, sleep, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, type Proc, sleep } from "./_harness.ts";
+import { startCluster, status } from "./_lock_cluster.ts";
 
 /**
  * Room for scheduling: these processes share two cores with the rest of the suite. Added to
  * each bound below; a bound missed by more than this is a finding, not load.
  */
 const SLACK_MS = 2_000;
-/** The backup hears nothing for primarySilenceMs, waits out the lease, one claim may time out. */
-const TAKEOVER_MS = S.primarySilenceMs + S.primaryLeaseMs + S.peerTimeoutMs + SLACK_MS;
+/**
+ * The backup hears nothing for primarySilenceMs, waits out the arbiter's lease and its own last
+ * promise (they run side by side), one claim may time out.
+ */
+const TAKEOVER_MS = S.primarySilenceMs + Math.max(S.primaryLeaseMs, S.backupLeaseMs) + S.peerTimeoutMs + SLACK_MS;
 /** The primary stops waiting for acks after replicationTimeoutMs and tells the arbiter at a renewal. */
 const OUT_OF_SYNC_MS = S.replicationTimeoutMs + S.leaseRenewMs + S.peerTimeoutMs + SLACK_MS;
 /** A returning backup syncs (one request) and is reported in sync at the next renewal. */
 const RESYNC_MS = S.peerTimeoutMs + S.leaseRenewMs + S.primarySilenceMs + SLACK_MS;
-
-interface Cluster {
-  dir: string;
-  file: string;
-  urls: Record<"p1" | "b1" | "a1", string>;
-  procs: Map<string, Proc>;
-  start(id: "p1" | "b1" | "a1"): Promise<void>;
-  stopAll(): Promise<void>;
-}
-
-async function startCluster(): Promise<Cluster> {
-  const dir = tempDir();
-  const [p, b, a] = [await freePort(), await freePort(), await freePort()];
-  const file = writeCluster(
-    dir,
-    `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
-      `[[nodes]]\nid = "b1"\nrole = "backup"\nhttp = "127.0.0.1:${b}"\n\n` +
-      `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n`,
-  );
-  const urls = { p1: `http://127.0.0.1:${p}`, b1: `http://127.0.0.1:${b}`, a1: `http://127.0.0.1:${a}` };
-  const procs = new Map<string, Proc>();
-  const cluster: Cluster = {
-    dir,
-    file,
-    urls,
-    procs,
-    async start(id) {
-      procs.get(id)?.kill("SIGKILL");
-      const proc = startMutexd(["node", "--config", file, "--id", id]);
-      procs.set(id, proc);
-      await waitForHttp(`${urls[id]}/v1/health`);
-    },
-    async stopAll() {
-      for (const proc of procs.values()) {
-        proc.kill("SIGCONT");
-        proc.kill("SIGKILL");
-      }
-      await Promise.all([...procs.values()].map((p) => p.exited));
-      removeDir(dir);
-    },
-  };
-  await cluster.start("a1");
-  await cluster.start("p1");
-  await cluster.start("b1");
-  await eventually("p1 serves with b1 in sync", async () => {
-    const s = await status(urls.p1);
-    return s?.server?.serving === true && s.server.backup?.arbiterRecordedInSync === true;
-  }, 15_000);
-  return cluster;
-}
-
-async function status(url: string, timeoutMs = 1_000): Promise<StatusAnswer | undefined> {
-  try {
-    const response = await fetch(`${url}/v1/status`, { signal: AbortSignal.timeout(timeoutMs) });
-    return response.ok ? await response.json() : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * Resolves when this process issues a fetch to `base` (globalThis.fetch wrapped until then):

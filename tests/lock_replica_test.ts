@@ -5,7 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
+import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { type ClientAnswer, LockReplica, type Outbound } from "../lib/core/lock/lock_replica.ts";
 import { type Command, LockTable } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
@@ -17,16 +17,26 @@ interface Packet {
   outbound: Outbound;
 }
 
+const ARBITER_OPTIONS = { primaryId: "p", backupId: "b", leaseMs: S.primaryLeaseMs, bootstrapWaitMs: S.bootstrapWaitMs };
+
 /** Two lock servers and an arbiter; packets wait in `queue` until delivered or dropped. */
 class World {
   nowMs = 0;
-  readonly arbiter = new ArbiterCore({ primaryId: "p", backupId: "b", leaseMs: S.primaryLeaseMs, bootstrapWaitMs: S.bootstrapWaitMs }, null, 0);
+  arbiter = new ArbiterCore(ARBITER_OPTIONS, null, 0);
+  /** What the arbiter wrote to its disk (the only thing a restart keeps). */
+  arbiterDisk: ArbiterState | null = null;
+  arbiterDown = false;
   readonly servers = new Map<string, LockReplica>();
   readonly queue: Packet[] = [];
   readonly answers = new Map<number, ClientAnswer>();
   /** Links that drop everything: "p>b" drops p's packets to b (and b's answers to them). */
   readonly cut = new Set<string>();
   readonly paused = new Set<string>();
+  /** Packets this returns true for are lost (a finer cut than `cut`). */
+  drop: (packet: Packet) => boolean = () => false;
+  /** Packets this returns true for wait in `held` (in flight, neither delivered nor lost). */
+  hold: (packet: Packet) => boolean = () => false;
+  readonly held: Packet[] = [];
   private nextClientRef = 1;
 
   constructor() {
@@ -60,14 +70,26 @@ class World {
   /** Delivers queued packets (and the answers they cause) until none is left; bounded. */
   deliver(): void {
     for (let round = 0; round < 10_000 && this.queue.length > 0; round++) {
-      const { from, outbound } = this.queue.shift()!;
+      const packet = this.queue.shift()!;
+      const { from, outbound } = packet;
       const sender = this.servers.get(from);
       if (!sender || this.paused.has(from)) continue;
+      if (this.hold(packet)) {
+        this.held.push(packet);
+        continue;
+      }
       const to = outbound.to;
-      if (this.cut.has(`${from}>${to}`) || this.cut.has(`${to}>${from}`) || this.paused.has(to)) {
+      const lost = this.cut.has(`${from}>${to}`) || this.cut.has(`${to}>${from}`) || this.drop({ from, outbound });
+      if (lost || this.paused.has(to)) {
         sender.failed(outbound.ref, this.nowMs);
       } else if (outbound.kind === "arbiter") {
-        sender.reply(outbound.ref, this.arbiter.step(outbound.request, this.nowMs).reply, this.nowMs);
+        if (this.arbiterDown) {
+          sender.failed(outbound.ref, this.nowMs);
+        } else {
+          const step = this.arbiter.step(outbound.request, this.nowMs);
+          if (step.persist) this.arbiterDisk = structuredClone(step.persist); // durable before the answer
+          sender.reply(outbound.ref, step.reply, this.nowMs);
+        }
       } else {
         const target = this.servers.get(to);
         if (!target) sender.failed(outbound.ref, this.nowMs);
@@ -108,6 +130,26 @@ class World {
     const answer = this.answers.get(ref);
     assert.ok(answer?.ok, `expected a committed answer, got ${JSON.stringify(answer)}`);
     return answer.result;
+  }
+
+  /** The arbiter comes back from what it wrote to disk, on a clock that knows nothing of before. */
+  restartArbiter(): void {
+    this.arbiter = new ArbiterCore(ARBITER_OPTIONS, structuredClone(this.arbiterDisk), this.nowMs);
+    this.arbiterDown = false;
+  }
+
+  /** Ids of the servers that would accept a command now. */
+  serving(): string[] {
+    return [...this.servers].filter(([id, server]) => !this.paused.has(id) && server.serving()).map(([id]) => id);
+  }
+
+  /** Runs `ms` in ticks and asserts at every tick that at most one server serves. */
+  runChecked(ms: number): void {
+    const end = this.nowMs + ms;
+    while (this.nowMs < end) {
+      this.run(Math.min(S.tickMs, end - this.nowMs));
+      assert.ok(this.serving().length <= 1, `two serving at ${this.nowMs}: ${this.serving()}`);
+    }
   }
 
   crash(id: string): void {
@@ -290,4 +332,169 @@ test("replica: the idempotency memory survives a takeover", () => {
   w.crash("p");
   w.run(S.primaryLeaseMs + S.primarySilenceMs + 200);
   assert.deepEqual(w.ok(w.request("b", leave, "req-1")), first);
+});
+
+// ---- no single point of failure: the primary serves on a lease from the arbiter OR the backup ----
+
+test("majority lease: the arbiter dies and the primary goes on serving on the backup's promises; no takeover", () => {
+  const w = healthy();
+  w.arbiterDown = true;
+  w.runChecked(5_000);
+  const session = openSession(w);
+  const p = w.server("p");
+  assert.equal(p.serving(), true, "still serving 10 arbiter leases later");
+  const support = p.status().leaseSupport!;
+  assert.equal(support.arbiterRemainingMs, 0, "the arbiter's lease lapsed long ago");
+  assert.ok(support.backupRemainingMs > 0, "the backup's promise carries the lease");
+  assert.equal(w.server("b").role, "backup");
+  assert.ok(w.ok(enter(w, session)).type === "granted", "and grants, replicated to the backup");
+  assert.ok(w.server("b").machine!.table.locks.get("L"));
+});
+
+test("majority lease: the backup dies and the arbiter's lease carries the primary, as before", () => {
+  const w = healthy();
+  const session = openSession(w);
+  w.crash("b");
+  w.runChecked(3_000);
+  const p = w.server("p");
+  assert.equal(p.serving(), true);
+  assert.ok(p.status().leaseSupport!.arbiterRemainingMs > 0);
+  assert.equal(p.status().leaseSupport!.backupRemainingMs, 0);
+  assert.ok(w.ok(enter(w, session)).type === "granted");
+});
+
+test("majority lease: with neither the arbiter nor the backup the primary stops serving once both leases ran out", () => {
+  const w = healthy();
+  const session = openSession(w);
+  w.arbiterDown = true;
+  w.crash("b");
+  const lastSupportMs = w.nowMs;
+  w.run(Math.max(S.primaryLeaseMs, S.backupLeaseMs));
+  assert.equal(w.server("p").serving(), false, "no lease from anyone: not serving");
+  assert.ok(w.nowMs - lastSupportMs <= Math.max(S.primaryLeaseMs, S.backupLeaseMs));
+  const answer = w.answers.get(enter(w, session));
+  assert.ok(answer && !answer.ok && answer.code === "not_primary", JSON.stringify(answer));
+});
+
+test("majority lease: the primary cut from the arbiter only keeps serving and the backup never takes over", () => {
+  const w = healthy();
+  w.cut.add("p>a");
+  w.runChecked(5_000);
+  assert.equal(w.server("p").serving(), true);
+  assert.equal(w.server("b").role, "backup");
+  assert.equal(w.arbiter.current.epoch, 1, "no new epoch");
+});
+
+test("majority lease: the primary cut from the backup only keeps serving on the arbiter's lease; no takeover", () => {
+  const w = healthy();
+  w.cut.add("p>b");
+  w.runChecked(5_000);
+  const session = openSession(w);
+  assert.equal(w.server("p").serving(), true);
+  assert.equal(w.server("b").role, "backup");
+  assert.equal(w.arbiter.current.epoch, 1);
+  assert.ok(w.ok(enter(w, session)).type === "granted", "alone, once the arbiter recorded the backup out of sync");
+});
+
+test("takeover waits out the backup's own promise, not only the arbiter's lease", () => {
+  const w = healthy();
+  w.cut.add("p>a"); // the arbiter's lease lapses; the primary serves on the backup's promises
+  w.runChecked(2_000);
+  assert.equal(w.server("p").serving(), true);
+  // The primary freezes: the arbiter's lease lapsed long ago, so only the backup's promise,
+  // given with its last ack, holds the takeover back.
+  w.paused.add("p");
+  const promiseEndsAtMs = w.nowMs + w.server("b").status().promisedRemainingMs;
+  const primaryLeaseEndsAtMs = w.nowMs + w.server("p").status().leaseSupport!.backupRemainingMs;
+  assert.ok(primaryLeaseEndsAtMs <= promiseEndsAtMs - S.leaseSafetyMs, "the primary counts the promise from its send, less the margin");
+  while (w.nowMs + S.tickMs < promiseEndsAtMs) {
+    w.run(S.tickMs);
+    assert.equal(w.server("b").role, "backup", `no takeover at ${w.nowMs} while the promise runs to ${promiseEndsAtMs}`);
+  }
+  w.run(S.claimRetryMs + 4 * S.tickMs);
+  assert.equal(w.server("b").role, "primary", "takeover right after it lapsed");
+  // The old primary, resumed, finds both leases lapsed: it does not serve, and steps down.
+  w.paused.delete("p");
+  w.runChecked(500);
+  assert.equal(w.server("p").role, "backup");
+});
+
+test("takeover: a restarted backup first waits out the promises it may have given before its crash", () => {
+  const w = healthy();
+  w.cut.add("p>a"); // only the backup's promises carry the primary
+  w.run(2_000);
+  w.crash("b");
+  // Back at once: its old promises (in memory, lost) may still let the primary serve. It learns
+  // the primary from the arbiter and syncs, but the primary's appends (which it would ack with a
+  // new promise) are lost, so only the restart rule holds the takeover back.
+  w.drop = ({ outbound }) => outbound.kind === "peer" && outbound.message.type === "append";
+  w.start("b");
+  const restartedAtMs = w.nowMs;
+  for (let i = 0; i < 100 && !w.server("b").status().hasState; i++) w.run(S.tickMs);
+  assert.ok(w.server("b").status().hasState, "synced from the primary");
+  w.crash("p"); // before the new copy acked any append: no new promise was given
+  w.run(restartedAtMs + S.backupLeaseMs - S.tickMs - w.nowMs);
+  assert.equal(w.server("b").role, "backup", "no takeover before every old promise ran out");
+  w.run(S.claimRetryMs + 4 * S.tickMs);
+  assert.equal(w.server("b").role, "primary");
+  assert.equal(w.arbiter.current.epoch, 2);
+});
+
+test("arbiter restart: the epoch record comes back from disk and no takeover is approved until its old lease lapsed", () => {
+  const w = healthy();
+  openSession(w);
+  w.arbiterDown = true;
+  w.run(1_000); // the primary serves on the backup's lease meanwhile
+  w.crash("p");
+  w.run(S.backupLeaseMs + S.primarySilenceMs); // the backup's promise lapsed: it asks to take over
+  assert.equal(w.server("b").role, "backup", "no takeover without the arbiter");
+  w.restartArbiter();
+  const restartedAtMs = w.nowMs;
+  assert.equal(w.arbiter.current.epoch, 1, "epoch from disk");
+  assert.equal(w.arbiter.current.backupInSync, true, "sync record from disk");
+  w.run(S.primaryLeaseMs - S.tickMs);
+  assert.equal(w.server("b").role, "backup", "a restarted arbiter assumes it just granted a lease");
+  w.run(S.claimRetryMs + 4 * S.tickMs);
+  assert.equal(w.server("b").role, "primary");
+  assert.ok(w.nowMs - restartedAtMs >= S.primaryLeaseMs);
+  assert.equal(w.arbiter.current.epoch, 2);
+});
+
+test("arbiter restart while the primary serves: renewals resume, nothing changes for clients", () => {
+  const w = healthy();
+  const session = openSession(w);
+  w.arbiterDown = true;
+  w.runChecked(2_000);
+  w.restartArbiter();
+  w.runChecked(1_000);
+  const p = w.server("p");
+  assert.equal(p.serving(), true);
+  assert.ok(p.status().leaseSupport!.arbiterRemainingMs > 0, "the arbiter's lease is back");
+  assert.equal(w.arbiter.current.epoch, 1);
+  assert.ok(w.ok(enter(w, session)).type === "granted");
+});
+
+test("takeover: a new primary does not serve while a promise it gave during its claim still runs", () => {
+  const w = healthy();
+  w.cut.add("p>a");
+  w.run(1_000);
+  w.paused.add("p");
+  // The backup's claim is in flight (held) when a late append of the old primary reaches it.
+  w.hold = ({ outbound }) => outbound.kind === "arbiter" && outbound.request.type === "claim";
+  for (let i = 0; i < 100 && w.held.length === 0; i++) w.run(S.tickMs);
+  assert.equal(w.held.length, 1, "the backup asked to take over");
+  const b = w.server("b");
+  const ack = b.peerMessage({ type: "append", from: "p", epoch: 1, syncGen: Number.MAX_SAFE_INTEGER, entries: [] }, w.nowMs);
+  assert.ok(ack.type === "appendAck" && ack.promiseMs === S.backupLeaseMs, "a fresh promise went out with the ack");
+  const promiseEndsAtMs = w.nowMs + S.backupLeaseMs;
+  w.hold = () => false;
+  w.queue.push(...w.held.splice(0));
+  w.deliver();
+  assert.equal(b.role, "primary", "the arbiter granted the claim");
+  while (w.nowMs + S.tickMs < promiseEndsAtMs) {
+    assert.equal(b.serving(), false, `serving at ${w.nowMs} while the old primary may hold our promise to ${promiseEndsAtMs}`);
+    w.run(S.tickMs);
+  }
+  w.run(2 * S.tickMs);
+  assert.equal(b.serving(), true, "serving once the promise ran out");
 });

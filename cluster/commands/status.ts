@@ -11,7 +11,8 @@ import { EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
 
 const HELP = `Usage: mutexd status [--config FILE | --server URL] [--json]
 
-Shows each lock server (role, epoch, whether it serves, lease left, backup sync state and lag),
+Shows each lock server (role, epoch, whether it serves, lease left and who backs it: the arbiter,
+the backup's promise or both; backup sync state and lag),
 the arbiter's record, and the lock table of the serving server: each lock's holders (session,
 fencing token, mode, how long held), its FIFO queue, any lock-delay left, and the sessions.
   --json   print it all as JSON (for scripts)
@@ -86,7 +87,7 @@ function formatServers(servers: ServerReport[], arbiter: ArbiterReport | undefin
       const s = status?.server;
       if (!status || !s) return [status?.node.id ?? "?", url, error ? `unreachable (${error})` : "?", "", "", "", "", ""];
       const backup = s.backup ? `${s.backup.id} ${s.backup.mode} ${s.backup.ackedIndex} ${s.backup.lagEntries}` : "-";
-      return [status.node.id, url, s.role, String(s.epoch), s.serving ? "yes" : "no", s.role === "primary" ? age(s.leaseRemainingMs) : "-", backup, String(s.lastIndex)];
+      return [status.node.id, url, s.role, String(s.epoch), s.serving ? "yes" : "no", leaseCell(s), backup, String(s.lastIndex)];
     }),
   );
   if (arbiter) {
@@ -96,6 +97,19 @@ function formatServers(servers: ServerReport[], arbiter: ArbiterReport | undefin
       : `ARBITER ${arbiter.url}: unreachable (${arbiter.error})\n`;
   }
   return out;
+}
+
+/**
+ * A primary's lease and who backs it now (the arbiter, the backup's promise, or both: it serves
+ * while either runs); a backup's promise not to take over.
+ */
+function leaseCell(s: NonNullable<LockStatus["server"]>): string {
+  if (s.role === "primary" && s.leaseSupport) {
+    const { arbiterRemainingMs: a, backupRemainingMs: b } = s.leaseSupport;
+    const backers = [a > 0 ? `arbiter ${age(a)}` : "", b > 0 ? `backup ${age(b)}` : ""].filter(Boolean);
+    return `${age(s.leaseRemainingMs)} (${backers.length > 0 ? backers.join(", ") : "no support"})`;
+  }
+  return s.promisedRemainingMs > 0 ? `promised ${age(s.promisedRemainingMs)}` : "-";
 }
 
 function age(ms: number): string {

@@ -16,11 +16,33 @@
  *   every ring node ends with the same committed counter, equal to the acknowledged increments
  *   (plus at most the increments whose outcome is unknown).
  * - liveness: after the final heal, every lock and every ring node granted once.
+ * - grant-gap: while a single fault of the lock track lasts (and for GAP_HEAL_MS after its heal),
+ *   the clients are never without a grant for longer than the fault kind's bound
+ *   (GRANT_GAP_MAX_MS): the lock service survives any one fault. The report prints, per fault
+ *   kind, how long granting stopped (median and max of each fault's longest gap).
  */
 import process from "node:process";
 import { type HistoryRecord, type OpName, readHistory } from "./history.ts";
 
-export type Rule = "token-order" | "mutex" | "resource" | "ring-counter" | "liveness" | "history";
+export type Rule = "token-order" | "mutex" | "resource" | "ring-counter" | "liveness" | "grant-gap" | "history";
+
+/**
+ * Longest time without any lock grant owed under one fault of each lock-track step kind. An
+ * arbiter fault must not be seen by clients at all: its bound is the workload's own longest
+ * pause between grants with margin. A server fault costs at most a takeover: the arbiter's
+ * lease and the backup's promise (500 ms each, concurrent), the claim, the clients' failover
+ * backoff (25 → 250 ms) and their retry, with margin for a loaded 2-core machine.
+ * "double" steps (the arbiter and a lock server together) owe safety only.
+ */
+export const GRANT_GAP_MAX_MS: Record<string, number> = {
+  "kill-arbiter": 1_000,
+  "pause-arbiter": 1_000,
+  "pause-short": 1_500,
+  "pause-long": 4_000,
+  "kill-server": 4_000,
+};
+/** A heal (a restart rejoining, a resumed process stepping down) may still cost a gap. */
+export const GAP_HEAL_MS = 1_000;
 
 /** An operation: an invoke paired with its completion (`info` with end Infinity if none). */
 export type Op = Omit<HistoryRecord, "type" | "end" | "leaseMs"> & { type: "ok" | "fail" | "info"; end: number };
@@ -228,9 +250,69 @@ export function checkOps(ops: Op[]): CheckResult {
       violations.push({ rule: "liveness", lock: op.lock ?? op.node, message: `no grant after the final heal: ${op.error ?? op.type}`, ops: [op] });
     }
   }
+  for (const gap of grantGaps(ops)) {
+    if (gap.boundMs !== undefined && gap.gapMs > gap.boundMs) {
+      violations.push({
+        rule: "grant-gap",
+        lock: gap.fault.node,
+        message: `no grant for ${Math.round(gap.gapMs)} ms during ${gap.fault.step} of ${gap.fault.node} (bound ${gap.boundMs} ms)`,
+        ops: [gap.fault],
+      });
+    }
+  }
   const stats: Record<string, number> = {};
   for (const op of ops) stats[`${op.op}:${op.type}`] = (stats[`${op.op}:${op.type}`] ?? 0) + 1;
   return { violations, stats };
+}
+
+export interface GrantGap {
+  fault: Op;
+  /** Longest stretch without a lock grant from the fault to GAP_HEAL_MS after its heal. */
+  gapMs: number;
+  /** The owed bound, when the fault's step kind owes liveness. */
+  boundMs?: number;
+}
+
+/**
+ * For every healed fault of the lock track (p1, b1, a1): the longest time in its window in which
+ * no client was granted a lock. The window ends early where the clients stopped asking.
+ */
+export function grantGaps(ops: Op[]): GrantGap[] {
+  const grants = ops.filter((o) => o.op === "acquire" && o.type === "ok").map((o) => o.end).sort((a, b) => a - b);
+  const asks = ops.filter((o) => o.op === "acquire").map((o) => o.start);
+  const lastAskMs = asks.length ? Math.max(...asks) : Number.NEGATIVE_INFINITY;
+  const gaps: GrantGap[] = [];
+  for (const fault of ops) {
+    if (fault.op !== "fault" || fault.type !== "ok" || !["p1", "b1", "a1"].includes(fault.node ?? "")) continue;
+    const fromMs = fault.start;
+    const toMs = Math.min(fault.end + GAP_HEAL_MS, lastAskMs);
+    if (!(toMs > fromMs)) continue;
+    let gapMs = 0;
+    let lastMs = fromMs;
+    for (const at of grants) {
+      if (at <= fromMs) continue;
+      if (at >= toMs) break;
+      gapMs = Math.max(gapMs, at - lastMs);
+      lastMs = at;
+    }
+    gapMs = Math.max(gapMs, toMs - lastMs);
+    gaps.push({ fault, gapMs, boundMs: fault.step === undefined ? undefined : GRANT_GAP_MAX_MS[fault.step] });
+  }
+  return gaps;
+}
+
+/** Per step kind: faults, and the median and max of their longest grant gaps (ms). */
+export function gapReport(ops: Op[]): Array<{ step: string; faults: number; medianMs: number; maxMs: number; boundMs?: number }> {
+  const byStep = new Map<string, number[]>();
+  for (const gap of grantGaps(ops)) {
+    const step = gap.fault.step ?? gap.fault.fault ?? "?";
+    if (!byStep.has(step)) byStep.set(step, []);
+    byStep.get(step)!.push(gap.gapMs);
+  }
+  return [...byStep].sort(([a], [b]) => a.localeCompare(b)).map(([step, list]) => {
+    const sorted = [...list].sort((a, b) => a - b);
+    return { step, faults: list.length, medianMs: sorted[Math.floor((sorted.length - 1) / 2)], maxMs: sorted[sorted.length - 1], boundMs: GRANT_GAP_MAX_MS[step] };
+  });
 }
 
 export function checkHistory(records: HistoryRecord[]): CheckResult {
@@ -279,6 +361,14 @@ export function checkFile(file: string, print: (line: string) => void = (l) => p
   const result = checkHistory(records);
   const stats = Object.entries(result.stats).sort().map(([k, n]) => `${k}=${n}`).join(" ");
   print(`check: ${records.length} records; ${stats}`);
+  const report = gapReport(pairOps(records));
+  if (report.length > 0) {
+    print("grant gaps per fault kind (longest time without a lock grant, fault to heal + 1 s):");
+    for (const row of report) {
+      const owed = row.boundMs === undefined ? "safety only" : `owed ≤ ${row.boundMs} ms`;
+      print(`  ${row.step.padEnd(14)} ${String(row.faults).padStart(3)} faults  median ${String(Math.round(row.medianMs)).padStart(5)} ms  max ${String(Math.round(row.maxMs)).padStart(5)} ms  (${owed})`);
+    }
+  }
   for (const v of result.violations.slice(0, 20)) print(formatViolation(v, records));
   if (result.violations.length > 20) print(`… and ${result.violations.length - 20} more violations`);
   print(result.violations.length === 0 ? "check: OK, no violation" : `check: ${result.violations.length} violation(s)`);

@@ -8,8 +8,8 @@
  * schedule; the timing around it is real and not replayable.
  *
  * Lock track: at most one lock server (p1 or b1) is faulty at a time. The arbiter may be faulty
- * alone or together with one lock server ("double" steps): safety must hold then too, but
- * liveness is owed only while at most one of p1/b1 is faulty and a1 is up.
+ * alone or together with one lock server ("double" steps): safety must hold then too, and
+ * liveness is owed under every single fault, the arbiter's included (check.ts: grant-gap).
  * Ring track: pauses and restarts of r2 and r3 only (r1 is the node that regenerates tokens, and
  * the ring has no repair yet: each fault is healed and the ring resumes).
  */
@@ -145,7 +145,13 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
       for (const fault of step.faults) {
         const id = fault.target === "serving" ? await servingNow(supervisor) : fault.target;
         if (supervisor.state(id) !== "up") continue;
-        const finish = history.invoke({ op: "fault", client: "nemesis", fault: `${fault.kind}${fault.target === "serving" ? "-serving" : ""}`, node: id });
+        const finish = history.invoke({
+          op: "fault",
+          client: "nemesis",
+          fault: `${fault.kind}${fault.target === "serving" ? "-serving" : ""}`,
+          node: id,
+          step: step.name,
+        });
         if (fault.kind === "kill") await supervisor.kill(id);
         else supervisor.pause(id);
         print(`${fault.kind === "kill" ? "!" : "z"} ${fault.kind.padEnd(5)} ${id}${fault.target === "serving" ? " (serving)" : ""} for ${step.durationMs} ms [${step.name}]`);

@@ -50,6 +50,8 @@ export interface HistoryRecord {
   value?: number;
   node?: string;
   fault?: string;
+  /** Fault records: the schedule's step kind (kill-arbiter, double, …) the fault belongs to. */
+  step?: string;
   /** The session TTL (acquire) or section lease (ring-enter) the client asked for. */
   leaseMs?: number;
   /** Wall-clock ms when the operation was invoked. */

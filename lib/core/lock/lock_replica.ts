@@ -6,10 +6,16 @@
  * Safety rules (README "Failover"):
  * - A change is answered only once it is committed: the backup acked it, or the arbiter has
  *   recorded the backup as out of sync (then the backup can never be promoted).
- * - The primary accepts new commands only inside the arbiter's lease, counted from the send time
- *   of the renewal, minus a safety margin; the arbiter counts the same lease from its receipt.
- * - The backup takes over only with the arbiter's consent (lease lapsed, backup in sync); the
- *   new epoch fences the old primary: anyone who sees a higher epoch steps down.
+ * - The primary accepts new commands only inside a lease from one of the other two (a majority
+ *   of three): the arbiter's, renewed every leaseRenewMs, or the backup's, which every ack of a
+ *   replication message carries ("I will not take over for promiseMs"). Each is counted from the
+ *   send time of the request that earned it, minus a safety margin; its giver counts it from the
+ *   receipt. So the arbiter alone, or the backup alone, may be lost without a stop.
+ * - The backup takes over only with the arbiter's consent (the arbiter's lease lapsed on its
+ *   clock, backup in sync) AND once its own promises lapsed on its own clock; a restarted backup
+ *   first waits out the promises it may have given before (they lived in memory). A new primary
+ *   never serves while a promise it gave as backup still runs. The new epoch fences the old
+ *   primary: anyone who sees a higher epoch steps down. (docs/failover.md has the argument.)
  * - A server that steps down throws its state away (it may hold uncommitted changes) and syncs
  *   again from the primary: a snapshot plus what follows.
  * - Times in the log are the primary's; a new primary continues that time base, and restarts
@@ -30,7 +36,11 @@ export type PeerMessage =
    * a backup whose snapshot is of an older generation throws its copy away and syncs again.
    */
   | { type: "append"; from: string; epoch: number; syncGen: number; entries: LogEntry[] }
-  | { type: "appendAck"; from: string; epoch: number; ok: boolean; appliedIndex: number }
+  /**
+   * `promiseMs`: the backup will not take over for this long from its receipt of the append (0:
+   * no promise). The primary counts it from the append's send time: a lease on serving.
+   */
+  | { type: "appendAck"; from: string; epoch: number; ok: boolean; appliedIndex: number; promiseMs: number }
   | { type: "syncRequest"; from: string; epoch: number }
   | { type: "snapshot"; from: string; epoch: number; syncGen: number; snapshot: LockMachineSnapshot }
   /** Refusal from a server in another epoch or role; carries what it knows. */
@@ -57,6 +67,7 @@ export interface Ready {
 export type ReplicaSettings = Pick<
   Settings,
   | "primaryLeaseMs"
+  | "backupLeaseMs"
   | "leaseRenewMs"
   | "leaseSafetyMs"
   | "primarySilenceMs"
@@ -129,7 +140,9 @@ export class LockReplica {
   private lastIndex = 0;
   private commitIndex = 0;
   private timeOffsetMs = 0;
-  private leaseUntilMs = Number.NEGATIVE_INFINITY;
+  /** End of the arbiter's lease and of the backup's, on this clock, less the safety margin. */
+  private arbiterLeaseUntilMs = Number.NEGATIVE_INFINITY;
+  private backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
   private requireBackup = false; // we told (or are telling) the arbiter the backup is in sync
   private arbiterInSync = false; // what the arbiter last confirmed
   private lastRenewMs = Number.NEGATIVE_INFINITY;
@@ -143,6 +156,13 @@ export class LockReplica {
   private copySyncGen = 0;
   private lastClaimMs = Number.NEGATIVE_INFINITY;
   private syncInFlight = false;
+  /** Our last promise to a primary not to take over ends here (this clock); we never serve before. */
+  private promisedUntilMs = Number.NEGATIVE_INFINITY;
+  /**
+   * No takeover before this: promises given before a restart lived in memory and are forgotten,
+   * so a fresh process assumes it gave one just now.
+   */
+  private readonly takeoverNotBeforeMs: number;
 
   private readonly inFlight = new Map<number, InFlight>();
   private nextRef = 1;
@@ -151,11 +171,12 @@ export class LockReplica {
 
   constructor(private readonly options: ReplicaOptions, nowMs: number) {
     this.nowMs = nowMs;
+    this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold.
       this.becomePrimary(1, new LockMachine(options.newTable(), options.settings.answeredMax), "standalone");
-      this.leaseUntilMs = Number.POSITIVE_INFINITY;
+      this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
     }
   }
 
@@ -259,7 +280,12 @@ export class LockReplica {
 
   /** Whether this server accepts new commands now. */
   serving(): boolean {
-    return this.role === "primary" && this.nowMs < this.leaseUntilMs;
+    return this.role === "primary" && this.nowMs < this.leaseUntilMs() && this.nowMs >= this.promisedUntilMs;
+  }
+
+  /** The later of the two leases: the primary needs only one of the other two behind it. */
+  private leaseUntilMs(): number {
+    return Math.max(this.arbiterLeaseUntilMs, this.backupLeaseUntilMs);
   }
 
   private timeBaseMs(): number {
@@ -333,9 +359,15 @@ export class LockReplica {
   private onAppendAnswer(request: InFlight, answer: PeerMessage): void {
     if (this.role !== "primary") return;
     if (answer.epoch > this.epoch) return this.stepDown(answer.epoch, answer.type === "nack" ? answer.primary : null, "peer has a newer epoch");
-    if (answer.type !== "appendAck") return;
+    if (answer.type !== "appendAck" || answer.epoch !== this.epoch) return;
     const b = this.backup;
     b.lastContactMs = this.nowMs;
+    // The backup's promise is a lease whatever the state of its copy: it cannot take over before
+    // it ends. Counted from our send (its receipt is later), never longer than configured.
+    if (answer.promiseMs > 0) {
+      const promiseMs = Math.min(answer.promiseMs, this.options.settings.backupLeaseMs);
+      this.backupLeaseUntilMs = Math.max(this.backupLeaseUntilMs, request.sentAtMs + promiseMs - this.options.settings.leaseSafetyMs);
+    }
     // An answer about an older copy says nothing about the current one (it syncs again).
     if ((b.mode !== "syncing" && b.mode !== "inSync") || request.syncGen !== this.syncGen) return;
     assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
@@ -431,7 +463,7 @@ export class LockReplica {
 
   private extendLease(sentAtMs: number, leaseMs: number): void {
     const until = sentAtMs + leaseMs - this.options.settings.leaseSafetyMs;
-    this.leaseUntilMs = Math.max(this.leaseUntilMs, until);
+    this.arbiterLeaseUntilMs = Math.max(this.arbiterLeaseUntilMs, until);
   }
 
   private advanceCommit(): void {
@@ -543,6 +575,9 @@ export class LockReplica {
     const hasState = this.machine !== null;
     const arbiter = this.options.arbiterId;
     if (arbiter === null) return;
+    // A takeover (with our copy) waits until no promise of ours, this process's or a previous
+    // one's, still lets the old primary serve.
+    if (hasState && this.nowMs < Math.max(this.promisedUntilMs, this.takeoverNotBeforeMs)) return;
     if ([...this.inFlight.values()].some((r) => r.kind === "claim")) return;
     if (this.nowMs - this.lastClaimMs < this.options.settings.claimRetryMs) return;
     this.lastClaimMs = this.nowMs;
@@ -591,6 +626,7 @@ export class LockReplica {
     this.timeOffsetMs = machine.lastAtMs - this.nowMs;
     this.requireBackup = false;
     this.arbiterInSync = false;
+    this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
     this.backup = freshTracker();
     this.lastRenewMs = this.nowMs;
     this.renewSeq = 0;
@@ -633,7 +669,8 @@ export class LockReplica {
     this.role = primary === null ? "joining" : "backup";
     this.epoch = Math.max(this.epoch, epoch);
     this.primary = primary;
-    this.leaseUntilMs = Number.NEGATIVE_INFINITY;
+    this.arbiterLeaseUntilMs = Number.NEGATIVE_INFINITY;
+    this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
     this.requireBackup = false;
     this.log = [];
     this.backup = freshTracker();
@@ -681,12 +718,19 @@ export class LockReplica {
     return { type: "nack", from: this.options.nodeId, epoch: this.epoch, primary: this.primary, reason };
   }
 
+  /** Acks an append of the primary we follow, promising not to take over for backupLeaseMs. */
   private ack(ok: boolean, appliedIndex: number): PeerMessage {
-    return { type: "appendAck", from: this.options.nodeId, epoch: this.epoch, ok, appliedIndex };
+    const promiseMs = this.options.settings.backupLeaseMs;
+    this.promisedUntilMs = Math.max(this.promisedUntilMs, this.nowMs + promiseMs);
+    return { type: "appendAck", from: this.options.nodeId, epoch: this.epoch, ok, appliedIndex, promiseMs };
   }
 
   private event(event: string, fields: Record<string, unknown>): void {
     this.out.events.push({ event, fields });
+  }
+
+  private remainingMs(untilMs: number): number {
+    return Math.max(0, Math.min(untilMs - this.nowMs, 1e9));
   }
 
   /** What `status` shows of replication. */
@@ -696,7 +740,11 @@ export class LockReplica {
       epoch: this.epoch,
       primary: this.primary,
       serving: this.serving(),
-      leaseRemainingMs: this.role === "primary" ? Math.max(0, Math.min(this.leaseUntilMs - this.nowMs, 1e9)) : 0,
+      leaseRemainingMs: this.role === "primary" ? this.remainingMs(this.leaseUntilMs()) : 0,
+      leaseSupport: this.role === "primary"
+        ? { arbiterRemainingMs: this.remainingMs(this.arbiterLeaseUntilMs), backupRemainingMs: this.remainingMs(this.backupLeaseUntilMs) }
+        : null,
+      promisedRemainingMs: this.remainingMs(this.promisedUntilMs),
       backup: this.role === "primary" && this.options.peerId !== null
         ? {
           id: this.options.peerId,
@@ -719,7 +767,12 @@ export interface ReplicaStatus {
   epoch: number;
   primary: string | null;
   serving: boolean;
+  /** Of the lease: the later of the two supports below, less the safety margin. */
   leaseRemainingMs: number;
+  /** Who supports the primary's lease now, and for how long more (0: not). */
+  leaseSupport: { arbiterRemainingMs: number; backupRemainingMs: number } | null;
+  /** Our promise (as backup) not to take over runs this long more. */
+  promisedRemainingMs: number;
   backup: { id: string; mode: BackupMode; ackedIndex: number; lagEntries: number; arbiterRecordedInSync: boolean } | null;
   lastIndex: number;
   commitIndex: number;
