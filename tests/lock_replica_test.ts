@@ -79,7 +79,7 @@ class World {
         continue;
       }
       const to = outbound.to;
-      const lost = this.cut.has(`${from}>${to}`) || this.cut.has(`${to}>${from}`) || this.drop({ from, outbound });
+      const lost = this.cut.has(`${from}>${to}`) || this.cut.has(`${to}>${from}`) || this.drop(packet);
       if (lost || this.paused.has(to)) {
         sender.failed(outbound.ref, this.nowMs);
       } else if (outbound.kind === "arbiter") {
@@ -497,4 +497,47 @@ test("takeover: a new primary does not serve while a promise it gave during its 
   }
   w.run(2 * S.tickMs);
   assert.equal(b.serving(), true, "serving once the promise ran out");
+});
+
+test("renewals overlap: one lost renewal does not cost the arbiter's lease (the next goes out one renewal period later)", () => {
+  const w = healthy();
+  w.crash("b"); // only the arbiter backs the primary
+  w.run(S.replicationTimeoutMs + 3 * S.leaseRenewMs);
+  // Lose every renewal sent in the next 150 ms; they stay in flight, unanswered.
+  let lost = 0;
+  w.hold = ({ outbound }) => outbound.kind === "arbiter" && outbound.request.type === "renew" && lost++ < 2;
+  w.run(S.leaseRenewMs + S.leaseRenewMs / 2);
+  w.hold = () => false;
+  assert.ok(lost >= 1, "a renewal was lost");
+  w.runChecked(S.primaryLeaseMs);
+  assert.equal(w.server("p").serving(), true, "later renewals carried the lease");
+});
+
+test("renewals overlap: an 'alone' answer does not count while a newer 'in sync' report may be what the arbiter recorded", () => {
+  const w = healthy();
+  // The first "alone" report waits in flight, later ones are lost; once the backup is back in
+  // sync its "in sync" reports wait in flight too.
+  let alone: Packet | undefined;
+  const report = (packet: Packet) => (packet.outbound.kind === "arbiter" && packet.outbound.request.type === "renew" ? packet.outbound.request : undefined);
+  w.hold = (packet) => {
+    const r = report(packet);
+    if (!r) return false;
+    if (!r.backupInSync && !alone) return (alone = packet), true;
+    return alone !== undefined && r.backupInSync;
+  };
+  w.drop = (packet) => alone !== undefined && report(packet)?.backupInSync === false && packet !== alone;
+  w.cut.add("p>b");
+  w.run(S.replicationTimeoutMs + 2 * S.leaseRenewMs);
+  w.cut.delete("p>b");
+  w.run(600);
+  assert.ok(alone, "an 'alone' report is in flight");
+  assert.ok(w.held.some((packet) => report(packet)?.backupInSync === true), "and a newer 'in sync' one");
+  w.hold = () => false;
+  // Only the "alone" report reaches the arbiter and is answered; the newer one is still on its way.
+  w.held.splice(w.held.indexOf(alone), 1);
+  w.queue.push(alone);
+  w.deliver();
+  assert.equal(w.arbiter.current.backupInSync, false, "the arbiter recorded 'alone'");
+  assert.equal(w.server("p").status().backup?.arbiterRecordedInSync, true,
+    "the primary does not take 'alone' as the record: the newer 'in sync' report may replace it any moment");
 });

@@ -136,6 +136,11 @@ export class Network {
     for (const id of this.held.keys()) this.sim.at(this.sim.nowMs, () => this.release(id));
   }
 
+  /** Whether the link between `a` and `b` is cut or slowed, in either direction. */
+  impaired(a: string, b: string): boolean {
+    return [`${a}>${b}`, `${b}>${a}`].some((key) => this.blocked.has(key) || this.slowed.has(key));
+  }
+
   get partitioned(): boolean {
     return this.blocked.size > 0;
   }

@@ -103,8 +103,9 @@ interface Pending {
 interface InFlight {
   kind: "append" | "sync" | "renew" | "claim";
   sentAtMs: number;
-  /** For renewals: the in-sync value reported. */
+  /** For renewals: the in-sync value reported, and the report's sequence number. */
   backupInSync?: boolean;
+  seq?: number;
   /** For appends: the last index carried, and the copy generation it was sent for. */
   lastIndex?: number;
   syncGen?: number;
@@ -147,6 +148,8 @@ export class LockReplica {
   private arbiterInSync = false; // what the arbiter last confirmed
   private lastRenewMs = Number.NEGATIVE_INFINITY;
   private renewSeq = 0; // orders our sync reports at the arbiter within the epoch
+  private renewAnsweredSeq = 0; // the report whose answer set arbiterInSync last
+  private inSyncReportSeq = 0; // the newest report that said "in sync"
   private backup: BackupTracker = freshTracker();
   /** Generation of the copy the backup should have; bumped whenever it must sync again. */
   private syncGen = 0;
@@ -280,11 +283,20 @@ export class LockReplica {
 
   /** Whether this server accepts new commands now. */
   serving(): boolean {
-    return this.role === "primary" && this.nowMs < this.leaseUntilMs() && this.nowMs >= this.promisedUntilMs;
+    return this.servingAt(this.nowMs);
   }
 
-  /** The later of the two leases: the primary needs only one of the other two behind it. */
-  private leaseUntilMs(): number {
+  /**
+   * Whether it would accept a command at `nowMs` on its clock (the simulator's checkers ask at
+   * any moment, also between two inputs): a primary inside its lease, and outside every promise
+   * it gave as a backup.
+   */
+  servingAt(nowMs: number): boolean {
+    return this.role === "primary" && nowMs < this.leaseUntilMs() && nowMs >= this.promisedUntilMs;
+  }
+
+  /** End of the lease on this server's clock: the later of the two, since one backer suffices. */
+  leaseUntilMs(): number {
     return Math.max(this.arbiterLeaseUntilMs, this.backupLeaseUntilMs);
   }
 
@@ -430,19 +442,25 @@ export class LockReplica {
   private maybeRenew(): void {
     if (this.role !== "primary" || this.options.arbiterId === null) return;
     const wantInSync = this.backup.mode === "inSync";
-    const renewing = [...this.inFlight.values()].some((r) => r.kind === "renew");
-    if (renewing) return; // one at a time, so the arbiter sees the reports in order
+    // Renewals overlap: one lost must not cost the lease while the next waits for its timeout
+    // (peerTimeoutMs, longer than the lease). The arbiter orders the reports by `seq`, and a late
+    // answer cannot make us believe an older record (see onRenewAnswer). At most
+    // as many in flight as fit in one lease: older ones are lost or useless.
+    const renewsInFlight = [...this.inFlight.values()].filter((r) => r.kind === "renew").length;
+    if (renewsInFlight >= Math.ceil(this.options.settings.primaryLeaseMs / this.options.settings.leaseRenewMs)) return;
     const due = this.nowMs - this.lastRenewMs >= this.options.settings.leaseRenewMs;
     const changed = wantInSync !== this.arbiterInSync;
     if (!due && !(changed && this.nowMs - this.lastRenewMs >= this.options.settings.claimRetryMs)) return;
     if (wantInSync) this.requireBackup = true;
     this.lastRenewMs = this.nowMs;
-    const ref = this.request({ kind: "renew", sentAtMs: this.nowMs, backupInSync: wantInSync });
+    const seq = ++this.renewSeq;
+    if (wantInSync) this.inSyncReportSeq = seq;
+    const ref = this.request({ kind: "renew", sentAtMs: this.nowMs, backupInSync: wantInSync, seq });
     this.out.send.push({
       kind: "arbiter",
       ref,
       to: this.options.arbiterId,
-      request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync, seq: ++this.renewSeq },
+      request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync, seq },
     });
   }
 
@@ -452,6 +470,13 @@ export class LockReplica {
       return this.stepDown(reply.epoch, reply.primary, reply.type === "refused" ? reply.reason : "arbiter names another primary");
     }
     this.extendLease(request.sentAtMs, reply.leaseMs);
+    // The arbiter records the newest report it received, which may be one sent after this one.
+    // So "alone" is certain only when no report sent after this one said "in sync"; "in sync"
+    // is always taken (it only holds commits back). Answers older than one taken change nothing.
+    const seq = request.seq!;
+    if (seq < this.renewAnsweredSeq) return;
+    if (!request.backupInSync && this.inSyncReportSeq > seq) return;
+    this.renewAnsweredSeq = seq;
     this.arbiterInSync = request.backupInSync!;
     const mode = this.backup.mode;
     if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent")) {
@@ -630,6 +655,8 @@ export class LockReplica {
     this.backup = freshTracker();
     this.lastRenewMs = this.nowMs;
     this.renewSeq = 0;
+    this.renewAnsweredSeq = 0;
+    this.inSyncReportSeq = 0;
     this.event("primary", { epoch, how, index: machine.appliedIndex });
   }
 

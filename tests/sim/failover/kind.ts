@@ -31,6 +31,7 @@ import { watchLockTables } from "../lock/table_checkers.ts";
 import { ArbiterActor } from "./arbiter.ts";
 import { FAILOVER_CHECKERS, FailoverChecks } from "./checkers.ts";
 import { FailoverServerActor } from "./server.ts";
+import { servesThroughOneFault } from "./availability.ts";
 
 export const PRIMARY_ID = "fp";
 export const BACKUP_ID = "fb";
@@ -41,7 +42,7 @@ const CLIENT_FAILOVER_MS = 5_000;
 
 /** Time settings of the replication core, scaled together for slow networks. */
 const SCALED: ReadonlyArray<keyof Settings> = [
-  "primaryLeaseMs", "leaseRenewMs", "leaseSafetyMs", "primarySilenceMs", "claimRetryMs", "heartbeatMs",
+  "primaryLeaseMs", "backupLeaseMs", "leaseRenewMs", "leaseSafetyMs", "primarySilenceMs", "claimRetryMs", "heartbeatMs",
   "replicationTimeoutMs", "peerTimeoutMs", "bootstrapWaitMs",
 ];
 
@@ -169,14 +170,20 @@ export function failoverLivenessBounds(params: KindParams, delayMaxMs: number, s
   // A takeover or a restart at the heal: the lease (also the one a restarted arbiter assumes)
   // lapses, the backup notices the silence and claims, a claim that was lost times out; then
   // a backup restarted at the heal syncs (a snapshot and a catch-up round trip).
-  const takeoverMs = s.primaryLeaseMs + s.primarySilenceMs + 2 * s.claimRetryMs + s.peerTimeoutMs + 8 * delayMaxMs + 4 * s.tickMs;
+  // The backup's own promise runs side by side with the arbiter's lease (the later one counts).
+  const takeoverMs = Math.max(s.primaryLeaseMs, s.backupLeaseMs) + s.primarySilenceMs + 2 * s.claimRetryMs + s.peerTimeoutMs + 8 * delayMaxMs + 4 * s.tickMs;
   // A client's request in flight at the heal ends within its failover timeout.
   const settleMs = Math.max(lock.settleMs, CLIENT_FAILOVER_MS + s.requestTimeoutMs) + takeoverMs;
   // Each request of a lock() may first go to the server that does not serve (one "not primary"
   // round trip, then the other server).
   const boundMs = lock.boundMs + Number(params.clients) * 6 * delayMaxMs;
   const syncedMs = takeoverMs + 2 * s.replicationTimeoutMs + 2 * s.peerTimeoutMs;
-  return { settleMs, boundMs, syncedMs };
+  // A lock server down or paused stops serving at most for a takeover, plus a claim whose answer
+  // was lost meanwhile; any other single fault at most for a few lost renewals and acks in a row
+  // (the lease outlives three of each).
+  const takeoverGapMs = 2 * takeoverMs;
+  const blipGapMs = 2 * Math.max(s.primaryLeaseMs, s.backupLeaseMs) + 8 * delayMaxMs;
+  return { settleMs, boundMs, syncedMs, takeoverGapMs, blipGapMs };
 }
 
 export const FAILOVER_KIND: NodeKind = {
@@ -254,7 +261,18 @@ export const FAILOVER_KIND: NodeKind = {
       return serving ? { server: serving.id, table: serving.table } : null;
     }, FAILOVER_CHECKERS.grantSurvives, "every grant a client believes in is a holder in the serving server's table"));
 
-    const { settleMs, boundMs, syncedMs } = failoverLivenessBounds(params, sim.profile.network.delayMaxMs, settings);
+    const { settleMs, boundMs, syncedMs, takeoverGapMs, blipGapMs } = failoverLivenessBounds(params, sim.profile.network.delayMaxMs, settings);
+    // Crashing the holder of the only copy (opt-in) is the one fault the service cannot survive.
+    if (!("fo-lone-crash" in sim.profile.faults)) {
+      sim.checkers.register(servesThroughOneFault(sim, {
+        coreIds: CORE_IDS,
+        serverIds: [PRIMARY_ID, BACKUP_ID],
+        servingNow: () => [fp, fb].some((s) => s.servingNow()),
+        hasCopy: (id) => [fp, fb].find((s) => s.id === id)?.replica?.machine != null,
+        takeoverGapMs,
+        blipGapMs,
+      }));
+    }
     let healedAtMs = Number.POSITIVE_INFINITY;
     let settledAtMs = Number.POSITIVE_INFINITY;
     return {

@@ -37,9 +37,9 @@ export class FailoverServerActor extends LockServiceActor {
     this.start();
   }
 
-  /** End of the lease on this server's clock (private in the core; the checkers read it). */
+  /** End of the lease on this server's clock (the later of the arbiter's and the backup's). */
   get leaseUntilMs(): number {
-    return (this.replica as unknown as { leaseUntilMs: number } | undefined)?.leaseUntilMs ?? Number.NEGATIVE_INFINITY;
+    return this.replica?.leaseUntilMs() ?? Number.NEGATIVE_INFINITY;
   }
 
   /**
@@ -49,7 +49,7 @@ export class FailoverServerActor extends LockServiceActor {
    */
   servingNow(): boolean {
     if (this.state === "crashed" || !this.replica) return false;
-    return this.replica.role === "primary" && this.clock.nowMs() < this.leaseUntilMs;
+    return this.replica.servingAt(this.clock.nowMs());
   }
 
   protected override logged(event: string, fields: Record<string, unknown>): void {
