@@ -9,6 +9,7 @@ import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep }
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { ClusterConfig, NodeConfig } from "../config.ts";
 import { type Clock, monotonicClock } from "../clock.ts";
+import { failStopProcess } from "../fail_stop.ts";
 import { readIfExists, writeDurably } from "../durable_file.ts";
 import { installErrorHandlers, readBodyText, readPeerRequest } from "../http_util.ts";
 import type { Logger } from "../log.ts";
@@ -50,6 +51,8 @@ export interface ArbiterPorts {
   store: ArbiterStore;
   clock: Clock;
   log: Logger;
+  /** A decision could not be made durable: stop without answering (the process exits). */
+  failStop(reason: string, fields: Record<string, unknown>): never;
 }
 
 export type ArbiterSettings = ConstructorParameters<typeof ArbiterCore>[0];
@@ -75,7 +78,16 @@ export function answerArbiter(
   const request = readPeerRequest(text, bodyBytesMax, isArbiterRequest, "an arbiter request");
   const before = core.current.epoch;
   const step = core.step(request, ports.clock.nowMs());
-  if (step.persist) ports.store.save(step.persist);
+  if (step.persist) {
+    // The core already decided in memory; an answer from that memory would outlive a restart
+    // that reads the older record (a second primary, an epoch handed out twice). So no answer:
+    // the process stops, and a restart starts from what is on disk.
+    try {
+      ports.store.save(step.persist);
+    } catch (error) {
+      ports.failStop("the arbiter's record could not be written", { error: (error as Error).message, state: step.persist });
+    }
+  }
   if (core.current.epoch !== before) ports.log.event("epoch", { ...core.current });
   return { request, step, body: encodePeerBody(step.reply) };
 }
@@ -88,9 +100,21 @@ export interface ArbiterStatus {
 
 export function createArbiterApp(
   core: ArbiterCore,
-  options: { nodeId: string; statePath: string; log: Logger; nowMs: () => number; bodyBytesMax?: number },
+  options: {
+    nodeId: string;
+    statePath: string;
+    log: Logger;
+    nowMs: () => number;
+    bodyBytesMax?: number;
+    failStop?: ArbiterPorts["failStop"];
+  },
 ): Hono {
-  const ports: ArbiterPorts = { store: fileArbiterStore(options.statePath), clock: { nowMs: options.nowMs }, log: options.log };
+  const ports: ArbiterPorts = {
+    store: fileArbiterStore(options.statePath),
+    clock: { nowMs: options.nowMs },
+    log: options.log,
+    failStop: options.failStop ?? ((reason, fields) => failStopProcess(options.log, reason, fields)),
+  };
   // An arbiter request is a few fields (no state travels): the general request limit is ample.
   const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
   const app = new Hono();
@@ -125,7 +149,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     backupId: backup?.id ?? null,
     leaseMs: cluster.settings.primaryLeaseMs,
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
-  }, { store: fileArbiterStore(statePath), clock: monotonicClock, log }, { statePath });
+  }, { store: fileArbiterStore(statePath), clock: monotonicClock, log, failStop: (reason, fields) => failStopProcess(log, reason, fields) }, { statePath });
   const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   return { url: `http://${node.host}:${server.port}`, stop: () => server.close() };

@@ -57,6 +57,10 @@ export class ArbiterActor extends Actor {
       store: this.disk,
       clock,
       log: { event: (event, fields = {}) => this.sim.log(this.id, "*", `${event} ${text(fields)}`), flush: () => {} },
+      // The simulated disk never refuses a write (yet): reaching this is a bug, and ends the run.
+      failStop: (reason) => {
+        throw new Error(`arbiter fail-stop: ${reason}`);
+      },
     };
     this.core = restoreArbiter(this.options, this.ports);
   }
