@@ -46,11 +46,16 @@ export function writeDurably(file: string, content: string): void {
     closeSync(fd);
   }
   renameSync(temporary, file);
-  const dir = openSync(dirname(file), "r");
+  syncDir(dirname(file));
+}
+
+/** Fsyncs a directory, so a rename or a new name in it survives a crash. */
+export function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
   try {
-    fsyncSync(dir);
+    fsyncSync(fd);
   } finally {
-    closeSync(dir);
+    closeSync(fd);
   }
 }
 
