@@ -22,6 +22,6 @@ const encoder = new TextEncoder();
 export function crc32(data: Uint8Array | string): number {
   const bytes = typeof data === "string" ? encoder.encode(data) : data;
   let crc = 0xFFFFFFFF;
-  for (const byte of bytes) crc = crcTable[(crc ^ byte) & 0xFF] ^ (crc >>> 8);
+  for (let i = 0; i < bytes.length; i++) crc = crcTable[(crc ^ bytes[i]) & 0xFF] ^ (crc >>> 8);
   return (crc ^ 0xFFFFFFFF) >>> 0;
 }
