@@ -122,7 +122,7 @@ test("ring storage: a half-written last log line is dropped at load and every wh
 const DAMAGES: Array<[string, (line: string) => string, RegExp]> = [
   ["a value edited (the checksum no longer matches)", (line) => line.replace('"value":"d"', '"value":"X"'), /checksum \d+ does not match/],
   ["half a line (not JSON)", (line) => line.slice(0, Math.floor(line.length / 2)), /not JSON/],
-  ["a record of the wrong shape under a right checksum", (line) => {
+  ["a record of the wrong shape under a right checksum", (_line) => {
     const data = JSON.stringify({ type: "entry", entry: { wseq: "4" } });
     return `{"v":${FORMAT_VERSION},"crc":${crc32(data)},"data":${data}}`;
   }, /not a log record/],
