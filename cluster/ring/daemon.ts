@@ -14,15 +14,19 @@ import { serveHttp } from "../runtime.ts";
 import { createRingApp } from "./api.ts";
 import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
-import { RingStorage } from "./storage.ts";
+import { FORMAT_VERSION, RingStorage } from "./storage.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
   const ringNodes = cluster.nodes.filter((n) => n.role === "ring" || n.id === node.id);
   const ring = ringNodes.map((n) => n.id);
   const storage = new RingStorage(node.dataDir);
-  const stored = storage.load();
+  const stored = storage.load({ alone: ring.length === 1 });
   if (stored.tornLines > 0) log.event("tornLogLine", { dataDir: node.dataDir, lines: stored.tornLines });
+  // Dropped records are caught up from the predecessor once the token shows this node behind.
+  if (stored.badRecord) log.event("badLogRecord", stored.badRecord);
+  if (stored.badSnapshot) log.event("badSnapshot", stored.badSnapshot);
+  if (stored.upgraded.length > 0) log.event("diskFormatUpgraded", { files: stored.upgraded, version: FORMAT_VERSION });
   const core = new RingNode({
     id: node.id,
     ring,

@@ -6,24 +6,130 @@
  *   ring-snapshot.json  { wseq, kv }                     replaced atomically
  *   ring-log.jsonl      one RingLogRecord per line       appended, fsynced; rewritten at snapshots
  *
- * At start the snapshot is installed and the log replayed in order. A torn last line (a crash
- * in the middle of an append) is ignored, and cut from the file: its write was never
- * acknowledged.
+ * Format version 2: each file, and each line of the log, is one envelope
+ *
+ *   {"v":2,"crc":<CRC-32 of the data's bytes, unsigned decimal>,"data":<the JSON as before>}
+ *
+ * Why this shape: it stays one JSON value per file and per line (jq and the eye still read it),
+ * the version comes first so any reader finds it before anything else, and the checksum covers
+ * the exact bytes of `data` as written, taken out of the line by position (the writer puts the
+ * fields in this order), so checking never depends on parsing and printing JSON again.
+ * Version 1 is the same JSON without the envelope, as mutexd wrote it before versions: it is
+ * read, and rewritten as version 2 at load. A newer version than FORMAT_VERSION is refused.
+ *
+ * At start the snapshot is installed and the log replayed in order, with these rules:
+ * - A torn last line (no newline: a crash in the middle of an append) was never acknowledged
+ *   (the fsync follows the write): it is dropped, and cut from the file.
+ * - A bad record (checksum, JSON or shape wrong; a line of version 1 after one of version 2)
+ *   anywhere: that record was acknowledged once, so this node lost a write it promised to keep.
+ *   The log is cut there: the record and every later one are dropped, and so are the writes
+ *   above the commit watermark of what is left (a dropped record may have replaced one of them
+ *   with a newer epoch's version, and keeping the older one could commit it). The node starts
+ *   with the committed prefix and fetches the rest from its predecessor when the token shows
+ *   it behind (docs/ring.md, Durability).
+ * - A bad snapshot: it is set aside (renamed *.corrupt) together with the whole log, whose
+ *   entries follow it; the node starts empty but for its hard state and catches up the same way.
+ * - A bad hard state refuses to start: epoch, fenceMax and lastHop must never go back, and
+ *   nothing on this node can tell the right values (an operator's decision).
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { readIfExists, writeDurably } from "../durable_file.ts";
+import { crc32 } from "../checksum.ts";
+import { readIfExists, syncDir, writeAll, writeDurably } from "../durable_file.ts";
 import type { PersistOp, RingStored } from "../../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring/ring_types.ts";
 
-const STATE_FILE = "ring-state.json";
-const SNAPSHOT_FILE = "ring-snapshot.json";
-const LOG_FILE = "ring-log.jsonl";
+export const STATE_FILE = "ring-state.json";
+export const SNAPSHOT_FILE = "ring-snapshot.json";
+export const LOG_FILE = "ring-log.jsonl";
+
+/** The on-disk format version this code writes. It reads this one and version 1. */
+export const FORMAT_VERSION = 2;
+
+const ALONE_REFUSAL = "Refusing to start: a ring of one has no peer to catch up from";
 
 /** What the driver needs of its storage: the port the simulator's disk also implements. */
 export interface RingStore {
   /** Stores `ops` in order; returns only when everything is durable, throws if it cannot be. */
   apply(ops: readonly PersistOp[]): void;
+}
+
+/** What load found besides the stored state, for the daemon's log lines. */
+export interface RingLoadReport {
+  /** A half-written last log line dropped (0 or 1). */
+  tornLines: number;
+  /** Where the log was cut at a bad record: `file:line`, why, how many lines went. */
+  badRecord?: { at: string; reason: string; droppedLines: number };
+  /** The snapshot set aside as bad (the log went with it). */
+  badSnapshot?: { file: string; reason: string; movedTo: string };
+  /** Files rewritten from format version 1. */
+  upgraded: string[];
+}
+
+/** An envelope's content, or why it is not one. */
+type Decoded = { ok: true; version: number; value: unknown } | { ok: false; reason: string };
+
+const ENVELOPE = /^\{"v":(\d+),"crc":(\d+),"data":(.*)\}$/;
+
+function envelope(value: unknown): string {
+  const data = JSON.stringify(value);
+  return `{"v":${FORMAT_VERSION},"crc":${crc32(data)},"data":${data}}`;
+}
+
+/**
+ * Opens an envelope (version 2) or takes the text as version 1. Throws for a version newer than
+ * this code: that is not damage to repair but a file this binary must not touch.
+ */
+function decode(text: string, where: string): Decoded {
+  const match = ENVELOPE.exec(text);
+  if (match && Number(match[1]) === FORMAT_VERSION) {
+    const crc = crc32(match[3]);
+    if (crc !== Number(match[2])) return { ok: false, reason: `checksum ${match[2]} does not match the data's ${crc}` };
+    return parse(match[3], FORMAT_VERSION);
+  }
+  const whole = parse(text, 1);
+  if (!whole.ok) return whole;
+  const version = isObject(whole.value) ? whole.value.v : undefined;
+  if (typeof version === "number" && version > FORMAT_VERSION) {
+    throw new Error(`${where}: format version ${version} is newer than this mutexd's (${FORMAT_VERSION}); run a mutexd that knows it`);
+  }
+  if (version !== undefined) return { ok: false, reason: "not a well-formed envelope" };
+  return whole;
+}
+
+function parse(text: string, version: number): Decoded {
+  try {
+    return { ok: true, version, value: JSON.parse(text) };
+  } catch (error) {
+    return { ok: false, reason: `not JSON (${(error as Error).message})` };
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isCount(value: unknown, min = 0): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= min;
+}
+
+function isEntry(value: unknown): value is RingEntry {
+  if (!isObject(value) || !isObject(value.op)) return false;
+  const { op } = value;
+  const opOk = typeof op.key === "string" && (op.type === "delete" || (op.type === "put" && typeof op.value === "string"));
+  return opOk && isCount(value.epoch) && isCount(value.wseq, 1) && typeof value.author === "string" && typeof value.origin === "string";
+}
+
+function isLogRecord(value: unknown): value is RingLogRecord {
+  if (!isObject(value)) return false;
+  if (value.type === "entry") return isEntry(value.entry);
+  if (value.type === "truncate") return isCount(value.from, 1);
+  return value.type === "commit" && isCount(value.wseq);
+}
+
+function isSnapshot(value: unknown): value is RingSnapshot {
+  return isObject(value) && isCount(value.wseq) && Array.isArray(value.kv) &&
+    value.kv.every((pair) => Array.isArray(pair) && pair.length === 2 && typeof pair[0] === "string" && typeof pair[1] === "string");
 }
 
 export class RingStorage implements RingStore {
@@ -33,40 +139,18 @@ export class RingStorage implements RingStore {
     mkdirSync(dir, { recursive: true });
   }
 
-  /** Reads what a previous incarnation stored (nothing on a fresh directory). */
-  load(): RingStored & { tornLines: number } {
-    const stateText = readIfExists(join(this.dir, STATE_FILE));
-    // lastHop came later: a file without it reads as 0 (no hop of its epoch accepted yet).
-    const hardState: RingHardState = {
-      epoch: 0,
-      fenceMax: 0,
-      lastHop: 0,
-      ...(stateText !== undefined ? JSON.parse(stateText) : {}),
-    };
-    const snapshotText = readIfExists(join(this.dir, SNAPSHOT_FILE));
-    const snapshot: RingSnapshot | undefined = snapshotText !== undefined ? JSON.parse(snapshotText) : undefined;
-    const logPath = join(this.dir, LOG_FILE);
-    const logText = readIfExists(logPath);
-    const records: RingLogRecord[] = [];
-    let tornLines = 0;
-    if (logText !== undefined) {
-      const lines = logText.split("\n");
-      for (const [index, line] of lines.entries()) {
-        if (line.trim() === "") continue;
-        try {
-          records.push(JSON.parse(line));
-        } catch (error) {
-          // Only the last line can be torn; anything else is corruption and must stop the node.
-          if (index < lines.length - 2) throw new Error(`${logPath}:${index + 1}: ${(error as Error).message}`);
-          tornLines += 1;
-          // Cut it off (the log rewritten with the whole lines only), or the next append would
-          // continue it into a corrupt line in the middle of the log, which stops the node at
-          // its next start.
-          writeDurably(logPath, lines.slice(0, index).map((l) => `${l}\n`).join(""));
-        }
-      }
-    }
-    return { hardState, snapshot, records, tornLines };
+  /**
+   * Reads what a previous incarnation stored (nothing on a fresh directory), repairs what the
+   * rules above allow (the files rewritten durably), and throws for what they do not. `alone`:
+   * this node is a ring of one, with no peer to catch up from, so a bad record or snapshot
+   * refuses to start instead (dropping it would lose acknowledged writes for good).
+   */
+  load(options: { alone?: boolean } = {}): RingStored & RingLoadReport {
+    const report: RingLoadReport = { tornLines: 0, upgraded: [] };
+    const hardState = this.loadHardState(report);
+    const snapshot = this.loadSnapshot(report, options.alone ?? false);
+    const records = report.badSnapshot ? [] : this.loadLog(report, snapshot?.wseq ?? 0, options.alone ?? false);
+    return { hardState, snapshot, records, ...report };
   }
 
   /** Stores `ops` in order and fsyncs; returns only when everything is on disk. */
@@ -75,7 +159,7 @@ export class RingStorage implements RingStore {
     let hardState: RingHardState | undefined;
     for (const op of ops) {
       if (op.type === "log") {
-        lines.push(JSON.stringify(op.record));
+        lines.push(envelope(op.record));
       } else if (op.type === "hardState") {
         hardState = op.state;
       } else {
@@ -85,7 +169,7 @@ export class RingStorage implements RingStore {
       }
     }
     this.appendLog(lines);
-    if (hardState) writeDurably(join(this.dir, STATE_FILE), JSON.stringify(hardState));
+    if (hardState) writeDurably(join(this.dir, STATE_FILE), envelope(hardState));
   }
 
   close(): void {
@@ -93,18 +177,107 @@ export class RingStorage implements RingStore {
     this.logFd = null;
   }
 
+  private loadHardState(report: RingLoadReport): RingHardState {
+    const file = join(this.dir, STATE_FILE);
+    const text = readIfExists(file);
+    if (text === undefined) return { epoch: 0, fenceMax: 0, lastHop: 0 };
+    const decoded = decode(text, file);
+    const value = decoded.ok && isObject(decoded.value) ? decoded.value : {};
+    // lastHop came later than version 1 did: such a file without it reads as 0 (no hop accepted yet).
+    const lastHop = value.lastHop ?? (decoded.ok && decoded.version === 1 ? 0 : undefined);
+    const state = { epoch: value.epoch, fenceMax: value.fenceMax, lastHop };
+    if (!decoded.ok || !isCount(state.epoch) || !isCount(state.fenceMax) || !isCount(state.lastHop)) {
+      const reason = decoded.ok ? "not {epoch, fenceMax, lastHop} as counts" : decoded.reason;
+      throw new Error(
+        `${file}: ${reason}. Refusing to start: the epoch, fencing counter and last hop stored there must never go back, ` +
+          "and nothing on this node can tell their right values (restore the file, or take the node out of the ring)",
+      );
+    }
+    const hardState = state as RingHardState;
+    if (decoded.version === 1) this.upgrade(file, envelope(hardState), report);
+    return hardState;
+  }
+
+  private loadSnapshot(report: RingLoadReport, alone: boolean): RingSnapshot | undefined {
+    const file = join(this.dir, SNAPSHOT_FILE);
+    const text = readIfExists(file);
+    if (text === undefined) return undefined;
+    const decoded = decode(text, file);
+    if (decoded.ok && isSnapshot(decoded.value)) {
+      if (decoded.version === 1) this.upgrade(file, envelope(decoded.value), report);
+      return decoded.value;
+    }
+    const reason = decoded.ok ? "not {wseq, kv}" : decoded.reason;
+    if (alone) throw new Error(`${file}: ${reason}. ${ALONE_REFUSAL}`);
+    // The log goes first (emptied durably), then the snapshot: a crash between the two leaves
+    // the bad snapshot and an empty log, which this path handles again; the other order could
+    // leave a log that starts after a snapshot that is gone.
+    writeDurably(join(this.dir, LOG_FILE), "");
+    const movedTo = `${file}.corrupt`;
+    renameSync(file, movedTo);
+    syncDir(this.dir);
+    report.badSnapshot = { file, reason, movedTo };
+    return undefined;
+  }
+
+  private loadLog(report: RingLoadReport, snapshotWseq: number, alone: boolean): RingLogRecord[] {
+    const file = join(this.dir, LOG_FILE);
+    const text = readIfExists(file);
+    if (text === undefined) return [];
+    // Every append ends its lines with "\n": what follows the last one is a torn append ("" when none).
+    const lines = text.split("\n");
+    const torn = lines.pop()!;
+    const records: RingLogRecord[] = [];
+    let sawVersion2 = false;
+    let sawVersion1 = false;
+    let bad: { index: number; reason: string } | undefined;
+    for (const [index, line] of lines.entries()) {
+      const decoded = decode(line, `${file}:${index + 1}`);
+      if (!decoded.ok) bad = { index, reason: decoded.reason };
+      else if (!isLogRecord(decoded.value)) bad = { index, reason: "not a log record" };
+      // The writer upgrades a version-1 log at load: a version-1 line after a version-2 one is damage.
+      else if (decoded.version === 1 && sawVersion2) bad = { index, reason: "a version 1 line after version 2 ones" };
+      if (bad || !decoded.ok) break;
+      sawVersion2 ||= decoded.version === FORMAT_VERSION;
+      sawVersion1 ||= decoded.version === 1;
+      records.push(decoded.value as RingLogRecord);
+    }
+    if (bad && alone) throw new Error(`${file}:${bad.index + 1}: ${bad.reason}. ${ALONE_REFUSAL}`);
+    if (bad) {
+      // The commit watermark of the records kept: writes above it are dropped too (see the top).
+      let commit = snapshotWseq;
+      for (const record of records) if (record.type === "commit") commit = Math.max(commit, record.wseq);
+      records.push({ type: "truncate", from: commit + 1 });
+      report.badRecord = { at: `${file}:${bad.index + 1}`, reason: bad.reason, droppedLines: lines.length - bad.index };
+    }
+    if (torn !== "") report.tornLines = 1;
+    if (bad || torn !== "" || sawVersion1) {
+      // Cut (or upgraded) now, or the next append would continue a torn line into a bad one.
+      writeDurably(file, records.map((record) => envelope(record) + "\n").join(""));
+      if (sawVersion1) report.upgraded.push(file);
+    }
+    return records;
+  }
+
+  /** Rewrites a file read in version 1 as version 2, at once: the next reader sees one format. */
+  private upgrade(file: string, content: string, report: RingLoadReport): void {
+    writeDurably(file, content);
+    report.upgraded.push(file);
+  }
+
   private appendLog(lines: string[]): void {
     if (lines.length === 0) return;
-    this.logFd ??= openSync(join(this.dir, LOG_FILE), "a");
-    writeSync(this.logFd, lines.join("\n") + "\n");
+    const file = join(this.dir, LOG_FILE);
+    this.logFd ??= openSync(file, "a");
+    writeAll(this.logFd, file, lines.join("\n") + "\n");
     fsyncSync(this.logFd);
   }
 
   private writeSnapshot(snapshot: RingSnapshot, tail: RingEntry[]): void {
-    writeDurably(join(this.dir, SNAPSHOT_FILE), JSON.stringify(snapshot));
+    writeDurably(join(this.dir, SNAPSHOT_FILE), envelope(snapshot));
     // The log keeps only what follows the snapshot; a crash between the two renames leaves the
     // old log, whose entries up to the snapshot are skipped at replay.
-    const text = tail.map((entry) => JSON.stringify({ type: "entry", entry } satisfies RingLogRecord) + "\n").join("");
+    const text = tail.map((entry) => envelope({ type: "entry", entry } satisfies RingLogRecord) + "\n").join("");
     this.close();
     writeDurably(join(this.dir, LOG_FILE), text);
   }
