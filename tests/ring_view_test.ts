@@ -62,7 +62,7 @@ class World {
   /** Messages to drop (returns true); none by default. */
   drop: (packet: Packet) => boolean = () => false;
 
-  constructor(readonly ring: string[], withArbiter = false) {
+  constructor(public ring: string[], withArbiter = false) {
     for (const id of ring) this.start(id);
     if (withArbiter) this.start(ARBITER);
   }
@@ -472,6 +472,29 @@ test("view: the new token waits for the old section: its remaining lease when th
   w.checkSafety();
 });
 
+test("view: a holder's report is not trusted when a promiser promised a newer view: that view's token may be granting unseen", () => {
+  const w = settledWorld();
+  w.run(S.tokenLeaseMs);
+  const epoch = w.view("a")!.epoch;
+  // c holds epoch 1's token. A view 2 forms among a, b, d; only a installs it (the newView to
+  // b and d is lost), so a holds a token of view 2 nobody else saw.
+  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenHop: 2 });
+  w.facts.set("c", { ...w.facts.get("c")!, token: "held", tokenEpoch: epoch, tokenHop: 2 });
+  w.split(["c", "e"], ["a", "b", "d"]);
+  w.drop = (p) => p.message.type === "newView";
+  w.want("a");
+  assert.ok(w.runUntil(() => w.view("a")!.epoch === epoch + 1, 5_000));
+  w.drop = () => false;
+  assert.equal(w.facts.get("a")!.token, "held");
+  // Now a is cut off; b, c, d, e form view 3. c reports holding epoch 1's token, idle.
+  w.cut.clear();
+  w.split(["a"], ["b", "c", "d", "e"]);
+  w.want("c");
+  assert.ok(w.runUntil(() => w.settled(["b", "c", "d", "e"], epoch + 2), 5_000));
+  assert.equal(w.view("c")!.grantWaitMs, S.ringLeaseMaxMs + S.tokenLeaseSafetyMs, "a's token of view 2 may have granted");
+  w.checkSafety();
+});
+
 test("view: a token whose hand-off was refused at connect never left: no wait for an unknown holder", () => {
   const w = settledWorld();
   w.run(S.tokenLeaseMs);
@@ -543,6 +566,93 @@ test("view: a node that promised but never got the view asks for one itself (coo
   w.checkSafety();
 });
 
+test("view: a healed node learns from a probe that it is behind; it then rejoins through a view change", () => {
+  const w = settledWorld();
+  w.split(["c"], ["a", "b", "d", "e"]);
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "d", "e"], 2), 5_000));
+  const newer = w.view("a")!.epoch;
+  // Cut off, c misses the token; its probes reach nobody: it says it is in a minority.
+  w.facts.set("c", { ...w.facts.get("c")!, token: "away", lastTokenAgeMs: S.tokenLossMs });
+  assert.ok(w.runUntil(() => w.node("c").status(w.nowMs).quorum === "lost", 2 * S.viewChangeTimeoutMs));
+  w.cut.clear();
+  const behind = () => w.decisions.find((d) => d.node === "c" && d.decision.type === "behind");
+  assert.ok(w.runUntil(() => behind() !== undefined, S.tokenLossMs + S.viewChangeTimeoutMs), "c learns of the newer view");
+  assert.deepEqual(behind()!.decision, { type: "behind", viewEpoch: newer });
+  assert.equal(w.view("a")!.epoch, newer, "c's probe itself changed no view");
+  w.want("c", "rejoin"); // the driver does this once c caught its replica up
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d", "e"], newer + 1), 5_000));
+  w.checkSafety();
+});
+
+test("view: membership changes one node at a time, each a view change; two at once are refused", () => {
+  const w = settledWorld(["a", "b", "c", "d"]);
+  assert.match(w.node("a").changeMembership(["a", "b", "c", "d", "e", "f"], w.nowMs) ?? "", /one ring node at a time/);
+  const epoch = w.view("a")!.epoch;
+  w.ring = ["a", "b", "c", "d", "e"];
+  w.start("e");
+  for (const id of ["a", "b", "c", "d", "e"]) {
+    assert.equal(w.node(id).changeMembership(w.ring, w.nowMs), null);
+    w.collect(id);
+  }
+  assert.ok(w.runUntil(() => w.settled(w.ring, epoch + 1), 10_000), "e is added by a view change");
+  assert.deepEqual(w.view("a")!.members, ["a", "b", "c", "d", "e"]);
+  const added = w.view("a")!.epoch;
+  w.crash("b");
+  w.ring = ["a", "c", "d", "e"];
+  for (const id of w.ring) {
+    assert.equal(w.node(id).changeMembership(w.ring, w.nowMs), null);
+    w.collect(id);
+  }
+  assert.ok(w.runUntil(() => w.settled(w.ring, added + 1), 10_000), "b is removed by a view change");
+  assert.deepEqual(w.view("a")!.members, ["a", "c", "d", "e"]);
+  w.checkSafety();
+});
+
+test("view: a busy holder renewing its lease all the time delays a view change by at most about tokenLeaseMs", () => {
+  for (const coordinator of ["a", "c"]) {
+    const w = settledWorld();
+    const epoch = w.view("a")!.epoch;
+    const renew = () => {
+      const facts = w.facts.get("a")!;
+      if (facts.token === "held") w.node("a").wantLease(facts.tokenEpoch, w.nowMs);
+      w.collect("a");
+    };
+    for (let i = 0; i < 30; i++) {
+      renew();
+      w.step();
+    }
+    const startMs = w.nowMs;
+    w.want(coordinator);
+    let settledAtMs = -1;
+    for (let i = 0; i < 500 && settledAtMs < 0; i++) {
+      renew();
+      w.step();
+      if (w.settled(["a", "b", "c", "d", "e"], epoch + 1)) settledAtMs = w.nowMs;
+    }
+    assert.ok(settledAtMs > 0, `${coordinator}: the view change completes`);
+    assert.ok(settledAtMs - startMs <= S.tokenLeaseMs + 100, `${coordinator}: took ${settledAtMs - startMs} ms`);
+    w.checkSafety();
+  }
+});
+
+test("view: the holder counts its lease from the send time of its request, so it ends before every renewer's hold", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  w.delay = () => 150; // answers come 300 ms after the request: more than the safety margin
+  const sentAtMs = w.nowMs;
+  assert.equal(w.node("a").wantLease(epoch, w.nowMs), false, "not valid before a majority answered");
+  w.collect("a");
+  assert.ok(w.runUntil(() => w.leases.some((l) => l.node === "a"), 1_000));
+  const lease = w.leases.find((l) => l.node === "a")!;
+  assert.equal(lease.untilMs, sentAtMs + S.tokenLeaseMs - S.tokenLeaseSafetyMs);
+  for (const id of ["b", "c"]) {
+    const heldUntilMs = w.node(id).status(w.nowMs).promiseHeldUntilMs;
+    assert.ok(lease.untilMs <= heldUntilMs, `a's lease ends at ${lease.untilMs}, ${id} holds until ${heldUntilMs}`);
+  }
+  assert.equal(w.node("a").wantLease(epoch, w.nowMs), true, "valid now");
+});
+
 // ---- the arbiter -----------------------------------------------------------------------------
 
 test("view: the arbiter may coordinate but casts no vote; without it any ring node coordinates", () => {
@@ -590,19 +700,20 @@ test("view: a token unseen for tokenLossMs everywhere is regenerated through a v
 test("view: seeded random runs with delays, drops, cuts and crashes keep one view per epoch, a majority behind each, and no overlapping leases", () => {
   const ids = ["a", "b", "c", "d", "e"];
   let views = 0;
+  let leaseEpochs = 0;
   for (let seed = 1; seed <= 30; seed++) {
     const rng = new Prng(seed);
     const w = new World(ids, true);
     w.delay = () => rng.between(1, 60);
     w.drop = () => rng.chance(0.05);
-    for (let round = 0; round < 600; round++) {
-      const roll = rng.below(100);
+    for (let round = 0; round < 2_000; round++) {
+      const roll = rng.below(1_000);
       const id = rng.pick([...ids, ARBITER]);
-      if (roll < 4 && w.nodes.has(id)) w.want(id, rng.pick(["suspect", "rejoin", "tokenLoss"] as const));
-      else if (roll < 6 && w.nodes.size > 3) w.crash(id === ARBITER ? "a" : id);
-      else if (roll < 9 && !w.nodes.has(id)) w.restart(id);
-      else if (roll < 11) w.cut.add(`${rng.pick(ids)}|${rng.pick(ids)}`);
-      else if (roll < 13) w.cut.clear();
+      if (roll < 15 && w.nodes.has(id)) w.want(id, rng.pick(["suspect", "rejoin", "tokenLoss"] as const));
+      else if (roll < 25 && w.nodes.size > 3) w.crash(id === ARBITER ? "a" : id);
+      else if (roll < 45 && !w.nodes.has(id)) w.restart(id);
+      else if (roll < 60) w.cut.add(`${rng.pick(ids)}|${rng.pick(ids)}`);
+      else if (roll < 70) w.cut.clear();
       // Every holder wants to grant: its lease is renewed whenever it is not valid.
       for (const node of ids) {
         const facts = w.facts.get(node)!;
@@ -616,8 +727,11 @@ test("view: seeded random runs with delays, drops, cuts and crashes keep one vie
     }
     w.checkSafety();
     views += w.viewsByEpoch.size;
+    leaseEpochs += new Set(w.leases.map((l) => l.epoch)).size;
   }
-  assert.ok(views > 30, `the runs formed views (${views}), so the checks had something to check`);
+  // The checks had something to check: many views, and leases in many epochs.
+  assert.ok(views > 100, `views formed: ${views}`);
+  assert.ok(leaseEpochs > 60, `epochs with a lease: ${leaseEpochs}`);
 });
 
 // ---- purity ----------------------------------------------------------------------------------

@@ -106,7 +106,8 @@ export interface PromiseFacts {
 
 export type ViewMessage =
   | { type: "probe"; from: string; epoch: number }
-  | { type: "probeReply"; from: string; epoch: number; tokenEpoch: number; tokenHop: number; live: boolean; lastTokenAgeMs: number | null }
+  /** `viewEpoch`: the epoch of the view the answering node installed. */
+  | { type: "probeReply"; from: string; viewEpoch: number; tokenEpoch: number; tokenHop: number; live: boolean; lastTokenAgeMs: number | null }
   | { type: "prepare"; from: string; ballot: Ballot }
   /** `prior`: the ballot promised before this one; `viewEpoch`: the installed view's epoch. */
   | { type: "promise"; from: string; ballot: Ballot; prior: Ballot; viewEpoch: number; facts: PromiseFacts }
@@ -124,6 +125,8 @@ export type ViewDecision =
   /** Ring anew: this view, this successor; regenerate if asked; no grant before grantNotBeforeMs. */
   | { type: "install"; view: View; successor: string; regenerate: boolean; grantNotBeforeMs: number; fenceFloor: number }
   | { type: "lease"; epoch: number; validUntilMs: number }
+  /** A newer view exists without this node: catch the replica up from a member, then rejoin. */
+  | { type: "behind"; viewEpoch: number }
   /** false: no majority reachable (no view change, no lease): this node does not grant. */
   | { type: "quorum"; ok: boolean; reason: string };
 
@@ -176,11 +179,13 @@ const NO_BALLOT: Ballot = { epoch: 0, coordinator: "" };
 export class ViewCore {
   private promised: Ballot;
   private view: View | null;
-  private readonly voter: boolean;
-  private readonly quorum: number;
-  private readonly rank: number;
+  /** The ring nodes of the cluster file (the voters), in file order; see changeMembership. */
+  private ring: string[] = [];
+  private voter = false;
+  private quorum = 1;
+  private rank = 0;
   private readonly hold: LeaseHold;
-  private readonly lease: TokenLeaseHolder;
+  private lease!: TokenLeaseHolder;
   private attempt: Attempt | null = null;
   private wanted: { reason: ViewChangeReason; aboveEpoch: number } | null = null;
   private retryAtMs = Number.NEGATIVE_INFINITY;
@@ -188,6 +193,8 @@ export class ViewCore {
   private deferred: { from: string; ballot: Ballot } | null = null;
   private lastPromiseAtMs = Number.NEGATIVE_INFINITY;
   private highestSeenEpoch = 0;
+  /** The newest view epoch reported as "behind" (once per epoch). */
+  private behindEpoch = 0;
   private grantNotBeforeMs = Number.NEGATIVE_INFINITY;
   private neverLeft: { epoch: number; hop: number } | null = null;
   private probe: { epoch: number; sentAtMs: number; quiet: Set<string>; unreachable: Set<string>; majorityAtMs: number | null } | null = null;
@@ -197,19 +204,26 @@ export class ViewCore {
   private out: ViewReady = emptyReady();
 
   constructor(private readonly options: ViewOptions, stored: ViewHardState | null, nowMs: number) {
-    const { id, ring, arbiter, settings } = options;
-    assert(new Set(ring).size === ring.length && ring.length > 0, "ring ids must be unique and non-empty");
-    assert(ring.includes(id) || id === arbiter, `${id} is neither a ring node nor the arbiter`);
-    this.voter = ring.includes(id);
-    this.quorum = Math.floor(ring.length / 2) + 1;
-    this.rank = this.voter ? ring.indexOf(id) : ring.length;
+    const { ring, settings } = options;
+    this.configure(ring);
     this.promised = stored?.promised ?? NO_BALLOT;
     this.view = stored?.view ?? null;
     this.highestSeenEpoch = Math.max(this.promised.epoch, this.view?.epoch ?? 0);
     // It may have renewed a lease just before it stopped: no promise for a whole lease.
     this.hold = new LeaseHold(settings.tokenLeaseMs, nowMs);
-    this.lease = new TokenLeaseHolder(id, this.quorum, settings);
     this.nowMs = nowMs;
+  }
+
+  /** Sets the voters; a new majority needs a new lease (the old one counted other voters). */
+  private configure(ring: string[]): void {
+    const { id, arbiter } = this.options;
+    assert(new Set(ring).size === ring.length && ring.length > 0, "ring ids must be unique and non-empty");
+    assert(ring.includes(id) || id === arbiter, `${id} is neither a ring node nor the arbiter`);
+    this.ring = [...ring];
+    this.voter = ring.includes(id);
+    this.quorum = Math.floor(ring.length / 2) + 1;
+    this.rank = this.voter ? ring.indexOf(id) : ring.length;
+    this.lease = new TokenLeaseHolder(id, this.quorum, this.options.settings);
   }
 
   ready(): ViewReady {
@@ -244,6 +258,26 @@ export class ViewCore {
     if (!this.wanted) this.wanted = { reason, aboveEpoch: this.currentEpoch() };
     this.event("viewChangeWanted", { reason, epoch: this.currentEpoch() });
     this.tickAttempt();
+  }
+
+  /**
+   * The cluster file changed (SIGHUP): new voters, then a view change. One node added or removed
+   * at a time: a majority of the old list and one of the new list then always share a node (with
+   * n and n + 1 voters: (⌊n/2⌋ + 1) + ⌊(n+1)/2⌋ > n), so no two views form under the two lists.
+   * Returns the reason for a refusal, or null.
+   */
+  changeMembership(ring: string[], nowMs: number): string | null {
+    this.advance(nowMs);
+    const added = ring.filter((id) => !this.ring.includes(id));
+    const removed = this.ring.filter((id) => !ring.includes(id));
+    if (added.length + removed.length > 1) return `add or remove one ring node at a time (got +${added.join(",")} -${removed.join(",")})`;
+    if (!ring.includes(this.options.id) && this.options.id !== this.options.arbiter) return `${this.options.id} is no longer in the ring`;
+    if (added.length + removed.length === 0) return null;
+    this.abandon("membership changed");
+    this.configure(ring);
+    this.event("membershipChanged", { ring: ring.join(","), added: added.join(","), removed: removed.join(",") });
+    this.startViewChange("membership", nowMs);
+    return null;
   }
 
   /** The token hand-off of (epoch, hop) was refused at connect: the token never left here. */
@@ -424,7 +458,7 @@ export class ViewCore {
     const attempt = this.attempt;
     if (attempt) {
       if (this.canDecide(attempt)) return this.decide(attempt);
-      const hopeless = this.options.ring.length - attempt.rejected.size < this.quorum;
+      const hopeless = this.ring.length - attempt.rejected.size < this.quorum;
       if (hopeless || this.nowMs >= attempt.startedAtMs + settings.viewChangeTimeoutMs) {
         this.setQuorum(false, `${attempt.promises.size} promises for ${ballotText(attempt.ballot)}, ${this.quorum} needed`);
         this.abandon(hopeless ? "rejected by too many" : "timed out");
@@ -433,8 +467,11 @@ export class ViewCore {
     }
     if (!this.wanted || this.nowMs < this.retryAtMs) return;
     // Give a coordinator this node promised to the time to finish before competing with it.
-    if (this.nowMs < this.lastPromiseAtMs + settings.viewChangeTimeoutMs) return;
-    if (this.voter && (this.hold.held(this.nowMs) || this.deferred)) return; // it could not promise itself
+    const unsettled = this.promised.epoch > (this.view?.epoch ?? 0);
+    if (unsettled && this.nowMs < this.lastPromiseAtMs + settings.viewChangeTimeoutMs) return;
+    // Another coordinator's prepare waits here for the lease hold to end: let it go first. A
+    // hold of its own does not stop it: its own promise waits like any other (onPrepare).
+    if (this.deferred) return;
     const epoch = this.highestSeenEpoch + 1;
     assert(epoch <= EPOCH_MAX, `epoch ${epoch} above ${EPOCH_MAX}: fences would overflow`);
     const ballot = { epoch, coordinator: this.options.id };
@@ -448,7 +485,7 @@ export class ViewCore {
   private canDecide(attempt: Attempt): boolean {
     if (attempt.promises.size < this.quorum) return false;
     attempt.majorityAtMs ??= this.nowMs;
-    const allAnswered = attempt.promises.size + attempt.rejected.size >= this.options.ring.length;
+    const allAnswered = attempt.promises.size + attempt.rejected.size >= this.ring.length;
     return allAnswered || this.nowMs >= attempt.majorityAtMs + this.options.settings.viewPromiseWaitMs;
   }
 
@@ -461,7 +498,8 @@ export class ViewCore {
   }
 
   private onReject(message: Extract<ViewMessage, { type: "reject" }>): void {
-    this.seeEpoch(Math.max(message.promised.epoch, message.viewEpoch));
+    this.seeEpoch(message.promised.epoch);
+    this.seeViewEpoch(message.viewEpoch);
     const attempt = this.attempt;
     if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return;
     attempt.rejected.add(message.from);
@@ -471,7 +509,7 @@ export class ViewCore {
   /** Decides the view of `attempt` (once: the attempt ends here) and installs or sends it. */
   private decide(attempt: Attempt): void {
     this.attempt = null;
-    const ring = this.options.ring;
+    const ring = this.ring;
     const members = ring.filter((id) => attempt.promises.has(id));
     let regenerator = members[0];
     for (const id of members) {
@@ -574,7 +612,7 @@ export class ViewCore {
     this.answerTo(from, {
       type: "probeReply",
       from: this.options.id,
-      epoch: this.currentEpoch(),
+      viewEpoch: this.view?.epoch ?? 0,
       tokenEpoch: local.tokenEpoch,
       tokenHop: local.tokenHop,
       live: local.token !== "away",
@@ -583,11 +621,15 @@ export class ViewCore {
   }
 
   private onProbeReply(message: Extract<ViewMessage, { type: "probeReply" }>): void {
-    this.seeEpoch(message.epoch);
+    this.seeViewEpoch(message.viewEpoch);
     const probe = this.probe;
     if (!probe) return;
     const seenLately = message.lastTokenAgeMs !== null && message.lastTokenAgeMs < this.options.settings.tokenLossMs;
-    if (message.live || seenLately || message.epoch > probe.epoch) {
+    if (message.viewEpoch > probe.epoch) {
+      this.probe = null; // not lost: this node is behind (seeViewEpoch said so)
+      return;
+    }
+    if (message.live || seenLately) {
       this.probe = null;
       this.event("tokenAlive", { at: message.from, tokenEpoch: message.tokenEpoch, tokenHop: message.tokenHop });
       return;
@@ -601,7 +643,7 @@ export class ViewCore {
     const probe = this.probe;
     if (!probe || probe.quiet.size < this.quorum) return;
     probe.majorityAtMs ??= this.nowMs;
-    const allAnswered = probe.quiet.size + probe.unreachable.size >= this.options.ring.length;
+    const allAnswered = probe.quiet.size + probe.unreachable.size >= this.ring.length;
     if (!allAnswered && this.nowMs < probe.majorityAtMs + this.options.settings.viewPromiseWaitMs) return;
     this.event("tokenLost", { epoch: probe.epoch, quiet: [...probe.quiet].join(",") });
     this.probe = null;
@@ -619,7 +661,7 @@ export class ViewCore {
   }
 
   private onRenewAnswer(message: Extract<ViewMessage, { type: "renewAnswer" }>): void {
-    const outcome = this.lease.answer(message.from, message.seq, message.ok, this.options.ring.length);
+    const outcome = this.lease.answer(message.from, message.seq, message.ok, this.ring.length);
     if (outcome.type === "valid") {
       this.out.decisions.push({ type: "lease", epoch: outcome.epoch, validUntilMs: outcome.validUntilMs });
       this.setQuorum(true, "token lease renewed");
@@ -631,7 +673,8 @@ export class ViewCore {
   // ---- helpers ----------------------------------------------------------------------------
 
   private check(message: ViewMessage): string | undefined {
-    const { ring, arbiter } = this.options;
+    const ring = this.ring;
+    const arbiter = this.options.arbiter;
     if (typeof message !== "object" || message === null) return "not an object";
     const coordinatorOk = (id: string) => ring.includes(id) || (arbiter !== null && id === arbiter);
     if (!coordinatorOk(message.from)) return `unknown sender ${message.from}`;
@@ -643,7 +686,8 @@ export class ViewCore {
         counts.push(message.epoch);
         break;
       case "probeReply":
-        counts.push(message.epoch, message.tokenEpoch, message.tokenHop);
+        counts.push(message.viewEpoch, message.tokenEpoch, message.tokenHop);
+        if (message.lastTokenAgeMs !== null) counts.push(message.lastTokenAgeMs);
         break;
       case "prepare":
         ballots.push(message.ballot);
@@ -704,12 +748,21 @@ export class ViewCore {
     this.highestSeenEpoch = Math.max(this.highestSeenEpoch, epoch);
   }
 
+  /** Another node installed view `viewEpoch`; newer than anything here: this node is behind. */
+  private seeViewEpoch(viewEpoch: number): void {
+    this.seeEpoch(viewEpoch);
+    if (viewEpoch <= this.currentEpoch() || viewEpoch <= this.behindEpoch) return;
+    this.behindEpoch = viewEpoch;
+    this.out.decisions.push({ type: "behind", viewEpoch });
+    this.event("behind", { viewEpoch, epoch: this.currentEpoch() });
+  }
+
   private isMember(): boolean {
     return this.view !== null && this.view.members.includes(this.options.id) && this.promised.epoch <= this.view.epoch;
   }
 
   private others(): string[] {
-    return this.options.ring.filter((id) => id !== this.options.id);
+    return this.ring.filter((id) => id !== this.options.id);
   }
 
   /** Answers `to`; an answer to itself (its own ballot) is fed back at once. */
