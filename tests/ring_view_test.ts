@@ -294,6 +294,12 @@ test("view: a node promises each epoch to one coordinator only, and stores the p
   assert.equal(answers()[0].type, "reject", "an older epoch is refused");
   b.receive({ type: "prepare", from: "c", ballot: { epoch: 6, coordinator: "c" } }, w.nowMs);
   assert.equal(answers()[0].type, "promise", "a newer epoch is promised");
+  // The view of the ballot it promised before comes late: not installed (it promised 6/c since).
+  const late: View = { epoch: 5, coordinator: "a", members: ["a", "b"], regenerator: "a", startWseq: 0, resendFromWseq: 1, grantWaitMs: 0 };
+  b.receive({ type: "newView", from: "a", view: late }, w.nowMs);
+  const ready = b.ready();
+  assert.deepEqual([ready.persist, ready.decisions], [null, []]);
+  assert.equal(b.status(w.nowMs).view, null);
 });
 
 test("view: wire input is checked: an unknown sender, a bad ballot or a view that is no majority is ignored", () => {
@@ -489,8 +495,10 @@ test("view: a holder's report is not trusted when a promiser promised a newer vi
   // Now a is cut off; b, c, d, e form view 3. c reports holding epoch 1's token, idle.
   w.cut.clear();
   w.split(["a"], ["b", "c", "d", "e"]);
-  w.want("c");
+  w.want("e");
   assert.ok(w.runUntil(() => w.settled(["b", "c", "d", "e"], epoch + 2), 5_000));
+  const cPromises = w.decisions.flatMap((d) => d.node === "c" && d.decision.type === "promised" ? [d.decision.epoch] : []);
+  assert.deepEqual(cPromises, [epoch, epoch + 2], "c held epoch 1's token until it promised view 3");
   assert.equal(w.view("c")!.grantWaitMs, S.ringLeaseMaxMs + S.tokenLeaseSafetyMs, "a's token of view 2 may have granted");
   w.checkSafety();
 });
