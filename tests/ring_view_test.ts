@@ -302,19 +302,20 @@ test("view: a node promises each epoch to one coordinator only, and stores the p
   assert.equal(b.status(w.nowMs).view, null);
 });
 
-test("view: wire input is checked: an unknown sender, a bad ballot or a view that is no majority is ignored", () => {
+test("view: wire input is checked: an unknown sender, a bad ballot, a prepare for another coordinator or a view that is no majority is ignored", () => {
   const w = new World(["a", "b", "c"]);
   w.run(S.tokenLeaseMs);
   const b = w.node("b");
   b.receive({ type: "prepare", from: "zz", ballot: { epoch: 5, coordinator: "zz" } }, w.nowMs);
   b.receive({ type: "prepare", from: "a", ballot: { epoch: -1, coordinator: "a" } }, w.nowMs);
   b.receive({ type: "prepare", from: "a", ballot: { epoch: EPOCH_MAX + 1, coordinator: "a" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: 5, coordinator: "c" } }, w.nowMs);
   const view: View = { epoch: 1, coordinator: "a", members: ["a"], regenerator: "a", startWseq: 0, resendFromWseq: 1, grantWaitMs: 0 };
   b.receive({ type: "newView", from: "a", view }, w.nowMs);
   const ready = b.ready();
   assert.equal(ready.send.length, 0);
   assert.equal(ready.persist, null);
-  assert.equal(ready.events.filter((e) => e.event === "badViewMessage").length, 4);
+  assert.equal(ready.events.filter((e) => e.event === "badViewMessage").length, 5);
 });
 
 // ---- concurrent coordinators -----------------------------------------------------------------
@@ -748,6 +749,6 @@ test("view: seeded random runs with delays, drops, cuts and crashes keep one vie
 test("lib/core/ring is pure too (tests/core_purity_test.ts scans only the top of lib/core)", () => {
   const dir = new URL("../lib/core/ring/", import.meta.url).pathname;
   const files = readdirSync(dir).filter((f) => f.endsWith(".ts"));
-  assert.deepEqual(files.sort(), ["token_lease.ts", "view.ts"]);
+  assert.deepEqual(files.sort(), ["decide.ts", "token_lease.ts", "view.ts", "view_wire.ts"]);
   assert.deepEqual(files.flatMap((f) => scanCoreSource(`${dir}${f}`, readFileSync(`${dir}${f}`, "utf8"))), []);
 });

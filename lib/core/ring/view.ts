@@ -21,101 +21,22 @@
  */
 import { assert, assertNever } from "../assert.ts";
 import type { Settings } from "../../settings.ts";
+import { decideView, type Promised } from "./decide.ts";
 import { LeaseHold, TokenLeaseHolder } from "./token_lease.ts";
+import {
+  type Ballot,
+  checkViewMessage,
+  compareBallots,
+  EPOCH_MAX,
+  fenceFloor,
+  type LocalFacts,
+  type PromiseFacts,
+  type View,
+  type ViewHardState,
+  type ViewMessage,
+} from "./view_wire.ts";
 
-export interface Ballot {
-  epoch: number;
-  coordinator: string;
-}
-
-/** Orders ballots: by epoch, then by coordinator id (string order). */
-export function compareBallots(a: Ballot, b: Ballot): number {
-  if (a.epoch !== b.epoch) return a.epoch - b.epoch;
-  return a.coordinator < b.coordinator ? -1 : a.coordinator > b.coordinator ? 1 : 0;
-}
-
-/** Fences carry the epoch in their high part: fence = epoch × 2^32 + counter. */
-export const FENCE_EPOCH_FACTOR = 2 ** 32;
-/**
- * The highest epoch whose fences stay within Number.MAX_SAFE_INTEGER (2^53 − 1): 2^21 − 1 =
- * 2,097,151 epochs, each with 2^32 − 1 fences. At one view change a second that lasts 24 days.
- */
-export const EPOCH_MAX = Math.floor(Number.MAX_SAFE_INTEGER / FENCE_EPOCH_FACTOR);
-
-/** Every fence of `epoch` is above this, and above every fence of an older epoch. */
-export function fenceFloor(epoch: number): number {
-  assert(Number.isSafeInteger(epoch) && epoch >= 0 && epoch <= EPOCH_MAX, `epoch ${epoch} out of 0..${EPOCH_MAX}`);
-  return epoch * FENCE_EPOCH_FACTOR;
-}
-
-/** The fence after `last` in `epoch` (the first one when `last` is of an older epoch). */
-export function nextFence(epoch: number, last: number): number {
-  const next = Math.max(last, fenceFloor(epoch)) + 1;
-  assert(next < fenceFloor(epoch) + FENCE_EPOCH_FACTOR, `fence counter of epoch ${epoch} exhausted: a view change is needed`);
-  return next;
-}
-
-/** A decided view. Plain data: it goes on the wire and to disk. */
-export interface View {
-  epoch: number;
-  coordinator: string;
-  /** The promisers, in file order: the new ring. */
-  members: string[];
-  /** Creates the epoch's token, after re-sending writes from `resendFromWseq` to `startWseq`. */
-  regenerator: string;
-  startWseq: number;
-  /** Lowest commit watermark among the members, plus one: writes above it may differ. */
-  resendFromWseq: number;
-  /** No grant of this epoch before this long after the view is received (older sections). */
-  grantWaitMs: number;
-}
-
-/** What a node persists (fsynced before the messages of the same ready() are sent). */
-export interface ViewHardState {
-  promised: Ballot;
-  view: View | null;
-}
-
-/** What the ring node reports about itself (the driver passes a function returning it). */
-export interface LocalFacts {
-  lastApplied: number;
-  /** Epoch stamp of the write at lastApplied (0: none). */
-  lastWriteEpoch: number;
-  commit: number;
-  /** The last token this node held or sent: its epoch and hop (0, 0: none yet). */
-  tokenEpoch: number;
-  tokenHop: number;
-  token: "held" | "sending" | "away";
-  /** Remaining lease of the section running here (0: none). */
-  sectionRemainingMs: number;
-  lastTokenAgeMs: number | null;
-}
-
-/** What a promiser tells the coordinator. */
-export interface PromiseFacts {
-  lastApplied: number;
-  lastWriteEpoch: number;
-  commit: number;
-  tokenEpoch: number;
-  tokenHop: number;
-  /** "neverLeft": its last hand-off was refused at connect, so the token is still here. */
-  tokenHere: "held" | "neverLeft" | "no";
-  /** Upper bound on how long a grant made here (or this node's wait before one) still runs. */
-  sectionRemainingMs: number;
-}
-
-export type ViewMessage =
-  | { type: "probe"; from: string; epoch: number }
-  /** `viewEpoch`: the epoch of the view the answering node installed. */
-  | { type: "probeReply"; from: string; viewEpoch: number; tokenEpoch: number; tokenHop: number; live: boolean; lastTokenAgeMs: number | null }
-  | { type: "prepare"; from: string; ballot: Ballot }
-  /** `prior`: the ballot promised before this one; `viewEpoch`: the installed view's epoch. */
-  | { type: "promise"; from: string; ballot: Ballot; prior: Ballot; viewEpoch: number; facts: PromiseFacts }
-  | { type: "reject"; from: string; ballot: Ballot; promised: Ballot; viewEpoch: number }
-  | { type: "newView"; from: string; view: View }
-  | { type: "installed"; from: string; epoch: number }
-  | { type: "renew"; from: string; epoch: number; seq: number }
-  | { type: "renewAnswer"; from: string; epoch: number; seq: number; ok: boolean };
+export * from "./view_wire.ts";
 
 export type ViewChangeReason = "tokenLoss" | "suspect" | "rejoin" | "membership" | "bootstrap";
 
@@ -157,7 +78,7 @@ interface Attempt {
   ballot: Ballot;
   reason: ViewChangeReason;
   startedAtMs: number;
-  promises: Map<string, { prior: Ballot; viewEpoch: number; facts: PromiseFacts; receivedAtMs: number }>;
+  promises: Map<string, Promised>;
   rejected: Set<string>;
   majorityAtMs: number | null;
 }
@@ -318,7 +239,7 @@ export class ViewCore {
 
   receive(message: ViewMessage, nowMs: number): void {
     this.advance(nowMs);
-    const problem = this.check(message);
+    const problem = checkViewMessage(message, this.ring, this.options.arbiter, this.quorum);
     if (problem) {
       this.event("badViewMessage", { from: message?.from, type: message?.type, problem });
       return;
@@ -509,25 +430,8 @@ export class ViewCore {
   /** Decides the view of `attempt` (once: the attempt ends here) and installs or sends it. */
   private decide(attempt: Attempt): void {
     this.attempt = null;
-    const ring = this.ring;
-    const members = ring.filter((id) => attempt.promises.has(id));
-    let regenerator = members[0];
-    for (const id of members) {
-      const a = attempt.promises.get(id)!.facts;
-      const b = attempt.promises.get(regenerator)!.facts;
-      if (a.lastWriteEpoch > b.lastWriteEpoch || (a.lastWriteEpoch === b.lastWriteEpoch && a.lastApplied > b.lastApplied)) regenerator = id;
-    }
-    const startWseq = attempt.promises.get(regenerator)!.facts.lastApplied;
-    const lowestCommit = Math.min(...members.map((id) => attempt.promises.get(id)!.facts.commit));
-    const view: View = {
-      epoch: attempt.ballot.epoch,
-      coordinator: attempt.ballot.coordinator,
-      members,
-      regenerator,
-      startWseq,
-      resendFromWseq: lowestCommit + 1,
-      grantWaitMs: this.grantWait(attempt),
-    };
+    const view = decideView(attempt.ballot, attempt.promises, this.ring, this.options.settings, this.nowMs);
+    const { members, regenerator } = view;
     this.event("viewDecided", { epoch: view.epoch, members: members.join(","), regenerator, grantWaitMs: view.grantWaitMs, reason: attempt.reason });
     this.setQuorum(true, `view ${view.epoch} decided`);
     for (const to of members) {
@@ -535,42 +439,6 @@ export class ViewCore {
       else this.send(to, { type: "newView", from: this.options.id, view });
     }
     if (!this.voter) this.wanted = null; // the arbiter coordinates; it installs nothing
-  }
-
-  /**
-   * How long the new token must wait before its first grant: every section of an older epoch
-   * must have ended. Every such section was granted under a token lease, and every such lease
-   * ended before the majority of promises was complete (token_lease.ts), so each ends within
-   * ringLeaseMaxMs of now. Shorter when the token is known to be at a promiser: the latest token
-   * (highest epoch and hop reported) is held there, or provably never left it, and no promiser
-   * had promised a newer epoch than that token's (else a newer view, whose token we do not see,
-   * may exist). Then the wait is that promiser's remaining section (or own grant wait).
-   */
-  private grantWait(attempt: Attempt): number {
-    const settings = this.options.settings;
-    const unknownWaitMs = settings.ringLeaseMaxMs + settings.tokenLeaseSafetyMs;
-    let top: { epoch: number; hop: number } = { epoch: -1, hop: -1 };
-    let atTop: string[] = [];
-    let newestPromised = 0;
-    for (const [id, p] of attempt.promises) {
-      newestPromised = Math.max(newestPromised, p.prior.epoch, p.viewEpoch);
-      const f = p.facts;
-      const cmp = f.tokenEpoch !== top.epoch ? f.tokenEpoch - top.epoch : f.tokenHop - top.hop;
-      if (cmp > 0) {
-        top = { epoch: f.tokenEpoch, hop: f.tokenHop };
-        atTop = [id];
-      } else if (cmp === 0) atTop.push(id);
-    }
-    // Nobody promised anything before: no view, hence no token, ever existed (first start).
-    if (newestPromised === 0 && top.epoch <= 0) return 0;
-    if (top.epoch < newestPromised || top.epoch === 0) return unknownWaitMs;
-    // The receiver of the latest hand-off holds it (its sender reports the same hop); a refused
-    // hand-off is proof only when nobody else reports that hop.
-    const held = atTop.filter((id) => attempt.promises.get(id)!.facts.tokenHere === "held");
-    const neverLeft = atTop.length === 1 && attempt.promises.get(atTop[0])!.facts.tokenHere === "neverLeft";
-    if (held.length !== 1 && !neverLeft) return unknownWaitMs;
-    const holder = attempt.promises.get(held.length === 1 ? held[0] : atTop[0])!;
-    return Math.max(0, holder.receivedAtMs + holder.facts.sectionRemainingMs - this.nowMs);
   }
 
   private abandon(why: string): void {
@@ -671,69 +539,6 @@ export class ViewCore {
   }
 
   // ---- helpers ----------------------------------------------------------------------------
-
-  private check(message: ViewMessage): string | undefined {
-    const ring = this.ring;
-    const arbiter = this.options.arbiter;
-    if (typeof message !== "object" || message === null) return "not an object";
-    const coordinatorOk = (id: string) => ring.includes(id) || (arbiter !== null && id === arbiter);
-    if (!coordinatorOk(message.from)) return `unknown sender ${message.from}`;
-    const ballots: unknown[] = [];
-    const counts: unknown[] = [];
-    switch (message.type) {
-      case "probe":
-      case "installed":
-        counts.push(message.epoch);
-        break;
-      case "probeReply":
-        counts.push(message.viewEpoch, message.tokenEpoch, message.tokenHop);
-        if (message.lastTokenAgeMs !== null) counts.push(message.lastTokenAgeMs);
-        break;
-      case "prepare":
-        ballots.push(message.ballot);
-        break;
-      case "promise": {
-        ballots.push(message.ballot, message.prior);
-        const f = message.facts;
-        if (typeof f !== "object" || f === null) return "facts missing";
-        counts.push(message.viewEpoch, f.lastApplied, f.lastWriteEpoch, f.commit, f.tokenEpoch, f.tokenHop, f.sectionRemainingMs);
-        if (f.commit > f.lastApplied) return "commit above lastApplied";
-        if (!["held", "neverLeft", "no"].includes(f.tokenHere)) return "bad tokenHere";
-        break;
-      }
-      case "reject":
-        ballots.push(message.ballot, message.promised);
-        counts.push(message.viewEpoch);
-        break;
-      case "newView": {
-        const v = message.view;
-        if (typeof v !== "object" || v === null || !Array.isArray(v.members)) return "bad view";
-        ballots.push({ epoch: v.epoch, coordinator: v.coordinator });
-        counts.push(v.startWseq, v.resendFromWseq, v.grantWaitMs);
-        if (v.coordinator !== message.from) return "a view comes from its coordinator";
-        if (v.members.length < this.quorum || !v.members.every((m) => ring.includes(m)) || new Set(v.members).size !== v.members.length) {
-          return "members must be a majority of distinct ring nodes";
-        }
-        if (!v.members.includes(v.regenerator)) return "the regenerator must be a member";
-        break;
-      }
-      case "renew":
-      case "renewAnswer":
-        counts.push(message.epoch, message.seq);
-        break;
-      default:
-        return `unknown type ${(message as { type: unknown }).type}`;
-    }
-    if (!counts.every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) return "numbers must be non-negative safe integers";
-    for (const b of ballots) {
-      const ballot = b as Ballot;
-      if (typeof ballot !== "object" || ballot === null || !Number.isSafeInteger(ballot.epoch) || ballot.epoch < 0 || ballot.epoch > EPOCH_MAX) {
-        return "bad ballot";
-      }
-      if (ballot.epoch > 0 && !coordinatorOk(ballot.coordinator)) return `unknown coordinator ${ballot.coordinator}`;
-    }
-    return undefined;
-  }
 
   private advance(nowMs: number): void {
     assert(Number.isFinite(nowMs) && nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
