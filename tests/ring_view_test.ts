@@ -241,6 +241,17 @@ function settledWorld(ids = ["a", "b", "c", "d", "e"], withArbiter = false): Wor
   return w;
 }
 
+/**
+ * A settled 5-node ring some time later: a, which regenerated the token, sent it on as hop 2
+ * (to whom is up to each test). Returns the world and the view's epoch.
+ */
+function tokenSentByA(): { w: World; epoch: number } {
+  const w = settledWorld();
+  w.run(S.tokenLeaseMs);
+  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenHop: 2 });
+  return { w, epoch: w.view("a")!.epoch };
+}
+
 function quorumDecisions(w: World, id: string): boolean[] {
   return w.decisions.filter((d) => d.node === id && d.decision.type === "quorum").map((d) => (d.decision as { ok: boolean }).ok);
 }
@@ -454,10 +465,7 @@ test("view: a renewer holds its promise for tokenLeaseMs after an OK, and refuse
 
 test("view: the new token waits for the old section: its remaining lease when the token is at a promiser, ringLeaseMaxMs when unknown", () => {
   // Token at a promiser (c) with 300 ms of section left: the new view waits about that.
-  const w = settledWorld();
-  w.run(S.tokenLeaseMs);
-  const epoch = w.view("a")!.epoch;
-  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenHop: 2 });
+  const { w, epoch } = tokenSentByA();
   w.facts.set("c", { ...w.facts.get("c")!, token: "held", tokenEpoch: epoch, tokenHop: 2, sectionRemainingMs: 300 });
   w.crash("e"); // a non-holder died
   w.want("d");
@@ -480,12 +488,9 @@ test("view: the new token waits for the old section: its remaining lease when th
 });
 
 test("view: a holder's report is not trusted when a promiser promised a newer view: that view's token may be granting unseen", () => {
-  const w = settledWorld();
-  w.run(S.tokenLeaseMs);
-  const epoch = w.view("a")!.epoch;
+  const { w, epoch } = tokenSentByA();
   // c holds epoch 1's token. A view 2 forms among a, b, d; only a installs it (the newView to
   // b and d is lost), so a holds a token of view 2 nobody else saw.
-  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenHop: 2 });
   w.facts.set("c", { ...w.facts.get("c")!, token: "held", tokenEpoch: epoch, tokenHop: 2 });
   w.split(["c", "e"], ["a", "b", "d"]);
   w.drop = (p) => p.message.type === "newView";
@@ -506,11 +511,8 @@ test("view: a holder's report is not trusted when a promiser promised a newer vi
 });
 
 test("view: a token whose hand-off was refused at connect never left: no wait for an unknown holder", () => {
-  const w = settledWorld();
-  w.run(S.tokenLeaseMs);
-  const epoch = w.view("a")!.epoch;
+  const { w, epoch } = tokenSentByA();
   // a sent hop 2 to b, b is dead: the connection was refused.
-  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenHop: 2 });
   w.crash("b");
   w.node("a").handoffRefused(epoch, 2, w.nowMs);
   w.want("a");
@@ -520,10 +522,7 @@ test("view: a token whose hand-off was refused at connect never left: no wait fo
 });
 
 test("view: with no refusal fact the same hand-off counts as unknown (b may hold the token)", () => {
-  const w = settledWorld();
-  w.run(S.tokenLeaseMs);
-  const epoch = w.view("a")!.epoch;
-  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenHop: 2 });
+  const { w, epoch } = tokenSentByA();
   w.crash("b");
   w.want("a");
   assert.ok(w.runUntil(() => w.settled(["a", "c", "d", "e"], epoch + 1), 5_000));
