@@ -3,9 +3,10 @@
  * network the test controls: per-message delays, cut links, crashed nodes, restarts from what a
  * node persisted, and a virtual clock. A few lines stand in for the ring node: a promise drops
  * a held token, an install makes the regenerator hold the new one. Each test states the rule it
- * pins down; the last one runs seeded random interleavings with drops and crashes under three
- * checkers (one view per epoch, a majority behind every view, no two valid leases of different
- * epochs at one time).
+ * pins down; the last one runs seeded random interleavings with drops and crashes under the
+ * checkers of `checkSafety` (one view per epoch, a majority of stored promises behind every view,
+ * one new token per epoch, no two valid leases of different epochs at one time), which the
+ * other network tests run at their end too.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -222,6 +223,15 @@ class World {
         assert.ok(promised, `${member} is in view ${epoch} without a stored promise of ${epoch}/${view.coordinator}`);
       }
     }
+    const regenerators = new Map<number, Set<string>>();
+    for (const { node, decision } of this.installs()) {
+      if (!decision.regenerate) continue;
+      const nodes = regenerators.get(decision.view.epoch) ?? new Set<string>();
+      nodes.add(node);
+      regenerators.set(decision.view.epoch, nodes);
+      assert.equal(this.installs().filter((i) => i.node === node && i.decision.view.epoch === decision.view.epoch).length, 1, `${node} installed view ${decision.view.epoch} twice`);
+    }
+    for (const [epoch, nodes] of regenerators) assert.equal(nodes.size, 1, `epoch ${epoch} has ${nodes.size} regenerators`);
     for (const a of this.leases) {
       for (const b of this.leases) {
         if (a.epoch >= b.epoch) continue;
