@@ -537,6 +537,7 @@ test("view: with no refusal fact the same hand-off counts as unknown (b may hold
   w.want("a");
   assert.ok(w.runUntil(() => w.settled(["a", "c", "d", "e"], epoch + 1), 5_000));
   assert.equal(w.view("a")!.grantWaitMs, S.ringLeaseMaxMs + S.tokenLeaseSafetyMs);
+  w.checkSafety();
 });
 
 // ---- fences ----------------------------------------------------------------------------------
@@ -553,6 +554,7 @@ test("fences: every fence of a new epoch is above every fence of older epochs; 2
   const w = settledWorld(["a", "b", "c"]);
   const install = w.installs().at(-1)!;
   assert.equal(install.decision.fenceFloor, fenceFloor(install.decision.view.epoch));
+  w.checkSafety();
 });
 
 // ---- rejoin and membership -------------------------------------------------------------------
@@ -670,6 +672,7 @@ test("view: the holder counts its lease from the send time of its request, so it
     assert.ok(lease.untilMs <= heldUntilMs, `a's lease ends at ${lease.untilMs}, ${id} holds until ${heldUntilMs}`);
   }
   assert.equal(w.node("a").wantLease(epoch, w.nowMs), true, "valid now");
+  w.checkSafety();
 });
 
 // ---- the arbiter -----------------------------------------------------------------------------
