@@ -576,6 +576,18 @@ test("view: a restarted node comes back through a view change with a new epoch; 
   w.checkSafety();
 });
 
+test("view: a lost newView is resent until the member confirms it (no extra epoch)", () => {
+  const w = settledWorld();
+  const epoch = w.view("a")!.epoch;
+  let dropped = 0;
+  w.drop = (p) => p.message.type === "newView" && p.to === "b" && dropped++ < 2;
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d", "e"], epoch + 1), 3 * S.viewChangeRetryMs + 100));
+  assert.equal(dropped, 3, "two copies lost, the third delivered");
+  assert.equal(w.view("b")!.epoch, epoch + 1, "b installed the same view, no newer epoch");
+  w.checkSafety();
+});
+
 test("view: a node that promised but never got the view asks for one itself (coordinator died after its prepares)", () => {
   const w = settledWorld(["a", "b", "c"]);
   w.drop = (p) => p.message.type === "newView";

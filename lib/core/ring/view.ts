@@ -120,6 +120,8 @@ export class ViewCore {
   private neverLeft: { epoch: number; hop: number } | null = null;
   private probe: { epoch: number; sentAtMs: number; quiet: Set<string>; unreachable: Set<string>; majorityAtMs: number | null } | null = null;
   private nextProbeAtMs = Number.NEGATIVE_INFINITY;
+  /** A view this node decided, resent to the members that have not said "installed" yet. */
+  private announcing: { view: View; missing: Set<string>; untilMs: number; nextAtMs: number } | null = null;
   private quorumOk = true;
   private nowMs: number;
   private out: ViewReady = emptyReady();
@@ -170,6 +172,7 @@ export class ViewCore {
     const failed = this.lease.expire(nowMs);
     if (failed.type === "failed") this.setQuorum(false, `lease renewal: ${failed.reason}`);
     this.tickAttempt();
+    this.tickAnnounce();
     this.tickProbe();
   }
 
@@ -258,6 +261,7 @@ export class ViewCore {
       case "newView":
         return this.onNewView(message.view);
       case "installed":
+        if (this.announcing?.view.epoch === message.epoch) this.announcing.missing.delete(message.from);
         this.event("viewInstalledAt", { node: message.from, epoch: message.epoch });
         return;
       case "renew":
@@ -346,8 +350,9 @@ export class ViewCore {
       this.event("newViewIgnored", { epoch: view.epoch, promised: ballotText(this.promised) });
       return;
     }
-    if (this.view && this.view.epoch >= view.epoch) return; // a resent copy
-    this.install(view);
+    // A resent copy of the installed view is confirmed again (the first confirmation may be lost).
+    if (!this.view || this.view.epoch < view.epoch) this.install(view);
+    else if (this.view.epoch > view.epoch) return;
     if (view.coordinator !== this.options.id) this.send(view.coordinator, { type: "installed", from: this.options.id, epoch: view.epoch });
   }
 
@@ -434,11 +439,24 @@ export class ViewCore {
     const { members, regenerator } = view;
     this.event("viewDecided", { epoch: view.epoch, members: members.join(","), regenerator, grantWaitMs: view.grantWaitMs, reason: attempt.reason });
     this.setQuorum(true, `view ${view.epoch} decided`);
-    for (const to of members) {
-      if (to === this.options.id) this.onNewView(view);
-      else this.send(to, { type: "newView", from: this.options.id, view });
-    }
+    const settings = this.options.settings;
+    const missing = new Set(members.filter((id) => id !== this.options.id));
+    this.announcing = { view, missing, untilMs: this.nowMs + settings.viewChangeTimeoutMs, nextAtMs: this.nowMs + settings.viewChangeRetryMs };
+    for (const to of missing) this.send(to, { type: "newView", from: this.options.id, view });
+    if (members.includes(this.options.id)) this.onNewView(view);
     if (!this.voter) this.wanted = null; // the arbiter coordinates; it installs nothing
+  }
+
+  /** Resends the decided view to members that did not confirm it, for viewChangeTimeoutMs. */
+  private tickAnnounce(): void {
+    const announcing = this.announcing;
+    if (!announcing || this.nowMs < announcing.nextAtMs) return;
+    if (announcing.missing.size === 0 || this.nowMs >= announcing.untilMs || this.promised.epoch > announcing.view.epoch) {
+      this.announcing = null;
+      return;
+    }
+    announcing.nextAtMs = this.nowMs + this.options.settings.viewChangeRetryMs;
+    for (const to of announcing.missing) this.send(to, { type: "newView", from: this.options.id, view: announcing.view });
   }
 
   private abandon(why: string): void {
