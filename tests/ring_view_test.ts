@@ -62,6 +62,8 @@ class World {
   delay: (from: string, to: string) => number = () => 1;
   /** Messages to drop (returns true); none by default. */
   drop: (packet: Packet) => boolean = () => false;
+  /** Clock rate of a node against the world's clock (1 unless a test sets it). */
+  readonly clockRate = new Map<string, number>();
 
   constructor(public ring: string[], withArbiter = false) {
     for (const id of ring) this.start(id);
@@ -76,8 +78,13 @@ class World {
       arbiter: ARBITER,
       settings: S,
       localFacts: () => ({ ...this.facts.get(id)! }),
-    }, this.disk.get(id) ?? null, this.nowMs);
+    }, this.disk.get(id) ?? null, this.local(id));
     this.nodes.set(id, core);
+  }
+
+  /** `id`'s clock now: the world's clock at its rate (whole milliseconds, never going back). */
+  local(id: string): number {
+    return Math.floor(this.nowMs * (this.clockRate.get(id) ?? 1));
   }
 
   /** Kills `id` (its memory is gone; its disk stays) and drops what is in flight to it. */
@@ -122,7 +129,7 @@ class World {
     for (const { to, message } of ready.send) {
       // A dead or cut peer refuses the connection at once.
       if (!this.nodes.has(to) || this.isCut(id, to)) {
-        core.sendFailed(to, message, this.nowMs);
+        core.sendFailed(to, message, this.local(id));
         continue;
       }
       this.queue.push({ from: id, to, message: structuredClone(message), atMs: this.nowMs + this.delay(id, to) });
@@ -148,7 +155,9 @@ class World {
       }
     }
     if (decision.type === "lease") {
-      this.leases.push({ node: id, epoch: decision.epoch, fromMs: this.nowMs, untilMs: decision.validUntilMs });
+      // Kept on the world's clock, like every time the checkers compare.
+      const untilMs = decision.validUntilMs / (this.clockRate.get(id) ?? 1);
+      this.leases.push({ node: id, epoch: decision.epoch, fromMs: this.nowMs, untilMs });
     }
   }
 
@@ -163,7 +172,7 @@ class World {
       const [packet] = this.queue.splice(next, 1);
       const target = this.nodes.get(packet.to);
       if (!target || this.isCut(packet.from, packet.to) || this.drop(packet)) continue;
-      target.receive(packet.message, this.nowMs);
+      target.receive(packet.message, this.local(packet.to));
       this.collect(packet.to);
     }
     assert.fail("delivery did not settle");
@@ -172,7 +181,7 @@ class World {
   step(): void {
     this.nowMs += TICK_MS;
     for (const [id, core] of this.nodes) {
-      core.tick(this.nowMs);
+      core.tick(this.local(id));
       this.collect(id);
     }
     this.deliver();
@@ -191,13 +200,13 @@ class World {
   }
 
   want(id: string, reason: "tokenLoss" | "suspect" | "rejoin" | "membership" | "bootstrap" = "suspect"): void {
-    this.node(id).startViewChange(reason, this.nowMs);
+    this.node(id).startViewChange(reason, this.local(id));
     this.collect(id);
   }
 
   /** The view `id` has installed (null: none). */
   view(id: string): View | null {
-    return this.node(id).status(this.nowMs).view;
+    return this.node(id).status(this.local(id)).view;
   }
 
   /** All running voters installed the same view, of an epoch at least `minEpoch`. */
@@ -684,6 +693,34 @@ test("view: the holder counts its lease from the send time of its request, so it
     assert.ok(lease.untilMs <= heldUntilMs, `a's lease ends at ${lease.untilMs}, ${id} holds until ${heldUntilMs}`);
   }
   assert.equal(w.node("a").wantLease(epoch, w.nowMs), true, "valid now");
+  w.checkSafety();
+});
+
+test("view: the lease margin covers renewers whose clocks run 20 % fast: the slow holder's lease still ends before the new view", () => {
+  const w = settledWorld();
+  for (const id of ["b", "c", "d", "e"]) w.clockRate.set(id, 1.2);
+  w.delay = () => 5;
+  const epoch = w.view("a")!.epoch;
+  const renew = () => {
+    if (w.nodes.has("a")) w.node("a").wantLease(epoch, w.local("a"));
+    w.collect("a");
+  };
+  for (let i = 0; i < 20; i++) {
+    renew();
+    w.step();
+  }
+  assert.ok(w.leases.some((l) => l.node === "a" && l.untilMs > w.nowMs), "a holds a valid lease");
+  w.split(["a"], ["b", "c", "d", "e"]);
+  w.want("b");
+  const newView = () => w.installs().find((i) => i.decision.view.epoch > epoch);
+  const end = w.nowMs + 5_000;
+  while (!newView() && w.nowMs < end) {
+    renew();
+    w.step();
+  }
+  assert.ok(newView(), "the majority formed a view");
+  const aLeaseEnd = Math.max(...w.leases.filter((l) => l.node === "a").map((l) => l.untilMs));
+  assert.ok(aLeaseEnd <= newView()!.atMs, `a's lease (to ${aLeaseEnd}) ended before the new view (${newView()!.atMs})`);
   w.checkSafety();
 });
 
