@@ -768,13 +768,15 @@ test("view: a token unseen for tokenLossMs everywhere is regenerated through a v
 
 // ---- random interleavings --------------------------------------------------------------------
 
-test("view: seeded random runs with delays, drops, cuts and crashes keep one view per epoch, a majority behind each, and no overlapping leases", () => {
+test("view: seeded random runs with delays, drops, cuts, crashes and clock rates ±10 % keep one view per epoch, a majority behind each, and no overlapping leases", () => {
   const ids = ["a", "b", "c", "d", "e"];
   let views = 0;
   let leaseEpochs = 0;
   for (let seed = 1; seed <= 30; seed++) {
     const rng = new Prng(seed);
     const w = new World(ids, true);
+    // Clock rates within ±10 %: at most 1.1 / 0.9 ≈ 1.22 apart, inside the lease margin's 1.25.
+    for (const id of [...ids, ARBITER]) w.clockRate.set(id, 0.9 + 0.2 * rng.float());
     w.delay = () => rng.between(1, 60);
     w.drop = () => rng.chance(0.05);
     for (let round = 0; round < 2_000; round++) {
@@ -790,7 +792,7 @@ test("view: seeded random runs with delays, drops, cuts and crashes keep one vie
         const facts = w.facts.get(node)!;
         const core = w.nodes.get(node);
         if (core && facts.token === "held") {
-          core.wantLease(facts.tokenEpoch, w.nowMs);
+          core.wantLease(facts.tokenEpoch, w.local(node));
           w.collect(node);
         }
       }
