@@ -608,6 +608,21 @@ test("view: a node that promised but never got the view asks for one itself (coo
   w.checkSafety();
 });
 
+test("view: a node cut off from everyone burns one epoch, not one per attempt (it canvasses first), and comes back when healed", () => {
+  const w = settledWorld();
+  const epoch = w.view("a")!.epoch;
+  w.split(["c"], ["a", "b", "d", "e"]);
+  w.want("c");
+  w.run(60_000);
+  assert.equal(w.node("c").status(w.local("c")).promised.epoch, epoch + 1, "one failed attempt, then only canvasses");
+  assert.equal(w.node("c").status(w.local("c")).quorum, "lost");
+  assert.equal(w.view("a")!.epoch, epoch, "the others saw nothing of it");
+  w.cut.clear();
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d", "e"], epoch + 1), 5_000), "healed, its view change goes through");
+  assert.equal(w.view("a")!.epoch, epoch + 2, "the next epoch after its own failed one");
+  w.checkSafety();
+});
+
 test("view: a healed node learns from a probe that it is behind; it then rejoins through a view change", () => {
   const w = settledWorld();
   w.split(["c"], ["a", "b", "d", "e"]);

@@ -79,7 +79,10 @@ interface Attempt {
   reason: ViewChangeReason;
   startedAtMs: number;
   promises: Map<string, Promised>;
+  /** Answered "no" (a reject message). */
   rejected: Set<string>;
+  /** Could not be reached (connect refused, timeout): an answer too, but not a contact. */
+  unreachable: Set<string>;
   majorityAtMs: number | null;
 }
 
@@ -118,6 +121,9 @@ export class ViewCore {
   private behindEpoch = 0;
   private grantNotBeforeMs = Number.NEGATIVE_INFINITY;
   private neverLeft: { epoch: number; hop: number } | null = null;
+  /** The pre-vote round (see canvassed); canvassFirst: needed before the next attempt. */
+  private canvass: { sentAtMs: number; answered: Set<string> } | null = null;
+  private canvassFirst = false;
   private probe: { epoch: number; sentAtMs: number; quiet: Set<string>; unreachable: Set<string>; majorityAtMs: number | null } | null = null;
   private nextProbeAtMs = Number.NEGATIVE_INFINITY;
   /** A view this node decided, resent to the members that have not said "installed" yet. */
@@ -231,7 +237,7 @@ export class ViewCore {
     this.advance(nowMs);
     const attempt = this.attempt;
     if (message.type === "prepare" && attempt && compareBallots(message.ballot, attempt.ballot) === 0) {
-      attempt.rejected.add(to);
+      attempt.unreachable.add(to);
       this.tickAttempt();
     }
     if (message.type === "probe" && this.probe) {
@@ -384,9 +390,11 @@ export class ViewCore {
     const attempt = this.attempt;
     if (attempt) {
       if (this.canDecide(attempt)) return this.decide(attempt);
-      const hopeless = this.ring.length - attempt.rejected.size < this.quorum;
+      const hopeless = this.ring.length - attempt.rejected.size - attempt.unreachable.size < this.quorum;
       if (hopeless || this.nowMs >= attempt.startedAtMs + settings.viewChangeTimeoutMs) {
         this.setQuorum(false, `${attempt.promises.size} promises for ${ballotText(attempt.ballot)}, ${this.quorum} needed`);
+        // Not even a majority answered: before the next epoch, make sure one can (pre-vote).
+        this.canvassFirst = attempt.promises.size + attempt.rejected.size < this.quorum;
         this.abandon(hopeless ? "rejected by too many" : "timed out");
       }
       return;
@@ -398,20 +406,54 @@ export class ViewCore {
     // Another coordinator's prepare waits here for the lease hold to end: let it go first. A
     // hold of its own does not stop it: its own promise waits like any other (onPrepare).
     if (this.deferred) return;
+    if (this.canvassFirst && !this.canvassed()) return;
     const epoch = this.highestSeenEpoch + 1;
     assert(epoch <= EPOCH_MAX, `epoch ${epoch} above ${EPOCH_MAX}: fences would overflow`);
     const ballot = { epoch, coordinator: this.options.id };
-    this.attempt = { ballot, reason: this.wanted.reason, startedAtMs: this.nowMs, promises: new Map(), rejected: new Set(), majorityAtMs: null };
+    this.attempt = {
+      ballot,
+      reason: this.wanted.reason,
+      startedAtMs: this.nowMs,
+      promises: new Map(),
+      rejected: new Set(),
+      unreachable: new Set(),
+      majorityAtMs: null,
+    };
     this.event("prepare", { ballot: ballotText(ballot), reason: this.wanted.reason });
     for (const to of this.others()) this.send(to, { type: "prepare", from: this.options.id, ballot });
     // Its own promise last: with a one-node ring it decides the view at once.
     if (this.voter) this.onPrepare(this.options.id, ballot);
   }
 
+  /**
+   * Raft's pre-vote: a node that could not even reach a majority asks (probe, no state change
+   * anywhere) before it takes the next epoch. Without it, a node cut off for days would burn an
+   * epoch per attempt and push every epoch towards EPOCH_MAX. True once a majority answered.
+   */
+  private canvassed(): boolean {
+    const canvass = this.canvass;
+    if (canvass && canvass.answered.size >= this.quorum) {
+      this.canvass = null;
+      this.canvassFirst = false;
+      return true;
+    }
+    if (canvass && this.nowMs < canvass.sentAtMs + this.options.settings.viewChangeTimeoutMs) return false;
+    if (canvass) {
+      this.canvass = null;
+      this.setQuorum(false, `${canvass.answered.size} voters answered, ${this.quorum} needed`);
+      this.event("canvassFailed", { answered: [...canvass.answered].join(",") });
+      this.backOff();
+      return false;
+    }
+    this.canvass = { sentAtMs: this.nowMs, answered: new Set(this.voter ? [this.options.id] : []) };
+    for (const to of this.others()) this.send(to, { type: "probe", from: this.options.id, epoch: this.view?.epoch ?? 0 });
+    return false;
+  }
+
   private canDecide(attempt: Attempt): boolean {
     if (attempt.promises.size < this.quorum) return false;
     attempt.majorityAtMs ??= this.nowMs;
-    const allAnswered = attempt.promises.size + attempt.rejected.size >= this.ring.length;
+    const allAnswered = attempt.promises.size + attempt.rejected.size + attempt.unreachable.size >= this.ring.length;
     return allAnswered || this.nowMs >= attempt.majorityAtMs + this.options.settings.viewPromiseWaitMs;
   }
 
@@ -464,7 +506,11 @@ export class ViewCore {
     if (!attempt) return;
     this.attempt = null;
     this.event("viewChangeAbandoned", { ballot: ballotText(attempt.ballot), why });
-    // Deterministic spread: the earlier a node is in the file, the sooner it tries again.
+    this.backOff();
+  }
+
+  /** Deterministic spread: the earlier a node is in the file, the sooner it tries again. */
+  private backOff(): void {
     this.retryAtMs = this.nowMs + this.options.settings.viewChangeRetryMs * (1 + this.rank);
   }
 
@@ -508,6 +554,10 @@ export class ViewCore {
 
   private onProbeReply(message: Extract<ViewMessage, { type: "probeReply" }>): void {
     this.seeViewEpoch(message.viewEpoch);
+    if (this.canvass) {
+      this.canvass.answered.add(message.from);
+      this.tickAttempt();
+    }
     const probe = this.probe;
     if (!probe) return;
     const seenLately = message.lastTokenAgeMs !== null && message.lastTokenAgeMs < this.options.settings.tokenLossMs;
