@@ -11,12 +11,15 @@
  *   Two majorities share a node, so at most one view exists per epoch.
  * - The new view's members are the promisers; the regenerator is the promiser with the highest
  *   (epoch of its last write, last applied wseq), ties to file order. Its first grant waits until
- *   every section of older epochs has ended (`grantWaitMs`, see `grantWait`).
+ *   every section of older epochs has ended (`grantWaitMs`, see decide.ts).
  * - A node held by a token lease it renewed (token_lease.ts) defers its promise until the hold
  *   ends, and a restarted node starts held: no older lease is valid once a view has its majority.
  *
- * Inputs: tick, startViewChange, receive (every peer message), sendFailed, handoffRefused,
- * wantLease. Outputs via ready(): what to persist (BEFORE sending anything of the same ready),
+ * - A node that could not even reach a majority canvasses (pre-vote) before it takes another
+ *   epoch, so a node cut off for long does not burn epochs.
+ *
+ * Inputs: tick, startViewChange, changeMembership, receive (every peer message), sendFailed,
+ * handoffRefused, wantLease. Outputs via ready(): what to persist (BEFORE sending anything of the same ready),
  * messages, decisions for the ring node, events. No clock, timers, randomness or I/O.
  */
 import { assert, assertNever } from "../assert.ts";
