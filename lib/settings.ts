@@ -51,6 +51,12 @@ export const DEFAULT_SETTINGS = {
   ringGapBufferMax: 1_024, // out-of-order writes a node keeps while it fetches the gap
   ringSnapshotEveryWrites: 1_000, // committed writes between two snapshots of the replica
   ringLogRetainMax: 10_000, // committed log entries kept in memory for neighbours' catch-up
+  // Ring view changes (docs/ring-view.md).
+  tokenLeaseMs: 500, // a holder grants only inside a lease renewed by a majority; each renewer promises no newer view this long
+  tokenLeaseSafetyMs: 100, // the holder's lease ends this long before the renewers' promise holds run out (drift, delays)
+  viewPromiseWaitMs: 100, // with a majority of promises, wait this long for the rest (else they are left out of the view)
+  viewChangeTimeoutMs: 2_000, // a view change (or a lease renewal) without a majority by then gives up: minority
+  viewChangeRetryMs: 200, // pause before the next attempt, times (1 + place in the file): attempts do not collide forever
 
   // Primary/backup replication and the arbiter's lease (takeover after kill -9 ≈ primaryLeaseMs).
   primaryLeaseMs: 500, // the arbiter's lease on serving; a backup takes over only after it lapsed

@@ -1,0 +1,132 @@
+/**
+ * The token lease: a ring node grants a critical section only while a majority of the cluster
+ * file's ring nodes has recently promised not to help form a newer view (docs/ring-view.md).
+ *
+ * - The holder asks every ring node "renew epoch e". A node answers OK only if it has promised
+ *   no ballot of a newer epoch (and is not about to: see view.ts), and from its receipt on it
+ *   refuses to promise any newer ballot for `tokenLeaseMs` (its *hold*, kept in memory).
+ * - The holder counts its lease from the SEND time of the request, minus `tokenLeaseSafetyMs`,
+ *   and needs OKs from a majority including itself (it holds itself the same way).
+ * - A view change needs promises from a majority too. The two majorities share a node, which
+ *   promises only after its hold ran out, that is after the holder's lease ended. So when a new
+ *   view has its majority, no lease of an older epoch is still valid anywhere.
+ *
+ * Why a majority of the FILE and not of the view: a view may be a bare majority (3 of 5); a
+ * majority of it (2) and a majority of the file (3) need not intersect.
+ *
+ * Pure: time comes in as `nowMs`.
+ */
+import { assert } from "../assert.ts";
+
+export interface TokenLeaseTimes {
+  tokenLeaseMs: number;
+  tokenLeaseSafetyMs: number;
+  /** A renewal without a majority of OKs by then has failed (minority). */
+  viewChangeTimeoutMs: number;
+}
+
+interface Renewal {
+  seq: number;
+  epoch: number;
+  sentAtMs: number;
+  oks: Set<string>;
+  refusals: Set<string>;
+}
+
+export type RenewOutcome =
+  | { type: "none" }
+  | { type: "valid"; epoch: number; validUntilMs: number }
+  | { type: "failed"; epoch: number; reason: string };
+
+/** The holder's side: at most one renewal in flight, one lease (for one epoch). */
+export class TokenLeaseHolder {
+  private epoch = -1;
+  private validUntilMs = Number.NEGATIVE_INFINITY;
+  private renewal: Renewal | null = null;
+  private seq = 0;
+
+  constructor(private readonly self: string, private readonly quorum: number, private readonly times: TokenLeaseTimes) {
+    assert(quorum >= 1, "a lease quorum has at least one node");
+  }
+
+  /** True when this node may grant in `epoch` now. */
+  valid(epoch: number, nowMs: number): boolean {
+    return this.epoch === epoch && nowMs < this.validUntilMs;
+  }
+
+  validUntil(epoch: number): number | null {
+    return this.epoch === epoch ? this.validUntilMs : null;
+  }
+
+  /**
+   * Starts a renewal for `epoch` unless one is in flight and not yet timed out. Returns its
+   * sequence number (to send as "renew epoch e, seq"), or null when nothing is to be sent.
+   */
+  begin(epoch: number, nowMs: number): number | null {
+    const current = this.renewal;
+    if (current && current.epoch === epoch && nowMs < current.sentAtMs + this.times.viewChangeTimeoutMs) return null;
+    this.seq += 1;
+    this.renewal = { seq: this.seq, epoch, sentAtMs: nowMs, oks: new Set([this.self]), refusals: new Set() };
+    return this.seq;
+  }
+
+  /** An answer to renewal `seq`; says when the lease became valid or the renewal failed. */
+  answer(from: string, seq: number, ok: boolean, ringSize: number): RenewOutcome {
+    const renewal = this.renewal;
+    if (!renewal || renewal.seq !== seq) return { type: "none" }; // late: a newer renewal counts
+    (ok ? renewal.oks : renewal.refusals).add(from);
+    if (renewal.oks.size >= this.quorum) {
+      this.renewal = null;
+      const until = renewal.sentAtMs + this.times.tokenLeaseMs - this.times.tokenLeaseSafetyMs;
+      // Two renewals of one epoch: the lease is the later end (each is backed by its majority).
+      this.validUntilMs = this.epoch === renewal.epoch ? Math.max(this.validUntilMs, until) : until;
+      this.epoch = renewal.epoch;
+      return { type: "valid", epoch: renewal.epoch, validUntilMs: this.validUntilMs };
+    }
+    if (ringSize - renewal.refusals.size < this.quorum) {
+      this.renewal = null;
+      return { type: "failed", epoch: renewal.epoch, reason: `${renewal.refusals.size} of ${ringSize} ring nodes refused` };
+    }
+    return { type: "none" };
+  }
+
+  /** Called on ticks: a renewal that got no majority in time has failed. */
+  expire(nowMs: number): RenewOutcome {
+    const renewal = this.renewal;
+    if (!renewal || nowMs < renewal.sentAtMs + this.times.viewChangeTimeoutMs) return { type: "none" };
+    this.renewal = null;
+    return { type: "failed", epoch: renewal.epoch, reason: `${renewal.oks.size} OKs in ${this.times.viewChangeTimeoutMs} ms, ${this.quorum} needed` };
+  }
+
+  /** This node promised a newer view: its lease and any renewal in flight are void at once. */
+  drop(): void {
+    this.epoch = -1;
+    this.validUntilMs = Number.NEGATIVE_INFINITY;
+    this.renewal = null;
+  }
+}
+
+/**
+ * The renewer's side: until when this node must not promise a newer ballot. In memory only:
+ * a restarted node starts held for a whole `tokenLeaseMs` (it may have renewed just before).
+ */
+export class LeaseHold {
+  private untilMs: number;
+
+  constructor(private readonly tokenLeaseMs: number, startedAtMs: number) {
+    this.untilMs = startedAtMs + tokenLeaseMs;
+  }
+
+  /** This node answered OK to a renewal received now (or renews its own lease). */
+  renewed(nowMs: number): void {
+    this.untilMs = Math.max(this.untilMs, nowMs + this.tokenLeaseMs);
+  }
+
+  held(nowMs: number): boolean {
+    return nowMs < this.untilMs;
+  }
+
+  get heldUntilMs(): number {
+    return this.untilMs;
+  }
+}

@@ -1,0 +1,675 @@
+/**
+ * The ring's view change as a pure, deterministic state machine (docs/ring-view.md).
+ *
+ * Removing a node, adding one back and regenerating a lost token are ONE epoch-raising view
+ * change, Paxos phase 1 style:
+ * - ballot = (epoch, coordinator), totally ordered; any ring node may coordinate, and so may the
+ *   arbiter, which casts no vote. Votes are the ring nodes of the cluster file; a view needs
+ *   promises from a strict majority of them (`quorum`), so an even split stops.
+ * - A node promises each EPOCH once (to one coordinator), stores the promise before answering,
+ *   and from then on refuses every token and write of an older epoch (decision "promised").
+ *   Two majorities share a node, so at most one view exists per epoch.
+ * - The new view's members are the promisers; the regenerator is the promiser with the highest
+ *   (epoch of its last write, last applied wseq), ties to file order. Its first grant waits until
+ *   every section of older epochs has ended (`grantWaitMs`, see decide.ts).
+ * - A node held by a token lease it renewed (token_lease.ts) defers its promise until the hold
+ *   ends, and a restarted node starts held: no older lease is valid once a view has its majority.
+ *
+ * - A node that could not even reach a majority canvasses (pre-vote) before it takes another
+ *   epoch, so a node cut off for long does not burn epochs.
+ *
+ * Inputs: tick, startViewChange, changeMembership, receive (every peer message), sendFailed,
+ * handoffRefused, wantLease. Outputs via ready(): what to persist (BEFORE sending anything of the same ready),
+ * messages, decisions for the ring node, events. No clock, timers, randomness or I/O.
+ */
+import { assert, assertNever } from "../assert.ts";
+import type { Settings } from "../../settings.ts";
+import { decideView, type Promised } from "./decide.ts";
+import { LeaseHold, TokenLeaseHolder } from "./token_lease.ts";
+import {
+  type Ballot,
+  checkViewMessage,
+  compareBallots,
+  EPOCH_MAX,
+  fenceFloor,
+  type LocalFacts,
+  type PromiseFacts,
+  type View,
+  type ViewHardState,
+  type ViewMessage,
+} from "./view_wire.ts";
+
+export * from "./view_wire.ts";
+
+export type ViewChangeReason = "tokenLoss" | "suspect" | "rejoin" | "membership" | "bootstrap";
+
+export type ViewDecision =
+  /** Refuse every token and write of an epoch below `epoch`; stop granting. */
+  | { type: "promised"; epoch: number }
+  /** Ring anew: this view, this successor; regenerate if asked; no grant before grantNotBeforeMs. */
+  | { type: "install"; view: View; successor: string; regenerate: boolean; grantNotBeforeMs: number; fenceFloor: number }
+  | { type: "lease"; epoch: number; validUntilMs: number }
+  /** A newer view exists without this node: catch the replica up from a member, then rejoin. */
+  | { type: "behind"; viewEpoch: number }
+  /** false: no majority reachable (no view change, no lease): this node does not grant. */
+  | { type: "quorum"; ok: boolean; reason: string };
+
+export interface ViewReady {
+  persist: ViewHardState | null;
+  send: Array<{ to: string; message: ViewMessage }>;
+  decisions: ViewDecision[];
+  events: Array<{ event: string; fields: Record<string, unknown> }>;
+}
+
+export type ViewSettings = Pick<
+  Settings,
+  "tokenLeaseMs" | "tokenLeaseSafetyMs" | "viewPromiseWaitMs" | "viewChangeTimeoutMs" | "viewChangeRetryMs" | "ringLeaseMaxMs" | "tokenLossMs"
+>;
+
+export interface ViewOptions {
+  id: string;
+  /** The ring nodes of the cluster file, in file order: the voters. */
+  ring: string[];
+  /** The arbiter's id, if there is one: it may coordinate, it never votes. */
+  arbiter: string | null;
+  settings: ViewSettings;
+  /** The ring node's facts now (pure: the driver reads them from its RingNode). */
+  localFacts: (nowMs: number) => LocalFacts;
+}
+
+interface Attempt {
+  ballot: Ballot;
+  reason: ViewChangeReason;
+  startedAtMs: number;
+  promises: Map<string, Promised>;
+  /** Answered "no" (a reject message). */
+  rejected: Set<string>;
+  /** Could not be reached (connect refused, timeout): an answer too, but not a contact. */
+  unreachable: Set<string>;
+  majorityAtMs: number | null;
+}
+
+export interface ViewStatus {
+  id: string;
+  promised: Ballot;
+  view: View | null;
+  member: boolean;
+  quorum: "ok" | "lost";
+  coordinating: Ballot | null;
+  wanted: ViewChangeReason | null;
+  leaseValidUntilMs: number | null;
+  promiseHeldUntilMs: number;
+}
+
+const NO_BALLOT: Ballot = { epoch: 0, coordinator: "" };
+
+export class ViewCore {
+  private promised: Ballot;
+  private view: View | null;
+  /** The ring nodes of the cluster file (the voters), in file order; see changeMembership. */
+  private ring: string[] = [];
+  private voter = false;
+  private quorum = 1;
+  private rank = 0;
+  private readonly hold: LeaseHold;
+  private lease!: TokenLeaseHolder;
+  private attempt: Attempt | null = null;
+  private wanted: { reason: ViewChangeReason; aboveEpoch: number } | null = null;
+  private retryAtMs = Number.NEGATIVE_INFINITY;
+  /** A prepare that waits for this node's lease hold to end (the highest one only). */
+  private deferred: { from: string; ballot: Ballot } | null = null;
+  private lastPromiseAtMs = Number.NEGATIVE_INFINITY;
+  private highestSeenEpoch = 0;
+  /** The newest view epoch reported as "behind" (once per epoch). */
+  private behindEpoch = 0;
+  private grantNotBeforeMs = Number.NEGATIVE_INFINITY;
+  private neverLeft: { epoch: number; hop: number } | null = null;
+  /** The pre-vote round (see canvassed); canvassFirst: needed before the next attempt. */
+  private canvass: { sentAtMs: number; answered: Set<string> } | null = null;
+  private canvassFirst = false;
+  private probe: { epoch: number; sentAtMs: number; quiet: Set<string>; unreachable: Set<string>; majorityAtMs: number | null } | null = null;
+  private nextProbeAtMs = Number.NEGATIVE_INFINITY;
+  /** A view this node decided, resent to the members that have not said "installed" yet. */
+  private announcing: { view: View; missing: Set<string>; untilMs: number; nextAtMs: number } | null = null;
+  private quorumOk = true;
+  private nowMs: number;
+  private out: ViewReady = emptyReady();
+
+  constructor(private readonly options: ViewOptions, stored: ViewHardState | null, nowMs: number) {
+    const { ring, settings } = options;
+    this.configure(ring);
+    this.promised = stored?.promised ?? NO_BALLOT;
+    this.view = stored?.view ?? null;
+    this.highestSeenEpoch = Math.max(this.promised.epoch, this.view?.epoch ?? 0);
+    // It may have renewed a lease just before it stopped: no promise for a whole lease.
+    this.hold = new LeaseHold(settings.tokenLeaseMs, nowMs);
+    this.nowMs = nowMs;
+  }
+
+  /** Sets the voters; a new majority needs a new lease (the old one counted other voters). */
+  private configure(ring: string[]): void {
+    const { id, arbiter } = this.options;
+    assert(new Set(ring).size === ring.length && ring.length > 0, "ring ids must be unique and non-empty");
+    assert(ring.includes(id) || id === arbiter, `${id} is neither a ring node nor the arbiter`);
+    this.ring = [...ring];
+    this.voter = ring.includes(id);
+    this.quorum = Math.floor(ring.length / 2) + 1;
+    this.rank = this.voter ? ring.indexOf(id) : ring.length;
+    this.lease = new TokenLeaseHolder(id, this.quorum, this.options.settings);
+  }
+
+  ready(): ViewReady {
+    const ready = this.out;
+    this.out = emptyReady();
+    return ready;
+  }
+
+  // ---- inputs ---------------------------------------------------------------------------
+
+  tick(nowMs: number): void {
+    this.advance(nowMs);
+    if (this.deferred && !this.hold.held(nowMs)) {
+      const { from, ballot } = this.deferred;
+      this.deferred = null;
+      this.onPrepare(from, ballot);
+    }
+    // Promised, but the view never came (coordinator died, newView lost): ask for one itself.
+    const unsettled = this.voter && this.promised.epoch > (this.view?.epoch ?? 0);
+    if (unsettled && !this.wanted && !this.attempt && nowMs >= this.lastPromiseAtMs + this.options.settings.viewChangeTimeoutMs) {
+      this.startViewChange("rejoin", nowMs);
+    }
+    const failed = this.lease.expire(nowMs);
+    if (failed.type === "failed") this.setQuorum(false, `lease renewal: ${failed.reason}`);
+    this.tickAttempt();
+    this.tickAnnounce();
+    this.tickProbe();
+  }
+
+  /** Asks for a new view (token lost, successor suspected, rejoin, membership change). */
+  startViewChange(reason: ViewChangeReason, nowMs: number): void {
+    this.advance(nowMs);
+    if (!this.wanted) this.wanted = { reason, aboveEpoch: this.currentEpoch() };
+    this.event("viewChangeWanted", { reason, epoch: this.currentEpoch() });
+    this.tickAttempt();
+  }
+
+  /**
+   * The cluster file changed (SIGHUP): new voters, then a view change. One node added or removed
+   * at a time: a majority of the old list and one of the new list then always share a node (with
+   * n and n + 1 voters: (⌊n/2⌋ + 1) + ⌊(n+1)/2⌋ > n), so no two views form under the two lists.
+   * Returns the reason for a refusal, or null.
+   */
+  changeMembership(ring: string[], nowMs: number): string | null {
+    this.advance(nowMs);
+    const added = ring.filter((id) => !this.ring.includes(id));
+    const removed = this.ring.filter((id) => !ring.includes(id));
+    if (added.length + removed.length > 1) return `add or remove one ring node at a time (got +${added.join(",")} -${removed.join(",")})`;
+    if (!ring.includes(this.options.id) && this.options.id !== this.options.arbiter) return `${this.options.id} is no longer in the ring`;
+    if (added.length + removed.length === 0) return null;
+    this.abandon("membership changed");
+    this.configure(ring);
+    this.event("membershipChanged", { ring: ring.join(","), added: added.join(","), removed: removed.join(",") });
+    this.startViewChange("membership", nowMs);
+    return null;
+  }
+
+  /** The token hand-off of (epoch, hop) was refused at connect: the token never left here. */
+  handoffRefused(epoch: number, hop: number, nowMs: number): void {
+    this.advance(nowMs);
+    this.neverLeft = { epoch, hop };
+  }
+
+  /**
+   * The holder of `epoch`'s token wants to grant: true when its token lease is valid now (and
+   * the view's grant wait is over); otherwise a renewal starts (its outcome comes as a decision).
+   */
+  wantLease(epoch: number, nowMs: number): boolean {
+    this.advance(nowMs);
+    if (!this.view || this.view.epoch !== epoch || this.promised.epoch > epoch || this.deferred) return false;
+    if (this.lease.valid(epoch, nowMs)) return nowMs >= this.grantNotBeforeMs;
+    const seq = this.lease.begin(epoch, nowMs);
+    if (seq !== null) {
+      this.hold.renewed(nowMs); // it counts itself: it holds itself like every renewer
+      for (const to of this.others()) this.send(to, { type: "renew", from: this.options.id, epoch, seq });
+    }
+    return false;
+  }
+
+  /** A message could not be delivered (connect refused, timeout): for a prepare, a "no". */
+  sendFailed(to: string, message: ViewMessage, nowMs: number): void {
+    this.advance(nowMs);
+    const attempt = this.attempt;
+    if (message.type === "prepare" && attempt && compareBallots(message.ballot, attempt.ballot) === 0) {
+      attempt.unreachable.add(to);
+      this.tickAttempt();
+    }
+    if (message.type === "probe" && this.probe) {
+      this.probe.unreachable.add(to);
+      this.checkProbe();
+    }
+  }
+
+  receive(message: ViewMessage, nowMs: number): void {
+    this.advance(nowMs);
+    const problem = checkViewMessage(message, this.ring, this.options.arbiter, this.quorum);
+    if (problem) {
+      this.event("badViewMessage", { from: message?.from, type: message?.type, problem });
+      return;
+    }
+    switch (message.type) {
+      case "probe":
+        return this.onProbe(message.from);
+      case "probeReply":
+        return this.onProbeReply(message);
+      case "prepare":
+        return this.onPrepare(message.from, message.ballot);
+      case "promise":
+        return this.onPromise(message);
+      case "reject":
+        return this.onReject(message);
+      case "newView":
+        return this.onNewView(message.view);
+      case "installed":
+        if (this.announcing?.view.epoch === message.epoch) this.announcing.missing.delete(message.from);
+        this.event("viewInstalledAt", { node: message.from, epoch: message.epoch });
+        return;
+      case "renew":
+        return this.onRenew(message);
+      case "renewAnswer":
+        return this.onRenewAnswer(message);
+      default:
+        return assertNever(message, "view message");
+    }
+  }
+
+  status(nowMs: number): ViewStatus {
+    return {
+      id: this.options.id,
+      promised: { ...this.promised },
+      view: this.view ? { ...this.view, members: [...this.view.members] } : null,
+      member: this.isMember(),
+      quorum: this.quorumOk ? "ok" : "lost",
+      coordinating: this.attempt ? { ...this.attempt.ballot } : null,
+      wanted: this.wanted?.reason ?? null,
+      leaseValidUntilMs: this.view && this.lease.valid(this.view.epoch, nowMs) ? this.lease.validUntil(this.view.epoch) : null,
+      promiseHeldUntilMs: this.hold.heldUntilMs,
+    };
+  }
+
+  // ---- voting ---------------------------------------------------------------------------
+
+  private onPrepare(from: string, ballot: Ballot): void {
+    this.seeEpoch(ballot.epoch);
+    if (!this.voter) return;
+    const viewEpoch = this.view?.epoch ?? 0;
+    // One promise per epoch: the ballot's epoch must be above everything promised or installed.
+    if (ballot.epoch <= this.promised.epoch || ballot.epoch <= viewEpoch) {
+      return this.answerTo(from, { type: "reject", from: this.options.id, ballot, promised: { ...this.promised }, viewEpoch });
+    }
+    if (this.hold.held(this.nowMs)) {
+      // A lease this node renewed may still be valid at its holder: answer when the hold ends.
+      if (this.deferred && compareBallots(this.deferred.ballot, ballot) >= 0) {
+        return this.answerTo(from, { type: "reject", from: this.options.id, ballot, promised: { ...this.promised }, viewEpoch });
+      }
+      if (this.deferred) this.rejectDeferred();
+      this.deferred = { from, ballot };
+      this.event("promiseDeferred", { ballot, untilMs: this.hold.heldUntilMs });
+      return;
+    }
+    const prior = this.promised;
+    this.promised = { ...ballot };
+    if (ballot.coordinator !== this.options.id) this.lastPromiseAtMs = this.nowMs;
+    this.lease.drop();
+    this.persist();
+    this.out.decisions.push({ type: "promised", epoch: ballot.epoch });
+    if (this.attempt && compareBallots(this.attempt.ballot, ballot) < 0) this.abandon(`promised ${ballotText(ballot)}`);
+    const facts = this.promiseFacts();
+    this.answerTo(from, { type: "promise", from: this.options.id, ballot: { ...ballot }, prior, viewEpoch, facts });
+  }
+
+  private rejectDeferred(): void {
+    const deferred = this.deferred!;
+    this.deferred = null;
+    const viewEpoch = this.view?.epoch ?? 0;
+    this.answerTo(deferred.from, { type: "reject", from: this.options.id, ballot: deferred.ballot, promised: { ...this.promised }, viewEpoch });
+  }
+
+  private promiseFacts(): PromiseFacts {
+    const local = this.options.localFacts(this.nowMs);
+    const left = this.neverLeft;
+    const neverLeft = local.token === "sending" && left !== null && left.epoch === local.tokenEpoch && left.hop === local.tokenHop;
+    const tokenHere = local.token === "held" ? "held" : neverLeft ? "neverLeft" : "no";
+    // A holder that installed its view lately may itself still be waiting out older sections.
+    const ownWaitMs = Math.max(0, this.grantNotBeforeMs - this.nowMs);
+    return {
+      lastApplied: local.lastApplied,
+      lastWriteEpoch: local.lastWriteEpoch,
+      commit: local.commit,
+      tokenEpoch: local.tokenEpoch,
+      tokenHop: local.tokenHop,
+      tokenHere,
+      sectionRemainingMs: Math.max(local.sectionRemainingMs, ownWaitMs),
+    };
+  }
+
+  private onNewView(view: View): void {
+    this.seeEpoch(view.epoch);
+    if (!this.voter || !view.members.includes(this.options.id)) return;
+    if (this.promised.epoch !== view.epoch || this.promised.coordinator !== view.coordinator) {
+      this.event("newViewIgnored", { epoch: view.epoch, promised: ballotText(this.promised) });
+      return;
+    }
+    // A resent copy of the installed view is confirmed again (the first confirmation may be lost).
+    if (!this.view || this.view.epoch < view.epoch) this.install(view);
+    else if (this.view.epoch > view.epoch) return;
+    if (view.coordinator !== this.options.id) this.send(view.coordinator, { type: "installed", from: this.options.id, epoch: view.epoch });
+  }
+
+  private install(view: View): void {
+    this.view = { ...view, members: [...view.members] };
+    this.persist();
+    this.grantNotBeforeMs = this.nowMs + view.grantWaitMs;
+    this.lease.drop();
+    this.neverLeft = null;
+    const members = view.members;
+    const successor = members[(members.indexOf(this.options.id) + 1) % members.length];
+    this.out.decisions.push({
+      type: "install",
+      view: { ...view, members: [...members] },
+      successor,
+      regenerate: view.regenerator === this.options.id,
+      grantNotBeforeMs: this.grantNotBeforeMs,
+      fenceFloor: fenceFloor(view.epoch),
+    });
+    this.event("viewInstalled", { epoch: view.epoch, members: members.join(","), regenerator: view.regenerator, grantWaitMs: view.grantWaitMs });
+    this.setQuorum(true, `view ${view.epoch} installed`);
+    if (this.wanted && view.epoch > this.wanted.aboveEpoch) this.wanted = null;
+  }
+
+  // ---- coordinating ---------------------------------------------------------------------
+
+  private tickAttempt(): void {
+    const settings = this.options.settings;
+    const attempt = this.attempt;
+    if (attempt) {
+      if (this.canDecide(attempt)) return this.decide(attempt);
+      const hopeless = this.ring.length - attempt.rejected.size - attempt.unreachable.size < this.quorum;
+      if (hopeless || this.nowMs >= attempt.startedAtMs + settings.viewChangeTimeoutMs) {
+        this.setQuorum(false, `${attempt.promises.size} promises for ${ballotText(attempt.ballot)}, ${this.quorum} needed`);
+        // Not even a majority answered: before the next epoch, make sure one can (pre-vote).
+        this.canvassFirst = attempt.promises.size + attempt.rejected.size < this.quorum;
+        this.abandon(hopeless ? "rejected by too many" : "timed out");
+      }
+      return;
+    }
+    if (!this.wanted || this.nowMs < this.retryAtMs) return;
+    // Give a coordinator this node promised to the time to finish before competing with it.
+    const unsettled = this.promised.epoch > (this.view?.epoch ?? 0);
+    if (unsettled && this.nowMs < this.lastPromiseAtMs + settings.viewChangeTimeoutMs) return;
+    // Another coordinator's prepare waits here for the lease hold to end: let it go first. A
+    // hold of its own does not stop it: its own promise waits like any other (onPrepare).
+    if (this.deferred) return;
+    if (this.canvassFirst && !this.canvassed()) return;
+    const epoch = this.highestSeenEpoch + 1;
+    assert(epoch <= EPOCH_MAX, `epoch ${epoch} above ${EPOCH_MAX}: fences would overflow`);
+    const ballot = { epoch, coordinator: this.options.id };
+    this.attempt = {
+      ballot,
+      reason: this.wanted.reason,
+      startedAtMs: this.nowMs,
+      promises: new Map(),
+      rejected: new Set(),
+      unreachable: new Set(),
+      majorityAtMs: null,
+    };
+    this.event("prepare", { ballot: ballotText(ballot), reason: this.wanted.reason });
+    for (const to of this.others()) this.send(to, { type: "prepare", from: this.options.id, ballot });
+    // Its own promise last: with a one-node ring it decides the view at once.
+    if (this.voter) this.onPrepare(this.options.id, ballot);
+  }
+
+  /**
+   * Raft's pre-vote: a node that could not even reach a majority asks (probe, no state change
+   * anywhere) before it takes the next epoch. Without it, a node cut off for days would burn an
+   * epoch per attempt and push every epoch towards EPOCH_MAX. True once a majority answered.
+   */
+  private canvassed(): boolean {
+    const canvass = this.canvass;
+    if (canvass && canvass.answered.size >= this.quorum) {
+      this.canvass = null;
+      this.canvassFirst = false;
+      return true;
+    }
+    if (canvass && this.nowMs < canvass.sentAtMs + this.options.settings.viewChangeTimeoutMs) return false;
+    if (canvass) {
+      this.canvass = null;
+      this.setQuorum(false, `${canvass.answered.size} voters answered, ${this.quorum} needed`);
+      this.event("canvassFailed", { answered: [...canvass.answered].join(",") });
+      this.backOff();
+      return false;
+    }
+    this.canvass = { sentAtMs: this.nowMs, answered: new Set(this.voter ? [this.options.id] : []) };
+    for (const to of this.others()) this.send(to, { type: "probe", from: this.options.id, epoch: this.view?.epoch ?? 0 });
+    return false;
+  }
+
+  private canDecide(attempt: Attempt): boolean {
+    if (attempt.promises.size < this.quorum) return false;
+    attempt.majorityAtMs ??= this.nowMs;
+    const allAnswered = attempt.promises.size + attempt.rejected.size + attempt.unreachable.size >= this.ring.length;
+    return allAnswered || this.nowMs >= attempt.majorityAtMs + this.options.settings.viewPromiseWaitMs;
+  }
+
+  private onPromise(message: Extract<ViewMessage, { type: "promise" }>): void {
+    const attempt = this.attempt;
+    if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return; // late
+    attempt.promises.set(message.from, { prior: message.prior, viewEpoch: message.viewEpoch, facts: message.facts, receivedAtMs: this.nowMs });
+    this.seeEpoch(Math.max(message.prior.epoch, message.viewEpoch));
+    this.tickAttempt();
+  }
+
+  private onReject(message: Extract<ViewMessage, { type: "reject" }>): void {
+    this.seeEpoch(message.promised.epoch);
+    this.seeViewEpoch(message.viewEpoch);
+    const attempt = this.attempt;
+    if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return;
+    attempt.rejected.add(message.from);
+    this.tickAttempt();
+  }
+
+  /** Decides the view of `attempt` (once: the attempt ends here) and installs or sends it. */
+  private decide(attempt: Attempt): void {
+    this.attempt = null;
+    const view = decideView(attempt.ballot, attempt.promises, this.ring, this.options.settings, this.nowMs);
+    const { members, regenerator } = view;
+    this.event("viewDecided", { epoch: view.epoch, members: members.join(","), regenerator, grantWaitMs: view.grantWaitMs, reason: attempt.reason });
+    this.setQuorum(true, `view ${view.epoch} decided`);
+    const settings = this.options.settings;
+    const missing = new Set(members.filter((id) => id !== this.options.id));
+    this.announcing = { view, missing, untilMs: this.nowMs + settings.viewChangeTimeoutMs, nextAtMs: this.nowMs + settings.viewChangeRetryMs };
+    for (const to of missing) this.send(to, { type: "newView", from: this.options.id, view });
+    if (members.includes(this.options.id)) this.onNewView(view);
+    if (!this.voter) this.wanted = null; // the arbiter coordinates; it installs nothing
+  }
+
+  /** Resends the decided view to members that did not confirm it, for viewChangeTimeoutMs. */
+  private tickAnnounce(): void {
+    const announcing = this.announcing;
+    if (!announcing || this.nowMs < announcing.nextAtMs) return;
+    if (announcing.missing.size === 0 || this.nowMs >= announcing.untilMs || this.promised.epoch > announcing.view.epoch) {
+      this.announcing = null;
+      return;
+    }
+    announcing.nextAtMs = this.nowMs + this.options.settings.viewChangeRetryMs;
+    for (const to of announcing.missing) this.send(to, { type: "newView", from: this.options.id, view: announcing.view });
+  }
+
+  private abandon(why: string): void {
+    const attempt = this.attempt;
+    if (!attempt) return;
+    this.attempt = null;
+    this.event("viewChangeAbandoned", { ballot: ballotText(attempt.ballot), why });
+    this.backOff();
+  }
+
+  /** Deterministic spread: the earlier a node is in the file, the sooner it tries again. */
+  private backOff(): void {
+    this.retryAtMs = this.nowMs + this.options.settings.viewChangeRetryMs * (1 + this.rank);
+  }
+
+  // ---- token loss probe -----------------------------------------------------------------
+
+  private tickProbe(): void {
+    const settings = this.options.settings;
+    if (!this.isMember() || this.wanted || this.attempt) return;
+    const local = this.options.localFacts(this.nowMs);
+    const probe = this.probe;
+    if (probe) {
+      this.checkProbe();
+      if (this.probe && this.nowMs >= probe.sentAtMs + settings.viewChangeTimeoutMs) {
+        this.probe = null;
+        this.setQuorum(false, `token probe: ${probe.quiet.size} answers, ${this.quorum} needed`);
+      }
+      return;
+    }
+    if (local.token !== "away" || this.nowMs < this.nextProbeAtMs) return;
+    const lastSeenMs = local.lastTokenAgeMs;
+    if (lastSeenMs !== null && lastSeenMs < settings.tokenLossMs) return;
+    if (lastSeenMs === null && this.nowMs < this.grantNotBeforeMs + settings.tokenLossMs) return;
+    this.probe = { epoch: this.view!.epoch, sentAtMs: this.nowMs, quiet: new Set([this.options.id]), unreachable: new Set(), majorityAtMs: null };
+    this.nextProbeAtMs = this.nowMs + settings.tokenLossMs;
+    for (const to of this.others()) this.send(to, { type: "probe", from: this.options.id, epoch: this.view!.epoch });
+    this.checkProbe();
+  }
+
+  private onProbe(from: string): void {
+    const local = this.options.localFacts(this.nowMs);
+    this.answerTo(from, {
+      type: "probeReply",
+      from: this.options.id,
+      viewEpoch: this.view?.epoch ?? 0,
+      tokenEpoch: local.tokenEpoch,
+      tokenHop: local.tokenHop,
+      live: local.token !== "away",
+      lastTokenAgeMs: local.lastTokenAgeMs,
+    });
+  }
+
+  private onProbeReply(message: Extract<ViewMessage, { type: "probeReply" }>): void {
+    this.seeViewEpoch(message.viewEpoch);
+    if (this.canvass) {
+      this.canvass.answered.add(message.from);
+      this.tickAttempt();
+    }
+    const probe = this.probe;
+    if (!probe) return;
+    const seenLately = message.lastTokenAgeMs !== null && message.lastTokenAgeMs < this.options.settings.tokenLossMs;
+    if (message.viewEpoch > probe.epoch) {
+      this.probe = null; // not lost: this node is behind (seeViewEpoch said so)
+      return;
+    }
+    if (message.live || seenLately) {
+      this.probe = null;
+      this.event("tokenAlive", { at: message.from, tokenEpoch: message.tokenEpoch, tokenHop: message.tokenHop });
+      return;
+    }
+    probe.quiet.add(message.from);
+    this.checkProbe();
+  }
+
+  /** Token lost: a majority saw none lately, and the rest answered too or had a short while. */
+  private checkProbe(): void {
+    const probe = this.probe;
+    if (!probe || probe.quiet.size < this.quorum) return;
+    probe.majorityAtMs ??= this.nowMs;
+    const allAnswered = probe.quiet.size + probe.unreachable.size >= this.ring.length;
+    if (!allAnswered && this.nowMs < probe.majorityAtMs + this.options.settings.viewPromiseWaitMs) return;
+    this.event("tokenLost", { epoch: probe.epoch, quiet: [...probe.quiet].join(",") });
+    this.probe = null;
+    this.startViewChange("tokenLoss", this.nowMs);
+  }
+
+  // ---- token lease ------------------------------------------------------------------------
+
+  private onRenew(message: Extract<ViewMessage, { type: "renew" }>): void {
+    const { from, epoch, seq } = message;
+    // OK only if no newer ballot is promised or waiting to be: then hold for a whole lease.
+    const ok = this.voter && this.promised.epoch <= epoch && (this.deferred === null || this.deferred.ballot.epoch <= epoch);
+    if (ok) this.hold.renewed(this.nowMs);
+    this.answerTo(from, { type: "renewAnswer", from: this.options.id, epoch, seq, ok });
+  }
+
+  private onRenewAnswer(message: Extract<ViewMessage, { type: "renewAnswer" }>): void {
+    const outcome = this.lease.answer(message.from, message.seq, message.ok, this.ring.length);
+    if (outcome.type === "valid") {
+      this.out.decisions.push({ type: "lease", epoch: outcome.epoch, validUntilMs: outcome.validUntilMs });
+      this.setQuorum(true, "token lease renewed");
+    } else if (outcome.type === "failed") {
+      this.setQuorum(false, `lease renewal: ${outcome.reason}`);
+    }
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------
+
+  private advance(nowMs: number): void {
+    assert(Number.isFinite(nowMs) && nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
+    this.nowMs = nowMs;
+  }
+
+  private currentEpoch(): number {
+    return Math.max(this.promised.epoch, this.view?.epoch ?? 0);
+  }
+
+  private seeEpoch(epoch: number): void {
+    this.highestSeenEpoch = Math.max(this.highestSeenEpoch, epoch);
+  }
+
+  /** Another node installed view `viewEpoch`; newer than anything here: this node is behind. */
+  private seeViewEpoch(viewEpoch: number): void {
+    this.seeEpoch(viewEpoch);
+    if (viewEpoch <= this.currentEpoch() || viewEpoch <= this.behindEpoch) return;
+    this.behindEpoch = viewEpoch;
+    this.out.decisions.push({ type: "behind", viewEpoch });
+    this.event("behind", { viewEpoch, epoch: this.currentEpoch() });
+  }
+
+  private isMember(): boolean {
+    return this.view !== null && this.view.members.includes(this.options.id) && this.promised.epoch <= this.view.epoch;
+  }
+
+  private others(): string[] {
+    return this.ring.filter((id) => id !== this.options.id);
+  }
+
+  /** Answers `to`; an answer to itself (its own ballot) is fed back at once. */
+  private answerTo(to: string, message: ViewMessage): void {
+    if (to === this.options.id) this.receive(message, this.nowMs);
+    else this.send(to, message);
+  }
+
+  private send(to: string, message: ViewMessage): void {
+    this.out.send.push({ to, message });
+  }
+
+  private persist(): void {
+    this.out.persist = { promised: { ...this.promised }, view: this.view ? { ...this.view, members: [...this.view.members] } : null };
+  }
+
+  private setQuorum(ok: boolean, reason: string): void {
+    if (ok === this.quorumOk) return;
+    this.quorumOk = ok;
+    this.out.decisions.push({ type: "quorum", ok, reason });
+  }
+
+  private event(event: string, fields: Record<string, unknown>): void {
+    this.out.events.push({ event, fields });
+  }
+}
+
+function ballotText(ballot: Ballot): string {
+  return `${ballot.epoch}/${ballot.coordinator}`;
+}
+
+function emptyReady(): ViewReady {
+  return { persist: null, send: [], decisions: [], events: [] };
+}

@@ -1,0 +1,166 @@
+/**
+ * The view change's plain data: ballots, views, what a promiser reports, the messages (JSON on
+ * the wire, to disk for the hard state), the fence layout, and the check every message from the
+ * wire passes before the core looks at it (never trust the wire). Pure.
+ */
+import { assert } from "../assert.ts";
+
+export interface Ballot {
+  epoch: number;
+  coordinator: string;
+}
+
+/** Orders ballots: by epoch, then by coordinator id (string order). */
+export function compareBallots(a: Ballot, b: Ballot): number {
+  if (a.epoch !== b.epoch) return a.epoch - b.epoch;
+  return a.coordinator < b.coordinator ? -1 : a.coordinator > b.coordinator ? 1 : 0;
+}
+
+/** Fences carry the epoch in their high part: fence = epoch × 2^32 + counter. */
+export const FENCE_EPOCH_FACTOR = 2 ** 32;
+/**
+ * The highest epoch whose fences stay within Number.MAX_SAFE_INTEGER (2^53 − 1): 2^21 − 1 =
+ * 2,097,151 epochs, each with 2^32 − 1 fences. At one view change a second that lasts 24 days.
+ */
+export const EPOCH_MAX = Math.floor(Number.MAX_SAFE_INTEGER / FENCE_EPOCH_FACTOR);
+
+/** Every fence of `epoch` is above this, and above every fence of an older epoch. */
+export function fenceFloor(epoch: number): number {
+  assert(Number.isSafeInteger(epoch) && epoch >= 0 && epoch <= EPOCH_MAX, `epoch ${epoch} out of 0..${EPOCH_MAX}`);
+  return epoch * FENCE_EPOCH_FACTOR;
+}
+
+/** The fence after `last` in `epoch` (the first one when `last` is of an older epoch). */
+export function nextFence(epoch: number, last: number): number {
+  const next = Math.max(last, fenceFloor(epoch)) + 1;
+  assert(next < fenceFloor(epoch) + FENCE_EPOCH_FACTOR, `fence counter of epoch ${epoch} exhausted: a view change is needed`);
+  return next;
+}
+
+/** A decided view. Plain data: it goes on the wire and to disk. */
+export interface View {
+  epoch: number;
+  coordinator: string;
+  /** The promisers, in file order: the new ring. */
+  members: string[];
+  /** Creates the epoch's token, after re-sending writes from `resendFromWseq` to `startWseq`. */
+  regenerator: string;
+  startWseq: number;
+  /** Lowest commit watermark among the members, plus one: writes above it may differ. */
+  resendFromWseq: number;
+  /** No grant of this epoch before this long after the view is received (older sections). */
+  grantWaitMs: number;
+}
+
+/** What a node persists (fsynced before the messages of the same ready() are sent). */
+export interface ViewHardState {
+  promised: Ballot;
+  view: View | null;
+}
+
+/** What the ring node reports about itself (the driver passes a function returning it). */
+export interface LocalFacts {
+  lastApplied: number;
+  /** Epoch stamp of the write at lastApplied (0: none). */
+  lastWriteEpoch: number;
+  commit: number;
+  /** The last token this node held or sent: its epoch and hop (0, 0: none yet). */
+  tokenEpoch: number;
+  tokenHop: number;
+  token: "held" | "sending" | "away";
+  /** Remaining lease of the section running here (0: none). */
+  sectionRemainingMs: number;
+  lastTokenAgeMs: number | null;
+}
+
+/** What a promiser tells the coordinator. */
+export interface PromiseFacts {
+  lastApplied: number;
+  lastWriteEpoch: number;
+  commit: number;
+  tokenEpoch: number;
+  tokenHop: number;
+  /** "neverLeft": its last hand-off was refused at connect, so the token is still here. */
+  tokenHere: "held" | "neverLeft" | "no";
+  /** Upper bound on how long a grant made here (or this node's wait before one) still runs. */
+  sectionRemainingMs: number;
+}
+
+export type ViewMessage =
+  | { type: "probe"; from: string; epoch: number }
+  /** `viewEpoch`: the epoch of the view the answering node installed. */
+  | { type: "probeReply"; from: string; viewEpoch: number; tokenEpoch: number; tokenHop: number; live: boolean; lastTokenAgeMs: number | null }
+  | { type: "prepare"; from: string; ballot: Ballot }
+  /** `prior`: the ballot promised before this one; `viewEpoch`: the installed view's epoch. */
+  | { type: "promise"; from: string; ballot: Ballot; prior: Ballot; viewEpoch: number; facts: PromiseFacts }
+  | { type: "reject"; from: string; ballot: Ballot; promised: Ballot; viewEpoch: number }
+  | { type: "newView"; from: string; view: View }
+  | { type: "installed"; from: string; epoch: number }
+  | { type: "renew"; from: string; epoch: number; seq: number }
+  | { type: "renewAnswer"; from: string; epoch: number; seq: number; ok: boolean };
+
+/**
+ * Why `message` (parsed from the wire) is malformed or not from a known node, or undefined.
+ * `ring`: the voters in file order; `quorum`: a strict majority of them.
+ */
+export function checkViewMessage(message: ViewMessage, ring: readonly string[], arbiter: string | null, quorum: number): string | undefined {
+  if (typeof message !== "object" || message === null) return "not an object";
+  const coordinatorOk = (id: string) => ring.includes(id) || (arbiter !== null && id === arbiter);
+  if (!coordinatorOk(message.from)) return `unknown sender ${message.from}`;
+  const ballots: unknown[] = [];
+  const counts: unknown[] = [];
+  switch (message.type) {
+    case "probe":
+    case "installed":
+      counts.push(message.epoch);
+      break;
+    case "probeReply":
+      counts.push(message.viewEpoch, message.tokenEpoch, message.tokenHop);
+      if (message.lastTokenAgeMs !== null) counts.push(message.lastTokenAgeMs);
+      break;
+    case "prepare":
+      ballots.push(message.ballot);
+      if (message.ballot?.coordinator !== message.from) return "a prepare comes from its ballot's coordinator";
+      break;
+    case "promise": {
+      ballots.push(message.ballot, message.prior);
+      const f = message.facts;
+      if (typeof f !== "object" || f === null) return "facts missing";
+      counts.push(message.viewEpoch, f.lastApplied, f.lastWriteEpoch, f.commit, f.tokenEpoch, f.tokenHop, f.sectionRemainingMs);
+      if (f.commit > f.lastApplied) return "commit above lastApplied";
+      if (!["held", "neverLeft", "no"].includes(f.tokenHere)) return "bad tokenHere";
+      break;
+    }
+    case "reject":
+      ballots.push(message.ballot, message.promised);
+      counts.push(message.viewEpoch);
+      break;
+    case "newView": {
+      const v = message.view;
+      if (typeof v !== "object" || v === null || !Array.isArray(v.members)) return "bad view";
+      ballots.push({ epoch: v.epoch, coordinator: v.coordinator });
+      counts.push(v.startWseq, v.resendFromWseq, v.grantWaitMs);
+      if (v.coordinator !== message.from) return "a view comes from its coordinator";
+      if (v.members.length < quorum || !v.members.every((m) => ring.includes(m)) || new Set(v.members).size !== v.members.length) {
+        return "members must be a majority of distinct ring nodes";
+      }
+      if (!v.members.includes(v.regenerator)) return "the regenerator must be a member";
+      break;
+    }
+    case "renew":
+    case "renewAnswer":
+      counts.push(message.epoch, message.seq);
+      break;
+    default:
+      return `unknown type ${(message as { type: unknown }).type}`;
+  }
+  if (!counts.every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) return "numbers must be non-negative safe integers";
+  for (const b of ballots) {
+    const ballot = b as Ballot;
+    if (typeof ballot !== "object" || ballot === null || !Number.isSafeInteger(ballot.epoch) || ballot.epoch < 0 || ballot.epoch > EPOCH_MAX) {
+      return "bad ballot";
+    }
+    if (ballot.epoch > 0 && !coordinatorOk(ballot.coordinator)) return `unknown coordinator ${ballot.coordinator}`;
+  }
+  return undefined;
+}

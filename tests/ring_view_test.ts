@@ -1,0 +1,832 @@
+/**
+ * The ring's view-change core (lib/core/ring/view.ts, token_lease.ts) on a tiny in-memory
+ * network the test controls: per-message delays, cut links, crashed nodes, restarts from what a
+ * node persisted, and a virtual clock. A few lines stand in for the ring node: a promise drops
+ * a held token, an install makes the regenerator hold the new one. Each test states the rule it
+ * pins down; the last one runs seeded random interleavings with drops and crashes under the
+ * checkers of `checkSafety` (one view per epoch, a majority of stored promises behind every view,
+ * one new token per epoch, no two valid leases of different epochs at one time), which the
+ * other network tests run at their end too.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  type Ballot,
+  EPOCH_MAX,
+  FENCE_EPOCH_FACTOR,
+  fenceFloor,
+  type LocalFacts,
+  nextFence,
+  type View,
+  ViewCore,
+  type ViewDecision,
+  type ViewHardState,
+  type ViewMessage,
+} from "../lib/core/ring/view.ts";
+import { readdirSync, readFileSync } from "node:fs";
+import { Prng } from "../lib/core/prng.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { scanCoreSource } from "./core_purity_test.ts";
+
+const S = DEFAULT_SETTINGS;
+const TICK_MS = 10;
+const ARBITER = "arb";
+
+interface Packet {
+  from: string;
+  to: string;
+  message: ViewMessage;
+  atMs: number;
+}
+
+function noFacts(): LocalFacts {
+  return { lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 0, tokenHop: 0, token: "away", sectionRemainingMs: 0, lastTokenAgeMs: 0 };
+}
+
+/** Ring nodes (and optionally the arbiter) wired by a network with delays, cuts and crashes. */
+class World {
+  nowMs = 0;
+  readonly nodes = new Map<string, ViewCore>();
+  readonly facts = new Map<string, LocalFacts>();
+  readonly disk = new Map<string, ViewHardState>();
+  readonly queue: Packet[] = [];
+  /** Cut links, both ways: "a|b". */
+  readonly cut = new Set<string>();
+  readonly decisions: Array<{ node: string; atMs: number; decision: ViewDecision }> = [];
+  /** Every view installed anywhere, by epoch, as JSON (one view per epoch: one string). */
+  readonly viewsByEpoch = new Map<number, Set<string>>();
+  /** Every ballot each node ever persisted as promised. */
+  readonly promisedLog = new Map<string, Ballot[]>();
+  readonly leases: Array<{ node: string; epoch: number; fromMs: number; untilMs: number }> = [];
+  /** Delay of each message; the random test replaces it. */
+  delay: (from: string, to: string) => number = () => 1;
+  /** Messages to drop (returns true); none by default. */
+  drop: (packet: Packet) => boolean = () => false;
+  /** Clock rate of a node against the world's clock (1 unless a test sets it). */
+  readonly clockRate = new Map<string, number>();
+
+  constructor(public ring: string[], withArbiter = false) {
+    for (const id of ring) this.start(id);
+    if (withArbiter) this.start(ARBITER);
+  }
+
+  start(id: string): void {
+    if (!this.facts.has(id)) this.facts.set(id, noFacts());
+    const core = new ViewCore({
+      id,
+      ring: this.ring,
+      arbiter: ARBITER,
+      settings: S,
+      localFacts: () => ({ ...this.facts.get(id)! }),
+    }, this.disk.get(id) ?? null, this.local(id));
+    this.nodes.set(id, core);
+  }
+
+  /** `id`'s clock now: the world's clock at its rate (whole milliseconds, never going back). */
+  local(id: string): number {
+    return Math.floor(this.nowMs * (this.clockRate.get(id) ?? 1));
+  }
+
+  /** Kills `id` (its memory is gone; its disk stays) and drops what is in flight to it. */
+  crash(id: string): void {
+    this.nodes.delete(id);
+    const f = this.facts.get(id)!;
+    this.facts.set(id, { ...f, token: "away", sectionRemainingMs: 0 });
+  }
+
+  restart(id: string): void {
+    assert.ok(!this.nodes.has(id));
+    this.start(id);
+  }
+
+  node(id: string): ViewCore {
+    const core = this.nodes.get(id);
+    assert.ok(core, `${id} is not running`);
+    return core;
+  }
+
+  isCut(a: string, b: string): boolean {
+    return this.cut.has(`${a}|${b}`) || this.cut.has(`${b}|${a}`);
+  }
+
+  /** Cuts every link between the two groups. */
+  split(left: string[], right: string[]): void {
+    for (const a of left) for (const b of right) this.cut.add(`${a}|${b}`);
+  }
+
+  collect(id: string): void {
+    const core = this.nodes.get(id);
+    if (!core) return;
+    const ready = core.ready();
+    if (ready.persist) {
+      const before = this.disk.get(id);
+      if (before) assert.ok(ready.persist.promised.epoch >= before.promised.epoch, `${id}: a stored promise went back`);
+      this.disk.set(id, structuredClone(ready.persist));
+      const log = this.promisedLog.get(id) ?? [];
+      log.push({ ...ready.persist.promised });
+      this.promisedLog.set(id, log);
+    }
+    for (const { to, message } of ready.send) {
+      // A dead or cut peer refuses the connection at once.
+      if (!this.nodes.has(to) || this.isCut(id, to)) {
+        core.sendFailed(to, message, this.local(id));
+        continue;
+      }
+      this.queue.push({ from: id, to, message: structuredClone(message), atMs: this.nowMs + this.delay(id, to) });
+    }
+    for (const decision of ready.decisions) this.apply(id, decision);
+    if (ready.send.length > 0 || ready.decisions.length > 0) this.collect(id);
+  }
+
+  /** What the ring node would do with a decision (the few facts the view core reads). */
+  private apply(id: string, decision: ViewDecision): void {
+    this.decisions.push({ node: id, atMs: this.nowMs, decision });
+    const facts = this.facts.get(id)!;
+    if (decision.type === "promised" && facts.token !== "away" && facts.tokenEpoch < decision.epoch) {
+      this.facts.set(id, { ...facts, token: "away", sectionRemainingMs: 0 });
+    }
+    if (decision.type === "install") {
+      const key = decision.view.epoch;
+      const views = this.viewsByEpoch.get(key) ?? new Set<string>();
+      views.add(JSON.stringify(decision.view));
+      this.viewsByEpoch.set(key, views);
+      if (decision.regenerate) {
+        this.facts.set(id, { ...facts, token: "held", tokenEpoch: decision.view.epoch, tokenHop: 1, lastTokenAgeMs: 0 });
+      }
+    }
+    if (decision.type === "lease") {
+      // Kept on the world's clock, like every time the checkers compare.
+      const untilMs = decision.validUntilMs / (this.clockRate.get(id) ?? 1);
+      this.leases.push({ node: id, epoch: decision.epoch, fromMs: this.nowMs, untilMs });
+    }
+  }
+
+  /** Delivers every packet due by now (in due order), and what they cause; bounded. */
+  deliver(): void {
+    for (let round = 0; round < 100_000; round++) {
+      let next = -1;
+      for (let i = 0; i < this.queue.length; i++) {
+        if (this.queue[i].atMs <= this.nowMs && (next < 0 || this.queue[i].atMs < this.queue[next].atMs)) next = i;
+      }
+      if (next < 0) return;
+      const [packet] = this.queue.splice(next, 1);
+      const target = this.nodes.get(packet.to);
+      if (!target || this.isCut(packet.from, packet.to) || this.drop(packet)) continue;
+      target.receive(packet.message, this.local(packet.to));
+      this.collect(packet.to);
+    }
+    assert.fail("delivery did not settle");
+  }
+
+  step(): void {
+    this.nowMs += TICK_MS;
+    for (const [id, core] of this.nodes) {
+      core.tick(this.local(id));
+      this.collect(id);
+    }
+    this.deliver();
+  }
+
+  run(ms: number): void {
+    const end = this.nowMs + ms;
+    while (this.nowMs < end) this.step();
+  }
+
+  /** Runs until `condition` holds, at most `maxMs`; returns whether it did. */
+  runUntil(condition: () => boolean, maxMs: number): boolean {
+    const end = this.nowMs + maxMs;
+    while (!condition() && this.nowMs < end) this.step();
+    return condition();
+  }
+
+  want(id: string, reason: "tokenLoss" | "suspect" | "rejoin" | "membership" | "bootstrap" = "suspect"): void {
+    this.node(id).startViewChange(reason, this.local(id));
+    this.collect(id);
+  }
+
+  /** The view `id` has installed (null: none). */
+  view(id: string): View | null {
+    return this.node(id).status(this.local(id)).view;
+  }
+
+  /** All running voters installed the same view, of an epoch at least `minEpoch`. */
+  settled(ids: string[], minEpoch = 1): boolean {
+    const views = ids.map((id) => this.view(id));
+    const first = views[0];
+    return first !== null && first.epoch >= minEpoch && views.every((v) => JSON.stringify(v) === JSON.stringify(first));
+  }
+
+  installs(): Array<{ node: string; atMs: number; decision: Extract<ViewDecision, { type: "install" }> }> {
+    return this.decisions.flatMap((d) => d.decision.type === "install" ? [{ ...d, decision: d.decision }] : []);
+  }
+
+  /** The checkers of the random test; cheap enough to run after every test. */
+  checkSafety(): void {
+    for (const [epoch, views] of this.viewsByEpoch) {
+      assert.equal(views.size, 1, `epoch ${epoch} has ${views.size} different views: ${[...views].join(" / ")}`);
+      const view = JSON.parse([...views][0]) as View;
+      const quorum = Math.floor(this.ring.length / 2) + 1;
+      assert.ok(view.members.length >= quorum, `view ${epoch} has ${view.members.length} members, ${quorum} needed`);
+      for (const member of view.members) {
+        const promised = (this.promisedLog.get(member) ?? []).some((b) => b.epoch === epoch && b.coordinator === view.coordinator);
+        assert.ok(promised, `${member} is in view ${epoch} without a stored promise of ${epoch}/${view.coordinator}`);
+      }
+    }
+    const regenerators = new Map<number, Set<string>>();
+    for (const { node, decision } of this.installs()) {
+      if (!decision.regenerate) continue;
+      const nodes = regenerators.get(decision.view.epoch) ?? new Set<string>();
+      nodes.add(node);
+      regenerators.set(decision.view.epoch, nodes);
+      assert.equal(this.installs().filter((i) => i.node === node && i.decision.view.epoch === decision.view.epoch).length, 1, `${node} installed view ${decision.view.epoch} twice`);
+    }
+    for (const [epoch, nodes] of regenerators) assert.equal(nodes.size, 1, `epoch ${epoch} has ${nodes.size} regenerators`);
+    for (const a of this.leases) {
+      for (const b of this.leases) {
+        if (a.epoch >= b.epoch) continue;
+        const overlap = a.fromMs < b.untilMs && b.fromMs < a.untilMs;
+        assert.ok(!overlap, `lease of epoch ${a.epoch} at ${a.node} [${a.fromMs}, ${a.untilMs}) overlaps epoch ${b.epoch} at ${b.node} [${b.fromMs}, ${b.untilMs})`);
+      }
+    }
+  }
+}
+
+/** A 5-node ring (or `ids`) with a first view in which `a` regenerated and holds the token. */
+function settledWorld(ids = ["a", "b", "c", "d", "e"], withArbiter = false): World {
+  const w = new World(ids, withArbiter);
+  w.run(S.tokenLeaseMs); // a fresh node promises nothing before a whole lease
+  w.want(ids[0], "bootstrap");
+  assert.ok(w.runUntil(() => w.settled(ids), 1_000), "the first view forms");
+  return w;
+}
+
+/**
+ * A settled 5-node ring some time later: a, which regenerated the token, sent it on as hop 2
+ * (to whom is up to each test). Returns the world and the view's epoch.
+ */
+function tokenSentByA(): { w: World; epoch: number } {
+  const w = settledWorld();
+  w.run(S.tokenLeaseMs);
+  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenHop: 2 });
+  return { w, epoch: w.view("a")!.epoch };
+}
+
+function quorumDecisions(w: World, id: string): boolean[] {
+  return w.decisions.filter((d) => d.node === id && d.decision.type === "quorum").map((d) => (d.decision as { ok: boolean }).ok);
+}
+
+// ---- majority --------------------------------------------------------------------------------
+
+test("view: 2 of 5 cannot form a view (and say so), 3 of 5 can", () => {
+  const w = new World(["a", "b", "c", "d", "e"]);
+  w.run(S.tokenLeaseMs);
+  for (const id of ["c", "d", "e"]) w.crash(id);
+  w.want("a", "bootstrap");
+  w.run(3 * S.viewChangeTimeoutMs);
+  assert.equal(w.view("a"), null, "no view with 2 of 5");
+  assert.equal(w.view("b"), null);
+  assert.equal(w.node("a").status(w.nowMs).quorum, "lost", "the coordinator reports the lost majority");
+  assert.deepEqual(quorumDecisions(w, "a").slice(0, 1), [false]);
+  w.restart("c");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c"]), 3 * S.viewChangeTimeoutMs + S.tokenLeaseMs), "3 of 5 form a view");
+  assert.deepEqual(w.view("a")!.members, ["a", "b", "c"]);
+  assert.equal(w.node("a").status(w.nowMs).quorum, "ok");
+  w.checkSafety();
+});
+
+test("view: a 4-node ring split 2|2 forms no view on either side", () => {
+  const w = settledWorld(["a", "b", "c", "d"]);
+  const before = w.view("a")!.epoch;
+  w.split(["a", "b"], ["c", "d"]);
+  w.want("a");
+  w.want("c");
+  w.run(4 * S.viewChangeTimeoutMs);
+  for (const id of ["a", "b", "c", "d"]) assert.equal(w.view(id)!.epoch, before, `${id} kept the old view`);
+  assert.equal(w.node("a").status(w.nowMs).quorum, "lost");
+  assert.equal(w.node("c").status(w.nowMs).quorum, "lost");
+  w.checkSafety();
+});
+
+// ---- promises --------------------------------------------------------------------------------
+
+test("view: a node promises each epoch to one coordinator only, and stores the promise before answering", () => {
+  const w = new World(["a", "b", "c"]);
+  w.run(S.tokenLeaseMs);
+  const b = w.node("b");
+  const answers = (): ViewMessage[] => b.ready().send.map((s) => s.message);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: 5, coordinator: "a" } }, w.nowMs);
+  const first = b.ready();
+  assert.deepEqual(first.persist?.promised, { epoch: 5, coordinator: "a" }, "stored with the answer");
+  assert.equal(first.send[0].message.type, "promise");
+  b.receive({ type: "prepare", from: "c", ballot: { epoch: 5, coordinator: "c" } }, w.nowMs);
+  assert.equal(answers()[0].type, "reject", "a higher ballot of the same epoch is refused");
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: 4, coordinator: "a" } }, w.nowMs);
+  assert.equal(answers()[0].type, "reject", "an older epoch is refused");
+  b.receive({ type: "prepare", from: "c", ballot: { epoch: 6, coordinator: "c" } }, w.nowMs);
+  assert.equal(answers()[0].type, "promise", "a newer epoch is promised");
+  // The view of the ballot it promised before comes late: not installed (it promised 6/c since).
+  const late: View = { epoch: 5, coordinator: "a", members: ["a", "b"], regenerator: "a", startWseq: 0, resendFromWseq: 1, grantWaitMs: 0 };
+  b.receive({ type: "newView", from: "a", view: late }, w.nowMs);
+  const ready = b.ready();
+  assert.deepEqual([ready.persist, ready.decisions], [null, []]);
+  assert.equal(b.status(w.nowMs).view, null);
+});
+
+test("view: wire input is checked: an unknown sender, a bad ballot, a prepare for another coordinator or a view that is no majority is ignored", () => {
+  const w = new World(["a", "b", "c"]);
+  w.run(S.tokenLeaseMs);
+  const b = w.node("b");
+  b.receive({ type: "prepare", from: "zz", ballot: { epoch: 5, coordinator: "zz" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: -1, coordinator: "a" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: EPOCH_MAX + 1, coordinator: "a" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: 5, coordinator: "c" } }, w.nowMs);
+  const view: View = { epoch: 1, coordinator: "a", members: ["a"], regenerator: "a", startWseq: 0, resendFromWseq: 1, grantWaitMs: 0 };
+  b.receive({ type: "newView", from: "a", view }, w.nowMs);
+  const ready = b.ready();
+  assert.equal(ready.send.length, 0);
+  assert.equal(ready.persist, null);
+  assert.equal(ready.events.filter((e) => e.event === "badViewMessage").length, 5);
+});
+
+// ---- concurrent coordinators -----------------------------------------------------------------
+
+test("view: two coordinators starting at once end with one view, under many delay patterns", () => {
+  // Each pattern gives every link its own fixed delay, so prepares cross in different orders.
+  for (let pattern = 0; pattern < 40; pattern++) {
+    const w = settledWorld();
+    const rng = new Prng(1_000 + pattern);
+    const delays = new Map<string, number>();
+    w.delay = (from, to) => {
+      const key = `${from}>${to}`;
+      if (!delays.has(key)) delays.set(key, rng.between(1, 40));
+      return delays.get(key)!;
+    };
+    const [x, y] = [rng.pick(["a", "b", "c", "d", "e"]), rng.pick(["a", "b", "c", "d", "e"])];
+    const start = w.view("a")!.epoch;
+    w.want(x);
+    if (y !== x) w.want(y);
+    const ids = ["a", "b", "c", "d", "e"];
+    assert.ok(w.runUntil(() => w.settled(ids, start + 1) && ids.every((id) => w.node(id).status(w.nowMs).wanted === null), 20_000), `pattern ${pattern}: settles`);
+    w.checkSafety();
+  }
+});
+
+// ---- the decision --------------------------------------------------------------------------
+
+test("view: the regenerator is the promiser with the highest (epoch of its last write, lastApplied); ties go to file order", () => {
+  const w = settledWorld();
+  const set = (id: string, lastWriteEpoch: number, lastApplied: number, commit = 0) =>
+    w.facts.set(id, { ...w.facts.get(id)!, lastWriteEpoch, lastApplied, commit });
+  set("a", 1, 10, 8);
+  set("b", 1, 40, 9); // most writes, but of an older epoch: uncommitted leftovers
+  set("c", 2, 12, 12);
+  set("d", 2, 12, 7);
+  set("e", 2, 11, 11);
+  const start = w.view("a")!.epoch;
+  w.want("e");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d", "e"], start + 1), 5_000));
+  const view = w.view("a")!;
+  assert.equal(view.regenerator, "c", "epoch 2 beats epoch 1, wseq 12 beats 11, c precedes d");
+  assert.equal(view.startWseq, 12);
+  assert.equal(view.resendFromWseq, 8, "from just above the lowest commit watermark");
+  const install = w.installs().find((i) => i.node === "c" && i.decision.view.epoch === view.epoch)!;
+  assert.equal(install.decision.regenerate, true);
+  w.checkSafety();
+});
+
+test("view: members are the promisers; two dead nodes in a row are left out and the ring closes over them", () => {
+  const w = settledWorld();
+  w.crash("b");
+  w.crash("c");
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "d", "e"], 2), 5_000));
+  assert.deepEqual(w.view("a")!.members, ["a", "d", "e"]);
+  const successors = new Map(w.installs().filter((i) => i.decision.view.epoch === w.view("a")!.epoch).map((i) => [i.node, i.decision.successor]));
+  assert.deepEqual(Object.fromEntries(successors), { a: "d", d: "e", e: "a" });
+  w.checkSafety();
+});
+
+// ---- token lease -----------------------------------------------------------------------------
+
+test("view: a holder cut off from the majority loses its token lease before the majority's view can form", () => {
+  const w = settledWorld();
+  const epoch = w.view("a")!.epoch;
+  w.delay = () => 30; // slow links: renewals and prepares cross in flight
+  w.run(S.tokenLeaseMs); // past the first view's grant wait (none: no older token)
+  // a holds the token and keeps its lease renewed while it grants.
+  assert.equal(w.facts.get("a")!.token, "held");
+  const renewLoop = () => {
+    const core = w.nodes.get("a");
+    if (core && w.facts.get("a")!.token === "held") core.wantLease(epoch, w.nowMs);
+    w.collect("a");
+  };
+  for (let i = 0; i < 20; i++) {
+    renewLoop();
+    w.step();
+  }
+  const lastLease = w.leases.filter((l) => l.node === "a").at(-1)!;
+  assert.ok(lastLease.untilMs > w.nowMs, "a holds a valid lease");
+  // Cut a off; the others change the view at once.
+  w.split(["a"], ["b", "c", "d", "e"]);
+  w.want("b");
+  let decidedAtMs = -1;
+  const end = w.nowMs + 5_000;
+  while (w.nowMs < end && decidedAtMs < 0) {
+    renewLoop();
+    w.step();
+    const install = w.installs().find((i) => i.decision.view.epoch > epoch);
+    if (install) decidedAtMs = install.atMs;
+  }
+  assert.ok(decidedAtMs > 0, "the majority formed a view");
+  const aLeaseEnd = Math.max(...w.leases.filter((l) => l.node === "a").map((l) => l.untilMs));
+  assert.ok(aLeaseEnd <= decidedAtMs, `a's lease (to ${aLeaseEnd}) ended before the new view (${decidedAtMs})`);
+  assert.equal(w.node("a").status(w.nowMs).leaseValidUntilMs, null, "a cannot grant any more");
+  w.run(S.viewChangeTimeoutMs + 100);
+  renewLoop();
+  w.run(S.viewChangeTimeoutMs + 100);
+  assert.equal(w.node("a").status(w.nowMs).quorum, "lost", "a says it is in a minority");
+  w.checkSafety();
+});
+
+test("view: a restarted node promises nothing for tokenLeaseMs (it may have renewed a lease just before it stopped)", () => {
+  const w = settledWorld();
+  w.crash("b");
+  w.restart("b");
+  const restartedAtMs = w.nowMs;
+  w.crash("c");
+  w.crash("d"); // a needs b's promise for a majority
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "e"], 2), 5_000));
+  const promisedAtMs = w.decisions.find((d) => d.node === "b" && d.decision.type === "promised" && d.atMs >= restartedAtMs)!.atMs;
+  assert.ok(promisedAtMs >= restartedAtMs + S.tokenLeaseMs, `b promised at ${promisedAtMs}, restarted at ${restartedAtMs}`);
+  w.checkSafety();
+});
+
+test("view: a renewer holds its promise for tokenLeaseMs after an OK, and refuses renewals once it promised newer", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  w.run(S.tokenLeaseMs);
+  const epoch = w.view("a")!.epoch;
+  const b = w.node("b");
+  b.receive({ type: "renew", from: "a", epoch, seq: 1 }, w.nowMs);
+  const okAtMs = w.nowMs;
+  assert.deepEqual(b.ready().send.map((s) => s.message), [{ type: "renewAnswer", from: "b", epoch, seq: 1, ok: true }]);
+  b.receive({ type: "prepare", from: "c", ballot: { epoch: epoch + 1, coordinator: "c" } }, w.nowMs);
+  assert.equal(b.ready().send.length, 0, "the prepare waits for the hold to end");
+  b.receive({ type: "renew", from: "a", epoch, seq: 2 }, w.nowMs);
+  assert.equal((b.ready().send[0].message as { ok: boolean }).ok, false, "no renewal while a newer prepare waits");
+  b.tick(okAtMs + S.tokenLeaseMs - 1);
+  assert.equal(b.ready().send.length, 0);
+  b.tick(okAtMs + S.tokenLeaseMs);
+  assert.equal(b.ready().send[0].message.type, "promise", "promised once the hold ended");
+});
+
+// ---- the grant wait --------------------------------------------------------------------------
+
+test("view: the new token waits for the old section: its remaining lease when the token is at a promiser, ringLeaseMaxMs when unknown", () => {
+  // Token at a promiser (c) with 300 ms of section left: the new view waits about that.
+  const { w, epoch } = tokenSentByA();
+  w.facts.set("c", { ...w.facts.get("c")!, token: "held", tokenEpoch: epoch, tokenHop: 2, sectionRemainingMs: 300 });
+  w.crash("e"); // a non-holder died
+  w.want("d");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], epoch + 1), 5_000));
+  const known = w.view("a")!.grantWaitMs;
+  assert.ok(known > 250 && known <= 300, `waits the holder's remaining lease, got ${known}`);
+
+  // The new token went from a to c; then c, its holder, dies: nobody knows where the token is.
+  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenEpoch: epoch + 1, tokenHop: 2 });
+  w.facts.set("c", { ...w.facts.get("c")!, token: "held", tokenEpoch: epoch + 1, tokenHop: 2, sectionRemainingMs: 300 });
+  w.crash("c");
+  w.restart("e");
+  w.run(S.tokenLeaseMs);
+  w.want("d");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "d", "e"], epoch + 2), 5_000));
+  assert.equal(w.view("a")!.grantWaitMs, S.ringLeaseMaxMs + S.tokenLeaseSafetyMs);
+  const regen = w.installs().find((i) => i.decision.view.epoch === epoch + 2 && i.decision.regenerate)!;
+  assert.equal(regen.decision.grantNotBeforeMs, regen.atMs + S.ringLeaseMaxMs + S.tokenLeaseSafetyMs);
+  w.checkSafety();
+});
+
+test("view: a holder's report is not trusted when a promiser promised a newer view: that view's token may be granting unseen", () => {
+  const { w, epoch } = tokenSentByA();
+  // c holds epoch 1's token. A view 2 forms among a, b, d; only a installs it (the newView to
+  // b and d is lost), so a holds a token of view 2 nobody else saw.
+  w.facts.set("c", { ...w.facts.get("c")!, token: "held", tokenEpoch: epoch, tokenHop: 2 });
+  w.split(["c", "e"], ["a", "b", "d"]);
+  w.drop = (p) => p.message.type === "newView";
+  w.want("a");
+  assert.ok(w.runUntil(() => w.view("a")!.epoch === epoch + 1, 5_000));
+  w.drop = () => false;
+  assert.equal(w.facts.get("a")!.token, "held");
+  // Now a is cut off; b, c, d, e form view 3. c reports holding epoch 1's token, idle.
+  w.cut.clear();
+  w.split(["a"], ["b", "c", "d", "e"]);
+  w.want("b"); // b promised view 2: its ballot is 3/b, c's first promise since view 1
+  const view3 = () => w.installs().find((i) => i.node === "c" && i.decision.view.epoch === epoch + 2);
+  assert.ok(w.runUntil(() => view3() !== undefined, 5_000));
+  const cPromises = w.decisions.flatMap((d) => d.node === "c" && d.decision.type === "promised" ? [d.decision.epoch] : []);
+  assert.deepEqual(cPromises, [epoch, epoch + 2], "c held epoch 1's token until it promised view 3");
+  assert.equal(view3()!.decision.view.grantWaitMs, S.ringLeaseMaxMs + S.tokenLeaseSafetyMs, "a's token of view 2 may have granted");
+  w.checkSafety();
+});
+
+test("view: a token whose hand-off was refused at connect never left: no wait for an unknown holder", () => {
+  const { w, epoch } = tokenSentByA();
+  // a sent hop 2 to b, b is dead: the connection was refused.
+  w.crash("b");
+  w.node("a").handoffRefused(epoch, 2, w.nowMs);
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "c", "d", "e"], epoch + 1), 5_000));
+  assert.equal(w.view("a")!.grantWaitMs, 0);
+  w.checkSafety();
+});
+
+test("view: with no refusal fact the same hand-off counts as unknown (b may hold the token)", () => {
+  const { w, epoch } = tokenSentByA();
+  w.crash("b");
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "c", "d", "e"], epoch + 1), 5_000));
+  assert.equal(w.view("a")!.grantWaitMs, S.ringLeaseMaxMs + S.tokenLeaseSafetyMs);
+  w.checkSafety();
+});
+
+// ---- fences ----------------------------------------------------------------------------------
+
+test("fences: every fence of a new epoch is above every fence of older epochs; 2^21 - 1 epochs fit", () => {
+  assert.equal(EPOCH_MAX, 2 ** 21 - 1);
+  assert.ok(Number.isSafeInteger(fenceFloor(EPOCH_MAX) + FENCE_EPOCH_FACTOR - 1));
+  const lastOfOld = fenceFloor(7) + FENCE_EPOCH_FACTOR - 1; // the highest fence epoch 7 can hand out
+  assert.throws(() => nextFence(7, lastOfOld), /exhausted/);
+  assert.ok(nextFence(8, lastOfOld) > lastOfOld);
+  assert.equal(nextFence(8, 123), fenceFloor(8) + 1, "the first fence of an epoch");
+  assert.equal(nextFence(8, fenceFloor(8) + 5), fenceFloor(8) + 6);
+  assert.throws(() => fenceFloor(EPOCH_MAX + 1));
+  const w = settledWorld(["a", "b", "c"]);
+  const install = w.installs().at(-1)!;
+  assert.equal(install.decision.fenceFloor, fenceFloor(install.decision.view.epoch));
+  w.checkSafety();
+});
+
+// ---- rejoin and membership -------------------------------------------------------------------
+
+test("view: a restarted node comes back through a view change with a new epoch; no epoch is reused", () => {
+  const w = settledWorld();
+  w.crash("c");
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "d", "e"], 2), 5_000));
+  const without = w.view("a")!.epoch;
+  assert.ok(!w.view("a")!.members.includes("c"));
+  w.restart("c");
+  assert.equal(w.node("c").status(w.nowMs).view?.epoch, 1, "c restarts with the view it stored");
+  w.want("c", "rejoin");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d", "e"], without + 1), 5_000));
+  assert.ok(w.view("c")!.members.includes("c"));
+  const epochs = w.installs().filter((i) => i.node === "c").map((i) => i.decision.view.epoch);
+  assert.deepEqual(epochs, [...new Set(epochs)].sort((x, y) => x - y), "c's epochs only grow");
+  w.checkSafety();
+});
+
+test("view: a lost newView is resent until the member confirms it (no extra epoch)", () => {
+  const w = settledWorld();
+  const epoch = w.view("a")!.epoch;
+  let dropped = 0;
+  w.drop = (p) => p.message.type === "newView" && p.to === "b" && dropped++ < 2;
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d", "e"], epoch + 1), 3 * S.viewChangeRetryMs + 100));
+  assert.equal(dropped, 3, "two copies lost, the third delivered");
+  assert.equal(w.view("b")!.epoch, epoch + 1, "b installed the same view, no newer epoch");
+  w.checkSafety();
+});
+
+test("view: a node that promised but never got the view asks for one itself (coordinator died after its prepares)", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  w.drop = (p) => p.message.type === "newView";
+  w.want("a");
+  w.run(50);
+  w.crash("a");
+  w.drop = () => false;
+  assert.ok(w.runUntil(() => w.settled(["b", "c"], 3), 3 * S.viewChangeTimeoutMs + S.tokenLeaseMs));
+  w.checkSafety();
+});
+
+test("view: a node cut off from everyone burns one epoch, not one per attempt (it canvasses first), and comes back when healed", () => {
+  const w = settledWorld();
+  const epoch = w.view("a")!.epoch;
+  w.split(["c"], ["a", "b", "d", "e"]);
+  w.want("c");
+  w.run(60_000);
+  assert.equal(w.node("c").status(w.local("c")).promised.epoch, epoch + 1, "one failed attempt, then only canvasses");
+  assert.equal(w.node("c").status(w.local("c")).quorum, "lost");
+  assert.equal(w.view("a")!.epoch, epoch, "the others saw nothing of it");
+  w.cut.clear();
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d", "e"], epoch + 1), 5_000), "healed, its view change goes through");
+  assert.equal(w.view("a")!.epoch, epoch + 2, "the next epoch after its own failed one");
+  w.checkSafety();
+});
+
+test("view: a healed node learns from a probe that it is behind; it then rejoins through a view change", () => {
+  const w = settledWorld();
+  w.split(["c"], ["a", "b", "d", "e"]);
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "d", "e"], 2), 5_000));
+  const newer = w.view("a")!.epoch;
+  // Cut off, c misses the token; its probes reach nobody: it says it is in a minority.
+  w.facts.set("c", { ...w.facts.get("c")!, token: "away", lastTokenAgeMs: S.tokenLossMs });
+  assert.ok(w.runUntil(() => w.node("c").status(w.nowMs).quorum === "lost", 2 * S.viewChangeTimeoutMs));
+  w.cut.clear();
+  const behind = () => w.decisions.find((d) => d.node === "c" && d.decision.type === "behind");
+  assert.ok(w.runUntil(() => behind() !== undefined, S.tokenLossMs + S.viewChangeTimeoutMs), "c learns of the newer view");
+  assert.deepEqual(behind()!.decision, { type: "behind", viewEpoch: newer });
+  assert.equal(w.view("a")!.epoch, newer, "c's probe itself changed no view");
+  w.want("c", "rejoin"); // the driver does this once c caught its replica up
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d", "e"], newer + 1), 5_000));
+  w.checkSafety();
+});
+
+test("view: membership changes one node at a time, each a view change; two at once are refused", () => {
+  const w = settledWorld(["a", "b", "c", "d"]);
+  assert.match(w.node("a").changeMembership(["a", "b", "c", "d", "e", "f"], w.nowMs) ?? "", /one ring node at a time/);
+  const epoch = w.view("a")!.epoch;
+  w.ring = ["a", "b", "c", "d", "e"];
+  w.start("e");
+  for (const id of ["a", "b", "c", "d", "e"]) {
+    assert.equal(w.node(id).changeMembership(w.ring, w.nowMs), null);
+    w.collect(id);
+  }
+  assert.ok(w.runUntil(() => w.settled(w.ring, epoch + 1), 10_000), "e is added by a view change");
+  assert.deepEqual(w.view("a")!.members, ["a", "b", "c", "d", "e"]);
+  const added = w.view("a")!.epoch;
+  w.crash("b");
+  w.ring = ["a", "c", "d", "e"];
+  for (const id of w.ring) {
+    assert.equal(w.node(id).changeMembership(w.ring, w.nowMs), null);
+    w.collect(id);
+  }
+  assert.ok(w.runUntil(() => w.settled(w.ring, added + 1), 10_000), "b is removed by a view change");
+  assert.deepEqual(w.view("a")!.members, ["a", "c", "d", "e"]);
+  w.checkSafety();
+});
+
+test("view: a busy holder renewing its lease all the time delays a view change by at most about tokenLeaseMs", () => {
+  for (const coordinator of ["a", "c"]) {
+    const w = settledWorld();
+    const epoch = w.view("a")!.epoch;
+    const renew = () => {
+      const facts = w.facts.get("a")!;
+      if (facts.token === "held") w.node("a").wantLease(facts.tokenEpoch, w.nowMs);
+      w.collect("a");
+    };
+    for (let i = 0; i < 30; i++) {
+      renew();
+      w.step();
+    }
+    const startMs = w.nowMs;
+    w.want(coordinator);
+    let settledAtMs = -1;
+    for (let i = 0; i < 500 && settledAtMs < 0; i++) {
+      renew();
+      w.step();
+      if (w.settled(["a", "b", "c", "d", "e"], epoch + 1)) settledAtMs = w.nowMs;
+    }
+    assert.ok(settledAtMs > 0, `${coordinator}: the view change completes`);
+    assert.ok(settledAtMs - startMs <= S.tokenLeaseMs + 100, `${coordinator}: took ${settledAtMs - startMs} ms`);
+    w.checkSafety();
+  }
+});
+
+test("view: the holder counts its lease from the send time of its request, so it ends before every renewer's hold", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  w.delay = () => 150; // answers come 300 ms after the request: more than the safety margin
+  const sentAtMs = w.nowMs;
+  assert.equal(w.node("a").wantLease(epoch, w.nowMs), false, "not valid before a majority answered");
+  w.collect("a");
+  assert.ok(w.runUntil(() => w.leases.some((l) => l.node === "a"), 1_000));
+  const lease = w.leases.find((l) => l.node === "a")!;
+  assert.equal(lease.untilMs, sentAtMs + S.tokenLeaseMs - S.tokenLeaseSafetyMs);
+  for (const id of ["b", "c"]) {
+    const heldUntilMs = w.node(id).status(w.nowMs).promiseHeldUntilMs;
+    assert.ok(lease.untilMs <= heldUntilMs, `a's lease ends at ${lease.untilMs}, ${id} holds until ${heldUntilMs}`);
+  }
+  assert.equal(w.node("a").wantLease(epoch, w.nowMs), true, "valid now");
+  w.checkSafety();
+});
+
+test("view: the lease margin covers renewers whose clocks run 20 % fast: the slow holder's lease still ends before the new view", () => {
+  const w = settledWorld();
+  for (const id of ["b", "c", "d", "e"]) w.clockRate.set(id, 1.2);
+  w.delay = () => 5;
+  const epoch = w.view("a")!.epoch;
+  const renew = () => {
+    if (w.nodes.has("a")) w.node("a").wantLease(epoch, w.local("a"));
+    w.collect("a");
+  };
+  for (let i = 0; i < 20; i++) {
+    renew();
+    w.step();
+  }
+  assert.ok(w.leases.some((l) => l.node === "a" && l.untilMs > w.nowMs), "a holds a valid lease");
+  w.split(["a"], ["b", "c", "d", "e"]);
+  w.want("b");
+  const newView = () => w.installs().find((i) => i.decision.view.epoch > epoch);
+  const end = w.nowMs + 5_000;
+  while (!newView() && w.nowMs < end) {
+    renew();
+    w.step();
+  }
+  assert.ok(newView(), "the majority formed a view");
+  const aLeaseEnd = Math.max(...w.leases.filter((l) => l.node === "a").map((l) => l.untilMs));
+  assert.ok(aLeaseEnd <= newView()!.atMs, `a's lease (to ${aLeaseEnd}) ended before the new view (${newView()!.atMs})`);
+  w.checkSafety();
+});
+
+// ---- the arbiter -----------------------------------------------------------------------------
+
+test("view: the arbiter may coordinate but casts no vote; without it any ring node coordinates", () => {
+  const w = settledWorld(["a", "b", "c", "d"], true);
+  const epoch = w.view("a")!.epoch;
+  w.want(ARBITER);
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], epoch + 1), 5_000));
+  const view = w.view("a")!;
+  assert.equal(view.coordinator, ARBITER);
+  assert.ok(!view.members.includes(ARBITER));
+  // 2 of 4 plus the arbiter is no majority.
+  w.crash("c");
+  w.crash("d");
+  w.want(ARBITER);
+  w.run(3 * S.viewChangeTimeoutMs);
+  assert.equal(w.view("a")!.epoch, epoch + 1, "no view from 2 of 4 ring nodes and the arbiter");
+  // The arbiter dies; the ring nodes come back and the last one in the file coordinates.
+  w.crash(ARBITER);
+  w.restart("c");
+  w.restart("d");
+  w.run(S.tokenLeaseMs);
+  w.want("d");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], epoch + 2), 10_000));
+  w.checkSafety();
+});
+
+// ---- token loss ------------------------------------------------------------------------------
+
+test("view: a token unseen for tokenLossMs everywhere is regenerated through a view change; a live one is not", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  for (const id of ["a", "b", "c"]) w.facts.set(id, { ...w.facts.get(id)!, token: "away", lastTokenAgeMs: S.tokenLossMs });
+  w.facts.set("c", { ...w.facts.get("c")!, token: "held", lastTokenAgeMs: 0 });
+  w.run(2 * S.viewChangeTimeoutMs);
+  assert.equal(w.view("a")!.epoch, epoch, "c holds the token: no view change");
+  assert.ok(w.decisions.length > 0);
+  w.facts.set("c", { ...w.facts.get("c")!, token: "away", lastTokenAgeMs: S.tokenLossMs });
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c"], epoch + 1), S.tokenLossMs + 5_000), "lost everywhere: regenerated");
+  assert.equal(w.installs().filter((i) => i.decision.view.epoch === epoch + 1 && i.decision.regenerate).length, 1, "exactly one new token");
+  w.checkSafety();
+});
+
+// ---- random interleavings --------------------------------------------------------------------
+
+test("view: seeded random runs with delays, drops, cuts, crashes and clock rates ±10 % keep one view per epoch, a majority behind each, and no overlapping leases", () => {
+  const ids = ["a", "b", "c", "d", "e"];
+  let views = 0;
+  let leaseEpochs = 0;
+  for (let seed = 1; seed <= 30; seed++) {
+    const rng = new Prng(seed);
+    const w = new World(ids, true);
+    // Clock rates within ±10 %: at most 1.1 / 0.9 ≈ 1.22 apart, inside the lease margin's 1.25.
+    for (const id of [...ids, ARBITER]) w.clockRate.set(id, 0.9 + 0.2 * rng.float());
+    w.delay = () => rng.between(1, 60);
+    w.drop = () => rng.chance(0.05);
+    for (let round = 0; round < 2_000; round++) {
+      const roll = rng.below(1_000);
+      const id = rng.pick([...ids, ARBITER]);
+      if (roll < 15 && w.nodes.has(id)) w.want(id, rng.pick(["suspect", "rejoin", "tokenLoss"] as const));
+      else if (roll < 25 && w.nodes.size > 3) w.crash(id === ARBITER ? "a" : id);
+      else if (roll < 45 && !w.nodes.has(id)) w.restart(id);
+      else if (roll < 60) w.cut.add(`${rng.pick(ids)}|${rng.pick(ids)}`);
+      else if (roll < 70) w.cut.clear();
+      // Every holder wants to grant: its lease is renewed whenever it is not valid.
+      for (const node of ids) {
+        const facts = w.facts.get(node)!;
+        const core = w.nodes.get(node);
+        if (core && facts.token === "held") {
+          core.wantLease(facts.tokenEpoch, w.local(node));
+          w.collect(node);
+        }
+      }
+      w.step();
+    }
+    w.checkSafety();
+    views += w.viewsByEpoch.size;
+    leaseEpochs += new Set(w.leases.map((l) => l.epoch)).size;
+  }
+  // The checks had something to check: many views, and leases in many epochs.
+  assert.ok(views > 100, `views formed: ${views}`);
+  assert.ok(leaseEpochs > 60, `epochs with a lease: ${leaseEpochs}`);
+});
+
+// ---- purity ----------------------------------------------------------------------------------
+
+test("lib/core/ring is pure too (tests/core_purity_test.ts scans only the top of lib/core)", () => {
+  const dir = new URL("../lib/core/ring/", import.meta.url).pathname;
+  const files = readdirSync(dir).filter((f) => f.endsWith(".ts"));
+  assert.deepEqual(files.sort(), ["decide.ts", "token_lease.ts", "view.ts", "view_wire.ts"]);
+  assert.deepEqual(files.flatMap((f) => scanCoreSource(`${dir}${f}`, readFileSync(`${dir}${f}`, "utf8"))), []);
+});
