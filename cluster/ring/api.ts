@@ -44,7 +44,12 @@ export function createRingApp(service: RingService, options: RingApiOptions): Ho
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "ring" }));
 
   app.get("/v1/ring/status", (c) =>
-    c.json({ ...node.status(service.now()), linkQueue: service.linkLength, ...(options.describe?.() ?? {}) }));
+    c.json({
+      ...node.status(service.now()),
+      linkQueue: service.linkLength,
+      suspicions: service.suspicions(),
+      ...(options.describe?.() ?? {}),
+    }));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the
   // ticket to keep the place). waitMs = 0 tries: it waits for the next visit only if nobody is

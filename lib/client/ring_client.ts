@@ -11,6 +11,7 @@
  * request whose answer carried the grant was sent, so it fires no later than the server revokes),
  * or when the node reports the section ended (a watch long-poll), whichever comes first.
  */
+import type { SuspicionStatus } from "../core/ring/repair.ts";
 import type { RingStatus as CoreRingStatus } from "../core/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
 
@@ -41,6 +42,8 @@ export interface RingGetResult {
 /** What `GET /v1/ring/status` answers: the core's view plus what the driver adds. */
 export interface RingStatus extends CoreRingStatus {
   linkQueue: number;
+  /** Ring repair's suspicions (docs/ring.md, "Repair"): hints, not membership. */
+  suspicions: SuspicionStatus[];
   successorUrl?: string;
   predecessorUrl?: string;
 }
