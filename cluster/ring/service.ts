@@ -274,8 +274,9 @@ export class RingService {
     const { send, events } = this.repair.step(input, this.now());
     for (const message of send) this.options.repairLink!.send(message);
     for (const event of events) {
-      const { type, ...fields } = event;
-      this.options.log.event(REPAIR_EVENT_NAMES[type], fields);
+      // `suspect`, not `node`: the log line's `node` is the node writing it.
+      const { type, node, ...fields } = event;
+      this.options.log.event(REPAIR_EVENT_NAMES[type], { suspect: node, ...fields });
     }
   }
 

@@ -140,6 +140,8 @@ export class RingRepair {
       case "whoLostPred": {
         if (!known(input.from) || !known(input.suspect) || input.from === self) return out;
         this.heard(input.from, nowMs, out);
+        // It knows it is alive (a restarted node hears the asks that were about it).
+        if (input.suspect === self) return out;
         const suspicion = this.suspect(input.suspect, input.from, input.epoch, nowMs, out);
         suspicion.refreshedAtMs = nowMs;
         this.maybeAnswer(input.suspect, suspicion, nowMs, out);
