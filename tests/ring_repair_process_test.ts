@@ -9,10 +9,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import dgram from "node:dgram";
 import process from "node:process";
 import { connectRing, type RingStatus } from "../lib/client/ring_client.ts";
-import { eventually, freePort, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, freeUdpPort, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 const RING = Object.fromEntries(QUICK_RING_SETTINGS.map((line) => line.split(" = ")).map(([key, value]) => [key, Number(value)]));
 const REPAIR_RETRIES = 3;
@@ -26,17 +25,6 @@ const suspectMs = RING.tokenHopTimeoutMs * REPAIR_RETRIES;
 const askEveryMs = RING.tokenHopTimeoutMs;
 /** From the start until the first regeneration's token has gone round (see ring_process_test.ts). */
 const tokenEverywhereMs = RING.tokenLossMs + RING.ringRegenRetryMs + 3 * (RING.tokenHopTimeoutMs + RING.tokenIdlePaceMs) + SLACK_MS;
-
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket("udp4");
-    socket.once("error", reject);
-    socket.bind(0, "0.0.0.0", () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
 
 const lines = (proc: Proc, event: string) =>
   proc.stderr().split("\n").filter((l) => l.includes(`"event":"${event}"`)).map((l) => JSON.parse(l) as Record<string, unknown>);

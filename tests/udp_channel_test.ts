@@ -12,7 +12,7 @@ import dgram from "node:dgram";
 import { type RepairChannelOptions, RepairChannel, type RepairDatagram, type RepairPeer } from "../cluster/ring/udp.ts";
 import type { RepairMessage } from "../lib/core/ring/repair.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { eventually } from "./_harness.ts";
+import { eventually, freeUdpPort } from "./_harness.ts";
 
 const IDS = ["r1", "r2", "r3"];
 /** UDP on loopback arrives in microseconds; this only bounds a wait on a loaded machine. */
@@ -20,18 +20,6 @@ const DELIVERY_MS = 3_000;
 /** TEST-NET-1 (RFC 5737): an address nothing answers on, to make one path carry nothing. */
 const NOWHERE = "192.0.2.1";
 const ASK: RepairMessage = { type: "whoLostPred", epoch: 4, suspect: "r2", from: "r1" };
-
-/** A UDP port that was free a moment ago (bind to 0, read, close). */
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket("udp4");
-    socket.once("error", reject);
-    socket.bind(0, "127.0.0.1", () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
 
 interface Node {
   channel: RepairChannel;
