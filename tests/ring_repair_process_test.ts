@@ -4,7 +4,8 @@
  * hand-off is certainly r1's to r2). Proves: a healthy ring shows no suspicion; after the kill,
  * r1 suspects r2 and r3 (r2's successor) confirms it, both in status and as one log line each,
  * within a bound derived from the settings; r1's next live node is r3; and once r2 is back the
- * ring runs on as before (the token reaches r2 again) and the suspicion is cleared.
+ * ring runs on as before (the token reaches r2 again) and the suspicion is cleared. `mutexd ring
+ * status` prints the suspicion.
  * Each run stops the nodes it started (by PID) and removes its temp dir.
  */
 import { test } from "node:test";
@@ -88,6 +89,10 @@ test("ring repair: r2 killed -9 is suspected by r1 and confirmed by r3 (status a
     assert.deepEqual(lines(r1, "ringSuspicionConfirmed").map((l) => [l.suspect, l.confirmedBy]), [["r2", "r3"]]);
     assert.deepEqual(lines(r3, "ringSuspected").map((l) => [l.suspect, l.by]), [["r2", "r1"]]);
     assert.deepEqual(lines(r3, "ringSuspicionConfirmed").map((l) => [l.suspect, l.confirmedBy]), [["r2", "r3"]]);
+    // The CLI's status shows it too.
+    const cli = startMutexd(["ring", "status", "--server", `http://127.0.0.1:${http[0]}`]);
+    assert.equal(await cli.exited, 0, cli.stderr());
+    assert.match(cli.stdout(), /suspicion\s+r2 suspected by r1 for \d+ ms \(epoch \d+\), confirmed by r3; next live node r3/);
     process.stdout.write(`# r2 confirmed suspected ${confirmedAfterMs} ms after r1's section ended (bound ${failuresMs + suspectMs + askEveryMs + SLACK_MS} ms)\n`);
 
     // r2 back: the ring runs on as before (r1 still retried), and the suspicion goes.
