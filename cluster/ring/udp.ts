@@ -13,6 +13,9 @@
  * The socket binds the node's UDP port on every IPv4 address (0.0.0.0): on Linux a socket bound
  * to one address does not receive broadcasts. `reuseAddr` lets a restarted node bind at once.
  *
+ * node:dgram (with setBroadcast and reuseAddr) behaves the same under Deno and Bun
+ * (tests/udp_channel_test.ts runs under both), so nothing of it is in cluster/runtime.ts.
+ *
  * Authentication is the security issue's: `encodeDatagram` and `decodeDatagram` are the one seam
  * where a MAC will be added and checked.
  */
