@@ -4,12 +4,16 @@
  *
  * Shape:
  *   [cluster]  name = "demo"
+ *              optional: broadcast = "127.255.255.255" (IPv4 address the ring's repair datagrams
+ *              are broadcast to; "255.255.255.255" or the subnet's broadcast address on real hosts)
  *   [settings] any key of DEFAULT_SETTINGS (lib/settings.ts), e.g. sessionTtlMs = 10000
  *   [[nodes]]  id = "p1", role = "primary" | "backup" | "arbiter" | "ring", http = "127.0.0.1:7101"
  *              optional: dataDir = ".data/r1"
+ *              ring nodes, optional: udp = 7201 (the repair channel's UDP port; default: the
+ *              HTTP port, as TCP and UDP ports do not collide). Unique per host among ring nodes.
  *
- * `udp` (a ring repair port in early designs) is refused, not ignored: nothing uses it yet, and a
- * key that is read but does nothing would let an operator believe repair is configured.
+ * `udp` on a node that is not a ring node is refused: only the ring has a repair channel, and a
+ * key read but unused would let an operator believe something is configured.
  */
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
@@ -27,12 +31,16 @@ export interface NodeConfig {
   port: number;
   /** Where the node keeps durable state; relative paths are relative to the cluster file. */
   dataDir: string;
+  /** Ring nodes: the UDP port of the repair channel (cluster/ring/udp.ts); default the HTTP port. */
+  udpPort: number;
 }
 
 export interface ClusterConfig {
   /** Path of the file this was loaded from (for messages). */
   file: string;
   name: string;
+  /** IPv4 address the ring's repair datagrams are broadcast to (besides unicast to every ring node). */
+  broadcast: string;
   settings: Settings;
   nodes: NodeConfig[];
 }
@@ -45,7 +53,11 @@ export class ConfigError extends Error {
   }
 }
 
-const NODE_KEYS = ["id", "role", "http", "dataDir"];
+const NODE_KEYS = ["id", "role", "http", "dataDir", "udp"];
+const CLUSTER_KEYS = ["name", "broadcast"];
+/** Default broadcast address: loopback's, right for the clusters this repository runs on one host. */
+export const DEFAULT_BROADCAST = "127.255.255.255";
+const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const TOP_KEYS = ["cluster", "settings", "nodes"];
 const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -80,11 +92,15 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   }
   const cluster = asTable(doc.cluster ?? {}, "cluster", problem);
   for (const key of Object.keys(cluster)) {
-    if (key !== "name") throw problem(`cluster.${key}`, "unknown key (known: name)");
+    if (!CLUSTER_KEYS.includes(key)) throw problem(`cluster.${key}`, `unknown key (known: ${CLUSTER_KEYS.join(", ")})`);
   }
   const name = cluster.name ?? "mutexd";
   if (typeof name !== "string" || !ID_PATTERN.test(name)) {
     throw problem("cluster.name", "must be 1-64 characters of A-Z a-z 0-9 _ -");
+  }
+  const broadcast = cluster.broadcast ?? DEFAULT_BROADCAST;
+  if (typeof broadcast !== "string" || !IPV4_PATTERN.test(broadcast)) {
+    throw problem("cluster.broadcast", `must be an IPv4 address such as "255.255.255.255"; got ${JSON.stringify(broadcast)}`);
   }
 
   const { settings, problems } = mergeSettings(asTable(doc.settings ?? {}, "settings", problem));
@@ -96,7 +112,7 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
   const nodes = doc.nodes.map((raw, index) => parseNode(raw, index, baseDir, problem));
   checkUnique(nodes, problem);
-  return { file, name, settings, nodes };
+  return { file, name, broadcast, settings, nodes };
 }
 
 type Problem = (key: string, detail: string, line?: number) => ConfigError;
@@ -104,9 +120,6 @@ type Problem = (key: string, detail: string, line?: number) => ConfigError;
 function parseNode(raw: unknown, index: number, baseDir: string, problem: Problem): NodeConfig {
   const where = `nodes[${index}]`;
   const node = asTable(raw, where, problem);
-  if (node.udp !== undefined) {
-    throw problem(`${where}.udp`, "udp is not used yet (ring repair over UDP is a later issue; the ring talks HTTP only): remove the key");
-  }
   for (const key of Object.keys(node)) {
     if (!NODE_KEYS.includes(key)) throw problem(`${where}.${key}`, `unknown key (known: ${NODE_KEYS.join(", ")})`);
   }
@@ -124,6 +137,13 @@ function parseNode(raw: unknown, index: number, baseDir: string, problem: Proble
   if (!address) throw problem(`${where}.http`, `must be "host:port" with a port in 1..65535; got ${JSON.stringify(http)}`);
   const dataDir = node.dataDir ?? `.data/${id}`;
   if (typeof dataDir !== "string" || dataDir.length === 0) throw problem(`${where}.dataDir`, "must be a path");
+  if (node.udp !== undefined && role !== "ring") {
+    throw problem(`${where}.udp`, "only ring nodes have a repair channel (UDP): remove the key");
+  }
+  const udpPort = node.udp ?? address.port;
+  if (typeof udpPort !== "number" || !Number.isInteger(udpPort) || udpPort < 1 || udpPort > 65535) {
+    throw problem(`${where}.udp`, `must be a port in 1..65535; got ${JSON.stringify(node.udp)}`);
+  }
   return {
     id,
     role: role as Role,
@@ -131,6 +151,7 @@ function parseNode(raw: unknown, index: number, baseDir: string, problem: Proble
     host: address.host,
     port: address.port,
     dataDir: dataDir.startsWith("/") ? dataDir : `${baseDir}/${dataDir}`,
+    udpPort,
   } as NodeConfig;
 }
 
@@ -147,6 +168,17 @@ function checkUnique(nodes: NodeConfig[], problem: Problem): void {
       throw problem(`nodes[${index}].http`, `duplicate address ${address} (also nodes[${sameAddress}])`);
     }
     addresses.set(address, index);
+  });
+  // Two ring nodes of one host cannot both bind one UDP port (they would split its datagrams).
+  const udpAddresses = new Map<string, number>();
+  nodes.forEach((node, index) => {
+    if (node.role !== "ring") return;
+    const address = `${node.host}:${node.udpPort}`;
+    const same = udpAddresses.get(address);
+    if (same !== undefined) {
+      throw problem(`nodes[${index}].udp`, `duplicate UDP port ${address} (also nodes[${same}]; udp defaults to the HTTP port)`);
+    }
+    udpAddresses.set(address, index);
   });
   const count = (role: Role) => nodes.filter((n) => n.role === role).length;
   if (count("primary") > 1) throw problem("nodes", "at most one node may have role primary");

@@ -51,6 +51,9 @@ export const DEFAULT_SETTINGS = {
   ringGapBufferMax: 1_024, // out-of-order writes a node keeps while it fetches the gap
   ringSnapshotEveryWrites: 1_000, // committed writes between two snapshots of the replica
   ringLogRetainMax: 10_000, // committed log entries kept in memory for neighbours' catch-up
+  ringRepairRetries: 3, // failed hand-offs in a row before a node suspects its successor; suspicion also needs tokenHopTimeoutMs × this of silence at the suspect's successor
+  ringDatagramBytesMax: 1_024, // a repair datagram (UDP) above this is dropped unread; ours are ~150 bytes
+  ringDatagramsRememberedMax: 1_024, // (sender, sequence) pairs a node remembers to drop the second copy (broadcast + unicast)
   // Ring view changes (docs/ring-view.md).
   tokenLeaseMs: 500, // a holder grants only inside a lease renewed by a majority; each renewer promises no newer view this long
   tokenLeaseSafetyMs: 100, // the holder's lease ends this long before the renewers' promise holds run out (drift, delays)
@@ -127,6 +130,11 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     s.tokenLossMs >= 4 * (s.tokenHopTimeoutMs + s.tokenIdlePaceMs),
     "tokenLossMs",
     "must be at least 4 × (tokenHopTimeoutMs + tokenIdlePaceMs) so a slow hop is not taken for a lost token",
+  );
+  relation(
+    s.ringDatagramBytesMax >= 256 && s.ringDatagramBytesMax <= 65_507,
+    "ringDatagramBytesMax",
+    "must lie within 256 (a repair datagram) and 65507 (the largest UDP payload over IPv4)",
   );
   relation(s.tickMs <= s.tokenIdlePaceMs, "tickMs", `must be at most tokenIdlePaceMs (${s.tokenIdlePaceMs})`);
   relation(

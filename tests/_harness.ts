@@ -3,6 +3,7 @@
  * tests, find free ports, write temporary cluster files, wait for health. Not a test file.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import dgram from "node:dgram";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { constants as osConstants, tmpdir } from "node:os";
@@ -42,6 +43,18 @@ export function freePort(): Promise<number> {
       const address = server.address();
       const port = typeof address === "object" && address ? address.port : 0;
       server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A UDP port that was free a moment ago on every IPv4 address (bind to 0, read, close). */
+export function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket("udp4");
+    socket.once("error", reject);
+    socket.bind(0, "0.0.0.0", () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
     });
   });
 }

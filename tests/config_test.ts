@@ -37,6 +37,19 @@ test("config: a good file gives its nodes, overridden settings and defaults for 
   assert.equal(config.settings.tickMs, DEFAULT_SETTINGS.tickMs);
 });
 
+test("config: a ring node's udp port defaults to its HTTP port, may be set, and the broadcast address defaults to loopback's", () => {
+  const defaults = parseClusterText(GOOD, "c.toml");
+  assert.equal(defaults.nodes[1].udpPort, 7201);
+  assert.equal(defaults.broadcast, "127.255.255.255");
+  const text = `${GOOD.replace('name = "demo"', 'name = "demo"\nbroadcast = "10.0.0.255"')}\n[[nodes]]\nid = "r2"\nrole = "ring"\nhttp = "127.0.0.1:7202"\nudp = 7302\n`;
+  const set = parseClusterText(text, "c.toml");
+  assert.equal(set.broadcast, "10.0.0.255");
+  assert.deepEqual(set.nodes.map((n) => n.udpPort), [7101, 7201, 7302]);
+  // The same UDP port on two hosts is fine (unique per host).
+  const twoHosts = `${GOOD}\n[[nodes]]\nid = "r2"\nrole = "ring"\nhttp = "127.0.0.2:7202"\nudp = 7201\n`;
+  assert.deepEqual(parseClusterText(twoHosts, "c.toml").nodes.map((n) => n.udpPort), [7101, 7201, 7201]);
+});
+
 test("config: the shipped example cluster file is valid", () => {
   const config = loadClusterFile(`${ROOT}/cluster/cluster.toml`);
   assert.ok(config.nodes.some((n) => n.role === "primary"));
@@ -62,8 +75,13 @@ const BAD: BadCase[] = [
   { name: "missing field", text: GOOD.replace('http = "127.0.0.1:7201"\n', ""), key: "nodes[1].http", line: 12, detail: /missing/ },
   { name: "bad role", text: GOOD.replace('role = "ring"', 'role = "leader"'), key: "nodes[1].role", line: 14, detail: /must be one of/ },
   { name: "bad address", text: GOOD.replace("127.0.0.1:7201", "127.0.0.1:99999"), key: "nodes[1].http", line: 15, detail: /host:port/ },
-  // Nothing uses udp yet: it is refused rather than read and ignored (see cluster/config.ts).
-  { name: "udp key (not used yet)", text: GOOD.replace('http = "127.0.0.1:7201"', 'http = "127.0.0.1:7201"\nudp = 7301'), key: "nodes[1].udp", line: 16, detail: /udp is not used yet/ },
+  { name: "udp port out of range", text: GOOD.replace('http = "127.0.0.1:7201"', 'http = "127.0.0.1:7201"\nudp = 70000'), key: "nodes[1].udp", line: 16, detail: /1\.\.65535/ },
+  { name: "udp port not a number", text: GOOD.replace('http = "127.0.0.1:7201"', 'http = "127.0.0.1:7201"\nudp = "7301"'), key: "nodes[1].udp", line: 16, detail: /1\.\.65535/ },
+  // Only ring nodes have a repair channel: a udp key elsewhere would be read and do nothing.
+  { name: "udp key on a node that is not a ring node", text: GOOD.replace('http = "127.0.0.1:7101"', 'http = "127.0.0.1:7101"\nudp = 7301'), key: "nodes[0].udp", line: 11, detail: /only ring nodes/ },
+  // r2's udp is r1's HTTP port, which is r1's default udp port: the same host and UDP port twice.
+  { name: "duplicate udp port on one host", text: `${GOOD}\n[[nodes]]\nid = "r2"\nrole = "ring"\nhttp = "127.0.0.1:7202"\nudp = 7201\n`, key: "nodes[2].udp", line: 21, detail: /duplicate UDP port 127\.0\.0\.1:7201/ },
+  { name: "broadcast address that is not IPv4", text: GOOD.replace('name = "demo"', 'name = "demo"\nbroadcast = "10.0.0"'), key: "cluster.broadcast", line: 3, detail: /IPv4/ },
   { name: "no nodes", text: `[cluster]\nname = "x"\n`, key: "nodes", detail: /at least one/ },
   { name: "two primaries", text: GOOD.replace('role = "ring"', 'role = "primary"'), key: "nodes", detail: /at most one/ },
 ];

@@ -227,6 +227,9 @@ async function status(argv: string[]): Promise<number> {
       `token       ${s.token}   last seen ${ms(s.lastTokenAgeMs)} ago, hop ${s.lastHop}, last rotation ${ms(s.lastRotationMs)}`,
       `section     ${s.section ? `fence ${s.section.fence}, held ${s.section.heldForMs} ms, lease left ${s.section.leaseRemainingMs} ms` : "none"}   waiters ${s.waiters}`,
       `log         applied ${s.lastApplied}, committed ${s.commit}, kept from ${s.logStart}${s.catchingUp ? "   (catching up)" : ""}`,
+      ...(s.suspicions.length === 0 ? ["suspicions  none"] : s.suspicions.map((x) =>
+        `suspicion   ${x.node} suspected by ${x.suspectedBy.join(", ") || "-"} for ${x.suspectedForMs} ms (epoch ${x.epoch}), ` +
+        `confirmed by ${x.confirmedBy.join(", ") || "nobody yet"}${x.newSuccessor ? `; next live node ${x.newSuccessor}` : ""}`)),
     ];
     process.stdout.write(lines.join("\n") + "\n");
     return EXIT.ok;

@@ -91,7 +91,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   now("GET", "/v1/health", () => ok({ ok: true, id: options.nodeId, role: "ring" }));
 
-  now("GET", "/v1/ring/status", () => ok({ ...node.status(service.now()), linkQueue: service.linkLength, ...(options.describe?.() ?? {}) }));
+  now("GET", "/v1/ring/status", () => ok({ ...node.status(service.now()), linkQueue: service.linkLength, suspicions: service.suspicions(), ...(options.describe?.() ?? {}) }));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the
   // ticket to keep the place). waitMs = 0 tries: it waits for the next visit only if nobody is

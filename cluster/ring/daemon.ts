@@ -1,6 +1,7 @@
 /**
- * Starts a ring node: loads its stored replica, builds the pure node, the driver, the HTTP API
- * and the link to its successor. The ring order is the order of the ring nodes in the file.
+ * Starts a ring node: loads its stored replica, builds the pure node, the driver, the HTTP API,
+ * the link to its successor and the UDP repair channel. The ring order is the order of the ring
+ * nodes in the file.
  */
 import { randomBytes } from "node:crypto";
 import process from "node:process";
@@ -15,6 +16,7 @@ import { createRingApp } from "./api.ts";
 import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
 import { FORMAT_VERSION, RingStorage } from "./storage.ts";
+import { RepairChannel } from "./udp.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
@@ -43,6 +45,20 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     hopTimeoutMs: settings.tokenHopTimeoutMs,
     local: () => self.service!,
   });
+  // The repair channel exists before the service (which sends through it) and delivers to it once it exists.
+  const channel = await RepairChannel.open({
+    self: node.id,
+    peers: ringNodes.map((n) => ({ id: n.id, host: n.host, udpPort: n.udpPort })),
+    broadcast: cluster.broadcast,
+    datagramBytesMax: settings.ringDatagramBytesMax,
+    rememberedMax: settings.ringDatagramsRememberedMax,
+    onMessage: (datagram) => self.service?.onRepairMessage(datagram),
+    // Copies are expected (broadcast + unicast) and its own broadcasts come back: not worth a line.
+    onDropped: (reason, detail) => {
+      if (reason === "oversized" || reason === "malformed") log.event("repairDatagramDropped", { reason, detail });
+    },
+    onSendError: (error, to) => log.event("repairSendFailed", { to, message: error.message }),
+  });
   const service = new RingService({
     node: core,
     settings,
@@ -51,6 +67,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     log,
     storage,
     peers,
+    repairLink: channel,
     onFatal: (error) => {
       log.event("fatal", { message: error.message });
       process.exit(1);
@@ -61,7 +78,11 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   const app = createRingApp(service, {
     nodeId: node.id,
     settings,
-    describe: () => ({ successorUrl: byId.get(core.successor), predecessorUrl: byId.get(core.predecessor) }),
+    describe: () => ({
+      successorUrl: byId.get(core.successor),
+      predecessorUrl: byId.get(core.predecessor),
+      repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, ...channel.counts },
+    }),
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
@@ -70,6 +91,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     successor: core.successor,
     predecessor: core.predecessor,
     epoch: core.status(0).epoch,
+    udpPort: channel.port,
     lastApplied: core.replica.lastApplied,
     commit: core.replica.commit,
   });
@@ -78,6 +100,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     url: `http://${node.host}:${server.port}`,
     async stop() {
       service.stop();
+      await channel.close();
       await server.close();
       storage.close();
     },

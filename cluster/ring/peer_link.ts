@@ -1,8 +1,10 @@
 /**
  * The link from a ring node to its successor: a FIFO of token hand-offs and write batches, one
  * request in flight, each resent until the successor acknowledges it. The order matters: writes
- * sent before the token reach the successor before it. Ring repair comes later: until then an
- * unreachable successor is retried forever (with backoff), and the receiver drops copies.
+ * sent before the token reach the successor before it. An unreachable successor is retried for
+ * ever (with backoff), and the receiver drops copies. Ring repair watches the link from outside:
+ * the driver (service.ts) counts deliveries without answer and tells the repair core after
+ * ringRepairRetries in a row; rewiring the link to another successor is the view change's job.
  *
  * Its timers and its transport are ports (the simulator runs this class as it is): `deliver`'s
  * answers are continued with `.then` only (the port rule of cluster/timers.ts).

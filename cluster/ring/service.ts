@@ -9,6 +9,11 @@
  * simulator (tests/sim/ring/node.ts) runs this class and its PeerLink as they are, on virtual
  * time, with a simulated network and disk; so it keeps the port rule of cluster/timers.ts (the
  * peers' promises are continued with `.then` only, see tests/sim/ring/ports.ts).
+ *
+ * With a repair link (the daemon's UDP channel, cluster/ring/udp.ts), it also runs the repair
+ * core (lib/core/ring/repair.ts): failed hand-offs in a row and every message from a node go in,
+ * datagrams and suspicion events come out (logged, and shown in status). Nothing else changes:
+ * the link still retries for ever; acting on a confirmed suspicion is the view change's job.
  */
 import { assertNever } from "../../lib/core/assert.ts";
 import {
@@ -19,6 +24,7 @@ import {
   type RingOutput,
   type RingResult,
 } from "../../lib/core/ring/ring_node.ts";
+import { type RepairInput, type RepairMessage, RingRepair, repairTimings, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply, RingPromise } from "../../lib/core/ring/ring_types.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
@@ -40,6 +46,11 @@ export interface RingPeers {
   wake(to: string): PromiseLike<void>;
 }
 
+/** Where the repair core's datagrams go (the UDP repair channel in the daemon). */
+export interface RepairLink {
+  send(message: RepairMessage): void;
+}
+
 export interface RingServiceOptions {
   node: RingNode;
   settings: Settings;
@@ -48,6 +59,8 @@ export interface RingServiceOptions {
   log: Logger;
   storage: RingStore;
   peers: RingPeers;
+  /** Runs ring repair's suspicion core when given (the daemon); without it (the simulator) nothing of repair runs. */
+  repairLink?: RepairLink;
   /** Called when storing failed: the node's memory is ahead of its disk, so it must stop. */
   onFatal(error: Error): void;
   /** Sees every core step, after its persist and before its effects (the simulator's checkers). */
@@ -74,12 +87,18 @@ export class RingService {
   private regenerating = false;
   private stopped = false;
   private lastTrouble = "";
+  private readonly repair?: RingRepair;
+  /** Hand-offs to the successor that got no answer, in a row (a repair input once ringRepairRetries). */
+  private handoffFailures = 0;
 
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
     const { settings, peers, log, timers } = options;
+    if (options.repairLink) {
+      this.repair = new RingRepair({ self: this.node.id, ring: this.node.ring, ...repairTimings(settings), nowMs: this.now() });
+    }
     this.link = new PeerLink({
-      deliver: (item) => peers.deliver(this.node.successor, item),
+      deliver: (item) => this.repair ? this.deliverWatched(item) : peers.deliver(this.node.successor, item),
       timers,
       retryMs: settings.tokenRetryMs,
       retryMaxMs: settings.tokenHopTimeoutMs,
@@ -102,6 +121,9 @@ export class RingService {
     const { settings, timers } = this.options;
     this.execute(this.node.start(this.now()), { type: "start" });
     this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepPeer({ type: "tick" })));
+    if (this.repair) {
+      this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepRepair({ type: "tick", epoch: this.epoch() })));
+    }
     if (this.node.id === this.node.ring[0]) {
       this.loops.push(repeatEvery(timers, settings.ringRegenRetryMs, () => this.maybeRegenerate()));
       const first = timers.setTimeout(() => this.maybeRegenerate(), 0);
@@ -124,6 +146,7 @@ export class RingService {
   /** A message from a peer, a tick or an acknowledgement: the result answers the peer. */
   stepPeer(input: RingInput): RingResult {
     if (this.stopped) return { ok: false, type: "error", error: { code: "ring_unavailable", message: "stopping" } };
+    if (this.repair && "from" in input && input.from !== this.node.id) this.stepRepair({ type: "heardFrom", node: input.from });
     const output = this.node.step(input, this.now());
     this.execute(output, input);
     return output.result;
@@ -193,6 +216,56 @@ export class RingService {
 
   get linkLength(): number {
     return this.link.length;
+  }
+
+  /** A datagram of the repair channel (validated there), for the repair core. */
+  onRepairMessage(message: RepairMessage & { seq: number }): void {
+    const { type, epoch, suspect, from, seq } = message;
+    this.stepRepair(type === "whoLostPred" ? { type, epoch, suspect, from, seq } : { type, epoch, suspect, from });
+  }
+
+  /** The repair core's suspicions (empty without a repair link). */
+  suspicions(): SuspicionStatus[] {
+    return this.repair?.status(this.now()) ?? [];
+  }
+
+  private epoch(): number {
+    return this.node.probe(this.now()).epoch;
+  }
+
+  /**
+   * The successor's hand-off with repair's bookkeeping: any answer is word from the successor;
+   * ringRepairRetries failures in a row (and every one after them) tell the core. The answer or
+   * error goes on to the link unchanged.
+   */
+  private deliverWatched(item: LinkItem): PromiseLike<RingResult> {
+    const to = this.node.successor;
+    return this.options.peers.deliver(to, item).then(
+      (result) => {
+        this.handoffFailures = 0;
+        this.stepRepair({ type: "heardFrom", node: to });
+        return result;
+      },
+      (error) => {
+        this.handoffFailures += 1;
+        if (this.handoffFailures >= this.options.settings.ringRepairRetries) {
+          this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() });
+        }
+        throw error;
+      },
+    );
+  }
+
+  /** One repair step: its datagrams to the channel, one log line per event. */
+  private stepRepair(input: RepairInput): void {
+    if (!this.repair || this.stopped) return;
+    const { send, events } = this.repair.step(input, this.now());
+    for (const message of send) this.options.repairLink!.send(message);
+    for (const event of events) {
+      // `suspect`, not `node`: the log line's `node` is the node writing it.
+      const { type, node, ...fields } = event;
+      this.options.log.event(REPAIR_EVENT_NAMES[type], { suspect: node, ...fields });
+    }
   }
 
   /** Stores first, then acts: the order every RingOutput demands. */
@@ -314,6 +387,9 @@ export class RingService {
     return false;
   }
 }
+
+/** Log event names of the repair core's events. */
+const REPAIR_EVENT_NAMES = { suspected: "ringSuspected", confirmed: "ringSuspicionConfirmed", cleared: "ringSuspicionCleared" } as const;
 
 /** Promise.allSettled by `.then` only (the port rule): `done` runs once all have settled. */
 function settleAll<T>(pending: PromiseLike<T>[], done: (results: Array<Settled<T>>) => void): void {

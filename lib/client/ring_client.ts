@@ -17,6 +17,7 @@
  * whose answers are its own promises (SimFuture), inside its synchronous event loop; with an
  * injected fetch, every method returns what that fetch's `.then` returns.
  */
+import type { SuspicionStatus } from "../core/ring/repair.ts";
 import type { RingStatus as CoreRingStatus } from "../core/ring/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
 
@@ -74,6 +75,8 @@ export interface RingGetResult {
 /** What `GET /v1/ring/status` answers: the core's view plus what the driver adds. */
 export interface RingStatus extends CoreRingStatus {
   linkQueue: number;
+  /** Ring repair's suspicions (docs/ring.md, "Repair"): hints, not membership. */
+  suspicions: SuspicionStatus[];
   successorUrl?: string;
   predecessorUrl?: string;
 }

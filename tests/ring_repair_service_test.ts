@@ -1,0 +1,102 @@
+/**
+ * The ring driver's repair wiring (cluster/ring/service.ts) with hand-made peers: node b of
+ * a → b → c, whose every hand-off to c the test answers or fails by hand. Proves the count: no
+ * suspicion after ringRepairRetries − 1 failures in a row, a suspicion and one ask at the
+ * ringRepairRetries-th, and an answer from c clears it (one log line each). Without a repair
+ * link (the simulator's case) the same failures suspect nobody. Each test stops its service and
+ * removes its data dir.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { RingNode, type RingResult } from "../lib/core/ring/ring_node.ts";
+import type { RepairMessage } from "../lib/core/ring/repair.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { manualClock } from "../cluster/clock.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { realTimers } from "../cluster/timers.ts";
+import { type RingPeers, RingService } from "../cluster/ring/service.ts";
+import { RingStorage } from "../cluster/ring/storage.ts";
+import { eventually, removeDir, tempDir } from "./_harness.ts";
+
+const RETRIES = 3;
+// A 1 ms first retry: the link's backoff is real time, and the test waits on each delivery.
+const settings = { ...DEFAULT_SETTINGS, ringRepairRetries: RETRIES, tokenRetryMs: 1 };
+/** A delivery the link is waiting on: the test settles it. */
+type Pending = { resolve(result: RingResult): void; reject(error: Error): void };
+
+async function withService(withRepair: boolean, body: (h: { deliveries: Pending[]; sent: RepairMessage[]; log: ReturnType<typeof memoryLogger>; service: RingService }) => Promise<void>): Promise<void> {
+  const dir = tempDir("mutexd-ring-repair-service-");
+  const storage = new RingStorage(dir);
+  const deliveries: Pending[] = [];
+  const sent: RepairMessage[] = [];
+  const log = memoryLogger();
+  const never = () => new Promise<never>(() => {});
+  const peers: RingPeers = {
+    deliver: () => new Promise((resolve, reject) => deliveries.push({ resolve, reject })),
+    fetchLog: never,
+    probe: never,
+    prepare: never,
+    wake: () => Promise.resolve(),
+  };
+  const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: settings, ticketPrefix: "t-" });
+  const service = new RingService({
+    node,
+    settings,
+    clock: manualClock(1_000),
+    timers: realTimers,
+    log,
+    storage,
+    peers,
+    repairLink: withRepair ? { send: (m) => void sent.push(m) } : undefined,
+    onFatal: () => {},
+  });
+  service.start();
+  try {
+    // The token from a, not idle: b passes it on to c at once.
+    service.stepItem("a", { kind: "token", token: { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 0 } });
+    await body({ deliveries, sent, log, service });
+  } finally {
+    service.stop();
+    storage.close();
+    removeDir(dir);
+  }
+}
+
+/** Fails the `n`-th delivery (1-based) once the link has made it. */
+async function fail(deliveries: Pending[], n: number): Promise<void> {
+  await eventually(`delivery ${n} is made`, () => deliveries.length >= n, 2_000);
+  deliveries[n - 1].reject(new Error("connection refused"));
+}
+
+const repairLines = (log: ReturnType<typeof memoryLogger>) => log.lines.filter((l) => String(l.event).startsWith("ringSuspicion") || l.event === "ringSuspected");
+
+test("repair wiring: ringRepairRetries failed hand-offs in a row make one suspicion and one ask; c's answer clears it", { timeout: 10_000 }, async () => {
+  await withService(true, async ({ deliveries, sent, log, service }) => {
+    for (let n = 1; n < RETRIES; n++) await fail(deliveries, n);
+    await eventually(`delivery ${RETRIES} is made`, () => deliveries.length >= RETRIES, 2_000);
+    assert.deepEqual(sent, [], `no ask after ${RETRIES - 1} failures`);
+    assert.deepEqual(service.suspicions(), []);
+    await fail(deliveries, RETRIES);
+    await eventually("b asks who lost c", () => sent.length === 1, 2_000);
+    assert.deepEqual(sent, [{ type: "whoLostPred", epoch: 1, suspect: "c", from: "b" }]);
+    assert.deepEqual(service.suspicions().map((s) => [s.node, s.suspectedBy, s.confirmedBy, s.newSuccessor]), [["c", ["b"], [], "a"]]);
+    // The next failure is within askEveryMs (the clock stands still): no second ask.
+    await fail(deliveries, RETRIES + 1);
+    await eventually("the link tries again", () => deliveries.length >= RETRIES + 2, 2_000);
+    assert.equal(sent.length, 1);
+    // c answers: b heard from it.
+    deliveries[RETRIES + 1].resolve({ ok: true, type: "token", duplicate: false });
+    await eventually("the suspicion is cleared", () => service.suspicions().length === 0, 2_000);
+    assert.deepEqual(repairLines(log).map((l) => [l.event, l.suspect]), [["ringSuspected", "c"], ["ringSuspicionCleared", "c"]]);
+  });
+});
+
+test("repair wiring: without a repair link (the simulator's case) failed hand-offs suspect nobody", { timeout: 10_000 }, async () => {
+  await withService(false, async ({ deliveries, sent, log, service }) => {
+    for (let n = 1; n <= RETRIES + 1; n++) await fail(deliveries, n);
+    await eventually("the link tries again", () => deliveries.length >= RETRIES + 2, 2_000);
+    assert.deepEqual(sent, []);
+    assert.deepEqual(service.suspicions(), []);
+    assert.deepEqual(repairLines(log), []);
+  });
+});
