@@ -23,10 +23,8 @@ import {
   type ViewHardState,
   type ViewMessage,
 } from "../lib/core/ring/view.ts";
-import { readdirSync, readFileSync } from "node:fs";
 import { Prng } from "../lib/core/prng.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { scanCoreSource } from "./core_purity_test.ts";
 
 const S = DEFAULT_SETTINGS;
 const TICK_MS = 10;
@@ -822,11 +820,3 @@ test("view: seeded random runs with delays, drops, cuts, crashes and clock rates
   assert.ok(leaseEpochs > 60, `epochs with a lease: ${leaseEpochs}`);
 });
 
-// ---- purity ----------------------------------------------------------------------------------
-
-test("lib/core/ring is pure too (tests/core_purity_test.ts scans only the top of lib/core)", () => {
-  const dir = new URL("../lib/core/ring/", import.meta.url).pathname;
-  const files = readdirSync(dir).filter((f) => f.endsWith(".ts"));
-  assert.deepEqual(files.sort(), ["decide.ts", "token_lease.ts", "view.ts", "view_wire.ts"]);
-  assert.deepEqual(files.flatMap((f) => scanCoreSource(`${dir}${f}`, readFileSync(`${dir}${f}`, "utf8"))), []);
-});
