@@ -506,3 +506,32 @@ test("bug: the API takes a leave by the holder's session whatever its token → 
     }, LOCK_ONLY, 300, CHECKERS);
   expectCaught("leave without the token check", found, CHECKERS);
 });
+
+// ---- the majority lease (issue 10) -------------------------------------------------------------
+
+test("bug: the primary serves on the arbiter's lease alone (the backup's promise ignored) → failover.serves-through-one-fault", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.serves-through-one-fault"];
+  // The lease as before issue 10: an arbiter fault stops the service.
+  const found = huntInjected(replica, "leaseUntilMs", () =>
+    function (this: Proto) {
+      return this.arbiterLeaseUntilMs;
+    }, { kinds: ["failover"] }, 100, CHECKERS);
+  expectCaught("lease from the arbiter only", found, CHECKERS);
+});
+
+test("bug: overlapping renewals: an 'alone' answer is taken while a newer report said 'in sync' → the primary commits alone", { timeout: 180_000 }, () => {
+  const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives"];
+  // onRenewAnswer without the guard: a late "alone" answer lets the primary commit without the
+  // backup while the arbiter's newest record says the backup is in sync (it may be promoted).
+  const found = huntInjected(replica, "onRenewAnswer", (original) =>
+    function (this: Proto, request: Proto, reply: Proto) {
+      const saved = this.inSyncReportSeq;
+      this.inSyncReportSeq = 0;
+      try {
+        return original.call(this, request, reply);
+      } finally {
+        this.inSyncReportSeq = saved;
+      }
+    }, { kinds: ["failover"], faultOverrides: ["+fo-arbiter-crash", "+fo-pause", "+fo-cut"] }, 400, CHECKERS);
+  expectCaught("stale 'alone' answer taken", found, CHECKERS);
+});
