@@ -169,9 +169,9 @@ test("chaos checker: no grant after the final heal is a liveness violation", () 
 });
 
 test("chaos checker: a single fault during which no lock was granted for longer than its bound is a grant-gap violation", () => {
-  // An arbiter down from 100 to 2,000 ms; grants every 50 ms except a 1.5 s hole after the kill.
+  // An arbiter down from 100 to 2,000 ms; the probe granted every 50 ms except a 1.5 s hole after the kill.
   const grantsEvery = (fromMs: number, toMs: number): Line[] =>
-    Array.from({ length: Math.floor((toMs - fromMs) / 50) }, (_, i): Line => ["ok", "acquire", "c9", fromMs + i * 50, fromMs + i * 50 + 1, { lock: "g", token: 1_000 + fromMs + i }]);
+    Array.from({ length: Math.floor((toMs - fromMs) / 50) }, (_, i): Line => ["ok", "probe", "probe", fromMs + i * 50, fromMs + i * 50 + 1, { lock: "probe", token: 1_000 + fromMs + i }]);
   const killArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill", node: "a1", step: "kill-arbiter" }];
   const gapless = checkHistory(history([killArbiter, ...grantsEvery(0, 4_000)]));
   assert.deepEqual(gapless.violations.map((v) => v.rule).filter((r) => r === "grant-gap"), []);

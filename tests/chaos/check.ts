@@ -17,9 +17,11 @@
  *   (plus at most the increments whose outcome is unknown).
  * - liveness: after the final heal, every lock and every ring node granted once.
  * - grant-gap: while a single fault of the lock track lasts (and for GAP_HEAL_MS after its heal),
- *   the clients are never without a grant for longer than the fault kind's bound
- *   (GRANT_GAP_MAX_MS): the lock service survives any one fault. The report prints, per fault
- *   kind, how long granting stopped (median and max of each fault's longest gap).
+ *   the availability probe (a try-lock of a lock of its own, every 50 ms) is never without a
+ *   grant for longer than the fault kind's bound (GRANT_GAP_MAX_MS): the lock service survives
+ *   any one fault. The report prints, per fault kind, how long granting stopped (median and max
+ *   of each fault's longest gap). The workload's own grants are no measure: contention alone
+ *   leaves seconds between them.
  */
 import process from "node:process";
 import { type HistoryRecord, type OpName, readHistory } from "./history.ts";
@@ -27,9 +29,9 @@ import { type HistoryRecord, type OpName, readHistory } from "./history.ts";
 export type Rule = "token-order" | "mutex" | "resource" | "ring-counter" | "liveness" | "grant-gap" | "history";
 
 /**
- * Longest time without any lock grant owed under one fault of each lock-track step kind. An
- * arbiter fault must not be seen by clients at all: its bound is the workload's own longest
- * pause between grants with margin. A server fault costs at most a takeover: the arbiter's
+ * Longest time without a grant to the probe owed under one fault of each lock-track step kind. An
+ * arbiter fault must not be seen by clients at all: its bound is a few probes with margin for a
+ * loaded 2-core machine. A server fault costs at most a takeover: the arbiter's
  * lease and the backup's promise (500 ms each, concurrent), the claim, the clients' failover
  * backoff (25 → 250 ms) and their retry, with margin for a loaded 2-core machine.
  * "double" steps (the arbiter and a lock server together) owe safety only.
@@ -267,7 +269,7 @@ export function checkOps(ops: Op[]): CheckResult {
 
 export interface GrantGap {
   fault: Op;
-  /** Longest stretch without a lock grant from the fault to GAP_HEAL_MS after its heal. */
+  /** Longest stretch without a probe grant from the fault to GAP_HEAL_MS after its heal. */
   gapMs: number;
   /** The owed bound, when the fault's step kind owes liveness. */
   boundMs?: number;
@@ -275,11 +277,11 @@ export interface GrantGap {
 
 /**
  * For every healed fault of the lock track (p1, b1, a1): the longest time in its window in which
- * no client was granted a lock. The window ends early where the clients stopped asking.
+ * the probe was not granted. The window ends early where the probe stopped asking.
  */
 export function grantGaps(ops: Op[]): GrantGap[] {
-  const grants = ops.filter((o) => o.op === "acquire" && o.type === "ok").map((o) => o.end).sort((a, b) => a - b);
-  const asks = ops.filter((o) => o.op === "acquire").map((o) => o.start);
+  const grants = ops.filter((o) => o.op === "probe" && o.type === "ok").map((o) => o.end).sort((a, b) => a - b);
+  const asks = ops.filter((o) => o.op === "probe").map((o) => o.start);
   const lastAskMs = asks.length ? Math.max(...asks) : Number.NEGATIVE_INFINITY;
   const gaps: GrantGap[] = [];
   for (const fault of ops) {
@@ -363,7 +365,7 @@ export function checkFile(file: string, print: (line: string) => void = (l) => p
   print(`check: ${records.length} records; ${stats}`);
   const report = gapReport(pairOps(records));
   if (report.length > 0) {
-    print("grant gaps per fault kind (longest time without a lock grant, fault to heal + 1 s):");
+    print("grant gaps per fault kind (longest time the probe was not granted, fault to heal + 1 s):");
     for (const row of report) {
       const owed = row.boundMs === undefined ? "safety only" : `owed ≤ ${row.boundMs} ms`;
       print(`  ${row.step.padEnd(14)} ${String(row.faults).padStart(3)} faults  median ${String(Math.round(row.medianMs)).padStart(5)} ms  max ${String(Math.round(row.maxMs)).padStart(5)} ms  (${owed})`);

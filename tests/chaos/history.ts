@@ -24,6 +24,7 @@ export type RecordType = "invoke" | "ok" | "fail" | "info";
  * - fault: the nemesis (`client` "nemesis"); `fault` names the kind, `node` the target.
  * - final: after the run, the resource's counter (`lock`) or a ring node's counter (`node`).
  * - liveness: after the final heal, one grant per lock and per ring node must succeed.
+ * - probe: the availability probe's try-lock of its own lock (ok: granted, with `token`).
  */
 export type OpName =
   | "acquire"
@@ -38,7 +39,8 @@ export type OpName =
   | "ring-put"
   | "fault"
   | "final"
-  | "liveness";
+  | "liveness"
+  | "probe";
 
 export interface HistoryRecord {
   id: number;

@@ -23,7 +23,7 @@ import { checkFile } from "./check.ts";
 import { describeStep, makeSchedule, runTrack } from "./faults.ts";
 import { HistoryWriter } from "./history.ts";
 import { chooseBinary, getJson, type NodeId, RING_NODES, Supervisor } from "./supervisor.ts";
-import { GuardedCounters, lockWorker, ringWorker, type WorkloadContext } from "./workload.ts";
+import { GuardedCounters, lockWorker, probeWorker, ringWorker, type WorkloadContext } from "./workload.ts";
 
 const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--lock-clients N] [--ring-clients N] [--locks N]
   --seed N          picks the fault schedule (default: random; printed on line 1)
@@ -139,6 +139,8 @@ const workers: Promise<number>[] = [];
 for (let i = 0; i < flags.lockClients; i++) {
   workers.push(lockWorker({ ...ctx, prng: prng.fork(`c${i}`) }, { client: `c${i}`, servers, locks, counters }));
 }
+// The availability probe: how long the service could not grant under each fault (check.ts).
+workers.push(probeWorker(ctx, { servers }));
 for (let i = 0; i < flags.ringClients; i++) {
   const node = RING_NODES[i % RING_NODES.length];
   workers.push(ringWorker({ ...ctx, prng: prng.fork(`q${i}`) }, { client: `q${i}`, node, server: supervisor.url(node) }));

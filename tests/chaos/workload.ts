@@ -135,6 +135,33 @@ export async function lockWorker(ctx: WorkloadContext, options: LockWorkerOption
   return writes;
 }
 
+/**
+ * The availability probe: a try-lock of its own lock (nobody else takes it), released at once,
+ * every PROBE_PAUSE_MS. Its grants measure how long the service could not grant under each fault,
+ * whatever the contention on the workload's locks (the checker's grant-gap rule reads them).
+ */
+export async function probeWorker(ctx: WorkloadContext, options: { servers: string[] }): Promise<number> {
+  const client = connect({ servers: options.servers, requestTimeoutMs: 1_000, failoverTimeoutMs: 4_000 });
+  let granted = 0;
+  for (let op = 0; op < OPS_PER_CLIENT_MAX && !ctx.stopped(); op++) {
+    const done = ctx.history.invoke({ op: "probe", client: "probe", lock: PROBE_LOCK });
+    try {
+      const handle = await client.lock(PROBE_LOCK, { ttlMs: 3_000, waitMs: 0 });
+      done("ok", { token: handle.token });
+      granted += 1;
+      await handle.release().catch(() => {});
+    } catch (error) {
+      done(acquireOutcome(error), { error: errorText(error) });
+    }
+    await sleep(PROBE_PAUSE_MS);
+  }
+  return granted;
+}
+
+/** The probe's own lock, and its pause between two probes. */
+export const PROBE_LOCK = "probe";
+const PROBE_PAUSE_MS = 50;
+
 /** read → hold → write under the token; true when the write was acknowledged. */
 async function guardedIncrement(
   ctx: WorkloadContext,
