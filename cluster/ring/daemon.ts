@@ -4,7 +4,6 @@
  * nodes in the file.
  */
 import { randomBytes } from "node:crypto";
-import process from "node:process";
 import { RingNode } from "../../lib/core/ring/ring_node.ts";
 import { monotonicClock } from "../clock.ts";
 import { type ClusterConfig, type NodeConfig, nodeUrl } from "../config.ts";
@@ -17,6 +16,7 @@ import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
 import { FORMAT_VERSION, RingStorage } from "./storage.ts";
 import { RepairChannel } from "./udp.ts";
+import { failStopProcess } from "../fail_stop.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
@@ -68,10 +68,9 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     storage,
     peers,
     repairLink: channel,
-    onFatal: (error) => {
-      log.event("fatal", { message: error.message });
-      process.exit(1);
-    },
+    // A step's state that did not reach the disk (or a broken invariant): fail-stop, never go on
+    // from memory; a restart reads what is on disk and catches up from a peer.
+    onFatal: (error) => failStopProcess(log, "ring state could not be stored", { message: error.message }),
   });
   self.service = service;
   const byId = new Map(ringNodes.map((n) => [n.id, nodeUrl(n)]));
