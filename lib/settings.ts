@@ -16,6 +16,7 @@ export const DEFAULT_SETTINGS = {
   lockNameLengthMax: 256, // bytes of a lock name ([A-Za-z0-9._:/-])
   lockDelayMaxMs: 60_000, // upper bound of a lock's delay after its holder died (Chubby: 1 min)
   waitMaxMs: 3_600_000, // longest `waitMs` an enter may ask for
+  leftCallsPerSessionMax: 32, // call ids of left enters a session remembers, so a late duplicate of one grants nothing
 
   // HTTP.
   longPollMaxMs: 5_000, // a waiting enter is answered after at most this; the client asks again

@@ -10,6 +10,7 @@ import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers, type Timers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { CALL_ID_LENGTH_MAX } from "../lib/core/lock/lock_table.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { createArbiterApp } from "../cluster/arbiter/server.ts";
 import superjson from "superjson";
@@ -136,6 +137,26 @@ test("lock API: try-lock on a held lock answers not granted with the position", 
   assert.equal(state(), before);
 });
 
+test("lock API: an enter whose callId was left answers not granted with callLeft and changes nothing (finding 12)", async () => {
+  const { call, state } = setup();
+  const session = await openSession(call);
+  const first = await call("POST", "/v1/enter", { name: "L", session, callId: "call-1" });
+  assert.equal(first.body.granted, true);
+  const retried = await call("POST", "/v1/enter", { name: "L", session, callId: "call-1" });
+  assert.equal(retried.body.token, first.body.token, "a retry of the call while it holds gets the same grant");
+  await call("POST", "/v1/leave", { name: "L", session, token: first.body.token });
+  const before = state();
+  const late = await call("POST", "/v1/enter", { name: "L", session, callId: "call-1", waitMs: 10_000 });
+  assert.deepEqual(late, { status: 200, body: { granted: false, waiting: false, name: "L", position: 0, callLeft: true } });
+  assert.equal(state(), before, "the late copy of the left call granted nothing");
+  // A new call of the same session, and an old client that sends no callId, are granted.
+  const next = await call("POST", "/v1/enter", { name: "L", session, callId: "call-2" });
+  assert.equal(next.body.token, first.body.token + 1);
+  await call("POST", "/v1/leave", { name: "L", session, token: next.body.token });
+  const old = await call("POST", "/v1/enter", { name: "L", session });
+  assert.equal(old.body.token, next.body.token + 1);
+});
+
 interface ErrorCase {
   name: string;
   method: string;
@@ -154,6 +175,8 @@ const ERROR_CASES: ErrorCase[] = [
   { name: "unknown field", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "L", session: s, wait: 5 }), status: 400, code: "bad_request" },
   { name: "bad mode", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "L", session: s, mode: "x" }), status: 400, code: "bad_request" },
   { name: "bad lock name", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "a b", session: s }), status: 400, code: "bad_request" },
+  { name: "ill-typed callId", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "L", session: s, callId: 7 }), status: 400, code: "bad_request" },
+  { name: "callId too long", method: "POST", path: () => "/v1/enter", body: (s) => ({ name: "M", session: s, callId: "x".repeat(CALL_ID_LENGTH_MAX + 1) }), status: 400, code: "bad_request" },
   { name: "TTL out of bounds", method: "POST", path: () => "/v1/sessions", body: () => ({ ttlMs: 1 }), status: 400, code: "bad_request" },
   { name: "oversized body", method: "POST", path: () => "/v1/enter", raw: JSON.stringify({ name: "L", pad: "x".repeat(2_000) }), status: 413, code: "body_too_large" },
   { name: "unknown session on enter", method: "POST", path: () => "/v1/enter", body: () => ({ name: "L", session: "nope" }), status: 404, code: "session_not_found" },

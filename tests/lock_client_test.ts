@@ -182,6 +182,28 @@ test("client ports: a leave retried after a timeout and a 'not primary' answer k
   assert.ok(calls.every((c) => c.body?.token === 7 && c.body?.session === "s1"));
 });
 
+test("client ports: every round and retry of one enter call carries the same callId; the next call a new one (finding 12)", async () => {
+  let enters = 0;
+  const { client, calls, advance } = handDriven(["http://a"], (call) => {
+    enters += 1;
+    // The first try's answer is lost (a retry follows), the second long-polls, the third grants.
+    if (enters === 1) return "hang";
+    if (enters === 2) return { status: 200, body: { granted: false, waiting: true, name: "L", position: 1 } };
+    return { status: 200, body: { granted: true, name: "L", session: call.body?.session, token: enters, mode: "exclusive" } };
+  }, { failoverTimeoutMs: 5_000 });
+  const first = client.enter("L", { session: "s1", waitMs: 1_000 });
+  await advance(1_100); // the first try times out after requestTimeoutMs + the wait it asked
+  await advance(25);
+  assert.equal((await first).granted, true);
+  assert.equal(calls.length, 3, "a lost answer, a long-poll round, the grant");
+  const firstIds = new Set(calls.map((c) => c.body?.callId));
+  assert.equal(firstIds.size, 1, `one callId for the call: ${[...firstIds].join(", ")}`);
+  assert.equal(typeof [...firstIds][0], "string");
+  await client.enter("L", { session: "s1", waitMs: 0 });
+  assert.equal(calls.length, 4);
+  assert.ok(!firstIds.has(calls[3].body?.callId), "a new call, a new callId");
+});
+
 test("client ports: the lease counts from the send time of the open; keepalives every TTL/3; lost one TTL after the last acknowledged one", async () => {
   let keepalivesAnswered = 1;
   const { client, calls, advance } = handDriven(["http://a"], (call) => {

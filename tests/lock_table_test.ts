@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type Command, type Effect, LockTable, type Output } from "../lib/core/lock/lock_table.ts";
+import { CALL_ID_LENGTH_MAX, type Command, type Effect, LockTable, type Output } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 const LIMITS = {
@@ -17,6 +17,7 @@ const LIMITS = {
   lockNameLengthMax: 16,
   lockDelayMaxMs: 5_000,
   waitMaxMs: 60_000,
+  leftCallsPerSessionMax: 2,
 };
 
 /** A table plus shorthands; sessions are named a, b, c… in the order they are opened. */
@@ -36,7 +37,7 @@ class Script {
     assert.ok(out.result.ok && out.result.type === "session", JSON.stringify(out.result));
     return out.result.session;
   }
-  enter(session: string, name = "L", options: { mode?: "exclusive" | "shared"; waitMs?: number; lockDelayMs?: number } = {}) {
+  enter(session: string, name = "L", options: { mode?: "exclusive" | "shared"; waitMs?: number; lockDelayMs?: number; callId?: string } = {}) {
     return this.run({
       type: "enter",
       name,
@@ -44,6 +45,7 @@ class Script {
       mode: options.mode ?? "exclusive",
       waitMs: options.waitMs ?? 10_000,
       lockDelayMs: options.lockDelayMs ?? 0,
+      ...(options.callId === undefined ? {} : { callId: options.callId }),
     }).result;
   }
   leave(session: string, token?: number, name = "L") {
@@ -403,6 +405,92 @@ const CASES: Case[] = [
       assert.deepEqual(replayed, original);
       assert.deepEqual(copy.apply({ type: "tick" }, 1_500), s.tick(1_500));
       assert.deepEqual(copy.snapshot(), s.table.snapshot());
+    },
+  },
+  {
+    name: "left call: an enter of a call its session already left changes nothing (a late duplicate, finding 12)",
+    run(s) {
+      const [a, b] = [s.open(), s.open()];
+      const token = granted(s.enter(a, "L", { callId: "k1" }));
+      assert.equal(granted(s.enter(a, "L", { callId: "k1" })), token, "a retry while the call holds gets its grant");
+      s.leave(a, token);
+      const before = s.table.snapshot();
+      const late = s.run({ type: "enter", name: "L", session: a, mode: "exclusive", waitMs: 10_000, lockDelayMs: 0, callId: "k1" });
+      assert.deepEqual(late, { result: { ok: true, type: "notGranted", name: "L", position: 0, callLeft: true }, effects: [] });
+      assert.deepEqual(s.table.snapshot(), before, "no grant, no queue entry, no token used");
+      // The lock is free for the next caller, who gets the next token.
+      assert.equal(granted(s.enter(b, "L", { callId: "k9" })), token + 1);
+    },
+  },
+  {
+    name: "left call: also while the session holds the lock again by a newer call, and after a withdrawal",
+    run(s) {
+      const [a, b] = [s.open(), s.open()];
+      s.leave(a, granted(s.enter(a, "L", { callId: "k1" })));
+      const token2 = granted(s.enter(a, "L", { callId: "k2" }));
+      assert.ok(token2 > 0, "a new call of the same session is granted");
+      assert.deepEqual(s.enter(a, "L", { callId: "k1" }), { ok: true, type: "notGranted", name: "L", position: 0, callLeft: true });
+      assert.equal(s.tokenOf(a), token2, "the newer call keeps its grant");
+      // A waiter that withdraws (leave without a token) leaves its call too.
+      assert.equal(s.enter(b, "L", { callId: "w1" }).ok, true);
+      assert.deepEqual(s.queue(), [b]);
+      s.leave(b);
+      assert.deepEqual(s.enter(b, "L", { callId: "w1" }), { ok: true, type: "notGranted", name: "L", position: 0, callLeft: true });
+      assert.deepEqual(s.queue(), [], "the late copy did not queue again");
+    },
+  },
+  {
+    name: "left call: an enter without a callId keeps the old behaviour (granted again after the leave)",
+    run(s) {
+      const a = s.open();
+      const token = granted(s.enter(a));
+      s.leave(a, token);
+      assert.equal(granted(s.enter(a)), token + 1);
+    },
+  },
+  {
+    name: "limit: a session remembers its last leftCallsPerSessionMax left calls, the oldest forgotten first",
+    run(s) {
+      const a = s.open();
+      for (const callId of ["k1", "k2", "k3"]) s.leave(a, granted(s.enter(a, "L", { callId })));
+      assert.deepEqual(s.table.sessions.get(a)?.leftCalls, ["k2", "k3"]);
+      const refused = { ok: true, type: "notGranted", name: "L", position: 0, callLeft: true };
+      assert.deepEqual(s.enter(a, "L", { callId: "k3" }), refused);
+      assert.deepEqual(s.enter(a, "L", { callId: "k2" }), refused);
+      granted(s.enter(a, "L", { callId: "k1" })); // beyond the limit: forgotten
+    },
+  },
+  {
+    name: "limit: callId length",
+    run(s) {
+      const a = s.open();
+      assert.equal(errorCode(s.enter(a, "L", { callId: "x".repeat(CALL_ID_LENGTH_MAX + 1) })), "bad_request");
+      assert.equal(errorCode(s.enter(a, "L", { callId: "" })), "bad_request");
+      granted(s.enter(a, "L", { callId: "x".repeat(CALL_ID_LENGTH_MAX) }));
+    },
+  },
+  {
+    name: "snapshot round trip: call ids of holders and waiters and the left calls come back (backup and takeover agree)",
+    run(s) {
+      const [a, b] = [s.open(), s.open()];
+      s.leave(a, granted(s.enter(a, "L", { callId: "k1" })));
+      granted(s.enter(a, "L", { callId: "k2" }));
+      s.enter(b, "L", { callId: "w1" });
+      const snapshot = s.table.snapshot();
+      assert.deepEqual(snapshot.sessions.find((x) => x.id === a)?.leftCalls, ["k1"]);
+      const copy = LockTable.fromSnapshot(snapshot, LIMITS);
+      assert.deepEqual(copy.snapshot(), snapshot);
+      // Both refuse the left call, then agree on the leave of k2 and the late k2 after it.
+      const late = { type: "enter", name: "L", session: a, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "k1" } as const;
+      assert.deepEqual(copy.apply(late, 10), s.run(late, 10));
+      const leave = { type: "leave", name: "L", session: a, token: s.tokenOf(a) } as const;
+      assert.deepEqual(copy.apply(leave, 20), s.run(leave, 20));
+      const lateK2 = { ...late, callId: "k2" };
+      assert.deepEqual(copy.apply(lateK2, 30), s.run(lateK2, 30));
+      assert.deepEqual(copy.snapshot(), s.table.snapshot());
+      // A snapshot from before call ids (no leftCalls) still loads.
+      const old = { ...snapshot, sessions: snapshot.sessions.map(({ leftCalls: _l, ...rest }) => rest) };
+      assert.deepEqual(LockTable.fromSnapshot(old, LIMITS).sessions.get(a)?.leftCalls, []);
     },
   },
   {

@@ -8,7 +8,7 @@ import type { ClientAnswer, PeerMessage } from "../../lib/core/lock/lock_replica
 import type { Command } from "../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../lib/settings.ts";
 import { errorOf, errorResponse, field, installErrorHandlers, onlyFields, parseJsonObject, readBodyText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
-import type { LockService, StatusView } from "./service.ts";
+import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 
@@ -93,20 +93,26 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
     },
     {
       // mutex_enter (LockService.enter: grant now, long-poll, or not granted); waitMs = 0 is a try-lock.
+      // callId (optional) names the client's call, so an enter arriving after its leave grants nothing.
       method: "POST",
       path: "/v1/enter",
-      fields: ["name", "session", "mode", "waitMs", "lockDelayMs"],
+      fields: ["name", "session", "mode", "waitMs", "lockDelayMs", "callId"],
       handle(_params, input, done) {
         const name = field.string(input, "name");
         const session = field.string(input, "session");
         const mode = field.oneOf(input, "mode", ["exclusive", "shared"] as const, "exclusive");
         const waitMs = field.integer(input, "waitMs", 0);
         const lockDelayMs = field.integer(input, "lockDelayMs", 0);
-        service.enterThen({ type: "enter", name, session, mode, waitMs, lockDelayMs }, (answer) =>
+        const callId = field.optionalString(input, "callId");
+        const command: EnterCommand = { type: "enter", name, session, mode, waitMs, lockDelayMs };
+        if (callId !== undefined) command.callId = callId;
+        service.enterThen(command, (answer) =>
           done(answerOf(() => {
             const result = unwrap(answer);
             if (result.type === "granted") return ok({ granted: true, ...result.grant });
-            if (result.type === "notGranted") return ok({ granted: false, waiting: false, name, position: result.position });
+            if (result.type === "notGranted") {
+              return ok({ granted: false, waiting: false, name, position: result.position, ...(result.callLeft ? { callLeft: true } : {}) });
+            }
             if (result.type === "waiting") return ok({ granted: false, waiting: true, name, position: result.position });
             return unexpected(result);
           }, options)));

@@ -189,6 +189,9 @@ export class LockClient {
 
   enterThen(name: string, options: EnterOptions, done: Done<EnterResult>): void {
     const deadlineMs = this.clock.nowMs() + (options.waitMs ?? 0);
+    // One id for the whole call (every round and retry): once the call's grant or wait is left,
+    // a late copy of any of its requests grants nothing (docs/http-api.md, `callId`).
+    const callId = this.newRequestId();
     let round = 0;
     const ask = (): void => {
       if (round++ >= ENTER_ROUNDS_MAX) return done(failed(new MutexdError("internal", "enter: too many rounds")));
@@ -200,6 +203,7 @@ export class LockClient {
         mode: options.mode ?? "exclusive",
         waitMs: chunkMs,
         lockDelayMs: options.lockDelayMs ?? 0,
+        callId,
       };
       this.requestThen<EnterAnswer>("POST", "/v1/enter", body, Math.min(chunkMs, this.longPollMs), (outcome) => {
         if (!outcome.ok) return done(outcome);

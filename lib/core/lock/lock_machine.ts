@@ -28,7 +28,11 @@ export interface LockMachineSnapshot {
   answered: Array<[string, Output["result"]]>;
 }
 
-/** Commands whose retry must not apply twice; enter and keepalive are idempotent by themselves. */
+/**
+ * Commands whose retry must not apply twice. Keepalive is idempotent by itself; so is enter while
+ * its call is in progress (a holder gets its grant, a waiter keeps its place), and after the
+ * call's leave the table refuses it by its `callId` (LockTable, finding 12).
+ */
 const REMEMBERED = new Set<Command["type"]>(["openSession", "closeSession", "leave"]);
 
 export class LockMachine {

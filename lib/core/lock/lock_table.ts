@@ -11,6 +11,11 @@
  * - A session whose keepalives stop for its TTL is dead: its locks pass to the next live waiter,
  *   its queued requests are dropped. A waiter's session is checked alive at its grant.
  * - A lock freed by expiry (not by leave) is not granted again before its holder's lock-delay.
+ * - An enter may carry a call id, one per client call (the same on every long-poll round and
+ *   retry of that call). A leave of the call's grant or wait records the id on the session (the
+ *   last `leftCallsPerSessionMax`), and an enter of a recorded call changes nothing: a duplicate
+ *   or a late retry that arrives after its own leave must not grant again to a session that
+ *   believes it left (docs/simulator.md, finding 12).
  */
 import { assert, assertNever } from "../assert.ts";
 import type { ApiError, ErrorCode } from "../../wire/errors.ts";
@@ -25,6 +30,8 @@ export interface Session {
   expiresAtMs: number;
   /** Names of the locks this session holds or waits for (an index, kept in step with locks). */
   locks: Set<string>;
+  /** Call ids of enters this session left, oldest first, at most `leftCallsPerSessionMax`. */
+  leftCalls: string[];
 }
 
 export interface Holder {
@@ -33,6 +40,8 @@ export interface Holder {
   mode: Mode;
   sinceMs: number;
   lockDelayMs: number;
+  /** The call id of the enter that was granted (absent for clients that send none). */
+  callId?: string;
 }
 
 export interface Waiter {
@@ -42,6 +51,8 @@ export interface Waiter {
   /** The waiter leaves the queue at this time unless it asks again (the client's long-poll). */
   deadlineMs: number;
   lockDelayMs: number;
+  /** The call id of the enter that queued (absent for clients that send none). */
+  callId?: string;
 }
 
 export interface LockState {
@@ -56,7 +67,7 @@ export type Command =
   | { type: "openSession"; ttlMs: number }
   | { type: "keepAlive"; session: string }
   | { type: "closeSession"; session: string }
-  | { type: "enter"; name: string; session: string; mode: Mode; waitMs: number; lockDelayMs: number }
+  | { type: "enter"; name: string; session: string; mode: Mode; waitMs: number; lockDelayMs: number; callId?: string }
   | { type: "leave"; name: string; session: string; token?: number }
   | { type: "tick" }
   /** A new primary took over: every session and wait restarts its full TTL (Chubby, etcd, Consul). */
@@ -74,7 +85,8 @@ export type Result =
   | { ok: true; type: "closed"; session: string; released: string[] }
   | { ok: true; type: "granted"; grant: Grant }
   | { ok: true; type: "waiting"; name: string; position: number }
-  | { ok: true; type: "notGranted"; name: string; position: number }
+  /** `callLeft`: the enter's call was already left; it changed nothing (position 0). */
+  | { ok: true; type: "notGranted"; name: string; position: number; callLeft?: true }
   | { ok: true; type: "left"; name: string; wasHolder: boolean }
   | { ok: true; type: "ticked" }
   | { ok: true; type: "leasesRestarted"; sessions: number }
@@ -107,7 +119,11 @@ export type LockTableLimits = Pick<
   | "lockNameLengthMax"
   | "lockDelayMaxMs"
   | "waitMaxMs"
+  | "leftCallsPerSessionMax"
 >;
+
+/** Longest call id an enter may carry: a UUID is 36; this bounds what a session's record holds. */
+export const CALL_ID_LENGTH_MAX = 128;
 
 export interface LockTableOptions {
   limits: LockTableLimits;
@@ -123,7 +139,7 @@ export interface LockTableSnapshot {
   lastToken: number;
   sessionSeq: number;
   sessionIdPrefix: string;
-  sessions: Array<Omit<Session, "locks">>;
+  sessions: Array<Omit<Session, "locks" | "leftCalls"> & { leftCalls?: string[] }>;
   locks: LockState[];
 }
 
@@ -213,6 +229,7 @@ export class LockTable {
       createdAtMs: this.nowMs,
       expiresAtMs: this.nowMs + ttlMs,
       locks: new Set(),
+      leftCalls: [],
     };
     this.sessions.set(id, session);
     this.noteDue(session.expiresAtMs);
@@ -257,7 +274,7 @@ export class LockTable {
   }
 
   private enter(command: Extract<Command, { type: "enter" }>, effects: Effect[]): Output {
-    const { name, mode, waitMs, lockDelayMs } = command;
+    const { name, mode, waitMs, lockDelayMs, callId } = command;
     const limits = this.options.limits;
     const nameProblem = this.checkName(name);
     if (nameProblem) return fail("bad_request", nameProblem);
@@ -268,14 +285,24 @@ export class LockTable {
     if (!Number.isSafeInteger(lockDelayMs) || lockDelayMs < 0 || lockDelayMs > limits.lockDelayMaxMs) {
       return fail("bad_request", `lockDelayMs must be an integer within 0..${limits.lockDelayMaxMs}`);
     }
+    if (callId !== undefined && (typeof callId !== "string" || callId.length === 0 || callId.length > CALL_ID_LENGTH_MAX)) {
+      return fail("bad_request", `callId must be a string of 1..${CALL_ID_LENGTH_MAX} characters`);
+    }
     const session = this.sessions.get(command.session);
     if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
+    if (callId !== undefined && session.leftCalls.includes(callId)) {
+      // A duplicate or late retry of a call the client already left: granting it would give the
+      // session a lock nobody believes it holds.
+      return { result: { ok: true, type: "notGranted", name, position: 0, callLeft: true }, effects: [] };
+    }
 
     const existing = this.locks.get(name);
     const held = existing?.holders.find((h) => h.session === session.id);
     if (held) {
       if (held.mode !== mode) return fail("mode_conflict", `session holds ${name} in ${held.mode} mode`);
-      // Entering a lock the session already holds returns the same grant.
+      // Entering a lock the session already holds returns the same grant, now the newest call's:
+      // its leave is the one that ends the grant.
+      setCallId(held, callId);
       return { result: { ok: true, type: "granted", grant: { name, session: session.id, token: held.token, mode } }, effects: [] };
     }
     const queuedIndex = existing ? existing.queue.findIndex((w) => w.session === session.id) : -1;
@@ -284,6 +311,7 @@ export class LockTable {
       const waiter = existing.queue[queuedIndex];
       if (waiter.mode !== mode) return fail("mode_conflict", `session waits for ${name} in ${waiter.mode} mode`);
       waiter.deadlineMs = this.nowMs + waitMs;
+      setCallId(waiter, callId);
       this.noteDue(waiter.deadlineMs);
       return { result: { ok: true, type: "waiting", name, position: queuedIndex + 1 }, effects: [] };
     }
@@ -293,7 +321,7 @@ export class LockTable {
     const lock = existing ?? { name, holders: [], queue: [], delayUntilMs: 0 };
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
-      const grant = this.grant(lock, session, mode, lockDelayMs);
+      const grant = this.grant(lock, session, mode, lockDelayMs, callId);
       // Every new grant is also an effect, so drivers log and replicas observe all of them alike.
       return { result: { ok: true, type: "granted", grant }, effects: [{ type: "granted", grant }] };
     }
@@ -305,7 +333,9 @@ export class LockTable {
       return fail("limit_reached", `at most ${limits.waitersPerLockMax} waiters on ${name}`);
     }
     if (!existing) this.locks.set(name, lock);
-    lock.queue.push({ session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs });
+    const waiter: Waiter = { session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs };
+    setCallId(waiter, callId);
+    lock.queue.push(waiter);
     session.locks.add(name);
     this.noteDue(this.nowMs + waitMs);
     // Expiry ran first, so everything ahead is live and the request cannot be granted yet; a lock
@@ -332,6 +362,7 @@ export class LockTable {
       }
       lock.holders.splice(holderIndex, 1);
       session.locks.delete(name);
+      this.recordLeft(session, holder.callId);
       effects.push({ type: "released", name, session: session.id, token: holder.token, reason: "leave" });
       this.promote(lock, effects);
       this.forgetIfIdle(lock);
@@ -340,8 +371,9 @@ export class LockTable {
     const waiterIndex = lock.queue.findIndex((w) => w.session === session.id);
     if (waiterIndex >= 0 && command.token === undefined) {
       // A waiter that gives up withdraws its request; those behind it may now be grantable.
-      lock.queue.splice(waiterIndex, 1);
+      const [waiter] = lock.queue.splice(waiterIndex, 1);
       session.locks.delete(name);
+      this.recordLeft(session, waiter.callId);
       effects.push({ type: "waitEnded", name, session: session.id, reason: "withdrawn" });
       this.promote(lock, effects);
       this.forgetIfIdle(lock);
@@ -368,17 +400,19 @@ export class LockTable {
       if (!this.compatible(lock, head.mode)) return;
       lock.queue.shift();
       session.locks.delete(lock.name); // re-added by grant
-      effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs) });
+      effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs, head.callId) });
       if (head.mode === "exclusive") return;
     }
   }
 
-  private grant(lock: LockState, session: Session, mode: Mode, lockDelayMs: number): Grant {
+  private grant(lock: LockState, session: Session, mode: Mode, lockDelayMs: number, callId: string | undefined): Grant {
     assert(this.compatible(lock, mode), `grant of ${lock.name} would break mutual exclusion`);
     assert(this.nowMs >= lock.delayUntilMs, `grant of ${lock.name} inside its lock-delay`);
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
-    lock.holders.push({ session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs });
+    const holder: Holder = { session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs };
+    setCallId(holder, callId);
+    lock.holders.push(holder);
     session.locks.add(lock.name);
     return { name: lock.name, session: session.id, token: this.lastToken, mode };
   }
@@ -450,6 +484,14 @@ export class LockTable {
     return released;
   }
 
+  /** Remembers that the session left `callId`'s call, forgetting the oldest beyond the limit. */
+  private recordLeft(session: Session, callId: string | undefined): void {
+    if (callId === undefined || session.leftCalls.includes(callId)) return;
+    session.leftCalls.push(callId);
+    const max = this.options.limits.leftCallsPerSessionMax;
+    if (session.leftCalls.length > max) session.leftCalls.splice(0, session.leftCalls.length - max);
+  }
+
   private forgetIfIdle(lock: LockState): void {
     if (lock.holders.length === 0 && lock.queue.length === 0 && lock.delayUntilMs <= this.nowMs) {
       this.locks.delete(lock.name);
@@ -475,7 +517,7 @@ export class LockTable {
       lastToken: this.lastToken,
       sessionSeq: this.sessionSeq,
       sessionIdPrefix: this.options.sessionIdPrefix,
-      sessions: [...this.sessions.values()].map(({ locks: _locks, ...rest }) => ({ ...rest })),
+      sessions: [...this.sessions.values()].map(({ locks: _locks, leftCalls, ...rest }) => ({ ...rest, leftCalls: [...leftCalls] })),
       locks: [...this.locks.values()].map((lock) => ({
         name: lock.name,
         holders: lock.holders.map((h) => ({ ...h })),
@@ -491,7 +533,8 @@ export class LockTable {
     table.sessionSeq = snapshot.sessionSeq;
     table.nowMs = snapshot.nowMs;
     table.dueAtMs = Number.NEGATIVE_INFINITY; // recompute on the next command
-    for (const s of snapshot.sessions) table.sessions.set(s.id, { ...s, locks: new Set() });
+    // Snapshots from before call ids have no leftCalls.
+    for (const s of snapshot.sessions) table.sessions.set(s.id, { ...s, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] });
     for (const l of snapshot.locks) {
       const lock: LockState = {
         name: l.name,
@@ -508,4 +551,9 @@ export class LockTable {
     }
     return table;
   }
+}
+
+/** Sets or replaces an entry's call id; an enter without one leaves the field absent (not undefined). */
+function setCallId(entry: Holder | Waiter, callId: string | undefined): void {
+  if (callId !== undefined) entry.callId = callId;
 }

@@ -8,8 +8,8 @@
  * The workload is not polite. A cycle takes one lock and releases it, either
  * - as `client.lock(name)` then `handle.release()` (a session of its own), or
  * - on a session reused over several cycles (`enter`, hold, `leave` with the token), opened
- *   once and closed after a drawn number of cycles or when lost (in the safety phase only,
- *   unless `reuseInHeal`: see LOCK_KIND's reuseInHeal on why).
+ *   once and closed after a drawn number of cycles or when lost (in both phases; with
+ *   `--set lock.reuseInHeal=0` in the safety phase only).
  * Waits are drawn (0 is a try-lock); modes are shared or exclusive; lock-delay as drawn. While it
  * holds a lock on a reused session, the client may send leaves with an OLD token of that lock
  * (stale, sometimes twice: duplicated): the server must refuse them and keep the grant, which

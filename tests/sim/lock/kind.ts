@@ -117,13 +117,11 @@ export const LOCK_KIND: NodeKind = {
       // Sessions: one per lock (1) or reused over up to this many cycles, with stale leaves.
       sessionCyclesMax: prng.pick([1, 5, 30]),
       staleLeaveRate: prng.pick([0, 0.3, 1]),
-      // 1: keep reusing sessions in the heal phase too. Opt-in (--set lock.reuseInHeal=1): a
-      // duplicated or late enter that reaches the server after its leave grants the lock to
-      // the session again, and nobody believes in that grant; a reused session then holds the
-      // lock until it closes, and other clients wait past the liveness bound (docs/simulator.md,
-      // finding 12, tests/sim/replay/1049.json). By default the heal phase closes reused
-      // sessions and takes one session per lock, which closes such a grant with its session.
-      reuseInHeal: 0,
+      // 1: keep reusing sessions in the heal phase too (0: the heal phase closes reused sessions
+      // and takes one session per lock). On since finding 12 was fixed (docs/simulator.md): an
+      // enter that reached the server after its leave used to grant the lock to a reused session
+      // that believed it left, and other clients waited past the liveness bound (seed 1049).
+      reuseInHeal: 1,
     };
   },
 

@@ -14,22 +14,30 @@
  *   belongs to a session of the table, once per lock; the per-session index (`Session.locks`)
  *   names exactly the locks the session holds or waits for; no idle lock is kept; tokens are
  *   unique and at most the table's highest; the limits hold; the due index (`dueAtMs`, which lets
- *   ticks skip the expiry pass) is at most every pending expiry, deadline and lock-delay end; and
- *   a snapshot round-trips (`fromSnapshot(snapshot(t)).snapshot()` equals `snapshot(t)`).
+ *   ticks skip the expiry pass) is at most every pending expiry, deadline and lock-delay end; each
+ *   session's left calls (`leftCalls`) are distinct, at most `leftCallsPerSessionMax`, and no
+ *   holder or waiter of that session carries one of them; call ids are at most
+ *   `CALL_ID_LENGTH_MAX` long; and a snapshot round-trips (`fromSnapshot(snapshot(t)).snapshot()`
+ *   equals `snapshot(t)`).
+ * - `<kind>.left-call` (finding 12): no enter of a call its session already left is granted or
+ *   queued. Computed from the commands alone, not from the table's `callId` and `leftCalls`
+ *   fields (what a bug would get wrong): the call id of each session's last granted or queued
+ *   enter per lock, and the calls whose leave was answered `left`, all of them (a session of the
+ *   workload lives at most 30 cycles, fewer than the table's limit of 32 left calls).
  *
  * How the tables are reached without touching lib/core: the server actor's `started` hook (one
  * per incarnation) is wrapped on the instance; the replica's `machine` field becomes an accessor
  * on that instance, so every table the core installs (a fresh one, a snapshot's) is wrapped as
  * it arrives; each table's `apply` is wrapped on the instance.
  */
-import { LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "../../../lib/core/lock/lock_table.ts";
+import { CALL_ID_LENGTH_MAX, type Command, LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "../../../lib/core/lock/lock_table.ts";
 import type { LockMachine } from "../../../lib/core/lock/lock_machine.ts";
 import type { LockService } from "../../../cluster/lock/service.ts";
 import type { Sim } from "../simulator.ts";
 import type { LockServiceActor } from "./server.ts";
 
 export function tableCheckerNames(kind: string) {
-  return { lockDelay: `${kind}.lock-delay`, structure: `${kind}.table-structure` } as const;
+  return { lockDelay: `${kind}.lock-delay`, structure: `${kind}.table-structure`, leftCall: `${kind}.left-call` } as const;
 }
 
 /** The table's private fields the checks read (not part of its API). */
@@ -50,6 +58,10 @@ interface TableMemory {
   holderDelaysMs: Map<string, number>;
   /** Per lock, the latest-ending lock-delay window. */
   windows: Map<string, DelayWindow>;
+  /** Call id of each session's last granted or queued enter per lock (`lock\0session`). */
+  calls: Map<string, string>;
+  /** Per session, the calls it left and when (table clock); dropped with the session. */
+  leftCalls: Map<string, Map<string, number>>;
 }
 
 /**
@@ -60,6 +72,7 @@ export function watchLockTables(sim: Sim, kind: string, servers: readonly LockSe
   const names = tableCheckerNames(kind);
   sim.checkers.declareHook(names.lockDelay);
   sim.checkers.declareHook(names.structure);
+  sim.checkers.declareHook(names.leftCall);
   const watched = new WeakSet<LockTable>();
 
   const watchTable = (server: LockServiceActor, table: LockTable) => {
@@ -71,6 +84,9 @@ export function watchLockTables(sim: Sim, kind: string, servers: readonly LockSe
       const output = apply(command, nowMs);
       const late = checkLockDelay(table, memory, output);
       if (late) sim.violate(names.lockDelay, `${server.id}: ${late}`);
+      // Before the structure: a grant of a left call also leaves a holder carrying a left call id.
+      const regranted = checkLeftCall(table, memory, command, output);
+      if (regranted) sim.violate(names.leftCall, `${server.id}: ${regranted}`);
       const broken = checkStructure(table);
       if (broken) sim.violate(names.structure, `${server.id} after ${command.type}: ${broken}`);
       return output;
@@ -110,7 +126,7 @@ function holderKey(lock: string, session: string): string {
 
 /** The memory of a table first seen now: its holders, and the lock-delays its state carries. */
 function rememberTable(table: LockTable): TableMemory {
-  const memory: TableMemory = { holderDelaysMs: new Map(), windows: new Map() };
+  const memory: TableMemory = { holderDelaysMs: new Map(), windows: new Map(), calls: new Map(), leftCalls: new Map() };
   for (const lock of table.locks.values()) {
     // A table that arrives with state (a backup's snapshot) carries the primary's windows, which
     // were checked on the primary's table as they opened.
@@ -154,6 +170,35 @@ function checkLockDelay(table: LockTable, memory: TableMemory, output: Output): 
   return problem;
 }
 
+/**
+ * An enter of a call its session left must change nothing; remembers the calls of granted or
+ * queued enters and the calls of answered leaves. A table that arrives with state (a snapshot)
+ * starts with no memory: only what this table applied counts.
+ */
+function checkLeftCall(table: LockTable, memory: TableMemory, command: Command, output: Output): string | undefined {
+  const result = output.result;
+  for (const session of [...memory.leftCalls.keys()]) if (!table.sessions.has(session)) memory.leftCalls.delete(session);
+  if (command.type === "leave" && result.ok && result.type === "left") {
+    const key = holderKey(command.name, command.session);
+    const callId = memory.calls.get(key);
+    memory.calls.delete(key);
+    if (callId === undefined) return undefined;
+    const left = memory.leftCalls.get(command.session) ?? new Map<string, number>();
+    left.set(callId, table.clockMs);
+    memory.leftCalls.set(command.session, left);
+    return undefined;
+  }
+  if (command.type !== "enter" || command.callId === undefined || !result.ok) return undefined;
+  if (result.type !== "granted" && result.type !== "waiting") return undefined;
+  const leftAtMs = memory.leftCalls.get(command.session)?.get(command.callId);
+  if (leftAtMs !== undefined) {
+    return `enter of ${command.name} by ${command.session} for call ${command.callId}, which it left at ${leftAtMs}ms, ` +
+      `answered ${result.type === "granted" ? `granted (token ${result.grant.token})` : "waiting (queued again)"} at ${table.clockMs}ms`;
+  }
+  memory.calls.set(holderKey(command.name, command.session), command.callId);
+  return undefined;
+}
+
 /** The first broken structural rule of `table` right after a command, or undefined. */
 export function checkStructure(table: LockTable): string | undefined {
   const internals = table as unknown as TableInternals;
@@ -165,6 +210,11 @@ export function checkStructure(table: LockTable): string | undefined {
   for (const [id, session] of table.sessions) {
     if (id !== session.id) return `session ${session.id} filed under ${id}`;
     if (session.expiresAtMs <= nowMs) return `session ${id} expired at ${session.expiresAtMs}ms is still in the table at ${nowMs}ms`;
+    if (session.leftCalls.length > limits.leftCallsPerSessionMax) {
+      return `session ${id} remembers ${session.leftCalls.length} left calls > leftCallsPerSessionMax ${limits.leftCallsPerSessionMax}`;
+    }
+    if (new Set(session.leftCalls).size !== session.leftCalls.length) return `session ${id} remembers a left call twice`;
+    if (session.leftCalls.some((callId) => callId.length > CALL_ID_LENGTH_MAX)) return `session ${id} remembers a call id longer than ${CALL_ID_LENGTH_MAX}`;
     dueMs = Math.min(dueMs, session.expiresAtMs);
   }
   const tokens = new Set<number>();
@@ -183,6 +233,10 @@ export function checkStructure(table: LockTable): string | undefined {
       names.add(name);
       expected.set(entry.session, names);
       if (!table.sessions.get(entry.session)!.locks.has(name)) return `${role} ${entry.session} of ${name}: its session's index lacks ${name}`;
+      if (entry.callId !== undefined && table.sessions.get(entry.session)!.leftCalls.includes(entry.callId)) {
+        return `${role} ${entry.session} of ${name} carries call ${entry.callId}, which its session left`;
+      }
+      if (entry.callId !== undefined && entry.callId.length > CALL_ID_LENGTH_MAX) return `${role} ${entry.session} of ${name}: call id longer than ${CALL_ID_LENGTH_MAX}`;
       if ("token" in entry) {
         if (tokens.has(entry.token)) return `token ${entry.token} held twice`;
         if (entry.token > table.highestToken) return `${name} holder token ${entry.token} > highest ${table.highestToken}`;
