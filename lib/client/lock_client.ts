@@ -16,6 +16,7 @@
  * http.ts) that the Promise form wraps.
  */
 import { MutexdError } from "../wire/errors.ts";
+import { DEFAULT_SETTINGS } from "../settings.ts";
 import {
   type ClockPort,
   exchange,
@@ -79,7 +80,7 @@ export type Done<T> = (outcome: Outcome<T>) => void;
  */
 export const WAIT_CHUNK_MS = 60_000;
 /** How long a server may hold a waiting enter when it has not said (its default). */
-const DEFAULT_LONG_POLL_MS = 5_000;
+const DEFAULT_LONG_POLL_MS = DEFAULT_SETTINGS.longPollMaxMs;
 /** LockClient.request's backoff after each round over all servers. */
 const BACKOFF_FIRST_MS = 25;
 const BACKOFF_MAX_MS = 250;
@@ -110,8 +111,8 @@ export class LockClient {
   constructor(options: ConnectOptions) {
     this.servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((s) => s.replace(/\/$/, ""));
     if (this.servers.length === 0) throw new MutexdError("bad_request", "connect: no servers given");
-    this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
-    this.failoverTimeoutMs = options.failoverTimeoutMs ?? 5_000;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_SETTINGS.requestTimeoutMs;
+    this.failoverTimeoutMs = options.failoverTimeoutMs ?? DEFAULT_SETTINGS.failoverTimeoutMs;
     this.clock = options.clock ?? realClock;
     this.timers = options.timers ?? realTimers;
     this.ports = { fetch: options.fetch ?? realFetch, timers: this.timers };

@@ -38,7 +38,7 @@ export const BACKUP_ID = "fb";
 export const ARBITER_ID = "fa";
 const CORE_IDS = [PRIMARY_ID, BACKUP_ID, ARBITER_ID];
 /** The client's failoverTimeoutMs (ConnectOptions default). */
-const CLIENT_FAILOVER_MS = 5_000;
+const CLIENT_FAILOVER_MS = DEFAULT_SETTINGS.failoverTimeoutMs;
 
 /** Time settings of the replication core, scaled together for slow networks. */
 const SCALED: ReadonlyArray<keyof Settings> = [

@@ -20,7 +20,7 @@
  */
 import type { Mode } from "../../../lib/core/lock/lock_table.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
-import type { Settings } from "../../../lib/settings.ts";
+import { DEFAULT_SETTINGS, type Settings } from "../../../lib/settings.ts";
 import { type Done, type LockHandle, LockClient, type Session } from "../../../lib/client/lock_client.ts";
 import { Actor } from "../actor.ts";
 import type { Envelope } from "../network.ts";
@@ -122,7 +122,7 @@ export class LockClientActor extends Actor {
     this.client = new LockClient({
       servers: this.servers.map(simUrl),
       requestTimeoutMs: this.settings.requestTimeoutMs,
-      failoverTimeoutMs: this.options.failoverTimeoutMs ?? 5_000,
+      failoverTimeoutMs: this.options.failoverTimeoutMs ?? DEFAULT_SETTINGS.failoverTimeoutMs,
       fetch: this.http.fetch,
       clock: this.clock,
       timers: this.timers,
