@@ -541,3 +541,43 @@ test("renewals overlap: an 'alone' answer does not count while a newer 'in sync'
   assert.equal(w.server("p").status().backup?.arbiterRecordedInSync, true,
     "the primary does not take 'alone' as the record: the newer 'in sync' report may replace it any moment");
 });
+
+test("a restarted backup promises nothing until the arbiter told it the current epoch: a replaced primary never serves again on its promise", () => {
+  // Found by review: p is replaced by b (epoch 2), b restarts with no memory of epoch 2, p resumes
+  // cut off from the arbiter; p's heartbeat reached the fresh b, whose promise let p serve epoch 1
+  // again and reuse tokens b had handed out.
+  const w = healthy();
+  const s1 = openSession(w);
+  const first = w.ok(enter(w, s1, "M"));
+  assert.ok(first.type === "granted");
+  w.ok(w.request("p", { type: "leave", name: "M", session: s1, token: first.grant.token }));
+  w.paused.add("p");
+  w.run(3_000);
+  assert.equal(w.server("b").role, "primary");
+  assert.equal(w.arbiter.current.epoch, 2);
+  w.crash("b");
+  w.start("b");
+  w.cut.add("p>a");
+  w.paused.delete("p");
+  for (let i = 0; i < 100; i++) {
+    w.run(S.tickMs);
+    const p = w.server("p");
+    assert.ok(!(p.serving() && p.epoch < w.arbiter.current.epoch), `p serves epoch ${p.epoch} at ${w.nowMs} while the arbiter is at ${w.arbiter.current.epoch}`);
+    const promise = w.server("b").status().promisedRemainingMs;
+    assert.ok(promise === 0 || w.server("b").epoch >= w.arbiter.current.epoch, `b promised ${promise} ms in epoch ${w.server("b").epoch}`);
+  }
+  assert.notEqual(w.server("p").role, "primary", "the replaced primary stepped down once b knew the epoch");
+});
+
+test("a restarted backup asks the arbiter (whois) and, told the epoch it follows is current, backs the primary again", () => {
+  const w = healthy();
+  w.crash("b");
+  w.run(S.replicationTimeoutMs + 2 * S.leaseRenewMs);
+  w.start("b");
+  w.run(1_000);
+  assert.equal(w.server("b").role, "backup");
+  assert.ok(w.server("b").status().promisedRemainingMs > 0, "promising again");
+  w.arbiterDown = true;
+  w.runChecked(2_000);
+  assert.equal(w.server("p").serving(), true, "the backup's promise carries the primary with the arbiter down");
+});

@@ -101,11 +101,13 @@ interface Pending {
 }
 
 interface InFlight {
-  kind: "append" | "sync" | "renew" | "claim";
+  kind: "append" | "sync" | "renew" | "claim" | "whois";
   sentAtMs: number;
   /** For renewals: the in-sync value reported, and the report's sequence number. */
   backupInSync?: boolean;
   seq?: number;
+  /** For claims: sent with our copy (a takeover) or without (a fresh start). */
+  hasState?: boolean;
   /** For appends: the last index carried, and the copy generation it was sent for. */
   lastIndex?: number;
   syncGen?: number;
@@ -161,6 +163,21 @@ export class LockReplica {
   private syncInFlight = false;
   /** Our last promise to a primary not to take over ends here (this clock); we never serve before. */
   private promisedUntilMs = Number.NEGATIVE_INFINITY;
+  /**
+   * The highest epoch the arbiter told this process of, since it started (0: none yet). A
+   * restarted server forgot which epochs exist: a primary it hears may be one the arbiter has
+   * replaced (by this very server, before its crash). It promises nothing until the arbiter has
+   * told it the current epoch, and it asks (`whois`) until then.
+   */
+  private arbiterEpoch = 0;
+  private lastWhoisMs = Number.NEGATIVE_INFINITY;
+  /**
+   * The epoch whose copy this process last claimed a takeover with (-1: none). The arbiter may
+   * name us primary of the next epoch, its answer lost: then that copy is the recorded state.
+   * Any other copy (one synced after a restart, from a primary the arbiter may have replaced)
+   * is not, and never becomes a primary's table.
+   */
+  private takeoverClaimEpoch = -1;
   /**
    * No takeover before this: promises given before a restart lived in memory and are forgotten,
    * so a fresh process assumes it gave one just now.
@@ -244,6 +261,9 @@ export class LockReplica {
       return;
     }
     this.inFlight.delete(ref);
+    if (request.kind === "renew" || request.kind === "claim" || request.kind === "whois") {
+      this.arbiterEpoch = Math.max(this.arbiterEpoch, (answer as ArbiterReply).epoch);
+    }
     switch (request.kind) {
       case "append":
         return this.onAppendAnswer(request, answer as PeerMessage);
@@ -253,6 +273,8 @@ export class LockReplica {
         return this.onRenewAnswer(request, answer as ArbiterReply);
       case "claim":
         return this.onClaimAnswer(request, answer as ArbiterReply);
+      case "whois":
+        return this.onWhoisAnswer(answer as ArbiterReply);
       default:
         return assertNever(request.kind, "request kind");
     }
@@ -293,6 +315,11 @@ export class LockReplica {
    */
   servingAt(nowMs: number): boolean {
     return this.role === "primary" && nowMs < this.leaseUntilMs() && nowMs >= this.promisedUntilMs;
+  }
+
+  /** Whether the arbiter has told this process the current epoch since it started (see arbiterEpoch). */
+  epochConfirmed(): boolean {
+    return this.options.arbiterId === null || this.arbiterEpoch > 0;
   }
 
   /** End of the lease on this server's clock: the later of the two, since one backer suffices. */
@@ -562,6 +589,7 @@ export class LockReplica {
 
   private tickBackup(): void {
     const s = this.options.settings;
+    this.maybeWhois();
     if (!this.machine) return this.requestSync();
     if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
   }
@@ -606,7 +634,8 @@ export class LockReplica {
     if ([...this.inFlight.values()].some((r) => r.kind === "claim")) return;
     if (this.nowMs - this.lastClaimMs < this.options.settings.claimRetryMs) return;
     this.lastClaimMs = this.nowMs;
-    const ref = this.request({ kind: "claim", sentAtMs: this.nowMs });
+    const ref = this.request({ kind: "claim", sentAtMs: this.nowMs, hasState });
+    if (hasState) this.takeoverClaimEpoch = this.epoch;
     this.out.send.push({
       kind: "arbiter",
       ref,
@@ -620,8 +649,12 @@ export class LockReplica {
     // Any lease naming us serves an epoch at least ours (we may have learnt the epoch from the
     // peer before the arbiter's answer reached us).
     if (reply.type === "lease" && reply.primary === this.options.nodeId && reply.epoch >= this.epoch) {
-      const how = this.machine ? "takeover" : "fresh";
-      const machine = this.machine ?? new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
+      // A lease for a claim without state is granted on "nobody has the state": a copy synced
+      // while the claim was in flight (from a primary the arbiter may have replaced) must not
+      // become the table, or its older tokens would be handed out again.
+      const copy = request.hasState ? this.machine : null;
+      const how = copy ? "takeover" : "fresh";
+      const machine = copy ?? new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
       this.becomePrimary(reply.epoch, machine, how);
       this.extendLease(request.sentAtMs, reply.leaseMs);
       if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
@@ -631,6 +664,9 @@ export class LockReplica {
       if (this.role === "joining" || reply.epoch > this.epoch || reply.primary !== this.primary) {
         this.followPrimary(reply.epoch, reply.primary, reply.reason);
       }
+    } else if (reply.type === "refused" && reply.epoch > this.epoch) {
+      // The arbiter is past the epoch we follow: its primary is no longer ours to follow.
+      this.followPrimary(reply.epoch, reply.primary, reply.reason);
     }
   }
 
@@ -679,8 +715,11 @@ export class LockReplica {
 
   private followPrimary(epoch: number, primary: string | null, reason: string): void {
     if (primary === this.options.nodeId) {
-      // Someone names us primary of an epoch we never heard of (the arbiter recorded our claim
-      // but its answer was lost): claim again, with the copy we have.
+      // Someone names us primary of an epoch we never heard of. If the arbiter recorded our own
+      // takeover claim but its answer was lost, claim again with that copy. Otherwise we were
+      // that primary before a restart, and our table died with it: a copy we hold now came from
+      // elsewhere and is not it (claim without state; the arbiter decides).
+      if (this.takeoverClaimEpoch !== epoch - 1) this.machine = null;
       this.role = "joining";
       this.epoch = Math.max(this.epoch, epoch);
       this.primary = null;
@@ -745,11 +784,33 @@ export class LockReplica {
     return { type: "nack", from: this.options.nodeId, epoch: this.epoch, primary: this.primary, reason };
   }
 
-  /** Acks an append of the primary we follow, promising not to take over for backupLeaseMs. */
+  /**
+   * Acks an append of the primary we follow, promising not to take over for backupLeaseMs, but
+   * only once the arbiter has told this process that the epoch we follow is current (none
+   * newer): a promise to a replaced primary would let it serve beside the new one.
+   */
   private ack(ok: boolean, appliedIndex: number): PeerMessage {
-    const promiseMs = this.options.settings.backupLeaseMs;
-    this.promisedUntilMs = Math.max(this.promisedUntilMs, this.nowMs + promiseMs);
+    const mayPromise = this.arbiterEpoch > 0 && this.epoch >= this.arbiterEpoch;
+    const promiseMs = mayPromise ? this.options.settings.backupLeaseMs : 0;
+    if (mayPromise) this.promisedUntilMs = Math.max(this.promisedUntilMs, this.nowMs + promiseMs);
     return { type: "appendAck", from: this.options.nodeId, epoch: this.epoch, ok, appliedIndex, promiseMs };
+  }
+
+  /** A backup that has not heard the current epoch from the arbiter since it started asks it. */
+  private maybeWhois(): void {
+    const arbiter = this.options.arbiterId;
+    if (arbiter === null || this.arbiterEpoch > 0) return;
+    if ([...this.inFlight.values()].some((r) => r.kind === "whois")) return;
+    if (this.nowMs - this.lastWhoisMs < this.options.settings.claimRetryMs) return;
+    this.lastWhoisMs = this.nowMs;
+    const ref = this.request({ kind: "whois", sentAtMs: this.nowMs });
+    this.out.send.push({ kind: "arbiter", ref, to: arbiter, request: { type: "whois", from: this.options.nodeId } });
+  }
+
+  /** The arbiter's view: a newer epoch than the one we follow replaces it (we may have missed it). */
+  private onWhoisAnswer(reply: ArbiterReply): void {
+    if (reply.type !== "view" || reply.epoch <= this.epoch || this.role === "primary") return;
+    this.followPrimary(reply.epoch, reply.primary, "the arbiter names a newer epoch");
   }
 
   private event(event: string, fields: Record<string, unknown>): void {

@@ -7,8 +7,8 @@
  * different faulty node or link, or the end of a double fault) restarts the allowance.
  *
  * Faulty links are read from the network (the kind's own cuts and slow links, and the generic
- * partitions), faulty nodes from the actors (a lock server restarted without a copy of the table
- * is still faulty until it synced); lost, duplicated, reordered and late messages and
+ * partitions), faulty nodes from the actors (a restarted lock server is still faulty until it
+ * has a copy of the table and the arbiter told it the epoch); lost, duplicated, reordered and late messages and
  * clock drift are not faults here: the service must serve through them.
  */
 import type { Checker } from "../checkers.ts";
@@ -21,8 +21,11 @@ export interface AvailabilitySubject {
   coreIds: readonly string[];
   /** Whether a lock server serves now (on its own clock). */
   servingNow(): boolean;
-  /** Whether a lock server (up) has a copy of the table: a restart without one is still a fault. */
-  hasCopy(id: string): boolean;
+  /**
+   * Whether a lock server (up) has recovered from a restart: it has a copy of the table and the
+   * arbiter has told it the current epoch (until then it promises nothing: docs/failover.md).
+   */
+  recovered(id: string): boolean;
   /** The two lock servers' ids (a fault of one may cost a takeover). */
   serverIds: readonly string[];
   /** The longest time without a serving server after a lock server went down or paused. */
@@ -43,8 +46,9 @@ export function servesThroughOneFault(sim: Sim, subject: AvailabilitySubject): C
       if (subject.servingNow()) lastServingMs = now;
       const ids = subject.coreIds;
       const faults = ids.filter((id) => sim.actor(id).state !== "up").map((id) => `${id} ${sim.actor(id).state}`);
-      // A lock server that came back without its copy has not recovered from its crash yet.
-      faults.push(...subject.serverIds.filter((id) => sim.actor(id).state === "up" && !subject.hasCopy(id)).map((id) => `${id} without a copy`));
+      // A lock server that came back has not recovered from its crash until it has a copy and
+      // knows the epoch: a crash overlapping another fault stays two faults until then.
+      faults.push(...subject.serverIds.filter((id) => sim.actor(id).state === "up" && !subject.recovered(id)).map((id) => `${id} recovering`));
       for (let i = 0; i < ids.length; i++) {
         for (let j = i + 1; j < ids.length; j++) {
           if (sim.network.impaired(ids[i], ids[j])) faults.push(`${ids[i]}-${ids[j]} cut`);
@@ -57,7 +61,7 @@ export function servesThroughOneFault(sim: Sim, subject: AvailabilitySubject): C
         lastServingMs = Math.max(lastServingMs, now); // the allowance starts with the configuration
       }
       if (signature === "many") return undefined;
-      const serverDown = subject.serverIds.some((id) => sim.actor(id).state !== "up" || !subject.hasCopy(id));
+      const serverDown = subject.serverIds.some((id) => sim.actor(id).state !== "up" || !subject.recovered(id));
       const boundMs = serverDown ? subject.takeoverGapMs : subject.blipGapMs;
       const gapMs = now - lastServingMs;
       if (gapMs <= boundMs) return undefined;

@@ -268,7 +268,10 @@ export const FAILOVER_KIND: NodeKind = {
         coreIds: CORE_IDS,
         serverIds: [PRIMARY_ID, BACKUP_ID],
         servingNow: () => [fp, fb].some((s) => s.servingNow()),
-        hasCopy: (id) => [fp, fb].find((s) => s.id === id)?.replica?.machine != null,
+        recovered: (id) => {
+          const replica = [fp, fb].find((s) => s.id === id)?.replica;
+          return replica?.machine != null && replica.epochConfirmed();
+        },
         takeoverGapMs,
         blipGapMs,
       }));
