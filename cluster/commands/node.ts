@@ -20,7 +20,8 @@ const HELP = `Usage: mutexd node --config FILE --id ID [--role ${ROLES.join("|")
 
 Runs the node ID of the cluster file in the role the file gives it (--role overrides).
 Logs one JSON line per event on stderr. SIGTERM or SIGINT stops it cleanly.
-Exit codes: 0 stopped by a signal, 2 bad flags or cluster file, 1 crashed.
+Exit codes: 0 stopped by a signal, 2 bad flags or cluster file, 70 fail-stop (a decision could
+not be written to disk; a restart starts from the disk), 1 crashed.
 `;
 
 export function run(argv: string[]): Promise<number> {
