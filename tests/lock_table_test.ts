@@ -440,6 +440,32 @@ const CASES: Case[] = [
     },
   },
   {
+    name: "left call: a call taken over by a newer call of the same session (re-enter while holding) is over once that leaves",
+    run(s) {
+      const a = s.open();
+      const token = granted(s.enter(a, "L", { callId: "k1" }));
+      assert.equal(granted(s.enter(a, "L", { callId: "k2" })), token, "the newer call gets the same grant");
+      s.leave(a, token);
+      const refused = { ok: true, type: "notGranted", name: "L", position: 0, callLeft: true };
+      assert.deepEqual(s.enter(a, "L", { callId: "k1" }), refused, "a late copy of the older call");
+      assert.deepEqual(s.enter(a, "L", { callId: "k2" }), refused, "and of the newer one");
+    },
+  },
+  {
+    name: "left call: a wait that ended at its deadline is a left call (a late copy of one of its rounds does not queue again)",
+    run(s) {
+      const [a, b] = [s.open(), s.open()];
+      granted(s.enter(a, "L"));
+      assert.equal(s.enter(b, "L", { callId: "w1", waitMs: 500 }).ok, true);
+      s.tick(s.nowMs + 600); // b's wait ran out
+      assert.deepEqual(s.queue(), []);
+      assert.deepEqual(s.enter(b, "L", { callId: "w1", waitMs: 500 }), { ok: true, type: "notGranted", name: "L", position: 0, callLeft: true });
+      assert.deepEqual(s.queue(), [], "not queued again");
+      assert.equal(s.enter(b, "L", { callId: "w2", waitMs: 500 }).ok, true, "a new call queues");
+      assert.deepEqual(s.queue(), [b]);
+    },
+  },
+  {
     name: "left call: an enter without a callId keeps the old behaviour (granted again after the leave)",
     run(s) {
       const a = s.open();

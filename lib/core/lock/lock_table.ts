@@ -301,8 +301,9 @@ export class LockTable {
     if (held) {
       if (held.mode !== mode) return fail("mode_conflict", `session holds ${name} in ${held.mode} mode`);
       // Entering a lock the session already holds returns the same grant, now the newest call's:
-      // its leave is the one that ends the grant.
-      setCallId(held, callId);
+      // its leave is the one that ends the grant, and the older call is over (a late copy of it
+      // must not take the lock again after that leave).
+      this.supersedeCall(session, held, callId);
       return { result: { ok: true, type: "granted", grant: { name, session: session.id, token: held.token, mode } }, effects: [] };
     }
     const queuedIndex = existing ? existing.queue.findIndex((w) => w.session === session.id) : -1;
@@ -311,7 +312,7 @@ export class LockTable {
       const waiter = existing.queue[queuedIndex];
       if (waiter.mode !== mode) return fail("mode_conflict", `session waits for ${name} in ${waiter.mode} mode`);
       waiter.deadlineMs = this.nowMs + waitMs;
-      setCallId(waiter, callId);
+      this.supersedeCall(session, waiter, callId);
       this.noteDue(waiter.deadlineMs);
       return { result: { ok: true, type: "waiting", name, position: queuedIndex + 1 }, effects: [] };
     }
@@ -394,6 +395,9 @@ export class LockTable {
         lock.queue.shift();
         session?.locks.delete(lock.name);
         const reason = !session || session.expiresAtMs <= this.nowMs ? "sessionDead" : "deadline";
+        // A wait that ended at its deadline is a call its session left: a late copy of one of its
+        // rounds must not queue it again.
+        if (session && reason === "deadline") this.recordLeft(session, head.callId);
         effects.push({ type: "waitEnded", name: lock.name, session: head.session, reason });
         continue;
       }
@@ -439,7 +443,9 @@ export class LockTable {
       const before = lock.queue.length;
       lock.queue = lock.queue.filter((waiter) => {
         if (waiter.deadlineMs > this.nowMs) return true;
-        this.sessions.get(waiter.session)?.locks.delete(lock.name);
+        const session = this.sessions.get(waiter.session);
+        session?.locks.delete(lock.name);
+        if (session) this.recordLeft(session, waiter.callId); // as in promote: the call is over
         effects.push({ type: "waitEnded", name: lock.name, session: waiter.session, reason: "deadline" });
         return false;
       });
@@ -482,6 +488,12 @@ export class LockTable {
       this.forgetIfIdle(lock);
     }
     return released;
+  }
+
+  /** A newer call of the session takes over a grant or a queue place: the older call is over. */
+  private supersedeCall(session: Session, entry: Holder | Waiter, callId: string | undefined): void {
+    if (callId !== undefined && entry.callId !== undefined && entry.callId !== callId) this.recordLeft(session, entry.callId);
+    setCallId(entry, callId);
   }
 
   /** Remembers that the session left `callId`'s call, forgetting the oldest beyond the limit. */
