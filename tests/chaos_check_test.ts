@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { checkFile, checkHistory, formatViolation, type Rule } from "./chaos/check.ts";
 import type { HistoryRecord, OpName } from "./chaos/history.ts";
 import { HistoryWriter } from "./chaos/history.ts";
-import { tempDir } from "./_harness.ts";
+import { removeDir, tempDir } from "./_harness.ts";
 
 type Line = [type: "ok" | "fail" | "info" | "event" | "open", op: OpName, client: string, start: number, end: number, extra?: Partial<HistoryRecord>];
 
@@ -192,11 +192,15 @@ test("chaos checker: checkFile reads a history file and exits 1 on a violation, 
     for (const r of records) writer.write(r);
     return writer.file;
   };
-  const out: string[] = [];
-  assert.equal(checkFile(write("good.jsonl", history(good())), (l) => out.push(l)), 0);
-  assert.match(out.at(-1)!, /OK, no violation/);
-  const bad = write("bad.jsonl", mutate({ 4: null }));
-  out.length = 0;
-  assert.equal(checkFile(bad, (l) => out.push(l)), 1);
-  assert.ok(out.some((l) => l.startsWith("VIOLATION mutex (l0)")), out.join("\n"));
+  try {
+    const out: string[] = [];
+    assert.equal(checkFile(write("good.jsonl", history(good())), (l) => out.push(l)), 0);
+    assert.match(out.at(-1)!, /OK, no violation/);
+    const bad = write("bad.jsonl", mutate({ 4: null }));
+    out.length = 0;
+    assert.equal(checkFile(bad, (l) => out.push(l)), 1);
+    assert.ok(out.some((l) => l.startsWith("VIOLATION mutex (l0)")), out.join("\n"));
+  } finally {
+    removeDir(dir);
+  }
 });

@@ -6,11 +6,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, NotAcquiredError } from "../lib/mod.ts";
-import { freePort, type Proc, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 async function withPrimary(body: (url: string) => Promise<void>): Promise<void> {
   const port = await freePort();
-  const file = writeCluster(tempDir(), `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${port}"\n`);
+  const dir = tempDir();
+  const file = writeCluster(dir, `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${port}"\n`);
   const proc: Proc = startMutexd(["node", "--config", file, "--id", "p1"]);
   const url = `http://127.0.0.1:${port}`;
   try {
@@ -19,6 +20,7 @@ async function withPrimary(body: (url: string) => Promise<void>): Promise<void> 
   } finally {
     proc.kill("SIGTERM");
     await proc.exited;
+    removeDir(dir);
   }
 }
 
