@@ -26,6 +26,7 @@
  */
 import { assert, assertNever } from "../assert.ts";
 import { RingReplica } from "./ring_replica.ts";
+import { nextFence } from "./view_wire.ts";
 import type {
   CatchUpReply,
   RingEntry,
@@ -492,8 +493,9 @@ export class RingNode {
   // ---- Critical sections ------------------------------------------------------------------
 
   private grant(waiter: Waiter, holding: Holding): void {
-    const fence = Math.max(this.fenceMax, holding.token.fence) + 1;
-    assert(Number.isSafeInteger(fence), "fencing counter overflow");
+    // The epoch in the fence's high part: every fence of this epoch is above every fence an
+    // older epoch's token could still hand out (nextFence fails stop when the counter runs out).
+    const fence = nextFence(this.epoch, Math.max(this.fenceMax, holding.token.fence));
     this.fenceMax = fence;
     holding.token.fence = fence;
     holding.token.idleHops = 0;
