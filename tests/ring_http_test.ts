@@ -25,7 +25,7 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) removeDir(dir);
 });
 
-/** Node "b" of a → b → c with peers that never answer (nothing here needs them). */
+/** Node "b" of a → b → c with peers that never answer (nothing here needs them), except that a and c back every token lease. */
 function setup() {
   const dir = tempDir("mutexd-ring-http-");
   dirs.push(dir);
@@ -39,6 +39,7 @@ function setup() {
     probe: never,
     prepare: never,
     wake: () => Promise.resolve(),
+    renew: (_to, epoch, seq) => Promise.resolve({ epoch, seq, ok: true }),
   };
   const clock = manualClock(1_000);
   const service = new RingService({ node, settings, clock, timers: realTimers, log: memoryLogger(), storage, peers, onFatal: () => {} });

@@ -19,7 +19,7 @@ import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 const LIMITS = { ...DEFAULT_SETTINGS, ringLeaseMs: 1_000, tokenIdlePaceMs: 100, tokenLossMs: 5_000, ringSnapshotEveryWrites: 1_000 };
 
 /** A node "b" of the ring a → b → c, plus helpers to feed it and read its output. */
-function harness(options: { id?: string; ring?: string[]; stored?: RingNode extends never ? never : ConstructorParameters<typeof RingNode>[0]["stored"] } = {}) {
+function harness(options: { id?: string; ring?: string[]; stored?: ConstructorParameters<typeof RingNode>[0]["stored"]; leases?: "auto" | "none" } = {}) {
   const node = new RingNode({
     id: options.id ?? "b",
     ring: options.ring ?? ["a", "b", "c"],
@@ -32,7 +32,18 @@ function harness(options: { id?: string; ring?: string[]; stored?: RingNode exte
   const persisted: PersistOp[] = [];
   const step = (input: RingInput, atMs = now): RingOutput => {
     now = atMs;
-    const out = node.step(input, now);
+    let out = node.step(input, now);
+    const wanted = only(out, "wantLease")[0];
+    if (wanted && options.leases !== "none") {
+      // A majority that backs every lease at once, merged into one output (the token lease's
+      // own tests below answer wantLease themselves, with leases: "none").
+      const leased = node.step({ type: "lease", epoch: wanted.epoch, validUntilMs: now + 60_000 }, now);
+      out = {
+        result: out.result,
+        persist: [...out.persist, ...leased.persist],
+        effects: [...out.effects.filter((e) => e.type !== "wantLease"), ...leased.effects],
+      };
+    }
     persisted.push(...out.persist);
     return out;
   };
@@ -249,6 +260,46 @@ test("a long-poll that ends answers 'waiting' with a ticket; asking again keeps 
   h.step({ type: "enter", reqId: again, ticket: waiting.ticket, waitMs: 1_000, leaseMs: 1_000 });
   const out = h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
   assert.equal(fenceOf(replies(out).get(again)), F1 + 1);
+});
+
+// ---- Token lease -------------------------------------------------------------------------------
+
+test("token lease: the holder grants only inside a lease of its epoch; without one it asks (wantLease) and keeps the token", () => {
+  const h = harness({ leases: "none" });
+  const w1 = h.enter();
+  const w2 = h.enter();
+  const w3 = h.enter();
+  let out = h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }]);
+  assert.equal(replies(out).size, 0, "no grant without a lease");
+  assert.equal(sentToken(out), undefined, "the token stays while the waiter waits for the lease");
+  out = h.step({ type: "tick" }, 150);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }], "asked again on every step while it waits");
+  out = h.step({ type: "lease", epoch: 2, validUntilMs: 10_000 }, 160);
+  assert.equal(replies(out).size, 0, "a lease of another epoch does not count");
+  out = h.step({ type: "lease", epoch: 1, validUntilMs: 500 }, 170);
+  assert.equal(fenceOf(replies(out).get(w1.reqId)), F1 + 1, "granted in the step that brings the lease");
+  assert.deepEqual(only(out, "wantLease"), [], "more than a quarter of tokenLeaseMs is left: no early renewal");
+  assert.equal(h.node.status(170).leaseValidUntilMs, 500);
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 499);
+  assert.equal(fenceOf(replies(out).get(w2.reqId)), F1 + 2, "still inside the lease");
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }], "renewed early: w3 waits and under a quarter of tokenLeaseMs is left");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, 500);
+  assert.equal(replies(out).get(w3.reqId), undefined, "the lease ended at 500: no grant");
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }]);
+  assert.equal(h.node.status(500).leaseValidUntilMs, null);
+});
+
+test("token lease: a lease does not outlive its epoch (a newer epoch's token needs its own)", () => {
+  const h = harness({ leases: "none" });
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
+  h.step({ type: "lease", epoch: 1, validUntilMs: 60_000 }, 100);
+  h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 200);
+  const w = h.enter();
+  const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, fence: F1 + 1 }) }, 300);
+  assert.equal(replies(out).get(w.reqId), undefined);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 2 }]);
 });
 
 // ---- Writes -----------------------------------------------------------------------------------

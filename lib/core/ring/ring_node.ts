@@ -12,7 +12,10 @@
  * - One token per epoch. The sender gives it up when it sends; `hop` grows at each hand-off, so
  *   a resent copy is dropped, and a token (or write) of an older epoch is refused.
  * - The holder grants the waiters that were queued when the token arrived, FIFO, one at a time,
- *   each with a fencing token above every earlier one; a lease bounds each section.
+ *   each with a fencing token above every earlier one (the epoch in its high part); a lease
+ *   bounds each section. It grants only inside a token lease renewed by a majority of the ring
+ *   (lib/core/ring/token_lease.ts): without one it asks the driver (`wantLease`) and keeps the
+ *   token until the driver feeds the lease back (`lease`).
  * - A write made in a section goes from the holder around the ring back to it; each node applies
  *   writes in `wseq` order (buffering gaps, fetching what it misses from its predecessor). Its
  *   return is the commit point: the client is answered, and the token's commit watermark moves.
@@ -58,6 +61,7 @@ export type RingLimits = Pick<
   | "ringSnapshotEveryWrites"
   | "ringLogRetainMax"
   | "waitMaxMs"
+  | "tokenLeaseMs"
 >;
 
 export type RingInput =
@@ -74,6 +78,8 @@ export type RingInput =
   | { type: "caughtUp"; reply: CatchUpReply }
   /** Some node has a waiter: an idle token should hurry. */
   | { type: "wake" }
+  /** A majority of the ring renewed this node's token lease of `epoch`: it may grant until validUntilMs. */
+  | { type: "lease"; epoch: number; validUntilMs: number }
   /** The first ring node asks for a promise not to take tokens of epochs below `epoch`. */
   | { type: "prepare"; from: string; epoch: number }
   /** Every ring node promised `epoch`: create its token (first ring node only). */
@@ -128,6 +134,12 @@ export type RingEffect =
   | { type: "fetch"; from: string; fromWseq: number }
   /** Tell every other ring node that this one has a waiter (best effort). */
   | { type: "wakeAll" }
+  /**
+   * The holder would grant but has no valid token lease of `epoch`: renew it with a majority of
+   * the ring and feed the outcome back as a `lease` input. Repeated on every step while it
+   * waits (the driver keeps one renewal in flight).
+   */
+  | { type: "wantLease"; epoch: number }
   | { type: "reply"; reqId: number; reply: ClientReply }
   | { type: "sectionEnded"; fence: number; reason: SectionEndReason }
   /** Something worth a log line. */
@@ -207,6 +219,8 @@ export interface RingStatus {
   commit: number;
   logStart: number;
   catchingUp: boolean;
+  /** Until when this node may grant in its epoch (null: no valid token lease). */
+  leaseValidUntilMs: number | null;
 }
 
 const encoder = new TextEncoder();
@@ -249,6 +263,8 @@ export class RingNode {
   private forwardedTo: number;
   private fetching: { fromWseq: number; retryAtMs: number } | null = null;
   private wakeUntilMs = Number.NEGATIVE_INFINITY;
+  /** The token lease (in memory only: a restarted node renews before its first grant). */
+  private lease: { epoch: number; validUntilMs: number } | null = null;
   private snapshotWseq = 0;
   private nowMs = Number.NEGATIVE_INFINITY;
   // The output being built by the current step.
@@ -343,6 +359,10 @@ export class RingNode {
         this.wakeUntilMs = this.nowMs + 2 * this.options.limits.tokenIdlePaceMs;
         if (this.holding) this.holding.token.idleHops = 0;
         return { ok: true, type: "done" };
+      case "lease":
+        // A lease of an older epoch is void here (this node has moved on).
+        if (input.epoch === this.epoch) this.lease = { epoch: input.epoch, validUntilMs: input.validUntilMs };
+        return { ok: true, type: "done" };
       case "prepare":
         return this.prepare(input.from, input.epoch);
       case "regenerate":
@@ -427,6 +447,7 @@ export class RingNode {
 
   /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
   private proceed(): void {
+    if (this.waiters.length > 0) this.renewEarly();
     const holding = this.holding;
     if (!holding) return;
     if (holding.token.commit > this.replica.lastApplied) {
@@ -437,6 +458,9 @@ export class RingNode {
     this.learnCommit(holding.token.commit);
     if (this.section || holding.outstanding.size > 0) return;
     if (holding.grantsLeft > 0 && this.waiters.length > 0) {
+      // No grant without a majority's lease (renewEarly asked for it): a token cut off from the
+      // majority is not usable.
+      if (!this.leaseValid()) return;
       holding.grantsLeft -= 1;
       this.grant(this.waiters.shift()!, holding);
       return;
@@ -453,6 +477,22 @@ export class RingNode {
     }
     holding.passAtMs ??= holding.arrivedAtMs + this.options.limits.tokenIdlePaceMs;
     if (this.nowMs >= holding.passAtMs) this.pass();
+  }
+
+  /**
+   * A waiter is queued here: have a lease ready for the token's arrival (or the end of the
+   * running section), renewed once less than a quarter of tokenLeaseMs is left, so a grant does not wait one renewal
+   * after the token came. A lease without the token grants nothing, so asking early is safe.
+   */
+  private renewEarly(): void {
+    const lease = this.lease;
+    // A quarter of tokenLeaseMs ahead: far more than a renewal's round trip, and few renewals.
+    const aheadMs = this.options.limits.tokenLeaseMs / 4;
+    if (!this.leaseValid() || lease!.validUntilMs - this.nowMs < aheadMs) this.effects.push({ type: "wantLease", epoch: this.epoch });
+  }
+
+  private leaseValid(): boolean {
+    return this.lease !== null && this.lease.epoch === this.epoch && this.nowMs < this.lease.validUntilMs;
   }
 
   private pass(): void {
@@ -919,6 +959,7 @@ export class RingNode {
       commit: this.replica.commit,
       logStart: this.replica.logStart,
       catchingUp: this.fetching !== null,
+      leaseValidUntilMs: this.lease && this.lease.epoch === this.epoch && nowMs < this.lease.validUntilMs ? this.lease.validUntilMs : null,
     };
   }
 
