@@ -302,6 +302,28 @@ test("token lease: a lease does not outlive its epoch (a newer epoch's token nee
   assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 2 }]);
 });
 
+// ---- Facts for the view change ---------------------------------------------------------------
+
+test("view facts: last applied and its epoch stamp, commit, the last token held or sent, the section's remaining lease", () => {
+  const h = harness();
+  assert.deepEqual(h.node.viewFacts(0), {
+    lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 0, tokenHop: 0, token: "away", sectionRemainingMs: 0, lastTokenAgeMs: null,
+  });
+  h.step({ type: "writes", from: "a", epoch: 2, entries: [put(1, "a", "k", "1", 1), put(2, "a", "k", "2", 2)] }, 10);
+  h.enter(10_000, 500);
+  h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 4, wseq: 2, commit: 2 }) }, 100);
+  assert.deepEqual(h.node.viewFacts(300), {
+    lastApplied: 2, lastWriteEpoch: 2, commit: 2, tokenEpoch: 2, tokenHop: 4, token: "held", sectionRemainingMs: 300, lastTokenAgeMs: 200,
+  });
+  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: fenceFloor(2) + 1 }, 400);
+  assert.equal(sentToken(out)?.hop, 5);
+  const facts = h.node.viewFacts(450);
+  assert.deepEqual([facts.token, facts.tokenEpoch, facts.tokenHop, facts.sectionRemainingMs], ["sending", 2, 5, 0], "the hand-off it sent");
+  h.step({ type: "tokenDelivered", epoch: 2, hop: 5 }, 460);
+  assert.equal(h.node.viewFacts(470).token, "away");
+  assert.equal(h.node.viewFacts(470).tokenHop, 5, "still the last token it sent");
+});
+
 // ---- Writes -----------------------------------------------------------------------------------
 
 test("a write in a section is acknowledged only when it came back around; then the watermark moves", () => {

@@ -29,7 +29,7 @@
  */
 import { assert, assertNever } from "../assert.ts";
 import { RingReplica } from "./ring_replica.ts";
-import { nextFence } from "./view_wire.ts";
+import { type LocalFacts, nextFence } from "./view_wire.ts";
 import type {
   CatchUpReply,
   RingEntry,
@@ -248,6 +248,8 @@ export class RingNode {
   private lastHop = 0;
   private holding: Holding | null = null;
   private sending: { epoch: number; hop: number } | null = null;
+  /** The last token this node held or sent (the view change's facts; in memory only). */
+  private lastToken = { epoch: 0, hop: 0 };
   private lastTokenAtMs: number | null = null;
   private lastArrivalMs: number | null = null;
   private lastRotationMs: number | null = null;
@@ -405,6 +407,7 @@ export class RingNode {
       assert(above === undefined || above.epoch < token.epoch, `write ${w} of epoch ${above?.epoch} above the wseq ${token.wseq} of its epoch's token`);
     }
     this.lastHop = token.hop;
+    this.lastToken = { epoch: token.epoch, hop: token.hop };
     // Our own hand-off got through if the token came back around: stop resending it.
     if (this.sending) {
       this.sending = null;
@@ -503,6 +506,7 @@ export class RingNode {
     const token: RingToken = { ...holding.token, hop: holding.token.hop + 1, idleHops: holding.token.idleHops + 1 };
     this.holding = null;
     this.sending = { epoch: token.epoch, hop: token.hop };
+    this.lastToken = { epoch: token.epoch, hop: token.hop };
     this.lastTokenAtMs = this.nowMs;
     this.effects.push({ type: "sendToken", to: this.successor, token });
   }
@@ -929,6 +933,26 @@ export class RingNode {
 
   keys(dirty: boolean): string[] {
     return this.replica.keys(dirty);
+  }
+
+  /**
+   * What the view change reads of this node (LocalFacts, docs/ring-view.md). A pure read.
+   * lastWriteEpoch is the stamp of the write at lastApplied, or 0 when that write is no longer
+   * in the log (only a snapshot holds it): a known gap until snapshots keep the stamp.
+   */
+  viewFacts(nowMs: number): LocalFacts {
+    const replica = this.replica;
+    const section = this.section;
+    return {
+      lastApplied: replica.lastApplied,
+      lastWriteEpoch: replica.entryAt(replica.lastApplied)?.epoch ?? 0,
+      commit: replica.commit,
+      tokenEpoch: this.lastToken.epoch,
+      tokenHop: this.lastToken.hop,
+      token: this.holding ? "held" : this.sending ? "sending" : "away",
+      sectionRemainingMs: section ? Math.max(0, section.leaseEndMs - nowMs) : 0,
+      lastTokenAgeMs: this.lastTokenAtMs === null ? null : Math.max(0, nowMs - this.lastTokenAtMs),
+    };
   }
 
   /** Whether `fence` is the section running now (for the driver's section watchers). */
