@@ -176,19 +176,23 @@ test("ring storage: a bad hard state refuses to start, naming the file and why (
   for (const [edit, reason] of damages) {
     inDir((dir) => {
       new RingStorage(dir).apply([{ type: "hardState", state: { epoch: 7, fenceMax: 30, lastHop: 4 } }]);
-      const file = join(dir, STATE_FILE);
-      writeFileSync(file, edit(readFileSync(file, "utf8")));
-      const before = readFileSync(file, "utf8");
-      assert.throws(() => new RingStorage(dir).load(), (error: Error) => {
-        assert.ok(error.message.startsWith(`${file}: `), error.message);
-        assert.match(error.message, reason);
-        assert.match(error.message, /Refusing to start/);
-        return true;
-      });
-      assert.equal(readFileSync(file, "utf8"), before, "left for the operator as it was");
+      assertRefusesToStart(join(dir, STATE_FILE), edit, reason, () => new RingStorage(dir).load());
     });
   }
 });
+
+/** `load` throws for `file` damaged by `edit`, naming it and `reason`, and leaves the file as it was. */
+function assertRefusesToStart(file: string, edit: (text: string) => string, reason: RegExp, load: () => unknown): void {
+  writeFileSync(file, edit(readFileSync(file, "utf8")));
+  const before = readFileSync(file, "utf8");
+  assert.throws(load, (error: Error) => {
+    assert.ok(error.message.startsWith(`${file}: `), error.message);
+    assert.match(error.message, reason);
+    assert.match(error.message, /Refusing to start/);
+    return true;
+  });
+  assert.equal(readFileSync(file, "utf8"), before, "left for the operator as it was");
+}
 
 test("ring storage: a bad snapshot is set aside (*.corrupt) with the whole log; the node starts from its hard state alone; a ring of one refuses", () => {
   inDir((dir) => {
@@ -282,16 +286,7 @@ test("ring storage: a bad ring-view.json refuses to start, naming the file and w
   for (const [edit, reason] of damages) {
     inDir((dir) => {
       new RingStorage(dir).storeView(VIEW_STATE);
-      const file = join(dir, VIEW_FILE);
-      writeFileSync(file, edit(readFileSync(file, "utf8")));
-      const before = readFileSync(file, "utf8");
-      assert.throws(() => new RingStorage(dir).loadView(), (error: Error) => {
-        assert.ok(error.message.startsWith(`${file}: `), error.message);
-        assert.match(error.message, reason);
-        assert.match(error.message, /Refusing to start/);
-        return true;
-      });
-      assert.equal(readFileSync(file, "utf8"), before, "left for the operator as it was");
+      assertRefusesToStart(join(dir, VIEW_FILE), edit, reason, () => new RingStorage(dir).loadView());
     });
   }
 });
