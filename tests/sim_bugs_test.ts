@@ -535,3 +535,26 @@ test("bug: overlapping renewals: an 'alone' answer is taken while a newer report
     }, { kinds: ["failover"], faultOverrides: ["+fo-arbiter-crash", "+fo-pause", "+fo-cut"] }, 400, CHECKERS);
   expectCaught("stale 'alone' answer taken", found, CHECKERS);
 });
+
+// ---- ring: the token lease (issue 9) ------------------------------------------------------------
+// Today's regeneration needs every ring node, so a lease bug cannot break safety yet; what a lease
+// that never becomes valid breaks is liveness, and the simulator's ring kind runs the real renewal.
+
+import { RingService } from "../cluster/ring/service.ts";
+
+test("bug: a renewer backs only leases of epochs above its own (off by one) → no lease, no grant → ring.liveness", { timeout: 60_000 }, () => {
+  const CHECKERS = ["ring.liveness"];
+  const found = huntRing(
+    (body) =>
+      patched(RingService.prototype as unknown as Proto, "renewFrom", (original) =>
+        function (this: Proto, from: string, epoch: number, seq: number) {
+          return original.call(this, from, epoch - 1, seq).ok ? { epoch, seq, ok: epoch > this.epoch() } : { epoch, seq, ok: false };
+        }, body),
+    RING_ONLY,
+    50,
+    CHECKERS,
+  );
+  // Seed 13: ring.liveness judges only the locks still waiting past its bound at the run's end,
+  // so runs whose last locks came late pass although the ring granted nothing after its first lease.
+  expectCaught("renewals of the current epoch refused", found, CHECKERS);
+});
