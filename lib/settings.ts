@@ -145,6 +145,16 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     `must be at most tokenLossMs (${s.tokenLossMs}): a crashed holder's section must end before a new token exists`,
   );
   relation(
+    s.tokenLeaseSafetyMs < s.tokenLeaseMs,
+    "tokenLeaseSafetyMs",
+    `must be below tokenLeaseMs (${s.tokenLeaseMs}): the holder's lease is tokenLeaseMs − tokenLeaseSafetyMs from its request`,
+  );
+  relation(
+    s.viewChangeTimeoutMs > s.tokenLeaseMs,
+    "viewChangeTimeoutMs",
+    `must be above tokenLeaseMs (${s.tokenLeaseMs}): a promise deferred by a lease hold must arrive before its coordinator gives up`,
+  );
+  relation(
     s.ringKeyLengthMax + s.ringValueBytesMax + 1_024 <= s.bodyBytesMax,
     "ringValueBytesMax",
     "ringKeyLengthMax + ringValueBytesMax + 1024 must fit in bodyBytesMax (one put is one request)",

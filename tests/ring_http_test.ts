@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { RingNode } from "../lib/core/ring/ring_node.ts";
+import { fenceFloor } from "../lib/core/ring/view_wire.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";
@@ -24,7 +25,7 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) removeDir(dir);
 });
 
-/** Node "b" of a → b → c with peers that never answer (nothing here needs them). */
+/** Node "b" of a → b → c with peers that never answer (nothing here needs them), except that a and c back every token lease. */
 function setup() {
   const dir = tempDir("mutexd-ring-http-");
   dirs.push(dir);
@@ -38,6 +39,7 @@ function setup() {
     probe: never,
     prepare: never,
     wake: () => Promise.resolve(),
+    renew: (_to, epoch, seq) => Promise.resolve({ epoch, seq, ok: true }),
   };
   const clock = manualClock(1_000);
   const service = new RingService({ node, settings, clock, timers: realTimers, log: memoryLogger(), storage, peers, onFatal: () => {} });
@@ -56,7 +58,7 @@ function setup() {
   return { node, service, app, state, call, clock, storage };
 }
 
-/** Gives node b the token and a section (fence 1), so write paths have something to refuse. */
+/** Gives node b the token and a section (epoch 1's first fence), so write paths have something to refuse. */
 async function withSection(h: ReturnType<typeof setup>): Promise<number> {
   // idleHops = ring size: the idle token rests here (the manual clock never ends the pause).
   const token = { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 3 };
@@ -127,7 +129,7 @@ for (const c of CASES) {
 test("ring API: the same routes succeed with valid input (the error cases are not vacuous)", async () => {
   const h = setup();
   const fence = await withSection(h);
-  assert.equal(fence, 1);
+  assert.equal(fence, fenceFloor(1) + 1, "the epoch is in the fence's high part");
   const before = h.state();
   // A put is answered only once it came back around; here it is stored and sent to the successor.
   const pending = h.call("POST", "/v1/ring/put", { fence, key: "k", value: "v" });
@@ -157,7 +159,7 @@ test("ring API: status names the epoch, neighbours, token state and rotation tim
   assert.equal(status.successor, "c");
   assert.equal(status.predecessor, "a");
   assert.equal(status.token, "held");
-  assert.equal(status.section.fence, 1);
+  assert.equal(status.section.fence, fenceFloor(1) + 1);
   assert.ok("lastRotationMs" in status && "lastTokenAgeMs" in status);
   h.service.stop();
   h.storage.close();

@@ -13,12 +13,13 @@ import {
   type PersistOp,
 } from "../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingLogRecord, RingToken } from "../lib/core/ring/ring_types.ts";
+import { fenceFloor } from "../lib/core/ring/view_wire.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 const LIMITS = { ...DEFAULT_SETTINGS, ringLeaseMs: 1_000, tokenIdlePaceMs: 100, tokenLossMs: 5_000, ringSnapshotEveryWrites: 1_000 };
 
 /** A node "b" of the ring a → b → c, plus helpers to feed it and read its output. */
-function harness(options: { id?: string; ring?: string[]; stored?: RingNode extends never ? never : ConstructorParameters<typeof RingNode>[0]["stored"] } = {}) {
+function harness(options: { id?: string; ring?: string[]; stored?: ConstructorParameters<typeof RingNode>[0]["stored"]; leases?: "auto" | "none" } = {}) {
   const node = new RingNode({
     id: options.id ?? "b",
     ring: options.ring ?? ["a", "b", "c"],
@@ -31,7 +32,18 @@ function harness(options: { id?: string; ring?: string[]; stored?: RingNode exte
   const persisted: PersistOp[] = [];
   const step = (input: RingInput, atMs = now): RingOutput => {
     now = atMs;
-    const out = node.step(input, now);
+    let out = node.step(input, now);
+    const wanted = only(out, "wantLease")[0];
+    if (wanted && options.leases !== "none") {
+      // A majority that backs every lease at once, merged into one output (the token lease's
+      // own tests below answer wantLease themselves, with leases: "none").
+      const leased = node.step({ type: "lease", epoch: wanted.epoch, validUntilMs: now + 60_000 }, now);
+      out = {
+        result: out.result,
+        persist: [...out.persist, ...leased.persist],
+        effects: [...out.effects.filter((e) => e.type !== "wantLease"), ...leased.effects],
+      };
+    }
     persisted.push(...out.persist);
     return out;
   };
@@ -48,6 +60,9 @@ function harness(options: { id?: string; ring?: string[]; stored?: RingNode exte
     },
   };
 }
+
+/** Fences carry the epoch in their high part: fence n of epoch 1 is F1 + n. */
+const F1 = fenceFloor(1);
 
 function token(fields: Partial<RingToken> = {}): RingToken {
   return { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 0, ...fields };
@@ -171,17 +186,17 @@ test("grant order: waiters queued before the token are granted FIFO, one at a ti
   const w3 = h.enter();
   assert.equal(replies(w1.out).size, 0, "no grant without the token");
   assert.equal(only(w1.out, "wakeAll").length, 1, "the first waiter wakes the ring");
-  let out = h.step({ type: "token", from: "a", token: token({ hop: 7, fence: 41 }) });
-  assert.equal(fenceOf(replies(out).get(w1.reqId)), 42);
+  let out = h.step({ type: "token", from: "a", token: token({ hop: 7, fence: F1 + 41 }) });
+  assert.equal(fenceOf(replies(out).get(w1.reqId)), F1 + 42);
   assert.equal(replies(out).size, 1, "one section at a time");
-  assert.deepEqual(out.persist.at(-1), { type: "hardState", state: { epoch: 1, fenceMax: 42, lastHop: 7 } }, "fence stored before the grant");
-  out = h.step({ type: "leave", reqId: h.nextReq(), fence: 42 });
-  assert.equal(fenceOf(replies(out).get(w2.reqId)), 43);
-  out = h.step({ type: "leave", reqId: h.nextReq(), fence: 43 });
-  assert.equal(fenceOf(replies(out).get(w3.reqId)), 44);
+  assert.deepEqual(out.persist.at(-1), { type: "hardState", state: { epoch: 1, fenceMax: F1 + 42, lastHop: 7 } }, "fence stored before the grant");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 42 });
+  assert.equal(fenceOf(replies(out).get(w2.reqId)), F1 + 43);
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 43 });
+  assert.equal(fenceOf(replies(out).get(w3.reqId)), F1 + 44);
   assert.equal(sentToken(out), undefined, "the token stays during a section");
-  out = h.step({ type: "leave", reqId: h.nextReq(), fence: 44 });
-  assert.deepEqual(sentToken(out), token({ hop: 8, fence: 44, idleHops: 1 }));
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 44 });
+  assert.deepEqual(sentToken(out), token({ hop: 8, fence: F1 + 44, idleHops: 1 }));
 });
 
 test("a waiter that arrives during a section waits for the next visit; the token leaves hot", () => {
@@ -189,11 +204,11 @@ test("a waiter that arrives during a section waits for the next visit; the token
   const w1 = h.enter();
   h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
   const late = h.enter();
-  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: 1 });
+  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 });
   assert.equal(replies(out).get(late.reqId), undefined);
   assert.equal(sentToken(out)?.idleHops, 1, "passed at once, counted as busy: not paced next hop");
-  const back = h.step({ type: "token", from: "a", token: token({ hop: 4, fence: 1 }) });
-  assert.equal(fenceOf(replies(back).get(late.reqId)), 2);
+  const back = h.step({ type: "token", from: "a", token: token({ hop: 4, fence: F1 + 1 }) });
+  assert.equal(fenceOf(replies(back).get(late.reqId)), F1 + 2);
   void w1;
 });
 
@@ -201,13 +216,13 @@ test("lease expiry: the holder revokes the section at its lease end and passes t
   const h = harness();
   const w = h.enter(10_000, 500);
   h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
-  assert.ok(h.node.sectionActive(1));
+  assert.ok(h.node.sectionActive(F1 + 1));
   let out = h.step({ type: "tick" }, 599);
   assert.equal(sentToken(out), undefined, "not before the lease ends");
   out = h.step({ type: "tick" }, 600);
-  assert.deepEqual(only(out, "sectionEnded"), [{ type: "sectionEnded", fence: 1, reason: "lease" }]);
-  assert.equal(sentToken(out)?.fence, 1);
-  const late = h.step({ type: "write", reqId: h.nextReq(), fence: 1, op: { type: "put", key: "k", value: "v" } });
+  assert.deepEqual(only(out, "sectionEnded"), [{ type: "sectionEnded", fence: F1 + 1, reason: "lease" }]);
+  assert.equal(sentToken(out)?.fence, F1 + 1);
+  const late = h.step({ type: "write", reqId: h.nextReq(), fence: F1 + 1, op: { type: "put", key: "k", value: "v" } });
   const reply = [...replies(late).values()][0];
   assert.ok(!reply.ok && reply.error.code === "not_in_section");
   assert.equal(late.persist.length, 0, "a refused write stores nothing");
@@ -223,7 +238,7 @@ test("a try (waitMs 0) behind another waiter is refused at once; alone it waits 
   const alone = harness();
   const t = alone.enter(0);
   const out = alone.step({ type: "token", from: "a", token: token({ hop: 1 }) });
-  assert.equal(fenceOf(replies(out).get(t.reqId)), 1);
+  assert.equal(fenceOf(replies(out).get(t.reqId)), F1 + 1);
 });
 
 test("a waiter whose deadline passes gets notGranted and is never granted", () => {
@@ -244,7 +259,69 @@ test("a long-poll that ends answers 'waiting' with a ticket; asking again keeps 
   const again = h.nextReq();
   h.step({ type: "enter", reqId: again, ticket: waiting.ticket, waitMs: 1_000, leaseMs: 1_000 });
   const out = h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
-  assert.equal(fenceOf(replies(out).get(again)), 1);
+  assert.equal(fenceOf(replies(out).get(again)), F1 + 1);
+});
+
+// ---- Token lease -------------------------------------------------------------------------------
+
+test("token lease: the holder grants only inside a lease of its epoch; without one it asks (wantLease) and keeps the token", () => {
+  const h = harness({ leases: "none" });
+  const w1 = h.enter();
+  const w2 = h.enter();
+  const w3 = h.enter();
+  let out = h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }]);
+  assert.equal(replies(out).size, 0, "no grant without a lease");
+  assert.equal(sentToken(out), undefined, "the token stays while the waiter waits for the lease");
+  out = h.step({ type: "tick" }, 150);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }], "asked again on every step while it waits");
+  out = h.step({ type: "lease", epoch: 2, validUntilMs: 10_000 }, 160);
+  assert.equal(replies(out).size, 0, "a lease of another epoch does not count");
+  out = h.step({ type: "lease", epoch: 1, validUntilMs: 500 }, 170);
+  assert.equal(fenceOf(replies(out).get(w1.reqId)), F1 + 1, "granted in the step that brings the lease");
+  assert.deepEqual(only(out, "wantLease"), [], "more than a quarter of tokenLeaseMs is left: no early renewal");
+  assert.equal(h.node.status(170).leaseValidUntilMs, 500);
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 499);
+  assert.equal(fenceOf(replies(out).get(w2.reqId)), F1 + 2, "still inside the lease");
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }], "renewed early: w3 waits and under a quarter of tokenLeaseMs is left");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, 500);
+  assert.equal(replies(out).get(w3.reqId), undefined, "the lease ended at 500: no grant");
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }]);
+  assert.equal(h.node.status(500).leaseValidUntilMs, null);
+});
+
+test("token lease: a lease does not outlive its epoch (a newer epoch's token needs its own)", () => {
+  const h = harness({ leases: "none" });
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
+  h.step({ type: "lease", epoch: 1, validUntilMs: 60_000 }, 100);
+  h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 200);
+  const w = h.enter();
+  const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, fence: F1 + 1 }) }, 300);
+  assert.equal(replies(out).get(w.reqId), undefined);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 2 }]);
+});
+
+// ---- Facts for the view change ---------------------------------------------------------------
+
+test("view facts: last applied and its epoch stamp, commit, the last token held or sent, the section's remaining lease", () => {
+  const h = harness();
+  assert.deepEqual(h.node.viewFacts(0), {
+    lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 0, tokenHop: 0, token: "away", sectionRemainingMs: 0, lastTokenAgeMs: null,
+  });
+  h.step({ type: "writes", from: "a", epoch: 2, entries: [put(1, "a", "k", "1", 1), put(2, "a", "k", "2", 2)] }, 10);
+  h.enter(10_000, 500);
+  h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 4, wseq: 2, commit: 2 }) }, 100);
+  assert.deepEqual(h.node.viewFacts(300), {
+    lastApplied: 2, lastWriteEpoch: 2, commit: 2, tokenEpoch: 2, tokenHop: 4, token: "held", sectionRemainingMs: 300, lastTokenAgeMs: 200,
+  });
+  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: fenceFloor(2) + 1 }, 400);
+  assert.equal(sentToken(out)?.hop, 5);
+  const facts = h.node.viewFacts(450);
+  assert.deepEqual([facts.token, facts.tokenEpoch, facts.tokenHop, facts.sectionRemainingMs], ["sending", 2, 5, 0], "the hand-off it sent");
+  h.step({ type: "tokenDelivered", epoch: 2, hop: 5 }, 460);
+  assert.equal(h.node.viewFacts(470).token, "away");
+  assert.equal(h.node.viewFacts(470).tokenHop, 5, "still the last token it sent");
 });
 
 // ---- Writes -----------------------------------------------------------------------------------
@@ -258,17 +335,17 @@ test("a write in a section is acknowledged only when it came back around; then t
   h.step({ type: "caughtUp", reply: { commit: 3, entries: [put(1, "a", "x", "1"), put(2, "a", "x", "2"), put(3, "c", "y", "1")] } });
   assert.equal(h.node.read("x", false), "2");
   const reqId = h.nextReq();
-  let out = h.step({ type: "write", reqId, fence: 1, op: { type: "put", key: "x", value: "3" } });
+  let out = h.step({ type: "write", reqId, fence: F1 + 1, op: { type: "put", key: "x", value: "3" } });
   assert.equal(replies(out).size, 0, "not before it went around");
   assert.deepEqual(out.persist, [{ type: "log", record: { type: "entry", entry: put(4, "b", "x", "3") } }]);
   assert.deepEqual(only(out, "sendWrites")[0].entries, [put(4, "b", "x", "3")]);
   assert.equal(h.node.read("x", false), "2", "clean reads do not see it yet");
   assert.equal(h.node.read("x", true), "3", "dirty reads do");
-  h.step({ type: "leave", reqId: h.nextReq(), fence: 1 });
+  h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 });
   out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(4, "b", "x", "3")] });
   assert.deepEqual(replies(out).get(reqId), { ok: true, type: "written", wseq: 4 });
   assert.equal(h.node.read("x", false), "3");
-  assert.deepEqual(sentToken(out), token({ hop: 2, wseq: 4, commit: 4, fence: 1, idleHops: 1 }), "passed only after the return");
+  assert.deepEqual(sentToken(out), token({ hop: 2, wseq: 4, commit: 4, fence: F1 + 1, idleHops: 1 }), "passed only after the return");
 });
 
 test("writes apply in wseq order: a gap is buffered, fetched from the predecessor, then filled", () => {
@@ -346,7 +423,7 @@ test("a waiter arriving while the idle token rests here is granted at once", () 
   const h = harness();
   h.step({ type: "token", from: "a", token: token({ hop: 10, idleHops: 3 }) });
   const w = h.enter();
-  assert.equal(fenceOf(replies(w.out).get(w.reqId)), 1);
+  assert.equal(fenceOf(replies(w.out).get(w.reqId)), F1 + 1);
 });
 
 // ---- Regeneration -----------------------------------------------------------------------------
@@ -374,16 +451,32 @@ test("regeneration: the new token's fence is above every promised one; uncertain
   const w = h.enter();
   const promises = [
     { node: "a", lastApplied: 2, commit: 0, fenceMax: 0 },
-    { node: "b", lastApplied: 2, commit: 0, fenceMax: 17 },
-    { node: "c", lastApplied: 2, commit: 0, fenceMax: 9 },
+    { node: "b", lastApplied: 2, commit: 0, fenceMax: F1 + 17 },
+    { node: "c", lastApplied: 2, commit: 0, fenceMax: F1 + 9 },
   ];
   const out = h.step({ type: "regenerate", epoch: 2, promises });
   const resent = only(out, "sendWrites").flatMap((s) => s.entries);
   assert.deepEqual(resent.map((e) => [e.wseq, e.epoch, e.origin, e.author]), [[1, 2, "a", "c"], [2, 2, "a", "c"]]);
   assert.equal(replies(out).size, 0, "no grant before the re-sent writes came back");
   const back = h.step({ type: "writes", from: "c", epoch: 2, entries: resent });
-  assert.equal(fenceOf(replies(back).get(w.reqId)), 18);
+  // Epoch 2's first fence: above every fence of epoch 1, whatever the promises said.
+  assert.equal(fenceOf(replies(back).get(w.reqId)), fenceFloor(2) + 1);
   assert.equal(h.node.read("k", false), "2", "re-sent writes are committed once back");
+});
+
+test("fences carry the epoch in their high part: a token of an older epoch, however far its counter went, grants below every fence of a newer epoch", () => {
+  const old = harness();
+  old.enter();
+  const oldGrant = old.step({ type: "token", from: "a", token: token({ hop: 1, fence: F1 + 1_000_000 }) });
+  const oldFence = fenceOf([...replies(oldGrant).values()][0]);
+  const fresh = harness();
+  fresh.enter();
+  const newGrant = fresh.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, fence: 0 }) });
+  const newFence = fenceOf([...replies(newGrant).values()][0]);
+  assert.equal(oldFence, F1 + 1_000_001);
+  assert.equal(newFence, fenceFloor(2) + 1, "the first fence of epoch 2, though this node never saw epoch 1's");
+  assert.ok(newFence > oldFence);
+  assert.equal(Math.floor(newFence / 2 ** 32), 2, "the epoch reads back from the fence's high part");
 });
 
 // ---- Restart ----------------------------------------------------------------------------------
@@ -392,14 +485,14 @@ test("a node rebuilt from its stored records has the same replica, epoch and fen
   const h = harness();
   h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "j", "2")] });
   h.enter();
-  h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 2, commit: 2, fence: 5 }) });
+  h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 2, commit: 2, fence: F1 + 5 }) });
   const records = h.persisted.flatMap((p) => (p.type === "log" ? [p.record] : []));
   const hardState = h.persisted.filter((p) => p.type === "hardState").at(-1)!;
   assert.ok(hardState.type === "hardState");
   const copy = harness({ stored: { hardState: hardState.state, records } });
   assert.deepEqual(copy.node.keys(false), ["j", "k"]);
   assert.equal(copy.node.replica.commit, 2);
-  assert.equal(copy.node.status(0).fenceMax, 6);
+  assert.equal(copy.node.status(0).fenceMax, F1 + 6);
   assert.equal(copy.node.status(0).token, "away", "a token is never restored from disk");
 });
 
@@ -467,7 +560,7 @@ const RESTART_CASES: Array<{
     before: (h) => {
       h.enter();
       h.step({ type: "token", from: "a", token: token({ hop: 5, idleHops: 3 }) });
-      assert.ok(h.node.sectionActive(1));
+      assert.ok(h.node.sectionActive(F1 + 1));
     },
     after: (h) => {
       const w = h.enter();
@@ -540,14 +633,14 @@ const STALE_SUFFIX_CASES: Array<{
     run: (h) => {
       h.enter();
       h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
-      h.step({ type: "write", reqId: h.nextReq(), fence: 1, op: { type: "put", key: "k", value: "lost" } });
+      h.step({ type: "write", reqId: h.nextReq(), fence: F1 + 1, op: { type: "put", key: "k", value: "lost" } });
       assert.equal(h.node.replica.lastApplied, 1);
       const r = restart(h, 1_000);
       assert.equal(r.step({ type: "prepare", from: "a", epoch: 2 }, 1_000 + LIMITS.tokenLossMs).result.type, "promised");
       r.enter();
-      const out = r.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 2, fence: 1 }) });
+      const out = r.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 2, fence: F1 + 1 }) });
       assert.deepEqual(out.persist.filter((p) => p.type === "log").map((p) => (p as { record: RingLogRecord }).record), [{ type: "truncate", from: 1 }]);
-      const write = r.step({ type: "write", reqId: r.nextReq(), fence: 2, op: { type: "put", key: "k", value: "new" } });
+      const write = r.step({ type: "write", reqId: r.nextReq(), fence: fenceFloor(2) + 1, op: { type: "put", key: "k", value: "new" } });
       const sent = only(write, "sendWrites").flatMap((s) => s.entries);
       assert.deepEqual(sent.map((e) => [e.wseq, e.epoch]), [[1, 2]]);
       return r;

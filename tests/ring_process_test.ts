@@ -207,3 +207,24 @@ test("ring lock: a command outliving its lease is stopped and mutexd exits 4", {
   }
 });
 
+
+test("token lease: a node cut off from the majority (the other two of 3 killed -9) grants nothing and its status says minority", { timeout: 60_000 }, async () => {
+  const ring = await startRing(3);
+  try {
+    const before = await ring.clients[2].lock({ waitMs: 10_000 });
+    await before.release();
+    for (const id of ["r1", "r2"]) {
+      const proc = ring.procs.get(id)!;
+      proc.kill("SIGKILL");
+      await proc.exited;
+    }
+    // Whether the token is at r3 or died with r1/r2: r3 must grant nothing. Its waiter makes it
+    // renew; nobody answers, so the renewal fails after viewChangeTimeoutMs (default 2000 ms).
+    await assert.rejects(ring.clients[2].lock({ waitMs: 3_000 }), "not granted in a minority");
+    await eventually("r3's status says minority", async () => (await ring.clients[2].status()).lease?.quorum === "lost", SLACK_MS);
+    const status = await ring.clients[2].status();
+    assert.equal(status.lease.validUntilMs, null, "no valid lease");
+  } finally {
+    await removeRing(ring);
+  }
+});

@@ -37,6 +37,7 @@ async function withService(withRepair: boolean, body: (h: { deliveries: Pending[
     probe: never,
     prepare: never,
     wake: () => Promise.resolve(),
+    renew: never,
   };
   const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: settings, ticketPrefix: "t-" });
   const service = new RingService({

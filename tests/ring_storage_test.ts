@@ -20,7 +20,8 @@ import { RingReplica } from "../lib/core/ring/ring_replica.ts";
 import type { RingEntry, RingLogRecord, RingSnapshot } from "../lib/core/ring/ring_types.ts";
 import { crc32 } from "../cluster/checksum.ts";
 import { writeAll } from "../cluster/durable_file.ts";
-import { FORMAT_VERSION, LOG_FILE, RingStorage, SNAPSHOT_FILE, STATE_FILE } from "../cluster/ring/storage.ts";
+import { FORMAT_VERSION, LOG_FILE, RingStorage, SNAPSHOT_FILE, STATE_FILE, VIEW_FILE } from "../cluster/ring/storage.ts";
+import type { ViewHardState } from "../lib/core/ring/view_wire.ts";
 import { eventually, freePort, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 function write(wseq: number, value: string): RingEntry {
@@ -118,14 +119,17 @@ test("ring storage: a half-written last log line is dropped at load and every wh
   });
 });
 
+/** A version-2 envelope around `value`, as the storage writes it. */
+function envelopeOf(value: unknown): string {
+  const data = JSON.stringify(value);
+  return `{"v":${FORMAT_VERSION},"crc":${crc32(data)},"data":${data}}`;
+}
+
 /** Three ways a whole line goes bad on disk, each applied to one line of the log. */
 const DAMAGES: Array<[string, (line: string) => string, RegExp]> = [
   ["a value edited (the checksum no longer matches)", (line) => line.replace('"value":"d"', '"value":"X"'), /checksum \d+ does not match/],
   ["half a line (not JSON)", (line) => line.slice(0, Math.floor(line.length / 2)), /not JSON/],
-  ["a record of the wrong shape under a right checksum", (_line) => {
-    const data = JSON.stringify({ type: "entry", entry: { wseq: "4" } });
-    return `{"v":${FORMAT_VERSION},"crc":${crc32(data)},"data":${data}}`;
-  }, /not a log record/],
+  ["a record of the wrong shape under a right checksum", (_line) => envelopeOf({ type: "entry", entry: { wseq: "4" } }), /not a log record/],
 ];
 
 for (const [damage, edit, reason] of DAMAGES) {
@@ -172,19 +176,23 @@ test("ring storage: a bad hard state refuses to start, naming the file and why (
   for (const [edit, reason] of damages) {
     inDir((dir) => {
       new RingStorage(dir).apply([{ type: "hardState", state: { epoch: 7, fenceMax: 30, lastHop: 4 } }]);
-      const file = join(dir, STATE_FILE);
-      writeFileSync(file, edit(readFileSync(file, "utf8")));
-      const before = readFileSync(file, "utf8");
-      assert.throws(() => new RingStorage(dir).load(), (error: Error) => {
-        assert.ok(error.message.startsWith(`${file}: `), error.message);
-        assert.match(error.message, reason);
-        assert.match(error.message, /Refusing to start/);
-        return true;
-      });
-      assert.equal(readFileSync(file, "utf8"), before, "left for the operator as it was");
+      assertRefusesToStart(join(dir, STATE_FILE), edit, reason, () => new RingStorage(dir).load());
     });
   }
 });
+
+/** `load` throws for `file` damaged by `edit`, naming it and `reason`, and leaves the file as it was. */
+function assertRefusesToStart(file: string, edit: (text: string) => string, reason: RegExp, load: () => unknown): void {
+  writeFileSync(file, edit(readFileSync(file, "utf8")));
+  const before = readFileSync(file, "utf8");
+  assert.throws(load, (error: Error) => {
+    assert.ok(error.message.startsWith(`${file}: `), error.message);
+    assert.match(error.message, reason);
+    assert.match(error.message, /Refusing to start/);
+    return true;
+  });
+  assert.equal(readFileSync(file, "utf8"), before, "left for the operator as it was");
+}
 
 test("ring storage: a bad snapshot is set aside (*.corrupt) with the whole log; the node starts from its hard state alone; a ring of one refuses", () => {
   inDir((dir) => {
@@ -246,6 +254,39 @@ test("ring storage: a file of a newer format version is refused, naming the file
       const where = name === LOG_FILE ? `${name}:1` : name;
       const message = `${where}: format version ${FORMAT_VERSION + 1} is newer than this mutexd's (${FORMAT_VERSION})`;
       assert.throws(() => new RingStorage(dir).load(), (error: Error) => error.message.includes(message));
+    });
+  }
+});
+
+const VIEW_STATE: ViewHardState = {
+  promised: { epoch: 5, coordinator: "r2" },
+  view: { epoch: 4, coordinator: "r1", members: ["r1", "r2", "r4"], regenerator: "r2", startWseq: 17, resendFromWseq: 15, grantWaitMs: 240 },
+};
+
+test("ring storage: the view change's hard state (promised ballot, installed view) round-trips durably; none stored reads as null", () => {
+  inDir((dir) => {
+    assert.equal(new RingStorage(dir).loadView(), null, "a node that never promised");
+    new RingStorage(dir).storeView({ promised: { epoch: 1, coordinator: "r1" }, view: null });
+    new RingStorage(dir).storeView(VIEW_STATE);
+    assert.deepEqual(new RingStorage(dir).loadView(), VIEW_STATE, "the last one stored");
+    const text = readFileSync(join(dir, VIEW_FILE), "utf8");
+    assert.match(text, new RegExp(`^\\{"v":${FORMAT_VERSION},"crc":\\d+,"data":`), "in the versioned envelope");
+    assert.ok(!existsSync(join(dir, `${VIEW_FILE}.tmp`)), "replaced through a renamed temporary file");
+  });
+});
+
+test("ring storage: a bad ring-view.json refuses to start, naming the file and why (a forgotten promise could be given twice)", () => {
+  const damages: Array<[(text: string) => string, RegExp]> = [
+    [(text) => text.replace('"epoch":5', '"epoch":3'), /checksum/],
+    [(text) => text.slice(0, 12), /not JSON/],
+    [() => JSON.stringify(VIEW_STATE), /format version 1/],
+    [() => envelopeOf({ promised: { epoch: 3, coordinator: "r2" }, view: VIEW_STATE.view }), /no newer than the promise/],
+    [() => envelopeOf({ ...VIEW_STATE, view: { ...VIEW_STATE.view!, regenerator: "r9" } }), /not \{promised, view\}/],
+  ];
+  for (const [edit, reason] of damages) {
+    inDir((dir) => {
+      new RingStorage(dir).storeView(VIEW_STATE);
+      assertRefusesToStart(join(dir, VIEW_FILE), edit, reason, () => new RingStorage(dir).loadView());
     });
   }
 });

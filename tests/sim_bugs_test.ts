@@ -12,6 +12,7 @@ import { RingNode } from "../lib/core/ring/ring_node.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { PeerLink } from "../cluster/ring/peer_link.ts";
+import { RingService } from "../cluster/ring/service.ts";
 import { RingClient } from "../lib/client/ring_client.ts";
 import { LockService } from "../cluster/lock/service.ts";
 import { Session } from "../lib/client/lock_client.ts";
@@ -562,4 +563,25 @@ test("bug: the lock table takes an enter of a call its session already left → 
       }
     }, LOCK_ONLY, 400, CHECKERS); // rare: about 2 seeds in 150 deliver an enter after its leave
   expectCaught("enter of a left call", found, CHECKERS);
+});
+
+// ---- ring: the token lease (issue 9) ------------------------------------------------------------
+// Today's regeneration needs every ring node, so a lease bug cannot break safety yet; what a lease
+// that never becomes valid breaks is liveness, and the simulator's ring kind runs the real renewal.
+
+test("bug: a renewer backs only leases of epochs above its own (off by one) → no lease, no grant → ring.liveness", { timeout: 60_000 }, () => {
+  const CHECKERS = ["ring.liveness"];
+  const found = huntRing(
+    (body) =>
+      patched(RingService.prototype as unknown as Proto, "renewFrom", (original) =>
+        function (this: Proto, from: string, epoch: number, seq: number) {
+          return original.call(this, from, epoch - 1, seq).ok ? { epoch, seq, ok: epoch > this.epoch() } : { epoch, seq, ok: false };
+        }, body),
+    RING_ONLY,
+    50,
+    CHECKERS,
+  );
+  // Seed 13: ring.liveness judges only the locks still waiting past its bound at the run's end,
+  // so runs whose last locks came late pass although the ring granted nothing after its first lease.
+  expectCaught("renewals of the current epoch refused", found, CHECKERS);
 });

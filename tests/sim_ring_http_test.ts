@@ -19,10 +19,14 @@ import { SimRingHttp } from "./sim/ring/http.ts";
 
 const settings = DEFAULT_SETTINGS;
 
-/** Node "b" of a → b → c: peers and timers that never answer or fire (nothing here waits on them). */
+/**
+ * Node "b" of a → b → c: peers and timers that never answer or fire (nothing here waits on them),
+ * but every lease renewal is backed at once (the enter below is granted).
+ */
 function ringNodeService(): RingService {
   const never = () => new Promise<never>(() => {});
-  const peers: RingPeers = { deliver: never, fetchLog: never, probe: never, prepare: never, wake: () => Promise.resolve() };
+  const renew = (_to: string, epoch: number, seq: number) => Promise.resolve({ epoch, seq, ok: true });
+  const peers: RingPeers = { deliver: never, fetchLog: never, probe: never, prepare: never, wake: () => Promise.resolve(), renew };
   const timers: Timers = { setTimeout: () => 0, clearTimeout: () => {} };
   const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: settings, ticketPrefix: "t-" });
   return new RingService({ node, settings, clock: manualClock(1_000), timers, log: memoryLogger(), storage: new SimRingDisk(), peers, onFatal: () => {} });
@@ -67,6 +71,8 @@ const REQUESTS: Array<{ method: string; path: string; body?: string }> = [
   { method: "GET", path: "/v1/ring/status" },
   { method: "POST", path: "/v1/ring/leave", body: JSON.stringify({ fence: 1 }) },
   { method: "POST", path: "/v1/ring/peer/wake", body: JSON.stringify({ from: "a" }) },
+  { method: "POST", path: "/v1/ring/peer/renew", body: JSON.stringify({ from: "a", epoch: 1, seq: 3 }) },
+  { method: "POST", path: "/v1/ring/peer/renew", body: JSON.stringify({ from: "a", epoch: -1, seq: 3 }) },
   { method: "GET", path: "/v1/ring/status" },
 ];
 
@@ -83,6 +89,10 @@ test("the simulator's ring HTTP path answers every request as the binary's Hono 
     const expected = { status: response.status, body: JSON.parse(await response.text()) };
     let answered: { status: number; body: unknown } | undefined;
     sim.serve(request.method, request.path, request.body, (answer) => (answered = { status: answer.status, body: JSON.parse(answer.body) }));
+    // A grant waits for the token lease: the service's renewal (a promise of its peers, already
+    // resolved here) continues in the microtask queued before this await's continuation. The
+    // HTTP path itself adds no turn.
+    if (request.path === "/v1/ring/enter") await Promise.resolve();
     assert.ok(answered, `${what}: the simulator's path answered within the call`);
     assert.deepEqual(answered, expected, what);
     statuses.add(expected.status);

@@ -226,6 +226,8 @@ async function status(argv: string[]): Promise<number> {
       `epoch       ${s.epoch}   fencing counter ${s.fenceMax}`,
       `token       ${s.token}   last seen ${ms(s.lastTokenAgeMs)} ago, hop ${s.lastHop}, last rotation ${ms(s.lastRotationMs)}`,
       `section     ${s.section ? `fence ${s.section.fence}, held ${s.section.heldForMs} ms, lease left ${s.section.leaseRemainingMs} ms` : "none"}   waiters ${s.waiters}`,
+      `lease       ${!s.lease ? "-" : s.lease.quorum === "ok" ? "majority backs it" : `MINORITY, grants nothing (${s.lease.reason})`}` +
+      `${s.lease?.validUntilMs == null ? "" : "   (valid now)"}`,
       `log         applied ${s.lastApplied}, committed ${s.commit}, kept from ${s.logStart}${s.catchingUp ? "   (catching up)" : ""}`,
       ...(s.suspicions.length === 0 ? ["suspicions  none"] : s.suspicions.map((x) =>
         `suspicion   ${x.node} suspected by ${x.suspectedBy.join(", ") || "-"} for ${x.suspectedForMs} ms (epoch ${x.epoch}), ` +

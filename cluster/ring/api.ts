@@ -1,6 +1,6 @@
 /**
  * The ring node's HTTP API. Clients: `/v1/ring/{enter,leave,put,delete,get,keys,status,section}`.
- * Neighbours: `/v1/ring/peer/{token,writes,log,probe,prepare,wake}`. Handlers decode, call the
+ * Neighbours: `/v1/ring/peer/{token,writes,log,probe,prepare,wake,renew}`. Handlers decode, call the
  * service and encode; the protocol lives in lib/core/ring/ring_node.ts. See docs/ring.md.
  *
  * The routes are a table (`ringRoutes`) that Hono serves (`createRingApp`: routing, reading the
@@ -91,7 +91,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   now("GET", "/v1/health", () => ok({ ok: true, id: options.nodeId, role: "ring" }));
 
-  now("GET", "/v1/ring/status", () => ok({ ...node.status(service.now()), linkQueue: service.linkLength, suspicions: service.suspicions(), ...(options.describe?.() ?? {}) }));
+  now("GET", "/v1/ring/status", () => ok({ ...node.status(service.now()), linkQueue: service.linkLength, lease: service.lease(), suspicions: service.suspicions(), ...(options.describe?.() ?? {}) }));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the
   // ticket to keep the place). waitMs = 0 tries: it waits for the next visit only if nobody is
@@ -225,6 +225,15 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     const from = field.string(body, "from");
     const epoch = nonNegative(body, "epoch");
     return peerAnswer(service.stepPeer({ type: "prepare", from, epoch }));
+  });
+
+  // A token lease renewal: OK unless this node promised a newer epoch; then it holds (service.ts).
+  now("POST", "/v1/ring/peer/renew", ({ body }) => {
+    onlyFields(body, ["from", "epoch", "seq"]);
+    const from = field.string(body, "from");
+    const epoch = nonNegative(body, "epoch");
+    const seq = nonNegative(body, "seq");
+    return ok(service.renewFrom(from, epoch, seq));
   });
 
   now("POST", "/v1/ring/peer/wake", ({ body }) => {

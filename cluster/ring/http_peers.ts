@@ -6,7 +6,7 @@
 import type { RingNode, RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import type { LinkItem } from "./peer_link.ts";
-import type { RingPeers, RingService } from "./service.ts";
+import type { RenewAnswer, RingPeers, RingService } from "./service.ts";
 
 export function httpPeers(options: {
   self: string;
@@ -51,6 +51,9 @@ export function httpPeers(options: {
     },
     prepare(to: string, epoch: number): Promise<RingResult> {
       return call<RingResult>(to, "prepare", { from: self, epoch });
+    },
+    renew(to: string, epoch: number, seq: number): Promise<RenewAnswer> {
+      return call<RenewAnswer>(to, "renew", { from: self, epoch, seq });
     },
     async wake(to: string): Promise<void> {
       await call(to, "wake", { from: self });

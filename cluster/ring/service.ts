@@ -10,6 +10,16 @@
  * time, with a simulated network and disk; so it keeps the port rule of cluster/timers.ts (the
  * peers' promises are continued with `.then` only, see tests/sim/ring/ports.ts).
  *
+ * The token lease (lib/core/ring/token_lease.ts): when the core wants to grant without a valid
+ * lease (`wantLease`), the driver asks every ring node to renew it (`renew`) and feeds the lease
+ * back once a majority of the file said OK, counted from the send time. As a renewer it answers
+ * OK unless it promised a newer epoch, and keeps its hold (until tokenLeaseMs after its last OK;
+ * a restarted node starts held), shown in status. So a token cut off from the majority grants
+ * nothing. The first ring node's regeneration does not wait for holds: it needs every ring
+ * node's promise, so no second token can form while one is cut off anyway (and nodes with
+ * waiters renew all the time, which would block it for good). The view change that replaces it
+ * defers promises during the hold (lib/core/ring/view.ts).
+ *
  * With a repair link (the daemon's UDP channel, cluster/ring/udp.ts), it also runs the repair
  * core (lib/core/ring/repair.ts): failed hand-offs in a row and every message from a node go in,
  * datagrams and suspicion events come out (logged, and shown in status). Nothing else changes:
@@ -26,6 +36,7 @@ import {
 } from "../../lib/core/ring/ring_node.ts";
 import { type RepairInput, type RepairMessage, RingRepair, repairTimings, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply, RingPromise } from "../../lib/core/ring/ring_types.ts";
+import { LeaseHold, type RenewOutcome, TokenLeaseHolder } from "../../lib/core/ring/token_lease.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -44,6 +55,25 @@ export interface RingPeers {
   probe(to: string): PromiseLike<ReturnType<RingNode["probe"]>>;
   prepare(to: string, epoch: number): PromiseLike<RingResult>;
   wake(to: string): PromiseLike<void>;
+  /** Asks `to` to back this node's token lease of `epoch` (renewal `seq`). */
+  renew(to: string, epoch: number, seq: number): PromiseLike<RenewAnswer>;
+}
+
+/** A ring node's answer to a lease renewal: ok = it backs the lease and holds (see RingService.renewFrom). */
+export interface RenewAnswer {
+  epoch: number;
+  seq: number;
+  ok: boolean;
+}
+
+/** The token lease as status shows it. */
+export interface LeaseStatus {
+  /** "lost": the last renewal got no majority (this node cannot grant: a minority). */
+  quorum: "ok" | "lost";
+  reason: string;
+  validUntilMs: number | null;
+  /** This node promises no newer epoch before this (it backed a lease, or restarted). */
+  heldUntilMs: number;
 }
 
 /** Where the repair core's datagrams go (the UDP repair channel in the daemon). */
@@ -90,10 +120,22 @@ export class RingService {
   private readonly repair?: RingRepair;
   /** Hand-offs to the successor that got no answer, in a row (a repair input once ringRepairRetries). */
   private handoffFailures = 0;
+  /** The holder's side of the token lease: one renewal in flight at most. */
+  private readonly leaseHolder: TokenLeaseHolder;
+  /** The renewer's side: no promise of a newer epoch before this hold ends. */
+  private readonly leaseHold: LeaseHold;
+  private leaseQuorum: { ok: boolean; reason: string } = { ok: true, reason: "" };
+  /** After a failed renewal, the next one waits until then (no storm of renewals in a minority). */
+  private leaseRetryAtMs = Number.NEGATIVE_INFINITY;
+  /** A ring of one backs its own lease alone: the outcome is fed back by this timer. */
+  private ownLeaseTimer: TimerHandle | undefined;
 
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
     const { settings, peers, log, timers } = options;
+    const quorum = Math.floor(this.node.ring.length / 2) + 1;
+    this.leaseHolder = new TokenLeaseHolder(this.node.id, quorum, settings);
+    this.leaseHold = new LeaseHold(settings.tokenLeaseMs, this.now());
     if (options.repairLink) {
       this.repair = new RingRepair({ self: this.node.id, ring: this.node.ring, ...repairTimings(settings), nowMs: this.now() });
     }
@@ -120,7 +162,10 @@ export class RingService {
   start(): void {
     const { settings, timers } = this.options;
     this.execute(this.node.start(this.now()), { type: "start" });
-    this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepPeer({ type: "tick" })));
+    this.loops.push(repeatEvery(timers, settings.tickMs, () => {
+      this.leaseOutcome(this.leaseHolder.expire(this.now()));
+      this.stepPeer({ type: "tick" });
+    }));
     if (this.repair) {
       this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepRepair({ type: "tick", epoch: this.epoch() })));
     }
@@ -135,6 +180,7 @@ export class RingService {
   stop(): void {
     this.stopped = true;
     for (const stop of this.loops) stop();
+    this.options.timers.clearTimeout(this.ownLeaseTimer);
     this.link.close();
     for (const [reqId, resolve] of [...this.replies]) {
       this.replies.delete(reqId);
@@ -224,6 +270,28 @@ export class RingService {
     this.stepRepair(type === "whoLostPred" ? { type, epoch, suspect, from, seq } : { type, epoch, suspect, from });
   }
 
+  /**
+   * A renewal of `from`'s token lease of `epoch`: OK unless this node promised a newer epoch;
+   * after an OK it promises no newer epoch for tokenLeaseMs from now (its hold).
+   */
+  renewFrom(from: string, epoch: number, seq: number): RenewAnswer {
+    const known = this.node.ring.includes(from);
+    const ok = known && !this.stopped && this.epoch() <= epoch;
+    if (ok) this.leaseHold.renewed(this.now());
+    return { epoch, seq, ok };
+  }
+
+  lease(): LeaseStatus {
+    const now = this.now();
+    const status = this.node.status(now);
+    return {
+      quorum: this.leaseQuorum.ok ? "ok" : "lost",
+      reason: this.leaseQuorum.reason,
+      validUntilMs: status.leaseValidUntilMs,
+      heldUntilMs: this.leaseHold.heldUntilMs,
+    };
+  }
+
   /** The repair core's suspicions (empty without a repair link). */
   suspicions(): SuspicionStatus[] {
     return this.repair?.status(this.now()) ?? [];
@@ -304,6 +372,9 @@ export class RingService {
       case "wakeAll":
         for (const id of this.node.ring) if (id !== this.node.id) peers.wake(id).then(undefined, () => {});
         return;
+      case "wantLease":
+        this.renewLease(effect.epoch);
+        return;
       case "reply": {
         const resolve = this.replies.get(effect.reqId);
         this.replies.delete(effect.reqId);
@@ -319,6 +390,51 @@ export class RingService {
       default:
         assertNever(effect, "ring effect");
     }
+  }
+
+  /**
+   * Starts a renewal of the token lease of `epoch` unless one is in flight (or the last one
+   * failed less than viewChangeRetryMs ago). It backs its own lease like any renewer.
+   */
+  private renewLease(epoch: number): void {
+    const now = this.now();
+    if (now < this.leaseRetryAtMs) return;
+    const seq = this.leaseHolder.begin(epoch, now);
+    if (seq === null) return;
+    const { id, ring } = this.node;
+    this.leaseHold.renewed(now);
+    const own = this.leaseHolder.answer(id, seq, true, ring.length);
+    if (own.type !== "none") {
+      // A ring of one: valid at once. Fed back on a later turn, not inside this effect loop,
+      // so the core's next output cannot overtake the rest of this one (writes before token).
+      this.ownLeaseTimer = this.options.timers.setTimeout(() => this.leaseOutcome(own), 0);
+    }
+    for (const to of ring) {
+      if (to === id) continue;
+      this.options.peers.renew(to, epoch, seq).then(
+        (answer) => {
+          if (!this.stopped) this.leaseOutcome(this.leaseHolder.answer(to, answer.seq, answer.ok && answer.epoch === epoch, ring.length));
+        },
+        () => {}, // no answer: the renewal fails by its timeout (expire) unless a majority answers
+      );
+    }
+  }
+
+  /** A renewal's outcome: a valid lease goes to the core (which may grant now), a failure to status. */
+  private leaseOutcome(outcome: RenewOutcome): void {
+    if (outcome.type === "valid") {
+      this.setLeaseQuorum(true, "token lease renewed");
+      this.stepPeer({ type: "lease", epoch: outcome.epoch, validUntilMs: outcome.validUntilMs });
+    } else if (outcome.type === "failed") {
+      this.leaseRetryAtMs = this.now() + this.options.settings.viewChangeRetryMs;
+      this.setLeaseQuorum(false, outcome.reason);
+    }
+  }
+
+  private setLeaseQuorum(ok: boolean, reason: string): void {
+    if (ok === this.leaseQuorum.ok) return;
+    this.leaseQuorum = { ok, reason };
+    this.options.log.event(ok ? "ringQuorumRegained" : "ringQuorumLost", { reason, epoch: this.epoch() });
   }
 
   /**

@@ -5,6 +5,7 @@
  *   ring-state.json     { epoch, fenceMax, lastHop }     replaced atomically (tmp, fsync, rename)
  *   ring-snapshot.json  { wseq, kv }                     replaced atomically
  *   ring-log.jsonl      one RingLogRecord per line       appended, fsynced; rewritten at snapshots
+ *   ring-view.json      { promised, view }               the view change's hard state (view.ts), replaced atomically
  *
  * Format version 2: each file, and each line of the log, is one envelope
  *
@@ -30,7 +31,9 @@
  * - A bad snapshot: it is set aside (renamed *.corrupt) together with the whole log, whose
  *   entries follow it; the node starts empty but for its hard state and catches up the same way.
  * - A bad hard state refuses to start: epoch, fenceMax and lastHop must never go back, and
- *   nothing on this node can tell the right values (an operator's decision).
+ *   nothing on this node can tell the right values (an operator's decision). The same for a bad
+ *   ring-view.json: a promise forgotten could be given twice for one epoch. That file is new in
+ *   format version 2, so it is read in version 2 only.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync } from "node:fs";
 import { join } from "node:path";
@@ -38,10 +41,12 @@ import { crc32 } from "../checksum.ts";
 import { readIfExists, syncDir, writeAll, writeDurably } from "../durable_file.ts";
 import type { PersistOp, RingStored } from "../../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring/ring_types.ts";
+import { type Ballot, EPOCH_MAX, type View, type ViewHardState } from "../../lib/core/ring/view_wire.ts";
 
 export const STATE_FILE = "ring-state.json";
 export const SNAPSHOT_FILE = "ring-snapshot.json";
 export const LOG_FILE = "ring-log.jsonl";
+export const VIEW_FILE = "ring-view.json";
 
 /** The on-disk format version this code writes. It reads this one and version 1. */
 export const FORMAT_VERSION = 2;
@@ -52,6 +57,8 @@ const ALONE_REFUSAL = "Refusing to start: a ring of one has no peer to catch up 
 export interface RingStore {
   /** Stores `ops` in order; returns only when everything is durable, throws if it cannot be. */
   apply(ops: readonly PersistOp[]): void;
+  /** Replaces the view change's hard state; returns only when it is durable, throws if it cannot be. */
+  storeView(state: ViewHardState): void;
 }
 
 /** What load found besides the stored state, for the daemon's log lines. */
@@ -127,6 +134,24 @@ function isLogRecord(value: unknown): value is RingLogRecord {
   return value.type === "commit" && isCount(value.wseq);
 }
 
+function isBallot(value: unknown): value is Ballot {
+  return isObject(value) && isCount(value.epoch) && (value.epoch as number) <= EPOCH_MAX && typeof value.coordinator === "string";
+}
+
+function isView(value: unknown): value is View {
+  if (!isObject(value) || !Array.isArray(value.members) || value.members.length === 0) return false;
+  const members = value.members as unknown[];
+  return isBallot(value) && members.every((m) => typeof m === "string") && new Set(members).size === members.length &&
+    typeof value.regenerator === "string" && members.includes(value.regenerator) &&
+    isCount(value.startWseq) && isCount(value.resendFromWseq) && isCount(value.grantWaitMs);
+}
+
+/** The view change's hard state as stored: a ballot, and a view (or null) not newer than it. */
+function isViewHardState(value: unknown): value is ViewHardState {
+  if (!isObject(value) || !isBallot(value.promised)) return false;
+  return value.view === null || (isView(value.view) && value.view.epoch <= value.promised.epoch);
+}
+
 function isSnapshot(value: unknown): value is RingSnapshot {
   return isObject(value) && isCount(value.wseq) && Array.isArray(value.kv) &&
     value.kv.every((pair) => Array.isArray(pair) && pair.length === 2 && typeof pair[0] === "string" && typeof pair[1] === "string");
@@ -170,6 +195,29 @@ export class RingStorage implements RingStore {
     }
     this.appendLog(lines);
     if (hardState) writeDurably(join(this.dir, STATE_FILE), envelope(hardState));
+  }
+
+  /** Replaces ring-view.json durably (tmp, fsync, rename, directory fsync) before it returns. */
+  storeView(state: ViewHardState): void {
+    writeDurably(join(this.dir, VIEW_FILE), envelope(state));
+  }
+
+  /**
+   * The view change's hard state (null on a node that never promised), or throws: a damaged
+   * promise refuses to start, as a damaged hard state does (see the top).
+   */
+  loadView(): ViewHardState | null {
+    const file = join(this.dir, VIEW_FILE);
+    const text = readIfExists(file);
+    if (text === undefined) return null;
+    const decoded = decode(text, file);
+    let reason = decoded.ok ? "not {promised, view} with a view no newer than the promise" : decoded.reason;
+    if (decoded.ok && decoded.version !== FORMAT_VERSION) reason = `format version ${decoded.version}, but this file exists only from version ${FORMAT_VERSION} on`;
+    else if (decoded.ok && isViewHardState(decoded.value)) return decoded.value;
+    throw new Error(
+      `${file}: ${reason}. Refusing to start: a promise forgotten could be given twice for one epoch, ` +
+        "and nothing on this node can tell what it promised (restore the file, or take the node out of the ring)",
+    );
   }
 
   close(): void {

@@ -77,6 +77,11 @@ export interface RingStatus extends CoreRingStatus {
   linkQueue: number;
   /** Ring repair's suspicions (docs/ring.md, "Repair"): hints, not membership. */
   suspicions: SuspicionStatus[];
+  /**
+   * The token lease (docs/ring.md, "The token lease"): quorum "lost" = the last renewal got no
+   * majority, so this node grants nothing (a minority). Times are on the node's clock.
+   */
+  lease: { quorum: "ok" | "lost"; reason: string; validUntilMs: number | null; heldUntilMs: number };
   successorUrl?: string;
   predecessorUrl?: string;
 }

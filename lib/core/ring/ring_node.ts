@@ -12,7 +12,10 @@
  * - One token per epoch. The sender gives it up when it sends; `hop` grows at each hand-off, so
  *   a resent copy is dropped, and a token (or write) of an older epoch is refused.
  * - The holder grants the waiters that were queued when the token arrived, FIFO, one at a time,
- *   each with a fencing token above every earlier one; a lease bounds each section.
+ *   each with a fencing token above every earlier one (the epoch in its high part); a lease
+ *   bounds each section. It grants only inside a token lease renewed by a majority of the ring
+ *   (lib/core/ring/token_lease.ts): without one it asks the driver (`wantLease`) and keeps the
+ *   token until the driver feeds the lease back (`lease`).
  * - A write made in a section goes from the holder around the ring back to it; each node applies
  *   writes in `wseq` order (buffering gaps, fetching what it misses from its predecessor). Its
  *   return is the commit point: the client is answered, and the token's commit watermark moves.
@@ -26,6 +29,7 @@
  */
 import { assert, assertNever } from "../assert.ts";
 import { RingReplica } from "./ring_replica.ts";
+import { type LocalFacts, nextFence } from "./view_wire.ts";
 import type {
   CatchUpReply,
   RingEntry,
@@ -57,6 +61,7 @@ export type RingLimits = Pick<
   | "ringSnapshotEveryWrites"
   | "ringLogRetainMax"
   | "waitMaxMs"
+  | "tokenLeaseMs"
 >;
 
 export type RingInput =
@@ -73,6 +78,8 @@ export type RingInput =
   | { type: "caughtUp"; reply: CatchUpReply }
   /** Some node has a waiter: an idle token should hurry. */
   | { type: "wake" }
+  /** A majority of the ring renewed this node's token lease of `epoch`: it may grant until validUntilMs. */
+  | { type: "lease"; epoch: number; validUntilMs: number }
   /** The first ring node asks for a promise not to take tokens of epochs below `epoch`. */
   | { type: "prepare"; from: string; epoch: number }
   /** Every ring node promised `epoch`: create its token (first ring node only). */
@@ -127,6 +134,12 @@ export type RingEffect =
   | { type: "fetch"; from: string; fromWseq: number }
   /** Tell every other ring node that this one has a waiter (best effort). */
   | { type: "wakeAll" }
+  /**
+   * The holder would grant but has no valid token lease of `epoch`: renew it with a majority of
+   * the ring and feed the outcome back as a `lease` input. Repeated on every step while it
+   * waits (the driver keeps one renewal in flight).
+   */
+  | { type: "wantLease"; epoch: number }
   | { type: "reply"; reqId: number; reply: ClientReply }
   | { type: "sectionEnded"; fence: number; reason: SectionEndReason }
   /** Something worth a log line. */
@@ -206,6 +219,8 @@ export interface RingStatus {
   commit: number;
   logStart: number;
   catchingUp: boolean;
+  /** Until when this node may grant in its epoch (null: no valid token lease). */
+  leaseValidUntilMs: number | null;
 }
 
 const encoder = new TextEncoder();
@@ -233,6 +248,8 @@ export class RingNode {
   private lastHop = 0;
   private holding: Holding | null = null;
   private sending: { epoch: number; hop: number } | null = null;
+  /** The last token this node held or sent (the view change's facts; in memory only). */
+  private lastToken = { epoch: 0, hop: 0 };
   private lastTokenAtMs: number | null = null;
   private lastArrivalMs: number | null = null;
   private lastRotationMs: number | null = null;
@@ -248,6 +265,8 @@ export class RingNode {
   private forwardedTo: number;
   private fetching: { fromWseq: number; retryAtMs: number } | null = null;
   private wakeUntilMs = Number.NEGATIVE_INFINITY;
+  /** The token lease (in memory only: a restarted node renews before its first grant). */
+  private lease: { epoch: number; validUntilMs: number } | null = null;
   private snapshotWseq = 0;
   private nowMs = Number.NEGATIVE_INFINITY;
   // The output being built by the current step.
@@ -342,6 +361,10 @@ export class RingNode {
         this.wakeUntilMs = this.nowMs + 2 * this.options.limits.tokenIdlePaceMs;
         if (this.holding) this.holding.token.idleHops = 0;
         return { ok: true, type: "done" };
+      case "lease":
+        // A lease of an older epoch is void here (this node has moved on).
+        if (input.epoch === this.epoch) this.lease = { epoch: input.epoch, validUntilMs: input.validUntilMs };
+        return { ok: true, type: "done" };
       case "prepare":
         return this.prepare(input.from, input.epoch);
       case "regenerate":
@@ -384,6 +407,7 @@ export class RingNode {
       assert(above === undefined || above.epoch < token.epoch, `write ${w} of epoch ${above?.epoch} above the wseq ${token.wseq} of its epoch's token`);
     }
     this.lastHop = token.hop;
+    this.lastToken = { epoch: token.epoch, hop: token.hop };
     // Our own hand-off got through if the token came back around: stop resending it.
     if (this.sending) {
       this.sending = null;
@@ -426,6 +450,7 @@ export class RingNode {
 
   /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
   private proceed(): void {
+    if (this.waiters.length > 0) this.renewEarly();
     const holding = this.holding;
     if (!holding) return;
     if (holding.token.commit > this.replica.lastApplied) {
@@ -436,6 +461,9 @@ export class RingNode {
     this.learnCommit(holding.token.commit);
     if (this.section || holding.outstanding.size > 0) return;
     if (holding.grantsLeft > 0 && this.waiters.length > 0) {
+      // No grant without a majority's lease (renewEarly asked for it): a token cut off from the
+      // majority is not usable.
+      if (!this.leaseValid()) return;
       holding.grantsLeft -= 1;
       this.grant(this.waiters.shift()!, holding);
       return;
@@ -454,6 +482,22 @@ export class RingNode {
     if (this.nowMs >= holding.passAtMs) this.pass();
   }
 
+  /**
+   * A waiter is queued here: have a lease ready for the token's arrival (or the end of the
+   * running section), renewed once less than a quarter of tokenLeaseMs is left, so a grant does not wait one renewal
+   * after the token came. A lease without the token grants nothing, so asking early is safe.
+   */
+  private renewEarly(): void {
+    const lease = this.lease;
+    // A quarter of tokenLeaseMs ahead: far more than a renewal's round trip, and few renewals.
+    const aheadMs = this.options.limits.tokenLeaseMs / 4;
+    if (!this.leaseValid() || lease!.validUntilMs - this.nowMs < aheadMs) this.effects.push({ type: "wantLease", epoch: this.epoch });
+  }
+
+  private leaseValid(): boolean {
+    return this.lease !== null && this.lease.epoch === this.epoch && this.nowMs < this.lease.validUntilMs;
+  }
+
   private pass(): void {
     const holding = this.holding;
     assert(holding !== null, "pass without the token");
@@ -462,6 +506,7 @@ export class RingNode {
     const token: RingToken = { ...holding.token, hop: holding.token.hop + 1, idleHops: holding.token.idleHops + 1 };
     this.holding = null;
     this.sending = { epoch: token.epoch, hop: token.hop };
+    this.lastToken = { epoch: token.epoch, hop: token.hop };
     this.lastTokenAtMs = this.nowMs;
     this.effects.push({ type: "sendToken", to: this.successor, token });
   }
@@ -492,8 +537,9 @@ export class RingNode {
   // ---- Critical sections ------------------------------------------------------------------
 
   private grant(waiter: Waiter, holding: Holding): void {
-    const fence = Math.max(this.fenceMax, holding.token.fence) + 1;
-    assert(Number.isSafeInteger(fence), "fencing counter overflow");
+    // The epoch in the fence's high part: every fence of this epoch is above every fence an
+    // older epoch's token could still hand out (nextFence fails stop when the counter runs out).
+    const fence = nextFence(this.epoch, Math.max(this.fenceMax, holding.token.fence));
     this.fenceMax = fence;
     holding.token.fence = fence;
     holding.token.idleHops = 0;
@@ -889,6 +935,26 @@ export class RingNode {
     return this.replica.keys(dirty);
   }
 
+  /**
+   * What the view change reads of this node (LocalFacts, docs/ring-view.md). A pure read.
+   * lastWriteEpoch is the stamp of the write at lastApplied, or 0 when that write is no longer
+   * in the log (only a snapshot holds it): a known gap until snapshots keep the stamp.
+   */
+  viewFacts(nowMs: number): LocalFacts {
+    const replica = this.replica;
+    const section = this.section;
+    return {
+      lastApplied: replica.lastApplied,
+      lastWriteEpoch: replica.entryAt(replica.lastApplied)?.epoch ?? 0,
+      commit: replica.commit,
+      tokenEpoch: this.lastToken.epoch,
+      tokenHop: this.lastToken.hop,
+      token: this.holding ? "held" : this.sending ? "sending" : "away",
+      sectionRemainingMs: section ? Math.max(0, section.leaseEndMs - nowMs) : 0,
+      lastTokenAgeMs: this.lastTokenAtMs === null ? null : Math.max(0, nowMs - this.lastTokenAtMs),
+    };
+  }
+
   /** Whether `fence` is the section running now (for the driver's section watchers). */
   sectionActive(fence: number): boolean {
     return this.section?.fence === fence;
@@ -917,6 +983,7 @@ export class RingNode {
       commit: this.replica.commit,
       logStart: this.replica.logStart,
       catchingUp: this.fetching !== null,
+      leaseValidUntilMs: this.lease && this.lease.epoch === this.epoch && nowMs < this.lease.validUntilMs ? this.lease.validUntilMs : null,
     };
   }
 

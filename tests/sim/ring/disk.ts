@@ -8,11 +8,13 @@
 import type { PersistOp, RingStored } from "../../../lib/core/ring/ring_node.ts";
 import type { RingHardState, RingLogRecord, RingSnapshot } from "../../../lib/core/ring/ring_types.ts";
 import type { RingStore } from "../../../cluster/ring/storage.ts";
+import type { ViewHardState } from "../../../lib/core/ring/view_wire.ts";
 
 export class SimRingDisk implements RingStore {
   private hardState: RingHardState = { epoch: 0, fenceMax: 0, lastHop: 0 };
   private snapshot: RingSnapshot | undefined;
   private records: RingLogRecord[] = [];
+  private view: ViewHardState | null = null;
 
   apply(ops: readonly PersistOp[]): void {
     for (const op of ops) {
@@ -23,6 +25,14 @@ export class SimRingDisk implements RingStore {
         this.records = op.tail.map((entry) => ({ type: "entry", entry: structuredClone(entry) }));
       }
     }
+  }
+
+  storeView(state: ViewHardState): void {
+    this.view = structuredClone(state);
+  }
+
+  loadView(): ViewHardState | null {
+    return structuredClone(this.view);
   }
 
   load(): RingStored {

@@ -172,6 +172,7 @@ export class RingNodeActor extends Actor {
       fetchLog: (peer, fromWseq) => call(peer, `/v1/ring/peer/log?from=${fromWseq}`),
       probe: (to) => call(to, "/v1/ring/peer/probe"),
       prepare: (to, epoch) => call(to, "/v1/ring/peer/prepare", { from, epoch }),
+      renew: (to, epoch, seq) => call(to, "/v1/ring/peer/renew", { from, epoch, seq }),
       // One-way here: nobody waits for a wake's answer (its reply matches no request).
       wake: (to) => {
         this.send(to, httpRequest(0, "/v1/ring/peer/wake", { from }), "/v1/ring/peer/wake");
