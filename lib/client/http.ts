@@ -43,6 +43,14 @@ export interface HttpPorts {
   timers: TimersPort;
 }
 
+/**
+ * The wait one enter asks for; longer waits are split into several (both clients). The server
+ * keeps the queue place while the client keeps asking (every long-poll), so a client that
+ * vanishes leaves the queue within this time even before its session expires. Settings keep
+ * waitMaxMs above it.
+ */
+export const WAIT_CHUNK_MS = 60_000;
+
 export const realFetch: FetchPort = (url, init) => fetch(url, init);
 
 export const realTimers: TimersPort = {

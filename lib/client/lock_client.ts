@@ -28,6 +28,7 @@ import {
   realFetch,
   realTimers,
   type TimersPort,
+  WAIT_CHUNK_MS,
 } from "./http.ts";
 
 export type Mode = "exclusive" | "shared";
@@ -73,12 +74,7 @@ export interface LockOptions {
 /** What `…Then` calls answer with: the value, or the MutexdError the Promise form rejects with. */
 export type Done<T> = (outcome: Outcome<T>) => void;
 
-/**
- * The wait one enter asks for; longer waits are split into several. The server keeps the queue
- * place while the client keeps asking (every long-poll), so a client that vanishes leaves the
- * queue within this time even before its session expires. Settings keep waitMaxMs above it.
- */
-export const WAIT_CHUNK_MS = 60_000;
+export { WAIT_CHUNK_MS };
 /** How long a server may hold a waiting enter when it has not said (its default). */
 const DEFAULT_LONG_POLL_MS = DEFAULT_SETTINGS.longPollMaxMs;
 /** LockClient.request's backoff after each round over all servers. */

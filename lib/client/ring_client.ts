@@ -20,6 +20,7 @@
 import type { SuspicionStatus } from "../core/ring/repair.ts";
 import type { RingStatus as CoreRingStatus } from "../core/ring/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
+import { type ClockPort, type HttpResponse, realClock, realTimers, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
 
 export interface RingConnectOptions {
   /** Base URL of the ring node (sections are local to a node). */
@@ -34,26 +35,17 @@ export interface RingConnectOptions {
   timers?: RingClientTimers;
 }
 
-/** What the client reads of an answer (a `Response` has it). */
-export interface HttpAnswer {
-  status: number;
-  ok: boolean;
-  text(): PromiseLike<string>;
-}
+/** What the client reads of an answer (a `Response` has it): the ports of lib/client/http.ts. */
+export type HttpAnswer = HttpResponse;
 
 /** The transport: `fetch`, or anything that answers like it (its `signal` aborts the request). */
 export type RingFetch = (url: string, init: RequestInit) => PromiseLike<HttpAnswer>;
 
 /** What the client reads the time from (cluster/clock.ts `Clock` has this shape). */
-export interface RingClientClock {
-  nowMs(): number;
-}
+export type RingClientClock = ClockPort;
 
 /** The timers the client uses (cluster/timers.ts `Timers` has this shape). */
-export interface RingClientTimers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
+export type RingClientTimers = TimersPort;
 
 export interface RingEnterOptions {
   /** How long to wait for the token; 0 tries (waits only for its next visit, if nobody is ahead). */
@@ -86,8 +78,6 @@ export interface RingStatus extends CoreRingStatus {
   predecessorUrl?: string;
 }
 
-/** Waits longer than this are asked for in several enters (the node keeps the place by ticket). */
-const WAIT_CHUNK_MS = 60_000;
 /** Slack for a long-poll beyond the wait it asked for. */
 const LONG_POLL_SLACK_MS = 10_000;
 /** A section watch asks to be held this long per request. */
@@ -97,12 +87,6 @@ const WATCH_RETRY_MS = 200;
 /** Enter rounds (long-polls) of one lock() at most: each takes up to longPollMaxMs, so far more than a wait needs. */
 const ENTER_ROUNDS_MAX = 1_000_000;
 
-const performanceClock: RingClientClock = { nowMs: () => performance.now() };
-
-const runtimeTimers: RingClientTimers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
 
 type EnterAnswer =
   | { granted: true; fence: number; leaseMs: number; epoch: number; ticket: string }
@@ -122,8 +106,8 @@ export class RingClient {
     this.server = options.server.replace(/\/$/, "");
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
     this.fetch = options.fetch ?? ((url, init) => fetch(url, init));
-    this.clock = options.clock ?? performanceClock;
-    this.timers = options.timers ?? runtimeTimers;
+    this.clock = options.clock ?? realClock;
+    this.timers = options.timers ?? realTimers;
   }
 
   /**
