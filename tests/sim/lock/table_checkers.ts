@@ -171,21 +171,34 @@ function checkLockDelay(table: LockTable, memory: TableMemory, output: Output): 
 }
 
 /**
- * An enter of a call its session left must change nothing; remembers the calls of granted or
- * queued enters and the calls of answered leaves. A table that arrives with state (a snapshot)
- * starts with no memory: only what this table applied counts.
+ * An enter of a call its session left must change nothing. A call is left when its grant or
+ * wait is left (an answered leave), when its wait ran to its deadline (a `waitEnded` effect), or
+ * when a newer call of the same session took over its grant or queue place; the memory keeps
+ * the last `leftCallsPerSessionMax` per session, as the table promises. A table that arrives
+ * with state (a snapshot) starts with no memory: only what this table applied counts.
  */
 function checkLeftCall(table: LockTable, memory: TableMemory, command: Command, output: Output): string | undefined {
   const result = output.result;
+  const limit = (table as unknown as TableInternals).options.limits.leftCallsPerSessionMax;
+  const leave = (session: string, callId: string | undefined) => {
+    if (callId === undefined) return;
+    const left = memory.leftCalls.get(session) ?? new Map<string, number>();
+    left.delete(callId);
+    left.set(callId, table.clockMs);
+    while (left.size > limit) left.delete(left.keys().next().value!);
+    memory.leftCalls.set(session, left);
+  };
   for (const session of [...memory.leftCalls.keys()]) if (!table.sessions.has(session)) memory.leftCalls.delete(session);
+  for (const effect of output.effects) {
+    if (effect.type !== "waitEnded" || effect.reason !== "deadline") continue;
+    const key = holderKey(effect.name, effect.session);
+    leave(effect.session, memory.calls.get(key));
+    memory.calls.delete(key);
+  }
   if (command.type === "leave" && result.ok && result.type === "left") {
     const key = holderKey(command.name, command.session);
-    const callId = memory.calls.get(key);
+    leave(command.session, memory.calls.get(key));
     memory.calls.delete(key);
-    if (callId === undefined) return undefined;
-    const left = memory.leftCalls.get(command.session) ?? new Map<string, number>();
-    left.set(callId, table.clockMs);
-    memory.leftCalls.set(command.session, left);
     return undefined;
   }
   if (command.type !== "enter" || command.callId === undefined || !result.ok) return undefined;
@@ -195,7 +208,10 @@ function checkLeftCall(table: LockTable, memory: TableMemory, command: Command, 
     return `enter of ${command.name} by ${command.session} for call ${command.callId}, which it left at ${leftAtMs}ms, ` +
       `answered ${result.type === "granted" ? `granted (token ${result.grant.token})` : "waiting (queued again)"} at ${table.clockMs}ms`;
   }
-  memory.calls.set(holderKey(command.name, command.session), command.callId);
+  const key = holderKey(command.name, command.session);
+  const older = memory.calls.get(key);
+  if (older !== undefined && older !== command.callId) leave(command.session, older); // taken over by the newer call
+  memory.calls.set(key, command.callId);
   return undefined;
 }
 
