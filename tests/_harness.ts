@@ -18,10 +18,9 @@ export const QUICK_RING_SETTINGS = [
   "tokenIdlePaceMs = 50",
   "tokenHopTimeoutMs = 500",
   "tokenRetryMs = 50",
-  "tokenLossMs = 3000",
+  "tokenLossMs = 1000",
   "ringLeaseMaxMs = 3000",
   "ringLeaseMs = 3000",
-  "ringRegenRetryMs = 300",
 ];
 
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");

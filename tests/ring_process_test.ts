@@ -23,10 +23,11 @@ const SLACK_MS = 5_000;
 /** One trip of the token around `size` nodes, every hop at its timeout and idle pause. */
 const roundMs = (size: number) => size * (RING.tokenHopTimeoutMs + RING.tokenIdlePaceMs);
 /**
- * From a (re)start until the token has visited every node: the first node regenerates once no
- * token was seen for tokenLossMs (retrying every ringRegenRetryMs), then the token goes round.
+ * From a (re)start until the token has visited every node: a view forms (a bootstrap; after a
+ * full restart a rejoin, whose new token waits ringLeaseMaxMs for sections of the epoch before),
+ * then the token goes round.
  */
-const tokenEverywhereMs = (size: number) => RING.tokenLossMs + RING.ringRegenRetryMs + roundMs(size) + SLACK_MS;
+const tokenEverywhereMs = (size: number) => RING.tokenLossMs + RING.ringLeaseMaxMs + roundMs(size) + SLACK_MS;
 
 const SECTIONS_PER_CLIENT = 20;
 // Bun's node:test ignores bunfig's timeout (5 s default): each test names its own bound.

@@ -1,6 +1,6 @@
 /**
  * The ring node's HTTP API. Clients: `/v1/ring/{enter,leave,put,delete,get,keys,status,section}`.
- * Neighbours: `/v1/ring/peer/{token,writes,log,probe,prepare,wake,renew}`. Handlers decode, call the
+ * Neighbours: `/v1/ring/peer/{token,writes,log,view,wake}`. Handlers decode, call the
  * service and encode; the protocol lives in lib/core/ring/ring_node.ts. See docs/ring.md.
  *
  * The routes are a table (`ringRoutes`) that Hono serves (`createRingApp`: routing, reading the
@@ -12,6 +12,7 @@ import { type Context, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ClientReply, RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring/ring_types.ts";
+import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
 import type { Settings } from "../../lib/settings.ts";
 import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
@@ -91,7 +92,15 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   now("GET", "/v1/health", () => ok({ ok: true, id: options.nodeId, role: "ring" }));
 
-  now("GET", "/v1/ring/status", () => ok({ ...node.status(service.now()), linkQueue: service.linkLength, lease: service.lease(), suspicions: service.suspicions(), ...(options.describe?.() ?? {}) }));
+  now("GET", "/v1/ring/status", () =>
+    ok({
+      ...node.status(service.now()),
+      linkQueue: service.linkLength,
+      lease: service.lease(),
+      view: service.viewStatus(),
+      suspicions: service.suspicions(),
+      ...(options.describe?.() ?? {}),
+    }));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the
   // ticket to keep the place). waitMs = 0 tries: it waits for the next visit only if nobody is
@@ -218,22 +227,11 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   now("GET", "/v1/ring/peer/log", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
 
-  now("GET", "/v1/ring/peer/probe", () => ok(node.probe(service.now())));
-
-  now("POST", "/v1/ring/peer/prepare", ({ body }) => {
-    onlyFields(body, ["from", "epoch"]);
-    const from = field.string(body, "from");
-    const epoch = nonNegative(body, "epoch");
-    return peerAnswer(service.stepPeer({ type: "prepare", from, epoch }));
-  });
-
-  // A token lease renewal: OK unless this node promised a newer epoch; then it holds (service.ts).
-  now("POST", "/v1/ring/peer/renew", ({ body }) => {
-    onlyFields(body, ["from", "epoch", "seq"]);
-    const from = field.string(body, "from");
-    const epoch = nonNegative(body, "epoch");
-    const seq = nonNegative(body, "seq");
-    return ok(service.renewFrom(from, epoch, seq));
+  // The view change's messages (lib/core/ring/view.ts): one-way, answered by messages of their
+  // own; the core checks each against its schema and the cluster's ids before it looks at it.
+  now("POST", "/v1/ring/peer/view", ({ body }) => {
+    service.onViewMessage(body as unknown as ViewMessage);
+    return ok({ ok: true });
   });
 
   now("POST", "/v1/ring/peer/wake", ({ body }) => {

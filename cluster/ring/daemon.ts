@@ -29,9 +29,14 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   if (stored.badRecord) log.event("badLogRecord", stored.badRecord);
   if (stored.badSnapshot) log.event("badSnapshot", stored.badSnapshot);
   if (stored.upgraded.length > 0) log.event("diskFormatUpgraded", { files: stored.upgraded, version: FORMAT_VERSION });
+  // The view change's promise and view: a damaged file stops the start (loadView throws), since
+  // a promise forgotten could be given twice.
+  const storedView = storage.loadView();
   const core = new RingNode({
     id: node.id,
     ring,
+    storedView: storedView?.view ?? null,
+    promisedEpoch: storedView?.promised.epoch ?? 0,
     limits: settings,
     // A random part per incarnation: a ticket of an earlier run is never mistaken for a new one.
     ticketPrefix: `${node.id}-${randomBytes(3).toString("hex")}-`,
@@ -66,6 +71,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     timers: realTimers,
     log,
     storage,
+    storedView,
     peers,
     repairLink: channel,
     // A step's state that did not reach the disk (or a broken invariant): fail-stop, never go on

@@ -3,10 +3,11 @@
  * timeout of tokenHopTimeoutMs. Runtimes keep connections alive between calls (fetch reuses them).
  * A node that is its own successor (a ring of one) is called directly.
  */
-import type { RingNode, RingResult } from "../../lib/core/ring/ring_node.ts";
+import type { RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
+import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
 import type { LinkItem } from "./peer_link.ts";
-import type { RenewAnswer, RingPeers, RingService } from "./service.ts";
+import type { RingPeers, RingService } from "./service.ts";
 
 export function httpPeers(options: {
   self: string;
@@ -46,14 +47,8 @@ export function httpPeers(options: {
       if (from === self) return Promise.resolve(local().node.catchUp(fromWseq));
       return call<CatchUpReply>(from, `log?from=${fromWseq}`);
     },
-    probe(to: string): Promise<ReturnType<RingNode["probe"]>> {
-      return call(to, "probe");
-    },
-    prepare(to: string, epoch: number): Promise<RingResult> {
-      return call<RingResult>(to, "prepare", { from: self, epoch });
-    },
-    renew(to: string, epoch: number, seq: number): Promise<RenewAnswer> {
-      return call<RenewAnswer>(to, "renew", { from: self, epoch, seq });
+    async view(to: string, message: ViewMessage): Promise<void> {
+      await call(to, "view", message);
     },
     async wake(to: string): Promise<void> {
       await call(to, "wake", { from: self });

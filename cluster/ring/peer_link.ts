@@ -37,6 +37,8 @@ export class PeerLink {
   private closed = false;
   private attempt = 0;
   private retryTimer: TimerHandle | undefined;
+  /** Counts deliveries started; an answer to an earlier one than the last is ignored (see dropBefore). */
+  private flight = 0;
 
   constructor(private readonly options: PeerLinkOptions) {}
 
@@ -63,6 +65,23 @@ export class PeerLink {
     }
   }
 
+  /** A new view was installed: every item of an older epoch is void (one in flight is forgotten too). */
+  dropBefore(epoch: number): void {
+    const head = this.queue[0];
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const queued = this.queue[i];
+      if ((queued.kind === "token" ? queued.token.epoch : queued.epoch) < epoch) this.queue.splice(i, 1);
+    }
+    if (head === undefined || this.queue[0] === head) return;
+    // The head was waiting for an answer or a retry (often from the node the view left out):
+    // forget it now rather than after its timeout, so the new epoch's first item goes at once.
+    this.flight += 1;
+    this.options.timers.clearTimeout(this.retryTimer);
+    this.attempt = 0;
+    this.busy = false;
+    this.pump();
+  }
+
   /** Items waiting or in flight (for status). */
   get length(): number {
     return this.queue.length;
@@ -77,9 +96,10 @@ export class PeerLink {
     if (this.busy || this.closed || this.queue.length === 0) return;
     this.busy = true;
     const item = this.queue[0];
+    const flight = ++this.flight;
     this.options.deliver(item).then(
-      (result) => this.onAnswer(item, result),
-      (error) => this.retry(item, (error as Error).message),
+      (result) => flight === this.flight && this.onAnswer(item, result),
+      (error) => flight === this.flight && this.retry(item, (error as Error).message),
     );
   }
 

@@ -10,20 +10,19 @@
  * time, with a simulated network and disk; so it keeps the port rule of cluster/timers.ts (the
  * peers' promises are continued with `.then` only, see tests/sim/ring/ports.ts).
  *
- * The token lease (lib/core/ring/token_lease.ts): when the core wants to grant without a valid
- * lease (`wantLease`), the driver asks every ring node to renew it (`renew`) and feeds the lease
- * back once a majority of the file said OK, counted from the send time. As a renewer it answers
- * OK unless it promised a newer epoch, and keeps its hold (until tokenLeaseMs after its last OK;
- * a restarted node starts held), shown in status. So a token cut off from the majority grants
- * nothing. The first ring node's regeneration does not wait for holds: it needs every ring
- * node's promise, so no second token can form while one is cut off anyway (and nodes with
- * waiters renew all the time, which would block it for good). The view change that replaces it
- * defers promises during the hold (lib/core/ring/view.ts).
+ * The view change (lib/core/ring/view.ts, docs/ring-view.md) runs beside the ring node: the
+ * driver feeds it ticks, the peers' view messages (`onViewMessage`, one-way; a message that
+ * cannot be delivered comes back as `sendFailed`) and the triggers: a start (bootstrap, or a
+ * rejoin in a new epoch after a restart), a successor that does not take hand-offs, a newer
+ * epoch met on the wire. What it decides goes to the ring node in order after the hard state is
+ * stored: `promised` (refuse older epochs, drop the token), `install` (the new ring; the
+ * regenerator makes the epoch's one token), `lease` (the token lease a grant needs).
  *
  * With a repair link (the daemon's UDP channel, cluster/ring/udp.ts), it also runs the repair
  * core (lib/core/ring/repair.ts): failed hand-offs in a row and every message from a node go in,
- * datagrams and suspicion events come out (logged, and shown in status). Nothing else changes:
- * the link still retries for ever; acting on a confirmed suspicion is the view change's job.
+ * datagrams and suspicion events come out (logged, and shown in status). They are hints: the
+ * view change decides membership (a successor that fails ringRepairRetries hand-offs in a row,
+ * or a confirmed suspicion, starts one; the members are whoever promises).
  */
 import { assertNever } from "../../lib/core/assert.ts";
 import {
@@ -35,8 +34,8 @@ import {
   type RingResult,
 } from "../../lib/core/ring/ring_node.ts";
 import { type RepairInput, type RepairMessage, RingRepair, repairTimings, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
-import type { CatchUpReply, RingPromise } from "../../lib/core/ring/ring_types.ts";
-import { LeaseHold, type RenewOutcome, TokenLeaseHolder } from "../../lib/core/ring/token_lease.ts";
+import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
+import { type ViewChangeReason, ViewCore, type ViewDecision, type ViewHardState, type ViewMessage, type ViewStatus } from "../../lib/core/ring/view.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -52,18 +51,14 @@ export interface RingPeers {
   /** Hands the token or writes to the successor. */
   deliver(to: string, item: LinkItem): PromiseLike<RingResult>;
   fetchLog(from: string, fromWseq: number): PromiseLike<CatchUpReply>;
-  probe(to: string): PromiseLike<ReturnType<RingNode["probe"]>>;
-  prepare(to: string, epoch: number): PromiseLike<RingResult>;
   wake(to: string): PromiseLike<void>;
-  /** Asks `to` to back this node's token lease of `epoch` (renewal `seq`). */
-  renew(to: string, epoch: number, seq: number): PromiseLike<RenewAnswer>;
+  /** One view-change message (one-way: answers come back as messages); rejects if not delivered. */
+  view(to: string, message: ViewMessage): PromiseLike<void>;
 }
 
-/** A ring node's answer to a lease renewal: ok = it backs the lease and holds (see RingService.renewFrom). */
-export interface RenewAnswer {
-  epoch: number;
-  seq: number;
-  ok: boolean;
+/** Where the view change's hard state is stored (durably, before anything depending on it is sent). */
+export interface ViewStore {
+  storeView(state: ViewHardState): void;
 }
 
 /** The token lease as status shows it. */
@@ -87,7 +82,11 @@ export interface RingServiceOptions {
   clock: Clock;
   timers: Timers;
   log: Logger;
-  storage: RingStore;
+  storage: RingStore & ViewStore;
+  /** The view change's hard state as stored (null: none yet). */
+  storedView: ViewHardState | null;
+  /** The arbiter's id, when the cluster has one: it may coordinate view changes (never votes). */
+  arbiter?: string | null;
   peers: RingPeers;
   /** Runs ring repair's suspicion core when given (the daemon); without it (the simulator) nothing of repair runs. */
   repairLink?: RepairLink;
@@ -105,8 +104,6 @@ export type ClientInput =
   | Omit<Extract<RingInput, { type: "leave" }>, "reqId">
   | Omit<Extract<RingInput, { type: "write" }>, "reqId">;
 
-type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
-
 export class RingService {
   readonly node: RingNode;
   private readonly link: PeerLink;
@@ -114,33 +111,33 @@ export class RingService {
   private readonly watchers = new Map<number, Set<() => void>>();
   private reqSeq = 0;
   private loops: Array<() => void> = [];
-  private regenerating = false;
   private stopped = false;
   private lastTrouble = "";
   private readonly repair?: RingRepair;
   /** Hand-offs to the successor that got no answer, in a row (a repair input once ringRepairRetries). */
   private handoffFailures = 0;
-  /** The holder's side of the token lease: one renewal in flight at most. */
-  private readonly leaseHolder: TokenLeaseHolder;
-  /** The renewer's side: no promise of a newer epoch before this hold ends. */
-  private readonly leaseHold: LeaseHold;
-  private leaseQuorum: { ok: boolean; reason: string } = { ok: true, reason: "" };
-  /** After a failed renewal, the next one waits until then (no storm of renewals in a minority). */
-  private leaseRetryAtMs = Number.NEGATIVE_INFINITY;
-  /** A ring of one backs its own lease alone: the outcome is fed back by this timer. */
-  private ownLeaseTimer: TimerHandle | undefined;
+  /** The view change: votes, coordinates, probes for a lost token, runs the token lease. */
+  private readonly view: ViewCore;
+  private quorum: { ok: boolean; reason: string } = { ok: true, reason: "" };
+  /** The last view change seen here, for status: when it was wanted and when its view came. */
+  private lastViewChange: { reason: string; wantedAtMs: number; installedAtMs: number | null; epoch: number | null } | null = null;
+  /** Re-entrancy guard of pumpView (a decision steps the node, whose effects may ask the view again). */
+  private pumping = false;
 
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
     const { settings, peers, log, timers } = options;
-    const quorum = Math.floor(this.node.ring.length / 2) + 1;
-    this.leaseHolder = new TokenLeaseHolder(this.node.id, quorum, settings);
-    this.leaseHold = new LeaseHold(settings.tokenLeaseMs, this.now());
+    const node = this.node;
+    this.view = new ViewCore(
+      { id: node.id, ring: [...node.ring], arbiter: options.arbiter ?? null, settings, localFacts: (nowMs) => node.viewFacts(nowMs) },
+      options.storedView,
+      this.now(),
+    );
     if (options.repairLink) {
       this.repair = new RingRepair({ self: this.node.id, ring: this.node.ring, ...repairTimings(settings), nowMs: this.now() });
     }
     this.link = new PeerLink({
-      deliver: (item) => this.repair ? this.deliverWatched(item) : peers.deliver(this.node.successor, item),
+      deliver: (item) => this.deliverWatched(item),
       timers,
       retryMs: settings.tokenRetryMs,
       retryMaxMs: settings.tokenHopTimeoutMs,
@@ -158,29 +155,32 @@ export class RingService {
     });
   }
 
-  /** Starts the clock and, on the first ring node, the regeneration loop. */
+  /**
+   * Starts the clock and asks for a view: a node that ran before comes back in a new epoch
+   * (rejoin; it takes nothing of its old one), a node without a past bootstraps.
+   */
   start(): void {
     const { settings, timers } = this.options;
     this.execute(this.node.start(this.now()), { type: "start" });
     this.loops.push(repeatEvery(timers, settings.tickMs, () => {
-      this.leaseOutcome(this.leaseHolder.expire(this.now()));
+      this.view.tick(this.now());
+      this.pumpView();
       this.stepPeer({ type: "tick" });
     }));
     if (this.repair) {
       this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepRepair({ type: "tick", epoch: this.epoch() })));
     }
-    if (this.node.id === this.node.ring[0]) {
-      this.loops.push(repeatEvery(timers, settings.ringRegenRetryMs, () => this.maybeRegenerate()));
-      const first = timers.setTimeout(() => this.maybeRegenerate(), 0);
-      this.loops.push(() => timers.clearTimeout(first));
-    }
+    // Spread by place in the file, so nodes started together do not all coordinate at once (a
+    // prepare that arrives first is waited for: view.ts does not compete with a deferred one).
+    const reason = this.options.storedView ? "rejoin" : "bootstrap";
+    const first = timers.setTimeout(() => this.wantViewChange(reason), this.node.ring.indexOf(this.node.id) * settings.viewChangeRetryMs);
+    this.loops.push(() => timers.clearTimeout(first));
   }
 
   /** Stops timers and answers every pending client request (so the HTTP server can close). */
   stop(): void {
     this.stopped = true;
     for (const stop of this.loops) stop();
-    this.options.timers.clearTimeout(this.ownLeaseTimer);
     this.link.close();
     for (const [reqId, resolve] of [...this.replies]) {
       this.replies.delete(reqId);
@@ -270,26 +270,30 @@ export class RingService {
     this.stepRepair(type === "whoLostPred" ? { type, epoch, suspect, from, seq } : { type, epoch, suspect, from });
   }
 
-  /**
-   * A renewal of `from`'s token lease of `epoch`: OK unless this node promised a newer epoch;
-   * after an OK it promises no newer epoch for tokenLeaseMs from now (its hold).
-   */
-  renewFrom(from: string, epoch: number, seq: number): RenewAnswer {
-    const known = this.node.ring.includes(from);
-    const ok = known && !this.stopped && this.epoch() <= epoch;
-    if (ok) this.leaseHold.renewed(this.now());
-    return { epoch, seq, ok };
+  /** A view-change message from a peer (its answers leave as messages of their own). */
+  onViewMessage(message: ViewMessage): void {
+    if (this.stopped) return;
+    if (this.repair && typeof message?.from === "string" && message.from !== this.node.id && this.node.ring.includes(message.from)) {
+      this.stepRepair({ type: "heardFrom", node: message.from });
+    }
+    this.view.receive(message, this.now());
+    this.pumpView();
   }
 
+  /** The token lease and the view's quorum as status shows them. */
   lease(): LeaseStatus {
-    const now = this.now();
-    const status = this.node.status(now);
+    const view = this.view.status(this.now());
     return {
-      quorum: this.leaseQuorum.ok ? "ok" : "lost",
-      reason: this.leaseQuorum.reason,
-      validUntilMs: status.leaseValidUntilMs,
-      heldUntilMs: this.leaseHold.heldUntilMs,
+      quorum: this.quorum.ok ? "ok" : "lost",
+      reason: this.quorum.reason,
+      validUntilMs: view.leaseValidUntilMs,
+      heldUntilMs: view.promiseHeldUntilMs,
     };
+  }
+
+  /** The view change's state for status: the view, the promise, and the last change with its timing. */
+  viewStatus(): ViewStatus & { lastChange: RingService["lastViewChange"] } {
+    return { ...this.view.status(this.now()), lastChange: this.lastViewChange && { ...this.lastViewChange } };
   }
 
   /** The repair core's suspicions (empty without a repair link). */
@@ -298,26 +302,127 @@ export class RingService {
   }
 
   private epoch(): number {
-    return this.node.probe(this.now()).epoch;
+    return this.node.status(this.now()).epoch;
+  }
+
+  /** Asks the view change for a new view (logged once per wish by the core's event). */
+  private wantViewChange(reason: ViewChangeReason): void {
+    if (this.stopped) return;
+    const now = this.now();
+    if (this.view.status(now).wanted === null) this.lastViewChange = { reason, wantedAtMs: now, installedAtMs: null, epoch: null };
+    this.view.startViewChange(reason, now);
+    this.pumpView();
   }
 
   /**
-   * The successor's hand-off with repair's bookkeeping: any answer is word from the successor;
-   * ringRepairRetries failures in a row (and every one after them) tell the core. The answer or
-   * error goes on to the link unchanged.
+   * Handles what the view change has ready, in the order docs/ring-view.md demands: store the
+   * hard state, then the decisions (to the ring node, before any other ring input), then send.
+   * Repeats while handling made more ready (a decision's effects may ask the view again).
+   */
+  private pumpView(): void {
+    if (this.pumping || this.stopped) return;
+    this.pumping = true;
+    try {
+      for (let round = 0; round < 100; round++) {
+        const ready = this.view.ready();
+        if (!ready.persist && ready.send.length === 0 && ready.decisions.length === 0 && ready.events.length === 0) return;
+        if (ready.persist) this.storeView(ready.persist);
+        for (const event of ready.events) this.options.log.event(event.event, event.fields);
+        for (const decision of ready.decisions) this.onViewDecision(decision);
+        for (const { to, message } of ready.send) {
+          this.options.peers.view(to, message).then(undefined, () => {
+            if (this.stopped) return;
+            this.view.sendFailed(to, message, this.now());
+            this.pumpView();
+          });
+        }
+      }
+      // A hundred rounds without settling is a bug (each round answers the one before).
+      throw new Error("the view change did not settle in 100 rounds");
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private storeView(state: ViewHardState): void {
+    try {
+      this.options.storage.storeView(state);
+    } catch (error) {
+      this.options.log.event("persistFailed", { message: (error as Error).message, what: "view" });
+      this.options.onFatal(error as Error);
+      throw error;
+    }
+  }
+
+  private onViewDecision(decision: ViewDecision): void {
+    switch (decision.type) {
+      case "promised":
+        this.stepPeer({ type: "promised", epoch: decision.epoch });
+        return;
+      case "install": {
+        const { view, regenerate, grantNotBeforeMs } = decision;
+        this.link.dropBefore(view.epoch);
+        this.stepPeer({ type: "install", view, regenerate, grantNotBeforeMs });
+        const now = this.now();
+        const change = this.lastViewChange;
+        if (change && change.installedAtMs === null) Object.assign(change, { installedAtMs: now, epoch: view.epoch });
+        else this.lastViewChange = { reason: "joined", wantedAtMs: now, installedAtMs: now, epoch: view.epoch };
+        this.options.log.event("ringView", {
+          epoch: view.epoch,
+          members: view.members.join(","),
+          successor: decision.successor,
+          regenerator: view.regenerator,
+          grantWaitMs: view.grantWaitMs,
+          tookMs: change ? now - change.wantedAtMs : 0,
+        });
+        return;
+      }
+      case "lease":
+        this.stepPeer({ type: "lease", epoch: decision.epoch, validUntilMs: decision.validUntilMs });
+        return;
+      case "behind":
+        // A newer view exists without this node: come back through a view change (the replica
+        // catches up from the new ring: re-sent writes, then the token's fetch).
+        this.wantViewChange("rejoin");
+        return;
+      case "quorum":
+        this.setQuorum(decision.ok, decision.reason);
+        return;
+      default:
+        assertNever(decision, "view decision");
+    }
+  }
+
+  /**
+   * The successor's hand-off, watched: any answer is word from the successor; ringRepairRetries
+   * failures in a row (and every one after them) tell the repair core and start a view change
+   * (the members are whoever promises). A token the successor refused (not yet in its view, or
+   * it promised newer) or could not even connect for never left here: the view change is told,
+   * so the new view need not wait for a section that cannot exist. The answer or error goes on
+   * to the link unchanged.
    */
   private deliverWatched(item: LinkItem): PromiseLike<RingResult> {
     const to = this.node.successor;
+    const refused = () => {
+      if (item.kind === "token") this.view.handoffRefused(item.token.epoch, item.token.hop, this.now());
+    };
     return this.options.peers.deliver(to, item).then(
       (result) => {
         this.handoffFailures = 0;
         this.stepRepair({ type: "heardFrom", node: to });
+        if (!result.ok && (result.type === "notYet" || result.type === "stale")) refused();
+        if (!result.ok && result.type === "stale" && result.epoch > this.view.status(this.now()).promised.epoch) {
+          // The successor is in a newer view than any this node promised: it was left out.
+          this.wantViewChange("rejoin");
+        }
         return result;
       },
       (error) => {
+        if (connectRefused(error)) refused();
         this.handoffFailures += 1;
         if (this.handoffFailures >= this.options.settings.ringRepairRetries) {
           this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() });
+          this.wantViewChange("suspect");
         }
         throw error;
       },
@@ -333,6 +438,7 @@ export class RingService {
       // `suspect`, not `node`: the log line's `node` is the node writing it.
       const { type, node, ...fields } = event;
       this.options.log.event(REPAIR_EVENT_NAMES[type], { suspect: node, ...fields });
+      if (type === "confirmed") this.wantViewChange("suspect");
     }
   }
 
@@ -349,6 +455,7 @@ export class RingService {
     }
     this.options.onStep?.(input, output);
     for (const effect of output.effects) this.onEffect(effect);
+    this.pumpView();
   }
 
   private onEffect(effect: RingEffect): void {
@@ -373,7 +480,8 @@ export class RingService {
         for (const id of this.node.ring) if (id !== this.node.id) peers.wake(id).then(undefined, () => {});
         return;
       case "wantLease":
-        this.renewLease(effect.epoch);
+        // Renews through the view change (its answers come as messages, the lease as a decision).
+        this.view.wantLease(effect.epoch, this.now());
         return;
       case "reply": {
         const resolve = this.replies.get(effect.reqId);
@@ -392,132 +500,31 @@ export class RingService {
     }
   }
 
-  /**
-   * Starts a renewal of the token lease of `epoch` unless one is in flight (or the last one
-   * failed less than viewChangeRetryMs ago). It backs its own lease like any renewer.
-   */
-  private renewLease(epoch: number): void {
-    const now = this.now();
-    if (now < this.leaseRetryAtMs) return;
-    const seq = this.leaseHolder.begin(epoch, now);
-    if (seq === null) return;
-    const { id, ring } = this.node;
-    this.leaseHold.renewed(now);
-    const own = this.leaseHolder.answer(id, seq, true, ring.length);
-    if (own.type !== "none") {
-      // A ring of one: valid at once. Fed back on a later turn, not inside this effect loop,
-      // so the core's next output cannot overtake the rest of this one (writes before token).
-      this.ownLeaseTimer = this.options.timers.setTimeout(() => this.leaseOutcome(own), 0);
+  private setQuorum(ok: boolean, reason: string): void {
+    if (ok === this.quorum.ok) {
+      this.quorum.reason = reason;
+      return;
     }
-    for (const to of ring) {
-      if (to === id) continue;
-      this.options.peers.renew(to, epoch, seq).then(
-        (answer) => {
-          if (!this.stopped) this.leaseOutcome(this.leaseHolder.answer(to, answer.seq, answer.ok && answer.epoch === epoch, ring.length));
-        },
-        () => {}, // no answer: the renewal fails by its timeout (expire) unless a majority answers
-      );
-    }
-  }
-
-  /** A renewal's outcome: a valid lease goes to the core (which may grant now), a failure to status. */
-  private leaseOutcome(outcome: RenewOutcome): void {
-    if (outcome.type === "valid") {
-      this.setLeaseQuorum(true, "token lease renewed");
-      this.stepPeer({ type: "lease", epoch: outcome.epoch, validUntilMs: outcome.validUntilMs });
-    } else if (outcome.type === "failed") {
-      this.leaseRetryAtMs = this.now() + this.options.settings.viewChangeRetryMs;
-      this.setLeaseQuorum(false, outcome.reason);
-    }
-  }
-
-  private setLeaseQuorum(ok: boolean, reason: string): void {
-    if (ok === this.leaseQuorum.ok) return;
-    this.leaseQuorum = { ok, reason };
+    this.quorum = { ok, reason };
     this.options.log.event(ok ? "ringQuorumRegained" : "ringQuorumLost", { reason, epoch: this.epoch() });
-  }
-
-  /**
-   * The first ring node's regeneration: every ring node must answer, none may hold, send or
-   * have seen a token lately (read-only probe first, so a live token is not killed by a
-   * premature attempt); then every node must promise the new epoch. Safe without an arbiter
-   * because it needs all ring nodes; so it waits while any of them is down (docs/ring.md).
-   */
-  private maybeRegenerate(): void {
-    if (this.regenerating || this.stopped || !this.node.wantsRegeneration(this.now())) return;
-    this.regenerating = true;
-    const { peers } = this.options;
-    const others = this.node.ring.filter((id) => id !== this.node.id);
-    this.regenerationStep(() => {
-      settleAll(others.map((id) => peers.probe(id)), (probes) => this.regenerationStep(() => this.prepareAll(others, probes)));
-      return true;
-    });
-  }
-
-  /** Runs a step of a regeneration attempt; the attempt ends unless the step waits for answers (true). */
-  private regenerationStep(step: () => boolean): void {
-    let waiting = false;
-    try {
-      waiting = step();
-    } catch (error) {
-      this.options.log.event("regenerationFailed", { message: (error as Error).message, error: (error as Error).name });
-    } finally {
-      if (!waiting) this.regenerating = false;
-    }
-  }
-
-  /** Every node answered the probe: if none is busy, every node must promise the new epoch. */
-  private prepareAll(others: string[], probes: Array<Settled<ReturnType<RingNode["probe"]>>>): boolean {
-    const { peers, log, settings } = this.options;
-    const missing = others.filter((_, i) => !probes[i].ok);
-    if (missing.length > 0) {
-      log.event("regenerationWaiting", { missing });
-      return false;
-    }
-    const answers = probes.map((p) => (p as { value: ReturnType<RingNode["probe"]> }).value);
-    const busy = answers.filter((a) => a.live || (a.lastTokenAgeMs !== null && a.lastTokenAgeMs < settings.tokenLossMs));
-    if (busy.length > 0 || !this.node.wantsRegeneration(this.now())) return false;
-    const epoch = Math.max(this.node.probe(this.now()).epoch, ...answers.map((a) => a.epoch)) + 1;
-    const own = this.stepPeer({ type: "prepare", from: this.node.id, epoch });
-    if (!own.ok || own.type !== "promised") return false;
-    settleAll(
-      others.map((id) => peers.prepare(id, epoch)),
-      (replies) => this.regenerationStep(() => this.regenerate(others, epoch, own.promise, replies)),
-    );
-    return true;
-  }
-
-  /** With every node's promise, the new token of `epoch`; one refusal ends the attempt. */
-  private regenerate(others: string[], epoch: number, own: RingPromise, replies: Array<Settled<RingResult>>): boolean {
-    const promises: RingPromise[] = [own];
-    for (const [i, reply] of replies.entries()) {
-      if (reply.ok && reply.value.ok && reply.value.type === "promised") {
-        promises.push(reply.value.promise);
-      } else {
-        const why = reply.ok ? JSON.stringify(reply.value) : (reply.error as Error).message;
-        this.options.log.event("regenerationRefused", { node: others[i], epoch, why });
-        return false;
-      }
-    }
-    this.stepPeer({ type: "regenerate", epoch, promises });
-    return false;
   }
 }
 
 /** Log event names of the repair core's events. */
 const REPAIR_EVENT_NAMES = { suspected: "ringSuspected", confirmed: "ringSuspicionConfirmed", cleared: "ringSuspicionCleared" } as const;
 
-/** Promise.allSettled by `.then` only (the port rule): `done` runs once all have settled. */
-function settleAll<T>(pending: PromiseLike<T>[], done: (results: Array<Settled<T>>) => void): void {
-  const results: Array<Settled<T>> = new Array(pending.length);
-  let left = pending.length;
-  if (left === 0) return done(results);
-  const settle = (i: number, result: Settled<T>) => {
-    results[i] = result;
-    left -= 1;
-    if (left === 0) done(results);
-  };
-  pending.forEach((p, i) => p.then((value) => settle(i, { ok: true, value }), (error) => settle(i, { ok: false, error })));
+/**
+ * Whether a failed hand-off never reached the successor (connection refused: nothing listens),
+ * as opposed to a timeout, after which it may have arrived. Runtimes word it differently.
+ */
+export function connectRefused(error: unknown): boolean {
+  const seen = new Set<unknown>();
+  for (let e = error; e && !seen.has(e) && seen.size < 5; e = (e as { cause?: unknown }).cause) {
+    seen.add(e);
+    const text = `${(e as { code?: unknown }).code ?? ""} ${(e as Error).message ?? ""}`;
+    if (/ECONNREFUSED|ConnectionRefused|Connection refused|refused/i.test(text)) return true;
+  }
+  return false;
 }
 
 /** Runs `fn` every `ms` (re-armed before each run) until the returned function is called. */

@@ -153,7 +153,7 @@ function isViewHardState(value: unknown): value is ViewHardState {
 }
 
 function isSnapshot(value: unknown): value is RingSnapshot {
-  return isObject(value) && isCount(value.wseq) && Array.isArray(value.kv) &&
+  return isObject(value) && isCount(value.wseq) && (value.epoch === undefined || isCount(value.epoch)) && Array.isArray(value.kv) &&
     value.kv.every((pair) => Array.isArray(pair) && pair.length === 2 && typeof pair[0] === "string" && typeof pair[1] === "string");
 }
 

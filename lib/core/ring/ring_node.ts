@@ -21,25 +21,22 @@
  *   return is the commit point: the client is answered, and the token's commit watermark moves.
  *   The holder passes the token only when all its writes came back, so a token in transit always
  *   has commit = wseq.
- * - The first ring node regenerates a lost token in a new epoch once every ring node promised it
- *   (no node holds or sends a token, none saw one for tokenLossMs); writes it holds above its
- *   commit watermark are re-sent in the new epoch before anything else.
+ * - Epochs and membership come from the view change (lib/core/ring/view.ts, docs/ring-view.md),
+ *   as two inputs: `promised` (refuse every token and write of an older epoch, drop the token,
+ *   grant no more) and `install` (the new view: its epoch, successor and predecessor; on the
+ *   regenerator, the epoch's one token, after re-sending the writes that may differ). A token or
+ *   write of an epoch whose view is not installed here yet is answered `notYet` (the sender
+ *   retries); one of an older epoch `stale`. A restarted node takes nothing of the epoch it ran
+ *   in: it comes back through a view change (a new epoch), so the hop needs no disk.
+ * - Recovery keeps Raft's log rules: re-sent writes keep their original epoch stamps; a version
+ *   carried by the current epoch's messages replaces a differing one (and what follows it).
  *
  * No clock, timer, randomness or I/O in here: time comes in as `nowMs`.
  */
 import { assert, assertNever } from "../assert.ts";
 import { RingReplica } from "./ring_replica.ts";
-import { type LocalFacts, nextFence } from "./view_wire.ts";
-import type {
-  CatchUpReply,
-  RingEntry,
-  RingHardState,
-  RingLogRecord,
-  RingOp,
-  RingPromise,
-  RingSnapshot,
-  RingToken,
-} from "./ring_types.ts";
+import { fenceFloor, type LocalFacts, nextFence, type View } from "./view_wire.ts";
+import type { CatchUpReply, RingEntry, RingHardState, RingLogRecord, RingOp, RingSnapshot, RingToken } from "./ring_types.ts";
 import type { ApiError, ErrorCode } from "../../wire/errors.ts";
 import type { Settings } from "../../settings.ts";
 
@@ -80,10 +77,10 @@ export type RingInput =
   | { type: "wake" }
   /** A majority of the ring renewed this node's token lease of `epoch`: it may grant until validUntilMs. */
   | { type: "lease"; epoch: number; validUntilMs: number }
-  /** The first ring node asks for a promise not to take tokens of epochs below `epoch`. */
-  | { type: "prepare"; from: string; epoch: number }
-  /** Every ring node promised `epoch`: create its token (first ring node only). */
-  | { type: "regenerate"; epoch: number; promises: RingPromise[] }
+  /** The view change: this node promised `epoch` (refuse older tokens and writes, stop granting). */
+  | { type: "promised"; epoch: number }
+  /** The view change: `view` is installed here; the regenerator creates its token. */
+  | { type: "install"; view: View; regenerate: boolean; grantNotBeforeMs: number }
   | { type: "enter"; reqId: number; ticket?: string; waitMs: number; leaseMs: number }
   /** The driver's long-poll for `reqId` ran out: answer "waiting" and keep the place. */
   | { type: "detach"; reqId: number }
@@ -105,8 +102,8 @@ export type RingResult =
   | { ok: true; type: "writes"; ackedTo: number }
   | { ok: false; type: "gap"; ackedTo: number; lastApplied: number }
   | { ok: false; type: "stale"; epoch: number }
-  | { ok: true; type: "promised"; promise: RingPromise }
-  | { ok: false; type: "refused"; epoch: number; reason: string }
+  /** The epoch's view is not installed here yet: the sender retries (the view is on its way). */
+  | { ok: false; type: "notYet"; epoch: number }
   | { ok: false; type: "error"; error: ApiError };
 
 /** Stored before anything else of the same output happens. */
@@ -162,6 +159,12 @@ export interface RingNodeOptions {
   id: string;
   /** The ring order (ids of the ring nodes, as listed in the cluster file). */
   ring: string[];
+  /**
+   * The view stored by the view change (null: none yet) and the epoch promised: this
+   * incarnation takes no token or write of an epoch up to the stored view's (it rejoins).
+   */
+  storedView?: View | null;
+  promisedEpoch?: number;
   limits: RingLimits;
   /** Prefix of enter tickets, unique per incarnation of the node. */
   ticketPrefix: string;
@@ -203,9 +206,14 @@ interface Section {
 export interface RingStatus {
   id: string;
   ring: string[];
+  /** The members of the installed view, in ring order (the file's ring before any view). */
+  members: string[];
+  /** The epoch of the installed view (0: none in this incarnation). */
+  epoch: number;
+  /** Tokens and writes of an epoch below this are refused (the view change's promise). */
+  refuseBelowEpoch: number;
   successor: string;
   predecessor: string;
-  epoch: number;
   fenceMax: number;
   token: "held" | "sending" | "away";
   lastHop: number;
@@ -236,15 +244,21 @@ function inputError(code: ErrorCode, message: string): RingResult {
 export class RingNode {
   readonly id: string;
   readonly ring: readonly string[];
-  readonly successor: string;
-  readonly predecessor: string;
+  successor: string;
+  predecessor: string;
+  /** The installed view's members in ring order. */
+  private members: string[];
   readonly replica = new RingReplica();
+  /** The epoch of the view installed in this incarnation (0: none yet). */
   private epoch = 0;
+  /** Tokens and writes of epochs below this are refused: promised to the view change. */
+  private refuseBelowEpoch = 0;
+  /** No grant before this (the view's wait for older sections to end). */
+  private grantNotBeforeMs = Number.NEGATIVE_INFINITY;
+  /** The regenerator's re-sent range of this epoch: their return is recognised by origin and place. */
+  private resent: { from: number; to: number } | null = null;
   private fenceMax = 0;
-  /**
-   * Highest hop accepted in this epoch, stored with the epoch: a restarted node must not take a
-   * resent copy of a hand-off it accepted before it stopped (the token it held died with it).
-   */
+  /** Highest hop accepted in this epoch (in memory: a restarted node never takes its old epoch again). */
   private lastHop = 0;
   private holding: Holding | null = null;
   private sending: { epoch: number; hop: number } | null = null;
@@ -281,13 +295,15 @@ export class RingNode {
     assert(new Set(ring).size === ring.length, "ring ids must be unique");
     this.id = id;
     this.ring = [...ring];
-    this.successor = ring[(index + 1) % ring.length];
-    this.predecessor = ring[(index - 1 + ring.length) % ring.length];
+    const view = options.storedView ?? null;
+    this.members = view && view.members.includes(id) ? [...view.members] : [...ring];
+    this.successor = this.neighbour(1);
+    this.predecessor = this.neighbour(-1);
     const stored = options.stored;
+    // Nothing of the epoch this node ran in before it stopped: it comes back in a newer one.
+    this.refuseBelowEpoch = Math.max(options.promisedEpoch ?? 0, (view?.epoch ?? 0) + 1, (stored?.hardState.epoch ?? 0) + 1);
     if (stored) {
-      this.epoch = stored.hardState.epoch;
       this.fenceMax = stored.hardState.fenceMax;
-      this.lastHop = stored.hardState.lastHop;
       if (stored.snapshot) {
         this.replica.install(stored.snapshot);
         this.snapshotWseq = stored.snapshot.wseq;
@@ -297,21 +313,16 @@ export class RingNode {
     this.forwardedTo = 0;
   }
 
-  /**
-   * First output after construction: re-sends the pending writes of the current epoch, in case
-   * this node stopped after storing them but before its successor had them (it drops copies).
-   */
+  /** The member `step` places after this one in the view (-1: before). */
+  private neighbour(step: 1 | -1): string {
+    const members = this.members;
+    const index = members.indexOf(this.id);
+    return members[(index + step + members.length) % members.length];
+  }
+
+  /** First output after construction (nothing to resend: the next view re-sends what may differ). */
   start(nowMs: number): RingOutput {
-    return this.run(nowMs, () => {
-      // A node with a past may have held the token, and granted a section, just before it
-      // stopped. Counting its start as a sighting of the token makes regeneration wait
-      // tokenLossMs ≥ ringLeaseMaxMs, so any such section has ended by then.
-      if (this.epoch > 0) this.lastTokenAtMs = nowMs;
-      for (const entry of this.replica.pending()) {
-        if (entry.epoch === this.epoch && entry.origin !== this.id) this.forward(entry);
-      }
-      return { ok: true, type: "done" };
-    });
+    return this.run(nowMs, () => ({ ok: true, type: "done" }));
   }
 
   /** Applies one input at `nowMs` (monotonic, never below the previous call's). */
@@ -349,11 +360,9 @@ export class RingNode {
         }
         return { ok: true, type: "done" };
       case "peerStale":
-        if (input.what === "token" && this.sending) {
-          this.event("tokenRefused", { epoch: this.sending.epoch, newerEpoch: input.epoch });
-          this.sending = null;
-        }
-        if (input.epoch > this.epoch) this.adoptEpoch(input.epoch);
+        // The successor promised or installed a newer view: the hand-off is refused, so the token
+        // never left here (`sending` stays: the view change reports it). Epochs change only by views.
+        if (input.what === "token" && this.sending) this.event("tokenRefused", { epoch: this.sending.epoch, newerEpoch: input.epoch });
         return { ok: true, type: "done" };
       case "caughtUp":
         return this.caughtUp(input.reply);
@@ -365,10 +374,12 @@ export class RingNode {
         // A lease of an older epoch is void here (this node has moved on).
         if (input.epoch === this.epoch) this.lease = { epoch: input.epoch, validUntilMs: input.validUntilMs };
         return { ok: true, type: "done" };
-      case "prepare":
-        return this.prepare(input.from, input.epoch);
-      case "regenerate":
-        return this.regenerate(input.epoch, input.promises);
+      case "promised":
+        this.promised(input.epoch);
+        return { ok: true, type: "done" };
+      case "install":
+        this.install(input.view, input.regenerate, input.grantNotBeforeMs);
+        return { ok: true, type: "done" };
       case "enter":
         this.enter(input);
         return { ok: true, type: "done" };
@@ -388,17 +399,26 @@ export class RingNode {
 
   // ---- Token ------------------------------------------------------------------------------
 
+  /** Whether a token or writes of `epoch` may be taken now; otherwise the refusal. */
+  private epochCheck(epoch: number): RingResult | null {
+    if (epoch < this.epoch || epoch < this.refuseBelowEpoch) {
+      return { ok: false, type: "stale", epoch: Math.max(this.epoch, this.refuseBelowEpoch) };
+    }
+    if (epoch > this.epoch) return { ok: false, type: "notYet", epoch: this.epoch };
+    return null;
+  }
+
   private receiveToken(from: string, token: RingToken): RingResult {
-    if (from !== this.predecessor) return inputError("bad_request", `${from} is not the predecessor of ${this.id}`);
     if (token.commit !== token.wseq) {
       // Every holder waits for its writes to come back before it passes the token.
       return inputError("bad_request", `a token in transit has commit = wseq (got ${token.commit} and ${token.wseq})`);
     }
-    if (token.epoch < this.epoch) {
-      this.event("staleToken", { epoch: token.epoch, hop: token.hop, ourEpoch: this.epoch });
-      return { ok: false, type: "stale", epoch: this.epoch };
+    const refusal = this.epochCheck(token.epoch);
+    if (refusal) {
+      this.event("tokenNotTaken", { epoch: token.epoch, hop: token.hop, ourEpoch: this.epoch, answer: refusal.type });
+      return refusal;
     }
-    if (token.epoch > this.epoch) this.adoptEpoch(token.epoch);
+    if (from !== this.predecessor) return inputError("bad_request", `${from} is not the predecessor of ${this.id}`);
     if (token.hop <= this.lastHop) return { ok: true, type: "token", duplicate: true };
     assert(this.holding === null, `second token in epoch ${token.epoch}: hop ${token.hop} while holding`);
     // A write of this epoch above the token's wseq could only come from a second token.
@@ -417,8 +437,6 @@ export class RingNode {
     this.lastArrivalMs = this.nowMs;
     this.lastTokenAtMs = this.nowMs;
     this.fenceMax = Math.max(this.fenceMax, token.fence);
-    // Stored before the hand-off is acknowledged (see lastHop).
-    this.persistHardState();
     this.dropStaleSuffix(token);
     const copy = { ...token };
     if (this.nowMs < this.wakeUntilMs) copy.idleHops = 0;
@@ -434,8 +452,8 @@ export class RingNode {
 
   /**
    * Writes above the token's wseq are uncommitted leftovers of an older epoch: the token's wseq
-   * is the highest one assigned in its epoch, and it starts at the regenerating node's last
-   * applied write, which covers every committed one. They must go before this node writes at
+   * is the highest one assigned in its epoch, and it starts at the regenerator's last applied
+   * write, which covers every committed one (docs/ring-view.md). They must go before this node writes at
    * those places (the new epoch reassigns them), so the log is cut back to the token's wseq;
    * writes at or below it were replaced by the new epoch's versions, which travel ahead of the
    * token, and committed ones missing here are fetched before any grant (`proceed`).
@@ -462,8 +480,8 @@ export class RingNode {
     if (this.section || holding.outstanding.size > 0) return;
     if (holding.grantsLeft > 0 && this.waiters.length > 0) {
       // No grant without a majority's lease (renewEarly asked for it): a token cut off from the
-      // majority is not usable.
-      if (!this.leaseValid()) return;
+      // majority is not usable. Nor before the view's wait for older sections is over.
+      if (!this.leaseValid() || this.nowMs < this.grantNotBeforeMs) return;
       holding.grantsLeft -= 1;
       this.grant(this.waiters.shift()!, holding);
       return;
@@ -488,6 +506,7 @@ export class RingNode {
    * after the token came. A lease without the token grants nothing, so asking early is safe.
    */
   private renewEarly(): void {
+    if (this.epoch === 0 || this.refuseBelowEpoch > this.epoch) return; // no view to lease in
     const lease = this.lease;
     // A quarter of tokenLeaseMs ahead: far more than a renewal's round trip, and few renewals.
     const aheadMs = this.options.limits.tokenLeaseMs / 4;
@@ -511,27 +530,53 @@ export class RingNode {
     this.effects.push({ type: "sendToken", to: this.successor, token });
   }
 
-  /** A newer epoch began: everything of the old one is void here. */
-  private adoptEpoch(epoch: number): void {
-    assert(epoch > this.epoch, `epoch ${epoch} is not newer than ${this.epoch}`);
+  /**
+   * The view change: this node promised `epoch`. The token held here (if any) is void, its
+   * section ends and its writes in flight may or may not commit; nothing older is taken any more.
+   */
+  private promised(epoch: number): void {
+    if (epoch <= this.refuseBelowEpoch && epoch <= this.epoch) return;
+    this.refuseBelowEpoch = Math.max(this.refuseBelowEpoch, epoch);
+    this.lease = null;
+    this.dropToken(`this node promised epoch ${epoch}`);
+  }
+
+  /** Ends whatever the token of the current epoch does here. */
+  private dropToken(why: string): void {
+    const holding = this.holding;
+    if (!holding) return;
+    if (this.section) this.endSection("epoch");
+    for (const [wseq, reqId] of holding.outstanding) {
+      if (reqId === null) continue;
+      this.reply(reqId, clientError("ring_unavailable", `the token of epoch ${holding.token.epoch} was replaced (${why}); write ${wseq} may or may not commit`));
+    }
+    this.holding = null;
+    this.resent = null;
+  }
+
+  /** The view change installed `view` here: a new ring; on the regenerator, the epoch's token. */
+  private install(view: View, regenerate: boolean, grantNotBeforeMs: number): void {
+    assert(view.epoch > this.epoch && view.epoch >= this.refuseBelowEpoch, `view ${view.epoch} is not newer than ${this.epoch}/${this.refuseBelowEpoch}`);
+    assert(view.members.includes(this.id), `view ${view.epoch} without ${this.id}`);
     const old = this.epoch;
-    this.epoch = epoch;
+    this.dropToken(`view ${view.epoch}`);
+    this.epoch = view.epoch;
+    this.refuseBelowEpoch = view.epoch;
+    this.members = [...view.members];
+    this.successor = this.neighbour(1);
+    this.predecessor = this.neighbour(-1);
+    this.grantNotBeforeMs = grantNotBeforeMs;
     this.lastHop = 0;
     this.sending = null;
+    this.lease = null;
     this.gap.clear();
     this.fetching = null;
     // Whatever arrives in the new epoch is passed on at least once, committed here or not.
     this.forwardedTo = 0;
-    if (this.holding) {
-      if (this.section) this.endSection("epoch");
-      for (const [wseq, reqId] of this.holding.outstanding) {
-        if (reqId === null) continue;
-        this.reply(reqId, clientError("ring_unavailable", `the token of epoch ${old} was replaced; write ${wseq} may or may not commit`));
-      }
-      this.holding = null;
-    }
+    // The only per-epoch state on disk: a restarted node rejoins in a newer epoch anyway.
     this.persistHardState();
-    this.event("epoch", { epoch, previous: old });
+    this.event("epoch", { epoch: view.epoch, previous: old, members: view.members.join(","), successor: this.successor });
+    if (regenerate) this.regenerate(view);
   }
 
   // ---- Critical sections ------------------------------------------------------------------
@@ -680,9 +725,9 @@ export class RingNode {
   }
 
   private receiveWrites(from: string, epoch: number, entries: RingEntry[]): RingResult {
+    const refusal = this.epochCheck(epoch);
+    if (refusal) return refusal;
     if (from !== this.predecessor) return inputError("bad_request", `${from} is not the predecessor of ${this.id}`);
-    if (epoch < this.epoch) return { ok: false, type: "stale", epoch: this.epoch };
-    if (epoch > this.epoch) this.adoptEpoch(epoch);
     let ackedTo = 0;
     for (const [index, entry] of entries.entries()) {
       assert(entry.epoch <= epoch, `write ${entry.wseq} stamped ${entry.epoch} in a message of epoch ${epoch}`);
@@ -697,22 +742,30 @@ export class RingNode {
     return { ok: true, type: "writes", ackedTo };
   }
 
-  /** Applies, skips or recognises the return of one write; false when it lies beyond a gap. */
+  /**
+   * Applies, skips or recognises the return of one write of a message of the current epoch;
+   * false when it lies beyond a gap. Raft's rule: the version the current epoch carries replaces
+   * a differing one here (and what follows it), whatever the stamps; the epoch's messages carry
+   * only the regenerator's versions and the epoch's new writes.
+   */
   private receiveEntry(entry: RingEntry): boolean {
     const replica = this.replica;
     if (entry.origin === this.id) {
+      // Its own write (or one it re-sent as the regenerator) came back around.
       const holding = this.holding;
-      if (holding?.outstanding.has(entry.wseq) && entry.epoch === this.epoch) this.returned(entry.wseq);
+      const ours = entry.epoch === this.epoch || (this.resent !== null && entry.wseq >= this.resent.from && entry.wseq <= this.resent.to);
+      if (holding?.outstanding.has(entry.wseq) && ours) this.returned(entry.wseq);
       return true;
     }
     if (entry.wseq <= replica.lastApplied) {
       const existing = replica.entryAt(entry.wseq);
-      if (entry.wseq <= replica.commit || existing === undefined || existing.epoch === entry.epoch) {
-        // A copy: committed writes are the same everywhere. Pass it on if it never left here.
+      if (existing === undefined || existing.epoch === entry.epoch) {
+        // A copy (before the log's start it is committed, the same everywhere). Pass it on if
+        // it never left here in this epoch.
         if (entry.wseq > this.forwardedTo) this.forward(entry);
         return true;
       }
-      if (existing.epoch > entry.epoch) return true; // an outdated version: ignore
+      assert(entry.wseq > replica.commit, `write ${entry.wseq} stamped ${entry.epoch} differs from the committed one stamped ${existing.epoch}`);
       this.truncate(entry.wseq);
       this.appendEntry(entry);
       this.forward(entry);
@@ -763,6 +816,8 @@ export class RingNode {
 
   private caughtUp(reply: CatchUpReply): RingResult {
     this.fetching = null;
+    // Promised a newer view: the log stays as reported in the promise until that view is here.
+    if (this.refuseBelowEpoch > this.epoch) return { ok: true, type: "done" };
     const replica = this.replica;
     if (reply.snapshot && reply.snapshot.wseq > replica.lastApplied) {
       replica.install(reply.snapshot);
@@ -775,8 +830,11 @@ export class RingNode {
     for (const entry of reply.entries) {
       if (entry.wseq > replica.lastApplied + 1) break;
       if (entry.wseq <= replica.commit) continue;
+      // Committed there (the same everywhere), or written in this epoch: take it. An older
+      // uncommitted version arrives only through the ring, where the regenerator's version rules.
+      if (entry.wseq > reply.commit && entry.epoch !== this.epoch) break;
       const existing = replica.entryAt(entry.wseq);
-      if (existing && existing.epoch >= entry.epoch) continue;
+      if (existing && existing.epoch === entry.epoch) continue;
       if (existing) this.truncate(entry.wseq);
       this.appendEntry(entry);
       if (entry.origin !== this.id) this.forward(entry);
@@ -840,65 +898,35 @@ export class RingNode {
 
   // ---- Regeneration -----------------------------------------------------------------------
 
-  /** True when this node should try to regenerate the token (first ring node, none seen). */
-  wantsRegeneration(nowMs: number): boolean {
-    if (this.id !== this.ring[0] || this.holding || this.sending) return false;
-    return this.lastTokenAtMs === null || nowMs - this.lastTokenAtMs >= this.options.limits.tokenLossMs;
-  }
-
-  /** Read-only check before a regeneration: is a token live here, or seen lately? */
-  probe(nowMs: number): { node: string; epoch: number; live: boolean; lastTokenAgeMs: number | null } {
-    return {
-      node: this.id,
-      epoch: this.epoch,
-      live: this.holding !== null || this.sending !== null,
-      lastTokenAgeMs: this.lastTokenAtMs === null ? null : Math.max(0, nowMs - this.lastTokenAtMs),
-    };
-  }
-
-  private prepare(from: string, epoch: number): RingResult {
-    if (from !== this.ring[0]) return inputError("bad_request", `only ${this.ring[0]} regenerates the token`);
-    if (!Number.isSafeInteger(epoch) || epoch <= this.epoch) {
-      return { ok: false, type: "refused", epoch: this.epoch, reason: `epoch ${epoch} is not above ${this.epoch}` };
-    }
-    if (this.holding || this.sending) {
-      return { ok: false, type: "refused", epoch: this.epoch, reason: "a token is live here" };
-    }
-    if (this.lastTokenAtMs !== null && this.nowMs - this.lastTokenAtMs < this.options.limits.tokenLossMs) {
-      return { ok: false, type: "refused", epoch: this.epoch, reason: "a token was here lately" };
-    }
-    this.adoptEpoch(epoch);
-    const promise = { node: this.id, lastApplied: this.replica.lastApplied, commit: this.replica.commit, fenceMax: this.fenceMax };
-    return { ok: true, type: "promised", promise };
-  }
-
-  private regenerate(epoch: number, promises: RingPromise[]): RingResult {
-    const promised = new Set(promises.map((p) => p.node));
-    if (this.id !== this.ring[0] || epoch !== this.epoch || this.holding || this.sending) {
-      return { ok: false, type: "refused", epoch: this.epoch, reason: "not promised here, or a token is live" };
-    }
-    assert(this.ring.every((id) => promised.has(id)), "regeneration needs a promise from every ring node");
-    const fence = Math.max(this.fenceMax, ...promises.map((p) => p.fenceMax));
+  /**
+   * The regenerator's half of an installed view: the epoch's one token, at the view's startWseq.
+   * Writes from resendFromWseq on (they may differ on other members) go around first, with their
+   * original stamps (Raft's rule), from here; the token's commit reaches startWseq when they are back.
+   */
+  private regenerate(view: View): void {
     const replica = this.replica;
-    const token: RingToken = { epoch, hop: 1, wseq: replica.lastApplied, commit: replica.commit, fence, idleHops: 0 };
+    assert(replica.lastApplied >= view.startWseq, `regenerator at ${replica.lastApplied} below the view's startWseq ${view.startWseq}`);
+    if (replica.lastApplied > view.startWseq) this.truncate(view.startWseq + 1);
+    const fence = Math.max(this.fenceMax, fenceFloor(view.epoch));
+    const token: RingToken = { epoch: view.epoch, hop: 1, wseq: view.startWseq, commit: replica.commit, fence, idleHops: 0 };
     this.lastHop = 1;
     this.fenceMax = fence;
-    this.persistHardState();
+    this.lastToken = { epoch: view.epoch, hop: 1 };
     this.lastTokenAtMs = this.nowMs;
     this.lastArrivalMs = this.nowMs;
     const holding: Holding = { token, arrivedAtMs: this.nowMs, grantsLeft: this.waiters.length, passAtMs: null, outstanding: new Map() };
     this.holding = holding;
-    // Writes above our commit watermark may or may not have committed: re-send them in this
-    // epoch from here, so every node ends up with our version before anything new is written.
-    const uncertain = replica.pending().map((entry) => ({ ...entry, epoch, origin: this.id }));
-    if (uncertain.length > 0) this.truncate(uncertain[0].wseq);
-    for (const entry of uncertain) {
-      this.appendEntry(entry);
+    // From the lowest member commit on: a member may hold a differing uncommitted version of any
+    // later write. (A member more than ringLogRetainMax behind: docs/ring-view.md, Known gaps.)
+    const from = Math.max(view.resendFromWseq, replica.logStart);
+    const resend = from <= view.startWseq ? replica.entriesFrom(from, view.startWseq - from + 1) ?? [] : [];
+    this.resent = resend.length > 0 ? { from, to: view.startWseq } : null;
+    for (const stored of resend) {
+      const entry = { ...stored, origin: this.id };
       holding.outstanding.set(entry.wseq, null);
       this.forward(entry);
     }
-    this.event("tokenRegenerated", { epoch, fence, wseq: token.wseq, commit: token.commit, resent: uncertain.length });
-    return { ok: true, type: "done" };
+    this.event("tokenRegenerated", { epoch: view.epoch, fence, wseq: token.wseq, commit: token.commit, resent: resend.length });
   }
 
   // ---- Time -------------------------------------------------------------------------------
@@ -937,15 +965,14 @@ export class RingNode {
 
   /**
    * What the view change reads of this node (LocalFacts, docs/ring-view.md). A pure read.
-   * lastWriteEpoch is the stamp of the write at lastApplied, or 0 when that write is no longer
-   * in the log (only a snapshot holds it): a known gap until snapshots keep the stamp.
+   * lastWriteEpoch is the stamp of the write at lastApplied (snapshots keep it).
    */
   viewFacts(nowMs: number): LocalFacts {
     const replica = this.replica;
     const section = this.section;
     return {
       lastApplied: replica.lastApplied,
-      lastWriteEpoch: replica.entryAt(replica.lastApplied)?.epoch ?? 0,
+      lastWriteEpoch: replica.stampAt(replica.lastApplied),
       commit: replica.commit,
       tokenEpoch: this.lastToken.epoch,
       tokenHop: this.lastToken.hop,
@@ -965,9 +992,11 @@ export class RingNode {
     return {
       id: this.id,
       ring: [...this.ring],
+      members: [...this.members],
+      epoch: this.epoch,
+      refuseBelowEpoch: this.refuseBelowEpoch,
       successor: this.successor,
       predecessor: this.predecessor,
-      epoch: this.epoch,
       fenceMax: this.fenceMax,
       token: this.holding ? "held" : this.sending ? "sending" : "away",
       lastHop: this.lastHop,

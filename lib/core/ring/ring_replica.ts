@@ -14,6 +14,8 @@ export class RingReplica {
   /** Entries `base + 1 …`, in order. */
   private log: RingEntry[] = [];
   private base = 0;
+  /** The epoch stamp of the write at `base` (kept by snapshots: the view change compares stamps). */
+  private baseEpoch = 0;
   private commitWseq = 0;
 
   get lastApplied(): number {
@@ -35,6 +37,12 @@ export class RingReplica {
     const entry = this.log[wseq - this.base - 1];
     assert(entry.wseq === wseq, `log out of order at ${wseq}`);
     return entry;
+  }
+
+  /** The epoch stamp of the write at `wseq`: from the log, or the snapshot's at its wseq; 0 when unknown. */
+  stampAt(wseq: number): number {
+    if (wseq === this.base) return this.baseEpoch;
+    return this.entryAt(wseq)?.epoch ?? 0;
   }
 
   /** Appends the next write; it must follow the last one. */
@@ -61,6 +69,7 @@ export class RingReplica {
   compact(retainMax: number): void {
     const drop = this.commitWseq - this.base - retainMax;
     if (drop <= 0) return;
+    this.baseEpoch = this.log[drop - 1].epoch;
     this.log = this.log.slice(drop);
     this.base += drop;
   }
@@ -104,7 +113,7 @@ export class RingReplica {
   }
 
   snapshot(): RingSnapshot {
-    return { wseq: this.commitWseq, kv: [...this.committed.entries()] };
+    return { wseq: this.commitWseq, epoch: this.stampAt(this.commitWseq), kv: [...this.committed.entries()] };
   }
 
   /** Replaces everything by `snapshot`: the log restarts after it. */
@@ -114,6 +123,7 @@ export class RingReplica {
     for (const [key, value] of snapshot.kv) this.committed.set(key, value);
     this.log = [];
     this.base = snapshot.wseq;
+    this.baseEpoch = snapshot.epoch ?? 0;
     this.commitWseq = snapshot.wseq;
   }
 

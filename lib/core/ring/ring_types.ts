@@ -47,6 +47,8 @@ export interface RingToken {
 /** A copy of the committed map at `wseq`, for restarts and for neighbours far behind. */
 export interface RingSnapshot {
   wseq: number;
+  /** The epoch stamp of the write at `wseq` (absent in snapshots of older versions: 0). */
+  epoch?: number;
   kv: Array<[string, string]>;
 }
 

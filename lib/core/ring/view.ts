@@ -86,6 +86,8 @@ interface Attempt {
   rejected: Set<string>;
   /** Could not be reached (connect refused, timeout): an answer too, but not a contact. */
   unreachable: Set<string>;
+  /** Voters whose promise waits for their lease hold: when (here) each said it will answer. */
+  deferredUntilMs: Map<string, number>;
   majorityAtMs: number | null;
 }
 
@@ -231,6 +233,8 @@ export class ViewCore {
     if (seq !== null) {
       this.hold.renewed(nowMs); // it counts itself: it holds itself like every renewer
       for (const to of this.others()) this.send(to, { type: "renew", from: this.options.id, epoch, seq });
+      // Its own OK (a ring of one has its majority at once; the decision says so).
+      this.leaseOutcome(this.lease.answer(this.options.id, seq, true, this.ring.length));
     }
     return false;
   }
@@ -267,6 +271,14 @@ export class ViewCore {
         return this.onPromise(message);
       case "reject":
         return this.onReject(message);
+      case "deferred": {
+        const attempt = this.attempt;
+        if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return;
+        // Bounded by one lease whatever the voter says: it defers for one hold at most.
+        const waitMs = Math.min(message.waitMs, this.options.settings.tokenLeaseMs);
+        attempt.deferredUntilMs.set(message.from, this.nowMs + waitMs);
+        return;
+      }
       case "newView":
         return this.onNewView(message.view);
       case "installed":
@@ -314,6 +326,10 @@ export class ViewCore {
       if (this.deferred) this.rejectDeferred();
       this.deferred = { from, ballot };
       this.event("promiseDeferred", { ballot, untilMs: this.hold.heldUntilMs });
+      // The coordinator waits for this promise rather than leaving this live node out of the view.
+      if (from !== this.options.id) {
+        this.send(from, { type: "deferred", from: this.options.id, ballot: { ...ballot }, waitMs: Math.max(0, this.hold.heldUntilMs - this.nowMs) });
+      }
       return;
     }
     const prior = this.promised;
@@ -420,6 +436,7 @@ export class ViewCore {
       promises: new Map(),
       rejected: new Set(),
       unreachable: new Set(),
+      deferredUntilMs: new Map(),
       majorityAtMs: null,
     };
     this.event("prepare", { ballot: ballotText(ballot), reason: this.wanted.reason });
@@ -457,7 +474,11 @@ export class ViewCore {
     if (attempt.promises.size < this.quorum) return false;
     attempt.majorityAtMs ??= this.nowMs;
     const allAnswered = attempt.promises.size + attempt.rejected.size + attempt.unreachable.size >= this.ring.length;
-    return allAnswered || this.nowMs >= attempt.majorityAtMs + this.options.settings.viewPromiseWaitMs;
+    if (allAnswered) return true;
+    // Live voters that said their promise is on its way (after their lease hold) are waited for.
+    let untilMs = attempt.majorityAtMs;
+    for (const [id, atMs] of attempt.deferredUntilMs) if (!attempt.promises.has(id)) untilMs = Math.max(untilMs, atMs);
+    return this.nowMs >= untilMs + this.options.settings.viewPromiseWaitMs;
   }
 
   private onPromise(message: Extract<ViewMessage, { type: "promise" }>): void {
@@ -600,7 +621,10 @@ export class ViewCore {
   }
 
   private onRenewAnswer(message: Extract<ViewMessage, { type: "renewAnswer" }>): void {
-    const outcome = this.lease.answer(message.from, message.seq, message.ok, this.ring.length);
+    this.leaseOutcome(this.lease.answer(message.from, message.seq, message.ok, this.ring.length));
+  }
+
+  private leaseOutcome(outcome: ReturnType<TokenLeaseHolder["answer"]>): void {
     if (outcome.type === "valid") {
       this.out.decisions.push({ type: "lease", epoch: outcome.epoch, validUntilMs: outcome.validUntilMs });
       this.setQuorum(true, "token lease renewed");

@@ -94,6 +94,8 @@ export type ViewMessage =
   /** `prior`: the ballot promised before this one; `viewEpoch`: the installed view's epoch. */
   | { type: "promise"; from: string; ballot: Ballot; prior: Ballot; viewEpoch: number; facts: PromiseFacts }
   | { type: "reject"; from: string; ballot: Ballot; promised: Ballot; viewEpoch: number }
+  /** The voter will answer `ballot` once its lease hold ends, in `waitMs` (at most tokenLeaseMs). */
+  | { type: "deferred"; from: string; ballot: Ballot; waitMs: number }
   | { type: "newView"; from: string; view: View }
   | { type: "installed"; from: string; epoch: number }
   | { type: "renew"; from: string; epoch: number; seq: number }
@@ -135,6 +137,10 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
       ballots.push(message.ballot, message.promised);
       counts.push(message.viewEpoch);
       break;
+    case "deferred":
+      ballots.push(message.ballot);
+      counts.push(message.waitMs);
+      break;
     case "newView": {
       const v = message.view;
       if (typeof v !== "object" || v === null || !Array.isArray(v.members)) return "bad view";
@@ -148,8 +154,11 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
       break;
     }
     case "renew":
+      counts.push(message.epoch, message.seq);
+      break;
     case "renewAnswer":
       counts.push(message.epoch, message.seq);
+      if (typeof message.ok !== "boolean") return "ok must be a boolean";
       break;
     default:
       return `unknown type ${(message as { type: unknown }).type}`;

@@ -29,9 +29,13 @@ export function writeSignature(author: string, op: RingOp): string {
   return `${author}|${op.type}|${op.key}|${op.type === "put" ? op.value : ""}`;
 }
 
-/** One version of a write: a regeneration re-sends a write with a new epoch stamp and origin. */
+/**
+ * One version of a write: its epoch stamp and place (one token per epoch assigns each place
+ * once). A regeneration re-sends it with its stamp and a new origin (the regenerator), which
+ * only says where its return counts.
+ */
 function versionKey(entry: RingEntry): string {
-  return `${entry.epoch}/${entry.wseq}/${entry.origin}`;
+  return `${entry.epoch}/${entry.wseq}`;
 }
 
 export function sectionMutexChecker(clients: () => readonly RingClientActor[]): Checker {
@@ -140,7 +144,10 @@ export class RingStepObserver implements RingObserver {
       this.fenceMax = fence;
     }
     const core = node.core!;
-    const epoch = core.status(0).epoch;
+    // The installed view's epoch, or the one it promised (a restarted node has none installed
+    // yet, and refuses everything up to the epoch it ran in).
+    const status = core.status(0);
+    const epoch = Math.max(status.epoch, status.refuseBelowEpoch);
     const before = this.epochs.get(node.id) ?? 0;
     if (epoch < before) return this.sim.violate(RING_CHECKERS.epochMonotone, `${node.id} went from epoch ${before} back to ${epoch}`);
     this.epochs.set(node.id, epoch);
@@ -153,7 +160,7 @@ export class RingStepObserver implements RingObserver {
    * Notes which node had which version of each uncommitted write (its pending entries after the
    * step, and what it took in a write batch, up to the batch's ackedTo), and a version's return:
    * its origin took it from its predecessor in a write batch. It counts as back only if every
-   * other ring node had it first.
+   * other member of the origin's view had it first.
    */
   private trackTravels(node: RingNodeActor, input: RingInput | { type: "start" }, result: RingResult | undefined): void {
     const replica = node.core!.replica;
@@ -168,7 +175,8 @@ export class RingStepObserver implements RingObserver {
       // A node that took the write in a batch passed it on, also one that keeps an older version
       // it committed already (a regeneration re-sends writes that may have committed).
       if (entry.origin !== node.id) travel.visited.add(node.id);
-      else travel.returned ||= this.ring.every((id) => travel.visited.has(id));
+      // Around the ring of its epoch: every member of the origin's view.
+      else travel.returned ||= node.core!.status(0).members.every((id) => travel.visited.has(id));
     }
   }
 

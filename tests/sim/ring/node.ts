@@ -39,7 +39,7 @@ export interface RingObserver {
 const OUTGOING_MAX = 10_000;
 
 /** Driver events written to the trace (all of them with --verbose). */
-const TRACED_EVENTS = new Set(["granted", "sectionEnded", "tokenRegenerated", "epoch", "staleToken"]);
+const TRACED_EVENTS = new Set(["granted", "sectionEnded", "tokenRegenerated", "ringView", "tokenNotTaken", "viewDecided"]);
 
 export class RingNodeActor extends Actor {
   service: RingService | undefined;
@@ -75,9 +75,12 @@ export class RingNodeActor extends Actor {
 
   private start(): void {
     this.microtasks = new Microtasks();
+    const storedView = this.disk.loadView();
     const core = new RingNode({
       id: this.id,
       ring: this.ring,
+      storedView: storedView?.view ?? null,
+      promisedEpoch: storedView?.promised.epoch ?? 0,
       limits: this.settings,
       ticketPrefix: `${this.id}-${this.incarnation}-`,
       stored: this.disk.load(),
@@ -89,6 +92,7 @@ export class RingNodeActor extends Actor {
       timers: simTimers(this, (fn) => this.turn(fn)),
       log: this.logger(),
       storage: this.disk,
+      storedView,
       peers: this.peerPort(this.microtasks),
       onFatal: () => {},
       onStep: (input, output) => this.observer.afterStep(this, input, output),
@@ -170,9 +174,7 @@ export class RingNodeActor extends Actor {
           ? call(to, "/v1/ring/peer/token", { from, token: item.token }, describeItem(item))
           : call(to, "/v1/ring/peer/writes", { from, epoch: item.epoch, entries: item.entries }, describeItem(item)),
       fetchLog: (peer, fromWseq) => call(peer, `/v1/ring/peer/log?from=${fromWseq}`),
-      probe: (to) => call(to, "/v1/ring/peer/probe"),
-      prepare: (to, epoch) => call(to, "/v1/ring/peer/prepare", { from, epoch }),
-      renew: (to, epoch, seq) => call(to, "/v1/ring/peer/renew", { from, epoch, seq }),
+      view: (to, message) => call<void>(to, "/v1/ring/peer/view", message, `view ${message.type}`),
       // One-way here: nobody waits for a wake's answer (its reply matches no request).
       wake: (to) => {
         this.send(to, httpRequest(0, "/v1/ring/peer/wake", { from }), "/v1/ring/peer/wake");
