@@ -10,6 +10,11 @@ import type { Logger } from "./log.ts";
 export interface RunningNode {
   url: string;
   stop(): Promise<void>;
+  /**
+   * The cluster file was read again (SIGHUP). Roles that take membership changes apply them;
+   * "stop" asks the caller to stop the node (it is no longer in the file). Optional.
+   */
+  reload?(cluster: ClusterConfig): "ok" | "stop";
 }
 
 export type NodeStarter = (cluster: ClusterConfig, node: NodeConfig, log: Logger) => Promise<RunningNode>;

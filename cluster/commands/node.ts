@@ -19,7 +19,8 @@ const STARTERS: Record<Role, () => Promise<NodeStarter>> = {
 const HELP = `Usage: mutexd node --config FILE --id ID [--role ${ROLES.join("|")}]
 
 Runs the node ID of the cluster file in the role the file gives it (--role overrides).
-Logs one JSON line per event on stderr. SIGTERM or SIGINT stops it cleanly.
+Logs one JSON line per event on stderr. SIGTERM or SIGINT stops it cleanly. SIGHUP reads the
+cluster file again: a ring node takes one ring node added or removed (docs/ring.md, Membership).
 Exit codes: 0 stopped by a signal, 2 bad flags or cluster file, 70 fail-stop (a decision could
 not be written to disk; a restart starts from the disk), 1 crashed.
 `;
@@ -54,6 +55,16 @@ export function run(argv: string[]): Promise<number> {
     };
     process.on("SIGTERM", () => void shutdown("SIGTERM"));
     process.on("SIGINT", () => void shutdown("SIGINT"));
+    // SIGHUP: read the cluster file again; a ring node takes a node added or removed by a view
+    // change. A file that does not parse changes nothing (logged).
+    process.on("SIGHUP", () => {
+      try {
+        const reloaded = loadClusterFile(values.config!);
+        if (running.reload?.(reloaded) === "stop") void shutdown("SIGHUP: no longer in the cluster file");
+      } catch (error) {
+        log.event("reloadFailed", { file: values.config, message: (error as Error).message });
+      }
+    });
     return EXIT.keepRunning;
   });
 }

@@ -44,9 +44,11 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   });
   // The peers deliver to this node itself in a ring of one; the service exists by then.
   const self: { service?: RingService } = {};
+  // Peer URLs by id; a reload (SIGHUP) updates this map in place.
+  const byId = new Map(ringNodes.map((n) => [n.id, nodeUrl(n)]));
   const peers = httpPeers({
     self: node.id,
-    urls: new Map(ringNodes.map((n) => [n.id, nodeUrl(n)])),
+    urls: byId,
     hopTimeoutMs: settings.tokenHopTimeoutMs,
     local: () => self.service!,
   });
@@ -79,7 +81,6 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     onFatal: (error) => failStopProcess(log, "ring state could not be stored", { message: error.message }),
   });
   self.service = service;
-  const byId = new Map(ringNodes.map((n) => [n.id, nodeUrl(n)]));
   const app = createRingApp(service, {
     nodeId: node.id,
     settings,
@@ -103,6 +104,21 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   service.start();
   return {
     url: `http://${node.host}:${server.port}`,
+    reload(reloaded: ClusterConfig): "ok" | "stop" {
+      const nodes = reloaded.nodes.filter((n) => n.role === "ring");
+      if (!nodes.some((n) => n.id === node.id)) {
+        log.event("ringReloadRefused", { reason: `${node.id} is no longer a ring node of the file: stopping` });
+        return "stop";
+      }
+      // The new node's address first: the view change that takes it in sends to it at once.
+      const before = new Map(byId);
+      for (const n of nodes) byId.set(n.id, nodeUrl(n));
+      const refusal = service.changeMembership(nodes.map((n) => n.id));
+      byId.clear();
+      for (const [id, url] of refusal === null ? nodes.map((n) => [n.id, nodeUrl(n)] as const) : before) byId.set(id, url);
+      if (refusal === null) channel.setPeers(nodes.map((n) => ({ id: n.id, host: n.host, udpPort: n.udpPort })));
+      return "ok";
+    },
     async stop() {
       service.stop();
       await channel.close();

@@ -113,7 +113,8 @@ export class RingService {
   private loops: Array<() => void> = [];
   private stopped = false;
   private lastTrouble = "";
-  private readonly repair?: RingRepair;
+  /** Rebuilt for each installed view (its members are the ring it knows) and for each reload. */
+  private repair?: RingRepair;
   /** Hand-offs to the successor that got no answer, in a row (a repair input once ringRepairRetries). */
   private handoffFailures = 0;
   /** The view change: votes, coordinates, probes for a lost token, runs the token lease. */
@@ -133,9 +134,7 @@ export class RingService {
       options.storedView,
       this.now(),
     );
-    if (options.repairLink) {
-      this.repair = new RingRepair({ self: this.node.id, ring: this.node.ring, ...repairTimings(settings), nowMs: this.now() });
-    }
+    if (options.repairLink) this.repair = this.newRepair(this.node.status(this.now()).members);
     this.link = new PeerLink({
       deliver: (item) => this.deliverWatched(item),
       timers,
@@ -270,6 +269,28 @@ export class RingService {
     this.stepRepair(type === "whoLostPred" ? { type, epoch, suspect, from, seq } : { type, epoch, suspect, from });
   }
 
+  /**
+   * The cluster file was reloaded (SIGHUP) and lists these ring nodes: one added or removed is
+   * taken in or out by a view change (lib/core/ring/view.ts `changeMembership`); more at once is
+   * refused (the reason is returned and logged), and so is a list without this node.
+   */
+  changeMembership(ring: string[]): string | null {
+    if (this.stopped) return "stopping";
+    const refusal = this.view.changeMembership(ring, this.now());
+    if (refusal === null) {
+      this.node.setRing(ring);
+      if (this.repair) this.repair = this.newRepair(this.node.status(this.now()).members);
+    }
+    this.options.log.event(refusal === null ? "ringReloaded" : "ringReloadRefused", { ring: ring.join(","), ...(refusal ? { reason: refusal } : {}) });
+    this.pumpView();
+    return refusal;
+  }
+
+  private newRepair(ring: readonly string[]): RingRepair {
+    const members = ring.includes(this.node.id) ? ring : this.node.ring;
+    return new RingRepair({ self: this.node.id, ring: [...members], ...repairTimings(this.options.settings), nowMs: this.now() });
+  }
+
   /** A view-change message from a peer (its answers leave as messages of their own). */
   onViewMessage(message: ViewMessage): void {
     if (this.stopped) return;
@@ -363,6 +384,8 @@ export class RingService {
         const { view, regenerate, grantNotBeforeMs } = decision;
         this.link.dropBefore(view.epoch);
         this.stepPeer({ type: "install", view, regenerate, grantNotBeforeMs });
+        // Repair suspects and asks within the view's ring (a node the view left out is not asked about).
+        if (this.repair) this.repair = this.newRepair(view.members);
         const now = this.now();
         const change = this.lastViewChange;
         if (change && change.installedAtMs === null) Object.assign(change, { installedAtMs: now, epoch: view.epoch });

@@ -93,12 +93,20 @@ export class RepairChannel {
   private readonly inc = randomBytes(4).toString("hex");
   private seq = 0;
   private readonly remembered = new Set<string>();
-  private readonly ringIds: ReadonlySet<string>;
+  private ringIds: ReadonlySet<string>;
+  private peers: readonly RepairPeer[];
   private closed = false;
 
   private constructor(private readonly socket: dgram.Socket, private readonly options: RepairChannelOptions, readonly port: number) {
+    this.peers = options.peers;
     this.ringIds = new Set(options.peers.map((p) => p.id));
     socket.on("message", (bytes: Uint8Array) => this.receive(bytes));
+  }
+
+  /** The cluster file was reloaded (SIGHUP): datagrams go to, and are taken from, these ring nodes. */
+  setPeers(peers: readonly RepairPeer[]): void {
+    this.peers = [...peers];
+    this.ringIds = new Set(peers.map((p) => p.id));
   }
 
   /** Binds the node's UDP port and enables broadcast. */
@@ -124,7 +132,8 @@ export class RepairChannel {
     if (this.closed) return;
     this.seq += 1;
     const bytes = encodeDatagram({ ...message, inc: this.inc, seq: this.seq });
-    const { peers, self, broadcast } = this.options;
+    const { self, broadcast } = this.options;
+    const peers = this.peers;
     const ports = new Set(peers.map((p) => (p.id === self ? this.port : p.udpPort)));
     for (const port of ports) this.sendTo(bytes, broadcast, port);
     for (const peer of peers) if (peer.id !== self) this.sendTo(bytes, peer.host, peer.udpPort);

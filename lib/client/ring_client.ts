@@ -74,6 +74,19 @@ export interface RingStatus extends CoreRingStatus {
    * majority, so this node grants nothing (a minority). Times are on the node's clock.
    */
   lease: { quorum: "ok" | "lost"; reason: string; validUntilMs: number | null; heldUntilMs: number };
+  /**
+   * The view change (docs/ring-view.md): the ballot promised, the installed view (epoch, members,
+   * regenerator), whether this node is a member, and the last view change seen here with its timing.
+   */
+  view: {
+    promised: { epoch: number; coordinator: string };
+    view: { epoch: number; coordinator: string; members: string[]; regenerator: string; grantWaitMs: number } | null;
+    member: boolean;
+    quorum: "ok" | "lost";
+    coordinating: { epoch: number; coordinator: string } | null;
+    wanted: string | null;
+    lastChange: { reason: string; wantedAtMs: number; installedAtMs: number | null; epoch: number | null } | null;
+  };
   successorUrl?: string;
   predecessorUrl?: string;
 }

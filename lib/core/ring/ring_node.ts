@@ -243,7 +243,8 @@ function inputError(code: ErrorCode, message: string): RingResult {
 
 export class RingNode {
   readonly id: string;
-  readonly ring: readonly string[];
+  /** The ring nodes of the cluster file, in file order (changed by a reload: `setRing`). */
+  ring: readonly string[];
   successor: string;
   predecessor: string;
   /** The installed view's members in ring order. */
@@ -311,6 +312,15 @@ export class RingNode {
       this.replica.replay(stored.records);
     }
     this.forwardedTo = 0;
+  }
+
+  /**
+   * The cluster file was reloaded with these ring nodes (one added or removed: the view change
+   * takes it in or out by a new view; until then the installed view's ring stays as it is).
+   */
+  setRing(ring: readonly string[]): void {
+    assert(ring.includes(this.id) && new Set(ring).size === ring.length, `a reloaded ring must list ${this.id} once`);
+    this.ring = [...ring];
   }
 
   /** The member `step` places after this one in the view (-1: before). */
