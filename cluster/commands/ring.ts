@@ -21,7 +21,7 @@ const HELP = `Usage: mutexd ring <lock|put|get|delete|keys|status> [options]   (
   get KEY [--dirty]    read a key (committed by default; --dirty includes writes still travelling)
   delete KEY           delete a key (like put)
   keys [--dirty]       list the keys
-  status [--json]      the node's view: epoch, token, neighbours, rotation time, commit watermark
+  status [--json]      the node's view (members, epoch, last view change), token, neighbours, lease, commit watermark
 
 Where:
 ${WHERE}
@@ -220,9 +220,15 @@ async function status(argv: string[]): Promise<number> {
       return EXIT.ok;
     }
     const ms = (v: number | null) => (v === null ? "-" : `${v} ms`);
+    const view = s.view?.view;
+    const change = s.view?.lastChange;
     const lines = [
-      `node        ${s.id}   ring ${s.ring.join(" → ")} → ${s.ring[0]}`,
+      `node        ${s.id}   ring ${s.members.join(" → ")} → ${s.members[0]}` +
+      `${s.members.length < s.ring.length ? `   (out of the view: ${s.ring.filter((id) => !s.members.includes(id)).join(", ")})` : ""}`,
       `neighbours  predecessor ${s.predecessor}, successor ${s.successor}`,
+      `view        ${view ? `epoch ${view.epoch} by ${view.coordinator}, token made by ${view.regenerator}, grant wait ${view.grantWaitMs} ms` : "none yet"}` +
+      `${s.view && !s.view.member ? "   NOT A MEMBER (rejoining)" : ""}${s.view?.wanted ? `   (view change wanted: ${s.view.wanted})` : ""}`,
+      `last change ${!change ? "-" : `${change.reason}: ${change.installedAtMs === null ? "in progress" : `epoch ${change.epoch} after ${change.installedAtMs - change.wantedAtMs} ms`}`}`,
       `epoch       ${s.epoch}   fencing counter ${s.fenceMax}`,
       `token       ${s.token}   last seen ${ms(s.lastTokenAgeMs)} ago, hop ${s.lastHop}, last rotation ${ms(s.lastRotationMs)}`,
       `section     ${s.section ? `fence ${s.section.fence}, held ${s.section.heldForMs} ms, lease left ${s.section.leaseRemainingMs} ms` : "none"}   waiters ${s.waiters}`,

@@ -90,7 +90,19 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   const viaService = (input: ClientInput, reply: (answer: RingAnswer) => void, encode: (reply: ClientReply) => RingAnswer, abort?: AbortSignal) =>
     service.request(input, (answer) => reply(guarded(() => encode(answer), onInternal)), abort);
 
-  now("GET", "/v1/health", () => ok({ ok: true, id: options.nodeId, role: "ring" }));
+  // Alive (200) whatever the ring's state; `ring` says whether this node can grant: in a view, with
+  // a majority behind it (a minority or a node rejoining says so here and in status).
+  now("GET", "/v1/health", () => {
+    const view = service.viewStatus();
+    const lease = service.lease();
+    const serving = view.member && lease.quorum === "ok";
+    return ok({
+      ok: true,
+      id: options.nodeId,
+      role: "ring",
+      ring: { serving, member: view.member, quorum: lease.quorum, epoch: view.view?.epoch ?? 0, ...(serving ? {} : { reason: view.member ? lease.reason : "not a member of the current view (rejoining)" }) },
+    });
+  });
 
   now("GET", "/v1/ring/status", () =>
     ok({
