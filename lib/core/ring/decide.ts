@@ -43,20 +43,27 @@ export function decideView(
     regenerator,
     startWseq: promises.get(regenerator)!.facts.lastApplied,
     resendFromWseq: lowestCommit + 1,
-    grantWaitMs: grantWait(promises, settings, nowMs),
+    grantWaitMs: grantWait(promises, ring, settings, nowMs),
   };
 }
 
 /**
- * How long the new token must wait before its first grant: every section of an older epoch
- * must have ended. Every such section was granted under a token lease, and every such lease
- * ended before the majority of promises was complete (token_lease.ts), so each ends within
- * ringLeaseMaxMs of now. Shorter when the token is known to be at a promiser: the latest token
- * (highest epoch and hop reported) is held there, or provably never left it, and no promiser
- * had promised a newer epoch than that token's (else a newer view, whose token we do not see,
- * may exist). Then the wait is that promiser's remaining section (or own grant wait).
+ * How long the new token must wait before its first grant: every section of an older epoch must
+ * have ended (its client may still believe in it until its lease ends). Every such section was
+ * granted under a token lease, and a section lasts at most ringLeaseMaxMs (+ tokenLeaseSafetyMs
+ * for clock rates). Cases:
+ * - Known: the latest token (highest epoch and hop reported) is held by one promiser, or
+ *   provably never left it, and no promiser had promised a newer epoch than that token's (else
+ *   a newer view, whose token we do not see, may exist). Sections can run only there (a token is
+ *   passed only with no section): its remaining section (or own grant wait).
+ * - Otherwise, bounded per node: a promiser's own section is what it reported; a promiser that
+ *   restarted lately may have clients of sections from before its restart, which end within
+ *   ringLeaseMaxMs of it; a node that did not promise granted, if at all, under a lease, which
+ *   ended before every backer's hold for it, and one backer is a promiser (two majorities share
+ *   a node): so before the latest hold end the promisers report for it.
+ * - A first start (nobody promised anything, no token ever): 0.
  */
-function grantWait(promises: ReadonlyMap<string, Promised>, settings: DecideSettings, nowMs: number): number {
+function grantWait(promises: ReadonlyMap<string, Promised>, ring: readonly string[], settings: DecideSettings, nowMs: number): number {
   const unknownWaitMs = settings.ringLeaseMaxMs + settings.tokenLeaseSafetyMs;
   let top: { epoch: number; hop: number } = { epoch: -1, hop: -1 };
   let atTop: string[] = [];
@@ -72,12 +79,32 @@ function grantWait(promises: ReadonlyMap<string, Promised>, settings: DecideSett
   }
   // Nobody promised anything before: no view, hence no token, ever existed (first start).
   if (newestPromised === 0 && top.epoch <= 0) return 0;
-  if (top.epoch < newestPromised || top.epoch === 0) return unknownWaitMs;
   // The receiver of the latest hand-off holds it (its sender reports the same hop); a refused
   // hand-off is proof only when nobody else reports that hop.
   const held = atTop.filter((id) => promises.get(id)!.facts.tokenHere === "held");
   const neverLeft = atTop.length === 1 && promises.get(atTop[0])!.facts.tokenHere === "neverLeft";
-  if (held.length !== 1 && !neverLeft) return unknownWaitMs;
-  const holder = promises.get(held.length === 1 ? held[0] : atTop[0])!;
-  return Math.max(0, holder.receivedAtMs + holder.facts.sectionRemainingMs - nowMs);
+  const known = top.epoch >= newestPromised && top.epoch > 0 && (held.length === 1 || neverLeft);
+  if (known) {
+    const holder = promises.get(held.length === 1 ? held[0] : atTop[0])!;
+    return Math.max(0, holder.receivedAtMs + holder.facts.sectionRemainingMs - nowMs);
+  }
+  return Math.max(0, lastSectionEndMs(promises, ring, unknownWaitMs) - nowMs);
+}
+
+/** When the last section an older token could have granted ends at the latest (the "otherwise" case above). */
+function lastSectionEndMs(promises: ReadonlyMap<string, Promised>, ring: readonly string[], sectionMaxMs: number): number {
+  let endMs = Number.NEGATIVE_INFINITY;
+  for (const p of promises.values()) {
+    const f = p.facts;
+    endMs = Math.max(endMs, p.receivedAtMs + f.sectionRemainingMs);
+    if (f.restartedAgoMs !== null) endMs = Math.max(endMs, p.receivedAtMs - f.restartedAgoMs + sectionMaxMs);
+  }
+  for (const id of ring) {
+    if (promises.has(id)) continue;
+    for (const p of promises.values()) {
+      const agoMs = p.facts.holdEndedAgoMs[id];
+      if (agoMs !== undefined) endMs = Math.max(endMs, p.receivedAtMs - agoMs + sectionMaxMs);
+    }
+  }
+  return endMs;
 }

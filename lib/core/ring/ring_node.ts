@@ -256,6 +256,11 @@ export class RingNode {
   private refuseBelowEpoch = 0;
   /** No grant before this (the view's wait for older sections to end). */
   private grantNotBeforeMs = Number.NEGATIVE_INFINITY;
+  /**
+   * A section ended here because the token was dropped (a promise, a new view) may still be
+   * believed in by its client until its lease ends: the view change's facts report it till then.
+   */
+  private droppedSectionUntilMs = Number.NEGATIVE_INFINITY;
   /** The regenerator's re-sent range of this epoch: their return is recognised by origin and place. */
   private resent: { from: number; to: number } | null = null;
   private fenceMax = 0;
@@ -555,7 +560,10 @@ export class RingNode {
   private dropToken(why: string): void {
     const holding = this.holding;
     if (!holding) return;
-    if (this.section) this.endSection("epoch");
+    if (this.section) {
+      this.droppedSectionUntilMs = Math.max(this.droppedSectionUntilMs, this.section.leaseEndMs);
+      this.endSection("epoch");
+    }
     for (const [wseq, reqId] of holding.outstanding) {
       if (reqId === null) continue;
       this.reply(reqId, clientError("ring_unavailable", `the token of epoch ${holding.token.epoch} was replaced (${why}); write ${wseq} may or may not commit`));
@@ -987,7 +995,7 @@ export class RingNode {
       tokenEpoch: this.lastToken.epoch,
       tokenHop: this.lastToken.hop,
       token: this.holding ? "held" : this.sending ? "sending" : "away",
-      sectionRemainingMs: section ? Math.max(0, section.leaseEndMs - nowMs) : 0,
+      sectionRemainingMs: Math.max(0, (section?.leaseEndMs ?? Number.NEGATIVE_INFINITY) - nowMs, this.droppedSectionUntilMs - nowMs),
       lastTokenAgeMs: this.lastTokenAtMs === null ? null : Math.max(0, nowMs - this.lastTokenAtMs),
     };
   }

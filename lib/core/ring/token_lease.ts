@@ -109,17 +109,33 @@ export class TokenLeaseHolder {
 /**
  * The renewer's side: until when this node must not promise a newer ballot. In memory only:
  * a restarted node starts held for a whole `tokenLeaseMs` (it may have renewed just before).
+ *
+ * It also remembers, per requester, when its hold for that requester's lease ends: every lease
+ * of a node ends before the holds of all its backers for it, so a view change can bound when the
+ * last section a dead or cut-off node could have granted ends (decide.ts). Bounded by the ring's
+ * size (the requesters are ring nodes, checked on the wire).
  */
 export class LeaseHold {
   private untilMs: number;
+  /** The restart hold: it covers every requester (what was backed before the restart is unknown). */
+  private readonly restartUntilMs: number;
+  private readonly byRequester = new Map<string, number>();
 
   constructor(private readonly tokenLeaseMs: number, startedAtMs: number) {
     this.untilMs = startedAtMs + tokenLeaseMs;
+    this.restartUntilMs = this.untilMs;
   }
 
-  /** This node answered OK to a renewal received now (or renews its own lease). */
-  renewed(nowMs: number): void {
+  /** This node answered OK to `requester`'s renewal received now (or renews its own lease). */
+  renewed(nowMs: number, requester: string): void {
     this.untilMs = Math.max(this.untilMs, nowMs + this.tokenLeaseMs);
+    this.byRequester.set(requester, Math.max(this.byRequester.get(requester) ?? Number.NEGATIVE_INFINITY, nowMs + this.tokenLeaseMs));
+  }
+
+  /** When the hold for `requester`'s leases ends (−∞: it never backed one, since a start without a past). */
+  heldUntilFor(requester: string, restarted: boolean): number {
+    const own = this.byRequester.get(requester) ?? Number.NEGATIVE_INFINITY;
+    return restarted ? Math.max(own, this.restartUntilMs) : own;
   }
 
   held(nowMs: number): boolean {

@@ -114,6 +114,8 @@ export class ViewCore {
   private quorum = 1;
   private rank = 0;
   private readonly hold: LeaseHold;
+  /** When this incarnation started, if the node ran before (it had a stored hard state); else null. */
+  private readonly restartedAtMs: number | null;
   private lease!: TokenLeaseHolder;
   private attempt: Attempt | null = null;
   private wanted: { reason: ViewChangeReason; aboveEpoch: number } | null = null;
@@ -145,6 +147,7 @@ export class ViewCore {
     this.highestSeenEpoch = Math.max(this.promised.epoch, this.view?.epoch ?? 0);
     // It may have renewed a lease just before it stopped: no promise for a whole lease.
     this.hold = new LeaseHold(settings.tokenLeaseMs, nowMs);
+    this.restartedAtMs = stored ? nowMs : null;
     this.nowMs = nowMs;
   }
 
@@ -231,7 +234,7 @@ export class ViewCore {
     if (this.lease.valid(epoch, nowMs)) return nowMs >= this.grantNotBeforeMs;
     const seq = this.lease.begin(epoch, nowMs);
     if (seq !== null) {
-      this.hold.renewed(nowMs); // it counts itself: it holds itself like every renewer
+      this.hold.renewed(nowMs, this.options.id); // it counts itself: it holds itself like every renewer
       for (const to of this.others()) this.send(to, { type: "renew", from: this.options.id, epoch, seq });
       // Its own OK (a ring of one has its majority at once; the decision says so).
       this.leaseOutcome(this.lease.answer(this.options.id, seq, true, this.ring.length));
@@ -357,7 +360,15 @@ export class ViewCore {
     const tokenHere = local.token === "held" ? "held" : neverLeft ? "neverLeft" : "no";
     // A holder that installed its view lately may itself still be waiting out older sections.
     const ownWaitMs = Math.max(0, this.grantNotBeforeMs - this.nowMs);
+    const holdEndedAgoMs: Record<string, number> = {};
+    for (const id of this.ring) {
+      const untilMs = this.hold.heldUntilFor(id, this.restartedAtMs !== null);
+      // It promises only once every hold has ended, so each of these lies in the past.
+      if (untilMs > Number.NEGATIVE_INFINITY) holdEndedAgoMs[id] = Math.max(0, this.nowMs - untilMs);
+    }
     return {
+      holdEndedAgoMs,
+      restartedAgoMs: this.restartedAtMs === null ? null : this.nowMs - this.restartedAtMs,
       lastApplied: local.lastApplied,
       lastWriteEpoch: local.lastWriteEpoch,
       commit: local.commit,
@@ -616,7 +627,7 @@ export class ViewCore {
     const { from, epoch, seq } = message;
     // OK only if no newer ballot is promised or waiting to be: then hold for a whole lease.
     const ok = this.voter && this.promised.epoch <= epoch && (this.deferred === null || this.deferred.ballot.epoch <= epoch);
-    if (ok) this.hold.renewed(this.nowMs);
+    if (ok) this.hold.renewed(this.nowMs, from);
     this.answerTo(from, { type: "renewAnswer", from: this.options.id, epoch, seq, ok });
   }
 

@@ -84,6 +84,15 @@ export interface PromiseFacts {
   tokenHere: "held" | "neverLeft" | "no";
   /** Upper bound on how long a grant made here (or this node's wait before one) still runs. */
   sectionRemainingMs: number;
+  /**
+   * Per ring node: how long ago this node's hold for that node's token leases ended (absent: it
+   * never backed one of its leases in this run, and did not restart). A lease ends before every
+   * backer's hold for it, so the last grant a node that did not promise could have made lies
+   * before the latest of these (decide.ts).
+   */
+  holdEndedAgoMs: Record<string, number>;
+  /** This node ran before (it restarted) this long ago; null: it started without a past. */
+  restartedAgoMs: number | null;
 }
 
 export type ViewMessage =
@@ -129,6 +138,12 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
       const f = message.facts;
       if (typeof f !== "object" || f === null) return "facts missing";
       counts.push(message.viewEpoch, f.lastApplied, f.lastWriteEpoch, f.commit, f.tokenEpoch, f.tokenHop, f.sectionRemainingMs);
+      if (f.restartedAgoMs !== null) counts.push(f.restartedAgoMs);
+      if (typeof f.holdEndedAgoMs !== "object" || f.holdEndedAgoMs === null || Array.isArray(f.holdEndedAgoMs)) return "bad holdEndedAgoMs";
+      for (const [id, ago] of Object.entries(f.holdEndedAgoMs)) {
+        if (!ring.includes(id)) return `holdEndedAgoMs names ${id}, not a ring node`;
+        counts.push(ago);
+      }
       if (f.commit > f.lastApplied) return "commit above lastApplied";
       if (!["held", "neverLeft", "no"].includes(f.tokenHere)) return "bad tokenHere";
       break;
