@@ -10,8 +10,9 @@
  * Lock track: at most one lock server (p1 or b1) is faulty at a time. The arbiter may be faulty
  * alone or together with one lock server ("double" steps): safety must hold then too, and
  * liveness is owed under every single fault, the arbiter's included (check.ts: grant-gap).
- * Ring track: pauses and restarts of r2 and r3 only (r1 is the node that regenerates tokens, and
- * the ring has no repair yet: each fault is healed and the ring resumes).
+ * Ring track: pauses and restarts of any ring node, the first one of the file included (no node
+ * is special since the view change: a majority of r1..r3 goes on without the faulted one, which
+ * rejoins in a new epoch when it is back).
  */
 import { Prng } from "../../lib/core/prng.ts";
 import { sleep } from "../_harness.ts";
@@ -69,8 +70,8 @@ export const STEP_KINDS: StepKind[] = [
       durationMs: p.between(300, 3_000),
     }),
   },
-  { name: "ring-pause", track: "ring", draw: (p) => ({ faults: [{ kind: "pause", target: p.pick<NodeId>(["r2", "r3"]) }], durationMs: p.between(100, 4_000) }) },
-  { name: "ring-kill", track: "ring", draw: (p) => ({ faults: [{ kind: "kill", target: p.pick<NodeId>(["r2", "r3"]) }], durationMs: p.between(200, 3_000) }) },
+  { name: "ring-pause", track: "ring", draw: (p) => ({ faults: [{ kind: "pause", target: p.pick<NodeId>(["r1", "r2", "r3"]) }], durationMs: p.between(100, 4_000) }) },
+  { name: "ring-kill", track: "ring", draw: (p) => ({ faults: [{ kind: "kill", target: p.pick<NodeId>(["r1", "r2", "r3"]) }], durationMs: p.between(200, 3_000) }) },
 ];
 
 export interface Schedule {
