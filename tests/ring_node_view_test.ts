@@ -13,12 +13,17 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import type { ClientReply, RingInput, RingOutput } from "../lib/core/ring/ring_node.ts";
 import type { RingEntry } from "../lib/core/ring/ring_types.ts";
-import { fenceFloor } from "../lib/core/ring/view_wire.ts";
+import { fenceFloor, type View } from "../lib/core/ring/view_wire.ts";
+import { decideView, type Promised } from "../lib/core/ring/decide.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import {
   F1,
   fenceOf,
+  type Harness,
   harness,
+  type HarnessOptions,
   LIMITS,
   logRecords,
   only,
@@ -291,4 +296,142 @@ test("snapshots keep the epoch stamp: viewFacts().lastWriteEpoch after compactio
   const old = harness({ view: viewOf(2) });
   old.step({ type: "caughtUp", reply: { commit: 5, snapshot: { wseq: 5, kv: [] }, entries: [] } });
   assert.equal(old.node.viewFacts(0).lastWriteEpoch, 0, "a snapshot of the old format has no stamp: 0");
+});
+
+// ---- Three nodes through a chain of interrupted recoveries -------------------------------------
+
+/**
+ * Pure ring nodes wired by hand: a FIFO of messages the test delivers (all, or only some), crashes
+ * that lose a node's memory and its messages, restarts from what it stored, and view changes
+ * decided by the view core's own decision (decide.ts) from the promisers' facts.
+ */
+class Ring {
+  nowMs = 0;
+  readonly nodes = new Map<string, Harness>();
+  /** The view each node installed last (what its driver would have stored). */
+  readonly views = new Map<string, View>();
+  readonly queue: Array<{ from: string; to: string; input: RingInput }> = [];
+  readonly down = new Set<string>();
+  /** Client replies, by "node:reqId". */
+  readonly replies = new Map<string, ClientReply>();
+
+  constructor(private readonly ids: string[], private readonly options: HarnessOptions) {
+    for (const id of ids) this.nodes.set(id, harness({ ...options, id, ring: ids, view: null }));
+  }
+
+  step(id: string, input: RingInput): RingOutput {
+    const out = this.nodes.get(id)!.step(input, this.nowMs);
+    for (const e of out.effects) {
+      if (e.type === "sendToken") this.queue.push({ from: id, to: e.to, input: { type: "token", from: id, token: e.token } });
+      if (e.type === "sendWrites") this.queue.push({ from: id, to: e.to, input: { type: "writes", from: id, epoch: e.epoch, entries: e.entries } });
+      if (e.type === "fetch" && !this.down.has(e.from)) {
+        this.queue.push({ from: e.from, to: id, input: { type: "caughtUp", reply: this.nodes.get(e.from)!.node.catchUp(e.fromWseq) } });
+      }
+      if (e.type === "reply") this.replies.set(`${id}:${e.reqId}`, e.reply);
+    }
+    return out;
+  }
+
+  /** Delivers queued messages in order while `which` accepts them (others stay queued); bounded. */
+  deliver(which: (m: { from: string; to: string; input: RingInput }) => boolean = () => true): void {
+    for (let n = 0; n < 1_000; n++) {
+      const index = this.queue.findIndex(which);
+      if (index < 0) return;
+      const [m] = this.queue.splice(index, 1);
+      if (this.down.has(m.to) || this.down.has(m.from)) continue;
+      const out = this.step(m.to, m.input);
+      if (m.input.type === "token" && out.result.ok) this.step(m.from, { type: "tokenDelivered", epoch: m.input.token.epoch, hop: m.input.token.hop });
+    }
+    assert.fail("messages still flowing after 1000 deliveries");
+  }
+
+  enter(id: string): number {
+    const reqId = this.nodes.get(id)!.nextReq();
+    this.step(id, { type: "enter", reqId, waitMs: 60_000, leaseMs: LIMITS.ringLeaseMaxMs });
+    return reqId;
+  }
+
+  write(id: string, fence: number, key: string, value: string): number {
+    const reqId = this.nodes.get(id)!.nextReq();
+    this.step(id, { type: "write", reqId, fence, op: { type: "put", key, value } });
+    return reqId;
+  }
+
+  reply(id: string, reqId: number): ClientReply | undefined {
+    return this.replies.get(`${id}:${reqId}`);
+  }
+
+  crash(id: string): void {
+    this.down.add(id);
+  }
+
+  restart(id: string): void {
+    this.nodes.set(id, restart(this.nodes.get(id)!, this.nowMs, this.views.get(id)!, { ...this.options, id, ring: this.ids }));
+    this.down.delete(id);
+  }
+
+  /** A view change of `epoch` whose promisers are `members`: promised, the decision, install. */
+  viewChange(epoch: number, members: string[]): View {
+    const promises = new Map<string, Promised>();
+    for (const id of members) {
+      this.step(id, { type: "promised", epoch });
+      const f = this.nodes.get(id)!.node.viewFacts(this.nowMs);
+      const viewEpoch = this.views.get(id)?.epoch ?? 0;
+      const facts = { ...f, tokenHere: f.token === "held" ? "held" as const : "no" as const };
+      promises.set(id, { prior: { epoch: viewEpoch, coordinator: "a" }, viewEpoch, facts, receivedAtMs: this.nowMs });
+    }
+    const view = decideView({ epoch, coordinator: members[0] }, promises, this.ids, DEFAULT_SETTINGS, this.nowMs);
+    for (const id of members) {
+      this.views.set(id, view);
+      this.step(id, { type: "install", view, regenerate: view.regenerator === id, grantNotBeforeMs: this.nowMs + view.grantWaitMs });
+    }
+    return view;
+  }
+}
+
+test("three nodes, two interrupted recoveries: a write acknowledged in epoch 1 survives, because a half-way re-send keeps its stamps and cuts nothing (docs/ring-view.md, the chain that re-stamping breaks)", () => {
+  // One write per batch, so a re-send can stop half-way.
+  const ring = new Ring(["a", "b", "c"], { limits: { ...LIMITS, ringBatchWritesMax: 1 } });
+  ring.viewChange(1, ["a", "b", "c"]);
+  // Epoch 1: a writes k1 and k2; both go around and are acknowledged, then a dies holding the
+  // token (b and c never learnt the commit: it travels with the token).
+  const enter = ring.enter("a");
+  ring.deliver(); // the new token went on at once (nobody waited): it comes round to a
+  const fence = fenceOf(ring.reply("a", enter));
+  const w1 = ring.write("a", fence, "k1", "1");
+  const w2 = ring.write("a", fence, "k2", "2");
+  ring.deliver();
+  assert.deepEqual([ring.reply("a", w1), ring.reply("a", w2)], [{ ok: true, type: "written", wseq: 1 }, { ok: true, type: "written", wseq: 2 }]);
+  assert.equal(ring.nodes.get("c")!.node.replica.commit, 0);
+  ring.crash("a");
+  // Epoch 2 (b, c): b regenerates and re-sends 1 and 2; only write 1 reaches c before b dies.
+  const two = ring.viewChange(2, ["b", "c"]);
+  assert.deepEqual([two.regenerator, two.startWseq, two.resendFromWseq], ["b", 2, 1]);
+  ring.deliver((m) => m.from === "b" && m.input.type === "writes" && m.input.entries[0].wseq === 1);
+  ring.crash("b");
+  const c = ring.nodes.get("c")!.node;
+  assert.deepEqual([c.replica.lastApplied, c.viewFacts(ring.nowMs).lastWriteEpoch], [2, 1], "c keeps write 2, and write 1 keeps its stamp");
+  // Epoch 3 (a back, c): the most up-to-date log regenerates; the acknowledged write 2 survives.
+  ring.restart("a");
+  ring.nowMs += 1;
+  const three = ring.viewChange(3, ["a", "c"]);
+  assert.deepEqual([three.regenerator, three.startWseq], ["a", 2], "a and c tie on (1, 2): file order");
+  ring.deliver();
+  for (const id of ["a", "c"]) {
+    const node = ring.nodes.get(id)!.node;
+    assert.deepEqual([node.replica.commit, node.read("k1", false), node.read("k2", false)], [2, "1", "2"], `${id} has every acknowledged write, committed`);
+  }
+  // The new epoch writes after them.
+  ring.nowMs += three.grantWaitMs;
+  const again = ring.enter("c");
+  ring.deliver();
+  const fence3 = fenceOf(ring.reply("c", again));
+  assert.ok(fence3 > fenceFloor(3));
+  const w3 = ring.write("c", fence3, "k3", "3");
+  ring.deliver();
+  assert.deepEqual(ring.reply("c", w3), { ok: true, type: "written", wseq: 3 });
+  for (const id of ["a", "c"]) {
+    const replica = ring.nodes.get(id)!.node.replica;
+    assert.deepEqual([1, 2, 3].map((w) => replica.entryAt(w)?.epoch), [1, 1, 3], `${id}: the original stamps, then epoch 3's write`);
+  }
 });
