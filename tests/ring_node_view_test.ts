@@ -377,7 +377,10 @@ class Ring {
       this.step(id, { type: "promised", epoch });
       const f = this.nodes.get(id)!.node.viewFacts(this.nowMs);
       const viewEpoch = this.views.get(id)?.epoch ?? 0;
-      const facts = { ...f, tokenHere: f.token === "held" ? "held" as const : "no" as const };
+      // No lease holds or restarts reported: the grant wait is not under test here (the view
+      // core's tests own it). The two fields keep this test compiling against PromiseFacts
+      // versions that carry them.
+      const facts = { ...f, tokenHere: f.token === "held" ? "held" as const : "no" as const, holdEndedAgoMs: {}, restartedAgoMs: null };
       promises.set(id, { prior: { epoch: viewEpoch, coordinator: "a" }, viewEpoch, facts, receivedAtMs: this.nowMs });
     }
     const view = decideView({ epoch, coordinator: members[0] }, promises, this.ids, DEFAULT_SETTINGS, this.nowMs);
