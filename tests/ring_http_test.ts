@@ -16,6 +16,8 @@ import { createRingApp } from "../cluster/ring/api.ts";
 import { type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
 import { eventually, removeDir, tempDir } from "./_harness.ts";
+import { viewOf } from "./_ring_node.ts";
+import { joinView, leaseBackingPeers, never } from "./_ring_service.ts";
 
 const settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 65_536 };
 
@@ -25,29 +27,33 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) removeDir(dir);
 });
 
-/** Node "b" of a → b → c with peers that never answer (nothing here needs them), except that a and c back every token lease. */
+/**
+ * Node "b" of a → b → c in the view of epoch 1 (joined by hand), with peers that never answer
+ * (nothing here needs them), except that a and c back every token lease. The service is not
+ * started: no timer of its own runs (no view change, no tick) while a test compares states.
+ */
 function setup() {
   const dir = tempDir("mutexd-ring-http-");
   dirs.push(dir);
   const storage = new RingStorage(dir);
   const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: settings, ticketPrefix: "t-" });
   const sent: unknown[] = [];
-  const never = () => new Promise<never>(() => {});
+  const viewPort = leaseBackingPeers(() => service);
   const peers: RingPeers = {
     deliver: (to, item) => (sent.push({ to, item }), never()),
     fetchLog: never,
-    probe: never,
-    prepare: never,
     wake: () => Promise.resolve(),
-    renew: (_to, epoch, seq) => Promise.resolve({ epoch, seq, ok: true }),
+    view: viewPort.view,
   };
   const clock = manualClock(1_000);
-  const service = new RingService({ node, settings, clock, timers: realTimers, log: memoryLogger(), storage, peers, onFatal: () => {} });
+  const service = new RingService({ node, settings, clock, timers: realTimers, log: memoryLogger(), storage, storedView: null, peers, onFatal: () => {} });
+  joinView(service, clock);
   const app = createRingApp(service, { nodeId: "b", settings });
   const state = () => {
     const { lastTokenAgeMs: _age, ...status } = node.status(clock.nowMs());
     const files = readdirSync(dir).sort().map((f) => [f, readFileSync(join(dir, f), "utf8")]);
-    return JSON.stringify({ status, log: node.catchUp(1), keys: node.keys(true), files, sent: sent.length });
+    const view = service.viewStatus();
+    return JSON.stringify({ status, view, log: node.catchUp(1), keys: node.keys(true), files, sent: sent.length });
   };
   const call = (method: string, path: string, body?: unknown) =>
     app.request(path, {
@@ -55,7 +61,7 @@ function setup() {
       headers: body === undefined ? undefined : { "content-type": "application/json" },
       body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
     });
-  return { node, service, app, state, call, clock, storage };
+  return { node, service, app, state, call, clock, storage, viewSent: viewPort.sent };
 }
 
 /** Gives node b the token and a section (epoch 1's first fence), so write paths have something to refuse. */
@@ -108,7 +114,8 @@ const CASES: Array<{ name: string; method: string; path: string; body?: unknown;
     { epoch: 1, wseq: 1, author: "a", origin: "a", op: { type: "append", key: "k", value: "1" } },
   ] }, status: 400, code: "bad_request" },
   { name: "writes from a node that is not the predecessor", method: "POST", path: "/v1/ring/peer/writes", body: { from: "c", epoch: 1, entries: [] }, status: 400, code: "bad_request" },
-  { name: "a prepare from a node that is not the first ring node", method: "POST", path: "/v1/ring/peer/prepare", body: { from: "c", epoch: 5 }, status: 400, code: "bad_request" },
+  { name: "a view message that is not a JSON object", method: "POST", path: "/v1/ring/peer/view", body: "[1]", status: 400, code: "bad_request" },
+  { name: "the old first-node regeneration's prepare route (gone)", method: "POST", path: "/v1/ring/peer/prepare", body: { from: "a", epoch: 5 }, status: 404, code: "not_found" },
 ];
 
 for (const c of CASES) {
@@ -122,6 +129,42 @@ for (const c of CASES) {
     assert.equal(body.error?.code, c.code);
     assert.equal(typeof body.error?.message, "string");
     assert.equal(h.state(), before);
+    h.storage.close();
+  });
+}
+
+/** `answers`: the view messages the node sends back (the view core's own answers, if any). */
+const PEER_REFUSALS: Array<{ name: string; path: string; body: unknown; answer: unknown; answers?: string[] }> = [
+  {
+    name: "a token of an epoch whose view is not installed here: notYet (the sender's link retries)",
+    path: "/v1/ring/peer/token",
+    body: { from: "a", token: { epoch: 2, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 0 } },
+    answer: { ok: false, type: "notYet", epoch: 1 },
+  },
+  {
+    name: "writes of an epoch older than the installed view: stale",
+    path: "/v1/ring/peer/writes",
+    body: { from: "a", epoch: 0, entries: [{ epoch: 0, wseq: 1, author: "a", origin: "a", op: { type: "put", key: "k", value: "1" } }] },
+    answer: { ok: false, type: "stale", epoch: 1 },
+  },
+  { name: "a view message from an unknown sender (the core logs and drops it)", path: "/v1/ring/peer/view", body: { type: "prepare", from: "x", ballot: { epoch: 9, coordinator: "x" } }, answer: { ok: true } },
+  { name: "a prepare for another coordinator than its sender", path: "/v1/ring/peer/view", body: { type: "prepare", from: "c", ballot: { epoch: 9, coordinator: "a" } }, answer: { ok: true } },
+  { name: "a prepare of an epoch already installed (answered by a reject, nothing promised)", path: "/v1/ring/peer/view", body: { type: "prepare", from: "c", ballot: { epoch: 1, coordinator: "c" } }, answer: { ok: true }, answers: ["c:reject"] },
+  { name: "a view that is no majority", path: "/v1/ring/peer/view", body: { type: "newView", from: "a", view: viewOf(2, ["a"]) }, answer: { ok: true } },
+  { name: "a view of a ballot this node never promised", path: "/v1/ring/peer/view", body: { type: "newView", from: "c", view: viewOf(2, ["a", "b", "c"], { coordinator: "c" }) }, answer: { ok: true } },
+];
+
+for (const c of PEER_REFUSALS) {
+  test(`ring API: ${c.name}: answered 200 with the refusal, nothing changes`, async () => {
+    const h = setup();
+    await withSection(h);
+    const before = h.state();
+    const sentBefore = h.viewSent.length;
+    const response = await h.call("POST", c.path, c.body);
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), c.answer);
+    assert.equal(h.state(), before);
+    assert.deepEqual(h.viewSent.slice(sentBefore).map((s) => `${s.to}:${s.message.type}`), c.answers ?? []);
     h.storage.close();
   });
 }
@@ -151,11 +194,16 @@ test("ring API: the same routes succeed with valid input (the error cases are no
   h.storage.close();
 });
 
-test("ring API: status names the epoch, neighbours, token state and rotation time", async () => {
+test("ring API: status names the epoch, view, lease, neighbours, token state and rotation time", async () => {
   const h = setup();
   await withSection(h);
   const status = await (await h.call("GET", "/v1/ring/status")).json();
   assert.equal(status.epoch, 1);
+  assert.deepEqual(status.members, ["a", "b", "c"]);
+  assert.equal(status.refuseBelowEpoch, 1);
+  assert.deepEqual([status.view.view.epoch, status.view.promised, status.view.member, status.view.lastChange.reason], [1, { epoch: 1, coordinator: "a" }, true, "joined"]);
+  assert.equal(status.lease.quorum, "ok");
+  assert.equal(status.lease.validUntilMs, h.clock.nowMs() + settings.tokenLeaseMs - settings.tokenLeaseSafetyMs, "the lease b's grant took");
   assert.equal(status.successor, "c");
   assert.equal(status.predecessor, "a");
   assert.equal(status.token, "held");

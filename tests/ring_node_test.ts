@@ -1,93 +1,15 @@
 /**
  * The pure ring node (lib/core/ring/ring_node.ts), driven by hand: explicit inputs and times, no
- * timers, no I/O. Each test states the rule it pins down.
+ * timers, no I/O. Each test states the rule it pins down. The harness installs the view of epoch
+ * 1 (members = the ring) first, as the view change does before any token exists. The view
+ * change's own rules at the node (its two inputs, the regenerator, Raft's log rules, restarts,
+ * the epoch stamp of snapshots) are in tests/ring_node_view_test.ts.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  type ClientReply,
-  type RingEffect,
-  type RingInput,
-  RingNode,
-  type RingOutput,
-  type PersistOp,
-} from "../lib/core/ring/ring_node.ts";
-import type { RingEntry, RingLogRecord, RingToken } from "../lib/core/ring/ring_types.ts";
+import { type RingInput, RingNode, type RingOutput } from "../lib/core/ring/ring_node.ts";
 import { fenceFloor } from "../lib/core/ring/view_wire.ts";
-import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-
-const LIMITS = { ...DEFAULT_SETTINGS, ringLeaseMs: 1_000, tokenIdlePaceMs: 100, tokenLossMs: 5_000, ringSnapshotEveryWrites: 1_000 };
-
-/** A node "b" of the ring a → b → c, plus helpers to feed it and read its output. */
-function harness(options: { id?: string; ring?: string[]; stored?: ConstructorParameters<typeof RingNode>[0]["stored"]; leases?: "auto" | "none" } = {}) {
-  const node = new RingNode({
-    id: options.id ?? "b",
-    ring: options.ring ?? ["a", "b", "c"],
-    limits: LIMITS,
-    ticketPrefix: "t",
-    stored: options.stored,
-  });
-  let now = 0;
-  let reqSeq = 0;
-  const persisted: PersistOp[] = [];
-  const step = (input: RingInput, atMs = now): RingOutput => {
-    now = atMs;
-    let out = node.step(input, now);
-    const wanted = only(out, "wantLease")[0];
-    if (wanted && options.leases !== "none") {
-      // A majority that backs every lease at once, merged into one output (the token lease's
-      // own tests below answer wantLease themselves, with leases: "none").
-      const leased = node.step({ type: "lease", epoch: wanted.epoch, validUntilMs: now + 60_000 }, now);
-      out = {
-        result: out.result,
-        persist: [...out.persist, ...leased.persist],
-        effects: [...out.effects.filter((e) => e.type !== "wantLease"), ...leased.effects],
-      };
-    }
-    persisted.push(...out.persist);
-    return out;
-  };
-  return {
-    node,
-    persisted,
-    step,
-    at: (ms: number) => void (now = ms),
-    now: () => now,
-    nextReq: () => ++reqSeq,
-    enter(waitMs = 10_000, leaseMs = LIMITS.ringLeaseMs): { reqId: number; out: RingOutput } {
-      const reqId = ++reqSeq;
-      return { reqId, out: step({ type: "enter", reqId, waitMs, leaseMs }) };
-    },
-  };
-}
-
-/** Fences carry the epoch in their high part: fence n of epoch 1 is F1 + n. */
-const F1 = fenceFloor(1);
-
-function token(fields: Partial<RingToken> = {}): RingToken {
-  return { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 0, ...fields };
-}
-
-function put(wseq: number, author: string, key: string, value: string, epoch = 1): RingEntry {
-  return { epoch, wseq, author, origin: author, op: { type: "put", key, value } };
-}
-
-function replies(out: RingOutput): Map<number, ClientReply> {
-  return new Map(out.effects.flatMap((e) => (e.type === "reply" ? [[e.reqId, e.reply] as const] : [])));
-}
-
-function only<T extends RingEffect["type"]>(out: RingOutput, type: T): Extract<RingEffect, { type: T }>[] {
-  return out.effects.filter((e): e is Extract<RingEffect, { type: T }> => e.type === type);
-}
-
-function sentToken(out: RingOutput): RingToken | undefined {
-  return only(out, "sendToken")[0]?.token;
-}
-
-function fenceOf(reply: ClientReply | undefined): number {
-  assert.ok(reply?.ok && reply.type === "granted", `expected a grant, got ${JSON.stringify(reply)}`);
-  return reply.fence;
-}
+import { F1, fenceOf, harness, LIMITS, logRecords, only, put, replies, restart, sentToken, storedOf, token, viewOf } from "./_ring_node.ts";
 
 // ---- Token receipt ----------------------------------------------------------------------------
 
@@ -118,23 +40,25 @@ const TOKEN_CASES: Array<{
     },
   },
   {
-    name: "a token of an older epoch is refused as stale and not passed on",
-    before: [{ type: "token", from: "a", token: token({ epoch: 3, hop: 1 }) }],
+    name: "a token of an epoch older than the installed view is refused as stale and not passed on",
+    before: [{ type: "promised", epoch: 3 }, { type: "install", view: viewOf(3), regenerate: false, grantNotBeforeMs: 0 }],
     input: { type: "token", from: "a", token: token({ epoch: 2, hop: 99 }) },
     expect: (out, node) => {
       assert.deepEqual(out.result, { ok: false, type: "stale", epoch: 3 });
       assert.equal(sentToken(out), undefined);
       assert.equal(node.status(0).epoch, 3);
+      assert.equal(node.status(0).lastHop, 0);
     },
   },
   {
-    name: "a token of a newer epoch moves the node to that epoch, stored before the answer",
+    name: "a token of a newer epoch than the installed view is not taken (notYet: only a view moves the node to an epoch)",
     before: [{ type: "token", from: "a", token: token({ epoch: 1, hop: 40 }) }],
     input: { type: "token", from: "a", token: token({ epoch: 2, hop: 1 }) },
     expect: (out, node) => {
-      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: false });
-      assert.deepEqual(out.persist[0], { type: "hardState", state: { epoch: 2, fenceMax: 0, lastHop: 1 } });
-      assert.equal(node.status(0).epoch, 2);
+      assert.deepEqual(out.result, { ok: false, type: "notYet", epoch: 1 });
+      assert.deepEqual(out.persist, []);
+      assert.equal(node.status(0).epoch, 1);
+      assert.equal(node.status(0).lastHop, 40);
     },
   },
   {
@@ -297,6 +221,9 @@ test("token lease: a lease does not outlive its epoch (a newer epoch's token nee
   h.step({ type: "lease", epoch: 1, validUntilMs: 60_000 }, 100);
   h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 200);
   const w = h.enter();
+  h.at(250);
+  h.install(viewOf(2));
+  assert.equal(h.node.status(250).leaseValidUntilMs, null, "the install drops the lease of epoch 1");
   const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, fence: F1 + 1 }) }, 300);
   assert.equal(replies(out).get(w.reqId), undefined);
   assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 2 }]);
@@ -305,7 +232,7 @@ test("token lease: a lease does not outlive its epoch (a newer epoch's token nee
 // ---- Facts for the view change ---------------------------------------------------------------
 
 test("view facts: last applied and its epoch stamp, commit, the last token held or sent, the section's remaining lease", () => {
-  const h = harness();
+  const h = harness({ view: viewOf(2) });
   assert.deepEqual(h.node.viewFacts(0), {
     lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 0, tokenHop: 0, token: "away", sectionRemainingMs: 0, lastTokenAgeMs: null,
   });
@@ -366,6 +293,7 @@ test("writes apply in wseq order: a gap is buffered, fetched from the predecesso
 const WRITE_CASES: Array<{ name: string; input: RingInput; result: unknown; lastApplied: number }> = [
   { name: "an exact copy is acknowledged and not applied twice", input: { type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] }, result: { ok: true, type: "writes", ackedTo: 1 }, lastApplied: 1 },
   { name: "a write of an older epoch is refused as stale", input: { type: "writes", from: "a", epoch: 0, entries: [put(2, "a", "k", "2", 0)] }, result: { ok: false, type: "stale", epoch: 1 }, lastApplied: 1 },
+  { name: "writes of an epoch whose view is not installed here are not taken (notYet: the link retries)", input: { type: "writes", from: "a", epoch: 2, entries: [put(2, "a", "k", "2", 2)] }, result: { ok: false, type: "notYet", epoch: 1 }, lastApplied: 1 },
   { name: "writes from a node that is not the predecessor are refused", input: { type: "writes", from: "c", epoch: 1, entries: [put(2, "c", "k", "2")] }, result: "error", lastApplied: 1 },
 ];
 
@@ -379,17 +307,6 @@ for (const c of WRITE_CASES) {
     assert.equal(h.node.replica.lastApplied, c.lastApplied);
   });
 }
-
-test("a newer-epoch version of an uncommitted write replaces the old one and what follows it", () => {
-  const h = harness();
-  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] });
-  h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 1, commit: 1 }) });
-  h.step({ type: "writes", from: "a", epoch: 1, entries: [put(2, "a", "k", "old"), put(3, "a", "k", "older")] });
-  const out = h.step({ type: "writes", from: "a", epoch: 2, entries: [put(2, "c", "k", "new", 2)] });
-  assert.equal(h.node.replica.lastApplied, 2);
-  assert.equal(h.node.read("k", true), "new");
-  assert.deepEqual(out.persist.filter((p) => p.type === "log").map((p) => (p as { record: RingLogRecord }).record.type), ["truncate", "entry"]);
-});
 
 test("commit watermark: the token's commit makes pending writes visible to clean reads", () => {
   const h = harness();
@@ -426,50 +343,14 @@ test("a waiter arriving while the idle token rests here is granted at once", () 
   assert.equal(fenceOf(replies(w.out).get(w.reqId)), F1 + 1);
 });
 
-// ---- Regeneration -----------------------------------------------------------------------------
-
-test("prepare is refused while a token is live or was seen lately, promised otherwise", () => {
-  const h = harness();
-  h.step({ type: "token", from: "a", token: token({ hop: 10, idleHops: 3 }) }, 100);
-  assert.equal(h.step({ type: "prepare", from: "a", epoch: 2 }).result.type, "refused", "holding");
-  h.step({ type: "tick" }, 200);
-  h.step({ type: "tokenDelivered", epoch: 1, hop: 11 });
-  assert.equal(h.step({ type: "prepare", from: "a", epoch: 2 }, 300).result.type, "refused", "seen lately");
-  assert.equal(h.step({ type: "prepare", from: "a", epoch: 1 }, 10_000).result.type, "refused", "not a newer epoch");
-  const out = h.step({ type: "prepare", from: "a", epoch: 2 }, 10_000);
-  assert.equal(out.result.type, "promised");
-  assert.deepEqual(out.persist, [{ type: "hardState", state: { epoch: 2, fenceMax: 0, lastHop: 0 } }]);
-  const stale = h.step({ type: "token", from: "a", token: token({ hop: 50 }) });
-  assert.equal(stale.result.type, "stale", "after the promise, old tokens are dead here");
-});
-
-test("regeneration: the new token's fence is above every promised one; uncertain writes are re-sent first", () => {
-  const h = harness({ id: "a" });
-  h.step({ type: "writes", from: "c", epoch: 1, entries: [put(1, "c", "k", "1"), put(2, "c", "k", "2")] });
-  const promised = h.step({ type: "prepare", from: "a", epoch: 2 });
-  assert.equal(promised.result.type, "promised");
-  const w = h.enter();
-  const promises = [
-    { node: "a", lastApplied: 2, commit: 0, fenceMax: 0 },
-    { node: "b", lastApplied: 2, commit: 0, fenceMax: F1 + 17 },
-    { node: "c", lastApplied: 2, commit: 0, fenceMax: F1 + 9 },
-  ];
-  const out = h.step({ type: "regenerate", epoch: 2, promises });
-  const resent = only(out, "sendWrites").flatMap((s) => s.entries);
-  assert.deepEqual(resent.map((e) => [e.wseq, e.epoch, e.origin, e.author]), [[1, 2, "a", "c"], [2, 2, "a", "c"]]);
-  assert.equal(replies(out).size, 0, "no grant before the re-sent writes came back");
-  const back = h.step({ type: "writes", from: "c", epoch: 2, entries: resent });
-  // Epoch 2's first fence: above every fence of epoch 1, whatever the promises said.
-  assert.equal(fenceOf(replies(back).get(w.reqId)), fenceFloor(2) + 1);
-  assert.equal(h.node.read("k", false), "2", "re-sent writes are committed once back");
-});
+// ---- Fences -----------------------------------------------------------------------------------
 
 test("fences carry the epoch in their high part: a token of an older epoch, however far its counter went, grants below every fence of a newer epoch", () => {
   const old = harness();
   old.enter();
   const oldGrant = old.step({ type: "token", from: "a", token: token({ hop: 1, fence: F1 + 1_000_000 }) });
   const oldFence = fenceOf([...replies(oldGrant).values()][0]);
-  const fresh = harness();
+  const fresh = harness({ view: viewOf(2) });
   fresh.enter();
   const newGrant = fresh.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, fence: 0 }) });
   const newFence = fenceOf([...replies(newGrant).values()][0]);
@@ -481,82 +362,56 @@ test("fences carry the epoch in their high part: a token of an older epoch, howe
 
 // ---- Restart ----------------------------------------------------------------------------------
 
-test("a node rebuilt from its stored records has the same replica, epoch and fencing counter", () => {
+test("a node rebuilt from its stored records has the same replica and fencing counter, and no epoch until a view installs one", () => {
   const h = harness();
   h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "j", "2")] });
   h.enter();
   h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 2, commit: 2, fence: F1 + 5 }) });
-  const records = h.persisted.flatMap((p) => (p.type === "log" ? [p.record] : []));
-  const hardState = h.persisted.filter((p) => p.type === "hardState").at(-1)!;
-  assert.ok(hardState.type === "hardState");
-  const copy = harness({ stored: { hardState: hardState.state, records } });
+  const copy = harness({ stored: storedOf(h) });
   assert.deepEqual(copy.node.keys(false), ["j", "k"]);
   assert.equal(copy.node.replica.commit, 2);
-  assert.equal(copy.node.status(0).fenceMax, F1 + 6);
-  assert.equal(copy.node.status(0).token, "away", "a token is never restored from disk");
+  const status = copy.node.status(0);
+  assert.equal(status.fenceMax, F1 + 6);
+  assert.equal(status.token, "away", "a token is never restored from disk");
+  assert.deepEqual([status.epoch, status.refuseBelowEpoch], [0, 2], "it takes nothing of the epoch it ran in");
 });
 
 test("snapshots: after ringSnapshotEveryWrites commits the node stores a snapshot and trims its log", () => {
-  const node = new RingNode({ id: "b", ring: ["a", "b"], limits: { ...LIMITS, ringSnapshotEveryWrites: 3, ringLogRetainMax: 3 }, ticketPrefix: "t" });
+  const h = harness({ ring: ["a", "b"], limits: { ...LIMITS, ringSnapshotEveryWrites: 3, ringLogRetainMax: 3 } });
   const entries = [1, 2, 3, 4, 5].map((w) => put(w, "a", `k${w}`, String(w)));
-  node.step({ type: "writes", from: "a", epoch: 1, entries }, 0);
-  const out = node.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 5, commit: 5 }) }, 1);
+  h.step({ type: "writes", from: "a", epoch: 1, entries }, 0);
+  const out = h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 5, commit: 5 }) }, 1);
   const snapshot = out.persist.find((p) => p.type === "snapshot");
   assert.ok(snapshot && snapshot.type === "snapshot");
   assert.equal(snapshot.snapshot.wseq, 5);
-  assert.equal(node.replica.logStart, 3, "only ringLogRetainMax committed entries stay");
-  const reply = node.catchUp(1);
+  assert.equal(h.node.replica.logStart, 3, "only ringLogRetainMax committed entries stay");
+  const reply = h.node.catchUp(1);
   assert.equal(reply.snapshot?.wseq, 5, "a neighbour asking from before the log gets the snapshot");
 });
 
-test("a restarted node counts its start as a token sighting: no promise before tokenLossMs", () => {
-  const stored = { hardState: { epoch: 3, fenceMax: 9, lastHop: 12 }, records: [] };
-  const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: LIMITS, ticketPrefix: "t", stored });
-  node.start(1_000);
-  assert.equal(node.step({ type: "prepare", from: "a", epoch: 4 }, 1_000 + LIMITS.tokenLossMs - 1).result.type, "refused");
-  assert.equal(node.step({ type: "prepare", from: "a", epoch: 4 }, 1_000 + LIMITS.tokenLossMs).result.type, "promised");
-  const fresh = harness();
-  fresh.node.start(0);
-  assert.equal(fresh.step({ type: "prepare", from: "a", epoch: 1 }, 1).result.type, "promised", "a fresh node has held nothing");
-});
-
 // ---- Restart and resent hand-offs (simulator seeds 36 and 343) --------------------------------
-
-/** What `h`'s node stored, as a restarted node reads it (the disk keeps every persisted op). */
-function storedOf(h: ReturnType<typeof harness>) {
-  const hardState = h.persisted.filter((p) => p.type === "hardState").at(-1);
-  assert.ok(hardState?.type === "hardState", "something was stored");
-  return { hardState: hardState.state, records: h.persisted.flatMap((p) => (p.type === "log" ? [p.record] : [])) };
-}
-
-/** `h`'s node crashes and restarts at `atMs` from what it stored. */
-function restart(h: ReturnType<typeof harness>, atMs: number) {
-  const copy = harness({ stored: storedOf(h) });
-  copy.persisted.push(...h.persisted);
-  copy.at(atMs);
-  copy.node.start(atMs);
-  return copy;
-}
+// Before the view change a restarted node kept its epoch and dropped resent copies by their hop
+// (stored on every hop). Now it takes nothing of the epoch it ran in: every such copy is stale.
 
 const RESTART_CASES: Array<{
   name: string;
-  /** Before the crash (node b of a → b → c, from t = 0). */
+  /** Before the crash (node b of a → b → c in epoch 1, from t = 0). */
   before: (h: ReturnType<typeof harness>) => void;
-  /** After the restart at t = 1000. */
+  /** After the restart at t = 1000 with the stored view of epoch 1. */
   after: (h: ReturnType<typeof harness>) => void;
 }> = [
   {
-    name: "it took hop 5 and passed it on; a resend of hop 5 (its acknowledgement was lost) is a duplicate, not a second token",
+    name: "it took hop 5 and passed it on; a resend of hop 5 (its acknowledgement was lost) is stale, not a second token",
     before: (h) => void h.step({ type: "token", from: "a", token: token({ hop: 5 }) }),
     after: (h) => {
       const out = h.step({ type: "token", from: "a", token: token({ hop: 5 }) });
-      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: true });
+      assert.deepEqual(out.result, { ok: false, type: "stale", epoch: 2 });
       assert.equal(sentToken(out), undefined);
       assert.equal(h.node.status(h.now()).token, "away");
     },
   },
   {
-    name: "it held hop 5 in a section when it stopped; the resend is a duplicate, so the token stays lost (regeneration replaces it)",
+    name: "it held hop 5 in a section when it stopped; the resend is stale, so the token stays lost (a view change replaces it)",
     before: (h) => {
       h.enter();
       h.step({ type: "token", from: "a", token: token({ hop: 5, idleHops: 3 }) });
@@ -565,28 +420,30 @@ const RESTART_CASES: Array<{
     after: (h) => {
       const w = h.enter();
       const out = h.step({ type: "token", from: "a", token: token({ hop: 5, idleHops: 3 }) });
-      assert.equal(out.result.type, "token");
-      assert.ok(out.result.ok && out.result.type === "token" && out.result.duplicate);
+      assert.deepEqual(out.result, { ok: false, type: "stale", epoch: 2 });
       assert.equal(replies(out).get(w.reqId), undefined, "no grant from a dead token");
       assert.equal(h.node.status(h.now()).token, "away");
     },
   },
   {
-    name: "a later hop of the same epoch (the token came around) is taken after the restart",
+    name: "a later hop of the same epoch (the token came around) is stale too: the node rejoins in a new epoch",
     before: (h) => void h.step({ type: "token", from: "a", token: token({ hop: 5 }) }),
     after: (h) => {
       const out = h.step({ type: "token", from: "a", token: token({ hop: 8 }) });
-      assert.deepEqual(out.result, { ok: true, type: "token", duplicate: false });
-      assert.equal(sentToken(out)?.hop, 9);
+      assert.deepEqual(out.result, { ok: false, type: "stale", epoch: 2 });
+      assert.equal(sentToken(out), undefined);
     },
   },
   {
-    name: "the stored lastHop belongs to its epoch: hop 1 of a newer epoch is taken",
+    name: "hop 1 of the next epoch waits for that epoch's view (notYet), then is taken",
     before: (h) => void h.step({ type: "token", from: "a", token: token({ hop: 40 }) }),
     after: (h) => {
+      const early = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1 }) });
+      assert.deepEqual(early.result, { ok: false, type: "notYet", epoch: 0 });
+      h.install(viewOf(2));
       const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1 }) });
       assert.deepEqual(out.result, { ok: true, type: "token", duplicate: false });
-      assert.deepEqual(out.persist.filter((p) => p.type === "hardState"), [{ type: "hardState", state: { epoch: 2, fenceMax: 0, lastHop: 1 } }]);
+      assert.equal(sentToken(out)?.hop, 2);
     },
   },
 ];
@@ -595,17 +452,9 @@ for (const c of RESTART_CASES) {
   test(`restart: ${c.name}`, () => {
     const h = harness();
     c.before(h);
-    c.after(restart(h, 1_000));
+    c.after(restart(h, 1_000, viewOf(1)));
   });
 }
-
-test("the hop of an accepted hand-off is stored in the same output, before the driver acknowledges it", () => {
-  const h = harness();
-  const out = h.step({ type: "token", from: "a", token: token({ hop: 5, fence: 3 }) });
-  assert.deepEqual(out.persist, [{ type: "hardState", state: { epoch: 1, fenceMax: 3, lastHop: 5 } }]);
-  const dup = h.step({ type: "token", from: "a", token: token({ hop: 5, fence: 3 }) });
-  assert.deepEqual(dup.persist, [], "a duplicate stores nothing");
-});
 
 test("the token returns while its earlier hand-off is unacknowledged: tokenReturned tells the driver to stop resending it", () => {
   const h = harness();
@@ -633,16 +482,15 @@ const STALE_SUFFIX_CASES: Array<{
     run: (h) => {
       h.enter();
       h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
-      h.step({ type: "write", reqId: h.nextReq(), fence: F1 + 1, op: { type: "put", key: "k", value: "lost" } });
+      h.write(F1 + 1, "k", "lost");
       assert.equal(h.node.replica.lastApplied, 1);
-      const r = restart(h, 1_000);
-      assert.equal(r.step({ type: "prepare", from: "a", epoch: 2 }, 1_000 + LIMITS.tokenLossMs).result.type, "promised");
+      const r = restart(h, 1_000, viewOf(1));
+      r.install(viewOf(2));
       r.enter();
       const out = r.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 2, fence: F1 + 1 }) });
-      assert.deepEqual(out.persist.filter((p) => p.type === "log").map((p) => (p as { record: RingLogRecord }).record), [{ type: "truncate", from: 1 }]);
-      const write = r.step({ type: "write", reqId: r.nextReq(), fence: fenceFloor(2) + 1, op: { type: "put", key: "k", value: "new" } });
-      const sent = only(write, "sendWrites").flatMap((s) => s.entries);
-      assert.deepEqual(sent.map((e) => [e.wseq, e.epoch]), [[1, 2]]);
+      assert.deepEqual(logRecords(out), [{ type: "truncate", from: 1 }]);
+      const write = r.write(fenceFloor(2) + 1, "k", "new");
+      assert.deepEqual(only(write.out, "sendWrites").flatMap((s) => s.entries).map((e) => [e.wseq, e.epoch]), [[1, 2]]);
       return r;
     },
     lastApplied: 1,
@@ -653,7 +501,7 @@ const STALE_SUFFIX_CASES: Array<{
     run: (h) => {
       // a committed 1 and 2 (they came back to it); 3 never reached a before the token was lost.
       h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "2"), put(3, "a", "k", "3")] });
-      h.step({ type: "prepare", from: "a", epoch: 2 }, LIMITS.tokenLossMs);
+      h.install(viewOf(2));
       const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 2, wseq: 2, commit: 2 }) });
       assert.equal(h.node.replica.commit, 2);
       assert.equal(out.result.type, "token");
@@ -666,7 +514,9 @@ const STALE_SUFFIX_CASES: Array<{
     name: "a write of the new epoch at a leftover's place replaces it and every leftover after it",
     run: (h) => {
       h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "2"), put(3, "a", "k", "3")] });
-      h.step({ type: "writes", from: "a", epoch: 2, entries: [put(2, "c", "k", "two", 2)] });
+      h.install(viewOf(2));
+      const out = h.step({ type: "writes", from: "a", epoch: 2, entries: [put(2, "c", "k", "two", 2)] });
+      assert.deepEqual(logRecords(out).map((r) => r.type), ["truncate", "entry"]);
       return h;
     },
     lastApplied: 2,
@@ -676,8 +526,9 @@ const STALE_SUFFIX_CASES: Array<{
     name: "nothing above the token's wseq: nothing is cut",
     run: (h) => {
       h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] });
+      h.install(viewOf(2));
       const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, wseq: 1, commit: 1 }) });
-      assert.equal(out.persist.filter((p) => p.type === "log" && p.record.type === "truncate").length, 0);
+      assert.equal(logRecords(out).filter((r) => r.type === "truncate").length, 0);
       return h;
     },
     lastApplied: 1,

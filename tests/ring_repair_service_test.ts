@@ -4,7 +4,10 @@
  * suspicion after ringRepairRetries − 1 failures in a row, a suspicion and one ask at the
  * ringRepairRetries-th, and an answer from c clears it (one log line each). Without a repair
  * link (the simulator's case) the same failures suspect nobody. Each test stops its service and
- * removes its data dir.
+ * removes its data dir. Node b joins the view of epoch 1 by hand and is not started: its start
+ * would begin a view change at a real-time moment, and the repair core asks on the failure
+ * itself, not on a tick. (The view change that the failures start does begin: b coordinates
+ * epoch 2, which goes no further, as its peers never answer a view message.)
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -17,6 +20,7 @@ import { realTimers } from "../cluster/timers.ts";
 import { type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
 import { eventually, removeDir, tempDir } from "./_harness.ts";
+import { joinView, never } from "./_ring_service.ts";
 
 const RETRIES = 3;
 // A 1 ms first retry: the link's backoff is real time, and the test waits on each delivery.
@@ -30,28 +34,27 @@ async function withService(withRepair: boolean, body: (h: { deliveries: Pending[
   const deliveries: Pending[] = [];
   const sent: RepairMessage[] = [];
   const log = memoryLogger();
-  const never = () => new Promise<never>(() => {});
   const peers: RingPeers = {
     deliver: () => new Promise((resolve, reject) => deliveries.push({ resolve, reject })),
     fetchLog: never,
-    probe: never,
-    prepare: never,
     wake: () => Promise.resolve(),
-    renew: never,
+    view: never,
   };
   const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: settings, ticketPrefix: "t-" });
+  const clock = manualClock(1_000);
   const service = new RingService({
     node,
     settings,
-    clock: manualClock(1_000),
+    clock,
     timers: realTimers,
     log,
     storage,
+    storedView: null,
     peers,
     repairLink: withRepair ? { send: (m) => void sent.push(m) } : undefined,
     onFatal: () => {},
   });
-  service.start();
+  joinView(service, clock);
   try {
     // The token from a, not idle: b passes it on to c at once.
     service.stepItem("a", { kind: "token", token: { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 0 } });
@@ -77,8 +80,12 @@ test("repair wiring: ringRepairRetries failed hand-offs in a row make one suspic
     await eventually(`delivery ${RETRIES} is made`, () => deliveries.length >= RETRIES, 2_000);
     assert.deepEqual(sent, [], `no ask after ${RETRIES - 1} failures`);
     assert.deepEqual(service.suspicions(), []);
+    assert.equal(service.viewStatus().wanted, null, "no view change yet either");
     await fail(deliveries, RETRIES);
     await eventually("b asks who lost c", () => sent.length === 1, 2_000);
+    // The same count starts a view change (the members will be whoever promises): b coordinates epoch 2.
+    assert.equal(service.viewStatus().wanted, "suspect");
+    assert.deepEqual(service.viewStatus().coordinating, { epoch: 2, coordinator: "b" });
     assert.deepEqual(sent, [{ type: "whoLostPred", epoch: 1, suspect: "c", from: "b" }]);
     assert.deepEqual(service.suspicions().map((s) => [s.node, s.suspectedBy, s.confirmedBy, s.newSuccessor]), [["c", ["b"], [], "a"]]);
     // The next failure is within askEveryMs (the clock stands still): no second ask.
