@@ -105,9 +105,11 @@ export interface RingCluster {
   start(id: string): Promise<Proc>;
   /** Starts every node and waits until the token has been everywhere. */
   startAll(): Promise<void>;
-  /** Sends `signal` to node `id` (a SIGSTOPped node gets SIGCONT after a SIGKILL/SIGTERM) and waits for its exit. */
-  stop(id: string, signal: NodeJS.Signals): Promise<void>;
-  stopAll(signal: NodeJS.Signals): Promise<void>;
+  /** Sends `signal` to node `id` (a SIGSTOPped node gets SIGCONT after it) and waits for its exit. */
+  stop(id: string, signal: "SIGKILL" | "SIGTERM"): Promise<void>;
+  /** Pauses (SIGSTOP) or resumes (SIGCONT) node `id`. */
+  pause(id: string, signal: "SIGSTOP" | "SIGCONT"): void;
+  stopAll(signal: "SIGKILL" | "SIGTERM"): Promise<void>;
   /** Status of every node in file order; undefined where it did not answer. */
   statuses(ids?: string[]): Promise<Array<NodeStatus | undefined>>;
   /** The lines of node `id`'s log (every incarnation) with `"event":"<event>"`, parsed. */
@@ -180,10 +182,15 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
       const proc = procs.get(id);
       if (!proc) return;
       proc.kill(signal);
-      // A stopped process takes SIGKILL, but SIGTERM only once it runs again.
-      if (signal !== "SIGSTOP" && signal !== "SIGCONT") proc.kill("SIGCONT");
+      // A paused process takes SIGKILL, but SIGTERM only once it runs again.
+      proc.kill("SIGCONT");
       await proc.exited;
       procs.delete(id);
+    },
+    pause(id, signal) {
+      const proc = procs.get(id);
+      if (!proc) throw new Error(`${id} is not running`);
+      proc.kill(signal);
     },
     async stopAll(signal) {
       await Promise.all([...procs.keys()].map((id) => ring.stop(id, signal)));
