@@ -114,8 +114,10 @@ export interface RingCluster {
   statuses(ids?: string[]): Promise<Array<NodeStatus | undefined>>;
   /** The lines of node `id`'s log (every incarnation) with `"event":"<event>"`, parsed. */
   events(id: string, event: string): Array<Record<string, unknown>>;
-  /** Until every node of `ids` is in one epoch and has seen its token. */
+  /** Until every node of `ids` is in one view with all of them and has seen its token. */
   waitTokenEverywhere(ids?: string[], timeoutMs?: number): Promise<void>;
+  /** The last `lines` log lines of every node (every incarnation), for a failing test's message. */
+  logTails(lines?: number): string;
   /** Kills every node still running (SIGKILL, after SIGCONT) and removes the temp dir. */
   remove(): Promise<void>;
 }
@@ -204,10 +206,18 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
         .map((line) => JSON.parse(line) as Record<string, unknown>);
     },
     async waitTokenEverywhere(which = ids, timeoutMs = tokenEverywhereMs(which.length)) {
-      await eventually(`the token reaches ${which.join(", ")} in one epoch`, async () => {
+      // All of them members: a node that started late joins by a view change of its own, and
+      // that new epoch would end the sections of the one before.
+      await eventually(`the token reaches ${which.join(", ")} in one view`, async () => {
         const all = await ring.statuses(which);
-        return all.every((s) => s !== undefined && s.epoch > 0 && s.epoch === all[0]!.epoch && s.lastTokenAgeMs !== null);
+        return all.every((s) => s !== undefined && s.epoch > 0 && s.epoch === all[0]!.epoch && s.lastTokenAgeMs !== null && which.every((id) => s.members.includes(id)));
       }, timeoutMs);
+    },
+    logTails(lines = 12) {
+      return ids.map((id) => {
+        const all = incarnations.get(id)!.flatMap((proc, i) => [`--- ${id} #${i + 1} (exit ${proc.child.exitCode ?? proc.child.signalCode ?? "running"})`, ...proc.stderr().trimEnd().split("\n").slice(-lines)]);
+        return all.join("\n");
+      }).join("\n");
     },
     async remove() {
       await ring.stopAll("SIGKILL");
