@@ -87,20 +87,22 @@ export class NetLab {
     for (const { namespace, address } of this.cuts.splice(0)) ip("-n", namespace, "neigh", "del", address, "dev", DEVICE);
   }
 
-  /** Deletes the namespaces (with their veths) and the bridge; what was never made is skipped. */
+  /**
+   * Deletes the veths, the namespaces and the bridge; what was never made is skipped. The veths
+   * go first and by name: a deleted namespace takes its end of the pair with it only when the
+   * kernel gets round to freeing it, seconds later.
+   */
   remove(): void {
-    for (const namespace of this.namespaces.splice(0)) {
+    const quietly = (...args: string[]) => {
       try {
-        ip("netns", "del", namespace);
+        ip(...args);
       } catch {
-        // already gone
+        // never made, or already gone
       }
-    }
-    try {
-      ip("link", "del", this.bridge);
-    } catch {
-      // never made
-    }
+    };
+    this.namespaces.forEach((_, i) => quietly("link", "del", `${this.tag}v${i}`));
+    for (const namespace of this.namespaces.splice(0)) quietly("netns", "del", namespace);
+    quietly("link", "del", this.bridge);
   }
 
   /** The first 10.213.X (X in 1..250) no IPv4 address here lies in. */

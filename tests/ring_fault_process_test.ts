@@ -199,28 +199,34 @@ test("kill -9 of the first node of the file (r1, the old scheme's only regenerat
   });
 });
 
-test("a node killed while a write is half-way round (at r2 and r3, not yet at r4): afterwards every survivor has it or none has, and an acknowledged write is everywhere", { timeout: 60_000 }, async () => {
+test("a node killed while a write is half-way round (at r2 and r3, not yet at r4): afterwards every survivor has it or none has, and every acknowledged write is everywhere", { timeout: 60_000 }, async () => {
   await withRing(async (ring) => {
     await sectionsAt(ring, ring.ids, 1, "before", SETTLE_MS);
     const held = await ring.client("r2").lock({ waitMs: SETTLE_MS });
     // r4 paused first, so the write stops between r3 and r4 (r2 → r3 → r4 → r5 → r1 → r2);
     // then killed, with the write still half-way round.
     ring.pause("r4", "SIGSTOP");
-    const put = ring.client("r2").put(held.token, "halfway", "1").then((wseq) => ({ acked: true, wseq }), (error: Error) => ({ acked: false, error }));
+    const put = ring.client("r2").put(held.token, "halfway", "1").then((wseq) => ({ acked: true as const, wseq }), (error: Error) => ({ acked: false as const, error }));
     await eventually("the write reached r3", async () => (await ring.client("r3").get("halfway", { dirty: true }))?.value === "1", SLACK_MS);
     await ring.stop("r4", "SIGKILL");
     const outcome = await put;
-    log(`half-way write: ${outcome.acked ? "acknowledged" : `not acknowledged (${(outcome as { error: Error }).error.message})`}`);
+    // It cannot have come back round past the paused r4: the view change that leaves r4 out
+    // takes the token from r2, which answers that the write may or may not commit.
+    assert.ok(!outcome.acked && (outcome.error as Error & { code?: string }).code === "ring_unavailable", `not acknowledged: ${JSON.stringify(outcome)}`);
+    log(`half-way write: not acknowledged (${outcome.error.message})`);
     await held.release().catch(() => {});
 
     const survivors = without(ring.ids, "r4");
     await waitForView(ring, survivors, survivors, HOLDER_GRANT_MS);
     await sectionsAt(ring, survivors, 1, "after", HOLDER_GRANT_MS);
-    await replicasEqual(ring, survivors);
+    const entries = await replicasEqual(ring, survivors);
+    const keys = entries.map((e) => (e.op as { key: string }).key);
+    for (const key of [...ring.ids.map((id) => `before-${id}-0`), ...survivors.map((id) => `after-${id}-0`)]) {
+      assert.ok(keys.includes(key), `the acknowledged write ${key} is on every survivor`);
+    }
     const values = await Promise.all(survivors.map((id) => ring.client(id).get("halfway")));
     const holders = survivors.filter((_, i) => values[i]?.value === "1");
     assert.ok(holders.length === 0 || holders.length === survivors.length, `all or none have the write (have it: ${holders.join(",")})`);
-    if (outcome.acked) assert.equal(holders.length, survivors.length, "an acknowledged write is everywhere");
     log(`half-way write: on ${holders.length} of ${survivors.length} survivors`);
   });
 });
@@ -280,6 +286,7 @@ test("a killed node restarted (r3): it rejoins through a view change (a member a
 });
 
 const NETNS_UNAVAILABLE = netnsUnavailable();
+if (NETNS_UNAVAILABLE) log(`the 2|3 split test is skipped: ${NETNS_UNAVAILABLE}`);
 
 test("the 2|3 split (network namespaces, silent drop between r1,r2 and r3,r4,r5): only the majority grants, the minority says quorum lost, healed the two rejoin", { timeout: 90_000, skip: NETNS_UNAVAILABLE ?? false }, async () => {
   // Each node in its own network namespace on a bridge (tests/_netns.ts); the cut is a
