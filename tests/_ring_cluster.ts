@@ -127,7 +127,7 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
   const { size } = options;
   const dir = tempDir("mutexd-ring-proc-");
   const ids = Array.from({ length: size }, (_, i) => `r${i + 1}`);
-  const addresses: string[] = options.addresses ?? [];
+  const addresses = [...(options.addresses ?? [])];
   for (let i = addresses.length; i < size; i++) addresses.push(`127.0.0.1:${await freePort()}`);
   const udp: number[] = [];
   if (options.udp) for (let i = 0; i < size; i++) udp.push(await freeUdpPort());

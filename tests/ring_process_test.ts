@@ -15,7 +15,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { type RingClient } from "../lib/client/ring_client.ts";
 import { eventually, mutexdArgv, startMutexd, startProcess } from "./_harness.ts";
-import { committedLog, type RingCluster, roundMs, SLACK_MS, startRing, tokenEverywhereMs, unknownTokenWaitMs } from "./_ring_cluster.ts";
+import { committedLog, RING, type RingCluster, roundMs, SLACK_MS, startRing, tokenEverywhereMs, unknownTokenWaitMs } from "./_ring_cluster.ts";
 
 const SECTIONS_PER_CLIENT = 20;
 // Bun's node:test ignores bunfig's timeout (5 s default): each test names its own bound.
@@ -132,8 +132,9 @@ test("token lease: a node cut off from the majority (the other two of 3 killed -
     await before.release();
     for (const id of ["r1", "r2"]) await ring.stop(id, "SIGKILL");
     // Whether the token is at r3 or died with r1/r2: r3 must grant nothing. Its waiter makes it
-    // renew; nobody answers, so the renewal fails after viewChangeTimeoutMs (default 2000 ms).
-    await assert.rejects(ring.clients[2].lock({ waitMs: 3_000 }), "not granted in a minority");
+    // renew; nobody answers, so the renewal fails after viewChangeTimeoutMs. The client waits
+    // that long and a lease more (one r3 may have had at the kill).
+    await assert.rejects(ring.clients[2].lock({ waitMs: RING.viewChangeTimeoutMs + RING.tokenLeaseMs }), "not granted in a minority");
     await eventually("r3's status says minority", async () => (await ring.clients[2].status()).lease?.quorum === "lost", SLACK_MS);
     const status = await ring.clients[2].status();
     assert.equal(status.lease.validUntilMs, null, "no valid lease");
