@@ -7,8 +7,8 @@
  * (no connection refused, no reset: hand-offs and renewals time out). Healing deletes those
  * entries. Not a test file.
  *
- * The namespaces, veths and bridge are named after this process's PID, and the subnet is the
- * first 10.213.X.0/24 no interface here uses; `remove` deletes everything `create` made.
+ * The namespaces, veths and bridge are named after this process's PID, and the subnet is a
+ * 10.213.X.0/24 no interface here uses; `remove` deletes everything `create` made.
  */
 import { execFileSync } from "node:child_process";
 import process from "node:process";
@@ -105,10 +105,14 @@ export class NetLab {
     quietly("link", "del", this.bridge);
   }
 
-  /** The first 10.213.X (X in 1..250) no IPv4 address here lies in. */
+  /**
+   * A 10.213.X (X in 1..250) no IPv4 address here lies in, looked for from a place given by the
+   * PID, so two runs started at once (Deno and Bun) are unlikely to pick the same one.
+   */
   private freeSubnet(): string {
     const used = ip("-4", "-o", "addr", "show");
-    for (let x = 1; x <= 250; x++) {
+    for (let k = 0; k < 250; k++) {
+      const x = 1 + ((process.pid + k) % 250);
       if (!used.includes(` 10.213.${x}.`)) return `10.213.${x}`;
     }
     throw new Error("no free 10.213.X.0/24 subnet");
