@@ -12,7 +12,6 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import process from "node:process";
 import { type RingClient, type RingLock } from "../lib/client/ring_client.ts";
 import { eventually } from "./_harness.ts";
