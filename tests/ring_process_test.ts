@@ -13,81 +13,13 @@ import assert from "node:assert/strict";
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { connectRing, type RingClient } from "../lib/client/ring_client.ts";
-import { eventually, freePort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
-
-/** The ring settings these tests run with, read from the lines they write into the file. */
-const RING = Object.fromEntries(QUICK_RING_SETTINGS.map((line) => line.split(" = ")).map(([key, value]) => [key, Number(value)]));
-/** Room for scheduling (every node is a process on two shared cores), and for a node's start. */
-const SLACK_MS = 5_000;
-/** One trip of the token around `size` nodes, every hop at its timeout and idle pause. */
-const roundMs = (size: number) => size * (RING.tokenHopTimeoutMs + RING.tokenIdlePaceMs);
-/**
- * From a (re)start until the token has visited every node: a view forms (a bootstrap; after a
- * full restart a rejoin, whose new token waits ringLeaseMaxMs for sections of the epoch before),
- * then the token goes round.
- */
-const tokenEverywhereMs = (size: number) => RING.tokenLossMs + RING.ringLeaseMaxMs + roundMs(size) + SLACK_MS;
+import { type RingClient } from "../lib/client/ring_client.ts";
+import { eventually, mutexdArgv, startMutexd, startProcess } from "./_harness.ts";
+import { committedLog, RING, type RingCluster, roundMs, SLACK_MS, startRing, tokenEverywhereMs, unknownTokenWaitMs } from "./_ring_cluster.ts";
 
 const SECTIONS_PER_CLIENT = 20;
 // Bun's node:test ignores bunfig's timeout (5 s default): each test names its own bound.
 const CLIENTS = 5;
-
-interface Ring {
-  dir: string;
-  file: string;
-  ids: string[];
-  urls: string[];
-  procs: Map<string, Proc>;
-  clients: RingClient[];
-}
-
-async function startRing(size: number): Promise<Ring> {
-  const dir = tempDir("mutexd-ring-proc-");
-  const ids = Array.from({ length: size }, (_, i) => `r${i + 1}`);
-  const ports: number[] = [];
-  for (let i = 0; i < size; i++) ports.push(await freePort());
-  const toml = [
-    "[cluster]",
-    'name = "ringtest"',
-    "[settings]",
-    ...QUICK_RING_SETTINGS,
-    ...ids.flatMap((id, i) => ["[[nodes]]", `id = "${id}"`, 'role = "ring"', `http = "127.0.0.1:${ports[i]}"`, `dataDir = "data/${id}"`]),
-  ].join("\n") + "\n";
-  const file = writeCluster(dir, toml);
-  const ring: Ring = {
-    dir,
-    file,
-    ids,
-    urls: ports.map((p) => `http://127.0.0.1:${p}`),
-    procs: new Map(),
-    clients: ports.map((p) => connectRing({ server: `http://127.0.0.1:${p}`, requestTimeoutMs: 10_000 })),
-  };
-  await startNodes(ring);
-  return ring;
-}
-
-async function startNodes(ring: Ring): Promise<void> {
-  for (const id of ring.ids) ring.procs.set(id, startMutexd(["node", "--config", ring.file, "--id", id]));
-  await Promise.all(ring.urls.map((url) => waitForHttp(`${url}/v1/health`, SLACK_MS * ring.ids.length)));
-  // The token circulates once every node has seen it in the current epoch.
-  await eventually("the token reaches every node", async () => {
-    const statuses = await Promise.all(ring.clients.map((c) => c.status()));
-    return statuses.every((s) => s.epoch > 0 && s.epoch === statuses[0].epoch && s.lastTokenAgeMs !== null);
-  }, tokenEverywhereMs(ring.ids.length));
-}
-
-async function stopNodes(ring: Ring, signal: NodeJS.Signals): Promise<void> {
-  for (const proc of ring.procs.values()) proc.kill(signal);
-  await Promise.all([...ring.procs.values()].map((p) => p.exited));
-  ring.procs.clear();
-}
-
-/** Stops every node and removes the ring's temp dir (data, cluster file, wrapper). */
-async function removeRing(ring: Ring): Promise<void> {
-  await stopNodes(ring, "SIGTERM");
-  removeDir(ring.dir);
-}
 
 /** A `mutexd` on PATH for the shell commands that `ring lock` runs (same runtime as the tests). */
 async function writeWrapper(dir: string): Promise<string> {
@@ -112,7 +44,7 @@ async function tsClient(client: RingClient, count: number): Promise<number[]> {
 }
 
 /** The same through the CLI: `mutexd ring lock -- sh -c '… mutexd ring get/put …'`. */
-async function cliClient(ring: Ring, bin: string, nodeIndex: number, count: number): Promise<void> {
+async function cliClient(ring: RingCluster, bin: string, nodeIndex: number, count: number): Promise<void> {
   const env = { PATH: `${bin}:${process.env.PATH}` };
   const body = 'v=$(mutexd ring get counter 2>/dev/null || echo 0); mutexd ring put counter $((v + 1)) >/dev/null';
   for (let i = 0; i < count; i++) {
@@ -122,33 +54,17 @@ async function cliClient(ring: Ring, bin: string, nodeIndex: number, count: numb
   }
 }
 
-type LogEntry = { wseq: number; author: string; op: unknown };
-
-async function committedLog(client: RingClient): Promise<LogEntry[]> {
-  const entries: LogEntry[] = [];
-  const commit = (await client.status()).commit;
-  // Bounded: each round returns at least one entry or stops.
-  for (let from = 1; from <= commit;) {
-    const page = await client.log(from);
-    const useful = page.entries.filter((e) => e.wseq <= commit);
-    if (useful.length === 0) break;
-    entries.push(...useful.map((e) => ({ wseq: e.wseq, author: e.author, op: e.op })));
-    from = useful[useful.length - 1].wseq + 1;
-  }
-  return entries;
-}
-
-async function everyNodeReads(ring: Ring, expected: string): Promise<void> {
+async function everyNodeReads(ring: RingCluster, expected: string): Promise<void> {
   // A committed write reaches every node within about two rounds (the write, then the commit
   // watermark on the token); after a restart, the token must first be regenerated.
   await eventually(`every node reads counter = ${expected}`, async () => {
     const values = await Promise.all(ring.clients.map((c) => c.get("counter").catch(() => undefined)));
     return values.every((v) => v?.value === expected);
-  }, tokenEverywhereMs(ring.ids.length) + roundMs(ring.ids.length));
+  }, tokenEverywhereMs(ring.ids.length) + unknownTokenWaitMs() + roundMs(ring.ids.length));
 }
 
 async function runCounterScenario(size: number): Promise<void> {
-  const ring = await startRing(size);
+  const ring = await startRing({ size });
   try {
     const bin = await writeWrapper(ring.dir);
     // Clients on different nodes (wrapping around when there are fewer nodes than clients).
@@ -172,8 +88,8 @@ async function runCounterScenario(size: number): Promise<void> {
 
     // A full restart (kill -9 of every node) keeps every committed write, and the ring runs on.
     const fenceBefore = Math.max(...(await Promise.all(ring.clients.map((c) => c.status()))).map((s) => s.fenceMax));
-    await stopNodes(ring, "SIGKILL");
-    await startNodes(ring);
+    await ring.stopAll("SIGKILL");
+    await ring.startAll();
     await everyNodeReads(ring, String(CLIENTS * SECTIONS_PER_CLIENT));
     const after = await Promise.all(ring.clients.map(committedLog));
     for (const log of after) assert.deepEqual(log, logs[0]);
@@ -183,7 +99,7 @@ async function runCounterScenario(size: number): Promise<void> {
     await section.release();
     await everyNodeReads(ring, String(CLIENTS * SECTIONS_PER_CLIENT + 1));
   } finally {
-    await removeRing(ring);
+    await ring.remove();
   }
 }
 
@@ -196,7 +112,7 @@ test("5 ring nodes: 5 clients × 20 read-add-write sections end at 100 on every 
 });
 
 test("ring lock: a command outliving its lease is stopped and mutexd exits 4", { timeout: 60_000 }, async () => {
-  const ring = await startRing(3);
+  const ring = await startRing({ size: 3 });
   try {
     const proc = startMutexd(["ring", "lock", "--server", ring.urls[1], "--lease", "400ms", "--grace", "200ms", "--", "sleep", "30"]);
     assert.equal(await proc.exited, 4);
@@ -204,28 +120,25 @@ test("ring lock: a command outliving its lease is stopped and mutexd exits 4", {
     const ok = startMutexd(["ring", "lock", "--server", ring.urls[1], "--", "sh", "-c", "test -n \"$MUTEXD_TOKEN\" && exit 7"]);
     assert.equal(await ok.exited, 7, "the command's status passes through");
   } finally {
-    await removeRing(ring);
+    await ring.remove();
   }
 });
 
 
 test("token lease: a node cut off from the majority (the other two of 3 killed -9) grants nothing and its status says minority", { timeout: 60_000 }, async () => {
-  const ring = await startRing(3);
+  const ring = await startRing({ size: 3 });
   try {
     const before = await ring.clients[2].lock({ waitMs: 10_000 });
     await before.release();
-    for (const id of ["r1", "r2"]) {
-      const proc = ring.procs.get(id)!;
-      proc.kill("SIGKILL");
-      await proc.exited;
-    }
+    for (const id of ["r1", "r2"]) await ring.stop(id, "SIGKILL");
     // Whether the token is at r3 or died with r1/r2: r3 must grant nothing. Its waiter makes it
-    // renew; nobody answers, so the renewal fails after viewChangeTimeoutMs (default 2000 ms).
-    await assert.rejects(ring.clients[2].lock({ waitMs: 3_000 }), "not granted in a minority");
+    // renew; nobody answers, so the renewal fails after viewChangeTimeoutMs. The client waits
+    // that long and a lease more (one r3 may have had at the kill).
+    await assert.rejects(ring.clients[2].lock({ waitMs: RING.viewChangeTimeoutMs + RING.tokenLeaseMs }), "not granted in a minority");
     await eventually("r3's status says minority", async () => (await ring.clients[2].status()).lease?.quorum === "lost", SLACK_MS);
     const status = await ring.clients[2].status();
     assert.equal(status.lease.validUntilMs, null, "no valid lease");
   } finally {
-    await removeRing(ring);
+    await ring.remove();
   }
 });

@@ -171,8 +171,13 @@ export class RingService {
     }
     // Spread by place in the file, so nodes started together do not all coordinate at once (a
     // prepare that arrives first is waited for: view.ts does not compete with a deferred one).
+    // A view installed here before this node's turn (another node's bootstrap or rejoin took it
+    // in, in an epoch above any it ran in) is what the wish was for: asking then would only end
+    // that view's sections with one more epoch.
     const reason = this.options.storedView ? "rejoin" : "bootstrap";
-    const first = timers.setTimeout(() => this.wantViewChange(reason), this.node.ring.indexOf(this.node.id) * settings.viewChangeRetryMs);
+    const first = timers.setTimeout(() => {
+      if (this.node.status(this.now()).epoch === 0) this.wantViewChange(reason);
+    }, this.node.ring.indexOf(this.node.id) * settings.viewChangeRetryMs);
     this.loops.push(() => timers.clearTimeout(first));
   }
 

@@ -840,7 +840,8 @@ export class RingNode {
     if (reply.snapshot && reply.snapshot.wseq > replica.lastApplied) {
       replica.install(reply.snapshot);
       this.snapshotWseq = reply.snapshot.wseq;
-      this.forwardedTo = Math.max(this.forwardedTo, reply.snapshot.wseq);
+      // forwardedTo stays: the writes of this epoch the snapshot covers have not left here yet,
+      // and a regenerator waits for its re-sent ones to come back (their copies are passed on).
       this.persistOps.push({ type: "snapshot", snapshot: reply.snapshot, tail: [] });
       this.event("snapshotInstalled", { wseq: reply.snapshot.wseq });
     }
