@@ -87,6 +87,8 @@ export interface RingOptions {
   addresses?: string[];
   /** Per node: argv put before mutexd's own (e.g. `ip netns exec NS`). */
   wrap?: (id: string) => string[];
+  /** Adds an arbiter `a1` (it coordinates the ring's view changes); `start("a1")` starts it, `startAll` too. */
+  arbiter?: boolean;
 }
 
 export interface RingCluster {
@@ -129,6 +131,7 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
   const ids = Array.from({ length: size }, (_, i) => `r${i + 1}`);
   const addresses = [...(options.addresses ?? [])];
   for (let i = addresses.length; i < size; i++) addresses.push(`127.0.0.1:${await freePort()}`);
+  const arbiterAddress = options.arbiter ? `127.0.0.1:${await freePort()}` : null;
   const udp: number[] = [];
   if (options.udp) for (let i = 0; i < size; i++) udp.push(await freeUdpPort());
   const file = writeCluster(dir, [
@@ -146,12 +149,13 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
       ...(options.udp ? [`udp = ${udp[i]}`] : []),
       `dataDir = "data/${id}"`,
     ]),
+    ...(arbiterAddress ? ["[[nodes]]", 'id = "a1"', 'role = "arbiter"', `http = "${arbiterAddress}"`, 'dataDir = "data/a1"'] : []),
   ].join("\n") + "\n");
   const urls = addresses.map((address) => `http://${address}`);
   const clients = urls.map((server) => connectRing({ server, requestTimeoutMs: 10_000 }));
   const procs = new Map<string, Proc>();
-  const incarnations = new Map<string, Proc[]>(ids.map((id) => [id, []]));
-  const url = (id: string) => urls[ids.indexOf(id)];
+  const incarnations = new Map<string, Proc[]>([...ids, ...(arbiterAddress ? ["a1"] : [])].map((id) => [id, []]));
+  const url = (id: string) => (id === "a1" && arbiterAddress ? `http://${arbiterAddress}` : urls[ids.indexOf(id)]);
 
   const ring: RingCluster = {
     dir,
@@ -177,6 +181,7 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
       return proc;
     },
     async startAll() {
+      if (arbiterAddress) await ring.start("a1");
       await Promise.all(ids.map((id) => ring.start(id)));
       await ring.waitTokenEverywhere();
     },
@@ -214,7 +219,7 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
       }, timeoutMs);
     },
     logTails(lines = 12) {
-      return ids.map((id) => {
+      return [...incarnations.keys()].map((id) => {
         const all = incarnations.get(id)!.flatMap((proc, i) => [`--- ${id} #${i + 1} (exit ${proc.child.exitCode ?? proc.child.signalCode ?? "running"})`, ...proc.stderr().trimEnd().split("\n").slice(-lines)]);
         return all.join("\n");
       }).join("\n");

@@ -805,6 +805,33 @@ test("view: the arbiter may coordinate but casts no vote; without it any ring no
   w.checkSafety();
 });
 
+test("view: a ring node asks the arbiter to coordinate (coordinate {reason, epoch}) and waits its grace before coordinating itself; ring nodes ignore such requests", () => {
+  const w = settledWorld(["a", "b", "c", "d"], true);
+  const epoch = w.view("a")!.epoch;
+  // b asks; the arbiter's ballot goes above the epoch b reports, and b does not compete meanwhile.
+  w.node("b").startViewChange("suspect", w.local("b"), S.viewChangeRetryMs);
+  w.collect("b");
+  w.node(ARBITER).receive({ type: "coordinate", from: "b", reason: "suspect", epoch }, w.local(ARBITER));
+  w.collect(ARBITER);
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], epoch + 1), 5_000));
+  assert.equal(w.view("a")!.coordinator, ARBITER, "the arbiter coordinated b's view change");
+  assert.equal(w.view("a")!.epoch, epoch + 1, "one epoch, no duel with b");
+  // A ring node ignores a coordinate request; only the arbiter takes them (and only from ring nodes).
+  w.node("c").receive({ type: "coordinate", from: "a", reason: "suspect", epoch: epoch + 1 }, w.local("c"));
+  assert.equal(w.node("c").status(w.local("c")).coordinating, null);
+  w.node(ARBITER).receive({ type: "coordinate", from: ARBITER, reason: "suspect", epoch: epoch + 1 } as never, w.local(ARBITER));
+  assert.equal(w.node(ARBITER).status(w.local(ARBITER)).coordinating, null, "not from the arbiter itself");
+  // With the arbiter down, b's wish is coordinated by b once its grace is over.
+  w.crash(ARBITER);
+  w.run(S.tokenLeaseMs);
+  w.node("b").startViewChange("suspect", w.local("b"), S.viewChangeRetryMs);
+  w.collect("b");
+  assert.equal(w.node("b").status(w.local("b")).coordinating, null, "b leaves the arbiter its grace");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], epoch + 2), 5_000));
+  assert.equal(w.view("a")!.coordinator, "b");
+  w.checkSafety();
+});
+
 // ---- token loss ------------------------------------------------------------------------------
 
 test("view: a token unseen for tokenLossMs everywhere is regenerated through a view change; a live one is not", () => {

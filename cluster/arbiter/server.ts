@@ -11,7 +11,11 @@ import type { ClusterConfig, NodeConfig } from "../config.ts";
 import { type Clock, monotonicClock } from "../clock.ts";
 import { failStopProcess } from "../fail_stop.ts";
 import { readIfExists, writeDurably } from "../durable_file.ts";
-import { installErrorHandlers, readBodyText, readPeerRequest } from "../http_util.ts";
+import { installErrorHandlers, readBodyText, readJsonObject, readPeerRequest } from "../http_util.ts";
+import { type LocalFacts, ViewCore, type ViewMessage } from "../../lib/core/ring/view.ts";
+import { httpPeers } from "../ring/http_peers.ts";
+import { ViewPump } from "../ring/view_pump.ts";
+import { nodeUrl } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { serveHttp } from "../runtime.ts";
@@ -140,6 +144,60 @@ function isArbiterRequest(value: Record<string, unknown>): value is ArbiterReque
   return value.type === "claim" && typeof value.hasState === "boolean";
 }
 
+/**
+ * The arbiter's part in the ring: it coordinates view changes the ring nodes ask for (a
+ * `coordinate` message), without a vote (lib/core/ring/view.ts, docs/ring.md "Views"). It stores
+ * nothing for the ring: a non-voter promises nothing, and its ballots start above the epoch the
+ * asker reports. When it is down, the ring nodes coordinate themselves.
+ */
+function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Logger): { app: (app: Hono) => void; stop(): void; status(): unknown } {
+  const settings = cluster.settings;
+  const ringNodes = cluster.nodes.filter((n) => n.role === "ring");
+  const nowMs = monotonicClock.nowMs;
+  const idle: LocalFacts = { lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 0, tokenHop: 0, token: "away", sectionRemainingMs: 0, lastTokenAgeMs: null };
+  const core = new ViewCore({ id: node.id, ring: ringNodes.map((n) => n.id), arbiter: node.id, settings, localFacts: () => idle }, null, nowMs());
+  const peers = httpPeers({
+    self: node.id,
+    urls: new Map(ringNodes.map((n) => [n.id, nodeUrl(n)])),
+    hopTimeoutMs: settings.tokenHopTimeoutMs,
+    local: () => {
+      throw new Error("the arbiter is no ring node");
+    },
+  });
+  let stopped = false;
+  const pump = new ViewPump(core, {
+    store: () => {
+      throw new Error("the arbiter casts no vote: it has no view state to store");
+    },
+    decide: (decision) => {
+      if (decision.type === "quorum") log.event(decision.ok ? "ringQuorumRegained" : "ringQuorumLost", { reason: decision.reason });
+    },
+    send: (to, message) => peers.view(to, message),
+    log,
+    nowMs,
+    stopped: () => stopped,
+  });
+  const tick = setInterval(() => {
+    core.tick(nowMs());
+    pump.pump();
+  }, settings.tickMs);
+  return {
+    app(app: Hono) {
+      app.post("/v1/ring/peer/view", async (c) => {
+        const body = await readJsonObject(c, settings.bodyBytesMax);
+        core.receive(body as unknown as ViewMessage, nowMs());
+        pump.pump();
+        return c.json({ ok: true });
+      });
+    },
+    stop() {
+      stopped = true;
+      clearInterval(tick);
+    },
+    status: () => core.status(nowMs()),
+  };
+}
+
 export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const primary = cluster.nodes.find((n) => n.role === "primary");
   const backup = cluster.nodes.find((n) => n.role === "backup");
@@ -151,6 +209,17 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
   }, { store: fileArbiterStore(statePath), clock: monotonicClock, log, failStop: (reason, fields) => failStopProcess(log, reason, fields) }, { statePath });
   const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax });
+  const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log) : null;
+  if (ring) {
+    ring.app(app);
+    app.get("/v1/ring/coordinator", (c) => c.json(ring.status()));
+  }
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
-  return { url: `http://${node.host}:${server.port}`, stop: () => server.close() };
+  return {
+    url: `http://${node.host}:${server.port}`,
+    stop: () => {
+      ring?.stop();
+      return server.close();
+    },
+  };
 }

@@ -44,8 +44,10 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   });
   // The peers deliver to this node itself in a ring of one; the service exists by then.
   const self: { service?: RingService } = {};
-  // Peer URLs by id; a reload (SIGHUP) updates this map in place.
-  const byId = new Map(ringNodes.map((n) => [n.id, nodeUrl(n)]));
+  // Peer URLs by id (the ring nodes, and the arbiter, which coordinates view changes); a reload
+  // (SIGHUP) updates this map in place.
+  const arbiter = cluster.nodes.find((n) => n.role === "arbiter") ?? null;
+  const byId = new Map([...ringNodes, ...(arbiter ? [arbiter] : [])].map((n) => [n.id, nodeUrl(n)]));
   const peers = httpPeers({
     self: node.id,
     urls: byId,
@@ -74,6 +76,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     log,
     storage,
     storedView,
+    arbiter: arbiter?.id ?? null,
     peers,
     repairLink: channel,
     // A step's state that did not reach the disk (or a broken invariant): fail-stop, never go on
@@ -115,7 +118,8 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       for (const n of nodes) byId.set(n.id, nodeUrl(n));
       const refusal = service.changeMembership(nodes.map((n) => n.id));
       byId.clear();
-      for (const [id, url] of refusal === null ? nodes.map((n) => [n.id, nodeUrl(n)] as const) : before) byId.set(id, url);
+      const kept = refusal === null ? [...nodes, ...(arbiter ? [arbiter] : [])].map((n) => [n.id, nodeUrl(n)] as const) : before;
+      for (const [id, url] of kept) byId.set(id, url);
       if (refusal === null) channel.setPeers(nodes.map((n) => ({ id: n.id, host: n.host, udpPort: n.udpPort })));
       return "ok";
     },

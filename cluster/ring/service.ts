@@ -41,6 +41,7 @@ import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { TimerHandle, Timers } from "../timers.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
+import { ViewPump } from "./view_pump.ts";
 import type { RingStore } from "./storage.ts";
 
 /**
@@ -122,8 +123,8 @@ export class RingService {
   private quorum: { ok: boolean; reason: string } = { ok: true, reason: "" };
   /** The last view change seen here, for status: when it was wanted and when its view came. */
   private lastViewChange: { reason: string; wantedAtMs: number; installedAtMs: number | null; epoch: number | null } | null = null;
-  /** Re-entrancy guard of pumpView (a decision steps the node, whose effects may ask the view again). */
-  private pumping = false;
+  /** Drains the view core's output (a decision steps the node, whose effects may ask the view again). */
+  private readonly viewPump: ViewPump;
 
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
@@ -134,6 +135,14 @@ export class RingService {
       options.storedView,
       this.now(),
     );
+    this.viewPump = new ViewPump(this.view, {
+      store: (state) => this.storeView(state),
+      decide: (decision) => this.onViewDecision(decision),
+      send: (to, message) => peers.view(to, message),
+      log,
+      nowMs: () => this.now(),
+      stopped: () => this.stopped,
+    });
     if (options.repairLink) this.repair = this.newRepair(this.node.status(this.now()).members);
     this.link = new PeerLink({
       deliver: (item) => this.deliverWatched(item),
@@ -335,8 +344,17 @@ export class RingService {
   private wantViewChange(reason: ViewChangeReason): void {
     if (this.stopped) return;
     const now = this.now();
-    if (this.view.status(now).wanted === null) this.lastViewChange = { reason, wantedAtMs: now, installedAtMs: null, epoch: null };
-    this.view.startViewChange(reason, now);
+    const first = this.view.status(now).wanted === null;
+    if (first) this.lastViewChange = { reason, wantedAtMs: now, installedAtMs: null, epoch: null };
+    const arbiter = this.options.arbiter;
+    if (arbiter && first) {
+      // The arbiter coordinates (it casts no vote); this node coordinates itself only if the
+      // arbiter's prepare has not come within viewChangeRetryMs (the arbiter is down or slow).
+      this.view.startViewChange(reason, now, this.options.settings.viewChangeRetryMs);
+      this.options.peers.view(arbiter, { type: "coordinate", from: this.node.id, reason, epoch: this.view.epochNow() }).then(undefined, () => {});
+    } else {
+      this.view.startViewChange(reason, now);
+    }
     this.pumpView();
   }
 
@@ -346,28 +364,7 @@ export class RingService {
    * Repeats while handling made more ready (a decision's effects may ask the view again).
    */
   private pumpView(): void {
-    if (this.pumping || this.stopped) return;
-    this.pumping = true;
-    try {
-      for (let round = 0; round < 100; round++) {
-        const ready = this.view.ready();
-        if (!ready.persist && ready.send.length === 0 && ready.decisions.length === 0 && ready.events.length === 0) return;
-        if (ready.persist) this.storeView(ready.persist);
-        for (const event of ready.events) this.options.log.event(event.event, event.fields);
-        for (const decision of ready.decisions) this.onViewDecision(decision);
-        for (const { to, message } of ready.send) {
-          this.options.peers.view(to, message).then(undefined, () => {
-            if (this.stopped) return;
-            this.view.sendFailed(to, message, this.now());
-            this.pumpView();
-          });
-        }
-      }
-      // A hundred rounds without settling is a bug (each round answers the one before).
-      throw new Error("the view change did not settle in 100 rounds");
-    } finally {
-      this.pumping = false;
-    }
+    this.viewPump.pump();
   }
 
   private storeView(state: ViewHardState): void {

@@ -190,9 +190,19 @@ export class ViewCore {
     this.tickProbe();
   }
 
-  /** Asks for a new view (token lost, successor suspected, rejoin, membership change). */
-  startViewChange(reason: ViewChangeReason, nowMs: number): void {
+  /** The epoch this node promised or installed (what a `coordinate` request carries). */
+  epochNow(): number {
+    return this.currentEpoch();
+  }
+
+  /**
+   * Asks for a new view (token lost, successor suspected, rejoin, membership change).
+   * `ownAfterMs`: this node coordinates only after that long (it asked the arbiter to, and lets
+   * it go first; a prepare that arrives meanwhile is promised as usual).
+   */
+  startViewChange(reason: ViewChangeReason, nowMs: number, ownAfterMs = 0): void {
     this.advance(nowMs);
+    if (!this.wanted && !this.attempt && ownAfterMs > 0) this.retryAtMs = Math.max(this.retryAtMs, nowMs + ownAfterMs);
     if (!this.wanted) this.wanted = { reason, aboveEpoch: this.currentEpoch() };
     this.event("viewChangeWanted", { reason, epoch: this.currentEpoch() });
     this.tickAttempt();
@@ -290,6 +300,14 @@ export class ViewCore {
         return;
       case "renew":
         return this.onRenew(message);
+      case "coordinate":
+        // The arbiter (a non-voter) coordinates what a ring node asks for; a ring node coordinates
+        // its own wishes only.
+        if (!this.voter) {
+          this.seeEpoch(message.epoch); // the asker's epoch: the arbiter's ballot goes above it
+          this.startViewChange(message.reason as ViewChangeReason, nowMs);
+        }
+        return;
       case "renewAnswer":
         return this.onRenewAnswer(message);
       default:

@@ -108,7 +108,12 @@ export type ViewMessage =
   | { type: "newView"; from: string; view: View }
   | { type: "installed"; from: string; epoch: number }
   | { type: "renew"; from: string; epoch: number; seq: number }
+  /** A ring node asks the arbiter to coordinate the view change it wants (ring nodes ignore it). */
+  | { type: "coordinate"; from: string; reason: string; epoch: number }
   | { type: "renewAnswer"; from: string; epoch: number; seq: number; ok: boolean };
+
+/** The reasons a ring node may give the arbiter when it asks it to coordinate (ViewChangeReason). */
+const COORDINATE_REASONS: ReadonlySet<unknown> = new Set(["tokenLoss", "suspect", "rejoin", "membership", "bootstrap"]);
 
 /**
  * Why `message` (parsed from the wire) is malformed or not from a known node, or undefined.
@@ -170,6 +175,12 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
     }
     case "renew":
       counts.push(message.epoch, message.seq);
+      break;
+    case "coordinate":
+      if (!ring.includes(message.from)) return "only a ring node asks for a view change";
+      if (!COORDINATE_REASONS.has(message.reason)) return "bad reason";
+      counts.push(message.epoch);
+      if (message.epoch > EPOCH_MAX) return "bad epoch";
       break;
     case "renewAnswer":
       counts.push(message.epoch, message.seq);
