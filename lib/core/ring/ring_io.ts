@@ -5,7 +5,7 @@
  */
 import type { CatchUpReply, RingEntry, RingHardState, RingLogRecord, RingOp, RingSnapshot, RingToken } from "./ring_types.ts";
 import type { View } from "./view_wire.ts";
-import type { ApiError } from "../../wire/errors.ts";
+import type { ApiError, ErrorCode } from "../../wire/errors.ts";
 import type { Settings } from "../../settings.ts";
 
 export type RingLimits = Pick<
@@ -150,4 +150,8 @@ export interface RingStatus {
   catchingUp: boolean;
   /** Until when this node may grant in its epoch (null: no valid token lease). */
   leaseValidUntilMs: number | null;
+}
+
+export function clientError(code: ErrorCode, message: string): ClientReply {
+  return { ok: false, error: { code, message } };
 }

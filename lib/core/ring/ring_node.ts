@@ -36,18 +36,20 @@
 import { assert, assertNever } from "../assert.ts";
 import { RingReplica } from "./ring_replica.ts";
 import { checkOp, RingWrites } from "./ring_writes.ts";
+import { RingWaiters, type Waiter } from "./ring_waiters.ts";
 import { fenceFloor, type LocalFacts, nextFence, type View } from "./view_wire.ts";
-import type {
-  ClientReply,
-  PersistOp,
-  RingEffect,
-  RingInput,
-  RingLimits,
-  RingOutput,
-  RingResult,
-  RingStatus,
-  RingStored,
-  SectionEndReason,
+import {
+  clientError,
+  type ClientReply,
+  type PersistOp,
+  type RingEffect,
+  type RingInput,
+  type RingLimits,
+  type RingOutput,
+  type RingResult,
+  type RingStatus,
+  type RingStored,
+  type SectionEndReason,
 } from "./ring_io.ts";
 import type { CatchUpReply, RingEntry, RingHardState, RingOp, RingToken } from "./ring_types.ts";
 import type { ErrorCode } from "../../wire/errors.ts";
@@ -93,16 +95,6 @@ interface Holding {
   outstanding: Map<number, number | null>;
 }
 
-interface Waiter {
-  ticket: string;
-  reqId: number | null;
-  deadlineMs: number;
-  /** When no long-poll is attached: the client must ask again before this. */
-  pollDeadlineMs: number;
-  leaseMs: number;
-  queuedAtMs: number;
-}
-
 interface Section {
   fence: number;
   ticket: string;
@@ -111,10 +103,6 @@ interface Section {
   leaseEndMs: number;
   /** Granted while no long-poll was attached: the client must pick it up before this. */
   pickupDeadlineMs: number;
-}
-
-function clientError(code: ErrorCode, message: string): ClientReply {
-  return { ok: false, error: { code, message } };
 }
 
 function inputError(code: ErrorCode, message: string): RingResult {
@@ -154,8 +142,7 @@ export class RingNode {
   private lastArrivalMs: number | null = null;
   private lastRotationMs: number | null = null;
   private section: Section | null = null;
-  private waiters: Waiter[] = [];
-  private ticketSeq = 0;
+  private readonly waiters: RingWaiters;
   /** The replicated log's travel around the ring. */
   private readonly writes: RingWrites;
   private wakeUntilMs = Number.NEGATIVE_INFINITY;
@@ -185,6 +172,7 @@ export class RingNode {
       if (stored.snapshot) this.replica.install(stored.snapshot);
       this.replica.replay(stored.records);
     }
+    this.waiters = new RingWaiters(options.ticketPrefix, options.limits, (reqId, reply) => this.reply(reqId, reply));
     this.writes = new RingWrites({
       id,
       limits: options.limits,
@@ -280,7 +268,7 @@ export class RingNode {
         this.enter(input);
         return { ok: true, type: "done" };
       case "detach":
-        this.detach(input.reqId);
+        this.waiters.detach(input.reqId, this.nowMs);
         return { ok: true, type: "done" };
       case "leave":
         this.leave(input);
@@ -512,33 +500,11 @@ export class RingNode {
 
   private enter(input: Extract<RingInput, { type: "enter" }>): void {
     const { reqId, ticket, waitMs, leaseMs } = input;
-    const limits = this.options.limits;
-    if (!Number.isSafeInteger(waitMs) || waitMs < 0 || waitMs > limits.waitMaxMs) {
-      return this.reply(reqId, clientError("bad_request", `waitMs must be an integer within 0..${limits.waitMaxMs}`));
-    }
-    if (!Number.isSafeInteger(leaseMs) || leaseMs < 1 || leaseMs > limits.ringLeaseMaxMs) {
-      return this.reply(reqId, clientError("bad_request", `leaseMs must be an integer within 1..${limits.ringLeaseMaxMs}`));
-    }
+    const problem = this.waiters.checkEnter(waitMs, leaseMs);
+    if (problem) return this.reply(reqId, clientError("bad_request", problem));
     if (ticket !== undefined) return this.repoll(reqId, ticket);
-    if (this.waiters.length >= limits.ringWaitersMax) {
-      return this.reply(reqId, clientError("limit_reached", `at most ${limits.ringWaitersMax} waiters per ring node`));
-    }
     const busyHere = this.holding !== null && (this.section !== null || this.holding.outstanding.size > 0);
-    if (waitMs === 0 && (this.waiters.length > 0 || busyHere)) {
-      // A try waits for the token's next visit only when nobody is ahead of it.
-      return this.reply(reqId, { ok: true, type: "notGranted", reason: "taken" });
-    }
-    this.ticketSeq += 1;
-    const waiter: Waiter = {
-      ticket: `${this.options.ticketPrefix}${this.ticketSeq}`,
-      reqId,
-      // A try is bounded by one visit of the token; tokenLossMs bounds the wait for that visit.
-      deadlineMs: this.nowMs + (waitMs === 0 ? limits.tokenLossMs : waitMs),
-      pollDeadlineMs: Number.POSITIVE_INFINITY,
-      leaseMs,
-      queuedAtMs: this.nowMs,
-    };
-    this.waiters.push(waiter);
+    if (!this.waiters.add(reqId, waitMs, leaseMs, this.nowMs, busyHere)) return;
     if (this.holding && !busyHere && this.waiters.length === 1) {
       // The token rests here idle: serve the newcomer in this visit.
       this.holding.grantsLeft = Math.max(this.holding.grantsLeft, 1);
@@ -552,25 +518,7 @@ export class RingNode {
       this.section.pickupDeadlineMs = Number.POSITIVE_INFINITY;
       return this.reply(reqId, this.grantReply(this.section));
     }
-    const waiter = this.waiters.find((w) => w.ticket === ticket);
-    if (!waiter) {
-      return this.reply(reqId, clientError("waiter_not_found", `ticket ${ticket} is unknown: the wait ended or was dropped`));
-    }
-    if (waiter.reqId !== null) this.reply(waiter.reqId, this.waitingReply(waiter));
-    waiter.reqId = reqId;
-    waiter.pollDeadlineMs = Number.POSITIVE_INFINITY;
-  }
-
-  private detach(reqId: number): void {
-    const waiter = this.waiters.find((w) => w.reqId === reqId);
-    if (!waiter) return; // answered already
-    waiter.reqId = null;
-    waiter.pollDeadlineMs = this.nowMs + this.options.limits.ringPollGraceMs;
-    this.reply(reqId, this.waitingReply(waiter));
-  }
-
-  private waitingReply(waiter: Waiter): ClientReply {
-    return { ok: true, type: "waiting", ticket: waiter.ticket, position: this.waiters.indexOf(waiter) + 1 };
+    this.waiters.repoll(reqId, ticket);
   }
 
   private leave(input: Extract<RingInput, { type: "leave" }>): void {
@@ -587,11 +535,7 @@ export class RingNode {
       this.endSection("left");
       return this.reply(reqId, { ok: true, type: "left", wasHolder: true });
     }
-    const index = this.waiters.findIndex((w) => w.ticket === ticket);
-    if (index < 0) return this.reply(reqId, clientError("waiter_not_found", `ticket ${ticket} is unknown`));
-    const [waiter] = this.waiters.splice(index, 1);
-    if (waiter.reqId !== null) this.reply(waiter.reqId, { ok: true, type: "notGranted", reason: "withdrawn" });
-    this.reply(reqId, { ok: true, type: "left", wasHolder: false });
+    this.waiters.withdraw(reqId, ticket);
   }
 
   // ---- Writes -----------------------------------------------------------------------------
@@ -692,15 +636,7 @@ export class RingNode {
     const section = this.section;
     if (section && now >= section.leaseEndMs) this.endSection("lease");
     else if (section && now >= section.pickupDeadlineMs) this.endSection("abandoned");
-    if (this.waiters.length > 0) {
-      this.waiters = this.waiters.filter((waiter) => {
-        if (now >= waiter.deadlineMs) {
-          if (waiter.reqId !== null) this.reply(waiter.reqId, { ok: true, type: "notGranted", reason: "deadline" });
-          return false;
-        }
-        return now < waiter.pollDeadlineMs;
-      });
-    }
+    this.waiters.expire(now);
     this.writes.expireFetch(this.holding !== null && this.holding.token.commit > this.replica.lastApplied);
   }
 
