@@ -16,11 +16,10 @@
  *   bounds each section. It grants only inside a token lease renewed by a majority of the ring
  *   (lib/core/ring/token_lease.ts): without one it asks the driver (`wantLease`) and keeps the
  *   token until the driver feeds the lease back (`lease`).
- * - A write made in a section goes from the holder around the ring back to it; each node applies
- *   writes in `wseq` order (buffering gaps, fetching what it misses from its predecessor). Its
- *   return is the commit point: the client is answered, and the token's commit watermark moves.
- *   The holder passes the token only when all its writes came back, so a token in transit always
- *   has commit = wseq.
+ * - A write made in a section goes from the holder around the ring back to it (the write path:
+ *   ring_writes.ts). Its return is the commit point: the client is answered, and the token's
+ *   commit watermark moves. The holder passes the token only when all its writes came back, so a
+ *   token in transit always has commit = wseq.
  * - Epochs and membership come from the view change (lib/core/ring/view.ts, docs/ring-view.md),
  *   as two inputs: `promised` (refuse every token and write of an older epoch, drop the token,
  *   grant no more) and `install` (the new view: its epoch, successor and predecessor; on the
@@ -28,8 +27,9 @@
  *   write of an epoch whose view is not installed here yet is answered `notYet` (the sender
  *   retries); one of an older epoch `stale`. A restarted node takes nothing of the epoch it ran
  *   in: it comes back through a view change (a new epoch), so the hop needs no disk.
- * - Recovery keeps Raft's log rules: re-sent writes keep their original epoch stamps; a version
- *   carried by the current epoch's messages replaces a differing one (and what follows it).
+ *
+ * Its parts: the inputs and outputs (ring_io.ts), the write path (ring_writes.ts), the queue of
+ * waiting clients (ring_waiters.ts), the replica (ring_replica.ts).
  *
  * No clock, timer, randomness or I/O in here: time comes in as `nowMs`.
  */
