@@ -1,7 +1,8 @@
 /**
  * What goes in and out of a ring node (lib/core/ring/ring_node.ts): its inputs, the output of a
  * step (the answer, what to persist first, the effects), what it reads of the settings and of
- * its disk at start, and its status. Plain data, shared by the pure cores and the drivers.
+ * its disk at start, and its status. Plain data, shared by the pure cores and the drivers (and
+ * `clientError`, which builds a client's error reply).
  */
 import type { CatchUpReply, RingEntry, RingHardState, RingLogRecord, RingOp, RingSnapshot, RingToken } from "./ring_types.ts";
 import type { View } from "./view_wire.ts";
@@ -123,6 +124,22 @@ export interface RingStored {
   records: RingLogRecord[];
 }
 
+export interface RingNodeOptions {
+  id: string;
+  /** The ring order (ids of the ring nodes, as listed in the cluster file). */
+  ring: string[];
+  /**
+   * The view stored by the view change (null: none yet) and the epoch promised: this
+   * incarnation takes no token or write of an epoch up to the stored view's (it rejoins).
+   */
+  storedView?: View | null;
+  promisedEpoch?: number;
+  limits: RingLimits;
+  /** Prefix of enter tickets, unique per incarnation of the node. */
+  ticketPrefix: string;
+  stored?: RingStored;
+}
+
 /** A plain-data view for `status`. */
 export interface RingStatus {
   id: string;
@@ -152,6 +169,7 @@ export interface RingStatus {
   leaseValidUntilMs: number | null;
 }
 
+/** A client's error reply (the ring node's and its waiters'). */
 export function clientError(code: ErrorCode, message: string): ClientReply {
   return { ok: false, error: { code, message } };
 }

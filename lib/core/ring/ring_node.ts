@@ -44,7 +44,7 @@ import {
   type PersistOp,
   type RingEffect,
   type RingInput,
-  type RingLimits,
+  type RingNodeOptions,
   type RingOutput,
   type RingResult,
   type RingStatus,
@@ -61,28 +61,13 @@ export type {
   RingEffect,
   RingInput,
   RingLimits,
+  RingNodeOptions,
   RingOutput,
   RingResult,
   RingStatus,
   RingStored,
   SectionEndReason,
 } from "./ring_io.ts";
-
-export interface RingNodeOptions {
-  id: string;
-  /** The ring order (ids of the ring nodes, as listed in the cluster file). */
-  ring: string[];
-  /**
-   * The view stored by the view change (null: none yet) and the epoch promised: this
-   * incarnation takes no token or write of an epoch up to the stored view's (it rejoins).
-   */
-  storedView?: View | null;
-  promisedEpoch?: number;
-  limits: RingLimits;
-  /** Prefix of enter tickets, unique per incarnation of the node. */
-  ticketPrefix: string;
-  stored?: RingStored;
-}
 
 interface Holding {
   /** The token as this node will pass it on (updated by grants and writes). */
