@@ -16,11 +16,10 @@
  *   bounds each section. It grants only inside a token lease renewed by a majority of the ring
  *   (lib/core/ring/token_lease.ts): without one it asks the driver (`wantLease`) and keeps the
  *   token until the driver feeds the lease back (`lease`).
- * - A write made in a section goes from the holder around the ring back to it; each node applies
- *   writes in `wseq` order (buffering gaps, fetching what it misses from its predecessor). Its
- *   return is the commit point: the client is answered, and the token's commit watermark moves.
- *   The holder passes the token only when all its writes came back, so a token in transit always
- *   has commit = wseq.
+ * - A write made in a section goes from the holder around the ring back to it (the write path:
+ *   ring_writes.ts). Its return is the commit point: the client is answered, and the token's
+ *   commit watermark moves. The holder passes the token only when all its writes came back, so a
+ *   token in transit always has commit = wseq.
  * - Epochs and membership come from the view change (lib/core/ring/view.ts, docs/ring-view.md),
  *   as two inputs: `promised` (refuse every token and write of an older epoch, drop the token,
  *   grant no more) and `install` (the new view: its epoch, successor and predecessor; on the
@@ -28,148 +27,47 @@
  *   write of an epoch whose view is not installed here yet is answered `notYet` (the sender
  *   retries); one of an older epoch `stale`. A restarted node takes nothing of the epoch it ran
  *   in: it comes back through a view change (a new epoch), so the hop needs no disk.
- * - Recovery keeps Raft's log rules: re-sent writes keep their original epoch stamps; a version
- *   carried by the current epoch's messages replaces a differing one (and what follows it).
+ *
+ * Its parts: the inputs and outputs (ring_io.ts), the write path (ring_writes.ts), the queue of
+ * waiting clients (ring_waiters.ts), the replica (ring_replica.ts).
  *
  * No clock, timer, randomness or I/O in here: time comes in as `nowMs`.
  */
 import { assert, assertNever } from "../assert.ts";
 import { RingReplica } from "./ring_replica.ts";
+import { checkOp, RingWrites } from "./ring_writes.ts";
+import { RingWaiters, type Waiter } from "./ring_waiters.ts";
 import { fenceFloor, type LocalFacts, nextFence, type View } from "./view_wire.ts";
-import type { CatchUpReply, RingEntry, RingHardState, RingLogRecord, RingOp, RingSnapshot, RingToken } from "./ring_types.ts";
-import type { ApiError, ErrorCode } from "../../wire/errors.ts";
-import type { Settings } from "../../settings.ts";
+import {
+  clientError,
+  type ClientReply,
+  type PersistOp,
+  type RingEffect,
+  type RingInput,
+  type RingNodeOptions,
+  type RingOutput,
+  type RingResult,
+  type RingStatus,
+  type RingStored,
+  type SectionEndReason,
+} from "./ring_io.ts";
+import type { CatchUpReply, RingEntry, RingHardState, RingOp, RingToken } from "./ring_types.ts";
+import type { ErrorCode } from "../../wire/errors.ts";
 
-export type RingLimits = Pick<
-  Settings,
-  | "ringLeaseMs"
-  | "ringLeaseMaxMs"
-  | "tokenIdlePaceMs"
-  | "tokenHopTimeoutMs"
-  | "tokenLossMs"
-  | "ringPollGraceMs"
-  | "ringWaitersMax"
-  | "ringSectionWritesMax"
-  | "ringKeysMax"
-  | "ringKeyLengthMax"
-  | "ringValueBytesMax"
-  | "ringBatchWritesMax"
-  | "ringGapBufferMax"
-  | "ringSnapshotEveryWrites"
-  | "ringLogRetainMax"
-  | "waitMaxMs"
-  | "tokenLeaseMs"
->;
-
-export type RingInput =
-  | { type: "tick" }
-  /** The token, handed over by the predecessor. */
-  | { type: "token"; from: string; token: RingToken }
-  /** Writes travelling the ring, from the predecessor; `epoch` is the sender's. */
-  | { type: "writes"; from: string; epoch: number; entries: RingEntry[] }
-  /** The successor acknowledged the token hand-off. */
-  | { type: "tokenDelivered"; epoch: number; hop: number }
-  /** The successor refused what we sent because it knows a newer epoch. */
-  | { type: "peerStale"; epoch: number; what: "token" | "writes" }
-  /** The predecessor answered a fetch. */
-  | { type: "caughtUp"; reply: CatchUpReply }
-  /** Some node has a waiter: an idle token should hurry. */
-  | { type: "wake" }
-  /** A majority of the ring renewed this node's token lease of `epoch`: it may grant until validUntilMs. */
-  | { type: "lease"; epoch: number; validUntilMs: number }
-  /** The view change: this node promised `epoch` (refuse older tokens and writes, stop granting). */
-  | { type: "promised"; epoch: number }
-  /** The view change: `view` is installed here; the regenerator creates its token. */
-  | { type: "install"; view: View; regenerate: boolean; grantNotBeforeMs: number }
-  | { type: "enter"; reqId: number; ticket?: string; waitMs: number; leaseMs: number }
-  /** The driver's long-poll for `reqId` ran out: answer "waiting" and keep the place. */
-  | { type: "detach"; reqId: number }
-  | { type: "leave"; reqId: number; fence?: number; ticket?: string }
-  | { type: "write"; reqId: number; fence: number; op: RingOp };
-
-export type ClientReply =
-  | { ok: true; type: "granted"; fence: number; leaseMs: number; epoch: number; ticket: string }
-  | { ok: true; type: "waiting"; ticket: string; position: number }
-  | { ok: true; type: "notGranted"; reason: "taken" | "deadline" | "withdrawn" }
-  | { ok: true; type: "left"; wasHolder: boolean }
-  | { ok: true; type: "written"; wseq: number }
-  | { ok: false; error: ApiError };
-
-/** The direct answer to an input (peer inputs are answered with it; client inputs by `reply`). */
-export type RingResult =
-  | { ok: true; type: "done" }
-  | { ok: true; type: "token"; duplicate: boolean }
-  | { ok: true; type: "writes"; ackedTo: number }
-  | { ok: false; type: "gap"; ackedTo: number; lastApplied: number }
-  | { ok: false; type: "stale"; epoch: number }
-  /** The epoch's view is not installed here yet: the sender retries (the view is on its way). */
-  | { ok: false; type: "notYet"; epoch: number }
-  | { ok: false; type: "error"; error: ApiError };
-
-/** Stored before anything else of the same output happens. */
-export type PersistOp =
-  | { type: "hardState"; state: RingHardState }
-  | { type: "log"; record: RingLogRecord }
-  /** Store the snapshot, then keep only `tail` (the entries after it) in the log. */
-  | { type: "snapshot"; snapshot: RingSnapshot; tail: RingEntry[] };
-
-export type SectionEndReason = "left" | "lease" | "abandoned" | "epoch";
-
-export type RingEffect =
-  /** Hand the token to the successor; resend until acknowledged (feed back tokenDelivered). */
-  | { type: "sendToken"; to: string; token: RingToken }
-  /**
-   * The token came back at `hop` of `epoch`: every hand-off this node sent before it was
-   * delivered, so drop any still queued or being resent (a token of an older epoch, or of this
-   * epoch with a lower hop). Only an optimisation and a second line of defence: the successor
-   * drops such copies anyway (its lastHop is stored).
-   */
-  | { type: "tokenReturned"; epoch: number; hop: number }
-  /** Send writes to the successor, in order after everything sent before; resend until acked. */
-  | { type: "sendWrites"; to: string; epoch: number; entries: RingEntry[] }
-  /** Ask `from` for its writes from `fromWseq` on; feed the answer back as caughtUp. */
-  | { type: "fetch"; from: string; fromWseq: number }
-  /** Tell every other ring node that this one has a waiter (best effort). */
-  | { type: "wakeAll" }
-  /**
-   * The holder would grant but has no valid token lease of `epoch`: renew it with a majority of
-   * the ring and feed the outcome back as a `lease` input. Repeated on every step while it
-   * waits (the driver keeps one renewal in flight).
-   */
-  | { type: "wantLease"; epoch: number }
-  | { type: "reply"; reqId: number; reply: ClientReply }
-  | { type: "sectionEnded"; fence: number; reason: SectionEndReason }
-  /** Something worth a log line. */
-  | { type: "event"; event: string; fields: Record<string, unknown> };
-
-export interface RingOutput {
-  result: RingResult;
-  persist: PersistOp[];
-  effects: RingEffect[];
-}
-
-/** What a node stored, handed to the constructor at start. */
-export interface RingStored {
-  hardState: RingHardState;
-  snapshot?: RingSnapshot;
-  records: RingLogRecord[];
-}
-
-export interface RingNodeOptions {
-  id: string;
-  /** The ring order (ids of the ring nodes, as listed in the cluster file). */
-  ring: string[];
-  /**
-   * The view stored by the view change (null: none yet) and the epoch promised: this
-   * incarnation takes no token or write of an epoch up to the stored view's (it rejoins).
-   */
-  storedView?: View | null;
-  promisedEpoch?: number;
-  limits: RingLimits;
-  /** Prefix of enter tickets, unique per incarnation of the node. */
-  ticketPrefix: string;
-  stored?: RingStored;
-}
+// The node's inputs and outputs live in ring_io.ts; importers of the node find them here too.
+export type {
+  ClientReply,
+  PersistOp,
+  RingEffect,
+  RingInput,
+  RingLimits,
+  RingNodeOptions,
+  RingOutput,
+  RingResult,
+  RingStatus,
+  RingStored,
+  SectionEndReason,
+} from "./ring_io.ts";
 
 interface Holding {
   /** The token as this node will pass it on (updated by grants and writes). */
@@ -182,16 +80,6 @@ interface Holding {
   outstanding: Map<number, number | null>;
 }
 
-interface Waiter {
-  ticket: string;
-  reqId: number | null;
-  deadlineMs: number;
-  /** When no long-poll is attached: the client must ask again before this. */
-  pollDeadlineMs: number;
-  leaseMs: number;
-  queuedAtMs: number;
-}
-
 interface Section {
   fence: number;
   ticket: string;
@@ -200,41 +88,6 @@ interface Section {
   leaseEndMs: number;
   /** Granted while no long-poll was attached: the client must pick it up before this. */
   pickupDeadlineMs: number;
-}
-
-/** A plain-data view for `status`. */
-export interface RingStatus {
-  id: string;
-  ring: string[];
-  /** The members of the installed view, in ring order (the file's ring before any view). */
-  members: string[];
-  /** The epoch of the installed view (0: none in this incarnation). */
-  epoch: number;
-  /** Tokens and writes of an epoch below this are refused (the view change's promise). */
-  refuseBelowEpoch: number;
-  successor: string;
-  predecessor: string;
-  fenceMax: number;
-  token: "held" | "sending" | "away";
-  lastHop: number;
-  lastTokenAgeMs: number | null;
-  lastRotationMs: number | null;
-  heldToken: RingToken | null;
-  section: { fence: number; heldForMs: number; leaseRemainingMs: number } | null;
-  waiters: number;
-  outstandingWrites: number;
-  lastApplied: number;
-  commit: number;
-  logStart: number;
-  catchingUp: boolean;
-  /** Until when this node may grant in its epoch (null: no valid token lease). */
-  leaseValidUntilMs: number | null;
-}
-
-const encoder = new TextEncoder();
-
-function clientError(code: ErrorCode, message: string): ClientReply {
-  return { ok: false, error: { code, message } };
 }
 
 function inputError(code: ErrorCode, message: string): RingResult {
@@ -274,25 +127,16 @@ export class RingNode {
   private lastArrivalMs: number | null = null;
   private lastRotationMs: number | null = null;
   private section: Section | null = null;
-  private waiters: Waiter[] = [];
-  private ticketSeq = 0;
-  /** Writes that arrived ahead of a gap, by wseq. */
-  private readonly gap = new Map<number, RingEntry>();
-  /**
-   * Highest wseq forwarded to the successor in this epoch and incarnation; a copy above it is
-   * forwarded again (a re-sent write may be committed here but not yet elsewhere).
-   */
-  private forwardedTo: number;
-  private fetching: { fromWseq: number; retryAtMs: number } | null = null;
+  private readonly waiters: RingWaiters;
+  /** The replicated log's travel around the ring. */
+  private readonly writes: RingWrites;
   private wakeUntilMs = Number.NEGATIVE_INFINITY;
   /** The token lease (in memory only: a restarted node renews before its first grant). */
   private lease: { epoch: number; validUntilMs: number } | null = null;
-  private snapshotWseq = 0;
   private nowMs = Number.NEGATIVE_INFINITY;
   // The output being built by the current step.
   private persistOps: PersistOp[] = [];
   private effects: RingEffect[] = [];
-  private forwardBuffer: RingEntry[] = [];
 
   constructor(private readonly options: RingNodeOptions) {
     const { id, ring } = options;
@@ -310,13 +154,23 @@ export class RingNode {
     this.refuseBelowEpoch = Math.max(options.promisedEpoch ?? 0, (view?.epoch ?? 0) + 1, (stored?.hardState.epoch ?? 0) + 1);
     if (stored) {
       this.fenceMax = stored.hardState.fenceMax;
-      if (stored.snapshot) {
-        this.replica.install(stored.snapshot);
-        this.snapshotWseq = stored.snapshot.wseq;
-      }
+      if (stored.snapshot) this.replica.install(stored.snapshot);
       this.replica.replay(stored.records);
     }
-    this.forwardedTo = 0;
+    this.waiters = new RingWaiters(options.ticketPrefix, options.limits, (reqId, reply) => this.reply(reqId, reply));
+    this.writes = new RingWrites({
+      id,
+      limits: options.limits,
+      epoch: () => this.epoch,
+      promisedAhead: () => this.refuseBelowEpoch > this.epoch,
+      successor: () => this.successor,
+      predecessor: () => this.predecessor,
+      nowMs: () => this.nowMs,
+      persist: (op) => this.persistOps.push(op),
+      effect: (effect) => this.effects.push(effect),
+      event: (event, fields) => this.event(event, fields),
+      ownWriteBack: (entry) => this.ownWriteBack(entry),
+    }, this.replica, stored?.snapshot?.wseq ?? 0);
   }
 
   /**
@@ -351,11 +205,11 @@ export class RingNode {
     this.nowMs = nowMs;
     this.persistOps = [];
     this.effects = [];
-    this.forwardBuffer = [];
+    this.writes.startStep();
     this.expire();
     const result = body();
     this.proceed();
-    this.flushForwards();
+    this.writes.flushForwards();
     this.checkInvariants();
     return { result, persist: this.persistOps, effects: this.effects };
   }
@@ -380,7 +234,7 @@ export class RingNode {
         if (input.what === "token" && this.sending) this.event("tokenRefused", { epoch: this.sending.epoch, newerEpoch: input.epoch });
         return { ok: true, type: "done" };
       case "caughtUp":
-        return this.caughtUp(input.reply);
+        return this.writes.caughtUp(input.reply);
       case "wake":
         this.wakeUntilMs = this.nowMs + 2 * this.options.limits.tokenIdlePaceMs;
         if (this.holding) this.holding.token.idleHops = 0;
@@ -399,7 +253,7 @@ export class RingNode {
         this.enter(input);
         return { ok: true, type: "done" };
       case "detach":
-        this.detach(input.reqId);
+        this.waiters.detach(input.reqId, this.nowMs);
         return { ok: true, type: "done" };
       case "leave":
         this.leave(input);
@@ -477,7 +331,7 @@ export class RingNode {
     const replica = this.replica;
     if (replica.lastApplied <= token.wseq) return;
     const dropped = replica.lastApplied - token.wseq;
-    this.truncate(token.wseq + 1);
+    this.writes.truncate(token.wseq + 1);
     this.event("staleWritesDropped", { epoch: token.epoch, from: token.wseq + 1, count: dropped });
   }
 
@@ -488,10 +342,10 @@ export class RingNode {
     if (!holding) return;
     if (holding.token.commit > this.replica.lastApplied) {
       // Behind on committed writes: no grant before this node has them.
-      this.requestFetch();
+      this.writes.requestFetch();
       return;
     }
-    this.learnCommit(holding.token.commit);
+    this.writes.learnCommit(holding.token.commit);
     if (this.section || holding.outstanding.size > 0) return;
     if (holding.grantsLeft > 0 && this.waiters.length > 0) {
       // No grant without a majority's lease (renewEarly asked for it): a token cut off from the
@@ -587,10 +441,7 @@ export class RingNode {
     this.lastHop = 0;
     this.sending = null;
     this.lease = null;
-    this.gap.clear();
-    this.fetching = null;
-    // Whatever arrives in the new epoch is passed on at least once, committed here or not.
-    this.forwardedTo = 0;
+    this.writes.newEpoch();
     // The only per-epoch state on disk: a restarted node rejoins in a newer epoch anyway.
     this.persistHardState();
     this.event("epoch", { epoch: view.epoch, previous: old, members: view.members.join(","), successor: this.successor });
@@ -634,33 +485,11 @@ export class RingNode {
 
   private enter(input: Extract<RingInput, { type: "enter" }>): void {
     const { reqId, ticket, waitMs, leaseMs } = input;
-    const limits = this.options.limits;
-    if (!Number.isSafeInteger(waitMs) || waitMs < 0 || waitMs > limits.waitMaxMs) {
-      return this.reply(reqId, clientError("bad_request", `waitMs must be an integer within 0..${limits.waitMaxMs}`));
-    }
-    if (!Number.isSafeInteger(leaseMs) || leaseMs < 1 || leaseMs > limits.ringLeaseMaxMs) {
-      return this.reply(reqId, clientError("bad_request", `leaseMs must be an integer within 1..${limits.ringLeaseMaxMs}`));
-    }
+    const problem = this.waiters.checkEnter(waitMs, leaseMs);
+    if (problem) return this.reply(reqId, clientError("bad_request", problem));
     if (ticket !== undefined) return this.repoll(reqId, ticket);
-    if (this.waiters.length >= limits.ringWaitersMax) {
-      return this.reply(reqId, clientError("limit_reached", `at most ${limits.ringWaitersMax} waiters per ring node`));
-    }
     const busyHere = this.holding !== null && (this.section !== null || this.holding.outstanding.size > 0);
-    if (waitMs === 0 && (this.waiters.length > 0 || busyHere)) {
-      // A try waits for the token's next visit only when nobody is ahead of it.
-      return this.reply(reqId, { ok: true, type: "notGranted", reason: "taken" });
-    }
-    this.ticketSeq += 1;
-    const waiter: Waiter = {
-      ticket: `${this.options.ticketPrefix}${this.ticketSeq}`,
-      reqId,
-      // A try is bounded by one visit of the token; tokenLossMs bounds the wait for that visit.
-      deadlineMs: this.nowMs + (waitMs === 0 ? limits.tokenLossMs : waitMs),
-      pollDeadlineMs: Number.POSITIVE_INFINITY,
-      leaseMs,
-      queuedAtMs: this.nowMs,
-    };
-    this.waiters.push(waiter);
+    if (!this.waiters.add(reqId, waitMs, leaseMs, this.nowMs, busyHere)) return;
     if (this.holding && !busyHere && this.waiters.length === 1) {
       // The token rests here idle: serve the newcomer in this visit.
       this.holding.grantsLeft = Math.max(this.holding.grantsLeft, 1);
@@ -674,25 +503,7 @@ export class RingNode {
       this.section.pickupDeadlineMs = Number.POSITIVE_INFINITY;
       return this.reply(reqId, this.grantReply(this.section));
     }
-    const waiter = this.waiters.find((w) => w.ticket === ticket);
-    if (!waiter) {
-      return this.reply(reqId, clientError("waiter_not_found", `ticket ${ticket} is unknown: the wait ended or was dropped`));
-    }
-    if (waiter.reqId !== null) this.reply(waiter.reqId, this.waitingReply(waiter));
-    waiter.reqId = reqId;
-    waiter.pollDeadlineMs = Number.POSITIVE_INFINITY;
-  }
-
-  private detach(reqId: number): void {
-    const waiter = this.waiters.find((w) => w.reqId === reqId);
-    if (!waiter) return; // answered already
-    waiter.reqId = null;
-    waiter.pollDeadlineMs = this.nowMs + this.options.limits.ringPollGraceMs;
-    this.reply(reqId, this.waitingReply(waiter));
-  }
-
-  private waitingReply(waiter: Waiter): ClientReply {
-    return { ok: true, type: "waiting", ticket: waiter.ticket, position: this.waiters.indexOf(waiter) + 1 };
+    this.waiters.repoll(reqId, ticket);
   }
 
   private leave(input: Extract<RingInput, { type: "leave" }>): void {
@@ -709,11 +520,7 @@ export class RingNode {
       this.endSection("left");
       return this.reply(reqId, { ok: true, type: "left", wasHolder: true });
     }
-    const index = this.waiters.findIndex((w) => w.ticket === ticket);
-    if (index < 0) return this.reply(reqId, clientError("waiter_not_found", `ticket ${ticket} is unknown`));
-    const [waiter] = this.waiters.splice(index, 1);
-    if (waiter.reqId !== null) this.reply(waiter.reqId, { ok: true, type: "notGranted", reason: "withdrawn" });
-    this.reply(reqId, { ok: true, type: "left", wasHolder: false });
+    this.waiters.withdraw(reqId, ticket);
   }
 
   // ---- Writes -----------------------------------------------------------------------------
@@ -737,62 +544,23 @@ export class RingNode {
     const wseq = holding.token.wseq + 1;
     holding.token.wseq = wseq;
     const entry: RingEntry = { epoch: this.epoch, wseq, author: this.id, origin: this.id, op };
-    this.appendEntry(entry);
+    this.writes.append(entry);
     holding.outstanding.set(wseq, reqId);
-    this.forward(entry);
+    this.writes.forward(entry);
   }
 
   private receiveWrites(from: string, epoch: number, entries: RingEntry[]): RingResult {
     const refusal = this.epochCheck(epoch);
     if (refusal) return refusal;
     if (from !== this.predecessor) return inputError("bad_request", `${from} is not the predecessor of ${this.id}`);
-    let ackedTo = 0;
-    for (const [index, entry] of entries.entries()) {
-      assert(entry.epoch <= epoch, `write ${entry.wseq} stamped ${entry.epoch} in a message of epoch ${epoch}`);
-      if (!this.receiveEntry(entry)) {
-        for (const later of entries.slice(index)) this.bufferGap(later);
-        this.requestFetch();
-        return { ok: false, type: "gap", ackedTo, lastApplied: this.replica.lastApplied };
-      }
-      ackedTo = entry.wseq;
-    }
-    this.drainGap();
-    return { ok: true, type: "writes", ackedTo };
+    return this.writes.receive(epoch, entries);
   }
 
-  /**
-   * Applies, skips or recognises the return of one write of a message of the current epoch;
-   * false when it lies beyond a gap. Raft's rule: the version the current epoch carries replaces
-   * a differing one here (and what follows it), whatever the stamps; the epoch's messages carry
-   * only the regenerator's versions and the epoch's new writes.
-   */
-  private receiveEntry(entry: RingEntry): boolean {
-    const replica = this.replica;
-    if (entry.origin === this.id) {
-      // Its own write (or one it re-sent as the regenerator) came back around.
-      const holding = this.holding;
-      const ours = entry.epoch === this.epoch || (this.resent !== null && entry.wseq >= this.resent.from && entry.wseq <= this.resent.to);
-      if (holding?.outstanding.has(entry.wseq) && ours) this.returned(entry.wseq);
-      return true;
-    }
-    if (entry.wseq <= replica.lastApplied) {
-      const existing = replica.entryAt(entry.wseq);
-      if (existing === undefined || existing.epoch === entry.epoch) {
-        // A copy (before the log's start it is committed, the same everywhere). Pass it on if
-        // it never left here in this epoch.
-        if (entry.wseq > this.forwardedTo) this.forward(entry);
-        return true;
-      }
-      assert(entry.wseq > replica.commit, `write ${entry.wseq} stamped ${entry.epoch} differs from the committed one stamped ${existing.epoch}`);
-      this.truncate(entry.wseq);
-      this.appendEntry(entry);
-      this.forward(entry);
-      return true;
-    }
-    if (entry.wseq > replica.lastApplied + 1) return false;
-    this.appendEntry(entry);
-    this.forward(entry);
-    return true;
+  /** A write of this node's came back around: it is back if the token waits for it in its epoch. */
+  private ownWriteBack(entry: RingEntry): void {
+    const holding = this.holding;
+    const ours = entry.epoch === this.epoch || (this.resent !== null && entry.wseq >= this.resent.from && entry.wseq <= this.resent.to);
+    if (holding?.outstanding.has(entry.wseq) && ours) this.returned(entry.wseq);
   }
 
   /** One of this holder's writes came back: it is committed. */
@@ -803,116 +571,13 @@ export class RingNode {
     let lowest = holding.token.wseq + 1;
     for (const out of holding.outstanding.keys()) lowest = Math.min(lowest, out);
     holding.token.commit = Math.max(holding.token.commit, lowest - 1);
-    this.learnCommit(holding.token.commit);
+    this.writes.learnCommit(holding.token.commit);
     if (reqId !== null && reqId !== undefined) this.reply(reqId, { ok: true, type: "written", wseq });
-  }
-
-  private bufferGap(entry: RingEntry): void {
-    if (entry.wseq <= this.replica.lastApplied) return;
-    if (this.gap.size >= this.options.limits.ringGapBufferMax && !this.gap.has(entry.wseq)) return;
-    this.gap.set(entry.wseq, entry);
-  }
-
-  private drainGap(): void {
-    // Each pass applies one buffered write or stops: bounded by the buffer size.
-    for (;;) {
-      for (const wseq of this.gap.keys()) if (wseq <= this.replica.lastApplied) this.gap.delete(wseq);
-      const next = this.gap.get(this.replica.lastApplied + 1);
-      if (!next) return;
-      this.gap.delete(next.wseq);
-      const applied = this.receiveEntry(next);
-      assert(applied, "the write after the last applied one must apply");
-    }
-  }
-
-  private requestFetch(): void {
-    if (this.fetching) return;
-    const fromWseq = this.replica.lastApplied + 1;
-    this.fetching = { fromWseq, retryAtMs: this.nowMs + this.options.limits.tokenHopTimeoutMs };
-    this.effects.push({ type: "fetch", from: this.predecessor, fromWseq });
-  }
-
-  private caughtUp(reply: CatchUpReply): RingResult {
-    this.fetching = null;
-    // Promised a newer view: the log stays as reported in the promise until that view is here.
-    if (this.refuseBelowEpoch > this.epoch) return { ok: true, type: "done" };
-    const replica = this.replica;
-    if (reply.snapshot && reply.snapshot.wseq > replica.lastApplied) {
-      replica.install(reply.snapshot);
-      this.snapshotWseq = reply.snapshot.wseq;
-      // forwardedTo stays: the writes of this epoch the snapshot covers have not left here yet,
-      // and a regenerator waits for its re-sent ones to come back (their copies are passed on).
-      this.persistOps.push({ type: "snapshot", snapshot: reply.snapshot, tail: [] });
-      this.event("snapshotInstalled", { wseq: reply.snapshot.wseq });
-    }
-    let applied = 0;
-    for (const entry of reply.entries) {
-      if (entry.wseq > replica.lastApplied + 1) break;
-      if (entry.wseq <= replica.commit) continue;
-      // Committed there (the same everywhere), or written in this epoch: take it. An older
-      // uncommitted version arrives only through the ring, where the regenerator's version rules.
-      if (entry.wseq > reply.commit && entry.epoch !== this.epoch) break;
-      const existing = replica.entryAt(entry.wseq);
-      if (existing && existing.epoch === entry.epoch) continue;
-      if (existing) this.truncate(entry.wseq);
-      this.appendEntry(entry);
-      if (entry.origin !== this.id) this.forward(entry);
-      applied += 1;
-    }
-    this.learnCommit(reply.commit);
-    this.drainGap();
-    if (applied > 0) this.event("caughtUp", { applied, lastApplied: replica.lastApplied });
-    return { ok: true, type: "done" };
   }
 
   /** What this node can send a neighbour that asks for writes from `from` on. */
   catchUp(from: number): CatchUpReply {
-    const max = this.options.limits.ringBatchWritesMax;
-    const replica = this.replica;
-    const start = Math.max(1, from);
-    const entries = replica.entriesFrom(start, max);
-    if (entries !== undefined) return { commit: replica.commit, entries };
-    return { commit: replica.commit, snapshot: replica.snapshot(), entries: replica.pending().slice(0, max) };
-  }
-
-  private appendEntry(entry: RingEntry): void {
-    this.replica.append(entry);
-    this.persistOps.push({ type: "log", record: { type: "entry", entry } });
-  }
-
-  private truncate(from: number): void {
-    this.replica.truncateFrom(from);
-    this.persistOps.push({ type: "log", record: { type: "truncate", from } });
-    for (const wseq of this.gap.keys()) if (wseq >= from) this.gap.delete(wseq);
-  }
-
-  private forward(entry: RingEntry): void {
-    this.forwardBuffer.push(entry);
-    this.forwardedTo = Math.max(this.forwardedTo, entry.wseq);
-  }
-
-  private flushForwards(): void {
-    const max = this.options.limits.ringBatchWritesMax;
-    for (let i = 0; i < this.forwardBuffer.length; i += max) {
-      const entries = this.forwardBuffer.slice(i, i + max);
-      this.effects.push({ type: "sendWrites", to: this.successor, epoch: this.epoch, entries });
-    }
-    this.forwardBuffer = [];
-  }
-
-  /** Moves the local commit watermark (never beyond what is applied) and snapshots now and then. */
-  private learnCommit(commit: number): void {
-    const replica = this.replica;
-    const target = Math.min(commit, replica.lastApplied);
-    if (target <= replica.commit) return;
-    replica.commitTo(target);
-    this.persistOps.push({ type: "log", record: { type: "commit", wseq: target } });
-    const limits = this.options.limits;
-    if (replica.commit - this.snapshotWseq >= limits.ringSnapshotEveryWrites) {
-      this.snapshotWseq = replica.commit;
-      this.persistOps.push({ type: "snapshot", snapshot: replica.snapshot(), tail: replica.pending() });
-      replica.compact(limits.ringLogRetainMax);
-    }
+    return this.writes.catchUp(from);
   }
 
   // ---- Regeneration -----------------------------------------------------------------------
@@ -925,7 +590,7 @@ export class RingNode {
   private regenerate(view: View): void {
     const replica = this.replica;
     assert(replica.lastApplied >= view.startWseq, `regenerator at ${replica.lastApplied} below the view's startWseq ${view.startWseq}`);
-    if (replica.lastApplied > view.startWseq) this.truncate(view.startWseq + 1);
+    if (replica.lastApplied > view.startWseq) this.writes.truncate(view.startWseq + 1);
     const fence = Math.max(this.fenceMax, fenceFloor(view.epoch));
     const token: RingToken = { epoch: view.epoch, hop: 1, wseq: view.startWseq, commit: replica.commit, fence, idleHops: 0 };
     this.lastHop = 1;
@@ -943,7 +608,7 @@ export class RingNode {
     for (const stored of resend) {
       const entry = { ...stored, origin: this.id };
       holding.outstanding.set(entry.wseq, null);
-      this.forward(entry);
+      this.writes.forward(entry);
     }
     this.event("tokenRegenerated", { epoch: view.epoch, fence, wseq: token.wseq, commit: token.commit, resent: resend.length });
   }
@@ -956,20 +621,8 @@ export class RingNode {
     const section = this.section;
     if (section && now >= section.leaseEndMs) this.endSection("lease");
     else if (section && now >= section.pickupDeadlineMs) this.endSection("abandoned");
-    if (this.waiters.length > 0) {
-      this.waiters = this.waiters.filter((waiter) => {
-        if (now >= waiter.deadlineMs) {
-          if (waiter.reqId !== null) this.reply(waiter.reqId, { ok: true, type: "notGranted", reason: "deadline" });
-          return false;
-        }
-        return now < waiter.pollDeadlineMs;
-      });
-    }
-    if (this.fetching && now >= this.fetching.retryAtMs) {
-      this.fetching = null;
-      if (this.holding && this.holding.token.commit > this.replica.lastApplied) this.requestFetch();
-      else if (this.gap.size > 0) this.requestFetch();
-    }
+    this.waiters.expire(now);
+    this.writes.expireFetch(this.holding !== null && this.holding.token.commit > this.replica.lastApplied);
   }
 
   // ---- Reads and status -------------------------------------------------------------------
@@ -1030,7 +683,7 @@ export class RingNode {
       lastApplied: this.replica.lastApplied,
       commit: this.replica.commit,
       logStart: this.replica.logStart,
-      catchingUp: this.fetching !== null,
+      catchingUp: this.writes.catchingUp,
       leaseValidUntilMs: this.lease && this.lease.epoch === this.epoch && nowMs < this.lease.validUntilMs ? this.lease.validUntilMs : null,
     };
   }
@@ -1070,17 +723,4 @@ export class RingNode {
       replies.add(effect.reqId);
     }
   }
-}
-
-/** Why `op` is malformed, or undefined. */
-export function checkOp(op: RingOp, limits: Pick<Settings, "ringKeyLengthMax" | "ringValueBytesMax">): string | undefined {
-  if (typeof op.key !== "string" || op.key.length === 0) return "key must be a non-empty string";
-  if (op.key.length > limits.ringKeyLengthMax) return `key is longer than ${limits.ringKeyLengthMax} characters`;
-  if (op.type === "put") {
-    if (typeof op.value !== "string") return "value must be a string";
-    if (encoder.encode(op.value).byteLength > limits.ringValueBytesMax) {
-      return `value is larger than ${limits.ringValueBytesMax} bytes`;
-    }
-  }
-  return undefined;
 }
