@@ -114,7 +114,10 @@ export class RingService {
   private loops: Array<() => void> = [];
   private stopped = false;
   private lastTrouble = "";
-  /** Rebuilt for each installed view (its members are the ring it knows) and for each reload. */
+  /**
+   * Suspicions by the file's ring order (hints for status and logs; membership is the view
+   * change's): rebuilt when a reload changes the file's ring, kept across views.
+   */
   private repair?: RingRepair;
   /** Hand-offs to the successor that got no answer, in a row (a repair input once ringRepairRetries). */
   private handoffFailures = 0;
@@ -143,7 +146,7 @@ export class RingService {
       nowMs: () => this.now(),
       stopped: () => this.stopped,
     });
-    if (options.repairLink) this.repair = this.newRepair(this.node.status(this.now()).members);
+    if (options.repairLink) this.repair = this.newRepair(this.node.ring);
     this.link = new PeerLink({
       deliver: (item) => this.deliverWatched(item),
       timers,
@@ -293,7 +296,7 @@ export class RingService {
     const refusal = this.view.changeMembership(ring, this.now());
     if (refusal === null) {
       this.node.setRing(ring);
-      if (this.repair) this.repair = this.newRepair(this.node.status(this.now()).members);
+      if (this.repair) this.repair = this.newRepair(ring);
     }
     this.options.log.event(refusal === null ? "ringReloaded" : "ringReloadRefused", { ring: ring.join(","), ...(refusal ? { reason: refusal } : {}) });
     this.pumpView();
@@ -301,8 +304,7 @@ export class RingService {
   }
 
   private newRepair(ring: readonly string[]): RingRepair {
-    const members = ring.includes(this.node.id) ? ring : this.node.ring;
-    return new RingRepair({ self: this.node.id, ring: [...members], ...repairTimings(this.options.settings), nowMs: this.now() });
+    return new RingRepair({ self: this.node.id, ring: [...ring], ...repairTimings(this.options.settings), nowMs: this.now() });
   }
 
   /** A view-change message from a peer (its answers leave as messages of their own). */
@@ -386,8 +388,6 @@ export class RingService {
         const { view, regenerate, grantNotBeforeMs } = decision;
         this.link.dropBefore(view.epoch);
         this.stepPeer({ type: "install", view, regenerate, grantNotBeforeMs });
-        // Repair suspects and asks within the view's ring (a node the view left out is not asked about).
-        if (this.repair) this.repair = this.newRepair(view.members);
         const now = this.now();
         const change = this.lastViewChange;
         if (change && change.installedAtMs === null) Object.assign(change, { installedAtMs: now, epoch: view.epoch });
