@@ -15,6 +15,12 @@ export class SimRingDisk implements RingStore {
   private snapshot: RingSnapshot | undefined;
   private records: RingLogRecord[] = [];
   private view: ViewHardState | null = null;
+  /**
+   * Every ballot ever stored as promised ("epoch/coordinator"), for the checker ring.view-majority
+   * (a view's members must have promised its ballot; a later promise overwrites the stored one).
+   * One per epoch at most, and epochs are bounded by the run's view changes.
+   */
+  private readonly promises = new Set<string>();
 
   apply(ops: readonly PersistOp[]): void {
     for (const op of ops) {
@@ -29,6 +35,12 @@ export class SimRingDisk implements RingStore {
 
   storeView(state: ViewHardState): void {
     this.view = structuredClone(state);
+    this.promises.add(`${state.promised.epoch}/${state.promised.coordinator}`);
+  }
+
+  /** Whether this disk ever stored a promise of ballot (epoch, coordinator). */
+  promisedBallot(epoch: number, coordinator: string): boolean {
+    return this.promises.has(`${epoch}/${coordinator}`);
   }
 
   loadView(): ViewHardState | null {
