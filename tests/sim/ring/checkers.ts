@@ -223,10 +223,11 @@ export class RingStepObserver implements RingObserver {
 
   /**
    * Replicas equal after healing (at the end of a run whose liveness held): every ring node is a
-   * member of the final view (the newest installed one), the members committed the same prefix
-   * (each at least what any of them had committed by `sinceMs`, two rotations before the end:
-   * the watermark travels with the token) and each one's committed map is the fold of the one
-   * committed history up to its own commit: the same keys and values.
+   * member of the final view (the newest installed one) and in its epoch, the members committed
+   * the same prefix (each at least what any node had committed by `sinceMs`: the watermark
+   * travels with the token, so a node learns the last commits at the token's next visit) and
+   * each one's committed map is the fold of the one committed history up to its own commit: the
+   * same keys and values.
    */
   checkReplicasEqual(nodes: readonly RingNodeActor[], sinceMs: number): void {
     const up = nodes.filter((n) => n.core && n.service);
