@@ -202,8 +202,11 @@ export class RingStepObserver implements RingObserver {
 
   /**
    * No view without a majority: an installed view has a strict majority of the ring's nodes as
-   * members, each of which stored a promise of its ballot (the simulated disk keeps every
-   * promise it stored), and it is the same view at every node that installs its epoch.
+   * members; each member stored a promise of its ballot (or, in the same store, of a newer epoch:
+   * the driver stores once per step, so a coordinator that installs and at once prepares the
+   * next epoch stores only the newer promise) and never a promise of that epoch to another
+   * coordinator (one promise per epoch); and it is the same view at every node that installs
+   * its epoch.
    */
   private checkView(node: RingNodeActor, view: View): void {
     const quorum = Math.floor(this.ring.length / 2) + 1;
@@ -211,10 +214,16 @@ export class RingStepObserver implements RingObserver {
     if (new Set(view.members).size < quorum || !view.members.every((id) => this.ring.includes(id))) {
       return this.sim.violate(RING_CHECKERS.viewMajority, `${node.id} installed view ${text}: not a majority of ${this.ring.length}`);
     }
-    const ballot = `${view.epoch}/${view.coordinator}`;
-    const unpromised = view.members.filter((id) => !this.nodeById(id)?.disk.promisedBallot(view.epoch, view.coordinator));
-    if (unpromised.length > 0) {
-      return this.sim.violate(RING_CHECKERS.viewMajority, `${node.id} installed view ${text}, but ${unpromised.join(",")} never stored a promise of ballot ${ballot}`);
+    for (const id of view.members) {
+      const disk = this.nodeById(id)?.disk;
+      const coordinators = disk?.promisedIn(view.epoch) ?? [];
+      const others = coordinators.filter((c) => c !== view.coordinator);
+      if (others.length > 0) {
+        return this.sim.violate(RING_CHECKERS.viewMajority, `${id}, a member of view ${text} installed at ${node.id}, promised epoch ${view.epoch} to ${coordinators.join(" and ")}`);
+      }
+      if (coordinators.length === 0 && !(disk && disk.promisedEpochMax() > view.epoch)) {
+        return this.sim.violate(RING_CHECKERS.viewMajority, `${node.id} installed view ${text}, but ${id} never stored a promise of ballot ${view.epoch}/${view.coordinator}`);
+      }
     }
     const known = this.views.get(view.epoch);
     if (known === undefined) this.views.set(view.epoch, text);
