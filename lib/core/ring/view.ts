@@ -629,7 +629,13 @@ export class ViewCore {
   }
 
   private onRenewAnswer(message: Extract<ViewMessage, { type: "renewAnswer" }>): void {
-    this.leaseOutcome(this.lease.answer(message.from, message.seq, message.ok, this.ring.length));
+    const outcome = this.lease.answer(message.from, message.seq, message.ok, this.ring.length);
+    this.leaseOutcome(outcome);
+    // Refused by so many that no majority is left: a voter refuses only once it promised (or is
+    // about to promise) a newer epoch, so a majority has moved on, maybe without this node. A
+    // holder does not probe for a lost token, and its successor may have taken its last hand-off
+    // before moving on: nothing else would tell it. Rejoin (a view with it ends the wish).
+    if (outcome.type === "failed") this.startViewChange("rejoin", this.nowMs);
   }
 
   private leaseOutcome(outcome: ReturnType<TokenLeaseHolder["answer"]>): void {
