@@ -55,7 +55,7 @@ function tokenNode(sim: Sim): RingNodeActor | undefined {
 
 const ringHolderCrash: FaultType = {
   name: "ring-holder-crash",
-  doc: "the ring node holding or sending the token crashes (the token is lost: a regeneration follows) and restarts 0..5000 ms later",
+  doc: "the ring node holding or sending the token crashes (the token is lost: a view change regenerates it) and restarts 0..5000 ms later",
   ratePerSecond: [0.02, 0.2],
   inject(sim, prng) {
     if (ringNodes(sim).filter((n) => n.state === "crashed").length >= RING_DOWN_MAX) return;

@@ -146,10 +146,6 @@ export class RingNodeActor extends Actor {
   private logger(): Logger {
     return {
       event: (event, fields = {}) => {
-        if (event === "regenerationFailed") {
-          // The service logs what its regeneration threw; here that is a finding.
-          return this.sim.violate(fields.error === "AssertionError" ? "core.assertion" : "sim.exception", String(fields.message));
-        }
         if (!TRACED_EVENTS.has(event) && !this.sim.trace.verbose) return;
         const glyph = event === "granted" ? "+" : TRACED_EVENTS.has(event) ? "-" : ".";
         this.sim.log(this.id, glyph, `${event} ${Object.entries(fields).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ")}`);
