@@ -66,6 +66,16 @@ const ringHolderCrash: FaultType = {
   },
 };
 
+/** Cuts `links` for `durationMs` (the heal phase ends it sooner), with a trace line each way. */
+function cutFor(sim: Sim, links: Array<[string, string]>, durationMs: number, what: string): void {
+  sim.network.cut(links);
+  sim.log("net", "x", `${what} for ${durationMs}ms`);
+  sim.afterFault(durationMs, () => {
+    sim.network.uncut(links);
+    sim.log("net", "=", `heal ${what}`);
+  });
+}
+
 const ringLongPartition: FaultType = {
   name: "ring-long-partition",
   doc: "cut one ring node off from its peers and clients, both ways, for tokenLossMs..2 × tokenLossMs",
@@ -74,13 +84,7 @@ const ringLongPartition: FaultType = {
     const victim = prng.pick(ringNodes(sim));
     const links: Array<[string, string]> = victim.peers().flatMap((peer) => [[victim.id, peer], [peer, victim.id]] as Array<[string, string]>);
     const tokenLossMs = tokenLossMsOf(sim);
-    const durationMs = prng.between(tokenLossMs, 2 * tokenLossMs);
-    sim.network.cut(links);
-    sim.log("net", "x", `long partition ${victim.id} | ${victim.peers().join(",")} for ${durationMs}ms`);
-    sim.afterFault(durationMs, () => {
-      sim.network.uncut(links);
-      sim.log("net", "=", `heal long partition ${victim.id}`);
-    });
+    cutFor(sim, links, prng.between(tokenLossMs, 2 * tokenLossMs), `long partition ${victim.id} | ${victim.peers().join(",")}`);
   },
 };
 
@@ -147,14 +151,7 @@ const ringOneWay: FaultType = {
     const from = prng.pick(nodes);
     const to = prng.pick(nodes.filter((n) => n !== from));
     const { tokenHopTimeoutMs, ringRepairRetries } = DEFAULT_SETTINGS;
-    const durationMs = prng.between(tokenHopTimeoutMs * ringRepairRetries, 2 * tokenLossMsOf(sim));
-    const links: Array<[string, string]> = [[from.id, to.id]];
-    sim.network.cut(links);
-    sim.log("net", "x", `one-way cut ${from.id} -> ${to.id} for ${durationMs}ms`);
-    sim.afterFault(durationMs, () => {
-      sim.network.uncut(links);
-      sim.log("net", "=", `heal one-way cut ${from.id} -> ${to.id}`);
-    });
+    cutFor(sim, [[from.id, to.id]], prng.between(tokenHopTimeoutMs * ringRepairRetries, 2 * tokenLossMsOf(sim)), `one-way cut ${from.id} -> ${to.id}`);
   },
 };
 
