@@ -629,3 +629,20 @@ test("bug: a replica folds a committed delete as nothing (its map keeps the key)
     }, RING_ONLY, 100, CHECKERS);
   expectCaught("delete not folded", found, CHECKERS);
 });
+
+test("bug: a renewer backs a lease after it promised a newer epoch (no hold against the new view) → two usable tokens", { timeout: 120_000 }, () => {
+  const CHECKERS = ["ring.token-unique", "ring.section-mutex", "ring.node-section-mutex"];
+  const found = huntRingPatched(viewCore, "onRenew", (original) =>
+    function (this: Proto, message: Proto) {
+      const { promised, deferred } = this;
+      this.promised = { epoch: 0, coordinator: "" }; // "nothing newer promised or waiting"
+      this.deferred = null;
+      try {
+        return original.call(this, message);
+      } finally {
+        this.promised = promised;
+        this.deferred = deferred;
+      }
+    }, RING_ONLY, 300, CHECKERS);
+  expectCaught("renewal backed after a newer promise", found, CHECKERS);
+});
