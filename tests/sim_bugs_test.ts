@@ -563,6 +563,16 @@ test("bug: a view change's quorum one smaller than a majority → ring.view-majo
   expectCaught("view quorum one short", found, CHECKERS);
 });
 
+test("bug: a member that is as up to date as the regenerator makes a token too (the view's regenerator ignored) → ring.one-token-per-epoch", { timeout: 60_000 }, () => {
+  const CHECKERS = ["ring.one-token-per-epoch"];
+  const found = huntRingPatched(ringNode, "install", (original) =>
+    function (this: Proto, view: Proto, regenerate: boolean, grantNotBeforeMs: number) {
+      // "I have everything up to startWseq, so I may regenerate": a second token of the epoch.
+      return original.call(this, view, regenerate || this.replica.lastApplied === view.startWseq, grantNotBeforeMs);
+    }, RING_ONLY, 100, CHECKERS);
+  expectCaught("second regenerator", found, CHECKERS);
+});
+
 test("bug: a voter promises per ballot, not per epoch (a higher ballot of an epoch it promised) → two views of one epoch", { timeout: 120_000 }, () => {
   const CHECKERS = ["ring.view-majority", "ring.one-token-per-epoch", "ring.token-unique"];
   // Two coordinators of one epoch need two view changes started at once: the dueling fault. A
