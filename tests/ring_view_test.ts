@@ -892,3 +892,51 @@ test("view: seeded random runs with delays, drops, cuts, crashes and clock rates
   assert.ok(leaseEpochs > 60, `epochs with a lease: ${leaseEpochs}`);
 });
 
+
+test("view: a restarted node that coordinates its own rejoin while a holder renews all the time gets into the view (found by the simulator, seed 55)", () => {
+  // The restarted node starts held (its own promise waits for tokenLeaseMs), and the holder's
+  // renewals reach it too. Before the fix, its attempt decided at once without its own deferred
+  // promise (a view without the coordinator), and the renewals of that view's epoch then kept it
+  // held forever: its deferred prepare of the decided epoch never ran, so it never tried again.
+  const w = settledWorld();
+  w.crash("e");
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], 2), 5_000));
+  const renew = () => {
+    for (const [id, facts] of w.facts) {
+      if (facts.token === "held" && w.nodes.has(id)) w.node(id).wantLease(facts.tokenEpoch, w.nowMs);
+      w.collect(id);
+    }
+  };
+  w.restart("e");
+  w.want("e", "rejoin");
+  let joined = false;
+  for (let i = 0; i < (3 * S.viewChangeTimeoutMs) / TICK_MS && !joined; i++) {
+    renew();
+    w.step();
+    joined = w.settled(["a", "b", "c", "d", "e"], 3) && w.view("e")!.members.includes("e");
+  }
+  assert.ok(joined, `e is in the view within ${3 * S.viewChangeTimeoutMs} ms (views: ${["a", "e"].map((id) => JSON.stringify(w.view(id)?.members)).join(" ")})`);
+  w.checkSafety();
+});
+
+test("view: a holder left out of a newer view learns it from the refused renewals and rejoins (found by the simulator, seed 398)", () => {
+  // a holds the token and renews for a waiter, so it never probes for a lost token; its
+  // successor acknowledged its last hand-off before moving on. Before the fix nothing told it
+  // that a majority had moved to a newer view: it renewed in vain, stuck with its old token.
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  w.split(["a"], ["b", "c"]);
+  w.want("b");
+  assert.ok(w.runUntil(() => w.settled(["b", "c"], epoch + 1), 5_000), "b and c form a view without a");
+  w.cut.clear();
+  let joined = false;
+  for (let i = 0; i < (3 * S.viewChangeTimeoutMs) / TICK_MS && !joined; i++) {
+    w.node("a").wantLease(epoch, w.local("a"));
+    w.collect("a");
+    w.step();
+    joined = w.settled(["a", "b", "c"], epoch + 2);
+  }
+  assert.ok(joined, `a rejoins within ${3 * S.viewChangeTimeoutMs} ms (a: ${JSON.stringify(w.view("a")?.members)} epoch ${w.view("a")?.epoch})`);
+  w.checkSafety();
+});

@@ -347,9 +347,13 @@ export class ViewCore {
       if (this.deferred) this.rejectDeferred();
       this.deferred = { from, ballot };
       this.event("promiseDeferred", { ballot, untilMs: this.hold.heldUntilMs });
-      // The coordinator waits for this promise rather than leaving this live node out of the view.
+      // The coordinator waits for this promise rather than leaving this live node out of the view
+      // (itself too: a restarted coordinator starts held, and a view without it would leave it out).
+      const waitMs = Math.max(0, this.hold.heldUntilMs - this.nowMs);
       if (from !== this.options.id) {
-        this.send(from, { type: "deferred", from: this.options.id, ballot: { ...ballot }, waitMs: Math.max(0, this.hold.heldUntilMs - this.nowMs) });
+        this.send(from, { type: "deferred", from: this.options.id, ballot: { ...ballot }, waitMs });
+      } else if (this.attempt && compareBallots(this.attempt.ballot, ballot) === 0) {
+        this.attempt.deferredUntilMs.set(from, this.nowMs + Math.min(waitMs, this.options.settings.tokenLeaseMs));
       }
       return;
     }
@@ -643,6 +647,10 @@ export class ViewCore {
 
   private onRenew(message: Extract<ViewMessage, { type: "renew" }>): void {
     const { from, epoch, seq } = message;
+    // A lease of epoch e exists only in a view of e: a waiting prepare of an epoch up to e can no
+    // longer win (a majority promised e). Refuse it now; backing the renewal would keep this node
+    // held, and the prepare waiting, for as long as the holder renews.
+    if (this.deferred && this.deferred.ballot.epoch <= epoch) this.rejectDeferred();
     // OK only if no newer ballot is promised or waiting to be: then hold for a whole lease.
     const ok = this.voter && this.promised.epoch <= epoch && (this.deferred === null || this.deferred.ballot.epoch <= epoch);
     if (ok) this.hold.renewed(this.nowMs, from);
@@ -650,7 +658,13 @@ export class ViewCore {
   }
 
   private onRenewAnswer(message: Extract<ViewMessage, { type: "renewAnswer" }>): void {
-    this.leaseOutcome(this.lease.answer(message.from, message.seq, message.ok, this.ring.length));
+    const outcome = this.lease.answer(message.from, message.seq, message.ok, this.ring.length);
+    this.leaseOutcome(outcome);
+    // Refused by so many that no majority is left: a voter refuses only once it promised (or is
+    // about to promise) a newer epoch, so a majority has moved on, maybe without this node. A
+    // holder does not probe for a lost token, and its successor may have taken its last hand-off
+    // before moving on: nothing else would tell it. Rejoin (a view with it ends the wish).
+    if (outcome.type === "failed") this.startViewChange("rejoin", this.nowMs);
   }
 
   private leaseOutcome(outcome: ReturnType<TokenLeaseHolder["answer"]>): void {

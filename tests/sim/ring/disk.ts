@@ -15,6 +15,13 @@ export class SimRingDisk implements RingStore {
   private snapshot: RingSnapshot | undefined;
   private records: RingLogRecord[] = [];
   private view: ViewHardState | null = null;
+  /**
+   * Every ballot ever stored as promised: epoch → coordinators (for ring.view-majority: a view's
+   * members promised its ballot, and nobody promised one epoch to two coordinators). One driver
+   * store may carry a newer promise made in the same step, so a ballot can be overwritten before
+   * it is ever stored alone. Bounded by the run's view changes.
+   */
+  private readonly promises = new Map<number, Set<string>>();
 
   apply(ops: readonly PersistOp[]): void {
     for (const op of ops) {
@@ -29,6 +36,19 @@ export class SimRingDisk implements RingStore {
 
   storeView(state: ViewHardState): void {
     this.view = structuredClone(state);
+    const { epoch, coordinator } = state.promised;
+    const coordinators = this.promises.get(epoch) ?? new Set();
+    this.promises.set(epoch, coordinators.add(coordinator));
+  }
+
+  /** The coordinators this disk ever stored a promise of epoch `epoch` for. */
+  promisedIn(epoch: number): string[] {
+    return [...(this.promises.get(epoch) ?? [])].sort();
+  }
+
+  /** The highest epoch ever promised here (0: none). */
+  promisedEpochMax(): number {
+    return Math.max(0, ...this.promises.keys());
   }
 
   loadView(): ViewHardState | null {

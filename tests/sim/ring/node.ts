@@ -17,6 +17,7 @@
  * restart builds a new core, service and routes from the disk, as cluster/ring/daemon.ts does.
  */
 import { RingNode, type RingInput, type RingOutput } from "../../../lib/core/ring/ring_node.ts";
+import type { ViewChangeReason } from "../../../lib/core/ring/view.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import type { Logger } from "../../../cluster/log.ts";
 import type { LinkItem } from "../../../cluster/ring/peer_link.ts";
@@ -109,6 +110,17 @@ export class RingNodeActor extends Actor {
     this.turn(() => service.start());
   }
 
+  /**
+   * Asks the service for a view change now, as its own triggers do (the fault
+   * ring-dueling-view-change: two nodes at once). Through the service's private trigger, which
+   * keeps its bookkeeping (status' last change); nothing when crashed.
+   */
+  requestViewChange(reason: ViewChangeReason): void {
+    const service = this.service;
+    if (!service || !this.up) return;
+    this.turn(() => service["wantViewChange"](reason));
+  }
+
   protected onCrash(): void {
     this.service = undefined;
     this.http = undefined;
@@ -134,10 +146,6 @@ export class RingNodeActor extends Actor {
   private logger(): Logger {
     return {
       event: (event, fields = {}) => {
-        if (event === "regenerationFailed") {
-          // The service logs what its regeneration threw; here that is a finding.
-          return this.sim.violate(fields.error === "AssertionError" ? "core.assertion" : "sim.exception", String(fields.message));
-        }
         if (!TRACED_EVENTS.has(event) && !this.sim.trace.verbose) return;
         const glyph = event === "granted" ? "+" : TRACED_EVENTS.has(event) ? "-" : ".";
         this.sim.log(this.id, glyph, `${event} ${Object.entries(fields).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ")}`);
