@@ -605,7 +605,8 @@ test("bug: the regenerator re-stamps the writes it re-sends with the new epoch (
   const found = huntRingPatched(ringNode, "regenerate", (original) =>
     function (this: Proto, view: Proto) {
       original.call(this, view);
-      for (const entry of this.forwardBuffer) entry.epoch = view.epoch;
+      // The forwarded copies sit in the write path's buffer until the step ends (ring_writes.ts).
+      for (const entry of this.writes.forwardBuffer) entry.epoch = view.epoch;
       const resent = this.resent;
       for (let wseq = resent?.from ?? 1; resent && wseq <= resent.to; wseq++) {
         const entry = this.replica.entryAt(wseq);
