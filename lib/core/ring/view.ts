@@ -21,18 +21,21 @@
  * Inputs: tick, startViewChange, changeMembership, receive (every peer message), sendFailed,
  * handoffRefused, wantLease. Outputs via ready(): what to persist (BEFORE sending anything of the same ready),
  * messages, decisions for the ring node, events. No clock, timers, randomness or I/O.
+ *
+ * Its parts: the inputs and outputs (view_io.ts), the coordinator's attempt and announcement
+ * (view_attempt.ts), the token-loss probe and the pre-vote canvass (view_probe.ts); the core
+ * keeps the vote, the install and the token lease's messages (token_lease.ts).
  */
 import { assert, assertNever } from "../assert.ts";
-import type { Settings } from "../../settings.ts";
 import { LeaseHold, TokenLeaseHolder } from "./token_lease.ts";
 import { ballotText, ViewAttempts } from "./view_attempt.ts";
 import { ViewProbe } from "./view_probe.ts";
+import { emptyReady, type ViewChangeReason, type ViewOptions, type ViewReady, type ViewStatus } from "./view_io.ts";
 import {
   type Ballot,
   checkViewMessage,
   compareBallots,
   fenceFloor,
-  type LocalFacts,
   type PromiseFacts,
   type View,
   type ViewHardState,
@@ -40,54 +43,7 @@ import {
 } from "./view_wire.ts";
 
 export * from "./view_wire.ts";
-
-export type ViewChangeReason = "tokenLoss" | "suspect" | "rejoin" | "membership" | "bootstrap";
-
-export type ViewDecision =
-  /** Refuse every token and write of an epoch below `epoch`; stop granting. */
-  | { type: "promised"; epoch: number }
-  /** Ring anew: this view, this successor; regenerate if asked; no grant before grantNotBeforeMs. */
-  | { type: "install"; view: View; successor: string; regenerate: boolean; grantNotBeforeMs: number; fenceFloor: number }
-  | { type: "lease"; epoch: number; validUntilMs: number }
-  /** A newer view exists without this node: catch the replica up from a member, then rejoin. */
-  | { type: "behind"; viewEpoch: number }
-  /** false: no majority reachable (no view change, no lease): this node does not grant. */
-  | { type: "quorum"; ok: boolean; reason: string };
-
-export interface ViewReady {
-  persist: ViewHardState | null;
-  send: Array<{ to: string; message: ViewMessage }>;
-  decisions: ViewDecision[];
-  events: Array<{ event: string; fields: Record<string, unknown> }>;
-}
-
-export type ViewSettings = Pick<
-  Settings,
-  "tokenLeaseMs" | "tokenLeaseSafetyMs" | "viewPromiseWaitMs" | "viewChangeTimeoutMs" | "viewChangeRetryMs" | "ringLeaseMaxMs" | "tokenLossMs"
->;
-
-export interface ViewOptions {
-  id: string;
-  /** The ring nodes of the cluster file, in file order: the voters. */
-  ring: string[];
-  /** The arbiter's id, if there is one: it may coordinate, it never votes. */
-  arbiter: string | null;
-  settings: ViewSettings;
-  /** The ring node's facts now (pure: the driver reads them from its RingNode). */
-  localFacts: (nowMs: number) => LocalFacts;
-}
-
-export interface ViewStatus {
-  id: string;
-  promised: Ballot;
-  view: View | null;
-  member: boolean;
-  quorum: "ok" | "lost";
-  coordinating: Ballot | null;
-  wanted: ViewChangeReason | null;
-  leaseValidUntilMs: number | null;
-  promiseHeldUntilMs: number;
-}
+export * from "./view_io.ts";
 
 const NO_BALLOT: Ballot = { epoch: 0, coordinator: "" };
 
@@ -533,8 +489,4 @@ export class ViewCore {
   private event(event: string, fields: Record<string, unknown>): void {
     this.out.events.push({ event, fields });
   }
-}
-
-function emptyReady(): ViewReady {
-  return { persist: null, send: [], decisions: [], events: [] };
 }

@@ -12,7 +12,7 @@
 import { assert } from "../assert.ts";
 import { decideView, type Promised } from "./decide.ts";
 import { type Ballot, compareBallots, EPOCH_MAX, type View, type ViewMessage } from "./view_wire.ts";
-import type { ViewChangeReason, ViewSettings } from "./view.ts";
+import type { ViewChangeReason, ViewSettings } from "./view_io.ts";
 
 /** What the coordinator needs of its ViewCore (read live: configure changes the voters). */
 export interface ViewAttemptHost {

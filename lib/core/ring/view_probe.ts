@@ -10,7 +10,7 @@
  * No clock, timer, randomness or I/O in here: time comes from the core's step.
  */
 import type { LocalFacts, ViewMessage } from "./view_wire.ts";
-import type { ViewSettings } from "./view.ts";
+import type { ViewSettings } from "./view_io.ts";
 
 /** What the probe and the canvass need of their ViewCore (read live: configure changes the voters). */
 export interface ViewProbeHost {
