@@ -21,18 +21,21 @@
  * Inputs: tick, startViewChange, changeMembership, receive (every peer message), sendFailed,
  * handoffRefused, wantLease. Outputs via ready(): what to persist (BEFORE sending anything of the same ready),
  * messages, decisions for the ring node, events. No clock, timers, randomness or I/O.
+ *
+ * Its parts: the inputs and outputs (view_io.ts), the coordinator's attempt and announcement
+ * (view_attempt.ts), the token-loss probe and the pre-vote canvass (view_probe.ts); the core
+ * keeps the vote, the install and the token lease's messages (token_lease.ts).
  */
 import { assert, assertNever } from "../assert.ts";
-import type { Settings } from "../../settings.ts";
-import { decideView, type Promised } from "./decide.ts";
 import { LeaseHold, TokenLeaseHolder } from "./token_lease.ts";
+import { ballotText, ViewAttempts } from "./view_attempt.ts";
+import { ViewProbe } from "./view_probe.ts";
+import { emptyReady, type ViewChangeReason, type ViewOptions, type ViewReady, type ViewStatus } from "./view_io.ts";
 import {
   type Ballot,
   checkViewMessage,
   compareBallots,
-  EPOCH_MAX,
   fenceFloor,
-  type LocalFacts,
   type PromiseFacts,
   type View,
   type ViewHardState,
@@ -40,68 +43,7 @@ import {
 } from "./view_wire.ts";
 
 export * from "./view_wire.ts";
-
-export type ViewChangeReason = "tokenLoss" | "suspect" | "rejoin" | "membership" | "bootstrap";
-
-export type ViewDecision =
-  /** Refuse every token and write of an epoch below `epoch`; stop granting. */
-  | { type: "promised"; epoch: number }
-  /** Ring anew: this view, this successor; regenerate if asked; no grant before grantNotBeforeMs. */
-  | { type: "install"; view: View; successor: string; regenerate: boolean; grantNotBeforeMs: number; fenceFloor: number }
-  | { type: "lease"; epoch: number; validUntilMs: number }
-  /** A newer view exists without this node: catch the replica up from a member, then rejoin. */
-  | { type: "behind"; viewEpoch: number }
-  /** false: no majority reachable (no view change, no lease): this node does not grant. */
-  | { type: "quorum"; ok: boolean; reason: string };
-
-export interface ViewReady {
-  persist: ViewHardState | null;
-  send: Array<{ to: string; message: ViewMessage }>;
-  decisions: ViewDecision[];
-  events: Array<{ event: string; fields: Record<string, unknown> }>;
-}
-
-export type ViewSettings = Pick<
-  Settings,
-  "tokenLeaseMs" | "tokenLeaseSafetyMs" | "viewPromiseWaitMs" | "viewChangeTimeoutMs" | "viewChangeRetryMs" | "ringLeaseMaxMs" | "tokenLossMs"
->;
-
-export interface ViewOptions {
-  id: string;
-  /** The ring nodes of the cluster file, in file order: the voters. */
-  ring: string[];
-  /** The arbiter's id, if there is one: it may coordinate, it never votes. */
-  arbiter: string | null;
-  settings: ViewSettings;
-  /** The ring node's facts now (pure: the driver reads them from its RingNode). */
-  localFacts: (nowMs: number) => LocalFacts;
-}
-
-interface Attempt {
-  ballot: Ballot;
-  reason: ViewChangeReason;
-  startedAtMs: number;
-  promises: Map<string, Promised>;
-  /** Answered "no" (a reject message). */
-  rejected: Set<string>;
-  /** Could not be reached (connect refused, timeout): an answer too, but not a contact. */
-  unreachable: Set<string>;
-  /** Voters whose promise waits for their lease hold: when (here) each said it will answer. */
-  deferredUntilMs: Map<string, number>;
-  majorityAtMs: number | null;
-}
-
-export interface ViewStatus {
-  id: string;
-  promised: Ballot;
-  view: View | null;
-  member: boolean;
-  quorum: "ok" | "lost";
-  coordinating: Ballot | null;
-  wanted: ViewChangeReason | null;
-  leaseValidUntilMs: number | null;
-  promiseHeldUntilMs: number;
-}
+export * from "./view_io.ts";
 
 const NO_BALLOT: Ballot = { epoch: 0, coordinator: "" };
 
@@ -117,9 +59,11 @@ export class ViewCore {
   /** When this incarnation started, if the node ran before (it had a stored hard state); else null. */
   private readonly restartedAtMs: number | null;
   private lease!: TokenLeaseHolder;
-  private attempt: Attempt | null = null;
+  /** The coordinator's side: its attempt and the announcement of the view it decided. */
+  private readonly attempts: ViewAttempts;
+  /** The token-loss probe and the pre-vote canvass. */
+  private readonly probe: ViewProbe;
   private wanted: { reason: ViewChangeReason; aboveEpoch: number } | null = null;
-  private retryAtMs = Number.NEGATIVE_INFINITY;
   /** A prepare that waits for this node's lease hold to end (the highest one only). */
   private deferred: { from: string; ballot: Ballot } | null = null;
   private lastPromiseAtMs = Number.NEGATIVE_INFINITY;
@@ -128,13 +72,6 @@ export class ViewCore {
   private behindEpoch = 0;
   private grantNotBeforeMs = Number.NEGATIVE_INFINITY;
   private neverLeft: { epoch: number; hop: number } | null = null;
-  /** The pre-vote round (see canvassed); canvassFirst: needed before the next attempt. */
-  private canvass: { sentAtMs: number; answered: Set<string> } | null = null;
-  private canvassFirst = false;
-  private probe: { epoch: number; sentAtMs: number; quiet: Set<string>; unreachable: Set<string>; majorityAtMs: number | null } | null = null;
-  private nextProbeAtMs = Number.NEGATIVE_INFINITY;
-  /** A view this node decided, resent to the members that have not said "installed" yet. */
-  private announcing: { view: View; missing: Set<string>; untilMs: number; nextAtMs: number } | null = null;
   private quorumOk = true;
   private nowMs: number;
   private out: ViewReady = emptyReady();
@@ -149,6 +86,48 @@ export class ViewCore {
     this.hold = new LeaseHold(settings.tokenLeaseMs, nowMs);
     this.restartedAtMs = stored ? nowMs : null;
     this.nowMs = nowMs;
+    const { id } = options;
+    // Closures, not copies: configure changes the voters, and calls go through the prototype.
+    const common = {
+      id,
+      settings,
+      nowMs: () => this.nowMs,
+      quorum: () => this.quorum,
+      voter: () => this.voter,
+      others: () => this.others(),
+      send: (to: string, message: ViewMessage) => this.send(to, message),
+      event: (event: string, fields: Record<string, unknown>) => this.event(event, fields),
+      setQuorum: (ok: boolean, reason: string) => this.setQuorum(ok, reason),
+      seeViewEpoch: (viewEpoch: number) => this.seeViewEpoch(viewEpoch),
+    };
+    this.probe = new ViewProbe({
+      ...common,
+      localFacts: () => options.localFacts(this.nowMs),
+      voterCount: () => this.ring.length,
+      viewEpoch: () => this.view?.epoch ?? 0,
+      grantNotBeforeMs: () => this.grantNotBeforeMs,
+      mayProbe: () => this.isMember() && !this.wanted && !this.attempts.running,
+      answerTo: (to, message) => this.answerTo(to, message),
+      canvassAnswered: () => this.attempts.tick(),
+      backOff: () => this.attempts.backOff(),
+      tokenLost: () => this.startViewChange("tokenLoss", this.nowMs),
+    });
+    this.attempts = new ViewAttempts({
+      ...common,
+      ring: () => this.ring,
+      rank: () => this.rank,
+      wanted: () => this.wanted,
+      clearWanted: () => this.wanted = null,
+      promisedLately: () =>
+        this.promised.epoch > (this.view?.epoch ?? 0) && this.nowMs < this.lastPromiseAtMs + settings.viewChangeTimeoutMs,
+      prepareDeferred: () => this.deferred !== null,
+      mayTakeEpoch: () => this.probe.mayTakeEpoch(),
+      needCanvass: (needed) => this.probe.needCanvass(needed),
+      highestSeenEpoch: () => this.highestSeenEpoch,
+      seeEpoch: (epoch) => this.seeEpoch(epoch),
+      onPrepare: (from, ballot) => this.onPrepare(from, ballot),
+      onNewView: (view) => this.onNewView(view),
+    });
   }
 
   /** Sets the voters; a new majority needs a new lease (the old one counted other voters). */
@@ -180,14 +159,14 @@ export class ViewCore {
     }
     // Promised, but the view never came (coordinator died, newView lost): ask for one itself.
     const unsettled = this.voter && this.promised.epoch > (this.view?.epoch ?? 0);
-    if (unsettled && !this.wanted && !this.attempt && nowMs >= this.lastPromiseAtMs + this.options.settings.viewChangeTimeoutMs) {
+    if (unsettled && !this.wanted && !this.attempts.running && nowMs >= this.lastPromiseAtMs + this.options.settings.viewChangeTimeoutMs) {
       this.startViewChange("rejoin", nowMs);
     }
     const failed = this.lease.expire(nowMs);
     if (failed.type === "failed") this.setQuorum(false, `lease renewal: ${failed.reason}`);
-    this.tickAttempt();
-    this.tickAnnounce();
-    this.tickProbe();
+    this.attempts.tick();
+    this.attempts.tickAnnounce(this.promised.epoch);
+    this.probe.tick();
   }
 
   /** The epoch this node promised or installed (what a `coordinate` request carries). */
@@ -202,10 +181,10 @@ export class ViewCore {
    */
   startViewChange(reason: ViewChangeReason, nowMs: number, ownAfterMs = 0): void {
     this.advance(nowMs);
-    if (!this.wanted && !this.attempt && ownAfterMs > 0) this.retryAtMs = Math.max(this.retryAtMs, nowMs + ownAfterMs);
+    if (!this.wanted && !this.attempts.running && ownAfterMs > 0) this.attempts.notBefore(nowMs + ownAfterMs);
     if (!this.wanted) this.wanted = { reason, aboveEpoch: this.currentEpoch() };
     this.event("viewChangeWanted", { reason, epoch: this.currentEpoch() });
-    this.tickAttempt();
+    this.attempts.tick();
   }
 
   /**
@@ -221,7 +200,7 @@ export class ViewCore {
     if (added.length + removed.length > 1) return `add or remove one ring node at a time (got +${added.join(",")} -${removed.join(",")})`;
     if (!ring.includes(this.options.id) && this.options.id !== this.options.arbiter) return `${this.options.id} is no longer in the ring`;
     if (added.length + removed.length === 0) return null;
-    this.abandon("membership changed");
+    this.attempts.abandon("membership changed");
     this.configure(ring);
     this.event("membershipChanged", { ring: ring.join(","), added: added.join(","), removed: removed.join(",") });
     this.startViewChange("membership", nowMs);
@@ -255,15 +234,8 @@ export class ViewCore {
   /** A message could not be delivered (connect refused, timeout): for a prepare, a "no". */
   sendFailed(to: string, message: ViewMessage, nowMs: number): void {
     this.advance(nowMs);
-    const attempt = this.attempt;
-    if (message.type === "prepare" && attempt && compareBallots(message.ballot, attempt.ballot) === 0) {
-      attempt.unreachable.add(to);
-      this.tickAttempt();
-    }
-    if (message.type === "probe" && this.probe) {
-      this.probe.unreachable.add(to);
-      this.checkProbe();
-    }
+    if (message.type === "prepare") this.attempts.unreachable(to, message.ballot);
+    if (message.type === "probe") this.probe.unreachable(to);
   }
 
   receive(message: ViewMessage, nowMs: number): void {
@@ -275,27 +247,21 @@ export class ViewCore {
     }
     switch (message.type) {
       case "probe":
-        return this.onProbe(message.from);
+        return this.probe.onProbe(message.from);
       case "probeReply":
-        return this.onProbeReply(message);
+        return this.probe.onProbeReply(message);
       case "prepare":
         return this.onPrepare(message.from, message.ballot);
       case "promise":
-        return this.onPromise(message);
+        return this.attempts.onPromise(message);
       case "reject":
-        return this.onReject(message);
-      case "deferred": {
-        const attempt = this.attempt;
-        if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return;
-        // Bounded by one lease whatever the voter says: it defers for one hold at most.
-        const waitMs = Math.min(message.waitMs, this.options.settings.tokenLeaseMs);
-        attempt.deferredUntilMs.set(message.from, this.nowMs + waitMs);
-        return;
-      }
+        return this.attempts.onReject(message);
+      case "deferred":
+        return this.attempts.onDeferred(message.from, message.ballot, message.waitMs);
       case "newView":
         return this.onNewView(message.view);
       case "installed":
-        if (this.announcing?.view.epoch === message.epoch) this.announcing.missing.delete(message.from);
+        this.attempts.onInstalled(message.from, message.epoch);
         this.event("viewInstalledAt", { node: message.from, epoch: message.epoch });
         return;
       case "renew":
@@ -322,7 +288,7 @@ export class ViewCore {
       view: this.view ? { ...this.view, members: [...this.view.members] } : null,
       member: this.isMember(),
       quorum: this.quorumOk ? "ok" : "lost",
-      coordinating: this.attempt ? { ...this.attempt.ballot } : null,
+      coordinating: this.attempts.ballot(),
       wanted: this.wanted?.reason ?? null,
       leaseValidUntilMs: this.view && this.lease.valid(this.view.epoch, nowMs) ? this.lease.validUntil(this.view.epoch) : null,
       promiseHeldUntilMs: this.hold.heldUntilMs,
@@ -352,8 +318,8 @@ export class ViewCore {
       const waitMs = Math.max(0, this.hold.heldUntilMs - this.nowMs);
       if (from !== this.options.id) {
         this.send(from, { type: "deferred", from: this.options.id, ballot: { ...ballot }, waitMs });
-      } else if (this.attempt && compareBallots(this.attempt.ballot, ballot) === 0) {
-        this.attempt.deferredUntilMs.set(from, this.nowMs + Math.min(waitMs, this.options.settings.tokenLeaseMs));
+      } else {
+        this.attempts.onDeferred(from, ballot, waitMs);
       }
       return;
     }
@@ -363,7 +329,7 @@ export class ViewCore {
     this.lease.drop();
     this.persist();
     this.out.decisions.push({ type: "promised", epoch: ballot.epoch });
-    if (this.attempt && compareBallots(this.attempt.ballot, ballot) < 0) this.abandon(`promised ${ballotText(ballot)}`);
+    this.attempts.outdatedBy(ballot);
     const facts = this.promiseFacts();
     this.answerTo(from, { type: "promise", from: this.options.id, ballot: { ...ballot }, prior, viewEpoch, facts });
   }
@@ -433,214 +399,6 @@ export class ViewCore {
     this.event("viewInstalled", { epoch: view.epoch, members: members.join(","), regenerator: view.regenerator, grantWaitMs: view.grantWaitMs });
     this.setQuorum(true, `view ${view.epoch} installed`);
     if (this.wanted && view.epoch > this.wanted.aboveEpoch) this.wanted = null;
-  }
-
-  // ---- coordinating ---------------------------------------------------------------------
-
-  private tickAttempt(): void {
-    const settings = this.options.settings;
-    const attempt = this.attempt;
-    if (attempt) {
-      if (this.canDecide(attempt)) return this.decide(attempt);
-      const hopeless = this.ring.length - attempt.rejected.size - attempt.unreachable.size < this.quorum;
-      if (hopeless || this.nowMs >= attempt.startedAtMs + settings.viewChangeTimeoutMs) {
-        this.setQuorum(false, `${attempt.promises.size} promises for ${ballotText(attempt.ballot)}, ${this.quorum} needed`);
-        // Not even a majority answered: before the next epoch, make sure one can (pre-vote).
-        this.canvassFirst = attempt.promises.size + attempt.rejected.size < this.quorum;
-        this.abandon(hopeless ? "rejected by too many" : "timed out");
-      }
-      return;
-    }
-    if (!this.wanted || this.nowMs < this.retryAtMs) return;
-    // Give a coordinator this node promised to the time to finish before competing with it.
-    const unsettled = this.promised.epoch > (this.view?.epoch ?? 0);
-    if (unsettled && this.nowMs < this.lastPromiseAtMs + settings.viewChangeTimeoutMs) return;
-    // Another coordinator's prepare waits here for the lease hold to end: let it go first. A
-    // hold of its own does not stop it: its own promise waits like any other (onPrepare).
-    if (this.deferred) return;
-    if (this.canvassFirst && !this.canvassed()) return;
-    const epoch = this.highestSeenEpoch + 1;
-    assert(epoch <= EPOCH_MAX, `epoch ${epoch} above ${EPOCH_MAX}: fences would overflow`);
-    const ballot = { epoch, coordinator: this.options.id };
-    this.attempt = {
-      ballot,
-      reason: this.wanted.reason,
-      startedAtMs: this.nowMs,
-      promises: new Map(),
-      rejected: new Set(),
-      unreachable: new Set(),
-      deferredUntilMs: new Map(),
-      majorityAtMs: null,
-    };
-    this.event("prepare", { ballot: ballotText(ballot), reason: this.wanted.reason });
-    for (const to of this.others()) this.send(to, { type: "prepare", from: this.options.id, ballot });
-    // Its own promise last: with a one-node ring it decides the view at once.
-    if (this.voter) this.onPrepare(this.options.id, ballot);
-  }
-
-  /**
-   * Raft's pre-vote: a node that could not even reach a majority asks (probe, no state change
-   * anywhere) before it takes the next epoch. Without it, a node cut off for days would burn an
-   * epoch per attempt and push every epoch towards EPOCH_MAX. True once a majority answered.
-   */
-  private canvassed(): boolean {
-    const canvass = this.canvass;
-    if (canvass && canvass.answered.size >= this.quorum) {
-      this.canvass = null;
-      this.canvassFirst = false;
-      return true;
-    }
-    if (canvass && this.nowMs < canvass.sentAtMs + this.options.settings.viewChangeTimeoutMs) return false;
-    if (canvass) {
-      this.canvass = null;
-      this.setQuorum(false, `${canvass.answered.size} voters answered, ${this.quorum} needed`);
-      this.event("canvassFailed", { answered: [...canvass.answered].join(",") });
-      this.backOff();
-      return false;
-    }
-    this.canvass = { sentAtMs: this.nowMs, answered: new Set(this.voter ? [this.options.id] : []) };
-    for (const to of this.others()) this.send(to, { type: "probe", from: this.options.id, epoch: this.view?.epoch ?? 0 });
-    return false;
-  }
-
-  private canDecide(attempt: Attempt): boolean {
-    if (attempt.promises.size < this.quorum) return false;
-    attempt.majorityAtMs ??= this.nowMs;
-    const allAnswered = attempt.promises.size + attempt.rejected.size + attempt.unreachable.size >= this.ring.length;
-    if (allAnswered) return true;
-    // Live voters that said their promise is on its way (after their lease hold) are waited for.
-    let untilMs = attempt.majorityAtMs;
-    for (const [id, atMs] of attempt.deferredUntilMs) if (!attempt.promises.has(id)) untilMs = Math.max(untilMs, atMs);
-    return this.nowMs >= untilMs + this.options.settings.viewPromiseWaitMs;
-  }
-
-  private onPromise(message: Extract<ViewMessage, { type: "promise" }>): void {
-    const attempt = this.attempt;
-    if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return; // late
-    attempt.promises.set(message.from, { prior: message.prior, viewEpoch: message.viewEpoch, facts: message.facts, receivedAtMs: this.nowMs });
-    this.seeEpoch(Math.max(message.prior.epoch, message.viewEpoch));
-    this.tickAttempt();
-  }
-
-  private onReject(message: Extract<ViewMessage, { type: "reject" }>): void {
-    this.seeEpoch(message.promised.epoch);
-    this.seeViewEpoch(message.viewEpoch);
-    const attempt = this.attempt;
-    if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return;
-    attempt.rejected.add(message.from);
-    this.tickAttempt();
-  }
-
-  /** Decides the view of `attempt` (once: the attempt ends here) and installs or sends it. */
-  private decide(attempt: Attempt): void {
-    this.attempt = null;
-    const view = decideView(attempt.ballot, attempt.promises, this.ring, this.options.settings, this.nowMs);
-    const { members, regenerator } = view;
-    this.event("viewDecided", { epoch: view.epoch, members: members.join(","), regenerator, grantWaitMs: view.grantWaitMs, reason: attempt.reason });
-    this.setQuorum(true, `view ${view.epoch} decided`);
-    const settings = this.options.settings;
-    const missing = new Set(members.filter((id) => id !== this.options.id));
-    this.announcing = { view, missing, untilMs: this.nowMs + settings.viewChangeTimeoutMs, nextAtMs: this.nowMs + settings.viewChangeRetryMs };
-    for (const to of missing) this.send(to, { type: "newView", from: this.options.id, view });
-    if (members.includes(this.options.id)) this.onNewView(view);
-    if (!this.voter) this.wanted = null; // the arbiter coordinates; it installs nothing
-  }
-
-  /** Resends the decided view to members that did not confirm it, for viewChangeTimeoutMs. */
-  private tickAnnounce(): void {
-    const announcing = this.announcing;
-    if (!announcing || this.nowMs < announcing.nextAtMs) return;
-    if (announcing.missing.size === 0 || this.nowMs >= announcing.untilMs || this.promised.epoch > announcing.view.epoch) {
-      this.announcing = null;
-      return;
-    }
-    announcing.nextAtMs = this.nowMs + this.options.settings.viewChangeRetryMs;
-    for (const to of announcing.missing) this.send(to, { type: "newView", from: this.options.id, view: announcing.view });
-  }
-
-  private abandon(why: string): void {
-    const attempt = this.attempt;
-    if (!attempt) return;
-    this.attempt = null;
-    this.event("viewChangeAbandoned", { ballot: ballotText(attempt.ballot), why });
-    this.backOff();
-  }
-
-  /** Deterministic spread: the earlier a node is in the file, the sooner it tries again. */
-  private backOff(): void {
-    this.retryAtMs = this.nowMs + this.options.settings.viewChangeRetryMs * (1 + this.rank);
-  }
-
-  // ---- token loss probe -----------------------------------------------------------------
-
-  private tickProbe(): void {
-    const settings = this.options.settings;
-    if (!this.isMember() || this.wanted || this.attempt) return;
-    const local = this.options.localFacts(this.nowMs);
-    const probe = this.probe;
-    if (probe) {
-      this.checkProbe();
-      if (this.probe && this.nowMs >= probe.sentAtMs + settings.viewChangeTimeoutMs) {
-        this.probe = null;
-        this.setQuorum(false, `token probe: ${probe.quiet.size} answers, ${this.quorum} needed`);
-      }
-      return;
-    }
-    if (local.token !== "away" || this.nowMs < this.nextProbeAtMs) return;
-    const lastSeenMs = local.lastTokenAgeMs;
-    if (lastSeenMs !== null && lastSeenMs < settings.tokenLossMs) return;
-    if (lastSeenMs === null && this.nowMs < this.grantNotBeforeMs + settings.tokenLossMs) return;
-    this.probe = { epoch: this.view!.epoch, sentAtMs: this.nowMs, quiet: new Set([this.options.id]), unreachable: new Set(), majorityAtMs: null };
-    this.nextProbeAtMs = this.nowMs + settings.tokenLossMs;
-    for (const to of this.others()) this.send(to, { type: "probe", from: this.options.id, epoch: this.view!.epoch });
-    this.checkProbe();
-  }
-
-  private onProbe(from: string): void {
-    const local = this.options.localFacts(this.nowMs);
-    this.answerTo(from, {
-      type: "probeReply",
-      from: this.options.id,
-      viewEpoch: this.view?.epoch ?? 0,
-      tokenEpoch: local.tokenEpoch,
-      tokenHop: local.tokenHop,
-      live: local.token !== "away",
-      lastTokenAgeMs: local.lastTokenAgeMs,
-    });
-  }
-
-  private onProbeReply(message: Extract<ViewMessage, { type: "probeReply" }>): void {
-    this.seeViewEpoch(message.viewEpoch);
-    if (this.canvass) {
-      this.canvass.answered.add(message.from);
-      this.tickAttempt();
-    }
-    const probe = this.probe;
-    if (!probe) return;
-    const seenLately = message.lastTokenAgeMs !== null && message.lastTokenAgeMs < this.options.settings.tokenLossMs;
-    if (message.viewEpoch > probe.epoch) {
-      this.probe = null; // not lost: this node is behind (seeViewEpoch said so)
-      return;
-    }
-    if (message.live || seenLately) {
-      this.probe = null;
-      this.event("tokenAlive", { at: message.from, tokenEpoch: message.tokenEpoch, tokenHop: message.tokenHop });
-      return;
-    }
-    probe.quiet.add(message.from);
-    this.checkProbe();
-  }
-
-  /** Token lost: a majority saw none lately, and the rest answered too or had a short while. */
-  private checkProbe(): void {
-    const probe = this.probe;
-    if (!probe || probe.quiet.size < this.quorum) return;
-    probe.majorityAtMs ??= this.nowMs;
-    const allAnswered = probe.quiet.size + probe.unreachable.size >= this.ring.length;
-    if (!allAnswered && this.nowMs < probe.majorityAtMs + this.options.settings.viewPromiseWaitMs) return;
-    this.event("tokenLost", { epoch: probe.epoch, quiet: [...probe.quiet].join(",") });
-    this.probe = null;
-    this.startViewChange("tokenLoss", this.nowMs);
   }
 
   // ---- token lease ------------------------------------------------------------------------
@@ -731,12 +489,4 @@ export class ViewCore {
   private event(event: string, fields: Record<string, unknown>): void {
     this.out.events.push({ event, fields });
   }
-}
-
-function ballotText(ballot: Ballot): string {
-  return `${ballot.epoch}/${ballot.coordinator}`;
-}
-
-function emptyReady(): ViewReady {
-  return { persist: null, send: [], decisions: [], events: [] };
 }
