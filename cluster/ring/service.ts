@@ -182,7 +182,7 @@ export class RingService {
       this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepRepair({ type: "tick", epoch: this.epoch() })));
     }
     // Spread by place in the file, so nodes started together do not all coordinate at once (a
-    // prepare that arrives first is waited for: view.ts does not compete with a deferred one).
+    // prepare that arrives first is waited for: a ViewCore does not compete with a prepare deferred on it).
     // A view installed here before this node's turn (another node's bootstrap or rejoin took it
     // in, in an epoch above any it ran in) is what the wish was for: asking then would only end
     // that view's sections with one more epoch.

@@ -48,7 +48,6 @@ import {
   type RingOutput,
   type RingResult,
   type RingStatus,
-  type RingStored,
   type SectionEndReason,
 } from "./ring_io.ts";
 import type { CatchUpReply, RingEntry, RingHardState, RingOp, RingToken } from "./ring_types.ts";
