@@ -137,7 +137,9 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
 
 /**
  * Starts `mutexd node --config file --id id` and waits until `url`/v1/health answers.
- * Workloads with several nodes (primary + backup, later F1) write their own cluster file and call this per node.
+ * Workloads with several nodes (primary + backup, F1, the ring) write their own cluster file and
+ * call this per node. `launcher` goes before the command and must exec it in place, so the pid
+ * stays the node's (the ring's lossy node: `ip netns exec NAME`).
  */
 export async function startNode(
   file: string,
@@ -145,8 +147,9 @@ export async function startNode(
   url: string,
   runtime: RuntimeName = currentRuntime,
   logDir: string = tempDir("mutexd-bench-"),
+  launcher: string[] = [],
 ): Promise<ServerHandle> {
-  const [cmd, ...pre] = serverArgv(runtime);
+  const [cmd, ...pre] = [...launcher, ...serverArgv(runtime)];
   const logFile = join(logDir, `${id}.log`);
   const fd = openSync(logFile, "w");
   let child: ChildProcess;
@@ -203,7 +206,7 @@ export async function startNode(
 }
 
 /** process.kill by PID (only processes this benchmark started); ignores "already gone". */
-export function signal(pid: number, sig: "SIGTERM" | "SIGKILL"): void {
+export function signal(pid: number, sig: "SIGTERM" | "SIGKILL" | "SIGSTOP" | "SIGCONT"): void {
   try {
     process.kill(pid, sig);
   } catch {

@@ -35,6 +35,8 @@ export interface Row {
   /** The number compared with the peers' `value` (mutexd ÷ peer); omit for rows without a ratio. */
   value?(m: Metrics, runs: Metrics[]): number;
   peers?: Partial<Record<PeerName, PeerCell>>;
+  /** The issue's target for the figure (the ring table prints it beside the figure). */
+  target?: string;
 }
 
 export interface WorkloadContext {
@@ -62,6 +64,11 @@ export interface Workload {
   clients: "each" | "one";
   /** The workload kills servers on purpose (F1): their ends are not reported as odd. */
   killsServers?: boolean;
+  /**
+   * Which table its rows go in: "lock" (default: the lock service beside the peers) or "ring"
+   * (the ring's repair figures beside the issue's targets; `--only ring` selects these).
+   */
+  table?: "lock" | "ring";
   rows: Row[];
   run(ctx: WorkloadContext): Promise<RunResult>;
 }
