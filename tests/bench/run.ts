@@ -17,6 +17,7 @@ import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { mergeSettings } from "../../lib/settings.ts";
 import { ROOT } from "../_harness.ts";
 import { CLIENT_KINDS, type ClientKind } from "./lib/clients.ts";
 import { currentRuntime, type RuntimeName, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
@@ -34,6 +35,7 @@ const { values: flags } = parseArgs({
     topology: { type: "string" },
     json: { type: "string" },
     label: { type: "string" },
+    set: { type: "string" },
     quick: { type: "boolean" },
     help: { type: "boolean" },
   },
@@ -42,10 +44,11 @@ const { values: flags } = parseArgs({
 if (flags.help) {
   process.stdout.write(`Usage: tests/bench/run.ts [--only W1,W3|lock|ring] [--runs N] [--duration SECONDS] [--clients project,http]
                          [--server-runtime bun|deno] [--topology single|replicated]
-                         [--json FILE] [--label TEXT] [--quick]
+                         [--json FILE] [--label TEXT] [--quick] [--set key=value,...]
 Defaults: all workloads (--only lock: W* and F*; --only ring: R*, make bench-ring), 3 runs, 10 s per measured phase, both clients, server under the runtime running
 this script, one node (--topology replicated: arbiter + primary + backup), JSON to
-tests/bench/results/latest.json. --quick = --runs 1 --duration 2.
+tests/bench/results/latest.json. --quick = --runs 1 --duration 2. --set overrides settings of the
+servers' cluster files (e.g. --set tokenIdlePaceMs=400): experiments only, the targets are about defaults.
 `);
   process.exit(0);
 }
@@ -62,6 +65,14 @@ if (!(runs >= 1 && runs <= 20) || !(durationMs >= 500 && durationMs <= 60_000)) 
 }
 for (const kind of clientKinds) if (!CLIENT_KINDS.includes(kind)) throw new Error(`unknown client ${kind}`);
 if (serverRuntime !== "bun" && serverRuntime !== "deno") throw new Error("--server-runtime must be bun or deno");
+const settings: Record<string, number> = Object.fromEntries(
+  (flags.set ?? "").split(",").filter(Boolean).map((pair) => pair.split("=").map((s) => s.trim())).map(([k, v]) => [k, Number(v)]),
+);
+const settingProblems = mergeSettings(settings).problems;
+if (settingProblems.length > 0) {
+  throw new Error(`--set: ${settingProblems.map((p) => `${p.key}: ${p.message}`).join("; ")}`.slice(0, 500));
+}
+const settingsText = Object.entries(settings).map(([k, v]) => `${k}=${v}`).join(",");
 
 // Every file in workloads/ is a workload (default export); order: W* by number, then F*, then R*.
 const workloadDir = join(dirname(new URL(import.meta.url).pathname), "workloads");
@@ -95,7 +106,7 @@ const started = new Date();
 log(
   `${currentRuntime} driver, ${serverRuntime} server (${topology}), ${runs} run(s) × ${
     workloads.map((w) => w.id).join(",")
-  }, ${durationMs / 1000} s phases, clients ${clientKinds.join(",")}; load average ${
+  }, ${durationMs / 1000} s phases, clients ${clientKinds.join(",")}${settingsText ? `, settings ${settingsText}` : ""}; load average ${
     loadavg().map((l) => l.toFixed(2)).join(" ")
   }`,
 );
@@ -110,8 +121,9 @@ for (let run = 1; run <= runs; run++) {
         run,
         serverRuntime,
         topology,
+        settings,
         startServer: async (options) => {
-          const server = await startServer({ runtime: serverRuntime, topology, ...options });
+          const server = await startServer({ runtime: serverRuntime, topology, ...options, settings: { ...settings, ...options?.settings } });
           servers.push(server);
           return server;
         },
@@ -141,7 +153,7 @@ for (let run = 1; run <= runs; run++) {
       } finally {
         clearTimeout(timer);
         for (const s of servers) {
-          if (s.exitCode !== undefined && !workload.killsServers) {
+          if (s.exitCode !== undefined && !s.stopRequested && !workload.killsServers) {
             cell.notes.push(`run ${run}: server pid ${s.pid} ended by itself with ${s.exitCode} (log ${s.logFile})`);
             log(`  server pid ${s.pid} ended by itself with ${s.exitCode}; log ${s.logFile}`);
           }
@@ -224,7 +236,8 @@ function markdown(table: string[][]): string {
   return [line(table[0]), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...table.slice(1).map(line)].join("\n");
 }
 
-const header = `mutexd lock server (${topology}), medians of ${runs} run(s); driver ${currentRuntime}, server ${serverRuntime}; ` +
+const overridden = settingsText ? ` NOT the defaults: ${settingsText};` : "";
+const header = `mutexd lock server (${topology}), medians of ${runs} run(s); driver ${currentRuntime}, server ${serverRuntime};${overridden} ` +
   `${cpus().length} CPUs; peers from peer-bench.md (Node.js driver, median of 3).`;
 if (mainTable.length > 1) {
   process.stdout.write(`\n${header}\n\n${markdown(mainTable)}\n\n${markdown(ratioTable)}\n`);
@@ -232,7 +245,7 @@ if (mainTable.length > 1) {
     `"run spread": (max − min) / median over runs, first client.)\n`);
 }
 if (ringTable.length > 1) {
-  process.stdout.write(`\nmutexd ring, ${runs} run(s), each on a fresh ring; driver ${currentRuntime}, server ${serverRuntime}; ` +
+  process.stdout.write(`\nmutexd ring, ${runs} run(s), each on a fresh ring; driver ${currentRuntime}, server ${serverRuntime};${overridden} ` +
     `${cpus().length} CPUs. Cells: median (samples, min–max) over every run.\n\n${markdown(ringTable)}\n`);
 }
 const allNotes = Object.entries(results).flatMap(([id, byClient]) =>
@@ -252,6 +265,7 @@ writeFileSync(
       driverVersion: (globalThis as { Deno?: { version: { deno: string } } }).Deno?.version.deno ?? process.versions.bun,
       serverRuntime,
       topology,
+      settings,
       runs,
       durationMs,
       clients: clientKinds,

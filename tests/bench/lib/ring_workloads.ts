@@ -26,15 +26,15 @@ export function spreadCell(values: number[], noun = "faults"): string {
 }
 
 /** Whole milliseconds with thousands separators ("–" when not seen). */
-export const ms = (value: number): string => (Number.isFinite(value) ? Math.round(value).toLocaleString("en-US") : "–");
+export const whole = (value: number): string => (Number.isFinite(value) ? Math.round(value).toLocaleString("en-US") : "–");
 
 /** The breakdown row: medians over the runs of where the repair's time went. */
 export function breakdownRow(label: string): Row {
   return {
     label,
     show: (m) =>
-      `hand-off failed ${ms(m.unreachableMs)}, view wanted ${ms(m.wantedMs)}, prepare ${ms(m.prepareMs)}, ` +
-      `decided ${ms(m.decidedMs)} (grant wait ${ms(m.grantWaitMs)}), installed at S ${ms(m.installedMs)}`,
+      `hand-off failed ${whole(m.unreachableMs)}, view wanted ${whole(m.wantedMs)}, prepare ${whole(m.prepareMs)}, ` +
+      `decided ${whole(m.decidedMs)} (grant wait ${whole(m.grantWaitMs)}), installed at S ${whole(m.installedMs)}`,
   };
 }
 
@@ -66,7 +66,7 @@ async function faultOnce(ctx: WorkloadContext, fault: NonHolderFault, namespace?
       metrics.droppedPackets = namespace!.droppedPackets();
       metrics.victimRatePerS = ring.grantsAt(victim, faultAt, faultAt + ctx.durationMs).length / (ctx.durationMs / 1000);
     }
-    const breakdown = repairBreakdown(ring, faultWallMs, successor, victim);
+    const breakdown = repairBreakdown(ring, faultWallMs, successor);
     Object.assign(metrics, breakdown);
     notes.push(`victim ${ring.ids[victim]}: ${fmt(metrics.repairMs)} ms; ${describeBreakdown(breakdown)}`);
     return { metrics, notes };
@@ -86,9 +86,13 @@ export function nonHolderWorkload(id: string, fault: NonHolderFault): Workload {
   }, breakdownRow(`${id} where the time went (median ms after the fault)`)];
   if (fault === "loss") {
     rows.push({
-      label: `${id} under loss, over one phase: successor grants/s (before), longest wait, victim grants/s`,
+      label: `${id} under loss, one phase: longest wait between two grants at the successor, ms`,
+      show: (_m, runs) => spreadCell(samplesOf(runs, /^lossMaxGapMs$/), "phases"),
+      value: (_m, runs) => median(samplesOf(runs, /^lossMaxGapMs$/)),
+    }, {
+      label: `${id} under loss: grants/s at the successor (before the loss), at the victim; views; packets dropped`,
       show: (m) =>
-        `${fmt(m.lossRatePerS)}/s (${fmt(m.successorRatePerS)}/s), max ${fmt(m.lossMaxGapMs)} ms, victim ${fmt(m.victimRatePerS)}/s; ` +
+        `${fmt(m.lossRatePerS)}/s (${fmt(m.successorRatePerS)}/s), victim ${fmt(m.victimRatePerS)}/s; ${whole(m.views)} view changes; ` +
         `${fmt(m.droppedPackets)} packets dropped`,
     });
   }

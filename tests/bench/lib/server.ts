@@ -101,6 +101,8 @@ export interface ServerHandle {
   exited: Promise<number>;
   /** Set when the process has ended (undefined while it runs). */
   readonly exitCode: number | undefined;
+  /** Whether stop() was called (an end after it is not the process ending by itself). */
+  readonly stopRequested: boolean;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -164,6 +166,7 @@ export async function startNode(
   }
   const pid = child.pid!;
   let done = false;
+  let stopRequested = false;
   let exitCode: number | undefined;
   const exited = new Promise<number>((resolve) => {
     child.on("exit", (code, signal) => {
@@ -183,7 +186,11 @@ export async function startNode(
     get exitCode() {
       return exitCode;
     },
+    get stopRequested() {
+      return stopRequested;
+    },
     async stop(graceMs = 3_000) {
+      stopRequested = true;
       if (done) return;
       signal(pid, "SIGTERM");
       const timer = setTimeout(() => signal(pid, "SIGKILL"), graceMs);
@@ -260,6 +267,9 @@ async function startReplicated(options: StartOptions): Promise<ServerHandle> {
     exited: Promise.race(started.map((s) => s.exited)),
     get exitCode() {
       return primary.exitCode ?? backup.exitCode ?? arbiter.exitCode;
+    },
+    get stopRequested() {
+      return started.some((s) => s.stopRequested);
     },
     async stop(graceMs?: number) {
       await Promise.all(started.map((s) => s.stop(graceMs)));

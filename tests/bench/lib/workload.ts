@@ -48,6 +48,8 @@ export interface WorkloadContext {
   run: number;
   serverRuntime: RuntimeName;
   topology: Topology;
+  /** `--set` overrides of the cluster file's [settings] (empty: the defaults), for experiments. */
+  settings: Record<string, number>;
   /** Starts a fresh deployment of the selected topology (stopped by the runner after the workload). */
   startServer(options?: StartOptions): Promise<ServerHandle>;
   /** Registers a server the workload started itself (e.g. several nodes), so the runner stops it. */
