@@ -1,4 +1,5 @@
 /**
+import process from "node:process";
  * The ring repair workloads' pieces (R1–R5, docs/bench.md "Ring repair"): a ring of real
  * `mutexd node` processes with the DEFAULT settings (the issue's targets are about defaults), one
  * client per node taking short sections without a pause, a record of every grant, and the view
@@ -28,8 +29,11 @@ const SECTIONS_MAX = 1_000_000;
 
 export interface Grant {
   node: number;
+  /** When the client received the grant (driver clock). */
   atMs: number;
   fence: number;
+  /** The section's lease as granted (what is left of it when the node answered). */
+  leaseMs: number;
 }
 
 export class Ring {
@@ -88,7 +92,7 @@ export class Ring {
         continue;
       }
       if (!result.granted) continue;
-      const grant = { node, atMs: now(), fence: result.fence };
+      const grant = { node, atMs: now(), fence: result.fence, leaseMs: result.leaseMs };
       this.grants.push(grant);
       for (const listener of [...this.listeners]) listener(grant);
       if (hold) {
@@ -167,7 +171,7 @@ export class Ring {
     await Promise.all(this.nodes.map((n) => n.stop(1_000)));
     // Every request now fails at once, so the loops end within one retry pause.
     await Promise.race([Promise.all(this.loops), sleep(ENTER_WAIT_MS)]);
-    removeDir(this.dir);
+    if (!process.env.KEEP) removeDir(this.dir); else console.error("kept", this.dir);
   }
 }
 
