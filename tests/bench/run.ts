@@ -36,6 +36,7 @@ const { values: flags } = parseArgs({
     json: { type: "string" },
     label: { type: "string" },
     set: { type: "string" },
+    "keep-logs": { type: "boolean" },
     quick: { type: "boolean" },
     help: { type: "boolean" },
   },
@@ -44,11 +45,12 @@ const { values: flags } = parseArgs({
 if (flags.help) {
   process.stdout.write(`Usage: tests/bench/run.ts [--only W1,W3|lock|ring] [--runs N] [--duration SECONDS] [--clients project,http]
                          [--server-runtime bun|deno] [--topology single|replicated]
-                         [--json FILE] [--label TEXT] [--quick] [--set key=value,...]
+                         [--json FILE] [--label TEXT] [--quick] [--set key=value,...] [--keep-logs]
 Defaults: all workloads (--only lock: W* and F*; --only ring: R*, make bench-ring), 3 runs, 10 s per measured phase, both clients, server under the runtime running
 this script, one node (--topology replicated: arbiter + primary + backup), JSON to
 tests/bench/results/latest.json. --quick = --runs 1 --duration 2. --set overrides settings of the
 servers' cluster files (e.g. --set tokenIdlePaceMs=400): experiments only, the targets are about defaults.
+--keep-logs: the ring workloads keep each ring's folder (one JSON log per node) and print where.
 `);
   process.exit(0);
 }
@@ -122,6 +124,7 @@ for (let run = 1; run <= runs; run++) {
         serverRuntime,
         topology,
         settings,
+        keepLogs: flags["keep-logs"] ?? false,
         startServer: async (options) => {
           const server = await startServer({ runtime: serverRuntime, topology, ...options, settings: { ...settings, ...options?.settings } });
           servers.push(server);

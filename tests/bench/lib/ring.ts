@@ -1,5 +1,4 @@
 /**
-import process from "node:process";
  * The ring repair workloads' pieces (R1–R5, docs/bench.md "Ring repair"): a ring of real
  * `mutexd node` processes with the DEFAULT settings (the issue's targets are about defaults), one
  * client per node taking short sections without a pause, a record of every grant, and the view
@@ -46,7 +45,11 @@ export class Ring {
   /** Nodes whose client stops at its next grant and keeps the section (the holder kill). */
   private readonly holdAt = new Map<number, (grant: Grant) => void>();
 
-  constructor(readonly dir: string, readonly urls: string[], readonly nodes: ServerHandle[]) {
+  /**
+   * `keepLogsIn`: called with the ring's folder (cluster file, data, one log per node) at stop
+   * instead of removing it (`--keep-logs`).
+   */
+  constructor(readonly dir: string, readonly urls: string[], readonly nodes: ServerHandle[], private readonly keepLogsIn?: (dir: string) => void) {
     this.ids = urls.map((_, i) => `r${i + 1}`);
     this.clients = urls.map((server) => connectRing({ server, requestTimeoutMs: 5_000 }));
   }
@@ -171,7 +174,8 @@ export class Ring {
     await Promise.all(this.nodes.map((n) => n.stop(1_000)));
     // Every request now fails at once, so the loops end within one retry pause.
     await Promise.race([Promise.all(this.loops), sleep(ENTER_WAIT_MS)]);
-    if (!process.env.KEEP) removeDir(this.dir); else console.error("kept", this.dir);
+    if (this.keepLogsIn) this.keepLogsIn(this.dir);
+    else removeDir(this.dir);
   }
 }
 
@@ -227,7 +231,7 @@ export async function startRing(ctx: WorkloadContext, options: RingOptions = {})
           return handle;
         })
     ));
-    const ring = new Ring(dir, urls, started);
+    const ring = new Ring(dir, urls, started, ctx.keepLogs ? (kept) => ctx.log(`  kept ${kept}`) : undefined);
     await ring.waitFormed();
     return ring;
   } catch (error) {
@@ -241,6 +245,9 @@ export async function startRing(ctx: WorkloadContext, options: RingOptions = {})
 export function samplesOf(runs: Record<string, number>[], pattern: RegExp): number[] {
   return runs.flatMap((m) => Object.keys(m).filter((k) => pattern.test(k)).map((k) => m[k])).filter(Number.isFinite);
 }
+
+/** Why a view change was wanted (ViewChangeReason); metrics keep the index, so medians can carry it. */
+export const REASONS = ["suspect", "tokenLoss", "rejoin", "bootstrap", "membership"];
 
 /** The victims of the non-holder faults, by run: another place in the ring each run (r3, r1, r5, …). */
 const VICTIMS = [2, 0, 4, 1, 3];
@@ -261,13 +268,12 @@ export function repairBreakdown(ring: Ring, sinceWallMs: number, successor: numb
   const wanted = first("viewChangeWanted");
   const decided = first("viewDecided");
   const installed = first("ringView", ring.ids[successor]);
-  const reasons = ["suspect", "tokenLoss", "rejoin", "bootstrap", "membership"];
   return {
     unreachableMs: first("successorUnreachable")?.afterMs ?? Number.NaN,
     suspectedMs: first("ringSuspected")?.afterMs ?? Number.NaN,
     wantedMs: wanted?.afterMs ?? Number.NaN,
-    // The reason as a number, so it survives the runner's medians: the index in `reasons`.
-    wantedReason: wanted ? reasons.indexOf(String(wanted.reason)) : Number.NaN,
+    // The reason as a number, so it survives the runner's medians: the index in REASONS.
+    wantedReason: wanted ? REASONS.indexOf(String(wanted.reason)) : Number.NaN,
     tokenLostMs: first("tokenLost")?.afterMs ?? Number.NaN,
     prepareMs: first("prepare")?.afterMs ?? Number.NaN,
     prepares: events.filter((e) => e.event === "prepare").length,
@@ -281,9 +287,8 @@ export function repairBreakdown(ring: Ring, sinceWallMs: number, successor: numb
 
 /** One line for the notes: the breakdown in words. */
 export function describeBreakdown(b: Record<string, number>): string {
-  const reasons = ["suspect", "tokenLoss", "rejoin", "bootstrap", "membership"];
   const ms = (v: number) => (Number.isFinite(v) ? `${Math.round(v)} ms` : "–");
-  return `first hand-off failure ${ms(b.unreachableMs)}, view change wanted ${ms(b.wantedMs)} (${reasons[b.wantedReason] ?? "–"}), ` +
+  return `first hand-off failure ${ms(b.unreachableMs)}, view change wanted ${ms(b.wantedMs)} (${REASONS[b.wantedReason] ?? "–"}), ` +
     `token lost ${ms(b.tokenLostMs)}, prepare ${ms(b.prepareMs)} (${b.prepares} prepares, ${b.deferred} deferred promises), ` +
     `decided ${ms(b.decidedMs)} (grant wait ${ms(b.grantWaitMs)}, ${b.views} views), installed at the successor ${ms(b.installedMs)}`;
 }

@@ -50,6 +50,8 @@ export interface WorkloadContext {
   topology: Topology;
   /** `--set` overrides of the cluster file's [settings] (empty: the defaults), for experiments. */
   settings: Record<string, number>;
+  /** `--keep-logs`: ring workloads keep their folder (node logs, data) and name it, instead of removing it. */
+  keepLogs: boolean;
   /** Starts a fresh deployment of the selected topology (stopped by the runner after the workload). */
   startServer(options?: StartOptions): Promise<ServerHandle>;
   /** Registers a server the workload started itself (e.g. several nodes), so the runner stops it. */
