@@ -3,7 +3,7 @@
  * default), user + system time from /proc/<pid>/stat (10 ms ticks: ±0.1% of a core over 10 s).
  * The token keeps circulating, resting tokenIdlePaceMs at each node; that is the cost measured.
  */
-import { RING_DEFAULTS, samplesOf, startRing } from "../lib/ring.ts";
+import { samplesOf, startRing } from "../lib/ring.ts";
 import { cpuSeconds } from "../lib/server.ts";
 import { fmt, median } from "../lib/stats.ts";
 import { type Metrics, now, sleep, type Workload } from "../lib/workload.ts";
@@ -38,7 +38,7 @@ const workload: Workload = {
       label: "R5 idle ring, CPU per node, % of a core",
       show: (m, runs) => {
         const all = samplesOf(runs, /^cpuPct\d+$/);
-        return `${fmt(median(all))}% median, max ${fmt(Math.max(...all))}% (${all.length} node-phases of ${RING_DEFAULTS.tokenIdlePaceMs} ms idle pace; rotation ${fmt(m.rotationMs)} ms)`;
+        return `${fmt(median(all))}% median, max ${fmt(Math.max(...all))}% (${all.length} node-phases; token rotation ${fmt(m.rotationMs)} ms)`;
       },
       value: (_m, runs) => median(samplesOf(runs, /^cpuPct\d+$/)),
       target: "< 1%",
