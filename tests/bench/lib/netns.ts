@@ -40,7 +40,7 @@ export class LossyNamespace {
     if (process.getuid?.() !== 0) return "needs root (network namespaces and iptables)";
     for (const [cmd, args] of [["ip", ["-V"]], ["iptables", ["--version"]]] as const) {
       const result = spawnSync(cmd, [...args], { encoding: "utf8" });
-      if (result.error || result.status !== 0) return `\`${cmd}\` is not installed (apt-get install iproute2 iptables)`;
+      if (result.error || result.status !== 0) return `\`${cmd}\` is not installed: apt-get install iproute2 iptables`;
     }
     return null;
   }

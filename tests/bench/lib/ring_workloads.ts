@@ -21,7 +21,7 @@ export const LOSS_PERCENT = 30;
 
 /** "median (n faults, min–max)" of a sample over every run: the rows' usual cell (max is the bound seen). */
 export function spreadCell(values: number[], noun = "faults"): string {
-  if (values.length === 0) return "–";
+  if (values.length === 0) return "– (none measured: see the notes)";
   return `${fmt(median(values))} (${values.length} ${noun}, ${fmt(Math.min(...values))}–${fmt(Math.max(...values))})`;
 }
 
