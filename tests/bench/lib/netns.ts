@@ -22,6 +22,8 @@ export class LossyNamespace {
   private readonly hostLink: string;
   private readonly nodeLink: string;
   private created = false;
+  /** Removes the namespace if the process exits before `remove()` (the runner gave up on a run). */
+  private readonly removeAtExit = () => this.remove();
 
   /** `tag` tells namespaces of concurrent runs apart (this process's pid by default). */
   constructor(tag = process.pid) {
@@ -48,6 +50,7 @@ export class LossyNamespace {
   /** Creates the namespace and the veth pair (no loss yet). Throws with the failing command. */
   create(): void {
     this.created = true;
+    process.once("exit", this.removeAtExit);
     const n = this.name;
     run("ip", ["netns", "add", n]);
     run("ip", ["link", "add", this.hostLink, "type", "veth", "peer", "name", this.nodeLink]);
@@ -78,9 +81,13 @@ export class LossyNamespace {
     return out.split("\n").filter((l) => /\bDROP\b/.test(l)).reduce((sum, l) => sum + Number(l.trim().split(/\s+/)[0]), 0);
   }
 
-  /** Deletes the namespace and the veth pair (deleting one end deletes both); ignores what is gone. */
+  /**
+ * Deletes the namespace and the veth pair (deleting one end deletes both); ignores what is gone.
+ * A run killed by a signal leaves them: `ip netns list`, then `ip netns del mutexd-bench-<pid>`.
+ */
   remove(): void {
     if (!this.created) return;
+    process.off("exit", this.removeAtExit);
     spawnSync("ip", ["link", "del", this.hostLink]);
     spawnSync("ip", ["netns", "del", this.name]);
     this.created = false;

@@ -63,6 +63,7 @@ async function faultOnce(ctx: WorkloadContext, fault: NonHolderFault, namespace?
       const phaseEnd = faultAt + ctx.durationMs;
       await sleep(Math.max(0, phaseEnd - now()));
       const after = await ring.nextGrant(successor, REPAIR_WAIT_MS);
+      if (!after) notes.push(`${ring.ids[successor]} still waiting ${REPAIR_WAIT_MS} ms after the phase: its longest wait is cut there`);
       const end = after?.atMs ?? now();
       const times = [faultAt, ...ring.grantsAt(successor, faultAt, end).map((g) => g.atMs), end];
       metrics.lossRatePerS = ring.grantsAt(successor, faultAt, phaseEnd).length / (ctx.durationMs / 1000);
