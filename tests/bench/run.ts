@@ -46,8 +46,8 @@ if (flags.help) {
   process.stdout.write(`Usage: tests/bench/run.ts [--only W1,W3|lock|ring] [--runs N] [--duration SECONDS] [--clients project,http]
                          [--server-runtime bun|deno] [--topology single|replicated]
                          [--json FILE] [--label TEXT] [--quick] [--set key=value,...] [--keep-logs]
-Defaults: all workloads (--only lock: W* and F*; --only ring: R*, make bench-ring), 3 runs, 10 s per measured phase, both clients, server under the runtime running
-this script, one node (--topology replicated: arbiter + primary + backup), JSON to
+Defaults: all workloads (--only lock: W* and F*; --only ring: R*, as make bench-ring), 3 runs, 10 s
+per measured phase, both clients, server under the runtime running this script, one node (--topology replicated: arbiter + primary + backup), JSON to
 tests/bench/results/latest.json. --quick = --runs 1 --duration 2. --set overrides settings of the
 servers' cluster files (e.g. --set tokenIdlePaceMs=400): experiments only, the targets are about defaults.
 --keep-logs: the ring workloads keep each ring's folder (one JSON log per node) and print where.
@@ -189,17 +189,6 @@ const ratioTable: string[][] = [[
   "run spread",
 ]];
 const jsonRows: unknown[] = [];
-// The ring's figures: one cell each (its workloads run with one client) beside the issue's target.
-const ringTable: string[][] = [["ring repair (5 nodes, default settings)", "mutexd", "target (issue 9)"]];
-for (const workload of workloads.filter((w) => tableOf(w) === "ring")) {
-  const cell = results[workload.id]?.[kindsOf(workload)[0]];
-  for (const row of workload.rows) {
-    const text = !cell || cell.runs.length === 0 ? "failed" : row.show(medianMetrics(cell.runs), cell.runs);
-    const value = cell && cell.runs.length > 0 ? row.value?.(medianMetrics(cell.runs), cell.runs) : undefined;
-    ringTable.push([row.label, text, row.target ?? ""]);
-    jsonRows.push({ workload: workload.id, label: row.label, mutexd: { text, value }, target: row.target ?? "" });
-  }
-}
 for (const workload of workloads.filter((w) => tableOf(w) === "lock")) {
   for (const row of workload.rows) {
     const cells: Record<string, { text: string; value?: number; ratios: Record<string, number> }> = {};
@@ -230,6 +219,18 @@ for (const workload of workloads.filter((w) => tableOf(w) === "lock")) {
       ]);
     }
     jsonRows.push({ workload: workload.id, label: row.label, mutexd: cells, peers: row.peers ?? {} });
+  }
+}
+
+// The ring's figures: one cell each (its workloads run with one client) beside the issue's target.
+const ringTable: string[][] = [["ring repair (5 nodes, default settings)", "mutexd", "target (issue 9)"]];
+for (const workload of workloads.filter((w) => tableOf(w) === "ring")) {
+  const cell = results[workload.id]?.[kindsOf(workload)[0]];
+  for (const row of workload.rows) {
+    const text = !cell || cell.runs.length === 0 ? "failed" : row.show(medianMetrics(cell.runs), cell.runs);
+    const value = cell && cell.runs.length > 0 ? row.value?.(medianMetrics(cell.runs), cell.runs) : undefined;
+    ringTable.push([row.label, text, row.target ?? ""]);
+    jsonRows.push({ workload: workload.id, label: row.label, mutexd: { text, value }, target: row.target ?? "" });
   }
 }
 

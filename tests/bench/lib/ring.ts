@@ -243,7 +243,10 @@ export async function startRing(ctx: WorkloadContext, options: RingOptions = {})
   }
 }
 
-/** The median of the finite values, and their max, as "median (max)" input for rows. */
+/** Whole numbers (ms, counts) with thousands separators ("–" when not seen). */
+export const whole = (value: number): string => (Number.isFinite(value) ? Math.round(value).toLocaleString("en-US") : "–");
+
+/** Every value of the metrics matching `pattern`, over every run (the finite ones): a row's sample. */
 export function samplesOf(runs: Record<string, number>[], pattern: RegExp): number[] {
   return runs.flatMap((m) => Object.keys(m).filter((k) => pattern.test(k)).map((k) => m[k])).filter(Number.isFinite);
 }
@@ -293,7 +296,7 @@ export function repairBreakdown(ring: Ring, sinceWallMs: number, successor: numb
 
 /** One line for the notes: the breakdown in words. */
 export function describeBreakdown(b: Record<string, number>): string {
-  const ms = (v: number) => (Number.isFinite(v) ? `${Math.round(v)} ms` : "–");
+  const ms = (v: number) => (Number.isFinite(v) ? `${whole(v)} ms` : "–");
   return `first hand-off failure ${ms(b.unreachableMs)}, view change wanted ${ms(b.wantedMs)} (${REASONS[b.wantedReason] ?? "–"}), ` +
     `token lost ${ms(b.tokenLostMs)}, prepare ${ms(b.prepareMs)} (${b.prepares} prepares, ${b.deferred} deferred promises), ` +
     `decided ${ms(b.decidedMs)} (grant wait ${ms(b.grantWaitMs)}, ${b.views} views), installed at the successor ${ms(b.installedMs)}`;

@@ -7,7 +7,7 @@
  * so that grant needs the ring repaired (or, under loss, the token through the lossy node).
  */
 import { LossyNamespace } from "./netns.ts";
-import { describeBreakdown, REASONS, REPAIR_WAIT_MS, repairBreakdown, type Ring, samplesOf, startRing, victimOf } from "./ring.ts";
+import { describeBreakdown, REASONS, REPAIR_WAIT_MS, repairBreakdown, type Ring, samplesOf, startRing, victimOf, whole } from "./ring.ts";
 import { signal } from "./server.ts";
 import { fmt, median } from "./stats.ts";
 import { type Metrics, now, type Row, type RunResult, sleep, type Workload, type WorkloadContext } from "./workload.ts";
@@ -24,9 +24,6 @@ export function spreadCell(values: number[], noun = "faults"): string {
   if (values.length === 0) return "– (none measured: see the notes)";
   return `${fmt(median(values))} (${values.length} ${noun}, ${fmt(Math.min(...values))}–${fmt(Math.max(...values))})`;
 }
-
-/** Whole milliseconds with thousands separators ("–" when not seen). */
-export const whole = (value: number): string => (Number.isFinite(value) ? Math.round(value).toLocaleString("en-US") : "–");
 
 /** The breakdown row: medians over the runs of where the repair's time went. */
 export function breakdownRow(label: string): Row {

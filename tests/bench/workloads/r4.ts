@@ -10,8 +10,8 @@
  * Safety check: a grant while the killed holder's client may still be in its section (before
  * that section's lease ends) is reported as SAFETY (exit status 1).
  */
-import { describeBreakdown, REPAIR_WAIT_MS, repairBreakdown, RING_DEFAULTS, samplesOf, startRing, victimOf } from "../lib/ring.ts";
-import { breakdownRow, spreadCell, whole } from "../lib/ring_workloads.ts";
+import { describeBreakdown, REPAIR_WAIT_MS, repairBreakdown, RING_DEFAULTS, samplesOf, startRing, victimOf, whole } from "../lib/ring.ts";
+import { breakdownRow, spreadCell } from "../lib/ring_workloads.ts";
 import { signal } from "../lib/server.ts";
 import { median } from "../lib/stats.ts";
 import { type Metrics, now, sleep, type Workload } from "../lib/workload.ts";
