@@ -22,7 +22,8 @@ export const LOSS_PERCENT = 30;
 /** "median (n faults, min–max)" of a sample over every run: the rows' usual cell (max is the bound seen). */
 export function spreadCell(values: number[], noun = "faults"): string {
   if (values.length === 0) return "– (none measured: see the notes)";
-  return `${fmt(median(values))} (${values.length} ${noun}, ${fmt(Math.min(...values))}–${fmt(Math.max(...values))})`;
+  const counted = values.length === 1 ? noun.replace(/s$/, "") : noun;
+  return `${fmt(median(values))} (${values.length} ${counted}, ${fmt(Math.min(...values))}–${fmt(Math.max(...values))})`;
 }
 
 /** The breakdown row: medians over the runs of where the repair's time went. */
