@@ -21,7 +21,7 @@ import { mergeSettings } from "../../lib/settings.ts";
 import { ROOT } from "../_harness.ts";
 import { CLIENT_KINDS, type ClientKind } from "./lib/clients.ts";
 import { currentRuntime, type RuntimeName, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
-import { fmt, median, spread } from "./lib/stats.ts";
+import { median, spread } from "./lib/stats.ts";
 import { type Metrics, PEER_TITLES, type PeerName, type Workload, type WorkloadContext } from "./lib/workload.ts";
 
 const { values: flags } = parseArgs({
