@@ -1,7 +1,8 @@
 /**
  * A network namespace for ONE ring node, so packet loss hits that node's links and nothing else
  * (loss on `lo` would hit every node). The namespace is joined to this host by a veth pair:
- * host end `<prefix>h` = 10.213.N.1, namespace end `<prefix>n` = 10.213.N.2. The other nodes and
+ * host end `<prefix>h` = 10.214.N.1, namespace end `<prefix>n` = 10.214.N.2 (a subnet no address here
+ * lies in; the process tests' tests/_netns.ts uses 10.213.X). The other nodes and
  * the driver bind the host end's address, so everything stays on this machine.
  *
  * Loss is an iptables `statistic` rule INSIDE the namespace, on both its INPUT and OUTPUT through
@@ -16,9 +17,10 @@ import process from "node:process";
 
 export class LossyNamespace {
   readonly name: string;
-  readonly hostIp: string;
-  readonly nodeIp: string;
-  readonly broadcast: string;
+  /** The addresses, set by create() (a free subnet is looked for then). */
+  hostIp = "";
+  nodeIp = "";
+  broadcast = "";
   private readonly hostLink: string;
   private readonly nodeLink: string;
   private created = false;
@@ -27,14 +29,10 @@ export class LossyNamespace {
 
   /** `tag` tells namespaces of concurrent runs apart (this process's pid by default). */
   constructor(tag = process.pid) {
-    const subnet = tag % 250;
     this.name = `mutexd-bench-${tag}`;
     // Interface names are at most 15 characters.
     this.hostLink = `mxb${tag % 1_000_000}h`;
     this.nodeLink = `mxb${tag % 1_000_000}n`;
-    this.hostIp = `10.213.${subnet}.1`;
-    this.nodeIp = `10.213.${subnet}.2`;
-    this.broadcast = `10.213.${subnet}.255`;
   }
 
   /** Why a namespace with packet loss cannot be made here (null: it can). */
@@ -49,6 +47,10 @@ export class LossyNamespace {
 
   /** Creates the namespace and the veth pair (no loss yet). Throws with the failing command. */
   create(): void {
+    const subnet = freeSubnet();
+    this.hostIp = `${subnet}.1`;
+    this.nodeIp = `${subnet}.2`;
+    this.broadcast = `${subnet}.255`;
     this.created = true;
     process.once("exit", this.removeAtExit);
     const n = this.name;
@@ -92,6 +94,16 @@ export class LossyNamespace {
     spawnSync("ip", ["netns", "del", this.name]);
     this.created = false;
   }
+}
+
+/** A 10.214.X (X in 1..250) that no IPv4 address of this host lies in, looked for from a place given by the pid. */
+function freeSubnet(): string {
+  const used = run("ip", ["-4", "-o", "addr", "show"]);
+  for (let i = 0; i < 250; i++) {
+    const x = 1 + ((process.pid + i) % 250);
+    if (!used.includes(` 10.214.${x}.`)) return `10.214.${x}`;
+  }
+  throw new Error("no free 10.214.X.0/24 subnet");
 }
 
 function run(cmd: string, args: string[]): string {
