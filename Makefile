@@ -9,7 +9,7 @@ N ?= 200
 START ?= 1
 CHAOS_SECONDS ?= 60
 
-.PHONY: install test test-deno test-bun build build-deno up bench chaos sim sim-many sim-replay sim-speed check clean
+.PHONY: install test test-deno test-bun build build-deno up bench bench-ring chaos sim sim-many sim-replay sim-speed check clean
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -59,9 +59,13 @@ sim-replay: install
 sim-speed: install
 	$(BUN) tests/sim/speed.ts
 
-## bench: the lock service under the peer benchmark's workloads, and takeover time (docs/bench.md).
+## bench: the lock service under the peer benchmark's workloads, takeover time, and the ring's repair (docs/bench.md).
 bench: install
 	$(BUN) tests/bench/run.ts
+
+## bench-ring: only the ring's repair figures: faults on a 5-node ring, idle CPU (docs/bench.md, "Ring repair"; root for R3's namespace).
+bench-ring: install
+	$(BUN) tests/bench/run.ts --only ring
 
 ## chaos: the real binaries under kill -9 / SIGSTOP faults, then the offline history check (docs/chaos.md).
 chaos: build

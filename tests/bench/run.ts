@@ -1,9 +1,11 @@
 /**
- * `make bench`: mutexd's lock server under the peer benchmark's workloads (W1–W4, F2; see
+ * `make bench`: mutexd's lock server under the peer benchmark's workloads (W1–W4, F1, F2; see
  * docs/bench.md and /work/shared/research/peer-bench.md), each run on a freshly started server,
- * printed as a table of medians next to etcd, Redis and ZooKeeper, and written as JSON.
+ * printed as a table of medians next to etcd, Redis and ZooKeeper; then the ring's repair
+ * (R1–R5: faults on a 5-node ring with the default settings) in a table of its own beside the
+ * issue's targets; all of it written as JSON.
  *
- *   deno run -A tests/bench/run.ts [--only W1,W3] [--runs 3] [--duration 10] [--clients project,http]
+ *   deno run -A tests/bench/run.ts [--only W1,W3|lock|ring] [--runs 3] [--duration 10] [--clients project,http]
  *                                  [--server-runtime bun|deno] [--topology single|replicated] [--json FILE]
  *   bun tests/bench/run.ts ...      (same flags)
  *
@@ -15,10 +17,11 @@ import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { mergeSettings } from "../../lib/settings.ts";
 import { ROOT } from "../_harness.ts";
 import { CLIENT_KINDS, type ClientKind } from "./lib/clients.ts";
 import { currentRuntime, type RuntimeName, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
-import { fmt, median, spread } from "./lib/stats.ts";
+import { median, spread } from "./lib/stats.ts";
 import { type Metrics, PEER_TITLES, type PeerName, type Workload, type WorkloadContext } from "./lib/workload.ts";
 
 const { values: flags } = parseArgs({
@@ -32,18 +35,22 @@ const { values: flags } = parseArgs({
     topology: { type: "string" },
     json: { type: "string" },
     label: { type: "string" },
+    set: { type: "string" },
+    "keep-logs": { type: "boolean" },
     quick: { type: "boolean" },
     help: { type: "boolean" },
   },
 });
 
 if (flags.help) {
-  process.stdout.write(`Usage: tests/bench/run.ts [--only W1,W3] [--runs N] [--duration SECONDS] [--clients project,http]
+  process.stdout.write(`Usage: tests/bench/run.ts [--only W1,W3|lock|ring] [--runs N] [--duration SECONDS] [--clients project,http]
                          [--server-runtime bun|deno] [--topology single|replicated]
-                         [--json FILE] [--label TEXT] [--quick]
-Defaults: all workloads, 3 runs, 10 s per measured phase, both clients, server under the runtime running
-this script, one node (--topology replicated: arbiter + primary + backup), JSON to
-tests/bench/results/latest.json. --quick = --runs 1 --duration 2.
+                         [--json FILE] [--label TEXT] [--quick] [--set key=value,...] [--keep-logs]
+Defaults: all workloads (--only lock: W* and F*; --only ring: R*, as make bench-ring), 3 runs, 10 s
+per measured phase, both clients, server under the runtime running this script, one node (--topology replicated: arbiter + primary + backup), JSON to
+tests/bench/results/latest.json. --quick = --runs 1 --duration 2. --set overrides settings of the
+servers' cluster files (e.g. --set tokenIdlePaceMs=400): experiments only, the targets are about defaults.
+--keep-logs: the ring workloads keep each ring's folder (one JSON log per node) and print where.
 `);
   process.exit(0);
 }
@@ -60,19 +67,31 @@ if (!(runs >= 1 && runs <= 20) || !(durationMs >= 500 && durationMs <= 60_000)) 
 }
 for (const kind of clientKinds) if (!CLIENT_KINDS.includes(kind)) throw new Error(`unknown client ${kind}`);
 if (serverRuntime !== "bun" && serverRuntime !== "deno") throw new Error("--server-runtime must be bun or deno");
+const settings: Record<string, number> = Object.fromEntries(
+  (flags.set ?? "").split(",").filter(Boolean).map((pair) => pair.split("=").map((s) => s.trim())).map(([k, v]) => [k, Number(v)]),
+);
+const settingProblems = mergeSettings(settings).problems;
+if (settingProblems.length > 0) {
+  throw new Error(`--set: ${settingProblems.map((p) => `${p.key}: ${p.message}`).join("; ")}`.slice(0, 500));
+}
+const settingsText = Object.entries(settings).map(([k, v]) => `${k}=${v}`).join(",");
 
-// Every file in workloads/ is a workload (default export); order: W* by number, then F*.
+// Every file in workloads/ is a workload (default export); order: W* by number, then F*, then R*.
 const workloadDir = join(dirname(new URL(import.meta.url).pathname), "workloads");
 const loaded: Workload[] = [];
 for (const file of readdirSync(workloadDir).filter((f) => f.endsWith(".ts")).sort()) {
   loaded.push((await import(join(workloadDir, file))).default as Workload);
 }
-const order = (w: Workload) => (w.id.startsWith("W") ? 0 : 1) * 1000 + Number(w.id.slice(1));
+const order = (w: Workload) => "WFR".indexOf(w.id[0]) * 1000 + Number(w.id.slice(1));
 loaded.sort((a, b) => order(a) - order(b));
-const only = flags.only?.split(",").map((s) => s.trim().toUpperCase());
+const tableOf = (w: Workload) => w.table ?? "lock";
+// --only takes ids and the names of the two tables ("lock", "ring") for all of a table's workloads.
+const only = flags.only?.split(",").map((s) => s.trim().toUpperCase()).flatMap((id) =>
+  id === "LOCK" || id === "RING" ? loaded.filter((w) => tableOf(w) === id.toLowerCase()).map((w) => w.id) : [id]
+);
 const workloads = only ? loaded.filter((w) => only.includes(w.id)) : loaded;
-if (only && workloads.length !== only.length) {
-  throw new Error(`unknown workload in --only (known: ${loaded.map((w) => w.id).join(", ")})`);
+if (only && workloads.length !== new Set(only).size) {
+  throw new Error(`unknown workload in --only (known: ${loaded.map((w) => w.id).join(", ")}, lock, ring)`);
 }
 
 const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
@@ -89,7 +108,7 @@ const started = new Date();
 log(
   `${currentRuntime} driver, ${serverRuntime} server (${topology}), ${runs} run(s) × ${
     workloads.map((w) => w.id).join(",")
-  }, ${durationMs / 1000} s phases, clients ${clientKinds.join(",")}; load average ${
+  }, ${durationMs / 1000} s phases, clients ${clientKinds.join(",")}${settingsText ? `, settings ${settingsText}` : ""}; load average ${
     loadavg().map((l) => l.toFixed(2)).join(" ")
   }`,
 );
@@ -104,8 +123,10 @@ for (let run = 1; run <= runs; run++) {
         run,
         serverRuntime,
         topology,
+        settings,
+        keepLogs: flags["keep-logs"] ?? false,
         startServer: async (options) => {
-          const server = await startServer({ runtime: serverRuntime, topology, ...options });
+          const server = await startServer({ runtime: serverRuntime, topology, ...options, settings: { ...settings, ...options?.settings } });
           servers.push(server);
           return server;
         },
@@ -135,7 +156,7 @@ for (let run = 1; run <= runs; run++) {
       } finally {
         clearTimeout(timer);
         for (const s of servers) {
-          if (s.exitCode !== undefined && !workload.killsServers) {
+          if (s.exitCode !== undefined && !s.stopRequested && !workload.killsServers) {
             cell.notes.push(`run ${run}: server pid ${s.pid} ended by itself with ${s.exitCode} (log ${s.logFile})`);
             log(`  server pid ${s.pid} ended by itself with ${s.exitCode}; log ${s.logFile}`);
           }
@@ -168,7 +189,7 @@ const ratioTable: string[][] = [[
   "run spread",
 ]];
 const jsonRows: unknown[] = [];
-for (const workload of workloads) {
+for (const workload of workloads.filter((w) => tableOf(w) === "lock")) {
   for (const row of workload.rows) {
     const cells: Record<string, { text: string; value?: number; ratios: Record<string, number> }> = {};
     const texts = clientKinds.map((k) => {
@@ -201,17 +222,36 @@ for (const workload of workloads) {
   }
 }
 
+// The ring's figures: one cell each (its workloads run with one client) beside the issue's target.
+const ringTable: string[][] = [["ring repair (5 nodes, default settings)", "mutexd", "target (issue 9)"]];
+for (const workload of workloads.filter((w) => tableOf(w) === "ring")) {
+  const cell = results[workload.id]?.[kindsOf(workload)[0]];
+  for (const row of workload.rows) {
+    const text = !cell || cell.runs.length === 0 ? "failed" : row.show(medianMetrics(cell.runs), cell.runs);
+    const value = cell && cell.runs.length > 0 ? row.value?.(medianMetrics(cell.runs), cell.runs) : undefined;
+    ringTable.push([row.label, text, row.target ?? ""]);
+    jsonRows.push({ workload: workload.id, label: row.label, mutexd: { text, value }, target: row.target ?? "" });
+  }
+}
+
 function markdown(table: string[][]): string {
   const widths = table[0].map((_, c) => Math.max(...table.map((r) => [...(r[c] ?? "")].length)));
   const line = (r: string[]) => `| ${r.map((cell, c) => cell.padEnd(widths[c])).join(" | ")} |`;
   return [line(table[0]), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...table.slice(1).map(line)].join("\n");
 }
 
-const header = `mutexd lock server (${topology}), medians of ${runs} run(s); driver ${currentRuntime}, server ${serverRuntime}; ` +
+const overridden = settingsText ? ` NOT the defaults: ${settingsText};` : "";
+const header = `mutexd lock server (${topology}), medians of ${runs} run(s); driver ${currentRuntime}, server ${serverRuntime};${overridden} ` +
   `${cpus().length} CPUs; peers from peer-bench.md (Node.js driver, median of 3).`;
-process.stdout.write(`\n${header}\n\n${markdown(mainTable)}\n\n${markdown(ratioTable)}\n`);
-process.stdout.write(`(ratios: mutexd ÷ peer; >1 is better for rates, worse for latencies and RSS. ` +
-  `"run spread": (max − min) / median over runs, first client.)\n`);
+if (mainTable.length > 1) {
+  process.stdout.write(`\n${header}\n\n${markdown(mainTable)}\n\n${markdown(ratioTable)}\n`);
+  process.stdout.write(`(ratios: mutexd ÷ peer; >1 is better for rates, worse for latencies and RSS. ` +
+    `"run spread": (max − min) / median over runs, first client.)\n`);
+}
+if (ringTable.length > 1) {
+  process.stdout.write(`\nmutexd ring, ${runs} run(s), each on a fresh ring; driver ${currentRuntime}, server ${serverRuntime};${overridden} ` +
+    `${cpus().length} CPUs. Cells: median (samples, min–max) over every run.\n\n${markdown(ringTable)}\n`);
+}
 const allNotes = Object.entries(results).flatMap(([id, byClient]) =>
   Object.entries(byClient).flatMap(([k, cell]) => cell!.notes.map((n) => `${id} ${k} ${n}`))
 );
@@ -229,6 +269,7 @@ writeFileSync(
       driverVersion: (globalThis as { Deno?: { version: { deno: string } } }).Deno?.version.deno ?? process.versions.bun,
       serverRuntime,
       topology,
+      settings,
       runs,
       durationMs,
       clients: clientKinds,

@@ -101,6 +101,8 @@ export interface ServerHandle {
   exited: Promise<number>;
   /** Set when the process has ended (undefined while it runs). */
   readonly exitCode: number | undefined;
+  /** Whether stop() was called (an end after it is not the process ending by itself). */
+  readonly stopRequested: boolean;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -137,7 +139,9 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
 
 /**
  * Starts `mutexd node --config file --id id` and waits until `url`/v1/health answers.
- * Workloads with several nodes (primary + backup, later F1) write their own cluster file and call this per node.
+ * Workloads with several nodes (primary + backup, F1, the ring) write their own cluster file and
+ * call this per node. `launcher` goes before the command and must exec it in place, so the pid
+ * stays the node's (the ring's lossy node: `ip netns exec NAME`).
  */
 export async function startNode(
   file: string,
@@ -145,8 +149,9 @@ export async function startNode(
   url: string,
   runtime: RuntimeName = currentRuntime,
   logDir: string = tempDir("mutexd-bench-"),
+  launcher: string[] = [],
 ): Promise<ServerHandle> {
-  const [cmd, ...pre] = serverArgv(runtime);
+  const [cmd, ...pre] = [...launcher, ...serverArgv(runtime)];
   const logFile = join(logDir, `${id}.log`);
   const fd = openSync(logFile, "w");
   let child: ChildProcess;
@@ -161,6 +166,7 @@ export async function startNode(
   }
   const pid = child.pid!;
   let done = false;
+  let stopRequested = false;
   let exitCode: number | undefined;
   const exited = new Promise<number>((resolve) => {
     child.on("exit", (code, signal) => {
@@ -180,7 +186,11 @@ export async function startNode(
     get exitCode() {
       return exitCode;
     },
+    get stopRequested() {
+      return stopRequested;
+    },
     async stop(graceMs = 3_000) {
+      stopRequested = true;
       if (done) return;
       signal(pid, "SIGTERM");
       const timer = setTimeout(() => signal(pid, "SIGKILL"), graceMs);
@@ -203,7 +213,7 @@ export async function startNode(
 }
 
 /** process.kill by PID (only processes this benchmark started); ignores "already gone". */
-export function signal(pid: number, sig: "SIGTERM" | "SIGKILL"): void {
+export function signal(pid: number, sig: "SIGTERM" | "SIGKILL" | "SIGSTOP" | "SIGCONT"): void {
   try {
     process.kill(pid, sig);
   } catch {
@@ -257,6 +267,9 @@ async function startReplicated(options: StartOptions): Promise<ServerHandle> {
     exited: Promise.race(started.map((s) => s.exited)),
     get exitCode() {
       return primary.exitCode ?? backup.exitCode ?? arbiter.exitCode;
+    },
+    get stopRequested() {
+      return started.some((s) => s.stopRequested);
     },
     async stop(graceMs?: number) {
       await Promise.all(started.map((s) => s.stop(graceMs)));

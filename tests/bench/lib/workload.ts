@@ -35,6 +35,8 @@ export interface Row {
   /** The number compared with the peers' `value` (mutexd ÷ peer); omit for rows without a ratio. */
   value?(m: Metrics, runs: Metrics[]): number;
   peers?: Partial<Record<PeerName, PeerCell>>;
+  /** The issue's target for the figure (the ring table prints it beside the figure). */
+  target?: string;
 }
 
 export interface WorkloadContext {
@@ -46,6 +48,10 @@ export interface WorkloadContext {
   run: number;
   serverRuntime: RuntimeName;
   topology: Topology;
+  /** `--set` overrides of the cluster file's [settings] (empty: the defaults), for experiments. */
+  settings: Record<string, number>;
+  /** `--keep-logs`: ring workloads keep their folder (node logs, data) and name it, instead of removing it. */
+  keepLogs: boolean;
   /** Starts a fresh deployment of the selected topology (stopped by the runner after the workload). */
   startServer(options?: StartOptions): Promise<ServerHandle>;
   /** Registers a server the workload started itself (e.g. several nodes), so the runner stops it. */
@@ -62,6 +68,11 @@ export interface Workload {
   clients: "each" | "one";
   /** The workload kills servers on purpose (F1): their ends are not reported as odd. */
   killsServers?: boolean;
+  /**
+   * Which table its rows go in: "lock" (default: the lock service beside the peers) or "ring"
+   * (the ring's repair figures beside the issue's targets; `--only ring` selects these).
+   */
+  table?: "lock" | "ring";
   rows: Row[];
   run(ctx: WorkloadContext): Promise<RunResult>;
 }
