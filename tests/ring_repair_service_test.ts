@@ -13,6 +13,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { RingNode, type RingResult } from "../lib/core/ring/ring_node.ts";
 import type { RepairMessage } from "../lib/core/ring/repair.ts";
+import { ViewCore } from "../lib/core/ring/view.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";
@@ -107,4 +108,34 @@ test("repair wiring: without a repair link (the simulator's case) failed hand-of
     assert.deepEqual(service.suspicions(), []);
     assert.deepEqual(repairLines(log), []);
   });
+});
+
+test("a token hand-off counts as never left only if every attempt of it was refused: a reset before a refused retry may have been taken", { timeout: 10_000 }, async () => {
+  // Spy on what the driver tells the view change (the refusal fact that waives the grant wait).
+  const proto = ViewCore.prototype as unknown as { handoffRefused(epoch: number, hop: number, nowMs: number): void };
+  const original = proto.handoffRefused;
+  const told: Array<[number, number]> = [];
+  proto.handoffRefused = function (this: unknown, epoch: number, hop: number, nowMs: number) {
+    told.push([epoch, hop]);
+    return original.call(this, epoch, hop, nowMs);
+  };
+  try {
+    await withService(false, async ({ deliveries }) => {
+      // Attempt 1 is cut after it may have arrived; attempt 2 finds the port closed (the
+      // receiver died after taking the token): the token may be there, not here.
+      await eventually("delivery 1 is made", () => deliveries.length >= 1, 2_000);
+      deliveries[0].reject(new Error("read ECONNRESET"));
+      await fail(deliveries, 2);
+      await eventually("delivery 3 is made", () => deliveries.length >= 3, 2_000);
+      assert.deepEqual(told, [], "no refusal fact after an uncertain attempt");
+    });
+    await withService(false, async ({ deliveries }) => {
+      // Every attempt refused at connect: the token never left.
+      await fail(deliveries, 1);
+      await eventually("delivery 2 is made", () => deliveries.length >= 2, 2_000);
+      assert.deepEqual(told, [[1, 2]], "the hand-off of hop 2 was refused");
+    });
+  } finally {
+    proto.handoffRefused = original;
+  }
 });

@@ -119,6 +119,8 @@ export class RingService {
    * change's): rebuilt when a reload changes the file's ring, kept across views.
    */
   private repair?: RingRepair;
+  /** The token hand-off being tried: whether any attempt of it may have been taken (see deliverWatched). */
+  private lastHandoff: { epoch: number; hop: number; uncertain: boolean } | null = null;
   /** Hand-offs to the successor that got no answer, in a row (a repair input once ringRepairRetries). */
   private handoffFailures = 0;
   /** The view change: votes, coordinates, probes for a lost token, runs the token lease. */
@@ -423,13 +425,17 @@ export class RingService {
    * failures in a row (and every one after them) tell the repair core and start a view change
    * (the members are whoever promises). A token the successor refused (not yet in its view, or
    * it promised newer) or could not even connect for never left here: the view change is told,
-   * so the new view need not wait for a section that cannot exist. The answer or error goes on
-   * to the link unchanged.
+   * so the new view need not wait for a section that cannot exist. That holds only if EVERY
+   * attempt of that hand-off was refused: one that timed out or was cut (a reset) may have been
+   * taken, and its receiver may have granted before it died (found by the ring benchmark: a
+   * reset, then a refused retry, then a grant 0.8 s after the kill while the dead holder's client
+   * held a 1 s lease). The answer or error goes on to the link unchanged.
    */
   private deliverWatched(item: LinkItem): PromiseLike<RingResult> {
     const to = this.node.successor;
+    const attempt = item.kind === "token" ? this.handoffAttempt(item.token.epoch, item.token.hop) : null;
     const refused = () => {
-      if (item.kind === "token") this.view.handoffRefused(item.token.epoch, item.token.hop, this.now());
+      if (attempt && !attempt.uncertain) this.view.handoffRefused(attempt.epoch, attempt.hop, this.now());
     };
     return this.options.peers.deliver(to, item).then(
       (result) => {
@@ -444,6 +450,7 @@ export class RingService {
       },
       (error) => {
         if (connectRefused(error)) refused();
+        else if (attempt) attempt.uncertain = true;
         this.handoffFailures += 1;
         if (this.handoffFailures >= this.options.settings.ringRepairRetries) {
           this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() });
@@ -452,6 +459,13 @@ export class RingService {
         throw error;
       },
     );
+  }
+
+  /** The record of the token hand-off (epoch, hop): a new one starts certain. */
+  private handoffAttempt(epoch: number, hop: number): { epoch: number; hop: number; uncertain: boolean } {
+    const last = this.lastHandoff;
+    if (last && last.epoch === epoch && last.hop === hop) return last;
+    return this.lastHandoff = { epoch, hop, uncertain: false };
   }
 
   /** One repair step: its datagrams to the channel, one log line per event. */
