@@ -126,6 +126,25 @@ test("install: successor and predecessor are the view's neighbours (two dead nod
   assert.equal(e.step({ type: "writes", from: "b", epoch: 2, entries: [put(1, "b", "k", "1", 2)] }).result.ok, true);
 });
 
+test("grant wait: a holder with waiters passes the token on at the idle pace while the view's wait for older sections runs (so the members see it), and grants once it is about over", () => {
+  const b = harness();
+  const waitMs = 10 * LIMITS.tokenIdlePaceMs;
+  b.install(viewOf(2), { grantNotBeforeMs: waitMs });
+  const { reqId } = b.enter();
+  const arrived = b.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1 }) }, 0);
+  assert.equal(only(arrived, "sendToken").length, 0, "it rests one pace first");
+  assert.equal(replies(arrived).get(reqId), undefined, "no grant during the wait");
+  const paced = b.step({ type: "tick" }, LIMITS.tokenIdlePaceMs);
+  assert.equal(only(paced, "sendToken")[0]?.to, "c", "after one pace it moves on");
+  assert.equal(replies(paced).get(reqId), undefined);
+  // Back at the end of the wait (less than a pace left): it stays and grants when the wait is over.
+  const back = b.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 4 }) }, waitMs - LIMITS.tokenIdlePaceMs / 2);
+  assert.equal(only(back, "sendToken").length, 0, "it keeps the token for the grant");
+  assert.equal(replies(back).get(reqId), undefined, "still inside the wait");
+  const granted = b.step({ type: "tick" }, waitMs);
+  assert.equal((replies(granted).get(reqId) as { type: string }).type, "granted");
+});
+
 // ---- The regenerator ----------------------------------------------------------------------------
 
 test("regenerator: the epoch's token at startWseq with fence fenceFloor(epoch); above startWseq cut; resendFromWseq..startWseq re-sent with their original stamps, origin = itself; their return commits them; the token moves only after; new writes follow startWseq in the new epoch", () => {

@@ -347,6 +347,16 @@ export class RingNode {
     this.writes.learnCommit(holding.token.commit);
     if (this.section || holding.outstanding.size > 0) return;
     if (holding.grantsLeft > 0 && this.waiters.length > 0) {
+      const paceMs = this.options.limits.tokenIdlePaceMs;
+      if (this.grantNotBeforeMs - this.nowMs > paceMs) {
+        // The view's wait for older sections: no member grants yet. The token moves on at the
+        // idle pace meanwhile, so the members see it: resting here for the whole wait, it would
+        // be taken for lost after tokenLossMs by every other member (another view change,
+        // another wait: found by the ring benchmark under packet loss).
+        holding.passAtMs ??= holding.arrivedAtMs + paceMs;
+        if (this.nowMs >= holding.passAtMs) this.pass();
+        return;
+      }
       // No grant without a majority's lease (renewEarly asked for it): a token cut off from the
       // majority is not usable. Nor before the view's wait for older sections is over.
       if (!this.leaseValid() || this.nowMs < this.grantNotBeforeMs) return;
