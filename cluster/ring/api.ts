@@ -168,7 +168,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     },
   });
 
-  const writeRoute = (type: RingOp["type"]): RingRoute => ({
+  const writeRoute = (type: "put" | "delete"): RingRoute => ({
     method: "POST",
     path: `/v1/ring/${type}`,
     bodyBytesMax: settings.bodyBytesMax,
@@ -324,6 +324,8 @@ function parseEntry(raw: unknown, index: number, epoch: number, settings: Settin
   const op = entry.op as Record<string, unknown> | null;
   if (typeof op !== "object" || op === null) throw new RequestError("bad_request", `${where}.op must be an object`);
   const key = op.key;
+  // The regenerator's marker (RingOp "noop"): no key, no value.
+  if (op.type === "noop" && key === "") return { epoch: stamped, wseq, author, origin, op: { type: "noop", key: "" } };
   if (typeof key !== "string" || key.length === 0 || key.length > settings.ringKeyLengthMax) {
     throw new RequestError("bad_request", `${where}.op.key must be a string of 1..${settings.ringKeyLengthMax} characters`);
   }

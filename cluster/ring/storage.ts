@@ -123,7 +123,8 @@ function isCount(value: unknown, min = 0): value is number {
 function isEntry(value: unknown): value is RingEntry {
   if (!isObject(value) || !isObject(value.op)) return false;
   const { op } = value;
-  const opOk = typeof op.key === "string" && (op.type === "delete" || (op.type === "put" && typeof op.value === "string"));
+  const opOk = (op.type === "noop" && op.key === "") ||
+    (typeof op.key === "string" && (op.type === "delete" || (op.type === "put" && typeof op.value === "string")));
   return opOk && isCount(value.epoch) && isCount(value.wseq, 1) && typeof value.author === "string" && typeof value.origin === "string";
 }
 

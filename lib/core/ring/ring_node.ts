@@ -619,6 +619,13 @@ export class RingNode {
       holding.outstanding.set(entry.wseq, null);
       this.writes.forward(entry);
     }
+    // The epoch's marker right behind them (Raft's no-op; see RingOp): the token's commit passes
+    // startWseq only with it, so a committed prefix always ends in this epoch's stamp or a newer one.
+    const marker: RingEntry = { epoch: view.epoch, wseq: view.startWseq + 1, author: this.id, origin: this.id, op: { type: "noop", key: "" } };
+    token.wseq = marker.wseq;
+    this.writes.append(marker);
+    holding.outstanding.set(marker.wseq, null);
+    this.writes.forward(marker);
     this.event("tokenRegenerated", { epoch: view.epoch, fence, wseq: token.wseq, commit: token.commit, resent: resend.length });
   }
 

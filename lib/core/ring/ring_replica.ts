@@ -146,5 +146,5 @@ export class RingReplica {
 
 function applyOp(map: Map<string, string>, entry: RingEntry): void {
   if (entry.op.type === "put") map.set(entry.op.key, entry.op.value);
-  else map.delete(entry.op.key);
+  else if (entry.op.type === "delete") map.delete(entry.op.key);
 }

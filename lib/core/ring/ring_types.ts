@@ -6,7 +6,14 @@
 /** A change to the ring's replicated key/value map. */
 export type RingOp =
   | { type: "put"; key: string; value: string }
-  | { type: "delete"; key: string };
+  | { type: "delete"; key: string }
+  /**
+   * The regenerator's marker (Raft's no-op): written right after the re-sent range, stamped with
+   * the new epoch, it changes no key. Once it commits, every node holding the committed prefix
+   * ends its log in that epoch, so a node with an older never-committed write cannot outrank it
+   * as the next regenerator (docs/ring-view.md, "No committed write is lost").
+   */
+  | { type: "noop"; key: "" };
 
 /**
  * One write in the ring's single global order. `wseq` is its place (1, 2, 3, …); `epoch` is the
