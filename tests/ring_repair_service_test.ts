@@ -110,11 +110,20 @@ test("repair wiring: without a repair link (the simulator's case) failed hand-of
   });
 });
 
-test("a token hand-off counts as never left only if every attempt of it was refused: a reset before a refused retry may have been taken", { timeout: 10_000 }, async () => {
+test("a token hand-off counts as never left only if every attempt of it was refused: a reset before a refused retry may have been taken, and a timeout after a refusal withdraws it", { timeout: 10_000 }, async () => {
   // Spy on what the driver tells the view change (the refusal fact that waives the grant wait).
-  const proto = ViewCore.prototype as unknown as { handoffRefused(epoch: number, hop: number, nowMs: number): void };
+  const proto = ViewCore.prototype as unknown as {
+    handoffRefused(epoch: number, hop: number, nowMs: number): void;
+    handoffUncertain(epoch: number, hop: number, nowMs: number): void;
+  };
   const original = proto.handoffRefused;
   const told: Array<[number, number]> = [];
+  const uncertain: Array<[number, number]> = [];
+  const originalUncertain = proto.handoffUncertain;
+  proto.handoffUncertain = function (this: unknown, epoch: number, hop: number, nowMs: number) {
+    uncertain.push([epoch, hop]);
+    return originalUncertain.call(this, epoch, hop, nowMs);
+  };
   proto.handoffRefused = function (this: unknown, epoch: number, hop: number, nowMs: number) {
     told.push([epoch, hop]);
     return original.call(this, epoch, hop, nowMs);
@@ -135,7 +144,21 @@ test("a token hand-off counts as never left only if every attempt of it was refu
       await eventually("delivery 2 is made", () => deliveries.length >= 2, 2_000);
       assert.deepEqual(told, [[1, 2]], "the hand-off of hop 2 was refused");
     });
+    told.length = 0;
+    uncertain.length = 0;
+    await withService(false, async ({ deliveries }) => {
+      // A refusal (notYet), then an attempt that may have been taken: the refusal is withdrawn.
+      await eventually("delivery 1 is made", () => deliveries.length >= 1, 2_000);
+      deliveries[0].resolve({ ok: false, type: "notYet", epoch: 1 });
+      await eventually("the refusal is reported", () => told.length === 1, 2_000);
+      assert.deepEqual(told, [[1, 2]]);
+      await eventually("delivery 2 is made", () => deliveries.length >= 2, 2_000);
+      deliveries[1].reject(new Error("The operation timed out."));
+      await eventually("delivery 3 is made", () => deliveries.length >= 3, 2_000);
+      assert.deepEqual(uncertain, [[1, 2]], "the view change is told the token may have left");
+    });
   } finally {
     proto.handoffRefused = original;
+    proto.handoffUncertain = originalUncertain;
   }
 });

@@ -554,6 +554,21 @@ test("view: a token whose hand-off was refused at connect never left: no wait fo
   w.checkSafety();
 });
 
+test("view: a refusal withdrawn by a later uncertain attempt of the same hand-off no longer counts: b may have taken the token and granted", () => {
+  const { w, epoch } = tokenSentByA();
+  const renewedAtMs = w.nowMs;
+  w.node("b").wantLease(epoch, renewedAtMs);
+  assert.ok(w.runUntil(() => w.node("b").status(w.nowMs).leaseValidUntilMs !== null, 1_000), "b's lease is renewed");
+  w.node("a").handoffRefused(epoch, 2, w.nowMs); // attempt 1: notYet
+  w.node("a").handoffUncertain(epoch, 2, w.nowMs); // attempt 2: timed out (b took it, then died)
+  w.crash("b");
+  w.want("a");
+  assert.ok(w.runUntil(() => w.settled(["a", "c", "d", "e"], epoch + 1), 5_000));
+  const regen = w.installs().find((i) => i.decision.view.epoch === epoch + 1 && i.decision.regenerate)!;
+  assert.ok(regen.decision.grantNotBeforeMs >= renewedAtMs + S.tokenLeaseMs + S.ringLeaseMaxMs + S.tokenLeaseSafetyMs, "b's last lease is waited out");
+  w.checkSafety();
+});
+
 test("view: with no refusal fact the same hand-off counts as unknown (b may hold the token and grant under its last lease)", () => {
   const { w, epoch } = tokenSentByA();
   const renewedAtMs = w.nowMs;

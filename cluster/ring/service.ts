@@ -450,7 +450,11 @@ export class RingService {
       },
       (error) => {
         if (connectRefused(error)) refused();
-        else if (attempt) attempt.uncertain = true;
+        else if (attempt) {
+          attempt.uncertain = true;
+          // A refusal reported for an earlier attempt no longer holds.
+          this.view.handoffUncertain(attempt.epoch, attempt.hop, this.now());
+        }
         this.handoffFailures += 1;
         if (this.handoffFailures >= this.options.settings.ringRepairRetries) {
           this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() });

@@ -207,10 +207,23 @@ export class ViewCore {
     return null;
   }
 
-  /** The token hand-off of (epoch, hop) was refused at connect: the token never left here. */
+  /**
+   * The token hand-off of (epoch, hop) was refused (at connect, or answered notYet/stale), and
+   * so was every attempt of it before: the token never left here.
+   */
   handoffRefused(epoch: number, hop: number, nowMs: number): void {
     this.advance(nowMs);
     this.neverLeft = { epoch, hop };
+  }
+
+  /**
+   * An attempt of the hand-off (epoch, hop) may have been taken (it timed out, or the connection
+   * was cut): whatever was refused before, the token may have left (review finding: a notYet,
+   * then a retry taken by a receiver that died before answering, still counted as never left).
+   */
+  handoffUncertain(epoch: number, hop: number, nowMs: number): void {
+    this.advance(nowMs);
+    if (this.neverLeft?.epoch === epoch && this.neverLeft.hop === hop) this.neverLeft = null;
   }
 
   /**
