@@ -820,6 +820,23 @@ test("view: the arbiter may coordinate but casts no vote; without it any ring no
   w.checkSafety();
 });
 
+test("view: the arbiter only coordinates: a promise, renewal or answer claiming to come from it is dropped (it would count towards a majority it is not in)", () => {
+  const w = new World(["a", "b", "c", "d", "e"], true);
+  w.run(S.tokenLeaseMs);
+  for (const id of ["c", "d", "e"]) w.crash(id);
+  w.want("a", "bootstrap");
+  w.run(50);
+  const a = w.node("a");
+  const ballot = a.status(w.local("a")).coordinating!;
+  const facts = { lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 0, tokenHop: 0, tokenHere: "no" as const, sectionRemainingMs: 0, holdEndedAgoMs: {}, restartedAgoMs: null };
+  a.receive({ type: "promise", from: ARBITER, ballot, prior: { epoch: 0, coordinator: "" }, viewEpoch: 0, facts }, w.local("a"));
+  const ready = a.ready();
+  assert.ok(ready.events.some((e) => e.event === "badViewMessage" && String(e.fields.problem).includes("only from a ring node")));
+  w.run(S.viewChangeTimeoutMs);
+  assert.equal(w.view("a"), null, "a and b plus a forged promise are no majority of five");
+  w.checkSafety();
+});
+
 test("view: a ring node asks the arbiter to coordinate (coordinate {reason, epoch}) and waits its grace before coordinating itself; ring nodes ignore such requests", () => {
   const w = settledWorld(["a", "b", "c", "d"], true);
   const epoch = w.view("a")!.epoch;

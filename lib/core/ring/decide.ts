@@ -2,6 +2,7 @@
  * The coordinator's decision once a majority promised: pure functions of the promises, so the
  * rules are in one place and easy to read (docs/ring-view.md, "The decision").
  */
+import { assert } from "../assert.ts";
 import type { Settings } from "../../settings.ts";
 import type { Ballot, PromiseFacts, View } from "./view_wire.ts";
 
@@ -29,6 +30,8 @@ export function decideView(
   nowMs: number,
 ): View {
   const members = ring.filter((id) => promises.has(id));
+  // A view is a strict majority of the file's ring nodes (only they promise; view_wire.ts checks).
+  assert(2 * members.length > ring.length, `view ${ballot.epoch} of ${members.length} of ${ring.length} ring nodes is no majority`);
   let regenerator = members[0];
   for (const id of members) {
     const a = promises.get(id)!.facts;

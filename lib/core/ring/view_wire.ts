@@ -112,6 +112,9 @@ export type ViewMessage =
   | { type: "coordinate"; from: string; reason: string; epoch: number }
   | { type: "renewAnswer"; from: string; epoch: number; seq: number; ok: boolean };
 
+/** What the arbiter, which coordinates without a vote, may send: the coordinator's messages. */
+const ARBITER_SENDS: ReadonlySet<unknown> = new Set(["prepare", "newView", "probe"]);
+
 /** The reasons a ring node may give the arbiter when it asks it to coordinate (ViewChangeReason). */
 const COORDINATE_REASONS: ReadonlySet<unknown> = new Set(["tokenLoss", "suspect", "rejoin", "membership", "bootstrap"]);
 
@@ -123,6 +126,9 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
   if (typeof message !== "object" || message === null) return "not an object";
   const coordinatorOk = (id: string) => ring.includes(id) || (arbiter !== null && id === arbiter);
   if (!coordinatorOk(message.from)) return `unknown sender ${message.from}`;
+  // The arbiter coordinates and nothing else: a vote, an answer or a lease from it is forged (a
+  // "promise" from it would count towards a majority it is not part of).
+  if (!ring.includes(message.from) && !ARBITER_SENDS.has(message.type)) return `${message.type} comes only from a ring node`;
   const ballots: unknown[] = [];
   const counts: unknown[] = [];
   switch (message.type) {
@@ -133,6 +139,7 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
     case "probeReply":
       counts.push(message.viewEpoch, message.tokenEpoch, message.tokenHop);
       if (message.lastTokenAgeMs !== null) counts.push(message.lastTokenAgeMs);
+      if (typeof message.live !== "boolean") return "live must be a boolean";
       break;
     case "prepare":
       ballots.push(message.ballot);
