@@ -837,6 +837,17 @@ test("view: the arbiter only coordinates: a promise, renewal or answer claiming 
   w.checkSafety();
 });
 
+test("view: a renewal of an epoch newer than any this node promised or installed tells it it was left out (behind): a regenerator waiting for its re-sent writes hears of the new view no other way", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  const a = w.node("a");
+  a.ready();
+  a.receive({ type: "renew", from: "b", epoch: epoch + 2, seq: 1 }, w.local("a"));
+  const out = a.ready();
+  assert.deepEqual(out.decisions.filter((d) => d.type === "behind"), [{ type: "behind", viewEpoch: epoch + 2 }]);
+  assert.deepEqual(out.send.map((x) => x.message.type), ["renewAnswer"], "it still answers the renewal");
+});
+
 test("view: a ring node asks the arbiter to coordinate (coordinate {reason, epoch}) and waits its grace before coordinating itself; ring nodes ignore such requests", () => {
   const w = settledWorld(["a", "b", "c", "d"], true);
   const epoch = w.view("a")!.epoch;

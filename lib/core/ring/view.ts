@@ -426,6 +426,10 @@ export class ViewCore {
     const ok = this.voter && this.promised.epoch <= epoch && (this.deferred === null || this.deferred.ballot.epoch <= epoch);
     if (ok) this.hold.renewed(this.nowMs, from);
     this.answerTo(from, { type: "renewAnswer", from: this.options.id, epoch, seq, ok });
+    // Its sender installed view `epoch`: newer than anything here means this node was left out
+    // (a regenerator waiting for re-sent writes that never come back hears of it no other way:
+    // review finding 5, simulator seed 90159 with 5 nodes).
+    this.seeViewEpoch(epoch);
   }
 
   private onRenewAnswer(message: Extract<ViewMessage, { type: "renewAnswer" }>): void {
