@@ -799,7 +799,12 @@ test("view: the lease margin covers renewers whose clocks run 20 % fast: the slo
 test("view: the arbiter may coordinate but casts no vote; without it any ring node coordinates", () => {
   const w = settledWorld(["a", "b", "c", "d"], true);
   const epoch = w.view("a")!.epoch;
-  w.want(ARBITER);
+  // As in the binary: a ring node asks it (coordinate, with the epoch it is in).
+  const ask = (at: number) => {
+    w.node(ARBITER).receive({ type: "coordinate", from: "a", reason: "suspect", epoch: at }, w.local(ARBITER));
+    w.collect(ARBITER);
+  };
+  ask(epoch);
   assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], epoch + 1), 5_000));
   const view = w.view("a")!;
   assert.equal(view.coordinator, ARBITER);
@@ -807,7 +812,7 @@ test("view: the arbiter may coordinate but casts no vote; without it any ring no
   // 2 of 4 plus the arbiter is no majority.
   w.crash("c");
   w.crash("d");
-  w.want(ARBITER);
+  ask(epoch + 1);
   w.run(3 * S.viewChangeTimeoutMs);
   assert.equal(w.view("a")!.epoch, epoch + 1, "no view from 2 of 4 ring nodes and the arbiter");
   // The arbiter dies; the ring nodes come back and the last one in the file coordinates.
@@ -846,6 +851,30 @@ test("view: a renewal of an epoch newer than any this node promised or installed
   const out = a.ready();
   assert.deepEqual(out.decisions.filter((d) => d.type === "behind"), [{ type: "behind", viewEpoch: epoch + 2 }]);
   assert.deepEqual(out.send.map((x) => x.message.type), ["renewAnswer"], "it still answers the renewal");
+});
+
+test("view: the arbiter's wish is served by any view above the asker's epoch, its own or a ring node's (no extra view change later)", () => {
+  const w = settledWorld(["a", "b", "c"], true);
+  const epoch = w.view("a")!.epoch;
+  const arbiter = w.node(ARBITER);
+  w.crash("b"); // the arbiter's attempt cannot finish quickly without b
+  arbiter.receive({ type: "coordinate", from: "a", reason: "suspect", epoch }, w.local(ARBITER));
+  assert.equal(arbiter.status(w.local(ARBITER)).wanted, "suspect");
+  // A ring node's view above the asker's epoch shows up in a reject: the wish is served.
+  arbiter.receive({ type: "reject", from: "c", ballot: { epoch: epoch + 1, coordinator: ARBITER }, promised: { epoch: epoch + 1, coordinator: "c" }, viewEpoch: epoch + 1 }, w.local(ARBITER));
+  assert.equal(arbiter.status(w.local(ARBITER)).wanted, null);
+});
+
+test("view: a node that removed a voter by a reload reports that voter's possible section for one maximum lease (the new list has no holds for it)", () => {
+  const w = settledWorld(["a", "b", "c", "d"]);
+  const epoch = w.view("a")!.epoch;
+  const a = w.node("a");
+  assert.equal(a.changeMembership(["a", "b", "c"], w.local("a")), null);
+  a.ready();
+  a.receive({ type: "prepare", from: "b", ballot: { epoch: epoch + 5, coordinator: "b" } }, w.local("a") + S.tokenLeaseMs);
+  const promise = a.ready().send.find((x) => x.message.type === "promise")?.message as { facts: { sectionRemainingMs: number } } | undefined;
+  assert.ok(promise, "a promises");
+  assert.ok(promise.facts.sectionRemainingMs >= S.ringLeaseMaxMs + S.tokenLeaseSafetyMs - S.tokenLeaseMs, `d's section may still run: ${promise.facts.sectionRemainingMs}`);
 });
 
 test("view: a ring node asks the arbiter to coordinate (coordinate {reason, epoch}) and waits its grace before coordinating itself; ring nodes ignore such requests", () => {

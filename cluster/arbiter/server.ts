@@ -150,15 +150,20 @@ function isArbiterRequest(value: Record<string, unknown>): value is ArbiterReque
  * nothing for the ring: a non-voter promises nothing, and its ballots start above the epoch the
  * asker reports. When it is down, the ring nodes coordinate themselves.
  */
-function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Logger): { app: (app: Hono) => void; stop(): void; status(): unknown } {
+function startRingCoordinator(
+  cluster: ClusterConfig,
+  node: NodeConfig,
+  log: Logger,
+): { app: (app: Hono) => void; stop(): void; status(): unknown; reload(cluster: ClusterConfig): void } {
   const settings = cluster.settings;
   const ringNodes = cluster.nodes.filter((n) => n.role === "ring");
   const nowMs = monotonicClock.nowMs;
   const idle: LocalFacts = { lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 0, tokenHop: 0, token: "away", sectionRemainingMs: 0, lastTokenAgeMs: null };
   const core = new ViewCore({ id: node.id, ring: ringNodes.map((n) => n.id), arbiter: node.id, settings, localFacts: () => idle }, null, nowMs());
+  const urls = new Map(ringNodes.map((n) => [n.id, nodeUrl(n)]));
   const peers = httpPeers({
     self: node.id,
-    urls: new Map(ringNodes.map((n) => [n.id, nodeUrl(n)])),
+    urls,
     hopTimeoutMs: settings.tokenHopTimeoutMs,
     local: () => {
       throw new Error("the arbiter is no ring node");
@@ -195,6 +200,15 @@ function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Log
       clearInterval(tick);
     },
     status: () => core.status(nowMs()),
+    // SIGHUP: the ring nodes of the reloaded file are the voters it coordinates (one change at a
+    // time, as for a ring node; a refusal is logged and changes nothing).
+    reload(reloaded: ClusterConfig) {
+      const ring = reloaded.nodes.filter((n) => n.role === "ring");
+      for (const n of ring) urls.set(n.id, nodeUrl(n));
+      const refusal = core.changeMembership(ring.map((n) => n.id), nowMs());
+      log.event(refusal === null ? "ringReloaded" : "ringReloadRefused", { ring: ring.map((n) => n.id).join(","), ...(refusal ? { reason: refusal } : {}) });
+      pump.pump();
+    },
   };
 }
 
@@ -217,6 +231,10 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   return {
     url: `http://${node.host}:${server.port}`,
+    reload(reloaded: ClusterConfig) {
+      ring?.reload(reloaded);
+      return "ok";
+    },
     stop: () => {
       ring?.stop();
       return server.close();

@@ -50,6 +50,8 @@ const NO_BALLOT: Ballot = { epoch: 0, coordinator: "" };
 export class ViewCore {
   private promised: Ballot;
   private view: View | null;
+  /** Until then a node removed by a reload may still have a client in a section (see changeMembership). */
+  private removedSectionsUntilMs = Number.NEGATIVE_INFINITY;
   /** The ring nodes of the cluster file (the voters), in file order; see changeMembership. */
   private ring: string[] = [];
   private voter = false;
@@ -182,7 +184,8 @@ export class ViewCore {
   startViewChange(reason: ViewChangeReason, nowMs: number, ownAfterMs = 0): void {
     this.advance(nowMs);
     if (!this.wanted && !this.attempts.running && ownAfterMs > 0) this.attempts.notBefore(nowMs + ownAfterMs);
-    if (!this.wanted) this.wanted = { reason, aboveEpoch: this.currentEpoch() };
+    // The arbiter installs no view: its wish is about the newest epoch it has heard of.
+    if (!this.wanted) this.wanted = { reason, aboveEpoch: this.voter ? this.currentEpoch() : this.highestSeenEpoch };
     this.event("viewChangeWanted", { reason, epoch: this.currentEpoch() });
     this.attempts.tick();
   }
@@ -201,6 +204,10 @@ export class ViewCore {
     if (!ring.includes(this.options.id) && this.options.id !== this.options.arbiter) return `${this.options.id} is no longer in the ring`;
     if (added.length + removed.length === 0) return null;
     this.attempts.abandon("membership changed");
+    // A removed node may have granted sections the new list no longer accounts for (its holds
+    // are not reported, and it is no non-promiser of the new list): this node reports them as
+    // its own for one maximum section (review finding 3).
+    if (removed.length > 0) this.removedSectionsUntilMs = nowMs + this.options.settings.ringLeaseMaxMs + this.options.settings.tokenLeaseSafetyMs;
     this.configure(ring);
     this.event("membershipChanged", { ring: ring.join(","), added: added.join(","), removed: removed.join(",") });
     this.startViewChange("membership", nowMs);
@@ -285,6 +292,8 @@ export class ViewCore {
         if (!this.voter) {
           this.seeEpoch(message.epoch); // the asker's epoch: the arbiter's ballot goes above it
           this.startViewChange(message.reason as ViewChangeReason, nowMs);
+          // Served once any view above the asker's epoch exists (another coordinator may win).
+          this.wanted!.aboveEpoch = Math.max(this.wanted!.aboveEpoch, message.epoch);
         }
         return;
       case "renewAnswer":
@@ -376,7 +385,7 @@ export class ViewCore {
       tokenEpoch: local.tokenEpoch,
       tokenHop: local.tokenHop,
       tokenHere,
-      sectionRemainingMs: Math.max(local.sectionRemainingMs, ownWaitMs),
+      sectionRemainingMs: Math.max(local.sectionRemainingMs, ownWaitMs, this.removedSectionsUntilMs - this.nowMs),
     };
   }
 
@@ -469,6 +478,9 @@ export class ViewCore {
   /** Another node installed view `viewEpoch`; newer than anything here: this node is behind. */
   private seeViewEpoch(viewEpoch: number): void {
     this.seeEpoch(viewEpoch);
+    // The arbiter installs nothing: a wish it coordinates is served by any newer view, its own or
+    // a ring node's (else it would force one more view change later: review finding 6).
+    if (!this.voter && this.wanted && viewEpoch > this.wanted.aboveEpoch) this.wanted = null;
     if (viewEpoch <= this.currentEpoch() || viewEpoch <= this.behindEpoch) return;
     this.behindEpoch = viewEpoch;
     this.out.decisions.push({ type: "behind", viewEpoch });

@@ -114,6 +114,9 @@ export class ViewAttempts {
     const epoch = host.highestSeenEpoch() + 1;
     assert(epoch <= EPOCH_MAX, `epoch ${epoch} above ${EPOCH_MAX}: fences would overflow`);
     const ballot = { epoch, coordinator: host.id };
+    // Its own ballot counts as seen: a voter's promise to itself records it anyway, but the
+    // arbiter never promises, and would otherwise take the same epoch again next time.
+    host.seeEpoch(epoch);
     this.attempt = {
       ballot,
       reason: wanted.reason,
