@@ -877,6 +877,18 @@ test("view: a node that removed a voter by a reload reports that voter's possibl
   assert.ok(promise.facts.sectionRemainingMs >= S.ringLeaseMaxMs + S.tokenLeaseSafetyMs - S.tokenLeaseMs, `d's section may still run: ${promise.facts.sectionRemainingMs}`);
 });
 
+test("view: a node's first backing of a lease stores its hard state, so its restart counts as one (it reports the restart hold for every node)", () => {
+  const w = new World(["a", "b", "c"]);
+  const c = w.node("c");
+  c.ready();
+  c.receive({ type: "renew", from: "a", epoch: 0, seq: 1 }, w.local("c"));
+  const out = c.ready();
+  assert.deepEqual(out.persist, { promised: { epoch: 0, coordinator: "" }, view: null }, "stored before the OK goes out");
+  assert.equal((out.send[0].message as { ok: boolean }).ok, true);
+  c.receive({ type: "renew", from: "a", epoch: 0, seq: 2 }, w.local("c"));
+  assert.equal(c.ready().persist, null, "only the first time");
+});
+
 test("view: a ring node asks the arbiter to coordinate (coordinate {reason, epoch}) and waits its grace before coordinating itself; ring nodes ignore such requests", () => {
   const w = settledWorld(["a", "b", "c", "d"], true);
   const epoch = w.view("a")!.epoch;

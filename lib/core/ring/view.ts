@@ -58,6 +58,8 @@ export class ViewCore {
   private quorum = 1;
   private rank = 0;
   private readonly hold: LeaseHold;
+  /** Whether a hard state was ever stored (a restart then holds and reports its restart). */
+  private hasPast: boolean;
   /** When this incarnation started, if the node ran before (it had a stored hard state); else null. */
   private readonly restartedAtMs: number | null;
   private lease!: TokenLeaseHolder;
@@ -87,6 +89,7 @@ export class ViewCore {
     // It may have renewed a lease just before it stopped: no promise for a whole lease.
     this.hold = new LeaseHold(settings.tokenLeaseMs, nowMs);
     this.restartedAtMs = stored ? nowMs : null;
+    this.hasPast = stored !== null;
     this.nowMs = nowMs;
     const { id } = options;
     // Closures, not copies: configure changes the voters, and calls go through the prototype.
@@ -434,6 +437,9 @@ export class ViewCore {
     // OK only if no newer ballot is promised or waiting to be: then hold for a whole lease.
     const ok = this.voter && this.promised.epoch <= epoch && (this.deferred === null || this.deferred.ballot.epoch <= epoch);
     if (ok) this.hold.renewed(this.nowMs, from);
+    // The first backing ever is stored (its hard state, as it is), so that a restart counts as one
+    // and reports its restart hold: what it backed before is in memory only (review finding 8).
+    if (ok && !this.hasPast) this.persist();
     this.answerTo(from, { type: "renewAnswer", from: this.options.id, epoch, seq, ok });
     // Its sender installed view `epoch`: newer than anything here means this node was left out
     // (a regenerator waiting for re-sent writes that never come back hears of it no other way:
@@ -506,6 +512,7 @@ export class ViewCore {
   }
 
   private persist(): void {
+    this.hasPast = true;
     this.out.persist = { promised: { ...this.promised }, view: this.view ? { ...this.view, members: [...this.view.members] } : null };
   }
 
