@@ -89,7 +89,9 @@ function grantWait(promises: ReadonlyMap<string, Promised>, ring: readonly strin
   const known = top.epoch >= newestPromised && top.epoch > 0 && (held.length === 1 || neverLeft);
   if (known) {
     const holder = promises.get(held.length === 1 ? held[0] : atTop[0])!;
-    return Math.max(0, holder.receivedAtMs + holder.facts.sectionRemainingMs - nowMs);
+    // The holder measured what is left on its own clock: the same clock-rate margin as below.
+    const remainingMs = holder.facts.sectionRemainingMs > 0 ? holder.facts.sectionRemainingMs + settings.tokenLeaseSafetyMs : 0;
+    return Math.max(0, holder.receivedAtMs + remainingMs - nowMs);
   }
   return Math.max(0, lastSectionEndMs(promises, ring, unknownWaitMs) - nowMs);
 }
