@@ -150,6 +150,8 @@ export class ViewAttempts {
     const attempt = this.attempt;
     if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return; // late
     attempt.promises.set(message.from, { prior: message.prior, viewEpoch: message.viewEpoch, facts: message.facts, receivedAtMs: this.host.nowMs() });
+    // A prepare that timed out may still have arrived: each voter counts once, by its answer.
+    attempt.unreachable.delete(message.from);
     this.host.seeEpoch(Math.max(message.prior.epoch, message.viewEpoch));
     this.tick();
   }
@@ -160,6 +162,7 @@ export class ViewAttempts {
     const attempt = this.attempt;
     if (!attempt || compareBallots(message.ballot, attempt.ballot) !== 0) return;
     attempt.rejected.add(message.from);
+    attempt.unreachable.delete(message.from);
     this.tick();
   }
 
@@ -175,7 +178,9 @@ export class ViewAttempts {
   unreachable(to: string, ballot: Ballot): void {
     const attempt = this.attempt;
     if (!attempt || compareBallots(ballot, attempt.ballot) !== 0) return;
-    attempt.unreachable.add(to);
+    // A failed send is a "no" only for a voter that has not answered (a timed-out prepare may
+    // have arrived, and its answer counts instead).
+    if (!attempt.promises.has(to) && !attempt.rejected.has(to)) attempt.unreachable.add(to);
     this.tick();
   }
 
