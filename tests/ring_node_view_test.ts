@@ -7,9 +7,10 @@
  * - epochs: a token or writes of an epoch whose view is not installed → notYet; older than the
  *   installed or the promised epoch → stale; a promise drops the held token and stops grants;
  *   an install re-wires the node to the view's neighbours;
- * - the regenerator: the epoch's one token, the re-sent range with its original stamps, their
- *   return, and new writes after it;
- * - Raft's log rules at a receiver; a restart; the epoch stamp that snapshots keep.
+ * - the regenerator: the epoch's one token, the re-sent range with its original stamps, the
+ *   epoch's marker behind it, their return, and new writes after it;
+ * - Raft's log rules at a receiver; a restart; the epoch stamp that snapshots keep;
+ * - the regenerator's marker (Raft's no-op) against Raft's Figure 8, with five nodes.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -473,5 +474,65 @@ test("three nodes, two interrupted recoveries: a write acknowledged in epoch 1 s
     const replica = ring.nodes.get(id)!.node.replica;
     const log = [1, 2, 3, 4, 5].map((w) => `${replica.entryAt(w)?.op.type}@${replica.entryAt(w)?.epoch}`);
     assert.deepEqual(log, ["noop@1", "put@1", "put@1", "noop@3", "put@3"], `${id}: epoch 1's marker and writes with their original stamps, then epoch 3's marker and write`);
+  }
+});
+
+test("Raft's Figure 8: a write committed by a re-send under its old stamp is not overwritten by a node whose log ends in a newer, never-committed entry, because the regenerator's marker commits with it", () => {
+  // The reviewer's reproduction (docs/ring-view.md, "No committed write is lost"), five nodes.
+  // Checked without the marker (its lines in RingNode.regenerate commented out, then restored):
+  // the test fails. Epoch 4 then commits X under its stamp 2, b's lone entry stamped 3 outranks
+  // it, and b is chosen as epoch 5's regenerator (the assertion on five.regenerator); past that,
+  // c fails stop on b's re-sent version ("write 1 stamped 3 differs from the committed one
+  // stamped 2"). With the marker, the prefix that commits X ends in epoch 4's marker, which
+  // outranks b's entry.
+  const ring = new Ring(["a", "b", "c", "d", "e"], { limits: LIMITS });
+  ring.viewChange(1, ["a", "b", "c", "d", "e"]);
+  ring.deliver();
+  // Epoch 2: a is granted and writes X; a dies before X leaves it.
+  const two = ring.viewChange(2, ["a", "b", "c", "d", "e"]);
+  ring.nowMs += two.grantWaitMs;
+  const enterA = ring.enter("a");
+  ring.deliver();
+  ring.write("a", fenceOf(ring.reply("a", enterA)), "k", "X");
+  ring.crash("a");
+  const xWseq = ring.nodes.get("a")!.node.replica.lastApplied;
+  // Epoch 3 (b, c, d, e): b regenerates with a client waiting, writes what it may before anything
+  // leaves it, and dies: with the marker its log ends in its marker (no grant before the marker is
+  // back); without, its client is granted at once and writes Y. Either way b alone holds an entry
+  // stamped 3 at X's wseq.
+  const enterB = ring.enter("b");
+  const three = ring.viewChange(3, ["b", "c", "d", "e"]);
+  assert.equal(three.regenerator, "b");
+  ring.nowMs += three.grantWaitMs;
+  ring.step("b", { type: "tick" });
+  const grantedB = ring.reply("b", enterB);
+  if (grantedB?.ok) ring.write("b", fenceOf(grantedB), "k", "Y");
+  ring.crash("b");
+  const bFacts = ring.nodes.get("b")!.node.viewFacts(ring.nowMs);
+  assert.deepEqual([bFacts.lastApplied, bFacts.lastWriteEpoch], [xWseq, 3], "b's log ends in an entry stamped 3 at X's wseq");
+  for (const id of ["c", "d", "e"]) assert.equal(ring.nodes.get(id)!.node.replica.lastApplied, xWseq - 1, `${id} holds neither X nor b's entry`);
+  // Epoch 4 (a back, c, d, e; b down): a's log ends highest, at X; it re-sends X with its stamp 2
+  // and everything comes back: X is committed at every member.
+  ring.restart("a");
+  ring.nowMs += 1;
+  const four = ring.viewChange(4, ["a", "c", "d", "e"]);
+  assert.equal(four.regenerator, "a");
+  ring.deliver();
+  for (const id of ["a", "c", "d", "e"]) {
+    const node = ring.nodes.get(id)!.node;
+    assert.ok(node.replica.commit >= xWseq, `${id} committed X (${node.replica.commit})`);
+    assert.equal(node.read("k", false), "X");
+  }
+  // Epoch 5 (b back, c, d; a down): the regenerator must hold the committed prefix.
+  ring.crash("a");
+  ring.restart("b");
+  ring.nowMs += 1;
+  const five = ring.viewChange(5, ["b", "c", "d"]);
+  assert.equal(five.regenerator, "c", "c and d end in epoch 4's marker, above b's entry stamped 3; file order");
+  ring.deliver();
+  for (const id of ["b", "c", "d"]) {
+    const node = ring.nodes.get(id)!.node;
+    assert.ok(node.replica.commit >= xWseq, `${id} committed X's wseq (${node.replica.commit})`);
+    assert.equal(node.read("k", false), "X", `${id} ends with X`);
   }
 });
