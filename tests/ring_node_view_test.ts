@@ -176,18 +176,18 @@ test("regenerator: the epoch's token with fence fenceFloor(epoch); above startWs
   assert.equal(only(out, "sendWrites")[0].epoch, 2, "in a message of the new epoch");
   assert.equal(sentToken(out), undefined);
   assert.equal(replies(out).get(w.reqId), undefined, "no grant before the re-sent writes are back");
-  // Part of them back (from c, a's predecessor): the commit moves, nothing else.
+  // Part of them back (from c, a's predecessor), then all but the marker: no grant, the token
+  // stays. (Where the commit stands meanwhile is not pinned here: Raft would not move it before
+  // the marker is back, the node does; docs/ring-view.md, Known gaps.)
   out = h.step({ type: "writes", from: "c", epoch: 2, entries: resent.slice(0, 2) });
-  assert.equal(h.node.replica.commit, 3);
-  assert.equal(h.node.status(h.now()).heldToken?.commit, 3);
   assert.equal(replies(out).get(w.reqId), undefined);
   assert.equal(sentToken(out), undefined);
   out = h.step({ type: "writes", from: "c", epoch: 2, entries: resent.slice(2, 3) });
-  assert.equal(h.node.replica.commit, 4, "every re-sent write is back and committed");
-  assert.equal(replies(out).get(w.reqId), undefined, "but no grant before the marker is back");
+  assert.equal(replies(out).get(w.reqId), undefined, "every re-sent write is back, but no grant before the marker is");
   assert.equal(sentToken(out), undefined);
   out = h.step({ type: "writes", from: "c", epoch: 2, entries: resent.slice(3) });
-  assert.equal(h.node.replica.commit, 5, "the marker is back: committed");
+  assert.equal(h.node.replica.commit, 5, "the marker is back: it and the re-sent writes are committed");
+  assert.equal(h.node.status(h.now()).heldToken?.commit, 5);
   const fence = fenceOf(replies(out).get(w.reqId));
   assert.equal(fence, fenceFloor(2) + 1);
   assert.equal(h.node.read("k", false), "3", "the marker changes no key");
