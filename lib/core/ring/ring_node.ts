@@ -579,7 +579,9 @@ export class RingNode {
     holding.outstanding.delete(wseq);
     let lowest = holding.token.wseq + 1;
     for (const out of holding.outstanding.keys()) lowest = Math.min(lowest, out);
-    holding.token.commit = Math.max(holding.token.commit, lowest - 1);
+    // Raft: re-sent writes (older stamps) commit only together with this epoch's marker.
+    const markerWseq = this.resent ? this.resent.to + 1 : 0;
+    if (lowest - 1 >= markerWseq) holding.token.commit = Math.max(holding.token.commit, lowest - 1);
     this.writes.learnCommit(holding.token.commit);
     if (reqId !== null && reqId !== undefined) this.reply(reqId, { ok: true, type: "written", wseq });
   }

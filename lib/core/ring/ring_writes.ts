@@ -186,7 +186,7 @@ export class RingWrites {
       if (existing && existing.epoch === entry.epoch) continue;
       if (existing) this.truncate(entry.wseq);
       this.append(entry);
-      if (entry.origin !== this.host.id) this.forward(entry);
+      if (entry.origin !== this.host.id && entry.wseq <= this.forwardedTo + 1) this.forward(entry);
       applied += 1;
     }
     this.learnCommit(reply.commit);

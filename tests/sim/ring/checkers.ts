@@ -274,7 +274,8 @@ export class RingStepObserver implements RingObserver {
       const op = this.committedOps.get(wseq);
       if (!op) return undefined;
       if (op.type === "put") map.set(op.key, op.value);
-      else map.delete(op.key);
+      else if (op.type === "delete") map.delete(op.key);
+      // A regenerator's marker ("noop") changes no key.
     }
     return map;
   }
