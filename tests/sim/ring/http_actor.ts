@@ -45,6 +45,10 @@ export abstract class SimHttpActor extends Actor {
     super(sim, id, group, clock);
   }
 
+  /** What a route throws is answered 500 and is a finding (a core's assertion, or a bug of the driver). */
+  protected readonly onInternalError = (error: Error): void =>
+    this.sim.violate(error.name === "AssertionError" ? "core.assertion" : "sim.exception", error.message);
+
   /** On a crash: the routes and the calls in flight are gone with the process. */
   protected dropIncarnation(): void {
     this.http = undefined;

@@ -91,9 +91,7 @@ export class RingNodeActor extends SimHttpActor {
       onStep: (input, output) => this.observer.afterStep(this, input, output),
     });
     this.service = service;
-    // What the handlers throw is answered 500 and reported here: in the simulator a finding (a
-    // core's assertion inside a request handler, or a bug of the driver).
-    const onInternalError = (error: Error) => this.sim.violate(error.name === "AssertionError" ? "core.assertion" : "sim.exception", error.message);
+    const onInternalError = this.onInternalError;
     this.http = new SimRingHttp(ringRoutes(service, { nodeId: this.id, settings: this.settings, onInternalError }), onInternalError);
     this.observer.restarted(this);
     this.turn(() => service.start());
