@@ -11,6 +11,7 @@ import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { RingNode } from "../lib/core/ring/ring_node.ts";
 import { RingReplica } from "../lib/core/ring/ring_replica.ts";
 import { ViewCore } from "../lib/core/ring/view.ts";
+import { ViewAttempts } from "../lib/core/ring/view_attempt.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { RingClient } from "../lib/client/ring_client.ts";
@@ -656,4 +657,23 @@ test("bug: a renewer backs a lease after it promised a newer epoch (no hold agai
       }
     }, RING_ONLY, 300, CHECKERS);
   expectCaught("renewal backed after a newer promise", found, CHECKERS);
+});
+
+test("bug: the arbiter decides a view's grant wait from its own facts (it holds no section, so none runs anywhere) → two clients in the section", { timeout: 300_000 }, () => {
+  const CHECKERS = ["ring.section-mutex", "ring.node-section-mutex"];
+  // Every seed with the arbiter (parameter arbiter); only the views it decides get the bug, and
+  // it decides those the drivers ask for (a suspected successor, a rejoin, the dueling fault's
+  // "suspect" while a section may run), not the core's own token-loss regenerations.
+  const spec = { ...RING_ONLY, params: { "ring.arbiter": true }, faultOverrides: ["+ring-dueling-view-change"] };
+  const found = huntRingPatched(ViewAttempts.prototype as unknown as Proto, "decide", (original) =>
+    function (this: Proto, attempt: Proto) {
+      if (!this.host.voter()) {
+        // The arbiter (no voter) puts its own idle facts in place of each promiser's section.
+        for (const [id, promise] of attempt.promises) {
+          attempt.promises.set(id, { ...promise, facts: { ...promise.facts, sectionRemainingMs: 0, restartedAgoMs: null, holdEndedAgoMs: {} } });
+        }
+      }
+      return original.call(this, attempt);
+    }, spec, 300, CHECKERS);
+  expectCaught("arbiter's grant wait from its own facts", found, CHECKERS);
 });
