@@ -2,7 +2,8 @@
  * Starts the arbiter: the pure decision core (lib/core/arbiter/arbiter.ts) behind `POST /v1/arbiter`,
  * with its epoch record written durably before any answer that depends on it. The request
  * handling (`answerArbiter`) takes its runtime as ports (store, clock, log), so the simulator
- * runs it as it is.
+ * runs it as it is. In a cluster with ring nodes it also runs the ring's view-change coordinator
+ * (ring_coordinator.ts) on the real ports, behind the ring's own `POST /v1/ring/peer/view` route.
  */
 import { Hono } from "hono";
 import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep } from "../../lib/core/arbiter/arbiter.ts";
