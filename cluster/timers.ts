@@ -21,3 +21,21 @@ export const realTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
+
+/** Runs `fn` every `ms` (re-armed before each run) until the returned function is called. */
+export function repeatEvery(timers: Timers, ms: number, fn: () => void): () => void {
+  let handle: TimerHandle | undefined;
+  let stopped = false;
+  const arm = () => {
+    handle = timers.setTimeout(() => {
+      if (stopped) return;
+      arm();
+      fn();
+    }, ms);
+  };
+  arm();
+  return () => {
+    stopped = true;
+    timers.clearTimeout(handle);
+  };
+}

@@ -1024,3 +1024,26 @@ test("view: a holder left out of a newer view learns it from the refused renewal
   assert.ok(joined, `a rejoins within ${3 * S.viewChangeTimeoutMs} ms (a: ${JSON.stringify(w.view("a")?.members)} epoch ${w.view("a")?.epoch})`);
   w.checkSafety();
 });
+
+test("view: a coordinate request that arrives as the arbiter's running attempt is decided does not crash the arbiter (the decision ends its wish first)", () => {
+  const w = settledWorld(["a", "b", "c"], true);
+  const epoch = w.view("a")!.epoch;
+  // c answers slowly: the arbiter, with a's and b's promises, waits viewPromiseWaitMs for c's.
+  w.delay = (from, to) => (from === "c" || to === "c" ? 60_000 : 1);
+  const promisedTo = new Set<string>();
+  w.drop = (packet) => {
+    if (packet.to === ARBITER && packet.message.type === "promise") promisedTo.add(packet.message.from);
+    return false;
+  };
+  const arbiter = w.node(ARBITER);
+  arbiter.receive({ type: "coordinate", from: "a", reason: "suspect", epoch }, w.local(ARBITER));
+  w.collect(ARBITER);
+  assert.ok(w.runUntil(() => promisedTo.has("a") && promisedTo.has("b"), S.tokenLeaseMs + 1_000), "a and b promise");
+  assert.notEqual(arbiter.status(w.local(ARBITER)).coordinating, null, "still waiting for c");
+  // The wait is over; before the arbiter's next tick, b asks too: its tick decides the view.
+  w.nowMs += S.viewPromiseWaitMs + TICK_MS;
+  arbiter.receive({ type: "coordinate", from: "b", reason: "suspect", epoch }, w.local(ARBITER));
+  const out = arbiter.ready();
+  assert.ok(out.events.some((e) => e.event === "viewDecided" && e.fields.epoch === epoch + 1), "the view of a's wish is decided");
+  assert.ok(!out.events.some((e) => e.event === "badViewMessage"));
+});

@@ -11,6 +11,7 @@ import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { RingNode } from "../lib/core/ring/ring_node.ts";
 import { RingReplica } from "../lib/core/ring/ring_replica.ts";
 import { ViewCore } from "../lib/core/ring/view.ts";
+import { ViewAttempts } from "../lib/core/ring/view_attempt.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { RingClient } from "../lib/client/ring_client.ts";
@@ -553,16 +554,18 @@ test("bug: the lock table takes an enter of a call its session already left → 
 
 const viewCore = ViewCore.prototype as unknown as Proto;
 
-test("bug: a view change's quorum one smaller than a majority → ring.view-majority, or decide's own assertion first", { timeout: 60_000 }, () => {
-  // decide.ts asserts that a view is a strict majority (the first line of defence, fail-stop);
-  // the checker is the second. Either catching it counts.
-  const CHECKERS = ["ring.view-majority", "core.assertion"];
+test("bug: a view change's quorum one smaller than a majority → the core's own majority assertion (decide.ts) stops the coordinator", { timeout: 60_000 }, () => {
+  // Since 37fe988 decideView asserts a strict majority of the file's ring nodes (and view_wire.ts
+  // refuses such a view), so this bug fails-stop at the coordinator before any node installs a
+  // view: ring.view-majority, which caught it before, no longer gets to see one.
+  const CHECKERS = ["core.assertion"];
   const found = huntRingPatched(viewCore, "configure", (original) =>
     function (this: Proto, ring: string[]) {
       original.call(this, ring);
       this.quorum = Math.max(1, this.quorum - 1); // views decided with one promise too few (the lease keeps its own)
     }, RING_ONLY, 100, CHECKERS);
   expectCaught("view quorum one short", found, CHECKERS);
+  assert.match(found!.message, /ring nodes is no majority/);
 });
 
 test("bug: a member that is as up to date as the regenerator makes a token too (the view's regenerator ignored) → ring.one-token-per-epoch", { timeout: 60_000 }, () => {
@@ -658,4 +661,23 @@ test("bug: a renewer backs a lease after it promised a newer epoch (no hold agai
       }
     }, RING_ONLY, 300, CHECKERS);
   expectCaught("renewal backed after a newer promise", found, CHECKERS);
+});
+
+test("bug: the arbiter decides a view's grant wait from its own facts (it holds no section, so none runs anywhere) → two clients in the section", { timeout: 300_000 }, () => {
+  const CHECKERS = ["ring.section-mutex", "ring.node-section-mutex"];
+  // Every seed with the arbiter (parameter arbiter); only the views it decides get the bug, and
+  // it decides those the drivers ask for (a suspected successor, a rejoin, the dueling fault's
+  // "suspect" while a section may run), not the core's own token-loss regenerations.
+  const spec = { ...RING_ONLY, params: { "ring.arbiter": true }, faultOverrides: ["+ring-dueling-view-change"] };
+  const found = huntRingPatched(ViewAttempts.prototype as unknown as Proto, "decide", (original) =>
+    function (this: Proto, attempt: Proto) {
+      if (!this.host.voter()) {
+        // The arbiter (no voter) puts its own idle facts in place of each promiser's section.
+        for (const [id, promise] of attempt.promises) {
+          attempt.promises.set(id, { ...promise, facts: { ...promise.facts, sectionRemainingMs: 0, restartedAgoMs: null, holdEndedAgoMs: {} } });
+        }
+      }
+      return original.call(this, attempt);
+    }, spec, 300, CHECKERS);
+  expectCaught("arbiter's grant wait from its own facts", found, CHECKERS);
 });

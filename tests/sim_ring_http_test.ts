@@ -12,7 +12,7 @@ import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import type { Timers } from "../cluster/timers.ts";
-import { createRingApp } from "../cluster/ring/api.ts";
+import { createRingApp, ringRoutes } from "../cluster/ring/api.ts";
 import { type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { fenceFloor } from "../lib/core/ring/view_wire.ts";
 import { SimRingDisk } from "./sim/ring/disk.ts";
@@ -97,7 +97,7 @@ const REQUESTS: Array<{ method: string; path: string; body?: string }> = [
 
 test("the simulator's ring HTTP path answers every request as the binary's Hono app does", async () => {
   const app = createRingApp(ringNodeService(), { nodeId: "b", settings });
-  const sim = new SimRingHttp(ringNodeService(), { nodeId: "b", settings });
+  const sim = new SimRingHttp(ringRoutes(ringNodeService(), { nodeId: "b", settings }), () => {});
   const statuses = new Set<number>();
   /** Answers that show the view change and the section went through (not only refusals). */
   const seen = new Set<string>();

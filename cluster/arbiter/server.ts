@@ -2,7 +2,8 @@
  * Starts the arbiter: the pure decision core (lib/core/arbiter/arbiter.ts) behind `POST /v1/arbiter`,
  * with its epoch record written durably before any answer that depends on it. The request
  * handling (`answerArbiter`) takes its runtime as ports (store, clock, log), so the simulator
- * runs it as it is.
+ * runs it as it is. In a cluster with ring nodes it also runs the ring's view-change coordinator
+ * (ring_coordinator.ts) on the real ports, behind the ring's own `POST /v1/ring/peer/view` route.
  */
 import { Hono } from "hono";
 import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep } from "../../lib/core/arbiter/arbiter.ts";
@@ -11,10 +12,11 @@ import type { ClusterConfig, NodeConfig } from "../config.ts";
 import { type Clock, monotonicClock } from "../clock.ts";
 import { failStopProcess } from "../fail_stop.ts";
 import { readIfExists, writeDurably } from "../durable_file.ts";
-import { installErrorHandlers, readBodyText, readJsonObject, readPeerRequest } from "../http_util.ts";
-import { type LocalFacts, ViewCore, type ViewMessage } from "../../lib/core/ring/view.ts";
+import { installErrorHandlers, readBodyText, readPeerRequest } from "../http_util.ts";
+import { serveRoutes, viewRoute } from "../ring/api.ts";
 import { httpPeers } from "../ring/http_peers.ts";
-import { ViewPump } from "../ring/view_pump.ts";
+import { realTimers } from "../timers.ts";
+import { RingCoordinator } from "./ring_coordinator.ts";
 import { nodeUrl } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
@@ -144,70 +146,34 @@ function isArbiterRequest(value: Record<string, unknown>): value is ArbiterReque
   return value.type === "claim" && typeof value.hasState === "boolean";
 }
 
-/**
- * The arbiter's part in the ring: it coordinates view changes the ring nodes ask for (a
- * `coordinate` message), without a vote (lib/core/ring/view.ts, docs/ring.md "Views"). It stores
- * nothing for the ring: a non-voter promises nothing, and its ballots start above the epoch the
- * asker reports. When it is down, the ring nodes coordinate themselves.
- */
-function startRingCoordinator(
-  cluster: ClusterConfig,
-  node: NodeConfig,
-  log: Logger,
-): { app: (app: Hono) => void; stop(): void; status(): unknown; reload(cluster: ClusterConfig): void } {
-  const settings = cluster.settings;
-  const ringNodes = cluster.nodes.filter((n) => n.role === "ring");
-  const nowMs = monotonicClock.nowMs;
-  const idle: LocalFacts = { lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 0, tokenHop: 0, token: "away", sectionRemainingMs: 0, lastTokenAgeMs: null };
-  const core = new ViewCore({ id: node.id, ring: ringNodes.map((n) => n.id), arbiter: node.id, settings, localFacts: () => idle }, null, nowMs());
-  const urls = new Map(ringNodes.map((n) => [n.id, nodeUrl(n)]));
+/** The arbiter's ring coordinator on the real ports (HTTP to the ring nodes, timers, the monotonic clock). */
+function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Logger): { coordinator: RingCoordinator; reload(cluster: ClusterConfig): void } {
+  const ringOf = (config: ClusterConfig) => config.nodes.filter((n) => n.role === "ring");
+  const urls = new Map(ringOf(cluster).map((n) => [n.id, nodeUrl(n)]));
   const peers = httpPeers({
     self: node.id,
     urls,
-    hopTimeoutMs: settings.tokenHopTimeoutMs,
+    hopTimeoutMs: cluster.settings.tokenHopTimeoutMs,
     local: () => {
       throw new Error("the arbiter is no ring node");
     },
   });
-  let stopped = false;
-  const pump = new ViewPump(core, {
-    store: () => {
-      throw new Error("the arbiter casts no vote: it has no view state to store");
-    },
-    decide: (decision) => {
-      if (decision.type === "quorum") log.event(decision.ok ? "ringQuorumRegained" : "ringQuorumLost", { reason: decision.reason });
-    },
-    send: (to, message) => peers.view(to, message),
+  const coordinator = new RingCoordinator({
+    id: node.id,
+    ring: ringOf(cluster).map((n) => n.id),
+    settings: cluster.settings,
+    clock: monotonicClock,
+    timers: realTimers,
+    view: (to, message) => peers.view(to, message),
     log,
-    nowMs,
-    stopped: () => stopped,
   });
-  const tick = setInterval(() => {
-    core.tick(nowMs());
-    pump.pump();
-  }, settings.tickMs);
+  coordinator.start();
   return {
-    app(app: Hono) {
-      app.post("/v1/ring/peer/view", async (c) => {
-        const body = await readJsonObject(c, settings.bodyBytesMax);
-        core.receive(body as unknown as ViewMessage, nowMs());
-        pump.pump();
-        return c.json({ ok: true });
-      });
-    },
-    stop() {
-      stopped = true;
-      clearInterval(tick);
-    },
-    status: () => core.status(nowMs()),
-    // SIGHUP: the ring nodes of the reloaded file are the voters it coordinates (one change at a
-    // time, as for a ring node; a refusal is logged and changes nothing).
+    coordinator,
     reload(reloaded: ClusterConfig) {
-      const ring = reloaded.nodes.filter((n) => n.role === "ring");
+      const ring = ringOf(reloaded);
       for (const n of ring) urls.set(n.id, nodeUrl(n));
-      const refusal = core.changeMembership(ring.map((n) => n.id), nowMs());
-      log.event(refusal === null ? "ringReloaded" : "ringReloadRefused", { ring: ring.map((n) => n.id).join(","), ...(refusal ? { reason: refusal } : {}) });
-      pump.pump();
+      coordinator.reload(ring.map((n) => n.id));
     },
   };
 }
@@ -225,8 +191,8 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
   const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax });
   const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log) : null;
   if (ring) {
-    ring.app(app);
-    app.get("/v1/ring/coordinator", (c) => c.json(ring.status()));
+    serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)]);
+    app.get("/v1/ring/coordinator", (c) => c.json(ring.coordinator.status()));
   }
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   return {
@@ -236,7 +202,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
       return "ok";
     },
     stop: () => {
-      ring?.stop();
+      ring?.coordinator.stop();
       return server.close();
     },
   };

@@ -239,12 +239,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   now("GET", "/v1/ring/peer/log", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
 
-  // The view change's messages (lib/core/ring/view.ts): one-way, answered by messages of their
-  // own; the core checks each against its schema and the cluster's ids before it looks at it.
-  now("POST", "/v1/ring/peer/view", ({ body }) => {
-    service.onViewMessage(body as unknown as ViewMessage);
-    return ok({ ok: true });
-  });
+  routes.push(viewRoute(service, settings));
 
   now("POST", "/v1/ring/peer/wake", ({ body }) => {
     onlyFields(body, ["from"]);
@@ -253,6 +248,24 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   });
 
   return routes;
+}
+
+/**
+ * The view change's messages (lib/core/ring/view.ts): one-way, answered by messages of their
+ * own; the core checks each against its schema and the cluster's ids before it looks at it.
+ * Served by every ring node and by the arbiter, which coordinates view changes without a vote
+ * (cluster/arbiter/ring_coordinator.ts).
+ */
+export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void }, settings: Settings): RingRoute {
+  return {
+    method: "POST",
+    path: "/v1/ring/peer/view",
+    bodyBytesMax: settings.bodyBytesMax,
+    handle: ({ body }, reply) => {
+      receiver.onViewMessage(body as unknown as ViewMessage);
+      reply(ok({ ok: true }));
+    },
+  };
 }
 
 /** `fn`'s answer, or the error answer for what it throws. */
@@ -268,7 +281,13 @@ export function guarded(fn: () => RingAnswer, onInternal: (error: Error) => void
 export function createRingApp(service: RingService, options: RingApiOptions): Hono {
   const app = new Hono();
   installErrorHandlers(app, options.onInternalError ?? (() => {}));
-  for (const route of ringRoutes(service, options)) {
+  serveRoutes(app, ringRoutes(service, options));
+  return app;
+}
+
+/** Serves `routes` on `app` (whose error handler answers what a handler throws). */
+export function serveRoutes(app: Hono, routes: readonly RingRoute[]): void {
+  for (const route of routes) {
     app.on(route.method, route.path, async (c: Context) => {
       const body = route.method === "POST" ? await readJsonObject(c, route.bodyBytesMax) : {};
       const request: RingRequest = { body, query: (name) => c.req.query(name), param: (name) => c.req.param(name), signal: c.req.raw.signal };
@@ -277,7 +296,6 @@ export function createRingApp(service: RingService, options: RingApiOptions): Ho
       return c.json(answer.body, answer.status as ContentfulStatusCode);
     });
   }
-  return app;
 }
 
 function queryInteger(request: RingRequest, name: string, fallback: number): number {

@@ -39,7 +39,7 @@ import { type ViewChangeReason, ViewCore, type ViewDecision, type ViewHardState,
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import type { TimerHandle, Timers } from "../timers.ts";
+import { repeatEvery, type TimerHandle, type Timers } from "../timers.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
 import { ViewPump } from "./view_pump.ts";
 import type { RingStore } from "./storage.ts";
@@ -568,22 +568,4 @@ export function connectRefused(error: unknown): boolean {
     if (/ECONNREFUSED|ConnectionRefused|Connection refused|refused/i.test(text)) return true;
   }
   return false;
-}
-
-/** Runs `fn` every `ms` (re-armed before each run) until the returned function is called. */
-function repeatEvery(timers: Timers, ms: number, fn: () => void): () => void {
-  let handle: TimerHandle | undefined;
-  let stopped = false;
-  const arm = () => {
-    handle = timers.setTimeout(() => {
-      if (stopped) return;
-      arm();
-      fn();
-    }, ms);
-  };
-  arm();
-  return () => {
-    stopped = true;
-    timers.clearTimeout(handle);
-  };
 }

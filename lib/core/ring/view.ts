@@ -294,9 +294,11 @@ export class ViewCore {
         // its own wishes only.
         if (!this.voter) {
           this.seeEpoch(message.epoch); // the asker's epoch: the arbiter's ballot goes above it
+          // Served once any view above the asker's epoch exists (another coordinator may win). A
+          // new wish starts there (above every epoch seen); one already held is raised BEFORE
+          // startViewChange, whose tick may decide the running attempt and end the wish.
+          if (this.wanted) this.wanted.aboveEpoch = Math.max(this.wanted.aboveEpoch, message.epoch);
           this.startViewChange(message.reason as ViewChangeReason, nowMs);
-          // Served once any view above the asker's epoch exists (another coordinator may win).
-          this.wanted!.aboveEpoch = Math.max(this.wanted!.aboveEpoch, message.epoch);
         }
         return;
       case "renewAnswer":

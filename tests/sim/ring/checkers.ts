@@ -133,6 +133,8 @@ export class RingStepObserver implements RingObserver {
   private readonly regenerated = new Map<number, string>();
   /** Epoch → the view installed in it (as text), first seen. */
   private readonly views = new Map<number, string>();
+  /** Coordinator → how many of the installed views it decided (one per epoch). */
+  private readonly coordinated = new Map<string, number>();
 
   constructor(
     private readonly sim: Sim,
@@ -150,6 +152,11 @@ export class RingStepObserver implements RingObserver {
       RING_CHECKERS.commitAfterReturn,
     ];
     for (const name of hooks) sim.checkers.declareHook(name);
+  }
+
+  /** Coordinator (a ring node or the arbiter) → how many installed views it decided. */
+  viewsByCoordinator(): ReadonlyMap<string, number> {
+    return this.coordinated;
   }
 
   restarted(node: RingNodeActor): void {
@@ -226,8 +233,10 @@ export class RingStepObserver implements RingObserver {
       }
     }
     const known = this.views.get(view.epoch);
-    if (known === undefined) this.views.set(view.epoch, text);
-    else if (known !== text) return this.sim.violate(RING_CHECKERS.viewMajority, `two views of epoch ${view.epoch}: ${known}, and ${text} at ${node.id}`);
+    if (known === undefined) {
+      this.views.set(view.epoch, text);
+      this.coordinated.set(view.coordinator, (this.coordinated.get(view.coordinator) ?? 0) + 1);
+    } else if (known !== text) return this.sim.violate(RING_CHECKERS.viewMajority, `two views of epoch ${view.epoch}: ${known}, and ${text} at ${node.id}`);
   }
 
   /**

@@ -1,14 +1,13 @@
 /**
- * The ring node's HTTP server in the simulator: the routes of cluster/ring/api.ts (`ringRoutes`,
- * the same handlers the binary's Hono app serves) behind Hono's own router and the API's own
- * body checks (`parseJsonObject`, `errorAnswer`). What the simulator does not run is Hono's
+ * The ring's HTTP server in the simulator: the routes of cluster/ring/api.ts (`ringRoutes` of a
+ * ring node, `viewRoute` of the arbiter: the same handlers the binaries' Hono apps serve) behind
+ * Hono's own router and the API's own body checks (`parseJsonObject`, `errorAnswer`). What the simulator does not run is Hono's
  * request plumbing (Request/Response objects, whose bodies are read asynchronously): the request
  * arrives as method, path and JSON text, and the answer leaves as status and JSON text.
  */
 import { TrieRouter } from "hono/router/trie-router";
-import { errorAnswer, type RingAnswer, type RingApiOptions, type RingRoute, ringRoutes } from "../../../cluster/ring/api.ts";
+import { errorAnswer, type RingAnswer, type RingRoute } from "../../../cluster/ring/api.ts";
 import { parseJsonObject } from "../../../cluster/http_util.ts";
-import type { RingService } from "../../../cluster/ring/service.ts";
 import { apiError } from "../../../lib/wire/errors.ts";
 
 /** A status and a body as JSON text: what the wire carries back. */
@@ -19,11 +18,9 @@ export interface HttpAnswerText {
 
 export class SimRingHttp {
   private readonly router = new TrieRouter<RingRoute>();
-  private readonly onInternal: (error: Error) => void;
-
-  constructor(service: RingService, options: RingApiOptions) {
-    this.onInternal = options.onInternalError ?? (() => {});
-    for (const route of ringRoutes(service, options)) this.router.add(route.method, route.path, route);
+  /** Serves `routes` (a ring node's `ringRoutes`, the arbiter's `viewRoute`); `onInternal` sees what they throw. */
+  constructor(routes: readonly RingRoute[], private readonly onInternal: (error: Error) => void) {
+    for (const route of routes) this.router.add(route.method, route.path, route);
   }
 
   /** Answers one request through `reply`, once, now or later (a long-poll). */

@@ -22,6 +22,7 @@ import type { Sim } from "../simulator.ts";
 import { type RingAttempt, RingClientActor, type RingWorkload } from "./client.ts";
 import { nodeStateChecker, RingStepObserver, sectionMutexChecker } from "./checkers.ts";
 import { RingNodeActor } from "./node.ts";
+import { RING_ARBITER_GROUP, RING_ARBITER_ID, RingArbiterActor } from "./arbiter.ts";
 
 const ringCrash = crashFault({
   name: "ring-crash",
@@ -34,6 +35,20 @@ const ringCrash = crashFault({
   // findings 1 and 2) were fixed: lastHop is stored with the epoch, and a node drops writes of an
   // older epoch above a new token's wseq.
 });
+
+const ringArbiterCrash = crashFault({
+  name: "ring-arbiter-crash",
+  group: RING_ARBITER_GROUP,
+  doc: "the ring's arbiter (parameter arbiter) crashes and restarts 0..5000 ms later with nothing (it stores nothing for the ring); the ring nodes coordinate meanwhile",
+  downMs: [0, 5_000],
+  ratePerSecond: [0.02, 0.2],
+  downMax: 1,
+});
+
+/** Whether the run has an arbiter coordinating view changes (`--set ring.arbiter=true`). */
+function hasArbiter(params: KindParams): boolean {
+  return params.arbiter === true || params.arbiter === "true";
+}
 
 /** At most this many ring nodes down at once (ring-crash and ring-holder-crash together). */
 const RING_DOWN_MAX = 2;
@@ -239,7 +254,7 @@ export const RING_KIND: NodeKind = {
   name: "ring",
   doc: "a token ring of RingNode cores with clients entering the critical section and writing",
   // New faults go last: the profile draws them in this order, so earlier draws stay put.
-  faults: [ringCrash, ringHolderCrash, ringLongPartition, ringLate, ringDuelingViewChange, ringOneWay, ringLongPause],
+  faults: [ringCrash, ringHolderCrash, ringLongPartition, ringLate, ringDuelingViewChange, ringOneWay, ringLongPause, ringArbiterCrash],
 
   drawParams(prng: Prng, _network: NetworkProfile): KindParams {
     const nodes = prng.between(3, 5);
@@ -258,6 +273,9 @@ export const RING_KIND: NodeKind = {
       // The longest section lease a client may ask: the wait of a view change that does not know
       // where the token was. The client's own lease (short waits) or the default.
       ringLeaseMaxMs: prng.pick([Math.max(leaseMs, DEFAULT_SETTINGS.ringLeaseMs), DEFAULT_SETTINGS.ringLeaseMaxMs]),
+      // Half the seeds have an arbiter that coordinates the view changes (drawn last: the draws
+      // above stay as they were).
+      arbiter: prng.chance(0.5),
     };
   },
 
@@ -292,8 +310,9 @@ export const RING_KIND: NodeKind = {
     const attempts: RingAttempt[] = [];
     const observer = new RingStepObserver(sim, ring, (id) => nodes.find((n) => n.id === id));
     const clientsOf = (node: string) => clients.filter((c) => c.node === node).map((c) => c.id);
+    const arbiter = hasArbiter(params) ? RING_ARBITER_ID : null;
     for (const id of ring) {
-      const node = new RingNodeActor(sim, id, sim.newClock(), ring, settings, observer, () => clientsOf(id));
+      const node = new RingNodeActor(sim, id, sim.newClock(), ring, settings, observer, () => clientsOf(id), arbiter);
       nodes.push(node);
       sim.addActor(node);
     }
@@ -307,6 +326,8 @@ export const RING_KIND: NodeKind = {
       clients.push(client);
       sim.addActor(client);
     }
+    // Last, so the clocks and forks drawn above are those of a run without it.
+    if (arbiter) sim.addActor(new RingArbiterActor(sim, sim.newClock(), ring, settings));
     sim.checkers.register(sectionMutexChecker(() => clients));
     for (const checker of nodeStateChecker(() => nodes, () => observer.peekChanged())) sim.checkers.register(checker);
     // Not an invariant: re-arms the trigger of the two checks above once both have looked.
@@ -320,6 +341,11 @@ export const RING_KIND: NodeKind = {
         sim.log("ring", "*", `liveness: a grant within ${bounds.resumeMs}ms of a client's wait; every ring lock() granted within ${bounds.boundMs}ms of its start or of ${healAtMs + bounds.resumeMs}ms`);
       },
       finish() {
+        // Shows the path is exercised: who coordinated the views installed in this run.
+        const by = observer.viewsByCoordinator();
+        const byArbiter = by.get(RING_ARBITER_ID) ?? 0;
+        const byNodes = [...by.values()].reduce((sum, n) => sum + n, 0) - byArbiter;
+        sim.log("ring", "*", `views coordinated: ${byArbiter} by the arbiter, ${byNodes} by ring nodes${arbiter ? "" : " (no arbiter)"}`);
         const open = clients.flatMap((c) => (c.currentAttempt() ? [c.currentAttempt()!] : []));
         const problems = judgeRingLiveness([...attempts, ...open], healAtMs, sim.nowMs, bounds);
         // A commit watermark travels with the token: give it two rotations (and the resume time,

@@ -19,16 +19,14 @@
 import { RingNode, type RingInput, type RingOutput } from "../../../lib/core/ring/ring_node.ts";
 import type { ViewChangeReason } from "../../../lib/core/ring/view.ts";
 import type { Settings } from "../../../lib/settings.ts";
-import type { Logger } from "../../../cluster/log.ts";
+import { ringRoutes } from "../../../cluster/ring/api.ts";
 import type { LinkItem } from "../../../cluster/ring/peer_link.ts";
 import { type RingPeers, RingService } from "../../../cluster/ring/service.ts";
-import { Actor } from "../actor.ts";
-import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
 import { SimRingDisk } from "./disk.ts";
-import type { HttpReplyMessage, HttpRequestMessage, RingMessage } from "./messages.ts";
 import { SimRingHttp } from "./http.ts";
+import { httpRequest, SimHttpActor } from "./http_actor.ts";
 import { Microtasks, SimFuture, simTimers } from "./ports.ts";
 
 export interface RingObserver {
@@ -36,21 +34,12 @@ export interface RingObserver {
   restarted(node: RingNodeActor): void;
 }
 
-/** Requests of this node waiting for a peer's answer, at most this many (bounded). */
-const OUTGOING_MAX = 10_000;
-
 /** Driver events written to the trace (all of them with --verbose). */
 const TRACED_EVENTS = new Set(["granted", "sectionEnded", "tokenRegenerated", "ringView", "tokenNotTaken", "viewDecided"]);
 
-export class RingNodeActor extends Actor {
+export class RingNodeActor extends SimHttpActor {
   service: RingService | undefined;
-  private http: SimRingHttp | undefined;
   readonly disk = new SimRingDisk();
-  private microtasks = new Microtasks();
-  /** Our requests to peers awaiting an answer: reqId → what settles the call. */
-  private readonly outgoing = new Map<number, (answer: HttpReplyMessage) => void>();
-  /** Not reset by a crash: a late answer to an earlier incarnation's request matches nothing. */
-  private outReqIdNext = 1;
 
   constructor(
     sim: Sim,
@@ -60,8 +49,10 @@ export class RingNodeActor extends Actor {
     private readonly settings: Settings,
     private readonly observer: RingObserver,
     private readonly clientIds: () => string[],
+    /** The arbiter that coordinates view changes (arbiter.ts), or null: the nodes coordinate. */
+    private readonly arbiter: string | null = null,
   ) {
-    super(sim, id, "ring", clock);
+    super(sim, id, "ring", clock, settings.tokenHopTimeoutMs, TRACED_EVENTS);
     this.start();
   }
 
@@ -71,7 +62,7 @@ export class RingNodeActor extends Actor {
   }
 
   peers(): string[] {
-    return [...this.ring.filter((id) => id !== this.id), ...this.clientIds()];
+    return [...this.ring.filter((id) => id !== this.id), ...(this.arbiter ? [this.arbiter] : []), ...this.clientIds()];
   }
 
   private start(): void {
@@ -94,18 +85,14 @@ export class RingNodeActor extends Actor {
       log: this.logger(),
       storage: this.disk,
       storedView,
+      arbiter: this.arbiter,
       peers: this.peerPort(this.microtasks),
       onFatal: () => {},
       onStep: (input, output) => this.observer.afterStep(this, input, output),
     });
     this.service = service;
-    // What the handlers throw is answered 500 and reported here: in the simulator a finding (a
-    // core's assertion inside a request handler, or a bug of the driver).
-    this.http = new SimRingHttp(service, {
-      nodeId: this.id,
-      settings: this.settings,
-      onInternalError: (error) => this.sim.violate(error.name === "AssertionError" ? "core.assertion" : "sim.exception", error.message),
-    });
+    const onInternalError = this.onInternalError;
+    this.http = new SimRingHttp(ringRoutes(service, { nodeId: this.id, settings: this.settings, onInternalError }), onInternalError);
     this.observer.restarted(this);
     this.turn(() => service.start());
   }
@@ -123,66 +110,25 @@ export class RingNodeActor extends Actor {
 
   protected onCrash(): void {
     this.service = undefined;
-    this.http = undefined;
-    this.outgoing.clear();
+    this.dropIncarnation();
   }
 
   protected onRestart(): void {
     this.start();
   }
 
-  /** One macrotask of the node: `fn`, then the promise continuations it settled. */
-  private turn(fn: () => void): void {
-    fn();
-    this.microtasks.drain();
-  }
-
-  private send(to: string, message: RingMessage, label: string): void {
-    this.sim.network.send(this, to, message, label);
-  }
-
   // ---- Ports -------------------------------------------------------------------------------
-
-  private logger(): Logger {
-    return {
-      event: (event, fields = {}) => {
-        if (!TRACED_EVENTS.has(event) && !this.sim.trace.verbose) return;
-        const glyph = event === "granted" ? "+" : TRACED_EVENTS.has(event) ? "-" : ".";
-        this.sim.log(this.id, glyph, `${event} ${Object.entries(fields).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ")}`);
-      },
-      flush: () => {},
-    };
-  }
 
   /** RingPeers over simulated HTTP: the calls of cluster/ring/http_peers.ts, path for path. */
   private peerPort(microtasks: Microtasks): RingPeers {
-    const call = <T>(to: string, path: string, body?: unknown, label = path): SimFuture<T> => {
-      const future = new SimFuture<T>(microtasks);
-      if (this.outgoing.size >= OUTGOING_MAX) {
-        future.reject(new Error(`${OUTGOING_MAX} requests in flight`));
-        return future;
-      }
-      const reqId = this.outReqIdNext++;
-      this.outgoing.set(reqId, (answer) => {
-        if (answer.status < 200 || answer.status > 299) {
-          return future.reject(new Error(`${to} ${path}: status ${answer.status}: ${answer.body.slice(0, 200)}`));
-        }
-        future.resolve(JSON.parse(answer.body) as T);
-      });
-      this.send(to, httpRequest(reqId, path, body), label);
-      this.after(this.settings.tokenHopTimeoutMs, () => {
-        if (this.outgoing.delete(reqId)) this.turn(() => future.reject(new Error(`${to}: timed out`)));
-      });
-      return future;
-    };
     const from = this.id;
     return {
       deliver: (to, item) =>
         item.kind === "token"
-          ? call(to, "/v1/ring/peer/token", { from, token: item.token }, describeItem(item))
-          : call(to, "/v1/ring/peer/writes", { from, epoch: item.epoch, entries: item.entries }, describeItem(item)),
-      fetchLog: (peer, fromWseq) => call(peer, `/v1/ring/peer/log?from=${fromWseq}`),
-      view: (to, message) => call<void>(to, "/v1/ring/peer/view", message, `view ${message.type}`),
+          ? this.call(to, "/v1/ring/peer/token", { from, token: item.token }, describeItem(item))
+          : this.call(to, "/v1/ring/peer/writes", { from, epoch: item.epoch, entries: item.entries }, describeItem(item)),
+      fetchLog: (peer, fromWseq) => this.call(peer, `/v1/ring/peer/log?from=${fromWseq}`),
+      view: (to, message) => this.callView(to, message),
       // One-way here: nobody waits for a wake's answer (its reply matches no request).
       wake: (to) => {
         this.send(to, httpRequest(0, "/v1/ring/peer/wake", { from }), "/v1/ring/peer/wake");
@@ -190,39 +136,6 @@ export class RingNodeActor extends Actor {
       },
     };
   }
-
-  // ---- Inbound: the real HTTP handlers ---------------------------------------------------------
-
-  protected receive(envelope: Envelope): void {
-    this.turn(() => this.onMessage(envelope.from, envelope.payload as RingMessage));
-  }
-
-  private onMessage(from: string, message: RingMessage): void {
-    if (message.type === "httpReply") {
-      const settle = this.outgoing.get(message.reqId);
-      if (!settle) return; // late: the call timed out (the fetch was aborted)
-      this.outgoing.delete(message.reqId);
-      return settle(message);
-    }
-    this.serve(from, message);
-  }
-
-  /** Answers one request; the answer leaves in the turn that completes it (now, or a long-poll's end). */
-  private serve(from: string, request: HttpRequestMessage): void {
-    const incarnation = this.incarnation;
-    this.http!.serve(request.method, request.path, request.body, (answer) => {
-      // A reply of an incarnation that crashed since is never sent.
-      if (incarnation !== this.incarnation) return;
-      this.send(from, { type: "httpReply", reqId: request.reqId, ...answer }, `${answer.status} ${request.path}`);
-    });
-  }
-}
-
-/** A POST with a JSON body, or a GET without one. */
-function httpRequest(reqId: number, path: string, body?: unknown): HttpRequestMessage {
-  return body === undefined
-    ? { type: "http", reqId, method: "GET", path }
-    : { type: "http", reqId, method: "POST", path, body: JSON.stringify(body) };
 }
 
 /** A short label for verbose traces: the token's epoch and hop, the writes' range. */
