@@ -905,12 +905,15 @@ test("view: a ring node asks the arbiter to coordinate (coordinate {reason, epoc
   assert.equal(w.node("c").status(w.local("c")).coordinating, null);
   w.node(ARBITER).receive({ type: "coordinate", from: ARBITER, reason: "suspect", epoch: epoch + 1 } as never, w.local(ARBITER));
   assert.equal(w.node(ARBITER).status(w.local(ARBITER)).coordinating, null, "not from the arbiter itself");
-  // With the arbiter down, b's wish is coordinated by b once its grace is over.
+  // With the arbiter down, b's request to it fails, which ends the grace: b coordinates itself.
   w.crash(ARBITER);
   w.run(S.tokenLeaseMs);
-  w.node("b").startViewChange("suspect", w.local("b"), S.viewChangeRetryMs);
-  w.collect("b");
+  w.node("b").startViewChange("suspect", w.local("b"));
+  assert.deepEqual(w.node("b").ready().send.map((x) => [x.to, x.message.type]), [[ARBITER, "coordinate"]], "every wish asks the arbiter first");
   assert.equal(w.node("b").status(w.local("b")).coordinating, null, "b leaves the arbiter its grace");
+  w.node("b").sendFailed(ARBITER, { type: "coordinate", from: "b", reason: "suspect", epoch: epoch + 1 }, w.local("b"));
+  assert.notEqual(w.node("b").status(w.local("b")).coordinating, null, "the failed request ends the grace at once");
+  w.collect("b");
   assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], epoch + 2), 5_000));
   assert.equal(w.view("a")!.coordinator, "b");
   w.checkSafety();

@@ -350,15 +350,8 @@ export class RingService {
     const now = this.now();
     const first = this.view.status(now).wanted === null;
     if (first) this.lastViewChange = { reason, wantedAtMs: now, installedAtMs: null, epoch: null };
-    const arbiter = this.options.arbiter;
-    if (arbiter && first) {
-      // The arbiter coordinates (it casts no vote); this node coordinates itself only if the
-      // arbiter's prepare has not come within viewChangeRetryMs (the arbiter is down or slow).
-      this.view.startViewChange(reason, now, this.options.settings.viewChangeRetryMs);
-      this.options.peers.view(arbiter, { type: "coordinate", from: this.node.id, reason, epoch: this.view.epochNow() }).then(undefined, () => {});
-    } else {
-      this.view.startViewChange(reason, now);
-    }
+    // The core asks the arbiter first, when there is one (ViewCore.startViewChange).
+    this.view.startViewChange(reason, now);
     this.pumpView();
   }
 

@@ -186,6 +186,15 @@ export class ViewCore {
    */
   startViewChange(reason: ViewChangeReason, nowMs: number, ownAfterMs = 0): void {
     this.advance(nowMs);
+    const arbiter = this.options.arbiter;
+    if (!this.wanted && this.voter && arbiter !== null && arbiter !== this.options.id) {
+      // Every wish, the driver's and the core's own (a lost token, a view that never came,
+      // refused renewals, a membership change), goes to the arbiter first: it coordinates without
+      // a vote, and this node coordinates itself only if no prepare came by then (the arbiter is
+      // down or slow; a failed send ends the grace at once, see sendFailed).
+      ownAfterMs = Math.max(ownAfterMs, this.options.settings.viewChangeRetryMs);
+      this.send(arbiter, { type: "coordinate", from: this.options.id, reason, epoch: this.currentEpoch() });
+    }
     if (!this.wanted && !this.attempts.running && ownAfterMs > 0) this.attempts.notBefore(nowMs + ownAfterMs);
     // The arbiter installs no view: its wish is about the newest epoch it has heard of.
     if (!this.wanted) this.wanted = { reason, aboveEpoch: this.voter ? this.currentEpoch() : this.highestSeenEpoch };
@@ -258,6 +267,11 @@ export class ViewCore {
   sendFailed(to: string, message: ViewMessage, nowMs: number): void {
     this.advance(nowMs);
     if (message.type === "prepare") this.attempts.unreachable(to, message.ballot);
+    // The arbiter cannot be reached: no point leaving it the grace.
+    if (message.type === "coordinate") {
+      this.attempts.graceOver();
+      this.attempts.tick();
+    }
     if (message.type === "probe") this.probe.unreachable(to);
   }
 

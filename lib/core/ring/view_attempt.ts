@@ -66,6 +66,8 @@ interface Attempt {
 export class ViewAttempts {
   private attempt: Attempt | null = null;
   private retryAtMs = Number.NEGATIVE_INFINITY;
+  /** The arbiter's grace (notBefore), so that graceOver ends only it and not a back-off. */
+  private graceUntilMs: number | null = null;
   /** A view this node decided, resent to the members that have not said "installed" yet. */
   private announcing: { view: View; missing: Set<string>; untilMs: number; nextAtMs: number } | null = null;
 
@@ -82,8 +84,15 @@ export class ViewAttempts {
   }
 
   /** No attempt of its own before `atMs` (it lets the arbiter go first). */
+  /** The arbiter's grace ends now (it could not be reached); a back-off after a failed attempt stays. */
+  graceOver(): void {
+    if (this.graceUntilMs !== null && this.retryAtMs === this.graceUntilMs) this.retryAtMs = Number.NEGATIVE_INFINITY;
+    this.graceUntilMs = null;
+  }
+
   notBefore(atMs: number): void {
-    this.retryAtMs = Math.max(this.retryAtMs, atMs);
+    this.graceUntilMs = Math.max(this.retryAtMs, atMs);
+    this.retryAtMs = this.graceUntilMs;
   }
 
   tick(): void {
