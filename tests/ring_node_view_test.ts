@@ -216,6 +216,20 @@ test("regenerator with nothing to re-send (every member committed up to startWse
 
 // ---- Raft's log rules at a receiver ------------------------------------------------------------
 
+/** Five nodes a..e; epoch 2: a is granted and writes X = k, then dies before X leaves it. */
+function xWrittenByADeadA(limits: typeof LIMITS): { ring: Ring; xWseq: number } {
+  const ring = new Ring(["a", "b", "c", "d", "e"], { limits });
+  ring.viewChange(1, ["a", "b", "c", "d", "e"]);
+  ring.deliver();
+  const two = ring.viewChange(2, ["a", "b", "c", "d", "e"]);
+  ring.nowMs += two.grantWaitMs;
+  const enterA = ring.enter("a");
+  ring.deliver();
+  ring.write("a", fenceOf(ring.reply("a", enterA)), "k", "X");
+  ring.crash("a");
+  return { ring, xWseq: ring.nodes.get("a")!.node.replica.lastApplied };
+}
+
 test("Raft: in a current-epoch message a differing uncommitted version replaces the local one and cuts what follows, whatever the stamps", () => {
   const h = harness();
   h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1")] });
@@ -485,17 +499,8 @@ test("Raft's Figure 8: a write committed by a re-send under its old stamp is not
   // c fails stop on b's re-sent version ("write 1 stamped 3 differs from the committed one
   // stamped 2"). With the marker, the prefix that commits X ends in epoch 4's marker, which
   // outranks b's entry.
-  const ring = new Ring(["a", "b", "c", "d", "e"], { limits: LIMITS });
-  ring.viewChange(1, ["a", "b", "c", "d", "e"]);
-  ring.deliver();
   // Epoch 2: a is granted and writes X; a dies before X leaves it.
-  const two = ring.viewChange(2, ["a", "b", "c", "d", "e"]);
-  ring.nowMs += two.grantWaitMs;
-  const enterA = ring.enter("a");
-  ring.deliver();
-  ring.write("a", fenceOf(ring.reply("a", enterA)), "k", "X");
-  ring.crash("a");
-  const xWseq = ring.nodes.get("a")!.node.replica.lastApplied;
+  const { ring, xWseq } = xWrittenByADeadA(LIMITS);
   // Epoch 3 (b, c, d, e): b regenerates with a client waiting, writes what it may before anything
   // leaves it, and dies: with the marker its log ends in its marker (no grant before the marker is
   // back); without, its client is granted at once and writes Y. Either way b alone holds an entry
@@ -544,16 +549,7 @@ test("Raft's Figure 8: a write committed by a re-send under its old stamp is not
 // a restarts with X committed, epoch 6 re-sends only above every promiser's commit, and the
 // replicas stay different for good (a: k = X; b, c, d: no k).
 test("a regenerator commits no re-sent write before its marker is back (Raft: old-term entries commit only with an entry of the leader's term)", () => {
-  const ring = new Ring(["a", "b", "c", "d", "e"], { limits: { ...LIMITS, ringBatchWritesMax: 1 } });
-  ring.viewChange(1, ["a", "b", "c", "d", "e"]);
-  ring.deliver();
-  const two = ring.viewChange(2, ["a", "b", "c", "d", "e"]);
-  ring.nowMs += two.grantWaitMs;
-  const enterA = ring.enter("a");
-  ring.deliver();
-  ring.write("a", fenceOf(ring.reply("a", enterA)), "k", "X");
-  ring.crash("a");
-  const xWseq = ring.nodes.get("a")!.node.replica.lastApplied;
+  const { ring, xWseq } = xWrittenByADeadA({ ...LIMITS, ringBatchWritesMax: 1 });
   assert.equal(ring.viewChange(3, ["b", "c", "d", "e"]).regenerator, "b");
   ring.crash("b"); // its marker (stamped 3, at X's wseq) never left it
   ring.restart("a");
