@@ -21,7 +21,7 @@ export function joinView(service: RingService, clock: Clock & { advance(ms: numb
   const heldUntilMs = service.lease().heldUntilMs;
   if (clock.nowMs() < heldUntilMs) clock.advance(heldUntilMs - clock.nowMs());
   const ballot = { epoch: view.epoch, coordinator: view.coordinator };
-  service.onViewMessage({ type: "prepare", from: view.coordinator, ballot });
+  service.onViewMessage({ type: "prepare", from: view.coordinator, ballot, voters: [...service.node.ring] });
   service.onViewMessage({ type: "newView", from: view.coordinator, view });
   assert.equal(service.node.status(clock.nowMs()).epoch, view.epoch, `view ${view.epoch} installed`);
 }

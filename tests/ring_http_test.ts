@@ -147,9 +147,9 @@ const PEER_REFUSALS: Array<{ name: string; path: string; body: unknown; answer: 
     body: { from: "a", epoch: 0, entries: [{ epoch: 0, wseq: 1, author: "a", origin: "a", op: { type: "put", key: "k", value: "1" } }] },
     answer: { ok: false, type: "stale", epoch: 1 },
   },
-  { name: "a view message from an unknown sender (the core logs and drops it)", path: "/v1/ring/peer/view", body: { type: "prepare", from: "x", ballot: { epoch: 9, coordinator: "x" } }, answer: { ok: true } },
-  { name: "a prepare for another coordinator than its sender", path: "/v1/ring/peer/view", body: { type: "prepare", from: "c", ballot: { epoch: 9, coordinator: "a" } }, answer: { ok: true } },
-  { name: "a prepare of an epoch already installed (answered by a reject, nothing promised)", path: "/v1/ring/peer/view", body: { type: "prepare", from: "c", ballot: { epoch: 1, coordinator: "c" } }, answer: { ok: true }, answers: ["c:reject"] },
+  { name: "a view message from an unknown sender (the core logs and drops it)", path: "/v1/ring/peer/view", body: { type: "prepare", from: "x", ballot: { epoch: 9, coordinator: "x" }, voters: ["a", "b", "c"] }, answer: { ok: true } },
+  { name: "a prepare for another coordinator than its sender", path: "/v1/ring/peer/view", body: { type: "prepare", from: "c", ballot: { epoch: 9, coordinator: "a" }, voters: ["a", "b", "c"] }, answer: { ok: true } },
+  { name: "a prepare of an epoch already installed (answered by a reject, nothing promised)", path: "/v1/ring/peer/view", body: { type: "prepare", from: "c", ballot: { epoch: 1, coordinator: "c" }, voters: ["a", "b", "c"] }, answer: { ok: true }, answers: ["c:reject"] },
   { name: "a view that is no majority", path: "/v1/ring/peer/view", body: { type: "newView", from: "a", view: viewOf(2, ["a"]) }, answer: { ok: true } },
   { name: "a view of a ballot this node never promised", path: "/v1/ring/peer/view", body: { type: "newView", from: "c", view: viewOf(2, ["a", "b", "c"], { coordinator: "c" }) }, answer: { ok: true } },
 ];

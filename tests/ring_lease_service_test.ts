@@ -171,7 +171,7 @@ test("token lease: a renewal nobody answers fails on the tick after viewChangeTi
 test("token lease, renewer side: a renewal from a peer is answered through the peers, and b holds its promises for tokenLeaseMs", async () => {
   await withService(({ service, clock, sent }) => {
     clock.advance(100);
-    service.onViewMessage({ type: "renew", from: "a", epoch: 1, seq: 7 });
+    service.onViewMessage({ type: "renew", from: "a", epoch: 1, seq: 7, voters: ["a", "b", "c"] });
     assert.deepEqual(sent.at(-1), { to: "a", message: { type: "renewAnswer", from: "b", epoch: 1, seq: 7, ok: true } });
     assert.equal(service.lease().heldUntilMs, clock.nowMs() + settings.tokenLeaseMs);
   });
@@ -185,7 +185,7 @@ test("token lease: a prepare waits out the holder's own hold (deferred); its pro
     const fence = granted(waiter.reply());
     const heldUntilMs = service.lease().heldUntilMs;
     sent.splice(0); // b's answers while it joined the view
-    service.onViewMessage({ type: "prepare", from: "a", ballot: { epoch: 2, coordinator: "a" } });
+    service.onViewMessage({ type: "prepare", from: "a", ballot: { epoch: 2, coordinator: "a" }, voters: ["a", "b", "c"] });
     assert.deepEqual(sent.map((s) => s.message.type), ["deferred"], "no promise while b's lease may still be valid");
     assert.ok(service.node.sectionActive(fence));
     clock.advance(heldUntilMs - clock.nowMs());

@@ -269,6 +269,11 @@ test("ring storage: the view change's hard state (promised ballot, installed vie
     new RingStorage(dir).storeView({ promised: { epoch: 1, coordinator: "r1" }, view: null });
     new RingStorage(dir).storeView(VIEW_STATE);
     assert.deepEqual(new RingStorage(dir).loadView(), VIEW_STATE, "the last one stored");
+    // A view with the voter list it was decided under (VIEW_STATE has none, as earlier versions stored).
+    const withVoters: ViewHardState = { ...VIEW_STATE, view: { ...VIEW_STATE.view!, voters: ["r1", "r2", "r3", "r4"] } };
+    new RingStorage(dir).storeView(withVoters);
+    assert.deepEqual(new RingStorage(dir).loadView(), withVoters, "its voters kept");
+    new RingStorage(dir).storeView(VIEW_STATE);
     const text = readFileSync(join(dir, VIEW_FILE), "utf8");
     assert.match(text, new RegExp(`^\\{"v":${FORMAT_VERSION},"crc":\\d+,"data":`), "in the versioned envelope");
     assert.ok(!existsSync(join(dir, `${VIEW_FILE}.tmp`)), "replaced through a renamed temporary file");
@@ -282,6 +287,8 @@ test("ring storage: a bad ring-view.json refuses to start, naming the file and w
     [() => JSON.stringify(VIEW_STATE), /format version 1/],
     [() => envelopeOf({ promised: { epoch: 3, coordinator: "r2" }, view: VIEW_STATE.view }), /no newer than the promise/],
     [() => envelopeOf({ ...VIEW_STATE, view: { ...VIEW_STATE.view!, regenerator: "r9" } }), /not \{promised, view\}/],
+    [() => envelopeOf({ ...VIEW_STATE, view: { ...VIEW_STATE.view!, voters: ["r1", "r1"] } }), /not \{promised, view\}/],
+    [() => envelopeOf({ ...VIEW_STATE, view: { ...VIEW_STATE.view!, voters: "r1,r2" } }), /not \{promised, view\}/],
   ];
   for (const [edit, reason] of damages) {
     inDir((dir) => {

@@ -17,6 +17,7 @@ import {
   fenceFloor,
   type LocalFacts,
   nextFence,
+  restartVotersProblem,
   type View,
   ViewCore,
   type ViewDecision,
@@ -27,6 +28,8 @@ import { Prng } from "../lib/core/prng.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 const S = DEFAULT_SETTINGS;
+/** The voter list of the three-node worlds, which hand-built prepares and renewals carry. */
+const ABC = ["a", "b", "c"];
 const TICK_MS = 10;
 const ARBITER = "arb";
 
@@ -68,11 +71,12 @@ class World {
     if (withArbiter) this.start(ARBITER);
   }
 
-  start(id: string): void {
+  /** Starts `id` with the cluster file's ring `ring` (the world's by default). */
+  start(id: string, ring = this.ring): void {
     if (!this.facts.has(id)) this.facts.set(id, noFacts());
     const core = new ViewCore({
       id,
-      ring: this.ring,
+      ring,
       arbiter: ARBITER,
       settings: S,
       localFacts: () => ({ ...this.facts.get(id)! }),
@@ -223,7 +227,8 @@ class World {
     for (const [epoch, views] of this.viewsByEpoch) {
       assert.equal(views.size, 1, `epoch ${epoch} has ${views.size} different views: ${[...views].join(" / ")}`);
       const view = JSON.parse([...views][0]) as View;
-      const quorum = Math.floor(this.ring.length / 2) + 1;
+      // A majority of the list it was decided under (the world's when a test changes none).
+      const quorum = Math.floor((view.voters ?? this.ring).length / 2) + 1;
       assert.ok(view.members.length >= quorum, `view ${epoch} has ${view.members.length} members, ${quorum} needed`);
       for (const member of view.members) {
         const promised = (this.promisedLog.get(member) ?? []).some((b) => b.epoch === epoch && b.coordinator === view.coordinator);
@@ -312,15 +317,15 @@ test("view: a node promises each epoch to one coordinator only, and stores the p
   w.run(S.tokenLeaseMs);
   const b = w.node("b");
   const answers = (): ViewMessage[] => b.ready().send.map((s) => s.message);
-  b.receive({ type: "prepare", from: "a", ballot: { epoch: 5, coordinator: "a" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: 5, coordinator: "a" }, voters: ABC }, w.nowMs);
   const first = b.ready();
   assert.deepEqual(first.persist?.promised, { epoch: 5, coordinator: "a" }, "stored with the answer");
   assert.equal(first.send[0].message.type, "promise");
-  b.receive({ type: "prepare", from: "c", ballot: { epoch: 5, coordinator: "c" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "c", ballot: { epoch: 5, coordinator: "c" }, voters: ABC }, w.nowMs);
   assert.equal(answers()[0].type, "reject", "a higher ballot of the same epoch is refused");
-  b.receive({ type: "prepare", from: "a", ballot: { epoch: 4, coordinator: "a" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: 4, coordinator: "a" }, voters: ABC }, w.nowMs);
   assert.equal(answers()[0].type, "reject", "an older epoch is refused");
-  b.receive({ type: "prepare", from: "c", ballot: { epoch: 6, coordinator: "c" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "c", ballot: { epoch: 6, coordinator: "c" }, voters: ABC }, w.nowMs);
   assert.equal(answers()[0].type, "promise", "a newer epoch is promised");
   // The view of the ballot it promised before comes late: not installed (it promised 6/c since).
   const late: View = { epoch: 5, coordinator: "a", members: ["a", "b"], regenerator: "a", startWseq: 0, resendFromWseq: 1, grantWaitMs: 0 };
@@ -334,10 +339,10 @@ test("view: wire input is checked: an unknown sender, a bad ballot, a prepare fo
   const w = new World(["a", "b", "c"]);
   w.run(S.tokenLeaseMs);
   const b = w.node("b");
-  b.receive({ type: "prepare", from: "zz", ballot: { epoch: 5, coordinator: "zz" } }, w.nowMs);
-  b.receive({ type: "prepare", from: "a", ballot: { epoch: -1, coordinator: "a" } }, w.nowMs);
-  b.receive({ type: "prepare", from: "a", ballot: { epoch: EPOCH_MAX + 1, coordinator: "a" } }, w.nowMs);
-  b.receive({ type: "prepare", from: "a", ballot: { epoch: 5, coordinator: "c" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "zz", ballot: { epoch: 5, coordinator: "zz" }, voters: ABC }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: -1, coordinator: "a" }, voters: ABC }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: EPOCH_MAX + 1, coordinator: "a" }, voters: ABC }, w.nowMs);
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: 5, coordinator: "c" }, voters: ABC }, w.nowMs);
   const view: View = { epoch: 1, coordinator: "a", members: ["a"], regenerator: "a", startWseq: 0, resendFromWseq: 1, grantWaitMs: 0 };
   b.receive({ type: "newView", from: "a", view }, w.nowMs);
   const ready = b.ready();
@@ -465,14 +470,14 @@ test("view: a renewer holds its promise for tokenLeaseMs after an OK, and refuse
   w.run(S.tokenLeaseMs);
   const epoch = w.view("a")!.epoch;
   const b = w.node("b");
-  b.receive({ type: "renew", from: "a", epoch, seq: 1 }, w.nowMs);
+  b.receive({ type: "renew", from: "a", epoch, seq: 1, voters: ABC }, w.nowMs);
   const okAtMs = w.nowMs;
   assert.deepEqual(b.ready().send.map((s) => s.message), [{ type: "renewAnswer", from: "b", epoch, seq: 1, ok: true }]);
-  b.receive({ type: "prepare", from: "c", ballot: { epoch: epoch + 1, coordinator: "c" } }, w.nowMs);
+  b.receive({ type: "prepare", from: "c", ballot: { epoch: epoch + 1, coordinator: "c" }, voters: ABC }, w.nowMs);
   assert.deepEqual(b.ready().send.map((x) => x.message), [
     { type: "deferred", from: "b", ballot: { epoch: epoch + 1, coordinator: "c" }, waitMs: S.tokenLeaseMs },
   ], "the promise waits for the hold to end; the coordinator is told how long");
-  b.receive({ type: "renew", from: "a", epoch, seq: 2 }, w.nowMs);
+  b.receive({ type: "renew", from: "a", epoch, seq: 2, voters: ABC }, w.nowMs);
   assert.equal((b.ready().send[0].message as { ok: boolean }).ok, false, "no renewal while a newer prepare waits");
   b.tick(okAtMs + S.tokenLeaseMs - 1);
   assert.equal(b.ready().send.length, 0);
@@ -721,6 +726,79 @@ test("view: membership changes one node at a time, each a view change; two at on
   w.checkSafety();
 });
 
+test("view: two membership changes pending at once form no two disjoint views (review finding 7): a reload waits for a view under the current list, and votes count within one list only", () => {
+  // v1 [a,b,c] → v2 [a,b,c,x] → v3 [a,b,c,x,y]; b and c never got v2 (the operator's SIGHUP missed them).
+  const v1 = ["a", "b", "c"], v2 = ["a", "b", "c", "x"], v3 = ["a", "b", "c", "x", "y"];
+  const w = settledWorld(v1);
+  const epoch = w.view("a")!.epoch;
+  assert.deepEqual(w.view("a")!.voters, v1, "a view records the list it was decided under");
+  w.start("x", v2);
+  assert.equal(w.node("a").changeMembership(v2, w.local("a")), null, "one node added, after a view under v1: taken");
+  w.collect("a");
+  // Without b or c, no view under v2 forms (3 of 4 needed; b and c refuse a's and x's prepares of v2).
+  w.run(3 * S.viewChangeTimeoutMs);
+  assert.equal(w.view("a")!.epoch, epoch, "no view under v2 formed");
+  assert.deepEqual(w.view("b")!.voters, v1);
+  assert.match(w.node("a").changeMembership(v3, w.local("a")) ?? "", /previous membership change has not formed a view yet/);
+  // The reviewer's cut: {a, x, y} against {b, c}, y started with v3, everyone wanting a view.
+  w.start("y", v3);
+  w.split(["a", "x", "y"], ["b", "c"]);
+  for (const id of ["a", "x", "y", "b", "c"]) w.want(id);
+  w.run(6 * S.viewChangeTimeoutMs);
+  const after = w.installs().filter((i) => i.decision.view.epoch > epoch).map((i) => i.decision.view);
+  assert.ok(after.some((v) => v.members.join() === "b,c"), "b and c, a majority of v1, form a view");
+  assert.ok(after.every((v) => v.members.every((m) => m === "b" || m === "c")), `only b and c form views: ${JSON.stringify(after)}`);
+  w.checkSafety();
+  // Once b and c take v2 and the cut heals, a view under v2 forms, and then v3 is taken.
+  w.cut.clear();
+  for (const id of ["b", "c"]) {
+    assert.equal(w.node(id).changeMembership(v2, w.local(id)), null);
+    w.collect(id);
+  }
+  const underV2 = () => ["a", "b", "c", "x"].every((id) => w.view(id)?.voters?.join() === v2.join());
+  assert.ok(w.runUntil(underV2, 10_000), "a view under v2 forms");
+  assert.equal(w.node("a").changeMembership(v3, w.local("a")), null, "the next change is taken once the previous one formed a view");
+  w.checkSafety();
+});
+
+test("view: a prepare or a renewal from a node of another voter list is refused (reject, ok: false), with an event", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  w.run(S.tokenLeaseMs);
+  const epoch = w.view("a")!.epoch;
+  const b = w.node("b");
+  b.ready();
+  const other = ["a", "b", "c", "x"];
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: epoch + 3, coordinator: "a" }, voters: other }, w.nowMs);
+  const refused = b.ready();
+  assert.equal(refused.persist, null, "nothing promised");
+  assert.deepEqual(refused.send.map((x) => x.message.type), ["reject"]);
+  assert.ok(refused.events.some((e) => e.event === "prepareOfOtherVoters"));
+  b.receive({ type: "renew", from: "a", epoch, seq: 1, voters: other }, w.nowMs);
+  const renewal = b.ready();
+  assert.deepEqual(renewal.send.map((x) => x.message), [{ type: "renewAnswer", from: "b", epoch, seq: 1, ok: false }]);
+  assert.ok(renewal.events.some((e) => e.event === "renewOfOtherVoters"));
+  // The same voters in another order are the same list (the order only breaks ties).
+  b.receive({ type: "prepare", from: "a", ballot: { epoch: epoch + 3, coordinator: "a" }, voters: ["c", "b", "a"] }, w.nowMs);
+  assert.deepEqual(b.ready().send.map((x) => x.message.type), ["promise"]);
+  // A list longer than the ring plus one is malformed: dropped.
+  b.receive({ type: "renew", from: "a", epoch, seq: 2, voters: ["a", "b", "c", "x", "y"] }, w.nowMs);
+  const bad = b.ready();
+  assert.equal(bad.send.length, 0);
+  assert.ok(bad.events.some((e) => e.event === "badViewMessage" && e.fields.problem === "bad voters"));
+});
+
+test("view: a node restarted with a ring more than one node away from its stored view's voters is refused; one node away (a reload) or an older view without voters is not", () => {
+  const view: View = { epoch: 4, coordinator: "a", members: ["a", "b"], regenerator: "a", startWseq: 0, resendFromWseq: 1, grantWaitMs: 0, voters: ["a", "b", "c"] };
+  const problem = restartVotersProblem(view, ["a", "b", "c", "x", "y"]);
+  assert.match(problem ?? "", /a,b,c,x,y.*differs by more than one node.*a,b,c\)/);
+  assert.match(restartVotersProblem(view, ["a", "x", "y"]) ?? "", /more than one node/);
+  assert.equal(restartVotersProblem(view, ["a", "b", "c", "x"]), null);
+  assert.equal(restartVotersProblem(view, ["a", "b"]), null);
+  assert.equal(restartVotersProblem(view, ["c", "b", "a"]), null);
+  assert.equal(restartVotersProblem({ ...view, voters: undefined }, ["a", "b", "c", "x", "y"]), null);
+  assert.equal(restartVotersProblem(null, ["a", "b", "c", "x", "y"]), null);
+});
+
 test("view: a busy holder renewing its lease all the time delays a view change by at most about tokenLeaseMs", () => {
   for (const coordinator of ["a", "c"]) {
     const w = settledWorld();
@@ -847,7 +925,7 @@ test("view: a renewal of an epoch newer than any this node promised or installed
   const epoch = w.view("a")!.epoch;
   const a = w.node("a");
   a.ready();
-  a.receive({ type: "renew", from: "b", epoch: epoch + 2, seq: 1 }, w.local("a"));
+  a.receive({ type: "renew", from: "b", epoch: epoch + 2, seq: 1, voters: ABC }, w.local("a"));
   const out = a.ready();
   assert.deepEqual(out.decisions.filter((d) => d.type === "behind"), [{ type: "behind", viewEpoch: epoch + 2 }]);
   assert.deepEqual(out.send.map((x) => x.message.type), ["renewAnswer"], "it still answers the renewal");
@@ -871,7 +949,7 @@ test("view: a node that removed a voter by a reload reports that voter's possibl
   const a = w.node("a");
   assert.equal(a.changeMembership(["a", "b", "c"], w.local("a")), null);
   a.ready();
-  a.receive({ type: "prepare", from: "b", ballot: { epoch: epoch + 5, coordinator: "b" } }, w.local("a") + S.tokenLeaseMs);
+  a.receive({ type: "prepare", from: "b", ballot: { epoch: epoch + 5, coordinator: "b" }, voters: ABC }, w.local("a") + S.tokenLeaseMs);
   const promise = a.ready().send.find((x) => x.message.type === "promise")?.message as { facts: { sectionRemainingMs: number } } | undefined;
   assert.ok(promise, "a promises");
   assert.ok(promise.facts.sectionRemainingMs >= S.ringLeaseMaxMs + S.tokenLeaseSafetyMs - S.tokenLeaseMs, `d's section may still run: ${promise.facts.sectionRemainingMs}`);
@@ -881,11 +959,11 @@ test("view: a node's first backing of a lease stores its hard state, so its rest
   const w = new World(["a", "b", "c"]);
   const c = w.node("c");
   c.ready();
-  c.receive({ type: "renew", from: "a", epoch: 0, seq: 1 }, w.local("c"));
+  c.receive({ type: "renew", from: "a", epoch: 0, seq: 1, voters: ABC }, w.local("c"));
   const out = c.ready();
   assert.deepEqual(out.persist, { promised: { epoch: 0, coordinator: "" }, view: null }, "stored before the OK goes out");
   assert.equal((out.send[0].message as { ok: boolean }).ok, true);
-  c.receive({ type: "renew", from: "a", epoch: 0, seq: 2 }, w.local("c"));
+  c.receive({ type: "renew", from: "a", epoch: 0, seq: 2, voters: ABC }, w.local("c"));
   assert.equal(c.ready().persist, null, "only the first time");
 });
 

@@ -75,8 +75,8 @@ const REQUESTS: Array<{ method: string; path: string; body?: string }> = [
   // Before any view: the token is not taken yet (notYet).
   { method: "POST", path: "/v1/ring/peer/token", body: JSON.stringify({ from: "a", token }) },
   { method: "POST", path: "/v1/ring/peer/view", body: "[1]" },
-  { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "prepare", from: "x", ballot: { epoch: 1, coordinator: "x" } }) },
-  { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "prepare", from: "a", ballot }) },
+  { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "prepare", from: "x", ballot: { epoch: 1, coordinator: "x" }, voters: ["a", "b", "c"] }) },
+  { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "prepare", from: "a", ballot, voters: ["a", "b", "c"] }) },
   { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "newView", from: "a", view }) },
   { method: "GET", path: "/v1/ring/status" },
   { method: "POST", path: "/v1/ring/peer/token", body: JSON.stringify({ from: "c", token }) },
@@ -89,8 +89,8 @@ const REQUESTS: Array<{ method: string; path: string; body?: string }> = [
   { method: "POST", path: "/v1/ring/leave", body: JSON.stringify({ fence: 1 }) },
   { method: "POST", path: "/v1/ring/leave", body: JSON.stringify({ fence: fenceFloor(1) + 1 }) },
   { method: "POST", path: "/v1/ring/peer/wake", body: JSON.stringify({ from: "a" }) },
-  { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "renew", from: "a", epoch: 1, seq: 3 }) },
-  { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "renew", from: "a", epoch: -1, seq: 3 }) },
+  { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "renew", from: "a", epoch: 1, seq: 3, voters: ["a", "b", "c"] }) },
+  { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "renew", from: "a", epoch: -1, seq: 3, voters: ["a", "b", "c"] }) },
   { method: "POST", path: "/v1/ring/peer/token", body: JSON.stringify({ from: "a", token: { ...token, epoch: 0 } }) },
   { method: "GET", path: "/v1/ring/status" },
 ];

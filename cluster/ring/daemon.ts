@@ -5,8 +5,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { RingNode } from "../../lib/core/ring/ring_node.ts";
+import { restartVotersProblem } from "../../lib/core/ring/view.ts";
 import { monotonicClock } from "../clock.ts";
-import { type ClusterConfig, type NodeConfig, nodeUrl } from "../config.ts";
+import { type ClusterConfig, ConfigError, type NodeConfig, nodeUrl } from "../config.ts";
 import type { RunningNode } from "../running_node.ts";
 import type { Logger } from "../log.ts";
 import { realTimers } from "../timers.ts";
@@ -32,6 +33,13 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   // The view change's promise and view: a damaged file stops the start (loadView throws), since
   // a promise forgotten could be given twice.
   const storedView = storage.loadView();
+  // Two membership changes at once could let two disjoint majorities each form a view: a file
+  // more than one node away from the voters of the stored view is refused like a bad file.
+  const votersProblem = restartVotersProblem(storedView?.view ?? null, ring);
+  if (votersProblem !== null) {
+    storage.close();
+    throw new ConfigError(cluster.file, "nodes", votersProblem);
+  }
   const core = new RingNode({
     id: node.id,
     ring,

@@ -41,7 +41,7 @@ import { crc32 } from "../checksum.ts";
 import { readIfExists, syncDir, writeAll, writeDurably } from "../durable_file.ts";
 import type { PersistOp, RingStored } from "../../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring/ring_types.ts";
-import { type Ballot, EPOCH_MAX, type View, type ViewHardState } from "../../lib/core/ring/view_wire.ts";
+import { type Ballot, EPOCH_MAX, isVoterList, type View, type ViewHardState } from "../../lib/core/ring/view_wire.ts";
 
 export const STATE_FILE = "ring-state.json";
 export const SNAPSHOT_FILE = "ring-snapshot.json";
@@ -144,7 +144,9 @@ function isView(value: unknown): value is View {
   const members = value.members as unknown[];
   return isBallot(value) && members.every((m) => typeof m === "string") && new Set(members).size === members.length &&
     typeof value.regenerator === "string" && members.includes(value.regenerator) &&
-    isCount(value.startWseq) && isCount(value.resendFromWseq) && isCount(value.grantWaitMs);
+    isCount(value.startWseq) && isCount(value.resendFromWseq) && isCount(value.grantWaitMs) &&
+    // Absent in views stored by earlier versions (unknown); a file's ring is not bounded here.
+    (value.voters === undefined || isVoterList(value.voters, Number.MAX_SAFE_INTEGER));
 }
 
 /** The view change's hard state as stored: a ballot, and a view (or null) not newer than it. */

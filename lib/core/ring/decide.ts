@@ -20,7 +20,8 @@ export type DecideSettings = Pick<Settings, "ringLeaseMaxMs" | "tokenLeaseSafety
  * The view of `ballot`: members = the promisers in file order; regenerator = the promiser with
  * the highest (epoch of its last write, lastApplied), ties to file order (Raft's "most up to
  * date log": a committed write is on a majority, which shares a node with the promisers, and a
- * log ending in a newer epoch holds every write committed before that epoch).
+ * log ending in a newer epoch holds every write committed before that epoch); voters = `ring`,
+ * the list it was decided under (the next membership change waits for such a view).
  */
 export function decideView(
   ballot: Ballot,
@@ -47,6 +48,7 @@ export function decideView(
     startWseq: promises.get(regenerator)!.facts.lastApplied,
     resendFromWseq: lowestCommit + 1,
     grantWaitMs: grantWait(promises, ring, settings, nowMs),
+    voters: [...ring],
   };
 }
 

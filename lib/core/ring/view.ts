@@ -36,6 +36,8 @@ import {
   checkViewMessage,
   compareBallots,
   fenceFloor,
+  sameVoters,
+  votersDiff,
   type PromiseFacts,
   type View,
   type ViewHardState,
@@ -69,7 +71,7 @@ export class ViewCore {
   private readonly probe: ViewProbe;
   private wanted: { reason: ViewChangeReason; aboveEpoch: number } | null = null;
   /** A prepare that waits for this node's lease hold to end (the highest one only). */
-  private deferred: { from: string; ballot: Ballot } | null = null;
+  private deferred: { from: string; ballot: Ballot; voters: readonly string[] } | null = null;
   private lastPromiseAtMs = Number.NEGATIVE_INFINITY;
   private highestSeenEpoch = 0;
   /** The newest view epoch reported as "behind" (once per epoch). */
@@ -130,7 +132,7 @@ export class ViewCore {
       needCanvass: (needed) => this.probe.needCanvass(needed),
       highestSeenEpoch: () => this.highestSeenEpoch,
       seeEpoch: (epoch) => this.seeEpoch(epoch),
-      onPrepare: (from, ballot) => this.onPrepare(from, ballot),
+      onPrepare: (from, ballot, voters) => this.onPrepare(from, ballot, voters),
       onNewView: (view) => this.onNewView(view),
     });
   }
@@ -158,9 +160,9 @@ export class ViewCore {
   tick(nowMs: number): void {
     this.advance(nowMs);
     if (this.deferred && !this.hold.held(nowMs)) {
-      const { from, ballot } = this.deferred;
+      const { from, ballot, voters } = this.deferred;
       this.deferred = null;
-      this.onPrepare(from, ballot);
+      this.onPrepare(from, ballot, voters);
     }
     // Promised, but the view never came (coordinator died, newView lost): ask for one itself.
     const unsettled = this.voter && this.promised.epoch > (this.view?.epoch ?? 0);
@@ -203,18 +205,27 @@ export class ViewCore {
   }
 
   /**
-   * The cluster file changed (SIGHUP): new voters, then a view change. One node added or removed
-   * at a time: a majority of the old list and one of the new list then always share a node (with
-   * n and n + 1 voters: (⌊n/2⌋ + 1) + ⌊(n+1)/2⌋ > n), so no two views form under the two lists.
-   * Returns the reason for a refusal, or null.
+   * The cluster file changed (SIGHUP): new voters, then a view change. Raft's single-server rule:
+   * one node added or removed at a time, so a majority of the old list and one of the new list
+   * always share a node (with n and n + 1 voters: (⌊n/2⌋ + 1) + ⌊(n+1)/2⌋ > n); votes count only
+   * between nodes of the same list (onPrepare, onRenew); and a voter takes the next change only
+   * once its installed view was decided under its current list. Then the lists in use across the
+   * ring are at most two, one node apart (a view under list L needs a majority of L, and none of
+   * them took the next change before that view), so no two views form under two lists. The
+   * arbiter votes in no list and skips the last rule. Returns the reason for a refusal, or null.
    */
   changeMembership(ring: string[], nowMs: number): string | null {
     this.advance(nowMs);
-    const added = ring.filter((id) => !this.ring.includes(id));
-    const removed = this.ring.filter((id) => !ring.includes(id));
+    const { added, removed } = votersDiff(this.ring, ring);
     if (added.length + removed.length > 1) return `add or remove one ring node at a time (got +${added.join(",")} -${removed.join(",")})`;
     if (!ring.includes(this.options.id) && this.options.id !== this.options.arbiter) return `${this.options.id} is no longer in the ring`;
     if (added.length + removed.length === 0) return null;
+    if (this.voter && !(this.view?.voters && sameVoters(this.view.voters, this.ring))) {
+      const installed = !this.view ? "no view installed" : !this.view.voters
+        ? `view ${this.view.epoch} has no voter list (stored by an earlier version)`
+        : `view ${this.view.epoch} was decided under ${this.view.voters.join(",")}, not ${this.ring.join(",")}`;
+      return `the previous membership change has not formed a view yet (${installed}): reload again once it has`;
+    }
     this.attempts.abandon("membership changed");
     // A removed node may have granted sections the new list no longer accounts for (its holds
     // are not reported, and it is no non-promiser of the new list): this node reports them as
@@ -256,7 +267,7 @@ export class ViewCore {
     const seq = this.lease.begin(epoch, nowMs);
     if (seq !== null) {
       this.hold.renewed(nowMs, this.options.id); // it counts itself: it holds itself like every renewer
-      for (const to of this.others()) this.send(to, { type: "renew", from: this.options.id, epoch, seq });
+      for (const to of this.others()) this.send(to, { type: "renew", from: this.options.id, epoch, seq, voters: [...this.ring] });
       // Its own OK (a ring of one has its majority at once; the decision says so).
       this.leaseOutcome(this.lease.answer(this.options.id, seq, true, this.ring.length));
     }
@@ -288,7 +299,7 @@ export class ViewCore {
       case "probeReply":
         return this.probe.onProbeReply(message);
       case "prepare":
-        return this.onPrepare(message.from, message.ballot);
+        return this.onPrepare(message.from, message.ballot, message.voters);
       case "promise":
         return this.attempts.onPromise(message);
       case "reject":
@@ -338,10 +349,16 @@ export class ViewCore {
 
   // ---- voting ---------------------------------------------------------------------------
 
-  private onPrepare(from: string, ballot: Ballot): void {
+  private onPrepare(from: string, ballot: Ballot, voters: readonly string[]): void {
     this.seeEpoch(ballot.epoch);
     if (!this.voter) return;
     const viewEpoch = this.view?.epoch ?? 0;
+    // Votes count within one voter list only (see changeMembership): a coordinator of another
+    // list is one reload ahead or behind this node.
+    if (!sameVoters(voters, this.ring)) {
+      this.event("prepareOfOtherVoters", { ballot: ballotText(ballot), voters: voters.join(","), ring: this.ring.join(",") });
+      return this.answerTo(from, { type: "reject", from: this.options.id, ballot, promised: { ...this.promised }, viewEpoch });
+    }
     // One promise per epoch: the ballot's epoch must be above everything promised or installed.
     if (ballot.epoch <= this.promised.epoch || ballot.epoch <= viewEpoch) {
       return this.answerTo(from, { type: "reject", from: this.options.id, ballot, promised: { ...this.promised }, viewEpoch });
@@ -352,7 +369,7 @@ export class ViewCore {
         return this.answerTo(from, { type: "reject", from: this.options.id, ballot, promised: { ...this.promised }, viewEpoch });
       }
       if (this.deferred) this.rejectDeferred();
-      this.deferred = { from, ballot };
+      this.deferred = { from, ballot, voters: [...voters] };
       this.event("promiseDeferred", { ballot, untilMs: this.hold.heldUntilMs });
       // The coordinator waits for this promise rather than leaving this live node out of the view
       // (itself too: a restarted coordinator starts held, and a view without it would leave it out).
@@ -445,13 +462,16 @@ export class ViewCore {
   // ---- token lease ------------------------------------------------------------------------
 
   private onRenew(message: Extract<ViewMessage, { type: "renew" }>): void {
-    const { from, epoch, seq } = message;
+    const { from, epoch, seq, voters } = message;
     // A lease of epoch e exists only in a view of e: a waiting prepare of an epoch up to e can no
     // longer win (a majority promised e). Refuse it now; backing the renewal would keep this node
     // held, and the prepare waiting, for as long as the holder renews.
     if (this.deferred && this.deferred.ballot.epoch <= epoch) this.rejectDeferred();
-    // OK only if no newer ballot is promised or waiting to be: then hold for a whole lease.
-    const ok = this.voter && this.promised.epoch <= epoch && (this.deferred === null || this.deferred.ballot.epoch <= epoch);
+    // OK only if no newer ballot is promised or waiting to be, and under the same voter list (a
+    // lease counts a majority of its holder's list: see changeMembership): then hold for a whole lease.
+    const sameList = sameVoters(voters, this.ring);
+    if (!sameList) this.event("renewOfOtherVoters", { from, epoch, voters: voters.join(","), ring: this.ring.join(",") });
+    const ok = this.voter && sameList && this.promised.epoch <= epoch && (this.deferred === null || this.deferred.ballot.epoch <= epoch);
     if (ok) this.hold.renewed(this.nowMs, from);
     // The first backing ever is stored (its hard state, as it is), so that a restart counts as one
     // and reports its restart hold: what it backed before is in memory only (review finding 8).

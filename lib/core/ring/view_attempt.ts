@@ -39,7 +39,7 @@ export interface ViewAttemptHost {
   seeEpoch(epoch: number): void;
   seeViewEpoch(viewEpoch: number): void;
   /** This node's own vote (through the core, like a prepare from the wire). */
-  onPrepare(from: string, ballot: Ballot): void;
+  onPrepare(from: string, ballot: Ballot, voters: readonly string[]): void;
   /** The decided view reaches this node, a member, as it reaches every other member. */
   onNewView(view: View): void;
   others(): string[];
@@ -137,9 +137,9 @@ export class ViewAttempts {
       majorityAtMs: null,
     };
     host.event("prepare", { ballot: ballotText(ballot), reason: wanted.reason });
-    for (const to of host.others()) host.send(to, { type: "prepare", from: host.id, ballot });
+    for (const to of host.others()) host.send(to, { type: "prepare", from: host.id, ballot, voters: [...host.ring()] });
     // Its own promise last: with a one-node ring it decides the view at once.
-    if (host.voter()) host.onPrepare(host.id, ballot);
+    if (host.voter()) host.onPrepare(host.id, ballot, host.ring());
   }
 
   private canDecide(attempt: Attempt): boolean {

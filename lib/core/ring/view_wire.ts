@@ -50,6 +50,11 @@ export interface View {
   resendFromWseq: number;
   /** No grant of this epoch before this long after the view is received (older sections). */
   grantWaitMs: number;
+  /**
+   * The voters it was decided under (the coordinator's ring, in its file order). Absent in views
+   * stored by earlier versions: unknown (see ViewCore.changeMembership and restartVotersProblem).
+   */
+  voters?: string[];
 }
 
 /** What a node persists (fsynced before the messages of the same ready() are sent). */
@@ -99,7 +104,8 @@ export type ViewMessage =
   | { type: "probe"; from: string; epoch: number }
   /** `viewEpoch`: the epoch of the view the answering node installed. */
   | { type: "probeReply"; from: string; viewEpoch: number; tokenEpoch: number; tokenHop: number; live: boolean; lastTokenAgeMs: number | null }
-  | { type: "prepare"; from: string; ballot: Ballot }
+  /** `voters`: the coordinator's voter list; a voter promises only under the same list. */
+  | { type: "prepare"; from: string; ballot: Ballot; voters: string[] }
   /** `prior`: the ballot promised before this one; `viewEpoch`: the installed view's epoch. */
   | { type: "promise"; from: string; ballot: Ballot; prior: Ballot; viewEpoch: number; facts: PromiseFacts }
   | { type: "reject"; from: string; ballot: Ballot; promised: Ballot; viewEpoch: number }
@@ -107,7 +113,8 @@ export type ViewMessage =
   | { type: "deferred"; from: string; ballot: Ballot; waitMs: number }
   | { type: "newView"; from: string; view: View }
   | { type: "installed"; from: string; epoch: number }
-  | { type: "renew"; from: string; epoch: number; seq: number }
+  /** `voters`: the holder's voter list; a voter backs the lease only under the same list. */
+  | { type: "renew"; from: string; epoch: number; seq: number; voters: string[] }
   /** A ring node asks the arbiter to coordinate the view change it wants (ring nodes ignore it). */
   | { type: "coordinate"; from: string; reason: string; epoch: number }
   | { type: "renewAnswer"; from: string; epoch: number; seq: number; ok: boolean };
@@ -144,6 +151,7 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
     case "prepare":
       ballots.push(message.ballot);
       if (message.ballot?.coordinator !== message.from) return "a prepare comes from its ballot's coordinator";
+      if (!isVoterList(message.voters, ring.length + 1)) return "bad voters";
       break;
     case "promise": {
       ballots.push(message.ballot, message.prior);
@@ -178,10 +186,12 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
         return "members must be a majority of distinct ring nodes";
       }
       if (!v.members.includes(v.regenerator)) return "the regenerator must be a member";
+      if (v.voters !== undefined && !isVoterList(v.voters, ring.length + 1)) return "bad view voters";
       break;
     }
     case "renew":
       counts.push(message.epoch, message.seq);
+      if (!isVoterList(message.voters, ring.length + 1)) return "bad voters";
       break;
     case "coordinate":
       if (!ring.includes(message.from)) return "only a ring node asks for a view change";
@@ -205,4 +215,37 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
     if (ballot.epoch > 0 && !coordinatorOk(ballot.coordinator)) return `unknown coordinator ${ballot.coordinator}`;
   }
   return undefined;
+}
+
+/**
+ * A voter list from the wire or the disk: distinct non-empty strings, at most `lengthMax` (a
+ * sender's list differs from the receiver's by one node at most when the two may vote together).
+ */
+export function isVoterList(value: unknown, lengthMax: number): value is string[] {
+  return Array.isArray(value) && value.length > 0 && value.length <= lengthMax &&
+    value.every((id) => typeof id === "string" && id.length > 0) && new Set(value).size === value.length;
+}
+
+/** The same voters, whatever their order (the order only breaks ties, within one coordinator's list). */
+export function sameVoters(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((id) => b.includes(id));
+}
+
+/** What changes from voter list `from` to `to`. */
+export function votersDiff(from: readonly string[], to: readonly string[]): { added: string[]; removed: string[] } {
+  return { added: to.filter((id) => !from.includes(id)), removed: from.filter((id) => !to.includes(id)) };
+}
+
+/**
+ * Why a node may not start with the cluster file's `ring` after it stored `view`, or null: its
+ * stored view was decided under a voter list more than one node away (two changes at once, which
+ * two disjoint majorities could each form a view under). One node away is a reload, which is safe
+ * since that view formed. A view without its list (stored by an earlier version) is not checked.
+ */
+export function restartVotersProblem(view: View | null, ring: readonly string[]): string | null {
+  if (!view?.voters) return null;
+  const { added, removed } = votersDiff(view.voters, ring);
+  if (added.length + removed.length <= 1) return null;
+  return `the ring of the cluster file (${ring.join(",")}) differs by more than one node from the voters of the stored view ` +
+    `${view.epoch} (${view.voters.join(",")}): add or remove one ring node at a time, each once a view has formed`;
 }
