@@ -1,7 +1,8 @@
 /**
  * Ring membership changes as real processes: a ring node added to the cluster file, then removed,
  * each taken in or out by a view change once the running nodes reload the file (SIGHUP), while the
- * ring goes on (docs/ring.md, "Membership"). Bounds come from the ring's settings
+ * ring goes on (docs/ring.md, "Membership"); two changes at once are refused, at a reload and at a
+ * restart. Bounds come from the ring's settings
  * (QUICK_RING_SETTINGS) plus a named slack; the test stops its nodes and removes its temp dir.
  */
 import { test } from "node:test";
@@ -77,6 +78,16 @@ test("membership: a ring node added to the file joins by a view change after SIG
     procs.get("r1")!.kill("SIGHUP");
     await eventually("r1 logs the refusal", () => /ringReloadRefused.*one ring node at a time/.test(procs.get("r1")!.stderr()), SLACK_MS);
     assert.ok(await viewIs(clients, ids.slice(0, 3)), "the view is unchanged");
+
+    // r1 restarted with that file (two nodes from the voters of its stored view) refuses to start,
+    // like a bad cluster file: two changes at once could form two disjoint views.
+    const r1 = procs.get("r1")!;
+    r1.kill("SIGTERM");
+    assert.equal(await r1.exited, 0);
+    const restarted = startMutexd(["node", "--config", file, "--id", "r1"]);
+    procs.set("r1", restarted);
+    assert.equal(await restarted.exited, 2, restarted.stderr());
+    assert.match(restarted.stderr(), /bad cluster file: .*\(r1,r2,r5,r6\) differs by more than one node from the voters of the stored view \d+ \(r1,r2,r3\)/);
   } finally {
     for (const proc of procs.values()) proc.kill("SIGKILL");
     await Promise.all([...procs.values()].map((p) => p.exited));

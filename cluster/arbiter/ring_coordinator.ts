@@ -89,8 +89,10 @@ export class RingCoordinator {
   }
 
   /**
-   * SIGHUP: the ring nodes of the reloaded file are the voters it coordinates (one change at a
-   * time, as for a ring node; a refusal is logged and changes nothing). Null when taken.
+   * SIGHUP: the ring nodes of the reloaded file are the voters it coordinates (one node added or
+   * removed, as for a ring node, but without waiting for a view under its list: it votes in none,
+   * and its prepares count only at voters of the same list; a refusal is logged and changes
+   * nothing). Null when taken.
    */
   reload(ring: readonly string[]): string | null {
     const refusal = this.core.changeMembership([...ring], this.now());

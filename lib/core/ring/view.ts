@@ -209,10 +209,11 @@ export class ViewCore {
    * one node added or removed at a time, so a majority of the old list and one of the new list
    * always share a node (with n and n + 1 voters: (⌊n/2⌋ + 1) + ⌊(n+1)/2⌋ > n); votes count only
    * between nodes of the same list (onPrepare, onRenew); and a voter takes the next change only
-   * once its installed view was decided under its current list. Then the lists in use across the
-   * ring are at most two, one node apart (a view under list L needs a majority of L, and none of
-   * them took the next change before that view), so no two views form under two lists. The
-   * arbiter votes in no list and skips the last rule. Returns the reason for a refusal, or null.
+   * once its installed view was decided under its current list. So a list two changes ahead is
+   * used only after a view under the list between: views form only under lists one change apart,
+   * and a node that voted under the newer one never votes under the older one again (review
+   * finding 7). The arbiter votes in no list and skips the last rule. Returns the reason for a
+   * refusal, or null.
    */
   changeMembership(ring: string[], nowMs: number): string | null {
     this.advance(nowMs);
