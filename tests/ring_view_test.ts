@@ -761,6 +761,15 @@ test("view: two membership changes pending at once form no two disjoint views (r
   w.checkSafety();
 });
 
+test("view: the arbiter, which votes in no list, takes a reload without a view under its list (still one node at a time); a ring node does not", () => {
+  const w = settledWorld(["a", "b", "c"], true);
+  const v2 = ["a", "b", "c", "x"], v3 = ["a", "b", "c", "x", "y"];
+  for (const id of [ARBITER, "a"]) assert.equal(w.node(id).changeMembership(v2, w.local(id)), null, `${id} takes v2`);
+  assert.equal(w.node(ARBITER).changeMembership(v3, w.local(ARBITER)), null, "the arbiter takes v3 at once");
+  assert.match(w.node("a").changeMembership(v3, w.local("a")) ?? "", /previous membership change has not formed a view yet \(view \d+ was decided under a,b,c, not a,b,c,x\)/);
+  assert.match(w.node(ARBITER).changeMembership(["a"], w.local(ARBITER)) ?? "", /one ring node at a time/);
+});
+
 test("view: a prepare or a renewal from a node of another voter list is refused (reject, ok: false), with an event", () => {
   const w = settledWorld(["a", "b", "c"]);
   w.run(S.tokenLeaseMs);
