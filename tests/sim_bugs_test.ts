@@ -585,12 +585,12 @@ test("bug: a voter promises per ballot, not per epoch (a higher ballot of an epo
   // promises happen at idle voters; ring.view-majority sees the member that stored two.
   const spec = { ...RING_ONLY, faultOverrides: ["+ring-dueling-view-change"] };
   const found = huntRingPatched(viewCore, "onPrepare", (original) =>
-    function (this: Proto, from: string, ballot: Proto) {
+    function (this: Proto, from: string, ballot: Proto, voters: readonly string[]) {
       const promised = this.promised;
       const viewEpoch = this.view?.epoch ?? 0;
       const higherOfSameEpoch = ballot.epoch === promised.epoch && ballot.epoch > viewEpoch && ballot.coordinator > promised.coordinator;
       if (higherOfSameEpoch) this.promised = { epoch: ballot.epoch - 1, coordinator: "" }; // as if that epoch were free
-      original.call(this, from, ballot);
+      original.call(this, from, ballot, voters);
       if (this.promised.epoch < promised.epoch) this.promised = promised; // deferred or refused: unchanged
     }, spec, 100, CHECKERS);
   expectCaught("promise per ballot", found, CHECKERS);
