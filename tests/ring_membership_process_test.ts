@@ -79,6 +79,14 @@ test("membership: a ring node added to the file joins by a view change after SIG
     await eventually("r1 logs the refusal", () => /ringReloadRefused.*one ring node at a time/.test(procs.get("r1")!.stderr()), SLACK_MS);
     assert.ok(await viewIs(clients, ids.slice(0, 3)), "the view is unchanged");
 
+    // A file that does not parse changes nothing either: the node logs it and runs on.
+    writeCluster(dir, "[cluster\nname = \"broken\n");
+    procs.get("r2")!.kill("SIGHUP");
+    await eventually("r2 logs the failed reload", () => /"event":"reloadFailed"/.test(procs.get("r2")!.stderr()), SLACK_MS);
+    assert.equal(procs.get("r2")!.child.exitCode, null, "r2 still runs");
+    assert.ok(await viewIs(clients, ids.slice(0, 3)), "the view is unchanged");
+    writeCluster(dir, clusterToml(["r1", "r2", "r5", "r6"], ports));
+
     // r1 restarted with that file (two nodes from the voters of its stored view) refuses to start,
     // like a bad cluster file: two changes at once could form two disjoint views.
     const r1 = procs.get("r1")!;

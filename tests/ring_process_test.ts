@@ -125,7 +125,7 @@ test("ring lock: a command outliving its lease is stopped and mutexd exits 4", {
 });
 
 
-test("token lease: a node cut off from the majority (the other two of 3 killed -9) grants nothing and its status says minority", { timeout: 60_000 }, async () => {
+test("token lease: a node cut off from the majority (the other two of 3 killed -9) grants nothing and its status and health say minority", { timeout: 60_000 }, async () => {
   const ring = await startRing({ size: 3 });
   try {
     const before = await ring.clients[2].lock({ waitMs: 10_000 });
@@ -138,6 +138,11 @@ test("token lease: a node cut off from the majority (the other two of 3 killed -
     await eventually("r3's status says minority", async () => (await ring.clients[2].status()).lease?.quorum === "lost", SLACK_MS);
     const status = await ring.clients[2].status();
     assert.equal(status.lease.validUntilMs, null, "no valid lease");
+    // The health endpoint says so too (still 200: the process is up).
+    const health = await (await fetch(`${ring.urls[2]}/v1/health`)).json() as { ok: boolean; ring: { serving: boolean; quorum: string; reason?: string } };
+    assert.equal(health.ok, true);
+    assert.deepEqual([health.ring.serving, health.ring.quorum], [false, "lost"], `health: ${JSON.stringify(health)}`);
+    assert.ok(health.ring.reason, "with the reason");
   } finally {
     await ring.remove();
   }

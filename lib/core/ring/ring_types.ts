@@ -17,8 +17,9 @@ export type RingOp =
 
 /**
  * One write in the ring's single global order. `wseq` is its place (1, 2, 3, …); `epoch` is the
- * epoch that last stamped it: when two versions of one `wseq` meet, the higher epoch wins (an
- * uncommitted write of an older epoch is replaced, never a committed one).
+ * epoch it was written in, kept when a new view's regenerator re-sends it. When two versions of
+ * one `wseq` meet, the one the current epoch's messages carry replaces the other, whatever the
+ * stamps (Raft's rule; only an uncommitted write is ever replaced: docs/ring-view.md).
  */
 export interface RingEntry {
   epoch: number;
@@ -68,25 +69,16 @@ export interface CatchUpReply {
   entries: RingEntry[];
 }
 
-/** What the first ring node learns from each node before it creates the token of a new epoch. */
-export interface RingPromise {
-  node: string;
-  lastApplied: number;
-  commit: number;
-  fenceMax: number;
-}
-
 /** Durable per-node state besides the log: only grows. */
 export interface RingHardState {
-  /** The highest epoch this node promised or saw; tokens and writes of older epochs are refused. */
+  /** The epoch of the view installed last (written at each install; the view change's own state is ring-view.json). */
   epoch: number;
   /** The highest fencing token this node granted or saw. */
   fenceMax: number;
   /**
-   * The highest hop of `epoch` this node accepted (0: none yet). Stored before the hand-off is
-   * acknowledged, so a restarted node still drops a resent copy of a hand-off it took before it
-   * stopped (else that copy would be a second token of the epoch). Files written before this
-   * field existed read as 0.
+   * Written as 0 at each install since the view change: a restarted node takes nothing of the
+   * epoch it ran in (it rejoins in a newer one), so the hop no longer needs the disk. Kept for the
+   * file format; files written before this field existed read as 0.
    */
   lastHop: number;
 }

@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { connectRing, type RingClient } from "../../../lib/client/ring_client.ts";
 import { DEFAULT_SETTINGS } from "../../../lib/settings.ts";
-import { freePort, removeDir, tempDir, writeCluster } from "../../_harness.ts";
+import { eventually, freePort, removeDir, tempDir, writeCluster } from "../../_harness.ts";
 import type { LossyNamespace } from "./netns.ts";
 import { type ServerHandle, signal, startNode } from "./server.ts";
 import { now, sleep, type WorkloadContext } from "./workload.ts";
@@ -61,23 +61,22 @@ export class Ring {
 
   /** Waits until every node is in one epoch and has seen the token (bounded). */
   async waitFormed(timeoutMs = RING_READY_MS): Promise<void> {
-    const deadline = now() + timeoutMs;
-    for (;;) {
-      const statuses = await Promise.all(this.clients.map((c) => c.status().catch(() => undefined)));
-      if (statuses.every((s) => s && s.epoch > 0 && s.epoch === statuses[0]!.epoch && s.lastTokenAgeMs !== null)) return;
-      if (now() > deadline) throw new Error(`the ring did not form within ${timeoutMs} ms: ${JSON.stringify(statuses.map((s) => s && { epoch: s.epoch, token: s.lastTokenAgeMs }))}`);
-      await sleep(100);
+    let last: unknown[] = [];
+    try {
+      await eventually("every node in one epoch, the token seen", async () => {
+        const statuses = await Promise.all(this.clients.map((c) => c.status().catch(() => undefined)));
+        last = statuses.map((s) => s && { epoch: s.epoch, token: s.lastTokenAgeMs });
+        return statuses.every((s) => s && s.epoch > 0 && s.epoch === statuses[0]!.epoch && s.lastTokenAgeMs !== null);
+      }, timeoutMs);
+    } catch {
+      throw new Error(`the ring did not form within ${timeoutMs} ms: ${JSON.stringify(last)}`);
     }
   }
 
   /** Starts one client per node, each entering and leaving at once, in a loop; resolves once each was granted. */
   async startLoad(timeoutMs = RING_READY_MS): Promise<void> {
     for (let i = 0; i < this.clients.length; i++) this.loops.push(this.clientLoop(i));
-    const deadline = now() + timeoutMs;
-    while (new Set(this.grants.map((g) => g.node)).size < this.clients.length) {
-      if (now() > deadline) throw new Error(`not every node granted within ${timeoutMs} ms`);
-      await sleep(50);
-    }
+    await eventually(`every node granted within ${timeoutMs} ms`, () => new Set(this.grants.map((g) => g.node)).size === this.clients.length, timeoutMs);
   }
 
   private async clientLoop(node: number): Promise<void> {
