@@ -154,7 +154,7 @@ const CASES: Case[] = [
     rows: [{ atMs: 600, request: claim("p", 0, false), expect: { type: "lease", epoch: 4, primary: "p", fresh: true }, persist: { epoch: 4 } }],
   },
   {
-    name: "both servers restarted: the backup's claim without state under another process id proves its copy gone; the primary then starts afresh after the lease",
+    name: "both servers restarted: the backup's claim without state under another process id proves the recorded copy gone; the primary without state then starts afresh after the lease",
     restored: { ...IN_SYNC, backupIncarnation: "b-1", ttlMaxMs: 10_000, tokenCeiling: 5_000_000 },
     rows: [
       { atMs: 600, request: claim("p", 0, false), expect: { type: "refused", epoch: 3, primary: "p", becomeBackup: true } },
@@ -166,7 +166,7 @@ const CASES: Case[] = [
         atMs: 620,
         request: { ...claim("b", 0, false), incarnation: "b-2" },
         expect: { type: "refused", epoch: 3, primary: "p", becomeBackup: true },
-        persist: { backupInSync: false, backupIncarnation: null },
+        persist: { backupInSync: true, backupCopyLost: true },
       },
       {
         atMs: 630,
@@ -174,6 +174,15 @@ const CASES: Case[] = [
         expect: { type: "lease", epoch: 4, primary: "p", fresh: true, tablesBefore: true, ttlMaxMs: 10_000, tokenCeiling: 5_000_000 },
         persist: { epoch: 4, ttlMaxMs: 10_000, tokenCeiling: 5_000_000 },
       },
+    ],
+  },
+  {
+    name: "a restarted backup that synced again may still take over with its new copy; a later in-sync report clears the mark",
+    restored: { ...IN_SYNC, backupIncarnation: "b-1" },
+    rows: [
+      { atMs: 0, request: { ...claim("b", 0, false), incarnation: "b-2" }, expect: { type: "refused", epoch: 3, becomeBackup: true }, persist: { backupCopyLost: true } },
+      { atMs: 10, request: { ...renew("p", 3, true, 1), backupIncarnation: "b-2" }, expect: { type: "lease", epoch: 3 }, persist: { backupCopyLost: false, backupIncarnation: "b-2" } },
+      { atMs: 600, request: { ...claim("b", 3, true), incarnation: "b-2" }, expect: { type: "lease", epoch: 4, primary: "b", fresh: true, tablesBefore: true }, persist: { epoch: 4 } },
     ],
   },
   {

@@ -29,11 +29,18 @@ export interface ArbiterState {
    */
   reportSeq: number;
   /**
-   * The backup process (its incarnation id) whose copy the in-sync report vouches for. A claim
-   * without state from the backup under another id proves that copy gone. null: not reported
-   * (a record or a primary from before incarnations).
+   * The backup process (its incarnation id) whose copy the in-sync report vouches for. null: not
+   * reported (a record or a primary from before incarnations).
    */
   backupIncarnation?: string | null;
+  /**
+   * The backup claimed without state under another id than `backupIncarnation`: that process and
+   * its copy are gone. A newer process may hold a copy again (synced from the primary, which
+   * commits nothing without it meanwhile), so it may still take over with its copy; but a
+   * primary that lost its state, too, starts afresh instead of waiting for the backup.
+   * Cleared by the next in-sync report (it names the live process).
+   */
+  backupCopyLost?: boolean;
   /**
    * Longest a grant of any table may outlive its holder's last acknowledged keepalive (session
    * TTL plus lock-delay), raised durably before a primary answers with a longer one. A fresh table
@@ -116,8 +123,8 @@ export class ArbiterCore {
   constructor(private readonly options: ArbiterOptions, restored: ArbiterState | null, nowMs: number) {
     // A record from before these fields: their values are unknown (null), not zero.
     this.state = restored
-      ? { backupIncarnation: null, ttlMaxMs: null, tokenCeiling: null, ...restored }
-      : { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0, backupIncarnation: null, ttlMaxMs: 0, tokenCeiling: 0 };
+      ? { backupIncarnation: null, backupCopyLost: false, ttlMaxMs: null, tokenCeiling: null, ...restored }
+      : { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0, backupIncarnation: null, backupCopyLost: false, ttlMaxMs: 0, tokenCeiling: 0 };
     this.state.reportSeq ??= 0;
     assert(Number.isSafeInteger(this.state.epoch) && this.state.epoch >= 0, "epoch must be a non-negative integer");
     // After a restart the arbiter cannot know when it last renewed: assume it just did.
@@ -158,7 +165,8 @@ export class ArbiterCore {
     // arriving late must lose against all newer ones, not only against the last change.
     if (request.seq > this.state.reportSeq) {
       const backupIncarnation = request.backupInSync ? request.backupIncarnation ?? null : this.state.backupIncarnation;
-      this.state = { ...this.state, backupInSync: request.backupInSync, reportSeq: request.seq, backupIncarnation };
+      const backupCopyLost = request.backupInSync ? false : this.state.backupCopyLost;
+      this.state = { ...this.state, backupInSync: request.backupInSync, reportSeq: request.seq, backupIncarnation, backupCopyLost };
     }
     // Raises only, in any order: a late renewal asks for less, which is covered already.
     this.state = raiseRecord(this.state, request);
@@ -185,16 +193,16 @@ export class ArbiterCore {
       if (request.hasState && request.epoch <= this.state.epoch) return { reply: this.grantLease(nowMs, false) };
       // The primary came back without its state (a restart): the in-sync backup has it.
       if (nowMs < this.leaseUntilMs) return this.refuse("the previous lease has not lapsed yet", false);
-      if (this.state.backupInSync) return this.refuse(`the in-sync backup ${this.state.backup} must take over`, true);
+      if (this.state.backupInSync && !this.state.backupCopyLost) return this.refuse(`the in-sync backup ${this.state.backup} must take over`, true);
       // Nobody holds the state any more (the primary ran alone): start afresh, loudly.
       return this.newEpoch(from, other, nowMs);
     }
     if (!request.hasState) {
       if (this.copyGone(request)) {
-        // That process of the backup is gone with its copy (a claim of the one before it
-        // synced would carry its own id): nobody may take over with it; durable before the answer.
-        this.state = { ...this.state, backupInSync: false, backupIncarnation: null };
-        return { ...this.refuse(`the copy of ${from} is gone`, true), persist: this.state };
+        // The process the report vouches for is gone with its copy (a claim of its own from
+        // before it synced would carry its id): durable before the answer.
+        this.state = { ...this.state, backupCopyLost: true };
+        return { ...this.refuse(`the recorded copy of ${from} is gone`, true), persist: this.state };
       }
       return this.refuse(`${this.state.primary} serves epoch ${this.state.epoch}`, true);
     }
@@ -209,7 +217,7 @@ export class ArbiterCore {
   /** A claim without state from the recorded in-sync backup, under another process id than the one vouched for. */
   private copyGone(request: Extract<ArbiterRequest, { type: "claim" }>): boolean {
     const recorded = this.state.backupIncarnation;
-    return request.from === this.state.backup && this.state.backupInSync && recorded != null &&
+    return request.from === this.state.backup && this.state.backupInSync && !this.state.backupCopyLost && recorded != null &&
       request.incarnation !== undefined && request.incarnation !== recorded;
   }
 
@@ -235,7 +243,7 @@ export class ArbiterCore {
     const epoch = this.state.epoch + 1;
     assert(epoch > this.state.epoch, "epochs only grow");
     const tablesBefore = this.state.epoch > 0;
-    this.state = { ...this.state, epoch, primary, backup, backupInSync: false, reportSeq: 0, backupIncarnation: null };
+    this.state = { ...this.state, epoch, primary, backup, backupInSync: false, reportSeq: 0, backupIncarnation: null, backupCopyLost: false };
     return { reply: { ...this.grantLease(nowMs, true), tablesBefore }, persist: this.state };
   }
 
