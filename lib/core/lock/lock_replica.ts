@@ -503,15 +503,8 @@ export class LockReplica {
       kind: "arbiter",
       ref,
       to: this.options.arbiterId,
-      request: {
-        type: "renew",
-        from: this.options.nodeId,
-        epoch: this.epoch,
-        backupInSync: wantInSync,
-        seq,
-        ...(wantInSync && this.backup.incarnation !== undefined ? { backupIncarnation: this.backup.incarnation } : {}),
-        ...this.record.asks(),
-      },
+      request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync, seq, ...this.record.asks(),
+        ...(wantInSync && this.backup.incarnation !== undefined ? { backupIncarnation: this.backup.incarnation } : {}) },
     });
   }
 
