@@ -253,7 +253,10 @@ test("arbiter API: malformed requests are refused with 400 and change no epoch",
       assert.equal(response.status, 400, body);
       assert.equal((await response.json()).error.code, "bad_request");
     }
-    assert.deepEqual(core.current, { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 });
+    assert.deepEqual(core.current, {
+      epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0,
+      backupIncarnation: null, backupCopyLost: false, ttlMaxMs: 0, tokenCeiling: 0,
+    });
   } finally {
     removeDir(dir);
   }
