@@ -177,11 +177,13 @@ const CASES: Case[] = [
     ],
   },
   {
-    name: "a restarted backup that synced again may still take over with its new copy; a later in-sync report clears the mark",
+    name: "a restarted backup that synced again may still take over with its new copy; an in-sync report naming it clears the mark, a late one naming the gone process does not",
     restored: { ...IN_SYNC, backupIncarnation: "b-1" },
     rows: [
       { atMs: 0, request: { ...claim("b", 0, false), incarnation: "b-2" }, expect: { type: "refused", epoch: 3, becomeBackup: true }, persist: { backupCopyLost: true } },
-      { atMs: 10, request: { ...renew("p", 3, true, 1), backupIncarnation: "b-2" }, expect: { type: "lease", epoch: 3 }, persist: { backupCopyLost: false, backupIncarnation: "b-2" } },
+      // A late report of the primary from before names the gone process: its copy stays gone.
+      { atMs: 5, request: { ...renew("p", 3, true, 1), backupIncarnation: "b-1" }, expect: { type: "lease", epoch: 3 }, persist: { backupCopyLost: true, backupIncarnation: "b-1" } },
+      { atMs: 10, request: { ...renew("p", 3, true, 2), backupIncarnation: "b-2" }, expect: { type: "lease", epoch: 3 }, persist: { backupCopyLost: false, backupIncarnation: "b-2" } },
       { atMs: 600, request: { ...claim("b", 3, true), incarnation: "b-2" }, expect: { type: "lease", epoch: 4, primary: "b", fresh: true, tablesBefore: true }, persist: { epoch: 4 } },
     ],
   },

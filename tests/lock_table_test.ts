@@ -549,9 +549,24 @@ test("holdGrants: a fresh table's grace opens sessions and queues enters but gra
   assert.ok(c.ok && c.type === "session");
   const early = copy.apply({ type: "enter", name: "N", session: c.session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, 999).result;
   assert.ok(early.ok && early.type === "notGranted", JSON.stringify(early));
+
   s.tick(1_000);
   assert.deepEqual(s.grantedTo().sort(), [a, b].sort(), "the tick at the grace's end grants the queues");
   assert.equal(s.tokenOf(a), 101);
   const d = s.open(5_000);
   assert.equal(granted(s.enter(d, "X", { waitMs: 0 })), 103, "after the grace a try-lock is granted at once");
+});
+
+test("holdGrants: a lock first made in a restored copy's grace is granted by the tick at its end (found by the simulator, seed 36)", () => {
+  const s = new Script();
+  s.run({ type: "holdGrants", untilMs: 1_000 }, 0);
+  s.open(5_000);
+  // The copy has sessions but no lock: its first command recomputes what is due without any.
+  const copy = LockTable.fromSnapshot(s.table.snapshot(), LIMITS);
+  const opened = copy.apply({ type: "openSession", ttlMs: 5_000 }, 500).result;
+  assert.ok(opened.ok && opened.type === "session");
+  const queued = copy.apply({ type: "enter", name: "N", session: opened.session, mode: "exclusive", waitMs: 4_000, lockDelayMs: 0 }, 999).result;
+  assert.deepEqual(queued, { ok: true, type: "waiting", name: "N", position: 1 });
+  const granted = copy.apply({ type: "tick" }, 1_000).effects.filter((e) => e.type === "granted");
+  assert.equal(granted.length, 1, "the grace's end is due: the queue is granted then, not at the next expiry");
 });

@@ -38,7 +38,7 @@ export interface ArbiterState {
    * its copy are gone. A newer process may hold a copy again (synced from the primary, which
    * commits nothing without it meanwhile), so it may still take over with its copy; but a
    * primary that lost its state, too, starts afresh instead of waiting for the backup.
-   * Cleared by the next in-sync report (it names the live process).
+   * Cleared by an in-sync report naming another process (a late report may name the gone one).
    */
   backupCopyLost?: boolean;
   /**
@@ -165,7 +165,8 @@ export class ArbiterCore {
     // arriving late must lose against all newer ones, not only against the last change.
     if (request.seq > this.state.reportSeq) {
       const backupIncarnation = request.backupInSync ? request.backupIncarnation ?? null : this.state.backupIncarnation;
-      const backupCopyLost = request.backupInSync ? false : this.state.backupCopyLost;
+      // A late report from before may still name the process proven gone: that copy stays gone.
+      const backupCopyLost = this.state.backupCopyLost === true && (!request.backupInSync || request.backupIncarnation === this.state.backupIncarnation);
       this.state = { ...this.state, backupInSync: request.backupInSync, reportSeq: request.seq, backupIncarnation, backupCopyLost };
     }
     // Raises only, in any order: a late renewal asks for less, which is covered already.

@@ -346,6 +346,7 @@ export class LockTable {
     }
     // A lock made during a grace waits for its end like a lock-delay (its queue is granted then).
     const lock = existing ?? { name, holders: [], queue: [], delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
+    if (!existing && lock.delayUntilMs > 0) this.noteDue(lock.delayUntilMs);
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
       const grant = this.grant(lock, session, mode, lockDelayMs, callId);
