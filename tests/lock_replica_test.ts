@@ -641,3 +641,23 @@ test("a restarted backup alone (the primary lives) syncs again and is in sync; t
   assert.equal(w.arbiter.current.backupIncarnation, "b-3");
   w.ok(w.request("p", { type: "keepAlive", session }));
 });
+
+test("both servers restarted, the backup's first claim lost (it followed the primary's append instead): its claim on the primary's silence still proves its copy gone (simulator seed 86)", () => {
+  const w = healthy();
+  w.crash("b");
+  // b never reaches the arbiter, and its requests for a copy are lost.
+  w.drop = ({ from, outbound }) => from === "b" && (outbound.kind === "arbiter" || outbound.message.type === "syncRequest");
+  w.start("b");
+  w.run(200);
+  assert.equal(w.server("b").role, "backup", "b follows p from its appends");
+  assert.equal(w.server("b").machine, null, "without a copy");
+  w.crash("p");
+  w.start("p");
+  w.run(1_000);
+  assert.equal(w.server("p").role, "joining", "refused: the arbiter still counts on the in-sync backup");
+  w.drop = () => false;
+  w.runChecked(3_000);
+  assert.equal(w.server("p").role, "primary", "b's claim without state (p silent) marked its copy lost; p starts afresh");
+  assert.equal(w.server("p").epoch, 2);
+  assert.equal(w.server("b").role, "backup");
+});

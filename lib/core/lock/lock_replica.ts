@@ -614,8 +614,10 @@ export class LockReplica {
   private tickBackup(): void {
     const s = this.options.settings;
     this.maybeWhois();
-    if (!this.machine) return this.requestSync();
+    // Also without a copy: a claim without state tells the arbiter this process's copy is gone
+    // (the primary may be a restarted one waiting for it; arbiter.ts, backupCopyLost).
     if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
+    if (!this.machine) return this.requestSync();
   }
 
   private requestSync(): void {
