@@ -108,6 +108,15 @@ export class RecordCover {
     return asks;
   }
 
+  /**
+   * What a replacement arbiter's record must hold for this table (`mutexd arbiter recover`): at
+   * least what the lost record covered and what the table needs. null: unknown.
+   */
+  status(): { tokenCeiling: number | null; ttlMaxMs: number | null } {
+    const atLeast = (covered: number, needed: number) => (covered === Number.POSITIVE_INFINITY ? null : Math.max(covered, needed));
+    return { tokenCeiling: atLeast(this.coveredToken, this.neededToken), ttlMaxMs: atLeast(this.coveredTtlMs, this.neededTtlMs) };
+  }
+
   private isCovered(need: Need): boolean {
     return need.token <= this.coveredToken && need.ttlMs <= this.coveredTtlMs;
   }

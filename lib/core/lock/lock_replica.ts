@@ -878,6 +878,9 @@ export class LockReplica {
       commitIndex: this.role === "primary" ? this.commitIndex : this.machine?.appliedIndex ?? 0,
       hasState: this.machine !== null,
       lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
+      arbiterRecord: this.role === "primary" && this.options.arbiterId !== null
+        ? { ...this.record.status(), reportSeq: this.renewSeq, backupRequired: this.requireBackup, backupIncarnation: this.backup.incarnation ?? null }
+        : null,
     };
   }
 }
@@ -898,6 +901,18 @@ export interface ReplicaStatus {
   commitIndex: number;
   hasState: boolean;
   lastHeardFromPrimaryMs: number | null;
+  /** A primary's: what a replacement arbiter's record must hold (`mutexd arbiter recover`, docs/failover.md). */
+  arbiterRecord: PrimaryRecordView | null;
+}
+
+export interface PrimaryRecordView {
+  tokenCeiling: number | null;
+  ttlMaxMs: number | null;
+  /** The last sync report's sequence number sent; a recovered record starts there. */
+  reportSeq: number;
+  /** Commits wait for the backup's acks (what "in sync" at the arbiter means). */
+  backupRequired: boolean;
+  backupIncarnation: string | null;
 }
 
 function toAnswer(output: Output): ClientAnswer {
