@@ -6,6 +6,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ArbiterCore, type ArbiterRequest, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
+import { recoverRecord } from "../lib/core/arbiter/recover.ts";
+import type { ReplicaStatus } from "../lib/core/lock/lock_replica.ts";
 
 const OPTIONS = { primaryId: "p", backupId: "b", leaseMs: 500, bootstrapWaitMs: 3_000 };
 
@@ -277,4 +279,45 @@ test("arbiter: never grants one epoch twice over a long random sequence of reque
     }
   }
   assert.ok(granted.size > 3, `the walk must exercise takeovers (saw ${granted.size} epochs)`);
+});
+
+// ---- mutexd arbiter recover: the record decided from the lock servers' reports -------------
+
+const replicaStatus = (fields: Partial<ReplicaStatus>): ReplicaStatus => ({
+  role: "backup", epoch: 4, primary: "p", serving: false, leaseRemainingMs: 0, leaseSupport: null, promisedRemainingMs: 0,
+  backup: null, lastIndex: 10, commitIndex: 10, hasState: true, lastHeardFromPrimaryMs: 0, arbiterRecord: null, ...fields,
+});
+const RECORD_VIEW = { tokenCeiling: 2_000_000, ttlMaxMs: 10_000, reportSeq: 77, backupRequired: true, backupIncarnation: "b-3" };
+const PRIMARY = replicaStatus({ role: "primary", serving: true, arbiterRecord: RECORD_VIEW });
+
+test("arbiter recover: the primary of the highest epoch gives the record (in sync exactly when it requires its backup's acks)", () => {
+  const decided = recoverRecord([{ id: "p", status: PRIMARY }, { id: "b", status: replicaStatus({}) }], null);
+  assert.deepEqual(decided, {
+    ok: true,
+    record: {
+      epoch: 4, primary: "p", backup: "b", backupInSync: true, reportSeq: 77, backupIncarnation: "b-3", backupCopyLost: false,
+      ttlMaxMs: 10_000, tokenCeiling: 2_000_000,
+    },
+  });
+  const alone = recoverRecord([{ id: "b", status: replicaStatus({}) }, { id: "p", status: replicaStatus({ ...PRIMARY, arbiterRecord: { ...RECORD_VIEW, backupRequired: false } }) }], null);
+  assert.ok(alone.ok && alone.record.backupInSync === false && alone.record.backupIncarnation === null && alone.record.backup === "b");
+  // The restored core takes it as its own: same epoch, the primary's renewals go on.
+  assert.ok(decided.ok);
+  const core = new ArbiterCore(OPTIONS, decided.record, 0);
+  assert.equal(core.step({ ...renew("p", 4, true, 78), backupIncarnation: "b-3" }, 0).reply.type, "lease");
+});
+
+test("arbiter recover refuses what it cannot decide safely", () => {
+  const cases: Array<[string, Parameters<typeof recoverRecord>, RegExp]> = [
+    ["a silent server", [[{ id: "p", status: PRIMARY }, { id: "b", status: undefined }], null], /b did not answer/],
+    ["no primary", [[{ id: "p", status: replicaStatus({ role: "joining" }) }, { id: "b", status: replicaStatus({}) }], null], /no lock server is primary/],
+    ["two primaries", [[{ id: "p", status: PRIMARY }, { id: "b", status: PRIMARY }], null], /both lock servers say primary/],
+    ["a newer epoch elsewhere", [[{ id: "p", status: PRIMARY }, { id: "b", status: replicaStatus({ epoch: 5 }) }], null], /knows epoch 5/],
+    ["a disk that is not lost", [[{ id: "p", status: PRIMARY }, { id: "b", status: replicaStatus({}) }], { ...IN_SYNC, epoch: 9 }], /holds epoch 9/],
+    ["a primary from before", [[{ id: "p", status: replicaStatus({ role: "primary" }) }, { id: "b", status: replicaStatus({}) }], null], /no arbiter record view/],
+  ];
+  for (const [what, args, reason] of cases) {
+    const decided = recoverRecord(...args);
+    assert.ok(!decided.ok && reason.test(decided.reason), `${what}: ${JSON.stringify(decided)}`);
+  }
 });
