@@ -681,3 +681,31 @@ test("bug: the arbiter decides a view's grant wait from its own facts (it holds 
     }, spec, 300, CHECKERS);
   expectCaught("arbiter's grant wait from its own facts", found, CHECKERS);
 });
+
+// ---- both lock servers restarted (issue 11) -------------------------------------------------
+
+/** Both servers crash together in every run; a short TTL keeps the grace inside the heal phase. */
+const WHOLE_CRASH_SPEC = { kinds: ["failover"], safetyMs: 10_000, healMs: 30_000, faultOverrides: ["+fo-both-crash"], params: { "failover.ttlMs": 2_000 } };
+
+test("bug: a fresh table's grace never ends (holdGrants holds forever) → failover.grants-after-grace", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.grants-after-grace"];
+  const found = huntInjected(table, "holdGrants", (original) =>
+    function (this: Proto, untilMs: number) {
+      return original.call(this, untilMs + 3_600_000_000);
+    }, WHOLE_CRASH_SPEC, 30, CHECKERS);
+  expectCaught("a grace that never ends", found, CHECKERS);
+});
+
+/**
+ * A TTL longer than the restart and holds longer than the TTL, so a client still believes a
+ * grant of the lost table when the fresh one serves (with the workload's short holds, a release
+ * usually ends the belief before the restart).
+ */
+test("bug: a fresh table after a lost one grants at once (no grace) → a client still inside its lease loses its grant", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.grant-survives", "failover.client-mutex"];
+  const found = huntInjected(table, "holdGrants", () =>
+    function (this: Proto) {
+      return { result: { ok: true, type: "ticked" }, effects: [] };
+    }, { ...WHOLE_CRASH_SPEC, params: { "failover.ttlMs": 8_000, "failover.holdMaxMs": 20_000 } }, 30, CHECKERS);
+  expectCaught("no grace after a lost table", found, CHECKERS);
+});
