@@ -642,6 +642,8 @@ export class LockReplica {
       }
       return;
     }
+    // A late answer to an earlier request (two were in flight) must not roll our copy back.
+    if (this.machine !== null && answer.syncGen <= this.copySyncGen) return;
     const s = this.options.settings;
     this.machine = LockMachine.fromSnapshot(answer.snapshot, s, s.answeredMax);
     this.copySyncGen = answer.syncGen;
