@@ -104,22 +104,21 @@ function serverCrash(name: string, servers: Servers, arbiter: Arbiter, loneCopyT
 }
 
 /**
- * Both lock servers crash together (a power cut, a deploy), and with `arbiterToo` the arbiter
- * as well (it restarts from its disk); each restarts 0..3000 ms later. The table is lost by
- * design: the service must come back by itself with a fresh table that grants only after the
- * grace, with tokens above every earlier one (issue 11).
+ * Crashes every actor `victims()` names at once (none if one is down already); each restarts
+ * 0..3000 ms later. For both lock servers together (a power cut, a deploy), with or without the
+ * arbiter (which restarts from its disk): the table is lost by design, and the service must come
+ * back by itself with a fresh table that grants only after the grace, with tokens above every
+ * earlier one (issue 11).
  */
-function wholeCrash(name: string, servers: Servers, arbiter: Arbiter, arbiterToo: boolean): FaultType {
+function wholeCrash(name: string, doc: string, victims: () => Array<FailoverServerActor | ArbiterActor>): FaultType {
   return {
     name,
-    doc: arbiterToo
-      ? "crash fp, fb and the arbiter together; each restarts 0..3000 ms later (the arbiter from its disk)"
-      : "crash fp and fb together (both copies of the table lost); each restarts 0..3000 ms later",
+    doc,
     ratePerSecond: [0.02, 0.1],
     inject(sim, prng) {
-      const victims: Array<FailoverServerActor | ArbiterActor> = [...servers(), ...(arbiterToo ? [arbiter()] : [])];
-      if (victims.some((v) => v.state === "crashed")) return;
-      for (const victim of victims) {
+      const all = victims();
+      if (all.some((v) => v.state === "crashed")) return;
+      for (const victim of all) {
         victim.crash();
         sim.afterFault(prng.between(0, 3_000), () => victim.restart());
       }
@@ -241,8 +240,9 @@ export const FAILOVER_KIND: NodeKind = {
     coreSlow(() => current!.settings.peerTimeoutMs),
     clientCrash,
     // Last, so the seeds' draws for the faults above stay what they were before issue 11.
-    wholeCrash("fo-both-crash", servers, arbiter, false),
-    wholeCrash("fo-all-crash", servers, arbiter, true),
+    wholeCrash("fo-both-crash", "crash fp and fb together (both copies of the table lost); each restarts 0..3000 ms later", servers),
+    wholeCrash("fo-all-crash", "crash fp, fb and the arbiter together; each restarts 0..3000 ms later (the arbiter from its disk)",
+      () => [...servers(), arbiter()]),
   ],
 
   drawParams(prng: Prng, network: NetworkProfile): KindParams {
