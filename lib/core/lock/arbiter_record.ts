@@ -30,6 +30,17 @@ export interface RecordAsks {
   tokenCeiling?: number;
 }
 
+/** What a primary's status shows for `mutexd arbiter recover` (ReplicaStatus.arbiterRecord). */
+export interface PrimaryRecordView {
+  tokenCeiling: number | null;
+  ttlMaxMs: number | null;
+  /** The last sync report's sequence number sent; a recovered record starts there. */
+  reportSeq: number;
+  /** Commits wait for the backup's acks (what "in sync" at the arbiter means). */
+  backupRequired: boolean;
+  backupIncarnation: string | null;
+}
+
 interface Need {
   index: number;
   token: number;

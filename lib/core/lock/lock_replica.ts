@@ -22,7 +22,7 @@
  *   every session lease at takeover.
  */
 import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
-import { freshGraceMs, freshTokenFloor, RecordCover } from "./arbiter_record.ts";
+import { freshGraceMs, freshTokenFloor, type PrimaryRecordView, RecordCover } from "./arbiter_record.ts";
 import { assert, assertNever } from "../assert.ts";
 import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
@@ -92,10 +92,7 @@ export interface ReplicaOptions {
   /** The arbiter; without one the server is a standalone primary (no failover). */
   arbiterId: string | null;
   settings: ReplicaSettings;
-  /**
-   * A fresh, empty table (the driver picks the session-id prefix; the token floor is the
-   * arbiter's ceiling, or the driver's own when there is none to go by).
-   */
+  /** A fresh, empty table: the driver's session-id prefix, tokens above `tokenFloor` (else the driver's floor). */
   newTable: (tokenFloor?: number) => LockTable;
   /** This process's id, new at every start (the driver's session-id prefix is one). */
   incarnation?: string;
@@ -903,18 +900,8 @@ export interface ReplicaStatus {
   commitIndex: number;
   hasState: boolean;
   lastHeardFromPrimaryMs: number | null;
-  /** A primary's: what a replacement arbiter's record must hold (`mutexd arbiter recover`, docs/failover.md). */
+  /** A primary's: what a replacement arbiter's record must hold (`mutexd arbiter recover`). */
   arbiterRecord: PrimaryRecordView | null;
-}
-
-export interface PrimaryRecordView {
-  tokenCeiling: number | null;
-  ttlMaxMs: number | null;
-  /** The last sync report's sequence number sent; a recovered record starts there. */
-  reportSeq: number;
-  /** Commits wait for the backup's acks (what "in sync" at the arbiter means). */
-  backupRequired: boolean;
-  backupIncarnation: string | null;
 }
 
 function toAnswer(output: Output): ClientAnswer {
