@@ -60,6 +60,9 @@ test("the arbiter's disk replaced by an empty one: it decides nothing until `mut
       return r?.epoch === 0 && r.behindEpoch === before.epoch;
     });
     await take(); // the primary serves on its backup's promises
+    const shown = startMutexd(["status", "--config", c.file]);
+    assert.equal(await shown.exited, 0, shown.stderr());
+    assert.match(shown.stdout(), new RegExp(`its record is behind epoch ${before.epoch}: run mutexd arbiter recover`), shown.stdout());
     assert.equal((await status(c.urls.p1))?.server?.epoch, before.epoch, "no new epoch");
 
     // The procedure: refused while the arbiter answers; with it stopped, the record is written.
