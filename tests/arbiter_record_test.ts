@@ -76,11 +76,12 @@ test("record gate: without an arbiter (standalone) or with one from before these
   }
 });
 
-test("fresh table: a grace of the record's ttlMaxMs stretched by L/(L−δ) after an earlier epoch, none at the first; floor at the ceiling", () => {
+test("fresh table: a grace of the record's ttlMaxMs stretched by L/(L−δ) after an earlier epoch, none at the first; floor at the ceiling after a lost table, the driver's at the first", () => {
   assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: false, ttlMaxMs: 10_000 }), S), 0, "the cluster's first table");
   assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: true, ttlMaxMs: 10_000 }), S), 12_500);
   assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: true, ttlMaxMs: null }), S), Math.ceil((S.sessionTtlMaxMs + S.lockDelayMaxMs) * 1.25), "unknown: the longest the settings allow");
   assert.equal(freshGraceMs(lease({ fresh: false, tablesBefore: true, ttlMaxMs: 10_000 }), S), 0, "a takeover keeps its table");
-  assert.equal(freshTokenFloor(lease({ tokenCeiling: 7_000 })), 7_000);
-  assert.equal(freshTokenFloor(lease({ tokenCeiling: null })), undefined, "a record from before: the driver's own floor");
+  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: 7_000 })), 7_000);
+  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: null })), undefined, "a record from before: the driver's own floor");
+  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: false, tokenCeiling: 0 })), undefined, "the first table: the driver's floor (wall clock)");
 });

@@ -241,13 +241,13 @@ test("bug: the primary answers before the backup has the change (commit without 
  */
 const TAKEOVER_SPEC = { ...FAILOVER_ONLY, faultOverrides: ["+fo-cut", "+fo-slow"] };
 
-test("bug: the arbiter grants a takeover before the primary's lease has lapsed → two servers serve", { timeout: 120_000 }, () => {
+test("bug: the arbiter grants a takeover before the primary's lease has lapsed → two servers serve", { timeout: 180_000 }, () => {
   const CHECKERS = ["failover.one-serving", "failover.epoch-primary", "failover.client-mutex"];
   const found = huntInjected(arbiterCore, "claim", (original) =>
     function (this: Proto, request: unknown, nowMs: number) {
       this.leaseUntilMs = Math.min(this.leaseUntilMs, nowMs); // "the lease has lapsed"
       return original.call(this, request, nowMs);
-    }, TAKEOVER_SPEC, 100, CHECKERS);
+    }, TAKEOVER_SPEC, 200, CHECKERS);
   expectCaught("takeover inside the lease", found, CHECKERS);
 });
 
@@ -510,7 +510,7 @@ test("bug: the primary serves on the arbiter's lease alone (the backup's promise
   expectCaught("lease from the arbiter only", found, CHECKERS);
 });
 
-test("bug: overlapping renewals: an 'alone' answer is taken while a newer report said 'in sync' → the primary commits alone", { timeout: 180_000 }, () => {
+test("bug: overlapping renewals: an 'alone' answer is taken while a newer report said 'in sync' → the primary commits alone", { timeout: 300_000 }, () => {
   const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives"];
   // onRenewAnswer without the guard: a late "alone" answer lets the primary commit without the
   // backup while the arbiter's newest record says the backup is in sync (it may be promoted).

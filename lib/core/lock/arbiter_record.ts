@@ -147,9 +147,14 @@ export function freshGraceMs(lease: Lease, settings: RecordSettings): number {
   return Math.ceil((ttlMs * leaseMs) / (leaseMs - settings.leaseSafetyMs));
 }
 
-/** The token floor of a fresh table: the record's ceiling (undefined: the driver's own floor). */
+/**
+ * The token floor of a fresh table (undefined: the driver's own, above the wall clock in µs).
+ * After a lost table: the record's ceiling, which is above every token handed out. A cluster's
+ * first table has no earlier tokens the record knows of; the driver's floor keeps its tokens
+ * above those of a cluster whose every record was lost (while the clock does not step back).
+ */
 export function freshTokenFloor(lease: Lease): number | undefined {
-  return lease.tokenCeiling ?? undefined;
+  return lease.tablesBefore === true ? lease.tokenCeiling ?? undefined : undefined;
 }
 
 /** How long an answer to `command` lets a client believe in a session or grant after its word. */
