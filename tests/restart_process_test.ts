@@ -11,6 +11,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import process from "node:process";
 import type { ArbiterStatus } from "../cluster/arbiter/server.ts";
 import { DEFAULT_SETTINGS as S } from "../lib/settings.ts";
 import { eventually, startMutexd } from "./_harness.ts";
@@ -31,7 +32,8 @@ test("both servers kill -9 + restart: serving again after the grace with higher 
   // The default TTL is short (the grace covers the longest TTL granted, here the holder's).
   const c = await startCluster(["sessionTtlMs = 2000"]);
   const tokenFile = (name: string) => join(c.dir, name);
-  const holdScript = (file: string) => `echo $MUTEXD_TOKEN > ${file}; trap 'exit 0' TERM; while true; do sleep 0.05; done`;
+  // The command writes its pid (so the test can stop it whatever happens to its mutexd) and token.
+  const holdScript = (file: string) => `echo $$ > ${file}.pid; echo $MUTEXD_TOKEN > ${file}; trap 'exit 0' TERM; while true; do sleep 0.05; done`;
   const holder = startMutexd(["lock", "L", "--config", c.file, "--ttl", `${HOLDER_TTL_MS}ms`, "--grace", "500ms", "--", "sh", "-c", holdScript(tokenFile("old"))]);
   let next: ReturnType<typeof startMutexd> | undefined;
   try {
@@ -74,6 +76,14 @@ test("both servers kill -9 + restart: serving again after the grace with higher 
     holder.kill("SIGKILL");
     next?.kill("SIGKILL");
     await Promise.all([holder.exited, next?.exited]);
+    for (const name of ["old", "new"]) {
+      if (!existsSync(`${tokenFile(name)}.pid`)) continue;
+      try {
+        process.kill(Number(readFileSync(`${tokenFile(name)}.pid`, "utf8")), "SIGKILL");
+      } catch {
+        // already gone (its mutexd stopped it)
+      }
+    }
     await c.stopAll();
   }
 });
