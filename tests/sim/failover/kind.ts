@@ -88,7 +88,7 @@ function serverCrash(name: string, servers: Servers, arbiter: Arbiter, loneCopyT
     ratePerSecond: [0.05, 0.3],
     optInReason: loneCopyToo
       ? "losing the only copy loses acknowledged grants by design (arbiter.ts: 'start afresh, loudly'); " +
-        "the fresh primary grants at once while clients' leases still run (failover.grant-survives)"
+        "since issue 11 the fresh table's grace keeps it safe, but no server serves a takeover's gap after it (the single-fault liveness)"
       : undefined,
     voidsLivenessOf: loneCopyToo ? ["failover"] : undefined,
     inject(sim, prng) {
