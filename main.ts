@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
   lock: { summary: "run a command while holding a lock", load: () => import("./cluster/commands/lock.ts") },
   status: { summary: "show the lock table and sessions", load: () => import("./cluster/commands/status.ts") },
   ring: { summary: "token-ring operations: lock, put, get, status", load: () => import("./cluster/commands/ring.ts") },
+  arbiter: { summary: "recover: write a replacement arbiter's record from the lock servers", load: () => import("./cluster/commands/arbiter.ts") },
 };
 
 const USAGE = `mutexd: fault-tolerant distributed mutual exclusion

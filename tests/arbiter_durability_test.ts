@@ -39,6 +39,9 @@ test("arbiter driver: a decision whose record cannot be written gets no answer, 
     },
   };
   const core = restoreArbiter(SETTINGS, ports);
+  // At an empty record the primary starts once the backup, too, said it has no state: that
+  // claim decides nothing (no write).
+  assert.equal(answerArbiter(core, claimText("b1"), ports).step.persist, undefined);
   assert.throws(() => answerArbiter(core, claimText("p1"), ports), FailStopped, "no answer comes out");
   assert.deepEqual(stops, ["the arbiter's record could not be written"]);
   assert.equal(stored, null, "nothing reached the disk");
@@ -46,6 +49,7 @@ test("arbiter driver: a decision whose record cannot be written gets no answer, 
   refuse = false;
   const restarted = restoreArbiter(SETTINGS, ports);
   assert.equal(restarted.current.epoch, 0);
+  answerArbiter(restarted, claimText("b1"), ports);
   const { step } = answerArbiter(restarted, claimText("p1"), ports);
   assert.equal(step.reply.type, "lease");
   assert.equal((stored as ArbiterState | null)?.epoch, 1, "on disk before the answer");
@@ -67,6 +71,8 @@ test("arbiter process: with its record unwritable it exits 70 with a failStop li
     await waitForHttp(`${url}/v1/health`);
     // The record's temporary file cannot be created: a folder stands where it would go.
     mkdirSync(`${statePath}.tmp`, { recursive: true });
+    const backupClaim = await fetch(`${url}/v1/arbiter`, { method: "POST", body: claimText("b1") });
+    assert.equal(backupClaim.status, 200, "the backup's claim decides nothing (no write)");
     const claim = (async () => {
       try {
         const response = await fetch(`${url}/v1/arbiter`, { method: "POST", body: claimText("p1"), signal: AbortSignal.timeout(5_000) });
@@ -85,6 +91,7 @@ test("arbiter process: with its record unwritable it exits 70 with a failStop li
       await waitForHttp(`${url}/v1/health`);
       const status = await (await fetch(`${url}/v1/status`)).json();
       assert.equal(status.arbiter.epoch, 0, "the restart starts from the disk, not from the lost decision");
+      await (await fetch(`${url}/v1/arbiter`, { method: "POST", body: claimText("b1") })).text();
       const answer = superjson.parse<{ type: string; epoch: number }>(await (await fetch(`${url}/v1/arbiter`, { method: "POST", body: claimText("p1") })).text());
       assert.deepEqual([answer.type, answer.epoch], ["lease", 1]);
       assert.equal(fileArbiterStore(statePath).load()?.epoch, 1);

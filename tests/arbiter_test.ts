@@ -6,13 +6,24 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ArbiterCore, type ArbiterRequest, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
+import { recoverRecord } from "../lib/core/arbiter/recover.ts";
+import type { ReplicaStatus } from "../lib/core/lock/lock_replica.ts";
 
 const OPTIONS = { primaryId: "p", backupId: "b", leaseMs: 500, bootstrapWaitMs: 3_000 };
 
 interface Row {
   atMs: number;
   request: ArbiterRequest;
-  expect: { type: "lease" | "refused" | "view"; epoch: number; primary?: string | null; becomeBackup?: boolean; fresh?: boolean };
+  expect: {
+    type: "lease" | "refused" | "view";
+    epoch: number;
+    primary?: string | null;
+    becomeBackup?: boolean;
+    fresh?: boolean;
+    tablesBefore?: boolean;
+    ttlMaxMs?: number | null;
+    tokenCeiling?: number | null;
+  };
   persist?: Partial<ArbiterState>;
 }
 
@@ -23,9 +34,11 @@ interface Case {
   rows: Row[];
 }
 
-const claim = (from: string, epoch: number, hasState: boolean): ArbiterRequest => ({ type: "claim", from, epoch, hasState });
+const claim = (from: string, epoch: number, hasState: boolean): Claim => ({ type: "claim", from, epoch, hasState });
 let renewSeq = 0;
-const renew = (from: string, epoch: number, backupInSync: boolean, seq = ++renewSeq): ArbiterRequest => ({
+type Renew = Extract<ArbiterRequest, { type: "renew" }>;
+type Claim = Extract<ArbiterRequest, { type: "claim" }>;
+const renew = (from: string, epoch: number, backupInSync: boolean, seq = ++renewSeq): Renew => ({
   type: "renew",
   from,
   epoch,
@@ -37,8 +50,24 @@ const ALONE: ArbiterState = { epoch: 3, primary: "p", backup: "b", backupInSync:
 
 const CASES: Case[] = [
   {
-    name: "first start: the configured primary gets epoch 1 and a lease, written before the reply",
-    rows: [{ atMs: 0, request: claim("p", 0, false), expect: { type: "lease", epoch: 1, primary: "p", fresh: true }, persist: { epoch: 1, primary: "p", backup: "b" } }],
+    name: "first start: the configured primary gets epoch 1 and a lease once the backup, too, claimed without state; written before the reply",
+    rows: [
+      { atMs: 0, request: claim("p", 0, false), expect: { type: "refused", epoch: 0, becomeBackup: false } },
+      { atMs: 10, request: claim("b", 0, false), expect: { type: "refused", epoch: 0, becomeBackup: false } },
+      {
+        atMs: 20,
+        request: claim("p", 0, false),
+        expect: { type: "lease", epoch: 1, primary: "p", fresh: true, tablesBefore: false, tokenCeiling: 0, ttlMaxMs: 0 },
+        persist: { epoch: 1, primary: "p", backup: "b" },
+      },
+    ],
+  },
+  {
+    name: "first start without the backup: the configured primary waits bootstrapWaitMs too (an empty record may be a lost disk)",
+    rows: [
+      { atMs: 2_999, request: claim("p", 0, false), expect: { type: "refused", epoch: 0, becomeBackup: false } },
+      { atMs: 3_000, request: claim("p", 0, false), expect: { type: "lease", epoch: 1, primary: "p", fresh: true }, persist: { epoch: 1 } },
+    ],
   },
   {
     name: "first start: the backup waits for the primary, then may serve after bootstrapWaitMs",
@@ -127,6 +156,75 @@ const CASES: Case[] = [
     rows: [{ atMs: 600, request: claim("p", 0, false), expect: { type: "lease", epoch: 4, primary: "p", fresh: true }, persist: { epoch: 4 } }],
   },
   {
+    name: "both servers restarted: the backup's claim without state under another process id proves the recorded copy gone; the primary without state then starts afresh after the lease",
+    restored: { ...IN_SYNC, backupIncarnation: "b-1", ttlMaxMs: 10_000, tokenCeiling: 5_000_000 },
+    rows: [
+      { atMs: 600, request: claim("p", 0, false), expect: { type: "refused", epoch: 3, primary: "p", becomeBackup: true } },
+      // The same process's own claim from before it synced (delayed) proves nothing.
+      { atMs: 610, request: { ...claim("b", 0, false), incarnation: "b-1" }, expect: { type: "refused", epoch: 3, becomeBackup: true } },
+      // A claim without an id (a server from before) proves nothing either.
+      { atMs: 615, request: claim("b", 0, false), expect: { type: "refused", epoch: 3, becomeBackup: true } },
+      {
+        atMs: 620,
+        request: { ...claim("b", 0, false), incarnation: "b-2" },
+        expect: { type: "refused", epoch: 3, primary: "p", becomeBackup: true },
+        persist: { backupInSync: true, backupCopyLost: true },
+      },
+      {
+        atMs: 630,
+        request: claim("p", 0, false),
+        expect: { type: "lease", epoch: 4, primary: "p", fresh: true, tablesBefore: true, ttlMaxMs: 10_000, tokenCeiling: 5_000_000 },
+        persist: { epoch: 4, ttlMaxMs: 10_000, tokenCeiling: 5_000_000 },
+      },
+    ],
+  },
+  {
+    name: "a restarted backup that synced again may still take over with its new copy; an in-sync report naming it clears the mark, a late one naming the gone process does not",
+    restored: { ...IN_SYNC, backupIncarnation: "b-1" },
+    rows: [
+      { atMs: 0, request: { ...claim("b", 0, false), incarnation: "b-2" }, expect: { type: "refused", epoch: 3, becomeBackup: true }, persist: { backupCopyLost: true } },
+      // A late report of the primary from before names the gone process: its copy stays gone.
+      { atMs: 5, request: { ...renew("p", 3, true, 1), backupIncarnation: "b-1" }, expect: { type: "lease", epoch: 3 }, persist: { backupCopyLost: true, backupIncarnation: "b-1" } },
+      { atMs: 10, request: { ...renew("p", 3, true, 2), backupIncarnation: "b-2" }, expect: { type: "lease", epoch: 3 }, persist: { backupCopyLost: false, backupIncarnation: "b-2" } },
+      { atMs: 600, request: { ...claim("b", 3, true), incarnation: "b-2" }, expect: { type: "lease", epoch: 4, primary: "b", fresh: true, tablesBefore: true }, persist: { epoch: 4 } },
+    ],
+  },
+  {
+    name: "an in-sync report records the backup process it vouches for; an out-of-sync one keeps the last",
+    restored: ALONE,
+    rows: [
+      { atMs: 0, request: { ...renew("p", 3, true, 1), backupIncarnation: "b-7" }, expect: { type: "lease", epoch: 3 }, persist: { backupInSync: true, backupIncarnation: "b-7" } },
+      { atMs: 10, request: renew("p", 3, false, 2), expect: { type: "lease", epoch: 3 }, persist: { backupInSync: false, backupIncarnation: "b-7" } },
+    ],
+  },
+  {
+    name: "renewals raise ttlMaxMs and tokenCeiling durably, never lower them; the lease names what the record covers",
+    restored: { ...ALONE, reportSeq: 10, ttlMaxMs: 5_000, tokenCeiling: 1_000 },
+    rows: [
+      { atMs: 0, request: { ...renew("p", 3, false, 11), ttlMaxMs: 8_000, tokenCeiling: 2_000 }, expect: { type: "lease", epoch: 3, ttlMaxMs: 8_000, tokenCeiling: 2_000 }, persist: { ttlMaxMs: 8_000, tokenCeiling: 2_000 } },
+      // A late renewal asks for less: covered already, nothing written.
+      { atMs: 10, request: { ...renew("p", 3, false, 9), ttlMaxMs: 6_000, tokenCeiling: 1_500 }, expect: { type: "lease", epoch: 3, ttlMaxMs: 8_000, tokenCeiling: 2_000 } },
+      // A refused renewal (not the primary of the epoch) raises nothing.
+      { atMs: 20, request: { ...renew("p", 2, false, 12), tokenCeiling: 9_000 }, expect: { type: "refused", epoch: 3 } },
+    ],
+  },
+  {
+    name: "a record from before these fields: unknown ttlMaxMs stays unknown (null), the ceiling is raised from nothing",
+    restored: { epoch: 3, primary: "p", backup: "b", backupInSync: false, reportSeq: 0 },
+    rows: [
+      { atMs: 0, request: { ...renew("p", 3, false, 1), ttlMaxMs: 8_000, tokenCeiling: 2_000 }, expect: { type: "lease", epoch: 3, ttlMaxMs: null, tokenCeiling: 2_000 }, persist: { ttlMaxMs: null, tokenCeiling: 2_000 } },
+    ],
+  },
+  {
+    name: "a lost disk: a server naming an epoch above the record stops the arbiter from deciding (durably), with refusals below the servers' epoch",
+    rows: [
+      { atMs: 0, request: renew("b", 5, true, 1), expect: { type: "refused", epoch: 0, becomeBackup: false }, persist: { epoch: 0, behindEpoch: 5 } },
+      { atMs: 10, request: claim("p", 0, false), expect: { type: "refused", epoch: 0, becomeBackup: false } },
+      { atMs: 5_000, request: claim("p", 0, false), expect: { type: "refused", epoch: 0, becomeBackup: false } },
+      { atMs: 5_010, request: claim("b", 0, false), expect: { type: "refused", epoch: 0, becomeBackup: false } },
+    ],
+  },
+  {
     name: "unknown servers are refused and change nothing",
     restored: IN_SYNC,
     rows: [
@@ -181,4 +279,45 @@ test("arbiter: never grants one epoch twice over a long random sequence of reque
     }
   }
   assert.ok(granted.size > 3, `the walk must exercise takeovers (saw ${granted.size} epochs)`);
+});
+
+// ---- mutexd arbiter recover: the record decided from the lock servers' reports -------------
+
+const replicaStatus = (fields: Partial<ReplicaStatus>): ReplicaStatus => ({
+  role: "backup", epoch: 4, primary: "p", serving: false, leaseRemainingMs: 0, leaseSupport: null, promisedRemainingMs: 0,
+  backup: null, lastIndex: 10, commitIndex: 10, hasState: true, lastHeardFromPrimaryMs: 0, arbiterRecord: null, ...fields,
+});
+const RECORD_VIEW = { tokenCeiling: 2_000_000, ttlMaxMs: 10_000, reportSeq: 77, backupRequired: true, backupIncarnation: "b-3" };
+const PRIMARY = replicaStatus({ role: "primary", serving: true, arbiterRecord: RECORD_VIEW });
+
+test("arbiter recover: the primary of the highest epoch gives the record (in sync exactly when it requires its backup's acks)", () => {
+  const decided = recoverRecord([{ id: "p", status: PRIMARY }, { id: "b", status: replicaStatus({}) }], null);
+  assert.deepEqual(decided, {
+    ok: true,
+    record: {
+      epoch: 4, primary: "p", backup: "b", backupInSync: true, reportSeq: 77, backupIncarnation: "b-3", backupCopyLost: false,
+      ttlMaxMs: 10_000, tokenCeiling: 2_000_000,
+    },
+  });
+  const alone = recoverRecord([{ id: "b", status: replicaStatus({}) }, { id: "p", status: replicaStatus({ ...PRIMARY, arbiterRecord: { ...RECORD_VIEW, backupRequired: false } }) }], null);
+  assert.ok(alone.ok && alone.record.backupInSync === false && alone.record.backupIncarnation === null && alone.record.backup === "b");
+  // The restored core takes it as its own: same epoch, the primary's renewals go on.
+  assert.ok(decided.ok);
+  const core = new ArbiterCore(OPTIONS, decided.record, 0);
+  assert.equal(core.step({ ...renew("p", 4, true, 78), backupIncarnation: "b-3" }, 0).reply.type, "lease");
+});
+
+test("arbiter recover refuses what it cannot decide safely", () => {
+  const cases: Array<[string, Parameters<typeof recoverRecord>, RegExp]> = [
+    ["a silent server", [[{ id: "p", status: PRIMARY }, { id: "b", status: undefined }], null], /b did not answer/],
+    ["no primary", [[{ id: "p", status: replicaStatus({ role: "joining" }) }, { id: "b", status: replicaStatus({}) }], null], /no lock server is primary/],
+    ["two primaries", [[{ id: "p", status: PRIMARY }, { id: "b", status: PRIMARY }], null], /both lock servers say primary/],
+    ["a newer epoch elsewhere", [[{ id: "p", status: PRIMARY }, { id: "b", status: replicaStatus({ epoch: 5 }) }], null], /knows epoch 5/],
+    ["a disk that is not lost", [[{ id: "p", status: PRIMARY }, { id: "b", status: replicaStatus({}) }], { ...IN_SYNC, epoch: 9 }], /holds epoch 9/],
+    ["a primary from before", [[{ id: "p", status: replicaStatus({ role: "primary" }) }, { id: "b", status: replicaStatus({}) }], null], /no arbiter record view/],
+  ];
+  for (const [what, args, reason] of cases) {
+    const decided = recoverRecord(...args);
+    assert.ok(!decided.ok && reason.test(decided.reason), `${what}: ${JSON.stringify(decided)}`);
+  }
 });

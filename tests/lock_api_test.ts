@@ -253,7 +253,10 @@ test("arbiter API: malformed requests are refused with 400 and change no epoch",
       assert.equal(response.status, 400, body);
       assert.equal((await response.json()).error.code, "bad_request");
     }
-    assert.deepEqual(core.current, { epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0 });
+    assert.deepEqual(core.current, {
+      epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0,
+      backupIncarnation: null, backupCopyLost: false, ttlMaxMs: 0, tokenCeiling: 0,
+    });
   } finally {
     removeDir(dir);
   }
@@ -359,6 +362,8 @@ test("peer and arbiter API: the body limit counts bytes, not characters; a large
   try {
     const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 }, null, 0);
     const arbiterApp = createArbiterApp(core, { nodeId: "a1", statePath: `${dir}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
+    // The backup said it has no state: p1's claim, if read, would start epoch 1.
+    await arbiterApp.request("/v1/arbiter", { method: "POST", body: superjson.stringify({ type: "claim", from: "b1", epoch: 0, hasState: false }) });
     const arbiterBody = superjson.stringify({ type: "claim", from: "p1", epoch: 0, hasState: false, pad: "é".repeat(DEFAULT_SETTINGS.bodyBytesMax * 0.6) });
     assert.ok(arbiterBody.length < DEFAULT_SETTINGS.bodyBytesMax && new TextEncoder().encode(arbiterBody).byteLength > DEFAULT_SETTINGS.bodyBytesMax);
     const arbiter = await arbiterApp.request("/v1/arbiter", { method: "POST", body: arbiterBody });

@@ -38,6 +38,8 @@ class World {
   hold: (packet: Packet) => boolean = () => false;
   readonly held: Packet[] = [];
   private nextClientRef = 1;
+  /** Processes started so far: each gets a new incarnation id, as a driver draws one. */
+  private incarnations = 0;
 
   constructor() {
     this.start("p");
@@ -51,7 +53,8 @@ class World {
       peerId: id === "p" ? "b" : "p",
       arbiterId: "a",
       settings: S,
-      newTable: () => new LockTable({ limits: S, sessionIdPrefix: `${id}-`, tokenFloor: floor }),
+      newTable: (tokenFloor = floor) => new LockTable({ limits: S, sessionIdPrefix: `${id}-${this.incarnations}-`, tokenFloor }),
+      incarnation: `${id}-${++this.incarnations}`,
     }, this.nowMs);
     this.servers.set(id, replica);
     this.collect(id);
@@ -580,4 +583,81 @@ test("a restarted backup asks the arbiter (whois) and, told the epoch it follows
   w.arbiterDown = true;
   w.runChecked(2_000);
   assert.equal(w.server("p").serving(), true, "the backup's promise carries the primary with the arbiter down");
+});
+
+test("both servers restarted: the backup's new process proves the recorded copy gone, the primary starts a fresh table that grants nothing for the grace and continues above every old token", () => {
+  const w = healthy();
+  const old = openSession(w);
+  const oldToken = w.ok(enter(w, old));
+  assert.ok(oldToken.type === "granted");
+  w.run(500); // renewals carry the record's raises
+  const recorded = { ...w.arbiter.current };
+  assert.ok(recorded.tokenCeiling! >= oldToken.grant.token, `the record covers the token handed out (${JSON.stringify(recorded)})`);
+  assert.equal(recorded.ttlMaxMs, S.sessionTtlMs, "the default TTL is asked for up front");
+  w.crash("p");
+  w.crash("b");
+  w.start("p");
+  w.start("b");
+  w.runChecked(2_000);
+  const p = w.server("p");
+  assert.equal(p.role, "primary", "the service comes back by itself");
+  assert.equal(p.epoch, 2);
+  assert.equal(w.arbiter.current.backupCopyLost, false, "a fresh epoch starts a clean record");
+  const graceMs = Math.ceil(S.sessionTtlMs * S.primaryLeaseMs / (S.primaryLeaseMs - S.leaseSafetyMs));
+  const grantsFrom = p.machine!.table.grantsFrom;
+  assert.ok(grantsFrom > 0, "the fresh table holds its grants");
+  // The grace runs from the claim's send, on the log's time base (which starts at the takeover).
+  assert.ok(grantsFrom <= graceMs && grantsFrom > graceMs - 2_000, `grace ends at ${grantsFrom} (≈ ${graceMs} after the claim)`);
+  // The service serves in the grace: sessions open, enters queue, nothing is granted.
+  const fresh = openSession(w);
+  const tryLock = w.ok(w.request("p", { type: "enter", name: "L", session: fresh, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }));
+  assert.equal(tryLock.type, "notGranted", "a try-lock in the grace is refused");
+  const waiting = w.request("p", { type: "enter", name: "L", session: fresh, mode: "exclusive", waitMs: 60_000, lockDelayMs: 0 });
+  assert.equal(w.ok(waiting).type, "waiting");
+  const keepAlive = () => w.request("p", { type: "keepAlive", session: fresh });
+  // Bounded: the grace is a few seconds of virtual time.
+  for (let i = 0; i < 20 && p.machine!.table.clockMs + 1_000 < grantsFrom; i++) {
+    w.runChecked(1_000);
+    keepAlive();
+    assert.equal(p.machine!.table.locks.get("L")?.holders.length ?? 0, 0, `nothing granted at ${p.machine!.table.clockMs} (grants from ${grantsFrom} on the log's clock)`);
+  }
+  w.runChecked(1_000);
+  keepAlive();
+  const holder = p.machine!.table.locks.get("L")?.holders[0];
+  assert.equal(holder?.session, fresh, "granted once the grace is over");
+  assert.ok(holder.token > recorded.tokenCeiling!, `the new token ${holder.token} is above every old one (ceiling ${recorded.tokenCeiling})`);
+  assert.equal(w.server("b").machine?.table.grantsFrom, grantsFrom, "the backup's copy has the grace too");
+});
+
+test("a restarted backup alone (the primary lives) syncs again and is in sync; the mark of its lost copy is cleared and nothing is fresh", () => {
+  const w = healthy();
+  const session = openSession(w);
+  w.crash("b");
+  w.start("b");
+  w.runChecked(2_000);
+  assert.equal(w.server("p").epoch, 1, "no new epoch");
+  assert.equal(w.arbiter.current.backupInSync, true);
+  assert.equal(w.arbiter.current.backupCopyLost, false, "the in-sync report names the new process");
+  assert.equal(w.arbiter.current.backupIncarnation, "b-3");
+  w.ok(w.request("p", { type: "keepAlive", session }));
+});
+
+test("both servers restarted, the backup's first claim lost (it followed the primary's append instead): its claim on the primary's silence still proves its copy gone (simulator seed 86)", () => {
+  const w = healthy();
+  w.crash("b");
+  // b never reaches the arbiter, and its requests for a copy are lost.
+  w.drop = ({ from, outbound }) => from === "b" && (outbound.kind === "arbiter" || outbound.message.type === "syncRequest");
+  w.start("b");
+  w.run(200);
+  assert.equal(w.server("b").role, "backup", "b follows p from its appends");
+  assert.equal(w.server("b").machine, null, "without a copy");
+  w.crash("p");
+  w.start("p");
+  w.run(1_000);
+  assert.equal(w.server("p").role, "joining", "refused: the arbiter still counts on the in-sync backup");
+  w.drop = () => false;
+  w.runChecked(3_000);
+  assert.equal(w.server("p").role, "primary", "b's claim without state (p silent) marked its copy lost; p starts afresh");
+  assert.equal(w.server("p").epoch, 2);
+  assert.equal(w.server("b").role, "backup");
 });

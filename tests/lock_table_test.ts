@@ -531,3 +531,42 @@ const CASES: Case[] = [
 for (const c of CASES) {
   test(`lock table: ${c.name}`, () => c.run(new Script()));
 }
+
+test("holdGrants: a fresh table's grace opens sessions and queues enters but grants nothing until its end; a snapshot keeps it", () => {
+  const s = new Script();
+  s.run({ type: "holdGrants", untilMs: 1_000 }, 0);
+  const a = s.open(5_000);
+  const b = s.open(5_000);
+  assert.deepEqual(s.enter(a, "L", { waitMs: 0 }), { ok: true, type: "notGranted", name: "L", position: 1 }, "a try-lock in the grace fails");
+  assert.deepEqual(s.enter(a, "L"), { ok: true, type: "waiting", name: "L", position: 1 });
+  assert.deepEqual(s.enter(b, "M"), { ok: true, type: "waiting", name: "M", position: 1 });
+  s.tick(999);
+  assert.deepEqual(s.grantedTo(), [], "nothing granted before the grace ends");
+  // A copy taken in the grace (the backup's) keeps it, also for locks made after the copy.
+  const copy = LockTable.fromSnapshot(s.table.snapshot(), LIMITS);
+  assert.equal(copy.grantsFrom, 1_000);
+  const c = copy.apply({ type: "openSession", ttlMs: 5_000 }, 999).result;
+  assert.ok(c.ok && c.type === "session");
+  const early = copy.apply({ type: "enter", name: "N", session: c.session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, 999).result;
+  assert.ok(early.ok && early.type === "notGranted", JSON.stringify(early));
+
+  s.tick(1_000);
+  assert.deepEqual(s.grantedTo().sort(), [a, b].sort(), "the tick at the grace's end grants the queues");
+  assert.equal(s.tokenOf(a), 101);
+  const d = s.open(5_000);
+  assert.equal(granted(s.enter(d, "X", { waitMs: 0 })), 103, "after the grace a try-lock is granted at once");
+});
+
+test("holdGrants: a lock first made in a restored copy's grace is granted by the tick at its end (found by the simulator, seed 36)", () => {
+  const s = new Script();
+  s.run({ type: "holdGrants", untilMs: 1_000 }, 0);
+  s.open(5_000);
+  // The copy has sessions but no lock: its first command recomputes what is due without any.
+  const copy = LockTable.fromSnapshot(s.table.snapshot(), LIMITS);
+  const opened = copy.apply({ type: "openSession", ttlMs: 5_000 }, 500).result;
+  assert.ok(opened.ok && opened.type === "session");
+  const queued = copy.apply({ type: "enter", name: "N", session: opened.session, mode: "exclusive", waitMs: 4_000, lockDelayMs: 0 }, 999).result;
+  assert.deepEqual(queued, { ok: true, type: "waiting", name: "N", position: 1 });
+  const granted = copy.apply({ type: "tick" }, 1_000).effects.filter((e) => e.type === "granted");
+  assert.equal(granted.length, 1, "the grace's end is due: the queue is granted then, not at the next expiry");
+});

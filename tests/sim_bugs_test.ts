@@ -241,13 +241,13 @@ test("bug: the primary answers before the backup has the change (commit without 
  */
 const TAKEOVER_SPEC = { ...FAILOVER_ONLY, faultOverrides: ["+fo-cut", "+fo-slow"] };
 
-test("bug: the arbiter grants a takeover before the primary's lease has lapsed → two servers serve", { timeout: 120_000 }, () => {
+test("bug: the arbiter grants a takeover before the primary's lease has lapsed → two servers serve", { timeout: 180_000 }, () => {
   const CHECKERS = ["failover.one-serving", "failover.epoch-primary", "failover.client-mutex"];
   const found = huntInjected(arbiterCore, "claim", (original) =>
     function (this: Proto, request: unknown, nowMs: number) {
       this.leaseUntilMs = Math.min(this.leaseUntilMs, nowMs); // "the lease has lapsed"
       return original.call(this, request, nowMs);
-    }, TAKEOVER_SPEC, 100, CHECKERS);
+    }, TAKEOVER_SPEC, 200, CHECKERS);
   expectCaught("takeover inside the lease", found, CHECKERS);
 });
 
@@ -510,7 +510,7 @@ test("bug: the primary serves on the arbiter's lease alone (the backup's promise
   expectCaught("lease from the arbiter only", found, CHECKERS);
 });
 
-test("bug: overlapping renewals: an 'alone' answer is taken while a newer report said 'in sync' → the primary commits alone", { timeout: 180_000 }, () => {
+test("bug: overlapping renewals: an 'alone' answer is taken while a newer report said 'in sync' → the primary commits alone", { timeout: 300_000 }, () => {
   const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives"];
   // onRenewAnswer without the guard: a late "alone" answer lets the primary commit without the
   // backup while the arbiter's newest record says the backup is in sync (it may be promoted).
@@ -680,4 +680,32 @@ test("bug: the arbiter decides a view's grant wait from its own facts (it holds 
       return original.call(this, attempt);
     }, spec, 300, CHECKERS);
   expectCaught("arbiter's grant wait from its own facts", found, CHECKERS);
+});
+
+// ---- both lock servers restarted (issue 11) -------------------------------------------------
+
+/** Both servers crash together in every run; a short TTL keeps the grace inside the heal phase. */
+const WHOLE_CRASH_SPEC = { kinds: ["failover"], safetyMs: 10_000, healMs: 30_000, faultOverrides: ["+fo-both-crash"], params: { "failover.ttlMs": 2_000 } };
+
+test("bug: a fresh table's grace never ends (holdGrants holds forever) → failover.grants-after-grace", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.grants-after-grace"];
+  const found = huntInjected(table, "holdGrants", (original) =>
+    function (this: Proto, untilMs: number) {
+      return original.call(this, untilMs + 3_600_000_000);
+    }, WHOLE_CRASH_SPEC, 30, CHECKERS);
+  expectCaught("a grace that never ends", found, CHECKERS);
+});
+
+/**
+ * A TTL longer than the restart and holds longer than the TTL, so a client still believes a
+ * grant of the lost table when the fresh one serves (with the workload's short holds, a release
+ * usually ends the belief before the restart).
+ */
+test("bug: a fresh table after a lost one grants at once (no grace) → a client still inside its lease loses its grant", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.grant-survives", "failover.client-mutex"];
+  const found = huntInjected(table, "holdGrants", () =>
+    function (this: Proto) {
+      return { result: { ok: true, type: "ticked" }, effects: [] };
+    }, { ...WHOLE_CRASH_SPEC, params: { "failover.ttlMs": 8_000, "failover.holdMaxMs": 20_000 } }, 30, CHECKERS);
+  expectCaught("no grace after a lost table", found, CHECKERS);
 });

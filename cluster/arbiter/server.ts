@@ -32,7 +32,9 @@ export function loadArbiterState(file: string): ArbiterState | null {
 
 function parseArbiterState(text: string, where: string): ArbiterState {
   const state = JSON.parse(text) as ArbiterState;
-  if (!Number.isSafeInteger(state.epoch) || state.epoch < 0 || typeof state.backupInSync !== "boolean") {
+  // Records from before backupIncarnation, ttlMaxMs and tokenCeiling lack them (the core reads them as unknown).
+  const counts = [state.ttlMaxMs, state.tokenCeiling, state.behindEpoch].every((v) => v == null || (Number.isSafeInteger(v) && v >= 0));
+  if (!Number.isSafeInteger(state.epoch) || state.epoch < 0 || typeof state.backupInSync !== "boolean" || !counts) {
     throw new Error(`${where}: not an arbiter state`);
   }
   return state;
@@ -142,8 +144,22 @@ function isArbiterRequest(value: Record<string, unknown>): value is ArbiterReque
   if (typeof value.from !== "string") return false;
   if (value.type === "whois") return true;
   if (!Number.isSafeInteger(value.epoch)) return false;
-  if (value.type === "renew") return typeof value.backupInSync === "boolean" && Number.isSafeInteger(value.seq);
-  return value.type === "claim" && typeof value.hasState === "boolean";
+  if (value.type === "renew") {
+    return typeof value.backupInSync === "boolean" && Number.isSafeInteger(value.seq) && optionalId(value.backupIncarnation) &&
+      optionalCount(value.ttlMaxMs) && optionalCount(value.tokenCeiling);
+  }
+  return value.type === "claim" && typeof value.hasState === "boolean" && optionalId(value.incarnation);
+}
+
+/** Incarnation ids are short (the driver's session-id prefix); a long one is not ours. */
+const INCARNATION_LENGTH_MAX = 128;
+
+function optionalId(value: unknown): boolean {
+  return value === undefined || (typeof value === "string" && value.length > 0 && value.length <= INCARNATION_LENGTH_MAX);
+}
+
+function optionalCount(value: unknown): boolean {
+  return value === undefined || (Number.isSafeInteger(value) && (value as number) >= 0);
 }
 
 /** The arbiter's ring coordinator on the real ports (HTTP to the ring nodes, timers, the monotonic clock). */

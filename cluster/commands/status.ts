@@ -93,7 +93,10 @@ function formatServers(servers: ServerReport[], arbiter: ArbiterReport | undefin
   if (arbiter) {
     const a = arbiter.arbiter;
     out += a
-      ? `ARBITER ${arbiter.url}: epoch ${a.epoch}, primary ${a.primary}, backup ${a.backup} ${a.backupInSync ? "in sync" : "out of sync"}, lease ${age(a.leaseRemainingMs)} left\n`
+      ? `ARBITER ${arbiter.url}: epoch ${a.epoch}, primary ${a.primary}, backup ${a.backup} ${a.backupInSync ? "in sync" : "out of sync"}, lease ${age(a.leaseRemainingMs)} left` +
+        `, token ceiling ${a.tokenCeiling ?? "unknown"}, longest TTL ${a.ttlMaxMs == null ? "unknown" : age(a.ttlMaxMs)}\n` +
+        // A record behind the servers' epoch (a lost disk) decides nothing until recovered.
+        (a.behindEpoch !== undefined && a.behindEpoch > a.epoch ? `  its record is behind epoch ${a.behindEpoch}: run mutexd arbiter recover (docs/failover.md)\n` : "")
       : `ARBITER ${arbiter.url}: unreachable (${arbiter.error})\n`;
   }
   return out;

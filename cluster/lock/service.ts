@@ -71,7 +71,9 @@ export class LockService {
       peerId: options.peer?.id ?? null,
       arbiterId: options.arbiter?.id ?? null,
       settings,
-      newTable: () => new LockTable({ limits: settings, sessionIdPrefix: options.sessionIdPrefix, tokenFloor: options.tokenFloor }),
+      newTable: (tokenFloor = options.tokenFloor) => new LockTable({ limits: settings, sessionIdPrefix: options.sessionIdPrefix, tokenFloor }),
+      // A new id per process: the arbiter tells a restarted backup from the copy it recorded.
+      incarnation: options.sessionIdPrefix,
     }, options.clock.nowMs());
     this.flush();
   }

@@ -22,6 +22,7 @@
  *   every session lease at takeover.
  */
 import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
+import { freshGraceMs, freshTokenFloor, type PrimaryRecordView, RecordCover } from "./arbiter_record.ts";
 import { assert, assertNever } from "../assert.ts";
 import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
@@ -41,7 +42,8 @@ export type PeerMessage =
    * no promise). The primary counts it from the append's send time: a lease on serving.
    */
   | { type: "appendAck"; from: string; epoch: number; ok: boolean; appliedIndex: number; promiseMs: number }
-  | { type: "syncRequest"; from: string; epoch: number }
+  /** `incarnation`: the asking process's id, which the primary's in-sync report names to the arbiter. */
+  | { type: "syncRequest"; from: string; epoch: number; incarnation?: string }
   | { type: "snapshot"; from: string; epoch: number; syncGen: number; snapshot: LockMachineSnapshot }
   /** Refusal from a server in another epoch or role; carries what it knows. */
   | { type: "nack"; from: string; epoch: number; primary: string | null; reason: string };
@@ -79,6 +81,8 @@ export type ReplicaSettings = Pick<
   | "replicationPipelineMax"
   | "replicationLogMax"
   | "answeredMax"
+  | "tokenCeilingStep"
+  | "sessionTtlMs"
 > & LockTableLimits;
 
 export interface ReplicaOptions {
@@ -88,8 +92,10 @@ export interface ReplicaOptions {
   /** The arbiter; without one the server is a standalone primary (no failover). */
   arbiterId: string | null;
   settings: ReplicaSettings;
-  /** A fresh, empty table (the driver picks the session-id prefix and the token floor). */
-  newTable: () => LockTable;
+  /** A fresh, empty table: the driver's session-id prefix, tokens above `tokenFloor` (else the driver's floor). */
+  newTable: (tokenFloor?: number) => LockTable;
+  /** This process's id, new at every start (the driver's session-id prefix is one). */
+  incarnation?: string;
 }
 
 interface Pending {
@@ -128,6 +134,8 @@ interface BackupTracker {
   sentIndex: number;
   lastSendMs: number;
   lastContactMs: number;
+  /** The backup process this copy went to (its syncRequest's id), named in in-sync reports. */
+  incarnation?: string;
 }
 
 export class LockReplica {
@@ -155,6 +163,8 @@ export class LockReplica {
   private backup: BackupTracker = freshTracker();
   /** Generation of the copy the backup should have; bumped whenever it must sync again. */
   private syncGen = 0;
+  /** What the arbiter's record must cover before a commit (tokens, TTLs; arbiter_record.ts). */
+  private readonly record: RecordCover;
 
   // Backup and joining state.
   private lastHeardMs = 0;
@@ -192,10 +202,11 @@ export class LockReplica {
   constructor(private readonly options: ReplicaOptions, nowMs: number) {
     this.nowMs = nowMs;
     this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
+    this.record = new RecordCover(options.settings);
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold.
-      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings.answeredMax), "standalone");
+      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings.answeredMax), "standalone", null);
       this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
     }
   }
@@ -338,6 +349,7 @@ export class LockReplica {
     if (requestId !== undefined) entry.requestId = requestId;
     const output = machine.apply(entry);
     this.lastIndex = entry.index;
+    this.record.appended(entry.index, command, output.result.ok, machine.table);
     this.pending.push({ index: entry.index, clientRef, output, appendedAtMs: this.nowMs });
     if (this.backup.mode === "syncing" || this.backup.mode === "inSync") {
       this.log.push(entry);
@@ -476,7 +488,8 @@ export class LockReplica {
     const renewsInFlight = [...this.inFlight.values()].filter((r) => r.kind === "renew").length;
     if (renewsInFlight >= Math.ceil(this.options.settings.primaryLeaseMs / this.options.settings.leaseRenewMs)) return;
     const due = this.nowMs - this.lastRenewMs >= this.options.settings.leaseRenewMs;
-    const changed = wantInSync !== this.arbiterInSync;
+    // A changed word, or commits waiting for the record to cover them, go out sooner.
+    const changed = wantInSync !== this.arbiterInSync || this.record.waiting;
     if (!due && !(changed && this.nowMs - this.lastRenewMs >= this.options.settings.claimRetryMs)) return;
     if (wantInSync) this.requireBackup = true;
     this.lastRenewMs = this.nowMs;
@@ -487,16 +500,22 @@ export class LockReplica {
       kind: "arbiter",
       ref,
       to: this.options.arbiterId,
-      request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync, seq },
+      request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync, seq, ...this.record.asks(),
+        ...(wantInSync && this.backup.incarnation !== undefined ? { backupIncarnation: this.backup.incarnation } : {}) },
     });
   }
 
   private onRenewAnswer(request: InFlight, reply: ArbiterReply): void {
     if (this.role !== "primary") return;
+    // An arbiter behind our epoch lost its record (its refusals say so): it decides nothing
+    // about our epoch. We serve on the backup's promises until it is recovered.
+    if (reply.type === "refused" && reply.epoch < this.epoch) return;
     if (reply.type !== "lease" || reply.epoch !== this.epoch || reply.primary !== this.options.nodeId) {
       return this.stepDown(reply.epoch, reply.primary, reply.type === "refused" ? reply.reason : "arbiter names another primary");
     }
     this.extendLease(request.sentAtMs, reply.leaseMs);
+    this.record.covered(reply);
+    this.advanceCommit();
     // The arbiter records the newest report it received, which may be one sent after this one.
     // So "alone" is certain only when no report sent after this one said "in sync"; "in sync"
     // is always taken (it only holds commits back). Answers older than one taken change nothing.
@@ -519,7 +538,8 @@ export class LockReplica {
   }
 
   private advanceCommit(): void {
-    const commitTo = this.requireBackup ? Math.min(this.backup.ackedIndex, this.lastIndex) : this.lastIndex;
+    const acked = this.requireBackup ? Math.min(this.backup.ackedIndex, this.lastIndex) : this.lastIndex;
+    const commitTo = this.record.commitLimit(acked);
     if (commitTo <= this.commitIndex) return;
     this.commitIndex = commitTo;
     let done = 0;
@@ -545,6 +565,7 @@ export class LockReplica {
     this.backup = {
       ...freshTracker(),
       mode: "syncing",
+      incarnation: message.incarnation,
       // Committed entries are all in the snapshot if nothing commits without the backup now.
       syncTargetIndex: this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY,
       sinceMs: this.nowMs,
@@ -590,8 +611,10 @@ export class LockReplica {
   private tickBackup(): void {
     const s = this.options.settings;
     this.maybeWhois();
-    if (!this.machine) return this.requestSync();
+    // Also without a copy: a claim without state tells the arbiter this process's copy is gone
+    // (the primary may be a restarted one waiting for it; arbiter.ts, backupCopyLost).
     if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
+    if (!this.machine) return this.requestSync();
   }
 
   private requestSync(): void {
@@ -602,7 +625,7 @@ export class LockReplica {
       kind: "peer",
       ref,
       to: this.primary,
-      message: { type: "syncRequest", from: this.options.nodeId, epoch: this.epoch },
+      message: { type: "syncRequest", from: this.options.nodeId, epoch: this.epoch, incarnation: this.options.incarnation },
     });
   }
 
@@ -616,6 +639,8 @@ export class LockReplica {
       }
       return;
     }
+    // A late answer to an earlier request (two were in flight) must not roll our copy back.
+    if (this.machine !== null && answer.syncGen <= this.copySyncGen) return;
     const s = this.options.settings;
     this.machine = LockMachine.fromSnapshot(answer.snapshot, s, s.answeredMax);
     this.copySyncGen = answer.syncGen;
@@ -640,7 +665,7 @@ export class LockReplica {
       kind: "arbiter",
       ref,
       to: arbiter,
-      request: { type: "claim", from: this.options.nodeId, epoch: this.epoch, hasState },
+      request: { type: "claim", from: this.options.nodeId, epoch: this.epoch, hasState, incarnation: this.options.incarnation },
     });
   }
 
@@ -654,10 +679,15 @@ export class LockReplica {
       // become the table, or its older tokens would be handed out again.
       const copy = request.hasState ? this.machine : null;
       const how = copy ? "takeover" : "fresh";
-      const machine = copy ?? new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
-      this.becomePrimary(reply.epoch, machine, how);
+      // A fresh table continues above every token the record covers (handed out by a lost table).
+      const machine = copy ?? new LockMachine(this.options.newTable(freshTokenFloor(reply)), this.options.settings.answeredMax);
+      this.becomePrimary(reply.epoch, machine, how, reply);
       this.extendLease(request.sentAtMs, reply.leaseMs);
       if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
+      // After a lost table: no grant until its sessions ended on their clients' clocks, counted
+      // from our claim's send (after its last answer), in the log's time base.
+      const graceMs = how === "fresh" ? freshGraceMs(reply, this.options.settings) : 0;
+      if (graceMs > 0) this.append({ type: "holdGrants", untilMs: request.sentAtMs + this.timeOffsetMs + graceMs }, undefined);
       return;
     }
     if (reply.type === "refused" && reply.becomeBackup && reply.primary !== null && reply.primary !== this.options.nodeId) {
@@ -672,7 +702,7 @@ export class LockReplica {
 
   // ---- role changes -----------------------------------------------------------------------
 
-  private becomePrimary(epoch: number, machine: LockMachine, how: string): void {
+  private becomePrimary(epoch: number, machine: LockMachine, how: string, lease: Extract<ArbiterReply, { type: "lease" }> | null): void {
     assert(epoch >= this.epoch, "epochs only grow");
     this.role = "primary";
     this.epoch = epoch;
@@ -693,6 +723,7 @@ export class LockReplica {
     this.renewSeq = 0;
     this.renewAnsweredSeq = 0;
     this.inSyncReportSeq = 0;
+    this.record.start(lease, machine.table);
     this.event("primary", { epoch, how, index: machine.appliedIndex });
   }
 
@@ -846,6 +877,9 @@ export class LockReplica {
       commitIndex: this.role === "primary" ? this.commitIndex : this.machine?.appliedIndex ?? 0,
       hasState: this.machine !== null,
       lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
+      arbiterRecord: this.role === "primary" && this.options.arbiterId !== null
+        ? { ...this.record.status(), reportSeq: this.renewSeq, backupRequired: this.requireBackup, backupIncarnation: this.backup.incarnation ?? null }
+        : null,
     };
   }
 }
@@ -866,6 +900,8 @@ export interface ReplicaStatus {
   commitIndex: number;
   hasState: boolean;
   lastHeardFromPrimaryMs: number | null;
+  /** A primary's: what a replacement arbiter's record must hold (`mutexd arbiter recover`). */
+  arbiterRecord: PrimaryRecordView | null;
 }
 
 function toAnswer(output: Output): ClientAnswer {

@@ -71,7 +71,12 @@ export type Command =
   | { type: "leave"; name: string; session: string; token?: number }
   | { type: "tick" }
   /** A new primary took over: every session and wait restarts its full TTL (Chubby, etcd, Consul). */
-  | { type: "restartLeases" };
+  | { type: "restartLeases" }
+  /**
+   * A fresh table after a lost one: no grant before `untilMs` (the grace in which every session
+   * of the lost table expires on its client's clock); sessions open and enters queue meanwhile.
+   */
+  | { type: "holdGrants"; untilMs: number };
 
 export interface Grant {
   name: string;
@@ -141,6 +146,8 @@ export interface LockTableSnapshot {
   sessionIdPrefix: string;
   sessions: Array<Omit<Session, "locks" | "leftCalls"> & { leftCalls?: string[] }>;
   locks: LockState[];
+  /** No grant before this (holdGrants); absent in snapshots from before, and when 0. */
+  grantsFromMs?: number;
 }
 
 const LOCK_NAME_PATTERN = /^[A-Za-z0-9._:/-]+$/;
@@ -155,6 +162,8 @@ export class LockTable {
   private lastToken: number;
   private sessionSeq = 0;
   private nowMs = 0;
+  /** No grant before this (holdGrants): every lock made before it starts with this lock-delay. */
+  private grantsFromMs = 0;
   /** A lower bound of every session expiry, waiter deadline and lock-delay end: ticks are O(1) until it. */
   private dueAtMs = Number.POSITIVE_INFINITY;
 
@@ -207,6 +216,8 @@ export class LockTable {
         return { result: { ok: true, type: "ticked" }, effects: [] };
       case "restartLeases":
         return this.restartLeases();
+      case "holdGrants":
+        return this.holdGrants(command.untilMs);
       default:
         return assertNever(command, "command");
     }
@@ -258,6 +269,20 @@ export class LockTable {
    * know when the last keepalive reached the old one: every session gets its whole TTL again.
    * Waits get a TTL too, since their clients must find the new primary and ask again.
    */
+  private holdGrants(untilMs: number): Output {
+    assert(Number.isFinite(untilMs), "holdGrants needs a time");
+    this.grantsFromMs = Math.max(this.grantsFromMs, untilMs);
+    // The locks there are (none in a fresh table) wait too; the tick at the end grants their queues.
+    for (const lock of this.locks.values()) lock.delayUntilMs = Math.max(lock.delayUntilMs, this.grantsFromMs);
+    this.noteDue(this.grantsFromMs);
+    return { result: { ok: true, type: "ticked" }, effects: [] };
+  }
+
+  /** When grants may start (holdGrants; 0 when never held). */
+  get grantsFrom(): number {
+    return this.grantsFromMs;
+  }
+
   private restartLeases(): Output {
     for (const session of this.sessions.values()) {
       session.expiresAtMs = this.nowMs + session.ttlMs;
@@ -319,7 +344,9 @@ export class LockTable {
     if (!existing && this.locks.size >= limits.locksMax) {
       return fail("limit_reached", `at most ${limits.locksMax} locks`);
     }
-    const lock = existing ?? { name, holders: [], queue: [], delayUntilMs: 0 };
+    // A lock made during a grace waits for its end like a lock-delay (its queue is granted then).
+    const lock = existing ?? { name, holders: [], queue: [], delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
+    if (!existing && lock.delayUntilMs > 0) this.noteDue(lock.delayUntilMs);
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
       const grant = this.grant(lock, session, mode, lockDelayMs, callId);
@@ -536,6 +563,7 @@ export class LockTable {
         queue: lock.queue.map((w) => ({ ...w })),
         delayUntilMs: lock.delayUntilMs,
       })),
+      ...(this.grantsFromMs > 0 ? { grantsFromMs: this.grantsFromMs } : {}),
     };
   }
 
@@ -544,6 +572,7 @@ export class LockTable {
     const table = new LockTable({ limits, sessionIdPrefix: snapshot.sessionIdPrefix, tokenFloor: snapshot.lastToken });
     table.sessionSeq = snapshot.sessionSeq;
     table.nowMs = snapshot.nowMs;
+    table.grantsFromMs = snapshot.grantsFromMs ?? 0;
     table.dueAtMs = Number.NEGATIVE_INFINITY; // recompute on the next command
     // Snapshots from before call ids have no leftCalls.
     for (const s of snapshot.sessions) table.sessions.set(s.id, { ...s, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] });

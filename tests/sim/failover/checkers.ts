@@ -17,6 +17,8 @@
  *   that session and token, in the table of the server serving now (none serving: nothing to
  *   check; the next one to serve must have it).
  * - failover.client-mutex: never two clients believing they hold one lock (unless all shared).
+ * - failover.grants-after-grace (liveness, once): by the heal plus a fresh start plus a fresh
+ *   table's grace, a server serves outside any grace (it grants), whatever crashed before.
  * Per step (hooks):
  * - failover.arbiter-epoch-unique: every lease the arbiter hands out for epoch E names the same
  *   server, across the arbiter's restarts.
@@ -44,6 +46,7 @@ export const FAILOVER_CHECKERS = {
   fencing: "failover.fencing",
   takeoverHasCommits: "failover.takeover-has-commits",
   stepsDown: "failover.steps-down",
+  grantsAfterGrace: "failover.grants-after-grace",
 } as const;
 
 /** Private fields of the core that the checkers read (they are not part of its API). */
@@ -72,6 +75,7 @@ export class FailoverChecks implements FailoverServerObserver, ArbiterObserver {
       FAILOVER_CHECKERS.fencing,
       FAILOVER_CHECKERS.takeoverHasCommits,
       FAILOVER_CHECKERS.stepsDown,
+      FAILOVER_CHECKERS.grantsAfterGrace,
     ]) {
       sim.checkers.declareHook(name);
     }

@@ -13,11 +13,14 @@
  *
  * Faults of its own: crashes of either server (restart with empty memory; never the one holding
  * the only copy of the state, see `fo-lone-crash`) and of the arbiter (restart from its disk);
+ * both servers crashing together, with or without the arbiter (issue 11: a fresh table after
+ * a grace, tokens above the record's ceiling);
  * cuts between any two of fp/fb/fa, symmetric or one-way; pauses of any of them up to three
  * leases; a slow link among them (messages sent in a window arrive up to 3 × peerTimeoutMs
  * late, after the sender gave up on them); client crashes. Lost, duplicated and reordered
  * messages come from the network profile, clock drift and offsets from the clock profile.
  */
+import { freshGraceMs } from "../../../lib/core/lock/arbiter_record.ts";
 import type { Prng } from "../../../lib/core/prng.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../../../lib/settings.ts";
 import { crashFault, type FaultType } from "../faults.ts";
@@ -52,6 +55,9 @@ export function failoverSettings(params: KindParams): Settings {
     longPollMaxMs: Number(params.longPollMaxMs),
     replicationBatchMax: Number(params.batchMax),
     replicationPipelineMax: Number(params.pipelineMax),
+    // The TTL a primary has the arbiter's record cover up front: the clients' (so a fresh
+    // table's grace is short, as the liveness bounds below assume).
+    sessionTtlMs: Number(params.ttlMs),
   };
   const scale = Number(params.scale);
   for (const key of SCALED) settings[key] = DEFAULT_SETTINGS[key] * scale;
@@ -82,7 +88,7 @@ function serverCrash(name: string, servers: Servers, arbiter: Arbiter, loneCopyT
     ratePerSecond: [0.05, 0.3],
     optInReason: loneCopyToo
       ? "losing the only copy loses acknowledged grants by design (arbiter.ts: 'start afresh, loudly'); " +
-        "the fresh primary grants at once while clients' leases still run (failover.grant-survives)"
+        "since issue 11 the fresh table's grace keeps it safe, but no server serves a takeover's gap after it (the single-fault liveness)"
       : undefined,
     voidsLivenessOf: loneCopyToo ? ["failover"] : undefined,
     inject(sim, prng) {
@@ -93,6 +99,29 @@ function serverCrash(name: string, servers: Servers, arbiter: Arbiter, loneCopyT
       if (!loneCopyToo && holdsLoneCopy(victim, other, arbiter())) return;
       victim.crash();
       sim.afterFault(prng.between(0, 3_000), () => victim.restart());
+    },
+  };
+}
+
+/**
+ * Crashes every actor `victims()` names at once (none if one is down already); each restarts
+ * 0..3000 ms later. For both lock servers together (a power cut, a deploy), with or without the
+ * arbiter (which restarts from its disk): the table is lost by design, and the service must come
+ * back by itself with a fresh table that grants only after the grace, with tokens above every
+ * earlier one (issue 11).
+ */
+function wholeCrash(name: string, doc: string, victims: () => Array<FailoverServerActor | ArbiterActor>): FaultType {
+  return {
+    name,
+    doc,
+    ratePerSecond: [0.02, 0.1],
+    inject(sim, prng) {
+      const all = victims();
+      if (all.some((v) => v.state === "crashed")) return;
+      for (const victim of all) {
+        victim.crash();
+        sim.afterFault(prng.between(0, 3_000), () => victim.restart());
+      }
     },
   };
 }
@@ -183,7 +212,13 @@ export function failoverLivenessBounds(params: KindParams, delayMaxMs: number, s
   // (the lease outlives three of each).
   const takeoverGapMs = 2 * takeoverMs;
   const blipGapMs = 2 * Math.max(s.primaryLeaseMs, s.backupLeaseMs) + 8 * delayMaxMs;
-  return { settleMs, boundMs, syncedMs, takeoverGapMs, blipGapMs };
+  // After both servers restarted, the fresh table grants nothing for the grace (the longest TTL
+  // plus lock-delay the record may hold, stretched for drift), counted from the claim's send.
+  const ttlMaxMs = Math.max(s.sessionTtlMs, Number(params.ttlMs)) + Number(params.lockDelayMs);
+  const graceMs = freshGraceMs({ type: "lease", epoch: 2, primary: "", leaseMs: s.primaryLeaseMs, fresh: true, tablesBefore: true, ttlMaxMs }, s);
+  // A server restarted at the heal claims at once; the other's new process proves its copy gone.
+  const freshStartMs = takeoverMs + 2 * s.claimRetryMs + 2 * s.peerTimeoutMs;
+  return { settleMs: settleMs + graceMs + freshStartMs, boundMs, syncedMs, takeoverGapMs, blipGapMs, graceMs, freshStartMs };
 }
 
 export const FAILOVER_KIND: NodeKind = {
@@ -204,6 +239,10 @@ export const FAILOVER_KIND: NodeKind = {
     corePause(() => current!.settings.primaryLeaseMs),
     coreSlow(() => current!.settings.peerTimeoutMs),
     clientCrash,
+    // Last, so the seeds' draws for the faults above stay what they were before issue 11.
+    wholeCrash("fo-both-crash", "crash fp and fb together (both copies of the table lost); each restarts 0..3000 ms later", servers),
+    wholeCrash("fo-all-crash", "crash fp, fb and the arbiter together; each restarts 0..3000 ms later (the arbiter from its disk)",
+      () => [...servers(), arbiter()]),
   ],
 
   drawParams(prng: Prng, network: NetworkProfile): KindParams {
@@ -257,11 +296,13 @@ export const FAILOVER_KIND: NodeKind = {
     }
     sim.checkers.register(clientMutexChecker(() => clients, FAILOVER_CHECKERS.clientMutex));
     sim.checkers.register(grantSurvivesChecker(() => clients, () => {
-      const serving = [fp, fb].find((s) => s.servingNow());
+      // A fresh table in its grace has no grant to compare: the lost table's grants are
+      // believed until their leases end, which the grace waits out. After it, it counts again.
+      const serving = [fp, fb].find((s) => s.servingNow() && !s.inGrace());
       return serving ? { server: serving.id, table: serving.table } : null;
-    }, FAILOVER_CHECKERS.grantSurvives, "every grant a client believes in is a holder in the serving server's table"));
+    }, FAILOVER_CHECKERS.grantSurvives, "every grant a client believes in is a holder in the serving server's table (a fresh table's grace excepted)"));
 
-    const { settleMs, boundMs, syncedMs, takeoverGapMs, blipGapMs } = failoverLivenessBounds(params, sim.profile.network.delayMaxMs, settings);
+    const { settleMs, boundMs, syncedMs, takeoverGapMs, blipGapMs, graceMs, freshStartMs } = failoverLivenessBounds(params, sim.profile.network.delayMaxMs, settings);
     // Crashing the holder of the only copy (opt-in) is the one fault the service cannot survive.
     if (!("fo-lone-crash" in sim.profile.faults)) {
       sim.checkers.register(servesThroughOneFault(sim, {
@@ -284,6 +325,15 @@ export const FAILOVER_KIND: NodeKind = {
         settledAtMs = sim.nowMs + settleMs;
         sim.log("failover", "*", `liveness: a primary serves with an in-sync backup by ${healedAtMs + syncedMs}ms; ` +
           `every lock() from ${settledAtMs}ms on is granted within ${boundMs}ms`);
+        // Whatever crashed, the service grants again within a fresh start plus its grace.
+        const grantsByMs = healedAtMs + freshStartMs + graceMs;
+        sim.at(grantsByMs, () => {
+          const serving = [fp, fb].find((s) => s.servingNow());
+          if (!serving || serving.inGrace()) {
+            sim.violate(FAILOVER_CHECKERS.grantsAfterGrace, `${serving ? `${serving.id} is still in its grace` : "no server serves"} at ${grantsByMs}ms ` +
+              `(heal ${healedAtMs}ms + fresh start ${freshStartMs}ms + grace ${graceMs}ms)`);
+          }
+        });
       },
       finish() {
         const problems: string[] = [];

@@ -52,6 +52,13 @@ export class FailoverServerActor extends LockServiceActor {
     return this.replica.servingAt(this.clock.nowMs());
   }
 
+  /** Whether this server's table is a fresh one in its grace (holdGrants): it grants nothing yet. */
+  inGrace(): boolean {
+    const replica = this.replica;
+    if (this.state === "crashed" || !replica?.machine) return false;
+    return replica.machine.table.grantsFrom > this.clock.nowMs() + replica.timeOffset;
+  }
+
   protected override logged(event: string, fields: Record<string, unknown>): void {
     super.logged(event, fields);
     if (event === "granted") {

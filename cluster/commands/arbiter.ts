@@ -1,0 +1,70 @@
+/**
+ * `mutexd arbiter recover --config FILE --id ID`: brings a replacement arbiter in after its disk
+ * was lost (docs/failover.md, "The arbiter loses its disk"). Run it with the arbiter stopped; it
+ * reads both lock servers' `GET /v1/status`, decides the record (lib/core/arbiter/recover.ts, or
+ * refuses, saying why) and writes it durably where the arbiter `ID` keeps it; then start the
+ * arbiter.
+ */
+import process from "node:process";
+import type { ArbiterState } from "../../lib/core/arbiter/arbiter.ts";
+import { recoverRecord, type ServerReport } from "../../lib/core/arbiter/recover.ts";
+import { loadArbiterState } from "../arbiter/server.ts";
+import { nodeUrl } from "../config.ts";
+import { writeDurably } from "../durable_file.ts";
+import type { LockStatus } from "../lock/api.ts";
+import { clusterFrom, EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
+
+const HELP = `Usage: mutexd arbiter recover --config FILE --id ID
+
+Writes the record of arbiter ID after its disk was lost or replaced, from what both lock servers
+report: the primary's epoch, whether its backup is in sync, its report sequence, the longest
+session TTL and the fencing-token ceiling its table needs. Run it while the arbiter is stopped,
+then start the arbiter. It refuses (exit 5, saying why) unless both lock servers answer and
+exactly one of them is primary of the highest epoch, or while the arbiter answers.
+Exit codes: 0 written, 2 usage or cluster-file error, 5 refused.
+`;
+
+async function getJson<T>(url: string, timeoutMs: number): Promise<T | undefined> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    return response.ok ? await response.json() as T : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function run(argv: string[]): Promise<number> {
+  return runCommand(HELP, argv, async () => {
+    const { values, positionals } = parseFlags(argv, { config: { type: "string" }, id: { type: "string" } });
+    if (positionals[0] !== "recover" || positionals.length !== 1) throw new UsageError("the one arbiter command is: recover");
+    const cluster = clusterFrom(values.config);
+    if (!cluster) throw new UsageError("--config FILE is required");
+    const arbiter = cluster.nodes.find((n) => n.id === values.id && n.role === "arbiter");
+    if (!arbiter) throw new UsageError(`--id must name an arbiter of ${cluster.file}`);
+    const timeoutMs = cluster.settings.requestTimeoutMs;
+    const refuse = (reason: string) => {
+      process.stderr.write(`mutexd: not recovered: ${reason}\n`);
+      return EXIT.unavailable;
+    };
+    // A running arbiter decides from its own memory: stop it first, so nothing changes meanwhile.
+    if (await getJson(`${nodeUrl(arbiter)}/v1/health`, timeoutMs)) return refuse(`arbiter ${arbiter.id} answers: stop it first`);
+    const servers = cluster.nodes.filter((n) => n.role === "primary" || n.role === "backup");
+    if (servers.length !== 2) return refuse("the cluster file needs a primary and a backup");
+    const reports = await Promise.all(servers.map(async (n): Promise<ServerReport> => ({
+      id: n.id,
+      status: (await getJson<LockStatus>(`${nodeUrl(n)}/v1/status`, timeoutMs))?.server,
+    })));
+    const file = `${arbiter.dataDir}/arbiter.json`;
+    let existing: ArbiterState | null;
+    try {
+      existing = loadArbiterState(file);
+    } catch {
+      existing = null; // unreadable: the disk is what is being replaced
+    }
+    const decision = recoverRecord([reports[0], reports[1]], existing);
+    if (!decision.ok) return refuse(decision.reason);
+    writeDurably(file, JSON.stringify(decision.record));
+    process.stdout.write(`${file}: ${JSON.stringify(decision.record)}\n`);
+    return EXIT.ok;
+  });
+}
