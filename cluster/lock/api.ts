@@ -256,7 +256,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
  * the shape is checked, so a malformed message throws a RequestError and changes nothing.
  */
 export function answerPeer(service: LockService, settings: Settings, text: string): { message: PeerMessage; body: string } {
-  const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append or syncRequest)");
+  const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append, syncRequest or syncNext)");
   return { message, body: encodePeerBody(service.peerMessage(message)) };
 }
 
@@ -270,5 +270,6 @@ function unwrap(answer: ClientAnswer) {
 function isPeerRequest(message: Record<string, unknown>): message is PeerMessage & Record<string, unknown> {
   if (typeof message.from !== "string" || !Number.isSafeInteger(message.epoch)) return false;
   if (message.type === "syncRequest") return true;
+  if (message.type === "syncNext") return Number.isSafeInteger(message.syncGen) && Number.isSafeInteger(message.position);
   return message.type === "append" && Number.isSafeInteger(message.syncGen) && Array.isArray(message.entries);
 }

@@ -23,8 +23,9 @@
  */
 import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
 import { assert, assertNever } from "../assert.ts";
-import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
+import { LockMachine, type LogEntry } from "./lock_machine.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
+import { type CopyChunk, CopySink, CopySource, type CopyStart } from "./table_copy.ts";
 import type { Settings } from "../../settings.ts";
 
 export type Role = "joining" | "primary" | "backup";
@@ -41,8 +42,12 @@ export type PeerMessage =
    * no promise). The primary counts it from the append's send time: a lease on serving.
    */
   | { type: "appendAck"; from: string; epoch: number; ok: boolean; appliedIndex: number; promiseMs: number }
+  /** A backup without a current copy asks for one; the answer starts a new stream (table_copy.ts). */
   | { type: "syncRequest"; from: string; epoch: number }
-  | { type: "snapshot"; from: string; epoch: number; syncGen: number; snapshot: LockMachineSnapshot }
+  | { type: "syncStart"; from: string; epoch: number; syncGen: number; start: CopyStart }
+  /** The backup pulls the copy of `syncGen` one chunk at a time, from `position` on. */
+  | { type: "syncNext"; from: string; epoch: number; syncGen: number; position: number }
+  | { type: "syncChunk"; from: string; epoch: number; syncGen: number; chunk: CopyChunk }
   /** Refusal from a server in another epoch or role; carries what it knows. */
   | { type: "nack"; from: string; epoch: number; primary: string | null; reason: string };
 
@@ -79,6 +84,9 @@ export type ReplicaSettings = Pick<
   | "replicationPipelineMax"
   | "replicationLogMax"
   | "answeredMax"
+  | "syncChunkItemsMax"
+  | "syncChunkBytesMax"
+  | "syncProgressTimeoutMs"
 > & LockTableLimits;
 
 export interface ReplicaOptions {
@@ -122,7 +130,7 @@ interface BackupTracker {
   baseIndex: number;
   /** While syncing: it is in sync once it acked this (everything committed without it). */
   syncTargetIndex: number;
-  /** When this tracker started (a new copy of the backup). */
+  /** When this tracker started (a new copy of the backup), or while it copies, its last progress. */
   sinceMs: number;
   /** Highest index sent (acked or not). */
   sentIndex: number;
@@ -155,12 +163,16 @@ export class LockReplica {
   private backup: BackupTracker = freshTracker();
   /** Generation of the copy the backup should have; bumped whenever it must sync again. */
   private syncGen = 0;
+  /** The copy streaming to the backup, until it acks an append of its generation. */
+  private copy: CopySource | null = null;
 
   // Backup and joining state.
   private lastHeardMs = 0;
   private copySyncGen = 0;
   private lastClaimMs = Number.NEGATIVE_INFINITY;
   private syncInFlight = false;
+  /** A new copy being loaded; the old one (`machine`) stays until it is complete. */
+  private sink: CopySink | null = null;
   /** Our last promise to a primary not to take over ends here (this clock); we never serve before. */
   private promisedUntilMs = Number.NEGATIVE_INFINITY;
   /**
@@ -240,8 +252,11 @@ export class LockReplica {
         return this.onAppend(message);
       case "syncRequest":
         return this.onSyncRequest(message);
+      case "syncNext":
+        return this.onSyncNext(message);
       case "appendAck":
-      case "snapshot":
+      case "syncStart":
+      case "syncChunk":
       case "nack":
         return this.nack(`${message.type} is an answer, not a request`);
       default:
@@ -362,7 +377,8 @@ export class LockReplica {
     if (peer === null || this.role !== "primary") return;
     const s = this.options.settings;
     const b = this.backup;
-    const replicating = b.mode === "syncing" || b.mode === "inSync";
+    // Entries after the cut wait until the backup holds the copy; heartbeats keep going.
+    const replicating = (b.mode === "syncing" || b.mode === "inSync") && this.copy === null;
     // Acks of later messages may overtake a resend point: never resend what is acked.
     b.sentIndex = Math.max(b.sentIndex, this.resendFrom());
     // Bounded: each round sends at least one entry or stops.
@@ -409,6 +425,13 @@ export class LockReplica {
     }
     // An answer about an older copy says nothing about the current one (it syncs again).
     if ((b.mode !== "syncing" && b.mode !== "inSync") || request.syncGen !== this.syncGen) return;
+    if (this.copy !== null) {
+      // Only an ok ack of this generation comes from the complete copy; until then the backup
+      // is loading it (or answers from its older one).
+      if (!answer.ok || answer.appliedIndex < b.baseIndex) return;
+      this.closeCopy();
+      b.sinceMs = this.nowMs;
+    }
     assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
     assert(request.lastIndex === undefined || request.lastIndex <= this.lastIndex, "acked past the log");
     // A lower index is a late answer to an older message (pipelining reorders), not a lost copy:
@@ -446,6 +469,11 @@ export class LockReplica {
     const b = this.backup;
     if (b.mode !== "inSync" && b.mode !== "syncing") return;
     const timeoutMs = this.options.settings.replicationTimeoutMs;
+    if (this.copy !== null) {
+      // A copy takes as long as it takes; it is dropped when it stops advancing.
+      if (this.nowMs - b.sinceMs > this.options.settings.syncProgressTimeoutMs) this.declareBackupOutOfSync("copy made no progress");
+      return;
+    }
     // A copy being synced is given its time from the start of the sync, not from when the
     // oldest waiting change was appended (that may be long before, for the previous copy).
     const oldestUnacked = this.pending.find((p) => p.index > b.ackedIndex);
@@ -460,6 +488,7 @@ export class LockReplica {
     if (this.backup.mode === "outOfSync") return;
     this.event("backupOutOfSync", { reason, acked: this.backup.ackedIndex, last: this.lastIndex });
     this.backup = { ...freshTracker(), mode: "outOfSync", lastContactMs: this.backup.lastContactMs };
+    this.closeCopy();
     this.syncGen += 1;
     this.log = [];
     // requireBackup stays until the arbiter confirms it recorded "out of sync".
@@ -506,8 +535,9 @@ export class LockReplica {
     this.renewAnsweredSeq = seq;
     this.arbiterInSync = request.backupInSync!;
     const mode = this.backup.mode;
-    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent")) {
-      // The arbiter will not promote the backup now: changes may commit without it.
+    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.copy !== null)) {
+      // The arbiter will not promote the backup now: changes may commit without it (also while
+      // it loads a copy: advanceSync turns the requirement on again at its first ack).
       this.requireBackup = false;
       this.advanceCommit();
     }
@@ -533,28 +563,54 @@ export class LockReplica {
   }
 
   private onSyncRequest(message: Extract<PeerMessage, { type: "syncRequest" }>): PeerMessage {
+    const refusal = this.refuseSync(message);
+    if (refusal) return refusal;
+    // A new request replaces a running copy: one stream at a time, memory bounded by one table.
+    this.closeCopy();
+    const copy = new CopySource(this.machine!, this.options.settings);
+    this.copy = copy;
+    // From here the backup gets every entry after the cut; it counts as having the copy only
+    // once it acks an append of this generation (complete), not while it streams.
+    this.syncGen += 1;
+    this.backup = {
+      ...freshTracker(),
+      mode: "syncing",
+      // Committed entries are all in the copy if nothing commits without the backup now.
+      syncTargetIndex: this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY,
+      sinceMs: this.nowMs,
+      baseIndex: copy.start.appliedIndex,
+      sentIndex: copy.start.appliedIndex,
+      lastContactMs: this.nowMs,
+    };
+    this.log = [];
+    this.event("backupSyncing", { index: copy.start.appliedIndex, syncGen: this.syncGen, items: copy.total });
+    return { type: "syncStart", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, start: copy.start };
+  }
+
+  private onSyncNext(message: Extract<PeerMessage, { type: "syncNext" }>): PeerMessage {
+    const refusal = this.refuseSync(message);
+    if (refusal) return refusal;
+    const copy = this.copy;
+    const acked = copy?.acked ?? 0;
+    const chunk = copy !== null && message.syncGen === this.syncGen ? copy.chunk(message.position) : null;
+    if (chunk === null) return this.nack(`no copy ${message.syncGen} at ${message.position}`);
+    this.backup.lastContactMs = this.nowMs;
+    if (chunk.position > acked) this.backup.sinceMs = this.nowMs; // progress (not a repeat)
+    return { type: "syncChunk", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, chunk };
+  }
+
+  private refuseSync(message: { epoch: number }): PeerMessage | null {
     if (this.role !== "primary" || !this.machine) return this.nack("not primary");
     if (message.epoch > this.epoch) {
       this.stepDown(message.epoch, null, "sync request from a newer epoch");
       return this.nack("stepped down");
     }
-    const snapshot = this.machine.snapshot();
-    // From here the backup gets every entry after the snapshot; it counts as having the snapshot
-    // only once it acks it (installed), not when it is sent.
-    this.syncGen += 1;
-    this.backup = {
-      ...freshTracker(),
-      mode: "syncing",
-      // Committed entries are all in the snapshot if nothing commits without the backup now.
-      syncTargetIndex: this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY,
-      sinceMs: this.nowMs,
-      baseIndex: snapshot.appliedIndex,
-      sentIndex: snapshot.appliedIndex,
-      lastContactMs: this.nowMs,
-    };
-    this.log = [];
-    this.event("backupSyncing", { index: snapshot.appliedIndex, syncGen: this.syncGen });
-    return { type: "snapshot", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, snapshot };
+    return null;
+  }
+
+  private closeCopy(): void {
+    this.copy?.close();
+    this.copy = null;
   }
 
   // ---- backup -----------------------------------------------------------------------------
@@ -572,6 +628,8 @@ export class LockReplica {
       return this.ack(false, 0);
     }
     if (message.syncGen > this.copySyncGen) {
+      // A copy being loaded of an older generation than the primary's is abandoned there.
+      if (this.sink !== null && message.syncGen > this.sink.syncGen) this.sink = null;
       // The primary no longer counts our copy (we fell behind): ask for a new one, but keep the
       // old one until it arrives. While the arbiter still counts us in sync, this copy holds
       // every committed change, and it is what a takeover must start from.
@@ -590,37 +648,49 @@ export class LockReplica {
   private tickBackup(): void {
     const s = this.options.settings;
     this.maybeWhois();
+    if (this.sink !== null) this.requestSync(); // a chunk request that failed is asked again
     if (!this.machine) return this.requestSync();
     if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
   }
 
+  /** Asks for a new copy, or for the next chunk of the one being loaded; one request at a time. */
   private requestSync(): void {
     if (this.syncInFlight || this.primary === null) return;
     this.syncInFlight = true;
     const ref = this.request({ kind: "sync", sentAtMs: this.nowMs });
-    this.out.send.push({
-      kind: "peer",
-      ref,
-      to: this.primary,
-      message: { type: "syncRequest", from: this.options.nodeId, epoch: this.epoch },
-    });
+    const { nodeId: from } = this.options;
+    const sink = this.sink;
+    const message: PeerMessage = sink === null
+      ? { type: "syncRequest", from, epoch: this.epoch }
+      : { type: "syncNext", from, epoch: this.epoch, syncGen: sink.syncGen, position: sink.position };
+    this.out.send.push({ kind: "peer", ref, to: this.primary, message });
   }
 
   private onSyncAnswer(answer: PeerMessage): void {
     this.syncInFlight = false;
     if (this.role !== "backup") return;
-    if (answer.type !== "snapshot" || answer.epoch !== this.epoch || answer.from !== this.primary) {
+    const ours = answer.epoch === this.epoch && answer.from === this.primary;
+    const s = this.options.settings;
+    if (ours && answer.type === "syncStart") {
+      this.sink = new CopySink(answer.syncGen, answer.start, s, s.answeredMax);
+    } else if (ours && answer.type === "syncChunk" && this.sink?.syncGen === answer.syncGen) {
+      if (!this.sink.accept(answer.chunk)) return;
+    } else {
       if (answer.epoch > this.epoch) {
-        // A snapshot of a newer epoch comes from its primary; a nack names the primary it knows.
+        // A copy of a newer epoch comes from its primary; a nack names the primary it knows.
         this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : answer.from, "newer epoch");
       }
+      // The stream was replaced or dropped: the next tick or append asks for a new one.
+      this.sink = null;
       return;
     }
-    const s = this.options.settings;
-    this.machine = LockMachine.fromSnapshot(answer.snapshot, s, s.answeredMax);
-    this.copySyncGen = answer.syncGen;
+    const sink = this.sink;
+    if (!sink.done) return this.requestSync(); // pull the next chunk at once
+    this.machine = sink.finish();
+    this.copySyncGen = sink.syncGen;
+    this.sink = null;
     this.lastHeardMs = this.nowMs;
-    this.event("synced", { index: this.machine.appliedIndex, primary: this.primary });
+    this.event("synced", { index: this.machine.appliedIndex, primary: this.primary, items: sink.total });
   }
 
   /** Asks the arbiter to serve: with our copy if we have one (takeover), else as a fresh start. */
@@ -682,6 +752,8 @@ export class LockReplica {
     this.commitIndex = machine.appliedIndex;
     this.pending = [];
     this.log = [];
+    this.closeCopy();
+    this.sink = null;
     this.syncGen += 1;
     // Continue the log's time base from where the last entry left it.
     this.timeOffsetMs = machine.lastAtMs - this.nowMs;
@@ -703,6 +775,7 @@ export class LockReplica {
       if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
     }
     this.pending = [];
+    this.closeCopy();
     if (primary !== null && primary !== this.options.nodeId) {
       this.followPrimary(Math.max(epoch, this.epoch), primary, reason);
     } else {
@@ -710,6 +783,7 @@ export class LockReplica {
       this.epoch = Math.max(epoch, this.epoch);
       this.primary = primary;
       this.machine = null;
+      this.sink = null;
     }
   }
 
@@ -739,11 +813,13 @@ export class LockReplica {
     this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
     this.requireBackup = false;
     this.log = [];
+    this.closeCopy();
     this.backup = freshTracker();
     this.lastHeardMs = this.nowMs;
     // Our copy may hold changes the new primary never committed: start over from its snapshot.
     if (!sameCopy) {
       this.machine = null;
+      this.sink = null;
       this.syncInFlight = false;
     }
     this.event("backup", { epoch: this.epoch, primary, reason });
