@@ -449,13 +449,17 @@ export class LockReplica {
   }
 
   /**
-   * Catching up under load: from the backup's first ack of its new copy on, nothing more commits
-   * without it; it counts as in sync (and the arbiter is told) once it has acked everything
-   * committed before that switch, which is little: the snapshot was just taken. Waiting instead
-   * for it to ack the very last entry may never happen while clients keep writing.
+   * Catching up under load: once the backup lacks no more than one pipeline of appends (the
+   * entries that followed its copy, applied since), nothing more commits without it; it counts
+   * as in sync (and the arbiter is told) once it has acked everything committed before that
+   * switch. Switching at its first ack instead would hold commits for the whole backlog (long
+   * after a streamed copy); waiting for it to ack the very last entry may never happen while
+   * clients keep writing.
    */
   private advanceSync(b: BackupTracker): void {
     if (!this.requireBackup) {
+      const s = this.options.settings;
+      if (this.lastIndex - b.ackedIndex > s.replicationBatchMax * s.replicationPipelineMax) return;
       this.requireBackup = true;
       b.syncTargetIndex = this.lastIndex;
     }
@@ -535,9 +539,9 @@ export class LockReplica {
     this.renewAnsweredSeq = seq;
     this.arbiterInSync = request.backupInSync!;
     const mode = this.backup.mode;
-    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.copy !== null)) {
+    if (!this.arbiterInSync && mode !== "inSync") {
       // The arbiter will not promote the backup now: changes may commit without it (also while
-      // it loads a copy: advanceSync turns the requirement on again at its first ack).
+      // it loads a copy or catches up: advanceSync turns the requirement on again, with a target).
       this.requireBackup = false;
       this.advanceCommit();
     }

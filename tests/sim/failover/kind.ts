@@ -32,6 +32,7 @@ import { ArbiterActor } from "./arbiter.ts";
 import { FAILOVER_CHECKERS, FailoverChecks } from "./checkers.ts";
 import { FailoverServerActor } from "./server.ts";
 import { servesThroughOneFault } from "./availability.ts";
+import { fillTable } from "./filler.ts";
 
 export const PRIMARY_ID = "fp";
 export const BACKUP_ID = "fb";
@@ -43,7 +44,7 @@ const CLIENT_FAILOVER_MS = DEFAULT_SETTINGS.failoverTimeoutMs;
 /** Time settings of the replication core, scaled together for slow networks. */
 const SCALED: ReadonlyArray<keyof Settings> = [
   "primaryLeaseMs", "backupLeaseMs", "leaseRenewMs", "leaseSafetyMs", "primarySilenceMs", "claimRetryMs", "heartbeatMs",
-  "replicationTimeoutMs", "peerTimeoutMs", "bootstrapWaitMs",
+  "replicationTimeoutMs", "peerTimeoutMs", "bootstrapWaitMs", "syncProgressTimeoutMs",
 ];
 
 export function failoverSettings(params: KindParams): Settings {
@@ -52,7 +53,11 @@ export function failoverSettings(params: KindParams): Settings {
     longPollMaxMs: Number(params.longPollMaxMs),
     replicationBatchMax: Number(params.batchMax),
     replicationPipelineMax: Number(params.pipelineMax),
+    syncChunkItemsMax: Number(params.chunkItemsMax ?? DEFAULT_SETTINGS.syncChunkItemsMax),
+    syncChunkBytesMax: Number(params.chunkBytesMax ?? DEFAULT_SETTINGS.syncChunkBytesMax),
   };
+  // A table near locksMax (filler.ts): the workload's few names fit beside the filler's.
+  if (Number(params.fillLocks ?? 0) > 0) settings.locksMax = Number(params.fillLocks) + 10;
   const scale = Number(params.scale);
   for (const key of SCALED) settings[key] = DEFAULT_SETTINGS[key] * scale;
   return settings;
@@ -208,6 +213,8 @@ export const FAILOVER_KIND: NodeKind = {
 
   drawParams(prng: Prng, network: NetworkProfile): KindParams {
     const params = LOCK_KIND.drawParams(prng, network);
+    // Drawn from a fork, so the draws below (and older seeds' runs) stay as they were.
+    const fill = prng.fork("fill-table");
     const scale = Math.max(1, Math.ceil((8 * network.delayMaxMs) / DEFAULT_SETTINGS.primaryLeaseMs));
     // Assumption: a session outlives a takeover twice over (TTL ≥ 2 × (lease + silence)), and a
     // commit stall while the backup is declared out of sync; shorter TTLs lose every session
@@ -223,6 +230,11 @@ export const FAILOVER_KIND: NodeKind = {
       // batches and long delays the backup legitimately cannot keep up with the clients
       // (docs/simulator.md, finding 10).
       syncCheck: 0,
+      // Issue 11: one run in three has a table near locksMax (filler.ts), and every copy to a
+      // returning backup streams in small chunks (one item, a few, or a few dozen).
+      fillLocks: fill.chance(1 / 3) ? fill.between(100, 300) : 0,
+      chunkItemsMax: fill.pick([1, 5, 40]),
+      chunkBytesMax: fill.pick([512, 4_096]),
     };
   },
 
@@ -247,6 +259,7 @@ export const FAILOVER_KIND: NodeKind = {
     current = { servers: [fp, fb], arbiter: fa, settings };
     checks.attach([fp, fb], fa);
     watchLockTables(sim, "failover", [fp, fb]);
+    if (Number(params.fillLocks) > 0) fillTable(sim, [fp, fb], Number(params.fillLocks), 1_000);
     const workloadPrng = prng.fork("workload");
     for (let i = 1; i <= Number(params.clients); i++) {
       const id = `fc${i}`;
