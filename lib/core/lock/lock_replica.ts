@@ -130,7 +130,7 @@ interface BackupTracker {
   baseIndex: number;
   /** While syncing: it is in sync once it acked this (everything committed without it). */
   syncTargetIndex: number;
-  /** When this tracker started (a new copy of the backup), or while it copies, its last progress. */
+  /** When this tracker started (a new copy of the backup); while syncing, its last progress. */
   sinceMs: number;
   /** Highest index sent (acked or not). */
   sentIndex: number;
@@ -438,6 +438,7 @@ export class LockReplica {
     // a backup that really lost its state asks for a snapshot, which resets this tracker.
     if (answer.appliedIndex > b.ackedIndex && answer.appliedIndex >= b.baseIndex) {
       b.ackedIndex = answer.appliedIndex;
+      if (b.mode === "syncing") b.sinceMs = this.nowMs; // progress (see checkBackupHealth)
       const drop = this.log.findIndex((e) => e.index > b.ackedIndex);
       this.log = drop < 0 ? [] : this.log.slice(drop);
     }
@@ -449,17 +450,13 @@ export class LockReplica {
   }
 
   /**
-   * Catching up under load: once the backup lacks no more than one pipeline of appends (the
-   * entries that followed its copy, applied since), nothing more commits without it; it counts
-   * as in sync (and the arbiter is told) once it has acked everything committed before that
-   * switch. Switching at its first ack instead would hold commits for the whole backlog (long
-   * after a streamed copy); waiting for it to ack the very last entry may never happen while
-   * clients keep writing.
+   * Catching up under load: from the backup's first ack of its new copy on, nothing more commits
+   * without it (so clients cannot outrun it); it counts as in sync (and the arbiter is told) once
+   * it has acked everything committed before that switch. Waiting instead for it to ack the very
+   * last entry may never happen while clients keep writing.
    */
   private advanceSync(b: BackupTracker): void {
     if (!this.requireBackup) {
-      const s = this.options.settings;
-      if (this.lastIndex - b.ackedIndex > s.replicationBatchMax * s.replicationPipelineMax) return;
       this.requireBackup = true;
       b.syncTargetIndex = this.lastIndex;
     }
@@ -473,9 +470,13 @@ export class LockReplica {
     const b = this.backup;
     if (b.mode !== "inSync" && b.mode !== "syncing") return;
     const timeoutMs = this.options.settings.replicationTimeoutMs;
-    if (this.copy !== null) {
-      // A copy takes as long as it takes; it is dropped when it stops advancing.
-      if (this.nowMs - b.sinceMs > this.options.settings.syncProgressTimeoutMs) this.declareBackupOutOfSync("copy made no progress");
+    if (b.mode === "syncing") {
+      // A copy, and the catch-up on the entries that followed it, take as long as they take
+      // (commits wait during the catch-up, so clients cannot outrun it); either is dropped when
+      // it stops advancing.
+      const copying = this.copy !== null;
+      const limitMs = copying ? this.options.settings.syncProgressTimeoutMs : timeoutMs;
+      if (this.nowMs - b.sinceMs > limitMs) this.declareBackupOutOfSync(copying ? "copy made no progress" : "catch-up made no progress");
       return;
     }
     // A copy being synced is given its time from the start of the sync, not from when the
@@ -539,9 +540,9 @@ export class LockReplica {
     this.renewAnsweredSeq = seq;
     this.arbiterInSync = request.backupInSync!;
     const mode = this.backup.mode;
-    if (!this.arbiterInSync && mode !== "inSync") {
+    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.copy !== null)) {
       // The arbiter will not promote the backup now: changes may commit without it (also while
-      // it loads a copy or catches up: advanceSync turns the requirement on again, with a target).
+      // it loads a copy: advanceSync turns the requirement on again at its first ack).
       this.requireBackup = false;
       this.advanceCommit();
     }
