@@ -132,6 +132,8 @@ interface BackupTracker {
   syncTargetIndex: number;
   /** When this tracker started (a new copy of the backup); while syncing, its last progress. */
   sinceMs: number;
+  /** When it began to catch up on the entries after its copy (the copy complete). */
+  catchUpFromMs: number;
   /** Highest index sent (acked or not). */
   sentIndex: number;
   lastSendMs: number;
@@ -431,6 +433,7 @@ export class LockReplica {
       if (!answer.ok || answer.appliedIndex < b.baseIndex) return;
       this.closeCopy();
       b.sinceMs = this.nowMs;
+      b.catchUpFromMs = this.nowMs;
     }
     assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
     assert(request.lastIndex === undefined || request.lastIndex <= this.lastIndex, "acked past the log");
@@ -438,7 +441,7 @@ export class LockReplica {
     // a backup that really lost its state asks for a snapshot, which resets this tracker.
     if (answer.appliedIndex > b.ackedIndex && answer.appliedIndex >= b.baseIndex) {
       b.ackedIndex = answer.appliedIndex;
-      if (b.mode === "syncing") b.sinceMs = this.nowMs; // progress (see checkBackupHealth)
+      if (b.mode === "syncing" && !this.requireBackup) b.sinceMs = this.nowMs; // progress (see checkBackupHealth)
       const drop = this.log.findIndex((e) => e.index > b.ackedIndex);
       this.log = drop < 0 ? [] : this.log.slice(drop);
     }
@@ -450,13 +453,19 @@ export class LockReplica {
   }
 
   /**
-   * Catching up under load: from the backup's first ack of its new copy on, nothing more commits
-   * without it (so clients cannot outrun it); it counts as in sync (and the arbiter is told) once
-   * it has acked everything committed before that switch. Waiting instead for it to ack the very
-   * last entry may never happen while clients keep writing.
+   * Catching up under load: once the backup can ack what it lacks within half a
+   * replicationTimeoutMs at the pace it acks now (at once after a quick copy), nothing more
+   * commits without it (so clients cannot outrun it); it counts as in sync (and the arbiter is
+   * told) once it has acked everything committed before that switch. Switching earlier would
+   * hold commits for the whole backlog of a long copy; waiting for it to ack the very last entry
+   * may never happen while clients keep writing.
    */
   private advanceSync(b: BackupTracker): void {
     if (!this.requireBackup) {
+      const s = this.options.settings;
+      const elapsedMs = this.nowMs - b.catchUpFromMs;
+      const pace = elapsedMs > 0 ? ((b.ackedIndex - b.baseIndex) * s.replicationTimeoutMs) / (2 * elapsedMs) : 0;
+      if (this.lastIndex - b.ackedIndex > Math.max(s.replicationBatchMax, pace)) return;
       this.requireBackup = true;
       b.syncTargetIndex = this.lastIndex;
     }
@@ -470,10 +479,9 @@ export class LockReplica {
     const b = this.backup;
     if (b.mode !== "inSync" && b.mode !== "syncing") return;
     const timeoutMs = this.options.settings.replicationTimeoutMs;
-    if (b.mode === "syncing") {
-      // A copy, and the catch-up on the entries that followed it, take as long as they take
-      // (commits wait during the catch-up, so clients cannot outrun it); either is dropped when
-      // it stops advancing.
+    if (b.mode === "syncing" && (this.copy !== null || !this.requireBackup)) {
+      // A copy, and the catch-up on the entries that followed it (commits do not wait for it
+      // yet), take as long as they take; either is dropped when it stops advancing.
       const copying = this.copy !== null;
       const limitMs = copying ? this.options.settings.syncProgressTimeoutMs : timeoutMs;
       if (this.nowMs - b.sinceMs > limitMs) this.declareBackupOutOfSync(copying ? "copy made no progress" : "catch-up made no progress");
@@ -957,7 +965,7 @@ function toAnswer(output: Output): ClientAnswer {
 }
 
 function freshTracker(): BackupTracker {
-  return { mode: "absent", ackedIndex: 0, baseIndex: 0, syncTargetIndex: Number.POSITIVE_INFINITY, sinceMs: 0, sentIndex: 0, lastSendMs: Number.NEGATIVE_INFINITY, lastContactMs: 0 };
+  return { mode: "absent", ackedIndex: 0, baseIndex: 0, syncTargetIndex: Number.POSITIVE_INFINITY, sinceMs: 0, catchUpFromMs: 0, sentIndex: 0, lastSendMs: Number.NEGATIVE_INFINITY, lastContactMs: 0 };
 }
 
 function emptyReady(): Ready {
