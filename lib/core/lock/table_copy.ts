@@ -83,8 +83,6 @@ export class CopySource implements TableWatcher {
     this.lockRefs = [...table.locks.values()];
     this.answered = machine.answeredEntries();
     this.startSeq = table.nextBornSeq;
-    assertStampOrder(this.sessionRefs, "sessions");
-    assertStampOrder(this.lockRefs, "locks");
     this.start = {
       appliedIndex: machine.appliedIndex,
       table: table.header(),
@@ -174,8 +172,14 @@ export class CopySource implements TableWatcher {
   private release(position: number): void {
     const sessions = this.start.sessions;
     for (let p = this.ackedPosition; p < position; p += 1) {
-      if (p < sessions) this.sessionBefore.delete(this.sessionRefs[p]);
-      else if (p - sessions < this.start.locks) this.lockBefore.delete(this.lockRefs[p - sessions]);
+      // Checked as the cursor passes (not all at the start: ~10 ms at 100,000 objects).
+      if (p < sessions) {
+        assertStampOrder(this.sessionRefs, p, "sessions");
+        this.sessionBefore.delete(this.sessionRefs[p]);
+      } else if (p - sessions < this.start.locks) {
+        assertStampOrder(this.lockRefs, p - sessions, "locks");
+        this.lockBefore.delete(this.lockRefs[p - sessions]);
+      }
     }
     this.ackedPosition = position;
     // Stamps ascend along each list, so "sent" is "stamped below the next one to send".
@@ -260,13 +264,10 @@ export class CopySink {
   }
 }
 
-function assertStampOrder(objects: Array<{ [BORN]?: number }>, what: string): void {
-  let last = Number.NEGATIVE_INFINITY;
-  for (const object of objects) {
-    const born = object[BORN];
-    assert(born !== undefined && born > last, `table ${what} are not in creation order`);
-    last = born;
-  }
+/** "Sent" is a comparison of stamps only if they ascend along the list (lock_table.ts BORN). */
+function assertStampOrder(objects: Array<{ [BORN]?: number }>, index: number, what: string): void {
+  const born = objects[index][BORN];
+  assert(born !== undefined && (index === 0 || born > objects[index - 1][BORN]!), `table ${what} are not in creation order at ${index}`);
 }
 
 /** UTF-8 length of a string without an encoder (a surrogate pair: 2 + 2 bytes for its two units). */
