@@ -25,11 +25,12 @@ import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
 import { assert, assertNever } from "../assert.ts";
 import { LockMachine, type LogEntry } from "./lock_machine.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
-import { type CopyChunk, CopySink, CopySource, type CopyStart } from "./table_copy.ts";
+import type { CopyChunk, CopyStart } from "./table_copy.ts";
+import { type BackupMode, backupProblem, type BackupTracker, copyingTracker, CopyPuller, CopyServer, freshTracker, mayRequireBackup } from "./resync.ts";
 import type { Settings } from "../../settings.ts";
 
 export type Role = "joining" | "primary" | "backup";
-export type BackupMode = "absent" | "syncing" | "inSync" | "outOfSync";
+export type { BackupMode };
 
 export type PeerMessage =
   /**
@@ -121,25 +122,6 @@ interface InFlight {
   syncGen?: number;
 }
 
-/** What the primary knows of its backup. */
-interface BackupTracker {
-  mode: BackupMode;
-  /** Highest index the backup applied (acked). */
-  ackedIndex: number;
-  /** Index of the snapshot it synced from: the replication log starts after it. */
-  baseIndex: number;
-  /** While syncing: it is in sync once it acked this (everything committed without it). */
-  syncTargetIndex: number;
-  /** When this tracker started (a new copy of the backup); while syncing, its last progress. */
-  sinceMs: number;
-  /** When it began to catch up on the entries after its copy (the copy complete). */
-  catchUpFromMs: number;
-  /** Highest index sent (acked or not). */
-  sentIndex: number;
-  lastSendMs: number;
-  lastContactMs: number;
-}
-
 export class LockReplica {
   role: Role = "joining";
   epoch = 0;
@@ -166,15 +148,13 @@ export class LockReplica {
   /** Generation of the copy the backup should have; bumped whenever it must sync again. */
   private syncGen = 0;
   /** The copy streaming to the backup, until it acks an append of its generation. */
-  private copy: CopySource | null = null;
+  private readonly copy: CopyServer;
 
   // Backup and joining state.
   private lastHeardMs = 0;
-  private copySyncGen = 0;
   private lastClaimMs = Number.NEGATIVE_INFINITY;
-  private syncInFlight = false;
-  /** A new copy being loaded; the old one (`machine`) stays until it is complete. */
-  private sink: CopySink | null = null;
+  /** Our copy's generation, and the new copy being loaded (the old one stays until it is complete). */
+  private readonly puller: CopyPuller;
   /** Our last promise to a primary not to take over ends here (this clock); we never serve before. */
   private promisedUntilMs = Number.NEGATIVE_INFINITY;
   /**
@@ -206,6 +186,8 @@ export class LockReplica {
   constructor(private readonly options: ReplicaOptions, nowMs: number) {
     this.nowMs = nowMs;
     this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
+    this.copy = new CopyServer(options.settings);
+    this.puller = new CopyPuller(options.nodeId, options.settings);
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold.
@@ -311,7 +293,7 @@ export class LockReplica {
       // Resend everything not acked; the backup skips what it already has.
       this.backup.sentIndex = this.resendFrom();
     }
-    if (request.kind === "sync") this.syncInFlight = false;
+    if (request.kind === "sync") this.puller.inFlight = false;
   }
 
   private resendFrom(): number {
@@ -380,7 +362,7 @@ export class LockReplica {
     const s = this.options.settings;
     const b = this.backup;
     // Entries after the cut wait until the backup holds the copy; heartbeats keep going.
-    const replicating = (b.mode === "syncing" || b.mode === "inSync") && this.copy === null;
+    const replicating = (b.mode === "syncing" || b.mode === "inSync") && !this.copy.copying;
     // Acks of later messages may overtake a resend point: never resend what is acked.
     b.sentIndex = Math.max(b.sentIndex, this.resendFrom());
     // Bounded: each round sends at least one entry or stops.
@@ -427,14 +409,8 @@ export class LockReplica {
     }
     // An answer about an older copy says nothing about the current one (it syncs again).
     if ((b.mode !== "syncing" && b.mode !== "inSync") || request.syncGen !== this.syncGen) return;
-    if (this.copy !== null) {
-      // Only an ok ack of this generation comes from the complete copy; until then the backup
-      // is loading it (or answers from its older one).
-      if (!answer.ok || answer.appliedIndex < b.baseIndex) return;
-      this.closeCopy();
-      b.sinceMs = this.nowMs;
-      b.catchUpFromMs = this.nowMs;
-    }
+    // While the backup loads a copy (or answers from an older one), its index says nothing yet.
+    if (this.copy.copying && !this.copy.completedBy(answer, b, this.nowMs)) return;
     assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
     assert(request.lastIndex === undefined || request.lastIndex <= this.lastIndex, "acked past the log");
     // A lower index is a late answer to an older message (pipelining reorders), not a lost copy:
@@ -452,20 +428,10 @@ export class LockReplica {
     this.advanceCommit();
   }
 
-  /**
-   * Catching up under load: once the backup can ack what it lacks within half a
-   * replicationTimeoutMs at the pace it acks now (at once after a quick copy), nothing more
-   * commits without it (so clients cannot outrun it); it counts as in sync (and the arbiter is
-   * told) once it has acked everything committed before that switch. Switching earlier would
-   * hold commits for the whole backlog of a long copy; waiting for it to ack the very last entry
-   * may never happen while clients keep writing.
-   */
+  /** Catching up under load (see `mayRequireBackup`): then in sync once it acked the target. */
   private advanceSync(b: BackupTracker): void {
     if (!this.requireBackup) {
-      const s = this.options.settings;
-      const elapsedMs = this.nowMs - b.catchUpFromMs;
-      const pace = elapsedMs > 0 ? ((b.ackedIndex - b.baseIndex) * s.replicationTimeoutMs) / (2 * elapsedMs) : 0;
-      if (this.lastIndex - b.ackedIndex > Math.max(s.replicationBatchMax, pace)) return;
+      if (!mayRequireBackup(b, this.lastIndex, this.nowMs, this.options.settings)) return;
       this.requireBackup = true;
       b.syncTargetIndex = this.lastIndex;
     }
@@ -477,31 +443,16 @@ export class LockReplica {
 
   private checkBackupHealth(): void {
     const b = this.backup;
-    if (b.mode !== "inSync" && b.mode !== "syncing") return;
-    const timeoutMs = this.options.settings.replicationTimeoutMs;
-    if (b.mode === "syncing" && (this.copy !== null || !this.requireBackup)) {
-      // A copy, and the catch-up on the entries that followed it (commits do not wait for it
-      // yet), take as long as they take; either is dropped when it stops advancing.
-      const copying = this.copy !== null;
-      const limitMs = copying ? this.options.settings.syncProgressTimeoutMs : timeoutMs;
-      if (this.nowMs - b.sinceMs > limitMs) this.declareBackupOutOfSync(copying ? "copy made no progress" : "catch-up made no progress");
-      return;
-    }
-    // A copy being synced is given its time from the start of the sync, not from when the
-    // oldest waiting change was appended (that may be long before, for the previous copy).
-    const oldestUnacked = this.pending.find((p) => p.index > b.ackedIndex);
-    if (oldestUnacked && this.nowMs - Math.max(oldestUnacked.appendedAtMs, b.sinceMs) > timeoutMs) {
-      this.declareBackupOutOfSync("no ack in time");
-    } else if (this.nowMs - b.lastContactMs > timeoutMs) {
-      this.declareBackupOutOfSync("backup silent");
-    }
+    const oldestUnackedMs = this.pending.find((p) => p.index > b.ackedIndex)?.appendedAtMs;
+    const problem = backupProblem(b, { copying: this.copy.copying, requireBackup: this.requireBackup, oldestUnackedMs, nowMs: this.nowMs }, this.options.settings);
+    if (problem !== null) this.declareBackupOutOfSync(problem);
   }
 
   private declareBackupOutOfSync(reason: string): void {
     if (this.backup.mode === "outOfSync") return;
     this.event("backupOutOfSync", { reason, acked: this.backup.ackedIndex, last: this.lastIndex });
     this.backup = { ...freshTracker(), mode: "outOfSync", lastContactMs: this.backup.lastContactMs };
-    this.closeCopy();
+    this.copy.close();
     this.syncGen += 1;
     this.log = [];
     // requireBackup stays until the arbiter confirms it recorded "out of sync".
@@ -548,7 +499,7 @@ export class LockReplica {
     this.renewAnsweredSeq = seq;
     this.arbiterInSync = request.backupInSync!;
     const mode = this.backup.mode;
-    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.copy !== null)) {
+    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.copy.copying)) {
       // The arbiter will not promote the backup now: changes may commit without it (also while
       // it loads a copy: advanceSync turns the requirement on again at its first ack).
       this.requireBackup = false;
@@ -578,52 +529,32 @@ export class LockReplica {
   private onSyncRequest(message: Extract<PeerMessage, { type: "syncRequest" }>): PeerMessage {
     const refusal = this.refuseSync(message);
     if (refusal) return refusal;
-    // A new request replaces a running copy: one stream at a time, memory bounded by one table.
-    this.closeCopy();
-    const copy = new CopySource(this.machine!, this.options.settings);
-    this.copy = copy;
-    // From here the backup gets every entry after the cut; it counts as having the copy only
-    // once it acks an append of this generation (complete), not while it streams.
+    // A new request replaces a running copy. From here the backup gets every entry after the
+    // cut; it counts as having the copy only once it acks an append of this generation.
+    const { start, items } = this.copy.start(this.machine!);
     this.syncGen += 1;
-    this.backup = {
-      ...freshTracker(),
-      mode: "syncing",
-      // Committed entries are all in the copy if nothing commits without the backup now.
-      syncTargetIndex: this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY,
-      sinceMs: this.nowMs,
-      baseIndex: copy.start.appliedIndex,
-      sentIndex: copy.start.appliedIndex,
-      lastContactMs: this.nowMs,
-    };
+    // Committed entries are all in the copy if nothing commits without the backup now.
+    this.backup = copyingTracker(start.appliedIndex, this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY, this.nowMs);
     this.log = [];
-    this.event("backupSyncing", { index: copy.start.appliedIndex, syncGen: this.syncGen, items: copy.total });
-    return { type: "syncStart", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, start: copy.start };
+    this.event("backupSyncing", { index: start.appliedIndex, syncGen: this.syncGen, items });
+    return { type: "syncStart", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, start };
   }
 
   private onSyncNext(message: Extract<PeerMessage, { type: "syncNext" }>): PeerMessage {
     const refusal = this.refuseSync(message);
     if (refusal) return refusal;
-    const copy = this.copy;
-    const acked = copy?.acked ?? 0;
-    const chunk = copy !== null && message.syncGen === this.syncGen ? copy.chunk(message.position) : null;
-    if (chunk === null) return this.nack(`no copy ${message.syncGen} at ${message.position}`);
+    const next = message.syncGen === this.syncGen ? this.copy.next(message.position) : null;
+    if (next === null) return this.nack(`no copy ${message.syncGen} at ${message.position}`);
     this.backup.lastContactMs = this.nowMs;
-    if (chunk.position > acked) this.backup.sinceMs = this.nowMs; // progress (not a repeat)
-    return { type: "syncChunk", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, chunk };
+    if (next.progress) this.backup.sinceMs = this.nowMs;
+    return { type: "syncChunk", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, chunk: next.chunk };
   }
 
   private refuseSync(message: { epoch: number }): PeerMessage | null {
     if (this.role !== "primary" || !this.machine) return this.nack("not primary");
-    if (message.epoch > this.epoch) {
-      this.stepDown(message.epoch, null, "sync request from a newer epoch");
-      return this.nack("stepped down");
-    }
-    return null;
-  }
-
-  private closeCopy(): void {
-    this.copy?.close();
-    this.copy = null;
+    if (message.epoch <= this.epoch) return null;
+    this.stepDown(message.epoch, null, "sync request from a newer epoch");
+    return this.nack("stepped down");
   }
 
   // ---- backup -----------------------------------------------------------------------------
@@ -640,13 +571,12 @@ export class LockReplica {
       this.requestSync();
       return this.ack(false, 0);
     }
-    if (message.syncGen > this.copySyncGen) {
-      // A copy being loaded of an older generation than the primary's is abandoned there.
-      if (this.sink !== null && message.syncGen > this.sink.syncGen) this.sink = null;
+    if (message.syncGen > this.puller.generation) {
+      this.puller.noteGeneration(message.syncGen);
       // The primary no longer counts our copy (we fell behind): ask for a new one, but keep the
       // old one until it arrives. While the arbiter still counts us in sync, this copy holds
       // every committed change, and it is what a takeover must start from.
-      if (!this.syncInFlight) this.event("copyStale", { syncGen: message.syncGen, had: this.copySyncGen });
+      if (!this.puller.inFlight && !this.puller.loading) this.event("copyStale", { syncGen: message.syncGen, had: this.puller.generation });
       this.requestSync();
       return this.ack(false, machine.appliedIndex);
     }
@@ -661,49 +591,31 @@ export class LockReplica {
   private tickBackup(): void {
     const s = this.options.settings;
     this.maybeWhois();
-    if (this.sink !== null) this.requestSync(); // a chunk request that failed is asked again
-    if (!this.machine) return this.requestSync();
+    if (!this.machine || this.puller.loading) this.requestSync(); // also a chunk request that failed
+    if (!this.machine) return;
     if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
   }
 
   /** Asks for a new copy, or for the next chunk of the one being loaded; one request at a time. */
   private requestSync(): void {
-    if (this.syncInFlight || this.primary === null) return;
-    this.syncInFlight = true;
+    if (this.puller.inFlight || this.primary === null) return;
     const ref = this.request({ kind: "sync", sentAtMs: this.nowMs });
-    const { nodeId: from } = this.options;
-    const sink = this.sink;
-    const message: PeerMessage = sink === null
-      ? { type: "syncRequest", from, epoch: this.epoch }
-      : { type: "syncNext", from, epoch: this.epoch, syncGen: sink.syncGen, position: sink.position };
-    this.out.send.push({ kind: "peer", ref, to: this.primary, message });
+    this.out.send.push({ kind: "peer", ref, to: this.primary, message: this.puller.request(this.epoch) });
   }
 
   private onSyncAnswer(answer: PeerMessage): void {
-    this.syncInFlight = false;
+    this.puller.inFlight = false;
     if (this.role !== "backup") return;
-    const ours = answer.epoch === this.epoch && answer.from === this.primary;
-    const s = this.options.settings;
-    if (ours && answer.type === "syncStart") {
-      this.sink = new CopySink(answer.syncGen, answer.start, s, s.answeredMax);
-    } else if (ours && answer.type === "syncChunk" && this.sink?.syncGen === answer.syncGen) {
-      if (!this.sink.accept(answer.chunk)) return;
-    } else {
-      if (answer.epoch > this.epoch) {
-        // A copy of a newer epoch comes from its primary; a nack names the primary it knows.
-        this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : answer.from, "newer epoch");
-      }
-      // The stream was replaced or dropped: the next tick or append asks for a new one.
-      this.sink = null;
-      return;
+    if (answer.epoch > this.epoch) {
+      // A copy of a newer epoch comes from its primary; a nack names the primary it knows.
+      return this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : answer.from, "newer epoch");
     }
-    const sink = this.sink;
-    if (!sink.done) return this.requestSync(); // pull the next chunk at once
-    this.machine = sink.finish();
-    this.copySyncGen = sink.syncGen;
-    this.sink = null;
+    const step = this.puller.take(answer, answer.epoch === this.epoch && answer.from === this.primary);
+    if (step === "next") return this.requestSync(); // pull the next chunk at once
+    if (step === "stop") return;
+    this.machine = step;
     this.lastHeardMs = this.nowMs;
-    this.event("synced", { index: this.machine.appliedIndex, primary: this.primary, items: sink.total });
+    this.event("synced", { index: step.appliedIndex, primary: this.primary });
   }
 
   /** Asks the arbiter to serve: with our copy if we have one (takeover), else as a fresh start. */
@@ -765,8 +677,8 @@ export class LockReplica {
     this.commitIndex = machine.appliedIndex;
     this.pending = [];
     this.log = [];
-    this.closeCopy();
-    this.sink = null;
+    this.copy.close();
+    this.puller.drop();
     this.syncGen += 1;
     // Continue the log's time base from where the last entry left it.
     this.timeOffsetMs = machine.lastAtMs - this.nowMs;
@@ -788,7 +700,7 @@ export class LockReplica {
       if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
     }
     this.pending = [];
-    this.closeCopy();
+    this.copy.close();
     if (primary !== null && primary !== this.options.nodeId) {
       this.followPrimary(Math.max(epoch, this.epoch), primary, reason);
     } else {
@@ -796,7 +708,7 @@ export class LockReplica {
       this.epoch = Math.max(epoch, this.epoch);
       this.primary = primary;
       this.machine = null;
-      this.sink = null;
+      this.puller.drop();
     }
   }
 
@@ -826,14 +738,14 @@ export class LockReplica {
     this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
     this.requireBackup = false;
     this.log = [];
-    this.closeCopy();
+    this.copy.close();
     this.backup = freshTracker();
     this.lastHeardMs = this.nowMs;
     // Our copy may hold changes the new primary never committed: start over from its snapshot.
     if (!sameCopy) {
       this.machine = null;
-      this.sink = null;
-      this.syncInFlight = false;
+      this.puller.drop();
+      this.puller.inFlight = false;
     }
     this.event("backup", { epoch: this.epoch, primary, reason });
   }
@@ -962,10 +874,6 @@ function toAnswer(output: Output): ClientAnswer {
   if (result.ok) return { ok: true, result };
   assert(result.error.code !== "not_primary", "the table never answers not_primary");
   return { ok: false, code: result.error.code as Exclude<typeof result.error.code, "not_primary">, message: result.error.message };
-}
-
-function freshTracker(): BackupTracker {
-  return { mode: "absent", ackedIndex: 0, baseIndex: 0, syncTargetIndex: Number.POSITIVE_INFINITY, sinceMs: 0, catchUpFromMs: 0, sentIndex: 0, lastSendMs: Number.NEGATIVE_INFINITY, lastContactMs: 0 };
 }
 
 function emptyReady(): Ready {
