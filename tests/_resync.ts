@@ -49,7 +49,7 @@ export async function fillLocks(url: string, options: { locks: number; sessions:
     // its timeout: ask again (an enter of a lock the session holds answers the same grant).
     for (;;) {
       if (Date.now() > endMs) throw new Error(`filling ${locks} locks took over ${deadlineMs} ms (${granted} granted)`);
-      const answer = await post(`${url}/v1/enter`, { name: `fill/${i}`, session: ids[i % ids.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } }));
+      const answer = await post(`${url}/v1/enter`, { name: `fill/${i}`, session: ids[i % ids.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } as Record<string, unknown> }));
       if (answer.body.granted === true) break;
       if (answer.status !== 0 && answer.status !== 421) throw new Error(`enter fill/${i}: ${answer.status} ${JSON.stringify(answer.body)}`);
       await sleep(50);
