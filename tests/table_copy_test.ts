@@ -245,6 +245,15 @@ function streamSteps(w: World, n: number, session: string): number {
   return committed;
 }
 
+/** A healthy cluster whose restarted backup is `chunks` chunks into its copy (its next request held). */
+function midCopy(chunks: number): World {
+  const w = healthy(SMALL_CHUNKS);
+  const [session] = fill(w, 20);
+  restartBackupHeld(w);
+  streamSteps(w, chunks, session);
+  return w;
+}
+
 function assertSameTables(w: World): void {
   const p = w.server("p").machine!;
   const b = w.server("b").machine!;
@@ -297,10 +306,7 @@ test("replica: a lost chunk is asked for again; the copy goes on from there (no 
 });
 
 test("replica: a chunk request that is never answered is asked again after its timeout and the copy goes on", () => {
-  const w = healthy(SMALL_CHUNKS);
-  const [session] = fill(w, 20);
-  restartBackupHeld(w);
-  streamSteps(w, 3, session);
+  const w = midCopy(3);
   assert.equal(w.held.splice(0).length, 1, "the backup's next chunk request vanishes (no answer, no failure)");
   w.hold = () => false;
   w.run(2 * w.settings.peerTimeoutMs + 500);
@@ -309,10 +315,7 @@ test("replica: a chunk request that is never answered is asked again after its t
 });
 
 test("replica: a copy whose backup stops asking is dropped after syncProgressTimeoutMs of no progress, not before", () => {
-  const w = healthy(SMALL_CHUNKS);
-  const [session] = fill(w, 20);
-  restartBackupHeld(w);
-  streamSteps(w, 3, session);
+  const w = midCopy(3);
   w.crash("b");
   w.held.splice(0);
   w.run(w.settings.syncProgressTimeoutMs - 300);
@@ -322,10 +325,7 @@ test("replica: a copy whose backup stops asking is dropped after syncProgressTim
 });
 
 test("replica: a backup that restarts mid-copy starts a new stream, which replaces the old one at the primary", () => {
-  const w = healthy(SMALL_CHUNKS);
-  const [session] = fill(w, 20);
-  restartBackupHeld(w);
-  streamSteps(w, 4, session);
+  const w = midCopy(4);
   w.held.splice(0);
   w.crash("b");
   w.hold = () => false;
