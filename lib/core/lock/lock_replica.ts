@@ -615,7 +615,7 @@ export class LockReplica {
     if (step === "stop") return;
     this.machine = step;
     this.lastHeardMs = this.nowMs;
-    this.event("synced", { index: step.appliedIndex, primary: this.primary });
+    this.event("synced", { index: step.appliedIndex, primary: this.primary, syncGen: this.puller.generation });
   }
 
   /** Asks the arbiter to serve: with our copy if we have one (takeover), else as a fresh start. */

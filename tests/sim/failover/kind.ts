@@ -33,6 +33,8 @@ import { FAILOVER_CHECKERS, FailoverChecks } from "./checkers.ts";
 import { FailoverServerActor } from "./server.ts";
 import { servesThroughOneFault } from "./availability.ts";
 import { fillTable } from "./filler.ts";
+import { CopyCutChecker } from "./copy_checker.ts";
+import type { FailoverServerObserver } from "./server.ts";
 
 export const PRIMARY_ID = "fp";
 export const BACKUP_ID = "fb";
@@ -249,8 +251,17 @@ export const FAILOVER_KIND: NodeKind = {
     const checks = new FailoverChecks(sim);
     const clientIds = () => clients.map((c) => c.id);
     const prng = sim.prng.fork("failover");
-    const fp = new FailoverServerActor(sim, PRIMARY_ID, sim.newClock(), settings, BACKUP_ID, ARBITER_ID, checks, clientIds);
-    const fb = new FailoverServerActor(sim, BACKUP_ID, sim.newClock(), settings, PRIMARY_ID, ARBITER_ID, checks, clientIds);
+    const copyCut = new CopyCutChecker(sim);
+    const observer: FailoverServerObserver = {
+      committedGrant: (server, grant) => checks.committedGrant(server, grant),
+      event: (server, event, fields) => {
+        checks.event(server, event, fields);
+        copyCut.event(server, event, fields);
+      },
+      sawEpoch: (server, epoch) => checks.sawEpoch(server, epoch),
+    };
+    const fp = new FailoverServerActor(sim, PRIMARY_ID, sim.newClock(), settings, BACKUP_ID, ARBITER_ID, observer, clientIds);
+    const fb = new FailoverServerActor(sim, BACKUP_ID, sim.newClock(), settings, PRIMARY_ID, ARBITER_ID, observer, clientIds);
     const fa = new ArbiterActor(sim, ARBITER_ID, sim.newClock(), {
       primaryId: PRIMARY_ID,
       backupId: BACKUP_ID,
