@@ -50,7 +50,7 @@ export function copyingTracker(index: number, syncTargetIndex: number, nowMs: nu
 }
 
 /**
- * Catching up under load: once the backup can ack what it lacks within half a
+ * Catching up under load: once the backup can ack what it lacks within a quarter of
  * replicationTimeoutMs at the pace it acks now (at once after a quick copy), nothing more commits
  * without it (so clients cannot outrun it); it counts as in sync (and the arbiter is told) once
  * it has acked everything committed before that switch. Switching earlier would hold commits for
@@ -59,7 +59,8 @@ export function copyingTracker(index: number, syncTargetIndex: number, nowMs: nu
  */
 export function mayRequireBackup(b: BackupTracker, lastIndex: number, nowMs: number, s: Pick<Settings, "replicationTimeoutMs" | "replicationBatchMax">): boolean {
   const elapsedMs = nowMs - b.catchUpFromMs;
-  const pace = elapsedMs > 0 ? ((b.ackedIndex - b.baseIndex) * s.replicationTimeoutMs) / (2 * elapsedMs) : 0;
+  // A quarter: the pace is an average since the copy ended, and clients wait for the whole rest.
+  const pace = elapsedMs > 0 ? ((b.ackedIndex - b.baseIndex) * s.replicationTimeoutMs) / (4 * elapsedMs) : 0;
   return lastIndex - b.ackedIndex <= Math.max(s.replicationBatchMax, pace);
 }
 
