@@ -78,6 +78,9 @@ export const DEFAULT_SETTINGS = {
   answeredMax: 10_000, // answers remembered for idempotent retries (oldest forgotten first)
   tokenCeilingStep: 1_000_000, // the arbiter's record caps fencing tokens; a primary has the cap raised by this much at a time (a fresh table starts above it)
   peerBodyBytesMax: 16_777_216, // one replication message between servers
+  syncChunkItemsMax: 1_000, // sessions, locks or answers per chunk of a returning backup's copy (each chunk costs the primary ~1-2 ms)
+  syncChunkBytesMax: 262_144, // JSON bytes per copy chunk (one item beyond it goes alone)
+  syncProgressTimeoutMs: 3_000, // a copy to the backup that advanced no chunk this long is dropped (the backup asks again)
   bootstrapWaitMs: 3_000, // at a cluster's first start the backup may serve if the primary never came
 };
 
@@ -181,6 +184,16 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     `must be at most primarySilenceMs / 2 (${s.primarySilenceMs / 2})`,
   );
   relation(s.tickMs <= s.heartbeatMs, "tickMs", `must be at most heartbeatMs (${s.heartbeatMs})`);
+  relation(
+    s.syncChunkBytesMax * 4 <= s.peerBodyBytesMax,
+    "syncChunkBytesMax",
+    `must be at most peerBodyBytesMax / 4 (${Math.floor(s.peerBodyBytesMax / 4)}): a chunk's JSON, escaped once more in its message, with room for one large item`,
+  );
+  relation(
+    s.syncProgressTimeoutMs >= 2 * s.peerTimeoutMs,
+    "syncProgressTimeoutMs",
+    `must be at least 2 × peerTimeoutMs (${2 * s.peerTimeoutMs}): a lost chunk is asked for again after peerTimeoutMs and must not end the copy`,
+  );
   return problems;
 }
 

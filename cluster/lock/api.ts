@@ -11,9 +11,10 @@ import { errorOf, errorResponse, field, installErrorHandlers, onlyFields, parseJ
 import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
+import type { LoopStallView } from "../stall_monitor.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
-export type LockStatus = { node: { id: string; role: string } } & StatusView;
+export type LockStatus = { node: { id: string; role: string } } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -22,6 +23,8 @@ export interface LockApiOptions {
   /** Base URL of a cluster member, for "not primary" hints. */
   urlOf?: (id: string) => string | undefined;
   onInternalError?: (error: Error) => void;
+  /** The event loop's longest stalls (the server process; absent in the simulator). */
+  loopStall?: () => LoopStallView;
 }
 
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
@@ -220,7 +223,12 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
-  app.get("/v1/status", (c) => c.json({ node: { id: options.nodeId, role: options.role }, ...service.view() } satisfies LockStatus));
+  app.get("/v1/status", (c) => {
+    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.() };
+    // `?summary=1`: without the sessions and locks, cheap at any table size (benches poll it).
+    if (c.req.query("summary") === "1") return c.json({ ...head, ...service.summary() });
+    return c.json({ ...head, ...service.view() } satisfies LockStatus);
+  });
 
   app.get("/v1/sessions", (c) => c.json({ sessions: service.view().sessions }));
 
@@ -256,7 +264,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
  * the shape is checked, so a malformed message throws a RequestError and changes nothing.
  */
 export function answerPeer(service: LockService, settings: Settings, text: string): { message: PeerMessage; body: string } {
-  const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append or syncRequest)");
+  const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append, syncRequest or syncNext)");
   return { message, body: encodePeerBody(service.peerMessage(message)) };
 }
 
@@ -270,5 +278,6 @@ function unwrap(answer: ClientAnswer) {
 function isPeerRequest(message: Record<string, unknown>): message is PeerMessage & Record<string, unknown> {
   if (typeof message.from !== "string" || !Number.isSafeInteger(message.epoch)) return false;
   if (message.type === "syncRequest") return true;
+  if (message.type === "syncNext") return Number.isSafeInteger(message.syncGen) && Number.isSafeInteger(message.position);
   return message.type === "append" && Number.isSafeInteger(message.syncGen) && Array.isArray(message.entries);
 }

@@ -12,6 +12,7 @@ import type { Logger } from "../log.ts";
 import { httpPeerTransport } from "../peer_transport.ts";
 import { serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
+import { StallMonitor } from "../stall_monitor.ts";
 import type { RunningNode } from "../running_node.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -37,7 +38,10 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     // in µs, so tokens keep growing across such restarts as long as the clock does not step back.
     tokenFloor: Date.now() * 1000,
   });
+  // The longest event-loop stall, for status (a resync must not freeze the primary: docs/bench.md).
+  const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => log.event("loopStall", { stallMs }));
   const app = createLockApp(service, {
+    loopStall: () => stalls.view(),
     nodeId: node.id,
     role: node.role,
     settings,
@@ -49,10 +53,12 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   const ticker = setInterval(() => service.tick(), settings.tickMs);
+  stalls.start();
   return {
     url: `http://${node.host}:${server.port}`,
     async stop() {
       clearInterval(ticker);
+      stalls.stop();
       service.stop();
       await server.close();
     },

@@ -77,13 +77,23 @@ export class LockMachine {
   }
 
   snapshot(): LockMachineSnapshot {
-    return { appliedIndex: this.applied, table: this.table.snapshot(), answered: [...this.answered.entries()] };
+    return { appliedIndex: this.applied, table: this.table.snapshot(), answered: this.answeredEntries() };
   }
 
   static fromSnapshot(snapshot: LockMachineSnapshot, limits: LockTableLimits, answeredMax: number): LockMachine {
-    const machine = new LockMachine(LockTable.fromSnapshot(snapshot.table, limits), answeredMax);
-    machine.applied = snapshot.appliedIndex;
-    machine.answered = new Map(snapshot.answered);
+    return LockMachine.fromParts(LockTable.fromSnapshot(snapshot.table, limits), snapshot.appliedIndex, snapshot.answered, answeredMax);
+  }
+
+  /** The remembered answers, oldest first (a streamed copy takes them at its start). */
+  answeredEntries(): Array<[string, Output["result"]]> {
+    return [...this.answered.entries()];
+  }
+
+  /** A machine at `appliedIndex` from a table and the answers remembered then (a copy's end). */
+  static fromParts(table: LockTable, appliedIndex: number, answered: Array<[string, Output["result"]]>, answeredMax: number): LockMachine {
+    const machine = new LockMachine(table, answeredMax);
+    machine.applied = appliedIndex;
+    machine.answered = new Map(answered);
     return machine;
   }
 }

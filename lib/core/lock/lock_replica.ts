@@ -24,12 +24,14 @@
 import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
 import { freshGraceMs, freshTokenFloor, type PrimaryRecordView, RecordCover } from "./arbiter_record.ts";
 import { assert, assertNever } from "../assert.ts";
-import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
+import { LockMachine, type LogEntry } from "./lock_machine.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
+import type { CopyChunk, CopyStart } from "./table_copy.ts";
+import { type BackupMode, backupProblem, type BackupTracker, copyingTracker, CopyPuller, CopyServer, freshTracker, mayRequireBackup } from "./resync.ts";
 import type { Settings } from "../../settings.ts";
 
 export type Role = "joining" | "primary" | "backup";
-export type BackupMode = "absent" | "syncing" | "inSync" | "outOfSync";
+export type { BackupMode };
 
 export type PeerMessage =
   /**
@@ -42,9 +44,15 @@ export type PeerMessage =
    * no promise). The primary counts it from the append's send time: a lease on serving.
    */
   | { type: "appendAck"; from: string; epoch: number; ok: boolean; appliedIndex: number; promiseMs: number }
-  /** `incarnation`: the asking process's id, which the primary's in-sync report names to the arbiter. */
+  /**
+   * A backup without a current copy asks for one; the answer starts a new stream (table_copy.ts).
+   * `incarnation`: the asking process's id, which the primary's in-sync report names to the arbiter.
+   */
   | { type: "syncRequest"; from: string; epoch: number; incarnation?: string }
-  | { type: "snapshot"; from: string; epoch: number; syncGen: number; snapshot: LockMachineSnapshot }
+  | { type: "syncStart"; from: string; epoch: number; syncGen: number; start: CopyStart }
+  /** The backup pulls the copy of `syncGen` one chunk at a time, from `position` on. */
+  | { type: "syncNext"; from: string; epoch: number; syncGen: number; position: number }
+  | { type: "syncChunk"; from: string; epoch: number; syncGen: number; chunk: CopyChunk }
   /** Refusal from a server in another epoch or role; carries what it knows. */
   | { type: "nack"; from: string; epoch: number; primary: string | null; reason: string };
 
@@ -83,6 +91,9 @@ export type ReplicaSettings = Pick<
   | "answeredMax"
   | "tokenCeilingStep"
   | "sessionTtlMs"
+  | "syncChunkItemsMax"
+  | "syncChunkBytesMax"
+  | "syncProgressTimeoutMs"
 > & LockTableLimits;
 
 export interface ReplicaOptions {
@@ -119,25 +130,6 @@ interface InFlight {
   syncGen?: number;
 }
 
-/** What the primary knows of its backup. */
-interface BackupTracker {
-  mode: BackupMode;
-  /** Highest index the backup applied (acked). */
-  ackedIndex: number;
-  /** Index of the snapshot it synced from: the replication log starts after it. */
-  baseIndex: number;
-  /** While syncing: it is in sync once it acked this (everything committed without it). */
-  syncTargetIndex: number;
-  /** When this tracker started (a new copy of the backup). */
-  sinceMs: number;
-  /** Highest index sent (acked or not). */
-  sentIndex: number;
-  lastSendMs: number;
-  lastContactMs: number;
-  /** The backup process this copy went to (its syncRequest's id), named in in-sync reports. */
-  incarnation?: string;
-}
-
 export class LockReplica {
   role: Role = "joining";
   epoch = 0;
@@ -165,12 +157,14 @@ export class LockReplica {
   private syncGen = 0;
   /** What the arbiter's record must cover before a commit (tokens, TTLs; arbiter_record.ts). */
   private readonly record: RecordCover;
+  /** The copy streaming to the backup, until it acks an append of its generation. */
+  private readonly copy: CopyServer;
 
   // Backup and joining state.
   private lastHeardMs = 0;
-  private copySyncGen = 0;
   private lastClaimMs = Number.NEGATIVE_INFINITY;
-  private syncInFlight = false;
+  /** Our copy's generation, and the new copy being loaded (the old one stays until it is complete). */
+  private readonly puller: CopyPuller;
   /** Our last promise to a primary not to take over ends here (this clock); we never serve before. */
   private promisedUntilMs = Number.NEGATIVE_INFINITY;
   /**
@@ -203,6 +197,8 @@ export class LockReplica {
     this.nowMs = nowMs;
     this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
     this.record = new RecordCover(options.settings);
+    this.copy = new CopyServer(options.settings);
+    this.puller = new CopyPuller(options.nodeId, options.settings);
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold.
@@ -251,8 +247,11 @@ export class LockReplica {
         return this.onAppend(message);
       case "syncRequest":
         return this.onSyncRequest(message);
+      case "syncNext":
+        return this.onSyncNext(message);
       case "appendAck":
-      case "snapshot":
+      case "syncStart":
+      case "syncChunk":
       case "nack":
         return this.nack(`${message.type} is an answer, not a request`);
       default:
@@ -305,7 +304,7 @@ export class LockReplica {
       // Resend everything not acked; the backup skips what it already has.
       this.backup.sentIndex = this.resendFrom();
     }
-    if (request.kind === "sync") this.syncInFlight = false;
+    if (request.kind === "sync") this.puller.inFlight = false;
   }
 
   private resendFrom(): number {
@@ -374,7 +373,8 @@ export class LockReplica {
     if (peer === null || this.role !== "primary") return;
     const s = this.options.settings;
     const b = this.backup;
-    const replicating = b.mode === "syncing" || b.mode === "inSync";
+    // Entries after the cut wait until the backup holds the copy; heartbeats keep going.
+    const replicating = (b.mode === "syncing" || b.mode === "inSync") && !this.copy.copying;
     // Acks of later messages may overtake a resend point: never resend what is acked.
     b.sentIndex = Math.max(b.sentIndex, this.resendFrom());
     // Bounded: each round sends at least one entry or stops.
@@ -421,12 +421,15 @@ export class LockReplica {
     }
     // An answer about an older copy says nothing about the current one (it syncs again).
     if ((b.mode !== "syncing" && b.mode !== "inSync") || request.syncGen !== this.syncGen) return;
+    // While the backup loads a copy (or answers from an older one), its index says nothing yet.
+    if (this.copy.copying && !this.copy.completedBy(answer, b, this.nowMs)) return;
     assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
     assert(request.lastIndex === undefined || request.lastIndex <= this.lastIndex, "acked past the log");
     // A lower index is a late answer to an older message (pipelining reorders), not a lost copy:
     // a backup that really lost its state asks for a snapshot, which resets this tracker.
     if (answer.appliedIndex > b.ackedIndex && answer.appliedIndex >= b.baseIndex) {
       b.ackedIndex = answer.appliedIndex;
+      if (b.mode === "syncing" && !this.requireBackup) b.sinceMs = this.nowMs; // progress (see checkBackupHealth)
       const drop = this.log.findIndex((e) => e.index > b.ackedIndex);
       this.log = drop < 0 ? [] : this.log.slice(drop);
     }
@@ -437,14 +440,10 @@ export class LockReplica {
     this.advanceCommit();
   }
 
-  /**
-   * Catching up under load: from the backup's first ack of its new copy on, nothing more commits
-   * without it; it counts as in sync (and the arbiter is told) once it has acked everything
-   * committed before that switch, which is little: the snapshot was just taken. Waiting instead
-   * for it to ack the very last entry may never happen while clients keep writing.
-   */
+  /** Catching up under load (see `mayRequireBackup`): then in sync once it acked the target. */
   private advanceSync(b: BackupTracker): void {
     if (!this.requireBackup) {
+      if (!mayRequireBackup(b, this.lastIndex, this.nowMs, this.options.settings)) return;
       this.requireBackup = true;
       b.syncTargetIndex = this.lastIndex;
     }
@@ -456,22 +455,16 @@ export class LockReplica {
 
   private checkBackupHealth(): void {
     const b = this.backup;
-    if (b.mode !== "inSync" && b.mode !== "syncing") return;
-    const timeoutMs = this.options.settings.replicationTimeoutMs;
-    // A copy being synced is given its time from the start of the sync, not from when the
-    // oldest waiting change was appended (that may be long before, for the previous copy).
-    const oldestUnacked = this.pending.find((p) => p.index > b.ackedIndex);
-    if (oldestUnacked && this.nowMs - Math.max(oldestUnacked.appendedAtMs, b.sinceMs) > timeoutMs) {
-      this.declareBackupOutOfSync("no ack in time");
-    } else if (this.nowMs - b.lastContactMs > timeoutMs) {
-      this.declareBackupOutOfSync("backup silent");
-    }
+    const oldestUnackedMs = this.pending.find((p) => p.index > b.ackedIndex)?.appendedAtMs;
+    const problem = backupProblem(b, { copying: this.copy.copying, requireBackup: this.requireBackup, oldestUnackedMs, nowMs: this.nowMs }, this.options.settings);
+    if (problem !== null) this.declareBackupOutOfSync(problem);
   }
 
   private declareBackupOutOfSync(reason: string): void {
     if (this.backup.mode === "outOfSync") return;
     this.event("backupOutOfSync", { reason, acked: this.backup.ackedIndex, last: this.lastIndex });
     this.backup = { ...freshTracker(), mode: "outOfSync", lastContactMs: this.backup.lastContactMs };
+    this.copy.close();
     this.syncGen += 1;
     this.log = [];
     // requireBackup stays until the arbiter confirms it recorded "out of sync".
@@ -525,8 +518,9 @@ export class LockReplica {
     this.renewAnsweredSeq = seq;
     this.arbiterInSync = request.backupInSync!;
     const mode = this.backup.mode;
-    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent")) {
-      // The arbiter will not promote the backup now: changes may commit without it.
+    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.copy.copying)) {
+      // The arbiter will not promote the backup now: changes may commit without it (also while
+      // it loads a copy: advanceSync turns the requirement on again at its first ack).
       this.requireBackup = false;
       this.advanceCommit();
     }
@@ -553,29 +547,34 @@ export class LockReplica {
   }
 
   private onSyncRequest(message: Extract<PeerMessage, { type: "syncRequest" }>): PeerMessage {
-    if (this.role !== "primary" || !this.machine) return this.nack("not primary");
-    if (message.epoch > this.epoch) {
-      this.stepDown(message.epoch, null, "sync request from a newer epoch");
-      return this.nack("stepped down");
-    }
-    const snapshot = this.machine.snapshot();
-    // From here the backup gets every entry after the snapshot; it counts as having the snapshot
-    // only once it acks it (installed), not when it is sent.
+    const refusal = this.refuseSync(message);
+    if (refusal) return refusal;
+    // A new request replaces a running copy. From here the backup gets every entry after the
+    // cut; it counts as having the copy only once it acks an append of this generation.
+    const { start, items } = this.copy.start(this.machine!);
     this.syncGen += 1;
-    this.backup = {
-      ...freshTracker(),
-      mode: "syncing",
-      incarnation: message.incarnation,
-      // Committed entries are all in the snapshot if nothing commits without the backup now.
-      syncTargetIndex: this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY,
-      sinceMs: this.nowMs,
-      baseIndex: snapshot.appliedIndex,
-      sentIndex: snapshot.appliedIndex,
-      lastContactMs: this.nowMs,
-    };
+    // Committed entries are all in the copy if nothing commits without the backup now.
+    this.backup = copyingTracker(start.appliedIndex, this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY, this.nowMs, message.incarnation);
     this.log = [];
-    this.event("backupSyncing", { index: snapshot.appliedIndex, syncGen: this.syncGen });
-    return { type: "snapshot", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, snapshot };
+    this.event("backupSyncing", { index: start.appliedIndex, syncGen: this.syncGen, items });
+    return { type: "syncStart", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, start };
+  }
+
+  private onSyncNext(message: Extract<PeerMessage, { type: "syncNext" }>): PeerMessage {
+    const refusal = this.refuseSync(message);
+    if (refusal) return refusal;
+    const next = message.syncGen === this.syncGen ? this.copy.next(message.position) : null;
+    if (next === null) return this.nack(`no copy ${message.syncGen} at ${message.position}`);
+    this.backup.lastContactMs = this.nowMs;
+    if (next.progress) this.backup.sinceMs = this.nowMs;
+    return { type: "syncChunk", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, chunk: next.chunk };
+  }
+
+  private refuseSync(message: { epoch: number }): PeerMessage | null {
+    if (this.role !== "primary" || !this.machine) return this.nack("not primary");
+    if (message.epoch <= this.epoch) return null;
+    this.stepDown(message.epoch, null, "sync request from a newer epoch");
+    return this.nack("stepped down");
   }
 
   // ---- backup -----------------------------------------------------------------------------
@@ -592,11 +591,12 @@ export class LockReplica {
       this.requestSync();
       return this.ack(false, 0);
     }
-    if (message.syncGen > this.copySyncGen) {
+    if (message.syncGen > this.puller.generation) {
+      this.puller.noteGeneration(message.syncGen);
       // The primary no longer counts our copy (we fell behind): ask for a new one, but keep the
       // old one until it arrives. While the arbiter still counts us in sync, this copy holds
       // every committed change, and it is what a takeover must start from.
-      if (!this.syncInFlight) this.event("copyStale", { syncGen: message.syncGen, had: this.copySyncGen });
+      if (!this.puller.inFlight && !this.puller.loading) this.event("copyStale", { syncGen: message.syncGen, had: this.puller.generation });
       this.requestSync();
       return this.ack(false, machine.appliedIndex);
     }
@@ -611,41 +611,35 @@ export class LockReplica {
   private tickBackup(): void {
     const s = this.options.settings;
     this.maybeWhois();
+    if (!this.machine || this.puller.loading) this.requestSync(); // also a chunk request that failed
     // Also without a copy: a claim without state tells the arbiter this process's copy is gone
     // (the primary may be a restarted one waiting for it; arbiter.ts, backupCopyLost).
     if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
-    if (!this.machine) return this.requestSync();
   }
 
+  /** Asks for a new copy, or for the next chunk of the one being loaded; one request at a time. */
   private requestSync(): void {
-    if (this.syncInFlight || this.primary === null) return;
-    this.syncInFlight = true;
+    if (this.puller.inFlight || this.primary === null) return;
     const ref = this.request({ kind: "sync", sentAtMs: this.nowMs });
-    this.out.send.push({
-      kind: "peer",
-      ref,
-      to: this.primary,
-      message: { type: "syncRequest", from: this.options.nodeId, epoch: this.epoch, incarnation: this.options.incarnation },
-    });
+    this.out.send.push({ kind: "peer", ref, to: this.primary, message: this.puller.request(this.epoch, this.options.incarnation) });
   }
 
   private onSyncAnswer(answer: PeerMessage): void {
-    this.syncInFlight = false;
+    this.puller.inFlight = false;
     if (this.role !== "backup") return;
-    if (answer.type !== "snapshot" || answer.epoch !== this.epoch || answer.from !== this.primary) {
-      if (answer.epoch > this.epoch) {
-        // A snapshot of a newer epoch comes from its primary; a nack names the primary it knows.
-        this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : answer.from, "newer epoch");
-      }
-      return;
+    if (answer.epoch > this.epoch) {
+      // A copy of a newer epoch comes from its primary; a nack names the primary it knows.
+      return this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : answer.from, "newer epoch");
     }
-    // A late answer to an earlier request (two were in flight) must not roll our copy back.
-    if (this.machine !== null && answer.syncGen <= this.copySyncGen) return;
-    const s = this.options.settings;
-    this.machine = LockMachine.fromSnapshot(answer.snapshot, s, s.answeredMax);
-    this.copySyncGen = answer.syncGen;
+    // A late answer to an earlier request (two were in flight across a role change) must not
+    // start loading a copy older than the one we hold (seed 21 rolled the copy back).
+    if (this.machine !== null && answer.type === "syncStart" && answer.syncGen <= this.puller.generation) return;
+    const step = this.puller.take(answer, answer.epoch === this.epoch && answer.from === this.primary);
+    if (step === "next") return this.requestSync(); // pull the next chunk at once
+    if (step === "stop") return;
+    this.machine = step;
     this.lastHeardMs = this.nowMs;
-    this.event("synced", { index: this.machine.appliedIndex, primary: this.primary });
+    this.event("synced", { index: step.appliedIndex, primary: this.primary, syncGen: this.puller.generation });
   }
 
   /** Asks the arbiter to serve: with our copy if we have one (takeover), else as a fresh start. */
@@ -712,6 +706,8 @@ export class LockReplica {
     this.commitIndex = machine.appliedIndex;
     this.pending = [];
     this.log = [];
+    this.copy.close();
+    this.puller.drop();
     this.syncGen += 1;
     // Continue the log's time base from where the last entry left it.
     this.timeOffsetMs = machine.lastAtMs - this.nowMs;
@@ -734,6 +730,7 @@ export class LockReplica {
       if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
     }
     this.pending = [];
+    this.copy.close();
     if (primary !== null && primary !== this.options.nodeId) {
       this.followPrimary(Math.max(epoch, this.epoch), primary, reason);
     } else {
@@ -741,6 +738,7 @@ export class LockReplica {
       this.epoch = Math.max(epoch, this.epoch);
       this.primary = primary;
       this.machine = null;
+      this.puller.drop();
     }
   }
 
@@ -770,12 +768,14 @@ export class LockReplica {
     this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
     this.requireBackup = false;
     this.log = [];
+    this.copy.close();
     this.backup = freshTracker();
     this.lastHeardMs = this.nowMs;
     // Our copy may hold changes the new primary never committed: start over from its snapshot.
     if (!sameCopy) {
       this.machine = null;
-      this.syncInFlight = false;
+      this.puller.drop();
+      this.puller.inFlight = false;
     }
     this.event("backup", { epoch: this.epoch, primary, reason });
   }
@@ -909,10 +909,6 @@ function toAnswer(output: Output): ClientAnswer {
   if (result.ok) return { ok: true, result };
   assert(result.error.code !== "not_primary", "the table never answers not_primary");
   return { ok: false, code: result.error.code as Exclude<typeof result.error.code, "not_primary">, message: result.error.message };
-}
-
-function freshTracker(): BackupTracker {
-  return { mode: "absent", ackedIndex: 0, baseIndex: 0, syncTargetIndex: Number.POSITIVE_INFINITY, sinceMs: 0, sentIndex: 0, lastSendMs: Number.NEGATIVE_INFINITY, lastContactMs: 0 };
 }
 
 function emptyReady(): Ready {

@@ -24,6 +24,8 @@ import type { Settings } from "../../settings.ts";
 export type Mode = "exclusive" | "shared";
 
 export interface Session {
+  /** Creation order in this table (hidden: not in snapshots; see `TableWatcher`). */
+  [BORN]?: number;
   id: string;
   ttlMs: number;
   createdAtMs: number;
@@ -56,6 +58,8 @@ export interface Waiter {
 }
 
 export interface LockState {
+  /** Creation order in this table (hidden: not in snapshots; see `TableWatcher`). */
+  [BORN]?: number;
   name: string;
   holders: Holder[];
   queue: Waiter[];
@@ -138,16 +142,43 @@ export interface LockTableOptions {
   tokenFloor: number;
 }
 
-/** Plain-data copy of the whole table: what the backup loads and `status` shows. */
-export interface LockTableSnapshot {
+/** The table's scalars: what a copy carries besides its sessions and locks. */
+export interface LockTableHeader {
   nowMs: number;
   lastToken: number;
   sessionSeq: number;
   sessionIdPrefix: string;
-  sessions: Array<Omit<Session, "locks" | "leftCalls"> & { leftCalls?: string[] }>;
-  locks: LockState[];
-  /** No grant before this (holdGrants); absent in snapshots from before, and when 0. */
+  /** No grant before this (a fresh table's grace, holdGrants); absent when never held. */
   grantsFromMs?: number;
+}
+
+/** A session as a snapshot (and a streamed copy) carries it: without its lock index. */
+export type SessionCopy = Omit<Session, "locks" | "leftCalls" | typeof BORN> & { leftCalls?: string[] };
+
+/** Plain-data copy of the whole table: what the backup loads and `status` shows. */
+export interface LockTableSnapshot extends LockTableHeader {
+  sessions: SessionCopy[];
+  locks: LockState[];
+}
+
+/**
+ * Creation stamp of sessions and locks, a symbol so no snapshot or spread-free copy carries it.
+ * Stamps grow with each creation, so each map's insertion order is stamp order (a key is set
+ * once per object; a lock freed and taken again is a new object at the end). A streamed copy
+ * (table_copy.ts) relies on both: "existed when the copy started" and "already sent" are each
+ * one comparison of stamps.
+ */
+export const BORN: unique symbol = Symbol("bornSeq");
+
+/**
+ * Told before the table changes or deletes a session or lock (its pre-image is still intact),
+ * so a copy in progress can keep the version it must send. Every mutation site of a session's
+ * fields (not its `locks` index, which a copy rebuilds) and of a lock calls it first; the
+ * consistency tests of table_copy_test.ts and the simulator prove none is missed.
+ */
+export interface TableWatcher {
+  beforeSessionChange(session: Session): void;
+  beforeLockChange(lock: LockState): void;
 }
 
 const LOCK_NAME_PATTERN = /^[A-Za-z0-9._:/-]+$/;
@@ -166,6 +197,9 @@ export class LockTable {
   private grantsFromMs = 0;
   /** A lower bound of every session expiry, waiter deadline and lock-delay end: ticks are O(1) until it. */
   private dueAtMs = Number.POSITIVE_INFINITY;
+  /** The last creation stamp given (see BORN). */
+  private bornSeq = 0;
+  private watcher: TableWatcher | null = null;
 
   constructor(private readonly options: LockTableOptions) {
     assert(Number.isSafeInteger(options.tokenFloor) && options.tokenFloor >= 0, "tokenFloor must be a safe integer");
@@ -185,6 +219,17 @@ export class LockTable {
   /** The highest fencing token granted so far. */
   get highestToken(): number {
     return this.lastToken;
+  }
+
+  /** The stamp the next session or lock created gets; everything existing has a lower one. */
+  get nextBornSeq(): number {
+    return this.bornSeq + 1;
+  }
+
+  /** Sets (or, with null, removes) the one watcher of changes; a copy in progress (table_copy.ts). */
+  watch(watcher: TableWatcher | null): void {
+    assert(watcher === null || this.watcher === null, "one copy of a table at a time");
+    this.watcher = watcher;
   }
 
   /** Applies one command at time `nowMs` (monotonic, never smaller than the previous call's). */
@@ -235,6 +280,7 @@ export class LockTable {
     const id = `${this.options.sessionIdPrefix}${this.sessionSeq}`;
     assert(!this.sessions.has(id), `session id ${id} reused`);
     const session: Session = {
+      [BORN]: ++this.bornSeq,
       id,
       ttlMs,
       createdAtMs: this.nowMs,
@@ -250,6 +296,7 @@ export class LockTable {
   private keepAlive(sessionId: string): Output {
     const session = this.sessions.get(sessionId);
     if (!session) return fail("session_not_found", `session ${sessionId} is unknown or expired`);
+    this.watcher?.beforeSessionChange(session);
     session.expiresAtMs = this.nowMs + session.ttlMs;
     return {
       result: { ok: true, type: "session", session: sessionId, ttlMs: session.ttlMs, expiresAtMs: session.expiresAtMs },
@@ -273,7 +320,10 @@ export class LockTable {
     assert(Number.isFinite(untilMs), "holdGrants needs a time");
     this.grantsFromMs = Math.max(this.grantsFromMs, untilMs);
     // The locks there are (none in a fresh table) wait too; the tick at the end grants their queues.
-    for (const lock of this.locks.values()) lock.delayUntilMs = Math.max(lock.delayUntilMs, this.grantsFromMs);
+    for (const lock of this.locks.values()) {
+      this.watcher?.beforeLockChange(lock);
+      lock.delayUntilMs = Math.max(lock.delayUntilMs, this.grantsFromMs);
+    }
     this.noteDue(this.grantsFromMs);
     return { result: { ok: true, type: "ticked" }, effects: [] };
   }
@@ -285,10 +335,12 @@ export class LockTable {
 
   private restartLeases(): Output {
     for (const session of this.sessions.values()) {
+      this.watcher?.beforeSessionChange(session);
       session.expiresAtMs = this.nowMs + session.ttlMs;
       this.noteDue(session.expiresAtMs);
     }
     for (const lock of this.locks.values()) {
+      if (lock.queue.length > 0) this.watcher?.beforeLockChange(lock);
       for (const waiter of lock.queue) {
         const ttlMs = this.sessions.get(waiter.session)?.ttlMs ?? 0;
         waiter.deadlineMs = Math.max(waiter.deadlineMs, this.nowMs + ttlMs);
@@ -322,6 +374,8 @@ export class LockTable {
     }
 
     const existing = this.locks.get(name);
+    // Every branch below may change the lock (a call id, a deadline, a grant, a queue place).
+    if (existing) this.watcher?.beforeLockChange(existing);
     const held = existing?.holders.find((h) => h.session === session.id);
     if (held) {
       if (held.mode !== mode) return fail("mode_conflict", `session holds ${name} in ${held.mode} mode`);
@@ -345,7 +399,7 @@ export class LockTable {
       return fail("limit_reached", `at most ${limits.locksMax} locks`);
     }
     // A lock made during a grace waits for its end like a lock-delay (its queue is granted then).
-    const lock = existing ?? { name, holders: [], queue: [], delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
+    const lock: LockState = existing ?? { [BORN]: ++this.bornSeq, name, holders: [], queue: [], delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
     if (!existing && lock.delayUntilMs > 0) this.noteDue(lock.delayUntilMs);
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
@@ -382,6 +436,7 @@ export class LockTable {
     if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
     const lock = this.locks.get(name);
     if (!lock) return fail("lock_not_found", `lock ${name} is not held or waited for`);
+    this.watcher?.beforeLockChange(lock);
     const holderIndex = lock.holders.findIndex((h) => h.session === session.id);
     if (holderIndex >= 0) {
       const holder = lock.holders[holderIndex];
@@ -413,6 +468,7 @@ export class LockTable {
   /** Grants from the head of the queue while the head is compatible with the holders. */
   private promote(lock: LockState, effects: Effect[]): void {
     if (this.nowMs < lock.delayUntilMs) return;
+    if (lock.queue.length > 0) this.watcher?.beforeLockChange(lock);
     // Each pass removes the head or stops, so the loop is bounded by the queue length.
     while (lock.queue.length > 0) {
       const head = lock.queue[0];
@@ -439,6 +495,7 @@ export class LockTable {
   private grant(lock: LockState, session: Session, mode: Mode, lockDelayMs: number, callId: string | undefined): Grant {
     assert(this.compatible(lock, mode), `grant of ${lock.name} would break mutual exclusion`);
     assert(this.nowMs >= lock.delayUntilMs, `grant of ${lock.name} inside its lock-delay`);
+    this.watcher?.beforeLockChange(lock);
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
     const holder: Holder = { session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs };
@@ -467,8 +524,7 @@ export class LockTable {
       }
     }
     for (const lock of [...this.locks.values()]) {
-      const before = lock.queue.length;
-      lock.queue = lock.queue.filter((waiter) => {
+      const kept = lock.queue.filter((waiter) => {
         if (waiter.deadlineMs > this.nowMs) return true;
         const session = this.sessions.get(waiter.session);
         session?.locks.delete(lock.name);
@@ -476,7 +532,12 @@ export class LockTable {
         effects.push({ type: "waitEnded", name: lock.name, session: waiter.session, reason: "deadline" });
         return false;
       });
-      if (lock.queue.length !== before || lock.delayUntilMs <= this.nowMs) this.promote(lock, effects);
+      const changed = kept.length !== lock.queue.length;
+      if (changed) {
+        this.watcher?.beforeLockChange(lock);
+        lock.queue = kept;
+      }
+      if (changed || lock.delayUntilMs <= this.nowMs) this.promote(lock, effects);
       for (const waiter of lock.queue) nextDueMs = Math.min(nextDueMs, waiter.deadlineMs);
       if (lock.delayUntilMs > this.nowMs) nextDueMs = Math.min(nextDueMs, lock.delayUntilMs);
       this.forgetIfIdle(lock);
@@ -488,9 +549,11 @@ export class LockTable {
   private dropSession(session: Session, reason: "expired" | "closed", effects: Effect[]): string[] {
     const released: string[] = [];
     const touched: LockState[] = [];
+    this.watcher?.beforeSessionChange(session);
     for (const name of session.locks) {
       const lock = this.locks.get(name);
       assert(lock !== undefined, `session ${session.id} indexes missing lock ${name}`);
+      this.watcher?.beforeLockChange(lock);
       const holder = lock.holders.find((h) => h.session === session.id);
       if (holder) {
         lock.holders = lock.holders.filter((h) => h !== holder);
@@ -519,6 +582,7 @@ export class LockTable {
 
   /** A newer call of the session takes over a grant or a queue place: the older call is over. */
   private supersedeCall(session: Session, entry: Holder | Waiter, callId: string | undefined): void {
+    // The entry's lock was announced to the watcher by `enter`.
     if (callId !== undefined && entry.callId !== undefined && entry.callId !== callId) this.recordLeft(session, entry.callId);
     setCallId(entry, callId);
   }
@@ -526,6 +590,7 @@ export class LockTable {
   /** Remembers that the session left `callId`'s call, forgetting the oldest beyond the limit. */
   private recordLeft(session: Session, callId: string | undefined): void {
     if (callId === undefined || session.leftCalls.includes(callId)) return;
+    this.watcher?.beforeSessionChange(session);
     session.leftCalls.push(callId);
     const max = this.options.limits.leftCallsPerSessionMax;
     if (session.leftCalls.length > max) session.leftCalls.splice(0, session.leftCalls.length - max);
@@ -533,6 +598,7 @@ export class LockTable {
 
   private forgetIfIdle(lock: LockState): void {
     if (lock.holders.length === 0 && lock.queue.length === 0 && lock.delayUntilMs <= this.nowMs) {
+      this.watcher?.beforeLockChange(lock);
       this.locks.delete(lock.name);
     }
   }
@@ -549,49 +615,81 @@ export class LockTable {
     return undefined;
   }
 
-  /** A plain-data copy of the whole state (for status, and for the backup to load). */
-  snapshot(): LockTableSnapshot {
+  /** The scalars of the table (a streamed copy sends them first). */
+  header(): LockTableHeader {
     return {
       nowMs: this.nowMs,
       lastToken: this.lastToken,
       sessionSeq: this.sessionSeq,
       sessionIdPrefix: this.options.sessionIdPrefix,
-      sessions: [...this.sessions.values()].map(({ locks: _locks, leftCalls, ...rest }) => ({ ...rest, leftCalls: [...leftCalls] })),
-      locks: [...this.locks.values()].map((lock) => ({
-        name: lock.name,
-        holders: lock.holders.map((h) => ({ ...h })),
-        queue: lock.queue.map((w) => ({ ...w })),
-        delayUntilMs: lock.delayUntilMs,
-      })),
       ...(this.grantsFromMs > 0 ? { grantsFromMs: this.grantsFromMs } : {}),
+    };
+  }
+
+  /** A plain-data copy of the whole state (for status, and for the backup to load). */
+  snapshot(): LockTableSnapshot {
+    return {
+      ...this.header(),
+      sessions: [...this.sessions.values()].map(copyOfSession),
+      locks: [...this.locks.values()].map(copyOfLock),
     };
   }
 
   /** Rebuilds a table from a snapshot; the result answers every command as the original would. */
   static fromSnapshot(snapshot: LockTableSnapshot, limits: LockTableLimits): LockTable {
-    const table = new LockTable({ limits, sessionIdPrefix: snapshot.sessionIdPrefix, tokenFloor: snapshot.lastToken });
-    table.sessionSeq = snapshot.sessionSeq;
-    table.nowMs = snapshot.nowMs;
-    table.grantsFromMs = snapshot.grantsFromMs ?? 0;
-    table.dueAtMs = Number.NEGATIVE_INFINITY; // recompute on the next command
-    // Snapshots from before call ids have no leftCalls.
-    for (const s of snapshot.sessions) table.sessions.set(s.id, { ...s, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] });
-    for (const l of snapshot.locks) {
-      const lock: LockState = {
-        name: l.name,
-        holders: l.holders.map((h) => ({ ...h })),
-        queue: l.queue.map((w) => ({ ...w })),
-        delayUntilMs: l.delayUntilMs,
-      };
-      table.locks.set(lock.name, lock);
-      for (const entry of [...lock.holders, ...lock.queue]) {
-        const session = table.sessions.get(entry.session);
-        assert(session !== undefined, `snapshot lock ${lock.name} names unknown session ${entry.session}`);
-        session.locks.add(lock.name);
-      }
-    }
+    const table = LockTable.fromHeader(snapshot, limits);
+    for (const s of snapshot.sessions) table.loadSession(s);
+    for (const l of snapshot.locks) table.loadLock(l);
     return table;
   }
+
+  /**
+   * An empty table with a copy's scalars, to be filled with `loadSession` (all sessions first)
+   * and `loadLock`, in the copy's order (fromSnapshot, and the backup's streamed copy).
+   */
+  static fromHeader(header: LockTableHeader, limits: LockTableLimits): LockTable {
+    const table = new LockTable({ limits, sessionIdPrefix: header.sessionIdPrefix, tokenFloor: header.lastToken });
+    table.sessionSeq = header.sessionSeq;
+    table.nowMs = header.nowMs;
+    table.grantsFromMs = header.grantsFromMs ?? 0;
+    table.dueAtMs = Number.NEGATIVE_INFINITY; // recompute on the next command
+    return table;
+  }
+
+  /** Adds one session of a copy (its lock index fills as its locks are loaded). */
+  loadSession(s: SessionCopy): void {
+    assert(!this.sessions.has(s.id), `copy has session ${s.id} twice`);
+    // Snapshots from before call ids have no leftCalls.
+    const { id, ttlMs, createdAtMs, expiresAtMs } = s;
+    this.sessions.set(id, { [BORN]: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] });
+  }
+
+  /** Adds one lock of a copy; every session it names must be loaded already. */
+  loadLock(l: LockState): void {
+    assert(!this.locks.has(l.name), `copy has lock ${l.name} twice`);
+    const lock: LockState = { [BORN]: ++this.bornSeq, ...copyOfLock(l) };
+    this.locks.set(lock.name, lock);
+    for (const entry of [...lock.holders, ...lock.queue]) {
+      const session = this.sessions.get(entry.session);
+      assert(session !== undefined, `snapshot lock ${lock.name} names unknown session ${entry.session}`);
+      session.locks.add(lock.name);
+    }
+  }
+}
+
+/** A session as copies carry it (own arrays: later changes of the table do not reach it). */
+export function copyOfSession(s: Session): SessionCopy {
+  return { id: s.id, ttlMs: s.ttlMs, createdAtMs: s.createdAtMs, expiresAtMs: s.expiresAtMs, leftCalls: [...s.leftCalls] };
+}
+
+/** A lock as copies carry it (own holder and waiter objects). */
+export function copyOfLock(lock: LockState): LockState {
+  return {
+    name: lock.name,
+    holders: lock.holders.map((h) => ({ ...h })),
+    queue: lock.queue.map((w) => ({ ...w })),
+    delayUntilMs: lock.delayUntilMs,
+  };
 }
 
 /** Sets or replaces an entry's call id; an enter without one leaves the field absent (not undefined). */

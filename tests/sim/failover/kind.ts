@@ -35,6 +35,9 @@ import { ArbiterActor } from "./arbiter.ts";
 import { FAILOVER_CHECKERS, FailoverChecks } from "./checkers.ts";
 import { FailoverServerActor } from "./server.ts";
 import { servesThroughOneFault } from "./availability.ts";
+import { fillTable } from "./filler.ts";
+import { CopyCutChecker } from "./copy_checker.ts";
+import type { FailoverServerObserver } from "./server.ts";
 
 export const PRIMARY_ID = "fp";
 export const BACKUP_ID = "fb";
@@ -46,7 +49,7 @@ const CLIENT_FAILOVER_MS = DEFAULT_SETTINGS.failoverTimeoutMs;
 /** Time settings of the replication core, scaled together for slow networks. */
 const SCALED: ReadonlyArray<keyof Settings> = [
   "primaryLeaseMs", "backupLeaseMs", "leaseRenewMs", "leaseSafetyMs", "primarySilenceMs", "claimRetryMs", "heartbeatMs",
-  "replicationTimeoutMs", "peerTimeoutMs", "bootstrapWaitMs",
+  "replicationTimeoutMs", "peerTimeoutMs", "bootstrapWaitMs", "syncProgressTimeoutMs",
 ];
 
 export function failoverSettings(params: KindParams): Settings {
@@ -58,7 +61,11 @@ export function failoverSettings(params: KindParams): Settings {
     // The TTL a primary has the arbiter's record cover up front: the clients' (so a fresh
     // table's grace is short, as the liveness bounds below assume).
     sessionTtlMs: Number(params.ttlMs),
+    syncChunkItemsMax: Number(params.chunkItemsMax ?? DEFAULT_SETTINGS.syncChunkItemsMax),
+    syncChunkBytesMax: Number(params.chunkBytesMax ?? DEFAULT_SETTINGS.syncChunkBytesMax),
   };
+  // A table near locksMax (filler.ts): the workload's few names fit beside the filler's.
+  if (Number(params.fillLocks ?? 0) > 0) settings.locksMax = Number(params.fillLocks) + 10;
   const scale = Number(params.scale);
   for (const key of SCALED) settings[key] = DEFAULT_SETTINGS[key] * scale;
   return settings;
@@ -247,6 +254,8 @@ export const FAILOVER_KIND: NodeKind = {
 
   drawParams(prng: Prng, network: NetworkProfile): KindParams {
     const params = LOCK_KIND.drawParams(prng, network);
+    // Drawn from a fork, so the draws below (and older seeds' runs) stay as they were.
+    const fill = prng.fork("fill-table");
     const scale = Math.max(1, Math.ceil((8 * network.delayMaxMs) / DEFAULT_SETTINGS.primaryLeaseMs));
     // Assumption: a session outlives a takeover twice over (TTL ≥ 2 × (lease + silence)), and a
     // commit stall while the backup is declared out of sync; shorter TTLs lose every session
@@ -262,6 +271,14 @@ export const FAILOVER_KIND: NodeKind = {
       // batches and long delays the backup legitimately cannot keep up with the clients
       // (docs/simulator.md, finding 10).
       syncCheck: 0,
+      // Issue 11: one run in three has a table near locksMax (filler.ts), and every copy to a
+      // returning backup streams in small chunks: one item, a few, or a few dozen on fast
+      // networks; on slow ones (a round trip per chunk of up to 2 × delayMax) a few dozen or a
+      // few hundred, so a copy of a few hundred items takes a few seconds, as the opt-in
+      // syncCheck's bound assumes (smaller chunks there: the backup legitimately syncs later).
+      fillLocks: fill.chance(1 / 3) ? fill.between(100, 300) : 0,
+      chunkItemsMax: network.delayMaxMs <= 20 ? fill.pick([1, 5, 40]) : fill.pick([40, 200]),
+      chunkBytesMax: fill.pick([512, 4_096]),
     };
   },
 
@@ -273,8 +290,17 @@ export const FAILOVER_KIND: NodeKind = {
     const checks = new FailoverChecks(sim);
     const clientIds = () => clients.map((c) => c.id);
     const prng = sim.prng.fork("failover");
-    const fp = new FailoverServerActor(sim, PRIMARY_ID, sim.newClock(), settings, BACKUP_ID, ARBITER_ID, checks, clientIds);
-    const fb = new FailoverServerActor(sim, BACKUP_ID, sim.newClock(), settings, PRIMARY_ID, ARBITER_ID, checks, clientIds);
+    const copyCut = new CopyCutChecker(sim);
+    const observer: FailoverServerObserver = {
+      committedGrant: (server, grant) => checks.committedGrant(server, grant),
+      event: (server, event, fields) => {
+        checks.event(server, event, fields);
+        copyCut.event(server, event, fields);
+      },
+      sawEpoch: (server, epoch) => checks.sawEpoch(server, epoch),
+    };
+    const fp = new FailoverServerActor(sim, PRIMARY_ID, sim.newClock(), settings, BACKUP_ID, ARBITER_ID, observer, clientIds);
+    const fb = new FailoverServerActor(sim, BACKUP_ID, sim.newClock(), settings, PRIMARY_ID, ARBITER_ID, observer, clientIds);
     const fa = new ArbiterActor(sim, ARBITER_ID, sim.newClock(), {
       primaryId: PRIMARY_ID,
       backupId: BACKUP_ID,
@@ -286,6 +312,7 @@ export const FAILOVER_KIND: NodeKind = {
     current = { servers: [fp, fb], arbiter: fa, settings };
     checks.attach([fp, fb], fa);
     watchLockTables(sim, "failover", [fp, fb]);
+    if (Number(params.fillLocks) > 0) fillTable(sim, [fp, fb], Number(params.fillLocks), 1_000, Number(params.ttlMs));
     const workloadPrng = prng.fork("workload");
     for (let i = 1; i <= Number(params.clients); i++) {
       const id = `fc${i}`;

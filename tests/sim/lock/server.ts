@@ -18,7 +18,7 @@
  * binary persists nothing): the restarted server is a new LockService with a new session-id
  * prefix and a token floor from its wall clock.
  */
-import type { LockReplica, PeerMessage } from "../../../lib/core/lock/lock_replica.ts";
+import type { ClientAnswer, LockReplica, PeerMessage } from "../../../lib/core/lock/lock_replica.ts";
 import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import { LockService } from "../../../cluster/lock/service.ts";
@@ -109,6 +109,15 @@ export abstract class LockServiceActor extends Actor {
     this.routes = [];
     this.microtasks = new Microtasks();
     this.http = new SimFetch(this, this.microtasks);
+  }
+
+  /**
+   * A command from inside the process, as one macrotask (the failover kind's table filler, an
+   * in-process client): `done` gets the committed answer, or nothing if the server crashes first.
+   */
+  submitLocal(command: Command, done: (answer: ClientAnswer) => void): void {
+    const service = this.service;
+    if (service) this.turn(() => service.submitThen(command, undefined, done));
   }
 
   /** One macrotask of this process: `fn`, then the microtasks it queued. */

@@ -1,0 +1,69 @@
+/**
+ * Measures how long the event loop stalls: a timer every `periodMs` notes how much later than
+ * asked it ran. A server whose loop is blocked (a large JSON text, a long loop) answers nobody
+ * meanwhile, so this is what a client sees as a pause. `GET /v1/status` shows it
+ * (docs/http-api.md), benches and tests read it (docs/bench.md).
+ *
+ * Resolution: the timer's period (a stall shorter than that may go unseen) and the runtime's
+ * timer slack (~1 ms), so small values mean "no stall" rather than an exact figure.
+ */
+import type { Clock } from "./clock.ts";
+import { repeatEvery, type Timers } from "./timers.ts";
+
+export const STALL_PERIOD_MS = 10;
+/** The recent maximum covers this many one-second buckets (the current one included). */
+const RECENT_BUCKETS = 10;
+const BUCKET_MS = 1_000;
+
+export interface LoopStallView {
+  /** The longest stall since the server started, in ms beyond the timer's period. */
+  loopStallMaxMs: number;
+  /** The longest stall of the last ~10 s. */
+  loopStallRecentMaxMs: number;
+}
+
+export class StallMonitor {
+  private maxMs = 0;
+  /** The largest stall per second, the newest last; at most RECENT_BUCKETS. */
+  private readonly buckets: Array<{ second: number; maxMs: number }> = [];
+  private lastMs: number;
+  private stopTimer: (() => void) | null = null;
+
+  constructor(private readonly clock: Clock, private readonly timers: Timers, private readonly onStall?: (stallMs: number) => void) {
+    this.lastMs = clock.nowMs();
+  }
+
+  start(): void {
+    this.lastMs = this.clock.nowMs();
+    this.stopTimer = repeatEvery(this.timers, STALL_PERIOD_MS, () => this.fired());
+  }
+
+  stop(): void {
+    this.stopTimer?.();
+    this.stopTimer = null;
+  }
+
+  view(): LoopStallView {
+    this.note(0); // rotates the buckets so a quiet server's old stall leaves the recent window
+    const oldest = Math.floor(this.clock.nowMs() / BUCKET_MS) - RECENT_BUCKETS + 1;
+    const recent = this.buckets.filter((b) => b.second >= oldest).reduce((max, b) => Math.max(max, b.maxMs), 0);
+    return { loopStallMaxMs: this.maxMs, loopStallRecentMaxMs: recent };
+  }
+
+  private fired(): void {
+    const nowMs = this.clock.nowMs();
+    const stallMs = Math.max(0, nowMs - this.lastMs - STALL_PERIOD_MS);
+    this.lastMs = nowMs;
+    this.note(stallMs);
+    if (stallMs >= 100) this.onStall?.(stallMs);
+  }
+
+  private note(stallMs: number): void {
+    this.maxMs = Math.max(this.maxMs, stallMs);
+    const second = Math.floor(this.clock.nowMs() / BUCKET_MS);
+    const last = this.buckets[this.buckets.length - 1];
+    if (last?.second === second) last.maxMs = Math.max(last.maxMs, stallMs);
+    else this.buckets.push({ second, maxMs: stallMs });
+    if (this.buckets.length > RECENT_BUCKETS) this.buckets.shift();
+  }
+}
