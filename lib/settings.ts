@@ -31,7 +31,8 @@ export const DEFAULT_SETTINGS = {
 
   // `mutexd up` (a local cluster) and the node's log.
   upStartTimeoutMs: 20_000, // a node that answers no HTTP this long after its start failed (a cold start under load takes seconds)
-  upStopTimeoutMs: 5_000, // nodes still running this long after SIGTERM get SIGKILL (a clean stop takes well under 1 s)
+  upStopTimeoutMs: 5_000, // nodes still running this long after SIGTERM get SIGKILL (a clean stop takes under 10 ms; stopGraceMs bounds it)
+  stopGraceMs: 150, // a node still stopping this long after SIGTERM/SIGINT exits anyway, as after a crash
   upPollMs: 50, // how often `mutexd up` looks whether a node answers or has exited (cheap; keeps start-up quick)
   logPendingLinesMax: 1_000, // log lines gathered before a write even within one event-loop turn (bounds the buffer)
 
@@ -179,6 +180,7 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     "heartbeatMs",
     `must be at most primarySilenceMs / 2 (${s.primarySilenceMs / 2})`,
   );
+  relation(s.stopGraceMs < s.upStopTimeoutMs, "stopGraceMs", `must be below upStopTimeoutMs (${s.upStopTimeoutMs}): a node exits by itself before \`mutexd up\` kills it`);
   relation(s.tickMs <= s.heartbeatMs, "tickMs", `must be at most heartbeatMs (${s.heartbeatMs})`);
   return problems;
 }

@@ -14,12 +14,14 @@ export interface Cluster {
   stopAll(): Promise<void>;
 }
 
-export async function startCluster(): Promise<Cluster> {
+/** Starts p1, b1 and a1; `settings` are lines of the file's `[settings]` table (none by default). */
+export async function startCluster(settings: string[] = []): Promise<Cluster> {
   const dir = tempDir();
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
   const file = writeCluster(
     dir,
-    `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
+    (settings.length > 0 ? `[settings]\n${settings.join("\n")}\n\n` : "") +
+      `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
       `[[nodes]]\nid = "b1"\nrole = "backup"\nhttp = "127.0.0.1:${b}"\n\n` +
       `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n`,
   );

@@ -48,8 +48,17 @@ export function run(argv: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.event("stopping", { signal });
-      await running.stop();
-      log.event("stopped", {});
+      const startedMs = performance.now();
+      // A stop answers every waiting client and closes the server (docs/failover.md, "primary stopped");
+      // should anything still hold it, the process exits after stopGraceMs anyway, as after a
+      // crash, which every role survives.
+      let bound: ReturnType<typeof setTimeout> | undefined;
+      const outcome = await Promise.race([
+        running.stop().then(() => "stopped" as const),
+        new Promise<"stopForced">((resolve) => (bound = setTimeout(() => resolve("stopForced"), cluster.settings.stopGraceMs))),
+      ]);
+      clearTimeout(bound);
+      log.event(outcome, { ms: Math.round(performance.now() - startedMs) });
       log.flush();
       process.exit(EXIT.ok);
     };
