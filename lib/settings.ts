@@ -77,6 +77,7 @@ export const DEFAULT_SETTINGS = {
   replicationPipelineMax: 4, // replication messages in flight at once
   replicationLogMax: 100_000, // unacked entries kept for the backup; beyond, it must resync by snapshot
   answeredMax: 10_000, // answers remembered for idempotent retries (oldest forgotten first)
+  answeredBytesMax: 4_194_304, // and their estimated bytes at most (lib/core/lock/answered.ts; 10,000 answers with UUID ids take ~1.7 MB)
   peerBodyBytesMax: 16_777_216, // one replication message between servers
   bootstrapWaitMs: 3_000, // at a cluster's first start the backup may serve if the primary never came
 };
@@ -181,6 +182,11 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     `must be at most primarySilenceMs / 2 (${s.primarySilenceMs / 2})`,
   );
   relation(s.stopGraceMs < s.upStopTimeoutMs, "stopGraceMs", `must be below upStopTimeoutMs (${s.upStopTimeoutMs}): a node exits by itself before \`mutexd up\` kills it`);
+  relation(
+    s.answeredBytesMax >= 65_536,
+    "answeredBytesMax",
+    "must be at least 65536: below it, a few closes of sessions holding many locks would evict every other remembered answer",
+  );
   relation(s.tickMs <= s.heartbeatMs, "tickMs", `must be at most heartbeatMs (${s.heartbeatMs})`);
   return problems;
 }

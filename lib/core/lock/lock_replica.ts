@@ -23,6 +23,7 @@
  */
 import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
 import { assert, assertNever } from "../assert.ts";
+import { requestIdProblem } from "./answered.ts";
 import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
 import type { Settings } from "../../settings.ts";
@@ -79,6 +80,7 @@ export type ReplicaSettings = Pick<
   | "replicationPipelineMax"
   | "replicationLogMax"
   | "answeredMax"
+  | "answeredBytesMax"
 > & LockTableLimits;
 
 export interface ReplicaOptions {
@@ -195,7 +197,7 @@ export class LockReplica {
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold.
-      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings.answeredMax), "standalone");
+      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings), "standalone");
       this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
     }
   }
@@ -228,6 +230,9 @@ export class LockReplica {
       this.answer(clientRef, this.notPrimary());
       return;
     }
+    // A bad id is refused before it is logged: it would be replicated and remembered.
+    const idProblem = requestIdProblem(requestId);
+    if (idProblem !== undefined) return this.answer(clientRef, { ok: false, code: "bad_request", message: idProblem });
     this.append(command, requestId, clientRef);
   }
 
@@ -617,7 +622,7 @@ export class LockReplica {
       return;
     }
     const s = this.options.settings;
-    this.machine = LockMachine.fromSnapshot(answer.snapshot, s, s.answeredMax);
+    this.machine = LockMachine.fromSnapshot(answer.snapshot, s, s);
     this.copySyncGen = answer.syncGen;
     this.lastHeardMs = this.nowMs;
     this.event("synced", { index: this.machine.appliedIndex, primary: this.primary });
@@ -654,7 +659,7 @@ export class LockReplica {
       // become the table, or its older tokens would be handed out again.
       const copy = request.hasState ? this.machine : null;
       const how = copy ? "takeover" : "fresh";
-      const machine = copy ?? new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
+      const machine = copy ?? new LockMachine(this.options.newTable(), this.options.settings);
       this.becomePrimary(reply.epoch, machine, how);
       this.extendLease(request.sentAtMs, reply.leaseMs);
       if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
