@@ -94,7 +94,7 @@ function failed<T>(error: MutexdError): Outcome<T> {
 export class LockClient {
   private readonly servers: string[];
   private current = 0;
-  private readonly requestTimeoutMs: number;
+  readonly requestTimeoutMs: number;
   private readonly failoverTimeoutMs: number;
   /** The longest a server holds a waiting enter (learnt when a session opens). */
   private longPollMs = DEFAULT_LONG_POLL_MS;
@@ -122,16 +122,21 @@ export class LockClient {
 
   /**
    * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
-   * or the next server and tries again, until failoverTimeoutMs has passed. Requests that must
-   * not apply twice carry an idempotency key (`requestId`), so a retry is safe.
+   * or the next server and tries again, for failoverTimeoutMs after the first failure. Requests
+   * that must not apply twice carry an idempotency key (`requestId`), so a retry is safe.
    */
   request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0): Promise<T> {
     return promised((done) => this.requestThen(method, path, body, extraTimeoutMs, done));
   }
 
-  /** `request` with a callback. Every try sends the same `body` (so the same idempotency key). */
-  requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>): void {
-    const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
+  /**
+   * `request` with a callback. Every try sends the same `body` (so the same idempotency key).
+   * Each try gives up after `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
+   */
+  requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>, attemptTimeoutMs?: number): void {
+    // The failover window opens at the first failure: a try that hung until its timeout (a
+    // paused server, a long-poll) must not use it up before the other server was tried at all.
+    let deadlineMs = Infinity;
     let lastError: MutexdError | undefined;
     let backoffMs = BACKOFF_FIRST_MS;
     let attempt = 0;
@@ -149,14 +154,20 @@ export class LockClient {
     };
     const send = (): void => {
       attempt += 1;
-      const base = this.servers[this.current];
-      const timeoutMs = this.requestTimeoutMs + extraTimeoutMs;
+      const tried = this.current;
+      const base = this.servers[tried];
+      const timeoutMs = attemptTimeoutMs ?? this.requestTimeoutMs + extraTimeoutMs;
       exchange<T>(this.ports, { base, method, path, body, timeoutMs }, (outcome) => {
         if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
         lastError = outcome.error;
+        if (deadlineMs === Infinity) deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
         const primaryUrl = outcome.detail?.primaryUrl;
         const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
-        this.current = hinted >= 0 && hinted !== this.current ? hinted : (this.current + 1) % this.servers.length;
+        // Only if no other request moved on meanwhile: concurrent failures at the same server
+        // (a keepalive and a long-poll at a paused primary) must not move the client back to it.
+        if (this.current === tried) {
+          this.current = hinted >= 0 && hinted !== tried ? hinted : (tried + 1) % this.servers.length;
+        }
         next();
       });
     };
@@ -293,7 +304,7 @@ export class Session {
       if (this.closed) return;
       this.scheduleKeepAlive();
       this.keepAlive();
-    }, Math.max(1, Math.floor(this.ttlMs / 3)));
+    }, this.keepAlivePeriodMs());
   }
 
   private armLeaseTimer(): void {
@@ -315,6 +326,9 @@ export class Session {
     this.checkLease();
     if (this.closed) return;
     const sentAtMs = this.client.clock.nowMs();
+    // Each try gives up within one keepalive period: a try stuck at a paused primary must leave
+    // room, before the lease ends, for the next one at the server that takes over.
+    const attemptTimeoutMs = Math.min(this.client.requestTimeoutMs, this.keepAlivePeriodMs());
     this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, undefined, 0, (outcome) => {
       if (this.closed) return;
       if (outcome.ok) {
@@ -324,7 +338,11 @@ export class Session {
         this.lose("the server expired the session");
       }
       // Other failures: try again on the next round; the lease timer bounds how long.
-    });
+    }, attemptTimeoutMs);
+  }
+
+  private keepAlivePeriodMs(): number {
+    return Math.max(1, Math.floor(this.ttlMs / 3));
   }
 
   private lose(reason: string): void {
