@@ -36,7 +36,10 @@ export type Mode = "exclusive" | "shared";
 export interface ConnectOptions {
   /** Base URLs of the lock servers, tried in order (primary first). */
   servers: string | string[];
-  /** One HTTP request gives up after this (long-polls get their wait on top). */
+  /**
+   * One HTTP request gives up after this (long-polls get their wait on top; a keepalive gives up
+   * after one keepalive period, TTL/3, if that is shorter), even at a server that never answers.
+   */
   requestTimeoutMs?: number;
   /**
    * How long a call keeps trying while no server serves (a takeover in progress): it moves to
