@@ -13,6 +13,7 @@ import { connect as connectTcp, type Socket } from "node:net";
 import { ERROR_STATUS } from "../lib/wire/errors.ts";
 import { eventually, type Proc } from "./_harness.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
+import { startRing } from "./_ring_cluster.ts";
 
 const LONG_POLL_MS = 60_000;
 /** Far below LONG_POLL_MS and any idle timeout: an exit within it waited for neither. */
@@ -85,5 +86,27 @@ test("graceful stop: SIGTERM ends a primary's open long-poll with not_primary an
     await stopsAtOnce(c, "a1");
   } finally {
     await c.stopAll();
+  }
+});
+
+test("graceful stop: SIGTERM ends a ring node's open long-poll (an enter waiting behind a section) with an error answer, and it exits by itself", { timeout: 90_000 }, async () => {
+  const ring = await startRing({ size: 3, settings: [`longPollMaxMs = ${LONG_POLL_MS}`] });
+  try {
+    const holding = await ring.client("r1").enter({ waitMs: 10_000, leaseMs: 3_000 });
+    assert.equal(holding.granted, true);
+    const poll = post(ring.urls[0], "/v1/ring/enter", { waitMs: 50_000 });
+    // A second enter at r1 waits behind the held section; its long-poll is open once it is queued.
+    await eventually("the second enter waits at r1", async () => ((await ring.statuses(["r1"]))[0] as { waiters?: number } | undefined)?.waiters === 1);
+    const idle = await idleKeepAlive(ring.urls[0]);
+    const r1 = ring.procs.get("r1")!;
+    r1.kill("SIGTERM");
+    assert.equal(await within("r1 exits", r1.exited, EXIT_BOUND_MS), 0, r1.stderr());
+    await within("r1's idle connection is closed", idle.closed, EXIT_BOUND_MS);
+    const answer = await within("the long-poll is answered", poll, EXIT_BOUND_MS);
+    assert.ok(answer.status >= 400, `an error answer the client retries on (status ${answer.status})`);
+    assert.match(r1.stderr(), /"event":"stopped"/);
+    assert.doesNotMatch(r1.stderr(), /stopForced/);
+  } finally {
+    await ring.remove();
   }
 });
