@@ -14,6 +14,7 @@ import { ERROR_STATUS } from "../lib/wire/errors.ts";
 import { eventually, type Proc } from "./_harness.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
 import { startRing } from "./_ring_cluster.ts";
+import { stopWithin } from "../cluster/running_node.ts";
 
 const LONG_POLL_MS = 60_000;
 /** Far below LONG_POLL_MS and any idle timeout: an exit within it waited for neither. */
@@ -109,4 +110,9 @@ test("graceful stop: SIGTERM ends a ring node's open long-poll (an enter waiting
   } finally {
     await ring.remove();
   }
+});
+
+test("graceful stop: a stop that never finishes is cut off after the grace (stopForced); one that finishes is \"stopped\"", async () => {
+  assert.equal(await stopWithin(() => new Promise<void>(() => {}), 20), "stopForced");
+  assert.equal(await stopWithin(() => Promise.resolve(), 60_000), "stopped", "and its grace timer does not hold the test");
 });
