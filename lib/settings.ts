@@ -25,7 +25,7 @@ export const DEFAULT_SETTINGS = {
 
   // Client.
   requestTimeoutMs: 3_000, // a client gives up one HTTP request after this (plus long-poll time; a keepalive after TTL/3 if shorter), a paused server too
-  failoverTimeoutMs: 5_000, // a lock client retries over the servers this long after a call's first failure (a takeover takes < 1 s) before "unavailable"
+  failoverTimeoutMs: 5_000, // a lock client retries over the servers this long, each at least once (a takeover takes < 1 s) before "unavailable"
   killGraceMs: 3_000, // `mutexd lock`: SIGTERM, then SIGKILL after this when the lock is lost
   ringWriteWaitMs: 30_000, // `mutexd ring put/delete` outside a section wait this long for one of their own
 

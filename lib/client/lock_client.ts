@@ -125,8 +125,9 @@ export class LockClient {
 
   /**
    * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
-   * or the next server and tries again, for failoverTimeoutMs after the first failure. Requests
-   * that must not apply twice carry an idempotency key (`requestId`), so a retry is safe.
+   * or the next server and tries again, until failoverTimeoutMs has passed and every server was
+   * asked once. Requests that must not apply twice carry an idempotency key (`requestId`), so a
+   * retry is safe.
    */
   request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0): Promise<T> {
     return promised((done) => this.requestThen(method, path, body, extraTimeoutMs, done));
@@ -137,15 +138,15 @@ export class LockClient {
    * Each try gives up after `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
    */
   requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>, attemptTimeoutMs?: number): void {
-    // The failover window opens at the first failure: a try that hung until its timeout (a
-    // paused server, a long-poll) must not use it up before the other server was tried at all.
-    let deadlineMs = Infinity;
+    const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
     let lastError: MutexdError | undefined;
     let backoffMs = BACKOFF_FIRST_MS;
     let attempt = 0;
     // Bounded by the deadline; every failed round over the servers sleeps, so this never spins.
+    // Every server is tried once even after the deadline: a try that hung until its timeout (a
+    // paused server, a long-poll) must not use the window up before the other one was asked.
     const next = (): void => {
-      if (attempt > 0 && this.clock.nowMs() >= deadlineMs) {
+      if (attempt >= this.servers.length && this.clock.nowMs() >= deadlineMs) {
         return done(failed(lastError ?? new MutexdError("unreachable", "no server answered")));
       }
       if (attempt > 0 && attempt % this.servers.length === 0) {
@@ -163,7 +164,6 @@ export class LockClient {
       exchange<T>(this.ports, { base, method, path, body, timeoutMs }, (outcome) => {
         if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
         lastError = outcome.error;
-        if (deadlineMs === Infinity) deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
         const primaryUrl = outcome.detail?.primaryUrl;
         const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
         // Only if no other request moved on meanwhile: concurrent failures at the same server
