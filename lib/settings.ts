@@ -31,7 +31,7 @@ export const DEFAULT_SETTINGS = {
 
   // `mutexd up` (a local cluster) and the node's log.
   upStartTimeoutMs: 20_000, // a node that answers no HTTP this long after its start failed (a cold start under load takes seconds)
-  upStopTimeoutMs: 5_000, // nodes still running this long after SIGTERM get SIGKILL (a clean stop takes under 10 ms; stopGraceMs bounds it)
+  upStopTimeoutMs: 5_000, // nodes still running this long after SIGTERM get SIGKILL (a clean stop takes 2-12 ms; stopGraceMs bounds it)
   stopGraceMs: 150, // a node still stopping this long after SIGTERM/SIGINT exits anyway, as after a crash
   upPollMs: 50, // how often `mutexd up` looks whether a node answers or has exited (cheap; keeps start-up quick)
   logPendingLinesMax: 1_000, // log lines gathered before a write even within one event-loop turn (bounds the buffer)
