@@ -18,3 +18,15 @@ export interface RunningNode {
 }
 
 export type NodeStarter = (cluster: ClusterConfig, node: NodeConfig, log: Logger) => Promise<RunningNode>;
+
+/**
+ * Runs `stop` and resolves "stopped" when it is done, or "stopForced" after `graceMs` if it is not
+ * (the caller then exits anyway, as after a crash, which every role survives).
+ */
+export function stopWithin(stop: () => Promise<void>, graceMs: number): Promise<"stopped" | "stopForced"> {
+  let bound: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    stop().then(() => "stopped" as const),
+    new Promise<"stopForced">((resolve) => (bound = setTimeout(() => resolve("stopForced"), graceMs))),
+  ]).finally(() => clearTimeout(bound));
+}

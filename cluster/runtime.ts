@@ -38,7 +38,10 @@ export function serveHttp(fetch: FetchHandler, options: { hostname: string; port
   if (runtimeName === "bun") {
     // idleTimeout (s) must exceed the longest long-poll; 255 is Bun's maximum.
     const server = g.Bun.serve({ hostname: options.hostname, port: options.port, fetch, idleTimeout: 255 });
-    return Promise.resolve({ port: server.port, close: () => Promise.resolve(server.stop(true)) });
+    // Not stop(true): that cuts the connections at once, before the answers a stopping service
+    // has just given (long-polls ended) are written. stop() closes idle keep-alive connections and
+    // resolves when the requests in progress are answered, as Deno's shutdown() does.
+    return Promise.resolve({ port: server.port, close: () => Promise.resolve(server.stop()) });
   }
   return Promise.reject(new Error("mutexd runs on Deno or Bun"));
 }

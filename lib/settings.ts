@@ -24,14 +24,15 @@ export const DEFAULT_SETTINGS = {
   tickMs: 20, // how often a server's driver feeds the clock to its core
 
   // Client.
-  requestTimeoutMs: 3_000, // a client gives up one HTTP request after this (plus long-poll time)
-  failoverTimeoutMs: 5_000, // a lock client retries over the servers this long (a takeover takes < 1 s) before "unavailable"
+  requestTimeoutMs: 3_000, // a client gives up one HTTP request after this (plus long-poll time; a keepalive after TTL/3 if shorter), a paused server too
+  failoverTimeoutMs: 5_000, // a lock client retries over the servers this long, each at least once (a takeover takes < 1 s) before "unavailable"
   killGraceMs: 3_000, // `mutexd lock`: SIGTERM, then SIGKILL after this when the lock is lost
   ringWriteWaitMs: 30_000, // `mutexd ring put/delete` outside a section wait this long for one of their own
 
   // `mutexd up` (a local cluster) and the node's log.
   upStartTimeoutMs: 20_000, // a node that answers no HTTP this long after its start failed (a cold start under load takes seconds)
-  upStopTimeoutMs: 5_000, // nodes still running this long after SIGTERM get SIGKILL (a clean stop takes well under 1 s)
+  upStopTimeoutMs: 5_000, // nodes still running this long after SIGTERM get SIGKILL (a clean stop takes 2-12 ms; stopGraceMs bounds it)
+  stopGraceMs: 150, // a node still stopping this long after SIGTERM/SIGINT exits anyway, as after a crash
   upPollMs: 50, // how often `mutexd up` looks whether a node answers or has exited (cheap; keeps start-up quick)
   logPendingLinesMax: 1_000, // log lines gathered before a write even within one event-loop turn (bounds the buffer)
 
@@ -77,6 +78,7 @@ export const DEFAULT_SETTINGS = {
   replicationLogMax: 100_000, // unacked entries kept for the backup; beyond, it must resync by snapshot
   answeredMax: 10_000, // answers remembered for idempotent retries (oldest forgotten first)
   tokenCeilingStep: 1_000_000, // the arbiter's record caps fencing tokens; a primary has the cap raised by this much at a time (a fresh table starts above it)
+  answeredBytesMax: 4_194_304, // and their estimated bytes at most (lib/core/lock/answered.ts; 10,000 answers with UUID ids take ~1.7 MB)
   peerBodyBytesMax: 16_777_216, // one replication message between servers
   syncChunkItemsMax: 1_000, // sessions, locks or answers per chunk of a returning backup's copy (each chunk costs the primary ~1-2 ms)
   syncChunkBytesMax: 262_144, // JSON bytes per copy chunk (one item beyond it goes alone)
@@ -182,6 +184,12 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     s.heartbeatMs * 2 <= s.primarySilenceMs,
     "heartbeatMs",
     `must be at most primarySilenceMs / 2 (${s.primarySilenceMs / 2})`,
+  );
+  relation(s.stopGraceMs < s.upStopTimeoutMs, "stopGraceMs", `must be below upStopTimeoutMs (${s.upStopTimeoutMs}): a node exits by itself before \`mutexd up\` kills it`);
+  relation(
+    s.answeredBytesMax >= 65_536,
+    "answeredBytesMax",
+    "must be at least 65536: below it, a few closes of sessions holding many locks would evict every other remembered answer",
   );
   relation(s.tickMs <= s.heartbeatMs, "tickMs", `must be at most heartbeatMs (${s.heartbeatMs})`);
   relation(

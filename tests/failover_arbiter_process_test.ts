@@ -131,3 +131,32 @@ test("no single point of failure: the arbiter paused for twice the session TTL: 
     await c.stopAll();
   }
 });
+
+test("no single point of failure: the arbiter killed -9 for longer than the session TTL, then restarted: no session expires, the holders keep their locks", { timeout: 60_000 }, async () => {
+  const c = await startCluster();
+  try {
+    const holder = connect({ servers: [c.urls.p1, c.urls.b1] });
+    const held = await holder.lock("held", { ttlMs: S.sessionTtlMinMs });
+    const idle = await holder.openSession({ ttlMs: S.sessionTtlMinMs });
+    c.procs.get("a1")!.kill("SIGKILL");
+    await c.procs.get("a1")!.exited;
+    const killedAtMs = Date.now();
+    // The property is about a duration: an outage longer than every session's TTL.
+    await eventually("the arbiter has been down for twice the session TTL", () => Date.now() - killedAtMs > 2 * S.sessionTtlMinMs, 20_000);
+    await c.start("a1");
+    const backAtMs = Date.now();
+    await eventually("the arbiter's lease is back", async () => ((await leaseSupport(c.urls.p1))?.arbiterRemainingMs ?? 0) > 0, 10_000);
+    // The finding: the sessions expired when the arbiter came back. Wait out a whole TTL after it.
+    await eventually("a session TTL has passed since the arbiter came back", () => Date.now() - backAtMs > S.sessionTtlMinMs, 20_000);
+    assert.ok(!held.signal.aborted && !idle.signal.aborted, "no session was lost on the client");
+    const table = await status(c.urls.p1);
+    assert.equal(table?.server?.epoch, 1, "no takeover: the restarted arbiter kept the epoch");
+    assert.deepEqual(table?.sessions.map((s) => s.session).sort(), [held.session.id, idle.id].sort(), "both sessions are still open");
+    assert.equal(table?.locks.find((l) => l.name === "held")?.holders[0].token, held.token, "still held with its token");
+    assert.doesNotMatch(c.procs.get("p1")!.stderr(), /"event":"sessionExpired"/, "the primary expired no session");
+    await held.release();
+    await idle.close();
+  } finally {
+    await c.stopAll();
+  }
+});

@@ -26,12 +26,13 @@ const LIMITS: LockTableLimits = {
   leftCallsPerSessionMax: 3,
   sessionTtlMinMs: 1_500,
 };
-const ANSWERED_MAX = 15;
+// Few remembered answers, so evictions happen within a copy.
+const ANSWERED = { answeredMax: 15, answeredBytesMax: DEFAULT_SETTINGS.answeredBytesMax };
 const NAMES = Array.from({ length: 30 }, (_, i) => `L${i}`);
 
 /** A machine with a random workload: each `next()` is one log entry of a random command. */
 class Workload {
-  readonly machine = new LockMachine(new LockTable({ limits: LIMITS, sessionIdPrefix: "s", tokenFloor: 100 }), ANSWERED_MAX);
+  readonly machine = new LockMachine(new LockTable({ limits: LIMITS, sessionIdPrefix: "s", tokenFloor: 100 }), ANSWERED);
   private atMs = 0;
   private requestSeq = 0;
 
@@ -108,7 +109,7 @@ function copyUnderLoad(seed: number, options: { itemsMax: number; bytesMax: numb
   const atCut = work.machine.snapshot();
   const source = new CopySource(work.machine, { syncChunkItemsMax: options.itemsMax, syncChunkBytesMax: options.bytesMax });
   options.corrupt?.(source);
-  const sink = new CopySink(1, structuredClone(source.start), LIMITS, ANSWERED_MAX);
+  const sink = new CopySink(1, structuredClone(source.start), LIMITS, ANSWERED);
   const after: LogEntry[] = [];
   let chunks = 0;
   // Bounded: each round without a loss loads at least one item.
@@ -190,7 +191,7 @@ test("copy: a malformed chunk stops the backup (fail-stop) instead of loading it
   const work = new Workload(new Prng(5));
   work.run(100);
   const source = new CopySource(work.machine, { syncChunkItemsMax: 4, syncChunkBytesMax: 4_096 });
-  const sink = new CopySink(1, source.start, LIMITS, ANSWERED_MAX);
+  const sink = new CopySink(1, source.start, LIMITS, ANSWERED);
   const chunk = source.chunk(0)!;
   assert.throws(() => sink.accept({ ...chunk, payload: "[{" }), /does not parse/);
   assert.throws(() => sink.accept({ ...chunk, payload: JSON.stringify([{ id: 5 }]), count: 1 }), /not a session/);

@@ -5,7 +5,7 @@
 import process from "node:process";
 import { findNode, loadClusterFile, ROLES, type NodeConfig, type Role } from "../config.ts";
 import { jsonLogger } from "../log.ts";
-import type { NodeStarter } from "../running_node.ts";
+import { type NodeStarter, stopWithin } from "../running_node.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
 /** Role → the module that starts it. Each role lives in its own cluster/ module. */
@@ -48,8 +48,11 @@ export function run(argv: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.event("stopping", { signal });
-      await running.stop();
-      log.event("stopped", {});
+      const startedMs = performance.now();
+      // A stop answers every waiting client and closes the server (docs/failover.md, "primary
+      // stopped"); should anything still hold it, the process exits after stopGraceMs anyway.
+      const outcome = await stopWithin(() => running.stop(), cluster.settings.stopGraceMs);
+      log.event(outcome, { ms: Math.round(performance.now() - startedMs) });
       log.flush();
       process.exit(EXIT.ok);
     };

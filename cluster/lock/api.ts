@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import type { ClientAnswer, PeerMessage } from "../../lib/core/lock/lock_replica.ts";
 import type { Command } from "../../lib/core/lock/lock_table.ts";
+import { requestIdProblem } from "../../lib/core/lock/answered.ts";
 import type { Settings } from "../../lib/settings.ts";
 import { errorOf, errorResponse, field, installErrorHandlers, onlyFields, parseJsonObject, readBodyText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
 import type { EnterCommand, LockService, StatusView } from "./service.ts";
@@ -72,7 +73,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
         const ttlMs = field.integer(input, "ttlMs", settings.sessionTtlMs);
         // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out
         // a lost answer soon after that instead of after its whole wait.
-        submit({ type: "openSession", ttlMs }, field.optionalString(input, "requestId"), done, (result) =>
+        submit({ type: "openSession", ttlMs }, requestIdOf(input), done, (result) =>
           result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201) : unexpected(result));
       },
     },
@@ -90,7 +91,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       path: "/v1/sessions/:id",
       fields: ["requestId"],
       handle(params, input, done) {
-        submit({ type: "closeSession", session: params.id }, field.optionalString(input, "requestId"), done, (result) =>
+        submit({ type: "closeSession", session: params.id }, requestIdOf(input), done, (result) =>
           result.type === "closed" ? ok({ session: result.session, released: result.released }) : unexpected(result));
       },
     },
@@ -130,7 +131,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
         const name = field.string(input, "name");
         const session = field.string(input, "session");
         const token = field.optionalInteger(input, "token");
-        submit({ type: "leave", name, session, token }, field.optionalString(input, "requestId"), done, (result) =>
+        submit({ type: "leave", name, session, token }, requestIdOf(input), done, (result) =>
           result.type === "left" ? ok({ left: true, name, wasHolder: result.wasHolder }) : unexpected(result));
       },
     },
@@ -138,6 +139,13 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
 }
 
 type Result = Extract<ClientAnswer, { ok: true }>["result"];
+
+/** The idempotency key, checked here as the core checks it again (lib/core/lock/answered.ts). */
+function requestIdOf(input: Record<string, unknown>): string | undefined {
+  const problem = requestIdProblem(input.requestId);
+  if (problem !== undefined) throw new RequestError("bad_request", problem);
+  return input.requestId as string | undefined;
+}
 
 /** `encode()`, or the error answer of what it threw (as the app's onError answers). */
 function answerOf(encode: () => ApiAnswer, options: LockApiOptions): ApiAnswer {

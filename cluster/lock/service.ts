@@ -85,6 +85,10 @@ export class LockService {
 
   /** `submit` with a callback: `done` runs right after the step that commits (or refuses) it. */
   submitThen(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void): void {
+    if (this.stopped) {
+      this.continuations.push(() => done(this.stoppingAnswer()));
+      return this.runContinuations();
+    }
     const clientRef = this.nextClientRef++;
     this.answers.set(clientRef, done);
     this.replica.clientRequest(clientRef, command, requestId, this.options.clock.nowMs());
@@ -111,6 +115,7 @@ export class LockService {
       if (!answer.ok || answer.result.type !== "waiting") return done(answer);
       const pollMs = Math.min(command.waitMs, settings.longPollMaxMs);
       this.waitForTurn(command.name, command.session, pollMs, () => {
+        if (this.stopped) return done(this.stoppingAnswer());
         // Asked again for what is left of the wait: a poll that ran to the waiter's deadline
         // must not queue it again, at the back, for a whole new wait.
         const waitMs = Math.max(0, command.waitMs - (clock.nowMs() - askedAtMs));
@@ -220,10 +225,25 @@ export class LockService {
     for (const waiters of [...this.polls.values()]) for (const finish of [...waiters]) finish("changed");
   }
 
+  /**
+   * Stops the driver so that the HTTP server can close at once: every client still waiting (a
+   * long-poll, a command not yet committed) is answered "not primary" now, and so is any request
+   * that still arrives. The client asks the other server with the same requestId or callId, so
+   * a command this server appended but did not commit is applied there once or not at all, as
+   * after a crash; nothing is half-applied here, since the process applies nothing after this.
+   */
   stop(): void {
     this.stopped = true;
+    const waiting = [...this.answers.values()];
+    this.answers.clear();
+    for (const done of waiting) this.continuations.push(() => done(this.stoppingAnswer()));
     this.endAllPolls();
     this.runContinuations();
+  }
+
+  /** The refusal of a stopping server: "not primary", without a hint (the peer may take over). */
+  private stoppingAnswer(): ClientAnswer {
+    return { ok: false, code: "not_primary", message: `${this.options.nodeId} is stopping`, epoch: this.replica.epoch, primary: null };
   }
 
   get table(): LockTable | undefined {

@@ -86,8 +86,18 @@ export interface HttpRequest {
 export function exchange<T>(ports: HttpPorts, request: HttpRequest, done: (outcome: Outcome<T>) => void): void {
   const { base, method, path, body } = request;
   const controller = new AbortController();
-  const timer = ports.timers.setTimeout(() => controller.abort(new Error(`no answer in ${request.timeoutMs}ms`)), request.timeoutMs);
+  let finished = false;
+  // The timeout ends the exchange itself, whatever the runtime does with the abort: a fetch, or
+  // a body still being read (`text()` after the headers), need not reject at once when the
+  // server is paused, and the caller must not wait for the pause to end.
+  const timer = ports.timers.setTimeout(() => {
+    const error = new Error(`no answer in ${request.timeoutMs}ms`);
+    controller.abort(error);
+    unreachable(error);
+  }, request.timeoutMs);
   const finish = (outcome: Outcome<T>) => {
+    if (finished) return;
+    finished = true;
     ports.timers.clearTimeout(timer);
     done(outcome);
   };

@@ -36,7 +36,10 @@ export type Mode = "exclusive" | "shared";
 export interface ConnectOptions {
   /** Base URLs of the lock servers, tried in order (primary first). */
   servers: string | string[];
-  /** One HTTP request gives up after this (long-polls get their wait on top). */
+  /**
+   * One HTTP request gives up after this (long-polls get their wait on top; a keepalive gives up
+   * after one keepalive period, TTL/3, if that is shorter), even at a server that never answers.
+   */
   requestTimeoutMs?: number;
   /**
    * How long a call keeps trying while no server serves (a takeover in progress): it moves to
@@ -94,7 +97,7 @@ function failed<T>(error: MutexdError): Outcome<T> {
 export class LockClient {
   private readonly servers: string[];
   private current = 0;
-  private readonly requestTimeoutMs: number;
+  readonly requestTimeoutMs: number;
   private readonly failoverTimeoutMs: number;
   /** The longest a server holds a waiting enter (learnt when a session opens). */
   private longPollMs = DEFAULT_LONG_POLL_MS;
@@ -122,22 +125,28 @@ export class LockClient {
 
   /**
    * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
-   * or the next server and tries again, until failoverTimeoutMs has passed. Requests that must
-   * not apply twice carry an idempotency key (`requestId`), so a retry is safe.
+   * or the next server and tries again, until failoverTimeoutMs has passed and every server was
+   * asked once. Requests that must not apply twice carry an idempotency key (`requestId`), so a
+   * retry is safe.
    */
   request<T>(method: string, path: string, body?: unknown, extraTimeoutMs = 0): Promise<T> {
     return promised((done) => this.requestThen(method, path, body, extraTimeoutMs, done));
   }
 
-  /** `request` with a callback. Every try sends the same `body` (so the same idempotency key). */
-  requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>): void {
+  /**
+   * `request` with a callback. Every try sends the same `body` (so the same idempotency key).
+   * Each try gives up after `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
+   */
+  requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>, attemptTimeoutMs?: number): void {
     const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
     let lastError: MutexdError | undefined;
     let backoffMs = BACKOFF_FIRST_MS;
     let attempt = 0;
     // Bounded by the deadline; every failed round over the servers sleeps, so this never spins.
+    // Every server is tried once even after the deadline: a try that hung until its timeout (a
+    // paused server, a long-poll) must not use the window up before the other one was asked.
     const next = (): void => {
-      if (attempt > 0 && this.clock.nowMs() >= deadlineMs) {
+      if (attempt >= this.servers.length && this.clock.nowMs() >= deadlineMs) {
         return done(failed(lastError ?? new MutexdError("unreachable", "no server answered")));
       }
       if (attempt > 0 && attempt % this.servers.length === 0) {
@@ -149,14 +158,19 @@ export class LockClient {
     };
     const send = (): void => {
       attempt += 1;
-      const base = this.servers[this.current];
-      const timeoutMs = this.requestTimeoutMs + extraTimeoutMs;
+      const tried = this.current;
+      const base = this.servers[tried];
+      const timeoutMs = attemptTimeoutMs ?? this.requestTimeoutMs + extraTimeoutMs;
       exchange<T>(this.ports, { base, method, path, body, timeoutMs }, (outcome) => {
         if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
         lastError = outcome.error;
         const primaryUrl = outcome.detail?.primaryUrl;
         const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
-        this.current = hinted >= 0 && hinted !== this.current ? hinted : (this.current + 1) % this.servers.length;
+        // Only if no other request moved on meanwhile: concurrent failures at the same server
+        // (a keepalive and a long-poll at a paused primary) must not move the client back to it.
+        if (this.current === tried) {
+          this.current = hinted >= 0 && hinted !== tried ? hinted : (tried + 1) % this.servers.length;
+        }
         next();
       });
     };
@@ -293,7 +307,7 @@ export class Session {
       if (this.closed) return;
       this.scheduleKeepAlive();
       this.keepAlive();
-    }, Math.max(1, Math.floor(this.ttlMs / 3)));
+    }, this.keepAlivePeriodMs());
   }
 
   private armLeaseTimer(): void {
@@ -315,6 +329,9 @@ export class Session {
     this.checkLease();
     if (this.closed) return;
     const sentAtMs = this.client.clock.nowMs();
+    // Each try gives up within one keepalive period: a try stuck at a paused primary must leave
+    // room, before the lease ends, for the next one at the server that takes over.
+    const attemptTimeoutMs = Math.min(this.client.requestTimeoutMs, this.keepAlivePeriodMs());
     this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, undefined, 0, (outcome) => {
       if (this.closed) return;
       if (outcome.ok) {
@@ -324,7 +341,11 @@ export class Session {
         this.lose("the server expired the session");
       }
       // Other failures: try again on the next round; the lease timer bounds how long.
-    });
+    }, attemptTimeoutMs);
+  }
+
+  private keepAlivePeriodMs(): number {
+    return Math.max(1, Math.floor(this.ttlMs / 3));
   }
 
   private lose(reason: string): void {

@@ -8,6 +8,7 @@
  * (the primary's clock), so both hold the same table and the same fencing counter.
  */
 import { assert } from "../assert.ts";
+import { type AnsweredLimits, AnsweredRequests, requestIdProblem } from "./answered.ts";
 import { type Command, LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "./lock_table.ts";
 
 export interface LogEntry {
@@ -36,11 +37,11 @@ export interface LockMachineSnapshot {
 const REMEMBERED = new Set<Command["type"]>(["openSession", "closeSession", "leave"]);
 
 export class LockMachine {
-  private answered = new Map<string, Output["result"]>();
+  private answered: AnsweredRequests;
   private applied = 0;
 
-  constructor(readonly table: LockTable, private readonly answeredMax: number) {
-    assert(answeredMax > 0, "answeredMax must be positive");
+  constructor(readonly table: LockTable, limits: AnsweredLimits) {
+    this.answered = new AnsweredRequests(limits);
   }
 
   get appliedIndex(): number {
@@ -56,6 +57,13 @@ export class LockMachine {
   apply(entry: LogEntry): Output {
     assert(entry.index === this.applied + 1, `entry ${entry.index} applied after ${this.applied}`);
     this.applied = entry.index;
+    // The primary refuses such an id before it appends (LockReplica.clientRequest); an entry that
+    // carries one anyway is refused here, the same on both servers, and nothing of it is kept.
+    const idProblem = requestIdProblem(entry.requestId);
+    if (idProblem !== undefined) {
+      const output = this.table.apply({ type: "tick" }, entry.atMs);
+      return { result: { ok: false, error: { code: "bad_request", message: idProblem } }, effects: output.effects };
+    }
     const remembered = entry.requestId === undefined ? undefined : this.answered.get(entry.requestId);
     if (remembered !== undefined) {
       // A retry: answer as the first time, and let time pass for the rest of the table.
@@ -64,9 +72,7 @@ export class LockMachine {
     }
     const output = this.table.apply(entry.command, entry.atMs);
     if (entry.requestId !== undefined && REMEMBERED.has(entry.command.type)) {
-      this.answered.set(entry.requestId, output.result);
-      // Oldest first: a Map iterates in insertion order, so eviction is deterministic.
-      while (this.answered.size > this.answeredMax) this.answered.delete(this.answered.keys().next().value!);
+      this.answered.remember(entry.requestId, output.result);
     }
     return output;
   }
@@ -80,20 +86,21 @@ export class LockMachine {
     return { appliedIndex: this.applied, table: this.table.snapshot(), answered: this.answeredEntries() };
   }
 
-  static fromSnapshot(snapshot: LockMachineSnapshot, limits: LockTableLimits, answeredMax: number): LockMachine {
-    return LockMachine.fromParts(LockTable.fromSnapshot(snapshot.table, limits), snapshot.appliedIndex, snapshot.answered, answeredMax);
+  static fromSnapshot(snapshot: LockMachineSnapshot, limits: LockTableLimits, answeredLimits: AnsweredLimits): LockMachine {
+    return LockMachine.fromParts(LockTable.fromSnapshot(snapshot.table, limits), snapshot.appliedIndex, snapshot.answered, answeredLimits);
   }
 
   /** The remembered answers, oldest first (a streamed copy takes them at its start). */
   answeredEntries(): Array<[string, Output["result"]]> {
-    return [...this.answered.entries()];
+    return this.answered.entries();
   }
 
   /** A machine at `appliedIndex` from a table and the answers remembered then (a copy's end). */
-  static fromParts(table: LockTable, appliedIndex: number, answered: Array<[string, Output["result"]]>, answeredMax: number): LockMachine {
-    const machine = new LockMachine(table, answeredMax);
+  static fromParts(table: LockTable, appliedIndex: number, answered: Array<[string, Output["result"]]>, answeredLimits: AnsweredLimits): LockMachine {
+    const machine = new LockMachine(table, answeredLimits);
     machine.applied = appliedIndex;
-    machine.answered = new Map(answered);
+    // Under this server's limits, oldest first: the same answers the primary keeps.
+    machine.answered = AnsweredRequests.from(answered, answeredLimits);
     return machine;
   }
 }

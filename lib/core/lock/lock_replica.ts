@@ -24,6 +24,7 @@
 import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
 import { freshGraceMs, freshTokenFloor, type PrimaryRecordView, RecordCover } from "./arbiter_record.ts";
 import { assert, assertNever } from "../assert.ts";
+import { requestIdProblem } from "./answered.ts";
 import { LockMachine, type LogEntry } from "./lock_machine.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
 import type { CopyChunk, CopyStart } from "./table_copy.ts";
@@ -94,6 +95,7 @@ export type ReplicaSettings = Pick<
   | "syncChunkItemsMax"
   | "syncChunkBytesMax"
   | "syncProgressTimeoutMs"
+  | "answeredBytesMax"
 > & LockTableLimits;
 
 export interface ReplicaOptions {
@@ -202,7 +204,7 @@ export class LockReplica {
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold.
-      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings.answeredMax), "standalone", null);
+      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings), "standalone", null);
       this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
     }
   }
@@ -235,6 +237,9 @@ export class LockReplica {
       this.answer(clientRef, this.notPrimary());
       return;
     }
+    // A bad id is refused before it is logged: it would be replicated and remembered.
+    const idProblem = requestIdProblem(requestId);
+    if (idProblem !== undefined) return this.answer(clientRef, { ok: false, code: "bad_request", message: idProblem });
     this.append(command, requestId, clientRef);
   }
 
@@ -674,7 +679,7 @@ export class LockReplica {
       const copy = request.hasState ? this.machine : null;
       const how = copy ? "takeover" : "fresh";
       // A fresh table continues above every token the record covers (handed out by a lost table).
-      const machine = copy ?? new LockMachine(this.options.newTable(freshTokenFloor(reply)), this.options.settings.answeredMax);
+      const machine = copy ?? new LockMachine(this.options.newTable(freshTokenFloor(reply)), this.options.settings);
       this.becomePrimary(reply.epoch, machine, how, reply);
       this.extendLease(request.sentAtMs, reply.leaseMs);
       if (how === "takeover") this.append({ type: "restartLeases" }, undefined);

@@ -3,6 +3,7 @@
  * the primary knows of its backup (`BackupTracker`), the primary's side of a streamed copy
  * (`CopyServer`) and the backup's (`CopyPuller`). The copy itself is table_copy.ts.
  */
+import type { AnsweredLimits } from "./answered.ts";
 import type { LockMachine } from "./lock_machine.ts";
 import type { LockTableLimits } from "./lock_table.ts";
 import type { PeerMessage } from "./lock_replica.ts";
@@ -144,7 +145,7 @@ export class CopyPuller {
   /** A new copy being loaded; the backup's old one stays its machine until this is complete. */
   private sink: CopySink | null = null;
 
-  constructor(private readonly nodeId: string, private readonly settings: LockTableLimits & { answeredMax: number }) {}
+  constructor(private readonly nodeId: string, private readonly settings: LockTableLimits & AnsweredLimits) {}
 
   get loading(): boolean {
     return this.sink !== null;
@@ -179,7 +180,7 @@ export class CopyPuller {
     this.inFlight = false;
     const s = this.settings;
     if (ours && answer.type === "syncStart") {
-      this.sink = new CopySink(answer.syncGen, answer.start, s, s.answeredMax);
+      this.sink = new CopySink(answer.syncGen, answer.start, s, s);
     } else if (ours && answer.type === "syncChunk" && this.sink?.syncGen === answer.syncGen) {
       if (!this.sink.accept(answer.chunk)) return "stop";
     } else {

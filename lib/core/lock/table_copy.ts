@@ -19,6 +19,7 @@
  * answer p again (a lost chunk is asked for again), never anything before it.
  */
 import { assert } from "../assert.ts";
+import type { AnsweredLimits } from "./answered.ts";
 import { LockMachine } from "./lock_machine.ts";
 import {
   BORN,
@@ -204,7 +205,7 @@ export class CopySink {
     readonly syncGen: number,
     readonly start: CopyStart,
     limits: LockTableLimits,
-    private readonly answeredMax: number,
+    private readonly answeredLimits: AnsweredLimits,
   ) {
     assert(isCopyStart(start), "malformed copy start");
     this.table = LockTable.fromHeader(start.table, limits);
@@ -260,7 +261,7 @@ export class CopySink {
   /** The copied machine, at the cut's index (only once every item is loaded). */
   finish(): LockMachine {
     assert(this.done, "copy not complete");
-    return LockMachine.fromParts(this.table, this.start.appliedIndex, this.answered, this.answeredMax);
+    return LockMachine.fromParts(this.table, this.start.appliedIndex, this.answered, this.answeredLimits);
   }
 }
 

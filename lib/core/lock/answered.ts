@@ -1,0 +1,101 @@
+/**
+ * The lock machine's memory of answered requests (idempotency keys → first answer), bounded in
+ * count (`answeredMax`) and in bytes (`answeredBytesMax`), oldest forgotten first. The primary
+ * and the backup apply the same entries with the same limits, so both remember and forget the
+ * same answers: the size of an answer is a function of the entry and its result only.
+ *
+ * Before the byte bound, 10,000 ids of 60 KB each cost 190 MB per server (issue 11); ids are
+ * now at most REQUEST_ID_LENGTH_MAX characters, and the byte bound also covers large answers
+ * (a closed session lists every lock it released).
+ */
+import type { Settings } from "../../settings.ts";
+import { assert } from "../assert.ts";
+import type { Output } from "./lock_table.ts";
+
+/** Longest idempotency key a request may carry: a UUID is 36 characters. */
+export const REQUEST_ID_LENGTH_MAX = 128;
+
+/**
+ * What a remembered answer costs beyond its id and its answer's JSON text: the map entry and the
+ * strings' headers, roughly, in the engines we run on.
+ */
+export const ANSWER_OVERHEAD_BYTES = 64;
+
+export type AnsweredLimits = Pick<Settings, "answeredMax" | "answeredBytesMax">;
+
+type Answer = Output["result"];
+
+/** Why `requestId` is not an acceptable idempotency key, or undefined when it is (none is fine). */
+export function requestIdProblem(requestId: unknown): string | undefined {
+  if (requestId === undefined) return undefined;
+  if (typeof requestId !== "string" || requestId.length === 0 || requestId.length > REQUEST_ID_LENGTH_MAX) {
+    return `requestId must be a string of 1..${REQUEST_ID_LENGTH_MAX} characters`;
+  }
+  return undefined;
+}
+
+/**
+ * The estimated memory of one remembered answer, in bytes: its id's and its answer's JSON length
+ * in characters (a byte each for ASCII, as the engines store such strings) plus the overhead.
+ */
+export function answerBytes(requestId: string, answer: Answer): number {
+  return requestId.length + JSON.stringify(answer).length + ANSWER_OVERHEAD_BYTES;
+}
+
+export class AnsweredRequests {
+  private readonly answers = new Map<string, { answer: Answer; bytes: number }>();
+  private totalBytes = 0;
+
+  constructor(private readonly limits: AnsweredLimits) {
+    assert(limits.answeredMax > 0 && limits.answeredBytesMax > 0, "answeredMax and answeredBytesMax must be positive");
+  }
+
+  /** Restores a snapshot's answers (oldest first), under this server's limits. */
+  static from(entries: ReadonlyArray<readonly [string, Answer]>, limits: AnsweredLimits): AnsweredRequests {
+    const answered = new AnsweredRequests(limits);
+    for (const [requestId, answer] of entries) answered.remember(requestId, answer);
+    return answered;
+  }
+
+  get(requestId: string): Answer | undefined {
+    return this.answers.get(requestId)?.answer;
+  }
+
+  get size(): number {
+    return this.answers.size;
+  }
+
+  /** The estimated bytes held (see answerBytes). */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  /**
+   * Remembers an answer, then forgets the oldest until both bounds hold. An answer larger than
+   * answeredBytesMax by itself is forgotten at once (its retry is answered by the table's state).
+   */
+  remember(requestId: string, answer: Answer): void {
+    this.forget(requestId);
+    const bytes = answerBytes(requestId, answer);
+    this.answers.set(requestId, { answer, bytes });
+    this.totalBytes += bytes;
+    const { answeredMax, answeredBytesMax } = this.limits;
+    // Oldest first: a Map iterates in insertion order, so eviction is deterministic. Each round
+    // removes one entry, so the loop ends.
+    while (this.answers.size > answeredMax || this.totalBytes > answeredBytesMax) {
+      this.forget(this.answers.keys().next().value!);
+    }
+  }
+
+  /** Oldest first, as a snapshot carries them. */
+  entries(): Array<[string, Answer]> {
+    return [...this.answers].map(([requestId, { answer }]) => [requestId, answer]);
+  }
+
+  private forget(requestId: string): void {
+    const held = this.answers.get(requestId);
+    if (!held) return;
+    this.answers.delete(requestId);
+    this.totalBytes -= held.bytes;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * requestId limits (issue 11): an idempotency key longer than REQUEST_ID_LENGTH_MAX is refused
+ * with 400 bad_request at the HTTP layer and again in the core (the primary before it logs it,
+ * the machine for an entry that carries one anyway), and the answers remembered for retries are
+ * bounded in estimated bytes (answeredBytesMax) as well as in count, oldest forgotten first, the
+ * same on a backup that applies the same entries or restores the primary's snapshot.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { manualClock } from "../cluster/clock.ts";
+import { createLockApp } from "../cluster/lock/api.ts";
+import { LockService } from "../cluster/lock/service.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { realTimers } from "../cluster/timers.ts";
+import { answerBytes, REQUEST_ID_LENGTH_MAX } from "../lib/core/lock/answered.ts";
+import { LockMachine, type LogEntry } from "../lib/core/lock/lock_machine.ts";
+import { LockTable } from "../lib/core/lock/lock_table.ts";
+import { DEFAULT_SETTINGS, mergeSettings } from "../lib/settings.ts";
+
+const SETTINGS = { ...DEFAULT_SETTINGS };
+
+function setup() {
+  const service = new LockService({
+    settings: SETTINGS,
+    clock: manualClock(1_000),
+    log: memoryLogger(),
+    nodeId: "p1",
+    peer: null,
+    arbiter: null,
+    transport: { send: () => Promise.reject(new Error("no peers in this test")) },
+    timers: realTimers,
+    sessionIdPrefix: "t-",
+    tokenFloor: 0,
+  });
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
+  const call = async (method: string, path: string, body?: unknown) => {
+    const response = await app.request(path, { method, headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}) });
+    return { status: response.status, body: await response.json() };
+  };
+  return { service, call, state: () => JSON.stringify(service.table!.snapshot()) };
+}
+
+const LONGEST = "k".repeat(REQUEST_ID_LENGTH_MAX);
+const TOO_LONG = "k".repeat(REQUEST_ID_LENGTH_MAX + 1);
+
+test("requestId: longer than REQUEST_ID_LENGTH_MAX is 400 bad_request on every route that takes one, and changes nothing; the longest allowed works", async () => {
+  const { call, state, service } = setup();
+  const opened = await call("POST", "/v1/sessions", { requestId: LONGEST });
+  assert.equal(opened.status, 201, JSON.stringify(opened.body));
+  const session = opened.body.session;
+  const before = state();
+  const lastIndex = service.replica.status().lastIndex;
+  for (const [method, path, body] of [
+    ["POST", "/v1/sessions", { requestId: TOO_LONG }],
+    ["POST", "/v1/leave", { name: "a", session, requestId: TOO_LONG }],
+    ["DELETE", `/v1/sessions/${session}`, { requestId: TOO_LONG }],
+    ["POST", "/v1/sessions", { requestId: "" }],
+  ] as const) {
+    const refused = await call(method, path, body);
+    assert.equal(refused.status, 400, `${method} ${path}`);
+    assert.equal(refused.body.error.code, "bad_request");
+    assert.match(refused.body.error.message, new RegExp(`requestId must be a string of 1\\.\\.${REQUEST_ID_LENGTH_MAX} characters`));
+  }
+  assert.equal(state(), before, "the table is unchanged");
+  assert.equal(service.replica.status().lastIndex, lastIndex, "nothing was logged");
+});
+
+test("requestId: the core refuses a too-long id too: the primary before it logs it (a driver that skips the HTTP check)", async () => {
+  const { service, state } = setup();
+  const before = state();
+  const lastIndex = service.replica.status().lastIndex;
+  const answer = await service.submit({ type: "openSession", ttlMs: SETTINGS.sessionTtlMs }, TOO_LONG);
+  assert.equal(answer.ok, false);
+  assert.equal(!answer.ok && answer.code, "bad_request");
+  assert.equal(state(), before);
+  assert.equal(service.replica.status().lastIndex, lastIndex, "not logged, so never replicated nor remembered");
+  // Not vacuous: the same command with an id of the longest length is applied.
+  assert.equal((await service.submit({ type: "openSession", ttlMs: SETTINGS.sessionTtlMs }, LONGEST)).ok, true);
+});
+
+function machine(limits: { answeredMax: number; answeredBytesMax: number }): LockMachine {
+  return new LockMachine(new LockTable({ limits: SETTINGS, sessionIdPrefix: "s-", tokenFloor: 0 }), limits);
+}
+
+/** openSession entries with ids `id-<i>` padded to `idLength` characters. */
+function opens(count: number, idLength: number): LogEntry[] {
+  return Array.from({ length: count }, (_, i) => ({
+    index: i + 1,
+    epoch: 1,
+    atMs: 1_000 + i,
+    requestId: `id-${i}-`.padEnd(idLength, "x"),
+    command: { type: "openSession", ttlMs: SETTINGS.sessionTtlMs },
+  }));
+}
+
+test("requestId: an entry that carries a too-long id (from the wire) is refused by the machine, the same on both servers, and not remembered", () => {
+  const entry: LogEntry = { index: 1, epoch: 1, atMs: 1_000, requestId: TOO_LONG, command: { type: "openSession", ttlMs: SETTINGS.sessionTtlMs } };
+  const m = machine(SETTINGS);
+  const output = m.apply(entry);
+  assert.deepEqual(output.result, { ok: false, error: { code: "bad_request", message: `requestId must be a string of 1..${REQUEST_ID_LENGTH_MAX} characters` } });
+  assert.equal(m.appliedIndex, 1, "the entry's index is used up (the log has no gaps)");
+  assert.equal(m.table.sessions.size, 0, "no session opened");
+  assert.equal(m.answerFor(TOO_LONG), undefined);
+  assert.deepEqual(m.snapshot().answered, []);
+});
+
+test("answered ids: bounded in bytes, oldest forgotten first; a backup applying the same entries, or restoring the snapshot, keeps exactly the same", () => {
+  const entries = opens(200, REQUEST_ID_LENGTH_MAX);
+  const first = machine(SETTINGS);
+  first.apply(entries[0]);
+  const oneAnswerBytes = answerBytes(entries[0].requestId!, first.answerFor(entries[0].requestId!)!);
+  // Room for about 20 answers, while the count bound (200) would keep them all.
+  const limits = { answeredMax: 200, answeredBytesMax: 20 * oneAnswerBytes + oneAnswerBytes / 2 };
+  const primary = machine(limits);
+  const backup = machine(limits);
+  for (const entry of entries) {
+    primary.apply(entry);
+    backup.apply(entry);
+  }
+  const answered = primary.snapshot().answered;
+  const bytes = answered.reduce((sum, [id, answer]) => sum + answerBytes(id, answer), 0);
+  assert.ok(bytes <= limits.answeredBytesMax, `${bytes} bytes kept, bound ${limits.answeredBytesMax}`);
+  assert.equal(answered.length, 20, "as many as fit");
+  assert.deepEqual(answered.map(([id]) => id), entries.slice(-20).map((e) => e.requestId), "the newest kept, the oldest forgotten");
+  assert.equal(primary.answerFor(entries[0].requestId!), undefined);
+  assert.deepEqual(backup.snapshot().answered, answered, "the backup remembers exactly the same answers");
+
+  // A retry of a remembered id is answered as the first time; a forgotten one is applied anew.
+  const last = entries[entries.length - 1];
+  const retried = primary.apply({ ...last, index: entries.length + 1 });
+  assert.deepEqual(retried.result, primary.answerFor(last.requestId!));
+
+  // A backup restoring a snapshot of a primary with larger bounds holds its own bounds.
+  const roomy = machine({ answeredMax: 10_000, answeredBytesMax: 1_000_000 });
+  for (const entry of entries) roomy.apply(entry);
+  assert.equal(roomy.snapshot().answered.length, 200);
+  const restored = LockMachine.fromSnapshot(roomy.snapshot(), SETTINGS, limits);
+  assert.deepEqual(restored.snapshot().answered, answered, "restored under the same limits: the same answers as the primary keeps");
+});
+
+test("answered ids: the count bound still holds, and answeredBytesMax is a validated setting", () => {
+  const m = machine({ answeredMax: 5, answeredBytesMax: 1_000_000 });
+  for (const entry of opens(12, 36)) m.apply(entry);
+  assert.deepEqual(m.snapshot().answered.map(([id]) => id), opens(12, 36).slice(-5).map((e) => e.requestId));
+  assert.deepEqual(mergeSettings({ answeredBytesMax: 1_000 }).problems.map((p) => p.key), ["answeredBytesMax"]);
+  assert.deepEqual(mergeSettings({ answeredBytesMax: 65_536 }).problems, []);
+});
