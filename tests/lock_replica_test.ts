@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Command } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { enter, healthy, openSession, type Packet, World } from "./_lock_world.ts";
+import { enter, healthy, openSession, type Packet } from "./_lock_world.ts";
 
 const S = DEFAULT_SETTINGS;
 

@@ -254,7 +254,7 @@ export class LockTable {
       case "closeSession":
         return this.closeSession(command.session, effects);
       case "enter":
-        return this.enter(command, effects);
+        return this.enter(command);
       case "leave":
         return this.leave(command, effects);
       case "tick":
@@ -350,7 +350,7 @@ export class LockTable {
     return { result: { ok: true, type: "leasesRestarted", sessions: this.sessions.size }, effects: [] };
   }
 
-  private enter(command: Extract<Command, { type: "enter" }>, effects: Effect[]): Output {
+  private enter(command: Extract<Command, { type: "enter" }>): Output {
     const { name, mode, waitMs, lockDelayMs, callId } = command;
     const limits = this.options.limits;
     const nameProblem = this.checkName(name);

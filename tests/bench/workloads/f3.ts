@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { freePort, tempDir, writeCluster } from "../../_harness.ts";
 import { fillLocks, LOAD_LOCKS, resyncUnderLoad } from "../../_resync.ts";
 import { type ServerHandle, signal, startNode } from "../lib/server.ts";
-import { fmt, median } from "../lib/stats.ts";
+import { fmt } from "../lib/stats.ts";
 import type { Metrics, Workload, WorkloadContext } from "../lib/workload.ts";
 
 const SIZES = [10_000, 40_000, 100_000 - LOAD_LOCKS - 2];
