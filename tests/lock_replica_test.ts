@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
+import { recoverRecord } from "../lib/core/arbiter/recover.ts";
 import { type ClientAnswer, LockReplica, type Outbound } from "../lib/core/lock/lock_replica.ts";
 import { type Command, LockTable } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
@@ -660,4 +661,69 @@ test("both servers restarted, the backup's first claim lost (it followed the pri
   assert.equal(w.server("p").role, "primary", "b's claim without state (p silent) marked its copy lost; p starts afresh");
   assert.equal(w.server("p").epoch, 2);
   assert.equal(w.server("b").role, "backup");
+});
+
+test("arbiter recover during a backup's resync: the backup is recorded out of sync until it holds every committed change, so a takeover never hands a token out twice", () => {
+  const w = healthy();
+  const session = openSession(w);
+  const p = w.server("p");
+  // p goes alone (b cut, recorded out of sync), then the arbiter's disk is lost: it is stopped.
+  w.cut.add("p>b");
+  w.run(1_500);
+  assert.equal(w.arbiter.current.backupInSync, false, "recorded alone");
+  w.arbiterDown = true;
+  w.arbiterDisk = null;
+  // b syncs again over a slow link: appends carrying entries wait in flight; heartbeats pass.
+  w.hold = (pk) => pk.from === "p" && pk.outbound.kind === "peer" && pk.outbound.message.type === "append" && pk.outbound.message.entries.length > 0;
+  w.cut.clear();
+  for (let i = 0; i < 100 && p.status().backup?.mode !== "syncing"; i++) w.run(S.tickMs);
+  assert.equal(p.status().backup?.mode, "syncing");
+  // Two grants committed without b (its copy is still being synced); they go out to b held.
+  const tokens: number[] = [];
+  for (const name of ["X", "Y"]) {
+    const result = w.ok(enter(w, session, name));
+    assert.ok(result.type === "granted");
+    tokens.push(result.grant.token);
+  }
+  // b acks the first of them: commits now wait for its acks, but Y is not on b yet.
+  const first = w.held.shift()!;
+  const holdAppends = w.hold;
+  w.hold = (pk) => pk !== first && holdAppends(pk);
+  w.queue.push(first);
+  w.deliver();
+  assert.equal(w.server("b").machine?.table.locks.has("Y"), false, "b lacks the committed grant of Y");
+  const decided = recoverRecord([{ id: "p", status: p.status() }, { id: "b", status: w.server("b").status() }], null);
+  assert.ok(decided.ok);
+  // Before the fix: in sync, since p already required b's acks.
+  assert.equal(decided.record.backupInSync, false, "a copy that lacks committed changes is not in sync");
+  // p dies before the recovered arbiter hears from it: b must not take over without Y.
+  w.crash("p");
+  w.held.splice(0);
+  w.hold = () => false;
+  w.arbiterDisk = decided.record;
+  w.restartArbiter();
+  w.runChecked(2_000);
+  assert.notEqual(w.server("b").role, "primary", "the backup out of sync is never promoted");
+  assert.equal(w.arbiter.current.epoch, decided.record.epoch, "no new epoch");
+});
+
+test("arbiter recover after the backup caught up: recorded in sync under its process id, and a takeover holds every grant", () => {
+  const w = healthy();
+  const session = openSession(w);
+  const granted = w.ok(enter(w, session, "X"));
+  assert.ok(granted.type === "granted");
+  w.arbiterDown = true;
+  w.arbiterDisk = null;
+  const p = w.server("p");
+  const decided = recoverRecord([{ id: "p", status: p.status() }, { id: "b", status: w.server("b").status() }], null);
+  assert.ok(decided.ok);
+  assert.equal(decided.record.backupInSync, true);
+  assert.equal(decided.record.backupIncarnation, "b-2", "the backup process that holds the copy");
+  w.crash("p");
+  w.arbiterDisk = decided.record;
+  w.restartArbiter();
+  w.runChecked(2_000);
+  const b = w.server("b");
+  assert.equal(b.role, "primary", "the in-sync backup takes over");
+  assert.equal(b.machine!.table.locks.get("X")?.holders[0]?.token, granted.grant.token, "with the grant of X");
 });

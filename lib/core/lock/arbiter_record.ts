@@ -36,8 +36,13 @@ export interface PrimaryRecordView {
   ttlMaxMs: number | null;
   /** The last sync report's sequence number sent; a recovered record starts there. */
   reportSeq: number;
-  /** Commits wait for the backup's acks (what "in sync" at the arbiter means). */
-  backupRequired: boolean;
+  /**
+   * The backup holds every committed change (its tracker is "inSync", the primary's in-sync
+   * report). Not merely "commits wait for its acks": that starts at the first ack of a new copy,
+   * before it acked what was committed without it.
+   */
+  backupInSync: boolean;
+  /** The backup process that copy went to (null: not known). */
   backupIncarnation: string | null;
 }
 

@@ -878,7 +878,7 @@ export class LockReplica {
       hasState: this.machine !== null,
       lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
       arbiterRecord: this.role === "primary" && this.options.arbiterId !== null
-        ? { ...this.record.status(), reportSeq: this.renewSeq, backupRequired: this.requireBackup, backupIncarnation: this.backup.incarnation ?? null }
+        ? { ...this.record.status(), reportSeq: this.renewSeq, backupInSync: this.backup.mode === "inSync", backupIncarnation: this.backup.incarnation ?? null }
         : null,
     };
   }
