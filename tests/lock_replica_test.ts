@@ -727,3 +727,40 @@ test("arbiter recover after the backup caught up: recorded in sync under its pro
   assert.equal(b.role, "primary", "the in-sync backup takes over");
   assert.equal(b.machine!.table.locks.get("X")?.holders[0]?.token, granted.grant.token, "with the grant of X");
 });
+
+test("arbiter down: a session with a longer TTL waits alone (refused, retryable, after peerTimeoutMs); other clients' keepalives and enters still commit", () => {
+  const w = healthy();
+  const session = openSession(w);
+  w.arbiterDown = true;
+  w.run(1_000);
+  assert.deepEqual(w.serving(), ["p"], "serving on the backup's promises");
+  const long = w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 3 });
+  assert.equal(w.answers.get(long), undefined, "it waits for the arbiter to raise ttlMaxMs");
+  // Before the fix every entry after it waited too: with the arbiter down, every session was lost.
+  const keepAlive = w.request("p", { type: "keepAlive", session });
+  assert.equal(w.ok(keepAlive).type, "session", "another client's keepalive commits");
+  assert.equal(w.ok(enter(w, session, "M")).type, "granted", "and its enter");
+  w.run(S.peerTimeoutMs);
+  const refused = w.answers.get(long);
+  assert.ok(refused && !refused.ok && refused.code === "not_primary" && refused.primary === "p", `retryable, here: ${JSON.stringify(refused)}`);
+  // With the arbiter back, the same request is covered once the renewal raised the record.
+  w.restartArbiter();
+  const retried = w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 3 });
+  w.run(500);
+  assert.equal(w.ok(retried).type, "session");
+  assert.equal(w.arbiter.current.ttlMaxMs, S.sessionTtlMs * 3, "raised durably before the answer");
+});
+
+test("an arbiter restarted from an older state file (the same epoch, a lower TTL record) is raised again by the next renewals", () => {
+  const w = healthy();
+  const older = structuredClone(w.arbiterDisk!);
+  assert.equal(older.ttlMaxMs, S.sessionTtlMs);
+  w.ok(w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 2 }));
+  assert.equal(w.arbiterDisk!.ttlMaxMs, S.sessionTtlMs * 2);
+  // Before the fix renewals asked only for raises above the cover the primary remembered.
+  w.arbiterDisk = older;
+  w.restartArbiter();
+  w.run(500);
+  assert.equal(w.arbiter.current.epoch, older.epoch, "the same epoch goes on");
+  assert.equal(w.arbiterDisk!.ttlMaxMs, S.sessionTtlMs * 2, "the record covers the session's TTL again");
+});

@@ -239,7 +239,14 @@ export class LockReplica {
       this.answer(clientRef, this.notPrimary());
       return;
     }
+    // A TTL the arbiter's record does not cover: only this command waits (outside the log).
+    if (!this.record.admits(command, this.machine!.table)) return this.holdForCover(clientRef, command, requestId);
     this.append(command, requestId, clientRef);
+  }
+
+  private holdForCover(clientRef: number, command: Command, requestId: string | undefined): void {
+    if (!this.record.hold({ clientRef, command, requestId }, this.machine!.table, this.nowMs)) this.answer(clientRef, this.uncovered());
+    this.maybeRenew();
   }
 
   /** A message from the other server; the return value is the answer to send back. */
@@ -349,7 +356,7 @@ export class LockReplica {
     if (requestId !== undefined) entry.requestId = requestId;
     const output = machine.apply(entry);
     this.lastIndex = entry.index;
-    this.record.appended(entry.index, command, output.result.ok, machine.table);
+    this.record.appended(entry.index, machine.table);
     this.pending.push({ index: entry.index, clientRef, output, appendedAtMs: this.nowMs });
     if (this.backup.mode === "syncing" || this.backup.mode === "inSync") {
       this.log.push(entry);
@@ -361,6 +368,7 @@ export class LockReplica {
 
   private tickPrimary(): void {
     const machine = this.machine!;
+    for (const held of this.record.takeExpired(this.nowMs)) this.answer(held.clientRef, this.uncovered());
     if (this.serving() && machine.table.isDue(this.timeBaseMs())) this.append({ type: "tick" }, undefined);
     if (this.options.arbiterId === null) return;
     this.checkBackupHealth();
@@ -515,6 +523,7 @@ export class LockReplica {
     }
     this.extendLease(request.sentAtMs, reply.leaseMs);
     this.record.covered(reply);
+    if (this.serving()) for (const held of this.record.takeCovered(this.machine!.table)) this.append(held.command, held.requestId, held.clientRef);
     this.advanceCommit();
     // The arbiter records the newest report it received, which may be one sent after this one.
     // So "alone" is certain only when no report sent after this one said "in sync"; "in sync"
@@ -730,10 +739,7 @@ export class LockReplica {
   /** Leaves the primary role (or an old primary): answers held requests "not primary". */
   private stepDown(epoch: number, primary: string | null, reason: string): void {
     this.event("steppedDown", { from: this.role, epoch, primary, reason });
-    for (const p of this.pending) {
-      if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
-    }
-    this.pending = [];
+    this.refuseHeldBack(epoch, primary);
     if (primary !== null && primary !== this.options.nodeId) {
       this.followPrimary(Math.max(epoch, this.epoch), primary, reason);
     } else {
@@ -742,6 +748,13 @@ export class LockReplica {
       this.primary = primary;
       this.machine = null;
     }
+  }
+
+  /** Leaving the primary role: uncommitted and uncovered requests get "not primary" (the client retries there). */
+  private refuseHeldBack(epoch: number, primary: string | null): void {
+    for (const p of this.pending) if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
+    this.pending = [];
+    for (const held of this.record.takeAll()) this.answer(held.clientRef, this.notPrimary(epoch, primary));
   }
 
   private followPrimary(epoch: number, primary: string | null, reason: string): void {
@@ -759,8 +772,7 @@ export class LockReplica {
     }
     const wasServing = this.role === "primary";
     if (wasServing) {
-      for (const p of this.pending) if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
-      this.pending = [];
+      this.refuseHeldBack(epoch, primary);
     }
     const sameCopy = this.role === "backup" && this.epoch === epoch && this.primary === primary;
     this.role = primary === null ? "joining" : "backup";
@@ -809,6 +821,12 @@ export class LockReplica {
   private notPrimary(epoch = this.epoch, primary = this.primary): ClientAnswer {
     const why = this.role === "primary" ? "its lease has lapsed" : `it is ${this.role}`;
     return { ok: false, code: "not_primary", message: `${this.options.nodeId} does not serve: ${why}`, epoch, primary };
+  }
+
+  /** A command the record did not cover in time: retryable, here (the client's retry asks again). */
+  private uncovered(): ClientAnswer {
+    const message = `${this.options.nodeId} cannot answer yet: the arbiter has not raised its record to cover this TTL (retry)`;
+    return { ok: false, code: "not_primary", message, epoch: this.epoch, primary: this.options.nodeId };
   }
 
   private nack(reason: string): PeerMessage {
