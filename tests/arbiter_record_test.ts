@@ -109,12 +109,15 @@ test("record gate: without an arbiter (standalone) or with one from before these
   }
 });
 
-test("fresh table: a grace of the record's ttlMaxMs stretched by L/(L−δ) after an earlier epoch, none at the first; floor at the ceiling after a lost table, the driver's at the first", () => {
+test("fresh table: a grace of the record's ttlMaxMs stretched by L/(L−δ) after an earlier epoch, none at the first; the token floor the larger of the ceiling and the driver's after a lost table, the driver's at the first", () => {
   assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: false, ttlMaxMs: 10_000 }), S), 0, "the cluster's first table");
   assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: true, ttlMaxMs: 10_000 }), S), 12_500);
   assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: true, ttlMaxMs: null }), S), Math.ceil((S.sessionTtlMaxMs + S.lockDelayMaxMs) * 1.25), "unknown: the longest the settings allow");
   assert.equal(freshGraceMs(lease({ fresh: false, tablesBefore: true, ttlMaxMs: 10_000 }), S), 0, "a takeover keeps its table");
-  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: 7_000 })), 7_000);
-  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: null })), undefined, "a record from before: the driver's own floor");
-  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: false, tokenCeiling: 0 })), undefined, "the first table: the driver's floor (wall clock)");
+  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: 7_000 }), 5_000), 7_000, "the ceiling, above the driver's floor");
+  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: 7_000 }), 9_000), 9_000, "the driver's floor, above the ceiling");
+  // Before the fix a ceiling never raised (0) was the floor: tokens restarted at 1.
+  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: 0 }), 5_000), 5_000, "a ceiling never raised: the driver's floor");
+  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: null }), 5_000), 5_000, "a record from before: the driver's floor");
+  assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: false, tokenCeiling: 0 }), 5_000), 5_000, "the first table: the driver's floor (wall clock)");
 });

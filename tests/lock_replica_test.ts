@@ -54,7 +54,8 @@ class World {
       peerId: id === "p" ? "b" : "p",
       arbiterId: "a",
       settings: S,
-      newTable: (tokenFloor = floor) => new LockTable({ limits: S, sessionIdPrefix: `${id}-${this.incarnations}-`, tokenFloor }),
+      newTable: ({ epoch, tokenFloor }) => new LockTable({ limits: S, sessionIdPrefix: `${id}-${this.incarnations}-${epoch}-`, tokenFloor }),
+      tokenFloor: floor,
       incarnation: `${id}-${++this.incarnations}`,
     }, this.nowMs);
     this.servers.set(id, replica);
@@ -763,4 +764,31 @@ test("an arbiter restarted from an older state file (the same epoch, a lower TTL
   w.run(500);
   assert.equal(w.arbiter.current.epoch, older.epoch, "the same epoch goes on");
   assert.equal(w.arbiterDisk!.ttlMaxMs, S.sessionTtlMs * 2, "the record covers the session's TTL again");
+});
+
+test("a fresh table in the same process (a duplicated old claim made it start afresh) never reuses the lost table's session ids: the old client's keepalive finds no session", () => {
+  const w = healthy();
+  const old = openSession(w);
+  w.ok(enter(w, old, "L"));
+  w.cut.add("p>b");
+  w.run(1_500); // alone: b recorded out of sync
+  w.cut.clear();
+  w.cut.add("p>a");
+  w.run(1_000); // p serves on b's promises; its arbiter lease lapsed
+  // A duplicate of p's first claim reaches the arbiter now: it starts epoch 2 for p, fresh.
+  const step = w.arbiter.step({ type: "claim", from: "p", epoch: 0, hasState: false, incarnation: "p-1" }, w.nowMs);
+  assert.equal(step.reply.type, "lease");
+  if (step.persist) w.arbiterDisk = structuredClone(step.persist);
+  w.server("p").reply(999_999, step.reply, w.nowMs); // p steps down; its table is gone
+  w.cut.clear();
+  w.run(3_000);
+  const p = w.server("p");
+  assert.equal(p.role, "primary");
+  assert.ok(p.epoch > 2, `a fresh table of a later epoch (${p.epoch})`);
+  assert.ok(p.machine!.table.grantsFrom > 0, "the fresh table holds its grants for the grace");
+  const fresh = openSession(w);
+  assert.notEqual(fresh, old, "a new session gets a new id");
+  // Before the fix the sequence restarted under the same prefix: the old id was known again.
+  const keepAlive = w.answers.get(w.request("p", { type: "keepAlive", session: old }));
+  assert.ok(keepAlive && !keepAlive.ok && keepAlive.code === "session_not_found", `the old session is gone: ${JSON.stringify(keepAlive)}`);
 });

@@ -221,13 +221,14 @@ export function freshGraceMs(lease: Lease, settings: RecordSettings): number {
 }
 
 /**
- * The token floor of a fresh table (undefined: the driver's own, above the wall clock in µs).
- * After a lost table: the record's ceiling, which is above every token handed out. A cluster's
- * first table has no earlier tokens the record knows of; the driver's floor keeps its tokens
- * above those of a cluster whose every record was lost (while the clock does not step back).
+ * The token floor of a fresh table. After a lost table: the record's ceiling, which is above
+ * every token handed out, or the driver's floor (above the wall clock in µs) where that is
+ * higher (a ceiling never raised, 0, or unknown, null). A cluster's first table has no earlier
+ * tokens the record knows of; the driver's floor keeps its tokens above those of a cluster
+ * whose every record was lost (while the clock does not step back).
  */
-export function freshTokenFloor(lease: Lease): number | undefined {
-  return lease.tablesBefore === true ? lease.tokenCeiling ?? undefined : undefined;
+export function freshTokenFloor(lease: Lease, driverFloor: number): number {
+  return lease.tablesBefore === true ? Math.max(lease.tokenCeiling ?? 0, driverFloor) : driverFloor;
 }
 
 /**

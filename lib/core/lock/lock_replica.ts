@@ -92,8 +92,14 @@ export interface ReplicaOptions {
   /** The arbiter; without one the server is a standalone primary (no failover). */
   arbiterId: string | null;
   settings: ReplicaSettings;
-  /** A fresh, empty table: the driver's session-id prefix, tokens above `tokenFloor` (else the driver's floor). */
-  newTable: (tokenFloor?: number) => LockTable;
+  /**
+   * A fresh, empty table for `epoch`, its tokens above `tokenFloor`. Its session ids must differ
+   * from those of every earlier table of this process (an old client's keepalive must not find
+   * its id again): the driver's prefix plus the epoch.
+   */
+  newTable: (fresh: { epoch: number; tokenFloor: number }) => LockTable;
+  /** The driver's floor for a fresh table's tokens (above the wall clock in µs). */
+  tokenFloor: number;
   /** This process's id, new at every start (the driver's session-id prefix is one). */
   incarnation?: string;
 }
@@ -206,7 +212,7 @@ export class LockReplica {
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold.
-      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings.answeredMax), "standalone", null);
+      this.becomePrimary(1, new LockMachine(options.newTable({ epoch: 1, tokenFloor: options.tokenFloor }), options.settings.answeredMax), "standalone", null);
       this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
     }
   }
@@ -689,7 +695,8 @@ export class LockReplica {
       const copy = request.hasState ? this.machine : null;
       const how = copy ? "takeover" : "fresh";
       // A fresh table continues above every token the record covers (handed out by a lost table).
-      const machine = copy ?? new LockMachine(this.options.newTable(freshTokenFloor(reply)), this.options.settings.answeredMax);
+      const tokenFloor = freshTokenFloor(reply, this.options.tokenFloor);
+      const machine = copy ?? new LockMachine(this.options.newTable({ epoch: reply.epoch, tokenFloor }), this.options.settings.answeredMax);
       this.becomePrimary(reply.epoch, machine, how, reply);
       this.extendLease(request.sentAtMs, reply.leaseMs);
       if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
