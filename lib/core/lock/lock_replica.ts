@@ -522,7 +522,7 @@ export class LockReplica {
   private onRenewAnswer(request: InFlight, reply: ArbiterReply): void {
     if (this.role !== "primary") return;
     // An arbiter behind our epoch lost its record (its refusals say so): it decides nothing
-    // about our epoch. We serve on the backup's promises until it is recovered.
+    // about our epoch. We serve on the backup's promises (while it gives any) until it is recovered.
     if (reply.type === "refused" && reply.epoch < this.epoch) return;
     if (reply.type !== "lease" || reply.epoch !== this.epoch || reply.primary !== this.options.nodeId) {
       return this.stepDown(reply.epoch, reply.primary, reply.type === "refused" ? reply.reason : "arbiter names another primary");
