@@ -202,8 +202,6 @@ export class RecordCover {
     const atLeast = (covered: number, needed: number) => (covered === Number.POSITIVE_INFINITY ? null : Math.max(covered, needed));
     return { tokenCeiling: atLeast(this.coveredToken, this.neededToken), ttlMaxMs: atLeast(this.coveredTtlMs, this.neededTtlMs) };
   }
-
-
 }
 
 /**
