@@ -101,8 +101,9 @@ test("record gate: without an arbiter (standalone) or with one from before these
   for (const start of [null, lease({})]) {
     const cover = new RecordCover(S);
     cover.start(start, table);
-    const output = table.apply({ type: "openSession", ttlMs: S.sessionTtlMaxMs }, 0);
-    assert.ok(cover.admits({ type: "openSession", ttlMs: S.sessionTtlMaxMs }, table));
+    const open: Command = { type: "openSession", ttlMs: S.sessionTtlMaxMs };
+    assert.ok(cover.admits(open, table), "the longest TTL is admitted");
+    table.apply(open, 0);
     cover.appended(1, table);
     assert.equal(cover.commitLimit(1), 1);
     assert.deepEqual(cover.asks(), {});
