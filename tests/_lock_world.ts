@@ -53,7 +53,8 @@ export class World {
       peerId: id === "p" ? "b" : "p",
       arbiterId: "a",
       settings: this.settings,
-      newTable: (tokenFloor = floor) => new LockTable({ limits: this.settings, sessionIdPrefix: `${id}-${this.incarnations}-`, tokenFloor }),
+      newTable: ({ epoch, tokenFloor }) => new LockTable({ limits: this.settings, sessionIdPrefix: `${id}-${this.incarnations}-${epoch}-`, tokenFloor }),
+      tokenFloor: floor,
       incarnation: `${id}-${++this.incarnations}`,
     }, this.nowMs);
     this.servers.set(id, replica);

@@ -76,7 +76,7 @@ test("the arbiter's disk replaced by an empty one: it decides nothing until `mut
     const written = JSON.parse(readFileSync(arbiterFile, "utf8"));
     assert.equal(written.epoch, before.epoch);
     assert.equal(written.primary, "p1");
-    assert.equal(written.backupInSync, true, "the primary requires its backup's acks");
+    assert.equal(written.backupInSync, true, "the primary counts its backup in sync (it holds every committed change)");
     assert.ok(written.tokenCeiling >= Math.max(...tokens) && written.tokenCeiling >= before.tokenCeiling, JSON.stringify(written));
     assert.ok(written.ttlMaxMs >= before.ttlMaxMs, JSON.stringify(written));
 

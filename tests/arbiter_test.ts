@@ -287,10 +287,10 @@ const replicaStatus = (fields: Partial<ReplicaStatus>): ReplicaStatus => ({
   role: "backup", epoch: 4, primary: "p", serving: false, leaseRemainingMs: 0, leaseSupport: null, promisedRemainingMs: 0,
   backup: null, lastIndex: 10, commitIndex: 10, hasState: true, lastHeardFromPrimaryMs: 0, arbiterRecord: null, ...fields,
 });
-const RECORD_VIEW = { tokenCeiling: 2_000_000, ttlMaxMs: 10_000, reportSeq: 77, backupRequired: true, backupIncarnation: "b-3" };
+const RECORD_VIEW = { tokenCeiling: 2_000_000, ttlMaxMs: 10_000, reportSeq: 77, backupInSync: true, backupIncarnation: "b-3" };
 const PRIMARY = replicaStatus({ role: "primary", serving: true, arbiterRecord: RECORD_VIEW });
 
-test("arbiter recover: the primary of the highest epoch gives the record (in sync exactly when it requires its backup's acks)", () => {
+test("arbiter recover: the primary of the highest epoch gives the record (in sync exactly when its backup holds every committed change, under a known process)", () => {
   const decided = recoverRecord([{ id: "p", status: PRIMARY }, { id: "b", status: replicaStatus({}) }], null);
   assert.deepEqual(decided, {
     ok: true,
@@ -299,8 +299,16 @@ test("arbiter recover: the primary of the highest epoch gives the record (in syn
       ttlMaxMs: 10_000, tokenCeiling: 2_000_000,
     },
   });
-  const alone = recoverRecord([{ id: "b", status: replicaStatus({}) }, { id: "p", status: replicaStatus({ ...PRIMARY, arbiterRecord: { ...RECORD_VIEW, backupRequired: false } }) }], null);
+  const alone = recoverRecord([{ id: "b", status: replicaStatus({}) }, { id: "p", status: replicaStatus({ ...PRIMARY, arbiterRecord: { ...RECORD_VIEW, backupInSync: false } }) }], null);
   assert.ok(alone.ok && alone.record.backupInSync === false && alone.record.backupIncarnation === null && alone.record.backup === "b");
+  // In sync under an unknown process: a restarted backup could not prove that copy gone, so a
+  // primary that lost its table too would wait for it forever; recorded out of sync instead.
+  const unnamed = recoverRecord([{ id: "p", status: replicaStatus({ ...PRIMARY, arbiterRecord: { ...RECORD_VIEW, backupIncarnation: null } }) }, { id: "b", status: replicaStatus({}) }], null);
+  assert.ok(unnamed.ok && unnamed.record.backupInSync === false && unnamed.record.backupIncarnation === null);
+  // A primary from before this field (it reported backupRequired): out of sync, never in sync on a guess.
+  const { backupInSync: _, ...older } = RECORD_VIEW;
+  const before = recoverRecord([{ id: "p", status: replicaStatus({ ...PRIMARY, arbiterRecord: { ...older, backupRequired: true } as unknown as typeof RECORD_VIEW }) }, { id: "b", status: replicaStatus({}) }], null);
+  assert.ok(before.ok && before.record.backupInSync === false);
   // The restored core takes it as its own: same epoch, the primary's renewals go on.
   assert.ok(decided.ok);
   const core = new ArbiterCore(OPTIONS, decided.record, 0);

@@ -5,6 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { recoverRecord } from "../lib/core/arbiter/recover.ts";
 import type { Command } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { enter, healthy, openSession, type Packet } from "./_lock_world.ts";
@@ -490,4 +491,133 @@ test("both servers restarted, the backup's first claim lost (it followed the pri
   assert.equal(w.server("p").role, "primary", "b's claim without state (p silent) marked its copy lost; p starts afresh");
   assert.equal(w.server("p").epoch, 2);
   assert.equal(w.server("b").role, "backup");
+});
+
+test("arbiter recover during a backup's resync: the backup is recorded out of sync until it holds every committed change, so a takeover never hands a token out twice", () => {
+  const w = healthy();
+  const session = openSession(w);
+  const p = w.server("p");
+  // p goes alone (b cut, recorded out of sync), then the arbiter's disk is lost: it is stopped.
+  w.cut.add("p>b");
+  w.run(1_500);
+  assert.equal(w.arbiter.current.backupInSync, false, "recorded alone");
+  w.arbiterDown = true;
+  w.arbiterDisk = null;
+  // b syncs again over a slow link: appends carrying entries wait in flight; heartbeats pass.
+  w.hold = (pk) => pk.from === "p" && pk.outbound.kind === "peer" && pk.outbound.message.type === "append" && pk.outbound.message.entries.length > 0;
+  w.cut.clear();
+  for (let i = 0; i < 100 && p.status().backup?.mode !== "syncing"; i++) w.run(S.tickMs);
+  assert.equal(p.status().backup?.mode, "syncing");
+  // Two grants committed without b (its copy is still being synced); they go out to b held.
+  const tokens: number[] = [];
+  for (const name of ["X", "Y"]) {
+    const result = w.ok(enter(w, session, name));
+    assert.ok(result.type === "granted");
+    tokens.push(result.grant.token);
+  }
+  // b acks the first of them: commits now wait for its acks, but Y is not on b yet.
+  const first = w.held.shift()!;
+  const holdAppends = w.hold;
+  w.hold = (pk) => pk !== first && holdAppends(pk);
+  w.queue.push(first);
+  w.deliver();
+  assert.equal(w.server("b").machine?.table.locks.has("Y"), false, "b lacks the committed grant of Y");
+  const decided = recoverRecord([{ id: "p", status: p.status() }, { id: "b", status: w.server("b").status() }], null);
+  assert.ok(decided.ok);
+  // Before the fix: in sync, since p already required b's acks.
+  assert.equal(decided.record.backupInSync, false, "a copy that lacks committed changes is not in sync");
+  // p dies before the recovered arbiter hears from it: b must not take over without Y.
+  w.crash("p");
+  w.held.splice(0);
+  w.hold = () => false;
+  w.arbiterDisk = decided.record;
+  w.restartArbiter();
+  w.runChecked(2_000);
+  assert.notEqual(w.server("b").role, "primary", "the backup out of sync is never promoted");
+  assert.equal(w.arbiter.current.epoch, decided.record.epoch, "no new epoch");
+});
+
+test("arbiter recover after the backup caught up: recorded in sync under its process id, and a takeover holds every grant", () => {
+  const w = healthy();
+  const session = openSession(w);
+  const granted = w.ok(enter(w, session, "X"));
+  assert.ok(granted.type === "granted");
+  w.arbiterDown = true;
+  w.arbiterDisk = null;
+  const p = w.server("p");
+  const decided = recoverRecord([{ id: "p", status: p.status() }, { id: "b", status: w.server("b").status() }], null);
+  assert.ok(decided.ok);
+  assert.equal(decided.record.backupInSync, true);
+  assert.equal(decided.record.backupIncarnation, "b-2", "the backup process that holds the copy");
+  w.crash("p");
+  w.arbiterDisk = decided.record;
+  w.restartArbiter();
+  w.runChecked(2_000);
+  const b = w.server("b");
+  assert.equal(b.role, "primary", "the in-sync backup takes over");
+  assert.equal(b.machine!.table.locks.get("X")?.holders[0]?.token, granted.grant.token, "with the grant of X");
+});
+
+test("arbiter down: a session with a longer TTL waits alone (refused, retryable, after peerTimeoutMs); other clients' keepalives and enters still commit", () => {
+  const w = healthy();
+  const session = openSession(w);
+  w.arbiterDown = true;
+  w.run(1_000);
+  assert.deepEqual(w.serving(), ["p"], "serving on the backup's promises");
+  const long = w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 3 });
+  assert.equal(w.answers.get(long), undefined, "it waits for the arbiter to raise ttlMaxMs");
+  // Before the fix every entry after it waited too: with the arbiter down, every session was lost.
+  const keepAlive = w.request("p", { type: "keepAlive", session });
+  assert.equal(w.ok(keepAlive).type, "session", "another client's keepalive commits");
+  assert.equal(w.ok(enter(w, session, "M")).type, "granted", "and its enter");
+  w.run(S.peerTimeoutMs);
+  const refused = w.answers.get(long);
+  assert.ok(refused && !refused.ok && refused.code === "not_primary" && refused.primary === "p", `retryable, here: ${JSON.stringify(refused)}`);
+  // With the arbiter back, the same request is covered once the renewal raised the record.
+  w.restartArbiter();
+  const retried = w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 3 });
+  w.run(500);
+  assert.equal(w.ok(retried).type, "session");
+  assert.equal(w.arbiter.current.ttlMaxMs, S.sessionTtlMs * 3, "raised durably before the answer");
+});
+
+test("an arbiter restarted from an older state file (the same epoch, a lower TTL record) is raised again by the next renewals", () => {
+  const w = healthy();
+  const older = structuredClone(w.arbiterDisk!);
+  assert.equal(older.ttlMaxMs, S.sessionTtlMs);
+  w.ok(w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 2 }));
+  assert.equal(w.arbiterDisk!.ttlMaxMs, S.sessionTtlMs * 2);
+  // Before the fix renewals asked only for raises above the cover the primary remembered.
+  w.arbiterDisk = older;
+  w.restartArbiter();
+  w.run(500);
+  assert.equal(w.arbiter.current.epoch, older.epoch, "the same epoch goes on");
+  assert.equal(w.arbiterDisk!.ttlMaxMs, S.sessionTtlMs * 2, "the record covers the session's TTL again");
+});
+
+test("a fresh table in the same process (a duplicated old claim made it start afresh) never reuses the lost table's session ids: the old client's keepalive finds no session", () => {
+  const w = healthy();
+  const old = openSession(w);
+  w.ok(enter(w, old, "L"));
+  w.cut.add("p>b");
+  w.run(1_500); // alone: b recorded out of sync
+  w.cut.clear();
+  w.cut.add("p>a");
+  w.run(1_000); // p serves on b's promises; its arbiter lease lapsed
+  // A duplicate of p's first claim reaches the arbiter now: it starts epoch 2 for p, fresh.
+  const step = w.arbiter.step({ type: "claim", from: "p", epoch: 0, hasState: false, incarnation: "p-1" }, w.nowMs);
+  assert.equal(step.reply.type, "lease");
+  if (step.persist) w.arbiterDisk = structuredClone(step.persist);
+  w.server("p").reply(999_999, step.reply, w.nowMs); // p steps down; its table is gone
+  w.cut.clear();
+  w.run(3_000);
+  const p = w.server("p");
+  assert.equal(p.role, "primary");
+  assert.ok(p.epoch > 2, `a fresh table of a later epoch (${p.epoch})`);
+  assert.ok(p.machine!.table.grantsFrom > 0, "the fresh table holds its grants for the grace");
+  const fresh = openSession(w);
+  assert.notEqual(fresh, old, "a new session gets a new id");
+  // Before the fix the sequence restarted under the same prefix: the old id was known again.
+  const keepAlive = w.answers.get(w.request("p", { type: "keepAlive", session: old }));
+  assert.ok(keepAlive && !keepAlive.ok && keepAlive.code === "session_not_found", `the old session is gone: ${JSON.stringify(keepAlive)}`);
 });

@@ -238,7 +238,8 @@ test("bug: the primary answers before the backup has the change (commit without 
  * Since the backup waits out its own last promise before it claims (issue 10), a paused primary's
  * arbiter lease has lapsed by then too: this bug shows only when the primary keeps renewing while
  * the backup stops hearing it (a cut or slow link between them) before the arbiter records the
- * backup out of sync.
+ * backup out of sync. Its seed moves a lot with the draws (66, 154, 520 so far, docs/simulator.md):
+ * a wide budget (700 runs).
  */
 const TAKEOVER_SPEC = { ...FAILOVER_ONLY, faultOverrides: ["+fo-cut", "+fo-slow"] };
 
@@ -248,7 +249,7 @@ test("bug: the arbiter grants a takeover before the primary's lease has lapsed â
     function (this: Proto, request: unknown, nowMs: number) {
       this.leaseUntilMs = Math.min(this.leaseUntilMs, nowMs); // "the lease has lapsed"
       return original.call(this, request, nowMs);
-    }, TAKEOVER_SPEC, 200, CHECKERS); // seed 183 since issue 11 (a returning backup is in sync later: fewer takeovers to approve)
+    }, TAKEOVER_SPEC, 700, CHECKERS);
   expectCaught("takeover inside the lease", found, CHECKERS);
 });
 

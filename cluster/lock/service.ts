@@ -71,7 +71,9 @@ export class LockService {
       peerId: options.peer?.id ?? null,
       arbiterId: options.arbiter?.id ?? null,
       settings,
-      newTable: (tokenFloor = options.tokenFloor) => new LockTable({ limits: settings, sessionIdPrefix: options.sessionIdPrefix, tokenFloor }),
+      // The epoch in the prefix: a later fresh table of this process never reuses a lost one's ids.
+      newTable: ({ epoch, tokenFloor }) => new LockTable({ limits: settings, sessionIdPrefix: `${options.sessionIdPrefix}${epoch}-`, tokenFloor }),
+      tokenFloor: options.tokenFloor,
       // A new id per process: the arbiter tells a restarted backup from the copy it recorded.
       incarnation: options.sessionIdPrefix,
     }, options.clock.nowMs());

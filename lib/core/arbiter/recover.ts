@@ -6,7 +6,8 @@
  * Why the read stays true until the new arbiter starts (docs/failover.md, "The arbiter loses its
  * disk"): without an arbiter no epoch is created (a takeover needs its consent), the primary's
  * token ceiling and TTL cover are not raised (it commits nothing they do not cover), and it cannot
- * have the backup recorded out of sync, so it keeps requiring the backup's acks. What can change
+ * have the backup recorded out of sync, so it keeps requiring the backup's acks: a backup that
+ * held every committed change at the read keeps holding them. What can change
  * is that a lock server restarts, which the record handles like any restart (its new process
  * proves its copy gone), or that an arbiter runs meanwhile, which the command refuses.
  */
@@ -42,17 +43,21 @@ export function recoverRecord(servers: [ServerReport, ServerReport], existing: A
   if (existing !== null && existing.epoch > primary.status.epoch) {
     return { ok: false, reason: `the arbiter's disk holds epoch ${existing.epoch}, above the primary's ${primary.status.epoch}: it is not lost` };
   }
+  // "In sync" only when the backup holds every committed change now (what the primary's in-sync
+  // report says), and names the process holding it: without that name a restarted backup could
+  // not prove the copy gone (arbiter.ts, backupCopyLost), and a primary that lost its table too
+  // would wait for it forever. Out of sync is always safe: the backup is not promoted, and the
+  // primary's next renewal reports what holds.
+  const inSync = view.backupInSync === true && view.backupIncarnation !== null;
   return {
     ok: true,
     record: {
       epoch: primary.status.epoch,
       primary: primary.id,
       backup: other.id,
-      // The primary commits only with its backup's acks exactly while the lost record may have
-      // said "in sync": then the backup holds every committed change.
-      backupInSync: view.backupRequired,
+      backupInSync: inSync,
       reportSeq: view.reportSeq,
-      backupIncarnation: view.backupRequired ? view.backupIncarnation : null,
+      backupIncarnation: inSync ? view.backupIncarnation : null,
       backupCopyLost: false,
       ttlMaxMs: view.ttlMaxMs,
       tokenCeiling: view.tokenCeiling,

@@ -105,8 +105,14 @@ export interface ReplicaOptions {
   /** The arbiter; without one the server is a standalone primary (no failover). */
   arbiterId: string | null;
   settings: ReplicaSettings;
-  /** A fresh, empty table: the driver's session-id prefix, tokens above `tokenFloor` (else the driver's floor). */
-  newTable: (tokenFloor?: number) => LockTable;
+  /**
+   * A fresh, empty table for `epoch`, its tokens above `tokenFloor`. Its session ids must differ
+   * from those of every earlier table of this process (an old client's keepalive must not find
+   * its id again): the driver's prefix plus the epoch.
+   */
+  newTable: (fresh: { epoch: number; tokenFloor: number }) => LockTable;
+  /** The driver's floor for a fresh table's tokens (above the wall clock in µs). */
+  tokenFloor: number;
   /** This process's id, new at every start (the driver's session-id prefix is one). */
   incarnation?: string;
 }
@@ -204,7 +210,7 @@ export class LockReplica {
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold.
-      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings), "standalone", null);
+      this.becomePrimary(1, new LockMachine(options.newTable({ epoch: 1, tokenFloor: options.tokenFloor }), options.settings), "standalone", null);
       this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
     }
   }
@@ -240,7 +246,14 @@ export class LockReplica {
     // A bad id is refused before it is logged: it would be replicated and remembered.
     const idProblem = requestIdProblem(requestId);
     if (idProblem !== undefined) return this.answer(clientRef, { ok: false, code: "bad_request", message: idProblem });
+    // A TTL the arbiter's record does not cover: only this command waits (outside the log).
+    if (!this.record.admits(command, this.machine!.table)) return this.holdForCover(clientRef, command, requestId);
     this.append(command, requestId, clientRef);
+  }
+
+  private holdForCover(clientRef: number, command: Command, requestId: string | undefined): void {
+    if (!this.record.hold({ clientRef, command, requestId }, this.machine!.table, this.nowMs)) this.answer(clientRef, this.uncovered());
+    this.maybeRenew();
   }
 
   /** A message from the other server; the return value is the answer to send back. */
@@ -353,7 +366,7 @@ export class LockReplica {
     if (requestId !== undefined) entry.requestId = requestId;
     const output = machine.apply(entry);
     this.lastIndex = entry.index;
-    this.record.appended(entry.index, command, output.result.ok, machine.table);
+    this.record.appended(entry.index, machine.table);
     this.pending.push({ index: entry.index, clientRef, output, appendedAtMs: this.nowMs });
     if (this.backup.mode === "syncing" || this.backup.mode === "inSync") {
       this.log.push(entry);
@@ -365,6 +378,7 @@ export class LockReplica {
 
   private tickPrimary(): void {
     const machine = this.machine!;
+    for (const held of this.record.takeExpired(this.nowMs)) this.answer(held.clientRef, this.uncovered());
     if (this.serving() && machine.table.isDue(this.timeBaseMs())) this.append({ type: "tick" }, undefined);
     if (this.options.arbiterId === null) return;
     this.checkBackupHealth();
@@ -506,13 +520,14 @@ export class LockReplica {
   private onRenewAnswer(request: InFlight, reply: ArbiterReply): void {
     if (this.role !== "primary") return;
     // An arbiter behind our epoch lost its record (its refusals say so): it decides nothing
-    // about our epoch. We serve on the backup's promises until it is recovered.
+    // about our epoch. We serve on the backup's promises (while it gives any) until it is recovered.
     if (reply.type === "refused" && reply.epoch < this.epoch) return;
     if (reply.type !== "lease" || reply.epoch !== this.epoch || reply.primary !== this.options.nodeId) {
       return this.stepDown(reply.epoch, reply.primary, reply.type === "refused" ? reply.reason : "arbiter names another primary");
     }
     this.extendLease(request.sentAtMs, reply.leaseMs);
     this.record.covered(reply);
+    if (this.serving()) for (const held of this.record.takeCovered(this.machine!.table)) this.append(held.command, held.requestId, held.clientRef);
     this.advanceCommit();
     // The arbiter records the newest report it received, which may be one sent after this one.
     // So "alone" is certain only when no report sent after this one said "in sync"; "in sync"
@@ -679,7 +694,8 @@ export class LockReplica {
       const copy = request.hasState ? this.machine : null;
       const how = copy ? "takeover" : "fresh";
       // A fresh table continues above every token the record covers (handed out by a lost table).
-      const machine = copy ?? new LockMachine(this.options.newTable(freshTokenFloor(reply)), this.options.settings);
+      const tokenFloor = freshTokenFloor(reply, this.options.tokenFloor);
+      const machine = copy ?? new LockMachine(this.options.newTable({ epoch: reply.epoch, tokenFloor }), this.options.settings);
       this.becomePrimary(reply.epoch, machine, how, reply);
       this.extendLease(request.sentAtMs, reply.leaseMs);
       if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
@@ -731,10 +747,7 @@ export class LockReplica {
   /** Leaves the primary role (or an old primary): answers held requests "not primary". */
   private stepDown(epoch: number, primary: string | null, reason: string): void {
     this.event("steppedDown", { from: this.role, epoch, primary, reason });
-    for (const p of this.pending) {
-      if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
-    }
-    this.pending = [];
+    this.refuseHeldBack(epoch, primary);
     this.copy.close();
     if (primary !== null && primary !== this.options.nodeId) {
       this.followPrimary(Math.max(epoch, this.epoch), primary, reason);
@@ -745,6 +758,13 @@ export class LockReplica {
       this.machine = null;
       this.puller.drop();
     }
+  }
+
+  /** Leaving the primary role: uncommitted and uncovered requests get "not primary" (the client retries there). */
+  private refuseHeldBack(epoch: number, primary: string | null): void {
+    for (const p of this.pending) if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
+    this.pending = [];
+    for (const held of this.record.takeAll()) this.answer(held.clientRef, this.notPrimary(epoch, primary));
   }
 
   private followPrimary(epoch: number, primary: string | null, reason: string): void {
@@ -762,8 +782,7 @@ export class LockReplica {
     }
     const wasServing = this.role === "primary";
     if (wasServing) {
-      for (const p of this.pending) if (p.clientRef !== undefined) this.answer(p.clientRef, this.notPrimary(epoch, primary));
-      this.pending = [];
+      this.refuseHeldBack(epoch, primary);
     }
     const sameCopy = this.role === "backup" && this.epoch === epoch && this.primary === primary;
     this.role = primary === null ? "joining" : "backup";
@@ -814,6 +833,12 @@ export class LockReplica {
   private notPrimary(epoch = this.epoch, primary = this.primary): ClientAnswer {
     const why = this.role === "primary" ? "its lease has lapsed" : `it is ${this.role}`;
     return { ok: false, code: "not_primary", message: `${this.options.nodeId} does not serve: ${why}`, epoch, primary };
+  }
+
+  /** A command the record did not cover in time: retryable, here (the client's retry asks again). */
+  private uncovered(): ClientAnswer {
+    const message = `${this.options.nodeId} cannot answer yet: the arbiter has not raised its record to cover this TTL (retry)`;
+    return { ok: false, code: "not_primary", message, epoch: this.epoch, primary: this.options.nodeId };
   }
 
   private nack(reason: string): PeerMessage {
@@ -883,7 +908,7 @@ export class LockReplica {
       hasState: this.machine !== null,
       lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
       arbiterRecord: this.role === "primary" && this.options.arbiterId !== null
-        ? { ...this.record.status(), reportSeq: this.renewSeq, backupRequired: this.requireBackup, backupIncarnation: this.backup.incarnation ?? null }
+        ? { ...this.record.status(), reportSeq: this.renewSeq, backupInSync: this.backup.mode === "inSync", backupIncarnation: this.backup.incarnation ?? null }
         : null,
     };
   }
