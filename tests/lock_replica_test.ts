@@ -494,7 +494,8 @@ test("both servers restarted, the backup's first claim lost (it followed the pri
 });
 
 test("arbiter recover during a backup's resync: the backup is recorded out of sync until it holds every committed change, so a takeover never hands a token out twice", () => {
-  const w = healthy();
+  // One entry per append, so b can hold X without Y.
+  const w = healthy({ ...S, replicationBatchMax: 1 });
   const session = openSession(w);
   const p = w.server("p");
   // p goes alone (b cut, recorded out of sync), then the arbiter's disk is lost: it is stopped.
@@ -503,18 +504,27 @@ test("arbiter recover during a backup's resync: the backup is recorded out of sy
   assert.equal(w.arbiter.current.backupInSync, false, "recorded alone");
   w.arbiterDown = true;
   w.arbiterDisk = null;
-  // b syncs again over a slow link: appends carrying entries wait in flight; heartbeats pass.
-  w.hold = (pk) => pk.from === "p" && pk.outbound.kind === "peer" && pk.outbound.message.type === "append" && pk.outbound.message.entries.length > 0;
+  // b syncs again over a slow link: appends carrying entries wait in flight; heartbeats pass;
+  // b's requests for the copy's chunks wait too, so its copy is still loading.
+  const heldAppend = (pk: Packet) => pk.from === "p" && pk.outbound.kind === "peer" && pk.outbound.message.type === "append" && pk.outbound.message.entries.length > 0;
+  const heldChunkRequest = (pk: Packet) => pk.from === "b" && pk.outbound.kind === "peer" && pk.outbound.message.type === "syncNext";
+  w.hold = (pk) => heldAppend(pk) || heldChunkRequest(pk);
   w.cut.clear();
   for (let i = 0; i < 100 && p.status().backup?.mode !== "syncing"; i++) w.run(S.tickMs);
   assert.equal(p.status().backup?.mode, "syncing");
-  // Two grants committed without b (its copy is still being synced); they go out to b held.
+  // Two grants committed without b (its copy is still being loaded); they go out to b held.
   const tokens: number[] = [];
   for (const name of ["X", "Y"]) {
     const result = w.ok(enter(w, session, name));
     assert.ok(result.type === "granted");
     tokens.push(result.grant.token);
   }
+  // b's copy completes (its chunk requests go through); the appends carrying X and Y stay held.
+  w.hold = heldAppend;
+  w.queue.push(...w.held.filter(heldChunkRequest));
+  w.held.splice(0, w.held.length, ...w.held.filter((pk) => !heldChunkRequest(pk)));
+  for (let i = 0; i < 100 && w.server("b").machine === null; i++) w.run(S.tickMs);
+  w.run(2 * S.heartbeatMs); // a heartbeat's ack: from here commits wait for b (a short backlog)
   // b acks the first of them: commits now wait for its acks, but Y is not on b yet.
   const first = w.held.shift()!;
   const holdAppends = w.hold;
