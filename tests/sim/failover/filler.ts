@@ -35,7 +35,7 @@ export function fillTable(sim: Sim, servers: readonly FailoverServerActor[], tar
         if (!answer.ok && answer.code === "session_not_found") sessions.delete(session);
       });
     }
-    if (server && !opening && size < target) {
+    if (server && !opening && size < target && named < target) {
       opening = true;
       server.submitLocal({ type: "openSession", ttlMs }, (answer) => {
         opening = false;
