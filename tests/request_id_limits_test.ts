@@ -12,7 +12,7 @@ import { createLockApp } from "../cluster/lock/api.ts";
 import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers } from "../cluster/timers.ts";
-import { answerBytes, REQUEST_ID_LENGTH_MAX } from "../lib/core/lock/answered.ts";
+import { AnsweredRequests, answerBytes, REQUEST_ID_LENGTH_MAX } from "../lib/core/lock/answered.ts";
 import { LockMachine, type LogEntry } from "../lib/core/lock/lock_machine.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS, mergeSettings } from "../lib/settings.ts";
@@ -144,4 +144,23 @@ test("answered ids: the count bound still holds, and answeredBytesMax is a valid
   assert.deepEqual(m.snapshot().answered.map(([id]) => id), opens(12, 36).slice(-5).map((e) => e.requestId));
   assert.deepEqual(mergeSettings({ answeredBytesMax: 1_000 }).problems.map((p) => p.key), ["answeredBytesMax"]);
   assert.deepEqual(mergeSettings({ answeredBytesMax: 65_536 }).problems, []);
+});
+
+test("answered ids: an answer larger than answeredBytesMax by itself is not remembered, and the others stay (a review found it evicting every one first)", () => {
+  const answered = new AnsweredRequests({ answeredMax: 100, answeredBytesMax: 10_000 });
+  for (let i = 0; i < 20; i++) answered.remember(`small-${i}`, { ok: true, type: "ticked" });
+  const bytesBefore = answered.bytes;
+  // A closed session that released many locks: its answer alone is above the byte bound.
+  const released = Array.from({ length: 500 }, (_, i) => `lock/${i}`.padEnd(40, "x"));
+  const huge = { ok: true as const, type: "closed" as const, session: "s-1", released };
+  assert.ok(answerBytes("huge", huge) > 10_000, "the test's answer is above the bound");
+  answered.remember("huge", huge);
+  assert.equal(answered.get("huge"), undefined, "not remembered");
+  assert.equal(answered.size, 20, "every other answer stays");
+  assert.equal(answered.bytes, bytesBefore);
+  assert.deepEqual(answered.get("small-0"), { ok: true, type: "ticked" });
+  // An earlier answer under the same id is not kept either: the id now names the larger one.
+  answered.remember("small-3", huge);
+  assert.equal(answered.get("small-3"), undefined);
+  assert.equal(answered.size, 19);
 });

@@ -72,11 +72,13 @@ export class AnsweredRequests {
 
   /**
    * Remembers an answer, then forgets the oldest until both bounds hold. An answer larger than
-   * answeredBytesMax by itself is forgotten at once (its retry is answered by the table's state).
+   * answeredBytesMax by itself is not remembered at all (its retry is answered by the table's
+   * state), and costs the others nothing: evicting for it would empty the whole memory first.
    */
   remember(requestId: string, answer: Answer): void {
     this.forget(requestId);
     const bytes = answerBytes(requestId, answer);
+    if (bytes > this.limits.answeredBytesMax) return;
     this.answers.set(requestId, { answer, bytes });
     this.totalBytes += bytes;
     const { answeredMax, answeredBytesMax } = this.limits;
