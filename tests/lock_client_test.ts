@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, NotAcquiredError } from "../lib/mod.ts";
+import type { MutexdError } from "../lib/wire/errors.ts";
 import { freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 async function withPrimary(body: (url: string) => Promise<void>): Promise<void> {
@@ -106,11 +107,16 @@ interface Call {
   body: Record<string, unknown> | undefined;
 }
 
-type Respond = (call: Call) => { status: number; body: unknown } | "hang";
+/**
+ * An answer, or no answer: "hang" rejects when the client aborts (as a runtime's fetch should);
+ * "deaf" never settles whatever the abort (a fetch port that ignores it); "deafBody" answers the
+ * headers but its body's `text()` never settles (a server paused mid-answer).
+ */
+type Respond = (call: Call) => { status: number; body: unknown } | "hang" | "deaf" | "deafBody";
 
 /**
- * A client whose fetch answers with `respond` (or hangs until the client's timeout aborts it),
- * whose clock stands still until `advance`, and whose timers run when `advance` passes them.
+ * A client whose fetch answers with `respond` (or hangs, see Respond), whose clock stands still
+ * until `advance`, and whose timers run when `advance` passes them.
  */
 function handDriven(servers: string[], respond: Respond, options: { requestTimeoutMs?: number; failoverTimeoutMs?: number } = {}) {
   let nowMs = 0;
@@ -137,6 +143,8 @@ function handDriven(servers: string[], respond: Respond, options: { requestTimeo
       calls.push(call);
       const answer = respond(call);
       if (answer === "hang") return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(init.signal.reason)));
+      if (answer === "deaf") return new Promise(() => {});
+      if (answer === "deafBody") return Promise.resolve({ ok: true, status: 200, text: () => new Promise<string>(() => {}) });
       return Promise.resolve(new Response(JSON.stringify(answer.body), { status: answer.status }));
     },
     newRequestId: () => `id-${idNext++}`,
@@ -159,7 +167,19 @@ function handDriven(servers: string[], respond: Respond, options: { requestTimeo
     }
     nowMs = endMs;
   }
-  return { client, calls, advance, settle };
+  return { client, calls, advance, settle, now: () => nowMs };
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: MutexdError } | undefined;
+
+/**
+ * How a call's promise has settled so far (undefined while pending), without awaiting it: a call
+ * that never settles must fail the test, not hang it.
+ */
+function watch<T>(call: Promise<T>): () => Settled<T> {
+  let seen: Settled<T>;
+  call.then((value) => (seen = { ok: true, value }), (error) => (seen = { ok: false, error }));
+  return () => seen;
 }
 
 test("client ports: a leave retried after a timeout and a 'not primary' answer keeps its idempotency key and follows the hint", async () => {
@@ -226,4 +246,81 @@ test("client ports: the lease counts from the send time of the open; keepalives 
   await advance(2);
   assert.equal(session.signal.aborted, true, "lost once the lease ran out");
   assert.match((session.signal.reason as Error).message, /no keepalive reached the server for a whole TTL/);
+});
+
+// ---- issue 11's client fixes against a paused server: each test fails with its fix reverted
+
+test("client ports: a request ends at its timeout even when the fetch port ignores the abort, or the answer's body never arrives", async () => {
+  for (const silence of ["deaf", "deafBody"] as const) {
+    const { client, calls, advance } = handDriven(["http://a"], () => silence, { requestTimeoutMs: 100, failoverTimeoutMs: 0 });
+    const leaving = watch(client.leave("L", { session: "s1", token: 7 }));
+    await advance(99);
+    assert.equal(leaving(), undefined, `${silence}: still waiting before the timeout`);
+    await advance(1);
+    assert.equal(calls.length, 1);
+    assert.equal(leaving()?.ok, false, `${silence}: the call ended at requestTimeoutMs, not when the runtime gave up`);
+    assert.equal((leaving() as { error?: MutexdError })?.error?.code, "unreachable");
+  }
+});
+
+test("client ports: an enter whose try at a paused primary outlasts the failover window still asks the backup", async () => {
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://a")) return "hang";
+    return { status: 200, body: { granted: true, name: "L", session: "s1", token: 9, mode: "exclusive" } };
+  }, { requestTimeoutMs: 100, failoverTimeoutMs: 500 });
+  // The try at a waits requestTimeoutMs plus the 1,000 ms it asked for: past the 500 ms window.
+  const entering = watch(client.enter("L", { session: "s1", waitMs: 1_000 }));
+  await advance(1_099);
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/enter"]);
+  await advance(1);
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/enter", "http://b/v1/enter"], "b was asked after the window ran out");
+  assert.deepEqual(entering(), { ok: true, value: { granted: true, name: "L", session: "s1", token: 9, mode: "exclusive" } });
+});
+
+test("client ports: a late failure at a server another request has already left does not move the client back to it", async () => {
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://a")) return "hang"; // a is paused
+    if (call.url.endsWith("/v1/enter")) return { status: 200, body: { granted: true, name: "L", session: "s1", token: 9, mode: "exclusive" } };
+    return { status: 200, body: { left: true } };
+  }, { requestTimeoutMs: 100, failoverTimeoutMs: 5_000 });
+  // Both go to a: the leave gives up after 100 ms and moves the client to b, where it is
+  // answered; the long-poll enter gives up at a only after 1,100 ms.
+  const entering = watch(client.enter("L", { session: "s1", waitMs: 1_000 }));
+  const leaving = watch(client.leave("M", { session: "s1", token: 3 }));
+  await advance(100);
+  assert.equal(leaving()?.ok, true);
+  assert.equal(client.server, "http://b");
+  await advance(1_000); // the enter's late failure at a
+  assert.equal(client.server, "http://b", "still at b after the enter's failure at a");
+  assert.equal(entering()?.ok, true, "the enter's retry went to b at once");
+  await client.leave("L", { session: "s1", token: 9 });
+  assert.deepEqual(calls.map((c) => c.url), [
+    "http://a/v1/enter",
+    "http://a/v1/leave",
+    "http://b/v1/leave",
+    "http://b/v1/enter",
+    "http://b/v1/leave",
+  ]);
+});
+
+test("client ports: a keepalive at a paused primary gives up after TTL/3 when requestTimeoutMs is longer, so the session lives on at the backup", async () => {
+  let paused = false;
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://a") && paused) return "hang";
+    if (call.url.endsWith("/v1/sessions")) return { status: 201, body: { session: "s1", ttlMs: 300 } };
+    return { status: 200, body: { session: "s1", ttlMs: 300 } };
+  }, { requestTimeoutMs: 250, failoverTimeoutMs: 1_000 });
+  const opening = client.openSession({ ttlMs: 300 });
+  await advance(0);
+  const session = await opening;
+  assert.equal(session.leaseEndsAtMs, 300);
+  paused = true;
+  await advance(100); // the first keepalive goes to a, which is paused
+  await advance(100); // it gives up at TTL/3 = 100 ms (not 250) and b acknowledges it
+  assert.ok(calls.some((c) => c.url === "http://b/v1/sessions/s1/keepalive"), "a keepalive reached b by 200 ms");
+  assert.equal(session.leaseEndsAtMs, 400, "the lease runs from the acknowledged keepalive's send time (100 ms)");
+  await advance(1_000);
+  assert.equal(session.signal.aborted, false, "the session was never lost: every keepalive since went to b");
+  assert.ok(session.leaseEndsAtMs >= 1_000);
+  await session.close();
 });

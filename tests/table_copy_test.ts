@@ -3,7 +3,7 @@
  * "Resync"): a consistent cut at one index, sent in bounded chunks while the primary goes on.
  *
  * The first tests drive the copy's two ends directly under a seeded random workload of every
- * command type (expiries, deadlines, lock-delays, restartLeases, idempotency keys) and prove the
+ * command type (expiries, deadlines, lock-delays, restartLeases, holdGrants, idempotency keys) and prove the
  * cut: the backup's machine equals the primary's snapshot at the cut's index, and after the
  * entries that followed, the primary's present state. A missed mutation site in LockTable would
  * show there; the test after them proves the check bites (a source that ignores one kind of
@@ -83,8 +83,11 @@ class Workload {
       const token = "token" in entry && rng.chance(0.9) ? entry.token : rng.chance(0.5) ? undefined : 7;
       return { type: "leave", name: lock.name, session: entry.session, token };
     }
-    if (roll < 97) return { type: "tick" };
-    return { type: "restartLeases" };
+    if (roll < 95) return { type: "tick" };
+    if (roll < 97) return { type: "restartLeases" };
+    // A fresh table's grace (the driver's, after a restart): it delays every lock there is, so a
+    // copy in progress must save each one's pre-image first.
+    return { type: "holdGrants", untilMs: this.atMs + rng.between(0, 2_000) };
   }
 }
 
