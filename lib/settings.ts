@@ -76,6 +76,7 @@ export const DEFAULT_SETTINGS = {
   replicationPipelineMax: 4, // replication messages in flight at once
   replicationLogMax: 100_000, // unacked entries kept for the backup; beyond, it must resync by snapshot
   answeredMax: 10_000, // answers remembered for idempotent retries (oldest forgotten first)
+  durableCompactEntries: 100_000, // with durable = true: log records after the snapshot before a new snapshot replaces them
   peerBodyBytesMax: 16_777_216, // one replication message between servers
   bootstrapWaitMs: 3_000, // at a cluster's first start the backup may serve if the primary never came
 };

@@ -24,6 +24,7 @@
 import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
 import { assert, assertNever } from "../assert.ts";
 import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
+import { DurableCopy, type PersistRecord, type RestoredCopy, restoredCopyFor, restoredTableFor } from "./durable_copy.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
 import type { Settings } from "../../settings.ts";
 
@@ -62,6 +63,8 @@ export interface Ready {
   effects: Effect[];
   /** Role changes and other facts worth a log line. */
   events: Array<{ event: string; fields: Record<string, unknown> }>;
+  /** With a durable log: what to write, in order (durable_copy.ts); the driver answers with `durable`. */
+  persist: PersistRecord[];
 }
 
 export type ReplicaSettings = Pick<
@@ -90,6 +93,8 @@ export interface ReplicaOptions {
   settings: ReplicaSettings;
   /** A fresh, empty table (the driver picks the session-id prefix and the token floor). */
   newTable: () => LockTable;
+  /** Keep a durable log (durable_copy.ts); `restored`: the copy it held at start. */
+  durable?: { restored: RestoredCopy | null };
 }
 
 interface Pending {
@@ -184,6 +189,11 @@ export class LockReplica {
    */
   private readonly takeoverNotBeforeMs: number;
 
+  /** What the durable log holds, and the commit gate on it (durable_copy.ts). */
+  private readonly disk: DurableCopy;
+  /** The copy read from disk at start, until the first role decision takes or drops it. */
+  private restored: RestoredCopy | null;
+
   private readonly inFlight = new Map<number, InFlight>();
   private nextRef = 1;
   private nowMs = 0;
@@ -192,10 +202,15 @@ export class LockReplica {
   constructor(private readonly options: ReplicaOptions, nowMs: number) {
     this.nowMs = nowMs;
     this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
+    this.restored = options.durable?.restored ?? null;
+    this.disk = new DurableCopy(options.durable !== undefined, this.restored);
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
-      // Standalone: serve at once; nothing to replicate to, no lease to hold.
-      this.becomePrimary(1, new LockMachine(options.newTable(), options.settings.answeredMax), "standalone");
+      // Standalone: serve at once; nothing to replicate to, no lease to hold. Its durable copy
+      // is its own table (nobody else ever served).
+      const restored = this.restored?.machine;
+      this.becomePrimary(1, restored ?? new LockMachine(options.newTable(), options.settings.answeredMax), "standalone");
+      if (restored) this.append({ type: "restartLeases" }, undefined);
       this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
     }
   }
@@ -207,6 +222,8 @@ export class LockReplica {
 
   /** Takes what the driver must do now. */
   ready(): Ready {
+    // Until the restored copy is taken or dropped, the disk keeps it as it is.
+    if (this.restored === null) this.disk.follow(this.machine, this.epoch, this.primary, this.out.persist);
     const ready = this.out;
     this.out = emptyReady();
     return ready;
@@ -280,6 +297,13 @@ export class LockReplica {
     }
   }
 
+  /** The durable log holds the copy of `copyGen` up to `index` (durable_copy.ts). */
+  durable(copyGen: number, index: number, nowMs: number): void {
+    this.advance(nowMs);
+    this.disk.durable(copyGen, index);
+    if (this.role === "primary") this.advanceCommit();
+  }
+
   /** One of our requests failed or timed out (it may still have been delivered). */
   failed(ref: number, nowMs: number): void {
     this.advance(nowMs);
@@ -336,6 +360,7 @@ export class LockReplica {
     assert(machine !== null && this.role === "primary", "only a primary appends");
     const entry: LogEntry = { index: this.lastIndex + 1, epoch: this.epoch, atMs: this.timeBaseMs(), command };
     if (requestId !== undefined) entry.requestId = requestId;
+    this.disk.entry(machine, this.epoch, this.primary, entry, this.out.persist);
     const output = machine.apply(entry);
     this.lastIndex = entry.index;
     this.pending.push({ index: entry.index, clientRef, output, appendedAtMs: this.nowMs });
@@ -519,7 +544,7 @@ export class LockReplica {
   }
 
   private advanceCommit(): void {
-    const commitTo = this.requireBackup ? Math.min(this.backup.ackedIndex, this.lastIndex) : this.lastIndex;
+    const commitTo = this.disk.commitLimit(this.requireBackup ? Math.min(this.backup.ackedIndex, this.lastIndex) : this.lastIndex);
     if (commitTo <= this.commitIndex) return;
     this.commitIndex = commitTo;
     let done = 0;
@@ -582,6 +607,7 @@ export class LockReplica {
     for (const entry of message.entries) {
       if (entry.index <= machine.appliedIndex) continue; // a resend
       if (entry.index !== machine.appliedIndex + 1) return this.ack(false, machine.appliedIndex);
+      this.disk.entry(machine, this.epoch, this.primary, entry, this.out.persist);
       machine.apply(entry);
     }
     return this.ack(true, machine.appliedIndex);
@@ -653,11 +679,13 @@ export class LockReplica {
       // while the claim was in flight (from a primary the arbiter may have replaced) must not
       // become the table, or its older tokens would be handed out again.
       const copy = request.hasState ? this.machine : null;
-      const how = copy ? "takeover" : "fresh";
-      const machine = copy ?? new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
+      // A durable copy of ours as the primary of the epoch before is that table (durable_copy.ts).
+      const restored = copy ? null : restoredTableFor(this.restored, this.options.nodeId, reply.epoch);
+      const how = copy ? "takeover" : restored ? "restored" : "fresh";
+      const machine = copy ?? restored ?? new LockMachine(this.options.newTable(), this.options.settings.answeredMax);
       this.becomePrimary(reply.epoch, machine, how);
       this.extendLease(request.sentAtMs, reply.leaseMs);
-      if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
+      if (how !== "fresh") this.append({ type: "restartLeases" }, undefined);
       return;
     }
     if (reply.type === "refused" && reply.becomeBackup && reply.primary !== null && reply.primary !== this.options.nodeId) {
@@ -677,6 +705,7 @@ export class LockReplica {
     this.role = "primary";
     this.epoch = epoch;
     this.primary = this.options.nodeId;
+    this.restored = null;
     this.machine = machine;
     this.lastIndex = machine.appliedIndex;
     this.commitIndex = machine.appliedIndex;
@@ -743,9 +772,11 @@ export class LockReplica {
     this.lastHeardMs = this.nowMs;
     // Our copy may hold changes the new primary never committed: start over from its snapshot.
     if (!sameCopy) {
-      this.machine = null;
+      // A durable copy recorded under this very view is kept (durable_copy.ts); it syncs anew.
+      this.machine = restoredCopyFor(this.restored, this.epoch, primary);
       this.syncInFlight = false;
     }
+    this.restored = null;
     this.event("backup", { epoch: this.epoch, primary, reason });
   }
 
@@ -880,5 +911,5 @@ function freshTracker(): BackupTracker {
 }
 
 function emptyReady(): Ready {
-  return { send: [], answers: [], effects: [], events: [] };
+  return { send: [], answers: [], effects: [], events: [], persist: [] };
 }

@@ -172,11 +172,20 @@ export abstract class LockServiceActor extends Actor {
 
   /** POST /v1/peer (answerPeer of lock_api.ts). */
   private onPeerRequest(from: string, request: HttpRequestMessage): void {
-    replyTo(this, from, request, () => {
-      const { message, body } = answerPeer(this.service!, this.setup.settings, request.body ?? "");
-      this.tookEpoch(message.epoch);
-      return { status: 200, body };
-    }, "peer");
+    const service = this.service!;
+    const answered = (body: string) => {
+      // Held for the disk (a durable log), the answer dies with the process if it crashed.
+      if (this.service === service) replyTo(this, from, request, () => ({ status: 200, body }), "peer");
+    };
+    let message: PeerMessage;
+    try {
+      message = answerPeer(service, this.setup.settings, request.body ?? "", answered);
+    } catch (error) {
+      return replyTo(this, from, request, () => {
+        throw error;
+      }, "peer");
+    }
+    this.tookEpoch(message.epoch);
   }
 
   /** A request of the client API: the real routes answer it from its JSON text. */

@@ -1,0 +1,292 @@
+/**
+ * The durable log of a lock server (`durable = true`), the driver's side of
+ * lib/core/lock/durable_copy.ts: it writes the core's records to the node's dataDir and reports
+ * back how far they are on disk, with group commit: one write and one fsync for everything that
+ * gathered while the previous fsync ran, never one per entry, and one fsync in flight at a time.
+ *
+ * Files (format version 1; every record is one line `{"v":1,"crc":C,"data":D}`, C the CRC-32 of
+ * the text D, as the ring's storage does):
+ * - `lock-snapshot.json`: `{fileGen, copy}`: the copy (epoch, primary, LockMachineSnapshot) or
+ *   null. Written whole to a temporary name, fsynced, renamed, the directory fsynced.
+ * - `lock-log.jsonl`: `{g, entry}` and `{g, view}` lines appended after the snapshot of fileGen g.
+ *   Lines of another fileGen are left from before a snapshot replaced the log (a crash between
+ *   the rename and the truncation) and are skipped.
+ * Reading: a last line without its newline, or bad lines at the very end, were never fsynced
+ * (so never acknowledged) and are dropped; a bad line followed by a good one, or a gap in the
+ * entries, is damage to what was acknowledged, and the server refuses to start (exit 70 from the
+ * caller: a copy with a hole must not be served). Reading always ends with a compaction, so
+ * the log the process appends to starts clean.
+ *
+ * Compaction: once `compactEntries` lines follow the snapshot, the next write is a new snapshot
+ * of the current copy. The snapshot is serialised on the event loop (JSON.stringify: about 40-70
+ * ms at 100,000 locks, measured for issue 11: the one stall of this file, once per
+ * compactEntries changes); the file I/O is asynchronous.
+ *
+ * I/O is node:fs with callbacks (the port rule of cluster/timers.ts: no awaits). A write or fsync
+ * that fails calls `onFailure`, which must stop the process (cluster/fail_stop.ts): nothing is
+ * reported durable after a failure, so nothing that depends on it is answered.
+ */
+import { close, fsync, open, openSync, rename, write } from "node:fs";
+import { join } from "node:path";
+import { crc32 } from "../checksum.ts";
+import { readIfExists, syncDir, writeDurably } from "../durable_file.ts";
+import { LockMachine, type LockMachineSnapshot, type LogEntry } from "../../lib/core/lock/lock_machine.ts";
+import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
+import type { LockTableLimits } from "../../lib/core/lock/lock_table.ts";
+import type { DurableSink } from "./service.ts";
+
+export const DURABLE_FORMAT_VERSION = 1;
+export const SNAPSHOT_FILE = "lock-snapshot.json";
+export const LOG_FILE = "lock-log.jsonl";
+
+interface SnapshotData {
+  fileGen: number;
+  copy: { epoch: number; primary: string | null; machine: LockMachineSnapshot } | null;
+}
+
+type LineData = { g: number; entry: LogEntry } | { g: number; view: { epoch: number; primary: string | null } };
+
+/** One record of either file: its line, newline included. */
+export function encodeRecord(data: unknown): string {
+  const text = JSON.stringify(data);
+  return `{"v":${DURABLE_FORMAT_VERSION},"crc":${crc32(text)},"data":${text}}\n`;
+}
+
+/** The data of one line (without its newline), or why it is not a good record. */
+export function decodeRecord(line: string): { ok: true; data: unknown } | { ok: false; reason: string } {
+  const match = /^\{"v":(\d+),"crc":(\d+),"data":(.*)\}$/s.exec(line);
+  if (!match) return { ok: false, reason: "not an envelope" };
+  if (Number(match[1]) !== DURABLE_FORMAT_VERSION) {
+    if (Number(match[1]) > DURABLE_FORMAT_VERSION) throw new Error(`format version ${match[1]} is newer than this mutexd's (${DURABLE_FORMAT_VERSION})`);
+    return { ok: false, reason: `unknown format version ${match[1]}` };
+  }
+  if (crc32(match[3]) !== Number(match[2])) return { ok: false, reason: "checksum mismatch" };
+  try {
+    return { ok: true, data: JSON.parse(match[3]) };
+  } catch {
+    return { ok: false, reason: "not JSON" };
+  }
+}
+
+export interface OpenedLog {
+  /** The copy on disk (null: none); the core takes it as `durable.restored`. */
+  restored: RestoredCopy | null;
+  /** Lines dropped at the end (never fsynced, so never acknowledged). */
+  tornLines: number;
+  /** Entries replayed after the snapshot. */
+  replayed: number;
+}
+
+export interface DurableLogOptions {
+  dir: string;
+  limits: LockTableLimits;
+  answeredMax: number;
+  /** Lines after the snapshot before the next write compacts (a new snapshot). */
+  compactEntries: number;
+  /** A write, fsync or rename failed: stop the process (never answer what the disk may lack). */
+  onFailure: (error: Error) => void;
+}
+
+/** Reads the copy in `dir` (throws on damage to acknowledged records). Pure of side effects. */
+export function readDurableCopy(dir: string, limits: LockTableLimits, answeredMax: number): OpenedLog & { fileGen: number } {
+  const snapshotText = readIfExists(join(dir, SNAPSHOT_FILE));
+  let fileGen = 0;
+  let copy: SnapshotData["copy"] = null;
+  if (snapshotText !== undefined) {
+    const decoded = decodeRecord(snapshotText.replace(/\n$/, ""));
+    // Written whole and renamed: a bad snapshot is damage, not a torn write.
+    if (!decoded.ok) throw new Error(`${join(dir, SNAPSHOT_FILE)}: ${decoded.reason}`);
+    ({ fileGen, copy } = decoded.data as SnapshotData);
+  }
+  const machine = copy ? LockMachine.fromSnapshot(copy.machine, limits, answeredMax) : null;
+  let view = copy ? { epoch: copy.epoch, primary: copy.primary } : null;
+  const logText = readIfExists(join(dir, LOG_FILE)) ?? "";
+  const lines = logText.split("\n");
+  // What follows the last newline is a torn append ("" when none).
+  let tornLines = lines.pop() === "" ? 0 : 1;
+  const decoded = lines.map(decodeRecord);
+  let goodEnd = decoded.length;
+  while (goodEnd > 0 && !decoded[goodEnd - 1].ok) goodEnd -= 1;
+  tornLines += decoded.length - goodEnd;
+  let replayed = 0;
+  for (let i = 0; i < goodEnd; i++) {
+    const record = decoded[i];
+    if (!record.ok) throw new Error(`${join(dir, LOG_FILE)}: line ${i + 1}: ${record.reason}, and good lines follow it`);
+    const data = record.data as LineData;
+    if (data.g !== fileGen) continue;
+    if ("view" in data) {
+      view = data.view;
+      continue;
+    }
+    if (!machine) throw new Error(`${join(dir, LOG_FILE)}: line ${i + 1}: an entry without a copy`);
+    if (data.entry.index <= machine.appliedIndex) continue; // in the snapshot already
+    if (data.entry.index !== machine.appliedIndex + 1) {
+      throw new Error(`${join(dir, LOG_FILE)}: line ${i + 1}: entry ${data.entry.index} after ${machine.appliedIndex}`);
+    }
+    machine.apply(data.entry);
+    replayed += 1;
+  }
+  const restored = machine && view ? { machine, epoch: view.epoch, primary: view.primary } : null;
+  return { restored, tornLines, replayed, fileGen };
+}
+
+type Op =
+  | { kind: "lines"; text: string; copyGen: number; index: number }
+  | { kind: "snapshot"; text: string; copyGen: number; index: number };
+
+/** The log of one server process: `open` reads what is there, then it takes the core's records. */
+export class DurableLog implements DurableSink {
+  private readonly queue: Op[] = [];
+  private busy = false;
+  private failed = false;
+  private fd: number | null = null;
+  private fileGen: number;
+  private linesSinceSnapshot = 0;
+  /** The current copy (for compaction) and its view, as the records left them. */
+  private machine: LockMachine | null;
+  private view: { epoch: number; primary: string | null };
+  private copyGen = 0;
+  private onDurable: (copyGen: number, index: number) => void = () => {};
+
+  private constructor(private readonly options: DurableLogOptions, opened: OpenedLog & { fileGen: number }) {
+    this.fileGen = opened.fileGen;
+    this.machine = opened.restored?.machine ?? null;
+    this.view = opened.restored ? { epoch: opened.restored.epoch, primary: opened.restored.primary } : { epoch: 0, primary: null };
+  }
+
+  /**
+   * Reads `dir` and starts the log: the copy read is written back at once as a new snapshot
+   * (synchronously: the process does not serve yet), so appends start on a clean file.
+   */
+  static open(options: DurableLogOptions): { log: DurableLog; opened: OpenedLog } {
+    const opened = readDurableCopy(options.dir, options.limits, options.answeredMax);
+    const log = new DurableLog(options, opened);
+    log.fileGen += 1;
+    writeDurably(join(options.dir, SNAPSHOT_FILE), encodeRecord(log.snapshotData()));
+    log.fd = openLogSync(options.dir);
+    return { log, opened };
+  }
+
+  /** `onDurable(copyGen, index)`: the copy of copyGen is on disk up to index (in order). */
+  start(onDurable: (copyGen: number, index: number) => void): void {
+    this.onDurable = onDurable;
+  }
+
+  write(records: PersistRecord[]): void {
+    for (const record of records) {
+      if (record.type === "base") {
+        this.copyGen = record.copyGen;
+        this.machine = record.machine;
+        this.view = { epoch: record.epoch, primary: record.primary };
+        this.queueSnapshot();
+      } else if (record.type === "view") {
+        this.view = { epoch: record.epoch, primary: record.primary };
+        this.queueLine({ g: this.fileGen, view: this.view }, record.copyGen, 0);
+      } else {
+        this.queueLine({ g: this.fileGen, entry: record.entry }, record.copyGen, record.entry.index);
+      }
+    }
+    if (this.linesSinceSnapshot >= this.options.compactEntries && this.machine !== null) this.queueSnapshot();
+    this.pump();
+  }
+
+  /** Closes the file (a graceful stop); what is queued is not waited for. */
+  close(): void {
+    this.failed = true;
+    if (this.fd !== null && !this.busy) close(this.fd, () => {});
+  }
+
+  private snapshotData(): SnapshotData {
+    const copy = this.machine ? { ...this.view, machine: this.machine.snapshot() } : null;
+    return { fileGen: this.fileGen, copy };
+  }
+
+  /** A new snapshot of the current copy, taken now (the entries applied so far are in it). */
+  private queueSnapshot(): void {
+    this.fileGen += 1;
+    this.linesSinceSnapshot = 0;
+    const text = encodeRecord(this.snapshotData());
+    this.queue.push({ kind: "snapshot", text, copyGen: this.copyGen, index: this.machine?.appliedIndex ?? 0 });
+  }
+
+  private queueLine(data: LineData, copyGen: number, index: number): void {
+    this.linesSinceSnapshot += 1;
+    const text = encodeRecord(data);
+    const last = this.queue[this.queue.length - 1];
+    // Group commit: lines gather into one write while the disk is busy.
+    if (last?.kind === "lines" && last.copyGen === copyGen) {
+      last.text += text;
+      last.index = Math.max(last.index, index);
+    } else {
+      this.queue.push({ kind: "lines", text, copyGen, index });
+    }
+  }
+
+  /** Starts the next write if none runs: one batch of lines (one write, one fsync), or one snapshot. */
+  private pump(): void {
+    if (this.busy || this.failed || this.queue.length === 0) return;
+    const op = this.queue.shift()!;
+    this.busy = true;
+    const done = (error: Error | null) => {
+      this.busy = false;
+      if (this.failed) return;
+      if (error) {
+        this.failed = true;
+        return this.options.onFailure(error);
+      }
+      if (op.kind === "snapshot" || op.index > 0) this.onDurable(op.copyGen, op.index);
+      this.pump();
+    };
+    if (op.kind === "lines") appendAndSync(this.fd!, new TextEncoder().encode(op.text), done);
+    else this.replaceSnapshot(op.text, done);
+  }
+
+  /** The snapshot to a temporary name, fsynced, renamed; then a new, empty log. */
+  private replaceSnapshot(text: string, done: (error: Error | null) => void): void {
+    const dir = this.options.dir;
+    const temporary = join(dir, `${SNAPSHOT_FILE}.tmp`);
+    open(temporary, "w", (error, fd) => {
+      if (error) return done(error);
+      appendAndSync(fd, new TextEncoder().encode(text), (error) => {
+        close(fd, () => {
+          if (error) return done(error);
+          rename(temporary, join(dir, SNAPSHOT_FILE), (error) => {
+            if (error) return done(error);
+            const old = this.fd!;
+            open(join(dir, LOG_FILE), "w", (error, logFd) => {
+              if (error) return done(error);
+              this.fd = logFd;
+              close(old, () => {});
+              try {
+                syncDir(dir); // the rename and the new log file survive a crash
+              } catch (error) {
+                return done(error as Error);
+              }
+              done(null);
+            });
+          });
+        });
+      });
+    });
+  }
+}
+
+/** Writes every byte (a short write is continued), then fsyncs. */
+function appendAndSync(fd: number, bytes: Uint8Array, done: (error: Error | null) => void): void {
+  const from = (offset: number) => {
+    if (offset >= bytes.length) return fsync(fd, (error) => done(error));
+    write(fd, bytes, offset, bytes.length - offset, null, (error, written) => {
+      if (error) return done(error);
+      if (!(written > 0)) return done(new Error(`write stopped at byte ${offset} of ${bytes.length}`));
+      from(offset + written);
+    });
+  };
+  from(0);
+}
+
+/** Opens a new, empty log (at open, before the server serves). */
+function openLogSync(dir: string): number {
+  const fd = openSync(join(dir, LOG_FILE), "w");
+  syncDir(dir);
+  return fd;
+}
