@@ -14,12 +14,18 @@ export interface Cluster {
   stopAll(): Promise<void>;
 }
 
-export async function startCluster(): Promise<Cluster> {
+/**
+ * `durable`: the cluster's lock servers keep a durable log (`[cluster] durable = true`);
+ * `settings`: lines for the file's [settings] table.
+ */
+export async function startCluster(options: { durable?: boolean; settings?: string } = {}): Promise<Cluster> {
   const dir = tempDir();
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
   const file = writeCluster(
     dir,
-    `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
+    (options.durable ? `[cluster]\ndurable = true\n\n` : "") +
+      (options.settings ? `[settings]\n${options.settings}\n\n` : "") +
+      `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
       `[[nodes]]\nid = "b1"\nrole = "backup"\nhttp = "127.0.0.1:${b}"\n\n` +
       `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n`,
   );
