@@ -10,7 +10,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { DurableLog, LOG_FILE, readDurableCopy } from "../cluster/lock/durable_log.ts";
+import { type DurableLog, LOG_FILE, openDurableLog, readDurableCopy } from "../cluster/lock/durable_log.ts";
 import { LockMachine, type LogEntry } from "../lib/core/lock/lock_machine.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import type { PersistRecord } from "../lib/core/lock/durable_copy.ts";
@@ -54,7 +54,8 @@ class Writer {
 }
 
 function open(dir: string, compactEntries = 1_000_000, onFailure = (error: Error) => assert.fail(error)) {
-  return DurableLog.open({ dir, limits: LIMITS, answeredMax: 100, compactEntries, onFailure });
+  const opened = openDurableLog(dir, { limits: LIMITS, answeredMax: 100, compactEntries, onFailure });
+  return { ...opened, log: Object.assign(opened.log, { close: () => (opened.log.stop(), opened.disk.close()) }) };
 }
 
 async function settled(writer: Writer): Promise<void> {

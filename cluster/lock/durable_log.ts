@@ -26,10 +26,10 @@
  * that fails calls `onFailure`, which must stop the process (cluster/fail_stop.ts): nothing is
  * reported durable after a failure, so nothing that depends on it is answered.
  */
-import { close, fsync, open, openSync, rename, write } from "node:fs";
+import { close, fsync, mkdirSync, open, rename, write } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "../checksum.ts";
-import { readIfExists, syncDir, writeDurably } from "../durable_file.ts";
+import { readIfExists } from "../durable_file.ts";
 import { LockMachine, type LockMachineSnapshot, type LogEntry } from "../../lib/core/lock/lock_machine.ts";
 import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
 import type { LockTableLimits } from "../../lib/core/lock/lock_table.ts";
@@ -77,8 +77,15 @@ export interface OpenedLog {
   replayed: number;
 }
 
+/** The two files, as the log uses them (FileLogDisk here; a simulated disk in the simulator). */
+export interface LogDisk {
+  /** Appends `text` to the log file and fsyncs it; `done` once it is on disk (or failed). */
+  append(text: string, done: (error: Error | null) => void): void;
+  /** Replaces the snapshot file with `text` and starts an empty log file, durably; then `done`. */
+  replace(text: string, done: (error: Error | null) => void): void;
+}
+
 export interface DurableLogOptions {
-  dir: string;
   limits: LockTableLimits;
   answeredMax: number;
   /** Lines after the snapshot before the next write compacts (a new snapshot). */
@@ -87,20 +94,35 @@ export interface DurableLogOptions {
   onFailure: (error: Error) => void;
 }
 
-/** Reads the copy in `dir` (throws on damage to acknowledged records). Pure of side effects. */
-export function readDurableCopy(dir: string, limits: LockTableLimits, answeredMax: number): OpenedLog & { fileGen: number } {
-  const snapshotText = readIfExists(join(dir, SNAPSHOT_FILE));
+/** Reads the copy in `dir` (throws on damage to acknowledged records). Changes nothing on disk. */
+export function readDurableCopy(dir: string, limits: LockTableLimits, answeredMax: number): OpenedCopy {
+  const files = { snapshot: join(dir, SNAPSHOT_FILE), log: join(dir, LOG_FILE) };
+  return parseDurableCopy(readIfExists(files.snapshot), readIfExists(files.log) ?? "", limits, answeredMax, files);
+}
+
+export type OpenedCopy = OpenedLog & { fileGen: number };
+
+/**
+ * The copy in the two files' texts (undefined: no snapshot file). `names` name the files in
+ * errors. The simulator's disk (tests/sim/failover/disk.ts) reads its texts with this too.
+ */
+export function parseDurableCopy(
+  snapshotText: string | undefined,
+  logText: string,
+  limits: LockTableLimits,
+  answeredMax: number,
+  names = { snapshot: SNAPSHOT_FILE, log: LOG_FILE },
+): OpenedCopy {
   let fileGen = 0;
   let copy: SnapshotData["copy"] = null;
   if (snapshotText !== undefined) {
     const decoded = decodeRecord(snapshotText.replace(/\n$/, ""));
     // Written whole and renamed: a bad snapshot is damage, not a torn write.
-    if (!decoded.ok) throw new Error(`${join(dir, SNAPSHOT_FILE)}: ${decoded.reason}`);
+    if (!decoded.ok) throw new Error(`${names.snapshot}: ${decoded.reason}`);
     ({ fileGen, copy } = decoded.data as SnapshotData);
   }
   const machine = copy ? LockMachine.fromSnapshot(copy.machine, limits, answeredMax) : null;
   let view = copy ? { epoch: copy.epoch, primary: copy.primary } : null;
-  const logText = readIfExists(join(dir, LOG_FILE)) ?? "";
   const lines = logText.split("\n");
   // What follows the last newline is a torn append ("" when none).
   let tornLines = lines.pop() === "" ? 0 : 1;
@@ -111,17 +133,17 @@ export function readDurableCopy(dir: string, limits: LockTableLimits, answeredMa
   let replayed = 0;
   for (let i = 0; i < goodEnd; i++) {
     const record = decoded[i];
-    if (!record.ok) throw new Error(`${join(dir, LOG_FILE)}: line ${i + 1}: ${record.reason}, and good lines follow it`);
+    if (!record.ok) throw new Error(`${names.log}: line ${i + 1}: ${record.reason}, and good lines follow it`);
     const data = record.data as LineData;
     if (data.g !== fileGen) continue;
     if ("view" in data) {
       view = data.view;
       continue;
     }
-    if (!machine) throw new Error(`${join(dir, LOG_FILE)}: line ${i + 1}: an entry without a copy`);
+    if (!machine) throw new Error(`${names.log}: line ${i + 1}: an entry without a copy`);
     if (data.entry.index <= machine.appliedIndex) continue; // in the snapshot already
     if (data.entry.index !== machine.appliedIndex + 1) {
-      throw new Error(`${join(dir, LOG_FILE)}: line ${i + 1}: entry ${data.entry.index} after ${machine.appliedIndex}`);
+      throw new Error(`${names.log}: line ${i + 1}: entry ${data.entry.index} after ${machine.appliedIndex}`);
     }
     machine.apply(data.entry);
     replayed += 1;
@@ -139,7 +161,6 @@ export class DurableLog implements DurableSink {
   private readonly queue: Op[] = [];
   private busy = false;
   private failed = false;
-  private fd: number | null = null;
   private fileGen: number;
   private linesSinceSnapshot = 0;
   /** The current copy (for compaction) and its view, as the records left them. */
@@ -148,23 +169,17 @@ export class DurableLog implements DurableSink {
   private copyGen = 0;
   private onDurable: (copyGen: number, index: number) => void = () => {};
 
-  private constructor(private readonly options: DurableLogOptions, opened: OpenedLog & { fileGen: number }) {
+  /**
+   * Starts on what was read (`opened`): its first write is a new snapshot of that copy, so the
+   * appends that follow start on a clean log file (no torn tail before them). Until it is on
+   * disk the old files still hold the same copy.
+   */
+  constructor(private readonly options: DurableLogOptions, private readonly disk: LogDisk, opened: OpenedCopy) {
     this.fileGen = opened.fileGen;
     this.machine = opened.restored?.machine ?? null;
     this.view = opened.restored ? { epoch: opened.restored.epoch, primary: opened.restored.primary } : { epoch: 0, primary: null };
-  }
-
-  /**
-   * Reads `dir` and starts the log: the copy read is written back at once as a new snapshot
-   * (synchronously: the process does not serve yet), so appends start on a clean file.
-   */
-  static open(options: DurableLogOptions): { log: DurableLog; opened: OpenedLog } {
-    const opened = readDurableCopy(options.dir, options.limits, options.answeredMax);
-    const log = new DurableLog(options, opened);
-    log.fileGen += 1;
-    writeDurably(join(options.dir, SNAPSHOT_FILE), encodeRecord(log.snapshotData()));
-    log.fd = openLogSync(options.dir);
-    return { log, opened };
+    this.queueSnapshot();
+    this.pump();
   }
 
   /** `onDurable(copyGen, index)`: the copy of copyGen is on disk up to index (in order). */
@@ -190,10 +205,9 @@ export class DurableLog implements DurableSink {
     this.pump();
   }
 
-  /** Closes the file (a graceful stop); what is queued is not waited for. */
-  close(): void {
+  /** Stops writing (a graceful stop); what is queued is not waited for. */
+  stop(): void {
     this.failed = true;
-    if (this.fd !== null && !this.busy) close(this.fd, () => {});
   }
 
   private snapshotData(): SnapshotData {
@@ -237,38 +251,73 @@ export class DurableLog implements DurableSink {
       if (op.kind === "snapshot" || op.index > 0) this.onDurable(op.copyGen, op.index);
       this.pump();
     };
-    if (op.kind === "lines") appendAndSync(this.fd!, new TextEncoder().encode(op.text), done);
-    else this.replaceSnapshot(op.text, done);
+    if (op.kind === "lines") this.disk.append(op.text, done);
+    else this.disk.replace(op.text, done);
+  }
+}
+
+/**
+ * The log's files in `dir`, with node:fs callbacks. One operation at a time (DurableLog sees
+ * to it). The log file is open from the first `replace` on (DurableLog's first operation).
+ */
+export class FileLogDisk implements LogDisk {
+  private fd: number | null = null;
+
+  constructor(private readonly dir: string) {}
+
+  append(text: string, done: (error: Error | null) => void): void {
+    if (this.fd === null) return done(new Error("the log file is not open"));
+    appendAndSync(this.fd, encoder.encode(text), done);
   }
 
-  /** The snapshot to a temporary name, fsynced, renamed; then a new, empty log. */
-  private replaceSnapshot(text: string, done: (error: Error | null) => void): void {
-    const dir = this.options.dir;
+  /** The snapshot to a temporary name, fsynced, renamed; a new, empty log; the directory fsynced. */
+  replace(text: string, done: (error: Error | null) => void): void {
+    const dir = this.dir;
     const temporary = join(dir, `${SNAPSHOT_FILE}.tmp`);
     open(temporary, "w", (error, fd) => {
       if (error) return done(error);
-      appendAndSync(fd, new TextEncoder().encode(text), (error) => {
+      appendAndSync(fd, encoder.encode(text), (error) => {
         close(fd, () => {
           if (error) return done(error);
           rename(temporary, join(dir, SNAPSHOT_FILE), (error) => {
             if (error) return done(error);
-            const old = this.fd!;
             open(join(dir, LOG_FILE), "w", (error, logFd) => {
               if (error) return done(error);
+              if (this.fd !== null) close(this.fd, () => {});
               this.fd = logFd;
-              close(old, () => {});
-              try {
-                syncDir(dir); // the rename and the new log file survive a crash
-              } catch (error) {
-                return done(error as Error);
-              }
-              done(null);
+              // The rename and the new log file must survive a crash before anything counts.
+              syncDirThen(dir, done);
             });
           });
         });
       });
     });
   }
+
+  close(): void {
+    if (this.fd !== null) close(this.fd, () => {});
+    this.fd = null;
+  }
+}
+
+/**
+ * Reads the durable log in `dir` (throws on damage) and starts it on files there: what
+ * cluster/lock/server.ts runs with `durable = true`.
+ */
+export function openDurableLog(dir: string, options: DurableLogOptions): { log: DurableLog; disk: FileLogDisk; opened: OpenedLog } {
+  mkdirSync(dir, { recursive: true });
+  const opened = readDurableCopy(dir, options.limits, options.answeredMax);
+  const disk = new FileLogDisk(dir);
+  return { log: new DurableLog(options, disk, opened), disk, opened };
+}
+
+const encoder = new TextEncoder();
+
+function syncDirThen(dir: string, done: (error: Error | null) => void): void {
+  open(dir, "r", (error, fd) => {
+    if (error) return done(error);
+    fsync(fd, (error) => close(fd, () => done(error)));
+  });
 }
 
 /** Writes every byte (a short write is continued), then fsyncs. */
@@ -282,11 +331,4 @@ function appendAndSync(fd: number, bytes: Uint8Array, done: (error: Error | null
     });
   };
   from(0);
-}
-
-/** Opens a new, empty log (at open, before the server serves). */
-function openLogSync(dir: string): number {
-  const fd = openSync(join(dir, LOG_FILE), "w");
-  syncDir(dir);
-  return fd;
 }

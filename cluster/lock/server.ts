@@ -12,7 +12,7 @@ import type { Logger } from "../log.ts";
 import { httpPeerTransport } from "../peer_transport.ts";
 import { serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
-import { DurableLog } from "./durable_log.ts";
+import { openDurableLog } from "./durable_log.ts";
 import { failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 
@@ -24,7 +24,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   };
   const peer = member(node.role === "primary" ? "backup" : "primary");
   const arbiter = member("arbiter");
-  const durable = cluster.durable ? openDurableLog(node, settings, log) : undefined;
+  const durable = cluster.durable ? startDurableLog(node, settings, log) : undefined;
   const service = new LockService({
     settings,
     clock: monotonicClock,
@@ -58,7 +58,8 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     async stop() {
       clearInterval(ticker);
       service.stop();
-      durable?.log.close();
+      durable?.log.stop();
+      durable?.disk.close();
       await server.close();
     },
   };
@@ -68,11 +69,10 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
  * Reads the durable log in the node's dataDir (a damaged one stops the start: exit 70) and
  * returns it ready for the service; a later write or fsync failure is a fail-stop too.
  */
-function openDurableLog(node: NodeConfig, settings: ClusterConfig["settings"], log: Logger) {
+function startDurableLog(node: NodeConfig, settings: ClusterConfig["settings"], log: Logger) {
   const fail = (reason: string) => (error: Error) => failStopProcess(log, reason, { dataDir: node.dataDir, message: error.message });
   try {
-    const durable = DurableLog.open({
-      dir: node.dataDir,
+    const durable = openDurableLog(node.dataDir, {
       limits: settings,
       answeredMax: settings.answeredMax,
       compactEntries: settings.durableCompactEntries,
