@@ -642,6 +642,9 @@ export class LockReplica {
       }
       return;
     }
+    // Two sync requests may be in flight (a new epoch's follow starts one afresh): an older
+    // snapshot arriving after a newer one must not replace a copy the primary counted acks of.
+    if (this.machine !== null && answer.syncGen < this.copySyncGen) return;
     const s = this.options.settings;
     this.machine = LockMachine.fromSnapshot(answer.snapshot, s, s.answeredMax);
     this.copySyncGen = answer.syncGen;

@@ -32,6 +32,7 @@ import { ArbiterActor } from "./arbiter.ts";
 import { FAILOVER_CHECKERS, FailoverChecks } from "./checkers.ts";
 import { FailoverServerActor } from "./server.ts";
 import { servesThroughOneFault } from "./availability.ts";
+import { scheduleDurableFaults, SimLogDisk } from "./disk.ts";
 
 export const PRIMARY_ID = "fp";
 export const BACKUP_ID = "fb";
@@ -52,6 +53,7 @@ export function failoverSettings(params: KindParams): Settings {
     longPollMaxMs: Number(params.longPollMaxMs),
     replicationBatchMax: Number(params.batchMax),
     replicationPipelineMax: Number(params.pipelineMax),
+    durableCompactEntries: Number(params.compactEntries),
   };
   const scale = Number(params.scale);
   for (const key of SCALED) settings[key] = DEFAULT_SETTINGS[key] * scale;
@@ -223,6 +225,10 @@ export const FAILOVER_KIND: NodeKind = {
       // batches and long delays the backup legitimately cannot keep up with the clients
       // (docs/simulator.md, finding 10).
       syncCheck: 0,
+      // 1: the durable profile (disk.ts), with `--set failover.durable=1`. Drawn from a fork, so
+      // the draws above stay those of every saved seed.
+      durable: 0,
+      compactEntries: prng.fork("durable").pick([5, 50, 1_000]),
     };
   },
 
@@ -234,8 +240,18 @@ export const FAILOVER_KIND: NodeKind = {
     const checks = new FailoverChecks(sim);
     const clientIds = () => clients.map((c) => c.id);
     const prng = sim.prng.fork("failover");
-    const fp = new FailoverServerActor(sim, PRIMARY_ID, sim.newClock(), settings, BACKUP_ID, ARBITER_ID, checks, clientIds);
-    const fb = new FailoverServerActor(sim, BACKUP_ID, sim.newClock(), settings, PRIMARY_ID, ARBITER_ID, checks, clientIds);
+    const durable = Number(params.durable) === 1;
+    const durablePrng = prng.fork("durable");
+    // Created before their actors' first start; each disk runs its writes in its actor's time.
+    const disks: SimLogDisk[] = [];
+    const durableOf = (id: string) => {
+      if (!durable) return null;
+      const disk = new SimLogDisk(durablePrng.fork(`disk:${id}`), [0, 5]);
+      disks.push(disk);
+      return { disk, prng: durablePrng.fork(`restart:${id}`) };
+    };
+    const fp = new FailoverServerActor(sim, PRIMARY_ID, sim.newClock(), settings, BACKUP_ID, ARBITER_ID, checks, clientIds, durableOf(PRIMARY_ID));
+    const fb = new FailoverServerActor(sim, BACKUP_ID, sim.newClock(), settings, PRIMARY_ID, ARBITER_ID, checks, clientIds, durableOf(BACKUP_ID));
     const fa = new ArbiterActor(sim, ARBITER_ID, sim.newClock(), {
       primaryId: PRIMARY_ID,
       backupId: BACKUP_ID,
@@ -245,6 +261,7 @@ export const FAILOVER_KIND: NodeKind = {
     }, [PRIMARY_ID, BACKUP_ID], checks, prng.fork("arbiter"));
     for (const actor of [fp, fb, fa]) sim.addActor(actor);
     current = { servers: [fp, fb], arbiter: fa, settings };
+    if (durable) scheduleDurableFaults(sim, durablePrng.fork("faults"), { servers: [fp, fb], arbiter: fa, disks });
     checks.attach([fp, fb], fa);
     watchLockTables(sim, "failover", [fp, fb]);
     const workloadPrng = prng.fork("workload");
