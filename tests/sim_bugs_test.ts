@@ -13,6 +13,7 @@ import { RingReplica } from "../lib/core/ring/ring_replica.ts";
 import { ViewCore } from "../lib/core/ring/view.ts";
 import { ViewAttempts } from "../lib/core/ring/view_attempt.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
+import { DurableCopy } from "../lib/core/lock/durable_copy.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { RingClient } from "../lib/client/ring_client.ts";
 import { LockService } from "../cluster/lock/service.ts";
@@ -680,4 +681,26 @@ test("bug: the arbiter decides a view's grant wait from its own facts (it holds 
       return original.call(this, attempt);
     }, spec, 300, CHECKERS);
   expectCaught("arbiter's grant wait from its own facts", found, CHECKERS);
+});
+
+test("bug: with durable = true the primary answers before its fsync (commit gate ignored) → after a power cut a takeover lacks committed changes", { timeout: 180_000 }, () => {
+  // The durable profile crashes both servers and the arbiter at once: a grant answered from
+  // memory only is gone from every table after the restart while its client still holds it.
+  const CHECKERS = ["failover.grant-survives", "failover.client-mutex", "failover.takeover-has-commits", "failover.committed-on-backup"];
+  const found = huntInjected(DurableCopy.prototype as unknown as Proto, "commitLimit", () =>
+    function (this: Proto, index: number) {
+      return index; // everything appended, on disk or not
+    }, { ...FAILOVER_ONLY, params: { "failover.durable": 1 } }, 100, CHECKERS);
+  expectCaught("answer before the fsync", found, CHECKERS);
+});
+
+test("bug: with durable = true the backup acks before its disk has the entries → after a power cut its copy lacks changes committed on its ack", { timeout: 300_000 }, () => {
+  const CHECKERS = ["failover.grant-survives", "failover.client-mutex", "failover.takeover-has-commits", "failover.committed-on-backup"];
+  const found = huntInjected(LockService.prototype as unknown as Proto, "peerMessageThen", () =>
+    function (this: Proto, message: unknown, done: (answer: unknown) => void) {
+      const answer = this.replica.peerMessage(message, this.options.clock.nowMs());
+      this.flush();
+      done(answer); // not held for the disk
+    }, { ...FAILOVER_ONLY, params: { "failover.durable": 1 } }, 150, CHECKERS);
+  expectCaught("ack before the backup's fsync", found, CHECKERS);
 });
