@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { type ClientAnswer, LockReplica, type Outbound } from "../lib/core/lock/lock_replica.ts";
 import { type Command, LockTable } from "../lib/core/lock/lock_table.ts";
+import { LockMachine } from "../lib/core/lock/lock_machine.ts";
+import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 const S = DEFAULT_SETTINGS;
@@ -37,6 +39,8 @@ class World {
   /** Packets this returns true for wait in `held` (in flight, neither delivered nor lost). */
   hold: (packet: Packet) => boolean = () => false;
   readonly held: Packet[] = [];
+  /** Servers with a durable log: how far it was told to write, and whether it syncs at once. */
+  readonly logs = new Map<string, { copyGen: number; index: number; syncAtOnce: boolean }>();
   private nextClientRef = 1;
 
   constructor() {
@@ -44,7 +48,8 @@ class World {
     this.start("b");
   }
 
-  start(id: string): void {
+  /** `durable`: the server keeps a durable log (its disk syncs at once), restarted from `restored`. */
+  start(id: string, durable?: { restored: RestoredCopy | null }): void {
     const floor = id === "p" ? 1_000 : 2_000;
     const replica = new LockReplica({
       nodeId: id,
@@ -52,9 +57,26 @@ class World {
       arbiterId: "a",
       settings: S,
       newTable: () => new LockTable({ limits: S, sessionIdPrefix: `${id}-`, tokenFloor: floor }),
+      durable,
     }, this.nowMs);
     this.servers.set(id, replica);
+    if (durable) this.logs.set(id, { copyGen: 0, index: durable.restored?.machine.appliedIndex ?? 0, syncAtOnce: true });
     this.collect(id);
+  }
+
+  /** The durable log of `id` reports everything it was given as on disk. */
+  fsync(id: string): void {
+    const log = this.logs.get(id)!;
+    this.server(id).durable(log.copyGen, log.index, this.nowMs);
+    this.collect(id);
+  }
+
+  /** What a durable server's disk holds once every write is synced: its copy and view now. */
+  diskCopy(id: string): RestoredCopy | null {
+    const server = this.server(id);
+    if (!server.machine) return null;
+    const machine = LockMachine.fromSnapshot(server.machine.snapshot(), S, S.answeredMax);
+    return { machine, epoch: server.epoch, primary: server.primary };
   }
 
   server(id: string): LockReplica {
@@ -65,6 +87,13 @@ class World {
     const ready = this.server(id).ready();
     for (const outbound of ready.send) this.queue.push({ from: id, outbound });
     for (const { clientRef, answer } of ready.answers) this.answers.set(clientRef, answer);
+    const log = this.logs.get(id);
+    if (!log || ready.persist.length === 0) return;
+    for (const record of ready.persist) {
+      if (record.type === "base") [log.copyGen, log.index] = [record.copyGen, record.machine?.appliedIndex ?? 0];
+      else if (record.type === "entry") log.index = record.entry.index;
+    }
+    if (log.syncAtOnce) this.fsync(id);
   }
 
   /** Delivers queued packets (and the answers they cause) until none is left; bounded. */
@@ -580,4 +609,79 @@ test("a restarted backup asks the arbiter (whois) and, told the epoch it follows
   w.arbiterDown = true;
   w.runChecked(2_000);
   assert.equal(w.server("p").serving(), true, "the backup's promise carries the primary with the arbiter down");
+});
+
+/** Both servers with a durable log, p primary and b in sync, one lock held by a session of p's. */
+function healthyDurable(): { w: World; session: string; token: number } {
+  const w = new World();
+  w.crash("p");
+  w.crash("b");
+  w.start("p", { restored: null });
+  w.start("b", { restored: null });
+  w.run(500);
+  assert.equal(w.arbiter.current.backupInSync, true);
+  const session = openSession(w);
+  const grant = w.ok(enter(w, session));
+  assert.ok(grant.type === "granted");
+  return { w, session, token: grant.grant.token };
+}
+
+test("durable: the primary answers only once its own log has the change on disk (and the backup acked)", () => {
+  const { w, session } = healthyDurable();
+  w.logs.get("p")!.syncAtOnce = false;
+  const ref = w.request("p", { type: "enter", name: "M", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
+  w.run(50);
+  assert.equal(w.server("b").machine!.table.locks.get("M")?.holders.length, 1, "the backup has it");
+  assert.equal(w.answers.get(ref), undefined, "no answer before the primary's fsync");
+  w.fsync("p");
+  assert.ok(w.answers.get(ref)?.ok, "answered once on disk");
+});
+
+test("durable: every process restarted: the in-sync backup takes over with its restored copy (same holder, same token)", () => {
+  const { w, session, token } = healthyDurable();
+  const disks = { p: w.diskCopy("p"), b: w.diskCopy("b") };
+  w.crash("p");
+  w.crash("b");
+  w.restartArbiter();
+  w.start("p", { restored: disks.p });
+  w.start("b", { restored: disks.b });
+  w.runChecked(3_000);
+  assert.deepEqual(w.serving(), ["b"], "the recorded in-sync backup serves");
+  assert.equal(w.server("b").epoch, 2);
+  const holder = w.server("b").machine!.table.locks.get("L")?.holders[0];
+  assert.deepEqual([holder?.session, holder?.token], [session, token], "the lock kept its holder and token");
+  assert.ok(w.ok(w.request("b", { type: "keepAlive", session })), "the session lives on");
+});
+
+test("durable: every process restarted after the primary ran alone: it serves its own restored table in a new epoch", () => {
+  const { w, session, token } = healthyDurable();
+  w.crash("b");
+  w.run(S.replicationTimeoutMs + 2 * S.leaseRenewMs + 100);
+  assert.equal(w.arbiter.current.backupInSync, false, "the arbiter recorded the backup out of sync");
+  const second = openSession(w); // committed alone: only p's disk has it
+  const disks = { p: w.diskCopy("p") };
+  w.crash("p");
+  w.restartArbiter();
+  w.start("p", { restored: disks.p });
+  w.start("b", { restored: null });
+  w.runChecked(3_000);
+  assert.deepEqual(w.serving(), ["p"]);
+  assert.equal(w.server("p").epoch, 2, "a new epoch: the backup syncs afresh");
+  const table = w.server("p").machine!.table;
+  assert.equal(table.locks.get("L")?.holders[0].token, token);
+  assert.ok(table.sessions.has(session) && table.sessions.has(second), "both sessions, the one committed alone too");
+});
+
+test("durable: a restored primary copy of an epoch the backup has since taken over is never served", () => {
+  const { w } = healthyDurable();
+  const stale = w.diskCopy("p");
+  w.crash("p");
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"], "b took over epoch 2");
+  const session = openSession(w, "b"); // only in epoch 2's table
+  w.start("p", { restored: stale });
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"]);
+  assert.equal(w.server("p").role, "backup");
+  assert.ok(w.server("p").machine?.table.sessions.has(session), "p synced epoch 2's table instead of keeping its own");
 });
