@@ -48,7 +48,14 @@ class Writer {
   populate(sessions: number): void {
     for (let i = 0; i < sessions; i++) this.apply({ type: "openSession", ttlMs: 60_000 }, `open-${i}`);
     this.sessions.forEach((session, i) => {
-      this.apply({ type: "enter", name: `lock-${i % Math.ceil(sessions / 2)}`, session, mode: "exclusive", waitMs: 60_000, lockDelayMs: 0 });
+      this.apply({
+        type: "enter",
+        name: `lock-${i % Math.ceil(sessions / 2)}`,
+        session,
+        mode: "exclusive",
+        waitMs: 60_000,
+        lockDelayMs: 0,
+      });
     });
   }
 }
@@ -62,28 +69,42 @@ async function settled(writer: Writer): Promise<void> {
   await eventually("every entry on disk", () => writer.durable.at(-1)?.[1] === writer.machine.appliedIndex);
 }
 
-test("group commit: what is written while an fsync runs goes to disk in one batch, reported in order", async () => {
+/** Runs `body` on a fresh temp dir, removed afterwards. */
+async function inTempDir(body: (dir: string) => Promise<void>): Promise<void> {
   const dir = tempDir();
   try {
-    const { log } = open(dir);
-    const writer = new Writer(log);
-    writer.base(1, "p");
-    writer.populate(50);
-    await settled(writer);
-    // The base went alone (the disk was idle), everything after it gathered behind it: at most
-    // one more write for the 100 entries, not one per entry.
-    assert.ok(writer.durable.length <= 3, `${writer.durable.length} writes for 100 entries: ${JSON.stringify(writer.durable)}`);
-    const indexes = writer.durable.map(([, index]) => index);
-    assert.deepEqual(indexes, [...indexes].sort((a, b) => a - b), "reported in order");
-    log.close();
+    await body(dir);
   } finally {
     removeDir(dir);
   }
-});
+}
 
-test("a restart reads back the copy written: table, tokens, queues, answered ids, view", async () => {
-  const dir = tempDir();
-  try {
+/** A log in `dir` with a copy (epoch 1, primary p) of `sessions` sessions written and synced. */
+async function writtenCopy(dir: string, sessions: number, compactEntries?: number) {
+  const { log } = open(dir, compactEntries);
+  const writer = new Writer(log);
+  writer.base(1, "p");
+  writer.populate(sessions);
+  await settled(writer);
+  return { log, writer };
+}
+
+test("group commit: what is written while an fsync runs goes to disk in one batch, reported in order", () =>
+  inTempDir(async (dir) => {
+    const { log, writer } = await writtenCopy(dir, 50);
+    // The first snapshot and the base went alone (the disk was idle), everything after gathered
+    // behind them: at most one more write for the 100 entries, not one per entry.
+    assert.ok(
+      writer.durable.length <= 3,
+      `${writer.durable.length} writes for 100 entries: ${JSON.stringify(writer.durable)}`,
+    );
+    const indexes = writer.durable.map(([, index]) => index);
+    assert.deepEqual(indexes, [...indexes].sort((a, b) => a - b), "reported in order");
+    log.close();
+  }));
+
+test("a restart reads back the copy written: table, tokens, queues, answered ids, view", () =>
+  inTempDir(async (dir) => {
     const { log } = open(dir);
     const writer = new Writer(log);
     writer.base(3, "p");
@@ -102,19 +123,11 @@ test("a restart reads back the copy written: table, tokens, queues, answered ids
     const again = open(dir);
     assert.deepEqual(again.opened.restored?.machine.snapshot(), writer.machine.snapshot());
     again.log.close();
-  } finally {
-    removeDir(dir);
-  }
-});
+  }));
 
-test("a torn or bad tail is dropped; damage before a good record refuses the start", async () => {
-  const dir = tempDir();
-  try {
-    const { log } = open(dir);
-    const writer = new Writer(log);
-    writer.base(1, "p");
-    writer.populate(6);
-    await settled(writer);
+test("a torn or bad tail is dropped; damage before a good record refuses the start", () =>
+  inTempDir(async (dir) => {
+    const { log, writer } = await writtenCopy(dir, 6);
     log.close();
     const file = join(dir, LOG_FILE);
     const good = readFileSync(file, "utf8");
@@ -130,7 +143,11 @@ test("a torn or bad tail is dropped; damage before a good record refuses the sta
     writeFileSync(file, lines.slice(0, -1).join("\n") + "\n" + flipped(lines.at(-1)!) + "\n");
     read = readDurableCopy(dir, LIMITS, 100);
     assert.equal(read.tornLines, 1);
-    assert.equal(read.restored?.machine.appliedIndex, writer.machine.appliedIndex - 1, "only the bad last entry is lost");
+    assert.equal(
+      read.restored?.machine.appliedIndex,
+      writer.machine.appliedIndex - 1,
+      "only the bad last entry is lost",
+    );
 
     // A bad record with good ones after it: acknowledged data is damaged, the start is refused.
     writeFileSync(file, [lines[0], flipped(lines[1]), ...lines.slice(2)].join("\n") + "\n");
@@ -140,37 +157,21 @@ test("a torn or bad tail is dropped; damage before a good record refuses the sta
     // A gap in the entries (a line lost in the middle) is damage too.
     writeFileSync(file, [lines[0], ...lines.slice(2)].join("\n") + "\n");
     assert.throws(() => readDurableCopy(dir, LIMITS, 100), /line 2: entry 3 after 1/);
-  } finally {
-    removeDir(dir);
-  }
-});
+  }));
 
-test("compaction: past compactEntries a snapshot replaces the log, and the copy reads back whole", async () => {
-  const dir = tempDir();
-  try {
-    const { log } = open(dir, 10);
-    const writer = new Writer(log);
-    writer.base(1, "p");
-    writer.populate(30);
-    await settled(writer);
+test("compaction: past compactEntries a snapshot replaces the log, and the copy reads back whole", () =>
+  inTempDir(async (dir) => {
+    const { log, writer } = await writtenCopy(dir, 30, 10);
     log.close();
     const lines = readFileSync(join(dir, LOG_FILE), "utf8").split("\n").filter((l) => l.length > 0);
     assert.ok(lines.length <= 10, `${lines.length} lines after compaction at 10`);
     const read = readDurableCopy(dir, LIMITS, 100);
     assert.deepEqual(read.restored?.machine.snapshot(), writer.machine.snapshot());
-  } finally {
-    removeDir(dir);
-  }
-});
+  }));
 
-test("a dropped copy (a base without a machine) reads back as none; lines of an older snapshot are skipped", async () => {
-  const dir = tempDir();
-  try {
-    const { log } = open(dir);
-    const writer = new Writer(log);
-    writer.base(1, "p");
-    writer.populate(4);
-    await settled(writer);
+test("a dropped copy (a base without a machine) reads back as none; lines of an older snapshot are skipped", () =>
+  inTempDir(async (dir) => {
+    const { log, writer } = await writtenCopy(dir, 4);
     const before = readFileSync(join(dir, LOG_FILE), "utf8");
     log.write([{ type: "base", copyGen: 2, machine: null, epoch: 2, primary: null }]);
     await eventually("the drop on disk", () => writer.durable.some(([gen]) => gen === 2));
@@ -179,7 +180,4 @@ test("a dropped copy (a base without a machine) reads back as none; lines of an 
     // A crash between the new snapshot's rename and the log's truncation leaves the old lines.
     writeFileSync(join(dir, LOG_FILE), before);
     assert.equal(readDurableCopy(dir, LIMITS, 100).restored, null);
-  } finally {
-    removeDir(dir);
-  }
-});
+  }));
