@@ -10,7 +10,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type DurableLog, LOG_FILE, openDurableLog, readDurableCopy } from "../cluster/lock/durable_log.ts";
+import {
+  type DurableLog,
+  encodeRecord,
+  LOG_FILE,
+  openDurableLog,
+  readDurableCopy,
+  SNAPSHOT_CHUNK_ITEMS,
+  SnapshotEncoder,
+} from "../cluster/lock/durable_log.ts";
 import { LockMachine, type LogEntry } from "../lib/core/lock/lock_machine.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import type { PersistRecord } from "../lib/core/lock/durable_copy.ts";
@@ -61,7 +69,13 @@ class Writer {
 }
 
 function open(dir: string, compactEntries = 1_000_000, onFailure = (error: Error) => assert.fail(error)) {
-  const opened = openDurableLog(dir, { limits: LIMITS, answeredMax: 100, compactEntries, onFailure });
+  const opened = openDurableLog(dir, {
+    limits: LIMITS,
+    answeredMax: 100,
+    compactEntries,
+    onFailure,
+    defer: (fn) => setTimeout(fn, 0),
+  });
   return { ...opened, log: Object.assign(opened.log, { close: () => (opened.log.stop(), opened.disk.close()) }) };
 }
 
@@ -181,3 +195,43 @@ test("a dropped copy (a base without a machine) reads back as none; lines of an 
     writeFileSync(join(dir, LOG_FILE), before);
     assert.equal(readDurableCopy(dir, LIMITS, 100).restored, null);
   }));
+
+test("a snapshot's text made in chunks, one per turn, is exactly the record encoded at once", () => {
+  const { machine } = new Writer({ start() {}, write() {} } as unknown as DurableLog);
+  const table = new LockTable({ limits: LIMITS, sessionIdPrefix: "t-", tokenFloor: 1000 });
+  const big = new LockMachine(table, 100);
+  // More sessions than one chunk holds, so it takes several steps; locks and answered ids too.
+  for (let i = 1; i <= SNAPSHOT_CHUNK_ITEMS + 10; i++) {
+    const entry: LogEntry = {
+      index: i,
+      epoch: 1,
+      atMs: i,
+      command: { type: "openSession", ttlMs: 60_000 },
+      requestId: `r${i}`,
+    };
+    big.apply(entry);
+  }
+  const session = [...big.table.snapshot().sessions][0].id;
+  const atMs = big.appliedIndex + 1;
+  big.apply({
+    index: atMs,
+    epoch: 1,
+    atMs,
+    command: { type: "enter", name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 },
+  });
+  for (
+    const copy of [null, { epoch: 2, primary: "p", machine: machine.snapshot() }, {
+      epoch: 3,
+      primary: "b",
+      machine: big.snapshot(),
+    }]
+  ) {
+    const data = { fileGen: 7, copy };
+    const encoder = new SnapshotEncoder(data);
+    let parts: string[] | undefined;
+    let steps = 0;
+    for (; steps < 100 && parts === undefined; steps++) parts = encoder.step();
+    assert.equal(parts?.join(""), encodeRecord(data));
+    if (copy?.epoch === 3) assert.ok(steps > 1, `${steps} step(s) for more than a chunk`);
+  }
+});

@@ -77,6 +77,7 @@ function startDurableLog(node: NodeConfig, settings: ClusterConfig["settings"], 
       answeredMax: settings.answeredMax,
       compactEntries: settings.durableCompactEntries,
       onFailure: fail("durable log write failed"),
+      defer: (fn) => realTimers.setTimeout(fn, 0),
     });
     const copy = durable.opened.restored;
     log.event("durableLogOpened", {

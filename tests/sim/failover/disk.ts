@@ -44,7 +44,8 @@ export class SimLogDisk implements LogDisk {
     }, done);
   }
 
-  replace(text: string, done: (error: Error | null) => void): void {
+  replace(parts: string[], done: (error: Error | null) => void): void {
+    const text = parts.join("");
     this.run("replace", text, () => {
       this.snapshot = text;
       this.log = "";

@@ -60,6 +60,7 @@ export class FailoverServerActor extends LockServiceActor {
         this.crash();
         this.sim.at(this.sim.nowMs + prng.between(0, 3_000), () => this.restart());
       },
+      defer: (fn) => this.after(0, fn),
     }, disk, opened);
     return { restored: opened.restored, sink: log };
   }
