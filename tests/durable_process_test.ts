@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { connect, type Session } from "../lib/client/lock_client.ts";
 import { FAIL_STOP_EXIT } from "../cluster/fail_stop.ts";
 import { DEFAULT_SETTINGS as S } from "../lib/settings.ts";
-import { eventually } from "./_harness.ts";
+import { eventually, freePort, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 
 /** Room for scheduling on two shared cores, added to the bound below. */
@@ -137,5 +137,37 @@ test("durable: a lock server whose log cannot be written (ENOSPC) stops with exi
     assert.ok(answered <= 10, `${answered} changes answered after the log broke (a snapshot comes every 5)`);
   } finally {
     await c.stopAll();
+  }
+});
+
+test("durable: a single lock server (no backup, no arbiter) killed -9 and restarted serves its table again, holder and token kept", { timeout: 60_000 }, async () => {
+  const dir = tempDir();
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const file = writeCluster(dir, `[cluster]\ndurable = true\n\n[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${port}"\n`);
+  let proc = startMutexd(["node", "--config", file, "--id", "p1"]);
+  const client = connect({ servers: [url], failoverTimeoutMs: SERVING_AGAIN_MS });
+  let session: Session | undefined;
+  try {
+    await waitForHttp(`${url}/v1/health`);
+    session = await client.openSession({ ttlMs: 60_000 });
+    const grant = await client.enter("solo", { session: session.id, waitMs: 0 });
+    assert.ok(grant.granted);
+    proc.kill("SIGKILL");
+    await proc.exited;
+    proc = startMutexd(["node", "--config", file, "--id", "p1"]);
+    await waitForHttp(`${url}/v1/health`);
+    const after = await status(url);
+    const holder = after?.locks.find((l) => l.name === "solo")?.holders[0];
+    assert.deepEqual([holder?.session, holder?.token], [session.id, grant.token], "the lock kept its holder and token");
+    const next = await client.openSession({ ttlMs: 60_000 });
+    const fresh = await client.enter("other", { session: next.id, waitMs: 0 });
+    assert.ok(fresh.granted && fresh.token > grant.token, "the next token is higher");
+    await next.close();
+  } finally {
+    await session?.close().catch(() => {});
+    proc.kill("SIGKILL");
+    await proc.exited;
+    removeDir(dir);
   }
 });
