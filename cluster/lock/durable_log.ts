@@ -14,8 +14,8 @@
  * Reading: a last line without its newline, or bad lines at the very end, were never fsynced
  * (so never acknowledged) and are dropped; a bad line followed by a good one, or a gap in the
  * entries, is damage to what was acknowledged, and the server refuses to start (exit 70 from the
- * caller: a copy with a hole must not be served). Reading always ends with a compaction, so
- * the log the process appends to starts clean.
+ * caller: a copy with a hole must not be served). The first write after reading is a new
+ * snapshot of the copy read, so the log the process appends to starts clean.
  *
  * Compaction: once `compactEntries` lines follow the snapshot, the next write is a new snapshot
  * of the current copy. Its point-in-time copy (LockMachine.snapshot, 20-100 ms at 100,000 locks
