@@ -39,9 +39,12 @@ async function oneRun(): Promise<{ rate: number; p50Ms: number; p99Ms: number }>
     "--listen-peer-urls", `http://127.0.0.1:${peer}`, "--initial-advertise-peer-urls", `http://127.0.0.1:${peer}`,
     "--initial-cluster", `default=http://127.0.0.1:${peer}`,
   ]);
+  let keepAlive: ReturnType<typeof setInterval> | undefined;
   try {
     await waitForHttp(`${base}/health`);
     const lease = await post(base, "/v3/lease/grant", { TTL: 10 });
+    // Kept alive every TTL/3 beside the loop, as the peers' clients and mutexd's do.
+    keepAlive = setInterval(() => void post(base, "/v3/lease/keepalive", { ID: lease.ID }).catch(() => {}), 3_333);
     const key = b64(`w1/lock/${lease.ID}`);
     const cycle = async () => {
       const txn = await post(base, "/v3/kv/txn", {
@@ -65,6 +68,7 @@ async function oneRun(): Promise<{ rate: number; p50Ms: number; p99Ms: number }>
     latencies.sort((a, b) => a - b);
     return { rate: latencies.length / seconds, p50Ms: latencies[Math.floor(latencies.length / 2)], p99Ms: latencies[Math.floor(latencies.length * 0.99)] };
   } finally {
+    clearInterval(keepAlive);
     etcd.kill("SIGKILL");
     await etcd.exited;
     removeDir(dir);
