@@ -204,6 +204,8 @@ export class LockReplica {
     this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
     this.restored = options.durable?.restored ?? null;
     this.disk = new DurableCopy(options.durable !== undefined, this.restored);
+    // The restored copy's epoch existed: a late message of an older one must not make us drop it.
+    this.epoch = this.restored?.epoch ?? 0;
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
       // Standalone: serve at once; nothing to replicate to, no lease to hold. Its durable copy
