@@ -24,8 +24,9 @@ const SLACK_MS = 5_000;
  */
 const SERVING_AGAIN_MS = S.primaryLeaseMs + S.backupLeaseMs + S.primarySilenceMs + 2 * S.peerTimeoutMs + SLACK_MS;
 
-const HOLDERS = 40;
-const WAITERS = 10;
+const HOLDERS = 300;
+const HOLDER_BATCH = 25;
+const WAITERS = 20;
 
 test("durable: every process killed -9 and restarted: held locks keep holder and token, waiters stay queued, kept-alive sessions keep their locks, the next token is higher", { timeout: 90_000 }, async () => {
   const c = await startCluster({ durable: true });
@@ -35,12 +36,16 @@ test("durable: every process killed -9 and restarted: held locks keep holder and
     // Long TTLs: the clients' sessions must outlive the outage on their own clocks.
     const ttlMs = 60_000;
     const held = new Map<string, { session: string; token: number }>();
-    for (let i = 0; i < HOLDERS; i++) {
-      const session = await client.openSession({ ttlMs });
-      sessions.push(session);
-      const result = await client.enter(`lock-${i}`, { session: session.id, waitMs: 0 });
-      assert.ok(result.granted, `lock-${i} granted`);
-      held.set(`lock-${i}`, { session: session.id, token: result.token });
+    // In parallel, a batch at a time: many changes gather into each fsync (group commit).
+    for (let batch = 0; batch < HOLDERS; batch += HOLDER_BATCH) {
+      await Promise.all(Array.from({ length: Math.min(HOLDER_BATCH, HOLDERS - batch) }, async (_, j) => {
+        const name = `lock-${batch + j}`;
+        const session = await client.openSession({ ttlMs });
+        sessions.push(session);
+        const result = await client.enter(name, { session: session.id, waitMs: 0 });
+        assert.ok(result.granted, `${name} granted`);
+        held.set(name, { session: session.id, token: result.token });
+      }));
     }
     const waiting = new Map<string, string>();
     for (let i = 0; i < WAITERS; i++) {
