@@ -244,6 +244,11 @@ export class SnapshotEncoder {
 
 /** The log of one server process: `open` reads what is there, then it takes the core's records. */
 export class DurableLog implements DurableSink {
+  /**
+   * Writes waiting for the running one: batches of lines between snapshots. Bounded by what the
+   * core applies while one write runs, which its own limits bound (the answers it holds back,
+   * replicationLogMax); a new copy or a compaction adds one snapshot.
+   */
   private readonly queue: Op[] = [];
   private busy = false;
   private failed = false;
