@@ -685,3 +685,21 @@ test("durable: a restored primary copy of an epoch the backup has since taken ov
   assert.equal(w.server("p").role, "backup");
   assert.ok(w.server("p").machine?.table.sessions.has(session), "p synced epoch 2's table instead of keeping its own");
 });
+
+test("durable: a backup that took over and crashed before its new epoch reached its disk serves that epoch with its restored copy", () => {
+  const { w, session, token } = healthyDurable();
+  w.crash("p");
+  // b's disk as of before its takeover: the copy of epoch 1 under p, every committed change in it.
+  const beforeTakeover = w.diskCopy("b");
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"]);
+  assert.equal(w.server("b").epoch, 2);
+  w.crash("b");
+  w.restartArbiter();
+  w.start("b", { restored: beforeTakeover });
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"], "b serves again, without a fresh epoch");
+  assert.equal(w.server("b").epoch, 2);
+  const holder = w.server("b").machine!.table.locks.get("L")?.holders[0];
+  assert.deepEqual([holder?.session, holder?.token], [session, token]);
+});

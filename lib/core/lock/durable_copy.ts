@@ -114,3 +114,18 @@ export function restoredCopyFor(restored: RestoredCopy | null, epoch: number, pr
   if (restored === null || primary === null || restored.epoch !== epoch || restored.primary !== primary) return null;
   return restored.machine;
 }
+
+/**
+ * Whether a restored backup's copy may be the table of `epoch`, in which the arbiter names this
+ * server primary: only a copy recorded as the backup's of the epoch before (epoch − 1), under
+ * another primary. The arbiter creates a new epoch for the backup of record only at its takeover
+ * claim with state, which it approves only while it counts that backup in sync: its disk then
+ * had every change committed in epoch − 1 (the ack gate). Nothing committed in `epoch` can be
+ * missing: its entries follow its view on disk, and the view was not written (else the copy
+ * would have been restored under it). The server claims again with this copy, as it does when
+ * the answer to its takeover claim was lost.
+ */
+export function restoredTakeoverCopy(restored: RestoredCopy | null, nodeId: string, epoch: number): LockMachine | null {
+  if (restored === null || restored.primary === null || restored.primary === nodeId || restored.epoch !== epoch - 1) return null;
+  return restored.machine;
+}

@@ -24,7 +24,14 @@
 import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
 import { assert, assertNever } from "../assert.ts";
 import { type LockMachineSnapshot, LockMachine, type LogEntry } from "./lock_machine.ts";
-import { DurableCopy, type PersistRecord, type RestoredCopy, restoredCopyFor, restoredTableFor } from "./durable_copy.ts";
+import {
+  DurableCopy,
+  type PersistRecord,
+  type RestoredCopy,
+  restoredCopyFor,
+  restoredTableFor,
+  restoredTakeoverCopy,
+} from "./durable_copy.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
 import type { Settings } from "../../settings.ts";
 
@@ -235,7 +242,8 @@ export class LockReplica {
 
   tick(nowMs: number): void {
     this.advance(nowMs);
-    if (this.role === "joining") return this.maybeClaim();
+    // With a backup's restored copy, ask the epoch first: a claim without state could start afresh.
+    if (this.role === "joining") return this.restored && this.arbiterEpoch === 0 ? this.maybeWhois() : this.maybeClaim();
     if (this.role === "backup") return this.tickBackup();
     this.tickPrimary();
   }
@@ -753,6 +761,8 @@ export class LockReplica {
       // takeover claim but its answer was lost, claim again with that copy. Otherwise we were
       // that primary before a restart, and our table died with it: a copy we hold now came from
       // elsewhere and is not it (claim without state; the arbiter decides).
+      const taken = restoredTakeoverCopy(this.restored, this.options.nodeId, epoch);
+      if (taken) [this.machine, this.takeoverClaimEpoch, this.restored] = [taken, epoch - 1, null];
       if (this.takeoverClaimEpoch !== epoch - 1) this.machine = null;
       this.role = "joining";
       this.epoch = Math.max(this.epoch, epoch);
