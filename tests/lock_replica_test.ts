@@ -491,3 +491,96 @@ test("both servers restarted, the backup's first claim lost (it followed the pri
   assert.equal(w.server("p").epoch, 2);
   assert.equal(w.server("b").role, "backup");
 });
+
+/** Both servers with a durable log, p primary and b in sync, one lock held by a session of p's. */
+function healthyDurable(): { w: World; session: string; token: number } {
+  const w = new World();
+  w.crash("p");
+  w.crash("b");
+  w.start("p", { restored: null });
+  w.start("b", { restored: null });
+  w.run(500);
+  assert.equal(w.arbiter.current.backupInSync, true);
+  const session = openSession(w);
+  const grant = w.ok(enter(w, session));
+  assert.ok(grant.type === "granted");
+  return { w, session, token: grant.grant.token };
+}
+
+test("durable: the primary answers only once its own log has the change on disk (and the backup acked)", () => {
+  const { w, session } = healthyDurable();
+  w.logs.get("p")!.syncAtOnce = false;
+  const ref = w.request("p", { type: "enter", name: "M", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
+  w.run(50);
+  assert.equal(w.server("b").machine!.table.locks.get("M")?.holders.length, 1, "the backup has it");
+  assert.equal(w.answers.get(ref), undefined, "no answer before the primary's fsync");
+  w.fsync("p");
+  assert.ok(w.answers.get(ref)?.ok, "answered once on disk");
+});
+
+test("durable: every process restarted: the in-sync backup takes over with its restored copy (same holder, same token)", () => {
+  const { w, session, token } = healthyDurable();
+  const disks = { p: w.diskCopy("p"), b: w.diskCopy("b") };
+  w.crash("p");
+  w.crash("b");
+  w.restartArbiter();
+  w.start("p", { restored: disks.p });
+  w.start("b", { restored: disks.b });
+  w.runChecked(3_000);
+  assert.deepEqual(w.serving(), ["b"], "the recorded in-sync backup serves");
+  assert.equal(w.server("b").epoch, 2);
+  const holder = w.server("b").machine!.table.locks.get("L")?.holders[0];
+  assert.deepEqual([holder?.session, holder?.token], [session, token], "the lock kept its holder and token");
+  assert.ok(w.ok(w.request("b", { type: "keepAlive", session })), "the session lives on");
+});
+
+test("durable: every process restarted after the primary ran alone: it serves its own restored table in a new epoch", () => {
+  const { w, session, token } = healthyDurable();
+  w.crash("b");
+  w.run(S.replicationTimeoutMs + 2 * S.leaseRenewMs + 100);
+  assert.equal(w.arbiter.current.backupInSync, false, "the arbiter recorded the backup out of sync");
+  const second = openSession(w); // committed alone: only p's disk has it
+  const disks = { p: w.diskCopy("p") };
+  w.crash("p");
+  w.restartArbiter();
+  w.start("p", { restored: disks.p });
+  w.start("b", { restored: null });
+  w.runChecked(3_000);
+  assert.deepEqual(w.serving(), ["p"]);
+  assert.equal(w.server("p").epoch, 2, "a new epoch: the backup syncs afresh");
+  const table = w.server("p").machine!.table;
+  assert.equal(table.locks.get("L")?.holders[0].token, token);
+  assert.ok(table.sessions.has(session) && table.sessions.has(second), "both sessions, the one committed alone too");
+});
+
+test("durable: a restored primary copy of an epoch the backup has since taken over is never served", () => {
+  const { w } = healthyDurable();
+  const stale = w.diskCopy("p");
+  w.crash("p");
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"], "b took over epoch 2");
+  const session = openSession(w, "b"); // only in epoch 2's table
+  w.start("p", { restored: stale });
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"]);
+  assert.equal(w.server("p").role, "backup");
+  assert.ok(w.server("p").machine?.table.sessions.has(session), "p synced epoch 2's table instead of keeping its own");
+});
+
+test("durable: a backup that took over and crashed before its new epoch reached its disk serves that epoch with its restored copy", () => {
+  const { w, session, token } = healthyDurable();
+  w.crash("p");
+  // b's disk as of before its takeover: the copy of epoch 1 under p, every committed change in it.
+  const beforeTakeover = w.diskCopy("b");
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"]);
+  assert.equal(w.server("b").epoch, 2);
+  w.crash("b");
+  w.restartArbiter();
+  w.start("b", { restored: beforeTakeover });
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"], "b serves again, without a fresh epoch");
+  assert.equal(w.server("b").epoch, 2);
+  const holder = w.server("b").machine!.table.locks.get("L")?.holders[0];
+  assert.deepEqual([holder?.session, holder?.token], [session, token]);
+});
