@@ -8,7 +8,7 @@ import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { type ClientAnswer, LockReplica, type Outbound } from "../lib/core/lock/lock_replica.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { LockMachine } from "../lib/core/lock/lock_machine.ts";
-import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
+import type { PersistRecord, RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import type { Command } from "../lib/core/lock/lock_table.ts";
 
@@ -40,6 +40,8 @@ export class World {
    * and whether it syncs at once.
    */
   readonly logs = new Map<string, { copyGen: number; index: number; incarnation?: string; syncAtOnce: boolean }>();
+  /** Every record a durable server asked its log to write, in order (since its start). */
+  readonly persisted = new Map<string, PersistRecord[]>();
   /** Held packets let through once by `release`. */
   private readonly released = new Set<Packet>();
   private nextClientRef = 1;
@@ -69,6 +71,7 @@ export class World {
     if (durable) {
       const restored = durable.restored;
       this.logs.set(id, { copyGen: 0, index: restored?.machine.appliedIndex ?? 0, incarnation: restored?.incarnation, syncAtOnce: true });
+      this.persisted.set(id, []);
     }
     this.collect(id);
   }
@@ -101,6 +104,7 @@ export class World {
     for (const { clientRef, answer } of ready.answers) this.answers.set(clientRef, answer);
     const log = this.logs.get(id);
     if (!log || ready.persist.length === 0) return;
+    this.persisted.get(id)!.push(...ready.persist);
     for (const record of ready.persist) {
       if (record.type === "base") {
         [log.copyGen, log.index, log.incarnation] = [record.copyGen, record.machine?.appliedIndex ?? 0, record.incarnation];
