@@ -38,8 +38,9 @@ class Writer {
     log.start((gen, index) => this.durable.push([gen, index]));
   }
 
-  base(epoch: number, primary: string | null): void {
-    this.log.write([{ type: "base", copyGen: this.copyGen, machine: this.machine, epoch, primary }]);
+  /** `incarnation`: the id the copy is stored with (the process that made it). */
+  base(epoch: number, primary: string | null, incarnation?: string): void {
+    this.log.write([{ type: "base", copyGen: this.copyGen, machine: this.machine, epoch, primary, ...(incarnation ? { incarnation } : {}) }]);
   }
 
   /** Applies one command and writes its record, as the driver does after the core's step. */
@@ -117,11 +118,11 @@ test("group commit: what is written while an fsync runs goes to disk in one batc
     log.close();
   }));
 
-test("a restart reads back the copy written: table, tokens, queues, answered ids, view", () =>
+test("a restart reads back the copy written: table, tokens, queues, answered ids, view, the copy's incarnation", () =>
   inTempDir(async (dir) => {
     const { log } = open(dir);
     const writer = new Writer(log);
-    writer.base(3, "p");
+    writer.base(3, "p", "b-proc-1");
     writer.populate(20);
     log.write([{ type: "view", copyGen: 1, epoch: 4, primary: "b" }]);
     writer.apply({ type: "tick" });
@@ -132,10 +133,12 @@ test("a restart reads back the copy written: table, tokens, queues, answered ids
     assert.deepEqual(read.restored?.machine.snapshot(), writer.machine.snapshot());
     assert.equal(read.restored?.epoch, 4);
     assert.equal(read.restored?.primary, "b");
+    assert.equal(read.restored?.incarnation, "b-proc-1", "the id stored with the copy, kept across a view");
     assert.ok(read.restored!.machine.table.snapshot().locks.some((l) => l.queue.length > 0), "waiters were queued");
     // And it opens again (the read copy rewritten as a snapshot), with the same copy.
     const again = open(dir);
     assert.deepEqual(again.opened.restored?.machine.snapshot(), writer.machine.snapshot());
+    assert.equal(again.opened.restored?.incarnation, "b-proc-1");
     again.log.close();
   }));
 
