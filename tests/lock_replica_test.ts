@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Command } from "../lib/core/lock/lock_table.ts";
+import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { enter, healthy, openSession, type Packet, World } from "./_lock_world.ts";
 
@@ -507,6 +508,21 @@ function healthyDurable(settings: Settings = S): { w: World; session: string; to
   return { w, session, token: grant.grant.token };
 }
 
+/** Crashes every process and restarts it (the servers from `disks`); returns the claims the arbiter gets from then on. */
+function restartEveryProcess(w: World, disks: { p: RestoredCopy | null; b: RestoredCopy | null }) {
+  const claims: Array<{ from: string; hasState: boolean; incarnation?: string }> = [];
+  w.drop = ({ outbound }) => {
+    if (outbound.kind === "arbiter" && outbound.request.type === "claim") claims.push(outbound.request);
+    return false;
+  };
+  w.crash("p");
+  w.crash("b");
+  w.restartArbiter();
+  w.start("p", { restored: disks.p });
+  w.start("b", { restored: disks.b });
+  return claims;
+}
+
 test("durable: the primary answers only once its own log has the change on disk (and the backup acked)", () => {
   const { w, session } = healthyDurable();
   w.logs.get("p")!.syncAtOnce = false;
@@ -628,17 +644,7 @@ test("durable: every process restarted, the backup with no copy on disk: its cla
   const before = new Set([session, openSession(w), openSession(w)]);
   const recorded = w.arbiter.current.backupIncarnation;
   assert.ok(recorded !== null, "the record names the in-sync backup process");
-  const disk = w.diskCopy("p");
-  const claims: Array<{ from: string; hasState: boolean; incarnation?: string }> = [];
-  w.drop = ({ outbound }) => {
-    if (outbound.kind === "arbiter" && outbound.request.type === "claim") claims.push(outbound.request);
-    return false;
-  };
-  w.crash("p");
-  w.crash("b");
-  w.restartArbiter();
-  w.start("p", { restored: disk });
-  w.start("b", { restored: null });
+  const claims = restartEveryProcess(w, { p: w.diskCopy("p"), b: null });
   w.runChecked(3_000);
   const bClaim = claims.find((c) => c.from === "b" && !c.hasState);
   assert.ok(bClaim && bClaim.incarnation !== recorded, `b's claim names its new process, not ${recorded}`);
@@ -659,16 +665,7 @@ test("durable: every process restarted, the backup keeps its restored copy and n
   const recorded = w.arbiter.current.backupIncarnation;
   const disks = { p: w.diskCopy("p"), b: w.diskCopy("b") };
   assert.equal(disks.b?.incarnation, recorded, "b's copy is stored with the id the arbiter recorded");
-  const claims: Array<{ from: string; hasState: boolean; incarnation?: string }> = [];
-  w.drop = ({ outbound }) => {
-    if (outbound.kind === "arbiter" && outbound.request.type === "claim") claims.push(outbound.request);
-    return false;
-  };
-  w.crash("p");
-  w.crash("b");
-  w.restartArbiter();
-  w.start("p", { restored: disks.p });
-  w.start("b", { restored: disks.b });
+  const claims = restartEveryProcess(w, disks);
   w.runChecked(3_000);
   assert.deepEqual(w.serving(), ["b"]);
   const bClaims = claims.filter((c) => c.from === "b");
