@@ -3,8 +3,8 @@
  * (entries written while an fsync runs go out in one batch), a restart reads back exactly the
  * copy written (table, tokens, queues, answered ids, view), a torn or bad tail is dropped while
  * damage before good records refuses the start, compaction keeps the copy, and a dropped copy
- * reads back as none. The core's side (the commit gate, the held ack) is in
- * tests/lock_replica_test.ts and the process tests.
+ * reads back as none. The backup's held ack is checked here on LockService with a sink the test
+ * controls; the core's side (the commit gate) is in tests/lock_replica_test.ts and the process tests.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -23,6 +23,11 @@ import { LockMachine, type LogEntry } from "../lib/core/lock/lock_machine.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import type { PersistRecord } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { manualClock } from "../cluster/clock.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { realTimers } from "../cluster/timers.ts";
+import { LockService } from "../cluster/lock/service.ts";
+import type { PeerMessage } from "../lib/core/lock/lock_replica.ts";
 import { eventually, removeDir, tempDir } from "./_harness.ts";
 
 const LIMITS = DEFAULT_SETTINGS;
@@ -139,6 +144,12 @@ test("a restart reads back the copy written: table, tokens, queues, answered ids
     const again = open(dir);
     assert.deepEqual(again.opened.restored?.machine.snapshot(), writer.machine.snapshot());
     assert.equal(again.opened.restored?.incarnation, "b-proc-1");
+    // Its first write rewrites the copy read; waited for, so no write runs into the temp dir's
+    // removal (it did: ENOTEMPTY), and the rewrite keeps the copy's id.
+    let rewritten = false;
+    again.log.start(() => (rewritten = true));
+    await eventually("the copy read rewritten", () => rewritten);
+    assert.equal(readDurableCopy(dir, LIMITS, 100).restored?.incarnation, "b-proc-1");
     again.log.close();
   }));
 
@@ -236,5 +247,47 @@ test("a snapshot's text made in chunks, one per turn, is exactly the record enco
     for (; steps < 100 && parts === undefined; steps++) parts = encoder.step();
     assert.equal(parts?.join(""), encodeRecord(data));
     if (copy?.epoch === 3) assert.ok(steps > 1, `${steps} step(s) for more than a chunk`);
+  }
+});
+
+test("a durable backup's ack waits until its disk has the entries it acknowledges; at stop a held ack is answered claiming nothing", () => {
+  // A backup restarted with a copy of epoch 1 under p (kept: case 2), on a sink that reports
+  // only what the test says is on disk.
+  let onDurable: (copyGen: number, index: number) => void = () => {};
+  const written: PersistRecord[] = [];
+  const restored = { machine: new LockMachine(new LockTable({ limits: LIMITS, sessionIdPrefix: "r-", tokenFloor: 0 }), 100), epoch: 1, primary: "p" };
+  const service = new LockService({
+    settings: LIMITS,
+    clock: manualClock(1_000),
+    log: memoryLogger(),
+    nodeId: "b",
+    peer: { id: "p", url: "http://127.0.0.1:1" },
+    arbiter: { id: "a", url: "http://127.0.0.1:2" },
+    transport: { send: () => new Promise(() => {}) }, // nothing answers: only the test's appends arrive
+    timers: realTimers,
+    sessionIdPrefix: "b-",
+    tokenFloor: 0,
+    durable: { restored, sink: { start: (fn) => (onDurable = fn), write: (records) => written.push(...records) } },
+  });
+  const answers: PeerMessage[] = [];
+  const append = (index: number) => {
+    const entry: LogEntry = { index, epoch: 1, atMs: 1_000 + index, command: { type: "tick" } };
+    service.peerMessageThen({ type: "append", from: "p", epoch: 1, syncGen: 0, entries: [entry] }, (answer) => answers.push(answer));
+  };
+  try {
+    append(1);
+    assert.equal(answers.length, 0, "held: entry 1 is not on disk");
+    const entry = written.find((r) => r.type === "entry");
+    assert.ok(entry?.type === "entry" && entry.entry.index === 1, "entry 1 was given to the log");
+    onDurable(entry.copyGen, 1);
+    assert.equal(answers.length, 1);
+    assert.ok(answers[0].type === "appendAck" && answers[0].ok && answers[0].appliedIndex === 1, "acked once on disk");
+    append(2);
+    assert.equal(answers.length, 1, "entry 2 held");
+    service.stop();
+    assert.equal(answers.length, 2, "answered at stop");
+    assert.ok(answers[1].type === "appendAck" && !answers[1].ok && answers[1].appliedIndex === 0, "claiming nothing");
+  } finally {
+    service.stop();
   }
 });

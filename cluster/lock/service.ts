@@ -282,6 +282,9 @@ export class LockService {
 
   stop(): void {
     this.stopped = true;
+    // Acks still waiting for the disk claim nothing now (their promise needs no disk), so no
+    // peer request hangs on a stopped server.
+    for (const held of this.heldAcks.splice(0)) held.done(unclaimed(held.answer));
     this.endAllPolls();
     this.runContinuations();
   }
