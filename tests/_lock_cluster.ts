@@ -15,19 +15,19 @@ export interface Cluster {
 }
 
 /**
- * `durable`: the cluster's lock servers keep a durable log (`[cluster] durable = true`);
- * `settings`: lines of the file's [settings] table (e.g. "sessionTtlMs = 2000").
+ * `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000");
+ * `durable`: the lock servers keep a durable log (`[cluster] durable = true`).
  */
-export async function startCluster(options: { durable?: boolean; settings?: string[] } = {}): Promise<Cluster> {
+export async function startCluster(settings: string[] = [], options: { durable?: boolean } = {}): Promise<Cluster> {
   const dir = tempDir();
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
   const file = writeCluster(
     dir,
     (options.durable ? `[cluster]\ndurable = true\n\n` : "") +
-      (options.settings?.length ? `[settings]\n${options.settings.join("\n")}\n\n` : "") +
       `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
       `[[nodes]]\nid = "b1"\nrole = "backup"\nhttp = "127.0.0.1:${b}"\n\n` +
-      `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n`,
+      `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n` +
+      (settings.length > 0 ? `\n[settings]\n${settings.join("\n")}\n` : ""),
   );
   const urls = { p1: `http://127.0.0.1:${p}`, b1: `http://127.0.0.1:${b}`, a1: `http://127.0.0.1:${a}` };
   const procs = new Map<string, Proc>();

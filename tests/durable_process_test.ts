@@ -29,7 +29,7 @@ const HOLDER_BATCH = 25;
 const WAITERS = 20;
 
 test("durable: every process killed -9 and restarted: held locks keep holder and token, waiters stay queued, kept-alive sessions keep their locks, the next token is higher", { timeout: 90_000 }, async () => {
-  const c = await startCluster({ durable: true });
+  const c = await startCluster([], { durable: true });
   const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: SERVING_AGAIN_MS });
   const sessions: Session[] = [];
   try {
@@ -111,7 +111,7 @@ test("durable: a lock server whose log cannot be written (ENOSPC) stops with exi
   // A snapshot every 5 records: each opens the log file anew. Once the cluster runs, p1's log
   // file becomes /dev/full: the next snapshot opens it, and every write after fails with ENOSPC
   // (no mount, no privileges; a read-only dir would not do, the tests run as root).
-  const c = await startCluster({ durable: true, settings: ["durableCompactEntries = 5"] });
+  const c = await startCluster(["durableCompactEntries = 5"], { durable: true });
   try {
     const p1 = c.procs.get("p1")!;
     const log = join(c.dir, ".data", "p1", "lock-log.jsonl");

@@ -30,7 +30,7 @@ async function arbiterRecord(url: string): Promise<ArbiterStatus["arbiter"] | un
 
 test("both servers kill -9 + restart: serving again after the grace with higher tokens; the old holder's mutexd lock exits 4", { timeout: 90_000 }, async () => {
   // The default TTL is short (the grace covers the longest TTL granted, here the holder's).
-  const c = await startCluster({ settings: ["sessionTtlMs = 2000"] });
+  const c = await startCluster(["sessionTtlMs = 2000"]);
   const tokenFile = (name: string) => join(c.dir, name);
   // The command writes its pid (so the test can stop it whatever happens to its mutexd) and token.
   const holdScript = (file: string) => `echo $$ > ${file}.pid; echo $MUTEXD_TOKEN > ${file}; trap 'exit 0' TERM; while true; do sleep 0.05; done`;

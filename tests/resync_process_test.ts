@@ -36,7 +36,7 @@ const STALL_BOUND_MS = 250;
 
 /** The scenario of this file, on a cluster with or without the durable log. */
 async function resyncUnderKill(durable: boolean): Promise<void> {
-  const cluster = await startCluster({ durable });
+  const cluster = await startCluster([], { durable });
   try {
     const granted = await fillLocks(cluster.urls.p1, { locks: LOCKS, sessions: 2_000, concurrency: 32, deadlineMs: 150_000 });
     assert.equal(granted, LOCKS);
