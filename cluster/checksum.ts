@@ -18,10 +18,14 @@ const crcTable = (() => {
 
 const encoder = new TextEncoder();
 
-/** CRC-32 of `data` (a string is taken as its UTF-8 bytes), as an unsigned 32-bit integer. */
-export function crc32(data: Uint8Array | string): number {
+/**
+ * CRC-32 of `data` (a string is taken as its UTF-8 bytes), as an unsigned 32-bit integer.
+ * `previous`: the CRC of what came before, to continue over data given in parts
+ * (crc32(b, crc32(a)) is crc32 of a then b, as zlib's crc32 does).
+ */
+export function crc32(data: Uint8Array | string, previous = 0): number {
   const bytes = typeof data === "string" ? encoder.encode(data) : data;
-  let crc = 0xFFFFFFFF;
+  let crc = (previous ^ 0xFFFFFFFF) >>> 0;
   for (let i = 0; i < bytes.length; i++) crc = crcTable[(crc ^ bytes[i]) & 0xFF] ^ (crc >>> 8);
   return (crc ^ 0xFFFFFFFF) >>> 0;
 }

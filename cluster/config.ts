@@ -6,6 +6,8 @@
  *   [cluster]  name = "demo"
  *              optional: broadcast = "127.255.255.255" (IPv4 address the ring's repair datagrams
  *              are broadcast to; "255.255.255.255" or the subnet's broadcast address on real hosts)
+ *              optional: durable = true (lock servers log every change to their dataDir and fsync
+ *              it before they answer; default false)
  *   [settings] any key of DEFAULT_SETTINGS (lib/settings.ts), e.g. sessionTtlMs = 10000
  *   [[nodes]]  id = "p1", role = "primary" | "backup" | "arbiter" | "ring", http = "127.0.0.1:7101"
  *              optional: dataDir = ".data/r1"
@@ -41,6 +43,8 @@ export interface ClusterConfig {
   name: string;
   /** IPv4 address the ring's repair datagrams are broadcast to (besides unicast to every ring node). */
   broadcast: string;
+  /** Lock servers keep a durable log in their dataDir (cluster/lock/durable_log.ts). */
+  durable: boolean;
   settings: Settings;
   nodes: NodeConfig[];
 }
@@ -54,7 +58,7 @@ export class ConfigError extends Error {
 }
 
 const NODE_KEYS = ["id", "role", "http", "dataDir", "udp"];
-const CLUSTER_KEYS = ["name", "broadcast"];
+const CLUSTER_KEYS = ["name", "broadcast", "durable"];
 /** Default broadcast address: loopback's, right for the clusters this repository runs on one host. */
 export const DEFAULT_BROADCAST = "127.255.255.255";
 const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -103,6 +107,9 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
     throw problem("cluster.broadcast", `must be an IPv4 address such as "255.255.255.255"; got ${JSON.stringify(broadcast)}`);
   }
 
+  const durable = cluster.durable ?? false;
+  if (typeof durable !== "boolean") throw problem("cluster.durable", `must be true or false; got ${JSON.stringify(durable)}`);
+
   const { settings, problems } = mergeSettings(asTable(doc.settings ?? {}, "settings", problem));
   if (problems.length > 0) throw problem(`settings.${problems[0].key}`, problems[0].message);
 
@@ -112,7 +119,7 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
   const nodes = doc.nodes.map((raw, index) => parseNode(raw, index, baseDir, problem));
   checkUnique(nodes, problem);
-  return { file, name, broadcast, settings, nodes };
+  return { file, name, broadcast, durable, settings, nodes };
 }
 
 type Problem = (key: string, detail: string, line?: number) => ConfigError;

@@ -79,6 +79,7 @@ export const DEFAULT_SETTINGS = {
   answeredMax: 10_000, // answers remembered for idempotent retries (oldest forgotten first)
   tokenCeilingStep: 1_000_000, // the arbiter's record caps fencing tokens; a primary has the cap raised by this much at a time (a fresh table starts above it)
   answeredBytesMax: 4_194_304, // and their estimated bytes at most (lib/core/lock/answered.ts; 10,000 answers with UUID ids take ~1.7 MB)
+  durableCompactEntries: 100_000, // with durable = true: log records after the snapshot before a new snapshot replaces them
   peerBodyBytesMax: 16_777_216, // one replication message between servers
   syncChunkItemsMax: 1_000, // sessions, locks or answers per chunk of a returning backup's copy (each chunk costs the primary ~1-2 ms)
   syncChunkBytesMax: 262_144, // JSON bytes per copy chunk (one item beyond it goes alone)

@@ -14,13 +14,17 @@ export interface Cluster {
   stopAll(): Promise<void>;
 }
 
-/** `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000"). */
-export async function startCluster(settings: string[] = []): Promise<Cluster> {
+/**
+ * `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000");
+ * `durable`: the lock servers keep a durable log (`[cluster] durable = true`).
+ */
+export async function startCluster(settings: string[] = [], options: { durable?: boolean } = {}): Promise<Cluster> {
   const dir = tempDir();
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
   const file = writeCluster(
     dir,
-    `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
+    (options.durable ? `[cluster]\ndurable = true\n\n` : "") +
+      `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
       `[[nodes]]\nid = "b1"\nrole = "backup"\nhttp = "127.0.0.1:${b}"\n\n` +
       `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n` +
       (settings.length > 0 ? `\n[settings]\n${settings.join("\n")}\n` : ""),

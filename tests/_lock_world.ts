@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { type ClientAnswer, LockReplica, type Outbound } from "../lib/core/lock/lock_replica.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
+import { LockMachine } from "../lib/core/lock/lock_machine.ts";
+import type { PersistRecord, RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import type { Command } from "../lib/core/lock/lock_table.ts";
 
@@ -33,6 +35,13 @@ export class World {
   /** Packets this returns true for wait in `held` (in flight, neither delivered nor lost). */
   hold: (packet: Packet) => boolean = () => false;
   readonly held: Packet[] = [];
+  /**
+   * Servers with a durable log: how far it was told to write, the id its copy is stored with,
+   * and whether it syncs at once.
+   */
+  readonly logs = new Map<string, { copyGen: number; index: number; incarnation?: string; syncAtOnce: boolean }>();
+  /** Every record a durable server asked its log to write, in order (since its start). */
+  readonly persisted = new Map<string, PersistRecord[]>();
   /** Held packets let through once by `release`. */
   private readonly released = new Set<Packet>();
   private nextClientRef = 1;
@@ -46,7 +55,8 @@ export class World {
     this.start("b");
   }
 
-  start(id: string): void {
+  /** `durable`: the server keeps a durable log (its disk syncs at once), restarted from `restored`. */
+  start(id: string, durable?: { restored: RestoredCopy | null }): void {
     const floor = id === "p" ? 1_000 : 2_000;
     const replica = new LockReplica({
       nodeId: id,
@@ -56,9 +66,33 @@ export class World {
       newTable: ({ epoch, tokenFloor }) => new LockTable({ limits: this.settings, sessionIdPrefix: `${id}-${this.incarnations}-${epoch}-`, tokenFloor }),
       tokenFloor: floor,
       incarnation: `${id}-${++this.incarnations}`,
+      durable,
     }, this.nowMs);
     this.servers.set(id, replica);
+    if (durable) {
+      const restored = durable.restored;
+      this.logs.set(id, { copyGen: 0, index: restored?.machine.appliedIndex ?? 0, incarnation: restored?.incarnation, syncAtOnce: true });
+      this.persisted.set(id, []);
+    }
     this.collect(id);
+  }
+
+  /** The durable log of `id` reports everything it was given as on disk. */
+  fsync(id: string): void {
+    const log = this.logs.get(id)!;
+    this.server(id).durable(log.copyGen, log.index, this.nowMs);
+    this.collect(id);
+  }
+
+  /** What a durable server's disk holds once every write is synced: its copy, view and copy's id now. */
+  diskCopy(id: string): RestoredCopy | null {
+    const server = this.server(id);
+    if (!server.machine) return null;
+    const machine = LockMachine.fromSnapshot(server.machine.snapshot(), this.settings, this.settings);
+    const copy: RestoredCopy = { machine, epoch: server.epoch, primary: server.primary };
+    const incarnation = this.logs.get(id)?.incarnation;
+    if (incarnation !== undefined) copy.incarnation = incarnation;
+    return copy;
   }
 
   server(id: string): LockReplica {
@@ -69,6 +103,15 @@ export class World {
     const ready = this.server(id).ready();
     for (const outbound of ready.send) this.queue.push({ from: id, outbound });
     for (const { clientRef, answer } of ready.answers) this.answers.set(clientRef, answer);
+    const log = this.logs.get(id);
+    if (!log || ready.persist.length === 0) return;
+    this.persisted.get(id)!.push(...ready.persist);
+    for (const record of ready.persist) {
+      if (record.type === "base") {
+        [log.copyGen, log.index, log.incarnation] = [record.copyGen, record.machine?.appliedIndex ?? 0, record.incarnation];
+      } else if (record.type === "entry") log.index = record.entry.index;
+    }
+    if (log.syncAtOnce) this.fsync(id);
   }
 
   /** Delivers queued packets (and the answers they cause) until none is left; bounded. */

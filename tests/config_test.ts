@@ -50,6 +50,11 @@ test("config: a ring node's udp port defaults to its HTTP port, may be set, and 
   assert.deepEqual(parseClusterText(twoHosts, "c.toml").nodes.map((n) => n.udpPort), [7101, 7201, 7201]);
 });
 
+test("config: durable is off unless the [cluster] table says durable = true", () => {
+  assert.equal(parseClusterText(GOOD, "c.toml").durable, false);
+  assert.equal(parseClusterText(GOOD.replace('name = "demo"', 'name = "demo"\ndurable = true'), "c.toml").durable, true);
+});
+
 test("config: the shipped example cluster file is valid", () => {
   const config = loadClusterFile(`${ROOT}/cluster/cluster.toml`);
   assert.ok(config.nodes.some((n) => n.role === "primary"));
@@ -82,6 +87,7 @@ const BAD: BadCase[] = [
   // r2's udp is r1's HTTP port, which is r1's default udp port: the same host and UDP port twice.
   { name: "duplicate udp port on one host", text: `${GOOD}\n[[nodes]]\nid = "r2"\nrole = "ring"\nhttp = "127.0.0.1:7202"\nudp = 7201\n`, key: "nodes[2].udp", line: 21, detail: /duplicate UDP port 127\.0\.0\.1:7201/ },
   { name: "broadcast address that is not IPv4", text: GOOD.replace('name = "demo"', 'name = "demo"\nbroadcast = "10.0.0"'), key: "cluster.broadcast", line: 3, detail: /IPv4/ },
+  { name: "durable that is not a boolean", text: GOOD.replace('name = "demo"', 'name = "demo"\ndurable = "yes"'), key: "cluster.durable", line: 3, detail: /true or false/ },
   { name: "no nodes", text: `[cluster]\nname = "x"\n`, key: "nodes", detail: /at least one/ },
   { name: "two primaries", text: GOOD.replace('role = "ring"', 'role = "primary"'), key: "nodes", detail: /at most one/ },
 ];

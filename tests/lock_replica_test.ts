@@ -7,8 +7,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recoverRecord } from "../lib/core/arbiter/recover.ts";
 import type { Command } from "../lib/core/lock/lock_table.ts";
-import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { enter, healthy, openSession, type Packet } from "./_lock_world.ts";
+import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
+import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
+import { enter, healthy, openSession, type Packet, World } from "./_lock_world.ts";
 
 const S = DEFAULT_SETTINGS;
 
@@ -630,4 +631,189 @@ test("a fresh table in the same process (a duplicated old claim made it start af
   // Before the fix the sequence restarted under the same prefix: the old id was known again.
   const keepAlive = w.answers.get(w.request("p", { type: "keepAlive", session: old }));
   assert.ok(keepAlive && !keepAlive.ok && keepAlive.code === "session_not_found", `the old session is gone: ${JSON.stringify(keepAlive)}`);
+});
+
+/** Both servers with a durable log, p primary and b in sync, one lock held by a session of p's. */
+function healthyDurable(settings: Settings = S): { w: World; session: string; token: number } {
+  const w = new World(settings);
+  w.crash("p");
+  w.crash("b");
+  w.start("p", { restored: null });
+  w.start("b", { restored: null });
+  w.run(500);
+  assert.equal(w.arbiter.current.backupInSync, true);
+  const session = openSession(w);
+  const grant = w.ok(enter(w, session));
+  assert.ok(grant.type === "granted");
+  return { w, session, token: grant.grant.token };
+}
+
+/** Crashes every process and restarts it (the servers from `disks`); returns the claims the arbiter gets from then on. */
+function restartEveryProcess(w: World, disks: { p: RestoredCopy | null; b: RestoredCopy | null }) {
+  const claims: Array<{ from: string; hasState: boolean; incarnation?: string }> = [];
+  w.drop = ({ outbound }) => {
+    if (outbound.kind === "arbiter" && outbound.request.type === "claim") claims.push(outbound.request);
+    return false;
+  };
+  w.crash("p");
+  w.crash("b");
+  w.restartArbiter();
+  w.start("p", { restored: disks.p });
+  w.start("b", { restored: disks.b });
+  return claims;
+}
+
+test("durable: the primary answers only once its own log has the change on disk (and the backup acked)", () => {
+  const { w, session } = healthyDurable();
+  w.logs.get("p")!.syncAtOnce = false;
+  const ref = w.request("p", { type: "enter", name: "M", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
+  w.run(50);
+  assert.equal(w.server("b").machine!.table.locks.get("M")?.holders.length, 1, "the backup has it");
+  assert.equal(w.answers.get(ref), undefined, "no answer before the primary's fsync");
+  w.fsync("p");
+  assert.ok(w.answers.get(ref)?.ok, "answered once on disk");
+});
+
+test("durable: every process restarted: the in-sync backup takes over with its restored copy (same holder, same token)", () => {
+  const { w, session, token } = healthyDurable();
+  const disks = { p: w.diskCopy("p"), b: w.diskCopy("b") };
+  w.crash("p");
+  w.crash("b");
+  w.restartArbiter();
+  w.start("p", { restored: disks.p });
+  w.start("b", { restored: disks.b });
+  w.runChecked(3_000);
+  assert.deepEqual(w.serving(), ["b"], "the recorded in-sync backup serves");
+  assert.equal(w.server("b").epoch, 2);
+  const holder = w.server("b").machine!.table.locks.get("L")?.holders[0];
+  assert.deepEqual([holder?.session, holder?.token], [session, token], "the lock kept its holder and token");
+  assert.ok(w.ok(w.request("b", { type: "keepAlive", session })), "the session lives on");
+});
+
+test("durable: every process restarted after the primary ran alone: it serves its own restored table in a new epoch", () => {
+  const { w, session, token } = healthyDurable();
+  w.crash("b");
+  w.run(S.replicationTimeoutMs + 2 * S.leaseRenewMs + 100);
+  assert.equal(w.arbiter.current.backupInSync, false, "the arbiter recorded the backup out of sync");
+  const second = openSession(w); // committed alone: only p's disk has it
+  const disks = { p: w.diskCopy("p") };
+  w.crash("p");
+  w.restartArbiter();
+  w.start("p", { restored: disks.p });
+  w.start("b", { restored: null });
+  w.runChecked(3_000);
+  assert.deepEqual(w.serving(), ["p"]);
+  assert.equal(w.server("p").epoch, 2, "a new epoch: the backup syncs afresh");
+  const table = w.server("p").machine!.table;
+  assert.equal(table.locks.get("L")?.holders[0].token, token);
+  assert.ok(table.sessions.has(session) && table.sessions.has(second), "both sessions, the one committed alone too");
+});
+
+test("durable: a restored primary copy of an epoch the backup has since taken over is never served", () => {
+  const { w } = healthyDurable();
+  const stale = w.diskCopy("p");
+  w.crash("p");
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"], "b took over epoch 2");
+  const session = openSession(w, "b"); // only in epoch 2's table
+  w.start("p", { restored: stale });
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"]);
+  assert.equal(w.server("p").role, "backup");
+  assert.ok(w.server("p").machine?.table.sessions.has(session), "p synced epoch 2's table instead of keeping its own");
+});
+
+test("durable: a backup that took over and crashed before its new epoch reached its disk serves that epoch with its restored copy", () => {
+  const { w, session, token } = healthyDurable();
+  w.crash("p");
+  // b's disk as of before its takeover: the copy of epoch 1 under p, every committed change in it.
+  const beforeTakeover = w.diskCopy("b");
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"]);
+  assert.equal(w.server("b").epoch, 2);
+  w.crash("b");
+  w.restartArbiter();
+  w.start("b", { restored: beforeTakeover });
+  w.runChecked(2_000);
+  assert.deepEqual(w.serving(), ["b"], "b serves again, without a fresh epoch");
+  assert.equal(w.server("b").epoch, 2);
+  const holder = w.server("b").machine!.table.locks.get("L")?.holders[0];
+  assert.deepEqual([holder?.session, holder?.token], [session, token]);
+});
+
+test("durable: a returning backup's streamed copy is written whole, once its last chunk is loaded, before any entry of it; the copy being loaded is never written", () => {
+  // Small chunks: the copy of 30 sessions and locks takes many round trips.
+  const { w } = healthyDurable({ ...S, syncChunkItemsMax: 2, syncChunkBytesMax: 1_024 });
+  for (let i = 0; i < 30; i++) w.ok(enter(w, openSession(w), `L${i}`));
+  w.crash("b");
+  w.run(S.replicationTimeoutMs + 2 * S.leaseRenewMs + 100); // p recorded b out of sync and commits alone
+  w.start("b", { restored: null });
+  const records = () => w.persisted.get("b")!;
+  // Each time b asks for the next chunk it holds part of the copy: nothing of it may be written.
+  let chunkRequests = 0;
+  let asked: string | undefined;
+  w.drop = ({ from, outbound }) => {
+    if (from === "b" && outbound.kind === "peer" && outbound.message.type === "syncRequest") asked = outbound.message.incarnation;
+    if (from === "b" && outbound.kind === "peer" && outbound.message.type === "syncNext") {
+      chunkRequests += 1;
+      assert.equal(records().length, 0, "nothing of a copy being loaded is written");
+    }
+    return false;
+  };
+  w.run(200);
+  assert.ok(chunkRequests > 10, `the copy came in many chunks (${chunkRequests})`);
+  const b = w.server("b");
+  assert.ok(b.machine, "b has the copy");
+  const [base, ...rest] = records();
+  assert.equal(base?.type, "base", "the first record is the copy itself");
+  assert.ok(base.type === "base" && base.machine === b.machine, "the whole copy, as installed");
+  assert.ok(asked !== undefined && base.type === "base" && base.incarnation === asked, "stored with the id of the process that asked for it");
+  assert.ok(rest.every((r) => r.type !== "base" && r.copyGen === base.copyGen), "what follows are entries and views of that copy");
+  // The copy written has every session and lock of the primary's table (the cut plus the entries since).
+  w.run(500);
+  assert.equal(w.arbiter.current.backupInSync, true, "b is back in sync");
+  assert.equal(w.arbiter.current.backupIncarnation, asked, "the arbiter records the id the copy is stored with");
+  const disk = w.diskCopy("b")!;
+  const table = w.server("p").machine!.table;
+  assert.deepEqual([...disk.machine.table.locks.keys()].sort(), [...table.locks.keys()].sort());
+  assert.equal(disk.machine.table.sessions.size, table.sessions.size);
+});
+
+test("durable: every process restarted, the backup with no copy on disk: its claim under a new id marks the recorded copy lost, and the primary serves its own restored table (no grace, same tokens, session ids continue)", () => {
+  const { w, session, token } = healthyDurable();
+  const before = new Set([session, openSession(w), openSession(w)]);
+  const recorded = w.arbiter.current.backupIncarnation;
+  assert.ok(recorded !== null, "the record names the in-sync backup process");
+  const claims = restartEveryProcess(w, { p: w.diskCopy("p"), b: null });
+  w.runChecked(3_000);
+  const bClaim = claims.find((c) => c.from === "b" && !c.hasState);
+  assert.ok(bClaim && bClaim.incarnation !== recorded, `b's claim names its new process, not ${recorded}`);
+  assert.deepEqual(w.serving(), ["p"]);
+  const p = w.server("p");
+  assert.equal(p.epoch, 2, "a new epoch after the copy-lost mark");
+  const table = p.machine!.table;
+  assert.equal(table.grantsFrom, 0, "a restored table holds no grants: no grace");
+  assert.equal(table.locks.get("L")?.holders[0].token, token, "the lock kept its token");
+  const next = w.ok(enter(w, openSession(w), "M"));
+  assert.ok(next.type === "granted" && next.grant.token === token + 1, `granted at once, the next token (${JSON.stringify(next)})`);
+  const fresh = openSession(w);
+  assert.ok(!before.has(fresh), `a new session id (${fresh}) never repeats one of before`);
+});
+
+test("durable: every process restarted, the backup keeps its restored copy and names the id stored with it in its claim (the process the arbiter recorded in sync), and takes over", () => {
+  const { w, session } = healthyDurable();
+  const recorded = w.arbiter.current.backupIncarnation;
+  const disks = { p: w.diskCopy("p"), b: w.diskCopy("b") };
+  assert.equal(disks.b?.incarnation, recorded, "b's copy is stored with the id the arbiter recorded");
+  const claims = restartEveryProcess(w, disks);
+  w.runChecked(3_000);
+  assert.deepEqual(w.serving(), ["b"]);
+  const bClaims = claims.filter((c) => c.from === "b");
+  // Its first claim has no state yet (the copy is taken at its first role decision): the stored
+  // id tells the arbiter it is the recorded process, so the copy is not marked lost.
+  assert.ok(bClaims.some((c) => c.hasState), "b takes over with its copy");
+  assert.ok(bClaims.every((c) => c.incarnation === recorded), `b's claims name ${recorded}: ${JSON.stringify(bClaims)}`);
+  assert.equal(w.arbiter.current.backupCopyLost, false);
+  assert.equal(w.server("b").machine!.table.grantsFrom, 0, "a takeover, no grace");
+  assert.ok(w.ok(w.request("b", { type: "keepAlive", session })));
 });

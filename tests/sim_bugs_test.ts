@@ -14,6 +14,7 @@ import { ViewCore } from "../lib/core/ring/view.ts";
 import { ViewAttempts } from "../lib/core/ring/view_attempt.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import { CopySource } from "../lib/core/lock/table_copy.ts";
+import { DurableCopy } from "../lib/core/lock/durable_copy.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { RingClient } from "../lib/client/ring_client.ts";
 import { LockService } from "../cluster/lock/service.ts";
@@ -720,4 +721,28 @@ test("bug: a fresh table after a lost one grants at once (no grace) → a client
       return { result: { ok: true, type: "ticked" }, effects: [] };
     }, { ...WHOLE_CRASH_SPEC, params: { "failover.ttlMs": 8_000, "failover.holdMaxMs": 20_000 } }, 30, CHECKERS);
   expectCaught("no grace after a lost table", found, CHECKERS);
+});
+
+// ---- the durable log (issue 11) ---------------------------------------------------------------
+
+test("bug: with durable = true the primary answers before its fsync (commit gate ignored) → after a power cut a takeover lacks committed changes", { timeout: 180_000 }, () => {
+  // The durable profile crashes both servers and the arbiter at once: a grant answered from
+  // memory only is gone from every table after the restart while its client still holds it.
+  const CHECKERS = ["failover.grant-survives", "failover.client-mutex", "failover.takeover-has-commits", "failover.committed-on-backup"];
+  const found = huntInjected(DurableCopy.prototype as unknown as Proto, "commitLimit", () =>
+    function (this: Proto, index: number) {
+      return index; // everything appended, on disk or not
+    }, { ...FAILOVER_ONLY, params: { "failover.durable": 1 } }, 100, CHECKERS);
+  expectCaught("answer before the fsync", found, CHECKERS);
+});
+
+test("bug: with durable = true the backup acks before its disk has the entries → after a power cut its copy lacks changes committed on its ack", { timeout: 300_000 }, () => {
+  const CHECKERS = ["failover.grant-survives", "failover.client-mutex", "failover.takeover-has-commits", "failover.committed-on-backup"];
+  const found = huntInjected(LockService.prototype as unknown as Proto, "peerMessageThen", () =>
+    function (this: Proto, message: unknown, done: (answer: unknown) => void) {
+      const answer = this.replica.peerMessage(message, this.options.clock.nowMs());
+      this.flush();
+      done(answer); // not held for the disk
+    }, { ...FAILOVER_ONLY, params: { "failover.durable": 1 } }, 150, CHECKERS);
+  expectCaught("ack before the backup's fsync", found, CHECKERS);
 });

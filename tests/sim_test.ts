@@ -41,6 +41,8 @@ const ROOT_DIR = new URL("../", import.meta.url).pathname;
 const FRESH_RUNS = 60;
 /** The same for kind failover (120 runs took 7-8 s under Deno in CI; 60 keep the suite's time). */
 const FRESH_FAILOVER_RUNS = 60;
+/** Fresh seeds of the failover kind's durable profile (a simulated disk, every process crashed at once). */
+const FRESH_DURABLE_RUNS = 20;
 
 /**
  * The first fresh seed: MUTEXD_SIM_SEED if set, else a hash of the simulator's and the code's
@@ -229,22 +231,31 @@ test("failover: the same seed replays exactly, and the header names its profile"
   assert.ok(first.lines.some((l) => / fp +\* primary epoch=1 how=fresh/.test(l)), "fp becomes the first primary");
 });
 
-test(`failover: a batch of ${FRESH_FAILOVER_RUNS} fresh seeds passes (seeds printed; MUTEXD_SIM_SEED reruns them)`, { timeout: 300_000 }, () => {
+/** Runs `runs` fresh seeds of `spec` from FRESH.seed; a failure is saved as a replay and named. */
+function freshFailoverBatch(what: string, spec: Omit<RunSpec, "seed">, runs: number): void {
   const startSeed = FRESH.seed;
-  const spec = { kinds: ["failover"], safetyMs: 10_000, healMs: 20_000 };
-  console.log(`fresh failover seeds ${startSeed}..${startSeed + FRESH_FAILOVER_RUNS - 1} (start from ${FRESH.from}); ${rerunHint(startSeed)}`);
+  console.log(`fresh ${what} seeds ${startSeed}..${startSeed + runs - 1} (start from ${FRESH.from}); ${rerunHint(startSeed)}`);
   const failures: string[] = [];
   const batch = runBatch({
     spec,
     startSeed,
-    runsMax: FRESH_FAILOVER_RUNS,
+    runsMax: runs,
     onResult(result) {
       if (!result.ok) failures.push(reportFailure(spec, result));
     },
   });
   assert.deepEqual(failures, [], rerunHint(startSeed));
-  assert.equal(batch.runs, FRESH_FAILOVER_RUNS);
-  console.log(`${batch.runs} fresh failover seeds from ${startSeed} passed, ${(batch.simulatedMs / 1000).toFixed(0)} simulated seconds`);
+  assert.equal(batch.runs, runs);
+  console.log(`${batch.runs} fresh ${what} seeds from ${startSeed} passed, ${(batch.simulatedMs / 1000).toFixed(0)} simulated seconds`);
+}
+
+test(`failover: a batch of ${FRESH_FAILOVER_RUNS} fresh seeds passes (seeds printed; MUTEXD_SIM_SEED reruns them)`, { timeout: 300_000 }, () => {
+  freshFailoverBatch("failover", { kinds: ["failover"], safetyMs: 10_000, healMs: 20_000 }, FRESH_FAILOVER_RUNS);
+});
+
+test(`failover, durable profile (issue 11): a batch of ${FRESH_DURABLE_RUNS} fresh seeds passes`, { timeout: 300_000 }, () => {
+  const spec = { kinds: ["failover"], safetyMs: 10_000, healMs: 20_000, params: { "failover.durable": 1 } };
+  freshFailoverBatch("durable failover", spec, FRESH_DURABLE_RUNS);
 });
 
 test("sim-many's report per kind: runs, failures and checkers, core assertions under 'any'", () => {

@@ -259,7 +259,8 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 
   // Replication and sync between the two lock servers (superjson).
   app.post("/v1/peer", async (c) => {
-    const { body } = answerPeer(service, settings, await readBodyText(c, settings.peerBodyBytesMax));
+    const text = await readBodyText(c, settings.peerBodyBytesMax);
+    const body = await new Promise<string>((done) => answerPeer(service, settings, text, done));
     return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
 
@@ -267,13 +268,15 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 }
 
 /**
- * `POST /v1/peer` on the body's text: the answer's superjson text, and the message (the
+ * `POST /v1/peer` on the body's text: `done` gets the answer's superjson text (at once, or with
+ * a durable log once the disk has what an ack acknowledges), and the message is returned (the
  * simulator's observers read its epoch). The core checks the sender and the epoch; here only
  * the shape is checked, so a malformed message throws a RequestError and changes nothing.
  */
-export function answerPeer(service: LockService, settings: Settings, text: string): { message: PeerMessage; body: string } {
+export function answerPeer(service: LockService, settings: Settings, text: string, done: (body: string) => void): PeerMessage {
   const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append, syncRequest or syncNext)");
-  return { message, body: encodePeerBody(service.peerMessage(message)) };
+  service.peerMessageThen(message, (answer) => done(encodePeerBody(answer)));
+  return message;
 }
 
 /** The result of a committed answer; refusals become their HTTP answer. */

@@ -13,6 +13,8 @@ import { httpPeerTransport } from "../peer_transport.ts";
 import { serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
 import { StallMonitor } from "../stall_monitor.ts";
+import { openDurableLog } from "./durable_log.ts";
+import { failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -23,6 +25,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   };
   const peer = member(node.role === "primary" ? "backup" : "primary");
   const arbiter = member("arbiter");
+  const durable = cluster.durable ? startDurableLog(node, settings, log) : undefined;
   const service = new LockService({
     settings,
     clock: monotonicClock,
@@ -37,6 +40,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     // A fresh table (a new cluster, or both copies lost) starts its tokens above the wall clock
     // in µs, so tokens keep growing across such restarts as long as the clock does not step back.
     tokenFloor: Date.now() * 1000,
+    durable: durable ? { restored: durable.opened.restored, sink: durable.log } : undefined,
   });
   // The longest event-loop stall, for status (a resync must not freeze the primary: docs/bench.md).
   const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => log.event("loopStall", { stallMs }));
@@ -60,7 +64,38 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
       clearInterval(ticker);
       stalls.stop();
       service.stop();
+      durable?.log.stop();
+      durable?.disk.close();
       await server.close();
     },
   };
+}
+
+/**
+ * Reads the durable log in the node's dataDir (a damaged one stops the start: exit 70) and
+ * returns it ready for the service; a later write or fsync failure is a fail-stop too.
+ */
+function startDurableLog(node: NodeConfig, settings: ClusterConfig["settings"], log: Logger) {
+  const fail = (reason: string) => (error: Error) => failStopProcess(log, reason, { dataDir: node.dataDir, message: error.message });
+  try {
+    const durable = openDurableLog(node.dataDir, {
+      limits: settings,
+      answered: settings,
+      compactEntries: settings.durableCompactEntries,
+      onFailure: fail("durable log write failed"),
+      defer: (fn) => realTimers.setTimeout(fn, 0),
+    });
+    const copy = durable.opened.restored;
+    log.event("durableLogOpened", {
+      dataDir: node.dataDir,
+      index: copy?.machine.appliedIndex ?? 0,
+      epoch: copy?.epoch ?? 0,
+      primary: copy?.primary ?? null,
+      replayed: durable.opened.replayed,
+      tornLines: durable.opened.tornLines,
+    });
+    return durable;
+  } catch (error) {
+    return fail("durable log unreadable")(error as Error);
+  }
 }

@@ -17,6 +17,7 @@
 import { assertNever } from "../../lib/core/assert.ts";
 import { LockTable, type Command, type Effect } from "../../lib/core/lock/lock_table.ts";
 import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type ReplicaStatus } from "../../lib/core/lock/lock_replica.ts";
+import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -35,6 +36,23 @@ export interface PeerSender {
   send(url: string, body: unknown, timeoutMs: number): PromiseLike<unknown>;
 }
 
+/**
+ * Where the durable log's records go (durable_log.ts in the daemon, a simulated disk in the
+ * simulator): written in order, reported back in order through the `start` callback once on
+ * disk. A failure is the sink's to handle, by stopping the process.
+ */
+export interface DurableSink {
+  start(onDurable: (copyGen: number, index: number) => void): void;
+  write(records: PersistRecord[]): void;
+}
+
+/** An append's ack held until the backup's disk has what it acknowledges. */
+interface HeldAck {
+  copyGen: number;
+  answer: Extract<PeerMessage, { type: "appendAck" }>;
+  done: (answer: PeerMessage) => void;
+}
+
 export interface LockServiceOptions {
   settings: Settings;
   clock: Clock;
@@ -51,6 +69,8 @@ export interface LockServiceOptions {
   sessionIdPrefix: string;
   /** Tokens of a fresh table start above this (see LockTableOptions.tokenFloor). */
   tokenFloor: number;
+  /** With a durable log (cluster `durable = true`): the copy read at start, and the log. */
+  durable?: { restored: RestoredCopy | null; sink: DurableSink };
 }
 
 export class LockService {
@@ -63,6 +83,10 @@ export class LockService {
   private readonly continuations: Array<() => void> = [];
   private continuing = false;
   private stopped = false;
+  /** The durable log: the copy generation last written, how far each is on disk, held acks. */
+  private copyGen = 0;
+  private durableIndex = 0;
+  private heldAcks: HeldAck[] = [];
 
   constructor(private readonly options: LockServiceOptions) {
     const { settings } = options;
@@ -74,9 +98,13 @@ export class LockService {
       // The epoch in the prefix: a later fresh table of this process never reuses a lost one's ids.
       newTable: ({ epoch, tokenFloor }) => new LockTable({ limits: settings, sessionIdPrefix: `${options.sessionIdPrefix}${epoch}-`, tokenFloor }),
       tokenFloor: options.tokenFloor,
-      // A new id per process: the arbiter tells a restarted backup from the copy it recorded.
+      // A new id per process: the arbiter tells a restarted backup from the copy it recorded
+      // (a copy restored from a durable log keeps the id stored with it: durable_copy.ts).
       incarnation: options.sessionIdPrefix,
+      durable: options.durable ? { restored: options.durable.restored } : undefined,
     }, options.clock.nowMs());
+    this.durableIndex = options.durable?.restored?.machine.appliedIndex ?? 0;
+    options.durable?.sink.start((copyGen, index) => this.onDurable(copyGen, index));
     this.flush();
   }
 
@@ -132,16 +160,48 @@ export class LockService {
     this.flush();
   }
 
-  /** A message from the other lock server; returns the answer to send back. */
-  peerMessage(message: PeerMessage): PeerMessage {
+  /**
+   * A message from the other lock server; `done` gets the answer to send back. With a durable
+   * log an ack waits until the disk has every entry it acknowledges: the primary counts it as a
+   * copy that survives a crash of both servers.
+   */
+  peerMessageThen(message: PeerMessage, done: (answer: PeerMessage) => void): void {
     const answer = this.replica.peerMessage(message, this.options.clock.nowMs());
     this.flush();
-    return answer;
+    if (!this.options.durable || answer.type !== "appendAck" || answer.appliedIndex <= this.durableIndex) return done(answer);
+    // Bounded by the primary's pipeline; beyond a generous multiple, claim nothing.
+    if (this.heldAcks.length >= 4 * this.options.settings.replicationPipelineMax) return done(unclaimed(answer));
+    this.heldAcks.push({ copyGen: this.copyGen, answer, done });
+  }
+
+  /** The durable log has the copy of `copyGen` up to `index`. */
+  private onDurable(copyGen: number, index: number): void {
+    if (this.stopped) return;
+    if (copyGen === this.copyGen) this.durableIndex = Math.max(this.durableIndex, index);
+    this.replica.durable(copyGen, index, this.options.clock.nowMs());
+    this.flush();
+    const held = this.heldAcks;
+    this.heldAcks = [];
+    for (const h of held) {
+      // An ack about a copy since replaced claims nothing: that copy is gone.
+      if (h.copyGen !== this.copyGen) h.done(unclaimed(h.answer));
+      else if (h.answer.appliedIndex <= this.durableIndex) h.done(h.answer);
+      else this.heldAcks.push(h);
+    }
   }
 
   /** Executes what the core asks for. */
   private flush(): void {
     const ready = this.replica.ready();
+    if (ready.persist.length > 0) {
+      for (const record of ready.persist) {
+        if (record.type === "base") {
+          this.copyGen = record.copyGen;
+          this.durableIndex = -1; // nothing of the new copy is on disk yet
+        }
+      }
+      this.options.durable!.sink.write(ready.persist);
+    }
     for (const { clientRef, answer } of ready.answers) {
       const done = this.answers.get(clientRef);
       this.answers.delete(clientRef);
@@ -239,6 +299,9 @@ export class LockService {
     const waiting = [...this.answers.values()];
     this.answers.clear();
     for (const done of waiting) this.continuations.push(() => done(this.stoppingAnswer()));
+    // Acks still waiting for the disk claim nothing now (their promise needs no disk), so no
+    // peer request hangs on a stopped server.
+    for (const held of this.heldAcks.splice(0)) held.done(unclaimed(held.answer));
     this.endAllPolls();
     this.runContinuations();
   }
@@ -338,6 +401,11 @@ export class LockService {
       })),
     };
   }
+}
+
+/** An ack that acknowledges nothing (but still carries the promise, which needs no disk). */
+function unclaimed(answer: Extract<PeerMessage, { type: "appendAck" }>): PeerMessage {
+  return { ...answer, ok: false, appliedIndex: 0 };
 }
 
 function pollKey(name: string, session: string): string {

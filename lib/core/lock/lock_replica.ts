@@ -26,6 +26,7 @@ import { freshGraceMs, freshTokenFloor, type PrimaryRecordView, RecordCover } fr
 import { assert, assertNever } from "../assert.ts";
 import { requestIdProblem } from "./answered.ts";
 import { LockMachine, type LogEntry } from "./lock_machine.ts";
+import { DurableCopy, type PersistRecord, type RestoredCopy, restoredCopyFor, restoredTableFor, restoredTakeoverCopy } from "./durable_copy.ts";
 import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
 import type { CopyChunk, CopyStart } from "./table_copy.ts";
 import { type BackupMode, backupProblem, type BackupTracker, copyingTracker, CopyPuller, CopyServer, freshTracker, mayRequireBackup } from "./resync.ts";
@@ -73,6 +74,8 @@ export interface Ready {
   effects: Effect[];
   /** Role changes and other facts worth a log line. */
   events: Array<{ event: string; fields: Record<string, unknown> }>;
+  /** With a durable log: what to write, in order (durable_copy.ts); the driver answers with `durable`. */
+  persist: PersistRecord[];
 }
 
 export type ReplicaSettings = Pick<
@@ -113,8 +116,13 @@ export interface ReplicaOptions {
   newTable: (fresh: { epoch: number; tokenFloor: number }) => LockTable;
   /** The driver's floor for a fresh table's tokens (above the wall clock in µs). */
   tokenFloor: number;
-  /** This process's id, new at every start (the driver's session-id prefix is one). */
+  /**
+   * This process's id, new at every start (the driver's session-id prefix is one). With a durable
+   * log, a restored copy is reported under the id stored with it (DurableCopy.reportedIncarnation).
+   */
   incarnation?: string;
+  /** Keep a durable log (durable_copy.ts); `restored`: the copy it held at start. */
+  durable?: { restored: RestoredCopy | null };
 }
 
 interface Pending {
@@ -196,6 +204,11 @@ export class LockReplica {
    */
   private readonly takeoverNotBeforeMs: number;
 
+  /** What the durable log holds, and the commit gate on it (durable_copy.ts). */
+  private readonly disk: DurableCopy;
+  /** The copy read from disk at start, until the first role decision takes or drops it. */
+  private restored: RestoredCopy | null;
+
   private readonly inFlight = new Map<number, InFlight>();
   private nextRef = 1;
   private nowMs = 0;
@@ -207,10 +220,17 @@ export class LockReplica {
     this.record = new RecordCover(options.settings);
     this.copy = new CopyServer(options.settings);
     this.puller = new CopyPuller(options.nodeId, options.settings);
+    this.restored = options.durable?.restored ?? null;
+    this.disk = new DurableCopy(options.durable !== undefined, this.restored, options.incarnation);
+    // The restored copy's epoch existed: a late message of an older one must not make us drop it.
+    this.epoch = this.restored?.epoch ?? 0;
     if (options.arbiterId === null) {
       assert(options.peerId === null, "a backup needs an arbiter");
-      // Standalone: serve at once; nothing to replicate to, no lease to hold.
-      this.becomePrimary(1, new LockMachine(options.newTable({ epoch: 1, tokenFloor: options.tokenFloor }), options.settings), "standalone", null);
+      // Standalone: serve at once; nothing to replicate to, no lease to hold. Its durable copy
+      // is its own table (nobody else ever served).
+      const restored = this.restored?.machine;
+      this.becomePrimary(1, restored ?? new LockMachine(options.newTable({ epoch: 1, tokenFloor: options.tokenFloor }), options.settings), "standalone", null);
+      if (restored) this.append({ type: "restartLeases" }, undefined);
       this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
     }
   }
@@ -222,6 +242,8 @@ export class LockReplica {
 
   /** Takes what the driver must do now. */
   ready(): Ready {
+    // Until the restored copy is taken or dropped, the disk keeps it as it is.
+    if (this.restored === null) this.disk.follow(this.machine, this.epoch, this.primary, this.out.persist);
     const ready = this.out;
     this.out = emptyReady();
     return ready;
@@ -231,7 +253,8 @@ export class LockReplica {
 
   tick(nowMs: number): void {
     this.advance(nowMs);
-    if (this.role === "joining") return this.maybeClaim();
+    // With a backup's restored copy, ask the epoch first: a claim without state could start afresh.
+    if (this.role === "joining") return this.restored && this.arbiterEpoch === 0 ? this.maybeWhois() : this.maybeClaim();
     if (this.role === "backup") return this.tickBackup();
     this.tickPrimary();
   }
@@ -308,6 +331,13 @@ export class LockReplica {
     }
   }
 
+  /** The durable log holds the copy of `copyGen` up to `index` (durable_copy.ts). */
+  durable(copyGen: number, index: number, nowMs: number): void {
+    this.advance(nowMs);
+    this.disk.durable(copyGen, index);
+    if (this.role === "primary") this.advanceCommit();
+  }
+
   /** One of our requests failed or timed out (it may still have been delivered). */
   failed(ref: number, nowMs: number): void {
     this.advance(nowMs);
@@ -364,6 +394,7 @@ export class LockReplica {
     assert(machine !== null && this.role === "primary", "only a primary appends");
     const entry: LogEntry = { index: this.lastIndex + 1, epoch: this.epoch, atMs: this.timeBaseMs(), command };
     if (requestId !== undefined) entry.requestId = requestId;
+    this.disk.entry(machine, this.epoch, this.primary, entry, this.out.persist);
     const output = machine.apply(entry);
     this.lastIndex = entry.index;
     this.record.appended(entry.index, machine.table);
@@ -553,7 +584,8 @@ export class LockReplica {
 
   private advanceCommit(): void {
     const acked = this.requireBackup ? Math.min(this.backup.ackedIndex, this.lastIndex) : this.lastIndex;
-    const commitTo = this.record.commitLimit(acked);
+    // Two more gates: the arbiter's record covers the answer, and our own disk has the entry.
+    const commitTo = this.disk.commitLimit(this.record.commitLimit(acked));
     if (commitTo <= this.commitIndex) return;
     this.commitIndex = commitTo;
     let done = 0;
@@ -623,6 +655,7 @@ export class LockReplica {
     for (const entry of message.entries) {
       if (entry.index <= machine.appliedIndex) continue; // a resend
       if (entry.index !== machine.appliedIndex + 1) return this.ack(false, machine.appliedIndex);
+      this.disk.entry(machine, this.epoch, this.primary, entry, this.out.persist);
       machine.apply(entry);
     }
     return this.ack(true, machine.appliedIndex);
@@ -679,7 +712,7 @@ export class LockReplica {
       kind: "arbiter",
       ref,
       to: arbiter,
-      request: { type: "claim", from: this.options.nodeId, epoch: this.epoch, hasState, incarnation: this.options.incarnation },
+      request: { type: "claim", from: this.options.nodeId, epoch: this.epoch, hasState, incarnation: this.disk.reportedIncarnation(this.machine, this.restored !== null) },
     });
   }
 
@@ -692,13 +725,16 @@ export class LockReplica {
       // while the claim was in flight (from a primary the arbiter may have replaced) must not
       // become the table, or its older tokens would be handed out again.
       const copy = request.hasState ? this.machine : null;
-      const how = copy ? "takeover" : "fresh";
+      // A durable copy of ours as the primary of the epoch before is that table (durable_copy.ts):
+      // nothing was lost, so it keeps its tokens and sessions and needs no grace.
+      const restored = copy ? null : restoredTableFor(this.restored, this.options.nodeId, reply.epoch);
+      const how = copy ? "takeover" : restored ? "restored" : "fresh";
       // A fresh table continues above every token the record covers (handed out by a lost table).
       const tokenFloor = freshTokenFloor(reply, this.options.tokenFloor);
-      const machine = copy ?? new LockMachine(this.options.newTable({ epoch: reply.epoch, tokenFloor }), this.options.settings);
+      const machine = copy ?? restored ?? new LockMachine(this.options.newTable({ epoch: reply.epoch, tokenFloor }), this.options.settings);
       this.becomePrimary(reply.epoch, machine, how, reply);
       this.extendLease(request.sentAtMs, reply.leaseMs);
-      if (how === "takeover") this.append({ type: "restartLeases" }, undefined);
+      if (how !== "fresh") this.append({ type: "restartLeases" }, undefined);
       // After a lost table: no grant until its sessions ended on their clients' clocks, counted
       // from our claim's send (after its last answer), in the log's time base.
       const graceMs = how === "fresh" ? freshGraceMs(reply, this.options.settings) : 0;
@@ -722,6 +758,7 @@ export class LockReplica {
     this.role = "primary";
     this.epoch = epoch;
     this.primary = this.options.nodeId;
+    this.restored = null;
     this.machine = machine;
     this.lastIndex = machine.appliedIndex;
     this.commitIndex = machine.appliedIndex;
@@ -773,6 +810,8 @@ export class LockReplica {
       // takeover claim but its answer was lost, claim again with that copy. Otherwise we were
       // that primary before a restart, and our table died with it: a copy we hold now came from
       // elsewhere and is not it (claim without state; the arbiter decides).
+      const taken = restoredTakeoverCopy(this.restored, this.options.nodeId, epoch);
+      if (taken) [this.machine, this.takeoverClaimEpoch, this.restored] = [taken, epoch - 1, null];
       if (this.takeoverClaimEpoch !== epoch - 1) this.machine = null;
       this.role = "joining";
       this.epoch = Math.max(this.epoch, epoch);
@@ -797,10 +836,12 @@ export class LockReplica {
     this.lastHeardMs = this.nowMs;
     // Our copy may hold changes the new primary never committed: start over from its snapshot.
     if (!sameCopy) {
-      this.machine = null;
+      // A durable copy recorded under this very view is kept (durable_copy.ts); it syncs anew.
+      this.machine = restoredCopyFor(this.restored, this.epoch, primary);
       this.puller.drop();
       this.puller.inFlight = false;
     }
+    this.restored = null;
     this.event("backup", { epoch: this.epoch, primary, reason });
   }
 
@@ -942,5 +983,5 @@ function toAnswer(output: Output): ClientAnswer {
 }
 
 function emptyReady(): Ready {
-  return { send: [], answers: [], effects: [], events: [] };
+  return { send: [], answers: [], effects: [], events: [], persist: [] };
 }

@@ -119,6 +119,8 @@ export interface StartOptions {
   topology?: Topology;
   /** Overrides for the cluster file's [settings] table. */
   settings?: Record<string, number>;
+  /** `durable = true` in the cluster file: the lock servers log and fsync every change. */
+  durable?: boolean;
   id?: string;
   role?: "primary" | "backup";
 }
@@ -130,7 +132,7 @@ export async function startServer(options: StartOptions = {}): Promise<ServerHan
   const port = await freePort();
   const id = options.id ?? "p1";
   const settings = Object.entries(options.settings ?? {}).map(([k, v]) => `${k} = ${v}\n`).join("");
-  const toml = `[cluster]\nname = "bench"\n\n[settings]\n${settings}\n[[nodes]]\nid = "${id}"\nrole = "${
+  const toml = `[cluster]\nname = "bench"\n${durableLine(options)}\n[settings]\n${settings}\n[[nodes]]\nid = "${id}"\nrole = "${
     options.role ?? "primary"
   }"\nhttp = "127.0.0.1:${port}"\n`;
   const file = writeCluster(dir, toml);
@@ -221,6 +223,10 @@ export function signal(pid: number, sig: "SIGTERM" | "SIGKILL" | "SIGSTOP" | "SI
   }
 }
 
+function durableLine(options: StartOptions): string {
+  return options.durable ? "durable = true\n" : "";
+}
+
 /** Arbiter, backup and primary as three processes; the returned handle speaks for all of them. */
 async function startReplicated(options: StartOptions): Promise<ServerHandle> {
   const dir = tempDir("mutexd-bench-");
@@ -230,7 +236,7 @@ async function startReplicated(options: StartOptions): Promise<ServerHandle> {
     `[[nodes]]\nid = "${id}"\nrole = "${role}"\nhttp = "127.0.0.1:${port}"\n${extra}\n`;
   const file = writeCluster(
     dir,
-    `[cluster]\nname = "bench"\n\n[settings]\n${settings}\n` + node("a1", "arbiter", pa, `dataDir = "${dir}/a1"\n`) +
+    `[cluster]\nname = "bench"\n${durableLine(options)}\n[settings]\n${settings}\n` + node("a1", "arbiter", pa, `dataDir = "${dir}/a1"\n`) +
       node("p1", "primary", pp) + node("b1", "backup", pb),
   );
   const url = (port: number) => `http://127.0.0.1:${port}`;

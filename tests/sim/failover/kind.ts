@@ -38,6 +38,7 @@ import { servesThroughOneFault } from "./availability.ts";
 import { fillTable } from "./filler.ts";
 import { CopyCutChecker } from "./copy_checker.ts";
 import type { FailoverServerObserver } from "./server.ts";
+import { scheduleDurableFaults, SimLogDisk } from "./disk.ts";
 
 export const PRIMARY_ID = "fp";
 export const BACKUP_ID = "fb";
@@ -63,6 +64,7 @@ export function failoverSettings(params: KindParams): Settings {
     sessionTtlMs: Number(params.ttlMs),
     syncChunkItemsMax: Number(params.chunkItemsMax ?? DEFAULT_SETTINGS.syncChunkItemsMax),
     syncChunkBytesMax: Number(params.chunkBytesMax ?? DEFAULT_SETTINGS.syncChunkBytesMax),
+    durableCompactEntries: Number(params.compactEntries),
   };
   // A table near locksMax (filler.ts): the workload's few names fit beside the filler's.
   if (Number(params.fillLocks ?? 0) > 0) settings.locksMax = Number(params.fillLocks) + 10;
@@ -279,6 +281,10 @@ export const FAILOVER_KIND: NodeKind = {
       fillLocks: fill.chance(1 / 3) ? fill.between(100, 300) : 0,
       chunkItemsMax: network.delayMaxMs <= 20 ? fill.pick([1, 5, 40]) : fill.pick([40, 200]),
       chunkBytesMax: fill.pick([512, 4_096]),
+      // 1: the durable profile (disk.ts), with `--set failover.durable=1`. Drawn from a fork, so
+      // the draws above stay those of every saved seed.
+      durable: 0,
+      compactEntries: prng.fork("durable").pick([5, 50, 1_000]),
     };
   },
 
@@ -299,8 +305,18 @@ export const FAILOVER_KIND: NodeKind = {
       },
       sawEpoch: (server, epoch) => checks.sawEpoch(server, epoch),
     };
-    const fp = new FailoverServerActor(sim, PRIMARY_ID, sim.newClock(), settings, BACKUP_ID, ARBITER_ID, observer, clientIds);
-    const fb = new FailoverServerActor(sim, BACKUP_ID, sim.newClock(), settings, PRIMARY_ID, ARBITER_ID, observer, clientIds);
+    const durable = Number(params.durable) === 1;
+    const durablePrng = prng.fork("durable");
+    // Created before their actors' first start; each disk runs its writes in its actor's time.
+    const disks: SimLogDisk[] = [];
+    const durableOf = (id: string) => {
+      if (!durable) return null;
+      const disk = new SimLogDisk(durablePrng.fork(`disk:${id}`), [0, 5]);
+      disks.push(disk);
+      return { disk, prng: durablePrng.fork(`restart:${id}`) };
+    };
+    const fp = new FailoverServerActor(sim, PRIMARY_ID, sim.newClock(), settings, BACKUP_ID, ARBITER_ID, observer, clientIds, durableOf(PRIMARY_ID));
+    const fb = new FailoverServerActor(sim, BACKUP_ID, sim.newClock(), settings, PRIMARY_ID, ARBITER_ID, observer, clientIds, durableOf(BACKUP_ID));
     const fa = new ArbiterActor(sim, ARBITER_ID, sim.newClock(), {
       primaryId: PRIMARY_ID,
       backupId: BACKUP_ID,
@@ -310,6 +326,7 @@ export const FAILOVER_KIND: NodeKind = {
     }, [PRIMARY_ID, BACKUP_ID], checks, prng.fork("arbiter"));
     for (const actor of [fp, fb, fa]) sim.addActor(actor);
     current = { servers: [fp, fb], arbiter: fa, settings };
+    if (durable) scheduleDurableFaults(sim, durablePrng.fork("faults"), { servers: [fp, fb], arbiter: fa, disks });
     checks.attach([fp, fb], fa);
     watchLockTables(sim, "failover", [fp, fb]);
     if (Number(params.fillLocks) > 0) fillTable(sim, [fp, fb], Number(params.fillLocks), 1_000, Number(params.ttlMs));

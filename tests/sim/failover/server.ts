@@ -11,6 +11,10 @@ import type { Settings } from "../../../lib/settings.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
 import { LockServiceActor } from "../lock/server.ts";
+import type { LockServiceOptions } from "../../../cluster/lock/service.ts";
+import { DurableLog, parseDurableCopy } from "../../../cluster/lock/durable_log.ts";
+import type { Prng } from "../../../lib/core/prng.ts";
+import type { SimLogDisk } from "./disk.ts";
 
 /** What the failover checkers see of a server's steps. */
 export interface FailoverServerObserver {
@@ -32,9 +36,38 @@ export class FailoverServerActor extends LockServiceActor {
     readonly arbiterId: string,
     private readonly observer: FailoverServerObserver,
     clientIds: () => string[],
+    /** The durable profile: this server's disk, and the draws of its fail-stop restarts. */
+    private readonly durable: { disk: SimLogDisk; prng: Prng } | null = null,
   ) {
     super(sim, id, "failover-server", clock, { settings, peerId, arbiterId, clientIds });
+    durable?.disk.attach(this);
     this.start();
+  }
+
+  /** The real DurableLog on the simulated disk, started from what the disk holds. */
+  protected override durableLog(): LockServiceOptions["durable"] {
+    if (!this.durable) return undefined;
+    const { disk, prng } = this.durable;
+    const settings = this.setup.settings;
+    const opened = parseDurableCopy(disk.snapshot, disk.log, settings, settings);
+    const log = new DurableLog({
+      limits: settings,
+      answered: settings,
+      compactEntries: settings.durableCompactEntries,
+      // Fail-stop (cluster/fail_stop.ts): the process exits; an operator restarts it later,
+      // in the heal phase too (the heal's restarts may have come before).
+      onFailure: () => {
+        this.crash();
+        this.sim.at(this.sim.nowMs + prng.between(0, 3_000), () => this.restart());
+      },
+      defer: (fn) => this.after(0, fn),
+    }, disk, opened);
+    return { restored: opened.restored, sink: log };
+  }
+
+  protected override onCrash(): void {
+    super.onCrash();
+    this.durable?.disk.crashed();
   }
 
   /** End of the lease on this server's clock (the later of the arbiter's and the backup's). */

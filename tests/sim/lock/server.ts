@@ -14,14 +14,14 @@
  * (cluster/timers.ts, port rule). All within the event that delivered the message or the timer.
  *
  * The lock kind runs one standalone primary (`LockServerActor`: no peer, no arbiter); the
- * failover kind runs two with an arbiter (failover/server.ts). A crash loses everything (the
- * binary persists nothing): the restarted server is a new LockService with a new session-id
- * prefix and a token floor from its wall clock.
+ * failover kind runs two with an arbiter (failover/server.ts). A crash loses everything but a
+ * durable log (the failover kind's durable profile, failover/disk.ts): the restarted server is a
+ * new LockService with a new session-id prefix and a token floor from its wall clock.
  */
 import type { ClientAnswer, LockReplica, PeerMessage } from "../../../lib/core/lock/lock_replica.ts";
 import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
-import { LockService } from "../../../cluster/lock/service.ts";
+import { LockService, type LockServiceOptions } from "../../../cluster/lock/service.ts";
 import { answerPeer, answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock/api.ts";
 import { decodePeerBody, encodePeerBody } from "../../../cluster/peer_transport.ts";
 import type { Logger } from "../../../cluster/log.ts";
@@ -88,6 +88,7 @@ export abstract class LockServiceActor extends Actor {
       timers: this.timers,
       sessionIdPrefix: `${this.id}-${this.incarnation}-`,
       tokenFloor: this.clock.wallMs() * 1000,
+      durable: this.durableLog(),
     });
     this.apiOptions = { nodeId: this.id, role: peerId === null ? "primary" : "server", settings, urlOf: simUrl, onInternalError: (error) => {
       throw error; // a bug in the driver: the run ends with it (sim.exception)
@@ -131,6 +132,11 @@ export abstract class LockServiceActor extends Actor {
   }
 
   // ---- hooks for the kinds' checkers ------------------------------------------------------
+
+  /** A durable log for the new incarnation (the failover kind's durable profile); none by default. */
+  protected durableLog(): LockServiceOptions["durable"] {
+    return undefined;
+  }
 
   /** A new incarnation's service, before it takes any request. */
   protected started(_service: LockService): void {}
@@ -181,11 +187,20 @@ export abstract class LockServiceActor extends Actor {
 
   /** POST /v1/peer (answerPeer of lock_api.ts). */
   private onPeerRequest(from: string, request: HttpRequestMessage): void {
-    replyTo(this, from, request, () => {
-      const { message, body } = answerPeer(this.service!, this.setup.settings, request.body ?? "");
-      this.tookEpoch(message.epoch);
-      return { status: 200, body };
-    }, "peer");
+    const service = this.service!;
+    const answered = (body: string) => {
+      // Held for the disk (a durable log), the answer dies with the process if it crashed.
+      if (this.service === service) replyTo(this, from, request, () => ({ status: 200, body }), "peer");
+    };
+    let message: PeerMessage;
+    try {
+      message = answerPeer(service, this.setup.settings, request.body ?? "", answered);
+    } catch (error) {
+      return replyTo(this, from, request, () => {
+        throw error;
+      }, "peer");
+    }
+    this.tookEpoch(message.epoch);
   }
 
   /** A request of the client API: the real routes answer it from its JSON text. */
