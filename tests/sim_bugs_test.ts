@@ -372,6 +372,15 @@ test("bug: a holder's leave does not update its session's index → lock.table-s
 
 // ---- late delivery (issue 8: the generic `late-delivery` fault) ------------------------------
 
+/**
+ * (e)'s scenario: a renewal "in sync" held back past a newer "alone" (the backup cut from the
+ * primary meanwhile). Only those two faults, late delivery at 1/s and cuts at 0.3/s (rare enough
+ * that the backup is back in sync between them), over 30 s. Not longer: in 120 s runs seed 1
+ * shows the bug with the cuts alone (the network's reordering, up to 4 × delayMax, can also put
+ * an old report behind a newer one), and this test's claim is about late delivery.
+ */
+const LATE_REPORT_SPEC = { kinds: ["failover"], safetyMs: 30_000, healMs: 10_000, params: { "failover.fillLocks": 0 } };
+
 test("bug: the arbiter takes every renewal's sync report as the newest → a late 'in sync' overwrites 'alone'; only late delivery shows it", { timeout: 120_000 }, () => {
   const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives", "failover.client-mutex"];
   // renew() without the report sequence: a renewal that timed out at the primary and arrives
@@ -380,14 +389,13 @@ test("bug: the arbiter takes every renewal's sync report as the newest → a lat
     function (this: Proto, request: Proto, nowMs: number) {
       return original.call(this, { ...request, seq: this.state.reportSeq + 1 }, nowMs);
     };
-  const late = { ...FAILOVER_ONLY, faultOverrides: ["+late-delivery"] };
-  const found = huntInjected(arbiterCore, "renew", ignoreSeq, late, 200, CHECKERS);
+  const late = { ...LATE_REPORT_SPEC, faultOverrides: ["none", "+late-delivery=1", "+fo-cut=0.3"] };
+  const found = huntInjected(arbiterCore, "renew", ignoreSeq, late, 100, CHECKERS);
   expectCaught("sync report order ignored (late renewal)", found, CHECKERS);
-  // The same seeds without late delivery do not show it: normal delays (≤ 5 × delayMax) stay
-  // under the renewal's timeout (peerTimeoutMs, scaled to ≥ 16 × delayMax), so an old report
-  // arrives after a newer one only when held back (late-delivery; on these seeds fo-slow never
-  // lined up with a change of the report).
-  const early = { ...FAILOVER_ONLY, faultOverrides: ["-late-delivery"] };
+  // The same seeds without late delivery do not show it (none of seeds 1..30 did): normal delays
+  // (≤ 5 × delayMax) stay under the renewal's timeout (peerTimeoutMs, scaled to ≥ 16 × delayMax),
+  // so an old report arrives after a newer one mostly when held back.
+  const early = { ...LATE_REPORT_SPEC, faultOverrides: ["none", "+fo-cut=0.3"] };
   for (let seed = 1; seed <= found!.seed; seed++) {
     const result = patched(arbiterCore, "renew", ignoreSeq, () => runSpec({ ...early, seed }, { keepAll: false, tailLinesMax: 5 }));
     assert.ok(result.ok || !CHECKERS.includes(result.violation!.checker), `seed ${seed} shows it without late delivery: ${result.violation?.message}`);
