@@ -236,12 +236,16 @@ test("bug: the primary answers before the backup has the change (commit without 
 
 /**
  * Since the backup waits out its own last promise before it claims (issue 10), a paused primary's
- * arbiter lease has lapsed by then too: this bug shows only when the primary keeps renewing while
- * the backup stops hearing it (a cut or slow link between them) before the arbiter records the
- * backup out of sync. Its seed moves a lot with the draws (66, 154, 520 so far, docs/simulator.md):
- * a wide budget (700 runs).
+ * arbiter lease has lapsed by then too: this bug shows only when the backup stops hearing the
+ * primary (the primary → backup link slow or cut) while the primary keeps its arbiter lease but
+ * its "alone" report does not reach the arbiter before the backup's claim: the primary → arbiter
+ * link turned slow within the ~200 ms before the report (replicationTimeoutMs after the backup's
+ * last ack). Only slow links, at 2/s (cuts at 0.3/s on top found the same seeds; longer runs no
+ * more: once the backup fell out of sync it rarely is in sync again under this many faults).
+ * Still a two-fault coincidence: seeds 12, 13 and 59 of 1..100 show it, so the budget is 150
+ * runs (seed 112 of the default faults with +fo-cut,+fo-slow; 66, 154 and 520 on earlier trees).
  */
-const TAKEOVER_SPEC = { ...FAILOVER_ONLY, faultOverrides: ["+fo-cut", "+fo-slow"] };
+const TAKEOVER_SPEC = { ...FAILOVER_ONLY, faultOverrides: ["none", "+fo-slow=2"], params: { "failover.fillLocks": 0 } };
 
 test("bug: the arbiter grants a takeover before the primary's lease has lapsed → two servers serve", { timeout: 300_000 }, () => {
   const CHECKERS = ["failover.one-serving", "failover.epoch-primary", "failover.client-mutex"];
@@ -249,7 +253,7 @@ test("bug: the arbiter grants a takeover before the primary's lease has lapsed �
     function (this: Proto, request: unknown, nowMs: number) {
       this.leaseUntilMs = Math.min(this.leaseUntilMs, nowMs); // "the lease has lapsed"
       return original.call(this, request, nowMs);
-    }, TAKEOVER_SPEC, 700, CHECKERS);
+    }, TAKEOVER_SPEC, 150, CHECKERS);
   expectCaught("takeover inside the lease", found, CHECKERS);
 });
 
