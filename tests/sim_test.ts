@@ -27,6 +27,8 @@ import {
 import { describeKindReport, reportByKind, runBatch, runSpec } from "./sim/run.ts";
 import type { SimResult } from "./sim/simulator.ts";
 import { Microtasks, SimFuture } from "./sim/ring/ports.ts";
+import { drawProfile } from "./sim/profile.ts";
+import { kindsByName } from "./sim/kinds.ts";
 
 const SIM_DIR = new URL("./sim/", import.meta.url).pathname;
 const ROOT_DIR = new URL("../", import.meta.url).pathname;
@@ -105,6 +107,22 @@ test("line 1 of the trace is the seed and its fault profile (swarm: seeds differ
     assert.match(header, new RegExp(`^seed=${11 + i} kinds=lock,ring,failover .* net=drop:.* faults=.* lock=clients:\\d+.* ring=nodes:\\d.* failover=clients:\\d`));
   }
   assert.equal(new Set(headers.map((h) => h.replace(/^seed=\d+/, ""))).size, 4, "four seeds, four profiles");
+});
+
+test("a fault override '+name=R' forces that fault's rate and changes nothing else the seed drew; bad rates are refused", () => {
+  // The targeted hunts of sim_bugs_test.ts rely on it: the scenario made likely, the rest of the run the seed's.
+  const kinds = kindsByName(["failover"]);
+  const phases = { safetyMs: 10_000, healMs: 10_000 };
+  for (const seed of [1, 2, 3]) {
+    const drawn = drawProfile(seed, kinds, { ...phases, faultOverrides: ["none", "+fo-pause"] });
+    const forced = drawProfile(seed, kinds, { ...phases, faultOverrides: ["none", "+fo-pause=3"] });
+    assert.deepEqual(forced.faults, { "fo-pause": 3 });
+    assert.notEqual(drawn.faults["fo-pause"], 3, "the seed drew a rate in the fault's range (≤ 0.4)");
+    assert.deepEqual({ ...forced, faults: drawn.faults }, drawn, "network, clocks and parameters as the seed drew them");
+  }
+  for (const bad of ["+fo-pause=0", "+fo-pause=-1", "+fo-pause=x", "+fo-pause=", "-fo-pause=2", "+fo-pause=101", "+nothing=1"]) {
+    assert.throws(() => drawProfile(1, kinds, { ...phases, faultOverrides: [bad] }), /bad fault override/, bad);
+  }
 });
 
 test("the saved regression seeds (tests/sim/seeds.json) pass", { timeout: 60_000 }, () => {

@@ -28,7 +28,8 @@ export interface ProfileOptions {
   healMs: number;
   /**
    * Adjustments after the seed's draw: "+name" switches a fault on (needed for opt-in faults),
-   * "-name" off, "none" switches every fault off. Applied in order.
+   * "+name=R" on at R events per simulated second instead of the seed's rate (a targeted hunt's
+   * scenario made likely), "-name" off, "none" switches every fault off. Applied in order.
    */
   faultOverrides: readonly string[];
   /** Workload parameters forced after the draw, "kind.param" → value, e.g. "ring.nodes" → 5. */
@@ -90,12 +91,14 @@ function applyOverride(faults: Record<string, number>, drawnRates: Record<string
     for (const name of Object.keys(faults)) delete faults[name];
     return;
   }
-  const name = override.slice(1);
-  if (drawnRates[name] === undefined || (override[0] !== "+" && override[0] !== "-")) {
-    throw new Error(`bad fault override ${override} (known faults: ${Object.keys(drawnRates).join(", ")})`);
+  const [name, rateText] = override.slice(1).split("=");
+  const rate = rateText === undefined ? drawnRates[name] : Number(rateText);
+  const badRate = rateText !== undefined && (override[0] !== "+" || !(rate > 0 && rate <= 100));
+  if (drawnRates[name] === undefined || (override[0] !== "+" && override[0] !== "-") || badRate) {
+    throw new Error(`bad fault override ${override} (+name, +name=rate with 0 < rate ≤ 100 per second, -name or none; known faults: ${Object.keys(drawnRates).join(", ")})`);
   }
   if (override[0] === "-") delete faults[name];
-  else faults[name] = drawnRates[name];
+  else faults[name] = rate;
 }
 
 function round3(value: number): number {

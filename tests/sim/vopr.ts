@@ -7,7 +7,7 @@
  *   vopr.ts --replay FILE               run a saved failure again
  *
  * Options: --kinds lock,…  --safety-ms N  --heal-ms N  --seconds S (safety = heal = S/2)
- *          --faults +server-crash,-partition,none  --set ring.nodes=5 (force a workload parameter)
+ *          --faults +server-crash,-partition,none,+fo-cut=2 (=: events per second)  --set ring.nodes=5 (force a workload parameter)
  *          --verbose (every message)  --quiet  --no-save (no replay file)
  * Exit status 1 when a run fails. Line 1 of every run is its seed and fault profile.
  */
@@ -21,7 +21,7 @@ import { allFaults } from "./profile.ts";
 function usage(): string {
   const faults = allFaults(NODE_KINDS).map((f) => `  ${f.optInReason ? "+" : " "}${f.name.padEnd(16)} ${f.doc}`).join("\n");
   return `Usage: vopr.ts [--seed N | --many N [--start N] | --replay FILE] [options]\n` +
-    `Options: --kinds a,b --safety-ms N --heal-ms N --seconds S --faults +x,-y,none --set kind.param=v --verbose --quiet --no-save\n` +
+    `Options: --kinds a,b --safety-ms N --heal-ms N --seconds S --faults +x,+x=R,-y,none (R: events per second) --set kind.param=v --verbose --quiet --no-save\n` +
     `Node kinds: ${NODE_KINDS.map((k) => k.name).join(", ")}\nFaults (+ = opt-in):\n${faults}\n`;
 }
 
