@@ -10,7 +10,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
   up: { summary: "run every node of a cluster file on this machine", load: () => import("./cluster/commands/up.ts") },
   lock: { summary: "run a command while holding a lock", load: () => import("./cluster/commands/lock.ts") },
   status: { summary: "show the lock table and sessions", load: () => import("./cluster/commands/status.ts") },
-  ring: { summary: "token-ring operations: lock, put, get, status", load: () => import("./cluster/commands/ring.ts") },
+  ring: { summary: "token-ring operations: lock, put, get, delete, keys, status", load: () => import("./cluster/commands/ring.ts") },
   arbiter: { summary: "recover: write a replacement arbiter's record from the lock servers", load: () => import("./cluster/commands/arbiter.ts") },
 };
 
@@ -25,6 +25,7 @@ Exit codes (mutexd's own; \`lock\` passes its command's status through):
   0  success            2  usage or cluster-file error    3  lock not acquired (taken, --wait ran out)
   4  lock lost while the command ran (the command was stopped)
   5  server unreachable or answered an error
+  70 \`node\`: fail-stop (a decision could not be written to disk; a restart starts from the disk)
 `;
 
 async function main(argv: string[]): Promise<number> {

@@ -75,16 +75,16 @@ export const DEFAULT_SETTINGS = {
   peerTimeoutMs: 1_000, // one HTTP request between servers or to the arbiter gives up after this
   replicationBatchMax: 512, // log entries per replication message
   replicationPipelineMax: 4, // replication messages in flight at once
-  replicationLogMax: 100_000, // unacked entries kept for the backup; beyond, it must resync by snapshot
+  replicationLogMax: 100_000, // unacked entries kept for the backup; beyond, it is declared out of sync and gets a new streamed copy
   answeredMax: 10_000, // answers remembered for idempotent retries (oldest forgotten first)
+  answeredBytesMax: 4_194_304, // the remembered answers' estimated bytes at most (lib/core/lock/answered.ts; 10,000 answers with UUID ids take ~1.7 MB)
   tokenCeilingStep: 1_000_000, // the arbiter's record caps fencing tokens; a primary has the cap raised by this much at a time (a fresh table starts above it)
-  answeredBytesMax: 4_194_304, // and their estimated bytes at most (lib/core/lock/answered.ts; 10,000 answers with UUID ids take ~1.7 MB)
   durableCompactEntries: 100_000, // with durable = true: log records after the snapshot before a new snapshot replaces them
   peerBodyBytesMax: 16_777_216, // one replication message between servers
   syncChunkItemsMax: 1_000, // sessions, locks or answers per chunk of a returning backup's copy (each chunk costs the primary ~1-2 ms)
   syncChunkBytesMax: 262_144, // JSON bytes per copy chunk (one item beyond it goes alone)
   syncProgressTimeoutMs: 3_000, // a copy to the backup that advanced no chunk this long is dropped (the backup asks again)
-  bootstrapWaitMs: 3_000, // at a cluster's first start the backup may serve if the primary never came
+  bootstrapWaitMs: 3_000, // with an empty arbiter record (a first start, a lost disk) no epoch before this unless both servers claim without state; after it either may start epoch 1
 };
 
 export type Settings = typeof DEFAULT_SETTINGS;

@@ -11,7 +11,7 @@
  * Epochs only grow: the persistent part is written (and fsynced by the driver) before any
  * answer that depends on it is sent, so a restarted arbiter never hands out an epoch twice.
  * It never stores user data, but it keeps what a fresh table needs to be safe after both copies
- * were lost (docs/failover.md, "Both servers restarted"): which backup process the in-sync report
+ * were lost (docs/failover.md, rules 7-8 and Lemma 4): which backup process the in-sync report
  * vouches for, the longest TTL any table granted, and a ceiling over every fencing token.
  */
 import { assert } from "../assert.ts";
@@ -101,7 +101,10 @@ export interface ArbiterOptions {
   primaryId: string;
   backupId: string | null;
   leaseMs: number;
-  /** At a cluster's first start, the backup may serve if the primary has not come for this long. */
+  /**
+   * With an empty record (a first start, a lost disk): no epoch before this unless both servers
+   * claimed without state; after it, either may start epoch 1.
+   */
   bootstrapWaitMs: number;
 }
 

@@ -1,9 +1,9 @@
 /**
  * What the primary needs the arbiter's record to cover before it commits, and the grace of a
- * fresh table (docs/failover.md, "Both servers restarted"). Pure; LockReplica wires it in.
+ * fresh table (docs/failover.md, rules 7-8 and Lemma 4). Pure; LockReplica wires it in.
  *
- * Both lock servers keep their table in memory only. When both lose it, the next table starts
- * empty, and two things of the lost table must not be contradicted:
+ * Both lock servers keep their table in memory only (without `durable = true`). When both lose
+ * it, the next table starts empty, and two things of the lost table must not be contradicted:
  * - Its fencing tokens: no table hands out a token above the record's `tokenCeiling`; a primary
  *   asks (in its renewals) for the ceiling to be raised in steps of `tokenCeilingStep` ahead of
  *   the tokens it hands out, and holds back commits (answers and effects) whose table state has
