@@ -13,6 +13,7 @@ import { RingReplica } from "../lib/core/ring/ring_replica.ts";
 import { ViewCore } from "../lib/core/ring/view.ts";
 import { ViewAttempts } from "../lib/core/ring/view_attempt.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
+import { BackupFeed } from "../lib/core/lock/backup_feed.ts";
 import { CopySource } from "../lib/core/lock/table_copy.ts";
 import { DurableCopy } from "../lib/core/lock/durable_copy.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
@@ -300,14 +301,13 @@ test("bug: a primary does not step down when it sees a higher epoch → failover
 test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake the resend point → 'entry N missing'", { timeout: 120_000 }, () => {
   const CHECKERS = ["core.assertion"];
   // pump() before the fix: without `b.sentIndex = Math.max(b.sentIndex, this.resendFrom())`.
-  const found = huntInjected(replica, "pump", () =>
+  const found = huntInjected(BackupFeed.prototype as unknown as Proto, "pump", () =>
     function (this: Proto) {
-      const peer = this.options.peerId;
-      if (peer === null || this.role !== "primary") return;
-      const s = this.options.settings;
-      const b = this.backup;
+      if (this.peerId === null) return;
+      const s = this.settings;
+      const b = this.tracker;
       const replicating = b.mode === "syncing" || b.mode === "inSync";
-      while (replicating && this.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.lastIndex) {
+      while (replicating && this.host.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.host.lastIndex()) {
         const from = b.sentIndex + 1;
         const offset = from - (this.log[0]?.index ?? from);
         if (!(offset >= 0 && offset < this.log.length)) {
@@ -317,7 +317,7 @@ test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake th
         }
         this.sendAppend(this.log.slice(offset, offset + s.replicationBatchMax));
       }
-      if (this.appendsInFlight() === 0 && this.nowMs - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
+      if (this.host.appendsInFlight() === 0 && this.host.nowMs() - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
     }, FAILOVER_ONLY, 100, CHECKERS);
   expectCaught("resend point overtaken (pre-2a1f52e pump)", found, CHECKERS);
   assert.match(found!.message, /missing from the replication log/);

@@ -28,7 +28,8 @@ import { requestIdProblem } from "./answered.ts";
 import { LockMachine, type LogEntry } from "./lock_machine.ts";
 import { DurableCopy, type RestoredCopy, restoredCopyFor, restoredTableFor, restoredTakeoverCopy } from "./durable_copy.ts";
 import type { Command, Output } from "./lock_table.ts";
-import { backupProblem, type BackupTracker, copyingTracker, CopyPuller, CopyServer, freshTracker, mayRequireBackup } from "./resync.ts";
+import { CopyPuller } from "./resync.ts";
+import { BackupFeed } from "./backup_feed.ts";
 import { type ClientAnswer, emptyReady, type PeerMessage, type Ready, type ReplicaOptions, type ReplicaStatus, type Role, toAnswer } from "./replica_io.ts";
 
 export type { BackupMode, ClientAnswer, Outbound, PeerMessage, Ready, ReplicaOptions, ReplicaSettings, ReplicaStatus, Role } from "./replica_io.ts";
@@ -64,7 +65,6 @@ export class LockReplica {
   machine: LockMachine | null = null;
 
   // Primary state.
-  private log: LogEntry[] = []; // entries after backup.ackedIndex (kept to resend)
   private pending: Pending[] = []; // applied, not yet committed (answers held back)
   private lastIndex = 0;
   private commitIndex = 0;
@@ -78,13 +78,10 @@ export class LockReplica {
   private renewSeq = 0; // orders our sync reports at the arbiter within the epoch
   private renewAnsweredSeq = 0; // the report whose answer set arbiterInSync last
   private inSyncReportSeq = 0; // the newest report that said "in sync"
-  private backup: BackupTracker = freshTracker();
-  /** Generation of the copy the backup should have; bumped whenever it must sync again. */
-  private syncGen = 0;
+  /** Replication to the backup: its log, appends, copies and the backup's state (backup_feed.ts). */
+  private readonly feed: BackupFeed;
   /** What the arbiter's record must cover before a commit (tokens, TTLs; arbiter_record.ts). */
   private readonly record: RecordCover;
-  /** The copy streaming to the backup, until it acks an append of its generation. */
-  private readonly copy: CopyServer;
 
   // Backup and joining state.
   private lastHeardMs = 0;
@@ -128,7 +125,24 @@ export class LockReplica {
     this.nowMs = nowMs;
     this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
     this.record = new RecordCover(options.settings);
-    this.copy = new CopyServer(options.settings);
+    this.feed = new BackupFeed(options.nodeId, options.peerId, options.settings, {
+      nowMs: () => this.nowMs,
+      epoch: () => this.epoch,
+      lastIndex: () => this.lastIndex,
+      commitIndex: () => this.commitIndex,
+      requireBackup: () => this.requireBackup,
+      requireBackupNow: () => {
+        this.requireBackup = true;
+      },
+      appendsInFlight: () => this.appendsInFlight(),
+      sendAppend: (message, lastIndex) => {
+        const ref = this.request({ kind: "append", sentAtMs: this.nowMs, lastIndex, syncGen: message.syncGen });
+        this.out.send.push({ kind: "peer", ref, to: this.options.peerId!, message });
+      },
+      oldestPendingAboveMs: (index) => this.pending.find((p) => p.index > index)?.appendedAtMs,
+      maybeRenew: () => this.maybeRenew(),
+      event: (event, fields) => this.event(event, fields),
+    });
     this.puller = new CopyPuller(options.nodeId, options.settings);
     this.restored = options.durable?.restored ?? null;
     this.disk = new DurableCopy(options.durable !== undefined, this.restored, options.incarnation);
@@ -258,15 +272,9 @@ export class LockReplica {
     const request = this.inFlight.get(ref);
     if (!request) return;
     this.inFlight.delete(ref);
-    if (request.kind === "append" && this.role === "primary" && request.syncGen === this.syncGen) {
-      // Resend everything not acked; the backup skips what it already has.
-      this.backup.sentIndex = this.resendFrom();
-    }
+    // Resend everything not acked; the backup skips what it already has.
+    if (request.kind === "append" && this.role === "primary") this.feed.appendLost(request.syncGen);
     if (request.kind === "sync") this.puller.inFlight = false;
-  }
-
-  private resendFrom(): number {
-    return Math.max(this.backup.ackedIndex, this.backup.baseIndex);
   }
 
   // ---- primary ----------------------------------------------------------------------------
@@ -309,11 +317,8 @@ export class LockReplica {
     this.lastIndex = entry.index;
     this.record.appended(entry.index, machine.table);
     this.pending.push({ index: entry.index, clientRef, output, appendedAtMs: this.nowMs });
-    if (this.backup.mode === "syncing" || this.backup.mode === "inSync") {
-      this.log.push(entry);
-      if (this.log.length > this.options.settings.replicationLogMax) this.declareBackupOutOfSync("too far behind");
-    }
-    this.pump();
+    this.feed.appended(entry);
+    this.feed.pump();
     this.advanceCommit();
   }
 
@@ -322,30 +327,9 @@ export class LockReplica {
     for (const held of this.record.takeExpired(this.nowMs)) this.answer(held.clientRef, this.uncovered());
     if (this.serving() && machine.table.isDue(this.timeBaseMs())) this.append({ type: "tick" }, undefined);
     if (this.options.arbiterId === null) return;
-    this.checkBackupHealth();
-    this.pump();
+    this.feed.checkHealth();
+    this.feed.pump();
     this.maybeRenew();
-  }
-
-  /** Sends replication messages while the pipeline has room, and heartbeats when idle. */
-  private pump(): void {
-    const peer = this.options.peerId;
-    if (peer === null || this.role !== "primary") return;
-    const s = this.options.settings;
-    const b = this.backup;
-    // Entries after the cut wait until the backup holds the copy; heartbeats keep going.
-    const replicating = (b.mode === "syncing" || b.mode === "inSync") && !this.copy.copying;
-    // Acks of later messages may overtake a resend point: never resend what is acked.
-    b.sentIndex = Math.max(b.sentIndex, this.resendFrom());
-    // Bounded: each round sends at least one entry or stops.
-    while (replicating && this.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.lastIndex) {
-      const from = b.sentIndex + 1;
-      const offset = from - (this.log[0]?.index ?? from);
-      assert(offset >= 0 && offset < this.log.length, `entry ${from} missing from the replication log`);
-      const entries = this.log.slice(offset, offset + s.replicationBatchMax);
-      this.sendAppend(entries);
-    }
-    if (this.appendsInFlight() === 0 && this.nowMs - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
   }
 
   private appendsInFlight(): number {
@@ -354,86 +338,22 @@ export class LockReplica {
     return count;
   }
 
-  private sendAppend(entries: LogEntry[]): void {
-    const last = entries.length > 0 ? entries[entries.length - 1].index : this.backup.sentIndex;
-    const ref = this.request({ kind: "append", sentAtMs: this.nowMs, lastIndex: last, syncGen: this.syncGen });
-    this.out.send.push({
-      kind: "peer",
-      ref,
-      to: this.options.peerId!,
-      message: { type: "append", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, entries },
-    });
-    this.backup.sentIndex = last;
-    this.backup.lastSendMs = this.nowMs;
-  }
-
   private onAppendAnswer(request: InFlight, answer: PeerMessage): void {
     if (this.role !== "primary") return;
     if (answer.epoch > this.epoch) return this.stepDown(answer.epoch, answer.type === "nack" ? answer.primary : null, "peer has a newer epoch");
     if (answer.type !== "appendAck" || answer.epoch !== this.epoch) return;
-    const b = this.backup;
-    b.lastContactMs = this.nowMs;
     // The backup's promise is a lease whatever the state of its copy: it cannot take over before
     // it ends. Counted from our send (its receipt is later), never longer than configured.
     if (answer.promiseMs > 0) {
       const promiseMs = Math.min(answer.promiseMs, this.options.settings.backupLeaseMs);
       this.backupLeaseUntilMs = Math.max(this.backupLeaseUntilMs, request.sentAtMs + promiseMs - this.options.settings.leaseSafetyMs);
     }
-    // An answer about an older copy says nothing about the current one (it syncs again).
-    if ((b.mode !== "syncing" && b.mode !== "inSync") || request.syncGen !== this.syncGen) return;
-    // While the backup loads a copy (or answers from an older one), its index says nothing yet.
-    if (this.copy.copying && !this.copy.completedBy(answer, b, this.nowMs)) return;
-    assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
-    assert(request.lastIndex === undefined || request.lastIndex <= this.lastIndex, "acked past the log");
-    // A lower index is a late answer to an older message (pipelining reorders), not a lost copy:
-    // a backup that really lost its state asks for a snapshot, which resets this tracker.
-    if (answer.appliedIndex > b.ackedIndex && answer.appliedIndex >= b.baseIndex) {
-      b.ackedIndex = answer.appliedIndex;
-      if (b.mode === "syncing" && !this.requireBackup) b.sinceMs = this.nowMs; // progress (see checkBackupHealth)
-      const drop = this.log.findIndex((e) => e.index > b.ackedIndex);
-      this.log = drop < 0 ? [] : this.log.slice(drop);
-    }
-    // A gap (an earlier message was lost or overtaken): resend what is not acked, even when
-    // this answer is late, since the message it answers will not be resent otherwise.
-    if (!answer.ok) b.sentIndex = this.resendFrom();
-    if (b.mode === "syncing") this.advanceSync(b);
-    this.advanceCommit();
-  }
-
-  /** Catching up under load (see `mayRequireBackup`): then in sync once it acked the target. */
-  private advanceSync(b: BackupTracker): void {
-    if (!this.requireBackup) {
-      if (!mayRequireBackup(b, this.lastIndex, this.nowMs, this.options.settings)) return;
-      this.requireBackup = true;
-      b.syncTargetIndex = this.lastIndex;
-    }
-    if (b.ackedIndex < b.syncTargetIndex) return;
-    b.mode = "inSync";
-    this.event("backupInSync", { index: b.ackedIndex });
-    this.maybeRenew();
-  }
-
-  private checkBackupHealth(): void {
-    const b = this.backup;
-    const oldestUnackedMs = this.pending.find((p) => p.index > b.ackedIndex)?.appendedAtMs;
-    const problem = backupProblem(b, { copying: this.copy.copying, requireBackup: this.requireBackup, oldestUnackedMs, nowMs: this.nowMs }, this.options.settings);
-    if (problem !== null) this.declareBackupOutOfSync(problem);
-  }
-
-  private declareBackupOutOfSync(reason: string): void {
-    if (this.backup.mode === "outOfSync") return;
-    this.event("backupOutOfSync", { reason, acked: this.backup.ackedIndex, last: this.lastIndex });
-    this.backup = { ...freshTracker(), mode: "outOfSync", lastContactMs: this.backup.lastContactMs };
-    this.copy.close();
-    this.syncGen += 1;
-    this.log = [];
-    // requireBackup stays until the arbiter confirms it recorded "out of sync".
-    this.maybeRenew();
+    if (this.feed.acked(request.syncGen, request.lastIndex, answer)) this.advanceCommit();
   }
 
   private maybeRenew(): void {
     if (this.role !== "primary" || this.options.arbiterId === null) return;
-    const wantInSync = this.backup.mode === "inSync";
+    const wantInSync = this.feed.backup.mode === "inSync";
     // Renewals overlap: one lost must not cost the lease while the next waits for its timeout
     // (peerTimeoutMs, longer than the lease). The arbiter orders the reports by `seq`, and a late
     // answer cannot make us believe an older record (see onRenewAnswer). At most
@@ -454,7 +374,7 @@ export class LockReplica {
       ref,
       to: this.options.arbiterId,
       request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync, seq, ...this.record.asks(),
-        ...(wantInSync && this.backup.incarnation !== undefined ? { backupIncarnation: this.backup.incarnation } : {}) },
+        ...(wantInSync && this.feed.backup.incarnation !== undefined ? { backupIncarnation: this.feed.backup.incarnation } : {}) },
     });
   }
 
@@ -478,8 +398,8 @@ export class LockReplica {
     if (!request.backupInSync && this.inSyncReportSeq > seq) return;
     this.renewAnsweredSeq = seq;
     this.arbiterInSync = request.backupInSync!;
-    const mode = this.backup.mode;
-    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.copy.copying)) {
+    const mode = this.feed.backup.mode;
+    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.feed.copying)) {
       // The arbiter will not promote the backup now: changes may commit without it (also while
       // it loads a copy: advanceSync turns the requirement on again at its first ack).
       this.requireBackup = false;
@@ -493,7 +413,7 @@ export class LockReplica {
   }
 
   private advanceCommit(): void {
-    const acked = this.requireBackup ? Math.min(this.backup.ackedIndex, this.lastIndex) : this.lastIndex;
+    const acked = this.requireBackup ? Math.min(this.feed.backup.ackedIndex, this.lastIndex) : this.lastIndex;
     // Two more gates: the arbiter's record covers the answer, and our own disk has the entry.
     const commitTo = this.disk.commitLimit(this.record.commitLimit(acked));
     if (commitTo <= this.commitIndex) return;
@@ -509,27 +429,13 @@ export class LockReplica {
   }
 
   private onSyncRequest(message: Extract<PeerMessage, { type: "syncRequest" }>): PeerMessage {
-    const refusal = this.refuseSync(message);
-    if (refusal) return refusal;
-    // A new request replaces a running copy. From here the backup gets every entry after the
-    // cut; it counts as having the copy only once it acks an append of this generation.
-    const { start, items } = this.copy.start(this.machine!);
-    this.syncGen += 1;
-    // Committed entries are all in the copy if nothing commits without the backup now.
-    this.backup = copyingTracker(start.appliedIndex, this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY, this.nowMs, message.incarnation);
-    this.log = [];
-    this.event("backupSyncing", { index: start.appliedIndex, syncGen: this.syncGen, items });
-    return { type: "syncStart", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, start };
+    return this.refuseSync(message) ?? this.feed.startCopy(this.machine!, message.incarnation);
   }
 
   private onSyncNext(message: Extract<PeerMessage, { type: "syncNext" }>): PeerMessage {
     const refusal = this.refuseSync(message);
     if (refusal) return refusal;
-    const next = message.syncGen === this.syncGen ? this.copy.next(message.position) : null;
-    if (next === null) return this.nack(`no copy ${message.syncGen} at ${message.position}`);
-    this.backup.lastContactMs = this.nowMs;
-    if (next.progress) this.backup.sinceMs = this.nowMs;
-    return { type: "syncChunk", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, chunk: next.chunk };
+    return this.feed.nextChunk(message) ?? this.nack(`no copy ${message.syncGen} at ${message.position}`);
   }
 
   private refuseSync(message: { epoch: number }): PeerMessage | null {
@@ -673,16 +579,13 @@ export class LockReplica {
     this.lastIndex = machine.appliedIndex;
     this.commitIndex = machine.appliedIndex;
     this.pending = [];
-    this.log = [];
-    this.copy.close();
+    this.feed.restart();
     this.puller.drop();
-    this.syncGen += 1;
     // Continue the log's time base from where the last entry left it.
     this.timeOffsetMs = machine.lastAtMs - this.nowMs;
     this.requireBackup = false;
     this.arbiterInSync = false;
     this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
-    this.backup = freshTracker();
     this.lastRenewMs = this.nowMs;
     this.renewSeq = 0;
     this.renewAnsweredSeq = 0;
@@ -695,7 +598,7 @@ export class LockReplica {
   private stepDown(epoch: number, primary: string | null, reason: string): void {
     this.event("steppedDown", { from: this.role, epoch, primary, reason });
     this.refuseHeldBack(epoch, primary);
-    this.copy.close();
+    this.feed.closeCopy();
     if (primary !== null && primary !== this.options.nodeId) {
       this.followPrimary(Math.max(epoch, this.epoch), primary, reason);
     } else {
@@ -740,9 +643,7 @@ export class LockReplica {
     this.arbiterLeaseUntilMs = Number.NEGATIVE_INFINITY;
     this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
     this.requireBackup = false;
-    this.log = [];
-    this.copy.close();
-    this.backup = freshTracker();
+    this.feed.stop();
     this.lastHeardMs = this.nowMs;
     // Our copy may hold changes the new primary never committed: start over from its snapshot.
     if (!sameCopy) {
@@ -848,9 +749,9 @@ export class LockReplica {
       backup: this.role === "primary" && this.options.peerId !== null
         ? {
           id: this.options.peerId,
-          mode: this.backup.mode,
-          ackedIndex: this.backup.ackedIndex,
-          lagEntries: this.lastIndex - this.backup.ackedIndex,
+          mode: this.feed.backup.mode,
+          ackedIndex: this.feed.backup.ackedIndex,
+          lagEntries: this.lastIndex - this.feed.backup.ackedIndex,
           arbiterRecordedInSync: this.arbiterInSync,
         }
         : null,
@@ -859,7 +760,7 @@ export class LockReplica {
       hasState: this.machine !== null,
       lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
       arbiterRecord: this.role === "primary" && this.options.arbiterId !== null
-        ? { ...this.record.status(), reportSeq: this.renewSeq, backupInSync: this.backup.mode === "inSync", backupIncarnation: this.backup.incarnation ?? null }
+        ? { ...this.record.status(), reportSeq: this.renewSeq, backupInSync: this.feed.backup.mode === "inSync", backupIncarnation: this.feed.backup.incarnation ?? null }
         : null,
     };
   }
