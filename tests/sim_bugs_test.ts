@@ -14,6 +14,7 @@ import { ViewCore } from "../lib/core/ring/view.ts";
 import { ViewAttempts } from "../lib/core/ring/view_attempt.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import { BackupFeed } from "../lib/core/lock/backup_feed.ts";
+import { PrimaryLease } from "../lib/core/lock/primary_lease.ts";
 import { CopySource } from "../lib/core/lock/table_copy.ts";
 import { DurableCopy } from "../lib/core/lock/durable_copy.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
@@ -528,9 +529,9 @@ test("bug: the API takes a leave by the holder's session whatever its token → 
 test("bug: the primary serves on the arbiter's lease alone (the backup's promise ignored) → failover.serves-through-one-fault", { timeout: 120_000 }, () => {
   const CHECKERS = ["failover.serves-through-one-fault"];
   // The lease as before issue 10: an arbiter fault stops the service.
-  const found = huntInjected(replica, "leaseUntilMs", () =>
+  const found = huntInjected(PrimaryLease.prototype as unknown as Proto, "untilMs", () =>
     function (this: Proto) {
-      return this.arbiterLeaseUntilMs;
+      return this.arbiterUntilMs;
     }, { kinds: ["failover"] }, 100, CHECKERS);
   expectCaught("lease from the arbiter only", found, CHECKERS);
 });
@@ -546,14 +547,15 @@ const OVERLAP_SPEC = { kinds: ["failover"], safetyMs: 120_000, healMs: 10_000, f
 
 test("bug: overlapping renewals: an 'alone' answer is taken while a newer report said 'in sync' → the primary commits alone", { timeout: 300_000 }, () => {
   const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives"];
-  // onRenewAnswer without the guard: a late "alone" answer lets the primary commit without the
-  // backup while the arbiter's newest record says the backup is in sync (it may be promoted).
-  const found = huntInjected(replica, "onRenewAnswer", (original) =>
-    function (this: Proto, request: Proto, reply: Proto) {
+  // The renewal answer taken without the guard (PrimaryLease.answered): a late "alone" answer lets
+  // the primary commit without the backup while the arbiter's newest record says the backup is
+  // in sync (it may be promoted).
+  const found = huntInjected(PrimaryLease.prototype as unknown as Proto, "answered", (original) =>
+    function (this: Proto, seq: number, inSync: boolean) {
       const saved = this.inSyncReportSeq;
       this.inSyncReportSeq = 0;
       try {
-        return original.call(this, request, reply);
+        return original.call(this, seq, inSync);
       } finally {
         this.inSyncReportSeq = saved;
       }

@@ -30,6 +30,7 @@ import { DurableCopy, type RestoredCopy, restoredCopyFor, restoredTableFor, rest
 import type { Command, Output } from "./lock_table.ts";
 import { CopyPuller } from "./resync.ts";
 import { BackupFeed } from "./backup_feed.ts";
+import { PrimaryLease, remainingMs } from "./primary_lease.ts";
 import { type ClientAnswer, emptyReady, type PeerMessage, type Ready, type ReplicaOptions, type ReplicaStatus, type Role, toAnswer } from "./replica_io.ts";
 
 export type { BackupMode, ClientAnswer, Outbound, PeerMessage, Ready, ReplicaOptions, ReplicaSettings, ReplicaStatus, Role } from "./replica_io.ts";
@@ -69,15 +70,9 @@ export class LockReplica {
   private lastIndex = 0;
   private commitIndex = 0;
   private timeOffsetMs = 0;
-  /** End of the arbiter's lease and of the backup's, on this clock, less the safety margin. */
-  private arbiterLeaseUntilMs = Number.NEGATIVE_INFINITY;
-  private backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
+  /** The lease and the renewals that keep it (primary_lease.ts). */
+  private readonly lease: PrimaryLease;
   private requireBackup = false; // we told (or are telling) the arbiter the backup is in sync
-  private arbiterInSync = false; // what the arbiter last confirmed
-  private lastRenewMs = Number.NEGATIVE_INFINITY;
-  private renewSeq = 0; // orders our sync reports at the arbiter within the epoch
-  private renewAnsweredSeq = 0; // the report whose answer set arbiterInSync last
-  private inSyncReportSeq = 0; // the newest report that said "in sync"
   /** Replication to the backup: its log, appends, copies and the backup's state (backup_feed.ts). */
   private readonly feed: BackupFeed;
   /** What the arbiter's record must cover before a commit (tokens, TTLs; arbiter_record.ts). */
@@ -143,6 +138,7 @@ export class LockReplica {
       maybeRenew: () => this.maybeRenew(),
       event: (event, fields) => this.event(event, fields),
     });
+    this.lease = new PrimaryLease(options.settings);
     this.puller = new CopyPuller(options.nodeId, options.settings);
     this.restored = options.durable?.restored ?? null;
     this.disk = new DurableCopy(options.durable !== undefined, this.restored, options.incarnation);
@@ -155,7 +151,7 @@ export class LockReplica {
       const restored = this.restored?.machine;
       this.becomePrimary(1, restored ?? new LockMachine(options.newTable({ epoch: 1, tokenFloor: options.tokenFloor }), options.settings), "standalone", null);
       if (restored) this.append({ type: "restartLeases" }, undefined);
-      this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
+      this.lease.forever();
     }
   }
 
@@ -300,7 +296,7 @@ export class LockReplica {
 
   /** End of the lease on this server's clock: the later of the two, since one backer suffices. */
   leaseUntilMs(): number {
-    return Math.max(this.arbiterLeaseUntilMs, this.backupLeaseUntilMs);
+    return this.lease.untilMs();
   }
 
   private timeBaseMs(): number {
@@ -342,32 +338,18 @@ export class LockReplica {
     if (this.role !== "primary") return;
     if (answer.epoch > this.epoch) return this.stepDown(answer.epoch, answer.type === "nack" ? answer.primary : null, "peer has a newer epoch");
     if (answer.type !== "appendAck" || answer.epoch !== this.epoch) return;
-    // The backup's promise is a lease whatever the state of its copy: it cannot take over before
-    // it ends. Counted from our send (its receipt is later), never longer than configured.
-    if (answer.promiseMs > 0) {
-      const promiseMs = Math.min(answer.promiseMs, this.options.settings.backupLeaseMs);
-      this.backupLeaseUntilMs = Math.max(this.backupLeaseUntilMs, request.sentAtMs + promiseMs - this.options.settings.leaseSafetyMs);
-    }
+    // The backup's promise is a lease whatever the state of its copy: it cannot take over before it ends.
+    if (answer.promiseMs > 0) this.lease.backupPromised(request.sentAtMs, answer.promiseMs);
     if (this.feed.acked(request.syncGen, request.lastIndex, answer)) this.advanceCommit();
   }
 
   private maybeRenew(): void {
     if (this.role !== "primary" || this.options.arbiterId === null) return;
     const wantInSync = this.feed.backup.mode === "inSync";
-    // Renewals overlap: one lost must not cost the lease while the next waits for its timeout
-    // (peerTimeoutMs, longer than the lease). The arbiter orders the reports by `seq`, and a late
-    // answer cannot make us believe an older record (see onRenewAnswer). At most
-    // as many in flight as fit in one lease: older ones are lost or useless.
     const renewsInFlight = [...this.inFlight.values()].filter((r) => r.kind === "renew").length;
-    if (renewsInFlight >= Math.ceil(this.options.settings.primaryLeaseMs / this.options.settings.leaseRenewMs)) return;
-    const due = this.nowMs - this.lastRenewMs >= this.options.settings.leaseRenewMs;
-    // A changed word, or commits waiting for the record to cover them, go out sooner.
-    const changed = wantInSync !== this.arbiterInSync || this.record.waiting;
-    if (!due && !(changed && this.nowMs - this.lastRenewMs >= this.options.settings.claimRetryMs)) return;
+    if (!this.lease.renewalDue(this.nowMs, wantInSync, this.record.waiting, renewsInFlight)) return;
     if (wantInSync) this.requireBackup = true;
-    this.lastRenewMs = this.nowMs;
-    const seq = ++this.renewSeq;
-    if (wantInSync) this.inSyncReportSeq = seq;
+    const seq = this.lease.report(this.nowMs, wantInSync);
     const ref = this.request({ kind: "renew", sentAtMs: this.nowMs, backupInSync: wantInSync, seq });
     this.out.send.push({
       kind: "arbiter",
@@ -386,30 +368,19 @@ export class LockReplica {
     if (reply.type !== "lease" || reply.epoch !== this.epoch || reply.primary !== this.options.nodeId) {
       return this.stepDown(reply.epoch, reply.primary, reply.type === "refused" ? reply.reason : "arbiter names another primary");
     }
-    this.extendLease(request.sentAtMs, reply.leaseMs);
+    this.lease.arbiterGranted(request.sentAtMs, reply.leaseMs);
     this.record.covered(reply);
     if (this.serving()) for (const held of this.record.takeCovered(this.machine!.table)) this.append(held.command, held.requestId, held.clientRef);
     this.advanceCommit();
-    // The arbiter records the newest report it received, which may be one sent after this one.
-    // So "alone" is certain only when no report sent after this one said "in sync"; "in sync"
-    // is always taken (it only holds commits back). Answers older than one taken change nothing.
-    const seq = request.seq!;
-    if (seq < this.renewAnsweredSeq) return;
-    if (!request.backupInSync && this.inSyncReportSeq > seq) return;
-    this.renewAnsweredSeq = seq;
-    this.arbiterInSync = request.backupInSync!;
+    // Only an answer that may change what we believe the arbiter recorded (primary_lease.ts).
+    if (!this.lease.answered(request.seq!, request.backupInSync!)) return;
     const mode = this.feed.backup.mode;
-    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.feed.copying)) {
+    if (!this.lease.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.feed.copying)) {
       // The arbiter will not promote the backup now: changes may commit without it (also while
       // it loads a copy: advanceSync turns the requirement on again at its first ack).
       this.requireBackup = false;
       this.advanceCommit();
     }
-  }
-
-  private extendLease(sentAtMs: number, leaseMs: number): void {
-    const until = sentAtMs + leaseMs - this.options.settings.leaseSafetyMs;
-    this.arbiterLeaseUntilMs = Math.max(this.arbiterLeaseUntilMs, until);
   }
 
   private advanceCommit(): void {
@@ -549,7 +520,7 @@ export class LockReplica {
       const tokenFloor = freshTokenFloor(reply, this.options.tokenFloor);
       const machine = copy ?? restored ?? new LockMachine(this.options.newTable({ epoch: reply.epoch, tokenFloor }), this.options.settings);
       this.becomePrimary(reply.epoch, machine, how, reply);
-      this.extendLease(request.sentAtMs, reply.leaseMs);
+      this.lease.arbiterGranted(request.sentAtMs, reply.leaseMs);
       if (how !== "fresh") this.append({ type: "restartLeases" }, undefined);
       // After a lost table: no grant until its sessions ended on their clients' clocks, counted
       // from our claim's send (after its last answer), in the log's time base.
@@ -584,12 +555,7 @@ export class LockReplica {
     // Continue the log's time base from where the last entry left it.
     this.timeOffsetMs = machine.lastAtMs - this.nowMs;
     this.requireBackup = false;
-    this.arbiterInSync = false;
-    this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
-    this.lastRenewMs = this.nowMs;
-    this.renewSeq = 0;
-    this.renewAnsweredSeq = 0;
-    this.inSyncReportSeq = 0;
+    this.lease.restart(this.nowMs);
     this.record.start(lease, machine.table);
     this.event("primary", { epoch, how, index: machine.appliedIndex });
   }
@@ -640,8 +606,7 @@ export class LockReplica {
     this.role = primary === null ? "joining" : "backup";
     this.epoch = Math.max(this.epoch, epoch);
     this.primary = primary;
-    this.arbiterLeaseUntilMs = Number.NEGATIVE_INFINITY;
-    this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
+    this.lease.drop();
     this.requireBackup = false;
     this.feed.stop();
     this.lastHeardMs = this.nowMs;
@@ -730,10 +695,6 @@ export class LockReplica {
     this.out.events.push({ event, fields });
   }
 
-  private remainingMs(untilMs: number): number {
-    return Math.max(0, Math.min(untilMs - this.nowMs, 1e9));
-  }
-
   /** What `status` shows of replication. */
   status(): ReplicaStatus {
     return {
@@ -741,18 +702,18 @@ export class LockReplica {
       epoch: this.epoch,
       primary: this.primary,
       serving: this.serving(),
-      leaseRemainingMs: this.role === "primary" ? this.remainingMs(this.leaseUntilMs()) : 0,
+      leaseRemainingMs: this.role === "primary" ? remainingMs(this.leaseUntilMs(), this.nowMs) : 0,
       leaseSupport: this.role === "primary"
-        ? { arbiterRemainingMs: this.remainingMs(this.arbiterLeaseUntilMs), backupRemainingMs: this.remainingMs(this.backupLeaseUntilMs) }
+        ? this.lease.support(this.nowMs)
         : null,
-      promisedRemainingMs: this.remainingMs(this.promisedUntilMs),
+      promisedRemainingMs: remainingMs(this.promisedUntilMs, this.nowMs),
       backup: this.role === "primary" && this.options.peerId !== null
         ? {
           id: this.options.peerId,
           mode: this.feed.backup.mode,
           ackedIndex: this.feed.backup.ackedIndex,
           lagEntries: this.lastIndex - this.feed.backup.ackedIndex,
-          arbiterRecordedInSync: this.arbiterInSync,
+          arbiterRecordedInSync: this.lease.arbiterInSync,
         }
         : null,
       lastIndex: this.role === "primary" ? this.lastIndex : this.machine?.appliedIndex ?? 0,
@@ -760,7 +721,7 @@ export class LockReplica {
       hasState: this.machine !== null,
       lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
       arbiterRecord: this.role === "primary" && this.options.arbiterId !== null
-        ? { ...this.record.status(), reportSeq: this.renewSeq, backupInSync: this.feed.backup.mode === "inSync", backupIncarnation: this.feed.backup.incarnation ?? null }
+        ? { ...this.record.status(), reportSeq: this.lease.reportSeq, backupInSync: this.feed.backup.mode === "inSync", backupIncarnation: this.feed.backup.incarnation ?? null }
         : null,
     };
   }
