@@ -31,6 +31,7 @@ import type { Command, Output } from "./lock_table.ts";
 import { CopyPuller } from "./resync.ts";
 import { BackupFeed } from "./backup_feed.ts";
 import { PrimaryLease, remainingMs } from "./primary_lease.ts";
+import { TakeoverGate } from "./takeover_gate.ts";
 import { type ClientAnswer, emptyReady, type PeerMessage, type Ready, type ReplicaOptions, type ReplicaStatus, type Role, toAnswer } from "./replica_io.ts";
 
 export type { BackupMode, ClientAnswer, Outbound, PeerMessage, Ready, ReplicaOptions, ReplicaSettings, ReplicaStatus, Role } from "./replica_io.ts";
@@ -80,31 +81,10 @@ export class LockReplica {
 
   // Backup and joining state.
   private lastHeardMs = 0;
-  private lastClaimMs = Number.NEGATIVE_INFINITY;
   /** Our copy's generation, and the new copy being loaded (the old one stays until it is complete). */
   private readonly puller: CopyPuller;
-  /** Our last promise to a primary not to take over ends here (this clock); we never serve before. */
-  private promisedUntilMs = Number.NEGATIVE_INFINITY;
-  /**
-   * The highest epoch the arbiter told this process of, since it started (0: none yet). A
-   * restarted server forgot which epochs exist: a primary it hears may be one the arbiter has
-   * replaced (by this very server, before its crash). It promises nothing until the arbiter has
-   * told it the current epoch, and it asks (`whois`) until then.
-   */
-  private arbiterEpoch = 0;
-  private lastWhoisMs = Number.NEGATIVE_INFINITY;
-  /**
-   * The epoch whose copy this process last claimed a takeover with (-1: none). The arbiter may
-   * name us primary of the next epoch, its answer lost: then that copy is the recorded state.
-   * Any other copy (one synced after a restart, from a primary the arbiter may have replaced)
-   * is not, and never becomes a primary's table.
-   */
-  private takeoverClaimEpoch = -1;
-  /**
-   * No takeover before this: promises given before a restart lived in memory and are forgotten,
-   * so a fresh process assumes it gave one just now.
-   */
-  private readonly takeoverNotBeforeMs: number;
+  /** Our promises to the primary, the epoch the arbiter confirmed, our claims (takeover_gate.ts). */
+  private readonly gate: TakeoverGate;
 
   /** What the durable log holds, and the commit gate on it (durable_copy.ts). */
   private readonly disk: DurableCopy;
@@ -118,7 +98,7 @@ export class LockReplica {
 
   constructor(private readonly options: ReplicaOptions, nowMs: number) {
     this.nowMs = nowMs;
-    this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
+    this.gate = new TakeoverGate(options.settings, nowMs);
     this.record = new RecordCover(options.settings);
     this.feed = new BackupFeed(options.nodeId, options.peerId, options.settings, {
       nowMs: () => this.nowMs,
@@ -174,7 +154,7 @@ export class LockReplica {
   tick(nowMs: number): void {
     this.advance(nowMs);
     // With a backup's restored copy, ask the epoch first: a claim without state could start afresh.
-    if (this.role === "joining") return this.restored && this.arbiterEpoch === 0 ? this.maybeWhois() : this.maybeClaim();
+    if (this.role === "joining") return this.restored && !this.gate.epochConfirmed ? this.maybeWhois() : this.maybeClaim();
     if (this.role === "backup") return this.tickBackup();
     this.tickPrimary();
   }
@@ -233,7 +213,7 @@ export class LockReplica {
     }
     this.inFlight.delete(ref);
     if (request.kind === "renew" || request.kind === "claim" || request.kind === "whois") {
-      this.arbiterEpoch = Math.max(this.arbiterEpoch, (answer as ArbiterReply).epoch);
+      this.gate.heardEpoch((answer as ArbiterReply).epoch);
     }
     switch (request.kind) {
       case "append":
@@ -286,12 +266,12 @@ export class LockReplica {
    * it gave as a backup.
    */
   servingAt(nowMs: number): boolean {
-    return this.role === "primary" && nowMs < this.leaseUntilMs() && nowMs >= this.promisedUntilMs;
+    return this.role === "primary" && nowMs < this.leaseUntilMs() && !this.gate.promisedAt(nowMs);
   }
 
-  /** Whether the arbiter has told this process the current epoch since it started (see arbiterEpoch). */
+  /** Whether the arbiter has told this process the current epoch since it started (takeover_gate.ts). */
   epochConfirmed(): boolean {
-    return this.options.arbiterId === null || this.arbiterEpoch > 0;
+    return this.options.arbiterId === null || this.gate.epochConfirmed;
   }
 
   /** End of the lease on this server's clock: the later of the two, since one backer suffices. */
@@ -487,14 +467,9 @@ export class LockReplica {
     const hasState = this.machine !== null;
     const arbiter = this.options.arbiterId;
     if (arbiter === null) return;
-    // A takeover (with our copy) waits until no promise of ours, this process's or a previous
-    // one's, still lets the old primary serve.
-    if (hasState && this.nowMs < Math.max(this.promisedUntilMs, this.takeoverNotBeforeMs)) return;
-    if ([...this.inFlight.values()].some((r) => r.kind === "claim")) return;
-    if (this.nowMs - this.lastClaimMs < this.options.settings.claimRetryMs) return;
-    this.lastClaimMs = this.nowMs;
+    if (!this.gate.claimDue(this.nowMs, hasState, this.hasInFlight("claim"))) return;
     const ref = this.request({ kind: "claim", sentAtMs: this.nowMs, hasState });
-    if (hasState) this.takeoverClaimEpoch = this.epoch;
+    this.gate.claimSent(this.nowMs, hasState ? this.epoch : null);
     this.out.send.push({
       kind: "arbiter",
       ref,
@@ -590,8 +565,9 @@ export class LockReplica {
       // that primary before a restart, and our table died with it: a copy we hold now came from
       // elsewhere and is not it (claim without state; the arbiter decides).
       const taken = restoredTakeoverCopy(this.restored, this.options.nodeId, epoch);
-      if (taken) [this.machine, this.takeoverClaimEpoch, this.restored] = [taken, epoch - 1, null];
-      if (this.takeoverClaimEpoch !== epoch - 1) this.machine = null;
+      if (taken) [this.machine, this.restored] = [taken, null];
+      if (taken) this.gate.claimedWith(epoch - 1);
+      if (!this.gate.tookOverWith(epoch - 1)) this.machine = null;
       this.role = "joining";
       this.epoch = Math.max(this.epoch, epoch);
       this.primary = null;
@@ -643,6 +619,10 @@ export class LockReplica {
     return ref;
   }
 
+  private hasInFlight(kind: InFlight["kind"]): boolean {
+    return [...this.inFlight.values()].some((r) => r.kind === kind);
+  }
+
   private answer(clientRef: number, answer: ClientAnswer): void {
     this.out.answers.push({ clientRef, answer });
   }
@@ -662,25 +642,17 @@ export class LockReplica {
     return { type: "nack", from: this.options.nodeId, epoch: this.epoch, primary: this.primary, reason };
   }
 
-  /**
-   * Acks an append of the primary we follow, promising not to take over for backupLeaseMs, but
-   * only once the arbiter has told this process that the epoch we follow is current (none
-   * newer): a promise to a replaced primary would let it serve beside the new one.
-   */
+  /** Acks an append of the primary we follow, with a promise not to take over if we may give one. */
   private ack(ok: boolean, appliedIndex: number): PeerMessage {
-    const mayPromise = this.arbiterEpoch > 0 && this.epoch >= this.arbiterEpoch;
-    const promiseMs = mayPromise ? this.options.settings.backupLeaseMs : 0;
-    if (mayPromise) this.promisedUntilMs = Math.max(this.promisedUntilMs, this.nowMs + promiseMs);
+    const promiseMs = this.gate.promise(this.nowMs, this.epoch);
     return { type: "appendAck", from: this.options.nodeId, epoch: this.epoch, ok, appliedIndex, promiseMs };
   }
 
   /** A backup that has not heard the current epoch from the arbiter since it started asks it. */
   private maybeWhois(): void {
     const arbiter = this.options.arbiterId;
-    if (arbiter === null || this.arbiterEpoch > 0) return;
-    if ([...this.inFlight.values()].some((r) => r.kind === "whois")) return;
-    if (this.nowMs - this.lastWhoisMs < this.options.settings.claimRetryMs) return;
-    this.lastWhoisMs = this.nowMs;
+    if (arbiter === null || !this.gate.whoisDue(this.nowMs, this.hasInFlight("whois"))) return;
+    this.gate.whoisSent(this.nowMs);
     const ref = this.request({ kind: "whois", sentAtMs: this.nowMs });
     this.out.send.push({ kind: "arbiter", ref, to: arbiter, request: { type: "whois", from: this.options.nodeId } });
   }
@@ -706,7 +678,7 @@ export class LockReplica {
       leaseSupport: this.role === "primary"
         ? this.lease.support(this.nowMs)
         : null,
-      promisedRemainingMs: remainingMs(this.promisedUntilMs, this.nowMs),
+      promisedRemainingMs: remainingMs(this.gate.promisedUntil(), this.nowMs),
       backup: this.role === "primary" && this.options.peerId !== null
         ? {
           id: this.options.peerId,
