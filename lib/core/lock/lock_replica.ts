@@ -28,7 +28,7 @@ import { requestIdProblem } from "./answered.ts";
 import { LockMachine, type LogEntry } from "./lock_machine.ts";
 import { DurableCopy, type RestoredCopy, restoredCopyFor, restoredTableFor, restoredTakeoverCopy } from "./durable_copy.ts";
 import type { Command, Output } from "./lock_table.ts";
-import { CopyPuller } from "./resync.ts";
+import { BackupCopy } from "./backup_copy.ts";
 import { BackupFeed } from "./backup_feed.ts";
 import { PrimaryLease, remainingMs } from "./primary_lease.ts";
 import { TakeoverGate } from "./takeover_gate.ts";
@@ -80,9 +80,8 @@ export class LockReplica {
   private readonly record: RecordCover;
 
   // Backup and joining state.
-  private lastHeardMs = 0;
-  /** Our copy's generation, and the new copy being loaded (the old one stays until it is complete). */
-  private readonly puller: CopyPuller;
+  /** The backup's copy: appends applied, new copies pulled, the primary last heard (backup_copy.ts). */
+  private readonly follower: BackupCopy;
   /** Our promises to the primary, the epoch the arbiter confirmed, our claims (takeover_gate.ts). */
   private readonly gate: TakeoverGate;
 
@@ -119,7 +118,21 @@ export class LockReplica {
       event: (event, fields) => this.event(event, fields),
     });
     this.lease = new PrimaryLease(options.settings);
-    this.puller = new CopyPuller(options.nodeId, options.settings);
+    this.follower = new BackupCopy(options.nodeId, options.settings, options.incarnation, {
+      nowMs: () => this.nowMs,
+      epoch: () => this.epoch,
+      primary: () => this.primary,
+      machine: () => this.machine,
+      install: (machine) => {
+        this.machine = machine;
+      },
+      sendSync: (to, message) => {
+        const ref = this.request({ kind: "sync", sentAtMs: this.nowMs });
+        this.out.send.push({ kind: "peer", ref, to, message });
+      },
+      beforeApply: (machine, entry) => this.disk.entry(machine, this.epoch, this.primary, entry, this.out.persist),
+      event: (event, fields) => this.event(event, fields),
+    });
     this.restored = options.durable?.restored ?? null;
     this.disk = new DurableCopy(options.durable !== undefined, this.restored, options.incarnation);
     // The restored copy's epoch existed: a late message of an older one must not make us drop it.
@@ -250,7 +263,7 @@ export class LockReplica {
     this.inFlight.delete(ref);
     // Resend everything not acked; the backup skips what it already has.
     if (request.kind === "append" && this.role === "primary") this.feed.appendLost(request.syncGen);
-    if (request.kind === "sync") this.puller.inFlight = false;
+    if (request.kind === "sync") this.follower.syncDone();
   }
 
   // ---- primary ----------------------------------------------------------------------------
@@ -404,62 +417,28 @@ export class LockReplica {
       // A primary of a newer epoch (or one we did not know): follow it, with a fresh copy.
       this.followPrimary(message.epoch, message.from, "append from a primary");
     }
-    this.lastHeardMs = this.nowMs;
-    const machine = this.machine;
-    if (!machine) {
-      this.requestSync();
-      return this.ack(false, 0);
-    }
-    if (message.syncGen > this.puller.generation) {
-      this.puller.noteGeneration(message.syncGen);
-      // The primary no longer counts our copy (we fell behind): ask for a new one, but keep the
-      // old one until it arrives. While the arbiter still counts us in sync, this copy holds
-      // every committed change, and it is what a takeover must start from.
-      if (!this.puller.inFlight && !this.puller.loading) this.event("copyStale", { syncGen: message.syncGen, had: this.puller.generation });
-      this.requestSync();
-      return this.ack(false, machine.appliedIndex);
-    }
-    for (const entry of message.entries) {
-      if (entry.index <= machine.appliedIndex) continue; // a resend
-      if (entry.index !== machine.appliedIndex + 1) return this.ack(false, machine.appliedIndex);
-      this.disk.entry(machine, this.epoch, this.primary, entry, this.out.persist);
-      machine.apply(entry);
-    }
-    return this.ack(true, machine.appliedIndex);
+    this.follower.heard();
+    const { ok, appliedIndex } = this.follower.append(message);
+    return this.ack(ok, appliedIndex);
   }
 
   private tickBackup(): void {
     const s = this.options.settings;
     this.maybeWhois();
-    if (!this.machine || this.puller.loading) this.requestSync(); // also a chunk request that failed
+    if (!this.machine || this.follower.loading) this.follower.requestSync(); // also a chunk request that failed
     // Also without a copy: a claim without state tells the arbiter this process's copy is gone
     // (the primary may be a restarted one waiting for it; arbiter.ts, backupCopyLost).
-    if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
-  }
-
-  /** Asks for a new copy, or for the next chunk of the one being loaded; one request at a time. */
-  private requestSync(): void {
-    if (this.puller.inFlight || this.primary === null) return;
-    const ref = this.request({ kind: "sync", sentAtMs: this.nowMs });
-    this.out.send.push({ kind: "peer", ref, to: this.primary, message: this.puller.request(this.epoch, this.options.incarnation) });
+    if (this.nowMs - this.follower.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
   }
 
   private onSyncAnswer(answer: PeerMessage): void {
-    this.puller.inFlight = false;
+    this.follower.syncDone();
     if (this.role !== "backup") return;
     if (answer.epoch > this.epoch) {
       // A copy of a newer epoch comes from its primary; a nack names the primary it knows.
       return this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : answer.from, "newer epoch");
     }
-    // A late answer to an earlier request (two were in flight across a role change) must not
-    // start loading a copy older than the one we hold (seed 21 rolled the copy back).
-    if (this.machine !== null && answer.type === "syncStart" && answer.syncGen <= this.puller.generation) return;
-    const step = this.puller.take(answer, answer.epoch === this.epoch && answer.from === this.primary);
-    if (step === "next") return this.requestSync(); // pull the next chunk at once
-    if (step === "stop") return;
-    this.machine = step;
-    this.lastHeardMs = this.nowMs;
-    this.event("synced", { index: step.appliedIndex, primary: this.primary, syncGen: this.puller.generation });
+    this.follower.answered(answer);
   }
 
   /** Asks the arbiter to serve: with our copy if we have one (takeover), else as a fresh start. */
@@ -526,7 +505,7 @@ export class LockReplica {
     this.commitIndex = machine.appliedIndex;
     this.pending = [];
     this.feed.restart();
-    this.puller.drop();
+    this.follower.drop();
     // Continue the log's time base from where the last entry left it.
     this.timeOffsetMs = machine.lastAtMs - this.nowMs;
     this.requireBackup = false;
@@ -547,7 +526,7 @@ export class LockReplica {
       this.epoch = Math.max(epoch, this.epoch);
       this.primary = primary;
       this.machine = null;
-      this.puller.drop();
+      this.follower.drop();
     }
   }
 
@@ -585,13 +564,12 @@ export class LockReplica {
     this.lease.drop();
     this.requireBackup = false;
     this.feed.stop();
-    this.lastHeardMs = this.nowMs;
+    this.follower.heard();
     // Our copy may hold changes the new primary never committed: start over from its snapshot.
     if (!sameCopy) {
       // A durable copy recorded under this very view is kept (durable_copy.ts); it syncs anew.
       this.machine = restoredCopyFor(this.restored, this.epoch, primary);
-      this.puller.drop();
-      this.puller.inFlight = false;
+      this.follower.restart();
     }
     this.restored = null;
     this.event("backup", { epoch: this.epoch, primary, reason });
@@ -691,7 +669,7 @@ export class LockReplica {
       lastIndex: this.role === "primary" ? this.lastIndex : this.machine?.appliedIndex ?? 0,
       commitIndex: this.role === "primary" ? this.commitIndex : this.machine?.appliedIndex ?? 0,
       hasState: this.machine !== null,
-      lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
+      lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.follower.lastHeardMs : null,
       arbiterRecord: this.role === "primary" && this.options.arbiterId !== null
         ? { ...this.record.status(), reportSeq: this.lease.reportSeq, backupInSync: this.feed.backup.mode === "inSync", backupIncarnation: this.feed.backup.incarnation ?? null }
         : null,
