@@ -20,6 +20,10 @@
  *   again from the primary: a snapshot plus what follows.
  * - Times in the log are the primary's; a new primary continues that time base, and restarts
  *   every session lease at takeover.
+ *
+ * Parts, each owning its own state: backup_feed.ts (the primary's replication to its backup),
+ * primary_lease.ts (the lease and its renewals), takeover_gate.ts (a backup's promises and
+ * claims), backup_copy.ts (a backup's copy), replica_io.ts (messages, outputs, settings).
  */
 import type { ArbiterReply } from "../arbiter/arbiter.ts";
 import { freshGraceMs, freshTokenFloor, RecordCover } from "./arbiter_record.ts";
@@ -370,7 +374,7 @@ export class LockReplica {
     const mode = this.feed.backup.mode;
     if (!this.lease.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.feed.copying)) {
       // The arbiter will not promote the backup now: changes may commit without it (also while
-      // it loads a copy: advanceSync turns the requirement on again at its first ack).
+      // it loads a copy: BackupFeed.advanceSync turns the requirement on again at its first ack).
       this.requireBackup = false;
       this.advanceCommit();
     }
