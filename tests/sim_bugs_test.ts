@@ -13,6 +13,8 @@ import { RingReplica } from "../lib/core/ring/ring_replica.ts";
 import { ViewCore } from "../lib/core/ring/view.ts";
 import { ViewAttempts } from "../lib/core/ring/view_attempt.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
+import { BackupFeed } from "../lib/core/lock/backup_feed.ts";
+import { PrimaryLease } from "../lib/core/lock/primary_lease.ts";
 import { CopySource } from "../lib/core/lock/table_copy.ts";
 import { DurableCopy } from "../lib/core/lock/durable_copy.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
@@ -300,14 +302,13 @@ test("bug: a primary does not step down when it sees a higher epoch → failover
 test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake the resend point → 'entry N missing'", { timeout: 120_000 }, () => {
   const CHECKERS = ["core.assertion"];
   // pump() before the fix: without `b.sentIndex = Math.max(b.sentIndex, this.resendFrom())`.
-  const found = huntInjected(replica, "pump", () =>
+  const found = huntInjected(BackupFeed.prototype as unknown as Proto, "pump", () =>
     function (this: Proto) {
-      const peer = this.options.peerId;
-      if (peer === null || this.role !== "primary") return;
-      const s = this.options.settings;
-      const b = this.backup;
+      if (this.peerId === null) return;
+      const s = this.settings;
+      const b = this.tracker;
       const replicating = b.mode === "syncing" || b.mode === "inSync";
-      while (replicating && this.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.lastIndex) {
+      while (replicating && this.host.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.host.lastIndex()) {
         const from = b.sentIndex + 1;
         const offset = from - (this.log[0]?.index ?? from);
         if (!(offset >= 0 && offset < this.log.length)) {
@@ -317,7 +318,7 @@ test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake th
         }
         this.sendAppend(this.log.slice(offset, offset + s.replicationBatchMax));
       }
-      if (this.appendsInFlight() === 0 && this.nowMs - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
+      if (this.host.appendsInFlight() === 0 && this.host.nowMs() - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
     }, FAILOVER_ONLY, 100, CHECKERS);
   expectCaught("resend point overtaken (pre-2a1f52e pump)", found, CHECKERS);
   assert.match(found!.message, /missing from the replication log/);
@@ -528,9 +529,9 @@ test("bug: the API takes a leave by the holder's session whatever its token → 
 test("bug: the primary serves on the arbiter's lease alone (the backup's promise ignored) → failover.serves-through-one-fault", { timeout: 120_000 }, () => {
   const CHECKERS = ["failover.serves-through-one-fault"];
   // The lease as before issue 10: an arbiter fault stops the service.
-  const found = huntInjected(replica, "leaseUntilMs", () =>
+  const found = huntInjected(PrimaryLease.prototype as unknown as Proto, "untilMs", () =>
     function (this: Proto) {
-      return this.arbiterLeaseUntilMs;
+      return this.arbiterUntilMs;
     }, { kinds: ["failover"] }, 100, CHECKERS);
   expectCaught("lease from the arbiter only", found, CHECKERS);
 });
@@ -546,14 +547,15 @@ const OVERLAP_SPEC = { kinds: ["failover"], safetyMs: 120_000, healMs: 10_000, f
 
 test("bug: overlapping renewals: an 'alone' answer is taken while a newer report said 'in sync' → the primary commits alone", { timeout: 300_000 }, () => {
   const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives"];
-  // onRenewAnswer without the guard: a late "alone" answer lets the primary commit without the
-  // backup while the arbiter's newest record says the backup is in sync (it may be promoted).
-  const found = huntInjected(replica, "onRenewAnswer", (original) =>
-    function (this: Proto, request: Proto, reply: Proto) {
+  // The renewal answer taken without the guard (PrimaryLease.answered): a late "alone" answer lets
+  // the primary commit without the backup while the arbiter's newest record says the backup is
+  // in sync (it may be promoted).
+  const found = huntInjected(PrimaryLease.prototype as unknown as Proto, "answered", (original) =>
+    function (this: Proto, seq: number, inSync: boolean) {
       const saved = this.inSyncReportSeq;
       this.inSyncReportSeq = 0;
       try {
-        return original.call(this, request, reply);
+        return original.call(this, seq, inSync);
       } finally {
         this.inSyncReportSeq = saved;
       }

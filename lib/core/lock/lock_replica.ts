@@ -20,110 +20,27 @@
  *   again from the primary: a snapshot plus what follows.
  * - Times in the log are the primary's; a new primary continues that time base, and restarts
  *   every session lease at takeover.
+ *
+ * Parts, each owning its own state: backup_feed.ts (the primary's replication to its backup),
+ * primary_lease.ts (the lease and its renewals), takeover_gate.ts (a backup's promises and
+ * claims), backup_copy.ts (a backup's copy), replica_io.ts (messages, outputs, settings).
  */
-import { type ArbiterReply, type ArbiterRequest } from "../arbiter/arbiter.ts";
-import { freshGraceMs, freshTokenFloor, type PrimaryRecordView, RecordCover } from "./arbiter_record.ts";
+import type { ArbiterReply } from "../arbiter/arbiter.ts";
+import { freshGraceMs, freshTokenFloor, RecordCover } from "./arbiter_record.ts";
 import { assert, assertNever } from "../assert.ts";
 import { requestIdProblem } from "./answered.ts";
 import { LockMachine, type LogEntry } from "./lock_machine.ts";
-import { DurableCopy, type PersistRecord, type RestoredCopy, restoredCopyFor, restoredTableFor, restoredTakeoverCopy } from "./durable_copy.ts";
-import type { Command, Effect, LockTable, LockTableLimits, Output } from "./lock_table.ts";
-import type { CopyChunk, CopyStart } from "./table_copy.ts";
-import { type BackupMode, backupProblem, type BackupTracker, copyingTracker, CopyPuller, CopyServer, freshTracker, mayRequireBackup } from "./resync.ts";
-import type { Settings } from "../../settings.ts";
+import { DurableCopy, type RestoredCopy, restoredCopyFor, restoredTableFor, restoredTakeoverCopy } from "./durable_copy.ts";
+import type { Command, Output } from "./lock_table.ts";
+import { BackupCopy } from "./backup_copy.ts";
+import { BackupFeed } from "./backup_feed.ts";
+import { PrimaryLease, remainingMs } from "./primary_lease.ts";
+import { TakeoverGate } from "./takeover_gate.ts";
+import { type ClientAnswer, emptyReady, type PeerMessage, type Ready, type ReplicaOptions, type ReplicaStatus, type Role, toAnswer } from "./replica_io.ts";
 
-export type Role = "joining" | "primary" | "backup";
-export type { BackupMode };
+export type { BackupMode, ClientAnswer, Outbound, PeerMessage, Ready, ReplicaOptions, ReplicaSettings, ReplicaStatus, Role } from "./replica_io.ts";
 
-export type PeerMessage =
-  /**
-   * Entries (or none: a heartbeat). `syncGen` names the primary's current copy for this backup:
-   * a backup whose snapshot is of an older generation throws its copy away and syncs again.
-   */
-  | { type: "append"; from: string; epoch: number; syncGen: number; entries: LogEntry[] }
-  /**
-   * `promiseMs`: the backup will not take over for this long from its receipt of the append (0:
-   * no promise). The primary counts it from the append's send time: a lease on serving.
-   */
-  | { type: "appendAck"; from: string; epoch: number; ok: boolean; appliedIndex: number; promiseMs: number }
-  /**
-   * A backup without a current copy asks for one; the answer starts a new stream (table_copy.ts).
-   * `incarnation`: the asking process's id, which the primary's in-sync report names to the arbiter.
-   */
-  | { type: "syncRequest"; from: string; epoch: number; incarnation?: string }
-  | { type: "syncStart"; from: string; epoch: number; syncGen: number; start: CopyStart }
-  /** The backup pulls the copy of `syncGen` one chunk at a time, from `position` on. */
-  | { type: "syncNext"; from: string; epoch: number; syncGen: number; position: number }
-  | { type: "syncChunk"; from: string; epoch: number; syncGen: number; chunk: CopyChunk }
-  /** Refusal from a server in another epoch or role; carries what it knows. */
-  | { type: "nack"; from: string; epoch: number; primary: string | null; reason: string };
 
-export type Outbound =
-  | { kind: "peer"; ref: number; to: string; message: PeerMessage }
-  | { kind: "arbiter"; ref: number; to: string; request: ArbiterRequest };
-
-export type ClientAnswer =
-  | { ok: true; result: Extract<Output["result"], { ok: true }> }
-  | { ok: false; code: "not_primary"; message: string; epoch: number; primary: string | null }
-  | { ok: false; code: Exclude<import("../../wire/errors.ts").ErrorCode, "not_primary">; message: string };
-
-export interface Ready {
-  send: Outbound[];
-  answers: Array<{ clientRef: number; answer: ClientAnswer }>;
-  /** Effects of committed entries, in log order (grants to wake long-polls, expiries to log). */
-  effects: Effect[];
-  /** Role changes and other facts worth a log line. */
-  events: Array<{ event: string; fields: Record<string, unknown> }>;
-  /** With a durable log: what to write, in order (durable_copy.ts); the driver answers with `durable`. */
-  persist: PersistRecord[];
-}
-
-export type ReplicaSettings = Pick<
-  Settings,
-  | "primaryLeaseMs"
-  | "backupLeaseMs"
-  | "leaseRenewMs"
-  | "leaseSafetyMs"
-  | "primarySilenceMs"
-  | "claimRetryMs"
-  | "heartbeatMs"
-  | "replicationTimeoutMs"
-  | "peerTimeoutMs"
-  | "replicationBatchMax"
-  | "replicationPipelineMax"
-  | "replicationLogMax"
-  | "answeredMax"
-  | "tokenCeilingStep"
-  | "sessionTtlMs"
-  | "syncChunkItemsMax"
-  | "syncChunkBytesMax"
-  | "syncProgressTimeoutMs"
-  | "answeredBytesMax"
-> & LockTableLimits;
-
-export interface ReplicaOptions {
-  nodeId: string;
-  /** The other lock server, if the cluster has one. */
-  peerId: string | null;
-  /** The arbiter; without one the server is a standalone primary (no failover). */
-  arbiterId: string | null;
-  settings: ReplicaSettings;
-  /**
-   * A fresh, empty table for `epoch`, its tokens above `tokenFloor`. Its session ids must differ
-   * from those of every earlier table of this process (an old client's keepalive must not find
-   * its id again): the driver's prefix plus the epoch.
-   */
-  newTable: (fresh: { epoch: number; tokenFloor: number }) => LockTable;
-  /** The driver's floor for a fresh table's tokens (above the wall clock in µs). */
-  tokenFloor: number;
-  /**
-   * This process's id, new at every start (the driver's session-id prefix is one). With a durable
-   * log, a restored copy is reported under the id stored with it (DurableCopy.reportedIncarnation).
-   */
-  incarnation?: string;
-  /** Keep a durable log (durable_copy.ts); `restored`: the copy it held at start. */
-  durable?: { restored: RestoredCopy | null };
-}
 
 interface Pending {
   index: number;
@@ -154,55 +71,23 @@ export class LockReplica {
   machine: LockMachine | null = null;
 
   // Primary state.
-  private log: LogEntry[] = []; // entries after backup.ackedIndex (kept to resend)
   private pending: Pending[] = []; // applied, not yet committed (answers held back)
   private lastIndex = 0;
   private commitIndex = 0;
   private timeOffsetMs = 0;
-  /** End of the arbiter's lease and of the backup's, on this clock, less the safety margin. */
-  private arbiterLeaseUntilMs = Number.NEGATIVE_INFINITY;
-  private backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
+  /** The lease and the renewals that keep it (primary_lease.ts). */
+  private readonly lease: PrimaryLease;
   private requireBackup = false; // we told (or are telling) the arbiter the backup is in sync
-  private arbiterInSync = false; // what the arbiter last confirmed
-  private lastRenewMs = Number.NEGATIVE_INFINITY;
-  private renewSeq = 0; // orders our sync reports at the arbiter within the epoch
-  private renewAnsweredSeq = 0; // the report whose answer set arbiterInSync last
-  private inSyncReportSeq = 0; // the newest report that said "in sync"
-  private backup: BackupTracker = freshTracker();
-  /** Generation of the copy the backup should have; bumped whenever it must sync again. */
-  private syncGen = 0;
+  /** Replication to the backup: its log, appends, copies and the backup's state (backup_feed.ts). */
+  private readonly feed: BackupFeed;
   /** What the arbiter's record must cover before a commit (tokens, TTLs; arbiter_record.ts). */
   private readonly record: RecordCover;
-  /** The copy streaming to the backup, until it acks an append of its generation. */
-  private readonly copy: CopyServer;
 
   // Backup and joining state.
-  private lastHeardMs = 0;
-  private lastClaimMs = Number.NEGATIVE_INFINITY;
-  /** Our copy's generation, and the new copy being loaded (the old one stays until it is complete). */
-  private readonly puller: CopyPuller;
-  /** Our last promise to a primary not to take over ends here (this clock); we never serve before. */
-  private promisedUntilMs = Number.NEGATIVE_INFINITY;
-  /**
-   * The highest epoch the arbiter told this process of, since it started (0: none yet). A
-   * restarted server forgot which epochs exist: a primary it hears may be one the arbiter has
-   * replaced (by this very server, before its crash). It promises nothing until the arbiter has
-   * told it the current epoch, and it asks (`whois`) until then.
-   */
-  private arbiterEpoch = 0;
-  private lastWhoisMs = Number.NEGATIVE_INFINITY;
-  /**
-   * The epoch whose copy this process last claimed a takeover with (-1: none). The arbiter may
-   * name us primary of the next epoch, its answer lost: then that copy is the recorded state.
-   * Any other copy (one synced after a restart, from a primary the arbiter may have replaced)
-   * is not, and never becomes a primary's table.
-   */
-  private takeoverClaimEpoch = -1;
-  /**
-   * No takeover before this: promises given before a restart lived in memory and are forgotten,
-   * so a fresh process assumes it gave one just now.
-   */
-  private readonly takeoverNotBeforeMs: number;
+  /** The backup's copy: appends applied, new copies pulled, the primary last heard (backup_copy.ts). */
+  private readonly follower: BackupCopy;
+  /** Our promises to the primary, the epoch the arbiter confirmed, our claims (takeover_gate.ts). */
+  private readonly gate: TakeoverGate;
 
   /** What the durable log holds, and the commit gate on it (durable_copy.ts). */
   private readonly disk: DurableCopy;
@@ -216,10 +101,42 @@ export class LockReplica {
 
   constructor(private readonly options: ReplicaOptions, nowMs: number) {
     this.nowMs = nowMs;
-    this.takeoverNotBeforeMs = nowMs + options.settings.backupLeaseMs;
+    this.gate = new TakeoverGate(options.settings, nowMs);
     this.record = new RecordCover(options.settings);
-    this.copy = new CopyServer(options.settings);
-    this.puller = new CopyPuller(options.nodeId, options.settings);
+    this.feed = new BackupFeed(options.nodeId, options.peerId, options.settings, {
+      nowMs: () => this.nowMs,
+      epoch: () => this.epoch,
+      lastIndex: () => this.lastIndex,
+      commitIndex: () => this.commitIndex,
+      requireBackup: () => this.requireBackup,
+      requireBackupNow: () => {
+        this.requireBackup = true;
+      },
+      appendsInFlight: () => this.appendsInFlight(),
+      sendAppend: (message, lastIndex) => {
+        const ref = this.request({ kind: "append", sentAtMs: this.nowMs, lastIndex, syncGen: message.syncGen });
+        this.out.send.push({ kind: "peer", ref, to: this.options.peerId!, message });
+      },
+      oldestPendingAboveMs: (index) => this.pending.find((p) => p.index > index)?.appendedAtMs,
+      maybeRenew: () => this.maybeRenew(),
+      event: (event, fields) => this.event(event, fields),
+    });
+    this.lease = new PrimaryLease(options.settings);
+    this.follower = new BackupCopy(options.nodeId, options.settings, options.incarnation, {
+      nowMs: () => this.nowMs,
+      epoch: () => this.epoch,
+      primary: () => this.primary,
+      machine: () => this.machine,
+      install: (machine) => {
+        this.machine = machine;
+      },
+      sendSync: (to, message) => {
+        const ref = this.request({ kind: "sync", sentAtMs: this.nowMs });
+        this.out.send.push({ kind: "peer", ref, to, message });
+      },
+      beforeApply: (machine, entry) => this.disk.entry(machine, this.epoch, this.primary, entry, this.out.persist),
+      event: (event, fields) => this.event(event, fields),
+    });
     this.restored = options.durable?.restored ?? null;
     this.disk = new DurableCopy(options.durable !== undefined, this.restored, options.incarnation);
     // The restored copy's epoch existed: a late message of an older one must not make us drop it.
@@ -231,7 +148,7 @@ export class LockReplica {
       const restored = this.restored?.machine;
       this.becomePrimary(1, restored ?? new LockMachine(options.newTable({ epoch: 1, tokenFloor: options.tokenFloor }), options.settings), "standalone", null);
       if (restored) this.append({ type: "restartLeases" }, undefined);
-      this.arbiterLeaseUntilMs = Number.POSITIVE_INFINITY;
+      this.lease.forever();
     }
   }
 
@@ -254,7 +171,7 @@ export class LockReplica {
   tick(nowMs: number): void {
     this.advance(nowMs);
     // With a backup's restored copy, ask the epoch first: a claim without state could start afresh.
-    if (this.role === "joining") return this.restored && this.arbiterEpoch === 0 ? this.maybeWhois() : this.maybeClaim();
+    if (this.role === "joining") return this.restored && !this.gate.epochConfirmed ? this.maybeWhois() : this.maybeClaim();
     if (this.role === "backup") return this.tickBackup();
     this.tickPrimary();
   }
@@ -313,7 +230,7 @@ export class LockReplica {
     }
     this.inFlight.delete(ref);
     if (request.kind === "renew" || request.kind === "claim" || request.kind === "whois") {
-      this.arbiterEpoch = Math.max(this.arbiterEpoch, (answer as ArbiterReply).epoch);
+      this.gate.heardEpoch((answer as ArbiterReply).epoch);
     }
     switch (request.kind) {
       case "append":
@@ -348,15 +265,9 @@ export class LockReplica {
     const request = this.inFlight.get(ref);
     if (!request) return;
     this.inFlight.delete(ref);
-    if (request.kind === "append" && this.role === "primary" && request.syncGen === this.syncGen) {
-      // Resend everything not acked; the backup skips what it already has.
-      this.backup.sentIndex = this.resendFrom();
-    }
-    if (request.kind === "sync") this.puller.inFlight = false;
-  }
-
-  private resendFrom(): number {
-    return Math.max(this.backup.ackedIndex, this.backup.baseIndex);
+    // Resend everything not acked; the backup skips what it already has.
+    if (request.kind === "append" && this.role === "primary") this.feed.appendLost(request.syncGen);
+    if (request.kind === "sync") this.follower.syncDone();
   }
 
   // ---- primary ----------------------------------------------------------------------------
@@ -372,17 +283,17 @@ export class LockReplica {
    * it gave as a backup.
    */
   servingAt(nowMs: number): boolean {
-    return this.role === "primary" && nowMs < this.leaseUntilMs() && nowMs >= this.promisedUntilMs;
+    return this.role === "primary" && nowMs < this.leaseUntilMs() && !this.gate.promisedAt(nowMs);
   }
 
-  /** Whether the arbiter has told this process the current epoch since it started (see arbiterEpoch). */
+  /** Whether the arbiter has told this process the current epoch since it started (takeover_gate.ts). */
   epochConfirmed(): boolean {
-    return this.options.arbiterId === null || this.arbiterEpoch > 0;
+    return this.options.arbiterId === null || this.gate.epochConfirmed;
   }
 
   /** End of the lease on this server's clock: the later of the two, since one backer suffices. */
   leaseUntilMs(): number {
-    return Math.max(this.arbiterLeaseUntilMs, this.backupLeaseUntilMs);
+    return this.lease.untilMs();
   }
 
   private timeBaseMs(): number {
@@ -399,11 +310,8 @@ export class LockReplica {
     this.lastIndex = entry.index;
     this.record.appended(entry.index, machine.table);
     this.pending.push({ index: entry.index, clientRef, output, appendedAtMs: this.nowMs });
-    if (this.backup.mode === "syncing" || this.backup.mode === "inSync") {
-      this.log.push(entry);
-      if (this.log.length > this.options.settings.replicationLogMax) this.declareBackupOutOfSync("too far behind");
-    }
-    this.pump();
+    this.feed.appended(entry);
+    this.feed.pump();
     this.advanceCommit();
   }
 
@@ -412,30 +320,9 @@ export class LockReplica {
     for (const held of this.record.takeExpired(this.nowMs)) this.answer(held.clientRef, this.uncovered());
     if (this.serving() && machine.table.isDue(this.timeBaseMs())) this.append({ type: "tick" }, undefined);
     if (this.options.arbiterId === null) return;
-    this.checkBackupHealth();
-    this.pump();
+    this.feed.checkHealth();
+    this.feed.pump();
     this.maybeRenew();
-  }
-
-  /** Sends replication messages while the pipeline has room, and heartbeats when idle. */
-  private pump(): void {
-    const peer = this.options.peerId;
-    if (peer === null || this.role !== "primary") return;
-    const s = this.options.settings;
-    const b = this.backup;
-    // Entries after the cut wait until the backup holds the copy; heartbeats keep going.
-    const replicating = (b.mode === "syncing" || b.mode === "inSync") && !this.copy.copying;
-    // Acks of later messages may overtake a resend point: never resend what is acked.
-    b.sentIndex = Math.max(b.sentIndex, this.resendFrom());
-    // Bounded: each round sends at least one entry or stops.
-    while (replicating && this.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.lastIndex) {
-      const from = b.sentIndex + 1;
-      const offset = from - (this.log[0]?.index ?? from);
-      assert(offset >= 0 && offset < this.log.length, `entry ${from} missing from the replication log`);
-      const entries = this.log.slice(offset, offset + s.replicationBatchMax);
-      this.sendAppend(entries);
-    }
-    if (this.appendsInFlight() === 0 && this.nowMs - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
   }
 
   private appendsInFlight(): number {
@@ -444,107 +331,29 @@ export class LockReplica {
     return count;
   }
 
-  private sendAppend(entries: LogEntry[]): void {
-    const last = entries.length > 0 ? entries[entries.length - 1].index : this.backup.sentIndex;
-    const ref = this.request({ kind: "append", sentAtMs: this.nowMs, lastIndex: last, syncGen: this.syncGen });
-    this.out.send.push({
-      kind: "peer",
-      ref,
-      to: this.options.peerId!,
-      message: { type: "append", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, entries },
-    });
-    this.backup.sentIndex = last;
-    this.backup.lastSendMs = this.nowMs;
-  }
-
   private onAppendAnswer(request: InFlight, answer: PeerMessage): void {
     if (this.role !== "primary") return;
     if (answer.epoch > this.epoch) return this.stepDown(answer.epoch, answer.type === "nack" ? answer.primary : null, "peer has a newer epoch");
     if (answer.type !== "appendAck" || answer.epoch !== this.epoch) return;
-    const b = this.backup;
-    b.lastContactMs = this.nowMs;
-    // The backup's promise is a lease whatever the state of its copy: it cannot take over before
-    // it ends. Counted from our send (its receipt is later), never longer than configured.
-    if (answer.promiseMs > 0) {
-      const promiseMs = Math.min(answer.promiseMs, this.options.settings.backupLeaseMs);
-      this.backupLeaseUntilMs = Math.max(this.backupLeaseUntilMs, request.sentAtMs + promiseMs - this.options.settings.leaseSafetyMs);
-    }
-    // An answer about an older copy says nothing about the current one (it syncs again).
-    if ((b.mode !== "syncing" && b.mode !== "inSync") || request.syncGen !== this.syncGen) return;
-    // While the backup loads a copy (or answers from an older one), its index says nothing yet.
-    if (this.copy.copying && !this.copy.completedBy(answer, b, this.nowMs)) return;
-    assert(answer.appliedIndex <= this.lastIndex, `backup applied ${answer.appliedIndex} > ${this.lastIndex}`);
-    assert(request.lastIndex === undefined || request.lastIndex <= this.lastIndex, "acked past the log");
-    // A lower index is a late answer to an older message (pipelining reorders), not a lost copy:
-    // a backup that really lost its state asks for a snapshot, which resets this tracker.
-    if (answer.appliedIndex > b.ackedIndex && answer.appliedIndex >= b.baseIndex) {
-      b.ackedIndex = answer.appliedIndex;
-      if (b.mode === "syncing" && !this.requireBackup) b.sinceMs = this.nowMs; // progress (see checkBackupHealth)
-      const drop = this.log.findIndex((e) => e.index > b.ackedIndex);
-      this.log = drop < 0 ? [] : this.log.slice(drop);
-    }
-    // A gap (an earlier message was lost or overtaken): resend what is not acked, even when
-    // this answer is late, since the message it answers will not be resent otherwise.
-    if (!answer.ok) b.sentIndex = this.resendFrom();
-    if (b.mode === "syncing") this.advanceSync(b);
-    this.advanceCommit();
-  }
-
-  /** Catching up under load (see `mayRequireBackup`): then in sync once it acked the target. */
-  private advanceSync(b: BackupTracker): void {
-    if (!this.requireBackup) {
-      if (!mayRequireBackup(b, this.lastIndex, this.nowMs, this.options.settings)) return;
-      this.requireBackup = true;
-      b.syncTargetIndex = this.lastIndex;
-    }
-    if (b.ackedIndex < b.syncTargetIndex) return;
-    b.mode = "inSync";
-    this.event("backupInSync", { index: b.ackedIndex });
-    this.maybeRenew();
-  }
-
-  private checkBackupHealth(): void {
-    const b = this.backup;
-    const oldestUnackedMs = this.pending.find((p) => p.index > b.ackedIndex)?.appendedAtMs;
-    const problem = backupProblem(b, { copying: this.copy.copying, requireBackup: this.requireBackup, oldestUnackedMs, nowMs: this.nowMs }, this.options.settings);
-    if (problem !== null) this.declareBackupOutOfSync(problem);
-  }
-
-  private declareBackupOutOfSync(reason: string): void {
-    if (this.backup.mode === "outOfSync") return;
-    this.event("backupOutOfSync", { reason, acked: this.backup.ackedIndex, last: this.lastIndex });
-    this.backup = { ...freshTracker(), mode: "outOfSync", lastContactMs: this.backup.lastContactMs };
-    this.copy.close();
-    this.syncGen += 1;
-    this.log = [];
-    // requireBackup stays until the arbiter confirms it recorded "out of sync".
-    this.maybeRenew();
+    // The backup's promise is a lease whatever the state of its copy: it cannot take over before it ends.
+    if (answer.promiseMs > 0) this.lease.backupPromised(request.sentAtMs, answer.promiseMs);
+    if (this.feed.acked(request.syncGen, request.lastIndex, answer)) this.advanceCommit();
   }
 
   private maybeRenew(): void {
     if (this.role !== "primary" || this.options.arbiterId === null) return;
-    const wantInSync = this.backup.mode === "inSync";
-    // Renewals overlap: one lost must not cost the lease while the next waits for its timeout
-    // (peerTimeoutMs, longer than the lease). The arbiter orders the reports by `seq`, and a late
-    // answer cannot make us believe an older record (see onRenewAnswer). At most
-    // as many in flight as fit in one lease: older ones are lost or useless.
+    const wantInSync = this.feed.backup.mode === "inSync";
     const renewsInFlight = [...this.inFlight.values()].filter((r) => r.kind === "renew").length;
-    if (renewsInFlight >= Math.ceil(this.options.settings.primaryLeaseMs / this.options.settings.leaseRenewMs)) return;
-    const due = this.nowMs - this.lastRenewMs >= this.options.settings.leaseRenewMs;
-    // A changed word, or commits waiting for the record to cover them, go out sooner.
-    const changed = wantInSync !== this.arbiterInSync || this.record.waiting;
-    if (!due && !(changed && this.nowMs - this.lastRenewMs >= this.options.settings.claimRetryMs)) return;
+    if (!this.lease.renewalDue(this.nowMs, wantInSync, this.record.waiting, renewsInFlight)) return;
     if (wantInSync) this.requireBackup = true;
-    this.lastRenewMs = this.nowMs;
-    const seq = ++this.renewSeq;
-    if (wantInSync) this.inSyncReportSeq = seq;
+    const seq = this.lease.report(this.nowMs, wantInSync);
     const ref = this.request({ kind: "renew", sentAtMs: this.nowMs, backupInSync: wantInSync, seq });
     this.out.send.push({
       kind: "arbiter",
       ref,
       to: this.options.arbiterId,
       request: { type: "renew", from: this.options.nodeId, epoch: this.epoch, backupInSync: wantInSync, seq, ...this.record.asks(),
-        ...(wantInSync && this.backup.incarnation !== undefined ? { backupIncarnation: this.backup.incarnation } : {}) },
+        ...(wantInSync && this.feed.backup.incarnation !== undefined ? { backupIncarnation: this.feed.backup.incarnation } : {}) },
     });
   }
 
@@ -556,34 +365,23 @@ export class LockReplica {
     if (reply.type !== "lease" || reply.epoch !== this.epoch || reply.primary !== this.options.nodeId) {
       return this.stepDown(reply.epoch, reply.primary, reply.type === "refused" ? reply.reason : "arbiter names another primary");
     }
-    this.extendLease(request.sentAtMs, reply.leaseMs);
+    this.lease.arbiterGranted(request.sentAtMs, reply.leaseMs);
     this.record.covered(reply);
     if (this.serving()) for (const held of this.record.takeCovered(this.machine!.table)) this.append(held.command, held.requestId, held.clientRef);
     this.advanceCommit();
-    // The arbiter records the newest report it received, which may be one sent after this one.
-    // So "alone" is certain only when no report sent after this one said "in sync"; "in sync"
-    // is always taken (it only holds commits back). Answers older than one taken change nothing.
-    const seq = request.seq!;
-    if (seq < this.renewAnsweredSeq) return;
-    if (!request.backupInSync && this.inSyncReportSeq > seq) return;
-    this.renewAnsweredSeq = seq;
-    this.arbiterInSync = request.backupInSync!;
-    const mode = this.backup.mode;
-    if (!this.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.copy.copying)) {
+    // Only an answer that may change what we believe the arbiter recorded (primary_lease.ts).
+    if (!this.lease.answered(request.seq!, request.backupInSync!)) return;
+    const mode = this.feed.backup.mode;
+    if (!this.lease.arbiterInSync && (mode === "outOfSync" || mode === "absent" || this.feed.copying)) {
       // The arbiter will not promote the backup now: changes may commit without it (also while
-      // it loads a copy: advanceSync turns the requirement on again at its first ack).
+      // it loads a copy: BackupFeed.advanceSync turns the requirement on again at its first ack).
       this.requireBackup = false;
       this.advanceCommit();
     }
   }
 
-  private extendLease(sentAtMs: number, leaseMs: number): void {
-    const until = sentAtMs + leaseMs - this.options.settings.leaseSafetyMs;
-    this.arbiterLeaseUntilMs = Math.max(this.arbiterLeaseUntilMs, until);
-  }
-
   private advanceCommit(): void {
-    const acked = this.requireBackup ? Math.min(this.backup.ackedIndex, this.lastIndex) : this.lastIndex;
+    const acked = this.requireBackup ? Math.min(this.feed.backup.ackedIndex, this.lastIndex) : this.lastIndex;
     // Two more gates: the arbiter's record covers the answer, and our own disk has the entry.
     const commitTo = this.disk.commitLimit(this.record.commitLimit(acked));
     if (commitTo <= this.commitIndex) return;
@@ -599,27 +397,13 @@ export class LockReplica {
   }
 
   private onSyncRequest(message: Extract<PeerMessage, { type: "syncRequest" }>): PeerMessage {
-    const refusal = this.refuseSync(message);
-    if (refusal) return refusal;
-    // A new request replaces a running copy. From here the backup gets every entry after the
-    // cut; it counts as having the copy only once it acks an append of this generation.
-    const { start, items } = this.copy.start(this.machine!);
-    this.syncGen += 1;
-    // Committed entries are all in the copy if nothing commits without the backup now.
-    this.backup = copyingTracker(start.appliedIndex, this.requireBackup ? this.commitIndex : Number.POSITIVE_INFINITY, this.nowMs, message.incarnation);
-    this.log = [];
-    this.event("backupSyncing", { index: start.appliedIndex, syncGen: this.syncGen, items });
-    return { type: "syncStart", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, start };
+    return this.refuseSync(message) ?? this.feed.startCopy(this.machine!, message.incarnation);
   }
 
   private onSyncNext(message: Extract<PeerMessage, { type: "syncNext" }>): PeerMessage {
     const refusal = this.refuseSync(message);
     if (refusal) return refusal;
-    const next = message.syncGen === this.syncGen ? this.copy.next(message.position) : null;
-    if (next === null) return this.nack(`no copy ${message.syncGen} at ${message.position}`);
-    this.backup.lastContactMs = this.nowMs;
-    if (next.progress) this.backup.sinceMs = this.nowMs;
-    return { type: "syncChunk", from: this.options.nodeId, epoch: this.epoch, syncGen: this.syncGen, chunk: next.chunk };
+    return this.feed.nextChunk(message) ?? this.nack(`no copy ${message.syncGen} at ${message.position}`);
   }
 
   private refuseSync(message: { epoch: number }): PeerMessage | null {
@@ -637,62 +421,28 @@ export class LockReplica {
       // A primary of a newer epoch (or one we did not know): follow it, with a fresh copy.
       this.followPrimary(message.epoch, message.from, "append from a primary");
     }
-    this.lastHeardMs = this.nowMs;
-    const machine = this.machine;
-    if (!machine) {
-      this.requestSync();
-      return this.ack(false, 0);
-    }
-    if (message.syncGen > this.puller.generation) {
-      this.puller.noteGeneration(message.syncGen);
-      // The primary no longer counts our copy (we fell behind): ask for a new one, but keep the
-      // old one until it arrives. While the arbiter still counts us in sync, this copy holds
-      // every committed change, and it is what a takeover must start from.
-      if (!this.puller.inFlight && !this.puller.loading) this.event("copyStale", { syncGen: message.syncGen, had: this.puller.generation });
-      this.requestSync();
-      return this.ack(false, machine.appliedIndex);
-    }
-    for (const entry of message.entries) {
-      if (entry.index <= machine.appliedIndex) continue; // a resend
-      if (entry.index !== machine.appliedIndex + 1) return this.ack(false, machine.appliedIndex);
-      this.disk.entry(machine, this.epoch, this.primary, entry, this.out.persist);
-      machine.apply(entry);
-    }
-    return this.ack(true, machine.appliedIndex);
+    this.follower.heard();
+    const { ok, appliedIndex } = this.follower.append(message);
+    return this.ack(ok, appliedIndex);
   }
 
   private tickBackup(): void {
     const s = this.options.settings;
     this.maybeWhois();
-    if (!this.machine || this.puller.loading) this.requestSync(); // also a chunk request that failed
+    if (!this.machine || this.follower.loading) this.follower.requestSync(); // also a chunk request that failed
     // Also without a copy: a claim without state tells the arbiter this process's copy is gone
     // (the primary may be a restarted one waiting for it; arbiter.ts, backupCopyLost).
-    if (this.nowMs - this.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
-  }
-
-  /** Asks for a new copy, or for the next chunk of the one being loaded; one request at a time. */
-  private requestSync(): void {
-    if (this.puller.inFlight || this.primary === null) return;
-    const ref = this.request({ kind: "sync", sentAtMs: this.nowMs });
-    this.out.send.push({ kind: "peer", ref, to: this.primary, message: this.puller.request(this.epoch, this.options.incarnation) });
+    if (this.nowMs - this.follower.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
   }
 
   private onSyncAnswer(answer: PeerMessage): void {
-    this.puller.inFlight = false;
+    this.follower.syncDone();
     if (this.role !== "backup") return;
     if (answer.epoch > this.epoch) {
       // A copy of a newer epoch comes from its primary; a nack names the primary it knows.
       return this.followPrimary(answer.epoch, answer.type === "nack" ? answer.primary : answer.from, "newer epoch");
     }
-    // A late answer to an earlier request (two were in flight across a role change) must not
-    // start loading a copy older than the one we hold (seed 21 rolled the copy back).
-    if (this.machine !== null && answer.type === "syncStart" && answer.syncGen <= this.puller.generation) return;
-    const step = this.puller.take(answer, answer.epoch === this.epoch && answer.from === this.primary);
-    if (step === "next") return this.requestSync(); // pull the next chunk at once
-    if (step === "stop") return;
-    this.machine = step;
-    this.lastHeardMs = this.nowMs;
-    this.event("synced", { index: step.appliedIndex, primary: this.primary, syncGen: this.puller.generation });
+    this.follower.answered(answer);
   }
 
   /** Asks the arbiter to serve: with our copy if we have one (takeover), else as a fresh start. */
@@ -700,14 +450,9 @@ export class LockReplica {
     const hasState = this.machine !== null;
     const arbiter = this.options.arbiterId;
     if (arbiter === null) return;
-    // A takeover (with our copy) waits until no promise of ours, this process's or a previous
-    // one's, still lets the old primary serve.
-    if (hasState && this.nowMs < Math.max(this.promisedUntilMs, this.takeoverNotBeforeMs)) return;
-    if ([...this.inFlight.values()].some((r) => r.kind === "claim")) return;
-    if (this.nowMs - this.lastClaimMs < this.options.settings.claimRetryMs) return;
-    this.lastClaimMs = this.nowMs;
+    if (!this.gate.claimDue(this.nowMs, hasState, this.hasInFlight("claim"))) return;
     const ref = this.request({ kind: "claim", sentAtMs: this.nowMs, hasState });
-    if (hasState) this.takeoverClaimEpoch = this.epoch;
+    this.gate.claimSent(this.nowMs, hasState ? this.epoch : null);
     this.out.send.push({
       kind: "arbiter",
       ref,
@@ -733,7 +478,7 @@ export class LockReplica {
       const tokenFloor = freshTokenFloor(reply, this.options.tokenFloor);
       const machine = copy ?? restored ?? new LockMachine(this.options.newTable({ epoch: reply.epoch, tokenFloor }), this.options.settings);
       this.becomePrimary(reply.epoch, machine, how, reply);
-      this.extendLease(request.sentAtMs, reply.leaseMs);
+      this.lease.arbiterGranted(request.sentAtMs, reply.leaseMs);
       if (how !== "fresh") this.append({ type: "restartLeases" }, undefined);
       // After a lost table: no grant until its sessions ended on their clients' clocks, counted
       // from our claim's send (after its last answer), in the log's time base.
@@ -763,20 +508,12 @@ export class LockReplica {
     this.lastIndex = machine.appliedIndex;
     this.commitIndex = machine.appliedIndex;
     this.pending = [];
-    this.log = [];
-    this.copy.close();
-    this.puller.drop();
-    this.syncGen += 1;
+    this.feed.restart();
+    this.follower.drop();
     // Continue the log's time base from where the last entry left it.
     this.timeOffsetMs = machine.lastAtMs - this.nowMs;
     this.requireBackup = false;
-    this.arbiterInSync = false;
-    this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
-    this.backup = freshTracker();
-    this.lastRenewMs = this.nowMs;
-    this.renewSeq = 0;
-    this.renewAnsweredSeq = 0;
-    this.inSyncReportSeq = 0;
+    this.lease.restart(this.nowMs);
     this.record.start(lease, machine.table);
     this.event("primary", { epoch, how, index: machine.appliedIndex });
   }
@@ -785,7 +522,7 @@ export class LockReplica {
   private stepDown(epoch: number, primary: string | null, reason: string): void {
     this.event("steppedDown", { from: this.role, epoch, primary, reason });
     this.refuseHeldBack(epoch, primary);
-    this.copy.close();
+    this.feed.closeCopy();
     if (primary !== null && primary !== this.options.nodeId) {
       this.followPrimary(Math.max(epoch, this.epoch), primary, reason);
     } else {
@@ -793,7 +530,7 @@ export class LockReplica {
       this.epoch = Math.max(epoch, this.epoch);
       this.primary = primary;
       this.machine = null;
-      this.puller.drop();
+      this.follower.drop();
     }
   }
 
@@ -811,8 +548,9 @@ export class LockReplica {
       // that primary before a restart, and our table died with it: a copy we hold now came from
       // elsewhere and is not it (claim without state; the arbiter decides).
       const taken = restoredTakeoverCopy(this.restored, this.options.nodeId, epoch);
-      if (taken) [this.machine, this.takeoverClaimEpoch, this.restored] = [taken, epoch - 1, null];
-      if (this.takeoverClaimEpoch !== epoch - 1) this.machine = null;
+      if (taken) [this.machine, this.restored] = [taken, null];
+      if (taken) this.gate.claimedWith(epoch - 1);
+      if (!this.gate.tookOverWith(epoch - 1)) this.machine = null;
       this.role = "joining";
       this.epoch = Math.max(this.epoch, epoch);
       this.primary = null;
@@ -827,19 +565,15 @@ export class LockReplica {
     this.role = primary === null ? "joining" : "backup";
     this.epoch = Math.max(this.epoch, epoch);
     this.primary = primary;
-    this.arbiterLeaseUntilMs = Number.NEGATIVE_INFINITY;
-    this.backupLeaseUntilMs = Number.NEGATIVE_INFINITY;
+    this.lease.drop();
     this.requireBackup = false;
-    this.log = [];
-    this.copy.close();
-    this.backup = freshTracker();
-    this.lastHeardMs = this.nowMs;
+    this.feed.stop();
+    this.follower.heard();
     // Our copy may hold changes the new primary never committed: start over from its snapshot.
     if (!sameCopy) {
       // A durable copy recorded under this very view is kept (durable_copy.ts); it syncs anew.
       this.machine = restoredCopyFor(this.restored, this.epoch, primary);
-      this.puller.drop();
-      this.puller.inFlight = false;
+      this.follower.restart();
     }
     this.restored = null;
     this.event("backup", { epoch: this.epoch, primary, reason });
@@ -867,6 +601,10 @@ export class LockReplica {
     return ref;
   }
 
+  private hasInFlight(kind: InFlight["kind"]): boolean {
+    return [...this.inFlight.values()].some((r) => r.kind === kind);
+  }
+
   private answer(clientRef: number, answer: ClientAnswer): void {
     this.out.answers.push({ clientRef, answer });
   }
@@ -886,25 +624,17 @@ export class LockReplica {
     return { type: "nack", from: this.options.nodeId, epoch: this.epoch, primary: this.primary, reason };
   }
 
-  /**
-   * Acks an append of the primary we follow, promising not to take over for backupLeaseMs, but
-   * only once the arbiter has told this process that the epoch we follow is current (none
-   * newer): a promise to a replaced primary would let it serve beside the new one.
-   */
+  /** Acks an append of the primary we follow, with a promise not to take over if we may give one. */
   private ack(ok: boolean, appliedIndex: number): PeerMessage {
-    const mayPromise = this.arbiterEpoch > 0 && this.epoch >= this.arbiterEpoch;
-    const promiseMs = mayPromise ? this.options.settings.backupLeaseMs : 0;
-    if (mayPromise) this.promisedUntilMs = Math.max(this.promisedUntilMs, this.nowMs + promiseMs);
+    const promiseMs = this.gate.promise(this.nowMs, this.epoch);
     return { type: "appendAck", from: this.options.nodeId, epoch: this.epoch, ok, appliedIndex, promiseMs };
   }
 
   /** A backup that has not heard the current epoch from the arbiter since it started asks it. */
   private maybeWhois(): void {
     const arbiter = this.options.arbiterId;
-    if (arbiter === null || this.arbiterEpoch > 0) return;
-    if ([...this.inFlight.values()].some((r) => r.kind === "whois")) return;
-    if (this.nowMs - this.lastWhoisMs < this.options.settings.claimRetryMs) return;
-    this.lastWhoisMs = this.nowMs;
+    if (arbiter === null || !this.gate.whoisDue(this.nowMs, this.hasInFlight("whois"))) return;
+    this.gate.whoisSent(this.nowMs);
     const ref = this.request({ kind: "whois", sentAtMs: this.nowMs });
     this.out.send.push({ kind: "arbiter", ref, to: arbiter, request: { type: "whois", from: this.options.nodeId } });
   }
@@ -919,10 +649,6 @@ export class LockReplica {
     this.out.events.push({ event, fields });
   }
 
-  private remainingMs(untilMs: number): number {
-    return Math.max(0, Math.min(untilMs - this.nowMs, 1e9));
-  }
-
   /** What `status` shows of replication. */
   status(): ReplicaStatus {
     return {
@@ -930,58 +656,27 @@ export class LockReplica {
       epoch: this.epoch,
       primary: this.primary,
       serving: this.serving(),
-      leaseRemainingMs: this.role === "primary" ? this.remainingMs(this.leaseUntilMs()) : 0,
+      leaseRemainingMs: this.role === "primary" ? remainingMs(this.leaseUntilMs(), this.nowMs) : 0,
       leaseSupport: this.role === "primary"
-        ? { arbiterRemainingMs: this.remainingMs(this.arbiterLeaseUntilMs), backupRemainingMs: this.remainingMs(this.backupLeaseUntilMs) }
+        ? this.lease.support(this.nowMs)
         : null,
-      promisedRemainingMs: this.remainingMs(this.promisedUntilMs),
+      promisedRemainingMs: remainingMs(this.gate.promisedUntil(), this.nowMs),
       backup: this.role === "primary" && this.options.peerId !== null
         ? {
           id: this.options.peerId,
-          mode: this.backup.mode,
-          ackedIndex: this.backup.ackedIndex,
-          lagEntries: this.lastIndex - this.backup.ackedIndex,
-          arbiterRecordedInSync: this.arbiterInSync,
+          mode: this.feed.backup.mode,
+          ackedIndex: this.feed.backup.ackedIndex,
+          lagEntries: this.lastIndex - this.feed.backup.ackedIndex,
+          arbiterRecordedInSync: this.lease.arbiterInSync,
         }
         : null,
       lastIndex: this.role === "primary" ? this.lastIndex : this.machine?.appliedIndex ?? 0,
       commitIndex: this.role === "primary" ? this.commitIndex : this.machine?.appliedIndex ?? 0,
       hasState: this.machine !== null,
-      lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.lastHeardMs : null,
+      lastHeardFromPrimaryMs: this.role === "backup" ? this.nowMs - this.follower.lastHeardMs : null,
       arbiterRecord: this.role === "primary" && this.options.arbiterId !== null
-        ? { ...this.record.status(), reportSeq: this.renewSeq, backupInSync: this.backup.mode === "inSync", backupIncarnation: this.backup.incarnation ?? null }
+        ? { ...this.record.status(), reportSeq: this.lease.reportSeq, backupInSync: this.feed.backup.mode === "inSync", backupIncarnation: this.feed.backup.incarnation ?? null }
         : null,
     };
   }
-}
-
-export interface ReplicaStatus {
-  role: Role;
-  epoch: number;
-  primary: string | null;
-  serving: boolean;
-  /** Of the lease: the later of the two supports below, less the safety margin. */
-  leaseRemainingMs: number;
-  /** Who supports the primary's lease now, and for how long more (0: not). */
-  leaseSupport: { arbiterRemainingMs: number; backupRemainingMs: number } | null;
-  /** Our promise (as backup) not to take over runs this long more. */
-  promisedRemainingMs: number;
-  backup: { id: string; mode: BackupMode; ackedIndex: number; lagEntries: number; arbiterRecordedInSync: boolean } | null;
-  lastIndex: number;
-  commitIndex: number;
-  hasState: boolean;
-  lastHeardFromPrimaryMs: number | null;
-  /** A primary's: what a replacement arbiter's record must hold (`mutexd arbiter recover`). */
-  arbiterRecord: PrimaryRecordView | null;
-}
-
-function toAnswer(output: Output): ClientAnswer {
-  const result = output.result;
-  if (result.ok) return { ok: true, result };
-  assert(result.error.code !== "not_primary", "the table never answers not_primary");
-  return { ok: false, code: result.error.code as Exclude<typeof result.error.code, "not_primary">, message: result.error.message };
-}
-
-function emptyReady(): Ready {
-  return { send: [], answers: [], effects: [], events: [], persist: [] };
 }

@@ -6,7 +6,7 @@
 import type { AnsweredLimits } from "./answered.ts";
 import type { LockMachine } from "./lock_machine.ts";
 import type { LockTableLimits } from "./lock_table.ts";
-import type { PeerMessage } from "./lock_replica.ts";
+import type { PeerMessage } from "./replica_io.ts";
 import { type CopyChunk, type CopyLimits, CopySink, CopySource, type CopyStart } from "./table_copy.ts";
 import type { Settings } from "../../settings.ts";
 
