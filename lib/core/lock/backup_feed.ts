@@ -134,7 +134,7 @@ export class BackupFeed {
     assert(answer.appliedIndex <= this.host.lastIndex(), `backup applied ${answer.appliedIndex} > ${this.host.lastIndex()}`);
     assert(lastIndex === undefined || lastIndex <= this.host.lastIndex(), "acked past the log");
     // A lower index is a late answer to an older message (pipelining reorders), not a lost copy:
-    // a backup that really lost its state asks for a snapshot, which resets this tracker.
+    // a backup that really lost its state asks for a new copy, which resets this tracker.
     if (answer.appliedIndex > b.ackedIndex && answer.appliedIndex >= b.baseIndex) {
       b.ackedIndex = answer.appliedIndex;
       if (b.mode === "syncing" && !this.host.requireBackup()) b.sinceMs = nowMs; // progress (see checkHealth)

@@ -17,7 +17,7 @@
  *   never serves while a promise it gave as backup still runs. The new epoch fences the old
  *   primary: anyone who sees a higher epoch steps down. (docs/failover.md has the argument.)
  * - A server that steps down throws its state away (it may hold uncommitted changes) and syncs
- *   again from the primary: a snapshot plus what follows.
+ *   again from the primary: a streamed copy plus what follows (resync.ts).
  * - Times in the log are the primary's; a new primary continues that time base, and restarts
  *   every session lease at takeover.
  *
@@ -569,7 +569,7 @@ export class LockReplica {
     this.requireBackup = false;
     this.feed.stop();
     this.follower.heard();
-    // Our copy may hold changes the new primary never committed: start over from its snapshot.
+    // Our copy may hold changes the new primary never committed: start over from its streamed copy.
     if (!sameCopy) {
       // A durable copy recorded under this very view is kept (durable_copy.ts); it syncs anew.
       this.machine = restoredCopyFor(this.restored, this.epoch, primary);

@@ -18,7 +18,7 @@ export type { BackupMode };
 export type PeerMessage =
   /**
    * Entries (or none: a heartbeat). `syncGen` names the primary's current copy for this backup:
-   * a backup whose snapshot is of an older generation throws its copy away and syncs again.
+   * a backup whose copy is of an older generation throws its copy away and syncs again.
    */
   | { type: "append"; from: string; epoch: number; syncGen: number; entries: LogEntry[] }
   /**
