@@ -80,12 +80,15 @@ export interface ResyncResult {
   resyncMs: number;
   /** The primary's longest event-loop stall from the kill until in sync. */
   stallMaxMs: number;
-  /** The load client's acquires (enter + leave) meanwhile, and the slowest. */
+  /** The load client's acquires (enter + leave) from the kill until in sync, and the slowest of them. */
   acquires: number;
   acquireMaxMs: number;
   /** Acquires that failed (an error or "not primary"): the primary stopped serving. */
   failures: number;
 }
+
+/** Acquires the load client makes before the kill: it runs steadily by then. */
+const WARM_ACQUIRES = 10;
 
 /** The load client's lock names: the table needs room for them beside the filled ones. */
 export const LOAD_LOCKS = 8;
@@ -132,7 +135,10 @@ export async function resyncUnderLoad(
     return status;
   };
   try {
-    await sleep(300); // the load runs before the kill
+    // The load runs before the kill; what it did until then is not the resync's.
+    await eventually("the load client acquires before the kill", () => acquires >= WARM_ACQUIRES, 10_000);
+    const acquiresBeforeKill = acquires;
+    acquireMaxMs = 0;
     await killBackup();
     await eventually("the primary drops the killed backup", async () => (await watchStalls())?.server.backup?.mode !== "inSync", 10_000);
     await startBackup();
@@ -143,7 +149,7 @@ export async function resyncUnderLoad(
     }, deadlineMs);
     const resyncMs = performance.now() - restartedAtMs;
     await watchStalls();
-    return { resyncMs, stallMaxMs, acquires, acquireMaxMs, failures };
+    return { resyncMs, stallMaxMs, acquires: acquires - acquiresBeforeKill, acquireMaxMs, failures };
   } finally {
     loading = false;
     await load;
