@@ -8,6 +8,9 @@
  *              are broadcast to; "255.255.255.255" or the subnet's broadcast address on real hosts)
  *              optional: durable = true (lock servers log every change to their dataDir and fsync
  *              it before they answer; default false)
+ *              optional, at most one of: secret = "…", secretFile = "path", secretEnv = "VAR":
+ *              the cluster secret (at least 32 characters) that authenticates every peer message
+ *              and datagram (cluster/peer_auth.ts). Without one, nodes listen on loopback only.
  *   [settings] any key of DEFAULT_SETTINGS (lib/settings.ts), e.g. sessionTtlMs = 10000
  *   [[nodes]]  id = "p1", role = "primary" | "backup" | "arbiter" | "ring", http = "127.0.0.1:7101"
  *              optional: dataDir = ".data/r1"
@@ -18,6 +21,7 @@
  * key read but unused would let an operator believe something is configured.
  */
 import { readFileSync } from "node:fs";
+import process from "node:process";
 import { parse, TomlError } from "smol-toml";
 import { mergeSettings, type Settings } from "../lib/settings.ts";
 
@@ -45,6 +49,11 @@ export interface ClusterConfig {
   broadcast: string;
   /** Lock servers keep a durable log in their dataDir (cluster/lock/durable_log.ts). */
   durable: boolean;
+  /**
+   * The cluster secret (its text, from `secret`, the file `secretFile` or the environment variable
+   * `secretEnv`), or undefined: then no peer message is authenticated and nodes listen on loopback only.
+   */
+  secret: string | undefined;
   settings: Settings;
   nodes: NodeConfig[];
 }
@@ -58,7 +67,9 @@ export class ConfigError extends Error {
 }
 
 const NODE_KEYS = ["id", "role", "http", "dataDir", "udp"];
-const CLUSTER_KEYS = ["name", "broadcast", "durable"];
+const CLUSTER_KEYS = ["name", "broadcast", "durable", "secret", "secretFile", "secretEnv"];
+/** The shortest cluster secret taken (`openssl rand -hex 32` makes 64 characters). */
+export const SECRET_LENGTH_MIN = 32;
 /** Default broadcast address: loopback's, right for the clusters this repository runs on one host. */
 export const DEFAULT_BROADCAST = "127.255.255.255";
 const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -110,19 +121,59 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   const durable = cluster.durable ?? false;
   if (typeof durable !== "boolean") throw problem("cluster.durable", `must be true or false; got ${JSON.stringify(durable)}`);
 
+  const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
+  const secret = readSecret(cluster, baseDir, problem);
+
   const { settings, problems } = mergeSettings(asTable(doc.settings ?? {}, "settings", problem));
   if (problems.length > 0) throw problem(`settings.${problems[0].key}`, problems[0].message);
 
   if (!Array.isArray(doc.nodes) || doc.nodes.length === 0) {
     throw problem("nodes", "the file must list at least one [[nodes]] entry");
   }
-  const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
   const nodes = doc.nodes.map((raw, index) => parseNode(raw, index, baseDir, problem));
   checkUnique(nodes, problem);
-  return { file, name, broadcast, durable, settings, nodes };
+  return { file, name, broadcast, durable, secret, settings, nodes };
 }
 
 type Problem = (key: string, detail: string, line?: number) => ConfigError;
+
+/**
+ * The cluster secret from at most one of `secret`, `secretFile` (relative to the cluster file;
+ * one trailing newline is dropped) and `secretEnv`; undefined when none is given. A secret that
+ * is named but missing or short is an error, never a silent "no secret".
+ */
+function readSecret(cluster: Record<string, unknown>, baseDir: string, problem: Problem): string | undefined {
+  const given = ["secret", "secretFile", "secretEnv"].filter((key) => cluster[key] !== undefined);
+  if (given.length > 1) throw problem(`cluster.${given[1]}`, `give at most one of secret, secretFile, secretEnv (also ${given[0]})`);
+  if (given.length === 0) return undefined;
+  const key = `cluster.${given[0]}`;
+  const value = cluster[given[0]];
+  if (typeof value !== "string" || value.length === 0) throw problem(key, "must be a non-empty string");
+  let secret: string;
+  if (given[0] === "secret") {
+    secret = value;
+  } else if (given[0] === "secretFile") {
+    const path = value.startsWith("/") ? value : `${baseDir}/${value}`;
+    try {
+      secret = readFileSync(path, "utf8").replace(/\r?\n$/, "");
+    } catch (error) {
+      throw problem(key, `cannot read ${path}: ${(error as Error).message}`);
+    }
+  } else {
+    const fromEnv = process.env[value];
+    if (fromEnv === undefined || fromEnv.length === 0) throw problem(key, `environment variable ${value} is not set`);
+    secret = fromEnv;
+  }
+  if (secret.length < SECRET_LENGTH_MIN) {
+    throw problem(key, `the secret must have at least ${SECRET_LENGTH_MIN} characters (make one with: openssl rand -hex 32)`);
+  }
+  return secret;
+}
+
+/** Whether `host` is a loopback address or name (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
 
 function parseNode(raw: unknown, index: number, baseDir: string, problem: Problem): NodeConfig {
   const where = `nodes[${index}]`;

@@ -4,7 +4,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ConfigError, loadClusterFile, parseClusterText } from "../cluster/config.ts";
+import { writeFileSync } from "node:fs";
+import process from "node:process";
+import { ConfigError, isLoopbackHost, loadClusterFile, parseClusterText } from "../cluster/config.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { removeDir, ROOT, startMutexd, tempDir, writeCluster } from "./_harness.ts";
 
@@ -131,4 +133,46 @@ test("config: `mutexd node` with an unknown id exits 2 and lists the known ids",
   } finally {
     removeDir(dir);
   }
+});
+
+test("config: without a cluster secret `mutexd node` refuses a non-loopback address (exit 2, says why)", async () => {
+  const dir = tempDir();
+  try {
+    const file = writeCluster(dir, GOOD.replace('http = "127.0.0.1:7101"', 'http = "10.213.255.1:7101"'));
+    const proc = startMutexd(["node", "--config", file, "--id", "p1"]);
+    assert.equal(await proc.exited, 2);
+    assert.match(proc.stderr(), /would listen on 10\.213\.255\.1, which is not loopback: without a cluster secret/);
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test("the cluster secret: inline, from a file (one trailing newline dropped) or from an environment variable; at most one, at least 32 characters", () => {
+  const dir = tempDir("mutexd-config-secret-");
+  try {
+    const withCluster = (line: string) => GOOD.replace('name = "demo"', `name = "demo"\n${line}`);
+    assert.equal(parseClusterText(GOOD, `${dir}/c.toml`).secret, undefined, "no secret given: none");
+    assert.equal(parseClusterText(withCluster(`secret = "${"a".repeat(32)}"`), `${dir}/c.toml`).secret, "a".repeat(32));
+    writeFileSync(`${dir}/secret`, `${"f".repeat(40)}\n`);
+    assert.equal(parseClusterText(withCluster('secretFile = "secret"'), `${dir}/c.toml`).secret, "f".repeat(40));
+    process.env.MUTEXD_TEST_SECRET = "e".repeat(33);
+    assert.equal(parseClusterText(withCluster('secretEnv = "MUTEXD_TEST_SECRET"'), `${dir}/c.toml`).secret, "e".repeat(33));
+    const refused: [string, RegExp][] = [
+      [`secret = "${"a".repeat(31)}"`, /at least 32 characters/],
+      ['secretFile = "missing"', /cannot read/],
+      ['secretEnv = "MUTEXD_TEST_SECRET_UNSET"', /is not set/],
+      [`secret = "${"a".repeat(32)}"\nsecretEnv = "MUTEXD_TEST_SECRET"`, /at most one/],
+    ];
+    for (const [line, detail] of refused) {
+      assert.throws(() => parseClusterText(withCluster(line), `${dir}/c.toml`), (error: ConfigError) => detail.test(error.message), line);
+    }
+  } finally {
+    delete process.env.MUTEXD_TEST_SECRET;
+    removeDir(dir);
+  }
+});
+
+test("isLoopbackHost: 127.0.0.0/8, ::1 and localhost only", () => {
+  for (const host of ["127.0.0.1", "127.1.2.3", "::1", "localhost"]) assert.ok(isLoopbackHost(host), host);
+  for (const host of ["0.0.0.0", "10.0.0.1", "128.0.0.1", "::", "example.com"]) assert.ok(!isLoopbackHost(host), host);
 });

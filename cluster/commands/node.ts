@@ -3,7 +3,7 @@
  * role until SIGTERM or SIGINT, then shuts it down cleanly.
  */
 import process from "node:process";
-import { findNode, loadClusterFile, ROLES, type NodeConfig, type Role } from "../config.ts";
+import { findNode, isLoopbackHost, loadClusterFile, ROLES, type NodeConfig, type Role } from "../config.ts";
 import { jsonLogger } from "../log.ts";
 import { type NodeStarter, stopWithin } from "../running_node.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
@@ -39,6 +39,14 @@ export function run(argv: string[]): Promise<number> {
       throw new UsageError(`--role must be one of ${ROLES.join(", ")}`);
     }
     const node: NodeConfig = { ...found, role: (values.role as Role | undefined) ?? found.role };
+    if (cluster.secret === undefined && !isLoopbackHost(node.host)) {
+      // Without the secret nothing tells a peer's message from a forged one: anyone who can reach
+      // the port could take the service down (README, "Security").
+      throw new UsageError(
+        `node ${node.id} would listen on ${node.host}, which is not loopback: without a cluster secret ` +
+          `([cluster] secret, secretFile or secretEnv) a node listens on loopback only, because anyone who can reach it could forge peer messages`,
+      );
+    }
     const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax);
     const start = await STARTERS[node.role]();
     const running = await start(cluster, node, log);

@@ -214,7 +214,8 @@ export async function startRing(ctx: WorkloadContext, options: RingOptions = {})
   const toml = [
     "[cluster]",
     'name = "bench-ring"',
-    ...(lossy ? [`broadcast = "${lossy.namespace.broadcast}"`] : []),
+    // Off loopback a node needs the cluster secret (README, "Security").
+    ...(lossy ? [`broadcast = "${lossy.namespace.broadcast}"`, `secret = "${"b".repeat(32)}"`] : []),
     "[settings]",
     ...Object.entries(ctx.settings).map(([key, value]) => `${key} = ${value}`),
     ...ids.flatMap((id, i) => ["[[nodes]]", `id = "${id}"`, 'role = "ring"', `http = "${ips[i]}:${ports[i]}"`, `dataDir = "data/${id}"`]),
