@@ -73,6 +73,7 @@ export const DEFAULT_SETTINGS = {
   heartbeatMs: 50, // an idle primary tells its backup it is alive this often
   replicationTimeoutMs: 300, // a change the backup has not acked this long: the backup is out of sync
   peerTimeoutMs: 1_000, // one HTTP request between servers or to the arbiter gives up after this
+  securityLogIntervalMs: 10_000, // a refused request or datagram is logged at most once per sender and reason this often (the rest are counted)
   replicationBatchMax: 512, // log entries per replication message
   replicationPipelineMax: 4, // replication messages in flight at once
   replicationLogMax: 100_000, // unacked entries kept for the backup; beyond, it is declared out of sync and gets a new streamed copy
