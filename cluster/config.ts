@@ -11,14 +11,21 @@
  *              optional, at most one of: secret = "…", secretFile = "path", secretEnv = "VAR":
  *              the cluster secret (at least 32 characters) that authenticates every peer message
  *              and datagram (cluster/peer_auth.ts). Without one, nodes listen on loopback only.
+ *              optional: tlsCa = "ca.pem" (PEM: the CA that signed the nodes' certificates; peers
+ *              and the CLI trust it; default: the system's roots)
  *   [settings] any key of DEFAULT_SETTINGS (lib/settings.ts), e.g. sessionTtlMs = 10000
  *   [[nodes]]  id = "p1", role = "primary" | "backup" | "arbiter" | "ring", http = "127.0.0.1:7101"
  *              optional: dataDir = ".data/r1"
+ *              optional, both or neither: tlsCert = "p1.pem", tlsKey = "p1.key" (PEM): the node
+ *              serves HTTPS with them, and its URL is https:// (docs/security.md, "TLS")
  *              ring nodes, optional: udp = 7201 (the repair channel's UDP port; default: the
  *              HTTP port, as TCP and UDP ports do not collide). Unique per host among ring nodes.
  *
  * `udp` on a node that is not a ring node is refused: only the ring has a repair channel, and a
  * key read but unused would let an operator believe something is configured.
+ *
+ * Paths (dataDir, secretFile, tlsCert, tlsKey, tlsCa) are relative to the cluster file. The TLS
+ * files are read at load, so a missing or unreadable one stops the start naming its key.
  */
 import { readFileSync } from "node:fs";
 import process from "node:process";
@@ -39,6 +46,8 @@ export interface NodeConfig {
   dataDir: string;
   /** Ring nodes: the UDP port of the repair channel (cluster/ring/udp.ts); default the HTTP port. */
   udpPort: number;
+  /** The certificate and key (PEM text) this node serves HTTPS with; undefined: plain HTTP. */
+  tls: { cert: string; key: string } | undefined;
 }
 
 export interface ClusterConfig {
@@ -54,6 +63,8 @@ export interface ClusterConfig {
    * `secretEnv`), or undefined: then no peer message is authenticated and nodes listen on loopback only.
    */
   secret: string | undefined;
+  /** The CA certificate(s) (PEM text) peers and the CLI verify TLS nodes against; undefined: the system's roots. */
+  tlsCa: string | undefined;
   settings: Settings;
   nodes: NodeConfig[];
 }
@@ -66,8 +77,8 @@ export class ConfigError extends Error {
   }
 }
 
-const NODE_KEYS = ["id", "role", "http", "dataDir", "udp"];
-const CLUSTER_KEYS = ["name", "broadcast", "durable", "secret", "secretFile", "secretEnv"];
+const NODE_KEYS = ["id", "role", "http", "dataDir", "udp", "tlsCert", "tlsKey"];
+const CLUSTER_KEYS = ["name", "broadcast", "durable", "secret", "secretFile", "secretEnv", "tlsCa"];
 /** The shortest cluster secret taken (`openssl rand -hex 32` makes 64 characters). */
 export const SECRET_LENGTH_MIN = 32;
 /** Default broadcast address: loopback's, right for the clusters this repository runs on one host. */
@@ -123,6 +134,7 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
 
   const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
   const secret = readSecret(cluster, baseDir, problem);
+  const tlsCa = cluster.tlsCa === undefined ? undefined : readPem(cluster.tlsCa, "cluster.tlsCa", "CERTIFICATE", baseDir, problem);
 
   const { settings, problems } = mergeSettings(asTable(doc.settings ?? {}, "settings", problem));
   if (problems.length > 0) throw problem(`settings.${problems[0].key}`, problems[0].message);
@@ -132,7 +144,7 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   }
   const nodes = doc.nodes.map((raw, index) => parseNode(raw, index, baseDir, problem));
   checkUnique(nodes, problem);
-  return { file, name, broadcast, durable, secret, settings, nodes };
+  return { file, name, broadcast, durable, secret, tlsCa, settings, nodes };
 }
 
 type Problem = (key: string, detail: string, line?: number) => ConfigError;
@@ -170,6 +182,24 @@ function readSecret(cluster: Record<string, unknown>, baseDir: string, problem: 
   return secret;
 }
 
+/**
+ * The text of a PEM file named by `key` (a path relative to the cluster file), checked to hold a
+ * PEM block of `kind` ("CERTIFICATE", or "PRIVATE KEY", which also matches "EC PRIVATE KEY" and
+ * "RSA PRIVATE KEY"), so a swapped or empty file is named here rather than failing the TLS start.
+ */
+function readPem(value: unknown, key: string, kind: string, baseDir: string, problem: Problem): string {
+  if (typeof value !== "string" || value.length === 0) throw problem(key, "must be a path to a PEM file");
+  const path = value.startsWith("/") ? value : `${baseDir}/${value}`;
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw problem(key, `cannot read ${path}: ${(error as Error).message}`);
+  }
+  if (!new RegExp(`-----BEGIN [A-Z ]*${kind}-----`).test(text)) throw problem(key, `${path} holds no PEM ${kind}`);
+  return text;
+}
+
 /** Whether `host` is a loopback address or name (127.0.0.0/8, ::1, localhost). */
 export function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
@@ -198,6 +228,14 @@ function parseNode(raw: unknown, index: number, baseDir: string, problem: Proble
   if (node.udp !== undefined && role !== "ring") {
     throw problem(`${where}.udp`, "only ring nodes have a repair channel (UDP): remove the key");
   }
+  if ((node.tlsCert === undefined) !== (node.tlsKey === undefined)) {
+    const missing = node.tlsCert === undefined ? "tlsCert" : "tlsKey";
+    throw problem(`${where}.${missing}`, "missing: give both tlsCert and tlsKey, or neither");
+  }
+  const tls = node.tlsCert === undefined ? undefined : {
+    cert: readPem(node.tlsCert, `${where}.tlsCert`, "CERTIFICATE", baseDir, problem),
+    key: readPem(node.tlsKey, `${where}.tlsKey`, "PRIVATE KEY", baseDir, problem),
+  };
   const udpPort = node.udp ?? address.port;
   if (typeof udpPort !== "number" || !Number.isInteger(udpPort) || udpPort < 1 || udpPort > 65535) {
     throw problem(`${where}.udp`, `must be a port in 1..65535; got ${JSON.stringify(node.udp)}`);
@@ -210,6 +248,7 @@ function parseNode(raw: unknown, index: number, baseDir: string, problem: Proble
     port: address.port,
     dataDir: dataDir.startsWith("/") ? dataDir : `${baseDir}/${dataDir}`,
     udpPort,
+    tls,
   } as NodeConfig;
 }
 
@@ -305,8 +344,8 @@ export function findNode(config: ClusterConfig, id: string): NodeConfig {
   return node;
 }
 
-/** Base URL of a node's HTTP API. */
-export function nodeUrl(node: NodeConfig): string {
+/** Base URL of a node's HTTP API: https:// for a node with a certificate. */
+export function nodeUrl(node: Pick<NodeConfig, "host" | "port" | "tls">): string {
   const host = node.host.includes(":") ? `[${node.host}]` : node.host;
-  return `http://${host}:${node.port}`;
+  return `${node.tls ? "https" : "http"}://${host}:${node.port}`;
 }

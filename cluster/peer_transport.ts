@@ -5,6 +5,7 @@
  * tolerates duplicates and stale epochs.
  */
 import superjson from "superjson";
+import type { TrustingFetch } from "../lib/client/tls.ts";
 
 export interface PeerTransport {
   /** Sends `body` to `url` and resolves with the decoded answer; rejects on failure or timeout. */
@@ -13,19 +14,22 @@ export interface PeerTransport {
 
 export const PEER_CONTENT_TYPE = "application/x-superjson";
 
-export const httpPeerTransport: PeerTransport = {
-  async send(url, body, timeoutMs) {
-    const response = await fetch(url, {
-      method: "POST",
-      headers: { "content-type": PEER_CONTENT_TYPE },
-      body: superjson.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`${url}: status ${response.status}: ${text.slice(0, 200)}`);
-    return superjson.parse(text);
-  },
-};
+/** The transport over `fetchFn`: cluster/runtime.ts fetchFor(cluster.tlsCa), which verifies TLS peers. */
+export function httpPeerTransport(fetchFn: TrustingFetch): PeerTransport {
+  return {
+    async send(url, body, timeoutMs) {
+      const response = await fetchFn(url, {
+        method: "POST",
+        headers: { "content-type": PEER_CONTENT_TYPE },
+        body: superjson.stringify(body),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      const text = await response.text();
+      if (!response.ok) throw new Error(`${url}: status ${response.status}: ${text.slice(0, 200)}`);
+      return superjson.parse(text);
+    },
+  };
+}
 
 /** Decodes a peer request body; throws on anything that is not superjson of an object. */
 export function decodePeerBody(text: string): Record<string, unknown> {

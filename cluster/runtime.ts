@@ -3,6 +3,7 @@
  * plus `node:` built-ins that Deno and Bun share.
  */
 import process from "node:process";
+import { fetchTrusting, type TrustingFetch } from "../lib/client/tls.ts";
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;
@@ -17,8 +18,15 @@ export interface HttpServer {
 
 type FetchHandler = (request: Request) => Response | Promise<Response>;
 
-/** Serves `fetch` on host:port with the runtime's native server. */
-export function serveHttp(fetch: FetchHandler, options: { hostname: string; port: number }): Promise<HttpServer> {
+/** A node's certificate (chain) and private key, PEM text (cluster/config.ts reads them). */
+export interface TlsFiles {
+  cert: string;
+  key: string;
+}
+
+/** Serves `fetch` on host:port with the runtime's native server; over TLS (HTTPS) when `tls` is given. */
+export function serveHttp(fetch: FetchHandler, options: { hostname: string; port: number; tls?: TlsFiles }): Promise<HttpServer> {
+  const { tls } = options;
   if (runtimeName === "deno") {
     return new Promise((resolve, reject) => {
       try {
@@ -26,6 +34,7 @@ export function serveHttp(fetch: FetchHandler, options: { hostname: string; port
           {
             hostname: options.hostname,
             port: options.port,
+            ...(tls ? { cert: tls.cert, key: tls.key } : {}),
             onListen: (addr: { port: number }) => resolve({ port: addr.port, close: () => server.shutdown() }),
           },
           fetch,
@@ -37,13 +46,28 @@ export function serveHttp(fetch: FetchHandler, options: { hostname: string; port
   }
   if (runtimeName === "bun") {
     // idleTimeout (s) must exceed the longest long-poll; 255 is Bun's maximum.
-    const server = g.Bun.serve({ hostname: options.hostname, port: options.port, fetch, idleTimeout: 255 });
+    const server = g.Bun.serve({
+      hostname: options.hostname,
+      port: options.port,
+      fetch,
+      idleTimeout: 255,
+      ...(tls ? { tls: { cert: tls.cert, key: tls.key } } : {}),
+    });
     // Not stop(true): that cuts the connections at once, before the answers a stopping service
     // has just given (long-polls ended) are written. stop() closes idle keep-alive connections and
     // resolves when the requests in progress are answered, as Deno's shutdown() does.
     return Promise.resolve({ port: server.port, close: () => Promise.resolve(server.stop()) });
   }
   return Promise.reject(new Error("mutexd runs on Deno or Bun"));
+}
+
+/**
+ * The fetch for requests to other nodes and from the CLI: the runtime's own (the system's roots)
+ * without a CA, else one that trusts `caPem` ([cluster] tlsCa, --ca). The switch between the
+ * runtimes' ways to name a CA is lib/client/tls.ts's, which the client library needs too.
+ */
+export function fetchFor(caPem: string | undefined): TrustingFetch {
+  return caPem === undefined ? (url, init) => fetch(url, init) : fetchTrusting(caPem);
 }
 
 /** The argv prefix that starts this same program again (for `mutexd up` and tests). */

@@ -20,7 +20,7 @@ import { RingCoordinator } from "./ring_coordinator.ts";
 import { nodeUrl } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
-import { serveHttp } from "../runtime.ts";
+import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
@@ -170,6 +170,7 @@ function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Log
     self: node.id,
     urls,
     hopTimeoutMs: cluster.settings.tokenHopTimeoutMs,
+    fetch: fetchFor(cluster.tlsCa),
     local: () => {
       throw new Error("the arbiter is no ring node");
     },
@@ -210,9 +211,9 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)]);
     app.get("/v1/ring/coordinator", (c) => c.json(ring.coordinator.status()));
   }
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
+  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls: node.tls });
   return {
-    url: `http://${node.host}:${server.port}`,
+    url: nodeUrl({ ...node, port: server.port }),
     reload(reloaded: ClusterConfig) {
       ring?.reload(reloaded);
       return "ok";

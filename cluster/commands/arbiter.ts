@@ -10,6 +10,8 @@ import type { ArbiterState } from "../../lib/core/arbiter/arbiter.ts";
 import { recoverRecord, type ServerReport } from "../../lib/core/arbiter/recover.ts";
 import { loadArbiterState } from "../arbiter/server.ts";
 import { nodeUrl } from "../config.ts";
+import { fetchFor } from "../runtime.ts";
+import type { TrustingFetch } from "../../lib/client/tls.ts";
 import { writeDurably } from "../durable_file.ts";
 import type { LockStatus } from "../lock/api.ts";
 import { clusterFrom, EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
@@ -24,9 +26,9 @@ exactly one of them is primary of the highest epoch, or while the arbiter answer
 Exit codes: 0 written, 2 usage or cluster-file error, 5 refused.
 `;
 
-async function getJson<T>(url: string, timeoutMs: number): Promise<T | undefined> {
+async function getJson<T>(fetchFn: TrustingFetch, url: string, timeoutMs: number): Promise<T | undefined> {
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    const response = await fetchFn(url, { signal: AbortSignal.timeout(timeoutMs) });
     return response.ok ? await response.json() as T : undefined;
   } catch {
     return undefined;
@@ -42,17 +44,18 @@ export function run(argv: string[]): Promise<number> {
     const arbiter = cluster.nodes.find((n) => n.id === values.id && n.role === "arbiter");
     if (!arbiter) throw new UsageError(`--id must name an arbiter of ${cluster.file}`);
     const timeoutMs = cluster.settings.requestTimeoutMs;
+    const fetchFn = fetchFor(cluster.tlsCa);
     const refuse = (reason: string) => {
       process.stderr.write(`mutexd: not recovered: ${reason}\n`);
       return EXIT.unavailable;
     };
     // A running arbiter decides from its own memory: stop it first, so nothing changes meanwhile.
-    if (await getJson(`${nodeUrl(arbiter)}/v1/health`, timeoutMs)) return refuse(`arbiter ${arbiter.id} answers: stop it first`);
+    if (await getJson(fetchFn, `${nodeUrl(arbiter)}/v1/health`, timeoutMs)) return refuse(`arbiter ${arbiter.id} answers: stop it first`);
     const servers = cluster.nodes.filter((n) => n.role === "primary" || n.role === "backup");
     if (servers.length !== 2) return refuse("the cluster file needs a primary and a backup");
     const reports = await Promise.all(servers.map(async (n): Promise<ServerReport> => ({
       id: n.id,
-      status: (await getJson<LockStatus>(`${nodeUrl(n)}/v1/status`, timeoutMs))?.server,
+      status: (await getJson<LockStatus>(fetchFn, `${nodeUrl(n)}/v1/status`, timeoutMs))?.server,
     })));
     const file = `${arbiter.dataDir}/arbiter.json`;
     let existing: ArbiterState | null;

@@ -2,6 +2,7 @@
  * What every subcommand shares: exit codes, flag parsing with clear usage errors, durations,
  * and finding the servers from --server, --config or the environment.
  */
+import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError, loadClusterFile, nodeUrl, type ClusterConfig } from "../config.ts";
@@ -91,6 +92,28 @@ export function parseDuration(text: string, flag: string): number {
 export function clusterFrom(configFlag: string | undefined): ClusterConfig | undefined {
   const file = configFlag ?? process.env.MUTEXD_CONFIG;
   return file ? loadClusterFile(file) : undefined;
+}
+
+/** The `--ca FILE` flag of the commands that talk to servers, and its help line. */
+export const CA_FLAG = { ca: { type: "string" } } as const;
+export const CA_HELP = `  --ca FILE         the CA certificate (PEM) of servers on HTTPS; or MUTEXD_CA, or the cluster file's tlsCa`;
+
+/**
+ * The CA certificate(s), PEM text, the CLI verifies HTTPS servers against: the file of --ca, else
+ * the file MUTEXD_CA names, else the cluster file's tlsCa; undefined: the system's roots.
+ */
+export function caFrom(caFlag: string | undefined, cluster: ClusterConfig | undefined): string | undefined {
+  const file = caFlag ?? process.env.MUTEXD_CA;
+  if (file === undefined || file === "") return cluster?.tlsCa;
+  const from = caFlag !== undefined ? "--ca" : "MUTEXD_CA";
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw new UsageError(`${from}: cannot read ${file}: ${(error as Error).message}`);
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) throw new UsageError(`${from}: ${file} holds no PEM certificate`);
+  return text;
 }
 
 /**

@@ -8,10 +8,10 @@ import process from "node:process";
 import { connect, NotAcquiredError } from "../../lib/client/lock_client.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
-import { commandToRun, EXIT, lockServers, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { CA_FLAG, CA_HELP, caFrom, commandToRun, EXIT, lockServers, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
-const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ttl DUR] [--wait DUR]
+const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ca FILE] [--ttl DUR] [--wait DUR]
                   [--shared] [--lock-delay DUR] [--grace DUR] -- CMD [ARG…]
 
 Acquires the lock NAME, runs CMD with MUTEXD_TOKEN (fencing token, a decimal integer that only
@@ -21,6 +21,7 @@ arguments, even --help or --config.
 
   --config FILE     cluster file (its primary, then backup); or MUTEXD_CONFIG
   --server URL      lock server URL(s), comma-separated; or MUTEXD_SERVER
+${CA_HELP}
   --ttl DUR         session TTL (default ${DEFAULT_SETTINGS.sessionTtlMs / 1000}s): if keepalives stop this long, the lock is freed
   --wait DUR        how long to wait for the lock (default: forever); --wait 0 is a try-lock
   --shared          take a shared (reader) lock instead of an exclusive one
@@ -39,6 +40,7 @@ export function run(argv: string[]): Promise<number> {
     const { values, positionals } = parseFlags(own, {
       config: { type: "string" },
       server: { type: "string" },
+      ...CA_FLAG,
       ttl: { type: "string" },
       wait: { type: "string" },
       shared: { type: "boolean" },
@@ -54,7 +56,8 @@ export function run(argv: string[]): Promise<number> {
     const lockDelayMs = values["lock-delay"] ? parseDuration(values["lock-delay"], "--lock-delay") : 0;
     const graceMs = values.grace ? parseDuration(values.grace, "--grace") : settings.killGraceMs;
 
-    const client = connect({ servers: urls, requestTimeoutMs: settings.requestTimeoutMs });
+    const ca = caFrom(values.ca, cluster);
+    const client = connect({ servers: urls, requestTimeoutMs: settings.requestTimeoutMs, tls: ca === undefined ? undefined : { ca } });
     let handle;
     try {
       handle = await client.lock(name, { ttlMs, waitMs, shared: values.shared ?? false, lockDelayMs });

@@ -6,13 +6,14 @@ import process from "node:process";
 import { connectRing, type RingClient, RingNotAcquiredError } from "../../lib/client/ring_client.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
-import { findNode, nodeUrl } from "../config.ts";
-import { clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { type ClusterConfig, findNode, nodeUrl } from "../config.ts";
+import { CA_FLAG, CA_HELP, caFrom, clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
 const WHERE = `  --config FILE     cluster file; with --id ID that ring node, else the first ring node (or MUTEXD_CONFIG)
   --id ID           the ring node of the cluster file to talk to
-  --server URL      the ring node's URL (or MUTEXD_RING_SERVER, which \`ring lock\` sets for CMD)`;
+  --server URL      the ring node's URL (or MUTEXD_RING_SERVER, which \`ring lock\` sets for CMD)
+${CA_HELP}`;
 
 const HELP = `Usage: mutexd ring <lock|put|get|delete|keys|status> [options]   (mutexd ring <sub> --help)
 
@@ -79,6 +80,7 @@ const WHERE_FLAGS = {
   config: { type: "string" },
   id: { type: "string" },
   server: { type: "string" },
+  ...CA_FLAG,
 } as const;
 
 
@@ -103,8 +105,12 @@ export function run(argv: string[]): Promise<number> {
 }
 
 /** The ring node to talk to, and the settings of its cluster file (defaults without one). */
-function target(values: { config?: string; id?: string; server?: string }): { client: RingClient; settings: Settings } {
-  if (values.server) return { client: connectRing({ server: values.server }), settings: DEFAULT_SETTINGS };
+function target(values: { config?: string; id?: string; server?: string; ca?: string }): { client: RingClient; settings: Settings } {
+  const tlsFor = (cluster?: ClusterConfig) => {
+    const ca = caFrom(values.ca, cluster);
+    return ca === undefined ? undefined : { ca };
+  };
+  if (values.server) return { client: connectRing({ server: values.server, tls: tlsFor() }), settings: DEFAULT_SETTINGS };
   if (values.config || values.id || !process.env.MUTEXD_RING_SERVER) {
     const cluster = clusterFrom(values.config);
     if (!cluster) {
@@ -113,10 +119,10 @@ function target(values: { config?: string; id?: string; server?: string }): { cl
     const node = values.id ? findNode(cluster, values.id) : cluster.nodes.find((n) => n.role === "ring");
     if (!node) throw new UsageError(`${cluster.file} has no ring node`);
     if (node.role !== "ring") throw new UsageError(`node ${node.id} has role ${node.role}, not ring`);
-    const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs });
+    const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs, tls: tlsFor(cluster) });
     return { client, settings: cluster.settings };
   }
-  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER }), settings: DEFAULT_SETTINGS };
+  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER, tls: tlsFor() }), settings: DEFAULT_SETTINGS };
 }
 
 /** Maps client errors to exit codes with one line on stderr. */
@@ -152,7 +158,13 @@ async function lock(argv: string[]): Promise<number> {
   } catch (error) {
     return failure(error);
   }
-  const env = { MUTEXD_TOKEN: String(section.token), MUTEXD_LOCK: "ring", MUTEXD_RING_SERVER: client.server };
+  // CMD's own `mutexd ring put` reaches the node the same way: its URL, and the CA named by --ca.
+  const env = {
+    MUTEXD_TOKEN: String(section.token),
+    MUTEXD_LOCK: "ring",
+    MUTEXD_RING_SERVER: client.server,
+    ...(values.ca !== undefined ? { MUTEXD_CA: values.ca } : {}),
+  };
   const hold = { signal: section.signal, release: () => section.release(), describe: `ring section ${section.token}` };
   return await runWhileHeld(command, env, hold, graceMs);
 }

@@ -7,15 +7,19 @@ import type { ArbiterStatus } from "../arbiter/server.ts";
 import { nodeUrl } from "../config.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { LockStatus } from "../lock/api.ts";
-import { EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
+import { CA_FLAG, CA_HELP, caFrom, EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
+import { fetchFor } from "../runtime.ts";
+import type { TrustingFetch } from "../../lib/client/tls.ts";
+import { failureText } from "../../lib/client/http.ts";
 
-const HELP = `Usage: mutexd status [--config FILE | --server URL] [--json]
+const HELP = `Usage: mutexd status [--config FILE | --server URL] [--ca FILE] [--json]
 
 Shows each lock server (role, epoch, whether it serves, lease left and who backs it: the arbiter,
 the backup's promise or both; backup sync state and lag),
 the arbiter's record, and the lock table of the serving server: each lock's holders (session,
 fencing token, mode, how long held), its FIFO queue, any lock-delay left, and the sessions.
   --json   print it all as JSON (for scripts)
+${CA_HELP}
 Exit codes: 0 shown, 2 usage or cluster-file error, 5 no server answered.
 `;
 
@@ -32,8 +36,8 @@ interface ArbiterReport {
   error?: string;
 }
 
-async function getJson<T>(url: string, timeoutMs: number): Promise<T> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+async function getJson<T>(fetchFn: TrustingFetch, url: string, timeoutMs: number): Promise<T> {
+  const response = await fetchFn(url, { signal: AbortSignal.timeout(timeoutMs) });
   if (!response.ok) throw new Error(`status ${response.status}`);
   return await response.json() as T;
 }
@@ -43,15 +47,17 @@ export function run(argv: string[]): Promise<number> {
     const { values } = parseFlags(argv, {
       config: { type: "string" },
       server: { type: "string" },
+      ...CA_FLAG,
       json: { type: "boolean" },
     }, false);
     const { urls, cluster } = lockServers(values);
+    const fetchFn = fetchFor(caFrom(values.ca, cluster));
     const { requestTimeoutMs } = cluster?.settings ?? DEFAULT_SETTINGS;
     const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
       try {
-        return { url, status: await getJson<LockStatus>(`${url}/v1/status`, requestTimeoutMs) };
+        return { url, status: await getJson<LockStatus>(fetchFn, `${url}/v1/status`, requestTimeoutMs) };
       } catch (error) {
-        return { url, error: (error as Error).message };
+        return { url, error: failureText(error) };
       }
     }));
     const arbiterNode = cluster?.nodes.find((n) => n.role === "arbiter");
@@ -59,9 +65,9 @@ export function run(argv: string[]): Promise<number> {
     if (arbiterNode) {
       const url = nodeUrl(arbiterNode);
       try {
-        arbiter = { url, ...(await getJson<ArbiterStatus>(`${url}/v1/status`, requestTimeoutMs)) };
+        arbiter = { url, ...(await getJson<ArbiterStatus>(fetchFn, `${url}/v1/status`, requestTimeoutMs)) };
       } catch (error) {
-        arbiter = { url, error: (error as Error).message };
+        arbiter = { url, error: failureText(error) };
       }
     }
     const answering = servers.filter((s) => s.status);

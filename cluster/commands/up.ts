@@ -6,7 +6,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import process from "node:process";
 import type { Settings } from "../../lib/settings.ts";
 import { loadClusterFile, nodeUrl } from "../config.ts";
-import { selfCommand } from "../runtime.ts";
+import { fetchFor, selfCommand } from "../runtime.ts";
+import type { TrustingFetch } from "../../lib/client/tls.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
 const HELP = `Usage: mutexd up --config FILE [--only ID,ID…]
@@ -55,7 +56,7 @@ export function run(argv: string[]): Promise<number> {
       });
     }
     for (const node of nodes) {
-      if (!(await answers(nodeUrl(node), children.get(node.id)!, settings))) {
+      if (!(await answers(fetchFor(cluster.tlsCa), nodeUrl(node), children.get(node.id)!, settings))) {
         process.stderr.write(`mutexd up: node ${node.id} did not start at ${nodeUrl(node)}\n`);
         await stopAll(1);
       }
@@ -83,11 +84,11 @@ export function run(argv: string[]): Promise<number> {
 }
 
 /** Waits until the node answers any HTTP request (it listens) or its process ends. */
-async function answers(url: string, child: ChildProcess, settings: Settings): Promise<boolean> {
+async function answers(fetchFn: TrustingFetch, url: string, child: ChildProcess, settings: Settings): Promise<boolean> {
   const deadline = Date.now() + settings.upStartTimeoutMs;
   while (Date.now() < deadline && child.exitCode === null) {
     try {
-      const response = await fetch(`${url}/v1/health`, { signal: AbortSignal.timeout(settings.requestTimeoutMs) });
+      const response = await fetchFn(`${url}/v1/health`, { signal: AbortSignal.timeout(settings.requestTimeoutMs) });
       await response.body?.cancel();
       return true;
     } catch {

@@ -10,7 +10,7 @@ import { createLockApp } from "./api.ts";
 import { LockService } from "./service.ts";
 import type { Logger } from "../log.ts";
 import { httpPeerTransport } from "../peer_transport.ts";
-import { serveHttp } from "../runtime.ts";
+import { fetchFor, serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
 import { StallMonitor } from "../stall_monitor.ts";
 import { openDurableLog } from "./durable_log.ts";
@@ -33,7 +33,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     nodeId: node.id,
     peer,
     arbiter,
-    transport: httpPeerTransport,
+    transport: httpPeerTransport(fetchFor(cluster.tlsCa)),
     timers: realTimers,
     // A random prefix per incarnation: a restarted server never accepts an old session id.
     sessionIdPrefix: `${node.id}-${randomBytes(4).toString("hex")}-`,
@@ -55,11 +55,11 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     },
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
+  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls: node.tls });
   const ticker = setInterval(() => service.tick(), settings.tickMs);
   stalls.start();
   return {
-    url: `http://${node.host}:${server.port}`,
+    url: nodeUrl({ ...node, port: server.port }),
     async stop() {
       clearInterval(ticker);
       stalls.stop();

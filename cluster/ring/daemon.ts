@@ -11,7 +11,7 @@ import { type ClusterConfig, ConfigError, type NodeConfig, nodeUrl } from "../co
 import type { RunningNode } from "../running_node.ts";
 import type { Logger } from "../log.ts";
 import { realTimers } from "../timers.ts";
-import { serveHttp } from "../runtime.ts";
+import { fetchFor, serveHttp } from "../runtime.ts";
 import { createRingApp } from "./api.ts";
 import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
@@ -60,6 +60,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     self: node.id,
     urls: byId,
     hopTimeoutMs: settings.tokenHopTimeoutMs,
+    fetch: fetchFor(cluster.tlsCa),
     local: () => self.service!,
   });
   // The repair channel exists before the service (which sends through it) and delivers to it once it exists.
@@ -102,7 +103,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     }),
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
+  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls: node.tls });
   log.event("ringStarted", {
     ring,
     successor: core.successor,
@@ -114,7 +115,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   });
   service.start();
   return {
-    url: `http://${node.host}:${server.port}`,
+    url: nodeUrl({ ...node, port: server.port }),
     reload(reloaded: ClusterConfig): "ok" | "stop" {
       const nodes = reloaded.nodes.filter((n) => n.role === "ring");
       if (!nodes.some((n) => n.id === node.id)) {

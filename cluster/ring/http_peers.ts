@@ -3,6 +3,7 @@
  * timeout of tokenHopTimeoutMs. Runtimes keep connections alive between calls (fetch reuses them).
  * A node that is its own successor (a ring of one) is called directly.
  */
+import type { TrustingFetch } from "../../lib/client/tls.ts";
 import type { RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
@@ -13,6 +14,8 @@ export function httpPeers(options: {
   self: string;
   urls: Map<string, string>;
   hopTimeoutMs: number;
+  /** cluster/runtime.ts fetchFor(cluster.tlsCa): verifies the peers' certificates when they serve TLS. */
+  fetch: TrustingFetch;
   /** Set once the service exists: used to deliver to itself. */
   local: () => RingService;
 }): RingPeers {
@@ -23,7 +26,7 @@ export function httpPeers(options: {
     return `${base}/v1/ring/peer/${path}`;
   };
   const call = async <T>(id: string, path: string, body?: unknown): Promise<T> => {
-    const response = await fetch(url(id, path), {
+    const response = await options.fetch(url(id, path), {
       method: body === undefined ? "GET" : "POST",
       headers: body === undefined ? undefined : { "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),

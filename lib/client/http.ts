@@ -10,6 +10,7 @@
  * Promise form for everybody else.
  */
 import { MutexdError } from "../wire/errors.ts";
+import { fetchTrusting } from "./tls.ts";
 
 /** What the client reads of a fetch answer (a web `Response` has it). */
 export interface HttpResponse {
@@ -52,6 +53,29 @@ export interface HttpPorts {
 export const WAIT_CHUNK_MS = 60_000;
 
 export const realFetch: FetchPort = (url, init) => fetch(url, init);
+
+/**
+ * The `tls` option of both clients: the CA certificate(s), PEM text, that signed the servers'
+ * certificates (a value: the client reads no files). Without it the runtime's roots are trusted.
+ */
+export interface TlsOptions {
+  ca: string;
+}
+
+/** The fetch a client uses: the one it was given, else one trusting `tls.ca` (tls.ts), else the runtime's. */
+export function chooseFetch(given: FetchPort | undefined, tls: TlsOptions | undefined): FetchPort {
+  return given ?? (tls ? fetchTrusting(tls.ca) : realFetch);
+}
+
+/**
+ * What a failed fetch says, with its cause: Deno's fetch rejects with "fetch failed" and puts the
+ * reason (a refused connection, "invalid peer certificate: UnknownIssuer") in `cause`.
+ */
+export function failureText(error: unknown): string {
+  const message = (error as Error)?.message ?? String(error);
+  const cause = (error as { cause?: { message?: unknown } })?.cause?.message;
+  return typeof cause === "string" && !message.includes(cause) ? `${message}: ${cause}` : message;
+}
 
 export const realTimers: TimersPort = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
@@ -102,7 +126,7 @@ export function exchange<T>(ports: HttpPorts, request: HttpRequest, done: (outco
     done(outcome);
   };
   const unreachable = (error: unknown) =>
-    finish({ ok: false, error: new MutexdError("unreachable", `${base}: ${(error as Error)?.message ?? String(error)}`) });
+    finish({ ok: false, error: new MutexdError("unreachable", `${base}: ${failureText(error)}`) });
   let signal = controller.signal;
   if (request.cancel) signal = AbortSignal.any([signal, request.cancel]);
   let sent: PromiseLike<HttpResponse>;

@@ -18,6 +18,7 @@
 import { MutexdError } from "../wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../settings.ts";
 import {
+  chooseFetch,
   type ClockPort,
   exchange,
   type FetchPort,
@@ -25,9 +26,9 @@ import {
   type Outcome,
   promised,
   realClock,
-  realFetch,
   realTimers,
   type TimersPort,
+  type TlsOptions,
   WAIT_CHUNK_MS,
 } from "./http.ts";
 
@@ -46,6 +47,8 @@ export interface ConnectOptions {
    * the other server on a connection failure or a "not primary" answer, with a short backoff.
    */
   failoverTimeoutMs?: number;
+  /** Servers on HTTPS with a private CA: its certificate(s) as PEM text (ignored when `fetch` is given). */
+  tls?: TlsOptions;
   /** Ports, for tests and the simulator: the web `fetch`, `performance.now`, `setTimeout` by default. */
   fetch?: FetchPort;
   clock?: ClockPort;
@@ -114,7 +117,7 @@ export class LockClient {
     this.failoverTimeoutMs = options.failoverTimeoutMs ?? DEFAULT_SETTINGS.failoverTimeoutMs;
     this.clock = options.clock ?? realClock;
     this.timers = options.timers ?? realTimers;
-    this.ports = { fetch: options.fetch ?? realFetch, timers: this.timers };
+    this.ports = { fetch: chooseFetch(options.fetch, options.tls), timers: this.timers };
     this.newRequestId = options.newRequestId ?? (() => crypto.randomUUID());
   }
 

@@ -20,13 +20,25 @@
 import type { SuspicionStatus } from "../core/ring/repair.ts";
 import type { RingStatus as CoreRingStatus } from "../core/ring/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
-import { type ClockPort, type HttpResponse, realClock, realTimers, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
+import { fetchTrusting } from "./tls.ts";
+import {
+  type ClockPort,
+  failureText,
+  type HttpResponse,
+  realClock,
+  realTimers,
+  type TimersPort,
+  type TlsOptions,
+  WAIT_CHUNK_MS,
+} from "./http.ts";
 
 export interface RingConnectOptions {
   /** Base URL of the ring node (sections are local to a node). */
   server: string;
   /** One HTTP request gives up after this (long-polls get their wait on top). */
   requestTimeoutMs?: number;
+  /** A node on HTTPS with a private CA: its certificate(s) as PEM text (ignored when `fetch` is given). */
+  tls?: TlsOptions;
   /** The transport; the runtime's `fetch` when omitted. */
   fetch?: RingFetch;
   /** Monotonic milliseconds for leases and deadlines; `performance.now` when omitted. */
@@ -118,7 +130,7 @@ export class RingClient {
   constructor(options: RingConnectOptions) {
     this.server = options.server.replace(/\/$/, "");
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3_000;
-    this.fetch = options.fetch ?? ((url, init) => fetch(url, init));
+    this.fetch = options.fetch ?? (options.tls ? fetchTrusting(options.tls.ca) : (url, init) => fetch(url, init));
     this.clock = options.clock ?? realClock;
     this.timers = options.timers ?? realTimers;
   }
@@ -143,7 +155,7 @@ export class RingClient {
     } catch (error) {
       // A transport that throws instead of rejecting (a malformed URL): answered as fetch would.
       done();
-      return Promise.reject(new MutexdError("unreachable", `${this.server}: ${(error as Error).message}`));
+      return Promise.reject(new MutexdError("unreachable", `${this.server}: ${failureText(error)}`));
     }
     return promised(sent.then(
       (response) =>
@@ -156,7 +168,7 @@ export class RingClient {
         }),
       (error) => {
         done();
-        throw new MutexdError("unreachable", `${this.server}: ${(error as Error).message}`);
+        throw new MutexdError("unreachable", `${this.server}: ${failureText(error)}`);
       },
     ));
   }
