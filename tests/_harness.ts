@@ -130,13 +130,16 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Polls `url` until it answers 200 or `timeoutMs` passes (then throws). */
-export async function waitForHttp(url: string, timeoutMs = 15_000): Promise<void> {
+/**
+ * Polls `url` until it answers 200 or `timeoutMs` passes (then throws). `fetchFn`: a fetch that
+ * trusts the test's CA for a node on TLS (lib/client/tls.ts fetchTrusting).
+ */
+export async function waitForHttp(url: string, timeoutMs = 15_000, fetchFn: (url: string) => Promise<Response> = fetch): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = "";
   while (Date.now() < deadline) {
     try {
-      const response = await fetch(url);
+      const response = await fetchFn(url);
       await response.body?.cancel();
       if (response.ok) return;
       last = `status ${response.status}`;

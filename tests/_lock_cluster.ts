@@ -3,44 +3,59 @@
  * `mutexd node` from a temporary cluster file, and its status read over HTTP. Not a test file.
  */
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
+import { fetchTrusting, type TrustingFetch } from "../lib/client/tls.ts";
 import { eventually, freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 export interface Cluster {
   dir: string;
   file: string;
   urls: Record<"p1" | "b1" | "a1", string>;
+  /** The fetch that reaches the nodes (one trusting `options.ca` when they are on TLS). */
+  fetch: TrustingFetch;
   procs: Map<string, Proc>;
   start(id: "p1" | "b1" | "a1"): Promise<void>;
   stopAll(): Promise<void>;
 }
 
-/**
- * `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000");
- * `durable`: the lock servers keep a durable log (`[cluster] durable = true`).
- */
-export async function startCluster(settings: string[] = [], options: { durable?: boolean } = {}): Promise<Cluster> {
+export interface ClusterOptions {
+  /** The lock servers keep a durable log (`[cluster] durable = true`). */
+  durable?: boolean;
+  /** More lines of the [cluster] table (e.g. `tlsCa = "…"`). */
+  clusterLines?: string[];
+  /** More lines of every [[nodes]] entry (e.g. tlsCert and tlsKey: tests/_tls.ts). */
+  nodeLines?: string[];
+  /** The nodes serve HTTPS with certificates this CA (PEM) signed: the URLs are https:// and the harness trusts it. */
+  ca?: string;
+}
+
+/** `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000"). */
+export async function startCluster(settings: string[] = [], options: ClusterOptions = {}): Promise<Cluster> {
   const dir = tempDir();
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
+  const clusterLines = [...(options.durable ? ["durable = true"] : []), ...(options.clusterLines ?? [])];
+  const node = (id: string, role: string, port: number) =>
+    [`[[nodes]]`, `id = "${id}"`, `role = "${role}"`, `http = "127.0.0.1:${port}"`, ...(options.nodeLines ?? [])].join("\n") + "\n\n";
   const file = writeCluster(
     dir,
-    (options.durable ? `[cluster]\ndurable = true\n\n` : "") +
-      `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
-      `[[nodes]]\nid = "b1"\nrole = "backup"\nhttp = "127.0.0.1:${b}"\n\n` +
-      `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n` +
-      (settings.length > 0 ? `\n[settings]\n${settings.join("\n")}\n` : ""),
+    (clusterLines.length > 0 ? `[cluster]\n${clusterLines.join("\n")}\n\n` : "") +
+      node("p1", "primary", p) + node("b1", "backup", b) + node("a1", "arbiter", a) +
+      (settings.length > 0 ? `[settings]\n${settings.join("\n")}\n` : ""),
   );
-  const urls = { p1: `http://127.0.0.1:${p}`, b1: `http://127.0.0.1:${b}`, a1: `http://127.0.0.1:${a}` };
+  const scheme = options.ca === undefined ? "http" : "https";
+  const urls = { p1: `${scheme}://127.0.0.1:${p}`, b1: `${scheme}://127.0.0.1:${b}`, a1: `${scheme}://127.0.0.1:${a}` };
+  const fetchFn: TrustingFetch = options.ca === undefined ? (url, init) => fetch(url, init) : fetchTrusting(options.ca);
   const procs = new Map<string, Proc>();
   const cluster: Cluster = {
     dir,
     file,
     urls,
+    fetch: fetchFn,
     procs,
     async start(id) {
       procs.get(id)?.kill("SIGKILL");
       const proc = startMutexd(["node", "--config", file, "--id", id]);
       procs.set(id, proc);
-      await waitForHttp(`${urls[id]}/v1/health`);
+      await waitForHttp(`${urls[id]}/v1/health`, undefined, fetchFn);
     },
     async stopAll() {
       for (const proc of procs.values()) {
@@ -55,15 +70,16 @@ export async function startCluster(settings: string[] = [], options: { durable?:
   await cluster.start("p1");
   await cluster.start("b1");
   await eventually("p1 serves with b1 in sync", async () => {
-    const s = await status(urls.p1);
+    const s = await status(urls.p1, undefined, fetchFn);
     return s?.server?.serving === true && s.server.backup?.arbiterRecordedInSync === true;
   }, 15_000);
   return cluster;
 }
 
-export async function status(url: string, timeoutMs = 1_000): Promise<StatusAnswer | undefined> {
+/** The node's status, or undefined when it does not answer; `fetchFn` for a node on TLS (Cluster.fetch). */
+export async function status(url: string, timeoutMs = 1_000, fetchFn: TrustingFetch = fetch): Promise<StatusAnswer | undefined> {
   try {
-    const response = await fetch(`${url}/v1/status`, { signal: AbortSignal.timeout(timeoutMs) });
+    const response = await fetchFn(`${url}/v1/status`, { signal: AbortSignal.timeout(timeoutMs) });
     return response.ok ? await response.json() : undefined;
   } catch {
     return undefined;

@@ -12,6 +12,7 @@
  */
 import { type RingClient, type RingStatus } from "../lib/client/ring_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
+import { fetchTrusting } from "../lib/client/tls.ts";
 import type { ViewStatus } from "../lib/core/ring/view.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { eventually, freePort, freeUdpPort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, removeDir, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
@@ -89,6 +90,10 @@ export interface RingOptions {
   wrap?: (id: string) => string[];
   /** Adds an arbiter `a1` (it coordinates the ring's view changes); `start("a1")` starts it, `startAll` too. */
   arbiter?: boolean;
+  /** More lines of every [[nodes]] entry (e.g. tlsCert and tlsKey: tests/_tls.ts). */
+  nodeLines?: string[];
+  /** The nodes serve HTTPS with certificates this CA (PEM) signed: the URLs are https:// and the clients trust it. */
+  ca?: string;
 }
 
 export interface RingCluster {
@@ -148,14 +153,20 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
       `http = "${addresses[i]}"`,
       ...(options.udp ? [`udp = ${udp[i]}`] : []),
       `dataDir = "data/${id}"`,
+      ...(options.nodeLines ?? []),
     ]),
-    ...(arbiterAddress ? ["[[nodes]]", 'id = "a1"', 'role = "arbiter"', `http = "${arbiterAddress}"`, 'dataDir = "data/a1"'] : []),
+    ...(arbiterAddress
+      ? ["[[nodes]]", 'id = "a1"', 'role = "arbiter"', `http = "${arbiterAddress}"`, 'dataDir = "data/a1"', ...(options.nodeLines ?? [])]
+      : []),
   ].join("\n") + "\n");
-  const urls = addresses.map((address) => `http://${address}`);
-  const clients = urls.map((server) => connectRing({ server, requestTimeoutMs: 10_000 }));
+  const scheme = options.ca === undefined ? "http" : "https";
+  const tls = options.ca === undefined ? undefined : { ca: options.ca };
+  const healthFetch = options.ca === undefined ? fetch : fetchTrusting(options.ca);
+  const urls = addresses.map((address) => `${scheme}://${address}`);
+  const clients = urls.map((server) => connectRing({ server, requestTimeoutMs: 10_000, tls }));
   const procs = new Map<string, Proc>();
   const incarnations = new Map<string, Proc[]>([...ids, ...(arbiterAddress ? ["a1"] : [])].map((id) => [id, []]));
-  const url = (id: string) => (id === "a1" && arbiterAddress ? `http://${arbiterAddress}` : urls[ids.indexOf(id)]);
+  const url = (id: string) => (id === "a1" && arbiterAddress ? `${scheme}://${arbiterAddress}` : urls[ids.indexOf(id)]);
 
   const ring: RingCluster = {
     dir,
@@ -173,7 +184,7 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
       procs.set(id, proc);
       incarnations.get(id)!.push(proc);
       await Promise.race([
-        waitForHttp(`${url(id)}/v1/health`, SLACK_MS * size),
+        waitForHttp(`${url(id)}/v1/health`, SLACK_MS * size, healthFetch),
         proc.exited.then((code) => {
           throw new Error(`${id} exited ${code}: ${proc.stderr().slice(-600)}`);
         }),
