@@ -11,6 +11,9 @@ import { removeDir, tempDir } from "./_harness.ts";
 
 export const OPENSSL = "/usr/bin/openssl";
 
+/** What the runtimes say of a certificate they cannot verify (Deno: rustls; Bun: BoringSSL). */
+export const CERTIFICATE_ERROR = /certificate|UnknownIssuer|UNABLE_TO_VERIFY/i;
+
 /** Why the TLS tests cannot run here, or undefined when they can (pass it as `skip`). */
 export function tlsSkipReason(): string | undefined {
   return existsSync(OPENSSL) ? undefined : `${OPENSSL} is missing: it makes the test certificates`;
@@ -72,7 +75,31 @@ export function makeCertificates(): TestCertificates {
   }
 }
 
-/** The [[nodes]] lines that put a node on TLS with `authority`'s node certificate. */
-export function tlsNodeLines(authority: Authority): string[] {
-  return [`tlsCert = "${authority.certFile}"`, `tlsKey = "${authority.keyFile}"`];
+/** The options of tests/_lock_cluster.ts and _ring_cluster.ts that put every node on TLS with `authority`'s certificate. */
+export interface TlsClusterOptions {
+  clusterLines: string[];
+  nodeLines: string[];
+  ca: string;
+}
+
+export function tlsClusterOptions(authority: Authority): TlsClusterOptions {
+  return {
+    clusterLines: [`tlsCa = "${authority.caFile}"`],
+    nodeLines: [`tlsCert = "${authority.certFile}"`, `tlsKey = "${authority.keyFile}"`],
+    ca: authority.ca,
+  };
+}
+
+/**
+ * Makes the certificates and runs `start` with the options that put a cluster on the main CA's
+ * TLS; when the start fails, the certificates are removed before the error goes on.
+ */
+export async function startOnTls<T>(start: (options: TlsClusterOptions) => Promise<T>): Promise<{ certs: TestCertificates; started: T }> {
+  const certs = makeCertificates();
+  try {
+    return { certs, started: await start(tlsClusterOptions(certs.main)) };
+  } catch (error) {
+    certs.remove();
+    throw error;
+  }
 }

@@ -22,26 +22,15 @@ import { DEFAULT_SETTINGS as S } from "../lib/settings.ts";
 import { eventually, startMutexd } from "./_harness.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 import { roundMs, SLACK_MS, startRing } from "./_ring_cluster.ts";
-import { makeCertificates, tlsNodeLines, tlsSkipReason } from "./_tls.ts";
+import { CERTIFICATE_ERROR, startOnTls, tlsSkipReason } from "./_tls.ts";
 
 const skip = tlsSkipReason() ?? false;
-
-/** What the runtimes say of a certificate they cannot verify (Deno: rustls; Bun: BoringSSL). */
-const CERTIFICATE_ERROR = /certificate|UnknownIssuer|UNABLE_TO_VERIFY/i;
 
 /** As failover_process_test.ts: the backup hears nothing for primarySilenceMs, waits out the leases, one claim may time out. */
 const TAKEOVER_MS = S.primarySilenceMs + Math.max(S.primaryLeaseMs, S.backupLeaseMs) + S.peerTimeoutMs + SLACK_MS;
 
 test("lock service on TLS: backup in sync, TS client and CLI with the CA lock, without it (or with another CA) refused, failover works", { timeout: 90_000, skip }, async () => {
-  const certs = makeCertificates();
-  const c = await startCluster([], {
-    clusterLines: [`tlsCa = "${certs.main.caFile}"`],
-    nodeLines: tlsNodeLines(certs.main),
-    ca: certs.main.ca,
-  }).catch((error) => {
-    certs.remove();
-    throw error;
-  });
+  const { certs, started: c } = await startOnTls((tls) => startCluster([], tls));
   try {
     // startCluster waited for "p1 serves, b1 recorded in sync by the arbiter": both peer paths work over TLS.
     assert.match(c.urls.p1, /^https:\/\//);
@@ -81,16 +70,7 @@ test("lock service on TLS: backup in sync, TS client and CLI with the CA lock, w
 });
 
 test("ring of 3 on TLS: forms, grants a section whose write goes round the ring, and `mutexd ring lock --config` runs a command", { timeout: 90_000, skip }, async () => {
-  const certs = makeCertificates();
-  const ring = await startRing({
-    size: 3,
-    clusterLines: [`tlsCa = "${certs.main.caFile}"`],
-    nodeLines: tlsNodeLines(certs.main),
-    ca: certs.main.ca,
-  }).catch((error) => {
-    certs.remove();
-    throw error;
-  });
+  const { certs, started: ring } = await startOnTls((tls) => startRing({ size: 3, ...tls }));
   try {
     assert.ok(ring.urls.every((url) => url.startsWith("https://")));
     {

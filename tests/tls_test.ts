@@ -18,7 +18,7 @@ import { connect } from "../lib/client/lock_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
 import { fetchTrusting } from "../lib/client/tls.ts";
 import { MutexdError } from "../lib/wire/errors.ts";
-import { makeCertificates, type TestCertificates, tlsSkipReason } from "./_tls.ts";
+import { CERTIFICATE_ERROR, makeCertificates, type TestCertificates, tlsSkipReason } from "./_tls.ts";
 
 const skip = tlsSkipReason() ?? false;
 let certs: TestCertificates;
@@ -27,9 +27,6 @@ before(() => {
   if (!skip) certs = makeCertificates();
 });
 after(() => certs?.remove());
-
-/** What the runtimes say of a certificate they cannot verify (Deno: rustls; Bun: BoringSSL). */
-const CERTIFICATE_ERROR = /certificate|UnknownIssuer|UNABLE_TO_VERIFY/i;
 
 /** A cluster file in the certificates' directory, so relative paths resolve there. */
 function clusterText(nodeLines: string, clusterLines = ""): string {

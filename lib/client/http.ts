@@ -10,7 +10,7 @@
  * Promise form for everybody else.
  */
 import { MutexdError } from "../wire/errors.ts";
-import { fetchTrusting } from "./tls.ts";
+import { fetchTrusting, type TlsOptions } from "./tls.ts";
 
 /** What the client reads of a fetch answer (a web `Response` has it). */
 export interface HttpResponse {
@@ -53,14 +53,6 @@ export interface HttpPorts {
 export const WAIT_CHUNK_MS = 60_000;
 
 export const realFetch: FetchPort = (url, init) => fetch(url, init);
-
-/**
- * The `tls` option of both clients: the CA certificate(s), PEM text, that signed the servers'
- * certificates (a value: the client reads no files). Without it the runtime's roots are trusted.
- */
-export interface TlsOptions {
-  ca: string;
-}
 
 /** The fetch a client uses: the one it was given, else one trusting `tls.ca` (tls.ts), else the runtime's. */
 export function chooseFetch(given: FetchPort | undefined, tls: TlsOptions | undefined): FetchPort {

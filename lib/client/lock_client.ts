@@ -28,9 +28,9 @@ import {
   realClock,
   realTimers,
   type TimersPort,
-  type TlsOptions,
   WAIT_CHUNK_MS,
 } from "./http.ts";
+import type { TlsOptions } from "./tls.ts";
 
 export type Mode = "exclusive" | "shared";
 

@@ -20,17 +20,8 @@
 import type { SuspicionStatus } from "../core/ring/repair.ts";
 import type { RingStatus as CoreRingStatus } from "../core/ring/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
-import { fetchTrusting } from "./tls.ts";
-import {
-  type ClockPort,
-  failureText,
-  type HttpResponse,
-  realClock,
-  realTimers,
-  type TimersPort,
-  type TlsOptions,
-  WAIT_CHUNK_MS,
-} from "./http.ts";
+import { fetchTrusting, type TlsOptions } from "./tls.ts";
+import { type ClockPort, failureText, type HttpResponse, realClock, realTimers, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
 
 export interface RingConnectOptions {
   /** Base URL of the ring node (sections are local to a node). */

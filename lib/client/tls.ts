@@ -12,6 +12,14 @@
  * Verification is never turned off: a certificate the CA did not sign fails the request.
  */
 
+/**
+ * The `tls` option of both clients: the CA certificate(s), PEM text, that signed the servers'
+ * certificates (a value: the client reads no files). Without it the runtime's roots are trusted.
+ */
+export interface TlsOptions {
+  ca: string;
+}
+
 /** The part of fetch the clients use (URL as text). */
 export type TrustingFetch = (url: string, init?: RequestInit) => Promise<Response>;
 
