@@ -24,8 +24,11 @@
  * `udp` on a node that is not a ring node is refused: only the ring has a repair channel, and a
  * key read but unused would let an operator believe something is configured.
  *
- * Paths (dataDir, secretFile, tlsCert, tlsKey, tlsCa) are relative to the cluster file. The TLS
- * files are read at load, so a missing or unreadable one stops the start naming its key.
+ * Paths (dataDir, secretFile, tlsCert, tlsKey, tlsCa) are relative to the cluster file. tlsCa is
+ * read at load. A node's tlsCert and tlsKey are read by that node alone when it starts
+ * (readNodeTls): on a real cluster each host holds only its own key, and the others (peers, the
+ * CLI) only learn from the keys that the node's URL is https://. A missing or unreadable TLS
+ * file, or one without its PEM block, stops the start naming its key.
  */
 import { readFileSync } from "node:fs";
 import process from "node:process";
@@ -46,8 +49,8 @@ export interface NodeConfig {
   dataDir: string;
   /** Ring nodes: the UDP port of the repair channel (cluster/ring/udp.ts); default the HTTP port. */
   udpPort: number;
-  /** The certificate and key (PEM text) this node serves HTTPS with; undefined: plain HTTP. */
-  tls: { cert: string; key: string } | undefined;
+  /** Paths of the certificate and key this node serves HTTPS with (readNodeTls reads them); undefined: plain HTTP. */
+  tls: { certFile: string; keyFile: string } | undefined;
 }
 
 export interface ClusterConfig {
@@ -134,7 +137,9 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
 
   const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
   const secret = readSecret(cluster, baseDir, problem);
-  const tlsCa = cluster.tlsCa === undefined ? undefined : readPem(cluster.tlsCa, "cluster.tlsCa", "CERTIFICATE", baseDir, problem);
+  const tlsCa = cluster.tlsCa === undefined
+    ? undefined
+    : readPem(pathIn(baseDir, cluster.tlsCa, "cluster.tlsCa", problem), "cluster.tlsCa", "CERTIFICATE", problem);
 
   const { settings, problems } = mergeSettings(asTable(doc.settings ?? {}, "settings", problem));
   if (problems.length > 0) throw problem(`settings.${problems[0].key}`, problems[0].message);
@@ -182,14 +187,18 @@ function readSecret(cluster: Record<string, unknown>, baseDir: string, problem: 
   return secret;
 }
 
-/**
- * The text of a PEM file named by `key` (a path relative to the cluster file), checked to hold a
- * PEM block of `kind` ("CERTIFICATE", or "PRIVATE KEY", which also matches "EC PRIVATE KEY" and
- * "RSA PRIVATE KEY"), so a swapped or empty file is named here rather than failing the TLS start.
- */
-function readPem(value: unknown, key: string, kind: string, baseDir: string, problem: Problem): string {
+/** The path `value` of `key`, relative to the cluster file's directory unless absolute. */
+function pathIn(baseDir: string, value: unknown, key: string, problem: Problem): string {
   if (typeof value !== "string" || value.length === 0) throw problem(key, "must be a path to a PEM file");
-  const path = value.startsWith("/") ? value : `${baseDir}/${value}`;
+  return value.startsWith("/") ? value : `${baseDir}/${value}`;
+}
+
+/**
+ * The text of the PEM file `path` named by `key`, checked to hold a PEM block of `kind`
+ * ("CERTIFICATE", or "PRIVATE KEY", which also matches "EC PRIVATE KEY" and "RSA PRIVATE KEY"),
+ * so a swapped or empty file is named here rather than failing the TLS handshake later.
+ */
+function readPem(path: string, key: string, kind: string, problem: Problem): string {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
@@ -233,8 +242,8 @@ function parseNode(raw: unknown, index: number, baseDir: string, problem: Proble
     throw problem(`${where}.${missing}`, "missing: give both tlsCert and tlsKey, or neither");
   }
   const tls = node.tlsCert === undefined ? undefined : {
-    cert: readPem(node.tlsCert, `${where}.tlsCert`, "CERTIFICATE", baseDir, problem),
-    key: readPem(node.tlsKey, `${where}.tlsKey`, "PRIVATE KEY", baseDir, problem),
+    certFile: pathIn(baseDir, node.tlsCert, `${where}.tlsCert`, problem),
+    keyFile: pathIn(baseDir, node.tlsKey, `${where}.tlsKey`, problem),
   };
   const udpPort = node.udp ?? address.port;
   if (typeof udpPort !== "number" || !Number.isInteger(udpPort) || udpPort < 1 || udpPort > 65535) {
@@ -342,6 +351,27 @@ export function findNode(config: ClusterConfig, id: string): NodeConfig {
     throw new ConfigError(config.file, "--id", `no node ${JSON.stringify(id)} (known: ${config.nodes.map((n) => n.id).join(", ")})`);
   }
   return node;
+}
+
+/**
+ * The certificate and key (PEM text) `node` serves HTTPS with, read now; undefined for a node
+ * without tlsCert. Throws a ConfigError naming the key (and its line) when a file is missing,
+ * unreadable or holds no PEM block of its kind.
+ */
+export function readNodeTls(config: ClusterConfig, node: NodeConfig): { cert: string; key: string } | undefined {
+  if (node.tls === undefined) return undefined;
+  const where = `nodes[${config.nodes.findIndex((n) => n.id === node.id)}]`;
+  let lines: LineFinder | undefined;
+  try {
+    lines = new LineFinder(readFileSync(config.file, "utf8"));
+  } catch {
+    // A file loaded from text (tests) or gone since: the message names the key without a line.
+  }
+  const problem: Problem = (key, detail) => new ConfigError(config.file, key, detail, lines?.find(key));
+  return {
+    cert: readPem(node.tls.certFile, `${where}.tlsCert`, "CERTIFICATE", problem),
+    key: readPem(node.tls.keyFile, `${where}.tlsKey`, "PRIVATE KEY", problem),
+  };
 }
 
 /** Base URL of a node's HTTP API: https:// for a node with a certificate. */

@@ -1,7 +1,8 @@
 /**
- * Optional TLS (docs/security.md, "TLS"), in one process: the cluster file's tlsCert, tlsKey and
- * tlsCa are read at load (a missing, unreadable, half-given or swapped file is a ConfigError
- * naming its key) and make a node's URL https://; a server from cluster/runtime.ts serveHttp with
+ * Optional TLS (docs/security.md, "TLS"), in one process: the cluster file's tlsCa is read at
+ * load, a node's tlsCert and tlsKey when that node starts (readNodeTls), never by the others: a
+ * missing, unreadable, half-given or swapped file is a ConfigError naming its key, and the keys
+ * make a node's URL https://; a server from cluster/runtime.ts serveHttp with
  * the certificate answers a fetch that trusts the CA (lib/client/tls.ts fetchTrusting), and is
  * refused by one that does not: the runtime's roots, or another CA. A server with a certificate
  * from another CA is refused by a fetch trusting the cluster's CA. The clients say why (the
@@ -12,12 +13,13 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError, nodeUrl, parseClusterText } from "../cluster/config.ts";
+import { ConfigError, loadClusterFile, nodeUrl, parseClusterText, readNodeTls } from "../cluster/config.ts";
 import { type HttpServer, serveHttp } from "../cluster/runtime.ts";
 import { connect } from "../lib/client/lock_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
 import { fetchTrusting } from "../lib/client/tls.ts";
 import { MutexdError } from "../lib/wire/errors.ts";
+import { startMutexd } from "./_harness.ts";
 import { CERTIFICATE_ERROR, makeCertificates, type TestCertificates, tlsSkipReason } from "./_tls.ts";
 
 const skip = tlsSkipReason() ?? false;
@@ -33,9 +35,13 @@ function clusterText(nodeLines: string, clusterLines = ""): string {
   return `[cluster]\nname = "tls"\n${clusterLines}\n[[nodes]]\nid = "r1"\nrole = "ring"\nhttp = "127.0.0.1:7201"\n${nodeLines}\n`;
 }
 
+/** The ConfigError of loading `text` as a cluster file and reading node r1's TLS files (as r1's start does). */
 function configError(text: string): ConfigError {
+  const file = join(certs.dir, "cluster.toml");
+  writeFileSync(file, text);
   try {
-    parseClusterText(text, join(certs.dir, "cluster.toml"));
+    const config = loadClusterFile(file);
+    readNodeTls(config, config.nodes[0]);
   } catch (error) {
     if (error instanceof ConfigError) return error;
     throw error;
@@ -43,18 +49,29 @@ function configError(text: string): ConfigError {
   assert.fail("the cluster file was accepted");
 }
 
-test("config: tlsCert and tlsKey (relative to the cluster file) are read at load, the node's URL is https://; tlsCa is read", { skip }, () => {
+test("config: tlsCa is read at load; a node's tlsCert and tlsKey (relative to the cluster file) when it starts; its URL is https://", { skip }, () => {
   const config = parseClusterText(
     clusterText(`tlsCert = "main-node.pem"\ntlsKey = "main-node.key"`, `tlsCa = "main-ca.pem"`),
     join(certs.dir, "cluster.toml"),
   );
-  assert.deepEqual(config.nodes[0].tls, { cert: certs.main.cert, key: certs.main.key });
+  assert.deepEqual(readNodeTls(config, config.nodes[0]), { cert: certs.main.cert, key: certs.main.key });
   assert.equal(config.tlsCa, certs.main.ca);
   assert.equal(nodeUrl(config.nodes[0]), "https://127.0.0.1:7201");
   const plain = parseClusterText(clusterText(""), join(certs.dir, "cluster.toml"));
   assert.equal(plain.nodes[0].tls, undefined);
   assert.equal(plain.tlsCa, undefined);
   assert.equal(nodeUrl(plain.nodes[0]), "http://127.0.0.1:7201");
+  assert.equal(readNodeTls(plain, plain.nodes[0]), undefined);
+});
+
+test("config: another node's key files are not read (on its own host only): the file loads where they do not exist", { skip }, () => {
+  const text = clusterText(`tlsCert = "main-node.pem"\ntlsKey = "main-node.key"`) +
+    `\n[[nodes]]\nid = "r2"\nrole = "ring"\nhttp = "127.0.0.1:7202"\ntlsCert = "/elsewhere/r2.pem"\ntlsKey = "/elsewhere/r2.key"\n`;
+  const config = parseClusterText(text, join(certs.dir, "cluster.toml"));
+  assert.equal(nodeUrl(config.nodes[1]), "https://127.0.0.1:7202");
+  assert.ok(readNodeTls(config, config.nodes[0]));
+  // Only r2's own start reads them, and there they are missing.
+  assert.throws(() => readNodeTls(config, config.nodes[1]), (error) => error instanceof ConfigError && error.key === "nodes[1].tlsCert");
 });
 
 test("config: a TLS file missing, half of the pair, or holding the wrong PEM is refused naming the key and line", { skip }, () => {
@@ -77,6 +94,14 @@ test("config: a TLS file missing, half of the pair, or holding the wrong PEM is 
   assert.equal(emptyCa.key, "cluster.tlsCa");
   assert.equal(emptyCa.line, 3);
   assert.match(emptyCa.detail, /holds no PEM CERTIFICATE/);
+});
+
+test("`mutexd node` whose own key file is missing exits 2 before it listens, naming the file, line and key", { skip }, async () => {
+  const file = join(certs.dir, "missing-key.toml");
+  writeFileSync(file, clusterText(`tlsCert = "main-node.pem"\ntlsKey = "gone.key"`));
+  const node = startMutexd(["node", "--config", file, "--id", "r1"]);
+  assert.equal(await node.exited, 2, node.stderr());
+  assert.match(node.stderr(), /missing-key\.toml:9: nodes\[0\]\.tlsKey: cannot read .*gone\.key/);
 });
 
 /** Runs `body` against an HTTPS server on 127.0.0.1 presenting `authority`'s node certificate. */

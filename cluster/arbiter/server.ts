@@ -17,7 +17,7 @@ import { serveRoutes, viewRoute } from "../ring/api.ts";
 import { httpPeers } from "../ring/http_peers.ts";
 import { realTimers } from "../timers.ts";
 import { RingCoordinator } from "./ring_coordinator.ts";
-import { nodeUrl } from "../config.ts";
+import { nodeUrl, readNodeTls } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
@@ -196,6 +196,8 @@ function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Log
 }
 
 export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
+  // First: a missing certificate stops the start before the record is read.
+  const tls = readNodeTls(cluster, node);
   const primary = cluster.nodes.find((n) => n.role === "primary");
   const backup = cluster.nodes.find((n) => n.role === "backup");
   const statePath = `${node.dataDir}/arbiter.json`;
@@ -211,7 +213,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)]);
     app.get("/v1/ring/coordinator", (c) => c.json(ring.coordinator.status()));
   }
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls: node.tls });
+  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   return {
     url: nodeUrl({ ...node, port: server.port }),
     reload(reloaded: ClusterConfig) {

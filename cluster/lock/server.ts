@@ -4,7 +4,7 @@
  * the cluster file only says which one serves first.
  */
 import { randomBytes } from "node:crypto";
-import { type ClusterConfig, nodeUrl, type NodeConfig } from "../config.ts";
+import { type ClusterConfig, nodeUrl, type NodeConfig, readNodeTls } from "../config.ts";
 import { monotonicClock } from "../clock.ts";
 import { createLockApp } from "./api.ts";
 import { LockService } from "./service.ts";
@@ -19,6 +19,8 @@ import type { RunningNode } from "../running_node.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
+  // First: a missing certificate stops the start before anything is opened.
+  const tls = readNodeTls(cluster, node);
   const member = (role: string) => {
     const found = cluster.nodes.find((n) => n.role === role && n.id !== node.id);
     return found ? { id: found.id, url: nodeUrl(found) } : null;
@@ -55,7 +57,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     },
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls: node.tls });
+  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   const ticker = setInterval(() => service.tick(), settings.tickMs);
   stalls.start();
   return {

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { RingNode } from "../../lib/core/ring/ring_node.ts";
 import { restartVotersProblem } from "../../lib/core/ring/view.ts";
 import { monotonicClock } from "../clock.ts";
-import { type ClusterConfig, ConfigError, type NodeConfig, nodeUrl } from "../config.ts";
+import { type ClusterConfig, ConfigError, type NodeConfig, nodeUrl, readNodeTls } from "../config.ts";
 import type { RunningNode } from "../running_node.ts";
 import type { Logger } from "../log.ts";
 import { realTimers } from "../timers.ts";
@@ -21,6 +21,8 @@ import { failStopProcess } from "../fail_stop.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
+  // First: a missing certificate stops the start before the storage is opened.
+  const tls = readNodeTls(cluster, node);
   const ringNodes = cluster.nodes.filter((n) => n.role === "ring" || n.id === node.id);
   const ring = ringNodes.map((n) => n.id);
   const storage = new RingStorage(node.dataDir);
@@ -103,7 +105,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     }),
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls: node.tls });
+  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   log.event("ringStarted", {
     ring,
     successor: core.successor,
