@@ -207,14 +207,29 @@ function hex(bytes: ArrayBuffer): string {
   return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-test("udp (sealed): forged datagrams (no MAC, another key's MAC, a field changed after sealing, a broken seal) are dropped as forged; a sealed one passes", { timeout: 10_000 }, async () => {
+/** What the sealed tests below work with: three channels with the secret, r2's port, a raw socket and the key. */
+interface SealedRing {
+  r2: Node;
+  port: number;
+  raw: dgram.Socket;
+  key: CryptoKey;
+}
+
+/** Opens three channels with the secret (`tweak` as for openAll) and a raw socket, runs `body`, closes them all. */
+async function withSealedRing(tweak: (id: string, o: RepairChannelOptions) => RepairChannelOptions, body: (ring: SealedRing) => Promise<void>): Promise<void> {
   const peers = await ringPeers();
-  const nodes = await openAll(peers, (_, o) => ({ ...o, secret: SECRET }));
+  const nodes = await openAll(peers, (id, o) => tweak(id, { ...o, secret: SECRET }));
   const raw = dgram.createSocket("udp4");
   try {
-    const r2 = nodes.get("r2")!;
-    const port = peers.find((p) => p.id === "r2")!.udpPort;
-    const key = await datagramKey(SECRET);
+    await body({ r2: nodes.get("r2")!, port: peers.find((p) => p.id === "r2")!.udpPort, raw, key: await datagramKey(SECRET) });
+  } finally {
+    await closeSocket(raw);
+    await closeAll(nodes);
+  }
+}
+
+test("udp (sealed): forged datagrams (no MAC, another key's MAC, a field changed after sealing, a broken seal) are dropped as forged; a sealed one passes", { timeout: 10_000 }, async () => {
+  await withSealedRing((_, o) => o, async ({ r2, port, raw, key }) => {
     const sealed = new TextDecoder().decode(await encodeDatagram(FROM_R3, key));
     const data = JSON.stringify(FROM_R3);
     const hmac = { name: "HMAC", hash: "SHA-256" };
@@ -241,21 +256,12 @@ test("udp (sealed): forged datagrams (no MAC, another key's MAC, a field changed
     raw.send(sealed, port, "127.0.0.1");
     await eventually("r2 got the sealed datagram", () => r2.got.length === 1, DELIVERY_MS);
     assert.deepEqual(r2.got[0], FROM_R3);
-  } finally {
-    await closeSocket(raw);
-    await closeAll(nodes);
-  }
+  });
 });
 
 test("udp (sealed): a replayed datagram is dropped as replayed after the copies' memory forgot it, below the window, and from an older incarnation", { timeout: 10_000 }, async () => {
-  const peers = await ringPeers();
   // r2 remembers one datagram for copies: every earlier one must be refused by the window or the incarnation.
-  const nodes = await openAll(peers, (id, o) => ({ ...o, secret: SECRET, rememberedMax: id === "r2" ? 1 : o.rememberedMax }));
-  const raw = dgram.createSocket("udp4");
-  try {
-    const r2 = nodes.get("r2")!;
-    const port = peers.find((p) => p.id === "r2")!.udpPort;
-    const key = await datagramKey(SECRET);
+  await withSealedRing((id, o) => ({ ...o, rememberedMax: id === "r2" ? 1 : o.rememberedMax }), async ({ r2, port, raw, key }) => {
     let sent = 0;
     /** Sends r3's datagram (inc, seq) to r2 and waits until r2 has handled it; returns what r2 did with it. */
     const deliver = async (inc: number, seq: number): Promise<string> => {
@@ -279,20 +285,11 @@ test("udp (sealed): a replayed datagram is dropped as replayed after the copies'
     assert.equal(await deliver(5, 3 + REPLAY_WINDOW), "replayed", "the incarnation before the restart is now refused");
     assert.deepEqual(r2.got.map((d) => [d.inc, d.seq]), [[5, 1], [5, 2], [5, 2 + REPLAY_WINDOW], [5, 3], [6, 1]]);
     assert.equal(r2.channel.counts.forged, 0);
-  } finally {
-    await closeSocket(raw);
-    await closeAll(nodes);
-  }
+  });
 });
 
 test("udp (sealed): a burst of datagrams reaches the core in the order it arrived (MAC checks one at a time)", { timeout: 10_000 }, async () => {
-  const peers = await ringPeers();
-  const nodes = await openAll(peers, (_, o) => ({ ...o, secret: SECRET }));
-  const raw = dgram.createSocket("udp4");
-  try {
-    const r2 = nodes.get("r2")!;
-    const port = peers.find((p) => p.id === "r2")!.udpPort;
-    const key = await datagramKey(SECRET);
+  await withSealedRing((_, o) => o, async ({ r2, port, raw, key }) => {
     // Fewer than the verification queue holds, so none may be dropped as overloaded.
     const seqs = Array.from({ length: 40 }, (_, i) => i + 1);
     const bursts = await Promise.all(seqs.map((seq) => encodeDatagram({ ...FROM_R3, seq }, key)));
@@ -301,10 +298,7 @@ test("udp (sealed): a burst of datagrams reaches the core in the order it arrive
     for (const bytes of bursts) await new Promise<void>((resolve) => raw.send(bytes, port, "127.0.0.1", () => resolve()));
     await eventually("r2 handled the burst", () => handled(r2) === seqs.length, DELIVERY_MS);
     assert.deepEqual(r2.got.map((d) => d.seq), seqs, JSON.stringify(r2.channel.counts));
-  } finally {
-    await closeSocket(raw);
-    await closeAll(nodes);
-  }
+  });
 });
 
 /** This machine's first IPv4 address that is not loopback, if it has one. */
