@@ -8,7 +8,8 @@
  * datagrams pass, in order; forged ones (no MAC, another secret's, a field changed after
  * sealing, a broken seal) are dropped and counted as `forged`; a replayed one is dropped as
  * `replayed` even after the copies' memory forgot it (the per-sender window and the ordered
- * incarnation); without a secret a datagram from a non-loopback source is dropped. Every
+ * incarnation); a flood beyond the MAC-check queue is dropped as `overloaded`, and the queue
+ * recovers; without a secret a datagram from a non-loopback source is dropped. Every
  * channel and socket a test opens is closed at its end.
  */
 import { test } from "node:test";
@@ -20,6 +21,7 @@ import {
   datagramKey,
   encodeDatagram,
   REPLAY_WINDOW,
+  VERIFY_QUEUE_MAX,
   type RepairChannelOptions,
   RepairChannel,
   type RepairDatagram,
@@ -298,6 +300,23 @@ test("udp (sealed): a burst of datagrams reaches the core in the order it arrive
     for (const bytes of bursts) await new Promise<void>((resolve) => raw.send(bytes, port, "127.0.0.1", () => resolve()));
     await eventually("r2 handled the burst", () => handled(r2) === seqs.length, DELIVERY_MS);
     assert.deepEqual(r2.got.map((d) => d.seq), seqs, JSON.stringify(r2.channel.counts));
+  });
+});
+
+test("udp (sealed): a flood beyond the MAC-check queue is dropped as overloaded, and the queue takes datagrams again once it drained", { timeout: 10_000 }, async () => {
+  await withSealedRing((_, o) => o, async ({ r2, key }) => {
+    // Datagrams handed to the channel within one turn of the event loop, as a flood read from
+    // the socket at once: the test emits the socket's own event (a private field) so that none
+    // is checked before the queue is full, on any machine.
+    const socket = (r2.channel as unknown as { socket: { emit(event: string, ...args: unknown[]): boolean } }).socket;
+    const flood = VERIFY_QUEUE_MAX + 10;
+    const bytes = await Promise.all(Array.from({ length: flood }, (_, i) => encodeDatagram({ ...FROM_R3, seq: i + 1 }, key)));
+    for (const b of bytes) socket.emit("message", b, { address: "127.0.0.1" });
+    assert.equal(r2.channel.counts.overloaded, flood - VERIFY_QUEUE_MAX, "the ones beyond the queue are dropped at once");
+    await eventually("the queue drained", () => r2.got.length === VERIFY_QUEUE_MAX, DELIVERY_MS);
+    assert.deepEqual(r2.got.map((d) => d.seq), Array.from({ length: VERIFY_QUEUE_MAX }, (_, i) => i + 1));
+    socket.emit("message", await encodeDatagram({ ...FROM_R3, seq: flood + 1 }, key), { address: "127.0.0.1" });
+    await eventually("a datagram after the flood passes", () => r2.got.length === VERIFY_QUEUE_MAX + 1, DELIVERY_MS);
   });
 });
 
