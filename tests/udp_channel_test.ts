@@ -81,26 +81,26 @@ const payload = (d: RepairDatagram) => ({ type: d.type, epoch: d.epoch, suspect:
 for (const secret of [undefined, SECRET]) {
   const mode = secret === undefined ? "without a secret" : "sealed with the secret";
   test(`udp (${mode}): one datagram reaches every other node exactly once (broadcast and unicast copies merged), not its sender`, { timeout: 10_000 }, async () => {
-  const nodes = await openAll(await ringPeers(), (_, o) => ({ ...o, secret }));
-  try {
-    nodes.get("r1")!.channel.send(ASK);
-    // Each receiver gets two copies: the broadcast to its port and the unicast to it.
-    await eventually("r2 and r3 got both copies", () =>
-      ["r2", "r3"].every((id) => nodes.get(id)!.channel.counts.received === 2), DELIVERY_MS);
-    for (const id of ["r2", "r3"]) {
-      const node = nodes.get(id)!;
-      assert.deepEqual(node.got.map(payload), [ASK], `${id} passes one copy on`);
-      assert.equal(node.channel.counts.duplicate, 1, `${id} dropped the other copy`);
+    const nodes = await openAll(await ringPeers(), (_, o) => ({ ...o, secret }));
+    try {
+      nodes.get("r1")!.channel.send(ASK);
+      // Each receiver gets two copies: the broadcast to its port and the unicast to it.
+      await eventually("r2 and r3 got both copies", () =>
+        ["r2", "r3"].every((id) => nodes.get(id)!.channel.counts.received === 2), DELIVERY_MS);
+      for (const id of ["r2", "r3"]) {
+        const node = nodes.get(id)!;
+        assert.deepEqual(node.got.map(payload), [ASK], `${id} passes one copy on`);
+        assert.equal(node.channel.counts.duplicate, 1, `${id} dropped the other copy`);
+      }
+      // Its own broadcast comes back to its port: counted as its own and dropped.
+      await eventually("r1 got its own broadcast back", () => nodes.get("r1")!.channel.counts.own === 1, DELIVERY_MS);
+      assert.equal(nodes.get("r1")!.got.length, 0, "the sender does not hear itself");
+      // Three distinct ports: three broadcasts and two unicasts.
+      assert.equal(nodes.get("r1")!.channel.counts.sent, 5);
+      for (const id of ["r2", "r3"]) assert.deepEqual(nodes.get(id)!.got.map((d) => [d.inc, d.seq]), [[INC, 1]]);
+    } finally {
+      await closeAll(nodes);
     }
-    // Its own broadcast comes back to its port: counted as its own and dropped.
-    await eventually("r1 got its own broadcast back", () => nodes.get("r1")!.channel.counts.own === 1, DELIVERY_MS);
-    assert.equal(nodes.get("r1")!.got.length, 0, "the sender does not hear itself");
-    // Three distinct ports: three broadcasts and two unicasts.
-    assert.equal(nodes.get("r1")!.channel.counts.sent, 5);
-    for (const id of ["r2", "r3"]) assert.deepEqual(nodes.get(id)!.got.map((d) => [d.inc, d.seq]), [[INC, 1]]);
-  } finally {
-    await closeAll(nodes);
-  }
   });
 }
 
