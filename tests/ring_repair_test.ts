@@ -125,13 +125,16 @@ test("repair: a suspicion learnt from another node's ask is forgotten once nobod
   assert.deepEqual(node.status(10_000), []);
 });
 
-test("repair: names that are not ring nodes, its own datagrams and asks about itself change nothing", () => {
+test("repair: names that are not ring nodes, its own datagrams, and asks and answers about itself change nothing", () => {
   run("c", [
     [9_000, { ...ask("b", "zz"), seq: 1 }, [], []],
     [9_000, { ...ask("zz", "a"), seq: 1 }, [], []],
     [9_000, { ...ask("b", "c"), seq: 1 }, [], []],
     // An ask about itself: it is alive, so it records nothing.
     [9_000, { ...ask("c", "b"), seq: 1 }, [], []],
+    // An answer about itself from its own successor (a valid confirmation for any other node):
+    // nothing either (before, it confirmed itself dead and wanted a view change).
+    [9_000, answer("c", "d"), [], []],
     [9_000, answer("zz", "a"), [], []],
     [9_000, { type: "handoffFailed", to: "zz", epoch: 1 }, [], []],
     [9_000, { type: "heardFrom", node: "zz" }, [], []],

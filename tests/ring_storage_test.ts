@@ -7,7 +7,9 @@
  *   writes before it too, and rewrites the file; a ring of one refuses instead;
  * - a bad hard state refuses to start, naming the file; a bad snapshot is set aside with the log;
  * - files of format version 1 (as mutexd wrote them before versions) load with their data and
- *   are rewritten as version 2; a newer version is refused, naming both versions.
+ *   are rewritten as version 2; a newer version is refused, naming both versions;
+ * - the repair channel's incarnation grows at every start, stays at least the floor given, and
+ *   survives a new RingStorage (it is on disk); a damaged file counts as none and says why.
  * Unit level on RingStorage, then a real `mutexd node` (a ring of one) killed -9 and restarted
  * over a torn log and over a bad one. The catch-up from peers: tests/ring_disk_process_test.ts.
  */
@@ -20,7 +22,7 @@ import { RingReplica } from "../lib/core/ring/ring_replica.ts";
 import type { RingEntry, RingLogRecord, RingSnapshot } from "../lib/core/ring/ring_types.ts";
 import { crc32 } from "../cluster/checksum.ts";
 import { writeAll } from "../cluster/durable_file.ts";
-import { FORMAT_VERSION, LOG_FILE, RingStorage, SNAPSHOT_FILE, STATE_FILE, VIEW_FILE } from "../cluster/ring/storage.ts";
+import { FORMAT_VERSION, INCARNATION_FILE, LOG_FILE, RingStorage, SNAPSHOT_FILE, STATE_FILE, VIEW_FILE } from "../cluster/ring/storage.ts";
 import type { ViewHardState } from "../lib/core/ring/view_wire.ts";
 import { eventually, freePort, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
@@ -96,6 +98,20 @@ test("ring storage: an append the disk refuses (a log on /dev/full) throws from 
     } finally {
       storage.close();
     }
+  });
+});
+
+test("ring storage: the repair channel's incarnation grows at each start (on disk), never below the floor; a damaged file counts as none", () => {
+  inDir((dir) => {
+    assert.deepEqual(new RingStorage(dir).nextIncarnation(0), { inc: 1 }, "a fresh directory starts at 1");
+    assert.deepEqual(new RingStorage(dir).nextIncarnation(0), { inc: 2 }, "the next start, read from disk, is above it");
+    assert.deepEqual(new RingStorage(dir).nextIncarnation(1_000), { inc: 1_000 }, "the floor (the wall clock) when it is higher");
+    assert.deepEqual(new RingStorage(dir).nextIncarnation(5), { inc: 1_001 }, "a floor that went back changes nothing");
+    writeFileSync(join(dir, INCARNATION_FILE), '{"v":2,"crc":1,"data":{"inc":1001}}');
+    const damaged = new RingStorage(dir).nextIncarnation(7);
+    assert.equal(damaged.inc, 7, "a damaged file: the floor alone");
+    assert.match(damaged.damaged ?? "", /checksum/);
+    assert.deepEqual(new RingStorage(dir).nextIncarnation(0), { inc: 8 }, "and the file is whole again");
   });
 });
 

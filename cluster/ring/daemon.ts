@@ -16,7 +16,8 @@ import { createRingApp } from "./api.ts";
 import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
 import { FORMAT_VERSION, RingStorage } from "./storage.ts";
-import { RepairChannel } from "./udp.ts";
+import { REFUSED_AS, RepairChannel } from "./udp.ts";
+import { SecurityLog } from "../security_log.ts";
 import { failStopProcess } from "../fail_stop.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -65,6 +66,11 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     fetch: fetchFor(cluster.tlsCa),
     local: () => self.service!,
   });
+  // Refused input (forged, replayed, oversized, malformed datagrams), counted for status and logged once per sender and interval.
+  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
+  // Ordered incarnations let peers refuse a replayed datagram of an earlier run (udp.ts); stored before the first datagram.
+  const incarnation = storage.nextIncarnation(Date.now());
+  if (incarnation.damaged) log.event("badIncarnationFile", { dataDir: node.dataDir, reason: incarnation.damaged, inc: incarnation.inc });
   // The repair channel exists before the service (which sends through it) and delivers to it once it exists.
   const channel = await RepairChannel.open({
     self: node.id,
@@ -72,10 +78,13 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     broadcast: cluster.broadcast,
     datagramBytesMax: settings.ringDatagramBytesMax,
     rememberedMax: settings.ringDatagramsRememberedMax,
+    secret: cluster.secret,
+    incarnation: incarnation.inc,
     onMessage: (datagram) => self.service?.onRepairMessage(datagram),
     // Copies are expected (broadcast + unicast) and its own broadcasts come back: not worth a line.
-    onDropped: (reason, detail) => {
-      if (reason === "oversized" || reason === "malformed") log.event("repairDatagramDropped", { reason, detail });
+    onDropped: (reason, detail, source) => {
+      const refusal = REFUSED_AS[reason];
+      if (refusal !== undefined) security.refused(refusal, source, { detail });
     },
     onSendError: (error, to) => log.event("repairSendFailed", { to, message: error.message }),
   });
@@ -101,7 +110,8 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     describe: () => ({
       successorUrl: byId.get(core.successor),
       predecessorUrl: byId.get(core.predecessor),
-      repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, ...channel.counts },
+      repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, authenticated: cluster.secret !== undefined, inc: incarnation.inc, ...channel.counts },
+      security: security.view(),
     }),
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });

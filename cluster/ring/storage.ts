@@ -6,6 +6,7 @@
  *   ring-snapshot.json  { wseq, kv }                     replaced atomically
  *   ring-log.jsonl      one RingLogRecord per line       appended, fsynced; rewritten at snapshots
  *   ring-view.json      { promised, view }               the view change's hard state (view.ts), replaced atomically
+ *   ring-incarnation.json { inc }                        the repair channel's incarnation (udp.ts), replaced atomically at each start
  *
  * Format version 2: each file, and each line of the log, is one envelope
  *
@@ -47,6 +48,7 @@ export const STATE_FILE = "ring-state.json";
 export const SNAPSHOT_FILE = "ring-snapshot.json";
 export const LOG_FILE = "ring-log.jsonl";
 export const VIEW_FILE = "ring-view.json";
+export const INCARNATION_FILE = "ring-incarnation.json";
 
 /** The on-disk format version this code writes. It reads this one and version 1. */
 export const FORMAT_VERSION = 2;
@@ -221,6 +223,30 @@ export class RingStorage implements RingStore {
       `${file}: ${reason}. Refusing to start: a promise forgotten could be given twice for one epoch, ` +
         "and nothing on this node can tell what it promised (restore the file, or take the node out of the ring)",
     );
+  }
+
+  /**
+   * This start's incarnation of the repair channel, stored durably before it returns (so before
+   * the first datagram): above the stored one, and at least `floorInc` (the daemon gives the
+   * wall clock in ms, so a node whose directory was lost still starts above its earlier
+   * incarnations unless its clock went back; docs/security.md, "Repair datagrams (UDP)"). A
+   * damaged file counts as none (`damaged` says why): the price is only that peers may drop
+   * this node's datagrams as replays while the floor is below what they saw.
+   */
+  nextIncarnation(floorInc: number): { inc: number; damaged?: string } {
+    const file = join(this.dir, INCARNATION_FILE);
+    const text = readIfExists(file);
+    let stored = 0;
+    let damaged: string | undefined;
+    if (text !== undefined) {
+      const decoded = decode(text, file);
+      const value = decoded.ok && decoded.version === FORMAT_VERSION && isObject(decoded.value) ? decoded.value.inc : undefined;
+      if (isCount(value) && value < Number.MAX_SAFE_INTEGER) stored = value;
+      else damaged = decoded.ok ? "not {inc} as a count in format version 2" : decoded.reason;
+    }
+    const inc = Math.max(stored + 1, floorInc);
+    writeDurably(file, envelope({ inc }));
+    return damaged === undefined ? { inc } : { inc, damaged };
   }
 
   close(): void {

@@ -150,6 +150,9 @@ export class RingRepair {
       case "iLostPred": {
         if (!known(input.from) || !known(input.suspect) || input.from === self) return out;
         this.heard(input.from, nowMs, out);
+        // An answer about itself: it is alive (as for an ask), so it neither records nor
+        // confirms a suspicion of itself, nor starts a view change for it.
+        if (input.suspect === self) return out;
         // Only the suspect's successor may confirm; an answer of an older epoch is stale.
         if (this.successorOf.get(input.suspect) !== input.from) return out;
         const existing = this.suspicions.get(input.suspect);
