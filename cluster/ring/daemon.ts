@@ -18,6 +18,8 @@ import { RingService } from "./service.ts";
 import { FORMAT_VERSION, RingStorage } from "./storage.ts";
 import { RepairChannel } from "./udp.ts";
 import { failStopProcess } from "../fail_stop.ts";
+import { ClientAuth } from "../client_auth.ts";
+import { SecurityLog } from "../security_log.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
@@ -92,7 +94,10 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     onFatal: (error) => failStopProcess(log, "ring state could not be stored", { message: error.message }),
   });
   self.service = service;
+  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
   const app = createRingApp(service, {
+    auth: new ClientAuth(cluster.tokens, security),
+    security,
     nodeId: node.id,
     settings,
     describe: () => ({
