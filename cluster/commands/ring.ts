@@ -7,12 +7,14 @@ import { connectRing, type RingClient, RingNotAcquiredError } from "../../lib/cl
 import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { findNode, nodeUrl } from "../config.ts";
-import { clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { clientToken, clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
 const WHERE = `  --config FILE     cluster file; with --id ID that ring node, else the first ring node (or MUTEXD_CONFIG)
   --id ID           the ring node of the cluster file to talk to
-  --server URL      the ring node's URL (or MUTEXD_RING_SERVER, which \`ring lock\` sets for CMD)`;
+  --server URL      the ring node's URL (or MUTEXD_RING_SERVER, which \`ring lock\` sets for CMD)
+${TOKEN_HELP}
+                    (ring lock: lock on "@ring"; put/delete: lock on KEY; get: read on KEY)`;
 
 const HELP = `Usage: mutexd ring <lock|put|get|delete|keys|status> [options]   (mutexd ring <sub> --help)
 
@@ -79,6 +81,7 @@ const WHERE_FLAGS = {
   config: { type: "string" },
   id: { type: "string" },
   server: { type: "string" },
+  ...TOKEN_FLAGS,
 } as const;
 
 
@@ -103,8 +106,9 @@ export function run(argv: string[]): Promise<number> {
 }
 
 /** The ring node to talk to, and the settings of its cluster file (defaults without one). */
-function target(values: { config?: string; id?: string; server?: string }): { client: RingClient; settings: Settings } {
-  if (values.server) return { client: connectRing({ server: values.server }), settings: DEFAULT_SETTINGS };
+function target(values: { config?: string; id?: string; server?: string; token?: string; "token-file"?: string }): { client: RingClient; settings: Settings } {
+  const token = clientToken(values);
+  if (values.server) return { client: connectRing({ server: values.server, token }), settings: DEFAULT_SETTINGS };
   if (values.config || values.id || !process.env.MUTEXD_RING_SERVER) {
     const cluster = clusterFrom(values.config);
     if (!cluster) {
@@ -113,10 +117,10 @@ function target(values: { config?: string; id?: string; server?: string }): { cl
     const node = values.id ? findNode(cluster, values.id) : cluster.nodes.find((n) => n.role === "ring");
     if (!node) throw new UsageError(`${cluster.file} has no ring node`);
     if (node.role !== "ring") throw new UsageError(`node ${node.id} has role ${node.role}, not ring`);
-    const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs });
+    const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs, token });
     return { client, settings: cluster.settings };
   }
-  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER }), settings: DEFAULT_SETTINGS };
+  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER, token }), settings: DEFAULT_SETTINGS };
 }
 
 /** Maps client errors to exit codes with one line on stderr. */

@@ -7,16 +7,20 @@ import type { ArbiterStatus } from "../arbiter/server.ts";
 import { nodeUrl } from "../config.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { LockStatus } from "../lock/api.ts";
-import { EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
+import { httpRequest } from "../../lib/client/http.ts";
+import { MutexdError } from "../../lib/wire/errors.ts";
+import { clientToken, EXIT, lockServers, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP } from "./common.ts";
 
-const HELP = `Usage: mutexd status [--config FILE | --server URL] [--json]
+const HELP = `Usage: mutexd status [--config FILE | --server URL] [--token-file FILE] [--json]
 
 Shows each lock server (role, epoch, whether it serves, lease left and who backs it: the arbiter,
 the backup's promise or both; backup sync state and lag),
 the arbiter's record, and the lock table of the serving server: each lock's holders (session,
 fencing token, mode, how long held), its FIFO queue, any lock-delay left, and the sessions.
-  --json   print it all as JSON (for scripts)
-Exit codes: 0 shown, 2 usage or cluster-file error, 5 no server answered.
+  --json            print it all as JSON (for scripts)
+${TOKEN_HELP}
+                    (the lock table needs admin on every name, prefix ""; the arbiter's record read)
+Exit codes: 0 shown, 2 usage or cluster-file error, 5 no server answered (or all refused the token).
 `;
 
 // The servers' own answer types, so a field they add or rename breaks this at type-check.
@@ -32,10 +36,14 @@ interface ArbiterReport {
   error?: string;
 }
 
-async function getJson<T>(url: string, timeoutMs: number): Promise<T> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!response.ok) throw new Error(`status ${response.status}`);
-  return await response.json() as T;
+/** An error for people: a server's refusal with its code ("forbidden: token …"), else the message. */
+function describe(error: unknown): string {
+  return error instanceof MutexdError && error.code !== "unreachable" ? `${error.code}: ${error.message}` : (error as Error).message;
+}
+
+/** `GET path` of a server as JSON; an error answer rejects with its code and message (e.g. 403 forbidden). */
+function getJson<T>(base: string, path: string, timeoutMs: number, token: string | undefined): Promise<T> {
+  return httpRequest<T>({ base, method: "GET", path, timeoutMs, token });
 }
 
 export function run(argv: string[]): Promise<number> {
@@ -43,15 +51,17 @@ export function run(argv: string[]): Promise<number> {
     const { values } = parseFlags(argv, {
       config: { type: "string" },
       server: { type: "string" },
+      ...TOKEN_FLAGS,
       json: { type: "boolean" },
     }, false);
     const { urls, cluster } = lockServers(values);
+    const token = clientToken(values);
     const { requestTimeoutMs } = cluster?.settings ?? DEFAULT_SETTINGS;
     const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
       try {
-        return { url, status: await getJson<LockStatus>(`${url}/v1/status`, requestTimeoutMs) };
+        return { url, status: await getJson<LockStatus>(url, "/v1/status", requestTimeoutMs, token) };
       } catch (error) {
-        return { url, error: (error as Error).message };
+        return { url, error: describe(error) };
       }
     }));
     const arbiterNode = cluster?.nodes.find((n) => n.role === "arbiter");
@@ -59,14 +69,14 @@ export function run(argv: string[]): Promise<number> {
     if (arbiterNode) {
       const url = nodeUrl(arbiterNode);
       try {
-        arbiter = { url, ...(await getJson<ArbiterStatus>(`${url}/v1/status`, requestTimeoutMs)) };
+        arbiter = { url, ...(await getJson<ArbiterStatus>(url, "/v1/status", requestTimeoutMs, token)) };
       } catch (error) {
-        arbiter = { url, error: (error as Error).message };
+        arbiter = { url, error: describe(error) };
       }
     }
     const answering = servers.filter((s) => s.status);
     if (answering.length === 0) {
-      process.stderr.write(`mutexd: no lock server answered: ${servers.map((s) => `${s.url} (${s.error})`).join(", ")}\n`);
+      process.stderr.write(`mutexd: no lock server gave its status: ${servers.map((s) => `${s.url} (${s.error})`).join(", ")}\n`);
       return EXIT.unavailable;
     }
     // The lock table of the server that serves; else of the first that answered.
