@@ -13,8 +13,9 @@ import { Hono } from "hono";
 import { callerOf } from "../cluster/caller.ts";
 import { allows, ClientAuth, describePermissions } from "../cluster/client_auth.ts";
 import { manualClock } from "../cluster/clock.ts";
-import { ConfigError, parseClusterText, type TokenConfig } from "../cluster/config.ts";
+import { ConfigError, parseClusterText, type TokenConfig, TOKENS_MAX } from "../cluster/config.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
+import { serveRoutes } from "../cluster/ring/api.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { installErrorHandlers } from "../cluster/http_util.ts";
@@ -150,6 +151,12 @@ for (const c of BAD) {
     });
   });
 }
+
+test("tokens config: at most TOKENS_MAX tokens (every request compares against each)", () => {
+  const many = (n: number) => NODES + Array.from({ length: n }, (_, i) => `[[tokens]]\nname = "t${i}"\nsecret = "${String(i).padStart(32, "s")}"\n${READ_ALL}\n`).join("");
+  assert.equal(tokensOf(many(TOKENS_MAX)).length, TOKENS_MAX);
+  assert.throws(() => tokensOf(many(TOKENS_MAX + 1)), (error: ConfigError) => error.key === "tokens" && /at most 256 tokens/.test(error.detail));
+});
 
 test("permissions: admin ⊇ lock ⊇ read on a name; the union of the entries whose prefix the name starts with", () => {
   const [ci, viewer, ops] = tokensOf(NODES + TOKENS);
@@ -316,4 +323,10 @@ test("lock API with tokens: listings show only the names the token may read; ful
   assert.equal(full.body.locks.length, 2);
   assert.deepEqual(full.body.security, { clientForbidden: 3 }, "status shows the refusals under security");
   assert.equal((await call(undefined, "GET", "/v1/health")).status, 200, "health stays open");
+});
+
+test("serveRoutes refuses at start a route marked unchecked that the middleware would check (a client route left open)", () => {
+  const open = { method: "GET" as const, path: "/v1/ring/keys", bodyBytesMax: 1, access: "unchecked" as const, handle: () => {} };
+  assert.throws(() => serveRoutes(new Hono(), [open], ClientAuth.open()), /route \/v1\/ring\/keys would be served without client authentication/);
+  serveRoutes(new Hono(), [{ ...open, path: "/v1/ring/peer/wake" }], ClientAuth.open()); // a peer route: fine
 });
