@@ -55,6 +55,7 @@ permissions = [
 ]
 `;
 
+const READ_ALL = 'permissions = [{ prefix = "", allow = ["read"] }]';
 const tokensOf = (text: string): TokenConfig[] => parseClusterText(text, "c.toml").tokens;
 
 test("tokens config: [[tokens]] give name, secret, permissions and per-token limits; none means open", () => {
@@ -73,16 +74,7 @@ test("tokens config: a token's secret may come from a file or an environment var
   try {
     writeFileSync(`${dir}/ci.token`, `${"f".repeat(32)}\n`);
     process.env.MUTEXD_TEST_TOKEN = "e".repeat(32);
-    const text = `${NODES}
-[[tokens]]
-name = "a"
-secretFile = "ci.token"
-permissions = [{ prefix = "", allow = ["read"] }]
-[[tokens]]
-name = "b"
-secretEnv = "MUTEXD_TEST_TOKEN"
-permissions = [{ prefix = "", allow = ["read"] }]
-`;
+    const text = `${NODES}[[tokens]]\nname = "a"\nsecretFile = "ci.token"\n${READ_ALL}\n[[tokens]]\nname = "b"\nsecretEnv = "MUTEXD_TEST_TOKEN"\n${READ_ALL}\n`;
     assert.deepEqual(parseClusterText(text, `${dir}/c.toml`).tokens.map((t) => t.secret), ["f".repeat(32), "e".repeat(32)]);
   } finally {
     delete process.env.MUTEXD_TEST_TOKEN;
@@ -92,7 +84,6 @@ permissions = [{ prefix = "", allow = ["read"] }]
 
 /** One token table with `lines` (name "t" unless the lines say otherwise), after NODES (4 lines). */
 const oneToken = (lines: string) => `${NODES}[[tokens]]\n${lines}\n`;
-const READ_ALL = 'permissions = [{ prefix = "", allow = ["read"] }]';
 
 const BAD: { name: string; text: string; key: string; line: number; detail: RegExp }[] = [
   {
