@@ -10,10 +10,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
+import process from "node:process";
 import { connect } from "../lib/client/lock_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
 import { MutexdError } from "../lib/wire/errors.ts";
-import { eventually, freePort, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, waitForHttp, writeCluster, writeMutexdWrapper } from "./_harness.ts";
 
 /** Each token's secret (distinct, ≥ 32 characters) and permissions. */
 const TOKENS = {
@@ -167,7 +168,7 @@ test("client tokens (process): the TypeScript clients send their token; 401 and 
   }
 });
 
-test("client tokens (process): `mutexd ring` put, get and keys take the token; a read-only token reads but cannot write", { timeout: 60_000 }, async () => {
+test("client tokens (process): `mutexd ring` put, get, keys and lock take the token (and give it to CMD); a read-only token reads but cannot write", { timeout: 60_000 }, async () => {
   const world = await startWorld();
   try {
     const where = ["--config", world.file, "--id", "r1"];
@@ -182,7 +183,14 @@ test("client tokens (process): `mutexd ring` put, get and keys take the token; a
     const noToken = await mutexd(["ring", "keys", ...where]);
     assert.equal(noToken.code, 5);
     assert.match(noToken.stderr, /^mutexd: unauthorized: missing bearer token/);
-    assert.equal((await mutexd(["ring", "get", "kv/x", ...where, "--token-file", world.tokenFile("ring")])).stdout, "42\n");
+    // Inside `ring lock --token-file`, CMD's own `mutexd ring put` gets the token (MUTEXD_AUTH_TOKEN)
+    // besides the fence (MUTEXD_TOKEN), and writes in that section.
+    const bin = writeMutexdWrapper(world.dir);
+    const inSection = await mutexd(["ring", "lock", ...where, "--token-file", world.tokenFile("ring"), "--", "sh", "-c", "mutexd ring put kv/y 7"], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
+    assert.equal(inSection.code, 0, inSection.stderr);
+    assert.equal((await mutexd(["ring", "get", "kv/y", ...where, "--token-file", world.tokenFile("ring")])).stdout, "7\n");
   } finally {
     await stopWorld(world);
   }

@@ -34,8 +34,9 @@ const LOCK_HELP = `Usage: mutexd ring lock [--config FILE --id ID | --server URL
 
 Waits for the ring node's critical section, runs CMD with MUTEXD_TOKEN (the fencing token: a
 decimal integer that only grows, also across token regenerations), MUTEXD_LOCK=ring and
-MUTEXD_RING_SERVER in its environment, leaves the section when CMD exits, and exits with CMD's
-status. \`mutexd ring put/get/delete\` run by CMD use the section. When the section's lease ends
+MUTEXD_RING_SERVER in its environment (and MUTEXD_AUTH_TOKEN, the client token, if one was
+given), leaves the section when CMD exits, and exits with CMD's status. \`mutexd ring
+put/get/delete\` run by CMD use the section. When the section's lease ends
 first, CMD gets SIGTERM, then SIGKILL after the grace, and mutexd exits 4. Everything after the
 first -- is CMD and its arguments, even --help or --config.
 
@@ -106,9 +107,9 @@ export function run(argv: string[]): Promise<number> {
 }
 
 /** The ring node to talk to, and the settings of its cluster file (defaults without one). */
-function target(values: { config?: string; id?: string; server?: string; token?: string; "token-file"?: string }): { client: RingClient; settings: Settings } {
+function target(values: { config?: string; id?: string; server?: string; token?: string; "token-file"?: string }): { client: RingClient; settings: Settings; token?: string } {
   const token = clientToken(values);
-  if (values.server) return { client: connectRing({ server: values.server, token }), settings: DEFAULT_SETTINGS };
+  if (values.server) return { client: connectRing({ server: values.server, token }), settings: DEFAULT_SETTINGS, token };
   if (values.config || values.id || !process.env.MUTEXD_RING_SERVER) {
     const cluster = clusterFrom(values.config);
     if (!cluster) {
@@ -118,9 +119,9 @@ function target(values: { config?: string; id?: string; server?: string; token?:
     if (!node) throw new UsageError(`${cluster.file} has no ring node`);
     if (node.role !== "ring") throw new UsageError(`node ${node.id} has role ${node.role}, not ring`);
     const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs, token });
-    return { client, settings: cluster.settings };
+    return { client, settings: cluster.settings, token };
   }
-  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER, token }), settings: DEFAULT_SETTINGS };
+  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER, token }), settings: DEFAULT_SETTINGS, token };
 }
 
 /** Maps client errors to exit codes with one line on stderr. */
@@ -146,7 +147,7 @@ async function lock(argv: string[]): Promise<number> {
     lease: { type: "string" },
     grace: { type: "string" },
   }, false);
-  const { client, settings } = target(values);
+  const { client, settings, token } = target(values);
   const waitMs = values.wait ? parseDuration(values.wait, "--wait") : settings.waitMaxMs;
   const leaseMs = values.lease ? parseDuration(values.lease, "--lease") : undefined;
   const graceMs = values.grace ? parseDuration(values.grace, "--grace") : settings.killGraceMs;
@@ -156,7 +157,14 @@ async function lock(argv: string[]): Promise<number> {
   } catch (error) {
     return failure(error);
   }
-  const env = { MUTEXD_TOKEN: String(section.token), MUTEXD_LOCK: "ring", MUTEXD_RING_SERVER: client.server };
+  // CMD's own `mutexd ring put` reaches the node as this command did: its URL and the client token
+  // (in the environment, which only this user can read, unlike a command line).
+  const env = {
+    MUTEXD_TOKEN: String(section.token),
+    MUTEXD_LOCK: "ring",
+    MUTEXD_RING_SERVER: client.server,
+    ...(token !== undefined ? { MUTEXD_AUTH_TOKEN: token } : {}),
+  };
   const hold = { signal: section.signal, release: () => section.release(), describe: `ring section ${section.token}` };
   return await runWhileHeld(command, env, hold, graceMs);
 }
