@@ -2,7 +2,8 @@
  * Client bearer tokens (cluster/client_auth.ts): the cluster file's `[[tokens]]` parsed or refused
  * naming line and key; the middleware's 401s (no header, another scheme, an unknown token), 403
  * for a known token without the permission, the union of prefixes, every token compared on every
- * request; the lock API's listing filtered and a refused call changing nothing. On commit 2c9c5fa
+ * request; the lock API's listing filtered and a refused call changing nothing; the arbiter's
+ * status checked and its peer route left to the cluster secret. On commit 2c9c5fa
  * none of this existed: any caller could list, take and leave every lock.
  */
 import { test } from "node:test";
@@ -16,6 +17,8 @@ import { manualClock } from "../cluster/clock.ts";
 import { ConfigError, parseClusterText, type TokenConfig, TOKENS_MAX } from "../cluster/config.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
 import { serveRoutes } from "../cluster/ring/api.ts";
+import { createArbiterApp } from "../cluster/arbiter/server.ts";
+import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { installErrorHandlers } from "../cluster/http_util.ts";
@@ -320,4 +323,23 @@ test("serveRoutes refuses at start a route marked unchecked that the middleware 
   const open = { method: "GET" as const, path: "/v1/ring/keys", bodyBytesMax: 1, access: "unchecked" as const, handle: () => {} };
   assert.throws(() => serveRoutes(new Hono(), [open], ClientAuth.open()), /route \/v1\/ring\/keys would be served without client authentication/);
   serveRoutes(new Hono(), [{ ...open, path: "/v1/ring/peer/wake" }], ClientAuth.open()); // a peer route: fine
+});
+
+test("arbiter with tokens: status needs read on some name (401 without a token); /v1/arbiter is the peers' and takes no client token", async () => {
+  const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 }, null, 0);
+  const dir = tempDir("mutexd-tokens-arbiter-");
+  const security = new SecurityLog(manualClock(0), memoryLogger(), 10_000);
+  const auth = new ClientAuth(tokensOf(NODES + TOKENS), security);
+  const app = createArbiterApp(core, { nodeId: "a1", statePath: `${dir}/arbiter.json`, log: memoryLogger(), nowMs: () => 0, auth, security });
+  try {
+    assert.equal((await app.request("/v1/status")).status, 401);
+    const shown = await app.request("/v1/status", { headers: { authorization: `Bearer ${VIEWER_SECRET}` } });
+    assert.equal(shown.status, 200);
+    assert.deepEqual((await shown.json()).security, { clientUnauthorized: 1 });
+    // No client token: the request reaches the arbiter's own checks (a malformed one is 400, not 401).
+    assert.equal((await app.request("/v1/arbiter", { method: "POST", body: "{oops" })).status, 400);
+    assert.equal((await app.request("/v1/health")).status, 200);
+  } finally {
+    removeDir(dir);
+  }
 });
