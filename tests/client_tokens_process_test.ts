@@ -4,7 +4,8 @@
  * takes a token from --token-file, --token and MUTEXD_AUTH_TOKEN; without one it exits 5 with
  * one line saying a token is required; a read-only token cannot lock (403) and the lock stays
  * free; the ring's section, writes and reads are checked per key; listings are filtered; the
- * refusals are counted in status under `security`. On commit 2c9c5fa the cluster file refused
+ * refusals are counted in status under `security`; `arbiter recover` says a token is missing.
+ * On commit 2c9c5fa the cluster file refused
  * `[[tokens]]` and every call below succeeded without any credential.
  */
 import { test } from "node:test";
@@ -193,5 +194,30 @@ test("client tokens (process): `mutexd ring` put, get, keys and lock take the to
     assert.equal((await mutexd(["ring", "get", "kv/y", ...where, "--token-file", world.tokenFile("ring")])).stdout, "7\n");
   } finally {
     await stopWorld(world);
+  }
+});
+
+test("client tokens (process): `mutexd arbiter recover` without a token says the lock servers refused it, not that they did not answer", { timeout: 60_000 }, async () => {
+  const dir = tempDir("mutexd-tokens-recover-");
+  const [p, b, a] = [await freePort(), await freePort(), await freePort()];
+  writeFileSync(`${dir}/ops.token`, `${TOKENS.ops.secret}\n`);
+  const file = writeCluster(dir, [
+    "[[nodes]]", 'id = "p1"', 'role = "primary"', `http = "127.0.0.1:${p}"`,
+    "[[nodes]]", 'id = "b1"', 'role = "backup"', `http = "127.0.0.1:${b}"`,
+    "[[nodes]]", 'id = "a1"', 'role = "arbiter"', `http = "127.0.0.1:${a}"`,
+    "[[tokens]]", 'name = "ops"', 'secretFile = "ops.token"', `permissions = ${TOKENS.ops.permissions}`,
+  ].join("\n") + "\n");
+  // The lock servers only: the arbiter is the one being recovered (stopped).
+  const procs = ["p1", "b1"].map((id) => startMutexd(["node", "--config", file, "--id", id]));
+  try {
+    await waitForHttp(`http://127.0.0.1:${p}/v1/health`);
+    await waitForHttp(`http://127.0.0.1:${b}/v1/health`);
+    const refused = await mutexd(["arbiter", "recover", "--config", file, "--id", "a1"]);
+    assert.equal(refused.code, 5);
+    assert.match(refused.stderr, /^mutexd: not recovered: http:\/\/127\.0\.0\.1:\d+: unauthorized: missing bearer token/);
+  } finally {
+    for (const proc of procs) proc.kill("SIGKILL");
+    await Promise.all(procs.map((proc) => proc.exited));
+    removeDir(dir);
   }
 });
