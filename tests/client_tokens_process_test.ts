@@ -5,8 +5,8 @@
  * one line saying a token is required; a read-only token cannot lock (403) and the lock stays
  * free; the ring's section, writes and reads are checked per key; listings are filtered; the
  * refusals are counted in status under `security`; `arbiter recover` says a token is missing.
- * On commit 2c9c5fa the cluster file refused
- * `[[tokens]]` and every call below succeeded without any credential.
+ * On commit 2c9c5fa the cluster file refused `[[tokens]]`, and without them every call below
+ * succeeded without any credential.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
