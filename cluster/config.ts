@@ -14,6 +14,11 @@
  *              optional: tlsCa = "ca.pem" (PEM: the CA that signed the nodes' certificates; peers
  *              and the CLI trust it; default: the system's roots)
  *   [settings] any key of DEFAULT_SETTINGS (lib/settings.ts), e.g. sessionTtlMs = 10000
+ *   [[tokens]] optional client bearer tokens (cluster/client_auth.ts): name = "ci" (like a node
+ *              id), exactly one of secret / secretFile / secretEnv (as the cluster secret, at
+ *              least 32 characters), permissions = [{ prefix = "jobs/", allow = ["lock"] }, …]
+ *              (allow: read, lock, admin), optional sessionsMax, waitersMax (positive integers).
+ *              Without any [[tokens]] the client API is open (every caller is anonymous).
  *   [[nodes]]  id = "p1", role = "primary" | "backup" | "arbiter" | "ring", http = "127.0.0.1:7101"
  *              optional: dataDir = ".data/r1"
  *              optional, both or neither: tlsCert = "p1.pem", tlsKey = "p1.key" (PEM): the node
@@ -70,6 +75,29 @@ export interface ClusterConfig {
   tlsCa: string | undefined;
   settings: Settings;
   nodes: NodeConfig[];
+  /** Client bearer tokens; empty: the client API is open (cluster/client_auth.ts). */
+  tokens: TokenConfig[];
+}
+
+/** What a token may do on a lock name: each level includes the ones before it. */
+export const PERMISSIONS = ["read", "lock", "admin"] as const;
+export type Permission = (typeof PERMISSIONS)[number];
+
+/** One `permissions` entry: `allow` on every name that starts with `prefix` ("" is every name). */
+export interface PermissionEntry {
+  prefix: string;
+  allow: Permission[];
+}
+
+/** A client bearer token of the cluster file (`[[tokens]]`). */
+export interface TokenConfig {
+  name: string;
+  /** The bearer value clients send; never logged or echoed. */
+  secret: string;
+  permissions: PermissionEntry[];
+  /** Most sessions / waiting enters at once for this token (null: only the server-wide limits). */
+  sessionsMax: number | null;
+  waitersMax: number | null;
 }
 
 /** A problem with a cluster file; `message` already names the file, line and key. */
@@ -87,7 +115,15 @@ export const SECRET_LENGTH_MIN = 32;
 /** Default broadcast address: loopback's, right for the clusters this repository runs on one host. */
 export const DEFAULT_BROADCAST = "127.255.255.255";
 const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const TOP_KEYS = ["cluster", "settings", "nodes"];
+const TOP_KEYS = ["cluster", "settings", "nodes", "tokens"];
+const TOKEN_KEYS = ["name", "secret", "secretFile", "secretEnv", "permissions", "sessionsMax", "waitersMax"];
+/** The most permission entries one token may have (a limit on what every request scans). */
+export const TOKEN_PERMISSIONS_MAX = 64;
+/**
+ * The most tokens a cluster file may define: each request compares against every one, about
+ * 1 µs per token under Deno (its node:crypto timingSafeEqual), so 256 cost a request ~0.25 ms.
+ */
+export const TOKENS_MAX = 256;
 const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Reads and validates `file`. Throws ConfigError. */
@@ -136,7 +172,7 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   if (typeof durable !== "boolean") throw problem("cluster.durable", `must be true or false; got ${JSON.stringify(durable)}`);
 
   const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
-  const secret = readSecret(cluster, baseDir, problem);
+  const secret = readSecret(cluster, "cluster", baseDir, problem);
   const tlsCa = cluster.tlsCa === undefined
     ? undefined
     : readPem(pathIn(baseDir, cluster.tlsCa, "cluster.tlsCa", problem), "cluster.tlsCa", "CERTIFICATE", problem);
@@ -149,22 +185,24 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   }
   const nodes = doc.nodes.map((raw, index) => parseNode(raw, index, baseDir, problem));
   checkUnique(nodes, problem);
-  return { file, name, broadcast, durable, secret, tlsCa, settings, nodes };
+  const tokens = parseTokens(doc.tokens, secret, baseDir, problem);
+  return { file, name, broadcast, durable, secret, tlsCa, settings, nodes, tokens };
 }
 
 type Problem = (key: string, detail: string, line?: number) => ConfigError;
 
 /**
- * The cluster secret from at most one of `secret`, `secretFile` (relative to the cluster file;
- * one trailing newline is dropped) and `secretEnv`; undefined when none is given. A secret that
- * is named but missing or short is an error, never a silent "no secret".
+ * A secret (the cluster's, or a client token's) from at most one of `secret`, `secretFile`
+ * (relative to the cluster file; one trailing newline is dropped) and `secretEnv` of `table`
+ * (named `where` in messages); undefined when none is given. A secret that is named but missing
+ * or short is an error, never a silent "no secret".
  */
-function readSecret(cluster: Record<string, unknown>, baseDir: string, problem: Problem): string | undefined {
-  const given = ["secret", "secretFile", "secretEnv"].filter((key) => cluster[key] !== undefined);
-  if (given.length > 1) throw problem(`cluster.${given[1]}`, `give at most one of secret, secretFile, secretEnv (also ${given[0]})`);
+function readSecret(table: Record<string, unknown>, where: string, baseDir: string, problem: Problem): string | undefined {
+  const given = ["secret", "secretFile", "secretEnv"].filter((key) => table[key] !== undefined);
+  if (given.length > 1) throw problem(`${where}.${given[1]}`, `give at most one of secret, secretFile, secretEnv (also ${given[0]})`);
   if (given.length === 0) return undefined;
-  const key = `cluster.${given[0]}`;
-  const value = cluster[given[0]];
+  const key = `${where}.${given[0]}`;
+  const value = table[given[0]];
   if (typeof value !== "string" || value.length === 0) throw problem(key, "must be a non-empty string");
   let secret: string;
   if (given[0] === "secret") {
@@ -207,6 +245,75 @@ function readPem(path: string, key: string, kind: string, problem: Problem): str
   }
   if (!new RegExp(`-----BEGIN [A-Z ]*${kind}-----`).test(text)) throw problem(key, `${path} holds no PEM ${kind}`);
   return text;
+}
+
+/**
+ * The `[[tokens]]` tables: names unique (like node ids), secrets unique and none equal to the
+ * cluster secret (a client holding it could forge peer messages), permissions well-formed.
+ */
+function parseTokens(raw: unknown, clusterSecret: string | undefined, baseDir: string, problem: Problem): TokenConfig[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) throw problem("tokens", "must be [[tokens]] tables");
+  if (raw.length > TOKENS_MAX) throw problem("tokens", `at most ${TOKENS_MAX} tokens`);
+  const names = new Map<string, number>();
+  const secrets = new Map<string, number>();
+  return raw.map((entry, index) => {
+    const where = `tokens[${index}]`;
+    const table = asTable(entry, where, problem);
+    for (const key of Object.keys(table)) {
+      if (!TOKEN_KEYS.includes(key)) throw problem(`${where}.${key}`, `unknown key (known: ${TOKEN_KEYS.join(", ")})`);
+    }
+    const name = table.name;
+    if (name === undefined) throw problem(`${where}.name`, "missing (required: name, one of secret/secretFile/secretEnv, permissions)");
+    if (typeof name !== "string" || !ID_PATTERN.test(name)) throw problem(`${where}.name`, "must be 1-64 characters of A-Z a-z 0-9 _ -");
+    if (names.has(name)) throw problem(`${where}.name`, `duplicate token name ${name} (also tokens[${names.get(name)}])`);
+    names.set(name, index);
+    const secret = readSecret(table, where, baseDir, problem);
+    if (secret === undefined) throw problem(`${where}.secret`, "missing: give one of secret, secretFile, secretEnv");
+    // The secret itself is never put in a message; only which tokens share it.
+    if (secrets.has(secret)) throw problem(`${where}.secret`, `the same secret as tokens[${secrets.get(secret)}]: each token needs its own`);
+    if (secret === clusterSecret) throw problem(`${where}.secret`, "the same as the cluster secret: a client token must differ from it");
+    secrets.set(secret, index);
+    return {
+      name,
+      secret,
+      permissions: parsePermissions(table.permissions, where, problem),
+      sessionsMax: optionalPositive(table, "sessionsMax", where, problem),
+      waitersMax: optionalPositive(table, "waitersMax", where, problem),
+    };
+  });
+}
+
+function parsePermissions(raw: unknown, where: string, problem: Problem): PermissionEntry[] {
+  const key = `${where}.permissions`;
+  if (raw === undefined) throw problem(key, 'missing, e.g. permissions = [{ prefix = "jobs/", allow = ["lock"] }]');
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > TOKEN_PERMISSIONS_MAX) {
+    throw problem(key, `must be a list of 1..${TOKEN_PERMISSIONS_MAX} entries like { prefix = "jobs/", allow = ["lock"] }`);
+  }
+  return raw.map((entry, index) => {
+    const at = `${key}[${index}]`;
+    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) throw problem(at, "must be a table { prefix, allow }");
+    const { prefix, allow, ...rest } = entry as Record<string, unknown>;
+    const unknown = Object.keys(rest);
+    if (unknown.length > 0) throw problem(`${at}.${unknown[0]}`, "unknown key (known: prefix, allow)");
+    if (typeof prefix !== "string") throw problem(`${at}.prefix`, `must be a string ("" for every name); got ${JSON.stringify(prefix)}`);
+    if (!Array.isArray(allow) || allow.length === 0) throw problem(`${at}.allow`, `must be a non-empty list of ${PERMISSIONS.join(", ")}`);
+    for (const permission of allow) {
+      if (!(PERMISSIONS as readonly unknown[]).includes(permission)) {
+        throw problem(`${at}.allow`, `unknown permission ${JSON.stringify(permission)} (known: ${PERMISSIONS.join(", ")})`);
+      }
+    }
+    return { prefix, allow: allow as Permission[] };
+  });
+}
+
+function optionalPositive(table: Record<string, unknown>, key: string, where: string, problem: Problem): number | null {
+  const value = table[key];
+  if (value === undefined) return null;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+    throw problem(`${where}.${key}`, `must be a positive integer; got ${JSON.stringify(value)}`);
+  }
+  return value;
 }
 
 /** Whether `host` is a loopback address or name (127.0.0.0/8, ::1, localhost). */
@@ -318,8 +425,9 @@ class LineFinder {
   }
 
   find(key: string): number | undefined {
-    // key is like "nodes[2].http", "settings.tickMs", "cluster.name" or "nodes".
-    const match = /^(\w+)(?:\[(\d+)\])?(?:\.(\w+))?$/.exec(key);
+    // key is like "nodes[2].http", "settings.tickMs", "cluster.name" or "nodes"; a deeper key
+    // ("tokens[0].permissions[1].allow") is found at its first two levels' line.
+    const match = /^(\w+)(?:\[(\d+)\])?(?:\.(\w+))?(?=$|[.[])/.exec(key);
     if (!match) return undefined;
     const [, table, index, leaf] = match;
     const header = index !== undefined ? new RegExp(`^\\s*\\[\\[\\s*${table}\\s*\\]\\]`) : new RegExp(`^\\s*\\[\\s*${table}\\s*\\]`);

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import dgram from "node:dgram";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -65,6 +65,19 @@ export function tempDir(prefix = "mutexd-test-"): string {
 /** Removes a directory a test made (tempDir), with everything in it; a missing one is fine. */
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Writes `dir`/bin/mutexd, a `mutexd` (this runtime and main.ts) for the shell commands that
+ * `lock` and `ring lock` run, and returns that bin directory to put on their PATH.
+ */
+export function writeMutexdWrapper(dir: string): string {
+  const bin = join(dir, "bin");
+  mkdirSync(bin, { recursive: true });
+  const argv = mutexdArgv().map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+  writeFileSync(join(bin, "mutexd"), `#!/bin/sh\nexec ${argv} "$@"\n`);
+  chmodSync(join(bin, "mutexd"), 0o755);
+  return bin;
 }
 
 /** Writes a cluster file into `dir` and returns its path. */

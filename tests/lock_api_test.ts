@@ -6,7 +6,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { manualClock } from "../cluster/clock.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
-import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers, type Timers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
@@ -16,6 +15,7 @@ import { createArbiterApp } from "../cluster/arbiter/server.ts";
 import superjson from "superjson";
 import { rmSync } from "node:fs";
 import { eventually, removeDir, tempDir } from "./_harness.ts";
+import { soloLockService } from "./_lock_service.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
 
@@ -35,18 +35,7 @@ function manualTimers() {
 
 function setup(timers: Timers = realTimers) {
   const clock = manualClock(1_000);
-  const service = new LockService({
-    settings: SETTINGS,
-    clock,
-    log: memoryLogger(),
-    nodeId: "p1",
-    peer: null,
-    arbiter: null,
-    transport: { send: () => Promise.reject(new Error("no peers in this test")) },
-    timers,
-    sessionIdPrefix: "t-",
-    tokenFloor: 0,
-  });
+  const service = soloLockService(SETTINGS, timers, clock);
   const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
   const call = async (method: string, path: string, body?: unknown, raw?: string) => {
     const response = await app.request(path, {

@@ -7,31 +7,17 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { manualClock } from "../cluster/clock.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
-import { LockService } from "../cluster/lock/service.ts";
-import { memoryLogger } from "../cluster/log.ts";
-import { realTimers } from "../cluster/timers.ts";
 import { AnsweredRequests, answerBytes, REQUEST_ID_LENGTH_MAX } from "../lib/core/lock/answered.ts";
 import { LockMachine, type LogEntry } from "../lib/core/lock/lock_machine.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
+import { soloLockService } from "./_lock_service.ts";
 import { DEFAULT_SETTINGS, mergeSettings } from "../lib/settings.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS };
 
 function setup() {
-  const service = new LockService({
-    settings: SETTINGS,
-    clock: manualClock(1_000),
-    log: memoryLogger(),
-    nodeId: "p1",
-    peer: null,
-    arbiter: null,
-    transport: { send: () => Promise.reject(new Error("no peers in this test")) },
-    timers: realTimers,
-    sessionIdPrefix: "t-",
-    tokenFloor: 0,
-  });
+  const service = soloLockService(SETTINGS);
   const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
   const call = async (method: string, path: string, body?: unknown) => {
     const response = await app.request(path, { method, headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}) });

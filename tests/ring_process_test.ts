@@ -10,26 +10,14 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { chmodSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import process from "node:process";
 import { type RingClient } from "../lib/client/ring_client.ts";
-import { eventually, mutexdArgv, startMutexd, startProcess } from "./_harness.ts";
+import { eventually, startMutexd, writeMutexdWrapper } from "./_harness.ts";
 import { committedLog, RING, type RingCluster, roundMs, SLACK_MS, startRing, tokenEverywhereMs, unknownTokenWaitMs } from "./_ring_cluster.ts";
 
 const SECTIONS_PER_CLIENT = 20;
 // Bun's node:test ignores bunfig's timeout (5 s default): each test names its own bound.
 const CLIENTS = 5;
-
-/** A `mutexd` on PATH for the shell commands that `ring lock` runs (same runtime as the tests). */
-async function writeWrapper(dir: string): Promise<string> {
-  const bin = join(dir, "bin");
-  await startProcess("mkdir", ["-p", bin]).exited;
-  const argv = mutexdArgv().map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
-  writeFileSync(join(bin, "mutexd"), `#!/bin/sh\nexec ${argv} "$@"\n`);
-  chmodSync(join(bin, "mutexd"), 0o755);
-  return bin;
-}
 
 /** One client: `count` sections on `client`'s node, each reading the counter and adding one. */
 async function tsClient(client: RingClient, count: number): Promise<number[]> {
@@ -66,7 +54,7 @@ async function everyNodeReads(ring: RingCluster, expected: string): Promise<void
 async function runCounterScenario(size: number): Promise<void> {
   const ring = await startRing({ size });
   try {
-    const bin = await writeWrapper(ring.dir);
+    const bin = writeMutexdWrapper(ring.dir);
     // Clients on different nodes (wrapping around when there are fewer nodes than clients).
     const runs: Promise<unknown>[] = [];
     for (let c = 0; c < CLIENTS - 1; c++) runs.push(tsClient(ring.clients[c % size], SECTIONS_PER_CLIENT));

@@ -22,6 +22,8 @@ import type { Logger } from "../log.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
+import { type Access, ClientAuth } from "../client_auth.ts";
+import { SecurityLog } from "../security_log.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
 export function loadArbiterState(file: string): ArbiterState | null {
@@ -104,7 +106,12 @@ export function answerArbiter(
 export interface ArbiterStatus {
   node: { id: string; role: "arbiter" };
   arbiter: ArbiterState & { leaseRemainingMs: number };
+  /** Refusal counters (cluster/security_log.ts). */
+  security?: Record<string, number>;
 }
+
+/** The arbiter's status and ring coordinator show epochs and ids, no lock names: `read` on any name. */
+export const ARBITER_STATUS_ACCESS: Access = { level: "read", on: "some" };
 
 export function createArbiterApp(
   core: ArbiterCore,
@@ -115,8 +122,13 @@ export function createArbiterApp(
     nowMs: () => number;
     bodyBytesMax?: number;
     failStop?: ArbiterPorts["failStop"];
+    /** Client bearer tokens for the status routes (`/v1/arbiter` is the peers'). Default: open. */
+    auth?: ClientAuth;
+    /** The process's refusal counters, shown in status under `security`. */
+    security?: SecurityLog;
   },
 ): Hono {
+  const auth = options.auth ?? ClientAuth.open();
   const ports: ArbiterPorts = {
     store: fileArbiterStore(options.statePath),
     clock: { nowMs: options.nowMs },
@@ -127,12 +139,16 @@ export function createArbiterApp(
   const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
   const app = new Hono();
   installErrorHandlers(app, (error) => options.log.event("internalError", { message: error.message }));
+  app.use(auth.middleware);
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter" }));
-  app.get("/v1/status", (c) =>
-    c.json({
+  app.get("/v1/status", (c) => {
+    auth.require(c, ARBITER_STATUS_ACCESS);
+    return c.json({
       node: { id: options.nodeId, role: "arbiter" },
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
-    } satisfies ArbiterStatus));
+      ...(options.security ? { security: options.security.view() } : {}),
+    } satisfies ArbiterStatus);
+  });
   app.post("/v1/arbiter", async (c) => {
     const { body } = answerArbiter(core, await readBodyText(c, bodyBytesMax), ports, bodyBytesMax);
     return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
@@ -207,11 +223,16 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     leaseMs: cluster.settings.primaryLeaseMs,
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
   }, { store: fileArbiterStore(statePath), clock: monotonicClock, log, failStop: (reason, fields) => failStopProcess(log, reason, fields) }, { statePath });
-  const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax });
+  const security = new SecurityLog(monotonicClock, log, cluster.settings.securityLogIntervalMs);
+  const auth = new ClientAuth(cluster.tokens, security);
+  const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax, auth, security });
   const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log) : null;
   if (ring) {
-    serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)]);
-    app.get("/v1/ring/coordinator", (c) => c.json(ring.coordinator.status()));
+    serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)], auth);
+    app.get("/v1/ring/coordinator", (c) => {
+      auth.require(c, ARBITER_STATUS_ACCESS);
+      return c.json(ring.coordinator.status());
+    });
   }
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   return {

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError, loadClusterFile, nodeUrl, type ClusterConfig } from "../config.ts";
+import { checkedToken } from "../../lib/client/http.ts";
 
 export const EXIT = {
   ok: 0,
@@ -86,6 +87,54 @@ export function parseDuration(text: string, flag: string): number {
   }
   const unitMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? "ms"]!;
   return Math.round(Number(match[1]) * unitMs);
+}
+
+/**
+ * The client token flags of every command that talks to a server. MUTEXD_TOKEN is not the
+ * variable for it: that one is the fencing token mutexd gives the command it runs.
+ */
+export const TOKEN_FLAGS = {
+  token: { type: "string" },
+  "token-file": { type: "string" },
+} as const;
+
+/** The help lines of TOKEN_FLAGS. */
+export const TOKEN_HELP = `  --token-file FILE the client token (a [[tokens]] secret) when the cluster requires one; or
+                    MUTEXD_AUTH_TOKEN. --token VALUE also works, but anyone on this host can read
+                    a command line (ps): prefer the file or the variable`;
+
+/**
+ * The client's bearer token: --token, else the first line of --token-file (one trailing newline
+ * dropped), else MUTEXD_AUTH_TOKEN; undefined when none is given (a cluster without tokens).
+ */
+export function clientToken(flags: { token?: string; "token-file"?: string }): string | undefined {
+  const token = givenToken(flags);
+  try {
+    return checkedToken(token);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+function givenToken(flags: { token?: string; "token-file"?: string }): string | undefined {
+  if (flags.token !== undefined) {
+    if (flags.token.length === 0) throw new UsageError("--token: empty");
+    return flags.token;
+  }
+  const file = flags["token-file"];
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (error) {
+      throw new UsageError(`--token-file: cannot read ${file}: ${(error as Error).message}`);
+    }
+    const token = text.replace(/\r?\n$/, "");
+    if (token.length === 0) throw new UsageError(`--token-file: ${file} is empty`);
+    return token;
+  }
+  const fromEnv = process.env.MUTEXD_AUTH_TOKEN;
+  return fromEnv === undefined || fromEnv.length === 0 ? undefined : fromEnv;
 }
 
 /** The cluster file named by --config or MUTEXD_CONFIG, if any. */

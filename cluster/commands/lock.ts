@@ -8,11 +8,11 @@ import process from "node:process";
 import { connect, NotAcquiredError } from "../../lib/client/lock_client.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
-import { CA_FLAG, CA_HELP, caFrom, commandToRun, EXIT, lockServers, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { CA_FLAG, CA_HELP, caFrom, clientToken, commandToRun, EXIT, lockServers, parseDuration, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
-const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ca FILE] [--ttl DUR] [--wait DUR]
-                  [--shared] [--lock-delay DUR] [--grace DUR] -- CMD [ARG…]
+const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ca FILE] [--token-file FILE]
+                  [--ttl DUR] [--wait DUR] [--shared] [--lock-delay DUR] [--grace DUR] -- CMD [ARG…]
 
 Acquires the lock NAME, runs CMD with MUTEXD_TOKEN (fencing token, a decimal integer that only
 grows) and MUTEXD_LOCK in its environment, keeps the session alive while CMD runs, releases the
@@ -22,6 +22,7 @@ arguments, even --help or --config.
   --config FILE     cluster file (its primary, then backup); or MUTEXD_CONFIG
   --server URL      lock server URL(s), comma-separated; or MUTEXD_SERVER
 ${CA_HELP}
+${TOKEN_HELP}
   --ttl DUR         session TTL (default ${DEFAULT_SETTINGS.sessionTtlMs / 1000}s): if keepalives stop this long, the lock is freed
   --wait DUR        how long to wait for the lock (default: forever); --wait 0 is a try-lock
   --shared          take a shared (reader) lock instead of an exclusive one
@@ -30,7 +31,8 @@ ${CA_HELP}
 
 Exit codes: CMD's status when it ran (128+N when killed by signal N);
   2 usage or cluster-file error; 3 lock not acquired (taken, --wait ran out);
-  4 lock lost while CMD ran (CMD was stopped); 5 server unreachable or error.
+  4 lock lost while CMD ran (CMD was stopped); 5 server unreachable or error (also: no or an
+  unknown token, 401; a token without lock permission on NAME, 403).
 Durations: 500ms, 2s, 1.5m, 1h, 0.
 `;
 
@@ -41,6 +43,7 @@ export function run(argv: string[]): Promise<number> {
       config: { type: "string" },
       server: { type: "string" },
       ...CA_FLAG,
+      ...TOKEN_FLAGS,
       ttl: { type: "string" },
       wait: { type: "string" },
       shared: { type: "boolean" },
@@ -57,7 +60,7 @@ export function run(argv: string[]): Promise<number> {
     const graceMs = values.grace ? parseDuration(values.grace, "--grace") : settings.killGraceMs;
 
     const ca = caFrom(values.ca, cluster);
-    const client = connect({ servers: urls, requestTimeoutMs: settings.requestTimeoutMs, tls: ca === undefined ? undefined : { ca } });
+    const client = connect({ servers: urls, requestTimeoutMs: settings.requestTimeoutMs, tls: ca === undefined ? undefined : { ca }, token: clientToken(values) });
     let handle;
     try {
       handle = await client.lock(name, { ttlMs, waitMs, shared: values.shared ?? false, lockDelayMs });

@@ -7,13 +7,15 @@ import { connectRing, type RingClient, RingNotAcquiredError } from "../../lib/cl
 import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { type ClusterConfig, findNode, nodeUrl } from "../config.ts";
-import { CA_FLAG, CA_HELP, caFrom, clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, UsageError } from "./common.ts";
+import { CA_FLAG, CA_HELP, caFrom, clientToken, clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
 const WHERE = `  --config FILE     cluster file; with --id ID that ring node, else the first ring node (or MUTEXD_CONFIG)
   --id ID           the ring node of the cluster file to talk to
   --server URL      the ring node's URL (or MUTEXD_RING_SERVER, which \`ring lock\` sets for CMD)
-${CA_HELP}`;
+${CA_HELP}
+${TOKEN_HELP}
+                    (ring lock: lock on "@ring"; put/delete: lock on KEY; get: read on KEY)`;
 
 const HELP = `Usage: mutexd ring <lock|put|get|delete|keys|status> [options]   (mutexd ring <sub> --help)
 
@@ -33,8 +35,9 @@ const LOCK_HELP = `Usage: mutexd ring lock [--config FILE --id ID | --server URL
 
 Waits for the ring node's critical section, runs CMD with MUTEXD_TOKEN (the fencing token: a
 decimal integer that only grows, also across token regenerations), MUTEXD_LOCK=ring and
-MUTEXD_RING_SERVER in its environment, leaves the section when CMD exits, and exits with CMD's
-status. \`mutexd ring put/get/delete\` run by CMD use the section. When the section's lease ends
+MUTEXD_RING_SERVER in its environment (and MUTEXD_AUTH_TOKEN, the client token, if one was
+given), leaves the section when CMD exits, and exits with CMD's status. \`mutexd ring
+put/get/delete\` run by CMD use the section. When the section's lease ends
 first, CMD gets SIGTERM, then SIGKILL after the grace, and mutexd exits 4. Everything after the
 first -- is CMD and its arguments, even --help or --config.
 
@@ -81,6 +84,7 @@ const WHERE_FLAGS = {
   id: { type: "string" },
   server: { type: "string" },
   ...CA_FLAG,
+  ...TOKEN_FLAGS,
 } as const;
 
 
@@ -105,12 +109,13 @@ export function run(argv: string[]): Promise<number> {
 }
 
 /** The ring node to talk to, and the settings of its cluster file (defaults without one). */
-function target(values: { config?: string; id?: string; server?: string; ca?: string }): { client: RingClient; settings: Settings } {
+function target(values: { config?: string; id?: string; server?: string; ca?: string; token?: string; "token-file"?: string }): { client: RingClient; settings: Settings; token?: string } {
+  const token = clientToken(values);
   const tlsFor = (cluster?: ClusterConfig) => {
     const ca = caFrom(values.ca, cluster);
     return ca === undefined ? undefined : { ca };
   };
-  if (values.server) return { client: connectRing({ server: values.server, tls: tlsFor() }), settings: DEFAULT_SETTINGS };
+  if (values.server) return { client: connectRing({ server: values.server, tls: tlsFor(), token }), settings: DEFAULT_SETTINGS, token };
   if (values.config || values.id || !process.env.MUTEXD_RING_SERVER) {
     const cluster = clusterFrom(values.config);
     if (!cluster) {
@@ -119,10 +124,10 @@ function target(values: { config?: string; id?: string; server?: string; ca?: st
     const node = values.id ? findNode(cluster, values.id) : cluster.nodes.find((n) => n.role === "ring");
     if (!node) throw new UsageError(`${cluster.file} has no ring node`);
     if (node.role !== "ring") throw new UsageError(`node ${node.id} has role ${node.role}, not ring`);
-    const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs, tls: tlsFor(cluster) });
-    return { client, settings: cluster.settings };
+    const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs, tls: tlsFor(cluster), token });
+    return { client, settings: cluster.settings, token };
   }
-  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER, tls: tlsFor() }), settings: DEFAULT_SETTINGS };
+  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER, tls: tlsFor(), token }), settings: DEFAULT_SETTINGS, token };
 }
 
 /** Maps client errors to exit codes with one line on stderr. */
@@ -148,7 +153,7 @@ async function lock(argv: string[]): Promise<number> {
     lease: { type: "string" },
     grace: { type: "string" },
   }, false);
-  const { client, settings } = target(values);
+  const { client, settings, token } = target(values);
   const waitMs = values.wait ? parseDuration(values.wait, "--wait") : settings.waitMaxMs;
   const leaseMs = values.lease ? parseDuration(values.lease, "--lease") : undefined;
   const graceMs = values.grace ? parseDuration(values.grace, "--grace") : settings.killGraceMs;
@@ -158,12 +163,14 @@ async function lock(argv: string[]): Promise<number> {
   } catch (error) {
     return failure(error);
   }
-  // CMD's own `mutexd ring put` reaches the node the same way: its URL, and the CA named by --ca.
+  // CMD's own `mutexd ring put` reaches the node as this command did: its URL, the CA named by
+  // --ca, and the client token (in the environment, which only this user can read, unlike a command line).
   const env = {
     MUTEXD_TOKEN: String(section.token),
     MUTEXD_LOCK: "ring",
     MUTEXD_RING_SERVER: client.server,
     ...(values.ca !== undefined ? { MUTEXD_CA: values.ca } : {}),
+    ...(token !== undefined ? { MUTEXD_AUTH_TOKEN: token } : {}),
   };
   const hold = { signal: section.signal, release: () => section.release(), describe: `ring section ${section.token}` };
   return await runWhileHeld(command, env, hold, graceMs);

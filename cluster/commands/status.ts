@@ -7,20 +7,22 @@ import type { ArbiterStatus } from "../arbiter/server.ts";
 import { nodeUrl } from "../config.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { LockStatus } from "../lock/api.ts";
-import { CA_FLAG, CA_HELP, caFrom, EXIT, lockServers, parseFlags, runCommand } from "./common.ts";
+import { CA_FLAG, CA_HELP, caFrom, clientToken, EXIT, lockServers, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP } from "./common.ts";
 import { fetchFor } from "../runtime.ts";
-import type { TrustingFetch } from "../../lib/client/tls.ts";
-import { failureText } from "../../lib/client/http.ts";
+import { failureText, type FetchPort, httpRequest, realTimers } from "../../lib/client/http.ts";
+import { MutexdError } from "../../lib/wire/errors.ts";
 
-const HELP = `Usage: mutexd status [--config FILE | --server URL] [--ca FILE] [--json]
+const HELP = `Usage: mutexd status [--config FILE | --server URL] [--ca FILE] [--token-file FILE] [--json]
 
 Shows each lock server (role, epoch, whether it serves, lease left and who backs it: the arbiter,
 the backup's promise or both; backup sync state and lag),
 the arbiter's record, and the lock table of the serving server: each lock's holders (session,
 fencing token, mode, how long held), its FIFO queue, any lock-delay left, and the sessions.
-  --json   print it all as JSON (for scripts)
+  --json            print it all as JSON (for scripts)
 ${CA_HELP}
-Exit codes: 0 shown, 2 usage or cluster-file error, 5 no server answered.
+${TOKEN_HELP}
+                    (the lock table needs admin on every name, prefix ""; the arbiter's record read)
+Exit codes: 0 shown, 2 usage or cluster-file error, 5 no server answered (or all refused the token).
 `;
 
 // The servers' own answer types, so a field they add or rename breaks this at type-check.
@@ -36,10 +38,14 @@ interface ArbiterReport {
   error?: string;
 }
 
-async function getJson<T>(fetchFn: TrustingFetch, url: string, timeoutMs: number): Promise<T> {
-  const response = await fetchFn(url, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!response.ok) throw new Error(`status ${response.status}`);
-  return await response.json() as T;
+/** An error for people: a server's refusal with its code ("forbidden: token …"), else the failure and its cause. */
+function describe(error: unknown): string {
+  return error instanceof MutexdError && error.code !== "unreachable" ? `${error.code}: ${error.message}` : failureText(error);
+}
+
+/** `GET path` of a server as JSON; an error answer rejects with its code and message (e.g. 403 forbidden). */
+function getJson<T>(fetchFn: FetchPort, base: string, path: string, timeoutMs: number, token: string | undefined): Promise<T> {
+  return httpRequest<T>({ base, method: "GET", path, timeoutMs, token }, { fetch: fetchFn, timers: realTimers });
 }
 
 export function run(argv: string[]): Promise<number> {
@@ -48,16 +54,18 @@ export function run(argv: string[]): Promise<number> {
       config: { type: "string" },
       server: { type: "string" },
       ...CA_FLAG,
+      ...TOKEN_FLAGS,
       json: { type: "boolean" },
     }, false);
     const { urls, cluster } = lockServers(values);
-    const fetchFn = fetchFor(caFrom(values.ca, cluster));
+    const fetchFn = fetchFor(caFrom(values.ca, cluster)) as FetchPort;
+    const token = clientToken(values);
     const { requestTimeoutMs } = cluster?.settings ?? DEFAULT_SETTINGS;
     const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
       try {
-        return { url, status: await getJson<LockStatus>(fetchFn, `${url}/v1/status`, requestTimeoutMs) };
+        return { url, status: await getJson<LockStatus>(fetchFn, url, "/v1/status", requestTimeoutMs, token) };
       } catch (error) {
-        return { url, error: failureText(error) };
+        return { url, error: describe(error) };
       }
     }));
     const arbiterNode = cluster?.nodes.find((n) => n.role === "arbiter");
@@ -65,14 +73,14 @@ export function run(argv: string[]): Promise<number> {
     if (arbiterNode) {
       const url = nodeUrl(arbiterNode);
       try {
-        arbiter = { url, ...(await getJson<ArbiterStatus>(fetchFn, `${url}/v1/status`, requestTimeoutMs)) };
+        arbiter = { url, ...(await getJson<ArbiterStatus>(fetchFn, url, "/v1/status", requestTimeoutMs, token)) };
       } catch (error) {
-        arbiter = { url, error: failureText(error) };
+        arbiter = { url, error: describe(error) };
       }
     }
     const answering = servers.filter((s) => s.status);
     if (answering.length === 0) {
-      process.stderr.write(`mutexd: no lock server answered: ${servers.map((s) => `${s.url} (${s.error})`).join(", ")}\n`);
+      process.stderr.write(`mutexd: no lock server gave its status: ${servers.map((s) => `${s.url} (${s.error})`).join(", ")}\n`);
       return EXIT.unavailable;
     }
     // The lock table of the server that serves; else of the first that answered.

@@ -77,6 +77,8 @@ export function run(argv: string[]): Promise<number> {
           ? `  ${self} ring lock --config ${cluster.file} --id ${firstRing.id} -- sh -c 'echo "in the ring section, token $MUTEXD_TOKEN"'\n` +
             `  ${self} ring status --config ${cluster.file} --id ${firstRing.id}\n`
           : "") +
+        // The commands above need a client token when the file defines some (docs/security.md).
+        (cluster.tokens.length > 0 ? `  (this cluster requires client tokens: add --token-file FILE, or set MUTEXD_AUTH_TOKEN)\n` : "") +
         `Ctrl-C stops the cluster.\n`,
     );
     return EXIT.keepRunning;

@@ -13,9 +13,11 @@ import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import type { LoopStallView } from "../stall_monitor.ts";
+import { type Access, ClientAuth } from "../client_auth.ts";
+import type { SecurityLog } from "../security_log.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
-export type LockStatus = { node: { id: string; role: string } } & StatusView & Partial<LoopStallView>;
+export type LockStatus = { node: { id: string; role: string }; security?: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -26,6 +28,10 @@ export interface LockApiOptions {
   onInternalError?: (error: Error) => void;
   /** The event loop's longest stalls (the server process; absent in the simulator). */
   loopStall?: () => LoopStallView;
+  /** Client bearer tokens (the Hono app only; the simulator's calls are not authenticated). Default: open. */
+  auth?: ClientAuth;
+  /** The process's refusal counters, shown in status under `security`. */
+  security?: SecurityLog;
 }
 
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
@@ -52,6 +58,8 @@ export interface LockRoute {
   method: "POST" | "DELETE";
   path: string;
   fields: readonly string[];
+  /** The permission the caller's token needs (cluster/client_auth.ts), from the decoded body. */
+  access(input: Record<string, unknown>): Access;
   handle(params: Record<string, string>, input: Record<string, unknown>, done: (answer: ApiAnswer) => void): void;
 }
 
@@ -69,6 +77,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       method: "POST",
       path: "/v1/sessions",
       fields: ["ttlMs", "requestId"],
+      access: lockOnSomeName,
       handle(_params, input, done) {
         const ttlMs = field.integer(input, "ttlMs", settings.sessionTtlMs);
         // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out
@@ -81,6 +90,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       method: "POST",
       path: "/v1/sessions/:id/keepalive",
       fields: [],
+      access: lockOnSomeName,
       handle(params, _input, done) {
         submit({ type: "keepAlive", session: params.id }, undefined, done, (result) =>
           result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs }) : unexpected(result));
@@ -90,6 +100,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       method: "DELETE",
       path: "/v1/sessions/:id",
       fields: ["requestId"],
+      access: lockOnSomeName,
       handle(params, input, done) {
         submit({ type: "closeSession", session: params.id }, requestIdOf(input), done, (result) =>
           result.type === "closed" ? ok({ session: result.session, released: result.released }) : unexpected(result));
@@ -101,6 +112,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       method: "POST",
       path: "/v1/enter",
       fields: ["name", "session", "mode", "waitMs", "lockDelayMs", "callId"],
+      access: lockOnName,
       handle(_params, input, done) {
         const name = field.string(input, "name");
         const session = field.string(input, "session");
@@ -127,6 +139,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       method: "POST",
       path: "/v1/leave",
       fields: ["name", "session", "token", "requestId"],
+      access: lockOnName,
       handle(_params, input, done) {
         const name = field.string(input, "name");
         const session = field.string(input, "session");
@@ -139,6 +152,12 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
 }
 
 type Result = Extract<ClientAnswer, { ok: true }>["result"];
+
+/** Sessions belong to no lock name: any token that may lock something may have them. */
+const lockOnSomeName = (): Access => ({ level: "lock", on: "some" });
+/** `lock` on the body's name (a missing or ill-typed name: on some name; the route then refuses it). */
+const lockOnName = (input: Record<string, unknown>): Access =>
+  typeof input.name === "string" ? { level: "lock", name: input.name } : lockOnSomeName();
 
 /** The idempotency key, checked here as the core checks it again (lib/core/lock/answered.ts). */
 function requestIdOf(input: Record<string, unknown>): string | undefined {
@@ -223,35 +242,53 @@ function matchPath(pattern: string, path: string): Record<string, string> | unde
 
 export function createLockApp(service: LockService, options: LockApiOptions): Hono {
   const { settings } = options;
+  const auth = options.auth ?? ClientAuth.open();
   const app = new Hono();
   installErrorHandlers(app, options.onInternalError ?? (() => {}), (error) => {
     const answer = error instanceof NotPrimaryError ? errorAnswer(error, options) : undefined;
     return answer ? Response.json(answer.body, { status: answer.status }) : undefined;
   });
+  // Bearer tokens before every route (health and /v1/peer pass); each route below says what it needs.
+  app.use(auth.middleware);
 
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
   app.get("/v1/status", (c) => {
-    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.() };
-    // `?summary=1`: without the sessions and locks, cheap at any table size (benches poll it).
-    if (c.req.query("summary") === "1") return c.json({ ...head, ...service.summary() });
+    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.(), ...securityOf(options) };
+    // `?summary=1`: without the sessions and locks, cheap at any table size (benches poll it);
+    // counts and replication state only, so `read` on any name suffices.
+    if (c.req.query("summary") === "1") {
+      auth.require(c, { level: "read", on: "some" });
+      return c.json({ ...head, ...service.summary() });
+    }
+    // Every session and lock of every name: admin on every name.
+    auth.require(c, { level: "admin", on: "every" });
     return c.json({ ...head, ...service.view() } satisfies LockStatus);
   });
 
-  app.get("/v1/sessions", (c) => c.json({ sessions: service.view().sessions }));
+  app.get("/v1/sessions", (c) => {
+    auth.require(c, { level: "admin", on: "every" });
+    return c.json({ sessions: service.view().sessions });
+  });
 
   for (const route of lockRoutes(service, options)) {
     app.on(route.method, route.path, async (c) => {
       const input = await readJsonObject(c, settings.bodyBytesMax);
+      auth.require(c, route.access(input));
       const answer = await new Promise<ApiAnswer>((done) => runRoute(route, c.req.param() as Record<string, string>, input, options, done));
       return c.json(answer.body, answer.status as 200);
     });
   }
 
-  app.get("/v1/locks", (c) => c.json({ locks: service.view().locks }));
+  // Only the locks whose names the token may read.
+  app.get("/v1/locks", (c) => {
+    auth.require(c, { level: "read", on: "some" });
+    return c.json({ locks: service.view().locks.filter((lock) => auth.may(c, { level: "read", name: lock.name })) });
+  });
 
   app.get("/v1/locks/:name{.+}", (c) => {
     const name = c.req.param("name");
+    auth.require(c, { level: "read", name });
     const lock = service.view().locks.find((l) => l.name === name);
     if (!lock) return errorResponse(c, { code: "lock_not_found", message: `lock ${name} is not held or waited for` });
     return c.json(lock);
@@ -277,6 +314,11 @@ export function answerPeer(service: LockService, settings: Settings, text: strin
   const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append, syncRequest or syncNext)");
   service.peerMessageThen(message, (answer) => done(encodePeerBody(answer)));
   return message;
+}
+
+/** The refusal counters for status (`security`), when the process keeps them. */
+function securityOf(options: LockApiOptions): { security?: Record<string, number> } {
+  return options.security ? { security: options.security.view() } : {};
 }
 
 /** The result of a committed answer; refusals become their HTTP answer. */

@@ -16,6 +16,8 @@ import { StallMonitor } from "../stall_monitor.ts";
 import { openDurableLog } from "./durable_log.ts";
 import { failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
+import { SecurityLog } from "../security_log.ts";
+import { ClientAuth } from "../client_auth.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
@@ -46,7 +48,10 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   });
   // The longest event-loop stall, for status (a resync must not freeze the primary: docs/bench.md).
   const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => log.event("loopStall", { stallMs }));
+  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
   const app = createLockApp(service, {
+    auth: new ClientAuth(cluster.tokens, security),
+    security,
     loopStall: () => stalls.view(),
     nodeId: node.id,
     role: node.role,

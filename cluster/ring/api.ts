@@ -17,6 +17,8 @@ import type { Settings } from "../../lib/settings.ts";
 import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
 import type { ClientInput, RingService } from "./service.ts";
+import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
+import type { SecurityLog } from "../security_log.ts";
 
 export interface RingApiOptions {
   nodeId: string;
@@ -24,6 +26,10 @@ export interface RingApiOptions {
   /** Extra fields for status (e.g. the URLs of the neighbours). */
   describe?: () => Record<string, unknown>;
   onInternalError?: (error: Error) => void;
+  /** Client bearer tokens (the Hono app only; the simulator's calls are not authenticated). Default: open. */
+  auth?: ClientAuth;
+  /** The process's refusal counters, shown in status under `security`. */
+  security?: SecurityLog;
 }
 
 /** One decoded request: the JSON body (`{}` for a GET), query and path parameters. */
@@ -33,6 +39,8 @@ export interface RingRequest {
   param(name: string): string | undefined;
   /** Fires when the caller goes away (a long-poll then ends early). */
   signal?: AbortSignal;
+  /** Whether the caller's token has `access` (listings keep only what it may read); absent: all allowed. */
+  may?(access: Access): boolean;
 }
 
 /** An answer: the status and the JSON body. */
@@ -47,6 +55,11 @@ export interface RingRoute {
   path: string;
   /** Bodies above this many bytes get 413 (peer batches may be larger than client bodies). */
   bodyBytesMax: number;
+  /**
+   * The permission a client's token needs (cluster/client_auth.ts), from the decoded request;
+   * "unchecked" for health and the peer routes, which carry no client token.
+   */
+  access: "unchecked" | ((request: RingRequest) => Access);
   /** Answers through `reply`, once, now or later. What it throws is answered as an error. */
   handle(request: RingRequest, reply: (answer: RingAnswer) => void): void;
 }
@@ -84,15 +97,15 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     settings.bodyBytesMax;
   const routes: RingRoute[] = [];
   /** A route answered at once. */
-  const now = (method: RingRoute["method"], path: string, handle: (request: RingRequest) => RingAnswer, bodyBytesMax = settings.bodyBytesMax) =>
-    routes.push({ method, path, bodyBytesMax, handle: (request, reply) => reply(handle(request)) });
+  const now = (method: RingRoute["method"], path: string, access: RingRoute["access"], handle: (request: RingRequest) => RingAnswer, bodyBytesMax = settings.bodyBytesMax) =>
+    routes.push({ method, path, bodyBytesMax, access, handle: (request, reply) => reply(handle(request)) });
   /** A client request to the service; `encode` turns its reply into the answer (what it throws too). */
   const viaService = (input: ClientInput, reply: (answer: RingAnswer) => void, encode: (reply: ClientReply) => RingAnswer, abort?: AbortSignal) =>
     service.request(input, (answer) => reply(guarded(() => encode(answer), onInternal)), abort);
 
   // Alive (200) whatever the ring's state; `ring` says whether this node can grant: in a view, with
   // a majority behind it (a minority or a node rejoining says so here and in status).
-  now("GET", "/v1/health", () => {
+  now("GET", "/v1/health", "unchecked", () => {
     const view = service.viewStatus();
     const lease = service.lease();
     const serving = view.member && lease.quorum === "ok";
@@ -104,7 +117,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     });
   });
 
-  now("GET", "/v1/ring/status", () =>
+  now("GET", "/v1/ring/status", readSomeName, () =>
     ok({
       ...node.status(service.now()),
       linkQueue: service.linkLength,
@@ -112,6 +125,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       view: service.viewStatus(),
       suspicions: service.suspicions(),
       ...(options.describe?.() ?? {}),
+      ...(options.security ? { security: options.security.view() } : {}),
     }));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the
@@ -121,6 +135,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     method: "POST",
     path: "/v1/ring/enter",
     bodyBytesMax: settings.bodyBytesMax,
+    access: lockTheSection,
     handle({ body, signal }, reply) {
       onlyFields(body, ["waitMs", "leaseMs", "ticket"]);
       const waitMs = field.integer(body, "waitMs", 0);
@@ -143,6 +158,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     method: "POST",
     path: "/v1/ring/leave",
     bodyBytesMax: settings.bodyBytesMax,
+    access: lockTheSection,
     handle({ body }, reply) {
       onlyFields(body, ["fence", "ticket"]);
       const fence = field.optionalInteger(body, "fence");
@@ -161,6 +177,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     method: "GET",
     path: "/v1/ring/section/:fence{[0-9]+}",
     bodyBytesMax: settings.bodyBytesMax,
+    access: lockTheSection,
     handle(request, reply) {
       const fence = Number(request.param("fence"));
       const waitMs = Math.min(queryInteger(request, "waitMs", 0), settings.longPollMaxMs);
@@ -172,6 +189,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     method: "POST",
     path: `/v1/ring/${type}`,
     bodyBytesMax: settings.bodyBytesMax,
+    access: ({ body }) => (typeof body.key === "string" ? { level: "lock", name: body.key } : { level: "lock", on: "some" }),
     handle({ body }, reply) {
       onlyFields(body, type === "put" ? ["fence", "key", "value"] : ["fence", "key"]);
       const fence = field.integer(body, "fence");
@@ -196,6 +214,9 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   // still travelling. At the holder inside a section, committed reads are linearizable.
   now("GET", "/v1/ring/get", (request) => {
     const key = request.query("key");
+    return key ? { level: "read", name: key } : readSomeName();
+  }, (request) => {
+    const key = request.query("key");
     if (!key) throw new RequestError("bad_request", "query parameter key is required");
     const dirty = queryFlag(request, "dirty");
     const value = node.read(key, dirty);
@@ -205,25 +226,28 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     return ok({ key, value, dirty, commit: node.replica.commit });
   });
 
-  now("GET", "/v1/ring/keys", (request) => {
+  now("GET", "/v1/ring/keys", readSomeName, (request) => {
     const dirty = queryFlag(request, "dirty");
-    return ok({ keys: node.keys(dirty), dirty, commit: node.replica.commit });
+    // Only the keys the caller may read.
+    const keys = node.keys(dirty).filter((key) => request.may?.({ level: "read", name: key }) ?? true);
+    return ok({ keys, dirty, commit: node.replica.commit });
   });
 
   // The write log from `from` on (committed and pending, with epochs): neighbours catch up from
   // it, operators and tests compare it between nodes.
-  now("GET", "/v1/ring/log", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
+  // Every key and value: read on every name.
+  now("GET", "/v1/ring/log", () => ({ level: "read", on: "every" }), (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
 
   // ---- Peer endpoints ----
 
-  now("POST", "/v1/ring/peer/token", ({ body }) => {
+  now("POST", "/v1/ring/peer/token", "unchecked", ({ body }) => {
     onlyFields(body, ["from", "token"]);
     const from = field.string(body, "from");
     const token = parseToken(body.token);
     return peerAnswer(service.stepPeer({ type: "token", from, token }));
   }, peerBytesMax);
 
-  now("POST", "/v1/ring/peer/writes", ({ body }) => {
+  now("POST", "/v1/ring/peer/writes", "unchecked", ({ body }) => {
     onlyFields(body, ["from", "epoch", "entries"]);
     const from = field.string(body, "from");
     const epoch = nonNegative(body, "epoch");
@@ -237,11 +261,11 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     return peerAnswer(service.stepPeer({ type: "writes", from, epoch, entries }));
   }, peerBytesMax);
 
-  now("GET", "/v1/ring/peer/log", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
+  now("GET", "/v1/ring/peer/log", "unchecked", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
 
   routes.push(viewRoute(service, settings));
 
-  now("POST", "/v1/ring/peer/wake", ({ body }) => {
+  now("POST", "/v1/ring/peer/wake", "unchecked", ({ body }) => {
     onlyFields(body, ["from"]);
     field.string(body, "from");
     return peerAnswer(service.stepPeer({ type: "wake" }));
@@ -261,12 +285,18 @@ export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void 
     method: "POST",
     path: "/v1/ring/peer/view",
     bodyBytesMax: settings.bodyBytesMax,
+    access: "unchecked",
     handle: ({ body }, reply) => {
       receiver.onViewMessage(body as unknown as ViewMessage);
       reply(ok({ ok: true }));
     },
   };
 }
+
+/** Status and listings: `read` on any name (a listing then keeps only what the token may read). */
+const readSomeName = (): Access => ({ level: "read", on: "some" });
+/** The ring's one critical section (enter, leave, watching a section) is the reserved name `@ring`. */
+const lockTheSection = (): Access => ({ level: "lock", name: RING_SECTION_NAME });
 
 /** `fn`'s answer, or the error answer for what it throws. */
 export function guarded(fn: () => RingAnswer, onInternal: (error: Error) => void): RingAnswer {
@@ -280,17 +310,33 @@ export function guarded(fn: () => RingAnswer, onInternal: (error: Error) => void
 /** The routes served by Hono: it routes, reads and checks the body, and sends the JSON answer. */
 export function createRingApp(service: RingService, options: RingApiOptions): Hono {
   const app = new Hono();
+  const auth = options.auth ?? ClientAuth.open();
   installErrorHandlers(app, options.onInternalError ?? (() => {}));
-  serveRoutes(app, ringRoutes(service, options));
+  // Bearer tokens before every route (health and the peer routes pass); each route says what it needs.
+  app.use(auth.middleware);
+  serveRoutes(app, ringRoutes(service, options), auth);
   return app;
 }
 
-/** Serves `routes` on `app` (whose error handler answers what a handler throws). */
-export function serveRoutes(app: Hono, routes: readonly RingRoute[]): void {
+/**
+ * Serves `routes` on `app` (whose error handler answers what a handler throws). A route's
+ * `access` is required of the caller's token (`auth`, whose middleware `app` runs first).
+ */
+export function serveRoutes(app: Hono, routes: readonly RingRoute[], auth: ClientAuth): void {
   for (const route of routes) {
+    // An unchecked route is one the middleware lets through without a token: nothing else may be.
+    if (route.access === "unchecked" && !isUncheckedPath(route.path)) throw new Error(`route ${route.path} would be served without client authentication`);
+    const access = route.access;
     app.on(route.method, route.path, async (c: Context) => {
       const body = route.method === "POST" ? await readJsonObject(c, route.bodyBytesMax) : {};
-      const request: RingRequest = { body, query: (name) => c.req.query(name), param: (name) => c.req.param(name), signal: c.req.raw.signal };
+      const request: RingRequest = {
+        body,
+        query: (name) => c.req.query(name),
+        param: (name) => c.req.param(name),
+        signal: c.req.raw.signal,
+        may: (wanted) => auth.may(c, wanted),
+      };
+      if (access !== "unchecked") auth.require(c, access(request));
       // What the handler throws rejects this promise: the app's error handler answers it.
       const answer = await new Promise<RingAnswer>((resolve) => route.handle(request, resolve));
       return c.json(answer.body, answer.status as ContentfulStatusCode);

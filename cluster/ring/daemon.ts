@@ -19,6 +19,7 @@ import { FORMAT_VERSION, RingStorage } from "./storage.ts";
 import { REFUSED_AS, RepairChannel } from "./udp.ts";
 import { SecurityLog } from "../security_log.ts";
 import { failStopProcess } from "../fail_stop.ts";
+import { ClientAuth } from "../client_auth.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
@@ -105,13 +106,14 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   });
   self.service = service;
   const app = createRingApp(service, {
+    auth: new ClientAuth(cluster.tokens, security),
+    security,
     nodeId: node.id,
     settings,
     describe: () => ({
       successorUrl: byId.get(core.successor),
       predecessorUrl: byId.get(core.predecessor),
       repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, authenticated: cluster.secret !== undefined, inc: incarnation.inc, ...channel.counts },
-      security: security.view(),
     }),
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });

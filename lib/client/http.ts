@@ -92,6 +92,31 @@ export interface HttpRequest {
   timeoutMs: number;
   /** Aborts the request early (a caller that no longer needs the answer). */
   cancel?: AbortSignal;
+  /** The client's bearer token (sent as `Authorization: Bearer …`); none without. */
+  token?: string;
+}
+
+/** A bearer token as a header value carries it: visible ASCII, no spaces (RFC 6750's b64token and more). */
+const TOKEN_PATTERN = /^[\x21-\x7e]{1,4096}$/;
+
+/**
+ * The `token` option of a client, checked once when the client is made: a value a header cannot
+ * carry would otherwise fail every request as "unreachable". The message never shows the token.
+ */
+export function checkedToken(token: string | undefined): string | undefined {
+  if (token !== undefined && !TOKEN_PATTERN.test(token)) {
+    throw new MutexdError("bad_request", "token must be 1..4096 visible ASCII characters without spaces (the value of a [[tokens]] secret)");
+  }
+  return token;
+}
+
+/** The headers of a request: JSON content type with a body, the bearer token if any. */
+export function requestHeaders(hasBody: boolean, token: string | undefined): Record<string, string> | undefined {
+  if (!hasBody && token === undefined) return undefined;
+  return {
+    ...(hasBody ? { "content-type": "application/json" } : {}),
+    ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+  };
 }
 
 /**
@@ -125,7 +150,7 @@ export function exchange<T>(ports: HttpPorts, request: HttpRequest, done: (outco
   try {
     sent = ports.fetch(base + path, {
       method,
-      headers: body === undefined ? undefined : { "content-type": "application/json" },
+      headers: requestHeaders(body !== undefined, request.token),
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
     });

@@ -18,6 +18,7 @@
 import { MutexdError } from "../wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../settings.ts";
 import {
+  checkedToken,
   chooseFetch,
   type ClockPort,
   exchange,
@@ -55,6 +56,12 @@ export interface ConnectOptions {
   timers?: TimersPort;
   /** A fresh idempotency key per call (crypto.randomUUID by default). */
   newRequestId?: () => string;
+  /**
+   * The bearer token (a `[[tokens]]` secret's value) when the cluster requires client tokens.
+   * The client reads no files: the caller passes the value. A 401 `unauthorized` or 403
+   * `forbidden` answer rejects the call at once (no other server is tried).
+   */
+  token?: string;
 }
 
 export interface EnterOptions {
@@ -109,6 +116,7 @@ export class LockClient {
   private readonly ports: HttpPorts;
   /** A fresh idempotency key; one per call, the same on every retry of it. */
   readonly newRequestId: () => string;
+  private readonly token: string | undefined;
 
   constructor(options: ConnectOptions) {
     this.servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((s) => s.replace(/\/$/, ""));
@@ -119,6 +127,7 @@ export class LockClient {
     this.timers = options.timers ?? realTimers;
     this.ports = { fetch: chooseFetch(options.fetch, options.tls), timers: this.timers };
     this.newRequestId = options.newRequestId ?? (() => crypto.randomUUID());
+    this.token = checkedToken(options.token);
   }
 
   /** The server the next request goes to first. */
@@ -164,7 +173,9 @@ export class LockClient {
       const tried = this.current;
       const base = this.servers[tried];
       const timeoutMs = attemptTimeoutMs ?? this.requestTimeoutMs + extraTimeoutMs;
-      exchange<T>(this.ports, { base, method, path, body, timeoutMs }, (outcome) => {
+      exchange<T>(this.ports, { base, method, path, body, timeoutMs, token: this.token }, (outcome) => {
+        // Any other answer is the call's: a refusal (401, 403, 404, 409, 429…) would be the same at
+        // the other server.
         if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
         lastError = outcome.error;
         const primaryUrl = outcome.detail?.primaryUrl;

@@ -21,7 +21,7 @@ import type { SuspicionStatus } from "../core/ring/repair.ts";
 import type { RingStatus as CoreRingStatus } from "../core/ring/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
 import { fetchTrusting, type TlsOptions } from "./tls.ts";
-import { type ClockPort, failureText, type HttpResponse, realClock, realTimers, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
+import { checkedToken, type ClockPort, failureText, type HttpResponse, realClock, realTimers, requestHeaders, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
 
 export interface RingConnectOptions {
   /** Base URL of the ring node (sections are local to a node). */
@@ -36,6 +36,11 @@ export interface RingConnectOptions {
   clock?: RingClientClock;
   /** Request timeouts, the lease timer and retry pauses; the runtime's timers when omitted. */
   timers?: RingClientTimers;
+  /**
+   * The bearer token (a `[[tokens]]` secret's value) when the cluster requires client tokens;
+   * the client reads no files. 401 `unauthorized` and 403 `forbidden` reject the call.
+   */
+  token?: string;
 }
 
 /** What the client reads of an answer (a `Response` has it): the ports of lib/client/http.ts. */
@@ -117,6 +122,7 @@ export class RingClient {
   readonly timers: RingClientTimers;
   private readonly requestTimeoutMs: number;
   private readonly fetch: RingFetch;
+  private readonly token: string | undefined;
 
   constructor(options: RingConnectOptions) {
     this.server = options.server.replace(/\/$/, "");
@@ -124,6 +130,7 @@ export class RingClient {
     this.fetch = options.fetch ?? (options.tls ? fetchTrusting(options.tls.ca) : (url, init) => fetch(url, init));
     this.clock = options.clock ?? realClock;
     this.timers = options.timers ?? realTimers;
+    this.token = checkedToken(options.token);
   }
 
   /**
@@ -139,7 +146,7 @@ export class RingClient {
     try {
       sent = this.fetch(this.server + path, {
         method,
-        headers: body === undefined ? undefined : { "content-type": "application/json" },
+        headers: requestHeaders(body !== undefined, this.token),
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: cancel ? AbortSignal.any([timeout.signal, cancel]) : timeout.signal,
       });

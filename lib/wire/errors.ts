@@ -4,6 +4,8 @@
  */
 export const ERROR_STATUS = {
   bad_request: 400, // malformed JSON, a missing or ill-typed field, a value out of bounds
+  unauthorized: 401, // no bearer token, or one the cluster file does not define (cluster/client_auth.ts)
+  forbidden: 403, // a known token without the permission the call needs on its name
   session_not_found: 404, // unknown or expired session
   lock_not_found: 404, // no such lock (nobody holds, waits for, or delays it)
   not_found: 404, // no such route
