@@ -3,7 +3,7 @@
  * `mutexd node` from a temporary cluster file, and its status read over HTTP. Not a test file.
  */
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
-import { eventually, freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, type Proc, removeDir, startMutexd, tempDir, TEST_SECRET, waitForHttp, writeCluster } from "./_harness.ts";
 
 export interface Cluster {
   dir: string;
@@ -16,14 +16,16 @@ export interface Cluster {
 
 /**
  * `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000");
- * `durable`: the lock servers keep a durable log (`[cluster] durable = true`).
+ * `durable`: the lock servers keep a durable log (`[cluster] durable = true`);
+ * `secret`: the cluster secret (default TEST_SECRET; null: none, peer traffic unauthenticated).
  */
-export async function startCluster(settings: string[] = [], options: { durable?: boolean } = {}): Promise<Cluster> {
+export async function startCluster(settings: string[] = [], options: { durable?: boolean; secret?: string | null } = {}): Promise<Cluster> {
   const dir = tempDir();
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
+  const secret = options.secret === undefined ? TEST_SECRET : options.secret;
   const file = writeCluster(
     dir,
-    (options.durable ? `[cluster]\ndurable = true\n\n` : "") +
+    `[cluster]\n${options.durable ? "durable = true\n" : ""}${secret === null ? "" : `secret = "${secret}"\n`}\n` +
       `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
       `[[nodes]]\nid = "b1"\nrole = "backup"\nhttp = "127.0.0.1:${b}"\n\n` +
       `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n` +

@@ -5,7 +5,7 @@
  * runs it as it is. In a cluster with ring nodes it also runs the ring's view-change coordinator
  * (ring_coordinator.ts) on the real ports, behind the ring's own `POST /v1/ring/peer/view` route.
  */
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep } from "../../lib/core/arbiter/arbiter.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { ClusterConfig, NodeConfig } from "../config.ts";
@@ -22,6 +22,8 @@ import type { Logger } from "../log.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
+import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
+import { SecurityLog } from "../security_log.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
 export function loadArbiterState(file: string): ArbiterState | null {
@@ -75,15 +77,19 @@ export function restoreArbiter(settings: ArbiterSettings, ports: ArbiterPorts, a
 /**
  * `POST /v1/arbiter` on the body's text: decode and check the request, one step of the core,
  * the new record durable BEFORE the answer exists (a restarted arbiter never hands out an epoch
- * twice), the answer encoded. A malformed request throws a RequestError and changes nothing.
+ * twice), the answer encoded. A malformed request, or one whose `from` is not its authenticated
+ * `sender`, throws a RequestError and changes nothing.
  */
 export function answerArbiter(
   core: ArbiterCore,
   text: string,
   ports: ArbiterPorts,
   bodyBytesMax = DEFAULT_SETTINGS.bodyBytesMax,
+  sender?: AuthenticatedSender,
 ): { request: ArbiterRequest; step: ArbiterStep; body: string } {
   const request = readPeerRequest(text, bodyBytesMax, isArbiterRequest, "an arbiter request");
+  // Who sent it, as its MAC says (peer_auth.ts; the simulator's trusted network passes none).
+  sender?.check(request.from);
   const before = core.current.epoch;
   const step = core.step(request, ports.clock.nowMs());
   if (step.persist) {
@@ -104,6 +110,8 @@ export function answerArbiter(
 export interface ArbiterStatus {
   node: { id: string; role: "arbiter" };
   arbiter: ArbiterState & { leaseRemainingMs: number };
+  /** Refused input by reason (peer_auth.ts and the other checks of docs/security.md). */
+  security?: Record<string, number>;
 }
 
 export function createArbiterApp(
@@ -115,6 +123,10 @@ export function createArbiterApp(
     nowMs: () => number;
     bodyBytesMax?: number;
     failStop?: ArbiterPorts["failStop"];
+    /** Refused input by reason, for status under `security`. */
+    security?: () => Record<string, number>;
+    /** Authenticates the peer routes (`/v1/arbiter`, `/v1/ring/peer/*`) when the cluster has a secret. */
+    peerAuth?: MiddlewareHandler;
   },
 ): Hono {
   const ports: ArbiterPorts = {
@@ -127,14 +139,19 @@ export function createArbiterApp(
   const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
   const app = new Hono();
   installErrorHandlers(app, (error) => options.log.event("internalError", { message: error.message }));
+  if (options.peerAuth) {
+    app.use("/v1/arbiter", options.peerAuth);
+    app.use("/v1/ring/peer/*", options.peerAuth);
+  }
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter" }));
   app.get("/v1/status", (c) =>
     c.json({
       node: { id: options.nodeId, role: "arbiter" },
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
+      ...(options.security ? { security: options.security() } : {}),
     } satisfies ArbiterStatus));
   app.post("/v1/arbiter", async (c) => {
-    const { body } = answerArbiter(core, await readBodyText(c, bodyBytesMax), ports, bodyBytesMax);
+    const { body } = answerArbiter(core, await readBodyText(c, bodyBytesMax), ports, bodyBytesMax, authenticatedSender(c));
     return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
   return app;
@@ -163,13 +180,14 @@ function optionalCount(value: unknown): boolean {
 }
 
 /** The arbiter's ring coordinator on the real ports (HTTP to the ring nodes, timers, the monotonic clock). */
-function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Logger): { coordinator: RingCoordinator; reload(cluster: ClusterConfig): void } {
+function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Logger, peerFetch: PeerFetch): { coordinator: RingCoordinator; reload(cluster: ClusterConfig): void } {
   const ringOf = (config: ClusterConfig) => config.nodes.filter((n) => n.role === "ring");
   const urls = new Map(ringOf(cluster).map((n) => [n.id, nodeUrl(n)]));
   const peers = httpPeers({
     self: node.id,
     urls,
     hopTimeoutMs: cluster.settings.tokenHopTimeoutMs,
+    peerFetch,
     local: () => {
       throw new Error("the arbiter is no ring node");
     },
@@ -204,8 +222,26 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     leaseMs: cluster.settings.primaryLeaseMs,
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
   }, { store: fileArbiterStore(statePath), clock: monotonicClock, log, failStop: (reason, fields) => failStopProcess(log, reason, fields) }, { statePath });
-  const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax });
-  const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log) : null;
+  const security = new SecurityLog(monotonicClock, log, cluster.settings.securityLogIntervalMs);
+  // The members it takes requests from: the file's, and those a reload (SIGHUP) adds.
+  let members = new Set(cluster.nodes.map((n) => n.id));
+  const peerAuth = await startPeerAuth({
+    secret: cluster.secret,
+    self: node.id,
+    isMember: (id) => members.has(id),
+    security,
+    bodyBytesMax: cluster.settings.bodyBytesMax,
+  });
+  const app = createArbiterApp(core, {
+    nodeId: node.id,
+    statePath,
+    log,
+    nowMs: monotonicClock.nowMs,
+    bodyBytesMax: cluster.settings.bodyBytesMax,
+    security: () => security.view(),
+    peerAuth: peerAuth.middleware,
+  });
+  const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log, peerAuth.peerFetch) : null;
   if (ring) {
     serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)]);
     app.get("/v1/ring/coordinator", (c) => c.json(ring.coordinator.status()));
@@ -214,6 +250,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
   return {
     url: `http://${node.host}:${server.port}`,
     reload(reloaded: ClusterConfig) {
+      members = new Set([...members, ...reloaded.nodes.map((n) => n.id)]);
       ring?.reload(reloaded);
       return "ok";
     },

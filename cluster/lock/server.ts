@@ -10,6 +10,8 @@ import { createLockApp } from "./api.ts";
 import { LockService } from "./service.ts";
 import type { Logger } from "../log.ts";
 import { httpPeerTransport } from "../peer_transport.ts";
+import { startPeerAuth } from "../peer_auth.ts";
+import { SecurityLog } from "../security_log.ts";
 import { serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
 import { StallMonitor } from "../stall_monitor.ts";
@@ -26,6 +28,16 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   const peer = member(node.role === "primary" ? "backup" : "primary");
   const arbiter = member("arbiter");
   const durable = cluster.durable ? startDurableLog(node, settings, log) : undefined;
+  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
+  const peerAuth = await startPeerAuth({
+    secret: cluster.secret,
+    self: node.id,
+    isMember: (id) => cluster.nodes.some((n) => n.id === id),
+    security,
+    bodyBytesMax: settings.peerBodyBytesMax,
+  });
+  // The MAC names the receiver: the member whose URL a request goes to.
+  const idOfUrl = (url: string) => cluster.nodes.find((n) => url.startsWith(`${nodeUrl(n)}/`))?.id ?? "";
   const service = new LockService({
     settings,
     clock: monotonicClock,
@@ -33,7 +45,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     nodeId: node.id,
     peer,
     arbiter,
-    transport: httpPeerTransport,
+    transport: httpPeerTransport(peerAuth.peerFetch, idOfUrl),
     timers: realTimers,
     // A random prefix per incarnation: a restarted server never accepts an old session id.
     sessionIdPrefix: `${node.id}-${randomBytes(4).toString("hex")}-`,
@@ -49,6 +61,8 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     nodeId: node.id,
     role: node.role,
     settings,
+    security: () => security.view(),
+    peerAuth: peerAuth.middleware,
     urlOf: (id) => {
       const found = cluster.nodes.find((n) => n.id === id);
       return found ? nodeUrl(found) : undefined;

@@ -8,7 +8,7 @@
  * through a promise, so the simulator (tests/sim/ring/http.ts) runs the same handlers inside its
  * synchronous event loop, on the same route patterns and body checks.
  */
-import { type Context, Hono } from "hono";
+import { type Context, Hono, type MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ClientReply, RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring/ring_types.ts";
@@ -17,6 +17,7 @@ import type { Settings } from "../../lib/settings.ts";
 import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
 import type { ClientInput, RingService } from "./service.ts";
+import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 
 export interface RingApiOptions {
   nodeId: string;
@@ -24,6 +25,8 @@ export interface RingApiOptions {
   /** Extra fields for status (e.g. the URLs of the neighbours). */
   describe?: () => Record<string, unknown>;
   onInternalError?: (error: Error) => void;
+  /** Authenticates `/v1/ring/peer/*` (peer_auth.ts) when the cluster has a secret. */
+  peerAuth?: MiddlewareHandler;
 }
 
 /** One decoded request: the JSON body (`{}` for a GET), query and path parameters. */
@@ -33,6 +36,8 @@ export interface RingRequest {
   param(name: string): string | undefined;
   /** Fires when the caller goes away (a long-poll then ends early). */
   signal?: AbortSignal;
+  /** Who sent a peer request, as its MAC says (peer_auth.ts); none without a secret or in the simulator. */
+  sender?: AuthenticatedSender;
 }
 
 /** An answer: the status and the JSON body. */
@@ -79,9 +84,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   const { settings } = options;
   const onInternal = options.onInternalError ?? (() => {});
   const node = service.node;
-  // A peer request carries up to ringBatchWritesMax writes of the largest size.
-  const peerBytesMax = settings.ringBatchWritesMax * (settings.ringValueBytesMax + 4 * settings.ringKeyLengthMax + 512) +
-    settings.bodyBytesMax;
+  const peerBytesMax = ringPeerBytesMax(settings);
   const routes: RingRoute[] = [];
   /** A route answered at once. */
   const now = (method: RingRoute["method"], path: string, handle: (request: RingRequest) => RingAnswer, bodyBytesMax = settings.bodyBytesMax) =>
@@ -216,16 +219,18 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   // ---- Peer endpoints ----
 
-  now("POST", "/v1/ring/peer/token", ({ body }) => {
+  now("POST", "/v1/ring/peer/token", ({ body, sender }) => {
     onlyFields(body, ["from", "token"]);
     const from = field.string(body, "from");
+    sender?.check(from);
     const token = parseToken(body.token);
     return peerAnswer(service.stepPeer({ type: "token", from, token }));
   }, peerBytesMax);
 
-  now("POST", "/v1/ring/peer/writes", ({ body }) => {
+  now("POST", "/v1/ring/peer/writes", ({ body, sender }) => {
     onlyFields(body, ["from", "epoch", "entries"]);
     const from = field.string(body, "from");
+    sender?.check(from);
     const epoch = nonNegative(body, "epoch");
     if (!Array.isArray(body.entries) || body.entries.length > settings.ringBatchWritesMax) {
       throw new RequestError("bad_request", `entries must be an array of at most ${settings.ringBatchWritesMax} writes`);
@@ -241,9 +246,9 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   routes.push(viewRoute(service, settings));
 
-  now("POST", "/v1/ring/peer/wake", ({ body }) => {
+  now("POST", "/v1/ring/peer/wake", ({ body, sender }) => {
     onlyFields(body, ["from"]);
-    field.string(body, "from");
+    sender?.check(field.string(body, "from"));
     return peerAnswer(service.stepPeer({ type: "wake" }));
   });
 
@@ -261,11 +266,17 @@ export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void 
     method: "POST",
     path: "/v1/ring/peer/view",
     bodyBytesMax: settings.bodyBytesMax,
-    handle: ({ body }, reply) => {
+    handle: ({ body, sender }, reply) => {
+      sender?.check(body.from);
       receiver.onViewMessage(body as unknown as ViewMessage);
       reply(ok({ ok: true }));
     },
   };
+}
+
+/** The largest peer request: up to ringBatchWritesMax writes of the largest size. */
+export function ringPeerBytesMax(settings: Settings): number {
+  return settings.ringBatchWritesMax * (settings.ringValueBytesMax + 4 * settings.ringKeyLengthMax + 512) + settings.bodyBytesMax;
 }
 
 /** `fn`'s answer, or the error answer for what it throws. */
@@ -281,6 +292,7 @@ export function guarded(fn: () => RingAnswer, onInternal: (error: Error) => void
 export function createRingApp(service: RingService, options: RingApiOptions): Hono {
   const app = new Hono();
   installErrorHandlers(app, options.onInternalError ?? (() => {}));
+  if (options.peerAuth) app.use("/v1/ring/peer/*", options.peerAuth);
   serveRoutes(app, ringRoutes(service, options));
   return app;
 }
@@ -290,7 +302,13 @@ export function serveRoutes(app: Hono, routes: readonly RingRoute[]): void {
   for (const route of routes) {
     app.on(route.method, route.path, async (c: Context) => {
       const body = route.method === "POST" ? await readJsonObject(c, route.bodyBytesMax) : {};
-      const request: RingRequest = { body, query: (name) => c.req.query(name), param: (name) => c.req.param(name), signal: c.req.raw.signal };
+      const request: RingRequest = {
+        body,
+        query: (name) => c.req.query(name),
+        param: (name) => c.req.param(name),
+        signal: c.req.raw.signal,
+        sender: authenticatedSender(c),
+      };
       // What the handler throws rejects this promise: the app's error handler answers it.
       const answer = await new Promise<RingAnswer>((resolve) => route.handle(request, resolve));
       return c.json(answer.body, answer.status as ContentfulStatusCode);

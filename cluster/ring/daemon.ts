@@ -12,7 +12,9 @@ import type { RunningNode } from "../running_node.ts";
 import type { Logger } from "../log.ts";
 import { realTimers } from "../timers.ts";
 import { serveHttp } from "../runtime.ts";
-import { createRingApp } from "./api.ts";
+import { createRingApp, ringPeerBytesMax } from "./api.ts";
+import { startPeerAuth } from "../peer_auth.ts";
+import { SecurityLog } from "../security_log.ts";
 import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
 import { FORMAT_VERSION, RingStorage } from "./storage.ts";
@@ -56,10 +58,19 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   // (SIGHUP) updates this map in place.
   const arbiter = cluster.nodes.find((n) => n.role === "arbiter") ?? null;
   const byId = new Map([...ringNodes, ...(arbiter ? [arbiter] : [])].map((n) => [n.id, nodeUrl(n)]));
+  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
+  const peerAuth = await startPeerAuth({
+    secret: cluster.secret,
+    self: node.id,
+    isMember: (id) => byId.has(id),
+    security,
+    bodyBytesMax: ringPeerBytesMax(settings),
+  });
   const peers = httpPeers({
     self: node.id,
     urls: byId,
     hopTimeoutMs: settings.tokenHopTimeoutMs,
+    peerFetch: peerAuth.peerFetch,
     local: () => self.service!,
   });
   // The repair channel exists before the service (which sends through it) and delivers to it once it exists.
@@ -99,7 +110,9 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       successorUrl: byId.get(core.successor),
       predecessorUrl: byId.get(core.predecessor),
       repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, ...channel.counts },
+      security: security.view(),
     }),
+    peerAuth: peerAuth.middleware,
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
