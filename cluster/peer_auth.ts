@@ -52,7 +52,7 @@ export async function peerKey(secret: string): Promise<CryptoKey> {
 }
 
 /** What a request's MAC covers, besides the body. */
-interface RequestHead {
+export interface RequestHead {
   from: string;
   to: string;
   nonce: string;
@@ -77,6 +77,11 @@ function signedBytes(head: unknown[], body: Uint8Array): Uint8Array<ArrayBuffer>
 const requestBytes = (h: RequestHead, body: Uint8Array) => signedBytes([REQUEST_LABEL, h.from, h.to, h.nonce, h.seq, h.method, h.path], body);
 const answerBytes = (requestMac: string, status: number, challenge: string, body: Uint8Array) =>
   signedBytes([ANSWER_LABEL, requestMac, status, challenge], body);
+
+/** The MAC of a request (hex): what `x-mutexd-mac` carries. */
+export function signRequest(key: CryptoKey, head: RequestHead, body: Uint8Array): Promise<string> {
+  return mac(key, requestBytes(head, body));
+}
 
 async function mac(key: CryptoKey, bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   return toHex(new Uint8Array(await crypto.subtle.sign("HMAC", key, bytes)));
@@ -147,7 +152,12 @@ export function peerFetchOf(signer: PeerSigner | undefined): PeerFetch {
 export class PeerSigner {
   private readonly sessions = new Map<string, { nonce: string; seq: number }>();
 
-  constructor(private readonly key: CryptoKey, readonly self: string) {}
+  /** `send`: the fetch to use (tests put a recording or tampering proxy there). */
+  constructor(
+    private readonly key: CryptoKey,
+    readonly self: string,
+    private readonly send: (url: string, init: RequestInit) => Promise<Response> = (url, init) => fetch(url, init),
+  ) {}
 
   async fetch(to: string, url: string, request: PeerRequest): Promise<PeerAnswer> {
     const body = encoder.encode(request.body ?? "");
@@ -181,8 +191,8 @@ export class PeerSigner {
     session.seq += 1;
     const parsed = new URL(url);
     const head: RequestHead = { from: this.self, to, nonce, seq: session.seq, method: request.method, path: parsed.pathname + parsed.search };
-    const requestMac = await mac(this.key, requestBytes(head, body));
-    const response = await fetch(url, {
+    const requestMac = await signRequest(this.key, head, body);
+    const response = await this.send(url, {
       method: request.method,
       headers: {
         ...(request.contentType ? { "content-type": request.contentType } : {}),
