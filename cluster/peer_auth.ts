@@ -364,9 +364,13 @@ export function peerAuthMiddleware(verifier: PeerVerifier, security: SecurityLog
     };
     (c.set as (key: string, value: unknown) => void)(SENDER_KEY, sender);
     await next();
-    const body = new Uint8Array(await c.res.clone().arrayBuffer());
-    const answerMac = await verifier.signAnswer(verdict.requestMac, c.res.status, "", body);
-    c.res.headers.set(PEER_HEADER.mac, answerMac);
+    // The answer read whole (peer answers are bounded like the requests), MACed, sent as bytes.
+    const answered = c.res;
+    const body = new Uint8Array(await answered.arrayBuffer());
+    const headers = new Headers(answered.headers);
+    headers.set(PEER_HEADER.mac, await verifier.signAnswer(verdict.requestMac, answered.status, "", body));
+    c.res = undefined;
+    c.res = new Response(body, { status: answered.status, headers });
   };
 }
 
