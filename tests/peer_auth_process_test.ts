@@ -114,11 +114,13 @@ test("attack: forged ring tokens from the predecessor's id (a hop ahead, epoch 2
       assert.equal(answer.body.error?.code, "unauthorized");
     }
     assert.equal((await post(url, JSON.stringify({ from: "r1", token }), "application/json", { ...MADE_UP, [PEER_HEADER.from]: "r1" })).status, 401);
+    // The catch-up route (a GET) is a peer route too.
+    assert.equal((await fetch(`${ring.urls[1]}/v1/ring/peer/log?from=1`, { signal: AbortSignal.timeout(5_000) })).status, 401);
     await eventually("r2 takes a real token after the attack", async () => (await r2()).lastHop > before.lastHop, roundMs(3) + SLACK_MS);
     const after = await r2();
     assert.equal(after.epoch, before.epoch, "the epoch did not move");
     assert.ok(after.lastHop < before.lastHop + 1_000, "the forged hop was never taken");
-    assert.deepEqual([after.security?.peerUnauthenticated, after.security?.peerForged], [2, 1]);
+    assert.deepEqual([after.security?.peerUnauthenticated, after.security?.peerForged], [3, 1]);
     // Sections on every node, one after the other: each fence once, rising.
     const fences: number[] = [];
     for (const id of ring.ids) {
