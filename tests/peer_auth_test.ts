@@ -259,3 +259,16 @@ test("peer auth: a valid request from an id that is no member is refused and get
   assert.deepEqual(b.taken, []);
   assert.equal(b.security.view().peerUnknownSender, 1);
 });
+
+test("peer auth: 20 requests sent at once at first contact, and again after a receiver restart, are each taken once (concurrent challenges share one nonce)", async () => {
+  let b: Receiver = await receiver();
+  const target = { app: b.app };
+  const a = await sender(target);
+  const batch = async (from: number) => (await Promise.all(Array.from({ length: 20 }, (_, i) => a.echo(from + i)))).map((answer) => answer.status);
+  assert.deepEqual(await batch(0), Array(20).fill(200));
+  assert.deepEqual([...b.taken].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i));
+  b = await receiver();
+  target.app = b.app;
+  assert.deepEqual(await batch(100), Array(20).fill(200));
+  assert.deepEqual([...b.taken].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => 100 + i));
+});
