@@ -227,7 +227,7 @@ test("peer auth: an answer whose body, status or MAC was changed on the way make
   const echo = (n: number) => signer.fetch("b", `${BASE}/peer/echo`, { method: "POST", body: JSON.stringify({ from: "a", n }), timeoutMs: 5_000 });
   assert.equal((await echo(1)).status, 200);
   const changes: Array<(r: Response) => Promise<Response>> = [
-    async (r) => new Response(JSON.stringify({ took: 999, sender: "a" }), { status: r.status, headers: r.headers }),
+    (r) => Promise.resolve(new Response(JSON.stringify({ took: 999, sender: "a" }), { status: r.status, headers: r.headers })),
     async (r) => new Response(await r.arrayBuffer(), { status: 202, headers: r.headers }),
     async (r) => {
       const headers = new Headers(r.headers);
