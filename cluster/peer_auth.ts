@@ -128,20 +128,27 @@ export interface PeerAnswer {
 /** Sends one request to cluster member `to` at `url` and resolves with its answer; rejects on failure or timeout. */
 export type PeerFetch = (to: string, url: string, request: PeerRequest) => Promise<PeerAnswer>;
 
-/** Without a secret: a plain fetch, no headers (loopback only). */
-export const plainPeerFetch: PeerFetch = async (_to, url, request) => {
-  const response = await fetch(url, {
-    method: request.method,
-    headers: request.contentType ? { "content-type": request.contentType } : undefined,
-    body: request.body,
-    signal: AbortSignal.timeout(request.timeoutMs),
-  });
-  return { status: response.status, text: await response.text() };
-};
+/** The fetch a request goes out with (the runtime's; with TLS one that checks the peer's certificate). */
+export type BaseFetch = (url: string, init: RequestInit) => Promise<Response>;
+
+const globalFetch: BaseFetch = (url, init) => fetch(url, init);
+
+/** Without a secret: a plain request over `send`, no headers (loopback only). */
+export function plainPeerFetch(send: BaseFetch = globalFetch): PeerFetch {
+  return async (_to, url, request) => {
+    const response = await send(url, {
+      method: request.method,
+      headers: request.contentType ? { "content-type": request.contentType } : undefined,
+      body: request.body,
+      signal: AbortSignal.timeout(request.timeoutMs),
+    });
+    return { status: response.status, text: await response.text() };
+  };
+}
 
 /** The signing fetch with a secret, the plain one without. */
 export function peerFetchOf(signer: PeerSigner | undefined): PeerFetch {
-  return signer ? (to, url, request) => signer.fetch(to, url, request) : plainPeerFetch;
+  return signer ? (to, url, request) => signer.fetch(to, url, request) : plainPeerFetch();
 }
 
 /**
@@ -156,7 +163,7 @@ export class PeerSigner {
   constructor(
     private readonly key: CryptoKey,
     readonly self: string,
-    private readonly send: (url: string, init: RequestInit) => Promise<Response> = (url, init) => fetch(url, init),
+    private readonly send: BaseFetch = globalFetch,
   ) {}
 
   async fetch(to: string, url: string, request: PeerRequest): Promise<PeerAnswer> {
@@ -387,11 +394,19 @@ export interface PeerAuth {
  * middleware reads before the MAC is checked (the largest body of the routes it guards).
  */
 export async function startPeerAuth(
-  options: { secret: string | undefined; self: string; isMember: (id: string) => boolean; security: SecurityLog; bodyBytesMax: number },
+  options: {
+    secret: string | undefined;
+    self: string;
+    isMember: (id: string) => boolean;
+    security: SecurityLog;
+    bodyBytesMax: number;
+    /** What the requests go out with (default: the runtime's fetch). */
+    fetch?: BaseFetch;
+  },
 ): Promise<PeerAuth> {
-  if (options.secret === undefined) return { peerFetch: plainPeerFetch, middleware: undefined };
+  if (options.secret === undefined) return { peerFetch: plainPeerFetch(options.fetch), middleware: undefined };
   const key = await peerKey(options.secret);
-  const signer = new PeerSigner(key, options.self);
+  const signer = new PeerSigner(key, options.self, options.fetch);
   const verifier = new PeerVerifier(key, options.self, options.isMember);
   return {
     peerFetch: peerFetchOf(signer),

@@ -18,7 +18,7 @@ export const PEER_CONTENT_TYPE = "application/x-superjson";
  * The transport over HTTP: `peerFetch` signs the request and checks the answer when the cluster
  * has a secret (peer_auth.ts); `idOf` names the member a URL belongs to (the MAC covers it).
  */
-export function httpPeerTransport(peerFetch: PeerFetch = plainPeerFetch, idOf: (url: string) => string = () => ""): PeerTransport {
+export function httpPeerTransport(peerFetch: PeerFetch = plainPeerFetch(), idOf: (url: string) => string = () => ""): PeerTransport {
   return {
     async send(url, body, timeoutMs) {
       const answer = await peerFetch(idOf(url), url, { method: "POST", contentType: PEER_CONTENT_TYPE, body: superjson.stringify(body), timeoutMs });

@@ -110,7 +110,7 @@ export function answerArbiter(
 export interface ArbiterStatus {
   node: { id: string; role: "arbiter" };
   arbiter: ArbiterState & { leaseRemainingMs: number };
-  /** Refused input by reason (peer_auth.ts and the other checks of docs/security.md). */
+  /** Refusal counters (cluster/security_log.ts). */
   security?: Record<string, number>;
 }
 
@@ -123,8 +123,8 @@ export function createArbiterApp(
     nowMs: () => number;
     bodyBytesMax?: number;
     failStop?: ArbiterPorts["failStop"];
-    /** Refused input by reason, for status under `security`. */
-    security?: () => Record<string, number>;
+    /** The process's refusal counters, shown in status under `security`. */
+    security?: SecurityLog;
     /** Authenticates the peer routes (`/v1/arbiter`, `/v1/ring/peer/*`) when the cluster has a secret. */
     peerAuth?: MiddlewareHandler;
   },
@@ -148,7 +148,7 @@ export function createArbiterApp(
     c.json({
       node: { id: options.nodeId, role: "arbiter" },
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
-      ...(options.security ? { security: options.security() } : {}),
+      ...(options.security ? { security: options.security.view() } : {}),
     } satisfies ArbiterStatus));
   app.post("/v1/arbiter", async (c) => {
     const { body } = answerArbiter(core, await readBodyText(c, bodyBytesMax), ports, bodyBytesMax, authenticatedSender(c));
@@ -238,7 +238,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     log,
     nowMs: monotonicClock.nowMs,
     bodyBytesMax: cluster.settings.bodyBytesMax,
-    security: () => security.view(),
+    security,
     peerAuth: peerAuth.middleware,
   });
   const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log, peerAuth.peerFetch) : null;

@@ -14,9 +14,10 @@ import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import type { LoopStallView } from "../stall_monitor.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
+import type { SecurityLog } from "../security_log.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
-export type LockStatus = { node: { id: string; role: string } } & StatusView & Partial<LoopStallView>;
+export type LockStatus = { node: { id: string; role: string }; security?: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -27,8 +28,8 @@ export interface LockApiOptions {
   onInternalError?: (error: Error) => void;
   /** The event loop's longest stalls (the server process; absent in the simulator). */
   loopStall?: () => LoopStallView;
-  /** Refused input by reason, for status under `security` (the server process; absent in the simulator). */
-  security?: () => Record<string, number>;
+  /** The process's refusal counters, shown in status under `security`. */
+  security?: SecurityLog;
   /** Authenticates `POST /v1/peer` (peer_auth.ts) when the cluster has a secret. */
   peerAuth?: MiddlewareHandler;
 }
@@ -240,7 +241,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
   app.get("/v1/status", (c) => {
-    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.(), ...(options.security ? { security: options.security() } : {}) };
+    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.(), ...securityOf(options) };
     // `?summary=1`: without the sessions and locks, cheap at any table size (benches poll it).
     if (c.req.query("summary") === "1") return c.json({ ...head, ...service.summary() });
     return c.json({ ...head, ...service.view() } satisfies LockStatus);
@@ -288,6 +289,10 @@ export function answerPeer(service: LockService, settings: Settings, text: strin
   sender?.check(message.from);
   service.peerMessageThen(message, (answer) => done(encodePeerBody(answer)));
   return message;
+}
+
+function securityOf(options: LockApiOptions): { security?: Record<string, number> } {
+  return options.security ? { security: options.security.view() } : {};
 }
 
 /** The result of a committed answer; refusals become their HTTP answer. */

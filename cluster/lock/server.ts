@@ -61,7 +61,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     nodeId: node.id,
     role: node.role,
     settings,
-    security: () => security.view(),
+    security,
     peerAuth: peerAuth.middleware,
     urlOf: (id) => {
       const found = cluster.nodes.find((n) => n.id === id);

@@ -18,6 +18,7 @@ import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts"
 import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
 import type { ClientInput, RingService } from "./service.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
+import type { SecurityLog } from "../security_log.ts";
 
 export interface RingApiOptions {
   nodeId: string;
@@ -25,6 +26,8 @@ export interface RingApiOptions {
   /** Extra fields for status (e.g. the URLs of the neighbours). */
   describe?: () => Record<string, unknown>;
   onInternalError?: (error: Error) => void;
+  /** The process's refusal counters, shown in status under `security`. */
+  security?: SecurityLog;
   /** Authenticates `/v1/ring/peer/*` (peer_auth.ts) when the cluster has a secret. */
   peerAuth?: MiddlewareHandler;
 }
@@ -115,6 +118,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       view: service.viewStatus(),
       suspicions: service.suspicions(),
       ...(options.describe?.() ?? {}),
+      ...(options.security ? { security: options.security.view() } : {}),
     }));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the

@@ -110,8 +110,8 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       successorUrl: byId.get(core.successor),
       predecessorUrl: byId.get(core.predecessor),
       repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, ...channel.counts },
-      security: security.view(),
     }),
+    security,
     peerAuth: peerAuth.middleware,
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });

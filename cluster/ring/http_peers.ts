@@ -20,7 +20,7 @@ export function httpPeers(options: {
   peerFetch?: PeerFetch;
 }): RingPeers {
   const { self, urls, hopTimeoutMs, local } = options;
-  const peerFetch = options.peerFetch ?? plainPeerFetch;
+  const peerFetch = options.peerFetch ?? plainPeerFetch();
   const url = (id: string, path: string) => {
     const base = urls.get(id);
     if (!base) throw new Error(`unknown ring node ${id}`);
