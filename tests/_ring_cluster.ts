@@ -136,13 +136,17 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
   const arbiterAddress = options.arbiter ? `127.0.0.1:${await freePort()}` : null;
   const udp: number[] = [];
   if (options.udp) for (let i = 0; i < size; i++) udp.push(await freeUdpPort());
-  const givesSecret = (options.clusterLines ?? []).some((line) => /^\s*secret(File|Env)?\s*=/.test(line));
+  // A secret among the [cluster] lines (those before any other table they may open) replaces the default.
+  const clusterLines = options.clusterLines ?? [];
+  const tableStart = clusterLines.findIndex((line) => /^\s*\[/.test(line));
+  const ownLines = tableStart < 0 ? clusterLines : clusterLines.slice(0, tableStart);
+  const givesSecret = ownLines.some((line) => /^\s*secret(File|Env)?\s*=/.test(line));
   const secret = givesSecret ? null : options.secret === undefined ? TEST_SECRET : options.secret;
   const file = writeCluster(dir, [
     "[cluster]",
     'name = "ringtest"',
-    ...(options.clusterLines ?? []),
     ...(secret === null ? [] : [`secret = "${secret}"`]),
+    ...clusterLines,
     "[settings]",
     ...QUICK_RING_SETTINGS,
     ...(options.settings ?? []),
