@@ -47,7 +47,7 @@ export function errorOf(error: Error, onInternal: (error: Error) => void): ApiEr
  * over the limit is refused before reading; the size is checked again on the bytes read, since a
  * client may omit the header.
  */
-async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
+export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   const bytes = new Uint8Array(await c.req.arrayBuffer());

@@ -5,7 +5,7 @@
  * tolerates duplicates and stale epochs.
  */
 import superjson from "superjson";
-import type { TrustingFetch } from "../lib/client/tls.ts";
+import { type PeerFetch, plainPeerFetch } from "./peer_auth.ts";
 
 export interface PeerTransport {
   /** Sends `body` to `url` and resolves with the decoded answer; rejects on failure or timeout. */
@@ -14,19 +14,16 @@ export interface PeerTransport {
 
 export const PEER_CONTENT_TYPE = "application/x-superjson";
 
-/** The transport over `fetchFn`: cluster/runtime.ts fetchFor(cluster.tlsCa), which verifies TLS peers. */
-export function httpPeerTransport(fetchFn: TrustingFetch): PeerTransport {
+/**
+ * The transport over HTTP: `peerFetch` signs the request and checks the answer when the cluster
+ * has a secret (peer_auth.ts); `idOf` names the member a URL belongs to (the MAC covers it).
+ */
+export function httpPeerTransport(peerFetch: PeerFetch = plainPeerFetch(), idOf: (url: string) => string = () => ""): PeerTransport {
   return {
     async send(url, body, timeoutMs) {
-      const response = await fetchFn(url, {
-        method: "POST",
-        headers: { "content-type": PEER_CONTENT_TYPE },
-        body: superjson.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-      const text = await response.text();
-      if (!response.ok) throw new Error(`${url}: status ${response.status}: ${text.slice(0, 200)}`);
-      return superjson.parse(text);
+      const answer = await peerFetch(idOf(url), url, { method: "POST", contentType: PEER_CONTENT_TYPE, body: superjson.stringify(body), timeoutMs });
+      if (answer.status !== 200) throw new Error(`${url}: status ${answer.status}: ${answer.text.slice(0, 200)}`);
+      return superjson.parse(answer.text);
     },
   };
 }

@@ -23,6 +23,13 @@ export const QUICK_RING_SETTINGS = [
   "ringLeaseMs = 3000",
 ];
 
+/**
+ * The cluster secret the shared cluster helpers (_lock_cluster.ts, _ring_cluster.ts) write by
+ * default, so every process test runs with authenticated peer traffic (docs/security.md). An
+ * attack test plays an outsider who does not know it (or signs with it to play a member).
+ */
+export const TEST_SECRET = "test-secret-0123456789abcdef0123456789abcdef";
+
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 /** argv that runs main.ts under the runtime executing this test (Deno or Bun). */

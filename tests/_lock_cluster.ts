@@ -4,7 +4,7 @@
  */
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
 import { fetchTrusting, type TrustingFetch } from "../lib/client/tls.ts";
-import { eventually, freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, type Proc, removeDir, startMutexd, tempDir, TEST_SECRET, waitForHttp, writeCluster } from "./_harness.ts";
 
 export interface Cluster {
   dir: string;
@@ -20,6 +20,8 @@ export interface Cluster {
 export interface ClusterOptions {
   /** The lock servers keep a durable log (`[cluster] durable = true`). */
   durable?: boolean;
+  /** The cluster secret (default TEST_SECRET; null: none, peer traffic unauthenticated). */
+  secret?: string | null;
   /** More lines of the [cluster] table (e.g. `tlsCa = "…"`). */
   clusterLines?: string[];
   /** More lines of every [[nodes]] entry (e.g. tlsCert and tlsKey: tests/_tls.ts). */
@@ -32,7 +34,12 @@ export interface ClusterOptions {
 export async function startCluster(settings: string[] = [], options: ClusterOptions = {}): Promise<Cluster> {
   const dir = tempDir();
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
-  const clusterLines = [...(options.durable ? ["durable = true"] : []), ...(options.clusterLines ?? [])];
+  const secret = options.secret === undefined ? TEST_SECRET : options.secret;
+  const clusterLines = [
+    ...(options.durable ? ["durable = true"] : []),
+    ...(secret === null ? [] : [`secret = "${secret}"`]),
+    ...(options.clusterLines ?? []),
+  ];
   const node = (id: string, role: string, port: number) =>
     [`[[nodes]]`, `id = "${id}"`, `role = "${role}"`, `http = "127.0.0.1:${port}"`, ...(options.nodeLines ?? [])].join("\n") + "\n\n";
   const file = writeCluster(

@@ -15,7 +15,7 @@ import { connectRing } from "../lib/client/ring_client.ts";
 import { fetchTrusting } from "../lib/client/tls.ts";
 import type { ViewStatus } from "../lib/core/ring/view.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
-import { eventually, freePort, freeUdpPort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, removeDir, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, freeUdpPort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, removeDir, startProcess, tempDir, TEST_SECRET, waitForHttp, writeCluster } from "./_harness.ts";
 
 /** Parses `key = number` lines of a [settings] table over the defaults (typed: a misspelt name fails the type check). */
 export function ringSettings(lines: readonly string[]): Settings {
@@ -82,6 +82,8 @@ export interface RingOptions {
   settings?: string[];
   /** Extra [cluster] lines (e.g. the repair channel's broadcast address). */
   clusterLines?: string[];
+  /** The cluster secret (default TEST_SECRET unless clusterLines give one; null: none, peer traffic unauthenticated). */
+  secret?: string | null;
   /** A free UDP port per node for the repair channel (default: the HTTP port's number). */
   udp?: boolean;
   /** Per node: its HTTP address as host:port (default 127.0.0.1 and a free port). */
@@ -139,10 +141,17 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
   const arbiterAddress = options.arbiter ? `127.0.0.1:${await freePort()}` : null;
   const udp: number[] = [];
   if (options.udp) for (let i = 0; i < size; i++) udp.push(await freeUdpPort());
+  // A secret among the [cluster] lines (those before any other table they may open) replaces the default.
+  const clusterLines = options.clusterLines ?? [];
+  const tableStart = clusterLines.findIndex((line) => /^\s*\[/.test(line));
+  const ownLines = tableStart < 0 ? clusterLines : clusterLines.slice(0, tableStart);
+  const givesSecret = ownLines.some((line) => /^\s*secret(File|Env)?\s*=/.test(line));
+  const secret = givesSecret ? null : options.secret === undefined ? TEST_SECRET : options.secret;
   const file = writeCluster(dir, [
     "[cluster]",
     'name = "ringtest"',
-    ...(options.clusterLines ?? []),
+    ...(secret === null ? [] : [`secret = "${secret}"`]),
+    ...clusterLines,
     "[settings]",
     ...QUICK_RING_SETTINGS,
     ...(options.settings ?? []),

@@ -5,7 +5,7 @@
  * runs it as it is. In a cluster with ring nodes it also runs the ring's view-change coordinator
  * (ring_coordinator.ts) on the real ports, behind the ring's own `POST /v1/ring/peer/view` route.
  */
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep } from "../../lib/core/arbiter/arbiter.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { ClusterConfig, NodeConfig } from "../config.ts";
@@ -23,6 +23,7 @@ import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
+import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
 import { SecurityLog } from "../security_log.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
@@ -77,15 +78,19 @@ export function restoreArbiter(settings: ArbiterSettings, ports: ArbiterPorts, a
 /**
  * `POST /v1/arbiter` on the body's text: decode and check the request, one step of the core,
  * the new record durable BEFORE the answer exists (a restarted arbiter never hands out an epoch
- * twice), the answer encoded. A malformed request throws a RequestError and changes nothing.
+ * twice), the answer encoded. A malformed request, or one whose `from` is not its authenticated
+ * `sender`, throws a RequestError and changes nothing.
  */
 export function answerArbiter(
   core: ArbiterCore,
   text: string,
   ports: ArbiterPorts,
   bodyBytesMax = DEFAULT_SETTINGS.bodyBytesMax,
+  sender?: AuthenticatedSender,
 ): { request: ArbiterRequest; step: ArbiterStep; body: string } {
   const request = readPeerRequest(text, bodyBytesMax, isArbiterRequest, "an arbiter request");
+  // Who sent it, as its MAC says (peer_auth.ts; the simulator's trusted network passes none).
+  sender?.check(request.from);
   const before = core.current.epoch;
   const step = core.step(request, ports.clock.nowMs());
   if (step.persist) {
@@ -126,6 +131,8 @@ export function createArbiterApp(
     auth?: ClientAuth;
     /** The process's refusal counters, shown in status under `security`. */
     security?: SecurityLog;
+    /** Authenticates the peer routes (`/v1/arbiter`, `/v1/ring/peer/*`) when the cluster has a secret. */
+    peerAuth?: MiddlewareHandler;
   },
 ): Hono {
   const auth = options.auth ?? ClientAuth.open();
@@ -140,6 +147,10 @@ export function createArbiterApp(
   const app = new Hono();
   installErrorHandlers(app, (error) => options.log.event("internalError", { message: error.message }));
   app.use(auth.middleware);
+  if (options.peerAuth) {
+    app.use("/v1/arbiter", options.peerAuth);
+    app.use("/v1/ring/peer/*", options.peerAuth);
+  }
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter" }));
   app.get("/v1/status", (c) => {
     auth.require(c, ARBITER_STATUS_ACCESS);
@@ -150,7 +161,7 @@ export function createArbiterApp(
     } satisfies ArbiterStatus);
   });
   app.post("/v1/arbiter", async (c) => {
-    const { body } = answerArbiter(core, await readBodyText(c, bodyBytesMax), ports, bodyBytesMax);
+    const { body } = answerArbiter(core, await readBodyText(c, bodyBytesMax), ports, bodyBytesMax, authenticatedSender(c));
     return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
   return app;
@@ -179,14 +190,14 @@ function optionalCount(value: unknown): boolean {
 }
 
 /** The arbiter's ring coordinator on the real ports (HTTP to the ring nodes, timers, the monotonic clock). */
-function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Logger): { coordinator: RingCoordinator; reload(cluster: ClusterConfig): void } {
+function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Logger, peerFetch: PeerFetch): { coordinator: RingCoordinator; reload(cluster: ClusterConfig): void } {
   const ringOf = (config: ClusterConfig) => config.nodes.filter((n) => n.role === "ring");
   const urls = new Map(ringOf(cluster).map((n) => [n.id, nodeUrl(n)]));
   const peers = httpPeers({
     self: node.id,
     urls,
     hopTimeoutMs: cluster.settings.tokenHopTimeoutMs,
-    fetch: fetchFor(cluster.tlsCa),
+    peerFetch,
     local: () => {
       throw new Error("the arbiter is no ring node");
     },
@@ -224,9 +235,28 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
   }, { store: fileArbiterStore(statePath), clock: monotonicClock, log, failStop: (reason, fields) => failStopProcess(log, reason, fields) }, { statePath });
   const security = new SecurityLog(monotonicClock, log, cluster.settings.securityLogIntervalMs);
+  // The members it takes requests from: the file's, and those a reload (SIGHUP) adds.
+  let members = new Set(cluster.nodes.map((n) => n.id));
+  const peerAuth = await startPeerAuth({
+    secret: cluster.secret,
+    self: node.id,
+    isMember: (id) => members.has(id),
+    security,
+    bodyBytesMax: cluster.settings.bodyBytesMax,
+    fetch: fetchFor(cluster.tlsCa),
+  });
   const auth = new ClientAuth(cluster.tokens, security);
-  const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax, auth, security });
-  const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log) : null;
+  const app = createArbiterApp(core, {
+    nodeId: node.id,
+    statePath,
+    log,
+    nowMs: monotonicClock.nowMs,
+    bodyBytesMax: cluster.settings.bodyBytesMax,
+    auth,
+    security,
+    peerAuth: peerAuth.middleware,
+  });
+  const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log, peerAuth.peerFetch) : null;
   if (ring) {
     serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)], auth);
     app.get("/v1/ring/coordinator", (c) => {
@@ -238,6 +268,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
   return {
     url: nodeUrl({ ...node, port: server.port }),
     reload(reloaded: ClusterConfig) {
+      members = new Set([...members, ...reloaded.nodes.map((n) => n.id)]);
       ring?.reload(reloaded);
       return "ok";
     },

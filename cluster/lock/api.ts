@@ -3,7 +3,7 @@
  * the lock semantics live in lib/core/lock/lock_table.ts, the enter long-poll in lock_service.ts. See
  * docs/http-api.md.
  */
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import type { ClientAnswer, PeerMessage } from "../../lib/core/lock/lock_replica.ts";
 import type { Command } from "../../lib/core/lock/lock_table.ts";
 import { requestIdProblem } from "../../lib/core/lock/answered.ts";
@@ -14,6 +14,7 @@ import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import type { LoopStallView } from "../stall_monitor.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
+import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import type { SecurityLog } from "../security_log.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
@@ -32,6 +33,8 @@ export interface LockApiOptions {
   auth?: ClientAuth;
   /** The process's refusal counters, shown in status under `security`. */
   security?: SecurityLog;
+  /** Authenticates `POST /v1/peer` (peer_auth.ts) when the cluster has a secret. */
+  peerAuth?: MiddlewareHandler;
 }
 
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
@@ -251,6 +254,9 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   // Bearer tokens before every route (health and /v1/peer pass); each route below says what it needs.
   app.use(auth.middleware);
 
+  // Before the route: the middleware refuses what does not authenticate and signs the answers.
+  if (options.peerAuth) app.use("/v1/peer", options.peerAuth);
+
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
   app.get("/v1/status", (c) => {
@@ -297,7 +303,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   // Replication and sync between the two lock servers (superjson).
   app.post("/v1/peer", async (c) => {
     const text = await readBodyText(c, settings.peerBodyBytesMax);
-    const body = await new Promise<string>((done) => answerPeer(service, settings, text, done));
+    const body = await new Promise<string>((done) => answerPeer(service, settings, text, done, authenticatedSender(c)));
     return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
 
@@ -309,9 +315,12 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
  * a durable log once the disk has what an ack acknowledges), and the message is returned (the
  * simulator's observers read its epoch). The core checks the sender and the epoch; here only
  * the shape is checked, so a malformed message throws a RequestError and changes nothing.
+ * `sender`: who the request authenticated as (peer_auth.ts); a body claiming another is refused.
+ * The simulator's network is trusted: it passes none.
  */
-export function answerPeer(service: LockService, settings: Settings, text: string, done: (body: string) => void): PeerMessage {
+export function answerPeer(service: LockService, settings: Settings, text: string, done: (body: string) => void, sender?: AuthenticatedSender): PeerMessage {
   const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append, syncRequest or syncNext)");
+  sender?.check(message.from);
   service.peerMessageThen(message, (answer) => done(encodePeerBody(answer)));
   return message;
 }

@@ -10,13 +10,14 @@ import { createLockApp } from "./api.ts";
 import { LockService } from "./service.ts";
 import type { Logger } from "../log.ts";
 import { httpPeerTransport } from "../peer_transport.ts";
+import { startPeerAuth } from "../peer_auth.ts";
+import { SecurityLog } from "../security_log.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
 import { StallMonitor } from "../stall_monitor.ts";
 import { openDurableLog } from "./durable_log.ts";
 import { failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
-import { SecurityLog } from "../security_log.ts";
 import { ClientAuth } from "../client_auth.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -30,6 +31,18 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   const peer = member(node.role === "primary" ? "backup" : "primary");
   const arbiter = member("arbiter");
   const durable = cluster.durable ? startDurableLog(node, settings, log) : undefined;
+  // Refused input (forged or replayed peer messages, bad client tokens): counted for status, logged once per sender and interval.
+  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
+  const peerAuth = await startPeerAuth({
+    secret: cluster.secret,
+    self: node.id,
+    isMember: (id) => cluster.nodes.some((n) => n.id === id),
+    security,
+    bodyBytesMax: settings.peerBodyBytesMax,
+    fetch: fetchFor(cluster.tlsCa),
+  });
+  // The MAC names the receiver: the member whose URL a request goes to.
+  const idOfUrl = (url: string) => cluster.nodes.find((n) => url.startsWith(`${nodeUrl(n)}/`))?.id ?? "";
   const service = new LockService({
     settings,
     clock: monotonicClock,
@@ -37,7 +50,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     nodeId: node.id,
     peer,
     arbiter,
-    transport: httpPeerTransport(fetchFor(cluster.tlsCa)),
+    transport: httpPeerTransport(peerAuth.peerFetch, idOfUrl),
     timers: realTimers,
     // A random prefix per incarnation: a restarted server never accepts an old session id.
     sessionIdPrefix: `${node.id}-${randomBytes(4).toString("hex")}-`,
@@ -48,7 +61,6 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   });
   // The longest event-loop stall, for status (a resync must not freeze the primary: docs/bench.md).
   const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => log.event("loopStall", { stallMs }));
-  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
   const app = createLockApp(service, {
     auth: new ClientAuth(cluster.tokens, security),
     security,
@@ -56,6 +68,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     nodeId: node.id,
     role: node.role,
     settings,
+    peerAuth: peerAuth.middleware,
     urlOf: (id) => {
       const found = cluster.nodes.find((n) => n.id === id);
       return found ? nodeUrl(found) : undefined;

@@ -8,7 +8,7 @@
  * through a promise, so the simulator (tests/sim/ring/http.ts) runs the same handlers inside its
  * synchronous event loop, on the same route patterns and body checks.
  */
-import { type Context, Hono } from "hono";
+import { type Context, Hono, type MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ClientReply, RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring/ring_types.ts";
@@ -18,6 +18,7 @@ import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts"
 import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
 import type { ClientInput, RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
+import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import type { SecurityLog } from "../security_log.ts";
 
 export interface RingApiOptions {
@@ -30,6 +31,8 @@ export interface RingApiOptions {
   auth?: ClientAuth;
   /** The process's refusal counters, shown in status under `security`. */
   security?: SecurityLog;
+  /** Authenticates `/v1/ring/peer/*` (peer_auth.ts) when the cluster has a secret. */
+  peerAuth?: MiddlewareHandler;
 }
 
 /** One decoded request: the JSON body (`{}` for a GET), query and path parameters. */
@@ -41,6 +44,8 @@ export interface RingRequest {
   signal?: AbortSignal;
   /** Whether the caller's token has `access` (listings keep only what it may read); absent: all allowed. */
   may?(access: Access): boolean;
+  /** Who sent a peer request, as its MAC says (peer_auth.ts); none without a secret or in the simulator. */
+  sender?: AuthenticatedSender;
 }
 
 /** An answer: the status and the JSON body. */
@@ -92,9 +97,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   const { settings } = options;
   const onInternal = options.onInternalError ?? (() => {});
   const node = service.node;
-  // A peer request carries up to ringBatchWritesMax writes of the largest size.
-  const peerBytesMax = settings.ringBatchWritesMax * (settings.ringValueBytesMax + 4 * settings.ringKeyLengthMax + 512) +
-    settings.bodyBytesMax;
+  const peerBytesMax = ringPeerBytesMax(settings);
   const routes: RingRoute[] = [];
   /** A route answered at once. */
   const now = (method: RingRoute["method"], path: string, access: RingRoute["access"], handle: (request: RingRequest) => RingAnswer, bodyBytesMax = settings.bodyBytesMax) =>
@@ -240,16 +243,18 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   // ---- Peer endpoints ----
 
-  now("POST", "/v1/ring/peer/token", "unchecked", ({ body }) => {
+  now("POST", "/v1/ring/peer/token", "unchecked", ({ body, sender }) => {
     onlyFields(body, ["from", "token"]);
     const from = field.string(body, "from");
+    sender?.check(from);
     const token = parseToken(body.token);
     return peerAnswer(service.stepPeer({ type: "token", from, token }));
   }, peerBytesMax);
 
-  now("POST", "/v1/ring/peer/writes", "unchecked", ({ body }) => {
+  now("POST", "/v1/ring/peer/writes", "unchecked", ({ body, sender }) => {
     onlyFields(body, ["from", "epoch", "entries"]);
     const from = field.string(body, "from");
+    sender?.check(from);
     const epoch = nonNegative(body, "epoch");
     if (!Array.isArray(body.entries) || body.entries.length > settings.ringBatchWritesMax) {
       throw new RequestError("bad_request", `entries must be an array of at most ${settings.ringBatchWritesMax} writes`);
@@ -265,9 +270,9 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   routes.push(viewRoute(service, settings));
 
-  now("POST", "/v1/ring/peer/wake", "unchecked", ({ body }) => {
+  now("POST", "/v1/ring/peer/wake", "unchecked", ({ body, sender }) => {
     onlyFields(body, ["from"]);
-    field.string(body, "from");
+    sender?.check(field.string(body, "from"));
     return peerAnswer(service.stepPeer({ type: "wake" }));
   });
 
@@ -286,7 +291,8 @@ export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void 
     path: "/v1/ring/peer/view",
     bodyBytesMax: settings.bodyBytesMax,
     access: "unchecked",
-    handle: ({ body }, reply) => {
+    handle: ({ body, sender }, reply) => {
+      sender?.check(body.from);
       receiver.onViewMessage(body as unknown as ViewMessage);
       reply(ok({ ok: true }));
     },
@@ -297,6 +303,11 @@ export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void 
 const readSomeName = (): Access => ({ level: "read", on: "some" });
 /** The ring's one critical section (enter, leave, watching a section) is the reserved name `@ring`. */
 const lockTheSection = (): Access => ({ level: "lock", name: RING_SECTION_NAME });
+
+/** The largest peer request: up to ringBatchWritesMax writes of the largest size. */
+export function ringPeerBytesMax(settings: Settings): number {
+  return settings.ringBatchWritesMax * (settings.ringValueBytesMax + 4 * settings.ringKeyLengthMax + 512) + settings.bodyBytesMax;
+}
 
 /** `fn`'s answer, or the error answer for what it throws. */
 export function guarded(fn: () => RingAnswer, onInternal: (error: Error) => void): RingAnswer {
@@ -314,6 +325,7 @@ export function createRingApp(service: RingService, options: RingApiOptions): Ho
   installErrorHandlers(app, options.onInternalError ?? (() => {}));
   // Bearer tokens before every route (health and the peer routes pass); each route says what it needs.
   app.use(auth.middleware);
+  if (options.peerAuth) app.use("/v1/ring/peer/*", options.peerAuth);
   serveRoutes(app, ringRoutes(service, options), auth);
   return app;
 }
@@ -335,6 +347,7 @@ export function serveRoutes(app: Hono, routes: readonly RingRoute[], auth: Clien
         param: (name) => c.req.param(name),
         signal: c.req.raw.signal,
         may: (wanted) => auth.may(c, wanted),
+        sender: authenticatedSender(c),
       };
       if (access !== "unchecked") auth.require(c, access(request));
       // What the handler throws rejects this promise: the app's error handler answers it.

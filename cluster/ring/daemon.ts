@@ -12,7 +12,8 @@ import type { RunningNode } from "../running_node.ts";
 import type { Logger } from "../log.ts";
 import { realTimers } from "../timers.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
-import { createRingApp } from "./api.ts";
+import { createRingApp, ringPeerBytesMax } from "./api.ts";
+import { startPeerAuth } from "../peer_auth.ts";
 import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
 import { FORMAT_VERSION, RingStorage } from "./storage.ts";
@@ -60,15 +61,24 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   // (SIGHUP) updates this map in place.
   const arbiter = cluster.nodes.find((n) => n.role === "arbiter") ?? null;
   const byId = new Map([...ringNodes, ...(arbiter ? [arbiter] : [])].map((n) => [n.id, nodeUrl(n)]));
+  // Refused input (forged or replayed peer messages and datagrams, bad client tokens), counted for
+  // status and logged once per sender and interval.
+  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
+  const peerAuth = await startPeerAuth({
+    secret: cluster.secret,
+    self: node.id,
+    isMember: (id) => byId.has(id),
+    security,
+    bodyBytesMax: ringPeerBytesMax(settings),
+    fetch: fetchFor(cluster.tlsCa),
+  });
   const peers = httpPeers({
     self: node.id,
     urls: byId,
     hopTimeoutMs: settings.tokenHopTimeoutMs,
-    fetch: fetchFor(cluster.tlsCa),
+    peerFetch: peerAuth.peerFetch,
     local: () => self.service!,
   });
-  // Refused input (forged, replayed, oversized, malformed datagrams), counted for status and logged once per sender and interval.
-  const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
   // Ordered incarnations let peers refuse a replayed datagram of an earlier run (udp.ts); stored before the first datagram.
   const incarnation = storage.nextIncarnation(Date.now());
   if (incarnation.damaged) log.event("badIncarnationFile", { dataDir: node.dataDir, reason: incarnation.damaged, inc: incarnation.inc });
@@ -115,6 +125,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       predecessorUrl: byId.get(core.predecessor),
       repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, authenticated: cluster.secret !== undefined, inc: incarnation.inc, ...channel.counts },
     }),
+    peerAuth: peerAuth.middleware,
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });

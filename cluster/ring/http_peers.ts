@@ -3,37 +3,37 @@
  * timeout of tokenHopTimeoutMs. Runtimes keep connections alive between calls (fetch reuses them).
  * A node that is its own successor (a ring of one) is called directly.
  */
-import type { TrustingFetch } from "../../lib/client/tls.ts";
 import type { RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
 import type { LinkItem } from "./peer_link.ts";
 import type { RingPeers, RingService } from "./service.ts";
+import { type PeerFetch, plainPeerFetch } from "../peer_auth.ts";
 
 export function httpPeers(options: {
   self: string;
   urls: Map<string, string>;
   hopTimeoutMs: number;
-  /** cluster/runtime.ts fetchFor(cluster.tlsCa): verifies the peers' certificates when they serve TLS. */
-  fetch: TrustingFetch;
   /** Set once the service exists: used to deliver to itself. */
   local: () => RingService;
+  /**
+   * Signs each request and checks its answer when the cluster has a secret (peer_auth.ts), over
+   * cluster/runtime.ts fetchFor(cluster.tlsCa), which verifies the peers' certificates under TLS.
+   */
+  peerFetch?: PeerFetch;
 }): RingPeers {
   const { self, urls, hopTimeoutMs, local } = options;
+  const peerFetch = options.peerFetch ?? plainPeerFetch();
   const url = (id: string, path: string) => {
     const base = urls.get(id);
     if (!base) throw new Error(`unknown ring node ${id}`);
     return `${base}/v1/ring/peer/${path}`;
   };
   const call = async <T>(id: string, path: string, body?: unknown): Promise<T> => {
-    const response = await options.fetch(url(id, path), {
-      method: body === undefined ? "GET" : "POST",
-      headers: body === undefined ? undefined : { "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(hopTimeoutMs),
-    });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`${id} ${path}: status ${response.status}: ${text.slice(0, 200)}`);
+    const { status, text } = await peerFetch(id, url(id, path), body === undefined
+      ? { method: "GET", timeoutMs: hopTimeoutMs }
+      : { method: "POST", contentType: "application/json", body: JSON.stringify(body), timeoutMs: hopTimeoutMs });
+    if (status < 200 || status > 299) throw new Error(`${id} ${path}: status ${status}: ${text.slice(0, 200)}`);
     return JSON.parse(text) as T;
   };
   return {

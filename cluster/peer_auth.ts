@@ -1,0 +1,415 @@
+/**
+ * Authenticated HTTP between cluster members (docs/security.md "Peer authentication (HTTP)"):
+ * with a cluster secret every peer request and its answer carries an HMAC-SHA256, and a replay
+ * is refused, across restarts of either side too, without synchronized clocks or disk.
+ *
+ * A request carries `x-mutexd-from` (the sender's id), `x-mutexd-nonce`, `x-mutexd-seq` and
+ * `x-mutexd-mac` over a label, from, the RECEIVER's id, nonce, seq, method, path with query and
+ * the body's bytes. The receiver issues the nonces: a request with a valid MAC under a nonce it
+ * did not issue to that sender in this process is answered 401 `peer_challenge` with a nonce
+ * (`x-mutexd-challenge`), which the sender takes and retries with at once. Under a nonce a
+ * sliding window of seqs (the highest and a bitmap, as IPsec does) refuses a seq seen before.
+ * So a message captured before a restart of either side carries a nonce no longer accepted, and
+ * one captured since is refused by the window. The answer carries `x-mutexd-mac` over a label,
+ * the request's MAC, the status, the challenge (if any) and the answer's body, so a forged ack
+ * is refused by the sender as a network error would be.
+ *
+ * `PeerSigner` is the sending side (the two transports use `signer.fetch`), `PeerVerifier` the
+ * receiving side, `peerAuthMiddleware` serves it on a Hono app's peer routes. Without a secret
+ * there are neither: no headers, no checks (loopback only, cluster/config.ts).
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import { readBodyBytes, RequestError } from "./http_util.ts";
+import type { SecurityLog } from "./security_log.ts";
+
+export const PEER_HEADER = {
+  from: "x-mutexd-from",
+  nonce: "x-mutexd-nonce",
+  seq: "x-mutexd-seq",
+  mac: "x-mutexd-mac",
+  challenge: "x-mutexd-challenge",
+} as const;
+
+/** Labels of what is MACed: a request's MAC can never pass for an answer's, nor a v1 one for a later scheme's. */
+const REQUEST_LABEL = "mutexd peer request v1";
+const ANSWER_LABEL = "mutexd peer answer v1";
+/** What the cluster secret is derived with for this channel (the UDP datagrams use another key). */
+const KEY_PURPOSE = "mutexd peer v1";
+
+/** Seqs remembered below the highest under one nonce: requests run concurrently and arrive out of order. */
+export const SEQ_WINDOW = 1_024;
+/** Longest sender id and nonce taken from the headers (ours are short; a long one is not ours). */
+const HEADER_VALUE_LENGTH_MAX = 128;
+const SEQ_PATTERN = /^[1-9][0-9]{0,14}$/;
+
+const encoder = new TextEncoder();
+
+/** The HMAC key for peer requests, derived from the cluster secret: HMAC(secret, KEY_PURPOSE). Import it once. */
+export async function peerKey(secret: string): Promise<CryptoKey> {
+  const master = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const derived = await crypto.subtle.sign("HMAC", master, encoder.encode(KEY_PURPOSE));
+  return crypto.subtle.importKey("raw", derived, { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+}
+
+/** What a request's MAC covers, besides the body. */
+export interface RequestHead {
+  from: string;
+  to: string;
+  nonce: string;
+  seq: number;
+  method: string;
+  /** The path with its query, as sent (`/v1/ring/peer/log?from=5`). */
+  path: string;
+}
+
+/**
+ * The bytes MACed: a JSON array of the label and the head (JSON escapes every newline, so the
+ * first newline ends it unambiguously), a newline, the body.
+ */
+function signedBytes(head: unknown[], body: Uint8Array): Uint8Array<ArrayBuffer> {
+  const prefix = encoder.encode(JSON.stringify(head) + "\n");
+  const bytes = new Uint8Array(prefix.byteLength + body.byteLength);
+  bytes.set(prefix);
+  bytes.set(body, prefix.byteLength);
+  return bytes;
+}
+
+const requestBytes = (h: RequestHead, body: Uint8Array) => signedBytes([REQUEST_LABEL, h.from, h.to, h.nonce, h.seq, h.method, h.path], body);
+const answerBytes = (requestMac: string, status: number, challenge: string, body: Uint8Array) =>
+  signedBytes([ANSWER_LABEL, requestMac, status, challenge], body);
+
+/** The MAC of a request (hex): what `x-mutexd-mac` carries. */
+export function signRequest(key: CryptoKey, head: RequestHead, body: Uint8Array): Promise<string> {
+  return mac(key, requestBytes(head, body));
+}
+
+async function mac(key: CryptoKey, bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  return toHex(new Uint8Array(await crypto.subtle.sign("HMAC", key, bytes)));
+}
+
+/** Checks `macHex` over `bytes` (crypto.subtle.verify compares in constant time). */
+async function macValid(key: CryptoKey, bytes: Uint8Array<ArrayBuffer>, macHex: string): Promise<boolean> {
+  const given = fromHex(macHex);
+  return given !== null && given.byteLength === 32 && await crypto.subtle.verify("HMAC", key, given, bytes);
+}
+
+function toHex(bytes: Uint8Array): string {
+  let text = "";
+  for (const b of bytes) text += b.toString(16).padStart(2, "0");
+  return text;
+}
+
+function fromHex(text: string): Uint8Array<ArrayBuffer> | null {
+  if (text.length % 2 !== 0 || !/^[0-9a-f]*$/.test(text)) return null;
+  const bytes = new Uint8Array(text.length / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  return bytes;
+}
+
+function freshNonce(): string {
+  return toHex(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/** One peer request as the transports make it. */
+export interface PeerRequest {
+  method: "GET" | "POST";
+  /** The text sent as the body (absent for a GET). */
+  body?: string;
+  contentType?: string;
+  timeoutMs: number;
+}
+
+/** An answer whose MAC was checked (or, without a secret, any answer). */
+export interface PeerAnswer {
+  status: number;
+  text: string;
+}
+
+/** Sends one request to cluster member `to` at `url` and resolves with its answer; rejects on failure or timeout. */
+export type PeerFetch = (to: string, url: string, request: PeerRequest) => Promise<PeerAnswer>;
+
+/** The fetch a request goes out with (the runtime's; with TLS one that checks the peer's certificate). */
+export type BaseFetch = (url: string, init: RequestInit) => Promise<Response>;
+
+const globalFetch: BaseFetch = (url, init) => fetch(url, init);
+
+/** Without a secret: a plain request over `send`, no headers (loopback only). */
+export function plainPeerFetch(send: BaseFetch = globalFetch): PeerFetch {
+  return async (_to, url, request) => {
+    const response = await send(url, {
+      method: request.method,
+      headers: request.contentType ? { "content-type": request.contentType } : undefined,
+      body: request.body,
+      signal: AbortSignal.timeout(request.timeoutMs),
+    });
+    return { status: response.status, text: await response.text() };
+  };
+}
+
+/** The signing fetch with a secret, the plain one without. */
+export function peerFetchOf(signer: PeerSigner | undefined): PeerFetch {
+  return signer ? (to, url, request) => signer.fetch(to, url, request) : plainPeerFetch();
+}
+
+/**
+ * The sending side: per receiver the nonce it issued (empty before the first contact) and the
+ * last seq used under it. A challenge answer (MAC checked) gives a new nonce; the request is
+ * sent once more under it, at once.
+ */
+export class PeerSigner {
+  private readonly sessions = new Map<string, { nonce: string; seq: number }>();
+
+  /** `send`: the fetch to use (tests put a recording or tampering proxy there). */
+  constructor(
+    private readonly key: CryptoKey,
+    readonly self: string,
+    private readonly send: BaseFetch = globalFetch,
+  ) {}
+
+  async fetch(to: string, url: string, request: PeerRequest): Promise<PeerAnswer> {
+    const body = encoder.encode(request.body ?? "");
+    const first = await this.attempt(to, url, request, body);
+    if (first.challenge === null) return first.answer;
+    const session = this.session(to);
+    // Concurrent requests may all be challenged: the first to come back moves to the new nonce,
+    // the others find it moved and retry under it.
+    if (session.nonce === first.nonce) {
+      session.nonce = first.challenge;
+      session.seq = 0;
+    }
+    const second = await this.attempt(to, url, request, body);
+    if (second.challenge !== null) throw new Error(`${to} ${request.method} ${url}: challenged twice`);
+    return second.answer;
+  }
+
+  private session(to: string): { nonce: string; seq: number } {
+    let session = this.sessions.get(to);
+    if (!session) {
+      session = { nonce: "", seq: 0 };
+      this.sessions.set(to, session);
+    }
+    return session;
+  }
+
+  /** One signed request; its answer's MAC checked (a bad one throws). */
+  private async attempt(to: string, url: string, request: PeerRequest, body: Uint8Array<ArrayBuffer>) {
+    const session = this.session(to);
+    const nonce = session.nonce;
+    session.seq += 1;
+    const parsed = new URL(url);
+    const head: RequestHead = { from: this.self, to, nonce, seq: session.seq, method: request.method, path: parsed.pathname + parsed.search };
+    const requestMac = await signRequest(this.key, head, body);
+    const response = await this.send(url, {
+      method: request.method,
+      headers: {
+        ...(request.contentType ? { "content-type": request.contentType } : {}),
+        [PEER_HEADER.from]: head.from,
+        [PEER_HEADER.nonce]: nonce,
+        [PEER_HEADER.seq]: String(head.seq),
+        [PEER_HEADER.mac]: requestMac,
+      },
+      body: request.method === "GET" ? undefined : body,
+      signal: AbortSignal.timeout(request.timeoutMs),
+    });
+    const answerBody = new Uint8Array(await response.arrayBuffer());
+    const challenge = response.headers.get(PEER_HEADER.challenge) ?? "";
+    const answerMac = response.headers.get(PEER_HEADER.mac) ?? "";
+    if (!await macValid(this.key, answerBytes(requestMac, response.status, challenge, answerBody), answerMac)) {
+      // An answer we cannot trust is no answer: a forged ack would lose an acknowledged write.
+      const text = new TextDecoder().decode(answerBody.subarray(0, 200));
+      throw new Error(`${to} ${request.method} ${url}: answer (status ${response.status}) without a valid MAC: ${text}`);
+    }
+    const answer = { status: response.status, text: new TextDecoder().decode(answerBody) };
+    const challenged = response.status === 401 && challenge !== "";
+    return { answer, nonce, challenge: challenged ? challenge : null };
+  }
+}
+
+/** What the receiver holds of one sender: the nonce in use with its window, and the one issued since. */
+interface SenderState {
+  current: { nonce: string; highestSeq: number; seen: Uint8Array } | null;
+  /** Issued in a challenge and not used yet: its first valid request makes it current. */
+  pending: string | null;
+}
+
+/** The receiver's verdict on a request. */
+export type PeerVerdict =
+  | { ok: true; from: string; requestMac: string }
+  /** 401 `unauthorized`; `requestMac` is set when the MAC was valid (the answer is then signed). */
+  | { ok: false; code: "unauthorized"; reason: string; message: string; sender: string; requestMac?: string }
+  /** 401 `peer_challenge`: a valid request under a nonce not (or no longer) ours; take `challenge`. */
+  | { ok: false; code: "peer_challenge"; reason: "peerChallenged"; message: string; sender: string; requestMac: string; challenge: string };
+
+/** A request as the receiver sees it: the four headers (null when absent), method, path with query, body. */
+export interface ReceivedRequest {
+  headers: { from: string | null; nonce: string | null; seq: string | null; mac: string | null };
+  method: string;
+  path: string;
+  body: Uint8Array;
+}
+
+/**
+ * The receiving side: checks a request's MAC (with its own id as the receiver), then its nonce
+ * and seq. State per known sender only (a request without a valid MAC, or from an id that is no
+ * member, makes none), one bitmap of SEQ_WINDOW bits each.
+ */
+export class PeerVerifier {
+  private readonly senders = new Map<string, SenderState>();
+
+  /** `isMember(id)`: whether `id` is a member of the cluster (read at each request: a reload may add one). */
+  constructor(private readonly key: CryptoKey, readonly self: string, private readonly isMember: (id: string) => boolean) {}
+
+  async verify(request: ReceivedRequest): Promise<PeerVerdict> {
+    const { from, nonce, seq, mac: givenMac } = request.headers;
+    const refuse = (reason: string, message: string, requestMac?: string): PeerVerdict =>
+      ({ ok: false, code: "unauthorized", reason, message, sender: (from ?? "unknown").slice(0, HEADER_VALUE_LENGTH_MAX), requestMac });
+    if (from === null || nonce === null || seq === null || givenMac === null) {
+      return refuse("peerUnauthenticated", `a peer request needs the headers ${Object.values(PEER_HEADER).slice(0, 4).join(", ")}`);
+    }
+    if (from.length === 0 || from.length > HEADER_VALUE_LENGTH_MAX || nonce.length > HEADER_VALUE_LENGTH_MAX || !SEQ_PATTERN.test(seq)) {
+      return refuse("peerUnauthenticated", "malformed peer authentication headers");
+    }
+    const head: RequestHead = { from, to: this.self, nonce, seq: Number(seq), method: request.method, path: request.path };
+    if (!await macValid(this.key, requestBytes(head, request.body), givenMac)) {
+      return refuse("peerForged", `the request's MAC is not valid for ${this.self} (wrong secret, receiver or content)`);
+    }
+    if (!this.isMember(from)) return refuse("peerUnknownSender", `${from} is no member of this cluster`, givenMac);
+    const state = this.senders.get(from) ?? { current: null, pending: null };
+    this.senders.set(from, state);
+    if (nonce === state.pending && nonce !== "") {
+      // The sender took the nonce issued last: it is the one in use now, the older one is retired.
+      state.current = { nonce, highestSeq: 0, seen: new Uint8Array(SEQ_WINDOW / 8) };
+      state.pending = null;
+    }
+    if (state.current === null || nonce !== state.current.nonce) {
+      // Unknown to this process (a restart of either side, or a replay from before one): one
+      // nonce is issued until taken, whoever asks, so a flood of replays cannot push it out.
+      state.pending ??= freshNonce();
+      return { ok: false, code: "peer_challenge", reason: "peerChallenged", message: `${from}: take the nonce in ${PEER_HEADER.challenge} and retry`, sender: from, requestMac: givenMac, challenge: state.pending };
+    }
+    const replay = admitSeq(state.current, head.seq);
+    if (replay) return refuse("peerReplayed", `seq ${head.seq} from ${from}: ${replay}`, givenMac);
+    return { ok: true, from, requestMac: givenMac };
+  }
+
+  /** The MAC of the answer to a request whose MAC was valid. */
+  signAnswer(requestMac: string, status: number, challenge: string, body: Uint8Array): Promise<string> {
+    return mac(this.key, answerBytes(requestMac, status, challenge, body));
+  }
+}
+
+/** Records `seq` in the window, or says why it is refused (seen, or below the window). */
+function admitSeq(window: { highestSeq: number; seen: Uint8Array }, seq: number): string | null {
+  const bit = (s: number) => [Math.floor((s % SEQ_WINDOW) / 8), 1 << (s % 8)] as const;
+  if (seq > window.highestSeq) {
+    // Clear the bits of the seqs the window moves over (at most all of them).
+    const clearFrom = Math.max(window.highestSeq + 1, seq - SEQ_WINDOW + 1);
+    for (let s = clearFrom; s <= seq; s++) {
+      const [i, mask] = bit(s);
+      window.seen[i] &= ~mask;
+    }
+    window.highestSeq = seq;
+  } else if (window.highestSeq - seq >= SEQ_WINDOW) {
+    return `below the window (highest ${window.highestSeq})`;
+  }
+  const [i, mask] = bit(seq);
+  if (window.seen[i] & mask) return "seen before (a replay)";
+  window.seen[i] |= mask;
+  return null;
+}
+
+const SENDER_KEY = "mutexdPeerSender";
+
+/** The sender a request authenticated as; `check` refuses a body whose `from` claims another. */
+export interface AuthenticatedSender {
+  id: string;
+  /** Throws 401 `unauthorized` (counted as `peerFromMismatch`) unless `claimed` is this sender's id. */
+  check(claimed: unknown): void;
+}
+
+/** The authenticated sender of a peer request, or undefined (no secret, or the simulator). */
+export function authenticatedSender(c: Context): AuthenticatedSender | undefined {
+  return (c.get as (key: string) => unknown)(SENDER_KEY) as AuthenticatedSender | undefined;
+}
+
+/**
+ * Hono middleware for the peer routes: refuses (401, counted in `security`, nothing changes) a
+ * request that does not verify, answers a challenge, and signs every answer to a request whose
+ * MAC was valid. `bodyBytesMax`: the largest body of the routes it guards (each route checks
+ * its own limit on the bytes read here, which Hono keeps).
+ */
+export function peerAuthMiddleware(verifier: PeerVerifier, security: SecurityLog, readBody: (c: Context) => Promise<Uint8Array>): MiddlewareHandler {
+  return async (c, next) => {
+    const url = new URL(c.req.url);
+    const verdict = await verifier.verify({
+      headers: {
+        from: c.req.header(PEER_HEADER.from) ?? null,
+        nonce: c.req.header(PEER_HEADER.nonce) ?? null,
+        seq: c.req.header(PEER_HEADER.seq) ?? null,
+        mac: c.req.header(PEER_HEADER.mac) ?? null,
+      },
+      method: c.req.method,
+      path: url.pathname + url.search,
+      body: c.req.method === "GET" ? new Uint8Array() : await readBody(c),
+    });
+    if (!verdict.ok) {
+      security.refused(verdict.reason, verdict.sender, { path: url.pathname });
+      const challenge = verdict.code === "peer_challenge" ? verdict.challenge : "";
+      const body = encoder.encode(JSON.stringify({ error: { code: verdict.code, message: verdict.message } }));
+      const headers: Record<string, string> = { "content-type": "application/json" };
+      if (challenge) headers[PEER_HEADER.challenge] = challenge;
+      if (verdict.requestMac) headers[PEER_HEADER.mac] = await verifier.signAnswer(verdict.requestMac, 401, challenge, body);
+      return new Response(body, { status: 401, headers });
+    }
+    const sender: AuthenticatedSender = {
+      id: verdict.from,
+      check(claimed) {
+        if (claimed === verdict.from) return;
+        security.refused("peerFromMismatch", verdict.from, { claimed: String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX), path: url.pathname });
+        throw new RequestError("unauthorized", `the message says it is from ${String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX)}, but ${verdict.from} sent it`);
+      },
+    };
+    (c.set as (key: string, value: unknown) => void)(SENDER_KEY, sender);
+    await next();
+    // The answer read whole (peer answers are bounded like the requests), MACed, sent as bytes.
+    const answered = c.res;
+    const body = new Uint8Array(await answered.arrayBuffer());
+    const headers = new Headers(answered.headers);
+    headers.set(PEER_HEADER.mac, await verifier.signAnswer(verdict.requestMac, answered.status, "", body));
+    c.res = undefined;
+    c.res = new Response(body, { status: answered.status, headers });
+  };
+}
+
+/** A process's peer authentication: the fetch its transports use, the middleware its peer routes get. */
+export interface PeerAuth {
+  peerFetch: PeerFetch;
+  /** Undefined without a secret: the routes take every request, as before. */
+  middleware: MiddlewareHandler | undefined;
+}
+
+/**
+ * Peer authentication for member `self` from the cluster's secret (the key imported once), or
+ * plain HTTP without one. `isMember` is read at each request; `bodyBytesMax` bounds what the
+ * middleware reads before the MAC is checked (the largest body of the routes it guards).
+ */
+export async function startPeerAuth(
+  options: {
+    secret: string | undefined;
+    self: string;
+    isMember: (id: string) => boolean;
+    security: SecurityLog;
+    bodyBytesMax: number;
+    /** What the requests go out with (default: the runtime's fetch). */
+    fetch?: BaseFetch;
+  },
+): Promise<PeerAuth> {
+  if (options.secret === undefined) return { peerFetch: plainPeerFetch(options.fetch), middleware: undefined };
+  const key = await peerKey(options.secret);
+  const signer = new PeerSigner(key, options.self, options.fetch);
+  const verifier = new PeerVerifier(key, options.self, options.isMember);
+  return {
+    peerFetch: peerFetchOf(signer),
+    middleware: peerAuthMiddleware(verifier, options.security, (c) => readBodyBytes(c, options.bodyBytesMax)),
+  };
+}
