@@ -44,14 +44,38 @@ export function errorOf(error: Error, onInternal: (error: Error) => void): ApiEr
 
 /**
  * The body's bytes, at most `bytesMax` of them, else body_too_large. A declared Content-Length
- * over the limit is refused before reading; the size is checked again on the bytes read, since a
- * client may omit the header.
+ * over the limit is refused before reading; a body without one (chunked) is read chunk by chunk
+ * and refused as soon as it passes the limit, without waiting for the rest: a client that sends
+ * more and never ends its body gets its 413 at once and holds no more than `bytesMax` of memory.
  */
-async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
+export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
+  const tooLarge = () => new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   const declared = Number(c.req.header("content-length") ?? "0");
-  if (declared > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
-  const bytes = new Uint8Array(await c.req.arrayBuffer());
-  if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
+  if (declared > bytesMax) throw tooLarge();
+  const body = c.req.raw.body;
+  if (body === null) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  // Bounded by bytesMax: every round adds its chunk to `total`, and the loop ends past the limit.
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > bytesMax) {
+      // Not awaited: a stalled client would hold the answer until its stream ends.
+      reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
   return bytes;
 }
 
