@@ -105,11 +105,15 @@ export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<str
   return value as Record<string, unknown>;
 }
 
+/** What a schema check (lib/wire/schema.ts `check`) returns. */
+export type Checked<T> = { ok: true; value: T } | { ok: false; message: string };
+
 /**
- * A request between cluster members (superjson text, at most `bytesMax`) whose shape `is`
- * accepts; anything else is a RequestError ("not " + `what`), so it changes nothing.
+ * A request between cluster members (superjson text, at most `bytesMax`) that `check` (its
+ * schema) accepts; anything else is a RequestError (bad_request, naming the field), so it
+ * changes nothing.
  */
-export function readPeerRequest<T>(text: string, bytesMax: number, is: (value: Record<string, unknown>) => value is T & Record<string, unknown>, what: string): T {
+export function readPeerRequest<T>(text: string, bytesMax: number, check: (value: unknown) => Checked<T>): T {
   // Bytes, not characters: a body of multi-byte characters must not pass a character count.
   if (new TextEncoder().encode(text).byteLength > bytesMax) throw new RequestError("body_too_large", `request larger than ${bytesMax} bytes`);
   let value: Record<string, unknown>;
@@ -118,8 +122,9 @@ export function readPeerRequest<T>(text: string, bytesMax: number, is: (value: R
   } catch (error) {
     throw new RequestError("bad_request", (error as Error).message);
   }
-  if (!is(value)) throw new RequestError("bad_request", `not ${what}`);
-  return value;
+  const checked = check(value);
+  if (!checked.ok) throw new RequestError("bad_request", checked.message);
+  return checked.value;
 }
 
 /** Field readers: each names the field in its error. */

@@ -12,8 +12,11 @@ import type { ClusterConfig, NodeConfig } from "../config.ts";
 import { type Clock, monotonicClock } from "../clock.ts";
 import { failStopProcess } from "../fail_stop.ts";
 import { readIfExists, writeDurably } from "../durable_file.ts";
-import { installErrorHandlers, readBodyText, readPeerRequest } from "../http_util.ts";
+import { installErrorHandlers, readBodyText, readPeerRequest, RequestError } from "../http_util.ts";
+import { SecurityLog } from "../security_log.ts";
 import { serveRoutes, viewRoute } from "../ring/api.ts";
+import { arbiterRequestSchema } from "../../lib/wire/lock_peer.ts";
+import { check } from "../../lib/wire/schema.ts";
 import { httpPeers } from "../ring/http_peers.ts";
 import { realTimers } from "../timers.ts";
 import { RingCoordinator } from "./ring_coordinator.ts";
@@ -61,6 +64,8 @@ export interface ArbiterPorts {
   log: Logger;
   /** A decision could not be made durable: stop without answering (the process exits). */
   failStop(reason: string, fields: Record<string, unknown>): never;
+  /** Where refused requests are counted and logged (status `security`); absent: not counted. */
+  security?: SecurityLog;
 }
 
 export type ArbiterSettings = ConstructorParameters<typeof ArbiterCore>[0];
@@ -83,7 +88,13 @@ export function answerArbiter(
   ports: ArbiterPorts,
   bodyBytesMax = DEFAULT_SETTINGS.bodyBytesMax,
 ): { request: ArbiterRequest; step: ArbiterStep; body: string } {
-  const request = readPeerRequest(text, bodyBytesMax, isArbiterRequest, "an arbiter request");
+  let request: ArbiterRequest;
+  try {
+    request = readPeerRequest(text, bodyBytesMax, (value) => check(arbiterRequestSchema, value, "arbiter request"));
+  } catch (error) {
+    if (error instanceof RequestError) ports.security?.refused("arbiterMalformed", "peer", { message: error.message });
+    throw error;
+  }
   const before = core.current.epoch;
   const step = core.step(request, ports.clock.nowMs());
   if (step.persist) {
@@ -103,6 +114,8 @@ export function answerArbiter(
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 export interface ArbiterStatus {
   node: { id: string; role: "arbiter" };
+  /** Refused requests by reason (security_log.ts). */
+  security: Record<string, number>;
   arbiter: ArbiterState & { leaseRemainingMs: number };
 }
 
@@ -117,11 +130,13 @@ export function createArbiterApp(
     failStop?: ArbiterPorts["failStop"];
   },
 ): Hono {
+  const security = new SecurityLog({ nowMs: options.nowMs }, options.log, DEFAULT_SETTINGS.securityLogIntervalMs);
   const ports: ArbiterPorts = {
     store: fileArbiterStore(options.statePath),
     clock: { nowMs: options.nowMs },
     log: options.log,
     failStop: options.failStop ?? ((reason, fields) => failStopProcess(options.log, reason, fields)),
+    security,
   };
   // An arbiter request is a few fields (no state travels): the general request limit is ample.
   const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
@@ -131,6 +146,7 @@ export function createArbiterApp(
   app.get("/v1/status", (c) =>
     c.json({
       node: { id: options.nodeId, role: "arbiter" },
+      security: security.view(),
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
     } satisfies ArbiterStatus));
   app.post("/v1/arbiter", async (c) => {
@@ -138,28 +154,6 @@ export function createArbiterApp(
     return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
   return app;
-}
-
-function isArbiterRequest(value: Record<string, unknown>): value is ArbiterRequest & Record<string, unknown> {
-  if (typeof value.from !== "string") return false;
-  if (value.type === "whois") return true;
-  if (!Number.isSafeInteger(value.epoch)) return false;
-  if (value.type === "renew") {
-    return typeof value.backupInSync === "boolean" && Number.isSafeInteger(value.seq) && optionalId(value.backupIncarnation) &&
-      optionalCount(value.ttlMaxMs) && optionalCount(value.tokenCeiling);
-  }
-  return value.type === "claim" && typeof value.hasState === "boolean" && optionalId(value.incarnation);
-}
-
-/** Incarnation ids are short (the driver's session-id prefix); a long one is not ours. */
-const INCARNATION_LENGTH_MAX = 128;
-
-function optionalId(value: unknown): boolean {
-  return value === undefined || (typeof value === "string" && value.length > 0 && value.length <= INCARNATION_LENGTH_MAX);
-}
-
-function optionalCount(value: unknown): boolean {
-  return value === undefined || (Number.isSafeInteger(value) && (value as number) >= 0);
 }
 
 /** The arbiter's ring coordinator on the real ports (HTTP to the ring nodes, timers, the monotonic clock). */

@@ -12,10 +12,11 @@ import { errorOf, errorResponse, field, installErrorHandlers, onlyFields, parseJ
 import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
+import { checkPeerRequest } from "../../lib/wire/lock_peer.ts";
 import type { LoopStallView } from "../stall_monitor.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
-export type LockStatus = { node: { id: string; role: string } } & StatusView & Partial<LoopStallView>;
+export type LockStatus = { node: { id: string; role: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -232,7 +233,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
   app.get("/v1/status", (c) => {
-    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.() };
+    const head = { node: { id: options.nodeId, role: options.role }, security: service.security.view(), ...options.loopStall?.() };
     // `?summary=1`: without the sessions and locks, cheap at any table size (benches poll it).
     if (c.req.query("summary") === "1") return c.json({ ...head, ...service.summary() });
     return c.json({ ...head, ...service.view() } satisfies LockStatus);
@@ -274,7 +275,13 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
  * the shape is checked, so a malformed message throws a RequestError and changes nothing.
  */
 export function answerPeer(service: LockService, settings: Settings, text: string, done: (body: string) => void): PeerMessage {
-  const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append, syncRequest or syncNext)");
+  let message: PeerMessage;
+  try {
+    message = readPeerRequest(text, settings.peerBodyBytesMax, (value) => checkPeerRequest(value, settings));
+  } catch (error) {
+    if (error instanceof RequestError) service.security.refused("peerMalformed", "peer", { message: error.message });
+    throw error;
+  }
   service.peerMessageThen(message, (answer) => done(encodePeerBody(answer)));
   return message;
 }
@@ -284,11 +291,4 @@ function unwrap(answer: ClientAnswer) {
   if (answer.ok) return answer.result;
   if (answer.code === "not_primary") throw new NotPrimaryError(answer);
   throw new RequestError(answer.code, answer.message);
-}
-
-function isPeerRequest(message: Record<string, unknown>): message is PeerMessage & Record<string, unknown> {
-  if (typeof message.from !== "string" || !Number.isSafeInteger(message.epoch)) return false;
-  if (message.type === "syncRequest") return true;
-  if (message.type === "syncNext") return Number.isSafeInteger(message.syncGen) && Number.isSafeInteger(message.position);
-  return message.type === "append" && Number.isSafeInteger(message.syncGen) && Array.isArray(message.entries);
 }
