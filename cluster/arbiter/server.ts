@@ -10,7 +10,7 @@ import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep }
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { ClusterConfig, NodeConfig } from "../config.ts";
 import { type Clock, monotonicClock } from "../clock.ts";
-import { failStopProcess } from "../fail_stop.ts";
+import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import { readIfExists, writeDurably } from "../durable_file.ts";
 import { installErrorHandlers, readBodyText, readPeerRequest, RequestError } from "../http_util.ts";
 import { SecurityLog } from "../security_log.ts";
@@ -128,6 +128,8 @@ export function createArbiterApp(
     nowMs: () => number;
     bodyBytesMax?: number;
     failStop?: ArbiterPorts["failStop"];
+    /** A bug in a handler (not a refusal); the process passes a fail-stop (startArbiter). */
+    onInternalError?: (error: Error) => void;
   },
 ): Hono {
   const security = new SecurityLog({ nowMs: options.nowMs }, options.log, DEFAULT_SETTINGS.securityLogIntervalMs);
@@ -141,7 +143,7 @@ export function createArbiterApp(
   // An arbiter request is a few fields (no state travels): the general request limit is ample.
   const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
   const app = new Hono();
-  installErrorHandlers(app, (error) => options.log.event("internalError", { message: error.message }));
+  installErrorHandlers(app, options.onInternalError ?? ((error) => options.log.event("internalError", { message: error.message })));
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter" }));
   app.get("/v1/status", (c) =>
     c.json({
@@ -198,7 +200,9 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     leaseMs: cluster.settings.primaryLeaseMs,
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
   }, { store: fileArbiterStore(statePath), clock: monotonicClock, log, failStop: (reason, fields) => failStopProcess(log, reason, fields) }, { statePath });
-  const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax });
+  const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax,
+    onInternalError: failStopOnBug(log, "arbiter API"),
+  });
   const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log) : null;
   if (ring) {
     serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)]);

@@ -14,7 +14,7 @@ import { serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
 import { StallMonitor } from "../stall_monitor.ts";
 import { openDurableLog } from "./durable_log.ts";
-import { failStopProcess } from "../fail_stop.ts";
+import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -53,7 +53,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
       const found = cluster.nodes.find((n) => n.id === id);
       return found ? nodeUrl(found) : undefined;
     },
-    onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
+    onInternalError: failStopOnBug(log, "lock API"),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   const ticker = setInterval(() => service.tick(), settings.tickMs);

@@ -17,7 +17,7 @@ import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
 import { FORMAT_VERSION, RingStorage } from "./storage.ts";
 import { RepairChannel } from "./udp.ts";
-import { failStopProcess } from "../fail_stop.ts";
+import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
@@ -100,7 +100,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       predecessorUrl: byId.get(core.predecessor),
       repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, ...channel.counts },
     }),
-    onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
+    onInternalError: failStopOnBug(log, "ring API"),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   log.event("ringStarted", {
