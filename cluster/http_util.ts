@@ -1,6 +1,7 @@
 /**
  * Request decoding and error answers shared by every Hono app of mutexd: bodies are size-limited
- * JSON objects, fields are checked by type, and every failure is `{ error: { code, message } }`
+ * JSON objects (read chunk by chunk, refused as soon as they pass the limit), checked against
+ * their schemas (lib/wire/), and every failure is `{ error: { code, message } }`
  * with the status of lib/wire/errors.ts, never a stack trace.
  */
 import type { Context, Hono } from "hono";
@@ -125,49 +126,4 @@ export function readPeerRequest<T>(text: string, bytesMax: number, check: (value
   const checked = check(value);
   if (!checked.ok) throw new RequestError("bad_request", checked.message);
   return checked.value;
-}
-
-/** Field readers: each names the field in its error. */
-export const field = {
-  string(body: Record<string, unknown>, key: string): string {
-    const value = body[key];
-    if (typeof value !== "string" || value.length === 0) {
-      throw new RequestError("bad_request", `${key} must be a non-empty string`);
-    }
-    return value;
-  },
-  optionalString(body: Record<string, unknown>, key: string): string | undefined {
-    return body[key] === undefined ? undefined : field.string(body, key);
-  },
-  integer(body: Record<string, unknown>, key: string, fallback?: number): number {
-    const value = body[key] ?? fallback;
-    if (typeof value !== "number" || !Number.isSafeInteger(value)) {
-      throw new RequestError("bad_request", `${key} must be an integer`);
-    }
-    return value;
-  },
-  optionalInteger(body: Record<string, unknown>, key: string): number | undefined {
-    return body[key] === undefined ? undefined : field.integer(body, key);
-  },
-  oneOf<T extends string>(body: Record<string, unknown>, key: string, allowed: readonly T[], fallback: T): T {
-    const value = body[key] ?? fallback;
-    if (typeof value !== "string" || !(allowed as readonly string[]).includes(value)) {
-      throw new RequestError("bad_request", `${key} must be one of ${allowed.join(", ")}`);
-    }
-    return value as T;
-  },
-  boolean(body: Record<string, unknown>, key: string, fallback: boolean): boolean {
-    const value = body[key] ?? fallback;
-    if (typeof value !== "boolean") throw new RequestError("bad_request", `${key} must be true or false`);
-    return value;
-  },
-};
-
-/** Rejects fields the endpoint does not know, so a typo is an error and not a silent default. */
-export function onlyFields(body: Record<string, unknown>, allowed: readonly string[]): void {
-  for (const key of Object.keys(body)) {
-    if (!allowed.includes(key)) {
-      throw new RequestError("bad_request", `unknown field ${key} (allowed: ${allowed.join(", ")})`);
-    }
-  }
 }

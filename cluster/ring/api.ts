@@ -15,7 +15,11 @@ import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring/ring_type
 import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
 import type { Settings } from "../../lib/settings.ts";
 import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
-import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
+import { errorOf, installErrorHandlers, readJsonObject, RequestError } from "../http_util.ts";
+import { type BodySchema, checkBody, clientSchemas } from "../../lib/wire/client.ts";
+import { ringPeerSchemas } from "../../lib/wire/ring_peer.ts";
+import { check } from "../../lib/wire/schema.ts";
+import type * as v from "valibot";
 import type { ClientInput, RingService } from "./service.ts";
 
 export interface RingApiOptions {
@@ -63,6 +67,13 @@ export function errorAnswer(error: Error, onInternal: (error: Error) => void): R
   return errorBody(errorOf(error, onInternal));
 }
 
+/** A client body as `schema` reads it; else 400 naming the field (lib/wire/client.ts). */
+function checked<S extends BodySchema>(schema: S, body: unknown): v.InferOutput<S> {
+  const result = checkBody(schema, body);
+  if (!result.ok) throw new RequestError("bad_request", result.message);
+  return result.value;
+}
+
 /** Unwraps a client reply: errors become their HTTP answer. */
 function okReply(reply: ClientReply): Extract<ClientReply, { ok: true }> {
   if (!reply.ok) throw new RequestError(reply.error.code, reply.error.message);
@@ -79,6 +90,16 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   const { settings } = options;
   const onInternal = options.onInternalError ?? (() => {});
   const node = service.node;
+  const client = clientSchemas(settings).ring;
+  const peer = ringPeerSchemas(settings);
+  /** A peer's body as its schema reads it; a refusal is counted (status `security`) and answered 400. */
+  const peerChecked = <S extends v.GenericSchema>(schema: S, body: unknown, what: string): v.InferOutput<S> => {
+    const result = check(schema, body, what);
+    if (result.ok) return result.value;
+    // The sender is not known yet (its `from` is part of what was refused).
+    service.security.refused("peerMalformed", "peer", { route: what, message: result.message });
+    throw new RequestError("bad_request", result.message);
+  };
   // A peer request carries up to ringBatchWritesMax writes of the largest size.
   const peerBytesMax = settings.ringBatchWritesMax * (settings.ringValueBytesMax + 4 * settings.ringKeyLengthMax + 512) +
     settings.bodyBytesMax;
@@ -111,6 +132,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       lease: service.lease(),
       view: service.viewStatus(),
       suspicions: service.suspicions(),
+      security: service.security.view(),
       ...(options.describe?.() ?? {}),
     }));
 
@@ -122,10 +144,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     path: "/v1/ring/enter",
     bodyBytesMax: settings.bodyBytesMax,
     handle({ body, signal }, reply) {
-      onlyFields(body, ["waitMs", "leaseMs", "ticket"]);
-      const waitMs = field.integer(body, "waitMs", 0);
-      const leaseMs = field.integer(body, "leaseMs", settings.ringLeaseMs);
-      const ticket = field.optionalString(body, "ticket");
+      const { waitMs = 0, leaseMs = settings.ringLeaseMs, ticket } = checked(client.enter, body);
       viaService({ type: "enter", waitMs, leaseMs, ticket }, reply, (answer) => {
         const reply = okReply(answer);
         if (reply.type === "granted") {
@@ -144,9 +163,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     path: "/v1/ring/leave",
     bodyBytesMax: settings.bodyBytesMax,
     handle({ body }, reply) {
-      onlyFields(body, ["fence", "ticket"]);
-      const fence = field.optionalInteger(body, "fence");
-      const ticket = field.optionalString(body, "ticket");
+      const { fence, ticket } = checked(client.leave, body);
       if ((fence === undefined) === (ticket === undefined)) throw new RequestError("bad_request", "give exactly one of fence, ticket");
       viaService({ type: "leave", fence, ticket }, reply, (answer) => {
         const reply = okReply(answer);
@@ -173,16 +190,18 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     path: `/v1/ring/${type}`,
     bodyBytesMax: settings.bodyBytesMax,
     handle({ body }, reply) {
-      onlyFields(body, type === "put" ? ["fence", "key", "value"] : ["fence", "key"]);
-      const fence = field.integer(body, "fence");
-      const key = field.string(body, "key");
+      let fence: number;
       let op: RingOp;
       if (type === "put") {
-        if (typeof body.value !== "string") throw new RequestError("bad_request", "value must be a string");
-        op = { type, key, value: body.value };
+        const input = checked(client.put, body);
+        fence = input.fence;
+        op = { type, key: input.key, value: input.value };
       } else {
-        op = { type, key };
+        const input = checked(client.delete, body);
+        fence = input.fence;
+        op = { type, key: input.key };
       }
+      const key = op.key;
       viaService({ type: "write", fence, op }, reply, (answer) => {
         const reply = okReply(answer);
         if (reply.type !== "written") throw new Error(`unexpected reply ${reply.type}`);
@@ -217,23 +236,12 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   // ---- Peer endpoints ----
 
   now("POST", "/v1/ring/peer/token", ({ body }) => {
-    onlyFields(body, ["from", "token"]);
-    const from = field.string(body, "from");
-    const token = parseToken(body.token);
+    const { from, token } = peerChecked(peer.token, body, "token");
     return peerAnswer(service.stepPeer({ type: "token", from, token }));
   }, peerBytesMax);
 
   now("POST", "/v1/ring/peer/writes", ({ body }) => {
-    onlyFields(body, ["from", "epoch", "entries"]);
-    const from = field.string(body, "from");
-    const epoch = nonNegative(body, "epoch");
-    if (!Array.isArray(body.entries) || body.entries.length > settings.ringBatchWritesMax) {
-      throw new RequestError("bad_request", `entries must be an array of at most ${settings.ringBatchWritesMax} writes`);
-    }
-    const entries = body.entries.map((raw, i) => parseEntry(raw, i, epoch, settings));
-    for (let i = 1; i < entries.length; i++) {
-      if (entries[i].wseq !== entries[i - 1].wseq + 1) throw new RequestError("bad_request", "entries must be consecutive");
-    }
+    const { from, epoch, entries } = peerChecked(peer.writes, body, "writes");
     return peerAnswer(service.stepPeer({ type: "writes", from, epoch, entries }));
   }, peerBytesMax);
 
@@ -242,8 +250,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   routes.push(viewRoute(service, settings));
 
   now("POST", "/v1/ring/peer/wake", ({ body }) => {
-    onlyFields(body, ["from"]);
-    field.string(body, "from");
+    peerChecked(peer.wake, body, "wake");
     return peerAnswer(service.stepPeer({ type: "wake" }));
   });
 
@@ -310,44 +317,4 @@ function queryFlag(request: RingRequest, name: string): boolean {
   if (text === undefined || text === "0" || text === "false") return false;
   if (text === "" || text === "1" || text === "true") return true;
   throw new RequestError("bad_request", `query parameter ${name} must be 1 or 0`);
-}
-
-function nonNegative(body: Record<string, unknown>, key: string): number {
-  const value = field.integer(body, key);
-  if (value < 0) throw new RequestError("bad_request", `${key} must not be negative`);
-  return value;
-}
-
-function parseToken(raw: unknown): RingToken {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new RequestError("bad_request", "token must be an object");
-  const token = raw as Record<string, unknown>;
-  const keys = ["epoch", "hop", "wseq", "commit", "fence", "idleHops"] as const;
-  onlyFields(token, keys);
-  const [epoch, hop, wseq, commit, fence, idleHops] = keys.map((key) => nonNegative(token, key));
-  if (commit > wseq) throw new RequestError("bad_request", "token commit must not exceed wseq");
-  return { epoch, hop, wseq, commit, fence, idleHops };
-}
-
-function parseEntry(raw: unknown, index: number, epoch: number, settings: Settings): RingEntry {
-  const where = `entries[${index}]`;
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new RequestError("bad_request", `${where} must be an object`);
-  const entry = raw as Record<string, unknown>;
-  onlyFields(entry, ["epoch", "wseq", "author", "origin", "op"]);
-  const stamped = nonNegative(entry, "epoch");
-  if (stamped > epoch) throw new RequestError("bad_request", `${where}.epoch is above the message's epoch`);
-  const wseq = nonNegative(entry, "wseq");
-  if (wseq < 1) throw new RequestError("bad_request", `${where}.wseq must be at least 1`);
-  const author = field.string(entry, "author");
-  const origin = field.string(entry, "origin");
-  const op = entry.op as Record<string, unknown> | null;
-  if (typeof op !== "object" || op === null) throw new RequestError("bad_request", `${where}.op must be an object`);
-  const key = op.key;
-  // The regenerator's marker (RingOp "noop"): no key, no value.
-  if (op.type === "noop" && key === "") return { epoch: stamped, wseq, author, origin, op: { type: "noop", key: "" } };
-  if (typeof key !== "string" || key.length === 0 || key.length > settings.ringKeyLengthMax) {
-    throw new RequestError("bad_request", `${where}.op.key must be a string of 1..${settings.ringKeyLengthMax} characters`);
-  }
-  if (op.type === "put" && typeof op.value === "string") return { epoch: stamped, wseq, author, origin, op: { type: "put", key, value: op.value } };
-  if (op.type === "delete") return { epoch: stamped, wseq, author, origin, op: { type: "delete", key } };
-  throw new RequestError("bad_request", `${where}.op must be a put with a string value or a delete`);
 }

@@ -22,6 +22,8 @@
 import { randomBytes } from "node:crypto";
 import dgram from "node:dgram";
 import type { RepairMessage } from "../../lib/core/ring/repair.ts";
+import { repairDatagramSchema } from "../../lib/wire/ring_peer.ts";
+import { check } from "../../lib/wire/schema.ts";
 
 /** A repair message as it travels: the core's message plus the sender's incarnation and sequence number. */
 export type RepairDatagram = RepairMessage & { inc: string; seq: number };
@@ -50,10 +52,6 @@ export interface RepairChannelOptions {
   onSendError?(error: Error, to: string): void;
 }
 
-const TYPES = new Set(["whoLostPred", "iLostPred"]);
-const KEYS = ["type", "epoch", "suspect", "from", "inc", "seq"];
-const INC_PATTERN = /^[0-9a-f]{1,32}$/;
-
 /** The bytes of a datagram (the seam where authentication will sign). */
 export function encodeDatagram(datagram: RepairDatagram): Uint8Array {
   const { type, epoch, suspect, from, inc, seq } = datagram;
@@ -61,8 +59,9 @@ export function encodeDatagram(datagram: RepairDatagram): Uint8Array {
 }
 
 /**
- * A datagram from bytes, or why not (the seam where authentication will verify). Names must be
- * ring nodes; numbers non-negative safe integers; no other keys.
+ * A datagram from bytes, or why not (the seam where authentication will verify): its shape by
+ * its schema (lib/wire/ring_peer.ts: numbers non-negative safe integers, no other keys), then
+ * its names must be ring nodes.
  */
 export function decodeDatagram(bytes: Uint8Array, ringIds: ReadonlySet<string>): RepairDatagram | { error: string } {
   let value: unknown;
@@ -71,19 +70,13 @@ export function decodeDatagram(bytes: Uint8Array, ringIds: ReadonlySet<string>):
   } catch {
     return { error: "not UTF-8 JSON" };
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return { error: "not an object" };
-  const d = value as Record<string, unknown>;
-  const extra = Object.keys(d).find((key) => !KEYS.includes(key));
-  if (extra !== undefined) return { error: `unknown key ${JSON.stringify(extra).slice(0, 40)}` };
-  if (typeof d.type !== "string" || !TYPES.has(d.type)) return { error: "bad type" };
-  for (const key of ["epoch", "seq"]) {
-    if (typeof d[key] !== "number" || !Number.isSafeInteger(d[key]) || (d[key] as number) < 0) return { error: `bad ${key}` };
+  const checked = check(repairDatagramSchema, value, "datagram");
+  if (!checked.ok) return { error: checked.message.slice(0, 200) };
+  const d = checked.value;
+  for (const key of ["suspect", "from"] as const) {
+    if (!ringIds.has(d[key])) return { error: `${key} is not a ring node` };
   }
-  for (const key of ["suspect", "from"]) {
-    if (typeof d[key] !== "string" || !ringIds.has(d[key] as string)) return { error: `${key} is not a ring node` };
-  }
-  if (typeof d.inc !== "string" || !INC_PATTERN.test(d.inc)) return { error: "bad inc" };
-  return d as unknown as RepairDatagram;
+  return d;
 }
 
 export class RepairChannel {

@@ -1,0 +1,96 @@
+/**
+ * Schemas of the ring's peer messages (`/v1/ring/peer/{token,writes,wake}`, the catch-up answer
+ * of `GET /v1/ring/peer/log`) and of a repair datagram's shape (cluster/ring/udp.ts). Checked
+ * against the core's types at compile time. The view change's messages (`/v1/ring/peer/view`)
+ * are checked by the core itself against the cluster's ids (lib/core/ring/view_wire.ts).
+ *
+ * Bounds: node ids as the cluster file allows them, safe non-negative integers for epochs, hops,
+ * sequence numbers and fences, a batch of at most ringBatchWritesMax writes, keys of at most
+ * ringKeyLengthMax characters and values of at most ringValueBytesMax (characters: a value the
+ * core accepted in bytes is never longer in characters), no unknown keys.
+ */
+import * as v from "valibot";
+import type { CatchUpReply, RingEntry, RingToken } from "../core/ring/ring_types.ts";
+import type { RepairMessage } from "../core/ring/repair.ts";
+import type { Settings } from "../settings.ts";
+import { check, count, type Flat, nodeId, sameType, type Same } from "./schema.ts";
+
+export type RingPeerLimits = Pick<Settings, "ringBatchWritesMax" | "ringKeyLengthMax" | "ringValueBytesMax" | "ringKeysMax">;
+
+const token = v.pipe(
+  v.strictObject({ epoch: count(), hop: count(), wseq: count(), commit: count(), fence: count(), idleHops: count() }),
+  v.check((t) => t.commit <= t.wseq, "token commit must not exceed wseq"),
+);
+
+function build(limits: RingPeerLimits) {
+  const key = v.pipe(v.string(), v.minLength(1), v.maxLength(limits.ringKeyLengthMax));
+  const op = v.variant("type", [
+    v.strictObject({ type: v.literal("put"), key, value: v.pipe(v.string(), v.maxLength(limits.ringValueBytesMax)) }),
+    v.strictObject({ type: v.literal("delete"), key }),
+    // The regenerator's marker (RingOp "noop"): no key, no value.
+    v.strictObject({ type: v.literal("noop"), key: v.literal("") }),
+  ]);
+  const entry = v.strictObject({ epoch: count(), wseq: v.pipe(count(), v.minValue(1)), author: nodeId(), origin: nodeId(), op });
+  const entries = v.pipe(
+    v.array(entry),
+    v.maxLength(limits.ringBatchWritesMax),
+    v.check((list) => list.every((e, i) => i === 0 || e.wseq === list[i - 1].wseq + 1), "entries must be consecutive"),
+  );
+  return {
+    entry,
+    token: v.strictObject({ from: nodeId(), token }),
+    writes: v.pipe(
+      v.strictObject({ from: nodeId(), epoch: count(), entries }),
+      v.check((m) => m.entries.every((e) => e.epoch <= m.epoch), "an entry's epoch is above the message's epoch"),
+    ),
+    wake: v.strictObject({ from: nodeId() }),
+    catchUp: v.strictObject({
+      commit: count(),
+      snapshot: v.optional(v.strictObject({
+        wseq: count(),
+        epoch: v.optional(count()),
+        kv: v.pipe(v.array(v.strictTuple([key, v.pipe(v.string(), v.maxLength(limits.ringValueBytesMax))])), v.maxLength(limits.ringKeysMax)),
+      })),
+      entries,
+    }),
+  };
+}
+
+type Schemas = ReturnType<typeof build>;
+
+sameType<Same<v.InferOutput<Schemas["entry"]>, RingEntry>>();
+sameType<Same<v.InferOutput<typeof token>, RingToken>>();
+sameType<Same<v.InferOutput<Schemas["catchUp"]>, CatchUpReply>>();
+
+const cache = new WeakMap<RingPeerLimits, Schemas>();
+
+/** The ring's peer schemas for `limits` (built once per settings object). */
+export function ringPeerSchemas(limits: RingPeerLimits): Schemas {
+  let schemas = cache.get(limits);
+  if (!schemas) {
+    schemas = build(limits);
+    cache.set(limits, schemas);
+  }
+  return schemas;
+}
+
+/** A neighbour's catch-up answer, or why it is refused (then the fetch counts as failed). */
+export function checkCatchUp(value: unknown, limits: RingPeerLimits) {
+  return check(ringPeerSchemas(limits).catchUp, value, "catch-up answer");
+}
+
+/**
+ * A repair datagram's shape (cluster/ring/udp.ts RepairDatagram): the core's message plus the
+ * sender's incarnation (hex) and sequence number. Whether `suspect` and `from` are ring nodes is
+ * checked against the cluster's ids after it (decodeDatagram).
+ */
+export const repairDatagramSchema = v.strictObject({
+  type: v.picklist(["whoLostPred", "iLostPred"]),
+  epoch: count(),
+  suspect: nodeId(),
+  from: nodeId(),
+  inc: v.pipe(v.string(), v.regex(/^[0-9a-f]{1,32}$/)),
+  seq: count(),
+});
+
+sameType<Same<Omit<v.InferOutput<typeof repairDatagramSchema>, "inc" | "seq">, Flat<Omit<RepairMessage, never>>>>();
