@@ -34,8 +34,9 @@ export function sameType<T extends true>(): T | undefined {
 export const count = (message?: string) => v.pipe(v.number(message), v.safeInteger(message), v.minValue(0, message));
 /** Any safe integer (a client's value the core judges, e.g. a ttlMs out of range gets its own error). */
 export const integer = (message?: string) => v.pipe(v.number(message), v.safeInteger(message));
-/** A finite number: a time on a monotonic scale (not NaN, not ±Infinity). */
-export const time = (message?: string) => v.pipe(v.number(message), v.finite(message));
+/** A time on a monotonic scale, in ms: finite, within ±2^53 (not NaN, not ±Infinity). */
+export const time = (message?: string) =>
+  v.pipe(v.number(message), v.finite(message), v.minValue(-Number.MAX_SAFE_INTEGER, message), v.maxValue(Number.MAX_SAFE_INTEGER, message));
 /** A string of 1..lengthMax characters. */
 export const text = (lengthMax: number, message?: string) => v.pipe(v.string(message), v.minLength(1, message), v.maxLength(lengthMax, message));
 /** A node id. */
