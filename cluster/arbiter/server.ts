@@ -130,9 +130,11 @@ export function createArbiterApp(
     failStop?: ArbiterPorts["failStop"];
     /** A bug in a handler (not a refusal); the process passes a fail-stop (startArbiter). */
     onInternalError?: (error: Error) => void;
+    /** Where refused requests are counted (the process's one; absent: the app's own). */
+    security?: SecurityLog;
   },
 ): Hono {
-  const security = new SecurityLog({ nowMs: options.nowMs }, options.log, DEFAULT_SETTINGS.securityLogIntervalMs);
+  const security = options.security ?? new SecurityLog({ nowMs: options.nowMs }, options.log, DEFAULT_SETTINGS.securityLogIntervalMs);
   const ports: ArbiterPorts = {
     store: fileArbiterStore(options.statePath),
     clock: { nowMs: options.nowMs },
@@ -200,12 +202,14 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     leaseMs: cluster.settings.primaryLeaseMs,
     bootstrapWaitMs: cluster.settings.bootstrapWaitMs,
   }, { store: fileArbiterStore(statePath), clock: monotonicClock, log, failStop: (reason, fields) => failStopProcess(log, reason, fields) }, { statePath });
+  const security = new SecurityLog(monotonicClock, log, cluster.settings.securityLogIntervalMs);
   const app = createArbiterApp(core, { nodeId: node.id, statePath, log, nowMs: monotonicClock.nowMs, bodyBytesMax: cluster.settings.bodyBytesMax,
     onInternalError: failStopOnBug(log, "arbiter API"),
+    security,
   });
   const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log) : null;
   if (ring) {
-    serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)]);
+    serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings, security)]);
     app.get("/v1/ring/coordinator", (c) => c.json(ring.coordinator.status()));
   }
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });

@@ -17,7 +17,8 @@ import type { Settings } from "../../lib/settings.ts";
 import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import { errorOf, installErrorHandlers, readJsonObject, RequestError } from "../http_util.ts";
 import { type BodySchema, checkBody, clientSchemas } from "../../lib/wire/client.ts";
-import { ringPeerSchemas } from "../../lib/wire/ring_peer.ts";
+import { ringPeerSchemas, viewMessageSchema } from "../../lib/wire/ring_peer.ts";
+import type { SecurityLog } from "../security_log.ts";
 import { check } from "../../lib/wire/schema.ts";
 import type * as v from "valibot";
 import type { ClientInput, RingService } from "./service.ts";
@@ -247,7 +248,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   now("GET", "/v1/ring/peer/log", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
 
-  routes.push(viewRoute(service, settings));
+  routes.push(viewRoute(service, settings, service.security));
 
   now("POST", "/v1/ring/peer/wake", ({ body }) => {
     peerChecked(peer.wake, body, "wake");
@@ -263,13 +264,19 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
  * Served by every ring node and by the arbiter, which coordinates view changes without a vote
  * (cluster/arbiter/ring_coordinator.ts).
  */
-export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void }, settings: Settings): RingRoute {
+export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void }, settings: Settings, security?: SecurityLog): RingRoute {
   return {
     method: "POST",
     path: "/v1/ring/peer/view",
     bodyBytesMax: settings.bodyBytesMax,
     handle: ({ body }, reply) => {
-      receiver.onViewMessage(body as unknown as ViewMessage);
+      // The shape here (lib/wire/ring_peer.ts); the ids, quorum and fences in the core.
+      const result = check(viewMessageSchema, body, "view message");
+      if (!result.ok) {
+        security?.refused("peerMalformed", "peer", { route: "view", message: result.message });
+        throw new RequestError("bad_request", result.message);
+      }
+      receiver.onViewMessage(result.value);
       reply(ok({ ok: true }));
     },
   };

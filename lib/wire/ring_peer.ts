@@ -2,7 +2,8 @@
  * Schemas of the ring's peer messages (`/v1/ring/peer/{token,writes,wake}`, the catch-up answer
  * of `GET /v1/ring/peer/log`) and of a repair datagram's shape (cluster/ring/udp.ts). Checked
  * against the core's types at compile time. The view change's messages (`/v1/ring/peer/view`)
- * are checked by the core itself against the cluster's ids (lib/core/ring/view_wire.ts).
+ * get their shape checked here; the core then checks them against the cluster's ids, the quorum
+ * and the fence layout (lib/core/ring/view_wire.ts checkViewMessage).
  *
  * Bounds: node ids as the cluster file allows them, safe non-negative integers for epochs, hops,
  * sequence numbers and fences, a batch of at most ringBatchWritesMax writes, keys of at most
@@ -12,6 +13,7 @@
 import * as v from "valibot";
 import type { CatchUpReply, RingEntry, RingToken } from "../core/ring/ring_types.ts";
 import type { RepairMessage } from "../core/ring/repair.ts";
+import type { ViewMessage } from "../core/ring/view_wire.ts";
 import type { Settings } from "../settings.ts";
 import { check, count, type Flat, nodeId, sameType, type Same } from "./schema.ts";
 
@@ -94,3 +96,70 @@ export const repairDatagramSchema = v.strictObject({
 });
 
 sameType<Same<Omit<v.InferOutput<typeof repairDatagramSchema>, "inc" | "seq">, Flat<Omit<RepairMessage, never>>>>();
+
+// ---- The view change (lib/core/ring/view_wire.ts ViewMessage) ----
+
+/** Voter lists are the cluster's ring nodes (a few; the core checks them against its own list). */
+const VOTERS_MAX = 1_024;
+const voters = () => v.pipe(v.array(nodeId()), v.minLength(1), v.maxLength(VOTERS_MAX));
+const ballot = () => v.strictObject({ epoch: count(), coordinator: v.pipe(v.string(), v.maxLength(64)) });
+const ms = () => count();
+
+export const viewMessageSchema = v.variant("type", [
+  v.strictObject({ type: v.literal("probe"), from: nodeId(), epoch: count() }),
+  v.strictObject({
+    type: v.literal("probeReply"),
+    from: nodeId(),
+    viewEpoch: count(),
+    tokenEpoch: count(),
+    tokenHop: count(),
+    live: v.boolean(),
+    lastTokenAgeMs: v.nullable(ms()),
+  }),
+  v.strictObject({ type: v.literal("prepare"), from: nodeId(), ballot: ballot(), voters: voters() }),
+  v.strictObject({
+    type: v.literal("promise"),
+    from: nodeId(),
+    ballot: ballot(),
+    prior: ballot(),
+    viewEpoch: count(),
+    facts: v.strictObject({
+      lastApplied: count(),
+      lastWriteEpoch: count(),
+      commit: count(),
+      tokenEpoch: count(),
+      tokenHop: count(),
+      tokenHere: v.picklist(["held", "neverLeft", "no"]),
+      sectionRemainingMs: ms(),
+      // An object, not an array (a record alone accepts both): node id → ms.
+      holdEndedAgoMs: v.pipe(
+        v.custom<Record<string, number>>((x) => typeof x === "object" && x !== null && !Array.isArray(x), "must be an object"),
+        v.record(nodeId(), ms()),
+        v.check((r) => Object.keys(r).length <= VOTERS_MAX, "too many nodes"),
+      ),
+      restartedAgoMs: v.nullable(ms()),
+    }),
+  }),
+  v.strictObject({ type: v.literal("reject"), from: nodeId(), ballot: ballot(), promised: ballot(), viewEpoch: count() }),
+  v.strictObject({ type: v.literal("deferred"), from: nodeId(), ballot: ballot(), waitMs: ms() }),
+  v.strictObject({
+    type: v.literal("newView"),
+    from: nodeId(),
+    view: v.strictObject({
+      epoch: count(),
+      coordinator: nodeId(),
+      members: voters(),
+      regenerator: nodeId(),
+      startWseq: count(),
+      resendFromWseq: count(),
+      grantWaitMs: ms(),
+      voters: v.optional(voters()),
+    }),
+  }),
+  v.strictObject({ type: v.literal("installed"), from: nodeId(), epoch: count() }),
+  v.strictObject({ type: v.literal("renew"), from: nodeId(), epoch: count(), seq: count(), voters: voters() }),
+  v.strictObject({ type: v.literal("coordinate"), from: nodeId(), reason: v.pipe(v.string(), v.maxLength(64)), epoch: count() }),
+  v.strictObject({ type: v.literal("renewAnswer"), from: nodeId(), epoch: count(), seq: count(), ok: v.boolean() }),
+]);
+
+sameType<Same<v.InferOutput<typeof viewMessageSchema>, ViewMessage>>();
