@@ -18,7 +18,7 @@ import { arbiterReplySchema, arbiterRequestSchema, checkPeerAnswer, checkPeerReq
 import { checkCatchUp, repairDatagramSchema, ringPeerSchemas, viewMessageSchema } from "../lib/wire/ring_peer.ts";
 import { checkBody, clientSchemas } from "../lib/wire/client.ts";
 import { check } from "../lib/wire/schema.ts";
-import { LockService } from "../cluster/lock/service.ts";
+import { LockService, type LockServiceOptions } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { serveHttp } from "../cluster/runtime.ts";
 import { realTimers } from "../cluster/timers.ts";
@@ -27,17 +27,22 @@ import { eventually } from "./_harness.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024 };
 
-function standaloneService(settings = SETTINGS): LockService {
+/** A lock server's service on a clock the test moves; with `peer`, it has a peer and the arbiter a1 (inProcessPair). */
+function lockService(
+  nodeId: string,
+  options: { settings?: typeof SETTINGS; clock?: ReturnType<typeof manualClock>; peer?: string; transport?: LockServiceOptions["transport"] } = {},
+): LockService {
+  const { settings = SETTINGS, clock = manualClock(1_000), peer, transport } = options;
   return new LockService({
     settings,
-    clock: manualClock(1_000),
+    clock,
     log: memoryLogger(),
-    nodeId: "p1",
-    peer: null,
-    arbiter: null,
-    transport: { send: () => Promise.reject(new Error("no peers in this test")) },
+    nodeId,
+    peer: peer ? { id: peer, url: peer } : null,
+    arbiter: peer ? { id: "a1", url: "a1" } : null,
+    transport: transport ?? { send: () => Promise.reject(new Error("no peers in this test")) },
     timers: realTimers,
-    sessionIdPrefix: "t-",
+    sessionIdPrefix: `${nodeId}-`,
     tokenFloor: 0,
   });
 }
@@ -45,7 +50,7 @@ function standaloneService(settings = SETTINGS): LockService {
 // On commit 2c9c5fa readBodyBytes awaited the whole body (`arrayBuffer()`) before it checked
 // the size, so this request hung until the client gave up (here: the 5 s bound, a failure).
 test("body limit: a chunked body that passes bodyBytesMax and never ends gets 413 at once", async () => {
-  const service = standaloneService();
+  const service = lockService("p1");
   const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
   const server = await serveHttp(app.fetch, { hostname: "127.0.0.1", port: 0 });
   const socket = connect(server.port, "127.0.0.1");
@@ -69,7 +74,7 @@ test("body limit: a chunked body that passes bodyBytesMax and never ends gets 41
 });
 
 test("body limit: a chunked body within bodyBytesMax is read whole; Content-Length above it is refused unread", async () => {
-  const service = standaloneService();
+  const service = lockService("p1");
   const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
   const chunks = ['{"ttlMs":', "5000}"];
   const stream = new ReadableStream<Uint8Array>({
@@ -298,19 +303,7 @@ function inProcessPair(settings: typeof SETTINGS) {
         answerPeer(services.get(url.split("/")[0])!, settings, text, (answer) => resolve(superjson.parse(answer)));
       }),
   };
-  const start = (id: string, peer: string) =>
-    services.set(id, new LockService({
-      settings,
-      clock,
-      log: memoryLogger(),
-      nodeId: id,
-      peer: { id: peer, url: peer },
-      arbiter: { id: "a1", url: "a1" },
-      transport,
-      timers: realTimers,
-      sessionIdPrefix: `${id}-`,
-      tokenFloor: 0,
-    }));
+  const start = (id: string, peer: string) => services.set(id, lockService(id, { settings, clock, peer, transport }));
   start("p1", "b1");
   start("b1", "p1");
   return { clock, p1: services.get("p1")!, b1: services.get("b1")!, stop: () => services.forEach((s) => s.stop()) };

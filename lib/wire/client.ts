@@ -12,7 +12,7 @@ import * as v from "valibot";
 import { CALL_ID_LENGTH_MAX } from "../core/lock/lock_table.ts";
 import { REQUEST_ID_LENGTH_MAX } from "../core/lock/answered.ts";
 import type { Settings } from "../settings.ts";
-import { describeIssue, SESSION_ID_LENGTH_MAX } from "./schema.ts";
+import { describeIssue, perSettings, SESSION_ID_LENGTH_MAX } from "./schema.ts";
 
 const NON_EMPTY = "must be a non-empty string";
 const INTEGER = "must be an integer";
@@ -61,17 +61,8 @@ function build(limits: ClientLimits) {
 }
 
 export type ClientSchemas = ReturnType<typeof build>;
-const cache = new WeakMap<ClientLimits, ClientSchemas>();
-
 /** The client schemas for `limits` (built once per settings object). */
-export function clientSchemas(limits: ClientLimits): ClientSchemas {
-  let schemas = cache.get(limits);
-  if (!schemas) {
-    schemas = build(limits);
-    cache.set(limits, schemas);
-  }
-  return schemas;
-}
+export const clientSchemas = perSettings(build);
 
 /** A client body's schema: a strict object of optional and required fields. */
 export type BodySchema = v.StrictObjectSchema<v.ObjectEntries, undefined>;

@@ -20,7 +20,7 @@ import type { CopyChunk, CopyStart } from "../core/lock/table_copy.ts";
 import { REQUEST_ID_LENGTH_MAX } from "../core/lock/answered.ts";
 import { ERROR_STATUS } from "./errors.ts";
 import type { Settings } from "../settings.ts";
-import { check, count, type Flat, integer, nodeId, REASON_LENGTH_MAX, sameType, type Same, SESSION_ID_LENGTH_MAX, text, time } from "./schema.ts";
+import { check, count, type Flat, integer, nodeId, perSettings, REASON_LENGTH_MAX, sameType, type Same, SESSION_ID_LENGTH_MAX, text, time } from "./schema.ts";
 
 /** The settings the lock peer schemas are bounded by. */
 export type LockPeerLimits = Pick<Settings, "replicationBatchMax" | "lockNameLengthMax" | "syncChunkBytesMax" | "syncChunkItemsMax">;
@@ -163,17 +163,8 @@ sameType<Same<Extract<PeerMessage, { type: "syncStart" }>["start"], CopyStart>>(
 sameType<Same<Extract<PeerMessage, { type: "syncChunk" }>["chunk"], CopyChunk>>();
 sameType<Same<v.InferOutput<Schemas["copyItem"]>, Flat<SessionCopy> | Omit<LockState, typeof BORN> | [string, Result]>>();
 
-const cache = new WeakMap<LockPeerLimits, Schemas>();
-
 /** The schemas for `limits` (built once per settings object). */
-export function lockPeerSchemas(limits: LockPeerLimits): Schemas {
-  let schemas = cache.get(limits);
-  if (!schemas) {
-    schemas = build(limits);
-    cache.set(limits, schemas);
-  }
-  return schemas;
-}
+export const lockPeerSchemas = perSettings(build);
 
 type AppendRequest = Extract<PeerMessage, { type: "append" | "syncRequest" | "syncNext" }>;
 type PeerAnswer = Extract<PeerMessage, { type: "appendAck" | "syncStart" | "syncChunk" | "nack" }>;

@@ -15,7 +15,7 @@ import type { CatchUpReply, RingEntry, RingToken } from "../core/ring/ring_types
 import type { RepairMessage } from "../core/ring/repair.ts";
 import type { ViewMessage } from "../core/ring/view_wire.ts";
 import type { Settings } from "../settings.ts";
-import { check, count, type Flat, nodeId, sameType, type Same } from "./schema.ts";
+import { check, count, type Flat, nodeId, perSettings, sameType, type Same } from "./schema.ts";
 
 export type RingPeerLimits = Pick<Settings, "ringBatchWritesMax" | "ringKeyLengthMax" | "ringValueBytesMax" | "ringKeysMax">;
 
@@ -64,17 +64,8 @@ sameType<Same<v.InferOutput<Schemas["entry"]>, RingEntry>>();
 sameType<Same<v.InferOutput<typeof token>, RingToken>>();
 sameType<Same<v.InferOutput<Schemas["catchUp"]>, CatchUpReply>>();
 
-const cache = new WeakMap<RingPeerLimits, Schemas>();
-
 /** The ring's peer schemas for `limits` (built once per settings object). */
-export function ringPeerSchemas(limits: RingPeerLimits): Schemas {
-  let schemas = cache.get(limits);
-  if (!schemas) {
-    schemas = build(limits);
-    cache.set(limits, schemas);
-  }
-  return schemas;
-}
+export const ringPeerSchemas = perSettings(build);
 
 /** A neighbour's catch-up answer, or why it is refused (then the fetch counts as failed). */
 export function checkCatchUp(value: unknown, limits: RingPeerLimits) {

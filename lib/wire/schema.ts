@@ -67,3 +67,19 @@ export function check<S extends v.GenericSchema>(
   if (result.success) return { ok: true, value: result.output };
   return { ok: false, message: describeIssue(result.issues[0], what) };
 }
+
+/**
+ * `build` once per settings object: the schemas bounded by a node's settings are made at its
+ * first message and kept (a WeakMap, so a test's settings object takes its schemas with it).
+ */
+export function perSettings<L extends object, S>(build: (limits: L) => S): (limits: L) => S {
+  const cache = new WeakMap<L, S>();
+  return (limits) => {
+    let schemas = cache.get(limits);
+    if (!schemas) {
+      schemas = build(limits);
+      cache.set(limits, schemas);
+    }
+    return schemas;
+  };
+}
