@@ -361,3 +361,16 @@ test("schemas: a refused peer message changes nothing in a backup with a copy (i
     stop();
   }
 });
+
+test("schemas: messages name the field (missing, unknown, ill-typed), as the readers before did for client bodies", () => {
+  const lock = clientSchemas(LIMITS).lock;
+  const says = (checked: { ok: boolean; message?: string }) => (checked as { message: string }).message;
+  assert.equal(says(checkBody(lock.enter, { session: "s" })), "name must be a non-empty string");
+  assert.equal(says(checkBody(lock.enter, { name: "a", session: "s", mode: "x" })), "mode must be one of exclusive, shared");
+  assert.equal(says(checkBody(lock.enter, { name: "a", session: "s", waitMs: 1.5 })), "waitMs must be an integer");
+  assert.equal(says(checkBody(lock.enter, { name: "a", session: "s", x: 1 })), "unknown field x (allowed: name, session, mode, waitMs, lockDelayMs, callId)");
+  assert.equal(says(checkBody(clientSchemas(LIMITS).ring.put, { fence: 1, key: "k" })), "value must be a string");
+  assert.equal(says(checkPeerRequest({ type: "append", epoch: 1, syncGen: 0, entries: [] }, LIMITS)), "from: missing");
+  assert.equal(says(checkPeerRequest({ type: "syncNext", from: "b1", epoch: 1, syncGen: 0, position: 0, admin: true }, LIMITS)), "unknown field admin in peer request");
+  assert.match(says(checkPeerRequest({ ...GOOD[0].value, entries: [{ ...ENTRY, command: { ...ENTRY.command, name: 7 } }] }, LIMITS)), /^entries\.0\.command\.name: /);
+});

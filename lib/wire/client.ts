@@ -81,7 +81,12 @@ export function checkBody<S extends BodySchema>(schema: S, body: unknown): { ok:
   }
   const result = v.safeParse(schema, body, { abortEarly: true });
   if (result.success) return { ok: true, value: result.output };
-  const issue = result.issues[0];
+  let issue = result.issues[0];
   const path = v.getDotPath(issue);
+  if (issue.type === "strict_object" && path !== null && path in schema.entries) {
+    // A missing field: its own schema's message ("name must be a non-empty string"), as before.
+    const own = v.safeParse(schema.entries[path], undefined);
+    if (!own.success) issue = own.issues[0];
+  }
   return { ok: false, message: path === null ? describeIssue(issue, "body") : `${path} ${issue.message}` };
 }

@@ -49,8 +49,9 @@ export const nodeId = () => text(NODE_ID_LENGTH_MAX);
 export function describeIssue(issue: v.BaseIssue<unknown>, what: string): string {
   const path = v.getDotPath(issue);
   if (issue.type === "strict_object" && path !== null) {
+    // strictObject reports an unknown key (expected "never") and a missing one with the key's path.
+    if (issue.expected !== "never") return `${path}: missing`;
     const dot = path.lastIndexOf(".");
-    // strictObject reports an unknown key with the key's path: its parent is the object.
     const parent = dot < 0 ? what : path.slice(0, dot);
     return `unknown field ${path.slice(dot + 1)} in ${parent}`;
   }
