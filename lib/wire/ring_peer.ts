@@ -5,22 +5,28 @@
  * get their shape checked here; the core then checks them against the cluster's ids, the quorum
  * and the fence layout (lib/core/ring/view_wire.ts checkViewMessage).
  *
- * Bounds: node ids as the cluster file allows them, safe non-negative integers for epochs, hops,
- * sequence numbers and fences, a batch of at most ringBatchWritesMax writes, keys of at most
+ * Bounds: node ids as the cluster file allows them, epochs of at most EPOCH_MAX, safe
+ * non-negative integers for hops, sequence numbers and fences, a batch of at most ringBatchWritesMax writes, keys of at most
  * ringKeyLengthMax characters and values of at most ringValueBytesMax (characters: a value the
  * core accepted in bytes is never longer in characters), no unknown keys.
  */
 import * as v from "valibot";
 import type { CatchUpReply, RingEntry, RingToken } from "../core/ring/ring_types.ts";
 import type { RepairMessage } from "../core/ring/repair.ts";
-import type { ViewMessage } from "../core/ring/view_wire.ts";
+import { EPOCH_MAX, type ViewMessage } from "../core/ring/view_wire.ts";
 import type { Settings } from "../settings.ts";
 import { check, count, type Flat, nodeId, perSettings, sameType, type Same } from "./schema.ts";
 
 export type RingPeerLimits = Pick<Settings, "ringBatchWritesMax" | "ringKeyLengthMax" | "ringValueBytesMax" | "ringKeysMax">;
 
+/**
+ * A ring epoch: at most EPOCH_MAX (2^21 − 1), above which its fences would pass 2^53. A token or
+ * view of epoch 2^53 − 1 would be stored and outrank every real one forever (issue 12).
+ */
+const epoch = () => v.pipe(count(), v.maxValue(EPOCH_MAX));
+
 const token = v.pipe(
-  v.strictObject({ epoch: count(), hop: count(), wseq: count(), commit: count(), fence: count(), idleHops: count() }),
+  v.strictObject({ epoch: epoch(), hop: count(), wseq: count(), commit: count(), fence: count(), idleHops: count() }),
   v.check((t) => t.commit <= t.wseq, "token commit must not exceed wseq"),
 );
 
@@ -32,7 +38,7 @@ function build(limits: RingPeerLimits) {
     // The regenerator's marker (RingOp "noop"): no key, no value.
     v.strictObject({ type: v.literal("noop"), key: v.literal("") }),
   ]);
-  const entry = v.strictObject({ epoch: count(), wseq: v.pipe(count(), v.minValue(1)), author: nodeId(), origin: nodeId(), op });
+  const entry = v.strictObject({ epoch: epoch(), wseq: v.pipe(count(), v.minValue(1)), author: nodeId(), origin: nodeId(), op });
   const entries = v.pipe(
     v.array(entry),
     v.maxLength(limits.ringBatchWritesMax),
@@ -42,7 +48,7 @@ function build(limits: RingPeerLimits) {
     entry,
     token: v.strictObject({ from: nodeId(), token }),
     writes: v.pipe(
-      v.strictObject({ from: nodeId(), epoch: count(), entries }),
+      v.strictObject({ from: nodeId(), epoch: epoch(), entries }),
       v.check((m) => m.entries.every((e) => e.epoch <= m.epoch), "an entry's epoch is above the message's epoch"),
     ),
     wake: v.strictObject({ from: nodeId() }),
@@ -50,7 +56,7 @@ function build(limits: RingPeerLimits) {
       commit: count(),
       snapshot: v.optional(v.strictObject({
         wseq: count(),
-        epoch: v.optional(count()),
+        epoch: v.optional(epoch()),
         kv: v.pipe(v.array(v.strictTuple([key, v.pipe(v.string(), v.maxLength(limits.ringValueBytesMax))])), v.maxLength(limits.ringKeysMax)),
       })),
       entries,
@@ -79,7 +85,7 @@ export function checkCatchUp(value: unknown, limits: RingPeerLimits) {
  */
 export const repairDatagramSchema = v.strictObject({
   type: v.picklist(["whoLostPred", "iLostPred"]),
-  epoch: count(),
+  epoch: epoch(),
   suspect: nodeId(),
   from: nodeId(),
   inc: v.pipe(v.string(), v.regex(/^[0-9a-f]{1,32}$/)),
@@ -93,16 +99,16 @@ sameType<Same<Omit<v.InferOutput<typeof repairDatagramSchema>, "inc" | "seq">, F
 /** Voter lists are the cluster's ring nodes (a few; the core checks them against its own list). */
 const VOTERS_MAX = 1_024;
 const voters = () => v.pipe(v.array(nodeId()), v.minLength(1), v.maxLength(VOTERS_MAX));
-const ballot = () => v.strictObject({ epoch: count(), coordinator: v.pipe(v.string(), v.maxLength(64)) });
+const ballot = () => v.strictObject({ epoch: epoch(), coordinator: v.pipe(v.string(), v.maxLength(64)) });
 const ms = () => count();
 
 export const viewMessageSchema = v.variant("type", [
-  v.strictObject({ type: v.literal("probe"), from: nodeId(), epoch: count() }),
+  v.strictObject({ type: v.literal("probe"), from: nodeId(), epoch: epoch() }),
   v.strictObject({
     type: v.literal("probeReply"),
     from: nodeId(),
-    viewEpoch: count(),
-    tokenEpoch: count(),
+    viewEpoch: epoch(),
+    tokenEpoch: epoch(),
     tokenHop: count(),
     live: v.boolean(),
     lastTokenAgeMs: v.nullable(ms()),
@@ -113,12 +119,12 @@ export const viewMessageSchema = v.variant("type", [
     from: nodeId(),
     ballot: ballot(),
     prior: ballot(),
-    viewEpoch: count(),
+    viewEpoch: epoch(),
     facts: v.strictObject({
       lastApplied: count(),
-      lastWriteEpoch: count(),
+      lastWriteEpoch: epoch(),
       commit: count(),
-      tokenEpoch: count(),
+      tokenEpoch: epoch(),
       tokenHop: count(),
       tokenHere: v.picklist(["held", "neverLeft", "no"]),
       sectionRemainingMs: ms(),
@@ -131,13 +137,13 @@ export const viewMessageSchema = v.variant("type", [
       restartedAgoMs: v.nullable(ms()),
     }),
   }),
-  v.strictObject({ type: v.literal("reject"), from: nodeId(), ballot: ballot(), promised: ballot(), viewEpoch: count() }),
+  v.strictObject({ type: v.literal("reject"), from: nodeId(), ballot: ballot(), promised: ballot(), viewEpoch: epoch() }),
   v.strictObject({ type: v.literal("deferred"), from: nodeId(), ballot: ballot(), waitMs: ms() }),
   v.strictObject({
     type: v.literal("newView"),
     from: nodeId(),
     view: v.strictObject({
-      epoch: count(),
+      epoch: epoch(),
       coordinator: nodeId(),
       members: voters(),
       regenerator: nodeId(),
@@ -147,10 +153,10 @@ export const viewMessageSchema = v.variant("type", [
       voters: v.optional(voters()),
     }),
   }),
-  v.strictObject({ type: v.literal("installed"), from: nodeId(), epoch: count() }),
-  v.strictObject({ type: v.literal("renew"), from: nodeId(), epoch: count(), seq: count(), voters: voters() }),
-  v.strictObject({ type: v.literal("coordinate"), from: nodeId(), reason: v.pipe(v.string(), v.maxLength(64)), epoch: count() }),
-  v.strictObject({ type: v.literal("renewAnswer"), from: nodeId(), epoch: count(), seq: count(), ok: v.boolean() }),
+  v.strictObject({ type: v.literal("installed"), from: nodeId(), epoch: epoch() }),
+  v.strictObject({ type: v.literal("renew"), from: nodeId(), epoch: epoch(), seq: count(), voters: voters() }),
+  v.strictObject({ type: v.literal("coordinate"), from: nodeId(), reason: v.pipe(v.string(), v.maxLength(64)), epoch: epoch() }),
+  v.strictObject({ type: v.literal("renewAnswer"), from: nodeId(), epoch: epoch(), seq: count(), ok: v.boolean() }),
 ]);
 
 sameType<Same<v.InferOutput<typeof viewMessageSchema>, ViewMessage>>();
