@@ -116,7 +116,7 @@ const CASES: Array<{ name: string; method: string; path: string; body?: unknown;
   ] }, status: 400, code: "bad_request" },
   { name: "writes from a node that is not the predecessor", method: "POST", path: "/v1/ring/peer/writes", body: { from: "c", epoch: 1, entries: [] }, status: 400, code: "bad_request" },
   { name: "a view message that is not a JSON object", method: "POST", path: "/v1/ring/peer/view", body: "[1]", status: 400, code: "bad_request" },
-  // Issue 12: on commit 2c9c5fa this token passed (a safe integer) and was answered 200 notYet;
+  // Issue 12: on commit 2c9c5fa this token passed (a safe integer) and was answered 200;
   // its epoch is above EPOCH_MAX, past which fences leave 2^53, so its schema refuses it.
   { counted: true, name: "a token of epoch 2^53 − 1 (schema: epochs ≤ EPOCH_MAX)", method: "POST", path: "/v1/ring/peer/token", body: { from: "a", token: { epoch: Number.MAX_SAFE_INTEGER, hop: 9, wseq: 0, commit: 0, fence: 0, idleHops: 0 } }, status: 400, code: "bad_request" },
   { counted: true, name: "a view message with a field its schema does not know", method: "POST", path: "/v1/ring/peer/view", body: { type: "probe", from: "a", epoch: 1, admin: true }, status: 400, code: "bad_request" },
