@@ -3,8 +3,9 @@
  * forged appends to the backup's `POST /v1/peer`, as an outsider on the network could send them
  * before peer messages were authenticated.
  * - A malformed entry is refused by its schema (400, naming the field) and changes nothing.
- * - A bug outside any request (a core step run by a timer, or by the continuation of an
- *   answer) stops the process the same way (an assertion injected on the test side).
+ * - A bug in a request handler, or outside any request (a core step run by a timer, or by the
+ *   continuation of an answer), stops the process the same way, for lock servers, the arbiter
+ *   and ring nodes (an assertion injected on the test side: tests/_inject_bug.ts).
  * - A well-formed entry that breaks a core invariant (its time goes backwards) trips a core
  *   assertion: the backup logs `failStop` and exits 70 (it never serves on half-applied state),
  *   the primary goes on, and the backup restarted gets a fresh copy and counts as in sync again.
@@ -105,29 +106,43 @@ function injectedArgv(): string[] {
   return [process.execPath, `${ROOT}/tests/_inject_bug.ts`];
 }
 
-// On commit 2c9c5fa neither was a fail-stop: the runtime's default for an uncaught exception or
-// an unhandled rejection ended the process with another status and no `failStop` line (both
-// tests fail there, under Deno and Bun).
-for (const method of ["tick", "reply"] as const) {
-  test(`a core assertion outside a request (LockReplica.${method}) is a fail-stop: the process logs failStop and exits 70`, async () => {
+// On commit 2c9c5fa none was a fail-stop: the runtime's default for an uncaught exception or an
+// unhandled rejection ended the process with another status and no `failStop` line, and the
+// arbiter answered its handler's assertion with a 500 and went on (these tests fail there,
+// under Deno and Bun).
+const INJECTIONS = [
+  { bug: "LockReplica.tick", node: "p1", where: "uncaughtException" },
+  { bug: "LockReplica.reply", node: "p1", where: "unhandledRejection" },
+  { bug: "ArbiterCore.step", node: "a1", where: "arbiter API" },
+  { bug: "RingNode.tick", node: "r1", where: "uncaughtException" },
+] as const;
+
+for (const { bug, node, where } of INJECTIONS) {
+  test(`a core assertion (${bug}, caught as ${where}) is a fail-stop: the process logs failStop and exits 70`, async () => {
     const dir = tempDir();
-    const [p, a] = [await freePort(), await freePort()];
-    // A primary with an arbiter: its tick runs on a timer, its renewal's answer is a continuation.
-    const file = writeCluster(dir, `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\n`);
+    const [p, a, r] = [await freePort(), await freePort(), await freePort()];
+    // A primary with an arbiter (its tick runs on a timer, its renewal is a request to the
+    // arbiter whose answer is a continuation), and a ring node of its own ring (its tick).
+    const file = writeCluster(
+      dir,
+      `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${p}"\n\n` +
+        `[[nodes]]\nid = "a1"\nrole = "arbiter"\nhttp = "127.0.0.1:${a}"\ndataDir = "data/a1"\n\n` +
+        `[[nodes]]\nid = "r1"\nrole = "ring"\nhttp = "127.0.0.1:${r}"\ndataDir = "data/r1"\n`,
+    );
     const [cmd, ...pre] = injectedArgv();
-    const arbiter = startMutexd(["node", "--config", file, "--id", "a1"]);
-    const primary = startProcess(cmd, [...pre, "node", "--config", file, "--id", "p1"], { env: { INJECT_BUG: method } });
+    const injected = startProcess(cmd, [...pre, "node", "--config", file, "--id", node], { env: { INJECT_BUG: bug }, cwd: dir });
+    // The other lock-side node, plain (the ring node needs nobody).
+    const other = node === "r1" ? undefined : startMutexd(["node", "--config", file, "--id", node === "p1" ? "a1" : "p1"], { cwd: dir });
     try {
-      const code = await Promise.race([primary.exited, new Promise<string>((r) => setTimeout(() => r("still running"), 15_000))]);
-      assert.equal(code, FAIL_STOP_EXIT, primary.stderr());
-      assert.match(primary.stderr(), /"failStop"/);
-      assert.match(primary.stderr(), new RegExp(`injected bug in LockReplica\\.${method}`));
-      // Where it was caught: a timer's throw is uncaught, an answer's continuation a rejection.
-      assert.match(primary.stderr(), method === "tick" ? /"where":"uncaughtException"/ : /"where":"unhandledRejection"/);
+      const code = await Promise.race([injected.exited, new Promise<string>((r) => setTimeout(() => r("still running"), 15_000))]);
+      assert.equal(code, FAIL_STOP_EXIT, injected.stderr());
+      assert.match(injected.stderr(), /"failStop"/);
+      assert.ok(injected.stderr().includes(`injected bug in ${bug}`), injected.stderr());
+      assert.ok(injected.stderr().includes(`"where":"${where}"`), `caught as ${where}`);
     } finally {
-      primary.kill("SIGKILL");
-      arbiter.kill("SIGKILL");
-      await Promise.all([primary.exited, arbiter.exited]);
+      injected.kill("SIGKILL");
+      other?.kill("SIGKILL");
+      await Promise.all([injected.exited, other?.exited]);
       removeDir(dir);
     }
   });
