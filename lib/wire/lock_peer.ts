@@ -176,8 +176,8 @@ export function checkPeerRequest(value: unknown, limits: LockPeerLimits) {
 
 /**
  * A peer's answer, or why it is refused. A syncChunk's items are checked too, all of them before
- * the backup loads any (a malformed copy changes nothing): a chunk of 1,000 items costs ~0.7 ms,
- * its JSON.parse included, against ~1.5 µs for an append of one entry
+ * the backup loads any (a malformed copy changes nothing): a chunk of 1,000 items costs 0.7-0.8
+ * ms, its JSON.parse included, against 1-2 µs for an append of one entry
  * (tests/bench/validation_cost.ts; docs/security.md).
  */
 export function checkPeerAnswer(value: unknown, limits: LockPeerLimits) {
