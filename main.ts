@@ -25,7 +25,8 @@ Exit codes (mutexd's own; \`lock\` passes its command's status through):
   0  success            2  usage or cluster-file error    3  lock not acquired (taken, --wait ran out)
   4  lock lost while the command ran (the command was stopped)
   5  server unreachable or answered an error
-  70 \`node\`: fail-stop (a decision could not be written to disk; a restart starts from the disk)
+  70 \`node\`: fail-stop (a decision could not be written to disk, or a bug such as a core's assertion;
+     a restart starts from the disk or a fresh copy)
 `;
 
 async function main(argv: string[]): Promise<number> {

@@ -1,6 +1,7 @@
 /**
  * Request decoding and error answers shared by every Hono app of mutexd: bodies are size-limited
- * JSON objects, fields are checked by type, and every failure is `{ error: { code, message } }`
+ * JSON objects (read chunk by chunk, refused as soon as they pass the limit), checked against
+ * their schemas (lib/wire/), and every failure is `{ error: { code, message } }`
  * with the status of lib/wire/errors.ts, never a stack trace.
  */
 import type { Context, Hono } from "hono";
@@ -44,14 +45,38 @@ export function errorOf(error: Error, onInternal: (error: Error) => void): ApiEr
 
 /**
  * The body's bytes, at most `bytesMax` of them, else body_too_large. A declared Content-Length
- * over the limit is refused before reading; the size is checked again on the bytes read, since a
- * client may omit the header.
+ * over the limit is refused before reading; a body without one (chunked) is read chunk by chunk
+ * and refused as soon as it passes the limit, without waiting for the rest: a client that sends
+ * more and never ends its body gets its 413 at once and holds no more than `bytesMax` of memory.
  */
 export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
+  const tooLarge = () => new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   const declared = Number(c.req.header("content-length") ?? "0");
-  if (declared > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
-  const bytes = new Uint8Array(await c.req.arrayBuffer());
-  if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
+  if (declared > bytesMax) throw tooLarge();
+  const body = c.req.raw.body;
+  if (body === null) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  // Bounded by bytesMax: every round adds its chunk to `total`, and the loop ends past the limit.
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > bytesMax) {
+      // Not awaited: a stalled client would hold the answer until its stream ends.
+      reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
   return bytes;
 }
 
@@ -81,11 +106,15 @@ export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<str
   return value as Record<string, unknown>;
 }
 
+/** What a schema check (lib/wire/schema.ts `check`) returns. */
+export type Checked<T> = { ok: true; value: T } | { ok: false; message: string };
+
 /**
- * A request between cluster members (superjson text, at most `bytesMax`) whose shape `is`
- * accepts; anything else is a RequestError ("not " + `what`), so it changes nothing.
+ * A request between cluster members (superjson text, at most `bytesMax`) that `check` (its
+ * schema) accepts; anything else is a RequestError (bad_request, naming the field), so it
+ * changes nothing.
  */
-export function readPeerRequest<T>(text: string, bytesMax: number, is: (value: Record<string, unknown>) => value is T & Record<string, unknown>, what: string): T {
+export function readPeerRequest<T>(text: string, bytesMax: number, check: (value: unknown) => Checked<T>): T {
   // Bytes, not characters: a body of multi-byte characters must not pass a character count.
   if (new TextEncoder().encode(text).byteLength > bytesMax) throw new RequestError("body_too_large", `request larger than ${bytesMax} bytes`);
   let value: Record<string, unknown>;
@@ -94,51 +123,7 @@ export function readPeerRequest<T>(text: string, bytesMax: number, is: (value: R
   } catch (error) {
     throw new RequestError("bad_request", (error as Error).message);
   }
-  if (!is(value)) throw new RequestError("bad_request", `not ${what}`);
-  return value;
-}
-
-/** Field readers: each names the field in its error. */
-export const field = {
-  string(body: Record<string, unknown>, key: string): string {
-    const value = body[key];
-    if (typeof value !== "string" || value.length === 0) {
-      throw new RequestError("bad_request", `${key} must be a non-empty string`);
-    }
-    return value;
-  },
-  optionalString(body: Record<string, unknown>, key: string): string | undefined {
-    return body[key] === undefined ? undefined : field.string(body, key);
-  },
-  integer(body: Record<string, unknown>, key: string, fallback?: number): number {
-    const value = body[key] ?? fallback;
-    if (typeof value !== "number" || !Number.isSafeInteger(value)) {
-      throw new RequestError("bad_request", `${key} must be an integer`);
-    }
-    return value;
-  },
-  optionalInteger(body: Record<string, unknown>, key: string): number | undefined {
-    return body[key] === undefined ? undefined : field.integer(body, key);
-  },
-  oneOf<T extends string>(body: Record<string, unknown>, key: string, allowed: readonly T[], fallback: T): T {
-    const value = body[key] ?? fallback;
-    if (typeof value !== "string" || !(allowed as readonly string[]).includes(value)) {
-      throw new RequestError("bad_request", `${key} must be one of ${allowed.join(", ")}`);
-    }
-    return value as T;
-  },
-  boolean(body: Record<string, unknown>, key: string, fallback: boolean): boolean {
-    const value = body[key] ?? fallback;
-    if (typeof value !== "boolean") throw new RequestError("bad_request", `${key} must be true or false`);
-    return value;
-  },
-};
-
-/** Rejects fields the endpoint does not know, so a typo is an error and not a silent default. */
-export function onlyFields(body: Record<string, unknown>, allowed: readonly string[]): void {
-  for (const key of Object.keys(body)) {
-    if (!allowed.includes(key)) {
-      throw new RequestError("bad_request", `unknown field ${key} (allowed: ${allowed.join(", ")})`);
-    }
-  }
+  const checked = check(value);
+  if (!checked.ok) throw new RequestError("bad_request", checked.message);
+  return checked.value;
 }

@@ -10,10 +10,13 @@ import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep }
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { ClusterConfig, NodeConfig } from "../config.ts";
 import { type Clock, monotonicClock } from "../clock.ts";
-import { failStopProcess } from "../fail_stop.ts";
+import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import { readIfExists, writeDurably } from "../durable_file.ts";
-import { installErrorHandlers, readBodyText, readPeerRequest } from "../http_util.ts";
+import { installErrorHandlers, readBodyText, readPeerRequest, RequestError } from "../http_util.ts";
+import { SecurityLog } from "../security_log.ts";
 import { serveRoutes, viewRoute } from "../ring/api.ts";
+import { arbiterRequestSchema } from "../../lib/wire/lock_peer.ts";
+import { check } from "../../lib/wire/schema.ts";
 import { httpPeers } from "../ring/http_peers.ts";
 import { realTimers } from "../timers.ts";
 import { RingCoordinator } from "./ring_coordinator.ts";
@@ -24,7 +27,6 @@ import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
-import { SecurityLog } from "../security_log.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
 export function loadArbiterState(file: string): ArbiterState | null {
@@ -64,6 +66,8 @@ export interface ArbiterPorts {
   log: Logger;
   /** A decision could not be made durable: stop without answering (the process exits). */
   failStop(reason: string, fields: Record<string, unknown>): never;
+  /** Where refused requests are counted and logged (status `security`); absent: not counted. */
+  security?: SecurityLog;
 }
 
 export type ArbiterSettings = ConstructorParameters<typeof ArbiterCore>[0];
@@ -88,7 +92,13 @@ export function answerArbiter(
   bodyBytesMax = DEFAULT_SETTINGS.bodyBytesMax,
   sender?: AuthenticatedSender,
 ): { request: ArbiterRequest; step: ArbiterStep; body: string } {
-  const request = readPeerRequest(text, bodyBytesMax, isArbiterRequest, "an arbiter request");
+  let request: ArbiterRequest;
+  try {
+    request = readPeerRequest(text, bodyBytesMax, (value) => check(arbiterRequestSchema, value, "arbiter request"));
+  } catch (error) {
+    if (error instanceof RequestError) ports.security?.refused("arbiterMalformed", sender?.id ?? "peer", { message: error.message });
+    throw error;
+  }
   // Who sent it, as its MAC says (peer_auth.ts; the simulator's trusted network passes none).
   sender?.check(request.from);
   const before = core.current.epoch;
@@ -110,9 +120,9 @@ export function answerArbiter(
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 export interface ArbiterStatus {
   node: { id: string; role: "arbiter" };
+  /** Refused requests by reason (security_log.ts). */
+  security: Record<string, number>;
   arbiter: ArbiterState & { leaseRemainingMs: number };
-  /** Refusal counters (cluster/security_log.ts). */
-  security?: Record<string, number>;
 }
 
 /** The arbiter's status and ring coordinator show epochs and ids, no lock names: `read` on any name. */
@@ -129,23 +139,27 @@ export function createArbiterApp(
     failStop?: ArbiterPorts["failStop"];
     /** Client bearer tokens for the status routes (`/v1/arbiter` is the peers'). Default: open. */
     auth?: ClientAuth;
-    /** The process's refusal counters, shown in status under `security`. */
+    /** Where refused requests are counted (the process's one; absent: the app's own); status shows them under `security`. */
     security?: SecurityLog;
     /** Authenticates the peer routes (`/v1/arbiter`, `/v1/ring/peer/*`) when the cluster has a secret. */
     peerAuth?: MiddlewareHandler;
+    /** A bug in a handler (not a refusal); the process passes a fail-stop (startArbiter). */
+    onInternalError?: (error: Error) => void;
   },
 ): Hono {
   const auth = options.auth ?? ClientAuth.open();
+  const security = options.security ?? new SecurityLog({ nowMs: options.nowMs }, options.log, DEFAULT_SETTINGS.securityLogIntervalMs);
   const ports: ArbiterPorts = {
     store: fileArbiterStore(options.statePath),
     clock: { nowMs: options.nowMs },
     log: options.log,
     failStop: options.failStop ?? ((reason, fields) => failStopProcess(options.log, reason, fields)),
+    security,
   };
   // An arbiter request is a few fields (no state travels): the general request limit is ample.
   const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
   const app = new Hono();
-  installErrorHandlers(app, (error) => options.log.event("internalError", { message: error.message }));
+  installErrorHandlers(app, options.onInternalError ?? ((error) => options.log.event("internalError", { message: error.message })));
   app.use(auth.middleware);
   if (options.peerAuth) {
     app.use("/v1/arbiter", options.peerAuth);
@@ -156,8 +170,8 @@ export function createArbiterApp(
     auth.require(c, ARBITER_STATUS_ACCESS);
     return c.json({
       node: { id: options.nodeId, role: "arbiter" },
+      security: security.view(),
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
-      ...(options.security ? { security: options.security.view() } : {}),
     } satisfies ArbiterStatus);
   });
   app.post("/v1/arbiter", async (c) => {
@@ -165,28 +179,6 @@ export function createArbiterApp(
     return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
   return app;
-}
-
-function isArbiterRequest(value: Record<string, unknown>): value is ArbiterRequest & Record<string, unknown> {
-  if (typeof value.from !== "string") return false;
-  if (value.type === "whois") return true;
-  if (!Number.isSafeInteger(value.epoch)) return false;
-  if (value.type === "renew") {
-    return typeof value.backupInSync === "boolean" && Number.isSafeInteger(value.seq) && optionalId(value.backupIncarnation) &&
-      optionalCount(value.ttlMaxMs) && optionalCount(value.tokenCeiling);
-  }
-  return value.type === "claim" && typeof value.hasState === "boolean" && optionalId(value.incarnation);
-}
-
-/** Incarnation ids are short (the driver's session-id prefix); a long one is not ours. */
-const INCARNATION_LENGTH_MAX = 128;
-
-function optionalId(value: unknown): boolean {
-  return value === undefined || (typeof value === "string" && value.length > 0 && value.length <= INCARNATION_LENGTH_MAX);
-}
-
-function optionalCount(value: unknown): boolean {
-  return value === undefined || (Number.isSafeInteger(value) && (value as number) >= 0);
 }
 
 /** The arbiter's ring coordinator on the real ports (HTTP to the ring nodes, timers, the monotonic clock). */
@@ -255,10 +247,11 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     auth,
     security,
     peerAuth: peerAuth.middleware,
+    onInternalError: failStopOnBug(log, "arbiter API"),
   });
   const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log, peerAuth.peerFetch) : null;
   if (ring) {
-    serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings)], auth);
+    serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings, security)], auth);
     app.get("/v1/ring/coordinator", (c) => {
       auth.require(c, ARBITER_STATUS_ACCESS);
       return c.json(ring.coordinator.status());

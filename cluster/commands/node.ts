@@ -5,6 +5,7 @@
 import process from "node:process";
 import { findNode, isLoopbackHost, loadClusterFile, ROLES, type NodeConfig, type Role } from "../config.ts";
 import { jsonLogger } from "../log.ts";
+import { installFailStop } from "../fail_stop.ts";
 import { type NodeStarter, stopWithin } from "../running_node.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
@@ -22,7 +23,8 @@ Runs the node ID of the cluster file in the role the file gives it (--role overr
 Logs one JSON line per event on stderr. SIGTERM or SIGINT stops it cleanly. SIGHUP reads the
 cluster file again: a ring node takes one ring node added or removed (docs/ring.md, Membership).
 Exit codes: 0 stopped by a signal, 2 bad flags or cluster file, 70 fail-stop (a decision could
-not be written to disk; a restart starts from the disk), 1 crashed.
+not be written to disk, or a bug such as a core's assertion; a restart starts from the disk or
+a fresh copy), 1 crashed.
 `;
 
 export function run(argv: string[]): Promise<number> {
@@ -48,6 +50,7 @@ export function run(argv: string[]): Promise<number> {
       );
     }
     const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax);
+    installFailStop(log);
     const start = await STARTERS[node.role]();
     const running = await start(cluster, node, log);
     log.event("listening", { role: node.role, url: running.url, pid: process.pid });

@@ -6,19 +6,21 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import type { ClientAnswer, PeerMessage } from "../../lib/core/lock/lock_replica.ts";
 import type { Command } from "../../lib/core/lock/lock_table.ts";
-import { requestIdProblem } from "../../lib/core/lock/answered.ts";
 import type { Settings } from "../../lib/settings.ts";
-import { errorOf, errorResponse, field, installErrorHandlers, onlyFields, parseJsonObject, readBodyText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
+import { errorOf, errorResponse, installErrorHandlers, parseJsonObject, readBodyText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
 import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
+import { checkPeerRequest } from "../../lib/wire/lock_peer.ts";
+import { type BodySchema, checkBody, clientSchemas } from "../../lib/wire/client.ts";
+import type * as v from "valibot";
 import type { LoopStallView } from "../stall_monitor.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import type { SecurityLog } from "../security_log.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
-export type LockStatus = { node: { id: string; role: string }; security?: Record<string, number> } & StatusView & Partial<LoopStallView>;
+export type LockStatus = { node: { id: string; role: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -51,23 +53,44 @@ export interface ApiAnswer {
 }
 
 /**
- * One route of the client API that changes state: decode the body (`fields` are all it may
- * have), call the service, encode its answer through `done`. The Hono app below serves these;
- * the simulator (tests/sim/lock/server.ts) calls `answerRequest` with the request's JSON text,
+ * One route of the client API that changes state: decode the body (its schema, lib/wire/client.ts),
+ * call the service, encode its answer through `done`. The Hono app below serves these; the
+ * simulator (tests/sim/lock/server.ts) calls `answerRequest` with the request's JSON text,
  * because a Hono handler continues in native promises, which a synchronous simulation never
  * drains.
  */
 export interface LockRoute {
   method: "POST" | "DELETE";
   path: string;
-  fields: readonly string[];
-  /** The permission the caller's token needs (cluster/client_auth.ts), from the decoded body. */
+  /** The permission the caller's token needs (cluster/client_auth.ts), from the body before its schema check. */
   access(input: Record<string, unknown>): Access;
-  handle(params: Record<string, string>, input: Record<string, unknown>, done: (answer: ApiAnswer) => void): void;
+  /** Checks the body against the route's schema and handles it; a refusal throws a RequestError. */
+  handle(params: Record<string, string>, body: Record<string, unknown>, done: (answer: ApiAnswer) => void): void;
+}
+
+/** A route whose handler gets its body as `schema` reads it (a refused body is 400, naming the field). */
+function bodyRoute<S extends BodySchema>(
+  method: LockRoute["method"],
+  path: string,
+  schema: S,
+  access: LockRoute["access"],
+  handle: (params: Record<string, string>, input: v.InferOutput<S>, done: (answer: ApiAnswer) => void) => void,
+): LockRoute {
+  return {
+    method,
+    path,
+    access,
+    handle(params, body, done) {
+      const checked = checkBody(schema, body);
+      if (!checked.ok) throw new RequestError("bad_request", checked.message);
+      handle(params, checked.value, done);
+    },
+  };
 }
 
 export function lockRoutes(service: LockService, options: LockApiOptions): LockRoute[] {
   const { settings } = options;
+  const schemas = clientSchemas(settings).lock;
   const ok = (body: unknown, status = 200): ApiAnswer => ({ status, body });
   /** Submits a command and answers `encode` of the committed result (refusals become errors). */
   const submit = (command: Command, requestId: string | undefined, done: (answer: ApiAnswer) => void, encode: (result: Result) => ApiAnswer) =>
@@ -76,81 +99,44 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
     throw new Error(`unexpected result ${result.type}`);
   };
   return [
-    {
-      method: "POST",
-      path: "/v1/sessions",
-      fields: ["ttlMs", "requestId"],
-      access: lockOnSomeName,
-      handle(_params, input, done) {
-        const ttlMs = field.integer(input, "ttlMs", settings.sessionTtlMs);
-        // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out
-        // a lost answer soon after that instead of after its whole wait.
-        submit({ type: "openSession", ttlMs }, requestIdOf(input), done, (result) =>
-          result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201) : unexpected(result));
-      },
-    },
-    {
-      method: "POST",
-      path: "/v1/sessions/:id/keepalive",
-      fields: [],
-      access: lockOnSomeName,
-      handle(params, _input, done) {
-        submit({ type: "keepAlive", session: params.id }, undefined, done, (result) =>
-          result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs }) : unexpected(result));
-      },
-    },
-    {
-      method: "DELETE",
-      path: "/v1/sessions/:id",
-      fields: ["requestId"],
-      access: lockOnSomeName,
-      handle(params, input, done) {
-        submit({ type: "closeSession", session: params.id }, requestIdOf(input), done, (result) =>
-          result.type === "closed" ? ok({ session: result.session, released: result.released }) : unexpected(result));
-      },
-    },
-    {
-      // mutex_enter (LockService.enter: grant now, long-poll, or not granted); waitMs = 0 is a try-lock.
-      // callId (optional) names the client's call, so an enter arriving after its leave grants nothing.
-      method: "POST",
-      path: "/v1/enter",
-      fields: ["name", "session", "mode", "waitMs", "lockDelayMs", "callId"],
-      access: lockOnName,
-      handle(_params, input, done) {
-        const name = field.string(input, "name");
-        const session = field.string(input, "session");
-        const mode = field.oneOf(input, "mode", ["exclusive", "shared"] as const, "exclusive");
-        const waitMs = field.integer(input, "waitMs", 0);
-        const lockDelayMs = field.integer(input, "lockDelayMs", 0);
-        const callId = field.optionalString(input, "callId");
-        const command: EnterCommand = { type: "enter", name, session, mode, waitMs, lockDelayMs };
-        if (callId !== undefined) command.callId = callId;
-        service.enterThen(command, (answer) =>
-          done(answerOf(() => {
-            const result = unwrap(answer);
-            if (result.type === "granted") return ok({ granted: true, ...result.grant });
-            if (result.type === "notGranted") {
-              return ok({ granted: false, waiting: false, name, position: result.position, ...(result.callLeft ? { callLeft: true } : {}) });
-            }
-            if (result.type === "waiting") return ok({ granted: false, waiting: true, name, position: result.position });
-            return unexpected(result);
-          }, options)));
-      },
-    },
-    {
-      // mutex_leave: by the holder with its token; a waiter without a token withdraws its request.
-      method: "POST",
-      path: "/v1/leave",
-      fields: ["name", "session", "token", "requestId"],
-      access: lockOnName,
-      handle(_params, input, done) {
-        const name = field.string(input, "name");
-        const session = field.string(input, "session");
-        const token = field.optionalInteger(input, "token");
-        submit({ type: "leave", name, session, token }, requestIdOf(input), done, (result) =>
-          result.type === "left" ? ok({ left: true, name, wasHolder: result.wasHolder }) : unexpected(result));
-      },
-    },
+    bodyRoute("POST", "/v1/sessions", schemas.openSession, lockOnSomeName, (_params, input, done) => {
+      const ttlMs = input.ttlMs ?? settings.sessionTtlMs;
+      // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out
+      // a lost answer soon after that instead of after its whole wait.
+      submit({ type: "openSession", ttlMs }, input.requestId, done, (result) =>
+        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201) : unexpected(result));
+    }),
+    bodyRoute("POST", "/v1/sessions/:id/keepalive", schemas.keepAlive, lockOnSomeName, (params, _input, done) => {
+      submit({ type: "keepAlive", session: params.id }, undefined, done, (result) =>
+        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs }) : unexpected(result));
+    }),
+    bodyRoute("DELETE", "/v1/sessions/:id", schemas.closeSession, lockOnSomeName, (params, input, done) => {
+      submit({ type: "closeSession", session: params.id }, input.requestId, done, (result) =>
+        result.type === "closed" ? ok({ session: result.session, released: result.released }) : unexpected(result));
+    }),
+    // mutex_enter (LockService.enter: grant now, long-poll, or not granted); waitMs = 0 is a try-lock.
+    // callId (optional) names the client's call, so an enter arriving after its leave grants nothing.
+    bodyRoute("POST", "/v1/enter", schemas.enter, lockOnName, (_params, input, done) => {
+      const { name, session, mode = "exclusive", waitMs = 0, lockDelayMs = 0, callId } = input;
+      const command: EnterCommand = { type: "enter", name, session, mode, waitMs, lockDelayMs };
+      if (callId !== undefined) command.callId = callId;
+      service.enterThen(command, (answer) =>
+        done(answerOf(() => {
+          const result = unwrap(answer);
+          if (result.type === "granted") return ok({ granted: true, ...result.grant });
+          if (result.type === "notGranted") {
+            return ok({ granted: false, waiting: false, name, position: result.position, ...(result.callLeft ? { callLeft: true } : {}) });
+          }
+          if (result.type === "waiting") return ok({ granted: false, waiting: true, name, position: result.position });
+          return unexpected(result);
+        }, options)));
+    }),
+    // mutex_leave: by the holder with its token; a waiter without a token withdraws its request.
+    bodyRoute("POST", "/v1/leave", schemas.leave, lockOnName, (_params, input, done) => {
+      const { name, session, token } = input;
+      submit({ type: "leave", name, session, token }, input.requestId, done, (result) =>
+        result.type === "left" ? ok({ left: true, name, wasHolder: result.wasHolder }) : unexpected(result));
+    }),
   ];
 }
 
@@ -161,13 +147,6 @@ const lockOnSomeName = (): Access => ({ level: "lock", on: "some" });
 /** `lock` on the body's name (a missing or ill-typed name: on some name; the route then refuses it). */
 const lockOnName = (input: Record<string, unknown>): Access =>
   typeof input.name === "string" ? { level: "lock", name: input.name } : lockOnSomeName();
-
-/** The idempotency key, checked here as the core checks it again (lib/core/lock/answered.ts). */
-function requestIdOf(input: Record<string, unknown>): string | undefined {
-  const problem = requestIdProblem(input.requestId);
-  if (problem !== undefined) throw new RequestError("bad_request", problem);
-  return input.requestId as string | undefined;
-}
 
 /** `encode()`, or the error answer of what it threw (as the app's onError answers). */
 function answerOf(encode: () => ApiAnswer, options: LockApiOptions): ApiAnswer {
@@ -188,10 +167,9 @@ function errorAnswer(error: Error, options: LockApiOptions): ApiAnswer {
   return { status: ERROR_STATUS[code], body: apiError(code, message) };
 }
 
-/** Runs `route` on a decoded body: checks the fields, then handles; every failure is an answer. */
+/** Runs `route` on a decoded body: checks it, then handles; every failure is an answer. */
 function runRoute(route: LockRoute, params: Record<string, string>, input: Record<string, unknown>, options: LockApiOptions, done: (answer: ApiAnswer) => void): void {
   try {
-    onlyFields(input, route.fields);
     route.handle(params, input, done);
   } catch (error) {
     done(errorAnswer(error as Error, options));
@@ -260,7 +238,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
 
   app.get("/v1/status", (c) => {
-    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.(), ...securityOf(options) };
+    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.(), security: (options.security ?? service.security).view() };
     // `?summary=1`: without the sessions and locks, cheap at any table size (benches poll it);
     // counts and replication state only, so `read` on any name suffices.
     if (c.req.query("summary") === "1") {
@@ -319,27 +297,22 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
  * The simulator's network is trusted: it passes none.
  */
 export function answerPeer(service: LockService, settings: Settings, text: string, done: (body: string) => void, sender?: AuthenticatedSender): PeerMessage {
-  const message = readPeerRequest(text, settings.peerBodyBytesMax, isPeerRequest, "a peer request (append, syncRequest or syncNext)");
+  let message: PeerMessage;
+  try {
+    message = readPeerRequest(text, settings.peerBodyBytesMax, (value) => checkPeerRequest(value, settings));
+  } catch (error) {
+    if (error instanceof RequestError) service.security.refused("peerMalformed", sender?.id ?? "peer", { message: error.message });
+    throw error;
+  }
   sender?.check(message.from);
   service.peerMessageThen(message, (answer) => done(encodePeerBody(answer)));
   return message;
 }
 
-/** The refusal counters for status (`security`), when the process keeps them. */
-function securityOf(options: LockApiOptions): { security?: Record<string, number> } {
-  return options.security ? { security: options.security.view() } : {};
-}
 
 /** The result of a committed answer; refusals become their HTTP answer. */
 function unwrap(answer: ClientAnswer) {
   if (answer.ok) return answer.result;
   if (answer.code === "not_primary") throw new NotPrimaryError(answer);
   throw new RequestError(answer.code, answer.message);
-}
-
-function isPeerRequest(message: Record<string, unknown>): message is PeerMessage & Record<string, unknown> {
-  if (typeof message.from !== "string" || !Number.isSafeInteger(message.epoch)) return false;
-  if (message.type === "syncRequest") return true;
-  if (message.type === "syncNext") return Number.isSafeInteger(message.syncGen) && Number.isSafeInteger(message.position);
-  return message.type === "append" && Number.isSafeInteger(message.syncGen) && Array.isArray(message.entries);
 }

@@ -16,7 +16,7 @@ import { fetchFor, serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
 import { StallMonitor } from "../stall_monitor.ts";
 import { openDurableLog } from "./durable_log.ts";
-import { failStopProcess } from "../fail_stop.ts";
+import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 import { ClientAuth } from "../client_auth.ts";
 
@@ -45,6 +45,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   const idOfUrl = (url: string) => cluster.nodes.find((n) => url.startsWith(`${nodeUrl(n)}/`))?.id ?? "";
   const service = new LockService({
     settings,
+    security,
     clock: monotonicClock,
     log,
     nodeId: node.id,
@@ -73,7 +74,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
       const found = cluster.nodes.find((n) => n.id === id);
       return found ? nodeUrl(found) : undefined;
     },
-    onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
+    onInternalError: failStopOnBug(log, "lock API"),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   const ticker = setInterval(() => service.tick(), settings.tickMs);

@@ -22,6 +22,9 @@ import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Timers } from "../timers.ts";
+import { SecurityLog } from "../security_log.ts";
+import { checkPeerAnswer, arbiterReplySchema } from "../../lib/wire/lock_peer.ts";
+import { check } from "../../lib/wire/schema.ts";
 
 /** How a long-poll ended: something changed for the request, or the poll ran out first. */
 export type WaitOutcome = "changed" | "timeout";
@@ -71,10 +74,14 @@ export interface LockServiceOptions {
   tokenFloor: number;
   /** With a durable log (cluster `durable = true`): the copy read at start, and the log. */
   durable?: { restored: RestoredCopy | null; sink: DurableSink };
+  /** Where refused input is counted and logged (the process's one; absent: the service's own). */
+  security?: SecurityLog;
 }
 
 export class LockService {
   readonly replica: LockReplica;
+  /** Refused input: malformed peer requests and answers (status `security`). */
+  readonly security: SecurityLog;
   private readonly answers = new Map<number, (answer: ClientAnswer) => void>();
   private nextClientRef = 1;
   /** Long-polls waiting for a change to their request, keyed by lock name and session. */
@@ -90,6 +97,7 @@ export class LockService {
 
   constructor(private readonly options: LockServiceOptions) {
     const { settings } = options;
+    this.security = options.security ?? new SecurityLog(options.clock, options.log, settings.securityLogIntervalMs);
     this.replica = new LockReplica({
       nodeId: options.nodeId,
       peerId: options.peer?.id ?? null,
@@ -244,7 +252,16 @@ export class LockService {
     this.options.transport.send(target.url + path, body, this.options.settings.peerTimeoutMs).then(
       (answer) => {
         if (this.stopped) return;
-        this.replica.reply(outbound.ref, answer as never, this.options.clock.nowMs());
+        // Checked against its schema before the core sees it: a malformed answer counts as no answer.
+        const checked = outbound.kind === "peer"
+          ? checkPeerAnswer(answer, this.options.settings)
+          : check(arbiterReplySchema, answer, "arbiter reply");
+        if (checked.ok) {
+          this.replica.reply(outbound.ref, checked.value, this.options.clock.nowMs());
+        } else {
+          this.security.refused("answerMalformed", outbound.to, { message: checked.message });
+          this.replica.failed(outbound.ref, this.options.clock.nowMs());
+        }
         this.flush();
       },
       () => {

@@ -15,11 +15,15 @@ import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring/ring_type
 import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
 import type { Settings } from "../../lib/settings.ts";
 import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
-import { errorOf, field, installErrorHandlers, onlyFields, readJsonObject, RequestError } from "../http_util.ts";
+import { errorOf, installErrorHandlers, readJsonObject, RequestError } from "../http_util.ts";
+import { type BodySchema, checkBody, clientSchemas } from "../../lib/wire/client.ts";
+import { ringPeerSchemas, viewMessageSchema } from "../../lib/wire/ring_peer.ts";
+import type { SecurityLog } from "../security_log.ts";
+import { check } from "../../lib/wire/schema.ts";
+import type * as v from "valibot";
 import type { ClientInput, RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
-import type { SecurityLog } from "../security_log.ts";
 
 export interface RingApiOptions {
   nodeId: string;
@@ -81,6 +85,13 @@ export function errorAnswer(error: Error, onInternal: (error: Error) => void): R
   return errorBody(errorOf(error, onInternal));
 }
 
+/** A client body as `schema` reads it; else 400 naming the field (lib/wire/client.ts). */
+function checked<S extends BodySchema>(schema: S, body: unknown): v.InferOutput<S> {
+  const result = checkBody(schema, body);
+  if (!result.ok) throw new RequestError("bad_request", result.message);
+  return result.value;
+}
+
 /** Unwraps a client reply: errors become their HTTP answer. */
 function okReply(reply: ClientReply): Extract<ClientReply, { ok: true }> {
   if (!reply.ok) throw new RequestError(reply.error.code, reply.error.message);
@@ -97,6 +108,16 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   const { settings } = options;
   const onInternal = options.onInternalError ?? (() => {});
   const node = service.node;
+  const client = clientSchemas(settings).ring;
+  const peer = ringPeerSchemas(settings);
+  /** A peer's body as its schema reads it; a refusal is counted (status `security`) and answered 400. */
+  const peerChecked = <S extends v.GenericSchema>(schema: S, body: unknown, what: string): v.InferOutput<S> => {
+    const result = check(schema, body, what);
+    if (result.ok) return result.value;
+    // The sender is not known yet (its `from` is part of what was refused).
+    service.security.refused("peerMalformed", "peer", { route: what, message: result.message });
+    throw new RequestError("bad_request", result.message);
+  };
   const peerBytesMax = ringPeerBytesMax(settings);
   const routes: RingRoute[] = [];
   /** A route answered at once. */
@@ -128,7 +149,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       view: service.viewStatus(),
       suspicions: service.suspicions(),
       ...(options.describe?.() ?? {}),
-      ...(options.security ? { security: options.security.view() } : {}),
+      security: (options.security ?? service.security).view(),
     }));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the
@@ -140,10 +161,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     bodyBytesMax: settings.bodyBytesMax,
     access: lockTheSection,
     handle({ body, signal }, reply) {
-      onlyFields(body, ["waitMs", "leaseMs", "ticket"]);
-      const waitMs = field.integer(body, "waitMs", 0);
-      const leaseMs = field.integer(body, "leaseMs", settings.ringLeaseMs);
-      const ticket = field.optionalString(body, "ticket");
+      const { waitMs = 0, leaseMs = settings.ringLeaseMs, ticket } = checked(client.enter, body);
       viaService({ type: "enter", waitMs, leaseMs, ticket }, reply, (answer) => {
         const reply = okReply(answer);
         if (reply.type === "granted") {
@@ -163,9 +181,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     bodyBytesMax: settings.bodyBytesMax,
     access: lockTheSection,
     handle({ body }, reply) {
-      onlyFields(body, ["fence", "ticket"]);
-      const fence = field.optionalInteger(body, "fence");
-      const ticket = field.optionalString(body, "ticket");
+      const { fence, ticket } = checked(client.leave, body);
       if ((fence === undefined) === (ticket === undefined)) throw new RequestError("bad_request", "give exactly one of fence, ticket");
       viaService({ type: "leave", fence, ticket }, reply, (answer) => {
         const reply = okReply(answer);
@@ -194,16 +210,18 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     bodyBytesMax: settings.bodyBytesMax,
     access: ({ body }) => (typeof body.key === "string" ? { level: "lock", name: body.key } : { level: "lock", on: "some" }),
     handle({ body }, reply) {
-      onlyFields(body, type === "put" ? ["fence", "key", "value"] : ["fence", "key"]);
-      const fence = field.integer(body, "fence");
-      const key = field.string(body, "key");
+      let fence: number;
       let op: RingOp;
       if (type === "put") {
-        if (typeof body.value !== "string") throw new RequestError("bad_request", "value must be a string");
-        op = { type, key, value: body.value };
+        const input = checked(client.put, body);
+        fence = input.fence;
+        op = { type, key: input.key, value: input.value };
       } else {
-        op = { type, key };
+        const input = checked(client.delete, body);
+        fence = input.fence;
+        op = { type, key: input.key };
       }
+      const key = op.key;
       viaService({ type: "write", fence, op }, reply, (answer) => {
         const reply = okReply(answer);
         if (reply.type !== "written") throw new Error(`unexpected reply ${reply.type}`);
@@ -244,35 +262,23 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   // ---- Peer endpoints ----
 
   now("POST", "/v1/ring/peer/token", "unchecked", ({ body, sender }) => {
-    onlyFields(body, ["from", "token"]);
-    const from = field.string(body, "from");
+    const { from, token } = peerChecked(peer.token, body, "token");
     sender?.check(from);
-    const token = parseToken(body.token);
     return peerAnswer(service.stepPeer({ type: "token", from, token }));
   }, peerBytesMax);
 
   now("POST", "/v1/ring/peer/writes", "unchecked", ({ body, sender }) => {
-    onlyFields(body, ["from", "epoch", "entries"]);
-    const from = field.string(body, "from");
+    const { from, epoch, entries } = peerChecked(peer.writes, body, "writes");
     sender?.check(from);
-    const epoch = nonNegative(body, "epoch");
-    if (!Array.isArray(body.entries) || body.entries.length > settings.ringBatchWritesMax) {
-      throw new RequestError("bad_request", `entries must be an array of at most ${settings.ringBatchWritesMax} writes`);
-    }
-    const entries = body.entries.map((raw, i) => parseEntry(raw, i, epoch, settings));
-    for (let i = 1; i < entries.length; i++) {
-      if (entries[i].wseq !== entries[i - 1].wseq + 1) throw new RequestError("bad_request", "entries must be consecutive");
-    }
     return peerAnswer(service.stepPeer({ type: "writes", from, epoch, entries }));
   }, peerBytesMax);
 
   now("GET", "/v1/ring/peer/log", "unchecked", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
 
-  routes.push(viewRoute(service, settings));
+  routes.push(viewRoute(service, settings, service.security));
 
   now("POST", "/v1/ring/peer/wake", "unchecked", ({ body, sender }) => {
-    onlyFields(body, ["from"]);
-    sender?.check(field.string(body, "from"));
+    sender?.check(peerChecked(peer.wake, body, "wake").from);
     return peerAnswer(service.stepPeer({ type: "wake" }));
   });
 
@@ -285,15 +291,21 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
  * Served by every ring node and by the arbiter, which coordinates view changes without a vote
  * (cluster/arbiter/ring_coordinator.ts).
  */
-export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void }, settings: Settings): RingRoute {
+export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void }, settings: Settings, security?: SecurityLog): RingRoute {
   return {
     method: "POST",
     path: "/v1/ring/peer/view",
     bodyBytesMax: settings.bodyBytesMax,
     access: "unchecked",
     handle: ({ body, sender }, reply) => {
-      sender?.check(body.from);
-      receiver.onViewMessage(body as unknown as ViewMessage);
+      // The shape here (lib/wire/ring_peer.ts); the ids, quorum and fences in the core.
+      const result = check(viewMessageSchema, body, "view message");
+      if (!result.ok) {
+        security?.refused("peerMalformed", sender?.id ?? "peer", { route: "view", message: result.message });
+        throw new RequestError("bad_request", result.message);
+      }
+      sender?.check(result.value.from);
+      receiver.onViewMessage(result.value);
       reply(ok({ ok: true }));
     },
   };
@@ -369,44 +381,4 @@ function queryFlag(request: RingRequest, name: string): boolean {
   if (text === undefined || text === "0" || text === "false") return false;
   if (text === "" || text === "1" || text === "true") return true;
   throw new RequestError("bad_request", `query parameter ${name} must be 1 or 0`);
-}
-
-function nonNegative(body: Record<string, unknown>, key: string): number {
-  const value = field.integer(body, key);
-  if (value < 0) throw new RequestError("bad_request", `${key} must not be negative`);
-  return value;
-}
-
-function parseToken(raw: unknown): RingToken {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new RequestError("bad_request", "token must be an object");
-  const token = raw as Record<string, unknown>;
-  const keys = ["epoch", "hop", "wseq", "commit", "fence", "idleHops"] as const;
-  onlyFields(token, keys);
-  const [epoch, hop, wseq, commit, fence, idleHops] = keys.map((key) => nonNegative(token, key));
-  if (commit > wseq) throw new RequestError("bad_request", "token commit must not exceed wseq");
-  return { epoch, hop, wseq, commit, fence, idleHops };
-}
-
-function parseEntry(raw: unknown, index: number, epoch: number, settings: Settings): RingEntry {
-  const where = `entries[${index}]`;
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new RequestError("bad_request", `${where} must be an object`);
-  const entry = raw as Record<string, unknown>;
-  onlyFields(entry, ["epoch", "wseq", "author", "origin", "op"]);
-  const stamped = nonNegative(entry, "epoch");
-  if (stamped > epoch) throw new RequestError("bad_request", `${where}.epoch is above the message's epoch`);
-  const wseq = nonNegative(entry, "wseq");
-  if (wseq < 1) throw new RequestError("bad_request", `${where}.wseq must be at least 1`);
-  const author = field.string(entry, "author");
-  const origin = field.string(entry, "origin");
-  const op = entry.op as Record<string, unknown> | null;
-  if (typeof op !== "object" || op === null) throw new RequestError("bad_request", `${where}.op must be an object`);
-  const key = op.key;
-  // The regenerator's marker (RingOp "noop"): no key, no value.
-  if (op.type === "noop" && key === "") return { epoch: stamped, wseq, author, origin, op: { type: "noop", key: "" } };
-  if (typeof key !== "string" || key.length === 0 || key.length > settings.ringKeyLengthMax) {
-    throw new RequestError("bad_request", `${where}.op.key must be a string of 1..${settings.ringKeyLengthMax} characters`);
-  }
-  if (op.type === "put" && typeof op.value === "string") return { epoch: stamped, wseq, author, origin, op: { type: "put", key, value: op.value } };
-  if (op.type === "delete") return { epoch: stamped, wseq, author, origin, op: { type: "delete", key } };
-  throw new RequestError("bad_request", `${where}.op must be a put with a string value or a delete`);
 }

@@ -19,7 +19,7 @@ import { RingService } from "./service.ts";
 import { FORMAT_VERSION, RingStorage } from "./storage.ts";
 import { REFUSED_AS, RepairChannel } from "./udp.ts";
 import { SecurityLog } from "../security_log.ts";
-import { failStopProcess } from "../fail_stop.ts";
+import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import { ClientAuth } from "../client_auth.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -102,6 +102,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   const service = new RingService({
     node: core,
     settings,
+    security,
     clock: monotonicClock,
     timers: realTimers,
     log,
@@ -126,7 +127,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, authenticated: cluster.secret !== undefined, inc: incarnation.inc, ...channel.counts },
     }),
     peerAuth: peerAuth.middleware,
-    onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
+    onInternalError: failStopOnBug(log, "ring API"),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   log.event("ringStarted", {

@@ -42,6 +42,8 @@ import type { Logger } from "../log.ts";
 import { repeatEvery, type TimerHandle, type Timers } from "../timers.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
 import { ViewPump } from "./view_pump.ts";
+import { SecurityLog } from "../security_log.ts";
+import { checkCatchUp } from "../../lib/wire/ring_peer.ts";
 import type { RingStore } from "./storage.ts";
 
 /**
@@ -95,6 +97,8 @@ export interface RingServiceOptions {
   onFatal(error: Error): void;
   /** Sees every core step, after its persist and before its effects (the simulator's checkers). */
   onStep?(input: RingInput | { type: "start" }, output: RingOutput): void;
+  /** Where refused input is counted and logged (the process's one; absent: the service's own). */
+  security?: SecurityLog;
 }
 
 type EnterInput = Omit<Extract<RingInput, { type: "enter" }>, "reqId">;
@@ -107,6 +111,8 @@ export type ClientInput =
 
 export class RingService {
   readonly node: RingNode;
+  /** Refused input: malformed peer messages and answers (status `security`). */
+  readonly security: SecurityLog;
   private readonly link: PeerLink;
   private readonly replies = new Map<number, (reply: ClientReply) => void>();
   private readonly watchers = new Map<number, Set<() => void>>();
@@ -134,6 +140,7 @@ export class RingService {
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
     const { settings, peers, log, timers } = options;
+    this.security = options.security ?? new SecurityLog(options.clock, log, settings.securityLogIntervalMs);
     const node = this.node;
     this.view = new ViewCore(
       { id: node.id, ring: [...node.ring], arbiter: options.arbiter ?? null, settings, localFacts: (nowMs) => node.viewFacts(nowMs) },
@@ -508,7 +515,13 @@ export class RingService {
         return;
       case "fetch":
         peers.fetchLog(effect.from, effect.fromWseq).then(
-          (reply) => this.stepPeer({ type: "caughtUp", reply }),
+          (reply) => {
+            // Checked against its schema first: a malformed answer counts as a failed fetch.
+            const checked = checkCatchUp(reply, this.options.settings);
+            if (checked.ok) return this.stepPeer({ type: "caughtUp", reply: checked.value });
+            this.security.refused("answerMalformed", effect.from, { message: checked.message });
+            log.event("fetchFailed", { from: effect.from, fromWseq: effect.fromWseq, message: checked.message });
+          },
           (error) => log.event("fetchFailed", { from: effect.from, fromWseq: effect.fromWseq, message: (error as Error).message }),
         );
         return;

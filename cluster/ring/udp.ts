@@ -34,6 +34,8 @@
 import dgram from "node:dgram";
 import type { RepairMessage } from "../../lib/core/ring/repair.ts";
 import { isLoopbackHost } from "../config.ts";
+import { repairDatagramSchema } from "../../lib/wire/ring_peer.ts";
+import { check } from "../../lib/wire/schema.ts";
 
 /** A repair message as it travels: the core's message plus the sender's incarnation and sequence number. */
 export type RepairDatagram = RepairMessage & { inc: number; seq: number };
@@ -79,8 +81,6 @@ export interface RepairChannelOptions {
   onSendError?(error: Error, to: string): void;
 }
 
-const TYPES = new Set(["whoLostPred", "iLostPred"]);
-const KEYS = ["type", "epoch", "suspect", "from", "inc", "seq"];
 /** Sequence numbers per sender incarnation a receiver keeps track of (as IPsec's and DTLS's windows: 64). */
 export const REPLAY_WINDOW = 64;
 /** Datagrams waiting for their MAC check; more are dropped (`overloaded`): a flood costs a bounded queue. */
@@ -158,8 +158,9 @@ export async function unsealDatagram(bytes: Uint8Array, key: CryptoKey): Promise
 }
 
 /**
- * A datagram from the bytes of its JSON, or why not. Names must be ring nodes; numbers
- * non-negative safe integers; no other keys.
+ * A datagram from the bytes of its JSON, or why not: its shape by its schema
+ * (lib/wire/ring_peer.ts: numbers non-negative safe integers, no other keys), then its names
+ * must be ring nodes.
  */
 export function decodeDatagram(bytes: Uint8Array, ringIds: ReadonlySet<string>): RepairDatagram | { error: string } {
   let value: unknown;
@@ -168,18 +169,13 @@ export function decodeDatagram(bytes: Uint8Array, ringIds: ReadonlySet<string>):
   } catch {
     return { error: "not UTF-8 JSON" };
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return { error: "not an object" };
-  const d = value as Record<string, unknown>;
-  const extra = Object.keys(d).find((key) => !KEYS.includes(key));
-  if (extra !== undefined) return { error: `unknown key ${JSON.stringify(extra).slice(0, 40)}` };
-  if (typeof d.type !== "string" || !TYPES.has(d.type)) return { error: "bad type" };
-  for (const key of ["epoch", "inc", "seq"]) {
-    if (typeof d[key] !== "number" || !Number.isSafeInteger(d[key]) || (d[key] as number) < 0) return { error: `bad ${key}` };
+  const checked = check(repairDatagramSchema, value, "datagram");
+  if (!checked.ok) return { error: checked.message.slice(0, 200) };
+  const d = checked.value;
+  for (const key of ["suspect", "from"] as const) {
+    if (!ringIds.has(d[key])) return { error: `${key} is not a ring node` };
   }
-  for (const key of ["suspect", "from"]) {
-    if (typeof d[key] !== "string" || !ringIds.has(d[key] as string)) return { error: `${key} is not a ring node` };
-  }
-  return d as unknown as RepairDatagram;
+  return d;
 }
 
 /**

@@ -434,6 +434,8 @@ export function connect(options: ConnectOptions): LockClient {
 
 export interface StatusAnswer {
   node: { id: string; role: string };
+  /** Refused input by reason (forged, malformed, …: docs/security.md). */
+  security?: Record<string, number>;
   /** Replication state of this server (see lib/core/lock/lock_replica.ts ReplicaStatus). */
   server?: {
     role: "joining" | "primary" | "backup";

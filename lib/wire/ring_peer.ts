@@ -1,0 +1,162 @@
+/**
+ * Schemas of the ring's peer messages (`/v1/ring/peer/{token,writes,wake}`, the catch-up answer
+ * of `GET /v1/ring/peer/log`) and of a repair datagram's shape (cluster/ring/udp.ts). Checked
+ * against the core's types at compile time. The view change's messages (`/v1/ring/peer/view`)
+ * get their shape checked here; the core then checks them against the cluster's ids, the quorum
+ * and the fence layout (lib/core/ring/view_wire.ts checkViewMessage).
+ *
+ * Bounds: node ids as the cluster file allows them, epochs of at most EPOCH_MAX, safe
+ * non-negative integers for hops, sequence numbers and fences, a batch of at most ringBatchWritesMax writes, keys of at most
+ * ringKeyLengthMax characters and values of at most ringValueBytesMax (characters: a value the
+ * core accepted in bytes is never longer in characters), no unknown keys.
+ */
+import * as v from "valibot";
+import type { CatchUpReply, RingEntry, RingToken } from "../core/ring/ring_types.ts";
+import type { RepairMessage } from "../core/ring/repair.ts";
+import { EPOCH_MAX, type ViewMessage } from "../core/ring/view_wire.ts";
+import type { Settings } from "../settings.ts";
+import { check, count, type Flat, nodeId, perSettings, sameType, type Same } from "./schema.ts";
+
+export type RingPeerLimits = Pick<Settings, "ringBatchWritesMax" | "ringKeyLengthMax" | "ringValueBytesMax" | "ringKeysMax">;
+
+/**
+ * A ring epoch: at most EPOCH_MAX (2^21 − 1), above which its fences would pass 2^53. A token or
+ * view of epoch 2^53 − 1 would be stored and outrank every real one forever (issue 12).
+ */
+const epoch = () => v.pipe(count(), v.maxValue(EPOCH_MAX));
+
+const token = v.pipe(
+  v.strictObject({ epoch: epoch(), hop: count(), wseq: count(), commit: count(), fence: count(), idleHops: count() }),
+  v.check((t) => t.commit <= t.wseq, "token commit must not exceed wseq"),
+);
+
+function build(limits: RingPeerLimits) {
+  const key = v.pipe(v.string(), v.minLength(1), v.maxLength(limits.ringKeyLengthMax));
+  const op = v.variant("type", [
+    v.strictObject({ type: v.literal("put"), key, value: v.pipe(v.string(), v.maxLength(limits.ringValueBytesMax)) }),
+    v.strictObject({ type: v.literal("delete"), key }),
+    // The regenerator's marker (RingOp "noop"): no key, no value.
+    v.strictObject({ type: v.literal("noop"), key: v.literal("") }),
+  ]);
+  const entry = v.strictObject({ epoch: epoch(), wseq: v.pipe(count(), v.minValue(1)), author: nodeId(), origin: nodeId(), op });
+  const entries = v.pipe(
+    v.array(entry),
+    v.maxLength(limits.ringBatchWritesMax),
+    v.check((list) => list.every((e, i) => i === 0 || e.wseq === list[i - 1].wseq + 1), "entries must be consecutive"),
+  );
+  return {
+    entry,
+    token: v.strictObject({ from: nodeId(), token }),
+    writes: v.pipe(
+      v.strictObject({ from: nodeId(), epoch: epoch(), entries }),
+      v.check((m) => m.entries.every((e) => e.epoch <= m.epoch), "an entry's epoch is above the message's epoch"),
+    ),
+    wake: v.strictObject({ from: nodeId() }),
+    catchUp: v.strictObject({
+      commit: count(),
+      snapshot: v.optional(v.strictObject({
+        wseq: count(),
+        epoch: v.optional(epoch()),
+        kv: v.pipe(v.array(v.strictTuple([key, v.pipe(v.string(), v.maxLength(limits.ringValueBytesMax))])), v.maxLength(limits.ringKeysMax)),
+      })),
+      entries,
+    }),
+  };
+}
+
+type Schemas = ReturnType<typeof build>;
+
+sameType<Same<v.InferOutput<Schemas["entry"]>, RingEntry>>();
+sameType<Same<v.InferOutput<typeof token>, RingToken>>();
+sameType<Same<v.InferOutput<Schemas["catchUp"]>, CatchUpReply>>();
+
+/** The ring's peer schemas for `limits` (built once per settings object). */
+export const ringPeerSchemas = perSettings(build);
+
+/** A neighbour's catch-up answer, or why it is refused (then the fetch counts as failed). */
+export function checkCatchUp(value: unknown, limits: RingPeerLimits) {
+  return check(ringPeerSchemas(limits).catchUp, value, "catch-up answer");
+}
+
+/**
+ * A repair datagram's shape (cluster/ring/udp.ts RepairDatagram): the core's message plus the
+ * sender's incarnation (its ordered boot count, udp.ts) and sequence number. Whether `suspect` and `from` are ring nodes is
+ * checked against the cluster's ids after it (decodeDatagram).
+ */
+export const repairDatagramSchema = v.strictObject({
+  type: v.picklist(["whoLostPred", "iLostPred"]),
+  epoch: epoch(),
+  suspect: nodeId(),
+  from: nodeId(),
+  inc: count(),
+  seq: count(),
+});
+
+sameType<Same<Omit<v.InferOutput<typeof repairDatagramSchema>, "inc" | "seq">, Flat<Omit<RepairMessage, never>>>>();
+
+// ---- The view change (lib/core/ring/view_wire.ts ViewMessage) ----
+
+/** Voter lists are the cluster's ring nodes (a few; the core checks them against its own list). */
+const VOTERS_MAX = 1_024;
+const voters = () => v.pipe(v.array(nodeId()), v.minLength(1), v.maxLength(VOTERS_MAX));
+const ballot = () => v.strictObject({ epoch: epoch(), coordinator: v.pipe(v.string(), v.maxLength(64)) });
+const ms = () => count();
+
+export const viewMessageSchema = v.variant("type", [
+  v.strictObject({ type: v.literal("probe"), from: nodeId(), epoch: epoch() }),
+  v.strictObject({
+    type: v.literal("probeReply"),
+    from: nodeId(),
+    viewEpoch: epoch(),
+    tokenEpoch: epoch(),
+    tokenHop: count(),
+    live: v.boolean(),
+    lastTokenAgeMs: v.nullable(ms()),
+  }),
+  v.strictObject({ type: v.literal("prepare"), from: nodeId(), ballot: ballot(), voters: voters() }),
+  v.strictObject({
+    type: v.literal("promise"),
+    from: nodeId(),
+    ballot: ballot(),
+    prior: ballot(),
+    viewEpoch: epoch(),
+    facts: v.strictObject({
+      lastApplied: count(),
+      lastWriteEpoch: epoch(),
+      commit: count(),
+      tokenEpoch: epoch(),
+      tokenHop: count(),
+      tokenHere: v.picklist(["held", "neverLeft", "no"]),
+      sectionRemainingMs: ms(),
+      // An object, not an array (a record alone accepts both): node id → ms.
+      holdEndedAgoMs: v.pipe(
+        v.custom<Record<string, number>>((x) => typeof x === "object" && x !== null && !Array.isArray(x), "must be an object"),
+        v.record(nodeId(), ms()),
+        v.check((r) => Object.keys(r).length <= VOTERS_MAX, "too many nodes"),
+      ),
+      restartedAgoMs: v.nullable(ms()),
+    }),
+  }),
+  v.strictObject({ type: v.literal("reject"), from: nodeId(), ballot: ballot(), promised: ballot(), viewEpoch: epoch() }),
+  v.strictObject({ type: v.literal("deferred"), from: nodeId(), ballot: ballot(), waitMs: ms() }),
+  v.strictObject({
+    type: v.literal("newView"),
+    from: nodeId(),
+    view: v.strictObject({
+      epoch: epoch(),
+      coordinator: nodeId(),
+      members: voters(),
+      regenerator: nodeId(),
+      startWseq: count(),
+      resendFromWseq: count(),
+      grantWaitMs: ms(),
+      voters: v.optional(voters()),
+    }),
+  }),
+  v.strictObject({ type: v.literal("installed"), from: nodeId(), epoch: epoch() }),
+  v.strictObject({ type: v.literal("renew"), from: nodeId(), epoch: epoch(), seq: count(), voters: voters() }),
+  v.strictObject({ type: v.literal("coordinate"), from: nodeId(), reason: v.pipe(v.string(), v.maxLength(64)), epoch: epoch() }),
+  v.strictObject({ type: v.literal("renewAnswer"), from: nodeId(), epoch: epoch(), seq: count(), ok: v.boolean() }),
+]);
+
+sameType<Same<v.InferOutput<typeof viewMessageSchema>, ViewMessage>>();
