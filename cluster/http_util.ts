@@ -51,6 +51,15 @@ export function errorOf(error: Error, onInternal: (error: Error) => void): ApiEr
  */
 export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8Array> {
   const tooLarge = () => new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
+  // Read once already (the peer MAC's middleware reads it before the route does): the same bytes.
+  // (Hono keeps promises in bodyCache, though its type names the values.)
+  const bodyCache = c.req.bodyCache as { arrayBuffer?: Promise<ArrayBuffer> };
+  const cached = bodyCache.arrayBuffer;
+  if (cached !== undefined) {
+    const bytes = new Uint8Array(await cached);
+    if (bytes.byteLength > bytesMax) throw tooLarge();
+    return bytes;
+  }
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > bytesMax) throw tooLarge();
   const body = c.req.raw.body;
@@ -70,13 +79,14 @@ export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8
     }
     chunks.push(value);
   }
-  if (chunks.length === 1) return chunks[0];
   const bytes = new Uint8Array(total);
   let offset = 0;
   for (const chunk of chunks) {
     bytes.set(chunk, offset);
     offset += chunk.byteLength;
   }
+  // The stream is spent: later reads (this function again, or Hono's c.req.json()) take these bytes.
+  bodyCache.arrayBuffer = Promise.resolve(bytes.buffer);
   return bytes;
 }
 

@@ -180,7 +180,7 @@ const GOOD: Array<{ name: string; value: Record<string, unknown>; accepts: (valu
     optional: ["view.voters"],
   },
   { name: "view probeReply", value: { type: "probeReply", from: "r3", viewEpoch: 2, tokenEpoch: 2, tokenHop: 7, live: true, lastTokenAgeMs: 12 }, accepts: (m) => check(viewMessageSchema, m, "v").ok },
-  { name: "repair datagram", value: { type: "iLostPred", epoch: 3, suspect: "r2", from: "r1", inc: "0badcafe", seq: 1 }, accepts: (m) => check(repairDatagramSchema, m, "d").ok },
+  { name: "repair datagram", value: { type: "iLostPred", epoch: 3, suspect: "r2", from: "r1", inc: 1764331200000, seq: 1 }, accepts: (m) => check(repairDatagramSchema, m, "d").ok },
   { name: "lock enter body", value: { name: "db/main", session: "s-1", mode: "shared", waitMs: 0, lockDelayMs: 0, callId: "c" }, accepts: (m) => checkBody(clientSchemas(LIMITS).lock.enter, m).ok, optional: ["mode", "waitMs", "lockDelayMs", "callId"] },
   { name: "lock leave body", value: { name: "db/main", session: "s-1", token: 3, requestId: "r" }, accepts: (m) => checkBody(clientSchemas(LIMITS).lock.leave, m).ok, optional: ["token", "requestId"] },
   { name: "ring put body", value: { fence: 3, key: "k", value: "v" }, accepts: (m) => checkBody(clientSchemas(LIMITS).ring.put, m).ok },

@@ -11,7 +11,7 @@
 import { type Context, Hono, type MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ClientReply, RingResult } from "../../lib/core/ring/ring_node.ts";
-import type { RingEntry, RingOp, RingToken } from "../../lib/core/ring/ring_types.ts";
+import type { RingOp } from "../../lib/core/ring/ring_types.ts";
 import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
 import type { Settings } from "../../lib/settings.ts";
 import { apiError, type ApiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
