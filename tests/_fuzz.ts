@@ -10,6 +10,12 @@ import process from "node:process";
 /** The seed of every fuzzer unless FUZZ_SEED names another (never the wall clock). */
 export const FUZZ_SEED = envInteger("FUZZ_SEED") ?? 1_207;
 
+/**
+ * A fuzz test's time limit: its default runs take seconds, but Bun's default limit is 5 s and
+ * FUZZ_RUNS may raise the count many times over.
+ */
+export const FUZZ_TEST_TIMEOUT_MS = 600_000;
+
 /** A fuzzer's number of runs: `runs` by default, FUZZ_RUNS (the same for every fuzzer) to raise it locally. */
 export function fuzzRuns(runs: number): number {
   return envInteger("FUZZ_RUNS") ?? runs;

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type ClusterConfig, ConfigError, parseClusterText, ROLES, SECRET_LENGTH_MIN } from "../cluster/config.ts";
 import { DEFAULT_SETTINGS, validateSettings } from "../lib/settings.ts";
-import { fuzz } from "./_fuzz.ts";
+import { fuzz, FUZZ_TEST_TIMEOUT_MS } from "./_fuzz.ts";
 
 const FILE = "/fuzz/cluster.toml";
 
@@ -131,11 +131,11 @@ test("fuzz config: the good file itself parses (so the mutations start from a va
   checkInvariants(parseClusterText(GOOD, FILE));
 });
 
-test("fuzz config: random TOML-ish text gives a valid config or a ConfigError naming the file", async () => {
+test("fuzz config: random TOML-ish text gives a valid config or a ConfigError naming the file", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
   assert.ok(await fuzz("config random text", randomText, parsesOrRefuses, 5_000) > 0);
 });
 
-test("fuzz config: mutations of a good file give a valid config or a ConfigError naming the file", async () => {
+test("fuzz config: mutations of a good file give a valid config or a ConfigError naming the file", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
   const accepted: number[] = [];
   assert.ok(await fuzz("config mutated file", mutatedGood, (text) => {
     parsesOrRefuses(text);

@@ -1,0 +1,102 @@
+/**
+ * In-process nodes for the fuzzers (tests/fuzz_*_test.ts): a lock server's Hono app on a real
+ * LockService (manual clock, real timers with a 1 ms long-poll so a waiting enter answers at
+ * once), and what every fuzzer checks of an answer. Not a test file.
+ */
+import assert from "node:assert/strict";
+import { manualClock } from "../cluster/clock.ts";
+import { createLockApp } from "../cluster/lock/api.ts";
+import { LockService } from "../cluster/lock/service.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { realTimers } from "../cluster/timers.ts";
+import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
+import { ERROR_STATUS } from "../lib/wire/errors.ts";
+
+/** Small limits, so hostile bodies reach them: 4 KiB bodies, 1 ms long-polls, 8 sessions. */
+export const FUZZ_LOCK_SETTINGS: Settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 4_096, peerBodyBytesMax: 65_536, longPollMaxMs: 1, sessionsMax: 8 };
+
+/** One request as a fuzzer sends it: `body` as text or bytes, `contentType` as claimed (or none). */
+export interface FuzzRequest {
+  method: string;
+  path: string;
+  body?: string | Uint8Array;
+  contentType?: string;
+  /** How the fuzzer made the body: a mutated valid one, raw bytes, an oversized one, or none. */
+  shape?: "mutated" | "raw" | "oversized" | "none";
+}
+
+/** What came back: the status and the body's text. */
+export interface FuzzAnswer {
+  status: number;
+  text: string;
+}
+
+/** Sends `request` to a Hono app (`app.request`), or to a real server when `app` is a base URL. */
+export async function send(app: { request(path: string, init: RequestInit): Response | Promise<Response> } | string, request: FuzzRequest, headers: Record<string, string> = {}): Promise<FuzzAnswer> {
+  const init: RequestInit = {
+    method: request.method,
+    headers: { ...(request.contentType === undefined ? {} : { "content-type": request.contentType }), ...headers },
+    body: request.method === "GET" || request.method === "HEAD" ? undefined : (request.body as BodyInit | undefined),
+  };
+  const response = typeof app === "string" ? await fetch(`${app}${request.path}`, { ...init, signal: AbortSignal.timeout(10_000) }) : await app.request(request.path, init);
+  return { status: response.status, text: await response.text() };
+}
+
+/**
+ * The answer is never a server error and, when it refuses, is `{ error: { code, message } }`
+ * with the code's own status (lib/wire/errors.ts) and no stack trace. Returns whether it refused.
+ */
+export function checkAnswer(answer: FuzzAnswer, what: string): boolean {
+  assert.ok(answer.status < 500 || answer.status === ERROR_STATUS.ring_unavailable, `${what}: status ${answer.status}: ${answer.text.slice(0, 300)}`);
+  if (answer.status < 400) return false;
+  let body: { error?: { code?: unknown; message?: unknown } };
+  try {
+    body = JSON.parse(answer.text);
+  } catch {
+    assert.fail(`${what}: a ${answer.status} whose body is not JSON: ${answer.text.slice(0, 200)}`);
+  }
+  const code = body.error?.code;
+  assert.ok(typeof code === "string" && code in ERROR_STATUS, `${what}: error code ${JSON.stringify(code)}`);
+  assert.equal(answer.status, ERROR_STATUS[code as keyof typeof ERROR_STATUS], `${what}: status of ${code}`);
+  assert.ok(typeof body.error?.message === "string" && body.error.message.length > 0, `${what}: a message`);
+  assert.ok(!/\bat .*\.ts:\d+/.test(body.error.message as string), `${what}: no stack trace`);
+  return true;
+}
+
+/**
+ * A standalone primary p1 (no peer, no arbiter: it serves at once) with three sessions: `holder`
+ * holds L (token 1), `waiter` waits for L, `free` has nothing. `state()` is everything status
+ * shows plus the table's own snapshot; `tableState()` leaves out the replica's log indices.
+ */
+export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
+  const clock = manualClock(1_000);
+  const service = new LockService({
+    settings,
+    clock,
+    log: memoryLogger(),
+    nodeId: "p1",
+    peer: null,
+    arbiter: null,
+    transport: { send: () => Promise.reject(new Error("no peers in this test")) },
+    timers: realTimers,
+    sessionIdPrefix: "t-",
+    tokenFloor: 0,
+  });
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings });
+  const json = async (method: string, path: string, body: unknown) => {
+    const answer = await send(app, { method, path, body: JSON.stringify(body), contentType: "application/json" });
+    assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
+    return JSON.parse(answer.text);
+  };
+  const open = async () => (await json("POST", "/v1/sessions", { ttlMs: 5_000 })).session as string;
+  const [holder, waiter, free] = [await open(), await open(), await open()];
+  assert.equal((await json("POST", "/v1/enter", { name: "L", session: holder })).token, 1);
+  assert.equal((await json("POST", "/v1/enter", { name: "L", session: waiter, waitMs: 60_000 })).waiting, true);
+  const state = () => JSON.stringify({ view: service.view(), table: service.table!.snapshot() });
+  /** The sessions, locks and tokens only: `state` without the replica's log indices. */
+  const tableState = () => {
+    const { server: _server, ...view } = service.view();
+    return JSON.stringify({ view, table: service.table!.snapshot() });
+  };
+  return { service, app, clock, state, tableState, sessions: { holder, waiter, free } };
+}

@@ -1,0 +1,200 @@
+/**
+ * Fuzzing the client API (fast-check) of a lock server and of a ring node, in process
+ * (`app.request`, no sockets): every route gets random JSON values, mutated valid bodies (a field
+ * dropped, an unknown field, a wrong type, huge, negative and fractional numbers, long strings,
+ * deep nesting), bytes that are no JSON object, oversized bodies, wrong methods and content
+ * types, hostile path parameters. The properties: never a 5xx; a refusal is
+ * `{ error: { code, message } }` with its code's status; and a refused request leaves the node's
+ * state (status: sessions, locks, tokens, applied index; the ring's replica, files and sends)
+ * exactly as before. Each case runs against a fresh node, so cases do not depend on each other.
+ */
+import { afterEach, test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { checkAnswer, FUZZ_LOCK_SETTINGS, type FuzzRequest, lockNode, send } from "./_fuzz_apps.ts";
+import { contentType, fuzz, FUZZ_TEST_TIMEOUT_MS, hostileString, mutatedObject, nonObjectText } from "./_fuzz.ts";
+import { ringNode, sendOrPending, withSection } from "./_fuzz_ring.ts";
+import { removeDir } from "./_harness.ts";
+
+/** A route with a valid body (before mutation). */
+interface Template {
+  method: string;
+  path: string;
+  body?: Record<string, unknown>;
+}
+
+/**
+ * A request built from `templates`: the valid body mutated, or replaced by non-object bytes or by
+ * an oversized one; sometimes another method; sometimes a hostile path parameter in place of
+ * `paramOf(template)`.
+ */
+function requests(templates: Template[], bodyBytesMax: number, param?: (path: string) => string | undefined): fc.Arbitrary<FuzzRequest> {
+  return fc.record({
+    template: fc.constantFrom(...templates),
+    body: fc.oneof(
+      { weight: 6, arbitrary: fc.constant("mutate" as const) },
+      { weight: 2, arbitrary: nonObjectText },
+      { weight: 1, arbitrary: fc.constant("oversized" as const) },
+      { weight: 1, arbitrary: fc.constant("none" as const) },
+    ),
+    mutation: fc.nat(),
+    method: fc.option(fc.constantFrom("GET", "POST", "PUT", "DELETE", "PATCH"), { freq: 8 }),
+    pathParam: fc.option(hostileString, { freq: 5 }),
+    contentType,
+    seed: fc.integer(),
+  }).chain(({ template, body, method, pathParam, contentType, seed }) => {
+    const mutated = body === "mutate" && template.body ? mutatedObject(template.body).map((b) => JSON.stringify(b)) : fc.constant(undefined);
+    return mutated.map((text): FuzzRequest => {
+      let path = template.path;
+      const old = param?.(path);
+      if (pathParam !== null && old !== undefined) path = path.replace(old, percentEncoded(pathParam));
+      let payload: string | Uint8Array | undefined = text;
+      if (body === "oversized") payload = JSON.stringify({ ...template.body, pad: "x".repeat(bodyBytesMax + (seed & 0xff)) });
+      else if (body !== "mutate" && body !== "none") payload = body;
+      else if (body === "mutate" && !template.body) payload = undefined;
+      const shape = body === "mutate" || body === "none" ? (payload === undefined ? "none" : "mutated") : body === "oversized" ? "oversized" : "raw";
+      return { method: method ?? template.method, path, body: payload, contentType: contentType ?? undefined, shape };
+    });
+  });
+}
+
+/** `text` percent-encoded for a path; a lone surrogate becomes the bytes of one (not UTF-8: a hostile path too). */
+function percentEncoded(text: string): string {
+  try {
+    return encodeURIComponent(text) || "%20";
+  } catch {
+    return "%ED%A0%80";
+  }
+}
+
+/** Describes a request in an assertion message (bodies cut short). */
+function describe(request: FuzzRequest): string {
+  const body = typeof request.body === "string" ? request.body.slice(0, 200) : request.body ? `${request.body.length} bytes` : "no body";
+  return `${request.method} ${request.path.slice(0, 120)} (${request.contentType ?? "no content type"}) ${body}`;
+}
+
+// ---- The lock server ------------------------------------------------------------------------
+
+/**
+ * Whether a refusal must leave the replica's log indices alone too: the body was no JSON object
+ * or too large, so the route refused it before any command existed. A command whose fields
+ * decode is logged before the replicated lock table decides it, so the table's own refusals
+ * (unknown session, not holder, waitMs out of range, ...) take a log index (finding 1); they
+ * must still change no session, lock or token.
+ */
+function refusedBeforeTheLog(request: FuzzRequest): boolean {
+  if (request.shape === "oversized") return true;
+  if (request.shape !== "raw" || request.body === undefined) return false;
+  try {
+    const value = JSON.parse(typeof request.body === "string" ? request.body : new TextDecoder().decode(request.body));
+    return typeof value !== "object" || value === null || Array.isArray(value);
+  } catch {
+    return true;
+  }
+}
+
+test("fuzz finding 1: a client command the lock table refuses takes no log index", { todo: "commands are logged before the replicated table decides them (LockReplica.clientRequest); refusing them before the log is a change to the core's design, not to the routes (issue 12)" }, async () => {
+  // On 2c9c5fa: lastIndex and commitIndex go up by one for each of these refusals, so an
+  // unauthenticated client can make the primary log, replicate (and with durable = true fsync)
+  // one entry per bogus request. Shrunk from the fuzzer: DELETE /v1/sessions/%20, and an enter
+  // with waitMs 2^31 (above waitMaxMs: refused by the table, not by the route).
+  const node = await lockNode();
+  for (const [method, path, body] of [
+    ["DELETE", "/v1/sessions/nope", "{}"],
+    ["POST", "/v1/enter", '{"name":"L","session":"nope"}'],
+    ["POST", "/v1/enter", `{"name":"M","session":"${node.sessions.free}","waitMs":2147483648}`],
+    ["POST", `/v1/leave`, `{"name":"L","session":"${node.sessions.free}","token":1}`]]) {
+    const before = node.state();
+    const answer = await send(node.app, { method, path, body, contentType: "application/json" });
+    assert.ok([400, 404, 409].includes(answer.status), answer.text);
+    assert.equal(node.state(), before, `${method} ${path}`);
+  }
+});
+
+test("fuzz client: lock server routes never answer 5xx, refuse with a clear error, and a refusal changes nothing", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
+  const probe = await lockNode();
+  const { holder, waiter, free } = probe.sessions;
+  const templates: Template[] = [
+    { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
+    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
+    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
+    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1" } },
+    { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs: 10_000, lockDelayMs: 100 } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter } },
+    { method: "GET", path: "/v1/status" },
+    { method: "GET", path: "/v1/sessions" },
+    { method: "GET", path: "/v1/locks" },
+    { method: "GET", path: "/v1/locks/L" },
+    { method: "GET", path: "/v1/health" },
+  ];
+  const sessionIn = (path: string) => [holder, free].find((s) => path.includes(s)) ?? (path === "/v1/locks/L" ? "L" : undefined);
+  let refused = 0;
+  let accepted = 0;
+  await fuzz("client lock routes", requests(templates, FUZZ_LOCK_SETTINGS.bodyBytesMax, sessionIn), async (request) => {
+    const node = await lockNode();
+    // Same ids every time: a fresh service draws the same sequence.
+    assert.deepEqual(node.sessions, probe.sessions);
+    const [before, tableBefore] = [node.state(), node.tableState()];
+    const answer = await send(node.app, request);
+    if (checkAnswer(answer, describe(request))) {
+      refused += 1;
+      const [after, expected] = refusedBeforeTheLog(request) ? [node.state(), before] : [node.tableState(), tableBefore];
+      assert.equal(after, expected, `a refused request changed the state: ${describe(request)} -> ${answer.status} ${answer.text.slice(0, 200)}`);
+    } else {
+      accepted += 1;
+    }
+  }, 2_000);
+  console.log(`fuzz client lock routes: ${refused} refused, ${accepted} accepted`);
+  assert.ok(refused > 0 && accepted > 0, "both refusals and acceptances were exercised");
+});
+
+// ---- The ring node --------------------------------------------------------------------------
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) removeDir(dir);
+});
+
+test("fuzz client: ring node routes never answer 5xx, refuse with a clear error, and a refusal changes nothing", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
+  const probe = ringNode(dirs);
+  const fence = await withSection(probe);
+  probe.close();
+  const templates: Template[] = [
+    { method: "POST", path: "/v1/ring/enter", body: { waitMs: 5, leaseMs: 1_000 } },
+    { method: "POST", path: "/v1/ring/enter", body: { waitMs: 0, ticket: "t-1" } },
+    { method: "POST", path: "/v1/ring/leave", body: { fence } },
+    { method: "POST", path: "/v1/ring/leave", body: { ticket: "t-1" } },
+    { method: "POST", path: "/v1/ring/put", body: { fence, key: "k", value: "v" } },
+    { method: "POST", path: "/v1/ring/delete", body: { fence, key: "k" } },
+    { method: "GET", path: `/v1/ring/section/${fence}?waitMs=1` },
+    { method: "GET", path: "/v1/ring/get?key=k&dirty=1" },
+    { method: "GET", path: "/v1/ring/keys?dirty=0" },
+    { method: "GET", path: "/v1/ring/log?from=1" },
+    { method: "GET", path: "/v1/ring/status" },
+    { method: "GET", path: "/v1/health" },
+  ];
+  const queryIn = (path: string) => /[?=](k|1|0)(&|$)/.exec(path)?.[1] ?? (path.includes(`/section/${fence}`) ? String(fence) : undefined);
+  let refused = 0;
+  let accepted = 0;
+  await fuzz("client ring routes", requests(templates, probe.settings.bodyBytesMax, queryIn), async (request) => {
+    const node = ringNode(dirs);
+    try {
+      assert.equal(await withSection(node), fence);
+      const before = node.state();
+      const answer = await sendOrPending(node, request, before);
+      if (answer === "pending") {
+        accepted += 1;
+      } else if (checkAnswer(answer, describe(request))) {
+        refused += 1;
+        assert.equal(node.state(), before, `a refused request changed the state: ${describe(request)} -> ${answer.status} ${answer.text.slice(0, 200)}`);
+      } else {
+        accepted += 1;
+      }
+    } finally {
+      node.close();
+    }
+  }, 300);
+  console.log(`fuzz client ring routes: ${refused} refused, ${accepted} accepted`);
+  assert.ok(refused > 0 && accepted > 0, "both refusals and acceptances were exercised");
+});
