@@ -1,11 +1,16 @@
 /**
  * In-process nodes for the fuzzers (tests/fuzz_*_test.ts): a lock server's Hono app on a real
  * LockService (manual clock, real timers with a 1 ms long-poll so a waiting enter answers at
- * once), and what every fuzzer checks of an answer. Not a test file.
+ * once), a primary/backup/arbiter trio wired in memory, and what every fuzzer checks of an
+ * answer. Not a test file.
  */
 import assert from "node:assert/strict";
 import { manualClock } from "../cluster/clock.ts";
-import { createLockApp } from "../cluster/lock/api.ts";
+import superjson from "superjson";
+import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
+import { answerArbiter, type ArbiterPorts } from "../cluster/arbiter/server.ts";
+import { answerPeer, createLockApp } from "../cluster/lock/api.ts";
+import { encodePeerBody } from "../cluster/peer_transport.ts";
 import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers } from "../cluster/timers.ts";
@@ -99,4 +104,86 @@ export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
     return JSON.stringify({ view, table: service.table!.snapshot() });
   };
   return { service, app, clock, state, tableState, sessions: { holder, waiter, free } };
+}
+
+/** One message a lock server sent, as recorded by the in-process pair's transport. */
+export interface Recorded {
+  from: string;
+  to: "p1" | "b1" | "a1";
+  message: Record<string, unknown>;
+}
+
+/**
+ * Primary p1, backup b1 and arbiter a1 in process: the services' transport hands each message to
+ * the receiver's own handler (`answerPeer`, `answerArbiter`) as superjson text, as the wire does.
+ * The manual clock moves by ticks until p1 serves with b1 in sync and holds the three sessions of
+ * `lockNode`; from then on nothing ticks, so the states only change by what a test sends.
+ * `recorded` has every message sent (real appends, sync requests, claims and renewals).
+ */
+export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS) {
+  const clock = manualClock(0);
+  const arbiterLog = memoryLogger();
+  const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: settings.primaryLeaseMs, bootstrapWaitMs: settings.bootstrapWaitMs }, null, 0);
+  let saved: ArbiterState | null = null;
+  const ports: ArbiterPorts = {
+    store: { load: () => saved, save: (state) => void (saved = structuredClone(state)) },
+    clock,
+    log: arbiterLog,
+    failStop: (reason) => {
+      throw new Error(`arbiter fail-stop: ${reason}`);
+    },
+  };
+  const recorded: Recorded[] = [];
+  const services = new Map<string, LockService>();
+  const serviceOf = (id: string, peer: string) =>
+    new LockService({
+      settings,
+      clock,
+      log: memoryLogger(),
+      nodeId: id,
+      peer: { id: peer, url: `http://${peer}` },
+      arbiter: { id: "a1", url: "http://a1" },
+      transport: {
+        send(url, body) {
+          const to = new URL(url).host as Recorded["to"];
+          recorded.push({ from: id, to, message: structuredClone(body) as Record<string, unknown> });
+          const text = encodePeerBody(body);
+          if (to === "a1") return Promise.resolve(superjson.parse(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
+          return new Promise((done) => answerPeer(services.get(to)!, settings, text, (answer) => done(superjson.parse(answer))));
+        },
+      },
+      timers: realTimers,
+      sessionIdPrefix: `${id}-`,
+      tokenFloor: 0,
+    });
+  const [p, b] = [serviceOf("p1", "b1"), serviceOf("b1", "p1")];
+  services.set("p1", p).set("b1", b);
+  /** Ticks both servers (a bounded number of times) until `done`. */
+  const tickUntil = async (what: string, done: () => boolean) => {
+    for (let i = 0; i < 2_000 && !done(); i++) {
+      clock.advance(settings.tickMs);
+      p.tick();
+      b.tick();
+      // The transport's answers are promises: let them arrive before the next tick.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    assert.ok(done(), `the pair did not reach: ${what}`);
+  };
+  const inSync = () => p.replica.status().serving && p.replica.status().backup?.arbiterRecordedInSync === true && b.replica.status().lastIndex === p.replica.status().commitIndex;
+  await tickUntil("p1 serves with b1 in sync", inSync);
+  const pApp = createLockApp(p, { nodeId: "p1", role: "primary", settings });
+  const bApp = createLockApp(b, { nodeId: "b1", role: "backup", settings });
+  const json = async (path: string, body: unknown) => {
+    const answer = await send(pApp, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
+    assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
+    return JSON.parse(answer.text);
+  };
+  const open = async () => (await json("/v1/sessions", { ttlMs: 5_000 })).session as string;
+  const [holder, waiter] = [await open(), await open()];
+  await json("/v1/enter", { name: "L", session: holder });
+  await json("/v1/enter", { name: "L", session: waiter, waitMs: 60_000 });
+  await tickUntil("b1 applied every entry", inSync);
+  /** Everything the three show: b1's and p1's status and tables, the arbiter's record (memory and store). */
+  const state = () => JSON.stringify({ p: p.view(), b: b.view(), arbiter: core.current, saved });
+  return { clock, p, b, core, ports, pApp, bApp, recorded, state, settings, stop: () => (p.stop(), b.stop()) };
 }

@@ -1,0 +1,176 @@
+/**
+ * Fuzzing the peer routes (fast-check), without a MAC: replication (`POST /v1/peer`), the arbiter
+ * (`POST /v1/arbiter`) and the ring's neighbour routes (`/v1/ring/peer/*`), through the Hono apps
+ * (`app.request`) and through `answerPeer` / `answerArbiter` themselves. The messages start from
+ * real ones (what an in-process primary, backup and arbiter sent each other; a ring token and
+ * write batch as a neighbour sends them) and are mutated: fields dropped, added or given hostile
+ * values, entries mutated, the epoch moved below, at or above the receiver's, the sender renamed;
+ * or replaced by bytes that are no message. The properties: never a 5xx and never a thrown
+ * error; a refused message changes nothing; an accepted message that is stale (an epoch older
+ * than the receiver's) or from a sender that is not the receiver's peer changes nothing either.
+ *
+ * `SIGN` is the hook for peer authentication: it gets each request's path and body and returns
+ * the headers to add (none here, so the routes are fuzzed as today's code serves them). With the
+ * peer MACs of issue 12 merged, set it to sign with the cluster secret and the same properties run
+ * with a valid MAC; without it every request must then be refused (401) and change nothing.
+ */
+import { afterEach, test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import superjson from "superjson";
+import { answerArbiter, createArbiterApp } from "../cluster/arbiter/server.ts";
+import { answerPeer } from "../cluster/lock/api.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { checkAnswer, type FuzzAnswer, type FuzzRequest, lockPair, type Recorded, send } from "./_fuzz_apps.ts";
+import { ringNode, sendOrPending, withSection } from "./_fuzz_ring.ts";
+import { FUZZ_TEST_TIMEOUT_MS, fuzz, hostileValue, mutatedObject, nonObjectText } from "./_fuzz.ts";
+import { removeDir, tempDir } from "./_harness.ts";
+
+/** Headers that authenticate a peer request (the MAC hook; see the header comment). */
+type Sign = (path: string, body: string | Uint8Array | undefined) => Record<string, string>;
+const SIGN = undefined as Sign | undefined;
+const signed = (request: FuzzRequest): Record<string, string> => SIGN ? SIGN(request.path, request.body) : {};
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) removeDir(dir);
+});
+
+/**
+ * Finding 2 (the todo test below): an append entry that is no object (null, a number) throws a
+ * TypeError in the backup's core, a 500. While it is open, entries are replaced by mutated
+ * objects only; the validation part of issue 12 checks each entry against a schema, and then
+ * this is false and entries may be any value again.
+ */
+const FINDING_2_OPEN = true;
+
+/** A message changed as a forger would: a new epoch, another sender, mutated fields and entries. */
+function mutatedMessage(original: Record<string, unknown>, epoch: number, senders: string[]): fc.Arbitrary<Record<string, unknown>> {
+  const entries = Array.isArray(original.entries) ? original.entries as Record<string, unknown>[] : [];
+  return fc.record({
+    epoch: fc.option(fc.constantFrom(epoch - 1, epoch, epoch + 1, 0, Number.MAX_SAFE_INTEGER), { freq: 2 }),
+    from: fc.option(fc.constantFrom(...senders, "intruder", ""), { freq: 3 }),
+    top: mutatedObject(original),
+    entry: entries.length > 0 ? fc.option(fc.tuple(fc.nat(entries.length - 1), fc.nat()), { freq: 2 }) : fc.constant(null),
+    entryValue: hostileValue,
+  }).chain(({ epoch, from, top, entry, entryValue }) => {
+    const message = { ...top };
+    if (epoch !== null) message.epoch = epoch;
+    if (from !== null) message.from = from;
+    if (entry === null || !Array.isArray(message.entries)) return fc.constant(message);
+    const [index] = entry;
+    const target = entries[index];
+    const replacement = FINDING_2_OPEN ? mutatedObject(target) : fc.oneof(mutatedObject(target), fc.constant(entryValue));
+    return replacement.map((changed) => {
+      const copy = [...(message.entries as unknown[])];
+      if (index < copy.length) copy[index] = changed;
+      return { ...message, entries: copy };
+    });
+  });
+}
+
+/**
+ * superjson's text of `message`; by hand (`{"json": …}`, its form for plain JSON values) where
+ * superjson refuses to write it (a "constructor" key): a forger does not use superjson.
+ */
+function superjsonText(message: Record<string, unknown>): string {
+  try {
+    return superjson.stringify(message);
+  } catch {
+    return JSON.stringify({ json: message });
+  }
+}
+
+/** The message as the wire carries it (superjson), or raw bytes that are no message. */
+function wireBody(messages: fc.Arbitrary<Record<string, unknown>>): fc.Arbitrary<{ message?: Record<string, unknown>; body: string | Uint8Array }> {
+  return fc.oneof(
+    { weight: 8, arbitrary: messages.map((message) => ({ message, body: superjsonText(message) })) },
+    { weight: 1, arbitrary: nonObjectText.map((body) => ({ body })) },
+    { weight: 1, arbitrary: messages.map((message) => ({ message, body: JSON.stringify(message) ?? "null" })) },
+  );
+}
+
+/**
+ * Whether a message must change nothing: it was refused, it is from no peer of the receiver, or
+ * it is stale (an epoch below the receiver's) and of a type whose epoch is the sender's claim to
+ * authority (`staleTypes`). A backup's syncRequest and syncNext are not: a restarted backup knows
+ * no epoch yet (it asks with 0), and the primary serves it a copy by design.
+ */
+function mustNotChange(answer: FuzzAnswer, message: Record<string, unknown> | undefined, receiverEpoch: number, peers: string[], staleTypes: string[], what: string): boolean {
+  if (checkAnswer(answer, what)) return true;
+  if (!message) return true;
+  if (typeof message.from !== "string" || !peers.includes(message.from)) return true;
+  return staleTypes.includes(message.type as string) && typeof message.epoch === "number" && message.epoch < receiverEpoch;
+}
+
+// ---- Replication between the lock servers ----------------------------------------------------
+
+test("fuzz peer: replication messages to the backup and the primary (Hono app and answerPeer) never fail the node and stale or refused ones change nothing", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
+  let pair = await lockPair();
+  const epoch = pair.b.replica.status().epoch;
+  // The copy fits one chunk, so b1 never pulled a next one: a syncNext as b1 would send it.
+  const syncNext: Recorded = { from: "b1", to: "p1", message: { type: "syncNext", from: "b1", epoch, syncGen: 1, position: 1 } };
+  const originals = [...pair.recorded.filter((r) => r.to !== "a1"), syncNext];
+  const types = new Set(originals.map((r) => r.message.type));
+  assert.ok(["append", "syncRequest"].every((t) => types.has(t)), `recorded ${[...types]}`);
+  const withEntries = originals.filter((r) => r.message.type === "append" && (r.message.entries as unknown[]).length > 0);
+  assert.ok(withEntries.length > 0, "appends with entries were recorded");
+  const cases = fc.record({
+    original: fc.constantFrom(...originals, ...withEntries),
+    to: fc.constantFrom("b1" as const, "p1" as const),
+    via: fc.constantFrom("app" as const, "answerPeer" as const),
+  }).chain(({ original, to, via }) => wireBody(mutatedMessage(original.message, epoch, ["p1", "b1", "a1"])).map((wire) => ({ original, to, via, ...wire })));
+  let [unchanged, changed, resets] = [0, 0, 0];
+  await fuzz("peer lock replication", cases, async ({ to, via, message, body }) => {
+    const receiver = to === "b1" ? pair.b : pair.p;
+    const receiverEpoch = receiver.replica.status().epoch;
+    const before = pair.state();
+    const request: FuzzRequest = { method: "POST", path: "/v1/peer", body, contentType: "application/x-superjson" };
+    const what = `${via} to ${to}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
+    let answer: FuzzAnswer;
+    if (via === "app") {
+      answer = await send(to === "b1" ? pair.bApp : pair.pApp, request, signed(request));
+    } else {
+      // answerPeer throws a RequestError for what it refuses (the app answers it 400/413).
+      answer = await new Promise<FuzzAnswer>((done) => {
+        try {
+          answerPeer(receiver, pair.settings, typeof body === "string" ? body : new TextDecoder().decode(body), (text) => done({ status: 200, text }));
+        } catch (error) {
+          const code = (error as { code?: string }).code;
+          assert.ok(code === "bad_request" || code === "body_too_large", `${what}: answerPeer threw ${(error as Error).stack}`);
+          done({ status: code === "bad_request" ? 400 : 413, text: JSON.stringify({ error: { code, message: (error as Error).message } }) });
+        }
+      });
+    }
+    const peer = to === "b1" ? "p1" : "b1";
+    if (mustNotChange(answer, message, receiverEpoch, [peer], ["append"], what)) {
+      unchanged += 1;
+      assert.equal(pair.state(), before, `${what} -> ${answer.status} ${answer.text.slice(0, 200)} changed the state`);
+    } else if (pair.state() !== before) {
+      // A current message from the peer may change the pair (a MAC decides whether it is genuine):
+      // the next cases start from a fresh pair, so their epochs and copies are known.
+      changed += 1;
+      pair.stop();
+      pair = await lockPair();
+      resets += 1;
+    }
+  }, 400);
+  pair.stop();
+  console.log(`fuzz peer lock replication: ${unchanged} must-not-change cases, ${changed} accepted that changed the pair (${resets} resets)`);
+  assert.ok(unchanged > 0, "refused and stale messages were exercised");
+});
+
+test("fuzz finding 2: an append whose entry is not an object is refused with 400 and changes nothing", { todo: "isPeerRequest (cluster/lock/api.ts) checks that entries is an array, not what is in it; the valibot schemas of issue 12's validation part check each entry" }, async () => {
+  // On 2c9c5fa: the backup's core reads entries[0].index of null, a TypeError; the app answers
+  // 500 internal. Shrunk from the fuzzer (seeds 1 and 4 with FUZZ_RUNS=3000).
+  const pair = await lockPair();
+  try {
+    const before = pair.state();
+    const body = superjson.stringify({ type: "append", from: "p1", epoch: pair.b.replica.status().epoch, syncGen: 2, entries: [null] });
+    const answer = await send(pair.bApp, { method: "POST", path: "/v1/peer", body, contentType: "application/x-superjson" });
+    assert.equal(answer.status, 400, answer.text);
+    assert.equal(pair.state(), before);
+  } finally {
+    pair.stop();
+  }
+});
