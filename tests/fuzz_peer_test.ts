@@ -21,6 +21,9 @@ import superjson from "superjson";
 import { answerArbiter, createArbiterApp } from "../cluster/arbiter/server.ts";
 import { answerPeer } from "../cluster/lock/api.ts";
 import { memoryLogger } from "../cluster/log.ts";
+import { readIfExists } from "../cluster/durable_file.ts";
+import { RequestError } from "../cluster/http_util.ts";
+import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
 import { checkAnswer, type FuzzAnswer, type FuzzRequest, lockPair, type Recorded, send } from "./_fuzz_apps.ts";
 import { ringNode, sendOrPending, withSection } from "./_fuzz_ring.ts";
 import { FUZZ_TEST_TIMEOUT_MS, fuzz, hostileValue, mutatedObject, nonObjectText } from "./_fuzz.ts";
@@ -103,6 +106,15 @@ function mustNotChange(answer: FuzzAnswer, message: Record<string, unknown> | un
   return staleTypes.includes(message.type as string) && typeof message.epoch === "number" && message.epoch < receiverEpoch;
 }
 
+/**
+ * What `answerPeer` and `answerArbiter` throw for a message they refuse must be a RequestError
+ * of a client code (the app answers it 400 or 413); anything else is a bug. As the app's answer.
+ */
+function refusalOf(error: Error, what: string): FuzzAnswer {
+  assert.ok(error instanceof RequestError && (error.code === "bad_request" || error.code === "body_too_large"), `${what}: threw ${error.stack}`);
+  return { status: ERROR_STATUS[error.code], text: JSON.stringify(apiError(error.code, error.message)) };
+}
+
 // ---- Replication between the lock servers ----------------------------------------------------
 
 test("fuzz peer: replication messages to the backup and the primary (Hono app and answerPeer) never fail the node and stale or refused ones change nothing", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
@@ -131,14 +143,11 @@ test("fuzz peer: replication messages to the backup and the primary (Hono app an
     if (via === "app") {
       answer = await send(to === "b1" ? pair.bApp : pair.pApp, request, signed(request));
     } else {
-      // answerPeer throws a RequestError for what it refuses (the app answers it 400/413).
       answer = await new Promise<FuzzAnswer>((done) => {
         try {
           answerPeer(receiver, pair.settings, typeof body === "string" ? body : new TextDecoder().decode(body), (text) => done({ status: 200, text }));
         } catch (error) {
-          const code = (error as { code?: string }).code;
-          assert.ok(code === "bad_request" || code === "body_too_large", `${what}: answerPeer threw ${(error as Error).stack}`);
-          done({ status: code === "bad_request" ? 400 : 413, text: JSON.stringify({ error: { code, message: (error as Error).message } }) });
+          done(refusalOf(error as Error, what));
         }
       });
     }
@@ -173,4 +182,55 @@ test("fuzz finding 2: an append whose entry is not an object is refused with 400
   } finally {
     pair.stop();
   }
+});
+
+// ---- The arbiter ----------------------------------------------------------------------------
+
+test("fuzz peer: arbiter requests (Hono app and answerArbiter) never fail the arbiter and stale, foreign or refused ones change nothing", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
+  let pair = await lockPair();
+  const originals = pair.recorded.filter((r) => r.to === "a1");
+  const whois: Recorded = { from: "b1", to: "a1", message: { type: "whois", from: "b1" } };
+  const types = new Set(originals.map((r) => r.message.type));
+  assert.ok(["claim", "renew"].every((t) => types.has(t)), `recorded ${[...types]}`);
+  const dir = tempDir("mutexd-fuzz-arbiter-");
+  dirs.push(dir);
+  const statePath = `${dir}/arbiter.json`;
+  const appOf = (p: typeof pair) => createArbiterApp(p.core, { nodeId: "a1", statePath, log: memoryLogger(), nowMs: () => p.clock.nowMs(), failStop: p.ports.failStop });
+  let app = appOf(pair);
+  const epoch = pair.core.current.epoch;
+  const cases = fc.record({ original: fc.constantFrom(...originals, whois), via: fc.constantFrom("app" as const, "answerArbiter" as const) })
+    .chain(({ original, via }) => wireBody(mutatedMessage(original.message, epoch, ["p1", "b1", "a1"])).map((wire) => ({ via, ...wire })));
+  let [unchanged, changed] = [0, 0];
+  await fuzz("peer arbiter", cases, async ({ via, message, body }) => {
+    const arbiterEpoch = pair.core.current.epoch;
+    const state = () => pair.state() + (readIfExists(statePath) ?? "");
+    const before = state();
+    const request: FuzzRequest = { method: "POST", path: "/v1/arbiter", body, contentType: "application/x-superjson" };
+    const what = `${via}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
+    let answer: FuzzAnswer;
+    if (via === "app") {
+      answer = await send(app, request, signed(request));
+    } else {
+      try {
+        answer = { status: 200, text: answerArbiter(pair.core, typeof body === "string" ? body : new TextDecoder().decode(body), pair.ports, pair.settings.bodyBytesMax).body };
+      } catch (error) {
+        answer = refusalOf(error as Error, what);
+      }
+    }
+    // whois only asks; a renewal carries the primary's epoch as its claim. A claim does not: a
+    // restarted server claims with epoch 0, and the arbiter records what it says of its copy.
+    const query = message?.type === "whois" && !checkAnswer(answer, what);
+    if (query || mustNotChange(answer, message, arbiterEpoch, ["p1", "b1"], ["renew"], what)) {
+      unchanged += 1;
+      assert.equal(state(), before, `${what} -> ${answer.status} ${answer.text.slice(0, 200)} changed the arbiter`);
+    } else if (state() !== before) {
+      changed += 1;
+      pair.stop();
+      pair = await lockPair();
+      app = appOf(pair);
+    }
+  }, 400);
+  pair.stop();
+  console.log(`fuzz peer arbiter: ${unchanged} must-not-change cases, ${changed} accepted that changed the arbiter`);
+  assert.ok(unchanged > 0, "refused and stale requests were exercised");
 });
