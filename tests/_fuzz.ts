@@ -6,6 +6,7 @@
  */
 import fc from "fast-check";
 import process from "node:process";
+import superjson from "superjson";
 
 /** The seed of every fuzzer unless FUZZ_SEED names another (never the wall clock). */
 export const FUZZ_SEED = envInteger("FUZZ_SEED") ?? 1_207;
@@ -119,3 +120,15 @@ export const contentType: fc.Arbitrary<string | undefined> = fc.constantFrom(
   "application/x-superjson",
   "application/json; charset=latin1",
 );
+
+/**
+ * superjson's text of `message`; by hand (`{"json": …}`, its form for plain JSON values) where
+ * superjson refuses to write it (a "constructor" key): a forger does not use superjson.
+ */
+export function superjsonText(message: Record<string, unknown>): string {
+  try {
+    return superjson.stringify(message);
+  } catch {
+    return JSON.stringify({ json: message });
+  }
+}

@@ -5,6 +5,7 @@
  * answer. Not a test file.
  */
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { manualClock } from "../cluster/clock.ts";
 import superjson from "superjson";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
@@ -16,6 +17,7 @@ import { memoryLogger } from "../cluster/log.ts";
 import { realTimers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { ERROR_STATUS } from "../lib/wire/errors.ts";
+import { contentType, hostileString, mutatedObject, nonObjectText } from "./_fuzz.ts";
 
 /** Small limits, so hostile bodies reach them: 4 KiB bodies, 1 ms long-polls, 8 sessions. */
 export const FUZZ_LOCK_SETTINGS: Settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 4_096, peerBodyBytesMax: 65_536, longPollMaxMs: 1, sessionsMax: 8 };
@@ -45,6 +47,63 @@ export async function send(app: { request(path: string, init: RequestInit): Resp
   };
   const response = typeof app === "string" ? await fetch(`${app}${request.path}`, { ...init, signal: AbortSignal.timeout(10_000) }) : await app.request(request.path, init);
   return { status: response.status, text: await response.text() };
+}
+
+/** A route with a valid body (before mutation). */
+export interface Template {
+  method: string;
+  path: string;
+  body?: Record<string, unknown>;
+}
+
+/**
+ * A request built from `templates`: the valid body mutated, or replaced by non-object bytes or by
+ * an oversized one; sometimes another method; sometimes a hostile path parameter in place of
+ * `paramOf(template)`.
+ */
+export function requests(templates: Template[], bodyBytesMax: number, param?: (path: string) => string | undefined): fc.Arbitrary<FuzzRequest> {
+  return fc.record({
+    template: fc.constantFrom(...templates),
+    body: fc.oneof(
+      { weight: 6, arbitrary: fc.constant("mutate" as const) },
+      { weight: 2, arbitrary: nonObjectText },
+      { weight: 1, arbitrary: fc.constant("oversized" as const) },
+      { weight: 1, arbitrary: fc.constant("none" as const) },
+    ),
+    mutation: fc.nat(),
+    method: fc.option(fc.constantFrom("GET", "POST", "PUT", "DELETE", "PATCH"), { freq: 8 }),
+    pathParam: fc.option(hostileString, { freq: 5 }),
+    contentType,
+    seed: fc.integer(),
+  }).chain(({ template, body, method, pathParam, contentType, seed }) => {
+    const mutated = body === "mutate" && template.body ? mutatedObject(template.body).map((b) => JSON.stringify(b)) : fc.constant(undefined);
+    return mutated.map((text): FuzzRequest => {
+      let path = template.path;
+      const old = param?.(path);
+      if (pathParam !== null && old !== undefined) path = path.replace(old, percentEncoded(pathParam));
+      let payload: string | Uint8Array | undefined = text;
+      if (body === "oversized") payload = JSON.stringify({ ...template.body, pad: "x".repeat(bodyBytesMax + (seed & 0xff)) });
+      else if (body !== "mutate" && body !== "none") payload = body;
+      else if (body === "mutate" && !template.body) payload = undefined;
+      const shape = body === "mutate" || body === "none" ? (payload === undefined ? "none" : "mutated") : body === "oversized" ? "oversized" : "raw";
+      return { method: method ?? template.method, path, body: payload, contentType: contentType ?? undefined, shape };
+    });
+  });
+}
+
+/** `text` percent-encoded for a path; a lone surrogate becomes the bytes of one (not UTF-8: a hostile path too). */
+function percentEncoded(text: string): string {
+  try {
+    return encodeURIComponent(text) || "%20";
+  } catch {
+    return "%ED%A0%80";
+  }
+}
+
+/** Describes a request in an assertion message (bodies cut short). */
+export function describe(request: FuzzRequest): string {
+  const body = typeof request.body === "string" ? request.body.slice(0, 200) : request.body ? `${request.body.length} bytes` : "no body";
+  return `${request.method} ${request.path.slice(0, 120)} (${request.contentType ?? "no content type"}) ${body}`;
 }
 
 /**

@@ -26,7 +26,7 @@ import { RequestError } from "../cluster/http_util.ts";
 import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
 import { checkAnswer, type FuzzAnswer, type FuzzRequest, lockPair, type Recorded, send } from "./_fuzz_apps.ts";
 import { ringNode, sendOrPending, withSection } from "./_fuzz_ring.ts";
-import { FUZZ_TEST_TIMEOUT_MS, fuzz, hostileValue, mutatedObject, nonObjectText } from "./_fuzz.ts";
+import { FUZZ_TEST_TIMEOUT_MS, fuzz, hostileValue, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
 import { removeDir, tempDir } from "./_harness.ts";
 import { viewOf } from "./_ring_node.ts";
 import { EPOCH_MAX } from "../lib/core/ring/view_wire.ts";
@@ -72,18 +72,6 @@ function mutatedMessage(original: Record<string, unknown>, epoch: number, sender
       return { ...message, entries: copy };
     });
   });
-}
-
-/**
- * superjson's text of `message`; by hand (`{"json": …}`, its form for plain JSON values) where
- * superjson refuses to write it (a "constructor" key): a forger does not use superjson.
- */
-function superjsonText(message: Record<string, unknown>): string {
-  try {
-    return superjson.stringify(message);
-  } catch {
-    return JSON.stringify({ json: message });
-  }
 }
 
 /** The message as the wire carries it (superjson), or raw bytes that are no message. */
