@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { manualClock } from "../cluster/clock.ts";
+import { soloLockService } from "./_lock_service.ts";
 import superjson from "superjson";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { answerArbiter, type ArbiterPorts } from "../cluster/arbiter/server.ts";
@@ -134,18 +135,7 @@ export function checkAnswer(answer: FuzzAnswer, what: string): boolean {
  */
 export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
   const clock = manualClock(1_000);
-  const service = new LockService({
-    settings,
-    clock,
-    log: memoryLogger(),
-    nodeId: "p1",
-    peer: null,
-    arbiter: null,
-    transport: { send: () => Promise.reject(new Error("no peers in this test")) },
-    timers: realTimers,
-    sessionIdPrefix: "t-",
-    tokenFloor: 0,
-  });
+  const service = soloLockService(settings, realTimers, clock);
   const app = createLockApp(service, { nodeId: "p1", role: "primary", settings });
   const json = async (method: string, path: string, body: unknown) => {
     const answer = await send(app, { method, path, body: JSON.stringify(body), contentType: "application/json" });

@@ -12,7 +12,7 @@ import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import { checkAnswer, describe, FUZZ_LOCK_SETTINGS, type FuzzRequest, lockNode, requests, send, type Template } from "./_fuzz_apps.ts";
 import { fuzz, FUZZ_TEST_TIMEOUT_MS } from "./_fuzz.ts";
-import { ringNode, sendOrPending, withSection } from "./_fuzz_ring.ts";
+import { ringNode, sendOrPending, withSection } from "./_ring_app.ts";
 import { removeDir } from "./_harness.ts";
 
 // ---- The lock server ------------------------------------------------------------------------
@@ -123,13 +123,13 @@ test("fuzz client: ring node routes never answer 5xx, refuse with a clear error,
     const node = ringNode(dirs);
     try {
       assert.equal(await withSection(node), fence);
-      const before = node.state();
+      const before = node.stateWithSends();
       const answer = await sendOrPending(node, request, before);
       if (answer === "pending") {
         accepted += 1;
       } else if (checkAnswer(answer, describe(request))) {
         refused += 1;
-        assert.equal(node.state(), before, `a refused request changed the state: ${describe(request)} -> ${answer.status} ${answer.text.slice(0, 200)}`);
+        assert.equal(node.stateWithSends(), before, `a refused request changed the state: ${describe(request)} -> ${answer.status} ${answer.text.slice(0, 200)}`);
       } else {
         accepted += 1;
       }

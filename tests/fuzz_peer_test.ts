@@ -25,7 +25,7 @@ import { readIfExists } from "../cluster/durable_file.ts";
 import { RequestError } from "../cluster/http_util.ts";
 import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
 import { checkAnswer, type FuzzAnswer, type FuzzRequest, lockPair, type Recorded, send } from "./_fuzz_apps.ts";
-import { ringNode, sendOrPending, withSection } from "./_fuzz_ring.ts";
+import { ringNode, sendOrPending, withSection } from "./_ring_app.ts";
 import { FUZZ_TEST_TIMEOUT_MS, fuzz, hostileValue, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
 import { removeDir, tempDir } from "./_harness.ts";
 import { viewOf } from "./_ring_node.ts";
@@ -263,7 +263,7 @@ test("fuzz peer: ring neighbour routes (token, writes, view, wake, log) never fa
     const node = ringNode(dirs);
     try {
       if (!idle) assert.equal(await withSection(node), fence);
-      const before = node.state();
+      const before = node.stateWithSends();
       const request: FuzzRequest = { method: "POST", path, body, contentType: "application/json" };
       const what = `${path}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
       const answer = await sendOrPending(node, request, before, signed(request));
@@ -278,7 +278,7 @@ test("fuzz peer: ring neighbour routes (token, writes, view, wake, log) never fa
       const peers = isView ? ["a", "b", "c"] : ["a"];
       if (mustNotChange(answer, claimed, epoch, peers, isView ? [] : [claimed?.type as string], what)) {
         unchanged += 1;
-        assert.equal(node.state(), before, `${what} -> ${answer.status} ${answer.text.slice(0, 200)} changed the node`);
+        assert.equal(node.stateWithSends(), before, `${what} -> ${answer.status} ${answer.text.slice(0, 200)} changed the node`);
       } else {
         accepted += 1;
       }
@@ -296,45 +296,61 @@ test("fuzz finding 4: a second token of the epoch, from the predecessor's id, to
   const node = ringNode(dirs);
   try {
     const fence = await withSection(node);
-    const before = node.state();
+    const before = node.stateWithSends();
     const token = { epoch: 1, hop: 4, wseq: 0, commit: 0, fence, idleHops: 0 };
     const request: FuzzRequest = { method: "POST", path: "/v1/ring/peer/token", body: JSON.stringify({ from: "a", token }), contentType: "application/json" };
     const answer = await send(node.app, request, signed(request));
     assert.ok(answer.status < 500, answer.text);
-    assert.equal(node.state(), before);
+    assert.equal(node.stateWithSends(), before);
   } finally {
     node.close();
   }
 });
 
-test("fuzz finding 3: a view message with an epoch above EPOCH_MAX is refused by the view core's check and changes nothing", async () => {
-  // On 2c9c5fa: a renew of epoch 2^53 − 1 from a member passed checkViewMessage (epochs were only
-  // counts there); the node took it as the highest epoch seen and coordinated the next one, and
-  // the core asserted "fences would overflow": a 500 (an exit, once assertions fail-stop).
-  for (const message of [
-    { type: "renew", from: "a", epoch: Number.MAX_SAFE_INTEGER, seq: 1, voters: ["a", "b", "c"] },
-    { type: "renew", from: "a", epoch: EPOCH_MAX + 1, seq: 1, voters: ["a", "b", "c"] },
-    { type: "probe", from: "c", epoch: EPOCH_MAX + 1 },
-    { type: "renewAnswer", from: "c", epoch: EPOCH_MAX + 1, seq: 1, ok: true },
-  ]) {
+/** Sends each view message to a fresh node b holding a section; each must be answered 200 and change nothing. */
+async function viewMessagesChangeNothing(messages: unknown[]): Promise<void> {
+  for (const message of messages) {
     const node = ringNode(dirs);
     try {
       await withSection(node);
-      const before = node.state();
+      const before = node.stateWithSends();
       const answer = await send(node.app, { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify(message), contentType: "application/json" });
       assert.equal(answer.status, 200, answer.text);
-      assert.equal(node.state(), before, JSON.stringify(message));
+      assert.equal(node.stateWithSends(), before, JSON.stringify(message).slice(0, 200));
     } finally {
       node.close();
     }
   }
-  // Not vacuous: the highest epoch is still taken (a renew of it from a member moves b to rejoin).
+}
+
+test("fuzz finding 3: a view message with an epoch above EPOCH_MAX is refused by the view core's check and changes nothing", async () => {
+  // On 2c9c5fa: a renew of epoch 2^53 − 1 from a member passed checkViewMessage (epochs were only
+  // counts there); the node took it as the highest epoch seen and coordinated the next one, and
+  // the core asserted "fences would overflow": a 500 (an exit, once assertions fail-stop).
+  await viewMessagesChangeNothing([
+    { type: "renew", from: "a", epoch: Number.MAX_SAFE_INTEGER, seq: 1, voters: ["a", "b", "c"] },
+    { type: "renew", from: "a", epoch: EPOCH_MAX + 1, seq: 1, voters: ["a", "b", "c"] },
+    { type: "probe", from: "c", epoch: EPOCH_MAX + 1 },
+    { type: "renewAnswer", from: "c", epoch: EPOCH_MAX + 1, seq: 1, ok: true },
+  ]);
+  // Not vacuous: a newer epoch in range is taken (a renew of it from a member moves b to rejoin).
   const node = ringNode(dirs);
   try {
     await withSection(node);
-    const before = node.state();
-    await send(node.app, { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "renew", from: "a", epoch: 2, seq: 1, voters: ["a", "b", "c"] }), contentType: "application/json" });
-    assert.notEqual(node.state(), before);
+    const before = node.stateWithSends();
+    await send(node.app, { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "renew", from: "a", epoch: EPOCH_MAX - 1, seq: 1, voters: ["a", "b", "c"] }), contentType: "application/json" });
+    assert.notEqual(node.stateWithSends(), before);
+  } finally {
+    node.close();
+  }
+});
+
+test("fuzz finding 3b: a renew of exactly EPOCH_MAX from a member's id does not make the node assert", { todo: "the epoch is in range, so the view core takes it and then finds no epoch after it to coordinate: it asserts 'fences would overflow' (a 500, an exit once assertions fail-stop). A genuine ring at the last epoch ends the same way; a forged one needs the peer MACs of issue 12" }, async () => {
+  const node = ringNode(dirs);
+  try {
+    await withSection(node);
+    const answer = await send(node.app, { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify({ type: "renew", from: "a", epoch: EPOCH_MAX, seq: 1, voters: ["a", "b", "c"] }), contentType: "application/json" });
+    assert.ok(answer.status < 500, answer.text);
   } finally {
     node.close();
   }
@@ -345,16 +361,5 @@ test("fuzz finding 5: a view message whose from or type is a deeply nested array
   // toString recurses, so 3,000 nested arrays overflowed the stack: a 500.
   let nested: unknown = [];
   for (let i = 0; i < 5_000; i++) nested = [nested];
-  for (const message of [{ type: "renew", from: nested, epoch: 1, seq: 1, voters: ["a"] }, { type: nested, from: "a", epoch: 1 }]) {
-    const node = ringNode(dirs);
-    try {
-      await withSection(node);
-      const before = node.state();
-      const answer = await send(node.app, { method: "POST", path: "/v1/ring/peer/view", body: JSON.stringify(message), contentType: "application/json" });
-      assert.equal(answer.status, 200, answer.text);
-      assert.equal(node.state(), before);
-    } finally {
-      node.close();
-    }
-  }
+  await viewMessagesChangeNothing([{ type: "renew", from: nested, epoch: 1, seq: 1, voters: ["a"] }, { type: nested, from: "a", epoch: 1 }]);
 });

@@ -1,8 +1,8 @@
 /**
- * A ring node in process for the fuzzers: node "b" of a → b → c in the view of epoch 1, its Hono
- * app, and its whole state (status, view, log, keys, stored files, messages sent), as
- * tests/ring_http_test.ts builds it, with 1 ms long-polls so a waiting request answers at once.
- * Not a test file.
+ * A ring node in process behind its Hono app (tests/ring_http_test.ts, the fuzzers): node "b" of
+ * a → b → c in the view of epoch 1, joined by hand, with peers that never answer except that a
+ * and c back every token lease, and its whole state (status, view, log, keys, stored files,
+ * writes sent). Not a test file.
  */
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
@@ -19,9 +19,15 @@ import { tempDir } from "./_harness.ts";
 import { joinView, leaseBackingPeers, never } from "./_ring_service.ts";
 import { type FuzzAnswer, type FuzzRequest, send } from "./_fuzz_apps.ts";
 
+/** The fuzzers' settings: 1 ms long-polls, so a waiting request answers at once. */
 export const FUZZ_RING_SETTINGS: Settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 65_536, longPollMaxMs: 1 };
 
-/** Node b, its data directory pushed on `dirs` (the test removes them). The service is not started: no timer of its own runs. */
+/**
+ * Node b, its data directory pushed on `dirs` (the test removes them). The service is not
+ * started: no timer of its own runs (no view change, no tick) while a test compares states.
+ * `state()` leaves out the view messages sent (`viewSent`, which some tests check one by one);
+ * `stateWithSends()` counts them too.
+ */
 export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS) {
   const dir = tempDir("mutexd-fuzz-ring-");
   dirs.push(dir);
@@ -42,13 +48,14 @@ export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS
   const state = () => {
     const { lastTokenAgeMs: _age, ...status } = node.status(clock.nowMs());
     const files = readdirSync(dir).sort().map((f) => [f, readFileSync(join(dir, f), "utf8")]);
-    return JSON.stringify({ status, view: service.viewStatus(), log: node.catchUp(1), keys: node.keys(true), files, sent: sent.length, viewSent: viewPort.sent.length });
+    return JSON.stringify({ status, view: service.viewStatus(), log: node.catchUp(1), keys: node.keys(true), files, sent: sent.length });
   };
+  const stateWithSends = () => `${state()} viewSent ${viewPort.sent.length}`;
   const close = () => {
     service.stop();
     storage.close();
   };
-  return { node, service, app, state, settings, clock, close };
+  return { node, service, app, state, stateWithSends, settings, clock, storage, viewSent: viewPort.sent, close };
 }
 
 export type FuzzRingNode = ReturnType<typeof ringNode>;
@@ -70,7 +77,7 @@ export async function withSection(h: FuzzRingNode): Promise<number> {
  * answer is still outstanding (an accepted put is answered only once its write came back around
  * the ring, which never happens here). Bounded: no answer and no change in 5 s fails.
  */
-export async function sendOrPending(h: FuzzRingNode, request: FuzzRequest, before: string, headers: Record<string, string> = {}): Promise<FuzzAnswer | "pending"> {
+export async function sendOrPending(h: FuzzRingNode, request: FuzzRequest, /** h.stateWithSends() before */ before: string, headers: Record<string, string> = {}): Promise<FuzzAnswer | "pending"> {
   let answer: FuzzAnswer | undefined;
   let failure: unknown;
   send(h.app, request, headers).then((a) => (answer = a), (e) => (failure = e));
@@ -80,7 +87,7 @@ export async function sendOrPending(h: FuzzRingNode, request: FuzzRequest, befor
     await new Promise((resolve) => setTimeout(resolve, 1));
     if (failure !== undefined) throw failure;
     if (answer !== undefined) return answer;
-    if (h.state() !== before) return "pending";
+    if (h.stateWithSends() !== before) return "pending";
   }
   throw new Error(`no answer and no change in 5 s: ${request.method} ${request.path}`);
 }
