@@ -39,8 +39,11 @@ export interface FuzzAnswer {
   text: string;
 }
 
+/** A Hono app (what `app.request` needs of it), or a real server's base URL. */
+export type FuzzApp = { request(path: string, init: RequestInit): Response | Promise<Response> } | string;
+
 /** Sends `request` to a Hono app (`app.request`), or to a real server when `app` is a base URL. */
-export async function send(app: { request(path: string, init: RequestInit): Response | Promise<Response> } | string, request: FuzzRequest, headers: Record<string, string> = {}): Promise<FuzzAnswer> {
+export async function send(app: FuzzApp, request: FuzzRequest, headers: Record<string, string> = {}): Promise<FuzzAnswer> {
   const init: RequestInit = {
     method: request.method,
     headers: { ...(request.contentType === undefined ? {} : { "content-type": request.contentType }), ...headers },

@@ -17,7 +17,7 @@ import { type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
 import { tempDir } from "./_harness.ts";
 import { joinView, leaseBackingPeers, never } from "./_ring_service.ts";
-import { type FuzzAnswer, type FuzzRequest, send } from "./_fuzz_apps.ts";
+import { type FuzzAnswer, type FuzzApp, type FuzzRequest, send } from "./_fuzz_apps.ts";
 
 /** The fuzzers' settings: 1 ms long-polls, so a waiting request answers at once. */
 export const FUZZ_RING_SETTINGS: Settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 65_536, longPollMaxMs: 1 };
@@ -77,10 +77,15 @@ export async function withSection(h: FuzzRingNode): Promise<number> {
  * answer is still outstanding (an accepted put is answered only once its write came back around
  * the ring, which never happens here). Bounded: no answer and no change in 5 s fails.
  */
-export async function sendOrPending(h: FuzzRingNode, request: FuzzRequest, /** h.stateWithSends() before */ before: string, headers: Record<string, string> = {}): Promise<FuzzAnswer | "pending"> {
+export async function sendOrPending(
+  h: FuzzRingNode,
+  request: FuzzRequest,
+  /** h.stateWithSends() before */ before: string,
+  sender: (app: FuzzApp, request: FuzzRequest) => Promise<FuzzAnswer> = send,
+): Promise<FuzzAnswer | "pending"> {
   let answer: FuzzAnswer | undefined;
   let failure: unknown;
-  send(h.app, request, headers).then((a) => (answer = a), (e) => (failure = e));
+  sender(h.app, request).then((a) => (answer = a), (e) => (failure = e));
   const deadline = Date.now() + 5_000;
   while (Date.now() < deadline) {
     // A macrotask: the request's microtasks (routing, reading the body, answering) run first.

@@ -9,10 +9,13 @@
  * error; a refused message changes nothing; an accepted message that is stale (an epoch older
  * than the receiver's) or from a sender that is not the receiver's peer changes nothing either.
  *
- * `SIGN` is the hook for peer authentication: it gets each request's path and body and returns
- * the headers to add (none here, so the routes are fuzzed as today's code serves them). With the
- * peer MACs of issue 12 merged, set it to sign with the cluster secret and the same properties run
- * with a valid MAC; without it every request must then be refused (401) and change nothing.
+ * `PEER_SEND` is the hook for peer authentication: every peer request of these fuzzers goes
+ * through it, with the id of the member it claims to come from and the one it goes to. Here it
+ * sends the request as it is (the routes are fuzzed as today's code serves them). With the peer
+ * MACs of issue 12 merged, a PeerSigner (cluster/peer_auth.ts) over the app's `request` as its
+ * fetch signs it (and answers the receiver's challenge), and the same properties run with a
+ * valid MAC; left plain against an app that verifies, every request must be refused 401 and
+ * change nothing.
  */
 import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
@@ -24,17 +27,16 @@ import { memoryLogger } from "../cluster/log.ts";
 import { readIfExists } from "../cluster/durable_file.ts";
 import { RequestError } from "../cluster/http_util.ts";
 import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
-import { checkAnswer, type FuzzAnswer, type FuzzRequest, lockPair, type Recorded, send } from "./_fuzz_apps.ts";
+import { checkAnswer, type FuzzAnswer, type FuzzApp, type FuzzRequest, lockPair, type Recorded, send } from "./_fuzz_apps.ts";
 import { ringNode, sendOrPending, withSection } from "./_ring_app.ts";
 import { FUZZ_TEST_TIMEOUT_MS, fuzz, hostileValue, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
 import { removeDir, tempDir } from "./_harness.ts";
 import { viewOf } from "./_ring_node.ts";
 import { EPOCH_MAX } from "../lib/core/ring/view_wire.ts";
 
-/** Headers that authenticate a peer request (the MAC hook; see the header comment). */
-type Sign = (path: string, body: string | Uint8Array | undefined) => Record<string, string>;
-const SIGN = undefined as Sign | undefined;
-const signed = (request: FuzzRequest): Record<string, string> => SIGN ? SIGN(request.path, request.body) : {};
+/** How a peer request from `from` reaches `to`'s app (the MAC hook; see the header comment). */
+type PeerSend = (app: FuzzApp, from: string, to: string, request: FuzzRequest) => Promise<FuzzAnswer>;
+const PEER_SEND: PeerSend = (app, _from, _to, request) => send(app, request);
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -135,7 +137,7 @@ test("fuzz peer: replication messages to the backup and the primary (Hono app an
     const what = `${via} to ${to}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
     let answer: FuzzAnswer;
     if (via === "app") {
-      answer = await send(to === "b1" ? pair.bApp : pair.pApp, request, signed(request));
+      answer = await PEER_SEND(to === "b1" ? pair.bApp : pair.pApp, to === "b1" ? "p1" : "b1", to, request);
     } else {
       answer = await new Promise<FuzzAnswer>((done) => {
         try {
@@ -210,7 +212,7 @@ test("fuzz peer: arbiter requests (Hono app and answerArbiter) never fail the ar
     const what = `${via}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
     let answer: FuzzAnswer;
     if (via === "app") {
-      answer = await send(app, request, signed(request));
+      answer = await PEER_SEND(app, typeof message?.from === "string" ? message.from : "p1", "a1", request);
     } else {
       try {
         answer = { status: 200, text: answerArbiter(pair.core, typeof body === "string" ? body : new TextDecoder().decode(body), pair.ports, pair.settings.bodyBytesMax).body };
@@ -277,7 +279,7 @@ test("fuzz peer: ring neighbour routes (token, writes, view, wake) never fail th
       const before = node.stateWithSends();
       const request: FuzzRequest = { method: "POST", path, body, contentType: "application/json" };
       const what = `${path}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
-      const answer = await sendOrPending(node, request, before, signed(request));
+      const answer = await sendOrPending(node, request, before, (app, r) => PEER_SEND(app, "a", "b", r));
       if (answer === "pending") return void (accepted += 1);
       // The token and writes carry the sender's epoch as their claim; only a as b's predecessor may
       // send them. A view message may come from any member, itself included (the view core checks
@@ -310,7 +312,7 @@ test("fuzz finding 4: a second token of the epoch, from the predecessor's id, to
     const before = node.stateWithSends();
     const token = { epoch: 1, hop: 4, wseq: 0, commit: 0, fence, idleHops: 0 };
     const request: FuzzRequest = { method: "POST", path: "/v1/ring/peer/token", body: JSON.stringify({ from: "a", token }), contentType: "application/json" };
-    const answer = await send(node.app, request, signed(request));
+    const answer = await PEER_SEND(node.app, "a", "b", request);
     assert.ok(answer.status < 500, answer.text);
     assert.equal(node.stateWithSends(), before);
   } finally {
