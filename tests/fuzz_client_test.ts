@@ -10,6 +10,7 @@
  */
 import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
+import { answerRequest, lockRoutes } from "../cluster/lock/api.ts";
 import { checkAnswer, describe, FUZZ_LOCK_SETTINGS, type FuzzRequest, lockNode, requests, send, type Template } from "./_fuzz_apps.ts";
 import { fuzz, FUZZ_TEST_TIMEOUT_MS } from "./_fuzz.ts";
 import { ringNode, sendOrPending, withSection } from "./_ring_app.ts";
@@ -89,6 +90,59 @@ test("fuzz client: lock server routes never answer 5xx, refuse with a clear erro
   }, 2_000);
   console.log(`fuzz client lock routes: ${refused} refused, ${accepted} accepted`);
   assert.ok(refused > 0 && accepted > 0, "both refusals and acceptances were exercised");
+});
+
+/** Whether `path` is valid percent-encoding. */
+function decodable(path: string): boolean {
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test("fuzz client: the simulator's port (answerRequest) answers every state-changing lock request as the Hono app does, with the same effect", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
+  // The simulator runs the lock routes through answerRequest, below Hono: what it proves holds
+  // for the app only if both decode, refuse and apply alike.
+  const probe = await lockNode();
+  const { holder, waiter, free } = probe.sessions;
+  const templates: Template[] = [
+    { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
+    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
+    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
+    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1" } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter } },
+  ];
+  const sessionIn = (path: string) => [holder, free].find((s) => path.includes(s));
+  // Text bodies to the routes' own methods (the simulator carries text and routes by method).
+  const cases = requests(templates, FUZZ_LOCK_SETTINGS.bodyBytesMax, sessionIn)
+    .filter((r) => typeof r.body !== "object" && templates.some((t) => t.method === r.method));
+  let compared = 0;
+  await fuzz("client lock answerRequest parity", cases, async (request) => {
+    const [viaApp, viaPort] = [await lockNode(), await lockNode()];
+    const app = await send(viaApp.app, request);
+    const options = { nodeId: "p1", role: "primary", settings: FUZZ_LOCK_SETTINGS };
+    const port = await new Promise<{ status: number; body: unknown }>((done) =>
+      answerRequest(lockRoutes(viaPort.service, options), options, { method: request.method, path: request.path, body: request.body as string | undefined }, done)
+    );
+    const codeOf = (body: unknown) => (body as { error?: { code?: string } }).error?.code;
+    const what = `${describe(request)}: app ${app.text.slice(0, 200)}, port ${JSON.stringify(port.body).slice(0, 200)}`;
+    if (decodable(request.path)) {
+      assert.equal(port.status, app.status, what);
+      assert.equal(codeOf(port.body), codeOf(JSON.parse(app.text)), what);
+      assert.equal(viaPort.state(), viaApp.state(), `${what}: the same effect`);
+    } else {
+      // A path that is no valid percent-encoding: the port finds no route (404), Hono routes it
+      // with the raw parameter and the table refuses the unknown session (a log index taken,
+      // finding 1). Both refuse, and neither changes a session, lock or token.
+      assert.ok(port.status >= 400 && app.status >= 400, what);
+      assert.equal(viaPort.tableState(), viaApp.tableState(), `${what}: the same effect`);
+    }
+    compared += 1;
+  }, 500);
+  assert.ok(compared > 0);
 });
 
 // ---- The ring node --------------------------------------------------------------------------
