@@ -110,6 +110,39 @@ export function describe(request: FuzzRequest): string {
   return `${request.method} ${request.path.slice(0, 120)} (${request.contentType ?? "no content type"}) ${body}`;
 }
 
+/** The sessions `lockNode` opens: `holder` holds L (token 1), `waiter` waits for it, `free` has nothing. */
+export interface LockSessions {
+  holder: string;
+  waiter: string;
+  free: string;
+}
+
+/**
+ * Every route of the lock server's client API with a valid request for `sessions` (the GET
+ * routes too); `waitMs` is the waiting enter's (a real server holds it for up to longPollMaxMs).
+ */
+export function lockTemplates({ holder, waiter, free }: LockSessions, waitMs = 10_000): Template[] {
+  return [
+    { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
+    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
+    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
+    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1" } },
+    { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs, lockDelayMs: 100 } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter } },
+    { method: "GET", path: "/v1/status" },
+    { method: "GET", path: "/v1/sessions" },
+    { method: "GET", path: "/v1/locks" },
+    { method: "GET", path: "/v1/locks/L" },
+    { method: "GET", path: "/v1/health" },
+  ];
+}
+
+/** The path parameter of a `lockTemplates` path (a session id or the lock name), for `requests`. */
+export function lockPathParam({ holder, free }: LockSessions): (path: string) => string | undefined {
+  return (path) => [holder, free].find((s) => path.includes(s)) ?? (path === "/v1/locks/L" ? "L" : undefined);
+}
+
 /**
  * The answer is never a server error and, when it refuses, is `{ error: { code, message } }`
  * with the code's own status (lib/wire/errors.ts) and no stack trace. Returns whether it refused.
@@ -155,7 +188,8 @@ export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
     const { server: _server, ...view } = service.view();
     return JSON.stringify({ view, table: service.table!.snapshot() });
   };
-  return { service, app, clock, state, tableState, sessions: { holder, waiter, free } };
+  const sessions: LockSessions = { holder, waiter, free };
+  return { service, app, clock, state, tableState, sessions };
 }
 
 /** One message a lock server sent, as recorded by the in-process pair's transport. */

@@ -11,7 +11,7 @@
 import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import { answerRequest, lockRoutes } from "../cluster/lock/api.ts";
-import { checkAnswer, describe, FUZZ_LOCK_SETTINGS, type FuzzRequest, lockNode, requests, send, type Template } from "./_fuzz_apps.ts";
+import { checkAnswer, describe, FUZZ_LOCK_SETTINGS, type FuzzRequest, lockNode, lockPathParam, lockTemplates, requests, send, type Template } from "./_fuzz_apps.ts";
 import { fuzz, FUZZ_TEST_TIMEOUT_MS } from "./_fuzz.ts";
 import { ringNode, sendOrPending, withSection } from "./_ring_app.ts";
 import { removeDir } from "./_harness.ts";
@@ -56,22 +56,8 @@ test("fuzz finding 1: a client command the lock table refuses takes no log index
 
 test("fuzz client: lock server routes never answer 5xx, refuse with a clear error, and a refusal changes nothing", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
   const probe = await lockNode();
-  const { holder, waiter, free } = probe.sessions;
-  const templates: Template[] = [
-    { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
-    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
-    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
-    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1" } },
-    { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs: 10_000, lockDelayMs: 100 } },
-    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
-    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter } },
-    { method: "GET", path: "/v1/status" },
-    { method: "GET", path: "/v1/sessions" },
-    { method: "GET", path: "/v1/locks" },
-    { method: "GET", path: "/v1/locks/L" },
-    { method: "GET", path: "/v1/health" },
-  ];
-  const sessionIn = (path: string) => [holder, free].find((s) => path.includes(s)) ?? (path === "/v1/locks/L" ? "L" : undefined);
+  const templates = lockTemplates(probe.sessions);
+  const sessionIn = lockPathParam(probe.sessions);
   let refused = 0;
   let accepted = 0;
   await fuzz("client lock routes", requests(templates, FUZZ_LOCK_SETTINGS.bodyBytesMax, sessionIn), async (request) => {
@@ -106,16 +92,8 @@ test("fuzz client: the simulator's port (answerRequest) answers every state-chan
   // The simulator runs the lock routes through answerRequest, below Hono: what it proves holds
   // for the app only if both decode, refuse and apply alike.
   const probe = await lockNode();
-  const { holder, waiter, free } = probe.sessions;
-  const templates: Template[] = [
-    { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
-    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
-    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
-    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1" } },
-    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
-    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter } },
-  ];
-  const sessionIn = (path: string) => [holder, free].find((s) => path.includes(s));
+  const templates = lockTemplates(probe.sessions).filter((t) => t.method !== "GET");
+  const sessionIn = lockPathParam(probe.sessions);
   // Text bodies to the routes' own methods (the simulator carries text and routes by method).
   const cases = requests(templates, FUZZ_LOCK_SETTINGS.bodyBytesMax, sessionIn)
     .filter((r) => typeof r.body !== "object" && templates.some((t) => t.method === r.method));

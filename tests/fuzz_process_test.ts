@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { checkAnswer, describe, type FuzzRequest, requests, send, type Template } from "./_fuzz_apps.ts";
+import { checkAnswer, describe, type FuzzRequest, lockPathParam, lockTemplates, requests, send } from "./_fuzz_apps.ts";
 import { FUZZ_TEST_TIMEOUT_MS, fuzz, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
@@ -49,17 +49,9 @@ test("fuzz process: a primary, backup and arbiter get fuzzed client, peer and ar
     await post("/v1/enter", { name: "L", session: waiter, waitMs: 0 });
     const sessions = [holder, waiter, free];
 
-    const clientTemplates: Template[] = [
-      { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
-      { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
-      { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
-      { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs: 0, lockDelayMs: 0, callId: "c-1" } },
-      { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
-      { method: "GET", path: "/v1/status" },
-      { method: "GET", path: "/v1/locks/L" },
-      { method: "GET", path: "/v1/sessions" },
-    ];
-    const sessionIn = (path: string) => [holder, free].find((s) => path.includes(s));
+    // The enter that would wait asks waitMs 0: a real server holds a waiting enter for longPollMaxMs.
+    const clientTemplates = lockTemplates({ holder, waiter, free }, 0);
+    const sessionIn = lockPathParam({ holder, waiter, free });
     // Messages between the servers, from a sender that is no cluster member, or no message at all.
     const peerTemplates: Array<{ node: "p1" | "b1" | "a1"; path: string; message: Record<string, unknown> }> = [
       { node: "b1", path: "/v1/peer", message: { type: "append", from: "p1", epoch: 1, syncGen: 1, entries: [] } },
