@@ -4,20 +4,11 @@
  */
 import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { RingNode } from "../lib/core/ring/ring_node.ts";
 import { fenceFloor } from "../lib/core/ring/view_wire.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { manualClock } from "../cluster/clock.ts";
-import { memoryLogger } from "../cluster/log.ts";
-import { realTimers } from "../cluster/timers.ts";
-import { createRingApp } from "../cluster/ring/api.ts";
-import { type RingPeers, RingService } from "../cluster/ring/service.ts";
-import { RingStorage } from "../cluster/ring/storage.ts";
-import { eventually, removeDir, tempDir } from "./_harness.ts";
+import { eventually, removeDir } from "./_harness.ts";
 import { viewOf } from "./_ring_node.ts";
-import { joinView, leaseBackingPeers, never } from "./_ring_service.ts";
+import { ringNode, withSection } from "./_ring_app.ts";
 
 const settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 65_536 };
 
@@ -27,54 +18,16 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) removeDir(dir);
 });
 
-/**
- * Node "b" of a → b → c in the view of epoch 1 (joined by hand), with peers that never answer
- * (nothing here needs them), except that a and c back every token lease. The service is not
- * started: no timer of its own runs (no view change, no tick) while a test compares states.
- */
+/** Node b of a → b → c in the view of epoch 1 (tests/_ring_app.ts), and `call` to its app. */
 function setup() {
-  const dir = tempDir("mutexd-ring-http-");
-  dirs.push(dir);
-  const storage = new RingStorage(dir);
-  const node = new RingNode({ id: "b", ring: ["a", "b", "c"], limits: settings, ticketPrefix: "t-" });
-  const sent: unknown[] = [];
-  const viewPort = leaseBackingPeers(() => service);
-  const peers: RingPeers = {
-    deliver: (to, item) => (sent.push({ to, item }), never()),
-    fetchLog: never,
-    wake: () => Promise.resolve(),
-    view: viewPort.view,
-  };
-  const clock = manualClock(1_000);
-  const service = new RingService({ node, settings, clock, timers: realTimers, log: memoryLogger(), storage, storedView: null, peers, onFatal: () => {} });
-  joinView(service, clock);
-  const app = createRingApp(service, { nodeId: "b", settings });
-  const state = () => {
-    const { lastTokenAgeMs: _age, ...status } = node.status(clock.nowMs());
-    const files = readdirSync(dir).sort().map((f) => [f, readFileSync(join(dir, f), "utf8")]);
-    const view = service.viewStatus();
-    return JSON.stringify({ status, view, log: node.catchUp(1), keys: node.keys(true), files, sent: sent.length });
-  };
+  const h = ringNode(dirs, settings);
   const call = (method: string, path: string, body?: unknown) =>
-    app.request(path, {
+    h.app.request(path, {
       method,
       headers: body === undefined ? undefined : { "content-type": "application/json" },
       body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
     });
-  return { node, service, app, state, call, clock, storage, viewSent: viewPort.sent };
-}
-
-/** Gives node b the token and a section (epoch 1's first fence), so write paths have something to refuse. */
-async function withSection(h: ReturnType<typeof setup>): Promise<number> {
-  // idleHops = ring size: the idle token rests here (the manual clock never ends the pause).
-  const token = { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 3 };
-  const handed = await h.call("POST", "/v1/ring/peer/token", { from: "a", token });
-  assert.equal(handed.status, 200);
-  const entered = await h.call("POST", "/v1/ring/enter", { waitMs: 1_000 });
-  assert.equal(entered.status, 200);
-  const body = await entered.json();
-  assert.equal(body.granted, true);
-  return body.fence;
+  return { ...h, call };
 }
 
 /** `counted`: refused by its schema, so the status counts it under security.peerMalformed. */

@@ -131,6 +131,9 @@ const COORDINATE_REASONS: ReadonlySet<unknown> = new Set(["tokenLoss", "suspect"
  */
 export function checkViewMessage(message: ViewMessage, ring: readonly string[], arbiter: string | null, quorum: number): string | undefined {
   if (typeof message !== "object" || message === null) return "not an object";
+  // Strings before any use: a deeply nested array as `from` overflowed the stack when it was
+  // written into a reason (Array toString recurses; found by fuzzing).
+  if (typeof message.from !== "string" || typeof message.type !== "string") return "from and type must be strings";
   const coordinatorOk = (id: string) => ring.includes(id) || (arbiter !== null && id === arbiter);
   if (!coordinatorOk(message.from)) return `unknown sender ${message.from}`;
   // The arbiter coordinates and nothing else: a vote, an answer or a lease from it is forged (a
@@ -138,13 +141,17 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
   if (!ring.includes(message.from) && !ARBITER_SENDS.has(message.type)) return `${message.type} comes only from a ring node`;
   const ballots: unknown[] = [];
   const counts: unknown[] = [];
+  // Epochs are counts that must also stay at most EPOCH_MAX: a node that saw a higher one would
+  // take the next epoch above it, past the fences' range (an assertion, found by fuzzing).
+  const epochs: unknown[] = [];
   switch (message.type) {
     case "probe":
     case "installed":
-      counts.push(message.epoch);
+      epochs.push(message.epoch);
       break;
     case "probeReply":
-      counts.push(message.viewEpoch, message.tokenEpoch, message.tokenHop);
+      epochs.push(message.viewEpoch, message.tokenEpoch);
+      counts.push(message.tokenHop);
       if (message.lastTokenAgeMs !== null) counts.push(message.lastTokenAgeMs);
       if (typeof message.live !== "boolean") return "live must be a boolean";
       break;
@@ -157,7 +164,8 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
       ballots.push(message.ballot, message.prior);
       const f = message.facts;
       if (typeof f !== "object" || f === null) return "facts missing";
-      counts.push(message.viewEpoch, f.lastApplied, f.lastWriteEpoch, f.commit, f.tokenEpoch, f.tokenHop, f.sectionRemainingMs);
+      epochs.push(message.viewEpoch, f.lastWriteEpoch, f.tokenEpoch);
+      counts.push(f.lastApplied, f.commit, f.tokenHop, f.sectionRemainingMs);
       if (f.restartedAgoMs !== null) counts.push(f.restartedAgoMs);
       if (typeof f.holdEndedAgoMs !== "object" || f.holdEndedAgoMs === null || Array.isArray(f.holdEndedAgoMs)) return "bad holdEndedAgoMs";
       for (const [id, ago] of Object.entries(f.holdEndedAgoMs)) {
@@ -170,7 +178,7 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
     }
     case "reject":
       ballots.push(message.ballot, message.promised);
-      counts.push(message.viewEpoch);
+      epochs.push(message.viewEpoch);
       break;
     case "deferred":
       ballots.push(message.ballot);
@@ -190,23 +198,25 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
       break;
     }
     case "renew":
-      counts.push(message.epoch, message.seq);
+      epochs.push(message.epoch);
+      counts.push(message.seq);
       if (!isVoterList(message.voters, ring.length + 1)) return "bad voters";
       break;
     case "coordinate":
       if (!ring.includes(message.from)) return "only a ring node asks for a view change";
       if (!COORDINATE_REASONS.has(message.reason)) return "bad reason";
-      counts.push(message.epoch);
-      if (message.epoch > EPOCH_MAX) return "bad epoch";
+      epochs.push(message.epoch);
       break;
     case "renewAnswer":
-      counts.push(message.epoch, message.seq);
+      epochs.push(message.epoch);
+      counts.push(message.seq);
       if (typeof message.ok !== "boolean") return "ok must be a boolean";
       break;
     default:
       return `unknown type ${(message as { type: unknown }).type}`;
   }
-  if (!counts.every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) return "numbers must be non-negative safe integers";
+  if (![...counts, ...epochs].every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) return "numbers must be non-negative safe integers";
+  if (!epochs.every((epoch) => (epoch as number) <= EPOCH_MAX)) return `epochs must be at most ${EPOCH_MAX}`;
   for (const b of ballots) {
     const ballot = b as Ballot;
     if (typeof ballot !== "object" || ballot === null || !Number.isSafeInteger(ballot.epoch) || ballot.epoch < 0 || ballot.epoch > EPOCH_MAX) {

@@ -1,0 +1,275 @@
+/**
+ * In-process nodes for the fuzzers (tests/fuzz_*_test.ts): a lock server's Hono app on a real
+ * LockService (manual clock, real timers with a 1 ms long-poll so a waiting enter answers at
+ * once), a primary/backup/arbiter trio wired in memory, and what every fuzzer checks of an
+ * answer. Not a test file.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { manualClock } from "../cluster/clock.ts";
+import { soloLockService } from "./_lock_service.ts";
+import superjson from "superjson";
+import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
+import { answerArbiter, type ArbiterPorts } from "../cluster/arbiter/server.ts";
+import { answerPeer, createLockApp } from "../cluster/lock/api.ts";
+import { encodePeerBody } from "../cluster/peer_transport.ts";
+import { LockService } from "../cluster/lock/service.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { realTimers } from "../cluster/timers.ts";
+import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
+import { ERROR_STATUS } from "../lib/wire/errors.ts";
+import { contentType, hostileString, mutatedObject, nonObjectText } from "./_fuzz.ts";
+
+/** Small limits, so hostile bodies reach them: 4 KiB bodies, 1 ms long-polls, 8 sessions. */
+export const FUZZ_LOCK_SETTINGS: Settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 4_096, peerBodyBytesMax: 65_536, longPollMaxMs: 1, sessionsMax: 8 };
+
+/** One request as a fuzzer sends it: `body` as text or bytes, `contentType` as claimed (or none). */
+export interface FuzzRequest {
+  method: string;
+  path: string;
+  body?: string | Uint8Array;
+  contentType?: string;
+  /** How the fuzzer made the body: a mutated valid one, raw bytes, an oversized one, or none. */
+  shape?: "mutated" | "raw" | "oversized" | "none";
+}
+
+/** What came back: the status and the body's text. */
+export interface FuzzAnswer {
+  status: number;
+  text: string;
+}
+
+/** A Hono app (what `app.request` needs of it), or a real server's base URL. */
+export type FuzzApp = { request(path: string, init: RequestInit): Response | Promise<Response> } | string;
+
+/** Sends `request` to a Hono app (`app.request`), or to a real server when `app` is a base URL. */
+export async function send(app: FuzzApp, request: FuzzRequest, headers: Record<string, string> = {}): Promise<FuzzAnswer> {
+  const init: RequestInit = {
+    method: request.method,
+    headers: { ...(request.contentType === undefined ? {} : { "content-type": request.contentType }), ...headers },
+    body: request.method === "GET" || request.method === "HEAD" ? undefined : (request.body as BodyInit | undefined),
+  };
+  const response = typeof app === "string" ? await fetch(`${app}${request.path}`, { ...init, signal: AbortSignal.timeout(10_000) }) : await app.request(request.path, init);
+  return { status: response.status, text: await response.text() };
+}
+
+/** A route with a valid body (before mutation). */
+export interface Template {
+  method: string;
+  path: string;
+  body?: Record<string, unknown>;
+}
+
+/**
+ * A request built from `templates`: the valid body mutated, or replaced by non-object bytes or by
+ * an oversized one; sometimes another method; sometimes a hostile path parameter in place of
+ * `paramOf(template)`.
+ */
+export function requests(templates: Template[], bodyBytesMax: number, param?: (path: string) => string | undefined): fc.Arbitrary<FuzzRequest> {
+  return fc.record({
+    template: fc.constantFrom(...templates),
+    body: fc.oneof(
+      { weight: 6, arbitrary: fc.constant("mutate" as const) },
+      { weight: 2, arbitrary: nonObjectText },
+      { weight: 1, arbitrary: fc.constant("oversized" as const) },
+      { weight: 1, arbitrary: fc.constant("none" as const) },
+    ),
+    mutation: fc.nat(),
+    method: fc.option(fc.constantFrom("GET", "POST", "PUT", "DELETE", "PATCH"), { freq: 8 }),
+    pathParam: fc.option(hostileString, { freq: 5 }),
+    contentType,
+    seed: fc.integer(),
+  }).chain(({ template, body, method, pathParam, contentType, seed }) => {
+    const mutated = body === "mutate" && template.body ? mutatedObject(template.body).map((b) => JSON.stringify(b)) : fc.constant(undefined);
+    return mutated.map((text): FuzzRequest => {
+      let path = template.path;
+      const old = param?.(path);
+      if (pathParam !== null && old !== undefined) path = path.replace(old, percentEncoded(pathParam));
+      let payload: string | Uint8Array | undefined = text;
+      if (body === "oversized") payload = JSON.stringify({ ...template.body, pad: "x".repeat(bodyBytesMax + (seed & 0xff)) });
+      else if (body !== "mutate" && body !== "none") payload = body;
+      else if (body === "mutate" && !template.body) payload = undefined;
+      const shape = body === "mutate" || body === "none" ? (payload === undefined ? "none" : "mutated") : body === "oversized" ? "oversized" : "raw";
+      return { method: method ?? template.method, path, body: payload, contentType: contentType ?? undefined, shape };
+    });
+  });
+}
+
+/** `text` percent-encoded for a path; a lone surrogate becomes the bytes of one (not UTF-8: a hostile path too). */
+function percentEncoded(text: string): string {
+  try {
+    return encodeURIComponent(text) || "%20";
+  } catch {
+    return "%ED%A0%80";
+  }
+}
+
+/** Describes a request in an assertion message (bodies cut short). */
+export function describe(request: FuzzRequest): string {
+  const body = typeof request.body === "string" ? request.body.slice(0, 200) : request.body ? `${request.body.length} bytes` : "no body";
+  return `${request.method} ${request.path.slice(0, 120)} (${request.contentType ?? "no content type"}) ${body}`;
+}
+
+/** The sessions `lockNode` opens: `holder` holds L (token 1), `waiter` waits for it, `free` has nothing. */
+export interface LockSessions {
+  holder: string;
+  waiter: string;
+  free: string;
+}
+
+/**
+ * Every route of the lock server's client API with a valid request for `sessions` (the GET
+ * routes too); `waitMs` is the waiting enter's (a real server holds it for up to longPollMaxMs).
+ */
+export function lockTemplates({ holder, waiter, free }: LockSessions, waitMs = 10_000): Template[] {
+  return [
+    { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
+    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
+    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
+    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1" } },
+    { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs, lockDelayMs: 100 } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter } },
+    { method: "GET", path: "/v1/status" },
+    { method: "GET", path: "/v1/sessions" },
+    { method: "GET", path: "/v1/locks" },
+    { method: "GET", path: "/v1/locks/L" },
+    { method: "GET", path: "/v1/health" },
+  ];
+}
+
+/** The path parameter of a `lockTemplates` path (a session id or the lock name), for `requests`. */
+export function lockPathParam({ holder, free }: LockSessions): (path: string) => string | undefined {
+  return (path) => [holder, free].find((s) => path.includes(s)) ?? (path === "/v1/locks/L" ? "L" : undefined);
+}
+
+/**
+ * The answer is never a server error and, when it refuses, is `{ error: { code, message } }`
+ * with the code's own status (lib/wire/errors.ts) and no stack trace. Returns whether it refused.
+ */
+export function checkAnswer(answer: FuzzAnswer, what: string): boolean {
+  assert.ok(answer.status < 500 || answer.status === ERROR_STATUS.ring_unavailable, `${what}: status ${answer.status}: ${answer.text.slice(0, 300)}`);
+  if (answer.status < 400) return false;
+  let body: { error?: { code?: unknown; message?: unknown } };
+  try {
+    body = JSON.parse(answer.text);
+  } catch {
+    assert.fail(`${what}: a ${answer.status} whose body is not JSON: ${answer.text.slice(0, 200)}`);
+  }
+  const code = body.error?.code;
+  assert.ok(typeof code === "string" && code in ERROR_STATUS, `${what}: error code ${JSON.stringify(code)}`);
+  assert.equal(answer.status, ERROR_STATUS[code as keyof typeof ERROR_STATUS], `${what}: status of ${code}`);
+  assert.ok(typeof body.error?.message === "string" && body.error.message.length > 0, `${what}: a message`);
+  assert.ok(!/\bat .*\.ts:\d+/.test(body.error.message as string), `${what}: no stack trace`);
+  return true;
+}
+
+/**
+ * A standalone primary p1 (no peer, no arbiter: it serves at once) with three sessions: `holder`
+ * holds L (token 1), `waiter` waits for L, `free` has nothing. `state()` is everything status
+ * shows plus the table's own snapshot; `tableState()` leaves out the replica's log indices.
+ */
+export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
+  const clock = manualClock(1_000);
+  const service = soloLockService(settings, realTimers, clock);
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings });
+  const json = async (method: string, path: string, body: unknown) => {
+    const answer = await send(app, { method, path, body: JSON.stringify(body), contentType: "application/json" });
+    assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
+    return JSON.parse(answer.text);
+  };
+  const open = async () => (await json("POST", "/v1/sessions", { ttlMs: 5_000 })).session as string;
+  const [holder, waiter, free] = [await open(), await open(), await open()];
+  assert.equal((await json("POST", "/v1/enter", { name: "L", session: holder })).token, 1);
+  assert.equal((await json("POST", "/v1/enter", { name: "L", session: waiter, waitMs: 60_000 })).waiting, true);
+  const state = () => JSON.stringify({ view: service.view(), table: service.table!.snapshot() });
+  /** The sessions, locks and tokens only: `state` without the replica's log indices. */
+  const tableState = () => {
+    const { server: _server, ...view } = service.view();
+    return JSON.stringify({ view, table: service.table!.snapshot() });
+  };
+  const sessions: LockSessions = { holder, waiter, free };
+  return { service, app, clock, state, tableState, sessions };
+}
+
+/** One message a lock server sent, as recorded by the in-process pair's transport. */
+export interface Recorded {
+  from: string;
+  to: "p1" | "b1" | "a1";
+  message: Record<string, unknown>;
+}
+
+/**
+ * Primary p1, backup b1 and arbiter a1 in process: the services' transport hands each message to
+ * the receiver's own handler (`answerPeer`, `answerArbiter`) as superjson text, as the wire does.
+ * The manual clock moves by ticks until p1 serves with b1 in sync and holds the three sessions of
+ * `lockNode`; from then on nothing ticks, so the states only change by what a test sends.
+ * `recorded` has every message sent (real appends, sync requests, claims and renewals).
+ */
+export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS) {
+  const clock = manualClock(0);
+  const arbiterLog = memoryLogger();
+  const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: settings.primaryLeaseMs, bootstrapWaitMs: settings.bootstrapWaitMs }, null, 0);
+  let saved: ArbiterState | null = null;
+  const ports: ArbiterPorts = {
+    store: { load: () => saved, save: (state) => void (saved = structuredClone(state)) },
+    clock,
+    log: arbiterLog,
+    failStop: (reason) => {
+      throw new Error(`arbiter fail-stop: ${reason}`);
+    },
+  };
+  const recorded: Recorded[] = [];
+  const services = new Map<string, LockService>();
+  const serviceOf = (id: string, peer: string) =>
+    new LockService({
+      settings,
+      clock,
+      log: memoryLogger(),
+      nodeId: id,
+      peer: { id: peer, url: `http://${peer}` },
+      arbiter: { id: "a1", url: "http://a1" },
+      transport: {
+        send(url, body) {
+          const to = new URL(url).host as Recorded["to"];
+          recorded.push({ from: id, to, message: structuredClone(body) as Record<string, unknown> });
+          const text = encodePeerBody(body);
+          if (to === "a1") return Promise.resolve(superjson.parse(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
+          return new Promise((done) => answerPeer(services.get(to)!, settings, text, (answer) => done(superjson.parse(answer))));
+        },
+      },
+      timers: realTimers,
+      sessionIdPrefix: `${id}-`,
+      tokenFloor: 0,
+    });
+  const [p, b] = [serviceOf("p1", "b1"), serviceOf("b1", "p1")];
+  services.set("p1", p).set("b1", b);
+  /** Ticks both servers (a bounded number of times) until `done`. */
+  const tickUntil = async (what: string, done: () => boolean) => {
+    for (let i = 0; i < 2_000 && !done(); i++) {
+      clock.advance(settings.tickMs);
+      p.tick();
+      b.tick();
+      // The transport's answers are promises: let them arrive before the next tick.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    assert.ok(done(), `the pair did not reach: ${what}`);
+  };
+  const inSync = () => p.replica.status().serving && p.replica.status().backup?.arbiterRecordedInSync === true && b.replica.status().lastIndex === p.replica.status().commitIndex;
+  await tickUntil("p1 serves with b1 in sync", inSync);
+  const pApp = createLockApp(p, { nodeId: "p1", role: "primary", settings });
+  const bApp = createLockApp(b, { nodeId: "b1", role: "backup", settings });
+  const json = async (path: string, body: unknown) => {
+    const answer = await send(pApp, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
+    assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
+    return JSON.parse(answer.text);
+  };
+  const open = async () => (await json("/v1/sessions", { ttlMs: 5_000 })).session as string;
+  const [holder, waiter] = [await open(), await open()];
+  await json("/v1/enter", { name: "L", session: holder });
+  await json("/v1/enter", { name: "L", session: waiter, waitMs: 60_000 });
+  await tickUntil("b1 applied every entry", inSync);
+  /** Everything the three show: b1's and p1's status and tables, the arbiter's record (memory and store). */
+  const state = () => JSON.stringify({ p: p.view(), b: b.view(), arbiter: core.current, saved });
+  return { clock, p, b, core, ports, pApp, bApp, recorded, state, settings, stop: () => (p.stop(), b.stop()) };
+}

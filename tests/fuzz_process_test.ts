@@ -1,0 +1,100 @@
+/**
+ * Fuzzing real processes (fast-check): primary p1, backup b1 and arbiter a1 started with
+ * `mutexd node` (tests/_lock_cluster.ts) get a bounded number of fuzzed requests over real
+ * HTTP: the client routes with mutated, raw and oversized bodies, wrong methods and content
+ * types, hostile path parameters (to the primary and to the backup); and peer and arbiter
+ * messages that must be refused (no message, or a mutated one from a sender the cluster file
+ * does not name). Each answer is checked as in process (no 5xx, a clear error); a refused one
+ * leaves the cluster's state (epoch, roles, sessions, locks, tokens) as it was; and at the end
+ * every process still runs, answers /v1/health, and p1 still serves with b1 in sync.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { checkAnswer, describe, type FuzzRequest, lockPathParam, lockTemplates, requests, send } from "./_fuzz_apps.ts";
+import { FUZZ_TEST_TIMEOUT_MS, fuzz, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
+import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
+import type { StatusAnswer } from "../lib/client/lock_client.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+
+/** The state a refused request must leave alone, read from p1's and b1's status. */
+async function clusterState(cluster: Cluster, sessions: string[]): Promise<string> {
+  const project = (s: StatusAnswer | undefined) => {
+    assert.ok(s?.server, "status answered");
+    return {
+      role: s.server.role,
+      epoch: s.server.epoch,
+      serving: s.server.serving,
+      lastToken: s.lastToken,
+      // The sessions the test opened (sessions the fuzzer opened may expire at any time).
+      sessions: s.sessions.filter((x) => sessions.includes(x.session)).map((x) => [x.session, x.locks]),
+      locks: s.locks.map((l) => [l.name, l.holders.map((h) => [h.session, h.token, h.mode]), l.waiters.map((w) => w.session)]),
+    };
+  };
+  return JSON.stringify([project(await status(cluster.urls.p1)), project(await status(cluster.urls.b1))]);
+}
+
+test("fuzz process: a primary, backup and arbiter get fuzzed client, peer and arbiter requests over HTTP and keep running unchanged by every refusal", { timeout: FUZZ_TEST_TIMEOUT_MS }, async () => {
+  const cluster = await startCluster();
+  try {
+    const p1 = cluster.urls.p1;
+    const post = async (path: string, body: unknown) => {
+      const answer = await send(p1, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
+      assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
+      return JSON.parse(answer.text);
+    };
+    const open = async () => (await post("/v1/sessions", { ttlMs: 3_600_000 })).session as string;
+    const [holder, waiter, free] = [await open(), await open(), await open()];
+    await post("/v1/enter", { name: "L", session: holder });
+    await post("/v1/enter", { name: "L", session: waiter, waitMs: 0 });
+    const sessions = [holder, waiter, free];
+
+    // The enter that would wait asks waitMs 0: a real server holds a waiting enter for longPollMaxMs.
+    const clientTemplates = lockTemplates({ holder, waiter, free }, 0);
+    const sessionIn = lockPathParam({ holder, waiter, free });
+    // Messages between the servers, from a sender that is no cluster member, or no message at all.
+    const peerTemplates: Array<{ node: "p1" | "b1" | "a1"; path: string; message: Record<string, unknown> }> = [
+      { node: "b1", path: "/v1/peer", message: { type: "append", from: "p1", epoch: 1, syncGen: 1, entries: [] } },
+      { node: "p1", path: "/v1/peer", message: { type: "syncRequest", from: "b1", epoch: 1 } },
+      { node: "a1", path: "/v1/arbiter", message: { type: "renew", from: "p1", epoch: 1, backupInSync: true, seq: 1_000_000 } },
+      { node: "a1", path: "/v1/arbiter", message: { type: "claim", from: "b1", epoch: 1, hasState: true } },
+    ];
+    const peerCases = fc.record({ template: fc.constantFrom(...peerTemplates), raw: fc.option(nonObjectText, { freq: 3 }) }).chain(({ template, raw }) =>
+      mutatedObject(template.message).map((message) => {
+        const body = raw ?? superjsonText({ ...message, from: "intruder" });
+        return { node: template.node, request: { method: "POST", path: template.path, body, contentType: "application/x-superjson" } as FuzzRequest };
+      })
+    );
+    const cases = fc.oneof(
+      { weight: 3, arbitrary: fc.record({ node: fc.constantFrom("p1" as const, "b1" as const), request: requests(clientTemplates, DEFAULT_SETTINGS.bodyBytesMax, sessionIn) }) },
+      { weight: 1, arbitrary: peerCases },
+    );
+    // "refused": refused client requests and every peer message (which must all be refused).
+    let [refused, accepted] = [0, 0];
+    await fuzz("process cluster", cases, async ({ node, request }) => {
+      const before = await clusterState(cluster, sessions);
+      const answer = await send(cluster.urls[node], request);
+      const peer = request.path === "/v1/peer" || request.path === "/v1/arbiter";
+      // A peer message from no member may be answered (a nack, a refusal) but must change nothing.
+      if (!checkAnswer(answer, `${node}: ${describe(request)}`) && !peer) {
+        accepted += 1;
+        return;
+      }
+      refused += 1;
+      const after = await clusterState(cluster, sessions);
+      assert.equal(after, before, `${node}: ${describe(request)} -> ${answer.status} ${answer.text.slice(0, 200)} changed the cluster`);
+    }, 200);
+    console.log(`fuzz process cluster: ${refused} refused, ${accepted} accepted`);
+    assert.ok(refused > 0 && accepted > 0, "both were exercised");
+
+    for (const id of ["p1", "b1", "a1"] as const) {
+      assert.equal(cluster.procs.get(id)!.child.exitCode, null, `${id} did not exit: ${cluster.procs.get(id)!.stderr().slice(-500)}`);
+      const health = await send(cluster.urls[id], { method: "GET", path: "/v1/health" });
+      assert.equal(health.status, 200, `${id} answers health`);
+    }
+    const s = await status(p1);
+    assert.ok(s?.server?.serving && s.server.backup?.arbiterRecordedInSync, "p1 still serves with b1 in sync");
+  } finally {
+    await cluster.stopAll();
+  }
+});
