@@ -13,6 +13,8 @@ import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import type { LoopStallView } from "../stall_monitor.ts";
+import { ANONYMOUS, type Caller, callerOf } from "../caller.ts";
+import { hashSessionSecret, randomSessionSecret, SESSION_SECRET_LENGTH_MAX } from "./session_secret.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 export type LockStatus = { node: { id: string; role: string } } & StatusView & Partial<LoopStallView>;
@@ -26,6 +28,11 @@ export interface LockApiOptions {
   onInternalError?: (error: Error) => void;
   /** The event loop's longest stalls (the server process; absent in the simulator). */
   loopStall?: () => LoopStallView;
+  /**
+   * A new session's secret: cryptographic randomness (session_secret.ts randomSessionSecret) by
+   * default, a seeded generator in the simulator. Only its hash reaches the core.
+   */
+  newSessionSecret?: () => string;
 }
 
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
@@ -52,7 +59,8 @@ export interface LockRoute {
   method: "POST" | "DELETE";
   path: string;
   fields: readonly string[];
-  handle(params: Record<string, string>, input: Record<string, unknown>, done: (answer: ApiAnswer) => void): void;
+  /** `caller`: who sent it (cluster/caller.ts); the simulator's requests are ANONYMOUS. */
+  handle(params: Record<string, string>, input: Record<string, unknown>, done: (answer: ApiAnswer) => void, caller?: Caller): void;
 }
 
 export function lockRoutes(service: LockService, options: LockApiOptions): LockRoute[] {
@@ -69,29 +77,43 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       method: "POST",
       path: "/v1/sessions",
       fields: ["ttlMs", "requestId"],
-      handle(_params, input, done) {
+      handle(_params, input, done, caller = ANONYMOUS) {
         const ttlMs = field.integer(input, "ttlMs", settings.sessionTtlMs);
+        const secret = (options.newSessionSecret ?? randomSessionSecret)();
+        const command: Extract<Command, { type: "openSession" }> = { type: "openSession", ttlMs, secretHash: hashSessionSecret(secret) };
+        if (caller.token !== null) command.owner = caller.token;
+        if (caller.sessionsMax !== null) command.ownerSessionsMax = caller.sessionsMax;
         // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out
         // a lost answer soon after that instead of after its whole wait.
-        submit({ type: "openSession", ttlMs }, requestIdOf(input), done, (result) =>
-          result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201) : unexpected(result));
+        const encode = (result: Result) =>
+          result.type === "session" ? ok({ session: result.session, sessionSecret: secret, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201) : unexpected(result);
+        const requestId = requestIdOf(input);
+        service.submitThen(command, requestId, (answer) => {
+          // A retry of an open whose answer was lost gets the first open's session, whose secret
+          // went out in that lost answer and is kept nowhere: that session is useless to its client
+          // and expires; a new one (without the key, so it is not this answer again) takes its place.
+          if (answer.ok && answer.result.type === "session" && answer.result.secretHash !== command.secretHash && requestId !== undefined) {
+            return submit(command, undefined, done, encode);
+          }
+          done(answerOf(() => encode(unwrap(answer)), options));
+        });
       },
     },
     {
       method: "POST",
       path: "/v1/sessions/:id/keepalive",
-      fields: [],
-      handle(params, _input, done) {
-        submit({ type: "keepAlive", session: params.id }, undefined, done, (result) =>
+      fields: ["sessionSecret"],
+      handle(params, input, done) {
+        submit({ type: "keepAlive", session: params.id, secretHash: secretHashOf(input) }, undefined, done, (result) =>
           result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs }) : unexpected(result));
       },
     },
     {
       method: "DELETE",
       path: "/v1/sessions/:id",
-      fields: ["requestId"],
+      fields: ["requestId", "sessionSecret"],
       handle(params, input, done) {
-        submit({ type: "closeSession", session: params.id }, requestIdOf(input), done, (result) =>
+        submit({ type: "closeSession", session: params.id, secretHash: secretHashOf(input) }, requestIdOf(input), done, (result) =>
           result.type === "closed" ? ok({ session: result.session, released: result.released }) : unexpected(result));
       },
     },
@@ -100,16 +122,18 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       // callId (optional) names the client's call, so an enter arriving after its leave grants nothing.
       method: "POST",
       path: "/v1/enter",
-      fields: ["name", "session", "mode", "waitMs", "lockDelayMs", "callId"],
-      handle(_params, input, done) {
+      fields: ["name", "session", "sessionSecret", "mode", "waitMs", "lockDelayMs", "callId"],
+      handle(_params, input, done, caller = ANONYMOUS) {
         const name = field.string(input, "name");
         const session = field.string(input, "session");
         const mode = field.oneOf(input, "mode", ["exclusive", "shared"] as const, "exclusive");
         const waitMs = field.integer(input, "waitMs", 0);
         const lockDelayMs = field.integer(input, "lockDelayMs", 0);
         const callId = field.optionalString(input, "callId");
-        const command: EnterCommand = { type: "enter", name, session, mode, waitMs, lockDelayMs };
+        const secretHash = secretHashOf(input);
+        const command: EnterCommand = { type: "enter", name, session, secretHash, mode, waitMs, lockDelayMs };
         if (callId !== undefined) command.callId = callId;
+        if (caller.waitersMax !== null) command.ownerWaitersMax = caller.waitersMax;
         service.enterThen(command, (answer) =>
           done(answerOf(() => {
             const result = unwrap(answer);
@@ -126,12 +150,12 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       // mutex_leave: by the holder with its token; a waiter without a token withdraws its request.
       method: "POST",
       path: "/v1/leave",
-      fields: ["name", "session", "token", "requestId"],
+      fields: ["name", "session", "sessionSecret", "token", "requestId"],
       handle(_params, input, done) {
         const name = field.string(input, "name");
         const session = field.string(input, "session");
         const token = field.optionalInteger(input, "token");
-        submit({ type: "leave", name, session, token }, requestIdOf(input), done, (result) =>
+        submit({ type: "leave", name, session, secretHash: secretHashOf(input), token }, requestIdOf(input), done, (result) =>
           result.type === "left" ? ok({ left: true, name, wasHolder: result.wasHolder }) : unexpected(result));
       },
     },
@@ -145,6 +169,15 @@ function requestIdOf(input: Record<string, unknown>): string | undefined {
   const problem = requestIdProblem(input.requestId);
   if (problem !== undefined) throw new RequestError("bad_request", problem);
   return input.requestId as string | undefined;
+}
+
+/** The hash of the request's `sessionSecret` ("" without one: the core refuses it as it refuses a wrong one). */
+function secretHashOf(input: Record<string, unknown>): string {
+  const secret = field.optionalString(input, "sessionSecret");
+  if (secret !== undefined && secret.length > SESSION_SECRET_LENGTH_MAX) {
+    throw new RequestError("bad_request", `sessionSecret must be at most ${SESSION_SECRET_LENGTH_MAX} characters`);
+  }
+  return hashSessionSecret(secret);
 }
 
 /** `encode()`, or the error answer of what it threw (as the app's onError answers). */
@@ -167,10 +200,10 @@ function errorAnswer(error: Error, options: LockApiOptions): ApiAnswer {
 }
 
 /** Runs `route` on a decoded body: checks the fields, then handles; every failure is an answer. */
-function runRoute(route: LockRoute, params: Record<string, string>, input: Record<string, unknown>, options: LockApiOptions, done: (answer: ApiAnswer) => void): void {
+function runRoute(route: LockRoute, params: Record<string, string>, input: Record<string, unknown>, options: LockApiOptions, done: (answer: ApiAnswer) => void, caller: Caller = ANONYMOUS): void {
   try {
     onlyFields(input, route.fields);
-    route.handle(params, input, done);
+    route.handle(params, input, done, caller);
   } catch (error) {
     done(errorAnswer(error as Error, options));
   }
@@ -243,7 +276,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   for (const route of lockRoutes(service, options)) {
     app.on(route.method, route.path, async (c) => {
       const input = await readJsonObject(c, settings.bodyBytesMax);
-      const answer = await new Promise<ApiAnswer>((done) => runRoute(route, c.req.param() as Record<string, string>, input, options, done));
+      const answer = await new Promise<ApiAnswer>((done) => runRoute(route, c.req.param() as Record<string, string>, input, options, done, callerOf(c)));
       return c.json(answer.body, answer.status as 200);
     });
   }

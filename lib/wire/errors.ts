@@ -4,6 +4,7 @@
  */
 export const ERROR_STATUS = {
   bad_request: 400, // malformed JSON, a missing or ill-typed field, a value out of bounds
+  forbidden: 403, // valid credentials, but not allowed (a session's secret that does not match)
   session_not_found: 404, // unknown or expired session
   lock_not_found: 404, // no such lock (nobody holds, waits for, or delays it)
   not_found: 404, // no such route

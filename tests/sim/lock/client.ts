@@ -194,7 +194,7 @@ export class LockClientActor extends Actor {
       });
     }
     this.withSession((session) => {
-      this.client.enterThen(name, { session: session.session.id, mode, waitMs, lockDelayMs: w.lockDelayMs }, (outcome) => {
+      this.client.enterThen(name, { session: session.session, mode, waitMs, lockDelayMs: w.lockDelayMs }, (outcome) => {
         // A failed enter may have been granted (its answer lost): the session goes, with it.
         if (!outcome.ok) return this.finishCycle("failed", `enter: ${outcome.error.code}`, true);
         const result = outcome.value;
@@ -252,7 +252,7 @@ export class LockClientActor extends Actor {
     const copies = this.prng.chance(0.5) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       this.sim.log(this.id, "*", `stale leave ${name} token ${token} while holding token ${holding.belief.token}`);
-      this.client.leaveThen(name, { session: holding.session.id, token }, (outcome) => {
+      this.client.leaveThen(name, { session: holding.session, token }, (outcome) => {
         if (outcome.ok) this.sim.log(this.id, "*", `stale leave ${name} token ${token} accepted`);
       });
     }
@@ -272,7 +272,7 @@ export class LockClientActor extends Actor {
       reused.oldTokens.push({ name: belief.name, token: belief.token });
       if (reused.oldTokens.length > OLD_TOKENS_MAX) reused.oldTokens.shift();
     }
-    this.client.leaveThen(belief.name, { session: holding.session.id, token: belief.token }, done);
+    this.client.leaveThen(belief.name, { session: holding.session, token: belief.token }, done);
   }
 
   /** Ends the cycle; the reused session is closed when lost, used up, or `retire`. */
