@@ -65,7 +65,8 @@ class Writer {
     for (let i = 0; i < sessions; i++) this.apply({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 60_000 }, `open-${i}`);
     this.sessions.forEach((session, i) => {
       this.apply({
-        type: "enter", secretHash: SECRET_HASH,
+        type: "enter",
+        secretHash: SECRET_HASH,
         name: `lock-${i % Math.ceil(sessions / 2)}`,
         session,
         mode: "exclusive",

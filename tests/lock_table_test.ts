@@ -40,7 +40,8 @@ class Script {
   }
   enter(session: string, name = "L", options: { mode?: "exclusive" | "shared"; waitMs?: number; lockDelayMs?: number; callId?: string } = {}) {
     return this.run({
-      type: "enter", secretHash: SECRET_HASH,
+      type: "enter",
+      secretHash: SECRET_HASH,
       name,
       session,
       mode: options.mode ?? "exclusive",

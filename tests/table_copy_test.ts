@@ -64,7 +64,8 @@ class Workload {
     if (roll < 62) {
       const mode: Mode = rng.chance(0.3) ? "shared" : "exclusive";
       const command: Command = {
-        type: "enter", secretHash: SECRET_HASH,
+        type: "enter",
+        secretHash: SECRET_HASH,
         name: rng.pick(NAMES),
         session,
         mode,
