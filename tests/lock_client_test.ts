@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { inspect } from "node:util";
+import { recordingSecrets } from "./_session.ts";
 import { connect, NotAcquiredError } from "../lib/mod.ts";
 import type { MutexdError } from "../lib/wire/errors.ts";
 import { freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
@@ -53,16 +54,10 @@ test("client: `await using` releases the lock at the end of the block; tokens ri
 
 test("client: the handle's signal aborts when the server no longer has the session", { timeout: 30_000 }, async () => {
   await withPrimary(async (url) => {
-    // The session's secret, read off the client's enter (the client keeps it off its objects).
-    let sessionSecret: string | undefined;
-    const client = connect({
-      servers: url,
-      fetch: (target, init) => {
-        if (target.endsWith("/v1/enter")) sessionSecret = JSON.parse(String(init.body)).sessionSecret;
-        return fetch(target, init);
-      },
-    });
+    const secrets = new Map<string, string>();
+    const client = connect({ servers: url, fetch: recordingSecrets(secrets) });
     const lock = await client.lock("lost", { ttlMs: 1_500 });
+    const sessionSecret = secrets.get(lock.session.id);
     assert.equal(lock.signal.aborted, false);
     const close = (body: unknown) => fetch(`${url}/v1/sessions/${lock.session.id}`, { method: "DELETE", body: JSON.stringify(body) });
     // Without the secret nobody else can end it (issue 12)...

@@ -14,10 +14,12 @@ import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import type { LoopStallView } from "../stall_monitor.ts";
 import { ANONYMOUS, type Caller, callerOf } from "../caller.ts";
+import type { SecurityLog } from "../security_log.ts";
 import { hashSessionSecret, randomSessionSecret, SESSION_SECRET_LENGTH_MAX } from "./session_secret.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
-export type LockStatus = { node: { id: string; role: string } } & StatusView & Partial<LoopStallView>;
+/** `security`: refusals by reason since the process started (cluster/security_log.ts). */
+export type LockStatus = { node: { id: string; role: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -33,6 +35,8 @@ export interface LockApiOptions {
    * default, a seeded generator in the simulator. Only its hash reaches the core.
    */
   newSessionSecret?: () => string;
+  /** Counts and logs refusals (`security` in status): here, actions with a wrong session secret. */
+  securityLog?: SecurityLog;
 }
 
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
@@ -201,9 +205,17 @@ function errorAnswer(error: Error, options: LockApiOptions): ApiAnswer {
 
 /** Runs `route` on a decoded body: checks the fields, then handles; every failure is an answer. */
 function runRoute(route: LockRoute, params: Record<string, string>, input: Record<string, unknown>, options: LockApiOptions, done: (answer: ApiAnswer) => void, caller: Caller = ANONYMOUS): void {
+  // A wrong secret is someone acting on a session not theirs (or a client bug): counted, logged.
+  const answered = (answer: ApiAnswer) => {
+    if (answer.status === ERROR_STATUS.forbidden && options.securityLog) {
+      const session = params.id ?? (typeof input.session === "string" ? input.session.slice(0, 128) : undefined);
+      options.securityLog.refused("sessionSecretMismatch", caller.token ?? "anonymous", { session });
+    }
+    done(answer);
+  };
   try {
     onlyFields(input, route.fields);
-    route.handle(params, input, done, caller);
+    route.handle(params, input, answered, caller);
   } catch (error) {
     done(errorAnswer(error as Error, options));
   }
@@ -267,8 +279,9 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   app.get("/v1/status", (c) => {
     const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.() };
     // `?summary=1`: without the sessions and locks, cheap at any table size (benches poll it).
-    if (c.req.query("summary") === "1") return c.json({ ...head, ...service.summary() });
-    return c.json({ ...head, ...service.view() } satisfies LockStatus);
+    const security = options.securityLog?.view() ?? {};
+    if (c.req.query("summary") === "1") return c.json({ ...head, ...service.summary(), security });
+    return c.json({ ...head, ...service.view(), security } satisfies LockStatus);
   });
 
   app.get("/v1/sessions", (c) => c.json({ sessions: service.view().sessions }));

@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { type ClusterConfig, nodeUrl, type NodeConfig } from "../config.ts";
 import { monotonicClock } from "../clock.ts";
 import { createLockApp } from "./api.ts";
+import { SecurityLog } from "../security_log.ts";
 import { LockService } from "./service.ts";
 import type { Logger } from "../log.ts";
 import { httpPeerTransport } from "../peer_transport.ts";
@@ -54,6 +55,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
       return found ? nodeUrl(found) : undefined;
     },
     onInternalError: (error) => log.event("internalError", { message: error.message, stack: error.stack }),
+    securityLog: new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs),
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port });
   const ticker = setInterval(() => service.tick(), settings.tickMs);
