@@ -112,9 +112,9 @@ test("bug: the lock table reuses a fencing token → lock.fencing fails", { time
 
 test("bug: a keepalive extends the session by half its TTL → a client still inside its lease loses its grant", { timeout: 60_000 }, () => {
   const found = patched(table, "keepAlive", (original) =>
-    function (this: Proto, sessionId: string) {
-      const output = original.call(this, sessionId);
-      const session = this.sessions.get(sessionId);
+    function (this: Proto, command: Proto) {
+      const output = original.call(this, command);
+      const session = output.result.ok ? this.sessions.get(command.session) : undefined;
       if (session) session.expiresAtMs = this.nowMs + Math.floor(session.ttlMs / 2);
       if (session) this.noteDue(session.expiresAtMs); // consistently early (else lock.table-structure names the due index)
       return output;
@@ -492,20 +492,29 @@ const lockService = LockService.prototype as unknown as Proto;
 test("bug: the client counts a keepalive's lease from the answer time, not the send time → it believes past the server's expiry", { timeout: 120_000 }, () => {
   const CHECKERS = ["lock.grant-survives", "lock.client-mutex"];
   // Session.keepAlive with the lease from the answer's arrival (the server counts from the
-  // request's arrival, earlier by the answer's delay).
-  const found = huntInjected(lockSession, "keepAlive", () =>
+  // request's arrival, earlier by the answer's delay). The real keepAlive sends the request (with
+  // the session's secret, which only it can read); its answer goes to this callback instead, and
+  // each try keeps the client's own timeout, as before session secrets.
+  const found = huntInjected(lockSession, "keepAlive", (original) =>
     function (this: Proto) {
-      this.checkLease();
-      if (this.closed) return;
-      this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, undefined, 0, (outcome: Proto) => {
-        if (this.closed) return;
-        if (outcome.ok) {
-          this.leaseEndMs = Math.max(this.leaseEndMs, this.client.clock.nowMs() + this.ttlMs);
-          this.armLeaseTimer();
-        } else if (outcome.error.code === "session_not_found") {
-          this.lose("the server expired the session");
-        }
-      });
+      const session = this;
+      const client = this.client;
+      client.requestThen = function (method: string, path: string, body: unknown, extraTimeoutMs: number) {
+        return Object.getPrototypeOf(client).requestThen.call(client, method, path, body, extraTimeoutMs, (outcome: Proto) => {
+          if (session.closed) return;
+          if (outcome.ok) {
+            session.leaseEndMs = Math.max(session.leaseEndMs, client.clock.nowMs() + session.ttlMs);
+            session.armLeaseTimer();
+          } else if (outcome.error.code === "session_not_found") {
+            session.lose("the server expired the session");
+          }
+        });
+      };
+      try {
+        return original.call(this);
+      } finally {
+        delete client.requestThen; // the prototype's again
+      }
     }, LOCK_ONLY, 1_000, CHECKERS); // rare: the window is one answer's delay (~1 seed in 100)
   expectCaught("lease from the keepalive's answer time", found, CHECKERS);
 });
