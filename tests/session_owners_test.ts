@@ -9,7 +9,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type Command, LockTable, type LockTableSnapshot, type Output } from "../lib/core/lock/lock_table.ts";
-import { OwnerCounts, ownerKey, secretMatches } from "../lib/core/lock/session_owners.ts";
+import { secretMatches } from "../lib/core/lock/session_owners.ts";
+import { recountOwners, sortedEntries } from "./sim/lock/table_checkers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { healthy } from "./_lock_world.ts";
 
@@ -46,20 +47,9 @@ const enter = (session: string, name: string, secretHash = HASH_A, extra: Partia
   ...extra,
 } as Command);
 
-/** The owner counts a table keeps, and what a recount of its sessions and queues gives. */
-function countsAndRecount(table: LockTable) {
-  const recount = new OwnerCounts();
-  for (const session of table.sessions.values()) recount.sessionOpened(ownerKey(session.owner));
-  for (const lock of table.locks.values()) {
-    for (const waiter of lock.queue) recount.waiterAdded(ownerKey(table.sessions.get(waiter.session)!.owner));
-  }
-  const sorted = (entries: ReturnType<OwnerCounts["entries"]>) => entries.sort(([a], [b]) => a.localeCompare(b));
-  return { kept: sorted(table.owners.entries()), recount: sorted(recount.entries()) };
-}
-
+/** The owner counts the table keeps equal a recount of its sessions and queues (the simulator's check too). */
 function assertCountsInStep(table: LockTable): void {
-  const { kept, recount } = countsAndRecount(table);
-  assert.deepEqual(kept, recount);
+  assert.deepEqual(sortedEntries(table.owners), sortedEntries(recountOwners(table)));
 }
 
 test("secretMatches: equal non-empty hashes only; a session without a hash matches nothing", () => {

@@ -376,6 +376,22 @@ test("bug: a holder's leave does not update its session's index → lock.table-s
   expectCaught("index not updated on leave", found, ["lock.table-structure"]);
 });
 
+test("bug: a granted waiter is not taken off its owner's waiting count → lock.table-structure fails", { timeout: 120_000 }, () => {
+  // Issue 12's per-owner counts (session_owners.ts): `promote` forgets to count a grant out, so
+  // the owner's waiting enters only grow and a per-token waitersMax would refuse it for ever.
+  const found = huntInjected(table, "promote", (original) =>
+    function (this: Proto, ...args: unknown[]) {
+      const owners = this.owners;
+      owners.waiterRemoved = () => {}; // shadows the prototype's for this one call
+      try {
+        return original.apply(this, args);
+      } finally {
+        delete owners.waiterRemoved;
+      }
+    }, LOCK_ONLY, 100, ["lock.table-structure"]);
+  expectCaught("owner's waiting count not lowered on a grant", found, ["lock.table-structure"]);
+});
+
 // ---- late delivery (issue 8: the generic `late-delivery` fault) ------------------------------
 
 /**
