@@ -16,6 +16,7 @@ import { createArbiterApp } from "../cluster/arbiter/server.ts";
 import superjson from "superjson";
 import { Hono } from "hono";
 import { type Caller, setCaller } from "../cluster/caller.ts";
+import { formatStatus } from "../cluster/commands/status.ts";
 import { rmSync } from "node:fs";
 import { eventually, removeDir, tempDir } from "./_harness.ts";
 
@@ -453,6 +454,10 @@ test("lock API: listings show each session's owner and never its secret or the s
     for (const secret of [opened.body.sessionSecret, other.body.sessionSecret, hash]) assert.ok(!text.includes(secret), `${path} leaks a secret`);
     assert.ok(!text.includes("secretHash"), path);
   }
+  // `mutexd status` prints the same: the owner beside each session, no secret.
+  const printed = formatStatus((await call("GET", "/v1/status")).body);
+  assert.match(printed, new RegExp(`${opened.body.session}\\[alice\\] 1 exclusive`));
+  for (const secret of [opened.body.sessionSecret, hash]) assert.ok(!printed.includes(secret));
 });
 
 test("lock API: a token's sessionsMax and waitersMax limit that caller (429 naming it), not the server", async () => {
