@@ -513,19 +513,18 @@ test("bug: the client counts a keepalive's lease from the answer time, not the s
   // each try keeps the client's own timeout, as before session secrets.
   const found = huntInjected(lockSession, "keepAlive", (original) =>
     function (this: Proto) {
-      const session = this;
       const client = this.client;
-      client.requestThen = function (method: string, path: string, body: unknown, extraTimeoutMs: number) {
-        return Object.getPrototypeOf(client).requestThen.call(client, method, path, body, extraTimeoutMs, (outcome: Proto) => {
-          if (session.closed) return;
+      // Arrow functions: `this` stays the session.
+      client.requestThen = (method: string, path: string, body: unknown, extraTimeoutMs: number) =>
+        Object.getPrototypeOf(client).requestThen.call(client, method, path, body, extraTimeoutMs, (outcome: Proto) => {
+          if (this.closed) return;
           if (outcome.ok) {
-            session.leaseEndMs = Math.max(session.leaseEndMs, client.clock.nowMs() + session.ttlMs);
-            session.armLeaseTimer();
+            this.leaseEndMs = Math.max(this.leaseEndMs, client.clock.nowMs() + this.ttlMs);
+            this.armLeaseTimer();
           } else if (outcome.error.code === "session_not_found") {
-            session.lose("the server expired the session");
+            this.lose("the server expired the session");
           }
         });
-      };
       try {
         return original.call(this);
       } finally {
