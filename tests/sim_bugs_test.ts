@@ -376,6 +376,19 @@ test("bug: a holder's leave does not update its session's index → lock.table-s
   expectCaught("index not updated on leave", found, ["lock.table-structure"]);
 });
 
+test("bug: the table takes a session action without checking its secret → an outsider's leave frees a held lock (lock.grant-survives)", { timeout: 120_000 }, () => {
+  // Issue 12's attack in the simulator: outsiders (`lock.outsiderRate`) leave and close held
+  // sessions with the id and token every listing shows, without the secret. With the check in
+  // `sessionFor` gone, that is the code of commit 2c9c5fa.
+  const CHECKERS = ["lock.grant-survives", "lock.client-mutex"];
+  const found = huntInjected(table, "sessionFor", () =>
+    function (this: Proto, sessionId: string) {
+      const session = this.sessions.get(sessionId);
+      return session ?? { result: { ok: false, error: { code: "session_not_found", message: `session ${sessionId} is unknown or expired` } }, effects: [] };
+    }, { ...LOCK_ONLY, params: { "lock.outsiderRate": 0.5 } }, 100, CHECKERS);
+  expectCaught("no secret check", found, CHECKERS);
+});
+
 test("bug: a granted waiter is not taken off its owner's waiting count → lock.table-structure fails", { timeout: 120_000 }, () => {
   // Issue 12's per-owner counts (session_owners.ts): `promote` forgets to count a grant out, so
   // the owner's waiting enters only grow and a per-token waitersMax would refuse it for ever.
