@@ -11,6 +11,7 @@ import { LockMachine } from "../lib/core/lock/lock_machine.ts";
 import type { PersistRecord, RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import type { Command } from "../lib/core/lock/lock_table.ts";
+import { SECRET_HASH } from "./_session.ts";
 
 export interface Packet {
   from: string;
@@ -230,12 +231,12 @@ export function healthy(settings: Settings = DEFAULT_SETTINGS): World {
 }
 
 export function openSession(w: World, at = "p"): string {
-  const result = w.ok(w.request(at, { type: "openSession", ttlMs: 5_000 }));
+  const result = w.ok(w.request(at, { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 }));
   assert.ok(result.type === "session");
   return result.session;
 }
 
 export function enter(w: World, session: string, name = "L", at = "p") {
-  return w.request(at, { type: "enter", name, session, mode: "exclusive", waitMs: 10_000, lockDelayMs: 0 });
+  return w.request(at, { type: "enter", secretHash: SECRET_HASH, name, session, mode: "exclusive", waitMs: 10_000, lockDelayMs: 0 });
 }
 

@@ -37,11 +37,11 @@ async function pool(count: number, concurrency: number, job: (i: number) => Prom
 export async function fillLocks(url: string, options: { locks: number; sessions: number; concurrency: number; deadlineMs: number }): Promise<number> {
   const { locks, sessions, concurrency, deadlineMs } = options;
   const endMs = Date.now() + deadlineMs;
-  const ids: string[] = [];
+  const opened: Array<{ session: string; sessionSecret: string }> = [];
   await pool(sessions, concurrency, async () => {
     const answer = await post(`${url}/v1/sessions`, { ttlMs: LONG_TTL_MS });
     if (answer.status !== 201) throw new Error(`open session: ${answer.status} ${JSON.stringify(answer.body)}`);
-    ids.push(String(answer.body.session));
+    opened.push({ session: String(answer.body.session), sessionSecret: String(answer.body.sessionSecret) });
   });
   let granted = 0;
   await pool(locks, concurrency, async (i) => {
@@ -49,7 +49,7 @@ export async function fillLocks(url: string, options: { locks: number; sessions:
     // its timeout: ask again (an enter of a lock the session holds answers the same grant).
     for (;;) {
       if (Date.now() > endMs) throw new Error(`filling ${locks} locks took over ${deadlineMs} ms (${granted} granted)`);
-      const answer = await post(`${url}/v1/enter`, { name: `fill/${i}`, session: ids[i % ids.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } as Record<string, unknown> }));
+      const answer = await post(`${url}/v1/enter`, { name: `fill/${i}`, ...opened[i % opened.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } as Record<string, unknown> }));
       if (answer.body.granted === true) break;
       if (answer.status !== 0 && answer.status !== 421) throw new Error(`enter fill/${i}: ${answer.status} ${JSON.stringify(answer.body)}`);
       await sleep(50);
@@ -106,7 +106,8 @@ export async function resyncUnderLoad(
   deadlineMs: number,
 ): Promise<ResyncResult> {
   await eventually("the primary's recent stalls faded (the fill's)", async () => ((await summary(primaryUrl))?.loopStallRecentMaxMs ?? 1e9) < 50, 15_000);
-  const session = String((await post(`${primaryUrl}/v1/sessions`, { ttlMs: LONG_TTL_MS })).body.session);
+  const { body: opened } = await post(`${primaryUrl}/v1/sessions`, { ttlMs: LONG_TTL_MS });
+  const [session, sessionSecret] = [String(opened.session), String(opened.sessionSecret)];
   let loading = true;
   let acquires = 0;
   let failures = 0;
@@ -116,9 +117,9 @@ export async function resyncUnderLoad(
     for (let i = 0; loading; i++) {
       const t0 = performance.now();
       try {
-        const enter = await post(`${primaryUrl}/v1/enter`, { name: `load/${i % LOAD_LOCKS}`, session, waitMs: 1_000 });
+        const enter = await post(`${primaryUrl}/v1/enter`, { name: `load/${i % LOAD_LOCKS}`, session, sessionSecret, waitMs: 1_000 });
         if (enter.body.granted !== true) throw new Error(JSON.stringify(enter.body));
-        const leave = await post(`${primaryUrl}/v1/leave`, { name: `load/${i % LOAD_LOCKS}`, session, token: enter.body.token });
+        const leave = await post(`${primaryUrl}/v1/leave`, { name: `load/${i % LOAD_LOCKS}`, session, sessionSecret, token: enter.body.token });
         if (leave.status !== 200) throw new Error(JSON.stringify(leave.body));
         acquires += 1;
         acquireMaxMs = Math.max(acquireMaxMs, performance.now() - t0);

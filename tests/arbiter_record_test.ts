@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { freshGraceMs, freshTokenFloor, HELD_MAX, RecordCover } from "../lib/core/lock/arbiter_record.ts";
 import { type Command, LockTable } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { SECRET_HASH } from "./_session.ts";
 
 const S = { ...DEFAULT_SETTINGS, tokenCeilingStep: 10 };
 const lease = (fields: { tokenCeiling?: number | null; ttlMaxMs?: number | null; fresh?: boolean; tablesBefore?: boolean }) => ({
@@ -38,11 +39,11 @@ function setup(covered: { tokenCeiling: number; ttlMaxMs: number }, tokenFloor =
 test("record gate: a grant above the ceiling waits for the raise the renewal asks for; the raise releases it", () => {
   const { cover, append } = setup({ tokenCeiling: 100, ttlMaxMs: S.sessionTtlMs });
   assert.deepEqual(cover.asks(), { tokenCeiling: 110, ttlMaxMs: S.sessionTtlMs }, "asked half a step early: the table is at the ceiling");
-  const open = append({ type: "openSession", ttlMs: S.sessionTtlMs });
+  const open = append({ type: "openSession", secretHash: SECRET_HASH, ttlMs: S.sessionTtlMs });
   assert.equal(cover.commitLimit(open.index), open.index, "a session of a covered TTL commits at once");
   assert.ok(open.output.result.ok && open.output.result.type === "session");
   const session = open.output.result.session;
-  const grant = append({ type: "enter", name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
+  const grant = append({ type: "enter", secretHash: SECRET_HASH, name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
   assert.equal(cover.commitLimit(grant.index), open.index, "token 101 > ceiling 100: held back");
   assert.equal(cover.waiting, true, "the primary renews sooner");
   const tick = append({ type: "tick" });
@@ -54,13 +55,13 @@ test("record gate: a grant above the ceiling waits for the raise the renewal ask
 
 test("record gate: a longer TTL (or TTL plus lock-delay) waits outside the log, alone, until the record's ttlMaxMs is raised; a refused command needs nothing", () => {
   const { table, cover, append } = setup({ tokenCeiling: 1_000, ttlMaxMs: S.sessionTtlMs }, 0);
-  const refused = append({ type: "openSession", ttlMs: S.sessionTtlMaxMs + 1 });
+  const refused = append({ type: "openSession", secretHash: SECRET_HASH, ttlMs: S.sessionTtlMaxMs + 1 });
   assert.equal(refused.output.result.ok, false);
   assert.equal(cover.commitLimit(refused.index), refused.index, "an invalid TTL grants nothing and needs nothing");
-  const open = append({ type: "openSession", ttlMs: S.sessionTtlMs });
+  const open = append({ type: "openSession", secretHash: SECRET_HASH, ttlMs: S.sessionTtlMs });
   assert.ok(open.output.result.ok && open.output.result.type === "session");
   const session = open.output.result.session;
-  const long: Command = { type: "enter", name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 5_000 };
+  const long: Command = { type: "enter", secretHash: SECRET_HASH, name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 5_000 };
   assert.equal(cover.admits(long, table), false, "TTL + lock-delay exceeds the record");
   assert.equal(cover.admits({ ...long, session: "nobody" }, table), true, "an unknown session is refused by the table: nothing to wait for");
   assert.equal(cover.admits({ ...long, lockDelayMs: S.lockDelayMaxMs + 1 }, table), true, "so is a lock-delay out of bounds");
@@ -68,8 +69,8 @@ test("record gate: a longer TTL (or TTL plus lock-delay) waits outside the log, 
   assert.equal(cover.waiting, true, "the primary renews sooner");
   assert.deepEqual(cover.asks(), { tokenCeiling: 1_000, ttlMaxMs: S.sessionTtlMs + 5_000 });
   // Only that command waits: a keepalive and another enter enter the log and commit meanwhile.
-  const keepAlive = append({ type: "keepAlive", session });
-  const other = append({ type: "enter", name: "M", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
+  const keepAlive = append({ type: "keepAlive", secretHash: SECRET_HASH, session });
+  const other = append({ type: "enter", secretHash: SECRET_HASH, name: "M", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
   assert.equal(cover.commitLimit(other.index), other.index, `the keepalive (${keepAlive.index}) and the other enter commit`);
   assert.deepEqual(cover.takeCovered(table), [], "not covered yet");
   cover.covered(lease({ tokenCeiling: 1_000, ttlMaxMs: S.sessionTtlMs + 5_000 }));
@@ -79,7 +80,7 @@ test("record gate: a longer TTL (or TTL plus lock-delay) waits outside the log, 
 
 test("record gate: a held command is refused once peerTimeoutMs passed without the raise; at most HELD_MAX wait", () => {
   const { table, cover } = setup({ tokenCeiling: 1_000, ttlMaxMs: S.sessionTtlMs }, 0);
-  const long: Command = { type: "openSession", ttlMs: S.sessionTtlMs + 1 };
+  const long: Command = { type: "openSession", secretHash: SECRET_HASH, ttlMs: S.sessionTtlMs + 1 };
   assert.ok(cover.hold({ clientRef: 1, command: long }, table, 100));
   assert.deepEqual(cover.takeExpired(100 + S.peerTimeoutMs - 1), [], "still waiting");
   assert.deepEqual(cover.takeExpired(100 + S.peerTimeoutMs).map((held) => held.clientRef), [1]);
@@ -101,7 +102,7 @@ test("record gate: without an arbiter (standalone) or with one from before these
   for (const start of [null, lease({})]) {
     const cover = new RecordCover(S);
     cover.start(start, table);
-    const open: Command = { type: "openSession", ttlMs: S.sessionTtlMaxMs };
+    const open: Command = { type: "openSession", secretHash: SECRET_HASH, ttlMs: S.sessionTtlMaxMs };
     assert.ok(cover.admits(open, table), "the longest TTL is admitted");
     table.apply(open, 0);
     cover.appended(1, table);

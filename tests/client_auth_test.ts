@@ -288,20 +288,20 @@ test("lock API with tokens: a read-only token cannot open a session or lock; ci 
   assert.equal((await call(VIEWER_SECRET, "POST", "/v1/sessions", {})).status, 403);
   const opened = await call(CI_SECRET, "POST", "/v1/sessions", {});
   assert.equal(opened.status, 201);
-  const session = opened.body.session;
-  assert.equal((await call(CI_SECRET, "POST", "/v1/enter", { name: "ci/build", session })).body.granted, true);
+  const { session, sessionSecret } = opened.body;
+  assert.equal((await call(CI_SECRET, "POST", "/v1/enter", { name: "ci/build", session, sessionSecret })).body.granted, true);
   const before = state();
-  const refused = await call(CI_SECRET, "POST", "/v1/enter", { name: "jobs/x", session });
+  const refused = await call(CI_SECRET, "POST", "/v1/enter", { name: "jobs/x", session, sessionSecret });
   assert.equal(refused.status, 403);
   assert.match(refused.body.error.message, /token ci may not lock jobs\/x/);
-  assert.equal((await call(CI_SECRET, "POST", "/v1/leave", { name: "jobs/x", session })).status, 403);
+  assert.equal((await call(CI_SECRET, "POST", "/v1/leave", { name: "jobs/x", session, sessionSecret })).status, 403);
   assert.equal(state(), before, "a refused call changes nothing");
 });
 
 test("lock API with tokens: listings show only the names the token may read; full status and sessions need admin on every name", async () => {
   const { call } = lockApp();
-  const session = (await call(OPS_SECRET, "POST", "/v1/sessions", {})).body.session;
-  for (const name of ["ci/a", "jobs/b"]) assert.equal((await call(OPS_SECRET, "POST", "/v1/enter", { name, session })).body.granted, true);
+  const { session, sessionSecret } = (await call(OPS_SECRET, "POST", "/v1/sessions", {})).body;
+  for (const name of ["ci/a", "jobs/b"]) assert.equal((await call(OPS_SECRET, "POST", "/v1/enter", { name, session, sessionSecret })).body.granted, true);
   const names = async (secret: string) => (await call(secret, "GET", "/v1/locks")).body.locks.map((l: { name: string }) => l.name);
   assert.deepEqual(await names(VIEWER_SECRET), ["ci/a", "jobs/b"]);
   assert.deepEqual(await names(NARROW_SECRET), ["ci/a"], "a token that may read ci/ only does not see jobs/b");

@@ -10,6 +10,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { SECRET_HASH } from "./_session.ts";
 import {
   type DurableLog,
   encodeRecord,
@@ -61,10 +62,11 @@ class Writer {
 
   /** Sessions, some holding locks, some waiting behind them. */
   populate(sessions: number): void {
-    for (let i = 0; i < sessions; i++) this.apply({ type: "openSession", ttlMs: 60_000 }, `open-${i}`);
+    for (let i = 0; i < sessions; i++) this.apply({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 60_000 }, `open-${i}`);
     this.sessions.forEach((session, i) => {
       this.apply({
         type: "enter",
+        secretHash: SECRET_HASH,
         name: `lock-${i % Math.ceil(sessions / 2)}`,
         session,
         mode: "exclusive",
@@ -221,7 +223,7 @@ test("a snapshot's text made in chunks, one per turn, is exactly the record enco
       index: i,
       epoch: 1,
       atMs: i,
-      command: { type: "openSession", ttlMs: 60_000 },
+      command: { type: "openSession", secretHash: SECRET_HASH, ttlMs: 60_000 },
       requestId: `r${i}`,
     };
     big.apply(entry);
@@ -232,7 +234,7 @@ test("a snapshot's text made in chunks, one per turn, is exactly the record enco
     index: atMs,
     epoch: 1,
     atMs,
-    command: { type: "enter", name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 },
+    command: { type: "enter", secretHash: SECRET_HASH, name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 },
   });
   for (
     const copy of [null, { epoch: 2, primary: "p", machine: machine.snapshot() }, {

@@ -6,6 +6,7 @@
  * that needed the write. Each test stops its processes and removes its temp dir.
  */
 import { test } from "node:test";
+import { recordingSecrets } from "./_session.ts";
 import assert from "node:assert/strict";
 import { rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
@@ -30,7 +31,8 @@ const WAITERS = 20;
 
 test("durable: every process killed -9 and restarted: held locks keep holder and token, waiters stay queued, kept-alive sessions keep their locks, the next token is higher", { timeout: 90_000 }, async () => {
   const c = await startCluster([], { durable: true });
-  const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: SERVING_AGAIN_MS });
+  const secrets = new Map<string, string>();
+  const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: SERVING_AGAIN_MS, fetch: recordingSecrets(secrets) });
   const sessions: Session[] = [];
   try {
     // Long TTLs: the clients' sessions must outlive the outage on their own clocks.
@@ -42,7 +44,7 @@ test("durable: every process killed -9 and restarted: held locks keep holder and
         const name = `lock-${batch + j}`;
         const session = await client.openSession({ ttlMs });
         sessions.push(session);
-        const result = await client.enter(name, { session: session.id, waitMs: 0 });
+        const result = await client.enter(name, { session, waitMs: 0 });
         assert.ok(result.granted, `${name} granted`);
         held.set(name, { session: session.id, token: result.token });
       }));
@@ -52,7 +54,7 @@ test("durable: every process killed -9 and restarted: held locks keep holder and
       const session = await client.openSession({ ttlMs });
       sessions.push(session);
       // Queued behind the holder; the long-poll's failure when the servers die does not matter.
-      client.enter(`lock-${i}`, { session: session.id, waitMs: ttlMs }).catch(() => {});
+      client.enter(`lock-${i}`, { session, waitMs: ttlMs }).catch(() => {});
       waiting.set(`lock-${i}`, session.id);
     }
     await eventually("every waiter queued at the primary", async () => {
@@ -87,19 +89,21 @@ test("durable: every process killed -9 and restarted: held locks keep holder and
     }
     assert.ok(after.lastToken >= lastToken, `token counter ${after.lastToken} went back from ${lastToken}`);
 
-    // The clients kept their sessions: a keepalive succeeds and nothing was lost on their side.
+    // The clients kept their sessions, secrets too (their hashes were on disk): a keepalive with
+    // the secret succeeds and nothing was lost on their side.
     for (const session of sessions.slice(0, 5)) {
-      const response = await fetch(`${serving}/v1/sessions/${encodeURIComponent(session.id)}/keepalive`, { method: "POST" });
+      const body = JSON.stringify({ sessionSecret: secrets.get(session.id) });
+      const response = await fetch(`${serving}/v1/sessions/${encodeURIComponent(session.id)}/keepalive`, { method: "POST", body });
       assert.equal(response.status, 200, `keepalive of ${session.id} after the restart`);
       await response.body?.cancel();
     }
     assert.ok(sessions.every((s) => !s.lost), "no client saw its session lost");
     // A holder releases; its waiter gets the lock with a token above every earlier one.
     const first = sessions[0];
-    await client.leave("lock-0", { session: first.id, token: held.get("lock-0")!.token });
+    await client.leave("lock-0", { session: first, token: held.get("lock-0")!.token });
     const newcomer = await client.openSession({ ttlMs });
     sessions.push(newcomer);
-    const fresh = await client.enter("fresh-lock", { session: newcomer.id, waitMs: 0 });
+    const fresh = await client.enter("fresh-lock", { session: newcomer, waitMs: 0 });
     assert.ok(fresh.granted && fresh.token > lastToken, `new token ${fresh.granted && fresh.token} above ${lastToken}`);
   } finally {
     for (const session of sessions) session.close().catch(() => {});
@@ -156,7 +160,7 @@ test("durable: a single lock server (no backup, no arbiter) killed -9 and restar
   try {
     await waitForHttp(`${url}/v1/health`);
     session = await client.openSession({ ttlMs: 60_000 });
-    const grant = await client.enter("solo", { session: session.id, waitMs: 0 });
+    const grant = await client.enter("solo", { session, waitMs: 0 });
     assert.ok(grant.granted);
     proc.kill("SIGKILL");
     await proc.exited;
@@ -166,7 +170,7 @@ test("durable: a single lock server (no backup, no arbiter) killed -9 and restar
     const holder = after?.locks.find((l) => l.name === "solo")?.holders[0];
     assert.deepEqual([holder?.session, holder?.token], [session.id, grant.token], "the lock kept its holder and token");
     const next = await client.openSession({ ttlMs: 60_000 });
-    const fresh = await client.enter("other", { session: next.id, waitMs: 0 });
+    const fresh = await client.enter("other", { session: next, waitMs: 0 });
     assert.ok(fresh.granted && fresh.token > grant.token, "the next token is higher");
     await next.close();
   } finally {

@@ -109,7 +109,12 @@ test("failover: 10 clients on 5 locks, primary killed -9 mid-run: counters exact
     assert.equal(after?.server?.role, "primary");
     assert.equal(after?.server?.epoch, 2);
     assert.ok(!held.signal.aborted, "the lock held across the takeover was not lost");
-    await held.release(); // leave at the new primary with the old token: accepted
+    // The session's secret hash came with the replicated open (issue 12): at the new primary the
+    // session id and token alone leave nothing; the holder's own leave, with its secret, works.
+    const outsider = await fetch(`${c.urls.b1}/v1/leave`, { method: "POST", body: JSON.stringify({ name: "held", session: held.session.id, token: held.token }) });
+    assert.equal(outsider.status, 403, "a leave without the session's secret is refused at the new primary");
+    await outsider.body?.cancel();
+    await held.release(); // leave at the new primary with the old token and the secret: accepted
     assert.equal(after?.locks.find((l) => l.name === "held")?.holders[0].token, held.token);
     assert.equal((await status(c.urls.b1))?.locks.find((l) => l.name === "held"), undefined, "released");
   } finally {

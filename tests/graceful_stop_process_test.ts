@@ -65,9 +65,9 @@ test("graceful stop: SIGTERM ends a primary's open long-poll with not_primary an
   try {
     const holder = await (await post(c.urls.p1, "/v1/sessions", {})).json();
     const waiter = await (await post(c.urls.p1, "/v1/sessions", {})).json();
-    const granted = await (await post(c.urls.p1, "/v1/enter", { name: "held", session: holder.session })).json();
+    const granted = await (await post(c.urls.p1, "/v1/enter", { name: "held", session: holder.session, sessionSecret: holder.sessionSecret })).json();
     assert.equal(granted.granted, true);
-    const poll = post(c.urls.p1, "/v1/enter", { name: "held", session: waiter.session, waitMs: 50_000 });
+    const poll = post(c.urls.p1, "/v1/enter", { name: "held", session: waiter.session, sessionSecret: waiter.sessionSecret, waitMs: 50_000 });
     await eventually("the waiter's enter is queued (its long-poll open)", async () =>
       (await status(c.urls.p1))?.locks.find((l) => l.name === "held")?.waiters.length === 1);
 

@@ -13,6 +13,9 @@ import { CALL_ID_LENGTH_MAX } from "../lib/core/lock/lock_table.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { createArbiterApp } from "../cluster/arbiter/server.ts";
 import superjson from "superjson";
+import { Hono } from "hono";
+import { type Caller, setCaller } from "../cluster/caller.ts";
+import { formatStatus } from "../cluster/commands/status.ts";
 import { rmSync } from "node:fs";
 import { eventually, removeDir, tempDir } from "./_harness.ts";
 import { soloLockService } from "./_lock_service.ts";
@@ -33,20 +36,47 @@ function manualTimers() {
   return { timers, pending };
 }
 
-function setup(timers: Timers = realTimers) {
+/** `caller`: every request comes from it, as if the bearer middleware had set it (cluster/caller.ts). */
+function setup(timers: Timers = realTimers, caller?: Caller) {
   const clock = manualClock(1_000);
   const service = soloLockService(SETTINGS, timers, clock);
-  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
+  const lockApp = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
+  const app = caller === undefined ? lockApp : new Hono().use(async (c, next) => {
+    setCaller(c, caller);
+    await next();
+  }).route("/", lockApp);
+  /** The secret of every session an open answered: `call` sends it, as the client does. */
+  const secrets = new Map<string, string>();
   const call = async (method: string, path: string, body?: unknown, raw?: string) => {
     const response = await app.request(path, {
       method,
       headers: { "content-type": "application/json" },
-      body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+      body: raw ?? (body === undefined && !sessionOfPath(path) ? undefined : JSON.stringify(withSecret(secrets, path, body))),
     });
-    return { status: response.status, body: await response.json() };
+    const answer = { status: response.status, body: await response.json() };
+    if (path === "/v1/sessions" && answer.status === 201) secrets.set(answer.body.session, answer.body.sessionSecret);
+    return answer;
   };
   const state = () => JSON.stringify(service.table!.snapshot());
   return { clock, service, app, call, state };
+}
+
+/** The session a keepalive's or a close's path names. */
+function sessionOfPath(path: string): string | undefined {
+  return /^\/v1\/sessions\/([^/]+)(\/keepalive)?$/.exec(path)?.[1];
+}
+
+/**
+ * `body` with the `sessionSecret` of the session it (or the path) names, unless it has one: the
+ * tests below act as the session's owner; those of the secret itself send theirs (or none) with
+ * `sessionSecret` set (undefined: sent without).
+ */
+function withSecret(secrets: Map<string, string>, path: string, body: unknown): unknown {
+  if (body !== undefined && (typeof body !== "object" || body === null || "sessionSecret" in body)) return body;
+  const object = (body ?? {}) as Record<string, unknown>;
+  const session = typeof object.session === "string" ? object.session : sessionOfPath(path);
+  const secret = session === undefined ? undefined : secrets.get(decodeURIComponent(session));
+  return secret === undefined ? body : { ...object, sessionSecret: secret };
 }
 
 async function openSession(call: ReturnType<typeof setup>["call"]): Promise<string> {
@@ -253,17 +283,41 @@ test("arbiter API: malformed requests are refused with 400 and change no epoch",
 
 // ---- Promises of the README and docs/http-api.md that had no test --------------------------
 
-test("lock API: open with the same requestId twice opens one session and answers the same both times (idempotent retry)", async () => {
+test("lock API: a retry of an open (same requestId) with the client's own secret gets the same session, usable with that secret; a secret under 32 characters is refused", async () => {
+  const { call, service } = setup();
+  const sessionSecret = "c".repeat(64);
+  const first = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-own", sessionSecret });
+  const again = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-own", sessionSecret });
+  assert.equal(first.status, 201);
+  assert.deepEqual(again.body, first.body, "the retry gets the first answer");
+  assert.equal(first.body.sessionSecret, sessionSecret);
+  assert.equal(service.table!.sessions.size, 1);
+  assert.equal((await call("POST", `/v1/sessions/${first.body.session}/keepalive`, { sessionSecret })).status, 200);
+  assert.equal((await call("POST", `/v1/sessions/${first.body.session}/keepalive`, { sessionSecret: "d".repeat(64) })).status, 403);
+  const weak = await call("POST", "/v1/sessions", { ttlMs: 5_000, sessionSecret: "short" });
+  assert.equal(weak.status, 400);
+  assert.match(weak.body.error.message, /sessionSecret must have at least 32 characters/);
+});
+
+test("lock API: a retry of an open (same requestId) without the client's own secret gets a new session with a working secret: the first one's secret is not kept", async () => {
   const { call, service } = setup();
   const first = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-1" });
   const again = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-1" });
   assert.equal(first.status, 201);
-  assert.deepEqual(again, first, "the retry gets the first answer");
-  assert.equal(service.table!.sessions.size, 1, "one effect: one session");
-  // Not vacuous: another requestId is another open.
+  assert.equal(again.status, 201);
+  // The first answer's secret went out once (its client lost it, or it would not retry) and only
+  // its hash is kept: the retry cannot be given the first session, so it gets a fresh one.
+  assert.notEqual(again.body.session, first.body.session);
+  assert.notEqual(again.body.sessionSecret, first.body.sessionSecret);
+  assert.equal(service.table!.sessions.size, 2, "the first session is left to expire");
+  const keepalive = (session: string, sessionSecret: string) => call("POST", `/v1/sessions/${session}/keepalive`, { sessionSecret });
+  assert.equal((await keepalive(again.body.session, again.body.sessionSecret)).status, 200);
+  assert.equal((await keepalive(first.body.session, again.body.sessionSecret)).status, 403);
+  assert.equal((await keepalive(first.body.session, first.body.sessionSecret)).status, 200);
+  // An open without a requestId, or with another one, is simply another open.
   const other = await call("POST", "/v1/sessions", { ttlMs: 5_000, requestId: "open-2" });
   assert.notEqual(other.body.session, first.body.session);
-  assert.equal(service.table!.sessions.size, 2);
+  assert.equal(service.table!.sessions.size, 3);
 });
 
 test("lock API: close with the same requestId twice closes once and answers the same both times (idempotent retry)", async () => {
@@ -362,4 +416,73 @@ test("peer and arbiter API: the body limit counts bytes, not characters; a large
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("lock API: acting on a session with a wrong or missing sessionSecret answers 403 forbidden and changes nothing", async () => {
+  const { call, state } = setup();
+  const opened = await call("POST", "/v1/sessions", { ttlMs: 5_000 });
+  assert.equal(opened.status, 201);
+  const { session, sessionSecret } = opened.body;
+  assert.match(sessionSecret, /^[A-Za-z0-9_-]{43}$/, "256 random bits, base64url");
+  const entered = await call("POST", "/v1/enter", { name: "L", session });
+  assert.equal(entered.body.token, 1);
+  const before = state();
+  for (const secret of [{ sessionSecret: "guess" }, { sessionSecret: undefined }, { sessionSecret: sessionSecret.slice(1) }]) {
+    const refusals = [
+      await call("POST", "/v1/enter", { name: "M", session, ...secret }),
+      await call("POST", "/v1/leave", { name: "L", session, token: 1, ...secret }),
+      await call("POST", `/v1/sessions/${session}/keepalive`, { ...secret }),
+      await call("DELETE", `/v1/sessions/${session}`, { ...secret }),
+    ];
+    for (const refused of refusals) {
+      assert.deepEqual(refused, { status: 403, body: { error: { code: "forbidden", message: "session secret does not match" } } });
+    }
+  }
+  assert.equal(state(), before);
+  const tooLong = await call("POST", `/v1/sessions/${session}/keepalive`, { sessionSecret: "x".repeat(257) });
+  assert.equal(tooLong.status, 400);
+  assert.equal((await call("POST", "/v1/leave", { name: "L", session, token: 1, sessionSecret })).status, 200);
+});
+
+test("lock API: listings show each session's owner and never its secret or the secret's hash", async () => {
+  const { call, service } = setup(realTimers, { token: "alice", sessionsMax: null, waitersMax: null });
+  const opened = await call("POST", "/v1/sessions", { ttlMs: 5_000 });
+  const other = await call("POST", "/v1/sessions", { ttlMs: 5_000 });
+  await call("POST", "/v1/enter", { name: "L", session: opened.body.session });
+  await call("POST", "/v1/enter", { name: "L", session: other.body.session, waitMs: 5_000 }); // a waiter: listed too
+  const hash = service.table!.sessions.get(opened.body.session)!.secretHash!;
+  assert.match(hash, /^[0-9a-f]{64}$/);
+  for (const path of ["/v1/status", "/v1/sessions", "/v1/locks", "/v1/locks/L"]) {
+    const text = JSON.stringify((await call("GET", path)).body);
+    assert.ok(text.includes(opened.body.session), `${path} lists the session`);
+    assert.ok(text.includes('"owner":"alice"'), `${path} names the owner: ${text}`);
+    for (const secret of [opened.body.sessionSecret, other.body.sessionSecret, hash]) assert.ok(!text.includes(secret), `${path} leaks a secret`);
+    assert.ok(!text.includes("secretHash"), path);
+  }
+  // `mutexd status` prints the same: the owner beside each session, no secret.
+  const printed = formatStatus((await call("GET", "/v1/status")).body);
+  assert.match(printed, new RegExp(`${opened.body.session}\\[alice\\] 1 exclusive`));
+  for (const secret of [opened.body.sessionSecret, hash]) assert.ok(!printed.includes(secret));
+});
+
+test("lock API: a token's sessionsMax and waitersMax limit that caller (429 naming it), not the server", async () => {
+  const { call, service } = setup(realTimers, { token: "alice", sessionsMax: 2, waitersMax: 1 });
+  const [a, b] = [await openSession(call), await openSession(call)];
+  const third = await call("POST", "/v1/sessions", { ttlMs: 5_000 });
+  assert.deepEqual(third, { status: 429, body: { error: { code: "limit_reached", message: "caller alice has at most 2 sessions" } } });
+  assert.equal(service.table!.sessions.size, 2, "SETTINGS.sessionsMax is 3: the caller's limit refused it");
+  assert.equal((await call("POST", "/v1/enter", { name: "L", session: a })).body.granted, true);
+  assert.equal((await call("POST", "/v1/enter", { name: "M", session: a })).body.granted, true);
+  // b's first wait fits (a 0 ms wait is a try-lock, never a waiter); a second wait would not.
+  const waiting = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 60_000 });
+  await eventually("b queued on L", () => service.queuePosition("L", b) === 1, 2_000);
+  const refused = await call("POST", "/v1/enter", { name: "M", session: b, waitMs: 60_000 });
+  assert.deepEqual(refused, { status: 429, body: { error: { code: "limit_reached", message: "caller alice has at most 1 waiting enters" } } });
+  // The grant ends the wait (the count goes down): another wait fits again.
+  assert.equal((await call("POST", "/v1/leave", { name: "L", session: a, token: 1 })).status, 200);
+  assert.deepEqual(service.table!.locks.get("L")!.holders.map((h) => h.session), [b]);
+  assert.equal(service.table!.owners.waiters("alice"), 0);
+  await waiting;
+  const fits = await call("POST", "/v1/enter", { name: "M", session: b, waitMs: 100 });
+  assert.equal(fits.body.waiting, true);
 });

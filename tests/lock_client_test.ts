@@ -5,6 +5,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { inspect } from "node:util";
+import { recordingSecrets } from "./_session.ts";
 import { connect, NotAcquiredError } from "../lib/mod.ts";
 import type { MutexdError } from "../lib/wire/errors.ts";
 import { freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
@@ -52,12 +54,18 @@ test("client: `await using` releases the lock at the end of the block; tokens ri
 
 test("client: the handle's signal aborts when the server no longer has the session", { timeout: 30_000 }, async () => {
   await withPrimary(async (url) => {
-    const client = connect({ servers: url });
+    const secrets = new Map<string, string>();
+    const client = connect({ servers: url, fetch: recordingSecrets(secrets) });
     const lock = await client.lock("lost", { ttlMs: 1_500 });
+    const sessionSecret = secrets.get(lock.session.id);
     assert.equal(lock.signal.aborted, false);
-    // Another party ends the session (as an expiry would): the next keepalive learns it.
-    const closed = await fetch(`${url}/v1/sessions/${lock.session.id}`, { method: "DELETE" });
-    assert.equal(closed.status, 200);
+    const close = (body: unknown) => fetch(`${url}/v1/sessions/${lock.session.id}`, { method: "DELETE", body: JSON.stringify(body) });
+    // Without the secret nobody else can end it (issue 12)...
+    assert.equal((await close({})).status, 403);
+    // ...but with it the session ends behind the client's back (as an expiry would): the next keepalive learns it.
+    assert.equal(typeof sessionSecret, "string");
+    assert.ok(!inspect(lock, { depth: 6 }).includes(sessionSecret!), "the handle and its session do not show the secret");
+    assert.equal((await close({ sessionSecret })).status, 200);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("signal did not fire")), 5_000);
       lock.signal.addEventListener("abort", () => {
@@ -86,12 +94,14 @@ test("client: enter and leave (the seed's mutex_enter and mutex_leave) on one se
     const client = connect({ servers: url });
     const a = await client.openSession({ ttlMs: 5_000 });
     const b = await client.openSession({ ttlMs: 5_000 });
-    const granted = await client.enter("seed", { session: a.id });
+    const granted = await client.enter("seed", { session: a });
     assert.ok(granted.granted);
-    const taken = await client.enter("seed", { session: b.id, waitMs: 0 });
+    const taken = await client.enter("seed", { session: b, waitMs: 0 });
     assert.deepEqual(taken, { granted: false, name: "seed", position: 1 });
-    const waiting = client.enter("seed", { session: b.id, waitMs: 10_000 });
-    await client.leave("seed", { session: a.id, token: granted.token });
+    // A session id alone (without its secret) acts on nothing.
+    await assert.rejects(client.leave("seed", { session: a.id, token: granted.token }), (error) => (error as MutexdError).code === "forbidden");
+    const waiting = client.enter("seed", { session: b, waitMs: 10_000 });
+    await client.leave("seed", { session: a, token: granted.token });
     const next = await waiting;
     assert.ok(next.granted && next.token > granted.token);
     await a.close();

@@ -10,6 +10,7 @@ import type { Command } from "../lib/core/lock/lock_table.ts";
 import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { enter, healthy, openSession, type Packet, World } from "./_lock_world.ts";
+import { SECRET_HASH } from "./_session.ts";
 
 const S = DEFAULT_SETTINGS;
 
@@ -25,7 +26,7 @@ test("replica: an answer waits until the backup has the change (replicate before
   const session = openSession(w);
   const ref = w.server("p");
   const clientRef = 999;
-  ref.clientRequest(clientRef, { type: "enter", name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, undefined, w.nowMs);
+  ref.clientRequest(clientRef, { type: "enter", secretHash: SECRET_HASH, name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, undefined, w.nowMs);
   const ready = ref.ready();
   assert.equal(ready.answers.length, 0, "no answer before the backup acked");
   for (const outbound of ready.send) w.queue.push({ from: "p", outbound });
@@ -64,7 +65,7 @@ test("replica: takeover after the primary dies: refused while its lease runs, th
   const table = b.machine!.table;
   assert.equal(table.locks.get("L")?.holders[0].token, first.grant.token, "the held lock survived");
   // The holder leaves at the new primary; the waiter gets a higher token.
-  assert.ok(w.ok(w.request("b", { type: "leave", name: "L", session, token: first.grant.token })).type === "left");
+  assert.ok(w.ok(w.request("b", { type: "leave", secretHash: SECRET_HASH, name: "L", session, token: first.grant.token })).type === "left");
   const second = w.ok(enter(w, other, "L", "b"));
   assert.ok(second.type === "granted" && second.grant.token > first.grant.token);
 });
@@ -73,7 +74,7 @@ test("replica: takeover restarts every session lease (none ends earlier than the
   const w = healthy();
   const session = openSession(w);
   w.run(4_000); // 1 s of its 5 s TTL left on the primary's clock
-  w.ok(w.request("p", { type: "keepAlive", session }));
+  w.ok(w.request("p", { type: "keepAlive", secretHash: SECRET_HASH, session }));
   w.run(4_000);
   w.crash("p");
   w.run(S.primaryLeaseMs + S.primarySilenceMs + 100);
@@ -90,7 +91,7 @@ test("replica: an old primary that sees the new epoch steps down, drops its copy
   assert.equal(w.server("b").role, "primary");
   w.paused.delete("p");
   // Resumed with its lease lapsed: it refuses new commands at once.
-  const refused = w.request("p", { type: "enter", name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
+  const refused = w.request("p", { type: "enter", secretHash: SECRET_HASH, name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
   const answer = w.answers.get(refused);
   assert.ok(answer && !answer.ok && answer.code === "not_primary", JSON.stringify(answer));
   w.run(300);
@@ -149,7 +150,7 @@ test("replica: a retried leave with the same idempotency key applies once and an
   const session = openSession(w);
   const granted = w.ok(enter(w, session));
   assert.ok(granted.type === "granted");
-  const leave: Command = { type: "leave", name: "L", session, token: granted.grant.token };
+  const leave: Command = { type: "leave", secretHash: SECRET_HASH, name: "L", session, token: granted.grant.token };
   const first = w.ok(w.request("p", leave, "req-1"));
   const retry = w.ok(w.request("p", leave, "req-1"));
   assert.deepEqual(retry, first);
@@ -162,7 +163,7 @@ test("replica: the idempotency memory survives a takeover", () => {
   const session = openSession(w);
   const granted = w.ok(enter(w, session));
   assert.ok(granted.type === "granted");
-  const leave: Command = { type: "leave", name: "L", session, token: granted.grant.token };
+  const leave: Command = { type: "leave", secretHash: SECRET_HASH, name: "L", session, token: granted.grant.token };
   const first = w.ok(w.request("p", leave, "req-1"));
   w.crash("p");
   w.run(S.primaryLeaseMs + S.primarySilenceMs + 200);
@@ -385,7 +386,7 @@ test("a restarted backup promises nothing until the arbiter told it the current 
   const s1 = openSession(w);
   const first = w.ok(enter(w, s1, "M"));
   assert.ok(first.type === "granted");
-  w.ok(w.request("p", { type: "leave", name: "M", session: s1, token: first.grant.token }));
+  w.ok(w.request("p", { type: "leave", secretHash: SECRET_HASH, name: "M", session: s1, token: first.grant.token }));
   w.paused.add("p");
   w.run(3_000);
   assert.equal(w.server("b").role, "primary");
@@ -442,11 +443,11 @@ test("both servers restarted: the backup's new process proves the recorded copy 
   assert.ok(grantsFrom <= graceMs && grantsFrom > graceMs - 2_000, `grace ends at ${grantsFrom} (≈ ${graceMs} after the claim)`);
   // The service serves in the grace: sessions open, enters queue, nothing is granted.
   const fresh = openSession(w);
-  const tryLock = w.ok(w.request("p", { type: "enter", name: "L", session: fresh, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }));
+  const tryLock = w.ok(w.request("p", { type: "enter", secretHash: SECRET_HASH, name: "L", session: fresh, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }));
   assert.equal(tryLock.type, "notGranted", "a try-lock in the grace is refused");
-  const waiting = w.request("p", { type: "enter", name: "L", session: fresh, mode: "exclusive", waitMs: 60_000, lockDelayMs: 0 });
+  const waiting = w.request("p", { type: "enter", secretHash: SECRET_HASH, name: "L", session: fresh, mode: "exclusive", waitMs: 60_000, lockDelayMs: 0 });
   assert.equal(w.ok(waiting).type, "waiting");
-  const keepAlive = () => w.request("p", { type: "keepAlive", session: fresh });
+  const keepAlive = () => w.request("p", { type: "keepAlive", secretHash: SECRET_HASH, session: fresh });
   // Bounded: the grace is a few seconds of virtual time.
   for (let i = 0; i < 20 && p.machine!.table.clockMs + 1_000 < grantsFrom; i++) {
     w.runChecked(1_000);
@@ -471,7 +472,7 @@ test("a restarted backup alone (the primary lives) syncs again and is in sync; t
   assert.equal(w.arbiter.current.backupInSync, true);
   assert.equal(w.arbiter.current.backupCopyLost, false, "the in-sync report names the new process");
   assert.equal(w.arbiter.current.backupIncarnation, "b-3");
-  w.ok(w.request("p", { type: "keepAlive", session }));
+  w.ok(w.request("p", { type: "keepAlive", secretHash: SECRET_HASH, session }));
 });
 
 test("both servers restarted, the backup's first claim lost (it followed the primary's append instead): its claim on the primary's silence still proves its copy gone (simulator seed 86)", () => {
@@ -575,10 +576,10 @@ test("arbiter down: a session with a longer TTL waits alone (refused, retryable,
   w.arbiterDown = true;
   w.run(1_000);
   assert.deepEqual(w.serving(), ["p"], "serving on the backup's promises");
-  const long = w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 3 });
+  const long = w.request("p", { type: "openSession", secretHash: SECRET_HASH, ttlMs: S.sessionTtlMs * 3 });
   assert.equal(w.answers.get(long), undefined, "it waits for the arbiter to raise ttlMaxMs");
   // Before the fix every entry after it waited too: with the arbiter down, every session was lost.
-  const keepAlive = w.request("p", { type: "keepAlive", session });
+  const keepAlive = w.request("p", { type: "keepAlive", secretHash: SECRET_HASH, session });
   assert.equal(w.ok(keepAlive).type, "session", "another client's keepalive commits");
   assert.equal(w.ok(enter(w, session, "M")).type, "granted", "and its enter");
   w.run(S.peerTimeoutMs);
@@ -586,7 +587,7 @@ test("arbiter down: a session with a longer TTL waits alone (refused, retryable,
   assert.ok(refused && !refused.ok && refused.code === "not_primary" && refused.primary === "p", `retryable, here: ${JSON.stringify(refused)}`);
   // With the arbiter back, the same request is covered once the renewal raised the record.
   w.restartArbiter();
-  const retried = w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 3 });
+  const retried = w.request("p", { type: "openSession", secretHash: SECRET_HASH, ttlMs: S.sessionTtlMs * 3 });
   w.run(500);
   assert.equal(w.ok(retried).type, "session");
   assert.equal(w.arbiter.current.ttlMaxMs, S.sessionTtlMs * 3, "raised durably before the answer");
@@ -596,7 +597,7 @@ test("an arbiter restarted from an older state file (the same epoch, a lower TTL
   const w = healthy();
   const older = structuredClone(w.arbiterDisk!);
   assert.equal(older.ttlMaxMs, S.sessionTtlMs);
-  w.ok(w.request("p", { type: "openSession", ttlMs: S.sessionTtlMs * 2 }));
+  w.ok(w.request("p", { type: "openSession", secretHash: SECRET_HASH, ttlMs: S.sessionTtlMs * 2 }));
   assert.equal(w.arbiterDisk!.ttlMaxMs, S.sessionTtlMs * 2);
   // Before the fix renewals asked only for raises above the cover the primary remembered.
   w.arbiterDisk = older;
@@ -629,7 +630,7 @@ test("a fresh table in the same process (a duplicated old claim made it start af
   const fresh = openSession(w);
   assert.notEqual(fresh, old, "a new session gets a new id");
   // Before the fix the sequence restarted under the same prefix: the old id was known again.
-  const keepAlive = w.answers.get(w.request("p", { type: "keepAlive", session: old }));
+  const keepAlive = w.answers.get(w.request("p", { type: "keepAlive", secretHash: SECRET_HASH, session: old }));
   assert.ok(keepAlive && !keepAlive.ok && keepAlive.code === "session_not_found", `the old session is gone: ${JSON.stringify(keepAlive)}`);
 });
 
@@ -666,7 +667,7 @@ function restartEveryProcess(w: World, disks: { p: RestoredCopy | null; b: Resto
 test("durable: the primary answers only once its own log has the change on disk (and the backup acked)", () => {
   const { w, session } = healthyDurable();
   w.logs.get("p")!.syncAtOnce = false;
-  const ref = w.request("p", { type: "enter", name: "M", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
+  const ref = w.request("p", { type: "enter", secretHash: SECRET_HASH, name: "M", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 });
   w.run(50);
   assert.equal(w.server("b").machine!.table.locks.get("M")?.holders.length, 1, "the backup has it");
   assert.equal(w.answers.get(ref), undefined, "no answer before the primary's fsync");
@@ -687,7 +688,7 @@ test("durable: every process restarted: the in-sync backup takes over with its r
   assert.equal(w.server("b").epoch, 2);
   const holder = w.server("b").machine!.table.locks.get("L")?.holders[0];
   assert.deepEqual([holder?.session, holder?.token], [session, token], "the lock kept its holder and token");
-  assert.ok(w.ok(w.request("b", { type: "keepAlive", session })), "the session lives on");
+  assert.ok(w.ok(w.request("b", { type: "keepAlive", secretHash: SECRET_HASH, session })), "the session lives on");
 });
 
 test("durable: every process restarted after the primary ran alone: it serves its own restored table in a new epoch", () => {
@@ -815,5 +816,5 @@ test("durable: every process restarted, the backup keeps its restored copy and n
   assert.ok(bClaims.every((c) => c.incarnation === recorded), `b's claims name ${recorded}: ${JSON.stringify(bClaims)}`);
   assert.equal(w.arbiter.current.backupCopyLost, false);
   assert.equal(w.server("b").machine!.table.grantsFrom, 0, "a takeover, no grace");
-  assert.ok(w.ok(w.request("b", { type: "keepAlive", session })));
+  assert.ok(w.ok(w.request("b", { type: "keepAlive", secretHash: SECRET_HASH, session })));
 });

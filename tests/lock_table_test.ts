@@ -6,6 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CALL_ID_LENGTH_MAX, type Command, type Effect, LockTable, type Output } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { SECRET_HASH } from "./_session.ts";
 
 const LIMITS = {
   ...DEFAULT_SETTINGS,
@@ -33,13 +34,14 @@ class Script {
     return output;
   }
   open(ttlMs = 1_000): string {
-    const out = this.run({ type: "openSession", ttlMs });
+    const out = this.run({ type: "openSession", secretHash: SECRET_HASH, ttlMs });
     assert.ok(out.result.ok && out.result.type === "session", JSON.stringify(out.result));
     return out.result.session;
   }
   enter(session: string, name = "L", options: { mode?: "exclusive" | "shared"; waitMs?: number; lockDelayMs?: number; callId?: string } = {}) {
     return this.run({
       type: "enter",
+      secretHash: SECRET_HASH,
       name,
       session,
       mode: options.mode ?? "exclusive",
@@ -49,7 +51,7 @@ class Script {
     }).result;
   }
   leave(session: string, token?: number, name = "L") {
-    return this.run({ type: "leave", name, session, token }).result;
+    return this.run({ type: "leave", secretHash: SECRET_HASH, name, session, token }).result;
   }
   tick(atMs: number) {
     return this.run({ type: "tick" }, atMs);
@@ -250,12 +252,12 @@ const CASES: Case[] = [
     run(s) {
       const a = s.open(1_000);
       granted(s.enter(a));
-      s.run({ type: "keepAlive", session: a }, 900);
+      s.run({ type: "keepAlive", secretHash: SECRET_HASH, session: a }, 900);
       s.tick(1_899);
       assert.deepEqual(s.holders(), [a]);
       s.tick(1_900);
       assert.deepEqual(s.holders(), []);
-      assert.equal(errorCode(s.run({ type: "keepAlive", session: a }).result), "session_not_found");
+      assert.equal(errorCode(s.run({ type: "keepAlive", secretHash: SECRET_HASH, session: a }).result), "session_not_found");
     },
   },
   {
@@ -268,9 +270,9 @@ const CASES: Case[] = [
       s.enter(b);
       s.enter(c);
       // No tick between b's death and a's leave: the grant itself must check b is alive.
-      s.run({ type: "keepAlive", session: a }, 900);
-      s.run({ type: "keepAlive", session: c }, 900);
-      const out = s.run({ type: "leave", name: "L", session: a, token: s.tokenOf(a) }, 1_500);
+      s.run({ type: "keepAlive", secretHash: SECRET_HASH, session: a }, 900);
+      s.run({ type: "keepAlive", secretHash: SECRET_HASH, session: c }, 900);
+      const out = s.run({ type: "leave", secretHash: SECRET_HASH, name: "L", session: a, token: s.tokenOf(a) }, 1_500);
       assert.ok(out.result.ok);
       assert.deepEqual(s.holders(), [c]);
       assert.ok(!s.grantedTo().includes(b));
@@ -285,7 +287,7 @@ const CASES: Case[] = [
       granted(s.enter(b, "N"));
       s.enter(b, "L");
       s.enter(a, "N");
-      const out = s.run({ type: "closeSession", session: a });
+      const out = s.run({ type: "closeSession", secretHash: SECRET_HASH, session: a });
       assert.deepEqual(out.result, { ok: true, type: "closed", session: a, released: ["L", "M"] });
       assert.deepEqual(s.holders("L"), [b]);
       assert.deepEqual(s.queue("N"), []);
@@ -307,7 +309,7 @@ const CASES: Case[] = [
       assert.deepEqual(s.holders(), [b]);
       // A leave (not an expiry) never delays, even with a lock-delay set.
       const c = s.open(10_000);
-      s.run({ type: "keepAlive", session: b }, 3_000);
+      s.run({ type: "keepAlive", secretHash: SECRET_HASH, session: b }, 3_000);
       s.enter(c, "M", { lockDelayMs: 2_000 });
       s.leave(c, s.tokenOf(c, "M"), "M");
       granted(s.enter(b, "M"));
@@ -328,9 +330,9 @@ const CASES: Case[] = [
   {
     name: "limit: TTL bounds",
     run(s) {
-      assert.equal(errorCode(s.run({ type: "openSession", ttlMs: 99 }).result), "bad_request");
-      assert.equal(errorCode(s.run({ type: "openSession", ttlMs: 10_001 }).result), "bad_request");
-      assert.equal(errorCode(s.run({ type: "openSession", ttlMs: 1.5 }).result), "bad_request");
+      assert.equal(errorCode(s.run({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 99 }).result), "bad_request");
+      assert.equal(errorCode(s.run({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 10_001 }).result), "bad_request");
+      assert.equal(errorCode(s.run({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 1.5 }).result), "bad_request");
       assert.equal(s.table.sessions.size, 0);
     },
   },
@@ -338,7 +340,7 @@ const CASES: Case[] = [
     name: "limit: sessions",
     run(s) {
       for (let i = 0; i < LIMITS.sessionsMax; i++) s.open();
-      assert.equal(errorCode(s.run({ type: "openSession", ttlMs: 1_000 }).result), "limit_reached");
+      assert.equal(errorCode(s.run({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 1_000 }).result), "limit_reached");
       assert.equal(s.table.sessions.size, LIMITS.sessionsMax);
     },
   },
@@ -415,7 +417,7 @@ const CASES: Case[] = [
       assert.equal(granted(s.enter(a, "L", { callId: "k1" })), token, "a retry while the call holds gets its grant");
       s.leave(a, token);
       const before = s.table.snapshot();
-      const late = s.run({ type: "enter", name: "L", session: a, mode: "exclusive", waitMs: 10_000, lockDelayMs: 0, callId: "k1" });
+      const late = s.run({ type: "enter", secretHash: SECRET_HASH, name: "L", session: a, mode: "exclusive", waitMs: 10_000, lockDelayMs: 0, callId: "k1" });
       assert.deepEqual(late, { result: { ok: true, type: "notGranted", name: "L", position: 0, callLeft: true }, effects: [] });
       assert.deepEqual(s.table.snapshot(), before, "no grant, no queue entry, no token used");
       // The lock is free for the next caller, who gets the next token.
@@ -507,9 +509,9 @@ const CASES: Case[] = [
       const copy = LockTable.fromSnapshot(snapshot, LIMITS);
       assert.deepEqual(copy.snapshot(), snapshot);
       // Both refuse the left call, then agree on the leave of k2 and the late k2 after it.
-      const late = { type: "enter", name: "L", session: a, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "k1" } as const;
+      const late = { type: "enter", secretHash: SECRET_HASH, name: "L", session: a, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "k1" } as const;
       assert.deepEqual(copy.apply(late, 10), s.run(late, 10));
-      const leave = { type: "leave", name: "L", session: a, token: s.tokenOf(a) } as const;
+      const leave = { type: "leave", secretHash: SECRET_HASH, name: "L", session: a, token: s.tokenOf(a) } as const;
       assert.deepEqual(copy.apply(leave, 20), s.run(leave, 20));
       const lateK2 = { ...late, callId: "k2" };
       assert.deepEqual(copy.apply(lateK2, 30), s.run(lateK2, 30));
@@ -545,9 +547,9 @@ test("holdGrants: a fresh table's grace opens sessions and queues enters but gra
   // A copy taken in the grace (the backup's) keeps it, also for locks made after the copy.
   const copy = LockTable.fromSnapshot(s.table.snapshot(), LIMITS);
   assert.equal(copy.grantsFrom, 1_000);
-  const c = copy.apply({ type: "openSession", ttlMs: 5_000 }, 999).result;
+  const c = copy.apply({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 }, 999).result;
   assert.ok(c.ok && c.type === "session");
-  const early = copy.apply({ type: "enter", name: "N", session: c.session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, 999).result;
+  const early = copy.apply({ type: "enter", secretHash: SECRET_HASH, name: "N", session: c.session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, 999).result;
   assert.ok(early.ok && early.type === "notGranted", JSON.stringify(early));
 
   s.tick(1_000);
@@ -563,9 +565,9 @@ test("holdGrants: a lock first made in a restored copy's grace is granted by the
   s.open(5_000);
   // The copy has sessions but no lock: its first command recomputes what is due without any.
   const copy = LockTable.fromSnapshot(s.table.snapshot(), LIMITS);
-  const opened = copy.apply({ type: "openSession", ttlMs: 5_000 }, 500).result;
+  const opened = copy.apply({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 }, 500).result;
   assert.ok(opened.ok && opened.type === "session");
-  const queued = copy.apply({ type: "enter", name: "N", session: opened.session, mode: "exclusive", waitMs: 4_000, lockDelayMs: 0 }, 999).result;
+  const queued = copy.apply({ type: "enter", secretHash: SECRET_HASH, name: "N", session: opened.session, mode: "exclusive", waitMs: 4_000, lockDelayMs: 0 }, 999).result;
   assert.deepEqual(queued, { ok: true, type: "waiting", name: "N", position: 1 });
   const granted = copy.apply({ type: "tick" }, 1_000).effects.filter((e) => e.type === "granted");
   assert.equal(granted.length, 1, "the grace's end is due: the queue is granted then, not at the next expiry");

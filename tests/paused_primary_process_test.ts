@@ -79,7 +79,7 @@ test("paused primary: the client's calls settle within their bounds, the holder 
     const holder = await client("holder").lock("x", { ttlMs: TTL_MS });
     const waiterClient = client("waiter");
     const waiterSession = await waiterClient.openSession({ ttlMs: TTL_MS });
-    const entered = waiterClient.enter("x", { session: waiterSession.id, waitMs: 60_000 });
+    const entered = waiterClient.enter("x", { session: waiterSession, waitMs: 60_000 });
     entered.catch(() => {}); // awaited at the end; a failure before that must not be unhandled
     await eventually("the waiter is queued", async () => (await status(c.urls.p1))?.locks.find((l) => l.name === "x")?.waiters.length === 1);
 
@@ -96,7 +96,7 @@ test("paused primary: the client's calls settle within their bounds, the holder 
     const calls = [
       timed("late-open", REQUEST_TIMEOUT_MS + MARGIN_MS, () => client("late-open", LATE_FAILOVER_MS).openSession({ ttlMs: TTL_MS }).then((s) => s.close())),
       timed("late-enter", LATE_BOUND_MS, async () => {
-        const answer = await client("late-enter", LATE_FAILOVER_MS).enter("z", { session: waiterSession.id, waitMs: LONG_POLL_MS });
+        const answer = await client("late-enter", LATE_FAILOVER_MS).enter("z", { session: waiterSession, waitMs: LONG_POLL_MS });
         assert.equal(answer.granted, true, "the free lock z was granted at b1");
       }),
     ];

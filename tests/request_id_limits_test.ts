@@ -13,6 +13,7 @@ import { LockMachine, type LogEntry } from "../lib/core/lock/lock_machine.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { soloLockService } from "./_lock_service.ts";
 import { DEFAULT_SETTINGS, mergeSettings } from "../lib/settings.ts";
+import { SECRET_HASH } from "./_session.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS };
 
@@ -55,13 +56,13 @@ test("requestId: the core refuses a too-long id too: the primary before it logs 
   const { service, state } = setup();
   const before = state();
   const lastIndex = service.replica.status().lastIndex;
-  const answer = await service.submit({ type: "openSession", ttlMs: SETTINGS.sessionTtlMs }, TOO_LONG);
+  const answer = await service.submit({ type: "openSession", secretHash: SECRET_HASH, ttlMs: SETTINGS.sessionTtlMs }, TOO_LONG);
   assert.equal(answer.ok, false);
   assert.equal(!answer.ok && answer.code, "bad_request");
   assert.equal(state(), before);
   assert.equal(service.replica.status().lastIndex, lastIndex, "not logged, so never replicated nor remembered");
   // Not vacuous: the same command with an id of the longest length is applied.
-  assert.equal((await service.submit({ type: "openSession", ttlMs: SETTINGS.sessionTtlMs }, LONGEST)).ok, true);
+  assert.equal((await service.submit({ type: "openSession", secretHash: SECRET_HASH, ttlMs: SETTINGS.sessionTtlMs }, LONGEST)).ok, true);
 });
 
 function machine(limits: { answeredMax: number; answeredBytesMax: number }): LockMachine {
@@ -75,12 +76,12 @@ function opens(count: number, idLength: number): LogEntry[] {
     epoch: 1,
     atMs: 1_000 + i,
     requestId: `id-${i}-`.padEnd(idLength, "x"),
-    command: { type: "openSession", ttlMs: SETTINGS.sessionTtlMs },
+    command: { type: "openSession", secretHash: SECRET_HASH, ttlMs: SETTINGS.sessionTtlMs },
   }));
 }
 
 test("requestId: an entry that carries a too-long id (from the wire) is refused by the machine, the same on both servers, and not remembered", () => {
-  const entry: LogEntry = { index: 1, epoch: 1, atMs: 1_000, requestId: TOO_LONG, command: { type: "openSession", ttlMs: SETTINGS.sessionTtlMs } };
+  const entry: LogEntry = { index: 1, epoch: 1, atMs: 1_000, requestId: TOO_LONG, command: { type: "openSession", secretHash: SECRET_HASH, ttlMs: SETTINGS.sessionTtlMs } };
   const m = machine(SETTINGS);
   const output = m.apply(entry);
   assert.deepEqual(output.result, { ok: false, error: { code: "bad_request", message: `requestId must be a string of 1..${REQUEST_ID_LENGTH_MAX} characters` } });

@@ -112,9 +112,9 @@ test("bug: the lock table reuses a fencing token → lock.fencing fails", { time
 
 test("bug: a keepalive extends the session by half its TTL → a client still inside its lease loses its grant", { timeout: 60_000 }, () => {
   const found = patched(table, "keepAlive", (original) =>
-    function (this: Proto, sessionId: string) {
-      const output = original.call(this, sessionId);
-      const session = this.sessions.get(sessionId);
+    function (this: Proto, command: Proto) {
+      const output = original.call(this, command);
+      const session = output.result.ok ? this.sessions.get(command.session) : undefined;
       if (session) session.expiresAtMs = this.nowMs + Math.floor(session.ttlMs / 2);
       if (session) this.noteDue(session.expiresAtMs); // consistently early (else lock.table-structure names the due index)
       return output;
@@ -376,6 +376,35 @@ test("bug: a holder's leave does not update its session's index → lock.table-s
   expectCaught("index not updated on leave", found, ["lock.table-structure"]);
 });
 
+test("bug: the table takes a session action without checking its secret → an outsider's leave frees a held lock (lock.grant-survives)", { timeout: 120_000 }, () => {
+  // Issue 12's attack in the simulator: outsiders (`lock.outsiderRate`) leave and close held
+  // sessions with the id and token every listing shows, without the secret. With the check in
+  // `sessionFor` gone, that is the code of commit 2c9c5fa.
+  const CHECKERS = ["lock.grant-survives", "lock.client-mutex"];
+  const found = huntInjected(table, "sessionFor", () =>
+    function (this: Proto, sessionId: string) {
+      const session = this.sessions.get(sessionId);
+      return session ?? { result: { ok: false, error: { code: "session_not_found", message: `session ${sessionId} is unknown or expired` } }, effects: [] };
+    }, { ...LOCK_ONLY, params: { "lock.outsiderRate": 0.5 } }, 100, CHECKERS);
+  expectCaught("no secret check", found, CHECKERS);
+});
+
+test("bug: a granted waiter is not taken off its owner's waiting count → lock.table-structure fails", { timeout: 120_000 }, () => {
+  // Issue 12's per-owner counts (session_owners.ts): `promote` forgets to count a grant out, so
+  // the owner's waiting enters only grow and a per-token waitersMax would refuse it for ever.
+  const found = huntInjected(table, "promote", (original) =>
+    function (this: Proto, ...args: unknown[]) {
+      const owners = this.owners;
+      owners.waiterRemoved = () => {}; // shadows the prototype's for this one call
+      try {
+        return original.apply(this, args);
+      } finally {
+        delete owners.waiterRemoved;
+      }
+    }, LOCK_ONLY, 100, ["lock.table-structure"]);
+  expectCaught("owner's waiting count not lowered on a grant", found, ["lock.table-structure"]);
+});
+
 // ---- late delivery (issue 8: the generic `late-delivery` fault) ------------------------------
 
 /**
@@ -492,20 +521,28 @@ const lockService = LockService.prototype as unknown as Proto;
 test("bug: the client counts a keepalive's lease from the answer time, not the send time → it believes past the server's expiry", { timeout: 120_000 }, () => {
   const CHECKERS = ["lock.grant-survives", "lock.client-mutex"];
   // Session.keepAlive with the lease from the answer's arrival (the server counts from the
-  // request's arrival, earlier by the answer's delay).
-  const found = huntInjected(lockSession, "keepAlive", () =>
+  // request's arrival, earlier by the answer's delay). The real keepAlive sends the request (with
+  // the session's secret, which only it can read); its answer goes to this callback instead, and
+  // each try keeps the client's own timeout, as before session secrets.
+  const found = huntInjected(lockSession, "keepAlive", (original) =>
     function (this: Proto) {
-      this.checkLease();
-      if (this.closed) return;
-      this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, undefined, 0, (outcome: Proto) => {
-        if (this.closed) return;
-        if (outcome.ok) {
-          this.leaseEndMs = Math.max(this.leaseEndMs, this.client.clock.nowMs() + this.ttlMs);
-          this.armLeaseTimer();
-        } else if (outcome.error.code === "session_not_found") {
-          this.lose("the server expired the session");
-        }
-      });
+      const client = this.client;
+      // Arrow functions: `this` stays the session.
+      client.requestThen = (method: string, path: string, body: unknown, extraTimeoutMs: number) =>
+        Object.getPrototypeOf(client).requestThen.call(client, method, path, body, extraTimeoutMs, (outcome: Proto) => {
+          if (this.closed) return;
+          if (outcome.ok) {
+            this.leaseEndMs = Math.max(this.leaseEndMs, client.clock.nowMs() + this.ttlMs);
+            this.armLeaseTimer();
+          } else if (outcome.error.code === "session_not_found") {
+            this.lose("the server expired the session");
+          }
+        });
+      try {
+        return original.call(this);
+      } finally {
+        delete client.requestThen; // the prototype's again
+      }
     }, LOCK_ONLY, 1_000, CHECKERS); // rare: the window is one answer's delay (~1 seed in 100)
   expectCaught("lease from the keepalive's answer time", found, CHECKERS);
 });

@@ -45,6 +45,8 @@ const FRESH_RUNS = 60;
 const FRESH_FAILOVER_RUNS = 60;
 /** Fresh seeds of the failover kind's durable profile (a simulated disk, every process crashed at once). */
 const FRESH_DURABLE_RUNS = 20;
+/** Lock and failover runs with outsiders acting on held sessions without their secret (issue 12). */
+const FRESH_OUTSIDER_RUNS = 20;
 
 /**
  * The first fresh seed: MUTEXD_SIM_SEED if set, else a hash of the simulator's and the code's
@@ -274,6 +276,13 @@ test(`failover: a batch of ${FRESH_FAILOVER_RUNS} fresh seeds passes (seeds prin
 test(`failover, durable profile (issue 11): a batch of ${FRESH_DURABLE_RUNS} fresh seeds passes`, { timeout: 300_000 }, () => {
   const spec = { kinds: ["failover"], safetyMs: 10_000, healMs: 20_000, params: { "failover.durable": 1 } };
   freshFailoverBatch("durable failover", spec, FRESH_DURABLE_RUNS);
+});
+
+test(`lock and failover with outsiders (issue 12): a batch of ${FRESH_OUTSIDER_RUNS} fresh seeds passes`, { timeout: 300_000 }, () => {
+  // Half the holds are attacked with their session id and token but no secret (lock/client.ts
+  // outsiderActs): every such leave and close must be refused, or the lock checkers fail.
+  const spec = { kinds: ["lock", "failover"], safetyMs: 10_000, healMs: 20_000, params: { "lock.outsiderRate": 0.5, "failover.outsiderRate": 0.5 } };
+  freshFailoverBatch("outsider", spec, FRESH_OUTSIDER_RUNS);
 });
 
 test("sim-many's report per kind: runs, failures and checkers, core assertions under 'any'", () => {

@@ -17,6 +17,7 @@ import { type Command, LockTable, type LockTableLimits, type Mode } from "../lib
 import { CopySink, CopySource } from "../lib/core/lock/table_copy.ts";
 import { DEFAULT_SETTINGS, type Settings, validateSettings } from "../lib/settings.ts";
 import { healthy, openSession, type Packet, type World } from "./_lock_world.ts";
+import { SECRET_HASH } from "./_session.ts";
 
 const LIMITS: LockTableLimits = {
   ...DEFAULT_SETTINGS,
@@ -57,13 +58,14 @@ class Workload {
     const sessions = [...table.sessions.keys()];
     const session = sessions.length > 0 && rng.chance(0.95) ? rng.pick(sessions) : "s-gone";
     const roll = rng.below(100);
-    if (roll < 12 || sessions.length < 3) return { type: "openSession", ttlMs: rng.between(1_500, 4_000) };
-    if (roll < 30) return { type: "keepAlive", session };
-    if (roll < 34) return { type: "closeSession", session };
+    if (roll < 12 || sessions.length < 3) return { type: "openSession", secretHash: SECRET_HASH, ttlMs: rng.between(1_500, 4_000) };
+    if (roll < 30) return { type: "keepAlive", secretHash: SECRET_HASH, session };
+    if (roll < 34) return { type: "closeSession", secretHash: SECRET_HASH, session };
     if (roll < 62) {
       const mode: Mode = rng.chance(0.3) ? "shared" : "exclusive";
       const command: Command = {
         type: "enter",
+        secretHash: SECRET_HASH,
         name: rng.pick(NAMES),
         session,
         mode,
@@ -78,10 +80,10 @@ class Workload {
       if (locks.length === 0) return { type: "tick" };
       const lock = rng.pick(locks);
       const entries = [...lock.holders, ...lock.queue];
-      if (entries.length === 0) return { type: "leave", name: lock.name, session };
+      if (entries.length === 0) return { type: "leave", secretHash: SECRET_HASH, name: lock.name, session };
       const entry = rng.pick(entries);
       const token = "token" in entry && rng.chance(0.9) ? entry.token : rng.chance(0.5) ? undefined : 7;
-      return { type: "leave", name: lock.name, session: entry.session, token };
+      return { type: "leave", secretHash: SECRET_HASH, name: lock.name, session: entry.session, token };
     }
     if (roll < 95) return { type: "tick" };
     if (roll < 97) return { type: "restartLeases" };
@@ -220,7 +222,7 @@ function fill(w: World, count: number): string[] {
   const sessions: string[] = [];
   for (let i = 0; i < count; i++) {
     const session = openSession(w);
-    w.ok(w.request("p", { type: "enter", name: `held${i}`, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }));
+    w.ok(w.request("p", { type: "enter", secretHash: SECRET_HASH, name: `held${i}`, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }));
     sessions.push(session);
   }
   return sessions;
@@ -242,7 +244,7 @@ function streamSteps(w: World, n: number, session: string): number {
   let committed = 0;
   for (let i = 0; i < n && w.held.length > 0; i++) {
     w.release();
-    const ref = w.request("p", { type: "keepAlive", session });
+    const ref = w.request("p", { type: "keepAlive", secretHash: SECRET_HASH, session });
     if (w.answers.get(ref)?.ok) committed += 1;
     w.run(w.settings.tickMs);
   }
@@ -347,7 +349,7 @@ test("replica: an epoch change mid-copy: the backup keeps its old copy through t
   // new copy generation) but cannot tell the arbiter, which still counts the backup in sync.
   w.cut.add("p>a");
   w.hold = isPeer("append");
-  w.request("p", { type: "keepAlive", session: sessions[0] }); // waits for the backup's ack
+  w.request("p", { type: "keepAlive", secretHash: SECRET_HASH, session: sessions[0] }); // waits for the backup's ack
   w.run(w.settings.replicationTimeoutMs + 60);
   assert.equal(w.server("p").status().backup?.mode, "outOfSync");
   w.held.splice(0);

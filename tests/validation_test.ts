@@ -3,6 +3,7 @@
  * schema before it reaches a core (a refused message changes nothing), and fail-stop on a bug.
  */
 import { test } from "node:test";
+import { SECRET_HASH } from "./_session.ts";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { manualClock } from "../cluster/clock.ts";
@@ -105,15 +106,15 @@ function filledMachine(sessions: number): LockMachine {
   const machine = new LockMachine(table, LIMITS);
   let index = 0;
   for (let i = 0; i < sessions; i++) {
-    const opened = machine.apply({ index: ++index, epoch: 1, atMs: 1_000 + i, requestId: `open-${i}`, command: { type: "openSession", ttlMs: 60_000 } });
+    const opened = machine.apply({ index: ++index, epoch: 1, atMs: 1_000 + i, requestId: `open-${i}`, command: { type: "openSession", ttlMs: 60_000, secretHash: SECRET_HASH } });
     assert.ok(opened.result.ok && opened.result.type === "session");
     const session = opened.result.session;
-    machine.apply({ index: ++index, epoch: 1, atMs: 1_000 + i, command: { type: "enter", name: `lock/${i}`, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: `call-${i}` } });
+    machine.apply({ index: ++index, epoch: 1, atMs: 1_000 + i, command: { type: "enter", name: `lock/${i}`, session, secretHash: SECRET_HASH, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: `call-${i}` } });
   }
   return machine;
 }
 
-const ENTRY = { index: 7, epoch: 2, atMs: 12_345, requestId: "r-1", command: { type: "enter", name: "db/main", session: "p1-0badcafe-2-1", mode: "shared", waitMs: 10, lockDelayMs: 5, callId: "c-1" } };
+const ENTRY = { index: 7, epoch: 2, atMs: 12_345, requestId: "r-1", command: { type: "enter", name: "db/main", session: "p1-0badcafe-2-1", secretHash: SECRET_HASH, mode: "shared", waitMs: 10, lockDelayMs: 5, callId: "c-1" } };
 
 /** One good message per type, with every optional field present, and its checker. */
 const GOOD: Array<{ name: string; value: Record<string, unknown>; accepts: (value: unknown) => boolean; optional?: string[]; maps?: string[] }> = [
@@ -320,7 +321,7 @@ test("schemas: a refused peer message changes nothing in a backup with a copy (i
       return p1.replica.status().serving && p1.replica.status().backup?.arbiterRecordedInSync === true;
     });
     let opened: unknown;
-    p1.submitThen({ type: "openSession", ttlMs: 5_000 }, undefined, (answer) => (opened = answer));
+    p1.submitThen({ type: "openSession", ttlMs: 5_000, secretHash: SECRET_HASH }, undefined, (answer) => (opened = answer));
     // The manual clock moves only here: each round is a tick of both servers.
     await eventually("a session opened and on b1", () => {
       clock.advance(10);
@@ -368,7 +369,7 @@ test("schemas: messages name the field (missing, unknown, ill-typed), as the rea
   assert.equal(says(checkBody(lock.enter, { session: "s" })), "name must be a non-empty string");
   assert.equal(says(checkBody(lock.enter, { name: "a", session: "s", mode: "x" })), "mode must be one of exclusive, shared");
   assert.equal(says(checkBody(lock.enter, { name: "a", session: "s", waitMs: 1.5 })), "waitMs must be an integer");
-  assert.equal(says(checkBody(lock.enter, { name: "a", session: "s", x: 1 })), "unknown field x (allowed: name, session, mode, waitMs, lockDelayMs, callId)");
+  assert.equal(says(checkBody(lock.enter, { name: "a", session: "s", x: 1 })), "unknown field x (allowed: name, session, sessionSecret, mode, waitMs, lockDelayMs, callId)");
   assert.equal(says(checkBody(clientSchemas(LIMITS).ring.put, { fence: 1, key: "k" })), "value must be a string");
   assert.equal(says(checkPeerRequest({ type: "append", epoch: 1, syncGen: 0, entries: [] }, LIMITS)), "from: missing");
   assert.equal(says(checkPeerRequest({ type: "syncNext", from: "b1", epoch: 1, syncGen: 0, position: 0, admin: true }, LIMITS)), "unknown field admin in peer request");

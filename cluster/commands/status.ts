@@ -17,7 +17,8 @@ const HELP = `Usage: mutexd status [--config FILE | --server URL] [--ca FILE] [-
 Shows each lock server (role, epoch, whether it serves, lease left and who backs it: the arbiter,
 the backup's promise or both; backup sync state and lag),
 the arbiter's record, and the lock table of the serving server: each lock's holders (session,
-fencing token, mode, how long held), its FIFO queue, any lock-delay left, and the sessions.
+fencing token, mode, how long held; with its owner's token name in [] when clients use tokens),
+its FIFO queue, any lock-delay left, and the sessions. Session secrets are never shown.
   --json            print it all as JSON (for scripts)
 ${CA_HELP}
 ${TOKEN_HELP}
@@ -140,6 +141,9 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join("\n") + "\n";
 }
 
+/** A session as status shows it: its id, and the token that opened it when there are tokens (never its secret). */
+const who = (entry: { session: string; owner?: string }) => (entry.owner === undefined ? entry.session : `${entry.session}[${entry.owner}]`);
+
 export function formatStatus(status: LockStatus): string {
   let out = `node ${status.node.id} (${status.node.role}), last fencing token ${status.lastToken}\n\n`;
   out += `LOCKS (${status.locks.length})\n`;
@@ -147,15 +151,15 @@ export function formatStatus(status: LockStatus): string {
     ["NAME", "HOLDERS (session token mode held)", "WAITERS (position session mode waiting)", "DELAY"],
     status.locks.map((lock) => [
       lock.name,
-      lock.holders.map((h) => `${h.session} ${h.token} ${h.mode} ${age(h.heldForMs)}`).join("; ") || "-",
-      lock.waiters.map((w) => `${w.position}. ${w.session} ${w.mode} ${age(w.waitingForMs)}`).join("; ") || "-",
+      lock.holders.map((h) => `${who(h)} ${h.token} ${h.mode} ${age(h.heldForMs)}`).join("; ") || "-",
+      lock.waiters.map((w) => `${w.position}. ${who(w)} ${w.mode} ${age(w.waitingForMs)}`).join("; ") || "-",
       lock.lockDelayRemainingMs > 0 ? age(lock.lockDelayRemainingMs) : "-",
     ]),
   );
   out += `\nSESSIONS (${status.sessions.length})\n`;
   out += table(
-    ["SESSION", "TTL", "AGE", "EXPIRES IN", "LOCKS"],
-    status.sessions.map((s) => [s.session, age(s.ttlMs), age(s.ageMs), age(s.expiresInMs), s.locks.join(",") || "-"]),
+    ["SESSION", "OWNER", "TTL", "AGE", "EXPIRES IN", "LOCKS"],
+    status.sessions.map((s) => [s.session, s.owner ?? "-", age(s.ttlMs), age(s.ageMs), age(s.expiresInMs), s.locks.join(",") || "-"]),
   );
   return out;
 }

@@ -18,8 +18,11 @@ import type { LoopStallView } from "../stall_monitor.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import type { SecurityLog } from "../security_log.ts";
+import { ANONYMOUS, type Caller, callerOf } from "../caller.ts";
+import { hashSessionSecret, randomSessionSecret } from "./session_secret.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
+/** `security`: refusals by reason since the process started (cluster/security_log.ts). */
 export type LockStatus = { node: { id: string; role: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
@@ -37,6 +40,12 @@ export interface LockApiOptions {
   security?: SecurityLog;
   /** Authenticates `POST /v1/peer` (peer_auth.ts) when the cluster has a secret. */
   peerAuth?: MiddlewareHandler;
+  /**
+   * A new session's secret when the client chose none: cryptographic randomness
+   * (session_secret.ts randomSessionSecret) by default, a seeded generator in the simulator.
+   * Only its hash reaches the core.
+   */
+  newSessionSecret?: () => string;
 }
 
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
@@ -64,8 +73,11 @@ export interface LockRoute {
   path: string;
   /** The permission the caller's token needs (cluster/client_auth.ts), from the body before its schema check. */
   access(input: Record<string, unknown>): Access;
-  /** Checks the body against the route's schema and handles it; a refusal throws a RequestError. */
-  handle(params: Record<string, string>, body: Record<string, unknown>, done: (answer: ApiAnswer) => void): void;
+  /**
+   * Checks the body against the route's schema and handles it; a refusal throws a RequestError.
+   * `caller`: who sent it (cluster/caller.ts); the simulator's requests are ANONYMOUS.
+   */
+  handle(params: Record<string, string>, body: Record<string, unknown>, done: (answer: ApiAnswer) => void, caller?: Caller): void;
 }
 
 /** A route whose handler gets its body as `schema` reads it (a refused body is 400, naming the field). */
@@ -74,16 +86,16 @@ function bodyRoute<S extends BodySchema>(
   path: string,
   schema: S,
   access: LockRoute["access"],
-  handle: (params: Record<string, string>, input: v.InferOutput<S>, done: (answer: ApiAnswer) => void) => void,
+  handle: (params: Record<string, string>, input: v.InferOutput<S>, done: (answer: ApiAnswer) => void, caller: Caller) => void,
 ): LockRoute {
   return {
     method,
     path,
     access,
-    handle(params, body, done) {
+    handle(params, body, done, caller = ANONYMOUS) {
       const checked = checkBody(schema, body);
       if (!checked.ok) throw new RequestError("bad_request", checked.message);
-      handle(params, checked.value, done);
+      handle(params, checked.value, done, caller);
     },
   };
 }
@@ -99,27 +111,43 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
     throw new Error(`unexpected result ${result.type}`);
   };
   return [
-    bodyRoute("POST", "/v1/sessions", schemas.openSession, lockOnSomeName, (_params, input, done) => {
+    bodyRoute("POST", "/v1/sessions", schemas.openSession, lockOnSomeName, (_params, input, done, caller) => {
       const ttlMs = input.ttlMs ?? settings.sessionTtlMs;
+      // The client's own secret (ours send one), else a fresh one.
+      const secret = input.sessionSecret ?? (options.newSessionSecret ?? randomSessionSecret)();
+      const command: Extract<Command, { type: "openSession" }> = { type: "openSession", ttlMs, secretHash: hashSessionSecret(secret) };
+      if (caller.token !== null) command.owner = caller.token;
+      if (caller.sessionsMax !== null) command.ownerSessionsMax = caller.sessionsMax;
       // longPollMaxMs tells the client how long a waiting enter may be held, so it can time out
       // a lost answer soon after that instead of after its whole wait.
-      submit({ type: "openSession", ttlMs }, input.requestId, done, (result) =>
-        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201) : unexpected(result));
+      const encode = (result: Result) =>
+        result.type === "session" ? ok({ session: result.session, sessionSecret: secret, ttlMs: result.ttlMs, longPollMaxMs: settings.longPollMaxMs }, 201) : unexpected(result);
+      service.submitThen(command, input.requestId, (answer) => {
+        // A retried open finds the first open's session. With the client's own secret that is its
+        // session. With a secret made here, the first one went out only in the lost answer and is
+        // kept nowhere (only its hash): that session is useless to its client and expires; a new
+        // one (without the key, so it is not this answer again) takes its place.
+        if (answer.ok && answer.result.type === "session" && answer.result.secretHash !== command.secretHash && input.requestId !== undefined) {
+          return submit(command, undefined, done, encode);
+        }
+        done(answerOf(() => encode(unwrap(answer)), options));
+      });
     }),
-    bodyRoute("POST", "/v1/sessions/:id/keepalive", schemas.keepAlive, lockOnSomeName, (params, _input, done) => {
-      submit({ type: "keepAlive", session: params.id }, undefined, done, (result) =>
+    bodyRoute("POST", "/v1/sessions/:id/keepalive", schemas.keepAlive, lockOnSomeName, (params, input, done) => {
+      submit({ type: "keepAlive", session: params.id, secretHash: hashSessionSecret(input.sessionSecret) }, undefined, done, (result) =>
         result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs }) : unexpected(result));
     }),
     bodyRoute("DELETE", "/v1/sessions/:id", schemas.closeSession, lockOnSomeName, (params, input, done) => {
-      submit({ type: "closeSession", session: params.id }, input.requestId, done, (result) =>
+      submit({ type: "closeSession", session: params.id, secretHash: hashSessionSecret(input.sessionSecret) }, input.requestId, done, (result) =>
         result.type === "closed" ? ok({ session: result.session, released: result.released }) : unexpected(result));
     }),
     // mutex_enter (LockService.enter: grant now, long-poll, or not granted); waitMs = 0 is a try-lock.
     // callId (optional) names the client's call, so an enter arriving after its leave grants nothing.
-    bodyRoute("POST", "/v1/enter", schemas.enter, lockOnName, (_params, input, done) => {
+    bodyRoute("POST", "/v1/enter", schemas.enter, lockOnName, (_params, input, done, caller) => {
       const { name, session, mode = "exclusive", waitMs = 0, lockDelayMs = 0, callId } = input;
-      const command: EnterCommand = { type: "enter", name, session, mode, waitMs, lockDelayMs };
+      const command: EnterCommand = { type: "enter", name, session, secretHash: hashSessionSecret(input.sessionSecret), mode, waitMs, lockDelayMs };
       if (callId !== undefined) command.callId = callId;
+      if (caller.waitersMax !== null) command.ownerWaitersMax = caller.waitersMax;
       service.enterThen(command, (answer) =>
         done(answerOf(() => {
           const result = unwrap(answer);
@@ -134,7 +162,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
     // mutex_leave: by the holder with its token; a waiter without a token withdraws its request.
     bodyRoute("POST", "/v1/leave", schemas.leave, lockOnName, (_params, input, done) => {
       const { name, session, token } = input;
-      submit({ type: "leave", name, session, token }, input.requestId, done, (result) =>
+      submit({ type: "leave", name, session, secretHash: hashSessionSecret(input.sessionSecret), token }, input.requestId, done, (result) =>
         result.type === "left" ? ok({ left: true, name, wasHolder: result.wasHolder }) : unexpected(result));
     }),
   ];
@@ -168,9 +196,17 @@ function errorAnswer(error: Error, options: LockApiOptions): ApiAnswer {
 }
 
 /** Runs `route` on a decoded body: checks it, then handles; every failure is an answer. */
-function runRoute(route: LockRoute, params: Record<string, string>, input: Record<string, unknown>, options: LockApiOptions, done: (answer: ApiAnswer) => void): void {
+function runRoute(route: LockRoute, params: Record<string, string>, input: Record<string, unknown>, options: LockApiOptions, done: (answer: ApiAnswer) => void, caller: Caller = ANONYMOUS): void {
+  // A wrong secret is someone acting on a session not theirs (or a client bug): counted, logged.
+  const answered = (answer: ApiAnswer) => {
+    if (answer.status === ERROR_STATUS.forbidden && options.security) {
+      const session = params.id ?? (typeof input.session === "string" ? input.session.slice(0, 128) : undefined);
+      options.security.refused("sessionSecretMismatch", caller.token ?? "anonymous", { session });
+    }
+    done(answer);
+  };
   try {
-    route.handle(params, input, done);
+    route.handle(params, input, answered, caller);
   } catch (error) {
     done(errorAnswer(error as Error, options));
   }
@@ -259,7 +295,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     app.on(route.method, route.path, async (c) => {
       const input = await readJsonObject(c, settings.bodyBytesMax);
       auth.require(c, route.access(input));
-      const answer = await new Promise<ApiAnswer>((done) => runRoute(route, c.req.param() as Record<string, string>, input, options, done));
+      const answer = await new Promise<ApiAnswer>((done) => runRoute(route, c.req.param() as Record<string, string>, input, options, done, callerOf(c)));
       return c.json(answer.body, answer.status as 200);
     });
   }

@@ -383,6 +383,11 @@ export class LockService {
       ? Math.max(table.clockMs, this.options.clock.nowMs() + this.replica.timeOffset)
       : table.clockMs;
     const snapshot = table.snapshot();
+    // Who holds what: a session's owner (its caller's token name), never its secret's hash.
+    const ownerOf = (session: string) => {
+      const owner = table.sessions.get(session)?.owner;
+      return owner === undefined ? {} : { owner };
+    };
     const heldBy = new Map<string, string[]>();
     for (const lock of snapshot.locks) {
       for (const entry of [...lock.holders, ...lock.queue]) {
@@ -394,6 +399,7 @@ export class LockService {
       lastToken: snapshot.lastToken,
       sessions: snapshot.sessions.map((s) => ({
         session: s.id,
+        ...(s.owner === undefined ? {} : { owner: s.owner }),
         ttlMs: s.ttlMs,
         ageMs: nowMs - s.createdAtMs,
         expiresInMs: Math.max(0, s.expiresAtMs - nowMs),
@@ -403,6 +409,7 @@ export class LockService {
         name: lock.name,
         holders: lock.holders.map((h) => ({
           session: h.session,
+          ...ownerOf(h.session),
           token: h.token,
           mode: h.mode,
           heldForMs: nowMs - h.sinceMs,
@@ -411,6 +418,7 @@ export class LockService {
         waiters: lock.queue.map((w, index) => ({
           position: index + 1,
           session: w.session,
+          ...ownerOf(w.session),
           mode: w.mode,
           waitingForMs: nowMs - w.queuedAtMs,
         })),
@@ -429,16 +437,17 @@ function pollKey(name: string, session: string): string {
   return `${name}\u0000${session}`;
 }
 
+/** `owner`: the token name of the caller that opened the session (absent without client tokens). */
 export interface LockView {
   name: string;
-  holders: Array<{ session: string; token: number; mode: string; heldForMs: number; lockDelayMs: number }>;
-  waiters: Array<{ position: number; session: string; mode: string; waitingForMs: number }>;
+  holders: Array<{ session: string; owner?: string; token: number; mode: string; heldForMs: number; lockDelayMs: number }>;
+  waiters: Array<{ position: number; session: string; owner?: string; mode: string; waitingForMs: number }>;
   lockDelayRemainingMs: number;
 }
 
 export interface StatusView {
   server: ReplicaStatus;
   lastToken: number;
-  sessions: Array<{ session: string; ttlMs: number; ageMs: number; expiresInMs: number; locks: string[] }>;
+  sessions: Array<{ session: string; owner?: string; ttlMs: number; ageMs: number; expiresInMs: number; locks: string[] }>;
   locks: LockView[];
 }

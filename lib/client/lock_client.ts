@@ -64,8 +64,16 @@ export interface ConnectOptions {
   token?: string;
 }
 
-export interface EnterOptions {
-  session: string;
+/**
+ * The session a call acts on: a `Session` this client opened (it carries its secret), or a
+ * session id with the `sessionSecret` its open answered (a session opened elsewhere).
+ */
+export interface SessionRef {
+  session: Session | string;
+  sessionSecret?: string;
+}
+
+export interface EnterOptions extends SessionRef {
   mode?: Mode;
   /** How long to wait in the queue; 0 is a try-lock. */
   waitMs?: number;
@@ -83,6 +91,23 @@ export interface LockOptions {
   shared?: boolean;
   lockDelayMs?: number;
 }
+
+/** The id and secret a request on `ref`'s session carries. */
+/** A session secret: 256 bits of the runtime's cryptographic randomness (Web Crypto), as hex. */
+function newSessionSecret(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(32)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+function sessionFields(ref: SessionRef): { session: string; sessionSecret?: string } {
+  if (typeof ref.session === "string") return { session: ref.session, ...(ref.sessionSecret === undefined ? {} : { sessionSecret: ref.sessionSecret }) };
+  return { session: ref.session.id, sessionSecret: SECRETS.get(ref.session) };
+}
+
+/**
+ * Each Session's secret, outside the object: so no log, `console.log` or JSON of a Session
+ * shows it (issue 12). Sent only in the bodies of the session's own requests.
+ */
+const SECRETS = new WeakMap<Session, string>();
 
 /** What `…Then` calls answer with: the value, or the MutexdError the Promise form rejects with. */
 export type Done<T> = (outcome: Outcome<T>) => void;
@@ -198,12 +223,14 @@ export class LockClient {
 
   openSessionThen(options: { ttlMs?: number }, done: Done<Session>): void {
     const sentAtMs = this.clock.nowMs();
-    const body = { ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }), requestId: this.newRequestId() };
-    this.requestThen<{ session: string; ttlMs: number; longPollMaxMs?: number }>("POST", "/v1/sessions", body, 0, (outcome) => {
+    // The client makes the session's secret itself (the server keeps only its hash): a retry of
+    // this open after a lost answer (same requestId) then finds the same session, still usable.
+    const body = { ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }), requestId: this.newRequestId(), sessionSecret: newSessionSecret() };
+    this.requestThen<{ session: string; sessionSecret: string; ttlMs: number; longPollMaxMs?: number }>("POST", "/v1/sessions", body, 0, (outcome) => {
       if (!outcome.ok) return done(outcome);
       const opened = outcome.value;
       if (opened.longPollMaxMs !== undefined) this.longPollMs = opened.longPollMaxMs;
-      done({ ok: true, value: new Session(this, opened.session, opened.ttlMs, sentAtMs) });
+      done({ ok: true, value: new Session(this, opened.session, opened.ttlMs, sentAtMs, opened.sessionSecret) });
     });
   }
 
@@ -224,7 +251,7 @@ export class LockClient {
       const chunkMs = Math.min(remainingMs, WAIT_CHUNK_MS);
       const body = {
         name,
-        session: options.session,
+        ...sessionFields(options),
         mode: options.mode ?? "exclusive",
         waitMs: chunkMs,
         lockDelayMs: options.lockDelayMs ?? 0,
@@ -237,7 +264,7 @@ export class LockClient {
         if (answer.waiting && remainingMs > 0) return ask();
         const notGranted: Outcome<EnterResult> = { ok: true, value: { granted: false, name, position: answer.position } };
         // Still queued when the wait ran out: withdraw, whatever the withdrawal's fate.
-        if (answer.waiting) return this.leaveThen(name, { session: options.session }, () => done(notGranted));
+        if (answer.waiting) return this.leaveThen(name, { session: options.session, sessionSecret: options.sessionSecret }, () => done(notGranted));
         done(notGranted);
       });
     };
@@ -245,12 +272,12 @@ export class LockClient {
   }
 
   /** mutex_leave: releases a held lock (with its token) or withdraws a queued request (without). */
-  leave(name: string, options: { session: string; token?: number }): Promise<void> {
+  leave(name: string, options: SessionRef & { token?: number }): Promise<void> {
     return promised((done) => this.leaveThen(name, options, done));
   }
 
-  leaveThen(name: string, options: { session: string; token?: number }, done: Done<void>): void {
-    const body = { name, session: options.session, token: options.token, requestId: this.newRequestId() };
+  leaveThen(name: string, options: SessionRef & { token?: number }, done: Done<void>): void {
+    const body = { name, ...sessionFields(options), token: options.token, requestId: this.newRequestId() };
     this.requestThen<unknown>("POST", "/v1/leave", body, 0, (outcome) => done(outcome.ok ? { ok: true, value: undefined } : outcome));
   }
 
@@ -266,7 +293,7 @@ export class LockClient {
     this.openSessionThen({ ttlMs: options.ttlMs }, (opened) => {
       if (!opened.ok) return done(opened);
       const session = opened.value;
-      const enter = { session: session.id, mode: (options.shared ? "shared" : "exclusive") as Mode, waitMs: options.waitMs ?? 0, lockDelayMs: options.lockDelayMs };
+      const enter = { session, mode: (options.shared ? "shared" : "exclusive") as Mode, waitMs: options.waitMs ?? 0, lockDelayMs: options.lockDelayMs };
       this.enterThen(name, enter, (entered) => {
         let outcome: Outcome<LockHandle>;
         if (!entered.ok) outcome = entered;
@@ -301,7 +328,9 @@ export class Session {
   private leaseEndMs: number;
   private closed = false;
 
-  constructor(private readonly client: LockClient, readonly id: string, readonly ttlMs: number, sentAtMs: number) {
+  /** `secret`: what the open answered; every request on the session sends it (kept in SECRETS). */
+  constructor(private readonly client: LockClient, readonly id: string, readonly ttlMs: number, sentAtMs: number, secret: string) {
+    SECRETS.set(this, secret);
     this.leaseEndMs = sentAtMs + ttlMs;
     this.scheduleKeepAlive();
     this.armLeaseTimer();
@@ -346,7 +375,7 @@ export class Session {
     // Each try gives up within one keepalive period: a try stuck at a paused primary must leave
     // room, before the lease ends, for the next one at the server that takes over.
     const attemptTimeoutMs = Math.min(this.client.requestTimeoutMs, this.keepAlivePeriodMs());
-    this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, undefined, 0, (outcome) => {
+    this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, { sessionSecret: SECRETS.get(this) }, 0, (outcome) => {
       if (this.closed) return;
       if (outcome.ok) {
         this.leaseEndMs = Math.max(this.leaseEndMs, sentAtMs + this.ttlMs);
@@ -389,7 +418,7 @@ export class Session {
     this.closed = true;
     this.stopTimers();
     const path = `/v1/sessions/${encodeURIComponent(this.id)}`;
-    this.client.requestThen<unknown>("DELETE", path, { requestId: this.client.newRequestId() }, 0, (outcome) => {
+    this.client.requestThen<unknown>("DELETE", path, { requestId: this.client.newRequestId(), sessionSecret: SECRETS.get(this) }, 0, (outcome) => {
       if (outcome.ok || outcome.error.code === "session_not_found") return done({ ok: true, value: undefined });
       done(outcome);
     });
@@ -418,7 +447,7 @@ export class LockHandle {
   /** `release` with a callback: the leave's failure if it failed, else the close's. */
   releaseThen(done: Done<void>): void {
     if (this.session.lost) return this.session.closeThen(done);
-    this.client.leaveThen(this.name, { session: this.session.id, token: this.token }, (left) => {
+    this.client.leaveThen(this.name, { session: this.session, token: this.token }, (left) => {
       this.session.closeThen((closed) => done(left.ok ? closed : left));
     });
   }
@@ -450,11 +479,12 @@ export interface StatusAnswer {
     lastHeardFromPrimaryMs: number | null;
   };
   lastToken: number;
-  sessions: Array<{ session: string; ttlMs: number; ageMs: number; expiresInMs: number; locks: string[] }>;
+  /** `owner`: the token name of the caller that opened the session (absent without client tokens). */
+  sessions: Array<{ session: string; owner?: string; ttlMs: number; ageMs: number; expiresInMs: number; locks: string[] }>;
   locks: Array<{
     name: string;
-    holders: Array<{ session: string; token: number; mode: Mode; heldForMs: number; lockDelayMs: number }>;
-    waiters: Array<{ position: number; session: string; mode: Mode; waitingForMs: number }>;
+    holders: Array<{ session: string; owner?: string; token: number; mode: Mode; heldForMs: number; lockDelayMs: number }>;
+    waiters: Array<{ position: number; session: string; owner?: string; mode: Mode; waitingForMs: number }>;
     lockDelayRemainingMs: number;
   }>;
 }

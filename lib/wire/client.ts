@@ -14,6 +14,11 @@ import { REQUEST_ID_LENGTH_MAX } from "../core/lock/answered.ts";
 import type { Settings } from "../settings.ts";
 import { describeIssue, perSettings, SESSION_ID_LENGTH_MAX } from "./schema.ts";
 
+/** Longest `sessionSecret` a request may carry (the server's are 43 characters). */
+export const SESSION_SECRET_LENGTH_MAX = 256;
+/** Shortest secret a client may choose for its own session (128 bits as hex or more as base64url). */
+export const SESSION_SECRET_LENGTH_MIN = 32;
+
 const NON_EMPTY = "must be a non-empty string";
 const INTEGER = "must be an integer";
 
@@ -35,20 +40,29 @@ function build(limits: ClientLimits) {
   const session = nonEmpty(SESSION_ID_LENGTH_MAX);
   const ticket = v.optional(nonEmpty(SESSION_ID_LENGTH_MAX));
   const key = nonEmpty(limits.ringKeyLengthMax);
+  // The secret of the session acted on (a missing one is refused by the core like a wrong one).
+  const sessionSecret = v.optional(nonEmpty(SESSION_SECRET_LENGTH_MAX));
+  // A secret the client chose for the session it opens: a retried open then finds its session.
+  const chosenSecret = v.optional(v.pipe(
+    v.string(NON_EMPTY),
+    v.minLength(SESSION_SECRET_LENGTH_MIN, `must have at least ${SESSION_SECRET_LENGTH_MIN} characters`),
+    v.maxLength(SESSION_SECRET_LENGTH_MAX, `must be at most ${SESSION_SECRET_LENGTH_MAX} characters`),
+  ));
   return {
     lock: {
-      openSession: v.strictObject({ ttlMs: optionalInteger(), requestId: requestId() }),
-      keepAlive: v.strictObject({}),
-      closeSession: v.strictObject({ requestId: requestId() }),
+      openSession: v.strictObject({ ttlMs: optionalInteger(), requestId: requestId(), sessionSecret: chosenSecret }),
+      keepAlive: v.strictObject({ sessionSecret }),
+      closeSession: v.strictObject({ requestId: requestId(), sessionSecret }),
       enter: v.strictObject({
         name,
         session,
+        sessionSecret,
         mode: v.optional(v.picklist(["exclusive", "shared"], "must be one of exclusive, shared")),
         waitMs: optionalInteger(),
         lockDelayMs: optionalInteger(),
         callId: v.optional(nonEmpty(CALL_ID_LENGTH_MAX)),
       }),
-      leave: v.strictObject({ name, session, token: optionalInteger(), requestId: requestId() }),
+      leave: v.strictObject({ name, session, sessionSecret, token: optionalInteger(), requestId: requestId() }),
     },
     ring: {
       enter: v.strictObject({ waitMs: optionalInteger(), leaseMs: optionalInteger(), ticket }),

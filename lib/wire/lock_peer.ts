@@ -16,6 +16,7 @@ import type { PeerMessage } from "../core/lock/replica_io.ts";
 import type { LogEntry } from "../core/lock/lock_machine.ts";
 import type { BORN, Command, LockState, Result, SessionCopy } from "../core/lock/lock_table.ts";
 import { CALL_ID_LENGTH_MAX } from "../core/lock/lock_table.ts";
+import { OWNER_LENGTH_MAX, SECRET_HASH_LENGTH_MAX } from "../core/lock/session_owners.ts";
 import type { CopyChunk, CopyStart } from "../core/lock/table_copy.ts";
 import { REQUEST_ID_LENGTH_MAX } from "../core/lock/answered.ts";
 import { ERROR_STATUS } from "./errors.ts";
@@ -29,25 +30,32 @@ const mode = () => v.picklist(["exclusive", "shared"]);
 const sessionId = () => text(SESSION_ID_LENGTH_MAX);
 const callId = () => v.optional(text(CALL_ID_LENGTH_MAX));
 const errorCode = v.picklist(Object.keys(ERROR_STATUS) as Array<keyof typeof ERROR_STATUS>);
+/** The hash of the secret an action presents ("" when it presented none: the core refuses it). */
+const secretHash = () => v.pipe(v.string(), v.maxLength(SECRET_HASH_LENGTH_MAX));
+/** The token name a session belongs to, and the caller's limits that travel with its commands. */
+const owner = () => v.optional(text(OWNER_LENGTH_MAX));
+const ownerLimit = () => v.optional(count());
 const grant = (lockName: v.GenericSchema<string>) => v.strictObject({ name: lockName, session: sessionId(), token: count(), mode: mode() });
 
 /** Every schema of the lock peer protocol, bounded by `limits` (see `lockPeerSchemas`). */
 function build(limits: LockPeerLimits) {
   const lockName = text(limits.lockNameLengthMax);
   const command = v.variant("type", [
-    v.strictObject({ type: v.literal("openSession"), ttlMs: integer() }),
-    v.strictObject({ type: v.literal("keepAlive"), session: sessionId() }),
-    v.strictObject({ type: v.literal("closeSession"), session: sessionId() }),
+    v.strictObject({ type: v.literal("openSession"), ttlMs: integer(), secretHash: secretHash(), owner: owner(), ownerSessionsMax: ownerLimit() }),
+    v.strictObject({ type: v.literal("keepAlive"), session: sessionId(), secretHash: secretHash() }),
+    v.strictObject({ type: v.literal("closeSession"), session: sessionId(), secretHash: secretHash() }),
     v.strictObject({
       type: v.literal("enter"),
       name: lockName,
       session: sessionId(),
+      secretHash: secretHash(),
       mode: mode(),
       waitMs: integer(),
       lockDelayMs: integer(),
       callId: callId(),
+      ownerWaitersMax: ownerLimit(),
     }),
-    v.strictObject({ type: v.literal("leave"), name: lockName, session: sessionId(), token: v.optional(integer()) }),
+    v.strictObject({ type: v.literal("leave"), name: lockName, session: sessionId(), secretHash: secretHash(), token: v.optional(integer()) }),
     v.strictObject({ type: v.literal("tick") }),
     v.strictObject({ type: v.literal("restartLeases") }),
     v.strictObject({ type: v.literal("holdGrants"), untilMs: time() }),
@@ -120,7 +128,7 @@ function build(limits: LockPeerLimits) {
   });
   const result = v.variant("ok", [
     v.variant("type", [
-      v.strictObject({ ok: v.literal(true), type: v.literal("session"), session: sessionId(), ttlMs: count(), expiresAtMs: time() }),
+      v.strictObject({ ok: v.literal(true), type: v.literal("session"), session: sessionId(), ttlMs: count(), expiresAtMs: time(), secretHash: v.optional(secretHash()) }),
       v.strictObject({ ok: v.literal(true), type: v.literal("closed"), session: sessionId(), released: v.array(lockName) }),
       v.strictObject({ ok: v.literal(true), type: v.literal("granted"), grant: grant(lockName) }),
       v.strictObject({ ok: v.literal(true), type: v.literal("waiting"), name: lockName, position: count() }),
@@ -133,7 +141,15 @@ function build(limits: LockPeerLimits) {
   ]);
   /** The items of a copy: sessions, locks and remembered answers (which one, its position says). */
   const copyItems = {
-    session: v.strictObject({ id: sessionId(), ttlMs: count(), createdAtMs: time(), expiresAtMs: time(), leftCalls: v.optional(v.array(text(CALL_ID_LENGTH_MAX))) }),
+    session: v.strictObject({
+      id: sessionId(),
+      ttlMs: count(),
+      createdAtMs: time(),
+      expiresAtMs: time(),
+      leftCalls: v.optional(v.array(text(CALL_ID_LENGTH_MAX))),
+      secretHash: v.optional(secretHash()),
+      owner: owner(),
+    }),
     lock: v.strictObject({ name: lockName, holders: v.array(holder), queue: v.array(waiter), delayUntilMs: time() }),
     answer: v.strictTuple([text(REQUEST_ID_LENGTH_MAX), result]),
   };

@@ -41,13 +41,15 @@ const appendText = superjson.stringify(append);
 
 // A table of 400 sessions, each holding a lock, each opened with a request id: a first chunk of
 // 400 sessions, 400 locks and 200 answers.
+/** A session secret's hash as the lock routes make it (the same for every session here). */
+const SECRET_HASH = "5".repeat(64);
 const table = new LockTable({ limits: settings, sessionIdPrefix: "p1-0badcafe-3-", tokenFloor: 0 });
 const machine = new LockMachine(table, settings);
 let index = 0;
 for (let i = 0; i < 400; i++) {
-  const opened = machine.apply({ index: ++index, epoch: 3, atMs: 1_000 + i, requestId: `open-${i}`, command: { type: "openSession", ttlMs: 60_000 } });
+  const opened = machine.apply({ index: ++index, epoch: 3, atMs: 1_000 + i, requestId: `open-${i}`, command: { type: "openSession", ttlMs: 60_000, secretHash: SECRET_HASH } });
   if (!opened.result.ok || opened.result.type !== "session") throw new Error("open failed");
-  machine.apply({ index: ++index, epoch: 3, atMs: 1_000 + i, command: { type: "enter", name: `db/orders/${i}`, session: opened.result.session, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: `call-${i}` } });
+  machine.apply({ index: ++index, epoch: 3, atMs: 1_000 + i, command: { type: "enter", name: `db/orders/${i}`, session: opened.result.session, secretHash: SECRET_HASH, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: `call-${i}` } });
 }
 const source = new CopySource(machine, { ...settings, syncChunkItemsMax: 1_000 });
 const chunk = source.chunk(0)!;

@@ -20,6 +20,7 @@
 import { assert, assertNever } from "../assert.ts";
 import type { ApiError, ErrorCode } from "../../wire/errors.ts";
 import type { Settings } from "../../settings.ts";
+import { OwnerCounts, ownerKey, ownerProblem, SECRET_MISMATCH, secretHashProblem, secretMatches } from "./session_owners.ts";
 
 export type Mode = "exclusive" | "shared";
 
@@ -34,6 +35,13 @@ export interface Session {
   locks: Set<string>;
   /** Call ids of enters this session left, oldest first, at most `leftCallsPerSessionMax`. */
   leftCalls: string[];
+  /**
+   * SHA-256 of the secret its opener got (session_owners.ts); every action must present it.
+   * Absent only in a session restored from data older than session secrets: nobody can act on it.
+   */
+  secretHash?: string;
+  /** The token name of the caller that opened it (absent without client tokens). */
+  owner?: string;
 }
 
 export interface Holder {
@@ -67,12 +75,27 @@ export interface LockState {
   delayUntilMs: number;
 }
 
+/**
+ * Every command on a session carries `secretHash`, the hash of the secret its request presented
+ * (session_owners.ts). `owner` and the `owner…Max` limits are the caller's (cluster/caller.ts),
+ * absent without client tokens.
+ */
 export type Command =
-  | { type: "openSession"; ttlMs: number }
-  | { type: "keepAlive"; session: string }
-  | { type: "closeSession"; session: string }
-  | { type: "enter"; name: string; session: string; mode: Mode; waitMs: number; lockDelayMs: number; callId?: string }
-  | { type: "leave"; name: string; session: string; token?: number }
+  | { type: "openSession"; ttlMs: number; secretHash: string; owner?: string; ownerSessionsMax?: number }
+  | { type: "keepAlive"; session: string; secretHash: string }
+  | { type: "closeSession"; session: string; secretHash: string }
+  | {
+    type: "enter";
+    name: string;
+    session: string;
+    secretHash: string;
+    mode: Mode;
+    waitMs: number;
+    lockDelayMs: number;
+    callId?: string;
+    ownerWaitersMax?: number;
+  }
+  | { type: "leave"; name: string; session: string; secretHash: string; token?: number }
   | { type: "tick" }
   /** A new primary took over: every session and wait restarts its full TTL (Chubby, etcd, Consul). */
   | { type: "restartLeases" }
@@ -90,7 +113,8 @@ export interface Grant {
 }
 
 export type Result =
-  | { ok: true; type: "session"; session: string; ttlMs: number; expiresAtMs: number }
+  /** `secretHash`: an open's answer says which secret the session has (a retry's may not be its). */
+  | { ok: true; type: "session"; session: string; ttlMs: number; expiresAtMs: number; secretHash?: string }
   | { ok: true; type: "closed"; session: string; released: string[] }
   | { ok: true; type: "granted"; grant: Grant }
   | { ok: true; type: "waiting"; name: string; position: number }
@@ -200,6 +224,8 @@ export class LockTable {
   /** The last creation stamp given (see BORN). */
   private bornSeq = 0;
   private watcher: TableWatcher | null = null;
+  /** Sessions and waiting enters per owner (derived: kept in step with sessions and queues). */
+  readonly owners = new OwnerCounts();
 
   constructor(private readonly options: LockTableOptions) {
     assert(Number.isSafeInteger(options.tokenFloor) && options.tokenFloor >= 0, "tokenFloor must be a safe integer");
@@ -248,11 +274,11 @@ export class LockTable {
   private dispatch(command: Command, effects: Effect[]): Output {
     switch (command.type) {
       case "openSession":
-        return this.openSession(command.ttlMs);
+        return this.openSession(command);
       case "keepAlive":
-        return this.keepAlive(command.session);
+        return this.keepAlive(command);
       case "closeSession":
-        return this.closeSession(command.session, effects);
+        return this.closeSession(command, effects);
       case "enter":
         return this.enter(command);
       case "leave":
@@ -268,14 +294,19 @@ export class LockTable {
     }
   }
 
-  private openSession(ttlMs: number): Output {
+  private openSession(command: Extract<Command, { type: "openSession" }>): Output {
+    const { ttlMs, secretHash, owner } = command;
     const { sessionTtlMinMs, sessionTtlMaxMs, sessionsMax } = this.options.limits;
     if (!Number.isSafeInteger(ttlMs) || ttlMs < sessionTtlMinMs || ttlMs > sessionTtlMaxMs) {
       return fail("bad_request", `ttlMs must be an integer within ${sessionTtlMinMs}..${sessionTtlMaxMs}`);
     }
+    const problem = secretHashProblem(secretHash) ?? ownerProblem(owner, command.ownerSessionsMax, "ownerSessionsMax");
+    if (problem) return fail("bad_request", problem);
     if (this.sessions.size >= sessionsMax) {
       return fail("limit_reached", `at most ${sessionsMax} sessions`);
     }
+    const ownerRefusal = this.owners.sessionRefusal(ownerKey(owner), command.ownerSessionsMax);
+    if (ownerRefusal) return { result: { ok: false, error: ownerRefusal }, effects: [] };
     this.sessionSeq += 1;
     const id = `${this.options.sessionIdPrefix}${this.sessionSeq}`;
     assert(!this.sessions.has(id), `session id ${id} reused`);
@@ -287,15 +318,27 @@ export class LockTable {
       expiresAtMs: this.nowMs + ttlMs,
       locks: new Set(),
       leftCalls: [],
+      secretHash,
     };
+    if (owner !== undefined) session.owner = owner;
     this.sessions.set(id, session);
+    this.owners.sessionOpened(ownerKey(owner));
     this.noteDue(session.expiresAtMs);
-    return { result: { ok: true, type: "session", session: id, ttlMs, expiresAtMs: session.expiresAtMs }, effects: [] };
+    return { result: { ok: true, type: "session", session: id, ttlMs, expiresAtMs: session.expiresAtMs, secretHash }, effects: [] };
   }
 
-  private keepAlive(sessionId: string): Output {
+  /** The live session a command acts on, or the refusal (unknown, or the secret does not match). */
+  private sessionFor(sessionId: string, secretHash: string): Session | Output {
     const session = this.sessions.get(sessionId);
     if (!session) return fail("session_not_found", `session ${sessionId} is unknown or expired`);
+    if (!secretMatches(session.secretHash, secretHash)) return { result: { ok: false, error: SECRET_MISMATCH }, effects: [] };
+    return session;
+  }
+
+  private keepAlive(command: Extract<Command, { type: "keepAlive" }>): Output {
+    const sessionId = command.session;
+    const session = this.sessionFor(sessionId, command.secretHash);
+    if ("result" in session) return session;
     this.watcher?.beforeSessionChange(session);
     session.expiresAtMs = this.nowMs + session.ttlMs;
     return {
@@ -304,9 +347,10 @@ export class LockTable {
     };
   }
 
-  private closeSession(sessionId: string, effects: Effect[]): Output {
-    const session = this.sessions.get(sessionId);
-    if (!session) return fail("session_not_found", `session ${sessionId} is unknown or expired`);
+  private closeSession(command: Extract<Command, { type: "closeSession" }>, effects: Effect[]): Output {
+    const sessionId = command.session;
+    const session = this.sessionFor(sessionId, command.secretHash);
+    if ("result" in session) return session;
     const released = this.dropSession(session, "closed", effects);
     return { result: { ok: true, type: "closed", session: sessionId, released }, effects: [] };
   }
@@ -365,8 +409,10 @@ export class LockTable {
     if (callId !== undefined && (typeof callId !== "string" || callId.length === 0 || callId.length > CALL_ID_LENGTH_MAX)) {
       return fail("bad_request", `callId must be a string of 1..${CALL_ID_LENGTH_MAX} characters`);
     }
-    const session = this.sessions.get(command.session);
-    if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
+    const limitProblem = ownerProblem(undefined, command.ownerWaitersMax, "ownerWaitersMax");
+    if (limitProblem) return fail("bad_request", limitProblem);
+    const session = this.sessionFor(command.session, command.secretHash);
+    if ("result" in session) return session;
     if (callId !== undefined && session.leftCalls.includes(callId)) {
       // A duplicate or late retry of a call the client already left: granting it would give the
       // session a lock nobody believes it holds.
@@ -414,10 +460,13 @@ export class LockTable {
     if (lock.queue.length >= limits.waitersPerLockMax) {
       return fail("limit_reached", `at most ${limits.waitersPerLockMax} waiters on ${name}`);
     }
+    const ownerRefusal = this.owners.waiterRefusal(ownerKey(session.owner), command.ownerWaitersMax);
+    if (ownerRefusal) return { result: { ok: false, error: ownerRefusal }, effects: [] };
     if (!existing) this.locks.set(name, lock);
     const waiter: Waiter = { session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs };
     setCallId(waiter, callId);
     lock.queue.push(waiter);
+    this.owners.waiterAdded(ownerKey(session.owner));
     session.locks.add(name);
     this.noteDue(this.nowMs + waitMs);
     // Expiry ran first, so everything ahead is live and the request cannot be granted yet; a lock
@@ -432,8 +481,8 @@ export class LockTable {
     if (command.token !== undefined && (!Number.isSafeInteger(command.token) || command.token < 0)) {
       return fail("bad_request", "token must be a non-negative integer");
     }
-    const session = this.sessions.get(command.session);
-    if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
+    const session = this.sessionFor(command.session, command.secretHash);
+    if ("result" in session) return session;
     const lock = this.locks.get(name);
     if (!lock) return fail("lock_not_found", `lock ${name} is not held or waited for`);
     this.watcher?.beforeLockChange(lock);
@@ -455,6 +504,7 @@ export class LockTable {
     if (waiterIndex >= 0 && command.token === undefined) {
       // A waiter that gives up withdraws its request; those behind it may now be grantable.
       const [waiter] = lock.queue.splice(waiterIndex, 1);
+      this.owners.waiterRemoved(ownerKey(session.owner));
       session.locks.delete(name);
       this.recordLeft(session, waiter.callId);
       effects.push({ type: "waitEnded", name, session: session.id, reason: "withdrawn" });
@@ -476,6 +526,7 @@ export class LockTable {
       if (!session || session.expiresAtMs <= this.nowMs || head.deadlineMs <= this.nowMs) {
         // Never grant to a dead waiter (etcd #11456), even between two expiry passes.
         lock.queue.shift();
+        if (session) this.owners.waiterRemoved(ownerKey(session.owner));
         session?.locks.delete(lock.name);
         const reason = !session || session.expiresAtMs <= this.nowMs ? "sessionDead" : "deadline";
         // A wait that ended at its deadline is a call its session left: a late copy of one of its
@@ -486,6 +537,7 @@ export class LockTable {
       }
       if (!this.compatible(lock, head.mode)) return;
       lock.queue.shift();
+      this.owners.waiterRemoved(ownerKey(session.owner));
       session.locks.delete(lock.name); // re-added by grant
       effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs, head.callId) });
       if (head.mode === "exclusive") return;
@@ -528,6 +580,7 @@ export class LockTable {
         if (waiter.deadlineMs > this.nowMs) return true;
         const session = this.sessions.get(waiter.session);
         session?.locks.delete(lock.name);
+        if (session) this.owners.waiterRemoved(ownerKey(session.owner));
         if (session) this.recordLeft(session, waiter.callId); // as in promote: the call is over
         effects.push({ type: "waitEnded", name: lock.name, session: waiter.session, reason: "deadline" });
         return false;
@@ -566,12 +619,14 @@ export class LockTable {
       }
       const waiting = lock.queue.length;
       lock.queue = lock.queue.filter((w) => w.session !== session.id);
+      this.owners.waiterRemoved(ownerKey(session.owner), waiting - lock.queue.length);
       if (lock.queue.length !== waiting) {
         effects.push({ type: "waitEnded", name, session: session.id, reason: "sessionDead" });
       }
       touched.push(lock);
     }
     this.sessions.delete(session.id);
+    this.owners.sessionDropped(ownerKey(session.owner));
     session.locks.clear();
     for (const lock of touched) {
       this.promote(lock, effects);
@@ -659,9 +714,13 @@ export class LockTable {
   /** Adds one session of a copy (its lock index fills as its locks are loaded). */
   loadSession(s: SessionCopy): void {
     assert(!this.sessions.has(s.id), `copy has session ${s.id} twice`);
-    // Snapshots from before call ids have no leftCalls.
+    // Snapshots from before call ids have no leftCalls; from before session secrets, no secretHash.
     const { id, ttlMs, createdAtMs, expiresAtMs } = s;
-    this.sessions.set(id, { [BORN]: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] });
+    const session: Session = { [BORN]: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] };
+    if (s.secretHash !== undefined) session.secretHash = s.secretHash;
+    if (s.owner !== undefined) session.owner = s.owner;
+    this.sessions.set(id, session);
+    this.owners.sessionOpened(ownerKey(s.owner));
   }
 
   /** Adds one lock of a copy; every session it names must be loaded already. */
@@ -674,12 +733,16 @@ export class LockTable {
       assert(session !== undefined, `snapshot lock ${lock.name} names unknown session ${entry.session}`);
       session.locks.add(lock.name);
     }
+    for (const waiter of lock.queue) this.owners.waiterAdded(ownerKey(this.sessions.get(waiter.session)!.owner));
   }
 }
 
 /** A session as copies carry it (own arrays: later changes of the table do not reach it). */
 export function copyOfSession(s: Session): SessionCopy {
-  return { id: s.id, ttlMs: s.ttlMs, createdAtMs: s.createdAtMs, expiresAtMs: s.expiresAtMs, leftCalls: [...s.leftCalls] };
+  const copy: SessionCopy = { id: s.id, ttlMs: s.ttlMs, createdAtMs: s.createdAtMs, expiresAtMs: s.expiresAtMs, leftCalls: [...s.leftCalls] };
+  if (s.secretHash !== undefined) copy.secretHash = s.secretHash;
+  if (s.owner !== undefined) copy.owner = s.owner;
+  return copy;
 }
 
 /** A lock as copies carry it (own holder and waiter objects). */

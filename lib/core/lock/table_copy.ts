@@ -288,7 +288,8 @@ function isObject(value: unknown): value is Record<string, unknown> {
 const isCount = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
 const isTime = (value: unknown) => typeof value === "number" && Number.isFinite(value);
 const isMode = (value: unknown) => value === "exclusive" || value === "shared";
-const isCallId = (value: unknown) => value === undefined || typeof value === "string";
+const isOptionalString = (value: unknown) => value === undefined || typeof value === "string";
+const isCallId = isOptionalString;
 
 function isCopyStart(value: unknown): value is CopyStart {
   if (!isObject(value) || !isObject(value.table)) return false;
@@ -299,7 +300,8 @@ function isCopyStart(value: unknown): value is CopyStart {
 
 function isSessionCopy(value: unknown): value is SessionCopy {
   return isObject(value) && typeof value.id === "string" && isCount(value.ttlMs) && isTime(value.createdAtMs) &&
-    isTime(value.expiresAtMs) && Array.isArray(value.leftCalls) && value.leftCalls.every((c) => typeof c === "string");
+    isTime(value.expiresAtMs) && Array.isArray(value.leftCalls) && value.leftCalls.every((c) => typeof c === "string") &&
+    isOptionalString(value.secretHash) && isOptionalString(value.owner);
 }
 
 function isLockCopy(value: unknown): value is LockState {

@@ -62,11 +62,11 @@ class ProjectClient implements BenchClient {
     return new ProjectSession(await this.client.openSession({ ttlMs }));
   }
   async enter(name: string, session: BenchSession, waitMs: number): Promise<EnterAnswer> {
-    const answer = await this.client.enter(name, { session: session.id, waitMs });
+    const answer = await this.client.enter(name, { session: (session as ProjectSession).session, waitMs });
     return answer.granted ? { granted: true, token: answer.token } : { granted: false, position: answer.position };
   }
   leave(name: string, session: BenchSession, token: number): Promise<void> {
-    return this.client.leave(name, { session: session.id, token });
+    return this.client.leave(name, { session: (session as ProjectSession).session, token });
   }
   close(): void {}
 }
@@ -86,10 +86,11 @@ class HttpError extends Error {
 class RawSession implements BenchSession {
   private readonly timer: ReturnType<typeof setInterval>;
   private closed = false;
-  constructor(private readonly client: NodeHttpClient, readonly id: string, ttlMs: number) {
+  /** `secret`: the open's sessionSecret, sent on every request about the session. */
+  constructor(private readonly client: NodeHttpClient, readonly id: string, ttlMs: number, readonly secret: string) {
     this.timer = setInterval(() => {
       if (!this.closed) {
-        client.request("POST", `/v1/sessions/${encodeURIComponent(id)}/keepalive`, {}).catch(() => {});
+        client.request("POST", `/v1/sessions/${encodeURIComponent(id)}/keepalive`, { sessionSecret: secret }).catch(() => {});
       }
     }, Math.max(1, Math.floor(ttlMs / 3)));
   }
@@ -97,7 +98,7 @@ class RawSession implements BenchSession {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
-    await this.client.request("DELETE", `/v1/sessions/${encodeURIComponent(this.id)}`).catch((error) => {
+    await this.client.request("DELETE", `/v1/sessions/${encodeURIComponent(this.id)}`, { sessionSecret: this.secret }).catch((error) => {
       if (!(error instanceof HttpError && error.status === 404)) throw error;
     });
   }
@@ -155,8 +156,8 @@ class NodeHttpClient implements BenchClient {
   }
 
   async openSession(ttlMs: number): Promise<BenchSession> {
-    const opened = await this.request<{ session: string }>("POST", "/v1/sessions", { ttlMs });
-    return new RawSession(this, opened.session, ttlMs);
+    const opened = await this.request<{ session: string; sessionSecret: string }>("POST", "/v1/sessions", { ttlMs });
+    return new RawSession(this, opened.session, ttlMs, opened.sessionSecret);
   }
 
   async enter(name: string, session: BenchSession, waitMs: number): Promise<EnterAnswer> {
@@ -168,12 +169,12 @@ class NodeHttpClient implements BenchClient {
       const answer = await this.request<{ granted: boolean; token?: number; waiting?: boolean; position?: number }>(
         "POST",
         "/v1/enter",
-        { name, session: session.id, waitMs: ask },
+        { name, session: session.id, sessionSecret: (session as RawSession).secret, waitMs: ask },
         ask,
       );
       if (answer.granted) return { granted: true, token: answer.token! };
       if (!answer.waiting || remaining === 0) {
-        if (answer.waiting) await this.request("POST", "/v1/leave", { name, session: session.id }).catch(() => {});
+        if (answer.waiting) await this.request("POST", "/v1/leave", { name, session: session.id, sessionSecret: (session as RawSession).secret }).catch(() => {});
         return { granted: false, position: answer.position ?? 0 };
       }
     }
@@ -181,7 +182,7 @@ class NodeHttpClient implements BenchClient {
   }
 
   async leave(name: string, session: BenchSession, token: number): Promise<void> {
-    await this.request("POST", "/v1/leave", { name, session: session.id, token });
+    await this.request("POST", "/v1/leave", { name, session: session.id, sessionSecret: (session as RawSession).secret, token });
   }
 
   close(): void {

@@ -251,7 +251,7 @@ async function startReplicated(options: StartOptions): Promise<ServerHandle> {
       const response = await fetch(`${url(pp)}/v1/sessions`, { method: "POST", body: "{}" }).catch(() => undefined);
       const body = response ? await response.json().catch(() => ({})) : {};
       if (response?.ok) {
-        await fetch(`${url(pp)}/v1/sessions/${encodeURIComponent(body.session)}`, { method: "DELETE" })
+        await fetch(`${url(pp)}/v1/sessions/${encodeURIComponent(body.session)}`, { method: "DELETE", body: JSON.stringify({ sessionSecret: body.sessionSecret }) })
           .then((r) => r.body?.cancel());
         break;
       }

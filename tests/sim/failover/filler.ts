@@ -15,6 +15,8 @@ const LOCKS_PER_SESSION = 15;
 const STEP_MS = 100;
 /** Bounded: at most this many steps (1,000 s of virtual time, longer than any run). */
 const STEPS_MAX = 10_000;
+/** The filler submits its commands below the API, so it passes a secret's hash directly. */
+const SECRET_HASH = "filler-secret-hash";
 
 export function fillTable(sim: Sim, servers: readonly FailoverServerActor[], target: number, startMs: number, ttlMs: number): void {
   let named = 0;
@@ -30,14 +32,14 @@ export function fillTable(sim: Sim, servers: readonly FailoverServerActor[], tar
     for (const [session, keptAtMs] of sessions) {
       if (!server || sim.nowMs - keptAtMs < ttlMs / 3) continue;
       sessions.set(session, sim.nowMs);
-      server.submitLocal({ type: "keepAlive", session }, (answer) => {
+      server.submitLocal({ type: "keepAlive", session, secretHash: SECRET_HASH }, (answer) => {
         // Gone with a lost table (both servers restarted) or expired: nothing more to keep.
         if (!answer.ok && answer.code === "session_not_found") sessions.delete(session);
       });
     }
     if (server && !opening && size < target && named < target) {
       opening = true;
-      server.submitLocal({ type: "openSession", ttlMs }, (answer) => {
+      server.submitLocal({ type: "openSession", ttlMs, secretHash: SECRET_HASH }, (answer) => {
         opening = false;
         if (!answer.ok || answer.result.type !== "session") return;
         const session = answer.result.session;
@@ -46,7 +48,7 @@ export function fillTable(sim: Sim, servers: readonly FailoverServerActor[], tar
         sim.at(sim.nowMs, () => {
           for (let i = 0; i < LOCKS_PER_SESSION && named < target; i++) {
             const name = `fill/${named++}`;
-            server.submitLocal({ type: "enter", name, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, () => {});
+            server.submitLocal({ type: "enter", name, session, secretHash: SECRET_HASH, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, () => {});
           }
         });
       });

@@ -45,6 +45,8 @@ export interface LockWorkload {
   staleLeaveRate: number;
   /** Reuse sessions in the heal phase too (else only in the safety phase; see LOCK_KIND). */
   reuseInHeal: boolean;
+  /** Chance that a hold is attacked by an outsider with its session id but not its secret (issue 12). */
+  outsiderRate: number;
 }
 
 /** One lock attempt, for the liveness judgement. */
@@ -93,6 +95,7 @@ export class LockClientActor extends Actor {
   private holding: Holding | undefined;
   /** The reused session (session-style cycles), its cycles left, and its old grants. */
   private session: { session: Session; cyclesLeft: number; oldTokens: Array<{ name: string; token: number }> } | undefined;
+  private readonly outsiderPrng: Prng;
 
   constructor(
     sim: Sim,
@@ -106,6 +109,8 @@ export class LockClientActor extends Actor {
     private readonly options: LockClientOptions = {},
   ) {
     super(sim, id, options.group ?? "lock-client", clock);
+    // A fork (no draw from `prng`): with outsiderRate 0 every run is the one it was before.
+    this.outsiderPrng = prng.fork("outsider");
     this.start();
   }
 
@@ -194,7 +199,7 @@ export class LockClientActor extends Actor {
       });
     }
     this.withSession((session) => {
-      this.client.enterThen(name, { session: session.session.id, mode, waitMs, lockDelayMs: w.lockDelayMs }, (outcome) => {
+      this.client.enterThen(name, { session: session.session, mode, waitMs, lockDelayMs: w.lockDelayMs }, (outcome) => {
         // A failed enter may have been granted (its answer lost): the session goes, with it.
         if (!outcome.ok) return this.finishCycle("failed", `enter: ${outcome.error.code}`, true);
         const result = outcome.value;
@@ -239,6 +244,7 @@ export class LockClientActor extends Actor {
       this.finishCycle("lost", "session lost while holding");
     }, { once: true });
     if (!holding.handle) this.staleLeaves(holding);
+    this.outsiderActs(holding);
     this.after(holdMs, () => this.turn(() => this.release(holding)));
   }
 
@@ -252,10 +258,29 @@ export class LockClientActor extends Actor {
     const copies = this.prng.chance(0.5) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       this.sim.log(this.id, "*", `stale leave ${name} token ${token} while holding token ${holding.belief.token}`);
-      this.client.leaveThen(name, { session: holding.session.id, token }, (outcome) => {
+      this.client.leaveThen(name, { session: holding.session, token }, (outcome) => {
         if (outcome.ok) this.sim.log(this.id, "*", `stale leave ${name} token ${token} accepted`);
       });
     }
+  }
+
+  /**
+   * An outsider acts on the hold with what every listing shows (the session id and the token)
+   * but not the session's secret: a leave, then a close. Both must be refused (403) and change
+   * nothing; were one taken, the client would believe it holds a lock the server freed
+   * (lock.grant-survives, lock.client-mutex). Sent from this client's process for simplicity:
+   * the server cannot tell who sends a request, only what it carries.
+   */
+  private outsiderActs(holding: Holding): void {
+    if (this.workload.outsiderRate === 0 || !this.outsiderPrng.chance(this.workload.outsiderRate)) return;
+    const { name, token, session } = holding.belief;
+    this.sim.log(this.id, "*", `outsider: leave ${name} token ${token} and close ${session}, without the secret`);
+    this.client.leaveThen(name, { session, token }, (outcome) => {
+      if (outcome.ok) this.sim.log(this.id, "*", `outsider's leave of ${name} accepted`);
+    });
+    this.client.requestThen("DELETE", `/v1/sessions/${encodeURIComponent(session)}`, { requestId: this.client.newRequestId() }, 0, (outcome) => {
+      if (outcome.ok) this.sim.log(this.id, "*", `outsider's close of ${session} accepted`);
+    });
   }
 
   /** Release: handle.release() for lock(), else a leave with the token on the reused session. */
@@ -272,7 +297,7 @@ export class LockClientActor extends Actor {
       reused.oldTokens.push({ name: belief.name, token: belief.token });
       if (reused.oldTokens.length > OLD_TOKENS_MAX) reused.oldTokens.shift();
     }
-    this.client.leaveThen(belief.name, { session: holding.session.id, token: belief.token }, done);
+    this.client.leaveThen(belief.name, { session: holding.session, token: belief.token }, done);
   }
 
   /** Ends the cycle; the reused session is closed when lost, used up, or `retire`. */

@@ -90,9 +90,11 @@ export abstract class LockServiceActor extends Actor {
       tokenFloor: this.clock.wallMs() * 1000,
       durable: this.durableLog(),
     });
+    // Session secrets from the seed (an independent stream per incarnation: no other draw moves).
+    const secrets = this.sim.prng.fork(`sessionSecrets:${this.id}:${this.incarnation}`);
     this.apiOptions = { nodeId: this.id, role: peerId === null ? "primary" : "server", settings, urlOf: simUrl, onInternalError: (error) => {
       throw error; // a bug in the driver: the run ends with it (sim.exception)
-    } };
+    }, newSessionSecret: () => [0, 1, 2, 3].map(() => secrets.nextU32().toString(16).padStart(8, "0")).join("") };
     this.routes = lockRoutes(this.service, this.apiOptions);
     this.started(this.service);
     this.scheduleTick();

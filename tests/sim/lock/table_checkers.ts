@@ -17,7 +17,9 @@
  *   ticks skip the expiry pass) is at most every pending expiry, deadline and lock-delay end; each
  *   session's left calls (`leftCalls`) are distinct, at most `leftCallsPerSessionMax`, and no
  *   holder or waiter of that session carries one of them; call ids are at most
- *   `CALL_ID_LENGTH_MAX` long; and a snapshot round-trips (`fromSnapshot(snapshot(t)).snapshot()`
+ *   `CALL_ID_LENGTH_MAX` long; every session has a secret hash (issue 12: the API opens none
+ *   without); the per-owner counts of sessions and waiting enters equal a recount of the table
+ *   (`recountOwners`); and a snapshot round-trips (`fromSnapshot(snapshot(t)).snapshot()`
  *   equals `snapshot(t)`).
  * - `<kind>.left-call` (finding 12): no enter of a call its session already left is granted or
  *   queued. Computed from the commands alone, not from the table's `callId` and `leftCalls`
@@ -32,6 +34,7 @@
  */
 import { CALL_ID_LENGTH_MAX, type Command, LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "../../../lib/core/lock/lock_table.ts";
 import type { LockMachine } from "../../../lib/core/lock/lock_machine.ts";
+import { OwnerCounts, ownerKey } from "../../../lib/core/lock/session_owners.ts";
 import type { LockService } from "../../../cluster/lock/service.ts";
 import type { Sim } from "../simulator.ts";
 import type { LockServiceActor } from "./server.ts";
@@ -267,8 +270,26 @@ export function checkStructure(table: LockTable): string | undefined {
       if (!expected.get(id)?.has(name)) return `session ${id}'s index names ${name}, which it neither holds nor waits for`;
     }
   }
+  for (const [id, session] of table.sessions) if (!session.secretHash) return `session ${id} has no secret hash`;
+  const [kept, recounted] = [JSON.stringify(sortedEntries(table.owners)), JSON.stringify(sortedEntries(recountOwners(table)))];
+  if (kept !== recounted) return `owner counts ${kept} differ from a recount of the table ${recounted}`;
   if (internals.dueAtMs > dueMs) return `due index ${internals.dueAtMs}ms is after the next expiry, deadline or lock-delay end ${dueMs}ms`;
   return roundTrip(table, limits);
+}
+
+/** Sessions and waiting enters per owner, counted afresh from the table's sessions and queues. */
+export function recountOwners(table: LockTable): OwnerCounts {
+  const counts = new OwnerCounts();
+  for (const session of table.sessions.values()) counts.sessionOpened(ownerKey(session.owner));
+  for (const lock of table.locks.values()) {
+    for (const waiter of lock.queue) counts.waiterAdded(ownerKey(table.sessions.get(waiter.session)?.owner));
+  }
+  return counts;
+}
+
+/** An OwnerCounts' entries in owner order (for comparing two). */
+export function sortedEntries(counts: OwnerCounts): ReturnType<OwnerCounts["entries"]> {
+  return counts.entries().sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /** The snapshot is plain data (fresh copies), so restoring from it directly is a fair round trip. */
