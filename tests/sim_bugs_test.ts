@@ -6,6 +6,7 @@
  * the number of runs it took are printed (the table in docs/simulator.md).
  */
 import { test } from "node:test";
+import { ownerKey } from "../lib/core/lock/session_owners.ts";
 import assert from "node:assert/strict";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { RingNode } from "../lib/core/ring/ring_node.ts";
@@ -76,6 +77,8 @@ test("bug: the lock table grants to a waiter whose session is dead → lock.gran
         }
         if (!this.compatible(lock, head.mode)) return;
         lock.queue.shift();
+        // The per-owner waiter count kept in step, so only the liveness check is missing.
+        this.owners.waiterRemoved(ownerKey(session.owner));
         session.locks.delete(lock.name);
         effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs) });
         if (head.mode === "exclusive") return;

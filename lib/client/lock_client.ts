@@ -57,6 +57,11 @@ export interface ConnectOptions {
   /** A fresh idempotency key per call (crypto.randomUUID by default). */
   newRequestId?: () => string;
   /**
+   * Makes the secret of each session this client opens (the server keeps only its hash); default
+   * 256 bits of Web Crypto randomness. Tests and the simulator pass a seeded one.
+   */
+  newSessionSecret?: () => string;
+  /**
    * The bearer token (a `[[tokens]]` secret's value) when the cluster requires client tokens.
    * The client reads no files: the caller passes the value. A 401 `unauthorized` or 403
    * `forbidden` answer rejects the call at once (no other server is tried).
@@ -94,7 +99,7 @@ export interface LockOptions {
 
 /** The id and secret a request on `ref`'s session carries. */
 /** A session secret: 256 bits of the runtime's cryptographic randomness (Web Crypto), as hex. */
-function newSessionSecret(): string {
+function randomSessionSecret(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(32)), (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
@@ -141,6 +146,7 @@ export class LockClient {
   private readonly ports: HttpPorts;
   /** A fresh idempotency key; one per call, the same on every retry of it. */
   readonly newRequestId: () => string;
+  private readonly newSessionSecret: () => string;
   private readonly token: string | undefined;
 
   constructor(options: ConnectOptions) {
@@ -152,6 +158,7 @@ export class LockClient {
     this.timers = options.timers ?? realTimers;
     this.ports = { fetch: chooseFetch(options.fetch, options.tls), timers: this.timers };
     this.newRequestId = options.newRequestId ?? (() => crypto.randomUUID());
+    this.newSessionSecret = options.newSessionSecret ?? randomSessionSecret;
     this.token = checkedToken(options.token);
   }
 
@@ -225,7 +232,7 @@ export class LockClient {
     const sentAtMs = this.clock.nowMs();
     // The client makes the session's secret itself (the server keeps only its hash): a retry of
     // this open after a lost answer (same requestId) then finds the same session, still usable.
-    const body = { ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }), requestId: this.newRequestId(), sessionSecret: newSessionSecret() };
+    const body = { ...(options.ttlMs === undefined ? {} : { ttlMs: options.ttlMs }), requestId: this.newRequestId(), sessionSecret: this.newSessionSecret() };
     this.requestThen<{ session: string; sessionSecret: string; ttlMs: number; longPollMaxMs?: number }>("POST", "/v1/sessions", body, 0, (outcome) => {
       if (!outcome.ok) return done(outcome);
       const opened = outcome.value;

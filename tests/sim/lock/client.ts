@@ -124,6 +124,8 @@ export class LockClientActor extends Actor {
     this.http = new SimFetch(this, this.microtasks);
     let requestIdNext = 1;
     const incarnation = this.incarnation;
+    // A fork (no draw from `prng`), so the secrets move no other draw of the run.
+    const secrets = this.prng.fork(`sessionSecrets:${this.id}:${incarnation}`);
     this.client = new LockClient({
       servers: this.servers.map(simUrl),
       requestTimeoutMs: this.settings.requestTimeoutMs,
@@ -132,6 +134,7 @@ export class LockClientActor extends Actor {
       clock: this.clock,
       timers: this.timers,
       newRequestId: () => `${this.id}.${incarnation}.${requestIdNext++}`,
+      newSessionSecret: () => [0, 1, 2, 3, 4, 5, 6, 7].map(() => secrets.nextU32().toString(16).padStart(8, "0")).join(""),
     });
     this.think();
   }
