@@ -162,3 +162,16 @@ test("a token hand-off counts as never left only if every attempt of it was refu
     proto.handoffUncertain = originalUncertain;
   }
 });
+
+test("a hand-off answer its schema refuses counts as a failed delivery (counted answerMalformed, retried); a good one after it is taken", { timeout: 10_000 }, async () => {
+  await withService(false, async ({ deliveries, service }) => {
+    await eventually("delivery 1 is made", () => deliveries.length >= 1, 2_000);
+    // A neighbour (or anyone answering in its place without a cluster secret) sends garbage.
+    deliveries[0].resolve({ ok: true, type: "token", duplicate: "yes" } as unknown as RingResult);
+    await eventually("the link tries again", () => deliveries.length >= 2, 2_000);
+    assert.equal(service.security.view().answerMalformed, 1);
+    assert.equal(service.linkLength, 1, "the hand-off is still queued");
+    deliveries[1].resolve({ ok: true, type: "token", duplicate: false });
+    await eventually("the hand-off is delivered", () => service.linkLength === 0, 2_000);
+  });
+});

@@ -16,7 +16,7 @@ import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { LockMachine } from "../lib/core/lock/lock_machine.ts";
 import { CopySource } from "../lib/core/lock/table_copy.ts";
 import { arbiterReplySchema, arbiterRequestSchema, checkPeerAnswer, checkPeerRequest } from "../lib/wire/lock_peer.ts";
-import { checkCatchUp, repairDatagramSchema, ringPeerSchemas, viewMessageSchema } from "../lib/wire/ring_peer.ts";
+import { checkCatchUp, checkRingResult, repairDatagramSchema, ringPeerSchemas, viewMessageSchema } from "../lib/wire/ring_peer.ts";
 import { checkBody, clientSchemas } from "../lib/wire/client.ts";
 import { check } from "../lib/wire/schema.ts";
 import { LockService, type LockServiceOptions } from "../cluster/lock/service.ts";
@@ -159,6 +159,8 @@ const GOOD: Array<{ name: string; value: Record<string, unknown>; accepts: (valu
     accepts: (m) => checkCatchUp(m, LIMITS).ok,
     optional: ["snapshot", "snapshot.epoch"],
   },
+  { name: "ring hand-off answer (token)", value: { ok: true, type: "token", duplicate: false }, accepts: (m) => checkRingResult(m).ok },
+  { name: "ring hand-off answer (gap)", value: { ok: false, type: "gap", ackedTo: 4, lastApplied: 6 }, accepts: (m) => checkRingResult(m).ok },
   {
     name: "view promise",
     value: {

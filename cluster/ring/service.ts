@@ -43,7 +43,7 @@ import { repeatEvery, type TimerHandle, type Timers } from "../timers.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
 import { ViewPump } from "./view_pump.ts";
 import { SecurityLog } from "../security_log.ts";
-import { checkCatchUp } from "../../lib/wire/ring_peer.ts";
+import { checkCatchUp, checkRingResult } from "../../lib/wire/ring_peer.ts";
 import type { RingStore } from "./storage.ts";
 
 /**
@@ -437,7 +437,14 @@ export class RingService {
     const refused = () => {
       if (attempt && !attempt.uncertain) this.view.handoffRefused(attempt.epoch, attempt.hop, this.now());
     };
-    return this.options.peers.deliver(to, item).then(
+    // An answer its schema refuses is no answer: the hand-off may have been taken (uncertain).
+    const checked = (answer: RingResult): RingResult => {
+      const result = checkRingResult(answer);
+      if (result.ok) return result.value;
+      this.security.refused("answerMalformed", to, { message: result.message });
+      throw new Error(`${to}: malformed hand-off answer: ${result.message}`);
+    };
+    return this.options.peers.deliver(to, item).then(checked).then(
       (result) => {
         this.handoffFailures = 0;
         this.stepRepair({ type: "heardFrom", node: to });

@@ -12,10 +12,12 @@
  */
 import * as v from "valibot";
 import type { CatchUpReply, RingEntry, RingToken } from "../core/ring/ring_types.ts";
+import type { RingResult } from "../core/ring/ring_io.ts";
+import { ERROR_STATUS } from "./errors.ts";
 import type { RepairMessage } from "../core/ring/repair.ts";
 import { EPOCH_MAX, type ViewMessage } from "../core/ring/view_wire.ts";
 import type { Settings } from "../settings.ts";
-import { check, count, type Flat, nodeId, perSettings, sameType, type Same } from "./schema.ts";
+import { check, count, type Flat, nodeId, perSettings, REASON_LENGTH_MAX, sameType, type Same } from "./schema.ts";
 
 export type RingPeerLimits = Pick<Settings, "ringBatchWritesMax" | "ringKeyLengthMax" | "ringValueBytesMax" | "ringKeysMax">;
 
@@ -66,12 +68,37 @@ function build(limits: RingPeerLimits) {
 
 type Schemas = ReturnType<typeof build>;
 
+/**
+ * A neighbour's answer to a token or writes hand-off (RingResult). Over HTTP an error answer
+ * comes with a 4xx status and the transport rejects it first; a ring of one hands itself its own.
+ */
+export const ringResultSchema = v.variant("type", [
+  v.strictObject({ ok: v.literal(true), type: v.literal("done") }),
+  v.strictObject({ ok: v.literal(true), type: v.literal("token"), duplicate: v.boolean() }),
+  v.strictObject({ ok: v.literal(true), type: v.literal("writes"), ackedTo: count() }),
+  v.strictObject({ ok: v.literal(false), type: v.literal("gap"), ackedTo: count(), lastApplied: count() }),
+  v.strictObject({ ok: v.literal(false), type: v.literal("stale"), epoch: epoch() }),
+  v.strictObject({ ok: v.literal(false), type: v.literal("notYet"), epoch: epoch() }),
+  v.strictObject({
+    ok: v.literal(false),
+    type: v.literal("error"),
+    error: v.strictObject({ code: v.picklist(Object.keys(ERROR_STATUS) as Array<keyof typeof ERROR_STATUS>), message: v.pipe(v.string(), v.maxLength(REASON_LENGTH_MAX)) }),
+  }),
+]);
+
+sameType<Same<v.InferOutput<typeof ringResultSchema>, RingResult>>();
+
 sameType<Same<v.InferOutput<Schemas["entry"]>, RingEntry>>();
 sameType<Same<v.InferOutput<typeof token>, RingToken>>();
 sameType<Same<v.InferOutput<Schemas["catchUp"]>, CatchUpReply>>();
 
 /** The ring's peer schemas for `limits` (built once per settings object). */
 export const ringPeerSchemas = perSettings(build);
+
+/** A neighbour's hand-off answer, or why it is refused (then the hand-off counts as failed, maybe taken). */
+export function checkRingResult(value: unknown) {
+  return check(ringResultSchema, value, "hand-off answer");
+}
 
 /** A neighbour's catch-up answer, or why it is refused (then the fetch counts as failed). */
 export function checkCatchUp(value: unknown, limits: RingPeerLimits) {
