@@ -1,0 +1,113 @@
+/**
+ * Issue 12, red-team review: attacks on the merged security work that its own tests did not try,
+ * each written so that it FAILS on the code before its fix (the comment says what happened
+ * there). docs/security.md "Attacks and their tests" lists these and the attacks that held.
+ *
+ * 1. A request whose body never completes (the client resets its connection mid-body, or sends
+ *    fewer bytes than its Content-Length and closes): the body stream's error was no refusal,
+ *    so it reached the app's onInternalError and `mutexd node` exited 70 (fail-stop). Anyone
+ *    who can open a TCP connection to a node stopped it: the peer routes read the body before
+ *    their MAC is checked, and the client routes read it before their permission check.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { Hono } from "hono";
+import { manualClock } from "../cluster/clock.ts";
+import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { peerAuthMiddleware, peerKey, PeerVerifier } from "../cluster/peer_auth.ts";
+import { SecurityLog } from "../cluster/security_log.ts";
+import { createLockApp } from "../cluster/lock/api.ts";
+import { FUZZ_LOCK_SETTINGS, lockNode } from "./_fuzz_apps.ts";
+import { startCluster, status } from "./_lock_cluster.ts";
+
+/** A request body that sends `{"a":` and then fails, as a reset connection does in both runtimes. */
+function brokenBody(): ReadableStream<Uint8Array> {
+  let sent = false;
+  return new ReadableStream({
+    pull(controller) {
+      if (sent) return controller.error(new Error("connection reset by peer"));
+      sent = true;
+      controller.enqueue(new TextEncoder().encode('{"a":'));
+    },
+  });
+}
+
+function postBroken(app: { request(path: string, init: RequestInit): Response | Promise<Response> }, path: string): Promise<Response> {
+  return Promise.resolve(app.request(path, { method: "POST", headers: { "content-type": "application/json" }, body: brokenBody(), duplex: "half" } as RequestInit));
+}
+
+// Before the fix: 500 internal, and onInternalError (in `mutexd node`: exit 70) was called.
+test("a body that breaks off mid-stream is a 400 refusal, never an internal error (lock API and a MAC-guarded peer route)", async () => {
+  const internal: Error[] = [];
+  const onInternal = (error: Error) => void internal.push(error);
+
+  // The lock server's client route (the body is read before any permission check).
+  const node = await lockNode();
+  const lockApp = createLockApp(node.service, { nodeId: "p1", role: "primary", settings: FUZZ_LOCK_SETTINGS, onInternalError: onInternal });
+  const before = node.state();
+  const answer = await postBroken(lockApp, "/v1/sessions");
+  assert.equal(answer.status, 400);
+  assert.equal(((await answer.json()) as { error: { code: string } }).error.code, "bad_request");
+  assert.equal(node.state(), before, "nothing changed");
+
+  // A peer route: the MAC middleware reads the body before it can check anything.
+  const security = new SecurityLog(manualClock(0), memoryLogger(), 10_000);
+  const peerApp = new Hono();
+  installErrorHandlers(peerApp, onInternal);
+  peerApp.use("/v1/peer", peerAuthMiddleware(new PeerVerifier(await peerKey("redteam-secret-0123456789abcdef0123"), "b1", () => true), security, (c) => readBodyBytes(c, 65_536)));
+  peerApp.post("/v1/peer", (c) => c.json({ reached: true }));
+  const peerAnswer = await postBroken(peerApp, "/v1/peer");
+  assert.equal(peerAnswer.status, 400);
+  assert.equal(((await peerAnswer.json()) as { error: { code: string } }).error.code, "bad_request");
+
+  assert.deepEqual(internal.map((e) => e.message), [], "no internal error (no fail-stop)");
+});
+
+/** Opens a connection to `url` and starts a POST to `path` whose body never completes: `how` ends it. */
+function brokenPost(url: string, path: string, how: "reset" | "short"): Promise<void> {
+  const { hostname, port, host } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(port), hostname, () => {
+      if (how === "reset") {
+        // A chunked body: one chunk, then a reset (RST) once the server has begun reading it.
+        socket.write(`POST ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n`);
+        setImmediate(() => socket.resetAndDestroy());
+      } else {
+        // Content-Length 100, 6 bytes sent, then the client's half of the connection closed.
+        socket.end(`POST ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":1`);
+      }
+    });
+    socket.on("data", () => {});
+    // Resolved when the connection is gone: for "short", once the server answered or dropped it.
+    socket.on("close", () => resolve());
+    socket.on("error", () => resolve());
+  });
+}
+
+// Before the fix each of these three processes logged failStop ("AbortError: The connection was
+// closed." under Bun, "Http: unexpected EOF while reading HTTP/1 body" under Deno) and exited 70:
+// an outsider without the secret or a token stopped the whole service with three connections.
+test("real processes: bodies broken off mid-stream (reset, short of Content-Length) to the backup's peer route, the arbiter and the primary stop no process", { timeout: 60_000 }, async () => {
+  const cluster = await startCluster();
+  try {
+    const { p1, b1, a1 } = cluster.urls;
+    const targets = [["b1", b1, "/v1/peer"], ["a1", a1, "/v1/arbiter"], ["p1", p1, "/v1/sessions"]] as const;
+    for (const [, url, path] of targets) await brokenPost(url, path, "reset");
+    // The servers read each "short" body to its end of stream and then close the connection: when
+    // all three are closed, every server has met a broken body (the resets were sent before).
+    for (const [, url, path] of targets) await brokenPost(url, path, "short");
+    for (const [id, url] of targets) {
+      assert.ok((await status(url)) !== undefined, `${id} answers status`);
+      const exited = await Promise.race([cluster.procs.get(id)!.exited, Promise.resolve("running")]);
+      assert.equal(exited, "running", `${id} still runs`);
+      assert.doesNotMatch(cluster.procs.get(id)!.stdout(), /failStop/, `${id} logged no failStop`);
+    }
+    const primary = await status(p1);
+    assert.equal(primary?.server?.serving, true, "p1 still serves");
+    assert.equal(primary?.server?.backup?.arbiterRecordedInSync, true, "with b1 in sync");
+  } finally {
+    await cluster.stopAll();
+  }
+});
