@@ -8,6 +8,10 @@
  *    so it reached the app's onInternalError and `mutexd node` exited 70 (fail-stop). Anyone
  *    who can open a TCP connection to a node stopped it: the peer routes read the body before
  *    their MAC is checked, and the client routes read it before their permission check.
+ * 2. Client tokens without a cluster secret: the bearer middleware lets the peer routes through
+ *    (the secret's MAC guards them), so without a secret a caller with no token at all could
+ *    forge peer messages and read every ring value (GET /v1/ring/peer/log), past every token's
+ *    permissions. `mutexd node` now refuses such a cluster file (exit 2).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -21,6 +25,7 @@ import { SecurityLog } from "../cluster/security_log.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
 import { FUZZ_LOCK_SETTINGS, lockNode } from "./_fuzz_apps.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
+import { freePort, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 /** A request body that sends `{"a":` and then fails, as a reset connection does in both runtimes. */
 function brokenBody(): ReadableStream<Uint8Array> {
@@ -109,5 +114,40 @@ test("real processes: bodies broken off mid-stream (reset, short of Content-Leng
     assert.equal(primary?.server?.backup?.arbiterRecordedInSync, true, "with b1 in sync");
   } finally {
     await cluster.stopAll();
+  }
+});
+
+// Before the fix the node started: GET /v1/status without a token was 401, but POST /v1/peer
+// without one reached the replication route (a 400 for this empty message, a forged append
+// with a real one), and a ring node's GET /v1/ring/peer/log gave every key and value.
+test("[[tokens]] without a cluster secret: `mutexd node` refuses to start (exit 2, says why)", { timeout: 30_000 }, async () => {
+  const dir = tempDir();
+  try {
+    const port = await freePort();
+    const file = writeCluster(dir, `[[nodes]]
+id = "p1"
+role = "primary"
+http = "127.0.0.1:${port}"
+
+[[tokens]]
+name = "viewer"
+secret = "${"v".repeat(40)}"
+permissions = [{ prefix = "", allow = ["read"] }]
+`);
+    const proc = startMutexd(["node", "--config", file, "--id", "p1"]);
+    try {
+      const started = waitForHttp(`http://127.0.0.1:${port}/v1/health`).then(async () => {
+        const forged = await fetch(`http://127.0.0.1:${port}/v1/peer`, { method: "POST", body: "{}" });
+        return `started; POST /v1/peer without a token answered ${forged.status}: ${await forged.text()}`;
+      }, (error) => `neither answered nor exited: ${error}`);
+      const outcome = await Promise.race([proc.exited, started]);
+      assert.equal(outcome, 2, String(outcome));
+      assert.match(proc.stderr(), /defines \[\[tokens\]\] but no cluster secret/);
+    } finally {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    }
+  } finally {
+    removeDir(dir);
   }
 });
