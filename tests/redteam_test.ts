@@ -12,6 +12,9 @@
  *    (the secret's MAC guards them), so without a secret a caller with no token at all could
  *    forge peer messages and read every ring value (GET /v1/ring/peer/log), past every token's
  *    permissions. `mutexd node` now refuses such a cluster file (exit 2).
+ * 3. A log flood past SecurityLog's rate limit: a refused peer request was logged under the
+ *    sender id its header claimed, which is the forger's to choose: a new id on every request
+ *    made every forged request a log line. Unproven senders are now one sender, "unauthenticated".
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -20,7 +23,7 @@ import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { peerAuthMiddleware, peerKey, PeerVerifier } from "../cluster/peer_auth.ts";
+import { PEER_HEADER, peerAuthMiddleware, peerKey, PeerVerifier, UNAUTHENTICATED_SENDER } from "../cluster/peer_auth.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
 import { FUZZ_LOCK_SETTINGS, lockNode } from "./_fuzz_apps.ts";
@@ -150,4 +153,30 @@ permissions = [{ prefix = "", allow = ["read"] }]
   } finally {
     removeDir(dir);
   }
+});
+
+// Before the fix: 200 forged requests with 200 sender ids made 200 "refused" lines (100 per
+// reason) in the interval that allows one per sender and reason.
+test("forged peer requests claiming a new sender id each: counted each, logged once per reason and interval", async () => {
+  const log = memoryLogger();
+  const security = new SecurityLog(manualClock(0), log, 10_000);
+  const app = new Hono();
+  installErrorHandlers(app, () => {});
+  app.use("/v1/peer", peerAuthMiddleware(new PeerVerifier(await peerKey("redteam-secret-0123456789abcdef0123"), "b1", () => true), security, (c) => readBodyBytes(c, 65_536)));
+  app.post("/v1/peer", (c) => c.json({ reached: true }));
+  const forgeries = 100;
+  for (let i = 0; i < forgeries; i++) {
+    const from = `forger-${i}`;
+    // A MAC that does not verify (peerForged), and headers that are not all there (peerUnauthenticated).
+    const forged = await app.request("/v1/peer", { method: "POST", body: "{}", headers: { [PEER_HEADER.from]: from, [PEER_HEADER.nonce]: "", [PEER_HEADER.seq]: "1", [PEER_HEADER.mac]: "00".repeat(32) } });
+    assert.equal(forged.status, 401);
+    const bare = await app.request("/v1/peer", { method: "POST", body: "{}", headers: { [PEER_HEADER.from]: from } });
+    assert.equal(bare.status, 401);
+  }
+  assert.deepEqual(security.view(), { peerForged: forgeries, peerUnauthenticated: forgeries }, "every refusal is counted");
+  const lines = log.lines.filter((line) => line.event === "refused");
+  assert.deepEqual(lines.map((line) => [line.reason, line.sender, line.claimed]), [
+    ["peerForged", UNAUTHENTICATED_SENDER, "forger-0"],
+    ["peerUnauthenticated", UNAUTHENTICATED_SENDER, "forger-0"],
+  ], "one line per reason: the claimed id is no sender of its own");
 });
