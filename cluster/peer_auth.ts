@@ -156,9 +156,13 @@ export function peerFetchOf(signer: PeerSigner | undefined): PeerFetch {
 }
 
 /**
- * The sending side: per receiver the nonce it issued (empty before the first contact) and the
- * last seq used under it. A challenge answer (MAC checked) gives a new nonce; the request is
- * sent once more under it, at once.
+ * The sending side: per receiver the nonce it issued and the last seq used under it. A challenge
+ * answer (MAC checked) gives a new nonce; the request is sent once more under it, at once.
+ * Before the first contact the nonce is one this process made up (the receiver knows it not, so
+ * it challenges): with the same nonce in every process ("" once), a restarted sender's first
+ * request could carry the MAC of an earlier process's first request, and a challenge answer
+ * captured then, replayed to it, was valid and moved it to a nonce whose window has long seen
+ * its seqs: every request refused as a replay, from one injected answer.
  */
 export class PeerSigner {
   private readonly sessions = new Map<string, { nonce: string; seq: number }>();
@@ -189,7 +193,7 @@ export class PeerSigner {
   private session(to: string): { nonce: string; seq: number } {
     let session = this.sessions.get(to);
     if (!session) {
-      session = { nonce: "", seq: 0 };
+      session = { nonce: freshNonce(), seq: 0 };
       this.sessions.set(to, session);
     }
     return session;

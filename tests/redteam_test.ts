@@ -15,6 +15,12 @@
  * 3. A log flood past SecurityLog's rate limit: a refused peer request was logged under the
  *    sender id its header claimed, which is the forger's to choose: a new id on every request
  *    made every forged request a log line. Unproven senders are now one sender, "unauthenticated".
+ * 4. A captured challenge answer replayed to a restarted sender: every sender process began with
+ *    the nonce "" and seq 1, so its first request (same body) had the same MAC as an earlier
+ *    process's, and the answer to that one verified. It carried the nonce the old process then
+ *    used, whose window had seen the new process's seqs: every request of the restarted sender
+ *    refused as a replay (a lasting partition of the pair from one injected answer, by an
+ *    attacker on the path). A sender now starts with a nonce of its own.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -23,7 +29,7 @@ import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { PEER_HEADER, peerAuthMiddleware, peerKey, PeerVerifier, UNAUTHENTICATED_SENDER } from "../cluster/peer_auth.ts";
+import { PEER_HEADER, peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier, UNAUTHENTICATED_SENDER } from "../cluster/peer_auth.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
 import { FUZZ_LOCK_SETTINGS, lockNode } from "./_fuzz_apps.ts";
@@ -179,4 +185,40 @@ test("forged peer requests claiming a new sender id each: counted each, logged o
     ["peerForged", UNAUTHENTICATED_SENDER, "forger-0"],
     ["peerUnauthenticated", UNAUTHENTICATED_SENDER, "forger-0"],
   ], "one line per reason: the claimed id is no sender of its own");
+});
+
+// Before the fix: a2's calls after the injected challenge answer were each 401 unauthorized
+// ("seq 2 from a: seen before (a replay)"), and b took nothing more from a.
+test("a challenge answer captured from a sender's first contact, replayed to the sender after its restart, does not lock it out", async () => {
+  const key = await peerKey("redteam-secret-0123456789abcdef0123");
+  const taken: number[] = [];
+  const b = new Hono();
+  installErrorHandlers(b, () => {});
+  b.use("/v1/peer", peerAuthMiddleware(new PeerVerifier(key, "b", (id) => id === "a"), new SecurityLog(manualClock(0), memoryLogger(), 10_000), (c) => readBodyBytes(c, 65_536)));
+  b.post("/v1/peer", async (c) => {
+    taken.push(((await c.req.json()) as { n: number }).n);
+    return c.json({ ok: true });
+  });
+  /** Sender `a` (one process) whose first answer the attacker on the path records, or replaces. */
+  const senderProcess = (inject?: Response) => {
+    let first: Response | undefined;
+    const signer = new PeerSigner(key, "a", async (url, init) => {
+      if (inject && first === undefined) return (first = inject.clone());
+      const answer = await b.fetch(new Request(url, init));
+      first ??= answer.clone();
+      return answer;
+    });
+    const call = (n: number) => signer.fetch("b", "http://b.test/v1/peer", { method: "POST", body: JSON.stringify({ n }), timeoutMs: 5_000 });
+    return { call, first: () => first! };
+  };
+  const a1 = senderProcess();
+  // The same body each time: what a sender's first message may well be (a heartbeat, a catch-up).
+  for (let i = 0; i < 3; i++) assert.equal((await a1.call(1)).status, 200);
+  const captured = a1.first();
+  assert.equal(captured.status, 401, "the first contact's answer is a challenge");
+
+  const a2 = senderProcess(captured); // a restarts; its first request gets the captured answer
+  await a2.call(1).then((answer) => assert.equal(answer.status, 200), (error) => assert.match(String(error), /without a valid MAC/));
+  for (const n of [2, 3, 4]) assert.equal((await a2.call(n)).status, 200, `a2's call ${n}`);
+  assert.deepEqual(taken.slice(3).filter((n) => n !== 1), [2, 3, 4], "b takes the restarted sender's messages");
 });
