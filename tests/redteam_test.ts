@@ -36,6 +36,8 @@ import { memoryLogger } from "../cluster/log.ts";
 import { PEER_HEADER, peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier, UNAUTHENTICATED_SENDER } from "../cluster/peer_auth.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
+import { createRingApp } from "../cluster/ring/api.ts";
+import { ringNode } from "./_ring_app.ts";
 import { FUZZ_LOCK_SETTINGS, lockNode } from "./_fuzz_apps.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 import { freePort, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
@@ -57,7 +59,7 @@ function postBroken(app: { request(path: string, init: RequestInit): Response | 
 }
 
 // Before the fix: 500 internal, and onInternalError (in `mutexd node`: exit 70) was called.
-test("a body that breaks off mid-stream is a 400 refusal, never an internal error (lock API and a MAC-guarded peer route)", async () => {
+test("a body that breaks off mid-stream is a 400 refusal, never an internal error (lock API, a MAC-guarded peer route, a ring node)", async () => {
   const internal: Error[] = [];
   const onInternal = (error: Error) => void internal.push(error);
 
@@ -79,6 +81,20 @@ test("a body that breaks off mid-stream is a 400 refusal, never an internal erro
   const peerAnswer = await postBroken(peerApp, "/v1/peer");
   assert.equal(peerAnswer.status, 400);
   assert.equal(((await peerAnswer.json()) as { error: { code: string } }).error.code, "bad_request");
+
+  // A ring node's client route (its peer routes read bodies the same way, readBodyBytes).
+  const dirs: string[] = [];
+  const ring = ringNode(dirs);
+  try {
+    const ringApp = createRingApp(ring.service, { nodeId: "b", settings: ring.settings, onInternalError: onInternal });
+    const ringBefore = ring.state();
+    const ringAnswer = await postBroken(ringApp, "/v1/ring/enter");
+    assert.equal(ringAnswer.status, 400);
+    assert.equal(ring.state(), ringBefore, "nothing changed");
+  } finally {
+    ring.close();
+    for (const dir of dirs) removeDir(dir);
+  }
 
   assert.deepEqual(internal.map((e) => e.message), [], "no internal error (no fail-stop)");
 });
