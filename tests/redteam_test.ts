@@ -21,7 +21,10 @@
  *    used, whose window had seen the new process's seqs: every request of the restarted sender
  *    refused as a replay (a lasting partition of the pair from one injected answer, by an
  *    attacker on the path). A sender now starts with a nonce of its own.
- * 5. (todo) Memory before authentication: the peer middleware reads a request's whole body before
+ * 5. Section watches without a bound: `GET /v1/ring/section/:fence` long-polls (a timer and a
+ *    callback each) were kept without limit, and after their client had left, until waitMs. Now
+ *    at most ringWaitersMax wait, and one ends when its client leaves.
+ * 6. (todo) Memory before authentication: the peer middleware reads a request's whole body before
  *    it can check the MAC (the MAC covers the body), up to the route's limit: 16 MiB on a lock
  *    server (peerBodyBytesMax), ~4.6 MB on a ring node. Any outsider can make a node hold that
  *    per connection, with no bound on connections.
@@ -37,7 +40,7 @@ import { PEER_HEADER, peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier, UNA
 import { SecurityLog } from "../cluster/security_log.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
 import { createRingApp } from "../cluster/ring/api.ts";
-import { ringNode } from "./_ring_app.ts";
+import { FUZZ_RING_SETTINGS, ringNode, withSection } from "./_ring_app.ts";
 import { FUZZ_LOCK_SETTINGS, lockNode } from "./_fuzz_apps.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 import { freePort, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
@@ -247,7 +250,7 @@ test("a challenge answer captured from a sender's first contact, replayed to the
 // 16 MiB - 1 of a declared 16 MiB to POST /v1/peer, without any valid header, took b1's RSS from
 // 60 to 196 MiB; the process holds what it read until the body ends, so 100 such connections
 // hold ~1.6 GB. (Bun answered those 401 before the body's end.)
-test("redteam finding 5: a peer request whose authentication headers do not verify is refused before its body is read", {
+test("redteam finding 6: a peer request whose authentication headers do not verify is refused before its body is read", {
   todo: "the MAC covers the body, so today the whole body (up to peerBodyBytesMax, 16 MiB) is read first. A budget of bytes read before authentication would turn the memory into a starvation of genuine peers by a few slow connections (worse). The fix is in the protocol: a second MAC over the head (from, to, nonce, seq, method, path, Content-Length) checked with the nonce and seq window before the body is read, the body's MAC after",
 }, async () => {
   let bodiesRead = 0;
@@ -264,4 +267,32 @@ test("redteam finding 5: a peer request whose authentication headers do not veri
   const forgedHeaders = await app.request("/v1/peer", { method: "POST", body, headers: { [PEER_HEADER.from]: "p1", [PEER_HEADER.nonce]: "n", [PEER_HEADER.seq]: "1", [PEER_HEADER.mac]: "00".repeat(32) } });
   assert.deepEqual([noHeaders.status, forgedHeaders.status], [401, 401]);
   assert.equal(bodiesRead, 0, "no body read for a request that does not authenticate");
+});
+
+// Before the fix the third watch was taken too (no bound): it answered 200 after its 5 s wait
+// instead of 429 at once; and an aborted watch held its place until its wait ended.
+test("section watches on a ring node: at most ringWaitersMax wait at once (429 beyond), and a client that leaves frees its place", async () => {
+  const dirs: string[] = [];
+  const node = ringNode(dirs, { ...FUZZ_RING_SETTINGS, longPollMaxMs: 5_000, ringWaitersMax: 2 });
+  try {
+    const app = createRingApp(node.service, { nodeId: "b", settings: node.settings });
+    const fence = await withSection(node);
+    const watchers = [new AbortController(), new AbortController()];
+    const waiting = watchers.map((w) => Promise.resolve(app.request(`/v1/ring/section/${fence}?waitMs=5000`, { signal: w.signal })));
+    const third = await app.request(`/v1/ring/section/${fence}?waitMs=5000`);
+    assert.equal(third.status, 429);
+    assert.equal(((await third.json()) as { error: { code: string } }).error.code, "limit_reached");
+    for (const w of watchers) w.abort();
+    await Promise.allSettled(waiting);
+    const again = new AbortController();
+    const fourth = Promise.resolve(app.request(`/v1/ring/section/${fence}?waitMs=5000`, { signal: again.signal }));
+    // Taken (waiting), not refused: the left watches gave their places back. The section's end answers it.
+    assert.equal((await app.request("/v1/ring/leave", { method: "POST", body: JSON.stringify({ fence }), headers: { "content-type": "application/json" } })).status, 200);
+    const answer = await fourth;
+    assert.equal(answer.status, 200);
+    assert.deepEqual(await answer.json(), { fence, active: false });
+  } finally {
+    node.close();
+    for (const dir of dirs) removeDir(dir);
+  }
 });
