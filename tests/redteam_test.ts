@@ -43,7 +43,9 @@ import { SecurityLog } from "../cluster/security_log.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
 import { createRingApp } from "../cluster/ring/api.ts";
 import { FUZZ_RING_SETTINGS, ringNode, withSection } from "./_ring_app.ts";
-import { FUZZ_LOCK_SETTINGS, lockNode } from "./_fuzz_apps.ts";
+import { FUZZ_LOCK_SETTINGS } from "./_fuzz_apps.ts";
+import { soloLockService } from "./_lock_service.ts";
+import { realTimers } from "../cluster/timers.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 import { eventually, freePort, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
@@ -69,13 +71,13 @@ test("a body that breaks off mid-stream is a 400 refusal, never an internal erro
   const onInternal = (error: Error) => void internal.push(error);
 
   // The lock server's client route (the body is read before any permission check).
-  const node = await lockNode();
-  const lockApp = createLockApp(node.service, { nodeId: "p1", role: "primary", settings: FUZZ_LOCK_SETTINGS, onInternalError: onInternal });
-  const before = node.state();
+  const service = soloLockService(FUZZ_LOCK_SETTINGS, realTimers, manualClock(1_000));
+  const lockApp = createLockApp(service, { nodeId: "p1", role: "primary", settings: FUZZ_LOCK_SETTINGS, onInternalError: onInternal });
+  const before = JSON.stringify(service.view());
   const answer = await postBroken(lockApp, "/v1/sessions");
   assert.equal(answer.status, 400);
   assert.equal(((await answer.json()) as { error: { code: string } }).error.code, "bad_request");
-  assert.equal(node.state(), before, "nothing changed");
+  assert.equal(JSON.stringify(service.view()), before, "nothing changed");
 
   // A peer route: the MAC middleware reads the body before it can check anything.
   const security = new SecurityLog(manualClock(0), memoryLogger(), 10_000);
