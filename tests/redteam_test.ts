@@ -28,6 +28,10 @@
  *    it can check the MAC (the MAC covers the body), up to the route's limit: 16 MiB on a lock
  *    server (peerBodyBytesMax), ~4.6 MB on a ring node. Any outsider can make a node hold that
  *    per connection, with no bound on connections.
+ * 7. (todo) Idle connections past the process's file limit: nothing bounds the connections a
+ *    node accepts (Deno has no idle timeout; Bun's is 255 s, for the long-polls). Past the limit
+ *    Deno's server rejects (EMFILE, an unhandled rejection: exit 70; without the fail-stop it
+ *    would accept nothing more), and under Bun the arbiter's next record write fails (exit 70).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
