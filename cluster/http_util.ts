@@ -69,7 +69,7 @@ export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8
   let total = 0;
   // Bounded by bytesMax: every round adds its chunk to `total`, and the loop ends past the limit.
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await readChunk(reader);
     if (done) break;
     total += value.byteLength;
     if (total > bytesMax) {
@@ -88,6 +88,21 @@ export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8
   // The stream is spent: later reads (this function again, or Hono's c.req.json()) take these bytes.
   bodyCache.arrayBuffer = Promise.resolve(bytes.buffer);
   return bytes;
+}
+
+/**
+ * The next chunk of a request body. The stream fails when the client closes its connection
+ * before the body's end (a reset, or fewer bytes than its Content-Length): that is the
+ * client's doing, so it is a refusal of the request (400), not a bug. Thrown as anything else,
+ * it reached the app's onInternalError, and `mutexd node` exited 70 (fail-stop): a remote kill
+ * switch for anyone who can open a connection, before any MAC or token is checked.
+ */
+async function readChunk(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<ReadableStreamReadResult<Uint8Array>> {
+  try {
+    return await reader.read();
+  } catch (error) {
+    throw new RequestError("bad_request", `the request's body could not be read (the client closed its connection?): ${(error as Error)?.message ?? String(error)}`);
+  }
 }
 
 /** Reads the body as a JSON object of at most `bytesMax` bytes. An empty body is `{}`. */

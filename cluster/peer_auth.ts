@@ -41,6 +41,10 @@ export const SEQ_WINDOW = 1_024;
 /** Longest sender id and nonce taken from the headers (ours are short; a long one is not ours). */
 const HEADER_VALUE_LENGTH_MAX = 128;
 const SEQ_PATTERN = /^[1-9][0-9]{0,14}$/;
+/** The sender a refusal is counted and logged under while the MAC has not proven who sent it. */
+export const UNAUTHENTICATED_SENDER = "unauthenticated";
+/** The longest path put in a refusal's log line (the path is the sender's to choose). */
+const PATH_LOGGED_MAX = 256;
 
 const encoder = new TextEncoder();
 
@@ -152,9 +156,13 @@ export function peerFetchOf(signer: PeerSigner | undefined): PeerFetch {
 }
 
 /**
- * The sending side: per receiver the nonce it issued (empty before the first contact) and the
- * last seq used under it. A challenge answer (MAC checked) gives a new nonce; the request is
- * sent once more under it, at once.
+ * The sending side: per receiver the nonce it issued and the last seq used under it. A challenge
+ * answer (MAC checked) gives a new nonce; the request is sent once more under it, at once.
+ * Before the first contact the nonce is one this process made up (the receiver knows it not, so
+ * it challenges): with the same nonce in every process ("" once), a restarted sender's first
+ * request could carry the MAC of an earlier process's first request, and a challenge answer
+ * captured then, replayed to it, was valid and moved it to a nonce whose window has long seen
+ * its seqs: every request refused as a replay, from one injected answer.
  */
 export class PeerSigner {
   private readonly sessions = new Map<string, { nonce: string; seq: number }>();
@@ -185,7 +193,7 @@ export class PeerSigner {
   private session(to: string): { nonce: string; seq: number } {
     let session = this.sessions.get(to);
     if (!session) {
-      session = { nonce: "", seq: 0 };
+      session = { nonce: freshNonce(), seq: 0 };
       this.sessions.set(to, session);
     }
     return session;
@@ -261,8 +269,11 @@ export class PeerVerifier {
 
   async verify(request: ReceivedRequest): Promise<PeerVerdict> {
     const { from, nonce, seq, mac: givenMac } = request.headers;
+    // The sender the refusal is logged under (SecurityLog logs once per sender and reason): the
+    // claimed id only once the MAC proved it. An unproven one is the attacker's choice, and a new
+    // id on every forged request would have made every one of them a log line.
     const refuse = (reason: string, message: string, requestMac?: string): PeerVerdict =>
-      ({ ok: false, code: "unauthorized", reason, message, sender: (from ?? "unknown").slice(0, HEADER_VALUE_LENGTH_MAX), requestMac });
+      ({ ok: false, code: "unauthorized", reason, message, sender: requestMac !== undefined && from !== null ? from : UNAUTHENTICATED_SENDER, requestMac });
     if (from === null || nonce === null || seq === null || givenMac === null) {
       return refuse("peerUnauthenticated", `a peer request needs the headers ${Object.values(PEER_HEADER).slice(0, 4).join(", ")}`);
     }
@@ -353,7 +364,11 @@ export function peerAuthMiddleware(verifier: PeerVerifier, security: SecurityLog
       body: c.req.method === "GET" ? new Uint8Array() : await readBody(c),
     });
     if (!verdict.ok) {
-      security.refused(verdict.reason, verdict.sender, { path: url.pathname });
+      const claimed = c.req.header(PEER_HEADER.from);
+      security.refused(verdict.reason, verdict.sender, {
+        path: url.pathname.slice(0, PATH_LOGGED_MAX),
+        ...(verdict.sender === UNAUTHENTICATED_SENDER && claimed !== undefined ? { claimed: claimed.slice(0, HEADER_VALUE_LENGTH_MAX) } : {}),
+      });
       const challenge = verdict.code === "peer_challenge" ? verdict.challenge : "";
       const body = encoder.encode(JSON.stringify({ error: { code: verdict.code, message: verdict.message } }));
       const headers: Record<string, string> = { "content-type": "application/json" };
@@ -365,7 +380,7 @@ export function peerAuthMiddleware(verifier: PeerVerifier, security: SecurityLog
       id: verdict.from,
       check(claimed) {
         if (claimed === verdict.from) return;
-        security.refused("peerFromMismatch", verdict.from, { claimed: String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX), path: url.pathname });
+        security.refused("peerFromMismatch", verdict.from, { claimed: String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX), path: url.pathname.slice(0, PATH_LOGGED_MAX) });
         throw new RequestError("unauthorized", `the message says it is from ${String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX)}, but ${verdict.from} sent it`);
       },
     };

@@ -15,7 +15,7 @@ import process from "node:process";
 import { connect } from "../lib/client/lock_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
 import { MutexdError } from "../lib/wire/errors.ts";
-import { eventually, freePort, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, waitForHttp, writeCluster, writeMutexdWrapper } from "./_harness.ts";
+import { eventually, freePort, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, TEST_SECRET, waitForHttp, writeCluster, writeMutexdWrapper } from "./_harness.ts";
 
 /** Each token's secret (distinct, ≥ 32 characters) and permissions. */
 const TOKENS = {
@@ -42,6 +42,9 @@ async function startWorld(): Promise<World> {
   const [p, r] = [await freePort(), await freePort()];
   for (const [name, token] of Object.entries(TOKENS)) writeFileSync(`${dir}/${name}.token`, `${token.secret}\n`);
   const file = writeCluster(dir, [
+    // Tokens need the cluster secret (mutexd node refuses them without one: the peer routes would be open).
+    "[cluster]",
+    `secret = "${TEST_SECRET}"`,
     "[settings]",
     ...QUICK_RING_SETTINGS,
     "[[nodes]]", 'id = "p1"', 'role = "primary"', `http = "127.0.0.1:${p}"`,
@@ -202,6 +205,7 @@ test("client tokens (process): `mutexd arbiter recover` without a token says the
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
   writeFileSync(`${dir}/ops.token`, `${TOKENS.ops.secret}\n`);
   const file = writeCluster(dir, [
+    "[cluster]", `secret = "${TEST_SECRET}"`,
     "[[nodes]]", 'id = "p1"', 'role = "primary"', `http = "127.0.0.1:${p}"`,
     "[[nodes]]", 'id = "b1"', 'role = "backup"', `http = "127.0.0.1:${b}"`,
     "[[nodes]]", 'id = "a1"', 'role = "arbiter"', `http = "127.0.0.1:${a}"`,

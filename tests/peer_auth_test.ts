@@ -89,7 +89,7 @@ test("peer auth: a signed request round-trips; the first contact costs one chall
   assert.equal(first.status, 200);
   assert.deepEqual(JSON.parse(first.text), { took: 1, sender: "a" });
   assert.equal(a.sent.length, 2, "first contact: challenged once, retried once");
-  assert.equal(nonceOf(a.sent[0]), "", "no nonce before the first contact");
+  assert.notEqual(nonceOf(a.sent[0]), nonceOf(a.sent[1]), "before the first contact a nonce of the sender's own, which b does not take");
   const second = await a.echo(2);
   assert.equal(second.status, 200);
   assert.equal(a.sent.length, 3, "no challenge under the nonce in use");

@@ -49,6 +49,15 @@ export function run(argv: string[]): Promise<number> {
           `([cluster] secret, secretFile or secretEnv) a node listens on loopback only, because anyone who can reach it could forge peer messages`,
       );
     }
+    if (cluster.secret === undefined && cluster.tokens.length > 0) {
+      // The peer routes skip the bearer check (the secret's MAC guards them): without a secret a
+      // caller with no token at all could read every ring value (GET /v1/ring/peer/log) and forge
+      // peer messages, so the tokens would protect nothing.
+      throw new UsageError(
+        `the cluster file defines [[tokens]] but no cluster secret: without one the peer routes (/v1/peer, /v1/arbiter, ` +
+          `/v1/ring/peer/…) answer anyone, with or without a token; set [cluster] secret, secretFile or secretEnv`,
+      );
+    }
     const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax);
     installFailStop(log);
     const start = await STARTERS[node.role]();

@@ -200,7 +200,9 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     handle(request, reply) {
       const fence = Number(request.param("fence"));
       const waitMs = Math.min(queryInteger(request, "waitMs", 0), settings.longPollMaxMs);
-      service.watch(fence, waitMs, (active) => reply(ok({ fence, active })));
+      if (!service.watch(fence, waitMs, (active) => reply(ok({ fence, active })), request.signal)) {
+        throw new RequestError("limit_reached", `at most ${settings.ringWaitersMax} section watches wait at once on a ring node`);
+      }
     },
   });
 

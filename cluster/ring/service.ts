@@ -116,6 +116,8 @@ export class RingService {
   private readonly link: PeerLink;
   private readonly replies = new Map<number, (reply: ClientReply) => void>();
   private readonly watchers = new Map<number, Set<() => void>>();
+  /** The watches waiting, over all fences (at most ringWaitersMax). */
+  private watching = 0;
   private reqSeq = 0;
   private loops: Array<() => void> = [];
   private stopped = false;
@@ -263,22 +265,33 @@ export class RingService {
   }
 
   /**
-   * Waits until section `fence` ends or `waitMs` passes, then `onEnd(active)`: true while it is
-   * still running. A callback, not a promise, so the simulator runs the HTTP API without one.
+   * Waits until section `fence` ends, `waitMs` passes or `abort` fires (the client left), then
+   * `onEnd(active)`: true while it is still running. A callback, not a promise, so the simulator
+   * runs the HTTP API without one. False (and no call) when `ringWaitersMax` watches wait
+   * already: each is a timer and a callback, and the fence of a running section is easy to guess.
    */
-  watch(fence: number, waitMs: number, onEnd: (active: boolean) => void): void {
-    if (!this.node.sectionActive(fence) || this.stopped) return onEnd(false);
+  watch(fence: number, waitMs: number, onEnd: (active: boolean) => void, abort?: AbortSignal): boolean {
+    if (!this.node.sectionActive(fence) || this.stopped) {
+      onEnd(false);
+      return true;
+    }
+    if (this.watching >= this.options.settings.ringWaitersMax) return false;
     const { timers } = this.options;
     const set = this.watchers.get(fence) ?? new Set();
     this.watchers.set(fence, set);
     const done = () => {
+      if (!set.delete(done)) return;
       timers.clearTimeout(timer);
-      set.delete(done);
+      abort?.removeEventListener("abort", done);
+      this.watching -= 1;
       if (set.size === 0) this.watchers.delete(fence);
       onEnd(this.node.sectionActive(fence));
     };
     const timer = timers.setTimeout(done, waitMs);
     set.add(done);
+    this.watching += 1;
+    abort?.addEventListener("abort", done, { once: true });
+    return true;
   }
 
   now(): number {
