@@ -34,6 +34,7 @@ const { values: flags } = parseArgs({
     "server-runtime": { type: "string" },
     topology: { type: "string" },
     durable: { type: "boolean" },
+    secret: { type: "boolean" },
     json: { type: "string" },
     label: { type: "string" },
     set: { type: "string" },
@@ -45,13 +46,14 @@ const { values: flags } = parseArgs({
 
 if (flags.help) {
   process.stdout.write(`Usage: tests/bench/run.ts [--only W1,W3|lock|ring] [--runs N] [--duration SECONDS] [--clients project,http]
-                         [--server-runtime bun|deno] [--topology single|replicated] [--durable]
+                         [--server-runtime bun|deno] [--topology single|replicated] [--durable] [--secret]
                          [--json FILE] [--label TEXT] [--quick] [--set key=value,...] [--keep-logs]
 Defaults: all workloads (--only lock: W* and F*; --only ring: R*, as make bench-ring), 3 runs, 10 s
 per measured phase, both clients, server under the runtime running this script, one node (--topology replicated: arbiter + primary + backup), JSON to
 tests/bench/results/latest.json. --quick = --runs 1 --duration 2. --set overrides settings of the
 servers' cluster files (e.g. --set tokenIdlePaceMs=400): experiments only, the targets are about defaults.
 --durable: the lock servers' cluster files say durable = true (a log fsynced before every answer).
+--secret: the cluster files carry a cluster secret: every peer message is authenticated (HMAC).
 --keep-logs: the ring workloads keep each ring's folder (one JSON log per node) and print where.
 `);
   process.exit(0);
@@ -64,6 +66,7 @@ const serverRuntime = (flags["server-runtime"] ?? currentRuntime) as RuntimeName
 const topology = (flags.topology ?? "single") as Topology;
 if (topology !== "single" && topology !== "replicated") throw new Error("--topology must be single or replicated");
 const durable = flags.durable ?? false;
+const secret = flags.secret ?? false;
 const jsonFile = flags.json ?? join(ROOT, "tests/bench/results/latest.json");
 if (!(runs >= 1 && runs <= 20) || !(durationMs >= 500 && durationMs <= 60_000)) {
   throw new Error("--runs must be 1..20 and --duration 0.5..60 s");
@@ -109,7 +112,7 @@ const kindsOf = (w: Workload): ClientKind[] => (w.clients === "each" ? clientKin
 
 const started = new Date();
 log(
-  `${currentRuntime} driver, ${serverRuntime} server (${topology}${durable ? ", durable" : ""}), ${runs} run(s) × ${
+  `${currentRuntime} driver, ${serverRuntime} server (${topology}${durable ? ", durable" : ""}${secret ? ", secret" : ""}), ${runs} run(s) × ${
     workloads.map((w) => w.id).join(",")
   }, ${durationMs / 1000} s phases, clients ${clientKinds.join(",")}${settingsText ? `, settings ${settingsText}` : ""}; load average ${
     loadavg().map((l) => l.toFixed(2)).join(" ")
@@ -129,7 +132,7 @@ for (let run = 1; run <= runs; run++) {
         settings,
         keepLogs: flags["keep-logs"] ?? false,
         startServer: async (options) => {
-          const server = await startServer({ runtime: serverRuntime, topology, durable, ...options, settings: { ...settings, ...options?.settings } });
+          const server = await startServer({ runtime: serverRuntime, topology, durable, secret, ...options, settings: { ...settings, ...options?.settings } });
           servers.push(server);
           return server;
         },
@@ -244,7 +247,7 @@ function markdown(table: string[][]): string {
 }
 
 const overridden = settingsText ? ` NOT the defaults: ${settingsText};` : "";
-const header = `mutexd lock server (${topology}${durable ? ", durable = true" : ""}), medians of ${runs} run(s); driver ${currentRuntime}, server ${serverRuntime};${overridden} ` +
+const header = `mutexd lock server (${topology}${durable ? ", durable = true" : ""}${secret ? ", cluster secret" : ""}), medians of ${runs} run(s); driver ${currentRuntime}, server ${serverRuntime};${overridden} ` +
   `${cpus().length} CPUs; peers from peer-bench.md (Node.js driver, median of 3).`;
 if (mainTable.length > 1) {
   process.stdout.write(`\n${header}\n\n${markdown(mainTable)}\n\n${markdown(ratioTable)}\n`);

@@ -121,6 +121,8 @@ export interface StartOptions {
   settings?: Record<string, number>;
   /** `durable = true` in the cluster file: the lock servers log and fsync every change. */
   durable?: boolean;
+  /** A cluster secret in the cluster file: every peer message carries an HMAC (cluster/peer_auth.ts). */
+  secret?: boolean;
   id?: string;
   role?: "primary" | "backup";
 }
@@ -223,8 +225,9 @@ export function signal(pid: number, sig: "SIGTERM" | "SIGKILL" | "SIGSTOP" | "SI
   }
 }
 
+/** The [cluster] lines the options ask for: durable, and a cluster secret (peer traffic authenticated). */
 function durableLine(options: StartOptions): string {
-  return options.durable ? "durable = true\n" : "";
+  return (options.durable ? "durable = true\n" : "") + (options.secret ? `secret = "${"b".repeat(64)}"\n` : "");
 }
 
 /** Arbiter, backup and primary as three processes; the returned handle speaks for all of them. */
