@@ -12,6 +12,10 @@ import superjson from "superjson";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { answerArbiter, type ArbiterPorts } from "../cluster/arbiter/server.ts";
 import { answerPeer, createLockApp } from "../cluster/lock/api.ts";
+import type { MiddlewareHandler } from "hono";
+import { readBodyBytes } from "../cluster/http_util.ts";
+import { peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier } from "../cluster/peer_auth.ts";
+import type { SecurityLog } from "../cluster/security_log.ts";
 import { encodePeerBody } from "../cluster/peer_transport.ts";
 import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
@@ -51,6 +55,70 @@ export async function send(app: FuzzApp, request: FuzzRequest, headers: Record<s
   };
   const response = typeof app === "string" ? await fetch(`${app}${request.path}`, { ...init, signal: AbortSignal.timeout(10_000) }) : await app.request(request.path, init);
   return { status: response.status, text: await response.text() };
+}
+
+/** How a peer request from member `from` reaches member `to`'s app (plain, signed, forged: fuzz_peer_test.ts). */
+export type PeerSend = (app: FuzzApp, from: string, to: string, request: FuzzRequest) => Promise<FuzzAnswer>;
+
+/** A peer request as it is, without a MAC (a cluster without a secret, or a forger without the key). */
+export const plainPeerSend: PeerSend = (_app, _from, _to, request) => send(_app, request);
+
+/** The fuzzers' cluster secret (tests only) and the peer key derived from it. */
+export const FUZZ_SECRET = "fuzz-cluster-secret-of-at-least-32-characters";
+export const FUZZ_PEER_KEY = await peerKey(FUZZ_SECRET);
+
+/**
+ * Peer authentication as a node with FUZZ_SECRET serves it (startPeerAuth's middleware, built
+ * here without its await): member `self` of `members`, refusals counted in `security`.
+ */
+export function fuzzPeerAuth(self: string, members: readonly string[], security: SecurityLog, bodyBytesMax: number): MiddlewareHandler {
+  const verifier = new PeerVerifier(FUZZ_PEER_KEY, self, (id) => members.includes(id));
+  return peerAuthMiddleware(verifier, security, (c) => readBodyBytes(c, bodyBytesMax));
+}
+
+/**
+ * Peer requests signed by a PeerSigner (cluster/peer_auth.ts) as the members send them: one
+ * signer per app and sender, so a nonce taken after a challenge lasts. `key` may be another
+ * secret's; `signedFor` names another receiver in the MAC than the one it goes to; `transit`
+ * changes a request after it was signed (a tampering network). A member sends text: a body of
+ * bytes goes as their UTF-8 decoding. `lastSent` is the last request as sent (to replay it).
+ */
+export class SigningSender {
+  private readonly signers = new Map<FuzzApp, Map<string, PeerSigner>>();
+  /** The last request sent and the answer as it came (before the signer checked its MAC). */
+  lastSent?: { url: string; init: RequestInit; answer: FuzzAnswer };
+
+  constructor(private readonly options: { key?: CryptoKey; signedFor?: string; transit?: (init: RequestInit) => RequestInit } = {}) {}
+
+  /**
+   * Sends `request` signed. A signer throws on an answer without a valid MAC (a 401 to a forged
+   * request is not signed): with `rawOnRefusal` that answer is returned as it came, else the
+   * throw stands (a genuine request must get a signed answer).
+   */
+  send(app: FuzzApp, from: string, to: string, request: FuzzRequest, rawOnRefusal = false): Promise<FuzzAnswer> {
+    const signer = this.signer(app, from);
+    const body = typeof request.body === "string" || request.body === undefined ? request.body : new TextDecoder().decode(request.body);
+    const url = typeof app === "string" ? `${app}${request.path}` : `http://${to}${request.path}`;
+    const method = request.method === "GET" ? "GET" : "POST";
+    const signed = signer.fetch(this.options.signedFor ?? to, url, { method, body, contentType: request.contentType, timeoutMs: 10_000 });
+    return rawOnRefusal ? signed.catch(() => this.lastSent!.answer) : signed;
+  }
+
+  private signer(app: FuzzApp, from: string): PeerSigner {
+    let byFrom = this.signers.get(app);
+    if (!byFrom) this.signers.set(app, byFrom = new Map());
+    let signer = byFrom.get(from);
+    if (!signer) {
+      signer = new PeerSigner(this.options.key ?? FUZZ_PEER_KEY, from, async (url, init) => {
+        const sent = this.options.transit?.(init) ?? init;
+        const response = typeof app === "string" ? await fetch(url, sent) : await app.request(url, sent);
+        this.lastSent = { url, init: sent, answer: { status: response.status, text: await response.clone().text() } };
+        return response;
+      });
+      byFrom.set(from, signer);
+    }
+    return signer;
+  }
 }
 
 /** A route with a valid body (before mutation). */
@@ -206,7 +274,7 @@ export interface Recorded {
  * `lockNode`; from then on nothing ticks, so the states only change by what a test sends.
  * `recorded` has every message sent (real appends, sync requests, claims and renewals).
  */
-export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS) {
+export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options: { peerAuth?: boolean } = {}) {
   const clock = manualClock(0);
   const arbiterLog = memoryLogger();
   const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: settings.primaryLeaseMs, bootstrapWaitMs: settings.bootstrapWaitMs }, null, 0);
@@ -257,8 +325,11 @@ export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS) {
   };
   const inSync = () => p.replica.status().serving && p.replica.status().backup?.arbiterRecordedInSync === true && b.replica.status().lastIndex === p.replica.status().commitIndex;
   await tickUntil("p1 serves with b1 in sync", inSync);
-  const pApp = createLockApp(p, { nodeId: "p1", role: "primary", settings });
-  const bApp = createLockApp(b, { nodeId: "b1", role: "backup", settings });
+  // With `peerAuth`, both apps verify peer requests as nodes with FUZZ_SECRET do (the pair's own
+  // messages go straight to answerPeer, as the simulator's do).
+  const peerAuthOf = (id: string, service: LockService) => options.peerAuth ? fuzzPeerAuth(id, ["p1", "b1", "a1"], service.security, settings.peerBodyBytesMax) : undefined;
+  const pApp = createLockApp(p, { nodeId: "p1", role: "primary", settings, peerAuth: peerAuthOf("p1", p) });
+  const bApp = createLockApp(b, { nodeId: "b1", role: "backup", settings, peerAuth: peerAuthOf("b1", b) });
   const json = async (path: string, body: unknown) => {
     const answer = await send(pApp, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
     assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
