@@ -268,11 +268,19 @@ export class LockTable {
     }
   }
 
-  private openSession(ttlMs: number): Output {
-    const { sessionTtlMinMs, sessionTtlMaxMs, sessionsMax } = this.options.limits;
+  /** Why openSession's TTL is refused, or undefined. */
+  private ttlProblem(ttlMs: number): Output | undefined {
+    const { sessionTtlMinMs, sessionTtlMaxMs } = this.options.limits;
     if (!Number.isSafeInteger(ttlMs) || ttlMs < sessionTtlMinMs || ttlMs > sessionTtlMaxMs) {
       return fail("bad_request", `ttlMs must be an integer within ${sessionTtlMinMs}..${sessionTtlMaxMs}`);
     }
+    return undefined;
+  }
+
+  private openSession(ttlMs: number): Output {
+    const { sessionsMax } = this.options.limits;
+    const problem = this.ttlProblem(ttlMs);
+    if (problem) return problem;
     if (this.sessions.size >= sessionsMax) {
       return fail("limit_reached", `at most ${sessionsMax} sessions`);
     }
@@ -350,7 +358,29 @@ export class LockTable {
     return { result: { ok: true, type: "leasesRestarted", sessions: this.sessions.size }, effects: [] };
   }
 
-  private enter(command: Extract<Command, { type: "enter" }>): Output {
+  /**
+   * The refusal `apply` would give `command` for reasons that do not depend on what is applied
+   * before it, computed without changing anything; undefined when there is none. Two reasons:
+   * fields out of the limits (openSession's TTL, enter's and leave's fields), and a session this
+   * table does not have (only openSession makes one, so it stays unknown to every command
+   * applied before another openSession). The order is `apply`'s own, so the answer is the same.
+   * LockReplica.clientRequest refuses such a command without logging it (finding 1).
+   */
+  refusalBeforeLog(command: Command): Output | undefined {
+    const problem = command.type === "enter"
+      ? this.enterProblem(command)
+      : command.type === "leave"
+      ? this.leaveProblem(command)
+      : command.type === "openSession"
+      ? this.ttlProblem(command.ttlMs)
+      : undefined;
+    if (problem) return problem;
+    if (!("session" in command) || this.sessions.has(command.session)) return undefined;
+    return fail("session_not_found", `session ${command.session} is unknown or expired`);
+  }
+
+  /** Why enter's fields are refused (before its session is looked up), or undefined. */
+  private enterProblem(command: Extract<Command, { type: "enter" }>): Output | undefined {
     const { name, mode, waitMs, lockDelayMs, callId } = command;
     const limits = this.options.limits;
     const nameProblem = this.checkName(name);
@@ -365,6 +395,24 @@ export class LockTable {
     if (callId !== undefined && (typeof callId !== "string" || callId.length === 0 || callId.length > CALL_ID_LENGTH_MAX)) {
       return fail("bad_request", `callId must be a string of 1..${CALL_ID_LENGTH_MAX} characters`);
     }
+    return undefined;
+  }
+
+  /** Why leave's fields are refused (before its session is looked up), or undefined. */
+  private leaveProblem(command: Extract<Command, { type: "leave" }>): Output | undefined {
+    const nameProblem = this.checkName(command.name);
+    if (nameProblem) return fail("bad_request", nameProblem);
+    if (command.token !== undefined && (!Number.isSafeInteger(command.token) || command.token < 0)) {
+      return fail("bad_request", "token must be a non-negative integer");
+    }
+    return undefined;
+  }
+
+  private enter(command: Extract<Command, { type: "enter" }>): Output {
+    const { name, mode, waitMs, lockDelayMs, callId } = command;
+    const limits = this.options.limits;
+    const problem = this.enterProblem(command);
+    if (problem) return problem;
     const session = this.sessions.get(command.session);
     if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
     if (callId !== undefined && session.leftCalls.includes(callId)) {
@@ -427,11 +475,8 @@ export class LockTable {
 
   private leave(command: Extract<Command, { type: "leave" }>, effects: Effect[]): Output {
     const { name } = command;
-    const nameProblem = this.checkName(name);
-    if (nameProblem) return fail("bad_request", nameProblem);
-    if (command.token !== undefined && (!Number.isSafeInteger(command.token) || command.token < 0)) {
-      return fail("bad_request", "token must be a non-negative integer");
-    }
+    const problem = this.leaveProblem(command);
+    if (problem) return problem;
     const session = this.sessions.get(command.session);
     if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
     const lock = this.locks.get(name);
