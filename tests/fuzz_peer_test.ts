@@ -101,12 +101,19 @@ const signerId = (from: unknown, fallback: string) => typeof from === "string" &
 
 /**
  * A forged request is refused before any route reads it: 401, or 413 when its body is over the
- * limit (the middleware reads the body within the limit before it can check the MAC over it).
- * Counts the answers' codes in `codes`.
+ * limit (the middleware reads the body within the limit before it can check the MAC over it);
+ * and the receiver counted it under `security` (`counted`: how many refusals it counted while
+ * the case ran; a replay's genuine first request is one more). Counts the answers' codes in `codes`.
  */
-function refusedAsForged(answer: FuzzAnswer, what: string, codes: Record<string, number>): void {
+function refusedAsForged(answer: FuzzAnswer, what: string, codes: Record<string, number>, forgery: string, counted: number): void {
   assert.ok(checkAnswer(answer, what) && (answer.status === 401 || answer.status === 413), `${what}: a forgery answered ${answer.status} ${answer.text.slice(0, 200)}`);
+  assert.equal(counted, forgery === "replayed" ? 2 : 1, `${what}: refusals counted under security`);
   countAnswer(answer, codes);
+}
+
+/** The refusals `logs` counted (status `security`), without the challenges a signer's first contact gets. */
+function refusals(...logs: SecurityLog[]): number {
+  return logs.flatMap((log) => Object.entries(log.view())).filter(([reason]) => reason !== "peerChallenged").reduce((sum, [, n]) => sum + n, 0);
 }
 
 /** Counts an answer in `codes` by its error code, or as `ok` (the log line of each fuzz run). */
@@ -215,6 +222,7 @@ for (const mode of MODES) {
       const request: FuzzRequest = { method: "POST", path: "/v1/peer", body, contentType: "application/x-superjson" };
       const what = `${mode} ${via} to ${to}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
       const peer = to === "b1" ? "p1" : "b1";
+      const countedBefore = refusals(pair.p.security, pair.b.security);
       let answer: FuzzAnswer;
       if (via === "app") {
         answer = await peerSendOf(mode, forgery)(to === "b1" ? pair.bApp : pair.pApp, peer, to, request);
@@ -227,7 +235,7 @@ for (const mode of MODES) {
           }
         });
       }
-      if (mode === "forged") refusedAsForged(answer, `${forgery} ${what}`, codes);
+      if (mode === "forged") refusedAsForged(answer, `${forgery} ${what}`, codes, forgery, refusals(pair.p.security, pair.b.security) - countedBefore);
       else countAnswer(answer, codes);
       if (mode === "forged" || mustNotChange(answer, message, receiverEpoch, [peer], ["append"], what)) {
         unchanged += 1;
@@ -284,9 +292,10 @@ for (const mode of MODES) {
     const dir = tempDir("mutexd-fuzz-arbiter-");
     dirs.push(dir);
     const statePath = `${dir}/arbiter.json`;
+    let security: SecurityLog;
     const appOf = (p: typeof pair) => {
       const log = memoryLogger();
-      const security = new SecurityLog({ nowMs: () => p.clock.nowMs() }, log, DEFAULT_SETTINGS.securityLogIntervalMs);
+      security = new SecurityLog({ nowMs: () => p.clock.nowMs() }, log, DEFAULT_SETTINGS.securityLogIntervalMs);
       const auth = peerAuth ? fuzzPeerAuth("a1", ["p1", "b1", "a1"], security, p.settings.bodyBytesMax) : undefined;
       return createArbiterApp(p.core, { nodeId: "a1", statePath, log, nowMs: () => p.clock.nowMs(), failStop: p.ports.failStop, security, peerAuth: auth });
     };
@@ -305,6 +314,7 @@ for (const mode of MODES) {
       const before = state();
       const request: FuzzRequest = { method: "POST", path: "/v1/arbiter", body, contentType: "application/x-superjson" };
       const what = `${mode} ${via}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
+      const countedBefore = refusals(security);
       let answer: FuzzAnswer;
       if (via === "app") {
         answer = await peerSendOf(mode, forgery)(app, signerId(message?.from, "p1"), "a1", request);
@@ -315,7 +325,7 @@ for (const mode of MODES) {
           answer = refusalOf(error as Error, what);
         }
       }
-      if (mode === "forged") refusedAsForged(answer, `${forgery} ${what}`, codes);
+      if (mode === "forged") refusedAsForged(answer, `${forgery} ${what}`, codes, forgery, refusals(security) - countedBefore);
       else countAnswer(answer, codes);
       // whois only asks; a renewal carries the primary's epoch as its claim. A claim does not: a
       // restarted server claims with epoch 0, and the arbiter records what it says of its copy.
@@ -380,10 +390,11 @@ test(`fuzz peer (${mode}): ring neighbour routes (token, writes, view, wake) nev
       const before = node.stateWithSends();
       const request: FuzzRequest = { method: "POST", path, body, contentType: "application/json" };
       const what = `${mode} ${path}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
+      const countedBefore = refusals(node.service.security);
       const answer = await sendOrPending(node, request, before, (app, r) => peerSendOf(mode, forgery)(app, "a", "b", r));
       if (mode === "forged") {
         assert.notEqual(answer, "pending", `${forgery} ${what}: a forgery changed the node`);
-        refusedAsForged(answer as FuzzAnswer, `${forgery} ${what}`, codes);
+        refusedAsForged(answer as FuzzAnswer, `${forgery} ${what}`, codes, forgery, refusals(node.service.security) - countedBefore);
         unchanged += 1;
         return assert.equal(node.stateWithSends(), before, `${forgery} ${what} changed the node`);
       }
