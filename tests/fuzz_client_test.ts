@@ -78,7 +78,7 @@ test("fuzz finding 1: a client command the lock table refuses whatever comes bef
   assert.equal(lastIndex(), logged + 2);
 });
 
-test("fuzz finding 1b: a client command the table refuses for its state (not the holder, no such lock, a mode conflict, a limit) takes no log index", { todo: "still logged, replicated and fsynced: the table decides it from its state, and the primary applies each command as it appends it. Refusing it before the log needs a dry run of the table's apply (or the checks split from each command, as refusalBeforeLog does for fields and unknown sessions); it needs a session the client opened, so a client token's sessionsMax bounds who can do it" }, async () => {
+test("fuzz finding 1b: a client command the table refuses for its state (not the holder, no such lock, a mode conflict, a limit) takes no log index", { todo: "still logged, replicated and fsynced: the table decides it from its state, and the primary applies each command as it appends it. Refusing it before the log needs a dry run on a copy of the whole table (expiries at the entry's time may change the answer), not on an empty one as refusalBeforeLog does for fields and unknown sessions; it needs a session the client opened, so a client token's sessionsMax bounds who can do it" }, async () => {
   const node = await lockNode();
   const before = node.state();
   const answer = await send(node.app, { method: "POST", path: "/v1/leave", body: `{"name":"L","session":"${node.sessions.free}","token":1}`, contentType: "application/json" });

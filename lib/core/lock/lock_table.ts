@@ -183,6 +183,9 @@ export interface TableWatcher {
 
 const LOCK_NAME_PATTERN = /^[A-Za-z0-9._:/-]+$/;
 
+/** The commands a client sends (refusalBeforeLog); the others are the primary's own. */
+const SESSION_COMMANDS = new Set<Command["type"]>(["openSession", "keepAlive", "closeSession", "enter", "leave"]);
+
 function fail(code: ErrorCode, message: string): Output {
   return { result: { ok: false, error: { code, message } }, effects: [] };
 }
@@ -245,6 +248,25 @@ export class LockTable {
     return output;
   }
 
+  /**
+   * The refusal `apply` would give `command` whatever is applied before it, or undefined: fields
+   * out of the limits (every `bad_request` of the table is checked before it looks at any
+   * state), or a session this table does not have (only openSession makes one, so it stays
+   * unknown to every command applied before another openSession). Found by a dry run on an
+   * empty table with the same limits, so the answer is `apply`'s own, in its order of checks;
+   * this table does not change. LockReplica.clientRequest refuses such a command without logging
+   * it (finding 1, docs/security.md "Fuzzing").
+   */
+  refusalBeforeLog(command: Command): Output | undefined {
+    if (!SESSION_COMMANDS.has(command.type)) return undefined;
+    const dryRun = new LockTable(this.options).apply(command, this.nowMs);
+    if (dryRun.result.ok) return undefined;
+    const code = dryRun.result.error.code;
+    if (code === "bad_request") return dryRun;
+    if (code === "session_not_found" && "session" in command && !this.sessions.has(command.session)) return dryRun;
+    return undefined;
+  }
+
   private dispatch(command: Command, effects: Effect[]): Output {
     switch (command.type) {
       case "openSession":
@@ -268,19 +290,11 @@ export class LockTable {
     }
   }
 
-  /** Why openSession's TTL is refused, or undefined. */
-  private ttlProblem(ttlMs: number): Output | undefined {
-    const { sessionTtlMinMs, sessionTtlMaxMs } = this.options.limits;
+  private openSession(ttlMs: number): Output {
+    const { sessionTtlMinMs, sessionTtlMaxMs, sessionsMax } = this.options.limits;
     if (!Number.isSafeInteger(ttlMs) || ttlMs < sessionTtlMinMs || ttlMs > sessionTtlMaxMs) {
       return fail("bad_request", `ttlMs must be an integer within ${sessionTtlMinMs}..${sessionTtlMaxMs}`);
     }
-    return undefined;
-  }
-
-  private openSession(ttlMs: number): Output {
-    const { sessionsMax } = this.options.limits;
-    const problem = this.ttlProblem(ttlMs);
-    if (problem) return problem;
     if (this.sessions.size >= sessionsMax) {
       return fail("limit_reached", `at most ${sessionsMax} sessions`);
     }
@@ -358,29 +372,7 @@ export class LockTable {
     return { result: { ok: true, type: "leasesRestarted", sessions: this.sessions.size }, effects: [] };
   }
 
-  /**
-   * The refusal `apply` would give `command` for reasons that do not depend on what is applied
-   * before it, computed without changing anything; undefined when there is none. Two reasons:
-   * fields out of the limits (openSession's TTL, enter's and leave's fields), and a session this
-   * table does not have (only openSession makes one, so it stays unknown to every command
-   * applied before another openSession). The order is `apply`'s own, so the answer is the same.
-   * LockReplica.clientRequest refuses such a command without logging it (finding 1).
-   */
-  refusalBeforeLog(command: Command): Output | undefined {
-    const problem = command.type === "enter"
-      ? this.enterProblem(command)
-      : command.type === "leave"
-      ? this.leaveProblem(command)
-      : command.type === "openSession"
-      ? this.ttlProblem(command.ttlMs)
-      : undefined;
-    if (problem) return problem;
-    if (!("session" in command) || this.sessions.has(command.session)) return undefined;
-    return fail("session_not_found", `session ${command.session} is unknown or expired`);
-  }
-
-  /** Why enter's fields are refused (before its session is looked up), or undefined. */
-  private enterProblem(command: Extract<Command, { type: "enter" }>): Output | undefined {
+  private enter(command: Extract<Command, { type: "enter" }>): Output {
     const { name, mode, waitMs, lockDelayMs, callId } = command;
     const limits = this.options.limits;
     const nameProblem = this.checkName(name);
@@ -395,24 +387,6 @@ export class LockTable {
     if (callId !== undefined && (typeof callId !== "string" || callId.length === 0 || callId.length > CALL_ID_LENGTH_MAX)) {
       return fail("bad_request", `callId must be a string of 1..${CALL_ID_LENGTH_MAX} characters`);
     }
-    return undefined;
-  }
-
-  /** Why leave's fields are refused (before its session is looked up), or undefined. */
-  private leaveProblem(command: Extract<Command, { type: "leave" }>): Output | undefined {
-    const nameProblem = this.checkName(command.name);
-    if (nameProblem) return fail("bad_request", nameProblem);
-    if (command.token !== undefined && (!Number.isSafeInteger(command.token) || command.token < 0)) {
-      return fail("bad_request", "token must be a non-negative integer");
-    }
-    return undefined;
-  }
-
-  private enter(command: Extract<Command, { type: "enter" }>): Output {
-    const { name, mode, waitMs, lockDelayMs, callId } = command;
-    const limits = this.options.limits;
-    const problem = this.enterProblem(command);
-    if (problem) return problem;
     const session = this.sessions.get(command.session);
     if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
     if (callId !== undefined && session.leftCalls.includes(callId)) {
@@ -475,8 +449,11 @@ export class LockTable {
 
   private leave(command: Extract<Command, { type: "leave" }>, effects: Effect[]): Output {
     const { name } = command;
-    const problem = this.leaveProblem(command);
-    if (problem) return problem;
+    const nameProblem = this.checkName(name);
+    if (nameProblem) return fail("bad_request", nameProblem);
+    if (command.token !== undefined && (!Number.isSafeInteger(command.token) || command.token < 0)) {
+      return fail("bad_request", "token must be a non-negative integer");
+    }
     const session = this.sessions.get(command.session);
     if (!session) return fail("session_not_found", `session ${command.session} is unknown or expired`);
     const lock = this.locks.get(name);
