@@ -183,21 +183,45 @@ export interface LockSessions {
   holder: string;
   waiter: string;
   free: string;
+  /**
+   * Per session id, the fields that present its secret on every call that acts on it: the
+   * `sessionSecret` its open answered, or none where the server gives none (before session secrets).
+   */
+  secrets: Record<string, Record<string, string>>;
+}
+
+/**
+ * Opens `holder`, `waiter` and `free` with `ttlMs` through `post` (a setup call that must
+ * succeed): holder enters L, waiter asks for L with `waitMs` (it waits unless 0), each call
+ * presenting the session's secret when the server gave one.
+ */
+export async function openLockSessions(post: (path: string, body: Record<string, unknown>) => Promise<Record<string, unknown>>, ttlMs: number, waitMs: number): Promise<LockSessions> {
+  const secrets: Record<string, Record<string, string>> = {};
+  const open = async () => {
+    const answer = await post("/v1/sessions", { ttlMs });
+    const id = String(answer.session);
+    secrets[id] = typeof answer.sessionSecret === "string" ? { sessionSecret: answer.sessionSecret } : {};
+    return id;
+  };
+  const [holder, waiter, free] = [await open(), await open(), await open()];
+  await post("/v1/enter", { name: "L", session: holder, ...secrets[holder] });
+  await post("/v1/enter", { name: "L", session: waiter, waitMs, ...secrets[waiter] });
+  return { holder, waiter, free, secrets };
 }
 
 /**
  * Every route of the lock server's client API with a valid request for `sessions` (the GET
  * routes too); `waitMs` is the waiting enter's (a real server holds it for up to longPollMaxMs).
  */
-export function lockTemplates({ holder, waiter, free }: LockSessions, waitMs = 10_000): Template[] {
+export function lockTemplates({ holder, waiter, free, secrets }: LockSessions, waitMs = 10_000): Template[] {
   return [
     { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
-    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
-    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
-    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1" } },
-    { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs, lockDelayMs: 100 } },
-    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
-    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter } },
+    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: { ...secrets[holder] } },
+    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1", ...secrets[free] } },
+    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1", ...secrets[free] } },
+    { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs, lockDelayMs: 100, ...secrets[free] } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1", ...secrets[holder] } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter, ...secrets[waiter] } },
     { method: "GET", path: "/v1/status" },
     { method: "GET", path: "/v1/sessions" },
     { method: "GET", path: "/v1/locks" },
@@ -232,6 +256,13 @@ export function checkAnswer(answer: FuzzAnswer, what: string): boolean {
   return true;
 }
 
+/** A setup call: POSTs `body` as JSON to `app` (or a server's base URL), which must succeed; its answer. */
+export async function setupPost(app: FuzzApp, path: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const answer = await send(app, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
+  assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
+  return JSON.parse(answer.text);
+}
+
 /**
  * A standalone primary p1 (no peer, no arbiter: it serves at once) with three sessions: `holder`
  * holds L (token 1), `waiter` waits for L, `free` has nothing. `state()` is everything status
@@ -241,22 +272,15 @@ export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
   const clock = manualClock(1_000);
   const service = soloLockService(settings, realTimers, clock);
   const app = createLockApp(service, { nodeId: "p1", role: "primary", settings });
-  const json = async (method: string, path: string, body: unknown) => {
-    const answer = await send(app, { method, path, body: JSON.stringify(body), contentType: "application/json" });
-    assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
-    return JSON.parse(answer.text);
-  };
-  const open = async () => (await json("POST", "/v1/sessions", { ttlMs: 5_000 })).session as string;
-  const [holder, waiter, free] = [await open(), await open(), await open()];
-  assert.equal((await json("POST", "/v1/enter", { name: "L", session: holder })).token, 1);
-  assert.equal((await json("POST", "/v1/enter", { name: "L", session: waiter, waitMs: 60_000 })).waiting, true);
+  const sessions = await openLockSessions((path, body) => setupPost(app, path, body), 5_000, 60_000);
   const state = () => JSON.stringify({ view: service.view(), table: service.table!.snapshot() });
   /** The sessions, locks and tokens only: `state` without the replica's log indices. */
   const tableState = () => {
     const { server: _server, ...view } = service.view();
     return JSON.stringify({ view, table: service.table!.snapshot() });
   };
-  const sessions: LockSessions = { holder, waiter, free };
+  const holders = service.view().locks.find((l) => l.name === "L");
+  assert.deepEqual([holders?.holders[0].token, holders?.waiters[0].session], [1, sessions.waiter], "holder holds L with token 1, waiter waits");
   return { service, app, clock, state, tableState, sessions };
 }
 
@@ -330,15 +354,8 @@ export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options:
   const peerAuthOf = (id: string, service: LockService) => options.peerAuth ? fuzzPeerAuth(id, ["p1", "b1", "a1"], service.security, settings.peerBodyBytesMax) : undefined;
   const pApp = createLockApp(p, { nodeId: "p1", role: "primary", settings, peerAuth: peerAuthOf("p1", p) });
   const bApp = createLockApp(b, { nodeId: "b1", role: "backup", settings, peerAuth: peerAuthOf("b1", b) });
-  const json = async (path: string, body: unknown) => {
-    const answer = await send(pApp, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
-    assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
-    return JSON.parse(answer.text);
-  };
-  const open = async () => (await json("/v1/sessions", { ttlMs: 5_000 })).session as string;
-  const [holder, waiter] = [await open(), await open()];
-  await json("/v1/enter", { name: "L", session: holder });
-  await json("/v1/enter", { name: "L", session: waiter, waitMs: 60_000 });
+  // A TTL the arbiter's record covers: a longer one would wait for a renewal, and nothing ticks here.
+  await openLockSessions((path, body) => setupPost(pApp, path, body), 5_000, 60_000);
   await tickUntil("b1 applied every entry", inSync);
   /** Everything the three show: b1's and p1's status and tables, the arbiter's record (memory and store). */
   const state = () => JSON.stringify({ p: p.view(), b: b.view(), arbiter: core.current, saved });

@@ -14,7 +14,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { checkAnswer, describe, type FuzzRequest, lockPathParam, lockTemplates, requests, send, SigningSender } from "./_fuzz_apps.ts";
+import { checkAnswer, describe, type FuzzRequest, lockPathParam, lockTemplates, openLockSessions, requests, send, setupPost, SigningSender } from "./_fuzz_apps.ts";
 import { FUZZ_TEST_TIMEOUT_MS, fuzz, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
@@ -46,20 +46,11 @@ test("fuzz process: a primary, backup and arbiter get fuzzed client, peer and ar
   const cluster = await startCluster();
   try {
     const p1 = cluster.urls.p1;
-    const post = async (path: string, body: unknown) => {
-      const answer = await send(p1, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
-      assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
-      return JSON.parse(answer.text);
-    };
-    const open = async () => (await post("/v1/sessions", { ttlMs: 3_600_000 })).session as string;
-    const [holder, waiter, free] = [await open(), await open(), await open()];
-    await post("/v1/enter", { name: "L", session: holder });
-    await post("/v1/enter", { name: "L", session: waiter, waitMs: 0 });
-    const sessions = [holder, waiter, free];
-
-    // The enter that would wait asks waitMs 0: a real server holds a waiting enter for longPollMaxMs.
-    const clientTemplates = lockTemplates({ holder, waiter, free }, 0);
-    const sessionIn = lockPathParam({ holder, waiter, free });
+    // The enters that would wait ask waitMs 0: a real server holds a waiting enter for longPollMaxMs.
+    const opened = await openLockSessions((path, body) => setupPost(p1, path, body), 3_600_000, 0);
+    const sessions = [opened.holder, opened.waiter, opened.free];
+    const clientTemplates = lockTemplates(opened, 0);
+    const sessionIn = lockPathParam(opened);
     // Messages between the servers, from a sender that is no cluster member, or no message at
     // all; unsigned, or signed with the cluster's key as `signer` (a member other than the body's
     // `from`, or an id the cluster file does not name).
