@@ -11,7 +11,7 @@ import { soloLockService } from "./_lock_service.ts";
 import superjson from "superjson";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { answerArbiter, type ArbiterPorts } from "../cluster/arbiter/server.ts";
-import { answerPeer, createLockApp } from "../cluster/lock/api.ts";
+import { answerPeer, createLockApp, type LockApiOptions } from "../cluster/lock/api.ts";
 import type { MiddlewareHandler } from "hono";
 import { readBodyBytes } from "../cluster/http_util.ts";
 import { peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier } from "../cluster/peer_auth.ts";
@@ -271,7 +271,17 @@ export async function setupPost(app: FuzzApp, path: string, body: Record<string,
 export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
   const clock = manualClock(1_000);
   const service = soloLockService(settings, realTimers, clock);
-  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings });
+  // `newSessionSecret` is read by servers with session secrets (ignored before them): a counter,
+  // so every fresh node gives its sessions the same secrets, and a request drawn for one node
+  // (with the secrets of its sessions) fits another. The routes below Hono take the same options.
+  let secrets = 0;
+  const appOptions: LockApiOptions & { newSessionSecret: () => string } = {
+    nodeId: "p1",
+    role: "primary",
+    settings,
+    newSessionSecret: () => `fuzz-session-secret-${++secrets}`.padEnd(43, "x"),
+  };
+  const app = createLockApp(service, appOptions);
   const sessions = await openLockSessions((path, body) => setupPost(app, path, body), 5_000, 60_000);
   const state = () => JSON.stringify({ view: service.view(), table: service.table!.snapshot() });
   /** The sessions, locks and tokens only: `state` without the replica's log indices. */
@@ -281,7 +291,7 @@ export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
   };
   const holders = service.view().locks.find((l) => l.name === "L");
   assert.deepEqual([holders?.holders[0].token, holders?.waiters[0].session], [1, sessions.waiter], "holder holds L with token 1, waiter waits");
-  return { service, app, clock, state, tableState, sessions };
+  return { service, app, appOptions, clock, state, tableState, sessions };
 }
 
 /** One message a lock server sent, as recorded by the in-process pair's transport. */

@@ -136,7 +136,7 @@ test("fuzz client: the simulator's port (answerRequest) answers every state-chan
   await fuzz("client lock answerRequest parity", cases, async (request) => {
     const [viaApp, viaPort] = [await lockNode(), await lockNode()];
     const app = await send(viaApp.app, request);
-    const options = { nodeId: "p1", role: "primary", settings: FUZZ_LOCK_SETTINGS };
+    const options = viaPort.appOptions;
     const port = await new Promise<{ status: number; body: unknown }>((done) =>
       answerRequest(lockRoutes(viaPort.service, options), options, { method: request.method, path: request.path, body: request.body as string | undefined }, done)
     );
