@@ -61,7 +61,7 @@ export async function send(app: FuzzApp, request: FuzzRequest, headers: Record<s
 export type PeerSend = (app: FuzzApp, from: string, to: string, request: FuzzRequest) => Promise<FuzzAnswer>;
 
 /** A peer request as it is, without a MAC (a cluster without a secret, or a forger without the key). */
-export const plainPeerSend: PeerSend = (_app, _from, _to, request) => send(_app, request);
+export const plainPeerSend: PeerSend = (app, _from, _to, request) => send(app, request);
 
 /** The fuzzers' cluster secret (tests only) and the peer key derived from it. */
 export const FUZZ_SECRET = "fuzz-cluster-secret-of-at-least-32-characters";
@@ -101,7 +101,11 @@ export class SigningSender {
     const url = typeof app === "string" ? `${app}${request.path}` : `http://${to}${request.path}`;
     const method = request.method === "GET" ? "GET" : "POST";
     const signed = signer.fetch(this.options.signedFor ?? to, url, { method, body, contentType: request.contentType, timeoutMs: 10_000 });
-    return rawOnRefusal ? signed.catch(() => this.lastSent!.answer) : signed;
+    if (!rawOnRefusal) return signed;
+    return signed.catch((error: Error) => {
+      if (!/without a valid MAC/.test(error.message)) throw error;
+      return this.lastSent!.answer;
+    });
   }
 
   private signer(app: FuzzApp, from: string): PeerSigner {
