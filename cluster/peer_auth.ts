@@ -352,16 +352,22 @@ export function authenticatedSender(c: Context): AuthenticatedSender | undefined
 export function peerAuthMiddleware(verifier: PeerVerifier, security: SecurityLog, readBody: (c: Context) => Promise<Uint8Array>): MiddlewareHandler {
   return async (c, next) => {
     const url = new URL(c.req.url);
+    const from = c.req.header(PEER_HEADER.from) ?? null;
+    let requestBody: Uint8Array = new Uint8Array();
+    if (c.req.method !== "GET") {
+      try {
+        requestBody = await readBody(c);
+      } catch (error) {
+        // Over the limit (413) before the MAC can be checked: counted as refused input too.
+        if (error instanceof RequestError) security.refused("peerBodyTooLarge", (from ?? "unknown").slice(0, HEADER_VALUE_LENGTH_MAX), { path: url.pathname });
+        throw error;
+      }
+    }
     const verdict = await verifier.verify({
-      headers: {
-        from: c.req.header(PEER_HEADER.from) ?? null,
-        nonce: c.req.header(PEER_HEADER.nonce) ?? null,
-        seq: c.req.header(PEER_HEADER.seq) ?? null,
-        mac: c.req.header(PEER_HEADER.mac) ?? null,
-      },
+      headers: { from, nonce: c.req.header(PEER_HEADER.nonce) ?? null, seq: c.req.header(PEER_HEADER.seq) ?? null, mac: c.req.header(PEER_HEADER.mac) ?? null },
       method: c.req.method,
       path: url.pathname + url.search,
-      body: c.req.method === "GET" ? new Uint8Array() : await readBody(c),
+      body: requestBody,
     });
     if (!verdict.ok) {
       const claimed = c.req.header(PEER_HEADER.from);

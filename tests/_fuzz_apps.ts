@@ -11,7 +11,11 @@ import { soloLockService } from "./_lock_service.ts";
 import superjson from "superjson";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { answerArbiter, type ArbiterPorts } from "../cluster/arbiter/server.ts";
-import { answerPeer, createLockApp } from "../cluster/lock/api.ts";
+import { answerPeer, createLockApp, type LockApiOptions } from "../cluster/lock/api.ts";
+import type { MiddlewareHandler } from "hono";
+import { readBodyBytes } from "../cluster/http_util.ts";
+import { peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier } from "../cluster/peer_auth.ts";
+import type { SecurityLog } from "../cluster/security_log.ts";
 import { encodePeerBody } from "../cluster/peer_transport.ts";
 import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
@@ -51,6 +55,74 @@ export async function send(app: FuzzApp, request: FuzzRequest, headers: Record<s
   };
   const response = typeof app === "string" ? await fetch(`${app}${request.path}`, { ...init, signal: AbortSignal.timeout(10_000) }) : await app.request(request.path, init);
   return { status: response.status, text: await response.text() };
+}
+
+/** How a peer request from member `from` reaches member `to`'s app (plain, signed, forged: fuzz_peer_test.ts). */
+export type PeerSend = (app: FuzzApp, from: string, to: string, request: FuzzRequest) => Promise<FuzzAnswer>;
+
+/** A peer request as it is, without a MAC (a cluster without a secret, or a forger without the key). */
+export const plainPeerSend: PeerSend = (app, _from, _to, request) => send(app, request);
+
+/** The fuzzers' cluster secret (tests only) and the peer key derived from it. */
+export const FUZZ_SECRET = "fuzz-cluster-secret-of-at-least-32-characters";
+export const FUZZ_PEER_KEY = await peerKey(FUZZ_SECRET);
+
+/**
+ * Peer authentication as a node with FUZZ_SECRET serves it (startPeerAuth's middleware, built
+ * here without its await): member `self` of `members`, refusals counted in `security`.
+ */
+export function fuzzPeerAuth(self: string, members: readonly string[], security: SecurityLog, bodyBytesMax: number): MiddlewareHandler {
+  const verifier = new PeerVerifier(FUZZ_PEER_KEY, self, (id) => members.includes(id));
+  return peerAuthMiddleware(verifier, security, (c) => readBodyBytes(c, bodyBytesMax));
+}
+
+/**
+ * Peer requests signed by a PeerSigner (cluster/peer_auth.ts) as the members send them: one
+ * signer per app and sender, so a nonce taken after a challenge lasts. `key` may be another
+ * secret's; `signedFor` names another receiver in the MAC than the one it goes to; `transit`
+ * changes a request after it was signed (a tampering network). A member sends text: a body of
+ * bytes goes as their UTF-8 decoding. `lastSent` is the last request as sent (to replay it).
+ */
+export class SigningSender {
+  private readonly signers = new Map<FuzzApp, Map<string, PeerSigner>>();
+  /** The last request sent and the answer as it came (before the signer checked its MAC). */
+  lastSent?: { url: string; init: RequestInit; answer: FuzzAnswer };
+
+  constructor(private readonly options: { key?: CryptoKey; signedFor?: string; transit?: (init: RequestInit) => RequestInit } = {}) {}
+
+  /**
+   * Sends `request` signed. A signer throws on an answer without a valid MAC (a 401 to a forged
+   * request is not signed): with `rawOnRefusal` that answer is returned as it came, else the
+   * throw stands (a genuine request must get a signed answer).
+   */
+  send(app: FuzzApp, from: string, to: string, request: FuzzRequest, rawOnRefusal = false): Promise<FuzzAnswer> {
+    const signer = this.signer(app, from);
+    const body = typeof request.body === "string" || request.body === undefined ? request.body : new TextDecoder().decode(request.body);
+    const url = typeof app === "string" ? `${app}${request.path}` : `http://${to}${request.path}`;
+    const method = request.method === "GET" ? "GET" : "POST";
+    const signed = signer.fetch(this.options.signedFor ?? to, url, { method, body, contentType: request.contentType, timeoutMs: 10_000 });
+    if (!rawOnRefusal) return signed;
+    return signed.catch((error: Error) => {
+      if (!/without a valid MAC/.test(error.message)) throw error;
+      return this.lastSent!.answer;
+    });
+  }
+
+  private signer(app: FuzzApp, from: string): PeerSigner {
+    let byFrom = this.signers.get(app);
+    if (!byFrom) this.signers.set(app, byFrom = new Map());
+    let signer = byFrom.get(from);
+    if (!signer) {
+      signer = new PeerSigner(this.options.key ?? FUZZ_PEER_KEY, from, async (url, init) => {
+        const sent = this.options.transit?.(init) ?? init;
+        const response = typeof app === "string" ? await fetch(url, sent) : await app.request(url, sent);
+        this.lastSent = { url, init: sent, answer: { status: response.status, text: await response.clone().text() } };
+        return response;
+      });
+      byFrom.set(from, signer);
+    }
+    return signer;
+  }
 }
 
 /** A route with a valid body (before mutation). */
@@ -115,21 +187,45 @@ export interface LockSessions {
   holder: string;
   waiter: string;
   free: string;
+  /**
+   * Per session id, the fields that present its secret on every call that acts on it: the
+   * `sessionSecret` its open answered, or none where the server gives none (before session secrets).
+   */
+  secrets: Record<string, Record<string, string>>;
+}
+
+/**
+ * Opens `holder`, `waiter` and `free` with `ttlMs` through `post` (a setup call that must
+ * succeed): holder enters L, waiter asks for L with `waitMs` (it waits unless 0), each call
+ * presenting the session's secret when the server gave one.
+ */
+export async function openLockSessions(post: (path: string, body: Record<string, unknown>) => Promise<Record<string, unknown>>, ttlMs: number, waitMs: number): Promise<LockSessions> {
+  const secrets: Record<string, Record<string, string>> = {};
+  const open = async () => {
+    const answer = await post("/v1/sessions", { ttlMs });
+    const id = String(answer.session);
+    secrets[id] = typeof answer.sessionSecret === "string" ? { sessionSecret: answer.sessionSecret } : {};
+    return id;
+  };
+  const [holder, waiter, free] = [await open(), await open(), await open()];
+  await post("/v1/enter", { name: "L", session: holder, ...secrets[holder] });
+  await post("/v1/enter", { name: "L", session: waiter, waitMs, ...secrets[waiter] });
+  return { holder, waiter, free, secrets };
 }
 
 /**
  * Every route of the lock server's client API with a valid request for `sessions` (the GET
  * routes too); `waitMs` is the waiting enter's (a real server holds it for up to longPollMaxMs).
  */
-export function lockTemplates({ holder, waiter, free }: LockSessions, waitMs = 10_000): Template[] {
+export function lockTemplates({ holder, waiter, free, secrets }: LockSessions, waitMs = 10_000): Template[] {
   return [
     { method: "POST", path: "/v1/sessions", body: { ttlMs: 5_000, requestId: "open-1" } },
-    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: {} },
-    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1" } },
-    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1" } },
-    { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs, lockDelayMs: 100 } },
-    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1" } },
-    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter } },
+    { method: "POST", path: `/v1/sessions/${holder}/keepalive`, body: { ...secrets[holder] } },
+    { method: "DELETE", path: `/v1/sessions/${free}`, body: { requestId: "close-1", ...secrets[free] } },
+    { method: "POST", path: "/v1/enter", body: { name: "L", session: free, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: "call-1", ...secrets[free] } },
+    { method: "POST", path: "/v1/enter", body: { name: "M", session: free, mode: "shared", waitMs, lockDelayMs: 100, ...secrets[free] } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: holder, token: 1, requestId: "leave-1", ...secrets[holder] } },
+    { method: "POST", path: "/v1/leave", body: { name: "L", session: waiter, ...secrets[waiter] } },
     { method: "GET", path: "/v1/status" },
     { method: "GET", path: "/v1/sessions" },
     { method: "GET", path: "/v1/locks" },
@@ -164,6 +260,13 @@ export function checkAnswer(answer: FuzzAnswer, what: string): boolean {
   return true;
 }
 
+/** A setup call: POSTs `body` as JSON to `app` (or a server's base URL), which must succeed; its answer. */
+export async function setupPost(app: FuzzApp, path: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const answer = await send(app, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
+  assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
+  return JSON.parse(answer.text);
+}
+
 /**
  * A standalone primary p1 (no peer, no arbiter: it serves at once) with three sessions: `holder`
  * holds L (token 1), `waiter` waits for L, `free` has nothing. `state()` is everything status
@@ -172,24 +275,27 @@ export function checkAnswer(answer: FuzzAnswer, what: string): boolean {
 export async function lockNode(settings: Settings = FUZZ_LOCK_SETTINGS) {
   const clock = manualClock(1_000);
   const service = soloLockService(settings, realTimers, clock);
-  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings });
-  const json = async (method: string, path: string, body: unknown) => {
-    const answer = await send(app, { method, path, body: JSON.stringify(body), contentType: "application/json" });
-    assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
-    return JSON.parse(answer.text);
+  // `newSessionSecret` is read by servers with session secrets (ignored before them): a counter,
+  // so every fresh node gives its sessions the same secrets, and a request drawn for one node
+  // (with the secrets of its sessions) fits another. The routes below Hono take the same options.
+  let secrets = 0;
+  const appOptions: LockApiOptions & { newSessionSecret: () => string } = {
+    nodeId: "p1",
+    role: "primary",
+    settings,
+    newSessionSecret: () => `fuzz-session-secret-${++secrets}`.padEnd(43, "x"),
   };
-  const open = async () => (await json("POST", "/v1/sessions", { ttlMs: 5_000 })).session as string;
-  const [holder, waiter, free] = [await open(), await open(), await open()];
-  assert.equal((await json("POST", "/v1/enter", { name: "L", session: holder })).token, 1);
-  assert.equal((await json("POST", "/v1/enter", { name: "L", session: waiter, waitMs: 60_000 })).waiting, true);
+  const app = createLockApp(service, appOptions);
+  const sessions = await openLockSessions((path, body) => setupPost(app, path, body), 5_000, 60_000);
   const state = () => JSON.stringify({ view: service.view(), table: service.table!.snapshot() });
   /** The sessions, locks and tokens only: `state` without the replica's log indices. */
   const tableState = () => {
     const { server: _server, ...view } = service.view();
     return JSON.stringify({ view, table: service.table!.snapshot() });
   };
-  const sessions: LockSessions = { holder, waiter, free };
-  return { service, app, clock, state, tableState, sessions };
+  const holders = service.view().locks.find((l) => l.name === "L");
+  assert.deepEqual([holders?.holders[0].token, holders?.waiters[0].session], [1, sessions.waiter], "holder holds L with token 1, waiter waits");
+  return { service, app, appOptions, clock, state, tableState, sessions };
 }
 
 /** One message a lock server sent, as recorded by the in-process pair's transport. */
@@ -206,7 +312,7 @@ export interface Recorded {
  * `lockNode`; from then on nothing ticks, so the states only change by what a test sends.
  * `recorded` has every message sent (real appends, sync requests, claims and renewals).
  */
-export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS) {
+export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options: { peerAuth?: boolean } = {}) {
   const clock = manualClock(0);
   const arbiterLog = memoryLogger();
   const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: settings.primaryLeaseMs, bootstrapWaitMs: settings.bootstrapWaitMs }, null, 0);
@@ -257,17 +363,13 @@ export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS) {
   };
   const inSync = () => p.replica.status().serving && p.replica.status().backup?.arbiterRecordedInSync === true && b.replica.status().lastIndex === p.replica.status().commitIndex;
   await tickUntil("p1 serves with b1 in sync", inSync);
-  const pApp = createLockApp(p, { nodeId: "p1", role: "primary", settings });
-  const bApp = createLockApp(b, { nodeId: "b1", role: "backup", settings });
-  const json = async (path: string, body: unknown) => {
-    const answer = await send(pApp, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
-    assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
-    return JSON.parse(answer.text);
-  };
-  const open = async () => (await json("/v1/sessions", { ttlMs: 5_000 })).session as string;
-  const [holder, waiter] = [await open(), await open()];
-  await json("/v1/enter", { name: "L", session: holder });
-  await json("/v1/enter", { name: "L", session: waiter, waitMs: 60_000 });
+  // With `peerAuth`, both apps verify peer requests as nodes with FUZZ_SECRET do (the pair's own
+  // messages go straight to answerPeer, as the simulator's do).
+  const peerAuthOf = (id: string, service: LockService) => options.peerAuth ? fuzzPeerAuth(id, ["p1", "b1", "a1"], service.security, settings.peerBodyBytesMax) : undefined;
+  const pApp = createLockApp(p, { nodeId: "p1", role: "primary", settings, peerAuth: peerAuthOf("p1", p) });
+  const bApp = createLockApp(b, { nodeId: "b1", role: "backup", settings, peerAuth: peerAuthOf("b1", b) });
+  // A TTL the arbiter's record covers: a longer one would wait for a renewal, and nothing ticks here.
+  await openLockSessions((path, body) => setupPost(pApp, path, body), 5_000, 60_000);
   await tickUntil("b1 applied every entry", inSync);
   /** Everything the three show: b1's and p1's status and tables, the arbiter's record (memory and store). */
   const state = () => JSON.stringify({ p: p.view(), b: b.view(), arbiter: core.current, saved });

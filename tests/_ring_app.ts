@@ -12,12 +12,12 @@ import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers } from "../cluster/timers.ts";
-import { createRingApp } from "../cluster/ring/api.ts";
+import { createRingApp, ringPeerBytesMax } from "../cluster/ring/api.ts";
 import { type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
 import { tempDir } from "./_harness.ts";
 import { joinView, leaseBackingPeers, never } from "./_ring_service.ts";
-import { type FuzzAnswer, type FuzzApp, type FuzzRequest, send } from "./_fuzz_apps.ts";
+import { type FuzzAnswer, type FuzzApp, type FuzzRequest, fuzzPeerAuth, send, SigningSender } from "./_fuzz_apps.ts";
 
 /** The fuzzers' settings: 1 ms long-polls, so a waiting request answers at once. */
 export const FUZZ_RING_SETTINGS: Settings = { ...DEFAULT_SETTINGS, bodyBytesMax: 65_536, longPollMaxMs: 1 };
@@ -28,7 +28,7 @@ export const FUZZ_RING_SETTINGS: Settings = { ...DEFAULT_SETTINGS, bodyBytesMax:
  * `state()` leaves out the view messages sent (`viewSent`, which some tests check one by one);
  * `stateWithSends()` counts them too.
  */
-export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS) {
+export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS, options: { peerAuth?: boolean } = {}) {
   const dir = tempDir("mutexd-fuzz-ring-");
   dirs.push(dir);
   const storage = new RingStorage(dir);
@@ -44,7 +44,11 @@ export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS
   const clock = manualClock(1_000);
   const service = new RingService({ node, settings, clock, timers: realTimers, log: memoryLogger(), storage, storedView: null, peers, onFatal: () => {} });
   joinView(service, clock);
-  const app = createRingApp(service, { nodeId: "b", settings });
+  // With `peerAuth` the peer routes verify as a node with FUZZ_SECRET does; `fromA` sends as a.
+  const peerAuth = options.peerAuth ? fuzzPeerAuth("b", ["a", "b", "c"], service.security, ringPeerBytesMax(settings)) : undefined;
+  const app = createRingApp(service, { nodeId: "b", settings, peerAuth });
+  const signer = new SigningSender();
+  const fromA = (request: FuzzRequest) => peerAuth ? signer.send(app, "a", "b", request) : send(app, request);
   const state = () => {
     const { lastTokenAgeMs: _age, ...status } = node.status(clock.nowMs());
     const files = readdirSync(dir).sort().map((f) => [f, readFileSync(join(dir, f), "utf8")]);
@@ -55,7 +59,7 @@ export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS
     service.stop();
     storage.close();
   };
-  return { node, service, app, state, stateWithSends, settings, clock, storage, viewSent: viewPort.sent, close };
+  return { node, service, app, fromA, state, stateWithSends, settings, clock, storage, viewSent: viewPort.sent, close };
 }
 
 export type FuzzRingNode = ReturnType<typeof ringNode>;
@@ -64,7 +68,7 @@ export type FuzzRingNode = ReturnType<typeof ringNode>;
 export async function withSection(h: FuzzRingNode): Promise<number> {
   // idleHops = ring size: the idle token rests here (the manual clock never ends the pause).
   const token = { epoch: 1, hop: 1, wseq: 0, commit: 0, fence: 0, idleHops: 3 };
-  const handed = await send(h.app, { method: "POST", path: "/v1/ring/peer/token", body: JSON.stringify({ from: "a", token }), contentType: "application/json" });
+  const handed = await h.fromA({ method: "POST", path: "/v1/ring/peer/token", body: JSON.stringify({ from: "a", token }), contentType: "application/json" });
   assert.equal(handed.status, 200, handed.text);
   const entered = await send(h.app, { method: "POST", path: "/v1/ring/enter", body: JSON.stringify({ waitMs: 1_000 }), contentType: "application/json" });
   const body = JSON.parse(entered.text);

@@ -1,21 +1,29 @@
 /**
  * Fuzzing real processes (fast-check): primary p1, backup b1 and arbiter a1 started with
- * `mutexd node` (tests/_lock_cluster.ts) get a bounded number of fuzzed requests over real
- * HTTP: the client routes with mutated, raw and oversized bodies, wrong methods and content
- * types, hostile path parameters (to the primary and to the backup); and peer and arbiter
- * messages that must be refused (no message, or a mutated one from a sender the cluster file
- * does not name). Each answer is checked as in process (no 5xx, a clear error); a refused one
- * leaves the cluster's state (epoch, roles, sessions, locks, tokens) as it was; and at the end
- * every process still runs, answers /v1/health, and p1 still serves with b1 in sync.
+ * `mutexd node` (tests/_lock_cluster.ts, with the cluster secret TEST_SECRET) get a bounded
+ * number of fuzzed requests over real HTTP: the client routes with mutated, raw and oversized
+ * bodies, wrong methods and content types, hostile path parameters (to the primary and to the
+ * backup); and peer and arbiter messages that must be refused: unsigned ones (401 before any
+ * route reads them), and ones signed with the cluster's key by a PeerSigner as a sender the
+ * cluster file does not name (401) or as a member whose body claims another sender (401) or is
+ * no message (400). Each answer is checked as in process (no 5xx, a clear error); a refused one
+ * leaves the cluster's state (epoch, roles, sessions, locks, tokens) as it was; the servers
+ * count the refused peer requests under `security` in their status; and at the end every
+ * process still runs, answers /v1/health, and p1 still serves with b1 in sync.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { checkAnswer, describe, type FuzzRequest, lockPathParam, lockTemplates, requests, send } from "./_fuzz_apps.ts";
+import { checkAnswer, describe, type FuzzRequest, lockPathParam, lockTemplates, openLockSessions, requests, send, setupPost, SigningSender } from "./_fuzz_apps.ts";
 import { FUZZ_TEST_TIMEOUT_MS, fuzz, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { peerKey } from "../cluster/peer_auth.ts";
+import { TEST_SECRET } from "./_harness.ts";
+
+/** Signs as the cluster's members do (TEST_SECRET is the secret _lock_cluster.ts writes). */
+const MEMBER_KEY = await peerKey(TEST_SECRET);
 
 /** The state a refused request must leave alone, read from p1's and b1's status. */
 async function clusterState(cluster: Cluster, sessions: string[]): Promise<string> {
@@ -38,31 +46,28 @@ test("fuzz process: a primary, backup and arbiter get fuzzed client, peer and ar
   const cluster = await startCluster();
   try {
     const p1 = cluster.urls.p1;
-    const post = async (path: string, body: unknown) => {
-      const answer = await send(p1, { method: "POST", path, body: JSON.stringify(body), contentType: "application/json" });
-      assert.ok(answer.status < 300, `setup ${path}: ${answer.text}`);
-      return JSON.parse(answer.text);
-    };
-    const open = async () => (await post("/v1/sessions", { ttlMs: 3_600_000 })).session as string;
-    const [holder, waiter, free] = [await open(), await open(), await open()];
-    await post("/v1/enter", { name: "L", session: holder });
-    await post("/v1/enter", { name: "L", session: waiter, waitMs: 0 });
-    const sessions = [holder, waiter, free];
-
-    // The enter that would wait asks waitMs 0: a real server holds a waiting enter for longPollMaxMs.
-    const clientTemplates = lockTemplates({ holder, waiter, free }, 0);
-    const sessionIn = lockPathParam({ holder, waiter, free });
-    // Messages between the servers, from a sender that is no cluster member, or no message at all.
+    // The enters that would wait ask waitMs 0: a real server holds a waiting enter for longPollMaxMs.
+    const opened = await openLockSessions((path, body) => setupPost(p1, path, body), 3_600_000, 0);
+    const sessions = [opened.holder, opened.waiter, opened.free];
+    const clientTemplates = lockTemplates(opened, 0);
+    const sessionIn = lockPathParam(opened);
+    // Messages between the servers, from a sender that is no cluster member, or no message at
+    // all; unsigned, or signed with the cluster's key as `signer` (a member other than the body's
+    // `from`, or an id the cluster file does not name).
     const peerTemplates: Array<{ node: "p1" | "b1" | "a1"; path: string; message: Record<string, unknown> }> = [
       { node: "b1", path: "/v1/peer", message: { type: "append", from: "p1", epoch: 1, syncGen: 1, entries: [] } },
       { node: "p1", path: "/v1/peer", message: { type: "syncRequest", from: "b1", epoch: 1 } },
       { node: "a1", path: "/v1/arbiter", message: { type: "renew", from: "p1", epoch: 1, backupInSync: true, seq: 1_000_000 } },
       { node: "a1", path: "/v1/arbiter", message: { type: "claim", from: "b1", epoch: 1, hasState: true } },
     ];
-    const peerCases = fc.record({ template: fc.constantFrom(...peerTemplates), raw: fc.option(nonObjectText, { freq: 3 }) }).chain(({ template, raw }) =>
+    const peerCases = fc.record({
+      template: fc.constantFrom(...peerTemplates),
+      raw: fc.option(nonObjectText, { freq: 3 }),
+      signer: fc.option(fc.constantFrom("p1", "b1", "a1", "intruder"), { freq: 2 }),
+    }).chain(({ template, raw, signer }) =>
       mutatedObject(template.message).map((message) => {
         const body = raw ?? superjsonText({ ...message, from: "intruder" });
-        return { node: template.node, request: { method: "POST", path: template.path, body, contentType: "application/x-superjson" } as FuzzRequest };
+        return { node: template.node, signer, request: { method: "POST", path: template.path, body, contentType: "application/x-superjson" } as FuzzRequest };
       })
     );
     const cases = fc.oneof(
@@ -70,13 +75,28 @@ test("fuzz process: a primary, backup and arbiter get fuzzed client, peer and ar
       { weight: 1, arbitrary: peerCases },
     );
     // "refused": refused client requests and every peer message (which must all be refused).
-    let [refused, accepted] = [0, 0];
-    await fuzz("process cluster", cases, async ({ node, request }) => {
+    let [refused, accepted, peerRequests] = [0, 0, 0];
+    const peerAnswers: Record<string, number> = {};
+    const signing = new SigningSender({ key: MEMBER_KEY });
+    await fuzz("process cluster", cases, async (c) => {
+      const { node, request } = c;
+      const signer = "signer" in c ? c.signer : null;
       const before = await clusterState(cluster, sessions);
-      const answer = await send(cluster.urls[node], request);
+      const answer = signer === null ? await send(cluster.urls[node], request) : await signing.send(cluster.urls[node], signer, node, request, true);
       const peer = request.path === "/v1/peer" || request.path === "/v1/arbiter";
-      // A peer message from no member may be answered (a nack, a refusal) but must change nothing.
-      if (!checkAnswer(answer, `${node}: ${describe(request)}`) && !peer) {
+      const what = `${node}${signer === null ? "" : ` signed as ${signer}`}: ${describe(request)}`;
+      const refusal = checkAnswer(answer, what);
+      if (peer) {
+        // Unsigned or signed as no member: 401 before the route. Signed as a member: the schema's
+        // 400 for what is no message, then 401 for a body from "intruder" (not the signer).
+        const code = answer.text.match(/"code":"([a-z_]+)"/)?.[1] ?? String(answer.status);
+        const key = `${signer === null ? "unsigned" : signer === "intruder" ? "signed by no member" : "signed by a member"} ${code}`;
+        peerAnswers[key] = (peerAnswers[key] ?? 0) + 1;
+        peerRequests += 1;
+        assert.ok(refusal, `${what}: a peer message was not refused: ${answer.status} ${answer.text.slice(0, 200)}`);
+        const expected = signer === null || signer === "intruder" ? [401] : [400, 401];
+        assert.ok(expected.includes(answer.status), `${what}: ${answer.status} ${answer.text.slice(0, 200)}`);
+      } else if (!refusal) {
         accepted += 1;
         return;
       }
@@ -84,8 +104,17 @@ test("fuzz process: a primary, backup and arbiter get fuzzed client, peer and ar
       const after = await clusterState(cluster, sessions);
       assert.equal(after, before, `${node}: ${describe(request)} -> ${answer.status} ${answer.text.slice(0, 200)} changed the cluster`);
     }, 200);
-    console.log(`fuzz process cluster: ${refused} refused, ${accepted} accepted`);
+    console.log(`fuzz process cluster: ${refused} refused, ${accepted} accepted; peer requests ${JSON.stringify(peerAnswers)}`);
     assert.ok(refused > 0 && accepted > 0, "both were exercised");
+    assert.ok(["unsigned unauthorized", "signed by no member unauthorized", "signed by a member unauthorized", "signed by a member bad_request"].every((k) => peerAnswers[k] > 0), "every kind of peer request was exercised");
+    // Every refused peer request is counted under `security` (the challenges of the signers' first contacts too).
+    let counted = 0;
+    for (const id of ["p1", "b1", "a1"] as const) {
+      const answer = await send(cluster.urls[id], { method: "GET", path: "/v1/status" });
+      const security = JSON.parse(answer.text).security as Record<string, number>;
+      counted += Object.entries(security).filter(([reason]) => reason !== "peerChallenged").reduce((sum, [, n]) => sum + n, 0);
+    }
+    assert.ok(counted >= peerRequests, `${counted} refusals counted under security for ${peerRequests} peer requests`);
 
     for (const id of ["p1", "b1", "a1"] as const) {
       assert.equal(cluster.procs.get(id)!.child.exitCode, null, `${id} did not exit: ${cluster.procs.get(id)!.stderr().slice(-500)}`);

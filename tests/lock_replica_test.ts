@@ -170,6 +170,46 @@ test("replica: the idempotency memory survives a takeover", () => {
   assert.deepEqual(w.ok(w.request("b", leave, "req-1")), first);
 });
 
+/**
+ * A client command on a session as the next test sends it: with the fields every such command
+ * carries besides its own (`ON_SESSION`: none here; with session secrets, the secret's hash).
+ */
+const ON_SESSION: Record<string, unknown> = {};
+const onSession = (command: Record<string, unknown>) => ({ ...ON_SESSION, ...command }) as Command;
+
+test("replica: a command the table refuses whatever comes before it is not logged; its answer waits for the entries it read; a remembered request id keeps its first answer", () => {
+  const w = healthy();
+  const session = openSession(w);
+  const lastIndex = (id: string) => w.server(id).status().lastIndex;
+  const logged = lastIndex("p");
+  // Unknown session, fields out of the limits: refused at once, nothing logged or replicated (finding 1).
+  const unknown = w.answers.get(w.request("p", onSession({ type: "keepAlive", session: "nope" })));
+  assert.ok(unknown && !unknown.ok && unknown.code === "session_not_found", JSON.stringify(unknown));
+  const tooLong = w.answers.get(w.request("p", onSession({ type: "enter", name: "L", session, mode: "exclusive", waitMs: S.waitMaxMs + 1, lockDelayMs: 0 })));
+  assert.ok(tooLong && !tooLong.ok && tooLong.code === "bad_request", JSON.stringify(tooLong));
+  w.deliver();
+  assert.deepEqual([lastIndex("p"), lastIndex("b")], [logged, logged]);
+  // A close not yet committed (the backup is cut off): a keepalive of that session reads it, so
+  // its refusal waits until the close commits (a failover could still lose the close).
+  w.cut.add("p>b");
+  const close = w.request("p", onSession({ type: "closeSession", session }));
+  const keepAlive = w.request("p", onSession({ type: "keepAlive", session }));
+  assert.equal(w.answers.get(keepAlive), undefined, "not answered before the close it read commits");
+  assert.equal(lastIndex("p"), logged + 1, "the refusal took no index");
+  w.run(S.replicationTimeoutMs + 200);
+  assert.ok(w.ok(close).type === "closed");
+  const refused = w.answers.get(keepAlive);
+  assert.ok(refused && !refused.ok && refused.code === "session_not_found", JSON.stringify(refused));
+  // A retry of a remembered close is logged as before and answered as the first time, not
+  // refused for the session it closed.
+  w.cut.delete("p>b");
+  const other = openSession(w);
+  const first = w.ok(w.request("p", onSession({ type: "closeSession", session: other }), "close-1"));
+  const before = lastIndex("p");
+  assert.deepEqual(w.ok(w.request("p", onSession({ type: "closeSession", session: other }), "close-1")), first);
+  assert.equal(lastIndex("p"), before + 1);
+});
+
 // ---- no single point of failure: the primary serves on a lease from the arbiter OR the backup ----
 
 test("majority lease: the arbiter dies and the primary goes on serving on the backup's promises; no takeover", () => {

@@ -186,9 +186,27 @@ export class LockReplica {
     // A bad id is refused before it is logged: it would be replicated and remembered.
     const idProblem = requestIdProblem(requestId);
     if (idProblem !== undefined) return this.answer(clientRef, { ok: false, code: "bad_request", message: idProblem });
+    // A command the table refuses whatever is applied before it (fields out of the limits, a
+    // session it does not have) is not logged: a client cannot make the log (replicated,
+    // fsynced) grow with bogus requests (finding 1, docs/security.md "Fuzzing"). A retry whose
+    // request id has a remembered answer is logged as before and keeps that answer.
+    const machine = this.machine!;
+    const remembered = requestId !== undefined && machine.answerFor(requestId) !== undefined;
+    const refusal = remembered ? undefined : machine.table.refusalBeforeLog(command);
+    if (refusal !== undefined) return this.refuseUnlogged(clientRef, refusal);
     // A TTL the arbiter's record does not cover: only this command waits (outside the log).
     if (!this.record.admits(command, this.machine!.table)) return this.holdForCover(clientRef, command, requestId);
     this.append(command, requestId, clientRef);
+  }
+
+  /**
+   * Answers a refusal that was read from the table without a log entry. The table may hold
+   * entries not yet committed (a close that a failover could still lose): the answer waits, in
+   * order with theirs, until the last of them commits, as a logged refusal would.
+   */
+  private refuseUnlogged(clientRef: number, refusal: Output): void {
+    if (this.commitIndex >= this.lastIndex) return this.answer(clientRef, toAnswer(refusal));
+    this.pending.push({ index: this.lastIndex, clientRef, output: refusal, appendedAtMs: this.nowMs });
   }
 
   private holdForCover(clientRef: number, command: Command, requestId: string | undefined): void {

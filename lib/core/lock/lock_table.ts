@@ -207,6 +207,9 @@ export interface TableWatcher {
 
 const LOCK_NAME_PATTERN = /^[A-Za-z0-9._:/-]+$/;
 
+/** The commands a client sends (refusalBeforeLog); the others are the primary's own. */
+const SESSION_COMMANDS = new Set<Command["type"]>(["openSession", "keepAlive", "closeSession", "enter", "leave"]);
+
 function fail(code: ErrorCode, message: string): Output {
   return { result: { ok: false, error: { code, message } }, effects: [] };
 }
@@ -269,6 +272,25 @@ export class LockTable {
     const output = this.dispatch(command, effects);
     output.effects = effects.concat(output.effects);
     return output;
+  }
+
+  /**
+   * The refusal `apply` would give `command` whatever is applied before it, or undefined: fields
+   * out of the limits (every `bad_request` of the table is checked before it looks at any
+   * state), or a session this table does not have (only openSession makes one, so it stays
+   * unknown to every command applied before another openSession). Found by a dry run on an
+   * empty table with the same limits, so the answer is `apply`'s own, in its order of checks;
+   * this table does not change. LockReplica.clientRequest refuses such a command without logging
+   * it (finding 1, docs/security.md "Fuzzing").
+   */
+  refusalBeforeLog(command: Command): Output | undefined {
+    if (!SESSION_COMMANDS.has(command.type)) return undefined;
+    const dryRun = new LockTable(this.options).apply(command, this.nowMs);
+    if (dryRun.result.ok) return undefined;
+    const code = dryRun.result.error.code;
+    if (code === "bad_request") return dryRun;
+    if (code === "session_not_found" && "session" in command && !this.sessions.has(command.session)) return dryRun;
+    return undefined;
   }
 
   private dispatch(command: Command, effects: Effect[]): Output {
