@@ -172,9 +172,9 @@ test("replica: the idempotency memory survives a takeover", () => {
 
 /**
  * A client command on a session as the next test sends it: with the fields every such command
- * carries besides its own (`ON_SESSION`: none here; with session secrets, the secret's hash).
+ * carries besides its own (`ON_SESSION`: the session secret's hash).
  */
-const ON_SESSION: Record<string, unknown> = {};
+const ON_SESSION: Record<string, unknown> = { secretHash: SECRET_HASH };
 const onSession = (command: Record<string, unknown>) => ({ ...ON_SESSION, ...command }) as Command;
 
 test("replica: a command the table refuses whatever comes before it is not logged; its answer waits for the entries it read; a remembered request id keeps its first answer", () => {
@@ -187,6 +187,9 @@ test("replica: a command the table refuses whatever comes before it is not logge
   assert.ok(unknown && !unknown.ok && unknown.code === "session_not_found", JSON.stringify(unknown));
   const tooLong = w.answers.get(w.request("p", onSession({ type: "enter", name: "L", session, mode: "exclusive", waitMs: S.waitMaxMs + 1, lockDelayMs: 0 })));
   assert.ok(tooLong && !tooLong.ok && tooLong.code === "bad_request", JSON.stringify(tooLong));
+  // A session the table has, acted on without its secret: refused as forbidden, not logged (1c).
+  const guessed = w.answers.get(w.request("p", { type: "keepAlive", session, secretHash: "a-guess" } as Command));
+  assert.ok(guessed && !guessed.ok && guessed.code === "forbidden", JSON.stringify(guessed));
   w.deliver();
   assert.deepEqual([lastIndex("p"), lastIndex("b")], [logged, logged]);
   // A close not yet committed (the backup is cut off): a keepalive of that session reads it, so

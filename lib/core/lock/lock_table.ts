@@ -281,7 +281,11 @@ export class LockTable {
    * unknown to every command applied before another openSession). Found by a dry run on an
    * empty table with the same limits, so the answer is `apply`'s own, in its order of checks;
    * this table does not change. LockReplica.clientRequest refuses such a command without logging
-   * it (finding 1, docs/security.md "Fuzzing").
+   * it (finding 1, docs/security.md "Fuzzing"). Also a session this table has whose secret the
+   * command does not present (finding 1c: an outsider's guesses would each take a log entry,
+   * replicated and with a durable log fsynced): a session's secret never changes, so every
+   * command before it leaves it refused, as `forbidden` (or, after a close or an expiry before
+   * it, as `session_not_found`: a refusal either way, nothing changes).
    */
   refusalBeforeLog(command: Command): Output | undefined {
     if (!SESSION_COMMANDS.has(command.type)) return undefined;
@@ -289,7 +293,10 @@ export class LockTable {
     if (dryRun.result.ok) return undefined;
     const code = dryRun.result.error.code;
     if (code === "bad_request") return dryRun;
-    if (code === "session_not_found" && "session" in command && !this.sessions.has(command.session)) return dryRun;
+    if (code !== "session_not_found" || !("session" in command)) return undefined;
+    const session = this.sessions.get(command.session);
+    if (session === undefined) return dryRun;
+    if (!secretMatches(session.secretHash, command.secretHash)) return { result: { ok: false, error: SECRET_MISMATCH }, effects: [] };
     return undefined;
   }
 
