@@ -54,7 +54,7 @@ export const DEFAULT_SETTINGS = {
   ringSnapshotEveryWrites: 1_000, // committed writes between two snapshots of the replica
   ringLogRetainMax: 10_000, // committed log entries kept in memory for neighbours' catch-up
   ringRepairRetries: 3, // failed hand-offs in a row before a node suspects its successor; suspicion also needs tokenHopTimeoutMs × this of silence at the suspect's successor
-  ringDatagramBytesMax: 1_024, // a repair datagram (UDP) above this is dropped unread; ours are ~150 bytes
+  ringDatagramBytesMax: 1_024, // a repair datagram (UDP) above this is dropped unread; ours are ~90 bytes, ~170 sealed with the cluster secret's MAC
   ringDatagramsRememberedMax: 1_024, // (sender, sequence) pairs a node remembers to drop the second copy (broadcast + unicast)
   // Ring view changes (docs/ring-view.md).
   tokenLeaseMs: 500, // a holder grants only inside a lease renewed by a majority; each renewer promises no newer view this long

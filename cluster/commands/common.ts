@@ -104,7 +104,7 @@ export const TOKEN_HELP = `  --token-file FILE the client token (a [[tokens]] se
                     a command line (ps): prefer the file or the variable`;
 
 /**
- * The client's bearer token: --token, else the first line of --token-file (one trailing newline
+ * The client's bearer token: --token, else the contents of --token-file (one trailing newline
  * dropped), else MUTEXD_AUTH_TOKEN; undefined when none is given (a cluster without tokens).
  */
 export function clientToken(flags: { token?: string; "token-file"?: string }): string | undefined {

@@ -22,6 +22,8 @@ const HELP = `Usage: mutexd node --config FILE --id ID [--role ${ROLES.join("|")
 Runs the node ID of the cluster file in the role the file gives it (--role overrides).
 Logs one JSON line per event on stderr. SIGTERM or SIGINT stops it cleanly. SIGHUP reads the
 cluster file again: a ring node takes one ring node added or removed (docs/ring.md, Membership).
+Without a cluster secret ([cluster] secret, secretFile or secretEnv) a node listens on loopback
+only and refuses [[tokens]] (exit 2): nothing would authenticate its peer traffic.
 Exit codes: 0 stopped by a signal, 2 bad flags or cluster file, 70 fail-stop (a decision could
 not be written to disk, or a bug such as a core's assertion; a restart starts from the disk or
 a fresh copy), 1 crashed.

@@ -30,13 +30,14 @@ Where:
 ${WHERE}
 `;
 
-const LOCK_HELP = `Usage: mutexd ring lock [--config FILE --id ID | --server URL] [--wait DUR] [--lease DUR]
-                       [--grace DUR] -- CMD [ARG…]
+const LOCK_HELP = `Usage: mutexd ring lock [--config FILE --id ID | --server URL] [--ca FILE] [--token-file FILE]
+                       [--wait DUR] [--lease DUR] [--grace DUR] -- CMD [ARG…]
 
 Waits for the ring node's critical section, runs CMD with MUTEXD_TOKEN (the fencing token: a
 decimal integer that only grows, also across token regenerations), MUTEXD_LOCK=ring and
 MUTEXD_RING_SERVER in its environment (and MUTEXD_AUTH_TOKEN, the client token, if one was
-given), leaves the section when CMD exits, and exits with CMD's status. \`mutexd ring
+given, and MUTEXD_CA if --ca was: with a CA from the cluster file only, give --ca too when CMD
+runs mutexd ring put), leaves the section when CMD exits, and exits with CMD's status. \`mutexd ring
 put/get/delete\` run by CMD use the section. When the section's lease ends
 first, CMD gets SIGTERM, then SIGKILL after the grace, and mutexd exits 4. Everything after the
 first -- is CMD and its arguments, even --help or --config.

@@ -1,7 +1,8 @@
 /**
- * Session secrets (issue 12): the lock routes give each new session a random secret and put
- * only its SHA-256 hash into the core (lib/core/lock/session_owners.ts compares it). The secret
- * itself is in the open's answer and nowhere else: not in the log, the backup, status or disk.
+ * Session secrets (issue 12): a session's secret is the client's own (sent with the open) or,
+ * without one, a random one the lock routes make here; only its SHA-256 hash enters the core
+ * (lib/core/lock/session_owners.ts compares it). The secret itself is in the open's request and
+ * answer and nowhere else: not in the log, the backup, status or disk.
  */
 import { createHash } from "node:crypto";
 
