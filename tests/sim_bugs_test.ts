@@ -382,13 +382,19 @@ test("bug: a holder's leave does not update its session's index → lock.table-s
 test("bug: the table takes a session action without checking its secret → an outsider's leave frees a held lock (lock.grant-survives)", { timeout: 120_000 }, () => {
   // Issue 12's attack in the simulator: outsiders (`lock.outsiderRate`) leave and close held
   // sessions with the id and token every listing shows, without the secret. With the check in
-  // `sessionFor` gone, that is the code of commit 2c9c5fa.
+  // `sessionFor` gone (and from `refusalBeforeLog`, which refuses a wrong secret before the log),
+  // that is the code of commit 2c9c5fa.
   const CHECKERS = ["lock.grant-survives", "lock.client-mutex"];
-  const found = huntInjected(table, "sessionFor", () =>
-    function (this: Proto, sessionId: string) {
-      const session = this.sessions.get(sessionId);
-      return session ?? { result: { ok: false, error: { code: "session_not_found", message: `session ${sessionId} is unknown or expired` } }, effects: [] };
-    }, { ...LOCK_ONLY, params: { "lock.outsiderRate": 0.5 } }, 100, CHECKERS);
+  const found = patched(table, "refusalBeforeLog", (original) =>
+    function (this: Proto, command: Proto) {
+      const refusal = original.call(this, command);
+      return refusal?.result.ok === false && refusal.result.error.code === "forbidden" ? undefined : refusal;
+    }, () =>
+    huntInjected(table, "sessionFor", () =>
+      function (this: Proto, sessionId: string) {
+        const session = this.sessions.get(sessionId);
+        return session ?? { result: { ok: false, error: { code: "session_not_found", message: `session ${sessionId} is unknown or expired` } }, effects: [] };
+      }, { ...LOCK_ONLY, params: { "lock.outsiderRate": 0.5 } }, 100, CHECKERS));
   expectCaught("no secret check", found, CHECKERS);
 });
 
