@@ -64,6 +64,18 @@ export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8
   if (declared > bytesMax) throw tooLarge();
   const body = c.req.raw.body;
   if (body === null) return new Uint8Array(0);
+  if (c.req.header("content-length") !== undefined) {
+    // A declared length within the limit: the server reads exactly that many bytes, so the body
+    // is read whole at once (the runtime's own path, cheaper than a chunk loop in JavaScript).
+    let buffer: ArrayBuffer;
+    try {
+      buffer = await c.req.raw.arrayBuffer();
+    } catch (error) {
+      throw brokenOff(error);
+    }
+    bodyCache.arrayBuffer = Promise.resolve(buffer);
+    return new Uint8Array(buffer);
+  }
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
@@ -101,8 +113,13 @@ async function readChunk(reader: ReadableStreamDefaultReader<Uint8Array>): Promi
   try {
     return await reader.read();
   } catch (error) {
-    throw new RequestError("bad_request", `the request's body could not be read (the client closed its connection?): ${(error as Error)?.message ?? String(error)}`);
+    throw brokenOff(error);
   }
+}
+
+/** A body that broke off (see readChunk) as the refusal it is. */
+function brokenOff(error: unknown): RequestError {
+  return new RequestError("bad_request", `the request's body could not be read (the client closed its connection?): ${(error as Error)?.message ?? String(error)}`);
 }
 
 /** Reads the body as a JSON object of at most `bytesMax` bytes. An empty body is `{}`. */
