@@ -7,7 +7,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { checkFile, checkHistory, formatViolation, type Rule } from "./chaos/check.ts";
+import { checkFile, checkHistory, formatViolation, pairOps, type Rule, type Violation } from "./chaos/check.ts";
+import { formatSummary, summarize } from "./chaos/summary.ts";
 import type { HistoryRecord, OpName } from "./chaos/history.ts";
 import { HistoryWriter } from "./chaos/history.ts";
 import { removeDir, tempDir } from "./_harness.ts";
@@ -203,4 +204,55 @@ test("chaos checker: checkFile reads a history file and exits 1 on a violation, 
   } finally {
     removeDir(dir);
   }
+});
+
+test("chaos summary: the end-of-run table's counts and recovery times from a hand-written history", () => {
+  // Probe grants every 50 ms, except while the serving p1 is down (100 → 700 ms).
+  const probes = (fromMs: number, toMs: number): Line[] =>
+    Array.from({ length: Math.floor((toMs - fromMs) / 50) }, (_, i): Line => ["ok", "probe", "probe", fromMs + i * 50, fromMs + i * 50 + 1, { lock: "probe", token: 1_000 + fromMs + i }]);
+  const lines: Line[] = [
+    ["ok", "fault", "nemesis", 100, 1_000, { fault: "kill-serving", node: "p1", step: "kill-server", primary: true }],
+    ["ok", "fault", "nemesis", 1_500, 1_700, { fault: "pause", node: "b1", step: "pause-short", primary: false }],
+    ["ok", "fault", "nemesis", 2_000, 3_000, { fault: "kill", node: "r2", step: "ring-kill" }],
+    ["info", "fault", "nemesis", 5_000, 5_100, { fault: "pause", node: "r1", step: "ring-pause", error: "restart not healthy" }],
+    ...probes(0, 100),
+    ...probes(700, 4_000),
+    ["ok", "ring-enter", "q0", 1_900, 1_950, { ...RING, node: "r1", token: 1 }],
+    ["ok", "ring-release", "q0", 1_960, 1_970, { ...RING, token: 1 }],
+    ["ok", "ring-enter", "q1", 2_100, 2_500, { ...RING, node: "r3", token: 2 }], // invoked after the r2 kill
+    ["ok", "ring-release", "q1", 2_600, 2_610, { ...RING, token: 2 }],
+    ["info", "ring-enter", "q2", 2_050, 3_000, { ...RING, node: "r2", error: "unreachable" }],
+    ["ok", "acquire", "c0", 10, 20, { ...L0, token: 5 }],
+    ["fail", "write", "cli-l0", 30, 40, { ...L0, token: 4, value: 1, error: "stale" }],
+    ["ok", "liveness", "final", 6_000, 6_010, { ...L0, token: 9 }],
+  ];
+  const ops = pairOps(history(lines));
+  const violations: Violation[] = [{ rule: "mutex", message: "x", ops: [] }, { rule: "mutex", message: "y", ops: [] }, { rule: "resource", message: "z", ops: [] }];
+  const s = summarize(ops, violations);
+  assert.deepEqual(s.faults, [
+    { kind: "kill-server/kill-serving", count: 1, unhealed: 0 },
+    { kind: "pause-short/pause", count: 1, unhealed: 0 },
+    { kind: "ring-kill/kill", count: 1, unhealed: 0 },
+    { kind: "ring-pause/pause", count: 1, unhealed: 1 },
+  ]);
+  assert.deepEqual(s.operations, [
+    { clients: "final", ok: 1, fail: 0, info: 0 },
+    { clients: "lock", ok: 1, fail: 0, info: 0 },
+    { clients: "lock (cli)", ok: 0, fail: 1, info: 0 },
+    { clients: "probe", ok: 2 + 66, fail: 0, info: 0 },
+    { clients: "ring", ok: 4, fail: 0, info: 1 },
+  ]);
+  assert.deepEqual(s.violations, [{ rule: "mutex", count: 2 }, { rule: "resource", count: 1 }]);
+  // Takeover: only the serving server's fault; the first probe asked for after it: 700 → 701.
+  assert.deepEqual(s.takeover, [{ kind: "kill-server", count: 1, none: 0, medianMs: 601, maxMs: 601 }]);
+  // Ring: the r2 kill recovered when q1's section (invoked at 2,100) was granted at 2,500. After
+  // the r1 pause nobody was granted a section: counted under `none`, with no time.
+  assert.deepEqual(s.ring, [{ kind: "ring-kill", count: 1, none: 0, medianMs: 500, maxMs: 500 }, { kind: "ring-pause", count: 0, none: 1 }]);
+  // Granting stopped: p1's fault 100 → 700 (the probe's next grant ends at 701: 601 ms);
+  // b1's pause: 50 ms; the ring kill: from 2,000 to the grant at 2,500, then none to the last ask (2,100).
+  const gaps = Object.fromEntries(s.gaps.map((g) => [g.kind, [Math.round(g.maxMs!), g.boundMs]]));
+  assert.deepEqual(gaps, { "kill-server": [601, 4_000], "pause-short": [50, 1_500], "ring-kill": [100, undefined] });
+  const text = formatSummary(s).join("\n");
+  assert.match(text, /kill-server\s+1\s+601 ms\s+601 ms\s+0/);
+  assert.match(text, /lock \(cli\)\s+0\s+1\s+0/);
 });

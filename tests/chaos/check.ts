@@ -19,12 +19,13 @@
  * - grant-gap: while a single fault of the lock track lasts (and for GAP_HEAL_MS after its heal),
  *   the availability probe (a try-lock of a lock of its own, every 50 ms) is never without a
  *   grant for longer than the fault kind's bound (GRANT_GAP_MAX_MS): the lock service survives
- *   any one fault. The report prints, per fault kind, how long granting stopped (median and max
- *   of each fault's longest gap). The workload's own grants are no measure: contention alone
+ *   any one fault. The end-of-run table (summary.ts) prints, per fault kind, how long granting
+ *   stopped (median and max of each fault's longest gap), the ring's faults too. The workload's own grants are no measure: contention alone
  *   leaves seconds between them.
  */
 import process from "node:process";
 import { type HistoryRecord, type OpName, readHistory } from "./history.ts";
+import { formatSummary, summarize } from "./summary.ts";
 
 export type Rule = "token-order" | "mutex" | "resource" | "ring-counter" | "liveness" | "grant-gap" | "history";
 
@@ -276,16 +277,25 @@ export interface GrantGap {
 }
 
 /**
- * For every healed fault of the lock track (p1, b1, a1): the longest time in its window in which
- * the probe was not granted. The window ends early where the probe stopped asking.
+ * For every healed fault: the longest time in its window in which nobody was granted. Faults of
+ * the lock track (p1, b1, a1) are measured on the probe's grants; faults of a ring node on the
+ * ring sections granted at any node (no bound is owed there yet: GRANT_GAP_MAX_MS has no ring
+ * kind). The window ends early where the grants' clients stopped asking.
  */
 export function grantGaps(ops: Op[]): GrantGap[] {
-  const grants = ops.filter((o) => o.op === "probe" && o.type === "ok").map((o) => o.end).sort((a, b) => a - b);
-  const asks = ops.filter((o) => o.op === "probe").map((o) => o.start);
-  const lastAskMs = asks.length ? Math.max(...asks) : Number.NEGATIVE_INFINITY;
+  const source = (op: OpName) => ({
+    grants: ops.filter((o) => o.op === op && o.type === "ok").map((o) => o.end).sort((a, b) => a - b),
+    lastAskMs: ops.reduce((last, o) => (o.op === op ? Math.max(last, o.start) : last), Number.NEGATIVE_INFINITY),
+  });
+  const lock = source("probe");
+  const ring = source("ring-enter");
   const gaps: GrantGap[] = [];
   for (const fault of ops) {
-    if (fault.op !== "fault" || fault.type !== "ok" || !["p1", "b1", "a1"].includes(fault.node ?? "")) continue;
+    if (fault.op !== "fault" || fault.type !== "ok") continue;
+    const node = fault.node ?? "";
+    const measured = ["p1", "b1", "a1"].includes(node) ? lock : RING_NODE_IDS.includes(node) ? ring : undefined;
+    if (!measured) continue;
+    const { grants, lastAskMs } = measured;
     const fromMs = fault.start;
     const toMs = Math.min(fault.end + GAP_HEAL_MS, lastAskMs);
     if (!(toMs > fromMs)) continue;
@@ -303,19 +313,7 @@ export function grantGaps(ops: Op[]): GrantGap[] {
   return gaps;
 }
 
-/** Per step kind: faults, and the median and max of their longest grant gaps (ms). */
-export function gapReport(ops: Op[]): Array<{ step: string; faults: number; medianMs: number; maxMs: number; boundMs?: number }> {
-  const byStep = new Map<string, number[]>();
-  for (const gap of grantGaps(ops)) {
-    const step = gap.fault.step ?? gap.fault.fault ?? "?";
-    if (!byStep.has(step)) byStep.set(step, []);
-    byStep.get(step)!.push(gap.gapMs);
-  }
-  return [...byStep].sort(([a], [b]) => a.localeCompare(b)).map(([step, list]) => {
-    const sorted = [...list].sort((a, b) => a - b);
-    return { step, faults: list.length, medianMs: sorted[Math.floor((sorted.length - 1) / 2)], maxMs: sorted[sorted.length - 1], boundMs: GRANT_GAP_MAX_MS[step] };
-  });
-}
+const RING_NODE_IDS = ["r1", "r2", "r3"];
 
 export function checkHistory(records: HistoryRecord[]): CheckResult {
   return checkOps(pairOps(records));
@@ -363,16 +361,9 @@ export function checkFile(file: string, print: (line: string) => void = (l) => p
   const result = checkHistory(records);
   const stats = Object.entries(result.stats).sort().map(([k, n]) => `${k}=${n}`).join(" ");
   print(`check: ${records.length} records; ${stats}`);
-  const report = gapReport(pairOps(records));
-  if (report.length > 0) {
-    print("grant gaps per fault kind (longest time the probe was not granted, fault to heal + 1 s):");
-    for (const row of report) {
-      const owed = row.boundMs === undefined ? "safety only" : `owed ≤ ${row.boundMs} ms`;
-      print(`  ${row.step.padEnd(14)} ${String(row.faults).padStart(3)} faults  median ${String(Math.round(row.medianMs)).padStart(5)} ms  max ${String(Math.round(row.maxMs)).padStart(5)} ms  (${owed})`);
-    }
-  }
   for (const v of result.violations.slice(0, 20)) print(formatViolation(v, records));
   if (result.violations.length > 20) print(`… and ${result.violations.length - 20} more violations`);
+  for (const line of formatSummary(summarize(pairOps(records), result.violations))) print(line);
   print(result.violations.length === 0 ? "check: OK, no violation" : `check: ${result.violations.length} violation(s)`);
   return result.violations.length === 0 ? 0 : 1;
 }

@@ -17,7 +17,7 @@
 import { Prng } from "../../lib/core/prng.ts";
 import { sleep } from "../_harness.ts";
 import type { HistoryWriter } from "./history.ts";
-import { getJson, type NodeId, type Supervisor } from "./supervisor.ts";
+import { getJson, LOCK_SERVERS, type NodeId, type Supervisor } from "./supervisor.ts";
 
 /** `serving`: whichever of p1/b1 serves locks when the step starts (resolved at run time). */
 export type Target = NodeId | "serving";
@@ -144,7 +144,10 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
     const applied: Array<{ kind: FaultKind; id: NodeId; finish: (type: "ok" | "info", more?: object) => void }> = [];
     try {
       for (const fault of step.faults) {
-        const id = fault.target === "serving" ? await servingNow(supervisor) : fault.target;
+        // Which lock server serves decides whether this fault costs a takeover (summary.ts).
+        const lockServer = fault.target === "serving" || LOCK_SERVERS.includes(fault.target);
+        const serving = lockServer ? await servingNow(supervisor) : undefined;
+        const id = fault.target === "serving" ? serving! : fault.target;
         if (supervisor.state(id) !== "up") continue;
         const finish = history.invoke({
           op: "fault",
@@ -152,6 +155,7 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
           fault: `${fault.kind}${fault.target === "serving" ? "-serving" : ""}`,
           node: id,
           step: step.name,
+          ...(serving === undefined ? {} : { primary: id === serving }),
         });
         if (fault.kind === "kill") await supervisor.kill(id);
         else supervisor.pause(id);

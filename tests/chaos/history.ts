@@ -54,6 +54,8 @@ export interface HistoryRecord {
   fault?: string;
   /** Fault records: the schedule's step kind (kill-arbiter, double, …) the fault belongs to. */
   step?: string;
+  /** Fault records of p1/b1: true when the faulted server was the serving one as the fault began. */
+  primary?: boolean;
   /** The session TTL (acquire) or section lease (ring-enter) the client asked for. */
   leaseMs?: number;
   /** Wall-clock ms when the operation was invoked. */

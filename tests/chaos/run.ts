@@ -9,7 +9,8 @@
  * timing is real and not replayable. Phases: start the cluster (p1, b1, a1; ring r1..r3) on
  * loopback in a temp dir → faults and workload for --seconds (safety) → heal everything →
  * liveness (one grant per lock and per ring node) → final reads → stop every node → run the
- * offline checker (check.ts) on the history. Exit 0 clean, 1 violations, 2 usage, 3 the harness
+ * offline checker (check.ts) on the history and print the end-of-run table (summary.ts). The last
+ * line is the verdict and where the run's folder keeps the history and the per-node logs. Exit 0 clean, 1 violations, 2 usage, 3 the harness
  * itself failed (the cluster did not start, the run overran its time bound).
  */
 import { join } from "node:path";
@@ -211,7 +212,7 @@ await supervisor.stopAll();
 clearTimeout(watchdog);
 const elapsedS = ((Date.now() - t0) / 1000).toFixed(1);
 print(`stopped every node (${supervisor.starts} processes started in all); ${history.count} records in ${elapsedS} s`);
-print(`history: ${history.file}`);
 const status = checkFile(history.file);
-console.log(`chaos seed=${flags.seed}: ${status === 0 ? "PASS" : "FAIL"}`);
+// Last line: the verdict and the kept run folder (history.jsonl, logs/<node>.log, resource/).
+console.log(`chaos seed=${flags.seed}: ${status === 0 ? "PASS" : "FAIL"}; history ${history.file}, node logs ${join(dir, "logs")}/`);
 process.exit(status);

@@ -1,0 +1,136 @@
+/**
+ * The end-of-run table of a chaos history (issue 13): faults by kind; operations ok / failed /
+ * unknown per client kind; violations per rule; recovery times; and, per fault kind, how long
+ * granting stopped. Computed from the paired history only (check.ts `pairOps`), like the checks,
+ * so `check.ts HISTORY.jsonl` prints the same table again from a kept run folder.
+ *
+ * Recovery times (median and max over the faults of that kind):
+ * - takeover: a fault (kill or pause) of the lock server that served when the fault began (the
+ *   fault record's `primary`) → the probe's first grant asked for after the fault began.
+ * - ring recovery: a fault of a ring node → the first ring section asked for after the fault
+ *   began and granted, at any node. The history cannot tell a repair (the token survived) from a
+ *   regeneration (a new token): both are this row, per step kind.
+ * A fault after which no such grant came is counted in `none` (no recovery seen before the run ended).
+ */
+import { GRANT_GAP_MAX_MS, grantGaps, type Op, type Violation } from "./check.ts";
+
+/** Median (the lower one of an even count) and maximum of a non-empty list. */
+export function medianMax(list: number[]): { medianMs: number; maxMs: number } {
+  const sorted = [...list].sort((a, b) => a - b);
+  return { medianMs: sorted[Math.floor((sorted.length - 1) / 2)], maxMs: sorted[sorted.length - 1] };
+}
+
+/** Which kind of client an operation belongs to (a row of the operations table). */
+export function clientKind(op: Op): string {
+  if (op.client === "probe" || op.client === "final") return op.client;
+  const cli = op.client.startsWith("cli-") ? " (cli)" : "";
+  return (op.op.startsWith("ring-") ? "ring" : "lock") + cli;
+}
+
+export interface TimeRow {
+  kind: string;
+  /** Faults of this kind that recovered, and their median and max (ms); undefined when none did. */
+  count: number;
+  medianMs?: number;
+  maxMs?: number;
+  /** Faults with no recovery seen. */
+  none: number;
+}
+
+export interface Summary {
+  /** Faults applied per `step/fault` (e.g. `double/pause-serving`), with those not healed cleanly. */
+  faults: Array<{ kind: string; count: number; unhealed: number }>;
+  operations: Array<{ clients: string; ok: number; fail: number; info: number }>;
+  violations: Array<{ rule: string; count: number }>;
+  takeover: TimeRow[];
+  ring: TimeRow[];
+  /** Per step kind: the longest stretch without a grant around each fault (check.ts grantGaps). */
+  gaps: Array<TimeRow & { boundMs?: number }>;
+}
+
+function countBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    if (!out.has(k)) out.set(k, []);
+    out.get(k)!.push(item);
+  }
+  return new Map([...out].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+function timeRows(faults: Op[], timeOf: (fault: Op) => number | undefined): TimeRow[] {
+  return [...countBy(faults, (f) => f.step ?? f.fault ?? "?")].map(([kind, list]) => {
+    const times = list.map(timeOf).filter((t): t is number => t !== undefined);
+    return { kind, count: times.length, none: list.length - times.length, ...(times.length ? medianMax(times) : {}) };
+  });
+}
+
+/** Time from `fault.start` to the end of the first grant in `grants` invoked at or after it. */
+function nextGrantMs(fault: Op, grants: Op[]): number | undefined {
+  const next = grants.find((g) => g.start >= fault.start);
+  return next ? next.end - fault.start : undefined;
+}
+
+export function summarize(ops: Op[], violations: Violation[]): Summary {
+  const faults = ops.filter((o) => o.op === "fault");
+  const applied = faults.filter((f) => f.node !== undefined);
+  const clientOps = ops.filter((o) => o.op !== "fault");
+  const byStart = (a: Op, b: Op) => a.start - b.start;
+  const probeGrants = ops.filter((o) => o.op === "probe" && o.type === "ok").sort(byStart);
+  const ringGrants = ops.filter((o) => o.op === "ring-enter" && o.type === "ok").sort(byStart);
+  const count = (list: Op[], type: Op["type"]) => list.filter((o) => o.type === type).length;
+  return {
+    faults: [...countBy(applied, (f) => `${f.step ?? "?"}/${f.fault ?? "?"}`)].map(([kind, list]) => ({
+      kind,
+      count: list.length,
+      unhealed: list.filter((f) => f.type !== "ok").length,
+    })),
+    operations: [...countBy(clientOps, clientKind)].map(([clients, list]) => ({
+      clients,
+      ok: count(list, "ok"),
+      fail: count(list, "fail"),
+      info: count(list, "info"),
+    })),
+    violations: [...countBy(violations, (v) => v.rule)].map(([rule, list]) => ({ rule, count: list.length })),
+    takeover: timeRows(applied.filter((f) => f.primary === true), (f) => nextGrantMs(f, probeGrants)),
+    ring: timeRows(applied.filter((f) => f.node!.startsWith("r")), (f) => nextGrantMs(f, ringGrants)),
+    gaps: [...countBy(grantGaps(ops), (g) => g.fault.step ?? g.fault.fault ?? "?")].map(([kind, list]) => ({
+      kind,
+      count: list.length,
+      none: 0,
+      ...medianMax(list.map((g) => g.gapMs)),
+      boundMs: GRANT_GAP_MAX_MS[kind],
+    })),
+  };
+}
+
+const ms = (n: number | undefined) => (n === undefined ? "–" : `${Math.round(n)} ms`);
+
+/** The summary as text lines: one table, one block per section. */
+export function formatSummary(s: Summary): string[] {
+  const lines: string[] = ["┌ chaos summary"];
+  const row = (...cells: Array<string | number>) => lines.push("│ " + cells.map((c, i) => (i === 0 ? String(c).padEnd(26) : String(c).padStart(9))).join(" "));
+  lines.push("│ faults (step/fault)");
+  if (s.faults.length === 0) row("  none");
+  for (const f of s.faults) row(`  ${f.kind}`, f.count, f.unhealed ? `${f.unhealed} unhealed` : "");
+  lines.push("│ operations");
+  row("  clients", "ok", "failed", "unknown");
+  for (const o of s.operations) row(`  ${o.clients}`, o.ok, o.fail, o.info);
+  lines.push("│ violations");
+  if (s.violations.length === 0) row("  none");
+  for (const v of s.violations) row(`  ${v.rule}`, v.count);
+  const times = (title: string, rows: Array<TimeRow & { boundMs?: number }>, owed = false) => {
+    lines.push(`│ ${title}`);
+    if (rows.length === 0) row("  no such fault");
+    else row("  fault kind", "faults", "median", "max", ...(owed ? ["owed"] : ["none"]));
+    for (const r of rows) {
+      const last = owed ? (r.boundMs === undefined ? "safety" : `≤ ${r.boundMs} ms`) : r.none;
+      row(`  ${r.kind}`, r.count + (owed ? 0 : r.none), ms(r.medianMs), ms(r.maxMs), last);
+    }
+  };
+  times("takeover (serving lock server faulted → next probe grant)", s.takeover);
+  times("ring recovery, repair or regeneration (ring node faulted → next section)", s.ring);
+  times("granting stopped (longest gap without a grant, fault → heal + 1 s)", s.gaps, true);
+  lines.push("└");
+  return lines;
+}
