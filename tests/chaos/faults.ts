@@ -19,17 +19,22 @@ import { sleep } from "../_harness.ts";
 import type { HistoryWriter } from "./history.ts";
 import { getJson, LOCK_SERVERS, type NodeId, type Supervisor } from "./supervisor.ts";
 
-/** `serving`: whichever of p1/b1 serves locks when the step starts (resolved at run time). */
-export type Target = NodeId | "serving";
+/**
+ * `serving`: whichever of p1/b1 serves locks when the step starts (resolved at run time).
+ * `client`: one of the client processes running then (cli_clients.ts), picked by `pick`.
+ */
+export type Target = NodeId | "serving" | "client";
 export type FaultKind = "kill" | "pause";
 
 export interface Fault {
   kind: FaultKind;
   target: Target;
+  /** Client faults: index (drawn from the seed) into the sorted names of the running clients. */
+  pick?: number;
 }
 
 export interface FaultStep {
-  track: "lock" | "ring";
+  track: Track;
   /** Profile entry this step was drawn from (for the printout). */
   name: string;
   faults: Fault[];
@@ -40,9 +45,12 @@ export interface FaultStep {
 /** primaryLeaseMs of the chaos cluster (the default): "short" pauses stay below it. */
 export const PRIMARY_LEASE_MS = 500;
 
+export type Track = "lock" | "ring" | "client";
+const TRACKS: Track[] = ["lock", "ring", "client"];
+
 interface StepKind {
   name: string;
-  track: "lock" | "ring";
+  track: Track;
   draw(prng: Prng): Omit<FaultStep, "track" | "name" | "quietMs">;
 }
 
@@ -72,12 +80,16 @@ export const STEP_KINDS: StepKind[] = [
   },
   { name: "ring-pause", track: "ring", draw: (p) => ({ faults: [{ kind: "pause", target: p.pick<NodeId>(["r1", "r2", "r3"]) }], durationMs: p.between(100, 4_000) }) },
   { name: "ring-kill", track: "ring", draw: (p) => ({ faults: [{ kind: "kill", target: p.pick<NodeId>(["r1", "r2", "r3"]) }], durationMs: p.between(200, 3_000) }) },
+  // Client processes: a kill -9 is not healed (the client's loop starts its next process); a
+  // pause outlives the lease now and then, so its session expires and another client is granted.
+  { name: "client-kill", track: "client", draw: (p) => ({ faults: [{ kind: "kill", target: "client", pick: p.below(1_000) }], durationMs: p.between(100, 1_000) }) },
+  { name: "client-pause", track: "client", draw: (p) => ({ faults: [{ kind: "pause", target: "client", pick: p.below(1_000) }], durationMs: p.between(100, 4_000) }) },
 ];
 
 export interface Schedule {
   seed: number;
   profile: Record<string, number>;
-  steps: { lock: FaultStep[]; ring: FaultStep[] };
+  steps: Record<Track, FaultStep[]>;
 }
 
 /** Enough steps to fill `seconds` of run time (each track), at most `stepsMax` per track. */
@@ -87,12 +99,12 @@ export function makeSchedule(seed: number, seconds: number, stepsMax = 500): Sch
   const profile: Record<string, number> = {};
   for (const kind of STEP_KINDS) profile[kind.name] = weights.pick([0, 1, 2, 3, 3]);
   // Each track keeps at least one kind, so no seed runs without faults.
-  for (const track of ["lock", "ring"] as const) {
+  for (const track of TRACKS) {
     const kinds = STEP_KINDS.filter((k) => k.track === track);
     if (kinds.every((k) => profile[k.name] === 0)) profile[weights.pick(kinds).name] = 1;
   }
-  const steps = { lock: [] as FaultStep[], ring: [] as FaultStep[] };
-  for (const track of ["lock", "ring"] as const) {
+  const steps: Record<Track, FaultStep[]> = { lock: [], ring: [], client: [] };
+  for (const track of TRACKS) {
     const prng = root.fork(track);
     const kinds = STEP_KINDS.filter((k) => k.track === track && profile[k.name] > 0);
     const total = kinds.reduce((sum, k) => sum + profile[k.name], 0);
@@ -132,6 +144,8 @@ export interface NemesisOptions {
   deadlineMs: number;
   /** Set by the runner to stop early (Ctrl-C). */
   stopped: () => boolean;
+  /** Told of a client process's fault just before its signal (cli_clients.ts onClientFault). */
+  onClientFault?: (client: string, fault: FaultKind) => void;
 }
 
 /** Runs one track's steps until the deadline; every fault is healed before this returns. */
@@ -141,9 +155,21 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
   const remaining = () => options.deadlineMs - Date.now();
   for (const step of steps) {
     if (remaining() <= 0 || options.stopped()) break;
-    const applied: Array<{ kind: FaultKind; id: NodeId; finish: (type: "ok" | "info", more?: object) => void }> = [];
+    const applied: Array<{ kind: FaultKind; id: string; client: boolean; finish: (type: "ok" | "info", more?: object) => void }> = [];
     try {
       for (const fault of step.faults) {
+        if (fault.target === "client") {
+          const running = supervisor.runningClients();
+          if (running.length === 0) continue;
+          const name = running[(fault.pick ?? 0) % running.length];
+          const finish = history.invoke({ op: "fault", client: "nemesis", fault: fault.kind, node: name, step: step.name });
+          // Before the signal: the client's hold ends for the checker no later than the fault.
+          options.onClientFault?.(name, fault.kind);
+          supervisor.signalClient(name, fault.kind === "kill" ? "SIGKILL" : "SIGSTOP");
+          print(`${fault.kind === "kill" ? "!" : "z"} ${fault.kind.padEnd(5)} ${name} for ${step.durationMs} ms [${step.name}]`);
+          applied.push({ kind: fault.kind, id: name, client: true, finish });
+          continue;
+        }
         // Which lock server serves decides whether this fault costs a takeover (summary.ts).
         const lockServer = fault.target === "serving" || LOCK_SERVERS.includes(fault.target);
         const serving = lockServer ? await servingNow(supervisor) : undefined;
@@ -160,18 +186,25 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
         if (fault.kind === "kill") await supervisor.kill(id);
         else supervisor.pause(id);
         print(`${fault.kind === "kill" ? "!" : "z"} ${fault.kind.padEnd(5)} ${id}${fault.target === "serving" ? " (serving)" : ""} for ${step.durationMs} ms [${step.name}]`);
-        applied.push({ kind: fault.kind, id, finish });
+        applied.push({ kind: fault.kind, id, client: false, finish });
       }
       await sleep(Math.max(0, Math.min(step.durationMs, remaining())));
     } finally {
       // Heal in reverse order: the arbiter of a double step comes back last.
-      for (const { kind, id, finish } of applied.reverse()) {
-        if (kind === "pause") {
-          supervisor.resume(id);
+      for (const { kind, id, client, finish } of applied.reverse()) {
+        if (client) {
+          // A killed client is not restarted: its loop starts its next process.
+          if (kind === "pause") {
+            supervisor.signalClient(id, "SIGCONT");
+            print(`~ resume ${id}`);
+          }
+          finish("ok");
+        } else if (kind === "pause") {
+          supervisor.resume(id as NodeId);
           print(`~ resume ${id}`);
           finish("ok");
         } else {
-          const up = await supervisor.start(id);
+          const up = await supervisor.start(id as NodeId);
           print(`^ start  ${id}${up ? "" : " (NOT healthy within 15 s)"}`);
           finish(up ? "ok" : "info", up ? {} : { error: "restart not healthy" });
         }

@@ -3,6 +3,7 @@
  * (TigerBeetle's Vortex for the supervisor and nemesis, Jepsen's Maelstrom for record-then-check).
  *
  *   bun tests/chaos/run.ts [--seed N] [--seconds 60] [--lock-clients 6] [--ring-clients 3]
+ *                          [--cli-lock-clients 2] [--cli-ring-clients 1]
  *   deno run -A tests/chaos/run.ts ...      (same flags)
  *
  * Line 1 is the seed, the binary and the fault profile. The seed picks the fault schedule; the
@@ -23,6 +24,8 @@ import { eventually, sleep, tempDir } from "../_harness.ts";
 import { checkFile } from "./check.ts";
 import { describeStep, makeSchedule, runTrack } from "./faults.ts";
 import { HistoryWriter } from "./history.ts";
+import { ChaosHub } from "./hub.ts";
+import { cliWorker, onClientFault } from "./cli_clients.ts";
 import { chooseBinary, getJson, type NodeId, RING_NODES, Supervisor } from "./supervisor.ts";
 import { GuardedCounters, lockWorker, probeWorker, ringWorker, type WorkloadContext } from "./workload.ts";
 
@@ -32,10 +35,12 @@ const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--lock-clients N] [--ring
   --lock-clients N  lock-service clients, 1..32 (default 6)
   --ring-clients N  ring clients, spread over r1..r3, 0..12 (default 3)
   --locks N         distinct lock names, 1..16 (default 3)
+  --cli-lock-clients N  clients as processes, \`mutexd lock NAME -- CMD\`, 0..8 (default 2)
+  --cli-ring-clients N  clients as processes, \`mutexd ring lock -- CMD\`, 0..4 (default 1)
 Exit: 0 no violation, 1 violations (printed with their window), 2 usage, 3 harness failure.
 `;
 
-function parseFlags(): { seed: number; seconds: number; lockClients: number; ringClients: number; locks: number } {
+function parseFlags() {
   const { values } = parseArgs({
     args: process.argv.slice(2),
     options: {
@@ -44,6 +49,8 @@ function parseFlags(): { seed: number; seconds: number; lockClients: number; rin
       "lock-clients": { type: "string" },
       "ring-clients": { type: "string" },
       locks: { type: "string" },
+      "cli-lock-clients": { type: "string" },
+      "cli-ring-clients": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -66,6 +73,8 @@ function parseFlags(): { seed: number; seconds: number; lockClients: number; rin
     lockClients: int(values["lock-clients"], 6, 1, 32, "lock-clients"),
     ringClients: int(values["ring-clients"], 3, 0, 12, "ring-clients"),
     locks: int(values.locks, 3, 1, 16, "locks"),
+    cliLockClients: int(values["cli-lock-clients"], 2, 0, 8, "cli-lock-clients"),
+    cliRingClients: int(values["cli-ring-clients"], 1, 0, 4, "cli-ring-clients"),
   };
 }
 
@@ -106,7 +115,7 @@ process.on("SIGINT", () => {
 const watchdog = setTimeout(() => void abort(3, "harness: run overran its time bound"), (flags.seconds + 180) * 1_000);
 
 print(`dir ${dir}`);
-for (const track of ["lock", "ring"] as const) {
+for (const track of ["lock", "ring", "client"] as const) {
   const steps = schedule.steps[track];
   print(`${track} schedule: ${steps.length} steps; first: ${steps.slice(0, 3).map(describeStep).join("; ")}`);
 }
@@ -146,10 +155,19 @@ for (let i = 0; i < flags.ringClients; i++) {
   const node = RING_NODES[i % RING_NODES.length];
   workers.push(ringWorker({ ...ctx, prng: prng.fork(`q${i}`) }, { client: `q${i}`, node, server: supervisor.url(node) }));
 }
-const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping };
+// Clients as processes, through the hub (their CMD's storage server and history).
+const hub = await ChaosHub.start(history, counters);
+for (let i = 0; i < flags.cliLockClients; i++) {
+  workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-l${i}`) }, { client: `cli-l${i}`, mutexd: binary.argv, supervisor, hub, locks, clusterFile: supervisor.clusterFile }));
+}
+for (let i = 0; i < flags.cliRingClients; i++) {
+  const node = RING_NODES[i % RING_NODES.length];
+  workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-r${i}`) }, { client: `cli-r${i}`, mutexd: binary.argv, supervisor, hub, node, server: supervisor.url(node) }));
+}
+const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping, onClientFault };
 const progress = setInterval(() => print(`progress: ${history.count} records`), 10_000);
-const tracks = await Promise.all([runTrack(schedule.steps.lock, nemesis), runTrack(schedule.steps.ring, nemesis)]);
-print(`faults done: ${tracks[0]} lock steps, ${tracks[1]} ring steps; waiting for the clients to finish`);
+const tracks = await Promise.all((["lock", "ring", "client"] as const).map((track) => runTrack(schedule.steps[track], nemesis)));
+print(`faults done: ${tracks[0]} lock steps, ${tracks[1]} ring steps, ${tracks[2]} client steps; waiting for the clients to finish`);
 const results = await Promise.race([Promise.all(workers), sleep(60_000).then(() => undefined)]);
 clearInterval(progress);
 if (!results) await abort(3, "harness: clients did not finish within 60 s of the deadline");
@@ -209,6 +227,7 @@ if (flags.ringClients > 0) {
 }
 
 await supervisor.stopAll();
+await hub.close();
 clearTimeout(watchdog);
 const elapsedS = ((Date.now() - t0) / 1000).toFixed(1);
 print(`stopped every node (${supervisor.starts} processes started in all); ${history.count} records in ${elapsedS} s`);

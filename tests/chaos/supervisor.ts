@@ -20,6 +20,9 @@ const START_ORDER: NodeId[] = ["a1", "p1", "b1", "r1", "r2", "r3"];
 
 export type NodeState = "up" | "paused" | "down";
 
+/** CMD processes of clients tracked at once, at most (one per client is the norm). */
+const COMMANDS_MAX = 256;
+
 /** Settings of the chaos cluster: lock service defaults; the ring made quick, as its process test does. */
 const SETTINGS = QUICK_RING_SETTINGS;
 
@@ -61,6 +64,8 @@ export class Supervisor {
   readonly clusterFile: string;
   private readonly binary: string[];
   private readonly started = new Set<Proc>();
+  private readonly clients = new Map<string, Proc>();
+  private readonly commands = new Set<number>();
   private closed = false;
 
   private constructor(readonly dir: string, clusterFile: string, urls: Map<NodeId, string>, binary: string[]) {
@@ -171,6 +176,57 @@ export class Supervisor {
       proc.kill("SIGCONT");
       proc.kill("SIGKILL");
     }
+    for (const pid of this.commands) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // it exited meanwhile
+      }
+    }
+    this.commands.clear();
+  }
+
+  /**
+   * Starts a client process (cli_clients.ts) named `name`, tracked by PID like a node so the
+   * nemesis may kill or pause it and no client outlives the run; its output goes to logs/NAME.log.
+   */
+  startClient(name: string, argv: string[], env: Record<string, string>): Proc | undefined {
+    if (this.closed) return undefined;
+    const log = join(this.dir, "logs", `${name}.log`);
+    const [cmd, ...args] = argv;
+    const proc = startProcess(cmd, args, { env });
+    proc.child.stdout!.on("data", (d) => appendFileSync(log, d));
+    proc.child.stderr!.on("data", (d) => appendFileSync(log, d));
+    this.started.add(proc);
+    this.clients.set(name, proc);
+    void proc.exited.then(() => {
+      this.started.delete(proc);
+      if (this.clients.get(name) === proc) this.clients.delete(name);
+    });
+    return proc;
+  }
+
+  /** Client processes running now, by name (sorted, so a seeded index picks the same name for the same set). */
+  runningClients(): string[] {
+    return [...this.clients.keys()].sort();
+  }
+
+  /** SIGKILL or SIGSTOP / SIGCONT to a running client process; false when it is not running. */
+  signalClient(name: string, signal: "SIGKILL" | "SIGSTOP" | "SIGCONT"): boolean {
+    const proc = this.clients.get(name);
+    if (!proc) return false;
+    proc.kill(signal);
+    return true;
+  }
+
+  /**
+   * The PID of a client's CMD (it says so through the hub): killed with the rest at the end,
+   * since killing the client (its parent) by SIGKILL leaves it running. Untracked once it said
+   * it is leaving, so a PID reused later is never signalled.
+   */
+  trackCommand(pid: number, running: boolean): void {
+    if (running && this.commands.size < COMMANDS_MAX) this.commands.add(pid);
+    else this.commands.delete(pid);
   }
 
   /** How many processes were started in all. */
