@@ -47,6 +47,8 @@ export interface CliClientOptions {
 /** Per round: the client's hold, as far as the history knows it. */
 interface Round {
   faulted: boolean;
+  /** The client process was killed -9: its CMD may run on, an orphan. */
+  killed: boolean;
   acquired: boolean;
   holding: boolean;
   token?: number;
@@ -72,17 +74,19 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
     const lock = ring ? "ring" : prng.pick(o.locks!);
     const leaseMs = ring ? prng.pick([1_000, 2_000, 3_000]) : prng.pick([1_500, 2_000, 3_000, 5_000]);
     const waitMs = prng.between(200, 4_000);
-    // Mostly brief holds; one in ten outlives the lease, as the in-process clients do.
-    const holdMs = prng.chance(0.1) ? prng.between(leaseMs / 2, leaseMs * 1.5) : prng.between(0, 30);
+    // Longer holds than the in-process clients' (0-30 ms), so a pause of the nemesis often falls
+    // between CMD's read and its write; one in five outlives the lease.
+    const holdMs = prng.chance(0.2) ? prng.between(leaseMs / 2, leaseMs * 1.5) : prng.between(0, 200);
     const where = ring ? { node: o.node } : {};
     const acquire = history.invoke({ op: names.acquire, client: o.client, lock, leaseMs, ...where });
-    const round: Round = { faulted: false, acquired: false, holding: false };
+    const round: Round = { faulted: false, killed: false, acquired: false, holding: false };
     const lost = (error: string) => {
       round.holding = false;
       history.event({ op: names.lost, client: o.client, lock, token: round.token, ...where, error });
     };
     rounds.set(o.client, (fault) => {
       round.faulted = true;
+      round.killed ||= fault === "kill";
       if (round.holding) lost(`${fault} by the nemesis: its lease may run out`);
     });
     // One listener per round: a CMD orphaned by a kill -9 of its client speaks to no later round.
@@ -90,7 +94,7 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
     o.hub.listen(listener, {
       entered: (token, pid) => {
         if (round.acquired) return;
-        o.supervisor.trackCommand(pid, true);
+        o.supervisor.trackCommand(o.client, pid, true);
         round.pid = pid;
         round.token = token;
         round.acquired = true;
@@ -102,7 +106,7 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
         }
       },
       leaving: () => {
-        if (round.pid !== undefined) o.supervisor.trackCommand(round.pid, false);
+        if (round.pid !== undefined) o.supervisor.trackCommand(o.client, round.pid, false);
         if (round.holding) {
           round.holding = false;
           round.release = history.invoke({ op: names.release, client: o.client, lock, token: round.token, ...where });
@@ -126,6 +130,8 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
     }
     const status = await proc.exited;
     o.hub.unlisten(listener);
+    // A client that exited by itself waited for its CMD: that PID is gone, never to be signalled.
+    if (!round.killed && round.pid !== undefined) o.supervisor.trackCommand(o.client, round.pid, false);
     if (!round.acquired) {
       // 3: not acquired (taken, --wait ran out); anything else may have been granted unseen.
       acquire(status === 3 ? "fail" : "info", { error: `exit ${status}` });

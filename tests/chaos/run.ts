@@ -37,6 +37,8 @@ const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--lock-clients N] [--ring
   --locks N         distinct lock names, 1..16 (default 3)
   --cli-lock-clients N  clients as processes, \`mutexd lock NAME -- CMD\`, 0..8 (default 2)
   --cli-ring-clients N  clients as processes, \`mutexd ring lock -- CMD\`, 0..4 (default 1)
+  --inject-bug NAME every process runs main.ts through tests/_inject_bug.ts with this bug
+                    (e.g. LockTable.reuseToken): the checker must report it (exit 1)
 Exit: 0 no violation, 1 violations (printed with their window), 2 usage, 3 harness failure.
 `;
 
@@ -51,6 +53,7 @@ function parseFlags() {
       locks: { type: "string" },
       "cli-lock-clients": { type: "string" },
       "cli-ring-clients": { type: "string" },
+      "inject-bug": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -75,11 +78,12 @@ function parseFlags() {
     locks: int(values.locks, 3, 1, 16, "locks"),
     cliLockClients: int(values["cli-lock-clients"], 2, 0, 8, "cli-lock-clients"),
     cliRingClients: int(values["cli-ring-clients"], 1, 0, 4, "cli-ring-clients"),
+    injectBug: values["inject-bug"],
   };
 }
 
 const flags = parseFlags();
-const binary = chooseBinary();
+const binary = chooseBinary(flags.injectBug);
 const schedule = makeSchedule(flags.seed, flags.seconds);
 const runtime = (globalThis as { Deno?: unknown }).Deno ? "deno" : "bun";
 const profile = Object.entries(schedule.profile).map(([k, w]) => `${k}=${w}`).join(" ");

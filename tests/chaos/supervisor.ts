@@ -42,8 +42,17 @@ function newestSourceMs(): number {
   return newest;
 }
 
-/** The argv prefix that runs mutexd, and a word for line 1 saying which one. */
-export function chooseBinary(): { argv: string[]; label: string } {
+/**
+ * The argv prefix that runs mutexd, and a word for line 1 saying which one. With `injectBug`,
+ * main.ts through tests/_inject_bug.ts (INJECT_BUG names the bug; every process started inherits
+ * it): the proof that the checker bites.
+ */
+export function chooseBinary(injectBug?: string): { argv: string[]; label: string } {
+  if (injectBug !== undefined) {
+    process.env.INJECT_BUG = injectBug;
+    const argv = [...mutexdArgv().slice(0, -1), join(ROOT, "tests/_inject_bug.ts")];
+    return { argv, label: `${argv[0].split("/").pop()} tests/_inject_bug.ts (INJECT_BUG=${injectBug})` };
+  }
   const binary = join(ROOT, "dist/mutexd");
   if (existsSync(binary) && statSync(binary).mtimeMs > newestSourceMs()) return { argv: [binary], label: "dist/mutexd" };
   const argv = mutexdArgv();
@@ -65,7 +74,8 @@ export class Supervisor {
   private readonly binary: string[];
   private readonly started = new Set<Proc>();
   private readonly clients = new Map<string, Proc>();
-  private readonly commands = new Set<number>();
+  /** CMD PID per client name (see trackCommand). */
+  private readonly commands = new Map<string, number>();
   private closed = false;
 
   private constructor(readonly dir: string, clusterFile: string, urls: Map<NodeId, string>, binary: string[]) {
@@ -176,12 +186,9 @@ export class Supervisor {
       proc.kill("SIGCONT");
       proc.kill("SIGKILL");
     }
-    for (const pid of this.commands) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // it exited meanwhile
-      }
+    for (const pid of this.commands.values()) {
+      signalPid(pid, "SIGCONT");
+      signalPid(pid, "SIGKILL");
     }
     this.commands.clear();
   }
@@ -211,11 +218,17 @@ export class Supervisor {
     return [...this.clients.keys()].sort();
   }
 
-  /** SIGKILL or SIGSTOP / SIGCONT to a running client process; false when it is not running. */
+  /**
+   * SIGKILL or SIGSTOP / SIGCONT to a running client process; false when it is not running. A
+   * stop or continue goes to its CMD too (a whole client paused, as by a GC pause: CMD writes
+   * after it, with a token that may be stale); a kill -9 leaves CMD running on, an orphan.
+   */
   signalClient(name: string, signal: "SIGKILL" | "SIGSTOP" | "SIGCONT"): boolean {
     const proc = this.clients.get(name);
     if (!proc) return false;
     proc.kill(signal);
+    const command = this.commands.get(name);
+    if (command !== undefined && signal !== "SIGKILL") signalPid(command, signal);
     return true;
   }
 
@@ -224,14 +237,22 @@ export class Supervisor {
    * since killing the client (its parent) by SIGKILL leaves it running. Untracked once it said
    * it is leaving, so a PID reused later is never signalled.
    */
-  trackCommand(pid: number, running: boolean): void {
-    if (running && this.commands.size < COMMANDS_MAX) this.commands.add(pid);
-    else this.commands.delete(pid);
+  trackCommand(client: string, pid: number, running: boolean): void {
+    if (running && this.commands.size < COMMANDS_MAX) this.commands.set(client, pid);
+    else if (this.commands.get(client) === pid) this.commands.delete(client);
   }
 
   /** How many processes were started in all. */
   get starts(): number {
     return [...this.nodes.values()].reduce((sum, n) => sum + n.starts, 0);
+  }
+}
+
+function signalPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // it exited meanwhile
   }
 }
 
