@@ -28,12 +28,16 @@ export class ChaosHub {
   private readonly listeners = new Map<string, HubListener>();
   private nextKey = 1;
 
-  private constructor(private readonly server: HttpServer, readonly url: string) {}
+  private server?: HttpServer;
+  /** http://127.0.0.1:PORT, set by start(). */
+  url = "";
+
+  private constructor(private readonly history: HistoryWriter, private readonly counters: GuardedCounters) {}
 
   static async start(history: HistoryWriter, counters: GuardedCounters): Promise<ChaosHub> {
-    let hub: ChaosHub | undefined;
-    const server = await serveHttp((request) => hub!.handle(request, history, counters), { hostname: "127.0.0.1", port: 0 });
-    hub = new ChaosHub(server, `http://127.0.0.1:${server.port}`);
+    const hub = new ChaosHub(history, counters);
+    hub.server = await serveHttp((request) => hub.handle(request), { hostname: "127.0.0.1", port: 0 });
+    hub.url = `http://127.0.0.1:${hub.server.port}`;
     return hub;
   }
 
@@ -46,11 +50,12 @@ export class ChaosHub {
     this.listeners.delete(key);
   }
 
-  close(): Promise<void> {
-    return this.server.close();
+  async close(): Promise<void> {
+    await this.server?.close();
   }
 
-  private async handle(request: Request, history: HistoryWriter, counters: GuardedCounters): Promise<Response> {
+  private async handle(request: Request): Promise<Response> {
+    const { history, counters } = this;
     let body: Record<string, unknown>;
     try {
       body = await request.json();
