@@ -109,7 +109,7 @@ const ms = (n: number | undefined) => (n === undefined ? "–" : `${Math.round(n
 /** The summary as text lines: one table, one block per section. */
 export function formatSummary(s: Summary): string[] {
   const lines: string[] = ["┌ chaos summary"];
-  const row = (...cells: Array<string | number>) => lines.push("│ " + cells.map((c, i) => (i === 0 ? String(c).padEnd(26) : String(c).padStart(9))).join(" "));
+  const row = (...cells: Array<string | number>) => lines.push("│ " + cells.map((c, i) => (i === 0 ? String(c).padEnd(30) : String(c).padStart(9))).join(" "));
   lines.push("│ faults (step/fault)");
   if (s.faults.length === 0) row("  none");
   for (const f of s.faults) row(`  ${f.kind}`, f.count, f.unhealed ? `${f.unhealed} unhealed` : "");
