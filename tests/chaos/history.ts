@@ -54,6 +54,8 @@ export interface HistoryRecord {
   fault?: string;
   /** Fault records: the schedule's step kind (kill-arbiter, double, …) the fault belongs to. */
   step?: string;
+  /** Network fault records: the fault in words (`cut p1 -> a1 (one-way)`, `degrade r2 (…)`). */
+  detail?: string;
   /** The session TTL (acquire) or section lease (ring-enter) the client asked for. */
   leaseMs?: number;
   /** Wall-clock ms when the operation was invoked. */
