@@ -114,8 +114,12 @@ function makeNetwork(): { lab?: NetLab; label: string } {
       return { lab, label: `netns ${lab.addresses[0].replace(/\.\d+$/, ".0/24")}` };
     } catch (error) {
       lab.remove();
-      if (flags.network === "netns") throw error;
-      return { label: `loopback (namespaces failed: ${(error as Error).message.split("\n")[0]})` };
+      const first = (error as Error).message.split("\n")[0];
+      if (flags.network === "netns") {
+        process.stderr.write(`harness: --network netns: ${first}\n`);
+        process.exit(3);
+      }
+      return { label: `loopback (namespaces failed: ${first})` };
     }
   }
   if (flags.network === "netns") {
@@ -221,7 +225,9 @@ for (let i = 0; i < flags.ringClients; i++) {
 }
 const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping, degradeMode: degrade.mode };
 const progress = setInterval(() => print(`progress: ${history.count} records`), 10_000);
-const tracks = await Promise.all([runTrack(schedule.steps.lock, nemesis), runTrack(schedule.steps.ring, nemesis)]);
+// A fault that cannot be applied (ip, tc or iptables failing) is the harness's failure, not a violation.
+const tracks = await Promise.all([runTrack(schedule.steps.lock, nemesis), runTrack(schedule.steps.ring, nemesis)])
+  .catch((error) => abort(3, `harness: the nemesis failed: ${(error as Error).message.split("\n")[0]}`));
 print(`faults done: ${tracks[0]} lock steps, ${tracks[1]} ring steps; waiting for the clients to finish`);
 const results = await Promise.race([Promise.all(workers), sleep(60_000).then(() => undefined)]);
 clearInterval(progress);
