@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { test } from "node:test";
 import process from "node:process";
-import { ROOT, startProcess } from "./_harness.ts";
+import { removeDir, ROOT, startProcess } from "./_harness.ts";
 import { netnsUnavailable } from "./_netns.ts";
 import { makeSchedule, NET_STEP_KINDS } from "./chaos/faults.ts";
 
@@ -51,6 +51,9 @@ test("chaos on namespaces: every network fault kind applied and healed, no viola
   } finally {
     clearTimeout(timer);
     runner.kill("SIGKILL");
+    // The run's folder (history, logs, data): its path is on the runner's second line.
+    const dir = runner.stdout().match(/ dir (\/\S+mutexd-chaos-\S+)/)?.[1];
+    if (dir) removeDir(dir);
   }
   const out = runner.stdout();
   assert.equal(code, 0, `exit ${code}\n${out}\n${runner.stderr()}`);
