@@ -35,11 +35,53 @@ export function netnsUnavailable(): string | null {
   }
 }
 
+/** One neighbour entry that sends a namespace's packets for `address` nowhere. */
+export interface Cut {
+  namespace: string;
+  address: string;
+}
+
+/**
+ * How `NetLab.degrade` can work here: "netem" (tc's netem qdisc: delay, jitter, loss), "iptables"
+ * (loss only), or null with why neither can. Probed in a namespace of its own.
+ */
+export function degradeSupport(): { mode: "netem" | "iptables" | null; why: string } {
+  const name = `mxd${process.pid}tcprobe`;
+  try {
+    ip("netns", "add", name);
+  } catch (error) {
+    return { mode: null, why: `no namespace: ${(error as Error).message.split("\n")[0]}` };
+  }
+  const inside = (...args: string[]) => execFileSync("ip", ["netns", "exec", name, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  try {
+    ip("-n", name, "link", "set", "lo", "up");
+    try {
+      inside("tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms");
+      return { mode: "netem", why: "tc netem" };
+    } catch {
+      // no sch_netem in this kernel, or no tc: loss alone through iptables
+    }
+    try {
+      inside("iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random", "--probability", "0.5", "-j", "DROP");
+      return { mode: "iptables", why: "loss only: tc has no netem qdisc here, iptables' statistic match drops" };
+    } catch {
+      return { mode: null, why: "neither tc netem nor iptables' statistic match works here" };
+    }
+  } finally {
+    try {
+      ip("netns", "del", name);
+    } catch {
+      // already gone
+    }
+  }
+}
+
 export class NetLab {
   private readonly tag = `mxd${process.pid}`;
   private readonly bridge = `${this.tag}br`;
   private namespaces: string[] = [];
-  private cuts: Array<{ namespace: string; address: string }> = [];
+  private cuts: Cut[] = [];
+  private readonly degraded = new Set<number>();
   /** Each node's address, in the order of `create`'s count. */
   readonly addresses: string[] = [];
 
@@ -69,22 +111,86 @@ export class NetLab {
     return ["ip", "netns", "exec", this.namespaces[index]];
   }
 
-  /** Cuts every path between the nodes of `a` and those of `b` (indices), both ways. */
-  cut(a: number[], b: number[]): void {
-    for (const [from, to] of [[a, b], [b, a]]) {
-      for (const i of from) {
-        for (const j of to) {
-          const cut = { namespace: this.namespaces[i], address: this.addresses[j] };
-          ip("-n", cut.namespace, "neigh", "replace", cut.address, "lladdr", NOWHERE_MAC, "dev", DEVICE, "nud", "permanent");
-          this.cuts.push(cut);
-        }
+  /** Cuts every path between the nodes of `a` and those of `b` (indices), both ways; returns the cut for `healCut`. */
+  cut(a: number[], b: number[]): Cut[] {
+    return [...this.cutOneWay(a, b), ...this.cutOneWay(b, a)];
+  }
+
+  /**
+   * Cuts the paths from the nodes of `from` to those of `to` only: a neighbour entry on the
+   * sending side alone, so `to` still reaches `from` (its requests arrive, the answers are lost).
+   */
+  cutOneWay(from: number[], to: number[]): Cut[] {
+    const made: Cut[] = [];
+    for (const i of from) {
+      for (const j of to) {
+        const cut = { namespace: this.namespaces[i], address: this.addresses[j] };
+        ip("-n", cut.namespace, "neigh", "replace", cut.address, "lladdr", NOWHERE_MAC, "dev", DEVICE, "nud", "permanent");
+        this.cuts.push(cut);
+        made.push(cut);
       }
     }
+    return made;
   }
 
   /** Removes every cut (the neighbours are found by ARP again). */
   heal(): void {
-    for (const { namespace, address } of this.cuts.splice(0)) ip("-n", namespace, "neigh", "del", address, "dev", DEVICE);
+    this.healCut(this.cuts.slice());
+  }
+
+  /** Removes the given cuts only (another track's cuts stay); a cut already healed is skipped. */
+  healCut(cuts: Cut[]): void {
+    for (const cut of cuts) {
+      const at = this.cuts.indexOf(cut);
+      if (at < 0) continue;
+      this.cuts.splice(at, 1);
+      // Another cut of the same pair may remain (two faults overlapping): the entry stays then.
+      if (this.cuts.some((c) => c.namespace === cut.namespace && c.address === cut.address)) continue;
+      try {
+        ip("-n", cut.namespace, "neigh", "del", cut.address, "dev", DEVICE);
+      } catch {
+        // the namespace is gone already (remove() ran first, on Ctrl-C)
+      }
+    }
+  }
+
+  /**
+   * Degrades node `index`'s link inside its namespace: `tc netem` delay, jitter and loss when
+   * `netem` is true (the kernel has sch_netem), else loss only with iptables' statistic match
+   * on its INPUT and OUTPUT (both directions). `undegrade` restores it.
+   */
+  degrade(index: number, spec: { delayMs: number; jitterMs: number; lossPercent: number }, netem: boolean): void {
+    const namespace = this.namespaces[index];
+    if (netem) {
+      execFileSync("ip", ["netns", "exec", namespace, "tc", "qdisc", "replace", "dev", DEVICE, "root", "netem", "delay", `${spec.delayMs}ms`, `${spec.jitterMs}ms`, "loss", `${spec.lossPercent}%`], { stdio: "ignore" });
+    } else {
+      const p = String(spec.lossPercent / 100);
+      for (const [chain, side] of [["INPUT", "-i"], ["OUTPUT", "-o"]]) {
+        execFileSync("ip", ["netns", "exec", namespace, "iptables", "-A", chain, side, DEVICE, "-m", "statistic", "--mode", "random", "--probability", p, "-j", "DROP"], { stdio: "ignore" });
+      }
+    }
+    this.degraded.add(index);
+  }
+
+  /** Removes what `degrade` added on node `index` (both kinds; what is not there is skipped). */
+  undegrade(index: number): void {
+    if (!this.degraded.delete(index)) return;
+    const namespace = this.namespaces[index];
+    const quietly = (args: string[]) => {
+      try {
+        execFileSync("ip", ["netns", "exec", namespace, ...args], { stdio: "ignore" });
+      } catch {
+        // not there
+      }
+    };
+    quietly(["tc", "qdisc", "del", "dev", DEVICE, "root"]);
+    quietly(["iptables", "-F", "INPUT"]);
+    quietly(["iptables", "-F", "OUTPUT"]);
+  }
+
+  /** The subnet's broadcast address (10.213.X.255), after `create`. */
+  get broadcast(): string {
+    return this.addresses[0].replace(/\.\d+$/, ".255");
   }
 
   /**
@@ -100,6 +206,8 @@ export class NetLab {
         // never made, or already gone
       }
     };
+    this.cuts.length = 0;
+    this.degraded.clear();
     this.namespaces.forEach((_, i) => quietly("link", "del", `${this.tag}v${i}`));
     for (const namespace of this.namespaces.splice(0)) quietly("netns", "del", namespace);
     quietly("link", "del", this.bridge);

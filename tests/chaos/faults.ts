@@ -24,13 +24,29 @@ import { getJson, LOCK_SERVERS, type NodeId, type Supervisor } from "./superviso
  * `client`: one of the client processes running then (cli_clients.ts), picked by `pick`.
  */
 export type Target = NodeId | "serving" | "client";
-export type FaultKind = "kill" | "pause";
+/** Process faults (any network), and network faults (namespaces only: NetLab). */
+export type FaultKind = "kill" | "pause" | "cut" | "degrade";
+
+/** A link's degradation: `tc netem` delay and jitter, and loss (loss alone without netem). */
+export interface LinkSpec {
+  delayMs: number;
+  jitterMs: number;
+  lossPercent: number;
+}
 
 export interface Fault {
   kind: FaultKind;
   target: Target;
   /** Client faults: index (drawn from the seed) into the sorted names of the running clients. */
   pick?: number;
+  /** cut: more nodes on the target's side (a ring split). */
+  with?: NodeId[];
+  /** cut: the other side; by default every other node of the target's service (lock or ring). */
+  from?: NodeId[];
+  /** cut: only the packets from the target's side to the other side are lost. */
+  oneWay?: boolean;
+  /** degrade: what happens to the target's link. */
+  link?: LinkSpec;
 }
 
 export interface FaultStep {
@@ -51,10 +67,16 @@ const TRACKS: Track[] = ["lock", "ring", "client"];
 interface StepKind {
   name: string;
   track: Track;
-  draw(prng: Prng): Omit<FaultStep, "track" | "name" | "quietMs">;
+  /** "netns": needs the nodes in namespaces (a partition); "degrade": also tc netem or iptables. */
+  needs?: "netns" | "degrade";
+  /** `ring`: the ring's nodes in ring order. */
+  draw(prng: Prng, ring: NodeId[]): Omit<FaultStep, "track" | "name" | "quietMs">;
 }
 
 const lockServer = (prng: Prng): Target => prng.pick<Target>(["p1", "b1", "serving", "serving"]);
+/** A third of the partitions are one-way (the target's packets lost, the others' delivered). */
+const oneWay = (prng: Prng) => prng.below(3) === 0;
+const link = (prng: Prng): LinkSpec => ({ delayMs: prng.between(5, 150), jitterMs: prng.between(0, 50), lossPercent: prng.between(0, 30) });
 
 export const STEP_KINDS: StepKind[] = [
   { name: "kill-server", track: "lock", draw: (p) => ({ faults: [{ kind: "kill", target: lockServer(p) }], durationMs: p.between(200, 3_000) }) },
@@ -78,51 +100,149 @@ export const STEP_KINDS: StepKind[] = [
       durationMs: p.between(300, 3_000),
     }),
   },
-  { name: "ring-pause", track: "ring", draw: (p) => ({ faults: [{ kind: "pause", target: p.pick<NodeId>(["r1", "r2", "r3"]) }], durationMs: p.between(100, 4_000) }) },
-  { name: "ring-kill", track: "ring", draw: (p) => ({ faults: [{ kind: "kill", target: p.pick<NodeId>(["r1", "r2", "r3"]) }], durationMs: p.between(200, 3_000) }) },
+  { name: "ring-pause", track: "ring", draw: (p, ring) => ({ faults: [{ kind: "pause", target: p.pick(ring) }], durationMs: p.between(100, 4_000) }) },
+  { name: "ring-kill", track: "ring", draw: (p, ring) => ({ faults: [{ kind: "kill", target: p.pick(ring) }], durationMs: p.between(200, 3_000) }) },
   // Client processes: a kill -9 is not healed (the client's loop starts its next process); a
   // pause outlives the lease now and then, so its session expires and another client is granted.
   { name: "client-kill", track: "client", draw: (p) => ({ faults: [{ kind: "kill", target: "client", pick: p.below(1_000) }], durationMs: p.between(100, 1_000) }) },
   { name: "client-pause", track: "client", draw: (p) => ({ faults: [{ kind: "pause", target: "client", pick: p.below(1_000) }], durationMs: p.between(100, 4_000) }) },
 ];
 
+/**
+ * Network faults, on namespaces only. Their weights come from a fork of their own, after the
+ * process kinds', so a seed's loopback schedule is the one it had before they existed.
+ */
+export const NET_STEP_KINDS: StepKind[] = [
+  {
+    name: "isolate-lock",
+    track: "lock",
+    needs: "netns",
+    draw: (p) => ({ faults: [{ kind: "cut", target: p.pick<Target>(["p1", "b1", "serving", "a1"]), oneWay: oneWay(p) }], durationMs: p.between(300, 4_000) }),
+  },
+  {
+    name: "cut-arbiter",
+    track: "lock",
+    needs: "netns",
+    draw: (p) => ({ faults: [{ kind: "cut", target: lockServer(p), from: ["a1"], oneWay: oneWay(p) }], durationMs: p.between(300, 4_000) }),
+  },
+  {
+    name: "degrade-lock",
+    track: "lock",
+    needs: "degrade",
+    draw: (p) => ({ faults: [{ kind: "degrade", target: p.pick<Target>(["p1", "b1", "serving", "a1"]), link: link(p) }], durationMs: p.between(1_000, 5_000) }),
+  },
+  {
+    name: "ring-isolate",
+    track: "ring",
+    needs: "netns",
+    draw: (p, ring) => ({ faults: [{ kind: "cut", target: p.pick(ring), oneWay: oneWay(p) }], durationMs: p.between(500, 5_000) }),
+  },
+  {
+    name: "ring-split",
+    track: "ring",
+    needs: "netns",
+    draw: (p, ring) => {
+      // The smaller side: ⌊n/2⌋ nodes (2 of 5), so the other side keeps a majority.
+      const rest = [...ring];
+      const side: NodeId[] = [];
+      for (let k = 0; k < Math.floor(ring.length / 2); k++) side.push(rest.splice(p.below(rest.length), 1)[0]);
+      return { faults: [{ kind: "cut", target: side[0], with: side.slice(1) }], durationMs: p.between(500, 5_000) };
+    },
+  },
+  {
+    name: "ring-degrade",
+    track: "ring",
+    needs: "degrade",
+    draw: (p, ring) => ({ faults: [{ kind: "degrade", target: p.pick(ring), link: link(p) }], durationMs: p.between(1_000, 5_000) }),
+  },
+];
+
 export interface Schedule {
   seed: number;
   profile: Record<string, number>;
+  /** Kinds that cannot run here, and why (printed on line 1). */
+  off: Record<string, string>;
   steps: Record<Track, FaultStep[]>;
 }
 
+export interface ScheduleOptions {
+  /** The ring's nodes in order (r1..r3 on loopback, r1..r5 on namespaces). */
+  ring: NodeId[];
+  /** Null when the nodes run in namespaces, else why not: the network kinds are then off. */
+  netnsOff: string | null;
+  /** Null when links can be degraded (tc netem, or iptables for loss), else why not. */
+  degradeOff: string | null;
+  /** Only these kinds, weight 1 each, and each track's first steps take them in turn (a test's coverage). */
+  only?: string[];
+  stepsMax?: number;
+}
+
+export const ALL_STEP_KINDS = [...STEP_KINDS, ...NET_STEP_KINDS];
+
 /** Enough steps to fill `seconds` of run time (each track), at most `stepsMax` per track. */
-export function makeSchedule(seed: number, seconds: number, stepsMax = 500): Schedule {
+export function makeSchedule(seed: number, seconds: number, options: ScheduleOptions): Schedule {
+  const { ring, stepsMax = 500 } = options;
   const root = new Prng(seed);
   const weights = root.fork("profile");
+  const netWeights = root.fork("net-profile");
   const profile: Record<string, number> = {};
+  const off: Record<string, string> = {};
   for (const kind of STEP_KINDS) profile[kind.name] = weights.pick([0, 1, 2, 3, 3]);
-  // Each track keeps at least one kind, so no seed runs without faults.
+  for (const kind of NET_STEP_KINDS) {
+    profile[kind.name] = netWeights.pick([0, 1, 2, 3, 3]);
+    const why = options.netnsOff ?? (kind.needs === "degrade" ? options.degradeOff : null);
+    if (why !== null) {
+      profile[kind.name] = 0;
+      off[kind.name] = why;
+    }
+  }
+  if (options.only) {
+    for (const name of options.only) {
+      if (!(name in profile)) throw new Error(`no fault kind ${name}`);
+      if (off[name]) throw new Error(`fault kind ${name} is off here: ${off[name]}`);
+    }
+    for (const name of Object.keys(profile)) profile[name] = options.only.includes(name) ? 1 : 0;
+  }
+  // Each track keeps at least one kind, so no seed runs without faults (unless --only says so).
   for (const track of TRACKS) {
     const kinds = STEP_KINDS.filter((k) => k.track === track);
-    if (kinds.every((k) => profile[k.name] === 0)) profile[weights.pick(kinds).name] = 1;
+    if (!options.only && ALL_STEP_KINDS.every((k) => k.track !== track || profile[k.name] === 0)) profile[weights.pick(kinds).name] = 1;
   }
   const steps: Record<Track, FaultStep[]> = { lock: [], ring: [], client: [] };
   for (const track of TRACKS) {
     const prng = root.fork(track);
-    const kinds = STEP_KINDS.filter((k) => k.track === track && profile[k.name] > 0);
+    const kinds = ALL_STEP_KINDS.filter((k) => k.track === track && profile[k.name] > 0);
+    if (kinds.length === 0) continue;
     const total = kinds.reduce((sum, k) => sum + profile[k.name], 0);
     let plannedMs = 0;
     for (let i = 0; i < stepsMax && plannedMs < seconds * 1_000; i++) {
       let ticket = prng.below(total);
-      const kind = kinds.find((k) => (ticket -= profile[k.name]) < 0)!;
+      // With --only, the first steps take each kind once, so a short run applies every one.
+      const kind = options.only && i < kinds.length ? kinds[i] : kinds.find((k) => (ticket -= profile[k.name]) < 0)!;
       const quietMs = track === "lock" ? prng.between(300, 3_000) : prng.between(1_000, 4_000);
-      const step: FaultStep = { track, name: kind.name, quietMs, ...kind.draw(prng) };
+      const step: FaultStep = { track, name: kind.name, quietMs, ...kind.draw(prng, ring) };
       steps[track].push(step);
       plannedMs += step.durationMs + step.quietMs;
     }
   }
-  return { seed, profile, steps };
+  return { seed, profile, off, steps };
+}
+
+/** One fault in words: `kill p1`, `cut r2+r4 | rest`, `cut p1 -> a1 (one-way)`, `degrade b1 (30±5 ms, 10% loss)`. */
+export function describeFault(f: Fault): string {
+  if (f.kind === "cut") {
+    const side = [f.target, ...(f.with ?? [])].join("+");
+    return `cut ${side} ${f.oneWay ? "->" : "|"} ${f.from?.join("+") ?? "rest"}${f.oneWay ? " (one-way)" : ""}`;
+  }
+  if (f.kind === "degrade" && f.link) {
+    const delay = f.link.delayMs + f.link.jitterMs > 0 ? `${f.link.delayMs}±${f.link.jitterMs} ms, ` : "";
+    return `degrade ${f.target} (${delay}${f.link.lossPercent}% loss)`;
+  }
+  return `${f.kind} ${f.target}`;
 }
 
 export function describeStep(step: FaultStep): string {
-  return `${step.faults.map((f) => `${f.kind} ${f.target}`).join(" + ")} for ${step.durationMs} ms, then ${step.quietMs} ms quiet`;
+  return `${step.faults.map(describeFault).join(" + ")} for ${step.durationMs} ms, then ${step.quietMs} ms quiet`;
 }
 
 /** Which of p1/b1 serves now (by its status); p1 when neither answers as serving. */
@@ -146,16 +266,26 @@ export interface NemesisOptions {
   stopped: () => boolean;
   /** Told of a client process's fault just before its signal (cli_clients.ts onClientFault). */
   onClientFault?: (client: string, fault: FaultKind) => void;
+  /** How links are degraded (degradeSupport in tests/_netns.ts); null: no degrade kind runs. */
+  degradeMode?: "netem" | "iptables" | null;
+}
+
+/** The other side of a cut: `from`, or every other node of the target's service. */
+function otherSide(fault: Fault, side: NodeId[], supervisor: Supervisor): NodeId[] {
+  if (fault.from) return fault.from;
+  const service = supervisor.ringNodes.includes(side[0]) ? supervisor.ringNodes : ["p1", "b1", "a1"];
+  return service.filter((id) => !side.includes(id));
 }
 
 /** Runs one track's steps until the deadline; every fault is healed before this returns. */
 export async function runTrack(steps: FaultStep[], options: NemesisOptions): Promise<number> {
   const { supervisor, history, print } = options;
+  const lab = supervisor.lab;
   let done = 0;
   const remaining = () => options.deadlineMs - Date.now();
   for (const step of steps) {
     if (remaining() <= 0 || options.stopped()) break;
-    const applied: Array<{ kind: FaultKind; id: string; client: boolean; finish: (type: "ok" | "info", more?: object) => void }> = [];
+    const applied: Array<{ heal: () => Promise<string>; finish: (type: "ok" | "info", more?: object) => void }> = [];
     try {
       for (const fault of step.faults) {
         if (fault.target === "client") {
@@ -167,46 +297,66 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
           options.onClientFault?.(name, fault.kind);
           supervisor.signalClient(name, fault.kind === "kill" ? "SIGKILL" : "SIGSTOP");
           print(`${fault.kind === "kill" ? "!" : "z"} ${fault.kind.padEnd(5)} ${name} for ${step.durationMs} ms [${step.name}]`);
-          applied.push({ kind: fault.kind, id: name, client: true, finish });
+          // A killed client is not restarted: its loop starts its next process.
+          const resume = fault.kind === "pause";
+          applied.push({ heal: () => Promise.resolve(resume ? (supervisor.signalClient(name, "SIGCONT"), `~ resume ${name}`) : ""), finish });
           continue;
         }
         // Which lock server serves decides whether this fault costs a takeover (summary.ts).
         const lockServer = fault.target === "serving" || LOCK_SERVERS.includes(fault.target);
         const serving = lockServer ? await servingNow(supervisor) : undefined;
         const id = fault.target === "serving" ? serving! : fault.target;
-        if (supervisor.state(id) !== "up") continue;
+        const network = fault.kind === "cut" || fault.kind === "degrade";
+        if (network && !lab) throw new Error(`nemesis: ${fault.kind} needs the nodes in namespaces`);
+        if (!network && supervisor.state(id) !== "up") continue;
+        // Without netem only the loss applies: the printout and the history say so.
+        const link = fault.link && options.degradeMode !== "netem" ? { delayMs: 0, jitterMs: 0, lossPercent: fault.link.lossPercent } : fault.link;
+        const resolved = { ...fault, target: id, link };
         const finish = history.invoke({
           op: "fault",
           client: "nemesis",
-          fault: `${fault.kind}${fault.target === "serving" ? "-serving" : ""}`,
+          fault: `${fault.kind}${fault.oneWay ? "-one-way" : ""}${fault.target === "serving" ? "-serving" : ""}`,
           node: id,
           step: step.name,
           ...(serving === undefined ? {} : { primary: id === serving }),
+          ...(network ? { detail: describeFault(resolved) } : {}),
         });
-        if (fault.kind === "kill") await supervisor.kill(id);
-        else supervisor.pause(id);
-        print(`${fault.kind === "kill" ? "!" : "z"} ${fault.kind.padEnd(5)} ${id}${fault.target === "serving" ? " (serving)" : ""} for ${step.durationMs} ms [${step.name}]`);
-        applied.push({ kind: fault.kind, id, client: false, finish });
+        let heal: () => Promise<string>;
+        if (fault.kind === "kill") {
+          await supervisor.kill(id);
+          heal = async () => {
+            const up = await supervisor.start(id);
+            if (!up) throw new Error(`${id} restart not healthy within 15 s`);
+            return `^ start  ${id}`;
+          };
+        } else if (fault.kind === "pause") {
+          supervisor.pause(id);
+          heal = () => Promise.resolve((supervisor.resume(id), `~ resume ${id}`));
+        } else if (fault.kind === "cut") {
+          const side = [id, ...(fault.with ?? [])];
+          const at = (ids: NodeId[]) => ids.map((n) => supervisor.index(n));
+          const other = otherSide(fault, side, supervisor);
+          const cuts = fault.oneWay ? lab!.cutOneWay(at(side), at(other)) : lab!.cut(at(side), at(other));
+          heal = () => Promise.resolve((lab!.healCut(cuts), `~ mend   ${side.join("+")} ${fault.oneWay ? "->" : "|"} ${other.join("+")}`));
+        } else {
+          lab!.degrade(supervisor.index(id), link!, options.degradeMode === "netem");
+          heal = () => Promise.resolve((lab!.undegrade(supervisor.index(id)), `~ restore ${id}'s link`));
+        }
+        const mark = { kill: "!", pause: "z", cut: "/", degrade: "%" }[fault.kind];
+        print(`${mark} ${describeFault(resolved)}${fault.target === "serving" ? " (serving)" : ""} for ${step.durationMs} ms [${step.name}]`);
+        applied.push({ heal, finish });
       }
       await sleep(Math.max(0, Math.min(step.durationMs, remaining())));
     } finally {
       // Heal in reverse order: the arbiter of a double step comes back last.
-      for (const { kind, id, client, finish } of applied.reverse()) {
-        if (client) {
-          // A killed client is not restarted: its loop starts its next process.
-          if (kind === "pause") {
-            supervisor.signalClient(id, "SIGCONT");
-            print(`~ resume ${id}`);
-          }
+      for (const { heal, finish } of applied.reverse()) {
+        try {
+          const line = await heal();
+          if (line) print(line);
           finish("ok");
-        } else if (kind === "pause") {
-          supervisor.resume(id as NodeId);
-          print(`~ resume ${id}`);
-          finish("ok");
-        } else {
-          const up = await supervisor.start(id as NodeId);
-          print(`^ start  ${id}${up ? "" : " (NOT healthy within 15 s)"}`);
-          finish(up ? "ok" : "info", up ? {} : { error: "restart not healthy" });
+        } catch (error) {
+          print(`~ heal failed: ${(error as Error).message}`);
+          finish("info", { error: (error as Error).message });
         }
       }
     }

@@ -56,6 +56,8 @@ export interface HistoryRecord {
   step?: string;
   /** Fault records of p1/b1: true when the faulted server was the serving one as the fault began. */
   primary?: boolean;
+  /** Network fault records: the fault in words (`cut p1 -> a1 (one-way)`, `degrade r2 (…)`). */
+  detail?: string;
   /** The session TTL (acquire) or section lease (ring-enter) the client asked for. */
   leaseMs?: number;
   /** Wall-clock ms when the operation was invoked. */

@@ -6,9 +6,9 @@
  *                          [--cli-lock-clients 2] [--cli-ring-clients 1]
  *   deno run -A tests/chaos/run.ts ...      (same flags)
  *
- * Line 1 is the seed, the binary and the fault profile. The seed picks the fault schedule; the
- * timing is real and not replayable. Phases: start the cluster (p1, b1, a1; ring r1..r3) on
- * loopback in a temp dir → faults and workload for --seconds (safety) → heal everything →
+ * Line 1 is the seed, the binary, the network and the fault profile. The seed picks the fault
+ * schedule; the timing is real and not replayable. Phases: start the cluster (p1, b1, a1; ring
+ * r1..r5 each in its own network namespace, or r1..r3 on loopback) in a temp dir → faults and workload for --seconds (safety) → heal everything →
  * liveness (one grant per lock and per ring node) → final reads → stop every node → run the
  * offline checker (check.ts) on the history and print the end-of-run table (summary.ts). The last
  * line is the verdict and where the run's folder keeps the history and the per-node logs. Exit 0 clean, 1 violations, 2 usage, 3 the harness
@@ -21,19 +21,23 @@ import { connect } from "../../lib/client/lock_client.ts";
 import { connectRing } from "../../lib/client/ring_client.ts";
 import { Prng, SEED_MAX } from "../../lib/core/prng.ts";
 import { eventually, sleep, tempDir } from "../_harness.ts";
+import { degradeSupport, NetLab, netnsUnavailable } from "../_netns.ts";
 import { checkFile } from "./check.ts";
-import { describeStep, makeSchedule, runTrack } from "./faults.ts";
+import { ALL_STEP_KINDS, describeStep, makeSchedule, runTrack } from "./faults.ts";
 import { HistoryWriter } from "./history.ts";
 import { ChaosHub } from "./hub.ts";
 import { cliWorker, onClientFault } from "./cli_clients.ts";
-import { chooseBinary, getJson, type NodeId, RING_NODES, Supervisor } from "./supervisor.ts";
+import { chooseBinary, getJson, RING_SIZE, Supervisor } from "./supervisor.ts";
 import { GuardedCounters, lockWorker, probeWorker, ringWorker, type WorkloadContext } from "./workload.ts";
 
-const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--lock-clients N] [--ring-clients N] [--locks N]
+const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--network auto|netns|loopback] [--only K,K] [--lock-clients N] [--ring-clients N] [--locks N]
   --seed N          picks the fault schedule (default: random; printed on line 1)
+  --network M       netns: every node in its own network namespace (root and ip; else exit 3);
+                    loopback: every node on 127.0.0.1; auto (default): netns when it can be made
+  --only K,K        only these fault kinds, each once first (e.g. ring-split,cut-arbiter)
   --seconds N       length of the fault phase, 5..3600 (default 60)
   --lock-clients N  lock-service clients, 1..32 (default 6)
-  --ring-clients N  ring clients, spread over r1..r3, 0..12 (default 3)
+  --ring-clients N  ring clients, spread over the ring nodes, 0..12 (default 3)
   --locks N         distinct lock names, 1..16 (default 3)
   --cli-lock-clients N  clients as processes, \`mutexd lock NAME -- CMD\`, 0..8 (default 2)
   --cli-ring-clients N  clients as processes, \`mutexd ring lock -- CMD\`, 0..4 (default 1)
@@ -42,12 +46,27 @@ const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--lock-clients N] [--ring
 Exit: 0 no violation, 1 violations (printed with their window), 2 usage, 3 harness failure.
 `;
 
-function parseFlags() {
+interface Flags {
+  seed: number;
+  seconds: number;
+  network: "auto" | "netns" | "loopback";
+  only?: string[];
+  lockClients: number;
+  ringClients: number;
+  locks: number;
+  cliLockClients: number;
+  cliRingClients: number;
+  injectBug?: string;
+}
+
+function parseFlags(): Flags {
   const { values } = parseArgs({
     args: process.argv.slice(2),
     options: {
       seed: { type: "string" },
       seconds: { type: "string" },
+      network: { type: "string" },
+      only: { type: "string" },
       "lock-clients": { type: "string" },
       "ring-clients": { type: "string" },
       locks: { type: "string" },
@@ -69,10 +88,21 @@ function parseFlags() {
     }
     return n;
   };
+  const usage = (why: string): never => {
+    process.stderr.write(`${why}\n${USAGE}`);
+    process.exit(2);
+  };
+  const network = values.network ?? "auto";
+  if (network !== "auto" && network !== "netns" && network !== "loopback") usage("--network must be auto, netns or loopback");
+  const only = values.only?.split(",").filter((k) => k !== "");
+  const unknown = only?.find((k) => !ALL_STEP_KINDS.some((kind) => kind.name === k));
+  if (unknown) usage(`--only: no fault kind ${unknown} (kinds: ${ALL_STEP_KINDS.map((k) => k.name).join(", ")})`);
   const randomSeed = crypto.getRandomValues(new Uint32Array(1))[0];
   return {
     seed: int(values.seed, randomSeed, 0, SEED_MAX, "seed"),
     seconds: int(values.seconds, 60, 5, 3_600, "seconds"),
+    network: network as Flags["network"],
+    only,
     lockClients: int(values["lock-clients"], 6, 1, 32, "lock-clients"),
     ringClients: int(values["ring-clients"], 3, 0, 12, "ring-clients"),
     locks: int(values.locks, 3, 1, 16, "locks"),
@@ -84,17 +114,66 @@ function parseFlags() {
 
 const flags = parseFlags();
 const binary = chooseBinary(flags.injectBug);
-const schedule = makeSchedule(flags.seed, flags.seconds);
 const runtime = (globalThis as { Deno?: unknown }).Deno ? "deno" : "bun";
-const profile = Object.entries(schedule.profile).map(([k, w]) => `${k}=${w}`).join(" ");
-// Line 1: everything needed to run this schedule again.
-console.log(`chaos seed=${flags.seed} seconds=${flags.seconds} runtime=${runtime} binary=${binary.label} profile: ${profile}`);
+
+/**
+ * The network: a NetLab with one namespace per node (a1, p1, b1, r1..r5) when it can be made and
+ * --network allows, else loopback with the reason. The lab goes at exit, however the run ends
+ * (after the supervisor's own exit hook has killed the nodes inside it).
+ */
+function makeNetwork(): { lab?: NetLab; label: string } {
+  if (flags.network === "loopback") return { label: "loopback (--network loopback)" };
+  const why = netnsUnavailable();
+  if (why === null) {
+    const lab = new NetLab();
+    try {
+      lab.create(3 + RING_SIZE.netns);
+      return { lab, label: `netns ${lab.addresses[0].replace(/\.\d+$/, ".0/24")}` };
+    } catch (error) {
+      lab.remove();
+      const first = (error as Error).message.split("\n")[0];
+      if (flags.network === "netns") {
+        process.stderr.write(`harness: --network netns: ${first}\n`);
+        process.exit(3);
+      }
+      return { label: `loopback (namespaces failed: ${first})` };
+    }
+  }
+  if (flags.network === "netns") {
+    process.stderr.write(`harness: --network netns: ${why}\n`);
+    process.exit(3);
+  }
+  return { label: `loopback (${why})` };
+}
+const network = makeNetwork();
+const degrade = network.lab ? degradeSupport() : { mode: null, why: "loopback" };
+let schedule;
+try {
+  schedule = makeSchedule(flags.seed, flags.seconds, {
+    ring: Array.from({ length: network.lab ? RING_SIZE.netns : RING_SIZE.loopback }, (_, i) => `r${i + 1}`),
+    netnsOff: network.lab ? null : "loopback",
+    degradeOff: degrade.mode === null ? degrade.why : null,
+    only: flags.only,
+  });
+} catch (error) {
+  network.lab?.remove();
+  process.stderr.write(`${(error as Error).message}\n${USAGE}`);
+  process.exit(2);
+}
+const profile = Object.entries(schedule.profile).map(([k, w]) => `${k}=${schedule.off[k] ? "off" : w}`).join(" ");
+// Line 1: everything needed to run this schedule again, and where it runs.
+console.log(`chaos seed=${flags.seed} seconds=${flags.seconds} runtime=${runtime} binary=${binary.label} network: ${network.label} profile: ${profile}`);
+if (network.lab && degrade.mode !== null) console.log(`links degraded by ${degrade.why}`);
+const offWhy = [...new Set(Object.values(schedule.off))];
+if (offWhy.length > 0) console.log(`off: ${offWhy.map((why) => `${Object.keys(schedule.off).filter((k) => schedule.off[k] === why).join(", ")} (${why})`).join("; ")}`);
 
 const t0 = Date.now();
 const stamp = () => `+${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s`;
 const print = (line: string) => console.log(`${stamp()} ${line}`);
 const dir = tempDir("mutexd-chaos-");
-const supervisor = await Supervisor.create(dir, binary.argv);
+const supervisor = await Supervisor.create(dir, binary.argv, network.lab);
+// Registered after the supervisor's hook, so the nodes are killed before their namespaces go.
+process.on("exit", () => network.lab?.remove());
 const history = new HistoryWriter(join(dir, "history.jsonl"));
 let stopping = false;
 let interrupts = 0;
@@ -103,6 +182,7 @@ async function abort(code: number, why: string): Promise<never> {
   stopping = true;
   print(why);
   await supervisor.stopAll(1_000);
+  network.lab?.remove();
   print(`history: ${history.file}`);
   process.exit(code);
 }
@@ -111,6 +191,7 @@ process.on("SIGINT", () => {
   interrupts += 1;
   if (interrupts > 1) {
     supervisor.killAllSync();
+    network.lab?.remove();
     process.exit(130);
   }
   void abort(130, "interrupted: stopping every node");
@@ -125,7 +206,7 @@ for (const track of ["lock", "ring", "client"] as const) {
 }
 
 // Start-up: every node, then wait for a serving primary with its backup in sync, and a token.
-for (const id of ["a1", "p1", "b1", "r1", "r2", "r3"] as NodeId[]) {
+for (const id of supervisor.order) {
   if (!(await supervisor.start(id))) await abort(3, `harness: ${id} did not start; see ${dir}/logs/${id}.log`);
 }
 try {
@@ -134,7 +215,7 @@ try {
     return s?.server?.serving === true && s.server.backup?.arbiterRecordedInSync === true;
   }, 20_000);
   await eventually("the token reaches every ring node", async () => {
-    const all = await Promise.all(RING_NODES.map((id) => getJson<{ epoch: number; lastTokenAgeMs: number | null }>(`${supervisor.url(id)}/v1/ring/status`)));
+    const all = await Promise.all(supervisor.ringNodes.map((id) => getJson<{ epoch: number; lastTokenAgeMs: number | null }>(`${supervisor.url(id)}/v1/ring/status`)));
     return all.every((s) => s && s.epoch > 0 && s.epoch === all[0]!.epoch && s.lastTokenAgeMs !== null);
   }, 20_000);
 } catch (error) {
@@ -156,7 +237,7 @@ for (let i = 0; i < flags.lockClients; i++) {
 // The availability probe: how long the service could not grant under each fault (check.ts).
 workers.push(probeWorker(ctx, { servers }));
 for (let i = 0; i < flags.ringClients; i++) {
-  const node = RING_NODES[i % RING_NODES.length];
+  const node = supervisor.ringNodes[i % supervisor.ringNodes.length];
   workers.push(ringWorker({ ...ctx, prng: prng.fork(`q${i}`) }, { client: `q${i}`, node, server: supervisor.url(node) }));
 }
 // Clients as processes, through the hub (their CMD's storage server and history).
@@ -165,12 +246,14 @@ for (let i = 0; i < flags.cliLockClients; i++) {
   workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-l${i}`) }, { client: `cli-l${i}`, mutexd: binary.argv, supervisor, hub, locks, clusterFile: supervisor.clusterFile }));
 }
 for (let i = 0; i < flags.cliRingClients; i++) {
-  const node = RING_NODES[i % RING_NODES.length];
+  const node = supervisor.ringNodes[i % supervisor.ringNodes.length];
   workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-r${i}`) }, { client: `cli-r${i}`, mutexd: binary.argv, supervisor, hub, node, server: supervisor.url(node) }));
 }
-const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping, onClientFault };
+const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping, onClientFault, degradeMode: degrade.mode };
 const progress = setInterval(() => print(`progress: ${history.count} records`), 10_000);
-const tracks = await Promise.all((["lock", "ring", "client"] as const).map((track) => runTrack(schedule.steps[track], nemesis)));
+// A fault that cannot be applied (ip, tc or iptables failing) is the harness's failure, not a violation.
+const tracks = await Promise.all((["lock", "ring", "client"] as const).map((track) => runTrack(schedule.steps[track], nemesis)))
+  .catch((error) => abort(3, `harness: the nemesis failed: ${(error as Error).message.split("\n")[0]}`));
 print(`faults done: ${tracks[0]} lock steps, ${tracks[1]} ring steps, ${tracks[2]} client steps; waiting for the clients to finish`);
 const results = await Promise.race([Promise.all(workers), sleep(60_000).then(() => undefined)]);
 clearInterval(progress);
@@ -190,7 +273,7 @@ await Promise.all([
       done("fail", { error: String((error as Error).message) });
     }
   }),
-  ...(flags.ringClients > 0 ? RING_NODES : []).map(async (node) => {
+  ...(flags.ringClients > 0 ? supervisor.ringNodes : []).map(async (node) => {
     const done = history.invoke({ op: "liveness", client: "final", node });
     try {
       const section = await connectRing({ server: supervisor.url(node), requestTimeoutMs: 5_000 }).lock({ waitMs: 25_000 });
@@ -208,7 +291,7 @@ for (const lock of locks) {
 }
 if (flags.ringClients > 0) {
   const read = async () =>
-    await Promise.all(RING_NODES.map(async (id) => {
+    await Promise.all(supervisor.ringNodes.map(async (id) => {
       try {
         const got = await connectRing({ server: supervisor.url(id), requestTimeoutMs: 2_000 }).get("counter");
         return { id, value: Number(got?.value ?? "0") };
@@ -232,6 +315,7 @@ if (flags.ringClients > 0) {
 
 await supervisor.stopAll();
 await hub.close();
+network.lab?.remove();
 clearTimeout(watchdog);
 const elapsedS = ((Date.now() - t0) / 1000).toFixed(1);
 print(`stopped every node (${supervisor.starts} processes started in all); ${history.count} records in ${elapsedS} s`);

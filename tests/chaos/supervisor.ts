@@ -10,13 +10,18 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
+import type { NetLab } from "../_netns.ts";
 import { freePort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, ROOT, sleep, startProcess, writeCluster } from "../_harness.ts";
 
-export type NodeId = "p1" | "b1" | "a1" | "r1" | "r2" | "r3";
+/** p1, b1, a1, and the ring nodes r1..rN. */
+export type NodeId = string;
 export const LOCK_SERVERS: NodeId[] = ["p1", "b1"];
-export const RING_NODES: NodeId[] = ["r1", "r2", "r3"];
-const ROLES: Record<NodeId, string> = { p1: "primary", b1: "backup", a1: "arbiter", r1: "ring", r2: "ring", r3: "ring" };
-const START_ORDER: NodeId[] = ["a1", "p1", "b1", "r1", "r2", "r3"];
+const LOCK_NODES: NodeId[] = ["a1", "p1", "b1"];
+/** Ring size: 3 on loopback (today's schedules), 5 on namespaces, so the ring can split 2 | 3. */
+export const RING_SIZE = { loopback: 3, netns: 5 };
+const roleOf = (id: NodeId) => ({ p1: "primary", b1: "backup", a1: "arbiter" } as Record<string, string>)[id] ?? "ring";
+/** The HTTP port of every node on namespaces (each has its own address). */
+const NETNS_PORT = 7000;
 
 export type NodeState = "up" | "paused" | "down";
 
@@ -71,6 +76,9 @@ interface Node {
 export class Supervisor {
   readonly nodes = new Map<NodeId, Node>();
   readonly clusterFile: string;
+  /** Start order: a1, p1, b1, then the ring nodes in ring order. */
+  readonly order: NodeId[];
+  readonly ringNodes: NodeId[];
   private readonly binary: string[];
   private readonly started = new Set<Proc>();
   private readonly clients = new Map<string, Proc>();
@@ -78,25 +86,42 @@ export class Supervisor {
   private readonly commands = new Map<string, number>();
   private closed = false;
 
-  private constructor(readonly dir: string, clusterFile: string, urls: Map<NodeId, string>, binary: string[]) {
+  private constructor(readonly dir: string, clusterFile: string, urls: Map<NodeId, string>, binary: string[], readonly lab?: NetLab) {
     this.clusterFile = clusterFile;
     this.binary = binary;
+    this.order = [...urls.keys()];
+    this.ringNodes = this.order.filter((id) => roleOf(id) === "ring");
     for (const [id, url] of urls) this.nodes.set(id, { id, url, state: "down", starts: 0 });
     mkdirSync(join(dir, "logs"), { recursive: true });
     // Whatever ends this process, no node it started outlives it.
     process.on("exit", () => this.killAllSync());
   }
 
-  static async create(dir: string, binary: string[]): Promise<Supervisor> {
+  /**
+   * Writes the cluster file. Without `lab`: every node on a free loopback port (no secret, the
+   * loopback broadcast). With `lab` (created with one namespace per node, in `order`'s order):
+   * each node on its namespace's address, the subnet's broadcast for the ring's repair datagrams,
+   * and a cluster secret, which a node off loopback needs.
+   */
+  static async create(dir: string, binary: string[], lab?: NetLab): Promise<Supervisor> {
+    const ringSize = lab ? RING_SIZE.netns : RING_SIZE.loopback;
+    const order = [...LOCK_NODES, ...Array.from({ length: ringSize }, (_, i) => `r${i + 1}`)];
+    if (lab && lab.addresses.length !== order.length) throw new Error(`supervisor: the lab has ${lab.addresses.length} namespaces, the cluster ${order.length} nodes`);
     const urls = new Map<NodeId, string>();
-    const lines = ["[cluster]", 'name = "chaos"', "[settings]", ...SETTINGS, ""];
-    for (const id of START_ORDER) {
-      const port = await freePort();
-      urls.set(id, `http://127.0.0.1:${port}`);
-      lines.push("[[nodes]]", `id = "${id}"`, `role = "${ROLES[id]}"`, `http = "127.0.0.1:${port}"`, `dataDir = "data/${id}"`, "");
+    const cluster = lab ? [`secret = "${randomSecret()}"`, `broadcast = "${lab.broadcast}"`] : [];
+    const lines = ["[cluster]", 'name = "chaos"', ...cluster, "[settings]", ...SETTINGS, ""];
+    for (const [i, id] of order.entries()) {
+      const http = lab ? `${lab.addresses[i]}:${NETNS_PORT}` : `127.0.0.1:${await freePort()}`;
+      urls.set(id, `http://${http}`);
+      lines.push("[[nodes]]", `id = "${id}"`, `role = "${roleOf(id)}"`, `http = "${http}"`, `dataDir = "data/${id}"`, "");
     }
-    // The ring order is the file order of ring nodes: r1, r2, r3 (START_ORDER lists them so).
-    return new Supervisor(dir, writeCluster(dir, lines.join("\n")), urls, binary);
+    // The ring order is the file order of ring nodes: r1, r2, ….
+    return new Supervisor(dir, writeCluster(dir, lines.join("\n")), urls, binary, lab);
+  }
+
+  /** Node `id`'s namespace index in the lab (its place in `order`). */
+  index(id: NodeId): number {
+    return this.order.indexOf(id);
   }
 
   url(id: NodeId): string {
@@ -116,7 +141,9 @@ export class Supervisor {
     const log = join(this.dir, "logs", `${id}.log`);
     appendFileSync(log, `--- start ${node.starts} at ${new Date().toISOString()}\n`);
     const [cmd, ...pre] = this.binary;
-    const proc = startProcess(cmd, [...pre, "node", "--config", this.clusterFile, "--id", id]);
+    // `ip netns exec` execs the command in place, so the PID is the node's own (kill, SIGSTOP).
+    const argv = [...(this.lab?.wrap(this.index(id)) ?? []), cmd, ...pre, "node", "--config", this.clusterFile, "--id", id];
+    const proc = startProcess(argv[0], argv.slice(1));
     proc.child.stdout!.on("data", (d) => appendFileSync(log, d));
     proc.child.stderr!.on("data", (d) => appendFileSync(log, d));
     this.started.add(proc);
@@ -158,10 +185,12 @@ export class Supervisor {
     node.state = "up";
   }
 
-  /** Brings every node back: resumes the paused ones, restarts the dead. */
+  /** Brings every node back: mends every cut and link, resumes the paused ones, restarts the dead. */
   async healAll(): Promise<void> {
-    for (const id of START_ORDER) this.resume(id);
-    for (const id of START_ORDER) {
+    this.lab?.heal();
+    this.order.forEach((_, i) => this.lab?.undegrade(i));
+    for (const id of this.order) this.resume(id);
+    for (const id of this.order) {
       if (this.state(id) === "down") await this.start(id);
     }
   }
@@ -254,6 +283,11 @@ function signalPid(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // it exited meanwhile
   }
+}
+
+/** A fresh cluster secret for one run: 64 hex characters. */
+function randomSecret(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export async function healthy(url: string, timeoutMs = 500): Promise<boolean> {
