@@ -49,10 +49,20 @@ const PATH_LOGGED_MAX = 256;
 const encoder = new TextEncoder();
 
 /** The HMAC key for peer requests, derived from the cluster secret: HMAC(secret, KEY_PURPOSE). Import it once. */
-export async function peerKey(secret: string): Promise<CryptoKey> {
-  const master = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const derived = await crypto.subtle.sign("HMAC", master, encoder.encode(KEY_PURPOSE));
-  return crypto.subtle.importKey("raw", derived, { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+export function peerKey(secret: string): Promise<CryptoKey> {
+  return derivedKey(secret, KEY_PURPOSE);
+}
+
+/**
+ * An HMAC-SHA256 key for one purpose, HMAC(secret, purpose), imported for sign and verify: each
+ * use of the cluster secret (peer requests here, repair datagrams in ring/udp.ts) has its own
+ * label, so a MAC made for one never serves for another.
+ */
+export async function derivedKey(secret: string, purpose: string): Promise<CryptoKey> {
+  const hmac = { name: "HMAC", hash: "SHA-256" };
+  const master = await crypto.subtle.importKey("raw", encoder.encode(secret), hmac, false, ["sign"]);
+  const derived = await crypto.subtle.sign("HMAC", master, encoder.encode(purpose));
+  return crypto.subtle.importKey("raw", derived, hmac, false, ["sign", "verify"]);
 }
 
 /** What a request's MAC covers, besides the body. */

@@ -52,6 +52,7 @@ export async function fillLocks(url: string, options: { locks: number; sessions:
       const answer = await post(`${url}/v1/enter`, { name: `fill/${i}`, ...opened[i % opened.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } as Record<string, unknown> }));
       if (answer.body.granted === true) break;
       if (answer.status !== 0 && answer.status !== 421) throw new Error(`enter fill/${i}: ${answer.status} ${JSON.stringify(answer.body)}`);
+      // A pause before the retry (not a wait for a condition: the loop asks again, bounded by endMs).
       await sleep(50);
     }
     granted += 1;
@@ -125,6 +126,7 @@ export async function resyncUnderLoad(
         acquireMaxMs = Math.max(acquireMaxMs, performance.now() - t0);
       } catch {
         failures += 1;
+        // Back off before the next round (counted as a failure; the loop ends with `loading`).
         await sleep(10);
       }
     }

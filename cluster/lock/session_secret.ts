@@ -6,14 +6,8 @@
  */
 import { createHash } from "node:crypto";
 
-/** Bytes of randomness in a secret (256 bits; the brief asks at least 128). */
-const SECRET_BYTES = 32;
-
-/** A fresh secret from the runtime's cryptographic randomness, base64url without padding. */
-export function randomSessionSecret(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
+/** The secret the routes make when a client sends none: the client's own generator (256 bits, hex). */
+export { randomSessionSecret } from "../../lib/client/lock_client.ts";
 
 /**
  * The hash the core keeps and compares, in hex. A request without a secret hashes to "" (the

@@ -36,6 +36,7 @@ import type { RepairMessage } from "../../lib/core/ring/repair.ts";
 import { isLoopbackHost } from "../config.ts";
 import { repairDatagramSchema } from "../../lib/wire/ring_peer.ts";
 import { check } from "../../lib/wire/schema.ts";
+import { derivedKey } from "../peer_auth.ts";
 
 /** A repair message as it travels: the core's message plus the sender's incarnation and sequence number. */
 export type RepairDatagram = RepairMessage & { inc: number; seq: number };
@@ -90,7 +91,7 @@ const SEND_QUEUE_MAX = 64;
 
 const encoder = new TextEncoder();
 /** Derives the datagram key from the cluster secret; the HTTP peer key uses another label, so neither key serves for the other. */
-const KEY_LABEL = encoder.encode("mutexd udp v1");
+const KEY_LABEL = "mutexd udp v1";
 /** What the MAC covers before the data: a label and version, so a MAC made for anything else never fits. */
 const MAC_LABEL = encoder.encode("mutexd repair datagram v1\n");
 const SEAL_HEAD = encoder.encode('{"mac":"');
@@ -100,11 +101,8 @@ const DATA_START = SEAL_HEAD.length + MAC_HEX_LENGTH + SEAL_MIDDLE.length;
 const CLOSING_BRACE = 0x7d;
 
 /** The HMAC-SHA256 key for datagrams: HMAC(secret, "mutexd udp v1"), imported for sign and verify. */
-export async function datagramKey(secret: string): Promise<CryptoKey> {
-  const hmac = { name: "HMAC", hash: "SHA-256" };
-  const master = await crypto.subtle.importKey("raw", encoder.encode(secret), hmac, false, ["sign"]);
-  const derived = await crypto.subtle.sign("HMAC", master, KEY_LABEL);
-  return crypto.subtle.importKey("raw", derived, hmac, false, ["sign", "verify"]);
+export function datagramKey(secret: string): Promise<CryptoKey> {
+  return derivedKey(secret, KEY_LABEL);
 }
 
 function macInput(data: Uint8Array): Uint8Array<ArrayBuffer> {

@@ -98,8 +98,11 @@ export interface LockOptions {
 }
 
 /** The id and secret a request on `ref`'s session carries. */
-/** A session secret: 256 bits of the runtime's cryptographic randomness (Web Crypto), as hex. */
-function randomSessionSecret(): string {
+/**
+ * A secret of 256 bits of the runtime's cryptographic randomness (Web Crypto), as 64 hex
+ * characters: a session's (the client's own, or the server's when a client sends none).
+ */
+export function randomSessionSecret(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(32)), (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 

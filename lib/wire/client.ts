@@ -16,7 +16,7 @@ import { describeIssue, perSettings, SESSION_ID_LENGTH_MAX } from "./schema.ts";
 
 /** Longest `sessionSecret` a request may carry (the server's are 43 characters). */
 export const SESSION_SECRET_LENGTH_MAX = 256;
-/** Shortest secret a client may choose for its own session (128 bits as hex or more as base64url). */
+/** Shortest secret a client may choose for its own session (128 bits as hex). */
 export const SESSION_SECRET_LENGTH_MIN = 32;
 
 const NON_EMPTY = "must be a non-empty string";

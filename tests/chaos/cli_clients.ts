@@ -142,6 +142,7 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
     }
     if (status === 0) clean += 1;
     rounds.delete(o.client);
+    // The client's think time between rounds (seeded), as the in-process clients have: workload, not a wait.
     await sleep(prng.between(10, 200));
   }
   return clean;

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import process from "node:process";
 import type { NetLab } from "../_netns.ts";
 import { freePort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, ROOT, sleep, startProcess, writeCluster } from "../_harness.ts";
+import { randomSessionSecret } from "../../lib/client/lock_client.ts";
 
 /** p1, b1, a1, and the ring nodes r1..rN. */
 export type NodeId = string;
@@ -108,7 +109,8 @@ export class Supervisor {
     const order = [...LOCK_NODES, ...Array.from({ length: ringSize }, (_, i) => `r${i + 1}`)];
     if (lab && lab.addresses.length !== order.length) throw new Error(`supervisor: the lab has ${lab.addresses.length} namespaces, the cluster ${order.length} nodes`);
     const urls = new Map<NodeId, string>();
-    const cluster = lab ? [`secret = "${randomSecret()}"`, `broadcast = "${lab.broadcast}"`] : [];
+    // A fresh cluster secret per run (256 random bits as hex, the client's secret generator).
+    const cluster = lab ? [`secret = "${randomSessionSecret()}"`, `broadcast = "${lab.broadcast}"`] : [];
     const lines = ["[cluster]", 'name = "chaos"', ...cluster, "[settings]", ...SETTINGS, ""];
     for (const [i, id] of order.entries()) {
       const http = lab ? `${lab.addresses[i]}:${NETNS_PORT}` : `127.0.0.1:${await freePort()}`;
@@ -285,10 +287,6 @@ function signalPid(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** A fresh cluster secret for one run: 64 hex characters. */
-function randomSecret(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 export async function healthy(url: string, timeoutMs = 500): Promise<boolean> {
   try {
