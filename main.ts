@@ -3,20 +3,20 @@
  * runs it; no protocol logic lives here. Exit codes are listed in `mutexd --help`.
  */
 import process from "node:process";
-import { EXIT, type CommandModule } from "./cluster/commands/common.ts";
+import { type CommandModule, didYouMean, EXIT } from "./cluster/commands/common.ts";
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
   node: { summary: "run one node of a cluster file in its role", load: () => import("./cluster/commands/node.ts") },
   up: { summary: "run every node of a cluster file on this machine", load: () => import("./cluster/commands/up.ts") },
   lock: { summary: "run a command while holding a lock", load: () => import("./cluster/commands/lock.ts") },
   status: { summary: "show the lock table and sessions", load: () => import("./cluster/commands/status.ts") },
-  ring: { summary: "token-ring operations: lock, put, get, delete, keys, status", load: () => import("./cluster/commands/ring.ts") },
+  ring: { summary: "the token ring: lock, put, get, delete, keys, status (mutexd ring --help)", load: () => import("./cluster/commands/ring.ts") },
   arbiter: { summary: "recover: write a replacement arbiter's record from the lock servers", load: () => import("./cluster/commands/arbiter.ts") },
 };
 
 const USAGE = `mutexd: fault-tolerant distributed mutual exclusion
 
-Usage: mutexd <command> [options]   (mutexd <command> --help for details)
+Usage: mutexd <command> [options]   (mutexd <command> --help or mutexd help <command> for details)
 
 Commands:
 ${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`).join("\n")}
@@ -30,14 +30,17 @@ Exit codes (mutexd's own; \`lock\` passes its command's status through):
 `;
 
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+  let [name, ...rest] = argv;
+  if (name === "help" && rest.length > 0) {
+    // `mutexd help lock` (or `help ring lock`): that command's own help.
+    [name, rest] = [rest[0], [...rest.slice(1), "--help"]];
+  } else if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(USAGE);
     return name === undefined ? EXIT.usage : EXIT.ok;
   }
   const command = COMMANDS[name];
   if (!command) {
-    process.stderr.write(`mutexd: unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
+    process.stderr.write(`mutexd: unknown command ${JSON.stringify(name)}${didYouMean(name, Object.keys(COMMANDS))}; \`mutexd --help\` lists the commands\n`);
     return EXIT.usage;
   }
   const module = await command.load();

@@ -21,18 +21,87 @@ export interface CommandModule {
   run(argv: string[]): Promise<number>;
 }
 
-/** Thrown for a usage error; the command prints it with its help and exits 2. */
+/** Thrown for a usage error; the command prints it on one line and exits 2. */
 export class UsageError extends Error {}
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
-/** parseArgs with strict checking; unknown flags and missing values become UsageError. */
+/**
+ * parseArgs with strict checking. Unknown flags and missing values become a UsageError of one
+ * line that names the closest known flag ("did you mean --config?"); parseArgs's own text is
+ * runtime-specific and several lines long. A string flag's value may start with a dash
+ * (`--wait -1s`) unless it is a flag of this command: the value's own check then says what is
+ * wrong with it (parseArgs calls `-1s` "ambiguous").
+ */
 export function parseFlags<O extends Options>(argv: string[], options: O, allowPositionals = true) {
+  const args = checkedFlags(argv, options);
   try {
-    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+    return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    // Left to parseArgs: a positional where none is allowed, a value given to a boolean flag.
+    throw new UsageError((error as Error).message.split("\n")[0].replace(/\.$/, ""));
   }
+}
+
+/** argv with each dash-led value of a string flag joined to it (`--wait=-1s`); throws on an unknown or valueless flag. */
+function checkedFlags(argv: string[], options: Options): string[] {
+  const known = new Map<string, string>(); // "--name" or "-s" → name
+  for (const [name, option] of Object.entries(options)) {
+    known.set(`--${name}`, name);
+    if (option.short) known.set(`-${option.short}`, name);
+  }
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--") return [...args, ...argv.slice(i)];
+    if (!arg.startsWith("-") || arg === "-") {
+      args.push(arg);
+      continue;
+    }
+    const flag = arg.includes("=") ? arg.slice(0, arg.indexOf("=")) : arg;
+    const name = known.get(flag);
+    if (name === undefined) throw new UsageError(`unknown flag ${flag}${didYouMean(flag, [...known.keys()].filter((k) => k.startsWith("--")))}`);
+    if (options[name].type === "string" && flag === arg) {
+      const value = argv[i + 1];
+      if (value === undefined || value === "--" || known.has(value.split("=")[0])) throw new UsageError(`${flag} needs a value`);
+      args.push(`--${name}=${value}`);
+      i++;
+      continue;
+    }
+    args.push(arg);
+  }
+  return args;
+}
+
+/**
+ * " (did you mean --config?)" when one of `known` is close to `word` (a typo, or the start of
+ * exactly one of them), else "". For flags and for command names.
+ */
+export function didYouMean(word: string, known: string[]): string {
+  const prefixed = known.filter((k) => word.length > 2 && k.startsWith(word));
+  if (prefixed.length === 1) return ` (did you mean ${prefixed[0]}?)`;
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    const distance = editDistance(word, candidate);
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  // At most two edits, and fewer than half the name's letters: "--confg" → "--config", "--x" → nothing.
+  const letters = (name: string) => name.replace(/^-+/, "").length;
+  return best !== undefined && bestDistance <= Math.min(2, Math.floor(letters(best) / 2)) ? ` (did you mean ${best}?)` : "";
+}
+
+/** Levenshtein distance (insertions, deletions, substitutions); flags are short, so O(a·b) is fine. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length];
 }
 
 /**
@@ -68,7 +137,8 @@ export async function runCommand(help: string, argv: string[], body: () => Promi
     return await body();
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`mutexd: ${error.message}\n\n${help}`);
+      // One line a person can act on, and where the usage is; not the whole help after it.
+      process.stderr.write(`mutexd: ${error.message}; \`${helpCommand(help)} --help\` shows the usage\n`);
       return EXIT.usage;
     }
     if (error instanceof ConfigError) {
@@ -79,8 +149,15 @@ export async function runCommand(help: string, argv: string[], body: () => Promi
   }
 }
 
+/** "mutexd ring lock" from a help text's first line ("Usage: mutexd ring lock [--config …"). */
+function helpCommand(help: string): string {
+  const words = /^Usage: ((?:[a-z]+ ?)+)/.exec(help)?.[1].trim();
+  return words ?? "mutexd";
+}
+
 /** Parses "500ms", "2s", "1.5s", "3m", "1h"; "0" is zero. Returns milliseconds. */
 export function parseDuration(text: string, flag: string): number {
+  if (text.trim().startsWith("-")) throw new UsageError(`${flag}: a duration cannot be negative: ${JSON.stringify(text)} (examples: 500ms, 2s, 1m, 0)`);
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
   if (!match || (match[2] === undefined && Number(match[1]) !== 0)) {
     throw new UsageError(`${flag}: bad duration ${JSON.stringify(text)} (examples: 500ms, 2s, 1m, 0)`);
@@ -166,17 +243,48 @@ export function caFrom(caFlag: string | undefined, cluster: ClusterConfig | unde
 }
 
 /**
+ * A server named on the command line or in MUTEXD_SERVER / MUTEXD_RING_SERVER as a base URL. A
+ * bare host:port (as etcdctl takes it) gets http://, or https:// when a CA is given (--ca or
+ * MUTEXD_CA): a CA is only needed for HTTPS. Anything else that is no http(s) URL is a usage
+ * error at once, not a fetch failure after the failover window.
+ */
+export function serverUrl(text: string, from: string, hasCa: boolean): string {
+  const trimmed = text.trim();
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `${hasCa ? "https" : "http"}://${trimmed}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new UsageError(`${from}: ${JSON.stringify(text)} is neither a URL nor host:port`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new UsageError(`${from}: ${JSON.stringify(text)} is not an http or https URL`);
+  return withScheme.replace(/\/+$/, "");
+}
+
+/** Whether the command has a CA for HTTPS servers from --ca or MUTEXD_CA (the cluster file's tlsCa comes with its own URLs). */
+export function caGiven(caFlag: string | undefined): boolean {
+  return caFlag !== undefined || (process.env.MUTEXD_CA ?? "") !== "";
+}
+
+/** A comma-separated server list (--server, MUTEXD_SERVER) as base URLs (serverUrl). */
+function serverList(text: string, from: string, hasCa: boolean): string[] {
+  const urls = text.split(",").map((s) => s.trim()).filter(Boolean).map((s) => serverUrl(s, from, hasCa));
+  if (urls.length === 0) throw new UsageError(`${from}: no server given`);
+  return urls;
+}
+
+/**
  * The lock servers to talk to, in the order to try them: --server (comma-separated), else the
  * primary then the backup of the cluster file, else MUTEXD_SERVER.
  */
-export function lockServers(flags: { server?: string; config?: string }): { urls: string[]; cluster?: ClusterConfig } {
-  if (flags.server) return { urls: flags.server.split(",").map((s) => s.trim()).filter(Boolean) };
+export function lockServers(flags: { server?: string; config?: string; ca?: string }): { urls: string[]; cluster?: ClusterConfig } {
+  if (flags.server !== undefined) return { urls: serverList(flags.server, "--server", caGiven(flags.ca)) };
   const cluster = clusterFrom(flags.config);
   if (cluster) {
     const urls = ["primary", "backup"].flatMap((role) => cluster.nodes.filter((n) => n.role === role).map(nodeUrl));
     if (urls.length === 0) throw new UsageError(`${cluster.file} has no primary or backup node`);
     return { urls, cluster };
   }
-  if (process.env.MUTEXD_SERVER) return { urls: process.env.MUTEXD_SERVER.split(",") };
+  if (process.env.MUTEXD_SERVER) return { urls: serverList(process.env.MUTEXD_SERVER, "MUTEXD_SERVER", caGiven(flags.ca)) };
   throw new UsageError("say which server: --server URL or --config FILE (or MUTEXD_SERVER / MUTEXD_CONFIG)");
 }

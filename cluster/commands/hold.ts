@@ -40,8 +40,10 @@ export async function runWhileHeld(
   let killTimer: ReturnType<typeof setTimeout> | undefined;
   const onLost = () => {
     lost = true;
-    const reason = (hold.signal.reason as Error | undefined)?.message ?? "lost";
-    process.stderr.write(`mutexd: ${hold.describe} lost (${reason}); stopping the command\n`);
+    // A reason that already names the hold ("ring section 7 lost: the lease ended") is not repeated.
+    const reason = (hold.signal.reason as Error | undefined)?.message ?? "";
+    const lostText = reason.startsWith(`${hold.describe} lost`) ? reason : `${hold.describe} lost${reason ? ` (${reason})` : ""}`;
+    process.stderr.write(`mutexd: ${lostText}; stopping the command\n`);
     child.kill("SIGTERM");
     killTimer = setTimeout(() => child.kill("SIGKILL"), graceMs);
   };

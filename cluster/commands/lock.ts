@@ -20,7 +20,7 @@ lock when CMD exits, and exits with CMD's status. Everything after the first -- 
 arguments, even --help or --config.
 
   --config FILE     cluster file (its primary, then backup); or MUTEXD_CONFIG
-  --server URL      lock server URL(s), comma-separated; or MUTEXD_SERVER
+  --server URL      lock server URL(s) or host:port (http, https with a CA), comma-separated; or MUTEXD_SERVER
 ${CA_HELP}
 ${TOKEN_HELP}
   --ttl DUR         session TTL (default ${DEFAULT_SETTINGS.sessionTtlMs / 1000}s): if keepalives stop this long, the lock is freed
@@ -66,7 +66,7 @@ export function run(argv: string[]): Promise<number> {
       handle = await client.lock(name, { ttlMs, waitMs, shared: values.shared ?? false, lockDelayMs });
     } catch (error) {
       if (error instanceof NotAcquiredError) {
-        process.stderr.write(`mutexd: lock ${name} not acquired: ${error.message}\n`);
+        process.stderr.write(`mutexd: not acquired: ${error.message}\n`);
         return EXIT.notAcquired;
       }
       if (error instanceof MutexdError) {

@@ -7,12 +7,12 @@ import { connectRing, type RingClient, RingNotAcquiredError } from "../../lib/cl
 import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { type ClusterConfig, findNode, nodeUrl } from "../config.ts";
-import { CA_FLAG, CA_HELP, caFrom, clientToken, clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
+import { CA_FLAG, CA_HELP, caFrom, caGiven, clientToken, clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, serverUrl, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
 const WHERE = `  --config FILE     cluster file; with --id ID that ring node, else the first ring node (or MUTEXD_CONFIG)
   --id ID           the ring node of the cluster file to talk to
-  --server URL      the ring node's URL (or MUTEXD_RING_SERVER, which \`ring lock\` sets for CMD)
+  --server URL      the ring node's URL or host:port (or MUTEXD_RING_SERVER, which \`ring lock\` sets for CMD)
 ${CA_HELP}
 ${TOKEN_HELP}
                     (ring lock: lock on "@ring"; put/delete: lock on KEY; get: read on KEY)`;
@@ -43,7 +43,10 @@ first, CMD gets SIGTERM, then SIGKILL after the grace, and mutexd exits 4. Every
 first -- is CMD and its arguments, even --help or --config.
 
 ${WHERE}
-  --wait DUR        how long to wait for the section (default: ${DEFAULT_SETTINGS.waitMaxMs / 3_600_000}h); 0 tries
+  --wait DUR        how long to wait for the section (default: ${DEFAULT_SETTINGS.waitMaxMs / 3_600_000}h). 0 tries: it fails
+                    at once when a section runs on this node or a waiter is ahead; else it is
+                    granted on the token's next visit, which can take up to one rotation,
+                    other nodes' sections included (each at most its lease)
   --lease DUR       the section's lease (default: the node's ringLeaseMs, ${DEFAULT_SETTINGS.ringLeaseMs / 1000}s)
   --grace DUR       SIGTERM, then SIGKILL after DUR when the lease ends (default ${DEFAULT_SETTINGS.killGraceMs / 1000}s)
 
@@ -52,18 +55,21 @@ Exit codes: CMD's status when it ran (128+N when killed by signal N); 2 usage er
   (CMD was stopped); 5 node unreachable or error.
 `;
 
-const KV_HELP = `Usage: mutexd ring put KEY VALUE [where] [--fence N] [--wait DUR]
-       mutexd ring delete KEY [where] [--fence N] [--wait DUR]
+const KV_HELP = `Usage: mutexd ring put KEY VALUE [where] [--fence N] [--wait DUR] [--json]
+       mutexd ring delete KEY [where] [--fence N] [--wait DUR] [--json]
        mutexd ring get KEY [where] [--dirty]
        mutexd ring keys [where] [--dirty]
 
-put and delete return once the write went around the whole ring (every node applied it). Inside
+put and delete return once the write went around the whole ring (every node applied it), and
+print "put KEY at write N (section F), applied by every ring node" (--json: {"op", "key",
+"wseq", "fence"}), N being the write's sequence number in the ring's log. Inside
 \`mutexd ring lock\` they write in that section (MUTEXD_TOKEN); elsewhere they take a short section
 of their own, waiting up to --wait (default ${DEFAULT_SETTINGS.ringWriteWaitMs / 1000}s). get and keys read the node's committed data;
 --dirty includes writes still travelling the ring.
 
 ${WHERE}
   --fence N         write in section N (default: MUTEXD_TOKEN when run by \`mutexd ring lock\`)
+  --json            put/delete: print the result as JSON
 
 Exit codes: 0 ok; 1 get: no such key; 2 usage error; 3 put/delete: no section within --wait;
   4 the section ended before the write; 5 node unreachable or error.
@@ -116,7 +122,10 @@ function target(values: { config?: string; id?: string; server?: string; ca?: st
     const ca = caFrom(values.ca, cluster);
     return ca === undefined ? undefined : { ca };
   };
-  if (values.server) return { client: connectRing({ server: values.server, tls: tlsFor(), token }), settings: DEFAULT_SETTINGS, token };
+  if (values.server !== undefined) {
+    const server = serverUrl(values.server, "--server", caGiven(values.ca));
+    return { client: connectRing({ server, tls: tlsFor(), token }), settings: DEFAULT_SETTINGS, token };
+  }
   if (values.config || values.id || !process.env.MUTEXD_RING_SERVER) {
     const cluster = clusterFrom(values.config);
     if (!cluster) {
@@ -128,7 +137,8 @@ function target(values: { config?: string; id?: string; server?: string; ca?: st
     const client = connectRing({ server: nodeUrl(node), requestTimeoutMs: cluster.settings.requestTimeoutMs, tls: tlsFor(cluster), token });
     return { client, settings: cluster.settings, token };
   }
-  return { client: connectRing({ server: process.env.MUTEXD_RING_SERVER, tls: tlsFor(), token }), settings: DEFAULT_SETTINGS, token };
+  const server = serverUrl(process.env.MUTEXD_RING_SERVER!, "MUTEXD_RING_SERVER", caGiven(values.ca));
+  return { client: connectRing({ server, tls: tlsFor(), token }), settings: DEFAULT_SETTINGS, token };
 }
 
 /** Maps client errors to exit codes with one line on stderr. */
@@ -178,7 +188,7 @@ async function lock(argv: string[]): Promise<number> {
 }
 
 async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, { ...WHERE_FLAGS, fence: { type: "string" }, wait: { type: "string" } });
+  const { values, positionals } = parseFlags(argv, { ...WHERE_FLAGS, fence: { type: "string" }, wait: { type: "string" }, json: { type: "boolean" } });
   const arity = sub === "put" ? 2 : 1;
   if (positionals.length !== arity) throw new UsageError(sub === "put" ? "give KEY and VALUE" : "give KEY");
   const [key, value] = positionals;
@@ -189,18 +199,24 @@ async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
   const apply = (fence: number) => sub === "put" ? client.put(fence, key, value) : client.delete(fence, key);
   try {
     let wseq: number;
+    let fence: number;
     if (fenceText !== undefined) {
-      wseq = await apply(Number(fenceText));
+      fence = Number(fenceText);
+      wseq = await apply(fence);
     } else {
       const waitMs = values.wait ? parseDuration(values.wait, "--wait") : settings.ringWriteWaitMs;
       const section = await client.lock({ waitMs, leaseMs: settings.ringLeaseMs });
+      fence = section.token;
       try {
-        wseq = await apply(section.token);
+        wseq = await apply(fence);
       } finally {
         await section.release().catch(() => {});
       }
     }
-    process.stdout.write(`${wseq}\n`);
+    // The write's sequence number in the ring's log (docs/ring.md, "wseq"): every node applied it.
+    process.stdout.write(values.json
+      ? JSON.stringify({ op: sub, key, wseq, fence }) + "\n"
+      : `${sub === "put" ? "put" : "deleted"} ${key} at write ${wseq} (section ${fence}), applied by every ring node\n`);
     return EXIT.ok;
   } catch (error) {
     return failure(error);

@@ -307,7 +307,7 @@ export class LockClient {
       this.enterThen(name, enter, (entered) => {
         let outcome: Outcome<LockHandle>;
         if (!entered.ok) outcome = entered;
-        else if (!entered.value.granted) outcome = failed(new NotAcquiredError(name, entered.value.position));
+        else if (!entered.value.granted) outcome = failed(new NotAcquiredError(name, entered.value.position, enter.waitMs));
         else if (session.lost) outcome = failed(session.signal.reason as MutexdError);
         else return done({ ok: true, value: new LockHandle(this, session, name, entered.value.token) });
         // Not acquired: the session goes, whatever its closing's fate.
@@ -321,10 +321,13 @@ export class LockClient {
   }
 }
 
-/** The lock was held by someone else for the whole wait. */
+/**
+ * The lock was held by someone else for the whole wait. A try (waitMs 0) never queued, so its
+ * message names no queue position; a wait that ran out says where in the queue it was.
+ */
 export class NotAcquiredError extends MutexdError {
-  constructor(readonly lockName: string, readonly position: number) {
-    super("not_acquired", `lock ${lockName} is taken (queue position ${position})`);
+  constructor(readonly lockName: string, readonly position: number, readonly waitMs = 0) {
+    super("not_acquired", waitMs === 0 ? `lock ${lockName} is taken` : `lock ${lockName} still taken after waiting ${waitMs} ms (queue position ${position})`);
     this.name = "NotAcquiredError";
   }
 }
