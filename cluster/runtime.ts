@@ -24,8 +24,40 @@ export interface TlsFiles {
   key: string;
 }
 
+/**
+ * A port that cannot be bound: taken, an address not on this host, or no permission. Both
+ * runtimes set these `code`s on their own errors, with different texts and stack traces; the
+ * node prints this one line instead (cluster/commands/node.ts).
+ */
+export class ListenError extends Error {
+  constructor(readonly address: string, readonly code: string) {
+    super(`${address}: ${LISTEN_PROBLEMS[code] ?? code}`);
+    this.name = "ListenError";
+  }
+}
+
+const LISTEN_PROBLEMS: Record<string, string> = {
+  EADDRINUSE: "already in use (another process listens there)",
+  EADDRNOTAVAIL: "not an address of this host",
+  EACCES: "permission denied (ports below 1024 need privileges)",
+};
+
+/** `error` as a ListenError when it is a failure to bind `address` (see LISTEN_PROBLEMS), else itself. */
+export function listenError(error: unknown, address: string): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code in LISTEN_PROBLEMS ? new ListenError(address, code) : error;
+}
+
 /** Serves `fetch` on host:port with the runtime's native server; over TLS (HTTPS) when `tls` is given. */
-export function serveHttp(fetch: FetchHandler, options: { hostname: string; port: number; tls?: TlsFiles }): Promise<HttpServer> {
+export async function serveHttp(fetch: FetchHandler, options: { hostname: string; port: number; tls?: TlsFiles }): Promise<HttpServer> {
+  try {
+    return await serveNative(fetch, options);
+  } catch (error) {
+    throw listenError(error, `${options.hostname}:${options.port}`);
+  }
+}
+
+function serveNative(fetch: FetchHandler, options: { hostname: string; port: number; tls?: TlsFiles }): Promise<HttpServer> {
   const { tls } = options;
   if (runtimeName === "deno") {
     return new Promise((resolve, reject) => {
@@ -46,6 +78,7 @@ export function serveHttp(fetch: FetchHandler, options: { hostname: string; port
   }
   if (runtimeName === "bun") {
     // idleTimeout (s) must exceed the longest long-poll; 255 is Bun's maximum.
+    // Bun.serve throws at once on a port it cannot bind; serveHttp turns that into a ListenError.
     const server = g.Bun.serve({
       hostname: options.hostname,
       port: options.port,

@@ -5,6 +5,7 @@
  * runs it as it is. In a cluster with ring nodes it also runs the ring's view-change coordinator
  * (ring_coordinator.ts) on the real ports, behind the ring's own `POST /v1/ring/peer/view` route.
  */
+import process from "node:process";
 import { Hono, type MiddlewareHandler } from "hono";
 import { ArbiterCore, type ArbiterRequest, type ArbiterState, type ArbiterStep } from "../../lib/core/arbiter/arbiter.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
@@ -132,6 +133,8 @@ export function createArbiterApp(
   core: ArbiterCore,
   options: {
     nodeId: string;
+    /** The process id, in /v1/health (`mutexd up` checks it is the process it started). */
+    pid?: number;
     statePath: string;
     log: Logger;
     nowMs: () => number;
@@ -165,7 +168,7 @@ export function createArbiterApp(
     app.use("/v1/arbiter", options.peerAuth);
     app.use("/v1/ring/peer/*", options.peerAuth);
   }
-  app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter" }));
+  app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter", ...(options.pid === undefined ? {} : { pid: options.pid }) }));
   app.get("/v1/status", (c) => {
     auth.require(c, ARBITER_STATUS_ACCESS);
     return c.json({
@@ -240,6 +243,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
   const auth = new ClientAuth(cluster.tokens, security);
   const app = createArbiterApp(core, {
     nodeId: node.id,
+    pid: process.pid,
     statePath,
     log,
     nowMs: monotonicClock.nowMs,

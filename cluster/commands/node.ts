@@ -7,6 +7,7 @@ import { findNode, isLoopbackHost, loadClusterFile, ROLES, type NodeConfig, type
 import { jsonLogger } from "../log.ts";
 import { installFailStop } from "../fail_stop.ts";
 import { type NodeStarter, stopWithin } from "../running_node.ts";
+import { ListenError } from "../runtime.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
 /** Role → the module that starts it. Each role lives in its own cluster/ module. */
@@ -24,7 +25,8 @@ Logs one JSON line per event on stderr. SIGTERM or SIGINT stops it cleanly. SIGH
 cluster file again: a ring node takes one ring node added or removed (docs/ring.md, Membership).
 Without a cluster secret ([cluster] secret, secretFile or secretEnv) a node listens on loopback
 only and refuses [[tokens]] (exit 2): nothing would authenticate its peer traffic.
-Exit codes: 0 stopped by a signal, 2 bad flags or cluster file, 70 fail-stop (a decision could
+Exit codes: 0 stopped by a signal, 2 bad flags or cluster file (also: its address is taken or not
+on this host, said in one line), 70 fail-stop (a decision could
 not be written to disk, or a bug such as a core's assertion; a restart starts from the disk or
 a fresh copy), 1 crashed.
 `;
@@ -63,7 +65,17 @@ export function run(argv: string[]): Promise<number> {
     const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax);
     installFailStop(log);
     const start = await STARTERS[node.role]();
-    const running = await start(cluster, node, log);
+    let running;
+    try {
+      running = await start(cluster, node, log);
+    } catch (error) {
+      // A port taken or an address not on this host: one line a person can act on, exit 2 (the
+      // cluster file asks for what this host cannot give), not the runtime's stack trace.
+      if (!(error instanceof ListenError)) throw error;
+      log.flush();
+      process.stderr.write(`mutexd: node ${node.id} cannot listen on ${error.message}\n`);
+      return EXIT.usage;
+    }
     log.event("listening", { role: node.role, url: running.url, pid: process.pid });
     let stopping = false;
     const shutdown = async (signal: string) => {

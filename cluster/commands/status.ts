@@ -28,6 +28,8 @@ Exit codes: 0 shown, 2 usage or cluster-file error, 5 no server answered (or all
 
 // The servers' own answer types, so a field they add or rename breaks this at type-check.
 interface ServerReport {
+  /** The cluster file's id for this URL (absent with --server): a server that does not answer is named too. */
+  id?: string;
   url: string;
   status?: LockStatus;
   error?: string;
@@ -62,11 +64,13 @@ export function run(argv: string[]): Promise<number> {
     const fetchFn = fetchFor(caFrom(values.ca, cluster)) as FetchPort;
     const token = clientToken(values);
     const { requestTimeoutMs } = cluster?.settings ?? DEFAULT_SETTINGS;
+    const idOf = (url: string) => cluster?.nodes.find((n) => nodeUrl(n) === url)?.id;
     const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
+      const id = idOf(url);
       try {
-        return { url, status: await getJson<LockStatus>(fetchFn, url, "/v1/status", requestTimeoutMs, token) };
+        return { ...(id === undefined ? {} : { id }), url, status: await getJson<LockStatus>(fetchFn, url, "/v1/status", requestTimeoutMs, token) };
       } catch (error) {
-        return { url, error: describe(error) };
+        return { ...(id === undefined ? {} : { id }), url, error: describe(error) };
       }
     }));
     const arbiterNode = cluster?.nodes.find((n) => n.role === "arbiter");
@@ -98,9 +102,9 @@ export function run(argv: string[]): Promise<number> {
 function formatServers(servers: ServerReport[], arbiter: ArbiterReport | undefined): string {
   let out = "SERVERS\n" + table(
     ["ID", "URL", "ROLE", "EPOCH", "SERVING", "LEASE", "BACKUP (mode acked lag)", "INDEX"],
-    servers.map(({ url, status, error }) => {
+    servers.map(({ id, url, status, error }) => {
       const s = status?.server;
-      if (!status || !s) return [status?.node.id ?? "?", url, error ? `unreachable (${error})` : "?", "", "", "", "", ""];
+      if (!status || !s) return [status?.node.id ?? id ?? "?", url, error ? `unreachable (${error})` : "?", "", "", "", "", ""];
       const backup = s.backup ? `${s.backup.id} ${s.backup.mode} ${s.backup.ackedIndex} ${s.backup.lagEntries}` : "-";
       return [status.node.id, url, s.role, String(s.epoch), s.serving ? "yes" : "no", leaseCell(s), backup, String(s.lastIndex)];
     }),
@@ -145,7 +149,10 @@ function table(header: string[], rows: string[][]): string {
 const who = (entry: { session: string; owner?: string }) => (entry.owner === undefined ? entry.session : `${entry.session}[${entry.owner}]`);
 
 export function formatStatus(status: LockStatus): string {
-  let out = `node ${status.node.id} (${status.node.role}), last fencing token ${status.lastToken}\n\n`;
+  // The role it has now; after a failover, also the cluster file's ("primary, backup in the cluster file").
+  const { id, role, configuredRole } = status.node;
+  const roleText = configuredRole !== undefined && configuredRole !== role ? `${role}, ${configuredRole} in the cluster file` : role;
+  let out = `node ${id} (${roleText}), last fencing token ${status.lastToken}\n\n`;
   out += `LOCKS (${status.locks.length})\n`;
   out += table(
     ["NAME", "HOLDERS (session token mode held)", "WAITERS (position session mode waiting)", "DELAY"],

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import process from "node:process";
 import type { Settings } from "../../lib/settings.ts";
-import { loadClusterFile, nodeUrl } from "../config.ts";
+import { type ClusterConfig, loadClusterFile, type NodeConfig, nodeUrl } from "../config.ts";
 import { fetchFor, selfCommand } from "../runtime.ts";
 import type { TrustingFetch } from "../../lib/client/tls.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
@@ -15,6 +15,10 @@ const HELP = `Usage: mutexd up --config FILE [--only ID,ID…]
 Starts every node of the cluster file (or only the listed ids) as child processes of this one,
 waits until each answers HTTP, prints where each listens and how to take a lock, and stops them
 all on Ctrl-C or SIGTERM. Node logs (JSON lines) go to stderr.
+Checks that each node answering is the process it started (its id and PID in /v1/health): a
+port already taken (an earlier \`mutexd up\` still running) stops them all, exit 1, naming the
+node and the address. --only refuses an id the file does not have, and says when a lock server
+it starts may not serve because its arbiter or other lock server is not among them.
 Exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 usage or cluster-file error, 1 a node did not start.
 `;
 
@@ -24,7 +28,11 @@ export function run(argv: string[]): Promise<number> {
     if (!values.config) throw new UsageError("--config is required");
     const cluster = loadClusterFile(values.config);
     const { settings } = cluster;
-    const only = values.only?.split(",");
+    const only = values.only?.split(",").map((id) => id.trim()).filter(Boolean);
+    const unknown = only?.filter((id) => !cluster.nodes.some((n) => n.id === id)) ?? [];
+    if (unknown.length > 0) {
+      throw new UsageError(`--only: no node ${unknown.join(", ")} in ${cluster.file} (its nodes: ${cluster.nodes.map((n) => n.id).join(", ")})`);
+    }
     const nodes = cluster.nodes.filter((n) => !only || only.includes(n.id));
     if (nodes.length === 0) throw new UsageError(`--only names no node of ${cluster.file}`);
     const [cmd, ...pre] = selfCommand();
@@ -56,8 +64,10 @@ export function run(argv: string[]): Promise<number> {
       });
     }
     for (const node of nodes) {
-      if (!(await answers(fetchFor(cluster.tlsCa), nodeUrl(node), children.get(node.id)!, settings))) {
-        process.stderr.write(`mutexd up: node ${node.id} did not start at ${nodeUrl(node)}\n`);
+      const child = children.get(node.id)!;
+      const problem = await startProblem(fetchFor(cluster.tlsCa), node, child, settings);
+      if (problem !== undefined) {
+        process.stderr.write(`mutexd up: node ${node.id} did not start: ${problem}\n`);
         await stopAll(1);
       }
     }
@@ -79,23 +89,51 @@ export function run(argv: string[]): Promise<number> {
           : "") +
         // The commands above need a client token when the file defines some (docs/security.md).
         (cluster.tokens.length > 0 ? `  (this cluster requires client tokens: add --token-file FILE, or set MUTEXD_AUTH_TOKEN)\n` : "") +
+        waitingNotes(cluster, nodes) +
         `Ctrl-C stops the cluster.\n`,
     );
     return EXIT.keepRunning;
   });
 }
 
-/** Waits until the node answers any HTTP request (it listens) or its process ends. */
-async function answers(fetchFn: TrustingFetch, url: string, child: ChildProcess, settings: Settings): Promise<boolean> {
+/**
+ * Waits until the node answers /v1/health as the process this `up` started (its id and PID);
+ * returns why not: another process answers there (an earlier `up` still running: its health
+ * probe would pass), the child exited (its own one-line error is above), or the time ran out.
+ */
+async function startProblem(fetchFn: TrustingFetch, node: NodeConfig, child: ChildProcess, settings: Settings): Promise<string | undefined> {
+  const url = nodeUrl(node);
+  const address = `${node.host}:${node.port}`;
   const deadline = Date.now() + settings.upStartTimeoutMs;
-  while (Date.now() < deadline && child.exitCode === null) {
+  while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
+    let health: { id?: unknown; pid?: unknown } | undefined;
     try {
       const response = await fetchFn(`${url}/v1/health`, { signal: AbortSignal.timeout(settings.requestTimeoutMs) });
-      await response.body?.cancel();
-      return true;
+      health = await response.json();
     } catch {
-      await new Promise((r) => setTimeout(r, settings.upPollMs));
+      // Not listening yet (or not HTTP): ask again.
     }
+    if (health !== undefined) {
+      if (health.id === node.id && health.pid === child.pid) return undefined;
+      return `${address} is taken: another process answers there (node ${String(health.id ?? "?")}, pid ${String(health.pid ?? "?")}), not the one this up started (pid ${child.pid})`;
+    }
+    await new Promise((r) => setTimeout(r, settings.upPollMs));
   }
-  return false;
+  if (child.exitCode !== null || child.signalCode !== null) return `it exited (${child.signalCode ?? `code ${child.exitCode}`}) before answering at ${url}; its error is above`;
+  return `it did not answer at ${url} within ${settings.upStartTimeoutMs} ms`;
+}
+
+/**
+ * Why a lock server this `up` started may not serve: it claims the primary role from the arbiter
+ * and replicates to the other lock server (docs/failover.md); with --only, those may not run.
+ */
+function waitingNotes(cluster: ClusterConfig, started: NodeConfig[]): string {
+  const startedIds = new Set(started.map((n) => n.id));
+  const lockRoles = ["primary", "backup", "arbiter"];
+  return started.filter((n) => n.role === "primary" || n.role === "backup").map((n) => {
+    const missing = cluster.nodes.filter((m) => m.id !== n.id && lockRoles.includes(m.role) && !startedIds.has(m.id));
+    if (missing.length === 0) return "";
+    return `Note: ${n.id} (${n.role}) may not serve locks: it works with ${missing.map((m) => `its ${m.role} ${m.id}`).join(" and ")}, ` +
+      `which this up did not start (--only); until then \`status\` shows it joining or without a backup.\n`;
+  }).join("");
 }

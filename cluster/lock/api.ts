@@ -23,12 +23,18 @@ import { hashSessionSecret, randomSessionSecret } from "./session_secret.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 /** `security`: refusals by reason since the process started (cluster/security_log.ts). */
-export type LockStatus = { node: { id: string; role: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
+/**
+ * `node.role` is the role the server has now (after a failover the backup of the cluster file
+ * is the primary); `node.configuredRole` is the cluster file's.
+ */
+export type LockStatus = { node: { id: string; role: string; configuredRole: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
   role: string;
   settings: Settings;
+  /** The server's process id, in /v1/health: `mutexd up` checks that the node answering is the process it started. */
+  pid?: number;
   /** Base URL of a cluster member, for "not primary" hints. */
   urlOf?: (id: string) => string | undefined;
   onInternalError?: (error: Error) => void;
@@ -271,10 +277,12 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   // Before the route: the middleware refuses what does not authenticate and signs the answers.
   if (options.peerAuth) app.use("/v1/peer", options.peerAuth);
 
-  app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: options.role }));
+  // The role now (joining, primary or backup), not only the cluster file's.
+  const node = () => ({ id: options.nodeId, role: service.summary().server.role, configuredRole: options.role });
+  app.get("/v1/health", (c) => c.json({ ok: true, ...node(), ...(options.pid === undefined ? {} : { pid: options.pid }) }));
 
   app.get("/v1/status", (c) => {
-    const head = { node: { id: options.nodeId, role: options.role }, ...options.loopStall?.(), security: (options.security ?? service.security).view() };
+    const head = { node: node(), ...options.loopStall?.(), security: (options.security ?? service.security).view() };
     // `?summary=1`: without the sessions and locks, cheap at any table size (benches poll it);
     // counts and replication state only, so `read` on any name suffices.
     if (c.req.query("summary") === "1") {

@@ -3,6 +3,7 @@
  * tick timer and its HTTP server. Which of the two serves is the arbiter's decision; the role in
  * the cluster file only says which one serves first.
  */
+import process from "node:process";
 import { randomBytes } from "node:crypto";
 import { type ClusterConfig, nodeUrl, type NodeConfig, readNodeTls } from "../config.ts";
 import { monotonicClock } from "../clock.ts";
@@ -68,6 +69,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     loopStall: () => stalls.view(),
     nodeId: node.id,
     role: node.role,
+    pid: process.pid,
     settings,
     peerAuth: peerAuth.middleware,
     urlOf: (id) => {

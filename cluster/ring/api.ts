@@ -27,6 +27,8 @@ import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 
 export interface RingApiOptions {
   nodeId: string;
+  /** The process id, in /v1/health (`mutexd up` checks it is the process it started). */
+  pid?: number;
   settings: Settings;
   /** Extra fields for status (e.g. the URLs of the neighbours). */
   describe?: () => Record<string, unknown>;
@@ -137,6 +139,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       ok: true,
       id: options.nodeId,
       role: "ring",
+      ...(options.pid === undefined ? {} : { pid: options.pid }),
       ring: { serving, member: view.member, quorum: lease.quorum, epoch: view.view?.epoch ?? 0, ...(serving ? {} : { reason: view.member ? lease.reason : "not a member of the current view (rejoining)" }) },
     });
   });

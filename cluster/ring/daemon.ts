@@ -4,6 +4,7 @@
  * nodes in the file.
  */
 import { randomBytes } from "node:crypto";
+import process from "node:process";
 import { RingNode } from "../../lib/core/ring/ring_node.ts";
 import { restartVotersProblem } from "../../lib/core/ring/view.ts";
 import { monotonicClock } from "../clock.ts";
@@ -120,6 +121,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     auth: new ClientAuth(cluster.tokens, security),
     security,
     nodeId: node.id,
+    pid: process.pid,
     settings,
     describe: () => ({
       successorUrl: byId.get(core.successor),
