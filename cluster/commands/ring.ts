@@ -205,7 +205,9 @@ async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
       wseq = await apply(fence);
     } else {
       const waitMs = values.wait ? parseDuration(values.wait, "--wait") : settings.ringWriteWaitMs;
-      const section = await client.lock({ waitMs, leaseMs: settings.ringLeaseMs });
+      // The node's own lease (its ringLeaseMs): with --server this command has no cluster file, and
+      // the default settings' lease may be above the node's ringLeaseMaxMs.
+      const section = await client.lock({ waitMs });
       fence = section.token;
       try {
         wseq = await apply(fence);

@@ -322,12 +322,12 @@ export class LockClient {
 }
 
 /**
- * The lock was held by someone else for the whole wait. A try (waitMs 0) never queued, so its
- * message names no queue position; a wait that ran out says where in the queue it was.
+ * The lock was held by someone else for the whole wait. The message names no queue position: a
+ * try (waitMs 0) never queued, and a wait that ran out has left the queue.
  */
 export class NotAcquiredError extends MutexdError {
   constructor(readonly lockName: string, readonly position: number, readonly waitMs = 0) {
-    super("not_acquired", waitMs === 0 ? `lock ${lockName} is taken` : `lock ${lockName} still taken after waiting ${waitMs} ms (queue position ${position})`);
+    super("not_acquired", waitMs === 0 ? `lock ${lockName} is taken` : `lock ${lockName} still taken after waiting ${waitMs} ms`);
     this.name = "NotAcquiredError";
   }
 }
