@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:net";
 import { connect } from "../lib/client/lock_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
-import { eventually, freePort, removeDir, startMutexd, stdoutMatch, tempDir, TEST_SECRET, writeCluster } from "./_harness.ts";
+import { eventually, freePort, type Proc, removeDir, startMutexd, stdoutMatch, tempDir, TEST_SECRET, writeCluster } from "./_harness.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 import { startRing } from "./_ring_cluster.ts";
 
@@ -21,6 +21,27 @@ async function runMutexd(args: string[]): Promise<{ code: number; stdout: string
   const proc = startMutexd(args);
   const code = await proc.exited;
   return { code, stdout: proc.stdout(), stderr: proc.stderr() };
+}
+
+/**
+ * `mutexd up` with the given args, bounded: an `up` that (wrongly) keeps running is stopped with
+ * SIGTERM after `boundMs`, which stops its children too (a SIGKILL would orphan them).
+ */
+async function runUpBounded(args: string[], boundMs: number): Promise<{ code: number; stdout: string; stderr: string; stillRan: boolean }> {
+  const proc = startMutexd(["up", ...args]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<"bound">((resolve) => (timer = setTimeout(() => resolve("bound"), boundMs)));
+  const stillRan = (await Promise.race([proc.exited, bound])) === "bound";
+  clearTimeout(timer);
+  if (stillRan) proc.kill("SIGTERM");
+  const code = await proc.exited;
+  return { code, stdout: proc.stdout(), stderr: proc.stderr(), stillRan };
+}
+
+/** Stops an `up` with SIGTERM (it stops its nodes) and waits for it. */
+async function stopUp(up: Proc): Promise<number> {
+  up.kill("SIGTERM");
+  return await up.exited;
 }
 
 /** No runtime stack trace ("    at f (file:…)") in a command's output. */
@@ -35,6 +56,13 @@ async function holdPort(): Promise<{ port: number; server: Server }> {
   return { port: (server.address() as { port: number }).port, server };
 }
 
+/** A cluster file (with the test secret) of nodes given as [id, role, host:port]. */
+function clusterOf(dir: string, nodes: Array<[string, string, string]>): string {
+  const lines = ["[cluster]", `secret = "${TEST_SECRET}"`];
+  for (const [id, role, address] of nodes) lines.push("[[nodes]]", `id = "${id}"`, `role = "${role}"`, `http = "${address}"`);
+  return writeCluster(dir, lines.join("\n") + "\n");
+}
+
 /** host:port of a URL (`--server` without the scheme). */
 const hostPort = (url: string) => new URL(url).host;
 
@@ -44,13 +72,11 @@ test("cli node: a port taken or an address not on this host is one line naming n
   try {
     // 203.0.113.0/24 is TEST-NET-3 (RFC 5737): never an address of this host. With a secret, a
     // node may listen beyond loopback, so the refusal comes from the bind, not the file check.
-    const file = writeCluster(dir, [
-      "[cluster]",
-      `secret = "${TEST_SECRET}"`,
-      "[[nodes]]", 'id = "p1"', 'role = "primary"', `http = "127.0.0.1:${taken.port}"`,
-      "[[nodes]]", 'id = "a1"', 'role = "arbiter"', `http = "127.0.0.1:${await freePort()}"`,
-      "[[nodes]]", 'id = "x1"', 'role = "ring"', `http = "203.0.113.7:${await freePort()}"`,
-    ].join("\n") + "\n");
+    const file = clusterOf(dir, [
+      ["p1", "primary", `127.0.0.1:${taken.port}`],
+      ["a1", "arbiter", `127.0.0.1:${await freePort()}`],
+      ["x1", "ring", `203.0.113.7:${await freePort()}`],
+    ]);
     const cases = [
       { id: "p1", want: new RegExp(`^mutexd: node p1 cannot listen on 127\\.0\\.0\\.1:${taken.port}: already in use`) },
       { id: "x1", want: /^mutexd: node x1 cannot listen on 203\.0\.113\.7:\d+: not an address of this host/ },
@@ -73,27 +99,22 @@ test("cli node: a port taken or an address not on this host is one line naming n
 test("cli up: a second up on taken ports exits 1 naming node and address; --only refuses unknown ids and says why a lone lock server waits", { timeout: 120_000 }, async () => {
   const dir = tempDir("mutexd-cli-op-");
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];
-  const file = writeCluster(dir, [
-    "[cluster]",
-    `secret = "${TEST_SECRET}"`,
-    "[[nodes]]", 'id = "p1"', 'role = "primary"', `http = "127.0.0.1:${p}"`,
-    "[[nodes]]", 'id = "b1"', 'role = "backup"', `http = "127.0.0.1:${b}"`,
-    "[[nodes]]", 'id = "a1"', 'role = "arbiter"', `http = "127.0.0.1:${a}"`,
-  ].join("\n") + "\n");
+  const file = clusterOf(dir, [["p1", "primary", `127.0.0.1:${p}`], ["b1", "backup", `127.0.0.1:${b}`], ["a1", "arbiter", `127.0.0.1:${a}`]]);
   const first = startMutexd(["up", "--config", file]);
   try {
     await stdoutMatch(first, /is running \(3 nodes\)/, 30_000);
-    const second = await runMutexd(["up", "--config", file]);
+    // upStartTimeoutMs (20 s) bounds how long an up waits for its nodes; it fails well before.
+    const second = await runUpBounded(["--config", file], 25_000);
+    assert.ok(!second.stillRan, `the second up exited by itself:\n${second.stdout}\n${second.stderr}`);
     assert.equal(second.code, 1, `second up: exit ${second.code}\nstdout: ${second.stdout}\nstderr: ${second.stderr}`);
     assert.doesNotMatch(second.stdout, /is running/, "the second up claims nothing");
     assert.match(second.stderr, new RegExp(`mutexd up: node p1 did not start: 127\\.0\\.0\\.1:${p} is taken: another process answers there \\(node p1, pid ${first.stdout().match(/p1 .* pid (\d+)/)![1]}\\)`));
     assertNoStack(second.stderr, "second up");
     // The first one still serves: the second stopped only its own children.
     assert.equal((await status(`http://127.0.0.1:${p}`))?.node.id, "p1");
-    first.kill("SIGTERM");
-    assert.equal(await first.exited, 0);
+    assert.equal(await stopUp(first), 0);
 
-    const unknown = await runMutexd(["up", "--config", file, "--only", "p1,zz"]);
+    const unknown = await runUpBounded(["--config", file, "--only", "p1,zz"], 25_000);
     assert.equal(unknown.code, 2, unknown.stderr);
     assert.match(unknown.stderr, /^mutexd: --only: no node zz in .* \(its nodes: p1, b1, a1\)/);
 
@@ -103,12 +124,10 @@ test("cli up: a second up on taken ports exits 1 naming node and address; --only
       assert.match(lone.stdout(), /is running \(1 nodes\)/);
       assert.match(lone.stdout(), /Note: p1 \(primary\) may not serve locks: it works with its backup b1 and its arbiter a1, which this up did not start/);
     } finally {
-      lone.kill("SIGTERM");
-      await lone.exited;
+      await stopUp(lone);
     }
   } finally {
-    first.kill("SIGKILL");
-    await first.exited;
+    await stopUp(first);
     removeDir(dir);
   }
 });

@@ -14,7 +14,7 @@ import { MutexdError } from "../../lib/wire/errors.ts";
 
 const HELP = `Usage: mutexd status [--config FILE | --server URL] [--ca FILE] [--token-file FILE] [--json]
 
-Shows each lock server (role, epoch, whether it serves, lease left and who backs it: the arbiter,
+Shows each lock server (its role now, epoch, whether it serves, lease left and who backs it: the arbiter,
 the backup's promise or both; backup sync state and lag),
 the arbiter's record, and the lock table of the serving server: each lock's holders (session,
 fencing token, mode, how long held; with its owner's token name in [] when clients use tokens),
