@@ -74,4 +74,5 @@ test("cli errors: `mutexd help CMD` prints that command's help; `--help` lists e
   for (const sub of ["lock", "put", "get", "delete", "keys", "status"]) assert.match(ringLine ?? "", new RegExp(`\\b${sub}\\b`), `--help's ring line names ${sub}`);
   assertOneLineUsageError(await runMutexd(["stauts"]), /^mutexd: unknown command "stauts" \(did you mean status\?\)/, "mutexd stauts");
   assertOneLineUsageError(await runMutexd(["help", "nosuch"]), /^mutexd: unknown command "nosuch";/, "mutexd help nosuch");
+  assertOneLineUsageError(await runMutexd(["ring", "pt", "k", "v"]), /^mutexd: unknown ring subcommand "pt" \(did you mean put\?\); `mutexd ring --help`/, "mutexd ring pt");
 });

@@ -7,7 +7,7 @@ import { connectRing, type RingClient, RingNotAcquiredError } from "../../lib/cl
 import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { type ClusterConfig, findNode, nodeUrl } from "../config.ts";
-import { CA_FLAG, CA_HELP, caFrom, caGiven, clientToken, clusterFrom, commandToRun, EXIT, parseDuration, parseFlags, runCommand, serverUrl, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
+import { CA_FLAG, CA_HELP, caFrom, caGiven, clientToken, clusterFrom, commandToRun, didYouMean, EXIT, parseDuration, parseFlags, runCommand, serverUrl, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
 import { runWhileHeld } from "./hold.ts";
 
 const WHERE = `  --config FILE     cluster file; with --id ID that ring node, else the first ring node (or MUTEXD_CONFIG)
@@ -95,6 +95,8 @@ const WHERE_FLAGS = {
 } as const;
 
 
+const RING_SUBCOMMANDS = ["lock", "put", "get", "delete", "keys", "status"];
+
 export function run(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   switch (sub) {
@@ -110,7 +112,7 @@ export function run(argv: string[]): Promise<number> {
       return runCommand(STATUS_HELP, rest, () => status(rest));
     default:
       return runCommand(HELP, argv, () => {
-        throw new UsageError(sub === undefined ? "missing the ring subcommand" : `unknown ring subcommand ${JSON.stringify(sub)}`);
+        throw new UsageError(sub === undefined ? "missing the ring subcommand" : `unknown ring subcommand ${JSON.stringify(sub)}${didYouMean(sub, RING_SUBCOMMANDS)}`);
       });
   }
 }
