@@ -1,0 +1,75 @@
+/**
+ * `make chaos` with clock faults only (tests/chaos/run.ts --only clock-step,clock-rate, on
+ * loopback: clocks need no namespaces): the real cluster with one node's whole clock slow for the
+ * whole run and wall-clock steps of seconds to hours, forward and back, on the other nodes. It
+ * proves each kind is applied, that a step reaches the node (its log's wall-clock times jump),
+ * that every step is healed, and that the history then has no violation and the liveness phase
+ * passed: leases and timeouts run on the monotonic clock, which a step does not touch.
+ * Skipped, with the reason, where libfaketime is missing.
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import process from "node:process";
+import { removeDir, ROOT, startProcess } from "./_harness.ts";
+import { faketimeLibrary } from "./chaos/clock.ts";
+
+const FAKETIME = faketimeLibrary();
+const UNAVAILABLE = "why" in FAKETIME ? FAKETIME.why : null;
+/** Seed 7's clock track steps a1 and p1 back 2 h and r2 forward 31 min, then back 2 h; r3 runs 3.6 % slow. */
+const SEED = 7;
+const SECONDS = 12;
+
+if (UNAVAILABLE) process.stderr.write(`chaos_clock_process_test skipped: ${UNAVAILABLE}\n`);
+
+test("chaos with clock faults: steps applied and healed, a step seen in the node's log, a rated node, no violation, liveness after heal", { timeout: 60_000, skip: UNAVAILABLE ?? false }, async () => {
+  // deno-lint-ignore no-explicit-any
+  const deno = (globalThis as any).Deno;
+  const argv = deno ? [deno.execPath(), "run", "-A"] : [process.execPath];
+  const runStartMs = Date.now();
+  const runner = startProcess(argv[0], [...argv.slice(1), `${ROOT}/tests/chaos/run.ts`, "--network", "loopback", "--seed", String(SEED), "--seconds", String(SECONDS), "--only", "clock-step,clock-rate"]);
+  // The runner bounds itself (--seconds + 180 s); the test's own bound is 55 s.
+  const timer = setTimeout(() => runner.kill("SIGINT"), 55_000);
+  let code: number;
+  let logTimesMs: number[] = [];
+  try {
+    code = await runner.exited;
+  } finally {
+    clearTimeout(timer);
+    runner.kill("SIGKILL");
+    // The run's folder (history, logs, data): its path is on a line of the runner's output.
+    const dir = runner.stdout().match(/ dir (\/\S+mutexd-chaos-\S+)/)?.[1];
+    if (dir) {
+      logTimesMs = nodeLogTimes(join(dir, "logs"));
+      removeDir(dir);
+    }
+  }
+  const runEndMs = Date.now();
+  const out = runner.stdout();
+  assert.equal(code, 0, `exit ${code}\n${out}\n${runner.stderr()}`);
+  assert.match(out, /^clock rates for the whole run, monotonic clock too: \w+ x0\.\d+$/m, "a rated node, slow");
+  assert.match(out, /\[clock-step\]/);
+  // Every step was healed by its step: the clock back to real time.
+  const applied = out.match(/^\+ *[\d.]+s @ clock \w+ [+-]\d+ s/gm)?.length ?? 0;
+  const healed = out.match(/^\+ *[\d.]+s ~ clock +\w+ back to real time/gm)?.length ?? 0;
+  assert.ok(applied >= 2 && healed === applied, `${applied} clock steps, ${healed} healed`);
+  // A step reached a node: a log line of it carries a wall-clock time outside the run by a minute or more.
+  const minuteMs = 60_000;
+  assert.ok(logTimesMs.some((t) => t < runStartMs - minuteMs || t > runEndMs + minuteMs), "no node logged a stepped time");
+  assert.match(out, /liveness:ok=/);
+  assert.doesNotMatch(out, /liveness:fail/);
+  assert.match(out, /check: OK, no violation/);
+});
+
+/** The `ts` of every JSON line of the nodes' logs (clients' logs have none). */
+function nodeLogTimes(logs: string): number[] {
+  const times: number[] = [];
+  for (const name of readdirSync(logs)) {
+    for (const line of readFileSync(join(logs, name), "utf8").split("\n")) {
+      const ts = line.startsWith("{") ? line.match(/"ts":"([^"]+)"/)?.[1] : undefined;
+      if (ts) times.push(Date.parse(ts));
+    }
+  }
+  return times;
+}
