@@ -7,6 +7,7 @@ import process from "node:process";
 import type { Settings } from "../../lib/settings.ts";
 import { loadClusterFile, nodeUrl } from "../config.ts";
 import { fetchFor, selfCommand } from "../runtime.ts";
+import { monotonicClock } from "../clock.ts";
 import type { TrustingFetch } from "../../lib/client/tls.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
@@ -35,10 +36,7 @@ export function run(argv: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       for (const child of children.values()) if (child.exitCode === null) child.kill("SIGTERM");
-      const deadline = Date.now() + settings.upStopTimeoutMs;
-      while ([...children.values()].some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, settings.upPollMs));
-      }
+      await waitForExit([...children.values()], settings);
       for (const child of children.values()) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       process.stdout.write("mutexd up: all nodes stopped\n");
       process.exit(exitCode);
@@ -85,10 +83,23 @@ export function run(argv: string[]): Promise<number> {
   });
 }
 
+type Exited = Pick<ChildProcess, "exitCode" | "signalCode">;
+
+/**
+ * Waits until every child has exited, for upStopTimeoutMs at most. This wait and the start's are
+ * measured on the monotonic clock: a wall-clock step must not stretch them by hours or end them early.
+ */
+export async function waitForExit(children: Exited[], settings: Pick<Settings, "upStopTimeoutMs" | "upPollMs">): Promise<void> {
+  const deadline = monotonicClock.nowMs() + settings.upStopTimeoutMs;
+  while (children.some((c) => c.exitCode === null && c.signalCode === null) && monotonicClock.nowMs() < deadline) {
+    await new Promise((r) => setTimeout(r, settings.upPollMs));
+  }
+}
+
 /** Waits until the node answers any HTTP request (it listens) or its process ends. */
-async function answers(fetchFn: TrustingFetch, url: string, child: ChildProcess, settings: Settings): Promise<boolean> {
-  const deadline = Date.now() + settings.upStartTimeoutMs;
-  while (Date.now() < deadline && child.exitCode === null) {
+export async function answers(fetchFn: TrustingFetch, url: string, child: Exited, settings: Settings): Promise<boolean> {
+  const deadline = monotonicClock.nowMs() + settings.upStartTimeoutMs;
+  while (monotonicClock.nowMs() < deadline && child.exitCode === null) {
     try {
       const response = await fetchFn(`${url}/v1/health`, { signal: AbortSignal.timeout(settings.requestTimeoutMs) });
       await response.body?.cancel();
