@@ -12,7 +12,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import process from "node:process";
-import { removeDir, ROOT, startProcess } from "./_harness.ts";
+import { runChaos } from "./_chaos_run.ts";
 import { faketimeLibrary } from "./chaos/clock.ts";
 
 const FAKETIME = faketimeLibrary();
@@ -24,27 +24,13 @@ const SECONDS = 12;
 if (UNAVAILABLE) process.stderr.write(`chaos_clock_process_test skipped: ${UNAVAILABLE}\n`);
 
 test("chaos with clock faults: steps applied and healed, a step seen in the node's log, a rated node, no violation, liveness after heal", { timeout: 60_000, skip: UNAVAILABLE ?? false }, async () => {
-  // deno-lint-ignore no-explicit-any
-  const deno = (globalThis as any).Deno;
-  const argv = deno ? [deno.execPath(), "run", "-A"] : [process.execPath];
   const runStartMs = Date.now();
-  const runner = startProcess(argv[0], [...argv.slice(1), `${ROOT}/tests/chaos/run.ts`, "--network", "loopback", "--seed", String(SEED), "--seconds", String(SECONDS), "--only", "clock-step,clock-rate"]);
-  // The runner bounds itself (--seconds + 180 s); the test's own bound is 55 s.
-  const timer = setTimeout(() => runner.kill("SIGINT"), 55_000);
-  let code: number;
   let logTimesMs: number[] = [];
-  try {
-    code = await runner.exited;
-  } finally {
-    clearTimeout(timer);
-    runner.kill("SIGKILL");
-    // The run's folder (history, logs, data): its path is on a line of the runner's output.
-    const dir = runner.stdout().match(/ dir (\/\S+mutexd-chaos-\S+)/)?.[1];
-    if (dir) {
-      logTimesMs = nodeLogTimes(join(dir, "logs"));
-      removeDir(dir);
-    }
-  }
+  const { code, runner } = await runChaos(
+    ["--network", "loopback", "--seed", String(SEED), "--seconds", String(SECONDS), "--only", "clock-step,clock-rate"],
+    55_000,
+    (dir) => (logTimesMs = nodeLogTimes(join(dir, "logs"))),
+  );
   const runEndMs = Date.now();
   const out = runner.stdout();
   assert.equal(code, 0, `exit ${code}\n${out}\n${runner.stderr()}`);
