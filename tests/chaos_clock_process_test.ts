@@ -17,7 +17,7 @@ import { faketimeLibrary } from "./chaos/clock.ts";
 
 const FAKETIME = faketimeLibrary();
 const UNAVAILABLE = "why" in FAKETIME ? FAKETIME.why : null;
-/** Seed 7's clock track steps a1 and p1 back 2 h and r2 forward 31 min, then back 2 h; r3 runs 3.6 % slow. */
+/** Seed 7's clock track steps a1 and p1 back 2 h, then r2 forward 31 min, within 12 s; r3 runs 3.6 % slow. */
 const SEED = 7;
 const SECONDS = 12;
 
