@@ -2,8 +2,8 @@
  * `make chaos` with clock faults only (tests/chaos/run.ts --only clock-step,clock-rate, on
  * loopback: clocks need no namespaces): the real cluster with one node's whole clock slow for the
  * whole run and wall-clock steps of seconds to hours, forward and back, on the other nodes. It
- * proves each kind is applied, that a step reaches the node (its log's wall-clock times jump),
- * that every step is healed, and that the history then has no violation and the liveness phase
+ * proves each kind is applied, that a step reaches the node (its log's wall-clock times jump,
+ * while each process's monotonic `uptimeMs` goes on), that every step is healed, and that the history then has no violation and the liveness phase
  * passed: leases and timeouts run on the monotonic clock, which a step does not touch.
  * Skipped, with the reason, where libfaketime is missing.
  */
@@ -25,11 +25,11 @@ if (UNAVAILABLE) process.stderr.write(`chaos_clock_process_test skipped: ${UNAVA
 
 test("chaos with clock faults: steps applied and healed, a step seen in the node's log, a rated node, no violation, liveness after heal", { timeout: 60_000, skip: UNAVAILABLE ?? false }, async () => {
   const runStartMs = Date.now();
-  let logTimesMs: number[] = [];
+  let logs: NodeLogLine[] = [];
   const { code, runner } = await runChaos(
     ["--network", "loopback", "--seed", String(SEED), "--seconds", String(SECONDS), "--only", "clock-step,clock-rate"],
     55_000,
-    (dir) => (logTimesMs = nodeLogTimes(join(dir, "logs"))),
+    (dir) => (logs = nodeLogLines(join(dir, "logs"))),
   );
   const runEndMs = Date.now();
   const out = runner.stdout();
@@ -42,20 +42,34 @@ test("chaos with clock faults: steps applied and healed, a step seen in the node
   assert.ok(applied >= 2 && healed === applied, `${applied} clock steps, ${healed} healed`);
   // A step reached a node: a log line of it carries a wall-clock time outside the run by a minute or more.
   const minuteMs = 60_000;
-  assert.ok(logTimesMs.some((t) => t < runStartMs - minuteMs || t > runEndMs + minuteMs), "no node logged a stepped time");
+  assert.ok(logs.some(({ tsMs }) => tsMs < runStartMs - minuteMs || tsMs > runEndMs + minuteMs), "no node logged a stepped time");
+  // Through the steps, each process's lines keep their order on the monotonic clock (uptimeMs).
+  assert.ok(logs.length > 0 && logs.every((line) => Number.isSafeInteger(line.uptimeMs)), "every node log line has uptimeMs");
+  const backwards = logs.filter((line, i) => i > 0 && line.start === logs[i - 1].start && line.uptimeMs < logs[i - 1].uptimeMs);
+  assert.deepEqual(backwards, [], "uptimeMs went back within a process");
   assert.match(out, /liveness:ok=/);
   assert.doesNotMatch(out, /liveness:fail/);
   assert.match(out, /check: OK, no violation/);
 });
 
-/** The `ts` of every JSON line of the nodes' logs (clients' logs have none). */
-function nodeLogTimes(logs: string): number[] {
-  const times: number[] = [];
+interface NodeLogLine {
+  /** Which process of which node: the log file and the supervisor's `--- start N` line above it. */
+  start: string;
+  tsMs: number;
+  uptimeMs: number;
+}
+
+/** Every JSON line of the nodes' logs (clients' logs have none), in file order. */
+function nodeLogLines(logs: string): NodeLogLine[] {
+  const lines: NodeLogLine[] = [];
   for (const name of readdirSync(logs)) {
+    let start = name;
     for (const line of readFileSync(join(logs, name), "utf8").split("\n")) {
-      const ts = line.startsWith("{") ? line.match(/"ts":"([^"]+)"/)?.[1] : undefined;
-      if (ts) times.push(Date.parse(ts));
+      if (line.startsWith("--- start")) start = `${name} ${line}`;
+      if (!line.startsWith("{")) continue;
+      const parsed = JSON.parse(line) as { ts: string; uptimeMs: number };
+      lines.push({ start, tsMs: Date.parse(parsed.ts), uptimeMs: parsed.uptimeMs });
     }
   }
-  return times;
+  return lines;
 }
