@@ -41,7 +41,8 @@ export function jsonLogger(
   process.on("exit", flush);
   return {
     event(event, fields = {}) {
-      pending.push(JSON.stringify({ ts: new Date().toISOString(), uptimeMs: monotonicClock.nowMs(), node, event, ...fields }) + "\n");
+      const line = { ts: new Date().toISOString(), uptimeMs: monotonicClock.nowMs(), node, event, ...fields };
+      pending.push(JSON.stringify(line) + "\n");
       if (pending.length >= pendingLinesMax) flush();
       else if (!scheduled) {
         scheduled = true;

@@ -16,9 +16,16 @@ const SEEDS = [1, 7, 11, 18, 101, 202, 303, 404];
 
 test("clock kinds leave every other track's schedule and weight of a seed unchanged", () => {
   for (const seed of SEEDS) {
-    const without = makeSchedule(seed, 60, { ring: RING5, netnsOff: null, degradeOff: null, clockOff: "no libfaketime" });
+    const without = makeSchedule(seed, 60, {
+      ring: RING5,
+      netnsOff: null,
+      degradeOff: null,
+      clockOff: "no libfaketime",
+    });
     const withClock = makeSchedule(seed, 60, { ring: RING5, netnsOff: null, degradeOff: null, clockOff: null });
-    for (const track of ["lock", "ring", "client"] as const) assert.deepEqual(withClock.steps[track], without.steps[track], `seed ${seed}, ${track} track`);
+    for (const track of ["lock", "ring", "client"] as const) {
+      assert.deepEqual(withClock.steps[track], without.steps[track], `seed ${seed}, ${track} track`);
+    }
     for (const [name, weight] of Object.entries(without.profile)) {
       if (!name.startsWith("clock-")) assert.equal(withClock.profile[name], weight, `seed ${seed}, ${name}`);
     }
@@ -26,13 +33,28 @@ test("clock kinds leave every other track's schedule and weight of a seed unchan
 });
 
 test("where libfaketime is missing the clock kinds are off with the reason, and no clock step or rate is drawn", () => {
-  const schedule = makeSchedule(7, 60, { ring: ["r1", "r2", "r3"], netnsOff: "loopback", degradeOff: "loopback", clockOff: "no libfaketime (apt-get install faketime)" });
+  const schedule = makeSchedule(7, 60, {
+    ring: ["r1", "r2", "r3"],
+    netnsOff: "loopback",
+    degradeOff: "loopback",
+    clockOff: "no libfaketime (apt-get install faketime)",
+  });
   assert.equal(schedule.off["clock-step"], "no libfaketime (apt-get install faketime)");
   assert.equal(schedule.off[CLOCK_RATE], "no libfaketime (apt-get install faketime)");
   assert.equal(schedule.profile["clock-step"], 0);
   assert.deepEqual(schedule.steps.clock, []);
   assert.deepEqual(schedule.rates, {});
-  assert.throws(() => makeSchedule(7, 60, { ring: ["r1"], netnsOff: "loopback", degradeOff: "loopback", clockOff: "no libfaketime", only: ["clock-step"] }), /off here/);
+  assert.throws(
+    () =>
+      makeSchedule(7, 60, {
+        ring: ["r1"],
+        netnsOff: "loopback",
+        degradeOff: "loopback",
+        clockOff: "no libfaketime",
+        only: ["clock-step"],
+      }),
+    /off here/,
+  );
 });
 
 test("clock steps go forward and back by seconds to hours, never on a rated node; rates are within the bound and only the arbiter runs fast", () => {
@@ -51,7 +73,9 @@ test("clock steps go forward and back by seconds to hours, never on a rated node
       const [fault] = step.faults;
       assert.equal(fault.kind, "clock");
       assert.equal(schedule.rates[fault.target], undefined, `seed ${seed}: ${fault.target} is rated and stepped`);
-      assert.ok(Number.isSafeInteger(fault.offsetS) && fault.offsetS !== 0 && Math.abs(fault.offsetS!) <= CLOCK_STEP_MAX_S);
+      assert.ok(
+        Number.isSafeInteger(fault.offsetS) && fault.offsetS !== 0 && Math.abs(fault.offsetS!) <= CLOCK_STEP_MAX_S,
+      );
       offsets.push(fault.offsetS!);
     }
   }
@@ -62,7 +86,13 @@ test("clock steps go forward and back by seconds to hours, never on a rated node
 });
 
 test("--only clock-step,clock-rate: one rated node, the clock track steps the others first, no other track runs", () => {
-  const schedule = makeSchedule(7, 15, { ring: ["r1", "r2", "r3"], netnsOff: "loopback", degradeOff: "loopback", clockOff: null, only: ["clock-step", CLOCK_RATE] });
+  const schedule = makeSchedule(7, 15, {
+    ring: ["r1", "r2", "r3"],
+    netnsOff: "loopback",
+    degradeOff: "loopback",
+    clockOff: null,
+    only: ["clock-step", CLOCK_RATE],
+  });
   assert.equal(Object.keys(schedule.rates).length, 1);
   assert.ok(schedule.steps.clock.length >= 2);
   for (const track of ["lock", "ring", "client"] as const) assert.deepEqual(schedule.steps[track], []);

@@ -27,8 +27,12 @@ async function withWallStep<T>(offsetMs: number, fn: () => Promise<T>): Promise<
 test("a wall clock stepped forward an hour does not cut short the wait for a node's start", async () => {
   let tries = 0;
   // The node answers on its third try, a few polls after the start.
-  const fetchFn = (_url: string) => ++tries < 3 ? Promise.reject(new Error("refused")) : Promise.resolve(new Response("ok"));
-  const started = await withWallStep(HOUR_MS, () => answers(fetchFn, "http://127.0.0.1:1", { exitCode: null, signalCode: null }, DEFAULT_SETTINGS));
+  const fetchFn = (_url: string) =>
+    ++tries < 3 ? Promise.reject(new Error("refused")) : Promise.resolve(new Response("ok"));
+  const started = await withWallStep(
+    HOUR_MS,
+    () => answers(fetchFn, "http://127.0.0.1:1", { exitCode: null, signalCode: null }, DEFAULT_SETTINGS),
+  );
   assert.equal(started, true, `gave up after ${tries} tries`);
 });
 
@@ -37,7 +41,14 @@ test("a wall clock stepped back an hour does not stretch the wait for stopping n
   const stuck = { exitCode: null, signalCode: null };
   const startedMs = performance.now();
   // Bounded by the test: without the fix this waits an hour; the race ends it after 3 s.
-  const outcome = await withWallStep(-HOUR_MS, () => Promise.race([waitForExit([stuck], settings).then(() => "returned"), new Promise((r) => setTimeout(() => r("still waiting"), 3_000))]));
+  const outcome = await withWallStep(
+    -HOUR_MS,
+    () =>
+      Promise.race([
+        waitForExit([stuck], settings).then(() => "returned"),
+        new Promise((r) => setTimeout(() => r("still waiting"), 3_000)),
+      ]),
+  );
   assert.equal(outcome, "returned");
   assert.ok(performance.now() - startedMs >= settings.upStopTimeoutMs - 1, "waited the whole upStopTimeoutMs");
 });

@@ -57,7 +57,12 @@ export class NodeClocks {
     const rate = this.rates[id];
     if (rate === undefined) {
       if (!existsSync(this.file(id))) this.write(id, "+0");
-      return { LD_PRELOAD: this.library, FAKETIME_TIMESTAMP_FILE: this.file(id), FAKETIME_NO_CACHE: "1", FAKETIME_DONT_FAKE_MONOTONIC: "1" };
+      return {
+        LD_PRELOAD: this.library,
+        FAKETIME_TIMESTAMP_FILE: this.file(id),
+        FAKETIME_NO_CACHE: "1",
+        FAKETIME_DONT_FAKE_MONOTONIC: "1",
+      };
     }
     this.write(id, `+0 x${rate}`);
     return { LD_PRELOAD: this.library, FAKETIME_TIMESTAMP_FILE: this.file(id), FAKETIME_CACHE_DURATION: "1" };
@@ -66,7 +71,9 @@ export class NodeClocks {
   /** Sets node `id`'s wall clock `offsetS` seconds from the real one (0: back to real time). */
   step(id: NodeId, offsetS: number): void {
     if (this.rates[id] !== undefined) throw new Error(`clock: ${id} runs at a rate and is not stepped`);
-    if (!Number.isSafeInteger(offsetS) || Math.abs(offsetS) > CLOCK_STEP_MAX_S) throw new Error(`clock: step ${offsetS} s out of bounds`);
+    if (!Number.isSafeInteger(offsetS) || Math.abs(offsetS) > CLOCK_STEP_MAX_S) {
+      throw new Error(`clock: step ${offsetS} s out of bounds`);
+    }
     this.write(id, `${offsetS < 0 ? "-" : "+"}${Math.abs(offsetS)}`);
   }
 
