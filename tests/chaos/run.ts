@@ -35,7 +35,8 @@ const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--network auto|netns|loop
   --seed N          picks the fault schedule (default: random; printed on line 1)
   --network M       netns: every node in its own network namespace (root and ip; else exit 3);
                     loopback: every node on 127.0.0.1; auto (default): netns when it can be made
-  --only K,K        only these fault kinds, each once first (e.g. ring-split,cut-arbiter)
+  --only K,K        only these fault kinds, each once first (e.g. ring-split,cut-arbiter;
+                    clock-step,clock-rate need libfaketime: docs/chaos.md, Clock faults)
   --seconds N       length of the fault phase, 5..3600 (default 60)
   --lock-clients N  lock-service clients, 1..32 (default 6)
   --ring-clients N  ring clients, spread over the ring nodes, 0..12 (default 3)
