@@ -1,6 +1,8 @@
 /**
  * One JSON object per line on stderr, one line per event: easy to grep, easy to parse.
- * `{"ts":"…","node":"p1","event":"granted","name":"x","token":7}`
+ * `{"ts":"…","uptimeMs":5012,"node":"p1","event":"granted","name":"x","token":7}`
+ * `ts` is the wall clock, which an NTP step moves (back, too); `uptimeMs`, the process's
+ * monotonic milliseconds, keeps the order and spacing of a node's lines across such a step.
  *
  * Lines are gathered and written once per turn of the event loop: under load a server logs two
  * lines per lock operation, and one write per line cost a measurable share of its CPU
@@ -8,6 +10,7 @@
  */
 import process from "node:process";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { monotonicClock } from "./clock.ts";
 
 export type LogFields = Record<string, unknown>;
 
@@ -38,7 +41,8 @@ export function jsonLogger(
   process.on("exit", flush);
   return {
     event(event, fields = {}) {
-      pending.push(JSON.stringify({ ts: new Date().toISOString(), node, event, ...fields }) + "\n");
+      const line = { ts: new Date().toISOString(), uptimeMs: monotonicClock.nowMs(), node, event, ...fields };
+      pending.push(JSON.stringify(line) + "\n");
       if (pending.length >= pendingLinesMax) flush();
       else if (!scheduled) {
         scheduled = true;

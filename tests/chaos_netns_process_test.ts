@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { test } from "node:test";
 import process from "node:process";
-import { removeDir, ROOT, startProcess } from "./_harness.ts";
+import { runChaos } from "./_chaos_run.ts";
 import { netnsUnavailable } from "./_netns.ts";
 import { makeSchedule, NET_STEP_KINDS } from "./chaos/faults.ts";
 
@@ -39,22 +39,7 @@ test("the schedule of the test's seed applies every network kind first, one-way 
 });
 
 test("chaos on namespaces: every network fault kind applied and healed, no violation, liveness after heal, nothing left behind", { timeout: 90_000, skip: NETNS_UNAVAILABLE ?? false }, async () => {
-  // deno-lint-ignore no-explicit-any
-  const deno = (globalThis as any).Deno;
-  const argv = deno ? [deno.execPath(), "run", "-A"] : [process.execPath];
-  const runner = startProcess(argv[0], [...argv.slice(1), `${ROOT}/tests/chaos/run.ts`, "--network", "netns", "--seed", String(SEED), "--seconds", String(SECONDS), "--only", ONLY.join(",")]);
-  // The runner bounds itself (--seconds + 180 s); the test's own bound is 80 s.
-  const timer = setTimeout(() => runner.kill("SIGINT"), 80_000);
-  let code: number;
-  try {
-    code = await runner.exited;
-  } finally {
-    clearTimeout(timer);
-    runner.kill("SIGKILL");
-    // The run's folder (history, logs, data): its path is on the runner's second line.
-    const dir = runner.stdout().match(/ dir (\/\S+mutexd-chaos-\S+)/)?.[1];
-    if (dir) removeDir(dir);
-  }
+  const { code, runner } = await runChaos(["--network", "netns", "--seed", String(SEED), "--seconds", String(SECONDS), "--only", ONLY.join(",")], 80_000);
   const out = runner.stdout();
   assert.equal(code, 0, `exit ${code}\n${out}\n${runner.stderr()}`);
   assert.match(out.split("\n")[0], /network: netns 10\.213\.\d+\.0\/24 /, "line 1 names the network");

@@ -7,6 +7,7 @@ import process from "node:process";
 import type { Settings } from "../../lib/settings.ts";
 import { type ClusterConfig, loadClusterFile, type NodeConfig, nodeUrl } from "../config.ts";
 import { fetchFor, selfCommand } from "../runtime.ts";
+import { monotonicClock } from "../clock.ts";
 import type { TrustingFetch } from "../../lib/client/tls.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
@@ -43,10 +44,7 @@ export function run(argv: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       for (const child of children.values()) if (child.exitCode === null) child.kill("SIGTERM");
-      const deadline = Date.now() + settings.upStopTimeoutMs;
-      while ([...children.values()].some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, settings.upPollMs));
-      }
+      await waitForExit([...children.values()], settings);
       for (const child of children.values()) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
       process.stdout.write("mutexd up: all nodes stopped\n");
       process.exit(exitCode);
@@ -96,16 +94,29 @@ export function run(argv: string[]): Promise<number> {
   });
 }
 
+type Exited = Pick<ChildProcess, "exitCode" | "signalCode">;
+
+/**
+ * Waits until every child has exited, for upStopTimeoutMs at most. This wait and the start's are
+ * measured on the monotonic clock: a wall-clock step must not stretch them by hours or end them early.
+ */
+export async function waitForExit(children: Exited[], settings: Pick<Settings, "upStopTimeoutMs" | "upPollMs">): Promise<void> {
+  const deadline = monotonicClock.nowMs() + settings.upStopTimeoutMs;
+  while (children.some((c) => c.exitCode === null && c.signalCode === null) && monotonicClock.nowMs() < deadline) {
+    await new Promise((r) => setTimeout(r, settings.upPollMs));
+  }
+}
+
 /**
  * Waits until the node answers /v1/health as the process this `up` started (its id and PID);
  * returns why not: another process answers there (an earlier `up` still running: its health
  * probe would pass), the child exited (its own one-line error is above), or the time ran out.
  */
-async function startProblem(fetchFn: TrustingFetch, node: NodeConfig, child: ChildProcess, settings: Settings): Promise<string | undefined> {
+export async function startProblem(fetchFn: TrustingFetch, node: NodeConfig, child: ChildProcess, settings: Settings): Promise<string | undefined> {
   const url = nodeUrl(node);
   const address = `${node.host}:${node.port}`;
-  const deadline = Date.now() + settings.upStartTimeoutMs;
-  while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
+  const deadline = monotonicClock.nowMs() + settings.upStartTimeoutMs;
+  while (monotonicClock.nowMs() < deadline && child.exitCode === null && child.signalCode === null) {
     let health: { id?: unknown; pid?: unknown } | undefined;
     try {
       const response = await fetchFn(`${url}/v1/health`, { signal: AbortSignal.timeout(settings.requestTimeoutMs) });

@@ -13,10 +13,13 @@
  * Ring track: pauses and restarts of any ring node, the first one of the file included (no node
  * is special since the view change: a majority of r1..r3 goes on without the faulted one, which
  * rejoins in a new epoch when it is back).
+ * Clock track (libfaketime, clock.ts): one node's wall clock stepped, then back; and, not a step,
+ * a few nodes whose whole clock runs at a rate for the whole run (`rates`).
  */
 import { Prng } from "../../lib/core/prng.ts";
 import { sleep } from "../_harness.ts";
 import type { HistoryWriter } from "./history.ts";
+import { CLOCK_STEP_MAX_S } from "./clock.ts";
 import { getJson, LOCK_SERVERS, type NodeId, type Supervisor } from "./supervisor.ts";
 
 /**
@@ -24,8 +27,8 @@ import { getJson, LOCK_SERVERS, type NodeId, type Supervisor } from "./superviso
  * `client`: one of the client processes running then (cli_clients.ts), picked by `pick`.
  */
 export type Target = NodeId | "serving" | "client";
-/** Process faults (any network), and network faults (namespaces only: NetLab). */
-export type FaultKind = "kill" | "pause" | "cut" | "degrade";
+/** Process faults (any network), network faults (namespaces only: NetLab), wall-clock steps (libfaketime). */
+export type FaultKind = "kill" | "pause" | "cut" | "degrade" | "clock";
 
 /** A link's degradation: `tc netem` delay and jitter, and loss (loss alone without netem). */
 export interface LinkSpec {
@@ -47,6 +50,8 @@ export interface Fault {
   oneWay?: boolean;
   /** degrade: what happens to the target's link. */
   link?: LinkSpec;
+  /** clock: the target's wall clock this many seconds off real time, until the heal. */
+  offsetS?: number;
 }
 
 export interface FaultStep {
@@ -61,16 +66,18 @@ export interface FaultStep {
 /** primaryLeaseMs of the chaos cluster (the default): "short" pauses stay below it. */
 export const PRIMARY_LEASE_MS = 500;
 
-export type Track = "lock" | "ring" | "client";
-const TRACKS: Track[] = ["lock", "ring", "client"];
+export type Track = "lock" | "ring" | "client" | "clock";
+const TRACKS: Track[] = ["lock", "ring", "client", "clock"];
+/** Tracks that always get a kind: the clock track is empty where libfaketime is missing. */
+const PROCESS_TRACKS: Track[] = ["lock", "ring", "client"];
 
 interface StepKind {
   name: string;
   track: Track;
-  /** "netns": needs the nodes in namespaces (a partition); "degrade": also tc netem or iptables. */
-  needs?: "netns" | "degrade";
-  /** `ring`: the ring's nodes in ring order. */
-  draw(prng: Prng, ring: NodeId[]): Omit<FaultStep, "track" | "name" | "quietMs">;
+  /** "netns": needs the nodes in namespaces (a partition); "degrade": also tc netem or iptables; "faketime": libfaketime. */
+  needs?: "netns" | "degrade" | "faketime";
+  /** `ring`: the ring's nodes in ring order; `steppable`: the nodes whose wall clock may be stepped (not rated). */
+  draw(prng: Prng, ring: NodeId[], steppable: NodeId[]): Omit<FaultStep, "track" | "name" | "quietMs">;
 }
 
 const lockServer = (prng: Prng): Target => prng.pick<Target>(["p1", "b1", "serving", "serving"]);
@@ -157,12 +164,56 @@ export const NET_STEP_KINDS: StepKind[] = [
   },
 ];
 
+/**
+ * Clock kinds (libfaketime). Their weights come from a fork of their own, after the network
+ * kinds', and their steps from the clock track's fork, so a seed's other schedules stay as they were.
+ * A step: seconds, minutes or hours (at most CLOCK_STEP_MAX_S), forward or back.
+ */
+const clockOffsetS = (p: Prng) => {
+  const unitS = p.pick([1, 60, 3_600]);
+  return (p.below(2) === 0 ? -1 : 1) * p.between(1, unitS === 3_600 ? CLOCK_STEP_MAX_S / 3_600 : 59) * unitS;
+};
+export const CLOCK_STEP_KINDS: StepKind[] = [
+  {
+    name: "clock-step",
+    track: "clock",
+    needs: "faketime",
+    draw: (p, _ring, steppable) => ({ faults: [{ kind: "clock", target: p.pick(steppable), offsetS: clockOffsetS(p) }], durationMs: p.between(1_000, 5_000) }),
+  },
+];
+/** Not a step: its weight is how many nodes run at a rate for the whole run (clock.ts says why not a step). */
+export const CLOCK_RATE = "clock-rate";
+/**
+ * The largest rate error drawn, per mille: half of what the lease argument covers (11 % with the
+ * defaults, docs/failover.md Lemma 1). Only the arbiter runs fast too: a fast lock server or ring
+ * node would end its clients' sessions and sections before their own clocks do, and the client
+ * rule has no margin for rates (docs/chaos.md, "Clock faults").
+ */
+export const RATE_ERROR_MAX_PERMILLE = 50;
+const RATE_ERROR_MIN_PERMILLE = 10;
+
+/** `weight` distinct nodes and their rates: the arbiter 1 ± ρ, every other node 1 − ρ (slow). */
+function drawRates(prng: Prng, weight: number, nodes: NodeId[]): Record<NodeId, number> {
+  const rates: Record<NodeId, number> = {};
+  const rest = [...nodes];
+  // One node at least is left to step.
+  for (let k = 0; k < weight && rest.length > 1; k++) {
+    const id = rest.splice(prng.below(rest.length), 1)[0];
+    const errorPermille = prng.between(RATE_ERROR_MIN_PERMILLE, RATE_ERROR_MAX_PERMILLE);
+    const fast = id === "a1" && prng.below(2) === 0;
+    rates[id] = (1_000 + (fast ? errorPermille : -errorPermille)) / 1_000;
+  }
+  return rates;
+}
+
 export interface Schedule {
   seed: number;
   profile: Record<string, number>;
   /** Kinds that cannot run here, and why (printed on line 1). */
   off: Record<string, string>;
   steps: Record<Track, FaultStep[]>;
+  /** clock-rate: the rated nodes and their rates (1.03: 3 % fast), for the whole run. */
+  rates: Record<NodeId, number>;
 }
 
 export interface ScheduleOptions {
@@ -172,12 +223,16 @@ export interface ScheduleOptions {
   netnsOff: string | null;
   /** Null when links can be degraded (tc netem, or iptables for loss), else why not. */
   degradeOff: string | null;
+  /** Null when node clocks can be faked (libfaketime), else why not; omitted: off, "not asked". */
+  clockOff?: string | null;
   /** Only these kinds, weight 1 each, and each track's first steps take them in turn (a test's coverage). */
   only?: string[];
   stepsMax?: number;
 }
 
-export const ALL_STEP_KINDS = [...STEP_KINDS, ...NET_STEP_KINDS];
+export const ALL_STEP_KINDS = [...STEP_KINDS, ...NET_STEP_KINDS, ...CLOCK_STEP_KINDS];
+/** Every kind a profile weighs (and --only names): the step kinds and clock-rate. */
+export const FAULT_KIND_NAMES = [...ALL_STEP_KINDS.map((k) => k.name), CLOCK_RATE];
 
 /** Enough steps to fill `seconds` of run time (each track), at most `stepsMax` per track. */
 export function makeSchedule(seed: number, seconds: number, options: ScheduleOptions): Schedule {
@@ -185,6 +240,7 @@ export function makeSchedule(seed: number, seconds: number, options: ScheduleOpt
   const root = new Prng(seed);
   const weights = root.fork("profile");
   const netWeights = root.fork("net-profile");
+  const clockWeights = root.fork("clock-profile");
   const profile: Record<string, number> = {};
   const off: Record<string, string> = {};
   for (const kind of STEP_KINDS) profile[kind.name] = weights.pick([0, 1, 2, 3, 3]);
@@ -196,6 +252,14 @@ export function makeSchedule(seed: number, seconds: number, options: ScheduleOpt
       off[kind.name] = why;
     }
   }
+  const clockOff = options.clockOff === undefined ? "not asked" : options.clockOff;
+  for (const name of [...CLOCK_STEP_KINDS.map((k) => k.name), CLOCK_RATE]) {
+    profile[name] = clockWeights.pick([0, 1, 2, 3, 3]);
+    if (clockOff !== null) {
+      profile[name] = 0;
+      off[name] = clockOff;
+    }
+  }
   if (options.only) {
     for (const name of options.only) {
       if (!(name in profile)) throw new Error(`no fault kind ${name}`);
@@ -204,11 +268,14 @@ export function makeSchedule(seed: number, seconds: number, options: ScheduleOpt
     for (const name of Object.keys(profile)) profile[name] = options.only.includes(name) ? 1 : 0;
   }
   // Each track keeps at least one kind, so no seed runs without faults (unless --only says so).
-  for (const track of TRACKS) {
+  for (const track of PROCESS_TRACKS) {
     const kinds = STEP_KINDS.filter((k) => k.track === track);
     if (!options.only && ALL_STEP_KINDS.every((k) => k.track !== track || profile[k.name] === 0)) profile[weights.pick(kinds).name] = 1;
   }
-  const steps: Record<Track, FaultStep[]> = { lock: [], ring: [], client: [] };
+  const nodes = ["a1", "p1", "b1", ...ring];
+  const rates = drawRates(root.fork("clock-rates"), profile[CLOCK_RATE], nodes);
+  const steppable = nodes.filter((id) => rates[id] === undefined);
+  const steps: Record<Track, FaultStep[]> = { lock: [], ring: [], client: [], clock: [] };
   for (const track of TRACKS) {
     const prng = root.fork(track);
     const kinds = ALL_STEP_KINDS.filter((k) => k.track === track && profile[k.name] > 0);
@@ -220,16 +287,17 @@ export function makeSchedule(seed: number, seconds: number, options: ScheduleOpt
       // With --only, the first steps take each kind once, so a short run applies every one.
       const kind = options.only && i < kinds.length ? kinds[i] : kinds.find((k) => (ticket -= profile[k.name]) < 0)!;
       const quietMs = track === "lock" ? prng.between(300, 3_000) : prng.between(1_000, 4_000);
-      const step: FaultStep = { track, name: kind.name, quietMs, ...kind.draw(prng, ring) };
+      const step: FaultStep = { track, name: kind.name, quietMs, ...kind.draw(prng, ring, steppable) };
       steps[track].push(step);
       plannedMs += step.durationMs + step.quietMs;
     }
   }
-  return { seed, profile, off, steps };
+  return { seed, profile, off, steps, rates };
 }
 
-/** One fault in words: `kill p1`, `cut r2+r4 | rest`, `cut p1 -> a1 (one-way)`, `degrade b1 (30±5 ms, 10% loss)`. */
+/** One fault in words: `kill p1`, `cut r2+r4 | rest`, `cut p1 -> a1 (one-way)`, `degrade b1 (30±5 ms, 10% loss)`, `clock r2 -3600 s`. */
 export function describeFault(f: Fault): string {
+  if (f.kind === "clock") return `clock ${f.target} ${f.offsetS! < 0 ? "" : "+"}${f.offsetS} s`;
   if (f.kind === "cut") {
     const side = [f.target, ...(f.with ?? [])].join("+");
     return `cut ${side} ${f.oneWay ? "->" : "|"} ${f.from?.join("+") ?? "rest"}${f.oneWay ? " (one-way)" : ""}`;
@@ -308,6 +376,7 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
         const id = fault.target === "serving" ? serving! : fault.target;
         const network = fault.kind === "cut" || fault.kind === "degrade";
         if (network && !lab) throw new Error(`nemesis: ${fault.kind} needs the nodes in namespaces`);
+        if (fault.kind === "clock" && !supervisor.clocks) throw new Error("nemesis: a clock step needs libfaketime");
         if (!network && supervisor.state(id) !== "up") continue;
         // Without netem only the loss applies: the printout and the history say so.
         const link = fault.link && options.degradeMode !== "netem" ? { delayMs: 0, jitterMs: 0, lossPercent: fault.link.lossPercent } : fault.link;
@@ -319,7 +388,7 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
           node: id,
           step: step.name,
           ...(serving === undefined ? {} : { primary: id === serving }),
-          ...(network ? { detail: describeFault(resolved) } : {}),
+          ...(network || fault.kind === "clock" ? { detail: describeFault(resolved) } : {}),
         });
         let heal: () => Promise<string>;
         if (fault.kind === "kill") {
@@ -338,11 +407,15 @@ export async function runTrack(steps: FaultStep[], options: NemesisOptions): Pro
           const other = otherSide(fault, side, supervisor);
           const cuts = fault.oneWay ? lab!.cutOneWay(at(side), at(other)) : lab!.cut(at(side), at(other));
           heal = () => Promise.resolve((lab!.healCut(cuts), `~ mend   ${side.join("+")} ${fault.oneWay ? "->" : "|"} ${other.join("+")}`));
+        } else if (fault.kind === "clock") {
+          // The node reads the file on its next wall-clock call: no restart, no signal.
+          supervisor.clocks!.step(id, fault.offsetS!);
+          heal = () => Promise.resolve((supervisor.clocks!.step(id, 0), `~ clock  ${id} back to real time`));
         } else {
           lab!.degrade(supervisor.index(id), link!, options.degradeMode === "netem");
           heal = () => Promise.resolve((lab!.undegrade(supervisor.index(id)), `~ restore ${id}'s link`));
         }
-        const mark = { kill: "!", pause: "z", cut: "/", degrade: "%" }[fault.kind];
+        const mark = { kill: "!", pause: "z", cut: "/", degrade: "%", clock: "@" }[fault.kind];
         print(`${mark} ${describeFault(resolved)}${fault.target === "serving" ? " (serving)" : ""} for ${step.durationMs} ms [${step.name}]`);
         applied.push({ heal, finish });
       }

@@ -23,7 +23,8 @@ import { Prng, SEED_MAX } from "../../lib/core/prng.ts";
 import { eventually, sleep, tempDir } from "../_harness.ts";
 import { degradeSupport, NetLab, netnsUnavailable } from "../_netns.ts";
 import { checkFile } from "./check.ts";
-import { ALL_STEP_KINDS, describeStep, makeSchedule, runTrack } from "./faults.ts";
+import { CLOCK_RATE, describeStep, FAULT_KIND_NAMES, makeSchedule, runTrack } from "./faults.ts";
+import { faketimeLibrary, NodeClocks } from "./clock.ts";
 import { HistoryWriter } from "./history.ts";
 import { ChaosHub } from "./hub.ts";
 import { cliWorker, onClientFault } from "./cli_clients.ts";
@@ -34,7 +35,8 @@ const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--network auto|netns|loop
   --seed N          picks the fault schedule (default: random; printed on line 1)
   --network M       netns: every node in its own network namespace (root and ip; else exit 3);
                     loopback: every node on 127.0.0.1; auto (default): netns when it can be made
-  --only K,K        only these fault kinds, each once first (e.g. ring-split,cut-arbiter)
+  --only K,K        only these fault kinds, each once first (e.g. ring-split,cut-arbiter;
+                    clock-step,clock-rate need libfaketime: docs/chaos.md, Clock faults)
   --seconds N       length of the fault phase, 5..3600 (default 60)
   --lock-clients N  lock-service clients, 1..32 (default 6)
   --ring-clients N  ring clients, spread over the ring nodes, 0..12 (default 3)
@@ -95,8 +97,8 @@ function parseFlags(): Flags {
   const network = values.network ?? "auto";
   if (network !== "auto" && network !== "netns" && network !== "loopback") usage("--network must be auto, netns or loopback");
   const only = values.only?.split(",").filter((k) => k !== "");
-  const unknown = only?.find((k) => !ALL_STEP_KINDS.some((kind) => kind.name === k));
-  if (unknown) usage(`--only: no fault kind ${unknown} (kinds: ${ALL_STEP_KINDS.map((k) => k.name).join(", ")})`);
+  const unknown = only?.find((k) => !FAULT_KIND_NAMES.includes(k));
+  if (unknown) usage(`--only: no fault kind ${unknown} (kinds: ${FAULT_KIND_NAMES.join(", ")})`);
   const randomSeed = crypto.getRandomValues(new Uint32Array(1))[0];
   return {
     seed: int(values.seed, randomSeed, 0, SEED_MAX, "seed"),
@@ -147,12 +149,14 @@ function makeNetwork(): { lab?: NetLab; label: string } {
 }
 const network = makeNetwork();
 const degrade = network.lab ? degradeSupport() : { mode: null, why: "loopback" };
+const faketime = faketimeLibrary();
 let schedule;
 try {
   schedule = makeSchedule(flags.seed, flags.seconds, {
     ring: Array.from({ length: network.lab ? RING_SIZE.netns : RING_SIZE.loopback }, (_, i) => `r${i + 1}`),
     netnsOff: network.lab ? null : "loopback",
     degradeOff: degrade.mode === null ? degrade.why : null,
+    clockOff: "path" in faketime ? null : faketime.why,
     only: flags.only,
   });
 } catch (error) {
@@ -165,13 +169,18 @@ const profile = Object.entries(schedule.profile).map(([k, w]) => `${k}=${schedul
 console.log(`chaos seed=${flags.seed} seconds=${flags.seconds} runtime=${runtime} binary=${binary.label} network: ${network.label} profile: ${profile}`);
 if (network.lab && degrade.mode !== null) console.log(`links degraded by ${degrade.why}`);
 const offWhy = [...new Set(Object.values(schedule.off))];
+const rated = Object.entries(schedule.rates);
+if (rated.length > 0) console.log(`clock rates for the whole run, monotonic clock too: ${rated.map(([id, rate]) => `${id} x${rate}`).join(", ")}`);
 if (offWhy.length > 0) console.log(`off: ${offWhy.map((why) => `${Object.keys(schedule.off).filter((k) => schedule.off[k] === why).join(", ")} (${why})`).join("; ")}`);
 
 const t0 = Date.now();
 const stamp = () => `+${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s`;
 const print = (line: string) => console.log(`${stamp()} ${line}`);
 const dir = tempDir("mutexd-chaos-");
-const supervisor = await Supervisor.create(dir, binary.argv, network.lab);
+// The clock preload only when a clock kind runs: other runs keep the real clock and its cost.
+const clockKinds = schedule.profile["clock-step"] > 0 || rated.length > 0;
+const clocks = clockKinds && "path" in faketime ? new NodeClocks(faketime.path, dir, schedule.rates) : undefined;
+const supervisor = await Supervisor.create(dir, binary.argv, network.lab, clocks);
 // Registered after the supervisor's hook, so the nodes are killed before their namespaces go.
 process.on("exit", () => network.lab?.remove());
 const history = new HistoryWriter(join(dir, "history.jsonl"));
@@ -200,11 +209,15 @@ process.on("SIGINT", () => {
 const watchdog = setTimeout(() => void abort(3, "harness: run overran its time bound"), (flags.seconds + 180) * 1_000);
 
 print(`dir ${dir}`);
-for (const track of ["lock", "ring", "client"] as const) {
+for (const track of ["lock", "ring", "client", "clock"] as const) {
   const steps = schedule.steps[track];
   print(`${track} schedule: ${steps.length} steps; first: ${steps.slice(0, 3).map(describeStep).join("; ")}`);
 }
 
+// A rated node runs at its rate from its first start to the stop: one fault record each, for the whole run.
+const rateFaults = rated.map(([id, rate]) =>
+  history.invoke({ op: "fault", client: "nemesis", fault: "rate", node: id, step: CLOCK_RATE, detail: `rate ${id} x${rate} (whole run)` })
+);
 // Start-up: every node, then wait for a serving primary with its backup in sync, and a token.
 for (const id of supervisor.order) {
   if (!(await supervisor.start(id))) await abort(3, `harness: ${id} did not start; see ${dir}/logs/${id}.log`);
@@ -252,9 +265,9 @@ for (let i = 0; i < flags.cliRingClients; i++) {
 const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping, onClientFault, degradeMode: degrade.mode };
 const progress = setInterval(() => print(`progress: ${history.count} records`), 10_000);
 // A fault that cannot be applied (ip, tc or iptables failing) is the harness's failure, not a violation.
-const tracks = await Promise.all((["lock", "ring", "client"] as const).map((track) => runTrack(schedule.steps[track], nemesis)))
+const tracks = await Promise.all((["lock", "ring", "client", "clock"] as const).map((track) => runTrack(schedule.steps[track], nemesis)))
   .catch((error) => abort(3, `harness: the nemesis failed: ${(error as Error).message.split("\n")[0]}`));
-print(`faults done: ${tracks[0]} lock steps, ${tracks[1]} ring steps, ${tracks[2]} client steps; waiting for the clients to finish`);
+print(`faults done: ${tracks[0]} lock steps, ${tracks[1]} ring steps, ${tracks[2]} client steps, ${tracks[3]} clock steps; waiting for the clients to finish`);
 const results = await Promise.race([Promise.all(workers), sleep(60_000).then(() => undefined)]);
 clearInterval(progress);
 if (!results) await abort(3, "harness: clients did not finish within 60 s of the deadline");
@@ -313,6 +326,7 @@ if (flags.ringClients > 0) {
   }
 }
 
+for (const finish of rateFaults) finish("ok");
 await supervisor.stopAll();
 await hub.close();
 network.lab?.remove();

@@ -11,6 +11,7 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, statSync } from "no
 import { join } from "node:path";
 import process from "node:process";
 import type { NetLab } from "../_netns.ts";
+import type { NodeClocks } from "./clock.ts";
 import { freePort, mutexdArgv, type Proc, QUICK_RING_SETTINGS, ROOT, sleep, startProcess, writeCluster } from "../_harness.ts";
 import { randomSessionSecret } from "../../lib/client/lock_client.ts";
 
@@ -87,7 +88,15 @@ export class Supervisor {
   private readonly commands = new Map<string, number>();
   private closed = false;
 
-  private constructor(readonly dir: string, clusterFile: string, urls: Map<NodeId, string>, binary: string[], readonly lab?: NetLab) {
+  private constructor(
+    readonly dir: string,
+    clusterFile: string,
+    urls: Map<NodeId, string>,
+    binary: string[],
+    readonly lab?: NetLab,
+    /** Each node's clock under libfaketime (clock steps and rates); absent: the real clock. */
+    readonly clocks?: NodeClocks,
+  ) {
     this.clusterFile = clusterFile;
     this.binary = binary;
     this.order = [...urls.keys()];
@@ -104,7 +113,7 @@ export class Supervisor {
    * each node on its namespace's address, the subnet's broadcast for the ring's repair datagrams,
    * and a cluster secret, which a node off loopback needs.
    */
-  static async create(dir: string, binary: string[], lab?: NetLab): Promise<Supervisor> {
+  static async create(dir: string, binary: string[], lab?: NetLab, clocks?: NodeClocks): Promise<Supervisor> {
     const ringSize = lab ? RING_SIZE.netns : RING_SIZE.loopback;
     const order = [...LOCK_NODES, ...Array.from({ length: ringSize }, (_, i) => `r${i + 1}`)];
     if (lab && lab.addresses.length !== order.length) throw new Error(`supervisor: the lab has ${lab.addresses.length} namespaces, the cluster ${order.length} nodes`);
@@ -118,7 +127,7 @@ export class Supervisor {
       lines.push("[[nodes]]", `id = "${id}"`, `role = "${roleOf(id)}"`, `http = "${http}"`, `dataDir = "data/${id}"`, "");
     }
     // The ring order is the file order of ring nodes: r1, r2, ….
-    return new Supervisor(dir, writeCluster(dir, lines.join("\n")), urls, binary, lab);
+    return new Supervisor(dir, writeCluster(dir, lines.join("\n")), urls, binary, lab, clocks);
   }
 
   /** Node `id`'s namespace index in the lab (its place in `order`). */
@@ -145,7 +154,8 @@ export class Supervisor {
     const [cmd, ...pre] = this.binary;
     // `ip netns exec` execs the command in place, so the PID is the node's own (kill, SIGSTOP).
     const argv = [...(this.lab?.wrap(this.index(id)) ?? []), cmd, ...pre, "node", "--config", this.clusterFile, "--id", id];
-    const proc = startProcess(argv[0], argv.slice(1));
+    // The clock preload from the first start on, so a step needs no restart (clock.ts).
+    const proc = startProcess(argv[0], argv.slice(1), { env: this.clocks?.env(id) });
     proc.child.stdout!.on("data", (d) => appendFileSync(log, d));
     proc.child.stderr!.on("data", (d) => appendFileSync(log, d));
     this.started.add(proc);
