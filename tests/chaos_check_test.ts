@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { checkFile, checkHistory, formatViolation, pairOps, type Rule, type Violation } from "./chaos/check.ts";
+import { CHAOS_SETTINGS, checkFile, checkHistory, formatViolation, grantGaps, pairOps, RING_GAP_MAX_MS, ringGapBoundMs, type Rule, type Violation } from "./chaos/check.ts";
 import { formatSummary, summarize } from "./chaos/summary.ts";
 import type { HistoryRecord, OpName } from "./chaos/history.ts";
 import { HistoryWriter } from "./chaos/history.ts";
@@ -186,6 +186,53 @@ test("chaos checker: a single fault during which no lock was granted for longer 
   assert.equal(double.violations.filter((v) => v.rule === "grant-gap").length, 0);
 });
 
+/** Grants (probe grants, or ring sections at r2) every 50 ms from `fromMs` to `toMs`. */
+function grantsEvery(fromMs: number, toMs: number, op: "probe" | "ring-enter" = "probe"): Line[] {
+  const extra = op === "probe" ? { lock: "probe" } : { ...RING, node: "r2" };
+  return Array.from({ length: Math.floor((toMs - fromMs) / 50) }, (_, i): Line => [
+    "ok", op, op === "probe" ? "probe" : "q1", fromMs + i * 50, fromMs + i * 50 + 1, { ...extra, token: 1_000 + fromMs + i },
+  ]);
+}
+const gapRules = (lines: Line[]) => checkHistory(history(lines)).violations.filter((v) => v.rule === "grant-gap");
+
+test("chaos checker: grant-gap bites for a network fault, by its target: a cut of the serving server owes a takeover, of the arbiter 1 s", () => {
+  // The serving p1 cut off from 100 to 2,000 ms; the probe's grants stop from 100 to 1,600.
+  const cut = (node: string, primary?: boolean): Line =>
+    ["ok", "fault", "nemesis", 100, 2_000, { fault: "cut", node, step: "isolate-lock", detail: `cut ${node} | rest`, ...(primary === undefined ? {} : { primary }) }];
+  const holed = [...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)];
+  assert.deepEqual(gapRules([cut("p1", true), ...holed]), [], "1.5 s is within a takeover's 4 s");
+  const arbiter = gapRules([cut("a1"), ...holed]);
+  assert.equal(arbiter.length, 1, "the same hole with the arbiter cut off is caught");
+  assert.match(arbiter[0].message, /no grant for 15\d\d ms during isolate-lock of a1 \(cut a1 \| rest\) \(bound 1000 ms\)/);
+  // A takeover that never comes: 5 s without a grant, past the heal + 1 s: the gap runs to the next grant.
+  const stuck = gapRules([cut("p1", true), ...grantsEvery(0, 100), ...grantsEvery(5_100, 6_000)]);
+  assert.equal(stuck.length, 1);
+  assert.match(stuck[0].message, /no grant for 50\d\d ms during isolate-lock of p1/);
+  // cut-arbiter: a server cut from the arbiter only must not be noticed.
+  const cutArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "cut", node: "p1", step: "cut-arbiter", primary: true }];
+  assert.equal(gapRules([cutArbiter, ...holed]).length, 1);
+});
+
+test("chaos checker: grant-gap bites for a ring fault, from the ring's settings; with the arbiter faulted too it owes safety only", () => {
+  assert.equal(RING_GAP_MAX_MS, ringGapBoundMs(CHAOS_SETTINGS));
+  // A longer token-loss timeout moves the bound with it (the derivation reads the settings).
+  assert.equal(ringGapBoundMs({ ...CHAOS_SETTINGS, tokenLossMs: 10_000 }) - ringGapBoundMs({ ...CHAOS_SETTINGS, tokenLossMs: 9_000 }), 1_000);
+  const isolate: Line = ["ok", "fault", "nemesis", 1_000, 3_000, { fault: "cut", node: "r4", step: "ring-isolate" }];
+  const holeEndMs = 1_000 + RING_GAP_MAX_MS + 500;
+  const lines = [isolate, ...grantsEvery(0, 1_000, "ring-enter"), ...grantsEvery(holeEndMs, holeEndMs + 1_000, "ring-enter")];
+  const found = gapRules(lines);
+  assert.equal(found.length, 1, "a ring that stops past its bound after one node is cut off is caught (r4: every ring node counts)");
+  assert.match(found[0].message, new RegExp(`no grant for ${RING_GAP_MAX_MS + 501} ms during ring-isolate of r4`));
+  const within = [isolate, ...grantsEvery(0, 1_000, "ring-enter"), ...grantsEvery(1_000 + RING_GAP_MAX_MS - 500, holeEndMs + 1_000, "ring-enter")];
+  assert.deepEqual(gapRules(within), []);
+  // The arbiter paused meanwhile (the lock track): two faults on the ring's view change.
+  const arbiterPause: Line = ["ok", "fault", "nemesis", 2_000, 2_500, { fault: "pause", node: "a1", step: "pause-arbiter" }];
+  assert.deepEqual(gapRules([...lines, arbiterPause, ...grantsEvery(0, holeEndMs + 1_000)]), []);
+  const ringGap = grantGaps(pairOps(history([...lines, arbiterPause]))).find((g) => g.fault.node === "r4")!;
+  assert.equal(ringGap.boundMs, undefined);
+  assert.match(ringGap.safetyOnly!, /a1 faulted too/);
+});
+
 test("chaos checker: checkFile reads a history file and exits 1 on a violation, 0 on a clean one", () => {
   const dir = tempDir("mutexd-chaos-check-");
   const write = (name: string, records: HistoryRecord[]) => {
@@ -251,7 +298,7 @@ test("chaos summary: the end-of-run table's counts and recovery times from a han
   // Granting stopped: p1's fault 100 → 700 (the probe's next grant ends at 701: 601 ms);
   // b1's pause: 50 ms; the ring kill: from 2,000 to the grant at 2,500, then none to the last ask (2,100).
   const gaps = Object.fromEntries(s.gaps.map((g) => [g.kind, [Math.round(g.maxMs!), g.boundMs]]));
-  assert.deepEqual(gaps, { "kill-server": [601, 4_000], "pause-short": [50, 1_500], "ring-kill": [100, undefined] });
+  assert.deepEqual(gaps, { "kill-server": [601, 4_000], "pause-short": [50, 1_500], "ring-kill": [100, RING_GAP_MAX_MS] });
   const text = formatSummary(s).join("\n");
   assert.match(text, /kill-server\s+1\s+601 ms\s+601 ms\s+0/);
   assert.match(text, /lock \(cli\)\s+0\s+1\s+0/);

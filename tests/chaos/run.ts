@@ -37,7 +37,7 @@ const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--network auto|netns|loop
   --only K,K        only these fault kinds, each once first (e.g. ring-split,cut-arbiter)
   --seconds N       length of the fault phase, 5..3600 (default 60)
   --lock-clients N  lock-service clients, 1..32 (default 6)
-  --ring-clients N  ring clients, spread over the ring nodes, 0..12 (default 3)
+  --ring-clients N  ring clients, spread over the ring nodes, 0..12 (default: one per ring node, 3 or 5)
   --locks N         distinct lock names, 1..16 (default 3)
   --cli-lock-clients N  clients as processes, \`mutexd lock NAME -- CMD\`, 0..8 (default 2)
   --cli-ring-clients N  clients as processes, \`mutexd ring lock -- CMD\`, 0..4 (default 1)
@@ -52,7 +52,8 @@ interface Flags {
   network: "auto" | "netns" | "loopback";
   only?: string[];
   lockClients: number;
-  ringClients: number;
+  /** Undefined: one per ring node (the ring's size on this network). */
+  ringClients?: number;
   locks: number;
   cliLockClients: number;
   cliRingClients: number;
@@ -104,7 +105,7 @@ function parseFlags(): Flags {
     network: network as Flags["network"],
     only,
     lockClients: int(values["lock-clients"], 6, 1, 32, "lock-clients"),
-    ringClients: int(values["ring-clients"], 3, 0, 12, "ring-clients"),
+    ringClients: values["ring-clients"] === undefined ? undefined : int(values["ring-clients"], 0, 0, 12, "ring-clients"),
     locks: int(values.locks, 3, 1, 16, "locks"),
     cliLockClients: int(values["cli-lock-clients"], 2, 0, 8, "cli-lock-clients"),
     cliRingClients: int(values["cli-ring-clients"], 1, 0, 4, "cli-ring-clients"),
@@ -172,6 +173,8 @@ const stamp = () => `+${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s`;
 const print = (line: string) => console.log(`${stamp()} ${line}`);
 const dir = tempDir("mutexd-chaos-");
 const supervisor = await Supervisor.create(dir, binary.argv, network.lab);
+// One in-process ring client per ring node by default, so a fault of any node (r4, r5 too) hits a client.
+const ringClients = flags.ringClients ?? supervisor.ringNodes.length;
 // Registered after the supervisor's hook, so the nodes are killed before their namespaces go.
 process.on("exit", () => network.lab?.remove());
 const history = new HistoryWriter(join(dir, "history.jsonl"));
@@ -236,7 +239,7 @@ for (let i = 0; i < flags.lockClients; i++) {
 }
 // The availability probe: how long the service could not grant under each fault (check.ts).
 workers.push(probeWorker(ctx, { servers }));
-for (let i = 0; i < flags.ringClients; i++) {
+for (let i = 0; i < ringClients; i++) {
   const node = supervisor.ringNodes[i % supervisor.ringNodes.length];
   workers.push(ringWorker({ ...ctx, prng: prng.fork(`q${i}`) }, { client: `q${i}`, node, server: supervisor.url(node) }));
 }
@@ -246,8 +249,10 @@ for (let i = 0; i < flags.cliLockClients; i++) {
   workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-l${i}`) }, { client: `cli-l${i}`, mutexd: binary.argv, supervisor, hub, locks, clusterFile: supervisor.clusterFile }));
 }
 for (let i = 0; i < flags.cliRingClients; i++) {
-  const node = supervisor.ringNodes[i % supervisor.ringNodes.length];
-  workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-r${i}`) }, { client: `cli-r${i}`, mutexd: binary.argv, supervisor, hub, node, server: supervisor.url(node) }));
+  // Each client process asks the ring nodes in turn, from its own one on: every node gets CLI clients.
+  const n = supervisor.ringNodes.length;
+  const ringNodes = Array.from({ length: n }, (_, k) => supervisor.ringNodes[(i + k) % n]).map((node) => ({ node, server: supervisor.url(node) }));
+  workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-r${i}`) }, { client: `cli-r${i}`, mutexd: binary.argv, supervisor, hub, ringNodes }));
 }
 const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping, onClientFault, degradeMode: degrade.mode };
 const progress = setInterval(() => print(`progress: ${history.count} records`), 10_000);
@@ -273,7 +278,7 @@ await Promise.all([
       done("fail", { error: String((error as Error).message) });
     }
   }),
-  ...(flags.ringClients > 0 ? supervisor.ringNodes : []).map(async (node) => {
+  ...(ringClients > 0 ? supervisor.ringNodes : []).map(async (node) => {
     const done = history.invoke({ op: "liveness", client: "final", node });
     try {
       const section = await connectRing({ server: supervisor.url(node), requestTimeoutMs: 5_000 }).lock({ waitMs: 25_000 });
@@ -289,7 +294,7 @@ await Promise.all([
 for (const lock of locks) {
   history.invoke({ op: "final", client: "final", lock })("ok", { value: counters.value(lock) });
 }
-if (flags.ringClients > 0) {
+if (ringClients > 0) {
   const read = async () =>
     await Promise.all(supervisor.ringNodes.map(async (id) => {
       try {
