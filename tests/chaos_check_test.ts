@@ -7,7 +7,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { CHAOS_SETTINGS, checkFile, checkHistory, formatViolation, grantGaps, pairOps, RING_GAP_MAX_MS, ringGapBoundMs, type Rule, type Violation } from "./chaos/check.ts";
+import {
+  CHAOS_SETTINGS,
+  checkFile,
+  checkHistory,
+  formatViolation,
+  grantGaps,
+  pairOps,
+  RING_GAP_MAX_MS,
+  ringGapBoundMs,
+  type Rule,
+  STALL_FAULT_MS,
+  type Violation,
+} from "./chaos/check.ts";
 import { formatSummary, summarize } from "./chaos/summary.ts";
 import type { HistoryRecord, OpName } from "./chaos/history.ts";
 import { HistoryWriter } from "./chaos/history.ts";
@@ -231,6 +243,24 @@ test("chaos checker: grant-gap bites for a ring fault, from the ring's settings;
   const ringGap = grantGaps(pairOps(history([...lines, arbiterPause]))).find((g) => g.fault.node === "r4")!;
   assert.equal(ringGap.boundMs, undefined);
   assert.match(ringGap.safetyOnly!, /a1 faulted too/);
+});
+
+test("chaos checker: a long event-loop stall of another process of the service is a second fault: the gap then owes safety only", () => {
+  const cutArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "cut", node: "p1", step: "cut-arbiter", primary: true }];
+  const holed = [cutArbiter, ...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)];
+  const stall = (node: string, ms: number): Line => ["event", "stall", "node-log", 500, 500 + ms, { node, value: ms }];
+  // b1 silent for replicationTimeoutMs: p1 drops it out of sync and cannot tell the arbiter.
+  assert.deepEqual(gapRules([...holed, stall("b1", STALL_FAULT_MS.lock)]), []);
+  const gap = grantGaps(pairOps(history([...holed, stall("b1", 401)]))).find((g) => g.fault.node === "p1")!;
+  assert.equal(gap.boundMs, undefined);
+  assert.equal(gap.safetyOnly, "b1 stalled 401 ms");
+  // Shorter stalls, or a stall of the faulted node itself (a pause shows as one), excuse nothing.
+  assert.equal(gapRules([...holed, stall("b1", STALL_FAULT_MS.lock - 1)]).length, 1);
+  assert.equal(gapRules([...holed, stall("p1", 1_000)]).length, 1);
+  // The table counts them per process and names the excused fault.
+  const s = summarize(pairOps(history([...holed, stall("b1", 401), stall("runner", 120)])), []);
+  assert.deepEqual(s.stalls.map((r) => [r.kind, r.count, r.maxMs]), [["b1", 1, 401], ["runner", 1, 120]]);
+  assert.match(formatSummary(s).join("\n"), /cut-arbiter .*1 safety only: b1 stalled 401 ms/);
 });
 
 test("chaos checker: checkFile reads a history file and exits 1 on a violation, 0 on a clean one", () => {

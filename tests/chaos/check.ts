@@ -357,6 +357,19 @@ export interface GrantGap {
 }
 
 const LOCK_NODE_IDS = ["p1", "b1", "a1"];
+
+/**
+ * An event-loop stall this long of another process of the faulted service is a second fault (a
+ * loaded machine makes them): the lock service's failure detector drops a backup silent for
+ * replicationTimeoutMs, so with the arbiter or the primary faulted too the service may stop (two
+ * faults); a ring node silent for tokenHopTimeoutMs fails a hand-off. The runner's own stall (the
+ * clients' process: the probe and the ring clients) delays the grants it measures by as much.
+ */
+export const STALL_FAULT_MS = { lock: CHAOS_SETTINGS.replicationTimeoutMs, ring: CHAOS_SETTINGS.tokenHopTimeoutMs };
+const STALL_LOCK_NODES = ["p1", "b1", "a1", "runner"];
+/** a1 coordinates the ring's view changes; the ring nodes themselves are added per history. */
+const STALL_RING_NODES = ["a1", "runner"];
+const ringNodesOf = (ops: Op[]) => [...new Set(ops.filter((o) => o.op === "fault" || o.op === "stall").map((o) => o.node ?? "").filter(isRingNode))];
 const isRingNode = (node: string) => /^r\d+$/.test(node);
 
 /**
@@ -373,6 +386,7 @@ export function grantGaps(ops: Op[]): GrantGap[] {
   const ring = source("ring-enter");
   const faults = ops.filter((o) => o.op === "fault" && o.node !== undefined);
   const arbiterFaults = faults.filter((f) => f.node === "a1");
+  const stalls = ops.filter((o) => o.op === "stall" && o.value !== undefined);
   const gaps: GrantGap[] = [];
   for (const fault of faults) {
     if (fault.type !== "ok") continue;
@@ -396,8 +410,12 @@ export function grantGaps(ops: Op[]): GrantGap[] {
     }
     if (lastMs <= windowEndMs) gapMs = Math.max(gapMs, Math.min(untilMs, grants.find((at) => at > lastMs) ?? untilMs) - lastMs);
     const overlapped = !ofLock && arbiterFaults.find((a) => a.start < windowEndMs && a.end > fromMs);
-    const boundMs = overlapped ? undefined : gapBoundMs(fault);
-    gaps.push({ fault, gapMs, boundMs, ...(overlapped ? { safetyOnly: `a1 faulted too (${overlapped.step ?? overlapped.fault})` } : {}) });
+    const stalled = stalls.find((st) =>
+      st.node !== node && (ofLock ? STALL_LOCK_NODES : [...STALL_RING_NODES, ...ringNodesOf(ops)]).includes(st.node!) &&
+      st.value! >= (ofLock ? STALL_FAULT_MS.lock : STALL_FAULT_MS.ring) && st.start < windowEndMs && st.end > fromMs
+    );
+    const safetyOnly = overlapped ? `a1 faulted too (${overlapped.step ?? overlapped.fault})` : stalled ? `${stalled.node} stalled ${Math.round(stalled.value!)} ms` : undefined;
+    gaps.push({ fault, gapMs, boundMs: safetyOnly ? undefined : gapBoundMs(fault), ...(safetyOnly ? { safetyOnly } : {}) });
   }
   return gaps;
 }

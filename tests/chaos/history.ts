@@ -25,6 +25,9 @@ export type RecordType = "invoke" | "ok" | "fail" | "info";
  * - final: after the run, the resource's counter (`lock`) or a ring node's counter (`node`).
  * - liveness: after the final heal, one grant per lock and per ring node must succeed.
  * - probe: the availability probe's try-lock of its own lock (ok: granted, with `token`).
+ * - stall: a process's event loop stalled (a lone `info`): `node` is a node (from its log's
+ *   `loopStall` lines, added at the end of the run) or "runner" (the clients' own process);
+ *   `start`..`end` is the stall and `value` its length in ms.
  */
 export type OpName =
   | "acquire"
@@ -40,7 +43,8 @@ export type OpName =
   | "fault"
   | "final"
   | "liveness"
-  | "probe";
+  | "probe"
+  | "stall";
 
 export interface HistoryRecord {
   id: number;
@@ -105,11 +109,33 @@ export class HistoryWriter {
     };
   }
 
-  /** A single `info` record for an event that has no invocation (a lock reported lost). */
-  event(fields: Omit<HistoryRecord, "id" | "type" | "start" | "end">): void {
+  /** A single `info` record for an event that has no invocation (a lock reported lost); `span` for one that lasted (a stall). */
+  event(fields: Omit<HistoryRecord, "id" | "type" | "start" | "end">, span?: { startMs: number; endMs: number }): void {
     const now = wallMs();
-    this.write({ id: this.nextId++, type: "info", ...fields, start: now, end: now });
+    this.write({ id: this.nextId++, type: "info", ...fields, start: span?.startMs ?? now, end: span?.endMs ?? now });
   }
+}
+
+/** The `loopStall` lines of a node's log (cluster/stall_monitor.ts): when each ended (wall ms) and how long it was. */
+export function loopStallsOf(logFile: string): Array<{ endMs: number; stallMs: number }> {
+  let text: string;
+  try {
+    text = readFileSync(logFile, "utf8");
+  } catch {
+    return []; // a node that never started has no log
+  }
+  const stalls: Array<{ endMs: number; stallMs: number }> = [];
+  for (const line of text.split("\n")) {
+    if (!line.includes('"loopStall"')) continue;
+    try {
+      const entry = JSON.parse(line) as { ts?: string; stallMs?: number };
+      const endMs = Date.parse(entry.ts ?? "");
+      if (Number.isFinite(endMs) && typeof entry.stallMs === "number") stalls.push({ endMs, stallMs: entry.stallMs });
+    } catch {
+      // a torn last line of a killed node
+    }
+  }
+  return stalls;
 }
 
 /** Parses a history file; a torn last line (the runner killed mid-write) is skipped. */

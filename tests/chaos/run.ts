@@ -24,7 +24,10 @@ import { eventually, sleep, tempDir } from "../_harness.ts";
 import { degradeSupport, NetLab, netnsUnavailable } from "../_netns.ts";
 import { checkFile } from "./check.ts";
 import { ALL_STEP_KINDS, describeStep, makeSchedule, runTrack } from "./faults.ts";
-import { HistoryWriter } from "./history.ts";
+import { HistoryWriter, loopStallsOf, wallMs } from "./history.ts";
+import { StallMonitor } from "../../cluster/stall_monitor.ts";
+import { monotonicClock } from "../../cluster/clock.ts";
+import { realTimers } from "../../cluster/timers.ts";
 import { ChaosHub } from "./hub.ts";
 import { cliWorker, onClientFault } from "./cli_clients.ts";
 import { chooseBinary, getJson, RING_SIZE, Supervisor } from "./supervisor.ts";
@@ -178,6 +181,11 @@ const ringClients = flags.ringClients ?? supervisor.ringNodes.length;
 // Registered after the supervisor's hook, so the nodes are killed before their namespaces go.
 process.on("exit", () => network.lab?.remove());
 const history = new HistoryWriter(join(dir, "history.jsonl"));
+// The runner's own event-loop stalls: a stall delays every client's record by as much (check.ts
+// counts a long one as a second fault, like a node's).
+const runnerStalls = new StallMonitor(monotonicClock, realTimers, (stallMs) =>
+  history.event({ op: "stall", client: "runner", node: "runner", value: stallMs }, { startMs: wallMs() - stallMs, endMs: wallMs() }));
+runnerStalls.start();
 let stopping = false;
 let interrupts = 0;
 
@@ -319,6 +327,13 @@ if (ringClients > 0) {
 }
 
 await supervisor.stopAll();
+runnerStalls.stop();
+// Every node's event-loop stalls from its log, into the history (check.ts: a second fault).
+for (const id of supervisor.order) {
+  for (const stall of loopStallsOf(join(dir, "logs", `${id}.log`))) {
+    history.event({ op: "stall", client: "node-log", node: id, value: stall.stallMs }, { startMs: stall.endMs - stall.stallMs, endMs: stall.endMs });
+  }
+}
 await hub.close();
 network.lab?.remove();
 clearTimeout(watchdog);

@@ -45,7 +45,9 @@ export interface Summary {
   takeover: TimeRow[];
   ring: TimeRow[];
   /** Per step kind: the longest stretch without a grant around each fault (check.ts grantGaps). */
-  gaps: Array<TimeRow & { boundMs?: number; safetyOnly?: number }>;
+  gaps: Array<TimeRow & { boundMs?: number; safetyOnly?: string[] }>;
+  /** Per process (a node, or the runner): its event-loop stalls of 100 ms or more (check.ts: a second fault when long). */
+  stalls: TimeRow[];
 }
 
 function countBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
@@ -74,7 +76,7 @@ function nextGrantMs(fault: Op, grants: Op[]): number | undefined {
 export function summarize(ops: Op[], violations: Violation[]): Summary {
   const faults = ops.filter((o) => o.op === "fault");
   const applied = faults.filter((f) => f.node !== undefined);
-  const clientOps = ops.filter((o) => o.op !== "fault");
+  const clientOps = ops.filter((o) => o.op !== "fault" && o.op !== "stall");
   const byStart = (a: Op, b: Op) => a.start - b.start;
   const probeGrants = ops.filter((o) => o.op === "probe" && o.type === "ok").sort(byStart);
   const ringGrants = ops.filter((o) => o.op === "ring-enter" && o.type === "ok").sort(byStart);
@@ -100,7 +102,13 @@ export function summarize(ops: Op[], violations: Violation[]): Summary {
       none: 0,
       ...medianMax(list.map((g) => g.gapMs)),
       boundMs: GRANT_GAP_MAX_MS[kind],
-      safetyOnly: list.filter((g) => g.safetyOnly !== undefined).length,
+      safetyOnly: list.filter((g) => g.safetyOnly !== undefined).map((g) => g.safetyOnly!),
+    })),
+    stalls: [...countBy(ops.filter((o) => o.op === "stall" && o.value !== undefined), (o) => o.node ?? "?")].map(([kind, list]) => ({
+      kind,
+      count: list.length,
+      none: 0,
+      ...medianMax(list.map((o) => o.value!)),
     })),
   };
 }
@@ -120,20 +128,21 @@ export function formatSummary(s: Summary): string[] {
   lines.push("│ violations");
   if (s.violations.length === 0) row("  none");
   for (const v of s.violations) row(`  ${v.rule}`, v.count);
-  const times = (title: string, rows: Array<TimeRow & { boundMs?: number; safetyOnly?: number }>, owed = false) => {
+  const times = (title: string, rows: Array<TimeRow & { boundMs?: number; safetyOnly?: string[] }>, owed = false, what = "fault kind") => {
     lines.push(`│ ${title}`);
-    if (rows.length === 0) row("  no such fault");
-    else row("  fault kind", "faults", "median", "max", ...(owed ? ["owed"] : ["none"]));
+    if (rows.length === 0) row(`  no such ${what === "fault kind" ? "fault" : what}`);
+    else row(`  ${what}`, "count", "median", "max", ...(owed ? ["owed"] : ["none"]));
     for (const r of rows) {
       const last = owed ? (r.boundMs === undefined ? "safety" : `≤ ${r.boundMs} ms`) : r.none;
-      // Faults of an owing kind that overlapped an arbiter fault owe safety only (check.ts grantGaps).
-      const more = r.safetyOnly ? `${r.safetyOnly} safety only (a1 faulted too)` : "";
+      // Faults of an owing kind with a second fault (a1 faulted, a long stall) owe safety only (check.ts grantGaps).
+      const more = r.safetyOnly?.length ? `${r.safetyOnly.length} safety only: ${r.safetyOnly.slice(0, 2).join("; ")}${r.safetyOnly.length > 2 ? "; …" : ""}` : "";
       row(`  ${r.kind}`, r.count + (owed ? 0 : r.none), ms(r.medianMs), ms(r.maxMs), last, ...(more ? [more] : []));
     }
   };
   times("takeover (serving lock server faulted → next probe grant)", s.takeover);
   times("ring recovery, repair or regeneration (ring node faulted → next section)", s.ring);
   times("granting stopped (longest gap without a grant, fault → heal + 1 s)", s.gaps, true);
+  times("event-loop stalls of 100 ms or more (a node's log, or the runner's own)", s.stalls, false, "process");
   lines.push("└");
   return lines;
 }
