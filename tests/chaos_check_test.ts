@@ -320,6 +320,11 @@ test("chaos summary: the end-of-run table's counts and recovery times from a han
     { clients: "ring", ok: 4, fail: 0, info: 1 },
   ]);
   assert.deepEqual(s.violations, [{ rule: "mutex", count: 2 }, { rule: "resource", count: 1 }]);
+  // The r2 kill (2,000 → 3,000) ran while nothing else did; no two tracks overlapped.
+  assert.deepEqual(s.overlaps, []);
+  const both = summarize(pairOps(history([...lines, ["ok", "fault", "nemesis", 2_500, 2_700, { fault: "pause", node: "a1", step: "pause-arbiter" }], ["ok", "fault", "nemesis", 2_600, 2_650, { fault: "kill", node: "cli-l0", step: "client-kill" }]])), []);
+  assert.deepEqual(both.overlaps, [{ tracks: "client + lock", count: 1 }, { tracks: "client + ring", count: 1 }, { tracks: "lock + ring", count: 1 }]);
+  assert.match(formatSummary(both).join("\n"), /lock \+ ring\s+1/);
   // Takeover: only the serving server's fault; the first probe asked for after it: 700 → 701.
   assert.deepEqual(s.takeover, [{ kind: "kill-server", count: 1, none: 0, medianMs: 601, maxMs: 601 }]);
   // Ring: the r2 kill recovered when q1's section (invoked at 2,100) was granted at 2,500. After

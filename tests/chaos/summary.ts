@@ -46,6 +46,11 @@ export interface Summary {
   ring: TimeRow[];
   /** Per step kind: the longest stretch without a grant around each fault (check.ts grantGaps). */
   gaps: Array<TimeRow & { boundMs?: number; safetyOnly?: string[] }>;
+  /**
+   * Faults of two tracks at once (the lock, ring and client tracks run side by side): per pair of
+   * tracks, how many pairs of faults overlapped in time.
+   */
+  overlaps: Array<{ tracks: string; count: number }>;
   /** Per process (a node, or the runner): its event-loop stalls of 100 ms or more (check.ts: a second fault when long). */
   stalls: TimeRow[];
 }
@@ -104,6 +109,7 @@ export function summarize(ops: Op[], violations: Violation[]): Summary {
       boundMs: GRANT_GAP_MAX_MS[kind],
       safetyOnly: list.filter((g) => g.safetyOnly !== undefined).map((g) => g.safetyOnly!),
     })),
+    overlaps: overlapsOf(applied),
     stalls: [...countBy(ops.filter((o) => o.op === "stall" && o.value !== undefined), (o) => o.node ?? "?")].map(([kind, list]) => ({
       kind,
       count: list.length,
@@ -111,6 +117,27 @@ export function summarize(ops: Op[], violations: Violation[]): Summary {
       ...medianMax(list.map((o) => o.value!)),
     })),
   };
+}
+
+/** The track a fault belongs to, by its target: a lock node, a ring node or a client process. */
+function trackOf(fault: Op): string {
+  if (["p1", "b1", "a1"].includes(fault.node!)) return "lock";
+  return fault.node!.startsWith("cli-") ? "client" : "ring";
+}
+
+function overlapsOf(faults: Op[]): Array<{ tracks: string; count: number }> {
+  const counts = new Map<string, number>();
+  const sorted = [...faults].sort((a, b) => a.start - b.start);
+  // Each fault against the later-starting ones until they start after it ended (sorted: bounded by the list).
+  for (let i = 0; i < sorted.length; i++) {
+    for (let j = i + 1; j < sorted.length && sorted[j].start < sorted[i].end; j++) {
+      const pair = [trackOf(sorted[i]), trackOf(sorted[j])].sort();
+      if (pair[0] === pair[1]) continue;
+      const key = pair.join(" + ");
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+  }
+  return [...counts].sort(([a], [b]) => a.localeCompare(b)).map(([tracks, count]) => ({ tracks, count }));
 }
 
 const ms = (n: number | undefined) => (n === undefined ? "–" : `${Math.round(n)} ms`);
@@ -122,6 +149,9 @@ export function formatSummary(s: Summary): string[] {
   lines.push("│ faults (step/fault)");
   if (s.faults.length === 0) row("  none");
   for (const f of s.faults) row(`  ${f.kind}`, f.count, f.unhealed ? `${f.unhealed} unhealed` : "");
+  lines.push("│ faults of two tracks at the same time (pairs of faults)");
+  if (s.overlaps.length === 0) row("  none");
+  for (const o of s.overlaps) row(`  ${o.tracks}`, o.count);
   lines.push("│ operations");
   row("  clients", "ok", "failed", "unknown");
   for (const o of s.operations) row(`  ${o.clients}`, o.ok, o.fail, o.info);
