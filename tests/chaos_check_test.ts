@@ -245,7 +245,7 @@ test("chaos checker: grant-gap bites for a ring fault, from the ring's settings;
   assert.match(ringGap.safetyOnly!, /a1 faulted too/);
 });
 
-test("chaos checker: a long event-loop stall of another process of the service is a second fault: the gap then owes safety only", () => {
+test("chaos checker: a long event-loop stall of another node of the service is a second fault (the gap owes safety only); the runner's stalls are taken off the gap", () => {
   const cutArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "cut", node: "p1", step: "cut-arbiter", primary: true }];
   const holed = [cutArbiter, ...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)];
   const stall = (node: string, ms: number): Line => ["event", "stall", "node-log", 500, 500 + ms, { node, value: ms }];
@@ -257,8 +257,19 @@ test("chaos checker: a long event-loop stall of another process of the service i
   // Shorter stalls, or a stall of the faulted node itself (a pause shows as one), excuse nothing.
   assert.equal(gapRules([...holed, stall("b1", STALL_FAULT_MS.lock - 1)]).length, 1);
   assert.equal(gapRules([...holed, stall("p1", 1_000)]).length, 1);
-  // The table counts them per process and names the excused fault.
-  const s = summarize(pairOps(history([...holed, stall("b1", 401), stall("runner", 120)])), []);
+  // The runner's own stall (the clients' process) excuses nothing: its time within the gap is taken off.
+  const runner = (startMs: number, ms: number): Line => ["ok", "stall", "runner", startMs, startMs + ms, { node: "runner", value: ms }];
+  assert.deepEqual(gapRules([...holed, runner(200, 600)]), [], "1.5 s less 600 ms of runner stall is within 1 s");
+  const late = gapRules([...holed, runner(200, 400)]);
+  assert.equal(late.length, 1);
+  assert.match(late[0].message, /no grant for 15\d\d ms .*\(of it, the runner stalled 400 ms\) \(bound 1000 ms\)/);
+  // A paused node's log shows the pause as a stall: that is the nemesis, not load, and excuses nothing.
+  const b1Paused: Line = ["ok", "fault", "nemesis", 2_600, 3_000, { fault: "pause", node: "b1", step: "pause-short", primary: false }];
+  const pauseStall: Line = ["event", "stall", "node-log", 3_050, 3_050, { node: "b1", value: 400 }];
+  const s0 = summarize(pairOps(history([b1Paused, pauseStall, ...grantsEvery(0, 4_000)])), []);
+  assert.deepEqual(s0.stalls, []);
+  // The table counts the load's stalls per process and names the excused fault.
+  const s = summarize(pairOps(history([...holed, stall("b1", 401), runner(3_000, 120)])), []);
   assert.deepEqual(s.stalls.map((r) => [r.kind, r.count, r.maxMs]), [["b1", 1, 401], ["runner", 1, 120]]);
   assert.match(formatSummary(s).join("\n"), /cut-arbiter .*1 safety only: b1 stalled 401 ms/);
 });

@@ -327,12 +327,13 @@ export function checkOps(ops: Op[]): CheckResult {
     }
   }
   for (const gap of grantGaps(ops)) {
-    if (gap.boundMs !== undefined && gap.gapMs > gap.boundMs) {
+    if (gap.boundMs !== undefined && gap.gapMs - gap.runnerStallMs > gap.boundMs) {
       violations.push({
         rule: "grant-gap",
         lock: gap.fault.node,
         message: `no grant for ${Math.round(gap.gapMs)} ms during ${gap.fault.step} of ${gap.fault.node}` +
-          `${gap.fault.detail ? ` (${gap.fault.detail})` : ""} (bound ${gap.boundMs} ms)`,
+          `${gap.fault.detail ? ` (${gap.fault.detail})` : ""}` +
+          `${gap.runnerStallMs > 0 ? ` (of it, the runner stalled ${Math.round(gap.runnerStallMs)} ms)` : ""} (bound ${gap.boundMs} ms)`,
         ops: [gap.fault],
       });
     }
@@ -352,6 +353,8 @@ export interface GrantGap {
   gapMs: number;
   /** The owed bound, when the fault owes liveness. */
   boundMs?: number;
+  /** How much of that stretch the runner's own event loop was stalled (taken off it for the bound). */
+  runnerStallMs: number;
   /** Why a fault of a kind that owes a bound owes safety only here. */
   safetyOnly?: string;
 }
@@ -359,16 +362,27 @@ export interface GrantGap {
 const LOCK_NODE_IDS = ["p1", "b1", "a1"];
 
 /**
- * An event-loop stall this long of another process of the faulted service is a second fault (a
- * loaded machine makes them): the lock service's failure detector drops a backup silent for
- * replicationTimeoutMs, so with the arbiter or the primary faulted too the service may stop (two
- * faults); a ring node silent for tokenHopTimeoutMs fails a hand-off. The runner's own stall (the
- * clients' process: the probe and the ring clients) delays the grants it measures by as much.
+ * An event-loop stall this long of another node of the faulted service (a1 counts for the ring:
+ * it coordinates view changes) is a second fault, which a loaded machine makes: the lock
+ * service's failure detector drops a backup silent for replicationTimeoutMs, so with the arbiter
+ * or the primary faulted too the service may stop (two faults); a ring node silent for
+ * tokenHopTimeoutMs fails a hand-off. The runner's own stalls (the clients' process: the probe
+ * and the ring clients) excuse nothing: the time they overlap a gap is taken off it.
  */
 export const STALL_FAULT_MS = { lock: CHAOS_SETTINGS.replicationTimeoutMs, ring: CHAOS_SETTINGS.tokenHopTimeoutMs };
-const STALL_LOCK_NODES = ["p1", "b1", "a1", "runner"];
-/** a1 coordinates the ring's view changes; the ring nodes themselves are added per history. */
-const STALL_RING_NODES = ["a1", "runner"];
+
+/**
+ * The stalls that load made: a SIGSTOP of the nemesis shows in the paused node's log as a stall
+ * when it resumes, so a stall of a node that overlaps a pause of that node (to GAP_HEAL_MS after
+ * its SIGCONT: a starved process notices late) is the pause, not load.
+ */
+export function loadStalls(ops: Op[]): Op[] {
+  const pauses = ops.filter((o) => o.op === "fault" && o.fault?.startsWith("pause"));
+  return ops.filter((o) =>
+    o.op === "stall" && o.value !== undefined &&
+    !pauses.some((p) => p.node === o.node && o.start < p.end + GAP_HEAL_MS && o.end > p.start)
+  );
+}
 const ringNodesOf = (ops: Op[]) => [...new Set(ops.filter((o) => o.op === "fault" || o.op === "stall").map((o) => o.node ?? "").filter(isRingNode))];
 const isRingNode = (node: string) => /^r\d+$/.test(node);
 
@@ -386,7 +400,7 @@ export function grantGaps(ops: Op[]): GrantGap[] {
   const ring = source("ring-enter");
   const faults = ops.filter((o) => o.op === "fault" && o.node !== undefined);
   const arbiterFaults = faults.filter((f) => f.node === "a1");
-  const stalls = ops.filter((o) => o.op === "stall" && o.value !== undefined);
+  const stalls = loadStalls(ops);
   const gaps: GrantGap[] = [];
   for (const fault of faults) {
     if (fault.type !== "ok") continue;
@@ -401,21 +415,28 @@ export function grantGaps(ops: Op[]): GrantGap[] {
     const untilMs = Math.min(nextFault?.start ?? Number.POSITIVE_INFINITY, lastAskMs);
     if (!(untilMs > fromMs)) continue;
     let gapMs = 0;
+    let gapFromMs = fromMs;
     let lastMs = fromMs;
+    const note = (toMs: number) => {
+      if (toMs - lastMs > gapMs) [gapMs, gapFromMs] = [toMs - lastMs, lastMs];
+    };
     for (const at of grants) {
       if (at <= fromMs) continue;
       if (at >= untilMs || lastMs > windowEndMs) break;
-      gapMs = Math.max(gapMs, at - lastMs);
+      note(at);
       lastMs = at;
     }
-    if (lastMs <= windowEndMs) gapMs = Math.max(gapMs, Math.min(untilMs, grants.find((at) => at > lastMs) ?? untilMs) - lastMs);
+    if (lastMs <= windowEndMs) note(Math.min(untilMs, grants.find((at) => at > lastMs) ?? untilMs));
+    // The runner's own stalls within the gap delayed the grants it records: not the service's time.
+    const runnerStallMs = stalls.filter((st) => st.node === "runner")
+      .reduce((sum, st) => sum + Math.max(0, Math.min(st.end, gapFromMs + gapMs) - Math.max(st.start, gapFromMs)), 0);
     const overlapped = !ofLock && arbiterFaults.find((a) => a.start < windowEndMs && a.end > fromMs);
     const stalled = stalls.find((st) =>
-      st.node !== node && (ofLock ? STALL_LOCK_NODES : [...STALL_RING_NODES, ...ringNodesOf(ops)]).includes(st.node!) &&
+      st.node !== node && (ofLock ? LOCK_NODE_IDS : ["a1", ...ringNodesOf(ops)]).includes(st.node!) &&
       st.value! >= (ofLock ? STALL_FAULT_MS.lock : STALL_FAULT_MS.ring) && st.start < windowEndMs && st.end > fromMs
     );
     const safetyOnly = overlapped ? `a1 faulted too (${overlapped.step ?? overlapped.fault})` : stalled ? `${stalled.node} stalled ${Math.round(stalled.value!)} ms` : undefined;
-    gaps.push({ fault, gapMs, boundMs: safetyOnly ? undefined : gapBoundMs(fault), ...(safetyOnly ? { safetyOnly } : {}) });
+    gaps.push({ fault, gapMs, runnerStallMs, boundMs: safetyOnly ? undefined : gapBoundMs(fault), ...(safetyOnly ? { safetyOnly } : {}) });
   }
   return gaps;
 }

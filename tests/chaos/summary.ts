@@ -12,7 +12,7 @@
  *   regeneration (a new token): both are this row, per step kind.
  * A fault after which no such grant came is counted in `none` (no recovery seen before the run ended).
  */
-import { GRANT_GAP_MAX_MS, grantGaps, type Op, type Violation } from "./check.ts";
+import { GRANT_GAP_MAX_MS, grantGaps, loadStalls, type Op, type Violation } from "./check.ts";
 
 /** Median (the lower one of an even count) and maximum of a non-empty list. */
 export function medianMax(list: number[]): { medianMs: number; maxMs: number } {
@@ -51,7 +51,7 @@ export interface Summary {
    * tracks, how many pairs of faults overlapped in time.
    */
   overlaps: Array<{ tracks: string; count: number }>;
-  /** Per process (a node, or the runner): its event-loop stalls of 100 ms or more (check.ts: a second fault when long). */
+  /** Per process (a node, or the runner): its event-loop stalls of 100 ms or more, the nemesis's pauses left out (check.ts loadStalls). */
   stalls: TimeRow[];
 }
 
@@ -110,7 +110,7 @@ export function summarize(ops: Op[], violations: Violation[]): Summary {
       safetyOnly: list.filter((g) => g.safetyOnly !== undefined).map((g) => g.safetyOnly!),
     })),
     overlaps: overlapsOf(applied),
-    stalls: [...countBy(ops.filter((o) => o.op === "stall" && o.value !== undefined), (o) => o.node ?? "?")].map(([kind, list]) => ({
+    stalls: [...countBy(loadStalls(ops), (o) => o.node ?? "?")].map(([kind, list]) => ({
       kind,
       count: list.length,
       none: 0,
