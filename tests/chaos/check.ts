@@ -22,8 +22,9 @@
  *   measured on the availability probe (a try-lock of a lock of its own, every 50 ms): the
  *   workload's own grants are no measure, contention alone leaves seconds between them. The ring
  *   is measured on the sections granted at any node. Two faults on one service owe safety only:
- *   `double` steps, and a ring fault while the arbiter (the ring's view-change coordinator) is
- *   faulted too. The end-of-run table (summary.ts) prints, per fault kind, how long granting
+ *   `double` steps, a ring fault while the arbiter (the ring's view-change coordinator) is
+ *   faulted too, and a fault during a long event-loop stall of another node of the service
+ *   (STALL_FAULT_MS). The end-of-run table (summary.ts) prints, per fault kind, how long granting
  *   stopped (median and max of each fault's longest gap).
  */
 import process from "node:process";
@@ -74,7 +75,8 @@ const LOCK_BOUND_MS = { ARBITER: 1_000, BACKUP: 1_500, TAKEOVER: 4_000, DEGRADED
  * for promises deferred by a lease hold (tokenLeaseMs) and for the rest (viewPromiseWaitMs), and
  * one attempt may collide with another coordinator and give up (viewChangeTimeoutMs) before its
  * retry (viewChangeRetryMs × (1 + place), place < ring size); the clients then ask again within
- * their pause after a failed enter (RING_CLIENT_RETRY_MS_MAX, workload.ts).
+ * their pause after a failed enter (RING_CLIENT_RETRY_MS_MAX, workload.ts). One bound for both
+ * networks, from the larger ring (5 nodes; loopback's 3 would give 400 ms less).
  */
 export function ringGapBoundMs(s: Settings = CHAOS_SETTINGS, ringSize = RING_SIZE.netns): number {
   let backoffMs = 0;
