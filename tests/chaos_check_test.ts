@@ -274,6 +274,29 @@ test("chaos checker: a long event-loop stall of another node of the service is a
   assert.match(formatSummary(s).join("\n"), /cut-arbiter .*1 safety only: b1 stalled 401 ms/);
 });
 
+test("chaos checker: a lock fault while the serving server's backup was out of sync (its log's last word) is a second fault", () => {
+  // p1 serves; killed at 100, back at 2,000; no grant for 5 s (no takeover: b1 was out of sync).
+  const kill: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill-serving", node: "p1", step: "kill-server", primary: true }];
+  const lines = [kill, ...grantsEvery(0, 100), ...grantsEvery(5_100, 6_000)];
+  const sync = (atMs: number, value: number): Line => ["event", "sync", "node-log", atMs, atMs, { node: "p1", value }];
+  assert.equal(gapRules(lines).length, 1, "a takeover owed and none came");
+  assert.deepEqual(gapRules([sync(20, 1), sync(50, 0), ...lines]), [], "b1 out of sync when p1 died: two faults");
+  assert.equal(grantGaps(pairOps(history([sync(50, 0), ...lines]))).find((g) => g.fault.node === "p1")!.safetyOnly, "b1 out of sync at the fault (p1's log)");
+  // The arbiter killed, then the primary drops its starved backup out of sync: two faults.
+  const killArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill", node: "a1", step: "kill-arbiter" }];
+  const arbiterLines = [killArbiter, ...grantsEvery(0, 500), ...grantsEvery(2_200, 3_000)];
+  assert.equal(gapRules(arbiterLines).length, 1);
+  assert.deepEqual(gapRules([...arbiterLines, sync(600, 0)]), []);
+  assert.equal(grantGaps(pairOps(history([...arbiterLines, sync(600, 0)]))).find((g) => g.fault.node === "a1")!.safetyOnly, "b1 out of sync during the fault (p1's log)");
+  assert.equal(gapRules([sync(20, 0), sync(50, 1), ...lines]).length, 1, "back in sync before the fault: a takeover is owed");
+  // The paused primary itself finds its backup silent when it resumes: the pause's own doing.
+  const pauseP1: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "pause-serving", node: "p1", step: "pause-long", primary: true }];
+  assert.equal(gapRules([pauseP1, sync(1_990, 0), ...grantsEvery(0, 100), ...grantsEvery(5_100, 6_000)]).length, 1);
+  // A fault of the out-of-sync backup itself is still a single fault.
+  const killBackup: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill", node: "b1", step: "kill-server", primary: false }];
+  assert.equal(gapRules([sync(50, 0), killBackup, ...grantsEvery(0, 100), ...grantsEvery(5_100, 6_000)]).length, 1);
+});
+
 test("chaos checker: checkFile reads a history file and exits 1 on a violation, 0 on a clean one", () => {
   const dir = tempDir("mutexd-chaos-check-");
   const write = (name: string, records: HistoryRecord[]) => {

@@ -23,8 +23,9 @@
  *   workload's own grants are no measure, contention alone leaves seconds between them. The ring
  *   is measured on the sections granted at any node. Two faults on one service owe safety only:
  *   `double` steps, a ring fault while the arbiter (the ring's view-change coordinator) is
- *   faulted too, and a fault during a long event-loop stall of another node of the service
- *   (STALL_FAULT_MS). The end-of-run table (summary.ts) prints, per fault kind, how long granting
+ *   faulted too, a fault during a long event-loop stall of another node of the service
+ *   (STALL_FAULT_MS), and a lock fault (of the arbiter or the serving server) while the serving
+ *   server's log said its backup was out of sync, at the fault or during it. The end-of-run table (summary.ts) prints, per fault kind, how long granting
  *   stopped (median and max of each fault's longest gap).
  */
 import process from "node:process";
@@ -403,6 +404,7 @@ export function grantGaps(ops: Op[]): GrantGap[] {
   const faults = ops.filter((o) => o.op === "fault" && o.node !== undefined);
   const arbiterFaults = faults.filter((f) => f.node === "a1");
   const stalls = loadStalls(ops);
+  const syncs = ops.filter((o) => o.op === "sync" && (o.node === "p1" || o.node === "b1")).sort((a, b) => a.end - b.end);
   const gaps: GrantGap[] = [];
   for (const fault of faults) {
     if (fault.type !== "ok") continue;
@@ -437,7 +439,22 @@ export function grantGaps(ops: Op[]): GrantGap[] {
       st.node !== node && (ofLock ? LOCK_NODE_IDS : ["a1", ...ringNodesOf(ops)]).includes(st.node!) &&
       st.value! >= (ofLock ? STALL_FAULT_MS.lock : STALL_FAULT_MS.ring) && st.start < windowEndMs && st.end > fromMs
     );
-    const safetyOnly = overlapped ? `a1 faulted too (${overlapped.step ?? overlapped.fault})` : stalled ? `${stalled.node} stalled ${Math.round(stalled.value!)} ms` : undefined;
+    // The serving server's word on its backup: out of sync at the fault (its last word before)
+    // or during it means the service ran on one server and the arbiter, so a fault of anything
+    // but that backup is the second fault. Under load a starved backup misses its acks.
+    // A report during the fault by the faulted server itself is the fault's own doing (a paused,
+    // cut or lossy server loses its backup), except under cut-arbiter, which leaves that link alone.
+    const lastSync = ofLock ? syncs.findLast((o) => o.end <= fromMs) : undefined;
+    const during = ofLock ? syncs.filter((o) => o.value === 0 && o.end > fromMs && o.end < windowEndMs && (o.node !== node || fault.step === "cut-arbiter")) : [];
+    const outOfSync = [...(lastSync?.value === 0 ? [lastSync] : []), ...during].find((o) => (o.node === "p1" ? "b1" : "p1") !== node);
+    const backup = outOfSync && (outOfSync.node === "p1" ? "b1" : "p1");
+    const safetyOnly = overlapped
+      ? `a1 faulted too (${overlapped.step ?? overlapped.fault})`
+      : stalled
+      ? `${stalled.node} stalled ${Math.round(stalled.value!)} ms`
+      : outOfSync
+      ? `${backup} out of sync ${outOfSync.end <= fromMs ? "at" : "during"} the fault (${outOfSync.node}'s log)`
+      : undefined;
     gaps.push({ fault, gapMs, runnerStallMs, boundMs: safetyOnly ? undefined : gapBoundMs(fault), ...(safetyOnly ? { safetyOnly } : {}) });
   }
   return gaps;

@@ -28,6 +28,8 @@ export type RecordType = "invoke" | "ok" | "fail" | "info";
  * - stall: a process's event loop stalled (a lone `info`): `node` is a node (from its log's
  *   `loopStall` lines, added at the end of the run) or "runner" (the clients' own process);
  *   `start`..`end` is the stall and `value` its length in ms.
+ * - sync: a serving lock server's log said its backup is in sync (`value` 1, `backupInSync`) or
+ *   out of sync (`value` 0, `backupOutOfSync`); `node` is the serving server. Added at the end.
  */
 export type OpName =
   | "acquire"
@@ -44,7 +46,8 @@ export type OpName =
   | "final"
   | "liveness"
   | "probe"
-  | "stall";
+  | "stall"
+  | "sync";
 
 export interface HistoryRecord {
   id: number;
@@ -116,26 +119,34 @@ export class HistoryWriter {
   }
 }
 
-/** The `loopStall` lines of a node's log (cluster/stall_monitor.ts): when each ended (wall ms) and how long it was. */
-export function loopStallsOf(logFile: string): Array<{ endMs: number; stallMs: number }> {
+/**
+ * The lines of a node's log the checker uses, as history records (without ids): `loopStall`
+ * (cluster/stall_monitor.ts) as `stall`, `backupInSync` / `backupOutOfSync` as `sync`.
+ */
+export function nodeLogRecords(logFile: string, node: string): Array<Omit<HistoryRecord, "id" | "type">> {
   let text: string;
   try {
     text = readFileSync(logFile, "utf8");
   } catch {
     return []; // a node that never started has no log
   }
-  const stalls: Array<{ endMs: number; stallMs: number }> = [];
+  const out: Array<Omit<HistoryRecord, "id" | "type">> = [];
   for (const line of text.split("\n")) {
-    if (!line.includes('"loopStall"')) continue;
+    if (!/"event":"(loopStall|backupInSync|backupOutOfSync)"/.test(line)) continue;
     try {
-      const entry = JSON.parse(line) as { ts?: string; stallMs?: number };
+      const entry = JSON.parse(line) as { ts?: string; event?: string; stallMs?: number };
       const endMs = Date.parse(entry.ts ?? "");
-      if (Number.isFinite(endMs) && typeof entry.stallMs === "number") stalls.push({ endMs, stallMs: entry.stallMs });
+      if (!Number.isFinite(endMs)) continue;
+      if (entry.event === "loopStall" && typeof entry.stallMs === "number") {
+        out.push({ op: "stall", client: "node-log", node, value: entry.stallMs, start: endMs - entry.stallMs, end: endMs });
+      } else if (entry.event !== "loopStall") {
+        out.push({ op: "sync", client: "node-log", node, value: entry.event === "backupInSync" ? 1 : 0, start: endMs, end: endMs });
+      }
     } catch {
       // a torn last line of a killed node
     }
   }
-  return stalls;
+  return out;
 }
 
 /** Parses a history file; a torn last line (the runner killed mid-write) is skipped. */

@@ -24,7 +24,7 @@ import { eventually, sleep, tempDir } from "../_harness.ts";
 import { degradeSupport, NetLab, netnsUnavailable } from "../_netns.ts";
 import { checkFile } from "./check.ts";
 import { ALL_STEP_KINDS, describeStep, makeSchedule, runTrack } from "./faults.ts";
-import { HistoryWriter, loopStallsOf, wallMs } from "./history.ts";
+import { HistoryWriter, nodeLogRecords, wallMs } from "./history.ts";
 import { StallMonitor } from "../../cluster/stall_monitor.ts";
 import { monotonicClock } from "../../cluster/clock.ts";
 import { realTimers } from "../../cluster/timers.ts";
@@ -328,10 +328,11 @@ if (ringClients > 0) {
 
 await supervisor.stopAll();
 runnerStalls.stop();
-// Every node's event-loop stalls from its log, into the history (check.ts: a second fault).
+// Every node's event-loop stalls and its backup's sync state from its log, into the history
+// (check.ts: a second fault).
 for (const id of supervisor.order) {
-  for (const stall of loopStallsOf(join(dir, "logs", `${id}.log`))) {
-    history.event({ op: "stall", client: "node-log", node: id, value: stall.stallMs }, { startMs: stall.endMs - stall.stallMs, endMs: stall.endMs });
+  for (const { start, end, ...fields } of nodeLogRecords(join(dir, "logs", `${id}.log`), id)) {
+    history.event(fields, { startMs: start, endMs: end! });
   }
 }
 await hub.close();
