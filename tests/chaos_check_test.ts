@@ -177,6 +177,22 @@ test("chaos checker: two ring sections at once are caught", () => {
   assert.deepEqual(found, ["mutex"]);
 });
 
+test("chaos checker: a ring section ends for its client at its own lease end, even when the runner processes the loss later", () => {
+  // q0's section: granted at 100, its lease ends at 2,100 (client's clock); a busy runner
+  // processes the node's "ended" notice only at 2,290, after q1's grant at 2,289.
+  const sections = (q1GrantMs: number): Line[] => [
+    ["ok", "ring-enter", "q0", 0, 100, { ...RING, node: "r1", token: 1, leaseEnd: 2_100 }],
+    ["event", "ring-lost", "q0", 2_290, 2_290, { ...RING, node: "r1", token: 1 }],
+    ["ok", "ring-enter", "q1", 50, q1GrantMs, { ...RING, node: "r2", token: 2, leaseEnd: q1GrantMs + 1_000 }],
+    ["ok", "ring-release", "q1", q1GrantMs + 10, q1GrantMs + 20, { ...RING, node: "r2", token: 2 }],
+  ];
+  const mutexOf = (lines: Line[]) => checkHistory(history(lines)).violations.filter((v) => v.rule === "mutex");
+  assert.deepEqual(mutexOf(sections(2_289)), []);
+  const early = mutexOf(sections(2_000));
+  assert.equal(early.length, 1, "a grant before the holder's own lease end is caught");
+  assert.match(early[0].message, /its own lease ended at 2100/);
+});
+
 test("chaos checker: no grant after the final heal is a liveness violation", () => {
   assert.deepEqual(rules(mutate({ 31: ["fail", "liveness", "final", 70, 90, { ...L0, error: "not_acquired" }] })), ["liveness"]);
 });

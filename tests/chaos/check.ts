@@ -10,7 +10,8 @@
  *   that completed before another was invoked has the smaller token.
  * - mutex: per exclusive lock (and the ring), no two holds overlap. A hold runs from the grant's
  *   ok to the holder's release invoke, or to the moment the holder was told the lock was lost
- *   (its signal aborted), whichever is first; a hold never ended runs to the end of the history.
+ *   (its signal aborted), or, for a ring section, to the client's own lease end, whichever is
+ *   first; a hold never ended runs to the end of the history.
  * - resource: the guarded counter of each lock ends equal to the number of acknowledged writes.
  * - ring-counter: acknowledged ring increments wrote distinct values, increasing with the fence;
  *   every ring node ends with the same committed counter, equal to the acknowledged increments
@@ -163,6 +164,8 @@ interface Hold {
   end: number;
   /** The release or loss that ended the hold, when one did. */
   ender?: Op;
+  /** The hold ended at the client's own lease end, before any release or notice. */
+  leaseEnded?: boolean;
 }
 
 function holdsOf(ops: Op[], historyEndMs: number): Map<string, Hold[]> {
@@ -178,7 +181,11 @@ function holdsOf(ops: Op[], historyEndMs: number): Map<string, Hold[]> {
   for (const op of ops) {
     if (!ACQUIRE[op.op] || op.type !== "ok" || op.token === undefined || op.lock === undefined) continue;
     const ender = enders.get(`${op.client}|${op.lock}|${op.token}`);
-    const hold: Hold = { grant: op, end: ender ? ender.start : historyEndMs, ender };
+    // A ring section ends for its client at its own lease end at the latest (history.ts leaseEnd).
+    const toldMs = ender ? ender.start : historyEndMs;
+    const hold: Hold = op.leaseEnd !== undefined && op.leaseEnd < toldMs
+      ? { grant: op, end: op.leaseEnd, leaseEnded: true }
+      : { grant: op, end: toldMs, ender };
     if (!holds.has(op.lock)) holds.set(op.lock, []);
     holds.get(op.lock)!.push(hold);
   }
@@ -221,7 +228,9 @@ function checkMutex(lock: string, holds: Hold[], out: Violation[]): void {
   let open: Hold | undefined;
   for (const hold of sorted) {
     if (open && hold.grant.end < open.end) {
-      const how = open.ender
+      const how = open.leaseEnded
+        ? `its own lease ended at ${open.end}`
+        : open.ender
         ? `${open.ender.op === "lost" || open.ender.op === "ring-lost" ? "was told it lost the lock" : "invoked release"} at ${open.ender.start}`
         : "never released it";
       out.push({

@@ -67,6 +67,12 @@ export interface HistoryRecord {
   detail?: string;
   /** The session TTL (acquire) or section lease (ring-enter) the client asked for. */
   leaseMs?: number;
+  /**
+   * Ring grants (ok of ring-enter): the client's own end of the section's lease, wall ms. The
+   * section is over for the client then (its signal aborts, its guard refuses), even when a
+   * busy runner processes the abort, or the node's notice, later.
+   */
+  leaseEnd?: number;
   /** Wall-clock ms when the operation was invoked. */
   start: number;
   /** Wall-clock ms when it completed (completion records only). */

@@ -20,7 +20,7 @@ import { connectRing, type RingLock } from "../../lib/client/ring_client.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import type { Prng } from "../../lib/core/prng.ts";
 import { sleep } from "../_harness.ts";
-import type { HistoryWriter, RecordType } from "./history.ts";
+import { type HistoryWriter, type RecordType, wallMs } from "./history.ts";
 
 /** Operations per client at most, whatever the duration (a bound, not a target). */
 export const OPS_PER_CLIENT_MAX = 100_000;
@@ -229,7 +229,7 @@ export async function ringWorker(ctx: WorkloadContext, options: RingWorkerOption
       await sleep(prng.between(50, RING_CLIENT_RETRY_MS_MAX));
       continue;
     }
-    done("ok", { token: section.token });
+    done("ok", { token: section.token, leaseEnd: wallMs() + section.remainingMs });
     const token = section.token;
     const onLost = () => history.event({ op: "ring-lost", client: name, lock: "ring", node, token, error: errorText(section.signal.reason) });
     if (section.signal.aborted) onLost();
