@@ -8,6 +8,7 @@ SEED ?= 1
 N ?= 200
 START ?= 1
 CHAOS_SECONDS ?= 60
+CHAOS_NETWORK ?= auto
 
 .PHONY: install test test-deno test-bun build build-deno up bench bench-ring chaos sim sim-many sim-replay sim-speed check clean
 
@@ -30,7 +31,9 @@ test-bun: install
 
 ## build: dist/mutexd, one self-contained binary, made offline by bun build --compile.
 build: dist/mutexd
-dist/mutexd: install $(shell find main.ts lib cluster -name '*.ts')
+## The file, not the phony `install`: a phony prerequisite is always out of date, so the binary
+## was rebuilt on every `make chaos`; now only when a source or the install changed.
+dist/mutexd: node_modules/.installed $(shell find main.ts lib cluster -name '*.ts')
 	$(BUN) build --compile main.ts --outfile dist/mutexd
 
 ## build-deno: deno compile (downloads the denort runtime: needs internet; not on this workplace).
@@ -67,9 +70,10 @@ bench: install
 bench-ring: install
 	$(BUN) tests/bench/run.ts --only ring
 
-## chaos: the real binaries under kill -9 / SIGSTOP faults, then the offline history check (docs/chaos.md).
+## chaos: the real binaries under kill -9, SIGSTOP, partitions and lossy links, then the offline
+## history check (docs/chaos.md). make chaos CHAOS_SECONDS=120 CHAOS_SEED=303 CHAOS_NETWORK=auto|netns|loopback CHAOS_ONLY=kind,kind
 chaos: build
-	$(BUN) tests/chaos/run.ts --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+	$(BUN) tests/chaos/run.ts --seconds $(CHAOS_SECONDS) --network $(CHAOS_NETWORK) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(if $(CHAOS_ONLY),--only $(CHAOS_ONLY))
 
 check: install
 	$(DENO) check main.ts tests/

@@ -7,7 +7,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { checkFile, checkHistory, formatViolation, pairOps, type Rule, type Violation } from "./chaos/check.ts";
+import {
+  CHAOS_SETTINGS,
+  checkFile,
+  checkHistory,
+  formatViolation,
+  grantGaps,
+  pairOps,
+  RING_GAP_MAX_MS,
+  ringGapBoundMs,
+  type Rule,
+  STALL_FAULT_MS,
+  type Violation,
+} from "./chaos/check.ts";
 import { formatSummary, summarize } from "./chaos/summary.ts";
 import type { HistoryRecord, OpName } from "./chaos/history.ts";
 import { HistoryWriter } from "./chaos/history.ts";
@@ -165,6 +177,22 @@ test("chaos checker: two ring sections at once are caught", () => {
   assert.deepEqual(found, ["mutex"]);
 });
 
+test("chaos checker: a ring section ends for its client at its own lease end, even when the runner processes the loss later", () => {
+  // q0's section: granted at 100, its lease ends at 2,100 (client's clock); a busy runner
+  // processes the node's "ended" notice only at 2,290, after q1's grant at 2,289.
+  const sections = (q1GrantMs: number): Line[] => [
+    ["ok", "ring-enter", "q0", 0, 100, { ...RING, node: "r1", token: 1, leaseEnd: 2_100 }],
+    ["event", "ring-lost", "q0", 2_290, 2_290, { ...RING, node: "r1", token: 1 }],
+    ["ok", "ring-enter", "q1", 50, q1GrantMs, { ...RING, node: "r2", token: 2, leaseEnd: q1GrantMs + 1_000 }],
+    ["ok", "ring-release", "q1", q1GrantMs + 10, q1GrantMs + 20, { ...RING, node: "r2", token: 2 }],
+  ];
+  const mutexOf = (lines: Line[]) => checkHistory(history(lines)).violations.filter((v) => v.rule === "mutex");
+  assert.deepEqual(mutexOf(sections(2_289)), []);
+  const early = mutexOf(sections(2_000));
+  assert.equal(early.length, 1, "a grant before the holder's own lease end is caught");
+  assert.match(early[0].message, /its own lease ended at 2100/);
+});
+
 test("chaos checker: no grant after the final heal is a liveness violation", () => {
   assert.deepEqual(rules(mutate({ 31: ["fail", "liveness", "final", 70, 90, { ...L0, error: "not_acquired" }] })), ["liveness"]);
 });
@@ -184,6 +212,105 @@ test("chaos checker: a single fault during which no lock was granted for longer 
   const doubleStep: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill", node: "a1", step: "double" }];
   const double = checkHistory(history([doubleStep, ...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)]));
   assert.equal(double.violations.filter((v) => v.rule === "grant-gap").length, 0);
+});
+
+/** Grants (probe grants, or ring sections at r2) every 50 ms from `fromMs` to `toMs`. */
+function grantsEvery(fromMs: number, toMs: number, op: "probe" | "ring-enter" = "probe"): Line[] {
+  const extra = op === "probe" ? { lock: "probe" } : { ...RING, node: "r2" };
+  return Array.from({ length: Math.floor((toMs - fromMs) / 50) }, (_, i): Line => [
+    "ok", op, op === "probe" ? "probe" : "q1", fromMs + i * 50, fromMs + i * 50 + 1, { ...extra, token: 1_000 + fromMs + i },
+  ]);
+}
+const gapRules = (lines: Line[]) => checkHistory(history(lines)).violations.filter((v) => v.rule === "grant-gap");
+
+test("chaos checker: grant-gap bites for a network fault, by its target: a cut of the serving server owes a takeover, of the arbiter 1 s", () => {
+  // The serving p1 cut off from 100 to 2,000 ms; the probe's grants stop from 100 to 1,600.
+  const cut = (node: string, primary?: boolean): Line =>
+    ["ok", "fault", "nemesis", 100, 2_000, { fault: "cut", node, step: "isolate-lock", detail: `cut ${node} | rest`, ...(primary === undefined ? {} : { primary }) }];
+  const holed = [...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)];
+  assert.deepEqual(gapRules([cut("p1", true), ...holed]), [], "1.5 s is within a takeover's 4 s");
+  const arbiter = gapRules([cut("a1"), ...holed]);
+  assert.equal(arbiter.length, 1, "the same hole with the arbiter cut off is caught");
+  assert.match(arbiter[0].message, /no grant for 15\d\d ms during isolate-lock of a1 \(cut a1 \| rest\) \(bound 1000 ms\)/);
+  // A takeover that never comes: 5 s without a grant, past the heal + 1 s: the gap runs to the next grant.
+  const stuck = gapRules([cut("p1", true), ...grantsEvery(0, 100), ...grantsEvery(5_100, 6_000)]);
+  assert.equal(stuck.length, 1);
+  assert.match(stuck[0].message, /no grant for 50\d\d ms during isolate-lock of p1/);
+  // cut-arbiter: a server cut from the arbiter only must not be noticed.
+  const cutArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "cut", node: "p1", step: "cut-arbiter", primary: true }];
+  assert.equal(gapRules([cutArbiter, ...holed]).length, 1);
+});
+
+test("chaos checker: grant-gap bites for a ring fault, from the ring's settings; with the arbiter faulted too it owes safety only", () => {
+  assert.equal(RING_GAP_MAX_MS, ringGapBoundMs(CHAOS_SETTINGS));
+  // A longer token-loss timeout moves the bound with it (the derivation reads the settings).
+  assert.equal(ringGapBoundMs({ ...CHAOS_SETTINGS, tokenLossMs: 10_000 }) - ringGapBoundMs({ ...CHAOS_SETTINGS, tokenLossMs: 9_000 }), 1_000);
+  const isolate: Line = ["ok", "fault", "nemesis", 1_000, 3_000, { fault: "cut", node: "r4", step: "ring-isolate" }];
+  const holeEndMs = 1_000 + RING_GAP_MAX_MS + 500;
+  const lines = [isolate, ...grantsEvery(0, 1_000, "ring-enter"), ...grantsEvery(holeEndMs, holeEndMs + 1_000, "ring-enter")];
+  const found = gapRules(lines);
+  assert.equal(found.length, 1, "a ring that stops past its bound after one node is cut off is caught (r4: every ring node counts)");
+  assert.match(found[0].message, new RegExp(`no grant for ${RING_GAP_MAX_MS + 501} ms during ring-isolate of r4`));
+  const within = [isolate, ...grantsEvery(0, 1_000, "ring-enter"), ...grantsEvery(1_000 + RING_GAP_MAX_MS - 500, holeEndMs + 1_000, "ring-enter")];
+  assert.deepEqual(gapRules(within), []);
+  // The arbiter paused meanwhile (the lock track): two faults on the ring's view change.
+  const arbiterPause: Line = ["ok", "fault", "nemesis", 2_000, 2_500, { fault: "pause", node: "a1", step: "pause-arbiter" }];
+  assert.deepEqual(gapRules([...lines, arbiterPause, ...grantsEvery(0, holeEndMs + 1_000)]), []);
+  const ringGap = grantGaps(pairOps(history([...lines, arbiterPause]))).find((g) => g.fault.node === "r4")!;
+  assert.equal(ringGap.boundMs, undefined);
+  assert.match(ringGap.safetyOnly!, /a1 faulted too/);
+});
+
+test("chaos checker: a long event-loop stall of another node of the service is a second fault (the gap owes safety only); the runner's stalls are taken off the gap", () => {
+  const cutArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "cut", node: "p1", step: "cut-arbiter", primary: true }];
+  const holed = [cutArbiter, ...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)];
+  const stall = (node: string, ms: number): Line => ["event", "stall", "node-log", 500, 500 + ms, { node, value: ms }];
+  // b1 silent for replicationTimeoutMs: p1 drops it out of sync and cannot tell the arbiter.
+  assert.deepEqual(gapRules([...holed, stall("b1", STALL_FAULT_MS.lock)]), []);
+  const gap = grantGaps(pairOps(history([...holed, stall("b1", 401)]))).find((g) => g.fault.node === "p1")!;
+  assert.equal(gap.boundMs, undefined);
+  assert.equal(gap.safetyOnly, "b1 stalled 401 ms");
+  // Shorter stalls, or a stall of the faulted node itself (a pause shows as one), excuse nothing.
+  assert.equal(gapRules([...holed, stall("b1", STALL_FAULT_MS.lock - 1)]).length, 1);
+  assert.equal(gapRules([...holed, stall("p1", 1_000)]).length, 1);
+  // The runner's own stall (the clients' process) excuses nothing: its time within the gap is taken off.
+  const runner = (startMs: number, ms: number): Line => ["ok", "stall", "runner", startMs, startMs + ms, { node: "runner", value: ms }];
+  assert.deepEqual(gapRules([...holed, runner(200, 600)]), [], "1.5 s less 600 ms of runner stall is within 1 s");
+  const late = gapRules([...holed, runner(200, 400)]);
+  assert.equal(late.length, 1);
+  assert.match(late[0].message, /no grant for 15\d\d ms .*\(of it, the runner stalled 400 ms\) \(bound 1000 ms\)/);
+  // A paused node's log shows the pause as a stall: that is the nemesis, not load, and excuses nothing.
+  const b1Paused: Line = ["ok", "fault", "nemesis", 2_600, 3_000, { fault: "pause", node: "b1", step: "pause-short", primary: false }];
+  const pauseStall: Line = ["event", "stall", "node-log", 3_050, 3_050, { node: "b1", value: 400 }];
+  const s0 = summarize(pairOps(history([b1Paused, pauseStall, ...grantsEvery(0, 4_000)])), []);
+  assert.deepEqual(s0.stalls, []);
+  // The table counts the load's stalls per process and names the excused fault.
+  const s = summarize(pairOps(history([...holed, stall("b1", 401), runner(3_000, 120)])), []);
+  assert.deepEqual(s.stalls.map((r) => [r.kind, r.count, r.maxMs]), [["b1", 1, 401], ["runner", 1, 120]]);
+  assert.match(formatSummary(s).join("\n"), /cut-arbiter .*1 safety only: b1 stalled 401 ms/);
+});
+
+test("chaos checker: a lock fault while the serving server's backup was out of sync (its log's last word) is a second fault", () => {
+  // p1 serves; killed at 100, back at 2,000; no grant for 5 s (no takeover: b1 was out of sync).
+  const kill: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill-serving", node: "p1", step: "kill-server", primary: true }];
+  const lines = [kill, ...grantsEvery(0, 100), ...grantsEvery(5_100, 6_000)];
+  const sync = (atMs: number, value: number): Line => ["event", "sync", "node-log", atMs, atMs, { node: "p1", value }];
+  assert.equal(gapRules(lines).length, 1, "a takeover owed and none came");
+  assert.deepEqual(gapRules([sync(20, 1), sync(50, 0), ...lines]), [], "b1 out of sync when p1 died: two faults");
+  assert.equal(grantGaps(pairOps(history([sync(50, 0), ...lines]))).find((g) => g.fault.node === "p1")!.safetyOnly, "b1 out of sync at the fault (p1's log)");
+  // The arbiter killed, then the primary drops its starved backup out of sync: two faults.
+  const killArbiter: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill", node: "a1", step: "kill-arbiter" }];
+  const arbiterLines = [killArbiter, ...grantsEvery(0, 500), ...grantsEvery(2_200, 3_000)];
+  assert.equal(gapRules(arbiterLines).length, 1);
+  assert.deepEqual(gapRules([...arbiterLines, sync(600, 0)]), []);
+  assert.equal(grantGaps(pairOps(history([...arbiterLines, sync(600, 0)]))).find((g) => g.fault.node === "a1")!.safetyOnly, "b1 out of sync during the fault (p1's log)");
+  assert.equal(gapRules([sync(20, 0), sync(50, 1), ...lines]).length, 1, "back in sync before the fault: a takeover is owed");
+  // The paused primary itself finds its backup silent when it resumes: the pause's own doing.
+  const pauseP1: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "pause-serving", node: "p1", step: "pause-long", primary: true }];
+  assert.equal(gapRules([pauseP1, sync(1_990, 0), ...grantsEvery(0, 100), ...grantsEvery(5_100, 6_000)]).length, 1);
+  // A fault of the out-of-sync backup itself is still a single fault.
+  const killBackup: Line = ["ok", "fault", "nemesis", 100, 2_000, { fault: "kill", node: "b1", step: "kill-server", primary: false }];
+  assert.equal(gapRules([sync(50, 0), killBackup, ...grantsEvery(0, 100), ...grantsEvery(5_100, 6_000)]).length, 1);
 });
 
 test("chaos checker: checkFile reads a history file and exits 1 on a violation, 0 on a clean one", () => {
@@ -243,6 +370,11 @@ test("chaos summary: the end-of-run table's counts and recovery times from a han
     { clients: "ring", ok: 4, fail: 0, info: 1 },
   ]);
   assert.deepEqual(s.violations, [{ rule: "mutex", count: 2 }, { rule: "resource", count: 1 }]);
+  // The r2 kill (2,000 → 3,000) ran while nothing else did; no two tracks overlapped.
+  assert.deepEqual(s.overlaps, []);
+  const both = summarize(pairOps(history([...lines, ["ok", "fault", "nemesis", 2_500, 2_700, { fault: "pause", node: "a1", step: "pause-arbiter" }], ["ok", "fault", "nemesis", 2_600, 2_650, { fault: "kill", node: "cli-l0", step: "client-kill" }]])), []);
+  assert.deepEqual(both.overlaps, [{ tracks: "client + lock", count: 1 }, { tracks: "client + ring", count: 1 }, { tracks: "lock + ring", count: 1 }]);
+  assert.match(formatSummary(both).join("\n"), /lock \+ ring\s+1/);
   // Takeover: only the serving server's fault; the first probe asked for after it: 700 → 701.
   assert.deepEqual(s.takeover, [{ kind: "kill-server", count: 1, none: 0, medianMs: 601, maxMs: 601 }]);
   // Ring: the r2 kill recovered when q1's section (invoked at 2,100) was granted at 2,500. After
@@ -251,7 +383,7 @@ test("chaos summary: the end-of-run table's counts and recovery times from a han
   // Granting stopped: p1's fault 100 → 700 (the probe's next grant ends at 701: 601 ms);
   // b1's pause: 50 ms; the ring kill: from 2,000 to the grant at 2,500, then none to the last ask (2,100).
   const gaps = Object.fromEntries(s.gaps.map((g) => [g.kind, [Math.round(g.maxMs!), g.boundMs]]));
-  assert.deepEqual(gaps, { "kill-server": [601, 4_000], "pause-short": [50, 1_500], "ring-kill": [100, undefined] });
+  assert.deepEqual(gaps, { "kill-server": [601, 4_000], "pause-short": [50, 1_500], "ring-kill": [100, RING_GAP_MAX_MS] });
   const text = formatSummary(s).join("\n");
   assert.match(text, /kill-server\s+1\s+601 ms\s+601 ms\s+0/);
   assert.match(text, /lock \(cli\)\s+0\s+1\s+0/);

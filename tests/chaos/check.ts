@@ -10,40 +10,117 @@
  *   that completed before another was invoked has the smaller token.
  * - mutex: per exclusive lock (and the ring), no two holds overlap. A hold runs from the grant's
  *   ok to the holder's release invoke, or to the moment the holder was told the lock was lost
- *   (its signal aborted), whichever is first; a hold never ended runs to the end of the history.
+ *   (its signal aborted), or, for a ring section, to the client's own lease end, whichever is
+ *   first; a hold never ended runs to the end of the history.
  * - resource: the guarded counter of each lock ends equal to the number of acknowledged writes.
  * - ring-counter: acknowledged ring increments wrote distinct values, increasing with the fence;
  *   every ring node ends with the same committed counter, equal to the acknowledged increments
  *   (plus at most the increments whose outcome is unknown).
  * - liveness: after the final heal, every lock and every ring node granted once.
- * - grant-gap: while a single fault of the lock track lasts (and for GAP_HEAL_MS after its heal),
- *   the availability probe (a try-lock of a lock of its own, every 50 ms) is never without a
- *   grant for longer than the fault kind's bound (GRANT_GAP_MAX_MS): the lock service survives
- *   any one fault. The end-of-run table (summary.ts) prints, per fault kind, how long granting
- *   stopped (median and max of each fault's longest gap), the ring's faults too. The workload's own grants are no measure: contention alone
- *   leaves seconds between them.
+ * - grant-gap: a stretch without a grant that begins while a single fault lasts (or within
+ *   GAP_HEAL_MS after its heal) is no longer than the fault's bound (GRANT_GAP_MAX_MS, by kind
+ *   and target): the lock service and the ring each survive any one fault. The lock service is
+ *   measured on the availability probe (a try-lock of a lock of its own, every 50 ms): the
+ *   workload's own grants are no measure, contention alone leaves seconds between them. The ring
+ *   is measured on the sections granted at any node. Two faults on one service owe safety only:
+ *   `double` steps, a ring fault while the arbiter (the ring's view-change coordinator) is
+ *   faulted too, a fault during a long event-loop stall of another node of the service
+ *   (STALL_FAULT_MS), and a lock fault (of the arbiter or the serving server) while the serving
+ *   server's log said its backup was out of sync, at the fault or during it. The end-of-run table (summary.ts) prints, per fault kind, how long granting
+ *   stopped (median and max of each fault's longest gap).
  */
 import process from "node:process";
 import { type HistoryRecord, type OpName, readHistory } from "./history.ts";
 import { formatSummary, summarize } from "./summary.ts";
+import { DEFAULT_SETTINGS, type Settings } from "../../lib/settings.ts";
+import { QUICK_RING_SETTINGS } from "../_harness.ts";
+import { RING_SIZE } from "./supervisor.ts";
+import { PROBE_REQUEST_TIMEOUT_MS, RING_CLIENT_RETRY_MS_MAX } from "./workload.ts";
 
 export type Rule = "token-order" | "mutex" | "resource" | "ring-counter" | "liveness" | "grant-gap" | "history";
 
 /**
- * Longest time without a grant to the probe owed under one fault of each lock-track step kind. An
- * arbiter fault must not be seen by clients at all: its bound is a few probes with margin for a
- * loaded 2-core machine. A server fault costs at most a takeover: the arbiter's
- * lease and the backup's promise (500 ms each, concurrent), the claim, the clients' failover
- * backoff (25 → 250 ms) and their retry, with margin for a loaded 2-core machine.
- * "double" steps (the arbiter and a lock server together) owe safety only.
+ * The chaos cluster's settings (supervisor.ts writes QUICK_RING_SETTINGS over the defaults): the
+ * ring's bound below is derived from them, so a change of either moves the bound with it.
+ */
+export const CHAOS_SETTINGS: Settings = { ...DEFAULT_SETTINGS };
+for (const line of QUICK_RING_SETTINGS) {
+  const [key, value] = line.split("=").map((part) => part.trim());
+  (CHAOS_SETTINGS as Record<string, number>)[key] = Number(value);
+}
+
+/**
+ * Longest time without a grant owed under one fault, by what the fault hits (docs/chaos.md,
+ * "Liveness owed", has each derivation). The lock service's bounds are on the probe:
+ * - ARBITER: a fault the clients must not notice (the arbiter, or a server cut from the arbiter
+ *   only: the primary serves on the backup's promises): a few probes, with margin for a loaded
+ *   2-core machine.
+ * - BACKUP: the non-serving server lost: the primary's commits wait replicationTimeoutMs for its
+ *   ack, then one renewal has the arbiter record it out of sync, and the primary goes on alone;
+ *   plus the probe's retry, with margin.
+ * - TAKEOVER: the serving server lost: the arbiter's lease and the backup's promise (500 ms each,
+ *   concurrent), the claim, the clients' failover backoff (25 → 250 ms) and retry, with margin.
+ * - DEGRADED_SERVING: a lossy link at the serving server may cost a takeover (both its lease and
+ *   the backup's promises lapse), and the probe's request on that link may stall in TCP
+ *   retransmission until its requestTimeoutMs (1 s, workload.ts probeWorker) before it fails over.
+ */
+const LOCK_BOUND_MS = { ARBITER: 1_000, BACKUP: 1_500, TAKEOVER: 4_000, DEGRADED_SERVING: 4_000 + PROBE_REQUEST_TIMEOUT_MS };
+
+/**
+ * The ring's bound, on ring sections granted at any node, for one faulted ring node (paused,
+ * killed, cut off, on a lossy link) or the minority side of a split. Worst case, in order: the
+ * section granted just before the fault runs out its lease (ringLeaseMaxMs; a lost token's grant
+ * wait is no longer: ringLeaseMaxMs + tokenLeaseSafetyMs after the dead holder's last lease
+ * hold, at most tokenLeaseMs after the fault); its hand-off to a silent successor fails
+ * ringRepairRetries times, each after tokenHopTimeoutMs, with the retry backoff between (a token
+ * lost with its holder is noticed sooner, after tokenLossMs and one probe); the view change waits
+ * for promises deferred by a lease hold (tokenLeaseMs) and for the rest (viewPromiseWaitMs), and
+ * one attempt may collide with another coordinator and give up (viewChangeTimeoutMs) before its
+ * retry (viewChangeRetryMs × (1 + place), place < ring size); the clients then ask again within
+ * their pause after a failed enter (RING_CLIENT_RETRY_MS_MAX, workload.ts). One bound for both
+ * networks, from the larger ring (5 nodes; loopback's 3 would give 400 ms less).
+ */
+export function ringGapBoundMs(s: Settings = CHAOS_SETTINGS, ringSize = RING_SIZE.netns): number {
+  let backoffMs = 0;
+  for (let i = 0, retryMs = s.tokenRetryMs; i < s.ringRepairRetries - 1; i++, retryMs = Math.min(2 * retryMs, s.tokenHopTimeoutMs)) backoffMs += retryMs;
+  const detectMs = Math.max(s.ringRepairRetries * s.tokenHopTimeoutMs + backoffMs, s.tokenLossMs + s.tokenHopTimeoutMs);
+  const viewChangeMs = s.tokenLeaseMs + s.viewPromiseWaitMs + s.viewChangeTimeoutMs + s.viewChangeRetryMs * ringSize;
+  return s.ringLeaseMaxMs + detectMs + viewChangeMs + RING_CLIENT_RETRY_MS_MAX;
+}
+export const RING_GAP_MAX_MS = ringGapBoundMs();
+
+/**
+ * The bound of each step kind that owes one, for the table's `owed` column; the lock kinds whose
+ * bound depends on the target (the serving server, the other one, the arbiter) list their largest
+ * here and get the target's own in `gapBoundMs`. `double` (the arbiter and a lock server at once)
+ * owes safety only, and so does a ring fault while the arbiter is faulted too (it coordinates
+ * the ring's view changes: two faults on one view change).
  */
 export const GRANT_GAP_MAX_MS: Record<string, number> = {
-  "kill-arbiter": 1_000,
-  "pause-arbiter": 1_000,
+  "kill-arbiter": LOCK_BOUND_MS.ARBITER,
+  "pause-arbiter": LOCK_BOUND_MS.ARBITER,
   "pause-short": 1_500,
-  "pause-long": 4_000,
-  "kill-server": 4_000,
+  "pause-long": LOCK_BOUND_MS.TAKEOVER,
+  "kill-server": LOCK_BOUND_MS.TAKEOVER,
+  "cut-arbiter": LOCK_BOUND_MS.ARBITER,
+  "isolate-lock": LOCK_BOUND_MS.TAKEOVER,
+  "degrade-lock": LOCK_BOUND_MS.DEGRADED_SERVING,
+  "ring-pause": RING_GAP_MAX_MS,
+  "ring-kill": RING_GAP_MAX_MS,
+  "ring-isolate": RING_GAP_MAX_MS,
+  "ring-split": RING_GAP_MAX_MS,
+  "ring-degrade": RING_GAP_MAX_MS,
 };
+
+/** The bound one fault owes (undefined: safety only), from its step kind and its target. */
+function gapBoundMs(fault: Op): number | undefined {
+  const kindMs = fault.step === undefined ? undefined : GRANT_GAP_MAX_MS[fault.step];
+  if (fault.step === "isolate-lock" || fault.step === "degrade-lock") {
+    if (fault.node === "a1") return LOCK_BOUND_MS.ARBITER;
+    if (fault.primary === false) return LOCK_BOUND_MS.BACKUP;
+  }
+  return kindMs;
+}
 /** A heal (a restart rejoining, a resumed process stepping down) may still cost a gap. */
 export const GAP_HEAL_MS = 1_000;
 
@@ -87,6 +164,8 @@ interface Hold {
   end: number;
   /** The release or loss that ended the hold, when one did. */
   ender?: Op;
+  /** The hold ended at the client's own lease end, before any release or notice. */
+  leaseEnded?: boolean;
 }
 
 function holdsOf(ops: Op[], historyEndMs: number): Map<string, Hold[]> {
@@ -102,7 +181,11 @@ function holdsOf(ops: Op[], historyEndMs: number): Map<string, Hold[]> {
   for (const op of ops) {
     if (!ACQUIRE[op.op] || op.type !== "ok" || op.token === undefined || op.lock === undefined) continue;
     const ender = enders.get(`${op.client}|${op.lock}|${op.token}`);
-    const hold: Hold = { grant: op, end: ender ? ender.start : historyEndMs, ender };
+    // A ring section ends for its client at its own lease end at the latest (history.ts leaseEnd).
+    const toldMs = ender ? ender.start : historyEndMs;
+    const hold: Hold = op.leaseEnd !== undefined && op.leaseEnd < toldMs
+      ? { grant: op, end: op.leaseEnd, leaseEnded: true }
+      : { grant: op, end: toldMs, ender };
     if (!holds.has(op.lock)) holds.set(op.lock, []);
     holds.get(op.lock)!.push(hold);
   }
@@ -145,7 +228,9 @@ function checkMutex(lock: string, holds: Hold[], out: Violation[]): void {
   let open: Hold | undefined;
   for (const hold of sorted) {
     if (open && hold.grant.end < open.end) {
-      const how = open.ender
+      const how = open.leaseEnded
+        ? `its own lease ended at ${open.end}`
+        : open.ender
         ? `${open.ender.op === "lost" || open.ender.op === "ring-lost" ? "was told it lost the lock" : "invoked release"} at ${open.ender.start}`
         : "never released it";
       out.push({
@@ -254,11 +339,13 @@ export function checkOps(ops: Op[]): CheckResult {
     }
   }
   for (const gap of grantGaps(ops)) {
-    if (gap.boundMs !== undefined && gap.gapMs > gap.boundMs) {
+    if (gap.boundMs !== undefined && gap.gapMs - gap.runnerStallMs > gap.boundMs) {
       violations.push({
         rule: "grant-gap",
         lock: gap.fault.node,
-        message: `no grant for ${Math.round(gap.gapMs)} ms during ${gap.fault.step} of ${gap.fault.node} (bound ${gap.boundMs} ms)`,
+        message: `no grant for ${Math.round(gap.gapMs)} ms during ${gap.fault.step} of ${gap.fault.node}` +
+          `${gap.fault.detail ? ` (${gap.fault.detail})` : ""}` +
+          `${gap.runnerStallMs > 0 ? ` (of it, the runner stalled ${Math.round(gap.runnerStallMs)} ms)` : ""} (bound ${gap.boundMs} ms)`,
         ops: [gap.fault],
       });
     }
@@ -270,17 +357,51 @@ export function checkOps(ops: Op[]): CheckResult {
 
 export interface GrantGap {
   fault: Op;
-  /** Longest stretch without a probe grant from the fault to GAP_HEAL_MS after its heal. */
+  /**
+   * Longest stretch without a grant that began between the fault and GAP_HEAL_MS after its heal;
+   * a stretch still running then is measured to its next grant (or to the next fault of the
+   * same service, which takes it over, or to the clients' last ask).
+   */
   gapMs: number;
-  /** The owed bound, when the fault's step kind owes liveness. */
+  /** The owed bound, when the fault owes liveness. */
   boundMs?: number;
+  /** How much of that stretch the runner's own event loop was stalled (taken off it for the bound). */
+  runnerStallMs: number;
+  /** Why a fault of a kind that owes a bound owes safety only here. */
+  safetyOnly?: string;
 }
 
+const LOCK_NODE_IDS = ["p1", "b1", "a1"];
+
 /**
- * For every healed fault: the longest time in its window in which nobody was granted. Faults of
- * the lock track (p1, b1, a1) are measured on the probe's grants; faults of a ring node on the
- * ring sections granted at any node (no bound is owed there yet: GRANT_GAP_MAX_MS has no ring
- * kind). The window ends early where the grants' clients stopped asking.
+ * An event-loop stall this long of another node of the faulted service (a1 counts for the ring:
+ * it coordinates view changes) is a second fault, which a loaded machine makes: the lock
+ * service's failure detector drops a backup silent for replicationTimeoutMs, so with the arbiter
+ * or the primary faulted too the service may stop (two faults); a ring node silent for
+ * tokenHopTimeoutMs fails a hand-off. The runner's own stalls (the clients' process: the probe
+ * and the ring clients) excuse nothing: the time they overlap a gap is taken off it.
+ */
+export const STALL_FAULT_MS = { lock: CHAOS_SETTINGS.replicationTimeoutMs, ring: CHAOS_SETTINGS.tokenHopTimeoutMs };
+
+/**
+ * The stalls that load made: a SIGSTOP of the nemesis shows in the paused node's log as a stall
+ * when it resumes, so a stall of a node that overlaps a pause of that node (to GAP_HEAL_MS after
+ * its SIGCONT: a starved process notices late) is the pause, not load.
+ */
+export function loadStalls(ops: Op[]): Op[] {
+  const pauses = ops.filter((o) => o.op === "fault" && o.fault?.startsWith("pause"));
+  return ops.filter((o) =>
+    o.op === "stall" && o.value !== undefined &&
+    !pauses.some((p) => p.node === o.node && o.start < p.end + GAP_HEAL_MS && o.end > p.start)
+  );
+}
+const ringNodesOf = (ops: Op[]) => [...new Set(ops.filter((o) => o.op === "fault" || o.op === "stall").map((o) => o.node ?? "").filter(isRingNode))];
+const isRingNode = (node: string) => /^r\d+$/.test(node);
+
+/**
+ * For every healed fault of a lock or ring node: the longest time in its window in which nobody
+ * was granted. Faults of the lock service (p1, b1, a1) are measured on the probe's grants; faults
+ * of a ring node on the ring sections granted at any node.
  */
 export function grantGaps(ops: Op[]): GrantGap[] {
   const source = (op: OpName) => ({
@@ -289,31 +410,64 @@ export function grantGaps(ops: Op[]): GrantGap[] {
   });
   const lock = source("probe");
   const ring = source("ring-enter");
+  const faults = ops.filter((o) => o.op === "fault" && o.node !== undefined);
+  const arbiterFaults = faults.filter((f) => f.node === "a1");
+  const stalls = loadStalls(ops);
+  const syncs = ops.filter((o) => o.op === "sync" && (o.node === "p1" || o.node === "b1")).sort((a, b) => a.end - b.end);
   const gaps: GrantGap[] = [];
-  for (const fault of ops) {
-    if (fault.op !== "fault" || fault.type !== "ok") continue;
-    const node = fault.node ?? "";
-    const measured = ["p1", "b1", "a1"].includes(node) ? lock : RING_NODE_IDS.includes(node) ? ring : undefined;
-    if (!measured) continue;
-    const { grants, lastAskMs } = measured;
+  for (const fault of faults) {
+    if (fault.type !== "ok") continue;
+    const node = fault.node!;
+    const ofLock = LOCK_NODE_IDS.includes(node);
+    if (!ofLock && !isRingNode(node)) continue;
+    const { grants, lastAskMs } = ofLock ? lock : ring;
+    const sameService = (f: Op) => (ofLock ? LOCK_NODE_IDS.includes(f.node!) : isRingNode(f.node!));
+    const nextFault = faults.find((f) => f.start > fault.start && sameService(f));
     const fromMs = fault.start;
-    const toMs = Math.min(fault.end + GAP_HEAL_MS, lastAskMs);
-    if (!(toMs > fromMs)) continue;
+    const windowEndMs = fault.end + GAP_HEAL_MS;
+    const untilMs = Math.min(nextFault?.start ?? Number.POSITIVE_INFINITY, lastAskMs);
+    if (!(untilMs > fromMs)) continue;
     let gapMs = 0;
+    let gapFromMs = fromMs;
     let lastMs = fromMs;
+    const note = (toMs: number) => {
+      if (toMs - lastMs > gapMs) [gapMs, gapFromMs] = [toMs - lastMs, lastMs];
+    };
     for (const at of grants) {
       if (at <= fromMs) continue;
-      if (at >= toMs) break;
-      gapMs = Math.max(gapMs, at - lastMs);
+      if (at >= untilMs || lastMs > windowEndMs) break;
+      note(at);
       lastMs = at;
     }
-    gapMs = Math.max(gapMs, toMs - lastMs);
-    gaps.push({ fault, gapMs, boundMs: fault.step === undefined ? undefined : GRANT_GAP_MAX_MS[fault.step] });
+    if (lastMs <= windowEndMs) note(Math.min(untilMs, grants.find((at) => at > lastMs) ?? untilMs));
+    // The runner's own stalls within the gap delayed the grants it records: not the service's time.
+    const runnerStallMs = stalls.filter((st) => st.node === "runner")
+      .reduce((sum, st) => sum + Math.max(0, Math.min(st.end, gapFromMs + gapMs) - Math.max(st.start, gapFromMs)), 0);
+    const overlapped = !ofLock && arbiterFaults.find((a) => a.start < windowEndMs && a.end > fromMs);
+    const stalled = stalls.find((st) =>
+      st.node !== node && (ofLock ? LOCK_NODE_IDS : ["a1", ...ringNodesOf(ops)]).includes(st.node!) &&
+      st.value! >= (ofLock ? STALL_FAULT_MS.lock : STALL_FAULT_MS.ring) && st.start < windowEndMs && st.end > fromMs
+    );
+    // The serving server's word on its backup: out of sync at the fault (its last word before)
+    // or during it means the service ran on one server and the arbiter, so a fault of anything
+    // but that backup is the second fault. Under load a starved backup misses its acks.
+    // A report during the fault by the faulted server itself is the fault's own doing (a paused,
+    // cut or lossy server loses its backup), except under cut-arbiter, which leaves that link alone.
+    const lastSync = ofLock ? syncs.findLast((o) => o.end <= fromMs) : undefined;
+    const during = ofLock ? syncs.filter((o) => o.value === 0 && o.end > fromMs && o.end < windowEndMs && (o.node !== node || fault.step === "cut-arbiter")) : [];
+    const outOfSync = [...(lastSync?.value === 0 ? [lastSync] : []), ...during].find((o) => (o.node === "p1" ? "b1" : "p1") !== node);
+    const backup = outOfSync && (outOfSync.node === "p1" ? "b1" : "p1");
+    const safetyOnly = overlapped
+      ? `a1 faulted too (${overlapped.step ?? overlapped.fault})`
+      : stalled
+      ? `${stalled.node} stalled ${Math.round(stalled.value!)} ms`
+      : outOfSync
+      ? `${backup} out of sync ${outOfSync.end <= fromMs ? "at" : "during"} the fault (${outOfSync.node}'s log)`
+      : undefined;
+    gaps.push({ fault, gapMs, runnerStallMs, boundMs: safetyOnly ? undefined : gapBoundMs(fault), ...(safetyOnly ? { safetyOnly } : {}) });
   }
   return gaps;
 }
-
-const RING_NODE_IDS = ["r1", "r2", "r3"];
 
 export function checkHistory(records: HistoryRecord[]): CheckResult {
   return checkOps(pairOps(records));

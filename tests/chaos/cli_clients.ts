@@ -39,9 +39,11 @@ export interface CliClientOptions {
   /** Lock clients: the lock names and the cluster file. */
   locks?: string[];
   clusterFile?: string;
-  /** Ring clients: the node and its URL. */
-  node?: string;
-  server?: string;
+  /**
+   * Ring clients: the ring nodes and their URLs; round k asks the k-th (mod length), so one client
+   * process reaches every ring node over a run.
+   */
+  ringNodes?: Array<{ node: string; server: string }>;
 }
 
 /** Per round: the client's hold, as far as the history knows it. */
@@ -67,7 +69,7 @@ export const onClientFault: ClientFaultHook = (client, fault) => rounds.get(clie
 /** One process client's loop; returns how many of its processes exited 0. */
 export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Promise<number> {
   const { history, prng } = ctx;
-  const ring = o.node !== undefined;
+  const ring = o.ringNodes !== undefined && o.ringNodes.length > 0;
   const names = ring ? { acquire: "ring-enter", release: "ring-release", lost: "ring-lost" } as const : { acquire: "acquire", release: "release", lost: "lost" } as const;
   let clean = 0;
   for (let op = 0; op < OPS_PER_CLIENT_MAX && !ctx.stopped(); op++) {
@@ -77,7 +79,8 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
     // Longer holds than the in-process clients' (0-30 ms), so a pause of the nemesis often falls
     // between CMD's read and its write; one in five outlives the lease.
     const holdMs = prng.chance(0.2) ? prng.between(leaseMs / 2, leaseMs * 1.5) : prng.between(0, 200);
-    const where = ring ? { node: o.node } : {};
+    const at = ring ? o.ringNodes![op % o.ringNodes!.length] : undefined;
+    const where = at ? { node: at.node } : {};
     const acquire = history.invoke({ op: names.acquire, client: o.client, lock, leaseMs, ...where });
     const round: Round = { faulted: false, killed: false, acquired: false, holding: false };
     const lost = (error: string) => {
@@ -114,7 +117,7 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
       },
     });
     const argv = ring
-      ? [...o.mutexd, "ring", "lock", "--server", o.server!, "--wait", `${waitMs}ms`, "--lease", `${leaseMs}ms`, "--grace", "500ms", "--", ...stepArgv()]
+      ? [...o.mutexd, "ring", "lock", "--server", at!.server, "--wait", `${waitMs}ms`, "--lease", `${leaseMs}ms`, "--grace", "500ms", "--", ...stepArgv()]
       : [...o.mutexd, "lock", lock, "--config", o.clusterFile!, "--ttl", `${leaseMs}ms`, "--wait", `${waitMs}ms`, "--grace", "500ms", "--", ...stepArgv()];
     const proc = o.supervisor.startClient(o.client, argv, {
       CHAOS_HUB: o.hub.url,
@@ -122,7 +125,7 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
       CHAOS_LISTENER: listener,
       CHAOS_LOCK: lock,
       CHAOS_HOLD_MS: String(holdMs),
-      ...(ring ? { CHAOS_NODE: o.node! } : {}),
+      ...(at ? { CHAOS_NODE: at.node } : {}),
     });
     if (!proc) {
       acquire("fail", { error: "the run is stopping" });

@@ -25,6 +25,11 @@ export type RecordType = "invoke" | "ok" | "fail" | "info";
  * - final: after the run, the resource's counter (`lock`) or a ring node's counter (`node`).
  * - liveness: after the final heal, one grant per lock and per ring node must succeed.
  * - probe: the availability probe's try-lock of its own lock (ok: granted, with `token`).
+ * - stall: a process's event loop stalled (a lone `info`): `node` is a node (from its log's
+ *   `loopStall` lines, added at the end of the run) or "runner" (the clients' own process);
+ *   `start`..`end` is the stall and `value` its length in ms.
+ * - sync: a serving lock server's log said its backup is in sync (`value` 1, `backupInSync`) or
+ *   out of sync (`value` 0, `backupOutOfSync`); `node` is the serving server. Added at the end.
  */
 export type OpName =
   | "acquire"
@@ -40,7 +45,9 @@ export type OpName =
   | "fault"
   | "final"
   | "liveness"
-  | "probe";
+  | "probe"
+  | "stall"
+  | "sync";
 
 export interface HistoryRecord {
   id: number;
@@ -60,6 +67,12 @@ export interface HistoryRecord {
   detail?: string;
   /** The session TTL (acquire) or section lease (ring-enter) the client asked for. */
   leaseMs?: number;
+  /**
+   * Ring grants (ok of ring-enter): the client's own end of the section's lease, wall ms. The
+   * section is over for the client then (its signal aborts, its guard refuses), even when a
+   * busy runner processes the abort, or the node's notice, later.
+   */
+  leaseEnd?: number;
   /** Wall-clock ms when the operation was invoked. */
   start: number;
   /** Wall-clock ms when it completed (completion records only). */
@@ -105,11 +118,41 @@ export class HistoryWriter {
     };
   }
 
-  /** A single `info` record for an event that has no invocation (a lock reported lost). */
-  event(fields: Omit<HistoryRecord, "id" | "type" | "start" | "end">): void {
+  /** A single `info` record for an event that has no invocation (a lock reported lost); `span` for one that lasted (a stall). */
+  event(fields: Omit<HistoryRecord, "id" | "type" | "start" | "end">, span?: { startMs: number; endMs: number }): void {
     const now = wallMs();
-    this.write({ id: this.nextId++, type: "info", ...fields, start: now, end: now });
+    this.write({ id: this.nextId++, type: "info", ...fields, start: span?.startMs ?? now, end: span?.endMs ?? now });
   }
+}
+
+/**
+ * The lines of a node's log the checker uses, as history records (without ids): `loopStall`
+ * (cluster/stall_monitor.ts) as `stall`, `backupInSync` / `backupOutOfSync` as `sync`.
+ */
+export function nodeLogRecords(logFile: string, node: string): Array<Omit<HistoryRecord, "id" | "type">> {
+  let text: string;
+  try {
+    text = readFileSync(logFile, "utf8");
+  } catch {
+    return []; // a node that never started has no log
+  }
+  const out: Array<Omit<HistoryRecord, "id" | "type">> = [];
+  for (const line of text.split("\n")) {
+    if (!/"event":"(loopStall|backupInSync|backupOutOfSync)"/.test(line)) continue;
+    try {
+      const entry = JSON.parse(line) as { ts?: string; event?: string; stallMs?: number };
+      const endMs = Date.parse(entry.ts ?? "");
+      if (!Number.isFinite(endMs)) continue;
+      if (entry.event === "loopStall" && typeof entry.stallMs === "number") {
+        out.push({ op: "stall", client: "node-log", node, value: entry.stallMs, start: endMs - entry.stallMs, end: endMs });
+      } else if (entry.event !== "loopStall") {
+        out.push({ op: "sync", client: "node-log", node, value: entry.event === "backupInSync" ? 1 : 0, start: endMs, end: endMs });
+      }
+    } catch {
+      // a torn last line of a killed node
+    }
+  }
+  return out;
 }
 
 /** Parses a history file; a torn last line (the runner killed mid-write) is skipped. */

@@ -25,7 +25,10 @@ import { degradeSupport, NetLab, netnsUnavailable } from "../_netns.ts";
 import { checkFile } from "./check.ts";
 import { CLOCK_RATE, describeStep, FAULT_KIND_NAMES, makeSchedule, runTrack } from "./faults.ts";
 import { faketimeLibrary, NodeClocks } from "./clock.ts";
-import { HistoryWriter } from "./history.ts";
+import { HistoryWriter, nodeLogRecords, wallMs } from "./history.ts";
+import { StallMonitor } from "../../cluster/stall_monitor.ts";
+import { monotonicClock } from "../../cluster/clock.ts";
+import { realTimers } from "../../cluster/timers.ts";
 import { ChaosHub } from "./hub.ts";
 import { cliWorker, onClientFault } from "./cli_clients.ts";
 import { chooseBinary, getJson, RING_SIZE, Supervisor } from "./supervisor.ts";
@@ -39,7 +42,7 @@ const USAGE = `Usage: run.ts [--seed N] [--seconds N] [--network auto|netns|loop
                     clock-step,clock-rate need libfaketime: docs/chaos.md, Clock faults)
   --seconds N       length of the fault phase, 5..3600 (default 60)
   --lock-clients N  lock-service clients, 1..32 (default 6)
-  --ring-clients N  ring clients, spread over the ring nodes, 0..12 (default 3)
+  --ring-clients N  ring clients, spread over the ring nodes, 0..12 (default: one per ring node, 3 or 5)
   --locks N         distinct lock names, 1..16 (default 3)
   --cli-lock-clients N  clients as processes, \`mutexd lock NAME -- CMD\`, 0..8 (default 2)
   --cli-ring-clients N  clients as processes, \`mutexd ring lock -- CMD\`, 0..4 (default 1)
@@ -54,7 +57,8 @@ interface Flags {
   network: "auto" | "netns" | "loopback";
   only?: string[];
   lockClients: number;
-  ringClients: number;
+  /** Undefined: one per ring node (the ring's size on this network). */
+  ringClients?: number;
   locks: number;
   cliLockClients: number;
   cliRingClients: number;
@@ -106,7 +110,7 @@ function parseFlags(): Flags {
     network: network as Flags["network"],
     only,
     lockClients: int(values["lock-clients"], 6, 1, 32, "lock-clients"),
-    ringClients: int(values["ring-clients"], 3, 0, 12, "ring-clients"),
+    ringClients: values["ring-clients"] === undefined ? undefined : int(values["ring-clients"], 0, 0, 12, "ring-clients"),
     locks: int(values.locks, 3, 1, 16, "locks"),
     cliLockClients: int(values["cli-lock-clients"], 2, 0, 8, "cli-lock-clients"),
     cliRingClients: int(values["cli-ring-clients"], 1, 0, 4, "cli-ring-clients"),
@@ -181,9 +185,16 @@ const dir = tempDir("mutexd-chaos-");
 const clockKinds = schedule.profile["clock-step"] > 0 || rated.length > 0;
 const clocks = clockKinds && "path" in faketime ? new NodeClocks(faketime.path, dir, schedule.rates) : undefined;
 const supervisor = await Supervisor.create(dir, binary.argv, network.lab, clocks);
+// One in-process ring client per ring node by default, so a fault of any node (r4, r5 too) hits a client.
+const ringClients = flags.ringClients ?? supervisor.ringNodes.length;
 // Registered after the supervisor's hook, so the nodes are killed before their namespaces go.
 process.on("exit", () => network.lab?.remove());
 const history = new HistoryWriter(join(dir, "history.jsonl"));
+// The runner's own event-loop stalls: a stall delays every client's record by as much (check.ts
+// counts a long one as a second fault, like a node's).
+const runnerStalls = new StallMonitor(monotonicClock, realTimers, (stallMs) =>
+  history.event({ op: "stall", client: "runner", node: "runner", value: stallMs }, { startMs: wallMs() - stallMs, endMs: wallMs() }));
+runnerStalls.start();
 let stopping = false;
 let interrupts = 0;
 
@@ -249,7 +260,7 @@ for (let i = 0; i < flags.lockClients; i++) {
 }
 // The availability probe: how long the service could not grant under each fault (check.ts).
 workers.push(probeWorker(ctx, { servers }));
-for (let i = 0; i < flags.ringClients; i++) {
+for (let i = 0; i < ringClients; i++) {
   const node = supervisor.ringNodes[i % supervisor.ringNodes.length];
   workers.push(ringWorker({ ...ctx, prng: prng.fork(`q${i}`) }, { client: `q${i}`, node, server: supervisor.url(node) }));
 }
@@ -259,8 +270,10 @@ for (let i = 0; i < flags.cliLockClients; i++) {
   workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-l${i}`) }, { client: `cli-l${i}`, mutexd: binary.argv, supervisor, hub, locks, clusterFile: supervisor.clusterFile }));
 }
 for (let i = 0; i < flags.cliRingClients; i++) {
-  const node = supervisor.ringNodes[i % supervisor.ringNodes.length];
-  workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-r${i}`) }, { client: `cli-r${i}`, mutexd: binary.argv, supervisor, hub, node, server: supervisor.url(node) }));
+  // Each client process asks the ring nodes in turn, from its own one on: every node gets CLI clients.
+  const n = supervisor.ringNodes.length;
+  const ringNodes = Array.from({ length: n }, (_, k) => supervisor.ringNodes[(i + k) % n]).map((node) => ({ node, server: supervisor.url(node) }));
+  workers.push(cliWorker({ ...ctx, prng: prng.fork(`cli-r${i}`) }, { client: `cli-r${i}`, mutexd: binary.argv, supervisor, hub, ringNodes }));
 }
 const nemesis = { supervisor, history, print, deadlineMs, stopped: () => stopping, onClientFault, degradeMode: degrade.mode };
 const progress = setInterval(() => print(`progress: ${history.count} records`), 10_000);
@@ -286,7 +299,7 @@ await Promise.all([
       done("fail", { error: String((error as Error).message) });
     }
   }),
-  ...(flags.ringClients > 0 ? supervisor.ringNodes : []).map(async (node) => {
+  ...(ringClients > 0 ? supervisor.ringNodes : []).map(async (node) => {
     const done = history.invoke({ op: "liveness", client: "final", node });
     try {
       const section = await connectRing({ server: supervisor.url(node), requestTimeoutMs: 5_000 }).lock({ waitMs: 25_000 });
@@ -302,7 +315,7 @@ await Promise.all([
 for (const lock of locks) {
   history.invoke({ op: "final", client: "final", lock })("ok", { value: counters.value(lock) });
 }
-if (flags.ringClients > 0) {
+if (ringClients > 0) {
   const read = async () =>
     await Promise.all(supervisor.ringNodes.map(async (id) => {
       try {
@@ -328,6 +341,14 @@ if (flags.ringClients > 0) {
 
 for (const finish of rateFaults) finish("ok");
 await supervisor.stopAll();
+runnerStalls.stop();
+// Every node's event-loop stalls and its backup's sync state from its log, into the history
+// (check.ts: a second fault).
+for (const id of supervisor.order) {
+  for (const { start, end, ...fields } of nodeLogRecords(join(dir, "logs", `${id}.log`), id)) {
+    history.event(fields, { startMs: start, endMs: end! });
+  }
+}
 await hub.close();
 network.lab?.remove();
 clearTimeout(watchdog);

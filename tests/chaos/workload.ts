@@ -20,7 +20,7 @@ import { connectRing, type RingLock } from "../../lib/client/ring_client.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import type { Prng } from "../../lib/core/prng.ts";
 import { sleep } from "../_harness.ts";
-import type { HistoryWriter, RecordType } from "./history.ts";
+import { type HistoryWriter, type RecordType, wallMs } from "./history.ts";
 
 /** Operations per client at most, whatever the duration (a bound, not a target). */
 export const OPS_PER_CLIENT_MAX = 100_000;
@@ -141,7 +141,7 @@ export async function lockWorker(ctx: WorkloadContext, options: LockWorkerOption
  * whatever the contention on the workload's locks (the checker's grant-gap rule reads them).
  */
 export async function probeWorker(ctx: WorkloadContext, options: { servers: string[] }): Promise<number> {
-  const client = connect({ servers: options.servers, requestTimeoutMs: 1_000, failoverTimeoutMs: 4_000 });
+  const client = connect({ servers: options.servers, requestTimeoutMs: PROBE_REQUEST_TIMEOUT_MS, failoverTimeoutMs: 4_000 });
   let granted = 0;
   for (let op = 0; op < OPS_PER_CLIENT_MAX && !ctx.stopped(); op++) {
     const done = ctx.history.invoke({ op: "probe", client: "probe", lock: PROBE_LOCK });
@@ -158,9 +158,10 @@ export async function probeWorker(ctx: WorkloadContext, options: { servers: stri
   return granted;
 }
 
-/** The probe's own lock, and its pause between two probes. */
+/** The probe's own lock, its pause between two probes, and how long it waits for one answer (check.ts's bounds count it). */
 export const PROBE_LOCK = "probe";
 const PROBE_PAUSE_MS = 50;
+export const PROBE_REQUEST_TIMEOUT_MS = 1_000;
 
 /** read → hold → write under the token; true when the write was acknowledged. */
 async function guardedIncrement(
@@ -195,6 +196,9 @@ async function guardedIncrement(
   }
 }
 
+/** A ring client's longest pause after a failed enter before it asks again (check.ts's ring bound counts it). */
+export const RING_CLIENT_RETRY_MS_MAX = 300;
+
 export interface RingWorkerOptions {
   client: string;
   node: string;
@@ -222,10 +226,10 @@ export async function ringWorker(ctx: WorkloadContext, options: RingWorkerOption
       section = await ring.lock({ waitMs: prng.between(500, 5_000), leaseMs });
     } catch (error) {
       done(acquireOutcome(error), { error: errorText(error) });
-      await sleep(prng.between(50, 300));
+      await sleep(prng.between(50, RING_CLIENT_RETRY_MS_MAX));
       continue;
     }
-    done("ok", { token: section.token });
+    done("ok", { token: section.token, leaseEnd: wallMs() + section.remainingMs });
     const token = section.token;
     const onLost = () => history.event({ op: "ring-lost", client: name, lock: "ring", node, token, error: errorText(section.signal.reason) });
     if (section.signal.aborted) onLost();
