@@ -241,6 +241,19 @@ test("chaos checker: grant-gap bites for a network fault, by its target: a cut o
   assert.equal(gapRules([cutArbiter, ...holed]).length, 1);
 });
 
+test("chaos checker: a wall-clock step owes the arbiter's bound on a lock node; next to another fault of the service it owes safety only", () => {
+  const step = (node: string, fromMs = 100): Line => ["ok", "fault", "nemesis", fromMs, 2_000, { fault: "clock-step", node, step: "clock-step" }];
+  const holed = [...grantsEvery(0, 100), ...grantsEvery(1_600, 4_000)];
+  const found = gapRules([step("p1"), ...holed]);
+  assert.equal(found.length, 1, "a 1.5 s hole after a clock step of p1 is caught");
+  assert.match(found[0].message, /during clock-step of p1 .*\(bound 1000 ms\)/);
+  // p1 killed at 50 ms (the lock track), its clock stepped at 100 ms: the step is the second fault.
+  const kill: Line = ["ok", "fault", "nemesis", 50, 1_000, { fault: "kill", node: "p1", step: "kill-server", primary: true }];
+  assert.deepEqual(gapRules([kill, step("p1"), ...holed]), []);
+  const gap = grantGaps(pairOps(history([kill, step("p1"), ...holed]))).find((g) => g.fault.step === "clock-step")!;
+  assert.equal(gap.safetyOnly, "p1 faulted too (kill-server)");
+});
+
 test("chaos checker: grant-gap bites for a ring fault, from the ring's settings; with the arbiter faulted too it owes safety only", () => {
   assert.equal(RING_GAP_MAX_MS, ringGapBoundMs(CHAOS_SETTINGS));
   // A longer token-loss timeout moves the bound with it (the derivation reads the settings).

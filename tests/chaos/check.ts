@@ -110,10 +110,14 @@ export const GRANT_GAP_MAX_MS: Record<string, number> = {
   "ring-isolate": RING_GAP_MAX_MS,
   "ring-split": RING_GAP_MAX_MS,
   "ring-degrade": RING_GAP_MAX_MS,
+  // A wall-clock step must cost nothing: leases and timeouts run on the monotonic clock. A
+  // stepped lock node owes the arbiter's "clients must not notice" (1 s), a ring node the ring's.
+  "clock-step": RING_GAP_MAX_MS,
 };
 
 /** The bound one fault owes (undefined: safety only), from its step kind and its target. */
 function gapBoundMs(fault: Op): number | undefined {
+  if (fault.step === "clock-step") return LOCK_NODE_IDS.includes(fault.node!) ? LOCK_BOUND_MS.ARBITER : RING_GAP_MAX_MS;
   const kindMs = fault.step === undefined ? undefined : GRANT_GAP_MAX_MS[fault.step];
   if (fault.step === "isolate-lock" || fault.step === "degrade-lock") {
     if (fault.node === "a1") return LOCK_BOUND_MS.ARBITER;
@@ -444,6 +448,9 @@ export function grantGaps(ops: Op[]): GrantGap[] {
     const runnerStallMs = stalls.filter((st) => st.node === "runner")
       .reduce((sum, st) => sum + Math.max(0, Math.min(st.end, gapFromMs + gapMs) - Math.max(st.start, gapFromMs)), 0);
     const overlapped = !ofLock && arbiterFaults.find((a) => a.start < windowEndMs && a.end > fromMs);
+    // A fault of the same service from another track (a clock step next to a kill) still active
+    // when this one began: this one is the second fault.
+    const ongoing = faults.find((f) => f !== fault && f.start <= fromMs && f.end > fromMs && sameService(f));
     const stalled = stalls.find((st) =>
       st.node !== node && (ofLock ? LOCK_NODE_IDS : ["a1", ...ringNodesOf(ops)]).includes(st.node!) &&
       st.value! >= (ofLock ? STALL_FAULT_MS.lock : STALL_FAULT_MS.ring) && st.start < windowEndMs && st.end > fromMs
@@ -459,6 +466,8 @@ export function grantGaps(ops: Op[]): GrantGap[] {
     const backup = outOfSync && (outOfSync.node === "p1" ? "b1" : "p1");
     const safetyOnly = overlapped
       ? `a1 faulted too (${overlapped.step ?? overlapped.fault})`
+      : ongoing
+      ? `${ongoing.node} faulted too (${ongoing.step ?? ongoing.fault})`
       : stalled
       ? `${stalled.node} stalled ${Math.round(stalled.value!)} ms`
       : outOfSync
