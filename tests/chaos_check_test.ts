@@ -193,6 +193,22 @@ test("chaos checker: a ring section ends for its client at its own lease end, ev
   assert.match(early[0].message, /its own lease ended at 2100/);
 });
 
+test("chaos checker: a lock ends for its client at its session's lease end, which the loss notice carries (chaos seed 251)", () => {
+  // c3 granted at 100; its session's lease ended at 2,100 by its clock (no keepalive got through,
+  // the runner stalled); the runner hears of the loss only at 2,290, after c0's grant at 2,289.
+  const holds = (c0GrantMs: number): Line[] => [
+    ["ok", "acquire", "c3", 0, 100, { ...L0, token: 1 }],
+    ["event", "lost", "c3", 2_290, 2_290, { ...L0, token: 1, leaseEnd: 2_100 }],
+    ["ok", "acquire", "c0", 50, c0GrantMs, { ...L0, token: 2 }],
+    ["ok", "release", "c0", c0GrantMs + 10, c0GrantMs + 20, { ...L0, token: 2 }],
+  ];
+  const mutexOf = (lines: Line[]) => checkHistory(history(lines)).violations.filter((v) => v.rule === "mutex");
+  assert.deepEqual(mutexOf(holds(2_289)), []);
+  const early = mutexOf(holds(2_000));
+  assert.equal(early.length, 1, "a grant before the holder's lease end is caught, however late the notice");
+  assert.match(early[0].message, /its own lease ended at 2100/);
+});
+
 test("chaos checker: no grant after the final heal is a liveness violation", () => {
   assert.deepEqual(rules(mutate({ 31: ["fail", "liveness", "final", 70, 90, { ...L0, error: "not_acquired" }] })), ["liveness"]);
 });

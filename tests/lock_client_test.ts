@@ -177,7 +177,9 @@ function handDriven(servers: string[], respond: Respond, options: { requestTimeo
     }
     nowMs = endMs;
   }
-  return { client, calls, advance, settle, now: () => nowMs };
+  /** Moves the clock by `ms` without running a timer: the client's process was stalled. */
+  const stall = (ms: number) => void (nowMs += ms);
+  return { client, calls, advance, settle, stall, now: () => nowMs };
 }
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: MutexdError } | undefined;
@@ -333,4 +335,29 @@ test("client ports: a keepalive at a paused primary gives up after TTL/3 when re
   assert.equal(session.signal.aborted, false, "the session was never lost: every keepalive since went to b");
   assert.ok(session.leaseEndsAtMs >= 1_000);
   await session.close();
+});
+
+test("client ports: a grant that arrives after the session's lease ran out is reported lost, not returned as a hold (chaos seed 251)", async () => {
+  // The open is answered at once (lease to 300). The enter's grant arrives after a stall of
+  // 350 ms in which no timer ran (the lease timer is overdue): the client must not hand out a
+  // hold its lease no longer covers, while another client may already be granted.
+  const stalled = { ms: 0 };
+  const { client, advance, stall } = handDriven(["http://a"], (call) => {
+    if (call.url.endsWith("/v1/sessions")) return { status: 201, body: { session: "s1", ttlMs: 300 } };
+    if (call.url.endsWith("/v1/enter")) {
+      stall(stalled.ms);
+      return { status: 200, body: { granted: true, name: "L", session: "s1", token: 9, mode: "exclusive" } };
+    }
+    return { status: 200, body: {} };
+  }, { requestTimeoutMs: 1_000, failoverTimeoutMs: 0 });
+  stalled.ms = 350;
+  const late = watch(client.lock("L", { ttlMs: 300 }));
+  await advance(0);
+  const outcome = late();
+  assert.equal(outcome?.ok, false, "a grant past the lease is no hold");
+  assert.equal((outcome as { error: MutexdError }).error.code, "lock_lost");
+  stalled.ms = 0;
+  const inTime = watch(client.lock("L", { ttlMs: 300 }));
+  await advance(0);
+  assert.equal(inTime()?.ok, true, "the same grant inside the lease is a hold");
 });

@@ -308,7 +308,9 @@ export class LockClient {
         let outcome: Outcome<LockHandle>;
         if (!entered.ok) outcome = entered;
         else if (!entered.value.granted) outcome = failed(new NotAcquiredError(name, entered.value.position, enter.waitMs));
-        else if (session.lost) outcome = failed(session.signal.reason as MutexdError);
+        // A grant that arrives after the lease ran out (its answer or this client was stalled
+        // longer than the TTL) holds nothing: the lease timer may not have fired yet.
+        else if (!session.stillLeased()) outcome = failed(session.signal.reason as MutexdError);
         else return done({ ok: true, value: new LockHandle(this, session, name, entered.value.token) });
         // Not acquired: the session goes, whatever its closing's fate.
         session.closeThen(() => done(outcome));
@@ -369,6 +371,12 @@ export class Session {
   private armLeaseTimer(): void {
     this.client.timers.clearTimeout(this.leaseTimer);
     this.leaseTimer = this.client.timers.setTimeout(() => this.checkLease(), Math.max(0, this.leaseEndMs - this.client.clock.nowMs()) + 1);
+  }
+
+  /** Whether the lease still runs by the clock now (a late lease timer is not waited for). */
+  stillLeased(): boolean {
+    this.checkLease();
+    return !this.lost;
   }
 
   private checkLease(): void {

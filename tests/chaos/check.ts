@@ -185,10 +185,12 @@ function holdsOf(ops: Op[], historyEndMs: number): Map<string, Hold[]> {
   for (const op of ops) {
     if (!ACQUIRE[op.op] || op.type !== "ok" || op.token === undefined || op.lock === undefined) continue;
     const ender = enders.get(`${op.client}|${op.lock}|${op.token}`);
-    // A ring section ends for its client at its own lease end at the latest (history.ts leaseEnd).
+    // A ring section ends for its client at its own lease end at the latest (history.ts leaseEnd);
+    // a lock at its session's lease end, which the loss notice carries (the notice may come late).
     const toldMs = ender ? ender.start : historyEndMs;
-    const hold: Hold = op.leaseEnd !== undefined && op.leaseEnd < toldMs
-      ? { grant: op, end: op.leaseEnd, leaseEnded: true }
+    const leaseEnd = op.leaseEnd ?? (ender?.op === "lost" ? ender.leaseEnd : undefined);
+    const hold: Hold = leaseEnd !== undefined && leaseEnd < toldMs
+      ? { grant: op, end: Math.max(op.end, leaseEnd), leaseEnded: true }
       : { grant: op, end: toldMs, ender };
     if (!holds.has(op.lock)) holds.set(op.lock, []);
     holds.get(op.lock)!.push(hold);

@@ -70,7 +70,8 @@ export interface HistoryRecord {
   /**
    * Ring grants (ok of ring-enter): the client's own end of the section's lease, wall ms. The
    * section is over for the client then (its signal aborts, its guard refuses), even when a
-   * busy runner processes the abort, or the node's notice, later.
+   * busy runner processes the abort, or the node's notice, later. Lock loss notices (`lost`):
+   * the end of the session's lease by the client's clock, for the same reason.
    */
   leaseEnd?: number;
   /** Wall-clock ms when the operation was invoked. */

@@ -116,7 +116,17 @@ export async function lockWorker(ctx: WorkloadContext, options: LockWorkerOption
     }
     done("ok", { token: handle.token });
     const token = handle.token;
-    const onLost = () => history.event({ op: "lost", client: name, lock, token, error: errorText(handle.signal.reason) });
+    // The lease's end by the client's own clock, as a history time: a hold ends there at the latest,
+    // even when this process is stalled and hears of the loss late (checker, `mutex`).
+    const onLost = () =>
+      history.event({
+        op: "lost",
+        client: name,
+        lock,
+        token,
+        error: errorText(handle.signal.reason),
+        leaseEnd: wallMs() - (performance.now() - handle.session.leaseEndsAtMs),
+      });
     if (handle.signal.aborted) onLost();
     else handle.signal.addEventListener("abort", onLost, { once: true });
     try {
