@@ -44,13 +44,32 @@ class EtcdSession implements BenchSession {
 
 export class EtcdLockClient implements BenchClient {
   readonly kind = "etcd";
-  constructor(private readonly base: string) {}
+  /** The member requests go to; moves to the next one after a failed request (F1's failover). */
+  private at = 0;
+  /** `bases`: the members' client URLs; `requestTimeoutMs` bounds every request but a watch. */
+  constructor(private readonly bases: string[], private readonly requestTimeoutMs = 10_000) {}
 
-  async post<T = Record<string, unknown>>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
-    const response = await fetch(`${this.base}${path}`, { method: "POST", body: JSON.stringify(body), signal });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`etcd ${path}: ${response.status} ${text.slice(0, 200)}`);
-    return JSON.parse(text) as T;
+  private get base(): string {
+    return this.bases[this.at % this.bases.length];
+  }
+
+  async post<T = Record<string, unknown>>(path: string, body: unknown): Promise<T> {
+    const base = this.base;
+    try {
+      const response = await fetch(`${base}${path}`, { method: "POST", body: JSON.stringify(body), signal: AbortSignal.timeout(this.requestTimeoutMs) });
+      const text = await response.text();
+      if (!response.ok) throw new Error(`etcd ${path}: ${response.status} ${text.slice(0, 200)}`);
+      return JSON.parse(text) as T;
+    } catch (error) {
+      if (this.base === base) this.at++;
+      throw error;
+    }
+  }
+
+  /** Whether `name` is still held with `token` (my key exists with that create revision): F1's check. */
+  async isHeld(name: string, session: BenchSession, token: number): Promise<boolean> {
+    const mine = await this.post<RangeResponse>("/v3/kv/range", { key: b64(`lock/${name}/${session.id}`) });
+    return Number(mine.kvs?.[0]?.create_revision) === token;
   }
 
   async openSession(ttlMs: number): Promise<BenchSession> {

@@ -60,7 +60,7 @@ export const ROWS: readonly RowSpec[] = [
   { workload: "W3", label: "W3 Jain index (min over rounds)", key: "jain", ratio: false },
   { workload: "W3", label: "W3 server CPU µs per grant", key: "serverUsPerGrant", ratio: true },
   { workload: "W3", label: "W3 driver CPU µs per grant", key: "clientUsPerOp", ratio: false },
-  { workload: "F1", label: "F1 kill -9 primary → next acquire ms", key: "takeoverMedian", ratio: true },
+  { workload: "F1", label: "F1 kill -9 primary/leader → next acquire ms", key: "takeoverMedian", ratio: true },
 ];
 
 /** The median of a metric over the rounds (Jain: the minimum, the worst round); undefined if never measured. */
@@ -88,6 +88,14 @@ export function safetyText(system: SystemResult): string {
   return `${sum("overlaps") + sum("duplicates")} of ${fmt(sum("checked"))}`;
 }
 
+/** F1 over every round: kills after which the held lock was kept as it was and its next token was higher. */
+export function keptText(system: SystemResult): string {
+  const runs = system.runs.F1 ?? [];
+  if (runs.length === 0) return "–";
+  const sum = (key: string) => runs.reduce((s, m) => s + (Number.isFinite(m[key]) ? m[key] : 0), 0);
+  return `${sum("kept")}/${sum("kills")}`;
+}
+
 /** The table: one column per system that ran, then replicated ÷ each other system. */
 export function peersTable(run: PeersRun): string[][] {
   const ran = run.systems.filter((s) => !s.skipped);
@@ -103,6 +111,7 @@ export function peersTable(run: PeersRun): string[][] {
     table.push([row.label, ...values.map((v) => cellText(row, v)), ...ratios]);
   }
   if (workloads.has("W3")) table.push(["W3 safety: overlapping/duplicate grants", ...ran.map(safetyText), ...others.map(() => "")]);
+  if (workloads.has("F1")) table.push(["F1 held lock kept, next token higher", ...ran.map(keptText), ...others.map(() => "")]);
   table.push(["correctness check of the client", ...ran.map((s) => s.check ?? "–"), ...others.map(() => "")]);
   return table;
 }

@@ -17,14 +17,15 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { ROOT } from "../../_harness.ts";
+import { removeDir, ROOT } from "../../_harness.ts";
 import { type BenchClient, makeClient } from "../lib/clients.ts";
 import { currentRuntime, type ServerHandle, startServer } from "../lib/server.ts";
 import { type Metrics, type Workload, type WorkloadContext } from "../lib/workload.ts";
 import { checkClient } from "./check.ts";
+import { peerF1 } from "./f1.ts";
 import { type PeersRun, peersMarkdown, peersSvg, type SystemResult } from "./report.ts";
 import { ensureInstalled, PEERS, type PeerId } from "./servers.ts";
 
@@ -76,8 +77,10 @@ interface System {
   title: string;
   start(): Promise<ServerHandle>;
   client(server: ServerHandle): BenchClient;
-  /** Workloads that make no sense for it (F1 needs a primary to kill: mutexd replicated only). */
+  /** Workloads that make no sense for it (F1 needs a leader to kill: not a lone node). */
   skips: string[];
+  /** Its own F1 (a peer's three members), in place of mutexd's. */
+  f1?: Workload;
 }
 
 const mutexd = (id: "lone" | "replicated"): System => ({
@@ -107,7 +110,10 @@ for (const id of systemIds) {
   const title = why ? short : `${short} ${peer.version()}`;
   results.push({ id, title, short, runs: {}, ...(why ? { skipped: why } : {}) });
   if (why) log(`${id}: skipped: ${why}`);
-  else systems.push({ id, title, start: () => peer.start(), client: (server) => peer.client(server), skips: ["F1"] });
+  else {
+    const f1 = peer.startCluster ? peerF1(peer) : undefined;
+    systems.push({ id, title, start: () => peer.start(), client: (server) => peer.client(server), skips: f1 ? [] : ["F1"], f1 });
+  }
 }
 const resultOf = (id: string) => results.find((r) => r.id === id)!;
 
@@ -130,6 +136,15 @@ let failed = false;
 log(`${currentRuntime} driver; ${rounds} round(s) × ${workloadIds.join(",")} × ${systems.map((s) => s.id).join(",")}; ` +
   `${durationMs / 1000} s phases; load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
 
+/** Every server this run has started and not yet stopped: stopped by PID if the run is interrupted. */
+const live = new Set<ServerHandle>();
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    log(`${sig}: stopping ${live.size} server(s)`);
+    void Promise.all([...live].map((s) => s.stop(500))).finally(() => process.exit(130));
+  });
+}
+
 /** Starts `system`, runs `body` with it, stops it (by PID; a peer's folder is removed). */
 async function withSystem<T>(system: System, body: (ctx: WorkloadContext) => Promise<T>, run: number): Promise<T> {
   const servers: ServerHandle[] = [];
@@ -145,16 +160,23 @@ async function withSystem<T>(system: System, body: (ctx: WorkloadContext) => Pro
       // F1 asks for its own deployments (a fresh one per kill): mutexd replicated, with the secret.
       const server = options ? await startServer({ ...options, secret: true }) : await system.start();
       servers.push(server);
+      live.add(server);
       return server;
     },
     makeClient: (server) => system.client(server),
-    adopt: (server) => void servers.push(server),
+    adopt: (server) => {
+      servers.push(server);
+      live.add(server);
+    },
     log,
   };
   try {
     return await body(ctx);
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
+    for (const s of servers) live.delete(s);
+    // mutexd's folders (cluster file, logs); a peer's handle removes its own when it stops.
+    for (const s of servers) if (basename(dirname(s.logFile)).startsWith("mutexd-bench-")) removeDir(dirname(s.logFile));
   }
 }
 
@@ -183,7 +205,7 @@ for (let round = 1; round <= rounds; round++) {
       try {
         const outcome = await withSystem(system, (ctx) =>
           Promise.race([
-            workload.run(ctx),
+            (workload.id === "F1" && system.f1 ? system.f1 : workload).run(ctx),
             new Promise<never>((_, reject) => {
               timer = setTimeout(() => reject(new Error(`gave up after ${hardLimitMs} ms`)), hardLimitMs);
             }),

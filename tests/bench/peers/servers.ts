@@ -6,17 +6,28 @@
  */
 import { spawnSync } from "node:child_process";
 import process from "node:process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { eventually, freePort, removeDir, tempDir } from "../../_harness.ts";
-import type { BenchClient } from "../lib/clients.ts";
+import type { BenchClient, BenchSession } from "../lib/clients.ts";
 import { type ServerHandle, spawnServer } from "../lib/server.ts";
 import { EtcdLockClient } from "./etcd.ts";
 import { RespConnection, RedisLockClient } from "./redis.ts";
 import { ZkLockClient } from "./zookeeper.ts";
 
 export type PeerId = "etcd" | "redis" | "zk";
+
+/** A peer of three members (F1): one handle for them all, and which member leads now. */
+export interface PeerCluster extends ServerHandle {
+  /** Asks the members and returns the leader's pid. */
+  leaderPid(): Promise<number>;
+}
+
+/** A client that can also tell whether a lock is still held as it was (F1's check after the kill). */
+export interface F1Client extends BenchClient {
+  isHeld(name: string, session: BenchSession, token: number): Promise<boolean>;
+}
 
 export interface Peer {
   id: PeerId;
@@ -27,6 +38,9 @@ export interface Peer {
   client(server: ServerHandle): BenchClient;
   /** The server's version as it reports it (for the table's header). */
   version(): string;
+  /** Three members on this machine, for F1 (kill -9 the leader); absent: no F1 (Redis, one node). */
+  startCluster?(): Promise<PeerCluster>;
+  clusterClient?(cluster: PeerCluster): F1Client;
 }
 
 const START_TIMEOUT_MS = 30_000;
@@ -82,6 +96,43 @@ async function startPeer(id: PeerId, cmd: string, args: string[], dir: string, u
   return handle;
 }
 
+/** One handle for several member processes (their CPU is summed; stop stops them all). */
+function combine(members: ServerHandle[], leaderPid: () => Promise<number>): PeerCluster {
+  return {
+    url: members[0].url,
+    urls: members.map((m) => m.url),
+    pid: members[0].pid,
+    pids: members.map((m) => m.pid),
+    runtime: members[0].runtime,
+    logFile: members[0].logFile,
+    exited: Promise.race(members.map((m) => m.exited)),
+    get exitCode() {
+      return members.find((m) => m.exitCode !== undefined)?.exitCode;
+    },
+    get stopRequested() {
+      return members.some((m) => m.stopRequested);
+    },
+    async stop(graceMs?: number) {
+      await Promise.all(members.map((m) => m.stop(graceMs)));
+    },
+    leaderPid,
+  };
+}
+
+/** Starts every member at once (they wait for each other), or stops those that started and throws. */
+async function startMembers(starts: Array<() => Promise<ServerHandle>>): Promise<ServerHandle[]> {
+  const settled = await Promise.allSettled(starts.map((start) => start()));
+  const started = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const failure = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failure) {
+    await Promise.all(started.map((m) => m.stop(500)));
+    throw failure.reason;
+  }
+  return started;
+}
+
+const MEMBERS = 3;
+
 const portOf = (url: string) => Number(new URL(url).port);
 const versionOf = (cmd: string, args: string[], pattern: RegExp) => {
   const out = spawnSync(cmd, args, { encoding: "utf8", timeout: 20_000 });
@@ -106,17 +157,24 @@ export const PEERS: Record<PeerId, Peer> = {
     debianPackage: "etcd-server",
     installedFile: "/usr/bin/etcd",
     async start() {
-      const dir = tempDir("mutexd-peer-etcd-");
-      const [client, peer] = [await freePort(), await freePort()];
-      const base = `http://127.0.0.1:${client}`;
       // One member, defaults otherwise (it fsyncs every write, as peer-bench.md's did).
-      return await startPeer("etcd", "etcd", [
-        "--data-dir", `${dir}/data`, "--listen-client-urls", base, "--advertise-client-urls", base,
-        "--listen-peer-urls", `http://127.0.0.1:${peer}`, "--initial-advertise-peer-urls", `http://127.0.0.1:${peer}`,
-        "--initial-cluster", `default=http://127.0.0.1:${peer}`,
-      ], dir, base, async () => (await fetch(`${base}/health`).then((r) => r.text()).catch(() => "")).includes('"true"'));
+      const [member] = await memberPorts(1);
+      return await startEtcdMember(member, [member]);
     },
-    client: (server) => new EtcdLockClient(server.url),
+    client: (server) => new EtcdLockClient(server.urls),
+    async startCluster() {
+      const members = await memberPorts(MEMBERS);
+      const handles = await startMembers(members.map((m) => () => startEtcdMember(m, members)));
+      return combine(handles, async () => {
+        for (const [i, h] of handles.entries()) {
+          const status = await fetch(`${h.url}/v3/maintenance/status`, { method: "POST", body: "{}" }).then((r) => r.json()).catch(() => undefined);
+          if (status && status.leader === status.header?.member_id) return handles[i].pid;
+        }
+        throw new Error("etcd: no member says it leads");
+      });
+    },
+    // A request that hangs (a member in an election) moves on to the next member after 1 s.
+    clusterClient: (cluster) => new EtcdLockClient(cluster.urls, 1_000),
     version: () => versionOf("etcd", ["--version"], /etcd Version: (\S+)/),
   },
   redis: {
@@ -142,19 +200,65 @@ export const PEERS: Record<PeerId, Peer> = {
     debianPackage: "zookeeper",
     installedFile: "/usr/share/java/zookeeper.jar",
     async start() {
-      const dir = tempDir("mutexd-peer-zk-");
-      const port = await freePort();
-      // peer-bench.md's settings: tickTime 1000 (a 10 s session is within its 2–20 ticks),
-      // no per-IP connection cap, no admin server; forceSync is on by default (fsync per write).
-      writeFileSync(
-        join(dir, "zoo.cfg"),
-        `tickTime=1000\ndataDir=${dir}/data\nclientPort=${port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n` +
-          `admin.enableServer=false\n4lw.commands.whitelist=ruok\n`,
-      );
-      // java itself (not zkServer.sh), so the pid is the server's.
-      return await startPeer("zk", "java", ["-cp", ZK_CLASSPATH, "org.apache.zookeeper.server.ZooKeeperServerMain", join(dir, "zoo.cfg")], dir, `127.0.0.1:${port}`, async () => (await askTcp(port, "ruok")) === "imok");
+      const [member] = await memberPorts(1);
+      return await startZkMember(member, [member]);
     },
-    client: (server) => new ZkLockClient(server.url),
+    client: (server) => new ZkLockClient(server.urls.join(",")),
+    async startCluster() {
+      const members = await memberPorts(MEMBERS);
+      const handles = await startMembers(members.map((m) => () => startZkMember(m, members)));
+      return combine(handles, async () => {
+        for (const [i, m] of members.entries()) if ((await askTcp(m.client, "srvr")).includes("Mode: leader")) return handles[i].pid;
+        throw new Error("zookeeper: no member says it leads");
+      });
+    },
+    clusterClient: (cluster) => new ZkLockClient(cluster.urls.join(",")),
     version: () => versionOf("java", ["-cp", ZK_CLASSPATH, "org.apache.zookeeper.version.VersionInfoMain"], /version (\d+\.\d+\.\d+)/),
   },
 };
+
+interface MemberPorts {
+  n: number;
+  client: number;
+  peer: number;
+  election: number;
+}
+
+async function memberPorts(count: number): Promise<MemberPorts[]> {
+  const out: MemberPorts[] = [];
+  for (let n = 1; n <= count; n++) out.push({ n, client: await freePort(), peer: await freePort(), election: await freePort() });
+  return out;
+}
+
+/** One etcd member of `all` (one: a single-member etcd); ready when /health says true (it has a leader). */
+async function startEtcdMember(m: MemberPorts, all: MemberPorts[]): Promise<ServerHandle> {
+  const dir = tempDir("mutexd-peer-etcd-");
+  const base = `http://127.0.0.1:${m.client}`;
+  const peerUrl = (p: MemberPorts) => `http://127.0.0.1:${p.peer}`;
+  return await startPeer("etcd", "etcd", [
+    "--name", `m${m.n}`, "--data-dir", `${dir}/data`, "--listen-client-urls", base, "--advertise-client-urls", base,
+    "--listen-peer-urls", peerUrl(m), "--initial-advertise-peer-urls", peerUrl(m),
+    "--initial-cluster", all.map((p) => `m${p.n}=${peerUrl(p)}`).join(","), "--initial-cluster-state", "new",
+  ], dir, base, async () => (await fetch(`${base}/health`).then((r) => r.text()).catch(() => "")).includes('"true"'));
+}
+
+/**
+ * One ZooKeeper server of `all` (one: standalone). peer-bench.md's settings: tickTime 1000 (a 10 s
+ * session is within its 2–20 ticks), no per-IP connection cap, no admin server; forceSync is on
+ * by default (fsync per write). Runs java itself (not zkServer.sh), so the pid is the server's.
+ */
+async function startZkMember(m: MemberPorts, all: MemberPorts[]): Promise<ServerHandle> {
+  const dir = tempDir("mutexd-peer-zk-");
+  mkdirSync(join(dir, "data"));
+  const ensemble = all.length === 1 ? "" : `initLimit=10\nsyncLimit=5\n${all.map((p) => `server.${p.n}=127.0.0.1:${p.peer}:${p.election}\n`).join("")}`;
+  if (all.length > 1) writeFileSync(join(dir, "data", "myid"), `${m.n}\n`);
+  writeFileSync(
+    join(dir, "zoo.cfg"),
+    `tickTime=1000\ndataDir=${dir}/data\nclientPort=${m.client}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n` +
+      `admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\n${ensemble}`,
+  );
+  const main = all.length === 1 ? "org.apache.zookeeper.server.ZooKeeperServerMain" : "org.apache.zookeeper.server.quorum.QuorumPeerMain";
+  // Ready when it serves: standalone, or a leader or follower of a quorum.
+  return await startPeer("zk", "java", ["-cp", ZK_CLASSPATH, main, join(dir, "zoo.cfg")], dir, `127.0.0.1:${m.client}`, async () =>
+    /Mode: (standalone|leader|follower)/.test(await askTcp(m.client, "srvr")));
+}

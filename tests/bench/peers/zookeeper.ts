@@ -125,6 +125,13 @@ export class ZkLockClient implements BenchClient {
     }
   }
 
+  /** Whether `name` is still held with `token` (my znode exists): F1's check. */
+  async isHeld(name: string, session: BenchSession, token: number): Promise<boolean> {
+    const path = this.held.get(name);
+    if (!path || Number(path.slice(path.lastIndexOf("-") + 1)) !== token) return false;
+    return (await call<unknown | null>((cb) => (session as ZkSession).client.exists(path, () => {}, cb))) !== null;
+  }
+
   async leave(name: string, session: BenchSession, _token: number): Promise<void> {
     const { client } = session as ZkSession;
     const path = this.held.get(name);
