@@ -149,14 +149,14 @@ export function peersSvg(run: PeersRun): string {
   const gap = 10;
   const panelW = systems.length * (bar + gap) + gap + 20;
   const plotH = 220;
-  const top = 56;
+  const top = 64;
   const width = Math.max(rows.length * panelW + 40, 520);
   const height = top + plotH + 60 + systems.length * 18;
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
     `<text x="20" y="20" font-size="14" font-weight="bold">${escapeXml(`mutexd and its peers, ops/s (make bench-peers, ${run.started.slice(0, 10)}, ${run.commit})`)}</text>`,
-    `<text x="20" y="38">${escapeXml(`medians of ${run.rounds} interleaved round(s), one driver (${run.driver}), ${run.cpus} CPUs, load average ${run.loadavgStart.toFixed(1)}–${run.loadavgEnd.toFixed(1)}`)}</text>`,
+    `<text x="20" y="38">${escapeXml(`medians of ${run.rounds} interleaved round(s), one driver (${run.driver}), ${run.cpus} CPUs, 1-minute load average ${run.loadavgStart.toFixed(1)} at the start, ${run.loadavgEnd.toFixed(1)} at the end`)}</text>`,
   ];
   rows.forEach((row, p) => {
     const x0 = 20 + p * panelW;
