@@ -3,12 +3,15 @@
  * live peers here. Proves: cells are medians over rounds (Jain: the worst round); ratios are
  * replicated mutexd ÷ each other system; a skipped peer gets no column but a line saying why;
  * the safety row sums every round; the SVG has one bar per system and workload, scaled per
- * panel, with the values written, and escapes text.
+ * panel, with the values written, and escapes text; the Redis adapter's RESP codec reads every
+ * reply type and never mistakes a partial reply for a whole one.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cellValue, peersMarkdown, peersSvg, peersTable, ratioText, ROWS, type PeersRun } from "./bench/peers/report.ts";
 import { markdown } from "./bench/lib/stats.ts";
+import { encodeResp, parseResp } from "./bench/peers/redis.ts";
+import { Buffer } from "node:buffer";
 
 const w1 = (rate: number, serverUsPerOp: number) => ({ rate, "cycle.p50": 1000 / rate, serverUsPerOp, clientUsPerOp: 50 });
 const w3 = (handoffsPerS: number, jain: number) => ({ handoffsPerS, grantsPerS: handoffsPerS, "wait.p50": 5, jain, checked: 1000, overlaps: 0, duplicates: 0 });
@@ -92,4 +95,31 @@ test("the SVG: a bar per system and workload, scaled per panel, values written, 
   assert.ok(!svg.includes("Redis"), "a skipped system has no bar and no legend entry");
   const escaped = peersSvg({ ...fixture(), systems: [{ ...fixture().systems[0], title: "a<b & c" }] });
   assert.ok(escaped.includes("a&lt;b &amp; c") && !escaped.includes("a<b"));
+});
+
+test("F1 rows: the takeover's median over rounds, the kills after which the held lock was kept", () => {
+  const run = fixture();
+  run.systems[1].runs.F1 = [{ takeoverMedian: 640, kills: 3, kept: 3 }, { takeoverMedian: 700, kills: 3, kept: 2 }, { takeoverMedian: 650, kills: 3, kept: 3 }];
+  run.systems[2].runs.F1 = [{ takeoverMedian: 1300, kills: 3, kept: 3 }];
+  const table = peersTable(run);
+  assert.deepEqual(table.find((r) => r[0].startsWith("F1 kill"))!.slice(1), ["–", "650", "1,300", "", "0.50×"]);
+  assert.deepEqual(table.find((r) => r[0].startsWith("F1 held"))!.slice(1, 4), ["–", "8/9", "3/3"]);
+});
+
+test("RESP: encodes commands; parses every reply type, also split across reads", () => {
+  assert.equal(encodeResp(["SET", "k", 12]), "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n");
+  assert.equal(encodeResp(["é"]), "*1\r\n$2\r\né\r\n", "bulk lengths are in bytes");
+  const wire = Buffer.from("+OK\r\n:42\r\n$-1\r\n$5\r\nhello\r\n*2\r\n:1\r\n$1\r\nx\r\n-ERR no\r\n");
+  const values: unknown[] = [];
+  for (let at = 0; at < wire.length;) {
+    const parsed = parseResp(wire, at)!;
+    values.push(parsed.value instanceof Error ? `error: ${parsed.value.message}` : parsed.value);
+    at = parsed.next;
+  }
+  assert.deepEqual(values, ["OK", 42, null, "hello", [1, "x"], "error: ERR no"]);
+  // Every cut of a reply short of its end is "not yet" (undefined), never a wrong value.
+  const bulk = Buffer.from("*2\r\n$5\r\nhello\r\n:7\r\n");
+  for (let cut = 1; cut < bulk.length; cut++) assert.equal(parseResp(bulk.subarray(0, cut), 0), undefined, `cut at ${cut}`);
+  assert.deepEqual(parseResp(bulk, 0), { value: ["hello", 7], next: bulk.length });
+  assert.throws(() => parseResp(Buffer.from("?x\r\n"), 0), /out of step/);
 });
