@@ -53,7 +53,9 @@ test("ratioText: two decimals below 10, none at 10 and above, empty when a side 
 });
 
 test("the table: a column per system that ran, replicated ÷ each other one, the skipped peer left out", () => {
-  const table = peersTable(fixture());
+  const run = fixture();
+  run.systems[0].runs.W1.forEach((m, i) => (m.loadavg1 = [3, 1, 2][i]));
+  const table = peersTable(run);
   assert.deepEqual(table[0], [
     "workload",
     "mutexd lone",
@@ -70,6 +72,7 @@ test("the table: a column per system that ran, replicated ÷ each other one, the
   assert.deepEqual(row("W3 handoffs/s (32 clients, 1 lock)").slice(1), ["4,100/s", "1,100/s", "100/s", "0.27×", "11×"]);
   assert.deepEqual(row("W3 safety: overlapping/duplicate grants").slice(1, 4), ["0 of 3,000", "0 of 3,000", "0 of 3,000"]);
   assert.deepEqual(row("correctness check of the client").slice(1, 4), ["ok, 6 grants", "ok, 6 grants", "ok, 6 grants"]);
+  assert.deepEqual(row("load average (1 min) after its runs").slice(1, 4), ["1.0–3.0", "–", "–"]);
   // W2 and F1 were not run: no rows for them.
   assert.equal(table.some((r) => r[0].startsWith("W2") || r[0].startsWith("F1")), false);
 });

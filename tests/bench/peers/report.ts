@@ -96,6 +96,12 @@ export function keptText(system: SystemResult): string {
   return `${sum("kept")}/${sum("kills")}`;
 }
 
+/** The 1-minute load average at the end of each of the system's runs, lowest–highest (the machine is shared). */
+export function loadText(system: SystemResult): string {
+  const loads = Object.values(system.runs).flat().map((m) => m.loadavg1).filter((v) => Number.isFinite(v));
+  return loads.length === 0 ? "–" : `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}`;
+}
+
 /** The table: one column per system that ran, then replicated ÷ each other system. */
 export function peersTable(run: PeersRun): string[][] {
   const ran = run.systems.filter((s) => !s.skipped);
@@ -113,6 +119,7 @@ export function peersTable(run: PeersRun): string[][] {
   if (workloads.has("W3")) table.push(["W3 safety: overlapping/duplicate grants", ...ran.map(safetyText), ...others.map(() => "")]);
   if (workloads.has("F1")) table.push(["F1 held lock kept, next token higher", ...ran.map(keptText), ...others.map(() => "")]);
   table.push(["correctness check of the client", ...ran.map((s) => s.check ?? "–"), ...others.map(() => "")]);
+  table.push(["load average (1 min) after its runs", ...ran.map(loadText), ...others.map(() => "")]);
   return table;
 }
 
