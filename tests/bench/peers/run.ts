@@ -68,7 +68,10 @@ if (flags["chart-from"]) {
 const rounds = Number(flags.rounds ?? 3);
 const durationMs = Number(flags.duration ?? 10) * 1000;
 if (!(rounds >= 1 && rounds <= 20) || !(durationMs >= 500 && durationMs <= 60_000)) throw new Error("--rounds must be 1..20 and --duration 0.5..60 s");
-const workloadIds = (flags.only ?? "W1,W2,W3,F1").split(",").map((s) => s.trim().toUpperCase());
+/** The workloads whose clients come from ctx.makeClient (W4 and F2 make mutexd's clients themselves). */
+const PEER_WORKLOADS = ["W1", "W2", "W3", "F1"];
+const workloadIds = (flags.only ?? PEER_WORKLOADS.join(",")).split(",").map((s) => s.trim().toUpperCase());
+for (const id of workloadIds) if (!PEER_WORKLOADS.includes(id)) throw new Error(`--only: ${id} is not one of ${PEER_WORKLOADS.join(", ")}`);
 const systemIds = (flags.systems ?? "lone,replicated,etcd,redis,zk").split(",").map((s) => s.trim());
 
 /** A system under test: how to start it and how to make one of its clients. */
@@ -125,7 +128,10 @@ for (const id of workloadIds) {
 
 const commit = (() => {
   try {
-    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
+    const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
+    // A work tree with changes is not that commit: say so beside its number.
+    const changed = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: ROOT, encoding: "utf8" }).trim();
+    return changed ? `${head} with changes` : head;
   } catch {
     return "unknown";
   }
