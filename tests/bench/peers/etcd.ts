@@ -42,10 +42,13 @@ class EtcdSession implements BenchSession {
   }
 }
 
+/** Clients made so far: each starts at another member, so that the load spreads over a cluster. */
+let clients = 0;
+
 export class EtcdLockClient implements BenchClient {
   readonly kind = "etcd";
   /** The member requests go to; moves to the next one after a failed request (F1's failover). */
-  private at = 0;
+  private at = clients++;
   /** `bases`: the members' client URLs; `requestTimeoutMs` bounds every request but a watch. */
   constructor(private readonly bases: string[], private readonly requestTimeoutMs = 10_000) {}
 

@@ -9,7 +9,7 @@
  * in place of mutexd's client. See docs/bench.md, "mutexd beside its peers".
  *
  *   bun tests/bench/peers/run.ts [--rounds 3] [--duration 10] [--only W1,W2,W3,F1]
- *                                [--systems lone,replicated,etcd,redis,zk] [--json FILE] [--svg FILE]
+ *                                [--systems lone,replicated,etcd,redis,zk] [--members 3|1] [--json FILE] [--svg FILE]
  *   bun tests/bench/peers/run.ts --chart-from FILE [--svg FILE]     (table and chart of a saved run)
  *
  * Exit status 1 if a workload failed, a correctness check failed or W3 saw a violation.
@@ -36,6 +36,7 @@ const { values: flags } = parseArgs({
     duration: { type: "string" },
     only: { type: "string" },
     systems: { type: "string" },
+    members: { type: "string" },
     json: { type: "string" },
     svg: { type: "string" },
     "chart-from": { type: "string" },
@@ -44,8 +45,9 @@ const { values: flags } = parseArgs({
 });
 if (flags.help) {
   process.stdout.write(`Usage: tests/bench/peers/run.ts [--rounds 3] [--duration 10] [--only W1,W2,W3,F1] [--systems lone,replicated,etcd,redis,zk]
-                               [--json FILE] [--svg FILE] | --chart-from FILE [--svg FILE]
-Defaults: JSON to tests/bench/results/peers.json, chart to docs/bench-peers.svg.
+                               [--members 3|1] [--json FILE] [--svg FILE] | --chart-from FILE [--svg FILE]
+Defaults: etcd and ZooKeeper with 3 members each (--members 1: one), JSON to tests/bench/results/peers.json,
+chart to docs/bench-peers.svg.
 `);
   process.exit(0);
 }
@@ -72,6 +74,9 @@ if (!(rounds >= 1 && rounds <= 20) || !(durationMs >= 500 && durationMs <= 60_00
 const PEER_WORKLOADS = ["W1", "W2", "W3", "F1"];
 const workloadIds = (flags.only ?? PEER_WORKLOADS.join(",")).split(",").map((s) => s.trim().toUpperCase());
 for (const id of workloadIds) if (!PEER_WORKLOADS.includes(id)) throw new Error(`--only: ${id} is not one of ${PEER_WORKLOADS.join(", ")}`);
+/** etcd's and ZooKeeper's members in W1–W3: 3 (replicated, as mutexd replicated and peer-bench.md) or 1. */
+const members = Number(flags.members ?? 3);
+if (members !== 1 && members !== 3) throw new Error("--members must be 1 or 3");
 const systemIds = (flags.systems ?? "lone,replicated,etcd,redis,zk").split(",").map((s) => s.trim());
 
 /** A system under test: how to start it and how to make one of its clients. */
@@ -110,12 +115,14 @@ for (const id of systemIds) {
   const peer = PEERS[id as PeerId];
   const why = skipped.get(peer.id);
   const short = { etcd: "etcd", redis: "Redis", zk: "ZooKeeper" }[peer.id];
-  const title = why ? short : `${short} ${peer.version()}`;
+  const size = members === 3 && peer.startCluster ? " ×3" : "";
+  const title = why ? short : `${short} ${peer.version()}${size}`;
   results.push({ id, title, short, runs: {}, ...(why ? { skipped: why } : {}) });
   if (why) log(`${id}: skipped: ${why}`);
   else {
     const f1 = peer.startCluster ? peerF1(peer) : undefined;
-    systems.push({ id, title, start: () => peer.start(), client: (server) => peer.client(server), skips: f1 ? [] : ["F1"], f1 });
+    const start = members === 3 && peer.startCluster ? peer.startCluster : peer.start;
+    systems.push({ id, title, start, client: (server) => peer.client(server), skips: f1 ? [] : ["F1"], f1 });
   }
 }
 const resultOf = (id: string) => results.find((r) => r.id === id)!;
