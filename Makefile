@@ -10,7 +10,7 @@ START ?= 1
 CHAOS_SECONDS ?= 60
 CHAOS_NETWORK ?= auto
 
-.PHONY: install test test-deno test-bun build build-deno up bench bench-ring chaos sim sim-many sim-replay sim-speed check clean
+.PHONY: install test test-deno test-bun build build-deno up bench bench-peers bench-ring chaos sim sim-many sim-replay sim-speed check clean
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -65,6 +65,11 @@ sim-speed: install
 ## bench: the lock service under the peer benchmark's workloads, takeover time, and the ring's repair (docs/bench.md).
 bench: install
 	$(BUN) tests/bench/run.ts
+
+## bench-peers: mutexd (lone and replicated, with a cluster secret) beside etcd, Redis and ZooKeeper
+## in one run, one driver, rounds interleaved (installs the peers' Debian packages if missing; docs/bench.md).
+bench-peers: install
+	$(BUN) tests/bench/peers/run.ts
 
 ## bench-ring: only the ring's repair figures: faults on a 5-node ring, idle CPU (docs/bench.md, "Ring repair"; root for R3's namespace).
 bench-ring: install

@@ -21,7 +21,7 @@ import { mergeSettings } from "../../lib/settings.ts";
 import { ROOT } from "../_harness.ts";
 import { CLIENT_KINDS, type ClientKind } from "./lib/clients.ts";
 import { currentRuntime, type RuntimeName, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
-import { median, spread } from "./lib/stats.ts";
+import { markdown, median, spread } from "./lib/stats.ts";
 import { type Metrics, PEER_TITLES, type PeerName, type Workload, type WorkloadContext } from "./lib/workload.ts";
 
 const { values: flags } = parseArgs({
@@ -238,12 +238,6 @@ for (const workload of workloads.filter((w) => tableOf(w) === "ring")) {
     ringTable.push([row.label, text, row.target ?? ""]);
     jsonRows.push({ workload: workload.id, label: row.label, mutexd: { text, value }, target: row.target ?? "" });
   }
-}
-
-function markdown(table: string[][]): string {
-  const widths = table[0].map((_, c) => Math.max(...table.map((r) => [...(r[c] ?? "")].length)));
-  const line = (r: string[]) => `| ${r.map((cell, c) => cell.padEnd(widths[c])).join(" | ")} |`;
-  return [line(table[0]), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...table.slice(1).map(line)].join("\n");
 }
 
 const overridden = settingsText ? ` NOT the defaults: ${settingsText};` : "";

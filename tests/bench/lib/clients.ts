@@ -24,7 +24,8 @@ export interface BenchSession {
 }
 
 export interface BenchClient {
-  readonly kind: ClientKind;
+  /** mutexd's drivers, or a peer's adapter (tests/bench/peers/). */
+  readonly kind: ClientKind | "etcd" | "redis" | "zk";
   /** Opens a session kept alive every TTL/3 until closed. */
   openSession(ttlMs: number): Promise<BenchSession>;
   /** mutex_enter: waits up to `waitMs` (long-polling; 0 = try-lock) for the lock. */

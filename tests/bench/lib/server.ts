@@ -156,11 +156,30 @@ export async function startNode(
   launcher: string[] = [],
 ): Promise<ServerHandle> {
   const [cmd, ...pre] = [...launcher, ...serverArgv(runtime)];
-  const logFile = join(logDir, `${id}.log`);
+  const handle = spawnServer(cmd, [...pre, "node", "--config", file, "--id", id], join(logDir, `${id}.log`), url, runtime);
+  try {
+    await Promise.race([
+      waitForHttp(`${url}/v1/health`, 20_000),
+      handle.exited.then((code) => {
+        throw new Error(`mutexd ${id} exited with ${code} during start-up; log: ${handle.logFile}`);
+      }),
+    ]);
+  } catch (error) {
+    await handle.stop(500);
+    throw error;
+  }
+  return handle;
+}
+
+/**
+ * Spawns a server process (mutexd, or a peer of `make bench-peers`) with stdout and stderr to
+ * `logFile`, and returns its handle; `url` is where it serves. Waiting until it serves is the caller's.
+ */
+export function spawnServer(cmd: string, args: string[], logFile: string, url: string, runtime: RuntimeName = currentRuntime): ServerHandle {
   const fd = openSync(logFile, "w");
   let child: ChildProcess;
   try {
-    child = spawn(cmd, [...pre, "node", "--config", file, "--id", id], {
+    child = spawn(cmd, args, {
       cwd: ROOT,
       env: { ...process.env, NO_COLOR: "1" },
       stdio: ["ignore", fd, fd],
@@ -202,17 +221,6 @@ export async function startNode(
       clearTimeout(timer);
     },
   };
-  try {
-    await Promise.race([
-      waitForHttp(`${url}/v1/health`, 20_000),
-      exited.then((code) => {
-        throw new Error(`mutexd ${id} exited with ${code} during start-up; log: ${logFile}`);
-      }),
-    ]);
-  } catch (error) {
-    await handle.stop(500);
-    throw error;
-  }
   return handle;
 }
 

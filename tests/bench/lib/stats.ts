@@ -63,3 +63,10 @@ export function fmt(value: number | undefined): string {
 export function fmtLatency(l: { p50: number; p99: number; max: number }): string {
   return `${fmt(l.p50)}/${fmt(l.p99)}/${fmt(l.max)}`;
 }
+
+/** A table (first row: the header) as Markdown, columns padded to their widest cell. */
+export function markdown(table: string[][]): string {
+  const widths = table[0].map((_, c) => Math.max(...table.map((r) => [...(r[c] ?? "")].length)));
+  const line = (r: string[]) => `| ${r.map((cell, c) => (cell ?? "").padEnd(widths[c])).join(" | ")} |`;
+  return [line(table[0]), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...table.slice(1).map(line)].join("\n");
+}

@@ -11,7 +11,7 @@ export const MAX_OPS = 2_000_000;
 
 export async function uncontended(ctx: WorkloadContext, clientCount: number, prefix: string): Promise<RunResult> {
   const server = await ctx.startServer();
-  const clients = range(clientCount).map(() => makeClient(ctx.client, server.urls));
+  const clients = range(clientCount).map(() => ctx.makeClient?.(server) ?? makeClient(ctx.client, server.urls));
   const sessions = await Promise.all(clients.map((c) => c.openSession(SESSION_TTL_MS)));
   const notes: string[] = [];
 

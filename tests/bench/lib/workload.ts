@@ -3,7 +3,7 @@
  * `Workload`; run.ts finds it by listing that folder, so adding one (e.g. F1, kill -9 of the
  * primary) touches no other file.
  */
-import type { ClientKind } from "./clients.ts";
+import type { BenchClient, ClientKind } from "./clients.ts";
 import type { RuntimeName, ServerHandle, StartOptions, Topology } from "./server.ts";
 
 /** One run's measurements: flat numbers (latencies as `<name>.p50`, `.p99`, `.max`). */
@@ -54,6 +54,12 @@ export interface WorkloadContext {
   keepLogs: boolean;
   /** Starts a fresh deployment of the selected topology (stopped by the runner after the workload). */
   startServer(options?: StartOptions): Promise<ServerHandle>;
+  /**
+   * Makes one logical client of the deployment `startServer` gave. Unset: mutexd's own drivers
+   * (`makeClient(client, server.urls)`); `make bench-peers` sets it to an etcd, Redis or
+   * ZooKeeper adapter (tests/bench/peers/), so W1–W3 run unchanged against the peers.
+   */
+  makeClient?(server: ServerHandle): BenchClient;
   /** Registers a server the workload started itself (e.g. several nodes), so the runner stops it. */
   adopt(server: ServerHandle): void;
   /** Progress line on stderr. */

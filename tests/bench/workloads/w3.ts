@@ -27,7 +27,7 @@ const workload: Workload = {
   clients: "each",
   async run(ctx) {
     const server = await ctx.startServer();
-    const clients = range(CLIENTS).map(() => makeClient(ctx.client, server.urls));
+    const clients = range(CLIENTS).map(() => ctx.makeClient?.(server) ?? makeClient(ctx.client, server.urls));
     const sessions = await Promise.all(clients.map((c) => c.openSession(SESSION_TTL_MS)));
     const notes: string[] = [];
     const grants: Grant[] = [];
