@@ -155,12 +155,27 @@ export async function startNode(
   logDir: string = tempDir("mutexd-bench-"),
   launcher: string[] = [],
 ): Promise<ServerHandle> {
-  const [cmd, ...pre] = [...launcher, ...serverArgv(runtime)];
+  return await startServing([...launcher, ...serverArgv(runtime), "node", "--config", file, "--id", id], id, url, runtime, logDir);
+}
+
+/**
+ * The `bare` baseline (tests/bench/bare_server.ts): the runtime's own HTTP server answering the
+ * client API's JSON without any lock logic, started like a node, on a free loopback port.
+ */
+export async function startBare(runtime: RuntimeName = currentRuntime): Promise<ServerHandle> {
+  const port = await freePort();
+  const script = join(ROOT, "tests/bench/bare_server.ts");
+  return await startServing([...runtimeArgv(runtime), script, String(port)], "bare", `http://127.0.0.1:${port}`, runtime, tempDir("mutexd-bench-"));
+}
+
+/** Runs `argv` (stdout and stderr to `logDir`/`id`.log) and waits until `url`/v1/health answers. */
+async function startServing(argv: string[], id: string, url: string, runtime: RuntimeName, logDir: string): Promise<ServerHandle> {
+  const [cmd, ...args] = argv;
   const logFile = join(logDir, `${id}.log`);
   const fd = openSync(logFile, "w");
   let child: ChildProcess;
   try {
-    child = spawn(cmd, [...pre, "node", "--config", file, "--id", id], {
+    child = spawn(cmd, args, {
       cwd: ROOT,
       env: { ...process.env, NO_COLOR: "1" },
       stdio: ["ignore", fd, fd],
@@ -206,7 +221,7 @@ export async function startNode(
     await Promise.race([
       waitForHttp(`${url}/v1/health`, 20_000),
       exited.then((code) => {
-        throw new Error(`mutexd ${id} exited with ${code} during start-up; log: ${logFile}`);
+        throw new Error(`${id} exited with ${code} during start-up; log: ${logFile}`);
       }),
     ]);
   } catch (error) {
