@@ -1,7 +1,7 @@
 /**
  * Starts mutexd lock servers as real processes for the benchmark and reads their CPU time and
  * RSS from /proc. Uses the test harness's pieces (freePort, writeCluster, waitForHttp, mutexdArgv).
- * The server's stderr (one JSON line per grant and release) goes to a file, not through a pipe
+ * The server's stderr (its JSON log; no line per operation at the default level) goes to a file, not through a pipe
  * into the benchmark process, so the driver does not pay for the server's logging.
  */
 import { spawn, type ChildProcess } from "node:child_process";
