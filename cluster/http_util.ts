@@ -102,9 +102,18 @@ export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8
  * than a chunk loop in JavaScript).
  */
 export async function readDeclaredBody(request: Request, declaredBytes: number, bytesMax: number): Promise<Uint8Array> {
+  return new Uint8Array(await readDeclared(request, declaredBytes, bytesMax, () => request.arrayBuffer()));
+}
+
+/** `readDeclaredBody` as text (decoded by the runtime: cheaper than bytes and a decoder in JavaScript). */
+export async function readDeclaredText(request: Request, declaredBytes: number, bytesMax: number): Promise<string> {
+  return await readDeclared(request, declaredBytes, bytesMax, () => request.text());
+}
+
+async function readDeclared<T>(request: Request, declaredBytes: number, bytesMax: number, read: () => Promise<T>): Promise<T> {
   if (declaredBytes > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   try {
-    return new Uint8Array(await request.arrayBuffer());
+    return await read();
   } catch (error) {
     throw brokenOff(error);
   }
@@ -146,10 +155,15 @@ export async function readBodyText(c: Context, bytesMax: number): Promise<string
 /** The body's bytes as a JSON object (readJsonObject once read; the simulator calls it directly). */
 export function parseJsonObject(bytes: Uint8Array, bytesMax: number): Record<string, unknown> {
   if (bytes.byteLength > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
-  if (bytes.byteLength === 0) return {};
+  return parseJsonText(UTF8.decode(bytes));
+}
+
+/** A body's text (within its size limit) as a JSON object. An empty body is `{}`. */
+export function parseJsonText(text: string): Record<string, unknown> {
+  if (text.length === 0) return {};
   let value: unknown;
   try {
-    value = JSON.parse(UTF8.decode(bytes));
+    value = JSON.parse(text);
   } catch (error) {
     throw new RequestError("bad_request", `malformed JSON: ${(error as Error).message}`);
   }

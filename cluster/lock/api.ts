@@ -7,7 +7,7 @@ import { Hono, type MiddlewareHandler } from "hono";
 import type { ClientAnswer, PeerMessage } from "../../lib/core/lock/lock_replica.ts";
 import type { Command } from "../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../lib/settings.ts";
-import { errorOf, errorResponse, installErrorHandlers, parseJsonObject, readBodyText, readDeclaredBody, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
+import { errorOf, errorResponse, installErrorHandlers, parseJsonObject, parseJsonText, readBodyText, readDeclaredText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
 import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
@@ -348,14 +348,22 @@ function installFastPath(app: Hono, routes: readonly LockRoute[], options: LockA
 }
 
 async function answerFast(route: LockRoute, request: Request, declaredBytes: number, bytesMax: number, options: LockApiOptions): Promise<Response> {
-  let answer: ApiAnswer;
+  let input: Record<string, unknown>;
   try {
-    const input = parseJsonObject(await readDeclaredBody(request, declaredBytes, bytesMax), bytesMax);
-    answer = await new Promise<ApiAnswer>((done) => runRoute(route, {}, input, options, done));
+    input = parseJsonText(await readDeclaredText(request, declaredBytes, bytesMax));
   } catch (error) {
-    answer = errorAnswer(error as Error, options);
+    return jsonAnswer(errorAnswer(error as Error, options));
   }
-  // As Hono's c.json: the same body, status and content type.
+  // Most answers are decided within the call (a grant, a release): then no promise is made.
+  let now: ApiAnswer | undefined;
+  let later: ((answer: ApiAnswer) => void) | undefined;
+  runRoute(route, {}, input, options, (answer) => (later ? later(answer) : (now = answer)));
+  if (now) return jsonAnswer(now);
+  return jsonAnswer(await new Promise<ApiAnswer>((resolve) => (later = resolve)));
+}
+
+/** As Hono's c.json answers it: the same body, status and content type. */
+function jsonAnswer(answer: ApiAnswer): Response {
   return new Response(JSON.stringify(answer.body), { status: answer.status, headers: { "content-type": "application/json" } });
 }
 
