@@ -102,15 +102,16 @@ export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8
  * than a chunk loop in JavaScript).
  */
 export async function readDeclaredBody(request: Request, declaredBytes: number, bytesMax: number): Promise<Uint8Array> {
-  return new Uint8Array(await readDeclared(request, declaredBytes, bytesMax, () => request.arrayBuffer()));
+  return new Uint8Array(await readDeclared(declaredBytes, bytesMax, () => request.arrayBuffer()));
 }
 
 /** `readDeclaredBody` as text (decoded by the runtime: cheaper than bytes and a decoder in JavaScript). */
 export async function readDeclaredText(request: Request, declaredBytes: number, bytesMax: number): Promise<string> {
-  return await readDeclared(request, declaredBytes, bytesMax, () => request.text());
+  return await readDeclared(declaredBytes, bytesMax, () => request.text());
 }
 
-async function readDeclared<T>(request: Request, declaredBytes: number, bytesMax: number, read: () => Promise<T>): Promise<T> {
+/** `read()` of a body whose declared length is within `bytesMax` (else body_too_large, unread); a broken-off body is a refusal. */
+async function readDeclared<T>(declaredBytes: number, bytesMax: number, read: () => Promise<T>): Promise<T> {
   if (declaredBytes > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
   try {
     return await read();
