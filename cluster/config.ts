@@ -8,6 +8,8 @@
  *              are broadcast to; "255.255.255.255" or the subnet's broadcast address on real hosts)
  *              optional: durable = true (lock servers log every change to their dataDir and fsync
  *              it before they answer; default false)
+ *              optional: logLevel = "debug" | "info" | "warn" | "error" (the lowest level of the
+ *              node's log lines, cluster/log.ts; default info; `mutexd node --log-level` overrides)
  *              optional, at most one of: secret = "…", secretFile = "path", secretEnv = "VAR":
  *              the cluster secret (at least 32 characters) that authenticates every peer message
  *              and datagram (cluster/peer_auth.ts). Without one, nodes listen on loopback only.
@@ -39,6 +41,7 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parse, TomlError } from "smol-toml";
 import { mergeSettings, type Settings } from "../lib/settings.ts";
+import { DEFAULT_LOG_LEVEL, LOG_LEVELS, type LogLevel } from "./log.ts";
 
 export const ROLES = ["primary", "backup", "arbiter", "ring"] as const;
 export type Role = (typeof ROLES)[number];
@@ -66,6 +69,8 @@ export interface ClusterConfig {
   broadcast: string;
   /** Lock servers keep a durable log in their dataDir (cluster/lock/durable_log.ts). */
   durable: boolean;
+  /** The lowest level of log lines the nodes write (cluster/log.ts; `mutexd node --log-level` overrides). */
+  logLevel: LogLevel;
   /**
    * The cluster secret (its text, from `secret`, the file `secretFile` or the environment variable
    * `secretEnv`), or undefined: then no peer message is authenticated and nodes listen on loopback only.
@@ -109,7 +114,7 @@ export class ConfigError extends Error {
 }
 
 const NODE_KEYS = ["id", "role", "http", "dataDir", "udp", "tlsCert", "tlsKey"];
-const CLUSTER_KEYS = ["name", "broadcast", "durable", "secret", "secretFile", "secretEnv", "tlsCa"];
+const CLUSTER_KEYS = ["name", "broadcast", "durable", "logLevel", "secret", "secretFile", "secretEnv", "tlsCa"];
 /** The shortest cluster secret taken (`openssl rand -hex 32` makes 64 characters). */
 export const SECRET_LENGTH_MIN = 32;
 /** Default broadcast address: loopback's, right for the clusters this repository runs on one host. */
@@ -171,6 +176,11 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   const durable = cluster.durable ?? false;
   if (typeof durable !== "boolean") throw problem("cluster.durable", `must be true or false; got ${JSON.stringify(durable)}`);
 
+  const logLevel = cluster.logLevel ?? DEFAULT_LOG_LEVEL;
+  if (typeof logLevel !== "string" || !(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw problem("cluster.logLevel", `must be one of ${LOG_LEVELS.join(", ")}; got ${JSON.stringify(logLevel)}`);
+  }
+
   const baseDir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : ".";
   const secret = readSecret(cluster, "cluster", baseDir, problem);
   const tlsCa = cluster.tlsCa === undefined
@@ -186,7 +196,7 @@ export function parseClusterText(text: string, file: string): ClusterConfig {
   const nodes = doc.nodes.map((raw, index) => parseNode(raw, index, baseDir, problem));
   checkUnique(nodes, problem);
   const tokens = parseTokens(doc.tokens, secret, baseDir, problem);
-  return { file, name, broadcast, durable, secret, tlsCa, settings, nodes, tokens };
+  return { file, name, broadcast, durable, logLevel: logLevel as LogLevel, secret, tlsCa, settings, nodes, tokens };
 }
 
 type Problem = (key: string, detail: string, line?: number) => ConfigError;

@@ -12,7 +12,7 @@ export const FAIL_STOP_EXIT = 70;
 
 /** Logs `reason` (with `fields`), flushes the log and exits the process with FAIL_STOP_EXIT. */
 export function failStopProcess(log: Logger, reason: string, fields: Record<string, unknown> = {}): never {
-  log.event("failStop", { reason, ...fields });
+  log.event("failStop", { reason, ...fields }, "error");
   log.flush();
   process.exit(FAIL_STOP_EXIT);
 }

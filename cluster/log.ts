@@ -4,6 +4,11 @@
  * `ts` is the wall clock, which an NTP step moves (back, too); `uptimeMs`, the process's
  * monotonic milliseconds, keeps the order and spacing of a node's lines across such a step.
  *
+ * Each event has a level (`debug`, `info`, `warn`, `error`); a logger writes the events at its
+ * level and above (`mutexd node --log-level`, `[cluster] logLevel`; default `info`). Lines per
+ * lock operation (a lock server's grant and release) are `debug`: at the default level a server
+ * writes nothing per operation, which cost a lone primary a fifth of its CPU (docs/bench.md).
+ *
  * Lines are gathered and written once per turn of the event loop: under load a server logs two
  * lines per lock operation, and one write per line cost a measurable share of its CPU
  * (docs/bench.md). `flush()` writes what is pending at once (before exit).
@@ -14,10 +19,20 @@ import { monotonicClock } from "./clock.ts";
 
 export type LogFields = Record<string, unknown>;
 
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const DEFAULT_LOG_LEVEL: LogLevel = "info";
+
 export interface Logger {
-  event(event: string, fields?: LogFields): void;
+  /** Logs `event` at `level` (default info), if the logger's level lets it through. */
+  event(event: string, fields?: LogFields, level?: LogLevel): void;
   /** Writes pending lines now. */
   flush(): void;
+}
+
+/** Whether `level` is at or above `threshold`. */
+export function atLeast(level: LogLevel, threshold: LogLevel): boolean {
+  return LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf(threshold);
 }
 
 /**
@@ -28,6 +43,7 @@ export function jsonLogger(
   node: string,
   pendingLinesMax: number = DEFAULT_SETTINGS.logPendingLinesMax,
   write: (text: string) => void = (text) => process.stderr.write(text),
+  level: LogLevel = DEFAULT_LOG_LEVEL,
 ): Logger {
   let pending: string[] = [];
   let scheduled = false;
@@ -40,7 +56,8 @@ export function jsonLogger(
   };
   process.on("exit", flush);
   return {
-    event(event, fields = {}) {
+    event(event, fields = {}, eventLevel = "info") {
+      if (!atLeast(eventLevel, level)) return;
       const line = { ts: new Date().toISOString(), uptimeMs: monotonicClock.nowMs(), node, event, ...fields };
       pending.push(JSON.stringify(line) + "\n");
       if (pending.length >= pendingLinesMax) flush();
@@ -53,7 +70,7 @@ export function jsonLogger(
   };
 }
 
-/** A logger that keeps lines in memory (tests). */
+/** A logger that keeps every line, of every level, in memory (tests). */
 export function memoryLogger(): Logger & { lines: LogFields[] } {
   const lines: LogFields[] = [];
   return { lines, event: (event, fields = {}) => void lines.push({ event, ...fields }), flush: () => {} };

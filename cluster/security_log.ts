@@ -35,7 +35,7 @@ export class SecurityLog {
     this.lastLogged.delete(key);
     if (this.lastLogged.size >= REMEMBERED_MAX) this.lastLogged.delete(this.lastLogged.keys().next().value!);
     this.lastLogged.set(key, { atMs: nowMs, unlogged: 0 });
-    this.log.event("refused", { reason, sender: sender.slice(0, 128), ...(last?.unlogged ? { unloggedBefore: last.unlogged } : {}), ...detail });
+    this.log.event("refused", { reason, sender: sender.slice(0, 128), ...(last?.unlogged ? { unloggedBefore: last.unlogged } : {}), ...detail }, "warn");
   }
 
   /** The counts for status (a copy). */

@@ -49,6 +49,9 @@ function fetchIssuedTo(base: string): Promise<void> {
   });
 }
 
+/** The grant lines are debug lines (cluster/log.ts): the tests that read them run their nodes at debug. */
+const DEBUG_LOG = { clusterLines: ['logLevel = "debug"'] };
+
 function grantEvents(proc: Proc): Array<{ epoch: number; token: number }> {
   return proc.stderr().split("\n").filter((l) => l.includes('"event":"granted"')).map((l) => JSON.parse(l));
 }
@@ -147,7 +150,7 @@ test("failover: the backup killed -9 and restarted catches up, counts as in sync
 });
 
 test("failover: backup paused (cut off from the primary): the primary goes on alone, at no moment do both serve, the backup resyncs", { timeout: 60_000 }, async () => {
-  const c = await startCluster();
+  const c = await startCluster([], DEBUG_LOG);
   try {
     const client = connect({ servers: [c.urls.p1, c.urls.b1] });
     const samples: Array<[boolean, boolean]> = [];
@@ -194,7 +197,7 @@ test("failover: backup paused (cut off from the primary): the primary goes on al
 });
 
 test("failover: the primary paused past its lease grants nothing in the old epoch once resumed and becomes a backup", { timeout: 60_000 }, async () => {
-  const c = await startCluster();
+  const c = await startCluster([], DEBUG_LOG);
   try {
     const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: 8_000 });
     const first = await client.lock("x", { ttlMs: 5_000 });

@@ -151,3 +151,38 @@ test("answered ids: an answer larger than answeredBytesMax by itself is not reme
   assert.equal(answered.get("small-3"), undefined);
   assert.equal(answered.size, 19);
 });
+
+test("answered ids: eviction keeps the order of a Map's insertion (the model it replaced), with re-remembered ids, large answers and both bounds, and its queue stays bounded", () => {
+  const limits = { answeredMax: 50, answeredBytesMax: 3_000 };
+  const answered = new AnsweredRequests(limits);
+  // The model: a Map, oldest evicted through keys().next() (what AnsweredRequests did before).
+  const model = new Map<string, number>();
+  let modelBytes = 0;
+  const rememberInModel = (id: string, answer: Parameters<typeof answerBytes>[1]) => {
+    const old = model.get(id);
+    if (old !== undefined) (model.delete(id), (modelBytes -= old));
+    const bytes = answerBytes(id, answer);
+    if (bytes > limits.answeredBytesMax) return;
+    model.set(id, bytes);
+    modelBytes += bytes;
+    while (model.size > limits.answeredMax || modelBytes > limits.answeredBytesMax) {
+      const oldest = model.keys().next().value!;
+      modelBytes -= model.get(oldest)!;
+      model.delete(oldest);
+    }
+  };
+  // A fixed pseudo-random walk (deterministic: a linear congruential sequence, seed 1).
+  let x = 1;
+  const next = (n: number) => (x = (x * 48_271) % 2_147_483_647) % n;
+  for (let step = 0; step < 20_000; step++) {
+    const id = `id-${next(120)}`; // ids repeat: re-remembered ones move to the newest place
+    const size = next(10) === 0 ? 400 : next(10) === 0 ? 4_000 : 1; // some large, some over the bound alone
+    const answer = { ok: true as const, type: "closed" as const, session: "s", released: Array.from({ length: size > 1 ? 1 : 0 }, () => "x".repeat(size)) };
+    answered.remember(id, answer);
+    rememberInModel(id, answer);
+  }
+  assert.deepEqual(answered.entries().map(([id]) => id), [...model.keys()]);
+  assert.equal(answered.bytes, modelBytes);
+  const queueLength = (answered as unknown as { order: unknown[] }).order.length;
+  assert.ok(queueLength <= 2 * answered.size + 16, `the eviction queue holds ${queueLength} places for ${answered.size} answers`);
+});

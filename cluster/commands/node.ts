@@ -4,7 +4,7 @@
  */
 import process from "node:process";
 import { findNode, isLoopbackHost, loadClusterFile, ROLES, type NodeConfig, type Role } from "../config.ts";
-import { jsonLogger } from "../log.ts";
+import { jsonLogger, LOG_LEVELS, type LogLevel } from "../log.ts";
 import { installFailStop } from "../fail_stop.ts";
 import { type NodeStarter, stopWithin } from "../running_node.ts";
 import { ListenError } from "../runtime.ts";
@@ -18,10 +18,11 @@ const STARTERS: Record<Role, () => Promise<NodeStarter>> = {
   ring: async () => (await import("../ring/daemon.ts")).startRingNode,
 };
 
-const HELP = `Usage: mutexd node --config FILE --id ID [--role ${ROLES.join("|")}]
+const HELP = `Usage: mutexd node --config FILE --id ID [--role ${ROLES.join("|")}] [--log-level ${LOG_LEVELS.join("|")}]
 
 Runs the node ID of the cluster file in the role the file gives it (--role overrides).
-Logs one JSON line per event on stderr. SIGTERM or SIGINT stops it cleanly. SIGHUP reads the
+Logs one JSON line per event on stderr, at --log-level and above (default: the cluster file's
+[cluster] logLevel, else info). A lock server logs each grant and release at debug only. SIGTERM or SIGINT stops it cleanly. SIGHUP reads the
 cluster file again: a ring node takes one ring node added or removed (docs/ring.md, Membership).
 Without a cluster secret ([cluster] secret, secretFile or secretEnv) a node listens on loopback
 only and refuses [[tokens]] (exit 2): nothing would authenticate its peer traffic.
@@ -37,6 +38,7 @@ export function run(argv: string[]): Promise<number> {
       config: { type: "string" },
       id: { type: "string" },
       role: { type: "string" },
+      "log-level": { type: "string" },
     }, false);
     if (!values.config || !values.id) throw new UsageError("--config and --id are required");
     const cluster = loadClusterFile(values.config);
@@ -62,7 +64,9 @@ export function run(argv: string[]): Promise<number> {
           `/v1/ring/peer/…) answer anyone, with or without a token; set [cluster] secret, secretFile or secretEnv`,
       );
     }
-    const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax);
+    const logLevel = values["log-level"] ?? cluster.logLevel;
+    if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+    const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax, undefined, logLevel as LogLevel);
     installFailStop(log);
     const start = await STARTERS[node.role]();
     let running;

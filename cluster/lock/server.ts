@@ -62,7 +62,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     durable: durable ? { restored: durable.opened.restored, sink: durable.log } : undefined,
   });
   // The longest event-loop stall, for status (a resync must not freeze the primary: docs/bench.md).
-  const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => log.event("loopStall", { stallMs }));
+  const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => log.event("loopStall", { stallMs }, "warn"));
   const app = createLockApp(service, {
     auth: new ClientAuth(cluster.tokens, security),
     security,

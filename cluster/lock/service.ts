@@ -341,7 +341,8 @@ export class LockService {
   private onEffect(effect: Effect): void {
     switch (effect.type) {
       case "granted":
-        this.options.log.event("granted", { ...effect.grant, epoch: this.replica.epoch });
+        // Per operation: debug only (cluster/log.ts), so the default level writes nothing per lock.
+        this.options.log.event("granted", { ...effect.grant, epoch: this.replica.epoch }, "debug");
         this.wake(effect.grant.name, effect.grant.session);
         return;
       case "waitEnded":
@@ -352,7 +353,7 @@ export class LockService {
         return;
       case "released": {
         const { type: _type, ...fields } = effect;
-        this.options.log.event("released", fields);
+        this.options.log.event("released", fields, "debug");
         return;
       }
       default:

@@ -21,7 +21,7 @@ import { mergeSettings } from "../../lib/settings.ts";
 import { ROOT } from "../_harness.ts";
 import { CLIENT_KINDS, type ClientKind } from "./lib/clients.ts";
 import { currentRuntime, type RuntimeName, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
-import { markdown, median, spread } from "./lib/stats.ts";
+import { fmt, markdown, median, spread } from "./lib/stats.ts";
 import { type Metrics, PEER_TITLES, type PeerName, type Workload, type WorkloadContext } from "./lib/workload.ts";
 
 const { values: flags } = parseArgs({
@@ -150,8 +150,9 @@ for (let run = 1; run <= runs; run++) {
             timer = setTimeout(() => reject(new Error(`gave up after ${hardLimitMs} ms`)), hardLimitMs);
           }),
         ]);
-        // The machine is shared: keep the 1-minute load average next to each run's numbers.
-        cell.runs.push({ ...result.metrics, loadavg1: loadavg()[0] });
+        // The machine is shared: keep the 1-minute load average next to each run's numbers, and
+        // the run's number, so the bare baseline is compared with mutexd of the same run.
+        cell.runs.push({ ...result.metrics, loadavg1: loadavg()[0], run });
         for (const note of result.notes ?? []) cell.notes.push(`run ${run}: ${note}`);
         const summary = workload.rows.slice(0, 2).map((r) => r.show(result.metrics, [result.metrics])).join("; ");
         log(`run ${run} ${workload.id} ${client}: ${summary} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
@@ -240,6 +241,33 @@ for (const workload of workloads.filter((w) => tableOf(w) === "ring")) {
   }
 }
 
+// mutexd against the bare server (W0) of the same run: server µs per acquire+release ÷ the cost of
+// its two requests on a server without lock logic, run by run, then the median of those ratios.
+const BARE_PAIRS: Array<{ id: string; usKey: string; bareKey: string; label: string }> = [
+  { id: "W1", usKey: "serverUsPerOp", bareKey: "serverUsPerRequest", label: "W1 (1 client)" },
+  { id: "W2", usKey: "serverUsPerOp", bareKey: "serverUsPerRequestMany", label: "W2 (32 clients, own locks)" },
+  { id: "W3", usKey: "serverUsPerGrant", bareKey: "serverUsPerRequestMany", label: "W3 (32 clients, one lock; per grant)" },
+];
+const bareTable: string[][] = [["server µs per a+r, same run", "client", "mutexd", "bare, per request", "mutexd ÷ (2 × bare)"]];
+for (const pair of BARE_PAIRS) {
+  for (const kind of clientKinds) {
+    const mutexdRuns = results[pair.id]?.[kind]?.runs ?? [];
+    const bareRuns = results.W0?.[kind]?.runs ?? [];
+    const ratios = mutexdRuns.flatMap((m) => {
+      const bare = bareRuns.find((b) => b.run === m.run);
+      return bare ? [m[pair.usKey] / (2 * bare[pair.bareKey])] : [];
+    });
+    if (ratios.length === 0) continue;
+    const text = {
+      mutexd: `${fmt(median(mutexdRuns.map((m) => m[pair.usKey])))} µs`,
+      bare: `${fmt(median(bareRuns.map((b) => b[pair.bareKey])))} µs`,
+      ratio: `${median(ratios).toFixed(2)}× (${ratios.map((r) => r.toFixed(2)).join(", ")})`,
+    };
+    bareTable.push([pair.label, kind, text.mutexd, text.bare, text.ratio]);
+    jsonRows.push({ workload: pair.id, label: `${pair.label}: server µs per a+r ÷ (2 × bare µs per request)`, client: kind, ratios, ...text });
+  }
+}
+
 const overridden = settingsText ? ` NOT the defaults: ${settingsText};` : "";
 const header = `mutexd lock server (${topology}${durable ? ", durable = true" : ""}${secret ? ", cluster secret" : ""}), medians of ${runs} run(s); driver ${currentRuntime}, server ${serverRuntime};${overridden} ` +
   `${cpus().length} CPUs; peers from peer-bench.md (Node.js driver, median of 3).`;
@@ -247,6 +275,10 @@ if (mainTable.length > 1) {
   process.stdout.write(`\n${header}\n\n${markdown(mainTable)}\n\n${markdown(ratioTable)}\n`);
   process.stdout.write(`(ratios: mutexd ÷ peer; >1 is better for rates, worse for latencies and RSS. ` +
     `"run spread": (max − min) / median over runs, first client.)\n`);
+}
+if (bareTable.length > 1) {
+  process.stdout.write(`\nmutexd's server CPU against the bare server (W0: ${serverRuntime}'s own HTTP server, no lock logic, the same client ` +
+    `and loop) in the same run; ratio: median over runs of each run's ratio (each run's in brackets).\n\n${markdown(bareTable)}\n`);
 }
 if (ringTable.length > 1) {
   process.stdout.write(`\nmutexd ring, ${runs} run(s), each on a fresh ring; driver ${currentRuntime}, server ${serverRuntime};${overridden} ` +

@@ -1,7 +1,7 @@
 /**
  * Starts mutexd lock servers as real processes for the benchmark and reads their CPU time and
  * RSS from /proc. Uses the test harness's pieces (freePort, writeCluster, waitForHttp, mutexdArgv).
- * The server's stderr (one JSON line per grant and release) goes to a file, not through a pipe
+ * The server's stderr (its JSON log; no line per operation at the default level) goes to a file, not through a pipe
  * into the benchmark process, so the driver does not pay for the server's logging.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -155,13 +155,28 @@ export async function startNode(
   logDir: string = tempDir("mutexd-bench-"),
   launcher: string[] = [],
 ): Promise<ServerHandle> {
-  const [cmd, ...pre] = [...launcher, ...serverArgv(runtime)];
-  const handle = spawnServer(cmd, [...pre, "node", "--config", file, "--id", id], join(logDir, `${id}.log`), url, runtime);
+  return await startServing([...launcher, ...serverArgv(runtime), "node", "--config", file, "--id", id], id, url, runtime, logDir);
+}
+
+/**
+ * The `bare` baseline (tests/bench/bare_server.ts): the runtime's own HTTP server answering the
+ * client API's JSON without any lock logic, started like a node, on a free loopback port.
+ */
+export async function startBare(runtime: RuntimeName = currentRuntime): Promise<ServerHandle> {
+  const port = await freePort();
+  const script = join(ROOT, "tests/bench/bare_server.ts");
+  return await startServing([...runtimeArgv(runtime), script, String(port)], "bare", `http://127.0.0.1:${port}`, runtime, tempDir("mutexd-bench-"));
+}
+
+/** Runs `argv` (stdout and stderr to `logDir`/`id`.log) and waits until `url`/v1/health answers. */
+async function startServing(argv: string[], id: string, url: string, runtime: RuntimeName, logDir: string): Promise<ServerHandle> {
+  const [cmd, ...args] = argv;
+  const handle = spawnServer(cmd, args, join(logDir, `${id}.log`), url, runtime);
   try {
     await Promise.race([
       waitForHttp(`${url}/v1/health`, 20_000),
       handle.exited.then((code) => {
-        throw new Error(`mutexd ${id} exited with ${code} during start-up; log: ${handle.logFile}`);
+        throw new Error(`${id} exited with ${code} during start-up; log: ${handle.logFile}`);
       }),
     ]);
   } catch (error) {

@@ -1,6 +1,6 @@
 /** W1 and W2: N clients, each on its own lock, acquire then release as fast as they can. */
 import { makeClient } from "./clients.ts";
-import { CpuMeter } from "./server.ts";
+import { CpuMeter, type ServerHandle } from "./server.ts";
 import { latency } from "./stats.ts";
 import { type Metrics, now, putLatency, range, type RunResult, type WorkloadContext } from "./workload.ts";
 
@@ -9,8 +9,13 @@ export const SESSION_TTL_MS = 10_000;
 /** Hard cap on operations per measured phase, whatever the duration (bounds memory too). */
 export const MAX_OPS = 2_000_000;
 
-export async function uncontended(ctx: WorkloadContext, clientCount: number, prefix: string): Promise<RunResult> {
-  const server = await ctx.startServer();
+/**
+ * `clientCount` clients, each on its own lock, enter then leave in a loop; measured after a
+ * warm-up. `server`: one the workload started (the bare baseline), else a fresh deployment of
+ * the selected topology.
+ */
+export async function uncontended(ctx: WorkloadContext, clientCount: number, prefix: string, started?: ServerHandle): Promise<RunResult> {
+  const server = started ?? await ctx.startServer();
   const clients = range(clientCount).map(() => ctx.makeClient?.(server) ?? makeClient(ctx.client, server.urls));
   const sessions = await Promise.all(clients.map((c) => c.openSession(SESSION_TTL_MS)));
   const notes: string[] = [];
