@@ -185,7 +185,7 @@ async function lock(argv: string[]): Promise<number> {
     ...(values.ca !== undefined ? { MUTEXD_CA: values.ca } : {}),
     ...(token !== undefined ? { MUTEXD_AUTH_TOKEN: token } : {}),
   };
-  const hold = { signal: section.signal, release: () => section.release(), describe: `ring section ${section.token}` };
+  const hold = { signal: section.signal, release: () => section.release(), describe: `ring section ${section.token}`, remainingMs: () => section.remainingMs };
   return await runWhileHeld(command, env, hold, graceMs);
 }
 
