@@ -20,7 +20,7 @@ export interface Hold {
   remainingMs(): number;
 }
 
-/** Where setpriv may be (util-linux); the first that exists is used. */
+/** Where setpriv may be (util-linux); the first that exists is used (fixed paths: not whatever PATH finds). */
 const SETPRIV_PATHS = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv", "/sbin/setpriv"];
 
 /**
@@ -29,10 +29,9 @@ const SETPRIV_PATHS = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv", 
  * (so a SIGKILLed `mutexd lock` takes its command with it, as flock's lock dies with its
  * process). Elsewhere, or without setpriv, the command itself: it outlives a killed mutexd.
  */
-export function deathTiedCommand(command: string[], platform = process.platform): { command: string[]; tied: boolean } {
+export function deathTiedCommand(command: string[], platform = process.platform): string[] {
   const setpriv = platform === "linux" ? SETPRIV_PATHS.find((path) => existsSync(path)) : undefined;
-  if (setpriv === undefined) return { command, tied: false };
-  return { command: [setpriv, "--pdeathsig", "KILL", "--", ...command], tied: true };
+  return setpriv === undefined ? command : [setpriv, "--pdeathsig", "KILL", "--", ...command];
 }
 
 /**
@@ -56,9 +55,9 @@ export async function runWhileHeld(
   hold: Hold,
   graceMs: number,
 ): Promise<number> {
-  const started = deathTiedCommand(command);
+  const [file, ...args] = deathTiedCommand(command);
   const childEnv = { ...process.env, ...env, ...deadlineEnv(hold.remainingMs()) };
-  const child = spawn(started.command[0], started.command.slice(1), { stdio: "inherit", env: childEnv });
+  const child = spawn(file, args, { stdio: "inherit", env: childEnv });
   const exited = new Promise<number>((resolve) => {
     child.on("exit", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
     child.on("error", (error) => {
