@@ -29,18 +29,21 @@ test-deno: install
 test-bun: install
 	$(BUN) test tests/
 
-## build: dist/mutexd, one self-contained binary, made offline by bun build --compile.
+## build: dist/mutexd, one self-contained binary, made offline by bun build --compile; only
+## when a source (or the install) is newer than it. The install's stamp file, not the phony
+## `install`, is the prerequisite: a phony one is always out of date, so `make up` and `make chaos`
+## rebuilt the binary every time.
 build: dist/mutexd
 ## The file, not the phony `install`: a phony prerequisite is always out of date, so the binary
 ## was rebuilt on every `make chaos`; now only when a source or the install changed.
-dist/mutexd: node_modules/.installed $(shell find main.ts lib cluster -name '*.ts')
+dist/mutexd: node_modules/.installed package.json $(shell find main.ts lib cluster -name '*.ts')
 	$(BUN) build --compile main.ts --outfile dist/mutexd
 
 ## build-deno: deno compile (downloads the denort runtime: needs internet; not on this workplace).
 build-deno: install
 	$(DENO) compile -A --output dist/mutexd-deno main.ts
 
-## up: the quick-start local cluster (Ctrl-C stops it).
+## up: the quick-start local cluster (Ctrl-C stops it); another cluster file: make up CONFIG=FILE.
 up: dist/mutexd
 	dist/mutexd up --config $(CONFIG)
 

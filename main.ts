@@ -9,6 +9,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
   node: { summary: "run one node of a cluster file in its role", load: () => import("./cluster/commands/node.ts") },
   up: { summary: "run every node of a cluster file on this machine", load: () => import("./cluster/commands/up.ts") },
   lock: { summary: "run a command while holding a lock", load: () => import("./cluster/commands/lock.ts") },
+  release: { summary: "release a lock from whoever holds it (--force; an operator's tool)", load: () => import("./cluster/commands/release.ts") },
   status: { summary: "show the lock table and sessions", load: () => import("./cluster/commands/status.ts") },
   ring: { summary: "the token ring: lock, put, get, delete, keys, status (mutexd ring --help)", load: () => import("./cluster/commands/ring.ts") },
   arbiter: { summary: "recover: write a replacement arbiter's record from the lock servers", load: () => import("./cluster/commands/arbiter.ts") },
@@ -23,7 +24,7 @@ ${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`
 
 Exit codes (mutexd's own; \`lock\` passes its command's status through):
   0  success            2  usage or cluster-file error    3  lock not acquired (taken, --wait ran out)
-  4  lock lost while the command ran (the command was stopped)
+  4  lock lost while the command ran (the command was stopped), or released by another party
   5  server unreachable or answered an error
   70 \`node\`: fail-stop (a decision could not be written to disk, or a bug such as a core's assertion;
      a restart starts from the disk or a fresh copy)

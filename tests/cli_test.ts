@@ -102,8 +102,9 @@ test("cli: a help flag before `--` (or without one) still prints mutexd's help a
   }
 });
 
-test("cli: a `lock` without `-- CMD` is a usage error (exit 2), not a silent success", { timeout: 60_000 }, async () => {
-  for (const args of [["lock", "L", "--server", "http://127.0.0.1:1"], ["lock", "L", "--server", "http://127.0.0.1:1", "--"], ["ring", "lock", "--server", "http://127.0.0.1:1", "--"]]) {
+// `lock L` without `--` holds the lock until a signal (tests/cli_lost_lock_process_test.ts); a `--` with nothing after it is a mistake.
+test("cli: a `lock` or `ring lock` with `--` but no command is a usage error (exit 2), not a silent success", { timeout: 60_000 }, async () => {
+  for (const args of [["lock", "L", "--server", "http://127.0.0.1:1", "--"], ["ring", "lock", "--server", "http://127.0.0.1:1", "--"]]) {
     const result = await runMutexd(args);
     assert.equal(result.code, 2, `mutexd ${args.join(" ")}: ${result.stderr}`);
     assert.match(result.stderr, /missing (-- before )?the command to run/);

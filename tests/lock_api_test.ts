@@ -102,6 +102,21 @@ test("lock API: session, enter, lock info, leave and close work end to end", asy
   assert.equal((await call("GET", "/v1/health")).body.ok, true);
 });
 
+test("lock API: a keepalive answers the locks the session holds; a force-release takes one from it (the next keepalive no longer lists it, its leave is refused) and grants the waiter a higher token", async () => {
+  const { call } = setup();
+  const [a, b] = [await openSession(call), await openSession(call)];
+  assert.equal((await call("POST", "/v1/enter", { name: "db/main", session: a })).body.token, 1);
+  await call("POST", "/v1/enter", { name: "other", session: a });
+  assert.deepEqual((await call("POST", `/v1/sessions/${a}/keepalive`)).body, { session: a, ttlMs: 5_000, locks: ["db/main", "other"] });
+  const waiting = call("POST", "/v1/enter", { name: "db/main", session: b, waitMs: 10_000 });
+  const forced = await call("POST", "/v1/force-release", { name: "db/main" });
+  assert.deepEqual(forced, { status: 200, body: { released: true, name: "db/main", tokens: [1] } });
+  // Tokens: 1 db/main, 2 other, 3 skipped by the force-release.
+  assert.equal((await waiting).body.token, 4, "the waiter's token is above the one the force-release skipped");
+  assert.deepEqual((await call("POST", `/v1/sessions/${a}/keepalive`)).body.locks, ["other"]);
+  assert.equal((await call("POST", "/v1/leave", { name: "db/main", session: a, token: 1 })).body.error.code, "not_holder");
+});
+
 test("lock API: a waiting enter is answered by the grant when the holder leaves (long-poll)", async () => {
   const { call, service } = setup();
   const [a, b] = [await openSession(call), await openSession(call)];
@@ -204,6 +219,9 @@ const ERROR_CASES: ErrorCase[] = [
   { name: "unknown lock info", method: "GET", path: () => "/v1/locks/nothing", status: 404, code: "lock_not_found" },
   { name: "leave of an unknown lock", method: "POST", path: () => "/v1/leave", body: (s) => ({ name: "M", session: s, token: 1 }), status: 404, code: "lock_not_found" },
   { name: "leave by a non-holder", method: "POST", path: () => "/v1/leave", body: (s) => ({ name: "L", session: s, token: 1 }), status: 409, code: "not_holder" },
+  { name: "force-release of a lock nobody holds", method: "POST", path: () => "/v1/force-release", body: () => ({ name: "M" }), status: 404, code: "lock_not_found" },
+  { name: "force-release without a name", method: "POST", path: () => "/v1/force-release", body: () => ({}), status: 400, code: "bad_request" },
+  { name: "force-release with an unknown field", method: "POST", path: () => "/v1/force-release", body: () => ({ name: "L", session: "x" }), status: 400, code: "bad_request" },
   { name: "unknown route", method: "GET", path: () => "/v1/nothing", status: 404, code: "not_found" },
 ];
 

@@ -260,6 +260,36 @@ test("client ports: the lease counts from the send time of the open; keepalives 
   assert.match((session.signal.reason as Error).message, /no keepalive reached the server for a whole TTL/);
 });
 
+test("client ports: a keepalive answer that no longer lists a held lock aborts its handle's signal (a force-release); an answer without the list changes nothing", async () => {
+  for (const listed of [true, false]) {
+    let keepalives = 0;
+    const { client, calls, advance } = handDriven(["http://a"], (call) => {
+      if (call.url.endsWith("/v1/sessions")) return { status: 201, body: { session: "s1", ttlMs: 300 } };
+      if (call.url.endsWith("/v1/enter")) return { status: 200, body: { granted: true, name: "L", session: "s1", token: 9, mode: "exclusive" } };
+      // The first keepalive finds L held, the second finds it gone (an older server sends no list).
+      if (call.url.endsWith("/keepalive")) return { status: 200, body: { session: "s1", ttlMs: 300, ...(listed ? { locks: keepalives++ === 0 ? ["L"] : [] } : {}) } };
+      return { status: 200, body: {} };
+    }, { requestTimeoutMs: 50, failoverTimeoutMs: 0 });
+    const locking = client.lock("L", { ttlMs: 300 });
+    await advance(0);
+    const handle = await locking;
+    await advance(100);
+    assert.equal(handle.signal.aborted, false, "the first keepalive lists L");
+    await advance(100);
+    if (!listed) {
+      assert.equal(handle.signal.aborted, false, "no list, no verdict");
+      continue;
+    }
+    assert.equal(handle.signal.aborted, true, "the second keepalive no longer lists L");
+    assert.match((handle.signal.reason as Error).message, /lock L lost: the server says session s1 no longer holds it/);
+    const releasing = handle.release();
+    await advance(0);
+    await releasing;
+    assert.equal(calls.filter((c) => c.url.endsWith("/v1/leave")).length, 0, "no leave of a lock that is gone; the session is closed");
+    assert.equal(calls.at(-1)?.method, "DELETE");
+  }
+});
+
 // ---- issue 11's client fixes against a paused server: each test fails with its fix reverted
 
 test("client ports: a request ends at its timeout even when the fetch port ignores the abort, or the answer's body never arrives", async () => {

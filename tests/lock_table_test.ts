@@ -572,3 +572,45 @@ test("holdGrants: a lock first made in a restored copy's grace is granted by the
   const granted = copy.apply({ type: "tick" }, 1_000).effects.filter((e) => e.type === "granted");
   assert.equal(granted.length, 1, "the grace's end is due: the queue is granted then, not at the next expiry");
 });
+
+/** A result's type, or its error code. */
+const kind = (result: Output["result"]): string => (result.ok ? result.type : result.error.code);
+
+test("keepAlive answers the locks the session holds (not those it waits for), so a client notices a lock taken from it", () => {
+  const s = new Script();
+  const a = s.open(5_000);
+  const b = s.open(5_000);
+  assert.equal(kind(s.enter(a, "L")), "granted");
+  assert.equal(kind(s.enter(a, "M")), "granted");
+  assert.equal(kind(s.enter(b, "L")), "waiting");
+  const keepAlive = (session: string) => s.run({ type: "keepAlive", secretHash: SECRET_HASH, session }).result;
+  assert.deepEqual(keepAlive(a), { ok: true, type: "session", session: a, ttlMs: 5_000, expiresAtMs: 5_000, held: ["L", "M"] });
+  assert.deepEqual((keepAlive(b) as { held?: string[] }).held, [], "b only waits for L");
+  assert.ok(s.leave(a, (s.table.locks.get("M")!.holders[0]).token, "M").ok);
+  assert.deepEqual((keepAlive(a) as { held?: string[] }).held, ["L"]);
+});
+
+test("forceRelease: removes every holder as if it died (lock-delay applies, a late enter of its call is refused), moves the fencing counter past them, and the queue moves on after the delay", () => {
+  const s = new Script();
+  const a = s.open(5_000);
+  const b = s.open(5_000);
+  const granted = s.enter(a, "L", { lockDelayMs: 300, callId: "call-a" });
+  assert.ok(granted.ok && granted.type === "granted");
+  const tokenA = granted.grant.token;
+  assert.equal(kind(s.enter(b, "L")), "waiting");
+  const forced = s.run({ type: "forceRelease", name: "L" }, 100);
+  assert.deepEqual(forced.result, { ok: true, type: "forceReleased", name: "L", tokens: [tokenA] });
+  assert.ok(forced.effects.some((e) => e.type === "released" && e.session === a && e.reason === "forced"));
+  assert.deepEqual(s.holders(), [], "nobody holds L during the holder's lock-delay");
+  assert.equal(s.table.highestToken, tokenA + 1, "the fencing counter moved past the released token");
+  const keepAlive = s.run({ type: "keepAlive", secretHash: SECRET_HASH, session: a }).result;
+  assert.deepEqual((keepAlive as { held?: string[] }).held, [], "a's keepalive no longer lists L");
+  const late = s.enter(a, "L", { callId: "call-a" });
+  assert.ok(late.ok && late.type === "notGranted" && late.callLeft, "a late copy of the holder's enter takes nothing");
+  s.tick(400);
+  assert.deepEqual(s.holders(), [b], "b gets L when the lock-delay ends");
+  const next = s.table.locks.get("L")!.holders[0].token;
+  assert.equal(next, tokenA + 2, "b's token is above the counter the force-release moved");
+  const nobody = s.run({ type: "forceRelease", name: "N" }).result;
+  assert.ok(!nobody.ok && nobody.error.code === "lock_not_found");
+});

@@ -77,7 +77,7 @@ function freshStartSeed(): { seed: number; from: string } {
 
 /** How to run a fresh batch again, printed with its result and in its failure. */
 function rerunHint(startSeed: number): string {
-  return `rerun: MUTEXD_SIM_SEED=${startSeed} bun test tests/sim_test.ts (or deno test -A tests/sim_test.ts)`;
+  return `rerun: MUTEXD_SIM_SEED=${startSeed} node_modules/.bin/bun test tests/sim_test.ts (or node_modules/.bin/deno test -A tests/sim_test.ts)`;
 }
 
 /** Saves a failing fresh seed under tests/sim/failed/ and says how to look at it. */

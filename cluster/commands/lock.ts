@@ -1,6 +1,7 @@
 /**
  * `mutexd lock NAME [...] -- CMD…`: runs CMD while holding NAME. CMD sees MUTEXD_TOKEN (the
- * fencing token) and MUTEXD_LOCK. If the lock is lost while CMD runs, CMD is stopped (SIGTERM,
+ * fencing token), MUTEXD_LOCK and the lease's MUTEXD_DEADLINE. Without `-- CMD` it holds NAME
+ * until SIGINT or SIGTERM (as `etcdctl lock NAME`). If the lock is lost while CMD runs, CMD is stopped (SIGTERM,
  * then SIGKILL after the grace) at once: `consul lock` let a child run ~90 s after losing its
  * lock (hashicorp/consul#9788); mutexd does not.
  */
@@ -8,16 +9,25 @@ import process from "node:process";
 import { connect, NotAcquiredError } from "../../lib/client/lock_client.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
-import { CA_FLAG, CA_HELP, caFrom, clientToken, commandToRun, EXIT, lockServers, parseDuration, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
-import { runWhileHeld } from "./hold.ts";
+import { CA_FLAG, CA_HELP, caFrom, clientToken, EXIT, lockServers, parseDuration, parseFlags, runCommand, splitAtDoubleDash, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
+import { holdUntilSignal, runWhileHeld } from "./hold.ts";
 
 const HELP = `Usage: mutexd lock NAME [--config FILE | --server URL] [--ca FILE] [--token-file FILE]
-                  [--ttl DUR] [--wait DUR] [--shared] [--lock-delay DUR] [--grace DUR] -- CMD [ARG…]
+                  [--ttl DUR] [--wait DUR] [--shared] [--lock-delay DUR] [--grace DUR] [-- CMD [ARG…]]
 
 Acquires the lock NAME, runs CMD with MUTEXD_TOKEN (fencing token, a decimal integer that only
 grows) and MUTEXD_LOCK in its environment, keeps the session alive while CMD runs, releases the
 lock when CMD exits, and exits with CMD's status. Everything after the first -- is CMD and its
 arguments, even --help or --config.
+
+Without -- CMD: prints the token, holds the lock until SIGINT or SIGTERM, then releases it
+(exit 0), as \`etcdctl lock NAME\` does.
+
+CMD also sees MUTEXD_DEADLINE (wall-clock ISO time) and MUTEXD_DEADLINE_MS (milliseconds left):
+when the lease ends unless mutexd renews it, as of CMD's start (not updated). Until then the lock
+is CMD's even if mutexd is stopped (SIGSTOP) and cannot stop CMD: check it before a side effect.
+On Linux CMD is started through \`setpriv --pdeathsig KILL\` (when setpriv exists), so it dies if
+mutexd is killed (SIGKILL); elsewhere it outlives a killed mutexd.
 
   --config FILE     cluster file (its primary, then backup); or MUTEXD_CONFIG
   --server URL      lock server URL(s) or host:port (http, https with a CA), comma-separated; or MUTEXD_SERVER
@@ -31,14 +41,16 @@ ${TOKEN_HELP}
 
 Exit codes: CMD's status when it ran (128+N when killed by signal N);
   2 usage or cluster-file error; 3 lock not acquired (taken, --wait ran out);
-  4 lock lost while CMD ran (CMD was stopped); 5 server unreachable or error (also: no or an
+  4 lock lost while CMD ran (CMD was stopped), or found released by another party at release;
+  5 server unreachable or error (also: no or an
   unknown token, 401; a token without lock permission on NAME, 403).
 Durations: 500ms, 2s, 1.5m, 1h, 0.
 `;
 
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
-    const { own, command } = commandToRun(argv);
+    const { own, command } = splitAtDoubleDash(argv);
+    if (command !== undefined && command.length === 0) throw new UsageError("missing the command to run after -- (or leave out -- to hold the lock until a signal)");
     const { values, positionals } = parseFlags(own, {
       config: { type: "string" },
       server: { type: "string" },
@@ -50,7 +62,7 @@ export function run(argv: string[]): Promise<number> {
       "lock-delay": { type: "string" },
       grace: { type: "string" },
     });
-    if (positionals.length !== 1) throw new UsageError("give exactly one lock NAME before --");
+    if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? "give the lock NAME" : `give exactly one lock NAME (got ${positionals.length}; a command to run goes after --)`);
     const name = positionals[0];
     const { urls, cluster } = lockServers(values);
     const settings = cluster?.settings ?? DEFAULT_SETTINGS;
@@ -75,7 +87,12 @@ export function run(argv: string[]): Promise<number> {
       }
       throw error;
     }
-    const hold = { signal: handle.signal, release: () => handle.release(), describe: `lock ${name}` };
-    return await runWhileHeld(command, { MUTEXD_TOKEN: String(handle.token), MUTEXD_LOCK: name }, hold, graceMs);
+    const lock = handle;
+    const hold = { signal: lock.signal, release: () => lock.release(), describe: `lock ${name}`, remainingMs: () => lock.session.leaseRemainingMs };
+    if (command === undefined) {
+      process.stdout.write(`${lock.token}\n`);
+      return await holdUntilSignal(hold);
+    }
+    return await runWhileHeld(command, { MUTEXD_TOKEN: String(lock.token), MUTEXD_LOCK: name }, hold, graceMs);
   });
 }

@@ -41,6 +41,8 @@ runs mutexd ring put), leaves the section when CMD exits, and exits with CMD's s
 put/get/delete\` run by CMD use the section. When the section's lease ends
 first, CMD gets SIGTERM, then SIGKILL after the grace, and mutexd exits 4. Everything after the
 first -- is CMD and its arguments, even --help or --config.
+CMD also sees MUTEXD_DEADLINE (wall-clock ISO time) and MUTEXD_DEADLINE_MS: when the lease ends.
+On Linux CMD starts through \`setpriv --pdeathsig KILL\` (when setpriv exists): it dies with mutexd.
 
 ${WHERE}
   --wait DUR        how long to wait for the section (default: ${DEFAULT_SETTINGS.waitMaxMs / 3_600_000}h). 0 tries: it fails
@@ -185,7 +187,7 @@ async function lock(argv: string[]): Promise<number> {
     ...(values.ca !== undefined ? { MUTEXD_CA: values.ca } : {}),
     ...(token !== undefined ? { MUTEXD_AUTH_TOKEN: token } : {}),
   };
-  const hold = { signal: section.signal, release: () => section.release(), describe: `ring section ${section.token}` };
+  const hold = { signal: section.signal, release: () => section.release(), describe: `ring section ${section.token}`, remainingMs: () => section.remainingMs };
   return await runWhileHeld(command, env, hold, graceMs);
 }
 

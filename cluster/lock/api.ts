@@ -141,7 +141,8 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
     }),
     bodyRoute("POST", "/v1/sessions/:id/keepalive", schemas.keepAlive, lockOnSomeName, (params, input, done) => {
       submit({ type: "keepAlive", session: params.id, secretHash: hashSessionSecret(input.sessionSecret) }, undefined, done, (result) =>
-        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs }) : unexpected(result));
+        // `locks`: what the session still holds, so the client notices a lock gone while its session lives.
+        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, locks: result.held ?? [] }) : unexpected(result));
     }),
     bodyRoute("DELETE", "/v1/sessions/:id", schemas.closeSession, lockOnSomeName, (params, input, done) => {
       submit({ type: "closeSession", session: params.id, secretHash: hashSessionSecret(input.sessionSecret) }, input.requestId, done, (result) =>
@@ -171,6 +172,11 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       submit({ type: "leave", name, session, secretHash: hashSessionSecret(input.sessionSecret), token }, input.requestId, done, (result) =>
         result.type === "left" ? ok({ left: true, name, wasHolder: result.wasHolder }) : unexpected(result));
     }),
+    // An operator's release of whoever holds `name` (mutexd release NAME --force): admin permission.
+    bodyRoute("POST", "/v1/force-release", schemas.forceRelease, adminOnName, (_params, input, done) => {
+      submit({ type: "forceRelease", name: input.name }, input.requestId, done, (result) =>
+        result.type === "forceReleased" ? ok({ released: true, name: result.name, tokens: result.tokens }) : unexpected(result));
+    }),
   ];
 }
 
@@ -178,6 +184,9 @@ type Result = Extract<ClientAnswer, { ok: true }>["result"];
 
 /** Sessions belong to no lock name: any token that may lock something may have them. */
 const lockOnSomeName = (): Access => ({ level: "lock", on: "some" });
+/** `admin` on the body's name (a missing or ill-typed name: on some name; the route then refuses it). */
+const adminOnName = (input: Record<string, unknown>): Access =>
+  typeof input.name === "string" ? { level: "admin", name: input.name } : { level: "admin", on: "some" };
 /** `lock` on the body's name (a missing or ill-typed name: on some name; the route then refuses it). */
 const lockOnName = (input: Record<string, unknown>): Access =>
   typeof input.name === "string" ? { level: "lock", name: input.name } : lockOnSomeName();

@@ -318,6 +318,16 @@ export class LockClient {
     });
   }
 
+  /**
+   * An operator's release of `name` from whoever holds it (admin permission when the cluster has
+   * client tokens). The holders' tokens are answered; the fencing counter moves past them, the
+   * holders' lock-delay applies, and the queue moves on. Rejects with "lock_not_found" when
+   * nobody holds it.
+   */
+  forceRelease(name: string): Promise<{ name: string; tokens: number[] }> {
+    return this.request<{ name: string; tokens: number[] }>("POST", "/v1/force-release", { name, requestId: this.newRequestId() });
+  }
+
   status(): Promise<StatusAnswer> {
     return this.request<StatusAnswer>("GET", "/v1/status");
   }
@@ -342,6 +352,9 @@ export class Session {
   /** Local end of the lease (client clock): send time of the last acknowledged keepalive plus the TTL. */
   private leaseEndMs: number;
   private closed = false;
+  /** Keepalives sent so far; a watch counts only the answers of those sent after it began. */
+  private keepAliveRound = 0;
+  private readonly heldWatches = new Map<string, { sinceRound: number; onGone: (reason: MutexdError) => void }>();
 
   /** `secret`: what the open answered; every request on the session sends it (kept in SECRETS). */
   constructor(private readonly client: LockClient, readonly id: string, readonly ttlMs: number, sentAtMs: number, secret: string) {
@@ -358,6 +371,11 @@ export class Session {
   /** Until when (the client's clock) the session is surely alive on the server. */
   get leaseEndsAtMs(): number {
     return this.leaseEndMs;
+  }
+
+  /** Milliseconds until `leaseEndsAtMs` by the client's clock (0 once it passed). */
+  get leaseRemainingMs(): number {
+    return Math.max(0, this.leaseEndMs - this.client.clock.nowMs());
   }
 
   private scheduleKeepAlive(): void {
@@ -396,16 +414,43 @@ export class Session {
     // Each try gives up within one keepalive period: a try stuck at a paused primary must leave
     // room, before the lease ends, for the next one at the server that takes over.
     const attemptTimeoutMs = Math.min(this.client.requestTimeoutMs, this.keepAlivePeriodMs());
-    this.client.requestThen("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, { sessionSecret: SECRETS.get(this) }, 0, (outcome) => {
+    const round = ++this.keepAliveRound;
+    this.client.requestThen<{ locks?: unknown }>("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, { sessionSecret: SECRETS.get(this) }, 0, (outcome) => {
       if (this.closed) return;
       if (outcome.ok) {
         this.leaseEndMs = Math.max(this.leaseEndMs, sentAtMs + this.ttlMs);
         this.armLeaseTimer();
+        this.checkHeld(round, outcome.value.locks);
       } else if (outcome.error.code === "session_not_found") {
         this.lose("the server expired the session");
       }
       // Other failures: try again on the next round; the lease timer bounds how long.
     }, attemptTimeoutMs);
+  }
+
+  /**
+   * Watches a lock this session holds: `onGone` runs once when a keepalive sent after this call
+   * answers that the session no longer holds `name` (another party released it: a force-release).
+   * Returns the function that stops watching (before a leave, whose keepalives must not count).
+   */
+  watchHeld(name: string, onGone: (reason: MutexdError) => void): () => void {
+    const watch = { sinceRound: this.keepAliveRound, onGone };
+    this.heldWatches.set(name, watch);
+    return () => {
+      if (this.heldWatches.get(name) === watch) this.heldWatches.delete(name);
+    };
+  }
+
+  /** The keepalive of `round` answered `locks`: a watched lock missing from it is gone. */
+  private checkHeld(round: number, locks: unknown): void {
+    // A server without the list (an older one) or a malformed answer tells nothing.
+    if (!Array.isArray(locks) || !locks.every((name) => typeof name === "string")) return;
+    for (const [name, watch] of [...this.heldWatches]) {
+      // A keepalive sent before the grant was seen may have been applied before it.
+      if (watch.sinceRound >= round || locks.includes(name)) continue;
+      this.heldWatches.delete(name);
+      watch.onGone(new MutexdError("lock_lost", `lock ${name} lost: the server says session ${this.id} no longer holds it (released by another party)`));
+    }
   }
 
   private keepAlivePeriodMs(): number {
@@ -446,18 +491,31 @@ export class Session {
   }
 }
 
-/** A held lock. `await using` releases it; `signal` aborts if it is lost first. */
+/**
+ * A held lock. `await using` releases it; `signal` aborts if it is lost first: its session was
+ * lost, or a keepalive answered that the session no longer holds it (a force-release).
+ */
 export class LockHandle {
+  private readonly controller = new AbortController();
+  private readonly unwatch: () => void;
+
   constructor(
     private readonly client: LockClient,
     readonly session: Session,
     readonly name: string,
     /** The fencing token: pass it to the resource, which rejects smaller ones. */
     readonly token: number,
-  ) {}
+  ) {
+    const lose = (reason: unknown) => {
+      if (!this.controller.signal.aborted) this.controller.abort(reason);
+    };
+    if (session.signal.aborted) lose(session.signal.reason);
+    else session.signal.addEventListener("abort", () => lose(session.signal.reason), { once: true });
+    this.unwatch = session.watchHeld(name, lose);
+  }
 
   get signal(): AbortSignal {
-    return this.session.signal;
+    return this.controller.signal;
   }
 
   /** Leaves the lock and closes its session. Safe to call twice. */
@@ -465,11 +523,19 @@ export class LockHandle {
     return promised((done) => this.releaseThen(done));
   }
 
-  /** `release` with a callback: the leave's failure if it failed, else the close's. */
+  /**
+   * `release` with a callback: the leave's failure if it failed, else the close's. A leave that
+   * finds the lock no longer this session's fails with code "lock_lost": someone else released
+   * it while it was believed held.
+   */
   releaseThen(done: Done<void>): void {
-    if (this.session.lost) return this.session.closeThen(done);
+    this.unwatch();
+    if (this.controller.signal.aborted) return this.session.closeThen(done);
     this.client.leaveThen(this.name, { session: this.session, token: this.token }, (left) => {
-      this.session.closeThen((closed) => done(left.ok ? closed : left));
+      const outcome: Outcome<void> = left.ok || (left.error.code !== "not_holder" && left.error.code !== "lock_not_found")
+        ? left
+        : failed(new MutexdError("lock_lost", `lock ${this.name} was no longer held at release (${left.error.message})`));
+      this.session.closeThen((closed) => done(outcome.ok ? closed : outcome));
     });
   }
 

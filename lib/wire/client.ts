@@ -63,6 +63,7 @@ function build(limits: ClientLimits) {
         callId: v.optional(nonEmpty(CALL_ID_LENGTH_MAX)),
       }),
       leave: v.strictObject({ name, session, sessionSecret, token: optionalInteger(), requestId: requestId() }),
+      forceRelease: v.strictObject({ name, requestId: requestId() }),
     },
     ring: {
       enter: v.strictObject({ waitMs: optionalInteger(), leaseMs: optionalInteger(), ticket }),

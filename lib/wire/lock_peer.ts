@@ -56,6 +56,7 @@ function build(limits: LockPeerLimits) {
       ownerWaitersMax: ownerLimit(),
     }),
     v.strictObject({ type: v.literal("leave"), name: lockName, session: sessionId(), secretHash: secretHash(), token: v.optional(integer()) }),
+    v.strictObject({ type: v.literal("forceRelease"), name: lockName }),
     v.strictObject({ type: v.literal("tick") }),
     v.strictObject({ type: v.literal("restartLeases") }),
     v.strictObject({ type: v.literal("holdGrants"), untilMs: time() }),
@@ -128,12 +129,13 @@ function build(limits: LockPeerLimits) {
   });
   const result = v.variant("ok", [
     v.variant("type", [
-      v.strictObject({ ok: v.literal(true), type: v.literal("session"), session: sessionId(), ttlMs: count(), expiresAtMs: time(), secretHash: v.optional(secretHash()) }),
+      v.strictObject({ ok: v.literal(true), type: v.literal("session"), session: sessionId(), ttlMs: count(), expiresAtMs: time(), secretHash: v.optional(secretHash()), held: v.optional(v.array(lockName)) }),
       v.strictObject({ ok: v.literal(true), type: v.literal("closed"), session: sessionId(), released: v.array(lockName) }),
       v.strictObject({ ok: v.literal(true), type: v.literal("granted"), grant: grant(lockName) }),
       v.strictObject({ ok: v.literal(true), type: v.literal("waiting"), name: lockName, position: count() }),
       v.strictObject({ ok: v.literal(true), type: v.literal("notGranted"), name: lockName, position: count(), callLeft: v.optional(v.literal(true)) }),
       v.strictObject({ ok: v.literal(true), type: v.literal("left"), name: lockName, wasHolder: v.boolean() }),
+      v.strictObject({ ok: v.literal(true), type: v.literal("forceReleased"), name: lockName, tokens: v.array(count()) }),
       v.strictObject({ ok: v.literal(true), type: v.literal("ticked") }),
       v.strictObject({ ok: v.literal(true), type: v.literal("leasesRestarted"), sessions: count() }),
     ]),

@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { mergeSettings } from "../../lib/settings.ts";
 import { ROOT } from "../_harness.ts";
 import { CLIENT_KINDS, type ClientKind } from "./lib/clients.ts";
-import { currentRuntime, type RuntimeName, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
+import { currentRuntime, removeServerDirs, type RuntimeName, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
 import { fmt, markdown, median, spread } from "./lib/stats.ts";
 import { type Metrics, PEER_TITLES, type PeerName, type Workload, type WorkloadContext } from "./lib/workload.ts";
 
@@ -54,7 +54,8 @@ tests/bench/results/latest.json. --quick = --runs 1 --duration 2. --set override
 servers' cluster files (e.g. --set tokenIdlePaceMs=400): experiments only, the targets are about defaults.
 --durable: the lock servers' cluster files say durable = true (a log fsynced before every answer).
 --secret: the cluster files carry a cluster secret: every peer message is authenticated (HMAC).
---keep-logs: the ring workloads keep each ring's folder (one JSON log per node) and print where.
+--keep-logs: keep each server's and ring's folder (cluster file, data, one log per node) and print where;
+without it they are removed after each run, except those of a failed run (its notes name the logs).
 `);
   process.exit(0);
 }
@@ -140,6 +141,7 @@ for (let run = 1; run <= runs; run++) {
         log,
       };
       const cell = ((results[workload.id] ??= {})[client] ??= { runs: [], notes: [] });
+      const notesBefore = cell.notes.length;
       const hardLimitMs = 2 * durationMs + 60_000;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const t0 = performance.now();
@@ -169,6 +171,9 @@ for (let run = 1; run <= runs; run++) {
           }
         }
         await Promise.all(servers.map((s) => s.stop()));
+        // The servers' folders go with the run, unless a note names a log in them.
+        const troubled = cell.notes.slice(notesBefore).some((n) => /FAILED|SAFETY|ended by itself/.test(n));
+        for (const dir of removeServerDirs(troubled || ctx.keepLogs)) log(`  kept ${dir}`);
       }
     }
   }

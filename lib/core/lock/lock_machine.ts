@@ -34,7 +34,7 @@ export interface LockMachineSnapshot {
  * its call is in progress (a holder gets its grant, a waiter keeps its place), and after the
  * call's leave the table refuses it by its `callId` (LockTable, finding 12).
  */
-const REMEMBERED = new Set<Command["type"]>(["openSession", "closeSession", "leave"]);
+const REMEMBERED = new Set<Command["type"]>(["openSession", "closeSession", "leave", "forceRelease"]);
 
 export class LockMachine {
   private answered: AnsweredRequests;

@@ -96,6 +96,13 @@ export type Command =
     ownerWaitersMax?: number;
   }
   | { type: "leave"; name: string; session: string; secretHash: string; token?: number }
+  /**
+   * An operator's release (`mutexd release NAME --force`, admin permission when client tokens
+   * exist): every holder loses the lock as if its session had died: the lock-delay applies and
+   * the fencing counter moves on, so a write of the old holder is refused even before the next
+   * grant.
+   */
+  | { type: "forceRelease"; name: string }
   | { type: "tick" }
   /** A new primary took over: every session and wait restarts its full TTL (Chubby, etcd, Consul). */
   | { type: "restartLeases" }
@@ -113,14 +120,20 @@ export interface Grant {
 }
 
 export type Result =
-  /** `secretHash`: an open's answer says which secret the session has (a retry's may not be its). */
-  | { ok: true; type: "session"; session: string; ttlMs: number; expiresAtMs: number; secretHash?: string }
+  /**
+   * `secretHash`: an open's answer says which secret the session has (a retry's may not be its).
+   * `held`: a keepalive's answer names the locks the session holds, so a client notices a lock
+   * it lost while its session lived (a force-release) within a keepalive period.
+   */
+  | { ok: true; type: "session"; session: string; ttlMs: number; expiresAtMs: number; secretHash?: string; held?: string[] }
   | { ok: true; type: "closed"; session: string; released: string[] }
   | { ok: true; type: "granted"; grant: Grant }
   | { ok: true; type: "waiting"; name: string; position: number }
   /** `callLeft`: the enter's call was already left; it changed nothing (position 0). */
   | { ok: true; type: "notGranted"; name: string; position: number; callLeft?: true }
   | { ok: true; type: "left"; name: string; wasHolder: boolean }
+  /** `tokens`: the fencing tokens of the holders the force-release removed. */
+  | { ok: true; type: "forceReleased"; name: string; tokens: number[] }
   | { ok: true; type: "ticked" }
   | { ok: true; type: "leasesRestarted"; sessions: number }
   | { ok: false; error: ApiError };
@@ -134,7 +147,7 @@ export type Effect =
   | { type: "granted"; grant: Grant }
   | { type: "waitEnded"; name: string; session: string; reason: "deadline" | "sessionDead" | "withdrawn" }
   | { type: "sessionExpired"; session: string; released: string[] }
-  | { type: "released"; name: string; session: string; token: number; reason: "leave" | "expired" | "closed" };
+  | { type: "released"; name: string; session: string; token: number; reason: "leave" | "expired" | "closed" | "forced" };
 
 export interface Output {
   result: Result;
@@ -312,6 +325,8 @@ export class LockTable {
         return this.enter(command);
       case "leave":
         return this.leave(command, effects);
+      case "forceRelease":
+        return this.forceRelease(command.name, effects);
       case "tick":
         return { result: { ok: true, type: "ticked" }, effects: [] };
       case "restartLeases":
@@ -370,8 +385,10 @@ export class LockTable {
     if ("result" in session) return session;
     this.watcher?.beforeSessionChange(session);
     session.expiresAtMs = this.nowMs + session.ttlMs;
+    // session.locks also names the locks it waits for: only those it holds are answered.
+    const held = [...session.locks].filter((name) => this.locks.get(name)?.holders.some((h) => h.session === sessionId)).sort();
     return {
-      result: { ok: true, type: "session", session: sessionId, ttlMs: session.ttlMs, expiresAtMs: session.expiresAtMs },
+      result: { ok: true, type: "session", session: sessionId, ttlMs: session.ttlMs, expiresAtMs: session.expiresAtMs, held },
       effects: [],
     };
   }
@@ -542,6 +559,37 @@ export class LockTable {
       return { result: { ok: true, type: "left", name, wasHolder: false }, effects: [] };
     }
     return fail("not_holder", `session ${session.id} does not hold ${name}`);
+  }
+
+  private forceRelease(name: string, effects: Effect[]): Output {
+    const nameProblem = this.checkName(name);
+    if (nameProblem) return fail("bad_request", nameProblem);
+    const lock = this.locks.get(name);
+    if (!lock || lock.holders.length === 0) return fail("lock_not_found", `lock ${name} has no holder`);
+    this.watcher?.beforeLockChange(lock);
+    const tokens: number[] = [];
+    for (const holder of lock.holders) {
+      const session = this.sessions.get(holder.session);
+      assert(session !== undefined, `lock ${name} held by missing session ${holder.session}`);
+      this.watcher?.beforeSessionChange(session);
+      session.locks.delete(name);
+      // A late copy of the holder's enter must not take the lock back.
+      this.recordLeft(session, holder.callId);
+      tokens.push(holder.token);
+      effects.push({ type: "released", name, session: session.id, token: holder.token, reason: "forced" });
+      // As if the holder had died: it may still be writing, so nobody gets the lock for its lock-delay.
+      if (holder.lockDelayMs > 0) {
+        lock.delayUntilMs = Math.max(lock.delayUntilMs, this.nowMs + holder.lockDelayMs);
+        this.noteDue(lock.delayUntilMs);
+      }
+    }
+    lock.holders = [];
+    // The next grant's token is above every token the removed holders could still present.
+    this.lastToken += 1;
+    assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
+    this.promote(lock, effects);
+    this.forgetIfIdle(lock);
+    return { result: { ok: true, type: "forceReleased", name, tokens }, effects: [] };
   }
 
   /** Grants from the head of the queue while the head is compatible with the holders. */

@@ -8,7 +8,29 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
-import { freePort, mutexdArgv, ROOT, tempDir, waitForHttp, writeCluster } from "../../_harness.ts";
+import { freePort, mutexdArgv, removeDir, ROOT, tempDir, waitForHttp, writeCluster } from "../../_harness.ts";
+
+/** The folders made for servers (cluster file, logs, data) since the last removeServerDirs. */
+const serverDirs = new Set<string>();
+
+/** A fresh folder for a server's files; the benchmark removes it after the run (removeServerDirs). */
+export function serverDir(): string {
+  const dir = tempDir("mutexd-bench-");
+  serverDirs.add(dir);
+  return dir;
+}
+
+/**
+ * Removes the server folders made since the last call; with `keep` (a failed run, whose notes
+ * name the logs, or --keep-logs) leaves them and returns them, so the caller can say where.
+ */
+export function removeServerDirs(keep: boolean): string[] {
+  const dirs = [...serverDirs];
+  serverDirs.clear();
+  if (keep) return dirs;
+  for (const dir of dirs) removeDir(dir);
+  return [];
+}
 
 export type RuntimeName = "deno" | "bun";
 
@@ -130,7 +152,7 @@ export interface StartOptions {
 /** Starts a fresh deployment (one node, or arbiter + primary + backup) and waits until it serves. */
 export async function startServer(options: StartOptions = {}): Promise<ServerHandle> {
   if ((options.topology ?? "single") === "replicated") return await startReplicated(options);
-  const dir = tempDir("mutexd-bench-");
+  const dir = serverDir();
   const port = await freePort();
   const id = options.id ?? "p1";
   const settings = Object.entries(options.settings ?? {}).map(([k, v]) => `${k} = ${v}\n`).join("");
@@ -152,7 +174,7 @@ export async function startNode(
   id: string,
   url: string,
   runtime: RuntimeName = currentRuntime,
-  logDir: string = tempDir("mutexd-bench-"),
+  logDir: string = serverDir(),
   launcher: string[] = [],
 ): Promise<ServerHandle> {
   return await startServing([...launcher, ...serverArgv(runtime), "node", "--config", file, "--id", id], id, url, runtime, logDir);
@@ -255,7 +277,7 @@ function durableLine(options: StartOptions): string {
 
 /** Arbiter, backup and primary as three processes; the returned handle speaks for all of them. */
 async function startReplicated(options: StartOptions): Promise<ServerHandle> {
-  const dir = tempDir("mutexd-bench-");
+  const dir = serverDir();
   const [pa, pp, pb] = [await freePort(), await freePort(), await freePort()];
   const settings = Object.entries(options.settings ?? {}).map(([k, v]) => `${k} = ${v}\n`).join("");
   const node = (id: string, role: string, port: number, extra = "") =>

@@ -9,9 +9,9 @@
  * primary froze 0.6-1 s per snapshot.
  */
 import { join } from "node:path";
-import { freePort, tempDir, writeCluster } from "../../_harness.ts";
+import { freePort, writeCluster } from "../../_harness.ts";
 import { fillLocks, LOAD_LOCKS, resyncUnderLoad } from "../../_resync.ts";
-import { type ServerHandle, signal, startNode } from "../lib/server.ts";
+import { serverDir, type ServerHandle, signal, startNode } from "../lib/server.ts";
 import { fmt } from "../lib/stats.ts";
 import type { Metrics, Workload, WorkloadContext } from "../lib/workload.ts";
 
@@ -19,7 +19,7 @@ const SIZES = [10_000, 40_000, 100_000 - LOAD_LOCKS - 2];
 const RESYNC_DEADLINE_MS = 30_000;
 
 async function measure(ctx: WorkloadContext, locks: number): Promise<Metrics> {
-  const dir = tempDir("mutexd-bench-");
+  const dir = serverDir();
   const [pa, pp, pb] = [await freePort(), await freePort(), await freePort()];
   const settings = Object.entries(ctx.settings).map(([k, v]) => `${k} = ${v}\n`).join("");
   const node = (id: string, role: string, port: number, extra = "") => `[[nodes]]\nid = "${id}"\nrole = "${role}"\nhttp = "127.0.0.1:${port}"\n${extra}\n`;
