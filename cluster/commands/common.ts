@@ -17,9 +17,6 @@ export const EXIT = {
   keepRunning: -1, // not an exit code: a daemon that keeps running until a signal
 } as const;
 
-export interface CommandModule {
-  run(argv: string[]): Promise<number>;
-}
 
 /** Thrown for a usage error; the command prints it on one line and exits 2. */
 export class UsageError extends Error {}

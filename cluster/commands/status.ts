@@ -51,15 +51,12 @@ function getJson<T>(fetchFn: FetchPort, base: string, path: string, timeoutMs: n
   return httpRequest<T>({ base, method: "GET", path, timeoutMs, token }, { fetch: fetchFn, timers: realTimers });
 }
 
+/** What `status` parses, and what `mutexd completion` offers. */
+export const flags = { config: { type: "string" }, server: { type: "string" }, ...CA_FLAG, ...TOKEN_FLAGS, json: { type: "boolean" } } as const;
+
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
-    const { values } = parseFlags(argv, {
-      config: { type: "string" },
-      server: { type: "string" },
-      ...CA_FLAG,
-      ...TOKEN_FLAGS,
-      json: { type: "boolean" },
-    }, false);
+    const { values } = parseFlags(argv, flags, false);
     const { urls, cluster } = lockServers(values);
     const fetchFn = fetchFor(caFrom(values.ca, cluster)) as FetchPort;
     const token = clientToken(values);
@@ -152,7 +149,7 @@ export function formatStatus(status: LockStatus): string {
   // The role it has now; after a failover, also the cluster file's ("primary, backup in the cluster file").
   const { id, role, configuredRole } = status.node;
   const roleText = configuredRole !== undefined && configuredRole !== role ? `${role}, ${configuredRole} in the cluster file` : role;
-  let out = `node ${id} (${roleText}), last fencing token ${status.lastToken}\n\n`;
+  let out = `node ${id} (${roleText})${status.node.version === undefined ? "" : `, version ${status.node.version}`}, last fencing token ${status.lastToken}\n\n`;
   out += `LOCKS (${status.locks.length})\n`;
   out += table(
     ["NAME", "HOLDERS (session token mode held)", "WAITERS (position session mode waiting)", "DELAY"],
