@@ -27,9 +27,9 @@ const FILE_FLAGS = ["--config", "--ca", "--token-file"];
 /** The words to offer: each command's flags, or its subcommands and then theirs. */
 export interface CompletionTable {
   commands: string[];
-  /** command → its flags (with --help); a command with subcommands maps to undefined here. */
+  /** command → the words after it: its flags with --help (`help`: the commands; `completion`: the shells). */
   flags: Record<string, string[]>;
-  /** command → subcommand → its flags (with --help). */
+  /** A command with subcommands (ring, arbiter): subcommand → its flags with --help. */
   subcommands: Record<string, Record<string, string[]>>;
 }
 
