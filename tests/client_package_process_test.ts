@@ -3,7 +3,9 @@
  * tools/build_client.ts, as `make client` does) makes a tarball of only the built client; it
  * installs offline into a temporary project; Node, Bun and Deno each import `mutexd/client` and
  * `mutexd/ring` from that project's node_modules (no path into this repository), take a lock on a
- * live local node, see a second session refused while it is held, and release it. Deno checks a
+ * live local node, see a second session refused while it is held, and release it; then enter a
+ * live ring node's section, write in it and read the value back. Every node's health, the lock
+ * status and the ring status name package.json's version. Deno checks a
  * TypeScript file against the shipped .d.ts, and rejects one that misuses the API (so the types
  * are really read). The test removes its temporary folder (tarball, project, node data); it
  * leaves dist/client/, the build output (git-ignored, like `make build`'s dist/mutexd).
@@ -12,7 +14,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { freePort, PACKAGE_VERSION, removeDir, ROOT, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, PACKAGE_VERSION, type Proc, QUICK_RING_SETTINGS, removeDir, ROOT, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 /** Give-up bounds (not speed targets): npm pack runs deno pack, which type-checks the client. */
 const PACK_MS = 120_000;
@@ -32,7 +34,7 @@ const APP = `import process from "node:process";
 import { connect, MutexdError, NotAcquiredError } from "mutexd/client";
 import { connectRing, RingNotAcquiredError } from "mutexd/ring";
 
-const [server, name] = process.argv.slice(-2);
+const [server, ringServer, name] = process.argv.slice(-3);
 const client = connect({ servers: [server], failoverTimeoutMs: 2_000 });
 const lock = await client.lock(name, { waitMs: 5_000, ttlMs: 10_000 });
 let refused = "no";
@@ -46,13 +48,21 @@ await lock.release();
 const again = await client.lock(name, { waitMs: 0 });
 await again.release();
 const status = await client.status();
-const ring = connectRing({ server: "http://127.0.0.1:1" });
+// The ring: a section, a write in it that went around the ring, read back after.
+const ring = connectRing({ server: ringServer });
+const section = await ring.lock({ waitMs: 10_000 });
+await section.put(name, "written in section " + section.token);
+await section.release();
+const read = await ring.get(name);
 console.log(JSON.stringify({
   token: lock.token,
   refused,
   againToken: again.token,
   version: status.node.version,
-  ring: typeof ring.lock === "function" && RingNotAcquiredError.prototype instanceof MutexdError,
+  ringValue: read?.value,
+  ringFence: section.token,
+  ringVersion: (await ring.status()).version,
+  ringError: RingNotAcquiredError.prototype instanceof MutexdError,
 }));
 `;
 
@@ -72,7 +82,7 @@ export const ring = connectRing({ server: "http://127.0.0.1:1" });
 
 test("client package: npm pack, offline install, import from Node, Bun and Deno, lock and release on a live node", { timeout: 300_000 }, async () => {
   const dir = tempDir("mutexd-package-");
-  let node: ReturnType<typeof startProcess> | undefined;
+  const nodes: Proc[] = [];
   try {
     const pack = await run("npm", ["pack", "--json", "--pack-destination", dir], ROOT);
     assert.equal(pack.code, 0, `npm pack: ${pack.stderr}`);
@@ -94,13 +104,22 @@ test("client package: npm pack, offline install, import from Node, Bun and Deno,
     writeFileSync(join(app, "typed.ts"), TYPED);
     writeFileSync(join(app, "mistyped.ts"), `import { connect } from "mutexd/client";\nconnect({ servers: 7101 });\n`);
 
-    const port = await freePort();
-    const cluster = writeCluster(dir, `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${port}"\n`);
-    const server = `http://127.0.0.1:${port}`;
-    node = startProcess(BUN, [`${ROOT}/main.ts`, "node", "--config", cluster, "--id", "p1"], { cwd: dir });
-    await waitForHttp(`${server}/v1/health`, PROCESS_START_MS);
-    const health = await (await fetch(`${server}/v1/health`)).json();
-    assert.equal(health.version, PACKAGE_VERSION, "the node's health names its version");
+    // A lock server alone (it serves at once) and a ring of one node.
+    const [port, ringPort] = [await freePort(), await freePort()];
+    const cluster = writeCluster(dir, [
+      "[settings]", ...QUICK_RING_SETTINGS,
+      "[[nodes]]", 'id = "p1"', 'role = "primary"', `http = "127.0.0.1:${port}"`,
+      "[[nodes]]", 'id = "r1"', 'role = "ring"', `http = "127.0.0.1:${ringPort}"`, 'dataDir = "data/r1"',
+    ].join("\n") + "\n");
+    const [server, ringServer] = [`http://127.0.0.1:${port}`, `http://127.0.0.1:${ringPort}`];
+    nodes.push(startProcess(BUN, [`${ROOT}/main.ts`, "node", "--config", cluster, "--id", "p1"], { cwd: dir }));
+    nodes.push(startProcess(BUN, [`${ROOT}/main.ts`, "node", "--config", cluster, "--id", "r1"], { cwd: dir }));
+    for (const url of [server, ringServer]) await waitForHttp(`${url}/v1/health`, PROCESS_START_MS);
+    await eventually("r1 serves (a view of one, its token)", async () => (await (await fetch(`${ringServer}/v1/health`)).json()).ring?.serving === true, 20_000);
+    for (const url of [server, ringServer]) {
+      const health = await (await fetch(`${url}/v1/health`)).json();
+      assert.equal(health.version, PACKAGE_VERSION, `${health.id}'s health names its version`);
+    }
 
     // Node from PATH; Deno resolves "mutexd/client" through the project's package.json and node_modules.
     const runtimes: [string, string[]][] = [
@@ -111,13 +130,15 @@ test("client package: npm pack, offline install, import from Node, Bun and Deno,
     const tokens: number[] = [];
     for (const [cmd, args] of runtimes) {
       const name = `package-${cmd.split("/").pop()}`;
-      const result = await run(cmd, [...args, server, name], app);
+      const result = await run(cmd, [...args, server, ringServer, name], app);
       assert.equal(result.code, 0, `${cmd}: ${result.stderr}`);
       const answer = JSON.parse(result.stdout.trim().split("\n").pop()!);
       assert.equal(answer.refused, "NotAcquiredError", `${cmd}: a second session is refused while the lock is held`);
       assert.ok(answer.againToken > answer.token, `${cmd}: released, then taken again with a larger fencing token`);
       assert.equal(answer.version, PACKAGE_VERSION, `${cmd}: status through the package`);
-      assert.equal(answer.ring, true, `${cmd}: mutexd/ring imports`);
+      assert.equal(answer.ringValue, `written in section ${answer.ringFence}`, `${cmd}: a ring write in a section, read back`);
+      assert.equal(answer.ringVersion, PACKAGE_VERSION, `${cmd}: ring status through the package`);
+      assert.equal(answer.ringError, true, `${cmd}: the ring's errors are MutexdErrors`);
       tokens.push(answer.token);
     }
     assert.ok(tokens[0] < tokens[1] && tokens[1] < tokens[2], `one node's fencing tokens only grow: ${tokens}`);
@@ -128,10 +149,8 @@ test("client package: npm pack, offline install, import from Node, Bun and Deno,
     assert.notEqual(mistyped.code, 0, "a wrong argument type is an error: the .d.ts are read");
     assert.match(mistyped.stderr, /servers/);
   } finally {
-    if (node) {
-      node.kill("SIGTERM");
-      await node.exited;
-    }
+    for (const node of nodes) node.kill("SIGTERM");
+    await Promise.all(nodes.map((node) => node.exited));
     removeDir(dir);
   }
 });
