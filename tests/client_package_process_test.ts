@@ -14,6 +14,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { reachable } from "../tools/build_client.ts";
 import { eventually, freePort, PACKAGE_VERSION, type Proc, QUICK_RING_SETTINGS, removeDir, ROOT, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 /** Give-up bounds (not speed targets): npm pack runs deno pack, which type-checks the client. */
@@ -151,6 +152,29 @@ test("client package: npm pack, offline install, import from Node, Bun and Deno,
   } finally {
     for (const node of nodes) node.kill("SIGTERM");
     await Promise.all(nodes.map((node) => node.exited));
+    removeDir(dir);
+  }
+});
+
+test("client package build: the files an entry reaches by relative imports are kept; a package or node: import is refused", () => {
+  const dir = tempDir("mutexd-package-walk-");
+  try {
+    mkdirSync(join(dir, "lib", "client"), { recursive: true });
+    mkdirSync(join(dir, "lib", "wire"), { recursive: true });
+    writeFileSync(join(dir, "lib", "client", "client.js"), `/** a comment */ import { a } from "./a.js";\nexport * from "../wire/errors.js";\n`);
+    writeFileSync(join(dir, "lib", "client", "client.d.ts"), `export type { A } from "./a.js";\n`);
+    writeFileSync(join(dir, "lib", "client", "a.js"), `export const a = 1;\n`);
+    writeFileSync(join(dir, "lib", "client", "a.d.ts"), `export type A = number;\n`);
+    writeFileSync(join(dir, "lib", "client", "unused.js"), `export const u = 1;\n`);
+    writeFileSync(join(dir, "lib", "wire", "errors.js"), `export class E extends Error {}\n`);
+    assert.deepEqual(reachable(dir, ["lib/client/client.js", "lib/client/client.d.ts"]), [
+      "lib/client/a.d.ts", "lib/client/a.js", "lib/client/client.d.ts", "lib/client/client.js", "lib/wire/errors.js",
+    ]);
+    writeFileSync(join(dir, "lib", "client", "a.js"), `import { readFileSync } from "node:fs";\nexport const a = readFileSync;\n`);
+    assert.throws(() => reachable(dir, ["lib/client/client.js"]), /lib\/client\/a\.js imports "node:fs": the client may import only its own files/);
+    writeFileSync(join(dir, "lib", "client", "a.js"), `export const a = await import("valibot");\n`);
+    assert.throws(() => reachable(dir, ["lib/client/client.js"]), /imports "valibot"/);
+  } finally {
     removeDir(dir);
   }
 });
