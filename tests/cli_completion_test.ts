@@ -2,7 +2,8 @@
  * `mutexd --version` and `mutexd completion bash|zsh` (issue 17), as real processes: the version
  * is package.json's; the bash script, sourced into a real bash, completes commands, ring
  * subcommands, each command's flags (the ones it parses) and files after --config and after
- * `--`; every flag it offers is in that command's help; the zsh script offers the same words.
+ * `--`; every flag it offers is in that command's help; the zsh script offers the same words and,
+ * sourced into a real zsh (skipped where there is none), offers them at the same places.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -109,7 +110,7 @@ test("mutexd completion: every flag it offers is one that command's help describ
   assert.ok(checked >= 40, `checked ${checked} flags`);
 });
 
-test("mutexd completion zsh: the same words as bash, as a compdef function (parsed by zsh -n where zsh exists)", { timeout: 60_000 }, async (t) => {
+test("mutexd completion zsh: the same words as bash, as a compdef function that a real zsh runs (where zsh exists)", { timeout: 60_000 }, async (t) => {
   const [bash, zsh] = [await runMutexd(["completion", "bash"]), await runMutexd(["completion", "zsh"])];
   assert.equal(zsh.code, 0, zsh.stderr);
   const words = (script: string) => [...script.matchAll(/candidates="[^"]*"/g)].map((m) => m[0]);
@@ -126,8 +127,31 @@ test("mutexd completion zsh: the same words as bash, as a compdef function (pars
   }
   const dir = tempDir("mutexd-completion-zsh-");
   try {
-    writeFileSync(join(dir, "_mutexd"), zsh.stdout);
-    assert.equal(spawnSync("zsh", ["-n", join(dir, "_mutexd")]).status, 0);
+    const file = join(dir, "_mutexd");
+    writeFileSync(file, zsh.stdout);
+    // Outside a completion widget `words` and CURRENT are plain variables, and compadd, _files and
+    // compdef can be stand-ins that print what the script offers (compadd unfiltered: zsh itself
+    // matches the prefix, so every line ends with an empty word).
+    const lines = [["mutexd", ""], ["mutexd", "ring", ""], ["mutexd", "ring", "put", ""], ["mutexd", "status", "--config", ""], ["mutexd", "lock", "L", "--", ""], ["mutexd", "completion", ""]];
+    const driver = [
+      `compdef() { print -r -- "compdef $*"; }`,
+      `compadd() { [[ $1 == -- ]] && shift; print -r -- "$*"; }`,
+      `_files() { print -r -- "<files>"; }`,
+      `source ${JSON.stringify(file)}`,
+      ...lines.map((words) => `words=(${words.map((w) => `'${w}'`).join(" ")}); CURRENT=${words.length}; _mutexd`),
+    ].join("\n");
+    const run = spawnSync("zsh", ["-f", "-c", driver], { encoding: "utf8" });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stderr, "");
+    assert.deepEqual(run.stdout.split("\n").slice(0, lines.length + 1), [
+      "compdef _mutexd mutexd",
+      "node up lock status ring arbiter completion help --help --version",
+      "lock put get delete keys status --help",
+      "--config --id --server --ca --token --token-file --fence --wait --json --help",
+      "<files>",
+      "<files>",
+      "bash zsh",
+    ]);
   } finally {
     removeDir(dir);
   }
