@@ -141,7 +141,11 @@ test("cli status after a failover: the serving server shows as primary (table, -
 
     const table = await runMutexd(["status", "--config", c.file]);
     assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, new RegExp(`^node b1 \\(primary, backup in the cluster file\\), version ${PACKAGE_VERSION.replace(/\./g, "\\.")},`, "m"), table.stdout);
+    const version = PACKAGE_VERSION.replace(/\./g, "\\.");
+    assert.match(table.stdout, new RegExp(`^node b1 \\(primary, backup in the cluster file\\), version ${version},`, "m"), table.stdout);
+    // Each server's and the arbiter's own version (a rolling upgrade shows which runs what).
+    assert.match(table.stdout, new RegExp(`^b1 +${c.urls.b1.replace(/\./g, "\\.")} +primary .* ${version}$`, "m"), table.stdout);
+    assert.match(table.stdout, new RegExp(`^ARBITER \\S+ \\(version ${version}\\): epoch`, "m"), table.stdout);
     assert.match(table.stdout, new RegExp(`^p1 +${c.urls.p1.replace(/\./g, "\\.")} +unreachable`, "m"), table.stdout);
     assert.doesNotMatch(table.stdout, /^\? /m);
 

@@ -121,7 +121,7 @@ export function answerArbiter(
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 export interface ArbiterStatus {
-  node: { id: string; role: "arbiter" };
+  node: { id: string; role: "arbiter"; version: string };
   /** Refused requests by reason (security_log.ts). */
   security: Record<string, number>;
   arbiter: ArbiterState & { leaseRemainingMs: number };
@@ -173,7 +173,7 @@ export function createArbiterApp(
   app.get("/v1/status", (c) => {
     auth.require(c, ARBITER_STATUS_ACCESS);
     return c.json({
-      node: { id: options.nodeId, role: "arbiter" },
+      node: { id: options.nodeId, role: "arbiter", version: VERSION },
       security: security.view(),
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
     } satisfies ArbiterStatus);
