@@ -10,7 +10,7 @@ START ?= 1
 CHAOS_SECONDS ?= 60
 CHAOS_NETWORK ?= auto
 
-.PHONY: install test test-deno test-bun build build-deno up bench bench-peers bench-ring chaos sim sim-many sim-replay sim-speed check clean
+.PHONY: install test test-deno test-bun build build-deno client pack up bench bench-peers bench-ring chaos sim sim-many sim-replay sim-speed check clean
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -38,6 +38,15 @@ build: dist/mutexd
 ## was rebuilt on every `make chaos`; now only when a source or the install changed.
 dist/mutexd: node_modules/.installed package.json $(shell find main.ts lib cluster -name '*.ts')
 	$(BUN) build --compile main.ts --outfile dist/mutexd
+
+## client: dist/client/, the client package's JavaScript and .d.ts (mutexd/client, mutexd/ring) for
+## Node, Bun and Deno, from lib/client by deno pack (tools/build_client.ts; offline, no tsc).
+client:
+	$(BUN) tools/build_client.ts
+
+## pack: the client package as a tarball, dist/mutexd-VERSION.tgz (npm pack runs `client` first, its prepack).
+pack:
+	npm pack --pack-destination dist
 
 ## build-deno: deno compile (downloads the denort runtime: needs internet; not on this workplace).
 build-deno: install

@@ -3,21 +3,14 @@
  * runs it; no protocol logic lives here. Exit codes are listed in `mutexd --help`.
  */
 import process from "node:process";
-import { type CommandModule, didYouMean, EXIT } from "./cluster/commands/common.ts";
-
-const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
-  node: { summary: "run one node of a cluster file in its role", load: () => import("./cluster/commands/node.ts") },
-  up: { summary: "run every node of a cluster file on this machine", load: () => import("./cluster/commands/up.ts") },
-  lock: { summary: "run a command while holding a lock", load: () => import("./cluster/commands/lock.ts") },
-  release: { summary: "release a lock from whoever holds it (--force; an operator's tool)", load: () => import("./cluster/commands/release.ts") },
-  status: { summary: "show the lock table and sessions", load: () => import("./cluster/commands/status.ts") },
-  ring: { summary: "the token ring: lock, put, get, delete, keys, status (mutexd ring --help)", load: () => import("./cluster/commands/ring.ts") },
-  arbiter: { summary: "recover: write a replacement arbiter's record from the lock servers", load: () => import("./cluster/commands/arbiter.ts") },
-};
+import { didYouMean, EXIT } from "./cluster/commands/common.ts";
+import { COMMANDS, TOP_FLAGS } from "./cluster/commands/table.ts";
+import { VERSION } from "./cluster/version.ts";
 
 const USAGE = `mutexd: fault-tolerant distributed mutual exclusion
 
 Usage: mutexd <command> [options]   (mutexd <command> --help or mutexd help <command> for details)
+       mutexd --version
 
 Commands:
 ${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`).join("\n")}
@@ -39,9 +32,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return name === undefined ? EXIT.usage : EXIT.ok;
   }
+  if (name === "--version" || name === "-V") {
+    process.stdout.write(`mutexd ${VERSION}\n`);
+    return EXIT.ok;
+  }
   const command = COMMANDS[name];
   if (!command) {
-    process.stderr.write(`mutexd: unknown command ${JSON.stringify(name)}${didYouMean(name, Object.keys(COMMANDS))}; \`mutexd --help\` lists the commands\n`);
+    process.stderr.write(`mutexd: unknown command ${JSON.stringify(name)}${didYouMean(name, [...Object.keys(COMMANDS), ...TOP_FLAGS])}; \`mutexd --help\` lists the commands\n`);
     return EXIT.usage;
   }
   const module = await command.load();

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import dgram from "node:dgram";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,6 +31,9 @@ export const QUICK_RING_SETTINGS = [
 export const TEST_SECRET = "test-secret-0123456789abcdef0123456789abcdef";
 
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** package.json's version, read as a file: what `--version`, status and health must show. */
+export const PACKAGE_VERSION: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
 
 /** argv that runs main.ts under the runtime executing this test (Deno or Bun). */
 export function mutexdArgv(): string[] {

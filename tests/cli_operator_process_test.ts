@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:net";
 import { connect } from "../lib/client/lock_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
-import { eventually, freePort, type Proc, removeDir, startMutexd, stdoutMatch, tempDir, TEST_SECRET, writeCluster } from "./_harness.ts";
+import { eventually, freePort, PACKAGE_VERSION, type Proc, removeDir, startMutexd, stdoutMatch, tempDir, TEST_SECRET, writeCluster } from "./_harness.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 import { startRing } from "./_ring_cluster.ts";
 
@@ -141,14 +141,18 @@ test("cli status after a failover: the serving server shows as primary (table, -
 
     const table = await runMutexd(["status", "--config", c.file]);
     assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, /^node b1 \(primary, backup in the cluster file\)/m, table.stdout);
+    const version = PACKAGE_VERSION.replace(/\./g, "\\.");
+    assert.match(table.stdout, new RegExp(`^node b1 \\(primary, backup in the cluster file\\), version ${version},`, "m"), table.stdout);
+    // Each server's and the arbiter's own version (a rolling upgrade shows which runs what).
+    assert.match(table.stdout, new RegExp(`^b1 +${c.urls.b1.replace(/\./g, "\\.")} +primary .* ${version}$`, "m"), table.stdout);
+    assert.match(table.stdout, new RegExp(`^ARBITER \\S+ \\(version ${version}\\): epoch`, "m"), table.stdout);
     assert.match(table.stdout, new RegExp(`^p1 +${c.urls.p1.replace(/\./g, "\\.")} +unreachable`, "m"), table.stdout);
     assert.doesNotMatch(table.stdout, /^\? /m);
 
     const json = await runMutexd(["status", "--config", c.file, "--json"]);
     assert.equal(json.code, 0, json.stderr);
     const shown = JSON.parse(json.stdout);
-    assert.deepEqual(shown.node, { id: "b1", role: "primary", configuredRole: "backup" });
+    assert.deepEqual(shown.node, { id: "b1", role: "primary", configuredRole: "backup", version: PACKAGE_VERSION });
     assert.equal(shown.servers[0].id, "p1");
     assert.ok(shown.servers[0].error, "p1 is reported unreachable");
 

@@ -17,7 +17,7 @@ import { Hono } from "hono";
 import { type Caller, setCaller } from "../cluster/caller.ts";
 import { formatStatus } from "../cluster/commands/status.ts";
 import { rmSync } from "node:fs";
-import { eventually, removeDir, tempDir } from "./_harness.ts";
+import { eventually, PACKAGE_VERSION, removeDir, tempDir } from "./_harness.ts";
 import { soloLockService } from "./_lock_service.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024, longPollMaxMs: 200, sessionsMax: 3 };
@@ -294,6 +294,21 @@ test("arbiter API: malformed requests are refused with 400 and change no epoch",
       epoch: 0, primary: null, backup: null, backupInSync: false, reportSeq: 0,
       backupIncarnation: null, backupCopyLost: false, ttlMaxMs: 0, tokenCeiling: 0,
     });
+  } finally {
+    removeDir(dir);
+  }
+});
+
+test("arbiter and lock API: /v1/health names the node's mutexd version (package.json's); lock status too", async () => {
+  const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 }, null, 0);
+  const dir = tempDir();
+  const app = createArbiterApp(core, { nodeId: "a1", statePath: `${dir}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
+  try {
+    const health = await (await app.request("/v1/health")).json();
+    assert.deepEqual([health.role, health.version], ["arbiter", PACKAGE_VERSION]);
+    const { call } = setup();
+    assert.equal((await call("GET", "/v1/health")).body.version, PACKAGE_VERSION);
+    assert.equal((await call("GET", "/v1/status")).body.node.version, PACKAGE_VERSION);
   } finally {
     removeDir(dir);
   }

@@ -28,6 +28,7 @@ import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
+import { VERSION } from "../version.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
 export function loadArbiterState(file: string): ArbiterState | null {
@@ -120,7 +121,7 @@ export function answerArbiter(
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 export interface ArbiterStatus {
-  node: { id: string; role: "arbiter" };
+  node: { id: string; role: "arbiter"; version: string };
   /** Refused requests by reason (security_log.ts). */
   security: Record<string, number>;
   arbiter: ArbiterState & { leaseRemainingMs: number };
@@ -168,11 +169,11 @@ export function createArbiterApp(
     app.use("/v1/arbiter", options.peerAuth);
     app.use("/v1/ring/peer/*", options.peerAuth);
   }
-  app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter", ...(options.pid === undefined ? {} : { pid: options.pid }) }));
+  app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter", version: VERSION, ...(options.pid === undefined ? {} : { pid: options.pid }) }));
   app.get("/v1/status", (c) => {
     auth.require(c, ARBITER_STATUS_ACCESS);
     return c.json({
-      node: { id: options.nodeId, role: "arbiter" },
+      node: { id: options.nodeId, role: "arbiter", version: VERSION },
       security: security.view(),
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
     } satisfies ArbiterStatus);

@@ -44,9 +44,13 @@ async function getJson<T>(fetchFn: FetchPort, base: string, path: string, timeou
   }
 }
 
+/** What `arbiter recover` parses, and what `mutexd completion` offers. */
+const flags = { config: { type: "string" }, id: { type: "string" }, ...TOKEN_FLAGS } as const;
+export const subcommands = { recover: flags };
+
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
-    const { values, positionals } = parseFlags(argv, { config: { type: "string" }, id: { type: "string" }, ...TOKEN_FLAGS });
+    const { values, positionals } = parseFlags(argv, flags);
     if (positionals[0] !== "recover" || positionals.length !== 1) throw new UsageError("the one arbiter command is: recover");
     const cluster = clusterFrom(values.config);
     if (!cluster) throw new UsageError("--config FILE is required");

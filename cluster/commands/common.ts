@@ -4,9 +4,10 @@
  */
 import { readFileSync } from "node:fs";
 import process from "node:process";
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
 import { ConfigError, loadClusterFile, nodeUrl, type ClusterConfig } from "../config.ts";
 import { checkedToken } from "../../lib/client/http.ts";
+import type { Flags } from "./table.ts";
 
 export const EXIT = {
   ok: 0,
@@ -17,14 +18,11 @@ export const EXIT = {
   keepRunning: -1, // not an exit code: a daemon that keeps running until a signal
 } as const;
 
-export interface CommandModule {
-  run(argv: string[]): Promise<number>;
-}
 
 /** Thrown for a usage error; the command prints it on one line and exits 2. */
 export class UsageError extends Error {}
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
+type Options = Flags;
 
 /**
  * parseArgs with strict checking. Unknown flags and missing values become a UsageError of one

@@ -47,21 +47,24 @@ Exit codes: CMD's status when it ran (128+N when killed by signal N);
 Durations: 500ms, 2s, 1.5m, 1h, 0.
 `;
 
+/** What `lock` parses, and what `mutexd completion` offers. */
+export const flags = {
+  config: { type: "string" },
+  server: { type: "string" },
+  ...CA_FLAG,
+  ...TOKEN_FLAGS,
+  ttl: { type: "string" },
+  wait: { type: "string" },
+  shared: { type: "boolean" },
+  "lock-delay": { type: "string" },
+  grace: { type: "string" },
+} as const;
+
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
     const { own, command } = splitAtDoubleDash(argv);
     if (command !== undefined && command.length === 0) throw new UsageError("missing the command to run after -- (or leave out -- to hold the lock until a signal)");
-    const { values, positionals } = parseFlags(own, {
-      config: { type: "string" },
-      server: { type: "string" },
-      ...CA_FLAG,
-      ...TOKEN_FLAGS,
-      ttl: { type: "string" },
-      wait: { type: "string" },
-      shared: { type: "boolean" },
-      "lock-delay": { type: "string" },
-      grace: { type: "string" },
-    });
+    const { values, positionals } = parseFlags(own, flags);
     if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? "give the lock NAME" : `give exactly one lock NAME (got ${positionals.length}; a command to run goes after --)`);
     const name = positionals[0];
     const { urls, cluster } = lockServers(values);

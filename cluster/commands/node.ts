@@ -32,14 +32,12 @@ not be written to disk, or a bug such as a core's assertion; a restart starts fr
 a fresh copy), 1 crashed.
 `;
 
+/** What `node` parses, and what `mutexd completion` offers. */
+export const flags = { config: { type: "string" }, id: { type: "string" }, role: { type: "string" }, "log-level": { type: "string" } } as const;
+
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
-    const { values } = parseFlags(argv, {
-      config: { type: "string" },
-      id: { type: "string" },
-      role: { type: "string" },
-      "log-level": { type: "string" },
-    }, false);
+    const { values } = parseFlags(argv, flags, false);
     if (!values.config || !values.id) throw new UsageError("--config and --id are required");
     const cluster = loadClusterFile(values.config);
     const found = findNode(cluster, values.id);

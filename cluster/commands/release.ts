@@ -30,16 +30,18 @@ Exit codes: 0 released; 2 usage or cluster-file error; 5 server unreachable or e
 holds NAME, lock_not_found; a token without admin on NAME, 403).
 `;
 
+export const flags = {
+  force: { type: "boolean" },
+  config: { type: "string" },
+  server: { type: "string" },
+  ...CA_FLAG,
+  ...TOKEN_FLAGS,
+  json: { type: "boolean" },
+} as const;
+
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
-    const { values, positionals } = parseFlags(argv, {
-      force: { type: "boolean" },
-      config: { type: "string" },
-      server: { type: "string" },
-      ...CA_FLAG,
-      ...TOKEN_FLAGS,
-      json: { type: "boolean" },
-    });
+    const { values, positionals } = parseFlags(argv, flags);
     if (positionals.length !== 1) throw new UsageError("give exactly one lock NAME");
     if (!values.force) throw new UsageError("a lock is released by its holder; --force releases it from whoever holds it");
     const name = positionals[0];

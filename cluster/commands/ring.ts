@@ -95,9 +95,14 @@ const WHERE_FLAGS = {
   ...CA_FLAG,
   ...TOKEN_FLAGS,
 } as const;
+const LOCK_FLAGS = { ...WHERE_FLAGS, wait: { type: "string" }, lease: { type: "string" }, grace: { type: "string" } } as const;
+const WRITE_FLAGS = { ...WHERE_FLAGS, fence: { type: "string" }, wait: { type: "string" }, json: { type: "boolean" } } as const;
+const READ_FLAGS = { ...WHERE_FLAGS, dirty: { type: "boolean" } } as const;
+const STATUS_FLAGS = { ...WHERE_FLAGS, json: { type: "boolean" } } as const;
 
-
-const RING_SUBCOMMANDS = ["lock", "put", "get", "delete", "keys", "status"];
+/** Each ring subcommand's flags: what it parses, and what `mutexd completion` offers. */
+export const subcommands = { lock: LOCK_FLAGS, put: WRITE_FLAGS, get: READ_FLAGS, delete: WRITE_FLAGS, keys: READ_FLAGS, status: STATUS_FLAGS };
+const RING_SUBCOMMANDS = Object.keys(subcommands);
 
 export function run(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -162,12 +167,7 @@ function failure(error: unknown): number {
 
 async function lock(argv: string[]): Promise<number> {
   const { own, command } = commandToRun(argv);
-  const { values } = parseFlags(own, {
-    ...WHERE_FLAGS,
-    wait: { type: "string" },
-    lease: { type: "string" },
-    grace: { type: "string" },
-  }, false);
+  const { values } = parseFlags(own, LOCK_FLAGS, false);
   const { client, settings, token } = target(values);
   const waitMs = values.wait ? parseDuration(values.wait, "--wait") : settings.waitMaxMs;
   const leaseMs = values.lease ? parseDuration(values.lease, "--lease") : undefined;
@@ -192,7 +192,7 @@ async function lock(argv: string[]): Promise<number> {
 }
 
 async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, { ...WHERE_FLAGS, fence: { type: "string" }, wait: { type: "string" }, json: { type: "boolean" } });
+  const { values, positionals } = parseFlags(argv, WRITE_FLAGS);
   const arity = sub === "put" ? 2 : 1;
   if (positionals.length !== arity) throw new UsageError(sub === "put" ? "give KEY and VALUE" : "give KEY");
   const [key, value] = positionals;
@@ -230,7 +230,7 @@ async function write(sub: "put" | "delete", argv: string[]): Promise<number> {
 }
 
 async function read(sub: "get" | "keys", argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, { ...WHERE_FLAGS, dirty: { type: "boolean" } });
+  const { values, positionals } = parseFlags(argv, READ_FLAGS);
   if (positionals.length !== (sub === "get" ? 1 : 0)) throw new UsageError(sub === "get" ? "give exactly one KEY" : "keys takes no KEY");
   const { client } = target(values);
   const dirty = values.dirty ?? false;
@@ -253,7 +253,7 @@ async function read(sub: "get" | "keys", argv: string[]): Promise<number> {
 }
 
 async function status(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, { ...WHERE_FLAGS, json: { type: "boolean" } }, false);
+  const { values } = parseFlags(argv, STATUS_FLAGS, false);
   const { client } = target(values);
   try {
     const s = await client.status();
@@ -265,7 +265,7 @@ async function status(argv: string[]): Promise<number> {
     const view = s.view?.view;
     const change = s.view?.lastChange;
     const lines = [
-      `node        ${s.id}   ring ${s.members.join(" → ")} → ${s.members[0]}` +
+      `node        ${s.id}${s.version === undefined ? "" : ` (version ${s.version})`}   ring ${s.members.join(" → ")} → ${s.members[0]}` +
       `${s.members.length < s.ring.length ? `   (out of the view: ${s.ring.filter((id) => !s.members.includes(id)).join(", ")})` : ""}`,
       `neighbours  predecessor ${s.predecessor}, successor ${s.successor}`,
       `view        ${view ? `epoch ${view.epoch} by ${view.coordinator}, token made by ${view.regenerator}, grant wait ${view.grantWaitMs} ms` : "none yet"}` +

@@ -15,8 +15,8 @@ import { MutexdError } from "../../lib/wire/errors.ts";
 const HELP = `Usage: mutexd status [--config FILE | --server URL] [--ca FILE] [--token-file FILE] [--json]
 
 Shows each lock server (its role now, epoch, whether it serves, lease left and who backs it: the arbiter,
-the backup's promise or both; backup sync state and lag),
-the arbiter's record, and the lock table of the serving server: each lock's holders (session,
+the backup's promise or both; backup sync state and lag; its mutexd version),
+the arbiter's record and version, and the lock table of the serving server: each lock's holders (session,
 fencing token, mode, how long held; with its owner's token name in [] when clients use tokens),
 its FIFO queue, any lock-delay left, and the sessions. Session secrets are never shown.
   --json            print it all as JSON (for scripts)
@@ -37,6 +37,7 @@ interface ServerReport {
 
 interface ArbiterReport {
   url: string;
+  node?: ArbiterStatus["node"];
   arbiter?: ArbiterStatus["arbiter"];
   error?: string;
 }
@@ -51,15 +52,12 @@ function getJson<T>(fetchFn: FetchPort, base: string, path: string, timeoutMs: n
   return httpRequest<T>({ base, method: "GET", path, timeoutMs, token }, { fetch: fetchFn, timers: realTimers });
 }
 
+/** What `status` parses, and what `mutexd completion` offers. */
+export const flags = { config: { type: "string" }, server: { type: "string" }, ...CA_FLAG, ...TOKEN_FLAGS, json: { type: "boolean" } } as const;
+
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
-    const { values } = parseFlags(argv, {
-      config: { type: "string" },
-      server: { type: "string" },
-      ...CA_FLAG,
-      ...TOKEN_FLAGS,
-      json: { type: "boolean" },
-    }, false);
+    const { values } = parseFlags(argv, flags, false);
     const { urls, cluster } = lockServers(values);
     const fetchFn = fetchFor(caFrom(values.ca, cluster)) as FetchPort;
     const token = clientToken(values);
@@ -101,18 +99,19 @@ export function run(argv: string[]): Promise<number> {
 
 function formatServers(servers: ServerReport[], arbiter: ArbiterReport | undefined): string {
   let out = "SERVERS\n" + table(
-    ["ID", "URL", "ROLE", "EPOCH", "SERVING", "LEASE", "BACKUP (mode acked lag)", "INDEX"],
+    ["ID", "URL", "ROLE", "EPOCH", "SERVING", "LEASE", "BACKUP (mode acked lag)", "INDEX", "VERSION"],
     servers.map(({ id, url, status, error }) => {
       const s = status?.server;
-      if (!status || !s) return [status?.node.id ?? id ?? "?", url, error ? `unreachable (${error})` : "?", "", "", "", "", ""];
+      if (!status || !s) return [status?.node.id ?? id ?? "?", url, error ? `unreachable (${error})` : "?", "", "", "", "", "", ""];
       const backup = s.backup ? `${s.backup.id} ${s.backup.mode} ${s.backup.ackedIndex} ${s.backup.lagEntries}` : "-";
-      return [status.node.id, url, s.role, String(s.epoch), s.serving ? "yes" : "no", leaseCell(s), backup, String(s.lastIndex)];
+      // Each server's own: during a rolling upgrade (docs/deploy.md) the two may differ.
+      return [status.node.id, url, s.role, String(s.epoch), s.serving ? "yes" : "no", leaseCell(s), backup, String(s.lastIndex), status.node.version ?? "?"];
     }),
   );
   if (arbiter) {
     const a = arbiter.arbiter;
     out += a
-      ? `ARBITER ${arbiter.url}: epoch ${a.epoch}, primary ${a.primary}, backup ${a.backup} ${a.backupInSync ? "in sync" : "out of sync"}, lease ${age(a.leaseRemainingMs)} left` +
+      ? `ARBITER ${arbiter.url}${arbiter.node?.version === undefined ? "" : ` (version ${arbiter.node.version})`}: epoch ${a.epoch}, primary ${a.primary}, backup ${a.backup} ${a.backupInSync ? "in sync" : "out of sync"}, lease ${age(a.leaseRemainingMs)} left` +
         `, token ceiling ${a.tokenCeiling ?? "unknown"}, longest TTL ${a.ttlMaxMs == null ? "unknown" : age(a.ttlMaxMs)}\n` +
         // A record behind the servers' epoch (a lost disk) decides nothing until recovered.
         (a.behindEpoch !== undefined && a.behindEpoch > a.epoch ? `  its record is behind epoch ${a.behindEpoch}: run mutexd arbiter recover (docs/failover.md)\n` : "")
@@ -152,7 +151,7 @@ export function formatStatus(status: LockStatus): string {
   // The role it has now; after a failover, also the cluster file's ("primary, backup in the cluster file").
   const { id, role, configuredRole } = status.node;
   const roleText = configuredRole !== undefined && configuredRole !== role ? `${role}, ${configuredRole} in the cluster file` : role;
-  let out = `node ${id} (${roleText}), last fencing token ${status.lastToken}\n\n`;
+  let out = `node ${id} (${roleText})${status.node.version === undefined ? "" : `, version ${status.node.version}`}, last fencing token ${status.lastToken}\n\n`;
   out += `LOCKS (${status.locks.length})\n`;
   out += table(
     ["NAME", "HOLDERS (session token mode held)", "WAITERS (position session mode waiting)", "DELAY"],

@@ -23,9 +23,12 @@ it starts may not serve because its arbiter or other lock server is not among th
 Exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 usage or cluster-file error, 1 a node did not start.
 `;
 
+/** What `up` parses, and what `mutexd completion` offers. */
+export const flags = { config: { type: "string" }, only: { type: "string" } } as const;
+
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
-    const { values } = parseFlags(argv, { config: { type: "string" }, only: { type: "string" } }, false);
+    const { values } = parseFlags(argv, flags, false);
     if (!values.config) throw new UsageError("--config is required");
     const cluster = loadClusterFile(values.config);
     const { settings } = cluster;

@@ -20,6 +20,7 @@ import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import type { SecurityLog } from "../security_log.ts";
 import { ANONYMOUS, type Caller, callerOf } from "../caller.ts";
 import { hashSessionSecret, randomSessionSecret } from "./session_secret.ts";
+import { VERSION } from "../version.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 /** `security`: refusals by reason since the process started (cluster/security_log.ts). */
@@ -27,7 +28,7 @@ import { hashSessionSecret, randomSessionSecret } from "./session_secret.ts";
  * `node.role` is the role the server has now (after a failover the backup of the cluster file
  * is the primary); `node.configuredRole` is the cluster file's.
  */
-export type LockStatus = { node: { id: string; role: string; configuredRole: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
+export type LockStatus = { node: { id: string; role: string; configuredRole: string; version: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -287,7 +288,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   if (options.peerAuth) app.use("/v1/peer", options.peerAuth);
 
   // The role now (joining, primary or backup), not only the cluster file's.
-  const node = () => ({ id: options.nodeId, role: service.summary().server.role, configuredRole: options.role });
+  const node = () => ({ id: options.nodeId, role: service.summary().server.role, configuredRole: options.role, version: VERSION });
   app.get("/v1/health", (c) => c.json({ ok: true, ...node(), ...(options.pid === undefined ? {} : { pid: options.pid }) }));
 
   app.get("/v1/status", (c) => {

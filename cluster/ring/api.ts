@@ -24,6 +24,7 @@ import type * as v from "valibot";
 import type { ClientInput, RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
+import { VERSION } from "../version.ts";
 
 export interface RingApiOptions {
   nodeId: string;
@@ -139,6 +140,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       ok: true,
       id: options.nodeId,
       role: "ring",
+      version: VERSION,
       ...(options.pid === undefined ? {} : { pid: options.pid }),
       ring: { serving, member: view.member, quorum: lease.quorum, epoch: view.view?.epoch ?? 0, ...(serving ? {} : { reason: view.member ? lease.reason : "not a member of the current view (rejoining)" }) },
     });
@@ -147,6 +149,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
   now("GET", "/v1/ring/status", readSomeName, () =>
     ok({
       ...node.status(service.now()),
+      version: VERSION,
       linkQueue: service.linkLength,
       lease: service.lease(),
       view: service.viewStatus(),

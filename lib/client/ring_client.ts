@@ -74,6 +74,8 @@ export interface RingGetResult {
 
 /** What `GET /v1/ring/status` answers: the core's view plus what the driver adds. */
 export interface RingStatus extends CoreRingStatus {
+  /** The node's mutexd version (package.json's). */
+  version?: string;
   linkQueue: number;
   /** Ring repair's suspicions (docs/ring.md, "Repair"): hints, not membership. */
   suspicions: SuspicionStatus[];
