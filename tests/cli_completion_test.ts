@@ -66,8 +66,8 @@ test("mutexd completion bash: commands, subcommands, flags, files after --config
       ["mutexd", "-"],
     ]);
     assert.deepEqual(offered, [
-      "node up lock status ring arbiter completion help --help --version",
-      "ring",
+      "node up lock release status ring arbiter completion help --help --version",
+      "release ring",
       "lock put get delete keys status --help",
       "--lease",
       "--server --shared",
@@ -145,7 +145,7 @@ test("mutexd completion zsh: the same words as bash, as a compdef function that 
     assert.equal(run.stderr, "");
     assert.deepEqual(run.stdout.split("\n").slice(0, lines.length + 1), [
       "compdef _mutexd mutexd",
-      "node up lock status ring arbiter completion help --help --version",
+      "node up lock release status ring arbiter completion help --help --version",
       "lock put get delete keys status --help",
       "--config --id --server --ca --token --token-file --fence --wait --json --help",
       "<files>",
