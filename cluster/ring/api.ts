@@ -145,6 +145,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     ok({
       ...node.status(service.now()),
       linkQueue: service.linkLength,
+      hopMs: service.hopTimes(),
       lease: service.lease(),
       view: service.viewStatus(),
       suspicions: service.suspicions(),

@@ -75,6 +75,8 @@ export interface RingGetResult {
 /** What `GET /v1/ring/status` answers: the core's view plus what the driver adds. */
 export interface RingStatus extends CoreRingStatus {
   linkQueue: number;
+  /** This node's last hand-offs (up to 256), pass to the successor's acknowledgement, ms (null: none yet). */
+  hopMs: { p50: number | null; p99: number | null; samples: number; count: number };
   /** Ring repair's suspicions (docs/ring.md, "Repair"): hints, not membership. */
   suspicions: SuspicionStatus[];
   /**

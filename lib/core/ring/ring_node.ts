@@ -6,7 +6,8 @@
  * answer to the input, what to persist, and effects (messages to the successor, client replies).
  * The driver MUST persist `persist` (in order, durably) BEFORE it answers with `result`, sends a
  * message or replies to a client of that same output: a write is acknowledged only once stored,
- * and a fencing token is handed out only once the counter is stored.
+ * and a view is acted on only once its epoch is stored. A grant stores nothing: its fence's high
+ * part is the epoch, and a restarted node grants only in a newer one.
  *
  * Protocol (docs/ring.md):
  * - One token per epoch. The sender gives it up when it sends; `hop` grows at each hand-off, so
@@ -466,7 +467,8 @@ export class RingNode {
     this.fenceMax = fence;
     holding.token.fence = fence;
     holding.token.idleHops = 0;
-    this.persistHardState();
+    // Not stored: within the epoch the token carries the counter, and a restarted node takes
+    // nothing of its old epoch; its next fence is of a newer epoch, above this one (docs/ring.md, Durability).
     this.section = {
       fence,
       ticket: waiter.ticket,
