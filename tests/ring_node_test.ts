@@ -119,14 +119,16 @@ test("grant order: waiters queued before the token are granted FIFO, one at a ti
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 43 });
   assert.equal(fenceOf(replies(out).get(w3.reqId)), F1 + 44);
   assert.equal(sentToken(out), undefined, "the token stays during a section");
+  h.step({ type: "wake" }); // another node asks: the token leaves once the visit is over
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 44 });
   assert.deepEqual(sentToken(out), token({ hop: 8, fence: F1 + 44, idleHops: 1 }));
 });
 
-test("a waiter that arrives during a section waits for the next visit; the token leaves hot", () => {
+test("under contention (another node woke the ring), a waiter that arrives during a section waits for the next visit; the token leaves hot", () => {
   const h = harness();
   const w1 = h.enter();
   h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
+  h.step({ type: "wake" });
   const late = h.enter();
   const out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 });
   assert.equal(replies(out).get(late.reqId), undefined);
@@ -134,6 +136,45 @@ test("a waiter that arrives during a section waits for the next visit; the token
   const back = h.step({ type: "token", from: "a", token: token({ hop: 4, fence: F1 + 1 }) });
   assert.equal(fenceOf(replies(back).get(late.reqId)), F1 + 2);
   void w1;
+});
+
+test("without contention (no wake), a waiter that arrives during the visit is served in it, and the token then rests here until another node asks", () => {
+  const h = harness();
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  const late = h.enter();
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 1);
+  assert.equal(fenceOf(replies(out).get(late.reqId)), F1 + 2, "served in the same visit, not a rotation later");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, 2);
+  assert.equal(sentToken(out), undefined, "rests here: its client is the likeliest to ask next");
+  const again = h.enter();
+  out = h.step({ type: "tick" }, 3);
+  assert.equal(fenceOf(replies(again.out).get(again.reqId)), F1 + 3, "granted on arrival of the request");
+  assert.equal(sentToken(out), undefined);
+  h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 3 }, 4);
+  out = h.step({ type: "wake" }, 5);
+  assert.equal(sentToken(out)?.hop, 2, "another node's wake sends it on at once");
+});
+
+test("without contention a visit serves newcomers and rests for at most tokenIdlePaceMs after the token came", () => {
+  const h = harness();
+  const paceMs = LIMITS.tokenIdlePaceMs;
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 1);
+  assert.equal(sentToken(out), undefined);
+  out = h.step({ type: "tick" }, paceMs - 1);
+  assert.equal(sentToken(out), undefined, "still resting within the pace");
+  out = h.step({ type: "tick" }, paceMs);
+  assert.equal(sentToken(out)?.hop, 2, "the visit is over: the token moves on");
+  // A newcomer once the visit is over waits for the next one.
+  const h2 = harness();
+  h2.enter();
+  h2.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  const late = h2.enter();
+  out = h2.step({ type: "leave", reqId: h2.nextReq(), fence: F1 + 1 }, paceMs);
+  assert.equal(replies(out).get(late.reqId), undefined);
+  assert.equal(sentToken(out)?.hop, 2);
 });
 
 test("lease expiry: the holder revokes the section at its lease end and passes the token", () => {
@@ -269,6 +310,7 @@ test("a write in a section is acknowledged only when it came back around; then t
   assert.equal(h.node.read("x", false), "2", "clean reads do not see it yet");
   assert.equal(h.node.read("x", true), "3", "dirty reads do");
   h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 });
+  h.step({ type: "wake" }); // another node asks: the token leaves once the write is back
   out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(4, "b", "x", "3")] });
   assert.deepEqual(replies(out).get(reqId), { ok: true, type: "written", wseq: 4 });
   assert.equal(h.node.read("x", false), "3");

@@ -75,6 +75,8 @@ interface Holding {
   arrivedAtMs: number;
   /** Waiters still to be served in this visit (those queued when the token came). */
   grantsLeft: number;
+  /** Whether this visit granted a section (the token then rests here while nobody else asks). */
+  granted: boolean;
   passAtMs: number | null;
   /** Writes of this node travelling the ring: wseq → client request waiting (null: none). */
   outstanding: Map<number, number | null>;
@@ -313,6 +315,7 @@ export class RingNode {
       token: copy,
       arrivedAtMs: this.nowMs,
       grantsLeft: this.waiters.length,
+      granted: false,
       passAtMs: null,
       outstanding: new Map(),
     };
@@ -347,6 +350,10 @@ export class RingNode {
     }
     this.writes.learnCommit(holding.token.commit);
     if (this.section || holding.outstanding.size > 0) return;
+    // Waiters that arrived during the visit are served in it while no other node asked for the
+    // token (a wake) and the visit is younger than tokenIdlePaceMs: without contention nobody is
+    // made to wait by it, and a lone client no longer waits a whole rotation per section.
+    if (holding.grantsLeft === 0 && this.waiters.length > 0 && this.uncontended(holding)) holding.grantsLeft = 1;
     if (holding.grantsLeft > 0 && this.waiters.length > 0) {
       const paceMs = this.options.limits.tokenIdlePaceMs;
       if (this.grantNotBeforeMs - this.nowMs > paceMs) {
@@ -371,6 +378,10 @@ export class RingNode {
       this.pass();
       return;
     }
+    // After a visit with grants the token rests here like an idle one while nobody else asks:
+    // the node whose client just left is the likeliest to be asked next; a wake from another
+    // node's first waiter sends it on at once, and it leaves after tokenIdlePaceMs anyway.
+    if (holding.granted && this.uncontended(holding)) return;
     if (holding.token.idleHops < this.ring.length || this.nowMs < this.wakeUntilMs) {
       this.pass();
       return;
@@ -390,6 +401,11 @@ export class RingNode {
     // A quarter of tokenLeaseMs ahead: far more than a renewal's round trip, and few renewals.
     const aheadMs = this.options.limits.tokenLeaseMs / 4;
     if (!this.leaseValid() || lease!.validUntilMs - this.nowMs < aheadMs) this.effects.push({ type: "wantLease", epoch: this.epoch });
+  }
+
+  /** No other node asked for the token lately (no wake in force), and the visit is younger than tokenIdlePaceMs. */
+  private uncontended(holding: Holding): boolean {
+    return this.nowMs >= this.wakeUntilMs && this.nowMs < holding.arrivedAtMs + this.options.limits.tokenIdlePaceMs;
   }
 
   private leaseValid(): boolean {
@@ -467,6 +483,7 @@ export class RingNode {
     this.fenceMax = fence;
     holding.token.fence = fence;
     holding.token.idleHops = 0;
+    holding.granted = true;
     // Not stored: within the epoch the token carries the counter, and a restarted node takes
     // nothing of its old epoch; its next fence is of a newer epoch, above this one (docs/ring.md, Durability).
     this.section = {
@@ -611,7 +628,7 @@ export class RingNode {
     this.lastToken = { epoch: view.epoch, hop: 1 };
     this.lastTokenAtMs = this.nowMs;
     this.lastArrivalMs = this.nowMs;
-    const holding: Holding = { token, arrivedAtMs: this.nowMs, grantsLeft: this.waiters.length, passAtMs: null, outstanding: new Map() };
+    const holding: Holding = { token, arrivedAtMs: this.nowMs, grantsLeft: this.waiters.length, granted: false, passAtMs: null, outstanding: new Map() };
     this.holding = holding;
     // From the lowest member commit on: a member may hold a differing uncommitted version of any
     // later write. (A member more than ringLogRetainMax behind: docs/ring-view.md, Known gaps.)
