@@ -9,7 +9,7 @@ N ?= 200
 START ?= 1
 CHAOS_SECONDS ?= 60
 
-.PHONY: install test test-deno test-bun build build-deno up bench bench-ring chaos sim sim-many sim-replay sim-speed check clean
+.PHONY: install test test-deno test-bun build build-deno up bench bench-ring bench-ring-quick chaos sim sim-many sim-replay sim-speed check clean
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -63,9 +63,13 @@ sim-speed: install
 bench: install
 	$(BUN) tests/bench/run.ts
 
-## bench-ring: only the ring's repair figures: faults on a 5-node ring, idle CPU (docs/bench.md, "Ring repair"; root for R3's namespace).
+## bench-ring: only the ring: repair under faults on a 5-node ring, idle CPU, and its speed on 3, 5 and 9 nodes (docs/bench.md, "Ring repair", "Ring speed"; root for R3's namespace).
 bench-ring: install
 	$(BUN) tests/bench/run.ts --only ring
+
+## bench-ring-quick: the ring's speed only (R6-R8: 3, 5, 9 nodes), one run of 2 s phases, about a minute: for development.
+bench-ring-quick: install
+	$(BUN) tests/bench/run.ts --only R6,R7,R8 --quick
 
 ## chaos: the real binaries under kill -9 / SIGSTOP faults, then the offline history check (docs/chaos.md).
 chaos: build

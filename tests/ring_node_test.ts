@@ -127,10 +127,11 @@ test("grant order: waiters queued before the token are granted FIFO, one at a ti
 test("under contention (another node woke the ring), a waiter that arrives during a section waits for the next visit; the token leaves hot", () => {
   const h = harness();
   const w1 = h.enter();
-  h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
-  h.step({ type: "wake" });
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  h.step({ type: "wake" }, 0);
   const late = h.enter();
-  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 });
+  // The visit's holding time is over when the section ends.
+  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, LIMITS.tokenHoldMs);
   assert.equal(replies(out).get(late.reqId), undefined);
   assert.equal(sentToken(out)?.idleHops, 1, "passed at once, counted as busy: not paced next hop");
   const back = h.step({ type: "token", from: "a", token: token({ hop: 4, fence: F1 + 1 }) });
@@ -154,6 +155,18 @@ test("without contention (no wake), a waiter that arrives during the visit is se
   h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 3 }, 4);
   out = h.step({ type: "wake" }, 5);
   assert.equal(sentToken(out)?.hop, 2, "another node's wake sends it on at once");
+});
+
+test("under contention a visit serves a waiter that arrived during it while it is younger than tokenHoldMs, then the token leaves at once", () => {
+  const h = harness();
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  h.step({ type: "wake" }, 0);
+  const again = h.enter();
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, LIMITS.tokenHoldMs - 1);
+  assert.equal(fenceOf(replies(out).get(again.reqId)), F1 + 2, "a client that left and asked again at once is served in the visit");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, LIMITS.tokenHoldMs);
+  assert.equal(sentToken(out)?.hop, 2, "no rest under contention");
 });
 
 test("without contention a visit serves newcomers and rests for at most tokenIdlePaceMs after the token came", () => {

@@ -453,6 +453,7 @@ test("three nodes, two interrupted recoveries: a write acknowledged in epoch 1 s
   // Another node asks too (a wake): a's waiter, queued while the marker is out, is served at the
   // token's next visit, so the token goes round first and b and c learn the marker's commit.
   ring.step("a", { type: "wake" });
+  ring.nowMs += LIMITS.tokenHoldMs; // the marker comes back after the visit's holding time
   ring.deliver(); // the marker goes round, the token comes round to a
   const fence = fenceOf(ring.reply("a", enter));
   const w1 = ring.write("a", fence, "k1", "1");

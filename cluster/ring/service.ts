@@ -200,14 +200,13 @@ export class RingService {
   start(): void {
     const { settings, timers } = this.options;
     this.execute(this.node.start(this.now()), { type: "start" });
+    // One timer for the three cores: each wake-up of an idle process costs more than the ticks (docs/bench.md, idle CPU).
     this.loops.push(repeatEvery(timers, settings.tickMs, () => {
       this.view.tick(this.now());
       this.pumpView();
       this.stepPeer({ type: "tick" });
+      if (this.repair) this.stepRepair({ type: "tick", epoch: this.epoch() });
     }));
-    if (this.repair) {
-      this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepRepair({ type: "tick", epoch: this.epoch() })));
-    }
     // Spread by place in the file, so nodes started together do not all coordinate at once (a
     // prepare that arrives first is waited for: a ViewCore does not compete with a prepare deferred on it).
     // A view installed here before this node's turn (another node's bootstrap or rejoin took it

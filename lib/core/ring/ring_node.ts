@@ -350,10 +350,12 @@ export class RingNode {
     }
     this.writes.learnCommit(holding.token.commit);
     if (this.section || holding.outstanding.size > 0) return;
-    // Waiters that arrived during the visit are served in it while no other node asked for the
-    // token (a wake) and the visit is younger than tokenIdlePaceMs: without contention nobody is
-    // made to wait by it, and a lone client no longer waits a whole rotation per section.
-    if (holding.grantsLeft === 0 && this.waiters.length > 0 && this.uncontended(holding)) holding.grantsLeft = 1;
+    // Waiters that arrived during the visit are served in it while it is young: younger than
+    // tokenIdlePaceMs while no other node asked for the token (no wake: nobody is made to wait,
+    // and a lone client no longer waits a whole rotation per section), younger than tokenHoldMs
+    // under contention (the token ring's holding time: each visit delays the others by at most
+    // that plus one section, and a client that leaves and asks again at once is served again).
+    if (holding.grantsLeft === 0 && this.waiters.length > 0 && this.visitOpen(holding)) holding.grantsLeft = 1;
     if (holding.grantsLeft > 0 && this.waiters.length > 0) {
       const paceMs = this.options.limits.tokenIdlePaceMs;
       if (this.grantNotBeforeMs - this.nowMs > paceMs) {
@@ -406,6 +408,11 @@ export class RingNode {
   /** No other node asked for the token lately (no wake in force), and the visit is younger than tokenIdlePaceMs. */
   private uncontended(holding: Holding): boolean {
     return this.nowMs >= this.wakeUntilMs && this.nowMs < holding.arrivedAtMs + this.options.limits.tokenIdlePaceMs;
+  }
+
+  /** Whether this visit may still serve waiters that arrived during it (see proceed). */
+  private visitOpen(holding: Holding): boolean {
+    return this.uncontended(holding) || this.nowMs < holding.arrivedAtMs + this.options.limits.tokenHoldMs;
   }
 
   private leaseValid(): boolean {

@@ -26,15 +26,37 @@ const SETTLE_MS = 2_000;
 const MANY_CLIENTS = 8;
 /** A section's lease: it leaves at once; the lease only bounds a client that died. */
 const SECTION_LEASE_MS = 1_000;
-/** The put phase's section lease; the writer enters again once less than PUT_MARGIN_MS is left. */
-const PUT_LEASE_MS = 5_000;
-const PUT_MARGIN_MS = 1_000;
-/** One enter waits at most this long (a phase is shorter; the loop then asks again). */
-const ENTER_WAIT_MS = 30_000;
+/**
+ * The put phase's section lease; the writer leaves and enters again once less than PUT_MARGIN_MS
+ * is left, so the token moves on about once a second (a section holds it; far below tokenLossMs).
+ */
+const PUT_LEASE_MS = 1_000;
+const PUT_MARGIN_MS = 200;
+/** After a failed request (a view change under load: ring_unavailable) a client asks again after this. */
+const RETRY_PAUSE_MS = 50;
+/** One enter waits at most this long (then the loop asks again; bounds the end of a phase after a fault). */
+const ENTER_WAIT_MS = 5_000;
 /** Operations per client and phase at most (a bound on the loops; a phase takes far fewer). */
 const OPS_MAX = 10_000_000;
 
 type Phase = "idle" | "one" | "many" | "put";
+
+/** Requests that failed in a phase (counted, then asked again; a note says how many). */
+interface Failures {
+  count: number;
+  last: string;
+}
+
+/** Runs `body`; a failure is counted and followed by a pause (the loop then goes on). */
+async function tolerant(failures: Failures, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    failures.count += 1;
+    failures.last = (error as Error).message;
+    await sleep(RETRY_PAUSE_MS);
+  }
+}
 
 /** CPU seconds of every node and of this driver, now. */
 function cpuNow(ring: Ring): { nodes: number[]; driver: number } {
@@ -60,13 +82,15 @@ async function measure(
   ctx: WorkloadContext,
   phase: Phase,
   metrics: Metrics,
-  loops: Array<(until: () => boolean, count: () => void) => Promise<void>>,
+  loops: Array<(until: () => boolean, count: () => void, failures: Failures) => Promise<void>>,
+  notes: string[],
 ): Promise<void> {
+  const failures: Failures = { count: 0, last: "" };
   let ops = 0;
   let running = true;
   const before = cpuNow(ring);
   const t0 = now();
-  const done = Promise.all(loops.map((loop) => loop(() => running, () => void (ops += 1))));
+  const done = Promise.all(loops.map((loop) => loop(() => running, () => void (ops += 1), failures)));
   await sleep(ctx.durationMs);
   running = false;
   const seconds = (now() - t0) / 1000;
@@ -79,36 +103,42 @@ async function measure(
   metrics[`${phase}.ringCpuMsPerOp`] = counted > 0 ? (1000 * nodeCpu) / counted : Number.NaN;
   metrics[`${phase}.driverCpuMsPerOp`] = counted > 0 ? (1000 * (after.driver - before.driver)) / counted : Number.NaN;
   metrics[`${phase}.ringCpuPct`] = (100 * nodeCpu) / seconds;
+  metrics[`${phase}.failures`] = failures.count;
+  if (failures.count > 0) notes.push(`${phase}: ${failures.count} requests failed and were asked again (last: ${failures.last})`);
 }
 
 /** A client taking sections (enter, leave) without a pause while `until()` holds. */
 function sectionLoop(client: RingClient) {
-  return async (until: () => boolean, count: () => void) => {
+  return async (until: () => boolean, count: () => void, failures: Failures) => {
     for (let n = 0; n < OPS_MAX && until(); n++) {
-      const result = await client.enter({ waitMs: ENTER_WAIT_MS, leaseMs: SECTION_LEASE_MS });
-      if (!result.granted) continue;
-      if (until()) count();
-      await client.leave({ fence: result.fence });
+      await tolerant(failures, async () => {
+        const result = await client.enter({ waitMs: ENTER_WAIT_MS, leaseMs: SECTION_LEASE_MS });
+        if (!result.granted) return;
+        if (until()) count();
+        await client.leave({ fence: result.fence });
+      });
     }
   };
 }
 
 /** One client in a section writing one key after another; each put's latency goes into `samples`. */
 function putLoop(client: RingClient, samples: number[]) {
-  return async (until: () => boolean, count: () => void) => {
+  return async (until: () => boolean, count: () => void, failures: Failures) => {
     let n = 0;
-    while (n < OPS_MAX && until()) {
-      const result = await client.enter({ waitMs: ENTER_WAIT_MS, leaseMs: PUT_LEASE_MS });
-      if (!result.granted) continue;
-      const endMs = now() + result.leaseMs - PUT_MARGIN_MS;
-      for (; n < OPS_MAX && until() && now() < endMs; n++) {
-        const t0 = now();
-        await client.put(result.fence, `bench-${n % 100}`, `value ${n}`);
-        if (!until()) break;
-        samples.push(now() - t0);
-        count();
-      }
-      await client.leave({ fence: result.fence });
+    for (let sections = 0; sections < OPS_MAX && n < OPS_MAX && until(); sections++) {
+      await tolerant(failures, async () => {
+        const result = await client.enter({ waitMs: ENTER_WAIT_MS, leaseMs: PUT_LEASE_MS });
+        if (!result.granted) return;
+        const endMs = now() + result.leaseMs - PUT_MARGIN_MS;
+        for (; n < OPS_MAX && until() && now() < endMs; n++) {
+          const t0 = now();
+          await client.put(result.fence, `bench-${n % 100}`, `value ${n}`);
+          if (!until()) break;
+          samples.push(now() - t0);
+          count();
+        }
+        await client.leave({ fence: result.fence });
+      });
     }
   };
 }
@@ -129,19 +159,20 @@ export async function ringSpeed(ctx: WorkloadContext, size: number): Promise<{ m
     ring.nodes.forEach((_, i) => (metrics[`idle.cpuPct${i}`] = (100 * (after.nodes[i] - before.nodes[i])) / seconds));
     await hopsAndRotation(ring, metrics, "idle");
     // One client at r1, then eight over the nodes (each its own connection settings: a client per loop).
-    await measure(ring, ctx, "one", metrics, [sectionLoop(ring.clients[0])]);
+    const notes: string[] = [];
+    await measure(ring, ctx, "one", metrics, [sectionLoop(ring.clients[0])], notes);
     for (let i = 0; i < MANY_CLIENTS; i++) extra.push(connectRing({ server: ring.urls[i % size], requestTimeoutMs: 5_000 }));
-    await measure(ring, ctx, "many", metrics, extra.map(sectionLoop));
+    await measure(ring, ctx, "many", metrics, extra.map(sectionLoop), notes);
     const putSamples: number[] = [];
-    await measure(ring, ctx, "put", metrics, [putLoop(ring.clients[0], putSamples)]);
+    await measure(ring, ctx, "put", metrics, [putLoop(ring.clients[0], putSamples)], notes);
     putLatency(metrics, "put.latencyMs", latency(putSamples));
     const idle = samplesOf([metrics], /^idle\.cpuPct\d+$/);
-    const notes = [
+    notes.unshift(
       `${size} nodes: idle CPU per node ${idle.map(fmt).join(", ")} %, rotation ${fmt(metrics["idle.rotationMs"])} ms; ` +
       `1 client ${fmt(metrics["one.perS"])}/s (ring CPU ${fmt(metrics["one.ringCpuMsPerOp"])} ms, driver ${fmt(metrics["one.driverCpuMsPerOp"])} ms per section); ` +
       `${MANY_CLIENTS} clients ${fmt(metrics["many.perS"])}/s (ring CPU ${fmt(metrics["many.ringCpuMsPerOp"])} ms per section, hop p50 ${fmt(metrics["many.hopP50Ms"])} ms); ` +
       `puts ${fmt(metrics["put.perS"])}/s, p50 ${fmt(metrics["put.latencyMs.p50"])} ms`,
-    ];
+    );
     return { metrics, notes };
   } finally {
     await ring.stop();
