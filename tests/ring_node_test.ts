@@ -169,6 +169,22 @@ test("under contention a visit serves a waiter that arrived during it while it i
   assert.equal(sentToken(out)?.hop, 2, "no rest under contention");
 });
 
+test("waiters left when the token moves on wake the ring again, at most once per tokenIdlePaceMs: no node rests the token while they wait", () => {
+  const h = harness();
+  const first = h.enter();
+  assert.equal(only(first.out, "wakeAll").length, 1, "the first waiter wakes the ring");
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  h.step({ type: "wake" }, 0);
+  h.enter();
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, LIMITS.tokenHoldMs);
+  assert.equal(sentToken(out)?.hop, 2, "the newcomer waits for the next visit");
+  assert.equal(only(out, "wakeAll").length, 0, "the last wake is younger than tokenIdlePaceMs: still in force at the others");
+  out = h.step({ type: "tick" }, LIMITS.tokenIdlePaceMs);
+  assert.equal(only(out, "wakeAll").length, 1, "still waiting: wake again, so the others keep the token moving");
+  out = h.step({ type: "tick" }, LIMITS.tokenIdlePaceMs + 1);
+  assert.equal(only(out, "wakeAll").length, 0, "not more often");
+});
+
 test("without contention a visit serves newcomers and rests for at most tokenIdlePaceMs after the token came", () => {
   const h = harness();
   const paceMs = LIMITS.tokenIdlePaceMs;

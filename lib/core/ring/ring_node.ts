@@ -133,6 +133,8 @@ export class RingNode {
   /** The replicated log's travel around the ring. */
   private readonly writes: RingWrites;
   private wakeUntilMs = Number.NEGATIVE_INFINITY;
+  /** When this node last sent `wake` (it sends at most one per tokenIdlePaceMs). */
+  private wokeAtMs = Number.NEGATIVE_INFINITY;
   /** The token lease (in memory only: a restarted node renews before its first grant). */
   private lease: { epoch: number; validUntilMs: number } | null = null;
   private nowMs = Number.NEGATIVE_INFINITY;
@@ -338,8 +340,27 @@ export class RingNode {
     this.event("staleWritesDropped", { epoch: token.epoch, from: token.wseq + 1, count: dropped });
   }
 
-  /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
+  /** Moves the token along as far as it can go now, then asks for it if waiters are left without it. */
   private proceed(): void {
+    this.moveToken();
+    this.wakeIfWanted();
+  }
+
+  /**
+   * Waiters here and the token elsewhere: wake every node, at most once per tokenIdlePaceMs. A
+   * wake is in force at its receivers for 2 × tokenIdlePaceMs, so while this node has waiters the
+   * others never rest the token; this covers waiters left over when the token moved on (they
+   * arrived during the visit) as well as a first waiter, at a few requests per second.
+   */
+  private wakeIfWanted(): void {
+    if (this.holding || this.waiters.length === 0) return;
+    if (this.nowMs - this.wokeAtMs < this.options.limits.tokenIdlePaceMs) return;
+    this.wokeAtMs = this.nowMs;
+    this.effects.push({ type: "wakeAll" });
+  }
+
+  /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
+  private moveToken(): void {
     if (this.waiters.length > 0) this.renewEarly();
     const holding = this.holding;
     if (!holding) return;
@@ -529,7 +550,6 @@ export class RingNode {
       // The token rests here idle: serve the newcomer in this visit.
       this.holding.grantsLeft = Math.max(this.holding.grantsLeft, 1);
     }
-    if (!this.holding && this.waiters.length === 1) this.effects.push({ type: "wakeAll" });
   }
 
   /** The client asks again with its ticket: pick up a grant, or keep waiting. */
