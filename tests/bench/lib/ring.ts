@@ -259,7 +259,7 @@ export const REASONS = ["suspect", "tokenLoss", "rejoin", "bootstrap", "membersh
 
 /** The victims of the non-holder faults, by run: another place in the ring each run (r3, r1, r5, …). */
 const VICTIMS = [2, 0, 4, 1, 3];
-export const victimOf = (run: number): number => VICTIMS[(run - 1) % VICTIMS.length];
+export const victimOf = (run: number, size = RING_SIZE): number => VICTIMS[(run - 1) % VICTIMS.length] % size;
 
 /**
  * A wait for a grant after a fault gives up after this: above every bound measured (≈ 15 s: a
