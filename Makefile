@@ -63,7 +63,7 @@ sim-speed: install
 bench: install
 	$(BUN) tests/bench/run.ts
 
-## bench-ring: only the ring: repair under faults on a 5-node ring, idle CPU, and its speed on 3, 5 and 9 nodes (docs/bench.md, "Ring repair", "Ring speed"; root for R3's namespace).
+## bench-ring: only the ring: repair under faults on a 5-node ring, idle CPU, its speed on 3, 5 and 9 nodes, kills on 3 and 9 (docs/bench.md, "Ring repair", "Ring speed"; root for R3's namespace).
 bench-ring: install
 	$(BUN) tests/bench/run.ts --only ring
 
