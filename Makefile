@@ -10,7 +10,7 @@ START ?= 1
 CHAOS_SECONDS ?= 60
 CHAOS_NETWORK ?= auto
 
-.PHONY: install test test-deno test-bun build build-deno client pack up bench bench-peers bench-ring chaos sim sim-many sim-replay sim-speed check clean
+.PHONY: install test test-deno test-bun build build-deno client pack up bench bench-peers bench-ring bench-ring-quick chaos sim sim-many sim-replay sim-speed check clean
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -83,9 +83,13 @@ bench: install
 bench-peers: install
 	$(BUN) tests/bench/peers/run.ts
 
-## bench-ring: only the ring's repair figures: faults on a 5-node ring, idle CPU (docs/bench.md, "Ring repair"; root for R3's namespace).
+## bench-ring: only the ring: repair under faults on a 5-node ring, idle CPU, its speed on 3, 5 and 9 nodes, kills on 3 and 9 (docs/bench.md, "Ring repair", "Ring speed"; root for R3's namespace).
 bench-ring: install
 	$(BUN) tests/bench/run.ts --only ring
+
+## bench-ring-quick: the ring's speed only (R6-R8: 3, 5, 9 nodes), one run of 2 s phases, about a minute: for development.
+bench-ring-quick: install
+	$(BUN) tests/bench/run.ts --only R6,R7,R8 --quick
 
 ## chaos: the real binaries under kill -9, SIGSTOP, partitions and lossy links, then the offline
 ## history check (docs/chaos.md). make chaos CHAOS_SECONDS=120 CHAOS_SEED=303 CHAOS_NETWORK=auto|netns|loopback CHAOS_ONLY=kind,kind

@@ -40,6 +40,7 @@ export const DEFAULT_SETTINGS = {
   ringLeaseMs: 5_000, // a ring critical section ends after this unless the client asks for less
   ringLeaseMaxMs: 10_000, // longest lease an enter may ask for; a token lost with its holder is regenerated, then waits this long before its first grant
   tokenIdlePaceMs: 200, // an idle token rests this long at each node (CPU near zero); a wake cuts it short
+  tokenHoldMs: 2, // under contention (a wake in force) a visit serves clients that arrived during it only while it is younger than this
   tokenHopTimeoutMs: 1_000, // one HTTP attempt to hand the token or writes to the successor
   tokenRetryMs: 100, // first retry after a failed hop; doubles up to tokenHopTimeoutMs, forever
   tokenLossMs: 2_000, // a member that has not seen the token this long asks the others; lost when a majority saw none either: a view change makes a new one
@@ -146,6 +147,7 @@ export function validateSettings(settings: Settings): SettingsProblem[] {
     "must lie within 256 (a repair datagram) and 65507 (the largest UDP payload over IPv4)",
   );
   relation(s.tickMs <= s.tokenIdlePaceMs, "tickMs", `must be at most tokenIdlePaceMs (${s.tokenIdlePaceMs})`);
+  relation(s.tokenHoldMs <= s.tokenIdlePaceMs, "tokenHoldMs", `must be at most tokenIdlePaceMs (${s.tokenIdlePaceMs})`);
   relation(
     s.tokenLeaseSafetyMs < s.tokenLeaseMs,
     "tokenLeaseSafetyMs",

@@ -113,27 +113,97 @@ test("grant order: waiters queued before the token are granted FIFO, one at a ti
   let out = h.step({ type: "token", from: "a", token: token({ hop: 7, fence: F1 + 41 }) });
   assert.equal(fenceOf(replies(out).get(w1.reqId)), F1 + 42);
   assert.equal(replies(out).size, 1, "one section at a time");
-  assert.deepEqual(out.persist.at(-1), { type: "hardState", state: { epoch: 1, fenceMax: F1 + 42, lastHop: 7 } }, "fence stored before the grant");
+  assert.deepEqual(out.persist, [], "a grant stores nothing: its fence's epoch is above every fence of an earlier run of the node");
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 42 });
   assert.equal(fenceOf(replies(out).get(w2.reqId)), F1 + 43);
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 43 });
   assert.equal(fenceOf(replies(out).get(w3.reqId)), F1 + 44);
   assert.equal(sentToken(out), undefined, "the token stays during a section");
+  h.step({ type: "wake" }); // another node asks: the token leaves once the visit is over
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 44 });
   assert.deepEqual(sentToken(out), token({ hop: 8, fence: F1 + 44, idleHops: 1 }));
 });
 
-test("a waiter that arrives during a section waits for the next visit; the token leaves hot", () => {
+test("under contention (another node woke the ring), a waiter that arrives during a section waits for the next visit; the token leaves hot", () => {
   const h = harness();
   const w1 = h.enter();
-  h.step({ type: "token", from: "a", token: token({ hop: 1 }) });
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  h.step({ type: "wake" }, 0);
   const late = h.enter();
-  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 });
+  // The visit's holding time is over when the section ends.
+  const out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, LIMITS.tokenHoldMs);
   assert.equal(replies(out).get(late.reqId), undefined);
   assert.equal(sentToken(out)?.idleHops, 1, "passed at once, counted as busy: not paced next hop");
   const back = h.step({ type: "token", from: "a", token: token({ hop: 4, fence: F1 + 1 }) });
   assert.equal(fenceOf(replies(back).get(late.reqId)), F1 + 2);
   void w1;
+});
+
+test("without contention (no wake), a waiter that arrives during the visit is served in it, and the token then rests here until another node asks", () => {
+  const h = harness();
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  const late = h.enter();
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 1);
+  assert.equal(fenceOf(replies(out).get(late.reqId)), F1 + 2, "served in the same visit, not a rotation later");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, 2);
+  assert.equal(sentToken(out), undefined, "rests here: its client is the likeliest to ask next");
+  const again = h.enter();
+  out = h.step({ type: "tick" }, 3);
+  assert.equal(fenceOf(replies(again.out).get(again.reqId)), F1 + 3, "granted on arrival of the request");
+  assert.equal(sentToken(out), undefined);
+  h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 3 }, 4);
+  out = h.step({ type: "wake" }, 5);
+  assert.equal(sentToken(out)?.hop, 2, "another node's wake sends it on at once");
+});
+
+test("under contention a visit serves a waiter that arrived during it while it is younger than tokenHoldMs, then the token leaves at once", () => {
+  const h = harness();
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  h.step({ type: "wake" }, 0);
+  const again = h.enter();
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, LIMITS.tokenHoldMs - 1);
+  assert.equal(fenceOf(replies(out).get(again.reqId)), F1 + 2, "a client that left and asked again at once is served in the visit");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, LIMITS.tokenHoldMs);
+  assert.equal(sentToken(out)?.hop, 2, "no rest under contention");
+});
+
+test("waiters left when the token moves on wake the ring again, at most once per tokenIdlePaceMs: no node rests the token while they wait", () => {
+  const h = harness();
+  const first = h.enter();
+  assert.equal(only(first.out, "wakeAll").length, 1, "the first waiter wakes the ring");
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  h.step({ type: "wake" }, 0);
+  h.enter();
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, LIMITS.tokenHoldMs);
+  assert.equal(sentToken(out)?.hop, 2, "the newcomer waits for the next visit");
+  assert.equal(only(out, "wakeAll").length, 0, "the last wake is younger than tokenIdlePaceMs: still in force at the others");
+  out = h.step({ type: "tick" }, LIMITS.tokenIdlePaceMs);
+  assert.equal(only(out, "wakeAll").length, 1, "still waiting: wake again, so the others keep the token moving");
+  out = h.step({ type: "tick" }, LIMITS.tokenIdlePaceMs + 1);
+  assert.equal(only(out, "wakeAll").length, 0, "not more often");
+});
+
+test("without contention a visit serves newcomers and rests for at most tokenIdlePaceMs after the token came", () => {
+  const h = harness();
+  const paceMs = LIMITS.tokenIdlePaceMs;
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 1);
+  assert.equal(sentToken(out), undefined);
+  out = h.step({ type: "tick" }, paceMs - 1);
+  assert.equal(sentToken(out), undefined, "still resting within the pace");
+  out = h.step({ type: "tick" }, paceMs);
+  assert.equal(sentToken(out)?.hop, 2, "the visit is over: the token moves on");
+  // A newcomer once the visit is over waits for the next one.
+  const h2 = harness();
+  h2.enter();
+  h2.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  const late = h2.enter();
+  out = h2.step({ type: "leave", reqId: h2.nextReq(), fence: F1 + 1 }, paceMs);
+  assert.equal(replies(out).get(late.reqId), undefined);
+  assert.equal(sentToken(out)?.hop, 2);
 });
 
 test("lease expiry: the holder revokes the section at its lease end and passes the token", () => {
@@ -269,6 +339,7 @@ test("a write in a section is acknowledged only when it came back around; then t
   assert.equal(h.node.read("x", false), "2", "clean reads do not see it yet");
   assert.equal(h.node.read("x", true), "3", "dirty reads do");
   h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 });
+  h.step({ type: "wake" }); // another node asks: the token leaves once the write is back
   out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(4, "b", "x", "3")] });
   assert.deepEqual(replies(out).get(reqId), { ok: true, type: "written", wseq: 4 });
   assert.equal(h.node.read("x", false), "3");
@@ -362,16 +433,18 @@ test("fences carry the epoch in their high part: a token of an older epoch, howe
 
 // ---- Restart ----------------------------------------------------------------------------------
 
-test("a node rebuilt from its stored records has the same replica and fencing counter, and no epoch until a view installs one", () => {
+test("a node rebuilt from its stored records has the same replica, and no epoch until a view installs one, whose fences are above its old grants", () => {
   const h = harness();
   h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "j", "2")] });
-  h.enter();
-  h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 2, commit: 2, fence: F1 + 5 }) });
+  const entered = h.enter();
+  const out = h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 2, commit: 2, fence: F1 + 5 }) });
+  assert.equal(fenceOf(replies(out).get(entered.reqId)), F1 + 6);
   const copy = harness({ stored: storedOf(h) });
   assert.deepEqual(copy.node.keys(false), ["j", "k"]);
   assert.equal(copy.node.replica.commit, 2);
   const status = copy.node.status(0);
-  assert.equal(status.fenceMax, F1 + 6);
+  // The grant's counter was not stored (grants store nothing); the epoch it may grant in next is.
+  assert.ok(fenceFloor(status.refuseBelowEpoch) > F1 + 6, "every fence of an epoch it may take is above the fence it granted");
   assert.equal(status.token, "away", "a token is never restored from disk");
   assert.deepEqual([status.epoch, status.refuseBelowEpoch], [0, 2], "it takes nothing of the epoch it ran in");
 });

@@ -195,6 +195,7 @@ test("regenerator: the epoch's token with fence fenceFloor(epoch); above startWs
   assert.deepEqual(sentWrites(write.out), [put(6, "a", "k", "new", 2)], "wseq above the marker, stamped with the new epoch");
   out = h.step({ type: "leave", reqId: h.nextReq(), fence });
   assert.equal(sentToken(out), undefined, "its write is still travelling");
+  h.step({ type: "wake" }); // another node asks: the token leaves once the write is back
   out = h.step({ type: "writes", from: "c", epoch: 2, entries: [put(6, "a", "k", "new", 2)] });
   assert.deepEqual(replies(out).get(write.reqId), { ok: true, type: "written", wseq: 6 });
   assert.deepEqual(sentToken(out), { epoch: 2, hop: 2, wseq: 6, commit: 6, fence, idleHops: 1 });
@@ -449,6 +450,10 @@ test("three nodes, two interrupted recoveries: a write acknowledged in epoch 1 s
   // acknowledged, then a dies holding the token (b and c learnt only the marker's commit: the
   // commit travels with the token).
   const enter = ring.enter("a");
+  // Another node asks too (a wake): a's waiter, queued while the marker is out, is served at the
+  // token's next visit, so the token goes round first and b and c learn the marker's commit.
+  ring.step("a", { type: "wake" });
+  ring.nowMs += LIMITS.tokenHoldMs; // the marker comes back after the visit's holding time
   ring.deliver(); // the marker goes round, the token comes round to a
   const fence = fenceOf(ring.reply("a", enter));
   const w1 = ring.write("a", fence, "k1", "1");

@@ -151,6 +151,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       ...node.status(service.now()),
       version: VERSION,
       linkQueue: service.linkLength,
+      hopMs: service.hopTimes(),
       lease: service.lease(),
       view: service.viewStatus(),
       suspicions: service.suspicions(),

@@ -105,6 +105,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     settings,
     security,
     clock: monotonicClock,
+    hopClock: { nowMs: () => performance.now() },
     timers: realTimers,
     log,
     storage,

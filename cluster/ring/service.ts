@@ -99,7 +99,15 @@ export interface RingServiceOptions {
   onStep?(input: RingInput | { type: "start" }, output: RingOutput): void;
   /** Where refused input is counted and logged (the process's one; absent: the service's own). */
   security?: SecurityLog;
+  /**
+   * A finer clock for the hop times of status only (fractional ms: a hop on loopback takes less
+   * than the integer clock's step); absent: `clock`. Never an input of a core.
+   */
+  hopClock?: Clock;
 }
+
+/** Hop times kept for status (a bounded sample: the latest hand-offs only). */
+const HOP_SAMPLES_MAX = 256;
 
 type EnterInput = Omit<Extract<RingInput, { type: "enter" }>, "reqId">;
 
@@ -138,6 +146,11 @@ export class RingService {
   private lastViewChange: { reason: string; wantedAtMs: number; installedAtMs: number | null; epoch: number | null } | null = null;
   /** Drains the view core's output (a decision steps the node, whose effects may ask the view again). */
   private readonly viewPump: ViewPump;
+  /** The token hand-off queued last, and when: its acknowledgement closes one hop time. */
+  private handoffQueued: { epoch: number; hop: number; atMs: number } | null = null;
+  /** The last HOP_SAMPLES_MAX hop times (queued to acknowledged, ms), oldest overwritten: status `hopMs`. */
+  private readonly hopSamples: number[] = [];
+  private hopCount = 0;
 
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
@@ -164,7 +177,10 @@ export class RingService {
       retryMs: settings.tokenRetryMs,
       retryMaxMs: settings.tokenHopTimeoutMs,
       batchWritesMax: settings.ringBatchWritesMax,
-      onTokenDelivered: (token) => this.stepPeer({ type: "tokenDelivered", epoch: token.epoch, hop: token.hop }),
+      onTokenDelivered: (token) => {
+        this.sampleHop(token.epoch, token.hop);
+        this.stepPeer({ type: "tokenDelivered", epoch: token.epoch, hop: token.hop });
+      },
       onStale: (epoch, what) => this.stepPeer({ type: "peerStale", epoch, what }),
       onTrouble: (what, detail, attempt) => {
         // One line per streak of failures (and every 50th retry), not one per retry.
@@ -184,14 +200,13 @@ export class RingService {
   start(): void {
     const { settings, timers } = this.options;
     this.execute(this.node.start(this.now()), { type: "start" });
+    // One timer for the three cores: each wake-up of an idle process costs more than the ticks (docs/bench.md, idle CPU).
     this.loops.push(repeatEvery(timers, settings.tickMs, () => {
       this.view.tick(this.now());
       this.pumpView();
       this.stepPeer({ type: "tick" });
+      if (this.repair) this.stepRepair({ type: "tick", epoch: this.epoch() });
     }));
-    if (this.repair) {
-      this.loops.push(repeatEvery(timers, settings.tickMs, () => this.stepRepair({ type: "tick", epoch: this.epoch() })));
-    }
     // Spread by place in the file, so nodes started together do not all coordinate at once (a
     // prepare that arrives first is waited for: a ViewCore does not compete with a prepare deferred on it).
     // A view installed here before this node's turn (another node's bootstrap or rejoin took it
@@ -353,6 +368,29 @@ export class RingService {
   /** The view change's state for status: the view, the promise, and the last change with its timing. */
   viewStatus(): ViewStatus & { lastChange: RingService["lastViewChange"] } {
     return { ...this.view.status(this.now()), lastChange: this.lastViewChange && { ...this.lastViewChange } };
+  }
+
+  /**
+   * Hop times of this node's last hand-offs (status `hopMs`, the benchmark's hop latency): from
+   * the pass (queued on the link) to the successor's acknowledgement, so the successor's storing
+   * and both network legs count. Over the last HOP_SAMPLES_MAX hand-offs; `count`: all of them.
+   */
+  hopTimes(): { p50: number | null; p99: number | null; samples: number; count: number } {
+    const sorted = [...this.hopSamples].sort((a, b) => a - b);
+    const at = (q: number) => (sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]);
+    return { p50: at(0.5), p99: at(0.99), samples: sorted.length, count: this.hopCount };
+  }
+
+  private hopNow(): number {
+    return (this.options.hopClock ?? this.options.clock).nowMs();
+  }
+
+  private sampleHop(epoch: number, hop: number): void {
+    const queued = this.handoffQueued;
+    if (!queued || queued.epoch !== epoch || queued.hop !== hop) return;
+    this.handoffQueued = null;
+    this.hopSamples[this.hopCount % HOP_SAMPLES_MAX] = this.hopNow() - queued.atMs;
+    this.hopCount += 1;
   }
 
   /** The repair core's suspicions (empty without a repair link). */
@@ -525,6 +563,7 @@ export class RingService {
     const { peers, log } = this.options;
     switch (effect.type) {
       case "sendToken":
+        this.handoffQueued = { epoch: effect.token.epoch, hop: effect.token.hop, atMs: this.hopNow() };
         this.link.push({ kind: "token", token: effect.token });
         return;
       case "tokenReturned":

@@ -77,6 +77,8 @@ export interface RingStatus extends CoreRingStatus {
   /** The node's mutexd version (package.json's). */
   version?: string;
   linkQueue: number;
+  /** This node's last hand-offs (up to 256), pass to the successor's acknowledgement, ms (null: none yet). */
+  hopMs: { p50: number | null; p99: number | null; samples: number; count: number };
   /** Ring repair's suspicions (docs/ring.md, "Repair"): hints, not membership. */
   suspicions: SuspicionStatus[];
   /**

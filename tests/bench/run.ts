@@ -235,7 +235,7 @@ for (const workload of workloads.filter((w) => tableOf(w) === "lock")) {
 }
 
 // The ring's figures: one cell each (its workloads run with one client) beside the issue's target.
-const ringTable: string[][] = [["ring repair (5 nodes, default settings)", "mutexd", "target (issue 9)"]];
+const ringTable: string[][] = [["ring (default settings): repair R1-R5 on 5 nodes, speed R6-R8, kills R9-R12 on 3 and 9", "mutexd", "target (issues 9, 14)"]];
 for (const workload of workloads.filter((w) => tableOf(w) === "ring")) {
   const cell = results[workload.id]?.[kindsOf(workload)[0]];
   for (const row of workload.rows) {

@@ -14,6 +14,7 @@ export type RingLimits = Pick<
   | "ringLeaseMs"
   | "ringLeaseMaxMs"
   | "tokenIdlePaceMs"
+  | "tokenHoldMs"
   | "tokenHopTimeoutMs"
   | "tokenLossMs"
   | "ringPollGraceMs"

@@ -6,7 +6,8 @@
  * answer to the input, what to persist, and effects (messages to the successor, client replies).
  * The driver MUST persist `persist` (in order, durably) BEFORE it answers with `result`, sends a
  * message or replies to a client of that same output: a write is acknowledged only once stored,
- * and a fencing token is handed out only once the counter is stored.
+ * and a view is acted on only once its epoch is stored. A grant stores nothing: its fence's high
+ * part is the epoch, and a restarted node grants only in a newer one.
  *
  * Protocol (docs/ring.md):
  * - One token per epoch. The sender gives it up when it sends; `hop` grows at each hand-off, so
@@ -74,6 +75,8 @@ interface Holding {
   arrivedAtMs: number;
   /** Waiters still to be served in this visit (those queued when the token came). */
   grantsLeft: number;
+  /** Whether this visit granted a section (the token then rests here while nobody else asks). */
+  granted: boolean;
   passAtMs: number | null;
   /** Writes of this node travelling the ring: wseq → client request waiting (null: none). */
   outstanding: Map<number, number | null>;
@@ -130,6 +133,8 @@ export class RingNode {
   /** The replicated log's travel around the ring. */
   private readonly writes: RingWrites;
   private wakeUntilMs = Number.NEGATIVE_INFINITY;
+  /** When this node last sent `wake` (it sends at most one per tokenIdlePaceMs). */
+  private wokeAtMs = Number.NEGATIVE_INFINITY;
   /** The token lease (in memory only: a restarted node renews before its first grant). */
   private lease: { epoch: number; validUntilMs: number } | null = null;
   private nowMs = Number.NEGATIVE_INFINITY;
@@ -312,6 +317,7 @@ export class RingNode {
       token: copy,
       arrivedAtMs: this.nowMs,
       grantsLeft: this.waiters.length,
+      granted: false,
       passAtMs: null,
       outstanding: new Map(),
     };
@@ -334,8 +340,27 @@ export class RingNode {
     this.event("staleWritesDropped", { epoch: token.epoch, from: token.wseq + 1, count: dropped });
   }
 
-  /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
+  /** Moves the token along as far as it can go now, then asks for it if waiters are left without it. */
   private proceed(): void {
+    this.moveToken();
+    this.wakeIfWanted();
+  }
+
+  /**
+   * Waiters here and the token elsewhere: wake every node, at most once per tokenIdlePaceMs. A
+   * wake is in force at its receivers for 2 × tokenIdlePaceMs, so while this node has waiters the
+   * others never rest the token; this covers waiters left over when the token moved on (they
+   * arrived during the visit) as well as a first waiter, at a few requests per second.
+   */
+  private wakeIfWanted(): void {
+    if (this.holding || this.waiters.length === 0) return;
+    if (this.nowMs - this.wokeAtMs < this.options.limits.tokenIdlePaceMs) return;
+    this.wokeAtMs = this.nowMs;
+    this.effects.push({ type: "wakeAll" });
+  }
+
+  /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
+  private moveToken(): void {
     if (this.waiters.length > 0) this.renewEarly();
     const holding = this.holding;
     if (!holding) return;
@@ -346,6 +371,12 @@ export class RingNode {
     }
     this.writes.learnCommit(holding.token.commit);
     if (this.section || holding.outstanding.size > 0) return;
+    // Waiters that arrived during the visit are served in it while it is young: younger than
+    // tokenIdlePaceMs while no other node asked for the token (no wake: nobody is made to wait,
+    // and a lone client no longer waits a whole rotation per section), younger than tokenHoldMs
+    // under contention (the token ring's holding time: each visit delays the others by at most
+    // that plus one section, and a client that leaves and asks again at once is served again).
+    if (holding.grantsLeft === 0 && this.waiters.length > 0 && this.visitOpen(holding)) holding.grantsLeft = 1;
     if (holding.grantsLeft > 0 && this.waiters.length > 0) {
       const paceMs = this.options.limits.tokenIdlePaceMs;
       if (this.grantNotBeforeMs - this.nowMs > paceMs) {
@@ -370,6 +401,10 @@ export class RingNode {
       this.pass();
       return;
     }
+    // After a visit with grants the token rests here like an idle one while nobody else asks:
+    // the node whose client just left is the likeliest to be asked next; a wake from another
+    // node's first waiter sends it on at once, and it leaves after tokenIdlePaceMs anyway.
+    if (holding.granted && this.uncontended(holding)) return;
     if (holding.token.idleHops < this.ring.length || this.nowMs < this.wakeUntilMs) {
       this.pass();
       return;
@@ -389,6 +424,16 @@ export class RingNode {
     // A quarter of tokenLeaseMs ahead: far more than a renewal's round trip, and few renewals.
     const aheadMs = this.options.limits.tokenLeaseMs / 4;
     if (!this.leaseValid() || lease!.validUntilMs - this.nowMs < aheadMs) this.effects.push({ type: "wantLease", epoch: this.epoch });
+  }
+
+  /** No other node asked for the token lately (no wake in force), and the visit is younger than tokenIdlePaceMs. */
+  private uncontended(holding: Holding): boolean {
+    return this.nowMs >= this.wakeUntilMs && this.nowMs < holding.arrivedAtMs + this.options.limits.tokenIdlePaceMs;
+  }
+
+  /** Whether this visit may still serve waiters that arrived during it (see proceed). */
+  private visitOpen(holding: Holding): boolean {
+    return this.uncontended(holding) || this.nowMs < holding.arrivedAtMs + this.options.limits.tokenHoldMs;
   }
 
   private leaseValid(): boolean {
@@ -466,7 +511,9 @@ export class RingNode {
     this.fenceMax = fence;
     holding.token.fence = fence;
     holding.token.idleHops = 0;
-    this.persistHardState();
+    holding.granted = true;
+    // Not stored: within the epoch the token carries the counter, and a restarted node takes
+    // nothing of its old epoch; its next fence is of a newer epoch, above this one (docs/ring.md, Durability).
     this.section = {
       fence,
       ticket: waiter.ticket,
@@ -503,7 +550,6 @@ export class RingNode {
       // The token rests here idle: serve the newcomer in this visit.
       this.holding.grantsLeft = Math.max(this.holding.grantsLeft, 1);
     }
-    if (!this.holding && this.waiters.length === 1) this.effects.push({ type: "wakeAll" });
   }
 
   /** The client asks again with its ticket: pick up a grant, or keep waiting. */
@@ -609,7 +655,7 @@ export class RingNode {
     this.lastToken = { epoch: view.epoch, hop: 1 };
     this.lastTokenAtMs = this.nowMs;
     this.lastArrivalMs = this.nowMs;
-    const holding: Holding = { token, arrivedAtMs: this.nowMs, grantsLeft: this.waiters.length, passAtMs: null, outstanding: new Map() };
+    const holding: Holding = { token, arrivedAtMs: this.nowMs, grantsLeft: this.waiters.length, granted: false, passAtMs: null, outstanding: new Map() };
     this.holding = holding;
     // From the lowest member commit on: a member may hold a differing uncommitted version of any
     // later write. (A member more than ringLogRetainMax behind: docs/ring-view.md, Known gaps.)

@@ -198,19 +198,22 @@ const VIEW_EVENTS = [
 export type ViewEvent = Record<string, unknown> & { event: string; at: string; afterMs: number };
 
 export interface RingOptions {
+  /** Ring nodes (RING_SIZE unless given). */
+  size?: number;
   /** The node (index) that runs alone in `namespace`, behind its own veth (the lossy links). */
   lossy?: { node: number; namespace: LossyNamespace };
 }
 
-/** Starts a ring of RING_SIZE nodes with the default settings (or `--set`'s) and waits until it has formed. */
+/** Starts a ring of `options.size` (RING_SIZE) nodes with the default settings (or `--set`'s) and waits until it has formed. */
 export async function startRing(ctx: WorkloadContext, options: RingOptions = {}): Promise<Ring> {
   const dir = tempDir("mutexd-bench-ring-");
-  const ids = Array.from({ length: RING_SIZE }, (_, i) => `r${i + 1}`);
+  const size = options.size ?? RING_SIZE;
+  const ids = Array.from({ length: size }, (_, i) => `r${i + 1}`);
   const { lossy } = options;
   const hostIp = lossy ? lossy.namespace.hostIp : "127.0.0.1";
   const ips = ids.map((_, i) => (lossy && i === lossy.node ? lossy.namespace.nodeIp : hostIp));
   const ports: number[] = [];
-  for (let i = 0; i < RING_SIZE; i++) ports.push(await freePort());
+  for (let i = 0; i < size; i++) ports.push(await freePort());
   const toml = [
     "[cluster]",
     'name = "bench-ring"',
@@ -256,7 +259,7 @@ export const REASONS = ["suspect", "tokenLoss", "rejoin", "bootstrap", "membersh
 
 /** The victims of the non-holder faults, by run: another place in the ring each run (r3, r1, r5, …). */
 const VICTIMS = [2, 0, 4, 1, 3];
-export const victimOf = (run: number): number => VICTIMS[(run - 1) % VICTIMS.length];
+export const victimOf = (run: number, size = RING_SIZE): number => VICTIMS[(run - 1) % VICTIMS.length] % size;
 
 /**
  * A wait for a grant after a fault gives up after this: above every bound measured (≈ 15 s: a

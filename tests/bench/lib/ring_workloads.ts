@@ -1,13 +1,13 @@
 /**
  * The fault on a non-holder, shared by R1 (kill -9), R2 (SIGSTOP) and R3 (30% packet loss on
- * its links): a fresh 5-node ring with the default settings, a client at every node taking
+ * its links): a fresh ring (5 nodes unless told) with the default settings, a client at every node taking
  * sections without a pause; right after a grant at the victim's successor S (so the token is as
  * far from the victim as it gets, and the victim holds nothing), the fault; then the time until
  * the client at S is granted again. The token must pass the victim's place to come back to S,
  * so that grant needs the ring repaired (or, under loss, the token through the lossy node).
  */
 import { LossyNamespace } from "./netns.ts";
-import { describeBreakdown, REASONS, REPAIR_WAIT_MS, repairBreakdown, type Ring, samplesOf, startRing, victimOf, whole } from "./ring.ts";
+import { describeBreakdown, REASONS, REPAIR_WAIT_MS, repairBreakdown, type Ring, RING_SIZE, samplesOf, startRing, victimOf, whole } from "./ring.ts";
 import { signal } from "./server.ts";
 import { fmt, median } from "./stats.ts";
 import { type Metrics, now, type Row, type RunResult, sleep, type Workload, type WorkloadContext } from "./workload.ts";
@@ -36,9 +36,9 @@ export function breakdownRow(label: string): Row {
   };
 }
 
-async function faultOnce(ctx: WorkloadContext, fault: NonHolderFault, namespace?: LossyNamespace): Promise<RunResult> {
-  const victim = victimOf(ctx.run);
-  const ring: Ring = await startRing(ctx, namespace ? { lossy: { node: victim, namespace } } : {});
+async function faultOnce(ctx: WorkloadContext, fault: NonHolderFault, size: number, namespace?: LossyNamespace): Promise<RunResult> {
+  const victim = victimOf(ctx.run, size);
+  const ring: Ring = await startRing(ctx, namespace ? { size, lossy: { node: victim, namespace } } : { size });
   const notes: string[] = [];
   try {
     await ring.startLoad();
@@ -78,11 +78,11 @@ async function faultOnce(ctx: WorkloadContext, fault: NonHolderFault, namespace?
   }
 }
 
-/** R1, R2 and R3: the workload of one kind of fault on a non-holder. */
-export function nonHolderWorkload(id: string, fault: NonHolderFault): Workload {
+/** R1, R2 and R3: the workload of one kind of fault on a non-holder of a ring of `size` nodes. */
+export function nonHolderWorkload(id: string, fault: NonHolderFault, size = RING_SIZE): Workload {
   const what = { kill: "kill -9", stop: "SIGSTOP", loss: `${LOSS_PERCENT}% packet loss on the links of` }[fault];
   const rows: Row[] = [{
-    label: `${id} ${what} a non-holder → its successor granted, ms`,
+    label: `${id} ${what} a non-holder${size === RING_SIZE ? "" : ` (${size} nodes)`} → its successor granted, ms`,
     show: (_m, runs) => spreadCell(samplesOf(runs, /^repairMs$/)),
     value: (_m, runs) => median(samplesOf(runs, /^repairMs$/)),
     target: fault === "kill" ? "< 1,000" : "(stated, docs/bench.md)",
@@ -110,13 +110,13 @@ export function nonHolderWorkload(id: string, fault: NonHolderFault): Workload {
   }
   return {
     id,
-    title: `${what} a non-holder of a 5-node ring (defaults): time until its successor grants again`,
+    title: `${what} a non-holder of a ${size}-node ring (defaults): time until its successor grants again`,
     clients: "one",
     table: "ring",
     killsServers: true,
     rows,
     async run(ctx) {
-      if (fault !== "loss") return await faultOnce(ctx, fault);
+      if (fault !== "loss") return await faultOnce(ctx, fault, size);
       const why = LossyNamespace.unavailable();
       if (why) {
         return { metrics: {}, notes: [`SKIPPED: cannot confine packet loss to one node here (${why}); loss on lo would hit every node`] };
@@ -124,7 +124,7 @@ export function nonHolderWorkload(id: string, fault: NonHolderFault): Workload {
       const namespace = new LossyNamespace();
       try {
         namespace.create();
-        return await faultOnce(ctx, fault, namespace);
+        return await faultOnce(ctx, fault, size, namespace);
       } finally {
         namespace.remove();
       }

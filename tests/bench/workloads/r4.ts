@@ -10,7 +10,17 @@
  * Safety check: a grant while the killed holder's client may still be in its section (before
  * that section's lease ends) is reported as SAFETY (exit status 1).
  */
-import { describeBreakdown, REPAIR_WAIT_MS, repairBreakdown, RING_DEFAULTS, samplesOf, startRing, victimOf, whole } from "../lib/ring.ts";
+import {
+  describeBreakdown,
+  REPAIR_WAIT_MS,
+  repairBreakdown,
+  RING_DEFAULTS,
+  RING_SIZE,
+  samplesOf,
+  startRing,
+  victimOf,
+  whole,
+} from "../lib/ring.ts";
 import { breakdownRow, spreadCell } from "../lib/ring_workloads.ts";
 import { signal } from "../lib/server.ts";
 import { median } from "../lib/stats.ts";
@@ -28,49 +38,70 @@ const { tokenLossMs, ringLeaseMaxMs, tokenLeaseSafetyMs } = RING_DEFAULTS;
 /** What the issue asks for: the next grant within ringLeaseMaxMs + 1 s. */
 const TARGET_MS = ringLeaseMaxMs + 1_000;
 
-const workload: Workload = {
-  id: "R4",
-  title: "kill -9 the holder inside its section (5-node ring, defaults): time until the next grant anywhere",
-  clients: "one",
-  table: "ring",
-  killsServers: true,
-  async run(ctx) {
-    const ring = await startRing(ctx);
-    try {
-      await ring.startLoad();
-      await sleep(WARM_UP_MS);
-      const victim = victimOf(ctx.run);
-      const held = await ring.holdNext(victim, REPAIR_WAIT_MS);
-      if (!held) throw new Error(`${ring.ids[victim]} granted no section to hold`);
-      await sleep(KILL_INTO_SECTION_MS);
-      const killedAt = now();
-      const killedWallMs = Date.now();
-      signal(ring.nodes[victim].pid, "SIGKILL");
-      const next = await ring.nextGrant("any", REPAIR_WAIT_MS);
-      const metrics: Metrics = { victim, nextGrantMs: next ? next.atMs - killedAt : Number.NaN, grantedAt: next?.node ?? Number.NaN };
-      const breakdown = repairBreakdown(ring, killedWallMs, next?.node ?? ring.successor(victim));
-      Object.assign(metrics, breakdown);
-      const notes = [`victim ${ring.ids[victim]} (fence ${held.fence}): next grant ${whole(metrics.nextGrantMs)} ms at ${next ? ring.ids[next.node] : "–"}; ${describeBreakdown(breakdown)}`];
-      if (next && next.fence <= held.fence) notes.push(`SAFETY: the next fence ${next.fence} is not above the killed holder's ${held.fence}`);
-      if (next && next.atMs < held.atMs + held.leaseMs) {
-        notes.push(`SAFETY: ${ring.ids[next.node]} granted ${whole(held.atMs + held.leaseMs - next.atMs)} ms before the killed holder's section could end (lease ${held.leaseMs} ms)`);
+/** The holder kill on a ring of `size` nodes (R4: 5; R11, R12: 3 and 9). */
+export function holderKillWorkload(id: string, size: number): Workload {
+  const nodes = size === RING_SIZE ? "" : ` (${size} nodes)`;
+  return {
+    id,
+    title: `kill -9 the holder inside its section (${size}-node ring, defaults): time until the next grant anywhere`,
+    clients: "one",
+    table: "ring",
+    killsServers: true,
+    async run(ctx) {
+      const ring = await startRing(ctx, { size });
+      try {
+        await ring.startLoad();
+        await sleep(WARM_UP_MS);
+        const victim = victimOf(ctx.run, size);
+        const held = await ring.holdNext(victim, REPAIR_WAIT_MS);
+        if (!held) throw new Error(`${ring.ids[victim]} granted no section to hold`);
+        await sleep(KILL_INTO_SECTION_MS);
+        const killedAt = now();
+        const killedWallMs = Date.now();
+        signal(ring.nodes[victim].pid, "SIGKILL");
+        const next = await ring.nextGrant("any", REPAIR_WAIT_MS);
+        const metrics: Metrics = {
+          victim,
+          nextGrantMs: next ? next.atMs - killedAt : Number.NaN,
+          grantedAt: next?.node ?? Number.NaN,
+        };
+        const breakdown = repairBreakdown(ring, killedWallMs, next?.node ?? ring.successor(victim));
+        Object.assign(metrics, breakdown);
+        const notes = [
+          `victim ${ring.ids[victim]} (fence ${held.fence}): next grant ${whole(metrics.nextGrantMs)} ms at ${
+            next ? ring.ids[next.node] : "–"
+          }; ${describeBreakdown(breakdown)}`,
+        ];
+        if (next && next.fence <= held.fence) {
+          notes.push(`SAFETY: the next fence ${next.fence} is not above the killed holder's ${held.fence}`);
+        }
+        if (next && next.atMs < held.atMs + held.leaseMs) {
+          notes.push(
+            `SAFETY: ${ring.ids[next.node]} granted ${
+              whole(held.atMs + held.leaseMs - next.atMs)
+            } ms before the killed holder's section could end (lease ${held.leaseMs} ms)`,
+          );
+        }
+        return { metrics, notes };
+      } finally {
+        await ring.stop();
       }
-      return { metrics, notes };
-    } finally {
-      await ring.stop();
-    }
-  },
-  rows: [
-    {
-      label: "R4 kill -9 the holder in its section → next grant anywhere, ms",
-      show: (_m, runs) => spreadCell(samplesOf(runs, /^nextGrantMs$/), "kills"),
-      value: (_m, runs) => median(samplesOf(runs, /^nextGrantMs$/)),
-      target: `< ${whole(TARGET_MS)} (ringLeaseMaxMs + 1 s)`,
     },
-    {
-      ...breakdownRow("R4 where the time went (median ms after the kill)"),
-      target: `bound ≈ tokenLossMs ${whole(tokenLossMs)} + view change + grant wait ${whole(ringLeaseMaxMs + tokenLeaseSafetyMs)}`,
-    },
-  ],
-};
-export default workload;
+    rows: [
+      {
+        label: `${id} kill -9 the holder in its section${nodes} → next grant anywhere, ms`,
+        show: (_m, runs) => spreadCell(samplesOf(runs, /^nextGrantMs$/), "kills"),
+        value: (_m, runs) => median(samplesOf(runs, /^nextGrantMs$/)),
+        target: `< ${whole(TARGET_MS)} (ringLeaseMaxMs + 1 s)`,
+      },
+      {
+        ...breakdownRow(`${id} where the time went (median ms after the kill)`),
+        target: `bound ≈ tokenLossMs ${whole(tokenLossMs)} + view change + grant wait ${
+          whole(ringLeaseMaxMs + tokenLeaseSafetyMs)
+        }`,
+      },
+    ],
+  };
+}
+
+export default holderKillWorkload("R4", RING_SIZE);
