@@ -98,6 +98,9 @@ test("replica: a takeover restarts every lease from the new primary's start; a c
   w.runChecked(2_000);
   w.ok(w.request("p", keepAlive(alive)));
   w.runChecked(2_500);
+  // An entry just before the crash: the log's clock, which the new primary continues, is now
+  // past the backup's stale lease ends (without the restart they would lapse at once).
+  openSession(w);
   w.crash("p");
   w.run(S.primaryLeaseMs + S.primarySilenceMs + 300);
   const b = w.server("b");
@@ -134,6 +137,11 @@ test("durable: renewals write nothing to the disk; a restarted durable cluster r
     w.runChecked(1_000);
     w.ok(w.request("p", keepAlive(session)));
   }
+  // An entry a second after the last keepalive: the restarted primary's log clock continues from it.
+  w.runChecked(1_000);
+  openSession(w);
+  written.p += 1;
+  written.b += 1;
   assert.deepEqual({ p: w.persisted.get("p")!.length, b: w.persisted.get("b")!.length }, written, "no record written for a keepalive");
   const disks = { p: w.diskCopy("p"), b: w.diskCopy("b") };
   w.crash("p");
