@@ -722,12 +722,7 @@ test("durable: the primary answers only once its own log has the change on disk 
 
 test("durable: every process restarted: the in-sync backup takes over with its restored copy (same holder, same token)", () => {
   const { w, session, token } = healthyDurable();
-  const disks = { p: w.diskCopy("p"), b: w.diskCopy("b") };
-  w.crash("p");
-  w.crash("b");
-  w.restartArbiter();
-  w.start("p", { restored: disks.p });
-  w.start("b", { restored: disks.b });
+  w.restartAllFromDisk();
   w.runChecked(3_000);
   assert.deepEqual(w.serving(), ["b"], "the recorded in-sync backup serves");
   assert.equal(w.server("b").epoch, 2);

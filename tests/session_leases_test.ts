@@ -143,12 +143,7 @@ test("durable: renewals write nothing to the disk; a restarted durable cluster r
   written.p += 1;
   written.b += 1;
   assert.deepEqual({ p: w.persisted.get("p")!.length, b: w.persisted.get("b")!.length }, written, "no record written for a keepalive");
-  const disks = { p: w.diskCopy("p"), b: w.diskCopy("b") };
-  w.crash("p");
-  w.crash("b");
-  w.restartArbiter();
-  w.start("p", { restored: disks.p });
-  w.start("b", { restored: disks.b });
+  w.restartAllFromDisk();
   w.runChecked(3_000);
   const [serving] = w.serving();
   assert.ok(serving, "one serves");
