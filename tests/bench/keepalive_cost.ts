@@ -3,8 +3,8 @@
  * (arbiter + primary + backup, peer traffic authenticated with a cluster secret unless
  * `--no-secret`), `--sessions` sessions opened at the default TTL and each kept alive every TTL/3
  * as mutexd's client does, spread evenly over the period; then the CPU time of each server process
- * (/proc/PID/stat) over `--seconds`, in % of one core and in µs per keepalive, and whether every
- * session is still alive at the end.
+ * (/proc/PID/stat) over `--seconds`, in % of one core (and idle, before any session, over up to
+ * 10 s) and in µs per keepalive above idle, and how many keepalives found their session gone.
  *
  *   bun tests/bench/keepalive_cost.ts [--sessions 10000] [--seconds 20] [--no-secret]
  *
@@ -66,12 +66,16 @@ async function post(path: string, body: unknown): Promise<{ status: number; body
   return { status: response.status, body: answer };
 }
 
-/** Opens one session; a lease that lapsed under load (421) is retried after a pause, at most 50 times. */
+/**
+ * Opens one session; a lease that lapsed under load (421) is retried after a pause, at most 50
+ * times, with the same requestId (a retry of an open that did commit gets that session).
+ */
 async function openOne(): Promise<{ status: number; body: Record<string, unknown> }> {
-  let answer = await post("/v1/sessions", {});
+  const body = { requestId: crypto.randomUUID() };
+  let answer = await post("/v1/sessions", body);
   for (let attempt = 1; attempt < 50 && answer.status === 421; attempt++) {
     await new Promise((resolve) => setTimeout(resolve, 100));
-    answer = await post("/v1/sessions", {});
+    answer = await post("/v1/sessions", body);
   }
   return answer;
 }
@@ -96,6 +100,19 @@ function pump(nowMs: number): void {
   }
 }
 
+// p1 serves at the start, b1 is its backup (movedToAnotherPrimary > 0: a takeover swapped them).
+const pids = { a1: arbiterPid, p1: primaryPid, b1: backupPid };
+const cpuNow = () => Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
+/** CPU seconds of each process over `ms`, and the seconds that took. */
+async function cpuOver(ms: number): Promise<{ cpu: Record<string, number>; seconds: number }> {
+  const [before, t0] = [cpuNow(), performance.now()];
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  const after = cpuNow();
+  return { cpu: Object.fromEntries(Object.keys(pids).map((k) => [k, after[k] - before[k]])), seconds: (performance.now() - t0) / 1_000 };
+}
+// The deployment idle, without sessions (heartbeats, lease renewals, ticks): what keepalives add to.
+const idle = await cpuOver(Math.min(measureMs, 10_000));
+
 const timer = setInterval(() => pump(performance.now()), TICK_MS);
 try {
   // Open the sessions (IN_FLIGHT_MAX at once); each is kept alive from its open on, with its
@@ -114,16 +131,12 @@ try {
   const openSeconds = (performance.now() - openStartMs) / 1_000;
   // One whole period of keepalives before the measurement: the sends are spread by then.
   await new Promise((resolve) => setTimeout(resolve, PERIOD_MS + 500));
-  // p1 serves at the start, b1 is its backup (movedToAnotherPrimary > 0: a takeover swapped them).
-  const pids = { a1: arbiterPid, p1: primaryPid, b1: backupPid };
-  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
   const driverBefore = cpuSeconds("self");
-  const [keptBefore, t0] = [keptAlive, performance.now()];
-  await new Promise((resolve) => setTimeout(resolve, measureMs));
-  const seconds = (performance.now() - t0) / 1_000;
+  const keptBefore = keptAlive;
+  const { cpu, seconds } = await cpuOver(measureMs);
   const kept = keptAlive - keptBefore;
-  const after = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
   const driverCpu = cpuSeconds("self") - driverBefore;
+  const pct = (cpuSeconds: number, overSeconds: number) => Number(((100 * cpuSeconds) / overSeconds).toFixed(1));
   const loadAtEnd = (await import("node:fs")).readFileSync("/proc/loadavg", "utf8").trim();
   const result = {
     sessions: sessions.length,
@@ -134,8 +147,10 @@ try {
     keepalivesLost404: lost,
     keepalivesFailed: failed,
     movedToAnotherPrimary: moved,
-    cpuPctOfCore: Object.fromEntries(Object.keys(pids).map((k) => [k, Number(((100 * (after[k] - before[k])) / seconds).toFixed(1))])),
-    cpuUsPerKeepalive: Object.fromEntries(Object.keys(pids).map((k) => [k, Math.round(((after[k] - before[k]) * 1e6) / Math.max(1, kept))])),
+    idleCpuPctOfCore: Object.fromEntries(Object.keys(pids).map((k) => [k, pct(idle.cpu[k], idle.seconds)])),
+    cpuPctOfCore: Object.fromEntries(Object.keys(pids).map((k) => [k, pct(cpu[k], seconds)])),
+    // Above idle: what the keepalives cost.
+    cpuUsPerKeepalive: Object.fromEntries(Object.keys(pids).map((k) => [k, Math.round(((cpu[k] - (idle.cpu[k] * seconds) / idle.seconds) * 1e6) / Math.max(1, kept))])),
     driverCpuPct: Number(((100 * driverCpu) / seconds).toFixed(1)),
     loadavg: { start: loadAtStart, end: loadAtEnd },
   };
