@@ -48,6 +48,26 @@ test("table: no entry's time expires a session; the primary's expire entry does,
   assert.deepEqual(output.effects.filter((e) => e.type === "sessionExpired").map((e) => e.type === "sessionExpired" && e.session), [a, b]);
 });
 
+test("table: an expire at the end of a lock-delay drops the sessions it names before the lock is handed on (simulator seed 216)", () => {
+  const table = new LockTable({ limits: LIMITS, sessionIdPrefix: "s", tokenFloor: 0 });
+  const open = (ttlMs: number) => {
+    const result = table.apply({ type: "openSession", secretHash: SECRET_HASH, ttlMs }, 0).result;
+    assert.ok(result.ok && result.type === "session");
+    return result.session;
+  };
+  const [a, b] = [open(1_000), open(1_500)];
+  const enter = (session: string, lockDelayMs: number): Command => ({ type: "enter", secretHash: SECRET_HASH, name: "L", session, mode: "exclusive", waitMs: 60_000, lockDelayMs });
+  assert.ok(table.apply(enter(a, 500), 0).result.ok);
+  assert.ok(table.apply(enter(b, 0), 0).result.ok);
+  table.apply({ type: "expire", sessions: table.lapsedSessions(1_000) }, 1_000); // a: L is delayed to 1,500
+  assert.deepEqual(table.locks.get("L")?.queue.map((w) => w.session), [b]);
+  // At 1,500 the delay ends and b's lease lapses: the primary's expire of b comes first.
+  assert.deepEqual(table.lapsedSessions(1_500), [b]);
+  const output = table.apply({ type: "expire", sessions: [b] }, 1_500);
+  assert.deepEqual(output.effects.filter((e) => e.type === "granted"), [], "no grant to b on the way");
+  assert.equal(table.locks.size, 0);
+});
+
 test("table: a renewal moves the lease end only, at the primary's time, without moving the table's clock", () => {
   const { table, a, b } = tableWithHolderAndWaiter();
   const renewed = table.renew({ type: "keepAlive", secretHash: SECRET_HASH, session: a }, 900);

@@ -207,9 +207,12 @@ export class LockTable {
     assert(nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
     this.nowMs = nowMs;
     const effects: Effect[] = [];
-    // Wait deadlines run first so every command sees only live waiters (sessions: `expire`).
-    this.expireDue(effects);
+    // Wait deadlines and lock-delay ends run first so every command sees only live waiters; after
+    // an `expire`, so a lock whose delay ends now does not go to a session it names.
+    const expiring = command.type === "expire";
+    if (!expiring) this.expireDue(effects);
     const output = this.dispatch(command, effects);
+    if (expiring) this.expireDue(effects);
     output.effects = effects.concat(output.effects);
     return output;
   }
