@@ -218,6 +218,16 @@ export class World {
     this.servers.delete(id);
     this.queue.splice(0, this.queue.length, ...this.queue.filter((p) => p.from !== id));
   }
+
+  /** A power cut of every process of a durable cluster: each server restarts from its disk, the arbiter from its own. */
+  restartAllFromDisk(): void {
+    const disks = { p: this.diskCopy("p"), b: this.diskCopy("b") };
+    this.crash("p");
+    this.crash("b");
+    this.restartArbiter();
+    this.start("p", { restored: disks.p });
+    this.start("b", { restored: disks.b });
+  }
 }
 
 /** Brings the cluster up: p primary, b synced and in sync at the arbiter. */

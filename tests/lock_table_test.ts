@@ -23,13 +23,21 @@ const LIMITS = {
 
 /** A table plus shorthands; sessions are named a, b, c… in the order they are opened. */
 class Script {
-  readonly table = new LockTable({ limits: LIMITS, sessionIdPrefix: "s", tokenFloor: 100 });
   readonly effects: Effect[] = [];
   nowMs = 0;
 
+  constructor(readonly table = new LockTable({ limits: LIMITS, sessionIdPrefix: "s", tokenFloor: 100 })) {}
+
+  /**
+   * As a primary runs a command (LockReplica): the sessions whose lease lapsed go first, by an
+   * `expire` entry (their effects lead the command's); a keepalive renews without an entry.
+   */
   run(command: Command, atMs = this.nowMs): Output {
     this.nowMs = atMs;
-    const output = this.table.apply(command, atMs);
+    const lapsed = this.table.lapsedSessions(atMs);
+    const expired = lapsed.length > 0 ? this.table.apply({ type: "expire", sessions: lapsed }, atMs).effects : [];
+    const output = command.type === "keepAlive" ? this.table.renew(command, atMs) : this.table.apply(command, atMs);
+    output.effects = [...expired, ...output.effects];
     this.effects.push(...output.effects);
     return output;
   }
@@ -401,12 +409,12 @@ const CASES: Case[] = [
       const [a, b] = [s.open(1_000), s.open(5_000)];
       granted(s.enter(a, "L", { lockDelayMs: 500 }));
       s.enter(b, "L");
-      const copy = LockTable.fromSnapshot(s.table.snapshot(), LIMITS);
+      const copy = new Script(LockTable.fromSnapshot(s.table.snapshot(), LIMITS));
       const original = s.tick(1_000);
-      const replayed = copy.apply({ type: "tick" }, 1_000);
+      const replayed = copy.tick(1_000);
       assert.deepEqual(replayed, original);
-      assert.deepEqual(copy.apply({ type: "tick" }, 1_500), s.tick(1_500));
-      assert.deepEqual(copy.snapshot(), s.table.snapshot());
+      assert.deepEqual(copy.tick(1_500), s.tick(1_500));
+      assert.deepEqual(copy.table.snapshot(), s.table.snapshot());
     },
   },
   {

@@ -6,7 +6,6 @@
  * the number of runs it took are printed (the table in docs/simulator.md).
  */
 import { test } from "node:test";
-import { ownerKey } from "../lib/core/lock/session_owners.ts";
 import assert from "node:assert/strict";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { RingNode } from "../lib/core/ring/ring_node.ts";
@@ -62,29 +61,22 @@ const RING_ONLY = { kinds: ["ring"], safetyMs: 10_000, healMs: 20_000 };
 const table = LockTable.prototype as unknown as Proto;
 const ringNode = RingNode.prototype as unknown as Proto;
 
-test("bug: the lock table grants to a waiter whose session is dead → lock.grant-to-live fails", { timeout: 60_000 }, () => {
-  // promote() without the liveness check of the queue head (etcd #11456).
-  const found = patched(table, "promote", () =>
-    function (this: Proto, lock: Proto, effects: Proto[]) {
-      if (this.nowMs < lock.delayUntilMs) return;
-      for (let i = 0; i < 1_000 && lock.queue.length > 0; i++) {
-        const head = lock.queue[0];
-        const session = this.sessions.get(head.session);
-        if (!session) {
-          lock.queue.shift();
-          effects.push({ type: "waitEnded", name: lock.name, session: head.session, reason: "sessionDead" });
-          continue;
-        }
-        if (!this.compatible(lock, head.mode)) return;
-        lock.queue.shift();
-        // The per-owner waiter count kept in step, so only the liveness check is missing.
-        this.owners.waiterRemoved(ownerKey(session.owner));
-        session.locks.delete(lock.name);
-        effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs) });
-        if (head.mode === "exclusive") return;
+test("bug: an expire entry hands each freed lock on before it drops the next lapsed session → a lapsed waiter gets it (lock.grant-to-live)", { timeout: 300_000 }, () => {
+  // One `expire` entry names every session whose lease lapsed (session_leases.ts), e.g. a holder
+  // and its waiter after a pause; promoting after each drop grants to the waiter still listed.
+  const found = patched(table, "expire", () =>
+    function (this: Proto, ids: string[], effects: Proto[]) {
+      for (const id of ids) {
+        const session = this.sessions.get(id);
+        if (!session) continue;
+        const touched = new Set<Proto>();
+        const released = this.dropSession(session, "expired", effects, touched);
+        effects.push({ type: "sessionExpired", session: id, released });
+        this.promoteAll(touched, effects);
       }
+      return { result: { ok: true, type: "ticked" }, effects: [] };
     }, () => hunt(LOCK_ONLY, 300));
-  expectCaught("grant to a dead waiter", found, ["lock.grant-to-live"]);
+  expectCaught("grant to a lapsed waiter", found, ["lock.grant-to-live"]);
 });
 
 test("bug: the lock table grants from the back of the queue → lock.fifo fails", { timeout: 60_000 }, () => {
@@ -333,13 +325,13 @@ test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake th
 
 /** dropSession() that forgets the expired holder's lock-delay (Chubby's delay after a death). */
 const noLockDelay = (original: Method) =>
-  function (this: Proto, session: Proto, reason: string, effects: unknown[]) {
+  function (this: Proto, session: Proto, reason: string, effects: unknown[], touched: unknown) {
     if (reason === "expired") {
       for (const name of session.locks) {
         for (const holder of this.locks.get(name)?.holders ?? []) if (holder.session === session.id) holder.lockDelayMs = 0;
       }
     }
-    return original.call(this, session, reason, effects);
+    return original.call(this, session, reason, effects, touched);
   };
 
 test("bug: no lock-delay after a holder's session expires → lock.lock-delay fails", { timeout: 120_000 }, () => {
@@ -354,7 +346,7 @@ test("bug: no lock-delay after an expiry, on the primary/backup tables → failo
 
 test("bug: a session's expiry leaves its queued request in the queue → lock.table-structure fails", { timeout: 120_000 }, () => {
   const found = huntInjected(table, "dropSession", (original) =>
-    function (this: Proto, session: Proto, reason: string, effects: unknown[]) {
+    function (this: Proto, session: Proto, reason: string, effects: unknown[], touched: unknown) {
       const kept: Array<{ lock: Proto; index: number; waiter: unknown }> = [];
       if (reason === "expired") {
         for (const name of session.locks) {
@@ -362,7 +354,7 @@ test("bug: a session's expiry leaves its queued request in the queue → lock.ta
           lock?.queue.forEach((waiter: Proto, index: number) => waiter.session === session.id && kept.push({ lock, index, waiter }));
         }
       }
-      const released = original.call(this, session, reason, effects);
+      const released = original.call(this, session, reason, effects, touched);
       for (const { lock, index, waiter } of kept) lock.queue.splice(index, 0, waiter); // put back
       return released;
     }, LOCK_ONLY, 300, ["lock.table-structure"]);

@@ -17,6 +17,7 @@ import type { LogEntry } from "../core/lock/lock_machine.ts";
 import type { BORN, Command, LockState, Result, SessionCopy } from "../core/lock/lock_table.ts";
 import { CALL_ID_LENGTH_MAX } from "../core/lock/lock_table.ts";
 import { OWNER_LENGTH_MAX, SECRET_HASH_LENGTH_MAX } from "../core/lock/session_owners.ts";
+import { EXPIRE_BATCH_MAX } from "../core/lock/session_leases.ts";
 import type { CopyChunk, CopyStart } from "../core/lock/table_copy.ts";
 import { REQUEST_ID_LENGTH_MAX } from "../core/lock/answered.ts";
 import { ERROR_STATUS } from "./errors.ts";
@@ -58,6 +59,7 @@ function build(limits: LockPeerLimits) {
     v.strictObject({ type: v.literal("leave"), name: lockName, session: sessionId(), secretHash: secretHash(), token: v.optional(integer()) }),
     v.strictObject({ type: v.literal("forceRelease"), name: lockName }),
     v.strictObject({ type: v.literal("tick") }),
+    v.strictObject({ type: v.literal("expire"), sessions: v.pipe(v.array(sessionId()), v.maxLength(EXPIRE_BATCH_MAX)) }),
     v.strictObject({ type: v.literal("restartLeases") }),
     v.strictObject({ type: v.literal("holdGrants"), untilMs: time() }),
   ]);

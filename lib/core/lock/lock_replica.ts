@@ -19,7 +19,8 @@
  * - A server that steps down throws its state away (it may hold uncommitted changes) and syncs
  *   again from the primary: a streamed copy plus what follows (resync.ts).
  * - Times in the log are the primary's; a new primary continues that time base, and restarts
- *   every session lease at takeover.
+ *   every session lease at takeover. Keepalives renew the primary's table only (no entry); a
+ *   lapsed lease is the primary's decision, logged as an `expire` entry (session_leases.ts).
  *
  * Parts, each owning its own state: backup_feed.ts (the primary's replication to its backup),
  * primary_lease.ts (the lease and its renewals), takeover_gate.ts (a backup's promises and
@@ -183,6 +184,8 @@ export class LockReplica {
       this.answer(clientRef, this.notPrimary());
       return;
     }
+    // Every command reads a table without lapsed sessions (a keepalive must not revive one).
+    this.expireLapsed();
     // A bad id is refused before it is logged: it would be replicated and remembered.
     const idProblem = requestIdProblem(requestId);
     if (idProblem !== undefined) return this.answer(clientRef, { ok: false, code: "bad_request", message: idProblem });
@@ -193,20 +196,40 @@ export class LockReplica {
     const machine = this.machine!;
     const remembered = requestId !== undefined && machine.answerFor(requestId) !== undefined;
     const refusal = remembered ? undefined : machine.table.refusalBeforeLog(command);
-    if (refusal !== undefined) return this.refuseUnlogged(clientRef, refusal);
+    if (refusal !== undefined) return this.answerUnlogged(clientRef, refusal);
     // A TTL the arbiter's record does not cover: only this command waits (outside the log).
     if (!this.record.admits(command, this.machine!.table)) return this.holdForCover(clientRef, command, requestId);
-    this.append(command, requestId, clientRef);
+    this.submitAdmitted(command, requestId, clientRef);
+  }
+
+  /** A command past every check: a keepalive renews our table only, any other is logged. */
+  private submitAdmitted(command: Command, requestId: string | undefined, clientRef: number): void {
+    if (command.type !== "keepAlive") return this.append(command, requestId, clientRef);
+    // Not replicated, not written to disk: only a primary's table holds live leases, and a new
+    // primary restarts them all (docs/failover.md "Session leases").
+    this.answerUnlogged(clientRef, this.machine!.table.renew(command, this.timeBaseMs()));
   }
 
   /**
-   * Answers a refusal that was read from the table without a log entry. The table may hold
-   * entries not yet committed (a close that a failover could still lose): the answer waits, in
-   * order with theirs, until the last of them commits, as a logged refusal would.
+   * Logs the sessions whose lease lapsed on our clock as `expire` entries, before any command
+   * reads the table. Terminates: each entry drops at least one of the table's bounded sessions.
    */
-  private refuseUnlogged(clientRef: number, refusal: Output): void {
-    if (this.commitIndex >= this.lastIndex) return this.answer(clientRef, toAnswer(refusal));
-    this.pending.push({ index: this.lastIndex, clientRef, output: refusal, appendedAtMs: this.nowMs });
+  private expireLapsed(): void {
+    const table = this.machine!.table;
+    for (let ids = table.lapsedSessions(this.timeBaseMs()); ids.length > 0; ids = table.lapsedSessions(this.timeBaseMs())) {
+      this.append({ type: "expire", sessions: ids }, undefined);
+    }
+  }
+
+  /**
+   * Answers what was read from (or, for a keepalive, renewed in) the table without a log entry.
+   * The table may hold entries not yet committed (a close, or an open, that a failover could
+   * still lose): the answer waits, in order with theirs, until the last of them commits, as a
+   * logged answer would.
+   */
+  private answerUnlogged(clientRef: number, output: Output): void {
+    if (this.commitIndex >= this.lastIndex) return this.answer(clientRef, toAnswer(output));
+    this.pending.push({ index: this.lastIndex, clientRef, output, appendedAtMs: this.nowMs });
   }
 
   private holdForCover(clientRef: number, command: Command, requestId: string | undefined): void {
@@ -336,6 +359,7 @@ export class LockReplica {
   private tickPrimary(): void {
     const machine = this.machine!;
     for (const held of this.record.takeExpired(this.nowMs)) this.answer(held.clientRef, this.uncovered());
+    if (this.serving()) this.expireLapsed();
     if (this.serving() && machine.table.isDue(this.timeBaseMs())) this.append({ type: "tick" }, undefined);
     if (this.options.arbiterId === null) return;
     this.feed.checkHealth();
@@ -385,7 +409,10 @@ export class LockReplica {
     }
     this.lease.arbiterGranted(request.sentAtMs, reply.leaseMs);
     this.record.covered(reply);
-    if (this.serving()) for (const held of this.record.takeCovered(this.machine!.table)) this.append(held.command, held.requestId, held.clientRef);
+    if (this.serving()) {
+      this.expireLapsed();
+      for (const held of this.record.takeCovered(this.machine!.table)) this.submitAdmitted(held.command, held.requestId, held.clientRef);
+    }
     this.advanceCommit();
     // Only an answer that may change what we believe the arbiter recorded (primary_lease.ts).
     if (!this.lease.answered(request.seq!, request.backupInSync!)) return;

@@ -9,7 +9,9 @@
  * - FIFO per lock. Shared holders coexist; a queued exclusive request blocks later shared ones.
  * - Fencing tokens come from one counter over all grants, so they strictly increase per lock.
  * - A session whose keepalives stop for its TTL is dead: its locks pass to the next live waiter,
- *   its queued requests are dropped. A waiter's session is checked alive at its grant.
+ *   its queued requests are dropped. When its lease lapsed is the primary's decision, logged as
+ *   an `expire` entry (session_leases.ts): keepalives renew the primary's table only, so a
+ *   backup's `expiresAtMs` is stale, and no entry's time expires a session by itself.
  * - A lock freed by expiry (not by leave) is not granted again before its holder's lock-delay.
  * - An enter may carry a call id, one per client call (the same on every long-poll round and
  *   retry of that call). A leave of the call's grant or wait records the id on the session (the
@@ -18,11 +20,12 @@
  *   believes it left (docs/simulator.md, finding 12).
  */
 import { assert, assertNever } from "../assert.ts";
-import type { ApiError, ErrorCode } from "../../wire/errors.ts";
+import type { ErrorCode } from "../../wire/errors.ts";
 import type { Settings } from "../../settings.ts";
 import { OwnerCounts, ownerKey, ownerProblem, SECRET_MISMATCH, secretHashProblem, secretMatches } from "./session_owners.ts";
-
-export type Mode = "exclusive" | "shared";
+import { EXPIRE_BATCH_MAX, LeaseClock } from "./session_leases.ts";
+import type { Command, Effect, Grant, Mode, Output, Result } from "./table_commands.ts";
+export type { Command, Effect, Grant, Mode, Output, Result };
 
 export interface Session {
   /** Creation order in this table (hidden: not in snapshots; see `TableWatcher`). */
@@ -75,84 +78,6 @@ export interface LockState {
   delayUntilMs: number;
 }
 
-/**
- * Every command on a session carries `secretHash`, the hash of the secret its request presented
- * (session_owners.ts). `owner` and the `owner…Max` limits are the caller's (cluster/caller.ts),
- * absent without client tokens.
- */
-export type Command =
-  | { type: "openSession"; ttlMs: number; secretHash: string; owner?: string; ownerSessionsMax?: number }
-  | { type: "keepAlive"; session: string; secretHash: string }
-  | { type: "closeSession"; session: string; secretHash: string }
-  | {
-    type: "enter";
-    name: string;
-    session: string;
-    secretHash: string;
-    mode: Mode;
-    waitMs: number;
-    lockDelayMs: number;
-    callId?: string;
-    ownerWaitersMax?: number;
-  }
-  | { type: "leave"; name: string; session: string; secretHash: string; token?: number }
-  /**
-   * An operator's release (`mutexd release NAME --force`, admin permission when client tokens
-   * exist): every holder loses the lock as if its session had died: the lock-delay applies and
-   * the fencing counter moves on, so a write of the old holder is refused even before the next
-   * grant.
-   */
-  | { type: "forceRelease"; name: string }
-  | { type: "tick" }
-  /** A new primary took over: every session and wait restarts its full TTL (Chubby, etcd, Consul). */
-  | { type: "restartLeases" }
-  /**
-   * A fresh table after a lost one: no grant before `untilMs` (the grace in which every session
-   * of the lost table expires on its client's clock); sessions open and enters queue meanwhile.
-   */
-  | { type: "holdGrants"; untilMs: number };
-
-export interface Grant {
-  name: string;
-  session: string;
-  token: number;
-  mode: Mode;
-}
-
-export type Result =
-  /**
-   * `secretHash`: an open's answer says which secret the session has (a retry's may not be its).
-   * `held`: a keepalive's answer names the locks the session holds, so a client notices a lock
-   * it lost while its session lived (a force-release) within a keepalive period.
-   */
-  | { ok: true; type: "session"; session: string; ttlMs: number; expiresAtMs: number; secretHash?: string; held?: string[] }
-  | { ok: true; type: "closed"; session: string; released: string[] }
-  | { ok: true; type: "granted"; grant: Grant }
-  | { ok: true; type: "waiting"; name: string; position: number }
-  /** `callLeft`: the enter's call was already left; it changed nothing (position 0). */
-  | { ok: true; type: "notGranted"; name: string; position: number; callLeft?: true }
-  | { ok: true; type: "left"; name: string; wasHolder: boolean }
-  /** `tokens`: the fencing tokens of the holders the force-release removed. */
-  | { ok: true; type: "forceReleased"; name: string; tokens: number[] }
-  | { ok: true; type: "ticked" }
-  | { ok: true; type: "leasesRestarted"; sessions: number }
-  | { ok: false; error: ApiError };
-
-/**
- * What happened besides the answer: the driver resolves long-polls and logs from these. Every
- * new grant (at once or from the queue) appears as a "granted" effect; a repeated enter of a
- * holder does not.
- */
-export type Effect =
-  | { type: "granted"; grant: Grant }
-  | { type: "waitEnded"; name: string; session: string; reason: "deadline" | "sessionDead" | "withdrawn" }
-  | { type: "sessionExpired"; session: string; released: string[] }
-  | { type: "released"; name: string; session: string; token: number; reason: "leave" | "expired" | "closed" | "forced" };
-
-export interface Output {
-  result: Result;
-  effects: Effect[];
-}
 
 /** The limits the table enforces; a subset of Settings so tests can pass small values. */
 export type LockTableLimits = Pick<
@@ -235,11 +160,13 @@ export class LockTable {
   private nowMs = 0;
   /** No grant before this (holdGrants): every lock made before it starts with this lock-delay. */
   private grantsFromMs = 0;
-  /** A lower bound of every session expiry, waiter deadline and lock-delay end: ticks are O(1) until it. */
+  /** A lower bound of every waiter deadline and lock-delay end: ticks are O(1) until it. */
   private dueAtMs = Number.POSITIVE_INFINITY;
   /** The last creation stamp given (see BORN). */
   private bornSeq = 0;
   private watcher: TableWatcher | null = null;
+  /** When a session's lease may have lapsed, for the primary's `lapsedSessions` (session_leases.ts). */
+  private readonly leases = new LeaseClock();
   /** Sessions and waiting enters per owner (derived: kept in step with sessions and queues). */
   readonly owners = new OwnerCounts();
 
@@ -253,7 +180,7 @@ export class LockTable {
     return this.nowMs;
   }
 
-  /** Whether a tick at `nowMs` could change anything (an expiry, deadline or lock-delay is due). */
+  /** Whether a tick at `nowMs` could change anything (a wait deadline or lock-delay is due). */
   isDue(nowMs: number): boolean {
     return nowMs >= this.dueAtMs;
   }
@@ -280,10 +207,35 @@ export class LockTable {
     assert(nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
     this.nowMs = nowMs;
     const effects: Effect[] = [];
-    // Expiry runs first so every command sees only live sessions and waiters.
-    this.expireDue(effects);
+    // Wait deadlines and lock-delay ends run first so every command sees only live waiters; after
+    // an `expire`, so a lock whose delay ends now does not go to a session it names.
+    const expiring = command.type === "expire";
+    if (!expiring) this.expireDue(effects);
     const output = this.dispatch(command, effects);
+    if (expiring) this.expireDue(effects);
     output.effects = effects.concat(output.effects);
+    return output;
+  }
+
+  /**
+   * The primary's keepalive at `nowMs`: renews the session's lease in this table only, as no log
+   * entry (session_leases.ts); the table's clock stays the last entry's, as on the backup. The
+   * primary expires lapsed sessions first, so a lapsed one is not revived.
+   */
+  renew(command: Extract<Command, { type: "keepAlive" }>, nowMs: number): Output {
+    assert(Number.isFinite(nowMs) && nowMs >= this.nowMs, `a renewal at ${nowMs} before the table's clock ${this.nowMs}`);
+    return this.renewed(command.session, this.keepAlive(command, nowMs));
+  }
+
+  /** The primary's question: sessions whose lease lapsed at `nowMs`, to name in an `expire` entry. */
+  lapsedSessions(nowMs: number, max = EXPIRE_BATCH_MAX): string[] {
+    return this.leases.lapsed(this.sessions.values(), nowMs, max);
+  }
+
+  /** Notes the lease end a keepalive set (read back from the session, whatever set it). */
+  private renewed(sessionId: string, output: Output): Output {
+    const session = this.sessions.get(sessionId);
+    if (output.result.ok && session) this.leases.note(session.expiresAtMs);
     return output;
   }
 
@@ -317,8 +269,8 @@ export class LockTable {
     switch (command.type) {
       case "openSession":
         return this.openSession(command);
-      case "keepAlive":
-        return this.keepAlive(command);
+      case "keepAlive": // logged only by primaries older than session_leases.ts; replays as it did
+        return this.renewed(command.session, this.keepAlive(command));
       case "closeSession":
         return this.closeSession(command, effects);
       case "enter":
@@ -329,6 +281,8 @@ export class LockTable {
         return this.forceRelease(command.name, effects);
       case "tick":
         return { result: { ok: true, type: "ticked" }, effects: [] };
+      case "expire":
+        return this.expire(command.sessions, effects);
       case "restartLeases":
         return this.restartLeases();
       case "holdGrants":
@@ -367,7 +321,7 @@ export class LockTable {
     if (owner !== undefined) session.owner = owner;
     this.sessions.set(id, session);
     this.owners.sessionOpened(ownerKey(owner));
-    this.noteDue(session.expiresAtMs);
+    this.leases.note(session.expiresAtMs);
     return { result: { ok: true, type: "session", session: id, ttlMs, expiresAtMs: session.expiresAtMs, secretHash }, effects: [] };
   }
 
@@ -379,12 +333,12 @@ export class LockTable {
     return session;
   }
 
-  private keepAlive(command: Extract<Command, { type: "keepAlive" }>): Output {
+  private keepAlive(command: Extract<Command, { type: "keepAlive" }>, nowMs = this.nowMs): Output {
     const sessionId = command.session;
     const session = this.sessionFor(sessionId, command.secretHash);
     if ("result" in session) return session;
     this.watcher?.beforeSessionChange(session);
-    session.expiresAtMs = this.nowMs + session.ttlMs;
+    session.expiresAtMs = nowMs + session.ttlMs;
     // session.locks also names the locks it waits for: only those it holds are answered.
     const held = [...session.locks].filter((name) => this.locks.get(name)?.holders.some((h) => h.session === sessionId)).sort();
     return {
@@ -393,11 +347,29 @@ export class LockTable {
     };
   }
 
+  /**
+   * The primary's decision that these sessions' leases lapsed (an id it no longer has: nothing).
+   * All go before any lock they free is granted: a lapsed waiter must not get one on the way.
+   */
+  private expire(ids: readonly string[], effects: Effect[]): Output {
+    const touched = new Set<LockState>();
+    for (const id of ids) {
+      const session = this.sessions.get(id);
+      if (!session) continue;
+      const released = this.dropSession(session, "expired", effects, touched);
+      effects.push({ type: "sessionExpired", session: id, released });
+    }
+    this.promoteAll(touched, effects);
+    return { result: { ok: true, type: "ticked" }, effects: [] };
+  }
+
   private closeSession(command: Extract<Command, { type: "closeSession" }>, effects: Effect[]): Output {
     const sessionId = command.session;
     const session = this.sessionFor(sessionId, command.secretHash);
     if ("result" in session) return session;
-    const released = this.dropSession(session, "closed", effects);
+    const touched = new Set<LockState>();
+    const released = this.dropSession(session, "closed", effects, touched);
+    this.promoteAll(touched, effects);
     return { result: { ok: true, type: "closed", session: sessionId, released }, effects: [] };
   }
 
@@ -427,7 +399,7 @@ export class LockTable {
     for (const session of this.sessions.values()) {
       this.watcher?.beforeSessionChange(session);
       session.expiresAtMs = this.nowMs + session.ttlMs;
-      this.noteDue(session.expiresAtMs);
+      this.leases.note(session.expiresAtMs);
     }
     for (const lock of this.locks.values()) {
       if (lock.queue.length > 0) this.watcher?.beforeLockChange(lock);
@@ -600,12 +572,13 @@ export class LockTable {
     while (lock.queue.length > 0) {
       const head = lock.queue[0];
       const session = this.sessions.get(head.session);
-      if (!session || session.expiresAtMs <= this.nowMs || head.deadlineMs <= this.nowMs) {
-        // Never grant to a dead waiter (etcd #11456), even between two expiry passes.
+      if (!session || head.deadlineMs <= this.nowMs) {
+        // Never grant to a dead waiter (etcd #11456): the primary logs an `expire` of every lapsed
+        // lease before each entry (LockReplica.append), so a session here is live on its clock.
         lock.queue.shift();
         if (session) this.owners.waiterRemoved(ownerKey(session.owner));
         session?.locks.delete(lock.name);
-        const reason = !session || session.expiresAtMs <= this.nowMs ? "sessionDead" : "deadline";
+        const reason = !session ? "sessionDead" : "deadline";
         // A wait that ended at its deadline is a call its session left: a late copy of one of its
         // rounds must not queue it again.
         if (session && reason === "deadline") this.recordLeft(session, head.callId);
@@ -640,18 +613,10 @@ export class LockTable {
     return mode === "shared" && lock.holders.every((h) => h.mode === "shared");
   }
 
-  /** Expires sessions and waiters whose time has come; O(1) while nothing is due. */
+  /** Ends waits whose deadline came and lock-delays that ended; O(1) while nothing is due. */
   private expireDue(effects: Effect[]): void {
     if (this.nowMs < this.dueAtMs) return;
     let nextDueMs = Number.POSITIVE_INFINITY;
-    for (const session of [...this.sessions.values()]) {
-      if (session.expiresAtMs <= this.nowMs) {
-        const released = this.dropSession(session, "expired", effects);
-        effects.push({ type: "sessionExpired", session: session.id, released });
-      } else {
-        nextDueMs = Math.min(nextDueMs, session.expiresAtMs);
-      }
-    }
     for (const lock of [...this.locks.values()]) {
       const kept = lock.queue.filter((waiter) => {
         if (waiter.deadlineMs > this.nowMs) return true;
@@ -675,12 +640,16 @@ export class LockTable {
     this.dueAtMs = nextDueMs;
   }
 
-  /** Removes a session: releases what it holds (with lock-delay on expiry), drops its waits. */
-  private dropSession(session: Session, reason: "expired" | "closed", effects: Effect[]): string[] {
+  /**
+   * Removes a session: releases what it holds (with lock-delay on expiry), drops its waits. The
+   * locks it was in go to `touched`, for `promoteAll` once every session that goes has gone.
+   */
+  private dropSession(session: Session, reason: "expired" | "closed", effects: Effect[], touched: Set<LockState>): string[] {
     const released: string[] = [];
-    const touched: LockState[] = [];
     this.watcher?.beforeSessionChange(session);
-    for (const name of session.locks) {
+    // In name order: the index's own order differs between a table and its copy (table_copy.ts),
+    // and the answer's `released` list must not.
+    for (const name of [...session.locks].sort()) {
       const lock = this.locks.get(name);
       assert(lock !== undefined, `session ${session.id} indexes missing lock ${name}`);
       this.watcher?.beforeLockChange(lock);
@@ -700,16 +669,19 @@ export class LockTable {
       if (lock.queue.length !== waiting) {
         effects.push({ type: "waitEnded", name, session: session.id, reason: "sessionDead" });
       }
-      touched.push(lock);
+      touched.add(lock);
     }
     this.sessions.delete(session.id);
     this.owners.sessionDropped(ownerKey(session.owner));
     session.locks.clear();
-    for (const lock of touched) {
+    return released;
+  }
+
+  private promoteAll(locks: Iterable<LockState>, effects: Effect[]): void {
+    for (const lock of locks) {
       this.promote(lock, effects);
       this.forgetIfIdle(lock);
     }
-    return released;
   }
 
   /** A newer call of the session takes over a grant or a queue place: the older call is over. */

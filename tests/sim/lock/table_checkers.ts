@@ -47,6 +47,7 @@ export function tableCheckerNames(kind: string) {
 interface TableInternals {
   options: { limits: LockTableLimits };
   dueAtMs: number;
+  leases: { dueAtMs: number };
 }
 
 /** A lock-delay in force: no grant of its lock before `untilMs` (table clock). */
@@ -78,7 +79,7 @@ export function watchLockTables(sim: Sim, kind: string, servers: readonly LockSe
   sim.checkers.declareHook(names.leftCall);
   const watched = new WeakSet<LockTable>();
 
-  const watchTable = (server: LockServiceActor, table: LockTable) => {
+  const watchTable = (server: LockServiceActor, table: LockTable, isPrimary: () => boolean) => {
     if (watched.has(table)) return;
     watched.add(table);
     const memory = rememberTable(table);
@@ -90,7 +91,7 @@ export function watchLockTables(sim: Sim, kind: string, servers: readonly LockSe
       // Before the structure: a grant of a left call also leaves a holder carrying a left call id.
       const regranted = checkLeftCall(table, memory, command, output);
       if (regranted) sim.violate(names.leftCall, `${server.id}: ${regranted}`);
-      const broken = checkStructure(table);
+      const broken = checkStructure(table, isPrimary());
       if (broken) sim.violate(names.structure, `${server.id} after ${command.type}: ${broken}`);
       return output;
     };
@@ -99,16 +100,17 @@ export function watchLockTables(sim: Sim, kind: string, servers: readonly LockSe
   const watchService = (server: LockServiceActor, service: LockService) => {
     const replica = service.replica;
     let machine: LockMachine | null = replica.machine;
+    const isPrimary = () => replica.role === "primary";
     Object.defineProperty(replica, "machine", {
       configurable: true,
       enumerable: true,
       get: () => machine,
       set: (next: LockMachine | null) => {
         machine = next;
-        if (next) watchTable(server, next.table);
+        if (next) watchTable(server, next.table, isPrimary);
       },
     });
-    if (machine) watchTable(server, machine.table);
+    if (machine) watchTable(server, machine.table, isPrimary);
   };
 
   for (const server of servers) {
@@ -218,23 +220,28 @@ function checkLeftCall(table: LockTable, memory: TableMemory, command: Command, 
   return undefined;
 }
 
-/** The first broken structural rule of `table` right after a command, or undefined. */
-export function checkStructure(table: LockTable): string | undefined {
+/**
+ * The first broken structural rule of `table` right after a command, or undefined. `primary`:
+ * the table is a primary's, whose leases are live (a backup's `expiresAtMs` is stale by design:
+ * keepalives renew the primary's table only, session_leases.ts).
+ */
+export function checkStructure(table: LockTable, primary: boolean): string | undefined {
   const internals = table as unknown as TableInternals;
   const limits = internals.options.limits;
   const nowMs = table.clockMs;
   let dueMs = Number.POSITIVE_INFINITY;
+  let leaseDueMs = Number.POSITIVE_INFINITY;
   if (table.sessions.size > limits.sessionsMax) return `${table.sessions.size} sessions > sessionsMax ${limits.sessionsMax}`;
   if (table.locks.size > limits.locksMax) return `${table.locks.size} locks > locksMax ${limits.locksMax}`;
   for (const [id, session] of table.sessions) {
     if (id !== session.id) return `session ${session.id} filed under ${id}`;
-    if (session.expiresAtMs <= nowMs) return `session ${id} expired at ${session.expiresAtMs}ms is still in the table at ${nowMs}ms`;
+    if (primary && session.expiresAtMs <= nowMs) return `session ${id} expired at ${session.expiresAtMs}ms is still in the primary's table at ${nowMs}ms`;
     if (session.leftCalls.length > limits.leftCallsPerSessionMax) {
       return `session ${id} remembers ${session.leftCalls.length} left calls > leftCallsPerSessionMax ${limits.leftCallsPerSessionMax}`;
     }
     if (new Set(session.leftCalls).size !== session.leftCalls.length) return `session ${id} remembers a left call twice`;
     if (session.leftCalls.some((callId) => callId.length > CALL_ID_LENGTH_MAX)) return `session ${id} remembers a call id longer than ${CALL_ID_LENGTH_MAX}`;
-    dueMs = Math.min(dueMs, session.expiresAtMs);
+    leaseDueMs = Math.min(leaseDueMs, session.expiresAtMs);
   }
   const tokens = new Set<number>();
   // The index as the locks say it should be: session → names it holds or waits for.
@@ -273,7 +280,8 @@ export function checkStructure(table: LockTable): string | undefined {
   for (const [id, session] of table.sessions) if (!session.secretHash) return `session ${id} has no secret hash`;
   const [kept, recounted] = [JSON.stringify(sortedEntries(table.owners)), JSON.stringify(sortedEntries(recountOwners(table)))];
   if (kept !== recounted) return `owner counts ${kept} differ from a recount of the table ${recounted}`;
-  if (internals.dueAtMs > dueMs) return `due index ${internals.dueAtMs}ms is after the next expiry, deadline or lock-delay end ${dueMs}ms`;
+  if (internals.dueAtMs > dueMs) return `due index ${internals.dueAtMs}ms is after the next deadline or lock-delay end ${dueMs}ms`;
+  if (internals.leases.dueAtMs > leaseDueMs) return `lease index ${internals.leases.dueAtMs}ms is after the next lease end ${leaseDueMs}ms`;
   return roundTrip(table, limits);
 }
 
