@@ -417,7 +417,7 @@ test("bug: a granted waiter is not taken off its owner's waiting count → lock.
  */
 const LATE_REPORT_SPEC = { kinds: ["failover"], safetyMs: 30_000, healMs: 10_000, params: { "failover.fillLocks": 0 } };
 
-test("bug: the arbiter takes every renewal's sync report as the newest → a late 'in sync' overwrites 'alone'; only late delivery shows it", { timeout: 120_000 }, () => {
+test("bug: the arbiter takes every renewal's sync report as the newest → a late 'in sync' overwrites 'alone'", { timeout: 120_000 }, () => {
   const CHECKERS = ["failover.committed-on-backup", "failover.takeover-has-commits", "failover.grant-survives", "failover.client-mutex"];
   // renew() without the report sequence: a renewal that timed out at the primary and arrives
   // after a newer one ("the backup is out of sync") sets the arbiter's word back to "in sync".
@@ -425,17 +425,12 @@ test("bug: the arbiter takes every renewal's sync report as the newest → a lat
     function (this: Proto, request: Proto, nowMs: number) {
       return original.call(this, { ...request, seq: this.state.reportSeq + 1 }, nowMs);
     };
+  // Held-back delivery makes the old report arrive after the newer one. (Before keepalives left
+  // the log, issue 14, no seed of 1..30 showed it without late delivery; since, seed 1 does: the
+  // renewals race on their own, so the test no longer claims only late delivery shows it.)
   const late = { ...LATE_REPORT_SPEC, faultOverrides: ["none", "+late-delivery=1", "+fo-cut=0.3"] };
   const found = huntInjected(arbiterCore, "renew", ignoreSeq, late, 100, CHECKERS);
   expectCaught("sync report order ignored (late renewal)", found, CHECKERS);
-  // The same seeds without late delivery do not show it (none of seeds 1..30 did): normal delays
-  // (≤ 5 × delayMax) stay under the renewal's timeout (peerTimeoutMs, scaled to ≥ 16 × delayMax),
-  // so an old report arrives after a newer one mostly when held back.
-  const early = { ...LATE_REPORT_SPEC, faultOverrides: ["none", "+fo-cut=0.3"] };
-  for (let seed = 1; seed <= found!.seed; seed++) {
-    const result = patched(arbiterCore, "renew", ignoreSeq, () => runSpec({ ...early, seed }, { keepAll: false, tailLinesMax: 5 }));
-    assert.ok(result.ok || !CHECKERS.includes(result.violation!.checker), `seed ${seed} shows it without late delivery: ${result.violation?.message}`);
-  }
 });
 
 test("bug: fromSnapshot forgets the session counter (a restored table would reuse session ids) → lock.table-structure's round trip fails", { timeout: 60_000 }, () => {
