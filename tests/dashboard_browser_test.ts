@@ -1,0 +1,93 @@
+/**
+ * The dashboard in a real browser (docs/dashboard.md): headless Chromium, driven by
+ * playwright-core, opens `/` of a live local cluster (primary, backup, arbiter and a 3-node ring,
+ * with client tokens, so the page's login form and its Authorization header are exercised) and
+ * sees: the token move between ring nodes, a killed ring node marked down, and, after the
+ * primary is killed, the backup's takeover on the timeline; it saves a screenshot to a temp dir.
+ * Skipped, saying why, where no chromium is installed. Bounded: the whole test within 60 s.
+ * MUTEXD_DASHBOARD_PNG=path also copies the final screenshot there (docs/dashboard.png).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { copyFileSync, existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { eventually, freePort, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, TEST_SECRET, waitForHttp, writeCluster } from "./_harness.ts";
+
+const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path) => existsSync(path));
+const READ_TOKEN = "dashboard-read-token-0123456789abcdef";
+const TEST_MS = 60_000;
+
+test("dashboard: a browser sees the token move, a killed ring node down and a takeover on the timeline", { skip: CHROMIUM === undefined ? "no chromium at /usr/bin/chromium (apt-get install chromium)" : false, timeout: TEST_MS }, async () => {
+  const { chromium } = await import("playwright-core");
+  const dir = tempDir("mutexd-dashboard-");
+  const ids = ["p1", "b1", "a1", "r1", "r2", "r3"];
+  const roles: Record<string, string> = { p1: "primary", b1: "backup", a1: "arbiter", r1: "ring", r2: "ring", r3: "ring" };
+  const urls: Record<string, string> = {};
+  for (const id of ids) urls[id] = `http://127.0.0.1:${await freePort()}`;
+  const file = writeCluster(dir, [
+    "[cluster]",
+    `secret = "${TEST_SECRET}"`,
+    "[settings]",
+    ...QUICK_RING_SETTINGS,
+    "[[tokens]]",
+    'name = "viewer"',
+    `secret = "${READ_TOKEN}"`,
+    "permissions = [{ prefix = \"\", allow = [\"read\"] }]",
+    ...ids.flatMap((id) => ["[[nodes]]", `id = "${id}"`, `role = "${roles[id]}"`, `http = "${urls[id].slice("http://".length)}"`, `dataDir = "data/${id}"`]),
+  ].join("\n") + "\n");
+  const procs = new Map<string, Proc>();
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+  try {
+    for (const id of ["a1", "p1", "b1", "r1", "r2", "r3"]) {
+      const proc = startMutexd(["node", "--config", file, "--id", id]);
+      procs.set(id, proc);
+      await waitForHttp(`${urls[id]}/v1/health`).catch((error) => {
+        throw new Error(`${id} did not start: ${error.message}\n${proc.stderr().slice(-2000)}`);
+      });
+    }
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`${urls.r1}/`);
+    // The cluster has tokens: the page asks for one and keeps it in sessionStorage.
+    await page.locator("#login").waitFor({ state: "visible", timeout: 10_000 });
+    await page.fill("#tokenInput", READ_TOKEN);
+    await page.click("#login button");
+    await page.locator("#conn", { hasText: "talking to r1" }).waitFor({ timeout: 10_000 });
+    assert.equal(page.url().includes(READ_TOKEN), false, "the token never goes into the URL");
+
+    const holder = () => page.locator("#token").getAttribute("data-holder");
+    const seen = new Set<string>();
+    await eventually("the token seen at every ring node", async () => {
+      const at = await holder();
+      if (at) seen.add(at);
+      return seen.size === 3;
+    }, 20_000);
+
+    const stateOf = (id: string) => page.locator(`[data-node="${id}"]`).first().getAttribute("data-state");
+    procs.get("r3")!.kill("SIGKILL");
+    await eventually("r3 marked down", async () => (await stateOf("r3")) === "down", 10_000);
+
+    procs.get("p1")!.kill("SIGKILL");
+    await eventually("p1 marked down", async () => (await stateOf("p1")) === "down", 10_000);
+    await page.locator('#timeline [data-event="takeover"]').first().waitFor({ timeout: 15_000 });
+    assert.equal(await stateOf("b1"), "primary");
+    // The token keeps moving between the two ring nodes left.
+    const moved = new Set<string>();
+    await eventually("the token moves between r1 and r2", async () => {
+      const at = await holder();
+      if (at) moved.add(at);
+      return moved.has("r1") && moved.has("r2");
+    }, 15_000);
+
+    const shot = join(dir, "dashboard.png");
+    await page.screenshot({ path: shot, fullPage: true });
+    assert.ok(statSync(shot).size > 10_000, "a screenshot of the page");
+    const docsCopy = process.env.MUTEXD_DASHBOARD_PNG;
+    if (docsCopy) copyFileSync(shot, docsCopy);
+  } finally {
+    await browser.close();
+    for (const proc of procs.values()) proc.kill("SIGKILL");
+    await Promise.all([...procs.values()].map((proc) => proc.exited));
+    removeDir(dir);
+  }
+});
