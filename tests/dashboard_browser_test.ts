@@ -2,8 +2,10 @@
  * The dashboard in a real browser (docs/dashboard.md): headless Chromium, driven by
  * playwright-core, opens `/` of a live local cluster (primary, backup, arbiter and a 3-node ring,
  * with client tokens, so the page's login form and its Authorization header are exercised) and
- * sees: the token move between ring nodes, a killed ring node marked down, and, after the
- * primary is killed, the backup's takeover on the timeline; it saves a screenshot to a temp dir.
+ * sees: the token move between ring nodes, a contended lock's holder (with its fencing token) in
+ * the hottest locks, a killed ring node marked down, after the primary is killed the backup's
+ * takeover on the timeline, and, when the node it talks to is killed, the page moving to another
+ * member; it saves a screenshot to a temp dir.
  * Skipped, saying why, where no chromium is installed. Bounded: the whole test within 60 s.
  * MUTEXD_DASHBOARD_PNG=path also copies the final screenshot there (docs/dashboard.png).
  */
@@ -16,6 +18,7 @@ import { eventually, freePort, type Proc, QUICK_RING_SETTINGS, removeDir, startM
 
 const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path) => existsSync(path));
 const READ_TOKEN = "dashboard-read-token-0123456789abcdef";
+const LOCK_TOKEN = "dashboard-lock-token-0123456789abcdef";
 const TEST_MS = 60_000;
 
 test("dashboard: a browser sees the token move, a killed ring node down and a takeover on the timeline", { skip: CHROMIUM === undefined ? "no chromium at /usr/bin/chromium (apt-get install chromium)" : false, timeout: TEST_MS }, async () => {
@@ -34,9 +37,14 @@ test("dashboard: a browser sees the token move, a killed ring node down and a ta
     'name = "viewer"',
     `secret = "${READ_TOKEN}"`,
     "permissions = [{ prefix = \"\", allow = [\"read\"] }]",
+    "[[tokens]]",
+    'name = "worker"',
+    `secret = "${LOCK_TOKEN}"`,
+    "permissions = [{ prefix = \"\", allow = [\"lock\"] }]",
     ...ids.flatMap((id) => ["[[nodes]]", `id = "${id}"`, `role = "${roles[id]}"`, `http = "${urls[id].slice("http://".length)}"`, `dataDir = "data/${id}"`]),
   ].join("\n") + "\n");
   const procs = new Map<string, Proc>();
+  const waiting = new AbortController();
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
   try {
     for (const id of ["a1", "p1", "b1", "r1", "r2", "r3"]) {
@@ -63,6 +71,18 @@ test("dashboard: a browser sees the token move, a killed ring node down and a ta
       return seen.size === 3;
     }, 20_000);
 
+    // A contended lock: one holder, one waiter (a long-poll, ended in `finally`).
+    const asWorker = (path: string, body: unknown, signal?: AbortSignal) =>
+      fetch(`${urls.p1}${path}`, { method: "POST", body: JSON.stringify(body), signal, headers: { authorization: `Bearer ${LOCK_TOKEN}`, "content-type": "application/json" } });
+    const holderSession = await (await asWorker("/v1/sessions", {})).json();
+    const waiterSession = await (await asWorker("/v1/sessions", {})).json();
+    const granted = await (await asWorker("/v1/enter", { name: "orders", session: holderSession.session, sessionSecret: holderSession.sessionSecret })).json();
+    assert.equal(typeof granted.token, "number", JSON.stringify(granted));
+    asWorker("/v1/enter", { name: "orders", session: waiterSession.session, sessionSecret: waiterSession.sessionSecret, waitMs: 30_000 }, waiting.signal)
+      .then((answer) => answer.body?.cancel(), () => {});
+    await page.locator("#hottest tr", { hasText: "orders" }).waitFor({ timeout: 10_000 });
+    assert.match(await page.locator("#hottest tr", { hasText: "orders" }).innerText(), new RegExp(`worker #${granted.token}`));
+
     const stateOf = (id: string) => page.locator(`[data-node="${id}"]`).first().getAttribute("data-state");
     procs.get("r3")!.kill("SIGKILL");
     await eventually("r3 marked down", async () => (await stateOf("r3")) === "down", 10_000);
@@ -79,12 +99,18 @@ test("dashboard: a browser sees the token move, a killed ring node down and a ta
       return moved.has("r1") && moved.has("r2");
     }, 15_000);
 
+    // The node the page talks to dies: the page moves to another member and marks r1 down.
+    procs.get("r1")!.kill("SIGKILL");
+    await page.locator("#conn", { hasText: /talking to (?!r1)/ }).waitFor({ timeout: 15_000 });
+    await eventually("r1 marked down by the next node", async () => (await stateOf("r1")) === "down", 10_000);
+
     const shot = join(dir, "dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });
     assert.ok(statSync(shot).size > 10_000, "a screenshot of the page");
     const docsCopy = process.env.MUTEXD_DASHBOARD_PNG;
     if (docsCopy) copyFileSync(shot, docsCopy);
   } finally {
+    waiting.abort();
     await browser.close();
     for (const proc of procs.values()) proc.kill("SIGKILL");
     await Promise.all([...procs.values()].map((proc) => proc.exited));

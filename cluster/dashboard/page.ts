@@ -32,7 +32,9 @@ td, th { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; font
 <form id="login"><section>This cluster needs a client token with <code>read</code> permission:
 <input id="tokenInput" type="password" autocomplete="off"> <button>Use token</button></section></form>
 <main>
-<section><h2>Token ring</h2><svg id="ring" width="400" height="320" viewBox="-200 -160 400 320" role="img" aria-label="token ring"></svg>
+<section><h2>Token ring</h2><svg id="ring" width="400" height="320" viewBox="-200 -160 400 320" role="img" aria-label="token ring">
+<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z"/></marker></defs>
+<g id="ringNodes"></g><circle id="token" r="8" cx="0" cy="0" data-holder="" visibility="hidden"/></svg>
 <div id="ringLegend"></div></section>
 <section><h2>Lock service</h2><table id="lockService"></table></section>
 <section><h2>Locks</h2><div id="lockCounts"></div><h3>Hottest by wait</h3><table id="hottest"></table>
@@ -44,9 +46,14 @@ td, th { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; font
 const TOKEN_KEY = "mutexdToken";
 const TIMELINE_MAX = 200;
 const RETRY_MS = 1000;
+/** A node that sends nothing this long (stopped, cut off) is left for another. */
+const SILENT_MS = 3000;
 let members = [{ id: "?", url: location.origin }];
 let memberIndex = 0;
 let baseUrl = location.origin;
+let lastSnapshotAt = 0;
+/** Every event seen, by node and sequence number, so the timeline outlives the node that logged it. */
+const seenEvents = new Map();
 const el = (id) => document.getElementById(id);
 const esc = (s) => String(s).replace(/[&<>"]/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[ch]);
 const ms = (v) => v === null || v === undefined ? "–" : v >= 1000 ? (v / 1000).toFixed(1) + " s" : Math.round(v) + " ms";
@@ -60,8 +67,11 @@ el("login").addEventListener("submit", (e) => {
 async function connect() {
   for (;;) {
     const token = sessionStorage.getItem(TOKEN_KEY);
+    const abort = new AbortController();
+    lastSnapshotAt = Date.now();
+    const watchdog = setInterval(() => { if (Date.now() - lastSnapshotAt > SILENT_MS) abort.abort(new Error("silent for " + SILENT_MS + " ms")); }, 500);
     try {
-      const answer = await fetch(baseUrl + "/v1/dashboard/events", { headers: token ? { authorization: "Bearer " + token } : {} });
+      const answer = await fetch(baseUrl + "/v1/dashboard/events", { headers: token ? { authorization: "Bearer " + token } : {}, signal: abort.signal });
       if (answer.status === 401 || answer.status === 403) {
         el("login").style.display = "block";
         setConn("needs a token with read permission (" + answer.status + ")", true);
@@ -76,6 +86,8 @@ async function connect() {
     } catch (error) {
       setConn(baseUrl + " does not answer: " + error.message, true);
       nextMember();
+    } finally {
+      clearInterval(watchdog);
     }
     await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
   }
@@ -110,6 +122,7 @@ async function readStream(body) {
 }
 
 function render(snapshot) {
+  lastSnapshotAt = Date.now();
   members = snapshot.members;
   memberIndex = Math.max(0, members.findIndex((m) => m.id === snapshot.self));
   const self = members[memberIndex];
@@ -117,7 +130,8 @@ function render(snapshot) {
   const parts = new Map(snapshot.parts.map((p) => [p.id, p]));
   renderRing(members.filter((m) => m.role === "ring"), parts);
   renderLockService(members.filter((m) => m.role !== "ring"), parts);
-  renderTimeline(snapshot.parts);
+  for (const p of snapshot.parts) for (const e of p.events || []) seenEvents.set(e.node + "#" + e.seq + "@" + e.atMs, e);
+  renderTimeline();
 }
 
 function ringStates(ringMembers, parts) {
@@ -138,7 +152,7 @@ function ringStates(ringMembers, parts) {
 }
 
 function renderRing(ringMembers, parts) {
-  const svg = el("ring");
+  const svg = el("ringNodes");
   if (ringMembers.length === 0) { svg.innerHTML = "<text x='-60' y='0'>no ring in this cluster</text>"; return; }
   const { states, view } = ringStates(ringMembers, parts);
   el("view").textContent = view ? "ring view epoch " + view.epoch + ": " + view.members.join(", ") + " (regenerator " + view.regenerator + ")" : "no ring view";
@@ -147,7 +161,7 @@ function renderRing(ringMembers, parts) {
     const a = (2 * Math.PI * i) / ringMembers.length - Math.PI / 2;
     return [m.id, [r * Math.cos(a), r * Math.sin(a)]];
   }));
-  let html = "<defs><marker id='arrow' viewBox='0 0 10 10' refX='10' refY='5' markerWidth='6' markerHeight='6' orient='auto'><path d='M0,0L10,5L0,10z'/></marker></defs>";
+  let html = "";
   let holder = null;
   for (const m of ringMembers) {
     const p = parts.get(m.id);
@@ -166,9 +180,13 @@ function renderRing(ringMembers, parts) {
       "<text x='" + x + "' y='" + (y + 5) + "' text-anchor='middle' fill='#fff'>" + esc(m.id) + "</text>" +
       "<text x='" + x + "' y='" + (y + 36) + "' text-anchor='middle' font-size='11'>" + state + "</text></g>";
   }
-  const t = holder ? at.get(holder) : null;
-  html += "<circle id='token' r='8' cx='0' cy='0' data-holder='" + esc(holder || "") + "' style='transform: translate(" + (t ? t[0] * 0.7 : 0) + "px," + (t ? t[1] * 0.7 : 0) + "px)'" + (t ? "" : " visibility='hidden'") + "/>";
   svg.innerHTML = html;
+  // One token element, moved (not redrawn), so its CSS transition shows it travel between nodes.
+  const t = holder ? at.get(holder) : null;
+  const token = el("token");
+  token.setAttribute("data-holder", holder || "");
+  token.setAttribute("visibility", t ? "visible" : "hidden");
+  if (t) token.style.transform = "translate(" + t[0] * 0.7 + "px," + t[1] * 0.7 + "px)";
   el("ringLegend").innerHTML = "token at <b id='tokenHolder'>" + esc(holder || "none seen") + "</b> · " +
     ["alive", "suspected", "outOfView", "minority", "down"].map((s) => "<span class='badge " + s + "'>" + s + "</span>").join(" ");
 }
@@ -208,8 +226,11 @@ function lockRows(rows) {
     "</td><td>" + r.waiterCount + "</td><td>" + ms(r.longestWaitMs) + "</td></tr>").join("");
 }
 
-function renderTimeline(parts) {
-  const events = parts.flatMap((p) => p.events || []).sort((a, b) => b.atMs - a.atMs).slice(0, TIMELINE_MAX);
+function renderTimeline() {
+  const events = [...seenEvents.values()].sort((a, b) => b.atMs - a.atMs).slice(0, TIMELINE_MAX);
+  // Bounded: only the newest TIMELINE_MAX are kept.
+  seenEvents.clear();
+  for (const e of events) seenEvents.set(e.node + "#" + e.seq + "@" + e.atMs, e);
   el("timeline").innerHTML = events.map((e) => {
     const fields = Object.entries(e.fields).map(([k, v]) => k + "=" + (typeof v === "string" ? v : JSON.stringify(v))).join(" ");
     const kind = e.event === "primary" && e.fields.how === "takeover" ? "takeover" : e.event;
