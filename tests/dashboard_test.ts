@@ -109,11 +109,11 @@ test("dashboard stream: a snapshot of every member (one that fails is down, aske
   assert.deepEqual(fetched[0], { url: "http://127.0.0.1:7002/v1/dashboard/node", authorization: `Bearer ${READ}` });
 });
 
-test("timeline: the buffer keeps the newest `capacity` events; the logger passes every line on and records the timeline's", () => {
+test("timeline: the buffer keeps the newest `capacity` events; the logger passes every line on and records the timeline's, without lock names", () => {
   const events = new RecentEvents("p1", 3);
   const lines = memoryLogger();
   const log = recordingLogger(lines, events);
-  for (let i = 0; i < 5; i++) log.event("sessionExpired", { session: `s${i}` });
+  for (let i = 0; i < 5; i++) log.event("sessionExpired", { session: `s${i}`, released: ["secret/a", "secret/b"] });
   log.event("granted", { name: "x" });
   log.event("primary", { how: "takeover", list: "y".repeat(1000) });
   assert.equal(lines.lines.length, 7);
@@ -121,6 +121,9 @@ test("timeline: the buffer keeps the newest `capacity` events; the logger passes
   assert.deepEqual(kept.map((e) => e.fields.session ?? e.event), ["s3", "s4", "primary"]);
   assert.ok((kept[2].fields.list as string).length <= 201, "long fields are cut");
   assert.deepEqual(kept.map((e) => e.seq), [4, 5, 6]);
+  // Lock names stay out of the timeline (any read token sees it): the count only.
+  assert.equal(kept[0].fields.released, 2);
+  assert.deepEqual(lines.lines[0].released, ["secret/a", "secret/b"], "the log keeps them");
 });
 
 test("lock summary: 10,000 locks become bounded lists, hottest by wait first, only readable names", () => {

@@ -61,8 +61,17 @@ export function recordingLogger(log: Logger, events: RecentEvents): Logger {
   return {
     event(event, fields = {}) {
       log.event(event, fields);
-      if (TIMELINE_EVENTS.has(event)) events.record(event, fields);
+      if (TIMELINE_EVENTS.has(event)) events.record(event, withoutLockNames(fields));
     },
     flush: () => log.flush(),
   };
+}
+
+/**
+ * The timeline is shown to any token with `read` on some name, so it carries no lock name: a
+ * session expiry's `released` list becomes its length.
+ */
+function withoutLockNames(fields: LogFields): LogFields {
+  const { released, ...rest } = fields;
+  return released === undefined ? rest : { ...rest, released: Array.isArray(released) ? released.length : "?" };
 }
