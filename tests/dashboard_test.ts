@@ -57,7 +57,15 @@ function dashboardApp(overrides: Partial<DashboardOptions> = {}) {
 const bearer = (token: string, more: Record<string, string> = {}) => ({ headers: { authorization: `Bearer ${token}`, ...more } });
 
 test("dashboard routes: the page is open, the data needs read on some name, names filtered by the token", async () => {
-  const { app } = dashboardApp();
+  let builds = 0;
+  const built = () => builds;
+  const { app } = dashboardApp({
+    state: (may) => {
+      builds++;
+      return { readsTeam: may("team/a"), readsOther: may("other") };
+    },
+    limits: { intervalMs: 60_000, streamsMax: 1 },
+  });
   const page = await app.request("/");
   assert.equal(page.status, 200);
   assert.match(await page.text(), /<svg id="ring"/);
@@ -66,6 +74,9 @@ test("dashboard routes: the page is open, the data needs read on some name, name
   assert.equal((await app.request("/v1/dashboard/node", bearer(NONE))).status, 403);
   const part = await (await app.request("/v1/dashboard/node", bearer(READ))).json();
   assert.deepEqual(part.state, { readsTeam: true, readsOther: false });
+  // Built once per token within half an interval (the table walk is shared by every stream).
+  await app.request("/v1/dashboard/node", bearer(READ));
+  assert.equal(built(), 1);
   assert.deepEqual(part.events.map((e: { event: string }) => e.event), ["tokenRegenerated"]);
 });
 

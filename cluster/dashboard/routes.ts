@@ -16,6 +16,7 @@
 import type { Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { ClientAuth } from "../client_auth.ts";
+import { callerOf } from "../caller.ts";
 import { errorResponse } from "../http_util.ts";
 import type { LockView } from "../lock/service.ts";
 import { DASHBOARD_PAGE } from "./page.ts";
@@ -63,12 +64,23 @@ export interface NodePart {
 export function installDashboard(app: Hono, auth: ClientAuth, options: DashboardOptions): void {
   const limits = { ...DASHBOARD_LIMITS, ...options.limits };
   let streams = 0;
-  const part = (c: Context): NodePart => ({
-    id: options.nodeId,
-    role: options.role,
-    state: options.state((name) => auth.may(c, { level: "read", name })),
-    events: options.events.list(),
-  });
+  // A part is built at most once per half interval per token, however many streams (here or on
+  // other members) ask for it: a lock server's part walks its whole table. Bounded: one entry
+  // per token of the cluster file (and one without tokens).
+  const recentParts = new Map<string, { builtAtMs: number; part: NodePart }>();
+  const part = (c: Context): NodePart => {
+    const key = callerOf(c).token ?? "";
+    const recent = recentParts.get(key);
+    if (recent && performance.now() - recent.builtAtMs < limits.intervalMs / 2) return recent.part;
+    const built = {
+      id: options.nodeId,
+      role: options.role,
+      state: options.state((name) => auth.may(c, { level: "read", name })),
+      events: options.events.list(),
+    };
+    recentParts.set(key, { builtAtMs: performance.now(), part: built });
+    return built;
+  };
   const cors = (c: Context) => {
     const origin = c.req.header("origin");
     if (origin === undefined || !options.members().some((m) => new URL(m.url).origin === origin)) return;
