@@ -42,6 +42,8 @@ export interface DashboardOptions {
   /** Reaches the other members (the cluster's TLS CA trusted). */
   fetch: (url: string, init?: RequestInit) => Promise<Response>;
   limits?: Partial<DashboardLimits>;
+  /** A stream that ended on an error (logged; the stream's place is given back). */
+  onStreamError?: (error: Error) => void;
 }
 
 export interface DashboardLimits {
@@ -136,8 +138,10 @@ export function installDashboard(app: Hono, auth: ClientAuth, options: Dashboard
       } finally {
         streams--;
       }
-    }, async () => {
-      // A broken connection ends the stream; the finally above gives its place back.
+    }, (error) => {
+      // A write to a connection that broke off; the finally above gives the stream's place back.
+      options.onStreamError?.(error);
+      return Promise.resolve();
     });
   });
 }
@@ -187,6 +191,7 @@ export function dashboardOf(cluster: ClusterConfig, node: NodeConfig, log: Logge
         state,
         events,
         fetch: fetchFor(cluster.tlsCa),
+        onStreamError: (error) => log.event("dashboardStreamEnded", { message: error.message }),
       });
     },
   };

@@ -83,8 +83,8 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     onInternalError: failStopOnBug(log, "lock API"),
   });
   dashboard.install(app, auth, (may) => {
-    const { locks, sessions: _sessions, ...rest } = service.view();
-    return { ...rest, sessionCount: _sessions.length, locks: summarizeLocks(locks, may) };
+    const { locks, sessions, ...rest } = service.view();
+    return { ...rest, sessionCount: sessions.length, locks: summarizeLocks(locks, may) };
   });
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   const ticker = setInterval(() => service.tick(), settings.tickMs);
