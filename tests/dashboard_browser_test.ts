@@ -4,8 +4,8 @@
  * with client tokens, so the page's login form and its Authorization header are exercised) and
  * sees: the token move between ring nodes, a contended lock's holder (with its fencing token) in
  * the hottest locks, a killed ring node marked down, after the primary is killed the backup's
- * takeover on the timeline, and, when the node it talks to is killed, the page moving to another
- * member; it saves a screenshot to a temp dir.
+ * takeover on the timeline, when the node it talks to is killed, the page moving to another
+ * member, and the ring node left alone marked a minority; it saves a screenshot to a temp dir.
  * Skipped, saying why, where no chromium is installed. Bounded: the whole test within 60 s.
  * MUTEXD_DASHBOARD_PNG=path also copies the final screenshot there (docs/dashboard.png).
  */
@@ -74,6 +74,19 @@ test("dashboard: a browser sees the token move, a killed ring node down and a ta
     // A contended lock: one holder, one waiter (a long-poll, ended in `finally`).
     const asWorker = (path: string, body: unknown, signal?: AbortSignal) =>
       fetch(`${urls.p1}${path}`, { method: "POST", body: JSON.stringify(body), signal, headers: { authorization: `Bearer ${LOCK_TOKEN}`, "content-type": "application/json" } });
+    // A takeover needs a backup the arbiter recorded in sync (docs/failover.md): wait for it.
+    const p1ServesWithBackup = async () => {
+      let lastStatus = "";
+      await eventually("p1 serves with b1 in sync", async () => {
+        const answer = await fetch(`${urls.p1}/v1/status?summary=1`, { headers: { authorization: `Bearer ${LOCK_TOKEN}` } });
+        lastStatus = await answer.text();
+        const server = answer.ok ? JSON.parse(lastStatus).server : undefined;
+        return server?.serving === true && server.backup?.arbiterRecordedInSync === true;
+      }, 15_000).catch((error) => {
+        throw new Error(`${error.message}; its last status: ${lastStatus}`);
+      });
+    };
+    await p1ServesWithBackup();
     const holderSession = await (await asWorker("/v1/sessions", {})).json();
     const waiterSession = await (await asWorker("/v1/sessions", {})).json();
     const granted = await (await asWorker("/v1/enter", { name: "orders", session: holderSession.session, sessionSecret: holderSession.sessionSecret })).json();
@@ -87,6 +100,7 @@ test("dashboard: a browser sees the token move, a killed ring node down and a ta
     procs.get("r3")!.kill("SIGKILL");
     await eventually("r3 marked down", async () => (await stateOf("r3")) === "down", 10_000);
 
+    await p1ServesWithBackup();
     procs.get("p1")!.kill("SIGKILL");
     await eventually("p1 marked down", async () => (await stateOf("p1")) === "down", 10_000);
     await page.locator('#timeline [data-event="takeover"]').first().waitFor({ timeout: 15_000 });
@@ -103,6 +117,8 @@ test("dashboard: a browser sees the token move, a killed ring node down and a ta
     procs.get("r1")!.kill("SIGKILL");
     await page.locator("#conn", { hasText: /talking to (?!r1)/ }).waitFor({ timeout: 15_000 });
     await eventually("r1 marked down by the next node", async () => (await stateOf("r1")) === "down", 10_000);
+    // r2, alone of three, has no quorum for its token lease: a minority.
+    await eventually("r2 marked minority", async () => (await stateOf("r2")) === "minority", 15_000);
 
     const shot = join(dir, "dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });
