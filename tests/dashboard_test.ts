@@ -68,7 +68,11 @@ test("dashboard routes: the page is open, the data needs read on some name, name
   });
   const page = await app.request("/");
   assert.equal(page.status, 200);
-  assert.match(await page.text(), /<svg id="ring"/);
+  const html = await page.text();
+  assert.match(html, /<svg id="ring"/);
+  // Offline: nothing is loaded from elsewhere (no src or href attribute at all; script and style inline).
+  assert.doesNotMatch(html, /\b(src|href)\s*=/i);
+  assert.doesNotMatch(html, /https?:\/\//);
   assert.equal((await app.request("/v1/dashboard/node")).status, 401);
   assert.equal((await app.request("/v1/dashboard/events")).status, 401);
   assert.equal((await app.request("/v1/dashboard/node", bearer(NONE))).status, 403);

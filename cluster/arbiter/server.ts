@@ -271,6 +271,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, fil
     reload(reloaded: ClusterConfig) {
       members = new Set([...members, ...reloaded.nodes.map((n) => n.id)]);
       ring?.reload(reloaded);
+      dashboard.reload(reloaded);
       return "ok";
     },
     stop: () => {

@@ -181,13 +181,18 @@ export const RECENT_EVENTS_MAX = 200;
  */
 export function dashboardOf(cluster: ClusterConfig, node: NodeConfig, log: Logger) {
   const events = new RecentEvents(node.id, RECENT_EVENTS_MAX);
+  let members = membersOf(cluster);
   return {
     log: recordingLogger(log, events),
+    /** The cluster file was read again (SIGHUP): the page is told the new members. */
+    reload(reloaded: ClusterConfig) {
+      members = membersOf(reloaded);
+    },
     install(app: Hono, auth: ClientAuth, state: DashboardOptions["state"]) {
       installDashboard(app, auth, {
         nodeId: node.id,
         role: node.role,
-        members: () => cluster.nodes.map((n) => ({ id: n.id, role: n.role, url: nodeUrl(n) })),
+        members: () => members,
         state,
         events,
         fetch: fetchFor(cluster.tlsCa),
@@ -195,4 +200,8 @@ export function dashboardOf(cluster: ClusterConfig, node: NodeConfig, log: Logge
       });
     },
   };
+}
+
+function membersOf(cluster: ClusterConfig): DashboardMember[] {
+  return cluster.nodes.map((n) => ({ id: n.id, role: n.role, url: nodeUrl(n) }));
 }

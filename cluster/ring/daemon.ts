@@ -163,7 +163,10 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
       byId.clear();
       const kept = refusal === null ? [...nodes, ...(arbiter ? [arbiter] : [])].map((n) => [n.id, nodeUrl(n)] as const) : before;
       for (const [id, url] of kept) byId.set(id, url);
-      if (refusal === null) channel.setPeers(nodes.map((n) => ({ id: n.id, host: n.host, udpPort: n.udpPort })));
+      if (refusal === null) {
+        channel.setPeers(nodes.map((n) => ({ id: n.id, host: n.host, udpPort: n.udpPort })));
+        dashboard.reload(reloaded);
+      }
       return "ok";
     },
     async stop() {
