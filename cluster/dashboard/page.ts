@@ -137,7 +137,7 @@ function render(snapshot) {
 function ringStates(ringMembers, parts) {
   const up = ringMembers.map((m) => parts.get(m.id)).filter((p) => p && !p.down);
   const best = up.reduce((a, p) => (p.state.view.view && (!a || p.state.view.view.epoch > a.epoch) ? p.state.view.view : a), null);
-  const suspected = new Set(up.flatMap((p) => (p.state.suspicions || []).map((s) => s.id || s.node)));
+  const suspected = new Set(up.flatMap((p) => (p.state.suspicions || []).map((s) => s.node)));
   const states = new Map();
   for (const m of ringMembers) {
     const p = parts.get(m.id);
