@@ -96,6 +96,12 @@ test("dashboard: a browser sees the token move, a killed ring node down and a ta
     await page.locator("#hottest tr", { hasText: "orders" }).waitFor({ timeout: 10_000 });
     assert.match(await page.locator("#hottest tr", { hasText: "orders" }).innerText(), new RegExp(`worker #${granted.token}`));
 
+    // The table by name, a page at a time, read from the primary.
+    await page.fill("#prefix", "ord");
+    await page.click("#browse button");
+    await page.locator("#lockPage tr", { hasText: "orders" }).waitFor({ timeout: 10_000 });
+    assert.match(await page.locator("#pageInfo").innerText(), /^1 locks match/);
+
     const stateOf = (id: string) => page.locator(`[data-node="${id}"]`).first().getAttribute("data-state");
     procs.get("r3")!.kill("SIGKILL");
     await eventually("r3 marked down", async () => (await stateOf("r3")) === "down", 10_000);

@@ -13,7 +13,7 @@ import type { TokenConfig } from "../cluster/config.ts";
 import { installErrorHandlers } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { RecentEvents, recordingLogger } from "../cluster/dashboard/events.ts";
-import { type DashboardOptions, installDashboard, LOCK_ROWS_MAX, summarizeLocks } from "../cluster/dashboard/routes.ts";
+import { type DashboardOptions, installDashboard, LOCK_ROWS_MAX, lockPage, summarizeLocks } from "../cluster/dashboard/routes.ts";
 import type { LockView } from "../cluster/lock/service.ts";
 import { eventually } from "./_harness.ts";
 
@@ -139,6 +139,39 @@ test("timeline: the buffer keeps the newest `capacity` events; the logger passes
   // Lock names stay out of the timeline (any read token sees it): the count only.
   assert.equal(kept[0].fields.released, 2);
   assert.deepEqual(lines.lines[0].released, ["secret/a", "secret/b"], "the log keeps them");
+});
+
+test("lock pages: by name after a cursor, filtered by prefix and token, bounded and checked", async () => {
+  const locks: LockView[] = ["team/c", "team/a", "other/x", "team/b", "team/d"].map((name, i) => ({
+    name,
+    holders: [{ session: `s${i}`, owner: "worker", token: i + 1, mode: "exclusive", heldForMs: 5, lockDelayMs: 0 }],
+    waiters: Array.from({ length: 12 }, (_, w) => ({ position: w + 1, session: `w${w}`, mode: "exclusive", waitingForMs: w })),
+    lockDelayRemainingMs: 0,
+  }));
+  const { app } = dashboardApp({ lockPage: (query, may) => lockPage(locks, query, may) });
+  const get = async (query: string) => {
+    const answer = await app.request(`/v1/dashboard/locks?${query}`, bearer(READ));
+    return { status: answer.status, body: await answer.json() };
+  };
+  const first = await get("limit=2");
+  assert.equal(first.status, 200);
+  assert.equal(first.body.matching, 4, "other/x is not readable with the viewer's token");
+  assert.deepEqual(first.body.locks.map((l: { name: string }) => l.name), ["team/a", "team/b"]);
+  assert.equal(first.body.next, "team/b");
+  assert.equal(first.body.locks[0].waiters.length, 10, "the first waiters, and their count");
+  assert.equal(first.body.locks[0].waiterCount, 12);
+  const second = await get("limit=2&after=team/b");
+  assert.deepEqual(second.body.locks.map((l: { name: string }) => l.name), ["team/c", "team/d"]);
+  assert.equal(second.body.next, null);
+  assert.deepEqual((await get("prefix=team/d")).body.locks.map((l: { name: string }) => l.name), ["team/d"]);
+  assert.equal((await get("limit=101")).status, 400);
+  assert.equal((await get("limit=0")).status, 400);
+  assert.equal((await get("prefix=" + "x".repeat(257))).status, 400);
+  assert.equal((await get("sort=name")).status, 400, "an unknown parameter is refused, by name");
+  assert.equal((await app.request("/v1/dashboard/locks")).status, 401);
+  // A role without a lock table answers 404.
+  const { app: ring } = dashboardApp();
+  assert.equal((await ring.request("/v1/dashboard/locks", bearer(READ))).status, 404);
 });
 
 test("lock summary: 10,000 locks become bounded lists, hottest by wait first, only readable names", () => {

@@ -38,7 +38,9 @@ td, th { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; font
 <div id="ringLegend"></div></section>
 <section><h2>Lock service</h2><table id="lockService"></table></section>
 <section><h2>Locks</h2><div id="lockCounts"></div><h3>Hottest by wait</h3><table id="hottest"></table>
-<h3>Longest held</h3><table id="longestHeld"></table></section>
+<h3>Longest held</h3><table id="longestHeld"></table>
+<h3>Browse by name</h3><form id="browse"><input id="prefix" placeholder="name prefix" size="24"> <button>Show</button>
+<button type="button" id="nextPage" disabled>Next page</button></form><div id="pageInfo"></div><table id="lockPage"></table></section>
 <section><h2>Timeline</h2><div id="timeline"></div></section>
 </main>
 <script>
@@ -209,7 +211,10 @@ function renderLockService(others, parts) {
     const support = sv.leaseSupport ? "arbiter " + ms(sv.leaseSupport.arbiterRemainingMs) + ", backup " + ms(sv.leaseSupport.backupRemainingMs) : "";
     const lag = sv.backup ? sv.backup.lagEntries + " entries (" + sv.backup.mode + ")" : "";
     rows += "<tr data-node='" + esc(m.id) + "' data-state='" + esc(sv.role) + "'><td>" + esc(m.id) + "</td><td>" + esc(sv.role) + (sv.serving ? " (serving)" : "") + "</td><td>" + sv.epoch + "</td><td>" + ms(sv.leaseRemainingMs) + "</td><td>" + support + "</td><td>" + lag + "</td></tr>";
-    if (sv.role === "primary" && s.locks) locks.push(s);
+    if (sv.role === "primary" && s.locks) {
+      locks.push(s);
+      primaryUrl = m.url;
+    }
   }
   el("lockService").innerHTML = rows;
   const primary = locks[0];
@@ -237,6 +242,30 @@ function renderTimeline() {
     return "<div data-event='" + esc(kind) + "'>" + new Date(e.atMs).toISOString().slice(11, 23) + " <b>" + esc(e.node) + "</b> " + esc(kind) + " " + esc(fields) + "</div>";
   }).join("");
 }
+
+// The lock table one page at a time, from the primary the last snapshot named (CORS: routes.ts).
+let primaryUrl = null;
+let pageCursor = "";
+async function showPage(after) {
+  if (!primaryUrl) { el("pageInfo").textContent = "no serving primary seen"; return; }
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const query = new URLSearchParams({ prefix: el("prefix").value, after, limit: "50" });
+  try {
+    const answer = await fetch(primaryUrl + "/v1/dashboard/locks?" + query, { headers: token ? { authorization: "Bearer " + token } : {} });
+    const page = await answer.json();
+    if (!answer.ok) { el("pageInfo").textContent = page.error ? page.error.message : "HTTP " + answer.status; return; }
+    el("pageInfo").textContent = page.matching + " locks match" + (after ? ", after " + after : "");
+    el("lockPage").innerHTML = "<tr><th>lock</th><th>holders (fencing token, held for)</th><th>waiters (waiting for)</th></tr>" + page.locks.map((l) =>
+      "<tr><td>" + esc(l.name) + "</td><td>" + l.holders.map((h) => esc(h.owner) + " #" + h.token + " " + ms(h.heldForMs)).join(", ") +
+      "</td><td>" + l.waiters.map((w) => esc(w.owner) + " " + ms(w.waitingForMs)).join(", ") + (l.waiterCount > l.waiters.length ? " … " + l.waiterCount + " in all" : "") + "</td></tr>").join("");
+    pageCursor = page.next;
+    el("nextPage").disabled = page.next === null;
+  } catch (error) {
+    el("pageInfo").textContent = "the primary does not answer: " + error.message;
+  }
+}
+el("browse").addEventListener("submit", (e) => { e.preventDefault(); showPage(""); });
+el("nextPage").addEventListener("click", () => showPage(pageCursor));
 
 connect();
 </script>

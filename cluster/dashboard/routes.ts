@@ -17,7 +17,9 @@ import type { Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { ClientAuth } from "../client_auth.ts";
 import { callerOf } from "../caller.ts";
-import { errorResponse } from "../http_util.ts";
+import { errorResponse, RequestError } from "../http_util.ts";
+import * as v from "valibot";
+import { check } from "../../lib/wire/schema.ts";
 import type { LockView } from "../lock/service.ts";
 import { DASHBOARD_PAGE } from "./page.ts";
 import { RecentEvents, recordingLogger } from "./events.ts";
@@ -42,6 +44,11 @@ export interface DashboardOptions {
   /** Reaches the other members (the cluster's TLS CA trusted). */
   fetch: (url: string, init?: RequestInit) => Promise<Response>;
   limits?: Partial<DashboardLimits>;
+  /**
+   * A lock server's table by name, one page at a time (`GET /v1/dashboard/locks`); absent on the
+   * other roles, whose route then answers 404.
+   */
+  lockPage?: (query: LockPageQuery, may: (name: string) => boolean) => unknown;
   /** A stream that ended on an error (logged; the stream's place is given back). */
   onStreamError?: (error: Error) => void;
 }
@@ -102,6 +109,14 @@ export function installDashboard(app: Hono, auth: ClientAuth, options: Dashboard
     auth.require(c, { level: "read", on: "some" });
     cors(c);
     return c.json(part(c));
+  });
+  app.get("/v1/dashboard/locks", (c) => {
+    auth.require(c, { level: "read", on: "some" });
+    cors(c);
+    if (!options.lockPage) return errorResponse(c, { code: "not_found", message: `${options.nodeId} is not a lock server` });
+    const checked = check(lockPageQuery, c.req.query(), "query");
+    if (!checked.ok) throw new RequestError("bad_request", checked.message);
+    return c.json(options.lockPage(checked.value, (name) => auth.may(c, { level: "read", name })));
   });
   app.get("/v1/dashboard/events", (c) => {
     auth.require(c, { level: "read", on: "some" });
@@ -188,8 +203,9 @@ export function dashboardOf(cluster: ClusterConfig, node: NodeConfig, log: Logge
     reload(reloaded: ClusterConfig) {
       members = membersOf(reloaded);
     },
-    install(app: Hono, auth: ClientAuth, state: DashboardOptions["state"]) {
+    install(app: Hono, auth: ClientAuth, state: DashboardOptions["state"], lockPage?: DashboardOptions["lockPage"]) {
       installDashboard(app, auth, {
+        lockPage,
         nodeId: node.id,
         role: node.role,
         members: () => members,
@@ -205,3 +221,40 @@ export function dashboardOf(cluster: ClusterConfig, node: NodeConfig, log: Logge
 function membersOf(cluster: ClusterConfig): DashboardMember[] {
   return cluster.nodes.map((n) => ({ id: n.id, role: n.role, url: nodeUrl(n) }));
 }
+
+/** Locks per page of `GET /v1/dashboard/locks`, at most. */
+export const LOCK_PAGE_MAX = 100;
+/** Characters of a prefix or cursor: a lock name's limit (settings.lockNameLengthMax's default). */
+const LOCK_QUERY_CHARS_MAX = 256;
+
+/** `?prefix=&after=&limit=`: names starting with `prefix`, after the name `after`, `limit` of them. */
+const lockPageQuery = v.strictObject({
+  prefix: v.optional(v.pipe(v.string(), v.maxLength(LOCK_QUERY_CHARS_MAX)), ""),
+  after: v.optional(v.pipe(v.string(), v.maxLength(LOCK_QUERY_CHARS_MAX)), ""),
+  limit: v.optional(v.pipe(v.string(), v.regex(/^[1-9][0-9]{0,2}$/, "a count 1..100"), v.transform(Number), v.maxValue(LOCK_PAGE_MAX)), "50"),
+});
+export type LockPageQuery = v.InferOutput<typeof lockPageQuery>;
+
+/**
+ * One page of the lock table, by name: the locks after `after` whose names start with `prefix`
+ * and that the token may read, each with every holder and its first waiters; `next` is the
+ * cursor of the following page (null at the end).
+ */
+export function lockPage(locks: readonly LockView[], query: LockPageQuery, may: (name: string) => boolean) {
+  const matching = locks.filter((lock) => lock.name.startsWith(query.prefix) && lock.name > query.after && may(lock.name));
+  matching.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const page = matching.slice(0, query.limit);
+  return {
+    matching: matching.length,
+    locks: page.map((lock) => ({
+      name: lock.name,
+      holders: lock.holders.map((h) => ({ owner: h.owner ?? h.session, token: h.token, mode: h.mode, heldForMs: h.heldForMs })),
+      waiters: lock.waiters.slice(0, WAITERS_SHOWN_MAX).map((w) => ({ owner: w.owner ?? w.session, mode: w.mode, waitingForMs: w.waitingForMs })),
+      waiterCount: lock.waiters.length,
+    })),
+    next: matching.length > page.length ? page[page.length - 1].name : null,
+  };
+}
+
+/** Waiters listed per lock of a page (the count says how many more). */
+const WAITERS_SHOWN_MAX = 10;

@@ -20,7 +20,7 @@ import { openDurableLog } from "./durable_log.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 import { ClientAuth } from "../client_auth.ts";
-import { dashboardOf, summarizeLocks } from "../dashboard/routes.ts";
+import { dashboardOf, lockPage, summarizeLocks } from "../dashboard/routes.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, fileLog: Logger): Promise<RunningNode> {
   const dashboard = dashboardOf(cluster, node, fileLog);
@@ -85,7 +85,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   dashboard.install(app, auth, (may) => {
     const { locks, sessions, ...rest } = service.view();
     return { ...rest, sessionCount: sessions.length, locks: summarizeLocks(locks, may) };
-  });
+  }, (query, may) => lockPage(service.view().locks, query, may));
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   const ticker = setInterval(() => service.tick(), settings.tickMs);
   stalls.start();
