@@ -4,6 +4,8 @@
  *   the cluster has client tokens.
  * - `GET /v1/dashboard/node` (`read` on some name): this node's part of the picture: its role's
  *   state, the lock table summarised (lock servers), and its recent events (events.ts).
+ * - `GET /v1/dashboard/locks?prefix=&after=&limit=` (`read` on some name; lock servers): the
+ *   lock table by name, one page at a time, for the page's "browse by name".
  * - `GET /v1/dashboard/events` (`read` on some name): Server-Sent Events; every `intervalMs` one
  *   `snapshot` event with every member's part (this node's own, the others' read from their
  *   `/v1/dashboard/node` with the caller's Authorization header, `down` when one does not answer
