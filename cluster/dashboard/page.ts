@@ -67,6 +67,7 @@ el("login").addEventListener("submit", (e) => {
 });
 
 async function connect() {
+  // As long as the page is open: one attempt per RETRY_MS at most, each stream bounded by the node.
   for (;;) {
     const token = sessionStorage.getItem(TOKEN_KEY);
     const abort = new AbortController();
