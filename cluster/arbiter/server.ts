@@ -27,6 +27,7 @@ import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
+import { dashboardOf } from "../dashboard/routes.ts";
 import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
 import { VERSION } from "../version.ts";
 
@@ -218,7 +219,9 @@ function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Log
   };
 }
 
-export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
+export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, fileLog: Logger): Promise<RunningNode> {
+  const dashboard = dashboardOf(cluster, node, fileLog);
+  const log = dashboard.log;
   // First: a missing certificate stops the start before the record is read.
   const tls = readNodeTls(cluster, node);
   const primary = cluster.nodes.find((n) => n.role === "primary");
@@ -262,12 +265,14 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
       return c.json(ring.coordinator.status());
     });
   }
+  dashboard.install(app, auth, () => ({ ...core.current, leaseRemainingMs: core.leaseRemainingMs(monotonicClock.nowMs()) }));
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   return {
     url: nodeUrl({ ...node, port: server.port }),
     reload(reloaded: ClusterConfig) {
       members = new Set([...members, ...reloaded.nodes.map((n) => n.id)]);
       ring?.reload(reloaded);
+      dashboard.reload(reloaded);
       return "ok";
     },
     stop: () => {

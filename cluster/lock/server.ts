@@ -20,8 +20,11 @@ import { openDurableLog } from "./durable_log.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 import { ClientAuth } from "../client_auth.ts";
+import { dashboardOf, lockPage, summarizeLocks } from "../dashboard/routes.ts";
 
-export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
+export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, fileLog: Logger): Promise<RunningNode> {
+  const dashboard = dashboardOf(cluster, node, fileLog);
+  const log = dashboard.log;
   const settings = cluster.settings;
   // First: a missing certificate stops the start before anything is opened.
   const tls = readNodeTls(cluster, node);
@@ -63,8 +66,9 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   });
   // The longest event-loop stall, for status (a resync must not freeze the primary: docs/bench.md).
   const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => log.event("loopStall", { stallMs }, "warn"));
+  const auth = new ClientAuth(cluster.tokens, security);
   const app = createLockApp(service, {
-    auth: new ClientAuth(cluster.tokens, security),
+    auth,
     security,
     loopStall: () => stalls.view(),
     nodeId: node.id,
@@ -78,6 +82,10 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     },
     onInternalError: failStopOnBug(log, "lock API"),
   });
+  dashboard.install(app, auth, (may) => {
+    const { locks, sessions, ...rest } = service.view();
+    return { ...rest, sessionCount: sessions.length, locks: summarizeLocks(locks, may) };
+  }, (query, may) => lockPage(service.view().locks, query, may));
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   const ticker = setInterval(() => service.tick(), settings.tickMs);
   stalls.start();

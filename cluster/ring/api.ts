@@ -107,6 +107,21 @@ function peerAnswer(result: RingResult): RingAnswer {
   return ok(result);
 }
 
+/** What `GET /v1/ring/status` answers (the dashboard shows it too). */
+export function ringStatusBody(service: RingService, options: Pick<RingApiOptions, "describe" | "security">) {
+  return {
+    ...service.node.status(service.now()),
+    version: VERSION,
+    linkQueue: service.linkLength,
+    hopMs: service.hopTimes(),
+    lease: service.lease(),
+    view: service.viewStatus(),
+    suspicions: service.suspicions(),
+    ...(options.describe?.() ?? {}),
+    security: (options.security ?? service.security).view(),
+  };
+}
+
 export function ringRoutes(service: RingService, options: RingApiOptions): RingRoute[] {
   const { settings } = options;
   const onInternal = options.onInternalError ?? (() => {});
@@ -146,18 +161,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     });
   });
 
-  now("GET", "/v1/ring/status", readSomeName, () =>
-    ok({
-      ...node.status(service.now()),
-      version: VERSION,
-      linkQueue: service.linkLength,
-      hopMs: service.hopTimes(),
-      lease: service.lease(),
-      view: service.viewStatus(),
-      suspicions: service.suspicions(),
-      ...(options.describe?.() ?? {}),
-      security: (options.security ?? service.security).view(),
-    }));
+  now("GET", "/v1/ring/status", readSomeName, () => ok(ringStatusBody(service, options)));
 
   // Enter: granted now, at the token's visit, or "waiting" after a long-poll (ask again with the
   // ticket to keep the place). waitMs = 0 tries: it waits for the next visit only if nobody is

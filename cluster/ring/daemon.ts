@@ -13,7 +13,8 @@ import type { RunningNode } from "../running_node.ts";
 import type { Logger } from "../log.ts";
 import { realTimers } from "../timers.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
-import { createRingApp, ringPeerBytesMax } from "./api.ts";
+import { createRingApp, ringPeerBytesMax, ringStatusBody } from "./api.ts";
+import { dashboardOf } from "../dashboard/routes.ts";
 import { startPeerAuth } from "../peer_auth.ts";
 import { httpPeers } from "./http_peers.ts";
 import { RingService } from "./service.ts";
@@ -23,7 +24,9 @@ import { SecurityLog } from "../security_log.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import { ClientAuth } from "../client_auth.ts";
 
-export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
+export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fileLog: Logger): Promise<RunningNode> {
+  const dashboard = dashboardOf(cluster, node, fileLog);
+  const log = dashboard.log;
   const settings = cluster.settings;
   // First: a missing certificate stops the start before the storage is opened.
   const tls = readNodeTls(cluster, node);
@@ -118,20 +121,23 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     onFatal: (error) => failStopProcess(log, "ring state could not be stored", { message: error.message }),
   });
   self.service = service;
+  const auth = new ClientAuth(cluster.tokens, security);
+  const describe = () => ({
+    successorUrl: byId.get(core.successor),
+    predecessorUrl: byId.get(core.predecessor),
+    repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, authenticated: cluster.secret !== undefined, inc: incarnation.inc, ...channel.counts },
+  });
   const app = createRingApp(service, {
-    auth: new ClientAuth(cluster.tokens, security),
+    auth,
     security,
     nodeId: node.id,
     pid: process.pid,
     settings,
-    describe: () => ({
-      successorUrl: byId.get(core.successor),
-      predecessorUrl: byId.get(core.predecessor),
-      repairChannel: { udpPort: channel.port, broadcast: cluster.broadcast, authenticated: cluster.secret !== undefined, inc: incarnation.inc, ...channel.counts },
-    }),
+    describe,
     peerAuth: peerAuth.middleware,
     onInternalError: failStopOnBug(log, "ring API"),
   });
+  dashboard.install(app, auth, () => ringStatusBody(service, { describe, security }));
   const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
   log.event("ringStarted", {
     ring,
@@ -158,7 +164,10 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       byId.clear();
       const kept = refusal === null ? [...nodes, ...(arbiter ? [arbiter] : [])].map((n) => [n.id, nodeUrl(n)] as const) : before;
       for (const [id, url] of kept) byId.set(id, url);
-      if (refusal === null) channel.setPeers(nodes.map((n) => ({ id: n.id, host: n.host, udpPort: n.udpPort })));
+      if (refusal === null) {
+        channel.setPeers(nodes.map((n) => ({ id: n.id, host: n.host, udpPort: n.udpPort })));
+        dashboard.reload(reloaded);
+      }
       return "ok";
     },
     async stop() {
