@@ -12,7 +12,7 @@ import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { authenticatedSender, PEER_HEADER, peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
+import { authenticatedSender, PEER_HEADER, peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 
 const SECRET = "peer-auth-test-secret-0123456789abcdef";
@@ -72,9 +72,9 @@ async function errorCode(response: Response): Promise<string> {
 const nonceOf = (request: Request) => request.headers.get(PEER_HEADER.nonce)!;
 
 /** A request signed with `key` by hand: any head, not sent by a signer (so not yet seen). */
-async function signedByHand(key: CryptoKey, head: { from: string; to: string; nonce: string; seq: number }, body: string): Promise<Request> {
+async function signedByHand(key: PeerKey, head: { from: string; to: string; nonce: string; seq: number }, body: string): Promise<Request> {
   const bytes = new TextEncoder().encode(body);
-  const mac = await signRequest(key, { ...head, method: "POST", path: "/peer/echo" }, bytes);
+  const mac = signRequest(key, { ...head, method: "POST", path: "/peer/echo" }, bytes);
   return new Request(`${BASE}/peer/echo`, {
     method: "POST",
     headers: { "content-type": "application/json", [PEER_HEADER.from]: head.from, [PEER_HEADER.nonce]: head.nonce, [PEER_HEADER.seq]: String(head.seq), [PEER_HEADER.mac]: mac },
@@ -271,4 +271,20 @@ test("peer auth: 20 requests sent at once at first contact, and again after a re
   target.app = b.app;
   assert.deepEqual(await batch(100), Array(20).fill(200));
   assert.deepEqual([...b.taken].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => 100 + i));
+});
+
+test("peer auth: the MAC is the same HMAC-SHA256 as with Web Crypto (createHmac since issue 14: same construction, no new version)", async () => {
+  // HMAC(HMAC(secret, "mutexd peer v1"), JSON head + "\n" + body), hex: what issue 12 specified, computed here with Web Crypto.
+  const encoder = new TextEncoder();
+  const hmac = { name: "HMAC", hash: "SHA-256" };
+  const master = await crypto.subtle.importKey("raw", encoder.encode(SECRET), hmac, false, ["sign"]);
+  const derived = await crypto.subtle.sign("HMAC", master, encoder.encode("mutexd peer v1"));
+  const webKey = await crypto.subtle.importKey("raw", derived, hmac, false, ["sign"]);
+  const head = { from: "a", to: "b", nonce: "00ff", seq: 7, method: "POST", path: "/v1/peer?x=1" };
+  const body = encoder.encode(JSON.stringify({ type: "append", n: "é" }));
+  const prefix = encoder.encode(JSON.stringify(["mutexd peer request v1", head.from, head.to, head.nonce, head.seq, head.method, head.path]) + "\n");
+  const signed = new Uint8Array([...prefix, ...body]);
+  const expected = [...new Uint8Array(await crypto.subtle.sign("HMAC", webKey, signed))].map((b) => b.toString(16).padStart(2, "0")).join("");
+  assert.equal(signRequest(await peerKey(SECRET), head, body), expected);
+  assert.notEqual(signRequest(await peerKey(OTHER_SECRET), head, body), expected, "another secret, another MAC");
 });
