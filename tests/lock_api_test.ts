@@ -107,10 +107,15 @@ test("lock API: a waiting enter is answered by the grant when the holder leaves 
   await call("POST", "/v1/enter", { name: "L", session: a });
   const waiting = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 10_000 });
   await eventually("b is queued behind a", () => service.queuePosition("L", b) === 1);
+  const indexBefore = service.replica.status().lastIndex;
   await call("POST", "/v1/leave", { name: "L", session: a, token: 1 });
   const answer = await waiting;
   assert.equal(answer.status, 200);
   assert.deepEqual([answer.body.granted, answer.body.token], [true, 2]);
+  // The committed grant is the answer: the leave is the only entry (no second enter, which with
+  // a backup was one more replication round on the path of every handoff).
+  assert.equal(service.replica.status().lastIndex, indexBefore + 1);
+  assert.deepEqual(service.view().locks[0].holders.map((h) => [h.session, h.token]), [[b, 2]]);
 });
 
 test("lock API: a long-poll that runs out answers waiting with the queue place kept", async () => {
