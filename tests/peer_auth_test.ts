@@ -72,7 +72,7 @@ async function errorCode(response: Response): Promise<string> {
 const nonceOf = (request: Request) => request.headers.get(PEER_HEADER.nonce)!;
 
 /** A request signed with `key` by hand: any head, not sent by a signer (so not yet seen). */
-async function signedByHand(key: PeerKey, head: { from: string; to: string; nonce: string; seq: number }, body: string): Promise<Request> {
+function signedByHand(key: PeerKey, head: { from: string; to: string; nonce: string; seq: number }, body: string): Request {
   const bytes = new TextEncoder().encode(body);
   const mac = signRequest(key, { ...head, method: "POST", path: "/peer/echo" }, bytes);
   return new Request(`${BASE}/peer/echo`, {
@@ -105,7 +105,7 @@ test("peer auth: a request with its body, path, seq, sender, nonce or receiver c
   await a.echo(1); // first contact: b issues a nonce
   const key = await peerKey(SECRET);
   const nonce = nonceOf(a.sent.at(-1)!);
-  const good = await signedByHand(key, { from: "a", to: "b", nonce, seq: 10 }, JSON.stringify({ from: "a", n: 10 }));
+  const good = signedByHand(key, { from: "a", to: "b", nonce, seq: 10 }, JSON.stringify({ from: "a", n: 10 }));
   const tampered: Array<[string, Parameters<typeof resend>[2]]> = [
     ["body", { body: JSON.stringify({ from: "a", n: 666 }) }],
     ["path", { url: `${BASE}/peer/echo?x=1` }],
@@ -124,7 +124,7 @@ test("peer auth: a request with its body, path, seq, sender, nonce or receiver c
   const c = await receiver("c");
   assert.equal((await resend(c.app, good)).status, 401, "a request for b is refused by c");
   // Another secret: the same head and body, another key.
-  const outsider = await signedByHand(await peerKey(OTHER_SECRET), { from: "a", to: "b", nonce, seq: 10 }, JSON.stringify({ from: "a", n: 10 }));
+  const outsider = signedByHand(await peerKey(OTHER_SECRET), { from: "a", to: "b", nonce, seq: 10 }, JSON.stringify({ from: "a", n: 10 }));
   assert.equal((await resend(b.app, outsider)).status, 401, "another secret");
   // No headers at all.
   const bare = await b.app.fetch(new Request(`${BASE}/peer/echo`, { method: "POST", body: JSON.stringify({ from: "a", n: 7 }) }));
@@ -171,7 +171,7 @@ test(`peer auth: seqs out of order within the window (${SEQ_WINDOW}) are each ta
   await a.echo(0); // seq 1 under the new nonce
   const key = await peerKey(SECRET);
   const nonce = nonceOf(a.sent.at(-1)!);
-  const send = async (seq: number) => (await resend(b.app, await signedByHand(key, { from: "a", to: "b", nonce, seq }, JSON.stringify({ from: "a", n: seq })))).status;
+  const send = async (seq: number) => (await resend(b.app, signedByHand(key, { from: "a", to: "b", nonce, seq }, JSON.stringify({ from: "a", n: seq })))).status;
   for (const seq of [5, 3, 4, 2, 6]) assert.equal(await send(seq), 200, `seq ${seq}`);
   for (const seq of [3, 5, 1]) assert.equal(await send(seq), 401, `seq ${seq} again`);
   const far = 16 + SEQ_WINDOW;
@@ -210,7 +210,7 @@ test("peer auth: a receiver restart and a sender restart each recover by one cha
   assert.notEqual(nonceOf(a2.sent[1]), nonceOf(beforeSenderRestart));
   assert.equal((await resend(b.app, beforeSenderRestart)).status, 401, "captured before the sender's restart: its nonce is retired");
   // Even a never-delivered message of the old sender incarnation, signed under the retired nonce.
-  const late = await signedByHand(key, { from: "a", to: "b", nonce: nonceOf(beforeSenderRestart), seq: 99 }, JSON.stringify({ from: "a", n: 99 }));
+  const late = signedByHand(key, { from: "a", to: "b", nonce: nonceOf(beforeSenderRestart), seq: 99 }, JSON.stringify({ from: "a", n: 99 }));
   assert.equal((await resend(b.app, late)).status, 401);
   assert.deepEqual(b.taken, [2, 3]);
   assert.equal((await a2.echo(4)).status, 200, "the new sender goes on under its nonce");
