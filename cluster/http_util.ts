@@ -178,7 +178,7 @@ export function parseJsonText(text: string): Record<string, unknown> {
 export type Checked<T> = { ok: true; value: T } | { ok: false; message: string };
 
 /**
- * A request between cluster members (superjson text, at most `bytesMax`) that `check` (its
+ * A request between cluster members (JSON text, at most `bytesMax`) that `check` (its
  * schema) accepts; anything else is a RequestError (bad_request, naming the field), so it
  * changes nothing.
  */

@@ -1,10 +1,15 @@
 /**
  * Requests between cluster members (replication, sync, arbiter): one POST per message over
- * keep-alive connections, superjson on the wire so snapshots keep their shape. Delivery is
- * "at most once, may time out": a timed-out request may still arrive, and every receiver
- * tolerates duplicates and stale epochs.
+ * keep-alive connections, plain JSON on the wire. Delivery is "at most once, may time out": a
+ * timed-out request may still arrive, and every receiver tolerates duplicates and stale epochs.
+ *
+ * Every message is plain data (strings, finite numbers, booleans, null, arrays and objects; the
+ * schemas of lib/wire/lock_peer.ts admit nothing else, and a table copy travels as JSON text
+ * already), so JSON carries it as it is. It was superjson until issue 14: superjson's walk of
+ * every value was a third of a replicating primary's CPU (docs/bench.md, "Replication cost"),
+ * for types no peer message has. A member still speaking superjson sends `{"json": …}`, which
+ * no schema accepts: it is refused (400), not misread.
  */
-import superjson from "superjson";
 import { type PeerFetch, plainPeerFetch } from "./peer_auth.ts";
 
 export interface PeerTransport {
@@ -12,7 +17,7 @@ export interface PeerTransport {
   send(url: string, body: unknown, timeoutMs: number): Promise<unknown>;
 }
 
-export const PEER_CONTENT_TYPE = "application/x-superjson";
+export const PEER_CONTENT_TYPE = "application/json";
 
 /**
  * The transport over HTTP: `peerFetch` signs the request and checks the answer when the cluster
@@ -21,18 +26,18 @@ export const PEER_CONTENT_TYPE = "application/x-superjson";
 export function httpPeerTransport(peerFetch: PeerFetch = plainPeerFetch(), idOf: (url: string) => string = () => ""): PeerTransport {
   return {
     async send(url, body, timeoutMs) {
-      const answer = await peerFetch(idOf(url), url, { method: "POST", contentType: PEER_CONTENT_TYPE, body: superjson.stringify(body), timeoutMs });
+      const answer = await peerFetch(idOf(url), url, { method: "POST", contentType: PEER_CONTENT_TYPE, body: encodePeerBody(body), timeoutMs });
       if (answer.status !== 200) throw new Error(`${url}: status ${answer.status}: ${answer.text.slice(0, 200)}`);
-      return superjson.parse(answer.text);
+      return decodePeerBody(answer.text);
     },
   };
 }
 
-/** Decodes a peer request body; throws on anything that is not superjson of an object. */
+/** Decodes a peer message (a request's body or an answer); throws on anything that is not JSON of an object. */
 export function decodePeerBody(text: string): Record<string, unknown> {
   let value: unknown;
   try {
-    value = superjson.parse(text);
+    value = JSON.parse(text);
   } catch (error) {
     throw new Error(`malformed peer message: ${(error as Error).message}`);
   }
@@ -41,5 +46,5 @@ export function decodePeerBody(text: string): Record<string, unknown> {
 }
 
 export function encodePeerBody(value: unknown): string {
-  return superjson.stringify(value);
+  return JSON.stringify(value);
 }

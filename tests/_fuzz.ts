@@ -6,7 +6,7 @@
  */
 import fc from "fast-check";
 import process from "node:process";
-import superjson from "superjson";
+import { encodePeerBody } from "../cluster/peer_transport.ts";
 
 /** The seed of every fuzzer unless FUZZ_SEED names another (never the wall clock). */
 export const FUZZ_SEED = envInteger("FUZZ_SEED") ?? 1_207;
@@ -121,14 +121,7 @@ export const contentType: fc.Arbitrary<string | undefined> = fc.constantFrom(
   "application/json; charset=latin1",
 );
 
-/**
- * superjson's text of `message`; by hand (`{"json": …}`, its form for plain JSON values) where
- * superjson refuses to write it (a "constructor" key): a forger does not use superjson.
- */
-export function superjsonText(message: Record<string, unknown>): string {
-  try {
-    return superjson.stringify(message);
-  } catch {
-    return JSON.stringify({ json: message });
-  }
+/** The wire's text of `message` (plain JSON, cluster/peer_transport.ts). */
+export function peerText(message: Record<string, unknown>): string {
+  return encodePeerBody(message);
 }

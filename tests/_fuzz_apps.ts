@@ -8,15 +8,14 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { manualClock } from "../cluster/clock.ts";
 import { soloLockService } from "./_lock_service.ts";
-import superjson from "superjson";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { answerArbiter, type ArbiterPorts } from "../cluster/arbiter/server.ts";
 import { answerPeer, createLockApp, type LockApiOptions } from "../cluster/lock/api.ts";
 import type { MiddlewareHandler } from "hono";
 import { readBodyBytes } from "../cluster/http_util.ts";
-import { peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier } from "../cluster/peer_auth.ts";
+import { peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier } from "../cluster/peer_auth.ts";
 import type { SecurityLog } from "../cluster/security_log.ts";
-import { encodePeerBody } from "../cluster/peer_transport.ts";
+import { decodePeerBody, encodePeerBody } from "../cluster/peer_transport.ts";
 import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers } from "../cluster/timers.ts";
@@ -88,7 +87,7 @@ export class SigningSender {
   /** The last request sent and the answer as it came (before the signer checked its MAC). */
   lastSent?: { url: string; init: RequestInit; answer: FuzzAnswer };
 
-  constructor(private readonly options: { key?: CryptoKey; signedFor?: string; transit?: (init: RequestInit) => RequestInit } = {}) {}
+  constructor(private readonly options: { key?: PeerKey; signedFor?: string; transit?: (init: RequestInit) => RequestInit } = {}) {}
 
   /**
    * Sends `request` signed. A signer throws on an answer without a valid MAC (a 401 to a forged
@@ -307,7 +306,7 @@ export interface Recorded {
 
 /**
  * Primary p1, backup b1 and arbiter a1 in process: the services' transport hands each message to
- * the receiver's own handler (`answerPeer`, `answerArbiter`) as superjson text, as the wire does.
+ * the receiver's own handler (`answerPeer`, `answerArbiter`) as JSON text, as the wire does.
  * The manual clock moves by ticks until p1 serves with b1 in sync and holds the three sessions of
  * `lockNode`; from then on nothing ticks, so the states only change by what a test sends.
  * `recorded` has every message sent (real appends, sync requests, claims and renewals).
@@ -340,8 +339,8 @@ export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options:
           const to = new URL(url).host as Recorded["to"];
           recorded.push({ from: id, to, message: structuredClone(body) as Record<string, unknown> });
           const text = encodePeerBody(body);
-          if (to === "a1") return Promise.resolve(superjson.parse(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
-          return new Promise((done) => answerPeer(services.get(to)!, settings, text, (answer) => done(superjson.parse(answer))));
+          if (to === "a1") return Promise.resolve(decodePeerBody(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
+          return new Promise((done) => answerPeer(services.get(to)!, settings, text, (answer) => done(decodePeerBody(answer))));
         },
       },
       timers: realTimers,

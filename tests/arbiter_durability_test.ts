@@ -7,7 +7,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, rmdirSync } from "node:fs";
-import superjson from "superjson";
 import type { ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { answerArbiter, type ArbiterPorts, fileArbiterStore, restoreArbiter } from "../cluster/arbiter/server.ts";
 import { FAIL_STOP_EXIT } from "../cluster/fail_stop.ts";
@@ -15,7 +14,7 @@ import { memoryLogger } from "../cluster/log.ts";
 import { freePort, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 const SETTINGS = { primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 };
-const claimText = (from: string) => superjson.stringify({ type: "claim", from, epoch: 0, hasState: false });
+const claimText = (from: string) => JSON.stringify({ type: "claim", from, epoch: 0, hasState: false });
 
 class FailStopped extends Error {}
 
@@ -92,7 +91,7 @@ test("arbiter process: with its record unwritable it exits 70 with a failStop li
       const status = await (await fetch(`${url}/v1/status`)).json();
       assert.equal(status.arbiter.epoch, 0, "the restart starts from the disk, not from the lost decision");
       await (await fetch(`${url}/v1/arbiter`, { method: "POST", body: claimText("b1") })).text();
-      const answer = superjson.parse<{ type: string; epoch: number }>(await (await fetch(`${url}/v1/arbiter`, { method: "POST", body: claimText("p1") })).text());
+      const answer = JSON.parse(await (await fetch(`${url}/v1/arbiter`, { method: "POST", body: claimText("p1") })).text()) as { type: string; epoch: number };
       assert.deepEqual([answer.type, answer.epoch], ["lease", 1]);
       assert.equal(fileArbiterStore(statePath).load()?.epoch, 1);
     } finally {

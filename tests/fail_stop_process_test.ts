@@ -13,18 +13,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
-import superjson from "superjson";
 import { startCluster, status } from "./_lock_cluster.ts";
 import { eventually, freePort, removeDir, ROOT, startMutexd, startProcess, tempDir, writeCluster } from "./_harness.ts";
 import { FAIL_STOP_EXIT } from "../cluster/fail_stop.ts";
 import { PEER_CONTENT_TYPE } from "../cluster/peer_transport.ts";
 
-/** POSTs a forged peer message to `url` (superjson, as the lock servers send them). */
+/** POSTs a forged peer message to `url` (JSON, as the lock servers send them). */
 async function forge(url: string, message: unknown): Promise<{ status: number; text: string }> {
   const response = await fetch(`${url}/v1/peer`, {
     method: "POST",
     headers: { "content-type": PEER_CONTENT_TYPE },
-    body: superjson.stringify(message),
+    body: JSON.stringify(message),
     signal: AbortSignal.timeout(5_000),
   });
   return { status: response.status, text: await response.text() };

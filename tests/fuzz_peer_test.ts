@@ -23,7 +23,6 @@
 import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import superjson from "superjson";
 import { answerArbiter, createArbiterApp } from "../cluster/arbiter/server.ts";
 import { answerPeer } from "../cluster/lock/api.ts";
 import { memoryLogger } from "../cluster/log.ts";
@@ -35,7 +34,8 @@ import { peerKey } from "../cluster/peer_auth.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { ringNode, sendOrPending, withSection } from "./_ring_app.ts";
-import { FUZZ_TEST_TIMEOUT_MS, fuzz, hostileValue, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
+import { FUZZ_TEST_TIMEOUT_MS, fuzz, hostileValue, mutatedObject, nonObjectText, peerText } from "./_fuzz.ts";
+import { encodePeerBody, PEER_CONTENT_TYPE } from "../cluster/peer_transport.ts";
 import { removeDir, tempDir } from "./_harness.ts";
 import { viewOf } from "./_ring_node.ts";
 import { EPOCH_MAX } from "../lib/core/ring/view_wire.ts";
@@ -161,10 +161,10 @@ function mutatedMessage(original: Record<string, unknown>, epoch: number, sender
   });
 }
 
-/** The message as the wire carries it (superjson), or raw bytes that are no message. */
+/** The message as the wire carries it (JSON), or raw bytes that are no message. */
 function wireBody(messages: fc.Arbitrary<Record<string, unknown>>): fc.Arbitrary<{ message?: Record<string, unknown>; body: string | Uint8Array }> {
   return fc.oneof(
-    { weight: 8, arbitrary: messages.map((message) => ({ message, body: superjsonText(message) })) },
+    { weight: 8, arbitrary: messages.map((message) => ({ message, body: peerText(message) })) },
     { weight: 1, arbitrary: nonObjectText.map((body) => ({ body })) },
     { weight: 1, arbitrary: messages.map((message) => ({ message, body: JSON.stringify(message) ?? "null" })) },
   );
@@ -219,7 +219,7 @@ for (const mode of MODES) {
       const receiver = to === "b1" ? pair.b : pair.p;
       const receiverEpoch = receiver.replica.status().epoch;
       const before = pair.state();
-      const request: FuzzRequest = { method: "POST", path: "/v1/peer", body, contentType: "application/x-superjson" };
+      const request: FuzzRequest = { method: "POST", path: "/v1/peer", body, contentType: PEER_CONTENT_TYPE };
       const what = `${mode} ${via} to ${to}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
       const peer = to === "b1" ? "p1" : "b1";
       const countedBefore = refusals(pair.p.security, pair.b.security);
@@ -269,8 +269,8 @@ test("fuzz finding 2: an append whose entry is not an object is refused with 400
     const next = { ...(last.entries as Record<string, unknown>[])[0], index: pair.b.replica.status().lastIndex + 1 };
     for (const entries of [[null], [next, null]]) {
       const before = pair.state();
-      const body = superjson.stringify({ ...last, entries });
-      const answer = await send(pair.bApp, { method: "POST", path: "/v1/peer", body, contentType: "application/x-superjson" });
+      const body = encodePeerBody({ ...last, entries });
+      const answer = await send(pair.bApp, { method: "POST", path: "/v1/peer", body, contentType: PEER_CONTENT_TYPE });
       assert.equal(answer.status, 400, answer.text);
       assert.equal(pair.state(), before);
     }
@@ -312,7 +312,7 @@ for (const mode of MODES) {
       const arbiterEpoch = pair.core.current.epoch;
       const state = () => pair.state() + (readIfExists(statePath) ?? "");
       const before = state();
-      const request: FuzzRequest = { method: "POST", path: "/v1/arbiter", body, contentType: "application/x-superjson" };
+      const request: FuzzRequest = { method: "POST", path: "/v1/arbiter", body, contentType: PEER_CONTENT_TYPE };
       const what = `${mode} ${via}: ${typeof body === "string" ? body.slice(0, 300) : `${body.length} bytes`}`;
       const countedBefore = refusals(security);
       let answer: FuzzAnswer;

@@ -15,7 +15,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { checkAnswer, describe, type FuzzRequest, lockPathParam, lockTemplates, openLockSessions, requests, send, setupPost, SigningSender } from "./_fuzz_apps.ts";
-import { FUZZ_TEST_TIMEOUT_MS, fuzz, mutatedObject, nonObjectText, superjsonText } from "./_fuzz.ts";
+import { FUZZ_TEST_TIMEOUT_MS, fuzz, mutatedObject, nonObjectText, peerText } from "./_fuzz.ts";
+import { PEER_CONTENT_TYPE } from "../cluster/peer_transport.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
@@ -66,8 +67,8 @@ test("fuzz process: a primary, backup and arbiter get fuzzed client, peer and ar
       signer: fc.option(fc.constantFrom("p1", "b1", "a1", "intruder"), { freq: 2 }),
     }).chain(({ template, raw, signer }) =>
       mutatedObject(template.message).map((message) => {
-        const body = raw ?? superjsonText({ ...message, from: "intruder" });
-        return { node: template.node, signer, request: { method: "POST", path: template.path, body, contentType: "application/x-superjson" } as FuzzRequest };
+        const body = raw ?? peerText({ ...message, from: "intruder" });
+        return { node: template.node, signer, request: { method: "POST", path: template.path, body, contentType: PEER_CONTENT_TYPE } as FuzzRequest };
       })
     );
     const cases = fc.oneof(

@@ -12,7 +12,6 @@ import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { CALL_ID_LENGTH_MAX } from "../lib/core/lock/lock_table.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { createArbiterApp } from "../cluster/arbiter/server.ts";
-import superjson from "superjson";
 import { Hono } from "hono";
 import { type Caller, setCaller } from "../cluster/caller.ts";
 import { formatStatus } from "../cluster/commands/status.ts";
@@ -123,10 +122,15 @@ test("lock API: a waiting enter is answered by the grant when the holder leaves 
   await call("POST", "/v1/enter", { name: "L", session: a });
   const waiting = call("POST", "/v1/enter", { name: "L", session: b, waitMs: 10_000 });
   await eventually("b is queued behind a", () => service.queuePosition("L", b) === 1);
+  const indexBefore = service.replica.status().lastIndex;
   await call("POST", "/v1/leave", { name: "L", session: a, token: 1 });
   const answer = await waiting;
   assert.equal(answer.status, 200);
   assert.deepEqual([answer.body.granted, answer.body.token], [true, 2]);
+  // The committed grant is the answer: the leave is the only entry (no second enter, which with
+  // a backup was one more replication round on the path of every handoff).
+  assert.equal(service.replica.status().lastIndex, indexBefore + 1);
+  assert.deepEqual(service.view().locks[0].holders.map((h) => [h.session, h.token]), [[b, 2]]);
 });
 
 test("lock API: a long-poll that runs out answers waiting with the queue place kept", async () => {
@@ -267,16 +271,18 @@ test("peer API: malformed or forged replication messages are refused and change 
   const { app, state } = setup();
   const before = state();
   const send = async (body: string) => {
-    const response = await app.request("/v1/peer", { method: "POST", headers: { "content-type": "application/x-superjson" }, body });
+    const response = await app.request("/v1/peer", { method: "POST", headers: { "content-type": "application/json" }, body });
     return { status: response.status, text: await response.text() };
   };
   assert.equal((await send("{not json")).status, 400, "malformed body");
-  assert.equal((await send(superjson.stringify([1, 2]))).status, 400, "not an object");
-  assert.equal((await send(superjson.stringify({ type: "append", from: "b1", epoch: 1 }))).status, 400, "append without entries");
+  assert.equal((await send(JSON.stringify([1, 2]))).status, 400, "not an object");
+  assert.equal((await send(JSON.stringify({ type: "append", from: "b1", epoch: 1 }))).status, 400, "append without entries");
+  // The wire was superjson before issue 14: a member still sending its `{"json": …}` form is refused, not misread.
+  assert.equal((await send(JSON.stringify({ json: { type: "append", from: "p1", epoch: 1, syncGen: 1, entries: [] } }))).status, 400, "superjson's form");
   // Well-formed but from a server the cluster file does not name: a nack, nothing applied.
-  const forged = await send(superjson.stringify({ type: "append", from: "intruder", epoch: 9, syncGen: 1, entries: [] }));
+  const forged = await send(JSON.stringify({ type: "append", from: "intruder", epoch: 9, syncGen: 1, entries: [] }));
   assert.equal(forged.status, 200);
-  assert.equal((superjson.parse(forged.text) as { type: string }).type, "nack");
+  assert.equal((JSON.parse(forged.text) as { type: string }).type, "nack");
   assert.equal(state(), before);
 });
 
@@ -285,7 +291,7 @@ test("arbiter API: malformed requests are refused with 400 and change no epoch",
   const dir = tempDir();
   const app = createArbiterApp(core, { nodeId: "a1", statePath: `${dir}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
   try {
-    for (const body of ["{oops", superjson.stringify({ type: "claim", from: "p1" }), superjson.stringify({ type: "renew", from: "p1", epoch: 1, backupInSync: true })]) {
+    for (const body of ["{oops", JSON.stringify({ type: "claim", from: "p1" }), JSON.stringify({ type: "renew", from: "p1", epoch: 1, backupInSync: true })]) {
       const response = await app.request("/v1/arbiter", { method: "POST", body });
       assert.equal(response.status, 400, body);
       assert.equal((await response.json()).error.code, "bad_request");
@@ -427,9 +433,9 @@ test("peer and arbiter API: the body limit counts bytes, not characters; a large
   const peerBytesMax = 1_000;
   const lockApp = createLockApp(service, { nodeId: "p1", role: "primary", settings: { ...SETTINGS, peerBodyBytesMax: peerBytesMax } });
   const before = state();
-  const peerBody = superjson.stringify({ type: "syncRequest", from: "b1", epoch: 1, pad: "é".repeat(peerBytesMax * 0.6) });
+  const peerBody = JSON.stringify({ type: "syncRequest", from: "b1", epoch: 1, pad: "é".repeat(peerBytesMax * 0.6) });
   assert.ok(peerBody.length < peerBytesMax && new TextEncoder().encode(peerBody).byteLength > peerBytesMax);
-  const peer = await lockApp.request("/v1/peer", { method: "POST", headers: { "content-type": "application/x-superjson" }, body: peerBody });
+  const peer = await lockApp.request("/v1/peer", { method: "POST", headers: { "content-type": "application/json" }, body: peerBody });
   assert.equal(peer.status, 413);
   assert.equal((await peer.json()).error.code, "body_too_large");
   assert.equal(state(), before);
@@ -439,8 +445,8 @@ test("peer and arbiter API: the body limit counts bytes, not characters; a large
     const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: 500, bootstrapWaitMs: 3_000 }, null, 0);
     const arbiterApp = createArbiterApp(core, { nodeId: "a1", statePath: `${dir}/arbiter.json`, log: memoryLogger(), nowMs: () => 0 });
     // The backup said it has no state: p1's claim, if read, would start epoch 1.
-    await arbiterApp.request("/v1/arbiter", { method: "POST", body: superjson.stringify({ type: "claim", from: "b1", epoch: 0, hasState: false }) });
-    const arbiterBody = superjson.stringify({ type: "claim", from: "p1", epoch: 0, hasState: false, pad: "é".repeat(DEFAULT_SETTINGS.bodyBytesMax * 0.6) });
+    await arbiterApp.request("/v1/arbiter", { method: "POST", body: JSON.stringify({ type: "claim", from: "b1", epoch: 0, hasState: false }) });
+    const arbiterBody = JSON.stringify({ type: "claim", from: "p1", epoch: 0, hasState: false, pad: "é".repeat(DEFAULT_SETTINGS.bodyBytesMax * 0.6) });
     assert.ok(arbiterBody.length < DEFAULT_SETTINGS.bodyBytesMax && new TextEncoder().encode(arbiterBody).byteLength > DEFAULT_SETTINGS.bodyBytesMax);
     const arbiter = await arbiterApp.request("/v1/arbiter", { method: "POST", body: arbiterBody });
     assert.equal(arbiter.status, 413);

@@ -36,6 +36,27 @@ test("replica: an answer waits until the backup has the change (replicate before
   assert.equal(backupTable.locks.get("L")?.holders[0].session, session, "the backup has the grant");
 });
 
+test("replica: group commit: changes made while the pipeline is full go out together as soon as an ack frees it, not at the next tick", () => {
+  const w = healthy({ ...S, replicationPipelineMax: 1 });
+  const session = openSession(w);
+  const [p, b] = [w.server("p"), w.server("b")];
+  const appends = (send: ReturnType<typeof p.ready>["send"]) =>
+    send.flatMap((o) => (o.kind === "peer" && o.message.type === "append" && o.message.entries.length > 0 ? [o] : []));
+  for (const [clientRef, name] of [[901, "A"], [902, "B"], [903, "C"]] as const) {
+    p.clientRequest(clientRef, { type: "enter", secretHash: SECRET_HASH, name, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, undefined, w.nowMs);
+  }
+  const first = appends(p.ready().send);
+  assert.deepEqual(first.map((o) => o.kind === "peer" && o.message.type === "append" ? o.message.entries.length : 0), [1], "one append in flight (pipeline of 1)");
+  const sent = first[0];
+  assert.ok(sent.kind === "peer");
+  // The ack comes back; the clock has not moved, no tick ran.
+  p.reply(sent.ref, b.peerMessage(sent.message, w.nowMs), w.nowMs);
+  const ready = p.ready();
+  assert.deepEqual(ready.answers.map((a) => a.clientRef), [901], "the acked change is answered");
+  const next = appends(ready.send);
+  assert.deepEqual(next.map((o) => o.kind === "peer" && o.message.type === "append" ? o.message.entries.map((e) => e.command.type === "enter" && e.command.name) : []), [["B", "C"]], "the two queued changes in one append, at once");
+});
+
 test("replica: a lost backup holds answers until the arbiter records it out of sync, then the primary goes on alone", () => {
   const w = healthy();
   const session = openSession(w);

@@ -12,7 +12,7 @@ import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { authenticatedSender, PEER_HEADER, peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
+import { authenticatedSender, PEER_HEADER, peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 
 const SECRET = "peer-auth-test-secret-0123456789abcdef";
@@ -72,9 +72,9 @@ async function errorCode(response: Response): Promise<string> {
 const nonceOf = (request: Request) => request.headers.get(PEER_HEADER.nonce)!;
 
 /** A request signed with `key` by hand: any head, not sent by a signer (so not yet seen). */
-async function signedByHand(key: CryptoKey, head: { from: string; to: string; nonce: string; seq: number }, body: string): Promise<Request> {
+function signedByHand(key: PeerKey, head: { from: string; to: string; nonce: string; seq: number }, body: string): Request {
   const bytes = new TextEncoder().encode(body);
-  const mac = await signRequest(key, { ...head, method: "POST", path: "/peer/echo" }, bytes);
+  const mac = signRequest(key, { ...head, method: "POST", path: "/peer/echo" }, bytes);
   return new Request(`${BASE}/peer/echo`, {
     method: "POST",
     headers: { "content-type": "application/json", [PEER_HEADER.from]: head.from, [PEER_HEADER.nonce]: head.nonce, [PEER_HEADER.seq]: String(head.seq), [PEER_HEADER.mac]: mac },
@@ -105,7 +105,7 @@ test("peer auth: a request with its body, path, seq, sender, nonce or receiver c
   await a.echo(1); // first contact: b issues a nonce
   const key = await peerKey(SECRET);
   const nonce = nonceOf(a.sent.at(-1)!);
-  const good = await signedByHand(key, { from: "a", to: "b", nonce, seq: 10 }, JSON.stringify({ from: "a", n: 10 }));
+  const good = signedByHand(key, { from: "a", to: "b", nonce, seq: 10 }, JSON.stringify({ from: "a", n: 10 }));
   const tampered: Array<[string, Parameters<typeof resend>[2]]> = [
     ["body", { body: JSON.stringify({ from: "a", n: 666 }) }],
     ["path", { url: `${BASE}/peer/echo?x=1` }],
@@ -124,7 +124,7 @@ test("peer auth: a request with its body, path, seq, sender, nonce or receiver c
   const c = await receiver("c");
   assert.equal((await resend(c.app, good)).status, 401, "a request for b is refused by c");
   // Another secret: the same head and body, another key.
-  const outsider = await signedByHand(await peerKey(OTHER_SECRET), { from: "a", to: "b", nonce, seq: 10 }, JSON.stringify({ from: "a", n: 10 }));
+  const outsider = signedByHand(await peerKey(OTHER_SECRET), { from: "a", to: "b", nonce, seq: 10 }, JSON.stringify({ from: "a", n: 10 }));
   assert.equal((await resend(b.app, outsider)).status, 401, "another secret");
   // No headers at all.
   const bare = await b.app.fetch(new Request(`${BASE}/peer/echo`, { method: "POST", body: JSON.stringify({ from: "a", n: 7 }) }));
@@ -171,7 +171,7 @@ test(`peer auth: seqs out of order within the window (${SEQ_WINDOW}) are each ta
   await a.echo(0); // seq 1 under the new nonce
   const key = await peerKey(SECRET);
   const nonce = nonceOf(a.sent.at(-1)!);
-  const send = async (seq: number) => (await resend(b.app, await signedByHand(key, { from: "a", to: "b", nonce, seq }, JSON.stringify({ from: "a", n: seq })))).status;
+  const send = async (seq: number) => (await resend(b.app, signedByHand(key, { from: "a", to: "b", nonce, seq }, JSON.stringify({ from: "a", n: seq })))).status;
   for (const seq of [5, 3, 4, 2, 6]) assert.equal(await send(seq), 200, `seq ${seq}`);
   for (const seq of [3, 5, 1]) assert.equal(await send(seq), 401, `seq ${seq} again`);
   const far = 16 + SEQ_WINDOW;
@@ -210,7 +210,7 @@ test("peer auth: a receiver restart and a sender restart each recover by one cha
   assert.notEqual(nonceOf(a2.sent[1]), nonceOf(beforeSenderRestart));
   assert.equal((await resend(b.app, beforeSenderRestart)).status, 401, "captured before the sender's restart: its nonce is retired");
   // Even a never-delivered message of the old sender incarnation, signed under the retired nonce.
-  const late = await signedByHand(key, { from: "a", to: "b", nonce: nonceOf(beforeSenderRestart), seq: 99 }, JSON.stringify({ from: "a", n: 99 }));
+  const late = signedByHand(key, { from: "a", to: "b", nonce: nonceOf(beforeSenderRestart), seq: 99 }, JSON.stringify({ from: "a", n: 99 }));
   assert.equal((await resend(b.app, late)).status, 401);
   assert.deepEqual(b.taken, [2, 3]);
   assert.equal((await a2.echo(4)).status, 200, "the new sender goes on under its nonce");
@@ -271,4 +271,20 @@ test("peer auth: 20 requests sent at once at first contact, and again after a re
   target.app = b.app;
   assert.deepEqual(await batch(100), Array(20).fill(200));
   assert.deepEqual([...b.taken].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => 100 + i));
+});
+
+test("peer auth: the MAC is the same HMAC-SHA256 as with Web Crypto (createHmac since issue 14: same construction, no new version)", async () => {
+  // HMAC(HMAC(secret, "mutexd peer v1"), JSON head + "\n" + body), hex: what issue 12 specified, computed here with Web Crypto.
+  const encoder = new TextEncoder();
+  const hmac = { name: "HMAC", hash: "SHA-256" };
+  const master = await crypto.subtle.importKey("raw", encoder.encode(SECRET), hmac, false, ["sign"]);
+  const derived = await crypto.subtle.sign("HMAC", master, encoder.encode("mutexd peer v1"));
+  const webKey = await crypto.subtle.importKey("raw", derived, hmac, false, ["sign"]);
+  const head = { from: "a", to: "b", nonce: "00ff", seq: 7, method: "POST", path: "/v1/peer?x=1" };
+  const body = encoder.encode(JSON.stringify({ type: "append", n: "é" }));
+  const prefix = encoder.encode(JSON.stringify(["mutexd peer request v1", head.from, head.to, head.nonce, head.seq, head.method, head.path]) + "\n");
+  const signed = new Uint8Array([...prefix, ...body]);
+  const expected = [...new Uint8Array(await crypto.subtle.sign("HMAC", webKey, signed))].map((b) => b.toString(16).padStart(2, "0")).join("");
+  assert.equal(signRequest(await peerKey(SECRET), head, body), expected);
+  assert.notEqual(signRequest(await peerKey(OTHER_SECRET), head, body), expected, "another secret, another MAC");
 });

@@ -11,7 +11,6 @@ import { answerPeer, createLockApp } from "../cluster/lock/api.ts";
 import { answerArbiter } from "../cluster/arbiter/server.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { RequestError } from "../cluster/http_util.ts";
-import superjson from "superjson";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { LockMachine } from "../lib/core/lock/lock_machine.ts";
 import { CopySource } from "../lib/core/lock/table_copy.ts";
@@ -25,6 +24,7 @@ import { serveHttp } from "../cluster/runtime.ts";
 import { realTimers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { eventually } from "./_harness.ts";
+import { decodePeerBody, encodePeerBody } from "../cluster/peer_transport.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024 };
 
@@ -301,9 +301,9 @@ function inProcessPair(settings: typeof SETTINGS) {
   const transport = {
     send: (url: string, body: unknown) =>
       new Promise<unknown>((resolve) => {
-        const text = superjson.stringify(body);
-        if (url.startsWith("a1")) return resolve(superjson.parse(answerArbiter(arbiter, text, ports).body));
-        answerPeer(services.get(url.split("/")[0])!, settings, text, (answer) => resolve(superjson.parse(answer)));
+        const text = encodePeerBody(body);
+        if (url.startsWith("a1")) return resolve(decodePeerBody(answerArbiter(arbiter, text, ports).body));
+        answerPeer(services.get(url.split("/")[0])!, settings, text, (answer) => resolve(decodePeerBody(answer)));
       }),
   };
   const start = (id: string, peer: string) => services.set(id, lockService(id, { settings, clock, peer, transport }));
@@ -351,14 +351,14 @@ test("schemas: a refused peer message changes nothing in a backup with a copy (i
     ];
     for (const message of refusals) {
       assert.throws(
-        () => answerPeer(b1, settings, superjson.stringify(message), () => assert.fail("answered")),
+        () => answerPeer(b1, settings, encodePeerBody(message), () => assert.fail("answered")),
         (error: Error) => error instanceof RequestError && error.code === "bad_request",
       );
     }
     assert.equal(state(), before);
     assert.equal(b1.security.view().peerMalformed, refusals.length);
     // The same entry well-formed is applied: the refusals above were for their fields alone.
-    const applied = await new Promise((done) => answerPeer(b1, settings, superjson.stringify({ ...append, entries: [entry] }), (text) => done(superjson.parse(text))));
+    const applied = await new Promise((done) => answerPeer(b1, settings, encodePeerBody({ ...append, entries: [entry] }), (text) => done(decodePeerBody(text))));
     assert.deepEqual({ ...(applied as object), promiseMs: 0 }, { type: "appendAck", from: "b1", epoch, ok: true, appliedIndex: next, promiseMs: 0 });
   } finally {
     stop();

@@ -333,7 +333,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     return c.json(lock);
   });
 
-  // Replication and sync between the two lock servers (superjson).
+  // Replication and sync between the two lock servers (JSON, peer_transport.ts).
   app.post("/v1/peer", async (c) => {
     const text = await readBodyText(c, settings.peerBodyBytesMax);
     const body = await new Promise<string>((done) => answerPeer(service, settings, text, done, authenticatedSender(c)));
@@ -394,7 +394,7 @@ function pathOf(url: string): string {
 }
 
 /**
- * `POST /v1/peer` on the body's text: `done` gets the answer's superjson text (at once, or with
+ * `POST /v1/peer` on the body's text: `done` gets the answer's JSON text (at once, or with
  * a durable log once the disk has what an ack acknowledges), and the message is returned (the
  * simulator's observers read its epoch). The core checks the sender and the epoch; here only
  * the shape is checked, so a malformed message throws a RequestError and changes nothing.

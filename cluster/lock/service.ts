@@ -15,7 +15,7 @@
  * rule). `submit` and `enter` wrap the callback forms in a promise for the HTTP handlers.
  */
 import { assertNever } from "../../lib/core/assert.ts";
-import { LockTable, type Command, type Effect } from "../../lib/core/lock/lock_table.ts";
+import { LockTable, type Command, type Effect, type Grant } from "../../lib/core/lock/lock_table.ts";
 import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type ReplicaStatus } from "../../lib/core/lock/lock_replica.ts";
 import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
 import type { Settings } from "../../lib/settings.ts";
@@ -26,8 +26,12 @@ import { SecurityLog } from "../security_log.ts";
 import { checkPeerAnswer, arbiterReplySchema } from "../../lib/wire/lock_peer.ts";
 import { check } from "../../lib/wire/schema.ts";
 
-/** How a long-poll ended: something changed for the request, or the poll ran out first. */
+/**
+ * How a long-poll ended: something changed for the request, or the poll ran out first. With
+ * "changed" by a committed grant to the waiter, `grant` is that grant.
+ */
 export type WaitOutcome = "changed" | "timeout";
+type PollEnd = (outcome: WaitOutcome, grant?: Grant) => void;
 
 export type EnterCommand = Extract<Command, { type: "enter" }>;
 
@@ -85,7 +89,7 @@ export class LockService {
   private readonly answers = new Map<number, (answer: ClientAnswer) => void>();
   private nextClientRef = 1;
   /** Long-polls waiting for a change to their request, keyed by lock name and session. */
-  private readonly polls = new Map<string, Set<(outcome: WaitOutcome) => void>>();
+  private readonly polls = new Map<string, Set<PollEnd>>();
   /** Continuations decided by the current step, run in order once it is done. */
   private readonly continuations: Array<() => void> = [];
   private continuing = false;
@@ -136,10 +140,13 @@ export class LockService {
   /**
    * mutex_enter: grant now, wait (a long-poll of at most min(waitMs, longPollMaxMs); the client
    * asks again to keep its place), or "not granted" with the queue position. Every answer comes
-   * from a committed command: after the long-poll, `enter` is submitted once more, with what is
+   * from a committed command. A poll that a committed grant to the waiter ended answers with that
+   * grant, if the waiter holds it still for this call (`grantStands`): the entry that granted it
+   * is committed, so the backup has it. Otherwise `enter` is submitted once more, with what is
    * left of waitMs, and that answer is the one given (enter is idempotent: a holder gets its
    * grant, a waiter keeps its place; one whose wait is over gets a try-lock's answer). waitMs = 0
-   * is a try-lock.
+   * is a try-lock. (Until issue 14 a grant was answered by that second enter too: one more log
+   * entry, and with a backup one more replication round, on the path of every handoff.)
    */
   enter(command: EnterCommand): Promise<ClientAnswer> {
     return new Promise((done) => this.enterThen(command, done));
@@ -152,14 +159,27 @@ export class LockService {
     this.submitThen(command, undefined, (answer) => {
       if (!answer.ok || answer.result.type !== "waiting") return done(answer);
       const pollMs = Math.min(command.waitMs, settings.longPollMaxMs);
-      this.waitForTurn(command.name, command.session, pollMs, () => {
+      this.waitForTurn(command.name, command.session, pollMs, (_outcome, grant) => {
         if (this.stopped) return done(this.stoppingAnswer());
+        if (grant !== undefined && this.grantStands(command, grant)) return done({ ok: true, result: { ok: true, type: "granted", grant } });
         // Asked again for what is left of the wait: a poll that ran to the waiter's deadline
         // must not queue it again, at the back, for a whole new wait.
         const waitMs = Math.max(0, command.waitMs - (clock.nowMs() - askedAtMs));
         this.submitThen({ ...command, waitMs }, undefined, done);
       });
     });
+  }
+
+  /**
+   * Whether the committed `grant` is the answer to `command` now: this server is the primary, and
+   * the table (which may hold later entries, not yet committed) still has the session holding the
+   * lock with that token for this call. If not (released, expired, another call of the session
+   * took the grant over), the enter is submitted again and the table answers it.
+   */
+  private grantStands(command: EnterCommand, grant: Grant): boolean {
+    if (this.replica.role !== "primary") return false;
+    const holder = this.table?.locks.get(grant.name)?.holders.find((h) => h.session === grant.session);
+    return holder !== undefined && holder.token === grant.token && holder.mode === command.mode && holder.callId === command.callId;
   }
 
   /** Feeds the clock to the core: expiries, renewals, heartbeats, takeover checks. */
@@ -277,7 +297,7 @@ export class LockService {
    * for at most `timeoutMs`. Ends at once when the request is no longer queued, so the caller
    * asks again and gets a committed answer.
    */
-  private waitForTurn(name: string, session: string, timeoutMs: number, done: (outcome: WaitOutcome) => void): void {
+  private waitForTurn(name: string, session: string, timeoutMs: number, done: PollEnd): void {
     if (this.queuePosition(name, session) === undefined) {
       this.continuations.push(() => done("changed"));
       return this.runContinuations();
@@ -286,11 +306,11 @@ export class LockService {
     const { timers } = this.options;
     const waiters = this.polls.get(key) ?? new Set();
     this.polls.set(key, waiters);
-    const finish = (outcome: WaitOutcome) => {
+    const finish: PollEnd = (outcome, grant) => {
       timers.clearTimeout(timer);
       waiters.delete(finish);
       if (waiters.size === 0) this.polls.delete(key);
-      this.continuations.push(() => done(outcome));
+      this.continuations.push(() => done(outcome, grant));
     };
     const timer = timers.setTimeout(() => {
       finish("timeout");
@@ -343,7 +363,7 @@ export class LockService {
       case "granted":
         // Per operation: debug only (cluster/log.ts), so the default level writes nothing per lock.
         this.options.log.event("granted", { ...effect.grant, epoch: this.replica.epoch }, "debug");
-        this.wake(effect.grant.name, effect.grant.session);
+        this.wake(effect.grant.name, effect.grant.session, effect.grant);
         return;
       case "waitEnded":
         this.wake(effect.name, effect.session);
@@ -361,10 +381,11 @@ export class LockService {
     }
   }
 
-  private wake(name: string, session: string): void {
+  /** Ends the polls of (name, session); `grant`: the committed grant that ends them. */
+  private wake(name: string, session: string, grant?: Grant): void {
     const waiters = this.polls.get(pollKey(name, session));
     if (!waiters) return;
-    for (const finish of [...waiters]) finish("changed");
+    for (const finish of [...waiters]) finish("changed", grant);
   }
 
   /** `status` without the sessions and locks: their counts instead (cheap at any size). */

@@ -1,14 +1,14 @@
 /**
  * What checking a peer message against its schema costs (lib/wire/lock_peer.ts): a typical
  * append (one entry) and a full sync chunk (1,000 items of a real copy: sessions, locks and
- * remembered answers), beside what decoding the same message costs (superjson; JSON.parse of
- * the chunk's payload, which the backup does again when it loads the chunk).
+ * remembered answers), beside what decoding the same message costs (JSON.parse, as the wire is plain
+ * JSON since issue 14; JSON.parse of the chunk's payload, which the backup does again when it loads the chunk).
  *
  *   deno run -A tests/bench/validation_cost.ts      bun tests/bench/validation_cost.ts
  *
  * Prints the median of 5 rounds, in µs per message. Loops are bounded by their counts.
  */
-import superjson from "superjson";
+import { decodePeerBody, encodePeerBody } from "../../cluster/peer_transport.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import { LockTable } from "../../lib/core/lock/lock_table.ts";
 import { LockMachine } from "../../lib/core/lock/lock_machine.ts";
@@ -35,9 +35,9 @@ const append = {
   from: "p1",
   epoch: 3,
   syncGen: 2,
-  entries: [{ index: 1_234, epoch: 3, atMs: 987_654, requestId: "0b7c6a1e-2f4d-4c1b-9a57-3d2e1f0a9b8c", command: { type: "enter", name: "db/orders/42", session: "p1-0badcafe-3-17", mode: "exclusive", waitMs: 5_000, lockDelayMs: 0, callId: "5f0e4a2b-8c1d-4e3f-a9b7-6d5c4b3a2918" } }],
+  entries: [{ index: 1_234, epoch: 3, atMs: 987_654, requestId: "0b7c6a1e-2f4d-4c1b-9a57-3d2e1f0a9b8c", command: { type: "enter", name: "db/orders/42", session: "p1-0badcafe-3-17", secretHash: "5".repeat(64), mode: "exclusive", waitMs: 5_000, lockDelayMs: 0, callId: "5f0e4a2b-8c1d-4e3f-a9b7-6d5c4b3a2918" } }],
 };
-const appendText = superjson.stringify(append);
+const appendText = encodePeerBody(append);
 
 // A table of 400 sessions, each holding a lock, each opened with a request id: a first chunk of
 // 400 sessions, 400 locks and 200 answers.
@@ -55,13 +55,13 @@ const source = new CopySource(machine, { ...settings, syncChunkItemsMax: 1_000 }
 const chunk = source.chunk(0)!;
 if (chunk.count !== 1_000) throw new Error(`chunk of ${chunk.count} items`);
 const chunkMessage = { type: "syncChunk", from: "p1", epoch: 3, syncGen: 2, chunk };
-const chunkText = superjson.stringify(chunkMessage);
+const chunkText = encodePeerBody(chunkMessage);
 if (!checkPeerRequest(append, settings).ok || !checkPeerAnswer(chunkMessage, settings).ok) throw new Error("the samples must pass");
 
 const rows = [
-  ["append (1 entry): decode (superjson)", microseconds(20_000, () => superjson.parse(appendText))],
+  ["append (1 entry): decode (JSON)", microseconds(20_000, () => decodePeerBody(appendText))],
   ["append (1 entry): schema check", microseconds(20_000, () => checkPeerRequest(append, settings))],
-  ["sync chunk (1,000 items): decode (superjson)", microseconds(200, () => superjson.parse(chunkText))],
+  ["sync chunk (1,000 items): decode (JSON)", microseconds(200, () => decodePeerBody(chunkText))],
   ["sync chunk (1,000 items): JSON.parse of the payload (the backup's load does it too)", microseconds(200, () => JSON.parse(chunk.payload))],
   ["sync chunk (1,000 items): schema check (payload parsed and every item checked)", microseconds(200, () => checkPeerAnswer(chunkMessage, settings))],
 ] as const;

@@ -380,6 +380,9 @@ export class LockReplica {
     // The backup's promise is a lease whatever the state of its copy: it cannot take over before it ends.
     if (answer.promiseMs > 0) this.lease.backupPromised(request.sentAtMs, answer.promiseMs);
     if (this.feed.acked(request.syncGen, request.lastIndex, answer)) this.advanceCommit();
+    // Group commit: what was appended while the pipeline was full goes out now, in one append,
+    // not at the next tick (up to tickMs later; with one append in flight that was every batch).
+    this.feed.pump();
   }
 
   private maybeRenew(): void {

@@ -2,7 +2,7 @@
  * The simulated arbiter: the real driver code of cluster/arbiter/server.ts (`restoreArbiter`,
  * `answerArbiter`: decode, one step of the real ArbiterCore, the record durable before the
  * answer, encode) on simulated ports: the node's clock, a simulated disk, a trace logger.
- * Requests arrive as superjson text over the simulated network (lock/messages.ts). The answer
+ * Requests arrive as JSON text over the simulated network (lock/messages.ts). The answer
  * goes out only after the fsync's latency (`fsyncMs`) when the step wrote the record, so a crash
  * between the write and the answer is a point the simulation reaches: the requester then times
  * out, and the restarted arbiter has the new state. A restart restores the core from the disk.

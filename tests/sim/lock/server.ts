@@ -2,7 +2,7 @@
  * A simulated lock server: the real driver, cluster/lock/service.ts (LockService around the
  * LockReplica core, with the enter long-poll), on simulated ports (the ring kind's, ring/
  * ports.ts): the node's clock, timers on its virtual time, requests to the peer and the arbiter
- * as superjson text over the simulated network (answers are SimFutures settled when the reply
+ * as JSON text over the simulated network (answers are SimFutures settled when the reply
  * arrives or rejected when the request times out), and a logger that writes the trace. Requests
  * arrive as text too (messages.ts) and the real code answers them: the client API's routes
  * (cluster/lock/api.ts `answerRequest`) and the peer route (`answerPeer`). Simulated here are
@@ -157,7 +157,7 @@ export abstract class LockServiceActor extends Actor {
 
   // ---- the transport (cluster/peer_transport.ts httpPeerTransport, on the simulated fetch) ----
 
-  /** One POST of superjson text; the answer settles when the reply arrives, or fails after `timeoutMs`. */
+  /** One POST of JSON text; the answer settles when the reply arrives, or fails after `timeoutMs`. */
   private request(url: string, body: unknown, timeoutMs: number): PromiseLike<unknown> {
     const controller = new AbortController();
     // The timeout (AbortSignal.timeout in the real transport); after an answer it aborts nothing.
