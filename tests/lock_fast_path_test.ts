@@ -117,3 +117,38 @@ test("with client tokens the fast path is off: a declared length meets the beare
   assert.equal(fast.counted.middlewareRuns, steps.length, "with tokens every request went through the bearer middleware");
   assert.equal(JSON.stringify(fast.service.table!.snapshot()), JSON.stringify(hono.service.table!.snapshot()));
 });
+
+test("a Content-Length repeated with one value (both runtimes accept it, and Headers shows it as \"N, N\") is the length N: a body over bodyBytesMax is refused unread, on the fast path and through Hono's routes", async () => {
+  const service = soloLockService(SETTINGS, realTimers, manualClock(1_000));
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
+  const before = JSON.stringify(service.table!.snapshot());
+  const body = JSON.stringify({ ttlMs: 5_000, sessionSecret: SECRET, pad: "x".repeat(4 * SETTINGS.bodyBytesMax) });
+  const length = String(new TextEncoder().encode(body).byteLength);
+  // /v1/sessions takes the fast path; a keepalive (a path parameter) Hono's route and readBodyBytes.
+  for (const path of ["/v1/sessions", "/v1/sessions/t-1/keepalive"]) {
+    const headers = new Headers({ "content-type": "application/json" });
+    headers.append("content-length", length);
+    headers.append("content-length", length);
+    assert.equal(headers.get("content-length"), `${length}, ${length}`, "Headers joins the repeats");
+    // The body as a stream that counts what the server pulls: nothing, when refused unread.
+    let pulledBytes = 0;
+    const bytes = new TextEncoder().encode(body);
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulledBytes += bytes.byteLength;
+        controller.enqueue(bytes);
+        controller.close();
+      },
+    }, { highWaterMark: 0 });
+    const response = await app.request(path, { method: "POST", headers, body: stream, duplex: "half" } as RequestInit);
+    assert.equal(response.status, 413, `${path}: ${await response.clone().text()}`);
+    assert.equal((await response.json()).error.code, "body_too_large");
+    assert.equal(pulledBytes, 0, `${path}: the body was not read`);
+  }
+  for (const malformed of ["12abc", "-5", "1e3", `${length}, 7`]) {
+    const response = await app.request("/v1/sessions", { method: "POST", headers: { "content-length": malformed }, body });
+    assert.equal(response.status, 400, `Content-Length ${malformed}`);
+    assert.equal((await response.json()).error.code, "bad_request");
+  }
+  assert.equal(JSON.stringify(service.table!.snapshot()), before, "nothing was opened");
+});

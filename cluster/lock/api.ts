@@ -7,7 +7,7 @@ import { Hono, type MiddlewareHandler } from "hono";
 import type { ClientAnswer, PeerMessage } from "../../lib/core/lock/lock_replica.ts";
 import type { Command } from "../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../lib/settings.ts";
-import { errorOf, errorResponse, installErrorHandlers, parseJsonObject, parseJsonText, readBodyText, readDeclaredText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
+import { declaredLength, errorOf, errorResponse, installErrorHandlers, parseJsonObject, parseJsonText, readBodyText, readDeclaredText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
 import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
@@ -361,14 +361,15 @@ function installFastPath(app: Hono, routes: readonly LockRoute[], options: LockA
     const route = request.method === "POST" ? fast.get(pathOf(request.url)) : undefined;
     const declared = route === undefined ? null : request.headers.get("content-length");
     if (route === undefined || declared === null) return honoFetch(request, ...rest);
-    return answerFast(route, request, Number(declared), bytesMax, options);
+    return answerFast(route, request, declared, bytesMax, options);
   };
 }
 
-async function answerFast(route: LockRoute, request: Request, declaredBytes: number, bytesMax: number, options: LockApiOptions): Promise<Response> {
+/** `contentLength`: the request's Content-Length header (declaredLength reads it, as readBodyBytes does). */
+async function answerFast(route: LockRoute, request: Request, contentLength: string, bytesMax: number, options: LockApiOptions): Promise<Response> {
   let input: Record<string, unknown>;
   try {
-    input = parseJsonText(await readDeclaredText(request, declaredBytes, bytesMax));
+    input = parseJsonText(await readDeclaredText(request, declaredLength(contentLength), bytesMax));
   } catch (error) {
     return jsonAnswer(errorAnswer(error as Error, options));
   }
