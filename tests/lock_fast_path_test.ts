@@ -4,7 +4,12 @@
  * and middleware. This proves it answers exactly as the Hono routes do: the same requests, sent
  * once with a Content-Length (the fast path) to one fresh service and once without (Hono's
  * route, which reads a body of unknown length chunk by chunk) to another, get the same status,
- * body and content type, for grants, releases and every kind of refusal, and leave the same table.
+ * body and content type, for grants, releases, force-releases and every kind of refusal, and leave
+ * the same table; the fast server's bearer middleware never runs for them (the fast path was taken).
+ * With client tokens in the cluster the fast path is off: a request with a declared length meets the
+ * bearer check and the route's permission exactly as one without. A Content-Length repeated with one
+ * value (Deno and Bun accept it) limits the body as one does: it used to read as NaN, and a body of
+ * any size was read (on the fast path also parsed and handled).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
