@@ -345,7 +345,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 }
 
 /**
- * The client routes without a path parameter (open a session, enter, leave: every lock operation)
+ * The client routes without a path parameter (open a session, enter, leave, force-release)
  * answered without Hono's routing, context and middleware, which cost a lone primary about a
  * third of its CPU per request (docs/bench.md, "The lone primary's HTTP path"). Only without
  * client tokens: the bearer middleware then has nothing to check, so the route's work is the
