@@ -143,7 +143,9 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
     bodyRoute("POST", "/v1/sessions/:id/keepalive", schemas.keepAlive, lockOnSomeName, (params, input, done) => {
       submit({ type: "keepAlive", session: params.id, secretHash: hashSessionSecret(input.sessionSecret) }, undefined, done, (result) =>
         // `locks`: what the session still holds, so the client notices a lock gone while its session lives.
-        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, locks: result.held ?? [] }) : unexpected(result));
+        // A result without the list answers none (the client then concludes nothing), never an empty
+        // list, which would tell the client that every lock it holds is gone.
+        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, ...(result.held ? { locks: result.held } : {}) }) : unexpected(result));
     }),
     bodyRoute("DELETE", "/v1/sessions/:id", schemas.closeSession, lockOnSomeName, (params, input, done) => {
       submit({ type: "closeSession", session: params.id, secretHash: hashSessionSecret(input.sessionSecret) }, input.requestId, done, (result) =>
