@@ -60,11 +60,12 @@ export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8
     if (bytes.byteLength > bytesMax) throw tooLarge();
     return bytes;
   }
-  const declared = Number(c.req.header("content-length") ?? "0");
+  const header = c.req.header("content-length");
+  const declared = header === undefined ? 0 : declaredLength(header);
   if (declared > bytesMax) throw tooLarge();
   const body = c.req.raw.body;
   if (body === null) return new Uint8Array(0);
-  if (c.req.header("content-length") !== undefined) {
+  if (header !== undefined) {
     const bytes = await readDeclaredBody(c.req.raw, declared, bytesMax);
     bodyCache.arrayBuffer = Promise.resolve(bytes.buffer as ArrayBuffer);
     return bytes;
@@ -93,6 +94,21 @@ export async function readBodyBytes(c: Context, bytesMax: number): Promise<Uint8
   // The stream is spent: later reads (this function again, or Hono's c.req.json()) take these bytes.
   bodyCache.arrayBuffer = Promise.resolve(bytes.buffer);
   return bytes;
+}
+
+/**
+ * The length a Content-Length header declares, as the runtime framed the body. Deno and Bun both
+ * accept the header repeated with one value, and Headers joins the repeats ("N, N"): Number() of
+ * that is NaN, which passes every `> bytesMax`, so such a body was read (and on the fast path
+ * parsed) whatever its size. Anything but one decimal value, possibly repeated, is refused here
+ * too (the runtimes answer 400 to most such headers before the handler runs).
+ */
+export function declaredLength(header: string): number {
+  const values = header.split(",").map((value) => value.trim());
+  if (!/^[0-9]+$/.test(values[0]) || values.some((value) => value !== values[0])) {
+    throw new RequestError("bad_request", `malformed Content-Length: ${JSON.stringify(header.slice(0, 64))}`);
+  }
+  return Number(values[0]);
 }
 
 /**

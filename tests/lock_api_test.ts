@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { manualClock } from "../cluster/clock.ts";
-import { createLockApp } from "../cluster/lock/api.ts";
+import { answerRequest, type ApiAnswer, createLockApp, lockRoutes } from "../cluster/lock/api.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers, type Timers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
@@ -524,4 +524,18 @@ test("lock API: a token's sessionsMax and waitersMax limit that caller (429 nami
   await waiting;
   const fits = await call("POST", "/v1/enter", { name: "M", session: b, waitMs: 100 });
   assert.equal(fits.body.waiting, true);
+});
+
+test("lock API: a keepalive result without the held list answers no `locks`, not an empty list (which would tell the client every lock it holds is gone)", async () => {
+  // A service whose keepalive result lacks `held` (the table always sets it: this pins the
+  // route's fail-safe, not the table).
+  const service = {
+    submitThen: (_command: unknown, _requestId: unknown, done: (answer: unknown) => void) =>
+      done({ ok: true, result: { type: "session", session: "t-1", ttlMs: 5_000, expiresAtMs: 6_000 } }),
+  } as unknown as Parameters<typeof lockRoutes>[0];
+  const options = { nodeId: "p1", role: "primary", settings: SETTINGS };
+  const answer = await new Promise<ApiAnswer>((done) =>
+    answerRequest(lockRoutes(service, options), options, { method: "POST", path: "/v1/sessions/t-1/keepalive", body: JSON.stringify({ sessionSecret: "s".repeat(40) }) }, done)
+  );
+  assert.deepEqual(answer, { status: 200, body: { session: "t-1", ttlMs: 5_000 } });
 });

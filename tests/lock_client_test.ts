@@ -122,7 +122,7 @@ interface Call {
  * "deaf" never settles whatever the abort (a fetch port that ignores it); "deafBody" answers the
  * headers but its body's `text()` never settles (a server paused mid-answer).
  */
-type Respond = (call: Call) => { status: number; body: unknown } | "hang" | "deaf" | "deafBody";
+type Respond = (call: Call) => { status: number; body: unknown } | "hang" | "deaf" | "deafBody" | Promise<{ status: number; body: unknown }>;
 
 /**
  * A client whose fetch answers with `respond` (or hangs, see Respond), whose clock stands still
@@ -155,6 +155,8 @@ function handDriven(servers: string[], respond: Respond, options: { requestTimeo
       if (answer === "hang") return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(init.signal.reason)));
       if (answer === "deaf") return new Promise(() => {});
       if (answer === "deafBody") return Promise.resolve({ ok: true, status: 200, text: () => new Promise<string>(() => {}) });
+      // An answer the test releases later (a request that was applied before another was sent).
+      if (answer instanceof Promise) return answer.then((later) => new Response(JSON.stringify(later.body), { status: later.status }));
       return Promise.resolve(new Response(JSON.stringify(answer.body), { status: answer.status }));
     },
     newRequestId: () => `id-${idNext++}`,
@@ -288,6 +290,33 @@ test("client ports: a keepalive answer that no longer lists a held lock aborts i
     assert.equal(calls.filter((c) => c.url.endsWith("/v1/leave")).length, 0, "no leave of a lock that is gone; the session is closed");
     assert.equal(calls.at(-1)?.method, "DELETE");
   }
+});
+
+test("client ports: a keepalive sent before a grant and answered after it without the lock does not abort the fresh handle; the next one does", async () => {
+  // The server applied the first keepalive before the enter (so it lists nothing), but its answer
+  // reaches the client only after the grant's: it says nothing of the grant. The second keepalive,
+  // sent after the grant was seen, answers without L: a real loss (a force-release).
+  const later: Record<string, (answer: { status: number; body: unknown }) => void> = {};
+  const deferred = (what: string) => new Promise<{ status: number; body: unknown }>((resolve) => (later[what] = resolve));
+  let keepalives = 0;
+  const { client, advance } = handDriven(["http://a"], (call) => {
+    if (call.url.endsWith("/v1/sessions")) return { status: 201, body: { session: "s1", ttlMs: 300 } };
+    if (call.url.endsWith("/v1/enter")) return deferred("enter");
+    if (call.url.endsWith("/keepalive")) return ++keepalives === 1 ? deferred("keepalive") : { status: 200, body: { session: "s1", ttlMs: 300, locks: [] } };
+    return { status: 200, body: {} };
+  }, { requestTimeoutMs: 1_000, failoverTimeoutMs: 0 });
+  const locking = client.lock("L", { ttlMs: 300, waitMs: 1_000 });
+  await advance(150); // the enter waits; the first keepalive is sent at 100 and not yet answered
+  assert.equal(keepalives, 1);
+  later.enter({ status: 200, body: { granted: true, name: "L", session: "s1", token: 9, mode: "exclusive" } });
+  await advance(0);
+  const handle = await locking;
+  later.keepalive({ status: 200, body: { session: "s1", ttlMs: 300, locks: [] } });
+  await advance(0);
+  assert.equal(handle.signal.aborted, false, "an answer to a keepalive sent before the grant says nothing of it");
+  await advance(50); // the second keepalive, sent at 200 after the grant: L is gone
+  assert.equal(keepalives, 2);
+  assert.equal(handle.signal.aborted, true, "a keepalive sent after the grant that does not list L: lost");
 });
 
 // ---- issue 11's client fixes against a paused server: each test fails with its fix reverted

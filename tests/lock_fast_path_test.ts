@@ -4,11 +4,19 @@
  * and middleware. This proves it answers exactly as the Hono routes do: the same requests, sent
  * once with a Content-Length (the fast path) to one fresh service and once without (Hono's
  * route, which reads a body of unknown length chunk by chunk) to another, get the same status,
- * body and content type, for grants, releases and every kind of refusal, and leave the same table.
+ * body and content type, for grants, releases, force-releases and every kind of refusal, and leave
+ * the same table; the fast server's bearer middleware never runs for them (the fast path was taken).
+ * With client tokens in the cluster the fast path is off: a request with a declared length meets the
+ * bearer check and the route's permission exactly as one without. A Content-Length repeated with one
+ * value (Deno and Bun accept it) limits the body as one does: it used to read as NaN, and a body of
+ * any size was read (on the fast path also parsed and handled).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import type { MiddlewareHandler } from "hono";
 import { manualClock } from "../cluster/clock.ts";
+import { ClientAuth } from "../cluster/client_auth.ts";
+import type { TokenConfig } from "../cluster/config.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
 import { realTimers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
@@ -18,17 +26,29 @@ const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024 };
 const SECRET = "s".repeat(40);
 const OTHER_SECRET = "o".repeat(40);
 
-function server(declareLength: boolean) {
+/**
+ * A lock app on a fresh service; `tokens`: the cluster's client tokens (none: open). `middlewareRuns`
+ * counts the requests that went through the bearer middleware, that is through Hono's routes.
+ */
+function server(declareLength: boolean, tokens: TokenConfig[] = []) {
   const service = soloLockService(SETTINGS, realTimers, manualClock(1_000));
-  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
-  const send = async (path: string, raw: string) => {
+  const auth = new ClientAuth(tokens, null);
+  const counted = { middlewareRuns: 0 };
+  const bearer = auth.middleware;
+  (auth as { middleware: MiddlewareHandler }).middleware = (c, next) => {
+    counted.middlewareRuns++;
+    return bearer(c, next);
+  };
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS, auth });
+  const send = async (path: string, raw: string, bearerSecret?: string) => {
     const bytes = new TextEncoder().encode(raw);
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (declareLength) headers["content-length"] = String(bytes.byteLength);
+    if (bearerSecret !== undefined) headers.authorization = `Bearer ${bearerSecret}`;
     const response = await app.request(path, { method: "POST", headers, body: bytes });
     return { status: response.status, type: response.headers.get("content-type"), body: await response.json() };
   };
-  return { service, send };
+  return { service, send, counted };
 }
 
 test("the fast path answers every request as Hono's route does: grants, releases, refusals, and the same table", async () => {
@@ -49,6 +69,11 @@ test("the fast path answers every request as Hono's route does: grants, releases
     ["/v1/leave", (s) => JSON.stringify({ name: "L", session: s, sessionSecret: SECRET, token: 999 })], // not its token
     ["/v1/leave", (s) => JSON.stringify({ name: "L", session: s, sessionSecret: SECRET, token: 1, requestId: "leave-1" })],
     ["/v1/leave", (s) => JSON.stringify({ name: "L", session: s, sessionSecret: SECRET, token: 1, requestId: "leave-1" })], // retried
+    ["/v1/enter", (s) => JSON.stringify({ name: "F", session: s, sessionSecret: SECRET, waitMs: 0 })], // token 2
+    ["/v1/force-release", () => JSON.stringify({ name: "F", requestId: "force-1" })], // released: tokens [2]
+    ["/v1/force-release", () => JSON.stringify({ name: "F", requestId: "force-1" })], // retried: the same answer
+    ["/v1/force-release", () => JSON.stringify({ name: "F" })], // nobody holds F now: lock_not_found
+    ["/v1/force-release", () => JSON.stringify({ name: "F", session: "x" })], // unknown field
   ];
   let session = "";
   for (const [index, [path, body]] of steps.entries()) {
@@ -61,6 +86,74 @@ test("the fast path answers every request as Hono's route does: grants, releases
       session = a.body.session;
     }
     if (index === 2) assert.equal(a.body.granted, true, "the free lock is granted");
+    if (index === 15) assert.deepEqual(a.body, { released: true, name: "F", tokens: [2] });
+    if (index === 16) assert.deepEqual(a.body, { released: true, name: "F", tokens: [2] }, "a retried force-release answers as the first");
   }
   assert.equal(JSON.stringify(fast.service.table!.snapshot()), JSON.stringify(hono.service.table!.snapshot()));
+  assert.equal(fast.counted.middlewareRuns, 0, "every request with a declared length took the fast path");
+  assert.equal(hono.counted.middlewareRuns, steps.length, "every request without one went through Hono's routes");
+});
+
+const LOCKER: TokenConfig = { name: "locker", secret: "l".repeat(40), permissions: [{ prefix: "", allow: ["lock"] }], sessionsMax: null, waitersMax: null };
+const ADMIN: TokenConfig = { name: "admin", secret: "a".repeat(40), permissions: [{ prefix: "", allow: ["admin"] }], sessionsMax: null, waitersMax: null };
+
+test("with client tokens the fast path is off: a declared length meets the bearer check and the route's permission, as without one", async () => {
+  const fast = server(true, [LOCKER, ADMIN]);
+  const hono = server(false, [LOCKER, ADMIN]);
+  const steps: Array<[string, (session: string) => string, string | undefined, number]> = [
+    ["/v1/sessions", () => JSON.stringify({ sessionSecret: SECRET }), undefined, 401], // no bearer token
+    ["/v1/sessions", () => JSON.stringify({ sessionSecret: SECRET }), "x".repeat(40), 401], // an unknown one
+    ["/v1/sessions", () => JSON.stringify({ sessionSecret: SECRET }), LOCKER.secret, 201],
+    ["/v1/enter", (s) => JSON.stringify({ name: "L", session: s, sessionSecret: SECRET }), undefined, 401],
+    ["/v1/enter", (s) => JSON.stringify({ name: "L", session: s, sessionSecret: SECRET }), LOCKER.secret, 200],
+    ["/v1/force-release", () => JSON.stringify({ name: "L" }), undefined, 401],
+    ["/v1/force-release", () => JSON.stringify({ name: "L" }), LOCKER.secret, 403], // lock, not admin
+    ["/v1/leave", (s) => JSON.stringify({ name: "L", session: s, sessionSecret: SECRET, token: 1 }), undefined, 401],
+    ["/v1/force-release", () => JSON.stringify({ name: "L" }), ADMIN.secret, 200],
+  ];
+  let session = "";
+  for (const [index, [path, body, bearer, status]] of steps.entries()) {
+    const a = await fast.send(path, body(session), bearer);
+    const b = await hono.send(path, body(session), bearer);
+    assert.deepEqual(a, b, `step ${index}: ${path}`);
+    assert.equal(a.status, status, `step ${index}: ${path} ${JSON.stringify(a.body)}`);
+    if (index === 2) session = a.body.session;
+  }
+  assert.equal(fast.counted.middlewareRuns, steps.length, "with tokens every request went through the bearer middleware");
+  assert.equal(JSON.stringify(fast.service.table!.snapshot()), JSON.stringify(hono.service.table!.snapshot()));
+});
+
+test("a Content-Length repeated with one value (both runtimes accept it, and Headers shows it as \"N, N\") is the length N: a body over bodyBytesMax is refused unread, on the fast path and through Hono's routes", async () => {
+  const service = soloLockService(SETTINGS, realTimers, manualClock(1_000));
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS });
+  const before = JSON.stringify(service.table!.snapshot());
+  const body = JSON.stringify({ ttlMs: 5_000, sessionSecret: SECRET, pad: "x".repeat(4 * SETTINGS.bodyBytesMax) });
+  const length = String(new TextEncoder().encode(body).byteLength);
+  // /v1/sessions takes the fast path; a keepalive (a path parameter) Hono's route and readBodyBytes.
+  for (const path of ["/v1/sessions", "/v1/sessions/t-1/keepalive"]) {
+    const headers = new Headers({ "content-type": "application/json" });
+    headers.append("content-length", length);
+    headers.append("content-length", length);
+    assert.equal(headers.get("content-length"), `${length}, ${length}`, "Headers joins the repeats");
+    // The body as a stream that counts what the server pulls: nothing, when refused unread.
+    let pulledBytes = 0;
+    const bytes = new TextEncoder().encode(body);
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulledBytes += bytes.byteLength;
+        controller.enqueue(bytes);
+        controller.close();
+      },
+    }, { highWaterMark: 0 });
+    const response = await app.request(path, { method: "POST", headers, body: stream, duplex: "half" } as RequestInit);
+    assert.equal(response.status, 413, `${path}: ${await response.clone().text()}`);
+    assert.equal((await response.json()).error.code, "body_too_large");
+    assert.equal(pulledBytes, 0, `${path}: the body was not read`);
+  }
+  for (const malformed of ["12abc", "-5", "1e3", `${length}, 7`]) {
+    const response = await app.request("/v1/sessions", { method: "POST", headers: { "content-length": malformed }, body });
+    assert.equal(response.status, 400, `Content-Length ${malformed}`);
+    assert.equal((await response.json()).error.code, "bad_request");
+  }
+  assert.equal(JSON.stringify(service.table!.snapshot()), before, "nothing was opened");
 });

@@ -191,6 +191,28 @@ test("replica: the idempotency memory survives a takeover", () => {
   assert.deepEqual(w.ok(w.request("b", leave, "req-1")), first);
 });
 
+test("replica: a force-release reaches the backup; after a takeover its retry answers as the first, the holder stays released and the next token is above the counter it moved", () => {
+  const w = healthy();
+  const holder = openSession(w);
+  const granted = w.ok(enter(w, holder));
+  assert.ok(granted.type === "granted");
+  const force: Command = { type: "forceRelease", name: "L" };
+  const first = w.ok(w.request("p", force, "force-1"));
+  assert.deepEqual(first, { ok: true, type: "forceReleased", name: "L", tokens: [granted.grant.token] });
+  const backupTable = w.server("b").machine!.table;
+  assert.equal(backupTable.locks.get("L"), undefined, "the backup has the release");
+  assert.equal(backupTable.highestToken, granted.grant.token + 1, "and the counter it moved");
+  w.crash("p");
+  w.run(S.primaryLeaseMs + S.primarySilenceMs + 200);
+  assert.equal(w.server("b").role, "primary");
+  assert.deepEqual(w.ok(w.request("b", force, "force-1")), first, "a retry at the new primary answers as the first");
+  const late = w.answers.get(w.request("b", { type: "leave", secretHash: SECRET_HASH, name: "L", session: holder, token: granted.grant.token }));
+  assert.ok(late && !late.ok && late.code === "lock_not_found", "the old holder's late leave changes nothing");
+  const other = openSession(w, "b");
+  const next = w.ok(enter(w, other, "L", "b"));
+  assert.ok(next.type === "granted" && next.grant.token > granted.grant.token + 1, "the next grant is above the counter the force-release moved");
+});
+
 /**
  * A client command on a session as the next test sends it: with the fields every such command
  * carries besides its own (`ON_SESSION`: the session secret's hash).

@@ -447,6 +447,12 @@ test("a node rebuilt from its stored records has the same replica, and no epoch 
   assert.ok(fenceFloor(status.refuseBelowEpoch) > F1 + 6, "every fence of an epoch it may take is above the fence it granted");
   assert.equal(status.token, "away", "a token is never restored from disk");
   assert.deepEqual([status.epoch, status.refuseBelowEpoch], [0, 2], "it takes nothing of the epoch it ran in");
+  // The attack on "no durable write per grant": the predecessor resends the hand-off whose
+  // acknowledgement it lost, a token of the old epoch with a fence below the one granted here.
+  const waiting = copy.enter();
+  const resent = copy.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 2, commit: 2, fence: F1 + 5 }) });
+  assert.deepEqual(resent.result, { ok: false, type: "stale", epoch: 2 }, "the old epoch's token is refused");
+  assert.equal(replies(resent).get(waiting.reqId), undefined, "no second grant at F1 + 6");
 });
 
 test("snapshots: after ringSnapshotEveryWrites commits the node stores a snapshot and trims its log", () => {

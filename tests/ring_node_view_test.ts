@@ -312,7 +312,7 @@ test("restart: a node rebuilt with a stored view of epoch e refuses e's tokens a
   assert.deepEqual(promisedHigher.step({ type: "token", from: "a", token: token({ epoch: 5, hop: 1, wseq: 1, commit: 1 }) }).result, { ok: false, type: "stale", epoch: 6 });
 });
 
-test("restart: the hard state is stored on install (and with a fence at a grant), never per hop", () => {
+test("restart: the hard state is stored on install only, never per hop (nor per grant: docs/ring.md, Durability)", () => {
   const h = harness();
   for (const hop of [1, 4, 7]) {
     const out = h.step({ type: "token", from: "a", token: token({ hop }) });
@@ -320,9 +320,13 @@ test("restart: the hard state is stored on install (and with a fence at a grant)
     assert.deepEqual(out.persist, [], `hop ${hop} taken and passed on without a disk write`);
     h.step({ type: "tokenDelivered", epoch: 1, hop: hop + 1 });
   }
+  const entered = h.enter();
+  const granted = h.step({ type: "token", from: "a", token: token({ hop: 10, fence: F1 + 3 }) });
+  assert.equal(fenceOf(replies(granted).get(entered.reqId)), F1 + 4, "granted");
+  assert.deepEqual(granted.persist, [], "a grant writes nothing: the token carries the counter");
   assert.deepEqual(h.step({ type: "promised", epoch: 2 }).persist, [], "the promise is the view core's hard state, not the node's");
   const installed = h.install(viewOf(2));
-  assert.deepEqual(installed.persist, [{ type: "hardState", state: { epoch: 2, fenceMax: 0, lastHop: 0 } }]);
+  assert.deepEqual(installed.persist, [{ type: "hardState", state: { epoch: 2, fenceMax: F1 + 4, lastHop: 0 } }], "the fence granted is stored with the next view");
 });
 
 // ---- Snapshots keep the epoch stamp ---------------------------------------------------------------

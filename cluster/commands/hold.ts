@@ -37,7 +37,8 @@ export function deathTiedCommand(command: string[], platform = process.platform)
 /**
  * MUTEXD_DEADLINE (wall-clock ISO time) and MUTEXD_DEADLINE_MS (milliseconds left) of the lease
  * when the command starts. An environment cannot change afterwards: they are not kept current.
- * Until then the lock is surely the command's, even if mutexd is stopped (SIGSTOP) and cannot
+ * Until then the lock is surely the command's (unless an operator force-releases it: only the
+ * fencing token guards against that), even if mutexd is stopped (SIGSTOP) and cannot
  * stop it; a careful command checks them before a side effect.
  */
 export function deadlineEnv(remainingMs: number, wallNowMs = Date.now()): Record<string, string> {

@@ -25,7 +25,8 @@ Without -- CMD: prints the token, holds the lock until SIGINT or SIGTERM, then r
 
 CMD also sees MUTEXD_DEADLINE (wall-clock ISO time) and MUTEXD_DEADLINE_MS (milliseconds left):
 when the lease ends unless mutexd renews it, as of CMD's start (not updated). Until then the lock
-is CMD's even if mutexd is stopped (SIGSTOP) and cannot stop CMD: check it before a side effect.
+is CMD's even if mutexd is stopped (SIGSTOP) and cannot stop CMD, unless an operator takes it
+(mutexd release --force): check it before a side effect, and pass MUTEXD_TOKEN to the resource.
 On Linux CMD is started through \`setpriv --pdeathsig KILL\` (when setpriv exists), so it dies if
 mutexd is killed (SIGKILL); elsewhere it outlives a killed mutexd.
 

@@ -7,7 +7,7 @@ import { Hono, type MiddlewareHandler } from "hono";
 import type { ClientAnswer, PeerMessage } from "../../lib/core/lock/lock_replica.ts";
 import type { Command } from "../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../lib/settings.ts";
-import { errorOf, errorResponse, installErrorHandlers, parseJsonObject, parseJsonText, readBodyText, readDeclaredText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
+import { declaredLength, errorOf, errorResponse, installErrorHandlers, parseJsonObject, parseJsonText, readBodyText, readDeclaredText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
 import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
@@ -143,7 +143,9 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
     bodyRoute("POST", "/v1/sessions/:id/keepalive", schemas.keepAlive, lockOnSomeName, (params, input, done) => {
       submit({ type: "keepAlive", session: params.id, secretHash: hashSessionSecret(input.sessionSecret) }, undefined, done, (result) =>
         // `locks`: what the session still holds, so the client notices a lock gone while its session lives.
-        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, locks: result.held ?? [] }) : unexpected(result));
+        // A result without the list answers none (the client then concludes nothing), never an empty
+        // list, which would tell the client that every lock it holds is gone.
+        result.type === "session" ? ok({ session: result.session, ttlMs: result.ttlMs, ...(result.held ? { locks: result.held } : {}) }) : unexpected(result));
     }),
     bodyRoute("DELETE", "/v1/sessions/:id", schemas.closeSession, lockOnSomeName, (params, input, done) => {
       submit({ type: "closeSession", session: params.id, secretHash: hashSessionSecret(input.sessionSecret) }, input.requestId, done, (result) =>
@@ -345,7 +347,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 }
 
 /**
- * The client routes without a path parameter (open a session, enter, leave: every lock operation)
+ * The client routes without a path parameter (open a session, enter, leave, force-release)
  * answered without Hono's routing, context and middleware, which cost a lone primary about a
  * third of its CPU per request (docs/bench.md, "The lone primary's HTTP path"). Only without
  * client tokens: the bearer middleware then has nothing to check, so the route's work is the
@@ -361,14 +363,15 @@ function installFastPath(app: Hono, routes: readonly LockRoute[], options: LockA
     const route = request.method === "POST" ? fast.get(pathOf(request.url)) : undefined;
     const declared = route === undefined ? null : request.headers.get("content-length");
     if (route === undefined || declared === null) return honoFetch(request, ...rest);
-    return answerFast(route, request, Number(declared), bytesMax, options);
+    return answerFast(route, request, declared, bytesMax, options);
   };
 }
 
-async function answerFast(route: LockRoute, request: Request, declaredBytes: number, bytesMax: number, options: LockApiOptions): Promise<Response> {
+/** `contentLength`: the request's Content-Length header (declaredLength reads it, as readBodyBytes does). */
+async function answerFast(route: LockRoute, request: Request, contentLength: string, bytesMax: number, options: LockApiOptions): Promise<Response> {
   let input: Record<string, unknown>;
   try {
-    input = parseJsonText(await readDeclaredText(request, declaredBytes, bytesMax));
+    input = parseJsonText(await readDeclaredText(request, declaredLength(contentLength), bytesMax));
   } catch (error) {
     return jsonAnswer(errorAnswer(error as Error, options));
   }
