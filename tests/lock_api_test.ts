@@ -102,7 +102,8 @@ test("lock API: session, enter, lock info, leave and close work end to end", asy
 });
 
 test("lock API: a keepalive answers the locks the session holds; a force-release takes one from it (the next keepalive no longer lists it, its leave is refused) and grants the waiter a higher token", async () => {
-  const { call } = setup();
+  // A token's caller (client tokens on): an anonymous caller of an open cluster may not force (below).
+  const { call } = setup(realTimers, { token: "ops", sessionsMax: null, waitersMax: null });
   const [a, b] = [await openSession(call), await openSession(call)];
   assert.equal((await call("POST", "/v1/enter", { name: "db/main", session: a })).body.token, 1);
   await call("POST", "/v1/enter", { name: "other", session: a });
@@ -114,6 +115,20 @@ test("lock API: a keepalive answers the locks the session holds; a force-release
   assert.equal((await waiting).body.token, 4, "the waiter's token is above the one the force-release skipped");
   assert.deepEqual((await call("POST", `/v1/sessions/${a}/keepalive`)).body.locks, ["other"]);
   assert.equal((await call("POST", "/v1/leave", { name: "db/main", session: a, token: 1 })).body.error.code, "not_holder");
+  const nobody = await call("POST", "/v1/force-release", { name: "nothing" });
+  assert.deepEqual([nobody.status, nobody.body.error.code], [404, "lock_not_found"], "a lock nobody holds");
+});
+
+test("lock API: without client tokens (an anonymous caller) a force-release is refused 403 and the holder keeps its lock", async () => {
+  const { call, state } = setup();
+  const a = await openSession(call);
+  assert.equal((await call("POST", "/v1/enter", { name: "db/main", session: a })).body.token, 1);
+  const before = state();
+  const forced = await call("POST", "/v1/force-release", { name: "db/main" });
+  assert.equal(forced.status, 403);
+  assert.equal(forced.body.error.code, "forbidden");
+  assert.match(forced.body.error.message, /force-release needs client tokens/);
+  assert.equal(state(), before, "nothing changed");
 });
 
 test("lock API: a waiting enter is answered by the grant when the holder leaves (long-poll)", async () => {
@@ -223,7 +238,7 @@ const ERROR_CASES: ErrorCase[] = [
   { name: "unknown lock info", method: "GET", path: () => "/v1/locks/nothing", status: 404, code: "lock_not_found" },
   { name: "leave of an unknown lock", method: "POST", path: () => "/v1/leave", body: (s) => ({ name: "M", session: s, token: 1 }), status: 404, code: "lock_not_found" },
   { name: "leave by a non-holder", method: "POST", path: () => "/v1/leave", body: (s) => ({ name: "L", session: s, token: 1 }), status: 409, code: "not_holder" },
-  { name: "force-release of a lock nobody holds", method: "POST", path: () => "/v1/force-release", body: () => ({ name: "M" }), status: 404, code: "lock_not_found" },
+  { name: "force-release in an open cluster (no client tokens)", method: "POST", path: () => "/v1/force-release", body: () => ({ name: "L" }), status: 403, code: "forbidden" },
   { name: "force-release without a name", method: "POST", path: () => "/v1/force-release", body: () => ({}), status: 400, code: "bad_request" },
   { name: "force-release with an unknown field", method: "POST", path: () => "/v1/force-release", body: () => ({ name: "L", session: "x" }), status: 400, code: "bad_request" },
   { name: "unknown route", method: "GET", path: () => "/v1/nothing", status: 404, code: "not_found" },

@@ -16,8 +16,8 @@ Releases the lock NAME from whoever holds it (every holder of a shared lock), as
 died: its lock-delay applies, the fencing counter moves past its token (the resource refuses the
 old holder's writes once it saw a newer token), and the next waiter gets the lock. The holder's
 \`mutexd lock\` notices within a keepalive period (TTL/3), stops its command and exits 4. A lock is
-released by its holder; --force says you mean someone else's. With client tokens it needs admin
-permission on NAME.
+released by its holder; --force says you mean someone else's. It needs a client token with admin
+permission on NAME: a cluster without client tokens ([[tokens]]) refuses it.
 
   --force           required: release whoever holds NAME
   --config FILE     cluster file (its primary, then backup); or MUTEXD_CONFIG
@@ -27,7 +27,7 @@ ${TOKEN_HELP}
   --json            print the answer as JSON: {"name", "tokens"} (the released holders' tokens)
 
 Exit codes: 0 released; 2 usage or cluster-file error; 5 server unreachable or error (also: nobody
-holds NAME, lock_not_found; a token without admin on NAME, 403).
+holds NAME, lock_not_found; no token with admin on NAME, or no client tokens at all, 403).
 `;
 
 export const flags = {

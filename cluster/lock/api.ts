@@ -176,7 +176,12 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
         result.type === "left" ? ok({ left: true, name, wasHolder: result.wasHolder }) : unexpected(result));
     }),
     // An operator's release of whoever holds `name` (mutexd release NAME --force): admin permission.
-    bodyRoute("POST", "/v1/force-release", schemas.forceRelease, adminOnName, (_params, input, done) => {
+    bodyRoute("POST", "/v1/force-release", schemas.forceRelease, adminOnName, (_params, input, done, caller) => {
+      // Without client tokens (an anonymous caller) anyone who reaches the server could take any
+      // lock from its holder, which session secrets otherwise prevent: an open cluster has none.
+      if (caller.token === null) {
+        throw new RequestError("forbidden", "force-release needs client tokens: only a token with admin on the name may take a lock from its holder ([[tokens]], docs/security.md)");
+      }
       submit({ type: "forceRelease", name: input.name }, input.requestId, done, (result) =>
         result.type === "forceReleased" ? ok({ released: true, name: result.name, tokens: result.tokens }) : unexpected(result));
     }),
