@@ -27,6 +27,7 @@ import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
+import { nodeInstruments } from "../metrics.ts";
 import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
@@ -241,6 +242,8 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
     fetch: fetchFor(cluster.tlsCa),
   });
   const auth = new ClientAuth(cluster.tokens, security);
+  // Metrics (stalls past the lease safety margin are logged and counted).
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: cluster.settings.leaseSafetyMs });
   const app = createArbiterApp(core, {
     nodeId: node.id,
     pid: process.pid,
@@ -261,7 +264,8 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
       return c.json(ring.coordinator.status());
     });
   }
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
+  const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls });
+  instruments.start();
   return {
     url: nodeUrl({ ...node, port: server.port }),
     reload(reloaded: ClusterConfig) {
@@ -270,6 +274,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, log
       return "ok";
     },
     stop: () => {
+      instruments.stop();
       ring?.coordinator.stop();
       return server.close();
     },

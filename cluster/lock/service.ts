@@ -25,6 +25,7 @@ import type { Timers } from "../timers.ts";
 import { SecurityLog } from "../security_log.ts";
 import { checkPeerAnswer, arbiterReplySchema } from "../../lib/wire/lock_peer.ts";
 import { check } from "../../lib/wire/schema.ts";
+import type { LockMetrics } from "../metrics.ts";
 
 /** How a long-poll ended: something changed for the request, or the poll ran out first. */
 export type WaitOutcome = "changed" | "timeout";
@@ -76,6 +77,8 @@ export interface LockServiceOptions {
   durable?: { restored: RestoredCopy | null; sink: DurableSink };
   /** Where refused input is counted and logged (the process's one; absent: the service's own). */
   security?: SecurityLog;
+  /** Metrics fed from committed effects and core events (cluster/metrics.ts); absent: none. */
+  metrics?: LockMetrics;
 }
 
 export class LockService {
@@ -151,6 +154,7 @@ export class LockService {
     const askedAtMs = clock.nowMs();
     this.submitThen(command, undefined, (answer) => {
       if (!answer.ok || answer.result.type !== "waiting") return done(answer);
+      this.options.metrics?.queued(command.name, command.session);
       const pollMs = Math.min(command.waitMs, settings.longPollMaxMs);
       this.waitForTurn(command.name, command.session, pollMs, () => {
         if (this.stopped) return done(this.stoppingAnswer());
@@ -218,6 +222,7 @@ export class LockService {
     for (const effect of ready.effects) this.onEffect(effect);
     for (const { event, fields } of ready.events) {
       this.options.log.event(event, fields);
+      this.options.metrics?.event(event, fields);
       // A role change may end waits: their clients must ask again (perhaps elsewhere).
       if (event === "steppedDown" || event === "backup") this.endAllPolls();
     }
@@ -339,6 +344,7 @@ export class LockService {
   }
 
   private onEffect(effect: Effect): void {
+    this.options.metrics?.effect(effect);
     switch (effect.type) {
       case "granted":
         this.options.log.event("granted", { ...effect.grant, epoch: this.replica.epoch });

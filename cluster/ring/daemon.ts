@@ -22,6 +22,7 @@ import { REFUSED_AS, RepairChannel } from "./udp.ts";
 import { SecurityLog } from "../security_log.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import { ClientAuth } from "../client_auth.ts";
+import { RingMetrics, nodeInstruments } from "../metrics.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
   const settings = cluster.settings;
@@ -65,6 +66,9 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
   // Refused input (forged or replayed peer messages and datagrams, bad client tokens), counted for
   // status and logged once per sender and interval.
   const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
+  // Metrics (stalls past the token lease's safety margin are logged and counted).
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.tokenLeaseSafetyMs });
+  const ringMetrics = new RingMetrics(instruments.metrics, monotonicClock);
   const peerAuth = await startPeerAuth({
     secret: cluster.secret,
     self: node.id,
@@ -112,13 +116,15 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     arbiter: arbiter?.id ?? null,
     peers,
     repairLink: channel,
+    onStep: (input, output) => ringMetrics.step(input, output),
     // A step's state that did not reach the disk (or a broken invariant): fail-stop, never go on
     // from memory; a restart reads what is on disk and catches up from a peer.
     onFatal: (error) => failStopProcess(log, "ring state could not be stored", { message: error.message }),
   });
   self.service = service;
+  const auth = new ClientAuth(cluster.tokens, security);
   const app = createRingApp(service, {
-    auth: new ClientAuth(cluster.tokens, security),
+    auth,
     security,
     nodeId: node.id,
     pid: process.pid,
@@ -131,7 +137,8 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
     peerAuth: peerAuth.middleware,
     onInternalError: failStopOnBug(log, "ring API"),
   });
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
+  const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls });
+  instruments.start();
   log.event("ringStarted", {
     ring,
     successor: core.successor,
@@ -161,6 +168,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, lo
       return "ok";
     },
     async stop() {
+      instruments.stop();
       service.stop();
       await channel.close();
       await server.close();
