@@ -47,7 +47,7 @@ test("binary: the compiled mutexd prints help, serves locks and passes a command
   }
 });
 
-test("binary: `mutexd up` starts every node of the file, prints where each listens, and SIGINT stops them all", { timeout: 60_000 }, async () => {
+test("binary: `mutexd up` starts every node of the file, prints where each listens and the dashboard's address, every node answers /metrics, and SIGINT stops them all", { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const binary = await compile(dir).catch((error) => {
     removeDir(dir);
@@ -68,6 +68,13 @@ test("binary: `mutexd up` starts every node of the file, prints where each liste
     const pids = [...up.stdout().matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
     assert.equal(pids.length, 3);
     await waitForHttp(`http://127.0.0.1:${p}/v1/health`, PROCESS_START_MS);
+    assert.match(up.stdout(), new RegExp(`Dashboard: http://127\\.0\\.0\\.1:${p}/ `), "up names the first node's dashboard");
+    // prom-client works inside the compiled binary: every role answers /metrics.
+    for (const port of [p, b, a]) {
+      const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /^mutexd_http_responses_total\{/m);
+    }
     up.kill("SIGINT");
     assert.equal(await up.exited, 0);
     for (const pid of pids) {

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { connect } from "../lib/client/lock_client.ts";
 import { startCluster } from "./_lock_cluster.ts";
 import { startRing } from "./_ring_cluster.ts";
-import { eventually } from "./_harness.ts";
+import { eventually, startMutexd } from "./_harness.ts";
 
 interface Sample {
   name: string;
@@ -178,5 +178,35 @@ test("ring of two: /metrics parses; token hops and rotations grow, a section cou
     throw new Error(`${(error as Error).message}\n${ring.logTails()}`, { cause: error });
   } finally {
     await ring.remove();
+  }
+});
+
+test("`mutexd status --watch --count 2`: two refreshes, one JSON line each with --json; no screen clearing when stdout is not a terminal; --count without --watch is a usage error", { timeout: 60_000 }, async () => {
+  const c = await startCluster();
+  try {
+    const run = async (args: string[]) => {
+      const proc = startMutexd(["status", "--config", c.file, ...args]);
+      return { code: await proc.exited, stdout: proc.stdout(), stderr: proc.stderr() };
+    };
+    const json = await run(["--watch", "--count", "2", "--json"]);
+    assert.equal(json.code, 0, json.stderr);
+    const lines = json.stdout.trimEnd().split("\n");
+    assert.equal(lines.length, 2, json.stdout);
+    for (const line of lines) assert.equal(JSON.parse(line).shownFrom, c.urls.p1);
+
+    const table = await run(["--watch", "--count", "2"]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.equal(table.stdout.match(/^SERVERS$/gm)?.length, 2, table.stdout);
+    assert.ok(!table.stdout.includes("\x1b["), "a pipe gets no terminal escapes");
+
+    const once = await run(["--json"]);
+    assert.equal(once.code, 0, once.stderr);
+    assert.equal(JSON.parse(once.stdout).shownFrom, c.urls.p1, "--json without --watch is one document, as before");
+
+    const misuse = await run(["--count", "2"]);
+    assert.equal(misuse.code, 2);
+    assert.match(misuse.stderr, /--count needs --watch/);
+  } finally {
+    await c.stopAll();
   }
 });
