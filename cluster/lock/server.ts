@@ -19,6 +19,7 @@ import { openDurableLog } from "./durable_log.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 import { ClientAuth } from "../client_auth.ts";
+import { LockWatchHub } from "./watch.ts";
 import { LockMetrics, type LockStatusSource, nodeInstruments } from "../metrics.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -70,6 +71,11 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     metrics: lockMetrics,
   });
   const auth = new ClientAuth(cluster.tokens, security);
+  const urlOf = (id: string) => {
+    const found = cluster.nodes.find((n) => n.id === id);
+    return found ? nodeUrl(found) : undefined;
+  };
+  const watch = new LockWatchHub(service, { timers: realTimers, log, urlOf });
   const app = createLockApp(service, {
     auth,
     security,
@@ -79,10 +85,8 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     pid: process.pid,
     settings,
     peerAuth: peerAuth.middleware,
-    urlOf: (id) => {
-      const found = cluster.nodes.find((n) => n.id === id);
-      return found ? nodeUrl(found) : undefined;
-    },
+    urlOf,
+    watch,
     onInternalError: failStopOnBug(log, "lock API"),
   });
   const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls });
@@ -93,6 +97,8 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     async stop() {
       clearInterval(ticker);
       instruments.stop();
+      // Streams end first: the server's close waits for every answer, and a watch never ends by itself.
+      watch.stop();
       service.stop();
       durable?.log.stop();
       durable?.disk.close();
