@@ -5,6 +5,7 @@
  */
 export { connect, LockClient, LockHandle, NotAcquiredError, Session } from "./client/lock_client.ts";
 export type { ConnectOptions, EnterOptions, EnterResult, LockOptions, Mode, StatusAnswer } from "./client/lock_client.ts";
+export type { WatchedLock, WatchEvent } from "./client/lock_watch.ts";
 export { MutexdError } from "./wire/errors.ts";
 export type { ApiError, ErrorCode } from "./wire/errors.ts";
 export { LockTable } from "./core/lock/lock_table.ts";
