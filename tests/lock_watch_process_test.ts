@@ -1,8 +1,8 @@
 /**
  * `GET /v1/locks/:name/watch` and the client's `watch` iterator against real `mutexd node`
  * processes (p1, b1, a1): a watcher sees acquire, queue and release in the order they happened;
- * a watch survives the primary's stop (an `end` event, then a snapshot at the new primary that
- * still shows the holder, then its changes there). Each test stops its processes and removes its
+ * a watch survives the primary's stop or kill (after a stop an `end` event), then a snapshot at
+ * the new primary that still shows the holder, then its changes there. Each test stops its processes and removes its
  * temp dir.
  */
 import { test } from "node:test";
@@ -87,30 +87,35 @@ test("watch: a watcher sees acquire, queue, release and the next grant in order,
   }
 });
 
-test("watch: the primary stops; the iterator gets `end` from it, resumes at the new primary with the holder still there, and follows changes there", { timeout: 90_000 }, async () => {
-  const c = await startCluster();
-  const stop = new AbortController();
-  try {
-    const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: 30_000 });
-    const session = await client.openSession();
-    const held = await client.enter("f1", { session });
-    assert.ok(held.granted);
-    const watch = follow(client.watch("f1", { signal: stop.signal }));
-    assert.deepEqual(shape(await watch.next()), { type: "snapshot", holders: [session.id], waiters: [] });
-    c.procs.get("p1")!.kill("SIGTERM");
-    const end = await watch.next();
-    assert.deepEqual({ type: end.type, server: end.server, reason: end.type === "end" ? end.reason : "" }, { type: "end", server: c.urls.p1, reason: "stopping" });
-    // The backup takes over after the primary's lease: the watch waits for it (bounded by failoverTimeoutMs).
-    const resumed = await watch.next(40_000);
-    assert.equal(resumed.type, "snapshot");
-    assert.equal(resumed.server, c.urls.b1);
-    assert.deepEqual(shape(resumed), { type: "snapshot", holders: [session.id], waiters: [] });
-    assert.equal(resumed.type === "snapshot" ? resumed.lock.holders[0].token : 0, held.token, "the same hold, replicated");
-    await client.leave("f1", { session, token: held.token });
-    const freed = await watch.next();
-    assert.deepEqual({ ...shape(freed), server: freed.server }, { type: "change", holders: [], waiters: [], server: c.urls.b1 });
-  } finally {
-    stop.abort();
-    await c.stopAll();
-  }
-});
+for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+  const how = signal === "SIGTERM" ? "stops (SIGTERM): the iterator gets `end` from it," : "is killed (SIGKILL): the stream breaks without `end`; the iterator";
+  test(`watch: the primary ${how} resumes at the new primary with the holder still there, and follows changes there`, { timeout: 90_000 }, async () => {
+    const c = await startCluster();
+    const stop = new AbortController();
+    try {
+      const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: 30_000 });
+      const session = await client.openSession();
+      const held = await client.enter("f1", { session });
+      assert.ok(held.granted);
+      const watch = follow(client.watch("f1", { signal: stop.signal }));
+      assert.deepEqual(shape(await watch.next()), { type: "snapshot", holders: [session.id], waiters: [] });
+      c.procs.get("p1")!.kill(signal);
+      if (signal === "SIGTERM") {
+        const end = await watch.next();
+        assert.deepEqual({ type: end.type, server: end.server, reason: end.type === "end" ? end.reason : "" }, { type: "end", server: c.urls.p1, reason: "stopping" });
+      }
+      // The backup takes over after the primary's lease: the watch waits for it (bounded by failoverTimeoutMs).
+      const resumed = await watch.next(40_000);
+      assert.equal(resumed.type, "snapshot");
+      assert.equal(resumed.server, c.urls.b1);
+      assert.deepEqual(shape(resumed), { type: "snapshot", holders: [session.id], waiters: [] });
+      assert.equal(resumed.type === "snapshot" ? resumed.lock.holders[0].token : 0, held.token, "the same hold, replicated");
+      await client.leave("f1", { session, token: held.token });
+      const freed = await watch.next();
+      assert.deepEqual({ ...shape(freed), server: freed.server }, { type: "change", holders: [], waiters: [], server: c.urls.b1 });
+    } finally {
+      stop.abort();
+      await c.stopAll();
+    }
+  });
+}
