@@ -155,6 +155,21 @@ test("lock cluster: /metrics parses on primary, backup and arbiter; grants, wait
   }
 });
 
+test("lock cluster: after the primary is killed, the backup's /metrics counts one takeover and its role change to primary", { timeout: 60_000 }, async () => {
+  const c = await startCluster();
+  try {
+    const before = await scrape(c.urls.b1);
+    assert.equal(value(before, "mutexd_lock_takeovers_total"), 0);
+    c.procs.get("p1")!.kill("SIGKILL");
+    await eventually("b1 took over", async () => value(await scrape(c.urls.b1), "mutexd_lock_takeovers_total") === 1, 30_000);
+    const after = await scrape(c.urls.b1);
+    assert.equal(value(after, "mutexd_lock_role_changes_total", { role: "primary" }), 1);
+    assert.equal(value(after, "mutexd_lock_epoch"), value(before, "mutexd_lock_epoch") + 1);
+  } finally {
+    await c.stopAll();
+  }
+});
+
 test("ring of two: /metrics parses; token hops and rotations grow, a section counts one grant and one end", { timeout: 60_000 }, async () => {
   const ring = await startRing({ size: 2 });
   try {
