@@ -160,17 +160,6 @@ export class NodeMetrics {
       return c.body(await this.text(), 200, { "content-type": METRICS_CONTENT_TYPE });
     });
   }
-
-  /** A logger that passes every event on to `log` and to `observer` (which updates metrics). */
-  static observing(log: Logger, observer: (event: string, fields: LogFields) => void): Logger {
-    return {
-      event(event, fields = {}) {
-        observer(event, fields);
-        log.event(event, fields);
-      },
-      flush: () => log.flush(),
-    };
-  }
 }
 
 /**
