@@ -55,7 +55,7 @@ function follow(events: AsyncGenerator<WatchEvent>) {
 const shape = (event: WatchEvent) =>
   event.type === "end" ? { type: "end" } : { type: event.type, holders: event.lock.holders.map((h) => h.session), waiters: event.lock.waiters.map((w) => w.session) };
 
-test("watch: a watcher sees acquire, queue, release and the next grant in order, each once", { timeout: 60_000 }, async () => {
+test("watch: a watcher sees acquire, queue, release and the next grant in order, each once; the backup refuses a watch (421, naming the primary), a watch of an empty name is none (404)", { timeout: 60_000 }, async () => {
   const c = await startCluster();
   const stop = new AbortController();
   try {
@@ -81,6 +81,12 @@ test("watch: a watcher sees acquire, queue, release and the next grant in order,
     await watch.done;
     assert.equal(watch.seen.length, 5, "no other event: ages alone are no change");
     assert.ok(watch.seen.every((e) => e.server === c.urls.p1));
+    const atBackup = await fetch(`${c.urls.b1}/v1/locks/w%2F1/watch`);
+    assert.equal(atBackup.status, 421, "the backup serves no watch");
+    assert.equal((await atBackup.json()).error.primary, "p1");
+    const noName = await fetch(`${c.urls.p1}/v1/locks//watch`);
+    assert.equal(noName.status, 404, "an empty name is no watch");
+    await noName.body?.cancel();
   } finally {
     stop.abort();
     await c.stopAll();

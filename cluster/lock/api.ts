@@ -324,7 +324,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     auth.require(c, { level: "read", name });
     const hub = options.watch;
     if (!hub) return errorResponse(c, { code: "not_found", message: "this server serves no watches" });
-    if (name.length > settings.lockNameLengthMax) throw new RequestError("bad_request", `lock name longer than ${settings.lockNameLengthMax}`);
+    if (name.length === 0 || name.length > settings.lockNameLengthMax) throw new RequestError("bad_request", `a lock name has 1 to ${settings.lockNameLengthMax} characters`);
     // Only the primary knows every change when it happens (a backup learns them later).
     const { role, epoch, primary } = service.summary().server;
     if (role !== "primary") throw new NotPrimaryError({ ok: false, code: "not_primary", message: `${options.nodeId} is not the primary`, epoch, primary });
