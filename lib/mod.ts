@@ -5,5 +5,6 @@
  * @module
  */
 export * from "./client/client.ts";
+export type { WatchedLock, WatchEvent } from "./client/lock_watch.ts";
 export { LockTable } from "./core/lock/lock_table.ts";
 export { DEFAULT_SETTINGS, type Settings } from "./settings.ts";

@@ -47,7 +47,7 @@ test("binary: the compiled mutexd prints help, serves locks and passes a command
   }
 });
 
-test("binary: `mutexd up` starts every node of the file, prints where each listens and the dashboard, which the binary serves, and SIGINT stops them all", { timeout: 60_000 }, async () => {
+test("binary: `mutexd up` starts every node of the file, prints where each listens and the dashboard, which the binary serves, every node answers /metrics, and SIGINT stops them all", { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const binary = await compile(dir).catch((error) => {
     removeDir(dir);
@@ -69,7 +69,7 @@ test("binary: `mutexd up` starts every node of the file, prints where each liste
     assert.equal(pids.length, 3);
     await waitForHttp(`http://127.0.0.1:${p}/v1/health`, PROCESS_START_MS);
     // The dashboard works in the compiled binary: its page, and a snapshot of every member.
-    assert.match(up.stdout(), new RegExp(`Dashboard: http://127\\.0\\.0\\.1:${p}/`));
+    assert.match(up.stdout(), new RegExp(`Dashboard: http://127\\.0\\.0\\.1:${p}/ `), "up names the first node's dashboard");
     assert.match(await (await fetch(`http://127.0.0.1:${p}/`)).text(), /<svg id="ring"/);
     const stream = await fetch(`http://127.0.0.1:${p}/v1/dashboard/events`);
     const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
@@ -79,6 +79,12 @@ test("binary: `mutexd up` starts every node of the file, prints where each liste
     await reader.cancel();
     const snapshot = JSON.parse(events.split("\n").find((line) => line.startsWith("data:"))!.slice(5));
     assert.deepEqual(snapshot.parts.map((part: { id: string }) => part.id), ["p1", "b1", "a1"]);
+    // prom-client works inside the compiled binary: every role answers /metrics.
+    for (const port of [p, b, a]) {
+      const metrics = await fetch(`http://127.0.0.1:${port}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /^mutexd_http_responses_total\{/m);
+    }
     up.kill("SIGINT");
     assert.equal(await up.exited, 0);
     for (const pid of pids) {

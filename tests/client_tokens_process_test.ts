@@ -200,6 +200,22 @@ test("client tokens (process): `mutexd ring` put, get, keys and lock take the to
   }
 });
 
+test("client tokens (process): /metrics needs a token that may read some name, on a lock server and a ring node; the refusal is counted there", { timeout: 60_000 }, async () => {
+  const world = await startWorld();
+  try {
+    for (const url of [world.lockUrl, world.ringUrl]) {
+      const bare = await fetch(`${url}/metrics`);
+      assert.equal(bare.status, 401, `${url}: no token`);
+      await bare.body?.cancel();
+      const read = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKENS.viewer.secret}` } });
+      assert.equal(read.status, 200, `${url}: a read token`);
+      assert.match(await read.text(), /^mutexd_security_refusals_total\{reason="clientUnauthorized",node="(p1|r1)"\} [1-9]/m);
+    }
+  } finally {
+    await stopWorld(world);
+  }
+});
+
 test("client tokens (process): `mutexd arbiter recover` without a token says the lock servers refused it, not that they did not answer", { timeout: 60_000 }, async () => {
   const dir = tempDir("mutexd-tokens-recover-");
   const [p, b, a] = [await freePort(), await freePort(), await freePort()];

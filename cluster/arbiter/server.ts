@@ -28,6 +28,7 @@ import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { dashboardOf } from "../dashboard/routes.ts";
+import { nodeInstruments } from "../metrics.ts";
 import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
 import { VERSION } from "../version.ts";
 
@@ -245,6 +246,8 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, fil
     fetch: fetchFor(cluster.tlsCa),
   });
   const auth = new ClientAuth(cluster.tokens, security);
+  // Metrics (stalls past the lease safety margin are logged and counted).
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: cluster.settings.leaseSafetyMs });
   const app = createArbiterApp(core, {
     nodeId: node.id,
     pid: process.pid,
@@ -266,7 +269,8 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, fil
     });
   }
   dashboard.install(app, auth, () => ({ ...core.current, leaseRemainingMs: core.leaseRemainingMs(monotonicClock.nowMs()) }));
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
+  const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls });
+  instruments.start();
   return {
     url: nodeUrl({ ...node, port: server.port }),
     reload(reloaded: ClusterConfig) {
@@ -276,6 +280,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, fil
       return "ok";
     },
     stop: () => {
+      instruments.stop();
       ring?.coordinator.stop();
       return server.close();
     },

@@ -1,25 +1,30 @@
 /**
- * `mutexd status [--config FILE | --server URL] [--json]`: the lock table (holders, tokens,
- * waiters, ages) and the sessions, as tables for people or JSON for scripts.
+ * `mutexd status [--config FILE | --server URL] [--json] [--watch]`: the lock table (holders,
+ * tokens, waiters, ages) and the sessions, as tables for people or JSON for scripts; `--watch`
+ * shows it again every second.
  */
 import process from "node:process";
 import type { ArbiterStatus } from "../arbiter/server.ts";
-import { nodeUrl } from "../config.ts";
+import { type ClusterConfig, nodeUrl } from "../config.ts";
+import { monotonicClock } from "../clock.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import type { LockStatus } from "../lock/api.ts";
-import { CA_FLAG, CA_HELP, caFrom, clientToken, EXIT, lockServers, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP } from "./common.ts";
+import { CA_FLAG, CA_HELP, caFrom, clientToken, EXIT, lockServers, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
 import { fetchFor } from "../runtime.ts";
 import { failureText, type FetchPort, httpRequest, realTimers } from "../../lib/client/http.ts";
 import { MutexdError } from "../../lib/wire/errors.ts";
 
-const HELP = `Usage: mutexd status [--config FILE | --server URL] [--ca FILE] [--token-file FILE] [--json]
+const HELP = `Usage: mutexd status [--config FILE | --server URL] [--ca FILE] [--token-file FILE] [--json] [--watch [--count N]]
 
 Shows each lock server (its role now, epoch, whether it serves, lease left and who backs it: the arbiter,
 the backup's promise or both; backup sync state and lag; its mutexd version),
 the arbiter's record and version, and the lock table of the serving server: each lock's holders (session,
 fencing token, mode, how long held; with its owner's token name in [] when clients use tokens),
 its FIFO queue, any lock-delay left, and the sessions. Session secrets are never shown.
-  --json            print it all as JSON (for scripts)
+  --json            print it all as JSON (for scripts; with --watch one line of JSON per refresh)
+  --watch           show it again every second until Ctrl-C (the screen is cleared first only on a
+                    terminal); a refresh where no server answers says so and the next one tries again
+  --count N         with --watch: stop after N refreshes (exit code of the last one)
 ${CA_HELP}
 ${TOKEN_HELP}
                     (the lock table needs admin on every name, prefix ""; the arbiter's record read)
@@ -53,7 +58,15 @@ function getJson<T>(fetchFn: FetchPort, base: string, path: string, timeoutMs: n
 }
 
 /** What `status` parses, and what `mutexd completion` offers. */
-export const flags = { config: { type: "string" }, server: { type: "string" }, ...CA_FLAG, ...TOKEN_FLAGS, json: { type: "boolean" } } as const;
+export const flags = {
+  config: { type: "string" },
+  server: { type: "string" },
+  ...CA_FLAG,
+  ...TOKEN_FLAGS,
+  json: { type: "boolean" },
+  watch: { type: "boolean" },
+  count: { type: "string" },
+} as const;
 
 export function run(argv: string[]): Promise<number> {
   return runCommand(HELP, argv, async () => {
@@ -62,39 +75,73 @@ export function run(argv: string[]): Promise<number> {
     const fetchFn = fetchFor(caFrom(values.ca, cluster)) as FetchPort;
     const token = clientToken(values);
     const { requestTimeoutMs } = cluster?.settings ?? DEFAULT_SETTINGS;
-    const idOf = (url: string) => cluster?.nodes.find((n) => nodeUrl(n) === url)?.id;
-    const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
-      const id = idOf(url);
-      try {
-        return { ...(id === undefined ? {} : { id }), url, status: await getJson<LockStatus>(fetchFn, url, "/v1/status", requestTimeoutMs, token) };
-      } catch (error) {
-        return { ...(id === undefined ? {} : { id }), url, error: describe(error) };
-      }
-    }));
-    const arbiterNode = cluster?.nodes.find((n) => n.role === "arbiter");
-    let arbiter: ArbiterReport | undefined;
-    if (arbiterNode) {
-      const url = nodeUrl(arbiterNode);
-      try {
-        arbiter = { url, ...(await getJson<ArbiterStatus>(fetchFn, url, "/v1/status", requestTimeoutMs, token)) };
-      } catch (error) {
-        arbiter = { url, error: describe(error) };
-      }
+    const show = () => showStatus({ urls, cluster, fetchFn, token, requestTimeoutMs, json: values.json === true, watching: values.watch === true });
+    if (values.count !== undefined && !values.watch) throw new UsageError("--count needs --watch");
+    if (!values.watch) return await show();
+    if (values.count !== undefined && !/^[1-9]\d{0,8}$/.test(values.count)) throw new UsageError("--count must be a whole number of refreshes, at least 1");
+    const count = values.count === undefined ? Infinity : Number(values.count);
+    // Bounded by --count, else by Ctrl-C (the default SIGINT handling ends the process).
+    let code: number = EXIT.ok;
+    for (let refresh = 1; refresh <= count; refresh++) {
+      const startedMs = monotonicClock.nowMs();
+      // Clear the screen on a terminal only: a pipe or a file gets the refreshes one after another.
+      if (process.stdout.isTTY && !values.json) process.stdout.write("\x1b[H\x1b[2J");
+      code = await show();
+      if (refresh < count) await new Promise((resolve) => setTimeout(resolve, Math.max(0, WATCH_PERIOD_MS - (monotonicClock.nowMs() - startedMs))));
     }
-    const answering = servers.filter((s) => s.status);
-    if (answering.length === 0) {
-      process.stderr.write(`mutexd: no lock server gave its status: ${servers.map((s) => `${s.url} (${s.error})`).join(", ")}\n`);
-      return EXIT.unavailable;
-    }
-    // The lock table of the server that serves; else of the first that answered.
-    const shown = answering.find((s) => s.status!.server?.serving) ?? answering[0];
-    if (values.json) {
-      process.stdout.write(JSON.stringify({ ...shown.status, shownFrom: shown.url, servers, arbiter }, null, 2) + "\n");
-    } else {
-      process.stdout.write(formatServers(servers, arbiter) + "\n" + formatStatus(shown.status!));
-    }
-    return EXIT.ok;
+    return code;
   });
+}
+
+/** `--watch` refreshes this often. */
+const WATCH_PERIOD_MS = 1_000;
+
+/** Reads every server's status and the arbiter's, and prints them once; the exit code. */
+async function showStatus(options: {
+  urls: string[];
+  cluster: ClusterConfig | undefined;
+  fetchFn: FetchPort;
+  token: string | undefined;
+  requestTimeoutMs: number;
+  json: boolean;
+  /** One line of JSON per refresh, and the time of each table. */
+  watching: boolean;
+}): Promise<number> {
+  const { urls, cluster, fetchFn, token, requestTimeoutMs } = options;
+  const idOf = (url: string) => cluster?.nodes.find((n) => nodeUrl(n) === url)?.id;
+  const servers: ServerReport[] = await Promise.all(urls.map(async (url) => {
+    const id = idOf(url);
+    try {
+      return { ...(id === undefined ? {} : { id }), url, status: await getJson<LockStatus>(fetchFn, url, "/v1/status", requestTimeoutMs, token) };
+    } catch (error) {
+      return { ...(id === undefined ? {} : { id }), url, error: describe(error) };
+    }
+  }));
+  const arbiterNode = cluster?.nodes.find((n) => n.role === "arbiter");
+  let arbiter: ArbiterReport | undefined;
+  if (arbiterNode) {
+    const url = nodeUrl(arbiterNode);
+    try {
+      arbiter = { url, ...(await getJson<ArbiterStatus>(fetchFn, url, "/v1/status", requestTimeoutMs, token)) };
+    } catch (error) {
+      arbiter = { url, error: describe(error) };
+    }
+  }
+  const answering = servers.filter((s) => s.status);
+  if (answering.length === 0) {
+    process.stderr.write(`mutexd: no lock server gave its status: ${servers.map((s) => `${s.url} (${s.error})`).join(", ")}\n`);
+    return EXIT.unavailable;
+  }
+  // The lock table of the server that serves; else of the first that answered.
+  const shown = answering.find((s) => s.status!.server?.serving) ?? answering[0];
+  if (options.json) {
+    const report = { ...shown.status, shownFrom: shown.url, servers, arbiter };
+    process.stdout.write((options.watching ? JSON.stringify(report) : JSON.stringify(report, null, 2)) + "\n");
+  } else {
+    const time = options.watching ? `${new Date().toISOString()}\n` : "";
+    process.stdout.write(time + formatServers(servers, arbiter) + "\n" + formatStatus(shown.status!));
+  }
+  return EXIT.ok;
 }
 
 function formatServers(servers: ServerReport[], arbiter: ArbiterReport | undefined): string {

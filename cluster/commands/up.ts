@@ -14,7 +14,8 @@ import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 const HELP = `Usage: mutexd up --config FILE [--only ID,ID…]
 
 Starts every node of the cluster file (or only the listed ids) as child processes of this one,
-waits until each answers HTTP, prints where each listens, the dashboard's address and how to take a lock, and stops them
+waits until each answers HTTP, prints where each listens, the dashboard's address (the first
+node's, http://HOST:PORT/) and how to take a lock, and stops them
 all on Ctrl-C or SIGTERM. Node logs (JSON lines) go to stderr.
 Checks that each node answering is the process it started (its id and PID in /v1/health): a
 port already taken (an earlier \`mutexd up\` still running) stops them all, exit 1, naming the
@@ -78,10 +79,11 @@ export function run(argv: string[]): Promise<number> {
     );
     const hasLockServer = nodes.some((n) => n.role === "primary" || n.role === "backup");
     const firstRing = nodes.find((n) => n.role === "ring");
+    // Every node serves the dashboard at `/` and its metrics at `/metrics`; the first one started is named.
+    const dashboard = `${nodeUrl(nodes[0])}/`;
     process.stdout.write(
       `mutexd up: cluster ${cluster.name} is running (${nodes.length} nodes)\n${lines.join("\n")}\n\n` +
-        // Any node serves the whole picture (docs/dashboard.md); the first started is as good as any.
-        `Dashboard: ${nodeUrl(nodes[0])}/ (every node serves it)\n\nTry, in another terminal:\n` +
+        `Dashboard: ${dashboard}  (every node serves one; Prometheus metrics at /metrics)\n\nTry, in another terminal:\n` +
         (hasLockServer
           ? `  ${self} lock demo --config ${cluster.file} -- sh -c 'echo "holding demo, fencing token $MUTEXD_TOKEN"; sleep 2'\n` +
             `  ${self} status --config ${cluster.file}\n`

@@ -21,6 +21,7 @@ import type { SecurityLog } from "../security_log.ts";
 import { ANONYMOUS, type Caller, callerOf } from "../caller.ts";
 import { hashSessionSecret, randomSessionSecret } from "./session_secret.ts";
 import { VERSION } from "../version.ts";
+import type { LockWatchHub } from "./watch.ts";
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 /** `security`: refusals by reason since the process started (cluster/security_log.ts). */
@@ -53,6 +54,8 @@ export interface LockApiOptions {
    * Only its hash reaches the core.
    */
   newSessionSecret?: () => string;
+  /** Serves `GET /v1/locks/:name/watch` (watch.ts); absent: that route answers 404. */
+  watch?: LockWatchHub;
 }
 
 /** A "not primary" refusal: the client moves to the hinted server and retries. */
@@ -330,6 +333,21 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   app.get("/v1/locks", (c) => {
     auth.require(c, { level: "read", on: "some" });
     return c.json({ locks: service.view().locks.filter((lock) => auth.may(c, { level: "read", name: lock.name })) });
+  });
+
+  // Before `/v1/locks/:name`, whose pattern would take `NAME/watch` for a name. (Hono matches the
+  // raw path: a name sent percent-encoded, as the client sends it, may itself end in "/watch".)
+  app.get("/v1/locks/:path{.+/watch}", (c) => {
+    const name = c.req.param("path").slice(0, -"/watch".length);
+    auth.require(c, { level: "read", name });
+    const hub = options.watch;
+    if (!hub) return errorResponse(c, { code: "not_found", message: "this server serves no watches" });
+    if (name.length === 0 || name.length > settings.lockNameLengthMax) throw new RequestError("bad_request", `a lock name has 1 to ${settings.lockNameLengthMax} characters`);
+    // Only the primary knows every change when it happens (a backup learns them later).
+    const { role, epoch, primary } = service.summary().server;
+    if (role !== "primary") throw new NotPrimaryError({ ok: false, code: "not_primary", message: `${options.nodeId} is not the primary`, epoch, primary });
+    if (hub.full) throw new RequestError("limit_reached", "too many watches on this server");
+    return new Response(hub.open(name), { headers: { "content-type": "text/event-stream", "cache-control": "no-store" } });
   });
 
   app.get("/v1/locks/:name{.+}", (c) => {

@@ -15,12 +15,13 @@ import { httpPeerTransport } from "../peer_transport.ts";
 import { startPeerAuth } from "../peer_auth.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
-import { StallMonitor } from "../stall_monitor.ts";
 import { openDurableLog } from "./durable_log.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 import { ClientAuth } from "../client_auth.ts";
 import { dashboardOf, lockPage, summarizeLocks } from "../dashboard/routes.ts";
+import { LockWatchHub } from "./watch.ts";
+import { LockMetrics, type LockStatusSource, nodeInstruments } from "../metrics.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, fileLog: Logger): Promise<RunningNode> {
   const dashboard = dashboardOf(cluster, node, fileLog);
@@ -45,9 +46,16 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     bodyBytesMax: settings.peerBodyBytesMax,
     fetch: fetchFor(cluster.tlsCa),
   });
+  // The longest event-loop stall, for status and metrics (a resync must not freeze the primary:
+  // docs/bench.md); one past the lease safety margin is logged and counted.
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.leaseSafetyMs, logStalls: true });
+  const lockMetrics = new LockMetrics(instruments.metrics, monotonicClock, (): LockStatusSource => {
+    const { server, sessionCount, lockCount } = service.summary();
+    return { sessionCount, lockCount, epoch: server.epoch, lagEntries: server.role === "primary" ? server.backup?.lagEntries ?? null : null };
+  });
   // The MAC names the receiver: the member whose URL a request goes to.
   const idOfUrl = (url: string) => cluster.nodes.find((n) => url.startsWith(`${nodeUrl(n)}/`))?.id ?? "";
-  const service = new LockService({
+  const service: LockService = new LockService({
     settings,
     security,
     clock: monotonicClock,
@@ -63,37 +71,41 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     // in µs, so tokens keep growing across such restarts as long as the clock does not step back.
     tokenFloor: Date.now() * 1000,
     durable: durable ? { restored: durable.opened.restored, sink: durable.log } : undefined,
+    metrics: lockMetrics,
   });
-  // The longest event-loop stall, for status (a resync must not freeze the primary: docs/bench.md).
-  const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => log.event("loopStall", { stallMs }, "warn"));
   const auth = new ClientAuth(cluster.tokens, security);
+  const urlOf = (id: string) => {
+    const found = cluster.nodes.find((n) => n.id === id);
+    return found ? nodeUrl(found) : undefined;
+  };
+  const watch = new LockWatchHub(service, { timers: realTimers, log, urlOf });
   const app = createLockApp(service, {
     auth,
     security,
-    loopStall: () => stalls.view(),
+    loopStall: () => instruments.stalls.view(),
     nodeId: node.id,
     role: node.role,
     pid: process.pid,
     settings,
     peerAuth: peerAuth.middleware,
-    urlOf: (id) => {
-      const found = cluster.nodes.find((n) => n.id === id);
-      return found ? nodeUrl(found) : undefined;
-    },
+    urlOf,
+    watch,
     onInternalError: failStopOnBug(log, "lock API"),
   });
   dashboard.install(app, auth, (may) => {
     const { locks, sessions, ...rest } = service.view();
     return { ...rest, sessionCount: sessions.length, locks: summarizeLocks(locks, may) };
   }, (query, may) => lockPage(service.view().locks, query, may));
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
+  const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls });
+  instruments.start();
   const ticker = setInterval(() => service.tick(), settings.tickMs);
-  stalls.start();
   return {
     url: nodeUrl({ ...node, port: server.port }),
     async stop() {
       clearInterval(ticker);
-      stalls.stop();
+      instruments.stop();
+      // Streams end first: the server's close waits for every answer, and a watch never ends by itself.
+      watch.stop();
       service.stop();
       durable?.log.stop();
       durable?.disk.close();

@@ -15,7 +15,7 @@
  * rule). `submit` and `enter` wrap the callback forms in a promise for the HTTP handlers.
  */
 import { assertNever } from "../../lib/core/assert.ts";
-import { LockTable, type Command, type Effect, type Grant } from "../../lib/core/lock/lock_table.ts";
+import { LockTable, type Command, type Effect, type Grant, type LockState } from "../../lib/core/lock/lock_table.ts";
 import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type ReplicaStatus } from "../../lib/core/lock/lock_replica.ts";
 import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
 import type { Settings } from "../../lib/settings.ts";
@@ -25,6 +25,7 @@ import type { Timers } from "../timers.ts";
 import { SecurityLog } from "../security_log.ts";
 import { checkPeerAnswer, arbiterReplySchema } from "../../lib/wire/lock_peer.ts";
 import { check } from "../../lib/wire/schema.ts";
+import type { LockMetrics } from "../metrics.ts";
 
 /**
  * How a long-poll ended: something changed for the request, or the poll ran out first. With
@@ -80,6 +81,8 @@ export interface LockServiceOptions {
   durable?: { restored: RestoredCopy | null; sink: DurableSink };
   /** Where refused input is counted and logged (the process's one; absent: the service's own). */
   security?: SecurityLog;
+  /** Metrics fed from committed effects and core events (cluster/metrics.ts); absent: none. */
+  metrics?: LockMetrics;
 }
 
 export class LockService {
@@ -98,6 +101,8 @@ export class LockService {
   private copyGen = 0;
   private durableIndex = 0;
   private heldAcks: HeldAck[] = [];
+  /** Called after every step (lock watches compare the locks they stream: watch.ts); few (one per app). */
+  private readonly stepListeners = new Set<() => void>();
 
   constructor(private readonly options: LockServiceOptions) {
     const { settings } = options;
@@ -158,6 +163,7 @@ export class LockService {
     const askedAtMs = clock.nowMs();
     this.submitThen(command, undefined, (answer) => {
       if (!answer.ok || answer.result.type !== "waiting") return done(answer);
+      this.options.metrics?.queued(command.name, command.session);
       const pollMs = Math.min(command.waitMs, settings.longPollMaxMs);
       this.waitForTurn(command.name, command.session, pollMs, (_outcome, grant) => {
         if (this.stopped) return done(this.stoppingAnswer());
@@ -238,11 +244,19 @@ export class LockService {
     for (const effect of ready.effects) this.onEffect(effect);
     for (const { event, fields } of ready.events) {
       this.options.log.event(event, fields);
+      this.options.metrics?.event(event, fields);
       // A role change may end waits: their clients must ask again (perhaps elsewhere).
       if (event === "steppedDown" || event === "backup") this.endAllPolls();
     }
     for (const outbound of ready.send) this.send(outbound);
     this.runContinuations();
+    for (const listener of this.stepListeners) listener();
+  }
+
+  /** Runs `listener` after every step of the core; returns its removal. */
+  onStep(listener: () => void): () => void {
+    this.stepListeners.add(listener);
+    return () => this.stepListeners.delete(listener);
   }
 
   /**
@@ -359,6 +373,7 @@ export class LockService {
   }
 
   private onEffect(effect: Effect): void {
+    this.options.metrics?.effect(effect);
     switch (effect.type) {
       case "granted":
         // Per operation: debug only (cluster/log.ts), so the default level writes nothing per lock.
@@ -394,16 +409,55 @@ export class LockService {
     return { server: this.replica.status(), lastToken: table?.highestToken ?? 0, sessionCount: table?.sessions.size ?? 0, lockCount: table?.locks.size ?? 0 };
   }
 
+  /**
+   * The time ages are measured at. The table runs on the primary's time base; ages are
+   * differences on that base. A backup cannot read the primary's clock: it shows ages as of the
+   * last change it applied.
+   */
+  private viewNowMs(table: LockTable, server: ReplicaStatus): number {
+    return server.role === "primary" ? Math.max(table.clockMs, this.options.clock.nowMs() + this.replica.timeOffset) : table.clockMs;
+  }
+
+  /** A lock as status shows it: ages instead of clock readings, owners (token names), never secrets' hashes. */
+  private lockViewOf(lock: LockState, table: LockTable, nowMs: number): LockView {
+    const ownerOf = (session: string) => {
+      const owner = table.sessions.get(session)?.owner;
+      return owner === undefined ? {} : { owner };
+    };
+    return {
+      name: lock.name,
+      holders: lock.holders.map((h) => ({
+        session: h.session,
+        ...ownerOf(h.session),
+        token: h.token,
+        mode: h.mode,
+        heldForMs: nowMs - h.sinceMs,
+        lockDelayMs: h.lockDelayMs,
+      })),
+      waiters: lock.queue.map((w, index) => ({
+        position: index + 1,
+        session: w.session,
+        ...ownerOf(w.session),
+        mode: w.mode,
+        waitingForMs: nowMs - w.queuedAtMs,
+      })),
+      lockDelayRemainingMs: Math.max(0, lock.delayUntilMs - nowMs),
+    };
+  }
+
+  /** One lock as `view` shows it (undefined: nobody holds, waits for or delays it), without copying the table. */
+  lockView(name: string): LockView | undefined {
+    const table = this.table;
+    const lock = table?.locks.get(name);
+    return table && lock ? this.lockViewOf(lock, table, this.viewNowMs(table, this.replica.status())) : undefined;
+  }
+
   /** The state for `status` and `GET /v1/locks`, with ages instead of clock readings. */
   view(): StatusView {
     const server = this.replica.status();
     const table = this.table;
     if (!table) return { server, lastToken: 0, sessions: [], locks: [] };
-    // The table runs on the primary's time base; ages are differences on that base. A backup
-    // cannot read the primary's clock: it shows ages as of the last change it applied.
-    const nowMs = server.role === "primary"
-      ? Math.max(table.clockMs, this.options.clock.nowMs() + this.replica.timeOffset)
-      : table.clockMs;
+    const nowMs = this.viewNowMs(table, server);
     const snapshot = table.snapshot();
     // Who holds what: a session's owner (its caller's token name), never its secret's hash.
     const ownerOf = (session: string) => {
@@ -431,25 +485,7 @@ export class LockService {
         expiresInMs: Math.max(0, s.expiresAtMs - nowMs),
         locks: heldBy.get(s.id) ?? [],
       })),
-      locks: snapshot.locks.map((lock) => ({
-        name: lock.name,
-        holders: lock.holders.map((h) => ({
-          session: h.session,
-          ...ownerOf(h.session),
-          token: h.token,
-          mode: h.mode,
-          heldForMs: nowMs - h.sinceMs,
-          lockDelayMs: h.lockDelayMs,
-        })),
-        waiters: lock.queue.map((w, index) => ({
-          position: index + 1,
-          session: w.session,
-          ...ownerOf(w.session),
-          mode: w.mode,
-          waitingForMs: nowMs - w.queuedAtMs,
-        })),
-        lockDelayRemainingMs: Math.max(0, lock.delayUntilMs - nowMs),
-      })),
+      locks: snapshot.locks.map((lock) => this.lockViewOf(lock, table, nowMs)),
     };
   }
 }

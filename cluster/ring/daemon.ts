@@ -23,6 +23,7 @@ import { REFUSED_AS, RepairChannel } from "./udp.ts";
 import { SecurityLog } from "../security_log.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import { ClientAuth } from "../client_auth.ts";
+import { RingMetrics, nodeInstruments } from "../metrics.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fileLog: Logger): Promise<RunningNode> {
   const dashboard = dashboardOf(cluster, node, fileLog);
@@ -68,6 +69,9 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
   // Refused input (forged or replayed peer messages and datagrams, bad client tokens), counted for
   // status and logged once per sender and interval.
   const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
+  // Metrics (stalls past the token lease's safety margin are logged and counted).
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.tokenLeaseSafetyMs });
+  const ringMetrics = new RingMetrics(instruments.metrics, monotonicClock);
   const peerAuth = await startPeerAuth({
     secret: cluster.secret,
     self: node.id,
@@ -116,6 +120,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
     arbiter: arbiter?.id ?? null,
     peers,
     repairLink: channel,
+    onStep: (input, output) => ringMetrics.step(input, output),
     // A step's state that did not reach the disk (or a broken invariant): fail-stop, never go on
     // from memory; a restart reads what is on disk and catches up from a peer.
     onFatal: (error) => failStopProcess(log, "ring state could not be stored", { message: error.message }),
@@ -138,7 +143,8 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
     onInternalError: failStopOnBug(log, "ring API"),
   });
   dashboard.install(app, auth, () => ringStatusBody(service, { describe, security }));
-  const server = await serveHttp(app.fetch, { hostname: node.host, port: node.port, tls });
+  const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls });
+  instruments.start();
   log.event("ringStarted", {
     ring,
     successor: core.successor,
@@ -171,6 +177,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
       return "ok";
     },
     async stop() {
+      instruments.stop();
       service.stop();
       await channel.close();
       await server.close();

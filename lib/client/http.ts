@@ -17,6 +17,8 @@ export interface HttpResponse {
   readonly ok: boolean;
   readonly status: number;
   text(): PromiseLike<string>;
+  /** The body as a stream (a `Response` has it; only a lock watch reads it: lock_watch.ts). */
+  readonly body?: ReadableStream<Uint8Array> | null;
 }
 
 export interface HttpInit {
@@ -158,10 +160,11 @@ export function exchange<T>(ports: HttpPorts, request: HttpRequest, done: (outco
     return unreachable(error);
   }
   sent.then((response) =>
-    response.text().then((text) => finish(decode<T>(base + path, response, text)), unreachable), unreachable);
+    response.text().then((text) => finish(decodeAnswer<T>(base + path, response, text)), unreachable), unreachable);
 }
 
-function decode<T>(where: string, response: HttpResponse, text: string): Outcome<T> {
+/** An answer's JSON text as its outcome: the value, or the error (and its fields) the server answered. */
+export function decodeAnswer<T>(where: string, response: HttpResponse, text: string): Outcome<T> {
   let data: unknown;
   try {
     data = text ? JSON.parse(text) : {};

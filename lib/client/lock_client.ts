@@ -32,6 +32,7 @@ import {
   WAIT_CHUNK_MS,
 } from "./http.ts";
 import type { TlsOptions } from "./tls.ts";
+import { type WatchEvent, watchLock } from "./lock_watch.ts";
 
 export type Mode = "exclusive" | "shared";
 
@@ -218,17 +219,44 @@ export class LockClient {
         // the other server.
         if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
         lastError = outcome.error;
-        const primaryUrl = outcome.detail?.primaryUrl;
-        const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
-        // Only if no other request moved on meanwhile: concurrent failures at the same server
-        // (a keepalive and a long-poll at a paused primary) must not move the client back to it.
-        if (this.current === tried) {
-          this.current = hinted >= 0 && hinted !== tried ? hinted : (tried + 1) % this.servers.length;
-        }
+        this.moveOn(tried, outcome.detail?.primaryUrl);
         next();
       });
     };
     next();
+  }
+
+  /**
+   * After a failure at server `tried`: the next request goes to the hinted primary when it is one
+   * of the servers, else to the next one. Only if no other request moved on meanwhile: concurrent
+   * failures at the same server (a keepalive and a long-poll at a paused primary) must not move
+   * the client back to it.
+   */
+  private moveOn(tried: number, primaryUrl: unknown): void {
+    const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
+    if (this.current === tried) {
+      this.current = hinted >= 0 && hinted !== tried ? hinted : (tried + 1) % this.servers.length;
+    }
+  }
+
+  /**
+   * Follows lock `name`'s holders and queue (`GET /v1/locks/:name/watch`): an async iterator of a
+   * `snapshot`, then a `change` per change, moving to the new primary after a failover (an `end`
+   * event, then a new `snapshot`). Ends when `signal` aborts or the loop leaves; throws a refusal
+   * (401, 403, 429) at once, and "unreachable" when no server took the watch for failoverTimeoutMs.
+   * See lock_watch.ts.
+   */
+  watch(name: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<WatchEvent, void, undefined> {
+    return watchLock({
+      ports: this.ports,
+      clock: this.clock,
+      token: this.token,
+      requestTimeoutMs: this.requestTimeoutMs,
+      failoverTimeoutMs: this.failoverTimeoutMs,
+      serverCount: this.servers.length,
+      currentServer: () => ({ index: this.current, base: this.servers[this.current] }),
+      moveOn: (tried, primaryUrl) => this.moveOn(tried, primaryUrl),
+    }, name, options.signal);
   }
 
   /** Opens a session and keeps it alive until closed or lost. */

@@ -1,0 +1,415 @@
+/**
+ * Prometheus metrics of one node (`GET /metrics`, text format 0.0.4, through prom-client). Every
+ * role has the process-wide ones (HTTP answers by code, refused input, event-loop stalls, clock
+ * jumps); a lock server adds its grants, waits, holds, sessions and replication, a ring node its
+ * token hops, rotations, view changes and regenerations (docs/http-api.md lists them).
+ *
+ * The cores stay pure: the figures come from what the drivers already see — committed effects and
+ * core events (through `observe`), the core's status read at scrape time (`collect` callbacks),
+ * the driver's monotonic clock — never from inside lib/core.
+ */
+import type { Hono } from "hono";
+import type { Effect } from "../lib/core/lock/lock_table.ts";
+import type { RingInput, RingOutput } from "../lib/core/ring/ring_io.ts";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ClientAuth } from "./client_auth.ts";
+import type { LogFields, Logger } from "./log.ts";
+import type { SecurityLog } from "./security_log.ts";
+import { type LoopStallView, StallMonitor } from "./stall_monitor.ts";
+import { realTimers, repeatEvery, type Timers } from "./timers.ts";
+import { type Clock, monotonicClock } from "./clock.ts";
+
+/**
+ * Lock names that get their own series in the wait and hold histograms; every later name is
+ * counted under `other`. A name gets in by being the first to be granted while fewer than this
+ * many have one (since the process started): series must stay stable once exported, so a name
+ * never leaves again. 20 names × 2 histograms × 13 series ≈ 520 series: a scrape stays small
+ * for a table of any size.
+ */
+export const LOCK_NAMES_TRACKED_MAX = 20;
+export const OTHER_LOCK_NAME = "other";
+/** Most waits and holds being timed at once; past it the oldest is forgotten (not observed). */
+const TIMED_MAX = 100_000;
+/** Wait, hold and rotation times, in seconds: 1 ms to 5 min. */
+const TIME_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300];
+/** How often the wall clock is compared with the monotonic one. */
+const CLOCK_CHECK_PERIOD_MS = 1_000;
+/** A difference of the two clocks' advance over one period beyond this is a jump (NTP slews far less). */
+export const CLOCK_JUMP_MIN_MS = 250;
+
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+export interface NodeMetricsOptions {
+  nodeId: string;
+  clock: Clock;
+  log: Logger;
+  security: SecurityLog;
+  /** The event loop's stalls (stall_monitor.ts). */
+  loopStall: () => LoopStallView;
+  /** The lease safety margin: a stall longer than this may have outlived a lease the node relies on. */
+  leaseSafetyMs: number;
+  /** The wall clock (Date.now by default; tests step their own). */
+  wallNowMs?: () => number;
+}
+
+export class NodeMetrics {
+  readonly registry = new Registry();
+  private readonly httpAnswers: Counter<"code">;
+  private readonly clockJumps: Counter<"direction">;
+  private readonly stallsPastMargin: Counter;
+  private lastClockCheck: { monoMs: number; wallMs: number };
+
+  constructor(private readonly options: NodeMetricsOptions) {
+    const registers = [this.registry];
+    this.registry.setDefaultLabels({ node: options.nodeId });
+    this.httpAnswers = new Counter({ name: "mutexd_http_responses_total", help: "HTTP answers by status code.", labelNames: ["code"], registers });
+    const security = options.security;
+    new Counter({
+      name: "mutexd_security_refusals_total",
+      help: "Refused input (forged or replayed peer messages, bad client tokens, malformed bodies) by reason.",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, count] of Object.entries(security.view())) this.inc({ reason }, count);
+      },
+    });
+    const loopStall = options.loopStall;
+    new Gauge({
+      name: "mutexd_event_loop_stall_seconds",
+      help: "The longest event-loop stall of the last ~10 s (window=recent) and since the start (window=max).",
+      labelNames: ["window"],
+      registers,
+      collect() {
+        const view = loopStall();
+        this.set({ window: "recent" }, view.loopStallRecentMaxMs / 1000);
+        this.set({ window: "max" }, view.loopStallMaxMs / 1000);
+      },
+    });
+    this.stallsPastMargin = new Counter({
+      name: "mutexd_stalls_past_lease_margin_total",
+      help: "Event-loop stalls longer than the lease safety margin (the lease arguments assume shorter pauses).",
+      registers,
+    });
+    this.clockJumps = new Counter({
+      name: "mutexd_clock_jumps_total",
+      help: "Wall-clock steps seen against the monotonic clock, by direction.",
+      labelNames: ["direction"],
+      registers,
+    });
+    this.lastClockCheck = { monoMs: options.clock.nowMs(), wallMs: this.wallNowMs() };
+  }
+
+  private wallNowMs(): number {
+    return (this.options.wallNowMs ?? Date.now)();
+  }
+
+  /** Counts one HTTP answer. */
+  answered(status: number): void {
+    this.httpAnswers.inc({ code: String(status) });
+  }
+
+  /** `fetch` whose answers are counted by code. */
+  countingFetch<A extends unknown[]>(fetch: (request: Request, ...rest: A) => Response | Promise<Response>): (request: Request, ...rest: A) => Promise<Response> {
+    return async (request, ...rest) => {
+      const response = await fetch(request, ...rest);
+      this.answered(response.status);
+      return response;
+    };
+  }
+
+  /**
+   * A stall the stall monitor reported: past the lease safety margin, it is counted and logged,
+   * since a lease this node held or promised may have run out meanwhile without it noticing.
+   */
+  stalled(stallMs: number): void {
+    if (stallMs <= this.options.leaseSafetyMs) return;
+    this.stallsPastMargin.inc();
+    this.options.log.event("stalledPastLeaseMargin", { stallMs, leaseSafetyMs: this.options.leaseSafetyMs }, "warn");
+  }
+
+  /**
+   * Compares how far the wall clock and the monotonic clock moved since the last check: a
+   * difference past CLOCK_JUMP_MIN_MS is a step of the wall clock (or a suspended process whose
+   * monotonic clock stood still), counted and logged.
+   */
+  checkClocks(): void {
+    const now = { monoMs: this.options.clock.nowMs(), wallMs: this.wallNowMs() };
+    const skewMs = (now.wallMs - this.lastClockCheck.wallMs) - (now.monoMs - this.lastClockCheck.monoMs);
+    this.lastClockCheck = now;
+    if (Math.abs(skewMs) < CLOCK_JUMP_MIN_MS) return;
+    const direction = skewMs > 0 ? "forward" : "backward";
+    this.clockJumps.inc({ direction });
+    this.options.log.event("clockJump", { direction, jumpMs: skewMs }, "warn");
+  }
+
+  /** Starts the clock comparison; returns its stop. */
+  start(timers: Timers): () => void {
+    return repeatEvery(timers, CLOCK_CHECK_PERIOD_MS, () => this.checkClocks());
+  }
+
+  /** The exposition text. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** Serves `GET /metrics` on `app` (a `read` token on some name when tokens are set). */
+  route(app: Hono, auth: ClientAuth): void {
+    app.get("/metrics", async (c) => {
+      auth.require(c, { level: "read", on: "some" });
+      return c.body(await this.text(), 200, { "content-type": METRICS_CONTENT_TYPE });
+    });
+  }
+}
+
+/**
+ * What every starter (lock server, arbiter, ring node) runs around its app: the stall monitor, the
+ * clock comparison, `GET /metrics` and the counting of answers. `logStalls`: log every stall of
+ * 100 ms or more (the lock server's `loopStall` lines), not only those past the margin.
+ */
+export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | "clock"> & { logStalls?: boolean }) {
+  const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => {
+    if (options.logStalls) options.log.event("loopStall", { stallMs }, "warn");
+    metrics.stalled(stallMs);
+  });
+  const metrics = new NodeMetrics({ ...options, clock: monotonicClock, loopStall: () => stalls.view() });
+  let stopClockChecks = () => {};
+  return {
+    metrics,
+    stalls,
+    /** Serves `/metrics` on `app` and returns its fetch with every answer counted. */
+    serve(app: Hono, auth: ClientAuth) {
+      metrics.route(app, auth);
+      return metrics.countingFetch(app.fetch);
+    },
+    /** Starts the timers (once the server listens: a start that fails leaves none behind). */
+    start(): void {
+      stalls.start();
+      stopClockChecks = metrics.start(realTimers);
+    },
+    stop(): void {
+      stalls.stop();
+      stopClockChecks();
+    },
+  };
+}
+
+/** Times keyed by a string, at most TIMED_MAX of them (the oldest forgotten first). */
+class Timings {
+  private readonly startedMs = new Map<string, number>();
+
+  /** Starts timing `key`; false when it is timed already (a waiter asking again). */
+  start(key: string, nowMs: number): boolean {
+    if (this.startedMs.has(key)) return false;
+    if (this.startedMs.size >= TIMED_MAX) this.startedMs.delete(this.startedMs.keys().next().value!);
+    this.startedMs.set(key, nowMs);
+    return true;
+  }
+
+  /** Seconds since `key` started (and forgets it), or undefined when it was not timed. */
+  end(key: string, nowMs: number): number | undefined {
+    const started = this.startedMs.get(key);
+    if (started === undefined) return undefined;
+    this.startedMs.delete(key);
+    return (nowMs - started) / 1000;
+  }
+
+  forget(key: string): void {
+    this.startedMs.delete(key);
+  }
+}
+
+/** The lock server's status, read at scrape time. */
+export interface LockStatusSource {
+  sessionCount: number;
+  lockCount: number;
+  epoch: number;
+  /** Entries the backup has not acknowledged (a primary's; null without a backup). */
+  lagEntries: number | null;
+}
+
+/** A lock server's metrics, fed from its committed effects and core events (lock/service.ts). */
+export class LockMetrics {
+  private readonly grants: Counter;
+  private readonly releases: Counter<"reason">;
+  private readonly expiries: Counter;
+  private readonly waits: Counter;
+  private readonly waitSeconds: Histogram<"lock">;
+  private readonly holdSeconds: Histogram<"lock">;
+  private readonly takeovers: Counter;
+  private readonly roleChanges: Counter<"role">;
+  private readonly tracked = new Set<string>();
+  private readonly waiting = new Timings();
+  private readonly holding = new Timings();
+
+  constructor(private readonly node: NodeMetrics, private readonly clock: Clock, status: () => LockStatusSource) {
+    const registers = [node.registry];
+    this.grants = new Counter({ name: "mutexd_lock_grants_total", help: "Locks granted (committed).", registers });
+    this.releases = new Counter({ name: "mutexd_lock_releases_total", help: "Holds ended, by reason (leave, expired, closed).", labelNames: ["reason"], registers });
+    this.expiries = new Counter({ name: "mutexd_lock_session_expiries_total", help: "Sessions that expired.", registers });
+    this.waits = new Counter({ name: "mutexd_lock_waits_total", help: "Enters that were queued rather than granted at once.", registers });
+    const histogram = (name: string, help: string) => new Histogram({ name, help, labelNames: ["lock"], buckets: TIME_BUCKETS_SECONDS, registers });
+    this.waitSeconds = histogram("mutexd_lock_wait_seconds", `Time from an enter to its grant, by lock name (the first ${LOCK_NAMES_TRACKED_MAX} names granted; later ones under "other").`);
+    this.holdSeconds = histogram("mutexd_lock_hold_seconds", `Time from a grant to its release, by lock name (as the wait histogram).`);
+    this.takeovers = new Counter({ name: "mutexd_lock_takeovers_total", help: "Times this server took over as primary from the other's copy.", registers });
+    this.roleChanges = new Counter({ name: "mutexd_lock_role_changes_total", help: "Roles this server took, by role.", labelNames: ["role"], registers });
+    new Gauge({
+      name: "mutexd_lock_sessions",
+      help: "Open sessions in this server's table.",
+      registers,
+      collect() {
+        this.set(status().sessionCount);
+      },
+    });
+    new Gauge({
+      name: "mutexd_lock_locks",
+      help: "Locks held or waited for in this server's table.",
+      registers,
+      collect() {
+        this.set(status().lockCount);
+      },
+    });
+    new Gauge({
+      name: "mutexd_lock_epoch",
+      help: "The replication epoch this server is in.",
+      registers,
+      collect() {
+        this.set(status().epoch);
+      },
+    });
+    new Gauge({
+      name: "mutexd_lock_replication_lag_entries",
+      help: "Log entries the backup has not acknowledged (a primary with a backup; absent otherwise).",
+      registers,
+      collect() {
+        this.reset();
+        const lag = status().lagEntries;
+        if (lag !== null) this.set(lag);
+      },
+    });
+  }
+
+  /** The enter of (name, session) was queued; a waiter asking again (long-poll) counts once. */
+  queued(name: string, session: string): void {
+    if (this.waiting.start(holdKey(name, session), this.clock.nowMs())) this.waits.inc();
+  }
+
+  /** The lock's label: its name while tracked (or while room is left), else "other". */
+  private label(name: string): string {
+    if (this.tracked.has(name)) return name;
+    if (this.tracked.size >= LOCK_NAMES_TRACKED_MAX) return OTHER_LOCK_NAME;
+    this.tracked.add(name);
+    return name;
+  }
+
+  /** A committed effect of the lock table (lock_table.ts). */
+  effect(effect: Effect): void {
+    const nowMs = this.clock.nowMs();
+    switch (effect.type) {
+      case "granted": {
+        const { name, session } = effect.grant;
+        this.grants.inc();
+        this.waitSeconds.observe({ lock: this.label(name) }, this.waiting.end(holdKey(name, session), nowMs) ?? 0);
+        this.holding.start(holdKey(name, session), nowMs);
+        return;
+      }
+      case "waitEnded":
+        this.waiting.forget(holdKey(effect.name, effect.session));
+        return;
+      case "released": {
+        this.releases.inc({ reason: effect.reason });
+        const heldSeconds = this.holding.end(holdKey(effect.name, effect.session), nowMs);
+        // A hold granted before this process served (taken over) has no start here: not observed.
+        if (heldSeconds !== undefined) this.holdSeconds.observe({ lock: this.label(effect.name) }, heldSeconds);
+        return;
+      }
+      case "sessionExpired":
+        this.expiries.inc();
+        return;
+    }
+  }
+
+  /** A core event (lock_replica.ts): role changes and takeovers. */
+  event(event: string, fields: LogFields): void {
+    if (event === "primary") {
+      this.roleChanges.inc({ role: "primary" });
+      if (fields.how === "takeover") this.takeovers.inc();
+    } else if (event === "backup" || event === "steppedDown") {
+      this.roleChanges.inc({ role: event === "backup" ? "backup" : "steppedDown" });
+    }
+  }
+}
+
+function holdKey(name: string, session: string): string {
+  return `${name}\u0000${session}`;
+}
+
+/** A ring node's metrics, fed from its core's events and the token's arrivals (ring/service.ts). */
+export class RingMetrics {
+  private readonly hops: Counter;
+  private readonly rotationSeconds: Histogram;
+  private readonly viewChanges: Counter;
+  private readonly regenerations: Counter;
+  private readonly grants: Counter;
+  private readonly sectionsEnded: Counter<"reason">;
+  private readonly waitSeconds: Histogram;
+  private readonly holdSeconds: Histogram;
+  /** The token's last arrival here: its epoch, and when (monotonic ms). */
+  private lastArrival: { epoch: number; atMs: number } | null = null;
+
+  constructor(node: NodeMetrics, private readonly clock: Clock) {
+    const registers = [node.registry];
+    this.hops = new Counter({ name: "mutexd_ring_token_hops_total", help: "Token hand-offs this node took from its predecessor.", registers });
+    this.rotationSeconds = new Histogram({
+      name: "mutexd_ring_rotation_seconds",
+      help: "Time between two arrivals of the token here in one epoch (one trip round the ring).",
+      buckets: TIME_BUCKETS_SECONDS,
+      registers,
+    });
+    this.viewChanges = new Counter({ name: "mutexd_ring_view_changes_total", help: "Views (epochs) this node entered.", registers });
+    this.regenerations = new Counter({ name: "mutexd_ring_token_regenerations_total", help: "Tokens this node regenerated for a new view.", registers });
+    this.grants = new Counter({ name: "mutexd_ring_grants_total", help: "Critical sections granted on this node.", registers });
+    this.sectionsEnded = new Counter({ name: "mutexd_ring_sections_ended_total", help: "Critical sections ended on this node, by reason.", labelNames: ["reason"], registers });
+    this.waitSeconds = new Histogram({ name: "mutexd_ring_wait_seconds", help: "Time from an enter to its grant on this node.", buckets: TIME_BUCKETS_SECONDS, registers });
+    this.holdSeconds = new Histogram({ name: "mutexd_ring_hold_seconds", help: "Time from a grant to the section's end on this node.", buckets: TIME_BUCKETS_SECONDS, registers });
+  }
+
+  /** One step of the ring node's core (RingServiceOptions.onStep): token arrivals and core events. */
+  step(input: RingInput | { type: "start" }, output: RingOutput): void {
+    if (input.type === "token" && output.result.ok && output.result.type === "token" && !output.result.duplicate) this.tokenArrived(input.token.epoch);
+    for (const effect of output.effects) if (effect.type === "event") this.event(effect.event, effect.fields);
+  }
+
+  /** The token of `epoch` was taken here. */
+  private tokenArrived(epoch: number): void {
+    const nowMs = this.clock.nowMs();
+    this.hops.inc();
+    if (this.lastArrival?.epoch === epoch) this.rotationSeconds.observe((nowMs - this.lastArrival.atMs) / 1000);
+    this.lastArrival = { epoch, atMs: nowMs };
+  }
+
+  /** A core event (ring_node.ts): grants, section ends, epochs, regenerations. */
+  private event(event: string, fields: LogFields): void {
+    const seconds = (ms: unknown) => (typeof ms === "number" && ms >= 0 ? ms / 1000 : undefined);
+    switch (event) {
+      case "granted": {
+        this.grants.inc();
+        const waited = seconds(fields.waitedMs);
+        if (waited !== undefined) this.waitSeconds.observe(waited);
+        return;
+      }
+      case "sectionEnded": {
+        this.sectionsEnded.inc({ reason: String(fields.reason ?? "unknown").slice(0, 32) });
+        const held = seconds(fields.heldMs);
+        if (held !== undefined) this.holdSeconds.observe(held);
+        return;
+      }
+      case "epoch":
+        this.viewChanges.inc();
+        return;
+      case "tokenRegenerated":
+        this.regenerations.inc();
+        return;
+    }
+  }
+}
