@@ -4,8 +4,8 @@
  * is refused, across restarts of either side too, without synchronized clocks or disk.
  *
  * A request carries `x-mutexd-from` (the sender's id), `x-mutexd-nonce`, `x-mutexd-seq` and
- * `x-mutexd-mac` over a label, from, the RECEIVER's id, nonce, seq, method, path with query and
- * the body's bytes. The receiver issues the nonces: a request with a valid MAC under a nonce it
+ * `x-mutexd-mac` over a label, from, the RECEIVER's id, nonce, seq, method, path with query, the
+ * wire format version (`x-mutexd-format`, lib/wire/version.ts; "" when absent) and the body's bytes. The receiver issues the nonces: a request with a valid MAC under a nonce it
  * did not issue to that sender in this process is answered 401 `peer_challenge` with a nonce
  * (`x-mutexd-challenge`), which the sender takes and retries with at once. Under a nonce a
  * sliding window of seqs (the highest and a bitmap, as IPsec does) refuses a seq seen before.
@@ -21,6 +21,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { readBodyBytes, RequestError } from "./http_util.ts";
 import type { SecurityLog } from "./security_log.ts";
+import { FORMAT_HEADER, formatText, WIRE_FORMAT } from "../lib/wire/version.ts";
 
 export const PEER_HEADER = {
   from: "x-mutexd-from",
@@ -74,6 +75,8 @@ export interface RequestHead {
   method: string;
   /** The path with its query, as sent (`/v1/ring/peer/log?from=5`). */
   path: string;
+  /** The wire format the request names (FORMAT_HEADER); absent or "" for none (a build before versions). */
+  format?: string;
 }
 
 /**
@@ -88,7 +91,7 @@ function signedBytes(head: unknown[], body: Uint8Array): Uint8Array<ArrayBuffer>
   return bytes;
 }
 
-const requestBytes = (h: RequestHead, body: Uint8Array) => signedBytes([REQUEST_LABEL, h.from, h.to, h.nonce, h.seq, h.method, h.path], body);
+const requestBytes = (h: RequestHead, body: Uint8Array) => signedBytes([REQUEST_LABEL, h.from, h.to, h.nonce, h.seq, h.method, h.path, h.format ?? ""], body);
 const answerBytes = (requestMac: string, status: number, challenge: string, body: Uint8Array) =>
   signedBytes([ANSWER_LABEL, requestMac, status, challenge], body);
 
@@ -147,12 +150,15 @@ export type BaseFetch = (url: string, init: RequestInit) => Promise<Response>;
 
 const globalFetch: BaseFetch = (url, init) => fetch(url, init);
 
+/** The wire format every peer request of this build names. */
+const OUR_FORMAT = formatText(WIRE_FORMAT);
+
 /** Without a secret: a plain request over `send`, no headers (loopback only). */
 export function plainPeerFetch(send: BaseFetch = globalFetch): PeerFetch {
   return async (_to, url, request) => {
     const response = await send(url, {
       method: request.method,
-      headers: request.contentType ? { "content-type": request.contentType } : undefined,
+      headers: { ...(request.contentType ? { "content-type": request.contentType } : {}), [FORMAT_HEADER]: OUR_FORMAT },
       body: request.body,
       signal: AbortSignal.timeout(request.timeoutMs),
     });
@@ -215,7 +221,7 @@ export class PeerSigner {
     const nonce = session.nonce;
     session.seq += 1;
     const parsed = new URL(url);
-    const head: RequestHead = { from: this.self, to, nonce, seq: session.seq, method: request.method, path: parsed.pathname + parsed.search };
+    const head: RequestHead = { from: this.self, to, nonce, seq: session.seq, method: request.method, path: parsed.pathname + parsed.search, format: OUR_FORMAT };
     const requestMac = await signRequest(this.key, head, body);
     const response = await this.send(url, {
       method: request.method,
@@ -225,6 +231,7 @@ export class PeerSigner {
         [PEER_HEADER.nonce]: nonce,
         [PEER_HEADER.seq]: String(head.seq),
         [PEER_HEADER.mac]: requestMac,
+        [FORMAT_HEADER]: OUR_FORMAT,
       },
       body: request.method === "GET" ? undefined : body,
       signal: AbortSignal.timeout(request.timeoutMs),
@@ -260,7 +267,7 @@ export type PeerVerdict =
 
 /** A request as the receiver sees it: the four headers (null when absent), method, path with query, body. */
 export interface ReceivedRequest {
-  headers: { from: string | null; nonce: string | null; seq: string | null; mac: string | null };
+  headers: { from: string | null; nonce: string | null; seq: string | null; mac: string | null; format?: string | null };
   method: string;
   path: string;
   body: Uint8Array;
@@ -290,7 +297,7 @@ export class PeerVerifier {
     if (from.length === 0 || from.length > HEADER_VALUE_LENGTH_MAX || nonce.length > HEADER_VALUE_LENGTH_MAX || !SEQ_PATTERN.test(seq)) {
       return refuse("peerUnauthenticated", "malformed peer authentication headers");
     }
-    const head: RequestHead = { from, to: this.self, nonce, seq: Number(seq), method: request.method, path: request.path };
+    const head: RequestHead = { from, to: this.self, nonce, seq: Number(seq), method: request.method, path: request.path, format: request.headers.format ?? "" };
     if (!await macValid(this.key, requestBytes(head, request.body), givenMac)) {
       return refuse("peerForged", `the request's MAC is not valid for ${this.self} (wrong secret, receiver or content)`);
     }
@@ -374,7 +381,13 @@ export function peerAuthMiddleware(verifier: PeerVerifier, security: SecurityLog
       }
     }
     const verdict = await verifier.verify({
-      headers: { from, nonce: c.req.header(PEER_HEADER.nonce) ?? null, seq: c.req.header(PEER_HEADER.seq) ?? null, mac: c.req.header(PEER_HEADER.mac) ?? null },
+      headers: {
+        from,
+        nonce: c.req.header(PEER_HEADER.nonce) ?? null,
+        seq: c.req.header(PEER_HEADER.seq) ?? null,
+        mac: c.req.header(PEER_HEADER.mac) ?? null,
+        format: c.req.header(FORMAT_HEADER) ?? null,
+      },
       method: c.req.method,
       path: url.pathname + url.search,
       body: requestBody,

@@ -28,6 +28,7 @@ import { fetchFor, serveHttp } from "../runtime.ts";
 import type { RunningNode } from "../running_node.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
+import { peerFormatMiddleware } from "../format_version.ts";
 import { VERSION } from "../version.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
@@ -169,6 +170,8 @@ export function createArbiterApp(
     app.use("/v1/arbiter", options.peerAuth);
     app.use("/v1/ring/peer/*", options.peerAuth);
   }
+  app.use("/v1/arbiter", peerFormatMiddleware(security));
+  app.use("/v1/ring/peer/*", peerFormatMiddleware(security));
   app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter", version: VERSION, ...(options.pid === undefined ? {} : { pid: options.pid }) }));
   app.get("/v1/status", (c) => {
     auth.require(c, ARBITER_STATUS_ACCESS);

@@ -17,6 +17,7 @@ import type * as v from "valibot";
 import type { LoopStallView } from "../stall_monitor.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
+import { peerFormatMiddleware } from "../format_version.ts";
 import type { SecurityLog } from "../security_log.ts";
 import { ANONYMOUS, type Caller, callerOf } from "../caller.ts";
 import { hashSessionSecret, randomSessionSecret } from "./session_secret.ts";
@@ -286,6 +287,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 
   // Before the route: the middleware refuses what does not authenticate and signs the answers.
   if (options.peerAuth) app.use("/v1/peer", options.peerAuth);
+  app.use("/v1/peer", peerFormatMiddleware(options.security ?? service.security));
 
   // The role now (joining, primary or backup), not only the cluster file's.
   const node = () => ({ id: options.nodeId, role: service.summary().server.role, configuredRole: options.role, version: VERSION });

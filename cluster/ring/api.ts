@@ -24,6 +24,7 @@ import type * as v from "valibot";
 import type { ClientInput, RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
+import { peerFormatMiddleware } from "../format_version.ts";
 import { VERSION } from "../version.ts";
 
 export interface RingApiOptions {
@@ -347,6 +348,7 @@ export function createRingApp(service: RingService, options: RingApiOptions): Ho
   // Bearer tokens before every route (health and the peer routes pass); each route says what it needs.
   app.use(auth.middleware);
   if (options.peerAuth) app.use("/v1/ring/peer/*", options.peerAuth);
+  app.use("/v1/ring/peer/*", peerFormatMiddleware(options.security ?? service.security));
   serveRoutes(app, ringRoutes(service, options), auth);
   return app;
 }
