@@ -5,7 +5,7 @@
  *
  * A request carries `x-mutexd-from` (the sender's id), `x-mutexd-nonce`, `x-mutexd-seq` and
  * `x-mutexd-mac` over a label, from, the RECEIVER's id, nonce, seq, method, path with query, the
- * wire format version (`x-mutexd-format`, lib/wire/version.ts; "" when absent) and the body's bytes. The receiver issues the nonces: a request with a valid MAC under a nonce it
+ * wire format version (`x-mutexd-format`, lib/wire/version.ts; not when 1.0) and the body's bytes. The receiver issues the nonces: a request with a valid MAC under a nonce it
  * did not issue to that sender in this process is answered 401 `peer_challenge` with a nonce
  * (`x-mutexd-challenge`), which the sender takes and retries with at once. Under a nonce a
  * sliding window of seqs (the highest and a bitmap, as IPsec does) refuses a seq seen before.
@@ -21,7 +21,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { readBodyBytes, RequestError } from "./http_util.ts";
 import type { SecurityLog } from "./security_log.ts";
-import { FORMAT_HEADER, formatText, WIRE_FORMAT } from "../lib/wire/version.ts";
+import { FORMAT_HEADER, formatText, UNVERSIONED, WIRE_FORMAT } from "../lib/wire/version.ts";
 
 export const PEER_HEADER = {
   from: "x-mutexd-from",
@@ -91,7 +91,18 @@ function signedBytes(head: unknown[], body: Uint8Array): Uint8Array<ArrayBuffer>
   return bytes;
 }
 
-const requestBytes = (h: RequestHead, body: Uint8Array) => signedBytes([REQUEST_LABEL, h.from, h.to, h.nonce, h.seq, h.method, h.path, h.format ?? ""], body);
+/** The wire format every peer request of this build names. */
+const OUR_FORMAT = formatText(WIRE_FORMAT);
+const UNVERSIONED_TEXT = formatText(UNVERSIONED);
+
+/**
+ * The format is MACed unless it is 1.0 or absent (the same: a build before versions sent none),
+ * so a request of format 1.0 is signed as such a build signs it and the two still understand
+ * each other during the rolling upgrade that brings in versions; any other format is covered.
+ */
+const formatSigned = (format: string | undefined) => (format === undefined || format === "" || format === UNVERSIONED_TEXT ? [] : [format]);
+const requestBytes = (h: RequestHead, body: Uint8Array) =>
+  signedBytes([REQUEST_LABEL, h.from, h.to, h.nonce, h.seq, h.method, h.path, ...formatSigned(h.format)], body);
 const answerBytes = (requestMac: string, status: number, challenge: string, body: Uint8Array) =>
   signedBytes([ANSWER_LABEL, requestMac, status, challenge], body);
 
@@ -150,8 +161,6 @@ export type BaseFetch = (url: string, init: RequestInit) => Promise<Response>;
 
 const globalFetch: BaseFetch = (url, init) => fetch(url, init);
 
-/** The wire format every peer request of this build names. */
-const OUR_FORMAT = formatText(WIRE_FORMAT);
 
 /** Without a secret: a plain request over `send`, no headers (loopback only). */
 export function plainPeerFetch(send: BaseFetch = globalFetch): PeerFetch {

@@ -2,7 +2,8 @@
  * Format versions (lib/wire/version.ts, cluster/format_version.ts), in process: the rules (the
  * same major is read whatever the minors, another major or a malformed version is refused
  * naming both versions); that every peer request names this build's wire format in a header
- * the peer MAC covers, so a changed header is refused as a forgery; that a peer route answers a
+ * the peer MAC covers (a format other than 1.0: 1.0 is signed as a build before versions signs,
+ * so the two understand each other), so a changed header is refused as a forgery; that a peer route answers a
  * request of another major 400 `version_mismatch` (signed, counted) and takes one of a newer
  * minor or none (a build before versions: 1.0); and that a dataDir's marker is written when
  * absent and refuses a start when of another major, naming the file and both versions. The two
@@ -113,22 +114,41 @@ test("a peer route refuses another major with 400 version_mismatch naming both (
   assert.ok(refusal.headers.get(PEER_HEADER.mac), "the refusal is signed: the sender trusts it and reports it");
   assert.equal(signed.taken.length, 0);
   assert.equal((await signedAs("1.7", signed.app)).status, 200, "a signed newer minor is taken");
-  assert.equal(signed.taken.length, 1);
+  assert.equal((await signedAs("", signed.app)).status, 200, "a request of a build before versions (no header; its MAC without one) is taken");
+  assert.equal(signed.taken.length, 2);
 });
 
-/** A request from "a" signed with FORMAT_HEADER `format` (after the receiver's challenge), as another build sends it. */
-async function signedAs(format: string, app: Hono): Promise<Response> {
+test("a 1.0 request is signed as a build before versions signed it (it still reads ours); any other format is under the MAC", async () => {
+  const { app, security, taken } = await receiver(SECRET);
+  // This build's request with its header removed on the way: what a build before versions
+  // receives (it knows no header) must verify under its MAC, which covers no format.
+  const signer = new PeerSigner(await peerKey(SECRET), "a", sendAs(app, [], null));
+  assert.equal((await signer.fetch("b", "http://b.test/peer/echo", echo)).status, 200);
+  assert.equal(taken.length, 1);
+  // A 1.7 request whose header is rewritten to 1.0 on the way: its MAC covered 1.7, so it is refused.
+  const rewritten = await signedAs("1.7", app, "1.0");
+  assert.equal(rewritten.status, 401);
+  assert.equal(security.counts.peerForged, 1);
+  assert.equal(taken.length, 1, "nothing taken");
+});
+
+/**
+ * A request from "a" signed as of format `format` ("" none: a build before versions) after the
+ * receiver's challenge, as another build sends it; `sentFormat`: the header as it arrives.
+ */
+async function signedAs(format: string, app: Hono, sentFormat = format): Promise<Response> {
   const key = await peerKey(SECRET);
   const body = "{}";
-  const send = async (nonce: string) => {
+  const send = async (nonce: string, arriving: string) => {
     const head = { from: "a", to: "b", nonce, seq: 1, method: "POST", path: "/peer/echo", format };
     const mac = await signRequest(key, head, new TextEncoder().encode(body));
-    const headers = { [PEER_HEADER.from]: "a", [PEER_HEADER.nonce]: nonce, [PEER_HEADER.seq]: "1", [PEER_HEADER.mac]: mac, [FORMAT_HEADER]: format };
+    const headers: Record<string, string> = { [PEER_HEADER.from]: "a", [PEER_HEADER.nonce]: nonce, [PEER_HEADER.seq]: "1", [PEER_HEADER.mac]: mac };
+    if (arriving !== "") headers[FORMAT_HEADER] = arriving;
     return await app.request("/peer/echo", { method: "POST", headers, body });
   };
-  const challenged = await send(`unknown-${format}`);
+  const challenged = await send(`unknown-${format}`, format);
   assert.equal(challenged.status, 401);
-  return send(challenged.headers.get(PEER_HEADER.challenge)!);
+  return send(challenged.headers.get(PEER_HEADER.challenge)!, sentFormat);
 }
 
 test("a dataDir's marker: written when absent (files from before versions read as 1.0), refuses another major naming file and versions", () => {
