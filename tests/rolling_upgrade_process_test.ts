@@ -52,20 +52,57 @@ function diskMarker(c: Cluster, id: string): string {
   return JSON.parse(readFileSync(join(c.dir, ".data", id, "format.json"), "utf8")).format;
 }
 
-/** Stops `id` as an operator would (SIGTERM, waits for its exit) and starts it from `main`. */
-async function upgrade(c: Cluster, id: "p1" | "b1" | "a1", main?: string): Promise<void> {
+/** Stops `id` as an operator would (SIGTERM, waits for its exit). */
+async function stop(c: Cluster, id: "p1" | "b1" | "a1"): Promise<void> {
   const proc = c.procs.get(id)!;
   proc.kill("SIGTERM");
   assert.equal(await proc.exited, 0, `${id} stopped cleanly`);
+}
+
+/** Stops `id` and starts it from `main` (this tree's build when absent). */
+async function upgrade(c: Cluster, id: "p1" | "b1" | "a1", main?: string): Promise<void> {
+  await stop(c, id);
   await c.start(id, main);
 }
 
-/** Resolves when `primary` serves with `backup` recorded in sync (the backup may take over). */
-function inSync(c: Cluster, primary: "p1" | "b1", backup: "p1" | "b1"): Promise<void> {
-  return eventually(`${primary} serves with ${backup} in sync`, async () => {
+/**
+ * `eventually(what, check, boundMs)`; when it times out, the error also says what each of `ids`
+ * reports and the end of its log, so a failure explains itself.
+ */
+async function explained(c: Cluster, ids: Array<"p1" | "b1" | "a1">, what: string, check: () => Promise<boolean>, boundMs: number): Promise<void> {
+  try {
+    await eventually(what, check, boundMs);
+  } catch (error) {
+    const views = await Promise.all(ids.map(async (id) => `${id}: ${JSON.stringify((await status(c.urls[id]))?.server)}`));
+    const logs = ids.map((id) => `${id} log tail:\n${c.procs.get(id)!.stderr().split("\n").slice(-15).join("\n")}`);
+    throw new Error(`${(error as Error).message}\n${views.join("\n")}\n${logs.join("\n")}`);
+  }
+}
+
+/** The arbiter's record (its `/v1/status`): whom it counts as the backup in sync, by incarnation. */
+async function arbiterRecord(c: Cluster): Promise<{ epoch: number; primary: string; backupInSync: boolean; backupIncarnation: string | null }> {
+  return (await (await fetch(`${c.urls.a1}/v1/status`)).json()).arbiter;
+}
+
+/**
+ * Resolves when `primary` serves and the arbiter records `backup` in sync in an incarnation
+ * other than `before` (the one recorded before `backup` restarted): only then may it take over.
+ * The primary's own "in sync" flag is not enough: it still shows the backup's previous process
+ * until it notices the restart, and a takeover by the new process is then refused.
+ */
+function inSync(c: Cluster, primary: "p1" | "b1", backup: "p1" | "b1", before: string | null): Promise<void> {
+  return explained(c, [primary, backup, "a1"], `${primary} serves with ${backup} in sync in its new incarnation`, async () => {
     const s = await status(c.urls[primary]);
-    return s?.server?.role === "primary" && s.server.serving && s.server.backup?.arbiterRecordedInSync === true;
+    const record = await arbiterRecord(c);
+    return s?.server?.serving === true && record.primary === primary && record.backupInSync && record.backupIncarnation !== before;
   }, RESYNC_MS);
+}
+
+/** Upgrades the backup `id` (stop, start from `main`) and waits until the arbiter records its new process in sync. */
+async function upgradeBackup(c: Cluster, id: "p1" | "b1", primary: "p1" | "b1", main?: string): Promise<void> {
+  const before = (await arbiterRecord(c)).backupIncarnation;
+  await upgrade(c, id, main);
+  await inSync(c, primary, id, before);
 }
 
 test("rolling upgrade 1.0 → 1.1: arbiter, backup, primary one at a time; locks work in each mix and across the takeover", { timeout: 120_000 }, async () => {
@@ -83,27 +120,28 @@ test("rolling upgrade 1.0 → 1.1: arbiter, backup, primary one at a time; locks
     assert.equal(diskMarker(c, "p1"), "1.0");
 
     await upgrade(c, "a1", newer);
-    await upgrade(c, "b1", newer);
-    await inSync(c, "p1", "b1");
+    await upgradeBackup(c, "b1", "p1", newer);
     assert.deepEqual([diskMarker(c, "a1"), diskMarker(c, "b1"), diskMarker(c, "p1")], ["1.1", "1.1", "1.0"], "two builds in one cluster");
     // Held from here across the old primary's stop, released at the new one.
     const held = await client.lock("held", { ttlMs: 30_000 });
     await lockOnce("old-primary-new-backup");
 
-    // The primary (old) stops: the backup (new) takes over. The old build comes back first, as
-    // the backup of the new: the other mix.
-    await upgrade(c, "p1");
-    await inSync(c, "b1", "p1");
+    // The primary (old) stops: the backup (new) takes over (waited for: a p1 back before it
+    // would take its role back, a race docs/deploy.md's order avoids the same way). The old
+    // build comes back first, as the backup of the new: the other mix.
+    await stop(c, "p1");
+    await explained(c, ["b1", "a1"], "b1 took over", async () => (await status(c.urls.b1))?.server?.serving === true, TAKEOVER_MS);
+    const before = (await arbiterRecord(c)).backupIncarnation;
+    await c.start("p1");
+    await inSync(c, "b1", "p1", before);
     await lockOnce("new-primary-old-backup");
     // The last node takes the new build.
-    await upgrade(c, "p1", newer);
-    await inSync(c, "b1", "p1");
+    await upgradeBackup(c, "p1", "b1", newer);
     assert.equal(diskMarker(c, "p1"), "1.1");
     await lockOnce("after");
     await held.release();
 
-    const copy = await status(c.urls.p1);
-    assert.deepEqual(copy?.locks.map((l) => l.name), [], "every lock released, as the backup's copy says");
+    assert.deepEqual((await status(c.urls.b1))?.locks.map((l) => l.name), [], "every lock released");
     for (const id of ["p1", "b1", "a1"] as const) {
       const security = (await (await fetch(`${c.urls[id]}/v1/status?summary=1`)).json()).security;
       assert.equal(security?.versionMismatch, undefined, `${id} refused no peer request of the other build`);
