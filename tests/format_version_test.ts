@@ -6,7 +6,8 @@
  * so the two understand each other), so a changed header is refused as a forgery; that a peer route answers a
  * request of another major 400 `version_mismatch` (signed, counted) and takes one of a newer
  * minor or none (a build before versions: 1.0); and that a dataDir's marker is written when
- * absent and refuses a start when of another major, naming the file and both versions. The two
+ * absent and refuses a start when of another major, naming the file and both versions; that a
+ * repair datagram carries its format (none for 1.0) and one of another major is dropped. The two
  * builds run as one cluster in rolling_upgrade_process_test.ts.
  */
 import { test } from "node:test";
@@ -15,6 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
+import { decodeDatagram, encodeDatagram, type RepairDatagram } from "../cluster/ring/udp.ts";
 import { checkDiskFormat, DISK_FORMAT_FILE, DiskFormatError, peerFormatMiddleware } from "../cluster/format_version.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
@@ -181,4 +183,19 @@ test("a dataDir's marker: written when absent (files from before versions read a
   } finally {
     removeDir(dir);
   }
+});
+
+test("repair datagrams: 1.0 goes without a format field (as before versions), another minor is read, another major dropped naming both", async () => {
+  const datagram: RepairDatagram = { type: "whoLostPred", epoch: 4, suspect: "r2", from: "r3", inc: 2, seq: 7 };
+  const ring = new Set(["r1", "r2", "r3"]);
+  const ours = await encodeDatagram(datagram);
+  assert.ok(!new TextDecoder().decode(ours).includes("format"), "1.0: the bytes a build before versions sends and reads");
+  assert.deepEqual(decodeDatagram(ours, ring), datagram);
+  const newerMinor = await encodeDatagram(datagram, undefined, { major: 1, minor: 3 });
+  assert.match(new TextDecoder().decode(newerMinor), /"format":"1\.3"/);
+  assert.deepEqual(decodeDatagram(newerMinor, ring), datagram, "read, the format left out of what the core gets");
+  const newerMajor = decodeDatagram(await encodeDatagram(datagram, undefined, { major: 2, minor: 0 }), ring);
+  assert.ok("error" in newerMajor);
+  assert.equal(newerMajor.reason, "versionMismatch", "counted as datagramVersionMismatch, not as malformed");
+  assert.match(newerMajor.error, /the datagram has format version 2\.0, this build reads 1\.0/);
 });
