@@ -47,6 +47,11 @@ function buildWithFormats(dir: string, wire: string, disk: string): string {
   return join(dir, "main.ts");
 }
 
+/** The wire and disk formats a node's build says it runs (its `/v1/health`). */
+async function formatsOf(c: Cluster, id: "p1" | "b1" | "a1"): Promise<{ wire: string; disk: string }> {
+  return (await (await fetch(`${c.urls[id]}/v1/health`)).json()).formats;
+}
+
 /** The format a node's dataDir is marked with (cluster/format_version.ts). */
 function diskMarker(c: Cluster, id: string): string {
   return JSON.parse(readFileSync(join(c.dir, ".data", id, "format.json"), "utf8")).format;
@@ -122,6 +127,11 @@ test("rolling upgrade 1.0 → 1.1: arbiter, backup, primary one at a time; locks
     await upgrade(c, "a1", newer);
     await upgradeBackup(c, "b1", "p1", newer);
     assert.deepEqual([diskMarker(c, "a1"), diskMarker(c, "b1"), diskMarker(c, "p1")], ["1.1", "1.1", "1.0"], "two builds in one cluster");
+    assert.deepEqual(await Promise.all((["a1", "b1", "p1"] as const).map((id) => formatsOf(c, id))), [
+      { wire: "1.1", disk: "1.1" },
+      { wire: "1.1", disk: "1.1" },
+      { wire: "1.0", disk: "1.0" },
+    ], "each node's health says which build it runs");
     // Held from here across the old primary's stop, released at the new one.
     const held = await client.lock("held", { ttlMs: 30_000 });
     await lockOnce("old-primary-new-backup");
@@ -138,6 +148,7 @@ test("rolling upgrade 1.0 → 1.1: arbiter, backup, primary one at a time; locks
     // The last node takes the new build.
     await upgradeBackup(c, "p1", "b1", newer);
     assert.equal(diskMarker(c, "p1"), "1.1");
+    assert.deepEqual(await formatsOf(c, "p1"), { wire: "1.1", disk: "1.1" });
     await lockOnce("after");
     await held.release();
 

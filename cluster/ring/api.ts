@@ -25,6 +25,7 @@ import type { ClientInput, RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import { peerFormatMiddleware } from "../format_version.ts";
+import { FORMATS } from "../../lib/wire/version.ts";
 import { VERSION } from "../version.ts";
 
 export interface RingApiOptions {
@@ -142,6 +143,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       id: options.nodeId,
       role: "ring",
       version: VERSION,
+      formats: FORMATS,
       ...(options.pid === undefined ? {} : { pid: options.pid }),
       ring: { serving, member: view.member, quorum: lease.quorum, epoch: view.view?.epoch ?? 0, ...(serving ? {} : { reason: view.member ? lease.reason : "not a member of the current view (rejoining)" }) },
     });
@@ -151,6 +153,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
     ok({
       ...node.status(service.now()),
       version: VERSION,
+      formats: FORMATS,
       linkQueue: service.linkLength,
       hopMs: service.hopTimes(),
       lease: service.lease(),

@@ -33,6 +33,9 @@ export function formatText(version: FormatVersion): string {
   return `${version.major}.${version.minor}`;
 }
 
+/** What `/v1/health` and status show as `formats`, so a half-done upgrade shows which node runs which. */
+export const FORMATS = { wire: formatText(WIRE_FORMAT), disk: formatText(DISK_FORMAT) } as const;
+
 /** The version `text` names, or null when it is no `major.minor`. */
 export function parseFormat(text: string): FormatVersion | null {
   const match = VERSION_PATTERN.exec(text);
