@@ -6,7 +6,8 @@
  * the old build as primary and the new as backup, then the other way round, and after; no node
  * refuses a peer request. Then a copy whose wire major is 2 is refused (`version_mismatch`,
  * counted), and a dataDir marked 2.0 stops a start with exit 2 naming the file and both versions.
- * Each test stops its processes and removes its temp dirs (the copies too).
+ * A ring of three is upgraded the same way, one node at a time. Each test stops its processes
+ * and removes its temp dirs (the copies too).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -16,6 +17,7 @@ import { connect } from "../lib/client/lock_client.ts";
 import { DEFAULT_SETTINGS as S } from "../lib/settings.ts";
 import { eventually, removeDir, ROOT, startMutexd, tempDir, writeCluster } from "./_harness.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
+import { startRing } from "./_ring_cluster.ts";
 
 /** Room for scheduling on shared cores, added to each bound below (as failover_process_test.ts). */
 const SLACK_MS = 2_000;
@@ -194,6 +196,42 @@ test("another major is refused: a wire 2.0 backup gets version_mismatch from the
     assert.match(refused.stderr(), /node a9 cannot start: .*\.data\/a9\/format\.json has format version 2\.0, this build reads 1\.0/);
   } finally {
     await c.stopAll();
+    removeDir(builds);
+  }
+});
+
+test("rolling upgrade of a ring 1.0 → 1.1, one node at a time: sections and their writes go on in every mix", { timeout: 180_000 }, async () => {
+  const builds = tempDir("mutexd-builds-");
+  const ring = await startRing({ size: 3, udp: true });
+  try {
+    const newer = buildWithFormats(join(builds, "v1.1"), "1.1", "1.1");
+    let count = 0;
+    const increment = async () => {
+      const section = await ring.clients[0].lock({ waitMs: 30_000 });
+      await section.put("counter", String(++count));
+      await section.release();
+    };
+    await increment();
+    for (const id of ring.ids) {
+      await ring.stop(id, "SIGTERM");
+      await ring.start(id, newer);
+      await ring.waitTokenEverywhere();
+      await increment();
+      const statuses = await ring.statuses();
+      const formats = statuses.map((s) => s?.formats?.wire);
+      const upgraded = ring.ids.slice(0, ring.ids.indexOf(id) + 1);
+      assert.deepEqual(formats, ring.ids.map((n) => (upgraded.includes(n) ? "1.1" : "1.0")), `after ${id}: ${ring.logTails()}`);
+      for (const [i, s] of statuses.entries()) {
+        const refused = (s as { security?: Record<string, number> } | undefined)?.security ?? {};
+        assert.equal((refused.versionMismatch ?? 0) + (refused.datagramVersionMismatch ?? 0), 0, `${ring.ids[i]} refused nothing of the other build`);
+      }
+    }
+    await eventually("every node reads the last write", async () => {
+      const values = await Promise.all(ring.clients.map((client) => client.get("counter").catch(() => undefined)));
+      return values.every((v) => v?.value === String(count));
+    }, 10_000);
+  } finally {
+    await ring.remove();
     removeDir(builds);
   }
 });
