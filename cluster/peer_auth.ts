@@ -4,8 +4,8 @@
  * is refused, across restarts of either side too, without synchronized clocks or disk.
  *
  * A request carries `x-mutexd-from` (the sender's id), `x-mutexd-nonce`, `x-mutexd-seq` and
- * `x-mutexd-mac` over a label, from, the RECEIVER's id, nonce, seq, method, path with query and
- * the body's bytes. The receiver issues the nonces: a request with a valid MAC under a nonce it
+ * `x-mutexd-mac` over a label, from, the RECEIVER's id, nonce, seq, method, path with query, the
+ * wire format version (`x-mutexd-format`, lib/wire/version.ts; not when 1.0) and the body's bytes. The receiver issues the nonces: a request with a valid MAC under a nonce it
  * did not issue to that sender in this process is answered 401 `peer_challenge` with a nonce
  * (`x-mutexd-challenge`), which the sender takes and retries with at once. Under a nonce a
  * sliding window of seqs (the highest and a bitmap, as IPsec does) refuses a seq seen before.
@@ -23,6 +23,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Context, MiddlewareHandler } from "hono";
 import { readBodyBytes, RequestError } from "./http_util.ts";
 import type { SecurityLog } from "./security_log.ts";
+import { FORMAT_HEADER, formatText, UNVERSIONED, WIRE_FORMAT } from "../lib/wire/version.ts";
 
 export const PEER_HEADER = {
   from: "x-mutexd-from",
@@ -89,6 +90,8 @@ export interface RequestHead {
   method: string;
   /** The path with its query, as sent (`/v1/ring/peer/log?from=5`). */
   path: string;
+  /** The wire format the request names (FORMAT_HEADER); absent or "" for none (a build before versions). */
+  format?: string;
 }
 
 /**
@@ -99,7 +102,17 @@ function mac(key: PeerKey, head: unknown[], body: Uint8Array): Buffer {
   return createHmac("sha256", key.bytes).update(JSON.stringify(head) + "\n").update(body).digest();
 }
 
-const requestHead = (h: RequestHead) => [REQUEST_LABEL, h.from, h.to, h.nonce, h.seq, h.method, h.path];
+/** The wire format every peer request of this build names. */
+const OUR_FORMAT = formatText(WIRE_FORMAT);
+const UNVERSIONED_TEXT = formatText(UNVERSIONED);
+
+/**
+ * The format is MACed unless it is 1.0 or absent (the same: a build before versions sent none),
+ * so a request of format 1.0 is signed as such a build signs it and the two still understand
+ * each other during the rolling upgrade that brings in versions; any other format is covered.
+ */
+const formatSigned = (format: string | undefined) => (format === undefined || format === "" || format === UNVERSIONED_TEXT ? [] : [format]);
+const requestHead = (h: RequestHead) => [REQUEST_LABEL, h.from, h.to, h.nonce, h.seq, h.method, h.path, ...formatSigned(h.format)];
 const answerHead = (requestMac: string, status: number, challenge: string) => [ANSWER_LABEL, requestMac, status, challenge];
 
 /** The MAC of a request (hex): what `x-mutexd-mac` carries. */
@@ -145,12 +158,13 @@ export type BaseFetch = (url: string, init: RequestInit) => Promise<Response>;
 
 const globalFetch: BaseFetch = (url, init) => fetch(url, init);
 
+
 /** Without a secret: a plain request over `send`, no headers (loopback only). */
 export function plainPeerFetch(send: BaseFetch = globalFetch): PeerFetch {
   return async (_to, url, request) => {
     const response = await send(url, {
       method: request.method,
-      headers: request.contentType ? { "content-type": request.contentType } : undefined,
+      headers: { ...(request.contentType ? { "content-type": request.contentType } : {}), [FORMAT_HEADER]: OUR_FORMAT },
       body: request.body,
       signal: AbortSignal.timeout(request.timeoutMs),
     });
@@ -213,7 +227,7 @@ export class PeerSigner {
     const nonce = session.nonce;
     session.seq += 1;
     const parsed = new URL(url);
-    const head: RequestHead = { from: this.self, to, nonce, seq: session.seq, method: request.method, path: parsed.pathname + parsed.search };
+    const head: RequestHead = { from: this.self, to, nonce, seq: session.seq, method: request.method, path: parsed.pathname + parsed.search, format: OUR_FORMAT };
     const requestMac = signRequest(this.key, head, body);
     const response = await this.send(url, {
       method: request.method,
@@ -223,6 +237,7 @@ export class PeerSigner {
         [PEER_HEADER.nonce]: nonce,
         [PEER_HEADER.seq]: String(head.seq),
         [PEER_HEADER.mac]: requestMac,
+        [FORMAT_HEADER]: OUR_FORMAT,
       },
       body: request.method === "GET" ? undefined : body,
       signal: AbortSignal.timeout(request.timeoutMs),
@@ -258,7 +273,7 @@ export type PeerVerdict =
 
 /** A request as the receiver sees it: the four headers (null when absent), method, path with query, body. */
 export interface ReceivedRequest {
-  headers: { from: string | null; nonce: string | null; seq: string | null; mac: string | null };
+  headers: { from: string | null; nonce: string | null; seq: string | null; mac: string | null; format?: string | null };
   method: string;
   path: string;
   body: Uint8Array;
@@ -288,7 +303,7 @@ export class PeerVerifier {
     if (from.length === 0 || from.length > HEADER_VALUE_LENGTH_MAX || nonce.length > HEADER_VALUE_LENGTH_MAX || !SEQ_PATTERN.test(seq)) {
       return refuse("peerUnauthenticated", "malformed peer authentication headers");
     }
-    const head: RequestHead = { from, to: this.self, nonce, seq: Number(seq), method: request.method, path: request.path };
+    const head: RequestHead = { from, to: this.self, nonce, seq: Number(seq), method: request.method, path: request.path, format: request.headers.format ?? "" };
     if (!macValid(this.key, requestHead(head), request.body, givenMac)) {
       return refuse("peerForged", `the request's MAC is not valid for ${this.self} (wrong secret, receiver or content)`);
     }
@@ -372,7 +387,13 @@ export function peerAuthMiddleware(verifier: PeerVerifier, security: SecurityLog
       }
     }
     const verdict = verifier.verify({
-      headers: { from, nonce: c.req.header(PEER_HEADER.nonce) ?? null, seq: c.req.header(PEER_HEADER.seq) ?? null, mac: c.req.header(PEER_HEADER.mac) ?? null },
+      headers: {
+        from,
+        nonce: c.req.header(PEER_HEADER.nonce) ?? null,
+        seq: c.req.header(PEER_HEADER.seq) ?? null,
+        mac: c.req.header(PEER_HEADER.mac) ?? null,
+        format: c.req.header(FORMAT_HEADER) ?? null,
+      },
       method: c.req.method,
       path: url.pathname + url.search,
       body: requestBody,

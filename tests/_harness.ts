@@ -35,12 +35,12 @@ export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** package.json's version, read as a file: what `--version`, status and health must show. */
 export const PACKAGE_VERSION: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
 
-/** argv that runs main.ts under the runtime executing this test (Deno or Bun). */
-export function mutexdArgv(): string[] {
+/** argv that runs main.ts (this tree's, or `main`: another build's) under the runtime executing this test (Deno or Bun). */
+export function mutexdArgv(main = `${ROOT}/main.ts`): string[] {
   // deno-lint-ignore no-explicit-any
   const g = globalThis as any;
-  if (g.Deno) return [g.Deno.execPath(), "run", "-A", `${ROOT}/main.ts`];
-  return [process.execPath, `${ROOT}/main.ts`];
+  if (g.Deno) return [g.Deno.execPath(), "run", "-A", main];
+  return [process.execPath, main];
 }
 
 /** A port that was free a moment ago (bind to 0, read, close). */
@@ -107,9 +107,9 @@ export interface Proc {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Spawns `mutexd ...args` and collects its output. */
-export function startMutexd(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Proc {
-  const [cmd, ...pre] = mutexdArgv();
+/** Spawns `mutexd ...args` (of the build whose main.ts is `options.main`, default this tree's) and collects its output. */
+export function startMutexd(args: string[], options: { env?: Record<string, string>; cwd?: string; main?: string } = {}): Proc {
+  const [cmd, ...pre] = mutexdArgv(options.main);
   return startProcess(cmd, [...pre, ...args], options);
 }
 

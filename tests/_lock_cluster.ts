@@ -13,7 +13,8 @@ export interface Cluster {
   /** The fetch that reaches the nodes (one trusting `options.ca` when they are on TLS). */
   fetch: TrustingFetch;
   procs: Map<string, Proc>;
-  start(id: "p1" | "b1" | "a1"): Promise<void>;
+  /** (Re)starts `id` (SIGKILL first if it runs), from this tree or the build whose main.ts is `main`. */
+  start(id: "p1" | "b1" | "a1", main?: string): Promise<void>;
   stopAll(): Promise<void>;
 }
 
@@ -58,9 +59,9 @@ export async function startCluster(settings: string[] = [], options: ClusterOpti
     urls,
     fetch: fetchFn,
     procs,
-    async start(id) {
+    async start(id, main) {
       procs.get(id)?.kill("SIGKILL");
-      const proc = startMutexd(["node", "--config", file, "--id", id]);
+      const proc = startMutexd(["node", "--config", file, "--id", id], { main });
       procs.set(id, proc);
       await waitForHttp(`${urls[id]}/v1/health`, undefined, fetchFn);
     },

@@ -110,8 +110,8 @@ export interface RingCluster {
   /** Every process each node ran as, oldest first (their stderr is the node's JSON log). */
   incarnations: Map<string, Proc[]>;
   client(id: string): RingClient;
-  /** Starts node `id` and waits for its health endpoint (fails if it exits first). */
-  start(id: string): Promise<Proc>;
+  /** Starts node `id` (from this tree, or the build whose main.ts is `main`) and waits for its health endpoint (fails if it exits first). */
+  start(id: string, main?: string): Promise<Proc>;
   /** Starts every node and waits until the token has been everywhere. */
   startAll(): Promise<void>;
   /** Sends `signal` to node `id` (a SIGSTOPped node gets SIGCONT after it) and waits for its exit. */
@@ -186,9 +186,9 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
     procs,
     incarnations,
     client: (id) => clients[ids.indexOf(id)],
-    async start(id) {
+    async start(id, main) {
       if (procs.has(id)) throw new Error(`${id} is running`);
-      const [cmd, ...pre] = [...(options.wrap?.(id) ?? []), ...mutexdArgv()];
+      const [cmd, ...pre] = [...(options.wrap?.(id) ?? []), ...mutexdArgv(main)];
       const proc = startProcess(cmd, [...pre, "node", "--config", file, "--id", id]);
       procs.set(id, proc);
       incarnations.get(id)!.push(proc);

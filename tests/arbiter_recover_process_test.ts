@@ -10,7 +10,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../lib/client/lock_client.ts";
 import type { ArbiterStatus } from "../cluster/arbiter/server.ts";
@@ -71,6 +71,14 @@ test("the arbiter's disk replaced by an empty one: it decides nothing until `mut
     assert.match(early.stderr(), /a1 answers: stop it first/);
     c.procs.get("a1")!.kill("SIGKILL");
     await c.procs.get("a1")!.exited;
+    // Not into a dataDir of another major disk format (docs/deploy.md, "Upgrades and format versions").
+    const marker = join(c.dir, ".data", "a1", "format.json");
+    const markerText = readFileSync(marker, "utf8");
+    writeFileSync(marker, JSON.stringify({ format: "2.0" }));
+    const otherMajor = startMutexd(["arbiter", "recover", "--config", c.file, "--id", "a1"]);
+    assert.equal(await otherMajor.exited, 2, otherMajor.stderr());
+    assert.match(otherMajor.stderr(), /not recovered: .*format\.json has format version 2\.0, this build reads 1\.0/);
+    writeFileSync(marker, markerText);
     const recover = startMutexd(["arbiter", "recover", "--config", c.file, "--id", "a1"]);
     assert.equal(await recover.exited, 0, recover.stderr());
     const written = JSON.parse(readFileSync(arbiterFile, "utf8"));

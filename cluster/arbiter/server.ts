@@ -30,6 +30,8 @@ import { type Access, ClientAuth } from "../client_auth.ts";
 import { dashboardOf } from "../dashboard/routes.ts";
 import { nodeInstruments } from "../metrics.ts";
 import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
+import { peerFormatMiddleware } from "../format_version.ts";
+import { FORMATS } from "../../lib/wire/version.ts";
 import { VERSION } from "../version.ts";
 
 /** Reads the persisted arbiter state; a corrupt file stops the arbiter rather than reset epochs. */
@@ -123,7 +125,7 @@ export function answerArbiter(
 
 /** The answer of `GET /v1/status`: `mutexd status` reads it with this type. */
 export interface ArbiterStatus {
-  node: { id: string; role: "arbiter"; version: string };
+  node: { id: string; role: "arbiter"; version: string; formats: typeof FORMATS };
   /** Refused requests by reason (security_log.ts). */
   security: Record<string, number>;
   arbiter: ArbiterState & { leaseRemainingMs: number };
@@ -171,11 +173,13 @@ export function createArbiterApp(
     app.use("/v1/arbiter", options.peerAuth);
     app.use("/v1/ring/peer/*", options.peerAuth);
   }
-  app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter", version: VERSION, ...(options.pid === undefined ? {} : { pid: options.pid }) }));
+  app.use("/v1/arbiter", peerFormatMiddleware(security));
+  app.use("/v1/ring/peer/*", peerFormatMiddleware(security));
+  app.get("/v1/health", (c) => c.json({ ok: true, id: options.nodeId, role: "arbiter", version: VERSION, formats: FORMATS, ...(options.pid === undefined ? {} : { pid: options.pid }) }));
   app.get("/v1/status", (c) => {
     auth.require(c, ARBITER_STATUS_ACCESS);
     return c.json({
-      node: { id: options.nodeId, role: "arbiter", version: VERSION },
+      node: { id: options.nodeId, role: "arbiter", version: VERSION, formats: FORMATS },
       security: security.view(),
       arbiter: { ...core.current, leaseRemainingMs: core.leaseRemainingMs(options.nowMs()) },
     } satisfies ArbiterStatus);

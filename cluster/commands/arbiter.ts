@@ -12,6 +12,7 @@ import { loadArbiterState } from "../arbiter/server.ts";
 import { nodeUrl } from "../config.ts";
 import { fetchFor } from "../runtime.ts";
 import { writeDurably } from "../durable_file.ts";
+import { checkDiskFormat, DiskFormatError } from "../format_version.ts";
 import type { LockStatus } from "../lock/api.ts";
 import { clientToken, clusterFrom, EXIT, parseFlags, runCommand, TOKEN_FLAGS, TOKEN_HELP, UsageError } from "./common.ts";
 import { type FetchPort, httpRequest, realTimers } from "../../lib/client/http.ts";
@@ -26,7 +27,7 @@ then start the arbiter. It refuses (exit 5, saying why) unless both lock servers
 exactly one of them is primary of the highest epoch, or while the arbiter answers.
 ${TOKEN_HELP}
                     (the lock servers' status needs admin on every name, prefix "")
-Exit codes: 0 written, 2 usage or cluster-file error, 5 refused.
+Exit codes: 0 written, 2 usage or cluster-file error (also: the dataDir has another major disk format version), 5 refused.
 `;
 
 /** Thrown when a server refused the token: recover says so rather than "did not answer". */
@@ -76,6 +77,14 @@ export function run(argv: string[]): Promise<number> {
     } catch (error) {
       if (error instanceof Refused) return refuse(error.message);
       throw error;
+    }
+    // The record is written in this build's disk format: not into a dataDir of another major.
+    try {
+      checkDiskFormat(arbiter.dataDir);
+    } catch (error) {
+      if (!(error instanceof DiskFormatError)) throw error;
+      process.stderr.write(`mutexd: not recovered: ${error.message}\n`);
+      return EXIT.usage;
     }
     const file = `${arbiter.dataDir}/arbiter.json`;
     let existing: ArbiterState | null;

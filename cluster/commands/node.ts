@@ -8,6 +8,7 @@ import { jsonLogger, LOG_LEVELS, type LogLevel } from "../log.ts";
 import { installFailStop } from "../fail_stop.ts";
 import { type NodeStarter, stopWithin } from "../running_node.ts";
 import { ListenError } from "../runtime.ts";
+import { checkDiskFormat, DiskFormatError } from "../format_version.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
 /** Role → the module that starts it. Each role lives in its own cluster/ module. */
@@ -27,7 +28,7 @@ cluster file again: a ring node takes one ring node added or removed (docs/ring.
 Without a cluster secret ([cluster] secret, secretFile or secretEnv) a node listens on loopback
 only and refuses [[tokens]] (exit 2): nothing would authenticate its peer traffic.
 Exit codes: 0 stopped by a signal, 2 bad flags or cluster file (also: its address is taken or not
-on this host, said in one line), 70 fail-stop (a decision could
+on this host, or its dataDir has another major disk format version, said in one line), 70 fail-stop (a decision could
 not be written to disk, or a bug such as a core's assertion; a restart starts from the disk or
 a fresh copy), 1 crashed.
 `;
@@ -66,6 +67,18 @@ export function run(argv: string[]): Promise<number> {
     if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
     const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax, undefined, logLevel as LogLevel);
     installFailStop(log);
+    // Before any file of the dataDir is read: a dataDir of another major disk format stops the
+    // start (exit 2, naming the file and both versions). A lock server without `durable` keeps nothing there.
+    if (node.role === "arbiter" || node.role === "ring" || cluster.durable) {
+      try {
+        checkDiskFormat(node.dataDir);
+      } catch (error) {
+        if (!(error instanceof DiskFormatError)) throw error;
+        log.flush();
+        process.stderr.write(`mutexd: node ${node.id} cannot start: ${error.message}\n`);
+        return EXIT.usage;
+      }
+    }
     const start = await STARTERS[node.role]();
     let running;
     try {

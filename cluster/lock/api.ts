@@ -17,6 +17,8 @@ import type * as v from "valibot";
 import type { LoopStallView } from "../stall_monitor.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
+import { peerFormatMiddleware } from "../format_version.ts";
+import { FORMATS } from "../../lib/wire/version.ts";
 import type { SecurityLog } from "../security_log.ts";
 import { ANONYMOUS, type Caller, callerOf } from "../caller.ts";
 import { hashSessionSecret, randomSessionSecret } from "./session_secret.ts";
@@ -29,7 +31,7 @@ import type { LockWatchHub } from "./watch.ts";
  * `node.role` is the role the server has now (after a failover the backup of the cluster file
  * is the primary); `node.configuredRole` is the cluster file's.
  */
-export type LockStatus = { node: { id: string; role: string; configuredRole: string; version: string }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
+export type LockStatus = { node: { id: string; role: string; configuredRole: string; version: string; formats: typeof FORMATS }; security: Record<string, number> } & StatusView & Partial<LoopStallView>;
 
 export interface LockApiOptions {
   nodeId: string;
@@ -296,9 +298,10 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
 
   // Before the route: the middleware refuses what does not authenticate and signs the answers.
   if (options.peerAuth) app.use("/v1/peer", options.peerAuth);
+  app.use("/v1/peer", peerFormatMiddleware(options.security ?? service.security));
 
   // The role now (joining, primary or backup), not only the cluster file's.
-  const node = () => ({ id: options.nodeId, role: service.summary().server.role, configuredRole: options.role, version: VERSION });
+  const node = () => ({ id: options.nodeId, role: service.summary().server.role, configuredRole: options.role, version: VERSION, formats: FORMATS });
   app.get("/v1/health", (c) => c.json({ ok: true, ...node(), ...(options.pid === undefined ? {} : { pid: options.pid }) }));
 
   app.get("/v1/status", (c) => {

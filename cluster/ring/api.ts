@@ -24,6 +24,8 @@ import type * as v from "valibot";
 import type { ClientInput, RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
+import { peerFormatMiddleware } from "../format_version.ts";
+import { FORMATS } from "../../lib/wire/version.ts";
 import { VERSION } from "../version.ts";
 
 export interface RingApiOptions {
@@ -112,6 +114,7 @@ export function ringStatusBody(service: RingService, options: Pick<RingApiOption
   return {
     ...service.node.status(service.now()),
     version: VERSION,
+    formats: FORMATS,
     linkQueue: service.linkLength,
     hopMs: service.hopTimes(),
     lease: service.lease(),
@@ -156,6 +159,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
       id: options.nodeId,
       role: "ring",
       version: VERSION,
+      formats: FORMATS,
       ...(options.pid === undefined ? {} : { pid: options.pid }),
       ring: { serving, member: view.member, quorum: lease.quorum, epoch: view.view?.epoch ?? 0, ...(serving ? {} : { reason: view.member ? lease.reason : "not a member of the current view (rejoining)" }) },
     });
@@ -351,6 +355,7 @@ export function createRingApp(service: RingService, options: RingApiOptions): Ho
   // Bearer tokens before every route (health and the peer routes pass); each route says what it needs.
   app.use(auth.middleware);
   if (options.peerAuth) app.use("/v1/ring/peer/*", options.peerAuth);
+  app.use("/v1/ring/peer/*", peerFormatMiddleware(options.security ?? service.security));
   serveRoutes(app, ringRoutes(service, options), auth);
   return app;
 }

@@ -8,7 +8,8 @@
  * to every other ring node's host:udp (clouds and routers drop broadcast). So a receiver gets the
  * same datagram more than once and drops the copies by (sender, incarnation, sequence number).
  * Datagrams over `datagramBytesMax` and datagrams whose JSON shape is wrong are dropped and
- * counted before anything reaches a core: the wire is not trusted.
+ * counted before anything reaches a core: the wire is not trusted. A datagram names its wire
+ * format in `format` (absent: 1.0, lib/wire/version.ts); another major is dropped as `versionMismatch`.
  *
  * Authentication (docs/security.md, "Repair datagrams (UDP)"). With the cluster secret every
  * datagram is sealed: `{"mac":"<64 hex>","data":<the datagram's JSON>}`, the MAC an HMAC-SHA256
@@ -37,6 +38,7 @@ import { isLoopbackHost } from "../config.ts";
 import { repairDatagramSchema } from "../../lib/wire/ring_peer.ts";
 import { check } from "../../lib/wire/schema.ts";
 import { derivedKey } from "../peer_auth.ts";
+import { type FormatVersion, formatRefusal, formatText, UNVERSIONED, WIRE_FORMAT } from "../../lib/wire/version.ts";
 
 /** A repair message as it travels: the core's message plus the sender's incarnation and sequence number. */
 export type RepairDatagram = RepairMessage & { inc: number; seq: number };
@@ -47,7 +49,7 @@ export interface RepairPeer {
   udpPort: number;
 }
 
-export type DropReason = "oversized" | "malformed" | "duplicate" | "own" | "forged" | "replayed" | "notLoopback" | "overloaded";
+export type DropReason = "oversized" | "malformed" | "duplicate" | "own" | "forged" | "replayed" | "notLoopback" | "overloaded" | "versionMismatch";
 
 /**
  * The drops that are refused input, by the reason a SecurityLog counts them under (ring status
@@ -60,6 +62,7 @@ export const REFUSED_AS: Partial<Record<DropReason, string>> = {
   replayed: "datagramReplayed",
   notLoopback: "datagramNotLoopback",
   overloaded: "datagramOverloaded",
+  versionMismatch: "datagramVersionMismatch",
 };
 
 export interface RepairChannelOptions {
@@ -113,9 +116,11 @@ function macInput(data: Uint8Array): Uint8Array<ArrayBuffer> {
 }
 
 /** The bytes of a datagram: its JSON, sealed with a MAC when a key is given. */
-export async function encodeDatagram(datagram: RepairDatagram, key?: CryptoKey): Promise<Uint8Array> {
+export async function encodeDatagram(datagram: RepairDatagram, key?: CryptoKey, wireFormat: FormatVersion = WIRE_FORMAT): Promise<Uint8Array> {
   const { type, epoch, suspect, from, inc, seq } = datagram;
-  const data = encoder.encode(JSON.stringify({ type, epoch, suspect, from, inc, seq }));
+  // 1.0 goes without the field, as before versions: such a build refuses a field it does not know.
+  const format = formatText(wireFormat) === formatText(UNVERSIONED) ? {} : { format: formatText(wireFormat) };
+  const data = encoder.encode(JSON.stringify({ type, epoch, suspect, from, inc, seq, ...format }));
   if (!key) return data;
   const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, macInput(data)));
   const hex = Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -160,7 +165,7 @@ export async function unsealDatagram(bytes: Uint8Array, key: CryptoKey): Promise
  * (lib/wire/ring_peer.ts: numbers non-negative safe integers, no other keys), then its names
  * must be ring nodes.
  */
-export function decodeDatagram(bytes: Uint8Array, ringIds: ReadonlySet<string>): RepairDatagram | { error: string } {
+export function decodeDatagram(bytes: Uint8Array, ringIds: ReadonlySet<string>): RepairDatagram | { error: string; reason?: DropReason } {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
@@ -169,7 +174,9 @@ export function decodeDatagram(bytes: Uint8Array, ringIds: ReadonlySet<string>):
   }
   const checked = check(repairDatagramSchema, value, "datagram");
   if (!checked.ok) return { error: checked.message.slice(0, 200) };
-  const d = checked.value;
+  const { format, ...d } = checked.value;
+  const refusal = formatRefusal("the datagram", format ?? formatText(UNVERSIONED), WIRE_FORMAT);
+  if (refusal !== null) return { error: refusal, reason: "versionMismatch" };
   for (const key of ["suspect", "from"] as const) {
     if (!ringIds.has(d[key])) return { error: `${key} is not a ring node` };
   }
@@ -225,6 +232,7 @@ export class RepairChannel {
     replayed: 0,
     notLoopback: 0,
     overloaded: 0,
+    versionMismatch: 0,
   };
   private seq = 0;
   private readonly remembered = new Set<string>();
@@ -350,7 +358,7 @@ export class RepairChannel {
   /** A datagram's JSON, from a source allowed (and, when `authenticated`, its MAC checked). */
   private accept(data: Uint8Array, source: string, authenticated: boolean): void {
     const datagram = decodeDatagram(data, this.ringIds);
-    if ("error" in datagram) return this.drop("malformed", datagram.error, source);
+    if ("error" in datagram) return this.drop(datagram.reason ?? "malformed", datagram.error, source);
     if (datagram.from === this.options.self) return this.drop("own", "", source);
     const key = `${datagram.from}/${datagram.inc}/${datagram.seq}`;
     if (this.remembered.has(key)) return this.drop("duplicate", key, source);

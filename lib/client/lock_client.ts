@@ -583,7 +583,8 @@ export function connect(options: ConnectOptions): LockClient {
 
 export interface StatusAnswer {
   /** `role`: the server's role now (after a failover the configured backup serves as primary); `configuredRole`: the cluster file's. */
-  node: { id: string; role: string; configuredRole?: string; version?: string };
+  /** `formats`: the wire and disk format versions of the node's build (`1.0`; docs/deploy.md, "Upgrades and format versions"). */
+  node: { id: string; role: string; configuredRole?: string; version?: string; formats?: { wire: string; disk: string } };
   /** Refused input by reason (forged, malformed, …: docs/security.md). */
   security?: Record<string, number>;
   /** Replication state of this server (see lib/core/lock/lock_replica.ts ReplicaStatus). */

@@ -76,6 +76,8 @@ export interface RingGetResult {
 export interface RingStatus extends CoreRingStatus {
   /** The node's mutexd version (package.json's). */
   version?: string;
+  /** The wire and disk format versions of its build (`1.0`; docs/deploy.md, "Upgrades and format versions"). */
+  formats?: { wire: string; disk: string };
   linkQueue: number;
   /** This node's last hand-offs (up to 256), pass to the successor's acknowledgement, ms (null: none yet). */
   hopMs: { p50: number | null; p99: number | null; samples: number; count: number };

@@ -117,9 +117,11 @@ export const repairDatagramSchema = v.strictObject({
   from: nodeId(),
   inc: count(),
   seq: count(),
+  /** The sender's wire format (lib/wire/version.ts), absent for 1.0 (a build before versions knows no such field). */
+  format: v.optional(v.pipe(v.string(), v.maxLength(16))),
 });
 
-sameType<Same<Omit<v.InferOutput<typeof repairDatagramSchema>, "inc" | "seq">, Flat<Omit<RepairMessage, never>>>>();
+sameType<Same<Omit<v.InferOutput<typeof repairDatagramSchema>, "inc" | "seq" | "format">, Flat<Omit<RepairMessage, never>>>>();
 
 // ---- The view change (lib/core/ring/view_wire.ts ViewMessage) ----
 
