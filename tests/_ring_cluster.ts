@@ -10,7 +10,7 @@
  * promiser waits ringLeaseMaxMs + tokenLeaseSafetyMs before its first grant; a token at a live
  * promiser waits only what is left of that section's lease.
  */
-import { type RingClient, type RingStatus } from "../lib/client/ring_client.ts";
+import type { RingClient, RingStatus } from "../lib/client/ring_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
 import { fetchTrusting } from "../lib/client/tls.ts";
 import type { ViewStatus } from "../lib/core/ring/view.ts";

@@ -17,8 +17,7 @@ import { join } from "node:path";
 import { reachable } from "../tools/build_client.ts";
 import { eventually, freePort, PACKAGE_VERSION, type Proc, QUICK_RING_SETTINGS, removeDir, ROOT, startProcess, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
-/** Give-up bounds (not speed targets): npm pack runs deno pack, which type-checks the client. */
-const PACK_MS = 120_000;
+/** Give-up bound (not a speed target). */
 const PROCESS_START_MS = 15_000;
 
 const BUN = `${ROOT}/node_modules/.bin/bun`;

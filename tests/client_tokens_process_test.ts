@@ -14,7 +14,7 @@ import { writeFileSync } from "node:fs";
 import process from "node:process";
 import { connect } from "../lib/client/lock_client.ts";
 import { connectRing } from "../lib/client/ring_client.ts";
-import { MutexdError } from "../lib/wire/errors.ts";
+import type { MutexdError } from "../lib/wire/errors.ts";
 import { eventually, freePort, type Proc, QUICK_RING_SETTINGS, removeDir, startMutexd, tempDir, TEST_SECRET, waitForHttp, writeCluster, writeMutexdWrapper } from "./_harness.ts";
 
 /** Each token's secret (distinct, ≥ 32 characters) and permissions. */

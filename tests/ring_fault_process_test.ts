@@ -13,7 +13,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
-import { type RingClient, type RingLock } from "../lib/client/ring_client.ts";
+import type { RingClient, RingLock } from "../lib/client/ring_client.ts";
 import { eventually } from "./_harness.ts";
 import { NetLab, netnsUnavailable } from "./_netns.ts";
 import {

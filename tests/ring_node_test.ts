@@ -7,7 +7,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type RingInput, RingNode, type RingOutput } from "../lib/core/ring/ring_node.ts";
+import type { RingInput, RingNode, RingOutput } from "../lib/core/ring/ring_node.ts";
 import { fenceFloor } from "../lib/core/ring/view_wire.ts";
 import { F1, fenceOf, harness, LIMITS, logRecords, only, put, replies, restart, sentToken, storedOf, token, viewOf } from "./_ring_node.ts";
 

@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
-import { type RingClient } from "../lib/client/ring_client.ts";
+import type { RingClient } from "../lib/client/ring_client.ts";
 import { eventually, startMutexd, writeMutexdWrapper } from "./_harness.ts";
 import { committedLog, RING, type RingCluster, roundMs, SLACK_MS, startRing, tokenEverywhereMs, unknownTokenWaitMs } from "./_ring_cluster.ts";
 

@@ -459,11 +459,6 @@ export class LockService {
     if (!table) return { server, lastToken: 0, sessions: [], locks: [] };
     const nowMs = this.viewNowMs(table, server);
     const snapshot = table.snapshot();
-    // Who holds what: a session's owner (its caller's token name), never its secret's hash.
-    const ownerOf = (session: string) => {
-      const owner = table.sessions.get(session)?.owner;
-      return owner === undefined ? {} : { owner };
-    };
     // Appended in place: copying the list per lock was quadratic in a session's locks (52 ms of
     // CPU per dashboard snapshot for one session with 10,000 locks).
     const heldBy = new Map<string, string[]>();

@@ -56,6 +56,8 @@ export class LockWatchHub {
   /** A new stream of `name` (the caller checked the role, the token and `full`). */
   open(name: string): ReadableStream<Uint8Array> {
     let stream: Stream;
+    // The stream's callbacks are methods of their own object: they reach the hub by this name.
+    // deno-lint-ignore no-this-alias
     const hub = this;
     return new ReadableStream<Uint8Array>({
       start(controller) {

@@ -25,13 +25,13 @@
  * or a confirmed suspicion, starts one; the members are whoever promises).
  */
 import { assertNever } from "../../lib/core/assert.ts";
-import {
-  type ClientReply,
-  type RingEffect,
-  type RingInput,
+import type {
+  ClientReply,
+  RingEffect,
+  RingInput,
   RingNode,
-  type RingOutput,
-  type RingResult,
+  RingOutput,
+  RingResult,
 } from "../../lib/core/ring/ring_node.ts";
 import { type RepairInput, type RepairMessage, RingRepair, repairTimings, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";

@@ -23,7 +23,7 @@ import { parseArgs } from "node:util";
 import { removeDir, ROOT } from "../../_harness.ts";
 import { type BenchClient, makeClient } from "../lib/clients.ts";
 import { currentRuntime, type ServerHandle, startServer } from "../lib/server.ts";
-import { type Metrics, type Workload, type WorkloadContext } from "../lib/workload.ts";
+import type { Metrics, Workload, WorkloadContext } from "../lib/workload.ts";
 import { checkClient } from "./check.ts";
 import { peerF1 } from "./f1.ts";
 import { type PeersRun, peersMarkdown, peersSvg, type SystemResult } from "./report.ts";

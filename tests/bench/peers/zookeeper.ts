@@ -7,7 +7,7 @@
  * and that number is the fencing token; else watch the node just before mine (exists with a
  * watch) and look again when it is deleted. FIFO. Release: delete my node (a write).
  */
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
 import zookeeper from "node-zookeeper-client";
 import type { BenchClient, BenchSession, EnterAnswer } from "../lib/clients.ts";
 
