@@ -95,7 +95,7 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
     // One listener per round: a CMD orphaned by a kill -9 of its client speaks to no later round.
     const listener = `${o.client}#${op}`;
     o.hub.listen(listener, {
-      entered: (token, pid) => {
+      entered: (token, pid, leaseEndMs) => {
         if (round.acquired) return;
         o.supervisor.trackCommand(o.client, pid, true);
         round.pid = pid;
@@ -104,7 +104,7 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
         if (round.faulted) {
           acquire("info", { token, error: "granted to a client the nemesis had faulted: the grant may have expired" });
         } else {
-          acquire("ok", { token });
+          acquire("ok", { token, ...(leaseEndMs === undefined ? {} : { leaseEnd: leaseEndMs }) });
           round.holding = true;
         }
       },

@@ -44,7 +44,11 @@ async function step(fields: object, run: () => Promise<{ type: "ok" | "fail" | "
   return outcome.type === "ok";
 }
 
-await post("/entered", { listener, token, pid: process.pid });
+// A ring section's lease is fixed: its end (MUTEXD_DEADLINE, this machine's wall clock, the
+// history's) ends the hold for the checker even if the loss is heard late. A lock's lease is
+// renewed while CMD runs, so its deadline at the start is no end.
+const leaseEnd = lock === "ring" && process.env.MUTEXD_DEADLINE ? Date.parse(process.env.MUTEXD_DEADLINE) : undefined;
+await post("/entered", { listener, token, pid: process.pid, ...(leaseEnd === undefined || Number.isNaN(leaseEnd) ? {} : { leaseEnd }) });
 try {
   if (lock === "ring") {
     const node = env("CHAOS_NODE");

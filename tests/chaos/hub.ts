@@ -17,7 +17,8 @@ import { StaleTokenError, type GuardedCounters } from "./workload.ts";
 const PENDING_MAX = 10_000;
 
 export interface HubListener {
-  entered(token: number, pid: number): void;
+  /** `leaseEndMs`: a ring section's own lease end (wall ms), when CMD knows it. */
+  entered(token: number, pid: number, leaseEndMs?: number): void;
   leaving(): void;
 }
 
@@ -98,7 +99,7 @@ export class ChaosHub {
     }
     const listener = this.listeners.get(str("listener") ?? "");
     if (path === "/entered" && listener && int("token") !== undefined && int("pid") !== undefined) {
-      listener.entered(int("token")!, int("pid")!);
+      listener.entered(int("token")!, int("pid")!, int("leaseEnd"));
       return Response.json({});
     }
     if (path === "/leaving" && listener) {
