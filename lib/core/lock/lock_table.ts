@@ -491,7 +491,7 @@ export class LockTable {
       return fail("limit_reached", `at most ${limits.locksMax} locks`);
     }
     // A lock made during a grace waits for its end like a lock-delay (its queue is granted then).
-    const lock: LockState = existing ?? { [BORN]: ++this.bornSeq, name, holders: [], queue: [], delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
+    const lock: LockState = existing ?? { [BORN]: ++this.bornSeq, name, holders: NONE, queue: NONE, delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
     if (!existing && lock.delayUntilMs > 0) this.noteDue(lock.delayUntilMs);
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
@@ -511,7 +511,7 @@ export class LockTable {
     if (!existing) this.locks.set(name, lock);
     const waiter: Waiter = { session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs };
     setCallId(waiter, callId);
-    lock.queue.push(waiter);
+    lock.queue = appended(lock.queue, waiter);
     this.owners.waiterAdded(ownerKey(session.owner));
     session.locks.add(name);
     this.noteDue(this.nowMs + waitMs);
@@ -583,7 +583,7 @@ export class LockTable {
         this.noteDue(lock.delayUntilMs);
       }
     }
-    lock.holders = [];
+    lock.holders = NONE;
     // The next grant's token is above every token the removed holders could still present.
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
@@ -629,7 +629,7 @@ export class LockTable {
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
     const holder: Holder = { session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs };
     setCallId(holder, callId);
-    lock.holders.push(holder);
+    lock.holders = appended(lock.holders, holder);
     session.locks.add(lock.name);
     return { name: lock.name, session: session.id, token: this.lastToken, mode };
   }
@@ -665,7 +665,7 @@ export class LockTable {
       const changed = kept.length !== lock.queue.length;
       if (changed) {
         this.watcher?.beforeLockChange(lock);
-        lock.queue = kept;
+        lock.queue = orNone(kept);
       }
       if (changed || lock.delayUntilMs <= this.nowMs) this.promote(lock, effects);
       for (const waiter of lock.queue) nextDueMs = Math.min(nextDueMs, waiter.deadlineMs);
@@ -686,7 +686,7 @@ export class LockTable {
       this.watcher?.beforeLockChange(lock);
       const holder = lock.holders.find((h) => h.session === session.id);
       if (holder) {
-        lock.holders = lock.holders.filter((h) => h !== holder);
+        lock.holders = orNone(lock.holders.filter((h) => h !== holder));
         released.push(name);
         effects.push({ type: "released", name, session: session.id, token: holder.token, reason });
         if (reason === "expired" && holder.lockDelayMs > 0) {
@@ -695,7 +695,7 @@ export class LockTable {
         }
       }
       const waiting = lock.queue.length;
-      lock.queue = lock.queue.filter((w) => w.session !== session.id);
+      lock.queue = orNone(lock.queue.filter((w) => w.session !== session.id));
       this.owners.waiterRemoved(ownerKey(session.owner), waiting - lock.queue.length);
       if (lock.queue.length !== waiting) {
         effects.push({ type: "waitEnded", name, session: session.id, reason: "sessionDead" });
@@ -826,10 +826,31 @@ export function copyOfSession(s: Session): SessionCopy {
 export function copyOfLock(lock: LockState): LockState {
   return {
     name: lock.name,
-    holders: lock.holders.map((h) => ({ ...h })),
-    queue: lock.queue.map((w) => ({ ...w })),
+    holders: orNone(lock.holders.map((h) => ({ ...h }))),
+    queue: orNone(lock.queue.map((w) => ({ ...w }))),
     delayUntilMs: lock.delayUntilMs,
   };
+}
+
+/**
+ * The one empty list that every lock without holders or without waiters shares. Most locks have
+ * no queue, and each empty array literal costs 64 bytes of heap in Bun (JSC reserves room in it):
+ * an eighth of a held lock's cost before this (W4, docs/bench.md "Memory per held lock"). Frozen,
+ * so a stray push onto it throws (fail-stop) instead of handing one lock's entry to all of them;
+ * `appended` replaces it with a list of its own.
+ */
+const NONE: never[] = Object.freeze([]) as unknown as never[];
+
+/** `list` with `entry` at its end: the same array, or a new one in place of the shared empty list. */
+function appended<T>(list: T[], entry: T): T[] {
+  if (list.length === 0) return [entry];
+  list.push(entry);
+  return list;
+}
+
+/** `list`, or the shared empty list when it is empty (a filter or a copy that kept nothing). */
+function orNone<T>(list: T[]): T[] {
+  return list.length === 0 ? NONE : list;
 }
 
 /** Sets or replaces an entry's call id; an enter without one leaves the field absent (not undefined). */
