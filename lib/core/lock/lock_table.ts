@@ -199,13 +199,16 @@ export interface LockTableSnapshot extends LockTableHeader {
 }
 
 /**
- * Creation stamp of sessions and locks, a symbol so no snapshot or spread-free copy carries it.
+ * Creation stamp of sessions and locks. No snapshot carries it: copies name their fields
+ * (copyOfSession, copyOfLock). A plain property, not a symbol: an object literal with a computed
+ * key takes 80 bytes in Bun where the same literal with plain keys takes 64, and a lock is made
+ * per held lock (W4, docs/bench.md "Memory per held lock"); so the literals below spell `born:`.
  * Stamps grow with each creation, so each map's insertion order is stamp order (a key is set
  * once per object; a lock freed and taken again is a new object at the end). A streamed copy
  * (table_copy.ts) relies on both: "existed when the copy started" and "already sent" are each
  * one comparison of stamps.
  */
-export const BORN: unique symbol = Symbol("bornSeq");
+export const BORN = "born";
 
 /**
  * Told before the table changes or deletes a session or lock (its pre-image is still intact),
@@ -355,7 +358,7 @@ export class LockTable {
     const id = `${this.options.sessionIdPrefix}${this.sessionSeq}`;
     assert(!this.sessions.has(id), `session id ${id} reused`);
     const session: Session = {
-      [BORN]: ++this.bornSeq,
+      born: ++this.bornSeq,
       id,
       ttlMs,
       createdAtMs: this.nowMs,
@@ -491,7 +494,7 @@ export class LockTable {
       return fail("limit_reached", `at most ${limits.locksMax} locks`);
     }
     // A lock made during a grace waits for its end like a lock-delay (its queue is granted then).
-    const lock: LockState = existing ?? { [BORN]: ++this.bornSeq, name, holders: NONE, queue: NONE, delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
+    const lock: LockState = existing ?? { born: ++this.bornSeq, name, holders: NONE, queue: NONE, delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
     if (!existing && lock.delayUntilMs > 0) this.noteDue(lock.delayUntilMs);
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
@@ -793,7 +796,7 @@ export class LockTable {
     assert(!this.sessions.has(s.id), `copy has session ${s.id} twice`);
     // Snapshots from before call ids have no leftCalls; from before session secrets, no secretHash.
     const { id, ttlMs, createdAtMs, expiresAtMs } = s;
-    const session: Session = { [BORN]: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] };
+    const session: Session = { born: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] };
     if (s.secretHash !== undefined) session.secretHash = s.secretHash;
     if (s.owner !== undefined) session.owner = s.owner;
     this.sessions.set(id, session);
@@ -803,7 +806,9 @@ export class LockTable {
   /** Adds one lock of a copy; every session it names must be loaded already. */
   loadLock(l: LockState): void {
     assert(!this.locks.has(l.name), `copy has lock ${l.name} twice`);
-    const lock: LockState = { [BORN]: ++this.bornSeq, ...copyOfLock(l) };
+    const copy = copyOfLock(l);
+    // Spelled out rather than spread: the backup's copy then has the same compact shape (BORN).
+    const lock: LockState = { born: ++this.bornSeq, name: copy.name, holders: copy.holders, queue: copy.queue, delayUntilMs: copy.delayUntilMs };
     this.locks.set(lock.name, lock);
     for (const entry of [...lock.holders, ...lock.queue]) {
       const session = this.sessions.get(entry.session);
