@@ -117,6 +117,8 @@ export interface ServerHandle {
   pid: number;
   /** Every process of the deployment (CPU is summed over them). */
   pids: number[];
+  /** pid of the backup (`--topology replicated` only; W4 reads its RSS too). */
+  backupPid?: number;
   runtime: RuntimeName;
   logFile: string;
   /** Exit code or 128+signal once the process ended. */
@@ -316,6 +318,7 @@ async function startReplicated(options: StartOptions): Promise<ServerHandle> {
     urls: [primary.url, backup.url],
     pid: primary.pid,
     pids: started.map((s) => s.pid),
+    backupPid: backup.pid,
     runtime: primary.runtime,
     logFile: primary.logFile,
     exited: Promise.race(started.map((s) => s.exited)),
