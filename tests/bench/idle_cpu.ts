@@ -11,17 +11,12 @@
  */
 import { readFileSync } from "node:fs";
 import process from "node:process";
-import { cpuSeconds, startServer } from "./lib/server.ts";
+import { cpuSeconds, startServer, voluntarySwitches } from "./lib/server.ts";
 import { median } from "./lib/stats.ts";
 
 const SETTLE_MS = 2_000;
 const PHASE_MS = 10_000;
 const ROLES = ["arbiter", "primary", "backup"];
-
-function voluntarySwitches(pid: number): number {
-  const match = /voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return match ? Number(match[1]) : Number.NaN;
-}
 
 function flag(name: string): string | undefined {
   const at = process.argv.indexOf(name);

@@ -70,6 +70,19 @@ export function cpuSeconds(pid: number | "self"): number {
   }
 }
 
+/**
+ * Voluntary context switches of a process so far (/proc/<pid>/status): each is the process going
+ * to sleep, so their rate over an idle phase is about its wake-ups (timers, messages).
+ */
+export function voluntarySwitches(pid: number): number {
+  try {
+    const match = /voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return match ? Number(match[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** VmRSS of a process in MiB, from /proc/<pid>/status. */
 export function rssMiB(pid: number): number {
   try {
