@@ -167,11 +167,11 @@ export class NodeMetrics {
  * clock comparison, `GET /metrics` and the counting of answers. `logStalls`: log every stall of
  * 100 ms or more (the lock server's `loopStall` lines), not only those past the margin.
  */
-export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | "clock"> & { logStalls?: boolean }) {
+export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | "clock"> & { logStalls?: boolean; drivenEveryMs?: number }) {
   const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => {
     if (options.logStalls) options.log.event("loopStall", { stallMs }, "warn");
     metrics.stalled(stallMs);
-  });
+  }, options.drivenEveryMs);
   const metrics = new NodeMetrics({ ...options, clock: monotonicClock, loopStall: () => stalls.view() });
   let stopClockChecks = () => {};
   return {
@@ -182,9 +182,13 @@ export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | 
       metrics.route(app, auth);
       return metrics.countingFetch(app.fetch);
     },
-    /** Starts the timers (once the server listens: a start that fails leaves none behind). */
+    /**
+     * Starts the timers (once the server listens: a start that fails leaves none behind). With
+     * `drivenEveryMs` the stall monitor has no timer: the caller's tick calls `stalls.beat()`.
+     */
     start(): void {
-      stalls.start();
+      if (options.drivenEveryMs === undefined) stalls.start();
+      else stalls.startDriven();
       stopClockChecks = metrics.start(realTimers);
     },
     stop(): void {

@@ -29,13 +29,31 @@ export class StallMonitor {
   private lastMs: number;
   private stopTimer: (() => void) | null = null;
 
-  constructor(private readonly clock: Clock, private readonly timers: Timers, private readonly onStall?: (stallMs: number) => void) {
+  /** `periodMs`: how often `beat` runs (its own timer's period, or the caller's; see `startDriven`). */
+  constructor(
+    private readonly clock: Clock,
+    private readonly timers: Timers,
+    private readonly onStall?: (stallMs: number) => void,
+    private readonly periodMs = STALL_PERIOD_MS,
+  ) {
     this.lastMs = clock.nowMs();
   }
 
+  /** Measures with a timer of its own, every `periodMs`. */
   start(): void {
     this.lastMs = this.clock.nowMs();
-    this.stopTimer = repeatEvery(this.timers, STALL_PERIOD_MS, () => this.fired());
+    this.stopTimer = repeatEvery(this.timers, this.periodMs, () => this.beat());
+  }
+
+  /**
+   * Measures without a timer of its own: the caller calls `beat` from a timer it runs anyway,
+   * every `periodMs`. An idle lock server woke 100 times a second for this monitor's own 10 ms
+   * timer, more than for everything else together (docs/bench.md "Idle CPU"); riding on its
+   * tick costs no wake-up, and a stall shorter than the tick may go unseen, as before one
+   * shorter than 10 ms.
+   */
+  startDriven(): void {
+    this.lastMs = this.clock.nowMs();
   }
 
   stop(): void {
@@ -50,9 +68,10 @@ export class StallMonitor {
     return { loopStallMaxMs: this.maxMs, loopStallRecentMaxMs: recent };
   }
 
-  private fired(): void {
+  /** One beat of the period: how much later than `periodMs` after the last one it came. */
+  beat(): void {
     const nowMs = this.clock.nowMs();
-    const stallMs = Math.max(0, nowMs - this.lastMs - STALL_PERIOD_MS);
+    const stallMs = Math.max(0, nowMs - this.lastMs - this.periodMs);
     this.lastMs = nowMs;
     this.note(stallMs);
     if (stallMs >= 100) this.onStall?.(stallMs);

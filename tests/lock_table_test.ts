@@ -622,3 +622,30 @@ test("forceRelease: removes every holder as if it died (lock-delay applies, a la
   const nobody = s.run({ type: "forceRelease", name: "N" }).result;
   assert.ok(!nobody.ok && nobody.error.code === "lock_not_found");
 });
+
+test("locks without waiters or holders share one empty list (W4's memory), and an entry added to one lock's list reaches no other lock, nor a snapshot or a restored copy", () => {
+  const s = new Script();
+  const a = s.open(5_000);
+  const b = s.open(5_000);
+  granted(s.enter(a, "L"));
+  granted(s.enter(a, "M"));
+  const l = s.table.locks.get("L")!;
+  const m = s.table.locks.get("M")!;
+  // The saving itself: two held locks without waiters have the same (frozen) queue.
+  assert.equal(l.queue, m.queue);
+  assert.ok(Object.isFrozen(l.queue));
+  const before = s.table.snapshot();
+  assert.deepEqual(s.enter(b, "L", { waitMs: 1_000 }), { ok: true, type: "waiting", name: "L", position: 1 });
+  assert.deepEqual(s.queue("L"), [b]);
+  assert.deepEqual(s.queue("M"), []);
+  assert.deepEqual(before.locks.map((lock) => lock.queue.length), [0, 0]);
+  // forceRelease empties the holders; the copy of the table still has its own lists.
+  s.run({ type: "forceRelease", name: "M" });
+  const restored = LockTable.fromSnapshot(s.table.snapshot(), LIMITS);
+  assert.deepEqual(restored.locks.get("L")!.queue.map((w) => w.session), [b]);
+  assert.equal(restored.locks.get("M"), undefined);
+  // The waiter on L gets it when a leaves; M's list is untouched by that.
+  assert.equal(s.leave(a, s.tokenOf(a, "L"), "L").ok, true);
+  assert.deepEqual(s.holders("L"), [b]);
+  assert.deepEqual(s.queue("L"), []);
+});

@@ -48,7 +48,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   });
   // The longest event-loop stall, for status and metrics (a resync must not freeze the primary:
   // docs/bench.md); one past the lease safety margin is logged and counted.
-  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.leaseSafetyMs, logStalls: true });
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.leaseSafetyMs, logStalls: true, drivenEveryMs: settings.tickMs });
   const lockMetrics = new LockMetrics(instruments.metrics, monotonicClock, (): LockStatusSource => {
     const { server, sessionCount, lockCount } = service.summary();
     return { sessionCount, lockCount, epoch: server.epoch, lagEntries: server.role === "primary" ? server.backup?.lagEntries ?? null : null };
@@ -97,8 +97,12 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     return { ...rest, sessionCount: sessions.length, locks: summarizeLocks(locks, may) };
   }, (query, may) => lockPage(service.view().locks, query, may));
   const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls });
+  // The stall monitor beats on this tick rather than a timer of its own (one wake-up per tick).
+  const ticker = setInterval(() => {
+    instruments.stalls.beat();
+    service.tick();
+  }, settings.tickMs);
   instruments.start();
-  const ticker = setInterval(() => service.tick(), settings.tickMs);
   return {
     url: nodeUrl({ ...node, port: server.port }),
     async stop() {

@@ -124,13 +124,16 @@ export interface LockTableSnapshot extends LockTableHeader {
 }
 
 /**
- * Creation stamp of sessions and locks, a symbol so no snapshot or spread-free copy carries it.
+ * Creation stamp of sessions and locks. No snapshot carries it: copies name their fields
+ * (copyOfSession, copyOfLock). A plain property, not a symbol: an object literal with a computed
+ * key takes 80 bytes in Bun where the same literal with plain keys takes 64, and a lock is made
+ * per held lock (W4, docs/bench.md "Memory per held lock"); so the literals below spell `born:`.
  * Stamps grow with each creation, so each map's insertion order is stamp order (a key is set
  * once per object; a lock freed and taken again is a new object at the end). A streamed copy
  * (table_copy.ts) relies on both: "existed when the copy started" and "already sent" are each
  * one comparison of stamps.
  */
-export const BORN: unique symbol = Symbol("bornSeq");
+export const BORN = "born";
 
 /**
  * Told before the table changes or deletes a session or lock (its pre-image is still intact),
@@ -309,7 +312,7 @@ export class LockTable {
     const id = `${this.options.sessionIdPrefix}${this.sessionSeq}`;
     assert(!this.sessions.has(id), `session id ${id} reused`);
     const session: Session = {
-      [BORN]: ++this.bornSeq,
+      born: ++this.bornSeq,
       id,
       ttlMs,
       createdAtMs: this.nowMs,
@@ -463,7 +466,7 @@ export class LockTable {
       return fail("limit_reached", `at most ${limits.locksMax} locks`);
     }
     // A lock made during a grace waits for its end like a lock-delay (its queue is granted then).
-    const lock: LockState = existing ?? { [BORN]: ++this.bornSeq, name, holders: [], queue: [], delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
+    const lock: LockState = existing ?? { born: ++this.bornSeq, name, holders: NONE, queue: NONE, delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
     if (!existing && lock.delayUntilMs > 0) this.noteDue(lock.delayUntilMs);
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
@@ -483,7 +486,7 @@ export class LockTable {
     if (!existing) this.locks.set(name, lock);
     const waiter: Waiter = { session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs };
     setCallId(waiter, callId);
-    lock.queue.push(waiter);
+    lock.queue = appended(lock.queue, waiter);
     this.owners.waiterAdded(ownerKey(session.owner));
     session.locks.add(name);
     this.noteDue(this.nowMs + waitMs);
@@ -555,7 +558,7 @@ export class LockTable {
         this.noteDue(lock.delayUntilMs);
       }
     }
-    lock.holders = [];
+    lock.holders = NONE;
     // The next grant's token is above every token the removed holders could still present.
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
@@ -602,7 +605,7 @@ export class LockTable {
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
     const holder: Holder = { session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs };
     setCallId(holder, callId);
-    lock.holders.push(holder);
+    lock.holders = appended(lock.holders, holder);
     session.locks.add(lock.name);
     return { name: lock.name, session: session.id, token: this.lastToken, mode };
   }
@@ -630,7 +633,7 @@ export class LockTable {
       const changed = kept.length !== lock.queue.length;
       if (changed) {
         this.watcher?.beforeLockChange(lock);
-        lock.queue = kept;
+        lock.queue = orNone(kept);
       }
       if (changed || lock.delayUntilMs <= this.nowMs) this.promote(lock, effects);
       for (const waiter of lock.queue) nextDueMs = Math.min(nextDueMs, waiter.deadlineMs);
@@ -655,7 +658,7 @@ export class LockTable {
       this.watcher?.beforeLockChange(lock);
       const holder = lock.holders.find((h) => h.session === session.id);
       if (holder) {
-        lock.holders = lock.holders.filter((h) => h !== holder);
+        lock.holders = orNone(lock.holders.filter((h) => h !== holder));
         released.push(name);
         effects.push({ type: "released", name, session: session.id, token: holder.token, reason });
         if (reason === "expired" && holder.lockDelayMs > 0) {
@@ -664,7 +667,7 @@ export class LockTable {
         }
       }
       const waiting = lock.queue.length;
-      lock.queue = lock.queue.filter((w) => w.session !== session.id);
+      lock.queue = orNone(lock.queue.filter((w) => w.session !== session.id));
       this.owners.waiterRemoved(ownerKey(session.owner), waiting - lock.queue.length);
       if (lock.queue.length !== waiting) {
         effects.push({ type: "waitEnded", name, session: session.id, reason: "sessionDead" });
@@ -765,7 +768,7 @@ export class LockTable {
     assert(!this.sessions.has(s.id), `copy has session ${s.id} twice`);
     // Snapshots from before call ids have no leftCalls; from before session secrets, no secretHash.
     const { id, ttlMs, createdAtMs, expiresAtMs } = s;
-    const session: Session = { [BORN]: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] };
+    const session: Session = { born: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] };
     if (s.secretHash !== undefined) session.secretHash = s.secretHash;
     if (s.owner !== undefined) session.owner = s.owner;
     this.sessions.set(id, session);
@@ -775,7 +778,9 @@ export class LockTable {
   /** Adds one lock of a copy; every session it names must be loaded already. */
   loadLock(l: LockState): void {
     assert(!this.locks.has(l.name), `copy has lock ${l.name} twice`);
-    const lock: LockState = { [BORN]: ++this.bornSeq, ...copyOfLock(l) };
+    const copy = copyOfLock(l);
+    // Spelled out rather than spread: the backup's copy then has the same compact shape (BORN).
+    const lock: LockState = { born: ++this.bornSeq, name: copy.name, holders: copy.holders, queue: copy.queue, delayUntilMs: copy.delayUntilMs };
     this.locks.set(lock.name, lock);
     for (const entry of [...lock.holders, ...lock.queue]) {
       const session = this.sessions.get(entry.session);
@@ -798,10 +803,31 @@ export function copyOfSession(s: Session): SessionCopy {
 export function copyOfLock(lock: LockState): LockState {
   return {
     name: lock.name,
-    holders: lock.holders.map((h) => ({ ...h })),
-    queue: lock.queue.map((w) => ({ ...w })),
+    holders: orNone(lock.holders.map((h) => ({ ...h }))),
+    queue: orNone(lock.queue.map((w) => ({ ...w }))),
     delayUntilMs: lock.delayUntilMs,
   };
+}
+
+/**
+ * The one empty list that every lock without holders or without waiters shares. Most locks have
+ * no queue, and each empty array literal costs 64 bytes of heap in Bun (JSC reserves room in it):
+ * an eighth of a held lock's cost before this (W4, docs/bench.md "Memory per held lock"). Frozen,
+ * so a stray push onto it throws (fail-stop) instead of handing one lock's entry to all of them;
+ * `appended` replaces it with a list of its own.
+ */
+const NONE: never[] = Object.freeze([]) as unknown as never[];
+
+/** `list` with `entry` at its end: the same array, or a new one in place of the shared empty list. */
+function appended<T>(list: T[], entry: T): T[] {
+  if (list.length === 0) return [entry];
+  list.push(entry);
+  return list;
+}
+
+/** `list`, or the shared empty list when it is empty (a filter or a copy that kept nothing). */
+function orNone<T>(list: T[]): T[] {
+  return list.length === 0 ? NONE : list;
 }
 
 /** Sets or replaces an entry's call id; an enter without one leaves the field absent (not undefined). */

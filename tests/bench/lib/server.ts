@@ -70,6 +70,19 @@ export function cpuSeconds(pid: number | "self"): number {
   }
 }
 
+/**
+ * Voluntary context switches of a process so far (/proc/<pid>/status): each is the process going
+ * to sleep, so their rate over an idle phase is about its wake-ups (timers, messages).
+ */
+export function voluntarySwitches(pid: number): number {
+  try {
+    const match = /voluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return match ? Number(match[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** VmRSS of a process in MiB, from /proc/<pid>/status. */
 export function rssMiB(pid: number): number {
   try {
@@ -117,6 +130,8 @@ export interface ServerHandle {
   pid: number;
   /** Every process of the deployment (CPU is summed over them). */
   pids: number[];
+  /** pid of the backup (`--topology replicated` only; W4 reads its RSS too). */
+  backupPid?: number;
   runtime: RuntimeName;
   logFile: string;
   /** Exit code or 128+signal once the process ended. */
@@ -316,6 +331,7 @@ async function startReplicated(options: StartOptions): Promise<ServerHandle> {
     urls: [primary.url, backup.url],
     pid: primary.pid,
     pids: started.map((s) => s.pid),
+    backupPid: backup.pid,
     runtime: primary.runtime,
     logFile: primary.logFile,
     exited: Promise.race(started.map((s) => s.exited)),

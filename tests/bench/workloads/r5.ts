@@ -2,9 +2,10 @@
  * R5: an idle 5-node ring (default settings, no client): CPU per node over one phase (10 s by
  * default), user + system time from /proc/<pid>/stat (10 ms ticks: ±0.1% of a core over 10 s).
  * The token keeps circulating, resting tokenIdlePaceMs at each node; that is the cost measured.
+ * Also each node's voluntary context switches per second (about its wake-ups: ticks, hops).
  */
 import { samplesOf, startRing } from "../lib/ring.ts";
-import { cpuSeconds } from "../lib/server.ts";
+import { cpuSeconds, voluntarySwitches } from "../lib/server.ts";
 import { fmt, median } from "../lib/stats.ts";
 import { type Metrics, now, sleep, type Workload } from "../lib/workload.ts";
 
@@ -21,14 +22,19 @@ const workload: Workload = {
     try {
       await sleep(SETTLE_MS);
       const before = ring.nodes.map((n) => cpuSeconds(n.pid));
+      const switchesBefore = ring.nodes.map((n) => voluntarySwitches(n.pid));
       const t0 = now();
       await sleep(ctx.durationMs);
       const seconds = (now() - t0) / 1000;
       const metrics: Metrics = {};
-      ring.nodes.forEach((n, i) => (metrics[`cpuPct${i}`] = (100 * (cpuSeconds(n.pid) - before[i])) / seconds));
+      ring.nodes.forEach((n, i) => {
+        metrics[`cpuPct${i}`] = (100 * (cpuSeconds(n.pid) - before[i])) / seconds;
+        metrics[`wakeupsPerS${i}`] = (voluntarySwitches(n.pid) - switchesBefore[i]) / seconds;
+      });
       const rotation = (await ring.clients[0].status()).lastRotationMs;
       metrics.rotationMs = rotation ?? Number.NaN;
-      return { metrics, notes: [`CPU per node: ${ring.nodes.map((_, i) => fmt(metrics[`cpuPct${i}`])).join(", ")} %; token rotation ${fmt(metrics.rotationMs)} ms`] };
+      const perNode = (key: string) => ring.nodes.map((_, i) => fmt(metrics[`${key}${i}`])).join(", ");
+      return { metrics, notes: [`CPU per node: ${perNode("cpuPct")} %; wake-ups per node: ${perNode("wakeupsPerS")} /s; token rotation ${fmt(metrics.rotationMs)} ms`] };
     } finally {
       await ring.stop();
     }

@@ -22,6 +22,7 @@ const workload: Workload = {
     const server = await ctx.startServer();
     await sleep(300); // let the fresh server settle before the "before" reading
     const rssBefore = rssMiB(server.pid);
+    const backupRssBefore = server.backupPid === undefined ? Number.NaN : rssMiB(server.backupPid);
     const clients = range(CLIENTS).map(() => makeClient(ctx.client, server.urls));
     const sessions = await Promise.all(clients.map((c) => c.openSession(SESSION_TTL_MS)));
     const notes: string[] = [];
@@ -46,6 +47,7 @@ const workload: Workload = {
     const held = tokens.reduce((n, t) => n + t.length, 0);
     if (held < CLIENTS * LOCKS_PER_CLIENT) notes.push(`only ${held} locks acquired within ${PHASE_MAX_MS} ms`);
     const rssHolding = rssMiB(server.pid);
+    const backupRssHolding = server.backupPid === undefined ? Number.NaN : rssMiB(server.backupPid);
     const status = await (await fetch(`${server.url}/v1/status`)).json() as { locks: unknown[] };
     if (status.locks.length !== held) notes.push(`server reports ${status.locks.length} locks, client holds ${held}`);
 
@@ -72,6 +74,8 @@ const workload: Workload = {
       rssBefore,
       rssHolding,
       rssAfter,
+      backupRssBefore,
+      backupRssHolding,
       serverCpuPct: acquireCpu.serverCpuPct,
       clientCpuPct: acquireCpu.clientCpuPct,
       releaseServerCpuPct: releaseCpu.serverCpuPct,
@@ -110,6 +114,10 @@ const workload: Workload = {
         redis: { text: "13.4 → 16.0", value: 16 },
         zk: { text: "67 → 274", value: 274 },
       },
+    },
+    {
+      label: "W4 backup RSS before → holding MiB (replicated)",
+      show: (m) => Number.isNaN(m.backupRssBefore) ? "n/a" : `${fmt(m.backupRssBefore)} → ${fmt(m.backupRssHolding)}`,
     },
     {
       label: "W4 CPU server / client (acquire phase)",
