@@ -97,7 +97,7 @@ chaos: build
 	$(BUN) tests/chaos/run.ts --seconds $(CHAOS_SECONDS) --network $(CHAOS_NETWORK) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(if $(CHAOS_ONLY),--only $(CHAOS_ONLY))
 
 check: install
-	$(DENO) check main.ts tests/
+	$(DENO) check main.ts tests/ cluster/dashboard/page_script.ts
 
 clean:
 	rm -rf dist .data

@@ -20,13 +20,16 @@ import { realTimers, repeatEvery, type Timers } from "./timers.ts";
 import { type Clock, monotonicClock } from "./clock.ts";
 
 /**
- * Lock names that get their own series in the wait and hold histograms; every later name is
- * counted under `other`. A name gets in by being the first to be granted while fewer than this
- * many have one (since the process started): series must stay stable once exported, so a name
- * never leaves again. 20 names × 2 histograms × 13 series ≈ 520 series: a scrape stays small
- * for a table of any size.
+ * The per-lock wait and hold histograms keep their own series for the top LOCK_NAMES_TRACKED_MAX
+ * names by total time (wait time for the wait histogram, hold time for the hold one), re-ranked
+ * every LOCK_RANK_INTERVAL_MS; every other name is counted under `other` (TopNamesHistogram;
+ * docs/http-api.md says what Prometheus sees when a name enters or leaves). 20 names + `other`
+ * × 2 histograms × 15 series ≈ 630 series: a scrape stays small for a table of any size.
  */
 export const LOCK_NAMES_TRACKED_MAX = 20;
+export const LOCK_RANK_INTERVAL_MS = 60_000;
+/** Most names scored between two rankings: a name first seen past it waits for the next interval. */
+export const LOCK_NAMES_SCORED_MAX = 10_000;
 export const OTHER_LOCK_NAME = "other";
 /** Most waits and holds being timed at once; past it the oldest is forgotten (not observed). */
 const TIMED_MAX = 100_000;
@@ -223,6 +226,66 @@ class Timings {
   }
 }
 
+export interface TopNamesLimits {
+  namesMax: number;
+  rankIntervalMs: number;
+  scoredMax: number;
+}
+
+export const TOP_NAMES_LIMITS: TopNamesLimits = { namesMax: LOCK_NAMES_TRACKED_MAX, rankIntervalMs: LOCK_RANK_INTERVAL_MS, scoredMax: LOCK_NAMES_SCORED_MAX };
+
+/**
+ * A histogram with a `lock` label bounded to the top `namesMax` names by total observed time, and
+ * `other` for the rest: at most namesMax + 1 label values at any time.
+ *
+ * Between two rankings a name is scored (its seconds added up, at most `scoredMax` names) and a new
+ * name takes a free place if there is one (so a quiet cluster names its locks from the start). The
+ * first observation after `rankIntervalMs` (scored first) re-ranks: the names with the highest scores become the
+ * tracked set (ties keep a tracked name, then go by name); a name that drops out has its series
+ * removed (Prometheus sees it end) and counts under `other` from then on. The scores are then
+ * halved and only the top 2 × namesMax kept, so a hot lock of the last interval outranks one that
+ * was hot long ago, and the scores stay bounded.
+ */
+export class TopNamesHistogram {
+  private readonly tracked = new Set<string>();
+  private scores = new Map<string, number>();
+  private rankedAtMs: number;
+
+  constructor(private readonly histogram: Histogram<"lock">, nowMs: number, private readonly limits: TopNamesLimits = TOP_NAMES_LIMITS) {
+    this.rankedAtMs = nowMs;
+  }
+
+  observe(name: string, seconds: number, nowMs: number): void {
+    const score = this.scores.get(name);
+    if (score !== undefined) this.scores.set(name, score + seconds);
+    else if (this.scores.size < this.limits.scoredMax) this.scores.set(name, seconds);
+    // After scoring: the observation that makes the ranking due counts in it.
+    if (nowMs - this.rankedAtMs >= this.limits.rankIntervalMs) this.rank(nowMs);
+    if (!this.tracked.has(name) && this.tracked.size < this.limits.namesMax) this.tracked.add(name);
+    this.histogram.observe({ lock: this.tracked.has(name) ? name : OTHER_LOCK_NAME }, seconds);
+  }
+
+  /** The names with their own series now (tests, docs). */
+  names(): string[] {
+    return [...this.tracked].sort();
+  }
+
+  private rank(nowMs: number): void {
+    const ranked = [...this.scores].sort(([a, scoreA], [b, scoreB]) =>
+      scoreB - scoreA || Number(this.tracked.has(b)) - Number(this.tracked.has(a)) || (a < b ? -1 : a > b ? 1 : 0)
+    );
+    const top = new Set(ranked.slice(0, this.limits.namesMax).map(([name]) => name));
+    for (const name of [...this.tracked]) {
+      if (top.has(name)) continue;
+      this.tracked.delete(name);
+      this.histogram.remove({ lock: name });
+    }
+    for (const name of top) this.tracked.add(name);
+    this.scores = new Map(ranked.slice(0, 2 * this.limits.namesMax).map(([name, score]) => [name, score / 2]));
+    this.rankedAtMs = nowMs;
+  }
+}
+
 /** The lock server's status, read at scrape time. */
 export interface LockStatusSource {
   sessionCount: number;
@@ -238,23 +301,26 @@ export class LockMetrics {
   private readonly releases: Counter<"reason">;
   private readonly expiries: Counter;
   private readonly waits: Counter;
-  private readonly waitSeconds: Histogram<"lock">;
-  private readonly holdSeconds: Histogram<"lock">;
+  private readonly waitSeconds: TopNamesHistogram;
+  private readonly holdSeconds: TopNamesHistogram;
   private readonly takeovers: Counter;
   private readonly roleChanges: Counter<"role">;
-  private readonly tracked = new Set<string>();
   private readonly waiting = new Timings();
   private readonly holding = new Timings();
 
-  constructor(private readonly node: NodeMetrics, private readonly clock: Clock, status: () => LockStatusSource) {
+  constructor(private readonly node: NodeMetrics, private readonly clock: Clock, status: () => LockStatusSource, topNames: TopNamesLimits = TOP_NAMES_LIMITS) {
     const registers = [node.registry];
     this.grants = new Counter({ name: "mutexd_lock_grants_total", help: "Locks granted (committed).", registers });
     this.releases = new Counter({ name: "mutexd_lock_releases_total", help: "Holds ended, by reason (leave, expired, closed).", labelNames: ["reason"], registers });
     this.expiries = new Counter({ name: "mutexd_lock_session_expiries_total", help: "Sessions that expired.", registers });
     this.waits = new Counter({ name: "mutexd_lock_waits_total", help: "Enters that were queued rather than granted at once.", registers });
-    const histogram = (name: string, help: string) => new Histogram({ name, help, labelNames: ["lock"], buckets: TIME_BUCKETS_SECONDS, registers });
-    this.waitSeconds = histogram("mutexd_lock_wait_seconds", `Time from an enter to its grant, by lock name (the first ${LOCK_NAMES_TRACKED_MAX} names granted; later ones under "other").`);
-    this.holdSeconds = histogram("mutexd_lock_hold_seconds", `Time from a grant to its release, by lock name (as the wait histogram).`);
+    const histogram = (name: string, help: string) =>
+      new TopNamesHistogram(new Histogram({ name, help, labelNames: ["lock"], buckets: TIME_BUCKETS_SECONDS, registers }), clock.nowMs(), topNames);
+    this.waitSeconds = histogram(
+      "mutexd_lock_wait_seconds",
+      `Time from an enter to its grant, by lock name (the top ${topNames.namesMax} by total wait, re-ranked every ${topNames.rankIntervalMs / 1000} s; the rest under "other").`,
+    );
+    this.holdSeconds = histogram("mutexd_lock_hold_seconds", `Time from a grant to its release, by lock name (the top ${topNames.namesMax} by total hold, as the wait histogram).`);
     this.takeovers = new Counter({ name: "mutexd_lock_takeovers_total", help: "Times this server took over as primary from the other's copy.", registers });
     this.roleChanges = new Counter({ name: "mutexd_lock_role_changes_total", help: "Roles this server took, by role.", labelNames: ["role"], registers });
     new Gauge({
@@ -298,14 +364,6 @@ export class LockMetrics {
     if (this.waiting.start(holdKey(name, session), this.clock.nowMs())) this.waits.inc();
   }
 
-  /** The lock's label: its name while tracked (or while room is left), else "other". */
-  private label(name: string): string {
-    if (this.tracked.has(name)) return name;
-    if (this.tracked.size >= LOCK_NAMES_TRACKED_MAX) return OTHER_LOCK_NAME;
-    this.tracked.add(name);
-    return name;
-  }
-
   /** A committed effect of the lock table (lock_table.ts). */
   effect(effect: Effect): void {
     const nowMs = this.clock.nowMs();
@@ -313,7 +371,7 @@ export class LockMetrics {
       case "granted": {
         const { name, session } = effect.grant;
         this.grants.inc();
-        this.waitSeconds.observe({ lock: this.label(name) }, this.waiting.end(holdKey(name, session), nowMs) ?? 0);
+        this.waitSeconds.observe(name, this.waiting.end(holdKey(name, session), nowMs) ?? 0, nowMs);
         this.holding.start(holdKey(name, session), nowMs);
         return;
       }
@@ -324,7 +382,7 @@ export class LockMetrics {
         this.releases.inc({ reason: effect.reason });
         const heldSeconds = this.holding.end(holdKey(effect.name, effect.session), nowMs);
         // A hold granted before this process served (taken over) has no start here: not observed.
-        if (heldSeconds !== undefined) this.holdSeconds.observe({ lock: this.label(effect.name) }, heldSeconds);
+        if (heldSeconds !== undefined) this.holdSeconds.observe(effect.name, heldSeconds, nowMs);
         return;
       }
       case "sessionExpired":

@@ -1,7 +1,8 @@
 /**
  * The dashboard's server side without a browser (docs/dashboard.md): who may read what, CORS,
  * the stream's first snapshot (a member that does not answer is `down`), the bound on concurrent
- * streams, the timeline's ring buffer, and the lock table's summary of 10,000 locks.
+ * streams, the timeline's ring buffer, the lock table's summary of 10,000 locks, and the ring
+ * states the page draws from a snapshot (a node another member suspects is `suspected`).
  * The browser's view of a live cluster is dashboard_browser_test.ts.
  */
 import { test } from "node:test";
@@ -15,6 +16,8 @@ import { memoryLogger } from "../cluster/log.ts";
 import { RecentEvents, recordingLogger } from "../cluster/dashboard/events.ts";
 import { type DashboardOptions, installDashboard, LOCK_ROWS_MAX, lockPage, summarizeLocks } from "../cluster/dashboard/routes.ts";
 import type { LockView } from "../cluster/lock/service.ts";
+import { ringStates, type SnapshotPart } from "../cluster/dashboard/ring_states.ts";
+import type { SuspicionStatus } from "../lib/core/ring/repair.ts";
 import { eventually } from "./_harness.ts";
 
 const READ = "read-token-0123456789abcdef0123456789";
@@ -55,6 +58,16 @@ function dashboardApp(overrides: Partial<DashboardOptions> = {}) {
 }
 
 const bearer = (token: string, more: Record<string, string> = {}) => ({ headers: { authorization: `Bearer ${token}`, ...more } });
+
+/** The first snapshot event of a dashboard stream (the stream is closed after it). */
+async function firstSnapshot(answer: Response) {
+  const reader = answer.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  // Bounded: a snapshot is a few hundred bytes; stop at the first complete event.
+  for (let reads = 0; reads < 100 && !text.includes("\n\n"); reads++) text += (await reader.read()).value ?? "";
+  await reader.cancel();
+  return JSON.parse(text.split("\n").find((line) => line.startsWith("data:"))!.slice(5));
+}
 
 test("dashboard routes: the page is open, the data needs read on some name, names filtered by the token", async () => {
   let builds = 0;
@@ -105,18 +118,13 @@ test("dashboard stream: a snapshot of every member (one that fails is down, aske
   // The one stream allowed runs: a second is refused.
   const second = await app.request("/v1/dashboard/events", bearer(READ));
   assert.equal(second.status, 429);
-  const reader = answer.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  // Bounded: a snapshot is a few hundred bytes; stop at the first complete event.
-  for (let reads = 0; reads < 100 && !text.includes("\n\n"); reads++) text += (await reader.read()).value ?? "";
-  await reader.cancel();
+  const data = await firstSnapshot(answer);
   // The closed stream gives its place back: a new one is served.
   await eventually("a stream after the first was closed", async () => {
     const again = await app.request("/v1/dashboard/events", bearer(READ));
     await again.body?.cancel();
     return again.status === 200;
   }, 2_000);
-  const data = JSON.parse(text.split("\n").find((line) => line.startsWith("data:"))!.slice(5));
   assert.equal(data.self, "r1");
   assert.deepEqual(data.members, MEMBERS);
   assert.equal(data.parts[0].id, "r1");
@@ -192,4 +200,36 @@ test("lock summary: 10,000 locks become bounded lists, hottest by wait first, on
   assert.equal(summary.longestHeld[0].name, "team/9998");
   assert.ok(summary.hottest.every((lock, i, all) => i === 0 || all[i - 1].longestWaitMs >= lock.longestWaitMs));
   console.log(`summarizeLocks of 10,000 locks: ${((cpu.user + cpu.system) / 1000).toFixed(1)} ms CPU`);
+});
+
+test("ring states: a node another member's repair suspects shows as suspected, from the stream's snapshot", async () => {
+  const ring = ["r1", "r2", "r3"].map((id, i) => ({ id, role: "ring", url: `http://127.0.0.1:${7001 + i}` }));
+  const view = { view: { epoch: 4, members: ["r1", "r2", "r3"], regenerator: "r1" } };
+  /** A ring member's part as `GET /v1/dashboard/node` answers it (the fields ring_states.ts reads). */
+  const ringPart = (id: string, successor: string, suspicions: SuspicionStatus[]) => ({
+    id,
+    role: "ring",
+    state: { token: "none", successor, view, lease: { quorum: "ok" }, suspicions },
+    events: [],
+  });
+  // r2's hand-offs to r3 failed: its repair link suspects r3 (r3 itself answers, and reports nothing).
+  const r2Suspects: SuspicionStatus[] = [{ node: "r3", suspectedBy: ["r2"], suspectedForMs: 700, epoch: 4, confirmedBy: [], newSuccessor: "r1" }];
+  const statesSeen = async (r2Suspicions: SuspicionStatus[], r3Answers: boolean) => {
+    const { app } = dashboardApp({
+      members: () => ring,
+      state: () => ringPart("r1", "r2", []).state,
+      fetch: (url) => {
+        if (url.startsWith(ring[1].url)) return Promise.resolve(Response.json(ringPart("r2", "r3", r2Suspicions)));
+        if (url.startsWith(ring[2].url) && r3Answers) return Promise.resolve(Response.json(ringPart("r3", "r1", [])));
+        return Promise.reject(new Error("connection refused"));
+      },
+    });
+    const snapshot = await firstSnapshot(await app.request("/v1/dashboard/events", bearer(READ)));
+    const { states } = ringStates(snapshot.members, new Map(snapshot.parts.map((p: SnapshotPart) => [p.id, p])));
+    return Object.fromEntries(states);
+  };
+  assert.deepEqual(await statesSeen(r2Suspects, true), { r1: "alive", r2: "alive", r3: "suspected" });
+  // Without the suspicion r3 is alive (so the state above comes from r2's suspicion); once r3 stops answering it is down.
+  assert.deepEqual(await statesSeen([], true), { r1: "alive", r2: "alive", r3: "alive" });
+  assert.deepEqual(await statesSeen(r2Suspects, false), { r1: "alive", r2: "alive", r3: "down" });
 });
