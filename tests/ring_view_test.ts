@@ -27,6 +27,7 @@ import {
 import { Prng } from "../lib/core/prng.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { decideView, type Promised } from "../lib/core/ring/decide.ts";
+import { LeaseHold } from "../lib/core/ring/token_lease.ts";
 
 const S = DEFAULT_SETTINGS;
 /** The voter list of the three-node worlds, which hand-built prepares and renewals carry. */
@@ -967,6 +968,22 @@ test("view: a renewal's stated bound is what its backer reports (the backer's ow
   const promise = a.ready().send.map((x) => x.message).find((m) => m.type === "promise");
   assert.ok(promise?.type === "promise", "a promises");
   assert.deepEqual(promise.facts.holdSectionMaxMs, { b: 700, c: S.ringLeaseMaxMs });
+});
+
+test("LeaseHold: the section bound per requester is the latest (hold end + stated bound) beyond the hold end; a restart hold counts the unknown bound until later holds reach past it", () => {
+  const tokenLeaseMs = 1_000;
+  const fresh = new LeaseHold(tokenLeaseMs, 0);
+  assert.equal(fresh.sectionBoundFor("b", false, 10_000), null, "never backed b");
+  fresh.renewed(100, "b", 700);
+  fresh.renewed(200, "b", 300); // hold to 1,200, sections to max(1,800, 1,500)
+  assert.equal(fresh.heldUntilFor("b", false), 1_200);
+  assert.equal(fresh.sectionBoundFor("b", false, 10_000), 600);
+  const restarted = new LeaseHold(tokenLeaseMs, 0); // restart hold to 1,000: sections to 11,000
+  assert.equal(restarted.sectionBoundFor("b", true, 10_000), 10_000, "only the restart hold: the unknown bound");
+  restarted.renewed(100, "b", 500);
+  assert.equal(restarted.sectionBoundFor("b", true, 10_000), 11_000 - 1_100);
+  restarted.renewed(20_000, "b", 500);
+  assert.equal(restarted.sectionBoundFor("b", true, 10_000), 500, "its own later hold reaches past the restart's");
 });
 
 test("view: the arbiter only coordinates: a promise, renewal or answer claiming to come from it is dropped (it would count towards a majority it is not in)", () => {

@@ -164,13 +164,16 @@ export class LeaseHold {
 
   /**
    * How long after `heldUntilFor(requester)` the sections of `requester`'s leases this node backed
-   * end at the latest, or null when unknown: it never backed one, or it restarted (it may have
-   * backed leases of any bound before).
+   * end at the latest (null: it never backed one). A restarted node may have backed leases of any
+   * bound before: its restart hold counts `unknownBoundMs` (ringLeaseMaxMs), until its own later
+   * holds reach past that.
    */
-  sectionBoundFor(requester: string, restarted: boolean): number | null {
-    const own = this.byRequester.get(requester);
-    if (restarted || own === undefined) return null;
-    return own.sectionsEndMs - own.untilMs;
+  sectionBoundFor(requester: string, restarted: boolean, unknownBoundMs: number): number | null {
+    const heldUntilMs = this.heldUntilFor(requester, restarted);
+    if (heldUntilMs === Number.NEGATIVE_INFINITY) return null;
+    const ownEndMs = this.byRequester.get(requester)?.sectionsEndMs ?? Number.NEGATIVE_INFINITY;
+    const endMs = restarted ? Math.max(ownEndMs, this.restartUntilMs + unknownBoundMs) : ownEndMs;
+    return endMs - heldUntilMs;
   }
 
   held(nowMs: number): boolean {

@@ -415,7 +415,7 @@ export class ViewCore {
       const untilMs = this.hold.heldUntilFor(id, restarted);
       // It promises only once every hold has ended, so each of these lies in the past.
       if (untilMs > Number.NEGATIVE_INFINITY) holdEndedAgoMs[id] = Math.max(0, this.nowMs - untilMs);
-      const boundMs = this.hold.sectionBoundFor(id, restarted);
+      const boundMs = this.hold.sectionBoundFor(id, restarted, this.options.settings.ringLeaseMaxMs);
       if (boundMs !== null) holdSectionMaxMs[id] = boundMs;
     }
     return {

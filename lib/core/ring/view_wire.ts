@@ -98,8 +98,8 @@ export interface PromiseFacts {
   holdEndedAgoMs: Record<string, number>;
   /**
    * Per ring node: how long after that hold's end the sections of the leases it backed end at the
-   * latest (the bounds their renewals stated: docs/ring.md "The token lease"). Absent, or a node
-   * absent from it: unknown (an older build, a restart), counted as ringLeaseMaxMs.
+   * latest (the bounds their renewals stated, ringLeaseMaxMs over a restart hold: docs/ring.md "The
+   * token lease"). Absent, or a node absent from it: unknown (an older build), counted as ringLeaseMaxMs.
    */
   holdSectionMaxMs?: Record<string, number>;
   /** This node ran before (it restarted) this long ago; null: it started without a past. */
