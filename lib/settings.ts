@@ -38,7 +38,7 @@ export const DEFAULT_SETTINGS = {
 
   // Ring.
   ringLeaseMs: 5_000, // a ring critical section ends after this unless the client asks for less
-  ringLeaseMaxMs: 10_000, // longest lease an enter may ask for; a token lost with its holder is regenerated, then waits this long before its first grant
+  ringLeaseMaxMs: 10_000, // longest lease an enter may ask for; a token lost with its holder is regenerated, then waits up to this long (the longest section its last token leases stated) before its first grant
   tokenIdlePaceMs: 200, // an idle token rests this long at each node (CPU near zero); a wake cuts it short
   tokenHoldMs: 2, // under contention (a wake in force) a visit serves clients that arrived during it only while it is younger than this
   tokenHopTimeoutMs: 1_000, // one HTTP attempt to hand the token or writes to the successor

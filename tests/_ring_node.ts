@@ -74,7 +74,7 @@ export function harness(options: HarnessOptions = {}) {
     if (wanted && options.leases !== "none") {
       // A majority that backs every lease at once, merged into one output (the token lease's
       // own tests answer wantLease themselves, with leases: "none").
-      const leased = node.step({ type: "lease", epoch: wanted.epoch, validUntilMs: now + 60_000 }, now);
+      const leased = node.step({ type: "lease", epoch: wanted.epoch, validUntilMs: now + 60_000, sectionMaxMs: wanted.sectionMaxMs }, now);
       out = {
         result: out.result,
         persist: [...out.persist, ...leased.persist],

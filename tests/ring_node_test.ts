@@ -264,11 +264,11 @@ test("token lease: the holder grants only inside a lease of its epoch; without o
   const w2 = h.enter();
   const w3 = h.enter();
   let out = h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
-  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }]);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1, sectionMaxMs: LIMITS.ringLeaseMs }]);
   assert.equal(replies(out).size, 0, "no grant without a lease");
   assert.equal(sentToken(out), undefined, "the token stays while the waiter waits for the lease");
   out = h.step({ type: "tick" }, 150);
-  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }], "asked again on every step while it waits");
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1, sectionMaxMs: LIMITS.ringLeaseMs }], "asked again on every step while it waits");
   out = h.step({ type: "lease", epoch: 2, validUntilMs: 10_000 }, 160);
   assert.equal(replies(out).size, 0, "a lease of another epoch does not count");
   out = h.step({ type: "lease", epoch: 1, validUntilMs: 500 }, 170);
@@ -277,11 +277,33 @@ test("token lease: the holder grants only inside a lease of its epoch; without o
   assert.equal(h.node.status(170).leaseValidUntilMs, 500);
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 499);
   assert.equal(fenceOf(replies(out).get(w2.reqId)), F1 + 2, "still inside the lease");
-  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }], "renewed early: w3 waits and under a quarter of tokenLeaseMs is left");
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1, sectionMaxMs: LIMITS.ringLeaseMs }], "renewed early: w3 waits and under a quarter of tokenLeaseMs is left");
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, 500);
   assert.equal(replies(out).get(w3.reqId), undefined, "the lease ended at 500: no grant");
-  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1 }]);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1, sectionMaxMs: LIMITS.ringLeaseMs }]);
   assert.equal(h.node.status(500).leaseValidUntilMs, null);
+});
+
+test("token lease: no section longer than the bound the lease stated is granted under it; the node asks for a lease stating its waiters' longest leaseMs; a lease stating nothing allows ringLeaseMaxMs", () => {
+  const h = harness({ leases: "none" });
+  const long = h.enter(10_000, 3_000);
+  const short = h.enter(10_000, 500);
+  let out = h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1, sectionMaxMs: 3_000 }], "the longest lease among the waiters");
+  out = h.step({ type: "lease", epoch: 1, validUntilMs: 60_000, sectionMaxMs: 2_999 }, 110);
+  assert.equal(replies(out).size, 0, "the head waiter asked 3,000 ms: not under a lease stating 2,999");
+  assert.equal(sentToken(out), undefined, "the token stays while the waiter waits for a larger bound");
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1, sectionMaxMs: 3_000 }], "it asks again with the bound it needs");
+  out = h.step({ type: "lease", epoch: 1, validUntilMs: 60_000, sectionMaxMs: 3_000 }, 120);
+  assert.equal(fenceOf(replies(out).get(long.reqId)), F1 + 1, "granted once the lease allows 3,000 ms");
+  // A later renewal stating less replaces the bound: the next grant must fit it.
+  h.step({ type: "lease", epoch: 1, validUntilMs: 60_000, sectionMaxMs: 499 }, 130);
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 140);
+  assert.equal(replies(out).get(short.reqId), undefined, "500 ms is longer than the 499 the latest renewal stated");
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 1, sectionMaxMs: 500 }]);
+  // A lease stating nothing (the driver of a build before the bound) allows up to ringLeaseMaxMs.
+  out = h.step({ type: "lease", epoch: 1, validUntilMs: 60_000 }, 150);
+  assert.equal(fenceOf(replies(out).get(short.reqId)), F1 + 2);
 });
 
 test("token lease: a lease does not outlive its epoch (a newer epoch's token needs its own)", () => {
@@ -296,7 +318,7 @@ test("token lease: a lease does not outlive its epoch (a newer epoch's token nee
   assert.equal(h.node.status(250).leaseValidUntilMs, null, "the install drops the lease of epoch 1");
   const out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, fence: F1 + 1 }) }, 300);
   assert.equal(replies(out).get(w.reqId), undefined);
-  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 2 }]);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 2, sectionMaxMs: LIMITS.ringLeaseMs }]);
 });
 
 // ---- Facts for the view change ---------------------------------------------------------------

@@ -103,7 +103,7 @@ test("promised: the held token is dropped (its section ends 'epoch', writes in f
   // The new view's token grants, once its own lease is there.
   h.install(viewOf(2));
   out = h.step({ type: "token", from: "a", token: token({ epoch: 2, hop: 1, fence: F1 + 1 }) }, 40);
-  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 2 }]);
+  assert.deepEqual(only(out, "wantLease"), [{ type: "wantLease", epoch: 2, sectionMaxMs: LIMITS.ringLeaseMs }]);
   assert.equal(replies(out).get(w2.reqId), undefined);
   out = h.step({ type: "lease", epoch: 2, validUntilMs: 60_000 }, 40);
   assert.equal(fenceOf(replies(out).get(w2.reqId)), fenceFloor(2) + 1);

@@ -26,6 +26,8 @@ import {
 } from "../lib/core/ring/view.ts";
 import { Prng } from "../lib/core/prng.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { decideView, type Promised } from "../lib/core/ring/decide.ts";
+import { LeaseHold } from "../lib/core/ring/token_lease.ts";
 
 const S = DEFAULT_SETTINGS;
 /** The voter list of the three-node worlds, which hand-built prepares and renewals carry. */
@@ -518,6 +520,27 @@ test("view: the new token waits for the old section: its remaining lease when th
   w.checkSafety();
 });
 
+test("view: a dead holder whose lease stated a 1,000 ms section bound: the first grant waits that bound after its last hold, not ringLeaseMaxMs", () => {
+  const { w, epoch } = tokenSentByA();
+  // a handed the token to c (c holds it); c renews a lease stating 1,000 ms, then dies.
+  w.facts.set("a", { ...w.facts.get("a")!, token: "sending", tokenEpoch: epoch, tokenHop: 2 });
+  w.facts.set("c", { ...w.facts.get("c")!, token: "held", tokenEpoch: epoch, tokenHop: 2, sectionRemainingMs: 300 });
+  const renewedAtMs = w.nowMs;
+  const boundMs = 1_000;
+  assert.ok(boundMs + 100 < S.ringLeaseMaxMs, "the bound is well below the maximum, so the two waits differ");
+  w.node("c").wantLease(epoch, renewedAtMs, boundMs);
+  assert.ok(w.runUntil(() => w.node("c").status(w.nowMs).leaseValidUntilMs !== null, 1_000), "c's lease is renewed");
+  w.crash("c");
+  w.run(2 * S.tokenLeaseMs);
+  w.want("d");
+  assert.ok(w.runUntil(() => w.settled(["a", "b", "d", "e"], epoch + 1), 5_000));
+  const regen = w.installs().find((i) => i.decision.view.epoch === epoch + 1 && i.decision.regenerate)!;
+  const earliestMs = renewedAtMs + S.tokenLeaseMs + boundMs + S.tokenLeaseSafetyMs;
+  assert.ok(regen.decision.grantNotBeforeMs >= earliestMs, `first grant at ${regen.decision.grantNotBeforeMs}, not before ${earliestMs}`);
+  assert.ok(regen.decision.grantNotBeforeMs <= earliestMs + 50, `and not ringLeaseMaxMs later: ${regen.decision.grantNotBeforeMs - earliestMs} ms past the bound`);
+  w.checkSafety();
+});
+
 test("view: a holder's report is not trusted when a promiser promised a newer view: that view's token may be granting unseen", () => {
   const { w, epoch } = tokenSentByA();
   // c holds epoch 1's token. A view 2 forms among a, b, d; only a installs it (the newView to
@@ -914,6 +937,53 @@ test("view: the arbiter may coordinate but casts no vote; without it any ring no
   w.want("d");
   assert.ok(w.runUntil(() => w.settled(["a", "b", "c", "d"], epoch + 2), 10_000));
   w.checkSafety();
+});
+
+test("decideView: a promise stating a section bound for a dead node waits that bound after its hold; one stating none (an older build) waits ringLeaseMaxMs; a bound above ringLeaseMaxMs counts as ringLeaseMaxMs", () => {
+  const ring = ["a", "b", "c"];
+  const base = { lastApplied: 0, lastWriteEpoch: 0, commit: 0, tokenEpoch: 1, tokenHop: 5, tokenHere: "no" as const, sectionRemainingMs: 0, restartedAgoMs: null };
+  const nowMs = 100_000;
+  const waitWith = (b: Partial<Promised["facts"]>): number => {
+    const promise = (facts: Partial<Promised["facts"]>): Promised => ({ prior: { epoch: 1, coordinator: "a" }, viewEpoch: 1, receivedAtMs: nowMs, facts: { ...base, holdEndedAgoMs: {}, ...facts } });
+    // a backed c's leases and says nothing about their bound; b is the variant under test.
+    const promises = new Map([["a", promise({ holdEndedAgoMs: { c: 200 }, holdSectionMaxMs: { c: 0 } })], ["b", promise(b)]]);
+    return decideView({ epoch: 2, coordinator: "a" }, promises, ring, S, nowMs).grantWaitMs;
+  };
+  assert.equal(waitWith({ holdEndedAgoMs: { c: 100 }, holdSectionMaxMs: { c: 1_000 } }), 1_000 - 100 + S.tokenLeaseSafetyMs);
+  assert.equal(waitWith({ holdEndedAgoMs: { c: 100 } }), S.ringLeaseMaxMs - 100 + S.tokenLeaseSafetyMs, "no holdSectionMaxMs: ringLeaseMaxMs");
+  assert.equal(waitWith({ holdEndedAgoMs: { c: 100 }, holdSectionMaxMs: {} }), S.ringLeaseMaxMs - 100 + S.tokenLeaseSafetyMs, "no bound for c: ringLeaseMaxMs");
+  assert.equal(waitWith({ holdEndedAgoMs: { c: 100 }, holdSectionMaxMs: { c: 10 * S.ringLeaseMaxMs } }), S.ringLeaseMaxMs - 100 + S.tokenLeaseSafetyMs, "capped");
+});
+
+test("view: a renewal's stated bound is what its backer reports (the backer's own hold counts the largest of the renewals it backed); a renewal stating none counts ringLeaseMaxMs", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  const a = w.node("a");
+  a.receive({ type: "renew", from: "b", epoch, seq: 1, voters: ABC, sectionMaxMs: 700 }, w.local("a"));
+  a.receive({ type: "renew", from: "b", epoch, seq: 2, voters: ABC, sectionMaxMs: 300 }, w.local("a"));
+  a.receive({ type: "renew", from: "c", epoch, seq: 1, voters: ABC }, w.local("a"));
+  a.ready();
+  w.run(2 * S.tokenLeaseMs); // the holds end, so a promises at once
+  a.receive({ type: "prepare", from: "b", ballot: { epoch: epoch + 1, coordinator: "b" }, voters: ABC }, w.local("a"));
+  const promise = a.ready().send.map((x) => x.message).find((m) => m.type === "promise");
+  assert.ok(promise?.type === "promise", "a promises");
+  assert.deepEqual(promise.facts.holdSectionMaxMs, { b: 700, c: S.ringLeaseMaxMs });
+});
+
+test("LeaseHold: the section bound per requester is the latest (hold end + stated bound) beyond the hold end; a restart hold counts the unknown bound until later holds reach past it", () => {
+  const tokenLeaseMs = 1_000;
+  const fresh = new LeaseHold(tokenLeaseMs, 0);
+  assert.equal(fresh.sectionBoundFor("b", false, 10_000), null, "never backed b");
+  fresh.renewed(100, "b", 700);
+  fresh.renewed(200, "b", 300); // hold to 1,200, sections to max(1,800, 1,500)
+  assert.equal(fresh.heldUntilFor("b", false), 1_200);
+  assert.equal(fresh.sectionBoundFor("b", false, 10_000), 600);
+  const restarted = new LeaseHold(tokenLeaseMs, 0); // restart hold to 1,000: sections to 11,000
+  assert.equal(restarted.sectionBoundFor("b", true, 10_000), 10_000, "only the restart hold: the unknown bound");
+  restarted.renewed(100, "b", 500);
+  assert.equal(restarted.sectionBoundFor("b", true, 10_000), 11_000 - 1_100);
+  restarted.renewed(20_000, "b", 500);
+  assert.equal(restarted.sectionBoundFor("b", true, 10_000), 500, "its own later hold reaches past the restart's");
 });
 
 test("view: the arbiter only coordinates: a promise, renewal or answer claiming to come from it is dropped (it would count towards a majority it is not in)", () => {

@@ -12,6 +12,7 @@ import { RingNode } from "../lib/core/ring/ring_node.ts";
 import { RingReplica } from "../lib/core/ring/ring_replica.ts";
 import { ViewCore } from "../lib/core/ring/view.ts";
 import { ViewAttempts } from "../lib/core/ring/view_attempt.ts";
+import { LeaseHold } from "../lib/core/ring/token_lease.ts";
 import { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import { BackupFeed } from "../lib/core/lock/backup_feed.ts";
 import { PrimaryLease } from "../lib/core/lock/primary_lease.ts";
@@ -672,6 +673,17 @@ test("bug: a new view's first grant does not wait for the sections of older epoc
       return original.call(this, view, regenerate, Number.NEGATIVE_INFINITY);
     }, RING_ONLY, 300, CHECKERS);
   expectCaught("grant wait ignored", found, CHECKERS);
+});
+
+test("bug: a lease's backer keeps no section bound (0 ms, not what the renewal stated) → the view change waits too little after a dead holder → two clients in the section", { timeout: 120_000 }, () => {
+  const CHECKERS = ["ring.section-mutex", "ring.node-section-mutex"];
+  // Long sections (5 s) under a 10 s maximum: the stated bound is what the view change relies on.
+  const spec = { ...RING_ONLY, params: { "ring.leaseMs": 5_000, "ring.ringLeaseMaxMs": 10_000 }, faultOverrides: ["+ring-holder-crash"] };
+  const found = huntRingPatched(LeaseHold.prototype as unknown as Proto, "renewed", (original) =>
+    function (this: Proto, nowMs: number, requester: string) {
+      return original.call(this, nowMs, requester, 0);
+    }, spec, 300, CHECKERS);
+  expectCaught("no section bound kept by the backers", found, CHECKERS);
 });
 
 test("bug: the regenerator re-stamps the writes it re-sends with the new epoch (the old code's break of Raft's log rules) → a ring checker", { timeout: 120_000 }, () => {

@@ -169,12 +169,20 @@ const GOOD: Array<{ name: string; value: Record<string, unknown>; accepts: (valu
       ballot: { epoch: 3, coordinator: "r1" },
       prior: { epoch: 2, coordinator: "r1" },
       viewEpoch: 2,
-      facts: { lastApplied: 9, lastWriteEpoch: 2, commit: 8, tokenEpoch: 2, tokenHop: 40, tokenHere: "no", sectionRemainingMs: 0, holdEndedAgoMs: { r1: 5 }, restartedAgoMs: 100 },
+      facts: { lastApplied: 9, lastWriteEpoch: 2, commit: 8, tokenEpoch: 2, tokenHop: 40, tokenHere: "no", sectionRemainingMs: 0, holdEndedAgoMs: { r1: 5 }, holdSectionMaxMs: { r1: 1_000 }, restartedAgoMs: 100 },
     },
     accepts: (m) => check(viewMessageSchema, m, "v").ok,
-    optional: ["facts.holdEndedAgoMs.r1"],
+    // holdSectionMaxMs is absent in a promise of a build before it (its receiver counts ringLeaseMaxMs).
+    optional: ["facts.holdEndedAgoMs.r1", "facts.holdSectionMaxMs", "facts.holdSectionMaxMs.r1"],
     // A map of node ids (any id passes here; the core refuses one that is not a ring node).
-    maps: ["facts.holdEndedAgoMs"],
+    maps: ["facts.holdEndedAgoMs", "facts.holdSectionMaxMs"],
+  },
+  {
+    name: "view renew",
+    value: { type: "renew", from: "r1", epoch: 3, seq: 2, voters: ["r1", "r2", "r3"], sectionMaxMs: 1_000 },
+    accepts: (m) => check(viewMessageSchema, m, "v").ok,
+    // Absent in a renewal of a build before it: its backers count ringLeaseMaxMs.
+    optional: ["sectionMaxMs"],
   },
   {
     name: "view newView",

@@ -456,7 +456,7 @@ export class RingService {
         return;
       }
       case "lease":
-        this.stepPeer({ type: "lease", epoch: decision.epoch, validUntilMs: decision.validUntilMs });
+        this.stepPeer({ type: "lease", epoch: decision.epoch, validUntilMs: decision.validUntilMs, sectionMaxMs: decision.sectionMaxMs });
         return;
       case "behind":
         // A newer view exists without this node: come back through a view change (the replica
@@ -589,7 +589,7 @@ export class RingService {
         return;
       case "wantLease":
         // Renews through the view change (its answers come as messages, the lease as a decision).
-        this.view.wantLease(effect.epoch, this.now());
+        this.view.wantLease(effect.epoch, this.now(), effect.sectionMaxMs);
         return;
       case "reply": {
         const resolve = this.replies.get(effect.reqId);

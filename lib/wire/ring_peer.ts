@@ -130,6 +130,13 @@ const VOTERS_MAX = 1_024;
 const voters = () => v.pipe(v.array(nodeId()), v.minLength(1), v.maxLength(VOTERS_MAX));
 const ballot = () => v.strictObject({ epoch: epoch(), coordinator: v.pipe(v.string(), v.maxLength(64)) });
 const ms = () => count();
+/** An object, not an array (a record alone accepts both): node id → ms. */
+const msByNode = () =>
+  v.pipe(
+    v.custom<Record<string, number>>((x) => typeof x === "object" && x !== null && !Array.isArray(x), "must be an object"),
+    v.record(nodeId(), ms()),
+    v.check((r) => Object.keys(r).length <= VOTERS_MAX, "too many nodes"),
+  );
 
 export const viewMessageSchema = v.variant("type", [
   v.strictObject({ type: v.literal("probe"), from: nodeId(), epoch: epoch() }),
@@ -157,12 +164,8 @@ export const viewMessageSchema = v.variant("type", [
       tokenHop: count(),
       tokenHere: v.picklist(["held", "neverLeft", "no"]),
       sectionRemainingMs: ms(),
-      // An object, not an array (a record alone accepts both): node id → ms.
-      holdEndedAgoMs: v.pipe(
-        v.custom<Record<string, number>>((x) => typeof x === "object" && x !== null && !Array.isArray(x), "must be an object"),
-        v.record(nodeId(), ms()),
-        v.check((r) => Object.keys(r).length <= VOTERS_MAX, "too many nodes"),
-      ),
+      holdEndedAgoMs: msByNode(),
+      holdSectionMaxMs: v.optional(msByNode()),
       restartedAgoMs: v.nullable(ms()),
     }),
   }),
@@ -183,7 +186,7 @@ export const viewMessageSchema = v.variant("type", [
     }),
   }),
   v.strictObject({ type: v.literal("installed"), from: nodeId(), epoch: epoch() }),
-  v.strictObject({ type: v.literal("renew"), from: nodeId(), epoch: epoch(), seq: count(), voters: voters() }),
+  v.strictObject({ type: v.literal("renew"), from: nodeId(), epoch: epoch(), seq: count(), voters: voters(), sectionMaxMs: v.optional(ms()) }),
   v.strictObject({ type: v.literal("coordinate"), from: nodeId(), reason: v.pipe(v.string(), v.maxLength(64)), epoch: epoch() }),
   v.strictObject({ type: v.literal("renewAnswer"), from: nodeId(), epoch: epoch(), seq: count(), ok: v.boolean() }),
 ]);

@@ -65,11 +65,12 @@ export function decideView(
  *   restarted lately may have clients of sections from before its restart, which end within
  *   ringLeaseMaxMs of it; a node that did not promise granted, if at all, under a lease, which
  *   ended before every backer's hold for it, and one backer is a promiser (two majorities share
- *   a node): so before the latest hold end the promisers report for it.
+ *   a node), a section no longer than the bound that lease's renewal stated: so it ended within
+ *   that bound (holdSectionMaxMs; unknown: ringLeaseMaxMs) after the hold end the promiser
+ *   reports for it (docs/ring.md "The token lease").
  * - A first start (nobody promised anything, no token ever): 0.
  */
 function grantWait(promises: ReadonlyMap<string, Promised>, ring: readonly string[], settings: DecideSettings, nowMs: number): number {
-  const unknownWaitMs = settings.ringLeaseMaxMs + settings.tokenLeaseSafetyMs;
   let top: { epoch: number; hop: number } = { epoch: -1, hop: -1 };
   let atTop: string[] = [];
   let newestPromised = 0;
@@ -95,11 +96,12 @@ function grantWait(promises: ReadonlyMap<string, Promised>, ring: readonly strin
     const remainingMs = holder.facts.sectionRemainingMs > 0 ? holder.facts.sectionRemainingMs + settings.tokenLeaseSafetyMs : 0;
     return Math.max(0, holder.receivedAtMs + remainingMs - nowMs);
   }
-  return Math.max(0, lastSectionEndMs(promises, ring, unknownWaitMs) - nowMs);
+  return Math.max(0, lastSectionEndMs(promises, ring, settings) - nowMs);
 }
 
 /** When the last section an older token could have granted ends at the latest (the "otherwise" case above). */
-function lastSectionEndMs(promises: ReadonlyMap<string, Promised>, ring: readonly string[], sectionMaxMs: number): number {
+function lastSectionEndMs(promises: ReadonlyMap<string, Promised>, ring: readonly string[], settings: DecideSettings): number {
+  const sectionMaxMs = settings.ringLeaseMaxMs + settings.tokenLeaseSafetyMs;
   let endMs = Number.NEGATIVE_INFINITY;
   for (const p of promises.values()) {
     const f = p.facts;
@@ -110,7 +112,10 @@ function lastSectionEndMs(promises: ReadonlyMap<string, Promised>, ring: readonl
     if (promises.has(id)) continue;
     for (const p of promises.values()) {
       const agoMs = p.facts.holdEndedAgoMs[id];
-      if (agoMs !== undefined) endMs = Math.max(endMs, p.receivedAtMs - agoMs + sectionMaxMs);
+      if (agoMs === undefined) continue;
+      // The bound the backed leases stated (no section outlasts ringLeaseMaxMs, whatever it says).
+      const statedMs = Math.min(p.facts.holdSectionMaxMs?.[id] ?? settings.ringLeaseMaxMs, settings.ringLeaseMaxMs);
+      endMs = Math.max(endMs, p.receivedAtMs - agoMs + statedMs + settings.tokenLeaseSafetyMs);
     }
   }
   return endMs;

@@ -45,8 +45,11 @@ export type RingInput =
   | { type: "caughtUp"; reply: CatchUpReply }
   /** Some node has a waiter: an idle token should hurry. */
   | { type: "wake" }
-  /** A majority of the ring renewed this node's token lease of `epoch`: it may grant until validUntilMs. */
-  | { type: "lease"; epoch: number; validUntilMs: number }
+  /**
+   * A majority of the ring renewed this node's token lease of `epoch`: it may grant until
+   * validUntilMs sections up to `sectionMaxMs` (the bound its renewal stated; absent: ringLeaseMaxMs).
+   */
+  | { type: "lease"; epoch: number; validUntilMs: number; sectionMaxMs?: number }
   /** The view change: this node promised `epoch` (refuse older tokens and writes, stop granting). */
   | { type: "promised"; epoch: number }
   /** The view change: `view` is installed here; the regenerator creates its token. */
@@ -102,11 +105,12 @@ export type RingEffect =
   /** Tell every other ring node that this one has a waiter (best effort). */
   | { type: "wakeAll" }
   /**
-   * The holder would grant but has no valid token lease of `epoch`: renew it with a majority of
-   * the ring and feed the outcome back as a `lease` input. Repeated on every step while it
+   * The holder would grant but has no valid token lease of `epoch` allowing sections of
+   * `sectionMaxMs` (its waiters' longest leaseMs): renew it with a majority of the ring, stating
+   * that bound, and feed the outcome back as a `lease` input. Repeated on every step while it
    * waits (the driver keeps one renewal in flight).
    */
-  | { type: "wantLease"; epoch: number }
+  | { type: "wantLease"; epoch: number; sectionMaxMs: number }
   | { type: "reply"; reqId: number; reply: ClientReply }
   | { type: "sectionEnded"; fence: number; reason: SectionEndReason }
   /** Something worth a log line. */

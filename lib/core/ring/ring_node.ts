@@ -136,7 +136,7 @@ export class RingNode {
   /** When this node last sent `wake` (it sends at most one per tokenIdlePaceMs). */
   private wokeAtMs = Number.NEGATIVE_INFINITY;
   /** The token lease (in memory only: a restarted node renews before its first grant). */
-  private lease: { epoch: number; validUntilMs: number } | null = null;
+  private lease: { epoch: number; validUntilMs: number; sectionMaxMs: number } | null = null;
   private nowMs = Number.NEGATIVE_INFINITY;
   // The output being built by the current step.
   private persistOps: PersistOp[] = [];
@@ -245,7 +245,9 @@ export class RingNode {
         return { ok: true, type: "done" };
       case "lease":
         // A lease of an older epoch is void here (this node has moved on).
-        if (input.epoch === this.epoch) this.lease = { epoch: input.epoch, validUntilMs: input.validUntilMs };
+        if (input.epoch === this.epoch) {
+          this.lease = { epoch: input.epoch, validUntilMs: input.validUntilMs, sectionMaxMs: input.sectionMaxMs ?? this.options.limits.ringLeaseMaxMs };
+        }
         return { ok: true, type: "done" };
       case "promised":
         this.promised(input.epoch);
@@ -389,8 +391,10 @@ export class RingNode {
         return;
       }
       // No grant without a majority's lease (renewEarly asked for it): a token cut off from the
-      // majority is not usable. Nor before the view's wait for older sections is over.
-      if (!this.leaseValid() || this.nowMs < this.grantNotBeforeMs) return;
+      // majority is not usable. Nor a section longer than the lease's stated bound (the view
+      // change counts on it: docs/ring.md "The token lease"; renewEarly asks for a larger one).
+      // Nor before the view's wait for older sections is over.
+      if (!this.leaseValid() || this.waiters.next!.leaseMs > this.lease!.sectionMaxMs || this.nowMs < this.grantNotBeforeMs) return;
       holding.grantsLeft -= 1;
       this.grant(this.waiters.shift()!, holding);
       return;
@@ -423,7 +427,10 @@ export class RingNode {
     const lease = this.lease;
     // A quarter of tokenLeaseMs ahead: far more than a renewal's round trip, and few renewals.
     const aheadMs = this.options.limits.tokenLeaseMs / 4;
-    if (!this.leaseValid() || lease!.validUntilMs - this.nowMs < aheadMs) this.effects.push({ type: "wantLease", epoch: this.epoch });
+    const sectionMaxMs = this.waiters.longestLeaseMs;
+    if (!this.leaseValid() || lease!.validUntilMs - this.nowMs < aheadMs || lease!.sectionMaxMs < sectionMaxMs) {
+      this.effects.push({ type: "wantLease", epoch: this.epoch, sectionMaxMs });
+    }
   }
 
   /** No other node asked for the token lately (no wake in force), and the visit is younger than tokenIdlePaceMs. */

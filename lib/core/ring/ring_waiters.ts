@@ -36,6 +36,18 @@ export class RingWaiters {
     return this.queue.length;
   }
 
+  /** The next waiter to serve, left in place. */
+  get next(): Waiter | undefined {
+    return this.queue[0];
+  }
+
+  /** The longest lease a waiter asked for (0: none waits): what the next token lease must allow. */
+  get longestLeaseMs(): number {
+    let longestMs = 0;
+    for (const waiter of this.queue) longestMs = Math.max(longestMs, waiter.leaseMs); // at most ringWaitersMax
+    return longestMs;
+  }
+
   /** The next waiter to serve (the node grants it). */
   shift(): Waiter | undefined {
     return this.queue.shift();

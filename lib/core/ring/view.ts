@@ -258,17 +258,18 @@ export class ViewCore {
   }
 
   /**
-   * The holder of `epoch`'s token wants to grant: true when its token lease is valid now (and
-   * the view's grant wait is over); otherwise a renewal starts (its outcome comes as a decision).
+   * The holder of `epoch`'s token wants to grant sections up to `sectionMaxMs`: true when its
+   * token lease is valid now for them (and the view's grant wait is over); otherwise a renewal
+   * stating that bound starts (its outcome comes as a decision).
    */
-  wantLease(epoch: number, nowMs: number): boolean {
+  wantLease(epoch: number, nowMs: number, sectionMaxMs = this.options.settings.ringLeaseMaxMs): boolean {
     this.advance(nowMs);
     if (!this.view || this.view.epoch !== epoch || this.promised.epoch > epoch || this.deferred) return false;
-    if (this.lease.valid(epoch, nowMs)) return nowMs >= this.grantNotBeforeMs;
-    const seq = this.lease.begin(epoch, nowMs);
+    if (this.lease.covers(epoch, sectionMaxMs, nowMs)) return nowMs >= this.grantNotBeforeMs;
+    const seq = this.lease.begin(epoch, sectionMaxMs, nowMs);
     if (seq !== null) {
-      this.hold.renewed(nowMs, this.options.id); // it counts itself: it holds itself like every renewer
-      for (const to of this.others()) this.send(to, { type: "renew", from: this.options.id, epoch, seq, voters: [...this.ring] });
+      this.hold.renewed(nowMs, this.options.id, sectionMaxMs); // it counts itself: it holds itself like every renewer
+      for (const to of this.others()) this.send(to, { type: "renew", from: this.options.id, epoch, seq, voters: [...this.ring], sectionMaxMs });
       // Its own OK (a ring of one has its majority at once; the decision says so).
       this.leaseOutcome(this.lease.answer(this.options.id, seq, true, this.ring.length));
     }
@@ -408,13 +409,18 @@ export class ViewCore {
     // A holder that installed its view lately may itself still be waiting out older sections.
     const ownWaitMs = Math.max(0, this.grantNotBeforeMs - this.nowMs);
     const holdEndedAgoMs: Record<string, number> = {};
+    const holdSectionMaxMs: Record<string, number> = {};
     for (const id of this.ring) {
-      const untilMs = this.hold.heldUntilFor(id, this.restartedAtMs !== null);
+      const restarted = this.restartedAtMs !== null;
+      const untilMs = this.hold.heldUntilFor(id, restarted);
       // It promises only once every hold has ended, so each of these lies in the past.
       if (untilMs > Number.NEGATIVE_INFINITY) holdEndedAgoMs[id] = Math.max(0, this.nowMs - untilMs);
+      const boundMs = this.hold.sectionBoundFor(id, restarted, this.options.settings.ringLeaseMaxMs);
+      if (boundMs !== null) holdSectionMaxMs[id] = boundMs;
     }
     return {
       holdEndedAgoMs,
+      holdSectionMaxMs,
       restartedAgoMs: this.restartedAtMs === null ? null : this.nowMs - this.restartedAtMs,
       lastApplied: local.lastApplied,
       lastWriteEpoch: local.lastWriteEpoch,
@@ -464,6 +470,9 @@ export class ViewCore {
 
   private onRenew(message: Extract<ViewMessage, { type: "renew" }>): void {
     const { from, epoch, seq, voters } = message;
+    // A renewal stating no bound (an older build) may grant sections of any allowed length.
+    // No section outlasts ringLeaseMaxMs, whatever a renewal states.
+    const sectionMaxMs = Math.min(message.sectionMaxMs ?? this.options.settings.ringLeaseMaxMs, this.options.settings.ringLeaseMaxMs);
     // A lease of epoch e exists only in a view of e: a waiting prepare of an epoch up to e can no
     // longer win (a majority promised e). Refuse it now; backing the renewal would keep this node
     // held, and the prepare waiting, for as long as the holder renews.
@@ -473,7 +482,7 @@ export class ViewCore {
     const sameList = sameVoters(voters, this.ring);
     if (!sameList) this.event("renewOfOtherVoters", { from, epoch, voters: voters.join(","), ring: this.ring.join(",") });
     const ok = this.voter && sameList && this.promised.epoch <= epoch && (this.deferred === null || this.deferred.ballot.epoch <= epoch);
-    if (ok) this.hold.renewed(this.nowMs, from);
+    if (ok) this.hold.renewed(this.nowMs, from, sectionMaxMs);
     // The first backing ever is stored (its hard state, as it is), so that a restart counts as one
     // and reports its restart hold: what it backed before is in memory only (review finding 8).
     if (ok && !this.hasPast) this.persist();
@@ -496,7 +505,7 @@ export class ViewCore {
 
   private leaseOutcome(outcome: ReturnType<TokenLeaseHolder["answer"]>): void {
     if (outcome.type === "valid") {
-      this.out.decisions.push({ type: "lease", epoch: outcome.epoch, validUntilMs: outcome.validUntilMs });
+      this.out.decisions.push({ type: "lease", epoch: outcome.epoch, validUntilMs: outcome.validUntilMs, sectionMaxMs: outcome.sectionMaxMs });
       this.setQuorum(true, "token lease renewed");
     } else if (outcome.type === "failed") {
       this.setQuorum(false, `lease renewal: ${outcome.reason}`);

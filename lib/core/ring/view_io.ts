@@ -13,7 +13,8 @@ export type ViewDecision =
   | { type: "promised"; epoch: number }
   /** Ring anew: this view, this successor; regenerate if asked; no grant before grantNotBeforeMs. */
   | { type: "install"; view: View; successor: string; regenerate: boolean; grantNotBeforeMs: number; fenceFloor: number }
-  | { type: "lease"; epoch: number; validUntilMs: number }
+  /** `sectionMaxMs`: the longest section the node may grant under this lease (its renewal stated it). */
+  | { type: "lease"; epoch: number; validUntilMs: number; sectionMaxMs: number }
   /** A newer view exists without this node: catch the replica up from a member, then rejoin. */
   | { type: "behind"; viewEpoch: number }
   /** false: no majority reachable (no view change, no lease): this node does not grant. */

@@ -96,6 +96,12 @@ export interface PromiseFacts {
    * before the latest of these (decide.ts).
    */
   holdEndedAgoMs: Record<string, number>;
+  /**
+   * Per ring node: how long after that hold's end the sections of the leases it backed end at the
+   * latest (the bounds their renewals stated, ringLeaseMaxMs over a restart hold: docs/ring.md "The
+   * token lease"). Absent, or a node absent from it: unknown (an older build), counted as ringLeaseMaxMs.
+   */
+  holdSectionMaxMs?: Record<string, number>;
   /** This node ran before (it restarted) this long ago; null: it started without a past. */
   restartedAgoMs: number | null;
 }
@@ -113,8 +119,11 @@ export type ViewMessage =
   | { type: "deferred"; from: string; ballot: Ballot; waitMs: number }
   | { type: "newView"; from: string; view: View }
   | { type: "installed"; from: string; epoch: number }
-  /** `voters`: the holder's voter list; a voter backs the lease only under the same list. */
-  | { type: "renew"; from: string; epoch: number; seq: number; voters: string[] }
+  /**
+   * `voters`: the holder's voter list; a voter backs the lease only under the same list.
+   * `sectionMaxMs`: the longest section the holder may grant under this lease (absent: an older build, ringLeaseMaxMs).
+   */
+  | { type: "renew"; from: string; epoch: number; seq: number; voters: string[]; sectionMaxMs?: number }
   /** A ring node asks the arbiter to coordinate the view change it wants (ring nodes ignore it). */
   | { type: "coordinate"; from: string; reason: string; epoch: number }
   | { type: "renewAnswer"; from: string; epoch: number; seq: number; ok: boolean };
@@ -172,6 +181,13 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
         if (!ring.includes(id)) return `holdEndedAgoMs names ${id}, not a ring node`;
         counts.push(ago);
       }
+      if (f.holdSectionMaxMs !== undefined) {
+        if (typeof f.holdSectionMaxMs !== "object" || f.holdSectionMaxMs === null || Array.isArray(f.holdSectionMaxMs)) return "bad holdSectionMaxMs";
+        for (const [id, boundMs] of Object.entries(f.holdSectionMaxMs)) {
+          if (!ring.includes(id)) return `holdSectionMaxMs names ${id}, not a ring node`;
+          counts.push(boundMs);
+        }
+      }
       if (f.commit > f.lastApplied) return "commit above lastApplied";
       if (!["held", "neverLeft", "no"].includes(f.tokenHere)) return "bad tokenHere";
       break;
@@ -200,6 +216,7 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
     case "renew":
       epochs.push(message.epoch);
       counts.push(message.seq);
+      if (message.sectionMaxMs !== undefined) counts.push(message.sectionMaxMs);
       if (!isVoterList(message.voters, ring.length + 1)) return "bad voters";
       break;
     case "coordinate":
