@@ -42,7 +42,9 @@ export function loadArbiterState(file: string): ArbiterState | null {
 }
 
 function parseArbiterState(text: string, where: string): ArbiterState {
-  const state = JSON.parse(text) as ArbiterState;
+  const { format, ...state } = JSON.parse(text) as ArbiterState & { format?: unknown };
+  // A record of another major disk format (copied from another build's dataDir): exit 2, naming it.
+  checkFileFormat(where, format);
   // Records from before backupIncarnation, ttlMaxMs and tokenCeiling lack them (the core reads them as unknown).
   const counts = [state.ttlMaxMs, state.tokenCeiling, state.behindEpoch].every((v) => v == null || (Number.isSafeInteger(v) && v >= 0));
   if (!Number.isSafeInteger(state.epoch) || state.epoch < 0 || typeof state.backupInSync !== "boolean" || !counts) {
