@@ -31,8 +31,37 @@ export function peerFormatMiddleware(security: SecurityLog, ours: FormatVersion 
   };
 }
 
+/**
+ * Hono middleware, the first of every app (lock server, arbiter, ring node): every answer, errors
+ * and 404s included, names this build's wire format in FORMAT_HEADER, so a client refuses an
+ * answer of another major (lib/client/http.ts, answerFormatError) instead of misreading it. Set
+ * after the routes ran; the peer MAC covers the status and body, not this header.
+ */
+export function answerFormatMiddleware(ours: FormatVersion = WIRE_FORMAT): MiddlewareHandler {
+  const text = formatText(ours);
+  return async (c, next) => {
+    await next();
+    c.res.headers.set(FORMAT_HEADER, text);
+  };
+}
+
 /** The file in every dataDir that names the format of the files in it. */
 export const DISK_FORMAT_FILE = "format.json";
+
+/** This build's disk format as each file carries it: a "format" field in its JSON or in each record's. */
+export const FILE_FORMAT = formatText(DISK_FORMAT);
+
+/**
+ * Throws a DiskFormatError naming `where` (a file, or a file's line) and both versions when
+ * `found` (the "format" it carries; undefined: none, written before files carried one, 1.0) is
+ * not of our major. A file copied in from another build's dataDir is caught by this, where the
+ * dataDir's marker (checkDiskFormat) would not see it.
+ */
+export function checkFileFormat(where: string, found: unknown, ours: FormatVersion = DISK_FORMAT): void {
+  const text = found === undefined ? formatText(UNVERSIONED) : typeof found === "string" ? found : JSON.stringify(found) ?? "";
+  const refusal = formatRefusal(where, text, ours);
+  if (refusal !== null) throw new DiskFormatError(refusal);
+}
 
 /** A dataDir this build cannot read: the node does not start (exit 2), naming the file and both versions. */
 export class DiskFormatError extends Error {

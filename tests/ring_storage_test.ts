@@ -250,7 +250,7 @@ test("ring storage: files of format version 1 (no envelope, as mutexd wrote them
     assert.deepEqual(loaded.upgraded.sort(), [STATE_FILE, SNAPSHOT_FILE, LOG_FILE].map((f) => join(dir, f)).sort());
     for (const f of [STATE_FILE, SNAPSHOT_FILE, LOG_FILE]) {
       for (const line of readFileSync(join(dir, f), "utf8").split("\n").filter((l) => l !== "")) {
-        assert.ok(line.startsWith(`{"v":${FORMAT_VERSION},"crc":`), `${f} rewritten as version ${FORMAT_VERSION}: ${line}`);
+        assert.ok(line.startsWith(`{"v":${FORMAT_VERSION},"format":"1.0","crc":`), `${f} rewritten as version ${FORMAT_VERSION}: ${line}`);
       }
     }
     // The same data from the rewritten files, nothing left to upgrade; and appends go on.
@@ -291,7 +291,7 @@ test("ring storage: the view change's hard state (promised ballot, installed vie
     assert.deepEqual(new RingStorage(dir).loadView(), withVoters, "its voters kept");
     new RingStorage(dir).storeView(VIEW_STATE);
     const text = readFileSync(join(dir, VIEW_FILE), "utf8");
-    assert.match(text, new RegExp(`^\\{"v":${FORMAT_VERSION},"crc":\\d+,"data":`), "in the versioned envelope");
+    assert.match(text, new RegExp(`^\\{"v":${FORMAT_VERSION},"format":"1\\.0","crc":\\d+,"data":`), "in the versioned envelope");
     assert.ok(!existsSync(join(dir, `${VIEW_FILE}.tmp`)), "replaced through a renamed temporary file");
   });
 });

@@ -30,7 +30,7 @@ import { type Access, ClientAuth } from "../client_auth.ts";
 import { dashboardOf } from "../dashboard/routes.ts";
 import { nodeInstruments } from "../metrics.ts";
 import { type AuthenticatedSender, authenticatedSender, type PeerFetch, startPeerAuth } from "../peer_auth.ts";
-import { peerFormatMiddleware } from "../format_version.ts";
+import { answerFormatMiddleware, checkFileFormat, FILE_FORMAT, peerFormatMiddleware } from "../format_version.ts";
 import { FORMATS } from "../../lib/wire/version.ts";
 import { VERSION } from "../version.ts";
 
@@ -42,7 +42,9 @@ export function loadArbiterState(file: string): ArbiterState | null {
 }
 
 function parseArbiterState(text: string, where: string): ArbiterState {
-  const state = JSON.parse(text) as ArbiterState;
+  const { format, ...state } = JSON.parse(text) as ArbiterState & { format?: unknown };
+  // A record of another major disk format (copied from another build's dataDir): exit 2, naming it.
+  checkFileFormat(where, format);
   // Records from before backupIncarnation, ttlMaxMs and tokenCeiling lack them (the core reads them as unknown).
   const counts = [state.ttlMaxMs, state.tokenCeiling, state.behindEpoch].every((v) => v == null || (Number.isSafeInteger(v) && v >= 0));
   if (!Number.isSafeInteger(state.epoch) || state.epoch < 0 || typeof state.backupInSync !== "boolean" || !counts) {
@@ -57,11 +59,16 @@ export interface ArbiterStore {
   save(state: ArbiterState): void;
 }
 
+/** The text of the record `state` in arbiter.json: the state and this build's disk format. */
+export function encodeArbiterState(state: ArbiterState): string {
+  return JSON.stringify({ format: FILE_FORMAT, ...state });
+}
+
 /** The record in `file` (arbiter.json), replaced whole and fsynced (durable_file.ts). */
 export function fileArbiterStore(file: string): ArbiterStore {
   return {
     load: () => loadArbiterState(file),
-    save: (state) => writeDurably(file, JSON.stringify(state)),
+    save: (state) => writeDurably(file, encodeArbiterState(state)),
   };
 }
 
@@ -167,6 +174,7 @@ export function createArbiterApp(
   // An arbiter request is a few fields (no state travels): the general request limit is ample.
   const bodyBytesMax = options.bodyBytesMax ?? DEFAULT_SETTINGS.bodyBytesMax;
   const app = new Hono();
+  app.use(answerFormatMiddleware());
   installErrorHandlers(app, options.onInternalError ?? ((error) => options.log.event("internalError", { message: error.message })));
   app.use(auth.middleware);
   if (options.peerAuth) {

@@ -8,7 +8,7 @@
 import process from "node:process";
 import type { ArbiterState } from "../../lib/core/arbiter/arbiter.ts";
 import { recoverRecord, type ServerReport } from "../../lib/core/arbiter/recover.ts";
-import { loadArbiterState } from "../arbiter/server.ts";
+import { encodeArbiterState, loadArbiterState } from "../arbiter/server.ts";
 import { nodeUrl } from "../config.ts";
 import { fetchFor } from "../runtime.ts";
 import { writeDurably } from "../durable_file.ts";
@@ -90,12 +90,17 @@ export function run(argv: string[]): Promise<number> {
     let existing: ArbiterState | null;
     try {
       existing = loadArbiterState(file);
-    } catch {
+    } catch (error) {
+      // A record of another major format is no damage: this build must not replace it.
+      if (error instanceof DiskFormatError) {
+        process.stderr.write(`mutexd: not recovered: ${error.message}\n`);
+        return EXIT.usage;
+      }
       existing = null; // unreadable: the disk is what is being replaced
     }
     const decision = recoverRecord([reports[0], reports[1]], existing);
     if (!decision.ok) return refuse(decision.reason);
-    writeDurably(file, JSON.stringify(decision.record));
+    writeDurably(file, encodeArbiterState(decision.record));
     process.stdout.write(`${file}: ${JSON.stringify(decision.record)}\n`);
     return EXIT.ok;
   });

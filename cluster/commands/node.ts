@@ -86,6 +86,12 @@ export function run(argv: string[]): Promise<number> {
     } catch (error) {
       // A port taken or an address not on this host: one line a person can act on, exit 2 (the
       // cluster file asks for what this host cannot give), not the runtime's stack trace.
+      // A file in the dataDir of another major format (copied from another build's): exit 2 too.
+      if (error instanceof DiskFormatError) {
+        log.flush();
+        process.stderr.write(`mutexd: node ${node.id} cannot start: ${error.message}\n`);
+        return EXIT.usage;
+      }
       if (!(error instanceof ListenError)) throw error;
       log.flush();
       process.stderr.write(`mutexd: node ${node.id} cannot listen on ${error.message}\n`);

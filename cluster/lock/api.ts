@@ -17,7 +17,7 @@ import type * as v from "valibot";
 import type { LoopStallView } from "../stall_monitor.ts";
 import { type Access, ClientAuth } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
-import { peerFormatMiddleware } from "../format_version.ts";
+import { answerFormatMiddleware, peerFormatMiddleware } from "../format_version.ts";
 import { FORMATS } from "../../lib/wire/version.ts";
 import type { SecurityLog } from "../security_log.ts";
 import { ANONYMOUS, type Caller, callerOf } from "../caller.ts";
@@ -289,6 +289,7 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   const { settings } = options;
   const auth = options.auth ?? ClientAuth.open();
   const app = new Hono();
+  app.use(answerFormatMiddleware());
   installErrorHandlers(app, options.onInternalError ?? (() => {}), (error) => {
     const answer = error instanceof NotPrimaryError ? errorAnswer(error, options) : undefined;
     return answer ? Response.json(answer.body, { status: answer.status }) : undefined;

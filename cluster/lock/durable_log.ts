@@ -4,8 +4,9 @@
  * back how far they are on disk, with group commit: one write and one fsync for everything that
  * gathered while the previous fsync ran, never one per entry, and one fsync in flight at a time.
  *
- * Files (format version 1; every record is one line `{"v":1,"crc":C,"data":D}`, C the CRC-32 of
- * the text D, as the ring's storage does):
+ * Files (format version 1; every record is one line `{"v":1,"format":F,"crc":C,"data":D}`, F the
+ * disk format of the build that wrote it (cluster/format_version.ts; a record without it, from
+ * a build before files carried one, is 1.0), C the CRC-32 of the text D, as the ring's storage does):
  * - `lock-snapshot.json`: `{fileGen, copy}`: the copy (epoch, primary, the incarnation of the
  *   process that made it, LockMachineSnapshot) or null. Written whole to a temporary name, fsynced, renamed, the directory fsynced.
  * - `lock-log.jsonl`: `{g, entry}` and `{g, view}` lines appended after the snapshot of fileGen g.
@@ -31,6 +32,7 @@ import { close, fsync, mkdirSync, open, rename, write } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "../checksum.ts";
 import { readIfExists } from "../durable_file.ts";
+import { checkFileFormat, FILE_FORMAT } from "../format_version.ts";
 import type { AnsweredLimits } from "../../lib/core/lock/answered.ts";
 import { LockMachine, type LockMachineSnapshot, type LogEntry } from "../../lib/core/lock/lock_machine.ts";
 import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
@@ -50,25 +52,52 @@ export interface SnapshotData {
 
 type LineData = { g: number; entry: LogEntry } | { g: number; view: { epoch: number; primary: string | null } };
 
+/** A record's text up to its data: the envelope's version, the disk format, the data's checksum. */
+function recordHead(crc: number): string {
+  return `{"v":${DURABLE_FORMAT_VERSION},"format":"${FILE_FORMAT}","crc":${crc},"data":`;
+}
+
 /** One record of either file: its line, newline included. */
 export function encodeRecord(data: unknown): string {
   const text = JSON.stringify(data);
-  return `{"v":${DURABLE_FORMAT_VERSION},"crc":${crc32(text)},"data":${text}}\n`;
+  return `${recordHead(crc32(text))}${text}}\n`;
 }
 
-/** The data of one line (without its newline), or why it is not a good record. */
-export function decodeRecord(line: string): { ok: true; data: unknown } | { ok: false; reason: string } {
-  const match = /^\{"v":(\d+),"crc":(\d+),"data":(.*)\}$/s.exec(line);
-  if (!match) return { ok: false, reason: "not an envelope" };
+/** The envelope; the format is optional: records of builds before files carried one are 1.0. */
+const RECORD = /^\{"v":(\d+),(?:"format":"([^"\\]{0,40})",)?"crc":(\d+),"data":(.*)\}$/s;
+
+/**
+ * The data of one line (without its newline), or why it is not a good record. A record of
+ * another major disk format throws a DiskFormatError naming `where` (checked before the
+ * checksum: a build of another format may checksum otherwise, and its whole log must not be
+ * dropped as a torn tail); so does a line that is no envelope of ours but JSON naming a format.
+ */
+export function decodeRecord(line: string, where = "a record"): { ok: true; data: unknown } | { ok: false; reason: string } {
+  const match = RECORD.exec(line);
+  if (!match) {
+    checkFileFormat(where, formatOfJson(line));
+    return { ok: false, reason: "not an envelope" };
+  }
+  checkFileFormat(where, match[2]);
   if (Number(match[1]) !== DURABLE_FORMAT_VERSION) {
-    if (Number(match[1]) > DURABLE_FORMAT_VERSION) throw new Error(`format version ${match[1]} is newer than this mutexd's (${DURABLE_FORMAT_VERSION})`);
+    if (Number(match[1]) > DURABLE_FORMAT_VERSION) throw new Error(`${where}: format version ${match[1]} is newer than this mutexd's (${DURABLE_FORMAT_VERSION})`);
     return { ok: false, reason: `unknown format version ${match[1]}` };
   }
-  if (crc32(match[3]) !== Number(match[2])) return { ok: false, reason: "checksum mismatch" };
+  if (crc32(match[4]) !== Number(match[3])) return { ok: false, reason: "checksum mismatch" };
   try {
-    return { ok: true, data: JSON.parse(match[3]) };
+    return { ok: true, data: JSON.parse(match[4]) };
   } catch {
     return { ok: false, reason: "not JSON" };
+  }
+}
+
+/** The "format" of a line that is a JSON object naming one, else undefined. */
+function formatOfJson(line: string): unknown {
+  try {
+    const value = JSON.parse(line) as unknown;
+    return typeof value === "object" && value !== null ? (value as { format?: unknown }).format : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -127,7 +156,7 @@ export function parseDurableCopy(
   let fileGen = 0;
   let copy: SnapshotData["copy"] = null;
   if (snapshotText !== undefined) {
-    const decoded = decodeRecord(snapshotText.replace(/\n$/, ""));
+    const decoded = decodeRecord(snapshotText.replace(/\n$/, ""), names.snapshot);
     // Written whole and renamed: a bad snapshot is damage, not a torn write.
     if (!decoded.ok) throw new Error(`${names.snapshot}: ${decoded.reason}`);
     ({ fileGen, copy } = decoded.data as SnapshotData);
@@ -137,7 +166,7 @@ export function parseDurableCopy(
   const lines = logText.split("\n");
   // What follows the last newline is a torn append ("" when none).
   let tornLines = lines.pop() === "" ? 0 : 1;
-  const decoded = lines.map(decodeRecord);
+  const decoded = lines.map((line, i) => decodeRecord(line, `${names.log}: line ${i + 1}`));
   let goodEnd = decoded.length;
   while (goodEnd > 0 && !decoded[goodEnd - 1].ok) goodEnd -= 1;
   tornLines += decoded.length - goodEnd;
@@ -236,7 +265,7 @@ export class SnapshotEncoder {
       }
     }
     if (this.piece < this.pieces.length) return undefined;
-    return [`{"v":${DURABLE_FORMAT_VERSION},"crc":${this.crc},"data":`, ...this.parts, "}\n"];
+    return [recordHead(this.crc), ...this.parts, "}\n"];
   }
 
   private add(text: string): void {

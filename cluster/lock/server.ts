@@ -16,6 +16,7 @@ import { startPeerAuth } from "../peer_auth.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
 import { openDurableLog } from "./durable_log.ts";
+import { DiskFormatError } from "../format_version.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import type { RunningNode } from "../running_node.ts";
 import { ClientAuth } from "../client_auth.ts";
@@ -143,6 +144,8 @@ function startDurableLog(node: NodeConfig, settings: ClusterConfig["settings"], 
     });
     return durable;
   } catch (error) {
+    // A file of another major format is no damage: the start stops with exit 2 (commands/node.ts).
+    if (error instanceof DiskFormatError) throw error;
     return fail("durable log unreadable")(error as Error);
   }
 }

@@ -24,7 +24,7 @@ import type * as v from "valibot";
 import type { ClientInput, RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
-import { peerFormatMiddleware } from "../format_version.ts";
+import { answerFormatMiddleware, peerFormatMiddleware } from "../format_version.ts";
 import { FORMATS } from "../../lib/wire/version.ts";
 import { VERSION } from "../version.ts";
 
@@ -350,6 +350,7 @@ export function guarded(fn: () => RingAnswer, onInternal: (error: Error) => void
 /** The routes served by Hono: it routes, reads and checks the body, and sends the JSON answer. */
 export function createRingApp(service: RingService, options: RingApiOptions): Hono {
   const app = new Hono();
+  app.use(answerFormatMiddleware());
   const auth = options.auth ?? ClientAuth.open();
   installErrorHandlers(app, options.onInternalError ?? (() => {}));
   // Bearer tokens before every route (health and the peer routes pass); each route says what it needs.

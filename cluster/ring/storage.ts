@@ -10,7 +10,11 @@
  *
  * Format version 2: each file, and each line of the log, is one envelope
  *
- *   {"v":2,"crc":<CRC-32 of the data's bytes, unsigned decimal>,"data":<the JSON as before>}
+ *   {"v":2,"format":"1.0","crc":<CRC-32 of the data's bytes, unsigned decimal>,"data":<the JSON as before>}
+ *
+ * `format` is the disk format of the build that wrote it (cluster/format_version.ts): one of
+ * another major refuses the start (exit 2) naming the file (the log: its line) and both
+ * versions; an envelope without it, from a build before files carried one, is 1.0.
  *
  * Why this shape: it stays one JSON value per file and per line (jq and the eye still read it),
  * the version comes first so any reader finds it before anything else, and the checksum covers
@@ -40,6 +44,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "../checksum.ts";
 import { readIfExists, syncDir, writeAll, writeDurably } from "../durable_file.ts";
+import { checkFileFormat, FILE_FORMAT } from "../format_version.ts";
 import type { PersistOp, RingStored } from "../../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingHardState, RingLogRecord, RingSnapshot } from "../../lib/core/ring/ring_types.ts";
 import { type Ballot, EPOCH_MAX, isVoterList, type View, type ViewHardState } from "../../lib/core/ring/view_wire.ts";
@@ -78,11 +83,12 @@ export interface RingLoadReport {
 /** An envelope's content, or why it is not one. */
 type Decoded = { ok: true; version: number; value: unknown } | { ok: false; reason: string };
 
-const ENVELOPE = /^\{"v":(\d+),"crc":(\d+),"data":(.*)\}$/;
+/** The format (the disk format of the build that wrote it) is optional: envelopes of builds before it are 1.0. */
+const ENVELOPE = /^\{"v":(\d+),(?:"format":"([^"\\]{0,40})",)?"crc":(\d+),"data":(.*)\}$/;
 
 function envelope(value: unknown): string {
   const data = JSON.stringify(value);
-  return `{"v":${FORMAT_VERSION},"crc":${crc32(data)},"data":${data}}`;
+  return `{"v":${FORMAT_VERSION},"format":"${FILE_FORMAT}","crc":${crc32(data)},"data":${data}}`;
 }
 
 /**
@@ -91,13 +97,18 @@ function envelope(value: unknown): string {
  */
 function decode(text: string, where: string): Decoded {
   const match = ENVELOPE.exec(text);
+  // The disk format before the checksum: a build of another major may checksum otherwise, and
+  // its records must be refused (DiskFormatError, exit 2), not dropped as damage.
+  if (match) checkFileFormat(where, match[2]);
   if (match && Number(match[1]) === FORMAT_VERSION) {
-    const crc = crc32(match[3]);
-    if (crc !== Number(match[2])) return { ok: false, reason: `checksum ${match[2]} does not match the data's ${crc}` };
-    return parse(match[3], FORMAT_VERSION);
+    const crc = crc32(match[4]);
+    if (crc !== Number(match[3])) return { ok: false, reason: `checksum ${match[3]} does not match the data's ${crc}` };
+    return parse(match[4], FORMAT_VERSION);
   }
   const whole = parse(text, 1);
   if (!whole.ok) return whole;
+  // An envelope of another shape (it has "v") that names its format.
+  if (isObject(whole.value) && whole.value.v !== undefined) checkFileFormat(where, whole.value.format);
   const version = isObject(whole.value) ? whole.value.v : undefined;
   if (typeof version === "number" && version > FORMAT_VERSION) {
     throw new Error(`${where}: format version ${version} is newer than this mutexd's (${FORMAT_VERSION}); run a mutexd that knows it`);

@@ -10,6 +10,7 @@
  * Promise form for everybody else.
  */
 import { MutexdError } from "../wire/errors.ts";
+import { FORMAT_HEADER, formatRefusal, formatText, UNVERSIONED, WIRE_FORMAT } from "../wire/version.ts";
 import { fetchTrusting, type TlsOptions } from "./tls.ts";
 
 /** What the client reads of a fetch answer (a web `Response` has it). */
@@ -17,6 +18,8 @@ export interface HttpResponse {
   readonly ok: boolean;
   readonly status: number;
   text(): PromiseLike<string>;
+  /** The answer's headers (a `Response` has them); absent: read as a server before format versions (1.0). */
+  readonly headers?: { get(name: string): string | null };
   /** The body as a stream (a `Response` has it; only a lock watch reads it: lock_watch.ts). */
   readonly body?: ReadableStream<Uint8Array> | null;
 }
@@ -163,8 +166,20 @@ export function exchange<T>(ports: HttpPorts, request: HttpRequest, done: (outco
     response.text().then((text) => finish(decodeAnswer<T>(base + path, response, text)), unreachable), unreachable);
 }
 
+/**
+ * The error for an answer of another major wire format (its FORMAT_HEADER; none: a server before
+ * format versions, 1.0), naming both versions; null when this client reads it. Checked before the
+ * body: an answer of another major may mean something else in the same JSON.
+ */
+export function answerFormatError(where: string, response: HttpResponse): MutexdError | null {
+  const refusal = formatRefusal(`the answer of ${where}`, response.headers?.get(FORMAT_HEADER) ?? formatText(UNVERSIONED), WIRE_FORMAT);
+  return refusal === null ? null : new MutexdError("version_mismatch", refusal, response.status);
+}
+
 /** An answer's JSON text as its outcome: the value, or the error (and its fields) the server answered. */
 export function decodeAnswer<T>(where: string, response: HttpResponse, text: string): Outcome<T> {
+  const mismatch = answerFormatError(where, response);
+  if (mismatch !== null) return { ok: false, error: mismatch };
   let data: unknown;
   try {
     data = text ? JSON.parse(text) : {};

@@ -8,7 +8,7 @@
  * 403 or 429 throws at once. `signal` ends the iteration, as does leaving a `for await` loop.
  */
 import { MutexdError } from "../wire/errors.ts";
-import { decodeAnswer, failureText, type HttpPorts, type HttpResponse, requestHeaders } from "./http.ts";
+import { answerFormatError, decodeAnswer, failureText, type HttpPorts, type HttpResponse, requestHeaders } from "./http.ts";
 import type { ClockPort } from "./http.ts";
 import type { StatusAnswer } from "./lock_client.ts";
 
@@ -75,6 +75,8 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
         hint = outcome.detail?.primaryUrl;
         lastError = outcome.error;
       } else {
+        const mismatch = answerFormatError(base, response);
+        if (mismatch !== null) throw mismatch;
         opened = true;
         for await (const message of serverSentEvents(response, heard)) {
           const data = JSON.parse(message.data) as Record<string, unknown>;

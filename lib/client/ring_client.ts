@@ -21,7 +21,7 @@ import type { SuspicionStatus } from "../core/ring/repair.ts";
 import type { RingStatus as CoreRingStatus } from "../core/ring/ring_node.ts";
 import { MutexdError } from "../wire/errors.ts";
 import { fetchTrusting, type TlsOptions } from "./tls.ts";
-import { checkedToken, type ClockPort, failureText, type HttpResponse, realClock, realTimers, requestHeaders, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
+import { answerFormatError, checkedToken, type ClockPort, failureText, type HttpResponse, realClock, realTimers, requestHeaders, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
 
 export interface RingConnectOptions {
   /** Base URL of the ring node (sections are local to a node). */
@@ -165,6 +165,8 @@ export class RingClient {
       (response) =>
         response.text().then((text) => {
           done();
+          const mismatch = answerFormatError(this.server + path, response);
+          if (mismatch !== null) throw mismatch;
           return this.decode<T>(path, response.status, text);
         }, (error) => {
           done();

@@ -6,7 +6,7 @@ export const ERROR_STATUS = {
   bad_request: 400, // malformed JSON, a missing or ill-typed field, a value out of bounds
   unauthorized: 401, // missing or invalid credentials: no or an unknown bearer token (cluster/client_auth.ts); a peer request without a valid MAC, a replay (cluster/peer_auth.ts)
   peer_challenge: 401, // a peer request under a nonce the receiver did not issue: retry under x-mutexd-challenge
-  version_mismatch: 400, // a peer request of another major format version (lib/wire/version.ts); the message names both
+  version_mismatch: 400, // a peer request of another major format version (lib/wire/version.ts); the message names both. The client also raises it for an answer of another major
   forbidden: 403, // valid credentials, but not allowed to do this (a token without the permission on the name; a session's secret that does not match)
   session_not_found: 404, // unknown or expired session
   lock_not_found: 404, // no such lock (nobody holds, waits for, or delays it)
