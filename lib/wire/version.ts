@@ -1,8 +1,9 @@
 /**
  * The format versions of what mutexd puts on the wire and on disk, from this one place
  * (docs/deploy.md, "Upgrades and format versions"). A version is `major.minor`:
- * - the same major: compatible. A newer minor may add optional fields an older build ignores,
- *   so nodes of two minors run as one cluster during a rolling upgrade;
+ * - the same major: compatible, so nodes of two minors run as one cluster during a rolling
+ *   upgrade. A newer minor may add optional fields, but the schemas refuse a field they do not
+ *   know, so a node sends a new field only to a node that reads it (docs/deploy.md);
  * - another major: incompatible. The message or file is refused with an error naming both
  *   versions (HTTP 400 `version_mismatch` on the wire; on disk the node does not start, exit 2).
  * What was written or sent before versions existed (no header, no marker file) reads as 1.0.
