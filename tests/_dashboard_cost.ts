@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { startCluster } from "./_lock_cluster.ts";
-import { sleep } from "./_harness.ts";
+import { eventually, sleep } from "./_harness.ts";
 
 const ticks = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
@@ -24,7 +24,12 @@ try {
   }
   const pid = cluster.procs.get("p1")!.pid;
   const bpid = cluster.procs.get("b1")!.pid;
-  await sleep(2000);
+  // The fill is replicated before the idle window: b1 has every entry (the condition, bounded).
+  await eventually("b1 acknowledged every entry of the fill", async () => {
+    const status = await fetch(`${cluster.urls.p1}/v1/status?summary=1`).then((r) => r.json());
+    return status.server?.backup?.lagEntries === 0;
+  }, 30_000);
+  // Measurement windows: CPU over a fixed time, not waits for a condition.
   const windowMs = 10_000;
   let t0 = ticks(pid), b0 = ticks(bpid);
   await sleep(windowMs);

@@ -33,6 +33,8 @@ const wakeupsPerS: number[][] = ROLES.map(() => []);
 for (let run = 0; run < runs; run++) {
   const server = await startServer({ topology: "replicated", settings });
   try {
+    // Timed phases, not waits for a condition: start-up work (JIT, first renewals) fades over
+    // SETTLE_MS, then idle CPU is measured over PHASE_MS.
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     const cpu0 = server.pids.map((pid) => cpuSeconds(pid));
     const switches0 = server.pids.map(voluntarySwitches);

@@ -58,6 +58,7 @@ try {
       value = Number((await ring.get("counter"))?.value ?? "0");
       return { type: "ok", more: { value } };
     });
+    // The hold between read and write (seeded, sometimes past the lease): workload, not a wait.
     await new Promise((resolve) => setTimeout(resolve, holdMs));
     if (read) {
       await step({ op: "ring-put", node, value: value + 1 }, async () => {
@@ -80,6 +81,7 @@ try {
       return { type: "ok" as const, more: typeof json.value === "number" ? { value } : {} };
     };
     const read = await step({ op: "read" }, () => counter({}));
+    // The hold between read and write (seeded, sometimes past the lease): workload, not a wait.
     await new Promise((resolve) => setTimeout(resolve, holdMs));
     if (read) await step({ op: "write", value: value + 1 }, () => counter({ value: value + 1 }));
   }

@@ -236,6 +236,7 @@ export async function ringWorker(ctx: WorkloadContext, options: RingWorkerOption
       section = await ring.lock({ waitMs: prng.between(500, 5_000), leaseMs });
     } catch (error) {
       done(acquireOutcome(error), { error: errorText(error) });
+      // The client's seeded backoff before it asks again: workload, not a wait for a condition.
       await sleep(prng.between(50, RING_CLIENT_RETRY_MS_MAX));
       continue;
     }

@@ -54,6 +54,7 @@ async function tolerant(failures: Failures, body: () => Promise<void>): Promise<
   } catch (error) {
     failures.count += 1;
     failures.last = (error as Error).message;
+    // A client's backoff after a failed section, not a wait for a condition.
     await sleep(RETRY_PAUSE_MS);
   }
 }
@@ -91,6 +92,7 @@ async function measure(
   const before = cpuNow(ring);
   const t0 = now();
   const done = Promise.all(loops.map((loop) => loop(() => running, () => void (ops += 1), failures)));
+  // The measured phase: the loops run for a fixed time.
   await sleep(ctx.durationMs);
   running = false;
   const seconds = (now() - t0) / 1000;
@@ -148,6 +150,8 @@ export async function ringSpeed(ctx: WorkloadContext, size: number): Promise<{ m
   const ring = await startRing(ctx, { size });
   const extra: RingClient[] = [];
   try {
+    // Timed phases, not waits for a condition: start-up work fades over SETTLE_MS, then each
+    // phase measures over ctx.durationMs.
     await sleep(SETTLE_MS);
     const metrics: Metrics = { size };
     // Idle: no client.

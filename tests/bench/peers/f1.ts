@@ -46,6 +46,7 @@ export function peerF1(peer: Peer): Workload {
         while (!probe.granted && now() - killedAt < PROBE_LIMIT_MS && tries < MAX_TRIES) {
           tries++;
           probe = await client.enter(`f1-probe-${k}`, session, 0).catch(async () => {
+            // The probe's backoff while the cluster elects: a retry pause, bounded by PROBE_LIMIT_MS.
             await sleep(RETRY_MS);
             return { granted: false };
           });

@@ -182,6 +182,7 @@ export class RedisLockClient implements BenchClient {
       const left = deadline - performance.now();
       if (left <= 0) break;
       this.seed = (this.seed * 1664525 + 1013904223) >>> 0;
+      // The Redis recipe has no wait: a taken lock is polled (SET NX again) after a jittered pause.
       await sleep(Math.min(left, POLL_MS + (this.seed % (POLL_MS + 1))));
     }
     return { granted: false, position: 0 };

@@ -51,6 +51,8 @@ export function holderKillWorkload(id: string, size: number): Workload {
       const ring = await startRing(ctx, { size });
       try {
         await ring.startLoad();
+        // Timed on purpose: the load runs a while before the kill, and the kill lands a fixed
+        // time into the held section (the file's comment).
         await sleep(WARM_UP_MS);
         const victim = victimOf(ctx.run, size);
         const held = await ring.holdNext(victim, REPAIR_WAIT_MS);
