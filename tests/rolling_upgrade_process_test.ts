@@ -177,7 +177,10 @@ test("another major is refused: a wire 2.0 backup gets version_mismatch from the
       const counts = await Promise.all(["p1", "b1"].map(async (id) => (await (await fetch(`${c.urls[id as "p1"]}/v1/status?summary=1`)).json()).security?.versionMismatch ?? 0));
       return counts.some((n) => n > 0);
     }, RESYNC_MS);
-    const refusal = [...c.procs.values()].map((p) => p.stderr()).join("\n").split("\n").find((l) => l.includes('"reason":"versionMismatch"'));
+    // The log is flushed after the counter moves (cluster/log.ts batches lines): wait for the line.
+    const refusalLine = () => [...c.procs.values()].map((p) => p.stderr()).join("\n").split("\n").find((l) => l.includes('"reason":"versionMismatch"'));
+    await eventually("the refusal is logged", () => refusalLine() !== undefined, RESYNC_MS);
+    const refusal = refusalLine();
     assert.ok(refusal, "the refusal is logged");
     assert.match(refusal, /"theirs":"(1|2)\.0","ours":"(2|1)\.0"/, "naming both versions");
     // Locks keep working at the 1.0 primary: its replication is refused, so it records the 2.0
