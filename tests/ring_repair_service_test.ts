@@ -1,8 +1,9 @@
 /**
  * The ring driver's repair wiring (cluster/ring/service.ts) with hand-made peers: node b of
  * a → b → c, whose every hand-off to c the test answers or fails by hand. Proves the count: no
- * suspicion after ringRepairRetries − 1 failures in a row, a suspicion and one ask at the
- * ringRepairRetries-th, and an answer from c clears it (one log line each). Without a repair
+ * suspicion after ringRepairRetries − 1 timeouts in a row, a suspicion and one ask at the
+ * ringRepairRetries-th, and an answer from c clears it (one log line each); one refusal at
+ * connect suspects at once. Without a repair
  * link (the simulator's case) the same failures suspect nobody. Each test stops its service and
  * removes its data dir. Node b joins the view of epoch 1 by hand and is not started: its start
  * would begin a view change at a real-time moment, and the repair core asks on the failure
@@ -67,22 +68,25 @@ async function withService(withRepair: boolean, body: (h: { deliveries: Pending[
   }
 }
 
-/** Fails the `n`-th delivery (1-based) once the link has made it. */
-async function fail(deliveries: Pending[], n: number): Promise<void> {
+/**
+ * Fails the `n`-th delivery (1-based) once the link has made it: refused at connect (nothing
+ * listens), or timed out (which may have arrived, and may be a lost packet).
+ */
+async function fail(deliveries: Pending[], n: number, how: "refused" | "timeout" = "refused"): Promise<void> {
   await eventually(`delivery ${n} is made`, () => deliveries.length >= n, 2_000);
-  deliveries[n - 1].reject(new Error("connection refused"));
+  deliveries[n - 1].reject(new Error(how === "refused" ? "connection refused" : "The operation timed out."));
 }
 
 const repairLines = (log: ReturnType<typeof memoryLogger>) => log.lines.filter((l) => String(l.event).startsWith("ringSuspicion") || l.event === "ringSuspected");
 
-test("repair wiring: ringRepairRetries failed hand-offs in a row make one suspicion and one ask; c's answer clears it", { timeout: 10_000 }, async () => {
+test("repair wiring: ringRepairRetries timed-out hand-offs in a row make one suspicion and one ask; c's answer clears it", { timeout: 10_000 }, async () => {
   await withService(true, async ({ deliveries, sent, log, service }) => {
-    for (let n = 1; n < RETRIES; n++) await fail(deliveries, n);
+    for (let n = 1; n < RETRIES; n++) await fail(deliveries, n, "timeout");
     await eventually(`delivery ${RETRIES} is made`, () => deliveries.length >= RETRIES, 2_000);
     assert.deepEqual(sent, [], `no ask after ${RETRIES - 1} failures`);
     assert.deepEqual(service.suspicions(), []);
     assert.equal(service.viewStatus().wanted, null, "no view change yet either");
-    await fail(deliveries, RETRIES);
+    await fail(deliveries, RETRIES, "timeout");
     await eventually("b asks who lost c", () => sent.length === 1, 2_000);
     // The same count starts a view change (the members will be whoever promises): b coordinates epoch 2.
     assert.equal(service.viewStatus().wanted, "suspect");
@@ -90,13 +94,23 @@ test("repair wiring: ringRepairRetries failed hand-offs in a row make one suspic
     assert.deepEqual(sent, [{ type: "whoLostPred", epoch: 1, suspect: "c", from: "b" }]);
     assert.deepEqual(service.suspicions().map((s) => [s.node, s.suspectedBy, s.confirmedBy, s.newSuccessor]), [["c", ["b"], [], "a"]]);
     // The next failure is within askEveryMs (the clock stands still): no second ask.
-    await fail(deliveries, RETRIES + 1);
+    await fail(deliveries, RETRIES + 1, "timeout");
     await eventually("the link tries again", () => deliveries.length >= RETRIES + 2, 2_000);
     assert.equal(sent.length, 1);
     // c answers: b heard from it.
     deliveries[RETRIES + 1].resolve({ ok: true, type: "token", duplicate: false });
     await eventually("the suspicion is cleared", () => service.suspicions().length === 0, 2_000);
     assert.deepEqual(repairLines(log).map((l) => [l.event, l.suspect]), [["ringSuspected", "c"], ["ringSuspicionCleared", "c"]]);
+  });
+});
+
+test("repair wiring: one hand-off refused at connect suspects c and starts the view change at once (nothing listens there: no retry would reach it)", { timeout: 10_000 }, async () => {
+  await withService(true, async ({ deliveries, sent, service }) => {
+    await fail(deliveries, 1, "refused");
+    await eventually("b asks who lost c", () => sent.length === 1, 2_000);
+    assert.deepEqual(sent, [{ type: "whoLostPred", epoch: 1, suspect: "c", from: "b" }]);
+    assert.equal(service.viewStatus().wanted, "suspect");
+    assert.deepEqual(service.viewStatus().coordinating, { epoch: 2, coordinator: "b" });
   });
 });
 

@@ -2,11 +2,12 @@
  * The ring repair core (lib/core/ring/repair.ts) by table: each row is one step of one node at a
  * given time and the datagrams and events it must give. Proves the suspicion rules of
  * docs/ring.md ("Repair"): who asks, who answers and when, rate limits, stale and foreign
- * answers ignored, clearing, and the new successor as a pure function (two dead in a row).
+ * answers ignored, clearing, the new successor as a pure function (two dead in a row), and when a
+ * failed hand-off suspects (at once when refused at connect).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { nextLive, type RepairEvent, type RepairInput, type RepairMessage, RingRepair, repairTimings } from "../lib/core/ring/repair.ts";
+import { nextLive, type RepairEvent, type RepairInput, type RepairMessage, RingRepair, repairTimings, suspectsSuccessor } from "../lib/core/ring/repair.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 
 const RING = ["a", "b", "c", "d"];
@@ -15,6 +16,14 @@ const ASK_EVERY_MS = 1_000;
 
 test("repair: the timings come from the settings (hop timeout × retries; one ask per hop timeout)", () => {
   assert.deepEqual(repairTimings({ ...DEFAULT_SETTINGS, tokenHopTimeoutMs: 500, ringRepairRetries: 4 }), { suspectMs: 2_000, askEveryMs: 500 });
+});
+
+test("repair: a hand-off refused at connect suspects the successor at once; timeouts and cuts need ringRepairRetries in a row", () => {
+  assert.equal(suspectsSuccessor(1, true, 3), true, "nothing listens on the successor's port: no retry can reach it");
+  assert.equal(suspectsSuccessor(1, false, 3), false, "one timeout or cut may be a lost packet");
+  assert.equal(suspectsSuccessor(2, false, 3), false);
+  assert.equal(suspectsSuccessor(3, false, 3), true);
+  assert.equal(suspectsSuccessor(4, false, 3), true, "and every failure after them");
 });
 
 test("repair: nextLive is the next node after the suspect that is not suspected, whoever answered", () => {

@@ -33,7 +33,7 @@ import type {
   RingOutput,
   RingResult,
 } from "../../lib/core/ring/ring_node.ts";
-import { type RepairInput, type RepairMessage, RingRepair, repairTimings, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
+import { type RepairInput, type RepairMessage, RingRepair, repairTimings, suspectsSuccessor, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import { type ViewChangeReason, ViewCore, type ViewDecision, type ViewHardState, type ViewMessage, type ViewStatus } from "../../lib/core/ring/view.ts";
 import type { Settings } from "../../lib/settings.ts";
@@ -473,8 +473,8 @@ export class RingService {
 
   /**
    * The successor's hand-off, watched: any answer is word from the successor; ringRepairRetries
-   * failures in a row (and every one after them) tell the repair core and start a view change
-   * (the members are whoever promises). A token the successor refused (not yet in its view, or
+   * failures in a row (and every one after them), or one refused at connect (suspectsSuccessor),
+   * tell the repair core and start a view change (the members are whoever promises). A token the successor refused (not yet in its view, or
    * it promised newer) or could not even connect for never left here: the view change is told,
    * so the new view need not wait for a section that cannot exist. That holds only if EVERY
    * attempt of that hand-off was refused: one that timed out or was cut (a reset) may have been
@@ -507,14 +507,15 @@ export class RingService {
         return result;
       },
       (error) => {
-        if (connectRefused(error)) refused();
+        const refusedAtConnect = connectRefused(error);
+        if (refusedAtConnect) refused();
         else if (attempt) {
           attempt.uncertain = true;
           // A refusal reported for an earlier attempt no longer holds.
           this.view.handoffUncertain(attempt.epoch, attempt.hop, this.now());
         }
         this.handoffFailures += 1;
-        if (this.handoffFailures >= this.options.settings.ringRepairRetries) {
+        if (suspectsSuccessor(this.handoffFailures, refusedAtConnect, this.options.settings.ringRepairRetries)) {
           this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() });
           this.wantViewChange("suspect");
         }

@@ -3,7 +3,8 @@
  * `nowMs` comes in with each step). Its driver is cluster/ring/service.ts; its datagrams travel
  * the repair channel (cluster/ring/udp.ts, UDP broadcast + unicast). See docs/ring.md, "Repair".
  *
- * - A node whose hand-offs to its successor S failed `ringRepairRetries` times in a row suspects
+ * - A node whose hand-offs to its successor S failed `ringRepairRetries` times in a row (or once,
+ *   refused at connect: `suspectsSuccessor`) suspects
  *   S and asks every ring node WHO_LOST_PRED {epoch, suspect: S}; it asks again every `askEveryMs`
  *   while the suspicion stands, never more often.
  * - A node answers I_LOST_PRED only if its predecessor (in the ring order it knows) is the
@@ -25,7 +26,7 @@ export type RepairMessage =
   | { type: "iLostPred"; epoch: number; suspect: string; from: string };
 
 export type RepairInput =
-  /** Hand-offs to `to` failed ringRepairRetries times in a row (the driver counts them). */
+  /** Hand-offs to `to` failed: ringRepairRetries times in a row, or refused at connect (suspectsSuccessor; the driver counts them). */
   | { type: "handoffFailed"; to: string; epoch: number }
   /** Any message from `node` arrived (or `node` answered one of ours). */
   | { type: "heardFrom"; node: string }
@@ -67,6 +68,20 @@ export interface RingRepairOptions {
   askEveryMs: number;
   /** The time of the start: a node counts it as the last time it heard from everyone. */
   nowMs: number;
+}
+
+/**
+ * Whether a failed hand-off (token or writes) to the successor makes this node suspect it now:
+ * after `retries` (ringRepairRetries) failures in a row, or at the first one whose connection
+ * was refused. A refusal is an answer from the successor's host: nothing listens on its port, so
+ * the process is gone (or not up yet) and no retry will reach it before it restarts, and a
+ * restarted node comes back through a view change anyway. A timeout or a cut connection is no
+ * such proof (loss, a slow or stopped process), so those keep the count: a lost packet must not
+ * start a view change. Suspecting only starts a view change, which is always safe; only the
+ * spurious ones cost (issue 14: the count's 300 ms were a third of a non-holder kill's repair).
+ */
+export function suspectsSuccessor(failuresInRow: number, refusedAtConnect: boolean, retries: number): boolean {
+  return refusedAtConnect || failuresInRow >= retries;
 }
 
 /** The timings the settings give (docs/ring.md, "Repair"). */
