@@ -33,6 +33,13 @@ export abstract class Actor {
   /** Handles one delivered message (only called while up). */
   protected abstract receive(envelope: Envelope): void;
 
+  /**
+   * A message arrived while this process is down: what its host answers, if anything (the ring's
+   * HTTP actors refuse requests, as a closed port does; by default the message is simply lost).
+   * It must not touch the crashed process's state.
+   */
+  protected refuseWhileCrashed(_envelope: Envelope): void {}
+
   /** Called after the state became "crashed": drop volatile state. */
   protected abstract onCrash(): void;
 
@@ -52,6 +59,7 @@ export abstract class Actor {
   deliver(envelope: Envelope): void {
     if (this.state === "crashed") {
       if (this.sim.trace.verbose) this.sim.log(this.id, ">", `lost (crashed) #${envelope.id}`);
+      this.refuseWhileCrashed(envelope);
       return;
     }
     const incarnation = this.incarnation;

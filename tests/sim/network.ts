@@ -79,6 +79,20 @@ export class Network {
     }
   }
 
+  /**
+   * The host's answer for a crashed process (`Actor.refuseWhileCrashed`): a request that arrives
+   * where nothing listens is refused, as TCP refuses a connect to a closed port. It travels the
+   * reverse link (a partition cuts it) after `delayMinMs`, with no draw from the PRNG, so runs
+   * without crashes draw as before.
+   */
+  refuse(at: Actor, to: string, payload: unknown): void {
+    if (this.blocked.has(`${at.id}>${to}`)) return;
+    const envelope: Envelope = { id: this.idNext++, from: at.id, to, payload };
+    this.sent += 1;
+    if (this.sim.trace.verbose) this.sim.log(at.id, ">", `refused -> ${to} #${envelope.id}`);
+    this.sim.at(this.sim.nowMs + this.profile.delayMinMs, () => this.sim.actor(to).deliver(envelope));
+  }
+
   /** The next message sent (by anyone, on any link that is not cut) arrives `lateMs` late. */
   holdNext(lateMs: number): void {
     if (this.holdsMs.length < HELD_MAX) this.holdsMs.push(lateMs);

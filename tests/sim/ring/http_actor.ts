@@ -7,7 +7,8 @@
  *
  * A crash drops the routes and the calls in flight (`dropIncarnation`): a late answer to an
  * earlier incarnation's request matches nothing, and a reply of an incarnation that crashed since
- * is never sent.
+ * is never sent. A request that arrives while the process is down is refused (ECONNREFUSED, as a
+ * closed port answers); one that was read before the crash gets no answer and times out.
  */
 import type { Logger } from "../../../cluster/log.ts";
 import type { ViewMessage } from "../../../lib/core/ring/view.ts";
@@ -16,7 +17,7 @@ import type { Envelope } from "../network.ts";
 import type { Sim } from "../simulator.ts";
 import type { NodeClock } from "../time.ts";
 import type { SimRingHttp } from "./http.ts";
-import type { HttpReplyMessage, HttpRequestMessage, RingMessage } from "./messages.ts";
+import type { HttpRefusedMessage, HttpReplyMessage, HttpRequestMessage, RingMessage } from "./messages.ts";
 import { Microtasks, SimFuture } from "./ports.ts";
 
 /** Requests of this actor waiting for a peer's answer, at most this many (bounded). */
@@ -28,7 +29,7 @@ export abstract class SimHttpActor extends Actor {
   /** The routes this incarnation serves (undefined while crashed). */
   protected http: SimRingHttp | undefined;
   /** Our requests to peers awaiting an answer: reqId → what settles the call. */
-  private readonly outgoing = new Map<number, (answer: HttpReplyMessage) => void>();
+  private readonly outgoing = new Map<number, (answer: HttpReplyMessage | HttpRefusedMessage) => void>();
   /** Not reset by a crash: a late answer to an earlier incarnation's request matches nothing. */
   private outReqIdNext = 1;
 
@@ -48,6 +49,12 @@ export abstract class SimHttpActor extends Actor {
   /** What a route throws is answered 500 and is a finding (a core's assertion, or a bug of the driver). */
   protected readonly onInternalError = (error: Error): void =>
     this.sim.violate(error.name === "AssertionError" ? "core.assertion" : "sim.exception", error.message);
+
+  /** A request to this crashed process is refused by its host (a closed port): it was never read. */
+  protected override refuseWhileCrashed(envelope: Envelope): void {
+    const message = envelope.payload as RingMessage;
+    if (message.type === "http") this.sim.network.refuse(this, envelope.from, { type: "httpRefused", reqId: message.reqId });
+  }
 
   /** On a crash: the routes and the calls in flight are gone with the process. */
   protected dropIncarnation(): void {
@@ -86,6 +93,8 @@ export abstract class SimHttpActor extends Actor {
     }
     const reqId = this.outReqIdNext++;
     this.outgoing.set(reqId, (answer) => {
+      // The words a runtime's fetch uses (cluster/ring/service.ts connectRefused reads them).
+      if (answer.type === "httpRefused") return future.reject(new Error(`${to}: connect ECONNREFUSED`));
       if (answer.status < 200 || answer.status > 299) {
         return future.reject(new Error(`${to} ${path}: status ${answer.status}: ${answer.body.slice(0, 200)}`));
       }
@@ -110,7 +119,7 @@ export abstract class SimHttpActor extends Actor {
   }
 
   private onMessage(from: string, message: RingMessage): void {
-    if (message.type === "httpReply") {
+    if (message.type === "httpReply" || message.type === "httpRefused") {
       const settle = this.outgoing.get(message.reqId);
       if (!settle) return; // late: the call timed out (the fetch was aborted)
       this.outgoing.delete(message.reqId);

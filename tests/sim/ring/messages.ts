@@ -21,4 +21,13 @@ export interface HttpReplyMessage {
   body: string;
 }
 
-export type RingMessage = HttpRequestMessage | HttpReplyMessage;
+/**
+ * A request that reached a crashed node: its host refused it (ECONNREFUSED), so nobody read it.
+ * Only the nodes' peer calls take it as a failure; a client waits for its own timeout as before.
+ */
+export interface HttpRefusedMessage {
+  type: "httpRefused";
+  reqId: number;
+}
+
+export type RingMessage = HttpRequestMessage | HttpReplyMessage | HttpRefusedMessage;
