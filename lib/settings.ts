@@ -54,7 +54,7 @@ export const DEFAULT_SETTINGS = {
   ringGapBufferMax: 1_024, // out-of-order writes a node keeps while it fetches the gap
   ringSnapshotEveryWrites: 1_000, // committed writes between two snapshots of the replica
   ringLogRetainMax: 10_000, // committed log entries kept in memory for neighbours' catch-up
-  ringRepairRetries: 3, // failed hand-offs in a row before a node suspects its successor; suspicion also needs tokenHopTimeoutMs × this of silence at the suspect's successor
+  ringRepairRetries: 3, // failed hand-offs in a row (timed out or cut) before a node suspects its successor (one refused at connect suspects at once); confirmation needs tokenHopTimeoutMs × this of silence at the suspect's successor
   ringDatagramBytesMax: 1_024, // a repair datagram (UDP) above this is dropped unread; ours are ~90 bytes, ~170 sealed with the cluster secret's MAC
   ringDatagramsRememberedMax: 1_024, // (sender, sequence) pairs a node remembers to drop the second copy (broadcast + unicast)
   // Ring view changes (docs/ring-view.md).
