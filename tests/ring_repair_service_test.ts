@@ -104,9 +104,15 @@ test("repair wiring: ringRepairRetries timed-out hand-offs in a row make one sus
   });
 });
 
-test("repair wiring: one hand-off refused at connect suspects c and starts the view change at once (nothing listens there: no retry would reach it)", { timeout: 10_000 }, async () => {
+test("repair wiring: a cut hand-off (reset) alone suspects nobody; the refused retry after it suspects c and starts the view change at once (nothing listens there: no retry would reach it)", { timeout: 10_000 }, async () => {
   await withService(true, async ({ deliveries, sent, service }) => {
-    await fail(deliveries, 1, "refused");
+    // What a kill -9 gives on a kept-alive connection (docs/bench.md, "R1 and R9 broken down").
+    await eventually("delivery 1 is made", () => deliveries.length >= 1, 2_000);
+    deliveries[0].reject(new Error("ECONNRESET: The socket connection was closed unexpectedly"));
+    await eventually("delivery 2 is made", () => deliveries.length >= 2, 2_000);
+    assert.deepEqual(sent, [], "a reset may be a cut connection to a live node: no suspicion yet");
+    assert.equal(service.viewStatus().wanted, null);
+    await fail(deliveries, 2, "refused");
     await eventually("b asks who lost c", () => sent.length === 1, 2_000);
     assert.deepEqual(sent, [{ type: "whoLostPred", epoch: 1, suspect: "c", from: "b" }]);
     assert.equal(service.viewStatus().wanted, "suspect");
