@@ -22,6 +22,8 @@ import { Microtasks, SimFuture } from "./ports.ts";
 
 /** Requests of this actor waiting for a peer's answer, at most this many (bounded). */
 const OUTGOING_MAX = 10_000;
+/** Request envelopes remembered as received, so a network copy of one is never refused (bounded). */
+const RECEIVED_MAX = 10_000;
 
 export abstract class SimHttpActor extends Actor {
   /** This incarnation's microtasks (a restart starts a fresh queue). */
@@ -32,6 +34,13 @@ export abstract class SimHttpActor extends Actor {
   private readonly outgoing = new Map<number, (answer: HttpReplyMessage | HttpRefusedMessage) => void>();
   /** Not reset by a crash: a late answer to an earlier incarnation's request matches nothing. */
   private outReqIdNext = 1;
+  /**
+   * Ids of the request envelopes this node received while up, oldest first (the host's memory,
+   * kept across crashes). The simulated network may deliver a copy of a request; TCP does not.
+   * A copy arriving after a crash must not be refused: its sender would take "never read" for a
+   * request the node read (and, for a token, maybe granted under) before it crashed.
+   */
+  private readonly received = new Set<number>();
 
   constructor(
     sim: Sim,
@@ -53,7 +62,9 @@ export abstract class SimHttpActor extends Actor {
   /** A request to this crashed process is refused by its host (a closed port): it was never read. */
   protected override refuseWhileCrashed(envelope: Envelope): void {
     const message = envelope.payload as RingMessage;
-    if (message.type === "http") this.sim.network.refuse(this, envelope.from, { type: "httpRefused", reqId: message.reqId });
+    if (message.type === "http" && !this.received.has(envelope.id)) {
+      this.sim.network.refuse(this, envelope.from, { type: "httpRefused", reqId: message.reqId });
+    }
   }
 
   /** On a crash: the routes and the calls in flight are gone with the process. */
@@ -115,6 +126,10 @@ export abstract class SimHttpActor extends Actor {
   // ---- Inbound: the real HTTP handlers ---------------------------------------------------------
 
   protected receive(envelope: Envelope): void {
+    if ((envelope.payload as RingMessage).type === "http") {
+      this.received.add(envelope.id);
+      if (this.received.size > RECEIVED_MAX) this.received.delete(this.received.values().next().value!);
+    }
     this.turn(() => this.onMessage(envelope.from, envelope.payload as RingMessage));
   }
 
