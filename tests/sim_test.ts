@@ -5,6 +5,7 @@
  * stands for, and fixed-size batches of fresh seeds pass. The fresh seeds are printed and
  * reproducible: they start at MUTEXD_SIM_SEED, or at a hash of the sources (same code, same
  * seeds); a failing one is saved under tests/sim/failed/ (git-ignored), never in the source tree.
+ * A request to a crashed ring node is refused, and the refusal suspects the successor at once.
  * The simulation itself reads no real clock and no Math.random.
  */
 import { test } from "node:test";
@@ -214,6 +215,24 @@ test("the simulation reads no real clock and no Math.random (only the CLI, batch
     const code = readFileSync(file, "utf8").replace(/^\s*(\/\/|\/?\*).*$/gm, "");
     assert.doesNotMatch(code, forbidden, file);
   }
+});
+
+test("ring: a request to a crashed node is refused (ECONNREFUSED at the caller), and a hand-off refused at its first attempt suspects the successor at once", { timeout: 120_000 }, () => {
+  // Seeds with ring crashes forced on, until one shows a first hand-off attempt refused (bounded).
+  const SEEDS_MAX = 30;
+  const refusedFirst = /^\s*([\d.]+s) (\S+)\s+\. successorUnreachable .*connect ECONNREFUSED attempt=1$/;
+  for (let seed = 1; seed <= SEEDS_MAX; seed++) {
+    const result = runSpec({ seed, kinds: ["ring"], safetyMs: 10_000, healMs: 10_000, faultOverrides: ["+ring-crash=1"] }, { keepAll: true, verbose: true, tailLinesMax: 0 });
+    assert.ok(result.ok, `seed ${seed}: ${result.violation?.checker} ${result.violation?.message}`);
+    const hit = result.lines.map((line) => line.match(refusedFirst)).find((m) => m !== null);
+    if (!hit) continue;
+    const [, at, node] = hit;
+    // The driver wants the view change in the same turn as the refusal (before the link logs it).
+    const wanted = result.lines.some((line) => line.trimStart().startsWith(`${at} ${node}`) && line.includes("viewChangeWanted reason=suspect"));
+    assert.ok(wanted, `seed ${seed}: ${node}'s first attempt was refused at ${at}, but it wanted no view change then`);
+    return;
+  }
+  assert.fail(`no hand-off refused at its first attempt in ${SEEDS_MAX} seeds with ring crashes`);
 });
 
 test("ring ports: a SimFuture continues only when its node drains, in the order native promises would", () => {
