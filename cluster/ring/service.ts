@@ -474,9 +474,10 @@ export class RingService {
   /**
    * The successor's hand-off, watched: any answer is word from the successor; ringRepairRetries
    * failures in a row (and every one after them), or one refused at connect (suspectsSuccessor),
-   * tell the repair core and start a view change (the members are whoever promises). A token the successor refused (not yet in its view, or
-   * it promised newer) or could not even connect for never left here: the view change is told,
-   * so the new view need not wait for a section that cannot exist. That holds only if EVERY
+   * tell the repair core and start a view change (the members are whoever promises). A token the
+   * successor refused (not yet in its view, or it promised newer) or could not even connect for
+   * never left here: the view change is told, so the new view need not wait for a section that
+   * cannot exist. That holds only if EVERY
    * attempt of that hand-off was refused: one that timed out or was cut (a reset) may have been
    * taken, and its receiver may have granted before it died (found by the ring benchmark: a
    * reset, then a refused retry, then a grant 0.8 s after the kill while the dead holder's client
