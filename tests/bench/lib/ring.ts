@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { connectRing, type RingClient } from "../../../lib/client/ring_client.ts";
 import { DEFAULT_SETTINGS } from "../../../lib/settings.ts";
+import { connectRefused } from "../../../cluster/ring/service.ts";
 import { eventually, freePort, removeDir, tempDir, writeCluster } from "../../_harness.ts";
 import type { LossyNamespace } from "./netns.ts";
 import { type ServerHandle, signal, startNode } from "./server.ts";
@@ -270,7 +271,7 @@ export const REPAIR_WAIT_MS = 25_000;
 
 /**
  * Where the time of a repair went, from the nodes' logs: ms after the fault (wall clock) of the
- * first hand-off failure, the first wish for a view change (and why), its first prepare, the
+ * first hand-off failure (and whether it was refused at connect), the first wish for a view change (and why), its first prepare, the
  * decision and the successor's install, with the view's grant wait and the prepares sent. A
  * killed or stopped victim writes nothing after the fault; a lossy one's lines count too.
  */
@@ -280,8 +281,13 @@ export function repairBreakdown(ring: Ring, sinceWallMs: number, successor: numb
   const wanted = first("viewChangeWanted");
   const decided = first("viewDecided");
   const installed = first("ringView", ring.ids[successor]);
+  const unreachable = first("successorUnreachable");
   return {
-    unreachableMs: first("successorUnreachable")?.afterMs ?? Number.NaN,
+    unreachableMs: unreachable?.afterMs ?? Number.NaN,
+    // 1 when that first failure was refused at connect (nothing listened: that attempt was not
+    // taken), 0 otherwise (a reset or a timeout may have been taken: the view then waits for the
+    // victim's last lease and its section bound; docs/bench.md, "R1 and R9 broken down").
+    firstFailureRefused: unreachable ? Number(connectRefused(new Error(String(unreachable.detail ?? "")))) : Number.NaN,
     suspectedMs: first("ringSuspected")?.afterMs ?? Number.NaN,
     wantedMs: wanted?.afterMs ?? Number.NaN,
     // The reason as a number, so it survives the runner's medians: the index in REASONS.
@@ -300,7 +306,8 @@ export function repairBreakdown(ring: Ring, sinceWallMs: number, successor: numb
 /** One line for the notes: the breakdown in words. */
 export function describeBreakdown(b: Record<string, number>): string {
   const ms = (v: number) => (Number.isFinite(v) ? `${whole(v)} ms` : "–");
-  return `first hand-off failure ${ms(b.unreachableMs)}, view change wanted ${ms(b.wantedMs)} (${REASONS[b.wantedReason] ?? "–"}), ` +
+  const how = b.firstFailureRefused === 1 ? " (refused at connect)" : b.firstFailureRefused === 0 ? " (not refused at connect)" : "";
+  return `first hand-off failure ${ms(b.unreachableMs)}${how}, view change wanted ${ms(b.wantedMs)} (${REASONS[b.wantedReason] ?? "–"}), ` +
     `token lost ${ms(b.tokenLostMs)}, prepare ${ms(b.prepareMs)} (${b.prepares} prepares, ${b.deferred} deferred promises), ` +
     `decided ${ms(b.decidedMs)} (grant wait ${ms(b.grantWaitMs)}, ${b.views} views), installed at the successor ${ms(b.installedMs)}`;
 }
