@@ -19,7 +19,7 @@
  *   or a late retry that arrives after its own leave must not grant again to a session that
  *   believes it left (docs/simulator.md, finding 12).
  */
-import { assert, assertNever } from "../assert.ts";
+import { assert, AssertionError, assertNever } from "../assert.ts";
 import type { ErrorCode } from "../../wire/errors.ts";
 import type { Settings } from "../../settings.ts";
 import { OwnerCounts, ownerKey, ownerProblem, SECRET_MISMATCH, secretHashProblem, secretMatches } from "./session_owners.ts";
@@ -207,7 +207,8 @@ export class LockTable {
   /** Applies one command at time `nowMs` (monotonic, never smaller than the previous call's). */
   apply(command: Command, nowMs: number): Output {
     assert(Number.isFinite(nowMs), "nowMs must be finite");
-    assert(nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
+    // On every command: the message (two fractional times as text) is built only when it fails.
+    if (!(nowMs >= this.nowMs)) throw new AssertionError(`time went backwards: ${nowMs} < ${this.nowMs}`);
     this.nowMs = nowMs;
     const effects: Effect[] = [];
     // Wait deadlines and lock-delay ends run first so every command sees only live waiters; after
@@ -226,7 +227,7 @@ export class LockTable {
    * primary expires lapsed sessions first, so a lapsed one is not revived.
    */
   renew(command: Extract<Command, { type: "keepAlive" }>, nowMs: number): Output {
-    assert(Number.isFinite(nowMs) && nowMs >= this.nowMs, `a renewal at ${nowMs} before the table's clock ${this.nowMs}`);
+    if (!(Number.isFinite(nowMs) && nowMs >= this.nowMs)) throw new AssertionError(`a renewal at ${nowMs} before the table's clock ${this.nowMs}`);
     return this.renewed(command.session, this.keepAlive(command, nowMs));
   }
 
@@ -598,8 +599,9 @@ export class LockTable {
   }
 
   private grant(lock: LockState, session: Session, mode: Mode, lockDelayMs: number, callId: string | undefined): Grant {
-    assert(this.compatible(lock, mode), `grant of ${lock.name} would break mutual exclusion`);
-    assert(this.nowMs >= lock.delayUntilMs, `grant of ${lock.name} inside its lock-delay`);
+    // On every grant: the messages are built only when they fail.
+    if (!this.compatible(lock, mode)) throw new AssertionError(`grant of ${lock.name} would break mutual exclusion`);
+    if (!(this.nowMs >= lock.delayUntilMs)) throw new AssertionError(`grant of ${lock.name} inside its lock-delay`);
     this.watcher?.beforeLockChange(lock);
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
