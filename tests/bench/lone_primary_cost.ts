@@ -15,7 +15,7 @@ import process from "node:process";
 import { monotonicClock } from "../../cluster/clock.ts";
 import { createLockApp } from "../../cluster/lock/api.ts";
 import { LockService } from "../../cluster/lock/service.ts";
-import { memoryLogger } from "../../cluster/log.ts";
+import { jsonLogger } from "../../cluster/log.ts";
 import { LockMetrics, nodeInstruments } from "../../cluster/metrics.ts";
 import { SecurityLog } from "../../cluster/security_log.ts";
 import { realTimers } from "../../cluster/timers.ts";
@@ -26,7 +26,8 @@ const ROUNDS = 5;
 const PER_ROUND = 20_000;
 const WARM_UP = 12_000;
 const settings = DEFAULT_SETTINGS;
-const log = memoryLogger();
+// As a server at the default level (info): nothing per operation is written.
+const log = jsonLogger("p1", settings.logPendingLinesMax, () => {}, "info");
 const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
 const instruments = nodeInstruments({ nodeId: "p1", log, security, leaseSafetyMs: settings.leaseSafetyMs });
 const service: LockService = new LockService({
