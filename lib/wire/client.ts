@@ -108,11 +108,18 @@ export function checkBody<S extends BodySchema>(schema: S, body: unknown): { ok:
   return { ok: false, message: path === null ? describeIssue(issue, "body") : `${path} ${issue.message}` };
 }
 
-/** Whether one field's value passes; `optional`: a missing (or undefined) value passes too. */
+/**
+ * One field as the quick check reads it: a string of `lengthMin..lengthMax` characters, a number
+ * (`integer`: a safe integer), or one of `options`; `optional`: a missing (or undefined) value passes.
+ */
 interface FieldCheck {
   key: string;
   optional: boolean;
-  passes: (value: unknown) => boolean;
+  kind: "string" | "number" | "picklist";
+  lengthMin: number;
+  lengthMax: number;
+  integer: boolean;
+  options: readonly unknown[];
 }
 
 /** A body schema read as field checks, built once per schema (clientSchemas keeps its schemas). */
@@ -139,9 +146,21 @@ export function acceptsAsIs(schema: BodySchema, body: unknown): boolean {
   for (const key in input) if (!checks.keys.has(key)) return false;
   for (const field of checks.fields) {
     const value = field.key in input ? input[field.key] : undefined;
-    if (value === undefined ? !field.optional : !field.passes(value)) return false;
+    if (value === undefined ? !field.optional : !passes(field, value)) return false;
   }
   return true;
+}
+
+/** Whether `value` passes `field` (every part of its schema: the order does not change the verdict). */
+function passes(field: FieldCheck, value: unknown): boolean {
+  switch (field.kind) {
+    case "string":
+      return typeof value === "string" && value.length >= field.lengthMin && value.length <= field.lengthMax;
+    case "number":
+      return typeof value === "number" && !Number.isNaN(value) && (!field.integer || Number.isSafeInteger(value));
+    case "picklist":
+      return field.options.includes(value);
+  }
 }
 
 /** `schema`'s fields as checks, or null if one of them has a part not known here. */
@@ -149,51 +168,36 @@ function readSchema(schema: BodySchema): { keys: ReadonlySet<string>; fields: Fi
   const fields: FieldCheck[] = [];
   for (const [key, entry] of Object.entries(schema.entries)) {
     const optional = entry.type === "optional" && (entry as v.OptionalSchema<v.GenericSchema, undefined>).default === undefined;
-    const passes = valueCheck(optional ? (entry as v.OptionalSchema<v.GenericSchema, undefined>).wrapped : entry);
-    if (passes === null) return null;
-    fields.push({ key, optional, passes });
+    const field = readField(key, optional, optional ? (entry as v.OptionalSchema<v.GenericSchema, undefined>).wrapped : entry);
+    if (field === null) return null;
+    fields.push(field);
   }
   return { keys: new Set(fields.map((f) => f.key)), fields };
 }
 
 type Part = { kind: string; type: string; requirement?: unknown; options?: readonly unknown[]; pipe?: readonly Part[] };
 
-/** A value schema (a base schema and its pipe's validations) as one check, or null if a part is unknown. */
-function valueCheck(schema: v.GenericSchema): ((value: unknown) => boolean) | null {
+/**
+ * A value schema (a base schema and its pipe's validations, as valibot/dist/index.mjs runs them:
+ * string, number, picklist, min_length, max_length, safe_integer) as one field check, or null if
+ * it has another part or one in a place this reader does not know.
+ */
+function readField(key: string, optional: boolean, schema: v.GenericSchema): FieldCheck | null {
   const parts = (schema as Part).pipe ?? [schema as Part];
-  const checks: Array<(value: unknown) => boolean> = [];
-  for (const part of parts) {
-    // A piped schema at the head of a pipe brings its own parts.
-    const check = part !== schema && part.pipe ? valueCheck(part as unknown as v.GenericSchema) : partCheck(part);
-    if (check === null) return null;
-    checks.push(check);
+  const [base, ...validations] = parts;
+  if (base.kind !== "schema" || base.pipe !== undefined) return null;
+  const field: FieldCheck = { key, optional, kind: "string", lengthMin: 0, lengthMax: Number.POSITIVE_INFINITY, integer: false, options: [] };
+  if (base.type === "number") field.kind = "number";
+  else if (base.type === "picklist" && Array.isArray(base.options)) {
+    field.kind = "picklist";
+    field.options = base.options;
+  } else if (base.type !== "string") return null;
+  for (const part of validations) {
+    const requirement = part.requirement;
+    if (field.kind === "string" && part.type === "min_length" && typeof requirement === "number") field.lengthMin = Math.max(field.lengthMin, requirement);
+    else if (field.kind === "string" && part.type === "max_length" && typeof requirement === "number") field.lengthMax = Math.min(field.lengthMax, requirement);
+    else if (field.kind === "number" && part.type === "safe_integer") field.integer = true;
+    else return null;
   }
-  // In order, each on a value the ones before passed (a length is read only off a string).
-  return (value) => {
-    for (const check of checks) if (!check(value)) return false;
-    return true;
-  };
-}
-
-/** One part as valibot runs it (valibot/dist/index.mjs: string, number, picklist, min_length, max_length, safe_integer). */
-function partCheck(part: Part): ((value: unknown) => boolean) | null {
-  const requirement = part.requirement;
-  switch (part.type) {
-    case "string":
-      return part.kind === "schema" ? (value) => typeof value === "string" : null;
-    case "number":
-      return part.kind === "schema" ? (value) => typeof value === "number" && !Number.isNaN(value) : null;
-    case "picklist": {
-      const options = part.options;
-      return part.kind === "schema" && Array.isArray(options) ? (value) => options.includes(value) : null;
-    }
-    case "min_length":
-      return typeof requirement === "number" ? (value) => (value as string).length >= requirement : null;
-    case "max_length":
-      return typeof requirement === "number" ? (value) => (value as string).length <= requirement : null;
-    case "safe_integer":
-      return (value) => Number.isSafeInteger(value);
-    default:
-      return null;
-  }
+  return field;
 }
