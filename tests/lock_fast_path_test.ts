@@ -13,11 +13,13 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { ClientAuth } from "../cluster/client_auth.ts";
 import type { TokenConfig } from "../cluster/config.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
+import { hashSessionSecret } from "../cluster/lock/session_secret.ts";
 import { realTimers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { soloLockService } from "./_lock_service.ts";
@@ -153,4 +155,11 @@ test("a Content-Length repeated with one value (both runtimes accept it, and Hea
     assert.equal((await response.json()).error.code, "bad_request");
   }
   assert.equal(JSON.stringify(service.table!.snapshot()), before, "nothing was opened");
+});
+
+test("a session secret hashes to its SHA-256 in hex, as before the one-shot hash: stored hashes (a durable log, an older backup) still match", () => {
+  for (const secret of [SECRET, "x".repeat(256), "é€😀 non-ASCII secret of 32+ characters"]) {
+    assert.equal(hashSessionSecret(secret), createHash("sha256").update(secret, "utf8").digest("hex"));
+  }
+  assert.equal(hashSessionSecret(undefined), "");
 });

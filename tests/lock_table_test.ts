@@ -649,3 +649,46 @@ test("locks without waiters or holders share one empty list (W4's memory), and a
   assert.deepEqual(s.holders("L"), [b]);
   assert.deepEqual(s.queue("L"), []);
 });
+
+test("refusalBeforeLog answers every command as a dry run on a new empty table does, while it reuses one table for its dry runs (an accepted openSession in between, the table's clock moving)", () => {
+  const s = new Script();
+  const a = s.open(5_000);
+  const options = { limits: LIMITS, sessionIdPrefix: "s", tokenFloor: 100 };
+  const enter = (session: string, fields: Record<string, unknown> = {}) =>
+    ({ type: "enter", secretHash: SECRET_HASH, name: "L", session, mode: "exclusive", waitMs: 0, lockDelayMs: 0, ...fields }) as Command;
+  const commands: Command[] = [
+    enter("unknown"),
+    enter(a),
+    enter(a, { secretHash: "wrong" }),
+    enter(a, { name: "" }),
+    enter("unknown", { waitMs: -1 }),
+    { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 },
+    { type: "openSession", secretHash: SECRET_HASH, ttlMs: 1 },
+    { type: "leave", secretHash: SECRET_HASH, name: "L", session: "unknown" },
+    { type: "leave", secretHash: SECRET_HASH, name: "L", session: a, token: -1 },
+    { type: "keepAlive", secretHash: SECRET_HASH, session: "unknown" },
+    { type: "closeSession", secretHash: "wrong", session: a },
+    enter("unknown", { name: "M" }),
+    { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 },
+    { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 },
+    enter("s-1"),
+    { type: "tick" },
+  ];
+  let atMs = 0;
+  for (let round = 0; round < 3; round++) {
+    for (const command of commands) {
+      s.run({ type: "tick" }, (atMs += 7));
+      const expected = new LockTable(options).apply(command, atMs);
+      const answer = s.table.refusalBeforeLog(command);
+      const shown = JSON.stringify(command);
+      if (command.type === "tick") assert.equal(answer, undefined, shown);
+      else if (expected.result.ok) assert.equal(answer, undefined, shown);
+      else if (expected.result.error.code === "bad_request") assert.deepEqual(answer, expected, shown);
+      else if (!("session" in command) || command.session !== a) assert.deepEqual(answer, expected, shown);
+      // Session a is in the table: with its secret the table decides; without, forbidden.
+      else if (command.secretHash === SECRET_HASH) assert.equal(answer, undefined, shown);
+      else assert.equal(answer!.result.ok ? "ok" : answer!.result.error.code, "forbidden", shown);
+    }
+  }
+  assert.equal(s.table.sessions.size, 1, "the dry runs changed nothing in the table");
+});

@@ -4,6 +4,8 @@
  * and logged, a shorter one is not. The per-lock wait and hold histograms keep their own series for
  * the top N names by total time, re-ranked at an interval: a late hot lock enters, a name that
  * drops out counts under `other`, and the series stay at most N + 1 however many names are used.
+ * Answers, grants and releases, counted in plain numbers on the request path, scrape as prom-client's
+ * own counters did.
  * Clocks are moved by hand (no real time passes).
  */
 import { test } from "node:test";
@@ -133,4 +135,37 @@ test("per-lock histograms: with 500 names over 20 intervals, each histogram has 
     lastHot = hot;
   }
   assert.equal(namesSeen, 500);
+});
+
+test("answers, grants and releases are counted in plain numbers and scraped as before: by code and reason, every scrape the totals so far; an answer made in the call stays a Response", async () => {
+  const { metrics, clock } = setup();
+  const lock = new LockMetrics(metrics, clock, () => ({ sessionCount: 0, lockCount: 0, epoch: 1, lagEntries: null }));
+  let text = await metrics.text();
+  // Before anything: the unlabelled counters read 0, the labelled ones have no series (as prom-client's own).
+  assert.ok(text.includes("mutexd_lock_grants_total{node=\"n1\"} 0"), text);
+  assert.ok(!text.includes("mutexd_http_responses_total{"), text);
+  const fetch = metrics.countingFetch((request: Request) =>
+    request.method === "GET" ? new Response("now", { status: 200 }) : Promise.resolve(new Response("later", { status: 409 }))
+  );
+  const now = fetch(new Request("http://x/now"));
+  assert.ok(now instanceof Response, "an answer made in the call is returned as it is, not as a promise");
+  assert.equal((await fetch(new Request("http://x/later", { method: "POST" }))).status, 409);
+  fetch(new Request("http://x/now"));
+  await assert.rejects(Promise.resolve(metrics.countingFetch(() => {
+    throw new Error("bug");
+  })(new Request("http://x/"))), /bug/);
+  for (const token of [1, 2]) lock.effect({ type: "granted", grant: { name: "L", session: "s", token, mode: "exclusive" } });
+  lock.effect({ type: "released", name: "L", session: "s", token: 1, reason: "leave" });
+  lock.effect({ type: "released", name: "L", session: "s", token: 2, reason: "expired" });
+  text = await metrics.text();
+  assert.equal(sampleValue(text, 'mutexd_http_responses_total{code="200",node="n1"}'), 2, text);
+  assert.equal(sampleValue(text, 'mutexd_http_responses_total{code="409",node="n1"}'), 1, text);
+  assert.equal(sampleValue(text, 'mutexd_lock_grants_total{node="n1"}'), 2, text);
+  assert.equal(sampleValue(text, 'mutexd_lock_releases_total{reason="leave",node="n1"}'), 1, text);
+  assert.equal(sampleValue(text, 'mutexd_lock_releases_total{reason="expired",node="n1"}'), 1, text);
+  // A second scrape shows the same totals (the counts are set, not added again), then what came since.
+  lock.effect({ type: "granted", grant: { name: "L", session: "s", token: 3, mode: "exclusive" } });
+  text = await metrics.text();
+  assert.equal(sampleValue(text, 'mutexd_lock_grants_total{node="n1"}'), 3, text);
+  assert.equal(sampleValue(text, 'mutexd_http_responses_total{code="200",node="n1"}'), 2, text);
 });

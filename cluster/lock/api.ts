@@ -394,20 +394,33 @@ function installFastPath(app: Hono, routes: readonly LockRoute[], options: LockA
   };
 }
 
-/** `contentLength`: the request's Content-Length header (declaredLength reads it, as readBodyBytes does). */
-async function answerFast(route: LockRoute, request: Request, contentLength: string, bytesMax: number, options: LockApiOptions): Promise<Response> {
+/**
+ * `contentLength`: the request's Content-Length header (declaredLength reads it, as readBodyBytes
+ * does). Promise callbacks rather than async functions: one promise per request, the body's.
+ */
+function answerFast(route: LockRoute, request: Request, contentLength: string, bytesMax: number, options: LockApiOptions): Promise<Response> {
+  let text: Promise<string>;
+  try {
+    text = readDeclaredText(request, declaredLength(contentLength), bytesMax);
+  } catch (error) {
+    return Promise.resolve(jsonAnswer(errorAnswer(error as Error, options)));
+  }
+  return text.then((body) => answerBody(route, body, options), (error) => jsonAnswer(errorAnswer(error as Error, options)));
+}
+
+/** The answer to a fast-path body's text: at once when decided within the call (a grant, a release), else promised. */
+function answerBody(route: LockRoute, text: string, options: LockApiOptions): Response | Promise<Response> {
   let input: Record<string, unknown>;
   try {
-    input = parseJsonText(await readDeclaredText(request, declaredLength(contentLength), bytesMax));
+    input = parseJsonText(text);
   } catch (error) {
     return jsonAnswer(errorAnswer(error as Error, options));
   }
-  // Most answers are decided within the call (a grant, a release): then no promise is made.
   let now: ApiAnswer | undefined;
   let later: ((answer: ApiAnswer) => void) | undefined;
   runRoute(route, {}, input, options, (answer) => (later ? later(answer) : (now = answer)));
   if (now) return jsonAnswer(now);
-  return jsonAnswer(await new Promise<ApiAnswer>((resolve) => (later = resolve)));
+  return new Promise<ApiAnswer>((resolve) => (later = resolve)).then(jsonAnswer);
 }
 
 /** As Hono's c.json answers it: the same body, status and content type. */

@@ -7,7 +7,7 @@
  * the primary and the backup apply the same entries in the same order with the same `atMs`
  * (the primary's clock), so both hold the same table and the same fencing counter.
  */
-import { assert } from "../assert.ts";
+import { assert, AssertionError } from "../assert.ts";
 import { type AnsweredLimits, AnsweredRequests, requestIdProblem } from "./answered.ts";
 import { type Command, LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "./lock_table.ts";
 
@@ -55,7 +55,8 @@ export class LockMachine {
 
   /** Applies the next entry; entries must come in index order. */
   apply(entry: LogEntry): Output {
-    assert(entry.index === this.applied + 1, `entry ${entry.index} applied after ${this.applied}`);
+    // On every entry: the message is built only when it fails (a template costs its number conversions per call).
+    if (entry.index !== this.applied + 1) throw new AssertionError(`entry ${entry.index} applied after ${this.applied}`);
     this.applied = entry.index;
     // The primary refuses such an id before it appends (LockReplica.clientRequest); an entry that
     // carries one anyway is refused here, the same on both servers, and nothing of it is kept.

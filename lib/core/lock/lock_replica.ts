@@ -28,7 +28,7 @@
  */
 import type { ArbiterReply } from "../arbiter/arbiter.ts";
 import { freshGraceMs, freshTokenFloor, RecordCover } from "./arbiter_record.ts";
-import { assert, assertNever } from "../assert.ts";
+import { assert, AssertionError, assertNever } from "../assert.ts";
 import { requestIdProblem } from "./answered.ts";
 import { LockMachine, type LogEntry } from "./lock_machine.ts";
 import { DurableCopy, type RestoredCopy, restoredCopyFor, restoredTableFor, restoredTakeoverCopy } from "./durable_copy.ts";
@@ -630,7 +630,8 @@ export class LockReplica {
   // ---- helpers ----------------------------------------------------------------------------
 
   private advance(nowMs: number): void {
-    assert(nowMs >= this.nowMs, `time went backwards: ${nowMs} < ${this.nowMs}`);
+    // On every step: the message (two fractional times as text) is built only when it fails.
+    if (!(nowMs >= this.nowMs)) throw new AssertionError(`time went backwards: ${nowMs} < ${this.nowMs}`);
     this.nowMs = nowMs;
     // Requests the driver never reported back: count them failed after two timeouts. Appends
     // are resent much sooner: a lost one must not outlast replicationTimeoutMs, or one dropped
