@@ -26,7 +26,8 @@ export class StallMonitor {
   private maxMs = 0;
   /** The largest stall per second, the newest last; at most RECENT_BUCKETS. */
   private readonly buckets: Array<{ second: number; maxMs: number }> = [];
-  private lastMs: number;
+  /** The last beat, or the start; null before `start`/`startDriven` (a beat then measures nothing). */
+  private lastMs: number | null = null;
   private stopTimer: (() => void) | null = null;
 
   /** `periodMs`: how often `beat` runs (its own timer's period, or the caller's; see `startDriven`). */
@@ -35,9 +36,7 @@ export class StallMonitor {
     private readonly timers: Timers,
     private readonly onStall?: (stallMs: number) => void,
     private readonly periodMs = STALL_PERIOD_MS,
-  ) {
-    this.lastMs = clock.nowMs();
-  }
+  ) {}
 
   /** Measures with a timer of its own, every `periodMs`. */
   start(): void {
@@ -47,10 +46,10 @@ export class StallMonitor {
 
   /**
    * Measures without a timer of its own: the caller calls `beat` from a timer it runs anyway,
-   * every `periodMs`. An idle lock server woke 100 times a second for this monitor's own 10 ms
-   * timer, more than for everything else together (docs/bench.md "Idle CPU"); riding on its
-   * tick costs no wake-up, and a stall shorter than the tick may go unseen, as before one
-   * shorter than 10 ms.
+   * every `periodMs`. An idle lock server (and ring node, and arbiter) woke 100 times a second
+   * for this monitor's own 10 ms timer, more than for everything else together (docs/bench.md
+   * "Idle CPU"); riding on its tick costs no wake-up, and a stall shorter than the tick may go
+   * unseen, as before one shorter than 10 ms.
    */
   startDriven(): void {
     this.lastMs = this.clock.nowMs();
@@ -68,10 +67,14 @@ export class StallMonitor {
     return { loopStallMaxMs: this.maxMs, loopStallRecentMaxMs: recent };
   }
 
-  /** One beat of the period: how much later than `periodMs` after the last one it came. */
-  beat(): void {
+  /**
+   * One beat: how much later than `periodMs` after the last one it came. A driver whose timer
+   * waits longer than its usual period at times gives the wait it asked for this time.
+   */
+  beat(periodMs = this.periodMs): void {
     const nowMs = this.clock.nowMs();
-    const stallMs = Math.max(0, nowMs - this.lastMs - this.periodMs);
+    if (this.lastMs === null) return; // a driver's tick that came before the start (the arbiter's ring coordinator starts first)
+    const stallMs = Math.max(0, nowMs - this.lastMs - periodMs);
     this.lastMs = nowMs;
     this.note(stallMs);
     if (stallMs >= 100) this.onStall?.(stallMs);

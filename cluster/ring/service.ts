@@ -104,6 +104,11 @@ export interface RingServiceOptions {
    * than the integer clock's step); absent: `clock`. Never an input of a core.
    */
   hopClock?: Clock;
+  /**
+   * Runs first in every tick, with the tick's period: the daemon's stall monitor beats on it
+   * rather than on a timer of its own (one wake-up fewer per beat; docs/bench.md "Idle CPU").
+   */
+  onTick?(periodMs: number): void;
 }
 
 /** Hop times kept for status (a bounded sample: the latest hand-offs only). */
@@ -202,6 +207,7 @@ export class RingService {
     this.execute(this.node.start(this.now()), { type: "start" });
     // One timer for the three cores: each wake-up of an idle process costs more than the ticks (docs/bench.md, idle CPU).
     this.loops.push(repeatEvery(timers, settings.tickMs, () => {
+      this.options.onTick?.(settings.tickMs);
       this.view.tick(this.now());
       this.pumpView();
       this.stepPeer({ type: "tick" });
