@@ -2,10 +2,17 @@
  * RingPeers over HTTP: each call is one fetch to the peer's `/v1/ring/peer/...` endpoint with a
  * timeout of tokenHopTimeoutMs. Runtimes keep connections alive between calls (fetch reuses them).
  * A node that is its own successor (a ring of one) is called directly.
+ *
+ * Each answer names the peer's wire format (x-mutexd-format); the last one heard per peer decides
+ * which optional fields of a view message go to it (lib/wire/ring_peer.ts viewMessageFor): a
+ * peer not heard from yet, or of an older minor, gets none, so a ring mixing builds during a
+ * rolling upgrade keeps its renewals and promises (docs/deploy.md).
  */
 import type { RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
+import { viewMessageFor } from "../../lib/wire/ring_peer.ts";
+import { type FormatVersion, parseFormat, UNVERSIONED } from "../../lib/wire/version.ts";
 import type { LinkItem } from "./peer_link.ts";
 import type { RingPeers, RingService } from "./service.ts";
 import { type PeerFetch, plainPeerFetch } from "../peer_auth.ts";
@@ -29,10 +36,14 @@ export function httpPeers(options: {
     if (!base) throw new Error(`unknown ring node ${id}`);
     return `${base}/v1/ring/peer/${path}`;
   };
+  // The wire format each peer's last answer named; at most one entry per id of `urls` (ids it never knew get none).
+  const formats = new Map<string, FormatVersion | null>();
   const call = async <T>(id: string, path: string, body?: unknown): Promise<T> => {
-    const { status, text } = await peerFetch(id, url(id, path), body === undefined
+    const { status, text, format } = await peerFetch(id, url(id, path), body === undefined
       ? { method: "GET", timeoutMs: hopTimeoutMs }
       : { method: "POST", contentType: "application/json", body: JSON.stringify(body), timeoutMs: hopTimeoutMs });
+    // Every answer counts, a refusal too (a downgraded peer's 400 tells the next message to leave the field out).
+    formats.set(id, format === undefined ? UNVERSIONED : parseFormat(format));
     if (status < 200 || status > 299) throw new Error(`${id} ${path}: status ${status}: ${text.slice(0, 200)}`);
     return JSON.parse(text) as T;
   };
@@ -51,7 +62,7 @@ export function httpPeers(options: {
       return call<CatchUpReply>(from, `log?from=${fromWseq}`);
     },
     async view(to: string, message: ViewMessage): Promise<void> {
-      await call(to, "view", message);
+      await call(to, "view", viewMessageFor(message, formats.get(to) ?? null));
     },
     async wake(to: string): Promise<void> {
       await call(to, "wake", { from: self });

@@ -1,0 +1,116 @@
+/**
+ * The ring's section-bound fields (`renew.sectionMaxMs`, a promise's `facts.holdSectionMaxMs`)
+ * go only to peers whose wire format reads them (1.1, lib/wire/version.ts SECTION_BOUND_FORMAT):
+ * a build of 1.0 has strict schemas without them and refused every renewal and promise that
+ * carried them, so a ring mixing the two failed its renewals (docs/ring.md "Known limits", before).
+ * The HTTP peers (cluster/ring/http_peers.ts) learn each peer's format from its answers'
+ * x-mutexd-format; a peer not heard from yet, of 1.0, of no header (a build before versions) or
+ * of another major gets the message without them; one that names 1.1 or a newer minor gets them.
+ * Leaving them out is safe: the receiver counts ringLeaseMaxMs (docs/ring.md "The token lease").
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as v from "valibot";
+import { plainPeerFetch } from "../cluster/peer_auth.ts";
+import { httpPeers } from "../cluster/ring/http_peers.ts";
+import type { ViewMessage } from "../lib/core/ring/view_wire.ts";
+import { viewMessageFor, viewMessageSchema } from "../lib/wire/ring_peer.ts";
+import { FORMAT_HEADER } from "../lib/wire/version.ts";
+
+const RENEW: ViewMessage = { type: "renew", from: "r1", epoch: 3, seq: 7, voters: ["r1", "r2", "r3"], sectionMaxMs: 5_000 };
+const PROMISE: Extract<ViewMessage, { type: "promise" }> = {
+  type: "promise",
+  from: "r1",
+  ballot: { epoch: 4, coordinator: "r2" },
+  prior: { epoch: 3, coordinator: "r1" },
+  viewEpoch: 3,
+  facts: {
+    lastApplied: 10,
+    lastWriteEpoch: 3,
+    commit: 9,
+    tokenEpoch: 3,
+    tokenHop: 12,
+    tokenHere: "no",
+    sectionRemainingMs: 0,
+    holdEndedAgoMs: { r1: 40 },
+    holdSectionMaxMs: { r1: 5_000 },
+    restartedAgoMs: null,
+  },
+};
+
+/**
+ * The view-message schema of a 1.0 build: this build's, with the two optional fields taken out
+ * (strict objects: an unknown key is refused). What a 1.0 peer's route checks first.
+ */
+function readsAsOldBuild(message: unknown): boolean {
+  if (!v.safeParse(viewMessageSchema, message).success) return false;
+  const m = message as Record<string, unknown>;
+  if (m.type === "renew") return !("sectionMaxMs" in m);
+  if (m.type === "promise") return !("holdSectionMaxMs" in (m.facts as Record<string, unknown>));
+  return true;
+}
+
+test("viewMessageFor: the section bound's fields only for 1.1 or a newer minor; other messages as they are", () => {
+  for (const theirs of [null, { major: 1, minor: 0 }, { major: 2, minor: 3 }]) {
+    const renew = viewMessageFor(RENEW, theirs);
+    assert.ok(!("sectionMaxMs" in renew), `renew to ${JSON.stringify(theirs)}`);
+    assert.deepEqual({ ...renew, sectionMaxMs: 5_000 }, RENEW, "nothing else changed");
+    const promise = viewMessageFor(PROMISE, theirs) as Extract<ViewMessage, { type: "promise" }>;
+    assert.ok(!("holdSectionMaxMs" in promise.facts), `promise to ${JSON.stringify(theirs)}`);
+    assert.deepEqual(promise.facts.holdEndedAgoMs, { r1: 40 }, "the other facts stay");
+    assert.ok(readsAsOldBuild(renew) && readsAsOldBuild(promise));
+  }
+  for (const theirs of [{ major: 1, minor: 1 }, { major: 1, minor: 4 }]) {
+    assert.equal(viewMessageFor(RENEW, theirs), RENEW, `renew to ${JSON.stringify(theirs)} as it is`);
+    assert.equal(viewMessageFor(PROMISE, theirs), PROMISE);
+  }
+  assert.ok("holdSectionMaxMs" in PROMISE.facts, "the core's message is not changed in place");
+  const prepare: ViewMessage = { type: "prepare", from: "r1", ballot: { epoch: 4, coordinator: "r1" }, voters: ["r1", "r2", "r3"] };
+  assert.equal(viewMessageFor(prepare, null), prepare);
+});
+
+test("the HTTP peers send the fields to a peer whose answers name 1.1, and leave them out for one not heard from, of 1.0 or of no header", async () => {
+  /** What each peer's answers name (null: no header, a build before versions). */
+  const answerFormat = new Map<string, string | null>([["r2", "1.0"], ["r3", "1.1"], ["r4", null], ["r5", "1.3"]]);
+  const received: Array<{ to: string; path: string; body: Record<string, unknown> }> = [];
+  const send = (url: string, init: RequestInit) => {
+    const { host, pathname } = new URL(url);
+    const to = host.split(".")[0];
+    const body = JSON.parse(String(init.body));
+    received.push({ to, path: pathname, body });
+    // A 1.0 build refuses what its strict schema does not know (400), as a real one did.
+    const format = answerFormat.get(to) ?? null;
+    const refused = (format === "1.0" || format === null) && !readsAsOldBuild(body);
+    const headers: Record<string, string> = format === null ? {} : { [FORMAT_HEADER]: format };
+    return Promise.resolve(new Response(refused ? '{"error":{"code":"bad_request"}}' : "{}", { status: refused ? 400 : 200, headers }));
+  };
+  const ids = ["r1", "r2", "r3", "r4", "r5"];
+  const peers = httpPeers({
+    self: "r1",
+    urls: new Map(ids.map((id) => [id, `http://${id}.test`])),
+    hopTimeoutMs: 1_000,
+    peerFetch: plainPeerFetch(send),
+    local: () => assert.fail("no local delivery here"),
+  });
+  const others = ids.slice(1);
+  const renewTo = async () => {
+    received.length = 0;
+    for (const to of others) await peers.view(to, RENEW);
+    return new Map(received.map((r) => [r.to, "sectionMaxMs" in r.body]));
+  };
+
+  // First contact: no peer heard from yet, so nobody gets the field, and nobody refuses.
+  assert.deepEqual(await renewTo(), new Map(others.map((id) => [id, false])));
+  // From then on each peer's answers decided: 1.1 and 1.3 read it, 1.0 and a build before versions do not.
+  assert.deepEqual(await renewTo(), new Map([["r2", false], ["r3", true], ["r4", false], ["r5", true]]));
+  received.length = 0;
+  for (const to of others) await peers.view(to, PROMISE);
+  assert.deepEqual(received.map((r) => [r.to, "holdSectionMaxMs" in (r.body.facts as object)]), [["r2", false], ["r3", true], ["r4", false], ["r5", true]]);
+
+  // r3 is replaced by a 1.0 build (a rollback): its first refusal names 1.0, so the next renewal
+  // leaves the field out again and is taken.
+  answerFormat.set("r3", "1.0");
+  await assert.rejects(async () => await peers.view("r3", RENEW), /status 400/);
+  await peers.view("r3", RENEW);
+  assert.ok(!("sectionMaxMs" in received[received.length - 1].body));
+});
