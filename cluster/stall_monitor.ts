@@ -67,17 +67,24 @@ export class StallMonitor {
     return { loopStallMaxMs: this.maxMs, loopStallRecentMaxMs: recent };
   }
 
-  /**
-   * One beat: how much later than `periodMs` after the last one it came. A driver whose timer
-   * waits longer than its usual period at times gives the wait it asked for this time.
-   */
-  beat(periodMs = this.periodMs): void {
+  /** One beat of the period: how much later than `periodMs` after the last one it came. */
+  beat(): void {
     const nowMs = this.clock.nowMs();
     if (this.lastMs === null) return; // a driver's tick that came before the start (the arbiter's ring coordinator starts first)
-    const stallMs = Math.max(0, nowMs - this.lastMs - periodMs);
+    const stallMs = Math.max(0, nowMs - this.lastMs - this.periodMs);
     this.lastMs = nowMs;
-    this.note(stallMs);
-    if (stallMs >= 100) this.onStall?.(stallMs);
+    this.late(stallMs);
+  }
+
+  /**
+   * A driven timer ran `lateMs` later than armed: for a driver whose timer waits as long as its
+   * cores allow (the ring node's tick: cluster/ring/service.ts), not a fixed period.
+   */
+  late(lateMs: number): void {
+    if (this.lastMs === null) return;
+    this.lastMs = this.clock.nowMs();
+    this.note(lateMs);
+    if (lateMs >= 100) this.onStall?.(lateMs);
   }
 
   private note(stallMs: number): void {

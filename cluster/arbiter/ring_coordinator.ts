@@ -28,8 +28,8 @@ export interface RingCoordinatorPorts {
   /** Sends one view message to a ring node (one-way; a rejection goes back to the core). */
   view(to: string, message: ViewMessage): PromiseLike<void>;
   log: Logger;
-  /** Runs first in every tick, with the tick's period (the arbiter's stall monitor beats on it). */
-  onTick?(periodMs: number): void;
+  /** Runs first in every tick, every tickMs (the arbiter's stall monitor beats on it). */
+  onTick?(): void;
 }
 
 /** What the arbiter holds of a ring: nothing (it is no ring node, and its facts never count). */
@@ -70,9 +70,8 @@ export class RingCoordinator {
   /** Starts the ticks (an attempt's timeouts and retries run on them). */
   start(): void {
     if (this.stopped || this.stopTicks) return;
-    const { tickMs } = this.ports.settings;
-    this.stopTicks = repeatEvery(this.ports.timers, tickMs, () => {
-      this.ports.onTick?.(tickMs);
+    this.stopTicks = repeatEvery(this.ports.timers, this.ports.settings.tickMs, () => {
+      this.ports.onTick?.();
       this.core.tick(this.now());
       this.pump.pump();
     });

@@ -205,7 +205,7 @@ function startRingCoordinator(
   node: NodeConfig,
   log: Logger,
   peerFetch: PeerFetch,
-  onTick: (periodMs: number) => void,
+  onTick: () => void,
 ): { coordinator: RingCoordinator; reload(cluster: ClusterConfig): void } {
   const ringOf = (config: ClusterConfig) => config.nodes.filter((n) => n.role === "ring");
   const urls = new Map(ringOf(cluster).map((n) => [n.id, nodeUrl(n)]));
@@ -282,7 +282,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, fil
     peerAuth: peerAuth.middleware,
     onInternalError: failStopOnBug(log, "arbiter API"),
   });
-  const ring = coordinatesRing ? startRingCoordinator(cluster, node, log, peerAuth.peerFetch, (periodMs) => instruments.stalls.beat(periodMs)) : null;
+  const ring = coordinatesRing ? startRingCoordinator(cluster, node, log, peerAuth.peerFetch, () => instruments.stalls.beat()) : null;
   if (ring) {
     serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings, security)], auth);
     app.get("/v1/ring/coordinator", (c) => {

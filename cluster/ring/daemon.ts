@@ -122,7 +122,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
     peers,
     repairLink: channel,
     onStep: (input, output) => ringMetrics.step(input, output),
-    onTick: (periodMs) => instruments.stalls.beat(periodMs),
+    onTick: (lateMs) => instruments.stalls.late(lateMs),
     // A step's state that did not reach the disk (or a broken invariant): fail-stop, never go on
     // from memory; a restart reads what is on disk and catches up from a peer.
     onFatal: (error) => failStopProcess(log, "ring state could not be stored", { message: error.message }),
