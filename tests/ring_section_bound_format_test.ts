@@ -4,15 +4,22 @@
  * a build of 1.0 has strict schemas without them and refused every renewal and promise that
  * carried them, so a ring mixing the two failed its renewals (docs/ring.md "Known limits", before).
  * The HTTP peers (cluster/ring/http_peers.ts) learn each peer's format from its answers'
- * x-mutexd-format; a peer not heard from yet, of 1.0, of no header (a build before versions) or
- * of another major gets the message without them; one that names 1.1 or a newer minor gets them.
+ * x-mutexd-format and from its view messages' (the ring app's view route reports them), so a
+ * voter knows its coordinator's format from the prepare, before its promise; a peer not heard
+ * from yet, of 1.0, of no header (a build before versions) or of another major gets the message
+ * without them; one that names 1.1 or a newer minor gets them.
  * Leaving them out is safe: the receiver counts ringLeaseMaxMs (docs/ring.md "The token lease").
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as v from "valibot";
+import { Hono } from "hono";
+import { ClientAuth } from "../cluster/client_auth.ts";
+import { installErrorHandlers } from "../cluster/http_util.ts";
 import { plainPeerFetch } from "../cluster/peer_auth.ts";
+import { serveRoutes, viewRoute } from "../cluster/ring/api.ts";
 import { httpPeers } from "../cluster/ring/http_peers.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import type { ViewMessage } from "../lib/core/ring/view_wire.ts";
 import { viewMessageFor, viewMessageSchema } from "../lib/wire/ring_peer.ts";
 import { FORMAT_HEADER } from "../lib/wire/version.ts";
@@ -113,4 +120,39 @@ test("the HTTP peers send the fields to a peer whose answers name 1.1, and leave
   await assert.rejects(async () => await peers.view("r3", RENEW), /status 400/);
   await peers.view("r3", RENEW);
   assert.ok(!("sectionMaxMs" in received[received.length - 1].body));
+});
+
+test("a view message's format counts too: the ring app's view route reports it, and the next message to its sender carries the fields", async () => {
+  const reported: Array<[string, string | undefined]> = [];
+  const received: ViewMessage[] = [];
+  const app = new Hono();
+  installErrorHandlers(app, () => {});
+  serveRoutes(app, [viewRoute({ onViewMessage: (m) => received.push(m) }, DEFAULT_SETTINGS, undefined, (from, format) => reported.push([from, format]))], ClientAuth.open());
+  const prepare = { type: "prepare", from: "r2", ballot: { epoch: 5, coordinator: "r2" }, voters: ["r1", "r2", "r3"] };
+  const post = (headers: Record<string, string>) =>
+    app.request("/v1/ring/peer/view", { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(prepare) });
+  assert.equal((await post({ [FORMAT_HEADER]: "1.1" })).status, 200);
+  assert.equal((await post({})).status, 200);
+  assert.deepEqual(reported, [["r2", "1.1"], ["r2", undefined]], "the sender's format, and none from a build before versions");
+  assert.equal(received.length, 2);
+
+  // The peers take what the route reports: a promise to the coordinator just heard from carries the bound.
+  const bodies: Record<string, unknown>[] = [];
+  const peers = httpPeers({
+    self: "r1",
+    urls: new Map(["r1", "r2", "r3"].map((id) => [id, `http://${id}.test`])),
+    hopTimeoutMs: 1_000,
+    peerFetch: plainPeerFetch((_url, init) => {
+      bodies.push(JSON.parse(String(init.body)));
+      return Promise.resolve(new Response("{}", { status: 200, headers: { [FORMAT_HEADER]: "1.1" } }));
+    }),
+    local: () => assert.fail("no local delivery here"),
+  });
+  peers.heard("r2", "1.1");
+  peers.heard("r9", "1.1"); // not a peer of the file: forgotten, the map stays bounded
+  await peers.view("r2", PROMISE);
+  assert.ok("holdSectionMaxMs" in (bodies[0].facts as object), "first message, after the prepare's 1.1");
+  peers.heard("r2", undefined);
+  await peers.view("r2", PROMISE);
+  assert.ok(!("holdSectionMaxMs" in (bodies[1].facts as object)), "after a message without a format: none");
 });

@@ -142,6 +142,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
     settings,
     describe,
     peerAuth: peerAuth.middleware,
+    onPeerFormat: (from, format) => peers.heard(from, format),
     onInternalError: failStopOnBug(log, "ring API"),
   });
   dashboard.install(app, auth, () => ringStatusBody(service, { describe, security }));

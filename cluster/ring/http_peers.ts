@@ -3,8 +3,10 @@
  * timeout of tokenHopTimeoutMs. Runtimes keep connections alive between calls (fetch reuses them).
  * A node that is its own successor (a ring of one) is called directly.
  *
- * Each answer names the peer's wire format (x-mutexd-format); the last one heard per peer decides
- * which optional fields of a view message go to it (lib/wire/ring_peer.ts viewMessageFor): a
+ * Each answer names the peer's wire format (x-mutexd-format), and so does each of its requests
+ * (the daemon passes on a view message's: `heard`, so a voter knows its coordinator's format from
+ * the prepare before it promises); the last one heard per peer decides which optional fields of
+ * a view message go to it (lib/wire/ring_peer.ts viewMessageFor): a
  * peer not heard from yet, or of an older minor, gets none, so a ring mixing builds during a
  * rolling upgrade keeps its renewals and promises (docs/deploy.md).
  */
@@ -28,7 +30,7 @@ export function httpPeers(options: {
    * cluster/runtime.ts fetchFor(cluster.tlsCa), which verifies the peers' certificates under TLS.
    */
   peerFetch?: PeerFetch;
-}): RingPeers {
+}): RingPeers & { heard(from: string, format: string | undefined): void } {
   const { self, urls, hopTimeoutMs, local } = options;
   const peerFetch = options.peerFetch ?? plainPeerFetch();
   const url = (id: string, path: string) => {
@@ -36,18 +38,23 @@ export function httpPeers(options: {
     if (!base) throw new Error(`unknown ring node ${id}`);
     return `${base}/v1/ring/peer/${path}`;
   };
-  // The wire format each peer's last answer named; at most one entry per id of `urls` (ids it never knew get none).
+  // The wire format each peer last named, in an answer or a view message of its own; at most one
+  // entry per id of `urls` (ids it never knew get none).
   const formats = new Map<string, FormatVersion | null>();
+  const heard = (id: string, format: string | undefined) => {
+    if (urls.has(id)) formats.set(id, format === undefined ? UNVERSIONED : parseFormat(format));
+  };
   const call = async <T>(id: string, path: string, body?: unknown): Promise<T> => {
     const { status, text, format } = await peerFetch(id, url(id, path), body === undefined
       ? { method: "GET", timeoutMs: hopTimeoutMs }
       : { method: "POST", contentType: "application/json", body: JSON.stringify(body), timeoutMs: hopTimeoutMs });
     // Every answer counts, a refusal too (a downgraded peer's 400 tells the next message to leave the field out).
-    formats.set(id, format === undefined ? UNVERSIONED : parseFormat(format));
+    heard(id, format);
     if (status < 200 || status > 299) throw new Error(`${id} ${path}: status ${status}: ${text.slice(0, 200)}`);
     return JSON.parse(text) as T;
   };
   return {
+    heard,
     deliver(to: string, item: LinkItem): Promise<RingResult> {
       if (to === self) {
         // A ring of one: hand the item to ourselves on a later turn, like a network would.
