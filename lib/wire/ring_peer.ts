@@ -202,14 +202,20 @@ sameType<Same<v.InferOutput<typeof viewMessageSchema>, ViewMessage>>();
  * lease"). Any other message goes as it is.
  */
 export function viewMessageFor(message: ViewMessage, theirs: FormatVersion | null): ViewMessage {
-  if (formatReads(theirs, SECTION_BOUND_FORMAT)) return message;
-  if (message.type === "renew" && message.sectionMaxMs !== undefined) {
+  if (!carriesSectionBound(message) || formatReads(theirs, SECTION_BOUND_FORMAT)) return message;
+  if (message.type === "renew") {
     const { sectionMaxMs: _left, ...older } = message;
     return older;
   }
-  if (message.type === "promise" && message.facts.holdSectionMaxMs !== undefined) {
+  if (message.type === "promise") {
     const { holdSectionMaxMs: _left, ...facts } = message.facts;
     return { ...message, facts };
   }
   return message;
+}
+
+/** Whether `message` carries a field of the section bound (what viewMessageFor may leave out). */
+export function carriesSectionBound(message: ViewMessage): boolean {
+  return (message.type === "renew" && message.sectionMaxMs !== undefined) ||
+    (message.type === "promise" && message.facts.holdSectionMaxMs !== undefined);
 }
