@@ -215,11 +215,11 @@ export class NodeMetrics {
  * clock comparison, `GET /metrics` and the counting of answers. `logStalls`: log every stall of
  * 100 ms or more (the lock server's `loopStall` lines), not only those past the margin.
  */
-export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | "clock"> & { logStalls?: boolean; drivenEveryMs?: number }) {
+export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | "clock"> & { logStalls?: boolean; stallEveryMs?: number; stallDriven?: boolean }) {
   const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => {
     if (options.logStalls) options.log.event("loopStall", { stallMs }, "warn");
     metrics.stalled(stallMs);
-  }, options.drivenEveryMs);
+  }, options.stallEveryMs);
   const metrics = new NodeMetrics({ ...options, clock: monotonicClock, loopStall: () => stalls.view() });
   let stopClockChecks = () => {};
   return {
@@ -231,11 +231,12 @@ export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | 
       return metrics.countingFetch(app.fetch);
     },
     /**
-     * Starts the timers (once the server listens: a start that fails leaves none behind). With
-     * `drivenEveryMs` the stall monitor has no timer: the caller's tick calls `stalls.beat()`.
+     * Starts the timers (once the server listens: a start that fails leaves none behind). The
+     * stall monitor beats every `stallEveryMs` (default STALL_PERIOD_MS) on a timer of its own,
+     * or with `stallDriven` on none: the caller's tick calls `stalls.beat()` that often.
      */
     start(): void {
-      if (options.drivenEveryMs === undefined) stalls.start();
+      if (!options.stallDriven) stalls.start();
       else stalls.startDriven();
       stopClockChecks = metrics.start(realTimers);
     },

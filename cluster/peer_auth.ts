@@ -148,6 +148,14 @@ export interface PeerRequest {
 export interface PeerAnswer {
   status: number;
   text: string;
+  /**
+   * The wire format the answer names (FORMAT_HEADER; every node's answers carry it), so a sender
+   * learns which optional fields the peer reads (cluster/ring/http_peers.ts). Absent: none (a
+   * build before versions, 1.0). Not under the answer's MAC: a forged one can at most make the
+   * sender leave optional fields out (safe) or put in fields the peer refuses, which an attacker
+   * on the path could do anyway by dropping the request.
+   */
+  format?: string;
 }
 
 /** Sends one request to cluster member `to` at `url` and resolves with its answer; rejects on failure or timeout. */
@@ -168,8 +176,14 @@ export function plainPeerFetch(send: BaseFetch = globalFetch): PeerFetch {
       body: request.body,
       signal: AbortSignal.timeout(request.timeoutMs),
     });
-    return { status: response.status, text: await response.text() };
+    return { status: response.status, text: await response.text(), ...formatOf(response) };
   };
+}
+
+/** The answer's FORMAT_HEADER as PeerAnswer carries it. */
+function formatOf(response: Response): { format?: string } {
+  const format = response.headers.get(FORMAT_HEADER);
+  return format === null ? {} : { format };
 }
 
 /** The signing fetch with a secret, the plain one without. */
@@ -250,7 +264,7 @@ export class PeerSigner {
       const text = new TextDecoder().decode(answerBody.subarray(0, 200));
       throw new Error(`${to} ${request.method} ${url}: answer (status ${response.status}) without a valid MAC: ${text}`);
     }
-    const answer = { status: response.status, text: new TextDecoder().decode(answerBody) };
+    const answer: PeerAnswer = { status: response.status, text: new TextDecoder().decode(answerBody), ...formatOf(response) };
     const challenged = response.status === 401 && challenge !== "";
     return { answer, nonce, challenge: challenged ? challenge : null };
   }

@@ -26,7 +26,8 @@ export class StallMonitor {
   private maxMs = 0;
   /** The largest stall per second, the newest last; at most RECENT_BUCKETS. */
   private readonly buckets: Array<{ second: number; maxMs: number }> = [];
-  private lastMs: number;
+  /** The last beat, or the start; null before `start`/`startDriven` (a beat then measures nothing). */
+  private lastMs: number | null = null;
   private stopTimer: (() => void) | null = null;
 
   /** `periodMs`: how often `beat` runs (its own timer's period, or the caller's; see `startDriven`). */
@@ -35,9 +36,7 @@ export class StallMonitor {
     private readonly timers: Timers,
     private readonly onStall?: (stallMs: number) => void,
     private readonly periodMs = STALL_PERIOD_MS,
-  ) {
-    this.lastMs = clock.nowMs();
-  }
+  ) {}
 
   /** Measures with a timer of its own, every `periodMs`. */
   start(): void {
@@ -47,10 +46,10 @@ export class StallMonitor {
 
   /**
    * Measures without a timer of its own: the caller calls `beat` from a timer it runs anyway,
-   * every `periodMs`. An idle lock server woke 100 times a second for this monitor's own 10 ms
-   * timer, more than for everything else together (docs/bench.md "Idle CPU"); riding on its
-   * tick costs no wake-up, and a stall shorter than the tick may go unseen, as before one
-   * shorter than 10 ms.
+   * every `periodMs`. An idle lock server (and ring node, and arbiter) woke 100 times a second
+   * for this monitor's own 10 ms timer, more than for everything else together (docs/bench.md
+   * "Idle CPU"); riding on its tick costs no wake-up, and a stall shorter than the tick may go
+   * unseen, as before one shorter than 10 ms.
    */
   startDriven(): void {
     this.lastMs = this.clock.nowMs();
@@ -71,10 +70,21 @@ export class StallMonitor {
   /** One beat of the period: how much later than `periodMs` after the last one it came. */
   beat(): void {
     const nowMs = this.clock.nowMs();
+    if (this.lastMs === null) return; // a driver's tick that came before the start (the arbiter's ring coordinator starts first)
     const stallMs = Math.max(0, nowMs - this.lastMs - this.periodMs);
     this.lastMs = nowMs;
-    this.note(stallMs);
-    if (stallMs >= 100) this.onStall?.(stallMs);
+    this.late(stallMs);
+  }
+
+  /**
+   * A driven timer ran `lateMs` later than armed: for a driver whose timer waits as long as its
+   * cores allow (the ring node's tick: cluster/ring/service.ts), not a fixed period.
+   */
+  late(lateMs: number): void {
+    if (this.lastMs === null) return;
+    this.lastMs = this.clock.nowMs();
+    this.note(lateMs);
+    if (lateMs >= 100) this.onStall?.(lateMs);
   }
 
   private note(stallMs: number): void {

@@ -28,6 +28,8 @@ export interface RingCoordinatorPorts {
   /** Sends one view message to a ring node (one-way; a rejection goes back to the core). */
   view(to: string, message: ViewMessage): PromiseLike<void>;
   log: Logger;
+  /** Runs first in every tick, every tickMs (the arbiter's stall monitor beats on it). */
+  onTick?(): void;
 }
 
 /** What the arbiter holds of a ring: nothing (it is no ring node, and its facts never count). */
@@ -69,6 +71,7 @@ export class RingCoordinator {
   start(): void {
     if (this.stopped || this.stopTicks) return;
     this.stopTicks = repeatEvery(this.ports.timers, this.ports.settings.tickMs, () => {
+      this.ports.onTick?.();
       this.core.tick(this.now());
       this.pump.pump();
     });

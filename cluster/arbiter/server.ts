@@ -200,7 +200,13 @@ export function createArbiterApp(
 }
 
 /** The arbiter's ring coordinator on the real ports (HTTP to the ring nodes, timers, the monotonic clock). */
-function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Logger, peerFetch: PeerFetch): { coordinator: RingCoordinator; reload(cluster: ClusterConfig): void } {
+function startRingCoordinator(
+  cluster: ClusterConfig,
+  node: NodeConfig,
+  log: Logger,
+  peerFetch: PeerFetch,
+  onTick: () => void,
+): { coordinator: RingCoordinator; reload(cluster: ClusterConfig): void } {
   const ringOf = (config: ClusterConfig) => config.nodes.filter((n) => n.role === "ring");
   const urls = new Map(ringOf(cluster).map((n) => [n.id, nodeUrl(n)]));
   const peers = httpPeers({
@@ -220,6 +226,7 @@ function startRingCoordinator(cluster: ClusterConfig, node: NodeConfig, log: Log
     timers: realTimers,
     view: (to, message) => peers.view(to, message),
     log,
+    onTick,
   });
   coordinator.start();
   return {
@@ -258,8 +265,11 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, fil
     fetch: fetchFor(cluster.tlsCa),
   });
   const auth = new ClientAuth(cluster.tokens, security);
-  // Metrics (stalls past the lease safety margin are logged and counted).
-  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: cluster.settings.leaseSafetyMs });
+  // Metrics (stalls past the lease safety margin are logged and counted). The stall monitor beats
+  // every tickMs: on the ring coordinator's tick when there is a ring (no wake-up of its own),
+  // else on its own timer (half the wake-ups of the default 10 ms; docs/bench.md "Idle CPU").
+  const coordinatesRing = cluster.nodes.some((n) => n.role === "ring");
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: cluster.settings.leaseSafetyMs, stallEveryMs: cluster.settings.tickMs, stallDriven: coordinatesRing });
   const app = createArbiterApp(core, {
     nodeId: node.id,
     pid: process.pid,
@@ -272,7 +282,7 @@ export async function startArbiter(cluster: ClusterConfig, node: NodeConfig, fil
     peerAuth: peerAuth.middleware,
     onInternalError: failStopOnBug(log, "arbiter API"),
   });
-  const ring = cluster.nodes.some((n) => n.role === "ring") ? startRingCoordinator(cluster, node, log, peerAuth.peerFetch) : null;
+  const ring = coordinatesRing ? startRingCoordinator(cluster, node, log, peerAuth.peerFetch, () => instruments.stalls.beat()) : null;
   if (ring) {
     serveRoutes(app, [viewRoute(ring.coordinator, cluster.settings, security)], auth);
     app.get("/v1/ring/coordinator", (c) => {

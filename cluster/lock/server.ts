@@ -49,7 +49,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   });
   // The longest event-loop stall, for status and metrics (a resync must not freeze the primary:
   // docs/bench.md); one past the lease safety margin is logged and counted.
-  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.leaseSafetyMs, logStalls: true, drivenEveryMs: settings.tickMs });
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.leaseSafetyMs, logStalls: true, stallEveryMs: settings.tickMs, stallDriven: true });
   const lockMetrics = new LockMetrics(instruments.metrics, monotonicClock, (): LockStatusSource => {
     const { server, sessionCount, lockCount } = service.summary();
     return { sessionCount, lockCount, epoch: server.epoch, lagEntries: server.role === "primary" ? server.backup?.lagEntries ?? null : null };

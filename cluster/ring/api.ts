@@ -25,7 +25,7 @@ import type { ClientInput, RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import { answerFormatMiddleware, peerFormatMiddleware } from "../format_version.ts";
-import { FORMATS } from "../../lib/wire/version.ts";
+import { FORMAT_HEADER, FORMATS } from "../../lib/wire/version.ts";
 import { VERSION } from "../version.ts";
 
 export interface RingApiOptions {
@@ -42,6 +42,11 @@ export interface RingApiOptions {
   security?: SecurityLog;
   /** Authenticates `/v1/ring/peer/*` (peer_auth.ts) when the cluster has a secret. */
   peerAuth?: MiddlewareHandler;
+  /**
+   * A view message from ring node `from` named wire format `format` (its x-mutexd-format; absent:
+   * none): the daemon's peers learn from it which optional fields that node reads (http_peers.ts).
+   */
+  onPeerFormat?(from: string, format: string | undefined): void;
 }
 
 /** One decoded request: the JSON body (`{}` for a GET), query and path parameters. */
@@ -55,6 +60,8 @@ export interface RingRequest {
   may?(access: Access): boolean;
   /** Who sent a peer request, as its MAC says (peer_auth.ts); none without a secret or in the simulator. */
   sender?: AuthenticatedSender;
+  /** The request's wire format (x-mutexd-format); absent: none, or the simulator. */
+  format?: string;
 }
 
 /** An answer: the status and the JSON body. */
@@ -292,7 +299,7 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
 
   now("GET", "/v1/ring/peer/log", "unchecked", (request) => ok(node.catchUp(queryInteger(request, "from", 1))));
 
-  routes.push(viewRoute(service, settings, service.security));
+  routes.push(viewRoute(service, settings, service.security, options.onPeerFormat));
 
   now("POST", "/v1/ring/peer/wake", "unchecked", ({ body, sender }) => {
     sender?.check(peerChecked(peer.wake, body, "wake").from);
@@ -308,13 +315,18 @@ export function ringRoutes(service: RingService, options: RingApiOptions): RingR
  * Served by every ring node and by the arbiter, which coordinates view changes without a vote
  * (cluster/arbiter/ring_coordinator.ts).
  */
-export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void }, settings: Settings, security?: SecurityLog): RingRoute {
+export function viewRoute(
+  receiver: { onViewMessage(message: ViewMessage): void },
+  settings: Settings,
+  security?: SecurityLog,
+  onPeerFormat?: RingApiOptions["onPeerFormat"],
+): RingRoute {
   return {
     method: "POST",
     path: "/v1/ring/peer/view",
     bodyBytesMax: settings.bodyBytesMax,
     access: "unchecked",
-    handle: ({ body, sender }, reply) => {
+    handle: ({ body, sender, format }, reply) => {
       // The shape here (lib/wire/ring_peer.ts); the ids, quorum and fences in the core.
       const result = check(viewMessageSchema, body, "view message");
       if (!result.ok) {
@@ -322,6 +334,7 @@ export function viewRoute(receiver: { onViewMessage(message: ViewMessage): void 
         throw new RequestError("bad_request", result.message);
       }
       sender?.check(result.value.from);
+      onPeerFormat?.(result.value.from, format);
       receiver.onViewMessage(result.value);
       reply(ok({ ok: true }));
     },
@@ -379,6 +392,7 @@ export function serveRoutes(app: Hono, routes: readonly RingRoute[], auth: Clien
         signal: c.req.raw.signal,
         may: (wanted) => auth.may(c, wanted),
         sender: authenticatedSender(c),
+        format: c.req.header(FORMAT_HEADER),
       };
       if (access !== "unchecked") auth.require(c, access(request));
       // What the handler throws rejects this promise: the app's error handler answers it.

@@ -69,8 +69,9 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
   // Refused input (forged or replayed peer messages and datagrams, bad client tokens), counted for
   // status and logged once per sender and interval.
   const security = new SecurityLog(monotonicClock, log, settings.securityLogIntervalMs);
-  // Metrics (stalls past the token lease's safety margin are logged and counted).
-  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.tokenLeaseSafetyMs });
+  // Metrics (stalls past the token lease's safety margin are logged and counted); the stall
+  // monitor beats on the service's tick (`onTick` below), not on a timer of its own.
+  const instruments = nodeInstruments({ nodeId: node.id, log, security, leaseSafetyMs: settings.tokenLeaseSafetyMs, stallEveryMs: settings.tickMs, stallDriven: true });
   const ringMetrics = new RingMetrics(instruments.metrics, monotonicClock);
   const peerAuth = await startPeerAuth({
     secret: cluster.secret,
@@ -121,6 +122,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
     peers,
     repairLink: channel,
     onStep: (input, output) => ringMetrics.step(input, output),
+    onTick: (lateMs) => instruments.stalls.late(lateMs),
     // A step's state that did not reach the disk (or a broken invariant): fail-stop, never go on
     // from memory; a restart reads what is on disk and catches up from a peer.
     onFatal: (error) => failStopProcess(log, "ring state could not be stored", { message: error.message }),
@@ -140,6 +142,7 @@ export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fi
     settings,
     describe,
     peerAuth: peerAuth.middleware,
+    onPeerFormat: (from, format) => peers.heard(from, format),
     onInternalError: failStopOnBug(log, "ring API"),
   });
   dashboard.install(app, auth, () => ringStatusBody(service, { describe, security }));

@@ -39,7 +39,7 @@ import { type ViewChangeReason, ViewCore, type ViewDecision, type ViewHardState,
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import { repeatEvery, type TimerHandle, type Timers } from "../timers.ts";
+import type { TimerHandle, Timers } from "../timers.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
 import { ViewPump } from "./view_pump.ts";
 import { SecurityLog } from "../security_log.ts";
@@ -104,6 +104,11 @@ export interface RingServiceOptions {
    * than the integer clock's step); absent: `clock`. Never an input of a core.
    */
   hopClock?: Clock;
+  /**
+   * Runs first in every tick, with how much later than armed its timer ran: the daemon's stall
+   * monitor counts that, rather than running a timer of its own (docs/bench.md "Idle CPU").
+   */
+  onTick?(lateMs: number): void;
 }
 
 /** Hop times kept for status (a bounded sample: the latest hand-offs only). */
@@ -128,6 +133,9 @@ export class RingService {
   private watching = 0;
   private reqSeq = 0;
   private loops: Array<() => void> = [];
+  /** The tick's timer and when it is due (see armTick); null between a tick's start and its re-arming, and before start. */
+  private nextTick: { handle: TimerHandle; atMs: number } | null = null;
+  private ticking = false;
   private stopped = false;
   private lastTrouble = "";
   /**
@@ -199,14 +207,12 @@ export class RingService {
    */
   start(): void {
     const { settings, timers } = this.options;
+    this.ticking = true;
     this.execute(this.node.start(this.now()), { type: "start" });
-    // One timer for the three cores: each wake-up of an idle process costs more than the ticks (docs/bench.md, idle CPU).
-    this.loops.push(repeatEvery(timers, settings.tickMs, () => {
-      this.view.tick(this.now());
-      this.pumpView();
-      this.stepPeer({ type: "tick" });
-      if (this.repair) this.stepRepair({ type: "tick", epoch: this.epoch() });
-    }));
+    this.loops.push(() => {
+      if (this.nextTick) timers.clearTimeout(this.nextTick.handle);
+      this.nextTick = null;
+    });
     // Spread by place in the file, so nodes started together do not all coordinate at once (a
     // prepare that arrives first is waited for: a ViewCore does not compete with a prepare deferred on it).
     // A view installed here before this node's turn (another node's bootstrap or rejoin took it
@@ -217,6 +223,39 @@ export class RingService {
       if (this.node.status(this.now()).epoch === 0) this.wantViewChange(reason);
     }, this.node.ring.indexOf(this.node.id) * settings.viewChangeRetryMs);
     this.loops.push(() => timers.clearTimeout(first));
+  }
+
+  /**
+   * One tick of the three cores, on one timer: each wake-up of an idle process costs more than
+   * the ticks (docs/bench.md, idle CPU). Re-armed by armTick.
+   */
+  private tick(dueAtMs: number): void {
+    this.nextTick = null;
+    this.options.onTick?.(Math.max(0, this.now() - dueAtMs));
+    this.view.tick(this.now());
+    this.pumpView();
+    this.stepPeer({ type: "tick" });
+    if (this.repair) this.stepRepair({ type: "tick", epoch: this.epoch() });
+    this.armTick();
+  }
+
+  /**
+   * Arms the tick for when the cores next need one (their `nextDeadlineMs`, pure reads of their
+   * state): tickMs from now while anything runs on ticks, as a fixed tick did; later while
+   * nothing is due (a resting token's pass, the token-loss probe), but never later than
+   * tokenIdlePaceMs from now, a bound should a deadline be missed. Called after every tick and
+   * every step, since an input may bring a deadline nearer (a waiter, a suspicion, the token
+   * leaving); an earlier tick already armed is kept.
+   */
+  private armTick(): void {
+    if (!this.ticking || this.stopped) return;
+    const { timers, settings: { tickMs, tokenIdlePaceMs } } = this.options;
+    const nowMs = this.now();
+    const dueMs = Math.min(this.node.nextDeadlineMs(), this.view.nextDeadlineMs(nowMs), this.repair?.nextDeadlineMs(nowMs) ?? Number.POSITIVE_INFINITY);
+    const atMs = nowMs + Math.min(Math.max(dueMs - nowMs, tickMs), Math.max(tickMs, tokenIdlePaceMs));
+    if (this.nextTick && this.nextTick.atMs <= atMs) return;
+    if (this.nextTick) timers.clearTimeout(this.nextTick.handle);
+    this.nextTick = { atMs, handle: timers.setTimeout(() => this.tick(atMs), atMs - nowMs) };
   }
 
   /** Stops timers and answers every pending client request (so the HTTP server can close). */
@@ -420,6 +459,7 @@ export class RingService {
    */
   private pumpView(): void {
     this.viewPump.pump();
+    this.armTick();
   }
 
   private storeView(state: ViewHardState): void {
@@ -543,6 +583,7 @@ export class RingService {
       this.options.log.event(REPAIR_EVENT_NAMES[type], { suspect: node, ...fields });
       if (type === "confirmed") this.wantViewChange("suspect");
     }
+    this.armTick();
   }
 
   /** Stores first, then acts: the order every RingOutput demands. */

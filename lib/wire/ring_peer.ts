@@ -18,6 +18,7 @@ import type { RepairMessage } from "../core/ring/repair.ts";
 import { EPOCH_MAX, type ViewMessage } from "../core/ring/view_wire.ts";
 import type { Settings } from "../settings.ts";
 import { check, count, type Flat, nodeId, perSettings, REASON_LENGTH_MAX, sameType, type Same } from "./schema.ts";
+import { type FormatVersion, formatReads, SECTION_BOUND_FORMAT } from "./version.ts";
 
 export type RingPeerLimits = Pick<Settings, "ringBatchWritesMax" | "ringKeyLengthMax" | "ringValueBytesMax" | "ringKeysMax">;
 
@@ -192,3 +193,29 @@ export const viewMessageSchema = v.variant("type", [
 ]);
 
 sameType<Same<v.InferOutput<typeof viewMessageSchema>, ViewMessage>>();
+
+/**
+ * `message` as a peer of wire format `theirs` (null: not heard from yet) reads it: without the
+ * section bound's fields (`renew.sectionMaxMs`, a promise's `facts.holdSectionMaxMs`) unless it
+ * names SECTION_BOUND_FORMAT or newer, since a build before them refuses them (strict schemas).
+ * Leaving them out is always safe: the receiver counts ringLeaseMaxMs (docs/ring.md "The token
+ * lease"). Any other message goes as it is.
+ */
+export function viewMessageFor(message: ViewMessage, theirs: FormatVersion | null): ViewMessage {
+  if (!carriesSectionBound(message) || formatReads(theirs, SECTION_BOUND_FORMAT)) return message;
+  if (message.type === "renew") {
+    const { sectionMaxMs: _left, ...older } = message;
+    return older;
+  }
+  if (message.type === "promise") {
+    const { holdSectionMaxMs: _left, ...facts } = message.facts;
+    return { ...message, facts };
+  }
+  return message;
+}
+
+/** Whether `message` carries a field of the section bound (what viewMessageFor may leave out). */
+export function carriesSectionBound(message: ViewMessage): boolean {
+  return (message.type === "renew" && message.sectionMaxMs !== undefined) ||
+    (message.type === "promise" && message.facts.holdSectionMaxMs !== undefined);
+}

@@ -16,8 +16,17 @@ export interface FormatVersion {
   readonly minor: number;
 }
 
-/** Peer requests (lock replication, arbiter, ring hops and catch-up) carry it in FORMAT_HEADER. */
-export const WIRE_FORMAT: FormatVersion = { major: 1, minor: 0 };
+/**
+ * Peer requests (lock replication, arbiter, ring hops and catch-up) carry it in FORMAT_HEADER, and
+ * every answer too. 1.1 added the ring's section bound (SECTION_BOUND_FORMAT).
+ */
+export const WIRE_FORMAT: FormatVersion = { major: 1, minor: 1 };
+/**
+ * The first wire format whose schemas take the ring's optional section-bound fields (`renew`'s
+ * `sectionMaxMs`, a promise's `facts.holdSectionMaxMs`): a ring node sends them only to a peer whose
+ * answers name this or newer (cluster/ring/http_peers.ts); builds of 1.0 refuse them.
+ */
+export const SECTION_BOUND_FORMAT: FormatVersion = { major: 1, minor: 1 };
 /** Every node's dataDir carries it in its format marker (cluster/format_version.ts). */
 export const DISK_FORMAT: FormatVersion = { major: 1, minor: 0 };
 /** What a message or file without a version is: it was made before versions existed. */
@@ -54,4 +63,13 @@ export function formatRefusal(what: string, theirs: string, ours: FormatVersion)
   const newer = parsed.major > ours.major;
   return `${what} has format version ${formatText(parsed)}, this build reads ${formatText(ours)} (major ${ours.major} only): ` +
     (newer ? `upgrade this node to a build of format ${parsed.major}.x first` : `the other side is older, upgrade it to a build of format ${ours.major}.x`);
+}
+
+/**
+ * Whether a peer of format `theirs` reads what format `since` added: the same major, and its
+ * minor at least `since`'s. Null (not heard from yet) reads nothing new: an optional field left
+ * out is always understood, one too many is refused by a strict schema.
+ */
+export function formatReads(theirs: FormatVersion | null, since: FormatVersion): boolean {
+  return theirs !== null && theirs.major === since.major && theirs.minor >= since.minor;
 }

@@ -191,6 +191,11 @@ export class RingRepair {
     }
   }
 
+  /** The latest time the driver may tick next (a pure read): `nowMs` while a suspicion is held (asked, forgotten on ticks), else +∞. */
+  nextDeadlineMs(nowMs: number): number {
+    return this.suspicions.size > 0 ? nowMs : Number.POSITIVE_INFINITY;
+  }
+
   /** The suspicions, oldest first (for status). */
   status(nowMs: number): SuspicionStatus[] {
     const suspected = new Set(this.suspicions.keys());

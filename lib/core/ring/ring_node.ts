@@ -696,6 +696,20 @@ export class RingNode {
     this.writes.expireFetch(this.holding !== null && this.holding.token.commit > this.replica.lastApplied);
   }
 
+  /**
+   * The latest time the driver may tick next without delaying anything here (a pure read): the
+   * step's own time while anything runs on ticks (a section, waiters, a catch-up, writes out, a
+   * visit not yet paced), the idle token's pass time while it rests here, and +∞ otherwise (an
+   * input comes first: a token, a wake, a client). The driver never ticks slower than its period
+   * when this is due (cluster/ring/service.ts).
+   */
+  nextDeadlineMs(): number {
+    if (this.section || this.waiters.length > 0 || this.writes.catchingUp) return this.nowMs;
+    const holding = this.holding;
+    if (!holding) return Number.POSITIVE_INFINITY;
+    return holding.outstanding.size === 0 && holding.passAtMs !== null ? holding.passAtMs : this.nowMs;
+  }
+
   // ---- Reads and status -------------------------------------------------------------------
 
   read(key: string, dirty: boolean): string | undefined {

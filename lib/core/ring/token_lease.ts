@@ -104,6 +104,11 @@ export class TokenLeaseHolder {
   }
 
   /** Called on ticks: a renewal that got no majority in time has failed. */
+  /** Whether a renewal is out (its timeout runs on ticks: `expire`). */
+  get renewing(): boolean {
+    return this.renewal !== null;
+  }
+
   expire(nowMs: number): RenewOutcome {
     const renewal = this.renewal;
     if (!renewal || nowMs < renewal.sentAtMs + this.times.viewChangeTimeoutMs) return { type: "none" };

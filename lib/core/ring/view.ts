@@ -176,6 +176,18 @@ export class ViewCore {
     this.probe.tick();
   }
 
+  /**
+   * The latest time the driver may tick next without delaying anything here (a pure read):
+   * `nowMs` while anything runs on ticks (a wish, an attempt or its announcement, a deferred or
+   * unsettled promise, a lease renewal, a probe or canvass), else when the token-loss probe may
+   * start; +∞ when only an input can start something.
+   */
+  nextDeadlineMs(nowMs: number): number {
+    const unsettled = this.voter && this.promised.epoch > (this.view?.epoch ?? 0);
+    if (this.wanted || this.deferred || unsettled || this.attempts.busy || this.lease.renewing) return nowMs;
+    return this.probe.nextCheckMs(nowMs);
+  }
+
   /** The epoch this node promised or installed (what a `coordinate` request carries). */
   epochNow(): number {
     return this.currentEpoch();

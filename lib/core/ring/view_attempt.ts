@@ -78,6 +78,11 @@ export class ViewAttempts {
     return this.attempt !== null;
   }
 
+  /** Whether an attempt runs or its view is still announced (both move on ticks). */
+  get busy(): boolean {
+    return this.attempt !== null || this.announcing !== null;
+  }
+
   /** The running attempt's ballot (a copy), or null. */
   ballot(): Ballot | null {
     return this.attempt ? { ...this.attempt.ballot } : null;

@@ -80,6 +80,24 @@ export class ViewProbe {
     this.checkProbe();
   }
 
+  /**
+   * When `tick` may next act (a pure read): `nowMs` while a probe or canvass runs; when the token
+   * will have been away tokenLossMs (and the last probe's pause is over) while it is away; +∞
+   * while it is here or on its way out, or probing is not this node's to do (the token's moves
+   * and the wishes that allow it again come as inputs).
+   */
+  nextCheckMs(nowMs: number): number {
+    const host = this.host;
+    if (this.probe || this.canvass) return nowMs;
+    if (!host.mayProbe()) return Number.POSITIVE_INFINITY;
+    const local = host.localFacts();
+    if (local.token !== "away") return Number.POSITIVE_INFINITY;
+    const lossMs = host.settings.tokenLossMs;
+    // The facts' age is from the core's last step (host.nowMs), not from `nowMs`.
+    const lostAtMs = local.lastTokenAgeMs !== null ? host.nowMs() - local.lastTokenAgeMs + lossMs : host.grantNotBeforeMs() + lossMs;
+    return Math.max(this.nextProbeAtMs, lostAtMs);
+  }
+
   onProbe(from: string): void {
     const host = this.host;
     const local = host.localFacts();
