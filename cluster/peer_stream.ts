@@ -53,7 +53,8 @@ export const STREAM_QUEUED_MAX = 1_024;
 const RECONNECT_FIRST_MS = 50;
 const RECONNECT_MAX_MS = 2_000;
 const NO_MAC = "-";
-const FRAME_HEAD = /^([1-9][0-9]{0,14}) (0|[1-9][0-9]{0,14}) ([0-9]{1,3}) ([0-9a-f]{64}|-)$/;
+/** SEQ 0 is the hello's only: every other frame's must be above the last (checkFrame). */
+const FRAME_HEAD = /^(0|[1-9][0-9]{0,14}) (0|[1-9][0-9]{0,14}) ([0-9]{1,3}) ([0-9a-f]{64}|-)$/;
 
 type Direction = "request" | "answer";
 
@@ -421,7 +422,8 @@ class PeerStream {
     this.options.security.refused(reason, this.to || "peer", { path: STREAM_PATH });
     const socket = this.socket;
     this.socket = null;
-    socket?.close(1008, reason);
+    // 1000: a client may close with 1000 or 3000-4999 only (Deno's WebSocket throws on 1008).
+    socket?.close(1000, reason);
     if (this.state === "connecting") return this.failOpen(reason);
     this.state = "idle";
     this.drop(new Error(`${this.base}: stream closed: ${reason}`));

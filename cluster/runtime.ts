@@ -146,6 +146,8 @@ function serveNative(fetch: FetchHandler, options: { hostname: string; port: num
             perMessageDeflate: false,
             open: (ws: { data: StreamConnection } & StreamSocket) => ws.data.opened(streamSocketOf(ws)),
             message: (ws: { data: StreamConnection }, data: string | Uint8Array) => ws.data.message(data),
+            // A frame over maxPayloadLength: Bun drops the connection itself (close code 1006, as
+            // for a lost peer), without `message`, so such a refusal is not in the security log.
             close: (ws: { data: StreamConnection }) => ws.data.closed(),
           },
         }
