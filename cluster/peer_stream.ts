@@ -5,7 +5,9 @@
  * The semantics are the HTTP transport's: at most once, may time out, a timed-out request may
  * still arrive; a dropped connection fails every request in flight at once, and the next send
  * reconnects. A request that cannot go on the stream (it is not open, or cannot open: a member
- * of an older build without the route, a CA Deno's WebSocket cannot take) goes over HTTP.
+ * of an older build without the route) goes over HTTP, and every request does under a runtime
+ * whose WebSocket client does not serve (runtime.ts webSocketClientProblem: Deno's). The
+ * receiving side serves the stream under both runtimes.
  *
  * Opening: the sender first GETs the route over HTTP, signed (peer_auth.ts): that proves the
  * route is there and, through the signer's challenge, leaves it holding the receiver's current
@@ -28,7 +30,7 @@
 import { Buffer } from "node:buffer";
 import { freshNonce, mac, macValid, PEER_HEADER, type PeerFetch, type PeerKey, type PeerSigner, type PeerVerifier, senderProvenAs, type AuthenticatedSender } from "./peer_auth.ts";
 import { decodePeerBody, encodePeerBody, type PeerTransport } from "./peer_transport.ts";
-import { openWebSocket, type StreamConnection, type StreamRoute, type StreamSocket } from "./runtime.ts";
+import { openWebSocket, type StreamConnection, type StreamRoute, type StreamSocket, webSocketClientProblem } from "./runtime.ts";
 import type { SecurityLog } from "./security_log.ts";
 import type { Timers } from "./timers.ts";
 import type { Clock } from "./clock.ts";
@@ -236,7 +238,7 @@ export interface StreamTransportOptions {
   peerFetch: PeerFetch;
   http: PeerTransport;
   keyed: { key: PeerKey; signer: PeerSigner } | undefined;
-  /** [cluster] tlsCa: Deno's WebSocket cannot take one (runtime.ts openWebSocket). */
+  /** [cluster] tlsCa (runtime.ts webSocketClientProblem: Deno's WebSocket cannot take one). */
   caPem: string | undefined;
   security: SecurityLog;
   log: Logger;
@@ -244,6 +246,11 @@ export interface StreamTransportOptions {
   timers: Timers;
   /** What a connection may wait for its hello, and the probe for its answer. */
   openTimeoutMs: number;
+  /**
+   * Why this runtime's WebSocket client is not used (then every request goes over HTTP); default
+   * runtime.ts webSocketClientProblem. The unit tests pass null to test the client under Deno too.
+   */
+  clientProblem?: string | null;
 }
 
 /** The sending side: a PeerTransport whose `/v1/peer` requests go on one stream per peer. */
@@ -256,9 +263,11 @@ export interface StreamTransport extends PeerTransport {
 
 export function streamPeerTransport(options: StreamTransportOptions): StreamTransport {
   const streams = new Map<string, PeerStream>();
+  const problem = options.clientProblem === undefined ? webSocketClientProblem(options.caPem) : options.clientProblem;
+  if (problem !== null) options.log.event("peerStreamUnavailable", { why: `${problem}: replication goes over HTTP` });
   return {
     send(url, body, timeoutMs) {
-      if (!url.endsWith(STREAMED_PATH)) return options.http.send(url, body, timeoutMs);
+      if (problem !== null || !url.endsWith(STREAMED_PATH)) return options.http.send(url, body, timeoutMs);
       const base = url.slice(0, -STREAMED_PATH.length);
       let stream = streams.get(base);
       if (!stream) {
@@ -354,13 +363,12 @@ class PeerStream {
     const signed = keyed?.signer.sign(this.to, "GET", STREAM_PATH, new Uint8Array());
     const query = new URLSearchParams(signed?.headers ?? { [FORMAT_HEADER]: formatText(WIRE_FORMAT) });
     const wsUrl = `${this.base.replace(/^http/, "ws")}${STREAM_PATH}?${query}`;
-    let socket: WebSocket | null;
+    let socket: WebSocket;
     try {
       socket = openWebSocket(wsUrl, this.options.caPem);
     } catch (error) {
       return this.failOpen(`WebSocket: ${(error as Error).message}`);
     }
-    if (socket === null) return this.failOpen("this runtime's WebSocket cannot trust the cluster's CA");
     this.socket = socket;
     const upgradeMac = signed?.headers[PEER_HEADER.mac] ?? "";
     const helloTimer = this.options.timers.setTimeout(() => socket.close(), this.options.openTimeoutMs);

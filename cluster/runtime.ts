@@ -173,13 +173,22 @@ export function fetchFor(caPem: string | undefined): TrustingFetch {
 }
 
 /**
- * A WebSocket to another node (cluster/peer_stream.ts), or null when this runtime cannot trust
- * `caPem` on one: Deno's WebSocket takes no CA (its fetch does, through an HTTP client); the
- * caller then keeps to HTTP. Bun's takes `tls.ca`, as its fetch does.
+ * Why this runtime's WebSocket client cannot carry the replication stream (cluster/peer_stream.ts),
+ * or null when it can; the stream's sender then keeps to HTTP. Deno's client sets no TCP_NODELAY
+ * (a second frame sent before the first is acknowledged waits for its answer: Nagle's algorithm,
+ * measured 37 ms instead of 20 with an answer 20 ms late), which made pipelined replication
+ * slower than HTTP (W2 replicated 944 → 230 a+r/s, docs/bench.md), and it takes no CA. Deno
+ * serves the stream (its server side has no such delay), so a Bun member can use it.
  */
-export function openWebSocket(url: string, caPem: string | undefined): WebSocket | null {
+export function webSocketClientProblem(caPem: string | undefined): string | null {
+  if (runtimeName === "bun") return null;
+  if (runtimeName === "deno") return caPem === undefined ? "Deno's WebSocket client sets no TCP_NODELAY" : "Deno's WebSocket client takes no CA";
+  return "no WebSocket client known for this runtime";
+}
+
+/** A WebSocket to another node (cluster/peer_stream.ts); only when webSocketClientProblem is null. Bun's takes `tls.ca`, as its fetch does. */
+export function openWebSocket(url: string, caPem: string | undefined): WebSocket {
   if (caPem === undefined) return new WebSocket(url);
-  if (runtimeName !== "bun") return null;
   return new (WebSocket as unknown as new (url: string, options: unknown) => WebSocket)(url, { tls: { ca: caPem } });
 }
 

@@ -91,7 +91,7 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
 }
 
 /** Sender `a`: the stream transport to `target`, with an HTTP transport that records what falls back to it. */
-async function sender(target: Receiver, secret = SECRET) {
+async function sender(target: Receiver, secret = SECRET, clientProblem: string | null | undefined = null) {
   const key = await peerKey(secret);
   const signer = new PeerSigner(key, "a");
   const peerFetch = (to: string, url: string, request: Parameters<PeerSigner["fetch"]>[2]) => signer.fetch(to, url, request);
@@ -111,6 +111,8 @@ async function sender(target: Receiver, secret = SECRET) {
     clock: monotonicClock,
     timers: realTimers,
     openTimeoutMs: TIMEOUT_MS,
+    // The client under Deno too (a node under Deno keeps to HTTP: its WebSocket client sets no TCP_NODELAY).
+    clientProblem,
   });
   const send = (n: number, from = "a") => transport.send(`${target.base}/v1/peer`, { from, n }, TIMEOUT_MS);
   return { transport, send, overHttp, security, log, signer, key };
@@ -198,6 +200,25 @@ test("peer stream: a member without the route (an older build) and a hello that 
     toForged.transport.close();
     await old.close();
     await forged.close();
+  }
+});
+
+test("peer stream: by default a node under Deno sends over HTTP (its WebSocket client sets no TCP_NODELAY), one under Bun over the stream", async () => {
+  const b = await receiver();
+  const a = await sender(b, SECRET, undefined);
+  try {
+    const answer = await a.send(1);
+    if (runtimeName === "deno") {
+      assert.deepEqual(answer, { overHttp: true });
+      assert.equal(a.log.lines.filter((l) => l.event === "peerStreamUnavailable").length, 1);
+      assert.equal(b.stream.connections(), 0);
+    } else {
+      assert.deepEqual(answer, { took: 1, sender: "a" });
+      assert.equal(b.stream.connections(), 1);
+    }
+  } finally {
+    a.transport.close();
+    await b.close();
   }
 });
 
