@@ -90,8 +90,11 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
   };
 }
 
-/** Sender `a`: the stream transport to `target`, with an HTTP transport that records what falls back to it. */
-async function sender(target: Receiver, secret = SECRET, clientProblem: string | null | undefined = null) {
+/**
+ * Sender `a`: the stream transport to `target`, with an HTTP transport that records what falls back
+ * to it. The WebSocket client under both runtimes, unless `runtimeDefault` (then as a node runs).
+ */
+async function sender(target: Receiver, secret = SECRET, runtimeDefault = false) {
   const key = await peerKey(secret);
   const signer = new PeerSigner(key, "a");
   const peerFetch = (to: string, url: string, request: Parameters<PeerSigner["fetch"]>[2]) => signer.fetch(to, url, request);
@@ -112,7 +115,7 @@ async function sender(target: Receiver, secret = SECRET, clientProblem: string |
     timers: realTimers,
     openTimeoutMs: TIMEOUT_MS,
     // The client under Deno too (a node under Deno keeps to HTTP: its WebSocket client sets no TCP_NODELAY).
-    clientProblem,
+    clientProblem: runtimeDefault ? undefined : null,
   });
   const send = (n: number, from = "a") => transport.send(`${target.base}/v1/peer`, { from, n }, TIMEOUT_MS);
   return { transport, send, overHttp, security, log, signer, key };
@@ -205,7 +208,7 @@ test("peer stream: a member without the route (an older build) and a hello that 
 
 test("peer stream: by default a node under Deno sends over HTTP (its WebSocket client sets no TCP_NODELAY), one under Bun over the stream", async () => {
   const b = await receiver();
-  const a = await sender(b, SECRET, undefined);
+  const a = await sender(b, SECRET, true);
   try {
     const answer = await a.send(1);
     if (runtimeName === "deno") {
