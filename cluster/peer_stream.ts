@@ -27,7 +27,6 @@
  * body goes through the same `answerPeer` as the HTTP route, with the connection's
  * authenticated sender: the `from` of a body proves nothing.
  */
-import { Buffer } from "node:buffer";
 import { freshNonce, mac, macValid, PEER_HEADER, type PeerFetch, type PeerKey, type PeerSigner, type PeerVerifier, senderProvenAs, type AuthenticatedSender } from "./peer_auth.ts";
 import { decodePeerBody, encodePeerBody, type PeerTransport } from "./peer_transport.ts";
 import { openWebSocket, type StreamConnection, type StreamRoute, type StreamSocket, webSocketClientProblem } from "./runtime.ts";

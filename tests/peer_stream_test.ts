@@ -14,8 +14,21 @@ import { Hono } from "hono";
 import { monotonicClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { PEER_HEADER, peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier } from "../cluster/peer_auth.ts";
-import { encodeFrame, type FrameKeys, peerStreamServer, STREAM_PATH, streamPeerTransport } from "../cluster/peer_stream.ts";
+import {
+  PEER_HEADER,
+  peerAuthMiddleware,
+  type PeerKey,
+  peerKey,
+  PeerSigner,
+  PeerVerifier,
+} from "../cluster/peer_auth.ts";
+import {
+  encodeFrame,
+  type FrameKeys,
+  peerStreamServer,
+  STREAM_PATH,
+  streamPeerTransport,
+} from "../cluster/peer_stream.ts";
 import type { PeerTransport } from "../cluster/peer_transport.ts";
 import { type HttpServer, runtimeName, serveHttp } from "../cluster/runtime.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
@@ -75,7 +88,11 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
       else answer();
     },
   });
-  const server = await serveHttp(app.fetch, { hostname: "127.0.0.1", port: 0, stream: options.route === false ? undefined : stream.route });
+  const server = await serveHttp(app.fetch, {
+    hostname: "127.0.0.1",
+    port: 0,
+    stream: options.route === false ? undefined : stream.route,
+  });
   return {
     server,
     base: `http://127.0.0.1:${server.port}`,
@@ -97,7 +114,8 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
 async function sender(target: Receiver, secret = SECRET, runtimeDefault = false) {
   const key = await peerKey(secret);
   const signer = new PeerSigner(key, "a");
-  const peerFetch = (to: string, url: string, request: Parameters<PeerSigner["fetch"]>[2]) => signer.fetch(to, url, request);
+  const peerFetch = (to: string, url: string, request: Parameters<PeerSigner["fetch"]>[2]) =>
+    signer.fetch(to, url, request);
   const overHttp: unknown[] = [];
   const http: PeerTransport = { send: (_url, body) => (overHttp.push(body), Promise.resolve({ overHttp: true })) };
   const security = new SecurityLog(monotonicClock, memoryLogger(), 10_000);
@@ -121,10 +139,22 @@ async function sender(target: Receiver, secret = SECRET, runtimeDefault = false)
   return { transport, send, overHttp, security, log, signer, key };
 }
 
-test("peer stream: 50 requests sent at once go on one connection, each answered with its own answer, none over HTTP", async () => {
+type Sender = Awaited<ReturnType<typeof sender>>;
+
+/** Runs `body` with a receiver and a sender to it, then closes both (whatever `body` did). */
+async function withPair(body: (a: Sender, b: Receiver) => Promise<void>, runtimeDefault = false): Promise<void> {
   const b = await receiver();
-  const a = await sender(b);
+  const a = await sender(b, SECRET, runtimeDefault);
   try {
+    await body(a, b);
+  } finally {
+    a.transport.close();
+    await b.close();
+  }
+}
+
+test("peer stream: 50 requests sent at once go on one connection, each answered with its own answer, none over HTTP", () =>
+  withPair(async (a, b) => {
     const answers = await Promise.all(Array.from({ length: 50 }, (_, n) => a.send(n)));
     assert.deepEqual(a.log.lines, [], "no fallback");
     assert.deepEqual(answers, Array.from({ length: 50 }, (_, n) => ({ took: n, sender: "a" })));
@@ -133,31 +163,23 @@ test("peer stream: 50 requests sent at once go on one connection, each answered 
     assert.equal(b.stream.connections(), 1);
     assert.deepEqual(a.overHttp, []);
     assert.deepEqual(await a.send(50), { took: 50, sender: "a" });
-    assert.deepEqual(b.security.view(), { peerChallenged: 1 }, "nothing refused but the first contact's challenge (its nonce)");
-  } finally {
-    a.transport.close();
-    await b.close();
-  }
-});
+    assert.deepEqual(
+      b.security.view(),
+      { peerChallenged: 1 },
+      "nothing refused but the first contact's challenge (its nonce)",
+    );
+  }));
 
-test("peer stream: a body claiming another sender is refused (401) and changes nothing: the connection's sender is who sent it", async () => {
-  const b = await receiver();
-  const a = await sender(b);
-  try {
+test("peer stream: a body claiming another sender is refused (401) and changes nothing: the connection's sender is who sent it", () =>
+  withPair(async (a, b) => {
     await assert.rejects(a.send(1, "c"), /status 401/);
     assert.deepEqual(b.taken, []);
     assert.equal(b.security.view().peerFromMismatch, 1);
     assert.deepEqual(await a.send(2), { took: 2, sender: "a" }, "the connection stays open for the next request");
-  } finally {
-    a.transport.close();
-    await b.close();
-  }
-});
+  }));
 
-test("peer stream: an unanswered request times out; a dropped connection fails every request in flight at once; the next send reconnects", async () => {
-  const b = await receiver();
-  const a = await sender(b);
-  try {
+test("peer stream: an unanswered request times out; a dropped connection fails every request in flight at once; the next send reconnects", () =>
+  withPair(async (a, b) => {
     const started = monotonicClock.nowMs();
     await assert.rejects(a.send(-1), /no answer in 2000 ms/);
     assert.ok(monotonicClock.nowMs() - started >= TIMEOUT_MS - 5, "not before its timeout");
@@ -176,11 +198,7 @@ test("peer stream: an unanswered request times out; a dropped connection fails e
     assert.deepEqual(await a.send(4), { took: 4, sender: "a" }, "the next send reconnects");
     assert.equal(a.transport.isOpen(b.base), true);
     assert.deepEqual(a.overHttp, []);
-  } finally {
-    a.transport.close();
-    await b.close();
-  }
-});
+  }));
 
 test("peer stream: a member without the route (an older build) and a hello that does not check: the request goes over HTTP", async () => {
   const old = await receiver({ route: false });
@@ -206,10 +224,8 @@ test("peer stream: a member without the route (an older build) and a hello that 
   }
 });
 
-test("peer stream: by default a node under Deno sends over HTTP (its WebSocket client sets no TCP_NODELAY), one under Bun over the stream", async () => {
-  const b = await receiver();
-  const a = await sender(b, SECRET, true);
-  try {
+test("peer stream: by default a node under Deno sends over HTTP (its WebSocket client sets no TCP_NODELAY), one under Bun over the stream", () =>
+  withPair(async (a, b) => {
     const answer = await a.send(1);
     if (runtimeName === "deno") {
       assert.deepEqual(answer, { overHttp: true });
@@ -219,18 +235,17 @@ test("peer stream: by default a node under Deno sends over HTTP (its WebSocket c
       assert.deepEqual(answer, { took: 1, sender: "a" });
       assert.equal(b.stream.connections(), 1);
     }
-  } finally {
-    a.transport.close();
-    await b.close();
-  }
-});
+  }, true));
 
 /** What an upgrade request to `b` carries, signed by `signer` under its nonce (after a probe). */
 async function signedUpgrade(b: Receiver, signer: PeerSigner): Promise<{ url: string; mac: string }> {
   const probe = await signer.fetch("b", `${b.base}${STREAM_PATH}`, { method: "GET", timeoutMs: TIMEOUT_MS });
   assert.equal(probe.status, 200);
   const { headers } = signer.sign("b", "GET", STREAM_PATH, new Uint8Array());
-  return { url: `${b.base.replace("http", "ws")}${STREAM_PATH}?${new URLSearchParams(headers)}`, mac: headers[PEER_HEADER.mac] };
+  return {
+    url: `${b.base.replace("http", "ws")}${STREAM_PATH}?${new URLSearchParams(headers)}`,
+    mac: headers[PEER_HEADER.mac],
+  };
 }
 
 /** A WebSocket opened by hand: resolves with its hello's nonce, its frames, and whether it was closed. */
@@ -256,12 +271,11 @@ function rawSocket(url: string): Promise<{ ws: WebSocket; nonce: string; frames:
 }
 
 /** A request frame on the connection `nonce` names, MACed with `key`. */
-const requestFrame = (key: PeerKey, nonce: string, seq: number, body: string) => encodeFrame({ key, nonce } as FrameKeys, "request", "a", "b", { seq, re: 0, status: 0, body });
+const requestFrame = (key: PeerKey, nonce: string, seq: number, body: string) =>
+  encodeFrame({ key, nonce } as FrameKeys, "request", "a", "b", { seq, re: 0, status: 0, body });
 
-test("peer stream: an upgrade without authentication, with a wrong MAC, or replayed, is refused 401 before upgrading, logged, and opens nothing", async () => {
-  const b = await receiver();
-  const a = await sender(b);
-  try {
+test("peer stream: an upgrade without authentication, with a wrong MAC, or replayed, is refused 401 before upgrading, logged, and opens nothing", () =>
+  withPair(async (a, b) => {
     const bare = new Request(`${b.base}${STREAM_PATH}`, { headers: { upgrade: "websocket" } });
     const refused = b.stream.route.accept(bare);
     assert.ok(refused instanceof Response && refused.status === 401);
@@ -269,7 +283,9 @@ test("peer stream: an upgrade without authentication, with a wrong MAC, or repla
 
     const { url } = await signedUpgrade(b, a.signer);
     const tampered = url.replace(/(x-mutexd-mac=)([0-9a-f])/, (_, name, digit) => name + (digit === "0" ? "1" : "0"));
-    const forged = b.stream.route.accept(new Request(tampered.replace("ws", "http"), { headers: { upgrade: "websocket" } }));
+    const forged = b.stream.route.accept(
+      new Request(tampered.replace("ws", "http"), { headers: { upgrade: "websocket" } }),
+    );
     assert.ok(forged instanceof Response && forged.status === 401);
     assert.equal(b.security.view().peerForged, 1);
 
@@ -280,11 +296,7 @@ test("peer stream: an upgrade without authentication, with a wrong MAC, or repla
     assert.equal(b.stream.connections(), 1);
     first.ws.close();
     assert.deepEqual(b.taken, []);
-  } finally {
-    a.transport.close();
-    await b.close();
-  }
-});
+  }));
 
 test("peer stream: a forged, replayed, reordered, other-connection or oversize frame closes the connection, is logged, is answered with nothing and changes nothing", async () => {
   const b = await receiver();
@@ -324,7 +336,9 @@ test("peer stream: a forged, replayed, reordered, other-connection or oversize f
     answers = await attack(() => [requestFrame(a.key, honest.nonce, 2, body(8))]);
     assert.deepEqual(answers, []);
     // Over the limit: refused while read (Bun) or at once (Deno).
-    answers = await attack((nonce) => [requestFrame(a.key, nonce, 1, JSON.stringify({ from: "a", n: 9, pad: "x".repeat(BODY_BYTES_MAX * 2) }))]);
+    answers = await attack((
+      nonce,
+    ) => [requestFrame(a.key, nonce, 1, JSON.stringify({ from: "a", n: 9, pad: "x".repeat(BODY_BYTES_MAX * 2) }))]);
     assert.deepEqual(answers, []);
     // Deno reads it whole and the connection refuses it (logged); Bun drops the connection while
     // reading it (maxPayloadLength), before the connection sees a frame, so nothing is logged.
