@@ -1,0 +1,47 @@
+/**
+ * The replication path of real `mutexd node` processes (primary, backup, arbiter, with the
+ * cluster secret): under Bun the primary's appends reach the backup on the replication stream
+ * (cluster/peer_stream.ts), not as HTTP requests; under Deno, whose WebSocket client a node does
+ * not use (cluster/runtime.ts webSocketClientProblem), as HTTP requests. Read from the backup's
+ * count of HTTP answers (`GET /metrics`) around 100 replicated enter+leave pairs. Stops the
+ * processes it started and removes its temp dir.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect } from "../lib/client/lock_client.ts";
+import { runtimeName } from "../cluster/runtime.ts";
+import { startCluster } from "./_lock_cluster.ts";
+
+const PAIRS = 100;
+
+/** The node's count of HTTP answers with status 200 (its own `/metrics` scrape included). */
+async function httpAnswers200(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  const line = text.split("\n").find((l) => l.startsWith("mutexd_http_responses_total{") && l.includes('code="200"'));
+  return line === undefined ? 0 : Number(line.split(" ")[1]);
+}
+
+test(`peer stream, processes: ${PAIRS} replicated enter+leave pairs reach the backup on the stream under Bun (no HTTP request each), over HTTP under Deno`, async () => {
+  const c = await startCluster();
+  try {
+    const client = connect({ servers: [c.urls.p1, c.urls.b1] });
+    const session = await client.openSession();
+    const before = await httpAnswers200(c.urls.b1);
+    for (let i = 0; i < PAIRS; i++) {
+      const entered = await client.enter("s1", { session, waitMs: 0 });
+      assert.ok(entered.granted);
+      // A leave is answered once the backup acknowledged it: each pair is two replication rounds.
+      await client.leave("s1", { session, token: entered.token });
+    }
+    await session.close();
+    const answered = (await httpAnswers200(c.urls.b1)) - before;
+    if (runtimeName === "bun") {
+      // The second scrape, and at most a reconnect's probe or two: nothing per replication round.
+      assert.ok(answered <= 5, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
+    } else {
+      assert.ok(answered >= PAIRS * 2, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
+    }
+  } finally {
+    await c.stopAll();
+  }
+});
