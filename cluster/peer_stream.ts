@@ -106,8 +106,13 @@ function checkFrame(keys: FrameKeys, direction: Direction, from: string, to: str
   return frame;
 }
 
-function helloMac(key: PeerKey, server: string, client: string, upgradeMac: string, nonce: string): string {
-  return mac(key, [HELLO_LABEL, server, client, upgradeMac], encoder.encode(nonce)).toString("hex");
+/** What the hello's MAC covers besides the nonce (its body): the upgrade's MAC ties it to this connection. */
+const helloHead = (server: string, client: string, upgradeMac: string) => [HELLO_LABEL, server, client, upgradeMac];
+
+/** The receiver's first frame: the connection's nonce, MACed with the upgrade's MAC (`-` without a key). */
+export function encodeHello(key: PeerKey | undefined, server: string, client: string, upgradeMac: string, nonce: string): string {
+  const macHex = key ? mac(key, helloHead(server, client, upgradeMac), encoder.encode(nonce)).toString("hex") : NO_MAC;
+  return `0 0 0 ${macHex}\n${nonce}`;
 }
 
 /** What the receiver does with a request's body: answers it (status and body text), through answerPeer. */
@@ -180,8 +185,7 @@ export function peerStreamServer(options: {
       opened(ws) {
         socket = opened = ws;
         open.add(ws);
-        const helloMacHex = keyed ? helloMac(keyed.key, self, client, upgradeMac, keys.nonce) : NO_MAC;
-        ws.send(`0 0 0 ${helloMacHex}\n${keys.nonce}`);
+        ws.send(encodeHello(keyed?.key, self, client, upgradeMac, keys.nonce));
       },
       message(data) {
         if (socket === null) return;
@@ -377,7 +381,8 @@ class PeerStream {
       if (this.state === "connecting") {
         this.options.timers.clearTimeout(helloTimer);
         const hello = parseFrame(event.data);
-        const valid = hello !== null && hello.seq === 0 && (keyed ? hello.mac === helloMac(keyed.key, this.to, this.options.self, upgradeMac, hello.body) : true);
+        const valid = hello !== null && hello.seq === 0 &&
+          (keyed ? macValid(keyed.key, helloHead(this.to, this.options.self, upgradeMac), encoder.encode(hello.body), hello.mac) : true);
         if (!valid) return this.refuse("peerStreamForged");
         this.keys = { key: keyed?.key, nonce: hello.body };
         this.opened();

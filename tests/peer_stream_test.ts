@@ -6,7 +6,8 @@
  * own answer; a timeout, a dropped connection (every request in flight fails at once) and the
  * reconnect; the fallback to HTTP when the route is absent or the hello does not check; and that
  * an unauthenticated or replayed upgrade, a forged, replayed, reordered, other-connection or
- * oversize frame is refused (logged), answered with nothing and changes nothing.
+ * oversize frame is refused (logged), answered with nothing and changes nothing; and that the
+ * sender refuses a forged or replayed answer frame from a receiver that lies.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -24,13 +25,14 @@ import {
 } from "../cluster/peer_auth.ts";
 import {
   encodeFrame,
+  encodeHello,
   type FrameKeys,
   peerStreamServer,
   STREAM_PATH,
   streamPeerTransport,
 } from "../cluster/peer_stream.ts";
 import type { PeerTransport } from "../cluster/peer_transport.ts";
-import { type HttpServer, runtimeName, serveHttp } from "../cluster/runtime.ts";
+import { type HttpServer, runtimeName, serveHttp, type StreamSocket } from "../cluster/runtime.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { realTimers } from "../cluster/timers.ts";
 import { eventually } from "./_harness.ts";
@@ -351,5 +353,79 @@ test("peer stream: a forged, replayed, reordered, other-connection or oversize f
   } finally {
     a.transport.close();
     await b.close();
+  }
+});
+
+/**
+ * A receiver `b` that answers every request with `tamper(the honest answer frame, its nonce)`:
+ * the upgrade is checked by a real verifier and the hello is honest, the answers are not.
+ */
+async function lyingReceiver(tamper: (frame: string, nonce: string, key: PeerKey) => string[]) {
+  const key = await peerKey(SECRET);
+  const verifier = new PeerVerifier(key, "b", (id) => MEMBERS.includes(id));
+  const security = new SecurityLog(monotonicClock, memoryLogger(), 10_000);
+  const app = new Hono();
+  app.use("/v1/peer/*", peerAuthMiddleware(verifier, security, (c) => readBodyBytes(c, BODY_BYTES_MAX)));
+  app.get(STREAM_PATH, (c) => c.json({ stream: true }));
+  const server = await serveHttp(app.fetch, {
+    hostname: "127.0.0.1",
+    port: 0,
+    stream: {
+      path: STREAM_PATH,
+      frameBytesMax: BODY_BYTES_MAX,
+      accept(request) {
+        const query = new URL(request.url).searchParams;
+        const verdict = verifier.verify({
+          headers: { from: query.get(PEER_HEADER.from), nonce: query.get(PEER_HEADER.nonce), seq: query.get(PEER_HEADER.seq), mac: query.get(PEER_HEADER.mac) },
+          method: "GET",
+          path: STREAM_PATH,
+          body: new Uint8Array(),
+        });
+        assert.ok(verdict.ok);
+        const nonce = "lying-receiver-nonce";
+        let socket: StreamSocket | null = null;
+        return {
+          opened(ws) {
+            socket = ws;
+            ws.send(encodeHello(key, "b", "a", verdict.requestMac, nonce));
+          },
+          message(data) {
+            const seq = Number(String(data).split(" ")[0]);
+            const honest = encodeFrame({ key, nonce }, "answer", "b", "a", { seq, re: seq, status: 200, body: JSON.stringify({ took: seq }) });
+            for (const frame of tamper(honest, nonce, key)) socket!.send(frame);
+          },
+          closed() {},
+        };
+      },
+    },
+  });
+  return { base: `http://127.0.0.1:${server.port}`, close: () => server.close() };
+}
+
+test("peer stream: the sender refuses an answer frame that is forged or replayed: the request fails, the connection closes, it is logged", async () => {
+  const otherKey = await peerKey(OTHER_SECRET);
+  const cases: Array<{ what: string; reason: string; tamper: (frame: string, nonce: string, key: PeerKey) => string[] }> = [
+    { what: "its body changed", reason: "peerStreamForged", tamper: (frame) => [frame.replace('"took":', '"took":1')] },
+    { what: "MACed with another secret", reason: "peerStreamForged", tamper: (_frame, nonce) => [encodeFrame({ key: otherKey, nonce }, "answer", "b", "a", { seq: 1, re: 1, status: 200, body: "{}" })] },
+    { what: "MACed as a request", reason: "peerStreamForged", tamper: (_frame, nonce, key) => [encodeFrame({ key, nonce }, "request", "b", "a", { seq: 1, re: 1, status: 200, body: "{}" })] },
+    { what: "sent twice", reason: "peerStreamReplayed", tamper: (frame) => [frame, frame] },
+  ];
+  for (const { what, reason, tamper } of cases) {
+    const b = await lyingReceiver(tamper);
+    const a = await sender({ base: b.base } as Receiver);
+    try {
+      const first = a.send(1);
+      if (reason === "peerStreamReplayed") {
+        assert.deepEqual(await first, { took: 1 }, `${what}: the first copy is the answer`);
+        await eventually(`${what}: the copy is refused`, () => a.security.view()[reason] === 1);
+      } else {
+        await assert.rejects(first, /stream closed/, what);
+        assert.equal(a.security.view()[reason], 1, what);
+      }
+      assert.equal(a.transport.isOpen(b.base), false, `${what}: the connection is closed`);
+    } finally {
+      a.transport.close();
+      await b.close();
+    }
   }
 });
