@@ -48,6 +48,11 @@ const HELLO_LABEL = "mutexd peer stream hello v1";
 export const FRAME_HEAD_BYTES_MAX = 128;
 /** Requests sent on one connection and not answered yet, at most; a send over it fails at once. */
 export const STREAM_IN_FLIGHT_MAX = 1_024;
+/**
+ * Streams one receiver serves at once, at most (a member opens one per peer; a reconnect may
+ * overlap the old connection's close): an upgrade beyond it is answered 429 limit_reached.
+ */
+export const STREAM_CONNECTIONS_MAX = 8;
 /** Requests waiting for the connection to open, at most; a send over it fails at once. */
 export const STREAM_QUEUED_MAX = 1_024;
 /** The wait before the next attempt after the first failed one, doubled per failure up to the max. */
@@ -167,6 +172,9 @@ export function peerStreamServer(options: {
       upgradeMac = verdict.requestMac;
     }
     if (formatProblem !== null) return refuse(400, "versionMismatch", client.slice(0, 64) || "peer", formatProblem, { theirs: format.slice(0, 32) });
+    if (open.size >= STREAM_CONNECTIONS_MAX) {
+      return Response.json({ error: { code: "limit_reached", message: `${STREAM_CONNECTIONS_MAX} replication streams are open` } }, { status: 429 });
+    }
     return connection(client, sender, upgradeMac);
   };
   const connection = (client: string, sender: AuthenticatedSender | undefined, upgradeMac: string): StreamConnection => {

@@ -28,6 +28,7 @@ import {
   encodeHello,
   type FrameKeys,
   peerStreamServer,
+  STREAM_CONNECTIONS_MAX,
   STREAM_PATH,
   streamPeerTransport,
 } from "../cluster/peer_stream.ts";
@@ -429,3 +430,14 @@ test("peer stream: the sender refuses an answer frame that is forged or replayed
     }
   }
 });
+
+test(`peer stream: a receiver serves at most ${STREAM_CONNECTIONS_MAX} streams at once; one more is refused before upgrading`, () =>
+  withPair(async (a, b) => {
+    const sockets = [];
+    for (let i = 0; i < STREAM_CONNECTIONS_MAX; i++) sockets.push(await rawSocket((await signedUpgrade(b, a.signer)).url));
+    assert.equal(b.stream.connections(), STREAM_CONNECTIONS_MAX);
+    await assert.rejects(rawSocket((await signedUpgrade(b, a.signer)).url), /closed before its hello/);
+    assert.equal(b.stream.connections(), STREAM_CONNECTIONS_MAX);
+    for (const socket of sockets) socket.ws.close();
+    await eventually("the receiver sees them closed", () => b.stream.connections() === 0);
+  }));
