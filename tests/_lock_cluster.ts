@@ -93,3 +93,13 @@ export async function status(url: string, timeoutMs = 1_000, fetchFn: TrustingFe
     return undefined;
   }
 }
+
+/**
+ * How many HTTP answers of status 200 the node gave since its start (its `/metrics`, the scrape
+ * itself included): the replication stream's tests count the HTTP requests a backup answered.
+ */
+export async function httpAnswers200(url: string, fetchFn: TrustingFetch = fetch): Promise<number> {
+  const text = await (await fetchFn(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  const line = text.split("\n").find((l) => l.startsWith("mutexd_http_responses_total{") && l.includes('code="200"'));
+  return line === undefined ? 0 : Number(line.split(" ")[1]);
+}

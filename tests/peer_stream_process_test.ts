@@ -10,16 +10,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "../lib/client/lock_client.ts";
 import { runtimeName } from "../cluster/runtime.ts";
-import { startCluster } from "./_lock_cluster.ts";
+import { httpAnswers200, startCluster } from "./_lock_cluster.ts";
 
 const PAIRS = 100;
-
-/** The node's count of HTTP answers with status 200 (its own `/metrics` scrape included). */
-async function httpAnswers200(url: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
-  const line = text.split("\n").find((l) => l.startsWith("mutexd_http_responses_total{") && l.includes('code="200"'));
-  return line === undefined ? 0 : Number(line.split(" ")[1]);
-}
 
 test(`peer stream, processes: ${PAIRS} replicated enter+leave pairs reach the backup on the stream under Bun (no HTTP request each), over HTTP under Deno`, async () => {
   const c = await startCluster();
