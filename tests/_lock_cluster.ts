@@ -29,6 +29,10 @@ export interface ClusterOptions {
   nodeLines?: string[];
   /** The nodes serve HTTPS with certificates this CA (PEM) signed: the URLs are https:// and the harness trusts it. */
   ca?: string;
+  /** More tables at the end of the cluster file (e.g. `[[tokens]]` with its lines). */
+  tables?: string[];
+  /** A client token's secret the harness's requests carry (with `[[tokens]]` in `tables`: status needs one). */
+  token?: string;
 }
 
 /** `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000"). */
@@ -47,11 +51,14 @@ export async function startCluster(settings: string[] = [], options: ClusterOpti
     dir,
     (clusterLines.length > 0 ? `[cluster]\n${clusterLines.join("\n")}\n\n` : "") +
       node("p1", "primary", p) + node("b1", "backup", b) + node("a1", "arbiter", a) +
-      (settings.length > 0 ? `[settings]\n${settings.join("\n")}\n` : ""),
+      (settings.length > 0 ? `[settings]\n${settings.join("\n")}\n` : "") +
+      (options.tables ?? []).map((line) => `${line}\n`).join(""),
   );
   const scheme = options.ca === undefined ? "http" : "https";
   const urls = { p1: `${scheme}://127.0.0.1:${p}`, b1: `${scheme}://127.0.0.1:${b}`, a1: `${scheme}://127.0.0.1:${a}` };
-  const fetchFn: TrustingFetch = options.ca === undefined ? (url, init) => fetch(url, init) : fetchTrusting(options.ca);
+  const trusting: TrustingFetch = options.ca === undefined ? (url, init) => fetch(url, init) : fetchTrusting(options.ca);
+  const { token } = options;
+  const fetchFn: TrustingFetch = token === undefined ? trusting : (url, init) => trusting(url, { ...init, headers: { ...init?.headers, authorization: `Bearer ${token}` } });
   const procs = new Map<string, Proc>();
   const cluster: Cluster = {
     dir,

@@ -38,3 +38,25 @@ test(`peer stream, processes: ${PAIRS} replicated enter+leave pairs reach the ba
     await c.stopAll();
   }
 });
+
+test("peer stream, processes: with client tokens the stream opens too (its probe needs no bearer token: the cluster secret guards it)", async () => {
+  const reader = "reader-".padEnd(40, "1");
+  const tables = ["[[tokens]]", 'name = "ops"', `secret = "${reader}"`, 'permissions = [{ prefix = "", allow = ["admin"] }]'];
+  const c = await startCluster([], { tables, token: reader });
+  try {
+    const client = connect({ servers: [c.urls.p1, c.urls.b1], token: reader });
+    const session = await client.openSession();
+    const before = await httpAnswers200(c.urls.b1, c.fetch);
+    for (let i = 0; i < PAIRS; i++) {
+      const entered = await client.enter("s1", { session, waitMs: 0 });
+      assert.ok(entered.granted);
+      await client.leave("s1", { session, token: entered.token });
+    }
+    await session.close();
+    const answered = (await httpAnswers200(c.urls.b1, c.fetch)) - before;
+    if (runtimeName === "bun") assert.ok(answered <= 5, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
+    else assert.ok(answered >= PAIRS * 2, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
+  } finally {
+    await c.stopAll();
+  }
+});
