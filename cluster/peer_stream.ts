@@ -81,7 +81,7 @@ function parseFrame(text: string): Frame | null {
   return { seq: Number(head[1]), re: Number(head[2]), status: Number(head[3]), mac: head[4], body: text.slice(newline + 1) };
 }
 
-/** One end's view of a connection: the key (none without a secret), the nonce, who sends and who receives. */
+/** What a connection's frames are MACed with: the peer key (none without a secret) and the receiver's nonce for it. */
 export interface FrameKeys {
   key: PeerKey | undefined;
   nonce: string;
@@ -89,20 +89,22 @@ export interface FrameKeys {
 
 const encoder = new TextEncoder();
 
+/** What a frame's MAC covers besides its body. */
+const frameHead = (nonce: string, direction: Direction, from: string, to: string, frame: Omit<Frame, "mac" | "body">) =>
+  [FRAME_LABEL, nonce, direction, from, to, frame.seq, frame.re, frame.status];
+
 /** A frame to send: its text, MACed for `direction` from `from` to `to`. */
 export function encodeFrame(keys: FrameKeys, direction: Direction, from: string, to: string, frame: Omit<Frame, "mac">): string {
-  const head = `${frame.seq} ${frame.re} ${frame.status}`;
-  const macHex = keys.key ? mac(keys.key, [FRAME_LABEL, keys.nonce, direction, from, to, frame.seq, frame.re, frame.status], encoder.encode(frame.body)).toString("hex") : NO_MAC;
-  return `${head} ${macHex}\n${frame.body}`;
+  const macHex = keys.key ? mac(keys.key, frameHead(keys.nonce, direction, from, to, frame), encoder.encode(frame.body)).toString("hex") : NO_MAC;
+  return `${frame.seq} ${frame.re} ${frame.status} ${macHex}\n${frame.body}`;
 }
 
 /** Why a received frame is refused (the security log's reason), or the frame. */
 function checkFrame(keys: FrameKeys, direction: Direction, from: string, to: string, lastSeq: number, text: string): Frame | { refused: string } {
   const frame = parseFrame(text);
   if (frame === null) return { refused: "peerStreamMalformed" };
-  if (keys.key) {
-    const head = [FRAME_LABEL, keys.nonce, direction, from, to, frame.seq, frame.re, frame.status];
-    if (!macValid(keys.key, head, encoder.encode(frame.body), frame.mac)) return { refused: "peerStreamForged" };
+  if (keys.key && !macValid(keys.key, frameHead(keys.nonce, direction, from, to, frame), encoder.encode(frame.body), frame.mac)) {
+    return { refused: "peerStreamForged" };
   }
   // One connection delivers in order: a seq not above the last is a replay or a reordering.
   if (frame.seq <= lastSeq) return { refused: "peerStreamReplayed" };
@@ -127,7 +129,7 @@ export type AnswerFrame = (body: string, sender: AuthenticatedSender | undefined
 export interface PeerStreamServer {
   route: StreamRoute;
   stop(): void;
-  /** Connections open now (tests, status). */
+  /** Connections open now (tests). */
   connections(): number;
 }
 
