@@ -187,7 +187,7 @@ export function peerStreamServer(options: {
     let lastSeqIn = 0;
     let seqOut = 0;
     const close = (reason: string, detail: Record<string, unknown> = {}) => {
-      security.refused(reason, client || "peer", { path: STREAM_PATH, ...detail });
+      security.refused(reason, client.slice(0, 64) || "peer", { path: STREAM_PATH, ...detail });
       socket?.close(1008, reason);
       socket = null;
     };
