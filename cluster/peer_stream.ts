@@ -305,7 +305,10 @@ class PeerStream {
   private lastSeqIn = 0;
   private readonly inFlight = new Map<number, Pending>();
   private queued: Pending[] = [];
+  /** Failed opens (and connections dropped before any answer) in a row: the backoff's exponent. */
   private failures = 0;
+  /** Whether an answer checked on the current connection (then a drop does not back off). */
+  private answeredOnConnection = false;
   private retryAtMs = 0;
   private readonly to: string;
 
@@ -407,6 +410,11 @@ class PeerStream {
       if (this.state === "connecting") return this.failOpen("closed before its hello");
       if (this.state === "open") {
         this.state = "idle";
+        // A connection that opens and drops before any answer counts as a failed open: the
+        // next attempts back off (a peer that accepts and closes every stream costs a probe
+        // and an upgrade per 2 s at most, not per request).
+        if (this.answeredOnConnection) this.failures = 0;
+        else this.waitBeforeRetry();
         this.drop(new Error(`${this.base}: the stream closed`));
       }
     };
@@ -414,7 +422,7 @@ class PeerStream {
 
   private opened(): void {
     this.state = "open";
-    this.failures = 0;
+    this.answeredOnConnection = false;
     this.seqOut = 0;
     this.lastSeqIn = 0;
     const queued = this.queued;
@@ -426,6 +434,7 @@ class PeerStream {
     const checked = checkFrame(this.keys!, "answer", this.to, this.options.self, this.lastSeqIn, text);
     if ("refused" in checked) return this.refuse(checked.refused);
     this.lastSeqIn = checked.seq;
+    this.answeredOnConnection = true;
     const pending = this.inFlight.get(checked.re);
     // Timed out already (or never sent): a late answer changes nothing.
     if (!pending) return;
@@ -448,6 +457,7 @@ class PeerStream {
     socket?.close(1000, reason);
     if (this.state === "connecting") return this.failOpen(reason);
     this.state = "idle";
+    this.waitBeforeRetry();
     this.drop(new Error(`${this.base}: stream closed: ${reason}`));
   }
 
@@ -457,10 +467,8 @@ class PeerStream {
     this.socket = null;
     socket?.close();
     this.state = "idle";
-    this.failures += 1;
-    const waitMs = Math.min(RECONNECT_FIRST_MS * 2 ** Math.min(this.failures - 1, 16), RECONNECT_MAX_MS);
+    const waitMs = this.waitBeforeRetry();
     const nowMs = this.options.clock.nowMs();
-    this.retryAtMs = nowMs + waitMs;
     // Once per run of failures: a member of an older build fails every attempt.
     if (this.failures === 1) this.options.log.event("peerStreamUnavailable", { peer: this.to, why: why.slice(0, 200), retryMs: waitMs }, "warn");
     const queued = this.queued;
@@ -469,6 +477,14 @@ class PeerStream {
       this.options.timers.clearTimeout(pending.timer);
       this.options.http.send(`${this.base}${STREAMED_PATH}`, pending.message, Math.max(1, pending.deadlineMs - nowMs)).then(pending.resolve, pending.reject);
     }
+  }
+
+  /** One more failure in a row: the next attempt waits (doubling, at most RECONNECT_MAX_MS); returns the wait. */
+  private waitBeforeRetry(): number {
+    this.failures += 1;
+    const waitMs = Math.min(RECONNECT_FIRST_MS * 2 ** Math.min(this.failures - 1, 16), RECONNECT_MAX_MS);
+    this.retryAtMs = this.options.clock.nowMs() + waitMs;
+    return waitMs;
   }
 
   /** Fails every request in flight and queued at once (a dropped connection). */

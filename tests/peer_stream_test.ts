@@ -12,7 +12,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import { monotonicClock } from "../cluster/clock.ts";
+import { type Clock, manualClock, monotonicClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import {
@@ -114,7 +114,7 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
  * Sender `a`: the stream transport to `target`, with an HTTP transport that records what falls back
  * to it. The WebSocket client under both runtimes, unless `runtimeDefault` (then as a node runs).
  */
-async function sender(target: Receiver, secret = SECRET, runtimeDefault = false) {
+async function sender(target: Receiver, secret = SECRET, runtimeDefault = false, clock: Clock = monotonicClock) {
   const key = await peerKey(secret);
   const signer = new PeerSigner(key, "a");
   const peerFetch = (to: string, url: string, request: Parameters<PeerSigner["fetch"]>[2]) =>
@@ -132,7 +132,7 @@ async function sender(target: Receiver, secret = SECRET, runtimeDefault = false)
     caPem: undefined,
     security,
     log,
-    clock: monotonicClock,
+    clock,
     timers: realTimers,
     openTimeoutMs: TIMEOUT_MS,
     // The client under Deno too (a node under Deno keeps to HTTP: its WebSocket client sets no TCP_NODELAY).
@@ -358,10 +358,11 @@ test("peer stream: a forged, replayed, reordered, other-connection or oversize f
 });
 
 /**
- * A receiver `b` that answers every request with `tamper(the honest answer frame, its nonce)`:
+ * A receiver `b` that answers every request with `tamper(the honest answer frame, its nonce)`
+ * ("close": closes the connection instead):
  * the upgrade is checked by a real verifier and the hello is honest, the answers are not.
  */
-async function lyingReceiver(tamper: (frame: string, nonce: string, key: PeerKey) => string[]) {
+async function lyingReceiver(tamper: (frame: string, nonce: string, key: PeerKey) => string[] | "close") {
   const key = await peerKey(SECRET);
   const verifier = new PeerVerifier(key, "b", (id) => MEMBERS.includes(id));
   const security = new SecurityLog(monotonicClock, memoryLogger(), 10_000);
@@ -393,7 +394,9 @@ async function lyingReceiver(tamper: (frame: string, nonce: string, key: PeerKey
           message(data) {
             const seq = Number(String(data).split(" ")[0]);
             const honest = encodeFrame({ key, nonce }, "answer", "b", "a", { seq, re: seq, status: 200, body: JSON.stringify({ took: seq }) });
-            for (const frame of tamper(honest, nonce, key)) socket!.send(frame);
+            const frames = tamper(honest, nonce, key);
+            if (frames === "close") return socket!.close(1000, "closing every stream");
+            for (const frame of frames) socket!.send(frame);
           },
           closed() {},
         };
@@ -441,3 +444,22 @@ test(`peer stream: a receiver serves at most ${STREAM_CONNECTIONS_MAX} streams a
     for (const socket of sockets) socket.ws.close();
     await eventually("the receiver sees them closed", () => b.stream.connections() === 0);
   }));
+
+test("peer stream: a connection dropped before any answer backs off: the next request goes over HTTP until the wait is over, then the stream is tried again", async () => {
+  const b = await lyingReceiver(() => "close");
+  // Time stands still unless the test moves it: the backoff's wait is decided by the clock, not by the machine's speed.
+  const clock = manualClock(1_000);
+  const a = await sender({ base: b.base } as Receiver, SECRET, false, clock);
+  try {
+    await assert.rejects(a.send(1), /the stream closed/);
+    assert.deepEqual(await a.send(2), { overHttp: true }, "within the wait: over HTTP, no new connection");
+    clock.advance(50);
+    await assert.rejects(a.send(3), /the stream closed/, "after the first wait (50 ms) the stream is tried again");
+    clock.advance(50);
+    assert.deepEqual(await a.send(4), { overHttp: true }, "the second wait is twice as long (100 ms)");
+    assert.deepEqual(a.overHttp, [{ from: "a", n: 2 }, { from: "a", n: 4 }]);
+  } finally {
+    a.transport.close();
+    await b.close();
+  }
+});
