@@ -4,7 +4,8 @@
  * (`GET /v1/peer/stream`), requests and answers matched by the request's seq, many in flight.
  * The semantics are the HTTP transport's: at most once, may time out, a timed-out request may
  * still arrive; a dropped connection fails every request in flight at once, and the next send
- * reconnects. A request that cannot go on the stream (it is not open, or cannot open: a member
+ * reconnects (after a wait doubling from 50 ms to 2 s when the open failed or the connection
+ * dropped before any answer; requests go over HTTP meanwhile). A request that cannot go on the stream (it is not open, or cannot open: a member
  * of an older build without the route) goes over HTTP, and every request does under a runtime
  * whose WebSocket client does not serve (runtime.ts webSocketClientProblem: Deno's). The
  * receiving side serves the stream under both runtimes.
