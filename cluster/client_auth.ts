@@ -5,7 +5,7 @@
  *
  * - `ClientAuth.middleware` runs before every route: `/v1/health` stays open (liveness probes),
  *   so does `/` (the dashboard's page, which holds no data) and a CORS preflight of `/v1/dashboard/…`,
- *   the peer routes (`/v1/peer`, `/v1/arbiter`, `/v1/ring/peer/…`) are left to the cluster
+ *   the peer routes (`/v1/peer`, `/v1/peer/stream`, `/v1/arbiter`, `/v1/ring/peer/…`) are left to the cluster
  *   secret's authentication, and every other request must carry `Authorization: Bearer X` with X
  *   a token's secret: else 401 `unauthorized`. The known token is recorded as the request's
  *   Caller (cluster/caller.ts) for the per-token limits.
@@ -42,7 +42,7 @@ const RANK: Record<Permission, number> = { read: 1, lock: 2, admin: 3 };
 
 /** Paths that carry no client credentials: liveness, and peer traffic (the cluster secret's). */
 export function isUncheckedPath(path: string): boolean {
-  return path === "/" || path === "/v1/health" || path === "/v1/peer" || path === "/v1/arbiter" || path.startsWith("/v1/ring/peer/");
+  return path === "/" || path === "/v1/health" || path === "/v1/peer" || path === "/v1/peer/stream" || path === "/v1/arbiter" || path.startsWith("/v1/ring/peer/");
 }
 
 /** The highest level one permission entry allows. */

@@ -98,7 +98,7 @@ export interface RequestHead {
  * The MAC over the bytes MACed: a JSON array of the label and the head (JSON escapes every
  * newline, so the first newline ends it unambiguously), a newline, the body.
  */
-function mac(key: PeerKey, head: unknown[], body: Uint8Array): Buffer {
+export function mac(key: PeerKey, head: unknown[], body: Uint8Array): Buffer {
   return createHmac("sha256", key.bytes).update(JSON.stringify(head) + "\n").update(body).digest();
 }
 
@@ -121,7 +121,7 @@ export function signRequest(key: PeerKey, head: RequestHead, body: Uint8Array): 
 }
 
 /** Checks `macHex` over the head and body, comparing in constant time. */
-function macValid(key: PeerKey, head: unknown[], body: Uint8Array, macHex: string): boolean {
+export function macValid(key: PeerKey, head: unknown[], body: Uint8Array, macHex: string): boolean {
   const given = fromHex(macHex);
   return given !== null && given.byteLength === 32 && timingSafeEqual(given, mac(key, head, body));
 }
@@ -131,7 +131,7 @@ function fromHex(text: string): Uint8Array | null {
   return Buffer.from(text, "hex");
 }
 
-function freshNonce(): string {
+export function freshNonce(): string {
   return Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex");
 }
 
@@ -236,22 +236,35 @@ export class PeerSigner {
   }
 
   /** One signed request; its answer's MAC checked (a bad one throws). */
-  private async attempt(to: string, url: string, request: PeerRequest, body: Uint8Array<ArrayBuffer>) {
+  /**
+   * The authentication of one request to `to` (`path` with its query, as the receiver sees it)
+   * under the session's nonce and its next seq: the headers, by PEER_HEADER's and FORMAT_HEADER's
+   * names. The stream's upgrade (peer_stream.ts) carries them in its query.
+   */
+  sign(to: string, method: string, path: string, body: Uint8Array): { nonce: string; headers: Record<string, string> } {
     const session = this.session(to);
     const nonce = session.nonce;
     session.seq += 1;
+    const head: RequestHead = { from: this.self, to, nonce, seq: session.seq, method, path, format: OUR_FORMAT };
+    const headers = {
+      [PEER_HEADER.from]: head.from,
+      [PEER_HEADER.nonce]: nonce,
+      [PEER_HEADER.seq]: String(head.seq),
+      [PEER_HEADER.mac]: signRequest(this.key, head, body),
+      [FORMAT_HEADER]: OUR_FORMAT,
+    };
+    return { nonce, headers };
+  }
+
+  private async attempt(to: string, url: string, request: PeerRequest, body: Uint8Array<ArrayBuffer>) {
     const parsed = new URL(url);
-    const head: RequestHead = { from: this.self, to, nonce, seq: session.seq, method: request.method, path: parsed.pathname + parsed.search, format: OUR_FORMAT };
-    const requestMac = signRequest(this.key, head, body);
+    const { nonce, headers } = this.sign(to, request.method, parsed.pathname + parsed.search, body);
+    const requestMac = headers[PEER_HEADER.mac];
     const response = await this.send(url, {
       method: request.method,
       headers: {
         ...(request.contentType ? { "content-type": request.contentType } : {}),
-        [PEER_HEADER.from]: head.from,
-        [PEER_HEADER.nonce]: nonce,
-        [PEER_HEADER.seq]: String(head.seq),
-        [PEER_HEADER.mac]: requestMac,
-        [FORMAT_HEADER]: OUR_FORMAT,
+        ...headers,
       },
       body: request.method === "GET" ? undefined : body,
       signal: AbortSignal.timeout(request.timeoutMs),
@@ -380,6 +393,18 @@ export function authenticatedSender(c: Context): AuthenticatedSender | undefined
   return (c.get as (key: string) => unknown)(SENDER_KEY) as AuthenticatedSender | undefined;
 }
 
+/** The sender `id` proved by a MAC (of a request, or of a stream's upgrade): `path` names where, in a refusal's log line. */
+export function senderProvenAs(id: string, security: SecurityLog, path: string): AuthenticatedSender {
+  return {
+    id,
+    check(claimed) {
+      if (claimed === id) return;
+      security.refused("peerFromMismatch", id, { claimed: String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX), path: path.slice(0, PATH_LOGGED_MAX) });
+      throw new RequestError("unauthorized", `the message says it is from ${String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX)}, but ${id} sent it`);
+    },
+  };
+}
+
 /**
  * Hono middleware for the peer routes: refuses (401, counted in `security`, nothing changes) a
  * request that does not verify, answers a challenge, and signs every answer to a request whose
@@ -425,15 +450,7 @@ export function peerAuthMiddleware(verifier: PeerVerifier, security: SecurityLog
       if (verdict.requestMac) headers[PEER_HEADER.mac] = verifier.signAnswer(verdict.requestMac, 401, challenge, body);
       return new Response(body, { status: 401, headers });
     }
-    const sender: AuthenticatedSender = {
-      id: verdict.from,
-      check(claimed) {
-        if (claimed === verdict.from) return;
-        security.refused("peerFromMismatch", verdict.from, { claimed: String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX), path: url.pathname.slice(0, PATH_LOGGED_MAX) });
-        throw new RequestError("unauthorized", `the message says it is from ${String(claimed).slice(0, HEADER_VALUE_LENGTH_MAX)}, but ${verdict.from} sent it`);
-      },
-    };
-    (c.set as (key: string, value: unknown) => void)(SENDER_KEY, sender);
+    (c.set as (key: string, value: unknown) => void)(SENDER_KEY, senderProvenAs(verdict.from, security, url.pathname));
     await next();
     // The answer read whole (peer answers are bounded like the requests), MACed, sent as bytes.
     const answered = c.res;
@@ -450,6 +467,8 @@ export interface PeerAuth {
   peerFetch: PeerFetch;
   /** Undefined without a secret: the routes take every request, as before. */
   middleware: MiddlewareHandler | undefined;
+  /** The key and both sides, for the replication stream (peer_stream.ts); undefined without a secret. */
+  keyed: { key: PeerKey; signer: PeerSigner; verifier: PeerVerifier } | undefined;
 }
 
 /**
@@ -468,12 +487,13 @@ export async function startPeerAuth(
     fetch?: BaseFetch;
   },
 ): Promise<PeerAuth> {
-  if (options.secret === undefined) return { peerFetch: plainPeerFetch(options.fetch), middleware: undefined };
+  if (options.secret === undefined) return { peerFetch: plainPeerFetch(options.fetch), middleware: undefined, keyed: undefined };
   const key = await peerKey(options.secret);
   const signer = new PeerSigner(key, options.self, options.fetch);
   const verifier = new PeerVerifier(key, options.self, options.isMember);
   return {
     peerFetch: peerFetchOf(signer),
     middleware: peerAuthMiddleware(verifier, options.security, (c) => readBodyBytes(c, options.bodyBytesMax)),
+    keyed: { key, signer, verifier },
   };
 }

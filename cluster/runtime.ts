@@ -48,8 +48,34 @@ export function listenError(error: unknown, address: string): unknown {
   return typeof code === "string" && code in LISTEN_PROBLEMS ? new ListenError(address, code) : error;
 }
 
+/** One accepted WebSocket, as a stream route's connection sees it (text frames only). */
+export interface StreamSocket {
+  send(text: string): void;
+  close(code: number, reason: string): void;
+}
+
+/** The handlers of one accepted WebSocket: `opened` first, then its frames, then `closed` once. */
+export interface StreamConnection {
+  opened(socket: StreamSocket): void;
+  /** A frame as received (a string for text, bytes for binary), before any check of its length under Deno. */
+  message(data: string | Uint8Array): void;
+  closed(): void;
+}
+
+/**
+ * A WebSocket route on the HTTP port (cluster/peer_stream.ts): an upgrade request (`GET path`
+ * with `upgrade: websocket`) goes to `accept` before anything is upgraded, and its Response, if
+ * it returns one, is the answer (a refusal). Every other request goes to `fetch`.
+ */
+export interface StreamRoute {
+  path: string;
+  /** Bun refuses a longer frame while reading it (`maxPayloadLength`); Deno has no such limit: the connection checks. */
+  frameBytesMax: number;
+  accept(request: Request): Response | StreamConnection;
+}
+
 /** Serves `fetch` on host:port with the runtime's native server; over TLS (HTTPS) when `tls` is given. */
-export async function serveHttp(fetch: FetchHandler, options: { hostname: string; port: number; tls?: TlsFiles }): Promise<HttpServer> {
+export async function serveHttp(fetch: FetchHandler, options: { hostname: string; port: number; tls?: TlsFiles; stream?: StreamRoute }): Promise<HttpServer> {
   try {
     return await serveNative(fetch, options);
   } catch (error) {
@@ -57,9 +83,33 @@ export async function serveHttp(fetch: FetchHandler, options: { hostname: string
   }
 }
 
-function serveNative(fetch: FetchHandler, options: { hostname: string; port: number; tls?: TlsFiles }): Promise<HttpServer> {
-  const { tls } = options;
+/** Whether `request` asks to upgrade to a WebSocket on `route`'s path. */
+function isStreamUpgrade(request: Request, route: StreamRoute | undefined): route is StreamRoute {
+  if (route === undefined || request.method !== "GET" || request.headers.get("upgrade")?.toLowerCase() !== "websocket") return false;
+  const url = request.url;
+  const start = url.indexOf("/", url.indexOf("://") + 3);
+  const query = url.indexOf("?", start);
+  return start >= 0 && (query < 0 ? url.slice(start) : url.slice(start, query)) === route.path;
+}
+
+/** A runtime's WebSocket as a StreamSocket (both runtimes name the two methods so). */
+function streamSocketOf(ws: { send(text: string): unknown; close(code?: number, reason?: string): unknown }): StreamSocket {
+  return { send: (text) => void ws.send(text), close: (code, reason) => void ws.close(code, reason) };
+}
+
+function serveNative(fetch: FetchHandler, options: { hostname: string; port: number; tls?: TlsFiles; stream?: StreamRoute }): Promise<HttpServer> {
+  const { tls, stream } = options;
   if (runtimeName === "deno") {
+    const denoFetch: FetchHandler = (request) => {
+      if (!isStreamUpgrade(request, stream)) return fetch(request);
+      const accepted = stream.accept(request);
+      if (accepted instanceof Response) return accepted;
+      const { socket, response } = g.Deno.upgradeWebSocket(request);
+      socket.onopen = () => accepted.opened(streamSocketOf(socket));
+      socket.onmessage = (event: MessageEvent) => accepted.message(typeof event.data === "string" ? event.data : new Uint8Array(event.data as ArrayBuffer));
+      socket.onclose = () => accepted.closed();
+      return response;
+    };
     return new Promise((resolve, reject) => {
       try {
         const server = g.Deno.serve(
@@ -69,7 +119,7 @@ function serveNative(fetch: FetchHandler, options: { hostname: string; port: num
             ...(tls ? { cert: tls.cert, key: tls.key } : {}),
             onListen: (addr: { port: number }) => resolve({ port: addr.port, close: () => server.shutdown() }),
           },
-          fetch,
+          denoFetch,
         );
       } catch (error) {
         reject(error);
@@ -82,7 +132,26 @@ function serveNative(fetch: FetchHandler, options: { hostname: string; port: num
     const server = g.Bun.serve({
       hostname: options.hostname,
       port: options.port,
-      fetch,
+      fetch: (request: Request, bunServer: { upgrade(request: Request, options: { data: StreamConnection }): boolean }) => {
+        if (!isStreamUpgrade(request, stream)) return fetch(request);
+        const accepted = stream.accept(request);
+        if (accepted instanceof Response) return accepted;
+        // undefined: Bun answers the upgrade itself.
+        return bunServer.upgrade(request, { data: accepted }) ? undefined : new Response("WebSocket upgrade failed", { status: 400 });
+      },
+      ...(stream
+        ? {
+          websocket: {
+            maxPayloadLength: stream.frameBytesMax,
+            perMessageDeflate: false,
+            open: (ws: { data: StreamConnection } & StreamSocket) => ws.data.opened(streamSocketOf(ws)),
+            message: (ws: { data: StreamConnection }, data: string | Uint8Array) => ws.data.message(data),
+            // A frame over maxPayloadLength: Bun drops the connection itself (close code 1006, as
+            // for a lost peer), without `message`, so such a refusal is not in the security log.
+            close: (ws: { data: StreamConnection }) => ws.data.closed(),
+          },
+        }
+        : {}),
       idleTimeout: 255,
       ...(tls ? { tls: { cert: tls.cert, key: tls.key } } : {}),
     });
@@ -101,6 +170,26 @@ function serveNative(fetch: FetchHandler, options: { hostname: string; port: num
  */
 export function fetchFor(caPem: string | undefined): TrustingFetch {
   return caPem === undefined ? (url, init) => fetch(url, init) : fetchTrusting(caPem);
+}
+
+/**
+ * Why this runtime's WebSocket client cannot carry the replication stream (cluster/peer_stream.ts),
+ * or null when it can; the stream's sender then keeps to HTTP. Deno's client sets no TCP_NODELAY
+ * (a second frame sent before the first is acknowledged waits for its answer: Nagle's algorithm,
+ * measured 37 ms instead of 20 with an answer 20 ms late), which made pipelined replication
+ * slower than HTTP (W2 replicated 944 → 230 a+r/s, docs/bench.md), and it takes no CA. Deno
+ * serves the stream (its server side has no such delay), so a Bun member can use it.
+ */
+export function webSocketClientProblem(caPem: string | undefined): string | null {
+  if (runtimeName === "bun") return null;
+  if (runtimeName === "deno") return caPem === undefined ? "Deno's WebSocket client sets no TCP_NODELAY" : "Deno's WebSocket client takes no CA";
+  return "no WebSocket client known for this runtime";
+}
+
+/** A WebSocket to another node (cluster/peer_stream.ts); only when webSocketClientProblem is null. Bun's takes `tls.ca`, as its fetch does. */
+export function openWebSocket(url: string, caPem: string | undefined): WebSocket {
+  if (caPem === undefined) return new WebSocket(url);
+  return new (WebSocket as unknown as new (url: string, options: unknown) => WebSocket)(url, { tls: { ca: caPem } });
 }
 
 /** The argv prefix that starts this same program again (for `mutexd up` and tests). */

@@ -29,6 +29,10 @@ export interface ClusterOptions {
   nodeLines?: string[];
   /** The nodes serve HTTPS with certificates this CA (PEM) signed: the URLs are https:// and the harness trusts it. */
   ca?: string;
+  /** More tables at the end of the cluster file (e.g. `[[tokens]]` with its lines). */
+  tables?: string[];
+  /** A client token's secret the harness's requests carry (with `[[tokens]]` in `tables`: status needs one). */
+  token?: string;
 }
 
 /** `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000"). */
@@ -47,11 +51,14 @@ export async function startCluster(settings: string[] = [], options: ClusterOpti
     dir,
     (clusterLines.length > 0 ? `[cluster]\n${clusterLines.join("\n")}\n\n` : "") +
       node("p1", "primary", p) + node("b1", "backup", b) + node("a1", "arbiter", a) +
-      (settings.length > 0 ? `[settings]\n${settings.join("\n")}\n` : ""),
+      (settings.length > 0 ? `[settings]\n${settings.join("\n")}\n` : "") +
+      (options.tables ?? []).map((line) => `${line}\n`).join(""),
   );
   const scheme = options.ca === undefined ? "http" : "https";
   const urls = { p1: `${scheme}://127.0.0.1:${p}`, b1: `${scheme}://127.0.0.1:${b}`, a1: `${scheme}://127.0.0.1:${a}` };
-  const fetchFn: TrustingFetch = options.ca === undefined ? (url, init) => fetch(url, init) : fetchTrusting(options.ca);
+  const trusting: TrustingFetch = options.ca === undefined ? (url, init) => fetch(url, init) : fetchTrusting(options.ca);
+  const { token } = options;
+  const fetchFn: TrustingFetch = token === undefined ? trusting : (url, init) => trusting(url, { ...init, headers: { ...init?.headers, authorization: `Bearer ${token}` } });
   const procs = new Map<string, Proc>();
   const cluster: Cluster = {
     dir,
@@ -92,4 +99,14 @@ export async function status(url: string, timeoutMs = 1_000, fetchFn: TrustingFe
   } catch {
     return undefined;
   }
+}
+
+/**
+ * How many HTTP answers of status 200 the node gave since its start (its `/metrics`, the scrape
+ * itself included): the replication stream's tests count the HTTP requests a backup answered.
+ */
+export async function httpAnswers200(url: string, fetchFn: TrustingFetch = fetch): Promise<number> {
+  const text = await (await fetchFn(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  const line = text.split("\n").find((l) => l.startsWith("mutexd_http_responses_total{") && l.includes('code="200"'));
+  return line === undefined ? 0 : Number(line.split(" ")[1]);
 }

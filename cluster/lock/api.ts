@@ -10,6 +10,7 @@ import type { Settings } from "../../lib/settings.ts";
 import { declaredLength, errorOf, errorResponse, installErrorHandlers, parseJsonObject, parseJsonText, readBodyText, readDeclaredText, readJsonObject, readPeerRequest, RequestError } from "../http_util.ts";
 import type { EnterCommand, LockService, StatusView } from "./service.ts";
 import { encodePeerBody, PEER_CONTENT_TYPE } from "../peer_transport.ts";
+import { STREAM_PATH } from "../peer_stream.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import { checkPeerRequest } from "../../lib/wire/lock_peer.ts";
 import { type BodySchema, checkBody, clientSchemas } from "../../lib/wire/client.ts";
@@ -298,8 +299,10 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   app.use(auth.middleware);
 
   // Before the route: the middleware refuses what does not authenticate and signs the answers.
-  if (options.peerAuth) app.use("/v1/peer", options.peerAuth);
-  app.use("/v1/peer", peerFormatMiddleware(options.security ?? service.security));
+  for (const path of ["/v1/peer", STREAM_PATH]) {
+    if (options.peerAuth) app.use(path, options.peerAuth);
+    app.use(path, peerFormatMiddleware(options.security ?? service.security));
+  }
 
   // The role now (joining, primary or backup), not only the cluster file's.
   const node = () => ({ id: options.nodeId, role: service.summary().server.role, configuredRole: options.role, version: VERSION, formats: FORMATS });
@@ -368,6 +371,9 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
     const body = await new Promise<string>((done) => answerPeer(service, settings, text, done, authenticatedSender(c)));
     return c.body(body, 200, { "content-type": PEER_CONTENT_TYPE });
   });
+  // The probe before the replication stream opens (peer_stream.ts): the route is here, and the
+  // signed GET leaves the sender with this process's nonce. The upgrade itself never reaches Hono.
+  app.get(STREAM_PATH, (c) => c.json({ stream: true }));
 
   if (!auth.enabled) installFastPath(app, routes, options);
   return app;
@@ -457,6 +463,19 @@ export function answerPeer(service: LockService, settings: Settings, text: strin
   return message;
 }
 
+
+/**
+ * `answerPeer` for a frame of the replication stream (peer_stream.ts): `done` gets the status and
+ * body the HTTP route would answer (200 and the answer, or the error a refusal is).
+ */
+export function answerPeerFrame(service: LockService, options: LockApiOptions, text: string, sender: AuthenticatedSender | undefined, done: (status: number, body: string) => void): void {
+  try {
+    answerPeer(service, options.settings, text, (body) => done(200, body), sender);
+  } catch (error) {
+    const answer = errorAnswer(error as Error, options);
+    done(answer.status, JSON.stringify(answer.body));
+  }
+}
 
 /** The result of a committed answer; refusals become their HTTP answer. */
 function unwrap(answer: ClientAnswer) {

@@ -7,11 +7,12 @@ import process from "node:process";
 import { randomBytes } from "node:crypto";
 import { type ClusterConfig, nodeUrl, type NodeConfig, readNodeTls } from "../config.ts";
 import { monotonicClock } from "../clock.ts";
-import { createLockApp } from "./api.ts";
+import { answerPeerFrame, createLockApp, type LockApiOptions } from "./api.ts";
 import { SecurityLog } from "../security_log.ts";
 import { LockService } from "./service.ts";
 import type { Logger } from "../log.ts";
 import { httpPeerTransport } from "../peer_transport.ts";
+import { peerStreamServer, streamPeerTransport } from "../peer_stream.ts";
 import { startPeerAuth } from "../peer_auth.ts";
 import { fetchFor, serveHttp } from "../runtime.ts";
 import { realTimers } from "../timers.ts";
@@ -56,6 +57,21 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
   });
   // The MAC names the receiver: the member whose URL a request goes to.
   const idOfUrl = (url: string) => cluster.nodes.find((n) => url.startsWith(`${nodeUrl(n)}/`))?.id ?? "";
+  // Replication (`/v1/peer`) on one WebSocket per peer; the arbiter's requests, and any while the
+  // stream cannot open, over HTTP (peer_stream.ts).
+  const transport = streamPeerTransport({
+    self: node.id,
+    idOf: idOfUrl,
+    peerFetch: peerAuth.peerFetch,
+    http: httpPeerTransport(peerAuth.peerFetch, idOfUrl),
+    keyed: peerAuth.keyed,
+    caPem: cluster.tlsCa,
+    security,
+    log,
+    clock: monotonicClock,
+    timers: realTimers,
+    openTimeoutMs: settings.peerTimeoutMs,
+  });
   const service: LockService = new LockService({
     settings,
     security,
@@ -64,7 +80,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     nodeId: node.id,
     peer,
     arbiter,
-    transport: httpPeerTransport(peerAuth.peerFetch, idOfUrl),
+    transport,
     timers: realTimers,
     // A random prefix per incarnation: a restarted server never accepts an old session id.
     sessionIdPrefix: `${node.id}-${randomBytes(4).toString("hex")}-`,
@@ -80,7 +96,7 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     return found ? nodeUrl(found) : undefined;
   };
   const watch = new LockWatchHub(service, { timers: realTimers, log, urlOf });
-  const app = createLockApp(service, {
+  const apiOptions: LockApiOptions = {
     auth,
     security,
     loopStall: () => instruments.stalls.view(),
@@ -92,12 +108,20 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
     urlOf,
     watch,
     onInternalError: failStopOnBug(log, "lock API"),
+  };
+  const app = createLockApp(service, apiOptions);
+  const stream = peerStreamServer({
+    self: node.id,
+    keyed: peerAuth.keyed,
+    security,
+    bodyBytesMax: settings.peerBodyBytesMax,
+    answer: (text, sender, done) => answerPeerFrame(service, apiOptions, text, sender, done),
   });
   dashboard.install(app, auth, (may) => {
     const { locks, sessions, ...rest } = service.view();
     return { ...rest, sessionCount: sessions.length, locks: summarizeLocks(locks, may) };
   }, (query, may) => lockPage(service.view().locks, query, may));
-  const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls });
+  const server = await serveHttp(instruments.serve(app, auth), { hostname: node.host, port: node.port, tls, stream: stream.route });
   // The stall monitor beats on this tick rather than a timer of its own (one wake-up per tick).
   const ticker = setInterval(() => {
     instruments.stalls.beat();
@@ -111,6 +135,8 @@ export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, 
       instruments.stop();
       // Streams end first: the server's close waits for every answer, and a watch never ends by itself.
       watch.stop();
+      transport.close();
+      stream.stop();
       service.stop();
       durable?.log.stop();
       durable?.disk.close();
