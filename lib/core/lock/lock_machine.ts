@@ -7,7 +7,7 @@
  * the primary and the backup apply the same entries in the same order with the same `atMs`
  * (the primary's clock), so both hold the same table and the same fencing counter.
  */
-import { assert, AssertionError } from "../assert.ts";
+import { AssertionError } from "../assert.ts";
 import { type AnsweredLimits, AnsweredRequests, requestIdProblem } from "./answered.ts";
 import { type Command, LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "./lock_table.ts";
 
