@@ -25,6 +25,7 @@ import type { Settings } from "../../settings.ts";
 import { OwnerCounts, ownerKey, ownerProblem, SECRET_MISMATCH, secretHashProblem, secretMatches } from "./session_owners.ts";
 import { EXPIRE_BATCH_MAX, LeaseClock } from "./session_leases.ts";
 import { packCallId, packedOrNone, unpackCallId } from "./call_id.ts";
+import { SessionLocks } from "./session_locks.ts";
 import type { Command, Effect, Grant, Mode, Output, Result } from "./table_commands.ts";
 export type { Command, Effect, Grant, Mode, Output, Result };
 
@@ -35,8 +36,8 @@ export interface Session {
   ttlMs: number;
   createdAtMs: number;
   expiresAtMs: number;
-  /** Names of the locks this session holds or waits for (an index, kept in step with locks). */
-  locks: Set<string>;
+  /** The locks this session holds or waits for (an index, kept in step with the locks; session_locks.ts). */
+  locks: SessionLocks;
   /** Call ids of enters this session left (packed: call_id.ts), oldest first, at most `leftCallsPerSessionMax`. */
   leftCalls: string[];
   /**
@@ -370,7 +371,7 @@ export class LockTable {
       ttlMs,
       createdAtMs: this.nowMs,
       expiresAtMs: this.nowMs + ttlMs,
-      locks: new Set(),
+      locks: new SessionLocks(),
       leftCalls: [],
       secretHash,
     };
@@ -396,7 +397,7 @@ export class LockTable {
     this.watcher?.beforeSessionChange(session);
     session.expiresAtMs = nowMs + session.ttlMs;
     // session.locks also names the locks it waits for: only those it holds are answered.
-    const held = [...session.locks].filter((name) => this.locks.get(name)?.holderOf(sessionId) !== undefined).sort();
+    const held = [...session.locks].filter((lock) => lock.holderOf(sessionId) !== undefined).map((lock) => lock.name).sort();
     return {
       result: { ok: true, type: "session", session: sessionId, ttlMs: session.ttlMs, expiresAtMs: session.expiresAtMs, held },
       effects: [],
@@ -541,7 +542,7 @@ export class LockTable {
     const waiter: Waiter = { session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs, callId: call };
     lock.queue = appended(lock.queue, waiter);
     this.owners.waiterAdded(ownerKey(session.owner));
-    session.locks.add(name);
+    session.locks.add(lock);
     this.noteDue(this.nowMs + waitMs);
     // Expiry ran first, so everything ahead is live and the request cannot be granted yet; a lock
     // in its lock-delay is granted by the tick that ends the delay.
@@ -566,7 +567,7 @@ export class LockTable {
         return fail("not_holder", `session ${session.id} holds ${name} with another token`);
       }
       withoutHolder(lock, holder);
-      session.locks.delete(name);
+      session.locks.delete(lock);
       this.recordLeft(session, holder.callId);
       effects.push({ type: "released", name, session: session.id, token: holder.token, reason: "leave" });
       this.promote(lock, effects);
@@ -578,7 +579,7 @@ export class LockTable {
       // A waiter that gives up withdraws its request; those behind it may now be grantable.
       const [waiter] = lock.queue.splice(waiterIndex, 1);
       this.owners.waiterRemoved(ownerKey(session.owner));
-      session.locks.delete(name);
+      session.locks.delete(lock);
       this.recordLeft(session, waiter.callId);
       effects.push({ type: "waitEnded", name, session: session.id, reason: "withdrawn" });
       this.promote(lock, effects);
@@ -599,7 +600,7 @@ export class LockTable {
       const session = this.sessions.get(holder.session);
       assert(session !== undefined, `lock ${name} held by missing session ${holder.session}`);
       this.watcher?.beforeSessionChange(session);
-      session.locks.delete(name);
+      session.locks.delete(lock);
       // A late copy of the holder's enter must not take the lock back.
       this.recordLeft(session, holder.callId);
       tokens.push(holder.token);
@@ -632,7 +633,7 @@ export class LockTable {
         // lease before each entry (LockReplica.append), so a session here is live on its clock.
         lock.queue.shift();
         if (session) this.owners.waiterRemoved(ownerKey(session.owner));
-        session?.locks.delete(lock.name);
+        session?.locks.delete(lock);
         const reason = !session ? "sessionDead" : "deadline";
         // A wait that ended at its deadline is a call its session left: a late copy of one of its
         // rounds must not queue it again.
@@ -643,7 +644,7 @@ export class LockTable {
       if (!this.compatible(lock, head.mode)) return;
       lock.queue.shift();
       this.owners.waiterRemoved(ownerKey(session.owner));
-      session.locks.delete(lock.name); // re-added by grant
+      session.locks.delete(lock); // re-added by grant
       effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs, head.callId) });
       if (head.mode === "exclusive") return;
     }
@@ -656,7 +657,7 @@ export class LockTable {
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
     withHolder(lock, { session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs, callId });
-    session.locks.add(lock.name);
+    session.locks.add(lock);
     return { name: lock.name, session: session.id, token: this.lastToken, mode };
   }
 
@@ -675,7 +676,7 @@ export class LockTable {
       const kept = lock.queue.filter((waiter) => {
         if (waiter.deadlineMs > this.nowMs) return true;
         const session = this.sessions.get(waiter.session);
-        session?.locks.delete(lock.name);
+        session?.locks.delete(lock);
         if (session) this.owners.waiterRemoved(ownerKey(session.owner));
         if (session) this.recordLeft(session, waiter.callId); // as in promote: the call is over
         effects.push({ type: "waitEnded", name: lock.name, session: waiter.session, reason: "deadline" });
@@ -703,9 +704,9 @@ export class LockTable {
     this.watcher?.beforeSessionChange(session);
     // In name order: the index's own order differs between a table and its copy (table_copy.ts),
     // and the answer's `released` list must not.
-    for (const name of [...session.locks].sort()) {
-      const lock = this.locks.get(name);
-      assert(lock !== undefined, `session ${session.id} indexes missing lock ${name}`);
+    for (const lock of [...session.locks].sort(byName)) {
+      const name = lock.name;
+      assert(this.locks.get(name) === lock, `session ${session.id} indexes a lock ${name} the table does not have`);
       this.watcher?.beforeLockChange(lock);
       const holder = lock.holderOf(session.id);
       if (holder) {
@@ -821,7 +822,7 @@ export class LockTable {
     // Snapshots from before call ids have no leftCalls; from before session secrets, no secretHash.
     const { id, ttlMs, createdAtMs, expiresAtMs } = s;
     const leftCalls = (s.leftCalls ?? []).map(packCallId);
-    const session: Session = { born: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls };
+    const session: Session = { born: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new SessionLocks(), leftCalls };
     if (s.secretHash !== undefined) session.secretHash = s.secretHash;
     if (s.owner !== undefined) session.owner = s.owner;
     this.sessions.set(id, session);
@@ -831,15 +832,19 @@ export class LockTable {
   /** Adds one lock of a copy; every session it names must be loaded already. */
   loadLock(l: LockCopy): void {
     assert(!this.locks.has(l.name), `copy has lock ${l.name} twice`);
-    // Own entries, spelled out: the backup's copy then has the same compact shapes as the primary's.
-    const holders = l.holders.map(holderFromCopy);
-    const lock = new LockState(++this.bornSeq, l.name, heldOf(holders), orNone(l.queue.map(waiterFromCopy)), l.delayUntilMs);
-    this.locks.set(lock.name, lock);
-    for (const entry of [...holders, ...lock.queue]) {
+    // Own entries, spelled out: the backup's copy then has the same compact shapes as the
+    // primary's, and each names its session by the session's own id string (not one parsed per
+    // entry: 32 bytes more per held lock).
+    const sessionIdOf = (entry: HolderCopy | WaiterCopy) => {
       const session = this.sessions.get(entry.session);
-      assert(session !== undefined, `snapshot lock ${lock.name} names unknown session ${entry.session}`);
-      session.locks.add(lock.name);
-    }
+      assert(session !== undefined, `snapshot lock ${l.name} names unknown session ${entry.session}`);
+      return session.id;
+    };
+    const holders = l.holders.map((h) => holderFromCopy(h, sessionIdOf(h)));
+    const queue = l.queue.map((w) => waiterFromCopy(w, sessionIdOf(w)));
+    const lock = new LockState(++this.bornSeq, l.name, heldOf(holders), orNone(queue), l.delayUntilMs);
+    this.locks.set(lock.name, lock);
+    for (const entry of [...holders, ...queue]) this.sessions.get(entry.session)!.locks.add(lock);
     for (const waiter of lock.queue) this.owners.waiterAdded(ownerKey(this.sessions.get(waiter.session)!.owner));
   }
 }
@@ -868,12 +873,12 @@ function entryCopy<T extends Holder | Waiter>(entry: T): Omit<T, "callId"> & { c
   return callId === undefined ? copy : { ...copy, callId: unpackCallId(callId) };
 }
 
-function holderFromCopy(h: HolderCopy): Holder {
-  return { session: h.session, token: h.token, mode: h.mode, sinceMs: h.sinceMs, lockDelayMs: h.lockDelayMs, callId: packedOrNone(h.callId) };
+function holderFromCopy(h: HolderCopy, session: string): Holder {
+  return { session, token: h.token, mode: h.mode, sinceMs: h.sinceMs, lockDelayMs: h.lockDelayMs, callId: packedOrNone(h.callId) };
 }
 
-function waiterFromCopy(w: WaiterCopy): Waiter {
-  const { session, mode, queuedAtMs, deadlineMs, lockDelayMs } = w;
+function waiterFromCopy(w: WaiterCopy, session: string): Waiter {
+  const { mode, queuedAtMs, deadlineMs, lockDelayMs } = w;
   return { session, mode, queuedAtMs, deadlineMs, lockDelayMs, callId: packedOrNone(w.callId) };
 }
 
@@ -896,6 +901,11 @@ function appended<T>(list: T[], entry: T): T[] {
 /** `list`, or the shared empty list when it is empty (a filter or a copy that kept nothing). */
 function orNone<T>(list: T[]): T[] {
   return list.length === 0 ? NONE : list;
+}
+
+/** Orders locks by name (a session's index is in no particular order). */
+function byName(a: LockState, b: LockState): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
 /** `held` for a list of holders: the holder itself when there is one (see LockState). */

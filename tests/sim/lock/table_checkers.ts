@@ -263,7 +263,7 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
       if (names.has(name)) return `${entry.session} appears twice among the holders and waiters of ${name}`;
       names.add(name);
       expected.set(entry.session, names);
-      if (!table.sessions.get(entry.session)!.locks.has(name)) return `${role} ${entry.session} of ${name}: its session's index lacks ${name}`;
+      if (!table.sessions.get(entry.session)!.locks.has(lock)) return `${role} ${entry.session} of ${name}: its session's index lacks ${name}`;
       if (entry.callId !== undefined && table.sessions.get(entry.session)!.leftCalls.includes(entry.callId)) {
         return `${role} ${entry.session} of ${name} carries call ${entry.callId}, which its session left`;
       }
@@ -278,9 +278,12 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
     }
   }
   for (const [id, session] of table.sessions) {
-    for (const name of session.locks) {
+    for (const lock of session.locks) {
+      const name = lock.name;
+      if (table.locks.get(name) !== lock) return `session ${id}'s index names a lock ${name} the table does not have`;
       if (!expected.get(id)?.has(name)) return `session ${id}'s index names ${name}, which it neither holds nor waits for`;
     }
+    if (session.locks.size !== (expected.get(id)?.size ?? 0)) return `session ${id}'s index has ${session.locks.size} entries for ${expected.get(id)?.size ?? 0} locks`;
   }
   for (const [id, session] of table.sessions) if (!session.secretHash) return `session ${id} has no secret hash`;
   const [kept, recounted] = [JSON.stringify(sortedEntries(table.owners)), JSON.stringify(sortedEntries(recountOwners(table)))];
