@@ -13,18 +13,48 @@
  * Ids that are neither stay as they are.
  */
 
-/** A canonical UUID as `crypto.randomUUID()` makes it (lowercase). An uppercase one is kept as sent. */
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const UUID_LENGTH = 36;
 const PACKED_LENGTH = 16;
 /** Above 255, so an escaped id never looks packed, whatever its length. */
 const ESCAPE = "\u0100";
-/** Where the UUID's 32 hex digits start, pair by pair (dashes at 8, 13, 18, 23). */
+/** Where a UUID's dashes are. */
+const DASH_AT = [8, 13, 18, 23];
+const DASH = 45;
+/** Where the UUID's 32 hex digits start, pair by pair (around the dashes). */
 const HEX_PAIR_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-/** Where the dashes go when a packed id is spelled out again (after these byte counts). */
-const DASH_AFTER_BYTES = new Set([4, 6, 8, 10]);
+/** Each byte as two lowercase hex digits (unpacking is then 16 lookups, no formatting). */
+const HEX_OF_BYTE = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
 
+/** The value of a lowercase hex digit's code, or -1 (an uppercase UUID is another id, kept as sent). */
 function hexDigit(code: number): number {
-  return code <= 57 ? code - 48 : code - 87; // '0'..'9', 'a'..'f' (the pattern admits no other)
+  if (code >= 48 && code <= 57) return code - 48; // 0-9
+  if (code >= 97 && code <= 102) return code - 87; // a-f
+  return -1;
+}
+
+/** The byte of the hex pair at `at`, or -1. */
+function hexByte(text: string, at: number): number {
+  const high = hexDigit(text.charCodeAt(at));
+  const low = hexDigit(text.charCodeAt(at + 1));
+  return high < 0 || low < 0 ? -1 : high * 16 + low;
+}
+
+/**
+ * A canonical UUID as `crypto.randomUUID()` makes it (lowercase hex, dashes at 8, 13, 18, 23)
+ * as 16 characters, or undefined for any other text. Checked while decoding (no regex: this runs
+ * for every enter that carries a call id).
+ */
+function packedUuid(text: string): string | undefined {
+  if (text.length !== UUID_LENGTH) return undefined;
+  for (const at of DASH_AT) if (text.charCodeAt(at) !== DASH) return undefined;
+  const bytes = new Array<number>(PACKED_LENGTH);
+  for (let i = 0; i < PACKED_LENGTH; i++) {
+    const byte = hexByte(text, HEX_PAIR_AT[i]);
+    if (byte < 0) return undefined;
+    bytes[i] = byte;
+  }
+  // One flat string (concatenation would leave a rope of 16 pieces, larger than the UUID).
+  return String.fromCharCode(...bytes);
 }
 
 /** Whether `text` has the form of a packed UUID: 16 characters, each below 256. */
@@ -36,27 +66,17 @@ function looksPacked(text: string): boolean {
 
 /** The form the table keeps of a call id (one-to-one; see above). */
 export function packCallId(callId: string): string {
-  if (UUID_PATTERN.test(callId)) {
-    const codes = new Array<number>(PACKED_LENGTH);
-    for (let i = 0; i < PACKED_LENGTH; i++) {
-      const at = HEX_PAIR_AT[i];
-      codes[i] = hexDigit(callId.charCodeAt(at)) * 16 + hexDigit(callId.charCodeAt(at + 1));
-    }
-    // One flat string (concatenation would leave a rope of 16 pieces, larger than the UUID).
-    return String.fromCharCode(...codes);
-  }
+  const packed = packedUuid(callId);
+  if (packed !== undefined) return packed;
   return looksPacked(callId) || callId.endsWith(ESCAPE) ? callId + ESCAPE : callId;
 }
 
 /** The client's call id back from the table's form (`unpackCallId(packCallId(x)) === x`). */
 export function unpackCallId(kept: string): string {
   if (looksPacked(kept)) {
-    let text = "";
-    for (let i = 0; i < PACKED_LENGTH; i++) {
-      if (DASH_AFTER_BYTES.has(i)) text += "-";
-      text += kept.charCodeAt(i).toString(16).padStart(2, "0");
-    }
-    return text;
+    const hex = (i: number) => HEX_OF_BYTE[kept.charCodeAt(i)];
+    return hex(0) + hex(1) + hex(2) + hex(3) + "-" + hex(4) + hex(5) + "-" + hex(6) + hex(7) + "-" + hex(8) + hex(9) + "-" +
+      hex(10) + hex(11) + hex(12) + hex(13) + hex(14) + hex(15);
   }
   return kept.endsWith(ESCAPE) ? kept.slice(0, -1) : kept;
 }

@@ -243,7 +243,7 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
     }
     if (new Set(session.leftCalls).size !== session.leftCalls.length) return `session ${id} remembers a left call twice`;
     // The table keeps call ids packed (call_id.ts); the bound is on the client's text.
-    if (session.leftCalls.some((callId) => unpackCallId(callId).length > CALL_ID_LENGTH_MAX)) return `session ${id} remembers a call id longer than ${CALL_ID_LENGTH_MAX}`;
+    if (session.leftCalls.some(callIdTooLong)) return `session ${id} remembers a call id longer than ${CALL_ID_LENGTH_MAX}`;
     leaseDueMs = Math.min(leaseDueMs, session.expiresAtMs);
   }
   const tokens = new Set<number>();
@@ -263,11 +263,10 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
       if (names.has(name)) return `${entry.session} appears twice among the holders and waiters of ${name}`;
       names.add(name);
       expected.set(entry.session, names);
-      if (!table.sessions.get(entry.session)!.locks.has(lock)) return `${role} ${entry.session} of ${name}: its session's index lacks ${name}`;
       if (entry.callId !== undefined && table.sessions.get(entry.session)!.leftCalls.includes(entry.callId)) {
         return `${role} ${entry.session} of ${name} carries call ${entry.callId}, which its session left`;
       }
-      if (entry.callId !== undefined && unpackCallId(entry.callId).length > CALL_ID_LENGTH_MAX) return `${role} ${entry.session} of ${name}: call id longer than ${CALL_ID_LENGTH_MAX}`;
+      if (entry.callId !== undefined && callIdTooLong(entry.callId)) return `${role} ${entry.session} of ${name}: call id longer than ${CALL_ID_LENGTH_MAX}`;
       if ("token" in entry) {
         if (tokens.has(entry.token)) return `token ${entry.token} held twice`;
         if (entry.token > table.highestToken) return `${name} holder token ${entry.token} > highest ${table.highestToken}`;
@@ -278,12 +277,18 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
     }
   }
   for (const [id, session] of table.sessions) {
+    // Each entry once, each one expected, as many as expected: the index names exactly those locks.
+    // (One pass: a lookup per entry in the index's list would be quadratic in a filler session's locks.)
+    const indexed = new Set<string>();
     for (const lock of session.locks) {
       const name = lock.name;
       if (table.locks.get(name) !== lock) return `session ${id}'s index names a lock ${name} the table does not have`;
       if (!expected.get(id)?.has(name)) return `session ${id}'s index names ${name}, which it neither holds nor waits for`;
+      if (indexed.has(name)) return `session ${id}'s index names ${name} twice`;
+      indexed.add(name);
     }
-    if (session.locks.size !== (expected.get(id)?.size ?? 0)) return `session ${id}'s index has ${session.locks.size} entries for ${expected.get(id)?.size ?? 0} locks`;
+    const missing = [...(expected.get(id) ?? [])].find((name) => !indexed.has(name));
+    if (missing !== undefined) return `session ${id}'s index lacks ${missing}, which it holds or waits for`;
   }
   for (const [id, session] of table.sessions) if (!session.secretHash) return `session ${id} has no secret hash`;
   const [kept, recounted] = [JSON.stringify(sortedEntries(table.owners)), JSON.stringify(sortedEntries(recountOwners(table)))];
@@ -291,6 +296,16 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
   if (internals.dueAtMs > dueMs) return `due index ${internals.dueAtMs}ms is after the next deadline or lock-delay end ${dueMs}ms`;
   if (internals.leases.dueAtMs > leaseDueMs) return `lease index ${internals.leases.dueAtMs}ms is after the next lease end ${leaseDueMs}ms`;
   return roundTrip(table, limits);
+}
+
+/**
+ * Whether a call id the table keeps (packed, call_id.ts) was longer than CALL_ID_LENGTH_MAX as the
+ * client sent it. The text is never longer than what the table keeps, but for a packed UUID's 36
+ * characters, far below the bound; so only a long one is unpacked (this runs for every entry
+ * after every command).
+ */
+function callIdTooLong(kept: string): boolean {
+  return kept.length > CALL_ID_LENGTH_MAX && unpackCallId(kept).length > CALL_ID_LENGTH_MAX;
 }
 
 /** Sessions and waiting enters per owner, counted afresh from the table's sessions and queues. */
