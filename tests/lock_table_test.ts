@@ -692,3 +692,48 @@ test("refusalBeforeLog answers every command as a dry run on a new empty table d
   }
   assert.equal(s.table.sessions.size, 1, "the dry runs changed nothing in the table");
 });
+
+test("UUID call ids (mutexd's client) are kept packed in the table (W4's memory) and carried as sent in snapshots; a restored copy refuses the left call alike", () => {
+  const s = new Script();
+  const a = s.open(5_000);
+  const [left, held] = ["5f0c3f8e-0b7a-4c2e-9d1f-3a6b8c9d0e1f", "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"];
+  s.leave(a, granted(s.enter(a, "L", { callId: left })));
+  granted(s.enter(a, "L", { callId: held }));
+  const holder = s.table.locks.get("L")!.holderOf(a)!;
+  assert.equal(holder.callId?.length, 16, "the table keeps 16 characters, not the 36 of the text");
+  assert.equal(s.table.sessions.get(a)!.leftCalls[0].length, 16);
+  const snapshot = s.table.snapshot();
+  assert.equal(snapshot.locks[0].holders[0].callId, held, "a copy carries the client's text");
+  assert.deepEqual(snapshot.sessions[0].leftCalls, [left]);
+  const copy = LockTable.fromSnapshot(snapshot, LIMITS);
+  assert.deepEqual(copy.snapshot(), snapshot);
+  const late = { type: "enter", secretHash: SECRET_HASH, name: "L", session: a, mode: "exclusive", waitMs: 0, lockDelayMs: 0, callId: left } as const;
+  assert.deepEqual(copy.apply(late, 10), s.run(late, 10));
+  assert.deepEqual(s.run(late, 10).result, { ok: true, type: "notGranted", name: "L", position: 0, callLeft: true });
+  // The same call asking again gets its grant (the packed ids compare equal).
+  assert.equal(granted(s.enter(a, "L", { callId: held })), holder.token);
+});
+
+test("a lock's one holder is kept as itself, two or more (shared) as a list, none as the shared empty list (W4's memory)", () => {
+  const s = new Script();
+  const [a, b] = [s.open(5_000), s.open(5_000)];
+  granted(s.enter(a, "L", { mode: "shared" }));
+  const lock = s.table.locks.get("L")!;
+  assert.ok(!Array.isArray(lock.held), "one holder: no list");
+  assert.equal(lock.holderCount, 1);
+  granted(s.enter(b, "L", { mode: "shared" }));
+  assert.ok(Array.isArray(lock.held) && lock.held.length === 2);
+  assert.deepEqual(s.holders(), [a, b]);
+  assert.deepEqual(s.table.snapshot().locks[0].holders.map((h) => h.session), [a, b]);
+  s.leave(a, s.tokenOf(a));
+  assert.ok(!Array.isArray(lock.held), "back to one holder: no list");
+  assert.equal(lock.holderOf(b)?.session, b);
+  assert.equal(lock.holderOf(a), undefined);
+  s.enter(a, "L", { waitMs: 1_000 });
+  s.run({ type: "forceRelease", name: "L" });
+  // The exclusive waiter got it; a restored copy has the same shape.
+  assert.deepEqual(s.holders(), [a]);
+  assert.ok(!Array.isArray(LockTable.fromSnapshot(s.table.snapshot(), LIMITS).locks.get("L")!.held));
+  s.leave(a, s.tokenOf(a));
+  assert.equal(s.table.locks.get("L"), undefined, "an idle lock is forgotten");
+});

@@ -328,8 +328,8 @@ test("regression (fixed in 2a1f52e): acks of later pipelined appends overtake th
 const noLockDelay = (original: Method) =>
   function (this: Proto, session: Proto, reason: string, effects: unknown[], touched: unknown) {
     if (reason === "expired") {
-      for (const name of session.locks) {
-        for (const holder of this.locks.get(name)?.holders ?? []) if (holder.session === session.id) holder.lockDelayMs = 0;
+      for (const lock of session.locks) {
+        for (const holder of lock.holders) if (holder.session === session.id) holder.lockDelayMs = 0;
       }
     }
     return original.call(this, session, reason, effects, touched);
@@ -350,9 +350,8 @@ test("bug: a session's expiry leaves its queued request in the queue → lock.ta
     function (this: Proto, session: Proto, reason: string, effects: unknown[], touched: unknown) {
       const kept: Array<{ lock: Proto; index: number; waiter: unknown }> = [];
       if (reason === "expired") {
-        for (const name of session.locks) {
-          const lock = this.locks.get(name);
-          lock?.queue.forEach((waiter: Proto, index: number) => waiter.session === session.id && kept.push({ lock, index, waiter }));
+        for (const lock of session.locks) {
+          lock.queue.forEach((waiter: Proto, index: number) => waiter.session === session.id && kept.push({ lock, index, waiter }));
         }
       }
       const released = original.call(this, session, reason, effects, touched);
@@ -365,8 +364,9 @@ test("bug: a session's expiry leaves its queued request in the queue → lock.ta
 test("bug: a holder's leave does not update its session's index → lock.table-structure fails", { timeout: 120_000 }, () => {
   const found = huntInjected(table, "leave", (original) =>
     function (this: Proto, command: Proto, effects: unknown[]) {
+      const lock = this.locks.get(command.name);
       const output = original.call(this, command, effects);
-      if (output.result.ok && output.result.wasHolder) this.sessions.get(command.session)?.locks.add(command.name);
+      if (output.result.ok && output.result.wasHolder) this.sessions.get(command.session)?.locks.add(lock);
       return output;
     }, LOCK_ONLY, 100, ["lock.table-structure"]);
   expectCaught("index not updated on leave", found, ["lock.table-structure"]);

@@ -15,7 +15,8 @@
  * rule). `submit` and `enter` wrap the callback forms in a promise for the HTTP handlers.
  */
 import { assertNever } from "../../lib/core/assert.ts";
-import { LockTable, type Command, type Effect, type Grant, type LockState } from "../../lib/core/lock/lock_table.ts";
+import { packedOrNone } from "../../lib/core/lock/call_id.ts";
+import { type Command, type Effect, type Grant, type LockCopy, LockTable, type LockState } from "../../lib/core/lock/lock_table.ts";
 import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type ReplicaStatus } from "../../lib/core/lock/lock_replica.ts";
 import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
 import type { Settings } from "../../lib/settings.ts";
@@ -184,8 +185,9 @@ export class LockService {
    */
   private grantStands(command: EnterCommand, grant: Grant): boolean {
     if (this.replica.role !== "primary") return false;
-    const holder = this.table?.locks.get(grant.name)?.holders.find((h) => h.session === grant.session);
-    return holder !== undefined && holder.token === grant.token && holder.mode === command.mode && holder.callId === command.callId;
+    const holder = this.table?.locks.get(grant.name)?.holderOf(grant.session);
+    // The table keeps call ids packed (call_id.ts).
+    return holder !== undefined && holder.token === grant.token && holder.mode === command.mode && holder.callId === packedOrNone(command.callId);
   }
 
   /** Feeds the clock to the core: expiries, renewals, heartbeats, takeover checks. */
@@ -419,7 +421,7 @@ export class LockService {
   }
 
   /** A lock as status shows it: ages instead of clock readings, owners (token names), never secrets' hashes. */
-  private lockViewOf(lock: LockState, table: LockTable, nowMs: number): LockView {
+  private lockViewOf(lock: LockState | LockCopy, table: LockTable, nowMs: number): LockView {
     const ownerOf = (session: string) => {
       const owner = table.sessions.get(session)?.owner;
       return owner === undefined ? {} : { owner };

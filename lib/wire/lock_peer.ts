@@ -14,7 +14,7 @@ import * as v from "valibot";
 import type { ArbiterReply, ArbiterRequest } from "../core/arbiter/arbiter.ts";
 import type { PeerMessage } from "../core/lock/replica_io.ts";
 import type { LogEntry } from "../core/lock/lock_machine.ts";
-import type { BORN, Command, LockState, Result, SessionCopy } from "../core/lock/lock_table.ts";
+import type { Command, LockCopy, Result, SessionCopy } from "../core/lock/lock_table.ts";
 import { CALL_ID_LENGTH_MAX } from "../core/lock/lock_table.ts";
 import { OWNER_LENGTH_MAX, SECRET_HASH_LENGTH_MAX } from "../core/lock/session_owners.ts";
 import { EXPIRE_BATCH_MAX } from "../core/lock/session_leases.ts";
@@ -181,7 +181,7 @@ sameType<Same<v.InferOutput<Schemas["command"]>, Command>>();
 sameType<Same<v.InferOutput<Schemas["result"]>, Result>>();
 sameType<Same<Extract<PeerMessage, { type: "syncStart" }>["start"], CopyStart>>();
 sameType<Same<Extract<PeerMessage, { type: "syncChunk" }>["chunk"], CopyChunk>>();
-sameType<Same<v.InferOutput<Schemas["copyItem"]>, Flat<SessionCopy> | Omit<LockState, typeof BORN> | [string, Result]>>();
+sameType<Same<v.InferOutput<Schemas["copyItem"]>, Flat<SessionCopy> | LockCopy | [string, Result]>>();
 
 /** The schemas for `limits` (built once per settings object). */
 export const lockPeerSchemas = perSettings(build);

@@ -3,8 +3,12 @@
  * ≤ 300 bytes per held lock). Builds a LockMachine as the servers do, opens SESSIONS sessions and
  * has each take LOCKS_PER_SESSION locks with W4's names and a fresh UUID call id per enter (as
  * mutexd's client sends), then reads the heap after a full collection before and after the
- * enters. The backup applies the same entries to the same machine, so its table costs the same;
- * what differs between the servers (the primary's log for the backup, HTTP) is not in here.
+ * enters. A backup that follows applies the same entries to the same machine, so its table costs
+ * the same; a backup that synced loads a streamed copy (loadSession/loadLock), measured too: the
+ * primary's table is copied as the wire carries it (JSON text), the primary dropped, the copy
+ * loaded, and the heap read against the one before anything was built (so the copy's figure also
+ * holds its 100 sessions). What differs between the servers (the primary's log for the backup,
+ * which keeps only entries the backup has not acked; HTTP) is not in here.
  *
  *   bun tests/bench/lock_bytes.ts            deno run -A --v8-flags=--expose-gc tests/bench/lock_bytes.ts
  *
@@ -24,9 +28,17 @@ function heapBytes(): number {
   return process.memoryUsage().heapUsed;
 }
 
-/** Bytes of heap per held lock with `locksPerSession` locks in each of SESSIONS sessions. */
-function bytesPerLock(locksPerSession: number): { perLock: number; held: number } {
-  const limits = { ...DEFAULT_SETTINGS, locksMax: SESSIONS * locksPerSession };
+function limitsFor(locksPerSession: number) {
+  return { ...DEFAULT_SETTINGS, locksMax: SESSIONS * locksPerSession };
+}
+
+/**
+ * Bytes of heap per held lock with `locksPerSession` locks in each of SESSIONS sessions, and the
+ * table's copy as the wire carries it (JSON text). The machine dies with this call's frame (Bun's
+ * collector scans the stack conservatively: a machine dropped in the measuring frame may stay).
+ */
+function primaryBytes(locksPerSession: number): { perLock: number; held: number; text: { json: string | null } } {
+  const limits = limitsFor(locksPerSession);
   const machine = new LockMachine(new LockTable({ limits, sessionIdPrefix: "p1-0badcafe-1-", tokenFloor: 0 }), limits);
   let index = 0;
   let atMs = 1_000;
@@ -58,10 +70,26 @@ function bytesPerLock(locksPerSession: number): { perLock: number; held: number 
   }
   const after = heapBytes();
   const held = machine.table.locks.size;
-  return { perLock: (after - before) / held, held };
+  return { perLock: (after - before) / held, held, text: { json: JSON.stringify(machine.table.snapshot()) } };
+}
+
+/** A backup's table loaded from the copy's text (loadSession/loadLock, as a streamed copy); the text is dropped. */
+function loadedCopy(text: { json: string | null }, locksPerSession: number): LockTable {
+  const copy = LockTable.fromSnapshot(JSON.parse(text.json!), limitsFor(locksPerSession));
+  text.json = null;
+  return copy;
+}
+
+function bytesPerLock(locksPerSession: number): { perLock: number; copyPerLock: number; held: number } {
+  const empty = heapBytes();
+  const { perLock, held, text } = primaryBytes(locksPerSession);
+  const copy = loadedCopy(text, locksPerSession);
+  const copied = heapBytes();
+  if (copy.locks.size !== held) throw new Error(`the copy has ${copy.locks.size} locks of ${held}`);
+  return { perLock, copyPerLock: (copied - empty) / held, held };
 }
 
 for (const locksPerSession of [100, 1_000]) {
-  const { perLock, held } = bytesPerLock(locksPerSession);
-  console.log(`${held} held locks: ${Math.round(perLock)} bytes of heap per held lock`);
+  const { perLock, copyPerLock, held } = bytesPerLock(locksPerSession);
+  console.log(`${held} held locks: ${Math.round(perLock)} bytes of heap per held lock; a streamed copy of them (backup) ${Math.round(copyPerLock)}`);
 }

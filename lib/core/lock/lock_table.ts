@@ -24,6 +24,8 @@ import type { ErrorCode } from "../../wire/errors.ts";
 import type { Settings } from "../../settings.ts";
 import { OwnerCounts, ownerKey, ownerProblem, SECRET_MISMATCH, secretHashProblem, secretMatches } from "./session_owners.ts";
 import { EXPIRE_BATCH_MAX, LeaseClock } from "./session_leases.ts";
+import { packCallId, packedOrNone, unpackCallId } from "./call_id.ts";
+import { SessionLocks } from "./session_locks.ts";
 import type { Command, Effect, Grant, Mode, Output, Result } from "./table_commands.ts";
 export type { Command, Effect, Grant, Mode, Output, Result };
 
@@ -34,9 +36,9 @@ export interface Session {
   ttlMs: number;
   createdAtMs: number;
   expiresAtMs: number;
-  /** Names of the locks this session holds or waits for (an index, kept in step with locks). */
-  locks: Set<string>;
-  /** Call ids of enters this session left, oldest first, at most `leftCallsPerSessionMax`. */
+  /** The locks this session holds or waits for (an index, kept in step with the locks; session_locks.ts). */
+  locks: SessionLocks;
+  /** Call ids of enters this session left (packed: call_id.ts), oldest first, at most `leftCallsPerSessionMax`. */
   leftCalls: string[];
   /**
    * SHA-256 of the secret its opener got (session_owners.ts); every action must present it.
@@ -47,35 +49,87 @@ export interface Session {
   owner?: string;
 }
 
-export interface Holder {
+/** A holder as copies (snapshots, streamed copies, the wire) carry it. */
+export interface HolderCopy {
   session: string;
   token: number;
   mode: Mode;
   sinceMs: number;
   lockDelayMs: number;
-  /** The call id of the enter that was granted (absent for clients that send none). */
+  /** The call id of the enter that was granted, as the client sent it (absent for clients that send none). */
   callId?: string;
 }
 
-export interface Waiter {
+/**
+ * A holder in the table: its call id packed (call_id.ts), undefined when none. Written in the
+ * literal even then: V8 gives a field added later its own backing store (32 bytes per held lock
+ * in Deno).
+ */
+export interface Holder extends Omit<HolderCopy, "callId"> {
+  callId: string | undefined;
+}
+
+/** A waiter as copies carry it. */
+export interface WaiterCopy {
   session: string;
   mode: Mode;
   queuedAtMs: number;
   /** The waiter leaves the queue at this time unless it asks again (the client's long-poll). */
   deadlineMs: number;
   lockDelayMs: number;
-  /** The call id of the enter that queued (absent for clients that send none). */
+  /** The call id of the enter that queued, as the client sent it (absent for clients that send none). */
   callId?: string;
 }
 
-export interface LockState {
-  /** Creation order in this table (hidden: not in snapshots; see `TableWatcher`). */
-  [BORN]?: number;
+/** A waiter in the table: its call id packed (call_id.ts), undefined when none. */
+export interface Waiter extends Omit<WaiterCopy, "callId"> {
+  callId: string | undefined;
+}
+
+/** A lock as copies carry it: its holders as a list. */
+export interface LockCopy {
   name: string;
-  holders: Holder[];
-  queue: Waiter[];
+  holders: HolderCopy[];
+  queue: WaiterCopy[];
   /** No grant before this time: set when a holder died with a lock-delay (Chubby). */
   delayUntilMs: number;
+}
+
+/**
+ * A lock of the table. Its holders are kept as `held`: the one holder itself, or a list of two
+ * or more (shared), or the shared empty list. Most held locks have one holder, and a list of one
+ * costs 48 bytes of heap in Bun and 56 in Deno per held lock (W4, docs/bench.md "Memory per held
+ * lock"). The table changes `held` only through the helpers at the end of this file; readers
+ * outside it use `holders` (a list, new for a single holder) or `holderOf`.
+ */
+export class LockState {
+  constructor(
+    /** Creation order in this table (see BORN; not in copies). */
+    readonly born: number,
+    readonly name: string,
+    /** The holders (see above); only this file writes it. */
+    public held: Holder | Holder[],
+    public queue: Waiter[],
+    /** No grant before this time: set when a holder died with a lock-delay (Chubby). */
+    public delayUntilMs: number,
+  ) {}
+
+  /** The holders as a list, in grant order (a new list when there is one holder: not for hot paths). */
+  get holders(): readonly Holder[] {
+    return Array.isArray(this.held) ? this.held : [this.held];
+  }
+
+  /** The number of holders. */
+  get holderCount(): number {
+    return Array.isArray(this.held) ? this.held.length : 1;
+  }
+
+  /** The holder of `sessionId`, if it holds the lock. */
+  holderOf(sessionId: string): Holder | undefined {
+    const held = this.held;
+    if (!Array.isArray(held)) return held.session === sessionId ? held : undefined;
+    return held.find((h) => h.session === sessionId);
+  }
 }
 
 
@@ -114,13 +168,13 @@ export interface LockTableHeader {
   grantsFromMs?: number;
 }
 
-/** A session as a snapshot (and a streamed copy) carries it: without its lock index. */
+/** A session as a snapshot (and a streamed copy) carries it: without its lock index, call ids unpacked. */
 export type SessionCopy = Omit<Session, "locks" | "leftCalls" | typeof BORN> & { leftCalls?: string[] };
 
 /** Plain-data copy of the whole table: what the backup loads and `status` shows. */
 export interface LockTableSnapshot extends LockTableHeader {
   sessions: SessionCopy[];
-  locks: LockState[];
+  locks: LockCopy[];
 }
 
 /**
@@ -326,7 +380,7 @@ export class LockTable {
       ttlMs,
       createdAtMs: this.nowMs,
       expiresAtMs: this.nowMs + ttlMs,
-      locks: new Set(),
+      locks: new SessionLocks(),
       leftCalls: [],
       secretHash,
     };
@@ -352,7 +406,7 @@ export class LockTable {
     this.watcher?.beforeSessionChange(session);
     session.expiresAtMs = nowMs + session.ttlMs;
     // session.locks also names the locks it waits for: only those it holds are answered.
-    const held = [...session.locks].filter((name) => this.locks.get(name)?.holders.some((h) => h.session === sessionId)).sort();
+    const held = [...session.locks].filter((lock) => lock.holderOf(sessionId) !== undefined).map((lock) => lock.name).sort();
     return {
       result: { ok: true, type: "session", session: sessionId, ttlMs: session.ttlMs, expiresAtMs: session.expiresAtMs, held },
       effects: [],
@@ -443,7 +497,8 @@ export class LockTable {
     if (limitProblem) return fail("bad_request", limitProblem);
     const session = this.sessionFor(command.session, command.secretHash);
     if ("result" in session) return session;
-    if (callId !== undefined && session.leftCalls.includes(callId)) {
+    const call = packedOrNone(callId);
+    if (call !== undefined && session.leftCalls.includes(call)) {
       // A duplicate or late retry of a call the client already left: granting it would give the
       // session a lock nobody believes it holds.
       return { result: { ok: true, type: "notGranted", name, position: 0, callLeft: true }, effects: [] };
@@ -452,13 +507,13 @@ export class LockTable {
     const existing = this.locks.get(name);
     // Every branch below may change the lock (a call id, a deadline, a grant, a queue place).
     if (existing) this.watcher?.beforeLockChange(existing);
-    const held = existing?.holders.find((h) => h.session === session.id);
+    const held = existing?.holderOf(session.id);
     if (held) {
       if (held.mode !== mode) return fail("mode_conflict", `session holds ${name} in ${held.mode} mode`);
       // Entering a lock the session already holds returns the same grant, now the newest call's:
       // its leave is the one that ends the grant, and the older call is over (a late copy of it
       // must not take the lock again after that leave).
-      this.supersedeCall(session, held, callId);
+      this.supersedeCall(session, held, call);
       return { result: { ok: true, type: "granted", grant: { name, session: session.id, token: held.token, mode } }, effects: [] };
     }
     const queuedIndex = existing ? existing.queue.findIndex((w) => w.session === session.id) : -1;
@@ -467,7 +522,7 @@ export class LockTable {
       const waiter = existing.queue[queuedIndex];
       if (waiter.mode !== mode) return fail("mode_conflict", `session waits for ${name} in ${waiter.mode} mode`);
       waiter.deadlineMs = this.nowMs + waitMs;
-      this.supersedeCall(session, waiter, callId);
+      this.supersedeCall(session, waiter, call);
       this.noteDue(waiter.deadlineMs);
       return { result: { ok: true, type: "waiting", name, position: queuedIndex + 1 }, effects: [] };
     }
@@ -475,11 +530,11 @@ export class LockTable {
       return fail("limit_reached", `at most ${limits.locksMax} locks`);
     }
     // A lock made during a grace waits for its end like a lock-delay (its queue is granted then).
-    const lock: LockState = existing ?? { born: ++this.bornSeq, name, holders: NONE, queue: NONE, delayUntilMs: this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0 };
+    const lock = existing ?? new LockState(++this.bornSeq, name, NONE, NONE, this.nowMs < this.grantsFromMs ? this.grantsFromMs : 0);
     if (!existing && lock.delayUntilMs > 0) this.noteDue(lock.delayUntilMs);
     if (lock.queue.length === 0 && this.compatible(lock, mode)) {
       if (!existing) this.locks.set(name, lock);
-      const grant = this.grant(lock, session, mode, lockDelayMs, callId);
+      const grant = this.grant(lock, session, mode, lockDelayMs, call);
       // Every new grant is also an effect, so drivers log and replicas observe all of them alike.
       return { result: { ok: true, type: "granted", grant }, effects: [{ type: "granted", grant }] };
     }
@@ -493,11 +548,10 @@ export class LockTable {
     const ownerRefusal = this.owners.waiterRefusal(ownerKey(session.owner), command.ownerWaitersMax);
     if (ownerRefusal) return { result: { ok: false, error: ownerRefusal }, effects: [] };
     if (!existing) this.locks.set(name, lock);
-    const waiter: Waiter = { session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs };
-    setCallId(waiter, callId);
+    const waiter: Waiter = { session: session.id, mode, queuedAtMs: this.nowMs, deadlineMs: this.nowMs + waitMs, lockDelayMs, callId: call };
     lock.queue = appended(lock.queue, waiter);
     this.owners.waiterAdded(ownerKey(session.owner));
-    session.locks.add(name);
+    session.locks.add(lock);
     this.noteDue(this.nowMs + waitMs);
     // Expiry ran first, so everything ahead is live and the request cannot be granted yet; a lock
     // in its lock-delay is granted by the tick that ends the delay.
@@ -516,14 +570,13 @@ export class LockTable {
     const lock = this.locks.get(name);
     if (!lock) return fail("lock_not_found", `lock ${name} is not held or waited for`);
     this.watcher?.beforeLockChange(lock);
-    const holderIndex = lock.holders.findIndex((h) => h.session === session.id);
-    if (holderIndex >= 0) {
-      const holder = lock.holders[holderIndex];
+    const holder = lock.holderOf(session.id);
+    if (holder) {
       if (command.token !== holder.token) {
         return fail("not_holder", `session ${session.id} holds ${name} with another token`);
       }
-      lock.holders.splice(holderIndex, 1);
-      session.locks.delete(name);
+      withoutHolder(lock, holder);
+      session.locks.delete(lock);
       this.recordLeft(session, holder.callId);
       effects.push({ type: "released", name, session: session.id, token: holder.token, reason: "leave" });
       this.promote(lock, effects);
@@ -535,7 +588,7 @@ export class LockTable {
       // A waiter that gives up withdraws its request; those behind it may now be grantable.
       const [waiter] = lock.queue.splice(waiterIndex, 1);
       this.owners.waiterRemoved(ownerKey(session.owner));
-      session.locks.delete(name);
+      session.locks.delete(lock);
       this.recordLeft(session, waiter.callId);
       effects.push({ type: "waitEnded", name, session: session.id, reason: "withdrawn" });
       this.promote(lock, effects);
@@ -549,14 +602,14 @@ export class LockTable {
     const nameProblem = this.checkName(name);
     if (nameProblem) return fail("bad_request", nameProblem);
     const lock = this.locks.get(name);
-    if (!lock || lock.holders.length === 0) return fail("lock_not_found", `lock ${name} has no holder`);
+    if (!lock || lock.holderCount === 0) return fail("lock_not_found", `lock ${name} has no holder`);
     this.watcher?.beforeLockChange(lock);
     const tokens: number[] = [];
     for (const holder of lock.holders) {
       const session = this.sessions.get(holder.session);
       assert(session !== undefined, `lock ${name} held by missing session ${holder.session}`);
       this.watcher?.beforeSessionChange(session);
-      session.locks.delete(name);
+      session.locks.delete(lock);
       // A late copy of the holder's enter must not take the lock back.
       this.recordLeft(session, holder.callId);
       tokens.push(holder.token);
@@ -567,7 +620,7 @@ export class LockTable {
         this.noteDue(lock.delayUntilMs);
       }
     }
-    lock.holders = NONE;
+    lock.held = NONE;
     // The next grant's token is above every token the removed holders could still present.
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
@@ -589,7 +642,7 @@ export class LockTable {
         // lease before each entry (LockReplica.append), so a session here is live on its clock.
         lock.queue.shift();
         if (session) this.owners.waiterRemoved(ownerKey(session.owner));
-        session?.locks.delete(lock.name);
+        session?.locks.delete(lock);
         const reason = !session ? "sessionDead" : "deadline";
         // A wait that ended at its deadline is a call its session left: a late copy of one of its
         // rounds must not queue it again.
@@ -600,7 +653,7 @@ export class LockTable {
       if (!this.compatible(lock, head.mode)) return;
       lock.queue.shift();
       this.owners.waiterRemoved(ownerKey(session.owner));
-      session.locks.delete(lock.name); // re-added by grant
+      session.locks.delete(lock); // re-added by grant
       effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs, head.callId) });
       if (head.mode === "exclusive") return;
     }
@@ -613,17 +666,16 @@ export class LockTable {
     this.watcher?.beforeLockChange(lock);
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
-    const holder: Holder = { session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs };
-    setCallId(holder, callId);
-    lock.holders = appended(lock.holders, holder);
-    session.locks.add(lock.name);
+    withHolder(lock, { session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs, callId });
+    session.locks.add(lock);
     return { name: lock.name, session: session.id, token: this.lastToken, mode };
   }
 
   private compatible(lock: LockState, mode: Mode): boolean {
     if (this.nowMs < lock.delayUntilMs) return false;
-    if (lock.holders.length === 0) return true;
-    return mode === "shared" && lock.holders.every((h) => h.mode === "shared");
+    const held = lock.held;
+    if (!Array.isArray(held)) return mode === "shared" && held.mode === "shared";
+    return held.length === 0 || (mode === "shared" && held.every((h) => h.mode === "shared"));
   }
 
   /** Ends waits whose deadline came and lock-delays that ended; O(1) while nothing is due. */
@@ -634,7 +686,7 @@ export class LockTable {
       const kept = lock.queue.filter((waiter) => {
         if (waiter.deadlineMs > this.nowMs) return true;
         const session = this.sessions.get(waiter.session);
-        session?.locks.delete(lock.name);
+        session?.locks.delete(lock);
         if (session) this.owners.waiterRemoved(ownerKey(session.owner));
         if (session) this.recordLeft(session, waiter.callId); // as in promote: the call is over
         effects.push({ type: "waitEnded", name: lock.name, session: waiter.session, reason: "deadline" });
@@ -662,13 +714,13 @@ export class LockTable {
     this.watcher?.beforeSessionChange(session);
     // In name order: the index's own order differs between a table and its copy (table_copy.ts),
     // and the answer's `released` list must not.
-    for (const name of [...session.locks].sort()) {
-      const lock = this.locks.get(name);
-      assert(lock !== undefined, `session ${session.id} indexes missing lock ${name}`);
+    for (const lock of [...session.locks].sort(byName)) {
+      const name = lock.name;
+      assert(this.locks.get(name) === lock, `session ${session.id} indexes a lock ${name} the table does not have`);
       this.watcher?.beforeLockChange(lock);
-      const holder = lock.holders.find((h) => h.session === session.id);
+      const holder = lock.holderOf(session.id);
       if (holder) {
-        lock.holders = orNone(lock.holders.filter((h) => h !== holder));
+        withoutHolder(lock, holder);
         released.push(name);
         effects.push({ type: "released", name, session: session.id, token: holder.token, reason });
         if (reason === "expired" && holder.lockDelayMs > 0) {
@@ -701,7 +753,8 @@ export class LockTable {
   private supersedeCall(session: Session, entry: Holder | Waiter, callId: string | undefined): void {
     // The entry's lock was announced to the watcher by `enter`.
     if (callId !== undefined && entry.callId !== undefined && entry.callId !== callId) this.recordLeft(session, entry.callId);
-    setCallId(entry, callId);
+    // An enter without a call id keeps the one it has.
+    if (callId !== undefined) entry.callId = callId;
   }
 
   /** Remembers that the session left `callId`'s call, forgetting the oldest beyond the limit. */
@@ -714,7 +767,7 @@ export class LockTable {
   }
 
   private forgetIfIdle(lock: LockState): void {
-    if (lock.holders.length === 0 && lock.queue.length === 0 && lock.delayUntilMs <= this.nowMs) {
+    if (lock.holderCount === 0 && lock.queue.length === 0 && lock.delayUntilMs <= this.nowMs) {
       this.watcher?.beforeLockChange(lock);
       this.locks.delete(lock.name);
     }
@@ -778,7 +831,8 @@ export class LockTable {
     assert(!this.sessions.has(s.id), `copy has session ${s.id} twice`);
     // Snapshots from before call ids have no leftCalls; from before session secrets, no secretHash.
     const { id, ttlMs, createdAtMs, expiresAtMs } = s;
-    const session: Session = { born: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new Set(), leftCalls: [...(s.leftCalls ?? [])] };
+    const leftCalls = (s.leftCalls ?? []).map(packCallId);
+    const session: Session = { born: ++this.bornSeq, id, ttlMs, createdAtMs, expiresAtMs, locks: new SessionLocks(), leftCalls };
     if (s.secretHash !== undefined) session.secretHash = s.secretHash;
     if (s.owner !== undefined) session.owner = s.owner;
     this.sessions.set(id, session);
@@ -786,37 +840,56 @@ export class LockTable {
   }
 
   /** Adds one lock of a copy; every session it names must be loaded already. */
-  loadLock(l: LockState): void {
+  loadLock(l: LockCopy): void {
     assert(!this.locks.has(l.name), `copy has lock ${l.name} twice`);
-    const copy = copyOfLock(l);
-    // Spelled out rather than spread: the backup's copy then has the same compact shape (BORN).
-    const lock: LockState = { born: ++this.bornSeq, name: copy.name, holders: copy.holders, queue: copy.queue, delayUntilMs: copy.delayUntilMs };
-    this.locks.set(lock.name, lock);
-    for (const entry of [...lock.holders, ...lock.queue]) {
+    // Own entries, spelled out: the backup's copy then has the same compact shapes as the
+    // primary's, and each names its session by the session's own id string (not one parsed per
+    // entry: 32 bytes more per held lock).
+    const sessionIdOf = (entry: HolderCopy | WaiterCopy) => {
       const session = this.sessions.get(entry.session);
-      assert(session !== undefined, `snapshot lock ${lock.name} names unknown session ${entry.session}`);
-      session.locks.add(lock.name);
-    }
+      assert(session !== undefined, `snapshot lock ${l.name} names unknown session ${entry.session}`);
+      return session.id;
+    };
+    const holders = l.holders.map((h) => holderFromCopy(h, sessionIdOf(h)));
+    const queue = l.queue.map((w) => waiterFromCopy(w, sessionIdOf(w)));
+    const lock = new LockState(++this.bornSeq, l.name, heldOf(holders), orNone(queue), l.delayUntilMs);
+    this.locks.set(lock.name, lock);
+    for (const entry of [...holders, ...queue]) this.sessions.get(entry.session)!.locks.add(lock);
     for (const waiter of lock.queue) this.owners.waiterAdded(ownerKey(this.sessions.get(waiter.session)!.owner));
   }
 }
 
 /** A session as copies carry it (own arrays: later changes of the table do not reach it). */
 export function copyOfSession(s: Session): SessionCopy {
-  const copy: SessionCopy = { id: s.id, ttlMs: s.ttlMs, createdAtMs: s.createdAtMs, expiresAtMs: s.expiresAtMs, leftCalls: [...s.leftCalls] };
+  const copy: SessionCopy = { id: s.id, ttlMs: s.ttlMs, createdAtMs: s.createdAtMs, expiresAtMs: s.expiresAtMs, leftCalls: s.leftCalls.map(unpackCallId) };
   if (s.secretHash !== undefined) copy.secretHash = s.secretHash;
   if (s.owner !== undefined) copy.owner = s.owner;
   return copy;
 }
 
-/** A lock as copies carry it (own holder and waiter objects). */
-export function copyOfLock(lock: LockState): LockState {
+/** A lock as copies carry it (own holder and waiter objects, the clients' call ids). */
+export function copyOfLock(lock: LockState): LockCopy {
   return {
     name: lock.name,
-    holders: orNone(lock.holders.map((h) => ({ ...h }))),
-    queue: orNone(lock.queue.map((w) => ({ ...w }))),
+    holders: orNone(lock.holders.map(entryCopy)),
+    queue: orNone(lock.queue.map(entryCopy)),
     delayUntilMs: lock.delayUntilMs,
   };
+}
+
+/** A holder or waiter as copies carry it: the client's call id, absent when it sent none. */
+function entryCopy<T extends Holder | Waiter>(entry: T): Omit<T, "callId"> & { callId?: string } {
+  const { callId, ...copy } = entry;
+  return callId === undefined ? copy : { ...copy, callId: unpackCallId(callId) };
+}
+
+function holderFromCopy(h: HolderCopy, session: string): Holder {
+  return { session, token: h.token, mode: h.mode, sinceMs: h.sinceMs, lockDelayMs: h.lockDelayMs, callId: packedOrNone(h.callId) };
+}
+
+function waiterFromCopy(w: WaiterCopy, session: string): Waiter {
+  const { mode, queuedAtMs, deadlineMs, lockDelayMs } = w;
+  return { session, mode, queuedAtMs, deadlineMs, lockDelayMs, callId: packedOrNone(w.callId) };
 }
 
 /**
@@ -840,7 +913,27 @@ function orNone<T>(list: T[]): T[] {
   return list.length === 0 ? NONE : list;
 }
 
-/** Sets or replaces an entry's call id; an enter without one leaves the field absent (not undefined). */
-function setCallId(entry: Holder | Waiter, callId: string | undefined): void {
-  if (callId !== undefined) entry.callId = callId;
+/** Orders locks by name (a session's index is in no particular order). */
+function byName(a: LockState, b: LockState): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/** `held` for a list of holders: the holder itself when there is one (see LockState). */
+function heldOf(holders: Holder[]): Holder | Holder[] {
+  return holders.length === 1 ? holders[0] : orNone(holders);
+}
+
+/** Adds a holder to the lock's holders (a grant). */
+function withHolder(lock: LockState, holder: Holder): void {
+  const held = lock.held;
+  if (!Array.isArray(held)) lock.held = [held, holder];
+  else if (held.length === 0) lock.held = holder;
+  else held.push(holder);
+}
+
+/** Removes one of the lock's holders. */
+function withoutHolder(lock: LockState, holder: Holder): void {
+  const held = lock.held;
+  assert(Array.isArray(held) || held === holder, `${holder.session} is not the holder of ${lock.name}`);
+  lock.held = Array.isArray(held) ? heldOf(held.filter((h) => h !== holder)) : NONE;
 }

@@ -25,6 +25,7 @@ import {
   BORN,
   copyOfLock,
   copyOfSession,
+  type LockCopy,
   LockTable,
   type LockState,
   type LockTableHeader,
@@ -75,7 +76,7 @@ export class CopySource implements TableWatcher {
   private locksSentBelowSeq = Number.NEGATIVE_INFINITY;
   /** Pre-images of objects changed before they were sent: at most one per object of the start. */
   private readonly sessionBefore = new Map<Session, SessionCopy>();
-  private readonly lockBefore = new Map<LockState, LockState>();
+  private readonly lockBefore = new Map<LockState, LockCopy>();
   private open = true;
 
   constructor(private readonly machine: LockMachine, private readonly limits: CopyLimits) {
@@ -154,7 +155,7 @@ export class CopySource implements TableWatcher {
     this.lockBefore.clear();
   }
 
-  private item(p: number): SessionCopy | LockState | Answered {
+  private item(p: number): SessionCopy | LockCopy | Answered {
     const sessions = this.start.sessions;
     const locks = this.start.locks;
     if (p < sessions) {
@@ -304,7 +305,7 @@ function isSessionCopy(value: unknown): value is SessionCopy {
     isOptionalString(value.secretHash) && isOptionalString(value.owner);
 }
 
-function isLockCopy(value: unknown): value is LockState {
+function isLockCopy(value: unknown): value is LockCopy {
   if (!isObject(value) || typeof value.name !== "string" || !isTime(value.delayUntilMs)) return false;
   if (!Array.isArray(value.holders) || !Array.isArray(value.queue)) return false;
   const holdersOk = value.holders.every((h) =>

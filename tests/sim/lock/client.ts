@@ -133,7 +133,7 @@ export class LockClientActor extends Actor {
       fetch: this.http.fetch,
       clock: this.clock,
       timers: this.timers,
-      newRequestId: () => `${this.id}.${incarnation}.${requestIdNext++}`,
+      newRequestId: () => simRequestId(this.id, incarnation, requestIdNext++),
       newSessionSecret: () => [0, 1, 2, 3, 4, 5, 6, 7].map(() => secrets.nextU32().toString(16).padStart(8, "0")).join(""),
     });
     this.think();
@@ -333,4 +333,17 @@ export class LockClientActor extends Actor {
     attempt.detail = detail;
     this.onAttempt(attempt);
   }
+}
+
+/**
+ * A request (and call) id unique per client, incarnation and request, in the form of mutexd's
+ * client's (a lowercase UUID), so the table packs call ids as it does in production (call_id.ts);
+ * readable in logs: c3's 2nd incarnation's 17th is 00000003-0002-4000-8000-000000000011. A
+ * client whose id has no number keeps the plain form.
+ */
+function simRequestId(clientId: string, incarnation: number, seq: number): string {
+  const client = /^[a-z]+(\d+)$/.exec(clientId);
+  if (!client) return `${clientId}.${incarnation}.${seq}`;
+  const hex = (value: number, digits: number) => value.toString(16).padStart(digits, "0");
+  return `${hex(Number(client[1]), 8)}-${hex(incarnation, 4)}-4000-8000-${hex(seq, 12)}`;
 }

@@ -12,12 +12,13 @@
  * - `<kind>.table-structure`: every session in the table is live (expiry after the table's
  *   clock: expired ones were dropped by the command's expiry pass); every holder and waiter
  *   belongs to a session of the table, once per lock; the per-session index (`Session.locks`)
- *   names exactly the locks the session holds or waits for; no idle lock is kept; tokens are
+ *   names exactly the locks the session holds or waits for; no idle lock is kept, and none keeps
+ *   its one holder in a list (`LockState.held`: W4's memory); tokens are
  *   unique and at most the table's highest; the limits hold; the due index (`dueAtMs`, which lets
  *   ticks skip the expiry pass) is at most every pending expiry, deadline and lock-delay end; each
  *   session's left calls (`leftCalls`) are distinct, at most `leftCallsPerSessionMax`, and no
- *   holder or waiter of that session carries one of them; call ids are at most
- *   `CALL_ID_LENGTH_MAX` long; every session has a secret hash (issue 12: the API opens none
+ *   holder or waiter of that session carries one of them; call ids (unpacked: the table keeps
+ *   them packed, call_id.ts) are at most `CALL_ID_LENGTH_MAX` long; every session has a secret hash (issue 12: the API opens none
  *   without); the per-owner counts of sessions and waiting enters equal a recount of the table
  *   (`recountOwners`); and a snapshot round-trips (`fromSnapshot(snapshot(t)).snapshot()`
  *   equals `snapshot(t)`).
@@ -32,6 +33,7 @@
  * on that instance, so every table the core installs (a fresh one, a snapshot's) is wrapped as
  * it arrives; each table's `apply` is wrapped on the instance.
  */
+import { unpackCallId } from "../../../lib/core/lock/call_id.ts";
 import { CALL_ID_LENGTH_MAX, type Command, LockTable, type LockTableLimits, type LockTableSnapshot, type Output } from "../../../lib/core/lock/lock_table.ts";
 import type { LockMachine } from "../../../lib/core/lock/lock_machine.ts";
 import { OwnerCounts, ownerKey } from "../../../lib/core/lock/session_owners.ts";
@@ -240,7 +242,8 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
       return `session ${id} remembers ${session.leftCalls.length} left calls > leftCallsPerSessionMax ${limits.leftCallsPerSessionMax}`;
     }
     if (new Set(session.leftCalls).size !== session.leftCalls.length) return `session ${id} remembers a left call twice`;
-    if (session.leftCalls.some((callId) => callId.length > CALL_ID_LENGTH_MAX)) return `session ${id} remembers a call id longer than ${CALL_ID_LENGTH_MAX}`;
+    // The table keeps call ids packed (call_id.ts); the bound is on the client's text.
+    if (session.leftCalls.some(callIdTooLong)) return `session ${id} remembers a call id longer than ${CALL_ID_LENGTH_MAX}`;
     leaseDueMs = Math.min(leaseDueMs, session.expiresAtMs);
   }
   const tokens = new Set<number>();
@@ -249,6 +252,8 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
   for (const [name, lock] of table.locks) {
     if (name !== lock.name) return `lock ${lock.name} filed under ${name}`;
     if (lock.holders.length === 0 && lock.queue.length === 0 && lock.delayUntilMs <= nowMs) return `idle lock ${name} kept`;
+    // One holder is kept as itself, never as a list of one (lock_table.ts LockState).
+    if (Array.isArray(lock.held) && lock.held.length === 1) return `lock ${name} keeps its one holder in a list`;
     if (lock.queue.length > limits.waitersPerLockMax) return `${lock.queue.length} waiters on ${name} > ${limits.waitersPerLockMax}`;
     if (lock.delayUntilMs > nowMs) dueMs = Math.min(dueMs, lock.delayUntilMs);
     for (const entry of [...lock.holders, ...lock.queue]) {
@@ -258,11 +263,10 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
       if (names.has(name)) return `${entry.session} appears twice among the holders and waiters of ${name}`;
       names.add(name);
       expected.set(entry.session, names);
-      if (!table.sessions.get(entry.session)!.locks.has(name)) return `${role} ${entry.session} of ${name}: its session's index lacks ${name}`;
       if (entry.callId !== undefined && table.sessions.get(entry.session)!.leftCalls.includes(entry.callId)) {
         return `${role} ${entry.session} of ${name} carries call ${entry.callId}, which its session left`;
       }
-      if (entry.callId !== undefined && entry.callId.length > CALL_ID_LENGTH_MAX) return `${role} ${entry.session} of ${name}: call id longer than ${CALL_ID_LENGTH_MAX}`;
+      if (entry.callId !== undefined && callIdTooLong(entry.callId)) return `${role} ${entry.session} of ${name}: call id longer than ${CALL_ID_LENGTH_MAX}`;
       if ("token" in entry) {
         if (tokens.has(entry.token)) return `token ${entry.token} held twice`;
         if (entry.token > table.highestToken) return `${name} holder token ${entry.token} > highest ${table.highestToken}`;
@@ -273,9 +277,18 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
     }
   }
   for (const [id, session] of table.sessions) {
-    for (const name of session.locks) {
+    // Each entry once, each one expected, as many as expected: the index names exactly those locks.
+    // (One pass: a lookup per entry in the index's list would be quadratic in a filler session's locks.)
+    const indexed = new Set<string>();
+    for (const lock of session.locks) {
+      const name = lock.name;
+      if (table.locks.get(name) !== lock) return `session ${id}'s index names a lock ${name} the table does not have`;
       if (!expected.get(id)?.has(name)) return `session ${id}'s index names ${name}, which it neither holds nor waits for`;
+      if (indexed.has(name)) return `session ${id}'s index names ${name} twice`;
+      indexed.add(name);
     }
+    const missing = [...(expected.get(id) ?? [])].find((name) => !indexed.has(name));
+    if (missing !== undefined) return `session ${id}'s index lacks ${missing}, which it holds or waits for`;
   }
   for (const [id, session] of table.sessions) if (!session.secretHash) return `session ${id} has no secret hash`;
   const [kept, recounted] = [JSON.stringify(sortedEntries(table.owners)), JSON.stringify(sortedEntries(recountOwners(table)))];
@@ -283,6 +296,16 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
   if (internals.dueAtMs > dueMs) return `due index ${internals.dueAtMs}ms is after the next deadline or lock-delay end ${dueMs}ms`;
   if (internals.leases.dueAtMs > leaseDueMs) return `lease index ${internals.leases.dueAtMs}ms is after the next lease end ${leaseDueMs}ms`;
   return roundTrip(table, limits);
+}
+
+/**
+ * Whether a call id the table keeps (packed, call_id.ts) was longer than CALL_ID_LENGTH_MAX as the
+ * client sent it. The text is never longer than what the table keeps, but for a packed UUID's 36
+ * characters, far below the bound; so only a long one is unpacked (this runs for every entry
+ * after every command).
+ */
+function callIdTooLong(kept: string): boolean {
+  return kept.length > CALL_ID_LENGTH_MAX && unpackCallId(kept).length > CALL_ID_LENGTH_MAX;
 }
 
 /** Sessions and waiting enters per owner, counted afresh from the table's sessions and queues. */
