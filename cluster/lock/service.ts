@@ -54,6 +54,23 @@ export interface DurableSink {
   write(records: PersistRecord[]): void;
 }
 
+/**
+ * A client's request a backup refused while it is about to take over (LockReplica.takeoverPending),
+ * held to be submitted again once the takeover is decided or at `untilMs` at the latest.
+ */
+interface HeldForTakeover {
+  command: Command;
+  requestId: string | undefined;
+  done: (answer: ClientAnswer) => void;
+  untilMs: number;
+}
+
+/**
+ * Requests a backup holds for its takeover at most; beyond, they are refused at once (the client
+ * backs off and asks again, as without the hold). Each is one client's call in flight.
+ */
+const TAKEOVER_HELD_MAX = 1_000;
+
 /** An append's ack held until the backup's disk has what it acknowledges. */
 interface HeldAck {
   copyGen: number;
@@ -101,6 +118,8 @@ export class LockService {
   private copyGen = 0;
   private durableIndex = 0;
   private heldAcks: HeldAck[] = [];
+  /** Client requests held for a takeover about to happen here (at most TAKEOVER_HELD_MAX). */
+  private heldForTakeover: HeldForTakeover[] = [];
   /** Called after every step (lock watches compare the locks they stream: watch.ts); few (one per app). */
   private readonly stepListeners = new Set<() => void>();
 
@@ -130,14 +149,19 @@ export class LockService {
     return new Promise((done) => this.submitThen(command, requestId, done));
   }
 
-  /** `submit` with a callback: `done` runs right after the step that commits (or refuses) it. */
-  submitThen(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void): void {
+  /**
+   * `submit` with a callback: `done` runs right after the step that commits (or refuses) it. A
+   * backup about to take over holds a request it refuses (`mayHold`) until the takeover is
+   * decided, then submits it again without holding: the client is served as soon as this server
+   * serves, instead of at its next try after a backoff of up to 100 ms (issue 14, F1).
+   */
+  submitThen(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void, mayHold = true): void {
     if (this.stopped) {
       this.continuations.push(() => done(this.stoppingAnswer()));
       return this.runContinuations();
     }
     const clientRef = this.nextClientRef++;
-    this.answers.set(clientRef, done);
+    this.answers.set(clientRef, mayHold ? (answer) => this.holdForTakeover(command, requestId, done, answer) : done);
     this.replica.clientRequest(clientRef, command, requestId, this.options.clock.nowMs());
     this.flush();
   }
@@ -186,6 +210,31 @@ export class LockService {
     if (this.replica.role !== "primary") return false;
     const holder = this.table?.locks.get(grant.name)?.holders.find((h) => h.session === grant.session);
     return holder !== undefined && holder.token === grant.token && holder.mode === command.mode && holder.callId === command.callId;
+  }
+
+  /** Holds a "not primary" answer's request while a takeover is pending here; else answers it. */
+  private holdForTakeover(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void, answer: ClientAnswer): void {
+    const nowMs = this.options.clock.nowMs();
+    const refusedForNow = !answer.ok && answer.code === "not_primary" && this.replica.takeoverPending(nowMs);
+    if (!refusedForNow || this.heldForTakeover.length >= TAKEOVER_HELD_MAX) return done(answer);
+    // The takeover comes within the backup's promise (backupLeaseMs) of the primary's silence,
+    // plus a claim or two; one promise's length from now bounds the hold.
+    this.heldForTakeover.push({ command, requestId, done, untilMs: nowMs + this.options.settings.backupLeaseMs });
+  }
+
+  /**
+   * After a step: once no takeover is pending (this server took over, or follows a primary again),
+   * every held request is submitted again; before, those held past their bound are. Either way
+   * without holding again, so each is held once at most.
+   */
+  private releaseHeld(): void {
+    if (this.heldForTakeover.length === 0) return;
+    const nowMs = this.options.clock.nowMs();
+    const pending = this.replica.takeoverPending(nowMs);
+    const release = pending ? this.heldForTakeover.filter((h) => nowMs >= h.untilMs) : this.heldForTakeover;
+    if (release.length === 0) return;
+    this.heldForTakeover = pending ? this.heldForTakeover.filter((h) => nowMs < h.untilMs) : [];
+    for (const h of release) this.continuations.push(() => this.submitThen(h.command, h.requestId, h.done, false));
   }
 
   /** Feeds the clock to the core: expiries, renewals, heartbeats, takeover checks. */
@@ -249,6 +298,7 @@ export class LockService {
       if (event === "steppedDown" || event === "backup") this.endAllPolls();
     }
     for (const outbound of ready.send) this.send(outbound);
+    this.releaseHeld();
     this.runContinuations();
     for (const listener of this.stepListeners) listener();
   }
@@ -350,6 +400,7 @@ export class LockService {
     const waiting = [...this.answers.values()];
     this.answers.clear();
     for (const done of waiting) this.continuations.push(() => done(this.stoppingAnswer()));
+    for (const { done } of this.heldForTakeover.splice(0)) this.continuations.push(() => done(this.stoppingAnswer()));
     // Acks still waiting for the disk claim nothing now (their promise needs no disk), so no
     // peer request hangs on a stopped server.
     for (const held of this.heldAcks.splice(0)) held.done(unclaimed(held.answer));

@@ -475,12 +475,25 @@ export class LockReplica {
   }
 
   private tickBackup(): void {
-    const s = this.options.settings;
     this.maybeWhois();
     if (!this.machine || this.follower.loading) this.follower.requestSync(); // also a chunk request that failed
     // Also without a copy: a claim without state tells the arbiter this process's copy is gone
     // (the primary may be a restarted one waiting for it; arbiter.ts, backupCopyLost).
-    if (this.nowMs - this.follower.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
+    if (this.primarySilent(this.nowMs)) this.maybeClaim();
+  }
+
+  private primarySilent(nowMs: number): boolean {
+    return nowMs - this.follower.lastHeardMs >= this.options.settings.primarySilenceMs;
+  }
+
+  /**
+   * Whether this server is a backup with a whole copy that has heard nothing from its primary for
+   * primarySilenceMs: it claims the primary's place as soon as its promises let it, so a client's
+   * request refused now would be served here soon. The driver may hold such a request until the
+   * takeover (cluster/lock/service.ts) rather than have the client back off and ask again.
+   */
+  takeoverPending(nowMs: number): boolean {
+    return this.role === "backup" && this.machine !== null && !this.follower.loading && this.primarySilent(nowMs);
   }
 
   private onSyncAnswer(answer: PeerMessage): void {

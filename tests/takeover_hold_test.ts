@@ -1,0 +1,82 @@
+/**
+ * The backup holds a client's request while its takeover is pending (cluster/lock/service.ts,
+ * issue 14 F1): primary p1, backup b1 and arbiter a1 in process (tests/_fuzz_apps.ts lockPair)
+ * on a manual clock; p1 is stopped (it sends nothing more, as after kill -9) and only b1 ticks.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { ClientAnswer } from "../lib/core/lock/lock_replica.ts";
+import type { Command } from "../lib/core/lock/lock_table.ts";
+import { lockPair } from "./_fuzz_apps.ts";
+import { SECRET_HASH } from "./_session.ts";
+
+const OPEN: Command = { type: "openSession", ttlMs: 5_000, secretHash: SECRET_HASH };
+/** Ticks in a test at most (far more than a takeover's 500 ms in 20 ms ticks). */
+const TICKS_MAX = 200;
+
+/** The pair with p1 gone; `tickB` moves the clock one tick and lets b1's transport answers arrive. */
+async function primaryGone() {
+  const pair = await lockPair(); // default timing; the long-poll of 1 ms keeps real timers out
+  pair.p.stop();
+  const tickB = async () => {
+    pair.clock.advance(pair.settings.tickMs);
+    pair.b.tick();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  };
+  return { ...pair, tickB };
+}
+
+/** Submits at b1 and records the answer and the clock reading it came at. */
+function submitAtB(pair: Awaited<ReturnType<typeof primaryGone>>) {
+  const got: { answer?: ClientAnswer; atMs?: number } = {};
+  pair.b.submitThen(OPEN, undefined, (answer) => {
+    got.answer = answer;
+    got.atMs = pair.clock.nowMs();
+  });
+  return got;
+}
+
+test("a backup whose primary went silent holds a client's request and answers it as the new primary at the takeover, not after the client's backoff", { timeout: 60_000 }, async () => {
+  const pair = await primaryGone();
+  const { b, clock, tickB } = pair;
+  try {
+    // Before the silence it refuses at once: the primary may be alive (the client asks it).
+    const early = submitAtB(pair);
+    assert.equal(early.answer?.ok === false && early.answer.code, "not_primary");
+    for (let i = 0; i < TICKS_MAX && !b.replica.takeoverPending(clock.nowMs()); i++) await tickB();
+    assert.ok(b.replica.takeoverPending(clock.nowMs()), "b1 noticed the silence");
+    const held = submitAtB(pair);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.equal(held.answer, undefined, "held, not refused");
+    let servingFromMs: number | undefined;
+    for (let i = 0; i < TICKS_MAX && held.answer === undefined; i++) {
+      await tickB();
+      if (servingFromMs === undefined && b.replica.serving()) servingFromMs = clock.nowMs();
+    }
+    const answer = held.answer as ClientAnswer | undefined; // set by the ticks above
+    assert.ok(answer?.ok, `served: ${JSON.stringify(answer)}`);
+    assert.equal(b.replica.status().role, "primary");
+    assert.equal(held.atMs, servingFromMs, "answered in the step b1 began to serve");
+  } finally {
+    pair.stop();
+  }
+});
+
+test("a request held for a takeover that does not come is refused 'not primary' after backupLeaseMs (one tick late at most)", { timeout: 60_000 }, async () => {
+  const pair = await primaryGone();
+  const { b, clock, core, settings, tickB } = pair;
+  // Test-side: the arbiter refuses every claim (as while p1's lease runs), so b1 never takes over.
+  core.step = () => ({ reply: { type: "refused", epoch: core.current.epoch, primary: "p1", reason: "test: lease runs", becomeBackup: true } });
+  try {
+    for (let i = 0; i < TICKS_MAX && !b.replica.takeoverPending(clock.nowMs()); i++) await tickB();
+    const heldAtMs = clock.nowMs();
+    const held = submitAtB(pair);
+    for (let i = 0; i < TICKS_MAX && held.answer === undefined; i++) await tickB();
+    assert.equal(held.answer?.ok === false && held.answer.code, "not_primary");
+    assert.ok(held.atMs! - heldAtMs >= settings.backupLeaseMs, `held ${held.atMs! - heldAtMs} ms`);
+    assert.ok(held.atMs! - heldAtMs <= settings.backupLeaseMs + settings.tickMs, `held ${held.atMs! - heldAtMs} ms`);
+    assert.ok(b.replica.takeoverPending(clock.nowMs()), "still pending: the bound ended the hold, not a role change");
+  } finally {
+    pair.stop();
+  }
+});
