@@ -4,7 +4,10 @@
  * - `takeover`: the backup's "primary" log line (it serves from then on);
  * - `tries`: every HTTP request of the client's next acquire (server, answer, when it was sent and
  *   when it was answered), from a fetch port that records them;
- * - `granted`: when the acquire returned; `gap` = granted − takeover (the client's part).
+ * - `granted`: when the acquire returned; `gap` = granted − takeover (the client's part);
+ * - `lease`: what was left at the kill of the later of the arbiter's lease (a1's status) and the
+ *   backup's last promise (b1's status), both read just before it; `claim` = takeover − lease
+ *   (the backup's part: its tick, its claims, the arbiter's answer).
  * Log lines carry wall-clock milliseconds; so does the kill's time here.
  *
  *   node_modules/.bin/bun tests/bench/f1_breakdown.ts [--kills 6] [--set key=value,...]
@@ -47,7 +50,12 @@ function eventAt(logFile: string, event: string, afterMs: number): number | unde
   return undefined;
 }
 
-const rows: Array<{ takeover: number; granted: number; gap: number }> = [];
+/** `GET url/v1/status` as JSON (bounded by the runtime's fetch; the servers are on loopback). */
+async function status(url: string): Promise<Record<string, Record<string, unknown>>> {
+  return await (await fetch(`${url}/v1/status`)).json();
+}
+
+const rows: Array<{ takeover: number; granted: number; gap: number; lease: number; claim: number }> = [];
 try {
   for (let k = 0; k < kills; k++) {
     const server = await startServer({ topology: "replicated", settings });
@@ -75,15 +83,28 @@ try {
     const held = await client.lock("f1-held", { ttlMs: 10_000 });
     // Another phase of the primary's 100 ms renewal cycle each time, as F1 does.
     await sleep(300 + (k * 37) % 100);
+    const arbiterUrl = `http://${/id = "a1"\nrole = "arbiter"\nhttp = "([^"]+)"/.exec(readFileSync(join(dirname(server.logFile), "cluster.toml"), "utf8"))![1]}`;
+    const readAtMs = Date.now();
+    const [a1, b1] = await Promise.all([status(arbiterUrl), status(server.urls[1])]);
     killedAtMs = Date.now();
     signal(server.pid, "SIGKILL");
     const probe = await client.lock(`f1-probe-${k}`, { ttlMs: 10_000, waitMs: 0 });
     const grantedMs = Date.now() - killedAtMs;
     const backupLog = join(dirname(server.logFile), "b1.log");
-    const takeoverMs = (eventAt(backupLog, "primary", killedAtMs) ?? Number.NaN) - killedAtMs;
-    rows.push({ takeover: takeoverMs, granted: grantedMs, gap: grantedMs - takeoverMs });
+    // The log is written after the event (cluster/log.ts): wait for the line, bounded.
+    let takeoverAtMs = eventAt(backupLog, "primary", killedAtMs);
+    for (let i = 0; i < 100 && takeoverAtMs === undefined; i++) {
+      await sleep(20);
+      takeoverAtMs = eventAt(backupLog, "primary", killedAtMs);
+    }
+    const takeoverMs = (takeoverAtMs ?? Number.NaN) - killedAtMs;
+    const leaseMs = Math.max(Number(a1.arbiter.leaseRemainingMs), Number(b1.server.promisedRemainingMs)) - (killedAtMs - readAtMs);
+    rows.push({ takeover: takeoverMs, granted: grantedMs, gap: grantedMs - takeoverMs, lease: leaseMs, claim: takeoverMs - leaseMs });
     const shown = tries.map((t) => `${t.server}@${t.sentMs}→${t.answeredMs}:${t.outcome}`).join(" ");
-    console.log(`kill ${k}: takeover ${takeoverMs} ms, granted ${grantedMs} ms, gap ${grantedMs - takeoverMs} ms; tries ${shown}`);
+    console.log(
+      `kill ${k}: lease left ${leaseMs} ms (arbiter ${a1.arbiter.leaseRemainingMs}, promise ${b1.server.promisedRemainingMs}, read ${killedAtMs - readAtMs} ms before), ` +
+        `takeover ${takeoverMs} ms, granted ${grantedMs} ms, gap ${grantedMs - takeoverMs} ms; tries ${shown}`,
+    );
     await probe.release();
     await held.release();
     await server.stop(500);
@@ -91,8 +112,8 @@ try {
 } finally {
   removeServerDirs(false);
 }
-const col = (key: "takeover" | "granted" | "gap") => rows.map((r) => r[key]);
+const col = (key: keyof (typeof rows)[number]) => rows.map((r) => r[key]);
 console.log(
-  `median of ${rows.length}: takeover ${median(col("takeover"))} ms (${Math.min(...col("takeover"))}–${Math.max(...col("takeover"))}), ` +
+  `median of ${rows.length}: lease left ${median(col("lease"))} ms (${Math.min(...col("lease"))}–${Math.max(...col("lease"))}), claim ${median(col("claim"))} ms (${Math.min(...col("claim"))}–${Math.max(...col("claim"))}), takeover ${median(col("takeover"))} ms (${Math.min(...col("takeover"))}–${Math.max(...col("takeover"))}), ` +
     `granted ${median(col("granted"))} ms (${Math.min(...col("granted"))}–${Math.max(...col("granted"))}), gap ${median(col("gap"))} ms`,
 );

@@ -511,7 +511,7 @@ export class LockReplica {
     const hasState = this.machine !== null;
     const arbiter = this.options.arbiterId;
     if (arbiter === null) return;
-    if (!this.gate.claimDue(this.nowMs, hasState, this.hasInFlight("claim"))) return;
+    if (!this.gate.claimDue(this.nowMs, hasState, this.hasInFlight("claim"), this.eagerClaimsUntilMs(hasState))) return;
     const ref = this.request({ kind: "claim", sentAtMs: this.nowMs, hasState });
     this.gate.claimSent(this.nowMs, hasState ? this.epoch : null);
     this.out.send.push({
@@ -520,6 +520,18 @@ export class LockReplica {
       to: arbiter,
       request: { type: "claim", from: this.options.nodeId, epoch: this.epoch, hasState, incarnation: this.disk.reportedIncarnation(this.machine, this.restored !== null) },
     });
+  }
+
+  /**
+   * Until when a backup taking over claims again at every tick (takeover_gate.ts claimDue): while
+   * the arbiter's lease of the silent primary may be about to end. A primary that died did so
+   * within a heartbeat of our hearing it last (unless its last messages were lost), and its lease
+   * ends primaryLeaseMs after its last renewal; leaseRenewMs of margin. Past that, the primary is
+   * most likely alive and cut off from us: claims every claimRetryMs.
+   */
+  private eagerClaimsUntilMs(hasState: boolean): number {
+    const s = this.options.settings;
+    return this.role === "backup" && hasState ? this.follower.lastHeardMs + s.primaryLeaseMs + s.leaseRenewMs : Number.NEGATIVE_INFINITY;
   }
 
   private onClaimAnswer(request: InFlight, reply: ArbiterReply): void {
