@@ -1,12 +1,15 @@
 /**
- * The backup holds a client's request while its takeover is pending (cluster/lock/service.ts,
- * issue 14 F1): primary p1, backup b1 and arbiter a1 in process (tests/_fuzz_apps.ts lockPair)
- * on a manual clock; p1 is stopped (it sends nothing more, as after kill -9) and only b1 ticks.
+ * The backup's side of a takeover's timing (cluster/lock/service.ts, issue 14 F1): it holds a
+ * client's request while its takeover is pending, and it claims at the moment its promises ran
+ * out rather than at its next tick. Primary p1, backup b1 and arbiter a1 in process
+ * (tests/_fuzz_apps.ts lockPair) on a manual clock; p1 is stopped (it sends nothing more, as
+ * after kill -9) and only b1 ticks.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { ClientAnswer } from "../lib/core/lock/lock_replica.ts";
 import type { Command } from "../lib/core/lock/lock_table.ts";
+import { realTimers, type Timers } from "../cluster/timers.ts";
 import { lockPair } from "./_fuzz_apps.ts";
 import { SECRET_HASH } from "./_session.ts";
 
@@ -76,6 +79,63 @@ test("a request held for a takeover that does not come is refused 'not primary' 
     assert.ok(held.atMs! - heldAtMs >= settings.backupLeaseMs, `held ${held.atMs! - heldAtMs} ms`);
     assert.ok(held.atMs! - heldAtMs <= settings.backupLeaseMs + settings.tickMs, `held ${held.atMs! - heldAtMs} ms`);
     assert.ok(b.replica.takeoverPending(clock.nowMs()), "still pending: the bound ended the hold, not a role change");
+  } finally {
+    pair.stop();
+  }
+});
+
+/**
+ * The runtime's timers until `port.nowMs` is set (lockPair's set-up long-polls), then timers on
+ * that manual clock: `fire` runs those due.
+ */
+function manualTimers() {
+  const due = new Set<{ atMs: number; fn: () => void }>();
+  const port: { nowMs?: () => number } = {};
+  const timers: Timers = {
+    setTimeout: (fn, ms) => {
+      if (port.nowMs === undefined) return realTimers.setTimeout(fn, ms);
+      const timer = { atMs: port.nowMs() + ms, fn };
+      due.add(timer);
+      return timer;
+    },
+    clearTimeout: (handle) => {
+      if (!due.delete(handle as { atMs: number; fn: () => void })) realTimers.clearTimeout(handle);
+    },
+  };
+  const fire = () => {
+    for (const timer of [...due]) {
+      if (timer.atMs > port.nowMs!()) continue;
+      due.delete(timer);
+      timer.fn();
+    }
+  };
+  return { timers, fire, port };
+}
+
+test("a backup claims the moment its last promise ran out (a timer between two ticks), not at its next tick", async () => {
+  const manual = manualTimers();
+  const pair = await lockPair(undefined, { timers: manual.timers });
+  const { b, p, clock, recorded, settings } = pair;
+  manual.port.nowMs = () => clock.nowMs();
+  try {
+    // b1's last promise is given between two ticks: an append (a new session) 7 ms after one.
+    clock.advance(7);
+    await p.submit(OPEN);
+    p.stop();
+    const claimAtMs = b.replica.takeoverClaimAtMs(clock.nowMs())!;
+    assert.ok(claimAtMs % settings.tickMs !== 0, `the claim's moment ${claimAtMs} falls between two ticks`);
+    const claims = () => recorded.filter((r) => r.from === "b1" && r.message.type === "claim" && r.message.hasState === true).length;
+    let claimedAtMs: number | undefined;
+    // Millisecond steps; b1 ticks every tickMs, as the daemon's interval does, and its timers fire when due.
+    for (let ms = 0; ms < 2_000 && claimedAtMs === undefined; ms++) {
+      clock.advance(1);
+      manual.fire();
+      if (clock.nowMs() % settings.tickMs === 0) b.tick();
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      if (claims() > 0) claimedAtMs = clock.nowMs();
+    }
+    assert.ok(claimedAtMs !== undefined, "b1 claimed");
+    assert.ok(claimedAtMs - claimAtMs >= 0 && claimedAtMs - claimAtMs <= 1, `claimed ${claimedAtMs - claimAtMs} ms after its promise ran out`);
   } finally {
     pair.stop();
   }

@@ -118,6 +118,8 @@ export class LockService {
   private copyGen = 0;
   private durableIndex = 0;
   private heldAcks: HeldAck[] = [];
+  /** A tick set for the moment a takeover claim may go out, when that falls between two ticks. */
+  private claimTick: unknown = undefined;
   /** Client requests held for a takeover about to happen here (at most TAKEOVER_HELD_MAX). */
   private heldForTakeover: HeldForTakeover[] = [];
   /** Called after every step (lock watches compare the locks they stream: watch.ts); few (one per app). */
@@ -241,6 +243,22 @@ export class LockService {
   tick(): void {
     this.replica.tick(this.options.clock.nowMs());
     this.flush();
+    this.tickAtClaim();
+  }
+
+  /**
+   * A backup whose takeover claim may go out before the next tick ticks once more at that moment
+   * (plus 1 ms: a timer may fire a fraction early), so the claim does not wait up to tickMs.
+   */
+  private tickAtClaim(): void {
+    const { clock, settings, timers } = this.options;
+    const nowMs = clock.nowMs();
+    const atMs = this.replica.takeoverClaimAtMs(nowMs);
+    if (this.stopped || this.claimTick !== undefined || atMs === undefined || atMs >= nowMs + settings.tickMs) return;
+    this.claimTick = timers.setTimeout(() => {
+      this.claimTick = undefined;
+      if (!this.stopped) this.tick();
+    }, atMs - nowMs + 1);
   }
 
   /**
@@ -397,6 +415,7 @@ export class LockService {
    */
   stop(): void {
     this.stopped = true;
+    if (this.claimTick !== undefined) this.options.timers.clearTimeout(this.claimTick);
     const waiting = [...this.answers.values()];
     this.answers.clear();
     for (const done of waiting) this.continuations.push(() => done(this.stoppingAnswer()));

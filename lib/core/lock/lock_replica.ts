@@ -496,6 +496,17 @@ export class LockReplica {
     return this.role === "backup" && this.machine !== null && !this.follower.loading && this.primarySilent(nowMs);
   }
 
+  /**
+   * When this backup's next takeover claim may first go out (its promises ran out and the primary
+   * fell silent), if that is later than `nowMs`; else undefined. The driver ticks at that moment
+   * too, so the claim does not wait for the next tick (up to tickMs, issue 14).
+   */
+  takeoverClaimAtMs(nowMs: number): number | undefined {
+    if (this.role !== "backup" || this.machine === null) return undefined;
+    const atMs = Math.max(this.gate.takeoverFromMs(), this.follower.lastHeardMs + this.options.settings.primarySilenceMs);
+    return atMs > nowMs ? atMs : undefined;
+  }
+
   private onSyncAnswer(answer: PeerMessage): void {
     this.follower.syncDone();
     if (this.role !== "backup") return;

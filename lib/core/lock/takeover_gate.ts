@@ -76,9 +76,14 @@ export class TakeoverGate {
    * heartbeatMs); waiting claimRetryMs for the next claim cost up to 50 ms of F1 (issue 14).
    */
   claimDue(nowMs: number, hasState: boolean, claimInFlight: boolean, eagerUntilMs = Number.NEGATIVE_INFINITY): boolean {
-    if (hasState && nowMs < Math.max(this.promisedUntilMs, this.takeoverNotBeforeMs)) return false;
+    if (hasState && nowMs < this.takeoverFromMs()) return false;
     if (claimInFlight) return false;
     return nowMs < eagerUntilMs || nowMs - this.lastClaimMs >= this.settings.claimRetryMs;
+  }
+
+  /** The first moment a takeover claim may go out: every promise of ours, before a restart too, ran out. */
+  takeoverFromMs(): number {
+    return Math.max(this.promisedUntilMs, this.takeoverNotBeforeMs);
   }
 
   /** A claim sent at `nowMs`, with the copy of `takeoverEpoch` (null: without state). */
