@@ -56,13 +56,14 @@ export interface DurableSink {
 
 /**
  * A client's request a backup refused while it is about to take over (LockReplica.takeoverPending),
- * held to be submitted again once the takeover is decided or at `untilMs` at the latest.
+ * held to be submitted again once no takeover is pending: it took over, follows a primary again,
+ * or the window in which a dead primary's leases would have ended is over (at most
+ * primaryLeaseMs + leaseRenewMs − primarySilenceMs, 300 ms, after the hold began).
  */
 interface HeldForTakeover {
   command: Command;
   requestId: string | undefined;
   done: (answer: ClientAnswer) => void;
-  untilMs: number;
 }
 
 /**
@@ -219,24 +220,16 @@ export class LockService {
     const nowMs = this.options.clock.nowMs();
     const refusedForNow = !answer.ok && answer.code === "not_primary" && this.replica.takeoverPending(nowMs);
     if (!refusedForNow || this.heldForTakeover.length >= TAKEOVER_HELD_MAX) return done(answer);
-    // The takeover comes within the backup's promise (backupLeaseMs) of the primary's silence,
-    // plus a claim or two; one promise's length from now bounds the hold.
-    this.heldForTakeover.push({ command, requestId, done, untilMs: nowMs + this.options.settings.backupLeaseMs });
+    this.heldForTakeover.push({ command, requestId, done });
   }
 
   /**
-   * After a step: once no takeover is pending (this server took over, or follows a primary again),
-   * every held request is submitted again; before, those held past their bound are. Either way
-   * without holding again, so each is held once at most.
+   * After a step (the tick's too): once no takeover is pending, every held request is submitted
+   * again, without holding again, so each is held once at most.
    */
   private releaseHeld(): void {
-    if (this.heldForTakeover.length === 0) return;
-    const nowMs = this.options.clock.nowMs();
-    const pending = this.replica.takeoverPending(nowMs);
-    const release = pending ? this.heldForTakeover.filter((h) => nowMs >= h.untilMs) : this.heldForTakeover;
-    if (release.length === 0) return;
-    this.heldForTakeover = pending ? this.heldForTakeover.filter((h) => nowMs < h.untilMs) : [];
-    for (const h of release) this.continuations.push(() => this.submitThen(h.command, h.requestId, h.done, false));
+    if (this.heldForTakeover.length === 0 || this.replica.takeoverPending(this.options.clock.nowMs())) return;
+    for (const h of this.heldForTakeover.splice(0)) this.continuations.push(() => this.submitThen(h.command, h.requestId, h.done, false));
   }
 
   /** Feeds the clock to the core: expiries, renewals, heartbeats, takeover checks. */

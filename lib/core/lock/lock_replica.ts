@@ -488,12 +488,16 @@ export class LockReplica {
 
   /**
    * Whether this server is a backup with a whole copy that has heard nothing from its primary for
-   * primarySilenceMs: it claims the primary's place as soon as its promises let it, so a client's
-   * request refused now would be served here soon. The driver may hold such a request until the
-   * takeover (cluster/lock/service.ts) rather than have the client back off and ask again.
+   * primarySilenceMs, while a dead primary's leases would end (eagerClaimsUntilMs): it claims the
+   * primary's place as soon as its promises let it, so a client's request refused now would be
+   * served here soon. The driver may hold such a request until the takeover
+   * (cluster/lock/service.ts) rather than have the client back off and ask again. Past that
+   * window the primary is most likely alive and cut off from us: a request is refused at once,
+   * and the client asks the primary.
    */
   takeoverPending(nowMs: number): boolean {
-    return this.role === "backup" && this.machine !== null && !this.follower.loading && this.primarySilent(nowMs);
+    if (this.role !== "backup" || this.machine === null || this.follower.loading) return false;
+    return this.primarySilent(nowMs) && nowMs < this.eagerClaimsUntilMs(true);
   }
 
   /**
