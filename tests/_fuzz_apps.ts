@@ -18,7 +18,7 @@ import type { SecurityLog } from "../cluster/security_log.ts";
 import { decodePeerBody, encodePeerBody } from "../cluster/peer_transport.ts";
 import { LockService } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { realTimers } from "../cluster/timers.ts";
+import { realTimers, type Timers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { ERROR_STATUS } from "../lib/wire/errors.ts";
 import { contentType, hostileString, mutatedObject, nonObjectText } from "./_fuzz.ts";
@@ -311,7 +311,7 @@ export interface Recorded {
  * `lockNode`; from then on nothing ticks, so the states only change by what a test sends.
  * `recorded` has every message sent (real appends, sync requests, claims and renewals).
  */
-export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options: { peerAuth?: boolean } = {}) {
+export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options: { peerAuth?: boolean; timers?: Timers } = {}) {
   const clock = manualClock(0);
   const arbiterLog = memoryLogger();
   const core = new ArbiterCore({ primaryId: "p1", backupId: "b1", leaseMs: settings.primaryLeaseMs, bootstrapWaitMs: settings.bootstrapWaitMs }, null, 0);
@@ -343,7 +343,7 @@ export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options:
           return new Promise((done) => answerPeer(services.get(to)!, settings, text, (answer) => done(decodePeerBody(answer))));
         },
       },
-      timers: realTimers,
+      timers: options.timers ?? realTimers,
       sessionIdPrefix: `${id}-`,
       tokenFloor: 0,
     });

@@ -341,6 +341,29 @@ test("takeover waits out the backup's own promise, not only the arbiter's lease"
   assert.equal(w.server("p").role, "backup");
 });
 
+test("takeover: a claim refused while the arbiter's lease outlives the backup's promise is repeated at the next tick, not claimRetryMs later (issue 14)", () => {
+  const w = healthy();
+  w.runChecked(1_000);
+  // A moment when the arbiter's lease (renewed every leaseRenewMs) ends 10-40 ms after the
+  // backup's promise (renewed every heartbeatMs): the claim at the promise's end is refused, and
+  // a retry claimRetryMs (50 ms) later would come 10-40 ms after the lease ended.
+  const ends = () => ({
+    arbiter: w.nowMs + w.arbiter.leaseRemainingMs(w.nowMs),
+    promise: w.nowMs + w.server("b").status().promisedRemainingMs,
+  });
+  for (let i = 0; i < 500; i++) {
+    const { arbiter, promise } = ends();
+    if (arbiter - promise >= 10 && arbiter - promise <= 40) break;
+    w.run(S.tickMs);
+  }
+  const { arbiter: leaseEndsAtMs, promise: promiseEndsAtMs } = ends();
+  assert.ok(leaseEndsAtMs - promiseEndsAtMs >= 10 && leaseEndsAtMs - promiseEndsAtMs <= 40, "such a moment came");
+  w.paused.add("p");
+  while (w.server("b").role !== "primary" && w.nowMs < leaseEndsAtMs + 1_000) w.run(S.tickMs);
+  assert.equal(w.server("b").role, "primary");
+  assert.ok(w.nowMs - leaseEndsAtMs < S.tickMs, `took over ${w.nowMs - leaseEndsAtMs} ms after the arbiter's lease ended (${leaseEndsAtMs - promiseEndsAtMs} ms after the promise)`);
+});
+
 test("takeover: a restarted backup first waits out the promises it may have given before its crash", () => {
   const w = healthy();
   w.cut.add("p>a"); // only the backup's promises carry the primary

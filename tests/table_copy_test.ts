@@ -364,7 +364,11 @@ test("replica: a backup that restarts mid-copy starts a new stream, which replac
 });
 
 test("replica: an epoch change mid-copy: the backup keeps its old copy through the stream and a takeover starts from it, never from the partial one", () => {
-  const w = healthy(SMALL_CHUNKS);
+  // The backup must hear the primary's new copy generation before its last promise runs out (else
+  // it takes over before the stream: the primary, cut from the arbiter too, has lost both its
+  // backers). The hung appends count as lost only after replicationTimeoutMs, so this scenario
+  // needs the 500 ms promise it was written with (400 ms since issue 14).
+  const w = healthy({ ...SMALL_CHUNKS, primaryLeaseMs: 500, backupLeaseMs: 500 });
   const sessions = fill(w, 20);
   const committedIndex = w.server("p").machine!.appliedIndex;
   // The primary loses the arbiter, and its appends to the backup hang: it drops the backup (a

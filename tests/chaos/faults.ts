@@ -17,6 +17,7 @@
  * a few nodes whose whole clock runs at a rate for the whole run (`rates`).
  */
 import { Prng } from "../../lib/core/prng.ts";
+import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import { sleep } from "../_harness.ts";
 import type { HistoryWriter } from "./history.ts";
 import { CLOCK_STEP_MAX_S } from "./clock.ts";
@@ -64,7 +65,7 @@ export interface FaultStep {
 }
 
 /** primaryLeaseMs of the chaos cluster (the default): "short" pauses stay below it. */
-export const PRIMARY_LEASE_MS = 500;
+export const PRIMARY_LEASE_MS = DEFAULT_SETTINGS.primaryLeaseMs;
 
 export type Track = "lock" | "ring" | "client" | "clock";
 const TRACKS: Track[] = ["lock", "ring", "client", "clock"];

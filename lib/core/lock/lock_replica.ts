@@ -475,12 +475,40 @@ export class LockReplica {
   }
 
   private tickBackup(): void {
-    const s = this.options.settings;
     this.maybeWhois();
     if (!this.machine || this.follower.loading) this.follower.requestSync(); // also a chunk request that failed
     // Also without a copy: a claim without state tells the arbiter this process's copy is gone
     // (the primary may be a restarted one waiting for it; arbiter.ts, backupCopyLost).
-    if (this.nowMs - this.follower.lastHeardMs >= s.primarySilenceMs) this.maybeClaim();
+    if (this.primarySilent(this.nowMs)) this.maybeClaim();
+  }
+
+  private primarySilent(nowMs: number): boolean {
+    return nowMs - this.follower.lastHeardMs >= this.options.settings.primarySilenceMs;
+  }
+
+  /**
+   * Whether this server is a backup with a whole copy that has heard nothing from its primary for
+   * primarySilenceMs, while a dead primary's leases would end (eagerClaimsUntilMs): it claims the
+   * primary's place as soon as its promises let it, so a client's request refused now would be
+   * served here soon. The driver may hold such a request until the takeover
+   * (cluster/lock/service.ts) rather than have the client back off and ask again. Past that
+   * window the primary is most likely alive and cut off from us: a request is refused at once,
+   * and the client asks the primary.
+   */
+  takeoverPending(nowMs: number): boolean {
+    if (this.role !== "backup" || this.machine === null || this.follower.loading) return false;
+    return this.primarySilent(nowMs) && nowMs < this.eagerClaimsUntilMs(true);
+  }
+
+  /**
+   * When this backup's next takeover claim may first go out (its promises ran out and the primary
+   * fell silent), if that is later than `nowMs`; else undefined. The driver ticks at that moment
+   * too, so the claim does not wait for the next tick (up to tickMs, issue 14).
+   */
+  takeoverClaimAtMs(nowMs: number): number | undefined {
+    if (this.role !== "backup" || this.machine === null) return undefined;
+    const atMs = Math.max(this.gate.takeoverFromMs(), this.follower.lastHeardMs + this.options.settings.primarySilenceMs);
+    return atMs > nowMs ? atMs : undefined;
   }
 
   private onSyncAnswer(answer: PeerMessage): void {
@@ -498,7 +526,7 @@ export class LockReplica {
     const hasState = this.machine !== null;
     const arbiter = this.options.arbiterId;
     if (arbiter === null) return;
-    if (!this.gate.claimDue(this.nowMs, hasState, this.hasInFlight("claim"))) return;
+    if (!this.gate.claimDue(this.nowMs, hasState, this.hasInFlight("claim"), this.eagerClaimsUntilMs(hasState))) return;
     const ref = this.request({ kind: "claim", sentAtMs: this.nowMs, hasState });
     this.gate.claimSent(this.nowMs, hasState ? this.epoch : null);
     this.out.send.push({
@@ -507,6 +535,18 @@ export class LockReplica {
       to: arbiter,
       request: { type: "claim", from: this.options.nodeId, epoch: this.epoch, hasState, incarnation: this.disk.reportedIncarnation(this.machine, this.restored !== null) },
     });
+  }
+
+  /**
+   * Until when a backup taking over claims again at every tick (takeover_gate.ts claimDue): while
+   * the arbiter's lease of the silent primary may be about to end. A primary that died did so
+   * within a heartbeat of our hearing it last (unless its last messages were lost), and its lease
+   * ends primaryLeaseMs after its last renewal; leaseRenewMs of margin. Past that, the primary is
+   * most likely alive and cut off from us: claims every claimRetryMs.
+   */
+  private eagerClaimsUntilMs(hasState: boolean): number {
+    const s = this.options.settings;
+    return this.role === "backup" && hasState ? this.follower.lastHeardMs + s.primaryLeaseMs + s.leaseRenewMs : Number.NEGATIVE_INFINITY;
   }
 
   private onClaimAnswer(request: InFlight, reply: ArbiterReply): void {
