@@ -36,6 +36,7 @@ import type { PeerTransport } from "../cluster/peer_transport.ts";
 import { type HttpServer, runtimeName, serveHttp, type StreamSocket } from "../cluster/runtime.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { realTimers } from "../cluster/timers.ts";
+import { FORMAT_HEADER } from "../lib/wire/version.ts";
 import { eventually } from "./_harness.ts";
 
 const SECRET = "peer-stream-test-secret-0123456789abcdef";
@@ -378,7 +379,7 @@ async function lyingReceiver(tamper: (frame: string, nonce: string, key: PeerKey
       accept(request) {
         const query = new URL(request.url).searchParams;
         const verdict = verifier.verify({
-          headers: { from: query.get(PEER_HEADER.from), nonce: query.get(PEER_HEADER.nonce), seq: query.get(PEER_HEADER.seq), mac: query.get(PEER_HEADER.mac) },
+          headers: { from: query.get(PEER_HEADER.from), nonce: query.get(PEER_HEADER.nonce), seq: query.get(PEER_HEADER.seq), mac: query.get(PEER_HEADER.mac), format: query.get(FORMAT_HEADER) },
           method: "GET",
           path: STREAM_PATH,
           body: new Uint8Array(),
