@@ -8,6 +8,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
@@ -302,4 +303,21 @@ test("peer auth: a body given as text is MACed as its UTF-8 bytes (TextEncoder's
   // The text form still covers the body: another body, another MAC.
   assert.notEqual(mac(key, head, "ab").toString("hex"), mac(key, head, "ba").toString("hex"));
   assert.equal(macValid(key, head, "ab", mac(key, head, "ba").toString("hex")), false);
+});
+
+test("peer auth: the MAC from the key's padded states is createHmac's, for keys of 0 to 200 bytes (longer than a block: hashed first) and bodies of any size", async () => {
+  const head = ["mutexd-frame-v1", "00ff", "answer", "a", "b", 3, 2, 200];
+  const bodies = ["", "x", "é😀", "y".repeat(63), "y".repeat(64), "y".repeat(65), "z".repeat(10_000)];
+  for (const length of [0, 1, 31, 32, 33, 63, 64, 65, 100, 128, 200]) {
+    const bytes = Uint8Array.from({ length }, (_, i) => (i * 37 + length) & 0xff);
+    const key: PeerKey = { bytes };
+    for (const body of bodies) {
+      const expected = createHmac("sha256", bytes).update(JSON.stringify(head) + "\n").update(body).digest("hex");
+      // Twice: the states are copied, never used up.
+      assert.equal(mac(key, head, body).toString("hex"), expected, `key of ${length} bytes, body of ${body.length}`);
+      assert.equal(mac(key, head, new TextEncoder().encode(body)).toString("hex"), expected, `key of ${length} bytes, body of ${body.length}, as bytes`);
+    }
+  }
+  const key = await peerKey(SECRET);
+  assert.equal(mac(key, head, "b").toString("hex"), createHmac("sha256", key.bytes).update(JSON.stringify(head) + "\n").update("b").digest("hex"));
 });
