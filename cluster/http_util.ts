@@ -198,13 +198,24 @@ export function parseJsonText(text: string): Record<string, unknown> {
 export type Checked<T> = { ok: true; value: T } | { ok: false; message: string };
 
 /**
+ * Whether `text` takes more than `bytesMax` bytes as UTF-8. A UTF-16 unit takes at most 3 bytes
+ * (a pair of them 4, a lone surrogate 3 as U+FFFD), so a text of at most bytesMax / 3 units is
+ * not encoded: a replication frame of a few hundred characters was copied whole only to be
+ * counted (every append, on the backup).
+ */
+export function utf8LongerThan(text: string, bytesMax: number): boolean {
+  if (text.length * 3 <= bytesMax) return false;
+  return new TextEncoder().encode(text).byteLength > bytesMax;
+}
+
+/**
  * A request between cluster members (JSON text, at most `bytesMax`) that `check` (its
  * schema) accepts; anything else is a RequestError (bad_request, naming the field), so it
  * changes nothing.
  */
 export function readPeerRequest<T>(text: string, bytesMax: number, check: (value: unknown) => Checked<T>): T {
   // Bytes, not characters: a body of multi-byte characters must not pass a character count.
-  if (new TextEncoder().encode(text).byteLength > bytesMax) throw new RequestError("body_too_large", `request larger than ${bytesMax} bytes`);
+  if (utf8LongerThan(text, bytesMax)) throw new RequestError("body_too_large", `request larger than ${bytesMax} bytes`);
   let value: Record<string, unknown>;
   try {
     value = decodePeerBody(text);

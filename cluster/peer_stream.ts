@@ -88,15 +88,13 @@ export interface FrameKeys {
   nonce: string;
 }
 
-const encoder = new TextEncoder();
-
 /** What a frame's MAC covers besides its body. */
 const frameHead = (nonce: string, direction: Direction, from: string, to: string, frame: Omit<Frame, "mac" | "body">) =>
   [FRAME_LABEL, nonce, direction, from, to, frame.seq, frame.re, frame.status];
 
 /** A frame to send: its text, MACed for `direction` from `from` to `to`. */
 export function encodeFrame(keys: FrameKeys, direction: Direction, from: string, to: string, frame: Omit<Frame, "mac">): string {
-  const macHex = keys.key ? mac(keys.key, frameHead(keys.nonce, direction, from, to, frame), encoder.encode(frame.body)).toString("hex") : NO_MAC;
+  const macHex = keys.key ? mac(keys.key, frameHead(keys.nonce, direction, from, to, frame), frame.body).toString("hex") : NO_MAC;
   return `${frame.seq} ${frame.re} ${frame.status} ${macHex}\n${frame.body}`;
 }
 
@@ -104,7 +102,7 @@ export function encodeFrame(keys: FrameKeys, direction: Direction, from: string,
 function checkFrame(keys: FrameKeys, direction: Direction, from: string, to: string, lastSeq: number, text: string): Frame | { refused: string } {
   const frame = parseFrame(text);
   if (frame === null) return { refused: "peerStreamMalformed" };
-  if (keys.key && !macValid(keys.key, frameHead(keys.nonce, direction, from, to, frame), encoder.encode(frame.body), frame.mac)) {
+  if (keys.key && !macValid(keys.key, frameHead(keys.nonce, direction, from, to, frame), frame.body, frame.mac)) {
     return { refused: "peerStreamForged" };
   }
   // One connection delivers in order: a seq not above the last is a replay or a reordering.
@@ -119,7 +117,7 @@ const helloHead = (server: string, client: string, upgradeMac: string) => [HELLO
 
 /** The receiver's first frame: the connection's nonce, MACed with the upgrade's MAC (`-` without a key). */
 export function encodeHello(key: PeerKey | undefined, server: string, client: string, upgradeMac: string, nonce: string): string {
-  const macHex = key ? mac(key, helloHead(server, client, upgradeMac), encoder.encode(nonce)).toString("hex") : NO_MAC;
+  const macHex = key ? mac(key, helloHead(server, client, upgradeMac), nonce).toString("hex") : NO_MAC;
   return `0 0 0 ${macHex}\n${nonce}`;
 }
 
@@ -396,7 +394,7 @@ class PeerStream {
         this.options.timers.clearTimeout(helloTimer);
         const hello = parseFrame(event.data);
         const valid = hello !== null && hello.seq === 0 &&
-          (keyed ? macValid(keyed.key, helloHead(this.to, this.options.self, upgradeMac), encoder.encode(hello.body), hello.mac) : true);
+          (keyed ? macValid(keyed.key, helloHead(this.to, this.options.self, upgradeMac), hello.body, hello.mac) : true);
         if (!valid) return this.refuse("peerStreamForged");
         this.keys = { key: keyed?.key, nonce: hello.body };
         this.opened();

@@ -56,6 +56,9 @@ export const hostileNumber: fc.Arbitrary<number> = fc.oneof(
   fc.double({ noNaN: true, noDefaultInfinity: true }),
 );
 
+/** Numbers at the bounds a schema checks: signs, zero and -0, a fraction, ±2^53 and one inside, the non-finite ones. */
+export const BOUNDARY_NUMBERS: readonly number[] = [0, -0, -1, 1, 1.5, -1.5, 2 ** 53 - 1, 2 ** 53, -(2 ** 53 - 1), -(2 ** 53), 1e308, NaN, Infinity, -Infinity];
+
 /** Strings a decoder must handle: empty, long, control characters, lone surrogates, non-ASCII, path-like. */
 export const hostileString: fc.Arbitrary<string> = fc.oneof(
   fc.constantFrom("", " ", "\u0000", "\ud800", "é", "💥", "../../etc/passwd", "a/b", "%00", "__proto__", "constructor", "x".repeat(5_000)),
@@ -100,6 +103,18 @@ export function mutatedObject(valid: Record<string, unknown>): fc.Arbitrary<Reco
     }
     return body;
   });
+}
+
+/** `value` as a route or a peer reads it (its JSON text parsed), or undefined if it has no JSON form. */
+export function roundTripped(value: unknown): unknown {
+  const text = JSON.stringify(value);
+  return text === undefined ? undefined : JSON.parse(text);
+}
+
+/** How many of `body` as built and as parsed from its JSON `accepts` accepts (0..2): a quick check's fuzz tests run both. */
+export function acceptedBothWays(accepts: (body: unknown, what: string) => boolean, body: unknown, what: string): number {
+  const parsed = roundTripped(body);
+  return (accepts(body, what) ? 1 : 0) + (parsed !== undefined && accepts(parsed, `${what} (JSON)`) ? 1 : 0);
 }
 
 /** Bytes that are not a JSON object: random bytes, truncated JSON, arrays, scalars, bad UTF-8. */

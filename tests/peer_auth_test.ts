@@ -8,11 +8,12 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { authenticatedSender, PEER_HEADER, peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
+import { authenticatedSender, mac, macValid, PEER_HEADER, peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 
 const SECRET = "peer-auth-test-secret-0123456789abcdef";
@@ -287,4 +288,36 @@ test("peer auth: the MAC is the same HMAC-SHA256 as with Web Crypto (createHmac 
   const expected = [...new Uint8Array(await crypto.subtle.sign("HMAC", webKey, signed))].map((b) => b.toString(16).padStart(2, "0")).join("");
   assert.equal(signRequest(await peerKey(SECRET), head, body), expected);
   assert.notEqual(signRequest(await peerKey(OTHER_SECRET), head, body), expected, "another secret, another MAC");
+});
+
+test("peer auth: a body given as text is MACed as its UTF-8 bytes (TextEncoder's), lone surrogates included, so the stream may hand its frames' text to the HMAC", async () => {
+  const key = await peerKey(SECRET);
+  const encoder = new TextEncoder();
+  const head = ["mutexd-frame-v1", "00ff", "request", "a", "b", 1, 0, 0];
+  const bodies = ["", "x", JSON.stringify({ type: "append", n: "é" }), "😀".repeat(100), "\ud800", "a\udc00b", "\ud83d", "\u0000\n\r", "x".repeat(70_000)];
+  for (const body of bodies) {
+    const fromBytes = mac(key, head, encoder.encode(body)).toString("hex");
+    assert.equal(mac(key, head, body).toString("hex"), fromBytes, JSON.stringify(body.slice(0, 20)));
+    assert.equal(macValid(key, head, body, fromBytes), true);
+  }
+  // The text form still covers the body: another body, another MAC.
+  assert.notEqual(mac(key, head, "ab").toString("hex"), mac(key, head, "ba").toString("hex"));
+  assert.equal(macValid(key, head, "ab", mac(key, head, "ba").toString("hex")), false);
+});
+
+test("peer auth: the MAC from the key's padded states is createHmac's, for keys of 0 to 200 bytes (longer than a block: hashed first) and bodies of any size", async () => {
+  const head = ["mutexd-frame-v1", "00ff", "answer", "a", "b", 3, 2, 200];
+  const bodies = ["", "x", "é😀", "y".repeat(63), "y".repeat(64), "y".repeat(65), "z".repeat(10_000)];
+  for (const length of [0, 1, 31, 32, 33, 63, 64, 65, 100, 128, 200]) {
+    const bytes = Uint8Array.from({ length }, (_, i) => (i * 37 + length) & 0xff);
+    const key: PeerKey = { bytes };
+    for (const body of bodies) {
+      const expected = createHmac("sha256", bytes).update(JSON.stringify(head) + "\n").update(body).digest("hex");
+      // Twice: the states are copied, never used up.
+      assert.equal(mac(key, head, body).toString("hex"), expected, `key of ${length} bytes, body of ${body.length}`);
+      assert.equal(mac(key, head, new TextEncoder().encode(body)).toString("hex"), expected, `key of ${length} bytes, body of ${body.length}, as bytes`);
+    }
+  }
+  const key = await peerKey(SECRET);
+  assert.equal(mac(key, head, "b").toString("hex"), createHmac("sha256", key.bytes).update(JSON.stringify(head) + "\n").update("b").digest("hex"));
 });

@@ -10,7 +10,7 @@ import { manualClock } from "../cluster/clock.ts";
 import { answerPeer, createLockApp } from "../cluster/lock/api.ts";
 import { answerArbiter } from "../cluster/arbiter/server.ts";
 import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
-import { RequestError } from "../cluster/http_util.ts";
+import { RequestError, utf8LongerThan } from "../cluster/http_util.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { LockMachine } from "../lib/core/lock/lock_machine.ts";
 import { CopySource } from "../lib/core/lock/table_copy.ts";
@@ -384,4 +384,20 @@ test("schemas: messages name the field (missing, unknown, ill-typed), as the rea
   assert.equal(says(checkPeerRequest({ type: "append", epoch: 1, syncGen: 0, entries: [] }, LIMITS)), "from: missing");
   assert.equal(says(checkPeerRequest({ type: "syncNext", from: "b1", epoch: 1, syncGen: 0, position: 0, admin: true }, LIMITS)), "unknown field admin in peer request");
   assert.match(says(checkPeerRequest({ ...GOOD[0].value, entries: [{ ...ENTRY, command: { ...ENTRY.command, name: 7 } }] }, LIMITS)), /^entries\.0\.command\.name: /);
+});
+
+test("a peer request's size in UTF-8 bytes: the short cut (at most 3 bytes a UTF-16 unit) gives the encoder's verdict at and around every bound, for 1-, 2-, 3- and 4-byte characters and lone surrogates", () => {
+  const encoder = new TextEncoder();
+  let over = 0;
+  for (const unit of ["a", "é", "€", "😀", "\ud800", "\udc00"]) {
+    for (let repeat = 0; repeat <= 12; repeat++) {
+      const text = unit.repeat(repeat);
+      const bytes = encoder.encode(text).byteLength;
+      for (let bytesMax = 0; bytesMax <= 50; bytesMax++) {
+        assert.equal(utf8LongerThan(text, bytesMax), bytes > bytesMax, `${JSON.stringify(text)} (${bytes} bytes) against ${bytesMax}`);
+        if (bytes > bytesMax) over++;
+      }
+    }
+  }
+  assert.ok(over > 100, `over ${over}`);
 });

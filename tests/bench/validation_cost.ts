@@ -14,21 +14,13 @@ import { LockTable } from "../../lib/core/lock/lock_table.ts";
 import { LockMachine } from "../../lib/core/lock/lock_machine.ts";
 import { CopySource } from "../../lib/core/lock/table_copy.ts";
 import { checkPeerAnswer, checkPeerRequest } from "../../lib/wire/lock_peer.ts";
-import { median } from "./lib/stats.ts";
+import { microsecondsPerCall } from "./lib/stats.ts";
 
 const settings = DEFAULT_SETTINGS;
 const ROUNDS = 5;
 
 /** µs per call of `fn`, the median of ROUNDS rounds of `count` calls (after one warm-up round). */
-function microseconds(count: number, fn: () => void): number {
-  const rounds: number[] = [];
-  for (let round = 0; round <= ROUNDS; round++) {
-    const startMs = performance.now();
-    for (let i = 0; i < count; i++) fn();
-    if (round > 0) rounds.push(((performance.now() - startMs) * 1_000) / count);
-  }
-  return median(rounds);
-}
+const microseconds = (count: number, fn: () => void) => microsecondsPerCall(count, fn, ROUNDS);
 
 const append = {
   type: "append",

@@ -16,6 +16,17 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** µs per call of `fn`: the median of `rounds` rounds of `count` calls, after one warm-up round. */
+export function microsecondsPerCall(count: number, fn: () => void, rounds = 5): number {
+  const perRound: number[] = [];
+  for (let round = 0; round <= rounds; round++) {
+    const startMs = performance.now();
+    for (let i = 0; i < count; i++) fn();
+    if (round > 0) perRound.push(((performance.now() - startMs) * 1_000) / count);
+  }
+  return median(perRound);
+}
+
 /** p50 / p99 / max of a latency sample (ms). */
 export interface Latency {
   p50: number;

@@ -1,0 +1,214 @@
+/**
+ * A quick check read off a valibot schema (issue 14): whether the schema accepts a value exactly as
+ * it is, without running valibot. Only a yes is a verdict: a value the reader accepts passes the
+ * schema with an output deep-equal to itself, so the caller may take the value as the output. A
+ * no sends the value through valibot, which refuses it with its message (or accepts it). A schema
+ * with a part this reader does not know has no quick check at all (`quickCheck` returns null).
+ *
+ * Known parts, read as valibot 1.5's dist/index.mjs runs them (valibot's own rules in brackets):
+ * - string, number [not NaN], boolean, literal [===], picklist [options.includes];
+ * - in a pipe after one of those (or after a pipe of them): min_length, max_length, safe_integer, min_value [>=],
+ *   max_value [<=], finite; any other action (a transform) makes the schema unknown;
+ * - optional and nullable without a default (a default changes the output);
+ * - strict_object: every own key known, every required key present [`key in input`, own keys
+ *   only in the `for…in` over the input: prototype keys are refused here, left to valibot];
+ * - array of any known item, with a max_length in its pipe;
+ * - variant: the first option whose discriminators (the keys of nested variants too) pass
+ *   decides, as valibot's run stops at the first option that passes; if that option fails here,
+ *   no verdict (valibot might try a later one).
+ * Arrays are never objects here (valibot's object schemas would take one): no verdict.
+ *
+ * The values are JSON.parse's (plain objects, no prototype keys of their own); the proof that the
+ * verdicts are valibot's is tests/peer_quick_check_test.ts, over every peer message kind, every
+ * command kind, boundary values and seeded mutations of real appends.
+ */
+import type * as v from "valibot";
+
+/** A value's verdict: true when the schema accepts it as it is (no verdict otherwise). */
+export type QuickCheck = (value: unknown) => boolean;
+
+/** The parts of a valibot schema this reader looks at. */
+interface Part {
+  kind: string;
+  type: string;
+  requirement?: unknown;
+  options?: readonly unknown[];
+  literal?: unknown;
+  key?: string;
+  entries?: Record<string, Part>;
+  item?: Part;
+  wrapped?: Part;
+  default?: unknown;
+  fallback?: unknown;
+  pipe?: readonly Part[];
+}
+
+/** Schemas already read (a schema object is built once per settings: lib/wire/schema.ts perSettings). */
+const readSchemas = new WeakMap<object, QuickCheck | null>();
+
+/** `schema`'s quick check, or null if it has a part not known here (read once per schema). */
+export function quickCheck(schema: v.GenericSchema): QuickCheck | null {
+  let quick = readSchemas.get(schema);
+  if (quick === undefined) {
+    quick = read(schema as unknown as Part, 0);
+    readSchemas.set(schema, quick);
+  }
+  return quick;
+}
+
+/** Deepest nesting read (the peer schemas nest 5 deep: append, entries, entry, command, field). */
+const DEPTH_MAX = 16;
+
+function read(schema: Part, depth: number): QuickCheck | null {
+  if (depth > DEPTH_MAX || schema.fallback !== undefined) return null;
+  const [base, ...actions] = schema.pipe ?? [schema];
+  if (base.kind !== "schema") return null;
+  // A pipe's first part may be a pipe itself (`v.pipe(count(), v.minValue(1))`): valibot runs it whole first.
+  const own = base === schema ? readBase(base, depth) : read(base, depth + 1);
+  if (own === null || actions.length === 0) return own;
+  const checks: QuickCheck[] = [];
+  for (const action of actions) {
+    const check = readAction(base.type, action);
+    if (check === null) return null;
+    checks.push(check);
+  }
+  return (value) => {
+    if (!own(value)) return false;
+    for (const check of checks) if (!check(value)) return false;
+    return true;
+  };
+}
+
+/** One validation of a pipe after a base of type `baseType`, or null if unknown there. */
+function readAction(baseType: string, action: Part): QuickCheck | null {
+  const requirement = action.requirement;
+  if (action.kind !== "validation") return null;
+  const sized = baseType === "string" || baseType === "array";
+  if (sized && typeof requirement === "number") {
+    if (action.type === "min_length") return (value) => (value as { length: number }).length >= requirement;
+    if (action.type === "max_length") return (value) => (value as { length: number }).length <= requirement;
+  }
+  if (baseType !== "number") return null;
+  if (action.type === "safe_integer") return (value) => Number.isSafeInteger(value);
+  if (action.type === "finite") return (value) => Number.isFinite(value);
+  if (typeof requirement !== "number") return null;
+  if (action.type === "min_value") return (value) => (value as number) >= requirement;
+  if (action.type === "max_value") return (value) => (value as number) <= requirement;
+  return null;
+}
+
+function readBase(schema: Part, depth: number): QuickCheck | null {
+  switch (schema.type) {
+    case "string":
+      return (value) => typeof value === "string";
+    case "number":
+      return (value) => typeof value === "number" && !Number.isNaN(value);
+    case "boolean":
+      return (value) => typeof value === "boolean";
+    case "literal": {
+      const literal = schema.literal;
+      return (value) => value === literal;
+    }
+    case "picklist": {
+      const options = schema.options;
+      return Array.isArray(options) ? (value) => options.includes(value) : null;
+    }
+    case "optional":
+    case "nullable": {
+      if (schema.default !== undefined || schema.wrapped === undefined) return null;
+      const wrapped = read(schema.wrapped, depth + 1);
+      if (wrapped === null) return null;
+      return schema.type === "optional" ? (value) => value === undefined || wrapped(value) : (value) => value === null || wrapped(value);
+    }
+    case "array": {
+      const item = schema.item === undefined ? null : read(schema.item, depth + 1);
+      if (item === null) return null;
+      return (value) => {
+        if (!Array.isArray(value)) return false;
+        for (let i = 0; i < value.length; i++) if (!item(value[i])) return false;
+        return true;
+      };
+    }
+    case "strict_object":
+      return readObject(schema, depth);
+    case "variant":
+      return readVariant(schema, depth);
+    default:
+      return null;
+  }
+}
+
+/** A strict object's check: known own keys only, each value passing, every required key present. */
+function readObject(schema: Part, depth: number): QuickCheck | null {
+  if (schema.entries === undefined) return null;
+  const fields: Array<{ key: string; required: boolean; check: QuickCheck }> = [];
+  for (const [key, entry] of Object.entries(schema.entries)) {
+    const check = read(entry, depth + 1);
+    if (check === null) return null;
+    fields.push({ key, required: entry.type !== "optional", check });
+  }
+  const known = new Set(fields.map((field) => field.key));
+  return (value) => {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+    const input = value as Record<string, unknown>;
+    // for…in sees inherited enumerable keys as valibot's own loop does; a known key must be own.
+    for (const key in input) if (!known.has(key) || !Object.hasOwn(input, key)) return false;
+    for (const field of fields) {
+      if (field.key in input) {
+        if (!Object.hasOwn(input, field.key) || !field.check(input[field.key])) return false;
+      } else if (field.required) return false;
+    }
+    return true;
+  };
+}
+
+/** An option of a variant with the discriminators that select it (those of enclosing variants too). */
+interface Option {
+  discriminators: Array<{ key: string; optional: boolean; check: QuickCheck }>;
+  check: QuickCheck;
+}
+
+/** A variant's check: the first option whose discriminators all pass decides (valibot's order). */
+function readVariant(schema: Part, depth: number): QuickCheck | null {
+  const options: Option[] = [];
+  if (!flatten(schema, [], options, depth)) return null;
+  return (value) => {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+    const input = value as Record<string, unknown>;
+    for (const option of options) {
+      if (selects(option, input)) return option.check(input);
+    }
+    return false;
+  };
+}
+
+/** Whether `option`'s discriminators pass on `input` (a missing one passes if it is optional). */
+function selects(option: Option, input: Record<string, unknown>): boolean {
+  for (const discriminator of option.discriminators) {
+    if (discriminator.key in input ? !discriminator.check(input[discriminator.key]) : !discriminator.optional) return false;
+  }
+  return true;
+}
+
+/** The options of `variant` (nested variants' options in place, with their keys added), in order. */
+function flatten(variant: Part, outerKeys: readonly string[], options: Option[], depth: number): boolean {
+  if (depth > DEPTH_MAX || typeof variant.key !== "string" || !Array.isArray(variant.options)) return false;
+  const keys = outerKeys.includes(variant.key) ? outerKeys : [...outerKeys, variant.key];
+  for (const option of variant.options as Part[]) {
+    if (option.type === "variant") {
+      if (!flatten(option, keys, options, depth + 1)) return false;
+      continue;
+    }
+    const check = read(option, depth + 1);
+    if (check === null || option.entries === undefined) return false;
+    const discriminators = [];
+    for (const key of keys) {
+      const entry = option.entries[key];
+      const entryCheck = entry === undefined ? null : read(entry, depth + 2);
+      if (entryCheck === null) return false;
+      discriminators.push({ key, optional: entry.type === "optional", check: entryCheck });
+    }
+    options.push({ discriminators, check });
+  }
+  return true;
+}
