@@ -12,6 +12,7 @@ import * as v from "valibot";
 import { CALL_ID_LENGTH_MAX } from "../core/lock/lock_table.ts";
 import { REQUEST_ID_LENGTH_MAX } from "../core/lock/answered.ts";
 import type { Settings } from "../settings.ts";
+import { quickCheck } from "./quick_check.ts";
 import { describeIssue, perSettings, SESSION_ID_LENGTH_MAX } from "./schema.ts";
 
 /** Longest `sessionSecret` a request may carry (the server's are 43 characters). */
@@ -87,8 +88,9 @@ export type BodySchema = v.StrictObjectSchema<v.ObjectEntries, undefined>;
  * (allowed: a, b)`, `name must be a non-empty string`, `mode must be one of exclusive, shared`.
  */
 export function checkBody<S extends BodySchema>(schema: S, body: unknown): { ok: true; value: v.InferOutput<S> } | { ok: false; message: string } {
-  // A body the schema accepts as it is needs no valibot run: its output would be the same fields.
-  if (acceptsAsIs(schema, body)) return { ok: true, value: body as v.InferOutput<S> };
+  // A body the schema accepts as it is needs no valibot run: its output would be the same fields
+  // (lib/wire/quick_check.ts, the reader the peer messages use too; tests/client_body_check_test.ts).
+  if (quickCheck(schema)?.(body)) return { ok: true, value: body as v.InferOutput<S> };
   if (typeof body === "object" && body !== null) {
     // Unknown fields first, as the readers before: the message lists what is allowed.
     const allowed = Object.keys(schema.entries);
@@ -106,98 +108,4 @@ export function checkBody<S extends BodySchema>(schema: S, body: unknown): { ok:
     if (!own.success) issue = own.issues[0];
   }
   return { ok: false, message: path === null ? describeIssue(issue, "body") : `${path} ${issue.message}` };
-}
-
-/**
- * One field as the quick check reads it: a string of `lengthMin..lengthMax` characters, a number
- * (`integer`: a safe integer), or one of `options`; `optional`: a missing (or undefined) value passes.
- */
-interface FieldCheck {
-  key: string;
-  optional: boolean;
-  kind: "string" | "number" | "picklist";
-  lengthMin: number;
-  lengthMax: number;
-  integer: boolean;
-  options: readonly unknown[];
-}
-
-/** A body schema read as field checks, built once per schema (clientSchemas keeps its schemas). */
-const fieldChecks = new WeakMap<BodySchema, { keys: ReadonlySet<string>; fields: FieldCheck[] } | null>();
-
-/**
- * Whether `schema` accepts `body` unchanged: a plain object of known keys, each value passing its
- * field's schema (lib/wire/client.ts's kinds: strings and numbers with their length, integer and
- * picklist checks), every required key present. The same verdict as valibot's on the body, as
- * tests/client_body_check_test.ts shows over a corpus and the fuzzers' mutated bodies, at a
- * fraction of its cost (valibot was a tenth of a lone primary's JavaScript per acquire+release:
- * docs/bench.md). False is no verdict: the body then goes through valibot, which refuses it with
- * its message, or accepts it. A schema with a part this reader does not know always goes there.
- * Exported for that test.
- */
-export function acceptsAsIs(schema: BodySchema, body: unknown): boolean {
-  let checks = fieldChecks.get(schema);
-  if (checks === undefined) {
-    checks = readSchema(schema);
-    fieldChecks.set(schema, checks);
-  }
-  if (checks === null || typeof body !== "object" || body === null || Array.isArray(body)) return false;
-  const input = body as Record<string, unknown>;
-  for (const key in input) if (!checks.keys.has(key)) return false;
-  for (const field of checks.fields) {
-    const value = field.key in input ? input[field.key] : undefined;
-    if (value === undefined ? !field.optional : !passes(field, value)) return false;
-  }
-  return true;
-}
-
-/** Whether `value` passes `field` (every part of its schema: the order does not change the verdict). */
-function passes(field: FieldCheck, value: unknown): boolean {
-  switch (field.kind) {
-    case "string":
-      return typeof value === "string" && value.length >= field.lengthMin && value.length <= field.lengthMax;
-    case "number":
-      return typeof value === "number" && !Number.isNaN(value) && (!field.integer || Number.isSafeInteger(value));
-    case "picklist":
-      return field.options.includes(value);
-  }
-}
-
-/** `schema`'s fields as checks, or null if one of them has a part not known here. */
-function readSchema(schema: BodySchema): { keys: ReadonlySet<string>; fields: FieldCheck[] } | null {
-  const fields: FieldCheck[] = [];
-  for (const [key, entry] of Object.entries(schema.entries)) {
-    const optional = entry.type === "optional" && (entry as v.OptionalSchema<v.GenericSchema, undefined>).default === undefined;
-    const field = readField(key, optional, optional ? (entry as v.OptionalSchema<v.GenericSchema, undefined>).wrapped : entry);
-    if (field === null) return null;
-    fields.push(field);
-  }
-  return { keys: new Set(fields.map((f) => f.key)), fields };
-}
-
-type Part = { kind: string; type: string; requirement?: unknown; options?: readonly unknown[]; pipe?: readonly Part[] };
-
-/**
- * A value schema (a base schema and its pipe's validations, as valibot/dist/index.mjs runs them:
- * string, number, picklist, min_length, max_length, safe_integer) as one field check, or null if
- * it has another part or one in a place this reader does not know.
- */
-function readField(key: string, optional: boolean, schema: v.GenericSchema): FieldCheck | null {
-  const parts = (schema as Part).pipe ?? [schema as Part];
-  const [base, ...validations] = parts;
-  if (base.kind !== "schema" || base.pipe !== undefined) return null;
-  const field: FieldCheck = { key, optional, kind: "string", lengthMin: 0, lengthMax: Number.POSITIVE_INFINITY, integer: false, options: [] };
-  if (base.type === "number") field.kind = "number";
-  else if (base.type === "picklist" && Array.isArray(base.options)) {
-    field.kind = "picklist";
-    field.options = base.options;
-  } else if (base.type !== "string") return null;
-  for (const part of validations) {
-    const requirement = part.requirement;
-    if (field.kind === "string" && part.type === "min_length" && typeof requirement === "number") field.lengthMin = Math.max(field.lengthMin, requirement);
-    else if (field.kind === "string" && part.type === "max_length" && typeof requirement === "number") field.lengthMax = Math.min(field.lengthMax, requirement);
-    else if (field.kind === "number" && part.type === "safe_integer") field.integer = true;
-    else return null;
-  }
-  return field;
 }
