@@ -61,6 +61,8 @@ const DEPTH_MAX = 16;
 
 function read(schema: Part, depth: number): QuickCheck | null {
   if (depth > DEPTH_MAX || schema.fallback !== undefined) return null;
+  const scalar = readScalar(schema, depth);
+  if (scalar !== null) return (value) => passes(scalar, value);
   const [base, ...actions] = schema.pipe ?? [schema];
   if (base.kind !== "schema") return null;
   // A pipe's first part may be a pipe itself (`v.pipe(count(), v.minValue(1))`): valibot runs it whole first.
@@ -79,40 +81,17 @@ function read(schema: Part, depth: number): QuickCheck | null {
   };
 }
 
-/** One validation of a pipe after a base of type `baseType`, or null if unknown there. */
+/** One validation of a pipe after an array (scalars' pipes are read by readScalar), or null if unknown there. */
 function readAction(baseType: string, action: Part): QuickCheck | null {
   const requirement = action.requirement;
-  if (action.kind !== "validation") return null;
-  const sized = baseType === "string" || baseType === "array";
-  if (sized && typeof requirement === "number") {
-    if (action.type === "min_length") return (value) => (value as { length: number }).length >= requirement;
-    if (action.type === "max_length") return (value) => (value as { length: number }).length <= requirement;
-  }
-  if (baseType !== "number") return null;
-  if (action.type === "safe_integer") return (value) => Number.isSafeInteger(value);
-  if (action.type === "finite") return (value) => Number.isFinite(value);
-  if (typeof requirement !== "number") return null;
-  if (action.type === "min_value") return (value) => (value as number) >= requirement;
-  if (action.type === "max_value") return (value) => (value as number) <= requirement;
+  if (action.kind !== "validation" || baseType !== "array" || typeof requirement !== "number") return null;
+  if (action.type === "min_length") return (value) => (value as unknown[]).length >= requirement;
+  if (action.type === "max_length") return (value) => (value as unknown[]).length <= requirement;
   return null;
 }
 
 function readBase(schema: Part, depth: number): QuickCheck | null {
   switch (schema.type) {
-    case "string":
-      return (value) => typeof value === "string";
-    case "number":
-      return (value) => typeof value === "number" && !Number.isNaN(value);
-    case "boolean":
-      return (value) => typeof value === "boolean";
-    case "literal": {
-      const literal = schema.literal;
-      return (value) => value === literal;
-    }
-    case "picklist": {
-      const options = schema.options;
-      return Array.isArray(options) ? (value) => options.includes(value) : null;
-    }
     case "optional":
     case "nullable": {
       if (schema.default !== undefined || schema.wrapped === undefined) return null;
@@ -138,29 +117,129 @@ function readBase(schema: Part, depth: number): QuickCheck | null {
   }
 }
 
-/** A strict object's check: known own keys only, each value passing, every required key present. */
+/**
+ * A leaf value's schema read as data rather than closures: its base type, its pipe's bounds and
+ * whether undefined (optional) or null (nullable) pass. One `passes` call checks it, so an object
+ * of such fields is one flat loop (the client bodies are: issue 14, docs/bench.md).
+ */
+interface Scalar {
+  type: "string" | "number" | "boolean" | "literal" | "picklist";
+  optional: boolean;
+  nullable: boolean;
+  lengthMin: number;
+  lengthMax: number;
+  integer: boolean;
+  finite: boolean;
+  valueMin: number;
+  valueMax: number;
+  literal: unknown;
+  options: readonly unknown[];
+}
+
+/** `schema` as a scalar, or null if it is no scalar or has a part not known here. */
+function readScalar(schema: Part, depth: number): Scalar | null {
+  if (depth > DEPTH_MAX || schema.fallback !== undefined) return null;
+  if (schema.type === "optional" || schema.type === "nullable") {
+    if (schema.default !== undefined || schema.wrapped === undefined || schema.pipe !== undefined) return null;
+    const wrapped = readScalar(schema.wrapped, depth + 1);
+    if (wrapped === null) return null;
+    return schema.type === "optional" ? { ...wrapped, optional: true } : { ...wrapped, nullable: true };
+  }
+  const [base, ...actions] = schema.pipe ?? [schema];
+  if (base.kind !== "schema") return null;
+  // A pipe's first part may be a pipe itself (`v.pipe(count(), v.minValue(1))`): valibot runs it whole first.
+  const scalar = base === schema ? readScalarBase(base) : readScalar(base, depth + 1);
+  if (scalar === null || actions.length === 0) return scalar;
+  if (base.type !== "string" && base.type !== "number") return null;
+  const bounded = { ...scalar };
+  for (const action of actions) {
+    const requirement = action.requirement;
+    if (action.kind !== "validation") return null;
+    if (action.type === "safe_integer" && base.type === "number") bounded.integer = true;
+    else if (action.type === "finite" && base.type === "number") bounded.finite = true;
+    else if (typeof requirement !== "number") return null;
+    else if (action.type === "min_length" && base.type === "string") bounded.lengthMin = Math.max(bounded.lengthMin, requirement);
+    else if (action.type === "max_length" && base.type === "string") bounded.lengthMax = Math.min(bounded.lengthMax, requirement);
+    else if (action.type === "min_value" && base.type === "number") bounded.valueMin = Math.max(bounded.valueMin, requirement);
+    else if (action.type === "max_value" && base.type === "number") bounded.valueMax = Math.min(bounded.valueMax, requirement);
+    else return null;
+  }
+  return bounded;
+}
+
+function readScalarBase(schema: Part): Scalar | null {
+  const type = schema.type;
+  if (type !== "string" && type !== "number" && type !== "boolean" && type !== "literal" && type !== "picklist") return null;
+  if (type === "picklist" && !Array.isArray(schema.options)) return null;
+  const unbounded = Number.POSITIVE_INFINITY;
+  return {
+    type,
+    optional: false,
+    nullable: false,
+    lengthMin: 0,
+    lengthMax: unbounded,
+    integer: false,
+    finite: false,
+    valueMin: -unbounded,
+    valueMax: unbounded,
+    literal: schema.literal,
+    options: schema.options ?? [],
+  };
+}
+
+/** Whether `value` passes `scalar` (all its parts: valibot's abort-early verdict is their conjunction). */
+function passes(scalar: Scalar, value: unknown): boolean {
+  if (value === undefined && scalar.optional) return true;
+  if (value === null && scalar.nullable) return true;
+  switch (scalar.type) {
+    case "string":
+      return typeof value === "string" && value.length >= scalar.lengthMin && value.length <= scalar.lengthMax;
+    case "number":
+      // NaN fails valibot's number() and every comparison; min/max default to ±Infinity.
+      return typeof value === "number" && value >= scalar.valueMin && value <= scalar.valueMax &&
+        (!scalar.integer || Number.isSafeInteger(value)) && (!scalar.finite || Number.isFinite(value));
+    case "boolean":
+      return typeof value === "boolean";
+    case "literal":
+      return value === scalar.literal;
+    case "picklist":
+      return scalar.options.includes(value);
+  }
+}
+
+/**
+ * A strict object's check: known own keys only, each value passing, every required key present.
+ * Its scalar fields are checked in its own loop by `passes` (no closure call per field: a flat
+ * object, as a client body is, is one loop; docs/bench.md has the cost).
+ */
 function readObject(schema: Part, depth: number): QuickCheck | null {
   if (schema.entries === undefined) return null;
-  const fields: Array<{ key: string; required: boolean; check: QuickCheck }> = [];
+  const fields: Array<{ key: string; required: boolean; scalar: Scalar | null; check: QuickCheck }> = [];
   for (const [key, entry] of Object.entries(schema.entries)) {
-    const check = read(entry, depth + 1);
+    const scalar = readScalar(entry, depth + 1);
+    const check = scalar === null ? read(entry, depth + 1) : NO_CHECK;
     if (check === null) return null;
-    fields.push({ key, required: entry.type !== "optional", check });
+    fields.push({ key, required: entry.type !== "optional", scalar, check });
   }
   const known = new Set(fields.map((field) => field.key));
   return (value) => {
     if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
     const input = value as Record<string, unknown>;
-    // for…in sees inherited enumerable keys as valibot's own loop does; a known key must be own.
-    for (const key in input) if (!known.has(key) || !Object.hasOwn(input, key)) return false;
+    // for…in sees inherited enumerable keys as valibot's own loop does: an unknown one is refused
+    // here, a known one must be own (below: an inherited one is no verdict, as is a required one missing).
+    for (const key in input) if (!known.has(key)) return false;
     for (const field of fields) {
-      if (field.key in input) {
-        if (!Object.hasOwn(input, field.key) || !field.check(input[field.key])) return false;
-      } else if (field.required) return false;
+      if (Object.hasOwn(input, field.key)) {
+        const item = input[field.key];
+        if (field.scalar === null ? !field.check(item) : !passes(field.scalar, item)) return false;
+      } else if (field.required || field.key in input) return false;
     }
     return true;
   };
 }
+
+/** The place of a field's check when its scalar is checked instead (never called). */
+const NO_CHECK: QuickCheck = () => false;
 
 /** An option of a variant with the discriminators that select it (those of enclosing variants too). */
 interface Option {
