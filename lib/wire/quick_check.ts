@@ -17,10 +17,14 @@
  *   decides, as valibot's run stops at the first option that passes; if that option fails here,
  *   no verdict (valibot might try a later one).
  * Arrays are never objects here (valibot's object schemas would take one): no verdict.
+ * Leaves (the first three items) are read as data, a `Scalar` that one switch checks, and a strict
+ * object checks its leaf fields in its own loop: a flat body costs one loop, not a closure per part.
  *
- * The values are JSON.parse's (plain objects, no prototype keys of their own); the proof that the
- * verdicts are valibot's is tests/peer_quick_check_test.ts, over every peer message kind, every
- * command kind, boundary values and seeded mutations of real appends.
+ * The one reader of both the client bodies (lib/wire/client.ts checkBody) and the peer messages
+ * (lib/wire/lock_peer.ts). The values are JSON.parse's (plain objects, no prototype keys of their
+ * own); the proof that the verdicts are valibot's is tests/peer_quick_check_test.ts, over every
+ * peer message kind, every command kind, boundary values and seeded mutations of real appends, and
+ * tests/client_body_check_test.ts over every client schema.
  */
 import type * as v from "valibot";
 
