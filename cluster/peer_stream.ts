@@ -386,7 +386,11 @@ class PeerStream {
     }
     this.socket = socket;
     const upgradeMac = signed?.headers[PEER_HEADER.mac] ?? "";
-    const helloTimer = this.options.timers.setTimeout(() => socket.close(), this.options.openTimeoutMs);
+    // No hello in time: the open failed now (queued requests go over HTTP, the next attempt backs
+    // off), not when the close handshake ends, which a runtime may delay or never report.
+    const helloTimer = this.options.timers.setTimeout(() => {
+      if (this.socket === socket && this.state === "connecting") this.failOpen(`no hello in ${this.options.openTimeoutMs} ms`);
+    }, this.options.openTimeoutMs);
     socket.onmessage = (event: MessageEvent) => {
       if (this.socket !== socket) return;
       if (typeof event.data !== "string") return this.refuse("peerStreamMalformed");

@@ -363,7 +363,7 @@ test("peer stream: a forged, replayed, reordered, other-connection or oversize f
  * ("close": closes the connection instead):
  * the upgrade is checked by a real verifier and the hello is honest, the answers are not.
  */
-async function lyingReceiver(tamper: (frame: string, nonce: string, key: PeerKey) => string[] | "close") {
+async function lyingReceiver(tamper: (frame: string, nonce: string, key: PeerKey) => string[] | "close", sendsHello = true) {
   const key = await peerKey(SECRET);
   const verifier = new PeerVerifier(key, "b", (id) => MEMBERS.includes(id));
   const security = new SecurityLog(monotonicClock, memoryLogger(), 10_000);
@@ -390,7 +390,7 @@ async function lyingReceiver(tamper: (frame: string, nonce: string, key: PeerKey
         return {
           opened(ws) {
             socket = ws;
-            ws.send(encodeHello(key, "b", "a", verdict.requestMac, nonce));
+            if (sendsHello) ws.send(encodeHello(key, "b", "a", verdict.requestMac, nonce));
           },
           message(data) {
             const seq = Number(String(data).split(" ")[0]);
@@ -459,6 +459,21 @@ test("peer stream: a connection dropped before any answer backs off: the next re
     clock.advance(50);
     assert.deepEqual(await a.send(4), { overHttp: true }, "the second wait is twice as long (100 ms)");
     assert.deepEqual(a.overHttp, [{ from: "a", n: 2 }, { from: "a", n: 4 }]);
+  } finally {
+    a.transport.close();
+    await b.close();
+  }
+});
+
+test("peer stream: a receiver that upgrades but never sends its hello: after openTimeoutMs the open has failed (the queued request goes over HTTP), whether or not the socket's close is ever reported", async () => {
+  const b = await lyingReceiver(() => [], false);
+  const a = await sender({ base: b.base } as Receiver);
+  try {
+    // The request's own timeout is longer than the open's (TIMEOUT_MS): only a failed open sends it over HTTP in time.
+    assert.deepEqual(await a.transport.send(`${b.base}/v1/peer`, { from: "a", n: 1 }, 3 * TIMEOUT_MS), { overHttp: true });
+    assert.deepEqual(a.overHttp, [{ from: "a", n: 1 }]);
+    assert.match(String(a.log.lines.find((l) => l.event === "peerStreamUnavailable")?.why), /no hello in 2000 ms/);
+    assert.equal(a.transport.isOpen(b.base), false);
   } finally {
     a.transport.close();
     await b.close();

@@ -19,7 +19,7 @@ import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers } from "../cluster/timers.ts";
-import { type RingPeers, RingService } from "../cluster/ring/service.ts";
+import { connectRefused, type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
 import { eventually, removeDir, tempDir } from "./_harness.ts";
 import { joinView, never } from "./_ring_service.ts";
@@ -194,4 +194,14 @@ test("a hand-off answer its schema refuses counts as a failed delivery (counted 
     deliveries[1].resolve({ ok: true, type: "token", duplicate: false });
     await eventually("the hand-off is delivered", () => service.linkLength === 0, 2_000);
   });
+});
+
+test("connectRefused: only a refused connect in the runtimes' words (Bun's code, Deno's and Node's texts, through causes), never an answer whose body says refused (that request reached the successor)", () => {
+  const withCode = (code: string) => Object.assign(new Error("Unable to connect. Is the computer able to access the url?"), { code });
+  assert.equal(connectRefused(withCode("ConnectionRefused")), true, "Bun");
+  assert.equal(connectRefused(new TypeError("fetch failed", { cause: withCode("ECONNREFUSED") })), true, "through a cause");
+  assert.equal(connectRefused(new TypeError("error sending request: Connection refused (os error 111)")), true, "Deno");
+  assert.equal(connectRefused(new Error("http://c/v1/ring/token: status 409: the token was refused: stale epoch")), false, "an answer");
+  assert.equal(connectRefused(new Error("no answer in 500 ms")), false, "a timeout");
+  assert.equal(connectRefused(withCode("ECONNRESET")), false, "a reset");
 });

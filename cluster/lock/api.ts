@@ -469,9 +469,16 @@ export function answerPeer(service: LockService, settings: Settings, text: strin
  * body the HTTP route would answer (200 and the answer, or the error a refusal is).
  */
 export function answerPeerFrame(service: LockService, options: LockApiOptions, text: string, sender: AuthenticatedSender | undefined, done: (status: number, body: string) => void): void {
+  // The answer may come within the call; an error thrown by `done` itself (the socket's send) is
+  // not the request's refusal: the frame is answered once, never twice.
+  let answered = false;
   try {
-    answerPeer(service, options.settings, text, (body) => done(200, body), sender);
+    answerPeer(service, options.settings, text, (body) => {
+      answered = true;
+      done(200, body);
+    }, sender);
   } catch (error) {
+    if (answered) throw error;
     const answer = errorAnswer(error as Error, options);
     done(answer.status, JSON.stringify(answer.body));
   }

@@ -673,7 +673,9 @@ export function connectRefused(error: unknown): boolean {
   for (let e = error; e && !seen.has(e) && seen.size < 5; e = (e as { cause?: unknown }).cause) {
     seen.add(e);
     const text = `${(e as { code?: unknown }).code ?? ""} ${(e as Error).message ?? ""}`;
-    if (/ECONNREFUSED|ConnectionRefused|Connection refused|refused/i.test(text)) return true;
+    // The runtimes' words for a refused connect only: a bare "refused" may be in the body of an
+    // answer (`status 409: …refused…`), and an answered request did reach the successor.
+    if (/ECONNREFUSED|ConnectionRefused|Connection refused/i.test(text)) return true;
   }
   return false;
 }
