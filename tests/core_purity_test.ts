@@ -165,7 +165,7 @@ test("lib/core is pure: no clock, timers, randomness, I/O or runtime objects; im
   assert.deepEqual(problems, []);
   // The scan saw real imports (it would pass vacuously if it found none).
   const table = stripSource(readFileSync(`${CORE_DIR}lock/lock_table.ts`, "utf8")).code;
-  assert.deepEqual(importsOf(table).sort(), ["../../settings.ts", "../../wire/errors.ts", "../assert.ts", "./call_id.ts", "./session_leases.ts", "./session_locks.ts", "./session_owners.ts", "./table_commands.ts"]);
+  assert.deepEqual(importsOf(table).sort(), ["../../settings.ts", "../../wire/errors.ts", "../assert.ts", "./call_id.ts", "./lock_state.ts", "./session_leases.ts", "./session_locks.ts", "./session_owners.ts", "./table_commands.ts"]);
 });
 
 test("the purity scanner bites: each kind of violation in a synthetic core file is flagged", () => {

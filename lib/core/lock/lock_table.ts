@@ -24,114 +24,34 @@ import type { ErrorCode } from "../../wire/errors.ts";
 import type { Settings } from "../../settings.ts";
 import { OwnerCounts, ownerKey, ownerProblem, SECRET_MISMATCH, secretHashProblem, secretMatches } from "./session_owners.ts";
 import { EXPIRE_BATCH_MAX, LeaseClock } from "./session_leases.ts";
-import { packCallId, packedOrNone, unpackCallId } from "./call_id.ts";
+import { packCallId, packedOrNone } from "./call_id.ts";
 import { SessionLocks } from "./session_locks.ts";
 import type { Command, Effect, Grant, Mode, Output, Result } from "./table_commands.ts";
 export type { Command, Effect, Grant, Mode, Output, Result };
-
-export interface Session {
-  /** Creation order in this table (hidden: not in snapshots; see `TableWatcher`). */
-  [BORN]?: number;
-  id: string;
-  ttlMs: number;
-  createdAtMs: number;
-  expiresAtMs: number;
-  /** The locks this session holds or waits for (an index, kept in step with the locks; session_locks.ts). */
-  locks: SessionLocks;
-  /** Call ids of enters this session left (packed: call_id.ts), oldest first, at most `leftCallsPerSessionMax`. */
-  leftCalls: string[];
-  /**
-   * SHA-256 of the secret its opener got (session_owners.ts); every action must present it.
-   * Absent only in a session restored from data older than session secrets: nobody can act on it.
-   */
-  secretHash?: string;
-  /** The token name of the caller that opened it (absent without client tokens). */
-  owner?: string;
-}
-
-/** A holder as copies (snapshots, streamed copies, the wire) carry it. */
-export interface HolderCopy {
-  session: string;
-  token: number;
-  mode: Mode;
-  sinceMs: number;
-  lockDelayMs: number;
-  /** The call id of the enter that was granted, as the client sent it (absent for clients that send none). */
-  callId?: string;
-}
-
-/**
- * A holder in the table: its call id packed (call_id.ts), undefined when none. Written in the
- * literal even then: V8 gives a field added later its own backing store (32 bytes per held lock
- * in Deno).
- */
-export interface Holder extends Omit<HolderCopy, "callId"> {
-  callId: string | undefined;
-}
-
-/** A waiter as copies carry it. */
-export interface WaiterCopy {
-  session: string;
-  mode: Mode;
-  queuedAtMs: number;
-  /** The waiter leaves the queue at this time unless it asks again (the client's long-poll). */
-  deadlineMs: number;
-  lockDelayMs: number;
-  /** The call id of the enter that queued, as the client sent it (absent for clients that send none). */
-  callId?: string;
-}
-
-/** A waiter in the table: its call id packed (call_id.ts), undefined when none. */
-export interface Waiter extends Omit<WaiterCopy, "callId"> {
-  callId: string | undefined;
-}
-
-/** A lock as copies carry it: its holders as a list. */
-export interface LockCopy {
-  name: string;
-  holders: HolderCopy[];
-  queue: WaiterCopy[];
-  /** No grant before this time: set when a holder died with a lock-delay (Chubby). */
-  delayUntilMs: number;
-}
-
-/**
- * A lock of the table. Its holders are kept as `held`: the one holder itself, or a list of two
- * or more (shared), or the shared empty list. Most held locks have one holder, and a list of one
- * costs 48 bytes of heap in Bun and 56 in Deno per held lock (W4, docs/bench.md "Memory per held
- * lock"). The table changes `held` only through the helpers at the end of this file; readers
- * outside it use `holders` (a list, new for a single holder) or `holderOf`.
- */
-export class LockState {
-  constructor(
-    /** Creation order in this table (see BORN; not in copies). */
-    readonly born: number,
-    readonly name: string,
-    /** The holders (see above); only this file writes it. */
-    public held: Holder | Holder[],
-    public queue: Waiter[],
-    /** No grant before this time: set when a holder died with a lock-delay (Chubby). */
-    public delayUntilMs: number,
-  ) {}
-
-  /** The holders as a list, in grant order (a new list when there is one holder: not for hot paths). */
-  get holders(): readonly Holder[] {
-    return Array.isArray(this.held) ? this.held : [this.held];
-  }
-
-  /** The number of holders. */
-  get holderCount(): number {
-    return Array.isArray(this.held) ? this.held.length : 1;
-  }
-
-  /** The holder of `sessionId`, if it holds the lock. */
-  holderOf(sessionId: string): Holder | undefined {
-    const held = this.held;
-    if (!Array.isArray(held)) return held.session === sessionId ? held : undefined;
-    return held.find((h) => h.session === sessionId);
-  }
-}
-
+import {
+  appended,
+  BORN,
+  copyOfLock,
+  copyOfSession,
+  heldOf,
+  type Holder,
+  type HolderCopy,
+  holderFromCopy,
+  type LockCopy,
+  LockState,
+  NONE,
+  orNone,
+  type Session,
+  type SessionCopy,
+  type Waiter,
+  type WaiterCopy,
+  waiterFromCopy,
+  withHolder,
+  withoutHolder,
+} from "./lock_state.ts";
+// The records are the table's API too: importers of the table keep importing them from here.
+export { BORN, copyOfLock, copyOfSession, LockState };
+export type { Holder, HolderCopy, LockCopy, Session, SessionCopy, Waiter, WaiterCopy };
 
 /** The limits the table enforces; a subset of Settings so tests can pass small values. */
 export type LockTableLimits = Pick<
@@ -168,8 +88,6 @@ export interface LockTableHeader {
   grantsFromMs?: number;
 }
 
-/** A session as a snapshot (and a streamed copy) carries it: without its lock index, call ids unpacked. */
-export type SessionCopy = Omit<Session, "locks" | "leftCalls" | typeof BORN> & { leftCalls?: string[] };
 
 /** Plain-data copy of the whole table: what the backup loads and `status` shows. */
 export interface LockTableSnapshot extends LockTableHeader {
@@ -177,17 +95,6 @@ export interface LockTableSnapshot extends LockTableHeader {
   locks: LockCopy[];
 }
 
-/**
- * Creation stamp of sessions and locks. No snapshot carries it: copies name their fields
- * (copyOfSession, copyOfLock). A plain property, not a symbol: an object literal with a computed
- * key takes 80 bytes in Bun where the same literal with plain keys takes 64, and a lock is made
- * per held lock (W4, docs/bench.md "Memory per held lock"); so the literals below spell `born:`.
- * Stamps grow with each creation, so each map's insertion order is stamp order (a key is set
- * once per object; a lock freed and taken again is a new object at the end). A streamed copy
- * (table_copy.ts) relies on both: "existed when the copy started" and "already sent" are each
- * one comparison of stamps.
- */
-export const BORN = "born";
 
 /**
  * Told before the table changes or deletes a session or lock (its pre-image is still intact),
@@ -859,81 +766,7 @@ export class LockTable {
   }
 }
 
-/** A session as copies carry it (own arrays: later changes of the table do not reach it). */
-export function copyOfSession(s: Session): SessionCopy {
-  const copy: SessionCopy = { id: s.id, ttlMs: s.ttlMs, createdAtMs: s.createdAtMs, expiresAtMs: s.expiresAtMs, leftCalls: s.leftCalls.map(unpackCallId) };
-  if (s.secretHash !== undefined) copy.secretHash = s.secretHash;
-  if (s.owner !== undefined) copy.owner = s.owner;
-  return copy;
-}
-
-/** A lock as copies carry it (own holder and waiter objects, the clients' call ids). */
-export function copyOfLock(lock: LockState): LockCopy {
-  return {
-    name: lock.name,
-    holders: orNone(lock.holders.map(entryCopy)),
-    queue: orNone(lock.queue.map(entryCopy)),
-    delayUntilMs: lock.delayUntilMs,
-  };
-}
-
-/** A holder or waiter as copies carry it: the client's call id, absent when it sent none. */
-function entryCopy<T extends Holder | Waiter>(entry: T): Omit<T, "callId"> & { callId?: string } {
-  const { callId, ...copy } = entry;
-  return callId === undefined ? copy : { ...copy, callId: unpackCallId(callId) };
-}
-
-function holderFromCopy(h: HolderCopy, session: string): Holder {
-  return { session, token: h.token, mode: h.mode, sinceMs: h.sinceMs, lockDelayMs: h.lockDelayMs, callId: packedOrNone(h.callId) };
-}
-
-function waiterFromCopy(w: WaiterCopy, session: string): Waiter {
-  const { mode, queuedAtMs, deadlineMs, lockDelayMs } = w;
-  return { session, mode, queuedAtMs, deadlineMs, lockDelayMs, callId: packedOrNone(w.callId) };
-}
-
-/**
- * The one empty list that every lock without holders or without waiters shares. Most locks have
- * no queue, and each empty array literal costs 64 bytes of heap in Bun (JSC reserves room in it):
- * an eighth of a held lock's cost before this (W4, docs/bench.md "Memory per held lock"). Frozen,
- * so a stray push onto it throws (fail-stop) instead of handing one lock's entry to all of them;
- * `appended` replaces it with a list of its own.
- */
-const NONE: never[] = Object.freeze([]) as unknown as never[];
-
-/** `list` with `entry` at its end: the same array, or a new one in place of the shared empty list. */
-function appended<T>(list: T[], entry: T): T[] {
-  if (list.length === 0) return [entry];
-  list.push(entry);
-  return list;
-}
-
-/** `list`, or the shared empty list when it is empty (a filter or a copy that kept nothing). */
-function orNone<T>(list: T[]): T[] {
-  return list.length === 0 ? NONE : list;
-}
-
 /** Orders locks by name (a session's index is in no particular order). */
 function byName(a: LockState, b: LockState): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
-}
-
-/** `held` for a list of holders: the holder itself when there is one (see LockState). */
-function heldOf(holders: Holder[]): Holder | Holder[] {
-  return holders.length === 1 ? holders[0] : orNone(holders);
-}
-
-/** Adds a holder to the lock's holders (a grant). */
-function withHolder(lock: LockState, holder: Holder): void {
-  const held = lock.held;
-  if (!Array.isArray(held)) lock.held = [held, holder];
-  else if (held.length === 0) lock.held = holder;
-  else held.push(holder);
-}
-
-/** Removes one of the lock's holders. */
-function withoutHolder(lock: LockState, holder: Holder): void {
-  const held = lock.held;
-  assert(Array.isArray(held) || held === holder, `${holder.session} is not the holder of ${lock.name}`);
-  lock.held = Array.isArray(held) ? heldOf(held.filter((h) => h !== holder)) : NONE;
 }
