@@ -11,7 +11,7 @@
  */
 import { readFileSync } from "node:fs";
 import process from "node:process";
-import { cpuSeconds, startServer, voluntarySwitches } from "./lib/server.ts";
+import { cpuSeconds, removeServerDirs, startServer, voluntarySwitches } from "./lib/server.ts";
 import { median } from "./lib/stats.ts";
 
 const SETTLE_MS = 2_000;
@@ -47,6 +47,7 @@ for (let run = 0; run < runs; run++) {
     });
   } finally {
     await server.stop();
+    removeServerDirs(false);
   }
 }
 const load = readFileSync("/proc/loadavg", "utf8").trim();

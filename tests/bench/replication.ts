@@ -19,7 +19,7 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { ROOT } from "../_harness.ts";
-import { currentRuntime, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
+import { currentRuntime, removeServerDirs, type ServerHandle, startServer, type Topology } from "./lib/server.ts";
 import { fmt, median } from "./lib/stats.ts";
 import type { Metrics, Workload, WorkloadContext } from "./lib/workload.ts";
 import w1 from "./workloads/w1.ts";
@@ -88,6 +88,8 @@ for (let round = 1; round <= rounds; round++) {
         log(`round ${round} ${workload.id} ${topology}: FAILED: ${(error as Error).message}`);
       } finally {
         await Promise.all(servers.map((s) => s.stop()));
+        // Each deployment's folder (cluster file, logs); a failed round's notes say what went wrong.
+        removeServerDirs(false);
       }
     }
   }
