@@ -65,11 +65,11 @@ export const DEFAULT_SETTINGS = {
   viewChangeRetryMs: 200, // pause before the next attempt, times (1 + place in the file): attempts do not collide forever
 
   // Primary/backup replication and the arbiter's lease (takeover after kill -9 ≈ primaryLeaseMs).
-  // 400 ms since issue 14 (500 before): F1 below ZooKeeper's; leaseSafetyMs still covers clock
-  // rate errors up to 14 % (docs/failover.md, Lemma 1); the primary lapses only after a stall of
-  // ≈ 250 ms (its last heartbeat's ack, then nothing for primaryLeaseMs − leaseSafetyMs).
-  primaryLeaseMs: 400, // the arbiter's lease on serving; a backup takes over only after it lapsed
-  backupLeaseMs: 400, // the backup's promise with each ack not to take over for this long; the primary serves on it too
+  // 500 ms: issue 14 tried 400 (F1 387 ms against ZooKeeper's 405 in one run), but in 2 of 4 CI
+  // runs a fresh node under Deno's parallel test runner stalled ~400 ms and the backup took over
+  // with no fault injected; docs/failover.md "Takeover timing". 400 is a setting for quiet hosts.
+  primaryLeaseMs: 500, // the arbiter's lease on serving; a backup takes over only after it lapsed
+  backupLeaseMs: 500, // the backup's promise with each ack not to take over for this long; the primary serves on it too
   leaseRenewMs: 100, // the primary renews this often, so a few lost renewals do not lapse it
   leaseSafetyMs: 100, // the primary stops serving this long before its lease ends (clock drift, delays)
   primarySilenceMs: 200, // a backup that hears nothing from the primary this long asks to take over

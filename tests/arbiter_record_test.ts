@@ -113,9 +113,9 @@ test("record gate: without an arbiter (standalone) or with one from before these
 
 test("fresh table: a grace of the record's ttlMaxMs stretched by L/(L−δ) after an earlier epoch, none at the first; the token floor the larger of the ceiling and the driver's after a lost table, the driver's at the first", () => {
   assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: false, ttlMaxMs: 10_000 }), S), 0, "the cluster's first table");
-  // × L/(L − δ) = 400/300 with the defaults (× 1.25 with the 500 ms lease before issue 14), rounded up.
-  assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: true, ttlMaxMs: 10_000 }), S), 13_334);
-  assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: true, ttlMaxMs: null }), S), Math.ceil(((S.sessionTtlMaxMs + S.lockDelayMaxMs) * 4) / 3), "unknown: the longest the settings allow");
+  // × L/(L − δ) = 500/400 with the defaults (× 1.33 with a 400 ms lease), rounded up.
+  assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: true, ttlMaxMs: 10_000 }), S), 12_500);
+  assert.equal(freshGraceMs(lease({ fresh: true, tablesBefore: true, ttlMaxMs: null }), S), Math.ceil(((S.sessionTtlMaxMs + S.lockDelayMaxMs) * 5) / 4), "unknown: the longest the settings allow");
   assert.equal(freshGraceMs(lease({ fresh: false, tablesBefore: true, ttlMaxMs: 10_000 }), S), 0, "a takeover keeps its table");
   assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: 7_000 }), 5_000), 7_000, "the ceiling, above the driver's floor");
   assert.equal(freshTokenFloor(lease({ fresh: true, tablesBefore: true, tokenCeiling: 7_000 }), 9_000), 9_000, "the driver's floor, above the ceiling");

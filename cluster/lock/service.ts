@@ -59,7 +59,7 @@ export interface DurableSink {
  * A client's request a backup refused while it is about to take over (LockReplica.takeoverPending),
  * held to be submitted again once no takeover is pending: it took over, follows a primary again,
  * or the window in which a dead primary's leases would have ended is over (at most
- * primaryLeaseMs + leaseRenewMs − primarySilenceMs, 300 ms, after the hold began).
+ * primaryLeaseMs + leaseRenewMs − primarySilenceMs, 400 ms with the defaults, after the hold began).
  */
 interface HeldForTakeover {
   command: Command;

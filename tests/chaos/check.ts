@@ -58,7 +58,7 @@ for (const line of QUICK_RING_SETTINGS) {
  * - BACKUP: the non-serving server lost: the primary's commits wait replicationTimeoutMs for its
  *   ack, then one renewal has the arbiter record it out of sync, and the primary goes on alone;
  *   plus the probe's retry, with margin.
- * - TAKEOVER: the serving server lost: the arbiter's lease and the backup's promise (400 ms each,
+ * - TAKEOVER: the serving server lost: the arbiter's lease and the backup's promise (500 ms each,
  *   concurrent), the claim, the clients' failover backoff (25 → 100 ms) and retry, with margin.
  * - DEGRADED_SERVING: a lossy link at the serving server may cost a takeover (both its lease and
  *   the backup's promises lapse), and the probe's request on that link may stall in TCP
