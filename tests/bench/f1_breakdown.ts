@@ -18,6 +18,7 @@ import { connect } from "../../lib/client/lock_client.ts";
 import { type FetchPort, realFetch } from "../../lib/client/http.ts";
 import { removeServerDirs, signal, startServer } from "./lib/server.ts";
 import { median } from "./lib/stats.ts";
+import { eventually } from "../_harness.ts";
 import { sleep } from "./lib/workload.ts";
 
 const args = process.argv.slice(2);
@@ -60,12 +61,11 @@ try {
   for (let k = 0; k < kills; k++) {
     const server = await startServer({ topology: "replicated", settings });
     const names = new Map([[server.urls[0], "p1"], [server.urls[1], "b1"]]);
-    // Wait until the backup is recorded in sync: only then may it take over (bounded).
-    for (let i = 0; i < 200; i++) {
+    // Only a backup the arbiter recorded in sync may take over: a kill before would measure nothing.
+    await eventually("the backup recorded in sync", async () => {
       const status = await (await fetch(`${server.url}/v1/status`)).json() as { server?: { backup?: { arbiterRecordedInSync?: boolean } } };
-      if (status.server?.backup?.arbiterRecordedInSync) break;
-      await sleep(25);
-    }
+      return status.server?.backup?.arbiterRecordedInSync === true;
+    }, 5_000);
     let killedAtMs = Number.POSITIVE_INFINITY;
     const tries: Try[] = [];
     const recording: FetchPort = (url, init) => {
@@ -81,7 +81,8 @@ try {
     };
     const client = connect({ servers: server.urls, failoverTimeoutMs: 10_000, fetch: recording });
     const held = await client.lock("f1-held", { ttlMs: 10_000 });
-    // Another phase of the primary's 100 ms renewal cycle each time, as F1 does.
+    // A timed phase, not a wait for a condition: each kill lands at another phase of the
+    // primary's 100 ms renewal cycle, as F1 does.
     await sleep(300 + (k * 37) % 100);
     const arbiterUrl = `http://${/id = "a1"\nrole = "arbiter"\nhttp = "([^"]+)"/.exec(readFileSync(join(dirname(server.logFile), "cluster.toml"), "utf8"))![1]}`;
     const readAtMs = Date.now();
@@ -92,12 +93,9 @@ try {
     const grantedMs = Date.now() - killedAtMs;
     const backupLog = join(dirname(server.logFile), "b1.log");
     // The log is written after the event (cluster/log.ts): wait for the line, bounded.
-    let takeoverAtMs = eventAt(backupLog, "primary", killedAtMs);
-    for (let i = 0; i < 100 && takeoverAtMs === undefined; i++) {
-      await sleep(20);
-      takeoverAtMs = eventAt(backupLog, "primary", killedAtMs);
-    }
-    const takeoverMs = (takeoverAtMs ?? Number.NaN) - killedAtMs;
+    let takeoverAtMs: number | undefined;
+    await eventually("b1's `primary` log line", () => (takeoverAtMs = eventAt(backupLog, "primary", killedAtMs)) !== undefined, 2_000);
+    const takeoverMs = takeoverAtMs! - killedAtMs;
     const leaseMs = Math.max(Number(a1.arbiter.leaseRemainingMs), Number(b1.server.promisedRemainingMs)) - (killedAtMs - readAtMs);
     rows.push({ takeover: takeoverMs, granted: grantedMs, gap: grantedMs - takeoverMs, lease: leaseMs, claim: takeoverMs - leaseMs });
     const shown = tries.map((t) => `${t.server}@${t.sentMs}→${t.answeredMs}:${t.outcome}`).join(" ");

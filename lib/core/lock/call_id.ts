@@ -40,7 +40,7 @@ function hexByte(text: string, at: number): number {
 }
 
 /**
- * A canonical UUID as `crypto.randomUUID()` makes it (lowercase hex, dashes at 8, 13, 18, 23)
+ * A canonical UUID as mutexd's client makes its call ids (lowercase hex, dashes at 8, 13, 18, 23)
  * as 16 characters, or undefined for any other text. Checked while decoding (no regex: this runs
  * for every enter that carries a call id).
  */
