@@ -32,7 +32,7 @@ import { freshNonce, mac, macValid, PEER_HEADER, type PeerFetch, type PeerKey, t
 import { decodePeerBody, encodePeerBody, type PeerTransport } from "./peer_transport.ts";
 import { openWebSocket, type StreamConnection, type StreamRoute, type StreamSocket, webSocketClientProblem } from "./runtime.ts";
 import type { SecurityLog } from "./security_log.ts";
-import type { Timers } from "./timers.ts";
+import { backoffMs, type Timers } from "./timers.ts";
 import type { Clock } from "./clock.ts";
 import type { Logger } from "./log.ts";
 import { FORMAT_HEADER, formatRefusal, formatText, UNVERSIONED, WIRE_FORMAT } from "../lib/wire/version.ts";
@@ -485,7 +485,7 @@ class PeerStream {
   /** One more failure in a row: the next attempt waits (doubling, at most RECONNECT_MAX_MS); returns the wait. */
   private waitBeforeRetry(): number {
     this.failures += 1;
-    const waitMs = Math.min(RECONNECT_FIRST_MS * 2 ** Math.min(this.failures - 1, 16), RECONNECT_MAX_MS);
+    const waitMs = backoffMs(this.failures, RECONNECT_FIRST_MS, RECONNECT_MAX_MS);
     this.retryAtMs = this.options.clock.nowMs() + waitMs;
     return waitMs;
   }

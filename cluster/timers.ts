@@ -39,3 +39,11 @@ export function repeatEvery(timers: Timers, ms: number, fn: () => void): () => v
     timers.clearTimeout(handle);
   };
 }
+
+/**
+ * The wait before retry number `attempt` (1 for the first; the stream and the ring's peer links share it): `firstMs` doubled per attempt, at
+ * most `maxMs` (the exponent is capped, so a long run of failures cannot overflow it).
+ */
+export function backoffMs(attempt: number, firstMs: number, maxMs: number): number {
+  return Math.min(maxMs, firstMs * 2 ** Math.min(attempt - 1, 16));
+}

@@ -147,3 +147,21 @@ test("a backup claims the moment its last promise ran out (a timer between two t
     pair.stop();
   }
 });
+
+test("a request held for a takeover is answered when the backup stops meanwhile (the stopping answer, not never)", { timeout: 60_000 }, async () => {
+  const pair = await primaryGone();
+  const { b, clock, tickB } = pair;
+  try {
+    for (let i = 0; i < TICKS_MAX && !b.replica.takeoverPending(clock.nowMs()); i++) await tickB();
+    const held = submitAtB(pair);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.equal(held.answer, undefined, "held");
+    b.stop();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const answer = held.answer as ClientAnswer | undefined; // set by the stop above
+    assert.ok(answer !== undefined && !answer.ok, `answered by the stop: ${JSON.stringify(answer)}`);
+    assert.equal(answer.code, "not_primary");
+  } finally {
+    pair.stop();
+  }
+});

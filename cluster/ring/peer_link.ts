@@ -11,7 +11,7 @@
  */
 import type { RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { RingEntry, RingToken } from "../../lib/core/ring/ring_types.ts";
-import type { TimerHandle, Timers } from "../timers.ts";
+import { backoffMs, type TimerHandle, type Timers } from "../timers.ts";
 
 export type LinkItem =
   | { kind: "token"; token: RingToken }
@@ -153,7 +153,7 @@ export class PeerLink {
     if (this.closed || this.droppedInFlight(item)) return;
     this.attempt += 1;
     this.options.onTrouble(item.kind, detail, this.attempt);
-    const delay = Math.min(this.options.retryMaxMs, this.options.retryMs * 2 ** Math.min(this.attempt - 1, 16));
+    const delay = backoffMs(this.attempt, this.options.retryMs, this.options.retryMaxMs);
     this.retryTimer = this.options.timers.setTimeout(() => {
       this.busy = false;
       this.pump();
