@@ -1,5 +1,5 @@
 /**
- * The sync path of LockReplica (docs/failover.md "Resync"), which lock_replica.ts wires: what
+ * The sync path of LockReplica (docs/failover.md "Resync"), which replica_state.ts wires: what
  * the primary knows of its backup (`BackupTracker`), the primary's side of a streamed copy
  * (`CopyServer`) and the backup's (`CopyPuller`). The copy itself is table_copy.ts.
  */
