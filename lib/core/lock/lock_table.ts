@@ -36,7 +36,6 @@ import {
   BORN,
   copyOfLock,
   copyOfSession,
-  heldOf,
   type Holder,
   type HolderCopy,
   holderFromCopy,
@@ -49,6 +48,7 @@ import {
   type Waiter,
   type WaiterCopy,
   waiterFromCopy,
+  withHolders,
   withoutHolder,
 } from "./lock_state.ts";
 import { CALL_ID_LENGTH_MAX, fail, type LockTableLimits, type LockTableOptions, type TableWatcher } from "./table_base.ts";
@@ -376,7 +376,8 @@ export class LockTable extends TableSessions {
     };
     const holders = l.holders.map((h) => holderFromCopy(h, sessionIdOf(h)));
     const queue = l.queue.map((w) => waiterFromCopy(w, sessionIdOf(w)));
-    const lock = new LockState(++this.bornSeq, l.name, heldOf(holders), orNone(queue), l.delayUntilMs);
+    const lock = new LockState(++this.bornSeq, l.name, NONE, orNone(queue), l.delayUntilMs);
+    withHolders(lock, holders);
     this.locks.set(lock.name, lock);
     for (const entry of [...holders, ...queue]) this.sessions.get(entry.session)!.locks.add(lock);
     for (const waiter of lock.queue) this.owners.waiterAdded(ownerKey(this.sessions.get(waiter.session)!.owner));
