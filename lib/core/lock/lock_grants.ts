@@ -3,7 +3,7 @@
  * FIFO per lock, shared holders together, an exclusive one alone; a fencing token per grant from
  * the table's one counter; no grant inside a lock's lock-delay, nor before the end of a fresh
  * table's grace (holdGrants); waits that end at their deadline. Split from lock_table.ts by
- * concept (issue 15); pure, as the table is.
+ * concept (developer guide, rule 1); pure, as the table is.
  */
 import { assert, AssertionError } from "../assert.ts";
 import { ownerKey } from "./session_owners.ts";

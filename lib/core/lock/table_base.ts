@@ -3,8 +3,8 @@
  * table; this is the first of its layers, see there): its maps of sessions and locks, its clock,
  * the fencing-token counter, creation stamps, the due index that keeps ticks O(1), the one copy
  * watcher, the calls a session left (so a late copy of an enter is answered without granting
- * again), and the check of a lock's name. Split from lock_table.ts by concept (issue 15); pure,
- * as the table is.
+ * again), and the check of a lock's name. Split from lock_table.ts by concept (developer guide,
+ * rule 1); pure, as the table is.
  */
 import { assert } from "../assert.ts";
 import type { ErrorCode } from "../../wire/errors.ts";

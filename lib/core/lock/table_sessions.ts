@@ -4,7 +4,7 @@
  * of lapsed leases and a new primary's restart of every lease. A session that goes releases what
  * it holds (with its lock-delay when it expired) and leaves the queues it was in; the locks it
  * freed are granted once every session that goes has gone. Split from lock_table.ts by concept
- * (issue 15); pure, as the table is.
+ * (developer guide, rule 1); pure, as the table is.
  */
 import { assert, AssertionError } from "../assert.ts";
 import { ownerKey, ownerProblem, SECRET_MISMATCH, secretHashProblem, secretMatches } from "./session_owners.ts";
