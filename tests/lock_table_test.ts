@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CALL_ID_LENGTH_MAX, type Command, type Effect, LockTable, type Output } from "../lib/core/lock/lock_table.ts";
+import { CALL_ID_LENGTH_MAX, type Command, copyOfLock, type Effect, LockTable, type Output } from "../lib/core/lock/lock_table.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { SECRET_HASH } from "./_session.ts";
 
@@ -714,26 +714,37 @@ test("UUID call ids (mutexd's client) are kept packed in the table (W4's memory)
   assert.equal(granted(s.enter(a, "L", { callId: held })), holder.token);
 });
 
-test("a lock's one holder is kept as itself, two or more (shared) as a list, none as the shared empty list (W4's memory)", () => {
+test("a lock's one holder is the lock itself, two or more (shared) a list, none the shared empty list (W4's memory); copies carry the holder's fields only", () => {
   const s = new Script();
   const [a, b] = [s.open(5_000), s.open(5_000)];
-  granted(s.enter(a, "L", { mode: "shared" }));
+  const callId = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+  const tokenA = granted(s.enter(a, "L", { mode: "shared", lockDelayMs: 7, callId }));
   const lock = s.table.locks.get("L")!;
-  assert.ok(!Array.isArray(lock.held), "one holder: no list");
+  assert.equal(lock.held, lock, "one holder: kept in the lock itself");
   assert.equal(lock.holderCount, 1);
+  // Exactly the fields a holder always had, in its order: the lock's own fields stay out.
+  const holderKeys = ["session", "token", "mode", "sinceMs", "lockDelayMs", "callId"];
+  const copyA = s.table.snapshot().locks[0].holders;
+  assert.deepEqual(copyA.map((h) => Object.keys(h)), [holderKeys]);
+  assert.deepEqual(copyA, [{ session: a, token: tokenA, mode: "shared", sinceMs: lock.sinceMs, lockDelayMs: 7, callId }]);
   granted(s.enter(b, "L", { mode: "shared" }));
   assert.ok(Array.isArray(lock.held) && lock.held.length === 2);
+  assert.ok(lock.held.every((h) => h !== lock), "a list's holders are objects of their own");
   assert.deepEqual(s.holders(), [a, b]);
-  assert.deepEqual(s.table.snapshot().locks[0].holders.map((h) => h.session), [a, b]);
+  assert.deepEqual(s.table.snapshot().locks[0].holders.map((h) => [h.session, h.token, h.callId]), [[a, tokenA, callId], [b, tokenA + 1, undefined]]);
+  assert.deepEqual(s.table.snapshot().locks[0].holders.map((h) => Object.keys(h)), [holderKeys, holderKeys.slice(0, -1)]);
   s.leave(a, s.tokenOf(a));
-  assert.ok(!Array.isArray(lock.held), "back to one holder: no list");
+  assert.equal(lock.held, lock, "back to one holder: in the lock again");
   assert.equal(lock.holderOf(b)?.session, b);
+  assert.equal(lock.holderOf(b)?.token, tokenA + 1);
   assert.equal(lock.holderOf(a), undefined);
   s.enter(a, "L", { waitMs: 1_000 });
   s.run({ type: "forceRelease", name: "L" });
   // The exclusive waiter got it; a restored copy has the same shape.
   assert.deepEqual(s.holders(), [a]);
-  assert.ok(!Array.isArray(LockTable.fromSnapshot(s.table.snapshot(), LIMITS).locks.get("L")!.held));
+  const restored = LockTable.fromSnapshot(s.table.snapshot(), LIMITS).locks.get("L")!;
+  assert.equal(restored.held, restored);
+  assert.deepEqual(copyOfLock(restored), copyOfLock(lock));
   s.leave(a, s.tokenOf(a));
   assert.equal(s.table.locks.get("L"), undefined, "an idle lock is forgotten");
 });

@@ -407,6 +407,22 @@ test("bug: a granted waiter is not taken off its owner's waiting count → lock.
   expectCaught("owner's waiting count not lowered on a grant", found, ["lock.table-structure"]);
 });
 
+test("bug: a grant keeps its lone holder in an object apart from the lock (W4's layout undone) → lock.table-structure fails", { timeout: 60_000 }, () => {
+  // Not a safety bug: the layout W4's memory relies on (lock_state.ts, a lone holder is the lock
+  // itself); the structure check is what keeps a change from undoing it unnoticed.
+  const found = huntInjected(table, "grant", (original) =>
+    function (this: Proto, lock: Proto, ...rest: unknown[]) {
+      const grant = original.call(this, lock, ...rest);
+      if (lock.held === lock) {
+        const { session, token, mode, sinceMs, lockDelayMs, callId } = lock;
+        lock.held = { session, token, mode, sinceMs, lockDelayMs, callId };
+      }
+      return grant;
+    }, LOCK_ONLY, 10, ["lock.table-structure"]);
+  expectCaught("lone holder apart from its lock", found, ["lock.table-structure"]);
+  assert.match(found!.message, /keeps its one holder apart from it/);
+});
+
 // ---- late delivery (issue 8: the generic `late-delivery` fault) ------------------------------
 
 /**

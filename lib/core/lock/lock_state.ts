@@ -79,10 +79,22 @@ export interface LockCopy {
  * A lock of the table. Its holders are kept as `held`: the one holder itself, or a list of two
  * or more (shared), or the shared empty list. Most held locks have one holder, and a list of one
  * costs 48 bytes of heap in Bun and 56 in Deno per held lock (W4, docs/bench.md "Memory per held
- * lock"). The table changes `held` only through the helpers at the end of this file; readers
- * outside it use `holders` (a list, new for a single holder) or `holderOf`.
+ * lock"). A lone holder is the lock itself: its fields below are the holder's (`held === this`),
+ * one object where a lock and its holder were two (W4: a second object's header and the lock's
+ * pointer to it). They keep the last lone holder's values while the lock has another or none:
+ * a holder just removed is still read (its token, call id, lock-delay) after `withoutHolder`.
+ * The table changes `held` only through the helpers at the end of this file; readers outside it
+ * use `holders` (a list, new for a single holder) or `holderOf`.
  */
-export class LockState {
+export class LockState implements Holder {
+  // The lone holder's fields (see above), in HolderCopy's order; written by `holdAlone` only.
+  session = "";
+  token = 0;
+  mode: Mode = "exclusive";
+  sinceMs = 0;
+  lockDelayMs = 0;
+  callId: string | undefined = undefined;
+
   constructor(
     /** Creation order in this table (see BORN; not in copies). */
     readonly born: number,
@@ -141,14 +153,26 @@ export function copyOfSession(s: Session): SessionCopy {
 export function copyOfLock(lock: LockState): LockCopy {
   return {
     name: lock.name,
-    holders: orNone(lock.holders.map(entryCopy)),
-    queue: orNone(lock.queue.map(entryCopy)),
+    holders: orNone(lock.holders.map(holderCopy)),
+    queue: orNone(lock.queue.map(waiterCopy)),
     delayUntilMs: lock.delayUntilMs,
   };
 }
 
-/** A holder or waiter as copies carry it: the client's call id, absent when it sent none. */
-function entryCopy<T extends Holder | Waiter>(entry: T): Omit<T, "callId"> & { callId?: string } {
+/**
+ * A holder as copies carry it, field by field (a lone holder is its lock, whose other fields a
+ * copy must not carry), in the order the table's holders always had: copies, snapshots, the
+ * durable log and the wire stay byte for byte what they were. The call id as the client sent it,
+ * absent when it sent none.
+ */
+function holderCopy(h: Holder): HolderCopy {
+  const copy: HolderCopy = { session: h.session, token: h.token, mode: h.mode, sinceMs: h.sinceMs, lockDelayMs: h.lockDelayMs };
+  if (h.callId !== undefined) copy.callId = unpackCallId(h.callId);
+  return copy;
+}
+
+/** A waiter as copies carry it: the client's call id, absent when it sent none. */
+function waiterCopy(entry: Waiter): WaiterCopy {
   const { callId, ...copy } = entry;
   return callId === undefined ? copy : { ...copy, callId: unpackCallId(callId) };
 }
@@ -183,22 +207,47 @@ export function orNone<T>(list: T[]): T[] {
   return list.length === 0 ? NONE : list;
 }
 
-/** `held` for a list of holders: the holder itself when there is one (see LockState). */
-export function heldOf(holders: Holder[]): Holder | Holder[] {
-  return holders.length === 1 ? holders[0] : orNone(holders);
+/** Sets the lock's holders (a loaded copy's): a lone one kept in the lock itself (see LockState). */
+export function withHolders(lock: LockState, holders: Holder[]): void {
+  if (holders.length === 1) holdAlone(lock, holders[0]);
+  else lock.held = orNone(holders);
 }
 
 /** Adds a holder to the lock's holders (a grant). */
 export function withHolder(lock: LockState, holder: Holder): void {
   const held = lock.held;
-  if (!Array.isArray(held)) lock.held = [held, holder];
-  else if (held.length === 0) lock.held = holder;
+  // A lone holder that gets company leaves the lock for an object of its own in the list.
+  if (!Array.isArray(held)) lock.held = [held === lock ? apart(lock) : held, holder];
+  else if (held.length === 0) holdAlone(lock, holder);
   else held.push(holder);
 }
 
-/** Removes one of the lock's holders. */
+/** Removes one of the lock's holders; the lock's fields keep the removed lone holder's (see LockState). */
 export function withoutHolder(lock: LockState, holder: Holder): void {
   const held = lock.held;
   assert(Array.isArray(held) || held === holder, `${holder.session} is not the holder of ${lock.name}`);
-  lock.held = Array.isArray(held) ? heldOf(held.filter((h) => h !== holder)) : NONE;
+  if (!Array.isArray(held)) {
+    lock.held = NONE;
+    return;
+  }
+  const kept = held.filter((h) => h !== holder);
+  // A list's holders are objects apart: the one left moves into the lock.
+  if (kept.length === 1) holdAlone(lock, kept[0]);
+  else lock.held = orNone(kept);
+}
+
+/** The lock holds `holder` alone, its fields copied into the lock. */
+function holdAlone(lock: LockState, holder: Holder): void {
+  lock.session = holder.session;
+  lock.token = holder.token;
+  lock.mode = holder.mode;
+  lock.sinceMs = holder.sinceMs;
+  lock.lockDelayMs = holder.lockDelayMs;
+  lock.callId = holder.callId;
+  lock.held = lock;
+}
+
+/** The lock's lone holder as an object of its own (the literal's order, as `holderFromCopy`). */
+function apart(lock: LockState): Holder {
+  return { session: lock.session, token: lock.token, mode: lock.mode, sinceMs: lock.sinceMs, lockDelayMs: lock.lockDelayMs, callId: lock.callId };
 }

@@ -18,12 +18,15 @@
  *   last `leftCallsPerSessionMax`), and an enter of a recorded call changes nothing: a duplicate
  *   or a late retry that arrives after its own leave must not grant again to a session that
  *   believes it left (docs/simulator.md, finding 12).
+ *
+ * The table is one class in layers of one concept each, every layer a file that extends the one
+ * before: table_base.ts (the state and shared bookkeeping), lock_grants.ts (a lock's queue,
+ * grants, fencing tokens and lock-delay), table_sessions.ts (sessions and their leases), and
+ * this file (the commands on a lock, `apply`, the refusal before the log, and copies). The
+ * records are in lock_state.ts.
  */
 import { assert, AssertionError, assertNever } from "../assert.ts";
-import type { ErrorCode } from "../../wire/errors.ts";
-import type { Settings } from "../../settings.ts";
-import { OwnerCounts, ownerKey, ownerProblem, SECRET_MISMATCH, secretHashProblem, secretMatches } from "./session_owners.ts";
-import { EXPIRE_BATCH_MAX, LeaseClock } from "./session_leases.ts";
+import { ownerKey, ownerProblem, SECRET_MISMATCH, secretMatches } from "./session_owners.ts";
 import { packCallId, packedOrNone } from "./call_id.ts";
 import { SessionLocks } from "./session_locks.ts";
 import type { Command, Effect, Grant, Mode, Output, Result } from "./table_commands.ts";
@@ -33,7 +36,6 @@ import {
   BORN,
   copyOfLock,
   copyOfSession,
-  heldOf,
   type Holder,
   type HolderCopy,
   holderFromCopy,
@@ -46,37 +48,15 @@ import {
   type Waiter,
   type WaiterCopy,
   waiterFromCopy,
-  withHolder,
+  withHolders,
   withoutHolder,
 } from "./lock_state.ts";
-// The records are the table's API too: importers of the table keep importing them from here.
-export { BORN, copyOfLock, copyOfSession, LockState };
-export type { Holder, HolderCopy, LockCopy, Session, SessionCopy, Waiter, WaiterCopy };
-
-/** The limits the table enforces; a subset of Settings so tests can pass small values. */
-export type LockTableLimits = Pick<
-  Settings,
-  | "sessionTtlMinMs"
-  | "sessionTtlMaxMs"
-  | "sessionsMax"
-  | "locksMax"
-  | "waitersPerLockMax"
-  | "lockNameLengthMax"
-  | "lockDelayMaxMs"
-  | "waitMaxMs"
-  | "leftCallsPerSessionMax"
->;
-
-/** Longest call id an enter may carry: a UUID is 36; this bounds what a session's record holds. */
-export const CALL_ID_LENGTH_MAX = 128;
-
-export interface LockTableOptions {
-  limits: LockTableLimits;
-  /** Prefix of session ids, chosen by the driver per server incarnation so ids never repeat. */
-  sessionIdPrefix: string;
-  /** Tokens start above this; a driver without persisted state passes a clock-derived floor. */
-  tokenFloor: number;
-}
+import { CALL_ID_LENGTH_MAX, fail, type LockTableLimits, type LockTableOptions, type TableWatcher } from "./table_base.ts";
+import { TableSessions } from "./table_sessions.ts";
+// The records, the limits and the watcher are the table's API too: importers of the table keep
+// importing them from here.
+export { BORN, CALL_ID_LENGTH_MAX, copyOfLock, copyOfSession, LockState };
+export type { Holder, HolderCopy, LockCopy, LockTableLimits, LockTableOptions, Session, SessionCopy, TableWatcher, Waiter, WaiterCopy };
 
 /** The table's scalars: what a copy carries besides its sessions and locks. */
 export interface LockTableHeader {
@@ -95,77 +75,12 @@ export interface LockTableSnapshot extends LockTableHeader {
   locks: LockCopy[];
 }
 
-
-/**
- * Told before the table changes or deletes a session or lock (its pre-image is still intact),
- * so a copy in progress can keep the version it must send. Every mutation site of a session's
- * fields (not its `locks` index, which a copy rebuilds) and of a lock calls it first; the
- * consistency tests of table_copy_test.ts and the simulator prove none is missed.
- */
-export interface TableWatcher {
-  beforeSessionChange(session: Session): void;
-  beforeLockChange(lock: LockState): void;
-}
-
-const LOCK_NAME_PATTERN = /^[A-Za-z0-9._:/-]+$/;
-
 /** The commands a client sends (refusalBeforeLog); the others are the primary's own. */
 const SESSION_COMMANDS = new Set<Command["type"]>(["openSession", "keepAlive", "closeSession", "enter", "leave"]);
 
-function fail(code: ErrorCode, message: string): Output {
-  return { result: { ok: false, error: { code, message } }, effects: [] };
-}
-
-export class LockTable {
-  readonly sessions = new Map<string, Session>();
-  readonly locks = new Map<string, LockState>();
-  private lastToken: number;
-  private sessionSeq = 0;
-  private nowMs = 0;
-  /** No grant before this (holdGrants): every lock made before it starts with this lock-delay. */
-  private grantsFromMs = 0;
-  /** A lower bound of every waiter deadline and lock-delay end: ticks are O(1) until it. */
-  private dueAtMs = Number.POSITIVE_INFINITY;
-  /** The last creation stamp given (see BORN). */
-  private bornSeq = 0;
-  private watcher: TableWatcher | null = null;
-  /** When a session's lease may have lapsed, for the primary's `lapsedSessions` (session_leases.ts). */
-  private readonly leases = new LeaseClock();
-  /** Sessions and waiting enters per owner (derived: kept in step with sessions and queues). */
-  readonly owners = new OwnerCounts();
+export class LockTable extends TableSessions {
   /** The empty table refusalBeforeLog runs commands on (made at its first use, kept while empty). */
   private dryRunTable: LockTable | undefined;
-
-  constructor(private readonly options: LockTableOptions) {
-    assert(Number.isSafeInteger(options.tokenFloor) && options.tokenFloor >= 0, "tokenFloor must be a safe integer");
-    this.lastToken = options.tokenFloor;
-  }
-
-  /** The time of the last command applied (the table's own clock reading, from its driver). */
-  get clockMs(): number {
-    return this.nowMs;
-  }
-
-  /** Whether a tick at `nowMs` could change anything (a wait deadline or lock-delay is due). */
-  isDue(nowMs: number): boolean {
-    return nowMs >= this.dueAtMs;
-  }
-
-  /** The highest fencing token granted so far. */
-  get highestToken(): number {
-    return this.lastToken;
-  }
-
-  /** The stamp the next session or lock created gets; everything existing has a lower one. */
-  get nextBornSeq(): number {
-    return this.bornSeq + 1;
-  }
-
-  /** Sets (or, with null, removes) the one watcher of changes; a copy in progress (table_copy.ts). */
-  watch(watcher: TableWatcher | null): void {
-    assert(watcher === null || this.watcher === null, "one copy of a table at a time");
-    this.watcher = watcher;
-  }
 
   /** Applies one command at time `nowMs` (monotonic, never smaller than the previous call's). */
   apply(command: Command, nowMs: number): Output {
@@ -181,28 +96,6 @@ export class LockTable {
     const output = this.dispatch(command, effects);
     if (expiring) this.expireDue(effects);
     output.effects = effects.concat(output.effects);
-    return output;
-  }
-
-  /**
-   * The primary's keepalive at `nowMs`: renews the session's lease in this table only, as no log
-   * entry (session_leases.ts); the table's clock stays the last entry's, as on the backup. The
-   * primary expires lapsed sessions first, so a lapsed one is not revived.
-   */
-  renew(command: Extract<Command, { type: "keepAlive" }>, nowMs: number): Output {
-    if (!(Number.isFinite(nowMs) && nowMs >= this.nowMs)) throw new AssertionError(`a renewal at ${nowMs} before the table's clock ${this.nowMs}`);
-    return this.renewed(command.session, this.keepAlive(command, nowMs));
-  }
-
-  /** The primary's question: sessions whose lease lapsed at `nowMs`, to name in an `expire` entry. */
-  lapsedSessions(nowMs: number, max = EXPIRE_BATCH_MAX): string[] {
-    return this.leases.lapsed(this.sessions.values(), nowMs, max);
-  }
-
-  /** Notes the lease end a keepalive set (read back from the session, whatever set it). */
-  private renewed(sessionId: string, output: Output): Output {
-    const session = this.sessions.get(sessionId);
-    if (output.result.ok && session) this.leases.note(session.expiresAtMs);
     return output;
   }
 
@@ -263,126 +156,6 @@ export class LockTable {
       default:
         return assertNever(command, "command");
     }
-  }
-
-  private openSession(command: Extract<Command, { type: "openSession" }>): Output {
-    const { ttlMs, secretHash, owner } = command;
-    const { sessionTtlMinMs, sessionTtlMaxMs, sessionsMax } = this.options.limits;
-    if (!Number.isSafeInteger(ttlMs) || ttlMs < sessionTtlMinMs || ttlMs > sessionTtlMaxMs) {
-      return fail("bad_request", `ttlMs must be an integer within ${sessionTtlMinMs}..${sessionTtlMaxMs}`);
-    }
-    const problem = secretHashProblem(secretHash) ?? ownerProblem(owner, command.ownerSessionsMax, "ownerSessionsMax");
-    if (problem) return fail("bad_request", problem);
-    if (this.sessions.size >= sessionsMax) {
-      return fail("limit_reached", `at most ${sessionsMax} sessions`);
-    }
-    const ownerRefusal = this.owners.sessionRefusal(ownerKey(owner), command.ownerSessionsMax);
-    if (ownerRefusal) return { result: { ok: false, error: ownerRefusal }, effects: [] };
-    this.sessionSeq += 1;
-    const id = `${this.options.sessionIdPrefix}${this.sessionSeq}`;
-    assert(!this.sessions.has(id), `session id ${id} reused`);
-    const session: Session = {
-      born: ++this.bornSeq,
-      id,
-      ttlMs,
-      createdAtMs: this.nowMs,
-      expiresAtMs: this.nowMs + ttlMs,
-      locks: new SessionLocks(),
-      leftCalls: [],
-      secretHash,
-    };
-    if (owner !== undefined) session.owner = owner;
-    this.sessions.set(id, session);
-    this.owners.sessionOpened(ownerKey(owner));
-    this.leases.note(session.expiresAtMs);
-    return { result: { ok: true, type: "session", session: id, ttlMs, expiresAtMs: session.expiresAtMs, secretHash }, effects: [] };
-  }
-
-  /** The live session a command acts on, or the refusal (unknown, or the secret does not match). */
-  private sessionFor(sessionId: string, secretHash: string): Session | Output {
-    const session = this.sessions.get(sessionId);
-    if (!session) return fail("session_not_found", `session ${sessionId} is unknown or expired`);
-    if (!secretMatches(session.secretHash, secretHash)) return { result: { ok: false, error: SECRET_MISMATCH }, effects: [] };
-    return session;
-  }
-
-  private keepAlive(command: Extract<Command, { type: "keepAlive" }>, nowMs = this.nowMs): Output {
-    const sessionId = command.session;
-    const session = this.sessionFor(sessionId, command.secretHash);
-    if ("result" in session) return session;
-    this.watcher?.beforeSessionChange(session);
-    session.expiresAtMs = nowMs + session.ttlMs;
-    // session.locks also names the locks it waits for: only those it holds are answered.
-    const held = [...session.locks].filter((lock) => lock.holderOf(sessionId) !== undefined).map((lock) => lock.name).sort();
-    return {
-      result: { ok: true, type: "session", session: sessionId, ttlMs: session.ttlMs, expiresAtMs: session.expiresAtMs, held },
-      effects: [],
-    };
-  }
-
-  /**
-   * The primary's decision that these sessions' leases lapsed (an id it no longer has: nothing).
-   * All go before any lock they free is granted: a lapsed waiter must not get one on the way.
-   */
-  private expire(ids: readonly string[], effects: Effect[]): Output {
-    const touched = new Set<LockState>();
-    for (const id of ids) {
-      const session = this.sessions.get(id);
-      if (!session) continue;
-      const released = this.dropSession(session, "expired", effects, touched);
-      effects.push({ type: "sessionExpired", session: id, released });
-    }
-    this.promoteAll(touched, effects);
-    return { result: { ok: true, type: "ticked" }, effects: [] };
-  }
-
-  private closeSession(command: Extract<Command, { type: "closeSession" }>, effects: Effect[]): Output {
-    const sessionId = command.session;
-    const session = this.sessionFor(sessionId, command.secretHash);
-    if ("result" in session) return session;
-    const touched = new Set<LockState>();
-    const released = this.dropSession(session, "closed", effects, touched);
-    this.promoteAll(touched, effects);
-    return { result: { ok: true, type: "closed", session: sessionId, released }, effects: [] };
-  }
-
-  /**
-   * No lease may end earlier than the old primary could have let it, and the new primary cannot
-   * know when the last keepalive reached the old one: every session gets its whole TTL again.
-   * Waits get a TTL too, since their clients must find the new primary and ask again.
-   */
-  private holdGrants(untilMs: number): Output {
-    assert(Number.isFinite(untilMs), "holdGrants needs a time");
-    this.grantsFromMs = Math.max(this.grantsFromMs, untilMs);
-    // The locks there are (none in a fresh table) wait too; the tick at the end grants their queues.
-    for (const lock of this.locks.values()) {
-      this.watcher?.beforeLockChange(lock);
-      lock.delayUntilMs = Math.max(lock.delayUntilMs, this.grantsFromMs);
-    }
-    this.noteDue(this.grantsFromMs);
-    return { result: { ok: true, type: "ticked" }, effects: [] };
-  }
-
-  /** When grants may start (holdGrants; 0 when never held). */
-  get grantsFrom(): number {
-    return this.grantsFromMs;
-  }
-
-  private restartLeases(): Output {
-    for (const session of this.sessions.values()) {
-      this.watcher?.beforeSessionChange(session);
-      session.expiresAtMs = this.nowMs + session.ttlMs;
-      this.leases.note(session.expiresAtMs);
-    }
-    for (const lock of this.locks.values()) {
-      if (lock.queue.length > 0) this.watcher?.beforeLockChange(lock);
-      for (const waiter of lock.queue) {
-        const ttlMs = this.sessions.get(waiter.session)?.ttlMs ?? 0;
-        waiter.deadlineMs = Math.max(waiter.deadlineMs, this.nowMs + ttlMs);
-        this.noteDue(waiter.deadlineMs);
-      }
-    }
-    return { result: { ok: true, type: "leasesRestarted", sessions: this.sessions.size }, effects: [] };
   }
 
   private enter(command: Extract<Command, { type: "enter" }>): Output {
@@ -536,162 +309,6 @@ export class LockTable {
     return { result: { ok: true, type: "forceReleased", name, tokens }, effects: [] };
   }
 
-  /** Grants from the head of the queue while the head is compatible with the holders. */
-  private promote(lock: LockState, effects: Effect[]): void {
-    if (this.nowMs < lock.delayUntilMs) return;
-    if (lock.queue.length > 0) this.watcher?.beforeLockChange(lock);
-    // Each pass removes the head or stops, so the loop is bounded by the queue length.
-    while (lock.queue.length > 0) {
-      const head = lock.queue[0];
-      const session = this.sessions.get(head.session);
-      if (!session || head.deadlineMs <= this.nowMs) {
-        // Never grant to a dead waiter (etcd #11456): the primary logs an `expire` of every lapsed
-        // lease before each entry (LockReplica.append), so a session here is live on its clock.
-        lock.queue.shift();
-        if (session) this.owners.waiterRemoved(ownerKey(session.owner));
-        session?.locks.delete(lock);
-        const reason = !session ? "sessionDead" : "deadline";
-        // A wait that ended at its deadline is a call its session left: a late copy of one of its
-        // rounds must not queue it again.
-        if (session && reason === "deadline") this.recordLeft(session, head.callId);
-        effects.push({ type: "waitEnded", name: lock.name, session: head.session, reason });
-        continue;
-      }
-      if (!this.compatible(lock, head.mode)) return;
-      lock.queue.shift();
-      this.owners.waiterRemoved(ownerKey(session.owner));
-      session.locks.delete(lock); // re-added by grant
-      effects.push({ type: "granted", grant: this.grant(lock, session, head.mode, head.lockDelayMs, head.callId) });
-      if (head.mode === "exclusive") return;
-    }
-  }
-
-  private grant(lock: LockState, session: Session, mode: Mode, lockDelayMs: number, callId: string | undefined): Grant {
-    // On every grant: the messages are built only when they fail.
-    if (!this.compatible(lock, mode)) throw new AssertionError(`grant of ${lock.name} would break mutual exclusion`);
-    if (!(this.nowMs >= lock.delayUntilMs)) throw new AssertionError(`grant of ${lock.name} inside its lock-delay`);
-    this.watcher?.beforeLockChange(lock);
-    this.lastToken += 1;
-    assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");
-    withHolder(lock, { session: session.id, token: this.lastToken, mode, sinceMs: this.nowMs, lockDelayMs, callId });
-    session.locks.add(lock);
-    return { name: lock.name, session: session.id, token: this.lastToken, mode };
-  }
-
-  private compatible(lock: LockState, mode: Mode): boolean {
-    if (this.nowMs < lock.delayUntilMs) return false;
-    const held = lock.held;
-    if (!Array.isArray(held)) return mode === "shared" && held.mode === "shared";
-    return held.length === 0 || (mode === "shared" && held.every((h) => h.mode === "shared"));
-  }
-
-  /** Ends waits whose deadline came and lock-delays that ended; O(1) while nothing is due. */
-  private expireDue(effects: Effect[]): void {
-    if (this.nowMs < this.dueAtMs) return;
-    let nextDueMs = Number.POSITIVE_INFINITY;
-    for (const lock of [...this.locks.values()]) {
-      const kept = lock.queue.filter((waiter) => {
-        if (waiter.deadlineMs > this.nowMs) return true;
-        const session = this.sessions.get(waiter.session);
-        session?.locks.delete(lock);
-        if (session) this.owners.waiterRemoved(ownerKey(session.owner));
-        if (session) this.recordLeft(session, waiter.callId); // as in promote: the call is over
-        effects.push({ type: "waitEnded", name: lock.name, session: waiter.session, reason: "deadline" });
-        return false;
-      });
-      const changed = kept.length !== lock.queue.length;
-      if (changed) {
-        this.watcher?.beforeLockChange(lock);
-        lock.queue = orNone(kept);
-      }
-      if (changed || lock.delayUntilMs <= this.nowMs) this.promote(lock, effects);
-      for (const waiter of lock.queue) nextDueMs = Math.min(nextDueMs, waiter.deadlineMs);
-      if (lock.delayUntilMs > this.nowMs) nextDueMs = Math.min(nextDueMs, lock.delayUntilMs);
-      this.forgetIfIdle(lock);
-    }
-    this.dueAtMs = nextDueMs;
-  }
-
-  /**
-   * Removes a session: releases what it holds (with lock-delay on expiry), drops its waits. The
-   * locks it was in go to `touched`, for `promoteAll` once every session that goes has gone.
-   */
-  private dropSession(session: Session, reason: "expired" | "closed", effects: Effect[], touched: Set<LockState>): string[] {
-    const released: string[] = [];
-    this.watcher?.beforeSessionChange(session);
-    // In name order: the index's own order differs between a table and its copy (table_copy.ts),
-    // and the answer's `released` list must not.
-    for (const lock of [...session.locks].sort(byName)) {
-      const name = lock.name;
-      assert(this.locks.get(name) === lock, `session ${session.id} indexes a lock ${name} the table does not have`);
-      this.watcher?.beforeLockChange(lock);
-      const holder = lock.holderOf(session.id);
-      if (holder) {
-        withoutHolder(lock, holder);
-        released.push(name);
-        effects.push({ type: "released", name, session: session.id, token: holder.token, reason });
-        if (reason === "expired" && holder.lockDelayMs > 0) {
-          lock.delayUntilMs = Math.max(lock.delayUntilMs, this.nowMs + holder.lockDelayMs);
-          this.noteDue(lock.delayUntilMs);
-        }
-      }
-      const waiting = lock.queue.length;
-      lock.queue = orNone(lock.queue.filter((w) => w.session !== session.id));
-      this.owners.waiterRemoved(ownerKey(session.owner), waiting - lock.queue.length);
-      if (lock.queue.length !== waiting) {
-        effects.push({ type: "waitEnded", name, session: session.id, reason: "sessionDead" });
-      }
-      touched.add(lock);
-    }
-    this.sessions.delete(session.id);
-    this.owners.sessionDropped(ownerKey(session.owner));
-    session.locks.clear();
-    return released;
-  }
-
-  private promoteAll(locks: Iterable<LockState>, effects: Effect[]): void {
-    for (const lock of locks) {
-      this.promote(lock, effects);
-      this.forgetIfIdle(lock);
-    }
-  }
-
-  /** A newer call of the session takes over a grant or a queue place: the older call is over. */
-  private supersedeCall(session: Session, entry: Holder | Waiter, callId: string | undefined): void {
-    // The entry's lock was announced to the watcher by `enter`.
-    if (callId !== undefined && entry.callId !== undefined && entry.callId !== callId) this.recordLeft(session, entry.callId);
-    // An enter without a call id keeps the one it has.
-    if (callId !== undefined) entry.callId = callId;
-  }
-
-  /** Remembers that the session left `callId`'s call, forgetting the oldest beyond the limit. */
-  private recordLeft(session: Session, callId: string | undefined): void {
-    if (callId === undefined || session.leftCalls.includes(callId)) return;
-    this.watcher?.beforeSessionChange(session);
-    session.leftCalls.push(callId);
-    const max = this.options.limits.leftCallsPerSessionMax;
-    if (session.leftCalls.length > max) session.leftCalls.splice(0, session.leftCalls.length - max);
-  }
-
-  private forgetIfIdle(lock: LockState): void {
-    if (lock.holderCount === 0 && lock.queue.length === 0 && lock.delayUntilMs <= this.nowMs) {
-      this.watcher?.beforeLockChange(lock);
-      this.locks.delete(lock.name);
-    }
-  }
-
-  private noteDue(atMs: number): void {
-    this.dueAtMs = Math.min(this.dueAtMs, atMs);
-  }
-
-  private checkName(name: unknown): string | undefined {
-    const max = this.options.limits.lockNameLengthMax;
-    if (typeof name !== "string" || name.length === 0) return "lock name must be a non-empty string";
-    if (name.length > max) return `lock name is longer than ${max} characters`;
-    if (!LOCK_NAME_PATTERN.test(name)) return "lock name may contain only A-Z a-z 0-9 . _ : / -";
-    return undefined;
-  }
-
   /** The scalars of the table (a streamed copy sends them first). */
   header(): LockTableHeader {
     return {
@@ -759,14 +376,10 @@ export class LockTable {
     };
     const holders = l.holders.map((h) => holderFromCopy(h, sessionIdOf(h)));
     const queue = l.queue.map((w) => waiterFromCopy(w, sessionIdOf(w)));
-    const lock = new LockState(++this.bornSeq, l.name, heldOf(holders), orNone(queue), l.delayUntilMs);
+    const lock = new LockState(++this.bornSeq, l.name, NONE, orNone(queue), l.delayUntilMs);
+    withHolders(lock, holders);
     this.locks.set(lock.name, lock);
     for (const entry of [...holders, ...queue]) this.sessions.get(entry.session)!.locks.add(lock);
     for (const waiter of lock.queue) this.owners.waiterAdded(ownerKey(this.sessions.get(waiter.session)!.owner));
   }
-}
-
-/** Orders locks by name (a session's index is in no particular order). */
-function byName(a: LockState, b: LockState): number {
-  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }

@@ -10,7 +10,7 @@
  * (after a takeover, or a durable primary's restart) gives every session a whole TTL again from
  * the moment it starts (`restartLeases`). Why that is safe: docs/failover.md "Session leases".
  */
-import type { Session } from "./lock_table.ts";
+import type { Session } from "./lock_state.ts";
 
 /** Sessions one `expire` entry names at most: bounds an entry's size (the rest go in the next). */
 export const EXPIRE_BATCH_MAX = 1_000;

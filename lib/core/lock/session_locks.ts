@@ -9,7 +9,7 @@
  * one compares references, at most LIST_MAX of them. A session that goes beyond that gets a Set,
  * so no removal costs more than LIST_MAX comparisons; it keeps the Set until it is cleared.
  */
-import type { LockState } from "./lock_table.ts";
+import type { LockState } from "./lock_state.ts";
 
 /** Entries up to which the index is a list (a removal scans at most this many references). */
 export const SESSION_LOCKS_LIST_MAX = 1024;

@@ -13,7 +13,8 @@
  *   clock: expired ones were dropped by the command's expiry pass); every holder and waiter
  *   belongs to a session of the table, once per lock; the per-session index (`Session.locks`)
  *   names exactly the locks the session holds or waits for; no idle lock is kept, and none keeps
- *   its one holder in a list (`LockState.held`: W4's memory); tokens are
+ *   its one holder in a list or apart from the lock (`LockState.held`, a lone holder is the lock
+ *   itself: W4's memory); tokens are
  *   unique and at most the table's highest; the limits hold; the due index (`dueAtMs`, which lets
  *   ticks skip the expiry pass) is at most every pending expiry, deadline and lock-delay end; each
  *   session's left calls (`leftCalls`) are distinct, at most `leftCallsPerSessionMax`, and no
@@ -252,8 +253,9 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
   for (const [name, lock] of table.locks) {
     if (name !== lock.name) return `lock ${lock.name} filed under ${name}`;
     if (lock.holders.length === 0 && lock.queue.length === 0 && lock.delayUntilMs <= nowMs) return `idle lock ${name} kept`;
-    // One holder is kept as itself, never as a list of one (lock_table.ts LockState).
+    // One holder is the lock itself, never a list of one nor an object apart (lock_state.ts LockState).
     if (Array.isArray(lock.held) && lock.held.length === 1) return `lock ${name} keeps its one holder in a list`;
+    if (!Array.isArray(lock.held) && lock.held !== lock) return `lock ${name} keeps its one holder apart from it`;
     if (lock.queue.length > limits.waitersPerLockMax) return `${lock.queue.length} waiters on ${name} > ${limits.waitersPerLockMax}`;
     if (lock.delayUntilMs > nowMs) dueMs = Math.min(dueMs, lock.delayUntilMs);
     for (const entry of [...lock.holders, ...lock.queue]) {
