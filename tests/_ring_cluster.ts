@@ -30,6 +30,16 @@ export function ringSettings(lines: readonly string[]): Settings {
 
 /** The settings every ring of these tests runs with (QUICK_RING_SETTINGS over the defaults). */
 export const RING: Settings = ringSettings(QUICK_RING_SETTINGS);
+
+/**
+ * The [settings] lines of a ring: QUICK_RING_SETTINGS, then a test's own lines; a test's line
+ * replaces the quick line of the same key (TOML takes a key once).
+ */
+export function settingsLines(own: readonly string[] = []): string[] {
+  const keyOf = (line: string) => line.split("=")[0].trim();
+  const ownKeys = new Set(own.map(keyOf));
+  return [...QUICK_RING_SETTINGS.filter((line) => !ownKeys.has(keyOf(line))), ...own];
+}
 /** Room for scheduling (every node is a process on two shared cores), and for a node's start. */
 export const SLACK_MS = 5_000;
 
@@ -78,7 +88,7 @@ export type NodeStatus = RingStatus & {
 
 export interface RingOptions {
   size: number;
-  /** Extra [settings] lines (after QUICK_RING_SETTINGS). */
+  /** Extra [settings] lines (after QUICK_RING_SETTINGS; one of the same key replaces the quick line: settingsLines). */
   settings?: string[];
   /** Extra [cluster] lines (e.g. the repair channel's broadcast address). */
   clusterLines?: string[];
@@ -153,8 +163,7 @@ export async function makeRing(options: RingOptions): Promise<RingCluster> {
     ...(secret === null ? [] : [`secret = "${secret}"`]),
     ...clusterLines,
     "[settings]",
-    ...QUICK_RING_SETTINGS,
-    ...(options.settings ?? []),
+    ...settingsLines(options.settings),
     ...ids.flatMap((id, i) => [
       "[[nodes]]",
       `id = "${id}"`,

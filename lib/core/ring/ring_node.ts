@@ -30,29 +30,21 @@
  *   in: it comes back through a view change (a new epoch), so the hop needs no disk.
  *
  * Its parts: the inputs and outputs (ring_io.ts), the write path (ring_writes.ts), the queue of
- * waiting clients (ring_waiters.ts), the replica (ring_replica.ts).
+ * waiting clients (ring_waiters.ts), the replica (ring_replica.ts); and the layers of the node
+ * itself (ring_node_state.ts says why layers): its state and output sinks (ring_node_state.ts),
+ * the critical sections (ring_sections.ts), the token's visit and hand-off (token_visit.ts), the
+ * view change's promise, install and regeneration (ring_views.ts). This file keeps the inputs and
+ * their dispatch, the holder's writes, time (expiry, the next deadline) and reads and status.
  *
  * No clock, timer, randomness or I/O in here: time comes in as `nowMs`.
  */
 import { assert, assertNever } from "../assert.ts";
-import { RingReplica } from "./ring_replica.ts";
-import { checkOp, RingWrites } from "./ring_writes.ts";
-import { RingWaiters, type Waiter } from "./ring_waiters.ts";
-import { fenceFloor, type LocalFacts, nextFence, type View } from "./view_wire.ts";
-import {
-  clientError,
-  type ClientReply,
-  type PersistOp,
-  type RingEffect,
-  type RingInput,
-  type RingNodeOptions,
-  type RingOutput,
-  type RingResult,
-  type RingStatus,
-  type SectionEndReason,
-} from "./ring_io.ts";
-import type { CatchUpReply, RingEntry, RingHardState, RingOp, RingToken } from "./ring_types.ts";
-import type { ErrorCode } from "../../wire/errors.ts";
+import { checkOp } from "./ring_writes.ts";
+import { inputError } from "./ring_node_state.ts";
+import { RingViews } from "./ring_views.ts";
+import type { LocalFacts } from "./view_wire.ts";
+import { clientError, type RingInput, type RingOutput, type RingResult, type RingStatus } from "./ring_io.ts";
+import type { CatchUpReply, RingEntry, RingOp } from "./ring_types.ts";
 
 // The node's inputs and outputs live in ring_io.ts; importers of the node find them here too.
 export type {
@@ -69,130 +61,7 @@ export type {
   SectionEndReason,
 } from "./ring_io.ts";
 
-interface Holding {
-  /** The token as this node will pass it on (updated by grants and writes). */
-  token: RingToken;
-  arrivedAtMs: number;
-  /** Waiters still to be served in this visit (those queued when the token came). */
-  grantsLeft: number;
-  /** Whether this visit granted a section (the token then rests here while nobody else asks). */
-  granted: boolean;
-  passAtMs: number | null;
-  /** Writes of this node travelling the ring: wseq → client request waiting (null: none). */
-  outstanding: Map<number, number | null>;
-}
-
-interface Section {
-  fence: number;
-  ticket: string;
-  leaseMs: number;
-  grantedAtMs: number;
-  leaseEndMs: number;
-  /** Granted while no long-poll was attached: the client must pick it up before this. */
-  pickupDeadlineMs: number;
-}
-
-function inputError(code: ErrorCode, message: string): RingResult {
-  return { ok: false, type: "error", error: { code, message } };
-}
-
-export class RingNode {
-  readonly id: string;
-  /** The ring nodes of the cluster file, in file order (changed by a reload: `setRing`). */
-  ring: readonly string[];
-  successor: string;
-  predecessor: string;
-  /** The installed view's members in ring order. */
-  private members: string[];
-  readonly replica = new RingReplica();
-  /** The epoch of the view installed in this incarnation (0: none yet). */
-  private epoch = 0;
-  /** Tokens and writes of epochs below this are refused: promised to the view change. */
-  private refuseBelowEpoch = 0;
-  /** No grant before this (the view's wait for older sections to end). */
-  private grantNotBeforeMs = Number.NEGATIVE_INFINITY;
-  /**
-   * A section ended here because the token was dropped (a promise, a new view) may still be
-   * believed in by its client until its lease ends: the view change's facts report it till then.
-   */
-  private droppedSectionUntilMs = Number.NEGATIVE_INFINITY;
-  /** The regenerator's re-sent range of this epoch: their return is recognised by origin and place. */
-  private resent: { from: number; to: number } | null = null;
-  private fenceMax = 0;
-  /** Highest hop accepted in this epoch (in memory: a restarted node never takes its old epoch again). */
-  private lastHop = 0;
-  private holding: Holding | null = null;
-  private sending: { epoch: number; hop: number } | null = null;
-  /** The last token this node held or sent (the view change's facts; in memory only). */
-  private lastToken = { epoch: 0, hop: 0 };
-  private lastTokenAtMs: number | null = null;
-  private lastArrivalMs: number | null = null;
-  private lastRotationMs: number | null = null;
-  private section: Section | null = null;
-  private readonly waiters: RingWaiters;
-  /** The replicated log's travel around the ring. */
-  private readonly writes: RingWrites;
-  private wakeUntilMs = Number.NEGATIVE_INFINITY;
-  /** When this node last sent `wake` (it sends at most one per tokenIdlePaceMs). */
-  private wokeAtMs = Number.NEGATIVE_INFINITY;
-  /** The token lease (in memory only: a restarted node renews before its first grant). */
-  private lease: { epoch: number; validUntilMs: number; sectionMaxMs: number } | null = null;
-  private nowMs = Number.NEGATIVE_INFINITY;
-  // The output being built by the current step.
-  private persistOps: PersistOp[] = [];
-  private effects: RingEffect[] = [];
-
-  constructor(private readonly options: RingNodeOptions) {
-    const { id, ring } = options;
-    const index = ring.indexOf(id);
-    assert(index >= 0, `node ${id} is not in the ring ${ring.join(",")}`);
-    assert(new Set(ring).size === ring.length, "ring ids must be unique");
-    this.id = id;
-    this.ring = [...ring];
-    const view = options.storedView ?? null;
-    this.members = view && view.members.includes(id) ? [...view.members] : [...ring];
-    this.successor = this.neighbour(1);
-    this.predecessor = this.neighbour(-1);
-    const stored = options.stored;
-    // Nothing of the epoch this node ran in before it stopped: it comes back in a newer one.
-    this.refuseBelowEpoch = Math.max(options.promisedEpoch ?? 0, (view?.epoch ?? 0) + 1, (stored?.hardState.epoch ?? 0) + 1);
-    if (stored) {
-      this.fenceMax = stored.hardState.fenceMax;
-      if (stored.snapshot) this.replica.install(stored.snapshot);
-      this.replica.replay(stored.records);
-    }
-    this.waiters = new RingWaiters(options.ticketPrefix, options.limits, (reqId, reply) => this.reply(reqId, reply));
-    this.writes = new RingWrites({
-      id,
-      limits: options.limits,
-      epoch: () => this.epoch,
-      promisedAhead: () => this.refuseBelowEpoch > this.epoch,
-      successor: () => this.successor,
-      predecessor: () => this.predecessor,
-      nowMs: () => this.nowMs,
-      persist: (op) => this.persistOps.push(op),
-      effect: (effect) => this.effects.push(effect),
-      event: (event, fields) => this.event(event, fields),
-      ownWriteBack: (entry) => this.ownWriteBack(entry),
-    }, this.replica, stored?.snapshot?.wseq ?? 0);
-  }
-
-  /**
-   * The cluster file was reloaded with these ring nodes (one added or removed: the view change
-   * takes it in or out by a new view; until then the installed view's ring stays as it is).
-   */
-  setRing(ring: readonly string[]): void {
-    assert(ring.includes(this.id) && new Set(ring).size === ring.length, `a reloaded ring must list ${this.id} once`);
-    this.ring = [...ring];
-  }
-
-  /** The member `step` places after this one in the view (-1: before). */
-  private neighbour(step: 1 | -1): string {
-    const members = this.members;
-    const index = members.indexOf(this.id);
-    return members[(index + step + members.length) % members.length];
-  }
-
+export class RingNode extends RingViews {
   /** First output after construction (nothing to resend: the next view re-sends what may differ). */
   start(nowMs: number): RingOutput {
     return this.run(nowMs, () => ({ ok: true, type: "done" }));
@@ -272,319 +141,6 @@ export class RingNode {
     }
   }
 
-  // ---- Token ------------------------------------------------------------------------------
-
-  /** Whether a token or writes of `epoch` may be taken now; otherwise the refusal. */
-  private epochCheck(epoch: number): RingResult | null {
-    if (epoch < this.epoch || epoch < this.refuseBelowEpoch) {
-      return { ok: false, type: "stale", epoch: Math.max(this.epoch, this.refuseBelowEpoch) };
-    }
-    if (epoch > this.epoch) return { ok: false, type: "notYet", epoch: this.epoch };
-    return null;
-  }
-
-  private receiveToken(from: string, token: RingToken): RingResult {
-    if (token.commit !== token.wseq) {
-      // Every holder waits for its writes to come back before it passes the token.
-      return inputError("bad_request", `a token in transit has commit = wseq (got ${token.commit} and ${token.wseq})`);
-    }
-    const refusal = this.epochCheck(token.epoch);
-    if (refusal) {
-      this.event("tokenNotTaken", { epoch: token.epoch, hop: token.hop, ourEpoch: this.epoch, answer: refusal.type });
-      return refusal;
-    }
-    if (from !== this.predecessor) return inputError("bad_request", `${from} is not the predecessor of ${this.id}`);
-    if (token.hop <= this.lastHop) return { ok: true, type: "token", duplicate: true };
-    assert(this.holding === null, `second token in epoch ${token.epoch}: hop ${token.hop} while holding`);
-    // A write of this epoch above the token's wseq could only come from a second token.
-    for (let w = token.wseq + 1; w <= this.replica.lastApplied; w++) {
-      const above = this.replica.entryAt(w);
-      assert(above === undefined || above.epoch < token.epoch, `write ${w} of epoch ${above?.epoch} above the wseq ${token.wseq} of its epoch's token`);
-    }
-    this.lastHop = token.hop;
-    this.lastToken = { epoch: token.epoch, hop: token.hop };
-    // Our own hand-off got through if the token came back around: stop resending it.
-    if (this.sending) {
-      this.sending = null;
-      this.effects.push({ type: "tokenReturned", epoch: token.epoch, hop: token.hop });
-    }
-    if (this.lastArrivalMs !== null) this.lastRotationMs = this.nowMs - this.lastArrivalMs;
-    this.lastArrivalMs = this.nowMs;
-    this.lastTokenAtMs = this.nowMs;
-    this.fenceMax = Math.max(this.fenceMax, token.fence);
-    this.dropStaleSuffix(token);
-    const copy = { ...token };
-    if (this.nowMs < this.wakeUntilMs) copy.idleHops = 0;
-    this.holding = {
-      token: copy,
-      arrivedAtMs: this.nowMs,
-      grantsLeft: this.waiters.length,
-      granted: false,
-      passAtMs: null,
-      outstanding: new Map(),
-    };
-    return { ok: true, type: "token", duplicate: false };
-  }
-
-  /**
-   * Writes above the token's wseq are uncommitted leftovers of an older epoch: the token's wseq
-   * is the highest one assigned in its epoch, and it starts at the regenerator's last applied
-   * write, which covers every committed one (docs/ring-view.md). They must go before this node writes at
-   * those places (the new epoch reassigns them), so the log is cut back to the token's wseq;
-   * writes at or below it were replaced by the new epoch's versions, which travel ahead of the
-   * token, and committed ones missing here are fetched before any grant (`proceed`).
-   */
-  private dropStaleSuffix(token: RingToken): void {
-    const replica = this.replica;
-    if (replica.lastApplied <= token.wseq) return;
-    const dropped = replica.lastApplied - token.wseq;
-    this.writes.truncate(token.wseq + 1);
-    this.event("staleWritesDropped", { epoch: token.epoch, from: token.wseq + 1, count: dropped });
-  }
-
-  /** Moves the token along as far as it can go now, then asks for it if waiters are left without it. */
-  private proceed(): void {
-    this.moveToken();
-    this.wakeIfWanted();
-  }
-
-  /**
-   * Waiters here and the token elsewhere: wake every node, at most once per tokenIdlePaceMs. A
-   * wake is in force at its receivers for 2 × tokenIdlePaceMs, so while this node has waiters the
-   * others never rest the token; this covers waiters left over when the token moved on (they
-   * arrived during the visit) as well as a first waiter, at a few requests per second.
-   */
-  private wakeIfWanted(): void {
-    if (this.holding || this.waiters.length === 0) return;
-    if (this.nowMs - this.wokeAtMs < this.options.limits.tokenIdlePaceMs) return;
-    this.wokeAtMs = this.nowMs;
-    this.effects.push({ type: "wakeAll" });
-  }
-
-  /** Moves the token along as far as it can go now: catch up, grant, wait for writes, or pass. */
-  private moveToken(): void {
-    if (this.waiters.length > 0) this.renewEarly();
-    const holding = this.holding;
-    if (!holding) return;
-    if (holding.token.commit > this.replica.lastApplied) {
-      // Behind on committed writes: no grant before this node has them.
-      this.writes.requestFetch();
-      return;
-    }
-    this.writes.learnCommit(holding.token.commit);
-    if (this.section || holding.outstanding.size > 0) return;
-    // Waiters that arrived during the visit are served in it while it is young: younger than
-    // tokenIdlePaceMs while no other node asked for the token (no wake: nobody is made to wait,
-    // and a lone client no longer waits a whole rotation per section), younger than tokenHoldMs
-    // under contention (the token ring's holding time: each visit delays the others by at most
-    // that plus one section, and a client that leaves and asks again at once is served again).
-    if (holding.grantsLeft === 0 && this.waiters.length > 0 && this.visitOpen(holding)) holding.grantsLeft = 1;
-    if (holding.grantsLeft > 0 && this.waiters.length > 0) {
-      const paceMs = this.options.limits.tokenIdlePaceMs;
-      if (this.grantNotBeforeMs - this.nowMs > paceMs) {
-        // The view's wait for older sections: no member grants yet. The token moves on at the
-        // idle pace meanwhile, so the members see it: resting here for the whole wait, it would
-        // be taken for lost after tokenLossMs by every other member (another view change,
-        // another wait: found by the ring benchmark under packet loss).
-        holding.passAtMs ??= holding.arrivedAtMs + paceMs;
-        if (this.nowMs >= holding.passAtMs) this.pass();
-        return;
-      }
-      // No grant without a majority's lease (renewEarly asked for it): a token cut off from the
-      // majority is not usable. Nor a section longer than the lease's stated bound (the view
-      // change counts on it: docs/ring.md "The token lease"; renewEarly asks for a larger one).
-      // Nor before the view's wait for older sections is over.
-      if (!this.leaseValid() || this.waiters.next!.leaseMs > this.lease!.sectionMaxMs || this.nowMs < this.grantNotBeforeMs) return;
-      holding.grantsLeft -= 1;
-      this.grant(this.waiters.shift()!, holding);
-      return;
-    }
-    if (this.waiters.length > 0) {
-      // Those arrived during this visit; they are served at the next, which must come soon.
-      holding.token.idleHops = 0;
-      this.pass();
-      return;
-    }
-    // After a visit with grants the token rests here like an idle one while nobody else asks:
-    // the node whose client just left is the likeliest to be asked next; a wake from another
-    // node's first waiter sends it on at once, and it leaves after tokenIdlePaceMs anyway.
-    if (holding.granted && this.uncontended(holding)) return;
-    if (holding.token.idleHops < this.ring.length || this.nowMs < this.wakeUntilMs) {
-      this.pass();
-      return;
-    }
-    holding.passAtMs ??= holding.arrivedAtMs + this.options.limits.tokenIdlePaceMs;
-    if (this.nowMs >= holding.passAtMs) this.pass();
-  }
-
-  /**
-   * A waiter is queued here: have a lease ready for the token's arrival (or the end of the
-   * running section), renewed once less than a quarter of tokenLeaseMs is left, so a grant does not wait one renewal
-   * after the token came. A lease without the token grants nothing, so asking early is safe.
-   */
-  private renewEarly(): void {
-    if (this.epoch === 0 || this.refuseBelowEpoch > this.epoch) return; // no view to lease in
-    const lease = this.lease;
-    // A quarter of tokenLeaseMs ahead: far more than a renewal's round trip, and few renewals.
-    const aheadMs = this.options.limits.tokenLeaseMs / 4;
-    const sectionMaxMs = this.waiters.longestLeaseMs;
-    if (!this.leaseValid() || lease!.validUntilMs - this.nowMs < aheadMs || lease!.sectionMaxMs < sectionMaxMs) {
-      this.effects.push({ type: "wantLease", epoch: this.epoch, sectionMaxMs });
-    }
-  }
-
-  /** No other node asked for the token lately (no wake in force), and the visit is younger than tokenIdlePaceMs. */
-  private uncontended(holding: Holding): boolean {
-    return this.nowMs >= this.wakeUntilMs && this.nowMs < holding.arrivedAtMs + this.options.limits.tokenIdlePaceMs;
-  }
-
-  /** Whether this visit may still serve waiters that arrived during it (see proceed). */
-  private visitOpen(holding: Holding): boolean {
-    return this.uncontended(holding) || this.nowMs < holding.arrivedAtMs + this.options.limits.tokenHoldMs;
-  }
-
-  private leaseValid(): boolean {
-    return this.lease !== null && this.lease.epoch === this.epoch && this.nowMs < this.lease.validUntilMs;
-  }
-
-  private pass(): void {
-    const holding = this.holding;
-    assert(holding !== null, "pass without the token");
-    assert(this.section === null && holding.outstanding.size === 0, "pass during a section or with writes out");
-    assert(holding.token.commit === holding.token.wseq, "a token is passed only with every write committed");
-    const token: RingToken = { ...holding.token, hop: holding.token.hop + 1, idleHops: holding.token.idleHops + 1 };
-    this.holding = null;
-    this.sending = { epoch: token.epoch, hop: token.hop };
-    this.lastToken = { epoch: token.epoch, hop: token.hop };
-    this.lastTokenAtMs = this.nowMs;
-    this.effects.push({ type: "sendToken", to: this.successor, token });
-  }
-
-  /**
-   * The view change: this node promised `epoch`. The token held here (if any) is void, its
-   * section ends and its writes in flight may or may not commit; nothing older is taken any more.
-   */
-  private promised(epoch: number): void {
-    if (epoch <= this.refuseBelowEpoch && epoch <= this.epoch) return;
-    this.refuseBelowEpoch = Math.max(this.refuseBelowEpoch, epoch);
-    this.lease = null;
-    this.dropToken(`this node promised epoch ${epoch}`);
-  }
-
-  /** Ends whatever the token of the current epoch does here. */
-  private dropToken(why: string): void {
-    const holding = this.holding;
-    if (!holding) return;
-    if (this.section) {
-      this.droppedSectionUntilMs = Math.max(this.droppedSectionUntilMs, this.section.leaseEndMs);
-      this.endSection("epoch");
-    }
-    for (const [wseq, reqId] of holding.outstanding) {
-      if (reqId === null) continue;
-      this.reply(reqId, clientError("ring_unavailable", `the token of epoch ${holding.token.epoch} was replaced (${why}); write ${wseq} may or may not commit`));
-    }
-    this.holding = null;
-    this.resent = null;
-  }
-
-  /** The view change installed `view` here: a new ring; on the regenerator, the epoch's token. */
-  private install(view: View, regenerate: boolean, grantNotBeforeMs: number): void {
-    assert(view.epoch > this.epoch && view.epoch >= this.refuseBelowEpoch, `view ${view.epoch} is not newer than ${this.epoch}/${this.refuseBelowEpoch}`);
-    assert(view.members.includes(this.id), `view ${view.epoch} without ${this.id}`);
-    const old = this.epoch;
-    this.dropToken(`view ${view.epoch}`);
-    this.epoch = view.epoch;
-    this.refuseBelowEpoch = view.epoch;
-    this.members = [...view.members];
-    this.successor = this.neighbour(1);
-    this.predecessor = this.neighbour(-1);
-    this.grantNotBeforeMs = grantNotBeforeMs;
-    this.lastHop = 0;
-    this.sending = null;
-    this.lease = null;
-    this.writes.newEpoch();
-    // The only per-epoch state on disk: a restarted node rejoins in a newer epoch anyway.
-    this.persistHardState();
-    this.event("epoch", { epoch: view.epoch, previous: old, members: view.members.join(","), successor: this.successor });
-    if (regenerate) this.regenerate(view);
-  }
-
-  // ---- Critical sections ------------------------------------------------------------------
-
-  private grant(waiter: Waiter, holding: Holding): void {
-    // The epoch in the fence's high part: every fence of this epoch is above every fence an
-    // older epoch's token could still hand out (nextFence fails stop when the counter runs out).
-    const fence = nextFence(this.epoch, Math.max(this.fenceMax, holding.token.fence));
-    this.fenceMax = fence;
-    holding.token.fence = fence;
-    holding.token.idleHops = 0;
-    holding.granted = true;
-    // Not stored: within the epoch the token carries the counter, and a restarted node takes
-    // nothing of its old epoch; its next fence is of a newer epoch, above this one (docs/ring.md, Durability).
-    this.section = {
-      fence,
-      ticket: waiter.ticket,
-      leaseMs: waiter.leaseMs,
-      grantedAtMs: this.nowMs,
-      leaseEndMs: this.nowMs + waiter.leaseMs,
-      pickupDeadlineMs: waiter.reqId === null ? waiter.pollDeadlineMs : Number.POSITIVE_INFINITY,
-    };
-    this.event("granted", { fence, epoch: this.epoch, leaseMs: waiter.leaseMs, waitedMs: this.nowMs - waiter.queuedAtMs });
-    if (waiter.reqId !== null) this.reply(waiter.reqId, this.grantReply(this.section));
-  }
-
-  private grantReply(section: Section): ClientReply {
-    const leaseMs = Math.max(0, section.leaseEndMs - this.nowMs);
-    return { ok: true, type: "granted", fence: section.fence, leaseMs, epoch: this.epoch, ticket: section.ticket };
-  }
-
-  private endSection(reason: SectionEndReason): void {
-    const section = this.section;
-    assert(section !== null, "no section to end");
-    this.section = null;
-    this.effects.push({ type: "sectionEnded", fence: section.fence, reason });
-    this.event("sectionEnded", { fence: section.fence, reason, heldMs: this.nowMs - section.grantedAtMs });
-  }
-
-  private enter(input: Extract<RingInput, { type: "enter" }>): void {
-    const { reqId, ticket, waitMs, leaseMs } = input;
-    const problem = this.waiters.checkEnter(waitMs, leaseMs);
-    if (problem) return this.reply(reqId, clientError("bad_request", problem));
-    if (ticket !== undefined) return this.repoll(reqId, ticket);
-    const busyHere = this.holding !== null && (this.section !== null || this.holding.outstanding.size > 0);
-    if (!this.waiters.add(reqId, waitMs, leaseMs, this.nowMs, busyHere)) return;
-    if (this.holding && !busyHere && this.waiters.length === 1) {
-      // The token rests here idle: serve the newcomer in this visit.
-      this.holding.grantsLeft = Math.max(this.holding.grantsLeft, 1);
-    }
-  }
-
-  /** The client asks again with its ticket: pick up a grant, or keep waiting. */
-  private repoll(reqId: number, ticket: string): void {
-    if (this.section?.ticket === ticket) {
-      this.section.pickupDeadlineMs = Number.POSITIVE_INFINITY;
-      return this.reply(reqId, this.grantReply(this.section));
-    }
-    this.waiters.repoll(reqId, ticket);
-  }
-
-  private leave(input: Extract<RingInput, { type: "leave" }>): void {
-    const { reqId, fence, ticket } = input;
-    if (fence !== undefined) {
-      if (this.section?.fence !== fence) {
-        return this.reply(reqId, clientError("not_in_section", `fence ${fence} is not the current section of ${this.id}`));
-      }
-      this.endSection("left");
-      return this.reply(reqId, { ok: true, type: "left", wasHolder: true });
-    }
-    if (ticket === undefined) return this.reply(reqId, clientError("bad_request", "leave needs a fence or a ticket"));
-    if (this.section?.ticket === ticket) {
-      this.endSection("left");
-      return this.reply(reqId, { ok: true, type: "left", wasHolder: true });
-    }
-    this.waiters.withdraw(reqId, ticket);
-  }
-
   // ---- Writes -----------------------------------------------------------------------------
 
   /** A client write inside its section: stamped, stored, and sent around the ring. */
@@ -619,7 +175,7 @@ export class RingNode {
   }
 
   /** A write of this node's came back around: it is back if the token waits for it in its epoch. */
-  private ownWriteBack(entry: RingEntry): void {
+  protected ownWriteBack(entry: RingEntry): void {
     const holding = this.holding;
     const ours = entry.epoch === this.epoch || (this.resent !== null && entry.wseq >= this.resent.from && entry.wseq <= this.resent.to);
     if (holding?.outstanding.has(entry.wseq) && ours) this.returned(entry.wseq);
@@ -642,46 +198,6 @@ export class RingNode {
   /** What this node can send a neighbour that asks for writes from `from` on. */
   catchUp(from: number): CatchUpReply {
     return this.writes.catchUp(from);
-  }
-
-  // ---- Regeneration -----------------------------------------------------------------------
-
-  /**
-   * The regenerator's half of an installed view: the epoch's one token, at the view's startWseq.
-   * Writes from resendFromWseq on (they may differ on other members) go around first, with their
-   * original stamps (Raft's rule), from here; the token's commit reaches startWseq when they are back.
-   */
-  private regenerate(view: View): void {
-    const replica = this.replica;
-    assert(replica.lastApplied >= view.startWseq, `regenerator at ${replica.lastApplied} below the view's startWseq ${view.startWseq}`);
-    if (replica.lastApplied > view.startWseq) this.writes.truncate(view.startWseq + 1);
-    const fence = Math.max(this.fenceMax, fenceFloor(view.epoch));
-    const token: RingToken = { epoch: view.epoch, hop: 1, wseq: view.startWseq, commit: replica.commit, fence, idleHops: 0 };
-    this.lastHop = 1;
-    this.fenceMax = fence;
-    this.lastToken = { epoch: view.epoch, hop: 1 };
-    this.lastTokenAtMs = this.nowMs;
-    this.lastArrivalMs = this.nowMs;
-    const holding: Holding = { token, arrivedAtMs: this.nowMs, grantsLeft: this.waiters.length, granted: false, passAtMs: null, outstanding: new Map() };
-    this.holding = holding;
-    // From the lowest member commit on: a member may hold a differing uncommitted version of any
-    // later write. (A member more than ringLogRetainMax behind: docs/ring-view.md, Known gaps.)
-    const from = Math.max(view.resendFromWseq, replica.logStart);
-    const resend = from <= view.startWseq ? replica.entriesFrom(from, view.startWseq - from + 1) ?? [] : [];
-    this.resent = resend.length > 0 ? { from, to: view.startWseq } : null;
-    for (const stored of resend) {
-      const entry = { ...stored, origin: this.id };
-      holding.outstanding.set(entry.wseq, null);
-      this.writes.forward(entry);
-    }
-    // The epoch's marker right behind them (Raft's no-op; see RingOp): the token's commit passes
-    // startWseq only with it, so a committed prefix always ends in this epoch's stamp or a newer one.
-    const marker: RingEntry = { epoch: view.epoch, wseq: view.startWseq + 1, author: this.id, origin: this.id, op: { type: "noop", key: "" } };
-    token.wseq = marker.wseq;
-    this.writes.append(marker);
-    holding.outstanding.set(marker.wseq, null);
-    this.writes.forward(marker);
-    this.event("tokenRegenerated", { epoch: view.epoch, fence, wseq: token.wseq, commit: token.commit, resent: resend.length });
   }
 
   // ---- Time -------------------------------------------------------------------------------
@@ -773,23 +289,7 @@ export class RingNode {
     };
   }
 
-  // ---- Helpers ----------------------------------------------------------------------------
-
-  /** Stores the hard state; one record per output (a later change in the same step updates it). */
-  private persistHardState(): void {
-    const state: RingHardState = { epoch: this.epoch, fenceMax: this.fenceMax, lastHop: this.lastHop };
-    const earlier = this.persistOps.find((op) => op.type === "hardState");
-    if (earlier) earlier.state = state;
-    else this.persistOps.push({ type: "hardState", state });
-  }
-
-  private reply(reqId: number, reply: ClientReply): void {
-    this.effects.push({ type: "reply", reqId, reply });
-  }
-
-  private event(event: string, fields: Record<string, unknown>): void {
-    this.effects.push({ type: "event", event, fields });
-  }
+  // ---- Invariants -------------------------------------------------------------------------
 
   private checkInvariants(): void {
     const holding = this.holding;
