@@ -37,6 +37,8 @@ const WRITE_BATCH_BYTES_MAX = 1_048_576;
 export const SEND_QUEUE_BYTES_MAX = 67_108_864;
 /** How long the close handshake may wait for the server's close frame before the TCP connection is cut. */
 const CLOSE_WAIT_MS = 1_000;
+/** Fragments of one message, at most: empty or tiny fragments could otherwise pile up under the byte limit. */
+export const FRAGMENTS_MAX = 1_024;
 /** Random bytes drawn at once for the masks (4 a frame): one getRandomValues per 1024 frames. */
 const MASK_POOL_BYTES = 4_096;
 
@@ -133,6 +135,7 @@ export class FrameDecoder {
       if (length > CONTROL_PAYLOAD_BYTES_MAX) throw new WebSocketProtocolError(`a control frame of ${length} bytes`);
     } else if (this.opcode === OP.continuation) {
       if (this.fragmentedOpcode === 0) throw new WebSocketProtocolError("a continuation frame with no message begun");
+      if (this.fragments.length >= FRAGMENTS_MAX) throw new WebSocketProtocolError(`a message in over ${FRAGMENTS_MAX} fragments`, 1009);
     } else if (this.opcode === OP.text || this.opcode === OP.binary) {
       if (this.fragmentedOpcode !== 0) throw new WebSocketProtocolError("a new message before the last one ended");
     } else {
@@ -399,7 +402,7 @@ export class DenoWebSocket {
       const rest = await readUpgradeAnswer(conn, key);
       if (this.readyState !== DenoWebSocket.CONNECTING) return;
       this.readyState = DenoWebSocket.OPEN;
-      this.onopen?.(new Event("open"));
+      this.emit(this.onopen, new Event("open"));
       if (rest.length > 0) this.take(rest);
       const buffer = new Uint8Array(READ_CHUNK_BYTES);
       // Until the server ends the connection (after the close handshake, the server closes TCP
@@ -420,7 +423,7 @@ export class DenoWebSocket {
             await this.flushed();
           }
         }
-        this.onerror?.(new Event("error"));
+        this.emit(this.onerror, new Event("error"));
       }
     } finally {
       this.finish(code);
@@ -432,8 +435,8 @@ export class DenoWebSocket {
     // After the server's close frame nothing more is taken (section 5.5.1).
     if (this.closeReceived) return;
     for (const decoded of this.decoder.push(bytes)) {
-      if (decoded.kind === "text") this.onmessage?.({ data: decoded.text });
-      else if (decoded.kind === "binary") this.onmessage?.({ data: decoded.bytes });
+      if (decoded.kind === "text") this.emit(this.onmessage, { data: decoded.text });
+      else if (decoded.kind === "binary") this.emit(this.onmessage, { data: decoded.bytes });
       else if (decoded.kind === "ping") {
         if (this.readyState === DenoWebSocket.OPEN) this.write(encodeFrame(OP.pong, decoded.payload, this.masks.next()));
       } else if (decoded.kind === "close") {
@@ -470,7 +473,7 @@ export class DenoWebSocket {
   private write(frame: Uint8Array): void {
     if (!this.conn) return;
     if (this.queuedBytes + frame.length > SEND_QUEUE_BYTES_MAX) {
-      this.onerror?.(new Event("error"));
+      this.emit(this.onerror, new Event("error"));
       this.cut();
       return;
     }
@@ -533,7 +536,22 @@ export class DenoWebSocket {
     this.closedEventSent = true;
     const clean = this.closeSent && this.closeReceived !== null;
     const event = clean ? { code: this.closeReceived!.code, reason: this.closeReceived!.reason, wasClean: true } : { code, reason: "", wasClean: false };
-    this.onclose?.(event);
+    this.emit(this.onclose, event);
+  }
+
+  /**
+   * Calls a handler. What it throws is its own bug, not the connection's: thrown again outside the
+   * reader, an uncaught error (as from a handler of Deno's WebSocket), not taken for a broken connection.
+   */
+  private emit<T>(handler: ((event: T) => void) | null, event: T): void {
+    if (!handler) return;
+    try {
+      handler.call(this, event);
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
   }
 }
 

@@ -17,7 +17,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type ClientCloseEvent, acceptFor, type Decoded, DenoWebSocket, encodeFrame, FrameDecoder, OP, parseUpgradeAnswer, WebSocketProtocolError } from "../cluster/ws_client.ts";
+import { acceptFor, type ClientCloseEvent, type Decoded, DenoWebSocket, encodeFrame, FRAGMENTS_MAX, FrameDecoder, OP, parseUpgradeAnswer, WebSocketProtocolError } from "../cluster/ws_client.ts";
 import { runtimeName } from "../cluster/runtime.ts";
 import { eventually, ROOT, startProcess, stdoutMatch } from "./_harness.ts";
 
@@ -93,7 +93,7 @@ test("ws codec: a fragmented message is reassembled, a ping between its fragment
   ]);
 });
 
-test("ws codec: a frame or a fragmented message over the limit is refused on its header, before its payload", () => {
+test("ws codec: a frame or a fragmented message over the limit (bytes, or fragments) is refused on its header, before its payload", () => {
   // Only the header of a 1001-byte frame: refused with 1009 without one byte of its payload.
   const header = encodeFrame(OP.text, new Uint8Array(1_001), null).subarray(0, 4);
   assert.equal(refusal(() => new FrameDecoder(1_000).push(header)).code, 1009);
@@ -103,6 +103,11 @@ test("ws codec: a frame or a fragmented message over the limit is refused on its
   assert.equal(refusal(() => decoder.push(encodeFrame(OP.continuation, new Uint8Array(600), null).subarray(0, 4))).code, 1009);
   // A length claiming 2^63 bytes.
   assert.equal(refusal(() => new FrameDecoder(1_000).push(new Uint8Array([0x81, 127, 0x80, 0, 0, 0, 0, 0, 0, 0]))).code, 1002);
+  // Empty fragments cannot pile up under the byte limit: at most FRAGMENTS_MAX of them.
+  const fragmented = new FrameDecoder(1_000);
+  fragmented.push(notLast(encodeFrame(OP.text, encoder.encode("a"), null)));
+  for (let i = 1; i < FRAGMENTS_MAX; i++) assert.deepEqual(fragmented.push(notLast(encodeFrame(OP.continuation, new Uint8Array(), null))), []);
+  assert.equal(refusal(() => fragmented.push(notLast(encodeFrame(OP.continuation, new Uint8Array(), null)))).code, 1009);
   // Exactly the limit is taken.
   assert.equal(new FrameDecoder(1_000).push(encodeFrame(OP.text, new Uint8Array(1_000).fill(97), null)).length, 1);
 });
