@@ -394,7 +394,7 @@ export class DenoWebSocket {
     try {
       if (url.protocol !== "ws:" && url.protocol !== "wss:") throw new WebSocketProtocolError(`not a ws: or wss: URL: ${url.protocol}`);
       const conn = await connect(url, caPem);
-      // close() while connecting: the connection it waited for is dropped at once (in finish).
+      // close() while connecting: the connection it waited for is dropped at once.
       if (this.readyState !== DenoWebSocket.CONNECTING) return conn.close();
       this.conn = conn;
       const key = randomKey();
