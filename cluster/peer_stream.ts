@@ -7,7 +7,7 @@
  * reconnects (after a wait doubling from 50 ms to 2 s when the open failed or the connection
  * dropped before any answer; requests go over HTTP meanwhile). A request that cannot go on the stream (it is not open, or cannot open: a member
  * of an older build without the route) goes over HTTP, and every request does under a runtime
- * whose WebSocket client does not serve (runtime.ts webSocketClientProblem: Deno's). The
+ * whose WebSocket client does not serve (runtime.ts webSocketClientProblem; Deno's client is ws_client.ts). The
  * receiving side serves the stream under both runtimes.
  *
  * Opening: the sender first GETs the route over HTTP, signed (peer_auth.ts): that proves the
@@ -250,7 +250,7 @@ export interface StreamTransportOptions {
   peerFetch: PeerFetch;
   http: PeerTransport;
   keyed: { key: PeerKey; signer: PeerSigner } | undefined;
-  /** [cluster] tlsCa (runtime.ts webSocketClientProblem: Deno's WebSocket cannot take one). */
+  /** [cluster] tlsCa (runtime.ts openWebSocket trusts it, under both runtimes). */
   caPem: string | undefined;
   security: SecurityLog;
   log: Logger;

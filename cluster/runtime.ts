@@ -4,6 +4,8 @@
  */
 import process from "node:process";
 import { fetchTrusting, type TrustingFetch } from "../lib/client/tls.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { DenoWebSocket } from "./ws_client.ts";
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;
@@ -174,20 +176,30 @@ export function fetchFor(caPem: string | undefined): TrustingFetch {
 
 /**
  * Why this runtime's WebSocket client cannot carry the replication stream (cluster/peer_stream.ts),
- * or null when it can; the stream's sender then keeps to HTTP. Deno's client sets no TCP_NODELAY
- * (a second frame sent before the first is acknowledged waits for its answer: Nagle's algorithm,
- * measured 37 ms instead of 20 with an answer 20 ms late), which made pipelined replication
- * slower than HTTP (W2 replicated 944 → 230 a+r/s, docs/bench.md), and it takes no CA. Deno
- * serves the stream (its server side has no such delay), so a Bun member can use it.
+ * or null when it can; the stream's sender then keeps to HTTP. Under Deno the stream uses
+ * cluster/ws_client.ts, not Deno's own WebSocket: that one sets no TCP_NODELAY (a frame sent while
+ * another is unanswered waited on Nagle's algorithm, W2 replicated 944 → 230 a+r/s, docs/bench.md)
+ * and takes no CA.
  */
-export function webSocketClientProblem(caPem: string | undefined): string | null {
-  if (runtimeName === "bun") return null;
-  if (runtimeName === "deno") return caPem === undefined ? "Deno's WebSocket client sets no TCP_NODELAY" : "Deno's WebSocket client takes no CA";
+export function webSocketClientProblem(_caPem: string | undefined): string | null {
+  if (runtimeName === "bun" || runtimeName === "deno") return null;
   return "no WebSocket client known for this runtime";
 }
 
-/** A WebSocket to another node (cluster/peer_stream.ts); only when webSocketClientProblem is null. Bun's takes `tls.ca`, as its fetch does. */
+/**
+ * The longest message a stream's client takes (cluster/ws_client.ts under Deno): an answer on the
+ * stream is far shorter than the longest request (peerBodyBytesMax, whose default this is), and
+ * the frame's head fits in the 4 KiB added.
+ */
+const STREAM_MESSAGE_BYTES_MAX = DEFAULT_SETTINGS.peerBodyBytesMax + 4_096;
+
+/**
+ * A WebSocket to another node (cluster/peer_stream.ts); only when webSocketClientProblem is null.
+ * Bun's takes `tls.ca`, as its fetch does; under Deno, ws_client.ts's client (TCP_NODELAY, the CA),
+ * which has the part of WebSocket's interface peer_stream.ts uses.
+ */
 export function openWebSocket(url: string, caPem: string | undefined): WebSocket {
+  if (runtimeName === "deno") return new DenoWebSocket(url, { caPem, messageBytesMax: STREAM_MESSAGE_BYTES_MAX }) as unknown as WebSocket;
   if (caPem === undefined) return new WebSocket(url);
   return new (WebSocket as unknown as new (url: string, options: unknown) => WebSocket)(url, { tls: { ca: caPem } });
 }

@@ -1,20 +1,18 @@
 /**
  * The replication path of real `mutexd node` processes (primary, backup, arbiter, with the
- * cluster secret): under Bun the primary's appends reach the backup on the replication stream
- * (cluster/peer_stream.ts), not as HTTP requests; under Deno, whose WebSocket client a node does
- * not use (cluster/runtime.ts webSocketClientProblem), as HTTP requests. Read from the backup's
+ * cluster secret): under both runtimes the primary's appends reach the backup on the replication
+ * stream (cluster/peer_stream.ts; under Deno with cluster/ws_client.ts), not as HTTP requests. Read from the backup's
  * count of HTTP answers (`GET /metrics`) around 100 replicated enter+leave pairs. Stops the
  * processes it started and removes its temp dir.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "../lib/client/lock_client.ts";
-import { runtimeName } from "../cluster/runtime.ts";
 import { httpAnswers200, startCluster } from "./_lock_cluster.ts";
 
 const PAIRS = 100;
 
-test(`peer stream, processes: ${PAIRS} replicated enter+leave pairs reach the backup on the stream under Bun (no HTTP request each), over HTTP under Deno`, async () => {
+test(`peer stream, processes: ${PAIRS} replicated enter+leave pairs reach the backup on the stream (no HTTP request each)`, async () => {
   const c = await startCluster();
   try {
     const client = connect({ servers: [c.urls.p1, c.urls.b1] });
@@ -28,12 +26,8 @@ test(`peer stream, processes: ${PAIRS} replicated enter+leave pairs reach the ba
     }
     await session.close();
     const answered = (await httpAnswers200(c.urls.b1)) - before;
-    if (runtimeName === "bun") {
-      // The second scrape, and at most a reconnect's probe or two: nothing per replication round.
-      assert.ok(answered <= 5, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
-    } else {
-      assert.ok(answered >= PAIRS * 2, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
-    }
+    // The second scrape, and at most a reconnect's probe or two: nothing per replication round.
+    assert.ok(answered <= 5, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
   } finally {
     await c.stopAll();
   }
@@ -54,8 +48,7 @@ test("peer stream, processes: with client tokens the stream opens too (its probe
     }
     await session.close();
     const answered = (await httpAnswers200(c.urls.b1, c.fetch)) - before;
-    if (runtimeName === "bun") assert.ok(answered <= 5, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
-    else assert.ok(answered >= PAIRS * 2, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
+    assert.ok(answered <= 5, `the backup answered ${answered} HTTP requests for ${PAIRS * 2} replication rounds`);
   } finally {
     await c.stopAll();
   }

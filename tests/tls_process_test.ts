@@ -21,7 +21,6 @@ import { connect } from "../lib/client/lock_client.ts";
 import { DEFAULT_SETTINGS as S } from "../lib/settings.ts";
 import { eventually, startMutexd } from "./_harness.ts";
 import { httpAnswers200, startCluster, status } from "./_lock_cluster.ts";
-import { runtimeName } from "../cluster/runtime.ts";
 import { roundMs, SLACK_MS, startRing } from "./_ring_cluster.ts";
 import { CERTIFICATE_ERROR, startOnTls, tlsSkipReason } from "./_tls.ts";
 
@@ -42,10 +41,10 @@ test("lock service on TLS: backup in sync, TS client and CLI with the CA lock, w
     assert.ok(first.token > 0);
     await first.release();
     for (let i = 0; i < 20; i++) await (await client.lock("tls", { waitMs: 5_000 })).release();
-    // Under Bun the replication stream runs over TLS too (its WebSocket trusts tlsCa): the backup
-    // answers no HTTP request per replication round. Deno keeps to HTTP (peer_stream_process_test.ts).
+    // The replication stream runs over TLS too (Bun's WebSocket and cluster/ws_client.ts under Deno
+    // trust tlsCa): the backup answers no HTTP request per replication round.
     const answered = (await httpAnswers200(c.urls.b1, c.fetch)) - before;
-    if (runtimeName === "bun") assert.ok(answered <= 5, `the backup answered ${answered} HTTP requests for 21 locks and releases, each replicated`);
+    assert.ok(answered <= 5, `the backup answered ${answered} HTTP requests for 21 locks and releases, each replicated`);
 
     const cli = startMutexd(["lock", "tls", "--server", c.urls.p1, "--ca", certs.main.caFile, "--wait", "5s", "--", "sh", "-c", "echo token=$MUTEXD_TOKEN"]);
     assert.equal(await cli.exited, 0, cli.stderr());
