@@ -84,7 +84,10 @@ export interface LockCopy {
  * pointer to it). They keep the last lone holder's values while the lock has another or none:
  * a holder just removed is still read (its token, call id, lock-delay) after `withoutHolder`.
  * The table changes `held` only through the helpers at the end of this file; readers outside it
- * use `holders` (a list, new for a single holder) or `holderOf`.
+ * use `holders` (a list, new for a single holder) or `holderOf`. So a Holder read from a lock is
+ * valid only until the lock's next grant or release: a grant may copy a lone holder out of the
+ * lock or a list's last one into it. Since a lock is a Holder, any lock type-checks as one: the
+ * helpers below take holders of the lock they are given only.
  */
 export class LockState implements Holder {
   // The lone holder's fields (see above), in HolderCopy's order; written by `holdAlone` only.
@@ -231,9 +234,16 @@ export function withoutHolder(lock: LockState, holder: Holder): void {
     return;
   }
   const kept = held.filter((h) => h !== holder);
+  // A stale Holder (read before a grant moved it) would otherwise be removed silently as nobody.
+  assert(kept.length === held.length - 1, `${holder.session} is not a holder of ${lock.name}`);
   // A list's holders are objects apart: the one left moves into the lock.
   if (kept.length === 1) holdAlone(lock, kept[0]);
   else lock.held = orNone(kept);
+}
+
+/** Removes every holder of the lock (a forced release); the lock's fields keep the last lone holder's. */
+export function withoutHolders(lock: LockState): void {
+  lock.held = NONE;
 }
 
 /** The lock holds `holder` alone, its fields copied into the lock. */

@@ -49,6 +49,7 @@ import {
   type WaiterCopy,
   waiterFromCopy,
   withHolders,
+  withoutHolders,
   withoutHolder,
 } from "./lock_state.ts";
 import { CALL_ID_LENGTH_MAX, fail, type LockTableLimits, type LockTableOptions, type TableWatcher } from "./table_base.ts";
@@ -300,7 +301,7 @@ export class LockTable extends TableSessions {
         this.noteDue(lock.delayUntilMs);
       }
     }
-    lock.held = NONE;
+    withoutHolders(lock);
     // The next grant's token is above every token the removed holders could still present.
     this.lastToken += 1;
     assert(Number.isSafeInteger(this.lastToken), "fencing token overflow");

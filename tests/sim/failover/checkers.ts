@@ -185,7 +185,7 @@ export class FailoverChecks implements FailoverServerObserver, ArbiterObserver {
   private inheritGrants(server: FailoverServerActor): void {
     const table = server.replica?.machine?.table;
     if (!table) return;
-    const held = [...table.locks.values()].flatMap((lock) => lock.holders.map((h) => ({ name: lock.name, ...h })));
+    const held = [...table.locks.values()].flatMap((lock) => lock.holders.map((h) => ({ name: lock.name, session: h.session, token: h.token })));
     for (const holder of held.sort((a, b) => a.token - b.token)) {
       let lock = this.tokens.get(holder.name);
       if (!lock) {

@@ -256,6 +256,7 @@ export function checkStructure(table: LockTable, primary: boolean): string | und
     // One holder is the lock itself, never a list of one nor an object apart (lock_state.ts LockState).
     if (Array.isArray(lock.held) && lock.held.length === 1) return `lock ${name} keeps its one holder in a list`;
     if (!Array.isArray(lock.held) && lock.held !== lock) return `lock ${name} keeps its one holder apart from it`;
+    if (Array.isArray(lock.held) && lock.held.includes(lock)) return `lock ${name} lists itself among its shared holders`;
     if (lock.queue.length > limits.waitersPerLockMax) return `${lock.queue.length} waiters on ${name} > ${limits.waitersPerLockMax}`;
     if (lock.delayUntilMs > nowMs) dueMs = Math.min(dueMs, lock.delayUntilMs);
     for (const entry of [...lock.holders, ...lock.queue]) {
