@@ -135,6 +135,27 @@ export function mac(key: PeerKey, head: unknown[], body: Uint8Array | string): B
   return outer.copy().update(innerDigest).digest();
 }
 
+/**
+ * `mac` for many heads that begin with the same fields and end with integers (a stream's frames:
+ * label, nonce, direction, sender and receiver, then seq, re and status): the fixed fields' JSON is
+ * hashed once into a copy of the key's inner state, and each call hashes only the integers, the
+ * newline and the body. The same bytes, so the same MAC as `mac(key, [...fixed, ...integers],
+ * body)` (tests/peer_auth_test.ts); per frame it skips JSON.stringify of the whole head and hashing
+ * its ~100 fixed bytes again (docs/bench.md "Replication cost", third pass). Integers only: JSON
+ * writes a safe integer as String does; anything else is a bug here, so it throws.
+ */
+export function prefixedMac(key: PeerKey, fixed: unknown[]): (integers: number[], body: string) => Buffer {
+  const { inner, outer } = paddedKey(key);
+  const fixedJson = JSON.stringify(fixed);
+  // `["a","b"]` without its `]`: the integers continue the array.
+  const innerAfterFixed = inner.copy().update(fixed.length > 0 ? `${fixedJson.slice(0, -1)},` : "[");
+  return (integers, body) => {
+    for (const n of integers) if (!Number.isSafeInteger(n)) throw new Error(`prefixedMac: ${n} is not a safe integer`);
+    const innerDigest = innerAfterFixed.copy().update(`${integers.join(",")}]\n`).update(body).digest();
+    return outer.copy().update(innerDigest).digest();
+  };
+}
+
 /** The wire format every peer request of this build names. */
 const OUR_FORMAT = formatText(WIRE_FORMAT);
 const UNVERSIONED_TEXT = formatText(UNVERSIONED);
@@ -155,8 +176,13 @@ export function signRequest(key: PeerKey, head: RequestHead, body: Uint8Array): 
 
 /** Checks `macHex` over the head and body, comparing in constant time. */
 export function macValid(key: PeerKey, head: unknown[], body: Uint8Array | string, macHex: string): boolean {
+  return macMatches(macHex, mac(key, head, body));
+}
+
+/** Whether `macHex` is the hex of `expected` (32 bytes), compared in constant time. */
+export function macMatches(macHex: string, expected: Buffer): boolean {
   const given = fromHex(macHex);
-  return given !== null && given.byteLength === 32 && timingSafeEqual(given, mac(key, head, body));
+  return given !== null && given.byteLength === 32 && timingSafeEqual(given, expected);
 }
 
 function fromHex(text: string): Uint8Array | null {

@@ -28,7 +28,7 @@
  * body goes through the same `answerPeer` as the HTTP route, with the connection's
  * authenticated sender: the `from` of a body proves nothing.
  */
-import { freshNonce, mac, macValid, PEER_HEADER, type PeerFetch, type PeerKey, type PeerSigner, type PeerVerifier, senderProvenAs, type AuthenticatedSender } from "./peer_auth.ts";
+import { freshNonce, mac, macMatches, macValid, PEER_HEADER, prefixedMac, type PeerFetch, type PeerKey, type PeerSigner, type PeerVerifier, senderProvenAs, type AuthenticatedSender } from "./peer_auth.ts";
 import { decodePeerBody, encodePeerBody, type PeerTransport } from "./peer_transport.ts";
 import { openWebSocket, type StreamConnection, type StreamRoute, type StreamSocket, webSocketClientProblem } from "./runtime.ts";
 import type { SecurityLog } from "./security_log.ts";
@@ -60,7 +60,7 @@ export const STREAM_QUEUED_MAX = 1_024;
 const RECONNECT_FIRST_MS = 50;
 const RECONNECT_MAX_MS = 2_000;
 const NO_MAC = "-";
-/** SEQ 0 is the hello's only: every other frame's must be above the last (checkFrame). */
+/** SEQ 0 is the hello's only: every other frame's must be above the last (FrameCodec.check). */
 const FRAME_HEAD = /^(0|[1-9][0-9]{0,14}) (0|[1-9][0-9]{0,14}) ([0-9]{1,3}) ([0-9a-f]{64}|-)$/;
 
 type Direction = "request" | "answer";
@@ -88,28 +88,44 @@ export interface FrameKeys {
   nonce: string;
 }
 
-/** What a frame's MAC covers besides its body. */
-const frameHead = (nonce: string, direction: Direction, from: string, to: string, frame: Omit<Frame, "mac" | "body">) =>
-  [FRAME_LABEL, nonce, direction, from, to, frame.seq, frame.re, frame.status];
+/**
+ * A connection's frames one way (`direction` from `from` to `to`): their MAC covers the fixed
+ * head [label, nonce, direction, from, to], hashed once per connection (peer_auth.ts prefixedMac),
+ * then [seq, re, status], a newline and the body: the same MAC as hashing the whole head per frame,
+ * which cost a replicated change up to four head JSONs and hashes (docs/bench.md "Replication
+ * cost", third pass).
+ */
+export class FrameCodec {
+  private readonly macOf: ((integers: number[], body: string) => Buffer) | null;
 
-/** A frame to send: its text, MACed for `direction` from `from` to `to`. */
-export function encodeFrame(keys: FrameKeys, direction: Direction, from: string, to: string, frame: Omit<Frame, "mac">): string {
-  const macHex = keys.key ? mac(keys.key, frameHead(keys.nonce, direction, from, to, frame), frame.body).toString("hex") : NO_MAC;
-  return `${frame.seq} ${frame.re} ${frame.status} ${macHex}\n${frame.body}`;
+  constructor(keys: FrameKeys, private readonly direction: Direction, from: string, to: string) {
+    this.macOf = keys.key ? prefixedMac(keys.key, [FRAME_LABEL, keys.nonce, direction, from, to]) : null;
+  }
+
+  /** A frame to send: its text, MACed. */
+  encode(frame: Omit<Frame, "mac">): string {
+    const macHex = this.macOf ? this.macOf([frame.seq, frame.re, frame.status], frame.body).toString("hex") : NO_MAC;
+    return `${frame.seq} ${frame.re} ${frame.status} ${macHex}\n${frame.body}`;
+  }
+
+  /** Why a received frame is refused (the security log's reason), or the frame; `lastSeq`: the last one taken. */
+  check(lastSeq: number, text: string): Frame | { refused: string } {
+    const frame = parseFrame(text);
+    if (frame === null) return { refused: "peerStreamMalformed" };
+    if (this.macOf && !macMatches(frame.mac, this.macOf([frame.seq, frame.re, frame.status], frame.body))) {
+      return { refused: "peerStreamForged" };
+    }
+    // One connection delivers in order: a seq not above the last is a replay or a reordering.
+    if (frame.seq <= lastSeq) return { refused: "peerStreamReplayed" };
+    const isRequest = frame.re === 0 && frame.status === 0;
+    if (isRequest !== (this.direction === "request")) return { refused: "peerStreamMalformed" };
+    return frame;
+  }
 }
 
-/** Why a received frame is refused (the security log's reason), or the frame. */
-function checkFrame(keys: FrameKeys, direction: Direction, from: string, to: string, lastSeq: number, text: string): Frame | { refused: string } {
-  const frame = parseFrame(text);
-  if (frame === null) return { refused: "peerStreamMalformed" };
-  if (keys.key && !macValid(keys.key, frameHead(keys.nonce, direction, from, to, frame), frame.body, frame.mac)) {
-    return { refused: "peerStreamForged" };
-  }
-  // One connection delivers in order: a seq not above the last is a replay or a reordering.
-  if (frame.seq <= lastSeq) return { refused: "peerStreamReplayed" };
-  const isRequest = frame.re === 0 && frame.status === 0;
-  if (isRequest !== (direction === "request")) return { refused: "peerStreamMalformed" };
-  return frame;
+/** One frame's text, MACed for `direction` from `from` to `to` (tests and benches; a connection keeps its FrameCodec). */
+export function encodeFrame(keys: FrameKeys, direction: Direction, from: string, to: string, frame: Omit<Frame, "mac">): string {
+  return new FrameCodec(keys, direction, from, to).encode(frame);
 }
 
 /** What the hello's MAC covers besides the nonce (its body): the upgrade's MAC ties it to this connection. */
@@ -180,6 +196,8 @@ export function peerStreamServer(options: {
   };
   const connection = (client: string, sender: AuthenticatedSender | undefined, upgradeMac: string): StreamConnection => {
     const keys: FrameKeys = { key: keyed?.key, nonce: freshNonce() };
+    const requests = new FrameCodec(keys, "request", client, self);
+    const answers = new FrameCodec(keys, "answer", self, client);
     /** The socket while frames are taken: null before it opens and once it is refused or closed. */
     let socket: StreamSocket | null = null;
     let opened: StreamSocket | null = null;
@@ -201,7 +219,7 @@ export function peerStreamServer(options: {
         // Checked at once: Deno reads a frame of any length (Bun refuses one over maxPayloadLength).
         if (typeof data !== "string") return close("peerStreamMalformed", { message: "a binary frame" });
         if (data.length > frameBytesMax) return close("peerBodyTooLarge", { length: data.length });
-        const checked = checkFrame(keys, "request", client, self, lastSeqIn, data);
+        const checked = requests.check(lastSeqIn, data);
         if ("refused" in checked) return close(checked.refused);
         lastSeqIn = checked.seq;
         const ws = socket;
@@ -209,7 +227,7 @@ export function peerStreamServer(options: {
           // The connection may have closed while a durable log waited for its disk: no answer then.
           if (socket !== ws) return;
           seqOut += 1;
-          ws.send(encodeFrame(keys, "answer", self, client, { seq: seqOut, re: checked.seq, status, body }));
+          ws.send(answers.encode({ seq: seqOut, re: checked.seq, status, body }));
         });
       },
       closed() {
@@ -299,7 +317,8 @@ export function streamPeerTransport(options: StreamTransportOptions): StreamTran
 class PeerStream {
   private socket: WebSocket | null = null;
   private state: "idle" | "connecting" | "open" | "closed" = "idle";
-  private keys: FrameKeys | null = null;
+  /** The open connection's frames: the requests it sends and the answers it takes. */
+  private codecs: { requests: FrameCodec; answers: FrameCodec } | null = null;
   private seqOut = 0;
   private lastSeqIn = 0;
   private readonly inFlight = new Map<number, Pending>();
@@ -356,7 +375,7 @@ class PeerStream {
     this.seqOut += 1;
     pending.seq = this.seqOut;
     this.inFlight.set(this.seqOut, pending);
-    this.socket!.send(encodeFrame(this.keys!, "request", this.options.self, this.to, { seq: this.seqOut, re: 0, status: 0, body: pending.body }));
+    this.socket!.send(this.codecs!.requests.encode({ seq: this.seqOut, re: 0, status: 0, body: pending.body }));
   }
 
   private connect(): void {
@@ -400,7 +419,8 @@ class PeerStream {
         const valid = hello !== null && hello.seq === 0 &&
           (keyed ? macValid(keyed.key, helloHead(this.to, this.options.self, upgradeMac), hello.body, hello.mac) : true);
         if (!valid) return this.refuse("peerStreamForged");
-        this.keys = { key: keyed?.key, nonce: hello.body };
+        const keys: FrameKeys = { key: keyed?.key, nonce: hello.body };
+        this.codecs = { requests: new FrameCodec(keys, "request", this.options.self, this.to), answers: new FrameCodec(keys, "answer", this.to, this.options.self) };
         this.opened();
         return;
       }
@@ -434,7 +454,7 @@ class PeerStream {
   }
 
   private receive(text: string): void {
-    const checked = checkFrame(this.keys!, "answer", this.to, this.options.self, this.lastSeqIn, text);
+    const checked = this.codecs!.answers.check(this.lastSeqIn, text);
     if ("refused" in checked) return this.refuse(checked.refused);
     this.lastSeqIn = checked.seq;
     this.answeredOnConnection = true;

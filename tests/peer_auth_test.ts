@@ -13,7 +13,7 @@ import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { authenticatedSender, mac, macValid, PEER_HEADER, peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
+import { authenticatedSender, mac, macMatches, macValid, PEER_HEADER, peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier, prefixedMac, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 
 const SECRET = "peer-auth-test-secret-0123456789abcdef";
@@ -320,4 +320,32 @@ test("peer auth: the MAC from the key's padded states is createHmac's, for keys 
   }
   const key = await peerKey(SECRET);
   assert.equal(mac(key, head, "b").toString("hex"), createHmac("sha256", key.bytes).update(JSON.stringify(head) + "\n").update("b").digest("hex"));
+});
+
+test("peer auth: prefixedMac (fixed head fields hashed once, as the stream's frames) gives mac's MAC for the whole head, call after call; a non-integer field throws", async () => {
+  const key = await peerKey(SECRET);
+  const fixedHeads: unknown[][] = [[], ["mutexd peer stream frame v1", "00ff", "request", "p1", "b1"], ["é😀\n\"", 7, null]];
+  const integerTails = [[0, 0, 0], [1, 0, 0], [12_345, 678, 200], [Number.MAX_SAFE_INTEGER, -1, 0], [5]];
+  const bodies = ["", "x", "é😀", "z".repeat(10_000)];
+  for (const fixed of fixedHeads) {
+    const prefixed = prefixedMac(key, fixed);
+    // Each tail twice: the fixed state is copied, never used up.
+    for (const integers of [...integerTails, ...integerTails]) {
+      for (const body of bodies) {
+        const expected = mac(key, [...fixed, ...integers], body).toString("hex");
+        assert.equal(prefixed(integers, body).toString("hex"), expected, `${JSON.stringify(fixed)} ${integers} body of ${body.length}`);
+      }
+    }
+    // A different field or body gives another MAC.
+    assert.notEqual(prefixed([1, 0, 0], "a").toString("hex"), prefixed([1, 0, 1], "a").toString("hex"));
+    assert.notEqual(prefixed([10, 0], "a").toString("hex"), prefixed([1, 0], "0a").toString("hex"));
+  }
+  const prefixed = prefixedMac(key, ["label"]);
+  for (const bad of [1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53]) assert.throws(() => prefixed([bad], "b"), /not a safe integer/);
+  // macMatches: the hex of the same 32 bytes only.
+  const right = prefixed([1], "b");
+  assert.equal(macMatches(right.toString("hex"), right), true);
+  assert.equal(macMatches(prefixed([2], "b").toString("hex"), right), false);
+  assert.equal(macMatches(right.toString("hex").slice(2), right), false);
+  assert.equal(macMatches(right.toString("hex").toUpperCase(), right), false);
 });

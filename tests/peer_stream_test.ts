@@ -16,6 +16,7 @@ import { type Clock, manualClock, monotonicClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import {
+  mac,
   PEER_HEADER,
   peerAuthMiddleware,
   type PeerKey,
@@ -272,6 +273,21 @@ function rawSocket(url: string): Promise<{ ws: WebSocket; nonce: string; frames:
 /** A request frame on the connection `nonce` names, MACed with `key`. */
 const requestFrame = (key: PeerKey, nonce: string, seq: number, body: string) =>
   encodeFrame({ key, nonce } as FrameKeys, "request", "a", "b", { seq, re: 0, status: 0, body });
+
+test("peer stream: a frame's text and MAC are the wire's before the head was hashed once per connection (HMAC over the whole head's JSON, a newline, the body): a rolling upgrade keeps both ends talking", async () => {
+  const key = await peerKey(SECRET);
+  const nonce = "0123456789abcdef0123456789abcdef";
+  for (const [direction, from, to, seq, re, status, body] of [
+    ["request", "a", "b", 1, 0, 0, "{}"],
+    ["answer", "b", "a", 7, 3, 200, JSON.stringify({ took: 3, text: "é😀\n" })],
+    ["answer", "b", "a", 123_456_789, 123_456_788, 503, ""],
+  ] as const) {
+    const head = ["mutexd peer stream frame v1", nonce, direction, from, to, seq, re, status];
+    const before = `${seq} ${re} ${status} ${mac(key, head, body).toString("hex")}\n${body}`;
+    assert.equal(encodeFrame({ key, nonce }, direction, from, to, { seq, re, status, body }), before);
+  }
+  assert.equal(encodeFrame({ key: undefined, nonce }, "request", "a", "b", { seq: 2, re: 0, status: 0, body: "x" }), "2 0 0 -\nx");
+});
 
 test("peer stream: an upgrade without authentication, with a wrong MAC, or replayed, is refused 401 before upgrading, logged, and opens nothing", () =>
   withPair(async (a, b) => {
