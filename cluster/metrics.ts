@@ -146,11 +146,11 @@ export class NodeMetrics {
    * `fetch` whose answers are counted by code. Not an async function: an answer made in the call
    * is counted and returned as it is, a promised one counted when it settles (one promise, not two).
    */
-  countingFetch<A extends unknown[]>(fetch: (request: Request, ...rest: A) => Response | Promise<Response>): (request: Request, ...rest: A) => Response | Promise<Response> {
-    return (request, ...rest) => {
+  countingFetch(fetch: (request: Request) => Response | Promise<Response>): (request: Request) => Response | Promise<Response> {
+    return (request) => {
       let answer: Response | Promise<Response>;
       try {
-        answer = fetch(request, ...rest);
+        answer = fetch(request);
       } catch (error) {
         // As the async wrapper before: a throw is a rejected answer, for the server's error handling.
         return Promise.reject(error);
@@ -500,8 +500,10 @@ export class LockMetrics {
       case "granted": {
         const { name, session } = effect.grant;
         this.grants.inc();
-        this.waitSeconds.observe(name, this.waiting.end(holdKey(name, session), nowMs) ?? 0, nowMs);
-        this.holding.start(holdKey(name, session), nowMs);
+        // One key for both maps: a new string is hashed at its first lookup.
+        const key = holdKey(name, session);
+        this.waitSeconds.observe(name, this.waiting.end(key, nowMs) ?? 0, nowMs);
+        this.holding.start(key, nowMs);
         return;
       }
       case "waitEnded":

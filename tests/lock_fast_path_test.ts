@@ -157,6 +157,31 @@ test("a Content-Length repeated with one value (both runtimes accept it, and Hea
   assert.equal(JSON.stringify(service.table!.snapshot()), before, "nothing was opened");
 });
 
+test("a body that breaks off while read (the client closed its connection) is a refusal, 400 bad_request, on the fast path as through Hono's routes: never an internal error, nothing changed", async () => {
+  const service = soloLockService(SETTINGS, realTimers, manualClock(1_000));
+  const internal: Error[] = [];
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS, onInternalError: (error) => internal.push(error) });
+  const before = JSON.stringify(service.table!.snapshot());
+  const body = new TextEncoder().encode(JSON.stringify({ ttlMs: 5_000, sessionSecret: SECRET }));
+  for (const path of ["/v1/sessions", "/v1/sessions/t-1/keepalive"]) {
+    // Half the declared bytes, then the stream fails, as a reset connection's does.
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(body.subarray(0, body.byteLength >> 1));
+        controller.error(new Error("connection reset"));
+      },
+    });
+    const headers = { "content-type": "application/json", "content-length": String(body.byteLength) };
+    const response = await app.request(path, { method: "POST", headers, body: stream, duplex: "half" } as RequestInit);
+    assert.equal(response.status, 400, `${path}: ${await response.clone().text()}`);
+    const { error } = await response.json();
+    assert.equal(error.code, "bad_request");
+    assert.match(error.message, /could not be read/);
+  }
+  assert.deepEqual(internal, []);
+  assert.equal(JSON.stringify(service.table!.snapshot()), before, "nothing was opened");
+});
+
 test("a session secret hashes to its SHA-256 in hex, as before the one-shot hash: stored hashes (a durable log, an older backup) still match", () => {
   for (const secret of [SECRET, "x".repeat(256), "é€😀 non-ASCII secret of 32+ characters"]) {
     assert.equal(hashSessionSecret(secret), createHash("sha256").update(secret, "utf8").digest("hex"));
