@@ -3,6 +3,7 @@
  * plus `node:` built-ins that Deno and Bun share.
  */
 import process from "node:process";
+import { hash as nodeHash } from "node:crypto";
 import { fetchTrusting, type TrustingFetch } from "../lib/client/tls.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -227,3 +228,13 @@ export function collectGarbage(): boolean {
   }
   return false;
 }
+
+/**
+ * SHA-256 of `text` (UTF-8) in hex: Bun's own one-shot hash under Bun, about half the time of
+ * node:crypto's `hash` there (0.19 against 0.35 µs for a 43-character secret, twice per
+ * acquire+release on a lock server: cluster/lock/session_secret.ts); node:crypto's elsewhere. The
+ * same digest either way (lock_fast_path_test compares it with createHash under both runtimes).
+ */
+export const sha256Hex: (text: string) => string = runtimeName === "bun"
+  ? (text) => g.Bun.SHA256.hash(text, "hex")
+  : (text) => nodeHash("sha256", text, "hex");
