@@ -247,12 +247,16 @@ export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | 
   };
 }
 
-/** Times keyed by a string, at most TIMED_MAX of them (the oldest forgotten first). */
-class Timings {
-  private readonly startedMs = new Map<string, number>();
+/** Times by key, at most TIMED_MAX of them (the oldest forgotten first). */
+class Timings<K> {
+  private readonly startedMs = new Map<K, number>();
+
+  get size(): number {
+    return this.startedMs.size;
+  }
 
   /** Starts timing `key`; false when it is timed already (a waiter asking again). */
-  start(key: string, nowMs: number): boolean {
+  start(key: K, nowMs: number): boolean {
     if (this.startedMs.has(key)) return false;
     if (this.startedMs.size >= TIMED_MAX) this.startedMs.delete(this.startedMs.keys().next().value!);
     this.startedMs.set(key, nowMs);
@@ -260,14 +264,14 @@ class Timings {
   }
 
   /** Seconds since `key` started (and forgets it), or undefined when it was not timed. */
-  end(key: string, nowMs: number): number | undefined {
+  end(key: K, nowMs: number): number | undefined {
     const started = this.startedMs.get(key);
     if (started === undefined) return undefined;
     this.startedMs.delete(key);
     return (nowMs - started) / 1000;
   }
 
-  forget(key: string): void {
+  forget(key: K): void {
     this.startedMs.delete(key);
   }
 }
@@ -434,8 +438,13 @@ export class LockMetrics {
   private readonly holdSeconds: TopNamesHistogram;
   private readonly takeovers: Counter;
   private readonly roleChanges: Counter<"role">;
-  private readonly waiting = new Timings();
-  private readonly holding = new Timings();
+  /** Waits by (name, session): an enter has no token before its grant. */
+  private readonly waiting = new Timings<string>();
+  /**
+   * Holds by fencing token: one per grant, carried by its release, so the W1 path (a grant and a
+   * release, no wait) builds no key string (a new string is hashed at its first lookup).
+   */
+  private readonly holding = new Timings<number>();
 
   constructor(private readonly node: NodeMetrics, private readonly clock: Clock, status: () => LockStatusSource, topNames: TopNamesLimits = TOP_NAMES_LIMITS) {
     const registers = [node.registry];
@@ -498,12 +507,12 @@ export class LockMetrics {
     const nowMs = this.clock.nowMs();
     switch (effect.type) {
       case "granted": {
-        const { name, session } = effect.grant;
+        const { name, session, token } = effect.grant;
         this.grants.inc();
-        // One key for both maps: a new string is hashed at its first lookup.
-        const key = holdKey(name, session);
-        this.waitSeconds.observe(name, this.waiting.end(key, nowMs) ?? 0, nowMs);
-        this.holding.start(key, nowMs);
+        // No wait is timed in an uncontended run: no key to build then.
+        const waitedSeconds = this.waiting.size === 0 ? undefined : this.waiting.end(holdKey(name, session), nowMs);
+        this.waitSeconds.observe(name, waitedSeconds ?? 0, nowMs);
+        this.holding.start(token, nowMs);
         return;
       }
       case "waitEnded":
@@ -511,7 +520,7 @@ export class LockMetrics {
         return;
       case "released": {
         this.releases.inc(effect.reason);
-        const heldSeconds = this.holding.end(holdKey(effect.name, effect.session), nowMs);
+        const heldSeconds = this.holding.end(effect.token, nowMs);
         // A hold granted before this process served (taken over) has no start here: not observed.
         if (heldSeconds !== undefined) this.holdSeconds.observe(effect.name, heldSeconds, nowMs);
         return;

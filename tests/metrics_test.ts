@@ -217,3 +217,26 @@ test("per-lock histograms in plain counts scrape byte for byte as prom-client's 
   assert.ok(removals > 10, `removals ${removals}`);
   assert.equal(seen.size, 3, [...seen].join(" "));
 });
+
+test("hold and wait times: each hold timed from its own grant to its own release (shared holders of one name, released out of order), a queued enter's wait up to its grant", async () => {
+  const { metrics, clock } = setup();
+  const lock = new LockMetrics(metrics, clock, () => ({ sessionCount: 0, lockCount: 0, epoch: 1, lagEntries: null }));
+  lock.effect({ type: "granted", grant: { name: "L", session: "a", token: 1, mode: "shared" } });
+  clock.advance(100);
+  lock.effect({ type: "granted", grant: { name: "L", session: "b", token: 2, mode: "shared" } });
+  lock.queued("L", "c");
+  clock.advance(300);
+  lock.effect({ type: "released", name: "L", session: "a", token: 1, reason: "leave" }); // held 400 ms
+  clock.advance(50);
+  lock.effect({ type: "released", name: "L", session: "b", token: 2, reason: "leave" }); // held 350 ms
+  lock.effect({ type: "granted", grant: { name: "L", session: "c", token: 3, mode: "exclusive" } }); // waited 350 ms
+  clock.advance(20);
+  lock.effect({ type: "released", name: "L", session: "c", token: 3, reason: "expired" }); // held 20 ms
+  // A release whose grant this process never saw (taken over) is not observed.
+  lock.effect({ type: "released", name: "L", session: "d", token: 9, reason: "leave" });
+  const text = await metrics.text();
+  assert.equal(sampleValue(text, 'mutexd_lock_hold_seconds_count{node="n1",lock="L"}'), 3, text);
+  assert.ok(Math.abs(sampleValue(text, 'mutexd_lock_hold_seconds_sum{node="n1",lock="L"}') - (0.4 + 0.35 + 0.02)) < 1e-9, text);
+  assert.equal(sampleValue(text, 'mutexd_lock_wait_seconds_count{node="n1",lock="L"}'), 3, text);
+  assert.ok(Math.abs(sampleValue(text, 'mutexd_lock_wait_seconds_sum{node="n1",lock="L"}') - 0.35) < 1e-9, text);
+});
