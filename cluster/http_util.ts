@@ -125,14 +125,14 @@ export async function readDeclaredBody(request: Request, declaredBytes: number, 
   return new Uint8Array(await readDeclared(declaredBytes, bytesMax, () => request.arrayBuffer()));
 }
 
-/** `readDeclaredBody` as text (decoded by the runtime: cheaper than bytes and a decoder in JavaScript). */
-export function readDeclaredText(request: Request, declaredBytes: number, bytesMax: number): Promise<string> {
-  return readDeclared(declaredBytes, bytesMax, () => request.text());
+/** Refuses a declared length past `bytesMax` (body_too_large) before anything is read. */
+export function checkDeclaredLength(declaredBytes: number, bytesMax: number): void {
+  if (declaredBytes > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
 }
 
 /** `read()` of a body whose declared length is within `bytesMax` (else body_too_large, unread); a broken-off body is a refusal. */
 async function readDeclared<T>(declaredBytes: number, bytesMax: number, read: () => Promise<T>): Promise<T> {
-  if (declaredBytes > bytesMax) throw new RequestError("body_too_large", `body is larger than ${bytesMax} bytes`);
+  checkDeclaredLength(declaredBytes, bytesMax);
   try {
     return await read();
   } catch (error) {
@@ -156,7 +156,7 @@ async function readChunk(reader: ReadableStreamDefaultReader<Uint8Array>): Promi
 }
 
 /** A body that broke off (see readChunk) as the refusal it is. */
-function brokenOff(error: unknown): RequestError {
+export function brokenOff(error: unknown): RequestError {
   return new RequestError("bad_request", `the request's body could not be read (the client closed its connection?): ${(error as Error)?.message ?? String(error)}`);
 }
 

@@ -34,7 +34,7 @@ export const OTHER_LOCK_NAME = "other";
 /** Most waits and holds being timed at once; past it the oldest is forgotten (not observed). */
 const TIMED_MAX = 100_000;
 /** Wait, hold and rotation times, in seconds: 1 ms to 5 min. */
-const TIME_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300];
+export const TIME_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300];
 /** How often the wall clock is compared with the monotonic one. */
 const CLOCK_CHECK_PERIOD_MS = 1_000;
 /** A difference of the two clocks' advance over one period beyond this is a jump (NTP slews far less). */
@@ -146,11 +146,11 @@ export class NodeMetrics {
    * `fetch` whose answers are counted by code. Not an async function: an answer made in the call
    * is counted and returned as it is, a promised one counted when it settles (one promise, not two).
    */
-  countingFetch<A extends unknown[]>(fetch: (request: Request, ...rest: A) => Response | Promise<Response>): (request: Request, ...rest: A) => Response | Promise<Response> {
-    return (request, ...rest) => {
+  countingFetch(fetch: (request: Request) => Response | Promise<Response>): (request: Request) => Response | Promise<Response> {
+    return (request) => {
       let answer: Response | Promise<Response>;
       try {
-        answer = fetch(request, ...rest);
+        answer = fetch(request);
       } catch (error) {
         // As the async wrapper before: a throw is a rejected answer, for the server's error handling.
         return Promise.reject(error);
@@ -247,12 +247,16 @@ export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | 
   };
 }
 
-/** Times keyed by a string, at most TIMED_MAX of them (the oldest forgotten first). */
-class Timings {
-  private readonly startedMs = new Map<string, number>();
+/** Times by key, at most TIMED_MAX of them (the oldest forgotten first). */
+class Timings<K> {
+  private readonly startedMs = new Map<K, number>();
+
+  get size(): number {
+    return this.startedMs.size;
+  }
 
   /** Starts timing `key`; false when it is timed already (a waiter asking again). */
-  start(key: string, nowMs: number): boolean {
+  start(key: K, nowMs: number): boolean {
     if (this.startedMs.has(key)) return false;
     if (this.startedMs.size >= TIMED_MAX) this.startedMs.delete(this.startedMs.keys().next().value!);
     this.startedMs.set(key, nowMs);
@@ -260,14 +264,14 @@ class Timings {
   }
 
   /** Seconds since `key` started (and forgets it), or undefined when it was not timed. */
-  end(key: string, nowMs: number): number | undefined {
+  end(key: K, nowMs: number): number | undefined {
     const started = this.startedMs.get(key);
     if (started === undefined) return undefined;
     this.startedMs.delete(key);
     return (nowMs - started) / 1000;
   }
 
-  forget(key: string): void {
+  forget(key: K): void {
     this.startedMs.delete(key);
   }
 }
@@ -279,6 +283,89 @@ export interface TopNamesLimits {
 }
 
 export const TOP_NAMES_LIMITS: TopNamesLimits = { namesMax: LOCK_NAMES_TRACKED_MAX, rankIntervalMs: LOCK_RANK_INTERVAL_MS, scoredMax: LOCK_NAMES_SCORED_MAX };
+
+/** A histogram with one label, by that label's value (ScrapedHistogram; metrics_test feeds prom-client's alongside). */
+export interface LabelledHistogram {
+  observe(labelValue: string, value: number): void;
+  remove(labelValue: string): void;
+}
+
+/**
+ * A histogram with one label whose observations are kept in plain numbers and handed to prom-client's
+ * registry when it is scraped, as ScrapedCounter does for counters: an observation is a Map lookup and
+ * three additions, where prom-client's Histogram.observe checks and hashes its label object on every
+ * call (the wait and hold histograms, a grant's and a release's: the largest part of a lone primary's
+ * metrics per acquire+release, docs/bench.md). The scrape text is what prom-client's Histogram shows
+ * for the same observations (metrics_test compares the two): the series in the order each was first
+ * observed (a removed one starts again at zero), cumulative `_bucket` lines with `+Inf`, then `_sum`
+ * (added up in the same order, so the same number) and `_count`.
+ */
+export class ScrapedHistogram implements LabelledHistogram {
+  /** By label value: observations per bucket (not cumulative; the last one past every bound), their sum and count. */
+  private readonly series = new Map<string, { buckets: number[]; sum: number; count: number }>();
+  readonly name: string;
+  readonly help: string;
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+
+  constructor(config: { name: string; help: string; registers: Registry[] }, private readonly label: string, private readonly bounds: readonly number[] = TIME_BUCKETS_SECONDS) {
+    this.name = config.name;
+    this.help = config.help;
+    // The registry only reads what prom-client's own metrics offer it: name, help, type and the values below.
+    for (const registry of config.registers) registry.registerMetric(this as unknown as Histogram);
+  }
+
+  observe(labelValue: string, value: number): void {
+    // As prom-client refuses it (a NaN would poison the sum for good).
+    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+    let series = this.series.get(labelValue);
+    if (series === undefined) {
+      series = { buckets: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0 };
+      this.series.set(labelValue, series);
+    }
+    // Bounded by the bucket count (12 for times).
+    let bucket = 0;
+    while (bucket < this.bounds.length && value > this.bounds[bucket]) bucket++;
+    series.buckets[bucket]++;
+    series.sum += value;
+    series.count++;
+  }
+
+  /** Ends a series (Prometheus sees it go); observed again, it starts at zero. */
+  remove(labelValue: string): void {
+    this.series.delete(labelValue);
+  }
+
+  reset(): void {
+    this.series.clear();
+  }
+
+  /** The values as prom-client's Histogram hands them to the registry's text format: the label as a shared one. */
+  getForPromString() {
+    // `exemplar`: none, as prom-client's Histogram without exemplars has (null on buckets, undefined on sum and count).
+    type Value = { labels: Record<string, string | number>; sharedLabels: Record<string, string>; value: number; metricName: string; exemplar: null | undefined };
+    const values: Value[] = [];
+    const bucketName = `${this.name}_bucket`;
+    for (const [labelValue, series] of this.series) {
+      const sharedLabels = { [this.label]: labelValue };
+      let cumulative = 0;
+      for (let i = 0; i < this.bounds.length; i++) {
+        cumulative += series.buckets[i];
+        values.push({ labels: { le: this.bounds[i] }, sharedLabels, value: cumulative, metricName: bucketName, exemplar: null });
+      }
+      values.push({ labels: { le: "+Inf" }, sharedLabels, value: series.count, metricName: bucketName, exemplar: null });
+      values.push({ labels: {}, sharedLabels, value: series.sum, metricName: `${this.name}_sum`, exemplar: undefined });
+      values.push({ labels: {}, sharedLabels, value: series.count, metricName: `${this.name}_count`, exemplar: undefined });
+    }
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator });
+  }
+
+  /** As prom-client's `get` (getMetricsAsJSON): the shared label merged into each value's labels. */
+  async get() {
+    const data = await this.getForPromString();
+    return { ...data, values: data.values.map(({ sharedLabels, labels, ...rest }) => ({ ...rest, labels: { ...labels, ...sharedLabels } })) };
+  }
+}
 
 /**
  * A histogram with a `lock` label bounded to the top `namesMax` names by total observed time, and
@@ -297,7 +384,7 @@ export class TopNamesHistogram {
   private scores = new Map<string, number>();
   private rankedAtMs: number;
 
-  constructor(private readonly histogram: Histogram<"lock">, nowMs: number, private readonly limits: TopNamesLimits = TOP_NAMES_LIMITS) {
+  constructor(private readonly histogram: LabelledHistogram, nowMs: number, private readonly limits: TopNamesLimits = TOP_NAMES_LIMITS) {
     this.rankedAtMs = nowMs;
   }
 
@@ -308,7 +395,7 @@ export class TopNamesHistogram {
     // After scoring: the observation that makes the ranking due counts in it.
     if (nowMs - this.rankedAtMs >= this.limits.rankIntervalMs) this.rank(nowMs);
     if (!this.tracked.has(name) && this.tracked.size < this.limits.namesMax) this.tracked.add(name);
-    this.histogram.observe({ lock: this.tracked.has(name) ? name : OTHER_LOCK_NAME }, seconds);
+    this.histogram.observe(this.tracked.has(name) ? name : OTHER_LOCK_NAME, seconds);
   }
 
   /** The names with their own series now (tests, docs). */
@@ -324,7 +411,7 @@ export class TopNamesHistogram {
     for (const name of [...this.tracked]) {
       if (top.has(name)) continue;
       this.tracked.delete(name);
-      this.histogram.remove({ lock: name });
+      this.histogram.remove(name);
     }
     for (const name of top) this.tracked.add(name);
     this.scores = new Map(ranked.slice(0, 2 * this.limits.namesMax).map(([name, score]) => [name, score / 2]));
@@ -351,8 +438,13 @@ export class LockMetrics {
   private readonly holdSeconds: TopNamesHistogram;
   private readonly takeovers: Counter;
   private readonly roleChanges: Counter<"role">;
-  private readonly waiting = new Timings();
-  private readonly holding = new Timings();
+  /** Waits by (name, session): an enter has no token before its grant. */
+  private readonly waiting = new Timings<string>();
+  /**
+   * Holds by fencing token: one per grant, carried by its release, so the W1 path (a grant and a
+   * release, no wait) builds no key string (a new string is hashed at its first lookup).
+   */
+  private readonly holding = new Timings<number>();
 
   constructor(private readonly node: NodeMetrics, private readonly clock: Clock, status: () => LockStatusSource, topNames: TopNamesLimits = TOP_NAMES_LIMITS) {
     const registers = [node.registry];
@@ -361,7 +453,7 @@ export class LockMetrics {
     this.expiries = new Counter({ name: "mutexd_lock_session_expiries_total", help: "Sessions that expired.", registers });
     this.waits = new Counter({ name: "mutexd_lock_waits_total", help: "Enters that were queued rather than granted at once.", registers });
     const histogram = (name: string, help: string) =>
-      new TopNamesHistogram(new Histogram({ name, help, labelNames: ["lock"], buckets: TIME_BUCKETS_SECONDS, registers }), clock.nowMs(), topNames);
+      new TopNamesHistogram(new ScrapedHistogram({ name, help, registers }, "lock"), clock.nowMs(), topNames);
     this.waitSeconds = histogram(
       "mutexd_lock_wait_seconds",
       `Time from an enter to its grant, by lock name (the top ${topNames.namesMax} by total wait, re-ranked every ${topNames.rankIntervalMs / 1000} s; the rest under "other").`,
@@ -415,10 +507,12 @@ export class LockMetrics {
     const nowMs = this.clock.nowMs();
     switch (effect.type) {
       case "granted": {
-        const { name, session } = effect.grant;
+        const { name, session, token } = effect.grant;
         this.grants.inc();
-        this.waitSeconds.observe(name, this.waiting.end(holdKey(name, session), nowMs) ?? 0, nowMs);
-        this.holding.start(holdKey(name, session), nowMs);
+        // No wait is timed in an uncontended run: no key to build then.
+        const waitedSeconds = this.waiting.size === 0 ? undefined : this.waiting.end(holdKey(name, session), nowMs);
+        this.waitSeconds.observe(name, waitedSeconds ?? 0, nowMs);
+        this.holding.start(token, nowMs);
         return;
       }
       case "waitEnded":
@@ -426,7 +520,7 @@ export class LockMetrics {
         return;
       case "released": {
         this.releases.inc(effect.reason);
-        const heldSeconds = this.holding.end(holdKey(effect.name, effect.session), nowMs);
+        const heldSeconds = this.holding.end(effect.token, nowMs);
         // A hold granted before this process served (taken over) has no start here: not observed.
         if (heldSeconds !== undefined) this.holdSeconds.observe(effect.name, heldSeconds, nowMs);
         return;

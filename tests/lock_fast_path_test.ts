@@ -4,7 +4,7 @@
  * and middleware. This proves it answers exactly as the Hono routes do: the same requests, sent
  * once with a Content-Length (the fast path) to one fresh service and once without (Hono's
  * route, which reads a body of unknown length chunk by chunk) to another, get the same status,
- * body and content type, for grants, releases, force-releases and every kind of refusal, and leave
+ * body and headers byte for byte (the wire format header too), for grants, releases, force-releases and every kind of refusal, and leave
  * the same table; the fast server's bearer middleware never runs for them (the fast path was taken).
  * With client tokens in the cluster the fast path is off: a request with a declared length meets the
  * bearer check and the route's permission exactly as one without. A Content-Length repeated with one
@@ -22,6 +22,7 @@ import { createLockApp } from "../cluster/lock/api.ts";
 import { hashSessionSecret } from "../cluster/lock/session_secret.ts";
 import { realTimers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { FORMAT_HEADER, formatText, WIRE_FORMAT } from "../lib/wire/version.ts";
 import { soloLockService } from "./_lock_service.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024 };
@@ -48,9 +49,11 @@ function server(declareLength: boolean, tokens: TokenConfig[] = []) {
     if (declareLength) headers["content-length"] = String(bytes.byteLength);
     if (bearerSecret !== undefined) headers.authorization = `Bearer ${bearerSecret}`;
     const response = await app.request(path, { method: "POST", headers, body: bytes });
-    return { status: response.status, type: response.headers.get("content-type"), body: await response.json() };
+    // The answer's every header and its text byte for byte, so the two paths are compared as the client sees them.
+    const text = await response.text();
+    return { status: response.status, type: response.headers.get("content-type"), headers: [...response.headers], text, body: JSON.parse(text) };
   };
-  return { service, send, counted };
+  return { service, send, counted, app };
 }
 
 test("the fast path answers every request as Hono's route does: grants, releases, refusals, and the same table", async () => {
@@ -81,6 +84,8 @@ test("the fast path answers every request as Hono's route does: grants, releases
     const b = await hono.send(path, body(session));
     assert.deepEqual(a, b, `step ${index}: ${path} ${body(session).slice(0, 80)}`);
     assert.equal(a.type, "application/json");
+    // docs/http-api.md: every answer names the wire format (the fast path's lacked it before issue 14's third pass).
+    assert.ok(a.headers.some(([name, value]) => name === FORMAT_HEADER && value === formatText(WIRE_FORMAT)), JSON.stringify(a.headers));
     if (index === 0) {
       assert.equal(a.status, 201);
       session = a.body.session;
@@ -89,6 +94,11 @@ test("the fast path answers every request as Hono's route does: grants, releases
     if (index === 15) assert.deepEqual([a.status, a.body.error?.code], [403, "forbidden"], "an open cluster has no force-release");
   }
   assert.equal(JSON.stringify(fast.service.table!.snapshot()), JSON.stringify(hono.service.table!.snapshot()));
+  // The answers' headers are made from one set (runtime.ts jsonResponder): a change to one answer's stays in it.
+  const first = await fast.app.request("/v1/enter", { method: "POST", headers: { "content-length": "2" }, body: "{}" });
+  first.headers.set("x-changed", "1");
+  const second = await fast.app.request("/v1/enter", { method: "POST", headers: { "content-length": "2" }, body: "{}" });
+  assert.equal(second.headers.get("x-changed"), null);
   assert.equal(fast.counted.middlewareRuns, 0, "every request with a declared length took the fast path");
   assert.equal(hono.counted.middlewareRuns, steps.length, "every request without one went through Hono's routes");
 });
@@ -157,8 +167,34 @@ test("a Content-Length repeated with one value (both runtimes accept it, and Hea
   assert.equal(JSON.stringify(service.table!.snapshot()), before, "nothing was opened");
 });
 
+test("a body that breaks off while read (the client closed its connection) is a refusal, 400 bad_request, on the fast path as through Hono's routes: never an internal error, nothing changed", async () => {
+  const service = soloLockService(SETTINGS, realTimers, manualClock(1_000));
+  const internal: Error[] = [];
+  const app = createLockApp(service, { nodeId: "p1", role: "primary", settings: SETTINGS, onInternalError: (error) => internal.push(error) });
+  const before = JSON.stringify(service.table!.snapshot());
+  const body = new TextEncoder().encode(JSON.stringify({ ttlMs: 5_000, sessionSecret: SECRET }));
+  for (const path of ["/v1/sessions", "/v1/sessions/t-1/keepalive"]) {
+    // Half the declared bytes, then the stream fails, as a reset connection's does.
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(body.subarray(0, body.byteLength >> 1));
+        controller.error(new Error("connection reset"));
+      },
+    });
+    const headers = { "content-type": "application/json", "content-length": String(body.byteLength) };
+    const response = await app.request(path, { method: "POST", headers, body: stream, duplex: "half" } as RequestInit);
+    assert.equal(response.status, 400, `${path}: ${await response.clone().text()}`);
+    const { error } = await response.json();
+    assert.equal(error.code, "bad_request");
+    assert.match(error.message, /could not be read/);
+  }
+  assert.deepEqual(internal, []);
+  assert.equal(JSON.stringify(service.table!.snapshot()), before, "nothing was opened");
+});
+
 test("a session secret hashes to its SHA-256 in hex, as before the one-shot hash: stored hashes (a durable log, an older backup) still match", () => {
-  for (const secret of [SECRET, "x".repeat(256), "é€😀 non-ASCII secret of 32+ characters"]) {
+  // Under Bun through Bun.SHA256 (cluster/runtime.ts sha256Hex), under Deno through node:crypto's hash.
+  for (const secret of [SECRET, "x".repeat(256), "é€😀 non-ASCII secret of 32+ characters", "", "lone \ud800 surrogate \udfff"]) {
     assert.equal(hashSessionSecret(secret), createHash("sha256").update(secret, "utf8").digest("hex"));
   }
   assert.equal(hashSessionSecret(undefined), "");

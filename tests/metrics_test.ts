@@ -5,15 +5,18 @@
  * the top N names by total time, re-ranked at an interval: a late hot lock enters, a name that
  * drops out counts under `other`, and the series stay at most N + 1 however many names are used.
  * Answers, grants and releases, counted in plain numbers on the request path, scrape as prom-client's
- * own counters did.
+ * own counters did; the wait and hold histograms' plain counts scrape as prom-client's Histogram does
+ * for the same observations, byte for byte.
  * Clocks are moved by hand (no real time passes).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { CLOCK_JUMP_MIN_MS, LockMetrics, NodeMetrics, OTHER_LOCK_NAME } from "../cluster/metrics.ts";
+import { CLOCK_JUMP_MIN_MS, LockMetrics, NodeMetrics, OTHER_LOCK_NAME, ScrapedHistogram, TIME_BUCKETS_SECONDS, TopNamesHistogram } from "../cluster/metrics.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
+import { Histogram, Registry } from "prom-client";
+import { Prng } from "../lib/core/prng.ts";
 
 function setup() {
   const clock = manualClock(1_000);
@@ -168,4 +171,72 @@ test("answers, grants and releases are counted in plain numbers and scraped as b
   text = await metrics.text();
   assert.equal(sampleValue(text, 'mutexd_lock_grants_total{node="n1"}'), 3, text);
   assert.equal(sampleValue(text, 'mutexd_http_responses_total{code="200",node="n1"}'), 2, text);
+});
+
+test("per-lock histograms in plain counts scrape byte for byte as prom-client's Histogram does for the same observations (series order, removals, bounds, +Inf, sums), scrape after scrape", async () => {
+  // One TopNamesHistogram feeds both: the plain counts (registry `plain`) and prom-client's own
+  // Histogram as LockMetrics used it before (registry `reference`), so both see the same label per
+  // observation and the same removals at each ranking.
+  const plain = new Registry();
+  const reference = new Registry();
+  for (const registry of [plain, reference]) registry.setDefaultLabels({ node: "n1" });
+  const config = { name: "mutexd_lock_wait_seconds", help: "Time from an enter to its grant." };
+  const scraped = new ScrapedHistogram({ ...config, registers: [plain] }, "lock");
+  const prom = new Histogram({ ...config, labelNames: ["lock"], buckets: TIME_BUCKETS_SECONDS, registers: [reference] });
+  let nowMs = 0;
+  const top = new TopNamesHistogram({
+    observe(label, seconds) {
+      scraped.observe(label, seconds);
+      prom.observe({ lock: label }, seconds);
+    },
+    remove(label) {
+      scraped.remove(label);
+      prom.remove({ lock: label });
+    },
+  }, nowMs, { namesMax: 3, rankIntervalMs: 1_000, scoredMax: 6 });
+  const random = new Prng(14);
+  // Names that need escaping in a label, the bounds themselves, 0, past the last bound, fractions.
+  const names = ['q"uote', "back\\slash", "a", "b", "c", "d", "e", "f"];
+  const special = [0, ...TIME_BUCKETS_SECONDS, 300.5, 1e6, 0.1 + 0.2];
+  let removals = 0;
+  const seen = new Set<string>();
+  for (let step = 0; step < 3_000; step++) {
+    const before = top.names();
+    nowMs += random.below(40);
+    const seconds = random.below(4) === 0 ? special[random.below(special.length)] : random.float() * 10 ** (random.below(6) - 3);
+    top.observe(names[random.below(names.length)], seconds, nowMs);
+    removals += before.filter((name) => !top.names().includes(name)).length;
+    if (step % 97 === 0 || step === 2_999) {
+      const text = await plain.metrics();
+      assert.equal(text, await reference.metrics(), `scrape at step ${step}`);
+      for (const label of ['lock="q\\"uote"', 'lock="back\\\\slash"', `lock="${OTHER_LOCK_NAME}"`]) if (text.includes(label)) seen.add(label);
+    }
+  }
+  assert.deepEqual(await plain.getMetricsAsJSON(), await reference.getMetricsAsJSON());
+  // The run did what it is meant to compare: names removed at rankings, escaped labels, `other`.
+  assert.ok(removals > 10, `removals ${removals}`);
+  assert.equal(seen.size, 3, [...seen].join(" "));
+});
+
+test("hold and wait times: each hold timed from its own grant to its own release (shared holders of one name, released out of order), a queued enter's wait up to its grant", async () => {
+  const { metrics, clock } = setup();
+  const lock = new LockMetrics(metrics, clock, () => ({ sessionCount: 0, lockCount: 0, epoch: 1, lagEntries: null }));
+  lock.effect({ type: "granted", grant: { name: "L", session: "a", token: 1, mode: "shared" } });
+  clock.advance(100);
+  lock.effect({ type: "granted", grant: { name: "L", session: "b", token: 2, mode: "shared" } });
+  lock.queued("L", "c");
+  clock.advance(300);
+  lock.effect({ type: "released", name: "L", session: "a", token: 1, reason: "leave" }); // held 400 ms
+  clock.advance(50);
+  lock.effect({ type: "released", name: "L", session: "b", token: 2, reason: "leave" }); // held 350 ms
+  lock.effect({ type: "granted", grant: { name: "L", session: "c", token: 3, mode: "exclusive" } }); // waited 350 ms
+  clock.advance(20);
+  lock.effect({ type: "released", name: "L", session: "c", token: 3, reason: "expired" }); // held 20 ms
+  // A release whose grant this process never saw (taken over) is not observed.
+  lock.effect({ type: "released", name: "L", session: "d", token: 9, reason: "leave" });
+  const text = await metrics.text();
+  assert.equal(sampleValue(text, 'mutexd_lock_hold_seconds_count{node="n1",lock="L"}'), 3, text);
+  assert.ok(Math.abs(sampleValue(text, 'mutexd_lock_hold_seconds_sum{node="n1",lock="L"}') - (0.4 + 0.35 + 0.02)) < 1e-9, text);
+  assert.equal(sampleValue(text, 'mutexd_lock_wait_seconds_count{node="n1",lock="L"}'), 3, text);
+  assert.ok(Math.abs(sampleValue(text, 'mutexd_lock_wait_seconds_sum{node="n1",lock="L"}') - 0.35) < 1e-9, text);
 });

@@ -3,12 +3,15 @@
  * with 400 bad_request at the HTTP layer and again in the core (the primary before it logs it,
  * the machine for an entry that carries one anyway), and the answers remembered for retries are
  * bounded in estimated bytes (answeredBytesMax) as well as in count, oldest forgotten first, the
- * same on a backup that applies the same entries or restores the primary's snapshot.
+ * same on a backup that applies the same entries or restores the primary's snapshot. An answer's
+ * size is its JSON text's length, counted without the text for a leave's answer: exactly
+ * JSON.stringify's, on the table's own answers and on names that need every kind of escape.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createLockApp } from "../cluster/lock/api.ts";
-import { AnsweredRequests, answerBytes, REQUEST_ID_LENGTH_MAX } from "../lib/core/lock/answered.ts";
+import { AnsweredRequests, answerBytes, answerJsonLength, jsonStringLength, REQUEST_ID_LENGTH_MAX } from "../lib/core/lock/answered.ts";
+import { Prng } from "../lib/core/prng.ts";
 import { LockMachine, type LogEntry } from "../lib/core/lock/lock_machine.ts";
 import { LockTable } from "../lib/core/lock/lock_table.ts";
 import { soloLockService } from "./_lock_service.ts";
@@ -185,4 +188,51 @@ test("answered ids: eviction keeps the order of a Map's insertion (the model it 
   assert.equal(answered.bytes, modelBytes);
   const queueLength = (answered as unknown as { order: unknown[] }).order.length;
   assert.ok(queueLength <= 2 * answered.size + 16, `the eviction queue holds ${queueLength} places for ${answered.size} answers`);
+});
+
+test("answer sizes: a leave's answer counted without its text is JSON.stringify's length exactly, on the table's own leave answers and on names with every kind of escape; other answers are stringified", () => {
+  const m = machine(SETTINGS);
+  let index = 0;
+  const apply = (command: LogEntry["command"], requestId?: string) => m.apply({ index: ++index, epoch: 1, atMs: 1_000 + index, ...(requestId ? { requestId } : {}), command });
+  const open = () => {
+    const opened = apply({ type: "openSession", secretHash: SECRET_HASH, ttlMs: SETTINGS.sessionTtlMs }).result;
+    assert.ok(opened.ok && opened.type === "session");
+    return opened.session;
+  };
+  const [holder, waiter] = [open(), open()];
+  const enter = (name: string, session: string) => apply({ type: "enter", name, session, secretHash: SECRET_HASH, mode: "exclusive", waitMs: 10_000, lockDelayMs: 0 }).result;
+  const leaves: Array<Parameters<typeof answerJsonLength>[0]> = [];
+  for (const [i, name] of ["a", "w1-0", "a.b:c/d_e", "n".repeat(SETTINGS.lockNameLengthMax)].entries()) {
+    const granted = enter(name, holder);
+    assert.ok(granted.ok && granted.type === "granted", JSON.stringify(granted));
+    assert.ok(enter(name, waiter).ok);
+    // The waiter withdraws (wasHolder false), the holder leaves (true).
+    leaves.push(apply({ type: "leave", name, session: waiter, secretHash: SECRET_HASH }, `waiter-${i}`).result);
+    leaves.push(apply({ type: "leave", name, session: holder, secretHash: SECRET_HASH, token: granted.grant.token }, `holder-${i}`).result);
+  }
+  assert.deepEqual(leaves.map((l) => l.ok && l.type === "left" && l.wasHolder), [false, true, false, true, false, true, false, true], JSON.stringify(leaves));
+  for (const leave of leaves) {
+    assert.equal(answerJsonLength(leave), JSON.stringify(leave).length, JSON.stringify(leave));
+  }
+  assert.equal(m.snapshot().answered.length, leaves.length, "each remembered under its id");
+  // Names with escapes (the count is the text's whatever a name holds): quotes, backslashes,
+  // control characters, surrogate pairs, lone surrogates at either end, and seeded random units.
+  const names = ['q"uote', "back\\slash", "\b\t\n\f\r\u0000\u001f\u007f", "pair \ud83d\ude00", "lone \ud83d", "\ude00 lone", "\ud83d\ud83d\ude00", "é ü ∑", ""];
+  const random = new Prng(15);
+  const special = [0x00, 0x08, 0x1f, 0x20, 0x22, 0x5c, 0x7f, 0xd7ff, 0xd800, 0xdbff, 0xdc00, 0xdfff, 0xe000, 0xffff];
+  for (let i = 0; i < 2_000; i++) {
+    const units = Array.from({ length: random.below(12) }, () => random.below(2) === 0 ? special[random.below(special.length)] : random.below(0x10000));
+    names.push(String.fromCharCode(...units));
+  }
+  for (const name of names) {
+    for (const wasHolder of [true, false]) {
+      const leave = { ok: true as const, type: "left" as const, name, wasHolder };
+      assert.equal(answerJsonLength(leave), JSON.stringify(leave).length, JSON.stringify(leave));
+    }
+    assert.equal(jsonStringLength(name), JSON.stringify(name).length, JSON.stringify(name));
+  }
+  // Any other answer: its text's length, as before.
+  const closed = { ok: true as const, type: "closed" as const, session: "s-1", released: ["a", 'b"'] };
+  assert.equal(answerJsonLength(closed), JSON.stringify(closed).length);
+  assert.equal(answerBytes("id", closed), "id".length + JSON.stringify(closed).length + 64);
 });

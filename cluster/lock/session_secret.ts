@@ -4,7 +4,7 @@
  * (lib/core/lock/session_owners.ts compares it). The secret itself is in the open's request and
  * answer and nowhere else: not in the log, the backup, status or disk.
  */
-import { hash } from "node:crypto";
+import { sha256Hex } from "../runtime.ts";
 
 /** The secret the routes make when a client sends none: the client's own generator (256 bits, hex). */
 export { randomSessionSecret } from "../../lib/client/lock_client.ts";
@@ -15,7 +15,7 @@ export { randomSessionSecret } from "../../lib/client/lock_client.ts";
  */
 export function hashSessionSecret(secret: string | undefined): string {
   if (secret === undefined) return "";
-  // The one-shot hash: no Hash object per request (a native object the collector must finalize),
+  // A one-shot hash: no Hash object per request (a native object the collector must finalize),
   // which made SHA-256 a tenth of a lone primary's JavaScript per acquire+release (docs/bench.md).
-  return hash("sha256", secret, "hex");
+  return sha256Hex(secret);
 }

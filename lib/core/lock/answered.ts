@@ -39,25 +39,63 @@ export function requestIdProblem(requestId: unknown): string | undefined {
  * in characters (a byte each for ASCII, as the engines store such strings) plus the overhead.
  */
 export function answerBytes(requestId: string, answer: Answer): number {
-  return requestId.length + JSON.stringify(answer).length + ANSWER_OVERHEAD_BYTES;
+  return requestId.length + answerJsonLength(answer) + ANSWER_OVERHEAD_BYTES;
+}
+
+/**
+ * `JSON.stringify(answer).length`. A leave's answer, the one remembered per acquire+release (the
+ * client sends a `requestId` on every leave), is counted from its two fields without building the
+ * text: about a tenth of the stringify's time (docs/bench.md, "The lone primary's HTTP path").
+ * The count is the text's exactly, so primaries and backups of any version measure every answer
+ * the same and keep the same ones (request_id_limits_test compares it with JSON.stringify on the
+ * table's own leave answers and on names that need escapes).
+ */
+export function answerJsonLength(answer: Answer): number {
+  if (answer.ok && answer.type === "left") return LEFT_JSON_LENGTH + jsonStringLength(answer.name) + (answer.wasHolder ? 4 : 5);
+  return JSON.stringify(answer).length;
+}
+
+/** A leave's answer is these four fields and no more (a field added to it fails this line's type check). */
+const LEFT_FIELDS = { ok: true, type: "left", name: "", wasHolder: true } satisfies Record<keyof Extract<Answer, { type: "left" }>, unknown>;
+/** Its JSON text without the name's string and the boolean: `{"ok":true,"type":"left","name":,"wasHolder":}`. */
+const LEFT_JSON_LENGTH = JSON.stringify(LEFT_FIELDS).length - 2 - 4;
+
+/** The length of JSON.stringify(text): the quotes, and JSON's escapes (2 or 6 characters per escaped unit). */
+export function jsonStringLength(text: string): number {
+  let length = text.length + 2;
+  // Bounded by the text's length.
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit >= 0x20 && unit !== 0x22 && unit !== 0x5c && (unit < 0xd800 || unit > 0xdfff)) continue;
+    if (unit === 0x22 || unit === 0x5c || unit === 0x08 || unit === 0x09 || unit === 0x0a || unit === 0x0c || unit === 0x0d) length += 1; // \" \\ \b \t \n \f \r
+    else if (unit < 0x20) length += 5; // \u00XX
+    else if (unit <= 0xdbff && i + 1 < text.length && text.charCodeAt(i + 1) >= 0xdc00 && text.charCodeAt(i + 1) <= 0xdfff) i++; // a pair, as it is
+    else length += 5; // a lone surrogate: \uXXXX
+  }
+  return length;
+}
+
+/** One remembered answer; the same object is its place in the eviction queue. */
+interface Remembered {
+  requestId: string;
+  answer: Answer;
+  bytes: number;
 }
 
 export class AnsweredRequests {
-  /** `order`: the entry's place in `order` below (a re-remembered id gets a new one). */
-  private readonly answers = new Map<string, { answer: Answer; bytes: number; order: number }>();
+  private readonly answers = new Map<string, Remembered>();
   private totalBytes = 0;
   /**
-   * Ids in the order they were remembered, oldest at `head`, each with the place it was given;
-   * a forgotten or re-remembered id's old place stays behind as stale and is skipped. Eviction
-   * takes from here, not from `answers.keys().next()`: engines keep a deleted Map entry as a
-   * hole until they rehash, and that call walks every hole from the start, so with the memory
+   * The answers in the order they were remembered, oldest at `head`; a forgotten or re-remembered
+   * id's old place stays behind as stale (the Map no longer holds that very object) and is skipped.
+   * Eviction takes from here, not from `answers.keys().next()`: engines keep a deleted Map entry as
+   * a hole until they rehash, and that call walks every hole from the start, so with the memory
    * full (every leave evicts one) it cost 4.5–5.7 µs per eviction under Deno and Bun, a tenth of
    * a lone primary's CPU per acquire+release (docs/bench.md). Same order as the Map's insertion
    * order, so what is evicted (and what the backup keeps) is unchanged.
    */
-  private order: Array<{ requestId: string; order: number }> = [];
+  private order: Remembered[] = [];
   private head = 0;
-  private nextOrder = 0;
 
   constructor(private readonly limits: AnsweredLimits) {
     assert(limits.answeredMax > 0 && limits.answeredBytesMax > 0, "answeredMax and answeredBytesMax must be positive");
@@ -92,16 +130,16 @@ export class AnsweredRequests {
     this.forget(requestId);
     const bytes = answerBytes(requestId, answer);
     if (bytes > this.limits.answeredBytesMax) return;
-    const order = this.nextOrder++;
-    this.answers.set(requestId, { answer, bytes, order });
-    this.order.push({ requestId, order });
+    const remembered: Remembered = { requestId, answer, bytes };
+    this.answers.set(requestId, remembered);
+    this.order.push(remembered);
     this.totalBytes += bytes;
     const { answeredMax, answeredBytesMax } = this.limits;
     // Oldest first, deterministic. Each round takes one place off `order`, and the entry just
     // remembered is live in it, so the loop ends before `order` is empty.
     while (this.answers.size > answeredMax || this.totalBytes > answeredBytesMax) {
       const oldest = this.order[this.head++];
-      if (this.answers.get(oldest.requestId)?.order === oldest.order) this.forget(oldest.requestId);
+      if (this.answers.get(oldest.requestId) === oldest) this.forget(oldest.requestId);
     }
     this.compactOrder();
   }
@@ -112,7 +150,7 @@ export class AnsweredRequests {
    */
   private compactOrder(): void {
     if (this.order.length <= 2 * this.answers.size + 16) return;
-    this.order = this.order.slice(this.head).filter((place) => this.answers.get(place.requestId)?.order === place.order);
+    this.order = this.order.slice(this.head).filter((place) => this.answers.get(place.requestId) === place);
     this.head = 0;
   }
 
