@@ -26,6 +26,11 @@ export const DEFAULT_LOG_LEVEL: LogLevel = "info";
 export interface Logger {
   /** Logs `event` at `level` (default info), if the logger's level lets it through. */
   event(event: string, fields?: LogFields, level?: LogLevel): void;
+  /**
+   * Whether an event of `level` would be written (absent: every level is). Per-operation callers
+   * ask first, so the default level builds no fields for lines it drops.
+   */
+  wants?(level: LogLevel): boolean;
   /** Writes pending lines now. */
   flush(): void;
 }
@@ -66,6 +71,7 @@ export function jsonLogger(
         setTimeout(flush, 0);
       }
     },
+    wants: (eventLevel) => atLeast(eventLevel, level),
     flush,
   };
 }

@@ -24,6 +24,11 @@ test("jsonLogger writes the events at its level and above, each as one JSON line
   assert.equal(lines[0].node, "n1");
 });
 
+test("jsonLogger says which levels it wants, so a per-operation caller builds no fields for a dropped line", () => {
+  const log = jsonLogger("n1", 1_000, () => {}, "info");
+  assert.deepEqual(["debug", "info", "warn", "error"].map((level) => log.wants?.(level as "debug")), [false, true, true, true]);
+});
+
 /** Runs a lone primary (`extraToml` in [cluster], `flags` on the command line), does 3 acquire+release, stops it; its stderr. */
 async function logOfThreeLocks(extraToml: string, flags: string[]): Promise<string> {
   const dir = tempDir();

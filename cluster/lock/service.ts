@@ -441,8 +441,9 @@ export class LockService {
     this.options.metrics?.effect(effect);
     switch (effect.type) {
       case "granted":
-        // Per operation: debug only (cluster/log.ts), so the default level writes nothing per lock.
-        this.options.log.event("granted", { ...effect.grant, epoch: this.replica.epoch }, "debug");
+        // Per operation: debug only (cluster/log.ts), so the default level writes nothing per lock
+        // and, asked first, builds nothing either.
+        if (this.options.log.wants?.("debug") !== false) this.options.log.event("granted", { ...effect.grant, epoch: this.replica.epoch }, "debug");
         this.wake(effect.grant.name, effect.grant.session, effect.grant);
         return;
       case "waitEnded":
@@ -452,6 +453,7 @@ export class LockService {
         this.options.log.event("sessionExpired", { session: effect.session, released: effect.released });
         return;
       case "released": {
+        if (this.options.log.wants?.("debug") === false) return;
         const { type: _type, ...fields } = effect;
         this.options.log.event("released", fields, "debug");
         return;

@@ -202,7 +202,7 @@ export async function startNode(
 export async function startBare(runtime: RuntimeName = currentRuntime): Promise<ServerHandle> {
   const port = await freePort();
   const script = join(ROOT, "tests/bench/bare_server.ts");
-  return await startServing([...runtimeArgv(runtime), script, String(port)], "bare", `http://127.0.0.1:${port}`, runtime, tempDir("mutexd-bench-"));
+  return await startServing([...runtimeArgv(runtime), script, String(port)], "bare", `http://127.0.0.1:${port}`, runtime, serverDir());
 }
 
 /** Runs `argv` (stdout and stderr to `logDir`/`id`.log) and waits until `url`/v1/health answers. */
