@@ -40,6 +40,7 @@ import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { TimerHandle, Timers } from "../timers.ts";
+import { HopTimes, type HopTimesStatus } from "./hop_times.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
 import { ViewPump } from "./view_pump.ts";
 import { SecurityLog } from "../security_log.ts";
@@ -111,9 +112,6 @@ export interface RingServiceOptions {
   onTick?(lateMs: number): void;
 }
 
-/** Hop times kept for status (a bounded sample: the latest hand-offs only). */
-const HOP_SAMPLES_MAX = 256;
-
 type EnterInput = Omit<Extract<RingInput, { type: "enter" }>, "reqId">;
 
 /** A client request: enter (long-polls, see `enter`), leave or write. */
@@ -154,14 +152,12 @@ export class RingService {
   private lastViewChange: { reason: string; wantedAtMs: number; installedAtMs: number | null; epoch: number | null } | null = null;
   /** Drains the view core's output (a decision steps the node, whose effects may ask the view again). */
   private readonly viewPump: ViewPump;
-  /** The token hand-off queued last, and when: its acknowledgement closes one hop time. */
-  private handoffQueued: { epoch: number; hop: number; atMs: number } | null = null;
-  /** The last HOP_SAMPLES_MAX hop times (queued to acknowledged, ms), oldest overwritten: status `hopMs`. */
-  private readonly hopSamples: number[] = [];
-  private hopCount = 0;
+  /** Hop times of this node's hand-offs (status `hopMs`). */
+  private readonly hops: HopTimes;
 
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
+    this.hops = new HopTimes(options.hopClock ?? options.clock);
     const { settings, peers, log, timers } = options;
     this.security = options.security ?? new SecurityLog(options.clock, log, settings.securityLogIntervalMs);
     const node = this.node;
@@ -186,7 +182,7 @@ export class RingService {
       retryMaxMs: settings.tokenHopTimeoutMs,
       batchWritesMax: settings.ringBatchWritesMax,
       onTokenDelivered: (token) => {
-        this.sampleHop(token.epoch, token.hop);
+        this.hops.delivered(token.epoch, token.hop);
         this.stepPeer({ type: "tokenDelivered", epoch: token.epoch, hop: token.hop });
       },
       onStale: (epoch, what) => this.stepPeer({ type: "peerStale", epoch, what }),
@@ -409,27 +405,9 @@ export class RingService {
     return { ...this.view.status(this.now()), lastChange: this.lastViewChange && { ...this.lastViewChange } };
   }
 
-  /**
-   * Hop times of this node's last hand-offs (status `hopMs`, the benchmark's hop latency): from
-   * the pass (queued on the link) to the successor's acknowledgement, so the successor's storing
-   * and both network legs count. Over the last HOP_SAMPLES_MAX hand-offs; `count`: all of them.
-   */
-  hopTimes(): { p50: number | null; p99: number | null; samples: number; count: number } {
-    const sorted = [...this.hopSamples].sort((a, b) => a - b);
-    const at = (q: number) => (sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]);
-    return { p50: at(0.5), p99: at(0.99), samples: sorted.length, count: this.hopCount };
-  }
-
-  private hopNow(): number {
-    return (this.options.hopClock ?? this.options.clock).nowMs();
-  }
-
-  private sampleHop(epoch: number, hop: number): void {
-    const queued = this.handoffQueued;
-    if (!queued || queued.epoch !== epoch || queued.hop !== hop) return;
-    this.handoffQueued = null;
-    this.hopSamples[this.hopCount % HOP_SAMPLES_MAX] = this.hopNow() - queued.atMs;
-    this.hopCount += 1;
+  /** Hop times of this node's last hand-offs (status `hopMs`, the benchmark's hop latency; cluster/ring/hop_times.ts). */
+  hopTimes(): HopTimesStatus {
+    return this.hops.status();
   }
 
   /** The repair core's suspicions (empty without a repair link). */
@@ -606,7 +584,7 @@ export class RingService {
     const { peers, log } = this.options;
     switch (effect.type) {
       case "sendToken":
-        this.handoffQueued = { epoch: effect.token.epoch, hop: effect.token.hop, atMs: this.hopNow() };
+        this.hops.queuedToken(effect.token.epoch, effect.token.hop);
         this.link.push({ kind: "token", token: effect.token });
         return;
       case "tokenReturned":
