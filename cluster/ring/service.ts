@@ -33,18 +33,19 @@ import type {
   RingOutput,
   RingResult,
 } from "../../lib/core/ring/ring_node.ts";
-import { type RepairInput, type RepairMessage, RingRepair, repairTimings, suspectsSuccessor, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
+import { type RepairInput, type RepairMessage, RingRepair, repairTimings, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import { type ViewChangeReason, ViewCore, type ViewDecision, type ViewHardState, type ViewMessage, type ViewStatus } from "../../lib/core/ring/view.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { TimerHandle, Timers } from "../timers.ts";
+import { HandoffDelivery } from "./handoff_delivery.ts";
 import { HopTimes, type HopTimesStatus } from "./hop_times.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
 import { ViewPump } from "./view_pump.ts";
 import { SecurityLog } from "../security_log.ts";
-import { checkCatchUp, checkRingResult } from "../../lib/wire/ring_peer.ts";
+import { checkCatchUp } from "../../lib/wire/ring_peer.ts";
 import type { RingStore } from "./storage.ts";
 
 /**
@@ -141,10 +142,6 @@ export class RingService {
    * change's): rebuilt when a reload changes the file's ring, kept across views.
    */
   private repair?: RingRepair;
-  /** The token hand-off being tried: whether any attempt of it may have been taken (see deliverWatched). */
-  private lastHandoff: { epoch: number; hop: number; uncertain: boolean } | null = null;
-  /** Hand-offs to the successor that got no answer, in a row (a repair input once ringRepairRetries). */
-  private handoffFailures = 0;
   /** The view change: votes, coordinates, probes for a lost token, runs the token lease. */
   private readonly view: ViewCore;
   private quorum: { ok: boolean; reason: string } = { ok: true, reason: "" };
@@ -175,8 +172,20 @@ export class RingService {
       stopped: () => this.stopped,
     });
     if (options.repairLink) this.repair = this.newRepair(this.node.ring);
+    const delivery = new HandoffDelivery({
+      deliver: (to, item) => peers.deliver(to, item),
+      successor: () => node.successor,
+      security: this.security,
+      retries: settings.ringRepairRetries,
+      promisedEpoch: () => this.view.status(this.now()).promised.epoch,
+      handoffRefused: (epoch, hop) => this.view.handoffRefused(epoch, hop, this.now()),
+      handoffUncertain: (epoch, hop) => this.view.handoffUncertain(epoch, hop, this.now()),
+      heardFrom: (from) => this.stepRepair({ type: "heardFrom", node: from }),
+      handoffFailed: (to) => this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() }),
+      wantViewChange: (reason) => this.wantViewChange(reason),
+    });
     this.link = new PeerLink({
-      deliver: (item) => this.deliverWatched(item),
+      deliver: (item) => delivery.deliver(item),
       timers,
       retryMs: settings.tokenRetryMs,
       retryMaxMs: settings.tokenHopTimeoutMs,
@@ -489,67 +498,6 @@ export class RingService {
     }
   }
 
-  /**
-   * The successor's hand-off, watched: any answer is word from the successor; ringRepairRetries
-   * failures in a row (and every one after them), or one refused at connect (suspectsSuccessor),
-   * tell the repair core and start a view change (the members are whoever promises). A token the
-   * successor refused (not yet in its view, or it promised newer) or could not even connect for
-   * never left here: the view change is told, so the new view need not wait for a section that
-   * cannot exist. That holds only if EVERY
-   * attempt of that hand-off was refused: one that timed out or was cut (a reset) may have been
-   * taken, and its receiver may have granted before it died (found by the ring benchmark: a
-   * reset, then a refused retry, then a grant 0.8 s after the kill while the dead holder's client
-   * held a 1 s lease). The answer or error goes on to the link unchanged.
-   */
-  private deliverWatched(item: LinkItem): PromiseLike<RingResult> {
-    const to = this.node.successor;
-    const attempt = item.kind === "token" ? this.handoffAttempt(item.token.epoch, item.token.hop) : null;
-    const refused = () => {
-      if (attempt && !attempt.uncertain) this.view.handoffRefused(attempt.epoch, attempt.hop, this.now());
-    };
-    // An answer its schema refuses is no answer: the hand-off may have been taken (uncertain).
-    const checked = (answer: RingResult): RingResult => {
-      const result = checkRingResult(answer);
-      if (result.ok) return result.value;
-      this.security.refused("answerMalformed", to, { message: result.message });
-      throw new Error(`${to}: malformed hand-off answer: ${result.message}`);
-    };
-    return this.options.peers.deliver(to, item).then(checked).then(
-      (result) => {
-        this.handoffFailures = 0;
-        this.stepRepair({ type: "heardFrom", node: to });
-        if (!result.ok && (result.type === "notYet" || result.type === "stale")) refused();
-        if (!result.ok && result.type === "stale" && result.epoch > this.view.status(this.now()).promised.epoch) {
-          // The successor is in a newer view than any this node promised: it was left out.
-          this.wantViewChange("rejoin");
-        }
-        return result;
-      },
-      (error) => {
-        const refusedAtConnect = connectRefused(error);
-        if (refusedAtConnect) refused();
-        else if (attempt) {
-          attempt.uncertain = true;
-          // A refusal reported for an earlier attempt no longer holds.
-          this.view.handoffUncertain(attempt.epoch, attempt.hop, this.now());
-        }
-        this.handoffFailures += 1;
-        if (suspectsSuccessor(this.handoffFailures, refusedAtConnect, this.options.settings.ringRepairRetries)) {
-          this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() });
-          this.wantViewChange("suspect");
-        }
-        throw error;
-      },
-    );
-  }
-
-  /** The record of the token hand-off (epoch, hop): a new one starts certain. */
-  private handoffAttempt(epoch: number, hop: number): { epoch: number; hop: number; uncertain: boolean } {
-    const last = this.lastHandoff;
-    if (last && last.epoch === epoch && last.hop === hop) return last;
-    return this.lastHandoff = { epoch, hop, uncertain: false };
-  }
-
   /** One repair step: its datagrams to the channel, one log line per event. */
   private stepRepair(input: RepairInput): void {
     if (!this.repair || this.stopped) return;
@@ -641,19 +589,3 @@ export class RingService {
 
 /** Log event names of the repair core's events. */
 const REPAIR_EVENT_NAMES = { suspected: "ringSuspected", confirmed: "ringSuspicionConfirmed", cleared: "ringSuspicionCleared" } as const;
-
-/**
- * Whether a failed hand-off never reached the successor (connection refused: nothing listens),
- * as opposed to a timeout, after which it may have arrived. Runtimes word it differently.
- */
-export function connectRefused(error: unknown): boolean {
-  const seen = new Set<unknown>();
-  for (let e = error; e && !seen.has(e) && seen.size < 5; e = (e as { cause?: unknown }).cause) {
-    seen.add(e);
-    const text = `${(e as { code?: unknown }).code ?? ""} ${(e as Error).message ?? ""}`;
-    // The runtimes' words for a refused connect only: a bare "refused" may be in the body of an
-    // answer (`status 409: …refused…`), and an answered request did reach the successor.
-    if (/ECONNREFUSED|ConnectionRefused|Connection refused/i.test(text)) return true;
-  }
-  return false;
-}
