@@ -35,7 +35,7 @@ import type {
 } from "../../lib/core/ring/ring_node.ts";
 import { type RepairInput, type RepairMessage, RingRepair, repairTimings, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
-import { type ViewChangeReason, ViewCore, type ViewDecision, type ViewHardState, type ViewMessage, type ViewStatus } from "../../lib/core/ring/view.ts";
+import type { ViewChangeReason, ViewCore, ViewHardState, ViewMessage, ViewStatus } from "../../lib/core/ring/view.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -43,7 +43,7 @@ import type { TimerHandle, Timers } from "../timers.ts";
 import { HandoffDelivery } from "./handoff_delivery.ts";
 import { HopTimes, type HopTimesStatus } from "./hop_times.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
-import { ViewPump } from "./view_pump.ts";
+import { type LeaseStatus, type ViewChangeTiming, ViewDriver, type ViewStore } from "./view_driver.ts";
 import { SecurityLog } from "../security_log.ts";
 import { checkCatchUp } from "../../lib/wire/ring_peer.ts";
 import type { RingStore } from "./storage.ts";
@@ -59,21 +59,6 @@ export interface RingPeers {
   wake(to: string): PromiseLike<void>;
   /** One view-change message (one-way: answers come back as messages); rejects if not delivered. */
   view(to: string, message: ViewMessage): PromiseLike<void>;
-}
-
-/** Where the view change's hard state is stored (durably, before anything depending on it is sent). */
-export interface ViewStore {
-  storeView(state: ViewHardState): void;
-}
-
-/** The token lease as status shows it. */
-export interface LeaseStatus {
-  /** "lost": the last renewal got no majority (this node cannot grant: a minority). */
-  quorum: "ok" | "lost";
-  reason: string;
-  validUntilMs: number | null;
-  /** This node promises no newer epoch before this (it backed a lease, or restarted). */
-  heldUntilMs: number;
 }
 
 /** Where the repair core's datagrams go (the UDP repair channel in the daemon). */
@@ -142,13 +127,10 @@ export class RingService {
    * change's): rebuilt when a reload changes the file's ring, kept across views.
    */
   private repair?: RingRepair;
-  /** The view change: votes, coordinates, probes for a lost token, runs the token lease. */
+  /** The view change and what status shows of it (cluster/ring/view_driver.ts). */
+  private readonly views: ViewDriver;
+  /** The view change's core (votes, coordinates, probes for a lost token, runs the token lease): the views' own. */
   private readonly view: ViewCore;
-  private quorum: { ok: boolean; reason: string } = { ok: true, reason: "" };
-  /** The last view change seen here, for status: when it was wanted and when its view came. */
-  private lastViewChange: { reason: string; wantedAtMs: number; installedAtMs: number | null; epoch: number | null } | null = null;
-  /** Drains the view core's output (a decision steps the node, whose effects may ask the view again). */
-  private readonly viewPump: ViewPump;
   /** Hop times of this node's hand-offs (status `hopMs`). */
   private readonly hops: HopTimes;
 
@@ -158,19 +140,22 @@ export class RingService {
     const { settings, peers, log, timers } = options;
     this.security = options.security ?? new SecurityLog(options.clock, log, settings.securityLogIntervalMs);
     const node = this.node;
-    this.view = new ViewCore(
-      { id: node.id, ring: [...node.ring], arbiter: options.arbiter ?? null, settings, localFacts: (nowMs) => node.viewFacts(nowMs) },
-      options.storedView,
-      this.now(),
-    );
-    this.viewPump = new ViewPump(this.view, {
-      store: (state) => this.storeView(state),
-      decide: (decision) => this.onViewDecision(decision),
-      send: (to, message) => peers.view(to, message),
+    this.views = new ViewDriver({
+      node,
+      settings,
+      arbiter: options.arbiter ?? null,
+      storedView: options.storedView,
+      storage: options.storage,
       log,
       nowMs: () => this.now(),
+      send: (to, message) => peers.view(to, message),
       stopped: () => this.stopped,
+      onFatal: (error) => options.onFatal(error),
+      stepNode: (input) => this.stepPeer(input),
+      dropBefore: (epoch) => this.link.dropBefore(epoch),
+      pumped: () => this.armTick(),
     });
+    this.view = this.views.core;
     if (options.repairLink) this.repair = this.newRepair(this.node.ring);
     const delivery = new HandoffDelivery({
       deliver: (to, item) => peers.deliver(to, item),
@@ -400,18 +385,12 @@ export class RingService {
 
   /** The token lease and the view's quorum as status shows them. */
   lease(): LeaseStatus {
-    const view = this.view.status(this.now());
-    return {
-      quorum: this.quorum.ok ? "ok" : "lost",
-      reason: this.quorum.reason,
-      validUntilMs: view.leaseValidUntilMs,
-      heldUntilMs: view.promiseHeldUntilMs,
-    };
+    return this.views.lease();
   }
 
   /** The view change's state for status: the view, the promise, and the last change with its timing. */
-  viewStatus(): ViewStatus & { lastChange: RingService["lastViewChange"] } {
-    return { ...this.view.status(this.now()), lastChange: this.lastViewChange && { ...this.lastViewChange } };
+  viewStatus(): ViewStatus & { lastChange: ViewChangeTiming | null } {
+    return this.views.status();
   }
 
   /** Hop times of this node's last hand-offs (status `hopMs`, the benchmark's hop latency; cluster/ring/hop_times.ts). */
@@ -428,74 +407,14 @@ export class RingService {
     return this.node.status(this.now()).epoch;
   }
 
-  /** Asks the view change for a new view (logged once per wish by the core's event). */
+  /** Asks the view change for a new view (a trigger of this driver's, or the simulator's fault). */
   private wantViewChange(reason: ViewChangeReason): void {
-    if (this.stopped) return;
-    const now = this.now();
-    const first = this.view.status(now).wanted === null;
-    if (first) this.lastViewChange = { reason, wantedAtMs: now, installedAtMs: null, epoch: null };
-    // The core asks the arbiter first, when there is one (ViewCore.startViewChange).
-    this.view.startViewChange(reason, now);
-    this.pumpView();
+    this.views.want(reason);
   }
 
-  /**
-   * Handles what the view change has ready, in the order docs/ring-view.md demands: store the
-   * hard state, then the decisions (to the ring node, before any other ring input), then send.
-   * Repeats while handling made more ready (a decision's effects may ask the view again).
-   */
+  /** Handles what the view change has ready (ViewDriver.pump), then re-arms the tick. */
   private pumpView(): void {
-    this.viewPump.pump();
-    this.armTick();
-  }
-
-  private storeView(state: ViewHardState): void {
-    try {
-      this.options.storage.storeView(state);
-    } catch (error) {
-      this.options.log.event("persistFailed", { message: (error as Error).message, what: "view" });
-      this.options.onFatal(error as Error);
-      throw error;
-    }
-  }
-
-  private onViewDecision(decision: ViewDecision): void {
-    switch (decision.type) {
-      case "promised":
-        this.stepPeer({ type: "promised", epoch: decision.epoch });
-        return;
-      case "install": {
-        const { view, regenerate, grantNotBeforeMs } = decision;
-        this.link.dropBefore(view.epoch);
-        this.stepPeer({ type: "install", view, regenerate, grantNotBeforeMs });
-        const now = this.now();
-        const change = this.lastViewChange;
-        if (change && change.installedAtMs === null) Object.assign(change, { installedAtMs: now, epoch: view.epoch });
-        else this.lastViewChange = { reason: "joined", wantedAtMs: now, installedAtMs: now, epoch: view.epoch };
-        this.options.log.event("ringView", {
-          epoch: view.epoch,
-          members: view.members.join(","),
-          successor: decision.successor,
-          regenerator: view.regenerator,
-          grantWaitMs: view.grantWaitMs,
-          tookMs: change ? now - change.wantedAtMs : 0,
-        });
-        return;
-      }
-      case "lease":
-        this.stepPeer({ type: "lease", epoch: decision.epoch, validUntilMs: decision.validUntilMs, sectionMaxMs: decision.sectionMaxMs });
-        return;
-      case "behind":
-        // A newer view exists without this node: come back through a view change (the replica
-        // catches up from the new ring: re-sent writes, then the token's fetch).
-        this.wantViewChange("rejoin");
-        return;
-      case "quorum":
-        this.setQuorum(decision.ok, decision.reason);
-        return;
-      default:
-        assertNever(decision, "view decision");
-    }
+    this.views.pump();
   }
 
   /** One repair step: its datagrams to the channel, one log line per event. */
@@ -575,15 +494,6 @@ export class RingService {
       default:
         assertNever(effect, "ring effect");
     }
-  }
-
-  private setQuorum(ok: boolean, reason: string): void {
-    if (ok === this.quorum.ok) {
-      this.quorum.reason = reason;
-      return;
-    }
-    this.quorum = { ok, reason };
-    this.options.log.event(ok ? "ringQuorumRegained" : "ringQuorumLost", { reason, epoch: this.epoch() });
   }
 }
 
