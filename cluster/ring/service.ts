@@ -40,6 +40,7 @@ import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { TimerHandle, Timers } from "../timers.ts";
+import { type ClientInput, ClientWaits } from "./client_waits.ts";
 import { HandoffDelivery } from "./handoff_delivery.ts";
 import { HopTimes, type HopTimesStatus } from "./hop_times.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
@@ -98,24 +99,13 @@ export interface RingServiceOptions {
   onTick?(lateMs: number): void;
 }
 
-type EnterInput = Omit<Extract<RingInput, { type: "enter" }>, "reqId">;
-
-/** A client request: enter (long-polls, see `enter`), leave or write. */
-export type ClientInput =
-  | EnterInput
-  | Omit<Extract<RingInput, { type: "leave" }>, "reqId">
-  | Omit<Extract<RingInput, { type: "write" }>, "reqId">;
-
 export class RingService {
   readonly node: RingNode;
   /** Refused input: malformed peer messages and answers (status `security`). */
   readonly security: SecurityLog;
   private readonly link: PeerLink;
-  private readonly replies = new Map<number, (reply: ClientReply) => void>();
-  private readonly watchers = new Map<number, Set<() => void>>();
-  /** The watches waiting, over all fences (at most ringWaitersMax). */
-  private watching = 0;
-  private reqSeq = 0;
+  /** The clients' pending requests and section watches (cluster/ring/client_waits.ts). */
+  private readonly clients: ClientWaits;
   private loops: Array<() => void> = [];
   /** The tick's timer and when it is due (see armTick); null between a tick's start and its re-arming, and before start. */
   private nextTick: { handle: TimerHandle; atMs: number } | null = null;
@@ -156,6 +146,13 @@ export class RingService {
       pumped: () => this.armTick(),
     });
     this.view = this.views.core;
+    this.clients = new ClientWaits({
+      timers,
+      settings,
+      submit: (input) => this.execute(this.node.step(input, this.now()), input),
+      detach: (reqId) => this.stepPeer({ type: "detach", reqId }),
+      sectionActive: (fence) => node.sectionActive(fence),
+    });
     if (options.repairLink) this.repair = this.newRepair(this.node.ring);
     const delivery = new HandoffDelivery({
       deliver: (to, item) => peers.deliver(to, item),
@@ -253,11 +250,7 @@ export class RingService {
     this.stopped = true;
     for (const stop of this.loops) stop();
     this.link.close();
-    for (const [reqId, resolve] of [...this.replies]) {
-      this.replies.delete(reqId);
-      resolve({ ok: false, error: { code: "ring_unavailable", message: "the ring node is shutting down" } });
-    }
-    for (const set of this.watchers.values()) for (const wake of [...set]) wake();
+    this.clients.close();
   }
 
   /** A message from a peer, a tick or an acknowledgement: the result answers the peer. */
@@ -277,65 +270,27 @@ export class RingService {
   }
 
   /**
-   * A client request (enter, leave or write) answered through `onReply`, once. A callback, not
-   * a promise, so the simulator runs the HTTP API without one. mutex_enter answers at once, at
-   * the grant, or after a long-poll: after min(waitMs, longPollMaxMs) (longPollMaxMs for a try
-   * or a re-ask with a ticket), or when `abort` fires, the node detaches it and answers
-   * "waiting", with a ticket the client asks again with to keep its place.
+   * A client request (enter, leave or write) answered through `onReply`, once (a callback, not a
+   * promise, so the simulator runs the HTTP API without one): at once, at the grant, or, for an
+   * enter, "waiting" with a ticket after its long-poll (ClientWaits.request).
    */
   request(input: ClientInput, onReply: (reply: ClientReply) => void, abort?: AbortSignal): void {
     if (this.stopped) {
       return onReply({ ok: false, error: { code: "ring_unavailable", message: "the ring node is stopping" } });
     }
-    const { timers, settings: { longPollMaxMs } } = this.options;
-    this.reqSeq += 1;
-    const reqId = this.reqSeq;
-    let timer: TimerHandle | undefined;
-    const detach = () => {
-      if (this.replies.has(reqId)) this.stepPeer({ type: "detach", reqId });
-    };
-    this.replies.set(reqId, (answer) => {
-      timers.clearTimeout(timer);
-      abort?.removeEventListener("abort", detach);
-      onReply(answer);
-    });
-    const stepInput = { ...input, reqId } as RingInput;
-    this.execute(this.node.step(stepInput, this.now()), stepInput);
-    if (input.type === "enter" && this.replies.has(reqId)) {
-      const pollMs = input.waitMs === 0 || input.ticket !== undefined ? longPollMaxMs : Math.min(input.waitMs, longPollMaxMs);
-      timer = timers.setTimeout(detach, pollMs);
-      abort?.addEventListener("abort", detach, { once: true });
-    }
+    this.clients.request(input, onReply, abort);
   }
 
   /**
-   * Waits until section `fence` ends, `waitMs` passes or `abort` fires (the client left), then
-   * `onEnd(active)`: true while it is still running. A callback, not a promise, so the simulator
-   * runs the HTTP API without one. False (and no call) when `ringWaitersMax` watches wait
-   * already: each is a timer and a callback, and the fence of a running section is easy to guess.
+   * Waits until section `fence` ends, `waitMs` passes or `abort` fires, then `onEnd(active)`;
+   * false (and no call) when ringWaitersMax watches wait already (ClientWaits.watch).
    */
   watch(fence: number, waitMs: number, onEnd: (active: boolean) => void, abort?: AbortSignal): boolean {
-    if (!this.node.sectionActive(fence) || this.stopped) {
+    if (this.stopped) {
       onEnd(false);
       return true;
     }
-    if (this.watching >= this.options.settings.ringWaitersMax) return false;
-    const { timers } = this.options;
-    const set = this.watchers.get(fence) ?? new Set();
-    this.watchers.set(fence, set);
-    const done = () => {
-      if (!set.delete(done)) return;
-      timers.clearTimeout(timer);
-      abort?.removeEventListener("abort", done);
-      this.watching -= 1;
-      if (set.size === 0) this.watchers.delete(fence);
-      onEnd(this.node.sectionActive(fence));
-    };
-    const timer = timers.setTimeout(done, waitMs);
-    set.add(done);
-    this.watching += 1;
-    abort?.addEventListener("abort", done, { once: true });
-    return true;
+    return this.clients.watch(fence, waitMs, onEnd, abort);
   }
 
   now(): number {
@@ -479,14 +434,11 @@ export class RingService {
         // Renews through the view change (its answers come as messages, the lease as a decision).
         this.view.wantLease(effect.epoch, this.now(), effect.sectionMaxMs);
         return;
-      case "reply": {
-        const resolve = this.replies.get(effect.reqId);
-        this.replies.delete(effect.reqId);
-        resolve?.(effect.reply);
+      case "reply":
+        this.clients.reply(effect.reqId, effect.reply);
         return;
-      }
       case "sectionEnded":
-        for (const wake of [...(this.watchers.get(effect.fence) ?? [])]) wake();
+        this.clients.sectionEnded(effect.fence);
         return;
       case "event":
         log.event(effect.event, effect.fields);
