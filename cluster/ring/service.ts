@@ -33,7 +33,7 @@ import type {
   RingOutput,
   RingResult,
 } from "../../lib/core/ring/ring_node.ts";
-import { type RepairInput, type RepairMessage, RingRepair, repairTimings, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
+import type { RepairInput, RepairMessage, SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import type { ViewChangeReason, ViewCore, ViewHardState, ViewMessage, ViewStatus } from "../../lib/core/ring/view.ts";
 import type { Settings } from "../../lib/settings.ts";
@@ -44,6 +44,7 @@ import { type ClientInput, ClientWaits } from "./client_waits.ts";
 import { HandoffDelivery } from "./handoff_delivery.ts";
 import { HopTimes, type HopTimesStatus } from "./hop_times.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
+import { type RepairLink, RepairDriver } from "./repair_driver.ts";
 import { type LeaseStatus, type ViewChangeTiming, ViewDriver, type ViewStore } from "./view_driver.ts";
 import { SecurityLog } from "../security_log.ts";
 import { checkCatchUp } from "../../lib/wire/ring_peer.ts";
@@ -60,11 +61,6 @@ export interface RingPeers {
   wake(to: string): PromiseLike<void>;
   /** One view-change message (one-way: answers come back as messages); rejects if not delivered. */
   view(to: string, message: ViewMessage): PromiseLike<void>;
-}
-
-/** Where the repair core's datagrams go (the UDP repair channel in the daemon). */
-export interface RepairLink {
-  send(message: RepairMessage): void;
 }
 
 export interface RingServiceOptions {
@@ -112,11 +108,8 @@ export class RingService {
   private ticking = false;
   private stopped = false;
   private lastTrouble = "";
-  /**
-   * Suspicions by the file's ring order (hints for status and logs; membership is the view
-   * change's): rebuilt when a reload changes the file's ring, kept across views.
-   */
-  private repair?: RingRepair;
+  /** Ring repair's suspicions, with a repair link only (cluster/ring/repair_driver.ts). */
+  private readonly repair?: RepairDriver;
   /** The view change and what status shows of it (cluster/ring/view_driver.ts). */
   private readonly views: ViewDriver;
   /** The view change's core (votes, coordinates, probes for a lost token, runs the token lease): the views' own. */
@@ -153,7 +146,19 @@ export class RingService {
       detach: (reqId) => this.stepPeer({ type: "detach", reqId }),
       sectionActive: (fence) => node.sectionActive(fence),
     });
-    if (options.repairLink) this.repair = this.newRepair(this.node.ring);
+    if (options.repairLink) {
+      this.repair = new RepairDriver({
+        self: node.id,
+        ring: node.ring,
+        settings,
+        link: options.repairLink,
+        log,
+        nowMs: () => this.now(),
+        stopped: () => this.stopped,
+        confirmed: () => this.wantViewChange("suspect"),
+        stepped: () => this.armTick(),
+      });
+    }
     const delivery = new HandoffDelivery({
       deliver: (to, item) => peers.deliver(to, item),
       successor: () => node.successor,
@@ -303,8 +308,7 @@ export class RingService {
 
   /** A datagram of the repair channel (validated there), for the repair core. */
   onRepairMessage(message: RepairMessage & { seq: number }): void {
-    const { type, epoch, suspect, from, seq } = message;
-    this.stepRepair(type === "whoLostPred" ? { type, epoch, suspect, from, seq } : { type, epoch, suspect, from });
+    this.repair?.onMessage(message);
   }
 
   /**
@@ -317,15 +321,11 @@ export class RingService {
     const refusal = this.view.changeMembership(ring, this.now());
     if (refusal === null) {
       this.node.setRing(ring);
-      if (this.repair) this.repair = this.newRepair(ring);
+      this.repair?.setRing(ring);
     }
     this.options.log.event(refusal === null ? "ringReloaded" : "ringReloadRefused", { ring: ring.join(","), ...(refusal ? { reason: refusal } : {}) });
     this.pumpView();
     return refusal;
-  }
-
-  private newRepair(ring: readonly string[]): RingRepair {
-    return new RingRepair({ self: this.node.id, ring: [...ring], ...repairTimings(this.options.settings), nowMs: this.now() });
   }
 
   /** A view-change message from a peer (its answers leave as messages of their own). */
@@ -358,6 +358,11 @@ export class RingService {
     return this.repair?.status(this.now()) ?? [];
   }
 
+  /** One repair step (nothing without a repair link). */
+  private stepRepair(input: RepairInput): void {
+    this.repair?.step(input);
+  }
+
   private epoch(): number {
     return this.node.status(this.now()).epoch;
   }
@@ -370,20 +375,6 @@ export class RingService {
   /** Handles what the view change has ready (ViewDriver.pump), then re-arms the tick. */
   private pumpView(): void {
     this.views.pump();
-  }
-
-  /** One repair step: its datagrams to the channel, one log line per event. */
-  private stepRepair(input: RepairInput): void {
-    if (!this.repair || this.stopped) return;
-    const { send, events } = this.repair.step(input, this.now());
-    for (const message of send) this.options.repairLink!.send(message);
-    for (const event of events) {
-      // `suspect`, not `node`: the log line's `node` is the node writing it.
-      const { type, node, ...fields } = event;
-      this.options.log.event(REPAIR_EVENT_NAMES[type], { suspect: node, ...fields });
-      if (type === "confirmed") this.wantViewChange("suspect");
-    }
-    this.armTick();
   }
 
   /** Stores first, then acts: the order every RingOutput demands. */
@@ -448,6 +439,3 @@ export class RingService {
     }
   }
 }
-
-/** Log event names of the repair core's events. */
-const REPAIR_EVENT_NAMES = { suspected: "ringSuspected", confirmed: "ringSuspicionConfirmed", cleared: "ringSuspicionCleared" } as const;
