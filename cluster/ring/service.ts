@@ -35,6 +35,7 @@ import type {
 } from "../../lib/core/ring/ring_node.ts";
 import type { RepairInput, RepairMessage, SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
+import { nextTickAtMs } from "../../lib/core/ring/tick_schedule.ts";
 import type { ViewChangeReason, ViewCore, ViewHardState, ViewMessage, ViewStatus } from "../../lib/core/ring/view.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
@@ -232,19 +233,17 @@ export class RingService {
   }
 
   /**
-   * Arms the tick for when the cores next need one (their `nextDeadlineMs`, pure reads of their
-   * state): tickMs from now while anything runs on ticks, as a fixed tick did; later while
-   * nothing is due (a resting token's pass, the token-loss probe), but never later than
-   * tokenIdlePaceMs from now, a bound should a deadline be missed. Called after every tick and
-   * every step, since an input may bring a deadline nearer (a waiter, a suspicion, the token
-   * leaving); an earlier tick already armed is kept.
+   * Arms the tick for when the cores next need one (their `nextDeadlineMs`, bounded by
+   * `nextTickAtMs`, lib/core/ring/tick_schedule.ts). Called after every tick and every step,
+   * since an input may bring a deadline nearer (a waiter, a suspicion, the token leaving); an
+   * earlier tick already armed is kept.
    */
   private armTick(): void {
     if (!this.ticking || this.stopped) return;
-    const { timers, settings: { tickMs, tokenIdlePaceMs } } = this.options;
+    const { timers, settings } = this.options;
     const nowMs = this.now();
     const dueMs = Math.min(this.node.nextDeadlineMs(), this.view.nextDeadlineMs(nowMs), this.repair?.nextDeadlineMs(nowMs) ?? Number.POSITIVE_INFINITY);
-    const atMs = nowMs + Math.min(Math.max(dueMs - nowMs, tickMs), Math.max(tickMs, tokenIdlePaceMs));
+    const atMs = nextTickAtMs(nowMs, dueMs, settings);
     if (this.nextTick && this.nextTick.atMs <= atMs) return;
     if (this.nextTick) timers.clearTimeout(this.nextTick.handle);
     this.nextTick = { atMs, handle: timers.setTimeout(() => this.tick(atMs), atMs - nowMs) };
