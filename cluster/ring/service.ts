@@ -1,28 +1,29 @@
 /**
  * The driver around the pure ring node (lib/core/ring/ring_node.ts): it feeds the node the clock,
  * peer messages and client requests, stores what the node asks to store BEFORE anything else of
- * the same output happens, sends the node's messages through the link to the successor, answers
- * clients, and runs the first ring node's token regeneration. It holds no protocol logic itself.
+ * the same output happens, sends the node's messages through the link to the successor, and
+ * carries out its effects. It holds no protocol logic itself; it is the wiring of its parts:
+ *
+ * - `view_driver.ts`: the view change (lib/core/ring/view.ts, docs/ring-view.md) beside the ring
+ *   node; the driver feeds it ticks, the peers' view messages (`onViewMessage`) and the
+ *   triggers: a start (bootstrap, or a rejoin in a new epoch after a restart), a successor that
+ *   does not take hand-offs, a newer epoch met on the wire. Its decisions step the ring node.
+ * - `peer_link.ts` with `handoff_delivery.ts`: the link to the successor, whose deliveries are
+ *   watched (lib/core/ring/handoff_watch.ts: a refused or uncertain token hand-off, a suspected
+ *   successor).
+ * - `repair_driver.ts`: with a repair link (the daemon's UDP channel, cluster/ring/udp.ts), ring
+ *   repair's suspicions (lib/core/ring/repair.ts): hints only; a confirmed suspicion starts a
+ *   view change, which decides membership.
+ * - `client_waits.ts`: the clients' pending requests (long-polls) and section watches.
+ * - `hop_times.ts`: the hop times status shows.
+ * - One timer ticks all the cores, armed for their earliest deadline
+ *   (lib/core/ring/tick_schedule.ts).
  *
  * Everything it needs from the runtime comes in as a port: the clock, the timers
  * (cluster/timers.ts), the peers (HTTP in the daemon) and the storage (files in the daemon). The
- * simulator (tests/sim/ring/node.ts) runs this class and its PeerLink as they are, on virtual
- * time, with a simulated network and disk; so it keeps the port rule of cluster/timers.ts (the
- * peers' promises are continued with `.then` only, see tests/sim/ring/ports.ts).
- *
- * The view change (lib/core/ring/view.ts, docs/ring-view.md) runs beside the ring node: the
- * driver feeds it ticks, the peers' view messages (`onViewMessage`, one-way; a message that
- * cannot be delivered comes back as `sendFailed`) and the triggers: a start (bootstrap, or a
- * rejoin in a new epoch after a restart), a successor that does not take hand-offs, a newer
- * epoch met on the wire. What it decides goes to the ring node in order after the hard state is
- * stored: `promised` (refuse older epochs, drop the token), `install` (the new ring; the
- * regenerator makes the epoch's one token), `lease` (the token lease a grant needs).
- *
- * With a repair link (the daemon's UDP channel, cluster/ring/udp.ts), it also runs the repair
- * core (lib/core/ring/repair.ts): failed hand-offs in a row and every message from a node go in,
- * datagrams and suspicion events come out (logged, and shown in status). They are hints: the
- * view change decides membership (a successor that fails ringRepairRetries hand-offs in a row,
- * or a confirmed suspicion, starts one; the members are whoever promises).
+ * simulator (tests/sim/ring/node.ts) runs this class and its parts as they are, on virtual time,
+ * with a simulated network and disk; so they keep the port rule of cluster/timers.ts (the peers'
+ * promises are continued with `.then` only, see tests/sim/ring/ports.ts).
  */
 import { assertNever } from "../../lib/core/assert.ts";
 import type {
