@@ -4,11 +4,14 @@
  * after the token was last seen here) while the token is away and nothing else runs on ticks,
  * "now" (tick at the driver's period) once a view change is wanted, and none while the token is
  * here; the repair core's is "now" while it holds a suspicion, else none. The ring node's (a
- * resting token's pass time) is checked through the driver in ring_service_start_test.ts.
+ * resting token's pass time) is checked through the driver in ring_service_start_test.ts. The
+ * driver's next tick (`nextTickAtMs`) is the earliest deadline, but tickMs from now at the
+ * soonest and tokenIdlePaceMs from now at the latest.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { RingRepair, repairTimings } from "../lib/core/ring/repair.ts";
+import { nextTickAtMs } from "../lib/core/ring/tick_schedule.ts";
 import { ViewCore } from "../lib/core/ring/view.ts";
 import type { LocalFacts, View } from "../lib/core/ring/view_wire.ts";
 import { DEFAULT_SETTINGS as S } from "../lib/settings.ts";
@@ -48,4 +51,14 @@ test("the repair core's deadline: none without a suspicion, now while it holds o
   assert.equal(repair.nextDeadlineMs(200), 200);
   repair.step({ type: "heardFrom", node: "r2" }, 300);
   assert.equal(repair.nextDeadlineMs(300), Number.POSITIVE_INFINITY, "cleared: nothing due");
+});
+
+test("the driver's next tick: the cores' earliest deadline, but no sooner than tickMs from now and no later than tokenIdlePaceMs", () => {
+  const settings = { tickMs: 10, tokenIdlePaceMs: 200 };
+  assert.equal(nextTickAtMs(1_000, 1_000, settings), 1_010, "due now: one tick period on");
+  assert.equal(nextTickAtMs(1_000, 900, settings), 1_010, "overdue: one tick period on, not in the past");
+  assert.equal(nextTickAtMs(1_000, 1_050, settings), 1_050, "due later: at the deadline");
+  assert.equal(nextTickAtMs(1_000, Number.POSITIVE_INFINITY, settings), 1_200, "nothing due: the idle pace bounds the sleep");
+  assert.equal(nextTickAtMs(1_000, 1_500, settings), 1_200, "a far deadline: the idle pace still bounds it");
+  assert.equal(nextTickAtMs(1_000, Number.POSITIVE_INFINITY, { tickMs: 10, tokenIdlePaceMs: 0 }), 1_010, "an idle pace below the tick: the tick period");
 });

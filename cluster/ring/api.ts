@@ -21,7 +21,8 @@ import { ringPeerSchemas, viewMessageSchema } from "../../lib/wire/ring_peer.ts"
 import type { SecurityLog } from "../security_log.ts";
 import { check } from "../../lib/wire/schema.ts";
 import type * as v from "valibot";
-import type { ClientInput, RingService } from "./service.ts";
+import type { ClientInput } from "./client_waits.ts";
+import type { RingService } from "./service.ts";
 import { type Access, ClientAuth, isUncheckedPath, RING_SECTION_NAME } from "../client_auth.ts";
 import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import { answerFormatMiddleware, peerFormatMiddleware } from "../format_version.ts";

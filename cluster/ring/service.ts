@@ -1,28 +1,29 @@
 /**
  * The driver around the pure ring node (lib/core/ring/ring_node.ts): it feeds the node the clock,
  * peer messages and client requests, stores what the node asks to store BEFORE anything else of
- * the same output happens, sends the node's messages through the link to the successor, answers
- * clients, and runs the first ring node's token regeneration. It holds no protocol logic itself.
+ * the same output happens, sends the node's messages through the link to the successor, and
+ * carries out its effects. It holds no protocol logic itself; it is the wiring of its parts:
+ *
+ * - `view_driver.ts`: the view change (lib/core/ring/view.ts, docs/ring-view.md) beside the ring
+ *   node; the driver feeds it ticks, the peers' view messages (`onViewMessage`) and the
+ *   triggers: a start (bootstrap, or a rejoin in a new epoch after a restart), a successor that
+ *   does not take hand-offs, a newer epoch met on the wire. Its decisions step the ring node.
+ * - `peer_link.ts` with `handoff_delivery.ts`: the link to the successor, whose deliveries are
+ *   watched (lib/core/ring/handoff_watch.ts: a refused or uncertain token hand-off, a suspected
+ *   successor).
+ * - `repair_driver.ts`: with a repair link (the daemon's UDP channel, cluster/ring/udp.ts), ring
+ *   repair's suspicions (lib/core/ring/repair.ts): hints only; a confirmed suspicion starts a
+ *   view change, which decides membership.
+ * - `client_waits.ts`: the clients' pending requests (long-polls) and section watches.
+ * - `hop_times.ts`: the hop times status shows.
+ * - One timer ticks all the cores, armed for their earliest deadline
+ *   (lib/core/ring/tick_schedule.ts).
  *
  * Everything it needs from the runtime comes in as a port: the clock, the timers
  * (cluster/timers.ts), the peers (HTTP in the daemon) and the storage (files in the daemon). The
- * simulator (tests/sim/ring/node.ts) runs this class and its PeerLink as they are, on virtual
- * time, with a simulated network and disk; so it keeps the port rule of cluster/timers.ts (the
- * peers' promises are continued with `.then` only, see tests/sim/ring/ports.ts).
- *
- * The view change (lib/core/ring/view.ts, docs/ring-view.md) runs beside the ring node: the
- * driver feeds it ticks, the peers' view messages (`onViewMessage`, one-way; a message that
- * cannot be delivered comes back as `sendFailed`) and the triggers: a start (bootstrap, or a
- * rejoin in a new epoch after a restart), a successor that does not take hand-offs, a newer
- * epoch met on the wire. What it decides goes to the ring node in order after the hard state is
- * stored: `promised` (refuse older epochs, drop the token), `install` (the new ring; the
- * regenerator makes the epoch's one token), `lease` (the token lease a grant needs).
- *
- * With a repair link (the daemon's UDP channel, cluster/ring/udp.ts), it also runs the repair
- * core (lib/core/ring/repair.ts): failed hand-offs in a row and every message from a node go in,
- * datagrams and suspicion events come out (logged, and shown in status). They are hints: the
- * view change decides membership (a successor that fails ringRepairRetries hand-offs in a row,
- * or a confirmed suspicion, starts one; the members are whoever promises).
+ * simulator (tests/sim/ring/node.ts) runs this class and its parts as they are, on virtual time,
+ * with a simulated network and disk; so they keep the port rule of cluster/timers.ts (the peers'
+ * promises are continued with `.then` only, see tests/sim/ring/ports.ts).
  */
 import { assertNever } from "../../lib/core/assert.ts";
 import type {
@@ -33,17 +34,22 @@ import type {
   RingOutput,
   RingResult,
 } from "../../lib/core/ring/ring_node.ts";
-import { type RepairInput, type RepairMessage, RingRepair, repairTimings, suspectsSuccessor, type SuspicionStatus } from "../../lib/core/ring/repair.ts";
+import type { RepairInput, RepairMessage, SuspicionStatus } from "../../lib/core/ring/repair.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
-import { type ViewChangeReason, ViewCore, type ViewDecision, type ViewHardState, type ViewMessage, type ViewStatus } from "../../lib/core/ring/view.ts";
+import { nextTickAtMs } from "../../lib/core/ring/tick_schedule.ts";
+import type { ViewChangeReason, ViewCore, ViewHardState, ViewMessage, ViewStatus } from "../../lib/core/ring/view.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { TimerHandle, Timers } from "../timers.ts";
+import { type ClientInput, ClientWaits } from "./client_waits.ts";
+import { HandoffDelivery } from "./handoff_delivery.ts";
+import { HopTimes, type HopTimesStatus } from "./hop_times.ts";
 import { type LinkItem, PeerLink } from "./peer_link.ts";
-import { ViewPump } from "./view_pump.ts";
+import { type RepairLink, RepairDriver } from "./repair_driver.ts";
+import { type LeaseStatus, type ViewChangeTiming, ViewDriver, type ViewStore } from "./view_driver.ts";
 import { SecurityLog } from "../security_log.ts";
-import { checkCatchUp, checkRingResult } from "../../lib/wire/ring_peer.ts";
+import { checkCatchUp } from "../../lib/wire/ring_peer.ts";
 import type { RingStore } from "./storage.ts";
 
 /**
@@ -57,26 +63,6 @@ export interface RingPeers {
   wake(to: string): PromiseLike<void>;
   /** One view-change message (one-way: answers come back as messages); rejects if not delivered. */
   view(to: string, message: ViewMessage): PromiseLike<void>;
-}
-
-/** Where the view change's hard state is stored (durably, before anything depending on it is sent). */
-export interface ViewStore {
-  storeView(state: ViewHardState): void;
-}
-
-/** The token lease as status shows it. */
-export interface LeaseStatus {
-  /** "lost": the last renewal got no majority (this node cannot grant: a minority). */
-  quorum: "ok" | "lost";
-  reason: string;
-  validUntilMs: number | null;
-  /** This node promises no newer epoch before this (it backed a lease, or restarted). */
-  heldUntilMs: number;
-}
-
-/** Where the repair core's datagrams go (the UDP repair channel in the daemon). */
-export interface RepairLink {
-  send(message: RepairMessage): void;
 }
 
 export interface RingServiceOptions {
@@ -111,82 +97,90 @@ export interface RingServiceOptions {
   onTick?(lateMs: number): void;
 }
 
-/** Hop times kept for status (a bounded sample: the latest hand-offs only). */
-const HOP_SAMPLES_MAX = 256;
-
-type EnterInput = Omit<Extract<RingInput, { type: "enter" }>, "reqId">;
-
-/** A client request: enter (long-polls, see `enter`), leave or write. */
-export type ClientInput =
-  | EnterInput
-  | Omit<Extract<RingInput, { type: "leave" }>, "reqId">
-  | Omit<Extract<RingInput, { type: "write" }>, "reqId">;
-
 export class RingService {
   readonly node: RingNode;
   /** Refused input: malformed peer messages and answers (status `security`). */
   readonly security: SecurityLog;
   private readonly link: PeerLink;
-  private readonly replies = new Map<number, (reply: ClientReply) => void>();
-  private readonly watchers = new Map<number, Set<() => void>>();
-  /** The watches waiting, over all fences (at most ringWaitersMax). */
-  private watching = 0;
-  private reqSeq = 0;
+  /** The clients' pending requests and section watches (cluster/ring/client_waits.ts). */
+  private readonly clients: ClientWaits;
   private loops: Array<() => void> = [];
   /** The tick's timer and when it is due (see armTick); null between a tick's start and its re-arming, and before start. */
   private nextTick: { handle: TimerHandle; atMs: number } | null = null;
   private ticking = false;
   private stopped = false;
   private lastTrouble = "";
-  /**
-   * Suspicions by the file's ring order (hints for status and logs; membership is the view
-   * change's): rebuilt when a reload changes the file's ring, kept across views.
-   */
-  private repair?: RingRepair;
-  /** The token hand-off being tried: whether any attempt of it may have been taken (see deliverWatched). */
-  private lastHandoff: { epoch: number; hop: number; uncertain: boolean } | null = null;
-  /** Hand-offs to the successor that got no answer, in a row (a repair input once ringRepairRetries). */
-  private handoffFailures = 0;
-  /** The view change: votes, coordinates, probes for a lost token, runs the token lease. */
+  /** Ring repair's suspicions, with a repair link only (cluster/ring/repair_driver.ts). */
+  private readonly repair?: RepairDriver;
+  /** The view change and what status shows of it (cluster/ring/view_driver.ts). */
+  private readonly views: ViewDriver;
+  /** The view change's core (votes, coordinates, probes for a lost token, runs the token lease): the views' own. */
   private readonly view: ViewCore;
-  private quorum: { ok: boolean; reason: string } = { ok: true, reason: "" };
-  /** The last view change seen here, for status: when it was wanted and when its view came. */
-  private lastViewChange: { reason: string; wantedAtMs: number; installedAtMs: number | null; epoch: number | null } | null = null;
-  /** Drains the view core's output (a decision steps the node, whose effects may ask the view again). */
-  private readonly viewPump: ViewPump;
-  /** The token hand-off queued last, and when: its acknowledgement closes one hop time. */
-  private handoffQueued: { epoch: number; hop: number; atMs: number } | null = null;
-  /** The last HOP_SAMPLES_MAX hop times (queued to acknowledged, ms), oldest overwritten: status `hopMs`. */
-  private readonly hopSamples: number[] = [];
-  private hopCount = 0;
+  /** Hop times of this node's hand-offs (status `hopMs`). */
+  private readonly hops: HopTimes;
 
   constructor(private readonly options: RingServiceOptions) {
     this.node = options.node;
+    this.hops = new HopTimes(options.hopClock ?? options.clock);
     const { settings, peers, log, timers } = options;
     this.security = options.security ?? new SecurityLog(options.clock, log, settings.securityLogIntervalMs);
     const node = this.node;
-    this.view = new ViewCore(
-      { id: node.id, ring: [...node.ring], arbiter: options.arbiter ?? null, settings, localFacts: (nowMs) => node.viewFacts(nowMs) },
-      options.storedView,
-      this.now(),
-    );
-    this.viewPump = new ViewPump(this.view, {
-      store: (state) => this.storeView(state),
-      decide: (decision) => this.onViewDecision(decision),
-      send: (to, message) => peers.view(to, message),
+    this.views = new ViewDriver({
+      node,
+      settings,
+      arbiter: options.arbiter ?? null,
+      storedView: options.storedView,
+      storage: options.storage,
       log,
       nowMs: () => this.now(),
+      send: (to, message) => peers.view(to, message),
       stopped: () => this.stopped,
+      onFatal: (error) => options.onFatal(error),
+      stepNode: (input) => this.stepPeer(input),
+      dropBefore: (epoch) => this.link.dropBefore(epoch),
+      pumped: () => this.armTick(),
     });
-    if (options.repairLink) this.repair = this.newRepair(this.node.ring);
+    this.view = this.views.core;
+    this.clients = new ClientWaits({
+      timers,
+      settings,
+      submit: (input) => this.execute(this.node.step(input, this.now()), input),
+      detach: (reqId) => this.stepPeer({ type: "detach", reqId }),
+      sectionActive: (fence) => node.sectionActive(fence),
+    });
+    if (options.repairLink) {
+      this.repair = new RepairDriver({
+        self: node.id,
+        ring: node.ring,
+        settings,
+        link: options.repairLink,
+        log,
+        nowMs: () => this.now(),
+        stopped: () => this.stopped,
+        confirmed: () => this.wantViewChange("suspect"),
+        stepped: () => this.armTick(),
+      });
+    }
+    const delivery = new HandoffDelivery({
+      deliver: (to, item) => peers.deliver(to, item),
+      successor: () => node.successor,
+      security: this.security,
+      retries: settings.ringRepairRetries,
+      promisedEpoch: () => this.view.status(this.now()).promised.epoch,
+      handoffRefused: (epoch, hop) => this.view.handoffRefused(epoch, hop, this.now()),
+      handoffUncertain: (epoch, hop) => this.view.handoffUncertain(epoch, hop, this.now()),
+      heardFrom: (from) => this.stepRepair({ type: "heardFrom", node: from }),
+      handoffFailed: (to) => this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() }),
+      wantViewChange: (reason) => this.wantViewChange(reason),
+    });
     this.link = new PeerLink({
-      deliver: (item) => this.deliverWatched(item),
+      deliver: (item) => delivery.deliver(item),
       timers,
       retryMs: settings.tokenRetryMs,
       retryMaxMs: settings.tokenHopTimeoutMs,
       batchWritesMax: settings.ringBatchWritesMax,
       onTokenDelivered: (token) => {
-        this.sampleHop(token.epoch, token.hop);
+        this.hops.delivered(token.epoch, token.hop);
         this.stepPeer({ type: "tokenDelivered", epoch: token.epoch, hop: token.hop });
       },
       onStale: (epoch, what) => this.stepPeer({ type: "peerStale", epoch, what }),
@@ -240,19 +234,17 @@ export class RingService {
   }
 
   /**
-   * Arms the tick for when the cores next need one (their `nextDeadlineMs`, pure reads of their
-   * state): tickMs from now while anything runs on ticks, as a fixed tick did; later while
-   * nothing is due (a resting token's pass, the token-loss probe), but never later than
-   * tokenIdlePaceMs from now, a bound should a deadline be missed. Called after every tick and
-   * every step, since an input may bring a deadline nearer (a waiter, a suspicion, the token
-   * leaving); an earlier tick already armed is kept.
+   * Arms the tick for when the cores next need one (their `nextDeadlineMs`, bounded by
+   * `nextTickAtMs`, lib/core/ring/tick_schedule.ts). Called after every tick and every step,
+   * since an input may bring a deadline nearer (a waiter, a suspicion, the token leaving); an
+   * earlier tick already armed is kept.
    */
   private armTick(): void {
     if (!this.ticking || this.stopped) return;
-    const { timers, settings: { tickMs, tokenIdlePaceMs } } = this.options;
+    const { timers, settings } = this.options;
     const nowMs = this.now();
     const dueMs = Math.min(this.node.nextDeadlineMs(), this.view.nextDeadlineMs(nowMs), this.repair?.nextDeadlineMs(nowMs) ?? Number.POSITIVE_INFINITY);
-    const atMs = nowMs + Math.min(Math.max(dueMs - nowMs, tickMs), Math.max(tickMs, tokenIdlePaceMs));
+    const atMs = nextTickAtMs(nowMs, dueMs, settings);
     if (this.nextTick && this.nextTick.atMs <= atMs) return;
     if (this.nextTick) timers.clearTimeout(this.nextTick.handle);
     this.nextTick = { atMs, handle: timers.setTimeout(() => this.tick(atMs), atMs - nowMs) };
@@ -263,11 +255,7 @@ export class RingService {
     this.stopped = true;
     for (const stop of this.loops) stop();
     this.link.close();
-    for (const [reqId, resolve] of [...this.replies]) {
-      this.replies.delete(reqId);
-      resolve({ ok: false, error: { code: "ring_unavailable", message: "the ring node is shutting down" } });
-    }
-    for (const set of this.watchers.values()) for (const wake of [...set]) wake();
+    this.clients.close();
   }
 
   /** A message from a peer, a tick or an acknowledgement: the result answers the peer. */
@@ -287,65 +275,27 @@ export class RingService {
   }
 
   /**
-   * A client request (enter, leave or write) answered through `onReply`, once. A callback, not
-   * a promise, so the simulator runs the HTTP API without one. mutex_enter answers at once, at
-   * the grant, or after a long-poll: after min(waitMs, longPollMaxMs) (longPollMaxMs for a try
-   * or a re-ask with a ticket), or when `abort` fires, the node detaches it and answers
-   * "waiting", with a ticket the client asks again with to keep its place.
+   * A client request (enter, leave or write) answered through `onReply`, once (a callback, not a
+   * promise, so the simulator runs the HTTP API without one): at once, at the grant, or, for an
+   * enter, "waiting" with a ticket after its long-poll (ClientWaits.request).
    */
   request(input: ClientInput, onReply: (reply: ClientReply) => void, abort?: AbortSignal): void {
     if (this.stopped) {
       return onReply({ ok: false, error: { code: "ring_unavailable", message: "the ring node is stopping" } });
     }
-    const { timers, settings: { longPollMaxMs } } = this.options;
-    this.reqSeq += 1;
-    const reqId = this.reqSeq;
-    let timer: TimerHandle | undefined;
-    const detach = () => {
-      if (this.replies.has(reqId)) this.stepPeer({ type: "detach", reqId });
-    };
-    this.replies.set(reqId, (answer) => {
-      timers.clearTimeout(timer);
-      abort?.removeEventListener("abort", detach);
-      onReply(answer);
-    });
-    const stepInput = { ...input, reqId } as RingInput;
-    this.execute(this.node.step(stepInput, this.now()), stepInput);
-    if (input.type === "enter" && this.replies.has(reqId)) {
-      const pollMs = input.waitMs === 0 || input.ticket !== undefined ? longPollMaxMs : Math.min(input.waitMs, longPollMaxMs);
-      timer = timers.setTimeout(detach, pollMs);
-      abort?.addEventListener("abort", detach, { once: true });
-    }
+    this.clients.request(input, onReply, abort);
   }
 
   /**
-   * Waits until section `fence` ends, `waitMs` passes or `abort` fires (the client left), then
-   * `onEnd(active)`: true while it is still running. A callback, not a promise, so the simulator
-   * runs the HTTP API without one. False (and no call) when `ringWaitersMax` watches wait
-   * already: each is a timer and a callback, and the fence of a running section is easy to guess.
+   * Waits until section `fence` ends, `waitMs` passes or `abort` fires, then `onEnd(active)`;
+   * false (and no call) when ringWaitersMax watches wait already (ClientWaits.watch).
    */
   watch(fence: number, waitMs: number, onEnd: (active: boolean) => void, abort?: AbortSignal): boolean {
-    if (!this.node.sectionActive(fence) || this.stopped) {
+    if (this.stopped) {
       onEnd(false);
       return true;
     }
-    if (this.watching >= this.options.settings.ringWaitersMax) return false;
-    const { timers } = this.options;
-    const set = this.watchers.get(fence) ?? new Set();
-    this.watchers.set(fence, set);
-    const done = () => {
-      if (!set.delete(done)) return;
-      timers.clearTimeout(timer);
-      abort?.removeEventListener("abort", done);
-      this.watching -= 1;
-      if (set.size === 0) this.watchers.delete(fence);
-      onEnd(this.node.sectionActive(fence));
-    };
-    const timer = timers.setTimeout(done, waitMs);
-    set.add(done);
-    this.watching += 1;
-    abort?.addEventListener("abort", done, { once: true });
-    return true;
+    return this.clients.watch(fence, waitMs, onEnd, abort);
   }
 
   now(): number {
@@ -358,8 +308,7 @@ export class RingService {
 
   /** A datagram of the repair channel (validated there), for the repair core. */
   onRepairMessage(message: RepairMessage & { seq: number }): void {
-    const { type, epoch, suspect, from, seq } = message;
-    this.stepRepair(type === "whoLostPred" ? { type, epoch, suspect, from, seq } : { type, epoch, suspect, from });
+    this.repair?.onMessage(message);
   }
 
   /**
@@ -372,15 +321,11 @@ export class RingService {
     const refusal = this.view.changeMembership(ring, this.now());
     if (refusal === null) {
       this.node.setRing(ring);
-      if (this.repair) this.repair = this.newRepair(ring);
+      this.repair?.setRing(ring);
     }
     this.options.log.event(refusal === null ? "ringReloaded" : "ringReloadRefused", { ring: ring.join(","), ...(refusal ? { reason: refusal } : {}) });
     this.pumpView();
     return refusal;
-  }
-
-  private newRepair(ring: readonly string[]): RingRepair {
-    return new RingRepair({ self: this.node.id, ring: [...ring], ...repairTimings(this.options.settings), nowMs: this.now() });
   }
 
   /** A view-change message from a peer (its answers leave as messages of their own). */
@@ -395,41 +340,17 @@ export class RingService {
 
   /** The token lease and the view's quorum as status shows them. */
   lease(): LeaseStatus {
-    const view = this.view.status(this.now());
-    return {
-      quorum: this.quorum.ok ? "ok" : "lost",
-      reason: this.quorum.reason,
-      validUntilMs: view.leaseValidUntilMs,
-      heldUntilMs: view.promiseHeldUntilMs,
-    };
+    return this.views.lease();
   }
 
   /** The view change's state for status: the view, the promise, and the last change with its timing. */
-  viewStatus(): ViewStatus & { lastChange: RingService["lastViewChange"] } {
-    return { ...this.view.status(this.now()), lastChange: this.lastViewChange && { ...this.lastViewChange } };
+  viewStatus(): ViewStatus & { lastChange: ViewChangeTiming | null } {
+    return this.views.status();
   }
 
-  /**
-   * Hop times of this node's last hand-offs (status `hopMs`, the benchmark's hop latency): from
-   * the pass (queued on the link) to the successor's acknowledgement, so the successor's storing
-   * and both network legs count. Over the last HOP_SAMPLES_MAX hand-offs; `count`: all of them.
-   */
-  hopTimes(): { p50: number | null; p99: number | null; samples: number; count: number } {
-    const sorted = [...this.hopSamples].sort((a, b) => a - b);
-    const at = (q: number) => (sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]);
-    return { p50: at(0.5), p99: at(0.99), samples: sorted.length, count: this.hopCount };
-  }
-
-  private hopNow(): number {
-    return (this.options.hopClock ?? this.options.clock).nowMs();
-  }
-
-  private sampleHop(epoch: number, hop: number): void {
-    const queued = this.handoffQueued;
-    if (!queued || queued.epoch !== epoch || queued.hop !== hop) return;
-    this.handoffQueued = null;
-    this.hopSamples[this.hopCount % HOP_SAMPLES_MAX] = this.hopNow() - queued.atMs;
-    this.hopCount += 1;
+  /** Hop times of this node's last hand-offs (status `hopMs`, the benchmark's hop latency; cluster/ring/hop_times.ts). */
+  hopTimes(): HopTimesStatus {
+    return this.hops.status();
   }
 
   /** The repair core's suspicions (empty without a repair link). */
@@ -437,153 +358,23 @@ export class RingService {
     return this.repair?.status(this.now()) ?? [];
   }
 
+  /** One repair step (nothing without a repair link). */
+  private stepRepair(input: RepairInput): void {
+    this.repair?.step(input);
+  }
+
   private epoch(): number {
     return this.node.status(this.now()).epoch;
   }
 
-  /** Asks the view change for a new view (logged once per wish by the core's event). */
+  /** Asks the view change for a new view (a trigger of this driver's, or the simulator's fault). */
   private wantViewChange(reason: ViewChangeReason): void {
-    if (this.stopped) return;
-    const now = this.now();
-    const first = this.view.status(now).wanted === null;
-    if (first) this.lastViewChange = { reason, wantedAtMs: now, installedAtMs: null, epoch: null };
-    // The core asks the arbiter first, when there is one (ViewCore.startViewChange).
-    this.view.startViewChange(reason, now);
-    this.pumpView();
+    this.views.want(reason);
   }
 
-  /**
-   * Handles what the view change has ready, in the order docs/ring-view.md demands: store the
-   * hard state, then the decisions (to the ring node, before any other ring input), then send.
-   * Repeats while handling made more ready (a decision's effects may ask the view again).
-   */
+  /** Handles what the view change has ready (ViewDriver.pump), then re-arms the tick. */
   private pumpView(): void {
-    this.viewPump.pump();
-    this.armTick();
-  }
-
-  private storeView(state: ViewHardState): void {
-    try {
-      this.options.storage.storeView(state);
-    } catch (error) {
-      this.options.log.event("persistFailed", { message: (error as Error).message, what: "view" });
-      this.options.onFatal(error as Error);
-      throw error;
-    }
-  }
-
-  private onViewDecision(decision: ViewDecision): void {
-    switch (decision.type) {
-      case "promised":
-        this.stepPeer({ type: "promised", epoch: decision.epoch });
-        return;
-      case "install": {
-        const { view, regenerate, grantNotBeforeMs } = decision;
-        this.link.dropBefore(view.epoch);
-        this.stepPeer({ type: "install", view, regenerate, grantNotBeforeMs });
-        const now = this.now();
-        const change = this.lastViewChange;
-        if (change && change.installedAtMs === null) Object.assign(change, { installedAtMs: now, epoch: view.epoch });
-        else this.lastViewChange = { reason: "joined", wantedAtMs: now, installedAtMs: now, epoch: view.epoch };
-        this.options.log.event("ringView", {
-          epoch: view.epoch,
-          members: view.members.join(","),
-          successor: decision.successor,
-          regenerator: view.regenerator,
-          grantWaitMs: view.grantWaitMs,
-          tookMs: change ? now - change.wantedAtMs : 0,
-        });
-        return;
-      }
-      case "lease":
-        this.stepPeer({ type: "lease", epoch: decision.epoch, validUntilMs: decision.validUntilMs, sectionMaxMs: decision.sectionMaxMs });
-        return;
-      case "behind":
-        // A newer view exists without this node: come back through a view change (the replica
-        // catches up from the new ring: re-sent writes, then the token's fetch).
-        this.wantViewChange("rejoin");
-        return;
-      case "quorum":
-        this.setQuorum(decision.ok, decision.reason);
-        return;
-      default:
-        assertNever(decision, "view decision");
-    }
-  }
-
-  /**
-   * The successor's hand-off, watched: any answer is word from the successor; ringRepairRetries
-   * failures in a row (and every one after them), or one refused at connect (suspectsSuccessor),
-   * tell the repair core and start a view change (the members are whoever promises). A token the
-   * successor refused (not yet in its view, or it promised newer) or could not even connect for
-   * never left here: the view change is told, so the new view need not wait for a section that
-   * cannot exist. That holds only if EVERY
-   * attempt of that hand-off was refused: one that timed out or was cut (a reset) may have been
-   * taken, and its receiver may have granted before it died (found by the ring benchmark: a
-   * reset, then a refused retry, then a grant 0.8 s after the kill while the dead holder's client
-   * held a 1 s lease). The answer or error goes on to the link unchanged.
-   */
-  private deliverWatched(item: LinkItem): PromiseLike<RingResult> {
-    const to = this.node.successor;
-    const attempt = item.kind === "token" ? this.handoffAttempt(item.token.epoch, item.token.hop) : null;
-    const refused = () => {
-      if (attempt && !attempt.uncertain) this.view.handoffRefused(attempt.epoch, attempt.hop, this.now());
-    };
-    // An answer its schema refuses is no answer: the hand-off may have been taken (uncertain).
-    const checked = (answer: RingResult): RingResult => {
-      const result = checkRingResult(answer);
-      if (result.ok) return result.value;
-      this.security.refused("answerMalformed", to, { message: result.message });
-      throw new Error(`${to}: malformed hand-off answer: ${result.message}`);
-    };
-    return this.options.peers.deliver(to, item).then(checked).then(
-      (result) => {
-        this.handoffFailures = 0;
-        this.stepRepair({ type: "heardFrom", node: to });
-        if (!result.ok && (result.type === "notYet" || result.type === "stale")) refused();
-        if (!result.ok && result.type === "stale" && result.epoch > this.view.status(this.now()).promised.epoch) {
-          // The successor is in a newer view than any this node promised: it was left out.
-          this.wantViewChange("rejoin");
-        }
-        return result;
-      },
-      (error) => {
-        const refusedAtConnect = connectRefused(error);
-        if (refusedAtConnect) refused();
-        else if (attempt) {
-          attempt.uncertain = true;
-          // A refusal reported for an earlier attempt no longer holds.
-          this.view.handoffUncertain(attempt.epoch, attempt.hop, this.now());
-        }
-        this.handoffFailures += 1;
-        if (suspectsSuccessor(this.handoffFailures, refusedAtConnect, this.options.settings.ringRepairRetries)) {
-          this.stepRepair({ type: "handoffFailed", to, epoch: this.epoch() });
-          this.wantViewChange("suspect");
-        }
-        throw error;
-      },
-    );
-  }
-
-  /** The record of the token hand-off (epoch, hop): a new one starts certain. */
-  private handoffAttempt(epoch: number, hop: number): { epoch: number; hop: number; uncertain: boolean } {
-    const last = this.lastHandoff;
-    if (last && last.epoch === epoch && last.hop === hop) return last;
-    return this.lastHandoff = { epoch, hop, uncertain: false };
-  }
-
-  /** One repair step: its datagrams to the channel, one log line per event. */
-  private stepRepair(input: RepairInput): void {
-    if (!this.repair || this.stopped) return;
-    const { send, events } = this.repair.step(input, this.now());
-    for (const message of send) this.options.repairLink!.send(message);
-    for (const event of events) {
-      // `suspect`, not `node`: the log line's `node` is the node writing it.
-      const { type, node, ...fields } = event;
-      this.options.log.event(REPAIR_EVENT_NAMES[type], { suspect: node, ...fields });
-      if (type === "confirmed") this.wantViewChange("suspect");
-    }
-    this.armTick();
+    this.views.pump();
   }
 
   /** Stores first, then acts: the order every RingOutput demands. */
@@ -606,7 +397,7 @@ export class RingService {
     const { peers, log } = this.options;
     switch (effect.type) {
       case "sendToken":
-        this.handoffQueued = { epoch: effect.token.epoch, hop: effect.token.hop, atMs: this.hopNow() };
+        this.hops.queuedToken(effect.token.epoch, effect.token.hop);
         this.link.push({ kind: "token", token: effect.token });
         return;
       case "tokenReturned":
@@ -634,14 +425,11 @@ export class RingService {
         // Renews through the view change (its answers come as messages, the lease as a decision).
         this.view.wantLease(effect.epoch, this.now(), effect.sectionMaxMs);
         return;
-      case "reply": {
-        const resolve = this.replies.get(effect.reqId);
-        this.replies.delete(effect.reqId);
-        resolve?.(effect.reply);
+      case "reply":
+        this.clients.reply(effect.reqId, effect.reply);
         return;
-      }
       case "sectionEnded":
-        for (const wake of [...(this.watchers.get(effect.fence) ?? [])]) wake();
+        this.clients.sectionEnded(effect.fence);
         return;
       case "event":
         log.event(effect.event, effect.fields);
@@ -650,32 +438,4 @@ export class RingService {
         assertNever(effect, "ring effect");
     }
   }
-
-  private setQuorum(ok: boolean, reason: string): void {
-    if (ok === this.quorum.ok) {
-      this.quorum.reason = reason;
-      return;
-    }
-    this.quorum = { ok, reason };
-    this.options.log.event(ok ? "ringQuorumRegained" : "ringQuorumLost", { reason, epoch: this.epoch() });
-  }
-}
-
-/** Log event names of the repair core's events. */
-const REPAIR_EVENT_NAMES = { suspected: "ringSuspected", confirmed: "ringSuspicionConfirmed", cleared: "ringSuspicionCleared" } as const;
-
-/**
- * Whether a failed hand-off never reached the successor (connection refused: nothing listens),
- * as opposed to a timeout, after which it may have arrived. Runtimes word it differently.
- */
-export function connectRefused(error: unknown): boolean {
-  const seen = new Set<unknown>();
-  for (let e = error; e && !seen.has(e) && seen.size < 5; e = (e as { cause?: unknown }).cause) {
-    seen.add(e);
-    const text = `${(e as { code?: unknown }).code ?? ""} ${(e as Error).message ?? ""}`;
-    // The runtimes' words for a refused connect only: a bare "refused" may be in the body of an
-    // answer (`status 409: …refused…`), and an answered request did reach the successor.
-    if (/ECONNREFUSED|ConnectionRefused|Connection refused/i.test(text)) return true;
-  }
-  return false;
 }

@@ -1,7 +1,7 @@
 /**
  * Drains a ViewCore's `ready()` in the order docs/ring-view.md demands: store the hard state,
  * log the events, apply the decisions, then send. Shared by the ring node's driver
- * (cluster/ring/service.ts) and the arbiter, which coordinates ring view changes without a vote
+ * (cluster/ring/view_driver.ts) and the arbiter, which coordinates ring view changes without a vote
  * (cluster/arbiter/ring_coordinator.ts). Sends are one-way; one that fails goes back to the core as
  * `sendFailed`. Its ports follow the port rule of cluster/timers.ts (`.then` only), so the
  * simulator runs it as it is.

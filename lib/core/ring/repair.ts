@@ -1,7 +1,8 @@
 /**
  * Ring repair, the suspicion part: a pure state machine (no clock, timers, randomness or I/O;
- * `nowMs` comes in with each step). Its driver is cluster/ring/service.ts; its datagrams travel
- * the repair channel (cluster/ring/udp.ts, UDP broadcast + unicast). See docs/ring.md, "Repair".
+ * `nowMs` comes in with each step). Its driver is cluster/ring/repair_driver.ts (a part of the
+ * ring driver, cluster/ring/service.ts); its datagrams travel the repair channel
+ * (cluster/ring/udp.ts, UDP broadcast + unicast). See docs/ring.md, "Repair".
  *
  * - A node whose hand-offs to its successor S failed `ringRepairRetries` times in a row (or once,
  *   refused at connect: `suspectsSuccessor`) suspects

@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { connectRing, type RingClient } from "../../../lib/client/ring_client.ts";
 import { DEFAULT_SETTINGS } from "../../../lib/settings.ts";
-import { connectRefused } from "../../../cluster/ring/service.ts";
+import { connectRefused } from "../../../cluster/ring/handoff_delivery.ts";
 import { eventually, freePort, removeDir, tempDir, writeCluster } from "../../_harness.ts";
 import type { LossyNamespace } from "./netns.ts";
 import { type ServerHandle, signal, startNode } from "./server.ts";

@@ -104,7 +104,7 @@ export abstract class SimHttpActor extends Actor {
     }
     const reqId = this.outReqIdNext++;
     this.outgoing.set(reqId, (answer) => {
-      // The words a runtime's fetch uses (cluster/ring/service.ts connectRefused reads them).
+      // The words a runtime's fetch uses (cluster/ring/handoff_delivery.ts connectRefused reads them).
       if (answer.type === "httpRefused") return future.reject(new Error(`${to}: connect ECONNREFUSED`));
       if (answer.status < 200 || answer.status > 299) {
         return future.reject(new Error(`${to} ${path}: status ${answer.status}: ${answer.body.slice(0, 200)}`));
