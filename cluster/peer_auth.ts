@@ -150,6 +150,8 @@ export function prefixedMac(key: PeerKey, fixed: unknown[]): (integers: number[]
   // `["a","b"]` without its `]`: the integers continue the array.
   const innerAfterFixed = inner.copy().update(fixed.length > 0 ? `${fixedJson.slice(0, -1)},` : "[");
   return (integers, body) => {
+    // At least one: `[` + fixed + `,` continues only with an integer (an empty list would hash `[…,]`).
+    if (integers.length === 0) throw new Error("prefixedMac: no integers");
     for (const n of integers) if (!Number.isSafeInteger(n)) throw new Error(`prefixedMac: ${n} is not a safe integer`);
     const innerDigest = innerAfterFixed.copy().update(`${integers.join(",")}]\n`).update(body).digest();
     return outer.copy().update(innerDigest).digest();

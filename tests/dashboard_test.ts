@@ -12,7 +12,7 @@ import { Hono } from "hono";
 import { ClientAuth } from "../cluster/client_auth.ts";
 import type { TokenConfig } from "../cluster/config.ts";
 import { installErrorHandlers } from "../cluster/http_util.ts";
-import { memoryLogger } from "../cluster/log.ts";
+import { jsonLogger, memoryLogger } from "../cluster/log.ts";
 import { RecentEvents, recordingLogger } from "../cluster/dashboard/events.ts";
 import { type DashboardOptions, installDashboard, LOCK_ROWS_MAX, lockPage, summarizeLocks } from "../cluster/dashboard/routes.ts";
 import type { LockView } from "../cluster/lock/service.ts";
@@ -147,6 +147,15 @@ test("timeline: the buffer keeps the newest `capacity` events; the logger passes
   // Lock names stay out of the timeline (any read token sees it): the count only.
   assert.equal(kept[0].fields.released, 2);
   assert.deepEqual(lines.lines[0].released, ["secret/a", "secret/b"], "the log keeps them");
+});
+
+test("timeline: the recording logger passes the wrapped logger's levels on (a grant builds no debug line's fields at the default level)", () => {
+  const events = new RecentEvents("p1", 3);
+  const atInfo = recordingLogger(jsonLogger("p1", 10, () => {}, "info"), events);
+  assert.equal(atInfo.wants?.("debug"), false);
+  assert.equal(atInfo.wants?.("info"), true);
+  // A logger that keeps every level (tests) wants every level through the wrapper too.
+  assert.equal(recordingLogger(memoryLogger(), events).wants?.("debug"), true);
 });
 
 test("lock pages: by name after a cursor, filtered by prefix and token, bounded and checked", async () => {

@@ -342,6 +342,8 @@ test("peer auth: prefixedMac (fixed head fields hashed once, as the stream's fra
   }
   const prefixed = prefixedMac(key, ["label"]);
   for (const bad of [1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53]) assert.throws(() => prefixed([bad], "b"), /not a safe integer/);
+  // No integers would hash `["label",]`, which no mac() input is.
+  assert.throws(() => prefixed([], "b"), /no integers/);
   // macMatches: the hex of the same 32 bytes only.
   const right = prefixed([1], "b");
   assert.equal(macMatches(right.toString("hex"), right), true);

@@ -236,3 +236,13 @@ test("answer sizes: a leave's answer counted without its text is JSON.stringify'
   assert.equal(answerJsonLength(closed), JSON.stringify(closed).length);
   assert.equal(answerBytes("id", closed), "id".length + JSON.stringify(closed).length + 64);
 });
+
+test("answer sizes: a restored answer is counted by its text, so a leave answer with a field this build does not know (a newer member's) is not undercounted", () => {
+  const limits = { answeredMax: 10, answeredBytesMax: 1_000_000 };
+  const known = { ok: true as const, type: "left" as const, name: "a", wasHolder: true };
+  const newer = { ...known, extra: "x".repeat(100) } as unknown as typeof known;
+  const restored = AnsweredRequests.from([["r1", known], ["r2", newer]], limits);
+  // Each entry: its id, its text, the overhead; the newer one's extra field counts.
+  assert.equal(restored.bytes, answerBytes("r1", known) + "r2".length + JSON.stringify(newer).length + (answerBytes("r1", known) - "r1".length - JSON.stringify(known).length));
+  assert.ok(restored.bytes > 2 * answerBytes("r1", known) + 100);
+});

@@ -63,6 +63,8 @@ export function recordingLogger(log: Logger, events: RecentEvents): Logger {
       log.event(event, fields, level);
       if (TIMELINE_EVENTS.has(event)) events.record(event, withoutLockNames(fields));
     },
+    // Passed on: per-operation callers ask before building a line's fields (Logger.wants).
+    wants: (level) => log.wants?.(level) ?? true,
     flush: () => log.flush(),
   };
 }

@@ -104,7 +104,9 @@ export class AnsweredRequests {
   /** Restores a snapshot's answers (oldest first), under this server's limits. */
   static from(entries: ReadonlyArray<readonly [string, Answer]>, limits: AnsweredLimits): AnsweredRequests {
     const answered = new AnsweredRequests(limits);
-    for (const [requestId, answer] of entries) answered.remember(requestId, answer);
+    // A decoded answer may carry fields this build's count of a leave does not know (a newer
+    // member's): its text's own length, as that member counted it.
+    for (const [requestId, answer] of entries) answered.remember(requestId, answer, requestId.length + JSON.stringify(answer).length + ANSWER_OVERHEAD_BYTES);
     return answered;
   }
 
@@ -126,9 +128,8 @@ export class AnsweredRequests {
    * answeredBytesMax by itself is not remembered at all (its retry is answered by the table's
    * state), and costs the others nothing: evicting for it would empty the whole memory first.
    */
-  remember(requestId: string, answer: Answer): void {
+  remember(requestId: string, answer: Answer, bytes: number = answerBytes(requestId, answer)): void {
     this.forget(requestId);
-    const bytes = answerBytes(requestId, answer);
     if (bytes > this.limits.answeredBytesMax) return;
     const remembered: Remembered = { requestId, answer, bytes };
     this.answers.set(requestId, remembered);
