@@ -346,8 +346,9 @@ export interface ClientCloseEvent {
 
 /**
  * A WebSocket client over Deno.connect (TCP_NODELAY set), with TLS on it trusting `caPem` (added
- * to Deno's default roots) when given (wss:). Its readyState and events follow the WebSocket interface: CONNECTING until the
- * upgrade is answered, then `onopen`; `onclose` once, asynchronously, whatever ended it.
+ * to Deno's default roots) when given (wss:). Its readyState and events follow the WebSocket
+ * interface: CONNECTING until the upgrade is answered, then `onopen`; `onclose` once,
+ * asynchronously, whatever ended it.
  */
 export class DenoWebSocket {
   static readonly CONNECTING = 0;
