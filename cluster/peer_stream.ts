@@ -270,6 +270,8 @@ export interface StreamTransportOptions {
   keyed: { key: PeerKey; signer: PeerSigner } | undefined;
   /** [cluster] tlsCa (runtime.ts openWebSocket trusts it, under both runtimes). */
   caPem: string | undefined;
+  /** The largest body (peerBodyBytesMax): with a frame's head, the longest answer the client takes. */
+  bodyBytesMax: number;
   security: SecurityLog;
   log: Logger;
   clock: Clock;
@@ -399,7 +401,7 @@ class PeerStream {
     const wsUrl = `${this.base.replace(/^http/, "ws")}${STREAM_PATH}?${query}`;
     let socket: WebSocket;
     try {
-      socket = openWebSocket(wsUrl, this.options.caPem);
+      socket = openWebSocket(wsUrl, this.options.caPem, this.options.bodyBytesMax + FRAME_HEAD_BYTES_MAX);
     } catch (error) {
       return this.failOpen(`WebSocket: ${(error as Error).message}`);
     }

@@ -5,7 +5,6 @@
 import process from "node:process";
 import { hash as nodeHash } from "node:crypto";
 import { fetchTrusting, type TrustingFetch } from "../lib/client/tls.ts";
-import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { DenoWebSocket } from "./ws_client.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -188,19 +187,14 @@ export function webSocketClientProblem(_caPem: string | undefined): string | nul
 }
 
 /**
- * The longest message a stream's client takes (cluster/ws_client.ts under Deno): an answer on the
- * stream is far shorter than the longest request (peerBodyBytesMax, whose default this is), and
- * the frame's head fits in the 4 KiB added.
- */
-const STREAM_MESSAGE_BYTES_MAX = DEFAULT_SETTINGS.peerBodyBytesMax + 4_096;
-
-/**
  * A WebSocket to another node (cluster/peer_stream.ts); only when webSocketClientProblem is null.
  * Bun's takes `tls.ca`, as its fetch does; under Deno, ws_client.ts's client (TCP_NODELAY, the CA),
- * which has the part of WebSocket's interface peer_stream.ts uses.
+ * which has the part of WebSocket's interface peer_stream.ts uses. `messageBytesMax`: the longest
+ * message that client takes (the configured peerBodyBytesMax and a frame's head: a sync answer may
+ * be as long as the longest request); Bun's client keeps its own limit.
  */
-export function openWebSocket(url: string, caPem: string | undefined): WebSocket {
-  if (runtimeName === "deno") return new DenoWebSocket(url, { caPem, messageBytesMax: STREAM_MESSAGE_BYTES_MAX }) as unknown as WebSocket;
+export function openWebSocket(url: string, caPem: string | undefined, messageBytesMax: number): WebSocket {
+  if (runtimeName === "deno") return new DenoWebSocket(url, { caPem, messageBytesMax }) as unknown as WebSocket;
   if (caPem === undefined) return new WebSocket(url);
   return new (WebSocket as unknown as new (url: string, options: unknown) => WebSocket)(url, { tls: { ca: caPem } });
 }

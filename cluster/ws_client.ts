@@ -4,7 +4,10 @@
  * not serve there: it sets no TCP_NODELAY (a frame sent while another is unanswered waited on
  * Nagle's algorithm: W2 replicated fell from 944 to 230 a+r/s, docs/bench.md "Replication cost")
  * and takes no CA. This one opens its TCP connection itself with `setNoDelay(true)`, and TLS on it
- * with the cluster's CA (`Deno.startTls`: a TlsConn has no setNoDelay of its own).
+ * trusting the cluster's CA (`Deno.startTls`: a TlsConn has no setNoDelay of its own). Deno ADDS
+ * `caCerts` to its default roots, it does not replace them: a certificate a public CA issued for a
+ * peer's name passes TLS too. What authenticates the peer is the cluster secret's MACs over the
+ * upgrade and every frame (cluster/peer_stream.ts), not TLS alone (docs/security.md).
  *
  * What it does: the HTTP/1.1 upgrade (status 101, Sec-WebSocket-Accept checked, no extension or
  * subprotocol), masked client frames (a random mask per frame), text messages (binary ones are
@@ -58,7 +61,8 @@ export type Decoded =
   | { kind: "pong" }
   | { kind: "close"; code: number; reason: string };
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** ignoreBOM: a leading U+FEFF is the message's own character, not a marker to strip. */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const encoder = new TextEncoder();
 
 /**
@@ -210,6 +214,7 @@ function decodeClose(payload: Uint8Array): Decoded {
   if (payload.length === 0) return { kind: "close", code: 1005, reason: "" };
   if (payload.length === 1) throw new WebSocketProtocolError("a close frame of 1 byte");
   const code = (payload[0] << 8) | payload[1];
+  if (!isCloseCodeOnWire(code)) throw new WebSocketProtocolError(`a close frame with code ${code}, which no endpoint may send`);
   let reason: string;
   try {
     reason = utf8.decode(payload.subarray(2));
@@ -217,6 +222,16 @@ function decodeClose(payload: Uint8Array): Decoded {
     throw new WebSocketProtocolError("a close reason that is not UTF-8", 1007);
   }
   return { kind: "close", code, reason };
+}
+
+/**
+ * Whether a close frame may carry `code` (RFC 6455 section 7.4): 1000-1003, 1007-1011, 1012-1014
+ * (registered since with IANA), 3000-4999. Not 1004 (reserved), nor 1005, 1006 and 1015 (never on
+ * the wire), nor the unregistered rest of 1000-2999, nor 0-999 or over 4999.
+ */
+export function isCloseCodeOnWire(code: number): boolean {
+  if (code >= 3000 && code <= 4999) return true;
+  return code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006;
 }
 
 function concat(parts: Uint8Array[], total: number): Uint8Array {
@@ -330,9 +345,10 @@ export interface ClientCloseEvent {
 }
 
 /**
- * A WebSocket client over Deno.connect (TCP_NODELAY set), with TLS on it trusting `caPem` when
- * given (wss:). Its readyState and events follow the WebSocket interface: CONNECTING until the
- * upgrade is answered, then `onopen`; `onclose` once, asynchronously, whatever ended it.
+ * A WebSocket client over Deno.connect (TCP_NODELAY set), with TLS on it trusting `caPem` (added
+ * to Deno's default roots) when given (wss:). Its readyState and events follow the WebSocket
+ * interface: CONNECTING until the upgrade is answered, then `onopen`; `onclose` once,
+ * asynchronously, whatever ended it.
  */
 export class DenoWebSocket {
   static readonly CONNECTING = 0;
@@ -359,10 +375,21 @@ export class DenoWebSocket {
   private closeReceived: { code: number; reason: string } | null = null;
   private closeTimer: ReturnType<typeof setTimeout> | undefined;
   private closedEventSent = false;
+  /** Aborts Deno.connect when close() comes while it is pending (else it waits out the kernel's SYN retries). */
+  private readonly connecting = new AbortController();
+  private connected = false;
 
+  /** Throws a SyntaxError (as WebSocket's constructor does) for a URL that is not ws: or wss:, before any handler could be set. */
   constructor(readonly url: string, options: { caPem?: string; messageBytesMax: number }) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new DOMException(`not a URL: ${url.slice(0, 100)}`, "SyntaxError");
+    }
+    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") throw new DOMException(`not a ws: or wss: URL: ${parsed.protocol}`, "SyntaxError");
     this.decoder = new FrameDecoder(options.messageBytesMax);
-    void this.run(new URL(url), options.caPem);
+    void this.run(parsed, options.caPem);
   }
 
   /** Sends a text message; ignored unless OPEN (as the WebSocket interface does once closing). */
@@ -379,6 +406,8 @@ export class DenoWebSocket {
     if (this.readyState === DenoWebSocket.CLOSING || this.readyState === DenoWebSocket.CLOSED) return;
     if (this.readyState === DenoWebSocket.CONNECTING) {
       this.readyState = DenoWebSocket.CLOSING;
+      // Only while Deno.connect is pending: once it answered, its signal is no longer ours to use.
+      if (!this.connected) this.connecting.abort();
       this.cut();
       return;
     }
@@ -392,9 +421,9 @@ export class DenoWebSocket {
   private async run(url: URL, caPem: string | undefined): Promise<void> {
     let code = 1006;
     try {
-      if (url.protocol !== "ws:" && url.protocol !== "wss:") throw new WebSocketProtocolError(`not a ws: or wss: URL: ${url.protocol}`);
-      const conn = await connect(url, caPem);
-      // close() while connecting: the connection it waited for is dropped at once.
+      const conn = await connect(url, caPem, this.connecting.signal);
+      this.connected = true;
+      // close() while TLS was set up: the connection it waited for is dropped at once.
       if (this.readyState !== DenoWebSocket.CONNECTING) return conn.close();
       this.conn = conn;
       const key = randomKey();
@@ -419,6 +448,8 @@ export class DenoWebSocket {
           code = error.code;
           // Fail the connection (section 7.1.7): say why in a close frame if one can still go, then cut.
           if (!this.closeSent && this.readyState === DenoWebSocket.OPEN) {
+            // CLOSING first: a send() while the close frame is written is dropped, not queued after it (section 5.5.1).
+            this.readyState = DenoWebSocket.CLOSING;
             this.sendClose(error.code, error.message);
             await this.flushed();
           }
@@ -435,9 +466,14 @@ export class DenoWebSocket {
     // After the server's close frame nothing more is taken (section 5.5.1).
     if (this.closeReceived) return;
     for (const decoded of this.decoder.push(bytes)) {
-      if (decoded.kind === "text") this.emit(this.onmessage, { data: decoded.text });
-      else if (decoded.kind === "binary") this.emit(this.onmessage, { data: decoded.bytes });
-      else if (decoded.kind === "ping") {
+      // cut() ended it (a send queue over its bound, from a handler): nothing more is taken.
+      if (this.readyState === DenoWebSocket.CLOSED) return;
+      // Once closing (close(), or onmessage calling it), messages are dropped; the server's close frame is still taken.
+      if (decoded.kind === "text") {
+        if (this.readyState === DenoWebSocket.OPEN) this.emit(this.onmessage, { data: decoded.text });
+      } else if (decoded.kind === "binary") {
+        if (this.readyState === DenoWebSocket.OPEN) this.emit(this.onmessage, { data: decoded.bytes });
+      } else if (decoded.kind === "ping") {
         if (this.readyState === DenoWebSocket.OPEN) this.write(encodeFrame(OP.pong, decoded.payload, this.masks.next()));
       } else if (decoded.kind === "close") {
         this.closeReceived = { code: decoded.code, reason: decoded.reason };
@@ -448,8 +484,6 @@ export class DenoWebSocket {
         this.cutLater();
         return;
       }
-      // onmessage may have closed us: what follows is not delivered.
-      if (this.readyState !== DenoWebSocket.OPEN) return;
     }
   }
 
@@ -555,18 +589,21 @@ export class DenoWebSocket {
   }
 }
 
-/** TCP to the URL's host with TCP_NODELAY, and TLS on it for wss: (the system's roots, or only `caPem`). */
-async function connect(url: URL, caPem: string | undefined): Promise<Conn> {
+/**
+ * TCP to the URL's host with TCP_NODELAY, and TLS on it for wss: (Deno's default roots, and
+ * `caPem` added to them). `signal` aborts a connect still pending (Deno's ConnectOptions.signal).
+ */
+async function connect(url: URL, caPem: string | undefined, signal: AbortSignal): Promise<Conn> {
   // deno-lint-ignore no-explicit-any
   const Deno = (globalThis as any).Deno;
   const secure = url.protocol === "wss:";
   const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
   const port = Number(url.port || (secure ? 443 : 80));
-  const tcp = await Deno.connect({ hostname, port, transport: "tcp" });
-  // Why this client exists: without it a frame sent while another is unanswered waits (Nagle).
-  tcp.setNoDelay(true);
-  if (!secure) return tcp;
+  const tcp = await Deno.connect({ hostname, port, transport: "tcp", signal });
   try {
+    // Why this client exists: without it a frame sent while another is unanswered waits (Nagle).
+    tcp.setNoDelay(true);
+    if (!secure) return tcp;
     return await Deno.startTls(tcp, { hostname, ...(caPem === undefined ? {} : { caCerts: [caPem] }) });
   } catch (error) {
     tcp.close();

@@ -7,7 +7,8 @@
  * reconnect; the fallback to HTTP when the route is absent or the hello does not check; and that
  * an unauthenticated or replayed upgrade, a forged, replayed, reordered, other-connection or
  * oversize frame is refused (logged), answered with nothing and changes nothing; and that the
- * sender refuses a forged or replayed answer frame from a receiver that lies.
+ * sender refuses a forged or replayed answer frame from a receiver that lies; and that with
+ * peerBodyBytesMax set above its default an answer longer than the default takes the stream.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -78,7 +79,7 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
     security,
     bodyBytesMax: BODY_BYTES_MAX,
     answer(text, sender, done) {
-      const body = JSON.parse(text) as { from: string; n: number };
+      const body = JSON.parse(text) as { from: string; n: number; pad?: number };
       // As answerPeerFrame answers a refusal (cluster/lock/api.ts): with its status.
       try {
         sender!.check(body.from);
@@ -87,7 +88,8 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
       }
       const answer = () => {
         taken.push(body.n);
-        done(200, JSON.stringify({ took: body.n, sender: sender!.id }));
+        // `pad`: an answer that long in padding (a large sync answer).
+        done(200, JSON.stringify(body.pad === undefined ? { took: body.n, sender: sender!.id } : { took: body.n, pad: "x".repeat(body.pad) }));
       };
       if (body.n < 0) held.push(answer);
       else answer();
@@ -116,7 +118,7 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
  * Sender `a`: the stream transport to `target`, with an HTTP transport that records what falls back
  * to it. The WebSocket client under both runtimes, unless `runtimeDefault` (then as a node runs).
  */
-async function sender(target: Receiver, secret = SECRET, runtimeDefault = false, clock: Clock = monotonicClock) {
+async function sender(target: Receiver, secret = SECRET, runtimeDefault = false, clock: Clock = monotonicClock, bodyBytesMax = BODY_BYTES_MAX) {
   const key = await peerKey(secret);
   const signer = new PeerSigner(key, "a");
   const peerFetch = (to: string, url: string, request: Parameters<PeerSigner["fetch"]>[2]) =>
@@ -132,6 +134,7 @@ async function sender(target: Receiver, secret = SECRET, runtimeDefault = false,
     http,
     keyed: { key, signer },
     caPem: undefined,
+    bodyBytesMax,
     security,
     log,
     clock,
@@ -236,6 +239,25 @@ test("peer stream: by default a node sends over the stream under both runtimes (
     assert.equal(b.stream.connections(), 1);
     assert.equal(a.log.lines.filter((l) => l.event === "peerStreamUnavailable").length, 0);
   }, true));
+
+/** The client's limit before it took the configured peerBodyBytesMax: the default (16 MiB) and 4 KiB. */
+const OLD_FIXED_ANSWER_BYTES_MAX = 16_777_216 + 4_096;
+
+test("peer stream: with peerBodyBytesMax set above its default, an answer longer than the default takes the stream under both runtimes (the node's client takes the configured limit)", async () => {
+  const b = await receiver();
+  const a = await sender(b, SECRET, true, monotonicClock, 2 * OLD_FIXED_ANSWER_BYTES_MAX);
+  try {
+    const padBytes = OLD_FIXED_ANSWER_BYTES_MAX + 1_000;
+    const answer = await a.transport.send(`${b.base}/v1/peer`, { from: "a", n: 7, pad: padBytes }, 4 * TIMEOUT_MS) as { took: number; pad: string };
+    assert.equal(answer.took, 7);
+    assert.equal(answer.pad.length, padBytes, "the whole answer");
+    assert.deepEqual(a.overHttp, [], "on the stream, not over HTTP");
+    assert.equal(a.transport.isOpen(b.base), true, "the connection was not closed for its length");
+  } finally {
+    a.transport.close();
+    await b.close();
+  }
+});
 
 /** What an upgrade request to `b` carries, signed by `signer` under its nonce (after a probe). */
 async function signedUpgrade(b: Receiver, signer: PeerSigner): Promise<{ url: string; mac: string }> {

@@ -5,19 +5,36 @@
  * 0/125/126/65535/65536 bytes, fragmented messages (with a ping between the fragments), a frame
  * or message over the limit refused on its header (before its payload is read), a masked frame
  * from a server and the other protocol errors refused, the Accept of RFC 6455's own example, and a
- * wrong Sec-WebSocket-Accept (or status, or an extension nobody offered) refused.
+ * wrong Sec-WebSocket-Accept (or status, or an extension nobody offered) refused, a leading BOM
+ * kept in a message and a close reason, a close code no endpoint may send refused (1002). The
+ * constructor throws a SyntaxError for a URL that is not ws: or wss:, under both runtimes.
  *
  * The client itself needs Deno (Deno.connect): under Bun those tests skip (a Bun node uses Bun's
  * own WebSocket). Under Deno it talks to Deno.serve's upgrade (in this process) and to Bun.serve's
  * websocket (a Bun process this test spawns): messages both ways, a 70000-byte one, a ping
  * answered with a pong, the close handshake from either side. And to a raw TCP server playing a
  * bad one: a wrong Accept never opens; a masked frame and an oversize header close the connection
- * at once with 1002 and 1009 in the close frame. Each test closes what it opened (servers, sockets,
- * the Bun process by PID).
+ * at once with 1002 and 1009 in the close frame; after close() a message is not delivered; on a
+ * protocol error the client is CLOSING before its close frame goes, so no frame follows it. With
+ * Deno.connect replaced for one test: close() while it is pending aborts it through its signal,
+ * and a connection whose setNoDelay throws is closed. Each test closes what it opened (servers,
+ * sockets, the Bun process by PID) and puts back what it patched.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { acceptFor, type ClientCloseEvent, type Decoded, DenoWebSocket, encodeFrame, FRAGMENTS_MAX, FrameDecoder, OP, parseUpgradeAnswer, WebSocketProtocolError } from "../cluster/ws_client.ts";
+import {
+  acceptFor,
+  type ClientCloseEvent,
+  type Decoded,
+  DenoWebSocket,
+  encodeFrame,
+  FRAGMENTS_MAX,
+  FrameDecoder,
+  isCloseCodeOnWire,
+  OP,
+  parseUpgradeAnswer,
+  WebSocketProtocolError,
+} from "../cluster/ws_client.ts";
 import { runtimeName } from "../cluster/runtime.ts";
 import { eventually, ROOT, startProcess, stdoutMatch } from "./_harness.ts";
 
@@ -131,6 +148,38 @@ test("ws codec: a masked frame from the server and every other protocol error ar
   assert.deepEqual(decoder.push(notLast(encodeFrame(OP.text, encoder.encode("a"), null))), []);
   refusal(() => decoder.push(encodeFrame(OP.binary, encoder.encode("b"), null)));
   refusal(() => decoder.push(encodeFrame(OP.text, encoder.encode("c"), null)));
+});
+
+test("ws codec: a leading BOM (U+FEFF) is part of a text message and of a close reason, not stripped", () => {
+  const frames = [
+    encodeFrame(OP.text, encoder.encode("\uFEFFhi"), null),
+    encodeFrame(OP.close, new Uint8Array([0x03, 0xe8, ...encoder.encode("\uFEFFbye")]), null),
+  ];
+  assert.deepEqual(new FrameDecoder(100).push(new Uint8Array(frames.flatMap((f) => [...f]))), [
+    { kind: "text", text: "\uFEFFhi" },
+    { kind: "close", code: 1000, reason: "\uFEFFbye" },
+  ]);
+});
+
+test("ws codec: a close frame's code must be one an endpoint may send (RFC 6455 7.4): else a protocol error (1002); none at all is 1005", () => {
+  const closeWith = (code: number) => encodeFrame(OP.close, new Uint8Array([code >> 8, code & 0xff]), null);
+  for (const code of [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000, 4999]) {
+    assert.equal(isCloseCodeOnWire(code), true, `${code}`);
+    assert.deepEqual(new FrameDecoder(100).push(closeWith(code)), [{ kind: "close", code, reason: "" }], `${code}`);
+  }
+  for (const code of [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65_535]) {
+    assert.equal(isCloseCodeOnWire(code), false, `${code}`);
+    const refused = refusal(() => new FrameDecoder(100).push(closeWith(code)));
+    assert.equal(refused.code, 1002, `${code}`);
+    assert.match(refused.message, new RegExp(`code ${code}\\b`));
+  }
+  assert.deepEqual(new FrameDecoder(100).push(encodeFrame(OP.close, new Uint8Array(), null)), [{ kind: "close", code: 1005, reason: "" }]);
+});
+
+test("ws client: a URL that is not ws: or wss: (or no URL) throws a SyntaxError from the constructor, before any handler could be set", () => {
+  for (const url of ["http://127.0.0.1:1/", "file:///tmp/x", "not a url"]) {
+    assert.throws(() => new DenoWebSocket(url, { messageBytesMax: 100 }), (error: unknown) => error instanceof DOMException && error.name === "SyntaxError", url);
+  }
 });
 
 test("ws codec: the Accept of RFC 6455's example; a wrong Accept, status or extension is refused", () => {
@@ -366,5 +415,96 @@ test("ws client against a raw server: a frame whose header declares more than th
     assert.equal(closeCode, 1009);
   } finally {
     big.close();
+  }
+});
+
+test("ws client against a raw server: after close(), a message the server sends before its close frame is not delivered; the close is still clean", { skip: skipClient }, async () => {
+  const late = rawServer(async (conn, key, frames) => {
+    await conn.write(switching(key));
+    const close = await frames.next();
+    assert.equal(close.opcode, OP.close);
+    // A message, then the close frame echoing the client's, in one write.
+    await conn.write(new Uint8Array([...encodeFrame(OP.text, encoder.encode("late"), null), ...encodeFrame(OP.close, close.payload, null)]));
+  });
+  try {
+    const a = client(`ws://127.0.0.1:${late.port}/`);
+    await a.opened;
+    a.ws.close(1000, "done");
+    assert.equal(a.ws.readyState, DenoWebSocket.CLOSING);
+    assert.deepEqual(await a.closed, { code: 1000, reason: "done", wasClean: true });
+    await late.done;
+    assert.deepEqual(a.messages, [], "nothing delivered once closing");
+  } finally {
+    late.close();
+  }
+});
+
+test("ws client against a raw server: on a protocol error the client is CLOSING before its close frame goes, so a send() meanwhile is dropped, not written after the close frame", { skip: skipClient }, async () => {
+  // The window is the wait for the close frame to be written (flushed): a send() there, as from
+  // a timer of peer_stream.ts, is made by patching flushed for this test only.
+  const proto = DenoWebSocket.prototype as unknown as { flushed(this: DenoWebSocket): Promise<void> };
+  const original = proto.flushed;
+  const statesAtFlush: number[] = [];
+  proto.flushed = function (this: DenoWebSocket) {
+    statesAtFlush.push(this.readyState);
+    this.send("after the close frame");
+    return original.call(this);
+  };
+  const bad = rawServer(async (conn, key, frames) => {
+    await conn.write(new Uint8Array([...switching(key), ...encodeFrame(OP.text, encoder.encode("masked"), MASK)]));
+    const close = await frames.next();
+    assert.equal(close.opcode, OP.close);
+    assert.equal((close.payload[0] << 8) | close.payload[1], 1002);
+    await assert.rejects(frames.next(), /the client ended the connection/, "no frame after the close frame");
+  });
+  try {
+    const a = client(`ws://127.0.0.1:${bad.port}/`);
+    await a.opened;
+    assert.deepEqual(await a.closed, { code: 1002, reason: "", wasClean: false });
+    await bad.done;
+    assert.deepEqual(statesAtFlush, [DenoWebSocket.CLOSING]);
+  } finally {
+    proto.flushed = original;
+    bad.close();
+  }
+});
+
+test("ws client: close() while Deno.connect is pending aborts it (its signal), and a connection whose setNoDelay throws is closed", { skip: skipClient }, async () => {
+  // deno-lint-ignore no-explicit-any
+  const Deno = (globalThis as any).Deno;
+  const original = Deno.connect;
+  try {
+    // A connect that never answers (as to a host that drops SYNs) unless its signal aborts it.
+    let signal: AbortSignal | undefined;
+    Deno.connect = (options: { signal?: AbortSignal }) => {
+      signal = options.signal;
+      return new Promise((_, reject) => options.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
+    };
+    const a = client("ws://127.0.0.1:9/");
+    let closedEvent: ClientCloseEvent | undefined;
+    void a.closed.then((event) => closedEvent = event);
+    a.ws.close();
+    await eventually("onclose after close() while connecting", () => closedEvent !== undefined, TIMEOUT_MS);
+    assert.deepEqual(closedEvent, { code: 1006, reason: "", wasClean: false });
+    assert.equal(signal?.aborted, true);
+    assert.equal(a.errors(), 0, "an abort asked for is no error");
+
+    // A connection whose setNoDelay throws: closed, and the socket fails.
+    let tcpClosed = 0;
+    Deno.connect = () =>
+      Promise.resolve({
+        setNoDelay() {
+          throw new Error("setNoDelay failed");
+        },
+        close: () => tcpClosed += 1,
+        read: () => Promise.resolve(null),
+        write: (bytes: Uint8Array) => Promise.resolve(bytes.length),
+      });
+    const b = client("ws://127.0.0.1:9/");
+    assert.deepEqual(await b.closed, { code: 1006, reason: "", wasClean: false });
+    assert.equal(tcpClosed, 1);
+    assert.equal(b.errors(), 1);
+  } finally {
+    Deno.connect = original;
   }
 });
