@@ -1,0 +1,72 @@
+/**
+ * A node asks the OS to run it ahead of ordinary work before anything else it does (issue 14,
+ * cluster/scheduling.ts): on a busy host a node at the ordinary priority waited 170–940 ms on the
+ * run queue, long enough for the backup to take over a live primary. Real processes: the nice
+ * value of the node's main thread read from /proc, and the order of its log lines. Each test
+ * stops its node and removes its temp dir.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import os from "node:os";
+import { lowerNice, NODE_NICE } from "../cluster/scheduling.ts";
+import { freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+
+/** The nice value of process `pid`'s main thread (/proc/PID/stat, field 19). */
+function niceOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+}
+
+/** Whether this process may lower nice values (CAP_SYS_NICE, bit 23 of the effective set); a node started from it inherits the set. */
+function maySetNice(): boolean {
+  const line = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith("CapEff:"));
+  return line !== undefined && (BigInt(`0x${line.split(/\s+/)[1]}`) & (1n << 23n)) !== 0n;
+}
+
+test("lowerNice never raises a nice value: asked for one above the current, it changes nothing", () => {
+  const before = os.getPriority(0);
+  assert.deepEqual(lowerNice(before + 1), { nice: before });
+  assert.equal(os.getPriority(0), before);
+});
+
+test("a node lowers its nice value to NODE_NICE before it loads its role or takes a lease, or logs the refusal and runs on", { timeout: 30_000 }, async () => {
+  const dir = tempDir();
+  let proc: Proc | undefined;
+  try {
+    const port = await freePort();
+    // A lone primary: it takes its first lease (standalone) as soon as it starts.
+    const file = writeCluster(dir, `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${port}"\n`);
+    proc = startMutexd(["node", "--config", file, "--id", "p1"]);
+    await waitForHttp(`http://127.0.0.1:${port}/v1/health`);
+    const nice = niceOf(proc.pid);
+    const own = os.getPriority(0);
+    proc.kill("SIGTERM");
+    assert.equal(await proc.exited, 0);
+
+    const lines = proc.stderr().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    const at = (event: string) => lines.findIndex((l) => l.event === event);
+    const line = lines[at("schedulingPriority")];
+    assert.ok(line !== undefined, `a schedulingPriority line: ${proc.stderr()}`);
+    // Start-up order: the priority comes before the node listens and before its first lease.
+    assert.ok(at("schedulingPriority") < at("listening"), "before the node listens");
+    assert.ok(at("primary") >= 0 && at("schedulingPriority") < at("primary"), "before its first lease (the 'primary' line)");
+    assert.equal(line.nice, nice, "the line says the nice value in force");
+    if (maySetNice()) {
+      assert.equal(nice, Math.min(own, NODE_NICE), "lowered to NODE_NICE (never raised)");
+      assert.equal(line.refused, undefined);
+    } else {
+      // Without the privilege the node keeps the nice value it inherited, and says why.
+      assert.equal(nice, own);
+      if (own <= NODE_NICE) assert.equal(line.refused, undefined);
+      else assert.ok(typeof line.refused === "string" && line.refused !== "", `the refusal's code: ${JSON.stringify(line)}`);
+    }
+  } finally {
+    if (proc) {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    }
+    removeDir(dir);
+  }
+});
