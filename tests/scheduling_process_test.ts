@@ -2,15 +2,16 @@
  * A node asks the OS to run it ahead of ordinary work before anything else it does (issue 14,
  * cluster/scheduling.ts): on a busy host a node at the ordinary priority waited 170–940 ms on the
  * run queue, long enough for the backup to take over a live primary. Real processes: the nice
- * value of the node's main thread read from /proc, and the order of its log lines. Each test
- * stops its node and removes its temp dir.
+ * value of the node's main thread read from /proc, and the order of its log lines; and a stall's
+ * log line says how much CPU the node used in it, which told that wait from the node's own work.
+ * Each test stops its node and removes its temp dir.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import { lowerNice, NODE_NICE } from "../cluster/scheduling.ts";
-import { freePort, type Proc, removeDir, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, type Proc, removeDir, sleep, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
 /** The nice value of process `pid`'s main thread (/proc/PID/stat, field 19). */
 function niceOf(pid: number): number {
@@ -31,21 +32,40 @@ test("lowerNice never raises a nice value: asked for one above the current, it c
   assert.equal(os.getPriority(0), before);
 });
 
-test("a node lowers its nice value to NODE_NICE before it loads its role or takes a lease, or logs the refusal and runs on", { timeout: 30_000 }, async () => {
+/**
+ * Runs `body` with a lone primary started from a temp cluster file (it takes its first lease,
+ * standalone, as soon as it starts), once it answers health; then kills it and removes the dir.
+ */
+async function withLonePrimary(body: (proc: Proc) => Promise<void>): Promise<void> {
   const dir = tempDir();
   let proc: Proc | undefined;
   try {
     const port = await freePort();
-    // A lone primary: it takes its first lease (standalone) as soon as it starts.
     const file = writeCluster(dir, `[[nodes]]\nid = "p1"\nrole = "primary"\nhttp = "127.0.0.1:${port}"\n`);
     proc = startMutexd(["node", "--config", file, "--id", "p1"]);
     await waitForHttp(`http://127.0.0.1:${port}/v1/health`);
+    await body(proc);
+  } finally {
+    if (proc) {
+      proc.kill("SIGCONT");
+      proc.kill("SIGKILL");
+      await proc.exited;
+    }
+    removeDir(dir);
+  }
+}
+
+/** The node's log lines, parsed. */
+const logLines = (proc: Proc) => proc.stderr().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+
+test("a node lowers its nice value to NODE_NICE before it loads its role or takes a lease, or logs the refusal and runs on", { timeout: 30_000 }, async () => {
+  await withLonePrimary(async (proc) => {
     const nice = niceOf(proc.pid);
     const own = os.getPriority(0);
     proc.kill("SIGTERM");
     assert.equal(await proc.exited, 0);
 
-    const lines = proc.stderr().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    const lines = logLines(proc);
     const at = (event: string) => lines.findIndex((l) => l.event === event);
     const line = lines[at("schedulingPriority")];
     assert.ok(line !== undefined, `a schedulingPriority line: ${proc.stderr()}`);
@@ -62,11 +82,18 @@ test("a node lowers its nice value to NODE_NICE before it loads its role or take
       if (own <= NODE_NICE) assert.equal(line.refused, undefined);
       else assert.ok(typeof line.refused === "string" && line.refused !== "", `the refusal's code: ${JSON.stringify(line)}`);
     }
-  } finally {
-    if (proc) {
-      proc.kill("SIGKILL");
-      await proc.exited;
-    }
-    removeDir(dir);
-  }
+  });
+});
+
+test("a node stopped (SIGSTOP) for 300 ms logs a loopStall whose cpuMs says it waited: far below its stallMs", { timeout: 30_000 }, async () => {
+  await withLonePrimary(async (proc) => {
+    proc.kill("SIGSTOP");
+    await sleep(300); // the fault's length, a timed phase
+    proc.kill("SIGCONT");
+    const stallLine = () => logLines(proc).find((l) => l.event === "loopStall");
+    await eventually("the node logs the stall", () => stallLine() !== undefined);
+    const line = stallLine();
+    assert.ok(line.stallMs >= 250, `the stall spans the stop: ${JSON.stringify(line)}`);
+    assert.ok(typeof line.cpuMs === "number" && line.cpuMs < line.stallMs / 2, `little CPU while stopped: ${JSON.stringify(line)}`);
+  });
 });
