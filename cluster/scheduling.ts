@@ -39,6 +39,8 @@ export function lowerNice(target: number = NODE_NICE): PriorityOutcome {
     return { nice: os.getPriority(0) };
   } catch (error) {
     // No privilege (EACCES), or a runtime that does not let the script ask (Deno without --allow-sys).
-    return { nice: before, refused: String((error as { code?: unknown }).code ?? (error as Error).name) };
+    // Both runtimes throw Node's SystemError (code ERR_SYSTEM_ERROR) with the OS's code in `info`.
+    const { info, code } = error as { info?: { code?: unknown }; code?: unknown };
+    return { nice: before, refused: String(info?.code ?? code ?? (error as Error).name) };
   }
 }

@@ -80,7 +80,7 @@ test("a node lowers its nice value to NODE_NICE before it loads its role or take
       // Without the privilege the node keeps the nice value it inherited, and says why.
       assert.equal(nice, own);
       if (own <= NODE_NICE) assert.equal(line.refused, undefined);
-      else assert.ok(typeof line.refused === "string" && line.refused !== "", `the refusal's code: ${JSON.stringify(line)}`);
+      else assert.equal(line.refused, "EACCES", `the OS's code: ${JSON.stringify(line)}`);
     }
   });
 });
