@@ -2,22 +2,27 @@
  * A node asks the OS to run it ahead of ordinary work before anything else it does (issue 14,
  * cluster/scheduling.ts): on a busy host a node at the ordinary priority waited 170–940 ms on the
  * run queue, long enough for the backup to take over a live primary. Real processes: the nice
- * value of the node's main thread read from /proc, and the order of its log lines; and a stall's
+ * values of the node's threads read from /proc, and the order of its log lines; and a stall's
  * log line says how much CPU the node used in it, which told that wait from the node's own work.
  * Each test stops its node and removes its temp dir.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { lowerNice, NODE_NICE } from "../cluster/scheduling.ts";
 import { eventually, freePort, type Proc, removeDir, sleep, startMutexd, tempDir, waitForHttp, writeCluster } from "./_harness.ts";
 
-/** The nice value of process `pid`'s main thread (/proc/PID/stat, field 19). */
-function niceOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+/** The nice value of a thread, from its stat file (/proc/PID/stat or /proc/PID/task/TID/stat, field 19). */
+function niceIn(statFile: string): number {
+  const stat = readFileSync(statFile, "utf8");
+  // The command name (field 2) is in parentheses and may hold spaces ("V8 DefaultWorker"): count from after it.
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+}
+
+/** The nice values of every thread of process `pid`. */
+function threadNices(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).map((thread) => niceIn(`/proc/${pid}/task/${thread}/stat`));
 }
 
 /** Whether this process may lower nice values (CAP_SYS_NICE, bit 23 of the effective set); a node started from it inherits the set. */
@@ -60,7 +65,8 @@ const logLines = (proc: Proc) => proc.stderr().split("\n").filter((l) => l.start
 
 test("a node lowers its nice value to NODE_NICE before it loads its role or takes a lease, or logs the refusal and runs on", { timeout: 30_000 }, async () => {
   await withLonePrimary(async (proc) => {
-    const nice = niceOf(proc.pid);
+    const nice = niceIn(`/proc/${proc.pid}/stat`);
+    const threads = threadNices(proc.pid);
     const own = os.getPriority(0);
     proc.kill("SIGTERM");
     assert.equal(await proc.exited, 0);
@@ -75,10 +81,13 @@ test("a node lowers its nice value to NODE_NICE before it loads its role or take
     assert.equal(line.nice, nice, "the line says the nice value in force");
     if (maySetNice()) {
       assert.equal(nice, Math.min(own, NODE_NICE), "lowered to NODE_NICE (never raised)");
+      // The runtime's helper threads too (GC, compiling, I/O), started before the script ran.
+      assert.ok(threads.length > 1 && threads.every((n) => n === nice), `every thread at ${nice}: ${threads.join(", ")}`);
       assert.equal(line.refused, undefined);
     } else {
       // Without the privilege the node keeps the nice value it inherited, and says why.
       assert.equal(nice, own);
+      assert.ok(threads.every((n) => n === own), `every thread keeps ${own}: ${threads.join(", ")}`);
       if (own <= NODE_NICE) assert.equal(line.refused, undefined);
       else assert.equal(line.refused, "EACCES", `the OS's code: ${JSON.stringify(line)}`);
     }
