@@ -15,7 +15,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ClientAuth } from "./client_auth.ts";
 import type { LogFields, Logger } from "./log.ts";
 import type { SecurityLog } from "./security_log.ts";
-import { type LoopStallView, StallMonitor } from "./stall_monitor.ts";
+import { type LoopStallView, processCpuMs, StallMonitor } from "./stall_monitor.ts";
 import { realTimers, repeatEvery, type Timers } from "./timers.ts";
 import { type Clock, monotonicClock } from "./clock.ts";
 
@@ -170,10 +170,10 @@ export class NodeMetrics {
    * A stall the stall monitor reported: past the lease safety margin, it is counted and logged,
    * since a lease this node held or promised may have run out meanwhile without it noticing.
    */
-  stalled(stallMs: number): void {
+  stalled(stallMs: number, cpuMs?: number): void {
     if (stallMs <= this.options.leaseSafetyMs) return;
     this.stallsPastMargin.inc();
-    this.options.log.event("stalledPastLeaseMargin", { stallMs, leaseSafetyMs: this.options.leaseSafetyMs }, "warn");
+    this.options.log.event("stalledPastLeaseMargin", { stallMs, ...cpuField(cpuMs), leaseSafetyMs: this.options.leaseSafetyMs }, "warn");
   }
 
   /**
@@ -210,16 +210,21 @@ export class NodeMetrics {
   }
 }
 
+/** A stall's `cpuMs` log field (stall_monitor.ts), none when the monitor has no CPU clock. */
+function cpuField(cpuMs: number | undefined): { cpuMs?: number } {
+  return cpuMs === undefined ? {} : { cpuMs };
+}
+
 /**
  * What every starter (lock server, arbiter, ring node) runs around its app: the stall monitor, the
  * clock comparison, `GET /metrics` and the counting of answers. `logStalls`: log every stall of
  * 100 ms or more (the lock server's `loopStall` lines), not only those past the margin.
  */
 export function nodeInstruments(options: Omit<NodeMetricsOptions, "loopStall" | "clock"> & { logStalls?: boolean; stallEveryMs?: number; stallDriven?: boolean }) {
-  const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs) => {
-    if (options.logStalls) options.log.event("loopStall", { stallMs }, "warn");
-    metrics.stalled(stallMs);
-  }, options.stallEveryMs);
+  const stalls = new StallMonitor(monotonicClock, realTimers, (stallMs, cpuMs) => {
+    if (options.logStalls) options.log.event("loopStall", { stallMs, ...cpuField(cpuMs) }, "warn");
+    metrics.stalled(stallMs, cpuMs);
+  }, options.stallEveryMs, processCpuMs);
   const metrics = new NodeMetrics({ ...options, clock: monotonicClock, loopStall: () => stalls.view() });
   let stopClockChecks = () => {};
   return {

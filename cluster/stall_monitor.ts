@@ -7,10 +7,24 @@
  * Resolution: the timer's period (a stall shorter than that may go unseen) and the runtime's
  * timer slack (~1 ms), so small values mean "no stall" rather than an exact figure.
  */
+import process from "node:process";
 import type { Clock } from "./clock.ts";
 import { repeatEvery, type Timers } from "./timers.ts";
 
 export const STALL_PERIOD_MS = 10;
+
+/**
+ * The CPU time the process has used so far, in ms (all its threads): with it, a stall says
+ * whether the node worked through it (its own code, GC) or waited (on a busy host's run queue,
+ * SIGSTOP, a blocking call), which issue 14 needed to tell apart. Absent: stalls carry no figure.
+ */
+export type CpuClock = () => number;
+
+/** This process's CpuClock (`process.cpuUsage`, the same in Deno and Bun): one getrusage call per beat. */
+export const processCpuMs: CpuClock = () => {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1_000;
+};
 /** The recent maximum covers this many one-second buckets (the current one included). */
 const RECENT_BUCKETS = 10;
 const BUCKET_MS = 1_000;
@@ -29,18 +43,25 @@ export class StallMonitor {
   /** The last beat, or the start; null before `start`/`startDriven` (a beat then measures nothing). */
   private lastMs: number | null = null;
   private stopTimer: (() => void) | null = null;
+  /** The process's CPU time at the last beat (or the start), when there is a `cpuClock`. */
+  private lastCpuMs = 0;
 
-  /** `periodMs`: how often `beat` runs (its own timer's period, or the caller's; see `startDriven`). */
+  /**
+   * `periodMs`: how often `beat` runs (its own timer's period, or the caller's; see `startDriven`).
+   * `onStall` gets, with a `cpuClock`, the CPU time the process used from the beat before the stall to its end.
+   */
   constructor(
     private readonly clock: Clock,
     private readonly timers: Timers,
-    private readonly onStall?: (stallMs: number) => void,
+    private readonly onStall?: (stallMs: number, cpuMs?: number) => void,
     private readonly periodMs = STALL_PERIOD_MS,
+    private readonly cpuClock?: CpuClock,
   ) {}
 
   /** Measures with a timer of its own, every `periodMs`. */
   start(): void {
     this.lastMs = this.clock.nowMs();
+    this.lastCpuMs = this.cpuClock?.() ?? 0;
     this.stopTimer = repeatEvery(this.timers, this.periodMs, () => this.beat());
   }
 
@@ -53,6 +74,7 @@ export class StallMonitor {
    */
   startDriven(): void {
     this.lastMs = this.clock.nowMs();
+    this.lastCpuMs = this.cpuClock?.() ?? 0;
   }
 
   stop(): void {
@@ -84,7 +106,10 @@ export class StallMonitor {
     if (this.lastMs === null) return;
     this.lastMs = this.clock.nowMs();
     this.note(lateMs);
-    if (lateMs >= 100) this.onStall?.(lateMs);
+    const cpuMs = this.cpuClock?.();
+    const usedMs = cpuMs === undefined ? undefined : Math.round(cpuMs - this.lastCpuMs);
+    this.lastCpuMs = cpuMs ?? 0;
+    if (lateMs >= 100) this.onStall?.(lateMs, usedMs);
   }
 
   private note(stallMs: number): void {

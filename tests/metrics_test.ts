@@ -58,9 +58,13 @@ test("stalls: one longer than the lease safety margin is counted and logged, one
   const { metrics, log } = setup();
   metrics.stalled(100);
   metrics.stalled(350);
+  metrics.stalled(400, 3); // with the CPU the process used in it (a wait: little)
   const text = await metrics.text();
-  assert.equal(sampleValue(text, 'mutexd_stalls_past_lease_margin_total{node="n1"}'), 1, text);
-  assert.deepEqual(log.lines.filter((l) => l.event === "stalledPastLeaseMargin"), [{ event: "stalledPastLeaseMargin", stallMs: 350, leaseSafetyMs: 100 }]);
+  assert.equal(sampleValue(text, 'mutexd_stalls_past_lease_margin_total{node="n1"}'), 2, text);
+  assert.deepEqual(log.lines.filter((l) => l.event === "stalledPastLeaseMargin"), [
+    { event: "stalledPastLeaseMargin", stallMs: 350, leaseSafetyMs: 100 },
+    { event: "stalledPastLeaseMargin", stallMs: 400, cpuMs: 3, leaseSafetyMs: 100 },
+  ]);
 });
 
 /** A LockMetrics with N = 3 names, re-ranked every second, fed effects by hand. */

@@ -70,6 +70,33 @@ test("a beat before the start measures nothing; a driver whose timer waits as lo
   assert.deepEqual(logged, [130]);
 });
 
+test("a stall carries the CPU time the process used in it: a wait (run queue, SIGSTOP) shows little, the node's own work shows its length", () => {
+  const clock = manualClock(1_000);
+  let cpuMs = 50;
+  const logged: Array<[number, number | undefined]> = [];
+  const monitor = new StallMonitor(clock, noTimers, (stallMs, used) => logged.push([stallMs, used]), 20, () => cpuMs);
+  monitor.startDriven();
+  clock.advance(20);
+  cpuMs += 3; // an ordinary tick's work
+  monitor.beat();
+  // 400 ms late with 2 ms of CPU: the process waited.
+  clock.advance(420);
+  cpuMs += 2;
+  monitor.beat();
+  // 300 ms late with 310 ms of CPU (work on helper threads too): it worked.
+  clock.advance(320);
+  cpuMs += 310;
+  monitor.beat();
+  assert.deepEqual(logged, [[400, 2], [300, 310]]);
+  // Without a CPU clock the stall is reported alone.
+  const bare: Array<[number, number | undefined]> = [];
+  const plain = new StallMonitor(clock, noTimers, (stallMs, used) => bare.push([stallMs, used]), 20);
+  plain.startDriven();
+  clock.advance(150);
+  plain.beat();
+  assert.deepEqual(bare, [[130, undefined]]);
+});
+
 /** Timers on a manual clock: `run(untilMs)` fires what is due, in order. */
 function countingTimers(clock: ReturnType<typeof manualClock>) {
   let seq = 0;

@@ -9,6 +9,7 @@ import { installFailStop } from "../fail_stop.ts";
 import { type NodeStarter, stopWithin } from "../running_node.ts";
 import { ListenError } from "../runtime.ts";
 import { checkDiskFormat, DiskFormatError } from "../format_version.ts";
+import { lowerNice } from "../scheduling.ts";
 import { EXIT, parseFlags, runCommand, UsageError } from "./common.ts";
 
 /** Role → the module that starts it. Each role lives in its own cluster/ module. */
@@ -67,6 +68,10 @@ export function run(argv: string[]): Promise<number> {
     if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
     const log = jsonLogger(node.id, cluster.settings.logPendingLinesMax, undefined, logLevel as LogLevel);
     installFailStop(log);
+    // First, before the role's modules load and long before its first lease: a node the host's
+    // other work keeps waiting on the run queue stalls past its lease (cluster/scheduling.ts).
+    const priority = lowerNice();
+    log.event("schedulingPriority", { ...priority }, priority.refused === undefined ? "info" : "warn");
     // Before any file of the dataDir is read: a dataDir of another major disk format stops the
     // start (exit 2, naming the file and both versions). A lock server without `durable` keeps nothing there.
     if (node.role === "arbiter" || node.role === "ring" || cluster.durable) {
