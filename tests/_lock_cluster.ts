@@ -81,13 +81,19 @@ export async function startCluster(settings: string[] = [], options: ClusterOpti
       removeDir(dir);
     },
   };
-  await cluster.start("a1");
-  await cluster.start("p1");
-  await cluster.start("b1");
-  await eventually("p1 serves with b1 in sync", async () => {
-    const s = await status(urls.p1, undefined, fetchFn);
-    return s?.server?.serving === true && s.server.backup?.arbiterRecordedInSync === true;
-  }, 15_000);
+  try {
+    await cluster.start("a1");
+    await cluster.start("p1");
+    await cluster.start("b1");
+    await eventually("p1 serves with b1 in sync", async () => {
+      const s = await status(urls.p1, undefined, fetchFn);
+      return s?.server?.serving === true && s.server.backup?.arbiterRecordedInSync === true;
+    }, 15_000);
+  } catch (error) {
+    // A start that failed or timed out stops what it started and leaves no folder behind.
+    await cluster.stopAll();
+    throw error;
+  }
   return cluster;
 }
 
