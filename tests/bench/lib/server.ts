@@ -9,6 +9,7 @@ import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { freePort, mutexdArgv, removeDir, ROOT, tempDir, waitForHttp, writeCluster } from "../../_harness.ts";
+import { NODE_NICE } from "../../../cluster/scheduling.ts";
 
 /** The folders made for servers (cluster file, logs, data) since the last removeServerDirs. */
 const serverDirs = new Set<string>();
@@ -202,7 +203,8 @@ export async function startNode(
 export async function startBare(runtime: RuntimeName = currentRuntime): Promise<ServerHandle> {
   const port = await freePort();
   const script = join(ROOT, "tests/bench/bare_server.ts");
-  return await startServing([...runtimeArgv(runtime), script, String(port)], "bare", `http://127.0.0.1:${port}`, runtime, serverDir());
+  // At a node's nice value (cluster/scheduling.ts), as the mutexd it is compared with gives itself.
+  return await startServing(["nice", "-n", String(NODE_NICE), ...runtimeArgv(runtime), script, String(port)], "bare", `http://127.0.0.1:${port}`, runtime, serverDir());
 }
 
 /** Runs `argv` (stdout and stderr to `logDir`/`id`.log) and waits until `url`/v1/health answers. */

@@ -15,6 +15,7 @@ import { type ServerHandle, spawnServer } from "../lib/server.ts";
 import { EtcdLockClient } from "./etcd.ts";
 import { RespConnection, RedisLockClient } from "./redis.ts";
 import { ZkLockClient } from "./zookeeper.ts";
+import { NODE_NICE } from "../../../cluster/scheduling.ts";
 
 export type PeerId = "etcd" | "redis" | "zk";
 
@@ -79,9 +80,14 @@ function withDir(handle: ServerHandle, dir: string): ServerHandle {
   });
 }
 
-/** Starts a peer's process and waits until `ready` says it serves (or it exits, or 30 s pass). */
+/**
+ * Starts a peer's process and waits until `ready` says it serves (or it exits, or 30 s pass).
+ * At the nice value a mutexd node gives itself (cluster/scheduling.ts), so no system of the run
+ * is ahead of another on the run queue; `nice` execs the server in place, so the pid is its own,
+ * and every thread it starts inherits the value (without the privilege it runs at the same one).
+ */
 async function startPeer(id: PeerId, cmd: string, args: string[], dir: string, url: string, ready: () => Promise<boolean>): Promise<ServerHandle> {
-  const handle = withDir(spawnServer(cmd, args, join(dir, `${id}.log`), url), dir);
+  const handle = withDir(spawnServer("nice", ["-n", String(NODE_NICE), cmd, ...args], join(dir, `${id}.log`), url), dir);
   try {
     await Promise.race([
       eventually(`${id} serves at ${url}`, ready, START_TIMEOUT_MS),
