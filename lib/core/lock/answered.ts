@@ -37,9 +37,10 @@ export function requestIdProblem(requestId: unknown): string | undefined {
 /**
  * The estimated memory of one remembered answer, in bytes: its id's and its answer's JSON length
  * in characters (a byte each for ASCII, as the engines store such strings) plus the overhead.
+ * `jsonLength`: the answer's JSON length when the caller has it measured otherwise (a restored copy).
  */
-export function answerBytes(requestId: string, answer: Answer): number {
-  return requestId.length + answerJsonLength(answer) + ANSWER_OVERHEAD_BYTES;
+export function answerBytes(requestId: string, answer: Answer, jsonLength: number = answerJsonLength(answer)): number {
+  return requestId.length + jsonLength + ANSWER_OVERHEAD_BYTES;
 }
 
 /**
@@ -106,7 +107,7 @@ export class AnsweredRequests {
     const answered = new AnsweredRequests(limits);
     // A decoded answer may carry fields this build's count of a leave does not know (a newer
     // member's): its text's own length, as that member counted it.
-    for (const [requestId, answer] of entries) answered.remember(requestId, answer, requestId.length + JSON.stringify(answer).length + ANSWER_OVERHEAD_BYTES);
+    for (const [requestId, answer] of entries) answered.remember(requestId, answer, answerBytes(requestId, answer, JSON.stringify(answer).length));
     return answered;
   }
 
