@@ -4,7 +4,7 @@
  */
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
 import { fetchTrusting, type TrustingFetch } from "../lib/client/tls.ts";
-import { eventually, freePort, type Proc, removeDir, startMutexd, tempDir, TEST_SECRET, waitForHttp, writeCluster } from "./_harness.ts";
+import { eventually, freePort, type Proc, removeDir, startMutexd, tempDir, TEST_SECRET, writeCluster } from "./_harness.ts";
 
 export interface Cluster {
   dir: string;
@@ -33,12 +33,48 @@ export interface ClusterOptions {
   tables?: string[];
   /** A client token's secret the harness's requests carry (with `[[tokens]]` in `tables`: status needs one). */
   token?: string;
+  /** A node's HTTP port, fixed (default: a free one): a test of a start that fails passes one that is taken. */
+  ports?: Partial<Record<"p1" | "b1" | "a1", number>>;
+}
+
+/** How long a node may take to answer its health check after its start. */
+const HEALTH_WAIT_MS = 15_000;
+
+/**
+ * Thrown by startCluster when its start failed or timed out, after it stopped every process it
+ * started and removed its folder: `pids` and `dir` say what it made, for a test to see them gone.
+ */
+export class ClusterStartError extends Error {
+  constructor(cause: unknown, readonly dir: string, readonly pids: number[]) {
+    super(`the cluster did not start: ${(cause as Error)?.message ?? cause}`, { cause });
+    this.name = "ClusterStartError";
+  }
+}
+
+/**
+ * Resolves once `proc` answers 200 at `url`; throws as soon as it exits instead (a bad setting, a
+ * port taken: the failure is known at once, not after the health wait), or after HEALTH_WAIT_MS.
+ */
+async function healthyOrExited(id: string, proc: Proc, url: string, fetchFn: TrustingFetch): Promise<void> {
+  let exitCode: number | undefined;
+  void proc.exited.then((code) => exitCode = code);
+  await eventually(`${id} answers ${url}`, async () => {
+    if (exitCode !== undefined) throw new Error(`${id} exited with ${exitCode} before it answered ${url}: ${proc.stderr().slice(-500)}`);
+    try {
+      const response = await fetchFn(url, { signal: AbortSignal.timeout(1_000) });
+      await response.body?.cancel();
+      return response.ok;
+    } catch {
+      return false;
+    }
+  }, HEALTH_WAIT_MS);
 }
 
 /** `settings`: lines of the cluster file's [settings] table (e.g. "sessionTtlMs = 2000"). */
 export async function startCluster(settings: string[] = [], options: ClusterOptions = {}): Promise<Cluster> {
   const dir = tempDir();
-  const [p, b, a] = [await freePort(), await freePort(), await freePort()];
+  const ports = options.ports ?? {};
+  const [p, b, a] = [ports.p1 ?? await freePort(), ports.b1 ?? await freePort(), ports.a1 ?? await freePort()];
   const secret = options.secret === undefined ? TEST_SECRET : options.secret;
   const clusterLines = [
     ...(options.durable ? ["durable = true"] : []),
@@ -70,7 +106,7 @@ export async function startCluster(settings: string[] = [], options: ClusterOpti
       procs.get(id)?.kill("SIGKILL");
       const proc = startMutexd(["node", "--config", file, "--id", id], { main });
       procs.set(id, proc);
-      await waitForHttp(`${urls[id]}/v1/health`, undefined, fetchFn);
+      await healthyOrExited(id, proc, `${urls[id]}/v1/health`, fetchFn);
     },
     async stopAll() {
       for (const proc of procs.values()) {
@@ -91,8 +127,9 @@ export async function startCluster(settings: string[] = [], options: ClusterOpti
     }, 15_000);
   } catch (error) {
     // A start that failed or timed out stops what it started and leaves no folder behind.
+    const pids = [...procs.values()].map((proc) => proc.pid);
     await cluster.stopAll();
-    throw error;
+    throw new ClusterStartError(error, dir, pids);
   }
   return cluster;
 }
