@@ -1,5 +1,6 @@
 /**
- * cluster/ws_client.ts, the WebSocket client a Deno node opens the replication stream with.
+ * cluster/ws_client.ts, the WebSocket client a Deno node opens the replication stream with (its
+ * codec in cluster/ws_frame.ts, its upgrade in cluster/ws_handshake.ts).
  *
  * The frame codec is pure and tested under both runtimes: masking, the length encodings at
  * 0/125/126/65535/65536 bytes, fragmented messages (with a ping between the fragments), a frame
@@ -17,7 +18,8 @@
  * at once with 1002 and 1009 in the close frame; after close() a message is not delivered; on a
  * protocol error the client is CLOSING before its close frame goes, so no frame follows it. With
  * Deno.connect replaced for one test: close() while it is pending aborts it through its signal,
- * and a connection whose setNoDelay throws is closed. Each test closes what it opened (servers,
+ * and a connection whose setNoDelay throws is closed (close() while a REAL connect hangs, or during
+ * the TLS handshake: tests/ws_client_connect_test.ts). Each test closes what it opened (servers,
  * sockets, the Bun process by PID) and puts back what it patched.
  */
 import { test } from "node:test";
