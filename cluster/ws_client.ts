@@ -120,6 +120,9 @@ export class DenoWebSocket {
       this.readyState = DenoWebSocket.CLOSING;
       // Only while Deno.connect is pending: once it answered, its signal is no longer ours to use.
       if (!this.connected) this.connecting.abort();
+      // Once connected (the upgrade, or the TLS handshake, which Deno runs in the first write): closing
+      // the connection cancels what waits on it. Under TLS Deno keeps the socket itself until the
+      // handshake ends (its TLS stream finishes it before closing): tests/ws_client_connect_test.ts.
       this.cut();
       return;
     }
@@ -135,7 +138,7 @@ export class DenoWebSocket {
     try {
       const conn = await connect(url, caPem, this.connecting.signal);
       this.connected = true;
-      // close() while TLS was set up: the connection it waited for is dropped at once.
+      // close() while Deno.connect or Deno.startTls was pending: the connection it waited for is dropped at once.
       if (this.readyState !== DenoWebSocket.CONNECTING) return conn.close();
       this.conn = conn;
       const key = randomKey();
