@@ -1211,3 +1211,60 @@ test("view: a coordinate request that arrives as the arbiter's running attempt i
   assert.ok(out.events.some((e) => e.event === "viewDecided" && e.fields.epoch === epoch + 1), "the view of a's wish is decided");
   assert.ok(!out.events.some((e) => e.event === "badViewMessage"));
 });
+
+// ---- a long section is not a lost token ------------------------------------------------------
+
+/**
+ * A settled ring of a, b, c in which a took the token at `w.nowMs` and grants a section of
+ * `leaseMs` under a lease renewed for it; b and c last saw the token then. `advance` runs the world
+ * while b's and c's sightings age (the World's facts are static otherwise).
+ */
+function sectionAtA(leaseMs: number): { w: World; epoch: number; grantedAtMs: number; advance: (ms: number) => void } {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  const grantedAtMs = w.nowMs;
+  w.facts.set("a", { ...w.facts.get("a")!, token: "held", tokenEpoch: epoch, lastTokenAgeMs: 0, sectionRemainingMs: leaseMs });
+  w.node("a").wantLease(epoch, w.local("a"), leaseMs);
+  w.collect("a");
+  assert.ok(w.runUntil(() => w.leases.some((l) => l.node === "a" && l.epoch === epoch && l.fromMs >= grantedAtMs), 200), "a's lease for the section");
+  w.node("a").sectionGranted(epoch, leaseMs, w.local("a"));
+  w.collect("a");
+  const advance = (ms: number) => {
+    const end = w.nowMs + ms;
+    while (w.nowMs < end) {
+      for (const id of ["b", "c"]) w.facts.set(id, { ...w.facts.get(id)!, token: "away", lastTokenAgeMs: w.nowMs - grantedAtMs });
+      w.step();
+    }
+  };
+  return { w, epoch, grantedAtMs, advance };
+}
+
+test("view: a 3 s section at a loaded holder (its answers take 300 ms, 3 × viewPromiseWaitMs) ends without a token-loss view change, though b and c see no token for 3 s", () => {
+  const leaseMs = 3_000;
+  assert.ok(leaseMs > S.tokenLossMs && 300 > S.viewPromiseWaitMs, "the section outlasts tokenLossMs; a's answers come after the probe's wait");
+  const { w, epoch, advance } = sectionAtA(leaseMs);
+  w.delay = (from) => from === "a" ? 300 : 1;
+  advance(leaseMs);
+  for (const id of ["a", "b", "c"]) assert.equal(w.view(id)!.epoch, epoch, `${id}: still the section's view`);
+  assert.equal(w.installs().filter((i) => i.decision.view.epoch > epoch).length, 0, "no view change during the section");
+  w.checkSafety();
+});
+
+test("view: a holder killed in a 3 s section: its token is regenerated after the section's lease and tokenLossMs, not before the lease ends", () => {
+  const leaseMs = 3_000;
+  const { w, epoch, grantedAtMs, advance } = sectionAtA(leaseMs);
+  w.crash("a");
+  advance(leaseMs);
+  assert.equal(w.view("b")!.epoch, epoch, "no view change while a's section may run");
+  let regeneratedAtMs = -1;
+  for (let i = 0; i < 1_000 && regeneratedAtMs < 0; i++) {
+    advance(TICK_MS);
+    if (w.settled(["b", "c"], epoch + 1)) regeneratedAtMs = w.nowMs;
+  }
+  assert.ok(regeneratedAtMs > 0, "b and c regenerate the token");
+  // The probe starts tokenLossMs after the section's end; a view change then takes a few round
+  // trips and waits out the holds of a's last lease (tokenLeaseMs, long over by then).
+  const boundMs = grantedAtMs + leaseMs + S.tokenLossMs + S.viewChangeRetryMs * 3 + 200;
+  assert.ok(regeneratedAtMs <= boundMs, `regenerated ${regeneratedAtMs - grantedAtMs} ms after the grant, bound ${boundMs - grantedAtMs}`);
+  w.checkSafety();
+});

@@ -150,6 +150,7 @@ export const viewMessageSchema = v.variant("type", [
     live: v.boolean(),
     lastTokenAgeMs: v.nullable(ms()),
   }),
+  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms() }),
   v.strictObject({ type: v.literal("prepare"), from: nodeId(), ballot: ballot(), voters: voters() }),
   v.strictObject({
     type: v.literal("promise"),
