@@ -242,6 +242,7 @@ export class ViewCore extends ViewLease {
       wanted: this.wanted?.reason ?? null,
       leaseValidUntilMs: this.view && this.lease.valid(this.view.epoch, nowMs) ? this.lease.validUntil(this.view.epoch) : null,
       promiseHeldUntilMs: this.hold.heldUntilMs,
+      sectionSeenUntilMs: this.probe.sectionSeenUntilMs(),
     };
   }
 }

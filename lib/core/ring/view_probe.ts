@@ -76,6 +76,11 @@ export class ViewProbe {
     }
   }
 
+  /** Until when the latest section announced in the installed view may run (null: none). */
+  sectionSeenUntilMs(): number | null {
+    return this.announced?.epoch === this.host.viewEpoch() ? this.announced.untilMs : null;
+  }
+
   /**
    * When this node last had evidence of the token (null: never): it held, sent or took it then,
    * or a section announced in the installed view may run until then (from its step's clock).
@@ -83,7 +88,7 @@ export class ViewProbe {
   private tokenSeenAtMs(local: LocalFacts): number | null {
     const host = this.host;
     const seenAtMs = local.lastTokenAgeMs === null ? null : host.nowMs() - local.lastTokenAgeMs;
-    const sectionUntilMs = this.announced?.epoch === host.viewEpoch() ? this.announced.untilMs : null;
+    const sectionUntilMs = this.sectionSeenUntilMs();
     if (sectionUntilMs === null) return seenAtMs;
     return seenAtMs === null ? sectionUntilMs : Math.max(seenAtMs, sectionUntilMs);
   }
