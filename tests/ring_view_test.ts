@@ -1268,3 +1268,44 @@ test("view: a holder killed in a 3 s section: its token is regenerated after the
   assert.ok(regeneratedAtMs <= boundMs, `regenerated ${regeneratedAtMs - grantedAtMs} ms after the grant, bound ${boundMs - grantedAtMs}`);
   w.checkSafety();
 });
+
+test("view: a member that missed the section's announcement probes, and the members that heard it answer 'seen' (age 0): the token is alive, no view change", () => {
+  const w = settledWorld();
+  const epoch = w.view("a")!.epoch;
+  const others = ["b", "c", "d", "e"];
+  const startMs = w.nowMs;
+  w.facts.set("a", { ...w.facts.get("a")!, token: "held", tokenEpoch: epoch, lastTokenAgeMs: 0, sectionRemainingMs: 3_000 });
+  w.drop = (p) => p.message.type === "section" && p.to === "e";
+  w.node("a").sectionGranted(epoch, 3_000, w.local("a"));
+  w.collect("a");
+  w.delay = (from) => from === "a" ? 300 : 1; // a answers late: only the others' answers count
+  let probedAtMs = -1;
+  const end = startMs + 3_000;
+  while (w.nowMs < end) {
+    for (const id of others) w.facts.set(id, { ...w.facts.get(id)!, token: "away", lastTokenAgeMs: w.nowMs - startMs });
+    w.step();
+    if (probedAtMs < 0 && w.queue.some((p) => p.from === "e" && p.message.type === "probe")) probedAtMs = w.nowMs;
+  }
+  assert.ok(probedAtMs >= startMs + S.tokenLossMs, "e, which missed the announcement, probed once the token was away tokenLossMs");
+  assert.equal(w.installs().filter((i) => i.decision.view.epoch > epoch).length, 0, "no view change");
+  for (const id of ["b", "c", "d"]) assert.ok(w.node(id).status(w.local(id)).sectionSeenUntilMs !== null, `${id} heard of the section`);
+  assert.equal(w.node("e").status(w.local("e")).sectionSeenUntilMs, null, "e did not");
+  w.checkSafety();
+});
+
+test("view: a section's announcement is checked and bounded: from a non-ring node it is dropped; of another epoch it is ignored; a lease above ringLeaseMaxMs counts as ringLeaseMaxMs", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  const b = w.node("b");
+  b.receive({ type: "section", from: "zz", epoch, leaseMs: 1_000 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch: EPOCH_MAX + 1, leaseMs: 1_000 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: -1 }, w.local("b"));
+  assert.equal(b.ready().events.filter((e) => e.event === "badViewMessage").length, 3);
+  b.receive({ type: "section", from: "a", epoch: epoch - 1, leaseMs: 1_000 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch: epoch + 1, leaseMs: 1_000 }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, null, "another epoch's section is not this view's token");
+  b.receive({ type: "section", from: "a", epoch, leaseMs: Number.MAX_SAFE_INTEGER }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + S.ringLeaseMaxMs);
+  b.receive({ type: "section", from: "a", epoch, leaseMs: 10 }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + S.ringLeaseMaxMs, "a shorter, later section does not shorten the wait");
+});
