@@ -1309,3 +1309,22 @@ test("view: a section's announcement is checked and bounded: from a non-ring nod
   b.receive({ type: "section", from: "a", epoch, leaseMs: 10 }, w.local("b"));
   assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + S.ringLeaseMaxMs, "a shorter, later section does not shorten the wait");
 });
+
+test("view: a holder announces a section unless its last announcement already has the others wait until tokenLossMs / 2 after its end (a client leaving and entering again costs no messages per section)", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  const a = w.node("a");
+  const announced = (leaseMs: number) => {
+    a.sectionGranted(epoch, leaseMs, w.local("a"));
+    return a.ready().send.filter((s) => s.message.type === "section").map((s) => s.to);
+  };
+  assert.deepEqual(announced(3_000), ["b", "c"], "the first section goes to the other voters");
+  w.run(S.tokenLossMs / 2);
+  assert.deepEqual(announced(3_000), [], "ends tokenLossMs / 2 after the announced end: the others wait past it anyway");
+  w.run(TICK_MS);
+  assert.deepEqual(announced(3_000), ["b", "c"], "ends later: announced");
+  assert.deepEqual(announced(100), [], "a short one inside the announced one");
+  assert.deepEqual(announced(3_000 + S.tokenLossMs), ["b", "c"], "a longer one");
+  a.sectionGranted(epoch - 1, 3_000 + 2 * S.tokenLossMs, w.local("a"));
+  assert.deepEqual(a.ready().send, [], "no announcement for another epoch");
+});

@@ -162,11 +162,12 @@ export class ViewCore extends ViewLease {
    * This node, holding `epoch`'s token, granted a section of `leaseMs`: it tells the other voters
    * (`section`, best effort), whose token-loss probe counts the token as seen until the lease ends
    * (view_probe.ts). Without it, a section longer than tokenLossMs on a holder too loaded to answer
-   * the probe within viewPromiseWaitMs ended in a needless view change.
+   * the probe within viewPromiseWaitMs ended in a needless view change. A section that ends within
+   * tokenLossMs / 2 after the last one announced goes unannounced (ViewProbe.announceSection).
    */
   sectionGranted(epoch: number, leaseMs: number, nowMs: number): void {
     this.advance(nowMs);
-    if (this.view?.epoch !== epoch) return;
+    if (!this.probe.announceSection(epoch, leaseMs)) return;
     for (const to of this.others()) this.send(to, { type: "section", from: this.options.id, epoch, leaseMs });
   }
 
