@@ -43,7 +43,7 @@ export const DEFAULT_SETTINGS = {
   tokenHoldMs: 2, // under contention (a wake in force) a visit serves clients that arrived during it only while it is younger than this
   tokenHopTimeoutMs: 1_000, // one HTTP attempt to hand the token or writes to the successor
   tokenRetryMs: 100, // first retry after a failed hop; doubles up to tokenHopTimeoutMs, forever
-  tokenLossMs: 2_000, // a member that has not seen the token this long asks the others; lost when a majority saw none either: a view change makes a new one
+  tokenLossMs: 2_000, // a member that has not seen the token this long asks the others; lost when a majority saw none either: a view change makes a new one (a section its holder announced counts as a sighting until its lease ends)
   ringPollGraceMs: 2_000, // a waiter whose client stopped polling this long is dropped
   ringWaitersMax: 1_000, // queued enters per ring node
   ringSectionWritesMax: 1_000, // writes of one section in flight around the ring at once

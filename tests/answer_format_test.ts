@@ -1,7 +1,7 @@
 /**
  * Client answers carry the wire format (cluster/format_version.ts answerFormatMiddleware,
  * lib/client/http.ts answerFormatError): every answer of the lock server, the arbiter and a ring
- * node (a success, an error, a 404) names `x-mutexd-format: 1.1`; the TS clients (lock, ring)
+ * node (a success, an error, a 404) names `x-mutexd-format: 1.2`; the TS clients (lock, ring)
  * refuse an answer of another major with a MutexdError `version_mismatch` naming both versions,
  * whatever its status and body, and read one of another minor, or one without the header (a
  * server from before versions), as before.
@@ -28,7 +28,7 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) removeDir(dir);
 });
 
-/** Asks `app` for a success, a refused request and an unknown route: each answer names 1.1. */
+/** Asks `app` for a success, a refused request and an unknown route: each answer names 1.2. */
 async function everyAnswerNamesFormat(what: string, app: { request(path: string, init?: RequestInit): Response | Promise<Response> }, ok: string, bad: { path: string; init: RequestInit }) {
   const answers = [
     ["a success", await app.request(ok)],
@@ -38,12 +38,12 @@ async function everyAnswerNamesFormat(what: string, app: { request(path: string,
   assert.equal(answers[0][1].status, 200, `${what}: ${ok} succeeds`);
   assert.ok(answers[1][1].status >= 400 && answers[1][1].status !== 404, `${what}: ${bad.path} is refused (${answers[1][1].status})`);
   assert.equal(answers[2][1].status, 404);
-  for (const [kind, answer] of answers) assert.equal(answer.headers.get(FORMAT_HEADER), "1.1", `${what}: ${kind} names its format`);
+  for (const [kind, answer] of answers) assert.equal(answer.headers.get(FORMAT_HEADER), "1.2", `${what}: ${kind} names its format`);
 }
 
 const BAD_JSON = { method: "POST", headers: { "content-type": "application/json" }, body: "{nope" };
 
-test("every answer of the lock server, the arbiter and a ring node names its wire format (x-mutexd-format: 1.1)", async () => {
+test("every answer of the lock server, the arbiter and a ring node names its wire format (x-mutexd-format: 1.2)", async () => {
   const lockApp = createLockApp(soloLockService(DEFAULT_SETTINGS), { nodeId: "p1", role: "primary", settings: DEFAULT_SETTINGS });
   await everyAnswerNamesFormat("lock server", lockApp, "/v1/health", { path: "/v1/sessions", init: BAD_JSON });
 
@@ -73,7 +73,7 @@ async function refusedAsMismatch(call: () => Promise<unknown>, theirs: string) {
   await assert.rejects(call, (error: Error) => {
     assert.ok(error instanceof MutexdError, `${error.name}: ${error.message}`);
     assert.equal(error.code, "version_mismatch");
-    assert.match(error.message, new RegExp(`the answer of .* has format version ${theirs.replace(".", "\\.")}, this build reads 1\\.1`));
+    assert.match(error.message, new RegExp(`the answer of .* has format version ${theirs.replace(".", "\\.")}, this build reads 1\\.2`));
     return true;
   });
 }

@@ -152,7 +152,7 @@ test("cli status after a failover: the serving server shows as primary (table, -
     const json = await runMutexd(["status", "--config", c.file, "--json"]);
     assert.equal(json.code, 0, json.stderr);
     const shown = JSON.parse(json.stdout);
-    assert.deepEqual(shown.node, { id: "b1", role: "primary", configuredRole: "backup", version: PACKAGE_VERSION, formats: { wire: "1.1", disk: "1.0" } });
+    assert.deepEqual(shown.node, { id: "b1", role: "primary", configuredRole: "backup", version: PACKAGE_VERSION, formats: { wire: "1.2", disk: "1.0" } });
     assert.equal(shown.servers[0].id, "p1");
     assert.ok(shown.servers[0].error, "p1 is reported unreachable");
 

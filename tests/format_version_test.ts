@@ -2,7 +2,7 @@
  * Format versions (lib/wire/version.ts, cluster/format_version.ts), in process: the rules (the
  * same major is read whatever the minors, another major or a malformed version is refused
  * naming both versions); that every peer request names this build's wire format in a header
- * the peer MAC covers (1.1 today; any format other than 1.0: 1.0 is signed as a build before versions signs,
+ * the peer MAC covers (1.2 today; any format other than 1.0: 1.0 is signed as a build before versions signs,
  * so the two understand each other), so a changed header is refused as a forgery; that a peer route answers a
  * request of another major 400 `version_mismatch` (signed, counted) and takes one of a newer
  * minor or none (a build before versions: 1.0); and that a dataDir's marker is written when
@@ -29,7 +29,7 @@ const SECRET = "format-version-test-secret-0123456789abcdef";
 const OURS = { major: 1, minor: 0 };
 
 test("the rules: the same major is read whatever the minors; another major or a malformed version is refused naming both", () => {
-  assert.deepEqual(WIRE_FORMAT, { major: 1, minor: 1 }, "this build's wire format (the tests below assume 1.1: the ring's section bound)");
+  assert.deepEqual(WIRE_FORMAT, { major: 1, minor: 2 }, "this build's wire format (the tests below assume 1.2: the ring's section bound and section announcement)");
   assert.deepEqual(DISK_FORMAT, OURS, "this build's disk format (the tests below assume 1.0)");
   assert.deepEqual(parseFormat("12.3"), { major: 12, minor: 3 });
   for (const bad of ["1", "1.", "01.0", "1.0.0", "a.b", "", "1234567.0"]) assert.equal(parseFormat(bad), null, bad);
@@ -79,7 +79,7 @@ test("every peer request names this build's wire format, under the MAC: a header
   const sent: Request[] = [];
   const signer = new PeerSigner(await peerKey(SECRET), "a", sendAs(app, sent));
   assert.equal((await signer.fetch("b", "http://b.test/peer/echo", echo)).status, 200);
-  assert.ok(sent.every((r) => r.headers.get(FORMAT_HEADER) === "1.1"), "the challenged request and its retry both name 1.1");
+  assert.ok(sent.every((r) => r.headers.get(FORMAT_HEADER) === "1.2"), "the challenged request and its retry both name 1.2");
   assert.equal(taken.length, 1);
 
   // The same signer's request with the header rewritten after signing: its MAC no longer holds.
@@ -90,7 +90,7 @@ test("every peer request names this build's wire format, under the MAC: a header
 
   const plain: Request[] = [];
   await plainPeerFetch(sendAs((await receiver(undefined)).app, plain))("b", "http://b.test/peer/echo", echo);
-  assert.equal(plain[0].headers.get(FORMAT_HEADER), "1.1", "without a secret too");
+  assert.equal(plain[0].headers.get(FORMAT_HEADER), "1.2", "without a secret too");
 });
 
 test("a peer route refuses another major with 400 version_mismatch naming both (signed), takes a newer minor and none", async () => {
@@ -104,7 +104,7 @@ test("a peer route refuses another major with 400 version_mismatch naming both (
   assert.equal(answer.status, 400);
   const body = await answer.json();
   assert.equal(body.error.code, "version_mismatch");
-  assert.match(body.error.message, /format version 2\.0, this build reads 1\.1/);
+  assert.match(body.error.message, /format version 2\.0, this build reads 1\.2/);
   assert.equal(security.counts.versionMismatch, 1, "counted, shown in status under security");
   assert.equal(taken.length, 2, "the refused request changed nothing");
 
@@ -120,13 +120,13 @@ test("a peer route refuses another major with 400 version_mismatch naming both (
   assert.equal(signed.taken.length, 2);
 });
 
-test("a 1.0 request is signed as a build before versions signed it (it still reads ours); any other format, this build's 1.1 too, is under the MAC", async () => {
+test("a 1.0 request is signed as a build before versions signed it (it still reads ours); any other format, this build's 1.2 too, is under the MAC", async () => {
   const { app, security, taken } = await receiver(SECRET);
   // A 1.0 build's request with its header removed on the way: what a build before versions
   // receives (it knows no header) must verify under its MAC, which covers no format.
   assert.equal((await signedAs("1.0", app, "")).status, 200);
   assert.equal(taken.length, 1);
-  // This build (1.1) covers its format: a build before versions, which leaves it out of the MAC,
+  // This build (1.2) covers its format: a build before versions, which leaves it out of the MAC,
   // cannot verify its requests (docs/deploy.md: from there, upgrade to a 1.0 build first).
   const stripped = new PeerSigner(await peerKey(SECRET), "a", sendAs(app, [], null));
   await assert.rejects(stripped.fetch("b", "http://b.test/peer/echo", echo), /status 401/);
@@ -197,7 +197,7 @@ test("repair datagrams: 1.0 goes without a format field (as before versions), an
   assert.ok(!new TextDecoder().decode(unversioned).includes("format"), "1.0: the bytes a build before versions sends and reads");
   assert.deepEqual(decodeDatagram(unversioned, ring), datagram);
   const ours = await encodeDatagram(datagram);
-  assert.match(new TextDecoder().decode(ours), /"format":"1\.1"/, "this build's names 1.1");
+  assert.match(new TextDecoder().decode(ours), /"format":"1\.2"/, "this build's names 1.2");
   assert.deepEqual(decodeDatagram(ours, ring), datagram);
   const newerMinor = await encodeDatagram(datagram, undefined, { major: 1, minor: 3 });
   assert.match(new TextDecoder().decode(newerMinor), /"format":"1\.3"/);
@@ -205,5 +205,5 @@ test("repair datagrams: 1.0 goes without a format field (as before versions), an
   const newerMajor = decodeDatagram(await encodeDatagram(datagram, undefined, { major: 2, minor: 0 }), ring);
   assert.ok("error" in newerMajor);
   assert.equal(newerMajor.reason, "versionMismatch", "counted as datagramVersionMismatch, not as malformed");
-  assert.match(newerMajor.error, /the datagram has format version 2\.0, this build reads 1\.1/);
+  assert.match(newerMajor.error, /the datagram has format version 2\.0, this build reads 1\.2/);
 });

@@ -346,3 +346,42 @@ test("the 2|3 split (network namespaces, silent drop between r1,r2 and r3,r4,r5)
     lab.remove();
   }
 });
+
+test("the holder paused (SIGSTOP) inside its section for longer than tokenLossMs but within its lease: no token-loss view change, its section holds (a write with its fence after SIGCONT), every node still in the section's epoch", { timeout: 60_000 }, async () => {
+  await withRing(async (ring) => {
+    const others = without(ring.ids, "r2");
+    // Not at r2: its first section is announced for sure (a holder leaves out a section that ends
+    // soon after one it announced: ViewProbe.announceSection).
+    await sectionsAt(ring, others, 1, "before", SETTLE_MS);
+    const leaseMs = RING.ringLeaseMaxMs;
+    // Past tokenLossMs and the probe's wait for the holder, well within the section's lease.
+    const pauseMs = RING.tokenLossMs + 5 * RING.viewPromiseWaitMs;
+    assert.ok(pauseMs + 1_000 < leaseMs, "the pause ends a second before the lease");
+    const seenBefore = (await ring.statuses(others)).map((s) => s?.view.sectionSeenUntilMs ?? null);
+    const held: RingLock = await ring.client("r2").lock({ waitMs: SETTLE_MS, leaseMs });
+    const startedAtMs = Date.now();
+    const before = (await ring.statuses(ring.ids)).map((s) => s!.epoch);
+    // The section's announcement has reached every other node (the holder sends it at the grant).
+    await eventually("the others heard of r2's section", async () => {
+      const seen = (await ring.statuses(others)).map((s) => s?.view.sectionSeenUntilMs ?? null);
+      return seen.every((until, i) => until !== null && until !== seenBefore[i]);
+    }, SLACK_MS);
+    ring.pause("r2", "SIGSTOP");
+    // The fault itself is the pause's length (not a wait for a condition).
+    await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    ring.pause("r2", "SIGCONT");
+    const pausedEndMs = Date.now() - startedAtMs;
+    log(`section pause: r2 paused ${pauseMs} ms, resumed ${pausedEndMs} ms into its ${leaseMs} ms section`);
+    assert.ok(pausedEndMs < leaseMs - 500, `resumed ${pausedEndMs} ms into the section: too late to test it (machine too loaded)`);
+    await held.put("after-pause", "1");
+    await held.release();
+    const after = (await ring.statuses(ring.ids)).map((s) => s!.epoch);
+    assert.deepEqual(after, before, "every node is still in the section's epoch");
+    for (const id of ring.ids) {
+      assert.deepEqual(ring.events(id, "tokenLost"), [], `${id}: no token loss found`);
+      assert.deepEqual(regenerations(ring, [id], before[0]), [], `${id}: no token regenerated`);
+    }
+    const entries = await replicasEqual(ring, ring.ids);
+    assert.ok(entries.some((e) => (e.op as { key: string }).key === "after-pause"), "the section's write after the pause committed");
+  });
+});

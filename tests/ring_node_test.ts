@@ -652,3 +652,18 @@ test("a write of the token's own epoch above its wseq is impossible (it would ta
   h.step({ type: "writes", from: "a", epoch: 1, entries: [put(1, "a", "k", "1"), put(2, "a", "k", "2")] });
   assert.throws(() => h.step({ type: "token", from: "a", token: token({ hop: 1, wseq: 1, commit: 1 }) }), /write 2 of epoch 1 above the wseq 1 of its epoch's token/);
 });
+
+test("a grant asks the view change to announce the section (sectionGranted {epoch, leaseMs}), once per grant, so the others' token-loss probe waits for its lease", () => {
+  const h = harness({ leases: "none" });
+  const long = h.enter(10_000, 3_000);
+  h.enter(10_000, 500);
+  let out = h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 100);
+  assert.deepEqual(only(out, "sectionGranted"), [], "nothing before a grant");
+  out = h.step({ type: "lease", epoch: 1, validUntilMs: 60_000, sectionMaxMs: 3_000 }, 110);
+  assert.equal(fenceOf(replies(out).get(long.reqId)), F1 + 1);
+  assert.deepEqual(only(out, "sectionGranted"), [{ type: "sectionGranted", epoch: 1, leaseMs: 3_000 }]);
+  out = h.step({ type: "tick" }, 120);
+  assert.deepEqual(only(out, "sectionGranted"), [], "not again while it runs");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 130);
+  assert.deepEqual(only(out, "sectionGranted"), [{ type: "sectionGranted", epoch: 1, leaseMs: 500 }], "the next grant's own");
+});

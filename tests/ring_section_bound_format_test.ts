@@ -54,12 +54,12 @@ function readsAsOldBuild(message: unknown): boolean {
   const m = message as Record<string, unknown>;
   if (m.type === "renew") return !("sectionMaxMs" in m);
   if (m.type === "promise") return !("holdSectionMaxMs" in (m.facts as Record<string, unknown>));
-  return true;
+  return m.type !== "section"; // 1.2's message: no variant of a 1.0 or 1.1 schema
 }
 
 test("viewMessageFor: the section bound's fields only for 1.1 or a newer minor; other messages as they are", () => {
   for (const theirs of [null, { major: 1, minor: 0 }, { major: 2, minor: 3 }]) {
-    const renew = viewMessageFor(RENEW, theirs);
+    const renew: ViewMessage = viewMessageFor(RENEW, theirs)!;
     assert.ok(!("sectionMaxMs" in renew), `renew to ${JSON.stringify(theirs)}`);
     assert.deepEqual({ ...renew, sectionMaxMs: 5_000 }, RENEW, "nothing else changed");
     const promise = viewMessageFor(PROMISE, theirs) as Extract<ViewMessage, { type: "promise" }>;
@@ -171,4 +171,35 @@ test("a view message's format counts too: the ring app's view route reports it, 
   peers.heard("r2", undefined);
   await peers.view("r2", PROMISE);
   assert.ok(!("holdSectionMaxMs" in (bodies[1].facts as object)), "after a message without a format: none");
+});
+
+const SECTION: ViewMessage = { type: "section", from: "r1", epoch: 3, leaseMs: 3_000 };
+
+test("viewMessageFor: a section announcement (1.2) only to a peer of 1.2 or a newer minor; none to one of 1.1, 1.0, another major or not heard from", () => {
+  for (const theirs of [null, { major: 1, minor: 0 }, { major: 1, minor: 1 }, { major: 2, minor: 3 }]) {
+    assert.equal(viewMessageFor(SECTION, theirs), null, `to ${JSON.stringify(theirs)}`);
+  }
+  for (const theirs of [{ major: 1, minor: 2 }, { major: 1, minor: 4 }]) assert.equal(viewMessageFor(SECTION, theirs), SECTION, `to ${JSON.stringify(theirs)}`);
+  assert.ok(!readsAsOldBuild(SECTION), "a build of 1.1 refuses it");
+});
+
+test("the HTTP peers send a section announcement only to the peers that name 1.2 or newer (asking one never heard from first); the others get nothing, so nobody refuses it", async () => {
+  const answerFormat = new Map<string, string | null>([["r2", "1.0"], ["r3", "1.1"], ["r4", null], ["r5", "1.2"]]);
+  const received: string[] = [];
+  const refused: string[] = [];
+  const send = (url: string, init: RequestInit) => {
+    const to = new URL(url).host.split(".")[0];
+    const format = answerFormat.get(to) ?? null;
+    const headers: Record<string, string> = format === null ? {} : { [FORMAT_HEADER]: format };
+    if (new URL(url).pathname === "/v1/health") return Promise.resolve(new Response("{}", { status: 200, headers }));
+    received.push(to);
+    const ok = format === "1.2" || readsAsOldBuild(JSON.parse(String(init.body)));
+    if (!ok) refused.push(to);
+    return Promise.resolve(new Response(ok ? "{}" : '{"error":{"code":"bad_request"}}', { status: ok ? 200 : 400, headers }));
+  };
+  const ids = ["r1", "r2", "r3", "r4", "r5"];
+  const peers = httpPeers({ self: "r1", urls: new Map(ids.map((id) => [id, `http://${id}.test`])), hopTimeoutMs: 1_000, peerFetch: plainPeerFetch(send), local: () => assert.fail("no local delivery here") });
+  await Promise.all(ids.slice(1).map((to) => peers.view(to, SECTION)));
+  assert.deepEqual(received, ["r5"]);
+  assert.deepEqual(refused, []);
 });

@@ -1211,3 +1211,120 @@ test("view: a coordinate request that arrives as the arbiter's running attempt i
   assert.ok(out.events.some((e) => e.event === "viewDecided" && e.fields.epoch === epoch + 1), "the view of a's wish is decided");
   assert.ok(!out.events.some((e) => e.event === "badViewMessage"));
 });
+
+// ---- a long section is not a lost token ------------------------------------------------------
+
+/**
+ * A settled ring of a, b, c in which a took the token at `w.nowMs` and grants a section of
+ * `leaseMs` under a lease renewed for it; b and c last saw the token then. `advance` runs the world
+ * while b's and c's sightings age (the World's facts are static otherwise).
+ */
+function sectionAtA(leaseMs: number): { w: World; epoch: number; grantedAtMs: number; advance: (ms: number) => void } {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  const grantedAtMs = w.nowMs;
+  w.facts.set("a", { ...w.facts.get("a")!, token: "held", tokenEpoch: epoch, lastTokenAgeMs: 0, sectionRemainingMs: leaseMs });
+  w.node("a").wantLease(epoch, w.local("a"), leaseMs);
+  w.collect("a");
+  assert.ok(w.runUntil(() => w.leases.some((l) => l.node === "a" && l.epoch === epoch && l.fromMs >= grantedAtMs), 200), "a's lease for the section");
+  w.node("a").sectionGranted(epoch, leaseMs, w.local("a"));
+  w.collect("a");
+  const advance = (ms: number) => {
+    const end = w.nowMs + ms;
+    while (w.nowMs < end) {
+      for (const id of ["b", "c"]) w.facts.set(id, { ...w.facts.get(id)!, token: "away", lastTokenAgeMs: w.nowMs - grantedAtMs });
+      w.step();
+    }
+  };
+  return { w, epoch, grantedAtMs, advance };
+}
+
+test("view: a 3 s section at a loaded holder (its answers take 300 ms, 3 × viewPromiseWaitMs) ends without a token-loss view change, though b and c see no token for 3 s", () => {
+  const leaseMs = 3_000;
+  assert.ok(leaseMs > S.tokenLossMs && 300 > S.viewPromiseWaitMs, "the section outlasts tokenLossMs; a's answers come after the probe's wait");
+  const { w, epoch, advance } = sectionAtA(leaseMs);
+  w.delay = (from) => from === "a" ? 300 : 1;
+  advance(leaseMs);
+  for (const id of ["a", "b", "c"]) assert.equal(w.view(id)!.epoch, epoch, `${id}: still the section's view`);
+  assert.equal(w.installs().filter((i) => i.decision.view.epoch > epoch).length, 0, "no view change during the section");
+  w.checkSafety();
+});
+
+test("view: a holder killed in a 3 s section: its token is regenerated after the section's lease and tokenLossMs, not before the lease ends", () => {
+  const leaseMs = 3_000;
+  const { w, epoch, grantedAtMs, advance } = sectionAtA(leaseMs);
+  w.crash("a");
+  advance(leaseMs);
+  assert.equal(w.view("b")!.epoch, epoch, "no view change while a's section may run");
+  let regeneratedAtMs = -1;
+  for (let i = 0; i < 1_000 && regeneratedAtMs < 0; i++) {
+    advance(TICK_MS);
+    if (w.settled(["b", "c"], epoch + 1)) regeneratedAtMs = w.nowMs;
+  }
+  assert.ok(regeneratedAtMs > 0, "b and c regenerate the token");
+  // The probe starts tokenLossMs after the section's end; a view change then takes a few round
+  // trips and waits out the holds of a's last lease (tokenLeaseMs, long over by then).
+  const boundMs = grantedAtMs + leaseMs + S.tokenLossMs + S.viewChangeRetryMs * 3 + 200;
+  assert.ok(regeneratedAtMs <= boundMs, `regenerated ${regeneratedAtMs - grantedAtMs} ms after the grant, bound ${boundMs - grantedAtMs}`);
+  w.checkSafety();
+});
+
+test("view: a member that missed the section's announcement probes, and the members that heard it answer 'seen' (age 0): the token is alive, no view change", () => {
+  const w = settledWorld();
+  const epoch = w.view("a")!.epoch;
+  const others = ["b", "c", "d", "e"];
+  const startMs = w.nowMs;
+  w.facts.set("a", { ...w.facts.get("a")!, token: "held", tokenEpoch: epoch, lastTokenAgeMs: 0, sectionRemainingMs: 3_000 });
+  w.drop = (p) => p.message.type === "section" && p.to === "e";
+  w.node("a").sectionGranted(epoch, 3_000, w.local("a"));
+  w.collect("a");
+  w.delay = (from) => from === "a" ? 300 : 1; // a answers late: only the others' answers count
+  let probedAtMs = -1;
+  const end = startMs + 3_000;
+  while (w.nowMs < end) {
+    for (const id of others) w.facts.set(id, { ...w.facts.get(id)!, token: "away", lastTokenAgeMs: w.nowMs - startMs });
+    w.step();
+    if (probedAtMs < 0 && w.queue.some((p) => p.from === "e" && p.message.type === "probe")) probedAtMs = w.nowMs;
+  }
+  assert.ok(probedAtMs >= startMs + S.tokenLossMs, "e, which missed the announcement, probed once the token was away tokenLossMs");
+  assert.equal(w.installs().filter((i) => i.decision.view.epoch > epoch).length, 0, "no view change");
+  for (const id of ["b", "c", "d"]) assert.ok(w.node(id).status(w.local(id)).sectionSeenUntilMs !== null, `${id} heard of the section`);
+  assert.equal(w.node("e").status(w.local("e")).sectionSeenUntilMs, null, "e did not");
+  w.checkSafety();
+});
+
+test("view: a section's announcement is checked and bounded: from a non-ring node it is dropped; of another epoch it is ignored; a lease above ringLeaseMaxMs counts as ringLeaseMaxMs", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  const b = w.node("b");
+  b.receive({ type: "section", from: "zz", epoch, leaseMs: 1_000 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch: EPOCH_MAX + 1, leaseMs: 1_000 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: -1 }, w.local("b"));
+  assert.equal(b.ready().events.filter((e) => e.event === "badViewMessage").length, 3);
+  b.receive({ type: "section", from: "a", epoch: epoch - 1, leaseMs: 1_000 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch: epoch + 1, leaseMs: 1_000 }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, null, "another epoch's section is not this view's token");
+  b.receive({ type: "section", from: "a", epoch, leaseMs: Number.MAX_SAFE_INTEGER }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + S.ringLeaseMaxMs);
+  b.receive({ type: "section", from: "a", epoch, leaseMs: 10 }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + S.ringLeaseMaxMs, "a shorter, later section does not shorten the wait");
+});
+
+test("view: a holder announces a section unless its last announcement already has the others wait until tokenLossMs / 2 after its end (a client leaving and entering again costs no messages per section)", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("a")!.epoch;
+  const a = w.node("a");
+  const announced = (leaseMs: number) => {
+    a.sectionGranted(epoch, leaseMs, w.local("a"));
+    return a.ready().send.filter((s) => s.message.type === "section").map((s) => s.to);
+  };
+  assert.deepEqual(announced(3_000), ["b", "c"], "the first section goes to the other voters");
+  w.run(S.tokenLossMs / 2);
+  assert.deepEqual(announced(3_000), [], "ends tokenLossMs / 2 after the announced end: the others wait past it anyway");
+  w.run(TICK_MS);
+  assert.deepEqual(announced(3_000), ["b", "c"], "ends later: announced");
+  assert.deepEqual(announced(100), [], "a short one inside the announced one");
+  assert.deepEqual(announced(3_000 + S.tokenLossMs), ["b", "c"], "a longer one");
+  a.sectionGranted(epoch - 1, 3_000 + 2 * S.tokenLossMs, w.local("a"));
+  assert.deepEqual(a.ready().send, [], "no announcement for another epoch");
+});

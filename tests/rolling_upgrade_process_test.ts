@@ -1,15 +1,15 @@
 /**
  * A rolling upgrade between two builds that differ in a minor format version, on real
- * processes: this tree (wire format 1.1, disk 1.0) and a copy of it whose lib/wire/version.ts says
- * wire 1.2 and disk 1.1, run as one lock service (primary, backup, arbiter with a durable log), upgraded one node
+ * processes: this tree (wire format 1.2, disk 1.0) and a copy of it whose lib/wire/version.ts says
+ * wire 1.3 and disk 1.1, run as one lock service (primary, backup, arbiter with a durable log), upgraded one node
  * at a time in the order docs/deploy.md gives (arbiter, backup, primary). Locks keep working with
  * the old build as primary and the new as backup, then the other way round, and after; no node
  * refuses a peer request. Then a copy whose wire major is 2 is refused (`version_mismatch`,
  * counted), and a dataDir marked 2.0 stops a start with exit 2 naming the file and both versions.
  * A ring of three is upgraded one node at a time from a copy that is the build before the
  * section bound (wire 1.0, schemas without `renew.sectionMaxMs` and the promise's
- * `holdSectionMaxMs`) to this tree: no node refuses a message of the other build, so the new
- * nodes send those fields only to the upgraded ones. Each test stops its processes
+ * `holdSectionMaxMs`, nor the `section` message of 1.2) to this tree: no node refuses a message of
+ * the other build, so the new nodes send those fields and that message only to the upgraded ones. Each test stops its processes
  * and removes its temp dirs (the copies too).
  */
 import { test } from "node:test";
@@ -34,8 +34,8 @@ const RESYNC_MS = S.peerTimeoutMs + S.leaseRenewMs + S.primarySilenceMs + SLACK_
 /**
  * A copy of this tree (what `mutexd` runs: main.ts, cluster/, lib/, the package files; the shared
  * node_modules linked) in `dir` whose format constants are `wire` and `disk`; returns its main.ts.
- * `beforeSectionBound`: its view-message schemas lack the section bound's optional fields, as a
- * 1.0 build's did (strict: it refuses a message that carries them).
+ * `beforeSectionBound`: its view-message schemas lack the section bound's optional fields and the
+ * `section` message, as a 1.0 build's did (strict: it refuses a message that carries them).
  */
 function buildWithFormats(dir: string, wire: string, disk: string, options: { beforeSectionBound?: boolean } = {}): string {
   mkdirSync(dir, { recursive: true });
@@ -56,7 +56,9 @@ function buildWithFormats(dir: string, wire: string, disk: string, options: { be
     const source = readFileSync(schemas, "utf8");
     const older = source.replace(", sectionMaxMs: v.optional(ms())", "").replace("      holdSectionMaxMs: v.optional(msByNode()),\n", "");
     assert.equal(older.length, source.length - ", sectionMaxMs: v.optional(ms())".length - "      holdSectionMaxMs: v.optional(msByNode()),\n".length, "both fields taken out of the copy's schemas");
-    writeFileSync(schemas, older);
+    const sectionVariant = '  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms() }),\n';
+    assert.ok(older.includes(sectionVariant), "the section message's schema is found");
+    writeFileSync(schemas, older.replace(sectionVariant, ""));
   }
   return join(dir, "main.ts");
 }
@@ -124,11 +126,11 @@ async function upgradeBackup(c: Cluster, id: "p1" | "b1", primary: "p1" | "b1", 
   await inSync(c, primary, id, before);
 }
 
-test("rolling upgrade 1.1 → 1.2: arbiter, backup, primary one at a time; locks work in each mix and across the takeover", { timeout: 120_000 }, async () => {
+test("rolling upgrade 1.2 → 1.3: arbiter, backup, primary one at a time; locks work in each mix and across the takeover", { timeout: 120_000 }, async () => {
   const builds = tempDir("mutexd-builds-");
   const c = await startCluster([], { durable: true });
   try {
-    const newer = buildWithFormats(join(builds, "v1.2"), "1.2", "1.1");
+    const newer = buildWithFormats(join(builds, "v1.3"), "1.3", "1.1");
     const client = connect({ servers: [c.urls.p1, c.urls.b1], failoverTimeoutMs: TAKEOVER_MS });
     const lockOnce = async (name: string) => {
       const lock = await client.lock(name, { ttlMs: 10_000, waitMs: 5_000 });
@@ -142,9 +144,9 @@ test("rolling upgrade 1.1 → 1.2: arbiter, backup, primary one at a time; locks
     await upgradeBackup(c, "b1", "p1", newer);
     assert.deepEqual([diskMarker(c, "a1"), diskMarker(c, "b1"), diskMarker(c, "p1")], ["1.1", "1.1", "1.0"], "two builds in one cluster");
     assert.deepEqual(await Promise.all((["a1", "b1", "p1"] as const).map((id) => formatsOf(c, id))), [
-      { wire: "1.2", disk: "1.1" },
-      { wire: "1.2", disk: "1.1" },
-      { wire: "1.1", disk: "1.0" },
+      { wire: "1.3", disk: "1.1" },
+      { wire: "1.3", disk: "1.1" },
+      { wire: "1.2", disk: "1.0" },
     ], "each node's health says which build it runs");
     // Held from here across the old primary's stop, released at the new one.
     const held = await client.lock("held", { ttlMs: 30_000 });
@@ -162,7 +164,7 @@ test("rolling upgrade 1.1 → 1.2: arbiter, backup, primary one at a time; locks
     // The last node takes the new build.
     await upgradeBackup(c, "p1", "b1", newer);
     assert.equal(diskMarker(c, "p1"), "1.1");
-    assert.deepEqual(await formatsOf(c, "p1"), { wire: "1.2", disk: "1.1" });
+    assert.deepEqual(await formatsOf(c, "p1"), { wire: "1.3", disk: "1.1" });
     await lockOnce("after");
     await held.release();
 
@@ -177,7 +179,7 @@ test("rolling upgrade 1.1 → 1.2: arbiter, backup, primary one at a time; locks
   }
 });
 
-test("another major is refused: a wire 2.0 backup gets version_mismatch from the 1.1 primary, a dataDir marked 2.0 does not start (exit 2)", { timeout: 60_000 }, async () => {
+test("another major is refused: a wire 2.0 backup gets version_mismatch from the 1.2 primary, a dataDir marked 2.0 does not start (exit 2)", { timeout: 60_000 }, async () => {
   const builds = tempDir("mutexd-builds-");
   const c = await startCluster([], { durable: true });
   try {
@@ -185,7 +187,7 @@ test("another major is refused: a wire 2.0 backup gets version_mismatch from the
     c.procs.get("b1")!.kill("SIGTERM");
     await c.procs.get("b1")!.exited;
     await c.start("b1", major2);
-    await eventually("a 1.1 node refuses the 2.0 backup's or answers its refusal", async () => {
+    await eventually("a 1.2 node refuses the 2.0 backup's or answers its refusal", async () => {
       const counts = await Promise.all(["p1", "b1"].map(async (id) => (await (await fetch(`${c.urls[id as "p1"]}/v1/status?summary=1`)).json()).security?.versionMismatch ?? 0));
       return counts.some((n) => n > 0);
     }, RESYNC_MS);
@@ -194,8 +196,8 @@ test("another major is refused: a wire 2.0 backup gets version_mismatch from the
     await eventually("the refusal is logged", () => refusalLine() !== undefined, RESYNC_MS);
     const refusal = refusalLine();
     assert.ok(refusal, "the refusal is logged");
-    assert.match(refusal, /"theirs":"(1\.1|2\.0)","ours":"(2\.0|1\.1)"/, "naming both versions");
-    // Locks keep working at the 1.1 primary: its replication is refused, so it records the 2.0
+    assert.match(refusal, /"theirs":"(1\.2|2\.0)","ours":"(2\.0|1\.2)"/, "naming both versions");
+    // Locks keep working at the 1.2 primary: its replication is refused, so it records the 2.0
     // backup out of sync (which then may not take over) and serves alone.
     const lock = await connect({ servers: [c.urls.p1] }).lock("alone", { ttlMs: 10_000 });
     await lock.release();
@@ -215,7 +217,7 @@ test("another major is refused: a wire 2.0 backup gets version_mismatch from the
   }
 });
 
-test("rolling upgrade of a ring from the build before the section bound (1.0) to this one (1.1), one node at a time: sections and their writes go on in every mix, nobody refuses a message", { timeout: 180_000 }, async () => {
+test("rolling upgrade of a ring from the build before the section bound (1.0) to this one (1.2), one node at a time: sections and their writes go on in every mix, nobody refuses a message", { timeout: 180_000 }, async () => {
   const builds = tempDir("mutexd-builds-");
   const ring = await makeRing({ size: 3, udp: true });
   try {
@@ -237,7 +239,7 @@ test("rolling upgrade of a ring from the build before the section bound (1.0) to
       const statuses = await ring.statuses();
       const formats = statuses.map((s) => s?.formats?.wire);
       const upgraded = ring.ids.slice(0, ring.ids.indexOf(id) + 1);
-      assert.deepEqual(formats, ring.ids.map((n) => (upgraded.includes(n) ? "1.1" : "1.0")), `after ${id}: ${ring.logTails()}`);
+      assert.deepEqual(formats, ring.ids.map((n) => (upgraded.includes(n) ? "1.2" : "1.0")), `after ${id}: ${ring.logTails()}`);
       for (const [i, s] of statuses.entries()) {
         const refused = (s as { security?: Record<string, number> } | undefined)?.security ?? {};
         // peerMalformed: what a 1.0 node counts for a renewal or promise with a field it does not know.

@@ -6,14 +6,14 @@
  * Each answer names the peer's wire format (x-mutexd-format), and so does each of its requests
  * (the daemon passes on a view message's: `heard`, so a voter knows its coordinator's format from
  * the prepare before it promises); the last one heard per peer decides which optional fields of
- * a view message go to it (lib/wire/ring_peer.ts viewMessageFor). A peer never heard from is
+ * a view message go to it, and whether a `section` announcement does (lib/wire/ring_peer.ts viewMessageFor). A peer never heard from is
  * asked its format first (formatOf); one of an older minor, or that did not answer, gets none, so
  * a ring mixing builds during a rolling upgrade keeps its renewals and promises (docs/deploy.md).
  */
 import type { RingResult } from "../../lib/core/ring/ring_node.ts";
 import type { CatchUpReply } from "../../lib/core/ring/ring_types.ts";
 import type { ViewMessage } from "../../lib/core/ring/view_wire.ts";
-import { carriesSectionBound, viewMessageFor } from "../../lib/wire/ring_peer.ts";
+import { dependsOnFormat, viewMessageFor } from "../../lib/wire/ring_peer.ts";
 import { type FormatVersion, parseFormat, UNVERSIONED } from "../../lib/wire/version.ts";
 import type { LinkItem } from "./peer_link.ts";
 import type { RingPeers, RingService } from "./service.ts";
@@ -92,8 +92,9 @@ export function httpPeers(options: {
       return call<CatchUpReply>(from, `log?from=${fromWseq}`);
     },
     async view(to: string, message: ViewMessage): Promise<void> {
-      const theirs = carriesSectionBound(message) ? await formatOf(to) : null;
-      await call(to, "view", viewMessageFor(message, theirs));
+      const theirs = dependsOnFormat(message) ? await formatOf(to) : null;
+      const shaped = viewMessageFor(message, theirs);
+      if (shaped !== null) await call(to, "view", shaped);
     },
     async wake(to: string): Promise<void> {
       await call(to, "wake", { from: self });

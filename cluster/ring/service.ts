@@ -425,6 +425,9 @@ export class RingService {
         // Renews through the view change (its answers come as messages, the lease as a decision).
         this.view.wantLease(effect.epoch, this.now(), effect.sectionMaxMs);
         return;
+      case "sectionGranted":
+        this.view.sectionGranted(effect.epoch, effect.leaseMs, this.now());
+        return;
       case "reply":
         this.clients.reply(effect.reqId, effect.reply);
         return;

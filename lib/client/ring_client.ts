@@ -99,6 +99,8 @@ export interface RingStatus extends CoreRingStatus {
     quorum: "ok" | "lost";
     coordinating: { epoch: number; coordinator: string } | null;
     wanted: string | null;
+    /** Until when (node's clock) a section its holder announced in this view may run: no token-loss probe before (null: none). */
+    sectionSeenUntilMs?: number | null;
     lastChange: { reason: string; wantedAtMs: number; installedAtMs: number | null; epoch: number | null } | null;
   };
   successorUrl?: string;

@@ -18,7 +18,7 @@ import type { RepairMessage } from "../core/ring/repair.ts";
 import { EPOCH_MAX, type ViewMessage } from "../core/ring/view_wire.ts";
 import type { Settings } from "../settings.ts";
 import { check, count, type Flat, nodeId, perSettings, REASON_LENGTH_MAX, sameType, type Same } from "./schema.ts";
-import { type FormatVersion, formatReads, SECTION_BOUND_FORMAT } from "./version.ts";
+import { type FormatVersion, formatReads, SECTION_ANNOUNCE_FORMAT, SECTION_BOUND_FORMAT } from "./version.ts";
 
 export type RingPeerLimits = Pick<Settings, "ringBatchWritesMax" | "ringKeyLengthMax" | "ringValueBytesMax" | "ringKeysMax">;
 
@@ -150,6 +150,7 @@ export const viewMessageSchema = v.variant("type", [
     live: v.boolean(),
     lastTokenAgeMs: v.nullable(ms()),
   }),
+  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms() }),
   v.strictObject({ type: v.literal("prepare"), from: nodeId(), ballot: ballot(), voters: voters() }),
   v.strictObject({
     type: v.literal("promise"),
@@ -199,9 +200,13 @@ sameType<Same<v.InferOutput<typeof viewMessageSchema>, ViewMessage>>();
  * section bound's fields (`renew.sectionMaxMs`, a promise's `facts.holdSectionMaxMs`) unless it
  * names SECTION_BOUND_FORMAT or newer, since a build before them refuses them (strict schemas).
  * Leaving them out is always safe: the receiver counts ringLeaseMaxMs (docs/ring.md "The token
- * lease"). Any other message goes as it is.
+ * lease"). A `section` announcement goes only to a peer that names SECTION_ANNOUNCE_FORMAT or
+ * newer (null: not sent; the peer's probe then asks the others, who heard it). Any other message
+ * goes as it is.
  */
-export function viewMessageFor(message: ViewMessage, theirs: FormatVersion | null): ViewMessage {
+export function viewMessageFor(message: ViewMessage, theirs: FormatVersion | null): ViewMessage | null {
+  // A section announcement is a message of its own: an older peer does not get it at all.
+  if (message.type === "section") return formatReads(theirs, SECTION_ANNOUNCE_FORMAT) ? message : null;
   if (!carriesSectionBound(message) || formatReads(theirs, SECTION_BOUND_FORMAT)) return message;
   if (message.type === "renew") {
     const { sectionMaxMs: _left, ...older } = message;
@@ -212,6 +217,11 @@ export function viewMessageFor(message: ViewMessage, theirs: FormatVersion | nul
     return { ...message, facts };
   }
   return message;
+}
+
+/** Whether what goes to a peer of `message` depends on the peer's wire format (viewMessageFor). */
+export function dependsOnFormat(message: ViewMessage): boolean {
+  return message.type === "section" || carriesSectionBound(message);
 }
 
 /** Whether `message` carries a field of the section bound (what viewMessageFor may leave out). */

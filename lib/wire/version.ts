@@ -18,15 +18,23 @@ export interface FormatVersion {
 
 /**
  * Peer requests (lock replication, arbiter, ring hops and catch-up) carry it in FORMAT_HEADER, and
- * every answer too. 1.1 added the ring's section bound (SECTION_BOUND_FORMAT).
+ * every answer too. 1.1 added the ring's section bound (SECTION_BOUND_FORMAT), 1.2 the ring's
+ * section announcement (SECTION_ANNOUNCE_FORMAT).
  */
-export const WIRE_FORMAT: FormatVersion = { major: 1, minor: 1 };
+export const WIRE_FORMAT: FormatVersion = { major: 1, minor: 2 };
 /**
  * The first wire format whose schemas take the ring's optional section-bound fields (`renew`'s
  * `sectionMaxMs`, a promise's `facts.holdSectionMaxMs`): a ring node sends them only to a peer whose
  * answers name this or newer (cluster/ring/http_peers.ts); builds of 1.0 refuse them.
  */
 export const SECTION_BOUND_FORMAT: FormatVersion = { major: 1, minor: 1 };
+/**
+ * The first wire format whose view-message schema takes the ring's `section` message (a holder
+ * announces a section, so the others' token-loss probe waits for its lease): a ring node sends it
+ * only to a peer whose answers name this or newer; builds of 1.1 and before refuse it. Best effort
+ * anyway: a peer left out probes as before, and asks the others, who heard it.
+ */
+export const SECTION_ANNOUNCE_FORMAT: FormatVersion = { major: 1, minor: 2 };
 /** Every node's dataDir carries it in its format marker (cluster/format_version.ts). */
 export const DISK_FORMAT: FormatVersion = { major: 1, minor: 0 };
 /** What a message or file without a version is: it was made before versions existed. */

@@ -111,6 +111,11 @@ export type RingEffect =
    * waits (the driver keeps one renewal in flight).
    */
   | { type: "wantLease"; epoch: number; sectionMaxMs: number }
+  /**
+   * A section of `leaseMs` was granted here under `epoch`'s token: tell the other voters (the view
+   * core's `sectionGranted`), so that their token-loss probe waits for its lease to end.
+   */
+  | { type: "sectionGranted"; epoch: number; leaseMs: number }
   | { type: "reply"; reqId: number; reply: ClientReply }
   | { type: "sectionEnded"; fence: number; reason: SectionEndReason }
   /** Something worth a log line. */

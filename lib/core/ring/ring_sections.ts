@@ -32,6 +32,7 @@ export abstract class RingSections extends RingNodeState {
       pickupDeadlineMs: waiter.reqId === null ? waiter.pollDeadlineMs : Number.POSITIVE_INFINITY,
     };
     this.event("granted", { fence, epoch: this.epoch, leaseMs: waiter.leaseMs, waitedMs: this.nowMs - waiter.queuedAtMs });
+    this.effects.push({ type: "sectionGranted", epoch: this.epoch, leaseMs: waiter.leaseMs });
     if (waiter.reqId !== null) this.reply(waiter.reqId, this.grantReply(this.section));
   }
 

@@ -19,7 +19,7 @@
  *   epoch, so a node cut off for long does not burn epochs.
  *
  * Inputs: tick, startViewChange, changeMembership, receive (every peer message), sendFailed,
- * handoffRefused, wantLease. Outputs via ready(): what to persist (BEFORE sending anything of the same ready),
+ * handoffRefused, wantLease, sectionGranted. Outputs via ready(): what to persist (BEFORE sending anything of the same ready),
  * messages, decisions for the ring node, events. No clock, timers, randomness or I/O.
  *
  * Its parts: the inputs and outputs (view_io.ts), the coordinator's attempt and announcement
@@ -158,6 +158,19 @@ export class ViewCore extends ViewLease {
     if (this.neverLeft?.epoch === epoch && this.neverLeft.hop === hop) this.neverLeft = null;
   }
 
+  /**
+   * This node, holding `epoch`'s token, granted a section of `leaseMs`: it tells the other voters
+   * (`section`, best effort), whose token-loss probe counts the token as seen until the lease ends
+   * (view_probe.ts). Without it, a section longer than tokenLossMs on a holder too loaded to answer
+   * the probe within viewPromiseWaitMs ended in a needless view change. A section that ends within
+   * tokenLossMs / 2 after the last one announced goes unannounced (ViewProbe.announceSection).
+   */
+  sectionGranted(epoch: number, leaseMs: number, nowMs: number): void {
+    this.advance(nowMs);
+    if (!this.probe.announceSection(epoch, leaseMs)) return;
+    for (const to of this.others()) this.send(to, { type: "section", from: this.options.id, epoch, leaseMs });
+  }
+
   /** A message could not be delivered (connect refused, timeout): for a prepare, a "no". */
   sendFailed(to: string, message: ViewMessage, nowMs: number): void {
     this.advance(nowMs);
@@ -198,6 +211,8 @@ export class ViewCore extends ViewLease {
         return;
       case "renew":
         return this.onRenew(message);
+      case "section":
+        return this.probe.onSection(message.from, message.epoch, message.leaseMs);
       case "coordinate":
         // The arbiter (a non-voter) coordinates what a ring node asks for; a ring node coordinates
         // its own wishes only.
@@ -228,6 +243,7 @@ export class ViewCore extends ViewLease {
       wanted: this.wanted?.reason ?? null,
       leaseValidUntilMs: this.view && this.lease.valid(this.view.epoch, nowMs) ? this.lease.validUntil(this.view.epoch) : null,
       promiseHeldUntilMs: this.hold.heldUntilMs,
+      sectionSeenUntilMs: this.probe.sectionSeenUntilMs(),
     };
   }
 }

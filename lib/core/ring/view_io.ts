@@ -53,6 +53,8 @@ export interface ViewStatus {
   wanted: ViewChangeReason | null;
   leaseValidUntilMs: number | null;
   promiseHeldUntilMs: number;
+  /** Until when a section its holder announced in the installed view may run (null: none): the probe waits for it. */
+  sectionSeenUntilMs: number | null;
 }
 
 export function emptyReady(): ViewReady {

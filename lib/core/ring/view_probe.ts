@@ -2,7 +2,9 @@
  * The two rounds of `probe` messages a ViewCore sends (docs/ring-view.md), neither of which changes
  * state anywhere but here:
  * - the token-loss probe: a member that has not seen the token for tokenLossMs asks the voters;
- *   when a majority saw none lately, the token is lost and a view change starts;
+ *   when a majority saw none lately, the token is lost and a view change starts. A section its
+ *   holder announced (`section`) counts as a sighting until its lease ends: a long section on a
+ *   loaded holder, slow to answer the probe, is not a lost token;
  * - the pre-vote canvass: a coordinator that could not even reach a majority asks before it takes
  *   the next epoch.
  *
@@ -15,7 +17,7 @@ import type { ViewSettings } from "./view_io.ts";
 /** What the probe and the canvass need of their ViewCore (read live: configure changes the voters). */
 export interface ViewProbeHost {
   readonly id: string;
-  readonly settings: Pick<ViewSettings, "tokenLossMs" | "viewChangeTimeoutMs" | "viewPromiseWaitMs">;
+  readonly settings: Pick<ViewSettings, "tokenLossMs" | "viewChangeTimeoutMs" | "viewPromiseWaitMs" | "ringLeaseMaxMs">;
   nowMs(): number;
   localFacts(): LocalFacts;
   /** How many voters there are, how many make a majority, and whether this node is one. */
@@ -49,8 +51,72 @@ export class ViewProbe {
   private canvassFirst = false;
   private probe: { epoch: number; sentAtMs: number; quiet: Set<string>; unreachable: Set<string>; majorityAtMs: number | null } | null = null;
   private nextProbeAtMs = Number.NEGATIVE_INFINITY;
+  /** The latest section announced in view `epoch`: the token may be at its holder until `untilMs`. */
+  private announced: { epoch: number; untilMs: number } | null = null;
+  /** The latest section this node announced as the holder of view `epoch`'s token, ending at `untilMs` (its clock). */
+  private ownAnnounced: { epoch: number; untilMs: number } | null = null;
 
   constructor(private readonly host: ViewProbeHost) {}
+
+  /**
+   * This node, holding view `epoch`'s token, granted a section of `leaseMs` now: whether to
+   * announce it. Not when its last announcement already has the others wait until at least
+   * tokenLossMs / 2 after this section's end (they probe tokenLossMs after the announced end):
+   * a client that leaves and enters again at once would otherwise cost two messages per section
+   * in a ring of three, 2.5× the CPU of an unannounced one (tests/bench/section_announce_cost.ts).
+   */
+  announceSection(epoch: number, leaseMs: number): boolean {
+    const host = this.host;
+    if (epoch !== host.viewEpoch()) return false;
+    const untilMs = host.nowMs() + leaseMs;
+    const own = this.ownAnnounced;
+    if (own?.epoch === epoch && untilMs <= own.untilMs + host.settings.tokenLossMs / 2) return false;
+    this.ownAnnounced = { epoch, untilMs };
+    return true;
+  }
+
+  /**
+   * The holder of view `epoch`'s token granted a section of `leaseMs` (a `section` message,
+   * received now): the token may stay there that long, so it counts as seen until the lease ends.
+   * Liveness only (the view change's safety never rests on it): a holder that dies in the section
+   * is found tokenLossMs after its lease, the lease its last renewal stated bounds the wait for it
+   * anyway (decide.ts), and a lease above ringLeaseMaxMs counts as ringLeaseMaxMs.
+   */
+  onSection(from: string, epoch: number, leaseMs: number): void {
+    const host = this.host;
+    // Another view's section: an older view's holder has lost its lease; of a newer one, this
+    // node is behind, which its probe finds out.
+    if (epoch !== host.viewEpoch()) return;
+    const untilMs = host.nowMs() + Math.min(leaseMs, host.settings.ringLeaseMaxMs);
+    if (this.announced?.epoch !== epoch || untilMs > this.announced.untilMs) this.announced = { epoch, untilMs };
+    if (this.probe) {
+      this.probe = null; // the token is where the section is
+      host.event("tokenAlive", { at: from, section: true });
+    }
+  }
+
+  /** Until when the latest section announced in the installed view may run (null: none). */
+  sectionSeenUntilMs(): number | null {
+    return this.announced?.epoch === this.host.viewEpoch() ? this.announced.untilMs : null;
+  }
+
+  /**
+   * When this node last had evidence of the token (null: never): it held, sent or took it then,
+   * or a section announced in the installed view may run until then (from its step's clock).
+   */
+  private tokenSeenAtMs(local: LocalFacts): number | null {
+    const host = this.host;
+    const seenAtMs = local.lastTokenAgeMs === null ? null : host.nowMs() - local.lastTokenAgeMs;
+    const sectionUntilMs = this.sectionSeenUntilMs();
+    if (sectionUntilMs === null) return seenAtMs;
+    return seenAtMs === null ? sectionUntilMs : Math.max(seenAtMs, sectionUntilMs);
+  }
+
+  /** How long ago that was (0 while an announced section may still run); null: never. */
+  private tokenSeenAgeMs(local: LocalFacts): number | null {
+    const seenAtMs = this.tokenSeenAtMs(local);
+    return seenAtMs === null ? null : Math.max(0, this.host.nowMs() - seenAtMs);
+  }
 
   // ---- token loss probe -----------------------------------------------------------------
 
@@ -70,7 +136,7 @@ export class ViewProbe {
       return;
     }
     if (local.token !== "away" || nowMs < this.nextProbeAtMs) return;
-    const lastSeenMs = local.lastTokenAgeMs;
+    const lastSeenMs = this.tokenSeenAgeMs(local);
     if (lastSeenMs !== null && lastSeenMs < settings.tokenLossMs) return;
     if (lastSeenMs === null && nowMs < host.grantNotBeforeMs() + settings.tokenLossMs) return;
     const epoch = host.viewEpoch();
@@ -94,7 +160,8 @@ export class ViewProbe {
     if (local.token !== "away") return Number.POSITIVE_INFINITY;
     const lossMs = host.settings.tokenLossMs;
     // The facts' age is from the core's last step (host.nowMs), not from `nowMs`.
-    const lostAtMs = local.lastTokenAgeMs !== null ? host.nowMs() - local.lastTokenAgeMs + lossMs : host.grantNotBeforeMs() + lossMs;
+    const seenAtMs = this.tokenSeenAtMs(local);
+    const lostAtMs = seenAtMs !== null ? seenAtMs + lossMs : host.grantNotBeforeMs() + lossMs;
     return Math.max(this.nextProbeAtMs, lostAtMs);
   }
 
@@ -108,7 +175,8 @@ export class ViewProbe {
       tokenEpoch: local.tokenEpoch,
       tokenHop: local.tokenHop,
       live: local.token !== "away",
-      lastTokenAgeMs: local.lastTokenAgeMs,
+      // A section announced here counts as a sighting (the prober may have missed its announcement).
+      lastTokenAgeMs: this.tokenSeenAgeMs(local),
     });
   }
 

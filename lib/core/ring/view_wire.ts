@@ -108,8 +108,17 @@ export interface PromiseFacts {
 
 export type ViewMessage =
   | { type: "probe"; from: string; epoch: number }
-  /** `viewEpoch`: the epoch of the view the answering node installed. */
+  /**
+   * `viewEpoch`: the epoch of the view the answering node installed. `lastTokenAgeMs`: how long ago
+   * it last had evidence of the token: it held, sent or took it then, or a section announced to it
+   * (`section`) could run until then (0 while one may still run).
+   */
   | { type: "probeReply"; from: string; viewEpoch: number; tokenEpoch: number; tokenHop: number; live: boolean; lastTokenAgeMs: number | null }
+  /**
+   * The holder of `epoch`'s token granted a section of `leaseMs` (best effort, to the other voters):
+   * the token stays there up to that long, which is no sign of its loss (view_probe.ts).
+   */
+  | { type: "section"; from: string; epoch: number; leaseMs: number }
   /** `voters`: the coordinator's voter list; a voter promises only under the same list. */
   | { type: "prepare"; from: string; ballot: Ballot; voters: string[] }
   /** `prior`: the ballot promised before this one; `viewEpoch`: the installed view's epoch. */
@@ -213,6 +222,11 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
       if (v.voters !== undefined && !isVoterList(v.voters, ring.length + 1)) return "bad view voters";
       break;
     }
+    case "section":
+      if (!ring.includes(message.from)) return "only a ring node grants sections";
+      epochs.push(message.epoch);
+      counts.push(message.leaseMs);
+      break;
     case "renew":
       epochs.push(message.epoch);
       counts.push(message.seq);
