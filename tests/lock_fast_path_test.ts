@@ -20,6 +20,7 @@ import { ClientAuth } from "../cluster/client_auth.ts";
 import type { TokenConfig } from "../cluster/config.ts";
 import { createLockApp } from "../cluster/lock/api.ts";
 import { hashSessionSecret } from "../cluster/lock/session_secret.ts";
+import { jsonResponder } from "../cluster/runtime.ts";
 import { realTimers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { FORMAT_HEADER, formatText, WIRE_FORMAT } from "../lib/wire/version.ts";
@@ -101,6 +102,15 @@ test("the fast path answers every request as Hono's route does: grants, releases
   assert.equal(second.headers.get("x-changed"), null);
   assert.equal(fast.counted.middlewareRuns, 0, "every request with a declared length took the fast path");
   assert.equal(hono.counted.middlewareRuns, steps.length, "every request without one went through Hono's routes");
+});
+
+test("jsonResponder: every answer carries exactly the headers asked for, a content type Response.json would set otherwise too, and the body's JSON with the status", async () => {
+  for (const contentType of ["application/json", "application/json; charset=UTF-8"]) {
+    const answer = jsonResponder({ "content-type": contentType, "x-one": "1", "x-two": "b" })({ a: "é", n: 1 }, 409);
+    assert.equal(answer.status, 409);
+    assert.deepEqual([...answer.headers].sort(), [["content-type", contentType], ["x-one", "1"], ["x-two", "b"]]);
+    assert.equal(await answer.text(), JSON.stringify({ a: "é", n: 1 }));
+  }
 });
 
 const LOCKER: TokenConfig = { name: "locker", secret: "l".repeat(40), permissions: [{ prefix: "", allow: ["lock"] }], sessionsMax: null, waitersMax: null };

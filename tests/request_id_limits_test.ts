@@ -190,6 +190,30 @@ test("answered ids: eviction keeps the order of a Map's insertion (the model it 
   assert.ok(queueLength <= 2 * answered.size + 16, `the eviction queue holds ${queueLength} places for ${answered.size} answers`);
 });
 
+test("answered ids: with the memory full, a remember costs one lookup, one set and one delete of the Map (its eviction asks the Map nothing), and forgets the oldest", () => {
+  const answered = new AnsweredRequests({ answeredMax: 100, answeredBytesMax: 1_000_000 });
+  const left = (i: number) => ({ ok: true as const, type: "left" as const, name: `w1-${i}`, wasHolder: true });
+  for (let i = 0; i < 100; i++) answered.remember(`id-${i}`, left(i));
+  // Counts the calls on this instance's own Map (the class's private field, read as the test's).
+  const map = (answered as unknown as { answers: Map<string, unknown> }).answers;
+  const calls: string[] = [];
+  for (const method of ["get", "set", "delete", "has"] as const) {
+    const original = map[method].bind(map) as (...args: unknown[]) => unknown;
+    (map as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => (calls.push(method), original(...args));
+  }
+  for (let i = 100; i < 400; i++) {
+    calls.length = 0;
+    answered.remember(`id-${i}`, left(i));
+    // Across a compaction of the eviction queue too (every 100-odd remembers here): no Map call.
+    assert.deepEqual(calls, ["get", "set", "delete"], `remember ${i}`);
+    assert.equal(answered.size, 100);
+  }
+  (map as unknown as Record<string, unknown>).get = Map.prototype.get;
+  assert.equal(answered.get("id-299"), undefined, "the oldest forgotten");
+  assert.deepEqual(answered.get("id-300"), left(300));
+  assert.deepEqual(answered.entries().map(([id]) => id), Array.from({ length: 100 }, (_, i) => `id-${300 + i}`));
+});
+
 test("answer sizes: a leave's answer counted without its text is JSON.stringify's length exactly, on the table's own leave answers and on names with every kind of escape; other answers are stringified", () => {
   const m = machine(SETTINGS);
   let index = 0;
