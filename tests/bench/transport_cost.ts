@@ -11,7 +11,7 @@
  * it reads both processes' CPU (utime+stime, /proc/PID/stat) and the driver's `process.cpuUsage()`
  * around its sends alone (process-wide, so an upper bound: other threads' work counts too).
  *
- *   bun tests/bench/transport_cost.ts [--rounds 5] [--count 20000]
+ *   bun tests/bench/transport_cost.ts [--rounds 5] [--count 20000] [--frame-bytes 400]
  *
  * Bun only (Bun.serve, Bun.listen, Bun.connect). Loops are bounded by their counts; the child is
  * killed by its PID at the end (and exits when its stdin closes).
@@ -23,7 +23,11 @@ import { parseArgs } from "node:util";
 
 type Mode = "client-ws" | "server-ws" | "raw-tcp";
 const MODES: Mode[] = ["client-ws", "server-ws", "raw-tcp"];
-const FRAME = "1 0 0 " + "a".repeat(64) + "\n" + JSON.stringify({ type: "append", pad: "x".repeat(300) });
+/** `--frame-bytes N` (both processes read it): a larger frame, as an append carrying several entries. */
+const frameBytesFlag = process.argv.indexOf("--frame-bytes");
+const frameBytes = frameBytesFlag > 0 ? Number(process.argv[frameBytesFlag + 1]) : 400;
+if (!(frameBytes >= 120 && frameBytes <= 65_536)) throw new Error("--frame-bytes must be 120..65,536");
+const FRAME = "1 0 0 " + "a".repeat(64) + "\n" + JSON.stringify({ type: "append", pad: "x".repeat(frameBytes - 97) });
 const ACK = "1 1 200 " + "b".repeat(64) + "\n" + JSON.stringify({ ok: true });
 const WARMUP = 2_000;
 const TICK_US = 1e6 / 100; // USER_HZ: /proc/PID/stat counts in 1/100 s
@@ -110,7 +114,7 @@ interface Sample {
 }
 
 async function driver(): Promise<void> {
-  const { values: flags } = parseArgs({ args: process.argv.slice(2), options: { rounds: { type: "string" }, count: { type: "string" } } });
+  const { values: flags } = parseArgs({ args: process.argv.slice(2), options: { rounds: { type: "string" }, count: { type: "string" }, "frame-bytes": { type: "string" } } });
   const rounds = Number(flags.rounds ?? 5);
   const count = Number(flags.count ?? 20_000);
   if (!(rounds >= 1 && rounds <= 20) || !(count >= 1_000 && count <= 1_000_000)) throw new Error("--rounds must be 1..20 and --count 1,000..1,000,000");
@@ -149,12 +153,12 @@ async function driver(): Promise<void> {
     socket: { data: (_socket: unknown, chunk: Uint8Array) => tcpFramer(chunk) },
   });
   tcp.setNoDelay?.(true);
-  const frameBytes = prefixed(FRAME);
+  const tcpFrame = prefixed(FRAME);
 
   /** n sequential round trips over `mode`; CPU of both processes and of the sends alone. */
   const run = async (mode: Mode, n: number): Promise<Sample> => {
     let sendUs = 0;
-    const send = mode === "client-ws" ? () => client.send(FRAME) : mode === "server-ws" ? () => serverSocket!.send(FRAME) : () => tcp.write(frameBytes);
+    const send = mode === "client-ws" ? () => client.send(FRAME) : mode === "server-ws" ? () => serverSocket!.send(FRAME) : () => tcp.write(tcpFrame);
     const [driver0, other0, wall0] = [cpuTicks(process.pid), cpuTicks(pid), performance.now()];
     // One at a time: each answer starts the next send (bounded by n).
     await new Promise<void>((done) => {
