@@ -7,11 +7,12 @@
  *   server-ws  the driver's Bun.serve `ws.send` sends, the other's `new WebSocket` client answers
  *              (the primary as the server side);
  *   raw-tcp    Bun.connect / Bun.listen `socket.write` with a 4-byte length prefix, both ways.
+ * `--burst k`: k frames sent in one turn, the next k once all are answered (figures per frame).
  * The modes are interleaved round by round in ONE run, on the same two processes. Per mode and round
  * it reads both processes' CPU (utime+stime, /proc/PID/stat) and the driver's `process.cpuUsage()`
  * around its sends alone (process-wide, so an upper bound: other threads' work counts too).
  *
- *   bun tests/bench/transport_cost.ts [--rounds 5] [--count 20000] [--frame-bytes 400]
+ *   bun tests/bench/transport_cost.ts [--rounds 5] [--count 20000] [--frame-bytes 400] [--burst 1]
  *
  * Bun only (Bun.serve, Bun.listen, Bun.connect). Loops are bounded by their counts; the child is
  * killed by its PID at the end (and exits when its stdin closes).
@@ -114,9 +115,11 @@ interface Sample {
 }
 
 async function driver(): Promise<void> {
-  const { values: flags } = parseArgs({ args: process.argv.slice(2), options: { rounds: { type: "string" }, count: { type: "string" }, "frame-bytes": { type: "string" } } });
+  const { values: flags } = parseArgs({ args: process.argv.slice(2), options: { rounds: { type: "string" }, count: { type: "string" }, "frame-bytes": { type: "string" }, burst: { type: "string" } } });
   const rounds = Number(flags.rounds ?? 5);
   const count = Number(flags.count ?? 20_000);
+  const burst = Number(flags.burst ?? 1);
+  if (!(Number.isInteger(burst) && burst >= 1 && burst <= 64)) throw new Error("--burst must be 1..64");
   if (!(rounds >= 1 && rounds <= 20) || !(count >= 1_000 && count <= 1_000_000)) throw new Error("--rounds must be 1..20 and --count 1,000..1,000,000");
   // The driver's side of server-ws: its Bun.serve, whose one connection the child opens.
   let serverSocket: { send(t: string): number } | null = null;
@@ -160,15 +163,19 @@ async function driver(): Promise<void> {
     let sendUs = 0;
     const send = mode === "client-ws" ? () => client.send(FRAME) : mode === "server-ws" ? () => serverSocket!.send(FRAME) : () => tcp.write(tcpFrame);
     const [driver0, other0, wall0] = [cpuTicks(process.pid), cpuTicks(pid), performance.now()];
-    // One at a time: each answer starts the next send (bounded by n).
+    // `burst` frames in one turn, the next burst once all are answered (bounded by n).
     await new Promise<void>((done) => {
       let left = n;
+      let unanswered = 0;
       const next = () => {
-        if (left-- === 0) return done();
+        if (unanswered > 0 && --unanswered > 0) return;
+        if (left <= 0) return done();
         const before = process.cpuUsage();
-        send();
+        for (let i = 0; i < burst; i += 1) send();
         const after = process.cpuUsage(before);
         sendUs += after.user + after.system;
+        left -= burst;
+        unanswered = burst;
       };
       onClientAck = onServerAck = onTcpAck = next;
       next();
@@ -178,7 +185,7 @@ async function driver(): Promise<void> {
   };
 
   const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-  console.log(`load average at the start: ${load()}; ${rounds} rounds × ${count} round trips per mode, frame ${FRAME.length} B, ack ${ACK.length} B`);
+  console.log(`load average at the start: ${load()}; ${rounds} rounds × ${count} frames per mode in bursts of ${burst}, frame ${FRAME.length} B, ack ${ACK.length} B`);
   for (const mode of MODES) await run(mode, WARMUP);
   const samples: Sample[] = [];
   for (let round = 0; round < rounds; round += 1) {
@@ -188,7 +195,7 @@ async function driver(): Promise<void> {
   }
   console.log(`load average at the end: ${load()}`);
   const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  console.log("mode        driver CPU µs/rt  other CPU µs/rt  both  driver send µs (cpuUsage)  wall µs/rt   (median of rounds; min–max of both)");
+  console.log("mode        driver CPU µs/fr  other CPU µs/fr  both  driver send µs (cpuUsage)  wall µs/fr   (median of rounds; min–max of both)");
   for (const mode of MODES) {
     const of = samples.filter((s) => s.mode === mode);
     const both = of.map((s) => s.driverUs + s.otherUs);
