@@ -11,8 +11,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { manualClock } from "../cluster/clock.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { NodeMetrics, RingMetrics } from "../cluster/metrics.ts";
+import { NodeMetrics } from "../cluster/metrics.ts";
 import { LockMetrics } from "../cluster/lock/metrics.ts";
+import { RingMetrics } from "../cluster/ring/metrics.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import type { RingInput, RingOutput } from "../lib/core/ring/ring_io.ts";
 
