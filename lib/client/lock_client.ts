@@ -31,6 +31,7 @@ import {
   WAIT_CHUNK_MS,
 } from "./http.ts";
 import { type WatchEvent, watchLock } from "./lock_watch.ts";
+import { failed, NotAcquiredError } from "./lock_errors.ts";
 import type { ConnectOptions, Done, EnterOptions, EnterResult, LockOptions, Mode, SessionRef, StatusAnswer } from "./lock_types.ts";
 
 export type { ConnectOptions, Done, EnterOptions, EnterResult, LockOptions, Mode, SessionRef, StatusAnswer } from "./lock_types.ts";
@@ -56,6 +57,7 @@ function sessionFields(ref: SessionRef): { session: string; sessionSecret?: stri
 const SECRETS = new WeakMap<Session, string>();
 
 
+export { NotAcquiredError } from "./lock_errors.ts";
 export { WAIT_CHUNK_MS };
 /** How long a server may hold a waiting enter when it has not said (its default). */
 const DEFAULT_LONG_POLL_MS = DEFAULT_SETTINGS.longPollMaxMs;
@@ -73,10 +75,6 @@ const ENTER_ROUNDS_MAX = 1_000_000;
 type EnterAnswer =
   | { granted: true; name: string; session: string; token: number; mode: Mode }
   | { granted: false; waiting: boolean; name: string; position: number };
-
-function failed<T>(error: MutexdError): Outcome<T> {
-  return { ok: false, error };
-}
 
 export class LockClient {
   private readonly servers: string[];
@@ -301,16 +299,6 @@ export class LockClient {
   }
 }
 
-/**
- * The lock was held by someone else for the whole wait. The message names no queue position: a
- * try (waitMs 0) never queued, and a wait that ran out has left the queue.
- */
-export class NotAcquiredError extends MutexdError {
-  constructor(readonly lockName: string, readonly position: number, readonly waitMs = 0) {
-    super("not_acquired", waitMs === 0 ? `lock ${lockName} is taken` : `lock ${lockName} still taken after waiting ${waitMs} ms`);
-    this.name = "NotAcquiredError";
-  }
-}
 
 /** A server session kept alive every TTL/3; `signal` aborts when it is lost. */
 export class Session {
