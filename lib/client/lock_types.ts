@@ -3,7 +3,7 @@
  * from there or from the package's `mutexd/client`).
  */
 import type { ClockPort, FetchPort, Outcome, TimersPort } from "./http.ts";
-import type { Session } from "./lock_client.ts";
+import type { Session } from "./lock_session.ts";
 import type { TlsOptions } from "./tls.ts";
 
 export type Mode = "exclusive" | "shared";
