@@ -2,10 +2,11 @@
  * The whole `/metrics` text of a lock server and of a ring node after a fixed sequence of events
  * (answers, refusals, a stall, a clock jump, grants, waits, holds, releases, expiries, role
  * changes; token arrivals, rotations, grants, section ends, views, regenerations), pinned byte for
- * byte. What it proves: reorganising cluster/metrics.ts and the files it was split into changes no
- * name, help text, label, series order or value of the exposition. The expected text was taken
- * from the code before the split (cluster/metrics.ts at d0a5826); a deliberate change to the
- * metrics updates it here, in the same commit. Clocks are moved by hand (no real time passes).
+ * byte (each histogram series spelled out by `histogram` below). What it proves: reorganising
+ * cluster/metrics.ts and the files it was split into changes no name, help text, label, series
+ * order or value of the exposition. The expected text is the scrape of the code before the split
+ * (cluster/metrics.ts at d0a5826); a deliberate change to the metrics updates it here, in the same
+ * commit. Clocks are moved by hand (no real time passes).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -96,30 +97,46 @@ test("a ring node's /metrics text after a fixed sequence of events is pinned byt
   assert.equal(await node.text(), RING_NODE_TEXT);
 });
 
-const LOCK_SERVER_TEXT = `# HELP mutexd_http_responses_total HTTP answers by status code.
+/** The upper bounds of every time histogram (1 ms to 5 min), as the exposition writes them. */
+const BOUNDS = ["0.001", "0.005", "0.01", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "30", "300"];
+
+/** One histogram series as the exposition writes it: a cumulative count per bound, `+Inf` (the count), the sum and the count. */
+function histogram(name: string, labels: string, cumulative: number[], count: number, sum: number): string {
+  assert.equal(cumulative.length, BOUNDS.length, name);
+  return [
+    ...BOUNDS.map((le, i) => `${name}_bucket{le="${le}",${labels}} ${cumulative[i]}`),
+    `${name}_bucket{le="+Inf",${labels}} ${count}`,
+    `${name}_sum{${labels}} ${sum}`,
+    `${name}_count{${labels}} ${count}`,
+  ].join("\n");
+}
+
+/** Every node's own metrics, first in every scrape (the same events in both tests). */
+const nodeText = (node: string) => `# HELP mutexd_http_responses_total HTTP answers by status code.
 # TYPE mutexd_http_responses_total counter
-mutexd_http_responses_total{code="200",node="p1"} 2
-mutexd_http_responses_total{code="409",node="p1"} 1
+mutexd_http_responses_total{code="200",node="${node}"} 2
+mutexd_http_responses_total{code="409",node="${node}"} 1
 
 # HELP mutexd_security_refusals_total Refused input (forged or replayed peer messages, bad client tokens, malformed bodies) by reason.
 # TYPE mutexd_security_refusals_total counter
-mutexd_security_refusals_total{reason="malformed",node="p1"} 2
-mutexd_security_refusals_total{reason="forged",node="p1"} 1
+mutexd_security_refusals_total{reason="malformed",node="${node}"} 2
+mutexd_security_refusals_total{reason="forged",node="${node}"} 1
 
 # HELP mutexd_event_loop_stall_seconds The longest event-loop stall of the last ~10 s (window=recent) and since the start (window=max).
 # TYPE mutexd_event_loop_stall_seconds gauge
-mutexd_event_loop_stall_seconds{window="recent",node="p1"} 0.035
-mutexd_event_loop_stall_seconds{window="max",node="p1"} 0.42
+mutexd_event_loop_stall_seconds{window="recent",node="${node}"} 0.035
+mutexd_event_loop_stall_seconds{window="max",node="${node}"} 0.42
 
 # HELP mutexd_stalls_past_lease_margin_total Event-loop stalls longer than the lease safety margin (the lease arguments assume shorter pauses).
 # TYPE mutexd_stalls_past_lease_margin_total counter
-mutexd_stalls_past_lease_margin_total{node="p1"} 1
+mutexd_stalls_past_lease_margin_total{node="${node}"} 1
 
 # HELP mutexd_clock_jumps_total Wall-clock steps seen against the monotonic clock, by direction.
 # TYPE mutexd_clock_jumps_total counter
-mutexd_clock_jumps_total{direction="forward",node="p1"} 1
+mutexd_clock_jumps_total{direction="forward",node="${node}"} 1
 
-# HELP mutexd_lock_grants_total Locks granted (committed).
+`;
+const LOCK_SERVER_TEXT = nodeText("p1") + `# HELP mutexd_lock_grants_total Locks granted (committed).
 # TYPE mutexd_lock_grants_total counter
 mutexd_lock_grants_total{node="p1"} 4
 
@@ -139,84 +156,14 @@ mutexd_lock_waits_total{node="p1"} 2
 
 # HELP mutexd_lock_wait_seconds Time from an enter to its grant, by lock name (the top 2 by total wait, re-ranked every 1 s; the rest under "other").
 # TYPE mutexd_lock_wait_seconds histogram
-mutexd_lock_wait_seconds_bucket{le="0.001",node="p1",lock="a"} 1
-mutexd_lock_wait_seconds_bucket{le="0.005",node="p1",lock="a"} 1
-mutexd_lock_wait_seconds_bucket{le="0.01",node="p1",lock="a"} 1
-mutexd_lock_wait_seconds_bucket{le="0.05",node="p1",lock="a"} 1
-mutexd_lock_wait_seconds_bucket{le="0.1",node="p1",lock="a"} 1
-mutexd_lock_wait_seconds_bucket{le="0.25",node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_bucket{le="0.5",node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_bucket{le="1",node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_bucket{le="2.5",node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_bucket{le="5",node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_bucket{le="30",node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_bucket{le="300",node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_bucket{le="+Inf",node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_sum{node="p1",lock="a"} 0.25
-mutexd_lock_wait_seconds_count{node="p1",lock="a"} 2
-mutexd_lock_wait_seconds_bucket{le="0.001",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="0.005",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="0.01",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="0.05",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="0.1",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="0.25",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="0.5",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="1",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="2.5",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="5",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="30",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="300",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="+Inf",node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_sum{node="p1",lock="b"} 0
-mutexd_lock_wait_seconds_count{node="p1",lock="b"} 1
-mutexd_lock_wait_seconds_bucket{le="0.001",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="0.005",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="0.01",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="0.05",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="0.1",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="0.25",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="0.5",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="1",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="2.5",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="5",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="30",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="300",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_bucket{le="+Inf",node="p1",lock="other"} 1
-mutexd_lock_wait_seconds_sum{node="p1",lock="other"} 0
-mutexd_lock_wait_seconds_count{node="p1",lock="other"} 1
+${histogram("mutexd_lock_wait_seconds", 'node="p1",lock="a"', [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2], 2, 0.25)}
+${histogram("mutexd_lock_wait_seconds", 'node="p1",lock="b"', [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, 0)}
+${histogram("mutexd_lock_wait_seconds", 'node="p1",lock="other"', [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, 0)}
 
 # HELP mutexd_lock_hold_seconds Time from a grant to its release, by lock name (the top 2 by total hold, as the wait histogram).
 # TYPE mutexd_lock_hold_seconds histogram
-mutexd_lock_hold_seconds_bucket{le="0.001",node="p1",lock="a"} 0
-mutexd_lock_hold_seconds_bucket{le="0.005",node="p1",lock="a"} 0
-mutexd_lock_hold_seconds_bucket{le="0.01",node="p1",lock="a"} 0
-mutexd_lock_hold_seconds_bucket{le="0.05",node="p1",lock="a"} 0
-mutexd_lock_hold_seconds_bucket{le="0.1",node="p1",lock="a"} 0
-mutexd_lock_hold_seconds_bucket{le="0.25",node="p1",lock="a"} 1
-mutexd_lock_hold_seconds_bucket{le="0.5",node="p1",lock="a"} 1
-mutexd_lock_hold_seconds_bucket{le="1",node="p1",lock="a"} 1
-mutexd_lock_hold_seconds_bucket{le="2.5",node="p1",lock="a"} 2
-mutexd_lock_hold_seconds_bucket{le="5",node="p1",lock="a"} 2
-mutexd_lock_hold_seconds_bucket{le="30",node="p1",lock="a"} 2
-mutexd_lock_hold_seconds_bucket{le="300",node="p1",lock="a"} 2
-mutexd_lock_hold_seconds_bucket{le="+Inf",node="p1",lock="a"} 2
-mutexd_lock_hold_seconds_sum{node="p1",lock="a"} 1.75
-mutexd_lock_hold_seconds_count{node="p1",lock="a"} 2
-mutexd_lock_hold_seconds_bucket{le="0.001",node="p1",lock="c"} 0
-mutexd_lock_hold_seconds_bucket{le="0.005",node="p1",lock="c"} 0
-mutexd_lock_hold_seconds_bucket{le="0.01",node="p1",lock="c"} 0
-mutexd_lock_hold_seconds_bucket{le="0.05",node="p1",lock="c"} 0
-mutexd_lock_hold_seconds_bucket{le="0.1",node="p1",lock="c"} 0
-mutexd_lock_hold_seconds_bucket{le="0.25",node="p1",lock="c"} 0
-mutexd_lock_hold_seconds_bucket{le="0.5",node="p1",lock="c"} 0
-mutexd_lock_hold_seconds_bucket{le="1",node="p1",lock="c"} 0
-mutexd_lock_hold_seconds_bucket{le="2.5",node="p1",lock="c"} 1
-mutexd_lock_hold_seconds_bucket{le="5",node="p1",lock="c"} 1
-mutexd_lock_hold_seconds_bucket{le="30",node="p1",lock="c"} 1
-mutexd_lock_hold_seconds_bucket{le="300",node="p1",lock="c"} 1
-mutexd_lock_hold_seconds_bucket{le="+Inf",node="p1",lock="c"} 1
-mutexd_lock_hold_seconds_sum{node="p1",lock="c"} 1.5
-mutexd_lock_hold_seconds_count{node="p1",lock="c"} 1
+${histogram("mutexd_lock_hold_seconds", 'node="p1",lock="a"', [0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2], 2, 1.75)}
+${histogram("mutexd_lock_hold_seconds", 'node="p1",lock="c"', [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1], 1, 1.5)}
 
 # HELP mutexd_lock_takeovers_total Times this server took over as primary from the other's copy.
 # TYPE mutexd_lock_takeovers_total counter
@@ -244,50 +191,13 @@ mutexd_lock_epoch{node="p1"} 4
 # TYPE mutexd_lock_replication_lag_entries gauge
 mutexd_lock_replication_lag_entries{node="p1"} 5
 `;
-const RING_NODE_TEXT = `# HELP mutexd_http_responses_total HTTP answers by status code.
-# TYPE mutexd_http_responses_total counter
-mutexd_http_responses_total{code="200",node="r2"} 2
-mutexd_http_responses_total{code="409",node="r2"} 1
-
-# HELP mutexd_security_refusals_total Refused input (forged or replayed peer messages, bad client tokens, malformed bodies) by reason.
-# TYPE mutexd_security_refusals_total counter
-mutexd_security_refusals_total{reason="malformed",node="r2"} 2
-mutexd_security_refusals_total{reason="forged",node="r2"} 1
-
-# HELP mutexd_event_loop_stall_seconds The longest event-loop stall of the last ~10 s (window=recent) and since the start (window=max).
-# TYPE mutexd_event_loop_stall_seconds gauge
-mutexd_event_loop_stall_seconds{window="recent",node="r2"} 0.035
-mutexd_event_loop_stall_seconds{window="max",node="r2"} 0.42
-
-# HELP mutexd_stalls_past_lease_margin_total Event-loop stalls longer than the lease safety margin (the lease arguments assume shorter pauses).
-# TYPE mutexd_stalls_past_lease_margin_total counter
-mutexd_stalls_past_lease_margin_total{node="r2"} 1
-
-# HELP mutexd_clock_jumps_total Wall-clock steps seen against the monotonic clock, by direction.
-# TYPE mutexd_clock_jumps_total counter
-mutexd_clock_jumps_total{direction="forward",node="r2"} 1
-
-# HELP mutexd_ring_token_hops_total Token hand-offs this node took from its predecessor.
+const RING_NODE_TEXT = nodeText("r2") + `# HELP mutexd_ring_token_hops_total Token hand-offs this node took from its predecessor.
 # TYPE mutexd_ring_token_hops_total counter
 mutexd_ring_token_hops_total{node="r2"} 3
 
 # HELP mutexd_ring_rotation_seconds Time between two arrivals of the token here in one epoch (one trip round the ring).
 # TYPE mutexd_ring_rotation_seconds histogram
-mutexd_ring_rotation_seconds_bucket{le="0.001",node="r2"} 0
-mutexd_ring_rotation_seconds_bucket{le="0.005",node="r2"} 0
-mutexd_ring_rotation_seconds_bucket{le="0.01",node="r2"} 0
-mutexd_ring_rotation_seconds_bucket{le="0.05",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="0.1",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="0.25",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="0.5",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="1",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="2.5",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="5",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="30",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="300",node="r2"} 1
-mutexd_ring_rotation_seconds_bucket{le="+Inf",node="r2"} 1
-mutexd_ring_rotation_seconds_sum{node="r2"} 0.04
-mutexd_ring_rotation_seconds_count{node="r2"} 1
+${histogram("mutexd_ring_rotation_seconds", 'node="r2"', [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, 0.04)}
 
 # HELP mutexd_ring_view_changes_total Views (epochs) this node entered.
 # TYPE mutexd_ring_view_changes_total counter
@@ -308,37 +218,9 @@ mutexd_ring_sections_ended_total{reason="unknown",node="r2"} 1
 
 # HELP mutexd_ring_wait_seconds Time from an enter to its grant on this node.
 # TYPE mutexd_ring_wait_seconds histogram
-mutexd_ring_wait_seconds_bucket{le="0.001",node="r2"} 0
-mutexd_ring_wait_seconds_bucket{le="0.005",node="r2"} 0
-mutexd_ring_wait_seconds_bucket{le="0.01",node="r2"} 0
-mutexd_ring_wait_seconds_bucket{le="0.05",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="0.1",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="0.25",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="0.5",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="1",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="2.5",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="5",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="30",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="300",node="r2"} 1
-mutexd_ring_wait_seconds_bucket{le="+Inf",node="r2"} 1
-mutexd_ring_wait_seconds_sum{node="r2"} 0.012
-mutexd_ring_wait_seconds_count{node="r2"} 1
+${histogram("mutexd_ring_wait_seconds", 'node="r2"', [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, 0.012)}
 
 # HELP mutexd_ring_hold_seconds Time from a grant to the section's end on this node.
 # TYPE mutexd_ring_hold_seconds histogram
-mutexd_ring_hold_seconds_bucket{le="0.001",node="r2"} 0
-mutexd_ring_hold_seconds_bucket{le="0.005",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="0.01",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="0.05",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="0.1",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="0.25",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="0.5",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="1",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="2.5",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="5",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="30",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="300",node="r2"} 1
-mutexd_ring_hold_seconds_bucket{le="+Inf",node="r2"} 1
-mutexd_ring_hold_seconds_sum{node="r2"} 0.003
-mutexd_ring_hold_seconds_count{node="r2"} 1
+${histogram("mutexd_ring_hold_seconds", 'node="r2"', [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, 0.003)}
 `;
