@@ -14,6 +14,10 @@
  * to the real ones: the simulator runs this client as it is. Every call has a callback form
  * (`…Then`, answers through `done`, continues what the ports return with `.then` only; see
  * http.ts) that the Promise form wraps.
+ *
+ * This file holds LockClient (failover over the servers, the lock calls) and `connect`, and
+ * exports the whole client: the session and its keepalive are in lock_session.ts, the held lock
+ * in lock_handle.ts, NotAcquiredError in lock_errors.ts, the options and answers in lock_types.ts.
  */
 import { MutexdError } from "../wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../settings.ts";
