@@ -15,25 +15,15 @@
  * (`…Then`, answers through `done`, continues what the ports return with `.then` only; see
  * http.ts) that the Promise form wraps.
  *
- * This file holds LockClient (failover over the servers, the lock calls) and `connect`, and
- * exports the whole client: the session and its keepalive are in lock_session.ts, the held lock
- * in lock_handle.ts, NotAcquiredError in lock_errors.ts, the options and answers in lock_types.ts.
+ * This file holds LockClient (the lock calls) and `connect`, and exports the whole client: the
+ * failover over the servers is in failover.ts, the session and its keepalive in lock_session.ts,
+ * the held lock in lock_handle.ts, NotAcquiredError in lock_errors.ts, the options and answers in
+ * lock_types.ts.
  */
 import { MutexdError } from "../wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../settings.ts";
-import {
-  checkedToken,
-  chooseFetch,
-  type ClockPort,
-  exchange,
-  type HttpPorts,
-  type Outcome,
-  promised,
-  realClock,
-  realTimers,
-  type TimersPort,
-  WAIT_CHUNK_MS,
-} from "./http.ts";
+import { checkedToken, chooseFetch, type ClockPort, type Outcome, promised, realClock, realTimers, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
+import { Failover, serverUrls } from "./failover.ts";
 import { type WatchEvent, watchLock } from "./lock_watch.ts";
 import { failed, NotAcquiredError } from "./lock_errors.ts";
 import { LockHandle } from "./lock_handle.ts";
@@ -47,14 +37,6 @@ export { randomSessionSecret, Session } from "./lock_session.ts";
 export { WAIT_CHUNK_MS };
 /** How long a server may hold a waiting enter when it has not said (its default). */
 const DEFAULT_LONG_POLL_MS = DEFAULT_SETTINGS.longPollMaxMs;
-/**
- * LockClient.request's backoff after each round over all servers: 25, 50, 100, 100… ms. A
- * takeover ends 450–550 ms after a kill -9 of the primary (docs/bench.md, F1); with a 250 ms cap
- * the tries came at 375 and 625 ms, so up to 250 ms passed after the new primary served (issue
- * 14). 100 ms bounds that, for at most 10 rounds (20 requests) a second per client meanwhile.
- */
-const BACKOFF_FIRST_MS = 25;
-const BACKOFF_MAX_MS = 100;
 /** Rounds of one enter; each returns or long-polls toward the deadline, so this is never reached. */
 const ENTER_ROUNDS_MAX = 1_000_000;
 
@@ -63,36 +45,39 @@ type EnterAnswer =
   | { granted: false; waiting: boolean; name: string; position: number };
 
 export class LockClient {
-  private readonly servers: string[];
-  private current = 0;
+  /** Which server a request goes to, and each request's tries over the servers. */
+  private readonly failover: Failover;
   readonly requestTimeoutMs: number;
-  private readonly failoverTimeoutMs: number;
   /** The longest a server holds a waiting enter (learnt when a session opens). */
   private longPollMs = DEFAULT_LONG_POLL_MS;
   readonly clock: ClockPort;
   readonly timers: TimersPort;
-  private readonly ports: HttpPorts;
   /** A fresh idempotency key; one per call, the same on every retry of it. */
   readonly newRequestId: () => string;
   private readonly newSessionSecret: () => string;
-  private readonly token: string | undefined;
 
   constructor(options: ConnectOptions) {
-    this.servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((s) => s.replace(/\/$/, ""));
-    if (this.servers.length === 0) throw new MutexdError("bad_request", "connect: no servers given");
+    const servers = serverUrls(options.servers);
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_SETTINGS.requestTimeoutMs;
-    this.failoverTimeoutMs = options.failoverTimeoutMs ?? DEFAULT_SETTINGS.failoverTimeoutMs;
     this.clock = options.clock ?? realClock;
     this.timers = options.timers ?? realTimers;
-    this.ports = { fetch: chooseFetch(options.fetch, options.tls), timers: this.timers };
+    const ports = { fetch: chooseFetch(options.fetch, options.tls), timers: this.timers };
     this.newRequestId = options.newRequestId ?? (() => crypto.randomUUID());
     this.newSessionSecret = options.newSessionSecret ?? randomSessionSecret;
-    this.token = checkedToken(options.token);
+    this.failover = new Failover({
+      servers,
+      ports,
+      clock: this.clock,
+      timers: this.timers,
+      token: checkedToken(options.token),
+      requestTimeoutMs: this.requestTimeoutMs,
+      failoverTimeoutMs: options.failoverTimeoutMs ?? DEFAULT_SETTINGS.failoverTimeoutMs,
+    });
   }
 
   /** The server the next request goes to first. */
   get server(): string {
-    return this.servers[this.current];
+    return this.failover.currentServer().base;
   }
 
   /**
@@ -105,57 +90,9 @@ export class LockClient {
     return promised((done) => this.requestThen(method, path, body, extraTimeoutMs, done));
   }
 
-  /**
-   * `request` with a callback. Every try sends the same `body` (so the same idempotency key).
-   * Each try gives up after `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
-   */
+  /** `request` with a callback (Failover.requestThen: every try sends the same body; `attemptTimeoutMs` bounds each). */
   requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>, attemptTimeoutMs?: number): void {
-    const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
-    let lastError: MutexdError | undefined;
-    let backoffMs = BACKOFF_FIRST_MS;
-    let attempt = 0;
-    // Bounded by the deadline; every failed round over the servers sleeps, so this never spins.
-    // Every server is tried once even after the deadline: a try that hung until its timeout (a
-    // paused server, a long-poll) must not use the window up before the other one was asked.
-    const next = (): void => {
-      if (attempt >= this.servers.length && this.clock.nowMs() >= deadlineMs) {
-        return done(failed(lastError ?? new MutexdError("unreachable", "no server answered")));
-      }
-      if (attempt > 0 && attempt % this.servers.length === 0) {
-        this.timers.setTimeout(send, backoffMs);
-        backoffMs = Math.min(backoffMs * 2, BACKOFF_MAX_MS);
-      } else {
-        send();
-      }
-    };
-    const send = (): void => {
-      attempt += 1;
-      const tried = this.current;
-      const base = this.servers[tried];
-      const timeoutMs = attemptTimeoutMs ?? this.requestTimeoutMs + extraTimeoutMs;
-      exchange<T>(this.ports, { base, method, path, body, timeoutMs, token: this.token }, (outcome) => {
-        // Any other answer is the call's: a refusal (401, 403, 404, 409, 429…) would be the same at
-        // the other server.
-        if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
-        lastError = outcome.error;
-        this.moveOn(tried, outcome.detail?.primaryUrl);
-        next();
-      });
-    };
-    next();
-  }
-
-  /**
-   * After a failure at server `tried`: the next request goes to the hinted primary when it is one
-   * of the servers, else to the next one. Only if no other request moved on meanwhile: concurrent
-   * failures at the same server (a keepalive and a long-poll at a paused primary) must not move
-   * the client back to it.
-   */
-  private moveOn(tried: number, primaryUrl: unknown): void {
-    const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
-    if (this.current === tried) {
-      this.current = hinted >= 0 && hinted !== tried ? hinted : (tried + 1) % this.servers.length;
-    }
+    this.failover.requestThen(method, path, body, extraTimeoutMs, done, attemptTimeoutMs);
   }
 
   /**
@@ -166,16 +103,7 @@ export class LockClient {
    * See lock_watch.ts.
    */
   watch(name: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<WatchEvent, void, undefined> {
-    return watchLock({
-      ports: this.ports,
-      clock: this.clock,
-      token: this.token,
-      requestTimeoutMs: this.requestTimeoutMs,
-      failoverTimeoutMs: this.failoverTimeoutMs,
-      serverCount: this.servers.length,
-      currentServer: () => ({ index: this.current, base: this.servers[this.current] }),
-      moveOn: (tried, primaryUrl) => this.moveOn(tried, primaryUrl),
-    }, name, options.signal);
+    return watchLock(this.failover, name, options.signal);
   }
 
   /** Opens a session and keeps it alive until closed or lost. */
