@@ -23,7 +23,8 @@ import type { RunningNode } from "../running_node.ts";
 import { ClientAuth } from "../client_auth.ts";
 import { dashboardOf, lockPage, summarizeLocks } from "../dashboard/routes.ts";
 import { LockWatchHub } from "./watch.ts";
-import { LockMetrics, type LockStatusSource, nodeInstruments } from "../metrics.ts";
+import { nodeInstruments } from "../metrics.ts";
+import { LockMetrics, type LockStatusSource } from "./metrics.ts";
 
 export async function startLockServer(cluster: ClusterConfig, node: NodeConfig, fileLog: Logger): Promise<RunningNode> {
   const dashboard = dashboardOf(cluster, node, fileLog);

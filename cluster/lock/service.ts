@@ -26,7 +26,7 @@ import type { Timers } from "../timers.ts";
 import { SecurityLog } from "../security_log.ts";
 import { checkPeerAnswer, arbiterReplySchema } from "../../lib/wire/lock_peer.ts";
 import { check } from "../../lib/wire/schema.ts";
-import type { LockMetrics } from "../metrics.ts";
+import type { LockMetrics } from "./metrics.ts";
 
 /**
  * How a long-poll ended: something changed for the request, or the poll ran out first. With
@@ -100,7 +100,7 @@ export interface LockServiceOptions {
   durable?: { restored: RestoredCopy | null; sink: DurableSink };
   /** Where refused input is counted and logged (the process's one; absent: the service's own). */
   security?: SecurityLog;
-  /** Metrics fed from committed effects and core events (cluster/metrics.ts); absent: none. */
+  /** Metrics fed from committed effects and core events (cluster/lock/metrics.ts); absent: none. */
   metrics?: LockMetrics;
 }
 

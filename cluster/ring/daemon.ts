@@ -23,7 +23,8 @@ import { REFUSED_AS, RepairChannel } from "./udp.ts";
 import { SecurityLog } from "../security_log.ts";
 import { failStopOnBug, failStopProcess } from "../fail_stop.ts";
 import { ClientAuth } from "../client_auth.ts";
-import { RingMetrics, nodeInstruments } from "../metrics.ts";
+import { nodeInstruments } from "../metrics.ts";
+import { RingMetrics } from "./metrics.ts";
 
 export async function startRingNode(cluster: ClusterConfig, node: NodeConfig, fileLog: Logger): Promise<RunningNode> {
   const dashboard = dashboardOf(cluster, node, fileLog);

@@ -14,124 +14,29 @@
  * to the real ones: the simulator runs this client as it is. Every call has a callback form
  * (`…Then`, answers through `done`, continues what the ports return with `.then` only; see
  * http.ts) that the Promise form wraps.
+ *
+ * This file holds LockClient (the lock calls) and `connect`, and exports the whole client: the
+ * failover over the servers is in failover.ts, the session and its keepalive in lock_session.ts,
+ * the held lock in lock_handle.ts, NotAcquiredError in lock_errors.ts, the options and answers in
+ * lock_types.ts.
  */
 import { MutexdError } from "../wire/errors.ts";
 import { DEFAULT_SETTINGS } from "../settings.ts";
-import {
-  checkedToken,
-  chooseFetch,
-  type ClockPort,
-  exchange,
-  type FetchPort,
-  type HttpPorts,
-  type Outcome,
-  promised,
-  realClock,
-  realTimers,
-  type TimersPort,
-  WAIT_CHUNK_MS,
-} from "./http.ts";
-import type { TlsOptions } from "./tls.ts";
+import { checkedToken, chooseFetch, type ClockPort, type Outcome, promised, realClock, realTimers, type TimersPort, WAIT_CHUNK_MS } from "./http.ts";
+import { Failover, serverUrls } from "./failover.ts";
 import { type WatchEvent, watchLock } from "./lock_watch.ts";
+import { failed, NotAcquiredError } from "./lock_errors.ts";
+import { LockHandle } from "./lock_handle.ts";
+import { randomSessionSecret, Session, sessionFields } from "./lock_session.ts";
+import type { ConnectOptions, Done, EnterOptions, EnterResult, LockOptions, Mode, SessionRef, StatusAnswer } from "./lock_types.ts";
 
-export type Mode = "exclusive" | "shared";
-
-export interface ConnectOptions {
-  /** Base URLs of the lock servers, tried in order (primary first). */
-  servers: string | string[];
-  /**
-   * One HTTP request gives up after this (long-polls get their wait on top; a keepalive gives up
-   * after one keepalive period, TTL/3, if that is shorter), even at a server that never answers.
-   */
-  requestTimeoutMs?: number;
-  /**
-   * How long a call keeps trying while no server serves (a takeover in progress): it moves to
-   * the other server on a connection failure or a "not primary" answer, with a short backoff.
-   */
-  failoverTimeoutMs?: number;
-  /** Servers on HTTPS with a private CA: its certificate(s) as PEM text (ignored when `fetch` is given). */
-  tls?: TlsOptions;
-  /** Ports, for tests and the simulator: the web `fetch`, `performance.now`, `setTimeout` by default. */
-  fetch?: FetchPort;
-  clock?: ClockPort;
-  timers?: TimersPort;
-  /** A fresh idempotency key per call (crypto.randomUUID by default). */
-  newRequestId?: () => string;
-  /**
-   * Makes the secret of each session this client opens (the server keeps only its hash); default
-   * 256 bits of Web Crypto randomness. Tests and the simulator pass a seeded one.
-   */
-  newSessionSecret?: () => string;
-  /**
-   * The bearer token (a `[[tokens]]` secret's value) when the cluster requires client tokens.
-   * The client reads no files: the caller passes the value. A 401 `unauthorized` or 403
-   * `forbidden` answer rejects the call at once (no other server is tried).
-   */
-  token?: string;
-}
-
-/**
- * The session a call acts on: a `Session` this client opened (it carries its secret), or a
- * session id with the `sessionSecret` its open answered (a session opened elsewhere).
- */
-export interface SessionRef {
-  session: Session | string;
-  sessionSecret?: string;
-}
-
-export interface EnterOptions extends SessionRef {
-  mode?: Mode;
-  /** How long to wait in the queue; 0 is a try-lock. */
-  waitMs?: number;
-  /** After a holder dies (not on leave), nobody gets the lock for this long (Chubby lock-delay). */
-  lockDelayMs?: number;
-}
-
-export type EnterResult =
-  | { granted: true; name: string; session: string; token: number; mode: Mode }
-  | { granted: false; name: string; position: number };
-
-export interface LockOptions {
-  waitMs?: number;
-  ttlMs?: number;
-  shared?: boolean;
-  lockDelayMs?: number;
-}
-
-/** The id and secret a request on `ref`'s session carries. */
-/**
- * A secret of 256 bits of the runtime's cryptographic randomness (Web Crypto), as 64 hex
- * characters: a session's (the client's own, or the server's when a client sends none).
- */
-export function randomSessionSecret(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(32)), (byte) => byte.toString(16).padStart(2, "0")).join("");
-}
-
-function sessionFields(ref: SessionRef): { session: string; sessionSecret?: string } {
-  if (typeof ref.session === "string") return { session: ref.session, ...(ref.sessionSecret === undefined ? {} : { sessionSecret: ref.sessionSecret }) };
-  return { session: ref.session.id, sessionSecret: SECRETS.get(ref.session) };
-}
-
-/**
- * Each Session's secret, outside the object: so no log, `console.log` or JSON of a Session
- * shows it (issue 12). Sent only in the bodies of the session's own requests.
- */
-const SECRETS = new WeakMap<Session, string>();
-
-/** What `…Then` calls answer with: the value, or the MutexdError the Promise form rejects with. */
-export type Done<T> = (outcome: Outcome<T>) => void;
-
+export type { ConnectOptions, Done, EnterOptions, EnterResult, LockOptions, Mode, SessionRef, StatusAnswer } from "./lock_types.ts";
+export { NotAcquiredError } from "./lock_errors.ts";
+export { LockHandle } from "./lock_handle.ts";
+export { randomSessionSecret, Session } from "./lock_session.ts";
 export { WAIT_CHUNK_MS };
 /** How long a server may hold a waiting enter when it has not said (its default). */
 const DEFAULT_LONG_POLL_MS = DEFAULT_SETTINGS.longPollMaxMs;
-/**
- * LockClient.request's backoff after each round over all servers: 25, 50, 100, 100… ms. A
- * takeover ends 450–550 ms after a kill -9 of the primary (docs/bench.md, F1); with a 250 ms cap
- * the tries came at 375 and 625 ms, so up to 250 ms passed after the new primary served (issue
- * 14). 100 ms bounds that, for at most 10 rounds (20 requests) a second per client meanwhile.
- */
-const BACKOFF_FIRST_MS = 25;
-const BACKOFF_MAX_MS = 100;
 /** Rounds of one enter; each returns or long-polls toward the deadline, so this is never reached. */
 const ENTER_ROUNDS_MAX = 1_000_000;
 
@@ -139,41 +44,40 @@ type EnterAnswer =
   | { granted: true; name: string; session: string; token: number; mode: Mode }
   | { granted: false; waiting: boolean; name: string; position: number };
 
-function failed<T>(error: MutexdError): Outcome<T> {
-  return { ok: false, error };
-}
-
 export class LockClient {
-  private readonly servers: string[];
-  private current = 0;
+  /** Which server a request goes to, and each request's tries over the servers. */
+  private readonly failover: Failover;
   readonly requestTimeoutMs: number;
-  private readonly failoverTimeoutMs: number;
   /** The longest a server holds a waiting enter (learnt when a session opens). */
   private longPollMs = DEFAULT_LONG_POLL_MS;
   readonly clock: ClockPort;
   readonly timers: TimersPort;
-  private readonly ports: HttpPorts;
   /** A fresh idempotency key; one per call, the same on every retry of it. */
   readonly newRequestId: () => string;
   private readonly newSessionSecret: () => string;
-  private readonly token: string | undefined;
 
   constructor(options: ConnectOptions) {
-    this.servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((s) => s.replace(/\/$/, ""));
-    if (this.servers.length === 0) throw new MutexdError("bad_request", "connect: no servers given");
+    const servers = serverUrls(options.servers);
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_SETTINGS.requestTimeoutMs;
-    this.failoverTimeoutMs = options.failoverTimeoutMs ?? DEFAULT_SETTINGS.failoverTimeoutMs;
     this.clock = options.clock ?? realClock;
     this.timers = options.timers ?? realTimers;
-    this.ports = { fetch: chooseFetch(options.fetch, options.tls), timers: this.timers };
+    const ports = { fetch: chooseFetch(options.fetch, options.tls), timers: this.timers };
     this.newRequestId = options.newRequestId ?? (() => crypto.randomUUID());
     this.newSessionSecret = options.newSessionSecret ?? randomSessionSecret;
-    this.token = checkedToken(options.token);
+    this.failover = new Failover({
+      servers,
+      ports,
+      clock: this.clock,
+      timers: this.timers,
+      token: checkedToken(options.token),
+      requestTimeoutMs: this.requestTimeoutMs,
+      failoverTimeoutMs: options.failoverTimeoutMs ?? DEFAULT_SETTINGS.failoverTimeoutMs,
+    });
   }
 
   /** The server the next request goes to first. */
   get server(): string {
-    return this.servers[this.current];
+    return this.failover.currentServer().base;
   }
 
   /**
@@ -186,57 +90,9 @@ export class LockClient {
     return promised((done) => this.requestThen(method, path, body, extraTimeoutMs, done));
   }
 
-  /**
-   * `request` with a callback. Every try sends the same `body` (so the same idempotency key).
-   * Each try gives up after `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
-   */
+  /** `request` with a callback (Failover.requestThen: every try sends the same body; `attemptTimeoutMs` bounds each). */
   requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>, attemptTimeoutMs?: number): void {
-    const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
-    let lastError: MutexdError | undefined;
-    let backoffMs = BACKOFF_FIRST_MS;
-    let attempt = 0;
-    // Bounded by the deadline; every failed round over the servers sleeps, so this never spins.
-    // Every server is tried once even after the deadline: a try that hung until its timeout (a
-    // paused server, a long-poll) must not use the window up before the other one was asked.
-    const next = (): void => {
-      if (attempt >= this.servers.length && this.clock.nowMs() >= deadlineMs) {
-        return done(failed(lastError ?? new MutexdError("unreachable", "no server answered")));
-      }
-      if (attempt > 0 && attempt % this.servers.length === 0) {
-        this.timers.setTimeout(send, backoffMs);
-        backoffMs = Math.min(backoffMs * 2, BACKOFF_MAX_MS);
-      } else {
-        send();
-      }
-    };
-    const send = (): void => {
-      attempt += 1;
-      const tried = this.current;
-      const base = this.servers[tried];
-      const timeoutMs = attemptTimeoutMs ?? this.requestTimeoutMs + extraTimeoutMs;
-      exchange<T>(this.ports, { base, method, path, body, timeoutMs, token: this.token }, (outcome) => {
-        // Any other answer is the call's: a refusal (401, 403, 404, 409, 429…) would be the same at
-        // the other server.
-        if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
-        lastError = outcome.error;
-        this.moveOn(tried, outcome.detail?.primaryUrl);
-        next();
-      });
-    };
-    next();
-  }
-
-  /**
-   * After a failure at server `tried`: the next request goes to the hinted primary when it is one
-   * of the servers, else to the next one. Only if no other request moved on meanwhile: concurrent
-   * failures at the same server (a keepalive and a long-poll at a paused primary) must not move
-   * the client back to it.
-   */
-  private moveOn(tried: number, primaryUrl: unknown): void {
-    const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
-    if (this.current === tried) {
-      this.current = hinted >= 0 && hinted !== tried ? hinted : (tried + 1) % this.servers.length;
-    }
+    this.failover.requestThen(method, path, body, extraTimeoutMs, done, attemptTimeoutMs);
   }
 
   /**
@@ -247,16 +103,7 @@ export class LockClient {
    * See lock_watch.ts.
    */
   watch(name: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<WatchEvent, void, undefined> {
-    return watchLock({
-      ports: this.ports,
-      clock: this.clock,
-      token: this.token,
-      requestTimeoutMs: this.requestTimeoutMs,
-      failoverTimeoutMs: this.failoverTimeoutMs,
-      serverCount: this.servers.length,
-      currentServer: () => ({ index: this.current, base: this.servers[this.current] }),
-      moveOn: (tried, primaryUrl) => this.moveOn(tried, primaryUrl),
-    }, name, options.signal);
+    return watchLock(this.failover, name, options.signal);
   }
 
   /** Opens a session and keeps it alive until closed or lost. */
@@ -366,247 +213,6 @@ export class LockClient {
   }
 }
 
-/**
- * The lock was held by someone else for the whole wait. The message names no queue position: a
- * try (waitMs 0) never queued, and a wait that ran out has left the queue.
- */
-export class NotAcquiredError extends MutexdError {
-  constructor(readonly lockName: string, readonly position: number, readonly waitMs = 0) {
-    super("not_acquired", waitMs === 0 ? `lock ${lockName} is taken` : `lock ${lockName} still taken after waiting ${waitMs} ms`);
-    this.name = "NotAcquiredError";
-  }
-}
-
-/** A server session kept alive every TTL/3; `signal` aborts when it is lost. */
-export class Session {
-  private readonly controller = new AbortController();
-  private keepaliveTimer: unknown;
-  private leaseTimer: unknown;
-  /** Local end of the lease (client clock): send time of the last acknowledged keepalive plus the TTL. */
-  private leaseEndMs: number;
-  private closed = false;
-  /** Keepalives sent so far; a watch counts only the answers of those sent after it began. */
-  private keepAliveRound = 0;
-  private readonly heldWatches = new Map<string, { sinceRound: number; onGone: (reason: MutexdError) => void }>();
-
-  /** `secret`: what the open answered; every request on the session sends it (kept in SECRETS). */
-  constructor(private readonly client: LockClient, readonly id: string, readonly ttlMs: number, sentAtMs: number, secret: string) {
-    SECRETS.set(this, secret);
-    this.leaseEndMs = sentAtMs + ttlMs;
-    this.scheduleKeepAlive();
-    this.armLeaseTimer();
-  }
-
-  get signal(): AbortSignal {
-    return this.controller.signal;
-  }
-
-  /** Until when (the client's clock) the session is surely alive on the server. */
-  get leaseEndsAtMs(): number {
-    return this.leaseEndMs;
-  }
-
-  /** Milliseconds until `leaseEndsAtMs` by the client's clock (0 once it passed). */
-  get leaseRemainingMs(): number {
-    return Math.max(0, this.leaseEndMs - this.client.clock.nowMs());
-  }
-
-  private scheduleKeepAlive(): void {
-    this.keepaliveTimer = this.client.timers.setTimeout(() => {
-      if (this.closed) return;
-      this.scheduleKeepAlive();
-      this.keepAlive();
-    }, this.keepAlivePeriodMs());
-  }
-
-  private armLeaseTimer(): void {
-    this.client.timers.clearTimeout(this.leaseTimer);
-    this.leaseTimer = this.client.timers.setTimeout(() => this.checkLease(), Math.max(0, this.leaseEndMs - this.client.clock.nowMs()) + 1);
-  }
-
-  /** Whether the lease still runs by the clock now (a late lease timer is not waited for). */
-  stillLeased(): boolean {
-    this.checkLease();
-    return !this.lost;
-  }
-
-  private checkLease(): void {
-    if (this.closed) return;
-    // Timers fire late after a pause (SIGSTOP, GC): the clock decides, not the timer.
-    if (this.client.clock.nowMs() >= this.leaseEndMs) {
-      this.lose("no keepalive reached the server for a whole TTL");
-    } else {
-      this.armLeaseTimer();
-    }
-  }
-
-  private keepAlive(): void {
-    this.checkLease();
-    if (this.closed) return;
-    const sentAtMs = this.client.clock.nowMs();
-    // Each try gives up within one keepalive period: a try stuck at a paused primary must leave
-    // room, before the lease ends, for the next one at the server that takes over.
-    const attemptTimeoutMs = Math.min(this.client.requestTimeoutMs, this.keepAlivePeriodMs());
-    const round = ++this.keepAliveRound;
-    this.client.requestThen<{ locks?: unknown }>("POST", `/v1/sessions/${encodeURIComponent(this.id)}/keepalive`, { sessionSecret: SECRETS.get(this) }, 0, (outcome) => {
-      if (this.closed) return;
-      if (outcome.ok) {
-        this.leaseEndMs = Math.max(this.leaseEndMs, sentAtMs + this.ttlMs);
-        this.armLeaseTimer();
-        this.checkHeld(round, outcome.value.locks);
-      } else if (outcome.error.code === "session_not_found") {
-        this.lose("the server expired the session");
-      }
-      // Other failures: try again on the next round; the lease timer bounds how long.
-    }, attemptTimeoutMs);
-  }
-
-  /**
-   * Watches a lock this session holds: `onGone` runs once when a keepalive sent after this call
-   * answers that the session no longer holds `name` (another party released it: a force-release).
-   * Returns the function that stops watching (before a leave, whose keepalives must not count).
-   */
-  watchHeld(name: string, onGone: (reason: MutexdError) => void): () => void {
-    const watch = { sinceRound: this.keepAliveRound, onGone };
-    this.heldWatches.set(name, watch);
-    return () => {
-      if (this.heldWatches.get(name) === watch) this.heldWatches.delete(name);
-    };
-  }
-
-  /** The keepalive of `round` answered `locks`: a watched lock missing from it is gone. */
-  private checkHeld(round: number, locks: unknown): void {
-    // A server without the list (an older one) or a malformed answer tells nothing.
-    if (!Array.isArray(locks) || !locks.every((name) => typeof name === "string")) return;
-    for (const [name, watch] of [...this.heldWatches]) {
-      // A keepalive sent before the grant was seen may have been applied before it.
-      if (watch.sinceRound >= round || locks.includes(name)) continue;
-      this.heldWatches.delete(name);
-      watch.onGone(new MutexdError("lock_lost", `lock ${name} lost: the server says session ${this.id} no longer holds it (released by another party)`));
-    }
-  }
-
-  private keepAlivePeriodMs(): number {
-    return Math.max(1, Math.floor(this.ttlMs / 3));
-  }
-
-  private lose(reason: string): void {
-    if (this.closed) return;
-    this.stopTimers();
-    this.closed = true;
-    this.controller.abort(new MutexdError("lock_lost", `session ${this.id} lost: ${reason}`));
-  }
-
-  private stopTimers(): void {
-    this.client.timers.clearTimeout(this.keepaliveTimer);
-    this.client.timers.clearTimeout(this.leaseTimer);
-  }
-
-  /** Whether the session was lost (the signal fired) rather than closed. */
-  get lost(): boolean {
-    return this.controller.signal.aborted;
-  }
-
-  /** Closes the session on the server, releasing whatever it holds. */
-  close(): Promise<void> {
-    return promised((done) => this.closeThen(done));
-  }
-
-  closeThen(done: Done<void>): void {
-    if (this.closed) return done({ ok: true, value: undefined });
-    this.closed = true;
-    this.stopTimers();
-    const path = `/v1/sessions/${encodeURIComponent(this.id)}`;
-    this.client.requestThen<unknown>("DELETE", path, { requestId: this.client.newRequestId(), sessionSecret: SECRETS.get(this) }, 0, (outcome) => {
-      if (outcome.ok || outcome.error.code === "session_not_found") return done({ ok: true, value: undefined });
-      done(outcome);
-    });
-  }
-}
-
-/**
- * A held lock. `await using` releases it; `signal` aborts if it is lost first: its session was
- * lost, or a keepalive answered that the session no longer holds it (a force-release).
- */
-export class LockHandle {
-  private readonly controller = new AbortController();
-  private readonly unwatch: () => void;
-
-  constructor(
-    private readonly client: LockClient,
-    readonly session: Session,
-    readonly name: string,
-    /** The fencing token: pass it to the resource, which rejects smaller ones. */
-    readonly token: number,
-  ) {
-    const lose = (reason: unknown) => {
-      if (!this.controller.signal.aborted) this.controller.abort(reason);
-    };
-    if (session.signal.aborted) lose(session.signal.reason);
-    else session.signal.addEventListener("abort", () => lose(session.signal.reason), { once: true });
-    this.unwatch = session.watchHeld(name, lose);
-  }
-
-  get signal(): AbortSignal {
-    return this.controller.signal;
-  }
-
-  /** Leaves the lock and closes its session. Safe to call twice. */
-  release(): Promise<void> {
-    return promised((done) => this.releaseThen(done));
-  }
-
-  /**
-   * `release` with a callback: the leave's failure if it failed, else the close's. A leave that
-   * finds the lock no longer this session's fails with code "lock_lost": someone else released
-   * it while it was believed held.
-   */
-  releaseThen(done: Done<void>): void {
-    this.unwatch();
-    if (this.controller.signal.aborted) return this.session.closeThen(done);
-    this.client.leaveThen(this.name, { session: this.session, token: this.token }, (left) => {
-      const outcome: Outcome<void> = left.ok || (left.error.code !== "not_holder" && left.error.code !== "lock_not_found")
-        ? left
-        : failed(new MutexdError("lock_lost", `lock ${this.name} was no longer held at release (${left.error.message})`));
-      this.session.closeThen((closed) => done(outcome.ok ? closed : outcome));
-    });
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.release().catch(() => {});
-  }
-}
-
 export function connect(options: ConnectOptions): LockClient {
   return new LockClient(options);
-}
-
-export interface StatusAnswer {
-  /** `role`: the server's role now (after a failover the configured backup serves as primary); `configuredRole`: the cluster file's. */
-  /** `formats`: the wire and disk format versions of the node's build (`1.0`; docs/deploy.md, "Upgrades and format versions"). */
-  node: { id: string; role: string; configuredRole?: string; version?: string; formats?: { wire: string; disk: string } };
-  /** Refused input by reason (forged, malformed, …: docs/security.md). */
-  security?: Record<string, number>;
-  /** Replication state of this server (see lib/core/lock/lock_replica.ts ReplicaStatus). */
-  server?: {
-    role: "joining" | "primary" | "backup";
-    epoch: number;
-    primary: string | null;
-    serving: boolean;
-    leaseRemainingMs: number;
-    backup: { id: string; mode: string; ackedIndex: number; lagEntries: number; arbiterRecordedInSync: boolean } | null;
-    lastIndex: number;
-    commitIndex: number;
-    hasState: boolean;
-    lastHeardFromPrimaryMs: number | null;
-  };
-  lastToken: number;
-  /** `owner`: the token name of the caller that opened the session (absent without client tokens). */
-  sessions: Array<{ session: string; owner?: string; ttlMs: number; ageMs: number; expiresInMs: number; locks: string[] }>;
-  locks: Array<{
-    name: string;
-    holders: Array<{ session: string; owner?: string; token: number; mode: Mode; heldForMs: number; lockDelayMs: number }>;
-    waiters: Array<{ position: number; session: string; owner?: string; mode: Mode; waitingForMs: number }>;
-    lockDelayRemainingMs: number;
-  }>;
 }

@@ -10,7 +10,7 @@
 import { MutexdError } from "../wire/errors.ts";
 import { answerFormatError, decodeAnswer, failureText, type HttpPorts, type HttpResponse, requestHeaders } from "./http.ts";
 import type { ClockPort } from "./http.ts";
-import type { StatusAnswer } from "./lock_client.ts";
+import type { StatusAnswer } from "./lock_types.ts";
 
 /** A lock as a watch shows it (as `GET /v1/locks/:name`; a free lock has no holders and no waiters). */
 export type WatchedLock = StatusAnswer["locks"][number];

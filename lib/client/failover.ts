@@ -1,0 +1,122 @@
+/**
+ * The lock client's failover over its servers: which server a request goes to (the one that last
+ * answered, or the primary a "not primary" answer named), and one request's tries until a server
+ * serves it or failoverTimeoutMs has passed. LockClient sends every call through it; a watch
+ * (lock_watch.ts) moves on with it.
+ */
+import { MutexdError } from "../wire/errors.ts";
+import { type ClockPort, exchange, type HttpPorts, type TimersPort } from "./http.ts";
+import { failed } from "./lock_errors.ts";
+import type { Done } from "./lock_types.ts";
+import type { WatchHost } from "./lock_watch.ts";
+
+/**
+ * LockClient.request's backoff after each round over all servers: 25, 50, 100, 100… ms. A
+ * takeover ends 450–550 ms after a kill -9 of the primary (docs/bench.md, F1); with a 250 ms cap
+ * the tries came at 375 and 625 ms, so up to 250 ms passed after the new primary served (issue
+ * 14). 100 ms bounds that, for at most 10 rounds (20 requests) a second per client meanwhile.
+ */
+const BACKOFF_FIRST_MS = 25;
+const BACKOFF_MAX_MS = 100;
+
+/** The base URLs of `servers` (ConnectOptions.servers), without a trailing slash; throws when none is given. */
+export function serverUrls(servers: string | string[]): string[] {
+  const urls = (Array.isArray(servers) ? servers : [servers]).map((s) => s.replace(/\/$/, ""));
+  if (urls.length === 0) throw new MutexdError("bad_request", "connect: no servers given");
+  return urls;
+}
+
+export interface FailoverOptions {
+  servers: string[];
+  ports: HttpPorts;
+  clock: ClockPort;
+  timers: TimersPort;
+  token: string | undefined;
+  requestTimeoutMs: number;
+  failoverTimeoutMs: number;
+}
+
+export class Failover implements WatchHost {
+  private readonly servers: string[];
+  private current = 0;
+  readonly ports: HttpPorts;
+  readonly clock: ClockPort;
+  private readonly timers: TimersPort;
+  readonly token: string | undefined;
+  readonly requestTimeoutMs: number;
+  readonly failoverTimeoutMs: number;
+
+  constructor(options: FailoverOptions) {
+    this.servers = options.servers;
+    this.ports = options.ports;
+    this.clock = options.clock;
+    this.timers = options.timers;
+    this.token = options.token;
+    this.requestTimeoutMs = options.requestTimeoutMs;
+    this.failoverTimeoutMs = options.failoverTimeoutMs;
+  }
+
+  get serverCount(): number {
+    return this.servers.length;
+  }
+
+  /** The index and URL of the server the next request goes to first. */
+  currentServer(): { index: number; base: string } {
+    return { index: this.current, base: this.servers[this.current] };
+  }
+
+  /**
+   * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
+   * or the next server and tries again, until failoverTimeoutMs has passed and every server was
+   * asked once. Every try sends the same `body` (so the same idempotency key) and gives up after
+   * `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
+   */
+  requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>, attemptTimeoutMs?: number): void {
+    const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
+    let lastError: MutexdError | undefined;
+    let backoffMs = BACKOFF_FIRST_MS;
+    let attempt = 0;
+    // Bounded by the deadline; every failed round over the servers sleeps, so this never spins.
+    // Every server is tried once even after the deadline: a try that hung until its timeout (a
+    // paused server, a long-poll) must not use the window up before the other one was asked.
+    const next = (): void => {
+      if (attempt >= this.servers.length && this.clock.nowMs() >= deadlineMs) {
+        return done(failed(lastError ?? new MutexdError("unreachable", "no server answered")));
+      }
+      if (attempt > 0 && attempt % this.servers.length === 0) {
+        this.timers.setTimeout(send, backoffMs);
+        backoffMs = Math.min(backoffMs * 2, BACKOFF_MAX_MS);
+      } else {
+        send();
+      }
+    };
+    const send = (): void => {
+      attempt += 1;
+      const tried = this.current;
+      const base = this.servers[tried];
+      const timeoutMs = attemptTimeoutMs ?? this.requestTimeoutMs + extraTimeoutMs;
+      exchange<T>(this.ports, { base, method, path, body, timeoutMs, token: this.token }, (outcome) => {
+        // Any other answer is the call's: a refusal (401, 403, 404, 409, 429…) would be the same at
+        // the other server.
+        if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
+        lastError = outcome.error;
+        this.moveOn(tried, outcome.detail?.primaryUrl);
+        next();
+      });
+    };
+    next();
+  }
+
+  /**
+   * After a failure at server `tried`: the next request goes to the hinted primary when it is one
+   * of the servers, else to the next one. Only if no other request moved on meanwhile: concurrent
+   * failures at the same server (a keepalive and a long-poll at a paused primary) must not move
+   * the client back to it.
+   */
+  moveOn(tried: number, primaryUrl: unknown): void {
+    const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
+    if (this.current === tried) {
+      this.current = hinted >= 0 && hinted !== tried ? hinted : (tried + 1) % this.servers.length;
+    }
+  }
+}
