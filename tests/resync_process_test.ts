@@ -9,13 +9,25 @@
  * targets (docs/bench.md has the measured figures):
  * - In sync within RESYNC_BOUND_MS of the restart: measured 0.9-1.2 s (Bun) and 1.4 s (Deno)
  *   at 99,990 locks on this shared machine; before issue 11 it never synced from 40,000 on.
- * - The primary's longest event-loop stall from the kill until in sync under STALL_BOUND_MS:
- *   measured 41-54 ms under Bun and 144 ms under Deno on a loaded machine (one chunk of
+ * - The primary's own work in any one event-loop stall from the load client's start (just before
+ *   the kill) until it logs the backup in sync under STALL_CPU_BOUND_MS of CPU: each stall of
+ *   100 ms or more is a `loopStall` line of its log with the CPU time the process used in it
+ *   (docs/http-api.md). The stall's length is
+ *   not the bound: on a busy host the primary waits on the run queue, 587 ms with 11 ms of CPU
+ *   at load 5 (others' work), and a bound on the length failed there without any defect, as
+ *   did the wait for the fill's stalls to fade that it needed. Measured longest stalls
+ *   41-54 ms under Bun and 144 ms under Deno on a loaded machine (one chunk of
  *   syncChunkItemsMax items is ~1-2 ms of work; the rest is the runtime's garbage collector on a
  *   heap of 100,000 locks and the other work on the machine); the single 21 MB snapshot it
- *   replaces froze the primary for 0.6-1 s per try. 250 ms is above every measurement and still
- *   fails on anything that serializes the whole table in one step (superjson of it: 1.1-1.5 s).
- * - The client's acquires never fail (the primary keeps serving).
+ *   replaces froze the primary for 0.6-1 s of work per try. 250 ms of CPU is above every
+ *   measurement and still fails on anything that serializes the whole table in one step
+ *   (superjson of it: 1.1-1.5 s), however busy the host.
+ * - The client's acquires do not fail (the primary keeps serving), but for the primary's refusals
+ *   because its lease lapsed while a node that renews it (the primary or the arbiter) waited on
+ *   the run queue past the lease's margin: a `stalledPastLeaseMargin` line of that time whose
+ *   `cpuMs` is under half its `stallMs`. Other work on two shared cores causes those (a 231 ms
+ *   wait of the primary with 9 ms of CPU cost one refusal at load 10-15); without such a wait,
+ *   or with any other failure (an error, a timeout, another refusal), the test fails.
  *
  * The same with `durable = true` (the merge of the durable log with the streamed copy): the
  * backup writes the copy whole once its last chunk is loaded and acks nothing of it before
@@ -27,12 +39,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startCluster } from "./_lock_cluster.ts";
-import { fillLocks, resyncUnderLoad, summary } from "./_resync.ts";
+import { eventually } from "./_harness.ts";
+import { fillLocks, isEvent, loggedStalls, resyncUnderLoad, summary, wholeLines } from "./_resync.ts";
 
 /** locksMax less room for the load client's 8 locks. */
 const LOCKS = 100_000 - 10;
 const RESYNC_BOUND_MS = 20_000;
-const STALL_BOUND_MS = 250;
+const STALL_CPU_BOUND_MS = 250;
 
 /** The scenario of this file, on a cluster with or without the durable log. */
 async function resyncUnderKill(durable: boolean): Promise<void> {
@@ -40,21 +53,38 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
   try {
     const granted = await fillLocks(cluster.urls.p1, { locks: LOCKS, sessions: 2_000, concurrency: 32, deadlineMs: 150_000 });
     assert.equal(granted, LOCKS);
+    // The stalls are read from the logs of the primary and the arbiter, from the start of the load
+    // client (whose failures count from then on) until the primary logs the backup in sync.
+    const logs = { p1: () => cluster.procs.get("p1")!.stderr(), a1: () => cluster.procs.get("a1")!.stderr() };
+    const atLoad = { p1: logs.p1().length, a1: logs.a1().length };
+    let p1AtKill = 0;
     const result = await resyncUnderLoad(
       cluster.urls.p1,
       async () => {
+        p1AtKill = logs.p1().length;
         const backup = cluster.procs.get("b1")!;
         backup.kill("SIGKILL");
         await backup.exited;
       },
       () => cluster.start("b1"),
       RESYNC_BOUND_MS,
+      { waitStallsFade: false },
     );
-    console.log(`measured${durable ? " (durable)" : ""}: ${LOCKS} locks, in sync ${Math.round(result.resyncMs)} ms after the restart, primary's longest stall ${result.stallMaxMs} ms, ` +
-      `${result.acquires} acquires (slowest ${Math.round(result.acquireMaxMs)} ms), ${result.failures} failed`);
+    // Lines come through a pipe, perhaps after the status that said "in sync": a node writes them in
+    // order, so once p1's backupInSync line of this resync is there, so is every stall before it
+    // (the copy's work on the primary ends with the backup's last ack).
+    await eventually("p1's log shows the backup in sync", () => wholeLines(logs.p1(), p1AtKill).some((line) => isEvent(line, "backupInSync")), 10_000);
+    const sinceLoad = (id: "p1" | "a1") => wholeLines(logs[id](), atLoad[id]);
+    const stalls = loggedStalls(sinceLoad("p1"), "loopStall");
+    const waits = [...loggedStalls(sinceLoad("p1"), "stalledPastLeaseMargin"), ...loggedStalls(sinceLoad("a1"), "stalledPastLeaseMargin")]
+      .filter((stall) => stall.cpuMs < stall.stallMs / 2);
+    const shown = stalls.map((s) => `${s.stallMs} ms (${s.cpuMs} ms CPU)`).join(", ") || "none";
+    console.log(`measured${durable ? " (durable)" : ""}: ${LOCKS} locks, in sync ${Math.round(result.resyncMs)} ms after the restart, primary's stalls of 100 ms or more: ${shown}, ` +
+      `${result.acquires} acquires (slowest ${Math.round(result.acquireMaxMs)} ms), ${result.failures} failed (${result.lapses} lapses; ${waits.length} run-queue waits past the margin on p1 and a1)`);
     assert.ok(result.resyncMs < RESYNC_BOUND_MS, `in sync after ${result.resyncMs} ms`);
-    assert.ok(result.stallMaxMs < STALL_BOUND_MS, `the primary stalled ${result.stallMaxMs} ms`);
-    assert.equal(result.failures, 0, "every acquire during the resync succeeded");
+    for (const stall of stalls) assert.ok(stall.cpuMs < STALL_CPU_BOUND_MS, `the primary worked ${stall.cpuMs} ms in a stall of ${stall.stallMs} ms`);
+    assert.equal(result.failures, result.lapses, `every failed acquire was a lapse of the primary's lease: ${JSON.stringify(result.failureReasons)}`);
+    assert.ok(result.lapses === 0 || waits.length > 0, `the primary's lease lapsed (${result.lapses} refusals) while neither it nor the arbiter waited on the run queue past the margin`);
     assert.ok(result.acquires > 0, "the client acquired during the resync");
     const backup = await summary(cluster.urls.b1);
     assert.ok(backup && backup.lockCount >= LOCKS, `the backup holds the table (${backup?.lockCount} locks)`);
