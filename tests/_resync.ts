@@ -32,8 +32,9 @@ async function pool(count: number, concurrency: number, job: (i: number) => Prom
 }
 
 /**
- * Fills the table at `url` (the primary) with `locks` held locks over `sessions` sessions,
- * `concurrency` enters at once; bounded by `deadlineMs`. Returns the locks granted.
+ * Fills the table at `url` (the primary, or the server a takeover made primary meanwhile) with
+ * `locks` held locks over `sessions` sessions, `concurrency` enters at once; bounded by
+ * `deadlineMs`. Returns the locks granted.
  */
 export async function fillLocks(url: string, options: { locks: number; sessions: number; concurrency: number; deadlineMs: number }): Promise<number> {
   const { locks, sessions, concurrency, deadlineMs } = options;
@@ -45,14 +46,21 @@ export async function fillLocks(url: string, options: { locks: number; sessions:
     opened.push({ session: String(answer.body.session), sessionSecret: String(answer.body.sessionSecret) });
   });
   let granted = 0;
+  let target = url;
+  let lastRefusal = "none";
   await pool(locks, concurrency, async (i) => {
     // A loaded machine may pause the primary past its lease ("not primary") or a request past
-    // its timeout: ask again (an enter of a lock the session holds answers the same grant).
+    // its timeout: ask again (an enter of a lock the session holds answers the same grant). A
+    // pause past the backup's lease is a takeover (docs/bench.md, issue 14): the refusal names
+    // the new primary, and the fill goes on there (the sessions are replicated).
     for (;;) {
-      if (Date.now() > endMs) throw new Error(`filling ${locks} locks took over ${deadlineMs} ms (${granted} granted)`);
-      const answer = await post(`${url}/v1/enter`, { name: `fill/${i}`, ...opened[i % opened.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } as Record<string, unknown> }));
+      if (Date.now() > endMs) throw new Error(`filling ${locks} locks took over ${deadlineMs} ms (${granted} granted; the last refusal: ${lastRefusal})`);
+      const answer = await post(`${target}/v1/enter`, { name: `fill/${i}`, ...opened[i % opened.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } as Record<string, unknown> }));
       if (answer.body.granted === true) break;
       if (answer.status !== 0 && answer.status !== 421) throw new Error(`enter fill/${i}: ${answer.status} ${JSON.stringify(answer.body)}`);
+      lastRefusal = JSON.stringify(answer.body);
+      const named = (answer.body.error as { primaryUrl?: unknown } | undefined)?.primaryUrl;
+      if (answer.status === 421 && typeof named === "string" && named !== "") target = named;
       // A pause before the retry (not a wait for a condition: the loop asks again, bounded by endMs).
       await sleep(50);
     }
@@ -65,7 +73,7 @@ export interface SummaryStatus {
   loopStallMaxMs: number;
   loopStallRecentMaxMs: number;
   lockCount: number;
-  server: { role: string; backup: { mode: string; arbiterRecordedInSync: boolean } | null };
+  server: { role: string; serving: boolean; backup: { id: string; mode: string; arbiterRecordedInSync: boolean } | null };
 }
 
 export async function summary(url: string): Promise<SummaryStatus | undefined> {
