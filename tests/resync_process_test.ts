@@ -9,8 +9,12 @@
  *
  * The bounds are correctness bounds with generous margins for two shared cores, not speed
  * targets (docs/bench.md has the measured figures):
- * - In sync within RESYNC_BOUND_MS of the restart: measured 0.9-1.2 s (Bun) and 1.4 s (Deno)
- *   at 99,990 locks on this shared machine; before issue 11 it never synced from 40,000 on.
+ * - In sync with under RESYNC_CPU_BOUND_MS of CPU used by the two servers: the primary's from the
+ *   restart until in sync (the copy and the load client's acquires meanwhile), the backup's since
+ *   its start (the runtime's start, loading the copy): measured 310-530 ms and 530-1,330 ms
+ *   (Bun, Deno, durable or not, load 5-9). The time it took is no bound, as others' work on the
+ *   two cores stretches it (measured 0.9-1.4 s quiet, 2.0-7.9 s at load 10-18): RESYNC_DEADLINE_MS
+ *   only ends a resync that never completes, as none did from 40,000 locks on before issue 11.
  * - The primary's own work in any one event-loop stall from the load client's start (just before
  *   the kill) until it logs the backup in sync under STALL_CPU_BOUND_MS of CPU: each stall of
  *   100 ms or more is a `loopStall` line of its log with the CPU time the process used in it
@@ -47,7 +51,8 @@ import { fillLocks, isEvent, loggedStalls, resyncUnderLoad, summary, wholeLines 
 
 /** locksMax less room for the load client's 8 locks. */
 const LOCKS = 100_000 - 10;
-const RESYNC_BOUND_MS = 20_000;
+const RESYNC_CPU_BOUND_MS = 10_000;
+const RESYNC_DEADLINE_MS = 60_000;
 const STALL_CPU_BOUND_MS = 250;
 
 /** The scenario of this file, on a cluster with or without the durable log. */
@@ -68,7 +73,7 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
         }
       }
       return false;
-    }, RESYNC_BOUND_MS);
+    }, RESYNC_DEADLINE_MS);
     const backupId = primary === "p1" ? "b1" : "p1";
     // The stalls are read from the logs of the primary and the arbiter, from the start of the load
     // client (whose failures count from then on) until the primary logs the backup in sync.
@@ -88,7 +93,7 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
         await cluster.start(backupId);
         primaryCpuAtRestartS = cpuSeconds(cluster.procs.get(primary)!.pid);
       },
-      RESYNC_BOUND_MS,
+      RESYNC_DEADLINE_MS,
       { waitStallsFade: false },
     );
     // The CPU of the resync: the primary's from the restart until now, the backup's since its start.
@@ -109,7 +114,7 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
     console.log(`${measured}: ${LOCKS} locks, in sync ${Math.round(result.resyncMs)} ms after the restart (CPU meanwhile: primary ${resyncCpuMs.primary} ms, backup ${resyncCpuMs.backup} ms since its start), ` +
       `primary's stalls of 100 ms or more: ${shown}, ${result.acquires} acquires (slowest ${Math.round(result.acquireMaxMs)} ms), ` +
       `${result.failures} failed (${result.lapses} lapses; ${waits.length} run-queue waits past the margin on the primary and a1)`);
-    assert.ok(result.resyncMs < RESYNC_BOUND_MS, `in sync after ${result.resyncMs} ms`);
+    assert.ok(resyncCpuMs.primary + resyncCpuMs.backup < RESYNC_CPU_BOUND_MS, `the resync took ${resyncCpuMs.primary} ms of the primary's CPU and ${resyncCpuMs.backup} ms of the backup's`);
     for (const stall of stalls) assert.ok(stall.cpuMs < STALL_CPU_BOUND_MS, `the primary worked ${stall.cpuMs} ms in a stall of ${stall.stallMs} ms`);
     assert.equal(result.failures, result.lapses, `every failed acquire was a lapse of the primary's lease: ${JSON.stringify(result.failureReasons)}`);
     assert.ok(result.lapses === 0 || waits.length > 0, `the primary's lease lapsed (${result.lapses} refusals) while neither it nor the arbiter waited on the run queue past the margin`);
@@ -122,6 +127,6 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
   }
 }
 
-test("resync: a backup killed and restarted under load syncs 100,000 held locks in time while the primary keeps serving without a long stall", { timeout: 240_000 }, () => resyncUnderKill(false));
+test("resync: a backup killed and restarted under load syncs 100,000 held locks in time while the primary keeps serving without a long stall", { timeout: 300_000 }, () => resyncUnderKill(false));
 
-test("resync, durable = true: the same, the backup writing the copy to its log before it acks it", { timeout: 240_000 }, () => resyncUnderKill(true));
+test("resync, durable = true: the same, the backup writing the copy to its log before it acks it", { timeout: 300_000 }, () => resyncUnderKill(true));
