@@ -3,7 +3,8 @@
  * and the bench (workloads/f3.ts): fill the primary's table with held locks, then kill -9 the
  * backup and start it again while a client keeps acquiring, and measure how long the backup takes
  * to be in sync again and the primary's longest event-loop stall meanwhile (`loopStallRecentMaxMs`
- * of `GET /v1/status?summary=1`, cluster/stall_monitor.ts). Not a test file.
+ * of `GET /v1/status?summary=1`, cluster/stall_monitor.ts); and read a node's stalls from its
+ * log, each with the CPU time the node used in it. Not a test file.
  */
 import { eventually, sleep } from "./_harness.ts";
 
@@ -31,8 +32,9 @@ async function pool(count: number, concurrency: number, job: (i: number) => Prom
 }
 
 /**
- * Fills the table at `url` (the primary) with `locks` held locks over `sessions` sessions,
- * `concurrency` enters at once; bounded by `deadlineMs`. Returns the locks granted.
+ * Fills the table at `url` (the primary, or the server a takeover made primary meanwhile) with
+ * `locks` held locks over `sessions` sessions, `concurrency` enters at once; bounded by
+ * `deadlineMs`. Returns the locks granted.
  */
 export async function fillLocks(url: string, options: { locks: number; sessions: number; concurrency: number; deadlineMs: number }): Promise<number> {
   const { locks, sessions, concurrency, deadlineMs } = options;
@@ -44,14 +46,21 @@ export async function fillLocks(url: string, options: { locks: number; sessions:
     opened.push({ session: String(answer.body.session), sessionSecret: String(answer.body.sessionSecret) });
   });
   let granted = 0;
+  let target = url;
+  let lastRefusal = "none";
   await pool(locks, concurrency, async (i) => {
     // A loaded machine may pause the primary past its lease ("not primary") or a request past
-    // its timeout: ask again (an enter of a lock the session holds answers the same grant).
+    // its timeout: ask again (an enter of a lock the session holds answers the same grant). A
+    // pause past the backup's lease is a takeover (docs/bench.md, issue 14): the refusal names
+    // the new primary, and the fill goes on there (the sessions are replicated).
     for (;;) {
-      if (Date.now() > endMs) throw new Error(`filling ${locks} locks took over ${deadlineMs} ms (${granted} granted)`);
-      const answer = await post(`${url}/v1/enter`, { name: `fill/${i}`, ...opened[i % opened.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } as Record<string, unknown> }));
+      if (Date.now() > endMs) throw new Error(`filling ${locks} locks took over ${deadlineMs} ms (${granted} granted; the last refusal: ${lastRefusal})`);
+      const answer = await post(`${target}/v1/enter`, { name: `fill/${i}`, ...opened[i % opened.length] }).catch((error: Error) => ({ status: 0, body: { error: error.message } as Record<string, unknown> }));
       if (answer.body.granted === true) break;
       if (answer.status !== 0 && answer.status !== 421) throw new Error(`enter fill/${i}: ${answer.status} ${JSON.stringify(answer.body)}`);
+      lastRefusal = JSON.stringify(answer.body);
+      const named = (answer.body.error as { primaryUrl?: unknown } | undefined)?.primaryUrl;
+      if (answer.status === 421 && typeof named === "string" && named !== "") target = named;
       // A pause before the retry (not a wait for a condition: the loop asks again, bounded by endMs).
       await sleep(50);
     }
@@ -64,7 +73,7 @@ export interface SummaryStatus {
   loopStallMaxMs: number;
   loopStallRecentMaxMs: number;
   lockCount: number;
-  server: { role: string; backup: { mode: string; arbiterRecordedInSync: boolean } | null };
+  server: { role: string; serving: boolean; backup: { id: string; mode: string; arbiterRecordedInSync: boolean } | null };
 }
 
 export async function summary(url: string): Promise<SummaryStatus | undefined> {
@@ -76,16 +85,84 @@ export async function summary(url: string): Promise<SummaryStatus | undefined> {
   }
 }
 
+/** A stall line of a node's log (docs/http-api.md, cluster/metrics.ts) and the CPU the process used in it. */
+export interface LoggedStall {
+  stallMs: number;
+  /** Near `stallMs`: the node worked through the stall; near 0: it waited (a busy host's run queue, a stop). */
+  cpuMs: number;
+}
+
+/**
+ * The lines of `log` (a node's stderr, one JSON object per line: cluster/log.ts) that start at or
+ * after `offset`, the last one only if ended: the pipe may cut a line anywhere.
+ */
+export function wholeLines(log: string, offset: number): string[] {
+  const cut = offset === 0 || log[offset - 1] === "\n" ? offset - 1 : log.indexOf("\n", offset);
+  if (cut === -1 && offset > 0) return [];
+  return log.slice(cut + 1, log.lastIndexOf("\n") + 1).split("\n").filter((line) => line !== "");
+}
+
+/** Whether `line` is a log line of `event`. */
+export function isEvent(line: string, event: string): boolean {
+  return line.includes(`"event":"${event}"`);
+}
+
+/**
+ * The stalls `lines` log as `event`: `loopStall` (a lock server's, 100 ms or more) or
+ * `stalledPastLeaseMargin` (any node's, past `leaseSafetyMs`). Each must carry `cpuMs` (the
+ * nodes' stall monitors have a CPU clock): a line without it is a broken log.
+ */
+export function loggedStalls(lines: string[], event: "loopStall" | "stalledPastLeaseMargin"): LoggedStall[] {
+  return lines.filter((line) => isEvent(line, event)).map((line) => {
+    const fields = JSON.parse(line) as { stallMs?: unknown; cpuMs?: unknown };
+    if (typeof fields.stallMs !== "number" || typeof fields.cpuMs !== "number") throw new Error(`a ${event} line without stallMs and cpuMs: ${line}`);
+    return { stallMs: fields.stallMs, cpuMs: fields.cpuMs };
+  });
+}
+
+export interface ResyncOptions {
+  /**
+   * Wait before the kill until the primary's recent stall figure (10 s window) is under 50 ms,
+   * so that `stallMaxMs` is the resync's and not the fill's (default true: the bench's figure,
+   * on a quiet machine). On a busy host the run queue's waits keep that figure up for good, so
+   * a test that reads the stalls from the log since the kill does not wait on it.
+   */
+  waitStallsFade?: boolean;
+}
+
 export interface ResyncResult {
   /** From the backup's restart (its HTTP answering) until the primary counts it in sync and the arbiter recorded it. */
   resyncMs: number;
-  /** The primary's longest event-loop stall from the kill until in sync. */
+  /**
+   * The primary's longest event-loop stall from the kill until in sync (with `waitStallsFade`
+   * false, possibly one of the 10 s before the kill).
+   */
   stallMaxMs: number;
   /** The load client's acquires (enter + leave) from the kill until in sync, and the slowest of them. */
   acquires: number;
   acquireMaxMs: number;
   /** Acquires that failed (an error or "not primary"): the primary stopped serving. */
   failures: number;
+  /**
+   * Of `failures`, the primary's refusals because its own lease lapsed: `not_primary` naming
+   * itself as the primary (lib/core/lock/replica_state.ts). A node that waits on a busy host's
+   * run queue past the lease's margin (the primary or the arbiter that renews it) causes them.
+   */
+  lapses: number;
+  /** What the first failures failed with (at most FAILURES_KEPT). */
+  failureReasons: string[];
+}
+
+const FAILURES_KEPT = 5;
+
+/** An answer of the primary that failed a step of the load client, and whether it was a lapse (ResyncResult). */
+class LoadFailure extends Error {
+  readonly lapse: boolean;
+  constructor(primaryUrl: string, answer: Record<string, unknown>) {
+    super(JSON.stringify(answer));
+    const error = answer.error as { code?: unknown; primaryUrl?: unknown } | undefined;
+    this.lapse = error?.code === "not_primary" && error.primaryUrl === primaryUrl;
+  }
 }
 
 /** Acquires the load client makes before the kill: it runs steadily by then. */
@@ -97,21 +174,27 @@ export const LOAD_LOCKS = 8;
 /**
  * Kills the backup (`killBackup`), starts it again (`startBackup`, resolving once it answers
  * HTTP), and waits until `primaryUrl` counts it in sync again (at most `deadlineMs` after the
- * restart), while a client acquires and releases a lock in a loop. The primary's recent stalls
- * must have faded before (the fill's own), so the figure is the resync's.
+ * restart), while a client acquires and releases a lock in a loop. With `waitStallsFade`
+ * the primary's recent stalls must have faded before (the fill's own), so `stallMaxMs` is the
+ * resync's.
  */
 export async function resyncUnderLoad(
   primaryUrl: string,
   killBackup: () => Promise<void>,
   startBackup: () => Promise<void>,
   deadlineMs: number,
+  options: ResyncOptions = {},
 ): Promise<ResyncResult> {
-  await eventually("the primary's recent stalls faded (the fill's)", async () => ((await summary(primaryUrl))?.loopStallRecentMaxMs ?? 1e9) < 50, 15_000);
+  if (options.waitStallsFade ?? true) {
+    await eventually("the primary's recent stalls faded (the fill's)", async () => ((await summary(primaryUrl))?.loopStallRecentMaxMs ?? 1e9) < 50, 15_000);
+  }
   const { body: opened } = await post(`${primaryUrl}/v1/sessions`, { ttlMs: LONG_TTL_MS });
   const [session, sessionSecret] = [String(opened.session), String(opened.sessionSecret)];
   let loading = true;
   let acquires = 0;
   let failures = 0;
+  let lapses = 0;
+  const failureReasons: string[] = [];
   let acquireMaxMs = 0;
   // Bounded by `loading` (cleared below) and by each request's timeout.
   const load = (async () => {
@@ -119,13 +202,15 @@ export async function resyncUnderLoad(
       const t0 = performance.now();
       try {
         const enter = await post(`${primaryUrl}/v1/enter`, { name: `load/${i % LOAD_LOCKS}`, session, sessionSecret, waitMs: 1_000 });
-        if (enter.body.granted !== true) throw new Error(JSON.stringify(enter.body));
+        if (enter.body.granted !== true) throw new LoadFailure(primaryUrl, enter.body);
         const leave = await post(`${primaryUrl}/v1/leave`, { name: `load/${i % LOAD_LOCKS}`, session, sessionSecret, token: enter.body.token });
-        if (leave.status !== 200) throw new Error(JSON.stringify(leave.body));
+        if (leave.status !== 200) throw new LoadFailure(primaryUrl, leave.body);
         acquires += 1;
         acquireMaxMs = Math.max(acquireMaxMs, performance.now() - t0);
-      } catch {
+      } catch (error) {
         failures += 1;
+        if (error instanceof LoadFailure && error.lapse) lapses += 1;
+        if (failureReasons.length < FAILURES_KEPT) failureReasons.push((error as Error).message);
         // Back off before the next round (counted as a failure; the loop ends with `loading`).
         await sleep(10);
       }
@@ -152,7 +237,7 @@ export async function resyncUnderLoad(
     }, deadlineMs);
     const resyncMs = performance.now() - restartedAtMs;
     await watchStalls();
-    return { resyncMs, stallMaxMs, acquires: acquires - acquiresBeforeKill, acquireMaxMs, failures };
+    return { resyncMs, stallMaxMs, acquires: acquires - acquiresBeforeKill, acquireMaxMs, failures, lapses, failureReasons };
   } finally {
     loading = false;
     await load;

@@ -2,20 +2,40 @@
  * Issue 11, real processes: a returning backup syncs a table of locksMax (100,000) held locks
  * without stopping the primary. Primary, backup and arbiter are `mutexd node` processes
  * (_lock_cluster.ts); the table is filled over HTTP; then the backup is killed with SIGKILL and
- * started again while a client keeps acquiring and releasing a lock (_resync.ts). The test stops
+ * started again while a client keeps acquiring and releasing a lock (_resync.ts). p1 starts as
+ * the primary; should a busy host pause it past the backup's lease during the fill, b1 takes over
+ * and the fill and the scenario go on with b1 as the primary and p1 as the backup. The test stops
  * its processes and removes its temp dir.
  *
  * The bounds are correctness bounds with generous margins for two shared cores, not speed
  * targets (docs/bench.md has the measured figures):
- * - In sync within RESYNC_BOUND_MS of the restart: measured 0.9-1.2 s (Bun) and 1.4 s (Deno)
- *   at 99,990 locks on this shared machine; before issue 11 it never synced from 40,000 on.
- * - The primary's longest event-loop stall from the kill until in sync under STALL_BOUND_MS:
- *   measured 41-54 ms under Bun and 144 ms under Deno on a loaded machine (one chunk of
+ * - In sync with under RESYNC_CPU_BOUND_MS of CPU used by the two servers: the primary's from the
+ *   restart until in sync (the copy and the load client's acquires meanwhile), the backup's since
+ *   its start (the runtime's start, loading the copy): measured 200-530 ms and 520-1,330 ms
+ *   (Bun, Deno, durable or not, load 5-11). The time it took is no bound, as others' work on the
+ *   two cores stretches it (measured 0.9-1.4 s quiet, 2.0-7.9 s at load 10-18): RESYNC_DEADLINE_MS
+ *   only ends a resync that never completes, as none did from 40,000 locks on before issue 11.
+ * - The primary's own work in any one event-loop stall from the load client's start (just before
+ *   the kill) until it logs the backup in sync under STALL_CPU_BOUND_MS of CPU: each stall of
+ *   100 ms or more is a `loopStall` line of its log with the CPU time the process used in it
+ *   (docs/http-api.md). The stall's length is not the bound: on a busy host the primary waits on
+ *   the run queue, 587 ms with 11 ms of CPU at load 5 (others' work), and a bound on the length
+ *   failed there without any defect, as did the wait for the fill's stalls to fade that it
+ *   needed. Measured: no stall of the primary above 19 ms of CPU. Measured longest stalls
+ *   41-54 ms under Bun and 144 ms under Deno on a loaded machine (one chunk of
  *   syncChunkItemsMax items is ~1-2 ms of work; the rest is the runtime's garbage collector on a
  *   heap of 100,000 locks and the other work on the machine); the single 21 MB snapshot it
- *   replaces froze the primary for 0.6-1 s per try. 250 ms is above every measurement and still
- *   fails on anything that serializes the whole table in one step (superjson of it: 1.1-1.5 s).
- * - The client's acquires never fail (the primary keeps serving).
+ *   replaces froze the primary for 0.6-1 s of work per try. 250 ms of CPU is above every
+ *   measurement and still fails on anything that serializes the whole table in one step
+ *   (superjson of it: 1.1-1.5 s), however busy the host: the table's JSON made 8 times in the
+ *   copy's first chunk (a local experiment, not kept) failed it with 668 ms of CPU in a 1,589 ms
+ *   stall at load 11; made once (127 ms of CPU) it passes.
+ * - The client's acquires do not fail (the primary keeps serving), but for the primary's refusals
+ *   because its lease lapsed while a node that renews it (the primary or the arbiter) waited on
+ *   the run queue past the lease's margin: a `stalledPastLeaseMargin` line of that time whose
+ *   `cpuMs` is under half its `stallMs`. Other work on two shared cores causes those (a 231 ms
+ *   wait of the primary with 9 ms of CPU cost one refusal at load 10-15); without such a wait,
+ *   or with any other failure (an error, a timeout, another refusal), the test fails.
  *
  * The same with `durable = true` (the merge of the durable log with the streamed copy): the
  * backup writes the copy whole once its last chunk is loaded and acks nothing of it before
@@ -27,12 +47,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startCluster } from "./_lock_cluster.ts";
-import { fillLocks, resyncUnderLoad, summary } from "./_resync.ts";
+import { eventually } from "./_harness.ts";
+import { cpuSeconds } from "./bench/lib/server.ts";
+import { fillLocks, isEvent, loggedStalls, resyncUnderLoad, summary, wholeLines } from "./_resync.ts";
 
 /** locksMax less room for the load client's 8 locks. */
 const LOCKS = 100_000 - 10;
-const RESYNC_BOUND_MS = 20_000;
-const STALL_BOUND_MS = 250;
+const RESYNC_CPU_BOUND_MS = 10_000;
+const RESYNC_DEADLINE_MS = 60_000;
+const STALL_CPU_BOUND_MS = 250;
 
 /** The scenario of this file, on a cluster with or without the durable log. */
 async function resyncUnderKill(durable: boolean): Promise<void> {
@@ -40,30 +63,72 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
   try {
     const granted = await fillLocks(cluster.urls.p1, { locks: LOCKS, sessions: 2_000, concurrency: 32, deadlineMs: 150_000 });
     assert.equal(granted, LOCKS);
+    // p1 starts as the primary, but a pause past the backup's lease on a busy host is a takeover
+    // (docs/bench.md, issue 14): the scenario runs on whichever server serves after the fill.
+    let primary: "p1" | "b1" = "p1";
+    await eventually("a server serves with the other in sync", async () => {
+      for (const id of ["p1", "b1"] as const) {
+        const server = (await summary(cluster.urls[id]))?.server;
+        if (server?.role === "primary" && server.serving && server.backup?.mode === "inSync" && server.backup.arbiterRecordedInSync) {
+          primary = id;
+          return true;
+        }
+      }
+      return false;
+    }, RESYNC_DEADLINE_MS);
+    const backupId = primary === "p1" ? "b1" : "p1";
+    // The stalls are read from the logs of the primary and the arbiter, from the start of the load
+    // client (whose failures count from then on) until the primary logs the backup in sync.
+    const logs = { primary: () => cluster.procs.get(primary)!.stderr(), a1: () => cluster.procs.get("a1")!.stderr() };
+    const atLoad = { primary: logs.primary().length, a1: logs.a1().length };
+    let primaryAtKill = 0;
+    let primaryCpuAtRestartS = 0;
     const result = await resyncUnderLoad(
-      cluster.urls.p1,
+      cluster.urls[primary],
       async () => {
-        const backup = cluster.procs.get("b1")!;
+        primaryAtKill = logs.primary().length;
+        const backup = cluster.procs.get(backupId)!;
         backup.kill("SIGKILL");
         await backup.exited;
       },
-      () => cluster.start("b1"),
-      RESYNC_BOUND_MS,
+      async () => {
+        await cluster.start(backupId);
+        primaryCpuAtRestartS = cpuSeconds(cluster.procs.get(primary)!.pid);
+      },
+      RESYNC_DEADLINE_MS,
+      { waitStallsFade: false },
     );
-    console.log(`measured${durable ? " (durable)" : ""}: ${LOCKS} locks, in sync ${Math.round(result.resyncMs)} ms after the restart, primary's longest stall ${result.stallMaxMs} ms, ` +
-      `${result.acquires} acquires (slowest ${Math.round(result.acquireMaxMs)} ms), ${result.failures} failed`);
-    assert.ok(result.resyncMs < RESYNC_BOUND_MS, `in sync after ${result.resyncMs} ms`);
-    assert.ok(result.stallMaxMs < STALL_BOUND_MS, `the primary stalled ${result.stallMaxMs} ms`);
-    assert.equal(result.failures, 0, "every acquire during the resync succeeded");
+    // The CPU of the resync: the primary's from the restart until now, the backup's since its start.
+    const resyncCpuMs = {
+      primary: Math.round(1_000 * (cpuSeconds(cluster.procs.get(primary)!.pid) - primaryCpuAtRestartS)),
+      backup: Math.round(1_000 * cpuSeconds(cluster.procs.get(backupId)!.pid)),
+    };
+    // Lines come through a pipe, perhaps after the status that said "in sync": a node writes them in
+    // order, so once the primary's backupInSync line of this resync is there, so is every stall
+    // before it (the copy's work on the primary ends with the backup's last ack).
+    await eventually("the primary's log shows the backup in sync", () => wholeLines(logs.primary(), primaryAtKill).some((line) => isEvent(line, "backupInSync")), 10_000);
+    const sinceLoad = (log: "primary" | "a1") => wholeLines(logs[log](), atLoad[log]);
+    const stalls = loggedStalls(sinceLoad("primary"), "loopStall");
+    const waits = [...loggedStalls(sinceLoad("primary"), "stalledPastLeaseMargin"), ...loggedStalls(sinceLoad("a1"), "stalledPastLeaseMargin")]
+      .filter((stall) => stall.cpuMs < stall.stallMs / 2);
+    const shown = stalls.map((s) => `${s.stallMs} ms (${s.cpuMs} ms CPU)`).join(", ") || "none";
+    const measured = `measured${durable ? " (durable)" : ""}${primary === "p1" ? "" : " (b1 took over during the fill)"}`;
+    console.log(`${measured}: ${LOCKS} locks, in sync ${Math.round(result.resyncMs)} ms after the restart (CPU meanwhile: primary ${resyncCpuMs.primary} ms, backup ${resyncCpuMs.backup} ms since its start), ` +
+      `primary's stalls of 100 ms or more: ${shown}, ${result.acquires} acquires (slowest ${Math.round(result.acquireMaxMs)} ms), ` +
+      `${result.failures} failed (${result.lapses} lapses; ${waits.length} run-queue waits past the margin on the primary and a1)`);
+    assert.ok(resyncCpuMs.primary + resyncCpuMs.backup < RESYNC_CPU_BOUND_MS, `the resync took ${resyncCpuMs.primary} ms of the primary's CPU and ${resyncCpuMs.backup} ms of the backup's`);
+    for (const stall of stalls) assert.ok(stall.cpuMs < STALL_CPU_BOUND_MS, `the primary worked ${stall.cpuMs} ms in a stall of ${stall.stallMs} ms`);
+    assert.equal(result.failures, result.lapses, `every failed acquire was a lapse of the primary's lease: ${JSON.stringify(result.failureReasons)}`);
+    assert.ok(result.lapses === 0 || waits.length > 0, `the primary's lease lapsed (${result.lapses} refusals) while neither it nor the arbiter waited on the run queue past the margin`);
     assert.ok(result.acquires > 0, "the client acquired during the resync");
-    const backup = await summary(cluster.urls.b1);
+    const backup = await summary(cluster.urls[backupId]);
     assert.ok(backup && backup.lockCount >= LOCKS, `the backup holds the table (${backup?.lockCount} locks)`);
-    console.log(`measured${durable ? " (durable)" : ""}: the backup's longest stall since its start ${backup.loopStallMaxMs} ms`);
+    console.log(`${measured}: the backup's longest stall since its start ${backup.loopStallMaxMs} ms`);
   } finally {
     await cluster.stopAll();
   }
 }
 
-test("resync: a backup killed and restarted under load syncs 100,000 held locks in time while the primary keeps serving without a long stall", { timeout: 240_000 }, () => resyncUnderKill(false));
+test("resync: a backup killed and restarted under load syncs 100,000 held locks in time while the primary keeps serving without a long stall", { timeout: 300_000 }, () => resyncUnderKill(false));
 
-test("resync, durable = true: the same, the backup writing the copy to its log before it acks it", { timeout: 240_000 }, () => resyncUnderKill(true));
+test("resync, durable = true: the same, the backup writing the copy to its log before it acks it", { timeout: 300_000 }, () => resyncUnderKill(true));
