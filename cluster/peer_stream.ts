@@ -28,7 +28,11 @@
  * body goes through the same `answerPeer` as the HTTP route, with the connection's
  * authenticated sender: the `from` of a body proves nothing.
  */
-import { freshNonce, mac, macMatches, macValid, PEER_HEADER, prefixedMac, type PeerFetch, type PeerKey, type PeerSigner, type PeerVerifier, senderProvenAs, type AuthenticatedSender } from "./peer_auth.ts";
+import { type AuthenticatedSender, senderProvenAs } from "./peer_auth.ts";
+import { PEER_HEADER } from "./peer_head.ts";
+import { freshNonce, mac, macMatches, macValid, type PeerKey, prefixedMac } from "./peer_mac.ts";
+import type { PeerFetch, PeerSigner } from "./peer_signer.ts";
+import type { PeerVerifier } from "./peer_verifier.ts";
 import { decodePeerBody, encodePeerBody, type PeerTransport } from "./peer_transport.ts";
 import { openWebSocket, type StreamConnection, type StreamRoute, type StreamSocket, webSocketClientProblem } from "./runtime.ts";
 import type { SecurityLog } from "./security_log.ts";

@@ -10,7 +10,7 @@
  * Prints the median of 5 rounds, in µs per frame. Loops are bounded by their counts.
  */
 import { createHmac, createSecretKey } from "node:crypto";
-import { mac, peerKey, prefixedMac } from "../../cluster/peer_auth.ts";
+import { mac, peerKey, prefixedMac } from "../../cluster/peer_mac.ts";
 import { microsecondsPerCall } from "./lib/stats.ts";
 
 const ROUNDS = 5;
