@@ -3,7 +3,7 @@
  * (`SEQ RE STATUS MAC\nBODY`, MACed per connection and direction) and the receiver's hello. Both
  * ends (peer_stream.ts, peer_stream_server.ts) read and write frames through here only.
  */
-import { mac, macMatches, type PeerKey, prefixedMac } from "./peer_mac.ts";
+import { mac, macMatches, macValid, type PeerKey, prefixedMac } from "./peer_mac.ts";
 
 /** The route of the stream, and of the probe that comes before it. */
 export const STREAM_PATH = "/v1/peer/stream";
@@ -17,10 +17,10 @@ const NO_MAC = "-";
 /** SEQ 0 is the hello's only: every other frame's must be above the last (FrameCodec.check). */
 const FRAME_HEAD = /^(0|[1-9][0-9]{0,14}) (0|[1-9][0-9]{0,14}) ([0-9]{1,3}) ([0-9a-f]{64}|-)$/;
 
-export type Direction = "request" | "answer";
+type Direction = "request" | "answer";
 
 /** A frame's fields once parsed; a malformed one is null. */
-export interface Frame {
+interface Frame {
   seq: number;
   re: number;
   status: number;
@@ -28,7 +28,7 @@ export interface Frame {
   body: string;
 }
 
-export function parseFrame(text: string): Frame | null {
+function parseFrame(text: string): Frame | null {
   const newline = text.indexOf("\n");
   if (newline < 0 || newline > FRAME_HEAD_BYTES_MAX) return null;
   const head = FRAME_HEAD.exec(text.slice(0, newline));
@@ -44,7 +44,7 @@ export interface FrameKeys {
 
 /**
  * A connection's frames one way (`direction` from `from` to `to`): their MAC covers the fixed
- * head [label, nonce, direction, from, to], hashed once per connection (peer_auth.ts prefixedMac),
+ * head [label, nonce, direction, from, to], hashed once per connection (peer_mac.ts prefixedMac),
  * then [seq, re, status], a newline and the body: the same MAC as hashing the whole head per frame,
  * which cost a replicated change up to four head JSONs and hashes (docs/bench.md "Replication
  * cost", third pass).
@@ -83,10 +83,21 @@ export function encodeFrame(keys: FrameKeys, direction: Direction, from: string,
 }
 
 /** What the hello's MAC covers besides the nonce (its body): the upgrade's MAC ties it to this connection. */
-export const helloHead = (server: string, client: string, upgradeMac: string) => [HELLO_LABEL, server, client, upgradeMac];
+const helloHead = (server: string, client: string, upgradeMac: string) => [HELLO_LABEL, server, client, upgradeMac];
 
 /** The receiver's first frame: the connection's nonce, MACed with the upgrade's MAC (`-` without a key). */
 export function encodeHello(key: PeerKey | undefined, server: string, client: string, upgradeMac: string, nonce: string): string {
   const macHex = key ? mac(key, helloHead(server, client, upgradeMac), nonce).toString("hex") : NO_MAC;
   return `0 0 0 ${macHex}\n${nonce}`;
+}
+
+/**
+ * The connection's nonce from the receiver's first frame, or null when it is not this connection's
+ * hello: malformed, a SEQ other than 0, or (with a key) a MAC that is not over this upgrade's MAC.
+ */
+export function helloNonce(key: PeerKey | undefined, server: string, client: string, upgradeMac: string, text: string): string | null {
+  const hello = parseFrame(text);
+  if (hello === null || hello.seq !== 0) return null;
+  if (key && !macValid(key, helloHead(server, client, upgradeMac), hello.body, hello.mac)) return null;
+  return hello.body;
 }

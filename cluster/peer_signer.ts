@@ -109,7 +109,6 @@ export class PeerSigner {
     return session;
   }
 
-  /** One signed request; its answer's MAC checked (a bad one throws). */
   /**
    * The authentication of one request to `to` (`path` with its query, as the receiver sees it)
    * under the session's nonce and its next seq: the headers, by PEER_HEADER's and FORMAT_HEADER's
@@ -130,6 +129,7 @@ export class PeerSigner {
     return { nonce, headers };
   }
 
+  /** One signed request; its answer's MAC checked (a bad one throws). */
   private async attempt(to: string, url: string, request: PeerRequest, body: Uint8Array<ArrayBuffer>) {
     const parsed = new URL(url);
     const { nonce, headers } = this.sign(to, request.method, parsed.pathname + parsed.search, body);

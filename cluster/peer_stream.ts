@@ -27,10 +27,13 @@
  * logged, and nothing else happens (the requests in flight fail, as on any drop). A request's
  * body goes through the same `answerPeer` as the HTTP route, with the connection's
  * authenticated sender: the `from` of a body proves nothing.
+ *
+ * Here is the sending side (streamPeerTransport); the receiving side is peer_stream_server.ts,
+ * the frames and the hello both sides write and check are peer_frame.ts's.
  */
-import { encodeFrame, encodeHello, FRAME_HEAD_BYTES_MAX, FrameCodec, type FrameKeys, helloHead, parseFrame, STREAM_PATH } from "./peer_frame.ts";
+import { encodeFrame, encodeHello, FRAME_HEAD_BYTES_MAX, FrameCodec, type FrameKeys, helloNonce, STREAM_PATH } from "./peer_frame.ts";
 import { PEER_HEADER } from "./peer_head.ts";
-import { macValid, type PeerKey } from "./peer_mac.ts";
+import type { PeerKey } from "./peer_mac.ts";
 import type { PeerFetch, PeerSigner } from "./peer_signer.ts";
 import { decodePeerBody, encodePeerBody, type PeerTransport } from "./peer_transport.ts";
 import { openWebSocket, webSocketClientProblem } from "./runtime.ts";
@@ -72,7 +75,7 @@ export interface StreamTransportOptions {
   self: string;
   /** The member a base URL belongs to (the MACs name the receiver). */
   idOf(url: string): string;
-  /** Signed HTTP (peer_auth.ts): the probe, and every request that cannot go on the stream. */
+  /** Signed HTTP (peer_signer.ts): the probe, and every request that cannot go on the stream. */
   peerFetch: PeerFetch;
   http: PeerTransport;
   keyed: { key: PeerKey; signer: PeerSigner } | undefined;
@@ -225,11 +228,9 @@ class PeerStream {
       if (typeof event.data !== "string") return this.refuse("peerStreamMalformed");
       if (this.state === "connecting") {
         this.options.timers.clearTimeout(helloTimer);
-        const hello = parseFrame(event.data);
-        const valid = hello !== null && hello.seq === 0 &&
-          (keyed ? macValid(keyed.key, helloHead(this.to, this.options.self, upgradeMac), hello.body, hello.mac) : true);
-        if (!valid) return this.refuse("peerStreamForged");
-        const keys: FrameKeys = { key: keyed?.key, nonce: hello.body };
+        const nonce = helloNonce(keyed?.key, this.to, this.options.self, upgradeMac, event.data);
+        if (nonce === null) return this.refuse("peerStreamForged");
+        const keys: FrameKeys = { key: keyed?.key, nonce };
         this.codecs = { requests: new FrameCodec(keys, "request", this.options.self, this.to), answers: new FrameCodec(keys, "answer", this.to, this.options.self) };
         this.opened();
         return;

@@ -1,6 +1,6 @@
 /**
- * What a replication stream frame's MAC costs (cluster/peer_stream.ts FrameCodec, through
- * peer_auth.ts `prefixedMac`: the head's fixed fields hashed once per connection), beside ways of
+ * What a replication stream frame's MAC costs (cluster/peer_frame.ts FrameCodec, through
+ * peer_mac.ts `prefixedMac`: the head's fixed fields hashed once per connection), beside ways of
  * computing the same HMAC-SHA256 bytes: `mac` over the whole head, the body given to the HMAC as a
  * string (no TextEncoder copy), and the key as a reused KeyObject.
  * Every variant's MAC is checked equal to `mac`'s before it is timed.
