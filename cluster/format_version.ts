@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
 import { DISK_FORMAT, FORMAT_HEADER, type FormatVersion, formatRefusal, formatText, UNVERSIONED, WIRE_FORMAT } from "../lib/wire/version.ts";
 import { readIfExists, writeDurably } from "./durable_file.ts";
-import { authenticatedSender, PEER_HEADER } from "./peer_auth.ts";
+import { authenticatedSender } from "./peer_auth.ts";
+import { PEER_HEADER } from "./peer_head.ts";
 import type { SecurityLog } from "./security_log.ts";
 
 /** The longest sender id put in a refusal's log line (an unauthenticated one is the sender's to choose). */

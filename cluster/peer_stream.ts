@@ -27,224 +27,35 @@
  * logged, and nothing else happens (the requests in flight fail, as on any drop). A request's
  * body goes through the same `answerPeer` as the HTTP route, with the connection's
  * authenticated sender: the `from` of a body proves nothing.
+ *
+ * Here is the sending side (streamPeerTransport); the receiving side is peer_stream_server.ts,
+ * the frames and the hello both sides write and check are peer_frame.ts's.
  */
-import { freshNonce, mac, macMatches, macValid, PEER_HEADER, prefixedMac, type PeerFetch, type PeerKey, type PeerSigner, type PeerVerifier, senderProvenAs, type AuthenticatedSender } from "./peer_auth.ts";
+import { encodeFrame, encodeHello, FRAME_HEAD_BYTES_MAX, FrameCodec, type FrameKeys, helloNonce, STREAM_PATH } from "./peer_frame.ts";
+import { PEER_HEADER } from "./peer_head.ts";
+import type { PeerKey } from "./peer_mac.ts";
+import type { PeerFetch, PeerSigner } from "./peer_signer.ts";
 import { decodePeerBody, encodePeerBody, type PeerTransport } from "./peer_transport.ts";
-import { openWebSocket, type StreamConnection, type StreamRoute, type StreamSocket, webSocketClientProblem } from "./runtime.ts";
+import { openWebSocket, webSocketClientProblem } from "./runtime.ts";
 import type { SecurityLog } from "./security_log.ts";
 import { backoffMs, type Timers } from "./timers.ts";
 import type { Clock } from "./clock.ts";
 import type { Logger } from "./log.ts";
-import { FORMAT_HEADER, formatRefusal, formatText, UNVERSIONED, WIRE_FORMAT } from "../lib/wire/version.ts";
+import { FORMAT_HEADER, formatText, WIRE_FORMAT } from "../lib/wire/version.ts";
 
-/** The route of the stream, and of the probe that comes before it. */
-export const STREAM_PATH = "/v1/peer/stream";
+/** What the lock driver and tests/peer_stream_test.ts import from here, where it was before the split. */
+export { encodeFrame, encodeHello, type FrameKeys, STREAM_PATH };
+export { peerStreamServer, STREAM_CONNECTIONS_MAX } from "./peer_stream_server.ts";
+
 /** The path whose requests the stream carries (every other goes over HTTP: arbiter, ring). */
 const STREAMED_PATH = "/v1/peer";
-
-/** Labels of what is MACed: a frame's MAC never passes for a request's or answer's of HTTP. */
-const FRAME_LABEL = "mutexd peer stream frame v1";
-const HELLO_LABEL = "mutexd peer stream hello v1";
-/** The head's bytes a frame may have besides its body (four fields: three numbers and a MAC). */
-export const FRAME_HEAD_BYTES_MAX = 128;
 /** Requests sent on one connection and not answered yet, at most; a send over it fails at once. */
 export const STREAM_IN_FLIGHT_MAX = 1_024;
-/**
- * Streams one receiver serves at once, at most (a member opens one per peer; a reconnect may
- * overlap the old connection's close): an upgrade beyond it is answered 429 limit_reached.
- */
-export const STREAM_CONNECTIONS_MAX = 8;
 /** Requests waiting for the connection to open, at most; a send over it fails at once. */
 export const STREAM_QUEUED_MAX = 1_024;
 /** The wait before the next attempt after the first failed one, doubled per failure up to the max. */
 const RECONNECT_FIRST_MS = 50;
 const RECONNECT_MAX_MS = 2_000;
-const NO_MAC = "-";
-/** SEQ 0 is the hello's only: every other frame's must be above the last (FrameCodec.check). */
-const FRAME_HEAD = /^(0|[1-9][0-9]{0,14}) (0|[1-9][0-9]{0,14}) ([0-9]{1,3}) ([0-9a-f]{64}|-)$/;
-
-type Direction = "request" | "answer";
-
-/** A frame's fields once parsed; a malformed one is null. */
-interface Frame {
-  seq: number;
-  re: number;
-  status: number;
-  mac: string;
-  body: string;
-}
-
-function parseFrame(text: string): Frame | null {
-  const newline = text.indexOf("\n");
-  if (newline < 0 || newline > FRAME_HEAD_BYTES_MAX) return null;
-  const head = FRAME_HEAD.exec(text.slice(0, newline));
-  if (!head) return null;
-  return { seq: Number(head[1]), re: Number(head[2]), status: Number(head[3]), mac: head[4], body: text.slice(newline + 1) };
-}
-
-/** What a connection's frames are MACed with: the peer key (none without a secret) and the receiver's nonce for it. */
-export interface FrameKeys {
-  key: PeerKey | undefined;
-  nonce: string;
-}
-
-/**
- * A connection's frames one way (`direction` from `from` to `to`): their MAC covers the fixed
- * head [label, nonce, direction, from, to], hashed once per connection (peer_auth.ts prefixedMac),
- * then [seq, re, status], a newline and the body: the same MAC as hashing the whole head per frame,
- * which cost a replicated change up to four head JSONs and hashes (docs/bench.md "Replication
- * cost", third pass).
- */
-export class FrameCodec {
-  private readonly macOf: ((integers: number[], body: string) => Buffer) | null;
-
-  constructor(keys: FrameKeys, private readonly direction: Direction, from: string, to: string) {
-    this.macOf = keys.key ? prefixedMac(keys.key, [FRAME_LABEL, keys.nonce, direction, from, to]) : null;
-  }
-
-  /** A frame to send: its text, MACed. */
-  encode(frame: Omit<Frame, "mac">): string {
-    const macHex = this.macOf ? this.macOf([frame.seq, frame.re, frame.status], frame.body).toString("hex") : NO_MAC;
-    return `${frame.seq} ${frame.re} ${frame.status} ${macHex}\n${frame.body}`;
-  }
-
-  /** Why a received frame is refused (the security log's reason), or the frame; `lastSeq`: the last one taken. */
-  check(lastSeq: number, text: string): Frame | { refused: string } {
-    const frame = parseFrame(text);
-    if (frame === null) return { refused: "peerStreamMalformed" };
-    if (this.macOf && !macMatches(frame.mac, this.macOf([frame.seq, frame.re, frame.status], frame.body))) {
-      return { refused: "peerStreamForged" };
-    }
-    // One connection delivers in order: a seq not above the last is a replay or a reordering.
-    if (frame.seq <= lastSeq) return { refused: "peerStreamReplayed" };
-    const isRequest = frame.re === 0 && frame.status === 0;
-    if (isRequest !== (this.direction === "request")) return { refused: "peerStreamMalformed" };
-    return frame;
-  }
-}
-
-/** One frame's text, MACed for `direction` from `from` to `to` (tests and benches; a connection keeps its FrameCodec). */
-export function encodeFrame(keys: FrameKeys, direction: Direction, from: string, to: string, frame: Omit<Frame, "mac">): string {
-  return new FrameCodec(keys, direction, from, to).encode(frame);
-}
-
-/** What the hello's MAC covers besides the nonce (its body): the upgrade's MAC ties it to this connection. */
-const helloHead = (server: string, client: string, upgradeMac: string) => [HELLO_LABEL, server, client, upgradeMac];
-
-/** The receiver's first frame: the connection's nonce, MACed with the upgrade's MAC (`-` without a key). */
-export function encodeHello(key: PeerKey | undefined, server: string, client: string, upgradeMac: string, nonce: string): string {
-  const macHex = key ? mac(key, helloHead(server, client, upgradeMac), nonce).toString("hex") : NO_MAC;
-  return `0 0 0 ${macHex}\n${nonce}`;
-}
-
-/** What the receiver does with a request's body: answers it (status and body text), through answerPeer. */
-export type AnswerFrame = (body: string, sender: AuthenticatedSender | undefined, done: (status: number, body: string) => void) => void;
-
-/** The receiving side: the route for serveHttp, and `stop` (closes every connection). */
-export interface PeerStreamServer {
-  route: StreamRoute;
-  stop(): void;
-  /** Connections open now (tests). */
-  connections(): number;
-}
-
-/**
- * The receiving side. `keyed`: the key and verifier with a cluster secret (the upgrade and every
- * frame authenticated), undefined without one (loopback only: nothing checked but the shapes).
- * `bodyBytesMax`: the largest request body (peerBodyBytesMax), checked on every frame at once.
- */
-export function peerStreamServer(options: {
-  self: string;
-  keyed: { key: PeerKey; verifier: PeerVerifier } | undefined;
-  security: SecurityLog;
-  bodyBytesMax: number;
-  answer: AnswerFrame;
-}): PeerStreamServer {
-  const { self, keyed, security } = options;
-  const open = new Set<StreamSocket>();
-  const frameBytesMax = options.bodyBytesMax + FRAME_HEAD_BYTES_MAX;
-  const refuse = (status: number, reason: string, sender: string, message: string, detail: Record<string, unknown> = {}) => {
-    security.refused(reason, sender, { path: STREAM_PATH, ...detail });
-    return Response.json({ error: { code: status === 401 ? "unauthorized" : "version_mismatch", message } }, { status });
-  };
-  const accept = (request: Request): Response | StreamConnection => {
-    const query = new URL(request.url).searchParams;
-    const format = query.get(FORMAT_HEADER) ?? formatText(UNVERSIONED);
-    const from = query.get(PEER_HEADER.from);
-    const formatProblem = formatRefusal("the stream's upgrade", format, WIRE_FORMAT);
-    let sender: AuthenticatedSender | undefined;
-    let client = from ?? "";
-    let upgradeMac = "";
-    if (keyed) {
-      const verdict = keyed.verifier.verify({
-        headers: { from, nonce: query.get(PEER_HEADER.nonce), seq: query.get(PEER_HEADER.seq), mac: query.get(PEER_HEADER.mac), format },
-        method: "GET",
-        path: STREAM_PATH,
-        body: new Uint8Array(),
-      });
-      // A challenge too is a refusal here: the sender's probe just before should have left it the nonce.
-      if (!verdict.ok) return refuse(401, verdict.reason, verdict.sender, verdict.message);
-      sender = senderProvenAs(verdict.from, security, STREAM_PATH);
-      client = verdict.from;
-      upgradeMac = verdict.requestMac;
-    }
-    if (formatProblem !== null) return refuse(400, "versionMismatch", client.slice(0, 64) || "peer", formatProblem, { theirs: format.slice(0, 32) });
-    if (open.size >= STREAM_CONNECTIONS_MAX) {
-      return Response.json({ error: { code: "limit_reached", message: `${STREAM_CONNECTIONS_MAX} replication streams are open` } }, { status: 429 });
-    }
-    return connection(client, sender, upgradeMac);
-  };
-  const connection = (client: string, sender: AuthenticatedSender | undefined, upgradeMac: string): StreamConnection => {
-    const keys: FrameKeys = { key: keyed?.key, nonce: freshNonce() };
-    const requests = new FrameCodec(keys, "request", client, self);
-    const answers = new FrameCodec(keys, "answer", self, client);
-    /** The socket while frames are taken: null before it opens and once it is refused or closed. */
-    let socket: StreamSocket | null = null;
-    let opened: StreamSocket | null = null;
-    let lastSeqIn = 0;
-    let seqOut = 0;
-    const close = (reason: string, detail: Record<string, unknown> = {}) => {
-      security.refused(reason, client.slice(0, 64) || "peer", { path: STREAM_PATH, ...detail });
-      socket?.close(1008, reason);
-      socket = null;
-    };
-    return {
-      opened(ws) {
-        socket = opened = ws;
-        open.add(ws);
-        ws.send(encodeHello(keyed?.key, self, client, upgradeMac, keys.nonce));
-      },
-      message(data) {
-        if (socket === null) return;
-        // Checked at once: Deno reads a frame of any length (Bun refuses one over maxPayloadLength).
-        if (typeof data !== "string") return close("peerStreamMalformed", { message: "a binary frame" });
-        if (data.length > frameBytesMax) return close("peerBodyTooLarge", { length: data.length });
-        const checked = requests.check(lastSeqIn, data);
-        if ("refused" in checked) return close(checked.refused);
-        lastSeqIn = checked.seq;
-        const ws = socket;
-        options.answer(checked.body, sender, (status, body) => {
-          // The connection may have closed while a durable log waited for its disk: no answer then.
-          if (socket !== ws) return;
-          seqOut += 1;
-          ws.send(answers.encode({ seq: seqOut, re: checked.seq, status, body }));
-        });
-      },
-      closed() {
-        if (opened) open.delete(opened);
-        socket = null;
-      },
-    };
-  };
-  return {
-    route: { path: STREAM_PATH, frameBytesMax, accept },
-    stop() {
-      for (const ws of open) ws.close(1001, "stopping");
-      open.clear();
-    },
-    connections: () => open.size,
-  };
-}
 
 /** One request on its way: settled once (answer, failure or timeout). */
 interface Pending {
@@ -264,7 +75,7 @@ export interface StreamTransportOptions {
   self: string;
   /** The member a base URL belongs to (the MACs name the receiver). */
   idOf(url: string): string;
-  /** Signed HTTP (peer_auth.ts): the probe, and every request that cannot go on the stream. */
+  /** Signed HTTP (peer_signer.ts): the probe, and every request that cannot go on the stream. */
   peerFetch: PeerFetch;
   http: PeerTransport;
   keyed: { key: PeerKey; signer: PeerSigner } | undefined;
@@ -417,11 +228,9 @@ class PeerStream {
       if (typeof event.data !== "string") return this.refuse("peerStreamMalformed");
       if (this.state === "connecting") {
         this.options.timers.clearTimeout(helloTimer);
-        const hello = parseFrame(event.data);
-        const valid = hello !== null && hello.seq === 0 &&
-          (keyed ? macValid(keyed.key, helloHead(this.to, this.options.self, upgradeMac), hello.body, hello.mac) : true);
-        if (!valid) return this.refuse("peerStreamForged");
-        const keys: FrameKeys = { key: keyed?.key, nonce: hello.body };
+        const nonce = helloNonce(keyed?.key, this.to, this.options.self, upgradeMac, event.data);
+        if (nonce === null) return this.refuse("peerStreamForged");
+        const keys: FrameKeys = { key: keyed?.key, nonce };
         this.codecs = { requests: new FrameCodec(keys, "request", this.options.self, this.to), answers: new FrameCodec(keys, "answer", this.to, this.options.self) };
         this.opened();
         return;

@@ -10,7 +10,7 @@
  * for types no peer message has. A member still speaking superjson sends `{"json": …}`, which
  * no schema accepts: it is refused (400), not misread.
  */
-import { type PeerFetch, plainPeerFetch } from "./peer_auth.ts";
+import { type PeerFetch, plainPeerFetch } from "./peer_signer.ts";
 
 export interface PeerTransport {
   /** Sends `body` to `url` and resolves with the decoded answer; rejects on failure or timeout. */

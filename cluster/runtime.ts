@@ -65,7 +65,7 @@ export interface StreamConnection {
 }
 
 /**
- * A WebSocket route on the HTTP port (cluster/peer_stream.ts): an upgrade request (`GET path`
+ * A WebSocket route on the HTTP port (cluster/peer_stream_server.ts): an upgrade request (`GET path`
  * with `upgrade: websocket`) goes to `accept` before anything is upgraded, and its Response, if
  * it returns one, is the answer (a refusal). Every other request goes to `fetch`.
  */

@@ -20,7 +20,11 @@ import { decodeDatagram, encodeDatagram, type RepairDatagram } from "../cluster/
 import { checkDiskFormat, DISK_FORMAT_FILE, DiskFormatError, peerFormatMiddleware } from "../cluster/format_version.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { PEER_HEADER, peerAuthMiddleware, peerKey, PeerSigner, PeerVerifier, plainPeerFetch, signRequest } from "../cluster/peer_auth.ts";
+import { peerAuthMiddleware } from "../cluster/peer_auth.ts";
+import { PEER_HEADER, signRequest } from "../cluster/peer_head.ts";
+import { peerKey } from "../cluster/peer_mac.ts";
+import { PeerSigner, plainPeerFetch } from "../cluster/peer_signer.ts";
+import { PeerVerifier } from "../cluster/peer_verifier.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { DISK_FORMAT, FORMAT_HEADER, formatRefusal, parseFormat, WIRE_FORMAT } from "../lib/wire/version.ts";
 import { removeDir, tempDir } from "./_harness.ts";

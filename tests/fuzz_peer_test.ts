@@ -30,7 +30,7 @@ import { readIfExists } from "../cluster/durable_file.ts";
 import { RequestError } from "../cluster/http_util.ts";
 import { apiError, ERROR_STATUS } from "../lib/wire/errors.ts";
 import { checkAnswer, type FuzzAnswer, type FuzzRequest, fuzzPeerAuth, lockPair, type PeerSend, plainPeerSend, type Recorded, send, SigningSender } from "./_fuzz_apps.ts";
-import { peerKey } from "../cluster/peer_auth.ts";
+import { peerKey } from "../cluster/peer_mac.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { ringNode, sendOrPending, withSection } from "./_ring_app.ts";

@@ -20,7 +20,7 @@ import { PEER_CONTENT_TYPE } from "../cluster/peer_transport.ts";
 import { type Cluster, startCluster, status } from "./_lock_cluster.ts";
 import type { StatusAnswer } from "../lib/client/lock_client.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import { peerKey } from "../cluster/peer_auth.ts";
+import { peerKey } from "../cluster/peer_mac.ts";
 import { TEST_SECRET } from "./_harness.ts";
 
 /** Signs as the cluster's members do (TEST_SECRET is the secret _lock_cluster.ts writes). */

@@ -13,7 +13,11 @@ import { Hono } from "hono";
 import { manualClock } from "../cluster/clock.ts";
 import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
-import { authenticatedSender, mac, macMatches, macValid, PEER_HEADER, peerAuthMiddleware, type PeerKey, peerKey, PeerSigner, PeerVerifier, prefixedMac, SEQ_WINDOW, signRequest } from "../cluster/peer_auth.ts";
+import { authenticatedSender, peerAuthMiddleware } from "../cluster/peer_auth.ts";
+import { PEER_HEADER, signRequest } from "../cluster/peer_head.ts";
+import { mac, macMatches, macValid, type PeerKey, peerKey, prefixedMac } from "../cluster/peer_mac.ts";
+import { PeerSigner } from "../cluster/peer_signer.ts";
+import { PeerVerifier, SEQ_WINDOW } from "../cluster/peer_verifier.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
 
 const SECRET = "peer-auth-test-secret-0123456789abcdef";

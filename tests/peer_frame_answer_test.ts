@@ -1,6 +1,6 @@
 /**
  * The replication stream's receiving glue (cluster/lock/api.ts answerPeerFrame, what
- * peer_stream.ts calls for every request frame) answers a frame ONCE: when the answer's own send
+ * peer_stream_server.ts calls for every request frame) answers a frame ONCE: when the answer's own send
  * throws (the socket went away under it), that error is not taken for the request's refusal and
  * answered a second time with an error status. Without the guard, the backup would send (or try to)
  * an error answer for a request it applied. A refused frame is answered once too. In process, with

@@ -16,7 +16,7 @@ import * as v from "valibot";
 import { Hono } from "hono";
 import { ClientAuth } from "../cluster/client_auth.ts";
 import { installErrorHandlers } from "../cluster/http_util.ts";
-import { plainPeerFetch } from "../cluster/peer_auth.ts";
+import { plainPeerFetch } from "../cluster/peer_signer.ts";
 import { serveRoutes, viewRoute } from "../cluster/ring/api.ts";
 import { httpPeers } from "../cluster/ring/http_peers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";

@@ -1,6 +1,6 @@
 /**
- * What a replication stream frame's MAC costs (cluster/peer_stream.ts FrameCodec, through
- * peer_auth.ts `prefixedMac`: the head's fixed fields hashed once per connection), beside ways of
+ * What a replication stream frame's MAC costs (cluster/peer_frame.ts FrameCodec, through
+ * peer_mac.ts `prefixedMac`: the head's fixed fields hashed once per connection), beside ways of
  * computing the same HMAC-SHA256 bytes: `mac` over the whole head, the body given to the HMAC as a
  * string (no TextEncoder copy), and the key as a reused KeyObject.
  * Every variant's MAC is checked equal to `mac`'s before it is timed.
@@ -10,7 +10,7 @@
  * Prints the median of 5 rounds, in µs per frame. Loops are bounded by their counts.
  */
 import { createHmac, createSecretKey } from "node:crypto";
-import { mac, peerKey, prefixedMac } from "../../cluster/peer_auth.ts";
+import { mac, peerKey, prefixedMac } from "../../cluster/peer_mac.ts";
 import { microsecondsPerCall } from "./lib/stats.ts";
 
 const ROUNDS = 5;
