@@ -8,7 +8,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { answerPeerFrame, type LockApiOptions } from "../cluster/lock/api.ts";
+import type { LockApiOptions } from "../cluster/lock/api_options.ts";
+import { answerPeerFrame } from "../cluster/lock/api_peer.ts";
 import { encodePeerBody } from "../cluster/peer_transport.ts";
 import { lockPair } from "./_fuzz_apps.ts";
 

@@ -22,7 +22,9 @@ import type { ClientAnswer, LockReplica, PeerMessage } from "../../../lib/core/l
 import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import { LockService, type LockServiceOptions } from "../../../cluster/lock/service.ts";
-import { answerPeer, answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock/api.ts";
+import type { LockApiOptions } from "../../../cluster/lock/api_options.ts";
+import { answerPeer } from "../../../cluster/lock/api_peer.ts";
+import { answerRequest, type LockRoute, lockRoutes } from "../../../cluster/lock/api_routes.ts";
 import { decodePeerBody, encodePeerBody } from "../../../cluster/peer_transport.ts";
 import type { Logger } from "../../../cluster/log.ts";
 import { Actor } from "../actor.ts";
