@@ -1,5 +1,5 @@
 /**
- * The replication stream's receiving glue (cluster/lock/api.ts answerPeerFrame, what
+ * The replication stream's receiving glue (cluster/lock/api_peer.ts answerPeerFrame, what
  * peer_stream.ts calls for every request frame) answers a frame ONCE: when the answer's own send
  * throws (the socket went away under it), that error is not taken for the request's refusal and
  * answered a second time with an error status. Without the guard, the backup would send (or try to)

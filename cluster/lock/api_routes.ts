@@ -18,7 +18,7 @@ import type { LockApiOptions } from "./api_options.ts";
 
 /**
  * One route of the client API that changes state: decode the body (its schema, lib/wire/client.ts),
- * call the service, encode its answer through `done`. The Hono app below serves these; the
+ * call the service, encode its answer through `done`. The Hono app (api.ts) serves these; the
  * simulator (tests/sim/lock/server.ts) calls `answerRequest` with the request's JSON text,
  * because a Hono handler continues in native promises, which a synchronous simulation never
  * drains.
