@@ -10,7 +10,7 @@
  */
 import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
-import { answerRequest, lockRoutes } from "../cluster/lock/api.ts";
+import { answerRequest, lockRoutes } from "../cluster/lock/api_routes.ts";
 import { checkAnswer, describe, type FuzzAnswer, FUZZ_LOCK_SETTINGS, type FuzzRequest, lockNode, lockPathParam, lockTemplates, requests, send, type Template } from "./_fuzz_apps.ts";
 import { fuzz, FUZZ_TEST_TIMEOUT_MS } from "./_fuzz.ts";
 import { ringNode, sendOrPending, withSection } from "./_ring_app.ts";

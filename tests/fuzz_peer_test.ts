@@ -24,7 +24,7 @@ import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { answerArbiter, createArbiterApp } from "../cluster/arbiter/server.ts";
-import { answerPeer } from "../cluster/lock/api.ts";
+import { answerPeer } from "../cluster/lock/api_peer.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { readIfExists } from "../cluster/durable_file.ts";
 import { RequestError } from "../cluster/http_util.ts";

@@ -5,7 +5,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { manualClock } from "../cluster/clock.ts";
-import { answerRequest, type ApiAnswer, createLockApp, lockRoutes } from "../cluster/lock/api.ts";
+import { createLockApp } from "../cluster/lock/api.ts";
+import type { ApiAnswer } from "../cluster/lock/api_answers.ts";
+import { answerRequest, lockRoutes } from "../cluster/lock/api_routes.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers, type Timers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";

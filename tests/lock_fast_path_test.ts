@@ -1,5 +1,5 @@
 /**
- * The lock API's fast path (cluster/lock/api.ts installFastPath, issue 14): `POST /v1/sessions`,
+ * The lock API's fast path (cluster/lock/api_fast_path.ts installFastPath, issue 14): `POST /v1/sessions`,
  * `/v1/enter` and `/v1/leave` with a declared Content-Length are answered without Hono's routing
  * and middleware. This proves it answers exactly as the Hono routes do: the same requests, sent
  * once with a Content-Length (the fast path) to one fresh service and once without (Hono's

@@ -1,5 +1,5 @@
 /**
- * The replication stream's receiving glue (cluster/lock/api.ts answerPeerFrame, what
+ * The replication stream's receiving glue (cluster/lock/api_peer.ts answerPeerFrame, what
  * peer_stream_server.ts calls for every request frame) answers a frame ONCE: when the answer's own send
  * throws (the socket went away under it), that error is not taken for the request's refusal and
  * answered a second time with an error status. Without the guard, the backup would send (or try to)
@@ -8,7 +8,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { answerPeerFrame, type LockApiOptions } from "../cluster/lock/api.ts";
+import type { LockApiOptions } from "../cluster/lock/api_options.ts";
+import { answerPeerFrame } from "../cluster/lock/api_peer.ts";
 import { encodePeerBody } from "../cluster/peer_transport.ts";
 import { lockPair } from "./_fuzz_apps.ts";
 

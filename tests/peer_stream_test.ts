@@ -80,7 +80,7 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
     bodyBytesMax: BODY_BYTES_MAX,
     answer(text, sender, done) {
       const body = JSON.parse(text) as { from: string; n: number; pad?: number };
-      // As answerPeerFrame answers a refusal (cluster/lock/api.ts): with its status.
+      // As answerPeerFrame answers a refusal (cluster/lock/api_peer.ts): with its status.
       try {
         sender!.check(body.from);
       } catch (error) {

@@ -1,6 +1,6 @@
 /**
  * The lone primary's CPU per acquire+release in process (issue 14, docs/bench.md "The lone primary's HTTP
- * path"): a lock service without peer or arbiter, its app (cluster/lock/api.ts, fast path on: no client
+ * path"): a lock service without peer or arbiter, its app (cluster/lock/api.ts, fast path on (api_fast_path.ts): no client
  * tokens) wrapped as the server wraps it (answers counted, lock metrics fed), driven by W1's requests
  * (an enter and a leave with a requestId, as mutexd's client sends them) on `fetch` directly, without
  * sockets. What this leaves out is the runtime's HTTP server, which W0 measures.

@@ -3,7 +3,7 @@
  * per-owner counts (issue 12), kept out of lock_table.ts, which only wires them in.
  *
  * - A session opens with the SHA-256 hash of a secret only its opener got (the lock routes make
- *   the secret and hash it: cluster/lock/api.ts). Every command that acts on the session carries
+ *   the secret and hash it: cluster/lock/api_routes.ts). Every command that acts on the session carries
  *   the hash of the secret presented; a mismatch is refused and changes nothing. The hash, not
  *   the secret, is what replicates, is copied and is written to disk, so neither a backup nor a
  *   durable log holds anything a client can present. A session without a hash (restored from

@@ -1,6 +1,6 @@
 /**
  * Node kind "lock": one lock server (the real LockService and LockTable behind the real routes
- * of cluster/lock/api.ts) and 2..6 clients running the real lib/client/lock_client.ts. Faults of its own: client crashes (a client dying), and the
+ * of cluster/lock/api_routes.ts) and 2..6 clients running the real lib/client/lock_client.ts. Faults of its own: client crashes (a client dying), and the
  * opt-in server crash (see `optInReason`).
  *
  * Liveness, after the heal phase starts: once `settleMs` has passed, every lock() attempt is

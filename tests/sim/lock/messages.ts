@@ -1,7 +1,7 @@
 /**
  * HTTP on the simulated network: a request carries its method, path and JSON body as TEXT (what
  * fetch would send), the answer its status and body text, so the real client serializes, the
- * real API (cluster/lock/api.ts answerRequest) parses and validates, and the real client decodes.
+ * real API (cluster/lock/api_routes.ts answerRequest) parses and validates, and the real client decodes.
  * Each request carries the sender's reference and incarnation, which the answer repeats (an HTTP
  * response belongs to its request and to the process that sent it).
  */

@@ -5,7 +5,7 @@
  * as JSON text over the simulated network (answers are SimFutures settled when the reply
  * arrives or rejected when the request times out), and a logger that writes the trace. Requests
  * arrive as text too (messages.ts) and the real code answers them: the client API's routes
- * (cluster/lock/api.ts `answerRequest`) and the peer route (`answerPeer`). Simulated here are
+ * (cluster/lock/api_routes.ts `answerRequest`) and the peer route (`answerPeer`). Simulated here are
  * only the ticker every settings.tickMs (the daemon's setInterval in cluster/lock/server.ts)
  * and the few lines of the peer transport (`request`).
  *
@@ -22,7 +22,9 @@ import type { ClientAnswer, LockReplica, PeerMessage } from "../../../lib/core/l
 import type { Command, Grant, LockTable, Output } from "../../../lib/core/lock/lock_table.ts";
 import type { Settings } from "../../../lib/settings.ts";
 import { LockService, type LockServiceOptions } from "../../../cluster/lock/service.ts";
-import { answerPeer, answerRequest, type LockApiOptions, type LockRoute, lockRoutes } from "../../../cluster/lock/api.ts";
+import type { LockApiOptions } from "../../../cluster/lock/api_options.ts";
+import { answerPeer } from "../../../cluster/lock/api_peer.ts";
+import { answerRequest, type LockRoute, lockRoutes } from "../../../cluster/lock/api_routes.ts";
 import { decodePeerBody, encodePeerBody } from "../../../cluster/peer_transport.ts";
 import type { Logger } from "../../../cluster/log.ts";
 import { Actor } from "../actor.ts";
@@ -43,7 +45,7 @@ export interface ServerSetup {
 /** The real LockService in a simulated process; subclasses add what their checkers watch. */
 export abstract class LockServiceActor extends Actor {
   service: LockService | undefined;
-  /** The client API's routes on this incarnation's service (cluster/lock/api.ts). */
+  /** The client API's routes on this incarnation's service (cluster/lock/api_routes.ts). */
   private routes: LockRoute[] = [];
   private apiOptions: LockApiOptions | undefined;
   /** Continuations of the transport's answers (SimFutures), run at the end of each turn. */
@@ -185,9 +187,9 @@ export abstract class LockServiceActor extends Actor {
     this.turn(() => this.onClientRequest(envelope.from, payload));
   }
 
-  // ---- the HTTP API (cluster/lock/api.ts) ---------------------------------------------------
+  // ---- the HTTP API (cluster/lock/api_routes.ts, api_peer.ts) -------------------------------
 
-  /** POST /v1/peer (answerPeer of lock_api.ts). */
+  /** POST /v1/peer (answerPeer of cluster/lock/api_peer.ts). */
   private onPeerRequest(from: string, request: HttpRequestMessage): void {
     const service = this.service!;
     const answered = (body: string) => {
