@@ -1328,3 +1328,44 @@ test("view: a holder announces a section unless its last announcement already ha
   a.sectionGranted(epoch - 1, 3_000 + 2 * S.tokenLossMs, w.local("a"));
   assert.deepEqual(a.ready().send, [], "no announcement for another epoch");
 });
+
+// ---- an announced section does not hide a token lost elsewhere ---------------------------------
+
+/**
+ * A ring of a, b, c in which a announces a section of `leaseMs` (sectionAtA); its client leaves
+ * after 10 ms, a hands the token to b (which acked it: the suspect path never fires) and b dies
+ * holding it. Only the token-loss probe can find it. Runs until a and c installed a newer view
+ * (at most `maxMs`); returns when, counted from the hand-off (the loss), or -1.
+ */
+function lostAfterAnnouncedSection(leaseMs: number, maxMs: number, drop: (p: Packet) => boolean = () => false): number {
+  const { w, epoch, grantedAtMs } = sectionAtA(leaseMs);
+  w.run(TICK_MS);
+  const handedAtMs = w.nowMs;
+  w.facts.set("a", { ...w.facts.get("a")!, token: "away", tokenHop: 2, lastTokenAgeMs: 0, sectionRemainingMs: 0 });
+  w.facts.set("b", { ...w.facts.get("b")!, token: "held", tokenEpoch: epoch, tokenHop: 2, lastTokenAgeMs: 0 });
+  w.crash("b");
+  w.drop = drop;
+  while (w.nowMs < handedAtMs + maxMs) {
+    w.facts.set("a", { ...w.facts.get("a")!, lastTokenAgeMs: w.nowMs - handedAtMs });
+    w.facts.set("c", { ...w.facts.get("c")!, token: "away", lastTokenAgeMs: w.nowMs - grantedAtMs });
+    w.step();
+    if (w.settled(["a", "c"], epoch + 1)) {
+      w.checkSafety();
+      return w.nowMs - handedAtMs;
+    }
+  }
+  return -1;
+}
+
+test("view: a token lost at the next holder after an announced 10 s section is regenerated within about tokenLossMs + a view change of the loss, not the section's lease (the announcer ends its announcement when it probes)", () => {
+  const leaseMs = S.ringLeaseMaxMs;
+  // As for an unannounced section: the probe starts tokenLossMs after the loss; the view change
+  // takes a few round trips (the arbiter's grace included, as in the holder-killed test above).
+  const boundMs = S.tokenLossMs + S.viewChangeRetryMs * 3 + 200;
+  assert.ok(boundMs < leaseMs, "the bound is below the announced lease: the test tells the two apart");
+  const unannouncedMs = lostAfterAnnouncedSection(1, boundMs + 1_000);
+  assert.ok(unannouncedMs > 0 && unannouncedMs <= boundMs, `a 1 ms section: regenerated ${unannouncedMs} ms after the loss, bound ${boundMs}`);
+  const announcedMs = lostAfterAnnouncedSection(leaseMs, leaseMs + S.tokenLossMs + 2_000);
+  assert.ok(announcedMs > 0, "regenerated at all");
+  assert.ok(announcedMs <= boundMs, `a ${leaseMs} ms announced section: regenerated ${announcedMs} ms after the loss, bound ${boundMs}`);
+});
