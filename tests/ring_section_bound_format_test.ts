@@ -20,7 +20,7 @@ import { plainPeerFetch } from "../cluster/peer_signer.ts";
 import { serveRoutes, viewRoute } from "../cluster/ring/api.ts";
 import { httpPeers } from "../cluster/ring/http_peers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
-import type { ViewMessage } from "../lib/core/ring/view_wire.ts";
+import { EPOCH_MAX, type ViewMessage } from "../lib/core/ring/view_wire.ts";
 import { viewMessageFor, viewMessageSchema } from "../lib/wire/ring_peer.ts";
 import { FORMAT_HEADER } from "../lib/wire/version.ts";
 
@@ -54,7 +54,7 @@ function readsAsOldBuild(message: unknown): boolean {
   const m = message as Record<string, unknown>;
   if (m.type === "renew") return !("sectionMaxMs" in m);
   if (m.type === "promise") return !("holdSectionMaxMs" in (m.facts as Record<string, unknown>));
-  return m.type !== "section"; // 1.2's message: no variant of a 1.0 or 1.1 schema
+  return m.type !== "section" && m.type !== "sectionEnd"; // 1.2's messages: no variant of a 1.0 or 1.1 schema
 }
 
 test("viewMessageFor: the section bound's fields only for 1.1 or a newer minor; other messages as they are", () => {
@@ -174,16 +174,26 @@ test("a view message's format counts too: the ring app's view route reports it, 
 });
 
 const SECTION: ViewMessage = { type: "section", from: "r1", epoch: 3, leaseMs: 3_000 };
+const SECTION_END: ViewMessage = { type: "sectionEnd", from: "r1", epoch: 3 };
 
-test("viewMessageFor: a section announcement (1.2) only to a peer of 1.2 or a newer minor; none to one of 1.1, 1.0, another major or not heard from", () => {
-  for (const theirs of [null, { major: 1, minor: 0 }, { major: 1, minor: 1 }, { major: 2, minor: 3 }]) {
-    assert.equal(viewMessageFor(SECTION, theirs), null, `to ${JSON.stringify(theirs)}`);
+test("viewMessageFor: a section announcement and its end (1.2) only to a peer of 1.2 or a newer minor; none to one of 1.1, 1.0, another major or not heard from", () => {
+  for (const message of [SECTION, SECTION_END]) {
+    for (const theirs of [null, { major: 1, minor: 0 }, { major: 1, minor: 1 }, { major: 2, minor: 3 }]) {
+      assert.equal(viewMessageFor(message, theirs), null, `${message.type} to ${JSON.stringify(theirs)}`);
+    }
+    for (const theirs of [{ major: 1, minor: 2 }, { major: 1, minor: 4 }]) assert.equal(viewMessageFor(message, theirs), message, `${message.type} to ${JSON.stringify(theirs)}`);
+    assert.ok(v.safeParse(viewMessageSchema, message).success, `this build reads ${message.type}`);
+    assert.ok(!readsAsOldBuild(message), `a build of 1.1 refuses ${message.type}`);
   }
-  for (const theirs of [{ major: 1, minor: 2 }, { major: 1, minor: 4 }]) assert.equal(viewMessageFor(SECTION, theirs), SECTION, `to ${JSON.stringify(theirs)}`);
-  assert.ok(!readsAsOldBuild(SECTION), "a build of 1.1 refuses it");
 });
 
-test("the HTTP peers send a section announcement only to the peers that name 1.2 or newer (asking one never heard from first); the others get nothing, so nobody refuses it", async () => {
+test("the view schema is strict for sectionEnd: an extra key, a missing epoch or an epoch above EPOCH_MAX is refused", () => {
+  for (const bad of [{ ...SECTION_END, leaseMs: 0 }, { type: "sectionEnd", from: "r1" }, { ...SECTION_END, epoch: EPOCH_MAX + 1 }, { ...SECTION_END, from: 7 }]) {
+    assert.ok(!v.safeParse(viewMessageSchema, bad).success, JSON.stringify(bad));
+  }
+});
+
+test("the HTTP peers send a section announcement and its end only to the peers that name 1.2 or newer (asking one never heard from first); the others get nothing, so nobody refuses it", async () => {
   const answerFormat = new Map<string, string | null>([["r2", "1.0"], ["r3", "1.1"], ["r4", null], ["r5", "1.2"]]);
   const received: string[] = [];
   const refused: string[] = [];
@@ -201,5 +211,7 @@ test("the HTTP peers send a section announcement only to the peers that name 1.2
   const peers = httpPeers({ self: "r1", urls: new Map(ids.map((id) => [id, `http://${id}.test`])), hopTimeoutMs: 1_000, peerFetch: plainPeerFetch(send), local: () => assert.fail("no local delivery here") });
   await Promise.all(ids.slice(1).map((to) => peers.view(to, SECTION)));
   assert.deepEqual(received, ["r5"]);
+  await Promise.all(ids.slice(1).map((to) => peers.view(to, SECTION_END)));
+  assert.deepEqual(received, ["r5", "r5"], "the end of it goes by the same rule");
   assert.deepEqual(refused, []);
 });

@@ -35,7 +35,7 @@ const RESYNC_MS = S.peerTimeoutMs + S.leaseRenewMs + S.primarySilenceMs + SLACK_
  * A copy of this tree (what `mutexd` runs: main.ts, cluster/, lib/, the package files; the shared
  * node_modules linked) in `dir` whose format constants are `wire` and `disk`; returns its main.ts.
  * `beforeSectionBound`: its view-message schemas lack the section bound's optional fields and the
- * `section` message, as a 1.0 build's did (strict: it refuses a message that carries them).
+ * `section` and `sectionEnd` messages, as a 1.0 build's did (strict: it refuses a message that carries them).
  */
 function buildWithFormats(dir: string, wire: string, disk: string, options: { beforeSectionBound?: boolean } = {}): string {
   mkdirSync(dir, { recursive: true });
@@ -56,9 +56,12 @@ function buildWithFormats(dir: string, wire: string, disk: string, options: { be
     const source = readFileSync(schemas, "utf8");
     const older = source.replace(", sectionMaxMs: v.optional(ms())", "").replace("      holdSectionMaxMs: v.optional(msByNode()),\n", "");
     assert.equal(older.length, source.length - ", sectionMaxMs: v.optional(ms())".length - "      holdSectionMaxMs: v.optional(msByNode()),\n".length, "both fields taken out of the copy's schemas");
-    const sectionVariant = '  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms() }),\n';
-    assert.ok(older.includes(sectionVariant), "the section message's schema is found");
-    writeFileSync(schemas, older.replace(sectionVariant, ""));
+    const sectionVariants = [
+      '  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms() }),\n',
+      '  v.strictObject({ type: v.literal("sectionEnd"), from: nodeId(), epoch: epoch() }),\n',
+    ];
+    for (const variant of sectionVariants) assert.ok(older.includes(variant), `the schema is found: ${variant.trim()}`);
+    writeFileSync(schemas, sectionVariants.reduce((text, variant) => text.replace(variant, ""), older));
   }
   return join(dir, "main.ts");
 }

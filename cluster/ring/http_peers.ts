@@ -6,7 +6,7 @@
  * Each answer names the peer's wire format (x-mutexd-format), and so does each of its requests
  * (the daemon passes on a view message's: `heard`, so a voter knows its coordinator's format from
  * the prepare before it promises); the last one heard per peer decides which optional fields of
- * a view message go to it, and whether a `section` announcement does (lib/wire/ring_peer.ts viewMessageFor). A peer never heard from is
+ * a view message go to it, and whether a `section` announcement and its `sectionEnd` do (lib/wire/ring_peer.ts viewMessageFor). A peer never heard from is
  * asked its format first (formatOf); one of an older minor, or that did not answer, gets none, so
  * a ring mixing builds during a rolling upgrade keeps its renewals and promises (docs/deploy.md).
  */

@@ -151,6 +151,7 @@ export const viewMessageSchema = v.variant("type", [
     lastTokenAgeMs: v.nullable(ms()),
   }),
   v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms() }),
+  v.strictObject({ type: v.literal("sectionEnd"), from: nodeId(), epoch: epoch() }),
   v.strictObject({ type: v.literal("prepare"), from: nodeId(), ballot: ballot(), voters: voters() }),
   v.strictObject({
     type: v.literal("promise"),
@@ -200,13 +201,14 @@ sameType<Same<v.InferOutput<typeof viewMessageSchema>, ViewMessage>>();
  * section bound's fields (`renew.sectionMaxMs`, a promise's `facts.holdSectionMaxMs`) unless it
  * names SECTION_BOUND_FORMAT or newer, since a build before them refuses them (strict schemas).
  * Leaving them out is always safe: the receiver counts ringLeaseMaxMs (docs/ring.md "The token
- * lease"). A `section` announcement goes only to a peer that names SECTION_ANNOUNCE_FORMAT or
- * newer (null: not sent; the peer's probe then asks the others, who heard it). Any other message
+ * lease"). A `section` announcement and its `sectionEnd` go only to a peer that names
+ * SECTION_ANNOUNCE_FORMAT or newer (null: not sent; the peer's probe then asks the others, who
+ * heard it, and a peer that never got the announcement needs no end of it). Any other message
  * goes as it is.
  */
 export function viewMessageFor(message: ViewMessage, theirs: FormatVersion | null): ViewMessage | null {
   // A section announcement is a message of its own: an older peer does not get it at all.
-  if (message.type === "section") return formatReads(theirs, SECTION_ANNOUNCE_FORMAT) ? message : null;
+  if (isSectionMessage(message)) return formatReads(theirs, SECTION_ANNOUNCE_FORMAT) ? message : null;
   if (!carriesSectionBound(message) || formatReads(theirs, SECTION_BOUND_FORMAT)) return message;
   if (message.type === "renew") {
     const { sectionMaxMs: _left, ...older } = message;
@@ -221,7 +223,12 @@ export function viewMessageFor(message: ViewMessage, theirs: FormatVersion | nul
 
 /** Whether what goes to a peer of `message` depends on the peer's wire format (viewMessageFor). */
 export function dependsOnFormat(message: ViewMessage): boolean {
-  return message.type === "section" || carriesSectionBound(message);
+  return isSectionMessage(message) || carriesSectionBound(message);
+}
+
+/** A section's announcement or its end: messages of wire format 1.2 (SECTION_ANNOUNCE_FORMAT), sent only to peers naming it. */
+function isSectionMessage(message: ViewMessage): boolean {
+  return message.type === "section" || message.type === "sectionEnd";
 }
 
 /** Whether `message` carries a field of the section bound (what viewMessageFor may leave out). */

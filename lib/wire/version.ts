@@ -29,10 +29,11 @@ export const WIRE_FORMAT: FormatVersion = { major: 1, minor: 2 };
  */
 export const SECTION_BOUND_FORMAT: FormatVersion = { major: 1, minor: 1 };
 /**
- * The first wire format whose view-message schema takes the ring's `section` message (a holder
- * announces a section, so the others' token-loss probe waits for its lease): a ring node sends it
- * only to a peer whose answers name this or newer; builds of 1.1 and before refuse it. Best effort
- * anyway: a peer left out probes as before, and asks the others, who heard it.
+ * The first wire format whose view-message schema takes the ring's `section` and `sectionEnd`
+ * messages (a holder announces a section, so the others' token-loss probe waits for its lease, and
+ * ends the announcement when it probes itself): a ring node sends them only to a peer whose answers
+ * name this or newer; builds of 1.1 and before refuse them. Best effort anyway: a peer left out
+ * probes as before, and asks the others, who heard it.
  */
 export const SECTION_ANNOUNCE_FORMAT: FormatVersion = { major: 1, minor: 2 };
 /** Every node's dataDir carries it in its format marker (cluster/format_version.ts). */

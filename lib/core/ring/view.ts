@@ -213,6 +213,8 @@ export class ViewCore extends ViewLease {
         return this.onRenew(message);
       case "section":
         return this.probe.onSection(message.from, message.epoch, message.leaseMs);
+      case "sectionEnd":
+        return this.probe.onSectionEnd(message.from, message.epoch);
       case "coordinate":
         // The arbiter (a non-voter) coordinates what a ring node asks for; a ring node coordinates
         // its own wishes only.

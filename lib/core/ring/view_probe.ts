@@ -4,7 +4,8 @@
  * - the token-loss probe: a member that has not seen the token for tokenLossMs asks the voters;
  *   when a majority saw none lately, the token is lost and a view change starts. A section its
  *   holder announced (`section`) counts as a sighting until its lease ends: a long section on a
- *   loaded holder, slow to answer the probe, is not a lost token;
+ *   loaded holder, slow to answer the probe, is not a lost token. An announcer that probes ends
+ *   its own announcement first (`sectionEnd`): the token it passed on may be lost since;
  * - the pre-vote canvass: a coordinator that could not even reach a majority asks before it takes
  *   the next epoch.
  *
@@ -51,10 +52,16 @@ export class ViewProbe {
   private canvassFirst = false;
   private probe: { epoch: number; sentAtMs: number; quiet: Set<string>; unreachable: Set<string>; majorityAtMs: number | null } | null = null;
   private nextProbeAtMs = Number.NEGATIVE_INFINITY;
-  /** The latest section announced in view `epoch`: the token may be at its holder until `untilMs`. */
-  private announced: { epoch: number; untilMs: number } | null = null;
-  /** The latest section this node announced as the holder of view `epoch`'s token, ending at `untilMs` (its clock). */
-  private ownAnnounced: { epoch: number; untilMs: number } | null = null;
+  /**
+   * Per announcer, the latest section it announced in view `epoch`: the token may be there until
+   * `untilMs`. One entry per ring node at most (checkViewMessage takes sections from ring nodes only).
+   */
+  private readonly announced = new Map<string, { epoch: number; untilMs: number }>();
+  /**
+   * The latest section this node announced as the holder of view `epoch`'s token, ending at
+   * `untilMs` (its clock); `ended`: a `sectionEnd` for it went out (a later section is announced again).
+   */
+  private ownAnnounced: { epoch: number; untilMs: number; ended: boolean } | null = null;
 
   constructor(private readonly host: ViewProbeHost) {}
 
@@ -70,8 +77,8 @@ export class ViewProbe {
     if (epoch !== host.viewEpoch()) return false;
     const untilMs = host.nowMs() + leaseMs;
     const own = this.ownAnnounced;
-    if (own?.epoch === epoch && untilMs <= own.untilMs + host.settings.tokenLossMs / 2) return false;
-    this.ownAnnounced = { epoch, untilMs };
+    if (own?.epoch === epoch && !own.ended && untilMs <= own.untilMs + host.settings.tokenLossMs / 2) return false;
+    this.ownAnnounced = { epoch, untilMs, ended: false };
     return true;
   }
 
@@ -80,24 +87,42 @@ export class ViewProbe {
    * received now): the token may stay there that long, so it counts as seen until the lease ends.
    * Liveness only (the view change's safety never rests on it): a holder that dies in the section
    * is found tokenLossMs after its lease, the lease its last renewal stated bounds the wait for it
-   * anyway (decide.ts), and a lease above ringLeaseMaxMs counts as ringLeaseMaxMs.
+   * anyway (decide.ts), and a lease above ringLeaseMaxMs counts as ringLeaseMaxMs. Its holder
+   * ends it early (`sectionEnd`, onSectionEnd) when it probes for the token it passed on.
    */
   onSection(from: string, epoch: number, leaseMs: number): void {
     const host = this.host;
     // Another view's section: an older view's holder has lost its lease; of a newer one, this
     // node is behind, which its probe finds out.
     if (epoch !== host.viewEpoch()) return;
-    const untilMs = host.nowMs() + Math.min(leaseMs, host.settings.ringLeaseMaxMs);
-    if (this.announced?.epoch !== epoch || untilMs > this.announced.untilMs) this.announced = { epoch, untilMs };
-    if (this.probe) {
-      this.probe = null; // the token is where the section is
+    const nowMs = host.nowMs();
+    const untilMs = nowMs + Math.min(leaseMs, host.settings.ringLeaseMaxMs);
+    const last = this.announced.get(from);
+    if (last?.epoch !== epoch || untilMs > last.untilMs) this.announced.set(from, { epoch, untilMs });
+    // Only a section still running says where the token is (a lease of 0 passes the schema).
+    if (this.probe && untilMs > nowMs) {
+      this.probe = null;
       host.event("tokenAlive", { at: from, section: true });
     }
   }
 
+  /**
+   * `from` ended its sections of view `epoch` (`sectionEnd`): they are no sighting any more. Only
+   * its own: another holder's announcement of the same view stands, and so does a later one of
+   * its own (a new `section` after this).
+   */
+  onSectionEnd(from: string, epoch: number): void {
+    if (this.announced.get(from)?.epoch === epoch) this.announced.delete(from);
+  }
+
   /** Until when the latest section announced in the installed view may run (null: none). */
   sectionSeenUntilMs(): number | null {
-    return this.announced?.epoch === this.host.viewEpoch() ? this.announced.untilMs : null;
+    const epoch = this.host.viewEpoch();
+    let untilMs: number | null = null;
+    for (const section of this.announced.values()) {
+      if (section.epoch === epoch && (untilMs === null || section.untilMs > untilMs)) untilMs = section.untilMs;
+    }
+    return untilMs;
   }
 
   /**
@@ -142,8 +167,29 @@ export class ViewProbe {
     const epoch = host.viewEpoch();
     this.probe = { epoch, sentAtMs: nowMs, quiet: new Set([host.id]), unreachable: new Set(), majorityAtMs: null };
     this.nextProbeAtMs = nowMs + settings.tokenLossMs;
-    for (const to of host.others()) host.send(to, { type: "probe", from: host.id, epoch });
+    const endOwn = this.ownSectionMayCount(epoch, nowMs);
+    for (const to of host.others()) {
+      if (endOwn) host.send(to, { type: "sectionEnd", from: host.id, epoch });
+      host.send(to, { type: "probe", from: host.id, epoch });
+    }
+    if (endOwn) this.ownAnnounced = { ...endOwn, ended: true };
     this.checkProbe();
+  }
+
+  /**
+   * This node's last announced section of view `epoch` while the others may still count it as a
+   * sighting (else null). This node probes, so the token left here: the section is over, but the
+   * others answer "seen" (age 0) until its lease ends and "seen lately" tokenLossMs after, which
+   * hid a token lost at the next holder for up to the whole lease (ringLeaseMaxMs). So a
+   * `sectionEnd` goes to each voter ahead of the probe, with every probe until then: one lost, or
+   * overtaken by the probe (separate requests), costs one more probe round, not the lease. The
+   * extra tokenLossMs covers the announcement's delay and the receivers' clock rates. Sent only
+   * by a prober, never per hand-off: the ring's hops stay one message each.
+   */
+  private ownSectionMayCount(epoch: number, nowMs: number): { epoch: number; untilMs: number } | null {
+    const own = this.ownAnnounced;
+    if (own === null || own.epoch !== epoch || nowMs >= own.untilMs + 2 * this.host.settings.tokenLossMs) return null;
+    return { epoch: own.epoch, untilMs: own.untilMs };
   }
 
   /**

@@ -119,6 +119,12 @@ export type ViewMessage =
    * the token stays there up to that long, which is no sign of its loss (view_probe.ts).
    */
   | { type: "section"; from: string; epoch: number; leaseMs: number }
+  /**
+   * The sender's sections announced in `epoch` are over (it no longer holds that token): a
+   * receiver no longer counts them as sightings. Sent by an announcer when it starts a token-loss
+   * probe, so its own announcement does not hide a token lost after it (view_probe.ts).
+   */
+  | { type: "sectionEnd"; from: string; epoch: number }
   /** `voters`: the coordinator's voter list; a voter promises only under the same list. */
   | { type: "prepare"; from: string; ballot: Ballot; voters: string[] }
   /** `prior`: the ballot promised before this one; `viewEpoch`: the installed view's epoch. */
@@ -226,6 +232,10 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
       if (!ring.includes(message.from)) return "only a ring node grants sections";
       epochs.push(message.epoch);
       counts.push(message.leaseMs);
+      break;
+    case "sectionEnd":
+      if (!ring.includes(message.from)) return "only a ring node ends its sections";
+      epochs.push(message.epoch);
       break;
     case "renew":
       epochs.push(message.epoch);
