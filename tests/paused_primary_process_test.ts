@@ -15,14 +15,14 @@
  *
  * The holder's timing is the worst case on purpose, not left to where the pause happens to land.
  * It used to land wherever the set-up ended (TTL 3 s): about 25 ms after the holder's open at
- * load 8, leaving the b1 try about one period; under heavier load a pause just after a keepalive
- * left only P − takeover ≈ 0.5 s, and the test failed 4 runs in 20 under Deno at load 6-17. Now
- * p1 is paused just before the holder sends a keepalive k, so the last one p1 answered was sent
- * at k − P and the client's lease ends at k + 2P. The try at p1 gives up at k + P; the one at b1
- * must find b1 serving then (the takeover, ≈ 0.5 s, has P = 2 s) and answer before k + 2P (P
- * more). A regressed client whose tries last requestTimeoutMs = 2.5P is still at p1 when the
- * lease ends, a period's half before its try would give up: it loses the lock whatever the
- * machine's speed (checked by hand: the holder's assertion fails).
+ * load 8, leaving the try at b1 about one period; a pause just after a keepalive left only
+ * P − takeover ≈ 0.5 s. Now p1 is paused just before the holder sends a keepalive k, so the last
+ * one p1 answered was sent at k − P and the client's lease ends at k + 2P. The try at p1 gives
+ * up at k + P; the one at b1 must find b1 serving then (the takeover, ≈ 1.0-1.3 s with
+ * SERVER_LEASE_MS, has P = 3 s) and answer before k + 2P (P more). A regressed client whose
+ * tries last requestTimeoutMs = 2.5P is still at p1 when the lease ends, half a period before
+ * its try would give up: it loses the lock whatever the machine's speed (checked by hand: the
+ * holder's assertion fails). The test failed 4 runs in 20 under Deno at load 6-17 before.
  *
  * The margin (MARGIN_MS) covers timers firing late and the backup's answer on a loaded machine;
  * the primary stays paused for twice the largest bound after the fresh calls start, so a call
@@ -35,8 +35,17 @@ import type { FetchPort } from "../lib/client/http.ts";
 import { eventually } from "./_harness.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 
-/** Keepalives every TTL/3 = 2,000 ms (KEEPALIVE_PERIOD_MS): a keepalive try gives up after that. */
-const TTL_MS = 6_000;
+/**
+ * The servers' leases (primaryLeaseMs and backupLeaseMs; 500 ms by default): a lease outlives a
+ * stall of its server of up to SERVER_LEASE_MS − leaseSafetyMs (900 ms), twice the longest
+ * measured here with the host at load 14 (447 ms of run-queue wait, `loopStall` with cpuMs 2).
+ * With the default, b1 stopped serving in such a stall after its takeover and answered the
+ * holder "not primary" (naming itself), and the client's next try went to the paused p1 for a
+ * whole period. The takeover then takes about SERVER_LEASE_MS plus a claim.
+ */
+const SERVER_LEASE_MS = 1_000;
+/** Keepalives every TTL/3 = 3,000 ms (KEEPALIVE_PERIOD_MS): a keepalive try gives up after that. */
+const TTL_MS = 9_000;
 const KEEPALIVE_PERIOD_MS = TTL_MS / 3;
 /** Longer than two keepalive periods, by half of one: a keepalive try of this length outlasts the lease. */
 const REQUEST_TIMEOUT_MS = 2.5 * KEEPALIVE_PERIOD_MS;
@@ -103,7 +112,12 @@ function timed(who: string, boundMs: number, call: () => Promise<unknown>): Time
 }
 
 test("paused primary: the client's calls settle within their bounds, the holder keeps its lock through the takeover, the waiter is granted at the backup", { timeout: 90_000 }, async () => {
-  const c = await startCluster([`longPollMaxMs = ${LONG_POLL_MS}`]);
+  const c = await startCluster([
+    `longPollMaxMs = ${LONG_POLL_MS}`,
+    `primaryLeaseMs = ${SERVER_LEASE_MS}`,
+    `backupLeaseMs = ${SERVER_LEASE_MS}`,
+    `sessionTtlMinMs = ${3 * SERVER_LEASE_MS}`,
+  ]);
   const sent: Sent[] = [];
   const servers = [c.urls.p1, c.urls.b1];
   /** Runs (once) just before the holder's next keepalive goes out: set once the waiter is queued. */
