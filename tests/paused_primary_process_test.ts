@@ -2,16 +2,27 @@
  * Real processes: a primary paused (SIGSTOP) for far longer than any request timeout. What the
  * CLIENT returns is measured (when a call's promise settles), not when the runtime's fetch gives
  * up:
- * - a holder whose keepalives meet the paused primary keeps its lock: each keepalive try gives
- *   up after one keepalive period (TTL/3, shorter than requestTimeoutMs here), so one reaches the
- *   backup that takes over before the lease ends (with tries of requestTimeoutMs it would not:
- *   the first try alone would outlast the lease);
+ * - a holder whose keepalive meets the paused primary keeps its lock: each keepalive try gives
+ *   up after one keepalive period P = TTL/3, so one reaches the backup that takes over before the
+ *   lease ends (with tries of requestTimeoutMs, longer than 2P here, it would not: the first try
+ *   alone would outlast the lease);
  * - a waiter's enter long-polling at the paused primary goes on at the backup during the pause,
  *   and is granted there after the release;
  * - calls from fresh clients (the primary first in their list) made after the takeover settle
  *   within their bound: one try at the paused primary (requestTimeoutMs, an enter's long-poll
  *   time on top), then the backup's answer, within MARGIN_MS. Their failover window is shorter
  *   than that try, and the backup is still asked.
+ *
+ * The holder's timing is the worst case on purpose, not left to where the pause happens to land.
+ * It used to land wherever the set-up ended (TTL 3 s): about 25 ms after the holder's open at
+ * load 8, leaving the try at b1 about one period; a pause just after a keepalive left only
+ * P − takeover ≈ 0.5 s. Now p1 is paused just before the holder sends a keepalive k, so the last
+ * one p1 answered was sent at k − P and the client's lease ends at k + 2P. The try at p1 gives
+ * up at k + P; the one at b1 must find b1 serving then (the takeover, ≈ 1.0-1.3 s with
+ * SERVER_LEASE_MS, has P = 3 s) and answer before k + 2P (P more). A regressed client whose
+ * tries last requestTimeoutMs = 2.5P is still at p1 when the lease ends, half a period before
+ * its try would give up: it loses the lock whatever the machine's speed (checked by hand: the
+ * holder's assertion fails). The test failed 4 runs in 20 under Deno at load 6-17 before.
  *
  * The margin (MARGIN_MS) covers timers firing late and the backup's answer on a loaded machine;
  * the primary stays paused for twice the largest bound after the fresh calls start, so a call
@@ -24,10 +35,21 @@ import type { FetchPort } from "../lib/client/http.ts";
 import { eventually } from "./_harness.ts";
 import { startCluster, status } from "./_lock_cluster.ts";
 
-const REQUEST_TIMEOUT_MS = 2_000;
+/**
+ * The servers' leases (primaryLeaseMs and backupLeaseMs; 500 ms by default): a lease outlives a
+ * stall of its server of up to SERVER_LEASE_MS − leaseSafetyMs (900 ms), twice the longest
+ * measured here with the host at load 14 (447 ms of run-queue wait, `loopStall` with cpuMs 2).
+ * With the default, b1 stopped serving in such a stall after its takeover and answered the
+ * holder "not primary" (naming itself), and the client's next try went to the paused p1 for a
+ * whole period. The takeover then takes about SERVER_LEASE_MS plus a claim.
+ */
+const SERVER_LEASE_MS = 1_000;
+/** Keepalives every TTL/3 = 3,000 ms (KEEPALIVE_PERIOD_MS): a keepalive try gives up after that. */
+const TTL_MS = 9_000;
+const KEEPALIVE_PERIOD_MS = TTL_MS / 3;
+/** Longer than two keepalive periods, by half of one: a keepalive try of this length outlasts the lease. */
+const REQUEST_TIMEOUT_MS = 2.5 * KEEPALIVE_PERIOD_MS;
 const LONG_POLL_MS = 2_000;
-/** Keepalives every TTL/3 = 1,000 ms: a keepalive try gives up after that, before REQUEST_TIMEOUT_MS. */
-const TTL_MS = 3_000;
 /** The fresh clients' window: shorter than one try at the paused primary. */
 const LATE_FAILOVER_MS = 1_000;
 const MARGIN_MS = 1_000;
@@ -38,13 +60,33 @@ interface Sent {
   who: string;
   url: string;
   atMs: number;
+  /** When the fetch settled, and how (an HTTP status, or the error's name): for the failure messages. */
+  endMs?: number;
+  outcome?: string;
 }
 
-function recordingFetch(who: string, sent: Sent[]): FetchPort {
+/** A fetch that records each request in `sent`, after calling `beforeSend` (the test's pause trigger). */
+function recordingFetch(who: string, sent: Sent[], beforeSend: (who: string, url: string) => void): FetchPort {
   return (url, init) => {
-    sent.push({ who, url, atMs: performance.now() });
-    return fetch(url, init);
+    beforeSend(who, url);
+    const record: Sent = { who, url, atMs: performance.now() };
+    sent.push(record);
+    const answer = fetch(url, init);
+    answer.then(
+      (response) => Object.assign(record, { endMs: performance.now(), outcome: String(response.status) }),
+      (error) => Object.assign(record, { endMs: performance.now(), outcome: (error as Error)?.name ?? String(error) }),
+    );
+    return answer;
   };
+}
+
+/** `who`'s requests, times from `zeroMs`: "+1002→+2003 p1 /v1/sessions/…/keepalive TimeoutError". */
+function timeline(sent: Sent[], who: string, zeroMs: number, names: Record<string, string>): string {
+  const at = (ms: number | undefined) => ms === undefined ? "?" : `${ms >= zeroMs ? "+" : ""}${Math.round(ms - zeroMs)}`;
+  return sent.filter((s) => s.who === who).map((s) => {
+    const url = new URL(s.url);
+    return `${at(s.atMs)}→${at(s.endMs)} ${names[url.origin] ?? url.origin} ${url.pathname} ${s.outcome ?? "pending"}`;
+  }).join("\n");
 }
 
 /** A call's promise, with when it was made and when it settled (the client's answer, not the fetch's). */
@@ -70,11 +112,24 @@ function timed(who: string, boundMs: number, call: () => Promise<unknown>): Time
 }
 
 test("paused primary: the client's calls settle within their bounds, the holder keeps its lock through the takeover, the waiter is granted at the backup", { timeout: 90_000 }, async () => {
-  const c = await startCluster([`longPollMaxMs = ${LONG_POLL_MS}`]);
+  const c = await startCluster([
+    `longPollMaxMs = ${LONG_POLL_MS}`,
+    `primaryLeaseMs = ${SERVER_LEASE_MS}`,
+    `backupLeaseMs = ${SERVER_LEASE_MS}`,
+    `sessionTtlMinMs = ${3 * SERVER_LEASE_MS}`,
+  ]);
   const sent: Sent[] = [];
   const servers = [c.urls.p1, c.urls.b1];
+  /** Runs (once) just before the holder's next keepalive goes out: set once the waiter is queued. */
+  let beforeHolderKeepalive: (() => void) | undefined;
+  const beforeSend = (who: string, url: string) => {
+    if (who !== "holder" || !url.endsWith("/keepalive") || beforeHolderKeepalive === undefined) return;
+    const run = beforeHolderKeepalive;
+    beforeHolderKeepalive = undefined;
+    run();
+  };
   const client = (who: string, failoverTimeoutMs?: number): LockClient =>
-    connect({ servers, requestTimeoutMs: REQUEST_TIMEOUT_MS, failoverTimeoutMs, fetch: recordingFetch(who, sent) });
+    connect({ servers, requestTimeoutMs: REQUEST_TIMEOUT_MS, failoverTimeoutMs, fetch: recordingFetch(who, sent, beforeSend) });
   try {
     const holder = await client("holder").lock("x", { ttlMs: TTL_MS });
     const waiterClient = client("waiter");
@@ -83,13 +138,21 @@ test("paused primary: the client's calls settle within their bounds, the holder 
     entered.catch(() => {}); // awaited at the end; a failure before that must not be unhandled
     await eventually("the waiter is queued", async () => (await status(c.urls.p1))?.locks.find((l) => l.name === "x")?.waiters.length === 1);
 
+    // The pause comes just before a holder's keepalive is sent (the worst case, header): the
+    // last one p1 answered was sent a period before it.
     const p1 = c.procs.get("p1")!;
-    p1.kill("SIGSTOP");
-    const pausedAtMs = performance.now();
+    let pauseSeenAtMs: number | undefined;
+    beforeHolderKeepalive = () => {
+      p1.kill("SIGSTOP");
+      pauseSeenAtMs = performance.now();
+    };
+    await eventually("p1 was paused before the holder's next keepalive", () => pauseSeenAtMs !== undefined, 2 * KEEPALIVE_PERIOD_MS + 10_000);
+    const pausedAtMs = pauseSeenAtMs!;
     await eventually("b1 took over with the holder's lock", async () => {
       const s = await status(c.urls.b1);
       return s?.server?.serving === true && s.locks.find((l) => l.name === "x")?.holders[0]?.token === holder.token;
     }, 20_000);
+    const tookOverAtMs = performance.now();
 
     // Fresh clients, p1 first: each call's first try meets the paused p1.
     const lateStartMs = performance.now();
@@ -111,7 +174,9 @@ test("paused primary: the client's calls settle within their bounds, the holder 
     p1.kill("SIGCONT");
     await Promise.all(calls.map((call) => call.done));
 
-    assert.ok(!holder.signal.aborted, "the holder kept its session alive at the backup: its lock was never lost");
+    const names = { [c.urls.p1]: "p1", [c.urls.b1]: "b1" };
+    const pauseStory = `p1 paused at 0, b1 seen serving at +${Math.round(tookOverAtMs - pausedAtMs)} ms; the holder's requests:\n`;
+    assert.ok(!holder.signal.aborted, `the holder kept its session alive at the backup: its lock was never lost\n${pauseStory}${timeline(sent, "holder", pausedAtMs, names)}`);
     assert.ok(!waiterSession.lost, "the waiter kept its session alive too");
 
     for (const call of calls) {
