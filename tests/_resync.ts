@@ -6,6 +6,7 @@
  * of `GET /v1/status?summary=1`, cluster/stall_monitor.ts); and read a node's stalls from its
  * log, each with the CPU time the node used in it. Not a test file.
  */
+import { readFileSync } from "node:fs";
 import { eventually, sleep } from "./_harness.ts";
 
 /** Sessions of the filler and the load client outlive any test (no keepalives needed). */
@@ -90,6 +91,8 @@ export interface LoggedStall {
   stallMs: number;
   /** Near `stallMs`: the node worked through the stall; near 0: it waited (a busy host's run queue, a stop). */
   cpuMs: number;
+  /** When the node logged it, the stall's end (its `ts`, the wall clock: Date.now() of the same host). */
+  endMs: number;
 }
 
 /**
@@ -114,10 +117,22 @@ export function isEvent(line: string, event: string): boolean {
  */
 export function loggedStalls(lines: string[], event: "loopStall" | "stalledPastLeaseMargin"): LoggedStall[] {
   return lines.filter((line) => isEvent(line, event)).map((line) => {
-    const fields = JSON.parse(line) as { stallMs?: unknown; cpuMs?: unknown };
-    if (typeof fields.stallMs !== "number" || typeof fields.cpuMs !== "number") throw new Error(`a ${event} line without stallMs and cpuMs: ${line}`);
-    return { stallMs: fields.stallMs, cpuMs: fields.cpuMs };
+    const fields = JSON.parse(line) as { stallMs?: unknown; cpuMs?: unknown; ts?: unknown };
+    const endMs = typeof fields.ts === "string" ? Date.parse(fields.ts) : Number.NaN;
+    if (typeof fields.stallMs !== "number" || typeof fields.cpuMs !== "number" || Number.isNaN(endMs)) throw new Error(`a ${event} line without stallMs, cpuMs and ts: ${line}`);
+    return { stallMs: fields.stallMs, cpuMs: fields.cpuMs, endMs };
   });
+}
+
+/**
+ * The scheduler's times of a process's main thread (its event loop) so far, from
+ * /proc/<pid>/schedstat: on a CPU (field 1) and runnable but waiting on the run queue (field 2),
+ * in ms. Over a window, its length less both is the time the thread slept (waited on I/O or a timer).
+ */
+export function schedMs(pid: number): { runMs: number; queuedMs: number } {
+  const [runNs, queuedNs] = readFileSync(`/proc/${pid}/schedstat`, "utf8").trim().split(/\s+/).map(Number);
+  if (!Number.isFinite(runNs) || !Number.isFinite(queuedNs)) throw new Error(`/proc/${pid}/schedstat unreadable`);
+  return { runMs: runNs / 1e6, queuedMs: queuedNs / 1e6 };
 }
 
 export interface ResyncOptions {
@@ -151,9 +166,23 @@ export interface ResyncResult {
   lapses: number;
   /** What the first failures failed with (at most FAILURES_KEPT). */
   failureReasons: string[];
+  /**
+   * The lapses in runs (refusals with no other answer between them), each with the wall-clock
+   * times (Date.now()) the client had its first and last refusal, at most LAPSE_RUNS_KEPT: a
+   * test compares them with the logged waits that cause lapses.
+   */
+  lapseRuns: LapseRun[];
+}
+
+export interface LapseRun {
+  firstMs: number;
+  lastMs: number;
+  refusals: number;
 }
 
 const FAILURES_KEPT = 5;
+/** Runs of lapses kept: each costs the client at least one lease, so a resync has few; more are counted only (`lapses`). */
+const LAPSE_RUNS_KEPT = 100;
 
 /** An answer of the primary that failed a step of the load client, and whether it was a lapse (ResyncResult). */
 class LoadFailure extends Error {
@@ -195,6 +224,9 @@ export async function resyncUnderLoad(
   let failures = 0;
   let lapses = 0;
   const failureReasons: string[] = [];
+  const lapseRuns: LapseRun[] = [];
+  /** The run the last failure was in (undefined after any other answer, or past LAPSE_RUNS_KEPT). */
+  let lapseRun: LapseRun | undefined;
   let acquireMaxMs = 0;
   // Bounded by `loading` (cleared below) and by each request's timeout.
   const load = (async () => {
@@ -207,9 +239,23 @@ export async function resyncUnderLoad(
         if (leave.status !== 200) throw new LoadFailure(primaryUrl, leave.body);
         acquires += 1;
         acquireMaxMs = Math.max(acquireMaxMs, performance.now() - t0);
+        lapseRun = undefined;
       } catch (error) {
         failures += 1;
-        if (error instanceof LoadFailure && error.lapse) lapses += 1;
+        const lapse = error instanceof LoadFailure && error.lapse;
+        if (lapse) {
+          lapses += 1;
+          const nowMs = Date.now();
+          if (lapseRun) {
+            lapseRun.lastMs = nowMs;
+            lapseRun.refusals += 1;
+          } else if (lapseRuns.length < LAPSE_RUNS_KEPT) {
+            lapseRun = { firstMs: nowMs, lastMs: nowMs, refusals: 1 };
+            lapseRuns.push(lapseRun);
+          }
+        } else {
+          lapseRun = undefined;
+        }
         if (failureReasons.length < FAILURES_KEPT) failureReasons.push((error as Error).message);
         // Back off before the next round (counted as a failure; the loop ends with `loading`).
         await sleep(10);
@@ -227,6 +273,7 @@ export async function resyncUnderLoad(
     await eventually("the load client acquires before the kill", () => acquires >= WARM_ACQUIRES, 10_000);
     const acquiresBeforeKill = acquires;
     acquireMaxMs = 0;
+
     await killBackup();
     await eventually("the primary drops the killed backup", async () => (await watchStalls())?.server.backup?.mode !== "inSync", 10_000);
     await startBackup();
@@ -237,7 +284,7 @@ export async function resyncUnderLoad(
     }, deadlineMs);
     const resyncMs = performance.now() - restartedAtMs;
     await watchStalls();
-    return { resyncMs, stallMaxMs, acquires: acquires - acquiresBeforeKill, acquireMaxMs, failures, lapses, failureReasons };
+    return { resyncMs, stallMaxMs, acquires: acquires - acquiresBeforeKill, acquireMaxMs, failures, lapses, failureReasons, lapseRuns: lapseRuns.map((run) => ({ ...run })) };
   } finally {
     loading = false;
     await load;

@@ -15,6 +15,15 @@
  *   (Bun, Deno, durable or not, load 5-11). The time it took is no bound, as others' work on the
  *   two cores stretches it (measured 0.9-1.4 s quiet, 2.0-7.9 s at load 10-18): RESYNC_DEADLINE_MS
  *   only ends a resync that never completes, as none did from 40,000 locks on before issue 11.
+ * - A resync that waits rather than works: the CPU bound misses a copy paced by a timer, so the
+ *   time the backup's event loop slept (neither on a CPU nor on the run queue: /proc/<pid>/schedstat
+ *   of its main thread, from the restart until in sync) less the primary's run-queue wait then
+ *   (which stretches each chunk request the backup waits on) stays under COPY_IDLE_BOUND_MS. The
+ *   backup does nothing but pull the copy, one chunk request at a time, so any pacing on either
+ *   side shows as its sleep. Measured: -640 to +300 ms (the two sleeps 0.2-1.2 s each, in sync
+ *   1.0-3.5 s, Bun and Deno, durable or not, load 6-13, one run with three busy loops of ours).
+ *   Injected locally (not kept): 50 ms before each chunk request made it 4,284 ms (backup asleep
+ *   5.3 s of 7.1 s) while the CPU bound passed (4.4 s); 100 ms, 13-17 s.
  * - The primary's own work in any one event-loop stall from the load client's start (just before
  *   the kill) until it logs the backup in sync under STALL_CPU_BOUND_MS of CPU: each stall of
  *   100 ms or more is a `loopStall` line of its log with the CPU time the process used in it
@@ -34,8 +43,14 @@
  *   because its lease lapsed while a node that renews it (the primary or the arbiter) waited on
  *   the run queue past the lease's margin: a `stalledPastLeaseMargin` line of that time whose
  *   `cpuMs` is under half its `stallMs`. Other work on two shared cores causes those (a 231 ms
- *   wait of the primary with 9 ms of CPU cost one refusal at load 10-15); without such a wait,
- *   or with any other failure (an error, a timeout, another refusal), the test fails.
+ *   wait of the primary with 9 ms of CPU cost one refusal at load 10-15). Each run of refusals
+ *   (no other answer between them) is matched to a wait by the wall clock: its first refusal
+ *   between the wait's start and one lease (primaryLeaseMs) after its logged end, and the run
+ *   lasting at most that wait plus one renewal (leaseRenewMs). A lapse with no such wait (renewals
+ *   refused or starved by the copy), a run longer, or any other failure (an error, a timeout,
+ *   another refusal) fails the test. Injected locally (not kept): enters answered as a lapsed
+ *   lease from the primary's 40th chunk request on, with an unrelated 177 ms wait of the primary
+ *   842 ms earlier: the old check (any wait in the window) passed it, this one fails it.
  *
  * The same with `durable = true` (the merge of the durable log with the streamed copy): the
  * backup writes the copy whole once its last chunk is loaded and acks nothing of it before
@@ -49,13 +64,20 @@ import assert from "node:assert/strict";
 import { startCluster } from "./_lock_cluster.ts";
 import { eventually } from "./_harness.ts";
 import { cpuSeconds } from "./bench/lib/server.ts";
-import { fillLocks, isEvent, loggedStalls, resyncUnderLoad, summary, wholeLines } from "./_resync.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { fillLocks, isEvent, type LapseRun, type LoggedStall, loggedStalls, resyncUnderLoad, schedMs, summary, wholeLines } from "./_resync.ts";
 
 /** locksMax less room for the load client's 8 locks. */
 const LOCKS = 100_000 - 10;
 const RESYNC_CPU_BOUND_MS = 10_000;
 const RESYNC_DEADLINE_MS = 60_000;
 const STALL_CPU_BOUND_MS = 250;
+const COPY_IDLE_BOUND_MS = 2_000;
+
+/** The run-queue waits a run of lapse refusals may come from: its first refusal from the wait's start until one lease after its end. */
+function waitsCausing(run: LapseRun, waits: LoggedStall[]): LoggedStall[] {
+  return waits.filter((wait) => run.firstMs >= wait.endMs - wait.stallMs && run.firstMs <= wait.endMs + DEFAULT_SETTINGS.primaryLeaseMs);
+}
 
 /** The scenario of this file, on a cluster with or without the durable log. */
 async function resyncUnderKill(durable: boolean): Promise<void> {
@@ -83,6 +105,7 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
     const atLoad = { primary: logs.primary().length, a1: logs.a1().length };
     let primaryAtKill = 0;
     let primaryCpuAtRestartS = 0;
+    let atRestart = { wallMs: 0, primary: { runMs: 0, queuedMs: 0 }, backup: { runMs: 0, queuedMs: 0 } };
     const result = await resyncUnderLoad(
       cluster.urls[primary],
       async () => {
@@ -94,10 +117,24 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
       async () => {
         await cluster.start(backupId);
         primaryCpuAtRestartS = cpuSeconds(cluster.procs.get(primary)!.pid);
+        atRestart = { wallMs: performance.now(), primary: schedMs(cluster.procs.get(primary)!.pid), backup: schedMs(cluster.procs.get(backupId)!.pid) };
       },
       RESYNC_DEADLINE_MS,
       { waitStallsFade: false },
     );
+    // What each server's event loop did from the restart until now: on a CPU, on the run queue,
+    // and asleep (neither: waiting on the other, on the client, on a timer).
+    const windowMs = performance.now() - atRestart.wallMs;
+    const sched = (id: string, before: { runMs: number; queuedMs: number }) => {
+      const after = schedMs(cluster.procs.get(id)!.pid);
+      const [runMs, queuedMs] = [Math.round(after.runMs - before.runMs), Math.round(after.queuedMs - before.queuedMs)];
+      return { runMs, queuedMs, sleptMs: Math.round(windowMs) - runMs - queuedMs };
+    };
+    const resyncSched = { primary: sched(primary, atRestart.primary), backup: sched(backupId, atRestart.backup) };
+    // The backup does nothing but load the copy, one chunk request at a time: it sleeps while its
+    // request waits on the primary, which others' work on the cores stretches by the primary's
+    // run-queue wait; what that does not explain, the copy waited on no work at all (a timer).
+    const copyIdleMs = resyncSched.backup.sleptMs - resyncSched.primary.queuedMs;
     // The CPU of the resync: the primary's from the restart until now, the backup's since its start.
     const resyncCpuMs = {
       primary: Math.round(1_000 * (cpuSeconds(cluster.procs.get(primary)!.pid) - primaryCpuAtRestartS)),
@@ -113,13 +150,24 @@ async function resyncUnderKill(durable: boolean): Promise<void> {
       .filter((stall) => stall.cpuMs < stall.stallMs / 2);
     const shown = stalls.map((s) => `${s.stallMs} ms (${s.cpuMs} ms CPU)`).join(", ") || "none";
     const measured = `measured${durable ? " (durable)" : ""}${primary === "p1" ? "" : " (b1 took over during the fill)"}`;
-    console.log(`${measured}: ${LOCKS} locks, in sync ${Math.round(result.resyncMs)} ms after the restart (CPU meanwhile: primary ${resyncCpuMs.primary} ms, backup ${resyncCpuMs.backup} ms since its start), ` +
+    console.log(`${measured}: ${LOCKS} locks, in sync ${Math.round(result.resyncMs)} ms after the restart (CPU meanwhile: primary ${resyncCpuMs.primary} ms, backup ${resyncCpuMs.backup} ms since its start; ` +
+      `of its ${Math.round(windowMs)} ms the main threads ran/queued/slept: primary ${JSON.stringify(resyncSched.primary)}, backup ${JSON.stringify(resyncSched.backup)}), ` +
       `primary's stalls of 100 ms or more: ${shown}, ${result.acquires} acquires (slowest ${Math.round(result.acquireMaxMs)} ms), ` +
-      `${result.failures} failed (${result.lapses} lapses; ${waits.length} run-queue waits past the margin on the primary and a1)`);
+      `${result.failures} failed (${result.lapses} lapses in runs ${JSON.stringify(result.lapseRuns.map((run) => [run.firstMs, run.lastMs - run.firstMs, run.refusals]))}; ` +
+      `run-queue waits past the margin on the primary and a1: ${JSON.stringify(waits.map((wait) => [wait.endMs, wait.stallMs]))})`);
+    assert.ok(copyIdleMs < COPY_IDLE_BOUND_MS, `the backup slept ${resyncSched.backup.sleptMs} ms of the resync's ${Math.round(windowMs)} ms, the primary waited on the run queue ${resyncSched.primary.queuedMs} ms of it`);
     assert.ok(resyncCpuMs.primary + resyncCpuMs.backup < RESYNC_CPU_BOUND_MS, `the resync took ${resyncCpuMs.primary} ms of the primary's CPU and ${resyncCpuMs.backup} ms of the backup's`);
     for (const stall of stalls) assert.ok(stall.cpuMs < STALL_CPU_BOUND_MS, `the primary worked ${stall.cpuMs} ms in a stall of ${stall.stallMs} ms`);
     assert.equal(result.failures, result.lapses, `every failed acquire was a lapse of the primary's lease: ${JSON.stringify(result.failureReasons)}`);
-    assert.ok(result.lapses === 0 || waits.length > 0, `the primary's lease lapsed (${result.lapses} refusals) while neither it nor the arbiter waited on the run queue past the margin`);
+    // Each run of lapse refusals comes from one wait of the primary or the arbiter (it started in
+    // that wait or within a lease after it) and lasts at most that wait plus one renewal.
+    assert.equal(result.lapseRuns.reduce((sum, run) => sum + run.refusals, 0), result.lapses, "every lapse is in a run kept");
+    for (const run of result.lapseRuns) {
+      const causes = waitsCausing(run, waits);
+      assert.ok(causes.length > 0, `${run.refusals} lapse refusals from ${new Date(run.firstMs).toISOString()} with no wait of the primary or the arbiter past the margin in the lease before`);
+      const longestMs = Math.max(...causes.map((wait) => wait.stallMs));
+      assert.ok(run.lastMs - run.firstMs <= longestMs + DEFAULT_SETTINGS.leaseRenewMs, `a run of ${run.refusals} lapse refusals lasted ${run.lastMs - run.firstMs} ms after a wait of ${longestMs} ms`);
+    }
     assert.ok(result.acquires > 0, "the client acquired during the resync");
     const backup = await summary(cluster.urls[backupId]);
     assert.ok(backup && backup.lockCount >= LOCKS, `the backup holds the table (${backup?.lockCount} locks)`);

@@ -19,6 +19,10 @@
  *   the listener's queue not holding it. close() must abort the connect through its signal: without
  *   `this.connecting.abort()` in close() (tried once locally) `onclose` waits for the kernel to give
  *   up and the test fails on its bound; with it the SYN_SENT socket is gone too. Linux only (/proc).
+  The queue counts as full only when a filler's SYN is dropped: SYN_SENT at two polls in a row and
+  the kernel's ListenOverflows count risen. A SYN merely slow (injected once locally: the fifth
+  filler's connect started 300 ms late, shown in SYN_SENT meanwhile) passed the old one-poll check
+  as a full queue, and the test then failed waiting for the client's SYN_SENT; now the fill goes on.
  *
  * Deno only: the client opens Deno.connect; a Bun node uses Bun's own WebSocket. Each test closes
  * the listeners and connections it opened.
@@ -107,36 +111,70 @@ function kernelView(port: number): { synSent: number; queued: number } {
 const FILL_CONNECTIONS_MAX = 5_000;
 
 /**
- * Connects to `port` (a listener that never accepts) until its accept queue is full: a connect whose
- * SYN the kernel dropped (SYN_SENT while the queue holds every connection made) is aborted and the
- * made ones are returned. Throws if the queue never fills within FILL_CONNECTIONS_MAX.
+ * The kernel's count of SYNs dropped because a listener's accept queue was full (TcpExt
+ * ListenOverflows in /proc/net/netstat, for the whole network namespace).
+ */
+function listenOverflows(): number {
+  const lines = readFileSync("/proc/net/netstat", "utf8").split("\n").filter((line) => line.startsWith("TcpExt:"));
+  const [names, values] = lines.map((line) => line.trim().split(/\s+/));
+  const at = names?.indexOf("ListenOverflows") ?? -1;
+  if (at < 1 || values === undefined) throw new Error("no TcpExt ListenOverflows in /proc/net/netstat");
+  return Number(values[at]);
+}
+
+/** A poll of the kernel's view while a connect is under way (its interval). */
+const POLL_MS = 10;
+
+/**
+ * Connects to `port` (a listener that never accepts) until its accept queue is full: a connect
+ * whose SYN the kernel dropped is aborted and the made ones are returned. Dropped means all of: in
+ * SYN_SENT at two polls in a row while the queue holds every connection made, and the kernel's
+ * ListenOverflows count risen since the connect began. A SYN_SENT seen once may be a SYN that is
+ * only slow (a busy host defers the loopback's softirq), and the counter is the kernel saying it
+ * dropped one. Throws if the queue never fills within FILL_CONNECTIONS_MAX; on any throw, the
+ * connect under way is aborted and the made connections closed.
  */
 async function fillAcceptQueue(port: number): Promise<Conn[]> {
   const conns: Conn[] = [];
+  let abort: AbortController | undefined;
+  /** The connect under way: its Conn once made, undefined if it failed or was aborted. */
+  let connecting: Promise<Conn | undefined> = Promise.resolve(undefined);
   try {
     while (conns.length < FILL_CONNECTIONS_MAX) {
-      const abort = new AbortController();
+      const overflowsBefore = listenOverflows();
+      const attempt = new AbortController();
+      abort = attempt;
       let conn: Conn | undefined;
-      const connecting = Deno.connect({ hostname: "127.0.0.1", port, signal: abort.signal }).then((made: Conn) => conn = made, () => {});
-      let full = false;
-      await eventually(`connection ${conns.length + 1} made, or the queue full`, async () => {
-        await Promise.race([connecting, new Promise((resolve) => setTimeout(resolve, 10))]);
+      connecting = Deno.connect({ hostname: "127.0.0.1", port, signal: attempt.signal }).then((made: Conn) => conn = made, () => undefined);
+      let dropped = false;
+      let synSentPolls = 0;
+      await eventually(`connection ${conns.length + 1} made, or its SYN dropped`, async () => {
+        await Promise.race([connecting, new Promise((resolve) => setTimeout(resolve, POLL_MS))]);
         if (conn) return true;
         const view = kernelView(port);
-        full = view.synSent > 0 && view.queued === conns.length;
-        return full;
+        synSentPolls = view.synSent > 0 && view.queued === conns.length ? synSentPolls + 1 : 0;
+        dropped = synSentPolls >= 2 && listenOverflows() > overflowsBefore;
+        return dropped;
       }, TIMEOUT_MS);
       if (conn) {
         conns.push(conn);
         continue;
       }
-      abort.abort();
-      await connecting;
-      assert.ok(full);
+      attempt.abort();
+      // Made after all between the last poll and the abort: the queue had room, fill on.
+      const late = await connecting;
+      if (late) {
+        conns.push(late);
+        continue;
+      }
+      assert.ok(dropped);
       return conns;
     }
     assert.fail(`the accept queue took over ${FILL_CONNECTIONS_MAX} connections`);
   } catch (error) {
+    abort?.abort();
+    const late = await connecting;
+    if (late && !conns.includes(late)) late.close();
     for (const conn of conns) conn.close();
     throw error;
   }
