@@ -43,8 +43,29 @@ export function mutexdArgv(main = `${ROOT}/main.ts`): string[] {
   return [process.execPath, main];
 }
 
-/** A port that was free a moment ago (bind to 0, read, close). */
-export function freePort(): Promise<number> {
+/** Ports freePort handed out lately in this process, oldest first (bounded: PORTS_HANDED_OUT_MAX). */
+const portsHandedOut: number[] = [];
+const PORTS_HANDED_OUT_MAX = 256;
+
+/**
+ * A port that was free a moment ago (bind to 0, read, close), and not one this process handed out
+ * lately: the kernel may give a just-closed port to the next bind to 0, and a cluster asks for its
+ * nodes' ports one after another before any of them binds (two nodes given one port made a
+ * cluster's start fail).
+ */
+export async function freePort(): Promise<number> {
+  // Bounded: a repeat is rare; 20 repeats in a row would mean the kernel hands out one port only.
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const port = await boundAndClosedPort();
+    if (portsHandedOut.includes(port)) continue;
+    portsHandedOut.push(port);
+    if (portsHandedOut.length > PORTS_HANDED_OUT_MAX) portsHandedOut.shift();
+    return port;
+  }
+  throw new Error("freePort: the kernel kept handing out ports given out lately");
+}
+
+function boundAndClosedPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
