@@ -8,20 +8,10 @@
  * simulator's own promises settle at defined points of its event loop (a native promise would
  * continue in the runtime's microtask queue, which a synchronous simulation never reaches).
  */
-import { setImmediate } from "node:timers";
-
 export interface Timers {
   /** Runs `fn` once, `ms` from now; the handle is for `clearTimeout`. */
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
-  /**
-   * Runs `fn` once at the end of this event-loop turn: after the I/O callbacks already due, with
-   * no timer delay (setImmediate). The lock service gathers a turn's appends into one replication
-   * frame with it. Optional for stand-ins that never need it: the service then uses
-   * `setTimeout(fn, 0)`. The simulator runs it after the events already due at the same virtual
-   * moment (tests/sim/ring/ports.ts).
-   */
-  endOfTurn?(fn: () => void): void;
 }
 
 /** Opaque: whatever the implementation returns from `setTimeout`. */
@@ -30,8 +20,6 @@ export type TimerHandle = unknown;
 export const realTimers: Timers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-  // node:timers' setImmediate: the same check phase under Deno and Bun, after this turn's I/O.
-  endOfTurn: (fn) => void setImmediate(fn),
 };
 
 /** Runs `fn` every `ms` (re-armed before each run) until the returned function is called. */

@@ -100,20 +100,12 @@ export class World {
     return this.servers.get(id)!;
   }
 
-  /** Takes a server's output; each input is a turn here, so its end comes at once if asked for. */
   private collect(id: string): void {
-    const wantsEndOfTurn = this.collectReady(id);
-    if (!wantsEndOfTurn || !this.servers.has(id)) return;
-    this.server(id).endOfTurn(this.nowMs);
-    this.collectReady(id);
-  }
-
-  private collectReady(id: string): boolean {
     const ready = this.server(id).ready();
     for (const outbound of ready.send) this.queue.push({ from: id, outbound });
     for (const { clientRef, answer } of ready.answers) this.answers.set(clientRef, answer);
     const log = this.logs.get(id);
-    if (!log || ready.persist.length === 0) return ready.wantsEndOfTurn;
+    if (!log || ready.persist.length === 0) return;
     this.persisted.get(id)!.push(...ready.persist);
     for (const record of ready.persist) {
       if (record.type === "base") {
@@ -121,7 +113,6 @@ export class World {
       } else if (record.type === "entry") log.index = record.entry.index;
     }
     if (log.syncAtOnce) this.fsync(id);
-    return ready.wantsEndOfTurn;
   }
 
   /** Delivers queued packets (and the answers they cause) until none is left; bounded. */

@@ -10,7 +10,6 @@ import type { Command } from "../lib/core/lock/lock_table.ts";
 import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { enter, healthy, openSession, type Packet, World } from "./_lock_world.ts";
-import type { Outbound } from "../lib/core/lock/lock_replica.ts";
 import { SECRET_HASH } from "./_session.ts";
 
 const S = DEFAULT_SETTINGS;
@@ -56,72 +55,6 @@ test("replica: group commit: changes made while the pipeline is full go out toge
   assert.deepEqual(ready.answers.map((a) => a.clientRef), [901], "the acked change is answered");
   const next = appends(ready.send);
   assert.deepEqual(next.map((o) => o.kind === "peer" && o.message.type === "append" ? o.message.entries.map((e) => e.command.type === "enter" && e.command.name) : []), [["B", "C"]], "the two queued changes in one append, at once");
-});
-
-/** The appends with entries among `send`, each as the names of the locks its enters ask for. */
-function appendedNames(send: Outbound[]): string[][] {
-  return send.flatMap((o) => (o.kind === "peer" && o.message.type === "append" && o.message.entries.length > 0
-    ? [o.message.entries.map((e) => (e.command.type === "enter" ? e.command.name : e.command.type))]
-    : []));
-}
-
-function enterNow(w: World, clientRef: number, session: string, name: string): void {
-  w.server("p").clientRequest(clientRef, { type: "enter", secretHash: SECRET_HASH, name, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, undefined, w.nowMs);
-}
-
-test("replica: Nagle with a pipeline: an append with nothing in flight goes at once; those made in the same turn while it flies go in ONE frame at the end of the turn", () => {
-  const w = healthy(); // replicationPipelineMax 4: today's pump would send A, B, C, D in four frames
-  const session = openSession(w);
-  const p = w.server("p");
-  enterNow(w, 901, session, "A");
-  const alone = p.ready();
-  assert.deepEqual(appendedNames(alone.send), [["A"]], "nothing in flight: the append goes at once");
-  assert.equal(alone.wantsEndOfTurn, false, "nothing waits for the end of the turn");
-  for (const [clientRef, name] of [[902, "B"], [903, "C"], [904, "D"]] as const) enterNow(w, clientRef, session, name);
-  const during = p.ready();
-  assert.deepEqual(appendedNames(during.send), [], "with one in flight, the turn's appends wait");
-  assert.equal(during.wantsEndOfTurn, true, "and the core asks for the end of the turn");
-  p.endOfTurn(w.nowMs);
-  const end = p.ready();
-  assert.deepEqual(appendedNames(end.send), [["B", "C", "D"]], "the three in one frame at the end of the turn");
-  assert.equal(end.wantsEndOfTurn, false);
-  for (const outbound of [...alone.send, ...end.send]) w.queue.push({ from: "p", outbound });
-  w.deliver();
-  for (const ref of [901, 902, 903, 904]) assert.ok(w.answers.get(ref)?.ok, `change ${ref} committed once the backup acked`);
-});
-
-test("replica: what waits for the end of the turn is bounded: replicationBatchMax waiting entries go at once", () => {
-  const w = healthy({ ...S, replicationBatchMax: 2 });
-  const session = openSession(w);
-  const p = w.server("p");
-  enterNow(w, 901, session, "A");
-  enterNow(w, 902, session, "B");
-  assert.equal(p.ready().wantsEndOfTurn, true, "one entry waits (below the bound)");
-  enterNow(w, 903, session, "C");
-  const ready = p.ready();
-  assert.deepEqual(appendedNames(ready.send), [["B", "C"]], "at the bound, the waiting entries go without the end of the turn");
-  assert.equal(ready.wantsEndOfTurn, false);
-});
-
-test("replica: a change deferred to the end of the turn still commits when the append in flight is never answered and no request or tick follows", () => {
-  const w = healthy();
-  const session = openSession(w);
-  const p = w.server("p");
-  // The first append (A) stays in flight for good: never delivered, never failed.
-  let heldOne = false;
-  w.hold = (packet) => {
-    if (heldOne || packet.from !== "p" || appendedNames([packet.outbound]).length === 0) return false;
-    return (heldOne = true);
-  };
-  const a = enter(w, session, "A");
-  assert.equal(w.held.length, 1, "A's append is in flight");
-  assert.equal(p.status().backup?.ackedIndex, p.status().lastIndex - 1, "A not acked");
-  // B in another turn, with A in flight: it waits for the end of its turn (World runs it at once,
-  // as the driver's setImmediate would). No tick runs, the clock does not move.
-  const b = enter(w, session, "B");
-  assert.ok(w.answers.get(b)?.ok, "B committed: its append went at the end of its turn, the backup asked for what it lacked, and both were resent");
-  assert.ok(w.answers.get(a)?.ok, "and A with it");
-  assert.equal(p.status().commitIndex, p.status().lastIndex);
 });
 
 test("replica: a lost backup holds answers until the arbiter records it out of sync, then the primary goes on alone", () => {

@@ -124,8 +124,6 @@ export class LockService {
   private claimTick: unknown = undefined;
   /** Client requests held for a takeover about to happen here (at most TAKEOVER_HELD_MAX). */
   private heldForTakeover: HeldForTakeover[] = [];
-  /** Whether the core's end-of-turn call is scheduled (one per turn: `scheduleEndOfTurn`). */
-  private endOfTurnScheduled = false;
   /** Called after every step (lock watches compare the locks they stream: watch.ts); few (one per app). */
   private readonly stepListeners = new Set<() => void>();
 
@@ -313,28 +311,9 @@ export class LockService {
       if (event === "steppedDown" || event === "backup") this.endAllPolls();
     }
     for (const outbound of ready.send) this.send(outbound);
-    if (ready.wantsEndOfTurn) this.scheduleEndOfTurn();
     this.releaseHeld();
     this.runContinuations();
     for (const listener of this.stepListeners) listener();
-  }
-
-  /**
-   * The core holds appends made while others are in flight until the end of this turn, so a
-   * turn's changes share one replication frame (backup_feed.ts `appendedPump`): one call per turn.
-   */
-  private scheduleEndOfTurn(): void {
-    if (this.endOfTurnScheduled || this.stopped) return;
-    this.endOfTurnScheduled = true;
-    const { timers, clock } = this.options;
-    const run = () => {
-      this.endOfTurnScheduled = false;
-      if (this.stopped) return;
-      this.replica.endOfTurn(clock.nowMs());
-      this.flush();
-    };
-    if (timers.endOfTurn) timers.endOfTurn(run);
-    else timers.setTimeout(run, 0);
   }
 
   /** Runs `listener` after every step of the core; returns its removal. */

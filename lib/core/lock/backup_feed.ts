@@ -41,8 +41,6 @@ export class BackupFeed {
   private syncGen = 0;
   /** The copy streaming to the backup, until it acks an append of its generation. */
   private readonly copy: CopyServer;
-  /** Entries appended while appends were in flight wait for the end of the turn (see `appendedPump`). */
-  private endOfTurnWanted = false;
 
   constructor(private readonly nodeId: string, private readonly peerId: string | null, private readonly settings: ReplicaSettings, private readonly host: FeedHost) {
     this.copy = new CopyServer(settings);
@@ -53,11 +51,6 @@ export class BackupFeed {
     return this.tracker;
   }
 
-  /** Whether entries wait for the driver's end of turn (`LockReplica.endOfTurn`), which pumps. */
-  get wantsEndOfTurn(): boolean {
-    return this.endOfTurnWanted;
-  }
-
   /** Whether a copy is streaming to the backup (its acks do not count yet). */
   get copying(): boolean {
     return this.copy.copying;
@@ -66,7 +59,6 @@ export class BackupFeed {
   /** A new primary: a fresh tracker and a new generation (any old copy is not ours). */
   restart(): void {
     this.log = [];
-    this.endOfTurnWanted = false;
     this.copy.close();
     this.syncGen += 1;
     this.tracker = freshTracker();
@@ -75,7 +67,6 @@ export class BackupFeed {
   /** No longer a primary: nothing to send. */
   stop(): void {
     this.log = [];
-    this.endOfTurnWanted = false;
     this.copy.close();
     this.tracker = freshTracker();
   }
@@ -101,23 +92,8 @@ export class BackupFeed {
     return Math.max(this.tracker.ackedIndex, this.tracker.baseIndex);
   }
 
-  /**
-   * After an append: "Nagle with a pipeline". A frame costs both processes about the same CPU
-   * whatever it carries (docs/bench.md "Replication cost", fourth pass), so more changes per frame
-   * is what saves. With nothing in flight the entry goes at once (one client's latency is
-   * unchanged); with appends in flight it waits for the end of the current event-loop turn (the
-   * driver's `endOfTurn`) or an ack, whichever comes first, so every change made in that turn
-   * goes in one frame. Bounded: once replicationBatchMax entries wait, they go at once.
-   */
-  appendedPump(): void {
-    const waiting = this.host.lastIndex() - this.tracker.sentIndex;
-    if (this.host.appendsInFlight() === 0 || waiting >= this.settings.replicationBatchMax) return this.pump();
-    this.endOfTurnWanted = true;
-  }
-
   /** Sends replication messages while the pipeline has room, and heartbeats when idle. */
   pump(): void {
-    this.endOfTurnWanted = false; // whatever waited for the end of the turn is sent now, or waits for an ack
     if (this.peerId === null) return;
     const s = this.settings;
     const b = this.tracker;

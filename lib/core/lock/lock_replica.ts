@@ -66,7 +66,6 @@ export class LockReplica extends ReplicaTakeover {
     // Until the restored copy is taken or dropped, the disk keeps it as it is.
     if (this.restored === null) this.disk.follow(this.machine, this.epoch, this.primary, this.out.persist);
     const ready = this.out;
-    ready.wantsEndOfTurn = this.feed.wantsEndOfTurn;
     this.out = emptyReady();
     return ready;
   }
@@ -163,15 +162,6 @@ export class LockReplica extends ReplicaTakeover {
     this.advance(nowMs);
     this.disk.durable(copyGen, index);
     if (this.role === "primary") this.advanceCommit();
-  }
-
-  /**
-   * The end of the driver's event-loop turn (asked for by `ready().wantsEndOfTurn`): the appends
-   * made in the turn while others were in flight go out, together.
-   */
-  endOfTurn(nowMs: number): void {
-    this.advance(nowMs);
-    if (this.role === "primary" && this.feed.wantsEndOfTurn) this.feed.pump();
   }
 
   /** One of our requests failed or timed out (it may still have been delivered). */

@@ -56,12 +56,6 @@ export interface Ready {
   events: Array<{ event: string; fields: Record<string, unknown> }>;
   /** With a durable log: what to write, in order (durable_copy.ts); the driver answers with `durable`. */
   persist: PersistRecord[];
-  /**
-   * Call `endOfTurn` once the current event-loop turn's other input is handled (setImmediate-like,
-   * not a timer delay): appends made while others were in flight wait for it (backup_feed.ts
-   * `appendedPump`). One call serves every step of the turn.
-   */
-  wantsEndOfTurn: boolean;
 }
 
 export type ReplicaSettings = Pick<
@@ -139,5 +133,5 @@ export function toAnswer(output: Output): ClientAnswer {
 }
 
 export function emptyReady(): Ready {
-  return { send: [], answers: [], effects: [], events: [], persist: [], wantsEndOfTurn: false };
+  return { send: [], answers: [], effects: [], events: [], persist: [] };
 }

@@ -59,7 +59,7 @@ export abstract class ReplicaPrimary extends ReplicaRoles {
     this.record.appended(entry.index, machine.table);
     this.pending.push({ index: entry.index, clientRef, output, appendedAtMs: this.nowMs });
     this.feed.appended(entry);
-    this.feed.appendedPump(); // at once, or at the end of this turn (backup_feed.ts)
+    this.feed.pump();
     this.advanceCommit();
   }
 

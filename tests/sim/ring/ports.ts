@@ -112,8 +112,5 @@ export function simTimers(actor: Actor, turn: (fn: () => void) => void): Timers 
     clearTimeout: (handle: TimerHandle | undefined) => {
       if (handle) (handle as { cancelled: boolean }).cancelled = true;
     },
-    // After the events already due at this moment (the agenda breaks ties by insertion order,
-    // so the order depends on the seed only), as setImmediate runs after the turn's I/O.
-    endOfTurn: (fn) => actor.after(0, () => turn(fn)),
   };
 }
