@@ -15,7 +15,7 @@ import { installErrorHandlers } from "../cluster/http_util.ts";
 import { jsonLogger, memoryLogger } from "../cluster/log.ts";
 import { RecentEvents, recordingLogger } from "../cluster/dashboard/events.ts";
 import { type DashboardOptions, installDashboard, LOCK_ROWS_MAX, lockPage, summarizeLocks } from "../cluster/dashboard/routes.ts";
-import type { LockView } from "../cluster/lock/service.ts";
+import type { LockView } from "../cluster/lock/status_view.ts";
 import { ringStates, type SnapshotPart } from "../cluster/dashboard/ring_states.ts";
 import type { SuspicionStatus } from "../lib/core/ring/repair.ts";
 import { eventually } from "./_harness.ts";

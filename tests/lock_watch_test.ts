@@ -7,7 +7,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { memoryLogger } from "../cluster/log.ts";
-import type { LockService, LockView } from "../cluster/lock/service.ts";
+import type { LockService } from "../cluster/lock/service.ts";
+import type { LockView } from "../cluster/lock/status_view.ts";
 import { LockWatchHub, WATCH_BUFFER_EVENTS } from "../cluster/lock/watch.ts";
 
 function standIn() {

@@ -22,7 +22,7 @@ import { callerOf } from "../caller.ts";
 import { errorResponse, RequestError } from "../http_util.ts";
 import * as v from "valibot";
 import { check } from "../../lib/wire/schema.ts";
-import type { LockView } from "../lock/service.ts";
+import type { LockView } from "../lock/status_view.ts";
 import { DASHBOARD_PAGE } from "./page.ts";
 import { RecentEvents, recordingLogger } from "./events.ts";
 import { type ClusterConfig, type NodeConfig, nodeUrl } from "../config.ts";

@@ -6,7 +6,8 @@
  */
 import { Hono } from "hono";
 import { errorResponse, installErrorHandlers, readBodyText, readJsonObject, RequestError } from "../http_util.ts";
-import type { LockService, StatusView } from "./service.ts";
+import type { LockService } from "./service.ts";
+import type { StatusView } from "./status_view.ts";
 import { PEER_CONTENT_TYPE } from "../peer_transport.ts";
 import { STREAM_PATH } from "../peer_stream.ts";
 import type { LoopStallView } from "../stall_monitor.ts";

@@ -37,7 +37,7 @@ import type { AnsweredLimits } from "../../lib/core/lock/answered.ts";
 import { LockMachine, type LockMachineSnapshot, type LogEntry } from "../../lib/core/lock/lock_machine.ts";
 import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
 import type { LockTableLimits } from "../../lib/core/lock/lock_table.ts";
-import type { DurableSink } from "./service.ts";
+import type { DurableSink } from "./durable_acks.ts";
 
 export const DURABLE_FORMAT_VERSION = 1;
 /** Sessions, locks or answered ids of a snapshot encoded per turn of the event loop. */

@@ -4,7 +4,10 @@
  * peer and the arbiter, answers to clients), runs the enter long-poll (submit; when "waiting",
  * wait for a committed change, then submit once more), turns committed effects into wake-ups of
  * long-polls and log lines, and presents the state for status. No lock or replication logic
- * lives here; the HTTP API (lock_api.ts) only decodes and encodes around it.
+ * lives here; the HTTP API (cluster/lock/api.ts, with its api_*.ts) only decodes and encodes
+ * around it. Its parts, one concept a file: the long-polls (long_polls.ts), the continuations
+ * of a step (step_continuations.ts), the requests held for a takeover (takeover_hold.ts), the
+ * acks held for the disk (durable_acks.ts) and the status presentation (status_view.ts).
  *
  * Everything it needs from the runtime comes in as a port (clock, timers, transport, log), and
  * the tick is driven from outside, so the simulator (tests/sim/lock/server.ts) runs this class
@@ -16,9 +19,9 @@
  */
 import { assertNever } from "../../lib/core/assert.ts";
 import { packedOrNone } from "../../lib/core/lock/call_id.ts";
-import { type Command, type Effect, type Grant, type LockCopy, LockTable, type LockState } from "../../lib/core/lock/lock_table.ts";
-import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage, type ReplicaStatus } from "../../lib/core/lock/lock_replica.ts";
-import type { PersistRecord, RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
+import { type Command, type Effect, type Grant, LockTable } from "../../lib/core/lock/lock_table.ts";
+import { type ClientAnswer, LockReplica, type Outbound, type PeerMessage } from "../../lib/core/lock/lock_replica.ts";
+import type { RestoredCopy } from "../../lib/core/lock/durable_copy.ts";
 import type { Settings } from "../../lib/settings.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -27,13 +30,11 @@ import { SecurityLog } from "../security_log.ts";
 import { checkPeerAnswer, arbiterReplySchema } from "../../lib/wire/lock_peer.ts";
 import { check } from "../../lib/wire/schema.ts";
 import type { LockMetrics } from "./metrics.ts";
-
-/**
- * How a long-poll ended: something changed for the request, or the poll ran out first. With
- * "changed" by a committed grant to the waiter, `grant` is that grant.
- */
-export type WaitOutcome = "changed" | "timeout";
-type PollEnd = (outcome: WaitOutcome, grant?: Grant) => void;
+import { DurableAcks, type DurableSink } from "./durable_acks.ts";
+import { LongPolls, type PollEnd } from "./long_polls.ts";
+import { lockView, type LockView, statusSummary, type StatusSummary, statusView, type StatusView } from "./status_view.ts";
+import { StepContinuations } from "./step_continuations.ts";
+import { TakeoverHold } from "./takeover_hold.ts";
 
 export type EnterCommand = Extract<Command, { type: "enter" }>;
 
@@ -43,41 +44,6 @@ export type EnterCommand = Extract<Command, { type: "enter" }>;
  */
 export interface PeerSender {
   send(url: string, body: unknown, timeoutMs: number): PromiseLike<unknown>;
-}
-
-/**
- * Where the durable log's records go (durable_log.ts in the daemon, a simulated disk in the
- * simulator): written in order, reported back in order through the `start` callback once on
- * disk. A failure is the sink's to handle, by stopping the process.
- */
-export interface DurableSink {
-  start(onDurable: (copyGen: number, index: number) => void): void;
-  write(records: PersistRecord[]): void;
-}
-
-/**
- * A client's request a backup refused while it is about to take over (LockReplica.takeoverPending),
- * held to be submitted again once no takeover is pending: it took over, follows a primary again,
- * or the window in which a dead primary's leases would have ended is over (at most
- * primaryLeaseMs + leaseRenewMs − primarySilenceMs, 400 ms with the defaults, after the hold began).
- */
-interface HeldForTakeover {
-  command: Command;
-  requestId: string | undefined;
-  done: (answer: ClientAnswer) => void;
-}
-
-/**
- * Requests a backup holds for its takeover at most; beyond, they are refused at once (the client
- * backs off and asks again, as without the hold). Each is one client's call in flight.
- */
-const TAKEOVER_HELD_MAX = 1_000;
-
-/** An append's ack held until the backup's disk has what it acknowledges. */
-interface HeldAck {
-  copyGen: number;
-  answer: Extract<PeerMessage, { type: "appendAck" }>;
-  done: (answer: PeerMessage) => void;
 }
 
 export interface LockServiceOptions {
@@ -110,26 +76,24 @@ export class LockService {
   readonly security: SecurityLog;
   private readonly answers = new Map<number, (answer: ClientAnswer) => void>();
   private nextClientRef = 1;
-  /** Long-polls waiting for a change to their request, keyed by lock name and session. */
-  private readonly polls = new Map<string, Set<PollEnd>>();
   /** Continuations decided by the current step, run in order once it is done. */
-  private readonly continuations: Array<() => void> = [];
-  private continuing = false;
+  private readonly continuations = new StepContinuations();
+  /** Long-polls waiting for a change to their request. */
+  private readonly polls: LongPolls;
   private stopped = false;
-  /** The durable log: the copy generation last written, how far each is on disk, held acks. */
-  private copyGen = 0;
-  private durableIndex = 0;
-  private heldAcks: HeldAck[] = [];
+  /** With a durable log: the acks held until the disk has what they acknowledge. */
+  private readonly durableAcks: DurableAcks | undefined;
   /** A tick set for the moment a takeover claim may go out, when that falls between two ticks. */
   private claimTick: unknown = undefined;
-  /** Client requests held for a takeover about to happen here (at most TAKEOVER_HELD_MAX). */
-  private heldForTakeover: HeldForTakeover[] = [];
+  /** Client requests held for a takeover about to happen here. */
+  private readonly takeoverHold: TakeoverHold;
   /** Called after every step (lock watches compare the locks they stream: watch.ts); few (one per app). */
   private readonly stepListeners = new Set<() => void>();
 
   constructor(private readonly options: LockServiceOptions) {
     const { settings } = options;
     this.security = options.security ?? new SecurityLog(options.clock, options.log, settings.securityLogIntervalMs);
+    this.polls = new LongPolls(options.timers, this.continuations);
     this.replica = new LockReplica({
       nodeId: options.nodeId,
       peerId: options.peer?.id ?? null,
@@ -143,7 +107,11 @@ export class LockService {
       incarnation: options.sessionIdPrefix,
       durable: options.durable ? { restored: options.durable.restored } : undefined,
     }, options.clock.nowMs());
-    this.durableIndex = options.durable?.restored?.machine.appliedIndex ?? 0;
+    this.takeoverHold = new TakeoverHold(this.replica, options.clock);
+    // Bounded by the primary's pipeline; beyond a generous multiple, an ack claims nothing.
+    this.durableAcks = options.durable
+      ? new DurableAcks(options.durable.restored?.machine.appliedIndex ?? 0, 4 * settings.replicationPipelineMax)
+      : undefined;
     options.durable?.sink.start((copyGen, index) => this.onDurable(copyGen, index));
     this.flush();
   }
@@ -162,10 +130,10 @@ export class LockService {
   submitThen(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void, mayHold = true): void {
     if (this.stopped) {
       this.continuations.push(() => done(this.stoppingAnswer()));
-      return this.runContinuations();
+      return this.continuations.run();
     }
     const clientRef = this.nextClientRef++;
-    this.answers.set(clientRef, mayHold ? (answer) => this.holdForTakeover(command, requestId, done, answer) : done);
+    this.answers.set(clientRef, mayHold ? (answer) => this.takeoverHold.holdOrAnswer(command, requestId, done, answer) : done);
     this.replica.clientRequest(clientRef, command, requestId, this.options.clock.nowMs());
     this.flush();
   }
@@ -217,21 +185,12 @@ export class LockService {
     return holder !== undefined && holder.token === grant.token && holder.mode === command.mode && holder.callId === packedOrNone(command.callId);
   }
 
-  /** Holds a "not primary" answer's request while a takeover is pending here; else answers it. */
-  private holdForTakeover(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void, answer: ClientAnswer): void {
-    const nowMs = this.options.clock.nowMs();
-    const refusedForNow = !answer.ok && answer.code === "not_primary" && this.replica.takeoverPending(nowMs);
-    if (!refusedForNow || this.heldForTakeover.length >= TAKEOVER_HELD_MAX) return done(answer);
-    this.heldForTakeover.push({ command, requestId, done });
-  }
-
   /**
    * After a step (the tick's too): once no takeover is pending, every held request is submitted
    * again, without holding again, so each is held once at most.
    */
   private releaseHeld(): void {
-    if (this.heldForTakeover.length === 0 || this.replica.takeoverPending(this.options.clock.nowMs())) return;
-    for (const h of this.heldForTakeover.splice(0)) this.continuations.push(() => this.submitThen(h.command, h.requestId, h.done, false));
+    for (const h of this.takeoverHold.release()) this.continuations.push(() => this.submitThen(h.command, h.requestId, h.done, false));
   }
 
   /** Feeds the clock to the core: expiries, renewals, heartbeats, takeover checks. */
@@ -264,38 +223,24 @@ export class LockService {
   peerMessageThen(message: PeerMessage, done: (answer: PeerMessage) => void): void {
     const answer = this.replica.peerMessage(message, this.options.clock.nowMs());
     this.flush();
-    if (!this.options.durable || answer.type !== "appendAck" || answer.appliedIndex <= this.durableIndex) return done(answer);
-    // Bounded by the primary's pipeline; beyond a generous multiple, claim nothing.
-    if (this.heldAcks.length >= 4 * this.options.settings.replicationPipelineMax) return done(unclaimed(answer));
-    this.heldAcks.push({ copyGen: this.copyGen, answer, done });
+    if (!this.durableAcks) return done(answer);
+    this.durableAcks.answer(answer, done);
   }
 
   /** The durable log has the copy of `copyGen` up to `index`. */
   private onDurable(copyGen: number, index: number): void {
     if (this.stopped) return;
-    if (copyGen === this.copyGen) this.durableIndex = Math.max(this.durableIndex, index);
+    this.durableAcks!.onDisk(copyGen, index);
     this.replica.durable(copyGen, index, this.options.clock.nowMs());
     this.flush();
-    const held = this.heldAcks;
-    this.heldAcks = [];
-    for (const h of held) {
-      // An ack about a copy since replaced claims nothing: that copy is gone.
-      if (h.copyGen !== this.copyGen) h.done(unclaimed(h.answer));
-      else if (h.answer.appliedIndex <= this.durableIndex) h.done(h.answer);
-      else this.heldAcks.push(h);
-    }
+    this.durableAcks!.release();
   }
 
   /** Executes what the core asks for. */
   private flush(): void {
     const ready = this.replica.ready();
     if (ready.persist.length > 0) {
-      for (const record of ready.persist) {
-        if (record.type === "base") {
-          this.copyGen = record.copyGen;
-          this.durableIndex = -1; // nothing of the new copy is on disk yet
-        }
-      }
+      this.durableAcks!.writing(ready.persist);
       this.options.durable!.sink.write(ready.persist);
     }
     for (const { clientRef, answer } of ready.answers) {
@@ -308,11 +253,11 @@ export class LockService {
       this.options.log.event(event, fields);
       this.options.metrics?.event(event, fields);
       // A role change may end waits: their clients must ask again (perhaps elsewhere).
-      if (event === "steppedDown" || event === "backup") this.endAllPolls();
+      if (event === "steppedDown" || event === "backup") this.polls.endAll();
     }
     for (const outbound of ready.send) this.send(outbound);
     this.releaseHeld();
-    this.runContinuations();
+    this.continuations.run();
     for (const listener of this.stepListeners) listener();
   }
 
@@ -320,21 +265,6 @@ export class LockService {
   onStep(listener: () => void): () => void {
     this.stepListeners.add(listener);
     return () => this.stepListeners.delete(listener);
-  }
-
-  /**
-   * Runs the continuations the step decided, and those they add, in order. Called at the end of
-   * every step; a step inside a continuation (a new submit) leaves its own to this loop.
-   */
-  private runContinuations(): void {
-    if (this.continuing) return;
-    this.continuing = true;
-    try {
-      // One by one off the front: if one throws, the rest run at the end of the next step.
-      while (this.continuations.length > 0) this.continuations.shift()!();
-    } finally {
-      this.continuing = false;
-    }
   }
 
   private send(outbound: Outbound): void {
@@ -377,28 +307,9 @@ export class LockService {
   private waitForTurn(name: string, session: string, timeoutMs: number, done: PollEnd): void {
     if (this.queuePosition(name, session) === undefined) {
       this.continuations.push(() => done("changed"));
-      return this.runContinuations();
+      return this.continuations.run();
     }
-    const key = pollKey(name, session);
-    const { timers } = this.options;
-    const waiters = this.polls.get(key) ?? new Set();
-    this.polls.set(key, waiters);
-    const finish: PollEnd = (outcome, grant) => {
-      timers.clearTimeout(timer);
-      waiters.delete(finish);
-      if (waiters.size === 0) this.polls.delete(key);
-      this.continuations.push(() => done(outcome, grant));
-    };
-    const timer = timers.setTimeout(() => {
-      finish("timeout");
-      this.runContinuations();
-    }, timeoutMs);
-    waiters.add(finish);
-  }
-
-  /** Ends every long-poll (shutdown, role change); their continuations run with the step's. */
-  private endAllPolls(): void {
-    for (const waiters of [...this.polls.values()]) for (const finish of [...waiters]) finish("changed");
+    this.polls.wait(name, session, timeoutMs, done);
   }
 
   /**
@@ -414,12 +325,11 @@ export class LockService {
     const waiting = [...this.answers.values()];
     this.answers.clear();
     for (const done of waiting) this.continuations.push(() => done(this.stoppingAnswer()));
-    for (const { done } of this.heldForTakeover.splice(0)) this.continuations.push(() => done(this.stoppingAnswer()));
-    // Acks still waiting for the disk claim nothing now (their promise needs no disk), so no
-    // peer request hangs on a stopped server.
-    for (const held of this.heldAcks.splice(0)) held.done(unclaimed(held.answer));
-    this.endAllPolls();
-    this.runContinuations();
+    for (const { done } of this.takeoverHold.takeAll()) this.continuations.push(() => done(this.stoppingAnswer()));
+    // Acks still waiting for the disk claim nothing now, so no peer request hangs on a stopped server.
+    this.durableAcks?.stop();
+    this.polls.endAll();
+    this.continuations.run();
   }
 
   /** The refusal of a stopping server: "not primary", without a hint (the peer may take over). */
@@ -444,10 +354,10 @@ export class LockService {
         // Per operation: debug only (cluster/log.ts), so the default level writes nothing per lock
         // and, asked first, builds nothing either.
         if (this.options.log.wants?.("debug") !== false) this.options.log.event("granted", { ...effect.grant, epoch: this.replica.epoch }, "debug");
-        this.wake(effect.grant.name, effect.grant.session, effect.grant);
+        this.polls.wake(effect.grant.name, effect.grant.session, effect.grant);
         return;
       case "waitEnded":
-        this.wake(effect.name, effect.session);
+        this.polls.wake(effect.name, effect.session);
         return;
       case "sessionExpired":
         this.options.log.event("sessionExpired", { session: effect.session, released: effect.released });
@@ -463,115 +373,18 @@ export class LockService {
     }
   }
 
-  /** Ends the polls of (name, session); `grant`: the committed grant that ends them. */
-  private wake(name: string, session: string, grant?: Grant): void {
-    const waiters = this.polls.get(pollKey(name, session));
-    if (!waiters) return;
-    for (const finish of [...waiters]) finish("changed", grant);
-  }
-
   /** `status` without the sessions and locks: their counts instead (cheap at any size). */
-  summary(): Omit<StatusView, "sessions" | "locks"> & { sessionCount: number; lockCount: number } {
-    const table = this.table;
-    return { server: this.replica.status(), lastToken: table?.highestToken ?? 0, sessionCount: table?.sessions.size ?? 0, lockCount: table?.locks.size ?? 0 };
-  }
-
-  /**
-   * The time ages are measured at. The table runs on the primary's time base; ages are
-   * differences on that base. A backup cannot read the primary's clock: it shows ages as of the
-   * last change it applied.
-   */
-  private viewNowMs(table: LockTable, server: ReplicaStatus): number {
-    return server.role === "primary" ? Math.max(table.clockMs, this.options.clock.nowMs() + this.replica.timeOffset) : table.clockMs;
-  }
-
-  /** A lock as status shows it: ages instead of clock readings, owners (token names), never secrets' hashes. */
-  private lockViewOf(lock: LockState | LockCopy, table: LockTable, nowMs: number): LockView {
-    const ownerOf = (session: string) => {
-      const owner = table.sessions.get(session)?.owner;
-      return owner === undefined ? {} : { owner };
-    };
-    return {
-      name: lock.name,
-      holders: lock.holders.map((h) => ({
-        session: h.session,
-        ...ownerOf(h.session),
-        token: h.token,
-        mode: h.mode,
-        heldForMs: nowMs - h.sinceMs,
-        lockDelayMs: h.lockDelayMs,
-      })),
-      waiters: lock.queue.map((w, index) => ({
-        position: index + 1,
-        session: w.session,
-        ...ownerOf(w.session),
-        mode: w.mode,
-        waitingForMs: nowMs - w.queuedAtMs,
-      })),
-      lockDelayRemainingMs: Math.max(0, lock.delayUntilMs - nowMs),
-    };
+  summary(): StatusSummary {
+    return statusSummary(this.replica);
   }
 
   /** One lock as `view` shows it (undefined: nobody holds, waits for or delays it), without copying the table. */
   lockView(name: string): LockView | undefined {
-    const table = this.table;
-    const lock = table?.locks.get(name);
-    return table && lock ? this.lockViewOf(lock, table, this.viewNowMs(table, this.replica.status())) : undefined;
+    return lockView(this.replica, this.options.clock, name);
   }
 
   /** The state for `status` and `GET /v1/locks`, with ages instead of clock readings. */
   view(): StatusView {
-    const server = this.replica.status();
-    const table = this.table;
-    if (!table) return { server, lastToken: 0, sessions: [], locks: [] };
-    const nowMs = this.viewNowMs(table, server);
-    const snapshot = table.snapshot();
-    // Appended in place: copying the list per lock was quadratic in a session's locks (52 ms of
-    // CPU per dashboard snapshot for one session with 10,000 locks).
-    const heldBy = new Map<string, string[]>();
-    for (const lock of snapshot.locks) {
-      for (const entry of [...lock.holders, ...lock.queue]) {
-        const names = heldBy.get(entry.session);
-        if (names) names.push(lock.name);
-        else heldBy.set(entry.session, [lock.name]);
-      }
-    }
-    return {
-      server,
-      lastToken: snapshot.lastToken,
-      sessions: snapshot.sessions.map((s) => ({
-        session: s.id,
-        ...(s.owner === undefined ? {} : { owner: s.owner }),
-        ttlMs: s.ttlMs,
-        ageMs: nowMs - s.createdAtMs,
-        expiresInMs: Math.max(0, s.expiresAtMs - nowMs),
-        locks: heldBy.get(s.id) ?? [],
-      })),
-      locks: snapshot.locks.map((lock) => this.lockViewOf(lock, table, nowMs)),
-    };
+    return statusView(this.replica, this.options.clock);
   }
-}
-
-/** An ack that acknowledges nothing (but still carries the promise, which needs no disk). */
-function unclaimed(answer: Extract<PeerMessage, { type: "appendAck" }>): PeerMessage {
-  return { ...answer, ok: false, appliedIndex: 0 };
-}
-
-function pollKey(name: string, session: string): string {
-  return `${name}\u0000${session}`;
-}
-
-/** `owner`: the token name of the caller that opened the session (absent without client tokens). */
-export interface LockView {
-  name: string;
-  holders: Array<{ session: string; owner?: string; token: number; mode: string; heldForMs: number; lockDelayMs: number }>;
-  waiters: Array<{ position: number; session: string; owner?: string; mode: string; waitingForMs: number }>;
-  lockDelayRemainingMs: number;
-}
-
-export interface StatusView {
-  server: ReplicaStatus;
-  lastToken: number;
-  sessions: Array<{ session: string; owner?: string; ttlMs: number; ageMs: number; expiresInMs: number; locks: string[] }>;
-  locks: LockView[];
 }

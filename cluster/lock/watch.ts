@@ -14,7 +14,8 @@
 import type { Timers } from "../timers.ts";
 import { repeatEvery } from "../timers.ts";
 import type { Logger } from "../log.ts";
-import type { LockService, LockView } from "./service.ts";
+import type { LockService } from "./service.ts";
+import type { LockView } from "./status_view.ts";
 
 export const WATCH_STREAMS_MAX = 256;
 export const WATCH_BUFFER_EVENTS = 64;
