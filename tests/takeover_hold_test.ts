@@ -1,7 +1,7 @@
 /**
- * The backup's side of a takeover's timing (cluster/lock/service.ts, issue 14 F1): it holds a
- * client's request while its takeover is pending, and it claims at the moment its promises ran
- * out rather than at its next tick. Primary p1, backup b1 and arbiter a1 in process
+ * The backup's side of a takeover's timing (cluster/lock/service.ts and takeover_hold.ts, issue
+ * 14 F1): it holds a client's request while its takeover is pending, and it claims at the moment
+ * its promises ran out rather than at its next tick. Primary p1, backup b1 and arbiter a1 in process
  * (tests/_fuzz_apps.ts lockPair) on a manual clock; p1 is stopped (it sends nothing more, as
  * after kill -9) and only b1 ticks.
  */
