@@ -19,7 +19,7 @@ export abstract class ReplicaTakeover extends ReplicaBackup {
    * primarySilenceMs, while a dead primary's leases would end (eagerClaimsUntilMs): it claims the
    * primary's place as soon as its promises let it, so a client's request refused now would be
    * served here soon. The driver may hold such a request until the takeover
-   * (cluster/lock/service.ts) rather than have the client back off and ask again. Past that
+   * (cluster/lock/service.ts with takeover_hold.ts) rather than have the client back off and ask again. Past that
    * window the primary is most likely alive and cut off from us: a request is refused at once,
    * and the client asks the primary.
    */
