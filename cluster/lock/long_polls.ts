@@ -14,10 +14,17 @@ import type { StepContinuations } from "./step_continuations.ts";
 export type WaitOutcome = "changed" | "timeout";
 export type PollEnd = (outcome: WaitOutcome, grant?: Grant) => void;
 
+/** Long-polls kept per (lock, session); more are a client's repeated calls (LongPolls.polls). */
+export const POLLS_PER_REQUEST_MAX = 4;
+
 export class LongPolls {
   /**
-   * Long-polls waiting for a change to their request, keyed by lock name and session. Bounded by
-   * the table's waiters: a poll starts only for a queued request and each one has a timer.
+   * Long-polls waiting for a change to their request, keyed by lock name and session. A poll starts
+   * only for a queued request (the table bounds those) and ends at its timer (longPollMaxMs at
+   * most). One key may hold several: a client that asks again while its earlier poll runs on to its
+   * timer. At most POLLS_PER_REQUEST_MAX per key: a newer poll ends the oldest as "changed" (its
+   * call submits once more and answers where it stands; its client, which asked again, has moved
+   * on to the newer call), so repeated calls cannot pile up timers.
    */
   private readonly polls = new Map<string, Set<PollEnd>>();
 
@@ -40,6 +47,11 @@ export class LongPolls {
       this.continuations.run();
     }, timeoutMs);
     waiters.add(finish);
+    if (waiters.size > POLLS_PER_REQUEST_MAX) {
+      // A Set iterates in insertion order: the first is the oldest.
+      const oldest = waiters.values().next().value!;
+      oldest("changed");
+    }
   }
 
   /** Ends the polls of (name, session); `grant`: the committed grant that ends them. */
