@@ -1489,3 +1489,18 @@ test("view: announcements of a removed ring node and of older views are not kept
   b.receive({ type: "section", from: "a", epoch: newer, leaseMs: 3_000, n: 2 }, w.local("b"));
   assert.equal(announcersKept(b), 1, "only a's announcement of the installed view");
 });
+
+test("view: a receiver keeps at most 4 announcements per announcer, the latest-ending ones: the wait stays the latest end, and an end of them all ends it", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("b")!.epoch;
+  const b = w.node("b");
+  for (let n = 1; n <= 10; n++) b.receive({ type: "section", from: "a", epoch, leaseMs: 100 * n, n }, w.local("b"));
+  const kept = (b as unknown as { probe: { announced: Map<string, Array<{ n: number }>> } }).probe.announced.get("a")!;
+  assert.deepEqual(kept.map((s) => s.n).sort((x, y) => x - y), [7, 8, 9, 10], "the four ending last");
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + 1_000);
+  b.receive({ type: "sectionEnd", from: "a", epoch, n: 9 }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + 1_000, "n = 10 is not ended by an end of 9");
+  b.receive({ type: "sectionEnd", from: "a", epoch, n: 10 }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, null);
+  assert.equal(announcersKept(b), 0);
+});
