@@ -173,8 +173,8 @@ test("a view message's format counts too: the ring app's view route reports it, 
   assert.ok(!("holdSectionMaxMs" in (bodies[1].facts as object)), "after a message without a format: none");
 });
 
-const SECTION: ViewMessage = { type: "section", from: "r1", epoch: 3, leaseMs: 3_000 };
-const SECTION_END: ViewMessage = { type: "sectionEnd", from: "r1", epoch: 3 };
+const SECTION: ViewMessage = { type: "section", from: "r1", epoch: 3, leaseMs: 3_000, n: 1 };
+const SECTION_END: ViewMessage = { type: "sectionEnd", from: "r1", epoch: 3, n: 1 };
 
 test("viewMessageFor: a section announcement and its end (1.2) only to a peer of 1.2 or a newer minor; none to one of 1.1, 1.0, another major or not heard from", () => {
   for (const message of [SECTION, SECTION_END]) {
@@ -187,9 +187,21 @@ test("viewMessageFor: a section announcement and its end (1.2) only to a peer of
   }
 });
 
-test("the view schema is strict for sectionEnd: an extra key, a missing epoch or an epoch above EPOCH_MAX is refused", () => {
-  for (const bad of [{ ...SECTION_END, leaseMs: 0 }, { type: "sectionEnd", from: "r1" }, { ...SECTION_END, epoch: EPOCH_MAX + 1 }, { ...SECTION_END, from: 7 }]) {
-    assert.ok(!v.safeParse(viewMessageSchema, bad).success, JSON.stringify(bad));
+test("the view schema is strict for section and sectionEnd: an extra key, a missing epoch or number, an epoch above EPOCH_MAX, a number that is no count is refused", () => {
+  const { n: _n, ...endWithoutN } = SECTION_END as Extract<ViewMessage, { type: "sectionEnd" }>;
+  const { n: _m, ...sectionWithoutN } = SECTION as Extract<ViewMessage, { type: "section" }>;
+  const bads = [
+    { ...SECTION_END, leaseMs: 0 },
+    { type: "sectionEnd", from: "r1", n: 1 },
+    { ...SECTION_END, epoch: EPOCH_MAX + 1 },
+    { ...SECTION_END, from: 7 },
+    endWithoutN,
+    sectionWithoutN,
+    ...[-1, 1.5, Number.MAX_SAFE_INTEGER + 2, "1"].flatMap((n) => [{ ...SECTION_END, n }, { ...SECTION, n }]),
+  ];
+  for (const bad of bads) assert.ok(!v.safeParse(viewMessageSchema, bad).success, JSON.stringify(bad));
+  for (const good of [SECTION, SECTION_END, { ...SECTION_END, n: Number.MAX_SAFE_INTEGER }]) {
+    assert.ok(v.safeParse(viewMessageSchema, good).success, JSON.stringify(good));
   }
 });
 

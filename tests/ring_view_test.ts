@@ -1297,16 +1297,16 @@ test("view: a section's announcement is checked and bounded: from a non-ring nod
   const w = settledWorld(["a", "b", "c"]);
   const epoch = w.view("a")!.epoch;
   const b = w.node("b");
-  b.receive({ type: "section", from: "zz", epoch, leaseMs: 1_000 }, w.local("b"));
-  b.receive({ type: "section", from: "a", epoch: EPOCH_MAX + 1, leaseMs: 1_000 }, w.local("b"));
-  b.receive({ type: "section", from: "a", epoch, leaseMs: -1 }, w.local("b"));
+  b.receive({ type: "section", from: "zz", epoch, leaseMs: 1_000, n: 1 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch: EPOCH_MAX + 1, leaseMs: 1_000, n: 1 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: -1, n: 1 }, w.local("b"));
   assert.equal(b.ready().events.filter((e) => e.event === "badViewMessage").length, 3);
-  b.receive({ type: "section", from: "a", epoch: epoch - 1, leaseMs: 1_000 }, w.local("b"));
-  b.receive({ type: "section", from: "a", epoch: epoch + 1, leaseMs: 1_000 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch: epoch - 1, leaseMs: 1_000, n: 1 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch: epoch + 1, leaseMs: 1_000, n: 1 }, w.local("b"));
   assert.equal(b.status(w.local("b")).sectionSeenUntilMs, null, "another epoch's section is not this view's token");
-  b.receive({ type: "section", from: "a", epoch, leaseMs: Number.MAX_SAFE_INTEGER }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: Number.MAX_SAFE_INTEGER, n: 1 }, w.local("b"));
   assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + S.ringLeaseMaxMs);
-  b.receive({ type: "section", from: "a", epoch, leaseMs: 10 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: 10, n: 1 }, w.local("b"));
   assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + S.ringLeaseMaxMs, "a shorter, later section does not shorten the wait");
 });
 
@@ -1388,21 +1388,21 @@ test("view: a sectionEnd is checked and ends only its sender's announcement of i
   const w = settledWorld(["a", "b", "c"]);
   const epoch = w.view("a")!.epoch;
   const b = w.node("b");
-  b.receive({ type: "section", from: "a", epoch, leaseMs: 3_000 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: 3_000, n: 1 }, w.local("b"));
   const untilMs = w.local("b") + 3_000;
-  b.receive({ type: "sectionEnd", from: "zz", epoch }, w.local("b"));
-  b.receive({ type: "sectionEnd", from: ARBITER, epoch }, w.local("b"));
-  b.receive({ type: "sectionEnd", from: "a", epoch: EPOCH_MAX + 1 }, w.local("b"));
-  b.receive({ type: "sectionEnd", from: "a", epoch, leaseMs: 0 } as unknown as ViewMessage, w.local("b"));
+  b.receive({ type: "sectionEnd", from: "zz", epoch, n: 1 }, w.local("b"));
+  b.receive({ type: "sectionEnd", from: ARBITER, epoch, n: 1 }, w.local("b"));
+  b.receive({ type: "sectionEnd", from: "a", epoch: EPOCH_MAX + 1, n: 1 }, w.local("b"));
+  b.receive({ type: "sectionEnd", from: "a", epoch, n: 1, leaseMs: 0 } as unknown as ViewMessage, w.local("b"));
   assert.equal(b.ready().events.filter((e) => e.event === "badViewMessage").length, 3, "zz, the arbiter and an epoch above EPOCH_MAX (the core does not check unknown keys: the wire schema does)");
   assert.equal(b.status(w.local("b")).sectionSeenUntilMs, null, "a's own sectionEnd (the extra key aside) ended it");
-  b.receive({ type: "section", from: "a", epoch, leaseMs: 3_000 }, w.local("b"));
-  b.receive({ type: "sectionEnd", from: "c", epoch }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: 3_000, n: 1 }, w.local("b"));
+  b.receive({ type: "sectionEnd", from: "c", epoch, n: 1 }, w.local("b"));
   assert.equal(b.status(w.local("b")).sectionSeenUntilMs, untilMs, "c cannot end a's section");
-  b.receive({ type: "sectionEnd", from: "a", epoch: epoch - 1 }, w.local("b"));
+  b.receive({ type: "sectionEnd", from: "a", epoch: epoch - 1, n: 1 }, w.local("b"));
   assert.equal(b.status(w.local("b")).sectionSeenUntilMs, untilMs, "an older epoch's end does not end this one's");
-  b.receive({ type: "section", from: "c", epoch, leaseMs: 1_000 }, w.local("b"));
-  b.receive({ type: "sectionEnd", from: "a", epoch }, w.local("b"));
+  b.receive({ type: "section", from: "c", epoch, leaseMs: 1_000, n: 1 }, w.local("b"));
+  b.receive({ type: "sectionEnd", from: "a", epoch, n: 1 }, w.local("b"));
   assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + 1_000, "a's end leaves c's section of the same view");
 });
 
@@ -1414,9 +1414,9 @@ test("view: a section announced with a lease of 0 does not stop a running token-
   assert.ok(w.runUntil(() => w.queue.some((p) => p.from === "b" && p.message.type === "probe"), S.tokenLossMs), "b probes");
   const b = w.node("b");
   b.ready();
-  b.receive({ type: "section", from: "a", epoch, leaseMs: 0 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: 0, n: 1 }, w.local("b"));
   assert.ok(!b.ready().events.some((e) => e.event === "tokenAlive"), "a section over at its receipt says nothing of the token now");
-  b.receive({ type: "section", from: "a", epoch, leaseMs: 500 }, w.local("b"));
+  b.receive({ type: "section", from: "a", epoch, leaseMs: 500, n: 1 }, w.local("b"));
   assert.ok(b.ready().events.some((e) => e.event === "tokenAlive" && e.fields.section === true), "a running section: the token is there");
 });
 
@@ -1431,4 +1431,76 @@ test("view: an announcer that ended its section (sectionEnd) announces its next 
   w.facts.set("a", { ...w.facts.get("a")!, token: "held", lastTokenAgeMs: 0 });
   w.node("a").sectionGranted(epoch, 100, w.local("a"));
   assert.deepEqual(w.node("a").ready().send.filter((s) => s.message.type === "section").map((s) => s.to), ["b", "c"], "inside the ended announcement's lease, yet announced");
+});
+
+test("view: a late sectionEnd (sent by a's probe, delayed past the token's return to a and a's next announcement) does not end that newer announcement", () => {
+  const leaseMs = 3_000;
+  const { w, epoch } = sectionAtA(leaseMs);
+  w.run(TICK_MS);
+  const a = w.node("a");
+  const b = w.node("b");
+  // The token left a; a probes and ends its announcement: the sectionEnd to b is held back.
+  w.facts.set("a", { ...w.facts.get("a")!, token: "away", tokenHop: 2, lastTokenAgeMs: S.tokenLossMs, sectionRemainingMs: 0 });
+  a.tick(w.local("a"));
+  const end = a.ready().send.find((s) => s.to === "b" && s.message.type === "sectionEnd")?.message;
+  assert.ok(end, "a's probe ends its announcement");
+  // The token comes back to a in the same view; a grants and announces a new long section.
+  w.facts.set("a", { ...w.facts.get("a")!, token: "held", tokenHop: 5, lastTokenAgeMs: 0, sectionRemainingMs: leaseMs });
+  a.sectionGranted(epoch, leaseMs, w.local("a"));
+  const section = a.ready().send.find((s) => s.to === "b" && s.message.type === "section")?.message;
+  assert.ok(section, "a announces the new section");
+  b.receive(section, w.local("b"));
+  const untilMs = b.status(w.local("b")).sectionSeenUntilMs;
+  assert.equal(untilMs, w.local("b") + leaseMs, "b counts the new section");
+  b.receive(end, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, untilMs, "the old end leaves the newer announcement");
+  assert.ok(!b.ready().events.some((e) => e.event === "badViewMessage"));
+  // a's next probe ends the new announcement as before.
+  w.facts.set("a", { ...w.facts.get("a")!, token: "away", tokenHop: 6, lastTokenAgeMs: S.tokenLossMs, sectionRemainingMs: 0 });
+  w.run(S.tokenLossMs);
+  a.tick(w.local("a"));
+  const nextEnd = a.ready().send.find((s) => s.to === "b" && s.message.type === "sectionEnd")?.message;
+  assert.ok(nextEnd, "a's next probe ends its announcement again");
+  b.receive(nextEnd, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, null, "the new end ends it");
+});
+
+/** How many announcers a node's token-loss probe keeps announcements of (its private map). */
+function announcersKept(node: unknown): number {
+  return (node as { probe: { announced: Map<string, unknown> } }).probe.announced.size;
+}
+
+test("view: announcements of a removed ring node and of older views are not kept: one entry per other voter of the current list at most", () => {
+  const w = settledWorld(["a", "b", "c", "d"]);
+  const epoch = w.view("b")!.epoch;
+  const b = w.node("b");
+  for (const from of ["a", "c", "d"]) b.receive({ type: "section", from, epoch, leaseMs: 3_000, n: 1 }, w.local("b"));
+  assert.equal(announcersKept(b), 3);
+  w.ring = ["a", "b", "c"];
+  w.crash("d");
+  for (const id of w.ring) {
+    assert.equal(w.node(id).changeMembership(w.ring, w.local(id)), null, `${id} removes d`);
+    w.collect(id);
+  }
+  assert.equal(announcersKept(b), 2, "d's announcement is dropped with d");
+  // A section of a newer view drops the announcements of the older one.
+  assert.ok(w.runUntil(() => w.settled(w.ring, epoch + 1), 10_000), "the view without d");
+  const newer = w.view("b")!.epoch;
+  b.receive({ type: "section", from: "a", epoch: newer, leaseMs: 3_000, n: 2 }, w.local("b"));
+  assert.equal(announcersKept(b), 1, "only a's announcement of the installed view");
+});
+
+test("view: a receiver keeps at most 4 announcements per announcer, the latest-ending ones: the wait stays the latest end, and an end of them all ends it", () => {
+  const w = settledWorld(["a", "b", "c"]);
+  const epoch = w.view("b")!.epoch;
+  const b = w.node("b");
+  for (let n = 1; n <= 10; n++) b.receive({ type: "section", from: "a", epoch, leaseMs: 100 * n, n }, w.local("b"));
+  const kept = (b as unknown as { probe: { announced: Map<string, Array<{ n: number }>> } }).probe.announced.get("a")!;
+  assert.deepEqual(kept.map((s) => s.n).sort((x, y) => x - y), [7, 8, 9, 10], "the four ending last");
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + 1_000);
+  b.receive({ type: "sectionEnd", from: "a", epoch, n: 9 }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, w.local("b") + 1_000, "n = 10 is not ended by an end of 9");
+  b.receive({ type: "sectionEnd", from: "a", epoch, n: 10 }, w.local("b"));
+  assert.equal(b.status(w.local("b")).sectionSeenUntilMs, null);
+  assert.equal(announcersKept(b), 0);
 });

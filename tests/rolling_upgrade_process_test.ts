@@ -57,8 +57,8 @@ function buildWithFormats(dir: string, wire: string, disk: string, options: { be
     const older = source.replace(", sectionMaxMs: v.optional(ms())", "").replace("      holdSectionMaxMs: v.optional(msByNode()),\n", "");
     assert.equal(older.length, source.length - ", sectionMaxMs: v.optional(ms())".length - "      holdSectionMaxMs: v.optional(msByNode()),\n".length, "both fields taken out of the copy's schemas");
     const sectionVariants = [
-      '  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms() }),\n',
-      '  v.strictObject({ type: v.literal("sectionEnd"), from: nodeId(), epoch: epoch() }),\n',
+      '  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms(), n: count() }),\n',
+      '  v.strictObject({ type: v.literal("sectionEnd"), from: nodeId(), epoch: epoch(), n: count() }),\n',
     ];
     for (const variant of sectionVariants) assert.ok(older.includes(variant), `the schema is found: ${variant.trim()}`);
     writeFileSync(schemas, sectionVariants.reduce((text, variant) => text.replace(variant, ""), older));

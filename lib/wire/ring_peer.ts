@@ -150,8 +150,8 @@ export const viewMessageSchema = v.variant("type", [
     live: v.boolean(),
     lastTokenAgeMs: v.nullable(ms()),
   }),
-  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms() }),
-  v.strictObject({ type: v.literal("sectionEnd"), from: nodeId(), epoch: epoch() }),
+  v.strictObject({ type: v.literal("section"), from: nodeId(), epoch: epoch(), leaseMs: ms(), n: count() }),
+  v.strictObject({ type: v.literal("sectionEnd"), from: nodeId(), epoch: epoch(), n: count() }),
   v.strictObject({ type: v.literal("prepare"), from: nodeId(), ballot: ballot(), voters: voters() }),
   v.strictObject({
     type: v.literal("promise"),

@@ -134,6 +134,7 @@ export class ViewCore extends ViewLease {
     // its own for one maximum section (review finding 3).
     if (removed.length > 0) this.removedSectionsUntilMs = nowMs + this.options.settings.ringLeaseMaxMs + this.options.settings.tokenLeaseSafetyMs;
     this.configure(ring);
+    this.probe.forgetNonVoters();
     this.event("membershipChanged", { ring: ring.join(","), added: added.join(","), removed: removed.join(",") });
     this.startViewChange("membership", nowMs);
     return null;
@@ -167,8 +168,9 @@ export class ViewCore extends ViewLease {
    */
   sectionGranted(epoch: number, leaseMs: number, nowMs: number): void {
     this.advance(nowMs);
-    if (!this.probe.announceSection(epoch, leaseMs)) return;
-    for (const to of this.others()) this.send(to, { type: "section", from: this.options.id, epoch, leaseMs });
+    const n = this.probe.announceSection(epoch, leaseMs);
+    if (n === null) return;
+    for (const to of this.others()) this.send(to, { type: "section", from: this.options.id, epoch, leaseMs, n });
   }
 
   /** A message could not be delivered (connect refused, timeout): for a prepare, a "no". */
@@ -212,9 +214,9 @@ export class ViewCore extends ViewLease {
       case "renew":
         return this.onRenew(message);
       case "section":
-        return this.probe.onSection(message.from, message.epoch, message.leaseMs);
+        return this.probe.onSection(message.from, message.epoch, message.leaseMs, message.n);
       case "sectionEnd":
-        return this.probe.onSectionEnd(message.from, message.epoch);
+        return this.probe.onSectionEnd(message.from, message.epoch, message.n);
       case "coordinate":
         // The arbiter (a non-voter) coordinates what a ring node asks for; a ring node coordinates
         // its own wishes only.

@@ -46,6 +46,12 @@ export interface ViewProbeHost {
   tokenLost(): void;
 }
 
+/**
+ * How many announcements of one announcer a receiver keeps: one per visit of the token still
+ * counting (those within tokenLossMs of their end), of which a ring normally has one or two.
+ */
+const SECTIONS_KEPT = 4;
+
 export class ViewProbe {
   /** The pre-vote round (see canvassed); canvassFirst: needed before the next attempt. */
   private canvass: { sentAtMs: number; answered: Set<string> } | null = null;
@@ -53,15 +59,25 @@ export class ViewProbe {
   private probe: { epoch: number; sentAtMs: number; quiet: Set<string>; unreachable: Set<string>; majorityAtMs: number | null } | null = null;
   private nextProbeAtMs = Number.NEGATIVE_INFINITY;
   /**
-   * Per announcer, the latest section it announced in view `epoch`: the token may be there until
-   * `untilMs`. One entry per ring node at most (checkViewMessage takes sections from ring nodes only).
+   * Per announcer, its sections announced in view `epoch`, each by its number `n`: the token may
+   * be there until `untilMs`. Kept apart, so an end (`n` and below) leaves a later announcement:
+   * a `sectionEnd` delayed past the token's return and the next announcement ends only what it
+   * names. One key per other voter of the current list at most (a section arriving drops other
+   * views' and non-voters' entries, changeMembership a removed node's), SECTIONS_KEPT entries each.
    */
-  private readonly announced = new Map<string, { epoch: number; untilMs: number }>();
+  private readonly announced = new Map<string, Array<{ epoch: number; n: number; untilMs: number }>>();
   /**
-   * The latest section this node announced as the holder of view `epoch`'s token, ending at
-   * `untilMs` (its clock); `ended`: a `sectionEnd` for it went out (a later section is announced again).
+   * The latest section this node announced as the holder of view `epoch`'s token, its number `n`,
+   * ending at `untilMs` (its clock); `ended`: a `sectionEnd` for it went out (a later section is
+   * announced again).
    */
-  private ownAnnounced: { epoch: number; untilMs: number; ended: boolean } | null = null;
+  private ownAnnounced: { epoch: number; n: number; untilMs: number; ended: boolean } | null = null;
+  /**
+   * Numbers this node's announcements (`section.n`, which `sectionEnd.n` names). Not stored: after
+   * a restart it counts from 1 again, so an end then leaves the sections numbered higher before
+   * the restart, which count until their own leases end (as every announcement did before ends).
+   */
+  private announcedCount = 0;
 
   constructor(private readonly host: ViewProbeHost) {}
 
@@ -72,14 +88,15 @@ export class ViewProbe {
    * a client that leaves and enters again at once would otherwise cost two messages per section
    * in a ring of three, 2.5× the CPU of an unannounced one (tests/bench/section_announce_cost.ts).
    */
-  announceSection(epoch: number, leaseMs: number): boolean {
+  announceSection(epoch: number, leaseMs: number): number | null {
     const host = this.host;
-    if (epoch !== host.viewEpoch()) return false;
+    if (epoch !== host.viewEpoch()) return null;
     const untilMs = host.nowMs() + leaseMs;
     const own = this.ownAnnounced;
-    if (own?.epoch === epoch && !own.ended && untilMs <= own.untilMs + host.settings.tokenLossMs / 2) return false;
-    this.ownAnnounced = { epoch, untilMs, ended: false };
-    return true;
+    if (own?.epoch === epoch && !own.ended && untilMs <= own.untilMs + host.settings.tokenLossMs / 2) return null;
+    const n = ++this.announcedCount;
+    this.ownAnnounced = { epoch, n, untilMs, ended: false };
+    return n;
   }
 
   /**
@@ -88,17 +105,22 @@ export class ViewProbe {
    * Liveness only (the view change's safety never rests on it): a holder that dies in the section
    * is found tokenLossMs after its lease, the lease its last renewal stated bounds the wait for it
    * anyway (decide.ts), and a lease above ringLeaseMaxMs counts as ringLeaseMaxMs. Its holder
-   * ends it early (`sectionEnd`, onSectionEnd) when it probes for the token it passed on.
+   * ends it early (`sectionEnd`, onSectionEnd) when it probes for the token it passed on. `n`:
+   * the announcement's number, which that end names.
    */
-  onSection(from: string, epoch: number, leaseMs: number): void {
+  onSection(from: string, epoch: number, leaseMs: number, n: number): void {
     const host = this.host;
     // Another view's section: an older view's holder has lost its lease; of a newer one, this
     // node is behind, which its probe finds out.
     if (epoch !== host.viewEpoch()) return;
     const nowMs = host.nowMs();
     const untilMs = nowMs + Math.min(leaseMs, host.settings.ringLeaseMaxMs);
-    const last = this.announced.get(from);
-    if (last?.epoch !== epoch || untilMs > last.untilMs) this.announced.set(from, { epoch, untilMs });
+    this.prune(epoch, nowMs);
+    const kept = this.announced.get(from) ?? [];
+    kept.push({ epoch, n, untilMs });
+    // The bound: the oldest ends go first (they say the least about where the token is now).
+    kept.sort((x, y) => y.untilMs - x.untilMs).splice(SECTIONS_KEPT);
+    this.announced.set(from, kept);
     // Only a section still running says where the token is (a lease of 0 passes the schema).
     if (this.probe && untilMs > nowMs) {
       this.probe = null;
@@ -107,20 +129,43 @@ export class ViewProbe {
   }
 
   /**
-   * `from` ended its sections of view `epoch` (`sectionEnd`): they are no sighting any more. Only
-   * its own: another holder's announcement of the same view stands, and so does a later one of
-   * its own (a new `section` after this).
+   * `from` ended its sections of view `epoch` numbered `n` and below (`sectionEnd`): they are no
+   * sighting any more. Only those: another holder's announcement of the same view stands, and so
+   * does a later one of its own (numbered higher), even when the end arrives after it.
    */
-  onSectionEnd(from: string, epoch: number): void {
-    if (this.announced.get(from)?.epoch === epoch) this.announced.delete(from);
+  onSectionEnd(from: string, epoch: number, n: number): void {
+    const kept = this.announced.get(from)?.filter((section) => section.epoch !== epoch || section.n > n);
+    if (kept?.length) this.announced.set(from, kept);
+    else this.announced.delete(from);
+  }
+
+  /**
+   * Drops what no longer says anything of view `epoch`'s token: other views' announcements, those
+   * of nodes that are no other voter now, and those over tokenLossMs ago (no "seen lately" then).
+   * Called when a section arrives and when the membership changes (forgetNonVoters).
+   */
+  private prune(epoch: number, nowMs: number): void {
+    const others = new Set(this.host.others());
+    for (const [from, sections] of this.announced) {
+      const kept = sections.filter((s) => s.epoch === epoch && s.untilMs + this.host.settings.tokenLossMs > nowMs);
+      if (kept.length > 0 && others.has(from)) this.announced.set(from, kept);
+      else this.announced.delete(from);
+    }
+  }
+
+  /** The voters changed: a removed node's announcements go (and every one no longer relevant). */
+  forgetNonVoters(): void {
+    this.prune(this.host.viewEpoch(), this.host.nowMs());
   }
 
   /** Until when the latest section announced in the installed view may run (null: none). */
   sectionSeenUntilMs(): number | null {
     const epoch = this.host.viewEpoch();
     let untilMs: number | null = null;
-    for (const section of this.announced.values()) {
-      if (section.epoch === epoch && (untilMs === null || section.untilMs > untilMs)) untilMs = section.untilMs;
+    for (const sections of this.announced.values()) {
+      for (const section of sections) {
+        if (section.epoch === epoch && (untilMs === null || section.untilMs > untilMs)) untilMs = section.untilMs;
+      }
     }
     return untilMs;
   }
@@ -169,7 +214,7 @@ export class ViewProbe {
     this.nextProbeAtMs = nowMs + settings.tokenLossMs;
     const endOwn = this.ownSectionMayCount(epoch, nowMs);
     for (const to of host.others()) {
-      if (endOwn) host.send(to, { type: "sectionEnd", from: host.id, epoch });
+      if (endOwn) host.send(to, { type: "sectionEnd", from: host.id, epoch, n: endOwn.n });
       host.send(to, { type: "probe", from: host.id, epoch });
     }
     if (endOwn) this.ownAnnounced = { ...endOwn, ended: true };
@@ -186,10 +231,10 @@ export class ViewProbe {
    * extra tokenLossMs covers the announcement's delay and the receivers' clock rates. Sent only
    * by a prober, never per hand-off: the ring's hops stay one message each.
    */
-  private ownSectionMayCount(epoch: number, nowMs: number): { epoch: number; untilMs: number } | null {
+  private ownSectionMayCount(epoch: number, nowMs: number): { epoch: number; n: number; untilMs: number } | null {
     const own = this.ownAnnounced;
     if (own === null || own.epoch !== epoch || nowMs >= own.untilMs + 2 * this.host.settings.tokenLossMs) return null;
-    return { epoch: own.epoch, untilMs: own.untilMs };
+    return { epoch: own.epoch, n: own.n, untilMs: own.untilMs };
   }
 
   /**

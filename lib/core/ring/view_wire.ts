@@ -116,15 +116,17 @@ export type ViewMessage =
   | { type: "probeReply"; from: string; viewEpoch: number; tokenEpoch: number; tokenHop: number; live: boolean; lastTokenAgeMs: number | null }
   /**
    * The holder of `epoch`'s token granted a section of `leaseMs` (best effort, to the other voters):
-   * the token stays there up to that long, which is no sign of its loss (view_probe.ts).
+   * the token stays there up to that long, which is no sign of its loss (view_probe.ts). `n`: the
+   * sender's number for this announcement (counting up in its run), which its end names.
    */
-  | { type: "section"; from: string; epoch: number; leaseMs: number }
+  | { type: "section"; from: string; epoch: number; leaseMs: number; n: number }
   /**
-   * The sender's sections announced in `epoch` are over (it no longer holds that token): a
-   * receiver no longer counts them as sightings. Sent by an announcer when it starts a token-loss
+   * The sender's sections announced in `epoch` and numbered `n` or below are over (it no longer
+   * holds that token): a receiver no longer counts them as sightings, but keeps a later one (an
+   * end delayed past the next announcement). Sent by an announcer when it starts a token-loss
    * probe, so its own announcement does not hide a token lost after it (view_probe.ts).
    */
-  | { type: "sectionEnd"; from: string; epoch: number }
+  | { type: "sectionEnd"; from: string; epoch: number; n: number }
   /** `voters`: the coordinator's voter list; a voter promises only under the same list. */
   | { type: "prepare"; from: string; ballot: Ballot; voters: string[] }
   /** `prior`: the ballot promised before this one; `viewEpoch`: the installed view's epoch. */
@@ -231,11 +233,12 @@ export function checkViewMessage(message: ViewMessage, ring: readonly string[], 
     case "section":
       if (!ring.includes(message.from)) return "only a ring node grants sections";
       epochs.push(message.epoch);
-      counts.push(message.leaseMs);
+      counts.push(message.leaseMs, message.n);
       break;
     case "sectionEnd":
       if (!ring.includes(message.from)) return "only a ring node ends its sections";
       epochs.push(message.epoch);
+      counts.push(message.n);
       break;
     case "renew":
       epochs.push(message.epoch);
