@@ -175,8 +175,10 @@ export interface ResyncOptions {
    * Called once, inside the wait for the end of the resync, as soon as a status of the primary
    * shows the backup in sync (before the wait for the arbiter's record and the rest of the
    * function): a test takes its closing measurements of the copy there, not after the tail.
+   * `notInSyncAtMs` (performance.now()) is when the request for the last status that did not
+   * show it in sync was sent (or the restart): the backup came in sync after that.
    */
-  onInSync?: () => void;
+  onInSync?: (notInSyncAtMs: number) => void;
 }
 
 export interface ResyncResult {
@@ -325,11 +327,15 @@ export async function resyncUnderLoad(
     await startBackup();
     const restartedAtMs = performance.now();
     let inSyncSeen = false;
+    let notInSyncAtMs = restartedAtMs;
     await eventually("the returning backup is in sync again", async () => {
+      const askedAtMs = performance.now();
       const backup = (await watchStalls())?.server.backup;
-      if (backup?.mode === "inSync" && !inSyncSeen) {
+      if (backup?.mode !== "inSync") {
+        notInSyncAtMs = askedAtMs;
+      } else if (!inSyncSeen) {
         inSyncSeen = true;
-        options.onInSync?.();
+        options.onInSync?.(notInSyncAtMs);
       }
       return backup?.mode === "inSync" && backup.arbiterRecordedInSync;
     }, deadlineMs);
