@@ -32,7 +32,8 @@
  *   below (-1,595 ms). Measured: -185 to -1,073 ms in 13 healthy runs (in sync 0.9-1.3 s, the
  *   last poll 26-48 ms, the durable write's span 195-270 ms where counted, Bun and Deno, durable
  *   or not, load 4-6, three runs with three busy loops of ours). Injected locally (not kept):
- *   50 ms before each chunk request made it 3,524 ms (backup asleep 5.3 s of 6.9 s; 2,894 ms with
+ *   50 ms before each chunk request made it 3,524 ms (Bun), 3,949 ms (Deno) and 3,463 ms (Bun,
+ *   durable; its write's span 351 ms) (the backup asleep 5.1-5.3 s of 6.3-6.9 s; 2,894 ms with
  *   the span after the `synced` line subtracted without the durable log too, 750 ms of catch-up
  *   there, which is why only the durable test subtracts it); before this count (the sleep less
  *   the primary's queue wait only, measured after the tail) 4,284 ms, while the CPU bound passed.
