@@ -6,7 +6,7 @@
  * of `GET /v1/status?summary=1`, cluster/stall_monitor.ts); and read a node's stalls from its
  * log, each with the CPU time the node used in it. Not a test file.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { eventually, sleep } from "./_harness.ts";
 
 /** Sessions of the filler and the load client outlive any test (no keepalives needed). */
@@ -130,9 +130,37 @@ export function loggedStalls(lines: string[], event: "loopStall" | "stalledPastL
  * in ms. Over a window, its length less both is the time the thread slept (waited on I/O or a timer).
  */
 export function schedMs(pid: number): { runMs: number; queuedMs: number } {
-  const [runNs, queuedNs] = readFileSync(`/proc/${pid}/schedstat`, "utf8").trim().split(/\s+/).map(Number);
-  if (!Number.isFinite(runNs) || !Number.isFinite(queuedNs)) throw new Error(`/proc/${pid}/schedstat unreadable`);
+  return schedstatMs(readFileSync(`/proc/${pid}/schedstat`, "utf8"), `/proc/${pid}/schedstat`);
+}
+
+/** The first two fields of a schedstat file's `text` in ms (`path` names it in the error). */
+function schedstatMs(text: string, path: string): { runMs: number; queuedMs: number } {
+  const [runNs, queuedNs] = text.trim().split(/\s+/).map(Number);
+  if (!Number.isFinite(runNs) || !Number.isFinite(queuedNs)) throw new Error(`${path} unreadable`);
   return { runMs: runNs / 1e6, queuedMs: queuedNs / 1e6 };
+}
+
+/**
+ * The same summed over every thread of the process (/proc/<pid>/task/<tid>/schedstat): the work
+ * a runtime moves off its event loop (Bun's HTTP client thread, node:fs's pool) and those
+ * threads' run-queue waits count too. A thread that ended since is missing from the sum (its
+ * time then looks like sleep: the sum errs toward less work, never more).
+ */
+export function threadsSchedMs(pid: number): { runMs: number; queuedMs: number } {
+  const total = { runMs: 0, queuedMs: 0 };
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const path = `/proc/${pid}/task/${tid}/schedstat`;
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch {
+      continue; // the thread ended between the listing and the read
+    }
+    const thread = schedstatMs(text, path);
+    total.runMs += thread.runMs;
+    total.queuedMs += thread.queuedMs;
+  }
+  return total;
 }
 
 export interface ResyncOptions {
@@ -143,6 +171,14 @@ export interface ResyncOptions {
    * a test that reads the stalls from the log since the kill does not wait on it.
    */
   waitStallsFade?: boolean;
+  /**
+   * Called once, inside the wait for the end of the resync, as soon as a status of the primary
+   * shows the backup in sync (before the wait for the arbiter's record and the rest of the
+   * function): a test takes its closing measurements of the copy there, not after the tail.
+   * `notInSyncAtMs` (performance.now()) is when the request for the last status that did not
+   * show it in sync was sent (or the restart): the backup came in sync after that.
+   */
+  onInSync?: (notInSyncAtMs: number) => void;
 }
 
 export interface ResyncResult {
@@ -167,16 +203,25 @@ export interface ResyncResult {
   /** What the first failures failed with (at most FAILURES_KEPT). */
   failureReasons: string[];
   /**
-   * The lapses in runs (refusals with no other answer between them), each with the wall-clock
-   * times (Date.now()) the client had its first and last refusal, at most LAPSE_RUNS_KEPT: a
+   * The lapses in runs (refusals with no other answer between them), at most LAPSE_RUNS_KEPT: a
    * test compares them with the logged waits that cause lapses.
    */
   lapseRuns: LapseRun[];
 }
 
+/**
+ * A run of lapse refusals, by the wall clock (Date.now()) of the client. A refusal was answered
+ * after its request was sent and before the client handled it, so the primary refused first
+ * between `firstSentMs` and `firstMs`, and the run lasted at least `lastSentMs - firstMs` (the
+ * client's own delays in handling answers only shorten that).
+ */
 export interface LapseRun {
+  /** When the client sent the first refused request. */
+  firstSentMs: number;
+  /** When the client handled the first refusal. */
   firstMs: number;
-  lastMs: number;
+  /** When the client sent the last refused request. */
+  lastSentMs: number;
   refusals: number;
 }
 
@@ -187,10 +232,13 @@ const LAPSE_RUNS_KEPT = 100;
 /** An answer of the primary that failed a step of the load client, and whether it was a lapse (ResyncResult). */
 class LoadFailure extends Error {
   readonly lapse: boolean;
-  constructor(primaryUrl: string, answer: Record<string, unknown>) {
+  /** When the refused request was sent (Date.now()). */
+  readonly sentMs: number;
+  constructor(primaryUrl: string, answer: Record<string, unknown>, sentMs: number) {
     super(JSON.stringify(answer));
     const error = answer.error as { code?: unknown; primaryUrl?: unknown } | undefined;
     this.lapse = error?.code === "not_primary" && error.primaryUrl === primaryUrl;
+    this.sentMs = sentMs;
   }
 }
 
@@ -233,24 +281,24 @@ export async function resyncUnderLoad(
     for (let i = 0; loading; i++) {
       const t0 = performance.now();
       try {
+        const enterSentMs = Date.now();
         const enter = await post(`${primaryUrl}/v1/enter`, { name: `load/${i % LOAD_LOCKS}`, session, sessionSecret, waitMs: 1_000 });
-        if (enter.body.granted !== true) throw new LoadFailure(primaryUrl, enter.body);
+        if (enter.body.granted !== true) throw new LoadFailure(primaryUrl, enter.body, enterSentMs);
+        const leaveSentMs = Date.now();
         const leave = await post(`${primaryUrl}/v1/leave`, { name: `load/${i % LOAD_LOCKS}`, session, sessionSecret, token: enter.body.token });
-        if (leave.status !== 200) throw new LoadFailure(primaryUrl, leave.body);
+        if (leave.status !== 200) throw new LoadFailure(primaryUrl, leave.body, leaveSentMs);
         acquires += 1;
         acquireMaxMs = Math.max(acquireMaxMs, performance.now() - t0);
         lapseRun = undefined;
       } catch (error) {
         failures += 1;
-        const lapse = error instanceof LoadFailure && error.lapse;
-        if (lapse) {
+        if (error instanceof LoadFailure && error.lapse) {
           lapses += 1;
-          const nowMs = Date.now();
           if (lapseRun) {
-            lapseRun.lastMs = nowMs;
+            lapseRun.lastSentMs = error.sentMs;
             lapseRun.refusals += 1;
           } else if (lapseRuns.length < LAPSE_RUNS_KEPT) {
-            lapseRun = { firstMs: nowMs, lastMs: nowMs, refusals: 1 };
+            lapseRun = { firstSentMs: error.sentMs, firstMs: Date.now(), lastSentMs: error.sentMs, refusals: 1 };
             lapseRuns.push(lapseRun);
           }
         } else {
@@ -278,8 +326,17 @@ export async function resyncUnderLoad(
     await eventually("the primary drops the killed backup", async () => (await watchStalls())?.server.backup?.mode !== "inSync", 10_000);
     await startBackup();
     const restartedAtMs = performance.now();
+    let inSyncSeen = false;
+    let notInSyncAtMs = restartedAtMs;
     await eventually("the returning backup is in sync again", async () => {
+      const askedAtMs = performance.now();
       const backup = (await watchStalls())?.server.backup;
+      if (backup?.mode !== "inSync") {
+        notInSyncAtMs = askedAtMs;
+      } else if (!inSyncSeen) {
+        inSyncSeen = true;
+        options.onInSync?.(notInSyncAtMs);
+      }
       return backup?.mode === "inSync" && backup.arbiterRecordedInSync;
     }, deadlineMs);
     const resyncMs = performance.now() - restartedAtMs;
