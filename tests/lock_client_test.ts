@@ -122,7 +122,7 @@ interface Call {
  * "deaf" never settles whatever the abort (a fetch port that ignores it); "deafBody" answers the
  * headers but its body's `text()` never settles (a server paused mid-answer).
  */
-type Respond = (call: Call) => { status: number; body: unknown } | "hang" | "deaf" | "deafBody" | Promise<{ status: number; body: unknown }>;
+type Respond = (call: Call) => { status: number; body: unknown } | "hang" | "deaf" | "deafBody" | Promise<{ status: number; body: unknown }> | Response;
 
 /**
  * A client whose fetch answers with `respond` (or hangs, see Respond), whose clock stands still
@@ -155,6 +155,7 @@ function handDriven(servers: string[], respond: Respond, options: { requestTimeo
       if (answer === "hang") return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(init.signal.reason)));
       if (answer === "deaf") return new Promise(() => {});
       if (answer === "deafBody") return Promise.resolve({ ok: true, status: 200, text: () => new Promise<string>(() => {}) });
+      if (answer instanceof Response) return Promise.resolve(answer); // a stream (a watch)
       // An answer the test releases later (a request that was applied before another was sent).
       if (answer instanceof Promise) return answer.then((later) => new Response(JSON.stringify(later.body), { status: later.status }));
       return Promise.resolve(new Response(JSON.stringify(answer.body), { status: answer.status }));
@@ -419,4 +420,123 @@ test("client ports: a grant that arrives after the session's lease ran out is re
   const inTime = watch(client.lock("L", { ttlMs: 300 }));
   await advance(0);
   assert.equal(inTime()?.ok, true, "the same grant inside the lease is a hold");
+});
+
+// ---- "not primary" naming the server itself (a lease that lapsed for a moment): each test fails
+// with the client moving on at once (Failover.requestThen before the self retry)
+
+/** A "not primary" answer of `server`, naming `primaryUrl` (or nobody). */
+function notPrimary(server: string, primaryUrl: string | null) {
+  return { status: 421, body: { error: { code: "not_primary", message: `${server} does not serve`, primary: primaryUrl, ...(primaryUrl ? { primaryUrl } : {}) } } };
+}
+
+test("client ports: a 'not primary' naming the server itself is asked again after a short backoff, not the paused other server", async () => {
+  let lapsed = true;
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://b")) return "hang"; // b is paused
+    // a's lease lapsed for a moment: the first try is refused naming a, the retry is served.
+    if (lapsed) return (lapsed = false), notPrimary("a", "http://a");
+    return { status: 200, body: { left: true } };
+  }, { requestTimeoutMs: 100, failoverTimeoutMs: 1_000 });
+  const leaving = watch(client.leave("L", { session: "s1", token: 7 }));
+  await advance(24);
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/leave"], "no retry before the backoff, and not at b");
+  await advance(1);
+  assert.deepEqual(leaving(), { ok: true, value: undefined }, "served by a's retry 25 ms later");
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/leave", "http://a/v1/leave"]);
+  assert.equal(client.server, "http://a");
+});
+
+test("client ports: the self retry waits twice the refused try's round trip (the primary's renewal is one of its round trips away)", async () => {
+  let lapsed = true;
+  // Answers the test releases: each 40 ms on the way.
+  const pending: Array<() => void> = [];
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://b")) return "hang";
+    // A refusal naming a, then the served retry.
+    const answer = lapsed ? notPrimary("a", "http://a") : { status: 200, body: { left: true } };
+    lapsed = false;
+    return new Promise((resolve) => pending.push(() => resolve(answer)));
+  }, { requestTimeoutMs: 500, failoverTimeoutMs: 2_000 });
+  const leaving = watch(client.leave("L", { session: "s1", token: 7 }));
+  await advance(40);
+  pending.shift()!();
+  await advance(79);
+  assert.equal(calls.length, 1, "not asked again before 2 × 40 ms");
+  await advance(1);
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/leave", "http://a/v1/leave"]);
+  pending.shift()!();
+  await advance(0);
+  assert.deepEqual(leaving(), { ok: true, value: undefined });
+});
+
+test("client ports: a cut-off primary that keeps naming itself costs one backoff: the second refusal moves the client to the new primary", async () => {
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    // a was cut off and b took over; a has not heard and names itself.
+    if (call.url.startsWith("http://a")) return notPrimary("a", "http://a");
+    return { status: 200, body: { left: true } };
+  }, { requestTimeoutMs: 100, failoverTimeoutMs: 1_000 });
+  const leaving = watch(client.leave("L", { session: "s1", token: 7 }));
+  await advance(25);
+  assert.deepEqual(leaving(), { ok: true, value: undefined }, "served by b at 25 ms");
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/leave", "http://a/v1/leave", "http://b/v1/leave"]);
+  assert.equal(client.server, "http://b");
+  // The next call goes to b at once; a later refusal of a naming itself retries it once, per call.
+  await client.leave("M", { session: "s1", token: 8 });
+  assert.equal(calls.at(-1)?.url, "http://b/v1/leave");
+});
+
+test("client ports: a 'not primary' naming the other server, or no one, moves on at once", async () => {
+  for (const hint of ["http://b", null]) {
+    const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+      if (call.url.startsWith("http://a")) return notPrimary("a", hint);
+      return { status: 200, body: { left: true } };
+    }, { requestTimeoutMs: 100, failoverTimeoutMs: 1_000 });
+    const leaving = watch(client.leave("L", { session: "s1", token: 7 }));
+    await advance(0);
+    assert.deepEqual(leaving(), { ok: true, value: undefined }, `hint ${hint}: served by b without a wait`);
+    assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/leave", "http://b/v1/leave"]);
+  }
+});
+
+test("client ports: a keepalive refused by the primary naming itself is acknowledged by its retry; the paused backup costs the period nothing", async () => {
+  let lapses = 0;
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://b")) return "hang"; // b is paused
+    if (call.url.endsWith("/v1/sessions")) return { status: 201, body: { session: "s1", ttlMs: 300 } };
+    // The first keepalive arrives while a's lease has lapsed for a moment.
+    if (call.url.endsWith("/keepalive") && lapses++ === 0) return notPrimary("a", "http://a");
+    return { status: 200, body: { session: "s1", ttlMs: 300 } };
+  }, { requestTimeoutMs: 250, failoverTimeoutMs: 1_000 });
+  const opening = client.openSession({ ttlMs: 300 });
+  await advance(0);
+  const session = await opening;
+  await advance(125); // the keepalive at 100 ms, refused; its retry at 125 ms
+  assert.equal(session.leaseEndsAtMs, 400, "acknowledged within its period: the lease runs from its send time (100 ms)");
+  assert.ok(!calls.some((c) => c.url.startsWith("http://b")), "the paused backup was never asked");
+  await advance(1_000);
+  assert.equal(session.signal.aborted, false);
+  assert.ok(session.leaseEndsAtMs >= 1_300);
+  await session.close();
+});
+
+test("client ports: a watch refused by the primary naming itself opens there after the backoff, not at the paused backup", async () => {
+  let lapsed = true;
+  const { client, calls, advance, now } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://b")) return "hang"; // b is paused
+    if (lapsed) return (lapsed = false), notPrimary("a", "http://a");
+    const snapshot = { name: "L", holders: [], waiters: [], lockDelayRemainingMs: 0 };
+    return new Response(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`, { status: 200, headers: { "content-type": "text/event-stream" } });
+  }, { requestTimeoutMs: 100, failoverTimeoutMs: 1_000 });
+  const stop = new AbortController();
+  const events = client.watch("L", { signal: stop.signal });
+  const first = watch(events.next());
+  await advance(25);
+  const seen = first();
+  assert.equal(seen?.ok, true, `a snapshot by 25 ms (now ${now()} ms)`);
+  const event = (seen as { value: IteratorResult<{ type: string; server: string }> }).value.value;
+  assert.deepEqual([event?.type, event?.server], ["snapshot", "http://a"]);
+  assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/locks/L/watch", "http://a/v1/locks/L/watch"], "b was never asked");
+  stop.abort();
+  await events.return(undefined);
 });

@@ -19,6 +19,22 @@ import type { WatchHost } from "./lock_watch.ts";
 const BACKOFF_FIRST_MS = 25;
 const BACKOFF_MAX_MS = 100;
 
+/**
+ * A "not primary" that names the server itself comes from the primary of record whose lease
+ * lapsed for a moment (a stall, a renewal late; or the arbiter's record does not cover a TTL yet):
+ * it serves again once its next renewal is answered, about one of its round trips to the arbiter
+ * later. So the client asks it once more, after twice the round trip of the try that was refused
+ * (at least SELF_RETRY_MIN_MS), before it moves on: moving at once sent keepalives to a paused
+ * backup, where each lost a whole period. A cut-off primary whose epoch the backup has taken over
+ * names itself too; for it this costs that one backoff and one more try, then the client moves on.
+ */
+const SELF_RETRY_MIN_MS = 25;
+
+/** How long after a "not primary" naming the server itself, answered `tryMs` after its send, to ask that server again. */
+export function selfRetryMs(tryMs: number): number {
+  return Math.max(SELF_RETRY_MIN_MS, 2 * tryMs);
+}
+
 /** The base URLs of `servers` (ConnectOptions.servers), without a trailing slash; throws when none is given. */
 export function serverUrls(servers: string | string[]): string[] {
   const urls = (Array.isArray(servers) ? servers : [servers]).map((s) => s.replace(/\/$/, ""));
@@ -68,14 +84,17 @@ export class Failover implements WatchHost {
   /**
    * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
    * or the next server and tries again, until failoverTimeoutMs has passed and every server was
-   * asked once. Every try sends the same `body` (so the same idempotency key) and gives up after
-   * `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
+   * asked once. A "not primary" naming the server itself is asked again once first, after a short
+   * backoff (SELF_RETRY_MIN_MS). Every try sends the same `body` (so the same idempotency key) and
+   * gives up after `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
    */
   requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>, attemptTimeoutMs?: number): void {
     const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
     let lastError: MutexdError | undefined;
     let backoffMs = BACKOFF_FIRST_MS;
     let attempt = 0;
+    // One per request: a server that names itself twice is taken for a cut-off primary.
+    let selfRetried = false;
     // Bounded by the deadline; every failed round over the servers sleeps, so this never spins.
     // Every server is tried once even after the deadline: a try that hung until its timeout (a
     // paused server, a long-poll) must not use the window up before the other one was asked.
@@ -90,16 +109,26 @@ export class Failover implements WatchHost {
         send();
       }
     };
-    const send = (): void => {
-      attempt += 1;
+    // `again`: the retry of a server that named itself, which does not count as a try of the round.
+    const send = (again = false): void => {
+      if (!again) attempt += 1;
       const tried = this.current;
       const base = this.servers[tried];
       const timeoutMs = attemptTimeoutMs ?? this.requestTimeoutMs + extraTimeoutMs;
+      const sentAtMs = this.clock.nowMs();
       exchange<T>(this.ports, { base, method, path, body, timeoutMs, token: this.token }, (outcome) => {
         // Any other answer is the call's: a refusal (401, 403, 404, 409, 429…) would be the same at
         // the other server.
         if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
         lastError = outcome.error;
+        const nowMs = this.clock.nowMs();
+        const retryMs = selfRetryMs(nowMs - sentAtMs);
+        // Only while no other request moved the client on, and only inside the window.
+        if (!selfRetried && this.current === tried && nowMs + retryMs < deadlineMs && this.namesItself(tried, outcome)) {
+          selfRetried = true;
+          this.timers.setTimeout(() => send(true), retryMs);
+          return;
+        }
         this.moveOn(tried, outcome.detail?.primaryUrl);
         next();
       });
@@ -114,9 +143,23 @@ export class Failover implements WatchHost {
    * the client back to it.
    */
   moveOn(tried: number, primaryUrl: unknown): void {
-    const hinted = typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
+    const hinted = this.hintedServer(primaryUrl);
     if (this.current === tried) {
       this.current = hinted >= 0 && hinted !== tried ? hinted : (tried + 1) % this.servers.length;
     }
+  }
+
+  /**
+   * Whether a failed try at server `tried` was a "not primary" naming that server itself (see
+   * SELF_RETRY_MIN_MS). One naming another server, or none (a backup without a primary, a server
+   * stopping), is no reason to stay.
+   */
+  namesItself(tried: number, outcome: { error: MutexdError; detail?: Record<string, unknown> }): boolean {
+    return outcome.error.code === "not_primary" && this.hintedServer(outcome.detail?.primaryUrl) === tried;
+  }
+
+  /** The index of the server a "not primary" hint names (its URL), or -1. */
+  private hintedServer(primaryUrl: unknown): number {
+    return typeof primaryUrl === "string" ? this.servers.indexOf(primaryUrl.replace(/\/$/, "")) : -1;
   }
 }

@@ -11,6 +11,7 @@ import { MutexdError } from "../wire/errors.ts";
 import { answerFormatError, decodeAnswer, failureText, type HttpPorts, type HttpResponse, requestHeaders } from "./http.ts";
 import type { ClockPort } from "./http.ts";
 import type { StatusAnswer } from "./lock_types.ts";
+import { selfRetryMs } from "./failover.ts";
 
 /** A lock as a watch shows it (as `GET /v1/locks/:name`; a free lock has no holders and no waiters). */
 export type WatchedLock = StatusAnswer["locks"][number];
@@ -42,6 +43,8 @@ export interface WatchHost {
   currentServer(): { index: number; base: string };
   /** Moves on from server `tried`: to the hinted primary when it is one of the servers, else to the next. */
   moveOn(tried: number, primaryUrl: unknown): void;
+  /** Whether a failure at server `tried` was a "not primary" naming that server itself (asked once more first). */
+  namesItself(tried: number, outcome: { error: MutexdError; detail?: Record<string, unknown> }): boolean;
 }
 
 export async function* watchLock(host: WatchHost, name: string, signal?: AbortSignal): AsyncGenerator<WatchEvent, void, undefined> {
@@ -49,6 +52,8 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
   let backoffMs = BACKOFF_FIRST_MS;
   let failures = 0;
   let lastError: unknown;
+  // As Failover.requestThen: a server that refused naming itself is asked once more before moving on.
+  let selfRetried = false;
   // Bounded: every round either opened a stream (which ended) or counts a failure, and failures
   // stop at the deadline; every round over all the servers without a stream sleeps first.
   while (!signal?.aborted) {
@@ -63,6 +68,8 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
     };
     let hint: unknown;
     let opened = false;
+    let namedItself = false;
+    const sentAtMs = host.clock.nowMs();
     try {
       const response = await host.ports.fetch(`${base}/v1/locks/${encodeURIComponent(name)}/watch`, {
         method: "GET",
@@ -74,6 +81,7 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
         if (outcome.ok || outcome.error.code !== "not_primary") throw outcome.ok ? new MutexdError("internal", `${base}: watch answered ${response.status}`) : outcome.error;
         hint = outcome.detail?.primaryUrl;
         lastError = outcome.error;
+        namedItself = host.namesItself(index, outcome);
       } else {
         const mismatch = answerFormatError(base, response);
         if (mismatch !== null) throw mismatch;
@@ -99,11 +107,18 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
       attempt.abort(); // closes a stream left open (a `for await` that broke off, an end)
     }
     if (signal?.aborted) return;
+    if (namedItself && !selfRetried && host.currentServer().index === index) {
+      selfRetried = true;
+      const retryMs = selfRetryMs(host.clock.nowMs() - sentAtMs);
+      await new Promise((resolve) => host.ports.timers.setTimeout(() => resolve(undefined), retryMs));
+      continue;
+    }
     host.moveOn(index, hint);
     if (opened) {
       deadlineMs = host.clock.nowMs() + host.failoverTimeoutMs;
       backoffMs = BACKOFF_FIRST_MS;
       failures = 0;
+      selfRetried = false;
       continue;
     }
     failures += 1;
