@@ -470,6 +470,36 @@ test("client ports: the self retry waits twice the refused try's round trip (the
   assert.deepEqual(leaving(), { ok: true, value: undefined });
 });
 
+test("client ports: the self retry waits at most 100 ms (a try that waited at a paused server says nothing of the network), and a served retry points the client back at that server", async () => {
+  let lapsed = true;
+  const pending: Array<() => void> = [];
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
+    if (call.url.startsWith("http://b")) return "hang";
+    // Another call's answer of a names b (as at a step-down): the client moves there at once.
+    if (call.url.endsWith("/v1/enter")) return notPrimary("a", "http://b");
+    const answer = lapsed ? notPrimary("a", "http://a") : { status: 200, body: { left: true } };
+    lapsed = false;
+    return new Promise((resolve) => pending.push(() => resolve(answer)));
+  }, { requestTimeoutMs: 500, failoverTimeoutMs: 2_000 });
+  const leaving = watch(client.leave("L", { session: "s1", token: 7 }));
+  // a was paused: its refusal comes 300 ms after the send.
+  await advance(300);
+  pending.shift()!();
+  await advance(0);
+  // Meanwhile another call is refused by a naming b, which moves the client to b.
+  const entering = watch(client.enter("M", { session: "s1", waitMs: 0 }));
+  await advance(99);
+  assert.equal(calls.filter((c) => c.url === "http://a/v1/leave").length, 1, "not asked again before 100 ms");
+  assert.equal(client.server, "http://b", "the enter's refusal moved the client on");
+  await advance(1);
+  assert.equal(calls.filter((c) => c.url === "http://a/v1/leave").length, 2, "the retry goes to a, which named itself, 100 ms later");
+  pending.shift()!();
+  await advance(0);
+  assert.deepEqual(leaving(), { ok: true, value: undefined });
+  assert.equal(client.server, "http://a", "a served the retry: the next call goes there");
+  void entering;
+});
+
 test("client ports: a cut-off primary that keeps naming itself costs one backoff: the second refusal moves the client to the new primary", async () => {
   const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
     // a was cut off and b took over; a has not heard and names itself.

@@ -23,16 +23,18 @@ const BACKOFF_MAX_MS = 100;
  * A "not primary" that names the server itself comes from the primary of record whose lease
  * lapsed for a moment (a stall, a renewal late; or the arbiter's record does not cover a TTL yet):
  * it serves again once its next renewal is answered, about one of its round trips to the arbiter
- * later. So the client asks it once more, after twice the round trip of the try that was refused
- * (at least SELF_RETRY_MIN_MS), before it moves on: moving at once sent keepalives to a paused
- * backup, where each lost a whole period. A cut-off primary whose epoch the backup has taken over
- * names itself too; for it this costs that one backoff and one more try, then the client moves on.
+ * later. So the client asks it once more, after twice the round trip of the refused try (at least
+ * SELF_RETRY_MIN_MS; at most SELF_RETRY_MAX_MS, as a try that waited at a paused server says
+ * nothing of the network), before it moves on: moving at once sent keepalives to a paused backup,
+ * where each lost a whole period. A cut-off primary whose epoch the backup has taken over names
+ * itself too; each try there costs that one backoff and one more refusal, then the client moves on.
  */
 const SELF_RETRY_MIN_MS = 25;
+const SELF_RETRY_MAX_MS = 100;
 
 /** How long after a "not primary" naming the server itself, answered `tryMs` after its send, to ask that server again. */
 export function selfRetryMs(tryMs: number): number {
-  return Math.max(SELF_RETRY_MIN_MS, 2 * tryMs);
+  return Math.min(SELF_RETRY_MAX_MS, Math.max(SELF_RETRY_MIN_MS, 2 * tryMs));
 }
 
 /** The base URLs of `servers` (ConnectOptions.servers), without a trailing slash; throws when none is given. */
@@ -84,17 +86,16 @@ export class Failover implements WatchHost {
   /**
    * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
    * or the next server and tries again, until failoverTimeoutMs has passed and every server was
-   * asked once. A "not primary" naming the server itself is asked again once first, after a short
-   * backoff (SELF_RETRY_MIN_MS). Every try sends the same `body` (so the same idempotency key) and
-   * gives up after `attemptTimeoutMs` (requestTimeoutMs plus `extraTimeoutMs` by default).
+   * asked once. A "not primary" naming the server itself is asked again once first (selfRetryMs;
+   * this may end the request up to SELF_RETRY_MAX_MS and a try past the window). Every try sends
+   * the same `body` (so the same idempotency key) and gives up after `attemptTimeoutMs`
+   * (requestTimeoutMs plus `extraTimeoutMs` by default).
    */
   requestThen<T>(method: string, path: string, body: unknown, extraTimeoutMs: number, done: Done<T>, attemptTimeoutMs?: number): void {
     const deadlineMs = this.clock.nowMs() + this.failoverTimeoutMs;
     let lastError: MutexdError | undefined;
     let backoffMs = BACKOFF_FIRST_MS;
     let attempt = 0;
-    // One per request: a server that names itself twice is taken for a cut-off primary.
-    let selfRetried = false;
     // Bounded by the deadline; every failed round over the servers sleeps, so this never spins.
     // Every server is tried once even after the deadline: a try that hung until its timeout (a
     // paused server, a long-poll) must not use the window up before the other one was asked.
@@ -103,30 +104,28 @@ export class Failover implements WatchHost {
         return done(failed(lastError ?? new MutexdError("unreachable", "no server answered")));
       }
       if (attempt > 0 && attempt % this.servers.length === 0) {
-        this.timers.setTimeout(send, backoffMs);
+        this.timers.setTimeout(() => send(this.current, false), backoffMs);
         backoffMs = Math.min(backoffMs * 2, BACKOFF_MAX_MS);
       } else {
-        send();
+        send(this.current, false);
       }
     };
-    // `again`: the retry of a server that named itself, which does not count as a try of the round.
-    const send = (again = false): void => {
+    // `again`: the retry of server `tried` after it named itself; it is not a try of the round,
+    // and its own refusal moves on (one retry per try, so a cut-off primary costs one backoff).
+    const send = (tried: number, again: boolean): void => {
       if (!again) attempt += 1;
-      const tried = this.current;
       const base = this.servers[tried];
       const timeoutMs = attemptTimeoutMs ?? this.requestTimeoutMs + extraTimeoutMs;
       const sentAtMs = this.clock.nowMs();
       exchange<T>(this.ports, { base, method, path, body, timeoutMs, token: this.token }, (outcome) => {
+        // A retry that was served: that server serves now, whatever another request concluded meanwhile.
+        if (outcome.ok && again) this.current = tried;
         // Any other answer is the call's: a refusal (401, 403, 404, 409, 429…) would be the same at
         // the other server.
         if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
         lastError = outcome.error;
-        const nowMs = this.clock.nowMs();
-        const retryMs = selfRetryMs(nowMs - sentAtMs);
-        // Only while no other request moved the client on, and only inside the window.
-        if (!selfRetried && this.current === tried && nowMs + retryMs < deadlineMs && this.namesItself(tried, outcome)) {
-          selfRetried = true;
-          this.timers.setTimeout(() => send(true), retryMs);
+        if (!again && this.namesItself(tried, outcome)) {
+          this.timers.setTimeout(() => send(tried, true), selfRetryMs(this.clock.nowMs() - sentAtMs));
           return;
         }
         this.moveOn(tried, outcome.detail?.primaryUrl);

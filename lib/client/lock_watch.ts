@@ -53,7 +53,7 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
   let failures = 0;
   let lastError: unknown;
   // As Failover.requestThen: a server that refused naming itself is asked once more before moving on.
-  let selfRetried = false;
+  let retrying = false;
   // Bounded: every round either opened a stream (which ended) or counts a failure, and failures
   // stop at the deadline; every round over all the servers without a stream sleeps first.
   while (!signal?.aborted) {
@@ -107,8 +107,10 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
       attempt.abort(); // closes a stream left open (a `for await` that broke off, an end)
     }
     if (signal?.aborted) return;
-    if (namedItself && !selfRetried && host.currentServer().index === index) {
-      selfRetried = true;
+    // The retry opens at the server the host names now: the one that refused, unless another
+    // request moved the client on meanwhile.
+    retrying = namedItself && !retrying;
+    if (retrying) {
       const retryMs = selfRetryMs(host.clock.nowMs() - sentAtMs);
       await new Promise((resolve) => host.ports.timers.setTimeout(() => resolve(undefined), retryMs));
       continue;
@@ -118,7 +120,6 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
       deadlineMs = host.clock.nowMs() + host.failoverTimeoutMs;
       backoffMs = BACKOFF_FIRST_MS;
       failures = 0;
-      selfRetried = false;
       continue;
     }
     failures += 1;

@@ -45,6 +45,8 @@ export class Network {
   faultsOn = true;
   sent = 0;
   dropped = 0;
+  /** Messages held back so far (the late-delivery fault): a checker that bounds a delay skips their windows. */
+  heldBack = 0;
 
   constructor(private readonly sim: Sim, private readonly prng: Prng, readonly profile: NetworkProfile) {}
 
@@ -99,6 +101,7 @@ export class Network {
   }
 
   private holdBack(envelope: Envelope, label: string, lateMs: number): void {
+    this.heldBack += 1;
     this.held.set(envelope.id, envelope);
     this.sim.log(envelope.from, ">", `${label} -> ${envelope.to} #${envelope.id} held back: arrives in ${lateMs}ms`);
     this.sim.at(this.sim.nowMs + lateMs, () => this.release(envelope.id));

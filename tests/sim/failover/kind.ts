@@ -37,6 +37,7 @@ import { FailoverServerActor } from "./server.ts";
 import { servesThroughOneFault } from "./availability.ts";
 import { fillTable } from "./filler.ts";
 import { CopyCutChecker } from "./copy_checker.ts";
+import { keepaliveReachesPrimary } from "./keepalive_checker.ts";
 import type { FailoverServerObserver } from "./server.ts";
 import { scheduleDurableFaults, SimLogDisk } from "./disk.ts";
 
@@ -345,6 +346,8 @@ export const FAILOVER_KIND: NodeKind = {
       const serving = [fp, fb].find((s) => s.servingNow() && !s.inGrace());
       return serving ? { server: serving.id, table: serving.table } : null;
     }, FAILOVER_CHECKERS.grantSurvives, "every grant a client believes in is a holder in the serving server's table (a fresh table's grace excepted)"));
+
+    sim.checkers.register(keepaliveReachesPrimary(sim, { clients: () => clients, servers: [fp, fb] }));
 
     const { settleMs, boundMs, syncedMs, takeoverGapMs, blipGapMs, graceMs, freshStartMs } = failoverLivenessBounds(params, sim.profile.network.delayMaxMs, settings);
     // Crashing the holder of the only copy (opt-in) is the one fault the service cannot survive.
