@@ -22,6 +22,7 @@ import { ArbiterCore } from "../lib/core/arbiter/arbiter.ts";
 import { RingClient } from "../lib/client/ring_client.ts";
 import { LockService } from "../cluster/lock/service.ts";
 import { Session } from "../lib/client/lock_client.ts";
+import { Failover } from "../lib/client/failover.ts";
 import type { RunSpec } from "./sim/replay.ts";
 import { runSpec } from "./sim/run.ts";
 
@@ -572,6 +573,22 @@ test("bug: the API takes a leave by the holder's session whatever its token → 
       return original.call(this, command, ...rest);
     }, LOCK_ONLY, 300, CHECKERS);
   expectCaught("leave without the token check", found, CHECKERS);
+});
+
+/**
+ * The closing note of issue 16: a primary whose lease lapsed for a moment answers "not primary"
+ * naming itself, and the client moved to the other server at once, a paused one too, where a
+ * keepalive lost a whole period. Pauses of fp, fb and fa at a high rate and nothing else: a
+ * primary resumes with its lease lapsed until its renewal is answered while the backup is paused.
+ */
+const SELF_NAMED_SPEC = { kinds: ["failover"], faultOverrides: ["none", "+fo-pause=3"], params: { "failover.fillLocks": 0 } };
+
+test("bug: the client moves on at once from a 'not primary' naming the server itself → failover.keepalive-reaches-primary", { timeout: 120_000 }, () => {
+  const CHECKERS = ["failover.keepalive-reaches-primary"];
+  // Failover.namesItself never true: every "not primary" moves the client on (the code before the fix).
+  const found = huntInjected(Failover.prototype as unknown as Proto, "namesItself", () => () => false, SELF_NAMED_SPEC, 20, CHECKERS);
+  expectCaught("no retry of a server naming itself", found, CHECKERS);
+  assert.match(found!.message, /the client went to fb \(paused\)/, "the defect's cost: the client waits at a paused backup");
 });
 
 // ---- the majority lease (issue 10) -------------------------------------------------------------
