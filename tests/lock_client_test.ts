@@ -430,6 +430,25 @@ function notPrimary(server: string, primaryUrl: string | null) {
   return { status: 421, body: { error: { code: "not_primary", message: `${server} does not serve`, primary: primaryUrl, ...(primaryUrl ? { primaryUrl } : {}) } } };
 }
 
+/**
+ * Server a refuses its first leave naming itself (its lease lapsed for a moment), then serves;
+ * each of its answers waits until the test calls `release` (oldest first). `other` answers a call
+ * first when it returns an answer. b is paused.
+ */
+function lapsedOnce(other: (call: Call) => ReturnType<Respond> | undefined = () => undefined) {
+  let lapsed = true;
+  const held: Array<() => void> = [];
+  const respond: Respond = (call) => {
+    if (call.url.startsWith("http://b")) return "hang";
+    const first = other(call);
+    if (first !== undefined) return first;
+    const answer = lapsed ? notPrimary("a", "http://a") : { status: 200, body: { left: true } };
+    lapsed = false;
+    return new Promise((resolve) => held.push(() => resolve(answer)));
+  };
+  return { respond, release: () => held.shift()!() };
+}
+
 test("client ports: a 'not primary' naming the server itself is asked again after a short backoff, not the paused other server", async () => {
   let lapsed = true;
   const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
@@ -448,43 +467,28 @@ test("client ports: a 'not primary' naming the server itself is asked again afte
 });
 
 test("client ports: the self retry waits twice the refused try's round trip (the primary's renewal is one of its round trips away)", async () => {
-  let lapsed = true;
-  // Answers the test releases: each 40 ms on the way.
-  const pending: Array<() => void> = [];
-  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
-    if (call.url.startsWith("http://b")) return "hang";
-    // A refusal naming a, then the served retry.
-    const answer = lapsed ? notPrimary("a", "http://a") : { status: 200, body: { left: true } };
-    lapsed = false;
-    return new Promise((resolve) => pending.push(() => resolve(answer)));
-  }, { requestTimeoutMs: 500, failoverTimeoutMs: 2_000 });
+  const a = lapsedOnce();
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], a.respond, { requestTimeoutMs: 500, failoverTimeoutMs: 2_000 });
   const leaving = watch(client.leave("L", { session: "s1", token: 7 }));
-  await advance(40);
-  pending.shift()!();
+  await advance(40); // each answer 40 ms on the way
+  a.release();
   await advance(79);
   assert.equal(calls.length, 1, "not asked again before 2 × 40 ms");
   await advance(1);
   assert.deepEqual(calls.map((c) => c.url), ["http://a/v1/leave", "http://a/v1/leave"]);
-  pending.shift()!();
+  a.release();
   await advance(0);
   assert.deepEqual(leaving(), { ok: true, value: undefined });
 });
 
 test("client ports: the self retry waits at most 100 ms (a try that waited at a paused server says nothing of the network), and a served retry points the client back at that server", async () => {
-  let lapsed = true;
-  const pending: Array<() => void> = [];
-  const { client, calls, advance } = handDriven(["http://a", "http://b"], (call) => {
-    if (call.url.startsWith("http://b")) return "hang";
-    // Another call's answer of a names b (as at a step-down): the client moves there at once.
-    if (call.url.endsWith("/v1/enter")) return notPrimary("a", "http://b");
-    const answer = lapsed ? notPrimary("a", "http://a") : { status: 200, body: { left: true } };
-    lapsed = false;
-    return new Promise((resolve) => pending.push(() => resolve(answer)));
-  }, { requestTimeoutMs: 500, failoverTimeoutMs: 2_000 });
+  // Another call's answer of a names b (as at a step-down): the client moves there at once.
+  const a = lapsedOnce((call) => call.url.endsWith("/v1/enter") ? notPrimary("a", "http://b") : undefined);
+  const { client, calls, advance } = handDriven(["http://a", "http://b"], a.respond, { requestTimeoutMs: 500, failoverTimeoutMs: 2_000 });
   const leaving = watch(client.leave("L", { session: "s1", token: 7 }));
   // a was paused: its refusal comes 300 ms after the send.
   await advance(300);
-  pending.shift()!();
+  a.release();
   await advance(0);
   // Meanwhile another call is refused by a naming b, which moves the client to b.
   const entering = watch(client.enter("M", { session: "s1", waitMs: 0 }));
@@ -493,7 +497,7 @@ test("client ports: the self retry waits at most 100 ms (a try that waited at a 
   assert.equal(client.server, "http://b", "the enter's refusal moved the client on");
   await advance(1);
   assert.equal(calls.filter((c) => c.url === "http://a/v1/leave").length, 2, "the retry goes to a, which named itself, 100 ms later");
-  pending.shift()!();
+  a.release();
   await advance(0);
   assert.deepEqual(leaving(), { ok: true, value: undefined });
   assert.equal(client.server, "http://a", "a served the retry: the next call goes there");
