@@ -52,12 +52,13 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
   let backoffMs = BACKOFF_FIRST_MS;
   let failures = 0;
   let lastError: unknown;
-  // As Failover.requestThen: a server that refused naming itself is asked once more before moving on.
-  let retrying = false;
+  // As Failover.requestThen: a server that refused naming itself is asked once more before
+  // moving on, itself even if another request moved the client meanwhile (its word is fresher).
+  let retrying: { index: number; base: string } | undefined;
   // Bounded: every round either opened a stream (which ended) or counts a failure, and failures
   // stop at the deadline; every round over all the servers without a stream sleeps first.
   while (!signal?.aborted) {
-    const { index, base } = host.currentServer();
+    const { index, base } = retrying ?? host.currentServer();
     const attempt = new AbortController();
     const abort = () => attempt.abort();
     signal?.addEventListener("abort", abort, { once: true });
@@ -107,9 +108,7 @@ export async function* watchLock(host: WatchHost, name: string, signal?: AbortSi
       attempt.abort(); // closes a stream left open (a `for await` that broke off, an end)
     }
     if (signal?.aborted) return;
-    // The retry opens at the server the host names now: the one that refused, unless another
-    // request moved the client on meanwhile.
-    retrying = namedItself && !retrying;
+    retrying = namedItself && !retrying ? { index, base } : undefined;
     if (retrying) {
       const retryMs = selfRetryMs(host.clock.nowMs() - sentAtMs);
       await new Promise((resolve) => host.ports.timers.setTimeout(() => resolve(undefined), retryMs));
