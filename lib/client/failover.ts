@@ -1,8 +1,9 @@
 /**
  * The lock client's failover over its servers: which server a request goes to (the one that last
- * answered, or the primary a "not primary" answer named), and one request's tries until a server
- * serves it or failoverTimeoutMs has passed. LockClient sends every call through it; a watch
- * (lock_watch.ts) moves on with it.
+ * answered, or the primary a "not primary" answer named; a server that named itself is asked
+ * again once first), and one request's tries until a server serves it or failoverTimeoutMs has
+ * passed. LockClient sends every call through it; a watch (lock_watch.ts) moves on with it. The
+ * rule is in docs/failover.md, "The client's failover rule".
  */
 import { MutexdError } from "../wire/errors.ts";
 import { type ClockPort, exchange, type HttpPorts, type TimersPort } from "./http.ts";
