@@ -114,6 +114,8 @@ const SHA256_BYTES = 32;
  */
 const SCRATCH_BYTES_MAX = 64 * 1024;
 let scratch = new Uint8Array(4_096);
+/** The scratch after its pad block, where the text is written (a view made once per scratch, not per MAC). */
+let scratchText = scratch.subarray(SHA256_BLOCK_BYTES);
 
 /**
  * `mac` for many heads that begin with the same fields and end with integers (a stream's frames:
@@ -144,9 +146,12 @@ export function prefixedMac(key: PeerKey, fixed: unknown[]): (integers: number[]
     if (bytesBound > SCRATCH_BYTES_MAX) {
       return outerState.copy().update(innerAfterFixed.copy().update(head).update(body).digest()).digest("hex");
     }
-    if (bytesBound > scratch.byteLength) scratch = new Uint8Array(bytesBound);
+    if (bytesBound > scratch.byteLength) {
+      scratch = new Uint8Array(bytesBound);
+      scratchText = scratch.subarray(SHA256_BLOCK_BYTES);
+    }
     scratch.set(ipad);
-    const { written } = encoder.encodeInto(`${prefix}${head}${body}`, scratch.subarray(SHA256_BLOCK_BYTES));
+    const { written } = encoder.encodeInto(`${prefix}${head}${body}`, scratchText);
     outer.set(hash("sha256", scratch.subarray(0, SHA256_BLOCK_BYTES + written), "buffer") as unknown as Uint8Array, SHA256_BLOCK_BYTES);
     return hash("sha256", outer, "hex");
   };
