@@ -6,7 +6,7 @@
  *     (/proc/PID/task/TID/stat, by thread name: the JS thread, JIT workers, the GC's, Bun's pools);
  *   phase 2 (`--strace`): `strace -f -c` attached to each server process, system calls per a+r.
  *
- *   bun tests/bench/repl_probe.ts [--topology replicated] [--duration 5] [--strace] [--plain]
+ *   bun tests/bench/repl_probe.ts [--topology replicated] [--duration 5] [--warmup 2] [--strace] [--plain]
  *
  * Loops bounded by duration and MAX_OPS; servers stopped by PID, strace by its own PID.
  */
@@ -17,10 +17,11 @@ import { parseArgs } from "node:util";
 import { makeClient } from "./lib/clients.ts";
 import { currentRuntime, removeServerDirs, startServer, type Topology } from "./lib/server.ts";
 
-const { values: flags } = parseArgs({ args: process.argv.slice(2), options: { topology: { type: "string" }, duration: { type: "string" }, strace: { type: "boolean" }, plain: { type: "boolean" } } });
+const { values: flags } = parseArgs({ args: process.argv.slice(2), options: { topology: { type: "string" }, duration: { type: "string" }, warmup: { type: "string" }, strace: { type: "boolean" }, plain: { type: "boolean" } } });
 const topology = (flags.topology ?? "replicated") as Topology;
 const durationMs = Number(flags.duration ?? 5) * 1_000;
-if (!(durationMs >= 1_000 && durationMs <= 60_000)) throw new Error("--duration must be 1..60 s");
+const warmupMs = Number(flags.warmup ?? 2) * 1_000;
+if (!(durationMs >= 1_000 && durationMs <= 60_000) || !(warmupMs >= 0 && warmupMs <= 60_000)) throw new Error("--duration must be 1..60 s, --warmup 0..60 s");
 const MAX_OPS = 2_000_000;
 const TICK_US = 1e6 / 100; // USER_HZ
 
@@ -58,7 +59,7 @@ try {
     }
     return ops;
   };
-  await loop(2_000); // warm-up: JIT, connections
+  await loop(warmupMs); // warm-up: JIT, connections
   const before = server.pids.map(threadTicks);
   const load0 = loadavg()[0];
   const ops = await loop(durationMs);
