@@ -12,8 +12,8 @@
  *               map) to the real peer_stream_server.ts served by runtime.ts serveHttp, the child
  *               answering with a stub: readPeerRequest + checkPeerRequest (the backup's checks) and
  *               a fixed appendAck;
- *   stream-no-timer  the same client with no timer per request (its 2 s timeout not armed): what
- *               Bun's setTimeout/clearTimeout per request cost;
+ *   stream-no-timer  the same client arming no timer at all (no timeout): what a setTimeout and a
+ *               clearTimeout per request cost (main's peer_stream.ts; one timer per stream since);
  *   http        (d0) the client POSTs an enter-sized JSON body to the driver's serveHttp, answered at
  *               once (a lone primary's transport floor; no replication);
  *   http+stream (d) the same request answered only after a `stream` round trip (the primary's shape).
@@ -44,6 +44,7 @@ import { SecurityLog } from "../../cluster/security_log.ts";
 import { realTimers, type Timers } from "../../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../../lib/settings.ts";
 import { checkPeerRequest } from "../../lib/wire/lock_peer.ts";
+import { interleavedRounds, median } from "./lib/stats.ts";
 
 type Step = "floor" | "json" | "codec" | "stream-no-timer" | "stream" | "http" | "http+stream";
 const STEPS: Step[] = ["floor", "json", "codec", "stream-no-timer", "stream", "http", "http+stream"];
@@ -181,8 +182,10 @@ async function driver(): Promise<void> {
     clientProblem: null,
   });
   const transport = transportWith(realTimers);
-  // The same client without a timer per request (diagnosis: what Bun's setTimeout/clearTimeout cost).
-  const noTimers: Timers = { setTimeout: (fn, ms) => ms === 2_000 ? 0 : realTimers.setTimeout(fn, ms), clearTimeout: (handle) => handle !== 0 && realTimers.clearTimeout(handle) };
+  // The same client arming no timer (diagnosis: what Bun's setTimeout/clearTimeout per request cost).
+  // None at all (the hello's timer neither: the hello comes at once on loopback), so the step means
+  // the same on code with a timer per request and with one per stream.
+  const noTimers: Timers = { setTimeout: () => 0, clearTimeout: () => {} };
   const untimed = transportWith(noTimers);
   let index = 0;
   const replicate = async (through = transport) => {
@@ -243,14 +246,8 @@ async function driver(): Promise<void> {
 
   const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   console.log(`load average at the start: ${load()}; ${rounds} rounds × ${count} changes per step`);
-  for (const step of STEPS) await run(step, WARMUP);
-  const samples: Awaited<ReturnType<typeof run>>[] = [];
-  for (let round = 0; round < rounds; round += 1) {
-    const order = STEPS.map((_, i) => STEPS[(i + round) % STEPS.length]);
-    for (const step of order) samples.push(await run(step, count));
-  }
+  const samples = await interleavedRounds(STEPS, rounds, WARMUP, count, run);
   console.log(`load average at the end: ${load()}`);
-  const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   console.log("| step | primary CPU µs/change (sys) | backup CPU µs/change (sys) | both | wall µs/change |");
   console.log("|---|---|---|---|---|");
   for (const step of STEPS) {
