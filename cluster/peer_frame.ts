@@ -44,10 +44,10 @@ export interface FrameKeys {
 
 /**
  * A connection's frames one way (`direction` from `from` to `to`): their MAC covers the fixed
- * head [label, nonce, direction, from, to], hashed once per connection (peer_mac.ts prefixedMac),
- * then [seq, re, status], a newline and the body: the same MAC as hashing the whole head per frame,
- * which cost a replicated change up to four head JSONs and hashes (docs/bench.md "Replication
- * cost", third pass).
+ * head [label, nonce, direction, from, to], its JSON made once per connection (peer_mac.ts
+ * prefixedMac), then [seq, re, status], a newline and the body: the same MAC as over the whole
+ * head's JSON per frame, which cost a replicated change up to four head JSONs (docs/bench.md
+ * "Replication cost", third pass). The MAC travels and is checked as hex (no bytes decoded).
  */
 export class FrameCodec {
   private readonly macOf: ((integers: number[], body: string) => string) | null;
