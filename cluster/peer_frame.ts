@@ -3,7 +3,7 @@
  * (`SEQ RE STATUS MAC\nBODY`, MACed per connection and direction) and the receiver's hello. Both
  * ends (peer_stream.ts, peer_stream_server.ts) read and write frames through here only.
  */
-import { mac, macMatches, macValid, type PeerKey, prefixedMac } from "./peer_mac.ts";
+import { hexMacMatches, mac, macValid, type PeerKey, prefixedMac } from "./peer_mac.ts";
 
 /** The route of the stream, and of the probe that comes before it. */
 export const STREAM_PATH = "/v1/peer/stream";
@@ -44,13 +44,13 @@ export interface FrameKeys {
 
 /**
  * A connection's frames one way (`direction` from `from` to `to`): their MAC covers the fixed
- * head [label, nonce, direction, from, to], hashed once per connection (peer_mac.ts prefixedMac),
- * then [seq, re, status], a newline and the body: the same MAC as hashing the whole head per frame,
- * which cost a replicated change up to four head JSONs and hashes (docs/bench.md "Replication
- * cost", third pass).
+ * head [label, nonce, direction, from, to], its JSON made once per connection (peer_mac.ts
+ * prefixedMac), then [seq, re, status], a newline and the body: the same MAC as over the whole
+ * head's JSON per frame, which cost a replicated change up to four head JSONs (docs/bench.md
+ * "Replication cost", third pass). The MAC travels and is checked as hex (no bytes decoded).
  */
 export class FrameCodec {
-  private readonly macOf: ((integers: number[], body: string) => Buffer) | null;
+  private readonly macOf: ((integers: number[], body: string) => string) | null;
 
   constructor(keys: FrameKeys, private readonly direction: Direction, from: string, to: string) {
     this.macOf = keys.key ? prefixedMac(keys.key, [FRAME_LABEL, keys.nonce, direction, from, to]) : null;
@@ -58,7 +58,7 @@ export class FrameCodec {
 
   /** A frame to send: its text, MACed. */
   encode(frame: Omit<Frame, "mac">): string {
-    const macHex = this.macOf ? this.macOf([frame.seq, frame.re, frame.status], frame.body).toString("hex") : NO_MAC;
+    const macHex = this.macOf ? this.macOf([frame.seq, frame.re, frame.status], frame.body) : NO_MAC;
     return `${frame.seq} ${frame.re} ${frame.status} ${macHex}\n${frame.body}`;
   }
 
@@ -66,7 +66,7 @@ export class FrameCodec {
   check(lastSeq: number, text: string): Frame | { refused: string } {
     const frame = parseFrame(text);
     if (frame === null) return { refused: "peerStreamMalformed" };
-    if (this.macOf && !macMatches(frame.mac, this.macOf([frame.seq, frame.re, frame.status], frame.body))) {
+    if (this.macOf && !hexMacMatches(frame.mac, this.macOf([frame.seq, frame.re, frame.status], frame.body))) {
       return { refused: "peerStreamForged" };
     }
     // One connection delivers in order: a seq not above the last is a replay or a reordering.

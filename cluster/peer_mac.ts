@@ -5,7 +5,7 @@
  * nonces. What a head holds is the callers' (peer_head.ts, peer_frame.ts); the construction is here.
  */
 import { Buffer } from "node:buffer";
-import { createHash, createHmac, type Hash, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, type Hash, hash, timingSafeEqual } from "node:crypto";
 
 /** What the cluster secret is derived with for this channel (the UDP datagrams use another key). */
 const KEY_PURPOSE = "mutexd peer v1";
@@ -84,26 +84,88 @@ export function mac(key: PeerKey, head: unknown[], body: Uint8Array | string): B
 }
 
 /**
- * `mac` for many heads that begin with the same fields and end with integers (a stream's frames:
- * label, nonce, direction, sender and receiver, then seq, re and status): the fixed fields' JSON is
- * hashed once into a copy of the key's inner state, and each call hashes only the integers, the
- * newline and the body. The same bytes, so the same MAC as `mac(key, [...fixed, ...integers],
- * body)` (tests/peer_auth_test.ts); per frame it skips JSON.stringify of the whole head and hashing
- * its ~100 fixed bytes again (docs/bench.md "Replication cost", third pass). Integers only: JSON
- * writes a safe integer as String does; anything else is a bug here, so it throws.
+ * The padded keys' bytes (RFC 2104: K ⊕ ipad, K ⊕ opad, each one block), for prefixedMac's
+ * one-shot hashes.
  */
-export function prefixedMac(key: PeerKey, fixed: unknown[]): (integers: number[], body: string) => Buffer {
-  const { inner, outer } = paddedKey(key);
-  const fixedJson = JSON.stringify(fixed);
+const padBlocks = new WeakMap<PeerKey, { ipad: Uint8Array; opad: Uint8Array }>();
+
+function padBlocksOf(key: PeerKey): { ipad: Uint8Array; opad: Uint8Array } {
+  let pads = padBlocks.get(key);
+  if (pads === undefined) {
+    const bytes = key.bytes.byteLength > SHA256_BLOCK_BYTES ? createHash("sha256").update(key.bytes).digest() : key.bytes;
+    const ipad = new Uint8Array(SHA256_BLOCK_BYTES).fill(0x36);
+    const opad = new Uint8Array(SHA256_BLOCK_BYTES).fill(0x5c);
+    for (let i = 0; i < bytes.byteLength; i++) {
+      ipad[i] ^= bytes[i];
+      opad[i] ^= bytes[i];
+    }
+    pads = { ipad, opad };
+    padBlocks.set(key, pads);
+  }
+  return pads;
+}
+
+/** SHA-256's digest: 32 bytes. */
+const SHA256_BYTES = 32;
+/**
+ * The buffer a frame's inner hash input is written into (its key's ipad block, then the MACed
+ * text's UTF-8), kept between calls up to this size; an input that may be longer (a large sync
+ * chunk) hashes through copied Hash states instead, as before.
+ */
+const SCRATCH_BYTES_MAX = 64 * 1024;
+let scratch = new Uint8Array(4_096);
+/** The scratch after its pad block, where the text is written (a view made once per scratch, not per MAC). */
+let scratchText = scratch.subarray(SHA256_BLOCK_BYTES);
+
+/**
+ * `mac` for many heads that begin with the same fields and end with integers (a stream's frames:
+ * label, nonce, direction, sender and receiver, then seq, re and status), as hex: per frame only
+ * the integers' JSON is written, not the whole head's (docs/bench.md "Replication cost", third
+ * pass). The same bytes are MACed, so the same MAC as `mac(key, [...fixed, ...integers],
+ * body).toString("hex")` (tests/peer_auth_test.ts). A frame's MAC is two one-shot SHA-256 (RFC 2104:
+ * H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ m)), the message written once into a kept buffer): copying Hash
+ * states cost two native objects per MAC, each freed by the garbage collector, and made a
+ * replicated change's four MACs about 12 µs of CPU in the processes (docs/bench.md, sixth pass).
+ * Integers only: JSON writes a safe integer as String does; anything else is a bug here, so it throws.
+ */
+export function prefixedMac(key: PeerKey, fixed: unknown[]): (integers: number[], body: string) => string {
+  const { ipad, opad } = padBlocksOf(key);
+  const { inner, outer: outerState } = paddedKey(key);
   // `["a","b"]` without its `]`: the integers continue the array.
-  const innerAfterFixed = inner.copy().update(fixed.length > 0 ? `${fixedJson.slice(0, -1)},` : "[");
+  const prefix = fixed.length > 0 ? `${JSON.stringify(fixed).slice(0, -1)},` : "[";
+  const innerAfterFixed = inner.copy().update(prefix);
+  const outer = new Uint8Array(SHA256_BLOCK_BYTES + SHA256_BYTES);
+  outer.set(opad);
   return (integers, body) => {
     // At least one: `[` + fixed + `,` continues only with an integer (an empty list would hash `[…,]`).
     if (integers.length === 0) throw new Error("prefixedMac: no integers");
     for (const n of integers) if (!Number.isSafeInteger(n)) throw new Error(`prefixedMac: ${n} is not a safe integer`);
-    const innerDigest = innerAfterFixed.copy().update(`${integers.join(",")}]\n`).update(body).digest();
-    return outer.copy().update(innerDigest).digest();
+    const head = `${integers.join(",")}]\n`;
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    const bytesBound = SHA256_BLOCK_BYTES + 3 * (prefix.length + head.length + body.length);
+    if (bytesBound > SCRATCH_BYTES_MAX) {
+      return outerState.copy().update(innerAfterFixed.copy().update(head).update(body).digest()).digest("hex");
+    }
+    if (bytesBound > scratch.byteLength) {
+      scratch = new Uint8Array(bytesBound);
+      scratchText = scratch.subarray(SHA256_BLOCK_BYTES);
+    }
+    scratch.set(ipad);
+    const { written } = encoder.encodeInto(`${prefix}${head}${body}`, scratchText);
+    outer.set(hash("sha256", scratch.subarray(0, SHA256_BLOCK_BYTES + written), "buffer") as unknown as Uint8Array, SHA256_BLOCK_BYTES);
+    return hash("sha256", outer, "hex");
   };
+}
+
+/**
+ * Whether `givenHex` is `expectedHex` (a MAC's 64 lowercase hex digits), compared in constant time:
+ * every character is read whatever differs (no early exit), as timingSafeEqual does for bytes.
+ */
+export function hexMacMatches(givenHex: string, expectedHex: string): boolean {
+  if (givenHex.length !== expectedHex.length || expectedHex.length !== 2 * SHA256_BYTES) return false;
+  let difference = 0;
+  for (let i = 0; i < expectedHex.length; i++) difference |= givenHex.charCodeAt(i) ^ expectedHex.charCodeAt(i);
+  return difference === 0;
 }
 
 /** Checks `macHex` over the head and body, comparing in constant time. */

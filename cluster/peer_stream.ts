@@ -64,10 +64,11 @@ interface Pending {
   body: string;
   /** Its seq once written on the connection (0 while queued). */
   seq: number;
+  /** When it fails with `timeout` (on options.clock), unless settled before. */
   deadlineMs: number;
+  timeout: string;
   resolve(answer: unknown): void;
   reject(error: Error): void;
-  timer: unknown;
 }
 
 /** How the sending side reaches the others. */
@@ -141,6 +142,13 @@ class PeerStream {
   /** Whether an answer checked on the current connection (then a drop does not back off). */
   private answeredOnConnection = false;
   private retryAtMs = 0;
+  /**
+   * ONE timer for every request's timeout, armed for the earliest deadline it knows of (Infinity:
+   * none armed): a request answered before it arms and clears nothing. A timer per request cost a
+   * replicated change a setTimeout and a clearTimeout (docs/bench.md "Replication cost", sixth pass).
+   */
+  private deadlineTimer: unknown = undefined;
+  private deadlineTimerAtMs = Number.POSITIVE_INFINITY;
   private readonly to: string;
 
   constructor(private readonly base: string, private readonly options: StreamTransportOptions) {
@@ -162,8 +170,8 @@ class PeerStream {
     if (full) return Promise.reject(new Error(`${this.base}: too many requests on the stream (${this.state})`));
     return new Promise((resolve, reject) => {
       const deadlineMs = this.options.clock.nowMs() + timeoutMs;
-      const pending: Pending = { message: body, body: encodePeerBody(body), seq: 0, deadlineMs, resolve, reject, timer: undefined };
-      pending.timer = this.options.timers.setTimeout(() => this.settle(pending, new Error(`${url}: no answer in ${timeoutMs} ms`)), timeoutMs);
+      const pending: Pending = { message: body, body: encodePeerBody(body), seq: 0, deadlineMs, timeout: `${url}: no answer in ${timeoutMs} ms`, resolve, reject };
+      this.armDeadline(deadlineMs);
       if (this.state === "open") this.write(pending);
       else this.queued.push(pending);
     });
@@ -174,14 +182,35 @@ class PeerStream {
     this.drop(new Error(`${this.base}: the transport is closed`));
   }
 
-  /** Settles `pending` once: forgotten by the queue and the in-flight map, its timer cleared. */
+  /** Settles `pending` once: forgotten by the queue and the in-flight map (the deadline timer stays). */
   private settle(pending: Pending, outcome: Error | { answer: unknown }): void {
-    this.options.timers.clearTimeout(pending.timer);
     if (pending.seq > 0) this.inFlight.delete(pending.seq);
     const queuedAt = pending.seq > 0 ? -1 : this.queued.indexOf(pending);
     if (queuedAt >= 0) this.queued.splice(queuedAt, 1);
     if (outcome instanceof Error) pending.reject(outcome);
     else pending.resolve(outcome.answer);
+  }
+
+  /** Arms the deadline timer for `atMs` unless it is armed for that moment or earlier already. */
+  private armDeadline(atMs: number): void {
+    if (atMs >= this.deadlineTimerAtMs) return;
+    this.options.timers.clearTimeout(this.deadlineTimer);
+    this.deadlineTimerAtMs = atMs;
+    this.deadlineTimer = this.options.timers.setTimeout(() => this.deadlinePassed(), Math.max(0, atMs - this.options.clock.nowMs()));
+  }
+
+  /** The deadline timer fired: every request past its deadline fails; armed again for the next one, if any. */
+  private deadlinePassed(): void {
+    this.deadlineTimer = undefined;
+    this.deadlineTimerAtMs = Number.POSITIVE_INFINITY;
+    const nowMs = this.options.clock.nowMs();
+    let nextMs = Number.POSITIVE_INFINITY;
+    // At most STREAM_IN_FLIGHT_MAX + STREAM_QUEUED_MAX requests.
+    for (const pending of [...this.inFlight.values(), ...this.queued]) {
+      if (pending.deadlineMs <= nowMs) this.settle(pending, new Error(pending.timeout));
+      else nextMs = Math.min(nextMs, pending.deadlineMs);
+    }
+    if (nextMs !== Number.POSITIVE_INFINITY) this.armDeadline(nextMs);
   }
 
   private write(pending: Pending): void {
@@ -308,7 +337,6 @@ class PeerStream {
     const queued = this.queued;
     this.queued = [];
     for (const pending of queued) {
-      this.options.timers.clearTimeout(pending.timer);
       this.options.http.send(`${this.base}${STREAMED_PATH}`, pending.message, Math.max(1, pending.deadlineMs - nowMs)).then(pending.resolve, pending.reject);
     }
   }
@@ -326,10 +354,11 @@ class PeerStream {
     const all = [...this.inFlight.values(), ...this.queued];
     this.inFlight.clear();
     this.queued = [];
-    for (const pending of all) {
-      this.options.timers.clearTimeout(pending.timer);
-      pending.reject(error);
-    }
+    // Nothing left to time out: no timer keeps a closed transport's process alive.
+    this.options.timers.clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    this.deadlineTimerAtMs = Number.POSITIVE_INFINITY;
+    for (const pending of all) pending.reject(error);
     const socket = this.socket;
     this.socket = null;
     socket?.close();

@@ -15,7 +15,7 @@ import { installErrorHandlers, readBodyBytes } from "../cluster/http_util.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { authenticatedSender, peerAuthMiddleware } from "../cluster/peer_auth.ts";
 import { PEER_HEADER, signRequest } from "../cluster/peer_head.ts";
-import { mac, macMatches, macValid, type PeerKey, peerKey, prefixedMac } from "../cluster/peer_mac.ts";
+import { hexMacMatches, mac, macMatches, macValid, type PeerKey, peerKey, prefixedMac } from "../cluster/peer_mac.ts";
 import { PeerSigner } from "../cluster/peer_signer.ts";
 import { PeerVerifier, SEQ_WINDOW } from "../cluster/peer_verifier.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
@@ -326,32 +326,48 @@ test("peer auth: the MAC from the key's padded states is createHmac's, for keys 
   assert.equal(mac(key, head, "b").toString("hex"), createHmac("sha256", key.bytes).update(JSON.stringify(head) + "\n").update("b").digest("hex"));
 });
 
-test("peer auth: prefixedMac (fixed head fields hashed once, as the stream's frames) gives mac's MAC for the whole head, call after call; a non-integer field throws", async () => {
+test("peer auth: prefixedMac (the stream's frames: one-shot hashes through a kept buffer, or copied states past 64 KiB) gives mac's MAC for the whole head as hex, call after call, whatever the body's size or characters; a non-integer field throws", async () => {
   const key = await peerKey(SECRET);
   const fixedHeads: unknown[][] = [[], ["mutexd peer stream frame v1", "00ff", "request", "p1", "b1"], ["é😀\n\"", 7, null]];
   const integerTails = [[0, 0, 0], [1, 0, 0], [12_345, 678, 200], [Number.MAX_SAFE_INTEGER, -1, 0], [5]];
-  const bodies = ["", "x", "é😀", "z".repeat(10_000)];
+  // Small, lone surrogates (U+FFFD either way), one that grows the kept buffer, one just under and
+  // ones over its 64 KiB bound (3 bytes counted per UTF-16 unit: copied states), and a small one after.
+  const bodies = ["", "x", "é😀", "\ud800", "a\udc00b", "z".repeat(10_000), "y".repeat(21_650), "é".repeat(21_900), "😀".repeat(20_000), "z".repeat(70_000), "after"];
   for (const fixed of fixedHeads) {
     const prefixed = prefixedMac(key, fixed);
     // Each tail twice: the fixed state is copied, never used up.
     for (const integers of [...integerTails, ...integerTails]) {
       for (const body of bodies) {
         const expected = mac(key, [...fixed, ...integers], body).toString("hex");
-        assert.equal(prefixed(integers, body).toString("hex"), expected, `${JSON.stringify(fixed)} ${integers} body of ${body.length}`);
+        assert.equal(prefixed(integers, body), expected, `${JSON.stringify(fixed)} ${integers} body of ${body.length}`);
       }
     }
     // A different field or body gives another MAC.
-    assert.notEqual(prefixed([1, 0, 0], "a").toString("hex"), prefixed([1, 0, 1], "a").toString("hex"));
-    assert.notEqual(prefixed([10, 0], "a").toString("hex"), prefixed([1, 0], "0a").toString("hex"));
+    assert.notEqual(prefixed([1, 0, 0], "a"), prefixed([1, 0, 1], "a"));
+    assert.notEqual(prefixed([10, 0], "a"), prefixed([1, 0], "0a"));
   }
+  // Two keys' frames interleaved share the kept buffer: each still its own key's MAC.
+  const otherKey = await peerKey(`${SECRET}-other`);
+  const [one, two] = [prefixedMac(key, ["label"]), prefixedMac(otherKey, ["label"])];
+  assert.equal(one([1], "b"), mac(key, ["label", 1], "b").toString("hex"));
+  assert.equal(two([1], "b"), mac(otherKey, ["label", 1], "b").toString("hex"));
+  assert.equal(one([1], "b"), mac(key, ["label", 1], "b").toString("hex"));
   const prefixed = prefixedMac(key, ["label"]);
   for (const bad of [1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53]) assert.throws(() => prefixed([bad], "b"), /not a safe integer/);
   // No integers would hash `["label",]`, which no mac() input is.
   assert.throws(() => prefixed([], "b"), /no integers/);
-  // macMatches: the hex of the same 32 bytes only.
+  // hexMacMatches: the same 64 lowercase hex digits only.
   const right = prefixed([1], "b");
-  assert.equal(macMatches(right.toString("hex"), right), true);
-  assert.equal(macMatches(prefixed([2], "b").toString("hex"), right), false);
-  assert.equal(macMatches(right.toString("hex").slice(2), right), false);
-  assert.equal(macMatches(right.toString("hex").toUpperCase(), right), false);
+  assert.equal(hexMacMatches(right, right), true);
+  assert.equal(hexMacMatches(prefixed([2], "b"), right), false);
+  assert.equal(hexMacMatches(right.slice(2), right), false);
+  assert.equal(hexMacMatches(right.toUpperCase(), right), false);
+  assert.equal(hexMacMatches(`${right.slice(0, 63)}${right[63] === "0" ? "1" : "0"}`, right), false, "the last digit differs");
+  assert.equal(hexMacMatches("-", right), false);
+  assert.equal(hexMacMatches("", ""), false, "not a MAC's length");
+  // macMatches (the hello's and HTTP's check): the hex of the same 32 bytes only.
+  const bytes = mac(key, ["label", 1], "b");
+  assert.equal(macMatches(bytes.toString("hex"), bytes), true);
+  assert.equal(macMatches(bytes.toString("hex").slice(2), bytes), false);
+  assert.equal(macMatches(bytes.toString("hex").toUpperCase(), bytes), false);
 });

@@ -37,7 +37,7 @@ import {
 import type { PeerTransport } from "../cluster/peer_transport.ts";
 import { type HttpServer, runtimeName, serveHttp, type StreamSocket } from "../cluster/runtime.ts";
 import { SecurityLog } from "../cluster/security_log.ts";
-import { realTimers } from "../cluster/timers.ts";
+import { realTimers, type Timers } from "../cluster/timers.ts";
 import { FORMAT_HEADER } from "../lib/wire/version.ts";
 import { eventually } from "./_harness.ts";
 
@@ -118,7 +118,7 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
  * Sender `a`: the stream transport to `target`, with an HTTP transport that records what falls back
  * to it. The WebSocket client under both runtimes, unless `runtimeDefault` (then as a node runs).
  */
-async function sender(target: Receiver, secret = SECRET, runtimeDefault = false, clock: Clock = monotonicClock, bodyBytesMax = BODY_BYTES_MAX) {
+async function sender(target: Receiver, secret = SECRET, runtimeDefault = false, clock: Clock = monotonicClock, bodyBytesMax = BODY_BYTES_MAX, timers: Timers = realTimers) {
   const key = await peerKey(secret);
   const signer = new PeerSigner(key, "a");
   const peerFetch = (to: string, url: string, request: Parameters<PeerSigner["fetch"]>[2]) =>
@@ -138,7 +138,7 @@ async function sender(target: Receiver, secret = SECRET, runtimeDefault = false,
     security,
     log,
     clock,
-    timers: realTimers,
+    timers,
     openTimeoutMs: TIMEOUT_MS,
     // null: the client whatever runtime.ts says; undefined: what a node does (runtime.ts webSocketClientProblem).
     clientProblem: runtimeDefault ? undefined : null,
@@ -207,6 +207,40 @@ test("peer stream: an unanswered request times out; a dropped connection fails e
     assert.equal(a.transport.isOpen(b.base), true);
     assert.deepEqual(a.overHttp, []);
   }));
+
+test("peer stream: one timer for every request's timeout: answered requests arm none each, and unanswered ones fail in the order of their own deadlines (a shorter timeout sent after a longer one first), none before it", async () => {
+  const b = await receiver();
+  const armedMs: number[] = [];
+  const counting: Timers = { setTimeout: (fn, ms) => (armedMs.push(ms), realTimers.setTimeout(fn, ms)), clearTimeout: (handle) => realTimers.clearTimeout(handle) };
+  const a = await sender(b, SECRET, false, monotonicClock, BODY_BYTES_MAX, counting);
+  try {
+    assert.deepEqual(await a.send(0), { took: 0, sender: "a" }, "opens the stream (its hello's timer, the first deadline's)");
+    const before = armedMs.length;
+    for (let n = 1; n <= 50; n++) assert.deepEqual(await a.send(n), { took: n, sender: "a" });
+    assert.deepEqual(armedMs.slice(before), [], "50 answered requests, no timer armed: their deadlines are after the one armed");
+
+    const url = `${b.base}/v1/peer`;
+    const started = monotonicClock.nowMs();
+    const failed: Array<{ name: string; afterMs: number; message: string }> = [];
+    const send = (name: string, n: number, timeoutMs: number) =>
+      a.transport.send(url, { from: "a", n }, timeoutMs).then(
+        () => assert.fail(`${name} was answered`),
+        (error: Error) => void failed.push({ name, afterMs: monotonicClock.nowMs() - started, message: error.message }),
+      );
+    // 500 ms apart: a timer late by less than that still keeps the order.
+    await Promise.all([send("long", -1, 1_250), send("short", -2, 250), send("middle", -3, 750)]);
+    assert.deepEqual(failed.map((f) => f.name), ["short", "middle", "long"], JSON.stringify(failed));
+    for (const { afterMs, message } of failed) {
+      const timeoutMs = Number(/no answer in ([0-9]+) ms/.exec(message)?.[1]);
+      assert.ok(afterMs >= timeoutMs - 5, `${message}: failed after ${afterMs} ms, not before its timeout`);
+    }
+    assert.equal(b.held.length, 3, "all three reached the receiver");
+    assert.deepEqual(await a.send(51), { took: 51, sender: "a" }, "the stream goes on");
+  } finally {
+    a.transport.close();
+    await b.close();
+  }
+});
 
 test("peer stream: a member without the route (an older build) and a hello that does not check: the request goes over HTTP", async () => {
   const old = await receiver({ route: false });

@@ -21,6 +21,7 @@ import { readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { interleavedRounds, median } from "./lib/stats.ts";
 
 type Mode = "client-ws" | "server-ws" | "raw-tcp";
 const MODES: Mode[] = ["client-ws", "server-ws", "raw-tcp"];
@@ -186,15 +187,8 @@ async function driver(): Promise<void> {
 
   const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   console.log(`load average at the start: ${load()}; ${rounds} rounds × ${count} frames per mode in bursts of ${burst}, frame ${FRAME.length} B, ack ${ACK.length} B`);
-  for (const mode of MODES) await run(mode, WARMUP);
-  const samples: Sample[] = [];
-  for (let round = 0; round < rounds; round += 1) {
-    // Each round in another order, so no mode always runs right after the same one.
-    const order = MODES.map((_, i) => MODES[(i + round) % MODES.length]);
-    for (const mode of order) samples.push(await run(mode, count));
-  }
+  const samples = await interleavedRounds(MODES, rounds, WARMUP, count, run);
   console.log(`load average at the end: ${load()}`);
-  const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   console.log("mode        driver CPU µs/fr  other CPU µs/fr  both  driver send µs (cpuUsage)  wall µs/fr   (median of rounds; min–max of both)");
   for (const mode of MODES) {
     const of = samples.filter((s) => s.mode === mode);

@@ -27,6 +27,20 @@ export function microsecondsPerCall(count: number, fn: () => void, rounds = 5): 
   return median(perRound);
 }
 
+/**
+ * `modes` measured in ONE run, interleaved: a warm-up of each (`warmup` operations, not kept), then
+ * `rounds` rounds of each (`count` operations), each round in another order so that no mode always
+ * runs right after the same one (tests/bench/transport_cost.ts, repl_staircase.ts). Sequential.
+ */
+export async function interleavedRounds<M, S>(modes: readonly M[], rounds: number, warmup: number, count: number, run: (mode: M, n: number) => Promise<S>): Promise<S[]> {
+  for (const mode of modes) await run(mode, warmup);
+  const samples: S[] = [];
+  for (let round = 0; round < rounds; round += 1) {
+    for (let i = 0; i < modes.length; i += 1) samples.push(await run(modes[(i + round) % modes.length], count));
+  }
+  return samples;
+}
+
 /** p50 / p99 / max of a latency sample (ms). */
 export interface Latency {
   p50: number;
