@@ -40,7 +40,9 @@ const sectionsPerRound = Number(values.sections ?? 200);
 const rounds = Number(values.rounds ?? 6);
 const size = Number(values.size ?? 3);
 const clients = Number(values.clients ?? 1);
-if (!(sectionsPerRound >= 1 && sectionsPerRound <= 10_000) || !(rounds >= 1 && rounds <= 100)) throw new Error("--sections 1..10000, --rounds 1..100");
+if (!(sectionsPerRound >= 1 && sectionsPerRound <= 10_000) || !(rounds >= 1 && rounds <= 100)) {
+  throw new Error("--sections 1..10000, --rounds 1..100");
+}
 if (!(size >= 3 && size <= 9) || !(clients >= 1 && clients <= 16)) throw new Error("--size 3..9, --clients 1..16");
 
 /**
@@ -54,7 +56,9 @@ const DEFAULT_LINES = QUICK_RING_SETTINGS.map((line) => line.split("=")[0].trim(
 /** A copy of this tree in `dir` whose holder does not announce its sections (unless `keep`); returns its main.ts. */
 function buildWithoutAnnouncement(dir: string, keep: boolean): string {
   mkdirSync(dir, { recursive: true });
-  for (const part of ["main.ts", "package.json", "deno.json", "bunfig.toml", "cluster", "lib"]) cpSync(join(ROOT, part), join(dir, part), { recursive: true });
+  for (const part of ["main.ts", "package.json", "deno.json", "bunfig.toml", "cluster", "lib"]) {
+    cpSync(join(ROOT, part), join(dir, part), { recursive: true });
+  }
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
   const file = join(dir, "lib/core/ring/ring_sections.ts");
   const source = readFileSync(file, "utf8");
@@ -79,11 +83,16 @@ try {
   const without = buildWithoutAnnouncement(join(builds, "without"), values.control ?? false);
   const named = [["with", await start()], ["without", await start(without)]] as const;
   for (const [, ring] of named) rings.push(ring);
-  const totals = new Map<string, { cpuS: number; sections: number; wallMs: number }>(named.map(([name]) => [name, { cpuS: 0, sections: 0, wallMs: 0 }]));
+  const totals = new Map<string, { cpuS: number; sections: number; wallMs: number }>(
+    named.map(([name]) => [name, { cpuS: 0, sections: 0, wallMs: 0 }]),
+  );
   // A client of its own each, at r1, r2, … round robin.
   const clientsOf = new Map(named.map(([name, ring]) => [
     name,
-    Array.from({ length: clients }, (_, c) => c === 0 ? ring.client("r1") : connectRing({ server: ring.urls[c % size], requestTimeoutMs: 10_000 })),
+    Array.from(
+      { length: clients },
+      (_, c) => c === 0 ? ring.client("r1") : connectRing({ server: ring.urls[c % size], requestTimeoutMs: 10_000 }),
+    ),
   ]));
   for (let round = 0; round < rounds; round++) {
     // Which ring goes first alternates, so that an order effect does not count as the announcement's.
@@ -105,12 +114,22 @@ try {
   const wallPerSection = (name: string) => totals.get(name)!.wallMs / totals.get(name)!.sections;
   for (const [name] of named) {
     const t = totals.get(name)!;
-    console.log(`${name.padEnd(8)} ${t.sections} sections, ${Math.round(perSection(name))} µs CPU per section (${size} nodes, ${clients} client${clients === 1 ? "" : "s"}), ${wallPerSection(name).toFixed(2)} ms wall per section`);
+    console.log(
+      `${name.padEnd(8)} ${t.sections} sections, ${
+        Math.round(perSection(name))
+      } µs CPU per section (${size} nodes, ${clients} client${clients === 1 ? "" : "s"}), ${
+        wallPerSection(name).toFixed(2)
+      } ms wall per section`,
+    );
   }
-  if (values.control) console.log("control: the copy announces too (the ratio is the bench's noise and bias, no announcement's cost)");
-  console.log(`ratio with / without: ${(perSection("with") / perSection("without")).toFixed(2)}× CPU per section, ${
-    (wallPerSection("with") / wallPerSection("without")).toFixed(2)
-  }× wall per section; load ${readFileSync("/proc/loadavg", "utf8").trim()}`);
+  if (values.control) {
+    console.log("control: the copy announces too (the ratio is the bench's noise and bias, no announcement's cost)");
+  }
+  console.log(
+    `ratio with / without: ${(perSection("with") / perSection("without")).toFixed(2)}× CPU per section, ${
+      (wallPerSection("with") / wallPerSection("without")).toFixed(2)
+    }× wall per section; load ${readFileSync("/proc/loadavg", "utf8").trim()}`,
+  );
 } finally {
   for (const ring of rings) await ring.remove();
   removeDir(builds);
