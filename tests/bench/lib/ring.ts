@@ -242,7 +242,9 @@ export async function startRing(ctx: WorkloadContext, options: RingOptions = {})
     return ring;
   } catch (error) {
     await Promise.all(nodes.filter(Boolean).map((n) => n.stop(500)));
-    removeDir(dir);
+    // The folder stays: the error names a node's log in it (a node that exited 2 at start-up left
+    // nothing to read when it went with the run, docs/bench.md), as a failed run's do (run.ts).
+    ctx.log(`  kept ${dir}`);
     throw error;
   }
 }
