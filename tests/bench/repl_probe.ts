@@ -66,7 +66,7 @@ try {
   const after = server.pids.map(threadTicks);
   console.log(`${currentRuntime} ${topology}${flags.plain ? " plain" : ", cluster secret"}: ${ops} a+r in ${durationMs / 1000} s (${(ops / (durationMs / 1000)).toFixed(0)}/s); load ${load0.toFixed(2)} → ${loadavg()[0].toFixed(2)}`);
   let total = 0;
-  server.pids.forEach((pid, i) => {
+  after.forEach((_ticks, i) => {
     const rows = [...after[i]].map(([name, ticks]) => [name, (ticks - (before[i].get(name) ?? 0)) * TICK_US / ops] as const).filter(([n, us]) => us > 0 && !n.endsWith(":sys")).sort((a, b) => b[1] - a[1]);
     const sum = rows.reduce((s, [, us]) => s + us, 0);
     total += sum;
