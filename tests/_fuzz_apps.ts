@@ -377,5 +377,5 @@ export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options:
   await tickUntil("b1 applied every entry", inSync);
   /** Everything the three show: b1's and p1's status and tables, the arbiter's record (memory and store). */
   const state = () => JSON.stringify({ p: p.view(), b: b.view(), arbiter: core.current, saved });
-  return { clock, p, b, core, ports, pApp, bApp, recorded, state, settings, stop: () => (p.stop(), b.stop()) };
+  return { clock, p, b, core, ports, pApp, bApp, recorded, state, settings, tickUntil, stop: () => (p.stop(), b.stop()) };
 }

@@ -556,3 +556,19 @@ test("lock API: a keepalive result without the held list answers no `locks`, not
   );
   assert.deepEqual(answer, { status: 200, body: { session: "t-1", ttlMs: 5_000 } });
 });
+
+test("lock API: a granted enter's answer is the grant's fields after granted, in the grant's order (name, session, token, mode), on the fast path and through Hono", async () => {
+  const { app, call } = setup();
+  for (const [name, chunked] of [["db/main", false], ["db/other", true]] as const) {
+    const owner = (await call("POST", "/v1/sessions", { ttlMs: 5_000 })).body as { session: string; sessionSecret: string };
+    const body = JSON.stringify({ name, session: owner.session, sessionSecret: owner.sessionSecret, mode: "shared" });
+    // A declared length takes the fast path (api_fast_path.ts); a streamed body goes through Hono.
+    const response = chunked
+      ? await app.request("/v1/enter", { method: "POST", headers: { "content-type": "application/json" }, body: new Blob([body]).stream(), duplex: "half" } as RequestInit)
+      : await app.request("/v1/enter", { method: "POST", headers: { "content-type": "application/json", "content-length": String(body.length) }, body });
+    assert.equal(response.status, 200);
+    const text = await response.text();
+    const token = JSON.parse(text).token;
+    assert.equal(text, `{"granted":true,"name":${JSON.stringify(name)},"session":${JSON.stringify(owner.session)},"token":${token},"mode":"shared"}`, chunked ? "through Hono" : "fast path");
+  }
+});

@@ -748,3 +748,29 @@ test("a lock's one holder is the lock itself, two or more (shared) a list, none 
   s.leave(a, s.tokenOf(a));
   assert.equal(s.table.locks.get("L"), undefined, "an idle lock is forgotten");
 });
+
+test("lock names: the table accepts exactly the names /^[A-Za-z0-9._:/-]+$/ accepts, over every UTF-16 code unit alone and inside a valid name", () => {
+  // The table checks names by a table of character codes (table_base.ts); the documented pattern is the oracle.
+  const pattern = /^[A-Za-z0-9._:/-]+$/;
+  const table = new LockTable({ limits: { ...LIMITS, locksMax: 1_000_000, lockNameLengthMax: 8 }, sessionIdPrefix: "s", tokenFloor: 100 });
+  const opened = table.apply({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 10_000 }, 0).result;
+  assert.ok(opened.ok && opened.type === "session");
+  const refusedForCharacters = (name: string) => {
+    // A try-lock: granted or refused, and a grant is left at once (the table stays small).
+    const result = table.apply({ type: "enter", secretHash: SECRET_HASH, name, session: opened.session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, 0).result;
+    if (result.ok && result.type === "granted") {
+      table.apply({ type: "leave", secretHash: SECRET_HASH, name, session: opened.session, token: result.grant.token }, 0);
+    }
+    return !result.ok && result.error.message === "lock name may contain only A-Z a-z 0-9 . _ : / -";
+  };
+  let accepted = 0;
+  for (let code = 0; code <= 0xffff; code++) {
+    const character = String.fromCharCode(code);
+    for (const name of [character, `a${character}b`]) {
+      assert.equal(refusedForCharacters(name), !pattern.test(name), `name ${JSON.stringify(name)}`);
+    }
+    if (pattern.test(character)) accepted += 1;
+  }
+  assert.equal(accepted, 26 + 26 + 10 + 5, "the pattern's 67 characters");
+  for (const name of ["\u{1F512}", "a\u{10000}", "ok\n", "x y"]) assert.ok(refusedForCharacters(name), JSON.stringify(name));
+});

@@ -3,6 +3,7 @@
  * encoded as its HTTP status and JSON body (docs/http-api.md), "not primary" with its hint.
  */
 import type { ClientAnswer } from "../../lib/core/lock/lock_replica.ts";
+import type { Grant } from "../../lib/core/lock/lock_table.ts";
 import { errorOf, RequestError } from "../http_util.ts";
 import { apiError, ERROR_STATUS } from "../../lib/wire/errors.ts";
 import type { LockApiOptions } from "./api_options.ts";
@@ -47,3 +48,16 @@ export function unwrap(answer: ClientAnswer) {
   if (answer.code === "not_primary") throw new NotPrimaryError(answer);
   throw new RequestError(answer.code, answer.message);
 }
+
+/**
+ * A granted enter's answer body: the grant's fields after `granted`, in the grant's order (the table
+ * makes every grant as { name, session, token, mode }), as `{ granted: true, ...grant }` wrote them,
+ * without the spread's property copy (about 40 ns per grant, docs/bench.md "Fifth pass (branch lone17)").
+ */
+export function grantAnswer(grant: Grant): { granted: true } & Grant {
+  return { granted: true, name: grant.name, session: grant.session, token: grant.token, mode: grant.mode };
+}
+
+/** A field added to Grant fails to compile here until grantAnswer writes it too. */
+const GRANT_FIELDS_ANSWERED: Record<Exclude<keyof Grant, "name" | "session" | "token" | "mode">, never> = {};
+void GRANT_FIELDS_ANSWERED;

@@ -13,7 +13,7 @@ import type * as v from "valibot";
 import type { Access } from "../client_auth.ts";
 import { ANONYMOUS, type Caller } from "../caller.ts";
 import { hashSessionSecret, randomSessionSecret } from "./session_secret.ts";
-import { answerOf, type ApiAnswer, errorAnswer, type Result, unwrap } from "./api_answers.ts";
+import { answerOf, type ApiAnswer, errorAnswer, grantAnswer, type Result, unwrap } from "./api_answers.ts";
 import type { LockApiOptions } from "./api_options.ts";
 
 /**
@@ -109,7 +109,7 @@ export function lockRoutes(service: LockService, options: LockApiOptions): LockR
       service.enterThen(command, (answer) =>
         done(answerOf(() => {
           const result = unwrap(answer);
-          if (result.type === "granted") return ok({ granted: true, ...result.grant });
+          if (result.type === "granted") return ok(grantAnswer(result.grant));
           if (result.type === "notGranted") {
             return ok({ granted: false, waiting: false, name, position: result.position, ...(result.callLeft ? { callLeft: true } : {}) });
           }

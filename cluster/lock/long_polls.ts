@@ -56,6 +56,8 @@ export class LongPolls {
 
   /** Ends the polls of (name, session); `grant`: the committed grant that ends them. */
   wake(name: string, session: string, grant?: Grant): void {
+    // Every grant asks: without a poll, no key string is built and looked up.
+    if (this.polls.size === 0) return;
     const waiters = this.polls.get(pollKey(name, session));
     if (!waiters) return;
     for (const finish of [...waiters]) finish("changed", grant);

@@ -34,9 +34,20 @@ import { DurableAcks, type DurableSink } from "./durable_acks.ts";
 import { LongPolls, type PollEnd } from "./long_polls.ts";
 import { lockView, type LockView, statusSummary, type StatusSummary, statusView, type StatusView } from "./status_view.ts";
 import { StepContinuations } from "./step_continuations.ts";
-import { TakeoverHold } from "./takeover_hold.ts";
+import { type HeldForTakeover, TakeoverHold } from "./takeover_hold.ts";
 
 export type EnterCommand = Extract<Command, { type: "enter" }>;
+
+/**
+ * A client's request in flight: submitted to the core as `clientRef`, answered through `done`. The
+ * same object is what a takeover holds (takeover_hold.ts), so a request costs one object, not a
+ * closure per answer.
+ */
+interface ClientRequest extends HeldForTakeover {
+  clientRef: number;
+  /** Whether a takeover may hold it: false for a held request submitted again (held once at most). */
+  mayHold: boolean;
+}
 
 /**
  * What the driver needs of a transport: `PeerTransport` (peer_transport.ts) in the daemon; any
@@ -74,7 +85,15 @@ export class LockService {
   readonly replica: LockReplica;
   /** Refused input: malformed peer requests and answers (status `security`). */
   readonly security: SecurityLog;
-  private readonly answers = new Map<number, (answer: ClientAnswer) => void>();
+  /** Requests in flight that their own step did not answer (replicated, held for the arbiter's cover), by client reference. */
+  private readonly answers = new Map<number, ClientRequest>();
+  /**
+   * The request whose step runs now. A lone primary answers it within that step, and so does
+   * any refusal: its answer is taken from here, without an entry in `answers` set and deleted
+   * in the same turn. One still unanswered when its step ends, or when another request is
+   * submitted within it (by a continuation), moves to `answers`.
+   */
+  private submitting: ClientRequest | undefined = undefined;
   private nextClientRef = 1;
   /** Continuations decided by the current step, run in order once it is done. */
   private readonly continuations = new StepContinuations();
@@ -132,11 +151,38 @@ export class LockService {
       this.continuations.push(() => done(this.stoppingAnswer()));
       return this.continuations.run();
     }
-    const clientRef = this.nextClientRef++;
-    this.answers.set(clientRef, mayHold ? (answer) => this.takeoverHold.holdOrAnswer(command, requestId, done, answer) : done);
-    this.replica.clientRequest(clientRef, command, requestId, this.options.clock.nowMs());
+    const request: ClientRequest = { clientRef: this.nextClientRef++, command, requestId, done, mayHold };
+    this.parkSubmitting();
+    this.submitting = request;
+    this.replica.clientRequest(request.clientRef, command, requestId, this.options.clock.nowMs());
     this.flush();
+    if (this.submitting === request) this.parkSubmitting();
   }
+
+  /** The request being submitted, unanswered, waits in `answers` (see `submitting`). */
+  private parkSubmitting(): void {
+    if (this.submitting === undefined) return;
+    this.answers.set(this.submitting.clientRef, this.submitting);
+    this.submitting = undefined;
+  }
+
+  /** The request the core answered as `clientRef`, taken out of the driver's care (undefined: none, or stopped). */
+  private takeRequest(clientRef: number): ClientRequest | undefined {
+    const submitting = this.submitting;
+    if (submitting !== undefined && submitting.clientRef === clientRef) {
+      this.submitting = undefined;
+      return submitting;
+    }
+    const request = this.answers.get(clientRef);
+    if (request !== undefined) this.answers.delete(clientRef);
+    return request;
+  }
+
+  /** A request's answer, as a continuation of the step that decided it; a takeover about to happen here may hold it. */
+  private readonly answerRequest = (request: ClientRequest, answer: ClientAnswer): void => {
+    if (request.mayHold) return this.takeoverHold.holdOrAnswer(request, answer);
+    request.done(answer);
+  };
 
   /**
    * mutex_enter: grant now, wait (a long-poll of at most min(waitMs, longPollMaxMs); the client
@@ -244,9 +290,8 @@ export class LockService {
       this.options.durable!.sink.write(ready.persist);
     }
     for (const { clientRef, answer } of ready.answers) {
-      const done = this.answers.get(clientRef);
-      this.answers.delete(clientRef);
-      if (done) this.continuations.push(() => done(answer));
+      const request = this.takeRequest(clientRef);
+      if (request !== undefined) this.continuations.pushCall(this.answerRequest, request, answer);
     }
     for (const effect of ready.effects) this.onEffect(effect);
     for (const { event, fields } of ready.events) {
@@ -322,9 +367,10 @@ export class LockService {
   stop(): void {
     this.stopped = true;
     if (this.claimTick !== undefined) this.options.timers.clearTimeout(this.claimTick);
+    this.parkSubmitting();
     const waiting = [...this.answers.values()];
     this.answers.clear();
-    for (const done of waiting) this.continuations.push(() => done(this.stoppingAnswer()));
+    for (const { done } of waiting) this.continuations.push(() => done(this.stoppingAnswer()));
     for (const { done } of this.takeoverHold.takeAll()) this.continuations.push(() => done(this.stoppingAnswer()));
     // Acks still waiting for the disk claim nothing now, so no peer request hangs on a stopped server.
     this.durableAcks?.stop();

@@ -26,23 +26,27 @@ export interface HeldForTakeover {
  */
 const TAKEOVER_HELD_MAX = 1_000;
 
+const NONE_HELD: readonly HeldForTakeover[] = Object.freeze([]);
+
 export class TakeoverHold {
   /** At most TAKEOVER_HELD_MAX. */
   private held: HeldForTakeover[] = [];
 
   constructor(private readonly replica: LockReplica, private readonly clock: Clock) {}
 
-  /** Holds a "not primary" answer's request while a takeover is pending here; else answers it. */
-  holdOrAnswer(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void, answer: ClientAnswer): void {
-    const nowMs = this.clock.nowMs();
-    const refusedForNow = !answer.ok && answer.code === "not_primary" && this.replica.takeoverPending(nowMs);
-    if (!refusedForNow || this.held.length >= TAKEOVER_HELD_MAX) return done(answer);
-    this.held.push({ command, requestId, done });
+  /**
+   * Holds a "not primary" answer's request while a takeover is pending here; else answers it. The
+   * clock is read for a refusal only: every answer of a serving primary passes here.
+   */
+  holdOrAnswer(request: HeldForTakeover, answer: ClientAnswer): void {
+    const refusedForNow = !answer.ok && answer.code === "not_primary" && this.replica.takeoverPending(this.clock.nowMs());
+    if (!refusedForNow || this.held.length >= TAKEOVER_HELD_MAX) return request.done(answer);
+    this.held.push(request);
   }
 
-  /** Once no takeover is pending, every held request, taken off the list (else none). */
-  release(): HeldForTakeover[] {
-    if (this.held.length === 0 || this.replica.takeoverPending(this.clock.nowMs())) return [];
+  /** Once no takeover is pending, every held request, taken off the list (else none: one shared empty list, after every step). */
+  release(): readonly HeldForTakeover[] {
+    if (this.held.length === 0 || this.replica.takeoverPending(this.clock.nowMs())) return NONE_HELD;
     return this.held.splice(0);
   }
 

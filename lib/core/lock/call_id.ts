@@ -22,6 +22,8 @@ const DASH_AT = [8, 13, 18, 23];
 const DASH = 45;
 /** Where the UUID's 32 hex digits start, pair by pair (around the dashes). */
 const HEX_PAIR_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+/** `packedUuid`'s bytes while it decodes one UUID (read back before it returns: no state between calls). */
+const PACKING = new Array<number>(PACKED_LENGTH).fill(0);
 /** Each byte as two lowercase hex digits (unpacking is then 16 lookups, no formatting). */
 const HEX_OF_BYTE = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
 
@@ -46,15 +48,19 @@ function hexByte(text: string, at: number): number {
  */
 function packedUuid(text: string): string | undefined {
   if (text.length !== UUID_LENGTH) return undefined;
-  for (const at of DASH_AT) if (text.charCodeAt(at) !== DASH) return undefined;
-  const bytes = new Array<number>(PACKED_LENGTH);
+  for (let i = 0; i < DASH_AT.length; i++) if (text.charCodeAt(DASH_AT[i]) !== DASH) return undefined;
+  const bytes = PACKING;
   for (let i = 0; i < PACKED_LENGTH; i++) {
     const byte = hexByte(text, HEX_PAIR_AT[i]);
     if (byte < 0) return undefined;
     bytes[i] = byte;
   }
-  // One flat string (concatenation would leave a rope of 16 pieces, larger than the UUID).
-  return String.fromCharCode(...bytes);
+  // One flat string (concatenation would leave a rope of 16 pieces, larger than the UUID), from
+  // 16 arguments rather than a spread: about half the time (60 against 120 ns, docs/bench.md "fifth pass").
+  return String.fromCharCode(
+    bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+  );
 }
 
 /** Whether `text` has the form of a packed UUID: 16 characters, each below 256. */

@@ -96,7 +96,9 @@ export class LockTable extends TableSessions {
     if (!expiring) this.expireDue(effects);
     const output = this.dispatch(command, effects);
     if (expiring) this.expireDue(effects);
-    output.effects = effects.concat(output.effects);
+    // Most commands have effects on one side only (a grant its own, a leave's release in
+    // `effects`, a refusal none): no third array then. Both are this call's own, never shared.
+    if (effects.length > 0) output.effects = output.effects.length === 0 ? effects : effects.concat(output.effects);
     return output;
   }
 

