@@ -91,3 +91,23 @@ test("with a backup, a request its step leaves unanswered waits until the commit
     pair.stop();
   }
 });
+
+test("a refusal decided before stop() and answered after it (stop called from an earlier answer of the same step loop) is answered, not held for a takeover that will never come", { timeout: 60_000 }, async () => {
+  const pair = await lockPair();
+  const { b } = pair;
+  try {
+    // b is about to take over (test-side: the core says so), so a "not primary" it answers is held.
+    (b.replica as unknown as { takeoverPending: () => boolean }).takeoverPending = () => true;
+    const answers: Array<{ request: string; answer: ClientAnswer }> = [];
+    b.submitThen(OPEN, "first", (answer) => {
+      answers.push({ request: "first", answer });
+      // Within the continuation loop: the nested request's refusal is queued, then the server stops.
+      b.submitThen(OPEN, "nested", (nested) => answers.push({ request: "nested", answer: nested }));
+      b.stop();
+    }, false);
+    assert.deepEqual(answers.map((a) => a.request), ["first", "nested"], "both answered once, none held past stop");
+    assert.equal(answers[1].answer.ok === false && answers[1].answer.code, "not_primary");
+  } finally {
+    pair.stop();
+  }
+});

@@ -178,9 +178,13 @@ export class LockService {
     return request;
   }
 
-  /** A request's answer, as a continuation of the step that decided it; a takeover about to happen here may hold it. */
+  /**
+   * A request's answer, as a continuation of the step that decided it; a takeover about to happen
+   * here may hold it, unless the service stopped meanwhile (stop() has already answered the held
+   * ones: one held now would never be answered).
+   */
   private readonly answerRequest = (request: ClientRequest, answer: ClientAnswer): void => {
-    if (request.mayHold) return this.takeoverHold.holdOrAnswer(request, answer);
+    if (request.mayHold && !this.stopped) return this.takeoverHold.holdOrAnswer(request, answer);
     request.done(answer);
   };
 

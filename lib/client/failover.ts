@@ -87,8 +87,8 @@ export class Failover implements WatchHost {
   /**
    * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
    * or the next server and tries again, until failoverTimeoutMs has passed and every server was
-   * asked once. A "not primary" naming the server itself is asked again once first (selfRetryMs;
-   * this may end the request up to SELF_RETRY_MAX_MS and a try past the window). Every try sends
+   * asked once. A "not primary" naming the server itself is asked again once first (selfRetryMs),
+   * if the window is still open: this may end the request up to SELF_RETRY_MAX_MS and a try past it. Every try sends
    * the same `body` (so the same idempotency key) and gives up after `attemptTimeoutMs`
    * (requestTimeoutMs plus `extraTimeoutMs` by default).
    */
@@ -125,7 +125,9 @@ export class Failover implements WatchHost {
         // the other server.
         if (outcome.ok || (outcome.error.code !== "unreachable" && outcome.error.code !== "not_primary")) return done(outcome);
         lastError = outcome.error;
-        if (!again && this.namesItself(tried, outcome)) {
+        // Only within the window: past it, the round's remaining servers are asked at once (each
+        // once), so a request ends at most one retry and one try after its window.
+        if (!again && this.clock.nowMs() < deadlineMs && this.namesItself(tried, outcome)) {
           this.timers.setTimeout(() => send(tried, true), selfRetryMs(this.clock.nowMs() - sentAtMs));
           return;
         }
