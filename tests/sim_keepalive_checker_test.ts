@@ -21,6 +21,8 @@ import { NodeClock } from "./sim/time.ts";
 
 const DELAY_MAX_MS = 20;
 const PATH = "/v1/sessions/s1/keepalive";
+/** When the client of the case below retries (sim ms). */
+const RETRY_AT_MS = 10_072;
 
 /** A sim with one client (`c`, clock at +100 ppm) and one server (`fp`) that serves throughout; sends and deliveries by hand. */
 function world() {
@@ -76,6 +78,23 @@ function world() {
   };
 }
 
+/** The review's case up to the refusal: a keepalive sent at 9,980 ms, refused by fp naming itself at 10,010 ms. */
+function refusedOnce() {
+  const w = world();
+  w.at(9_980);
+  const first = w.send();
+  w.at(10_010);
+  w.refused(first);
+  return {
+    ...w,
+    /** The client's retry, at its due time (10,072 ms); its ref. */
+    retryAtDue(): number {
+      w.at(RETRY_AT_MS);
+      return w.send();
+    },
+  };
+}
+
 test("keepalive checker: the retry is due when the client's drifting clock says so (10,072 ms, not 10,070)", () => {
   // The case's numbers, on the clock itself: a 31 ms round trip, a 62 ms delay, 62 sim ms.
   const clock = new NodeClock(() => 0, 0, 100);
@@ -83,33 +102,23 @@ test("keepalive checker: the retry is due when the client's drifting clock says 
   assert.equal(clock.globalDelayMs(62), 62);
 
   // (a) The retry is sent at 10,072 and takes the longest delivery: it is in time.
-  const w = world();
-  w.at(9_980);
-  const first = w.send();
-  w.at(10_010);
-  w.refused(first);
-  w.at(10_072);
-  const retry = w.send();
+  const w = refusedOnce();
+  const retry = w.retryAtDue();
   // The simulator checks after every event: one may run at the delivery's ms, before it.
-  for (let nowMs = 10_072; nowMs <= 10_072 + DELAY_MAX_MS; nowMs++) {
+  for (let nowMs = RETRY_AT_MS; nowMs <= RETRY_AT_MS + DELAY_MAX_MS; nowMs++) {
     w.at(nowMs);
     assert.equal(w.checker.check(), undefined, `no verdict up to the retry's delivery (${nowMs} ms)`);
   }
   w.delivered(retry);
-  w.at(10_072 + DELAY_MAX_MS + 1_000);
+  w.at(RETRY_AT_MS + DELAY_MAX_MS + 1_000);
   assert.equal(w.checker.check(), undefined, "a retry at the client's due time, delivered within delayMax, is in time");
 });
 
 test("keepalive checker: a refused retry at the client's due time is known as the retry (the client moves on after it)", () => {
   // (b) The retry at 10,072 is refused too: the client moves on by design and sends no second
   // retry, so that refusal must not open a verdict of its own.
-  const w = world();
-  w.at(9_980);
-  const first = w.send();
-  w.at(10_010);
-  w.refused(first);
-  w.at(10_072);
-  const retry = w.send();
+  const w = refusedOnce();
+  const retry = w.retryAtDue();
   w.at(10_080);
   w.delivered(retry);
   w.at(10_090);
@@ -119,13 +128,9 @@ test("keepalive checker: a refused retry at the client's due time is known as th
 });
 
 test("keepalive checker: still fails a client that never retries the server naming itself", () => {
-  const w = world();
-  w.at(9_980);
-  const first = w.send();
-  w.at(10_010);
-  w.refused(first);
-  w.at(10_072 + DELAY_MAX_MS);
+  const w = refusedOnce();
+  w.at(RETRY_AT_MS + DELAY_MAX_MS);
   assert.equal(w.checker.check(), undefined, "the bound is not over yet");
-  w.at(10_072 + DELAY_MAX_MS + 1);
+  w.at(RETRY_AT_MS + DELAY_MAX_MS + 1);
   assert.match(w.checker.check() ?? "", /refused by fp naming itself at 10010ms.*no keepalive reached it/);
 });
