@@ -199,17 +199,25 @@ class PeerStream {
     this.deadlineTimer = this.options.timers.setTimeout(() => this.deadlinePassed(), Math.max(0, atMs - this.options.clock.nowMs()));
   }
 
-  /** The deadline timer fired: every request past its deadline fails; armed again for the next one, if any. */
+  /**
+   * The deadline timer fired: every request past its deadline fails, earliest deadline first (a
+   * timer that fired late, under load, finds several: they fail as their own timers would have,
+   * not in send order); armed again for the next one, if any.
+   */
   private deadlinePassed(): void {
     this.deadlineTimer = undefined;
     this.deadlineTimerAtMs = Number.POSITIVE_INFINITY;
     const nowMs = this.options.clock.nowMs();
     let nextMs = Number.POSITIVE_INFINITY;
+    const expired: Pending[] = [];
     // At most STREAM_IN_FLIGHT_MAX + STREAM_QUEUED_MAX requests.
     for (const pending of [...this.inFlight.values(), ...this.queued]) {
-      if (pending.deadlineMs <= nowMs) this.settle(pending, new Error(pending.timeout));
+      if (pending.deadlineMs <= nowMs) expired.push(pending);
       else nextMs = Math.min(nextMs, pending.deadlineMs);
     }
+    // Stable: equal deadlines keep send order.
+    expired.sort((x, y) => x.deadlineMs - y.deadlineMs);
+    for (const pending of expired) this.settle(pending, new Error(pending.timeout));
     if (nextMs !== Number.POSITIVE_INFINITY) this.armDeadline(nextMs);
   }
 

@@ -208,33 +208,78 @@ test("peer stream: an unanswered request times out; a dropped connection fails e
     assert.deepEqual(a.overHttp, []);
   }));
 
-test("peer stream: one timer for every request's timeout: answered requests arm none each, and unanswered ones fail in the order of their own deadlines (a shorter timeout sent after a longer one first), none before it", async () => {
-  const b = await receiver();
+/**
+ * Timers on a manual clock: `advanceTo` moves the clock and runs, in order of their due time,
+ * the timers due by then, as late as a loaded machine may run them.
+ */
+function clockTimers(startMs: number) {
+  const clock = manualClock(startMs);
+  const due = new Map<number, { fn: () => void; atMs: number }>();
+  let handleNext = 1;
   const armedMs: number[] = [];
-  const counting: Timers = { setTimeout: (fn, ms) => (armedMs.push(ms), realTimers.setTimeout(fn, ms)), clearTimeout: (handle) => realTimers.clearTimeout(handle) };
-  const a = await sender(b, SECRET, false, monotonicClock, BODY_BYTES_MAX, counting);
+  const timers: Timers = {
+    setTimeout: (fn, ms) => {
+      armedMs.push(ms);
+      due.set(handleNext, { fn, atMs: clock.nowMs() + ms });
+      return handleNext++;
+    },
+    clearTimeout: (handle) => void due.delete(handle as number),
+  };
+  const advanceTo = (atMs: number) => {
+    clock.set(atMs);
+    // Bounded: each turn runs (and forgets) one timer; a timer armed meanwhile for later waits.
+    for (let turn = 0; turn < 1_000; turn++) {
+      const next = [...due].filter(([, t]) => t.atMs <= atMs).sort(([, x], [, y]) => x.atMs - y.atMs)[0];
+      if (!next) return;
+      due.delete(next[0]);
+      next[1].fn();
+    }
+    assert.fail("more than 1,000 timers due at once");
+  };
+  return { clock, timers, armedMs, advanceTo };
+}
+
+/** Lets the promise continuations of what just settled run (a macrotask runs after every microtask). */
+const continuationsRun = () => new Promise<void>((resolve) => realTimers.setTimeout(resolve, 0));
+
+test("peer stream: one timer for every request's timeout: answered requests arm none each, and unanswered ones fail in the order of their own deadlines (a shorter timeout sent after a longer one first, a late timer too), none before it", async () => {
+  const b = await receiver();
+  const { clock, timers, armedMs, advanceTo } = clockTimers(1_000);
+  const a = await sender(b, SECRET, false, clock, BODY_BYTES_MAX, timers);
   try {
     assert.deepEqual(await a.send(0), { took: 0, sender: "a" }, "opens the stream (its hello's timer, the first deadline's)");
     const before = armedMs.length;
-    for (let n = 1; n <= 50; n++) assert.deepEqual(await a.send(n), { took: n, sender: "a" });
+    for (let n = 1; n <= 50; n++) {
+      clock.advance(1);
+      assert.deepEqual(await a.send(n), { took: n, sender: "a" });
+    }
     assert.deepEqual(armedMs.slice(before), [], "50 answered requests, no timer armed: their deadlines are after the one armed");
 
     const url = `${b.base}/v1/peer`;
-    const started = monotonicClock.nowMs();
-    const failed: Array<{ name: string; afterMs: number; message: string }> = [];
+    const sentAtMs = clock.nowMs();
+    const failed: Array<{ name: string; atMs: number; message: string }> = [];
     const send = (name: string, n: number, timeoutMs: number) =>
       a.transport.send(url, { from: "a", n }, timeoutMs).then(
         () => assert.fail(`${name} was answered`),
-        (error: Error) => void failed.push({ name, afterMs: monotonicClock.nowMs() - started, message: error.message }),
+        (error: Error) => void failed.push({ name, atMs: clock.nowMs(), message: error.message }),
       );
-    // 500 ms apart: a timer late by less than that still keeps the order.
-    await Promise.all([send("long", -1, 1_250), send("short", -2, 250), send("middle", -3, 750)]);
+    const outcomes = Promise.all([send("long", -1, 1_250), send("short", -2, 250), send("middle", -3, 750)]);
+    await eventually("all three reached the receiver", () => b.held.length === 3);
+
+    advanceTo(sentAtMs + 249);
+    await continuationsRun();
+    assert.deepEqual(failed.map((f) => f.name), [], "none before its deadline");
+    advanceTo(sentAtMs + 250);
+    await continuationsRun();
+    assert.deepEqual(failed.map((f) => f.name), ["short"], "the shorter timeout sent after a longer one first");
+    // A timer late past both other deadlines (a loaded machine): they fail in deadline order, not send order.
+    advanceTo(sentAtMs + 2_000);
+    await outcomes;
     assert.deepEqual(failed.map((f) => f.name), ["short", "middle", "long"], JSON.stringify(failed));
-    for (const { afterMs, message } of failed) {
+    for (const { atMs, message } of failed) {
       const timeoutMs = Number(/no answer in ([0-9]+) ms/.exec(message)?.[1]);
-      assert.ok(afterMs >= timeoutMs - 5, `${message}: failed after ${afterMs} ms, not before its timeout`);
+      assert.ok(atMs >= sentAtMs + timeoutMs, `${message}: failed at ${atMs - sentAtMs} ms, not before its timeout`);
     }
-    assert.equal(b.held.length, 3, "all three reached the receiver");
     assert.deepEqual(await a.send(51), { took: 51, sender: "a" }, "the stream goes on");
   } finally {
     a.transport.close();

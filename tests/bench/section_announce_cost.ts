@@ -68,8 +68,14 @@ function buildWithoutAnnouncement(dir: string, keep: boolean): string {
   return join(dir, "main.ts");
 }
 
+/** Every ring made, started or not: the `finally` below stops their processes and removes their folders. */
+const rings: RingCluster[] = [];
+
 async function start(main?: string): Promise<RingCluster> {
   const ring = await makeRing({ size, settings: DEFAULT_LINES });
+  // Before its nodes start: a node that fails to start (or a token that never comes) leaves the
+  // ones started already to the `finally`, which it could not reach through a ring never returned.
+  rings.push(ring);
   for (const id of ring.ids) await ring.start(id, main);
   await ring.waitTokenEverywhere();
   return ring;
@@ -78,11 +84,9 @@ async function start(main?: string): Promise<RingCluster> {
 const cpuOf = (ring: RingCluster) => [...ring.procs.values()].reduce((sum, p) => sum + cpuSeconds(p.pid), 0);
 
 const builds = tempDir("mutexd-announce-cost-");
-const rings: RingCluster[] = [];
 try {
   const without = buildWithoutAnnouncement(join(builds, "without"), values.control ?? false);
   const named = [["with", await start()], ["without", await start(without)]] as const;
-  for (const [, ring] of named) rings.push(ring);
   const totals = new Map<string, { cpuS: number; sections: number; wallMs: number }>(
     named.map(([name]) => [name, { cpuS: 0, sections: 0, wallMs: 0 }]),
   );

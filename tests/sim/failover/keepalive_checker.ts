@@ -34,7 +34,8 @@ const PENDING_MAX = 1_000;
 interface Sent {
   to: string;
   path: string;
-  atMs: number;
+  /** The client's own clock at the send (its retry delay is measured on it, not on sim time). */
+  localAtMs: number;
   /** Sent as the retry of a refusal naming `to` itself. */
   retry: boolean;
 }
@@ -71,23 +72,35 @@ function observeReceive(actor: Actor, see: (envelope: Envelope) => void): void {
 export function keepaliveReachesPrimary(sim: Sim, subject: KeepaliveSubject): Checker {
   const network = sim.network;
   const profile = network.profile;
-  // One delivery at most: the drawn delay, any reorder extra, a ms of timer rounding.
-  const deliveryMaxMs = profile.delayMaxMs + (profile.reorderRate > 0 ? profile.reorderDelayMaxMs : 0) + 1;
+  // One delivery at most: the drawn delay and any reorder extra (whole sim ms; the retry's moment
+  // is the client's timer's own, rounding included).
+  const deliveryMaxMs = profile.delayMaxMs + (profile.reorderRate > 0 ? profile.reorderDelayMaxMs : 0);
+  /** Clients by id, read on every keepalive sent: rebuilt only for an id not in it (a client added since). */
+  let clients = new Map<string, Actor>();
+  const clientById = (id: string): Actor | undefined => {
+    if (!clients.has(id)) clients = new Map(subject.clients().map((c) => [c.id, c]));
+    return clients.get(id);
+  };
   const sent = new Map<string, Sent>();
-  /** When the client retries, per client, path and server, after the last refusals naming the server itself: a try sent then is a retry. */
+  /**
+   * When the client retries (sim ms), per client, path and server, after the last refusals naming
+   * the server itself: a try sent then is a retry. A key goes once its retries are judged.
+   */
   const retriesDue = new Map<string, number[]>();
   let pending: Pending[] = [];
   const serverIds = new Set(subject.servers.map((s) => s.id));
-  const clientIds = () => new Set(subject.clients().map((c) => c.id));
 
   const originalSend = network.send.bind(network);
   network.send = (from, to, payload, label) => {
-    if (isHttp(payload) && payload.http === "request" && serverIds.has(to) && KEEPALIVE_PATH.test(payload.path) && clientIds().has(from.id)) {
-      // Timer rounding and clock drift move a retry by less than a ms.
-      const retry = (retriesDue.get(`${from.id} ${payload.path} ${to}`) ?? []).some((atMs) => Math.abs(sim.nowMs - atMs) <= 1);
-      if (sent.size >= SENT_MAX) sent.delete(sent.keys().next().value!);
-      sent.set(`${from.id} ${payload.incarnation} ${payload.ref}`, { to, path: payload.path, atMs: sim.nowMs, retry });
-      for (const p of pending) if (p.client === from.id && p.path === payload.path && to !== p.server) p.elsewhere.push(`${to} (${sim.actor(to).state}) at ${sim.nowMs}ms`);
+    if (isHttp(payload) && payload.http === "request" && serverIds.has(to) && KEEPALIVE_PATH.test(payload.path)) {
+      const client = clientById(from.id);
+      if (client) {
+        // The due times are the client's own timer's (see observeClient): a retry is sent exactly then.
+        const retry = retriesDue.get(`${from.id} ${payload.path} ${to}`)?.includes(sim.nowMs) ?? false;
+        if (sent.size >= SENT_MAX) sent.delete(sent.keys().next().value!);
+        sent.set(`${from.id} ${payload.incarnation} ${payload.ref}`, { to, path: payload.path, localAtMs: client.clock.nowMs(), retry });
+        for (const p of pending) if (p.client === from.id && p.path === payload.path && to !== p.server) p.elsewhere.push(`${to} (${sim.actor(to).state}) at ${sim.nowMs}ms`);
+      }
     }
     originalSend(from, to, payload, label);
   };
@@ -102,10 +115,12 @@ export function keepaliveReachesPrimary(sim: Sim, subject: KeepaliveSubject): Ch
     // A reply to a try the client gave up on (its timeout ran out) is dropped unseen (SimFetch).
     if (!awaited(client, reply.ref)) return;
     if (!namesItself(reply, envelope.from)) return;
-    const retryAtMs = sim.nowMs + selfRetryMs(sim.nowMs - request.atMs);
+    // The client's timer, as it sets it: the delay from its own clock's round trip (drift and
+    // whole-ms reads make it differ from sim time's), run on its clock (rounded up to sim ms).
+    const retryAtMs = sim.nowMs + client.clock.globalDelayMs(selfRetryMs(client.clock.nowMs() - request.localAtMs));
     const dueKey = `${client.id} ${request.path} ${envelope.from}`;
     const due = retriesDue.get(dueKey) ?? [];
-    retriesDue.set(dueKey, [...due.filter((atMs) => atMs >= sim.nowMs - 1), retryAtMs].slice(-RETRIES_DUE_MAX));
+    retriesDue.set(dueKey, [...due.filter((atMs) => atMs >= sim.nowMs), retryAtMs].slice(-RETRIES_DUE_MAX));
     if (request.retry || pending.length >= PENDING_MAX) return;
     pending.push({
       client: client.id, incarnation: client.incarnation, path: request.path, server: envelope.from,
@@ -134,6 +149,11 @@ export function keepaliveReachesPrimary(sim: Sim, subject: KeepaliveSubject): Ch
         }
       }
       const now = sim.nowMs;
+      // Due times past are judged (a send at that moment was seen at the send): a key whose
+      // retries all passed goes, sent or not (a client crashed or gone leaves none behind).
+      for (const [dueKey, due] of retriesDue) {
+        if (due.every((atMs) => atMs < now)) retriesDue.delete(dueKey);
+      }
       let violation: string | undefined;
       pending = pending.filter((p) => {
         const client = sim.actor(p.client);
