@@ -102,7 +102,7 @@ export class BackupFeed {
     // Acks of later messages may overtake a resend point: never resend what is acked.
     b.sentIndex = Math.max(b.sentIndex, this.resendFrom());
     // Bounded: each round sends at least one entry or stops.
-    while (replicating && this.host.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.host.lastIndex()) {
+    while (replicating && this.roomForAppend() && b.sentIndex < this.host.lastIndex()) {
       const from = b.sentIndex + 1;
       const offset = from - (this.log[0]?.index ?? from);
       assert(offset >= 0 && offset < this.log.length, `entry ${from} missing from the replication log`);
@@ -110,6 +110,27 @@ export class BackupFeed {
       this.sendAppend(entries);
     }
     if (this.host.appendsInFlight() === 0 && this.host.nowMs() - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
+  }
+
+  /**
+   * Whether the entries not sent yet go now, in an append of their own, or wait for an ack.
+   * A frame costs both processes about the same CPU whatever it carries (docs/bench.md
+   * "Replication cost", fourth pass), so under load waiting for the ack of the append in flight
+   * and sending everything made meanwhile in one frame (group commit) saves; with few changes
+   * waiting, sending at once saves their latency. So: nothing in flight, or at most
+   * `replicationEagerMax` entries unacked (a lone request, or a lock handoff's leave with the
+   * released client's next enter: two changes that arrive together, the leave on the critical
+   * path of the next grant), or a full batch waiting: go now, up to `replicationPipelineMax`
+   * appends in flight. Otherwise wait: the ack of the append in flight pumps (onAppendAnswer),
+   * and if it is lost, `appendLost` and the next tick do. Seventh pass of that section.
+   */
+  private roomForAppend(): boolean {
+    const s = this.settings;
+    const inFlight = this.host.appendsInFlight();
+    if (inFlight >= s.replicationPipelineMax) return false;
+    if (inFlight === 0) return true;
+    const lastIndex = this.host.lastIndex();
+    return lastIndex - this.resendFrom() <= s.replicationEagerMax || lastIndex - this.tracker.sentIndex >= s.replicationBatchMax;
   }
 
   private sendAppend(entries: LogEntry[]): void {

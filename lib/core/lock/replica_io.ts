@@ -71,6 +71,7 @@ export type ReplicaSettings = Pick<
   | "peerTimeoutMs"
   | "replicationBatchMax"
   | "replicationPipelineMax"
+  | "replicationEagerMax"
   | "replicationLogMax"
   | "answeredMax"
   | "tokenCeilingStep"
