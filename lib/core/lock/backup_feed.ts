@@ -41,6 +41,13 @@ export class BackupFeed {
   private syncGen = 0;
   /** The copy streaming to the backup, until it acks an append of its generation. */
   private readonly copy: CopyServer;
+  /**
+   * The most entries unacked at once in the current busy period (since everything was last
+   * acked), and a memory of the earlier periods' peaks that falls by one entry a period: above
+   * `replicationEagerMax`, changes come faster than round trips, and one append in flight
+   * gathers them all (see `roomForAppend`).
+   */
+  private peakUnacked = { current: 0, recent: 0 };
 
   constructor(private readonly nodeId: string, private readonly peerId: string | null, private readonly settings: ReplicaSettings, private readonly host: FeedHost) {
     this.copy = new CopyServer(settings);
@@ -59,6 +66,7 @@ export class BackupFeed {
   /** A new primary: a fresh tracker and a new generation (any old copy is not ours). */
   restart(): void {
     this.log = [];
+    this.peakUnacked = { current: 0, recent: 0 };
     this.copy.close();
     this.syncGen += 1;
     this.tracker = freshTracker();
@@ -67,6 +75,7 @@ export class BackupFeed {
   /** No longer a primary: nothing to send. */
   stop(): void {
     this.log = [];
+    this.peakUnacked = { current: 0, recent: 0 };
     this.copy.close();
     this.tracker = freshTracker();
   }
@@ -79,6 +88,7 @@ export class BackupFeed {
   appended(entry: LogEntry): void {
     if (this.tracker.mode === "syncing" || this.tracker.mode === "inSync") {
       this.log.push(entry);
+      this.peakUnacked.current = Math.max(this.peakUnacked.current, this.unacked());
       if (this.log.length > this.settings.replicationLogMax) this.declareOutOfSync("too far behind");
     }
   }
@@ -90,6 +100,10 @@ export class BackupFeed {
 
   private resendFrom(): number {
     return Math.max(this.tracker.ackedIndex, this.tracker.baseIndex);
+  }
+
+  private unacked(): number {
+    return this.host.lastIndex() - this.resendFrom();
   }
 
   /** Sends replication messages while the pipeline has room, and heartbeats when idle. */
@@ -117,20 +131,23 @@ export class BackupFeed {
    * A frame costs both processes about the same CPU whatever it carries (docs/bench.md
    * "Replication cost", fourth pass), so under load waiting for the ack of the append in flight
    * and sending everything made meanwhile in one frame (group commit) saves; with few changes
-   * waiting, sending at once saves their latency. So: nothing in flight, or at most
-   * `replicationEagerMax` entries unacked (a lone request, or a lock handoff's leave with the
-   * released client's next enter: two changes that arrive together, the leave on the critical
-   * path of the next grant), or a full batch waiting: go now, up to `replicationPipelineMax`
-   * appends in flight. Otherwise wait: the ack of the append in flight pumps (onAppendAnswer),
-   * and if it is lost, `appendLost` and the next tick do. Seventh pass of that section.
+   * waiting, sending at once saves their latency. So, up to `replicationPipelineMax` appends in
+   * flight, go now with nothing in flight, or a full batch waiting, or while the busy periods
+   * (from an empty pipeline until everything is acked) have had at most `replicationEagerMax`
+   * entries unacked at once: a lone request, or a lock handoff's leave with the released
+   * client's next enter (two changes that arrive together, the leave on the critical path of the
+   * next grant). A busy period's first changes tell little (many clients answered by one commit
+   * do not all come back at once; a lone one may start the next period), so a larger peak is
+   * remembered and forgotten by one entry per busy period. Otherwise wait: the ack of an append
+   * in flight pumps (onAppendAnswer); if it is lost, `appendLost` and the next tick do.
    */
   private roomForAppend(): boolean {
     const s = this.settings;
     const inFlight = this.host.appendsInFlight();
     if (inFlight >= s.replicationPipelineMax) return false;
     if (inFlight === 0) return true;
-    const lastIndex = this.host.lastIndex();
-    return lastIndex - this.resendFrom() <= s.replicationEagerMax || lastIndex - this.tracker.sentIndex >= s.replicationBatchMax;
+    if (this.host.lastIndex() - this.tracker.sentIndex >= s.replicationBatchMax) return true;
+    return Math.max(this.peakUnacked.current, this.peakUnacked.recent) <= s.replicationEagerMax;
   }
 
   private sendAppend(entries: LogEntry[]): void {
@@ -165,6 +182,8 @@ export class BackupFeed {
     // A gap (an earlier message was lost or overtaken): resend what is not acked, even when
     // this answer is late, since the message it answers will not be resent otherwise.
     if (!answer.ok) b.sentIndex = this.resendFrom();
+    const peak = this.peakUnacked;
+    if (this.unacked() === 0) this.peakUnacked = { current: 0, recent: Math.max(peak.current, peak.recent - 1) };
     if (b.mode === "syncing") this.advanceSync(b);
     return true;
   }
@@ -194,6 +213,7 @@ export class BackupFeed {
     if (this.tracker.mode === "outOfSync") return;
     this.host.event("backupOutOfSync", { reason, acked: this.tracker.ackedIndex, last: this.host.lastIndex() });
     this.tracker = { ...freshTracker(), mode: "outOfSync", lastContactMs: this.tracker.lastContactMs };
+    this.peakUnacked = { current: 0, recent: 0 };
     this.copy.close();
     this.syncGen += 1;
     this.log = [];
