@@ -72,9 +72,11 @@ function appendsOf(send: ReturnType<LockReplica["ready"]>["send"]) {
   return send.flatMap((o) => (o.kind === "peer" && o.message.type === "append" ? [o] : []));
 }
 
+let nextEnterRef = 10_000;
+
 /** Submits an exclusive enter of `name` for `session` (no wait) to p without delivering anything. */
 function submitEnter(w: World, session: string, name: string): number {
-  const clientRef = 900 + name.charCodeAt(0);
+  const clientRef = nextEnterRef++;
   w.server("p").clientRequest(clientRef, { type: "enter", secretHash: SECRET_HASH, name, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, undefined, w.nowMs);
   return clientRef;
 }
@@ -104,36 +106,51 @@ test("replica: changes faster than round trips: the first two go at once, then o
   assert.deepEqual(afterCDE.answers.map((x) => x.clientRef), refs.slice(2), "all five committed with no tick and no clock move");
 });
 
-test("replica: a busy period's peak is remembered: the next periods gather from their second change, until it is forgotten one entry a period", () => {
+/** Acks every append p sends until none is left (each reply may send the changes it held); bounded. */
+function ackAll(w: World, first: ReturnType<LockReplica["ready"]>["send"] = []): void {
+  const [p, b] = [w.server("p"), w.server("b")];
+  let sent = appendsOf(first);
+  for (let round = 0; round < 10; round++) {
+    for (const o of sent) if (o.kind === "peer") p.reply(o.ref, b.peerMessage(o.message, w.nowMs), w.nowMs);
+    sent = appendsOf(p.ready().send);
+    if (sent.length === 0) return;
+  }
+  assert.fail("appends kept coming");
+}
+
+/**
+ * After a burst of `burst` changes (all acked), runs busy periods of two changes made together
+ * (as a handoff's leave and enter) and returns the appends each period sent at once.
+ */
+function periodsAfterBurst(burst: number, periods: number): string[][][] {
   const w = healthy();
   const session = openSession(w);
-  const [p, b] = [w.server("p"), w.server("b")];
-  const ackAll = () => {
-    // Bounded: each round acks what is in flight; a period of two changes needs at most two.
-    for (let round = 0; round < 10; round++) {
-      const sent = appendsOf(p.ready().send);
-      if (sent.length === 0) return;
-      for (const o of sent) if (o.kind === "peer") p.reply(o.ref, b.peerMessage(o.message, w.nowMs), w.nowMs);
-    }
-    assert.fail("appends kept coming");
-  };
-  // A burst of five: peak 5 unacked (the test above), then everything acked (the period ends).
-  for (const name of ["A", "B", "C", "D", "E"]) submitEnter(w, session, name);
-  ackAll();
-  // Each later period has two changes made together (as a handoff's leave and enter): the
-  // second is held while the memory is above replicationEagerMax (5, then 4, then 3), and goes
-  // at once when it is back at 2.
+  const p = w.server("p");
+  for (let i = 0; i < burst; i++) submitEnter(w, session, `burst${i}`);
+  ackAll(w);
   const seen: string[][][] = [];
-  for (const [x, y] of [["F", "G"], ["H", "I"], ["J", "K"], ["M", "N"]]) {
-    submitEnter(w, session, x);
-    submitEnter(w, session, y);
+  for (let i = 0; i < periods; i++) {
+    submitEnter(w, session, `x${i}`);
+    submitEnter(w, session, `y${i}`);
     const ready = p.ready();
     seen.push(appendedNames(ready.send));
-    for (const o of appendsOf(ready.send)) if (o.kind === "peer") p.reply(o.ref, b.peerMessage(o.message, w.nowMs), w.nowMs);
-    ackAll();
+    ackAll(w, ready.send);
   }
-  assert.deepEqual(seen, [[["F"]], [["H"]], [["J"]], [["M"], ["N"]]]);
   assert.equal(p.status().commitIndex, p.status().lastIndex, "every held change committed on an ack");
+  return seen;
+}
+
+test("replica: a busy period's peak is remembered: the next periods gather from their second change, until it is forgotten one entry a period", () => {
+  // A burst of five: peak 5 unacked. The second change of each later period is held while the
+  // memory is above replicationEagerMax (5, then 4, then 3), and goes at once when it is back at 2.
+  assert.deepEqual(periodsAfterBurst(5, 4), [[["x0"]], [["x1"]], [["x2"]], [["x3"], ["y3"]]]);
+});
+
+test("replica: a large burst is remembered for 64 busy periods at most, not one period per entry of its peak", () => {
+  const seen = periodsAfterBurst(100, 66);
+  const gathered = seen.filter((appends) => appends.length === 1).length;
+  assert.equal(gathered, 64, "64 periods gather (a peak of 100 forgotten one entry a period would hold 98)");
+  assert.deepEqual(seen.at(-1), [["x65"], ["y65"]], "then the second change goes at once again");
 });
 
 test("replica: a full batch goes at once while changes gather (replicationBatchMax bounds what waits)", () => {

@@ -12,6 +12,13 @@ import type { LockMachine, LogEntry } from "./lock_machine.ts";
 import { backupProblem, type BackupTracker, copyingTracker, CopyServer, freshTracker, mayRequireBackup } from "./resync.ts";
 import type { PeerMessage, ReplicaSettings } from "./replica_io.ts";
 
+/**
+ * A busy period's peak of unacked entries is remembered for at most this many later periods (each
+ * at least one round trip: a few ms in all), so one large burst, or the backlog after a copy, does
+ * not keep a later light load gathering for long (see `roomForAppend`).
+ */
+const PEAK_MEMORY_PERIODS_MAX = 64;
+
 /** What the feed needs of its replica. */
 export interface FeedHost {
   nowMs(): number;
@@ -43,9 +50,9 @@ export class BackupFeed {
   private readonly copy: CopyServer;
   /**
    * The most entries unacked at once in the current busy period (since everything was last
-   * acked), and a memory of the earlier periods' peaks that falls by one entry a period: above
-   * `replicationEagerMax`, changes come faster than round trips, and one append in flight
-   * gathers them all (see `roomForAppend`).
+   * acked), and a memory of the earlier periods' peaks that falls by one entry a period (for at
+   * most PEAK_MEMORY_PERIODS_MAX periods): above `replicationEagerMax`, changes come faster than
+   * round trips, and one append in flight gathers them all (see `roomForAppend`).
    */
   private peakUnacked = { current: 0, recent: 0 };
 
@@ -138,7 +145,8 @@ export class BackupFeed {
    * client's next enter (two changes that arrive together, the leave on the critical path of the
    * next grant). A busy period's first changes tell little (many clients answered by one commit
    * do not all come back at once; a lone one may start the next period), so a larger peak is
-   * remembered and forgotten by one entry per busy period. Otherwise wait: the ack of an append
+   * remembered and forgotten by one entry per busy period (for PEAK_MEMORY_PERIODS_MAX periods at
+   * most). Otherwise wait: the ack of an append
    * in flight pumps (onAppendAnswer); if it is lost, `appendLost` and the next tick do.
    */
   private roomForAppend(): boolean {
@@ -182,10 +190,16 @@ export class BackupFeed {
     // A gap (an earlier message was lost or overtaken): resend what is not acked, even when
     // this answer is late, since the message it answers will not be resent otherwise.
     if (!answer.ok) b.sentIndex = this.resendFrom();
-    const peak = this.peakUnacked;
-    if (this.unacked() === 0) this.peakUnacked = { current: 0, recent: Math.max(peak.current, peak.recent - 1) };
+    if (this.unacked() === 0) this.endBusyPeriod();
     if (b.mode === "syncing") this.advanceSync(b);
     return true;
+  }
+
+  /** Everything is acked: the period's peak joins the memory, which forgets one entry a period. */
+  private endBusyPeriod(): void {
+    const peak = this.peakUnacked;
+    const remembered = Math.min(peak.current, this.settings.replicationEagerMax + PEAK_MEMORY_PERIODS_MAX);
+    this.peakUnacked = { current: 0, recent: Math.max(remembered, peak.recent - 1) };
   }
 
   /** Catching up under load (see `mayRequireBackup`): then in sync once it acked the target. */
