@@ -80,7 +80,6 @@ export const DEFAULT_SETTINGS = {
   securityLogIntervalMs: 10_000, // a refused request or datagram is logged at most once per sender and reason this often (the rest are counted)
   replicationBatchMax: 512, // log entries per replication message
   replicationPipelineMax: 4, // replication messages in flight at once
-  replicationEagerMax: 2, // while busy periods of replication (until all is acked) have had at most this many entries unacked at once, a new entry goes at once (latency: a lone request, a handoff's leave and enter); after more, it waits for an ack and goes with all made meanwhile (group commit: a frame costs the same whatever it carries) until that peak is forgotten, one entry a period (backup_feed.ts roomForAppend; docs/bench.md "Replication cost", seventh pass)
   replicationLogMax: 100_000, // unacked entries kept for the backup; beyond, it is declared out of sync and gets a new streamed copy
   answeredMax: 10_000, // answers remembered for idempotent retries (oldest forgotten first)
   answeredBytesMax: 4_194_304, // the remembered answers' estimated bytes at most (lib/core/lock/answered.ts; 10,000 answers with UUID ids take ~1.7 MB)

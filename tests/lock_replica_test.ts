@@ -10,7 +10,6 @@ import type { Command } from "../lib/core/lock/lock_table.ts";
 import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { enter, healthy, openSession, type Packet, World } from "./_lock_world.ts";
-import type { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import { SECRET_HASH } from "./_session.ts";
 
 const S = DEFAULT_SETTINGS;
@@ -56,127 +55,6 @@ test("replica: group commit: changes made while the pipeline is full go out toge
   assert.deepEqual(ready.answers.map((a) => a.clientRef), [901], "the acked change is answered");
   const next = appends(ready.send);
   assert.deepEqual(next.map((o) => o.kind === "peer" && o.message.type === "append" ? o.message.entries.map((e) => e.command.type === "enter" && e.command.name) : []), [["B", "C"]], "the two queued changes in one append, at once");
-});
-
-/** The client changes of every non-empty append in `send`, by lock name (or "open"), one array per append. */
-function appendedNames(send: ReturnType<LockReplica["ready"]>["send"]): string[][] {
-  return send.flatMap((o) =>
-    o.kind === "peer" && o.message.type === "append" && o.message.entries.length > 0
-      ? [o.message.entries.map((e) => (e.command.type === "enter" ? e.command.name : e.command.type))]
-      : []
-  );
-}
-
-/** The replica's appends in `send` (to ack them one by one). */
-function appendsOf(send: ReturnType<LockReplica["ready"]>["send"]) {
-  return send.flatMap((o) => (o.kind === "peer" && o.message.type === "append" ? [o] : []));
-}
-
-let nextEnterRef = 10_000;
-
-/** Submits an exclusive enter of `name` for `session` (no wait) to p without delivering anything. */
-function submitEnter(w: World, session: string, name: string): number {
-  const clientRef = nextEnterRef++;
-  w.server("p").clientRequest(clientRef, { type: "enter", secretHash: SECRET_HASH, name, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, undefined, w.nowMs);
-  return clientRef;
-}
-
-test("replica: changes faster than round trips: the first two go at once, then one append in flight gathers the rest (group commit), with no tick", () => {
-  // Defaults: replicationPipelineMax 4, replicationEagerMax 2. Pipelining each change (the rule
-  // before) sends [A], [B], [C], [D]; gathering from the second change sends only [A].
-  const w = healthy();
-  const session = openSession(w);
-  const [p, b] = [w.server("p"), w.server("b")];
-  const refs = ["A", "B", "C", "D", "E"].map((name) => submitEnter(w, session, name));
-  const first = p.ready();
-  assert.deepEqual(appendedNames(first.send), [["A"], ["B"]], "two unacked at most: each at once; from the third, wait");
-  const [a, bAppend] = appendsOf(first.send);
-  const ack = (o: typeof a) => {
-    assert.ok(o.kind === "peer");
-    p.reply(o.ref, b.peerMessage(o.message, w.nowMs), w.nowMs);
-    return p.ready();
-  };
-  const afterA = ack(a);
-  assert.deepEqual(afterA.answers.map((x) => x.clientRef), [refs[0]], "A committed and answered");
-  assert.deepEqual(appendedNames(afterA.send), [], "B still in flight: C, D and E keep gathering");
-  const afterB = ack(bAppend);
-  assert.deepEqual(afterB.answers.map((x) => x.clientRef), [refs[1]]);
-  assert.deepEqual(appendedNames(afterB.send), [["C", "D", "E"]], "the last ack sends the three in ONE append, at once");
-  const afterCDE = ack(appendsOf(afterB.send)[0]);
-  assert.deepEqual(afterCDE.answers.map((x) => x.clientRef), refs.slice(2), "all five committed with no tick and no clock move");
-});
-
-/** Acks every append p sends until none is left (each reply may send the changes it held); bounded. */
-function ackAll(w: World, first: ReturnType<LockReplica["ready"]>["send"] = []): void {
-  const [p, b] = [w.server("p"), w.server("b")];
-  let sent = appendsOf(first);
-  for (let round = 0; round < 10; round++) {
-    for (const o of sent) if (o.kind === "peer") p.reply(o.ref, b.peerMessage(o.message, w.nowMs), w.nowMs);
-    sent = appendsOf(p.ready().send);
-    if (sent.length === 0) return;
-  }
-  assert.fail("appends kept coming");
-}
-
-/**
- * After a burst of `burst` changes (all acked), runs busy periods of two changes made together
- * (as a handoff's leave and enter) and returns the appends each period sent at once.
- */
-function periodsAfterBurst(burst: number, periods: number): string[][][] {
-  const w = healthy();
-  const session = openSession(w);
-  const p = w.server("p");
-  for (let i = 0; i < burst; i++) submitEnter(w, session, `burst${i}`);
-  ackAll(w);
-  const seen: string[][][] = [];
-  for (let i = 0; i < periods; i++) {
-    submitEnter(w, session, `x${i}`);
-    submitEnter(w, session, `y${i}`);
-    const ready = p.ready();
-    seen.push(appendedNames(ready.send));
-    ackAll(w, ready.send);
-  }
-  assert.equal(p.status().commitIndex, p.status().lastIndex, "every held change committed on an ack");
-  return seen;
-}
-
-test("replica: a busy period's peak is remembered: the next periods gather from their second change, until it is forgotten one entry a period", () => {
-  // A burst of five: peak 5 unacked. The second change of each later period is held while the
-  // memory is above replicationEagerMax (5, then 4, then 3), and goes at once when it is back at 2.
-  assert.deepEqual(periodsAfterBurst(5, 4), [[["x0"]], [["x1"]], [["x2"]], [["x3"], ["y3"]]]);
-});
-
-test("replica: a large burst is remembered for 64 busy periods at most, not one period per entry of its peak", () => {
-  const seen = periodsAfterBurst(100, 66);
-  const gathered = seen.filter((appends) => appends.length === 1).length;
-  assert.equal(gathered, 64, "64 periods gather (a peak of 100 forgotten one entry a period would hold 98)");
-  assert.deepEqual(seen.at(-1), [["x65"], ["y65"]], "then the second change goes at once again");
-});
-
-test("replica: a full batch goes at once while changes gather (replicationBatchMax bounds what waits)", () => {
-  const w = healthy({ ...S, replicationBatchMax: 3 });
-  const session = openSession(w);
-  const p = w.server("p");
-  for (const name of ["A", "B", "C", "D", "E", "F"]) submitEnter(w, session, name);
-  const ready = p.ready();
-  assert.deepEqual(appendedNames(ready.send), [["A"], ["B"], ["C", "D", "E"]], "F alone waits; three make a full batch");
-  for (const outbound of ready.send) w.queue.push({ from: "p", outbound });
-  w.deliver();
-  assert.equal(p.status().commitIndex, p.status().lastIndex);
-});
-
-test("replica: changes held behind an append that is lost still commit: the next tick resends them, with no client request", () => {
-  const w = healthy();
-  const session = openSession(w);
-  const p = w.server("p");
-  const refs = ["A", "B", "C", "D"].map((name) => submitEnter(w, session, name));
-  const sent = appendsOf(p.ready().send);
-  assert.equal(sent.length, 2, "A and B in flight; C and D held");
-  for (const o of sent) p.failed(o.ref, w.nowMs); // both lost
-  assert.deepEqual(appendedNames(p.ready().send), [], "a failure alone sends nothing (it is not an ack)");
-  w.run(S.tickMs);
-  for (const ref of refs) assert.ok(w.answers.get(ref)?.ok, `change ${ref} committed after one tick`);
-  assert.equal(p.status().backup?.mode, "inSync", "the backup stayed in sync");
 });
 
 test("replica: a lost backup holds answers until the arbiter records it out of sync, then the primary goes on alone", () => {

@@ -12,13 +12,6 @@ import type { LockMachine, LogEntry } from "./lock_machine.ts";
 import { backupProblem, type BackupTracker, copyingTracker, CopyServer, freshTracker, mayRequireBackup } from "./resync.ts";
 import type { PeerMessage, ReplicaSettings } from "./replica_io.ts";
 
-/**
- * A busy period's peak of unacked entries is remembered for at most this many later periods (each
- * at least one round trip: a few ms in all), so one large burst, or the backlog after a copy, does
- * not keep a later light load gathering for long (see `roomForAppend`).
- */
-const PEAK_MEMORY_PERIODS_MAX = 64;
-
 /** What the feed needs of its replica. */
 export interface FeedHost {
   nowMs(): number;
@@ -48,13 +41,6 @@ export class BackupFeed {
   private syncGen = 0;
   /** The copy streaming to the backup, until it acks an append of its generation. */
   private readonly copy: CopyServer;
-  /**
-   * The most entries unacked at once in the current busy period (since everything was last
-   * acked), and a memory of the earlier periods' peaks that falls by one entry a period (for at
-   * most PEAK_MEMORY_PERIODS_MAX periods): above `replicationEagerMax`, changes come faster than
-   * round trips, and one append in flight gathers them all (see `roomForAppend`).
-   */
-  private peakUnacked = { current: 0, recent: 0 };
 
   constructor(private readonly nodeId: string, private readonly peerId: string | null, private readonly settings: ReplicaSettings, private readonly host: FeedHost) {
     this.copy = new CopyServer(settings);
@@ -73,7 +59,6 @@ export class BackupFeed {
   /** A new primary: a fresh tracker and a new generation (any old copy is not ours). */
   restart(): void {
     this.log = [];
-    this.peakUnacked = { current: 0, recent: 0 };
     this.copy.close();
     this.syncGen += 1;
     this.tracker = freshTracker();
@@ -82,7 +67,6 @@ export class BackupFeed {
   /** No longer a primary: nothing to send. */
   stop(): void {
     this.log = [];
-    this.peakUnacked = { current: 0, recent: 0 };
     this.copy.close();
     this.tracker = freshTracker();
   }
@@ -95,7 +79,6 @@ export class BackupFeed {
   appended(entry: LogEntry): void {
     if (this.tracker.mode === "syncing" || this.tracker.mode === "inSync") {
       this.log.push(entry);
-      this.peakUnacked.current = Math.max(this.peakUnacked.current, this.unacked());
       if (this.log.length > this.settings.replicationLogMax) this.declareOutOfSync("too far behind");
     }
   }
@@ -109,10 +92,6 @@ export class BackupFeed {
     return Math.max(this.tracker.ackedIndex, this.tracker.baseIndex);
   }
 
-  private unacked(): number {
-    return this.host.lastIndex() - this.resendFrom();
-  }
-
   /** Sends replication messages while the pipeline has room, and heartbeats when idle. */
   pump(): void {
     if (this.peerId === null) return;
@@ -123,7 +102,7 @@ export class BackupFeed {
     // Acks of later messages may overtake a resend point: never resend what is acked.
     b.sentIndex = Math.max(b.sentIndex, this.resendFrom());
     // Bounded: each round sends at least one entry or stops.
-    while (replicating && this.roomForAppend() && b.sentIndex < this.host.lastIndex()) {
+    while (replicating && this.host.appendsInFlight() < s.replicationPipelineMax && b.sentIndex < this.host.lastIndex()) {
       const from = b.sentIndex + 1;
       const offset = from - (this.log[0]?.index ?? from);
       assert(offset >= 0 && offset < this.log.length, `entry ${from} missing from the replication log`);
@@ -131,31 +110,6 @@ export class BackupFeed {
       this.sendAppend(entries);
     }
     if (this.host.appendsInFlight() === 0 && this.host.nowMs() - b.lastSendMs >= s.heartbeatMs) this.sendAppend([]);
-  }
-
-  /**
-   * Whether the entries not sent yet go now, in an append of their own, or wait for an ack.
-   * A frame costs both processes about the same CPU whatever it carries (docs/bench.md
-   * "Replication cost", fourth pass), so under load waiting for the ack of the append in flight
-   * and sending everything made meanwhile in one frame (group commit) saves; with few changes
-   * waiting, sending at once saves their latency. So, up to `replicationPipelineMax` appends in
-   * flight, go now with nothing in flight, or a full batch waiting, or while the busy periods
-   * (from an empty pipeline until everything is acked) have had at most `replicationEagerMax`
-   * entries unacked at once: a lone request, or a lock handoff's leave with the released
-   * client's next enter (two changes that arrive together, the leave on the critical path of the
-   * next grant). A busy period's first changes tell little (many clients answered by one commit
-   * do not all come back at once; a lone one may start the next period), so a larger peak is
-   * remembered and forgotten by one entry per busy period (for PEAK_MEMORY_PERIODS_MAX periods at
-   * most). Otherwise wait: the ack of an append
-   * in flight pumps (onAppendAnswer); if it is lost, `appendLost` and the next tick do.
-   */
-  private roomForAppend(): boolean {
-    const s = this.settings;
-    const inFlight = this.host.appendsInFlight();
-    if (inFlight >= s.replicationPipelineMax) return false;
-    if (inFlight === 0) return true;
-    if (this.host.lastIndex() - this.tracker.sentIndex >= s.replicationBatchMax) return true;
-    return Math.max(this.peakUnacked.current, this.peakUnacked.recent) <= s.replicationEagerMax;
   }
 
   private sendAppend(entries: LogEntry[]): void {
@@ -190,16 +144,8 @@ export class BackupFeed {
     // A gap (an earlier message was lost or overtaken): resend what is not acked, even when
     // this answer is late, since the message it answers will not be resent otherwise.
     if (!answer.ok) b.sentIndex = this.resendFrom();
-    if (this.unacked() === 0) this.endBusyPeriod();
     if (b.mode === "syncing") this.advanceSync(b);
     return true;
-  }
-
-  /** Everything is acked: the period's peak joins the memory, which forgets one entry a period. */
-  private endBusyPeriod(): void {
-    const peak = this.peakUnacked;
-    const remembered = Math.min(peak.current, this.settings.replicationEagerMax + PEAK_MEMORY_PERIODS_MAX);
-    this.peakUnacked = { current: 0, recent: Math.max(remembered, peak.recent - 1) };
   }
 
   /** Catching up under load (see `mayRequireBackup`): then in sync once it acked the target. */
@@ -227,7 +173,6 @@ export class BackupFeed {
     if (this.tracker.mode === "outOfSync") return;
     this.host.event("backupOutOfSync", { reason, acked: this.tracker.ackedIndex, last: this.host.lastIndex() });
     this.tracker = { ...freshTracker(), mode: "outOfSync", lastContactMs: this.tracker.lastContactMs };
-    this.peakUnacked = { current: 0, recent: 0 };
     this.copy.close();
     this.syncGen += 1;
     this.log = [];

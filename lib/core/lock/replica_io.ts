@@ -71,7 +71,6 @@ export type ReplicaSettings = Pick<
   | "peerTimeoutMs"
   | "replicationBatchMax"
   | "replicationPipelineMax"
-  | "replicationEagerMax"
   | "replicationLogMax"
   | "answeredMax"
   | "tokenCeilingStep"
