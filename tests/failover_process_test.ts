@@ -203,6 +203,9 @@ test("failover: the primary paused past its lease grants nothing in the old epoc
     const first = await client.lock("x", { ttlMs: 5_000 });
     await first.release();
     const p1 = c.procs.get("p1")!;
+    // The first grant's log line may come after its answer: count the grants before the pause only
+    // once it is in p1's log (else it counts as a grant after the pause: a race, not a defect).
+    await eventually("p1 logged the first grant", () => grantEvents(p1).some((g) => String(g.token) === String(first.token)), TAKEOVER_MS);
     const grantsBefore = grantEvents(p1).length;
     p1.kill("SIGSTOP");
     await eventually("b1 took over", async () => (await status(c.urls.b1))?.server?.serving === true, TAKEOVER_MS);
