@@ -147,7 +147,7 @@ function copyUnderLoad(seed: number, options: { itemsMax: number; bytesMax: numb
   return { atCut, copied: sink.finish(), after, primary: work.machine, chunks };
 }
 
-test("copy: under a random workload of every command the backup ends with the primary's state at the cut, then with its present state after the log (300 seeds)", () => {
+test("copy: under a random workload of every command the backup ends with the primary's state at the cut, then with its present state after the log (300 seeds)", { timeout: 60_000 }, () => {
   let chunksTotal = 0;
   for (let seed = 1; seed <= 300; seed++) {
     const run = copyUnderLoad(seed, { itemsMax: 1 + (seed % 7), bytesMax: 4_096, lose: seed % 3 === 0 ? 0.2 : 0 });
