@@ -6,7 +6,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recoverRecord } from "../lib/core/arbiter/recover.ts";
-import type { Command } from "../lib/core/lock/lock_table.ts";
+import { type Command, LockTable } from "../lib/core/lock/lock_table.ts";
+import { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { enter, healthy, openSession, type Packet, World } from "./_lock_world.ts";
@@ -923,4 +924,26 @@ test("durable: every process restarted, the backup keeps its restored copy and n
   assert.equal(w.arbiter.current.backupCopyLost, false);
   assert.equal(w.server("b").machine!.table.grantsFrom, 0, "a takeover, no grace");
   assert.ok(w.ok(w.request("b", { type: "keepAlive", secretHash: SECRET_HASH, session })));
+});
+
+test("ready: a step with no outputs hands out one shared, frozen empty Ready (no allocation, and a driver cannot write into the core's outputs); the next step's outputs still come out", () => {
+  const replica = new LockReplica({
+    nodeId: "s",
+    peerId: null,
+    arbiterId: null,
+    settings: DEFAULT_SETTINGS,
+    newTable: ({ epoch, tokenFloor }) => new LockTable({ limits: DEFAULT_SETTINGS, sessionIdPrefix: `s-${epoch}-`, tokenFloor }),
+    tokenFloor: 0,
+  }, 0);
+  assert.ok(replica.ready().events.length > 0, "the standalone start's role change is an output");
+  const empty = replica.ready();
+  assert.deepEqual([empty.send, empty.answers, empty.effects, empty.events, empty.persist].map((list) => list.length), [0, 0, 0, 0, 0]);
+  assert.equal(replica.ready(), empty, "the same object for every empty step");
+  assert.ok(Object.isFrozen(empty) && [empty.send, empty.answers, empty.effects, empty.events, empty.persist].every(Object.isFrozen));
+  assert.throws(() => empty.answers.push({ clientRef: 9, answer: { ok: true, result: { ok: true, type: "ticked" } } }), TypeError);
+  replica.clientRequest(1, { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 }, undefined, 1);
+  const answered = replica.ready();
+  assert.notEqual(answered, empty);
+  assert.deepEqual(answered.answers.map((a) => [a.clientRef, a.answer.ok]), [[1, true]]);
+  assert.equal(replica.ready(), empty, "taken once");
 });

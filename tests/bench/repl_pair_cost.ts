@@ -8,7 +8,9 @@
  *
  *   bun tests/bench/repl_pair_cost.ts        deno run -A tests/bench/repl_pair_cost.ts
  *
- * Prints the median over ROUNDS rounds of the process's CPU (user + system) per a+r, after a
+ * Prints the median over ROUNDS rounds of the process's CPU (user + system) per a+r, and of the
+ * wall time inside the backup's peer route per a+r (its turn is synchronous: a sharper measure of
+ * the backup's side than the whole process's CPU under a shared machine's noise), after a
  * warm-up that fills the remembered answers of both sides. Run under `bun --cpu-prof-md` or
  * `deno run --cpu-prof` for a profile of the primary's replicate/commit path and the backup's
  * apply/ack path together. Every loop is bounded by its count.
@@ -41,6 +43,8 @@ const ports: ArbiterPorts = {
     throw new Error(`arbiter fail-stop: ${reason}`);
   },
 };
+/** Time inside the backup's peer route (its answer included), summed. */
+let backupMs = 0;
 const services = new Map<string, LockService>();
 const serviceOf = (id: string, peer: string) =>
   new LockService({
@@ -55,7 +59,14 @@ const serviceOf = (id: string, peer: string) =>
         const to = new URL(url).host;
         const text = encodePeerBody(body);
         if (to === "a1") return Promise.resolve(decodePeerBody(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
-        return new Promise((done) => answerPeer(services.get(to)!, settings, text, (answer) => done(decodePeerBody(answer))));
+        return new Promise((done) => {
+          // The backup's whole turn (parse, check, apply, ack, encode) is synchronous without a durable log.
+          const startMs = performance.now();
+          answerPeer(services.get(to)!, settings, text, (answer) => {
+            backupMs += performance.now() - startMs;
+            done(decodePeerBody(answer));
+          });
+        });
       },
     },
     timers: realTimers,
@@ -107,14 +118,17 @@ const cpuUs = () => {
 };
 await cycles(WARM_UP);
 const rounds: number[] = [];
+const backupRounds: number[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   const startUs = cpuUs();
+  backupMs = 0;
   await cycles(PER_ROUND);
   rounds.push((cpuUs() - startUs) / PER_ROUND);
+  backupRounds.push(backupMs * 1_000 / PER_ROUND);
 }
 const [pStatus, bStatus] = [p.replica.status(), b.replica.status()];
 if (bStatus.lastIndex < pStatus.commitIndex - 1) throw new Error(`backup behind: ${bStatus.lastIndex} < ${pStatus.commitIndex}`);
 p.stop();
 b.stop();
-process.stdout.write(`replicated pair in process: ${median(rounds).toFixed(1)} µs CPU per acquire+release (rounds: ${rounds.map((r) => r.toFixed(1)).join(", ")}; commit ${pStatus.commitIndex})\n`);
+process.stdout.write(`replicated pair in process: ${median(rounds).toFixed(1)} µs CPU per acquire+release (rounds: ${rounds.map((r) => r.toFixed(1)).join(", ")}; commit ${pStatus.commitIndex}); of it in the backup's peer route (wall): ${median(backupRounds).toFixed(2)} µs (${backupRounds.map((r) => r.toFixed(2)).join(", ")})\n`);
 process.exit(0);
