@@ -1,7 +1,7 @@
 /**
  * A replicated pair's CPU per acquire+release in process (issue 14, docs/bench.md "Replication cost",
- * "Eighth pass"): a primary and a backup LockService with an arbiter core, wired as lockPair
- * (tests/_fuzz_apps.ts) wires them but without its message recording, each peer message encoded,
+ * "Eighth pass"): a primary and a backup LockService with an arbiter core, made and wired as lockPair
+ * (tests/_fuzz_apps.ts `pairLockService`) makes them but without its message recording, each peer message encoded,
  * answered by the backup's real peer route (api_peer.ts `answerPeer`) and decoded as the stream
  * does; the primary's app driven by W1's requests (an enter and a leave with a requestId) on
  * `fetch` directly. What this leaves out is sockets, MACs and the HTTP server (repl_staircase.ts).
@@ -20,8 +20,9 @@ import { manualClock } from "../../cluster/clock.ts";
 import { answerArbiter, type ArbiterPorts } from "../../cluster/arbiter/server.ts";
 import { createLockApp } from "../../cluster/lock/api.ts";
 import { answerPeer } from "../../cluster/lock/api_peer.ts";
-import { LockService } from "../../cluster/lock/service.ts";
+import type { LockService } from "../../cluster/lock/service.ts";
 import { memoryLogger } from "../../cluster/log.ts";
+import { pairLockService } from "../_fuzz_apps.ts";
 import { decodePeerBody, encodePeerBody } from "../../cluster/peer_transport.ts";
 import { realTimers } from "../../cluster/timers.ts";
 import { ArbiterCore, type ArbiterState } from "../../lib/core/arbiter/arbiter.ts";
@@ -47,31 +48,18 @@ const ports: ArbiterPorts = {
 let backupMs = 0;
 const services = new Map<string, LockService>();
 const serviceOf = (id: string, peer: string) =>
-  new LockService({
-    settings,
-    clock,
-    log: memoryLogger(),
-    nodeId: id,
-    peer: { id: peer, url: `http://${peer}` },
-    arbiter: { id: "a1", url: "http://a1" },
-    transport: {
-      send(url, body) {
-        const to = new URL(url).host;
-        const text = encodePeerBody(body);
-        if (to === "a1") return Promise.resolve(decodePeerBody(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
-        return new Promise((done) => {
-          // The backup's whole turn (parse, check, apply, ack, encode) is synchronous without a durable log.
-          const startMs = performance.now();
-          answerPeer(services.get(to)!, settings, text, (answer) => {
-            backupMs += performance.now() - startMs;
-            done(decodePeerBody(answer));
-          });
-        });
-      },
-    },
-    timers: realTimers,
-    sessionIdPrefix: `${id}-`,
-    tokenFloor: 0,
+  pairLockService(id, peer, settings, clock, realTimers, (url, body) => {
+    const to = new URL(url).host;
+    const text = encodePeerBody(body);
+    if (to === "a1") return Promise.resolve(decodePeerBody(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
+    return new Promise((done) => {
+      // The backup's whole turn (parse, check, apply, ack, encode) is synchronous without a durable log.
+      const startMs = performance.now();
+      answerPeer(services.get(to)!, settings, text, (answer) => {
+        backupMs += performance.now() - startMs;
+        done(decodePeerBody(answer));
+      });
+    });
   });
 const [p, b] = [serviceOf("p1", "b1"), serviceOf("b1", "p1")];
 services.set("p1", p).set("b1", b);
