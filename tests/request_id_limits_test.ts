@@ -270,37 +270,3 @@ test("answer sizes: a restored answer is counted by its text, so a leave answer 
   assert.equal(restored.bytes, answerBytes("r1", known) + "r2".length + JSON.stringify(newer).length + (answerBytes("r1", known) - "r1".length - JSON.stringify(known).length));
   assert.ok(restored.bytes > 2 * answerBytes("r1", known) + 100);
 });
-
-test("answered ids: the machine remembers a leave's answer after its own lookup with a set and a delete only (rememberAbsent); rememberAbsent of an id already remembered fails the process", () => {
-  const limits = { answeredMax: 3, answeredBytesMax: 1_000_000 };
-  const machine = new LockMachine(new LockTable({ limits: DEFAULT_SETTINGS, sessionIdPrefix: "s-", tokenFloor: 0 }), limits);
-  let index = 0;
-  const apply = (command: LogEntry["command"], requestId?: string) => machine.apply({ index: ++index, epoch: 1, atMs: index, command, ...(requestId === undefined ? {} : { requestId }) });
-  const opened = apply({ type: "openSession", secretHash: SECRET_HASH, ttlMs: 60_000 }).result;
-  assert.ok(opened.ok && opened.type === "session");
-  const map = (machine as unknown as { answered: { answers: Map<string, unknown> } }).answered.answers;
-  const calls: string[] = [];
-  for (const method of ["get", "set", "delete", "has"] as const) {
-    const original = map[method].bind(map) as (...args: unknown[]) => unknown;
-    (map as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => (calls.push(method), original(...args));
-  }
-  const tokens: number[] = [];
-  for (let i = 0; i < 6; i++) {
-    const entered = apply({ type: "enter", name: `L${i}`, session: opened.session, secretHash: SECRET_HASH, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }).result;
-    assert.ok(entered.ok && entered.type === "granted");
-    tokens.push(entered.grant.token);
-    calls.length = 0;
-    const left = apply({ type: "leave", session: opened.session, name: `L${i}`, secretHash: SECRET_HASH, token: tokens[i] }, `r${i}`).result;
-    assert.ok(left.ok && left.type === "left");
-    // The memory holds 3: from the fourth leave on, each evicts the oldest.
-    assert.deepEqual(calls, i < 3 ? ["get", "set"] : ["get", "set", "delete"], `leave ${i}`);
-  }
-  calls.length = 0;
-  const retry = apply({ type: "leave", session: opened.session, name: "L5", secretHash: SECRET_HASH, token: tokens[5] }, "r5").result;
-  assert.deepEqual(calls, ["get"], "a retry is looked up once and remembers nothing");
-  assert.deepEqual(retry, machine.answerFor("r5"), "and keeps the first answer");
-  assert.deepEqual(machine.answeredEntries().map(([id]) => id), ["r3", "r4", "r5"]);
-  const answered = new AnsweredRequests(limits);
-  answered.rememberAbsent("x", { ok: true, type: "ticked" });
-  assert.throws(() => answered.rememberAbsent("x", { ok: true, type: "ticked" }), /remembered already/);
-});

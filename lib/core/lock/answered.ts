@@ -135,22 +135,9 @@ export class AnsweredRequests {
    */
   remember(requestId: string, answer: Answer, bytes: number = answerBytes(requestId, answer)): void {
     this.forget(requestId);
-    this.rememberAbsent(requestId, answer, bytes);
-  }
-
-  /**
-   * `remember` for an id `get` has just found absent, with no change to this memory since: one
-   * lookup of the 10,000-entry Map fewer per remembered answer (LockMachine.apply looks the id up
-   * first on both servers; docs/bench.md "Eighth pass"). An id that is present breaks the count
-   * and the eviction order, so it fails the process.
-   */
-  rememberAbsent(requestId: string, answer: Answer, bytes: number = answerBytes(requestId, answer)): void {
     if (bytes > this.limits.answeredBytesMax) return;
     const remembered: Remembered = { requestId, answer, bytes, live: true };
-    const size = this.answers.size;
     this.answers.set(requestId, remembered);
-    // A set that did not add an entry replaced a live one: that id was not absent.
-    assert(this.answers.size === size + 1, "rememberAbsent: the request id was remembered already");
     this.order.push(remembered);
     this.totalBytes += bytes;
     const { answeredMax, answeredBytesMax } = this.limits;

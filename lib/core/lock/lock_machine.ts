@@ -73,8 +73,7 @@ export class LockMachine {
     }
     const output = this.table.apply(entry.command, entry.atMs);
     if (entry.requestId !== undefined && REMEMBERED.has(entry.command.type)) {
-      // Found absent above, and the table's apply does not touch the memory.
-      this.answered.rememberAbsent(entry.requestId, output.result);
+      this.answered.remember(entry.requestId, output.result);
     }
     return output;
   }
