@@ -947,3 +947,33 @@ test("ready: a step with no outputs hands out one shared, frozen empty Ready (no
   assert.deepEqual(answered.answers.map((a) => [a.clientRef, a.answer.ok]), [[1, true]]);
   assert.equal(replica.ready(), empty, "taken once");
 });
+
+test("a request never reported back is counted failed after its limit on a later step, while another stays in flight: a held append is resent after replicationTimeoutMs / 3 and its change commits; a held renewal outlives it", () => {
+  const w = healthy();
+  const inFlight = () => (w.server("p") as unknown as { inFlight: Map<number, { kind: string }> }).inFlight;
+  // The next renewal and the next append wait in flight, never answered nor failed.
+  let heldRenew = false;
+  let heldAppend = false;
+  w.hold = ({ outbound }) => {
+    if (outbound.kind === "arbiter" && outbound.request.type === "renew" && !heldRenew) return heldRenew = true;
+    if (outbound.kind === "peer" && outbound.message.type === "append" && outbound.message.entries.length > 0 && !heldAppend) return heldAppend = true;
+    return false;
+  };
+  w.run(w.settings.leaseRenewMs);
+  assert.ok(heldRenew, "a renewal is held");
+  const sentAtMs = w.nowMs;
+  const ref = w.request("p", { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 });
+  assert.ok(heldAppend && !w.answers.has(ref), "the append is held, nothing answered");
+  const renewRef = w.held[0].outbound.ref;
+  assert.equal(inFlight().get(renewRef)?.kind, "renew");
+  const limitMs = w.settings.replicationTimeoutMs / 3;
+  for (let i = 0; i < 100 && !w.answers.has(ref); i++) w.run(w.settings.tickMs);
+  const answeredAfterMs = w.nowMs - sentAtMs;
+  assert.ok(answeredAfterMs > limitMs && answeredAfterMs <= limitMs + 2 * w.settings.tickMs, `answered ${answeredAfterMs} ms after the request (limit ${limitMs})`);
+  assert.equal(w.ok(ref).type, "session");
+  assert.equal(w.held.length, 2, "the held append and renewal were never reported back");
+  assert.ok(inFlight().has(renewRef), "the held renewal is still in flight (its limit is 2 × peerTimeoutMs)");
+  w.run(2 * w.settings.peerTimeoutMs);
+  assert.ok(!inFlight().has(renewRef), "the held renewal counted failed in the end");
+  assert.deepEqual(w.serving(), ["p"]);
+});
