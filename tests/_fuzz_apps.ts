@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { manualClock } from "../cluster/clock.ts";
+import { type Clock, manualClock } from "../cluster/clock.ts";
 import { soloLockService } from "./_lock_service.ts";
 import { ArbiterCore, type ArbiterState } from "../lib/core/arbiter/arbiter.ts";
 import { answerArbiter, type ArbiterPorts } from "../cluster/arbiter/server.ts";
@@ -21,7 +21,7 @@ import { PeerSigner } from "../cluster/peer_signer.ts";
 import { PeerVerifier } from "../cluster/peer_verifier.ts";
 import type { SecurityLog } from "../cluster/security_log.ts";
 import { decodePeerBody, encodePeerBody } from "../cluster/peer_transport.ts";
-import { LockService } from "../cluster/lock/service.ts";
+import { LockService, type PeerSender } from "../cluster/lock/service.ts";
 import { memoryLogger } from "../cluster/log.ts";
 import { realTimers, type Timers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
@@ -316,6 +316,22 @@ export interface Recorded {
  * `lockNode`; from then on nothing ticks, so the states only change by what a test sends.
  * `recorded` has every message sent (real appends, sync requests, claims and renewals).
  */
+/** One lock server of an in-process pair (`id` and `peer`: p1 and b1, arbiter a1) on `clock`, sending through `send`. */
+export function pairLockService(id: string, peer: string, settings: Settings, clock: Clock, timers: Timers, send: PeerSender["send"]): LockService {
+  return new LockService({
+    settings,
+    clock,
+    log: memoryLogger(),
+    nodeId: id,
+    peer: { id: peer, url: `http://${peer}` },
+    arbiter: { id: "a1", url: "http://a1" },
+    transport: { send },
+    timers,
+    sessionIdPrefix: `${id}-`,
+    tokenFloor: 0,
+  });
+}
+
 export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options: { peerAuth?: boolean; timers?: Timers } = {}) {
   const clock = manualClock(0);
   const arbiterLog = memoryLogger();
@@ -332,25 +348,12 @@ export async function lockPair(settings: Settings = FUZZ_LOCK_SETTINGS, options:
   const recorded: Recorded[] = [];
   const services = new Map<string, LockService>();
   const serviceOf = (id: string, peer: string) =>
-    new LockService({
-      settings,
-      clock,
-      log: memoryLogger(),
-      nodeId: id,
-      peer: { id: peer, url: `http://${peer}` },
-      arbiter: { id: "a1", url: "http://a1" },
-      transport: {
-        send(url, body) {
-          const to = new URL(url).host as Recorded["to"];
-          recorded.push({ from: id, to, message: structuredClone(body) as Record<string, unknown> });
-          const text = encodePeerBody(body);
-          if (to === "a1") return Promise.resolve(decodePeerBody(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
-          return new Promise((done) => answerPeer(services.get(to)!, settings, text, (answer) => done(decodePeerBody(answer))));
-        },
-      },
-      timers: options.timers ?? realTimers,
-      sessionIdPrefix: `${id}-`,
-      tokenFloor: 0,
+    pairLockService(id, peer, settings, clock, options.timers ?? realTimers, (url, body) => {
+      const to = new URL(url).host as Recorded["to"];
+      recorded.push({ from: id, to, message: structuredClone(body) as Record<string, unknown> });
+      const text = encodePeerBody(body);
+      if (to === "a1") return Promise.resolve(decodePeerBody(answerArbiter(core, text, ports, settings.bodyBytesMax).body));
+      return new Promise((done) => answerPeer(services.get(to)!, settings, text, (answer) => done(decodePeerBody(answer))));
     });
   const [p, b] = [serviceOf("p1", "b1"), serviceOf("b1", "p1")];
   services.set("p1", p).set("b1", b);

@@ -6,7 +6,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recoverRecord } from "../lib/core/arbiter/recover.ts";
-import type { Command } from "../lib/core/lock/lock_table.ts";
+import { type Command, LockTable } from "../lib/core/lock/lock_table.ts";
+import { LockReplica } from "../lib/core/lock/lock_replica.ts";
 import type { RestoredCopy } from "../lib/core/lock/durable_copy.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../lib/settings.ts";
 import { enter, healthy, openSession, type Packet, World } from "./_lock_world.ts";
@@ -923,4 +924,56 @@ test("durable: every process restarted, the backup keeps its restored copy and n
   assert.equal(w.arbiter.current.backupCopyLost, false);
   assert.equal(w.server("b").machine!.table.grantsFrom, 0, "a takeover, no grace");
   assert.ok(w.ok(w.request("b", { type: "keepAlive", secretHash: SECRET_HASH, session })));
+});
+
+test("ready: a step with no outputs hands out one shared, frozen empty Ready (no allocation, and a driver cannot write into the core's outputs); the next step's outputs still come out", () => {
+  const replica = new LockReplica({
+    nodeId: "s",
+    peerId: null,
+    arbiterId: null,
+    settings: DEFAULT_SETTINGS,
+    newTable: ({ epoch, tokenFloor }) => new LockTable({ limits: DEFAULT_SETTINGS, sessionIdPrefix: `s-${epoch}-`, tokenFloor }),
+    tokenFloor: 0,
+  }, 0);
+  assert.ok(replica.ready().events.length > 0, "the standalone start's role change is an output");
+  const empty = replica.ready();
+  assert.deepEqual([empty.send, empty.answers, empty.effects, empty.events, empty.persist].map((list) => list.length), [0, 0, 0, 0, 0]);
+  assert.equal(replica.ready(), empty, "the same object for every empty step");
+  assert.ok(Object.isFrozen(empty) && [empty.send, empty.answers, empty.effects, empty.events, empty.persist].every(Object.isFrozen));
+  assert.throws(() => empty.answers.push({ clientRef: 9, answer: { ok: true, result: { ok: true, type: "ticked" } } }), TypeError);
+  replica.clientRequest(1, { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 }, undefined, 1);
+  const answered = replica.ready();
+  assert.notEqual(answered, empty);
+  assert.deepEqual(answered.answers.map((a) => [a.clientRef, a.answer.ok]), [[1, true]]);
+  assert.equal(replica.ready(), empty, "taken once");
+});
+
+test("a request never reported back is counted failed after its limit on a later step, while another stays in flight: a held append is resent after replicationTimeoutMs / 3 and its change commits; a held renewal outlives it", () => {
+  const w = healthy();
+  const inFlight = () => (w.server("p") as unknown as { inFlight: Map<number, { kind: string }> }).inFlight;
+  // The next renewal and the next append wait in flight, never answered nor failed.
+  let heldRenew = false;
+  let heldAppend = false;
+  w.hold = ({ outbound }) => {
+    if (outbound.kind === "arbiter" && outbound.request.type === "renew" && !heldRenew) return heldRenew = true;
+    if (outbound.kind === "peer" && outbound.message.type === "append" && outbound.message.entries.length > 0 && !heldAppend) return heldAppend = true;
+    return false;
+  };
+  w.run(w.settings.leaseRenewMs);
+  assert.ok(heldRenew, "a renewal is held");
+  const sentAtMs = w.nowMs;
+  const ref = w.request("p", { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 });
+  assert.ok(heldAppend && !w.answers.has(ref), "the append is held, nothing answered");
+  const renewRef = w.held[0].outbound.ref;
+  assert.equal(inFlight().get(renewRef)?.kind, "renew");
+  const limitMs = w.settings.replicationTimeoutMs / 3;
+  for (let i = 0; i < 100 && !w.answers.has(ref); i++) w.run(w.settings.tickMs);
+  const answeredAfterMs = w.nowMs - sentAtMs;
+  assert.ok(answeredAfterMs > limitMs && answeredAfterMs <= limitMs + 2 * w.settings.tickMs, `answered ${answeredAfterMs} ms after the request (limit ${limitMs})`);
+  assert.equal(w.ok(ref).type, "session");
+  assert.equal(w.held.length, 2, "the held append and renewal were never reported back");
+  assert.ok(inFlight().has(renewRef), "the held renewal is still in flight (its limit is 2 × peerTimeoutMs)");
+  w.run(2 * w.settings.peerTimeoutMs);
+  assert.ok(!inFlight().has(renewRef), "the held renewal counted failed in the end");
+  assert.deepEqual(w.serving(), ["p"]);
 });
