@@ -576,7 +576,7 @@ test("bug: the API takes a leave by the holder's session whatever its token → 
 });
 
 /**
- * The closing note of issue 16: a primary whose lease lapsed for a moment answers "not primary"
+ * The closing note of stop 25: a primary whose lease lapsed for a moment answers "not primary"
  * naming itself, and the client moved to the other server at once, a paused one too, where a
  * keepalive lost a whole period. Pauses of fp, fb and fa at a high rate and nothing else: a
  * primary resumes with its lease lapsed until its renewal is answered while the backup is paused.

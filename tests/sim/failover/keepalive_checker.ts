@@ -4,7 +4,7 @@
  * keepalive refused so must reach that server again while it serves, within the client's retry
  * delay for such an answer (lib/client/failover.ts `selfRetryMs`) plus one delivery: it must not
  * leave for the other server, which may be paused, and lose a whole keepalive period there
- * (the defect of the closing note of issue 16; `sim_bugs_test.ts` injects it back).
+ * (the defect of the closing note of stop 25; `sim_bugs_test.ts` injects it back).
  *
  * Judged only where the bound is exact: the refused try was the first of its kind (not itself
  * the retry, after which the client moves on by design: a cut-off primary keeps naming itself),
