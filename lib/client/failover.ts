@@ -88,8 +88,8 @@ export class Failover implements WatchHost {
    * Sends one request; on a connection failure or a "not primary" answer it moves to the hinted
    * or the next server and tries again, until failoverTimeoutMs has passed and every server was
    * asked once. A "not primary" naming the server itself is asked again once first (selfRetryMs),
-   * also past the window: a request may end up to SELF_RETRY_MAX_MS and a retry past it for each
-   * server still asked then (two servers: at most two). Every try sends
+   * also past the window: each try answered after it (the one running when it ends, and the rest
+   * of that round) may add up to SELF_RETRY_MAX_MS and one retry (two servers: at most two each). Every try sends
    * the same `body` (so the same idempotency key) and gives up after `attemptTimeoutMs`
    * (requestTimeoutMs plus `extraTimeoutMs` by default).
    */
