@@ -10,10 +10,12 @@
  *
  * Loops bounded by duration and MAX_OPS; servers stopped by PID, strace by its own PID.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
-import { loadavg } from "node:os";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { eventually, removeDir } from "../_harness.ts";
 import { makeClient } from "./lib/clients.ts";
 import { currentRuntime, removeServerDirs, startServer, type Topology } from "./lib/server.ts";
 
@@ -24,6 +26,17 @@ const warmupMs = Number(flags.warmup ?? 2) * 1_000;
 if (!(durationMs >= 1_000 && durationMs <= 60_000) || !(warmupMs >= 0 && warmupMs <= 60_000)) throw new Error("--duration must be 1..60 s, --warmup 0..60 s");
 const MAX_OPS = 2_000_000;
 const TICK_US = 1e6 / 100; // USER_HZ
+
+/** Whether every thread of `pid` is traced by `tracerPid` (strace -f has attached to all of them). */
+function tracedBy(pid: number, tracerPid: number): boolean {
+  return readdirSync(`/proc/${pid}/task`).every((tid) => {
+    try {
+      return new RegExp(`^TracerPid:\\s+${tracerPid}$`, "m").test(readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8"));
+    } catch {
+      return true; // the thread ended
+    }
+  });
+}
 
 /** utime+stime ticks of every thread of `pid`, by thread name (threads of one name summed). */
 function threadTicks(pid: number): Map<string, number> {
@@ -74,17 +87,24 @@ try {
   });
   console.log(`  all      ${total.toFixed(1).padStart(6)} µs/a+r`);
   if (flags.strace) {
-    const tracers = server.pids.map((pid, i) => spawn("strace", ["-f", "-c", "-o", `/tmp/rg17/strace-${names[i]}.txt`, "-p", String(pid)], { stdio: "ignore" }));
-    await new Promise((r) => setTimeout(r, 500)); // attach
-    const traced = await loop(durationMs);
-    for (const t of tracers) t.kill("SIGINT");
-    await Promise.all(tracers.map((t) => new Promise((r) => t.once("exit", r))));
-    console.log(`  strace: ${traced} a+r traced; calls per a+r:`);
-    names.forEach((name) => {
-      const lines = readFileSync(`/tmp/rg17/strace-${name}.txt`, "utf8").split("\n").filter((l) => /^\s*[0-9.]+\s+[0-9.]+\s+[0-9]+\s+[0-9]+/.test(l));
-      const calls = lines.map((l) => l.trim().split(/\s+/)).map((f) => [f[f.length - 1], Number(f[3]), Number(f.length > 5 ? f[4] : 0)] as const).filter(([, n]) => n / traced >= 0.05);
-      console.log(`  ${name.padEnd(8)} ${calls.map(([c, n, e]) => `${c} ${(n / traced).toFixed(2)}${e ? ` (${e} err)` : ""}`).join(", ")}`);
-    });
+    const straceDir = mkdtempSync(join(tmpdir(), "mutexd-repl-probe-"));
+    const tracers = server.pids.map((pid, i) => spawn("strace", ["-f", "-c", "-o", join(straceDir, `strace-${names[i]}.txt`), "-p", String(pid)], { stdio: "ignore" }));
+    try {
+      // Counted from the moment strace has attached to every thread, not after a guessed wait.
+      await eventually("strace attached to every thread of the servers", () => server.pids.every((pid, i) => tracers[i].exitCode === null && tracedBy(pid, tracers[i].pid!)), 10_000);
+      const traced = await loop(durationMs);
+      for (const t of tracers) t.kill("SIGINT");
+      await Promise.all(tracers.map((t) => t.exitCode !== null ? undefined : new Promise((r) => t.once("exit", r))));
+      console.log(`  strace: ${traced} a+r traced; calls per a+r:`);
+      names.forEach((name) => {
+        const lines = readFileSync(join(straceDir, `strace-${name}.txt`), "utf8").split("\n").filter((l) => /^\s*[0-9.]+\s+[0-9.]+\s+[0-9]+\s+[0-9]+/.test(l));
+        const calls = lines.map((l) => l.trim().split(/\s+/)).map((f) => [f[f.length - 1], Number(f[3]), Number(f.length > 5 ? f[4] : 0)] as const).filter(([, n]) => n / traced >= 0.05);
+        console.log(`  ${name.padEnd(8)} ${calls.map(([c, n, e]) => `${c} ${(n / traced).toFixed(2)}${e ? ` (${e} err)` : ""}`).join(", ")}`);
+      });
+    } finally {
+      for (const t of tracers) if (t.exitCode === null) t.kill("SIGINT");
+      removeDir(straceDir);
+    }
   }
   await session.close();
   client.close();
