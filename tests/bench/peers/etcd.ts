@@ -13,6 +13,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { BenchClient, BenchSession, EnterAnswer } from "../lib/clients.ts";
+import { sleep } from "../lib/workload.ts";
 
 const b64 = (text: string) => Buffer.from(text).toString("base64");
 const unb64 = (text: string) => Buffer.from(text, "base64").toString();
@@ -20,6 +21,10 @@ const unb64 = (text: string) => Buffer.from(text, "base64").toString();
 const prefixEnd = (prefix: string) => prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 /** Predecessors waited for in one acquire at most (each one is a read and a watch). */
 const MAX_PREDECESSORS = 10_000;
+/** Tries of one request at most, when a try has less time than the request (F1). */
+const MAX_TRIES = 1_000;
+/** The pause before a request's next try. */
+const RETRY_MS = 10;
 
 interface Kv {
   key: string;
@@ -47,25 +52,46 @@ let clients = 0;
 
 export class EtcdLockClient implements BenchClient {
   readonly kind = "etcd";
-  /** The member requests go to; moves to the next one after a failed request (F1's failover). */
+  /** The member requests go to; moves to the next one after a failed try (F1's failover). */
   private at = clients++;
-  /** `bases`: the members' client URLs; `requestTimeoutMs` bounds every request but a watch. */
-  constructor(private readonly bases: string[], private readonly requestTimeoutMs = 10_000) {}
+  /**
+   * `bases`: the members' client URLs; `requestTimeoutMs` bounds every request but a watch;
+   * `tryTimeoutMs` (≤ requestTimeoutMs) each try of one. A try that gets no answer (refused, or
+   * timed out) is sent again to the next member until the request's time is up; an answer that
+   * is an error is not. A try needs a bound of its own because etcd never answers some requests
+   * after its leader dies: a follower that has not yet noticed forwards the proposal to the dead
+   * leader, where it is lost, and answers 503 only at its own request timeout (5 s + 2 × the
+   * election timeout = 7 s with the defaults). Every request of this recipe may be sent twice:
+   * the lock's Txn puts my key only if it has no create revision, a delete or a keepalive again
+   * changes nothing, a second lease is left to expire.
+   */
+  constructor(private readonly bases: string[], private readonly requestTimeoutMs = 10_000, private readonly tryTimeoutMs = requestTimeoutMs) {}
 
   private get base(): string {
     return this.bases[this.at % this.bases.length];
   }
 
   async post<T = Record<string, unknown>>(path: string, body: unknown): Promise<T> {
-    const base = this.base;
-    try {
-      const response = await fetch(`${base}${path}`, { method: "POST", body: JSON.stringify(body), signal: AbortSignal.timeout(this.requestTimeoutMs) });
-      const text = await response.text();
-      if (!response.ok) throw new Error(`etcd ${path}: ${response.status} ${text.slice(0, 200)}`);
-      return JSON.parse(text) as T;
-    } catch (error) {
-      if (this.base === base) this.at++;
-      throw error;
+    const deadline = performance.now() + this.requestTimeoutMs;
+    for (let tries = 1; ; tries++) {
+      const base = this.base;
+      let answer: { ok: boolean; status: number; text: string };
+      try {
+        const timeoutMs = Math.max(1, Math.min(this.tryTimeoutMs, deadline - performance.now()));
+        const response = await fetch(`${base}${path}`, { method: "POST", body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) });
+        answer = { ok: response.ok, status: response.status, text: await response.text() };
+      } catch (error) {
+        if (this.base === base) this.at++;
+        // No answer: the next member, while the request has time (never when a try is the whole request).
+        if (this.tryTimeoutMs >= this.requestTimeoutMs || tries >= MAX_TRIES || deadline - performance.now() <= RETRY_MS) throw error;
+        await sleep(RETRY_MS);
+        continue;
+      }
+      if (!answer.ok) {
+        if (this.base === base) this.at++;
+        throw new Error(`etcd ${path}: ${answer.status} ${answer.text.slice(0, 200)}`);
+      }
+      return JSON.parse(answer.text) as T;
     }
   }
 

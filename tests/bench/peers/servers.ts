@@ -45,6 +45,13 @@ export interface Peer {
 }
 
 const START_TIMEOUT_MS = 30_000;
+/**
+ * How long F1's etcd client waits for one try of a request before it sends it to the next member:
+ * etcd's heartbeat interval (100 ms by default), the period in which a live leader is heard from;
+ * a write on a healthy cluster is answered in a few ms (W1's p50: 2 ms). It was 1 s, which made
+ * etcd's F1 its election (0.9–1.4 s) rounded up to whole seconds (docs/bench.md, "etcd's F1").
+ */
+export const ETCD_F1_TRY_MS = 100;
 const ZK_CLASSPATH = "/usr/share/java/zookeeper.jar:/etc/zookeeper/conf_example";
 
 /**
@@ -179,8 +186,9 @@ export const PEERS: Record<PeerId, Peer> = {
         throw new Error("etcd: no member says it leads");
       });
     },
-    // A request that hangs (a member in an election) moves on to the next member after 1 s.
-    clusterClient: (cluster) => new EtcdLockClient(cluster.urls, 1_000),
+    // A try that hangs (a proposal lost with the dead leader) is sent to the next member after
+    // ETCD_F1_TRY_MS; each request still has 10 s in all (etcd.ts, "tryTimeoutMs").
+    clusterClient: (cluster) => new EtcdLockClient(cluster.urls, 10_000, ETCD_F1_TRY_MS),
     version: () => versionOf("etcd", ["--version"], /etcd Version: (\S+)/),
   },
   redis: {

@@ -1,0 +1,91 @@
+/**
+ * Traces one etcd F1 kill, request by request (a diagnosis, not part of `make bench-peers`):
+ * three members as F1 starts them, a client holding a lock as F1's, `kill -9` of the leader, then
+ * F1's probe loop, with every request of the client logged (member, path, outcome, when it ended
+ * and how long it took, in ms from the kill) and, beside it, each survivor's
+ * `/v3/maintenance/status` asked every 20 ms (when it first names a leader, and which).
+ *   bun tests/bench/peers/etcd_f1_trace.ts [--kills 3] [--try-ms N] [--request-ms 10000]
+ * --try-ms bounds each try of a request (default: F1's client, ETCD_F1_TRY_MS); --try-ms equal to
+ * --request-ms is one try per request (10000: a client with no deadline of its own, as etcd's Go
+ * client without a context deadline; 1000 each was F1's client before).
+ */
+import { parseArgs } from "node:util";
+import process from "node:process";
+import { signal } from "../lib/server.ts";
+import { now, sleep } from "../lib/workload.ts";
+import { ETCD_F1_TRY_MS, PEERS } from "./servers.ts";
+import { EtcdLockClient } from "./etcd.ts";
+
+const { values: flags } = parseArgs({ args: process.argv.slice(2), options: { kills: { type: "string" }, "try-ms": { type: "string" }, "request-ms": { type: "string" } } });
+const kills = Number(flags.kills ?? 3);
+const requestMs = Number(flags["request-ms"] ?? 10_000);
+const tryMs = Number(flags["try-ms"] ?? ETCD_F1_TRY_MS);
+if (!(kills >= 1 && kills <= 20) || !(requestMs >= 10 && requestMs <= 10_000) || !(tryMs >= 10 && tryMs <= requestMs)) {
+  throw new Error("--kills 1..20, --request-ms 10..10000, --try-ms 10..request-ms");
+}
+const PROBE_LIMIT_MS = 10_000;
+const STATUS_EVERY_MS = 20;
+
+const realFetch = globalThis.fetch;
+let killedAt = Infinity;
+const port = (url: string) => new URL(url).port;
+/** The client's requests after the kill, logged as they end. */
+globalThis.fetch = (async (input: string | URL | Request, init?: RequestInit) => {
+  const url = String(input);
+  const started = now();
+  const since = () => (now() - killedAt).toFixed(0).padStart(5);
+  try {
+    const response = await realFetch(input, init);
+    if (started >= killedAt - 1) console.log(`${since()} ms  :${port(url)} ${new URL(url).pathname} → ${response.status} after ${(now() - started).toFixed(0)} ms`);
+    return response;
+  } catch (error) {
+    if (started >= killedAt - 1) console.log(`${since()} ms  :${port(url)} ${new URL(url).pathname} → ${(error as Error).name}: ${(error as Error).message.slice(0, 80)} after ${(now() - started).toFixed(0)} ms`);
+    throw error;
+  }
+}) as typeof fetch;
+
+const peer = PEERS.etcd;
+for (let k = 0; k < kills; k++) {
+  const cluster = await peer.startCluster!();
+  try {
+    const client = new EtcdLockClient(cluster.urls, requestMs, tryMs);
+    const session = await client.openSession(10_000);
+    const held = await client.enter("f1-held", session, 5_000);
+    await sleep(300 + (k * 37) % 100);
+    const leader = await cluster.leaderPid();
+    const statusOf = (url: string) =>
+      realFetch(`${url}/v3/maintenance/status`, { method: "POST", body: "{}", signal: AbortSignal.timeout(500) }).then((r) => r.json()).catch(() => undefined);
+    const oldLeader = (await statusOf(cluster.urls[cluster.pids.indexOf(leader)]))?.leader;
+    const survivors = cluster.urls.filter((_, i) => cluster.pids[i] !== leader);
+    console.log(`kill ${k}: members ${cluster.urls.map(port).join(", ")}; leader :${port(cluster.urls[cluster.pids.indexOf(leader)])}; held token ${held.granted ? held.token : "-"}`);
+    killedAt = now();
+    signal(leader, "SIGKILL");
+    // Each survivor's view of the leader, asked on the side (not logged as the client's).
+    let watching = true;
+    const seen = survivors.map(async (url) => {
+      while (watching && now() - killedAt < PROBE_LIMIT_MS) {
+        const status = await statusOf(url);
+        if (status?.leader && status.leader !== "0" && status.leader !== oldLeader) {
+          console.log(`${(now() - killedAt).toFixed(0).padStart(5)} ms  [status] :${port(url)} names leader ${status.leader}, term ${status.raftTerm}`);
+          return;
+        }
+        await sleep(STATUS_EVERY_MS);
+      }
+    });
+    let granted = false;
+    while (!granted && now() - killedAt < PROBE_LIMIT_MS) {
+      granted = (await client.enter(`f1-probe-${k}`, session, 0).catch(async () => {
+        await sleep(10);
+        return { granted: false };
+      })).granted;
+    }
+    console.log(`${(now() - killedAt).toFixed(0).padStart(5)} ms  probe ${granted ? "granted" : "not granted"}`);
+    watching = false;
+    await Promise.all(seen);
+    killedAt = Infinity;
+    await session.close().catch(() => {});
+  } finally {
+    await cluster.stop(500);
+  }
+}
+process.exit(0);
