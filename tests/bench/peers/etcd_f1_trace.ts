@@ -37,7 +37,8 @@ globalThis.fetch = (async (input: string | URL | Request, init?: RequestInit) =>
   const since = () => (now() - killedAt).toFixed(0).padStart(5);
   try {
     const response = await realFetch(input, init);
-    if (started >= killedAt - 1) console.log(`${since()} ms  :${port(url)} ${new URL(url).pathname} → ${response.status} after ${(now() - started).toFixed(0)} ms`);
+    const said = response.ok ? "" : ` ${(await response.clone().text()).slice(0, 160)}`;
+    if (started >= killedAt - 1) console.log(`${since()} ms  :${port(url)} ${new URL(url).pathname} → ${response.status}${said} after ${(now() - started).toFixed(0)} ms`);
     return response;
   } catch (error) {
     if (started >= killedAt - 1) console.log(`${since()} ms  :${port(url)} ${new URL(url).pathname} → ${(error as Error).name}: ${(error as Error).message.slice(0, 80)} after ${(now() - started).toFixed(0)} ms`);
