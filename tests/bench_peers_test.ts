@@ -4,7 +4,8 @@
  * replicated mutexd ÷ each other system; a skipped peer gets no column but a line saying why;
  * the safety row sums every round; the SVG has one bar per system and workload, scaled per
  * panel, with the values written, and escapes text; the Redis adapter's RESP codec reads every
- * reply type and never mistakes a partial reply for a whole one.
+ * reply type and never mistakes a partial reply for a whole one; the etcd adapter sends a try that
+ * got no answer to the next member (F1: a write lost with a dead leader), and only then.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -12,6 +13,9 @@ import { cellValue, peersMarkdown, peersSvg, peersTable, ratioText, ROWS, type P
 import { markdown } from "./bench/lib/stats.ts";
 import { encodeResp, parseResp } from "./bench/peers/redis.ts";
 import { Buffer } from "node:buffer";
+import { createServer, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { EtcdLockClient } from "./bench/peers/etcd.ts";
 
 const w1 = (rate: number, serverUsPerOp: number) => ({ rate, "cycle.p50": 1000 / rate, serverUsPerOp, clientUsPerOp: 50 });
 const w3 = (handoffsPerS: number, jain: number) => ({ handoffsPerS, grantsPerS: handoffsPerS, "wait.p50": 5, jain, checked: 1000, overlaps: 0, duplicates: 0 });
@@ -125,4 +129,51 @@ test("RESP: encodes commands; parses every reply type, also split across reads",
   for (let cut = 1; cut < bulk.length; cut++) assert.equal(parseResp(bulk.subarray(0, cut), 0), undefined, `cut at ${cut}`);
   assert.deepEqual(parseResp(bulk, 0), { value: ["hello", 7], next: bulk.length });
   assert.throws(() => parseResp(Buffer.from("?x\r\n"), 0), /out of step/);
+});
+
+/** A stand-in etcd member on loopback: "hang" never answers (a write lost with a dead leader), "error" answers 503, "ok" a range. */
+async function fakeMember(kind: "hang" | "error" | "ok") {
+  const held: ServerResponse[] = [];
+  let requests = 0;
+  const server = createServer((req, res) => {
+    requests++;
+    req.resume();
+    if (kind === "hang") held.push(res);
+    else if (kind === "error") res.writeHead(503).end('{"error":"etcdserver: request timed out"}');
+    else res.writeHead(200, { "content-type": "application/json" }).end('{"header":{"revision":"7"},"kvs":[]}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests: () => requests,
+    async close() {
+      for (const res of held) res.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+test("etcd adapter: a try with no answer goes to the next member within the request's time; an error answer does not", async () => {
+  const hang = await fakeMember("hang");
+  const error = await fakeMember("error");
+  const ok = await fakeMember("ok");
+  try {
+    // F1's client: 100 ms tries in a 2 s request, starting at the member that never answers.
+    const answer = await new EtcdLockClient([hang.url, ok.url], 2_000, 100, 0).post<{ header: { revision: string } }>("/v3/kv/range", {});
+    assert.equal(answer.header.revision, "7");
+    assert.equal(hang.requests(), 1);
+    assert.equal(ok.requests(), 1);
+    // One try is the whole request (W1–W3): no answer is an error, and the next request goes to the next member.
+    const whole = new EtcdLockClient([hang.url, ok.url], 200, 200, 0);
+    await assert.rejects(whole.post("/v3/kv/range", {}));
+    assert.equal(ok.requests(), 1);
+    await whole.post("/v3/kv/range", {});
+    assert.equal(ok.requests(), 2);
+    // An answer that is an error is the request's answer: not sent again.
+    await assert.rejects(new EtcdLockClient([error.url, ok.url], 2_000, 100, 0).post("/v3/kv/range", {}), /503/);
+    assert.equal(error.requests(), 1);
+    assert.equal(ok.requests(), 2);
+  } finally {
+    await Promise.all([hang.close(), error.close(), ok.close()]);
+  }
 });

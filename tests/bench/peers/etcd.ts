@@ -52,10 +52,9 @@ let clients = 0;
 
 export class EtcdLockClient implements BenchClient {
   readonly kind = "etcd";
-  /** The member requests go to; moves to the next one after a failed try (F1's failover). */
-  private at = clients++;
   /**
-   * `bases`: the members' client URLs; `requestTimeoutMs` bounds every request but a watch;
+   * `bases`: the members' client URLs; `at`: the member requests go to, first the next one for each
+   * client, then the next after a failed try (F1's failover); `requestTimeoutMs` bounds every request but a watch;
    * `tryTimeoutMs` (≤ requestTimeoutMs) each try of one. A try that gets no answer (refused, or
    * timed out) is sent again to the next member until the request's time is up; an answer that
    * is an error is not. A try needs a bound of its own because etcd never answers some requests
@@ -65,7 +64,12 @@ export class EtcdLockClient implements BenchClient {
    * the lock's Txn puts my key only if it has no create revision, a delete or a keepalive again
    * changes nothing, a second lease is left to expire.
    */
-  constructor(private readonly bases: string[], private readonly requestTimeoutMs = 10_000, private readonly tryTimeoutMs = requestTimeoutMs) {}
+  constructor(
+    private readonly bases: string[],
+    private readonly requestTimeoutMs = 10_000,
+    private readonly tryTimeoutMs = requestTimeoutMs,
+    private at = clients++,
+  ) {}
 
   private get base(): string {
     return this.bases[this.at % this.bases.length];
