@@ -163,11 +163,16 @@ test("etcd adapter: a try with no answer goes to the next member within the requ
     assert.equal(answer.header.revision, "7");
     assert.equal(hang.requests(), 1);
     assert.equal(ok.requests(), 1);
-    // One try is the whole request (W1–W3): no answer is an error, and the next request goes to the next member.
+    // One try is the whole request (W1–W3): no answer, or a refused connection, is an error, and
+    // the next request goes to the next member.
     const whole = new EtcdLockClient([hang.url, ok.url], 200, 200, 0);
     await assert.rejects(whole.post("/v3/kv/range", {}));
     assert.equal(ok.requests(), 1);
     await whole.post("/v3/kv/range", {});
+    assert.equal(ok.requests(), 2);
+    const gone = await fakeMember("ok");
+    await gone.close();
+    await assert.rejects(new EtcdLockClient([gone.url, ok.url], 2_000, 2_000, 0).post("/v3/kv/range", {}));
     assert.equal(ok.requests(), 2);
     // An answer that is an error is the request's answer: not sent again.
     await assert.rejects(new EtcdLockClient([error.url, ok.url], 2_000, 100, 0).post("/v3/kv/range", {}), /503/);
