@@ -264,7 +264,8 @@ export function jsonResponder(headers: Readonly<Record<string, string>>): (body:
   const preset = Response.json(null).headers;
   const entries = Object.entries(headers).filter(([name, value]) => preset.get(name) !== value);
   return (body, status) => {
-    const response = Response.json(body, { status });
+    // A 200 (an acquire's and a release's answer) without an init: no ResponseInit to convert.
+    const response = status === 200 ? Response.json(body) : Response.json(body, { status });
     for (const [name, value] of entries) response.headers.set(name, value);
     return response;
   };

@@ -106,10 +106,12 @@ test("the fast path answers every request as Hono's route does: grants, releases
 
 test("jsonResponder: every answer carries exactly the headers asked for, a content type Response.json would set otherwise too, and the body's JSON with the status", async () => {
   for (const contentType of ["application/json", "application/json; charset=UTF-8"]) {
-    const answer = jsonResponder({ "content-type": contentType, "x-one": "1", "x-two": "b" })({ a: "é", n: 1 }, 409);
-    assert.equal(answer.status, 409);
-    assert.deepEqual([...answer.headers].sort(), [["content-type", contentType], ["x-one", "1"], ["x-two", "b"]]);
-    assert.equal(await answer.text(), JSON.stringify({ a: "é", n: 1 }));
+    for (const status of [200, 201, 409]) {
+      const answer = jsonResponder({ "content-type": contentType, "x-one": "1", "x-two": "b" })({ a: "é", n: 1 }, status);
+      assert.equal(answer.status, status);
+      assert.deepEqual([...answer.headers].sort(), [["content-type", contentType], ["x-one", "1"], ["x-two", "b"]]);
+      assert.equal(await answer.text(), JSON.stringify({ a: "é", n: 1 }));
+    }
   }
 });
 

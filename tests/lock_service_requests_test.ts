@@ -12,6 +12,13 @@ import type { ClientAnswer } from "../lib/core/lock/lock_replica.ts";
 import type { Command } from "../lib/core/lock/lock_table.ts";
 import type { LockService } from "../cluster/lock/service.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
+import { manualClock } from "../cluster/clock.ts";
+import { LockService as Service } from "../cluster/lock/service.ts";
+import { LockMetrics } from "../cluster/lock/metrics.ts";
+import { memoryLogger } from "../cluster/log.ts";
+import { NodeMetrics } from "../cluster/metrics.ts";
+import { SecurityLog } from "../cluster/security_log.ts";
+import { realTimers } from "../cluster/timers.ts";
 import { lockPair } from "./_fuzz_apps.ts";
 import { soloLockService } from "./_lock_service.ts";
 import { SECRET_HASH } from "./_session.ts";
@@ -109,5 +116,50 @@ test("a refusal decided before stop() and answered after it (stop called from an
     assert.equal(answers[1].answer.ok === false && answers[1].answer.code, "not_primary");
   } finally {
     pair.stop();
+  }
+});
+
+test("a lone primary reads the clock once per request (an enter's ask and its step share one reading) and its metrics time a hold from the grant's step to the release's", async () => {
+  const clock = manualClock(1_000);
+  let reads = 0;
+  const counted = { nowMs: () => (reads++, clock.nowMs()) };
+  const log = memoryLogger();
+  const security = new SecurityLog(clock, log, 1_000);
+  const node = new NodeMetrics({ nodeId: "p1", clock, log, security, loopStall: () => ({ loopStallMaxMs: 0, loopStallRecentMaxMs: 0 }), leaseSafetyMs: 100 });
+  const service = new Service({
+    settings: DEFAULT_SETTINGS,
+    clock: counted,
+    log,
+    nodeId: "p1",
+    peer: null,
+    arbiter: null,
+    transport: { send: () => Promise.reject(new Error("no peers in this test")) },
+    timers: realTimers,
+    sessionIdPrefix: "t-",
+    tokenFloor: 0,
+    metrics: new LockMetrics(node, counted, () => ({ sessionCount: 1, lockCount: 0, epoch: 1, lagEntries: null })),
+  });
+  try {
+    let opened: ClientAnswer | undefined;
+    service.submitThen(OPEN, undefined, (answer) => (opened = answer));
+    const session = sessionOf(opened);
+    for (let round = 0; round < 3; round++) {
+      reads = 0;
+      let granted: ClientAnswer | undefined;
+      service.enterThen({ type: "enter", name: "L", session, secretHash: SECRET_HASH, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, (answer) => (granted = answer));
+      assert.ok(granted?.ok && granted.result.type === "granted", JSON.stringify(granted));
+      clock.advance(250);
+      let left: ClientAnswer | undefined;
+      service.submitThen({ type: "leave", name: "L", session, secretHash: SECRET_HASH, token: granted.result.grant.token }, `leave-${round}`, (answer) => (left = answer));
+      assert.ok(left?.ok && left.result.type === "left", JSON.stringify(left));
+      // The enter's and the leave's; the grant's and the release's metrics take their steps' (was 5).
+      assert.equal(reads, 2, `clock reads for acquire+release ${round}`);
+    }
+    const text = await node.text();
+    const sample = (line: string) => Number(text.split("\n").find((l) => l.startsWith(line + " "))?.split(" ")[1]);
+    assert.equal(sample('mutexd_lock_hold_seconds_count{node="p1",lock="L"}'), 3, text);
+    assert.ok(Math.abs(sample('mutexd_lock_hold_seconds_sum{node="p1",lock="L"}') - 0.75) < 1e-9, text);
+  } finally {
+    service.stop();
   }
 });

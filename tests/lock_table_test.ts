@@ -673,6 +673,22 @@ test("refusalBeforeLog answers every command as a dry run on a new empty table d
     { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 },
     enter("s-1"),
     { type: "tick" },
+    // Enter and leave are answered without a dry run (apply's own field checks, then the session):
+    // each of their refusals, in apply's order of checks, on a session the table has or not.
+    enter(a, { mode: "both" }),
+    enter(a, { waitMs: 1.5 }),
+    enter(a, { lockDelayMs: -1 }),
+    enter(a, { callId: "" }),
+    enter("unknown", { callId: "c".repeat(200) }),
+    enter(a, { ownerWaitersMax: -1 }),
+    enter(a, { name: "bad name", secretHash: "wrong" }),
+    enter(a, { callId: 7, waitMs: -1 }),
+    enter(a, { secretHash: undefined }),
+    { type: "leave", secretHash: SECRET_HASH, name: "L", session: a },
+    { type: "leave", secretHash: SECRET_HASH, name: "L", session: a, token: 1.5 },
+    { type: "leave", secretHash: "wrong", name: "L", session: a, token: 3 },
+    { type: "leave", secretHash: "wrong", name: "L/ä", session: a },
+    { type: "leave", secretHash: SECRET_HASH, name: "L", session: 42 } as unknown as Command,
   ];
   let atMs = 0;
   for (let round = 0; round < 3; round++) {

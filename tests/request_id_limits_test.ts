@@ -155,7 +155,7 @@ test("answered ids: an answer larger than answeredBytesMax by itself is not reme
   assert.equal(answered.size, 19);
 });
 
-test("answered ids: eviction keeps the order of a Map's insertion (the model it replaced), with re-remembered ids, large answers and both bounds, and its queue stays bounded", () => {
+test("answered ids: eviction keeps the order of a Map's insertion (the model it replaced), with re-remembered ids, large answers, both bounds and lookups in between, and its queue stays bounded", () => {
   const limits = { answeredMax: 50, answeredBytesMax: 3_000 };
   const answered = new AnsweredRequests(limits);
   // The model: a Map, oldest evicted through keys().next() (what AnsweredRequests did before).
@@ -178,7 +178,12 @@ test("answered ids: eviction keeps the order of a Map's insertion (the model it 
   let x = 1;
   const next = (n: number) => (x = (x * 48_271) % 2_147_483_647) % n;
   for (let step = 0; step < 20_000; step++) {
-    const id = `id-${next(120)}`; // ids repeat: re-remembered ones move to the newest place
+    // Lookups between the remembers, some repeated, as a primary asks (replica, then machine): a
+    // missed id is known absent until the next remember, whichever id that remembers.
+    const asked = `id-${next(120)}`;
+    for (let ask = next(3); ask > 0; ask--) assert.equal(answered.get(asked) !== undefined, model.has(asked), `step ${step}: get ${asked}`);
+    // ids repeat: re-remembered ones move to the newest place
+    const id = next(2) === 0 ? asked : `id-${next(120)}`;
     const size = next(10) === 0 ? 400 : next(10) === 0 ? 4_000 : 1; // some large, some over the bound alone
     const answer = { ok: true as const, type: "closed" as const, session: "s", released: Array.from({ length: size > 1 ? 1 : 0 }, () => "x".repeat(size)) };
     answered.remember(id, answer);
@@ -208,10 +213,38 @@ test("answered ids: with the memory full, a remember costs one lookup, one set a
     assert.deepEqual(calls, ["get", "set", "delete"], `remember ${i}`);
     assert.equal(answered.size, 100);
   }
+  // A primary's leave: its id asked by the replica, then by the machine, then remembered. The
+  // Map is asked once: the id missed is known absent until the next remember.
+  for (let i = 400; i < 700; i++) {
+    calls.length = 0;
+    assert.equal(answered.get(`id-${i}`), undefined);
+    assert.equal(answered.get(`id-${i}`), undefined);
+    answered.remember(`id-${i}`, left(i));
+    assert.deepEqual(calls, ["get", "set", "delete"], `asked twice, then remembered ${i}`);
+    // Once remembered, it is found (the next remember cleared what the miss knew).
+    assert.deepEqual(answered.get(`id-${i}`), left(i));
+  }
   (map as unknown as Record<string, unknown>).get = Map.prototype.get;
-  assert.equal(answered.get("id-299"), undefined, "the oldest forgotten");
-  assert.deepEqual(answered.get("id-300"), left(300));
-  assert.deepEqual(answered.entries().map(([id]) => id), Array.from({ length: 100 }, (_, i) => `id-${300 + i}`));
+  assert.equal(answered.get("id-599"), undefined, "the oldest forgotten");
+  assert.deepEqual(answered.get("id-600"), left(600));
+  assert.deepEqual(answered.entries().map(([id]) => id), Array.from({ length: 100 }, (_, i) => `id-${600 + i}`));
+});
+
+test("answered ids: a lookup that missed knows nothing after a remember of another id; a restored memory asks its Map", () => {
+  const answered = new AnsweredRequests({ answeredMax: 10, answeredBytesMax: 1_000_000 });
+  const left = (name: string) => ({ ok: true as const, type: "left" as const, name, wasHolder: true });
+  assert.equal(answered.get("a"), undefined);
+  answered.remember("b", left("b"));
+  answered.remember("a", left("a"));
+  assert.deepEqual(answered.entries().map(([id]) => id), ["b", "a"]);
+  assert.deepEqual(answered.get("a"), left("a"));
+  // Re-remembered after a miss of another id: the old place is forgotten, not kept twice.
+  assert.equal(answered.get("c"), undefined);
+  answered.remember("b", left("b2"));
+  assert.deepEqual(answered.entries(), [["a", left("a")], ["b", left("b2")]]);
+  assert.equal(answered.size, 2);
+  const restored = AnsweredRequests.from(answered.entries(), { answeredMax: 10, answeredBytesMax: 1_000_000 });
+  assert.deepEqual(restored.get("b"), left("b2"));
 });
 
 test("answer sizes: a leave's answer counted without its text is JSON.stringify's length exactly, on the table's own leave answers and on names with every kind of escape; other answers are stringified", () => {

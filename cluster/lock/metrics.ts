@@ -126,9 +126,13 @@ export class LockMetrics {
     if (this.waiting.start(holdKey(name, session), this.clock.nowMs())) this.waits.inc();
   }
 
-  /** A committed effect of the lock table (lock_table.ts). */
-  effect(effect: Effect): void {
-    const nowMs = this.clock.nowMs();
+  /**
+   * A committed effect of the lock table (lock_table.ts). `stepAtMs`: when the step that committed
+   * it ran, on this clock, if the caller read it (the lock service does per client request); else
+   * the clock is read here.
+   */
+  effect(effect: Effect, stepAtMs?: number): void {
+    const nowMs = stepAtMs ?? this.clock.nowMs();
     switch (effect.type) {
       case "granted": {
         const { name, session, token } = effect.grant;

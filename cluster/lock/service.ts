@@ -147,6 +147,15 @@ export class LockService {
    * serves, instead of at its next try after a backoff of up to 100 ms (issue 14, F1).
    */
   submitThen(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void, mayHold = true): void {
+    this.submitAt(command, requestId, done, mayHold, this.options.clock.nowMs());
+  }
+
+  /**
+   * `submitThen` at `nowMs`, the clock read once for the request: the core's step and the metrics
+   * of what it commits take that reading (a clock read costs 0.1-0.2 µs under Deno; a lone
+   * primary read it five times per acquire+release, now twice: docs/bench.md, "Sixth pass").
+   */
+  private submitAt(command: Command, requestId: string | undefined, done: (answer: ClientAnswer) => void, mayHold: boolean, nowMs: number): void {
     if (this.stopped) {
       this.continuations.push(() => done(this.stoppingAnswer()));
       return this.continuations.run();
@@ -154,8 +163,8 @@ export class LockService {
     const request: ClientRequest = { clientRef: this.nextClientRef++, command, requestId, done, mayHold };
     this.parkSubmitting();
     this.submitting = request;
-    this.replica.clientRequest(request.clientRef, command, requestId, this.options.clock.nowMs());
-    this.flush();
+    this.replica.clientRequest(request.clientRef, command, requestId, nowMs);
+    this.flush(nowMs);
     if (this.submitting === request) this.parkSubmitting();
   }
 
@@ -207,7 +216,7 @@ export class LockService {
   enterThen(command: EnterCommand, done: (answer: ClientAnswer) => void): void {
     const { clock, settings } = this.options;
     const askedAtMs = clock.nowMs();
-    this.submitThen(command, undefined, (answer) => {
+    this.submitAt(command, undefined, (answer) => {
       if (!answer.ok || answer.result.type !== "waiting") return done(answer);
       this.options.metrics?.queued(command.name, command.session);
       const pollMs = Math.min(command.waitMs, settings.longPollMaxMs);
@@ -219,7 +228,7 @@ export class LockService {
         const waitMs = Math.max(0, command.waitMs - (clock.nowMs() - askedAtMs));
         this.submitThen({ ...command, waitMs }, undefined, done);
       });
-    });
+    }, true, askedAtMs);
   }
 
   /**
@@ -286,8 +295,8 @@ export class LockService {
     this.durableAcks!.release();
   }
 
-  /** Executes what the core asks for. */
-  private flush(): void {
+  /** Executes what the core asks for; `stepAtMs`: the clock reading the step ran at, when the caller has one. */
+  private flush(stepAtMs?: number): void {
     const ready = this.replica.ready();
     if (ready.persist.length > 0) {
       this.durableAcks!.writing(ready.persist);
@@ -297,7 +306,7 @@ export class LockService {
       const request = this.takeRequest(clientRef);
       if (request !== undefined) this.continuations.pushCall(this.answerRequest, request, answer);
     }
-    for (const effect of ready.effects) this.onEffect(effect);
+    for (const effect of ready.effects) this.onEffect(effect, stepAtMs);
     for (const { event, fields } of ready.events) {
       this.options.log.event(event, fields);
       this.options.metrics?.event(event, fields);
@@ -397,8 +406,8 @@ export class LockService {
     return index >= 0 ? index + 1 : undefined;
   }
 
-  private onEffect(effect: Effect): void {
-    this.options.metrics?.effect(effect);
+  private onEffect(effect: Effect, stepAtMs: number | undefined): void {
+    this.options.metrics?.effect(effect, stepAtMs);
     switch (effect.type) {
       case "granted":
         // Per operation: debug only (cluster/log.ts), so the default level writes nothing per lock

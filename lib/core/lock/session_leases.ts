@@ -25,12 +25,17 @@ export class LeaseClock {
     this.dueAtMs = Math.min(this.dueAtMs, atMs);
   }
 
+  /** Whether a lease may have ended at or before `nowMs` (else `lapsed` finds none, in O(1)). */
+  mayHaveLapsed(nowMs: number): boolean {
+    return nowMs >= this.dueAtMs;
+  }
+
   /**
    * Ids of the sessions whose lease ended at or before `nowMs`, oldest first, at most `max`.
    * Scans the sessions only when one may be due, and then moves the bound to the next lease end.
    */
   lapsed(sessions: Iterable<Session>, nowMs: number, max: number): string[] {
-    if (nowMs < this.dueAtMs) return [];
+    if (!this.mayHaveLapsed(nowMs)) return [];
     const ids: string[] = [];
     let nextDueMs = Number.POSITIVE_INFINITY;
     for (const session of sessions) {

@@ -28,7 +28,8 @@ export class TableSessions extends LockGrants {
 
   /** The primary's question: sessions whose lease lapsed at `nowMs`, to name in an `expire` entry. */
   lapsedSessions(nowMs: number, max = EXPIRE_BATCH_MAX): string[] {
-    return this.leases.lapsed(this.sessions.values(), nowMs, max);
+    // Asked before every client command: no iterator over the sessions while none may be due.
+    return this.leases.mayHaveLapsed(nowMs) ? this.leases.lapsed(this.sessions.values(), nowMs, max) : [];
   }
 
   /** Notes the lease end a keepalive set (read back from the session, whatever set it). */
