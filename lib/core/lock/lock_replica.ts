@@ -37,7 +37,7 @@ import { requestIdProblem } from "./answered.ts";
 import { LockMachine } from "./lock_machine.ts";
 import type { Command } from "./lock_table.ts";
 import { remainingMs } from "./primary_lease.ts";
-import { emptyReady, type PeerMessage, type Ready, type ReplicaOptions, type ReplicaStatus } from "./replica_io.ts";
+import { type PeerMessage, type Ready, type ReplicaOptions, type ReplicaStatus } from "./replica_io.ts";
 import { ReplicaTakeover } from "./replica_takeover.ts";
 
 export type { BackupMode, ClientAnswer, Outbound, PeerMessage, Ready, ReplicaOptions, ReplicaSettings, ReplicaStatus, Role } from "./replica_io.ts";
@@ -74,12 +74,35 @@ export class LockReplica extends ReplicaTakeover {
   ready(): Ready {
     // Until the restored copy is taken or dropped, the disk keeps it as it is.
     if (this.restored === null) this.disk.follow(this.machine, this.epoch, this.primary, this.out.persist);
-    const ready = this.out;
+    const out = this.out;
     // A step with nothing to do (every append a backup applies without a durable log: its ack is
-    // peerMessage's return value) hands out the shared empty Ready and allocates nothing; `out`
-    // stays the core's own, so nothing the driver holds is ever written (docs/bench.md, "Eighth pass").
-    if (ready.send.length === 0 && ready.answers.length === 0 && ready.effects.length === 0 && ready.events.length === 0 && ready.persist.length === 0) return NOTHING_READY;
-    this.out = emptyReady();
+    // peerMessage's return value) hands out the shared empty Ready and allocates nothing
+    // (docs/bench.md, "Eighth pass"). Otherwise the driver gets the lists this step filled, which
+    // the core replaces with new ones, and the shared frozen empty lists for the others: a step
+    // allocates its Ready and the lists it used, not five (a primary's step fills one or two;
+    // "Ninth pass"). Nothing the driver holds is ever written by the core.
+    if (out.send.length === 0 && out.answers.length === 0 && out.effects.length === 0 && out.events.length === 0 && out.persist.length === 0) return NOTHING_READY;
+    const ready: Ready = { send: NOTHING_READY.send, answers: NOTHING_READY.answers, effects: NOTHING_READY.effects, events: NOTHING_READY.events, persist: NOTHING_READY.persist };
+    if (out.send.length > 0) {
+      ready.send = out.send;
+      out.send = [];
+    }
+    if (out.answers.length > 0) {
+      ready.answers = out.answers;
+      out.answers = [];
+    }
+    if (out.effects.length > 0) {
+      ready.effects = out.effects;
+      out.effects = [];
+    }
+    if (out.events.length > 0) {
+      ready.events = out.events;
+      out.events = [];
+    }
+    if (out.persist.length > 0) {
+      ready.persist = out.persist;
+      out.persist = [];
+    }
     return ready;
   }
 
