@@ -109,10 +109,16 @@ export interface StreamTransport extends PeerTransport {
 
 export function streamPeerTransport(options: StreamTransportOptions): StreamTransport {
   const streams = new Map<string, PeerStream>();
+  /**
+   * The last URL streamed and its stream: a driver sends every append to the same URL string, so
+   * most sends find their stream without a slice of the URL and a Map lookup by a new string.
+   */
+  let last: { url: string; stream: PeerStream } | undefined;
   const problem = options.clientProblem === undefined ? webSocketClientProblem(options.caPem) : options.clientProblem;
   if (problem !== null) options.log.event("peerStreamUnavailable", { why: `${problem}: replication goes over HTTP` });
   return {
     send(url, body, timeoutMs) {
+      if (last !== undefined && last.url === url) return last.stream.send(url, body, timeoutMs);
       if (problem !== null || !url.endsWith(STREAMED_PATH)) return options.http.send(url, body, timeoutMs);
       const base = url.slice(0, -STREAMED_PATH.length);
       let stream = streams.get(base);
@@ -120,6 +126,7 @@ export function streamPeerTransport(options: StreamTransportOptions): StreamTran
         stream = new PeerStream(base, options);
         streams.set(base, stream);
       }
+      last = { url, stream };
       return stream.send(url, body, timeoutMs);
     },
     close() {
