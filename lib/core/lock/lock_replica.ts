@@ -51,6 +51,11 @@ const NOTHING_READY: Ready = Object.freeze({
   persist: Object.freeze([]) as unknown as Ready["persist"],
 });
 
+/** A step's list for the driver: the list the step filled, or the shared frozen empty one. */
+const filled = <T>(list: T[], empty: T[]): T[] => (list.length > 0 ? list : empty);
+/** The core's list for the next step: a new one in place of a list handed out, the empty one kept. */
+const unused = <T>(list: T[]): T[] => (list.length > 0 ? [] : list);
+
 export class LockReplica extends ReplicaTakeover {
   constructor(options: ReplicaOptions, nowMs: number) {
     super(options, nowMs);
@@ -79,30 +84,17 @@ export class LockReplica extends ReplicaTakeover {
     // peerMessage's return value) hands out the shared empty Ready and allocates nothing
     // (docs/bench.md, "Eighth pass"). Otherwise the driver gets the lists this step filled, which
     // the core replaces with new ones, and the shared frozen empty lists for the others: a step
-    // allocates its Ready and the lists it used, not five (a primary's step fills one or two;
+    // allocates two objects and the lists it used, not five lists (a primary's step fills one or two;
     // "Ninth pass"). Nothing the driver holds is ever written by the core.
     if (out.send.length === 0 && out.answers.length === 0 && out.effects.length === 0 && out.events.length === 0 && out.persist.length === 0) return NOTHING_READY;
-    const ready: Ready = { send: NOTHING_READY.send, answers: NOTHING_READY.answers, effects: NOTHING_READY.effects, events: NOTHING_READY.events, persist: NOTHING_READY.persist };
-    if (out.send.length > 0) {
-      ready.send = out.send;
-      out.send = [];
-    }
-    if (out.answers.length > 0) {
-      ready.answers = out.answers;
-      out.answers = [];
-    }
-    if (out.effects.length > 0) {
-      ready.effects = out.effects;
-      out.effects = [];
-    }
-    if (out.events.length > 0) {
-      ready.events = out.events;
-      out.events = [];
-    }
-    if (out.persist.length > 0) {
-      ready.persist = out.persist;
-      out.persist = [];
-    }
+    const ready: Ready = {
+      send: filled(out.send, NOTHING_READY.send),
+      answers: filled(out.answers, NOTHING_READY.answers),
+      effects: filled(out.effects, NOTHING_READY.effects),
+      events: filled(out.events, NOTHING_READY.events),
+      persist: filled(out.persist, NOTHING_READY.persist),
+    };
+    this.out = { send: unused(out.send), answers: unused(out.answers), effects: unused(out.effects), events: unused(out.events), persist: unused(out.persist) };
     return ready;
   }
 
