@@ -14,8 +14,14 @@ const HELLO_LABEL = "mutexd peer stream hello v1";
 /** The head's bytes a frame may have besides its body (four fields: three numbers and a MAC). */
 export const FRAME_HEAD_BYTES_MAX = 128;
 const NO_MAC = "-";
-/** SEQ 0 is the hello's only: every other frame's must be above the last (FrameCodec.check). */
-const FRAME_HEAD = /^(0|[1-9][0-9]{0,14}) (0|[1-9][0-9]{0,14}) ([0-9]{1,3}) ([0-9a-f]{64}|-)$/;
+/**
+ * A frame's head is `SEQ RE STATUS MAC`: SEQ and RE `0|[1-9][0-9]{0,14}`, STATUS `[0-9]{1,3}`, MAC
+ * `[0-9a-f]{64}|-` (the expression tests/peer_frame_test.ts checks `parseFrame` against). SEQ 0 is
+ * the hello's only: every other frame's must be above the last (FrameCodec.check).
+ */
+const SEQ_DIGITS_MAX = 15;
+const STATUS_DIGITS_MAX = 3;
+const MAC_HEX_DIGITS = 64;
 
 type Direction = "request" | "answer";
 
@@ -28,12 +34,51 @@ interface Frame {
   body: string;
 }
 
-function parseFrame(text: string): Frame | null {
+/**
+ * The decimal integer `text` holds from `from` to `to` (1 to `digitsMax` ASCII digits; with
+ * `canonical`, no leading zero but "0" itself), or -1. At most 15 digits: exact as a number.
+ */
+function decimalAt(text: string, from: number, to: number, digitsMax: number, canonical: boolean): number {
+  const length = to - from;
+  if (length < 1 || length > digitsMax) return -1;
+  if (canonical && length > 1 && text.charCodeAt(from) === 48) return -1;
+  let value = 0;
+  for (let i = from; i < to; i++) {
+    const digit = text.charCodeAt(i) - 48;
+    if (!(digit >= 0 && digit <= 9)) return -1;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+/** Whether `text` from `from` to `to` is a MAC's 64 lowercase hex digits, or `-` (none). */
+function macAt(text: string, from: number, to: number): boolean {
+  if (to - from === 1) return text.charCodeAt(from) === 45;
+  if (to - from !== MAC_HEX_DIGITS) return false;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
+
+/**
+ * A frame's fields, or null when malformed. Read in place, character by character: what a regular
+ * expression's match cost per frame on each side (its match list, the head and four substrings,
+ * three Number calls: about 120 ns under Bun, 160 under Deno; docs/bench.md "Ninth pass").
+ */
+export function parseFrame(text: string): Frame | null {
   const newline = text.indexOf("\n");
   if (newline < 0 || newline > FRAME_HEAD_BYTES_MAX) return null;
-  const head = FRAME_HEAD.exec(text.slice(0, newline));
-  if (!head) return null;
-  return { seq: Number(head[1]), re: Number(head[2]), status: Number(head[3]), mac: head[4], body: text.slice(newline + 1) };
+  const afterSeq = text.indexOf(" ");
+  const afterRe = afterSeq < 0 ? -1 : text.indexOf(" ", afterSeq + 1);
+  const afterStatus = afterRe < 0 ? -1 : text.indexOf(" ", afterRe + 1);
+  if (afterStatus < 0 || afterStatus > newline) return null;
+  const seq = decimalAt(text, 0, afterSeq, SEQ_DIGITS_MAX, true);
+  const re = decimalAt(text, afterSeq + 1, afterRe, SEQ_DIGITS_MAX, true);
+  const status = decimalAt(text, afterRe + 1, afterStatus, STATUS_DIGITS_MAX, false);
+  if (seq < 0 || re < 0 || status < 0 || !macAt(text, afterStatus + 1, newline)) return null;
+  return { seq, re, status, mac: text.slice(afterStatus + 1, newline), body: text.slice(newline + 1) };
 }
 
 /** What a connection's frames are MACed with: the peer key (none without a secret) and the receiver's nonce for it. */

@@ -64,9 +64,11 @@ interface Pending {
   body: string;
   /** Its seq once written on the connection (0 while queued). */
   seq: number;
-  /** When it fails with `timeout` (on options.clock), unless settled before. */
+  /** When it fails (on options.clock), unless settled before. */
   deadlineMs: number;
-  timeout: string;
+  /** For the timeout's message, built only if it times out (not a string per request). */
+  url: string;
+  timeoutMs: number;
   resolve(answer: unknown): void;
   reject(error: Error): void;
 }
@@ -107,10 +109,16 @@ export interface StreamTransport extends PeerTransport {
 
 export function streamPeerTransport(options: StreamTransportOptions): StreamTransport {
   const streams = new Map<string, PeerStream>();
+  /**
+   * The last URL streamed and its stream: a driver sends every append to the same URL string, so
+   * most sends find their stream without a slice of the URL and a Map lookup by a new string.
+   */
+  let last: { url: string; stream: PeerStream } | undefined;
   const problem = options.clientProblem === undefined ? webSocketClientProblem(options.caPem) : options.clientProblem;
   if (problem !== null) options.log.event("peerStreamUnavailable", { why: `${problem}: replication goes over HTTP` });
   return {
     send(url, body, timeoutMs) {
+      if (last !== undefined && last.url === url) return last.stream.send(url, body, timeoutMs);
       if (problem !== null || !url.endsWith(STREAMED_PATH)) return options.http.send(url, body, timeoutMs);
       const base = url.slice(0, -STREAMED_PATH.length);
       let stream = streams.get(base);
@@ -118,6 +126,7 @@ export function streamPeerTransport(options: StreamTransportOptions): StreamTran
         stream = new PeerStream(base, options);
         streams.set(base, stream);
       }
+      last = { url, stream };
       return stream.send(url, body, timeoutMs);
     },
     close() {
@@ -170,7 +179,7 @@ class PeerStream {
     if (full) return Promise.reject(new Error(`${this.base}: too many requests on the stream (${this.state})`));
     return new Promise((resolve, reject) => {
       const deadlineMs = this.options.clock.nowMs() + timeoutMs;
-      const pending: Pending = { message: body, body: encodePeerBody(body), seq: 0, deadlineMs, timeout: `${url}: no answer in ${timeoutMs} ms`, resolve, reject };
+      const pending: Pending = { message: body, body: encodePeerBody(body), seq: 0, deadlineMs, url, timeoutMs, resolve, reject };
       this.armDeadline(deadlineMs);
       if (this.state === "open") this.write(pending);
       else this.queued.push(pending);
@@ -182,13 +191,16 @@ class PeerStream {
     this.drop(new Error(`${this.base}: the transport is closed`));
   }
 
-  /** Settles `pending` once: forgotten by the queue and the in-flight map (the deadline timer stays). */
-  private settle(pending: Pending, outcome: Error | { answer: unknown }): void {
+  /** Fails `pending` once: forgotten by the queue and the in-flight map (the deadline timer stays). */
+  private settle(pending: Pending, error: Error): void {
+    this.forget(pending);
+    pending.reject(error);
+  }
+
+  private forget(pending: Pending): void {
     if (pending.seq > 0) this.inFlight.delete(pending.seq);
     const queuedAt = pending.seq > 0 ? -1 : this.queued.indexOf(pending);
     if (queuedAt >= 0) this.queued.splice(queuedAt, 1);
-    if (outcome instanceof Error) pending.reject(outcome);
-    else pending.resolve(outcome.answer);
   }
 
   /** Arms the deadline timer for `atMs` unless it is armed for that moment or earlier already. */
@@ -217,7 +229,7 @@ class PeerStream {
     }
     // Stable: equal deadlines keep send order.
     expired.sort((x, y) => x.deadlineMs - y.deadlineMs);
-    for (const pending of expired) this.settle(pending, new Error(pending.timeout));
+    for (const pending of expired) this.settle(pending, new Error(`${pending.url}: no answer in ${pending.timeoutMs} ms`));
     if (nextMs !== Number.POSITIVE_INFINITY) this.armDeadline(nextMs);
   }
 
@@ -316,7 +328,9 @@ class PeerStream {
     } catch (error) {
       return this.settle(pending, error as Error);
     }
-    this.settle(pending, { answer });
+    // Answered: no outcome object per answer (this runs for every ack).
+    this.forget(pending);
+    pending.resolve(answer);
   }
 
   /** A frame that does not check: the connection is closed, everything in flight fails, logged. */

@@ -948,6 +948,53 @@ test("ready: a step with no outputs hands out one shared, frozen empty Ready (no
   assert.equal(replica.ready(), empty, "taken once");
 });
 
+test("ready: a step hands out the lists it filled and the shared frozen empties for the others; the core never writes a list it handed out; a commit of some of the pending changes answers those only, in order, and the rest later; a lost append after a partial ack resends only what is unacked (the pending list and the feed's log shortened in place: fails when either drops too much)", () => {
+  const w = healthy({ ...S, replicationPipelineMax: 4 });
+  const session = openSession(w);
+  const [p, b] = [w.server("p"), w.server("b")];
+  const empty = p.ready();
+  const enterNamed = (clientRef: number, name: string) =>
+    p.clientRequest(clientRef, { type: "enter", secretHash: SECRET_HASH, name, session, mode: "exclusive", waitMs: 0, lockDelayMs: 0 }, undefined, w.nowMs);
+  // Three changes, three appends in flight (a pipeline of 4): each step fills `send` only.
+  const steps = ["A", "B", "C"].map((name, i) => {
+    enterNamed(901 + i, name);
+    return p.ready();
+  });
+  for (const ready of steps) {
+    assert.equal(ready.send.length, 1);
+    assert.ok([ready.answers, ready.effects, ready.events, ready.persist].every((list) => list.length === 0 && Object.isFrozen(list)), "the unfilled lists are the frozen empties");
+    assert.equal(ready.answers, empty.answers, "shared, not allocated");
+    assert.throws(() => ready.effects.push({ type: "waitEnded", name: "x", session: "y", reason: "deadline" }), TypeError);
+  }
+  assert.ok(steps[0].send !== steps[1].send && steps[1].send !== steps[2].send, "a new send list per step");
+  const sent = steps.map((ready) => ready.send[0]);
+  // The backup acks the second append first (it holds A and B): A and B commit, C stays pending.
+  const [a, bAppend, c] = sent.map((o) => (assert.ok(o.kind === "peer"), o));
+  b.peerMessage(a.message, w.nowMs);
+  p.reply(bAppend.ref, b.peerMessage(bAppend.message, w.nowMs), w.nowMs);
+  const partly = p.ready();
+  assert.deepEqual(partly.answers.map((x) => x.clientRef), [901, 902], "A and B answered, in order; C waits for its ack");
+  assert.deepEqual(partly.effects.map((e) => e.type === "granted" && e.grant.name), ["A", "B"]);
+  assert.deepEqual(steps.map((ready) => ready.send.length), [1, 1, 1], "lists handed out earlier are not written");
+  // A's late ack changes nothing.
+  p.reply(a.ref, b.peerMessage(a.message, w.nowMs), w.nowMs);
+  assert.equal(p.ready().answers.length, 0, "a late ack of an older append answers nothing");
+  // C's append is lost: the log, shortened in place by B's ack, still has C to resend (next tick).
+  p.failed(c.ref, w.nowMs);
+  p.tick(w.nowMs);
+  const resent = p.ready().send.filter((o) => o.kind === "peer" && o.message.type === "append" && o.message.entries.length > 0);
+  assert.equal(resent.length, 1, "resent after the loss");
+  const again = resent[0];
+  assert.ok(again.kind === "peer" && again.message.type === "append");
+  assert.deepEqual(again.message.entries.map((e) => e.command.type === "enter" && e.command.name), ["C"], "only the unacked entry");
+  p.reply(again.ref, b.peerMessage(again.message, w.nowMs), w.nowMs);
+  const rest = p.ready();
+  assert.deepEqual(rest.answers.map((x) => x.clientRef), [903]);
+  assert.deepEqual(partly.answers.map((x) => x.clientRef), [901, 902], "the earlier answers list is not written");
+  assert.equal(p.status().backup?.lagEntries, 0);
+  assert.equal(p.status().commitIndex, p.status().lastIndex);
+});
+
 test("a request never reported back is counted failed after its limit on a later step, while another stays in flight: a held append is resent after replicationTimeoutMs / 3 and its change commits; a held renewal outlives it", () => {
   const w = healthy();
   const inFlight = () => (w.server("p") as unknown as { inFlight: Map<number, { kind: string }> }).inFlight;

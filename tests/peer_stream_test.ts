@@ -118,7 +118,7 @@ async function receiver(options: { route?: boolean; frameSecret?: string } = {})
  * Sender `a`: the stream transport to `target`, with an HTTP transport that records what falls back
  * to it. The WebSocket client under both runtimes, unless `runtimeDefault` (then as a node runs).
  */
-async function sender(target: Receiver, secret = SECRET, runtimeDefault = false, clock: Clock = monotonicClock, bodyBytesMax = BODY_BYTES_MAX, timers: Timers = realTimers) {
+async function sender(target: Receiver, secret = SECRET, runtimeDefault = false, clock: Clock = monotonicClock, bodyBytesMax = BODY_BYTES_MAX, timers: Timers = realTimers, alsoTo: Receiver[] = []) {
   const key = await peerKey(secret);
   const signer = new PeerSigner(key, "a");
   const peerFetch = (to: string, url: string, request: Parameters<PeerSigner["fetch"]>[2]) =>
@@ -129,7 +129,8 @@ async function sender(target: Receiver, secret = SECRET, runtimeDefault = false,
   const log = memoryLogger();
   const transport = streamPeerTransport({
     self: "a",
-    idOf: (url) => (url.startsWith(`${target.base}/`) ? "b" : ""),
+    // `alsoTo`: more receivers, each a "b" of its own (same key and members).
+    idOf: (url) => ([target, ...alsoTo].some((r) => url.startsWith(`${r.base}/`)) ? "b" : ""),
     peerFetch,
     http,
     keyed: { key, signer },
@@ -177,6 +178,27 @@ test("peer stream: 50 requests sent at once go on one connection, each answered 
       "nothing refused but the first contact's challenge (its nonce)",
     );
   }));
+
+test("peer stream: sends alternating between two peers' URLs and a URL that is not streamed each reach their own: the transport's memo of the last URL's stream never sends one peer's request to the other", async () => {
+  const [b, c] = [await receiver(), await receiver()];
+  const a = await sender(b, SECRET, false, monotonicClock, BODY_BYTES_MAX, realTimers, [c]);
+  try {
+    const to = (r: Receiver, n: number) => a.transport.send(`${r.base}/v1/peer`, { from: "a", n }, TIMEOUT_MS);
+    const other = (n: number) => a.transport.send(`${b.base}/v1/arbiter`, { from: "a", n }, TIMEOUT_MS);
+    const answers: unknown[] = [];
+    // Sequential: each send follows the one before, so the memo changes between every pair.
+    for (let n = 0; n < 12; n++) answers.push(await (n % 3 === 0 ? to(b, n) : n % 3 === 1 ? to(c, n) : other(n)));
+    assert.deepEqual(b.taken, [0, 3, 6, 9], "b took its own");
+    assert.deepEqual(c.taken, [1, 4, 7, 10], "c took its own");
+    assert.deepEqual(a.overHttp, [2, 5, 8, 11].map((n) => ({ from: "a", n })), "not streamed: over HTTP");
+    assert.deepEqual(answers.filter((_, n) => n % 3 !== 2), [0, 1, 3, 4, 6, 7, 9, 10].map((n) => ({ took: n, sender: "a" })));
+    assert.equal(a.transport.isOpen(b.base) && a.transport.isOpen(c.base), true, "one stream each");
+  } finally {
+    a.transport.close();
+    await b.close();
+    await c.close();
+  }
+});
 
 test("peer stream: a body claiming another sender is refused (401) and changes nothing: the connection's sender is who sent it", () =>
   withPair(async (a, b) => {

@@ -108,10 +108,15 @@ export class LockService {
   private readonly takeoverHold: TakeoverHold;
   /** Called after every step (lock watches compare the locks they stream: watch.ts); few (one per app). */
   private readonly stepListeners = new Set<() => void>();
+  /** Where peer and arbiter requests go, made once (not a string per append: docs/bench.md "Ninth pass"). */
+  private readonly peerUrl: string | undefined;
+  private readonly arbiterUrl: string | undefined;
 
   constructor(private readonly options: LockServiceOptions) {
     const { settings } = options;
     this.security = options.security ?? new SecurityLog(options.clock, options.log, settings.securityLogIntervalMs);
+    this.peerUrl = options.peer ? `${options.peer.url}/v1/peer` : undefined;
+    this.arbiterUrl = options.arbiter ? `${options.arbiter.url}/v1/arbiter` : undefined;
     this.polls = new LongPolls(options.timers, this.continuations);
     this.replica = new LockReplica({
       nodeId: options.nodeId,
@@ -332,9 +337,9 @@ export class LockService {
       this.replica.failed(outbound.ref, this.options.clock.nowMs());
       return;
     }
-    const path = outbound.kind === "peer" ? "/v1/peer" : "/v1/arbiter";
+    const url = outbound.kind === "peer" ? this.peerUrl! : this.arbiterUrl!;
     const body = outbound.kind === "peer" ? outbound.message : outbound.request;
-    this.options.transport.send(target.url + path, body, this.options.settings.peerTimeoutMs).then(
+    this.options.transport.send(url, body, this.options.settings.peerTimeoutMs).then(
       (answer) => {
         if (this.stopped) return;
         // Checked against its schema before the core sees it: a malformed answer counts as no answer.

@@ -37,7 +37,7 @@ import { requestIdProblem } from "./answered.ts";
 import { LockMachine } from "./lock_machine.ts";
 import type { Command } from "./lock_table.ts";
 import { remainingMs } from "./primary_lease.ts";
-import { emptyReady, type PeerMessage, type Ready, type ReplicaOptions, type ReplicaStatus } from "./replica_io.ts";
+import { type PeerMessage, type Ready, type ReplicaOptions, type ReplicaStatus } from "./replica_io.ts";
 import { ReplicaTakeover } from "./replica_takeover.ts";
 
 export type { BackupMode, ClientAnswer, Outbound, PeerMessage, Ready, ReplicaOptions, ReplicaSettings, ReplicaStatus, Role } from "./replica_io.ts";
@@ -50,6 +50,11 @@ const NOTHING_READY: Ready = Object.freeze({
   events: Object.freeze([]) as unknown as Ready["events"],
   persist: Object.freeze([]) as unknown as Ready["persist"],
 });
+
+/** A step's list for the driver: the list the step filled, or the shared frozen empty one. */
+const filled = <T>(list: T[], empty: T[]): T[] => (list.length > 0 ? list : empty);
+/** The core's list for the next step: a new one in place of a list handed out, the empty one kept. */
+const unused = <T>(list: T[]): T[] => (list.length > 0 ? [] : list);
 
 export class LockReplica extends ReplicaTakeover {
   constructor(options: ReplicaOptions, nowMs: number) {
@@ -74,12 +79,22 @@ export class LockReplica extends ReplicaTakeover {
   ready(): Ready {
     // Until the restored copy is taken or dropped, the disk keeps it as it is.
     if (this.restored === null) this.disk.follow(this.machine, this.epoch, this.primary, this.out.persist);
-    const ready = this.out;
+    const out = this.out;
     // A step with nothing to do (every append a backup applies without a durable log: its ack is
-    // peerMessage's return value) hands out the shared empty Ready and allocates nothing; `out`
-    // stays the core's own, so nothing the driver holds is ever written (docs/bench.md, "Eighth pass").
-    if (ready.send.length === 0 && ready.answers.length === 0 && ready.effects.length === 0 && ready.events.length === 0 && ready.persist.length === 0) return NOTHING_READY;
-    this.out = emptyReady();
+    // peerMessage's return value) hands out the shared empty Ready and allocates nothing
+    // (docs/bench.md, "Eighth pass"). Otherwise the driver gets the lists this step filled, which
+    // the core replaces with new ones, and the shared frozen empty lists for the others: a step
+    // allocates two objects and the lists it used, not five lists (a primary's step fills one or two;
+    // "Ninth pass"). Nothing the driver holds is ever written by the core.
+    if (out.send.length === 0 && out.answers.length === 0 && out.effects.length === 0 && out.events.length === 0 && out.persist.length === 0) return NOTHING_READY;
+    const ready: Ready = {
+      send: filled(out.send, NOTHING_READY.send),
+      answers: filled(out.answers, NOTHING_READY.answers),
+      effects: filled(out.effects, NOTHING_READY.effects),
+      events: filled(out.events, NOTHING_READY.events),
+      persist: filled(out.persist, NOTHING_READY.persist),
+    };
+    this.out = { send: unused(out.send), answers: unused(out.answers), effects: unused(out.effects), events: unused(out.events), persist: unused(out.persist) };
     return ready;
   }
 
