@@ -60,9 +60,12 @@ export class EtcdLockClient implements BenchClient {
    * is an error is not. A try needs a bound of its own because etcd never answers some requests
    * after its leader dies: a follower that has not yet noticed forwards the proposal to the dead
    * leader, where it is lost, and answers 503 only at its own request timeout (5 s + 2 × the
-   * election timeout = 7 s with the defaults). Every request of this recipe may be sent twice:
-   * the lock's Txn puts my key only if it has no create revision, a delete or a keepalive again
-   * changes nothing, a second lease is left to expire.
+   * election timeout = 7 s with the defaults). A try given up on may still be applied, even
+   * after the requests that follow it; the recipe allows that: the lock's Txn puts my key only
+   * if it has no create revision, a delete is by create revision (`deleteMine`), a keepalive or
+   * a range again changes nothing, a second lease is left to expire, a second revoke is an error
+   * answer the session's close ignores. A late Txn after my leave could still put my key back
+   * until its lease ends; F1 closes its session right after, which revokes the lease.
    */
   constructor(
     private readonly bases: string[],
@@ -144,7 +147,7 @@ export class EtcdLockClient implements BenchClient {
       }
       if (!(await this.waitDelete(last.key, Number(before.header.revision), deadline))) break;
     }
-    await this.post("/v3/kv/deleterange", { key: myKey });
+    await this.deleteMine(myKey, myRev);
     return { granted: false, position: 0 };
   }
 
@@ -185,8 +188,25 @@ export class EtcdLockClient implements BenchClient {
     }
   }
 
-  async leave(name: string, session: BenchSession, _token: number): Promise<void> {
-    await this.post("/v3/kv/deleterange", { key: b64(`lock/${name}/${session.id}`) });
+  async leave(name: string, session: BenchSession, token: number): Promise<void> {
+    await this.deleteMine(b64(`lock/${name}/${session.id}`), token);
+  }
+
+  /**
+   * Deletes my key (base64) made at `createRevision`. The recipe's plain delete, unless this
+   * client sends a try again (F1): a try given up on may still be applied after the requests
+   * that follow it, and a late plain delete would remove the key a later enter made again; so
+   * then the delete is a Txn that deletes only the key made at `createRevision`.
+   */
+  private async deleteMine(key: string, createRevision: number): Promise<void> {
+    if (this.tryTimeoutMs >= this.requestTimeoutMs) {
+      await this.post("/v3/kv/deleterange", { key });
+      return;
+    }
+    await this.post("/v3/kv/txn", {
+      compare: [{ key, target: "CREATE", create_revision: String(createRevision) }],
+      success: [{ request_delete_range: { key } }],
+    });
   }
 
   close(): void {}
