@@ -976,6 +976,9 @@ test("ready: a step hands out the lists it filled and the shared frozen empties 
   assert.deepEqual(partly.answers.map((x) => x.clientRef), [901, 902], "A and B answered, in order; C waits for its ack");
   assert.deepEqual(partly.effects.map((e) => e.type === "granted" && e.grant.name), ["A", "B"]);
   assert.deepEqual(steps.map((ready) => ready.send.length), [1, 1, 1], "lists handed out earlier are not written");
+  // The feed keeps only what is unacked: C (fails when acked entries are not dropped, or one too few).
+  const feedLog = () => (w.server("p") as unknown as { feed: { log: Array<{ command: { type: string; name?: string } }> } }).feed.log;
+  assert.deepEqual(feedLog().map((e) => e.command.name), ["C"], "the acked head dropped, the rest kept");
   // A's late ack changes nothing.
   p.reply(a.ref, b.peerMessage(a.message, w.nowMs), w.nowMs);
   assert.equal(p.ready().answers.length, 0, "a late ack of an older append answers nothing");
@@ -990,6 +993,7 @@ test("ready: a step hands out the lists it filled and the shared frozen empties 
   p.reply(again.ref, b.peerMessage(again.message, w.nowMs), w.nowMs);
   const rest = p.ready();
   assert.deepEqual(rest.answers.map((x) => x.clientRef), [903]);
+  assert.equal(feedLog().length, 0, "everything acked: the feed keeps nothing");
   assert.deepEqual(partly.answers.map((x) => x.clientRef), [901, 902], "the earlier answers list is not written");
   assert.equal(p.status().backup?.lagEntries, 0);
   assert.equal(p.status().commitIndex, p.status().lastIndex);

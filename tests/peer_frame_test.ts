@@ -2,7 +2,7 @@
  * A replication-stream frame's head is read character by character (cluster/peer_frame.ts
  * `parseFrame`, docs/bench.md "Replication cost", ninth pass) instead of by the regular expression
  * it replaced. This proves the two give the same verdict and the same fields on every input: a corpus
- * of valid and invalid heads at each field's bounds, and 20,000 seeded mutations of valid frames
+ * of valid and invalid heads at each field's bounds and each character class's edges, and 20,000 seeded mutations of valid frames
  * (characters replaced, inserted, deleted; each field's length moved past its bound).
  */
 import { test } from "node:test";
@@ -30,6 +30,9 @@ function corpus(): string[] {
     `01 0 0 -`, `1 00 0 -`, `1${"0".repeat(15)} 0 0 -`, `1 0 1000 -`, `1 0  -`, ` 1 0 0 -`, `1 0 0 - `, `1  0 0 -`,
     `-1 0 0 -`, `+1 0 0 -`, `1 0 0 ${MAC.toUpperCase()}`, `1 0 0 ${MAC.slice(1)}`, `1 0 0 ${MAC}0`, `1 0 0 --`, `1 0 0`,
     `1 0 0 -\r`, `1\t0 0 -`, `1 0 0 g${MAC.slice(1)}`, `1.5 0 0 -`, `1e3 0 0 -`, `0x1 0 0 -`, `１ 0 0 -`, ``, ` `,
+    // The characters just outside each class: '/' and ':' beside the digits, '`' and 'g' beside a–f, '@' and 'G'.
+    `1: 0 0 -`, `1/ 0 0 -`, `1 :0 0 -`, `1 0/ 0 -`, `1 0 9: -`, `1 0 /9 -`, `1 0 0 :${MAC.slice(1)}`, `1 0 0 ${MAC.slice(1)}/`,
+    `1 0 0 \`${MAC.slice(1)}`, `1 0 0 @${MAC.slice(1)}`, `1 0 0 G${MAC.slice(1)}`, `1 0 0 ${MAC.slice(0, 63)}g`,
   ];
   const texts = heads.flatMap((head) => [`${head}\n${BODY}`, `${head}\n`, head, `${head}\n${BODY}\n2 0 0 -`]);
   // The newline's bound, from both sides (a valid head is 100 characters at most, so all are refused).
@@ -39,7 +42,7 @@ function corpus(): string[] {
 }
 
 function mutate(prng: Prng, text: string): string {
-  const alphabet = "0123456789abcdefABF- \n\r\t+-.x";
+  const alphabet = "0123456789abcdefABF- \n\r\t+-.x/:`@gG";
   const at = prng.below(Math.max(1, text.length));
   const char = alphabet[prng.below(alphabet.length)];
   switch (prng.below(5)) {
