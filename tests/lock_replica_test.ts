@@ -940,7 +940,7 @@ test("ready: a step with no outputs hands out one shared, frozen empty Ready (no
   assert.deepEqual([empty.send, empty.answers, empty.effects, empty.events, empty.persist].map((list) => list.length), [0, 0, 0, 0, 0]);
   assert.equal(replica.ready(), empty, "the same object for every empty step");
   assert.ok(Object.isFrozen(empty) && [empty.send, empty.answers, empty.effects, empty.events, empty.persist].every(Object.isFrozen));
-  assert.throws(() => empty.answers.push({ clientRef: 9, answer: { ok: true, result: { ok: true, type: "ticked" } } }), TypeError);
+  assert.throws(() => (empty.answers as unknown[]).push({ clientRef: 9, answer: { ok: true, result: { ok: true, type: "ticked" } } }), TypeError);
   replica.clientRequest(1, { type: "openSession", secretHash: SECRET_HASH, ttlMs: 5_000 }, undefined, 1);
   const answered = replica.ready();
   assert.notEqual(answered, empty);
@@ -964,7 +964,7 @@ test("ready: a step hands out the lists it filled and the shared frozen empties 
     assert.equal(ready.send.length, 1);
     assert.ok([ready.answers, ready.effects, ready.events, ready.persist].every((list) => list.length === 0 && Object.isFrozen(list)), "the unfilled lists are the frozen empties");
     assert.equal(ready.answers, empty.answers, "shared, not allocated");
-    assert.throws(() => ready.effects.push({ type: "waitEnded", name: "x", session: "y", reason: "deadline" }), TypeError);
+    assert.throws(() => (ready.effects as unknown[]).push({ type: "waitEnded", name: "x", session: "y", reason: "deadline" }), TypeError);
   }
   assert.ok(steps[0].send !== steps[1].send && steps[1].send !== steps[2].send, "a new send list per step");
   const sent = steps.map((ready) => ready.send[0]);

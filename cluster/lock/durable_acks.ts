@@ -14,7 +14,7 @@ import type { PersistRecord } from "../../lib/core/lock/durable_copy.ts";
  */
 export interface DurableSink {
   start(onDurable: (copyGen: number, index: number) => void): void;
-  write(records: PersistRecord[]): void;
+  write(records: readonly PersistRecord[]): void;
 }
 
 type AppendAck = Extract<PeerMessage, { type: "appendAck" }>;
@@ -42,7 +42,7 @@ export class DurableAcks {
   }
 
   /** Records about to be written: a new base starts a new copy, of which nothing is on disk yet. */
-  writing(records: PersistRecord[]): void {
+  writing(records: readonly PersistRecord[]): void {
     for (const record of records) {
       if (record.type === "base") {
         this.copyGen = record.copyGen;

@@ -313,7 +313,7 @@ export class DurableLog implements DurableSink {
     this.onDurable = onDurable;
   }
 
-  write(records: PersistRecord[]): void {
+  write(records: readonly PersistRecord[]): void {
     for (const record of records) {
       if (record.type === "base") {
         this.copyGen = record.copyGen;

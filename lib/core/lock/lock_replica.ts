@@ -44,15 +44,15 @@ export type { BackupMode, ClientAnswer, Outbound, PeerMessage, Ready, ReplicaOpt
 
 /** What `ready()` returns for a step with no outputs: frozen, so a driver writing to it throws. */
 const NOTHING_READY: Ready = Object.freeze({
-  send: Object.freeze([]) as unknown as Ready["send"],
-  answers: Object.freeze([]) as unknown as Ready["answers"],
-  effects: Object.freeze([]) as unknown as Ready["effects"],
-  events: Object.freeze([]) as unknown as Ready["events"],
-  persist: Object.freeze([]) as unknown as Ready["persist"],
+  send: Object.freeze([]),
+  answers: Object.freeze([]),
+  effects: Object.freeze([]),
+  events: Object.freeze([]),
+  persist: Object.freeze([]),
 });
 
 /** A step's list for the driver: the list the step filled, or the shared frozen empty one. */
-const filled = <T>(list: T[], empty: T[]): T[] => (list.length > 0 ? list : empty);
+const filled = <T>(list: T[], empty: readonly T[]): readonly T[] => (list.length > 0 ? list : empty);
 /** The core's list for the next step: a new one in place of a list handed out, the empty one kept. */
 const unused = <T>(list: T[]): T[] => (list.length > 0 ? [] : list);
 

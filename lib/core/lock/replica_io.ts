@@ -47,16 +47,24 @@ export type ClientAnswer =
   | { ok: false; code: "not_primary"; message: string; epoch: number; primary: string | null }
   | { ok: false; code: Exclude<import("../../wire/errors.ts").ErrorCode, "not_primary">; message: string };
 
+/**
+ * What a step hands the driver. Read-only: the core never writes a list it handed out, and a
+ * driver must not write one either (an unfilled list is a shared frozen empty one: lock_replica.ts
+ * `ready`).
+ */
 export interface Ready {
-  send: Outbound[];
-  answers: Array<{ clientRef: number; answer: ClientAnswer }>;
+  readonly send: readonly Outbound[];
+  readonly answers: ReadonlyArray<{ clientRef: number; answer: ClientAnswer }>;
   /** Effects of committed entries, in log order (grants to wake long-polls, expiries to log). */
-  effects: Effect[];
+  readonly effects: readonly Effect[];
   /** Role changes and other facts worth a log line. */
-  events: Array<{ event: string; fields: Record<string, unknown> }>;
+  readonly events: ReadonlyArray<{ event: string; fields: Record<string, unknown> }>;
   /** With a durable log: what to write, in order (durable_copy.ts); the driver answers with `durable`. */
-  persist: PersistRecord[];
+  readonly persist: readonly PersistRecord[];
 }
+
+/** The lists a step fills (replica_state.ts `out`), before `ready` hands them out. */
+export type ReadyLists = { -readonly [K in keyof Ready]: Array<Ready[K][number]> };
 
 export type ReplicaSettings = Pick<
   Settings,
@@ -132,6 +140,6 @@ export function toAnswer(output: Output): ClientAnswer {
   return { ok: false, code: result.error.code as Exclude<typeof result.error.code, "not_primary">, message: result.error.message };
 }
 
-export function emptyReady(): Ready {
+export function emptyReady(): ReadyLists {
   return { send: [], answers: [], effects: [], events: [], persist: [] };
 }

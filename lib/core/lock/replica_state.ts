@@ -21,7 +21,7 @@ import { BackupCopy } from "./backup_copy.ts";
 import { BackupFeed } from "./backup_feed.ts";
 import { PrimaryLease } from "./primary_lease.ts";
 import { TakeoverGate } from "./takeover_gate.ts";
-import { type ClientAnswer, emptyReady, type PeerMessage, type Ready, type ReplicaOptions, type Role } from "./replica_io.ts";
+import { type ClientAnswer, emptyReady, type PeerMessage, type ReadyLists, type ReplicaOptions, type Role } from "./replica_io.ts";
 
 interface Pending {
   index: number;
@@ -78,7 +78,7 @@ export abstract class ReplicaState {
   protected readonly inFlight = new Map<number, InFlight>();
   protected nextRef = 1;
   protected nowMs = 0;
-  protected out: Ready = emptyReady();
+  protected out: ReadyLists = emptyReady();
 
   constructor(protected readonly options: ReplicaOptions, nowMs: number) {
     this.nowMs = nowMs;
