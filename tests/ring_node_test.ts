@@ -120,7 +120,7 @@ test("grant order: waiters queued before the token are granted FIFO, one at a ti
   assert.equal(fenceOf(replies(out).get(w3.reqId)), F1 + 44);
   assert.equal(sentToken(out), undefined, "the token stays during a section");
   h.step({ type: "wake" }); // another node asks: the token leaves once the visit is over
-  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 44 });
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 44 }, LIMITS.tokenHoldMs); // (its holding time too)
   assert.deepEqual(sentToken(out), token({ hop: 8, fence: F1 + 44, idleHops: 1 }));
 });
 
@@ -167,6 +167,27 @@ test("under contention a visit serves a waiter that arrived during it while it i
   assert.equal(fenceOf(replies(out).get(again.reqId)), F1 + 2, "a client that left and asked again at once is served in the visit");
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, LIMITS.tokenHoldMs);
   assert.equal(sentToken(out)?.hop, 2, "no rest under contention");
+});
+
+test("under contention a visit with a grant keeps the token for the rest of its holding time (tokenHoldMs), so its client's next enter is served without a hop; then it leaves", () => {
+  // Issue 14: with 8 clients on 5 nodes a node with one client paid a hop of the token per
+  // section, since its client's leave emptied the queue and the token left before its next enter.
+  const h = harness();
+  h.enter();
+  h.step({ type: "token", from: "a", token: token({ hop: 1 }) }, 0);
+  h.step({ type: "wake" }, 0);
+  let out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 }, 0);
+  assert.equal(sentToken(out), undefined, "no waiter, but the visit is younger than tokenHoldMs: the token stays");
+  assert.equal(h.node.nextDeadlineMs(), LIMITS.tokenHoldMs, "its pass is due at the end of the holding time, not at the next tick period");
+  h.at(LIMITS.tokenHoldMs - 1);
+  const again = h.enter();
+  assert.equal(fenceOf(replies(again.out).get(again.reqId)), F1 + 2, "the client that left and asked again is served in this visit");
+  out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, LIMITS.tokenHoldMs - 1);
+  assert.equal(sentToken(out), undefined, "still within the holding time");
+  out = h.step({ type: "tick" }, LIMITS.tokenHoldMs);
+  assert.equal(sentToken(out)?.hop, 2, "the holding time is over: the token leaves, though nobody else's waiter is known here");
+  const late = h.enter();
+  assert.equal(replies(late.out).get(late.reqId), undefined, "a newcomer after the holding time waits for the next visit");
 });
 
 test("waiters left when the token moves on wake the ring again, at most once per tokenIdlePaceMs: no node rests the token while they wait", () => {
@@ -362,7 +383,7 @@ test("a write in a section is acknowledged only when it came back around; then t
   assert.equal(h.node.read("x", true), "3", "dirty reads do");
   h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 1 });
   h.step({ type: "wake" }); // another node asks: the token leaves once the write is back
-  out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(4, "b", "x", "3")] });
+  out = h.step({ type: "writes", from: "a", epoch: 1, entries: [put(4, "b", "x", "3")] }, LIMITS.tokenHoldMs); // and the holding time is over
   assert.deepEqual(replies(out).get(reqId), { ok: true, type: "written", wseq: 4 });
   assert.equal(h.node.read("x", false), "3");
   assert.deepEqual(sentToken(out), token({ hop: 2, wseq: 4, commit: 4, fence: F1 + 1, idleHops: 1 }), "passed only after the return");

@@ -196,7 +196,7 @@ test("regenerator: the epoch's token with fence fenceFloor(epoch); above startWs
   out = h.step({ type: "leave", reqId: h.nextReq(), fence });
   assert.equal(sentToken(out), undefined, "its write is still travelling");
   h.step({ type: "wake" }); // another node asks: the token leaves once the write is back
-  out = h.step({ type: "writes", from: "c", epoch: 2, entries: [put(6, "a", "k", "new", 2)] });
+  out = h.step({ type: "writes", from: "c", epoch: 2, entries: [put(6, "a", "k", "new", 2)] }, h.now() + LIMITS.tokenHoldMs); // and the visit's holding time is over
   assert.deepEqual(replies(out).get(write.reqId), { ok: true, type: "written", wseq: 6 });
   assert.deepEqual(sentToken(out), { epoch: 2, hop: 2, wseq: 6, commit: 6, fence, idleHops: 1 });
   assert.equal(h.node.read("j", false), "4", "the re-sent writes are committed");

@@ -11,7 +11,8 @@
  * And the driver's tick, which sleeps until the cores' next deadline (`armTick`): an idle ring's
  * nodes tick a few times a second instead of every tickMs, the token still goes round at its
  * pace, and when the holder dies the first survivor's token-loss probe goes out within one tick
- * of its deadline (tokenLossMs after it last saw the token), not at the next idle tick.
+ * of its deadline (tokenLossMs after it last saw the token), not at the next idle tick. And the
+ * level of the lines a section writes.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -53,7 +54,7 @@ function manualRing(settings: Settings) {
     },
   };
   const later = (fn: () => void) => timers.setTimeout(fn, 1);
-  const events = new Map<string, Array<{ event: string; fields: Record<string, unknown> }>>(IDS.map((id) => [id, []]));
+  const events = new Map<string, Array<{ event: string; fields: Record<string, unknown>; level: string }>>(IDS.map((id) => [id, []]));
   const services = new Map<string, RingService>();
   const ticks = new Map<string, number>(IDS.map((id) => [id, 0]));
   const sent: Array<{ from: string; type: string; atMs: number }> = [];
@@ -81,7 +82,7 @@ function manualRing(settings: Settings) {
   };
 
   for (const id of IDS) {
-    const log: Logger = { event: (event, fields = {}) => events.get(id)!.push({ event, fields }), flush() {} };
+    const log: Logger = { event: (event, fields = {}, level = "info") => events.get(id)!.push({ event, fields, level }), flush() {} };
     const service = new RingService({
       node: new RingNode({ id, ring: IDS, limits: settings, ticketPrefix: `${id}-` }),
       settings,
@@ -168,5 +169,29 @@ test("an idle ring's drivers tick only when a core has something due, and a dead
   assert.ok(firstProbe, "a survivor probed for the lost token");
   const lateMs = firstProbe.atMs - Math.min(...dueAtMs);
   assert.ok(lateMs >= 0 && lateMs <= settings.tickMs, `the first probe went out ${lateMs} ms after its deadline (at most tickMs: ${settings.tickMs})`);
+  for (const service of services.values()) service.stop();
+});
+
+test("a section's grant and its end by a leave are debug lines (none per section at the default level); a section whose lease ran out is an info line", () => {
+  // Two info lines per section (a JSON line with its date each) were a steady cost of the ring under load.
+  const { services, events, runUntil, clock } = manualRing(SETTINGS);
+  for (const service of services.values()) service.start();
+  runUntil(5_000);
+  const r1 = services.get("r1")!;
+  const replies: Array<{ type?: string; fence?: number }> = [];
+  const enter = () => r1.request({ type: "enter", waitMs: 5_000, leaseMs: 100 }, (reply) => void replies.push(reply as { type?: string; fence?: number }));
+  enter();
+  // Leaves as soon as it is granted, well within its lease (bounded: the token comes within a rotation).
+  for (let stepMs = 0; stepMs < 2_000 && !replies.some((r) => r.type === "granted"); stepMs++) runUntil(clock.nowMs() + 1);
+  const first = replies.find((r) => r.type === "granted");
+  assert.ok(first?.fence !== undefined, `granted: ${JSON.stringify(replies)}`);
+  r1.request({ type: "leave", fence: first.fence }, (reply) => void replies.push(reply as { type?: string }));
+  enter(); // this one is not left: its lease (100 ms) runs out
+  runUntil(clock.nowMs() + 2_000);
+  const lines = events.get("r1")!;
+  const levels = (event: string, reason?: string) => lines.filter((l) => l.event === event && (reason === undefined || l.fields.reason === reason)).map((l) => l.level);
+  assert.deepEqual(levels("granted"), ["debug", "debug"], "each grant");
+  assert.deepEqual(levels("sectionEnded", "left"), ["debug"], "the end by a leave");
+  assert.deepEqual(levels("sectionEnded", "lease"), ["info"], "a lease that ran out tells of a client that failed: info");
   for (const service of services.values()) service.stop();
 });

@@ -53,11 +53,13 @@ test("the repair core's deadline: none without a suspicion, now while it holds o
   assert.equal(repair.nextDeadlineMs(300), Number.POSITIVE_INFINITY, "cleared: nothing due");
 });
 
-test("the driver's next tick: the cores' earliest deadline, but no sooner than tickMs from now and no later than tokenIdlePaceMs", () => {
+test("the driver's next tick: the cores' earliest deadline (one due now: tickMs from now), no later than tokenIdlePaceMs", () => {
   const settings = { tickMs: 10, tokenIdlePaceMs: 200 };
   assert.equal(nextTickAtMs(1_000, 1_000, settings), 1_010, "due now: one tick period on");
   assert.equal(nextTickAtMs(1_000, 900, settings), 1_010, "overdue: one tick period on, not in the past");
   assert.equal(nextTickAtMs(1_000, 1_050, settings), 1_050, "due later: at the deadline");
+  // A token resting for tokenHoldMs under contention leaves at the end of it, not a tick later.
+  assert.equal(nextTickAtMs(1_000, 1_002, settings), 1_002, "due sooner than a tick period: still at the deadline");
   assert.equal(nextTickAtMs(1_000, Number.POSITIVE_INFINITY, settings), 1_200, "nothing due: the idle pace bounds the sleep");
   assert.equal(nextTickAtMs(1_000, 1_500, settings), 1_200, "a far deadline: the idle pace still bounds it");
   assert.equal(nextTickAtMs(1_000, Number.POSITIVE_INFINITY, { tickMs: 10, tokenIdlePaceMs: 0 }), 1_010, "an idle pace below the tick: the tick period");

@@ -97,6 +97,16 @@ export interface RingServiceOptions {
   onTick?(lateMs: number): void;
 }
 
+/**
+ * The lines a section writes when all goes well, its grant and its end by a leave: `debug`, as a
+ * lock server's grant and release (README, `logLevel`), so the default level writes no line per
+ * section (before: two JSON lines per section, each with its date, stringified and written).
+ * Other ends (the lease ran out, abandoned, a new epoch) stay `info`: they tell of a fault.
+ */
+function perSectionEvent(event: string, fields: Record<string, unknown>): boolean {
+  return event === "granted" || (event === "sectionEnded" && fields.reason === "left");
+}
+
 export class RingService {
   readonly node: RingNode;
   /** Refused input: malformed peer messages and answers (status `security`). */
@@ -435,7 +445,7 @@ export class RingService {
         this.clients.sectionEnded(effect.fence);
         return;
       case "event":
-        log.event(effect.event, effect.fields);
+        log.event(effect.event, effect.fields, perSectionEvent(effect.event, effect.fields) ? "debug" : "info");
         return;
       default:
         assertNever(effect, "ring effect");

@@ -8,11 +8,15 @@ import type { Settings } from "../../settings.ts";
 
 /**
  * tickMs from now while anything runs on ticks (a deadline now or past: as a fixed tick did);
- * the deadline itself while it is further (a resting token's pass, the token-loss probe); but
- * never later than tokenIdlePaceMs from now (nor sooner than tickMs), a bound should a deadline
- * be missed. `dueMs` may be +Infinity (nothing due).
+ * the deadline itself while it is ahead (a resting token's pass, the token-loss probe), even one
+ * nearer than tickMs; but never later than tokenIdlePaceMs from now (nor than tickMs), a bound
+ * should a deadline be missed. `dueMs` may be +Infinity (nothing due).
  */
 export function nextTickAtMs(nowMs: number, dueMs: number, settings: Pick<Settings, "tickMs" | "tokenIdlePaceMs">): number {
   const { tickMs, tokenIdlePaceMs } = settings;
-  return nowMs + Math.min(Math.max(dueMs - nowMs, tickMs), Math.max(tickMs, tokenIdlePaceMs));
+  // A deadline still ahead is kept even if nearer than tickMs (a token resting for tokenHoldMs
+  // under contention must leave at its end, not a tick period later); one due now or past waits
+  // tickMs, so a core that has work on ticks does not make the driver spin.
+  const inMs = dueMs > nowMs ? dueMs - nowMs : tickMs;
+  return nowMs + Math.min(inMs, Math.max(tickMs, tokenIdlePaceMs));
 }

@@ -146,10 +146,17 @@ export abstract class TokenVisit extends RingSections {
       this.pass();
       return;
     }
-    // After a visit with grants the token rests here like an idle one while nobody else asks:
-    // the node whose client just left is the likeliest to be asked next; a wake from another
-    // node's first waiter sends it on at once, and it leaves after tokenIdlePaceMs anyway.
-    if (holding.granted && this.uncontended(holding)) return;
+    // After a visit with grants the token rests here while the visit is open (visitOpen): the
+    // node whose client just left is the likeliest to be asked next. While nobody else asks, like
+    // an idle token (a wake from another node's first waiter sends it on at once, and it leaves
+    // after tokenIdlePaceMs anyway). Under contention only within the holding time tokenHoldMs:
+    // a client that left and asks again at once is served in this visit instead of costing a hop
+    // of the token per section (issue 14: 8 clients on 5 nodes), and the others wait no longer
+    // than the holding time already allowed. The pass is then due at the end of the holding time.
+    if (holding.granted && this.visitOpen(holding)) {
+      if (!this.uncontended(holding)) holding.passAtMs = holding.arrivedAtMs + this.options.limits.tokenHoldMs;
+      return;
+    }
     if (holding.token.idleHops < this.ring.length || this.nowMs < this.wakeUntilMs) {
       this.pass();
       return;

@@ -64,6 +64,20 @@ function cpuNow(ring: Ring): { nodes: number[]; driver: number } {
   return { nodes: ring.nodes.map((n) => cpuSeconds(n.pid)), driver: cpuSeconds("self") };
 }
 
+/**
+ * Counters summed over every node's `GET /metrics`: token hops taken and HTTP answers given (every
+ * route: clients' enters and leaves, hand-offs, wakes, view messages). Read before and after a
+ * phase, so each phase reports them per operation (where a section's CPU goes: hops, requests).
+ */
+async function counters(ring: Ring): Promise<{ hops: number; httpAnswers: number }> {
+  const texts = await Promise.all(ring.urls.map(async (url) => await (await fetch(`${url}/metrics`)).text()));
+  const sum = (name: string) => texts.reduce((total, text) => {
+    for (const line of text.split("\n")) if (line.startsWith(name)) total += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
+    return total;
+  }, 0);
+  return { hops: sum("mutexd_ring_token_hops_total"), httpAnswers: sum("mutexd_http_responses_total") };
+}
+
 /** Hop p50 (median over the nodes) and p99 (the largest) from every node's status, and the rotation at r1. */
 async function hopsAndRotation(ring: Ring, metrics: Metrics, phase: Phase): Promise<void> {
   const statuses = await Promise.all(ring.clients.map((c) => c.status()));
@@ -89,6 +103,7 @@ async function measure(
   const failures: Failures = { count: 0, last: "" };
   let ops = 0;
   let running = true;
+  const countsBefore = await counters(ring);
   const before = cpuNow(ring);
   const t0 = now();
   const done = Promise.all(loops.map((loop) => loop(() => running, () => void (ops += 1), failures)));
@@ -100,11 +115,16 @@ async function measure(
   const after = cpuNow(ring);
   await hopsAndRotation(ring, metrics, phase);
   await done;
+  const countsAfter = await counters(ring);
   const nodeCpu = after.nodes.reduce((sum, v, i) => sum + v - before.nodes[i], 0);
   metrics[`${phase}.perS`] = counted / seconds;
   metrics[`${phase}.ringCpuMsPerOp`] = counted > 0 ? (1000 * nodeCpu) / counted : Number.NaN;
   metrics[`${phase}.driverCpuMsPerOp`] = counted > 0 ? (1000 * (after.driver - before.driver)) / counted : Number.NaN;
   metrics[`${phase}.ringCpuPct`] = (100 * nodeCpu) / seconds;
+  // Counted to the end of the loops (their last requests included) and over the status reads
+  // of hopsAndRotation (one per node): a few answers against thousands per phase.
+  metrics[`${phase}.hopsPerOp`] = counted > 0 ? (countsAfter.hops - countsBefore.hops) / counted : Number.NaN;
+  metrics[`${phase}.httpAnswersPerOp`] = counted > 0 ? (countsAfter.httpAnswers - countsBefore.httpAnswers) / counted : Number.NaN;
   metrics[`${phase}.failures`] = failures.count;
   if (failures.count > 0) notes.push(`${phase}: ${failures.count} requests failed and were asked again (last: ${failures.last})`);
 }
@@ -175,6 +195,7 @@ export async function ringSpeed(ctx: WorkloadContext, size: number): Promise<{ m
       `${size} nodes: idle CPU per node ${idle.map(fmt).join(", ")} %, rotation ${fmt(metrics["idle.rotationMs"])} ms; ` +
       `1 client ${fmt(metrics["one.perS"])}/s (ring CPU ${fmt(metrics["one.ringCpuMsPerOp"])} ms, driver ${fmt(metrics["one.driverCpuMsPerOp"])} ms per section); ` +
       `${MANY_CLIENTS} clients ${fmt(metrics["many.perS"])}/s (ring CPU ${fmt(metrics["many.ringCpuMsPerOp"])} ms per section, hop p50 ${fmt(metrics["many.hopP50Ms"])} ms); ` +
+      `per section, 1 · ${MANY_CLIENTS} clients: hops ${fmt(metrics["one.hopsPerOp"])} · ${fmt(metrics["many.hopsPerOp"])}, HTTP answers ${fmt(metrics["one.httpAnswersPerOp"])} · ${fmt(metrics["many.httpAnswersPerOp"])}; ` +
       `puts ${fmt(metrics["put.perS"])}/s, p50 ${fmt(metrics["put.latencyMs.p50"])} ms`,
     );
     return { metrics, notes };
