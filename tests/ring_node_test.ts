@@ -184,6 +184,7 @@ test("under contention a visit with a grant keeps the token for the rest of its 
   assert.equal(fenceOf(replies(again.out).get(again.reqId)), F1 + 2, "the client that left and asked again is served in this visit");
   out = h.step({ type: "leave", reqId: h.nextReq(), fence: F1 + 2 }, LIMITS.tokenHoldMs - 1);
   assert.equal(sentToken(out), undefined, "still within the holding time");
+  assert.equal(h.node.nextDeadlineMs(), LIMITS.tokenHoldMs, "the pass stays due at the token's arrival + tokenHoldMs: a re-entry does not move it");
   out = h.step({ type: "tick" }, LIMITS.tokenHoldMs);
   assert.equal(sentToken(out)?.hop, 2, "the holding time is over: the token leaves, though nobody else's waiter is known here");
   const late = h.enter();

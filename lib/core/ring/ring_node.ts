@@ -215,7 +215,8 @@ export class RingNode extends RingViews {
   /**
    * The latest time the driver may tick next without delaying anything here (a pure read): the
    * step's own time while anything runs on ticks (a section, waiters, a catch-up, writes out, a
-   * visit not yet paced), the idle token's pass time while it rests here, and +∞ otherwise (an
+   * visit not yet paced), the resting token's pass time (the idle pace, or the end of the
+   * holding time after a grant under contention: token_visit.ts), and +∞ otherwise (an
    * input comes first: a token, a wake, a client). The driver never ticks slower than its period
    * when this is due (cluster/ring/service.ts).
    */

@@ -9,8 +9,8 @@ import type { Settings } from "../../settings.ts";
 /**
  * tickMs from now while anything runs on ticks (a deadline now or past: as a fixed tick did);
  * the deadline itself while it is ahead (a resting token's pass, the token-loss probe), even one
- * nearer than tickMs; but never later than tokenIdlePaceMs from now (nor than tickMs), a bound
- * should a deadline be missed. `dueMs` may be +Infinity (nothing due).
+ * nearer than tickMs; but never later than the longer of tickMs and tokenIdlePaceMs from now, a
+ * bound should a deadline be missed. `dueMs` may be +Infinity (nothing due).
  */
 export function nextTickAtMs(nowMs: number, dueMs: number, settings: Pick<Settings, "tickMs" | "tokenIdlePaceMs">): number {
   const { tickMs, tokenIdlePaceMs } = settings;

@@ -70,7 +70,12 @@ function cpuNow(ring: Ring): { nodes: number[]; driver: number } {
  * phase, so each phase reports them per operation (where a section's CPU goes: hops, requests).
  */
 async function counters(ring: Ring): Promise<{ hops: number; httpAnswers: number }> {
-  const texts = await Promise.all(ring.urls.map(async (url) => await (await fetch(`${url}/metrics`)).text()));
+  const texts = await Promise.all(ring.urls.map(async (url) => {
+    const answer = await fetch(`${url}/metrics`);
+    // A refused scrape (401, 404) would count as no hops: fail loudly instead.
+    if (!answer.ok) throw new Error(`${url}/metrics: ${answer.status}`);
+    return await answer.text();
+  }));
   const sum = (name: string) => texts.reduce((total, text) => {
     for (const line of text.split("\n")) if (line.startsWith(name)) total += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
     return total;

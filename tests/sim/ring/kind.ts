@@ -276,6 +276,11 @@ export const RING_KIND: NodeKind = {
       // Half the seeds have an arbiter that coordinates the view changes (drawn last: the draws
       // above stay as they were).
       arbiter: prng.chance(0.5),
+      // The holding time under contention (drawn last, as above). At the default 2 ms a client's
+      // leave, 4 ms or more after its grant on the simulated network, never comes back within the
+      // visit, so the rest after a grant (token_visit.ts) would never run: one third of the seeds
+      // keep the default, the others hold long enough for leaves and newcomers to come back.
+      tokenHoldMs: prng.pick([DEFAULT_SETTINGS.tokenHoldMs, 50, 150]),
     };
   },
 
@@ -292,6 +297,8 @@ export const RING_KIND: NodeKind = {
       tokenLossMs: Number(params.tokenLossMs),
       ringLeaseMaxMs: Number(params.ringLeaseMaxMs),
       viewPromiseWaitMs,
+      // Runs saved before this parameter was drawn keep the default.
+      tokenHoldMs: params.tokenHoldMs === undefined ? DEFAULT_SETTINGS.tokenHoldMs : Number(params.tokenHoldMs),
     };
     const problems = validateSettings(settings);
     if (problems.length > 0) throw new Error(`ring settings: ${problems.map((p) => `${p.key} ${p.message}`).join("; ")}`);
