@@ -28,6 +28,7 @@ import { type AuthenticatedSender, authenticatedSender } from "../peer_auth.ts";
 import { answerFormatMiddleware, peerFormatMiddleware } from "../format_version.ts";
 import { FORMAT_HEADER, FORMATS } from "../../lib/wire/version.ts";
 import { VERSION } from "../version.ts";
+import { type FastRoute, installPostFastPath } from "../post_fast_path.ts";
 
 export interface RingApiOptions {
   nodeId: string;
@@ -371,8 +372,41 @@ export function createRingApp(service: RingService, options: RingApiOptions): Ho
   app.use(auth.middleware);
   if (options.peerAuth) app.use("/v1/ring/peer/*", options.peerAuth);
   app.use("/v1/ring/peer/*", peerFormatMiddleware(options.security ?? service.security));
-  serveRoutes(app, ringRoutes(service, options), auth);
+  const routes = ringRoutes(service, options);
+  serveRoutes(app, routes, auth);
+  if (!auth.enabled) installRingFastPath(app, routes, options.onInternalError ?? (() => {}));
   return app;
+}
+
+/** The client routes the fast path answers (the peer routes keep Hono and their authentication). */
+export const RING_FAST_PATHS: readonly string[] = ["/v1/ring/enter", "/v1/ring/leave"];
+
+/**
+ * `POST /v1/ring/enter` and `/v1/ring/leave` answered without Hono (cluster/post_fast_path.ts),
+ * only without client tokens (every caller then may lock the section, and the bearer middleware
+ * has nothing to check). The handler gets the request as serveRoutes makes it: the body, the
+ * request's signal (a long-poll ends when the caller goes away) and format header; no path
+ * parameters, no peer sender; `may` absent (all allowed).
+ */
+function installRingFastPath(app: Hono, routes: readonly RingRoute[], onInternal: (error: Error) => void): void {
+  const fast = new Map<string, FastRoute>();
+  for (const route of routes) {
+    if (route.method !== "POST" || !RING_FAST_PATHS.includes(route.path)) continue;
+    fast.set(route.path, {
+      bytesMax: route.bodyBytesMax,
+      handle: (body, raw, reply) => {
+        const request: RingRequest = {
+          body,
+          query: (name) => new URL(raw.url).searchParams.get(name) ?? undefined,
+          param: () => undefined,
+          signal: raw.signal,
+          format: raw.headers.get(FORMAT_HEADER) ?? undefined,
+        };
+        route.handle(request, reply);
+      },
+    });
+  }
+  installPostFastPath(app, fast, (error) => errorAnswer(error, onInternal));
 }
 
 /**
