@@ -15,6 +15,7 @@ import { realTimers } from "../cluster/timers.ts";
 import { createRingApp, ringPeerBytesMax } from "../cluster/ring/api.ts";
 import { type RingPeers, RingService } from "../cluster/ring/service.ts";
 import { RingStorage } from "../cluster/ring/storage.ts";
+import type { ClientAuth } from "../cluster/client_auth.ts";
 import { tempDir } from "./_harness.ts";
 import { joinView, leaseBackingPeers, never } from "./_ring_service.ts";
 import { type FuzzAnswer, type FuzzApp, type FuzzRequest, fuzzPeerAuth, send, SigningSender } from "./_fuzz_apps.ts";
@@ -26,9 +27,9 @@ export const FUZZ_RING_SETTINGS: Settings = { ...DEFAULT_SETTINGS, bodyBytesMax:
  * Node b, its data directory pushed on `dirs` (the test removes them). The service is not
  * started: no timer of its own runs (no view change, no tick) while a test compares states.
  * `state()` leaves out the view messages sent (`viewSent`, which some tests check one by one);
- * `stateWithSends()` counts them too.
+ * `stateWithSends()` counts them too. `auth`: the app's client tokens (default: none, open).
  */
-export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS, options: { peerAuth?: boolean } = {}) {
+export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS, options: { peerAuth?: boolean; auth?: ClientAuth } = {}) {
   const dir = tempDir("mutexd-fuzz-ring-");
   dirs.push(dir);
   const storage = new RingStorage(dir);
@@ -46,7 +47,7 @@ export function ringNode(dirs: string[], settings: Settings = FUZZ_RING_SETTINGS
   joinView(service, clock);
   // With `peerAuth` the peer routes verify as a node with FUZZ_SECRET does; `fromA` sends as a.
   const peerAuth = options.peerAuth ? fuzzPeerAuth("b", ["a", "b", "c"], service.security, ringPeerBytesMax(settings)) : undefined;
-  const app = createRingApp(service, { nodeId: "b", settings, peerAuth });
+  const app = createRingApp(service, { nodeId: "b", settings, peerAuth, auth: options.auth });
   const signer = new SigningSender();
   const fromA = (request: FuzzRequest) => peerAuth ? signer.send(app, "a", "b", request) : send(app, request);
   const state = () => {
