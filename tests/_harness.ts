@@ -227,3 +227,26 @@ export async function eventually(what: string, check: () => boolean | Promise<bo
   }
   throw new Error(`timed out waiting for: ${what}`);
 }
+
+/** A request body as a stream that counts the bytes the server pulls (`pulledBytes()`: 0 when refused unread). */
+export function countingBody(bytes: Uint8Array): { stream: ReadableStream<Uint8Array>; pulledBytes(): number } {
+  let pulled = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      pulled += bytes.byteLength;
+      controller.enqueue(bytes);
+      controller.close();
+    },
+  }, { highWaterMark: 0 });
+  return { stream, pulledBytes: () => pulled };
+}
+
+/** A request body that gives half of `bytes`, then fails, as a reset connection's does. */
+export function brokenOffBody(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(bytes.subarray(0, bytes.byteLength >> 1));
+      controller.error(new Error("connection reset"));
+    },
+  });
+}

@@ -24,6 +24,7 @@ import { jsonResponder } from "../cluster/runtime.ts";
 import { realTimers } from "../cluster/timers.ts";
 import { DEFAULT_SETTINGS } from "../lib/settings.ts";
 import { FORMAT_HEADER, formatText, WIRE_FORMAT } from "../lib/wire/version.ts";
+import { brokenOffBody, countingBody } from "./_harness.ts";
 import { soloLockService } from "./_lock_service.ts";
 
 const SETTINGS = { ...DEFAULT_SETTINGS, bodyBytesMax: 1_024 };
@@ -157,19 +158,11 @@ test("a Content-Length repeated with one value (both runtimes accept it, and Hea
     headers.append("content-length", length);
     assert.equal(headers.get("content-length"), `${length}, ${length}`, "Headers joins the repeats");
     // The body as a stream that counts what the server pulls: nothing, when refused unread.
-    let pulledBytes = 0;
-    const bytes = new TextEncoder().encode(body);
-    const stream = new ReadableStream<Uint8Array>({
-      pull(controller) {
-        pulledBytes += bytes.byteLength;
-        controller.enqueue(bytes);
-        controller.close();
-      },
-    }, { highWaterMark: 0 });
+    const { stream, pulledBytes } = countingBody(new TextEncoder().encode(body));
     const response = await app.request(path, { method: "POST", headers, body: stream, duplex: "half" } as RequestInit);
     assert.equal(response.status, 413, `${path}: ${await response.clone().text()}`);
     assert.equal((await response.json()).error.code, "body_too_large");
-    assert.equal(pulledBytes, 0, `${path}: the body was not read`);
+    assert.equal(pulledBytes(), 0, `${path}: the body was not read`);
   }
   for (const malformed of ["12abc", "-5", "1e3", `${length}, 7`]) {
     const response = await app.request("/v1/sessions", { method: "POST", headers: { "content-length": malformed }, body });
@@ -187,12 +180,7 @@ test("a body that breaks off while read (the client closed its connection) is a 
   const body = new TextEncoder().encode(JSON.stringify({ ttlMs: 5_000, sessionSecret: SECRET }));
   for (const path of ["/v1/sessions", "/v1/sessions/t-1/keepalive"]) {
     // Half the declared bytes, then the stream fails, as a reset connection's does.
-    const stream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        controller.enqueue(body.subarray(0, body.byteLength >> 1));
-        controller.error(new Error("connection reset"));
-      },
-    });
+    const stream = brokenOffBody(body);
     const headers = { "content-type": "application/json", "content-length": String(body.byteLength) };
     const response = await app.request(path, { method: "POST", headers, body: stream, duplex: "half" } as RequestInit);
     assert.equal(response.status, 400, `${path}: ${await response.clone().text()}`);

@@ -20,7 +20,7 @@ import { ClientAuth } from "../cluster/client_auth.ts";
 import type { TokenConfig } from "../cluster/config.ts";
 import type { Settings } from "../lib/settings.ts";
 import { FORMAT_HEADER, formatText, WIRE_FORMAT } from "../lib/wire/version.ts";
-import { eventually, removeDir } from "./_harness.ts";
+import { brokenOffBody, countingBody, eventually, removeDir } from "./_harness.ts";
 import { send } from "./_fuzz_apps.ts";
 import { FUZZ_RING_SETTINGS, ringNode } from "./_ring_app.ts";
 
@@ -197,19 +197,11 @@ test("on the ring's fast path a Content-Length over bodyBytesMax (also repeated)
       const headers = new Headers({ "content-type": "application/json" });
       for (let i = 0; i < repeats; i++) headers.append("content-length", length);
       // The body as a stream that counts what the server pulls: nothing, when refused unread.
-      let pulledBytes = 0;
-      const bytes = new TextEncoder().encode(body);
-      const stream = new ReadableStream<Uint8Array>({
-        pull(controller) {
-          pulledBytes += bytes.byteLength;
-          controller.enqueue(bytes);
-          controller.close();
-        },
-      }, { highWaterMark: 0 });
+      const { stream, pulledBytes } = countingBody(new TextEncoder().encode(body));
       const response = await h.app.request(path, { method: "POST", headers, body: stream, duplex: "half" } as RequestInit);
       assert.equal(response.status, 413, `${path}: ${await response.clone().text()}`);
       assert.equal((await response.json()).error.code, "body_too_large");
-      assert.equal(pulledBytes, 0, `${path}: the body was not read`);
+      assert.equal(pulledBytes(), 0, `${path}: the body was not read`);
     }
     for (const malformed of ["12abc", "-5", "1e3", `${length}, 7`]) {
       const response = await h.app.request(path, { method: "POST", headers: { "content-length": malformed }, body });
@@ -218,12 +210,7 @@ test("on the ring's fast path a Content-Length over bodyBytesMax (also repeated)
     }
     // Half the declared bytes, then the stream fails, as a reset connection's does.
     const good = new TextEncoder().encode(JSON.stringify({ waitMs: 0 }));
-    const broken = new ReadableStream<Uint8Array>({
-      start(controller) {
-        controller.enqueue(good.subarray(0, good.byteLength >> 1));
-        controller.error(new Error("connection reset"));
-      },
-    });
+    const broken = brokenOffBody(good);
     const response = await h.app.request(path, { method: "POST", headers: { "content-length": String(good.byteLength) }, body: broken, duplex: "half" } as RequestInit);
     assert.equal(response.status, 400, `${path}: ${await response.clone().text()}`);
     const { error } = await response.json();
