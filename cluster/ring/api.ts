@@ -4,7 +4,8 @@
  * service and encode; the protocol lives in lib/core/ring/ring_node.ts. See docs/ring.md.
  *
  * The routes are a table (`ringRoutes`) that Hono serves (`createRingApp`: routing, reading the
- * body, JSON answers). A handler gets the decoded body and answers through a callback, never
+ * body, JSON answers); without client tokens enter and leave take a fast path around Hono
+ * (`installRingFastPath`). A handler gets the decoded body and answers through a callback, never
  * through a promise, so the simulator (tests/sim/ring/http.ts) runs the same handlers inside its
  * synchronous event loop, on the same route patterns and body checks.
  */
