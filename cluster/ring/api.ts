@@ -380,7 +380,7 @@ export function createRingApp(service: RingService, options: RingApiOptions): Ho
 }
 
 /** The client routes the fast path answers (the peer routes keep Hono and their authentication). */
-export const RING_FAST_PATHS: readonly string[] = ["/v1/ring/enter", "/v1/ring/leave"];
+const RING_FAST_PATHS: readonly string[] = ["/v1/ring/enter", "/v1/ring/leave"];
 
 /**
  * `POST /v1/ring/enter` and `/v1/ring/leave` answered without Hono (cluster/post_fast_path.ts),
@@ -398,6 +398,7 @@ function installRingFastPath(app: Hono, routes: readonly RingRoute[], onInternal
       handle: (body, raw, reply) => {
         const request: RingRequest = {
           body,
+          // Enter and leave read no query; parsed only if asked, as URLSearchParams does (Hono's too: `+` a space).
           query: (name) => new URL(raw.url).searchParams.get(name) ?? undefined,
           param: () => undefined,
           signal: raw.signal,
