@@ -2,7 +2,7 @@
  * The fast path of the client APIs (the lock server's and the ring node's): their client POST
  * routes without a path parameter answered without Hono's routing, context and middleware, which
  * cost a lone primary about a third of its CPU per request (docs/bench.md, "The lone primary's
- * HTTP path") and a ring node about a tenth per section (docs/bench.md, "Ring speed"). Only when
+ * HTTP path") and a ring node 12–28% of its CPU per section (docs/bench.md, "Ring speed"). Only when
  * the app has no client tokens: the bearer middleware then has nothing to check. The route's work
  * is the same as through Hono: the body read within the route's limit, parsed as a JSON object,
  * handed to the route's handler, which checks it against its schema; the same answers and errors,
@@ -34,9 +34,12 @@ export interface FastRoute {
 
 /**
  * Answers `POST` on the paths of `routes` without Hono when the request declares its length;
- * `errorAnswer`: a thrown error as the app's error handler answers it.
+ * `errorAnswer`: a thrown error as the app's error handler answers it. `auth`: the app's client
+ * authentication, which this path skips: refused (a throw at start-up) when it has tokens, so a
+ * caller that forgets to check fails closed.
  */
-export function installPostFastPath(app: Hono, routes: ReadonlyMap<string, FastRoute>, errorAnswer: (error: Error) => JsonAnswer): void {
+export function installPostFastPath(app: Hono, routes: ReadonlyMap<string, FastRoute>, errorAnswer: (error: Error) => JsonAnswer, auth: { readonly enabled: boolean }): void {
+  if (auth.enabled) throw new Error("the fast path skips client authentication: only for an app without client tokens");
   const honoFetch = app.fetch;
   app.fetch = (request, env, executionCtx) => {
     const route = request.method === "POST" ? routes.get(pathOf(request.url)) : undefined;
@@ -68,9 +71,14 @@ function answerBody(route: FastRoute, request: Request, text: string, errorAnswe
   let now: JsonAnswer | undefined;
   let later: ((answer: JsonAnswer) => void) | undefined;
   try {
+    // The runtime reads no more than the declared length over HTTP; an in-process request
+    // (app.request) may carry a longer body: refused as Hono's read refuses it (UTF-16 units
+    // are never more than the bytes, so this refuses nothing within the limit).
+    checkDeclaredLength(text.length, route.bytesMax);
+    // The first reply is the answer, as through Hono (its route awaits a promise): a handler that
+    // replied and then threw keeps its reply; a throw before any reply is the answer (onError).
     route.handle(parseJsonText(text), request, (answer) => (later ? later(answer) : (now ??= answer)));
   } catch (error) {
-    // As through Hono: a throw before the route answered is the answer (the app's onError).
     now ??= errorAnswer(error as Error);
   }
   if (now) return jsonAnswer(now);

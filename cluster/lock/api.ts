@@ -120,6 +120,6 @@ export function createLockApp(service: LockService, options: LockApiOptions): Ho
   // signed GET leaves the sender with this process's nonce. The upgrade itself never reaches Hono.
   app.get(STREAM_PATH, (c) => c.json({ stream: true }));
 
-  if (!auth.enabled) installFastPath(app, routes, options);
+  if (!auth.enabled) installFastPath(app, routes, options, auth);
   return app;
 }

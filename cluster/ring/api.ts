@@ -368,14 +368,15 @@ export function createRingApp(service: RingService, options: RingApiOptions): Ho
   const app = new Hono();
   app.use(answerFormatMiddleware());
   const auth = options.auth ?? ClientAuth.open();
-  installErrorHandlers(app, options.onInternalError ?? (() => {}));
+  const onInternal = options.onInternalError ?? (() => {});
+  installErrorHandlers(app, onInternal);
   // Bearer tokens before every route (health and the peer routes pass); each route says what it needs.
   app.use(auth.middleware);
   if (options.peerAuth) app.use("/v1/ring/peer/*", options.peerAuth);
   app.use("/v1/ring/peer/*", peerFormatMiddleware(options.security ?? service.security));
   const routes = ringRoutes(service, options);
   serveRoutes(app, routes, auth);
-  if (!auth.enabled) installRingFastPath(app, routes, options.onInternalError ?? (() => {}));
+  if (!auth.enabled) installRingFastPath(app, routes, onInternal, auth);
   return app;
 }
 
@@ -389,7 +390,7 @@ const RING_FAST_PATHS: readonly string[] = ["/v1/ring/enter", "/v1/ring/leave"];
  * request's signal (a long-poll ends when the caller goes away) and format header; no path
  * parameters, no peer sender; `may` absent (all allowed).
  */
-function installRingFastPath(app: Hono, routes: readonly RingRoute[], onInternal: (error: Error) => void): void {
+function installRingFastPath(app: Hono, routes: readonly RingRoute[], onInternal: (error: Error) => void, auth: ClientAuth): void {
   const fast = new Map<string, FastRoute>();
   for (const route of routes) {
     if (route.method !== "POST" || !RING_FAST_PATHS.includes(route.path)) continue;
@@ -408,7 +409,7 @@ function installRingFastPath(app: Hono, routes: readonly RingRoute[], onInternal
       },
     });
   }
-  installPostFastPath(app, fast, (error) => errorAnswer(error, onInternal));
+  installPostFastPath(app, fast, (error) => errorAnswer(error, onInternal), auth);
 }
 
 /**
