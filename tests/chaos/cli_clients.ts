@@ -83,9 +83,9 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
     const where = at ? { node: at.node } : {};
     const acquire = history.invoke({ op: names.acquire, client: o.client, lock, leaseMs, ...where });
     const round: Round = { faulted: false, killed: false, acquired: false, holding: false };
-    const lost = (error: string) => {
+    const lost = (error: string, atMs?: number) => {
       round.holding = false;
-      history.event({ op: names.lost, client: o.client, lock, token: round.token, ...where, error });
+      history.event({ op: names.lost, client: o.client, lock, token: round.token, ...where, error }, atMs === undefined ? undefined : { startMs: atMs, endMs: atMs });
     };
     rounds.set(o.client, (fault) => {
       round.faulted = true;
@@ -114,6 +114,10 @@ export async function cliWorker(ctx: WorkloadContext, o: CliClientOptions): Prom
           round.holding = false;
           round.release = history.invoke({ op: names.release, client: o.client, lock, token: round.token, ...where });
         }
+      },
+      // mutexd told CMD to stop (SIGTERM): the lock was lost for its holder then.
+      stopped: (atMs) => {
+        if (round.holding) lost("CMD stopped by mutexd (SIGTERM): the lock was lost", atMs);
       },
     });
     const argv = ring

@@ -48,6 +48,14 @@ async function step(fields: object, run: () => Promise<{ type: "ok" | "fail" | "
 // history's) ends the hold for the checker even if the loss is heard late. A lock's lease is
 // renewed while CMD runs, so its deadline at the start is no end.
 const leaseEnd = lock === "ring" && process.env.MUTEXD_DEADLINE ? Date.parse(process.env.MUTEXD_DEADLINE) : undefined;
+// mutexd stops CMD with SIGTERM when its lock is lost (its lease ran out by its own count, or the
+// lock was force-released): the moment the holder is told, which ends its hold for the checker.
+// Said to the hub at once, then CMD ends (SIGKILL follows after --grace anyway); the exit that the
+// runner sees later would end the hold too late (a mutex "overlap" of a few ms under load).
+process.on("SIGTERM", () => {
+  const at = Date.now();
+  void post("/stopped", { listener, at }).catch(() => {}).finally(() => process.exit(143));
+});
 await post("/entered", { listener, token, pid: process.pid, ...(leaseEnd === undefined || Number.isNaN(leaseEnd) ? {} : { leaseEnd }) });
 try {
   if (lock === "ring") {

@@ -5,8 +5,9 @@
  * - reads and writes the guarded counter (the same GuardedCounters as the in-process clients, so
  *   its token check, the fencing, is one for all clients): POST /counter;
  * - records its steps in the run's one history (one clock, the runner's): POST /invoke, /done;
- * - says it entered its lock (with its token and its PID) and that it is leaving: POST /entered,
- *   /leaving, which the runner's worker of that client handles (cli_clients.ts).
+ * - says it entered its lock (with its token and its PID), that it is leaving, and that mutexd told
+ *   it to stop (SIGTERM: the lock was lost): POST /entered, /leaving, /stopped, which the runner's
+ *   worker of that client handles (cli_clients.ts).
  * Bodies are JSON; anything malformed is a 400. Pending operations are bounded (PENDING_MAX).
  */
 import { serveHttp, type HttpServer } from "../../cluster/runtime.ts";
@@ -20,6 +21,11 @@ export interface HubListener {
   /** `leaseEndMs`: a ring section's own lease end (wall ms), when CMD knows it. */
   entered(token: number, pid: number, leaseEndMs?: number): void;
   leaving(): void;
+  /**
+   * mutexd stopped CMD (SIGTERM), at `atMs` (wall ms, CMD's clock: the machine's, the history's):
+   * what ends a lock's hold for its client, which the CMD's exit, seen later, would overstate.
+   */
+  stopped(atMs: number): void;
 }
 
 type Completion = (type: Exclude<RecordType, "invoke">, more?: Partial<HistoryRecord>) => HistoryRecord;
@@ -104,6 +110,11 @@ export class ChaosHub {
     }
     if (path === "/leaving" && listener) {
       listener.leaving();
+      return Response.json({});
+    }
+    // When CMD was told to stop, never later than now (its clock is this machine's wall clock).
+    if (path === "/stopped" && listener && int("at") !== undefined) {
+      listener.stopped(Math.min(int("at")!, Date.now()));
       return Response.json({});
     }
     return Response.json({ error: `no such request: ${path}` }, { status: 404 });
