@@ -55,6 +55,8 @@ for (let k = 0; k < kills; k++) {
     const client = new EtcdLockClient(cluster.urls, requestMs, tryMs);
     const session = await client.openSession(10_000);
     const held = await client.enter("f1-held", session, 5_000);
+    // Workload, not a wait for a condition: the lock is held a while before the kill, and each
+    // kill falls at another point of etcd's 100 ms heartbeat cycle (a fixed offset per kill, no clock seed).
     await sleep(300 + (k * 37) % 100);
     const leader = await cluster.leaderPid();
     const statusOf = (url: string) =>
